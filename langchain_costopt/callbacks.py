@@ -1,0 +1,264 @@
+"""``CostCallbackHandler``: prices every LangChain LLM call into the engine's ledger.
+
+It only translates: LangChain's ``LLMResult`` / run metadata into the engine's
+``Usage`` and call fields. Pricing, savings and budgets are the engine's.
+
+Tenant and tier come from run metadata (inherited by nested runs), e.g.
+``chain.invoke(x, config={"metadata": {"costopt_tenant": "acme"}})``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Generator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, LLMResult
+from langchain_core.tracers.context import register_configure_hook
+
+from costopt_core import CostEngine, CostLedger, default_engine
+from costopt_core.errors import BudgetExceededError
+from costopt_core.types import CallRecord, Usage
+from costopt_core.usage import normalize_usage, usage_from_langchain
+from langchain_costopt._convert import from_langchain_messages
+
+__all__ = ["CostCallbackHandler", "track_costs"]
+
+log = logging.getLogger("costopt.langchain")
+
+TENANT_KEYS = ("costopt_tenant", "tenant_id", "tenant")
+TIER_KEY = "costopt_tier"
+METADATA_KEY = "costopt"
+
+
+def _first(metadata: Mapping[str, Any] | None, keys: tuple[str, ...]) -> str | None:
+    if not metadata:
+        return None
+    for k in keys:
+        v = metadata.get(k)
+        if v is not None:
+            return str(v)
+    return None
+
+
+class _Run:
+    __slots__ = ("model", "start", "tenant", "tier")
+
+    def __init__(self, model: str | None, tenant: str | None, tier: str | None) -> None:
+        self.model = model
+        self.tenant = tenant
+        self.tier = tier
+        self.start = time.perf_counter()
+
+
+class CostCallbackHandler(BaseCallbackHandler):
+    """Records the cost of every LLM call it sees, exactly once per run.
+
+    Works with ``invoke``/``ainvoke``/``batch``/``stream``/``astream``, nested
+    chains and agents, and concurrent calls from threads and asyncio. The
+    call's price is put on the message as ``response_metadata["costopt"]``
+    (only values fixed by the answer itself, so a message replayed as history
+    keeps the same cache key).
+
+    Args:
+        engine: the engine to record into; the process default if omitted.
+        check_budgets: estimate each call's cost before it is sent and raise
+            ``BudgetExceededError`` when a ``block`` budget would be exceeded.
+
+    Example:
+        >>> handler = CostCallbackHandler()
+        >>> chain.invoke(question, config={"callbacks": [handler]})  # doctest: +SKIP
+        >>> print(handler.ledger.summary_table())  # doctest: +SKIP
+    """
+
+    # Our code is fast and thread-safe: run it inline rather than in an executor.
+    run_inline = True
+    # Only BudgetExceededError escapes on purpose; everything else is caught below.
+    raise_error = True
+
+    def __init__(self, engine: CostEngine | None = None, *, check_budgets: bool = True) -> None:
+        super().__init__()
+        self.engine = engine or default_engine()
+        self.check_budgets = check_budgets
+        self._runs: dict[UUID, _Run] = {}
+        self._lock = threading.Lock()
+        self.errors = 0
+
+    @property
+    def ledger(self) -> CostLedger:
+        return self.engine.ledger
+
+    # -- start --------------------------------------------------------------
+    def _start(
+        self,
+        run_id: UUID,
+        metadata: Mapping[str, Any] | None,
+        kwargs: Mapping[str, Any],
+        messages: list[BaseMessage] | None = None,
+        prompts: list[str] | None = None,
+    ) -> None:
+        params = kwargs.get("invocation_params") or {}
+        model = (
+            (metadata or {}).get("ls_model_name")
+            or params.get("model")
+            or params.get("model_name")
+            or params.get("model_id")
+        )
+        tenant = _first(metadata, TENANT_KEYS)
+        run = _Run(str(model) if model else None, tenant, _first(metadata, (TIER_KEY,)))
+        with self._lock:
+            self._runs[run_id] = run
+        if self.check_budgets and self.engine.ledger.budgets and run.model:
+            try:
+                if messages is not None:
+                    estimate = self.engine.estimate(run.model, from_langchain_messages(messages))
+                else:
+                    tokens = sum(self.engine.tokens.count(p, run.model) for p in prompts or [])
+                    estimate = self.engine.estimate(run.model, input_tokens=tokens)
+            except Exception:
+                log.exception("costopt could not estimate the cost of run %s", run_id)
+                return
+            try:
+                self.engine.check_budget(tenant, estimate)
+            except BudgetExceededError:
+                with self._lock:
+                    self._runs.pop(run_id, None)
+                raise
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._start(run_id, metadata, kwargs, messages=messages[0] if messages else [])
+
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any],
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._start(run_id, metadata, kwargs, prompts=prompts)
+
+    # -- end ----------------------------------------------------------------
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        with self._lock:
+            run = self._runs.pop(run_id, None)
+        if run is None:
+            return  # not started through us, or already counted
+        try:
+            self._record(response, run, run_id)
+        except Exception:  # never fail the user's call over accounting
+            self.errors += 1
+            log.exception("costopt could not record run %s", run_id)
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        with self._lock:
+            self._runs.pop(run_id, None)
+
+    def _record(self, response: LLMResult, run: _Run, run_id: UUID) -> CallRecord:
+        message: AIMessage | None = None
+        try:
+            gen = response.generations[0][0]
+            if isinstance(gen, ChatGeneration) and isinstance(gen.message, AIMessage):
+                message = gen.message
+        except IndexError:
+            pass
+        outcome: Any = "model"
+        usage = Usage()
+        model = run.model
+        tier = run.tier
+        if message is not None:
+            meta = message.response_metadata or {}
+            model = meta.get("model_name") or meta.get("model") or model
+            um = message.usage_metadata
+            if um is not None:
+                usage = usage_from_langchain(um)
+                # langchain-core marks answers served from its LLM cache this way.
+                if um.get("total_cost") == 0:  # type: ignore[comparison-overlap]
+                    outcome = "cache_exact"
+            prior = meta.get(METADATA_KEY)
+            if isinstance(prior, Mapping):
+                outcome = prior.get("served_by", outcome) if outcome != "model" else outcome
+                tier = tier or prior.get("tier")
+        else:
+            llm_output = response.llm_output or {}
+            usage = normalize_usage(llm_output.get("token_usage") or llm_output.get("usage"))
+            model = llm_output.get("model_name") or llm_output.get("model") or model
+        record = self.engine.record_call(
+            model=str(model or "unknown"),
+            usage=usage,
+            tier=tier,
+            tenant=run.tenant,
+            outcome=outcome,
+            framework="langchain",
+            latency_ms=(time.perf_counter() - run.start) * 1000.0,
+            call_id=str(run_id),
+        )
+        if message is not None and outcome == "model":
+            # A new dict, so a cached copy sharing the old one is not touched.
+            message.response_metadata = {
+                **(message.response_metadata or {}),
+                METADATA_KEY: record_metadata(record),
+            }
+        return record
+
+
+def record_metadata(record: CallRecord) -> dict[str, Any]:
+    """What goes on the message: only values fixed by the answer itself."""
+    return {
+        "model": record.model,
+        "tier": record.tier,
+        "mode": record.mode,
+        "served_by": record.outcome,
+        "cost_usd": None if record.cost_usd is None else str(record.cost_usd),
+        "baseline_cost_usd": (
+            None if record.baseline_cost_usd is None else str(record.baseline_cost_usd)
+        ),
+    }
+
+
+_tracking: ContextVar[CostCallbackHandler | None] = ContextVar(
+    "costopt_track_costs", default=None
+)
+register_configure_hook(_tracking, inheritable=True)
+
+
+@contextmanager
+def track_costs(
+    engine: CostEngine | None = None, *, check_budgets: bool = True
+) -> Generator[CostCallbackHandler, None, None]:
+    """Price every LangChain call made inside the ``with`` block.
+
+    Like ``get_usage_metadata_callback``, no callback needs to be passed. By
+    default a fresh ledger is used (with the default engine's prices and
+    baseline), so the block's figures are its own.
+
+    Example:
+        >>> with track_costs() as costs:  # doctest: +SKIP
+        ...     chain.invoke("...")
+        >>> costs.ledger.totals().cost_usd  # doctest: +SKIP
+    """
+    if engine is None:
+        base = default_engine()
+        engine = CostEngine(catalog=base.catalog, baseline_model=base.baseline_model)
+    handler = CostCallbackHandler(engine, check_budgets=check_budgets)
+    token = _tracking.set(handler)
+    try:
+        yield handler
+    finally:
+        _tracking.reset(token)

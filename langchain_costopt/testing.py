@@ -1,0 +1,126 @@
+"""``ScriptedChatModel``: a LangChain chat model that answers from a script.
+
+Stands in for a provider model in tests, notebooks and the demo: real
+``usage_metadata`` (cache reads and writes included), a real model name, and
+streaming whose last chunk carries the usage, as providers do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field
+
+from costopt_core.testing import Script, ScriptedResponse, usage_to_langchain
+
+__all__ = ["ScriptedChatModel"]
+
+
+def _message(r: ScriptedResponse) -> AIMessage:
+    return AIMessage(
+        content=r.text,
+        tool_calls=[dict(tc) for tc in r.tool_calls],  # type: ignore[misc]
+        usage_metadata=usage_to_langchain(r.usage),  # type: ignore[arg-type]
+        response_metadata={"model_name": r.model, "finish_reason": r.finish_reason},
+    )
+
+
+def _chunks(r: ScriptedResponse) -> Iterator[ChatGenerationChunk]:
+    words = r.text.split(" ")
+    for i, w in enumerate(words):
+        yield ChatGenerationChunk(message=AIMessageChunk(content=w if i == 0 else " " + w))
+    yield ChatGenerationChunk(
+        message=AIMessageChunk(
+            content="",
+            usage_metadata=usage_to_langchain(r.usage),  # type: ignore[arg-type]
+            response_metadata={"model_name": r.model, "finish_reason": r.finish_reason},
+            chunk_position="last",
+        )
+    )
+
+
+class ScriptedChatModel(BaseChatModel):
+    """A chat model that returns scripted answers with scripted token usage.
+
+    Example:
+        >>> from costopt_core.testing import Script
+        >>> model = ScriptedChatModel(script=Script(["Paris."], model="gpt-4o-mini"))
+        >>> model.invoke("Capital of France?").content
+        'Paris.'
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    script: Script
+    model_name: str = Field(default="gpt-4o-mini")
+
+    @classmethod
+    def from_texts(
+        cls, texts: Sequence[str], *, model: str = "gpt-4o-mini", **kwargs: Any
+    ) -> ScriptedChatModel:
+        return cls(script=Script(texts, model=model), model_name=model, **kwargs)
+
+    @property
+    def _llm_type(self) -> str:
+        return "costopt-scripted"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_model_name"] = self.model_name
+        return params
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=_message(self.script.next()))])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        r = await self.script.anext()
+        return ChatResult(generations=[ChatGeneration(message=_message(r))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        for chunk in _chunks(self.script.next()):
+            if run_manager and chunk.message.content:
+                run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
+            yield chunk
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        r = await self.script.anext()
+        for chunk in _chunks(r):
+            if run_manager and chunk.message.content:
+                await run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
+            yield chunk

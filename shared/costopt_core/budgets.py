@@ -1,0 +1,85 @@
+"""Budgets: spend limits per tenant or global, per period, and what to do at the limit.
+
+The decision (``evaluate_budget``) is a pure function of the budget, the spend
+so far in its window and the estimate of the next call; the ledger keeps the
+spend and calls it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Budget", "BudgetDecision", "BudgetPeriod", "BudgetPolicy", "evaluate_budget", "period_start"]
+
+BudgetPeriod = Literal["day", "week", "month", "total"]
+#: ``warn`` logs and lets the call through; ``block`` raises before the call;
+#: ``downshift`` asks the router for cheaper tiers as the budget is consumed.
+BudgetPolicy = Literal["warn", "block", "downshift"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class Budget(BaseModel):
+    """A spend limit in USD per period, for one tenant or (``tenant=None``) globally."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    limit_usd: Decimal = Field(gt=0, description="Spend limit in USD for one period.")
+    period: BudgetPeriod = "month"
+    tenant: str | None = Field(default=None, description="Tenant this applies to; None = all.")
+    policy: BudgetPolicy = "warn"
+
+    @property
+    def scope(self) -> str:
+        return f"tenant {self.tenant!r}" if self.tenant is not None else "all tenants"
+
+
+def period_start(period: BudgetPeriod, now: datetime) -> datetime:
+    """Start (UTC) of the calendar period containing ``now``."""
+    now = now.astimezone(UTC)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return day
+    if period == "week":
+        return day - timedelta(days=day.weekday())
+    if period == "month":
+        return day.replace(day=1)
+    return _EPOCH
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetDecision:
+    budget: Budget
+    spent_usd: Decimal
+    estimate_usd: Decimal
+    #: ``ok``, or what the budget's policy says to do now.
+    action: Literal["ok", "warn", "block", "downshift"]
+
+    @property
+    def used_fraction(self) -> float:
+        return float((self.spent_usd + self.estimate_usd) / self.budget.limit_usd)
+
+
+def evaluate_budget(budget: Budget, spent_usd: Decimal, estimate_usd: Decimal) -> BudgetDecision:
+    """What to do about the next call, given the spend so far in the budget's window.
+
+    A call is over budget when the spend so far plus its estimate exceeds the
+    limit. ``downshift`` budgets report ``downshift`` from 80% of the limit on
+    (the router then prefers cheaper tiers) and behave as ``block`` past it.
+    """
+    projected = spent_usd + estimate_usd
+    over = projected > budget.limit_usd
+    action: Literal["ok", "warn", "block", "downshift"] = "ok"
+    if budget.policy == "downshift":
+        if over:
+            action = "block"
+        elif projected >= budget.limit_usd * Decimal("0.8"):
+            action = "downshift"
+    elif over:
+        action = budget.policy
+    return BudgetDecision(budget, spent_usd, estimate_usd, action)

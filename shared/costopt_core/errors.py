@@ -1,0 +1,81 @@
+"""The exception tree every costopt component raises.
+
+Third-party errors (Redis, provider SDKs, SQLite) are translated at the edge
+into one of these, so callers can catch ``CostOptError`` and nothing else.
+Every message says what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+__all__ = [
+    "BatchError",
+    "BudgetExceededError",
+    "CacheBackendError",
+    "ConfigurationError",
+    "CostOptError",
+    "PricingNotFoundError",
+    "RoutingError",
+    "UsageFormatError",
+]
+
+
+class CostOptError(Exception):
+    """Root of every error raised by costopt."""
+
+
+class ConfigurationError(CostOptError, ValueError):
+    """A configuration value is out of range or of the wrong kind."""
+
+
+class PricingNotFoundError(CostOptError, LookupError):
+    """The price catalog has no entry for a model (raised only on strict lookups)."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(
+            f"no price for model {model!r}: add it with "
+            f"PriceCatalog.with_overrides({{{model!r}: {{'usd_per_mtok_input': ..., "
+            f"'usd_per_mtok_output': ...}}}}) or check the model name"
+        )
+
+
+class UsageFormatError(CostOptError, ValueError):
+    """A token-usage payload could not be read (negative or non-integer counts)."""
+
+
+class BudgetExceededError(CostOptError):
+    """A budget with policy ``block`` would be exceeded by the next call."""
+
+    def __init__(
+        self,
+        *,
+        scope: str,
+        limit_usd: Decimal,
+        spent_usd: Decimal,
+        estimate_usd: Decimal,
+        period: str,
+    ) -> None:
+        self.scope = scope
+        self.limit_usd = limit_usd
+        self.spent_usd = spent_usd
+        self.estimate_usd = estimate_usd
+        self.period = period
+        super().__init__(
+            f"budget for {scope} exceeded: spent ${spent_usd} of ${limit_usd} this {period}"
+            f" (next call estimated at ${estimate_usd}); raise the limit, wait for the next"
+            f" period, or use policy 'warn'"
+        )
+
+
+class CacheBackendError(CostOptError):
+    """A cache backend failed; the cache engine turns this into a miss."""
+
+
+class RoutingError(CostOptError):
+    """No tier could answer the request (every tier and fallback failed)."""
+
+
+class BatchError(CostOptError):
+    """A batch job could not be submitted, polled or collected."""

@@ -1,0 +1,354 @@
+"""``CostLedger``: every priced call, its totals by dimension, and budgets.
+
+Thread-safe: adapters record from callback threads, asyncio tasks and worker
+pools at once. Totals are kept incrementally under one lock so reading them
+is O(1) in the number of calls, and they stay exact even when a retention
+bound drops old records.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from costopt_core.budgets import Budget, BudgetDecision, BudgetPeriod, evaluate_budget, period_start
+from costopt_core.errors import BudgetExceededError, ConfigurationError
+from costopt_core.types import LEVERS, CallRecord
+
+__all__ = ["CostLedger", "Dimension", "Totals"]
+
+log = logging.getLogger("costopt.ledger")
+
+Dimension = Literal["model", "tier", "tenant", "framework", "outcome", "mode"]
+_DIMENSIONS: tuple[Dimension, ...] = ("model", "tier", "tenant", "framework", "outcome", "mode")
+_PERIODS: tuple[BudgetPeriod, ...] = ("day", "week", "month", "total")
+_ZERO = Decimal(0)
+_TOKEN_KINDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+)
+
+
+@dataclass
+class Totals:
+    """Sums over a set of calls. Money only over calls whose cost is known."""
+
+    calls: int = 0
+    unpriced_calls: int = 0
+    cost_usd: Decimal = _ZERO
+    baseline_cost_usd: Decimal = _ZERO
+    savings_usd: dict[str, Decimal] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_TOKEN_KINDS, 0))
+    cache_hits_exact: int = 0
+    cache_hits_semantic: int = 0
+    escalations: int = 0
+
+    def add(self, r: CallRecord) -> None:
+        self.calls += 1
+        if r.outcome == "cache_exact":
+            self.cache_hits_exact += 1
+        elif r.outcome == "cache_semantic":
+            self.cache_hits_semantic += 1
+        elif r.outcome == "escalated":
+            self.escalations += 1
+        if r.cost_usd is None:
+            self.unpriced_calls += 1
+        else:
+            self.cost_usd += r.cost_usd
+            if r.baseline_cost_usd is not None:
+                self.baseline_cost_usd += r.baseline_cost_usd
+                for lever, amount in r.savings_usd.items():
+                    self.savings_usd[lever] = self.savings_usd.get(lever, _ZERO) + amount
+        if r.outcome in ("model", "escalated"):
+            u = r.usage
+            for kind in _TOKEN_KINDS:
+                value = getattr(u, kind)
+                if value:
+                    self.tokens[kind] += value
+
+    @property
+    def requests(self) -> int:
+        """User requests answered: escalated attempts are part of another request."""
+        return self.calls - self.escalations
+
+    @property
+    def total_savings_usd(self) -> Decimal:
+        return self.baseline_cost_usd - self.cost_usd
+
+    @property
+    def savings_fraction(self) -> float | None:
+        if not self.baseline_cost_usd:
+            return None
+        return float(self.total_savings_usd / self.baseline_cost_usd)
+
+    @property
+    def cache_hit_rate(self) -> float | None:
+        if not self.requests:
+            return None
+        return (self.cache_hits_exact + self.cache_hits_semantic) / self.requests
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "requests": self.requests,
+            "unpriced_calls": self.unpriced_calls,
+            "cost_usd": str(self.cost_usd),
+            "baseline_cost_usd": str(self.baseline_cost_usd),
+            "savings_usd": str(self.total_savings_usd),
+            "savings_fraction": self.savings_fraction,
+            "savings_by_lever_usd": {k: str(v) for k, v in sorted(self.savings_usd.items())},
+            "tokens": dict(self.tokens),
+            "cache_hits_exact": self.cache_hits_exact,
+            "cache_hits_semantic": self.cache_hits_semantic,
+            "cache_hit_rate": self.cache_hit_rate,
+            "escalations": self.escalations,
+        }
+
+
+class CostLedger:
+    """A thread-safe record of every call, with totals, budgets and export.
+
+    Args:
+        budgets: spend limits to enforce (see :class:`Budget`).
+        max_records: keep at most this many records in memory (oldest dropped
+            first); totals and budgets stay exact. ``None`` keeps all.
+        clock: returns "now" as an aware datetime; injectable for tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        budgets: Iterable[Budget] = (),
+        max_records: int | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        if max_records is not None and max_records < 1:
+            raise ConfigurationError(f"max_records must be >= 1 or None, got {max_records}")
+        self._lock = threading.Lock()
+        self._records: deque[CallRecord] = deque(maxlen=max_records)
+        self._total = Totals()
+        self._by: dict[Dimension, dict[str | None, Totals]] = {d: {} for d in _DIMENSIONS}
+        # (tenant or None for global, period) -> (window start, spend in window)
+        self._spend: dict[tuple[str | None, BudgetPeriod], tuple[datetime, Decimal]] = {}
+        self._budgets: list[Budget] = list(budgets)
+        self._listeners: list[Callable[[CallRecord], None]] = []
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+
+    # -- recording ----------------------------------------------------------
+    def add(self, record: CallRecord) -> None:
+        """Record one call. Safe from any thread."""
+        with self._lock:
+            self._records.append(record)
+            self._total.add(record)
+            for dim in _DIMENSIONS:
+                key = getattr(record, dim)
+                bucket = self._by[dim].get(key)
+                if bucket is None:
+                    bucket = self._by[dim][key] = Totals()
+                bucket.add(record)
+            if record.cost_usd:
+                for tenant in (None, record.tenant) if record.tenant is not None else (None,):
+                    for period in _PERIODS:
+                        start = period_start(period, record.timestamp)
+                        prev = self._spend.get((tenant, period))
+                        if prev is None or prev[0] < start:
+                            self._spend[(tenant, period)] = (start, record.cost_usd)
+                        elif prev[0] == start:
+                            self._spend[(tenant, period)] = (start, prev[1] + record.cost_usd)
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(record)
+            except Exception:  # a sink must never fail the user's call
+                log.exception("ledger listener %r failed", listener)
+
+    def subscribe(self, listener: Callable[[CallRecord], None]) -> None:
+        """Call ``listener(record)`` after every recorded call (sinks, exporters)."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def extend(self, records: Iterable[CallRecord]) -> None:
+        for r in records:
+            self.add(r)
+
+    # -- reading ------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._total.calls
+
+    def records(self) -> list[CallRecord]:
+        """The records held in memory, oldest first."""
+        with self._lock:
+            return list(self._records)
+
+    def totals(self) -> Totals:
+        with self._lock:
+            return _copy(self._total)
+
+    def totals_by(self, dimension: Dimension) -> dict[str | None, Totals]:
+        """Totals per model / tier / tenant / framework / outcome / mode."""
+        if dimension not in _DIMENSIONS:
+            raise ConfigurationError(
+                f"unknown dimension {dimension!r}; use one of {list(_DIMENSIONS)}"
+            )
+        with self._lock:
+            return {k: _copy(v) for k, v in self._by[dimension].items()}
+
+    def savings_by_lever(self) -> dict[str, Decimal]:
+        """Savings per lever, every lever listed (zero where it saved nothing)."""
+        t = self.totals()
+        return {lever: t.savings_usd.get(lever, _ZERO) for lever in LEVERS}
+
+    def tier_distribution(self) -> dict[str | None, float]:
+        """Share of answered requests served by each tier (cache hits included)."""
+        by_tier = self.totals_by("tier")
+        n = sum(t.requests for t in by_tier.values())
+        return {k: v.requests / n for k, v in by_tier.items()} if n else {}
+
+    # -- budgets ------------------------------------------------------------
+    def add_budget(self, budget: Budget) -> None:
+        with self._lock:
+            self._budgets.append(budget)
+
+    @property
+    def budgets(self) -> list[Budget]:
+        with self._lock:
+            return list(self._budgets)
+
+    def spent(self, tenant: str | None = None, period: BudgetPeriod = "month") -> Decimal:
+        """Known spend of ``tenant`` (``None``: everyone) in the current ``period``."""
+        start = period_start(period, self.clock())
+        with self._lock:
+            window = self._spend.get((tenant, period))
+        return window[1] if window is not None and window[0] == start else _ZERO
+
+    def check_budget(
+        self, tenant: str | None = None, estimate_usd: Decimal | None = None
+    ) -> list[BudgetDecision]:
+        """Evaluate every budget that covers ``tenant`` for the next call.
+
+        Raises:
+            BudgetExceededError: a ``block`` (or exhausted ``downshift``) budget
+                would be exceeded.
+        """
+        estimate = estimate_usd or _ZERO
+        decisions: list[BudgetDecision] = []
+        for budget in self.budgets:
+            if budget.tenant is not None and budget.tenant != tenant:
+                continue
+            decision = evaluate_budget(budget, self.spent(budget.tenant, budget.period), estimate)
+            decisions.append(decision)
+            if decision.action == "block":
+                raise BudgetExceededError(
+                    scope=budget.scope,
+                    limit_usd=budget.limit_usd,
+                    spent_usd=decision.spent_usd,
+                    estimate_usd=estimate,
+                    period=budget.period,
+                )
+            if decision.action == "warn":
+                log.warning(
+                    "budget for %s exceeded: $%s of $%s this %s",
+                    budget.scope,
+                    decision.spent_usd + estimate,
+                    budget.limit_usd,
+                    budget.period,
+                )
+        return decisions
+
+    # -- export -------------------------------------------------------------
+    def to_records(self) -> list[dict[str, Any]]:
+        """Plain dicts (money as strings), one per call; no pandas needed."""
+        return [r.to_dict() for r in self.records()]
+
+    def to_jsonl(self, path: str | Path) -> Path:
+        p = Path(path)
+        with p.open("w", encoding="utf-8") as fh:
+            for rec in self.to_records():
+                fh.write(json.dumps(rec, sort_keys=True) + "\n")
+        return p
+
+    @classmethod
+    def from_jsonl(cls, path: str | Path, **kwargs: Any) -> CostLedger:
+        """Rebuild a ledger from a JSONL export."""
+        ledger = cls(**kwargs)
+        p = Path(path)
+        if not p.exists():
+            raise ConfigurationError(f"ledger file {str(p)!r} does not exist")
+        with p.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    ledger.add(CallRecord.from_dict(json.loads(line)))
+                except Exception as exc:
+                    raise ConfigurationError(
+                        f"{p}:{lineno}: not a costopt ledger record ({exc})"
+                    ) from None
+        return ledger
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """CSV, one row per call (usage and savings flattened); written to ``path`` if given."""
+        usage_cols = list(_TOKEN_KINDS)
+        cols = [
+            "call_id", "timestamp", "model", "tier", "tenant", "framework", "mode", "outcome",
+            "cost_usd", "baseline_cost_usd", "latency_ms", "estimated",
+            *usage_cols, *(f"savings_{lever}_usd" for lever in LEVERS),
+        ]  # fmt: skip
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=cols)
+        writer.writeheader()
+        for rec in self.to_records():
+            row = {k: rec[k] for k in cols if k in rec}
+            row.update(rec["usage"])
+            for lever in LEVERS:
+                row[f"savings_{lever}_usd"] = rec["savings_usd"].get(lever, "0")
+            writer.writerow(row)
+        text = buf.getvalue()
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    def summary(self) -> dict[str, Any]:
+        """Spend, baseline, savings by lever, and the per-tier/model/tenant splits."""
+        return {
+            "total": self.totals().to_dict(),
+            "savings_by_lever_usd": {k: str(v) for k, v in self.savings_by_lever().items()},
+            "tier_distribution": self.tier_distribution(),
+            "by_tier": {str(k): v.to_dict() for k, v in self.totals_by("tier").items()},
+            "by_model": {str(k): v.to_dict() for k, v in self.totals_by("model").items()},
+            "by_tenant": {str(k): v.to_dict() for k, v in self.totals_by("tenant").items()},
+        }
+
+    def summary_table(self) -> str:
+        """A plain-text summary for terminals, logs and notebooks."""
+        from costopt_core.report import format_summary
+
+        return format_summary(self)
+
+
+def _copy(t: Totals) -> Totals:
+    return Totals(
+        calls=t.calls,
+        unpriced_calls=t.unpriced_calls,
+        cost_usd=t.cost_usd,
+        baseline_cost_usd=t.baseline_cost_usd,
+        savings_usd=dict(t.savings_usd),
+        tokens=dict(t.tokens),
+        cache_hits_exact=t.cache_hits_exact,
+        cache_hits_semantic=t.cache_hits_semantic,
+        escalations=t.escalations,
+    )

@@ -1,0 +1,20 @@
+"""Prices and the cost of a call (see ``catalog`` and ``cost``)."""
+
+from costopt_core.pricing.catalog import (
+    LongContextPrice,
+    ModelPrice,
+    PriceCatalog,
+    UnknownModelPriceWarning,
+)
+from costopt_core.pricing.cost import PricedCall, attribute_savings, cost_of, estimate_cost
+
+__all__ = [
+    "LongContextPrice",
+    "ModelPrice",
+    "PriceCatalog",
+    "PricedCall",
+    "UnknownModelPriceWarning",
+    "attribute_savings",
+    "cost_of",
+    "estimate_cost",
+]

@@ -1,0 +1,241 @@
+"""The price catalog: list prices per model, loaded from a versioned JSON file.
+
+Prices are ``Decimal`` USD per million tokens, named with their unit. A model
+name resolves through exact names, aliases, provider prefixes and dated
+snapshots (``gpt-4o-2024-08-06`` -> ``gpt-4o``). An unknown model has no
+price: callers get ``None`` and one warning per model, never ``$0``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import warnings
+from collections.abc import Mapping
+from datetime import date
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from costopt_core.errors import ConfigurationError
+
+__all__ = ["LongContextPrice", "ModelPrice", "PriceCatalog", "UnknownModelPriceWarning"]
+
+log = logging.getLogger("costopt.pricing")
+
+Money = Decimal
+
+
+class UnknownModelPriceWarning(UserWarning):
+    """A call was made on a model the catalog has no price for."""
+
+
+class _Prices(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    usd_per_mtok_input: Money = Field(ge=0)
+    usd_per_mtok_output: Money = Field(ge=0)
+    usd_per_mtok_cache_read: Money | None = Field(default=None, ge=0)
+    usd_per_mtok_cache_write_5m: Money | None = Field(default=None, ge=0)
+    usd_per_mtok_cache_write_1h: Money | None = Field(default=None, ge=0)
+
+
+class LongContextPrice(_Prices):
+    """Prices that apply once the prompt exceeds ``above_input_tokens``."""
+
+    above_input_tokens: int = Field(gt=0)
+    usd_per_mtok_input: Money | None = Field(default=None, ge=0)  # type: ignore[assignment]
+    usd_per_mtok_output: Money | None = Field(default=None, ge=0)  # type: ignore[assignment]
+
+
+class ModelPrice(_Prices):
+    """List prices of one model. Missing cache prices bill those tokens as input."""
+
+    provider: str = "custom"
+    usd_per_mtok_batch_input: Money | None = Field(default=None, ge=0)
+    usd_per_mtok_batch_output: Money | None = Field(default=None, ge=0)
+    long_context: LongContextPrice | None = None
+    aliases: tuple[str, ...] = ()
+
+
+_DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-v\d+(:\d+)?|-\d{4})$")
+_PREFIX = re.compile(r"^(models/|openai/|anthropic/|google/|gemini/|together/|anthropic\.|us\.)+")
+
+
+def _strip(name: str) -> list[str]:
+    """Candidate catalog keys for a raw model name, most specific first."""
+    out = [name]
+    lowered = name.lower()
+    out.append(lowered)
+    bare = _PREFIX.sub("", lowered)
+    out.append(bare)
+    undated = _DATE_SUFFIX.sub("", bare)
+    while undated != bare:
+        out.append(undated)
+        bare, undated = undated, _DATE_SUFFIX.sub("", undated)
+    if bare.endswith("-latest"):
+        out.append(bare.removesuffix("-latest"))
+    return out
+
+
+class PriceCatalog:
+    """Model prices with alias resolution and user overrides.
+
+    Args:
+        models: model name -> price.
+        as_of: the date the list prices were read.
+        schema_version: version of the JSON layout.
+
+    Example:
+        >>> catalog = PriceCatalog.default()
+        >>> catalog.get("gpt-4o-2024-08-06").usd_per_mtok_input
+        Decimal('2.50')
+    """
+
+    SCHEMA_VERSION = 1
+
+    def __init__(
+        self,
+        models: Mapping[str, ModelPrice],
+        *,
+        as_of: date | None = None,
+        schema_version: int = SCHEMA_VERSION,
+    ) -> None:
+        self._models: dict[str, ModelPrice] = dict(models)
+        self.as_of = as_of
+        self.schema_version = schema_version
+        self._aliases: dict[str, str] = {}
+        for name, price in self._models.items():
+            self._aliases[name.lower()] = name
+            for alias in price.aliases:
+                self._aliases[alias.lower()] = name
+        self._resolved: dict[str, str | None] = {}
+        self._warned: set[str] = set()
+        self._lock = threading.Lock()
+
+    # -- construction -------------------------------------------------------
+    @classmethod
+    def default(cls) -> PriceCatalog:
+        """The catalog shipped with costopt (``prices.json``)."""
+        text = resources.files("costopt_core.pricing").joinpath("prices.json").read_text("utf-8")
+        return cls.from_dict(json.loads(text), source="costopt_core/pricing/prices.json")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> PriceCatalog:
+        """Load a catalog from a JSON file of the ``prices.json`` layout."""
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text("utf-8"))
+        except FileNotFoundError:
+            raise ConfigurationError(f"price file {str(p)!r} does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigurationError(f"price file {str(p)!r} is not valid JSON: {exc}") from None
+        return cls.from_dict(data, source=str(p))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> PriceCatalog:
+        if not isinstance(data, Mapping) or not isinstance(data.get("models"), Mapping):
+            raise ConfigurationError(
+                f"price catalog {source} needs a top-level 'models' object mapping "
+                "model name -> prices"
+            )
+        version = data.get("schema_version", cls.SCHEMA_VERSION)
+        if version != cls.SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"price catalog {source} has schema_version {version!r}; this costopt reads "
+                f"version {cls.SCHEMA_VERSION}"
+            )
+        as_of = data.get("as_of")
+        try:
+            parsed_date = date.fromisoformat(as_of) if as_of else None
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"price catalog {source}: as_of must be an ISO date (YYYY-MM-DD), got {as_of!r}"
+            ) from None
+        return cls(
+            {name: cls._parse_price(name, raw, source) for name, raw in data["models"].items()},
+            as_of=parsed_date,
+            schema_version=version,
+        )
+
+    @staticmethod
+    def _parse_price(name: str, raw: Any, source: str) -> ModelPrice:
+        if isinstance(raw, ModelPrice):
+            return raw
+        try:
+            return ModelPrice.model_validate(
+                {k: (str(v) if isinstance(v, float) else v) for k, v in dict(raw).items()}
+            )
+        except (ValidationError, TypeError, ValueError) as exc:
+            raise ConfigurationError(f"bad price for model {name!r} in {source}: {exc}") from None
+
+    def with_overrides(self, overrides: Mapping[str, Mapping[str, Any] | ModelPrice]) -> PriceCatalog:
+        """A new catalog with models added or replaced (custom, local, negotiated prices).
+
+        A partial override of a known model keeps the fields it does not name.
+        """
+        models = dict(self._models)
+        for name, raw in overrides.items():
+            if isinstance(raw, ModelPrice):
+                models[name] = raw
+                continue
+            base_name = self.resolve(name)
+            base = models[base_name].model_dump(exclude_none=True) if base_name else {}
+            key = base_name or name
+            models[key] = self._parse_price(name, {**base, **dict(raw)}, "overrides")
+        return PriceCatalog(models, as_of=self.as_of, schema_version=self.schema_version)
+
+    # -- lookup -------------------------------------------------------------
+    def models(self) -> list[str]:
+        return sorted(self._models)
+
+    def resolve(self, model: str) -> str | None:
+        """The catalog name a raw model name refers to, or ``None``."""
+        cached = self._resolved.get(model, "")
+        if cached != "":
+            return cached
+        found: str | None = None
+        for candidate in _strip(model):
+            found = self._aliases.get(candidate)
+            if found:
+                break
+        self._resolved[model] = found
+        return found
+
+    def get(self, model: str, *, warn: bool = True) -> ModelPrice | None:
+        """Price of ``model``; ``None`` (and one warning per model) when unknown."""
+        name = self.resolve(model)
+        if name is not None:
+            return self._models[name]
+        if warn:
+            with self._lock:
+                first = model not in self._warned
+                self._warned.add(model)
+            if first:
+                msg = (
+                    f"no price for model {model!r}: its calls are recorded with cost None. "
+                    "Add it with PriceCatalog.with_overrides(...)"
+                )
+                log.warning(msg)
+                warnings.warn(msg, UnknownModelPriceWarning, stacklevel=3)
+        return None
+
+    def __contains__(self, model: object) -> bool:
+        return isinstance(model, str) and self.resolve(model) is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "as_of": self.as_of.isoformat() if self.as_of else None,
+            "currency": "USD",
+            "models": {
+                n: p.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+                | {"provider": p.provider}
+                for n, p in self._models.items()
+            },
+        }

@@ -1,0 +1,165 @@
+"""What a call cost, and what it saved against the all-frontier baseline.
+
+Pure functions of a price and a ``Usage``: no I/O, no state. The savings
+split is sequential, so the levers always add up to baseline minus actual:
+
+    baseline model, uncompressed        -- compression / memory -->
+    baseline model, as sent             -- routing -->
+    served model, no provider cache     -- provider_cache -->
+    served model, sync                  -- batch -->
+    served model, as billed
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+from costopt_core.pricing.catalog import ModelPrice, PriceCatalog
+from costopt_core.types import CallMode, CallOutcome, Usage
+
+__all__ = ["PricedCall", "attribute_savings", "cost_of", "estimate_cost"]
+
+_MTOK = Decimal(1_000_000)
+_ZERO = Decimal(0)
+
+
+def _rates(price: ModelPrice, usage: Usage) -> dict[str, Decimal]:
+    """Per-million rates for this call, long-context tier applied."""
+    rates: dict[str, Decimal] = {
+        "input": price.usd_per_mtok_input,
+        "output": price.usd_per_mtok_output,
+    }
+    for kind in ("cache_read", "cache_write_5m", "cache_write_1h"):
+        value = getattr(price, f"usd_per_mtok_{kind}")
+        rates[kind] = value if value is not None else price.usd_per_mtok_input
+    lc = price.long_context
+    if lc is not None and usage.input_tokens is not None and usage.input_tokens > lc.above_input_tokens:
+        for kind in ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h"):
+            value = getattr(lc, f"usd_per_mtok_{kind}")
+            if value is not None:
+                rates[kind] = value
+    return rates
+
+
+def cost_of(price: ModelPrice | None, usage: Usage, mode: CallMode = "sync") -> Decimal | None:
+    """Cost in USD of one call; ``None`` when the price or the token counts are unknown.
+
+    Unknown cache details (``None``) bill those tokens at the plain input rate,
+    which can only over-state the cost. Batch mode scales every input kind by
+    the model's batch/sync input ratio, so cache reads and writes get the same
+    discount the provider gives; a model with no batch price costs ``None``.
+    """
+    if price is None or usage.input_tokens is None or usage.output_tokens is None:
+        return None
+    rates = _rates(price, usage)
+    if mode == "batch":
+        if price.usd_per_mtok_batch_input is None or price.usd_per_mtok_batch_output is None:
+            return None
+        in_ratio = (
+            price.usd_per_mtok_batch_input / price.usd_per_mtok_input
+            if price.usd_per_mtok_input
+            else Decimal(1)
+        )
+        out_ratio = (
+            price.usd_per_mtok_batch_output / price.usd_per_mtok_output
+            if price.usd_per_mtok_output
+            else Decimal(1)
+        )
+        rates = {k: v * (out_ratio if k == "output" else in_ratio) for k, v in rates.items()}
+    uncached = usage.uncached_input_tokens or 0
+    total = (
+        uncached * rates["input"]
+        + (usage.cache_read_tokens or 0) * rates["cache_read"]
+        + (usage.cache_write_5m_tokens or 0) * rates["cache_write_5m"]
+        + (usage.cache_write_1h_tokens or 0) * rates["cache_write_1h"]
+        + usage.output_tokens * rates["output"]
+    )
+    return total / _MTOK
+
+
+def estimate_cost(
+    price: ModelPrice | None, input_tokens: int, output_tokens: int = 0
+) -> Decimal | None:
+    """Upper-bound cost of a call before it is made (no cache credit)."""
+    return cost_of(price, Usage(input_tokens=input_tokens, output_tokens=output_tokens))
+
+
+@dataclass(frozen=True, slots=True)
+class PricedCall:
+    cost_usd: Decimal | None
+    baseline_cost_usd: Decimal | None
+    savings_usd: dict[str, Decimal]
+
+
+def _sub(a: Decimal | None, b: Decimal | None) -> Decimal | None:
+    return None if a is None or b is None else a - b
+
+
+def attribute_savings(
+    catalog: PriceCatalog,
+    *,
+    model: str,
+    usage: Usage,
+    baseline_model: str,
+    mode: CallMode = "sync",
+    outcome: CallOutcome = "model",
+    removed_input_tokens: Mapping[str, int] | None = None,
+) -> PricedCall:
+    """Price one call and split its savings against the baseline by lever.
+
+    Args:
+        catalog: the prices.
+        model: the model that served (or, for a cache hit, originally produced) the answer.
+        usage: tokens of the call (for a cache hit: of the call it replaced).
+        baseline_model: the frontier model every request is compared against.
+        mode: ``sync`` or ``batch``.
+        outcome: ``model``; ``cache_exact``/``cache_semantic`` (the call was not made,
+            costs $0); ``escalated`` (a cheap attempt thrown away: its cost is a
+            negative routing saving and it carries no baseline of its own).
+        removed_input_tokens: input tokens that ``compression`` / ``memory`` removed
+            before the call, priced on the baseline model.
+    """
+    price = catalog.get(model)
+    base_price = catalog.get(baseline_model)
+    plain = usage.without_provider_cache()
+
+    if outcome == "escalated":
+        spent = cost_of(price, usage, mode)
+        return PricedCall(spent, _ZERO, {} if spent is None else {"routing": -spent})
+
+    savings: dict[str, Decimal] = {}
+    baseline = cost_of(base_price, plain)
+    # compression / memory, in the order given, priced on the baseline model.
+    running = plain
+    for lever, tokens in (removed_input_tokens or {}).items():
+        if tokens <= 0:
+            continue
+        bigger = running.with_extra_input(tokens)
+        delta = _sub(cost_of(base_price, bigger), cost_of(base_price, running))
+        if delta:
+            savings[lever] = savings.get(lever, _ZERO) + delta
+        running = bigger
+    baseline_full = cost_of(base_price, running)
+
+    served_plain = cost_of(price, plain)
+    served_sync = cost_of(price, usage)
+    served = cost_of(price, usage, mode)
+    for lever, delta in (
+        ("routing", _sub(baseline, served_plain)),
+        ("provider_cache", _sub(served_plain, served_sync)),
+        ("batch", _sub(served_sync, served)),
+    ):
+        if delta:
+            savings[lever] = delta
+
+    if outcome in ("cache_exact", "cache_semantic"):
+        if served is None:
+            # The producing model has no price: credit the cache with the whole baseline.
+            savings.pop("routing", None)
+            served = baseline
+        if served:
+            savings[outcome] = served
+        return PricedCall(_ZERO, baseline_full, savings)
+    return PricedCall(served, baseline_full, savings)

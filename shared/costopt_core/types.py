@@ -1,0 +1,255 @@
+"""The neutral vocabulary shared by the engine and both framework adapters.
+
+Adapters translate LangChain / LlamaIndex objects into these and back; the
+engine never sees a framework type. Token counts are ``int | None`` where
+``None`` means "the provider did not say", which is different from ``0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from costopt_core.errors import UsageFormatError
+
+__all__ = [
+    "LEVERS",
+    "CallMode",
+    "CallOutcome",
+    "CallRecord",
+    "ChatRequest",
+    "Lever",
+    "Message",
+    "Role",
+    "Usage",
+]
+
+Role = Literal["system", "user", "assistant", "tool"]
+CallMode = Literal["sync", "batch"]
+#: What served the call: a model, one of the cache tiers, or a cheap attempt
+#: that was thrown away because the request escalated to a higher tier.
+CallOutcome = Literal["model", "cache_exact", "cache_semantic", "escalated"]
+Lever = Literal[
+    "routing", "cache_exact", "cache_semantic", "batch", "provider_cache", "compression", "memory"
+]
+LEVERS: tuple[Lever, ...] = (
+    "routing",
+    "cache_exact",
+    "cache_semantic",
+    "batch",
+    "provider_cache",
+    "compression",
+    "memory",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message, framework-neutral."""
+
+    role: Role
+    content: str
+    name: str | None = None
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    tool_call_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A chat request as the engine sees it."""
+
+    messages: tuple[Message, ...]
+    model: str | None = None
+    tools: tuple[dict[str, Any], ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+    tenant: str | None = None
+
+
+def _check_count(name: str, value: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageFormatError(f"{name} must be an int or None, got {value!r}")
+    if value < 0:
+        raise UsageFormatError(f"{name} must be >= 0, got {value}")
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens of one call, by kind. ``None`` = unknown, ``0`` = none.
+
+    ``input_tokens`` is the *total* prompt size, as LangChain and OpenAI count
+    it: it includes ``cache_read_tokens`` and both cache-write kinds. The part
+    billed at the plain input rate is :attr:`uncached_input_tokens`.
+    ``output_tokens`` includes ``reasoning_tokens`` (both are billed as output).
+    """
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_5m_tokens: int | None = None
+    cache_write_1h_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check_count(f.name, getattr(self, f.name))
+        if self.input_tokens is not None:
+            cached = (
+                (self.cache_read_tokens or 0)
+                + (self.cache_write_5m_tokens or 0)
+                + (self.cache_write_1h_tokens or 0)
+            )
+            if cached > self.input_tokens:
+                raise UsageFormatError(
+                    f"cache read + write tokens ({cached}) exceed input_tokens "
+                    f"({self.input_tokens}); input_tokens must be the total prompt size"
+                )
+
+    @property
+    def uncached_input_tokens(self) -> int | None:
+        """Input tokens billed at the plain input rate."""
+        if self.input_tokens is None:
+            return None
+        return (
+            self.input_tokens
+            - (self.cache_read_tokens or 0)
+            - (self.cache_write_5m_tokens or 0)
+            - (self.cache_write_1h_tokens or 0)
+        )
+
+    @property
+    def total_tokens(self) -> int | None:
+        if self.input_tokens is None or self.output_tokens is None:
+            return None
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def is_known(self) -> bool:
+        """True when both the input and the output size are known."""
+        return self.input_tokens is not None and self.output_tokens is not None
+
+    def without_provider_cache(self) -> Usage:
+        """The same call had the provider cached nothing (every input token uncached)."""
+        return Usage(
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            reasoning_tokens=self.reasoning_tokens,
+            cache_read_tokens=0 if self.input_tokens is not None else None,
+            cache_write_5m_tokens=0 if self.input_tokens is not None else None,
+            cache_write_1h_tokens=0 if self.input_tokens is not None else None,
+        )
+
+    def with_extra_input(self, tokens: int) -> Usage:
+        """The same call with ``tokens`` more uncached input tokens."""
+        if self.input_tokens is None:
+            return self
+        return dataclasses.replace(self, input_tokens=self.input_tokens + tokens)
+
+    def __add__(self, other: Usage) -> Usage:
+        def add(a: int | None, b: int | None) -> int | None:
+            if a is None and b is None:
+                return None
+            return (a or 0) + (b or 0)
+
+        return Usage(
+            **{
+                f.name: add(getattr(self, f.name), getattr(other, f.name))
+                for f in dataclasses.fields(self)
+            }
+        )
+
+    def to_dict(self) -> dict[str, int | None]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Usage:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise UsageFormatError(
+                f"unknown usage fields {sorted(unknown)}; expected a subset of {sorted(names)}"
+            )
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One priced call in the ledger.
+
+    ``cost_usd`` is what the call cost (``None`` if the model has no price);
+    ``baseline_cost_usd`` is what the same request would have cost on the
+    baseline frontier model, sync, uncompressed and uncached. ``savings_usd``
+    splits the difference by lever and always sums to
+    ``baseline_cost_usd - cost_usd`` when both are known.
+    """
+
+    call_id: str
+    timestamp: datetime
+    model: str
+    usage: Usage
+    cost_usd: Decimal | None
+    baseline_cost_usd: Decimal | None
+    savings_usd: dict[str, Decimal]
+    mode: CallMode = "sync"
+    outcome: CallOutcome = "model"
+    tier: str | None = None
+    tenant: str | None = None
+    framework: str | None = None
+    latency_ms: float | None = None
+    estimated: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def total_savings_usd(self) -> Decimal | None:
+        if self.cost_usd is None or self.baseline_cost_usd is None:
+            return None
+        return self.baseline_cost_usd - self.cost_usd
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: money as strings so no precision is lost."""
+        return {
+            "call_id": self.call_id,
+            "timestamp": self.timestamp.isoformat(),
+            "model": self.model,
+            "tier": self.tier,
+            "tenant": self.tenant,
+            "framework": self.framework,
+            "mode": self.mode,
+            "outcome": self.outcome,
+            "usage": self.usage.to_dict(),
+            "cost_usd": None if self.cost_usd is None else str(self.cost_usd),
+            "baseline_cost_usd": (
+                None if self.baseline_cost_usd is None else str(self.baseline_cost_usd)
+            ),
+            "savings_usd": {k: str(v) for k, v in self.savings_usd.items()},
+            "latency_ms": self.latency_ms,
+            "estimated": self.estimated,
+            "tags": dict(self.tags),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CallRecord:
+        def money(v: Any) -> Decimal | None:
+            return None if v is None else Decimal(str(v))
+
+        return cls(
+            call_id=str(data["call_id"]),
+            timestamp=datetime.fromisoformat(data["timestamp"]),
+            model=str(data["model"]),
+            tier=data.get("tier"),
+            tenant=data.get("tenant"),
+            framework=data.get("framework"),
+            mode=data.get("mode", "sync"),
+            outcome=data.get("outcome", "model"),
+            usage=Usage.from_dict(data.get("usage", {})),
+            cost_usd=money(data.get("cost_usd")),
+            baseline_cost_usd=money(data.get("baseline_cost_usd")),
+            savings_usd={k: Decimal(str(v)) for k, v in data.get("savings_usd", {}).items()},
+            latency_ms=data.get("latency_ms"),
+            estimated=bool(data.get("estimated", False)),
+            tags=dict(data.get("tags", {})),
+        )

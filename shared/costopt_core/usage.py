@@ -1,0 +1,213 @@
+"""Token-usage normalization: every provider's payload into one ``Usage``.
+
+Providers disagree on what "input tokens" means, which is how cost reports end
+up wrong by several times on cached traffic:
+
+- LangChain ``usage_metadata``: ``input_tokens`` INCLUDES cache reads and cache
+  writes (``input_token_details.cache_read`` / ``cache_creation``).
+- OpenAI: ``prompt_tokens`` (Responses API: ``input_tokens``) INCLUDES
+  ``prompt_tokens_details.cached_tokens``; reasoning tokens are inside
+  ``completion_tokens``.
+- Anthropic: ``input_tokens`` EXCLUDES ``cache_read_input_tokens`` and
+  ``cache_creation_input_tokens``.
+- Gemini: ``prompt_token_count`` INCLUDES ``cached_content_token_count``;
+  ``candidates_token_count`` EXCLUDES ``thoughts_token_count``, billed as output.
+
+All of that is decided here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from costopt_core.errors import UsageFormatError
+from costopt_core.types import Usage
+
+__all__ = [
+    "UsageFormat",
+    "detect_usage_format",
+    "normalize_usage",
+    "usage_from_anthropic",
+    "usage_from_gemini",
+    "usage_from_langchain",
+    "usage_from_openai",
+]
+
+UsageFormat = Literal["langchain", "openai", "anthropic", "gemini"]
+
+
+def _get(obj: Any, *keys: str) -> Any:
+    """First present key of a mapping or attribute of an SDK object."""
+    if obj is None:
+        return None
+    for key in keys:
+        if isinstance(obj, Mapping):
+            if key in obj and obj[key] is not None:
+                return obj[key]
+        else:
+            value = getattr(obj, key, None)
+            if value is not None:
+                return value
+    return None
+
+
+def _int(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise UsageFormatError(f"usage field {name} must be an integer, got {value!r}")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int):
+        try:
+            value = int(str(value))
+        except ValueError:
+            raise UsageFormatError(
+                f"usage field {name} must be an integer, got {value!r}"
+            ) from None
+    if value < 0:
+        raise UsageFormatError(f"usage field {name} must be >= 0, got {value}")
+    return value
+
+
+def _sum(*values: int | None) -> int | None:
+    if all(v is None for v in values):
+        return None
+    return sum(v or 0 for v in values)
+
+
+def usage_from_langchain(usage_metadata: Any) -> Usage:
+    """LangChain ``AIMessage.usage_metadata`` (input includes cache reads/writes)."""
+    details = _get(usage_metadata, "input_token_details") or {}
+    out_details = _get(usage_metadata, "output_token_details") or {}
+    generic_write = _int(_get(details, "cache_creation"), "cache_creation")
+    w5 = _int(_get(details, "ephemeral_5m_input_tokens"), "ephemeral_5m_input_tokens")
+    w1h = _int(_get(details, "ephemeral_1h_input_tokens"), "ephemeral_1h_input_tokens")
+    split = _sum(w5, w1h)
+    # Integrations that report the TTL split either zero the generic counter or
+    # repeat the split's total in it; either way the split is the truth.
+    if generic_write and generic_write != split:
+        w5 = _sum(w5, generic_write - (split or 0)) if split else _sum(w5, generic_write)
+    return Usage(
+        input_tokens=_int(_get(usage_metadata, "input_tokens"), "input_tokens"),
+        output_tokens=_int(_get(usage_metadata, "output_tokens"), "output_tokens"),
+        cache_read_tokens=_int(_get(details, "cache_read"), "cache_read"),
+        cache_write_5m_tokens=w5,
+        cache_write_1h_tokens=w1h,
+        reasoning_tokens=_int(_get(out_details, "reasoning"), "reasoning"),
+    )
+
+
+def usage_from_openai(usage: Any) -> Usage:
+    """OpenAI Chat Completions or Responses ``usage`` (input includes cached)."""
+    prompt = _int(_get(usage, "prompt_tokens", "input_tokens"), "prompt_tokens")
+    completion = _int(_get(usage, "completion_tokens", "output_tokens"), "completion_tokens")
+    in_details = _get(usage, "prompt_tokens_details", "input_tokens_details")
+    out_details = _get(usage, "completion_tokens_details", "output_tokens_details")
+    cached = _int(_get(in_details, "cached_tokens"), "cached_tokens")
+    if cached is None and prompt is not None:
+        cached = 0  # OpenAI always reports cache hits; no details means none.
+    return Usage(
+        input_tokens=prompt,
+        output_tokens=completion,
+        cache_read_tokens=cached,
+        cache_write_5m_tokens=0 if prompt is not None else None,
+        cache_write_1h_tokens=0 if prompt is not None else None,
+        reasoning_tokens=_int(_get(out_details, "reasoning_tokens"), "reasoning_tokens"),
+    )
+
+
+def usage_from_anthropic(usage: Any) -> Usage:
+    """Anthropic ``usage`` (``input_tokens`` EXCLUDES cache reads and writes)."""
+    uncached = _int(_get(usage, "input_tokens"), "input_tokens")
+    read = _int(_get(usage, "cache_read_input_tokens"), "cache_read_input_tokens")
+    write_total = _int(_get(usage, "cache_creation_input_tokens"), "cache_creation_input_tokens")
+    split = _get(usage, "cache_creation")
+    w5 = _int(_get(split, "ephemeral_5m_input_tokens"), "ephemeral_5m_input_tokens")
+    w1h = _int(_get(split, "ephemeral_1h_input_tokens"), "ephemeral_1h_input_tokens")
+    if w5 is None and w1h is None:
+        w5, w1h = write_total, (0 if write_total is not None else None)
+    elif write_total is not None and write_total > (w5 or 0) + (w1h or 0):
+        # Tokens the split does not account for were written at the default TTL.
+        w5 = write_total - (w1h or 0)
+    total = None if uncached is None else uncached + (read or 0) + (w5 or 0) + (w1h or 0)
+    return Usage(
+        input_tokens=total,
+        output_tokens=_int(_get(usage, "output_tokens"), "output_tokens"),
+        cache_read_tokens=read if read is not None else (0 if total is not None else None),
+        cache_write_5m_tokens=w5 if w5 is not None else (0 if total is not None else None),
+        cache_write_1h_tokens=w1h if w1h is not None else (0 if total is not None else None),
+    )
+
+
+def usage_from_gemini(usage_metadata: Any) -> Usage:
+    """Gemini ``usage_metadata`` (snake_case SDK objects or camelCase REST JSON)."""
+    prompt = _int(_get(usage_metadata, "prompt_token_count", "promptTokenCount"), "prompt")
+    cached = _int(
+        _get(usage_metadata, "cached_content_token_count", "cachedContentTokenCount"), "cached"
+    )
+    candidates = _int(
+        _get(usage_metadata, "candidates_token_count", "candidatesTokenCount"), "candidates"
+    )
+    thoughts = _int(_get(usage_metadata, "thoughts_token_count", "thoughtsTokenCount"), "thoughts")
+    return Usage(
+        input_tokens=prompt,
+        output_tokens=_sum(candidates, thoughts),
+        cache_read_tokens=cached if cached is not None else (0 if prompt is not None else None),
+        cache_write_5m_tokens=0 if prompt is not None else None,
+        cache_write_1h_tokens=0 if prompt is not None else None,
+        reasoning_tokens=thoughts,
+    )
+
+
+def detect_usage_format(payload: Any) -> UsageFormat | None:
+    """Guess the payload's provider from the keys only it uses."""
+    if _get(payload, "prompt_token_count", "promptTokenCount", "candidates_token_count") is not None:
+        return "gemini"
+    if _get(payload, "prompt_tokens", "completion_tokens") is not None:
+        return "openai"
+    if (
+        _get(payload, "cache_read_input_tokens", "cache_creation_input_tokens", "cache_creation")
+        is not None
+    ):
+        return "anthropic"
+    if _get(payload, "input_token_details", "output_token_details", "total_tokens") is not None:
+        return "langchain"
+    if _get(payload, "input_tokens_details", "output_tokens_details") is not None:
+        return "openai"  # Responses API
+    if _get(payload, "input_tokens") is not None:
+        # Bare {input_tokens, output_tokens}: LangChain and Anthropic agree when
+        # there is no caching, so either reading is right.
+        return "langchain"
+    return None
+
+
+_READERS = {
+    "langchain": usage_from_langchain,
+    "openai": usage_from_openai,
+    "anthropic": usage_from_anthropic,
+    "gemini": usage_from_gemini,
+}
+
+
+def normalize_usage(payload: Any, fmt: UsageFormat | None = None) -> Usage:
+    """Read any supported usage payload; unknown or missing payloads give ``Usage()``.
+
+    Args:
+        payload: a mapping or SDK object holding token counts.
+        fmt: the payload's format; detected from its keys when omitted.
+
+    Raises:
+        UsageFormatError: a count is negative or not an integer, or ``fmt`` is unknown.
+    """
+    if payload is None:
+        return Usage()
+    if fmt is None:
+        fmt = detect_usage_format(payload)
+        if fmt is None:
+            return Usage()
+    reader = _READERS.get(fmt)
+    if reader is None:
+        raise UsageFormatError(f"unknown usage format {fmt!r}; use one of {sorted(_READERS)}")
+    return reader(payload)

@@ -18,15 +18,15 @@ from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
 
+from costopt_core import CostEngine, CostLedger, default_engine
+from costopt_core.errors import BudgetExceededError
+from costopt_core.types import CallRecord, Usage
+from costopt_core.usage import normalize_usage, usage_from_langchain
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
-from costopt_core import CostEngine, CostLedger, default_engine
-from costopt_core.errors import BudgetExceededError
-from costopt_core.types import CallRecord, Usage
-from costopt_core.usage import normalize_usage, usage_from_langchain
 from langchain_costopt._convert import from_langchain_messages
 
 __all__ = ["CostCallbackHandler", "track_costs"]
@@ -192,8 +192,10 @@ class CostCallbackHandler(BaseCallbackHandler):
                 if um.get("total_cost") == 0:  # type: ignore[comparison-overlap]
                     outcome = "cache_exact"
             prior = meta.get(METADATA_KEY)
-            if isinstance(prior, Mapping):
-                outcome = prior.get("served_by", outcome) if outcome != "model" else outcome
+            if outcome != "model" and isinstance(prior, Mapping):
+                # A costopt cache says which of its tiers served the answer.
+                if prior.get("cache") in ("exact", "semantic"):
+                    outcome = f"cache_{prior['cache']}"
                 tier = tier or prior.get("tier")
         else:
             llm_output = response.llm_output or {}
@@ -232,9 +234,7 @@ def record_metadata(record: CallRecord) -> dict[str, Any]:
     }
 
 
-_tracking: ContextVar[CostCallbackHandler | None] = ContextVar(
-    "costopt_track_costs", default=None
-)
+_tracking: ContextVar[CostCallbackHandler | None] = ContextVar("costopt_track_costs", default=None)
 register_configure_hook(_tracking, inheritable=True)
 
 

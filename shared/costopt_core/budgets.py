@@ -14,7 +14,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Budget", "BudgetDecision", "BudgetPeriod", "BudgetPolicy", "evaluate_budget", "period_start"]
+__all__ = [
+    "Budget",
+    "BudgetDecision",
+    "BudgetPeriod",
+    "BudgetPolicy",
+    "evaluate_budget",
+    "period_start",
+]
 
 BudgetPeriod = Literal["day", "week", "month", "total"]
 #: ``warn`` logs and lets the call through; ``block`` raises before the call;

@@ -319,7 +319,7 @@ class CostLedger:
             writer.writerow(row)
         text = buf.getvalue()
         if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
+            Path(path).write_text(text, encoding="utf-8", newline="")
         return text
 
     def summary(self) -> dict[str, Any]:

@@ -66,9 +66,10 @@ def _int(value: Any, name: str) -> int | None:
             raise UsageFormatError(
                 f"usage field {name} must be an integer, got {value!r}"
             ) from None
-    if value < 0:
-        raise UsageFormatError(f"usage field {name} must be >= 0, got {value}")
-    return value
+    count = int(value)
+    if count < 0:
+        raise UsageFormatError(f"usage field {name} must be >= 0, got {count}")
+    return count
 
 
 def _sum(*values: int | None) -> int | None:
@@ -163,7 +164,10 @@ def usage_from_gemini(usage_metadata: Any) -> Usage:
 
 def detect_usage_format(payload: Any) -> UsageFormat | None:
     """Guess the payload's provider from the keys only it uses."""
-    if _get(payload, "prompt_token_count", "promptTokenCount", "candidates_token_count") is not None:
+    if (
+        _get(payload, "prompt_token_count", "promptTokenCount", "candidates_token_count")
+        is not None
+    ):
         return "gemini"
     if _get(payload, "prompt_tokens", "completion_tokens") is not None:
         return "openai"

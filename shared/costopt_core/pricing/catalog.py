@@ -174,7 +174,9 @@ class PriceCatalog:
         except (ValidationError, TypeError, ValueError) as exc:
             raise ConfigurationError(f"bad price for model {name!r} in {source}: {exc}") from None
 
-    def with_overrides(self, overrides: Mapping[str, Mapping[str, Any] | ModelPrice]) -> PriceCatalog:
+    def with_overrides(
+        self, overrides: Mapping[str, Mapping[str, Any] | ModelPrice]
+    ) -> PriceCatalog:
         """A new catalog with models added or replaced (custom, local, negotiated prices).
 
         A partial override of a known model keeps the fields it does not name.

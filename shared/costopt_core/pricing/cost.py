@@ -35,7 +35,11 @@ def _rates(price: ModelPrice, usage: Usage) -> dict[str, Decimal]:
         value = getattr(price, f"usd_per_mtok_{kind}")
         rates[kind] = value if value is not None else price.usd_per_mtok_input
     lc = price.long_context
-    if lc is not None and usage.input_tokens is not None and usage.input_tokens > lc.above_input_tokens:
+    if (
+        lc is not None
+        and usage.input_tokens is not None
+        and usage.input_tokens > lc.above_input_tokens
+    ):
         for kind in ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h"):
             value = getattr(lc, f"usd_per_mtok_{kind}")
             if value is not None:

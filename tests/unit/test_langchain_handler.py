@@ -1,0 +1,216 @@
+"""CostCallbackHandler: every LangChain call priced exactly once, however it is made."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import pytest
+from langchain_core.caches import InMemoryCache
+from langchain_core.globals import set_llm_cache
+from langchain_core.load import dumps
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableLambda
+
+from costopt_core import Budget, BudgetExceededError, CostEngine, Usage
+from costopt_core.testing import Script, ScriptedResponse
+from langchain_costopt import CostCallbackHandler, track_costs
+from langchain_costopt.testing import ScriptedChatModel
+
+# gpt-4o-mini: $0.15 in, $0.075 cached read, $0.60 out per Mtok
+USAGE = Usage(input_tokens=1000, output_tokens=200, cache_read_tokens=400)
+COST = (Decimal(600) * Decimal("0.15") + 400 * Decimal("0.075") + 200 * Decimal("0.60")) / 10**6
+
+
+def model(latency: float = 0.0, **kw) -> ScriptedChatModel:
+    r = ScriptedResponse("Paris is the capital.", USAGE, model="gpt-4o-mini-2024-07-18")
+    return ScriptedChatModel(script=Script([r], latency_s=latency), **kw)
+
+
+def test_invoke_records_cost_and_puts_it_on_the_message(engine: CostEngine) -> None:
+    h = CostCallbackHandler(engine)
+    msg = model().invoke("hi", config={"callbacks": [h], "metadata": {"costopt_tenant": "acme"}})
+    [rec] = engine.ledger.records()
+    assert rec.cost_usd == COST
+    assert rec.model == "gpt-4o-mini-2024-07-18"
+    assert rec.tenant == "acme"
+    assert rec.framework == "langchain"
+    assert rec.usage == USAGE
+    meta = msg.response_metadata["costopt"]
+    assert meta["cost_usd"] == str(COST)
+    assert meta["served_by"] == "model"
+    assert "call_id" not in meta and "latency_ms" not in meta  # nothing per-call-random
+
+
+@pytest.mark.parametrize("how", ["stream", "batch"])
+def test_stream_and_batch(engine: CostEngine, how: str) -> None:
+    h = CostCallbackHandler(engine)
+    m = model()
+    if how == "stream":
+        text = "".join(str(c.content) for c in m.stream("hi", config={"callbacks": [h]}))
+        assert text == "Paris is the capital."
+        n = 1
+    else:
+        m.batch(["a", "b", "c"], config={"callbacks": [h]})
+        n = 3
+    t = engine.ledger.totals()
+    assert t.calls == n
+    assert t.cost_usd == COST * n
+    assert t.tokens["cache_read_tokens"] == 400 * n
+
+
+async def test_ainvoke_and_astream(engine: CostEngine) -> None:
+    h = CostCallbackHandler(engine)
+    m = model()
+    await m.ainvoke("hi", config={"callbacks": [h]})
+    chunks = [c async for c in m.astream("hi", config={"callbacks": [h]})]
+    assert chunks[-1].usage_metadata is not None  # usage rides on the last chunk
+    assert engine.ledger.totals().calls == 2
+    assert engine.ledger.totals().cost_usd == COST * 2
+
+
+def test_nested_chain_counts_each_llm_call_once(engine: CostEngine) -> None:
+    h = CostCallbackHandler(engine)
+    m = model()
+    inner = ChatPromptTemplate.from_template("Q: {q}") | m | StrOutputParser()
+
+    def two_step(q: str) -> str:
+        first = inner.invoke({"q": q})
+        return inner.invoke({"q": first})
+
+    chain = RunnableLambda(two_step) | (lambda s: s.upper())
+    chain.invoke("capital?", config={"callbacks": [h], "metadata": {"costopt_tenant": "t1"}})
+    assert engine.ledger.totals().calls == 2
+    assert m.script.calls == 2
+    assert {r.tenant for r in engine.ledger.records()} == {"t1"}  # inherited by nested runs
+
+
+def test_agent_style_tool_loop(engine: CostEngine) -> None:
+    call = {"name": "lookup", "args": {"q": "x"}, "id": "call_1", "type": "tool_call"}
+    script = Script(
+        [
+            ScriptedResponse("", USAGE, model="gpt-4o-mini", tool_calls=(call,)),
+            ScriptedResponse("done", USAGE, model="gpt-4o-mini"),
+        ]
+    )
+    m = ScriptedChatModel(script=script)
+    h = CostCallbackHandler(engine)
+
+    def agent(q: str) -> str:
+        msgs = [HumanMessage(q)]
+        while True:
+            out = m.invoke(msgs)
+            msgs.append(out)
+            if not out.tool_calls:
+                return str(out.content)
+            msgs.append(RunnableLambda(lambda _: "tool says hi").invoke(out.tool_calls[0]))
+
+    assert RunnableLambda(agent).invoke("go", config={"callbacks": [h]}) == "done"
+    assert engine.ledger.totals().calls == 2
+
+
+def test_concurrent_threads_and_tasks_totals_exact(engine: CostEngine) -> None:
+    h = CostCallbackHandler(engine)
+    m = model(latency=0.001)
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: m.invoke(f"q{i}", config={"callbacks": [h]}), range(160)))
+
+    async def many() -> None:
+        await asyncio.gather(*(m.ainvoke(f"q{i}", config={"callbacks": [h]}) for i in range(300)))
+
+    asyncio.run(many())
+    t = engine.ledger.totals()
+    assert t.calls == 460
+    assert t.cost_usd == COST * 460
+    assert len({r.call_id for r in engine.ledger.records()}) == 460
+
+
+def test_track_costs_without_passing_callbacks() -> None:
+    m = model()
+    with track_costs() as costs:
+        m.invoke("a")
+        (ChatPromptTemplate.from_template("{x}") | m).invoke({"x": "b"})
+    m.invoke("outside")  # not tracked
+    assert costs.ledger.totals().calls == 2
+    assert costs.ledger.totals().cost_usd == COST * 2
+
+
+def test_handler_given_twice_counts_once(engine: CostEngine) -> None:
+    h = CostCallbackHandler(engine)
+    with track_costs(engine) as tracked:
+        model().invoke("a", config={"callbacks": [h]})
+    # two handlers on one engine would record twice: the ledger shows both,
+    # but one handler attached twice is a single handler.
+    assert tracked.engine is engine
+    model().invoke("b", config={"callbacks": [h, h]})
+    assert engine.ledger.totals().calls == 3
+
+
+def test_langchain_cache_hit_is_recorded_as_cache_exact(engine: CostEngine) -> None:
+    set_llm_cache(InMemoryCache())
+    try:
+        h = CostCallbackHandler(engine)
+        m = model()
+        first = m.invoke("same question", config={"callbacks": [h]})
+        second = m.invoke("same question", config={"callbacks": [h]})
+        assert m.script.calls == 1  # the handler did not break LangChain's cache key
+        assert second.content == first.content
+        # A follow-up turn that replays the answer as history hits the cache too.
+        history = [HumanMessage("same question"), first, HumanMessage("and then?")]
+        m.invoke(history, config={"callbacks": [h]})
+        m.invoke(history, config={"callbacks": [h]})
+        assert m.script.calls == 2
+    finally:
+        set_llm_cache(None)
+    outcomes = [r.outcome for r in engine.ledger.records()]
+    assert outcomes == ["model", "cache_exact", "model", "cache_exact"]
+    hit = engine.ledger.records()[1]
+    assert hit.cost_usd == 0
+    assert hit.savings_usd["cache_exact"] == COST
+
+
+def test_message_metadata_is_the_same_in_every_run() -> None:
+    """Replayed as history, a priced answer must give the same cache key in a new process."""
+
+    def key_of_first_answer() -> str:
+        eng = CostEngine()
+        msg = model().invoke("q", config={"callbacks": [CostCallbackHandler(eng)]})
+        return dumps(msg.model_copy(update={"id": None}))
+
+    assert key_of_first_answer() == key_of_first_answer()
+
+
+def test_block_budget_stops_the_call_before_it_is_made(engine: CostEngine) -> None:
+    engine.ledger.add_budget(Budget(limit_usd=Decimal("0.0002"), tenant="acme", policy="block"))
+    h = CostCallbackHandler(engine)
+    m = model()
+    cfg = {"callbacks": [h], "metadata": {"costopt_tenant": "acme"}}
+    m.invoke("hi", config=cfg)
+    with pytest.raises(BudgetExceededError, match="tenant 'acme'"):
+        m.invoke("hi", config=cfg)
+    assert m.script.calls == 1
+    m.invoke("hi", config={"callbacks": [h], "metadata": {"costopt_tenant": "other"}})
+    assert m.script.calls == 2
+
+
+def test_accounting_errors_never_fail_the_call(engine: CostEngine, monkeypatch) -> None:
+    h = CostCallbackHandler(engine)
+
+    def boom(**_: object) -> None:
+        raise RuntimeError("ledger down")
+
+    monkeypatch.setattr(engine, "record_call", boom)
+    out = model().invoke("hi", config={"callbacks": [h]})
+    assert isinstance(out, AIMessage)
+    assert h.errors == 1
+
+
+def test_unknown_model_records_none_not_zero(engine: CostEngine) -> None:
+    h = CostCallbackHandler(engine)
+    m = ScriptedChatModel(script=Script([ScriptedResponse("x", USAGE, model="acme-llm-7b")]))
+    with pytest.warns(UserWarning, match="acme-llm-7b"):
+        m.invoke("hi", config={"callbacks": [h]})
+    assert engine.ledger.records()[0].cost_usd is None

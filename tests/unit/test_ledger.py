@@ -1,0 +1,156 @@
+"""CostLedger: totals, dimensions, thread safety, retention and export."""
+
+from __future__ import annotations
+
+import json
+import threading
+from decimal import Decimal
+
+import pytest
+
+from costopt_core import CallRecord, ConfigurationError, CostEngine, CostLedger, Usage
+from costopt_core.types import LEVERS
+
+MINI = Usage(input_tokens=1000, output_tokens=100)  # gpt-4o-mini: $0.00015 + $0.00006
+
+
+def test_totals_by_dimension_are_exact(engine: CostEngine) -> None:
+    engine.record_call(model="gpt-4o-mini", usage=MINI, tier="small", tenant="a")
+    engine.record_call(model="gpt-4o", usage=MINI, tier="frontier", tenant="b")
+    engine.record_call(model="gpt-4o-mini", usage=MINI, tier="small", tenant="a")
+    t = engine.ledger.totals()
+    assert t.calls == 3
+    # 2 x gpt-4o-mini (0.00021) + 1 x gpt-4o (0.0025 + 0.001)
+    assert t.cost_usd == Decimal("0.00021") * 2 + Decimal("0.0035")
+    assert t.baseline_cost_usd == Decimal("0.0035") * 3
+    by_tenant = engine.ledger.totals_by("tenant")
+    assert by_tenant["a"].cost_usd == Decimal("0.00042")
+    assert by_tenant["b"].cost_usd == Decimal("0.0035")
+    assert engine.ledger.tier_distribution() == {"small": 2 / 3, "frontier": 1 / 3}
+    assert t.tokens["input_tokens"] == 3000
+    assert engine.ledger.savings_by_lever()["routing"] == (Decimal("0.0035") - Decimal("0.00021")) * 2
+
+
+def test_every_lever_listed_and_sum_matches(engine: CostEngine) -> None:
+    engine.record_call(model="gpt-4o-mini", usage=MINI, outcome="cache_semantic")
+    levers = engine.ledger.savings_by_lever()
+    assert list(levers) == list(LEVERS)
+    t = engine.ledger.totals()
+    assert sum(levers.values()) == t.total_savings_usd == Decimal("0.0035")
+    assert t.cost_usd == 0
+    assert t.cache_hit_rate == 1.0
+
+
+def test_escalations_are_not_requests(engine: CostEngine) -> None:
+    engine.record_call(model="gpt-4o-mini", usage=MINI, outcome="escalated", tier="small")
+    engine.record_call(model="gpt-4o", usage=MINI, tier="frontier")
+    t = engine.ledger.totals()
+    assert (t.calls, t.requests, t.escalations) == (2, 1, 1)
+    # The wasted cheap attempt is paid for out of routing savings.
+    assert t.cost_usd == Decimal("0.00371")
+    assert t.baseline_cost_usd == Decimal("0.0035")
+    assert engine.ledger.savings_by_lever()["routing"] == Decimal("-0.00021")
+
+
+def test_unknown_model_is_counted_but_not_priced(engine: CostEngine) -> None:
+    with pytest.warns(UserWarning, match="no price for model 'my-finetune'"):
+        rec = engine.record_call(model="my-finetune", usage=MINI)
+    assert rec.cost_usd is None
+    t = engine.ledger.totals()
+    assert (t.calls, t.unpriced_calls, t.cost_usd) == (1, 1, Decimal(0))
+    # an unpriced call must not inflate savings with its baseline
+    assert t.baseline_cost_usd == 0
+
+
+def test_thread_safety_totals_exact(engine: CostEngine) -> None:
+    n_threads, per_thread = 16, 500
+
+    def work(i: int) -> None:
+        for _ in range(per_thread):
+            engine.record_call(model="gpt-4o-mini", usage=MINI, tenant=f"t{i % 4}")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n_threads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    t = engine.ledger.totals()
+    assert t.calls == n_threads * per_thread
+    assert t.cost_usd == Decimal("0.00021") * n_threads * per_thread
+    by_tenant = engine.ledger.totals_by("tenant")
+    assert {k: v.calls for k, v in by_tenant.items()} == {f"t{i}": 2000 for i in range(4)}
+    assert len(engine.ledger.records()) == n_threads * per_thread
+
+
+def test_retention_bound_keeps_totals_exact(clock) -> None:
+    engine = CostEngine(ledger=CostLedger(max_records=10, clock=clock), clock=clock)
+    for _ in range(25):
+        engine.record_call(model="gpt-4o-mini", usage=MINI)
+    assert len(engine.ledger.records()) == 10
+    assert engine.ledger.totals().calls == 25
+    assert engine.ledger.totals().cost_usd == Decimal("0.00021") * 25
+
+
+def test_bad_configuration_is_rejected() -> None:
+    with pytest.raises(ConfigurationError, match="max_records"):
+        CostLedger(max_records=0)
+    with pytest.raises(ConfigurationError, match="dimension"):
+        CostLedger().totals_by("colour")  # type: ignore[arg-type]
+
+
+def test_jsonl_round_trip_preserves_money(engine: CostEngine, tmp_path) -> None:
+    engine.record_call(
+        model="claude-sonnet-4-5",
+        usage=Usage(
+            input_tokens=5000,
+            output_tokens=300,
+            cache_read_tokens=3000,
+            cache_write_5m_tokens=1000,
+            cache_write_1h_tokens=0,
+        ),
+        tenant="acme",
+        tier="mid",
+        removed_input_tokens={"compression": 1200},
+    )
+    engine.record_call(model="gpt-4o-mini", usage=MINI, outcome="cache_exact")
+    path = engine.ledger.to_jsonl(tmp_path / "ledger.jsonl")
+    back = CostLedger.from_jsonl(path)
+    assert [r.to_dict() for r in back.records()] == engine.ledger.to_records()
+    assert back.totals().to_dict() == engine.ledger.totals().to_dict()
+    first = json.loads(path.read_text().splitlines()[0])
+    assert isinstance(first["cost_usd"], str)  # money never goes through float
+
+
+def test_from_jsonl_reports_the_bad_line(tmp_path) -> None:
+    p = tmp_path / "bad.jsonl"
+    p.write_text('{"call_id": "x"}\n')
+    with pytest.raises(ConfigurationError, match=r"bad.jsonl:1"):
+        CostLedger.from_jsonl(p)
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        CostLedger.from_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_csv_export_has_a_row_per_call(engine: CostEngine, tmp_path) -> None:
+    engine.record_call(model="gpt-4o-mini", usage=MINI, tier="small")
+    engine.record_call(model="gpt-4o", usage=MINI, tier="frontier")
+    text = engine.ledger.to_csv(tmp_path / "l.csv")
+    lines = text.strip().splitlines()
+    assert len(lines) == 3
+    assert "savings_routing_usd" in lines[0]
+    assert (tmp_path / "l.csv").read_bytes().decode() == text
+
+
+def test_summary_table_mentions_levers_and_tiers(engine: CostEngine) -> None:
+    engine.record_call(model="gpt-4o-mini", usage=MINI, tier="small")
+    text = engine.ledger.summary_table()
+    assert "Savings by lever" in text
+    assert "routing" in text and "small" in text
+    assert "$0.003290" in text  # 0.0035 - 0.00021
+
+
+def test_listener_errors_do_not_propagate(engine: CostEngine) -> None:
+    seen: list[CallRecord] = []
+    engine.ledger.subscribe(seen.append)
+    engine.ledger.subscribe(lambda r: 1 / 0)
+    engine.record_call(model="gpt-4o-mini", usage=MINI)
+    assert len(seen) == 1

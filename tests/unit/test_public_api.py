@@ -1,0 +1,49 @@
+"""Pins each package's public names: a removal or rename is a deliberate change."""
+
+from __future__ import annotations
+
+import costopt_core
+import langchain_costopt
+
+CORE = {
+    "DEFAULT_BASELINE_MODEL", "LEVERS", "BatchError", "Budget", "BudgetDecision",
+    "BudgetExceededError", "CacheBackendError", "CachingEmbedder", "CallRecord", "ChatRequest",
+    "ConfigurationError", "CostEngine", "CostLedger", "CostOptError", "Embedder", "Message",
+    "ModelPrice", "PriceCatalog", "PricingNotFoundError", "RoutingError",
+    "SentenceTransformerEmbedder", "TokenCounter", "Totals", "UnknownModelPriceWarning", "Usage",
+    "UsageFormatError", "__version__", "cost_of", "default_engine", "evaluate_budget",
+    "normalize_usage", "set_default_engine",
+}  # fmt: skip
+LANGCHAIN = {"CostCallbackHandler", "track_costs"}
+
+
+def test_core_public_names() -> None:
+    assert set(costopt_core.__all__) == CORE
+    for name in CORE:
+        assert hasattr(costopt_core, name), name
+
+
+def test_langchain_public_names() -> None:
+    assert set(langchain_costopt.__all__) == LANGCHAIN
+    for name in LANGCHAIN:
+        assert hasattr(langchain_costopt, name), name
+
+
+def test_every_error_is_a_costopt_error() -> None:
+    for name in CORE:
+        obj = getattr(costopt_core, name)
+        if isinstance(obj, type) and issubclass(obj, Exception) and not issubclass(obj, Warning):
+            assert issubclass(obj, costopt_core.CostOptError), name
+
+
+def test_core_imports_no_framework() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, costopt_core, costopt_core.testing, costopt_core.report;"
+        "bad=[m for m in sys.modules if m.startswith(('langchain','llama_index'))];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -20,7 +20,7 @@ from uuid import UUID
 
 from costopt_core import CostEngine, CostLedger, default_engine
 from costopt_core.errors import BudgetExceededError
-from costopt_core.types import CallRecord, Usage
+from costopt_core.types import CallRecord, Usage, money_str
 from costopt_core.usage import normalize_usage, usage_from_langchain
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage
@@ -227,10 +227,8 @@ def record_metadata(record: CallRecord) -> dict[str, Any]:
         "tier": record.tier,
         "mode": record.mode,
         "served_by": record.outcome,
-        "cost_usd": None if record.cost_usd is None else str(record.cost_usd),
-        "baseline_cost_usd": (
-            None if record.baseline_cost_usd is None else str(record.baseline_cost_usd)
-        ),
+        "cost_usd": money_str(record.cost_usd),
+        "baseline_cost_usd": money_str(record.baseline_cost_usd),
     }
 
 

@@ -9,6 +9,7 @@ bound drops old records.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
@@ -16,7 +17,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -43,7 +44,7 @@ _TOKEN_KINDS = (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class Totals:
     """Sums over a set of calls. Money only over calls whose cost is known."""
 
@@ -57,13 +58,15 @@ class Totals:
     cache_hits_semantic: int = 0
     escalations: int = 0
 
-    def add(self, r: CallRecord) -> None:
+    def add(self, r: CallRecord, tokens: tuple[int | None, ...] | None) -> None:
+        """Add one record; ``tokens`` are its counts in ``_TOKEN_KINDS`` order, or None."""
         self.calls += 1
-        if r.outcome == "cache_exact":
+        outcome = r.outcome
+        if outcome == "cache_exact":
             self.cache_hits_exact += 1
-        elif r.outcome == "cache_semantic":
+        elif outcome == "cache_semantic":
             self.cache_hits_semantic += 1
-        elif r.outcome == "escalated":
+        elif outcome == "escalated":
             self.escalations += 1
         if r.cost_usd is None:
             self.unpriced_calls += 1
@@ -71,14 +74,14 @@ class Totals:
             self.cost_usd += r.cost_usd
             if r.baseline_cost_usd is not None:
                 self.baseline_cost_usd += r.baseline_cost_usd
+                savings = self.savings_usd
                 for lever, amount in r.savings_usd.items():
-                    self.savings_usd[lever] = self.savings_usd.get(lever, _ZERO) + amount
-        if r.outcome in ("model", "escalated"):
-            u = r.usage
-            for kind in _TOKEN_KINDS:
-                value = getattr(u, kind)
+                    savings[lever] = savings.get(lever, _ZERO) + amount
+        if tokens is not None:
+            counts = self.tokens
+            for kind, value in zip(_TOKEN_KINDS, tokens, strict=True):
                 if value:
-                    self.tokens[kind] += value
+                    counts[kind] += value
 
     @property
     def requests(self) -> int:
@@ -106,11 +109,13 @@ class Totals:
             "calls": self.calls,
             "requests": self.requests,
             "unpriced_calls": self.unpriced_calls,
-            "cost_usd": str(self.cost_usd),
-            "baseline_cost_usd": str(self.baseline_cost_usd),
-            "savings_usd": str(self.total_savings_usd),
+            "cost_usd": format(self.cost_usd, "f"),
+            "baseline_cost_usd": format(self.baseline_cost_usd, "f"),
+            "savings_usd": format(self.total_savings_usd, "f"),
             "savings_fraction": self.savings_fraction,
-            "savings_by_lever_usd": {k: str(v) for k, v in sorted(self.savings_usd.items())},
+            "savings_by_lever_usd": {
+                k: format(v, "f") for k, v in sorted(self.savings_usd.items())
+            },
             "tokens": dict(self.tokens),
             "cache_hits_exact": self.cache_hits_exact,
             "cache_hits_semantic": self.cache_hits_semantic,
@@ -141,7 +146,7 @@ class CostLedger:
         self._lock = threading.Lock()
         self._records: deque[CallRecord] = deque(maxlen=max_records)
         self._total = Totals()
-        self._by: dict[Dimension, dict[str | None, Totals]] = {d: {} for d in _DIMENSIONS}
+        self._combos: dict[tuple[str | None, ...], Totals] = {}
         # (tenant or None for global, period) -> (window start, spend in window)
         self._spend: dict[tuple[str | None, BudgetPeriod], tuple[datetime, Decimal]] = {}
         self._budgets: list[Budget] = list(budgets)
@@ -151,24 +156,48 @@ class CostLedger:
     # -- recording ----------------------------------------------------------
     def add(self, record: CallRecord) -> None:
         """Record one call. Safe from any thread."""
+        u = record.usage
+        # Only calls that reached a model consumed tokens; cache hits did not.
+        tokens = (
+            (
+                u.input_tokens,
+                u.output_tokens,
+                u.cache_read_tokens,
+                u.cache_write_5m_tokens,
+                u.cache_write_1h_tokens,
+                u.reasoning_tokens,
+            )
+            if record.outcome in ("model", "escalated")
+            else None
+        )
+        starts = _period_starts(record.timestamp) if record.cost_usd else None
         with self._lock:
             self._records.append(record)
-            self._total.add(record)
-            for dim in _DIMENSIONS:
-                key = getattr(record, dim)
-                bucket = self._by[dim].get(key)
-                if bucket is None:
-                    bucket = self._by[dim][key] = Totals()
-                bucket.add(record)
-            if record.cost_usd:
+            self._total.add(record, tokens)
+            # One bucket per combination of dimensions: one add per call, and
+            # any dimension's totals are a sum over the (few) combinations.
+            combo = (
+                record.model,
+                record.tier,
+                record.tenant,
+                record.framework,
+                record.outcome,
+                record.mode,
+            )
+            bucket = self._combos.get(combo)
+            if bucket is None:
+                bucket = self._combos[combo] = Totals()
+            bucket.add(record, tokens)
+            if starts is not None and record.cost_usd is not None:
+                cost = record.cost_usd
+                spend = self._spend
                 for tenant in (None, record.tenant) if record.tenant is not None else (None,):
-                    for period in _PERIODS:
-                        start = period_start(period, record.timestamp)
-                        prev = self._spend.get((tenant, period))
+                    for period, start in starts:
+                        prev = spend.get((tenant, period))
                         if prev is None or prev[0] < start:
-                            self._spend[(tenant, period)] = (start, record.cost_usd)
+                            spend[(tenant, period)] = (start, cost)
                         elif prev[0] == start:
-                            self._spend[(tenant, period)] = (start, prev[1] + record.cost_usd)
+                            spend[(tenant, period)] = (start, prev[1] + cost)
             listeners = list(self._listeners)
         for listener in listeners:
             try:
@@ -204,8 +233,17 @@ class CostLedger:
             raise ConfigurationError(
                 f"unknown dimension {dimension!r}; use one of {list(_DIMENSIONS)}"
             )
+        index = _DIMENSIONS.index(dimension)
+        out: dict[str | None, Totals] = {}
         with self._lock:
-            return {k: _copy(v) for k, v in self._by[dimension].items()}
+            for combo, t in self._combos.items():
+                key = combo[index]
+                acc = out.get(key)
+                if acc is None:
+                    out[key] = _copy(t)
+                else:
+                    _merge(acc, t)
+        return out
 
     def savings_by_lever(self) -> dict[str, Decimal]:
         """Savings per lever, every lever listed (zero where it saved nothing)."""
@@ -326,7 +364,7 @@ class CostLedger:
         """Spend, baseline, savings by lever, and the per-tier/model/tenant splits."""
         return {
             "total": self.totals().to_dict(),
-            "savings_by_lever_usd": {k: str(v) for k, v in self.savings_by_lever().items()},
+            "savings_by_lever_usd": {k: format(v, "f") for k, v in self.savings_by_lever().items()},
             "tier_distribution": self.tier_distribution(),
             "by_tier": {str(k): v.to_dict() for k, v in self.totals_by("tier").items()},
             "by_model": {str(k): v.to_dict() for k, v in self.totals_by("model").items()},
@@ -338,6 +376,31 @@ class CostLedger:
         from costopt_core.report import format_summary
 
         return format_summary(self)
+
+
+@functools.lru_cache(maxsize=64)
+def _starts_of_day(day: date) -> tuple[tuple[BudgetPeriod, datetime], ...]:
+    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return tuple((p, period_start(p, midnight)) for p in _PERIODS)
+
+
+def _period_starts(ts: datetime) -> tuple[tuple[BudgetPeriod, datetime], ...]:
+    """Start of each budget period containing ``ts`` (cached per UTC day)."""
+    return _starts_of_day(ts.astimezone(UTC).date())
+
+
+def _merge(into: Totals, t: Totals) -> None:
+    into.calls += t.calls
+    into.unpriced_calls += t.unpriced_calls
+    into.cost_usd += t.cost_usd
+    into.baseline_cost_usd += t.baseline_cost_usd
+    for lever, amount in t.savings_usd.items():
+        into.savings_usd[lever] = into.savings_usd.get(lever, _ZERO) + amount
+    for kind, n in t.tokens.items():
+        into.tokens[kind] += n
+    into.cache_hits_exact += t.cache_hits_exact
+    into.cache_hits_semantic += t.cache_hits_semantic
+    into.escalations += t.escalations
 
 
 def _copy(t: Totals) -> Totals:

@@ -68,7 +68,12 @@ class ChatRequest:
     tenant: str | None = None
 
 
-def _check_count(name: str, value: int | None) -> None:
+def money_str(amount: Decimal | None) -> str | None:
+    """Money as a plain decimal string (never scientific notation), for JSON and CSV."""
+    return None if amount is None else format(amount, "f")
+
+
+def _check_count(name: str, value: object) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int):
@@ -95,8 +100,12 @@ class Usage:
     reasoning_tokens: int | None = None
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            _check_count(f.name, getattr(self, f.name))
+        for name in _USAGE_FIELDS:
+            value = getattr(self, name)
+            # The common case (a plain non-negative int) is checked inline: this
+            # runs on every recorded call.
+            if value is not None and (type(value) is not int or value < 0):
+                _check_count(name, value)
         if self.input_tokens is not None:
             cached = (
                 (self.cache_read_tokens or 0)
@@ -176,6 +185,9 @@ class Usage:
         return cls(**data)
 
 
+_USAGE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Usage))
+
+
 @dataclass(frozen=True, slots=True)
 class CallRecord:
     """One priced call in the ledger.
@@ -221,11 +233,9 @@ class CallRecord:
             "mode": self.mode,
             "outcome": self.outcome,
             "usage": self.usage.to_dict(),
-            "cost_usd": None if self.cost_usd is None else str(self.cost_usd),
-            "baseline_cost_usd": (
-                None if self.baseline_cost_usd is None else str(self.baseline_cost_usd)
-            ),
-            "savings_usd": {k: str(v) for k, v in self.savings_usd.items()},
+            "cost_usd": money_str(self.cost_usd),
+            "baseline_cost_usd": money_str(self.baseline_cost_usd),
+            "savings_usd": {k: format(v, "f") for k, v in self.savings_usd.items()},
             "latency_ms": self.latency_ms,
             "estimated": self.estimated,
             "tags": dict(self.tags),

@@ -41,6 +41,12 @@ def _get(obj: Any, *keys: str) -> Any:
     """First present key of a mapping or attribute of an SDK object."""
     if obj is None:
         return None
+    if type(obj) is dict:  # the common case, without the slow ABC check
+        for key in keys:
+            value = obj.get(key)
+            if value is not None:
+                return value
+        return None
     for key in keys:
         if isinstance(obj, Mapping):
             if key in obj and obj[key] is not None:
@@ -55,6 +61,8 @@ def _get(obj: Any, *keys: str) -> Any:
 def _int(value: Any, name: str) -> int | None:
     if value is None:
         return None
+    if type(value) is int and value >= 0:
+        return value
     if isinstance(value, bool):
         raise UsageFormatError(f"usage field {name} must be an integer, got {value!r}")
     if isinstance(value, float) and value.is_integer():

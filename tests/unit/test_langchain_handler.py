@@ -40,7 +40,7 @@ def test_invoke_records_cost_and_puts_it_on_the_message(engine: CostEngine) -> N
     assert rec.framework == "langchain"
     assert rec.usage == USAGE
     meta = msg.response_metadata["costopt"]
-    assert meta["cost_usd"] == str(COST)
+    assert Decimal(meta["cost_usd"]) == COST
     assert meta["served_by"] == "model"
     assert "call_id" not in meta and "latency_ms" not in meta  # nothing per-call-random
 

@@ -23,44 +23,31 @@ __all__ = ["PricedCall", "attribute_savings", "cost_of", "estimate_cost"]
 
 _MTOK = Decimal(1_000_000)
 _ZERO = Decimal(0)
+_KINDS = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output")
+
+# Rates per price object, computed once: this runs on every recorded call.
+# (price, long_context?, batch?) -> rates in _KINDS order, or None (no batch price)
+_RATES: dict[tuple[int, bool, bool], tuple[ModelPrice, tuple[Decimal, ...] | None]] = {}
 
 
-def _rates(price: ModelPrice, usage: Usage) -> dict[str, Decimal]:
-    """Per-million rates for this call, long-context tier applied."""
+def _compute_rates(price: ModelPrice, long: bool, batch: bool) -> tuple[Decimal, ...] | None:
     rates: dict[str, Decimal] = {
         "input": price.usd_per_mtok_input,
         "output": price.usd_per_mtok_output,
     }
     for kind in ("cache_read", "cache_write_5m", "cache_write_1h"):
         value = getattr(price, f"usd_per_mtok_{kind}")
+        # A model with no cache price bills those tokens as plain input.
         rates[kind] = value if value is not None else price.usd_per_mtok_input
-    lc = price.long_context
-    if (
-        lc is not None
-        and usage.input_tokens is not None
-        and usage.input_tokens > lc.above_input_tokens
-    ):
-        for kind in ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h"):
-            value = getattr(lc, f"usd_per_mtok_{kind}")
+    if long and price.long_context is not None:
+        for kind in _KINDS:
+            value = getattr(price.long_context, f"usd_per_mtok_{kind}")
             if value is not None:
                 rates[kind] = value
-    return rates
-
-
-def cost_of(price: ModelPrice | None, usage: Usage, mode: CallMode = "sync") -> Decimal | None:
-    """Cost in USD of one call; ``None`` when the price or the token counts are unknown.
-
-    Unknown cache details (``None``) bill those tokens at the plain input rate,
-    which can only over-state the cost. Batch mode scales every input kind by
-    the model's batch/sync input ratio, so cache reads and writes get the same
-    discount the provider gives; a model with no batch price costs ``None``.
-    """
-    if price is None or usage.input_tokens is None or usage.output_tokens is None:
-        return None
-    rates = _rates(price, usage)
-    if mode == "batch":
+    if batch:
         if price.usd_per_mtok_batch_input is None or price.usd_per_mtok_batch_output is None:
             return None
+        # Cache reads and writes get the same discount as plain input.
         in_ratio = (
             price.usd_per_mtok_batch_input / price.usd_per_mtok_input
             if price.usd_per_mtok_input
@@ -72,15 +59,55 @@ def cost_of(price: ModelPrice | None, usage: Usage, mode: CallMode = "sync") -> 
             else Decimal(1)
         )
         rates = {k: v * (out_ratio if k == "output" else in_ratio) for k, v in rates.items()}
-    uncached = usage.uncached_input_tokens or 0
-    total = (
-        uncached * rates["input"]
-        + (usage.cache_read_tokens or 0) * rates["cache_read"]
-        + (usage.cache_write_5m_tokens or 0) * rates["cache_write_5m"]
-        + (usage.cache_write_1h_tokens or 0) * rates["cache_write_1h"]
-        + usage.output_tokens * rates["output"]
-    )
-    return total / _MTOK
+    return tuple(rates[k] / _MTOK for k in _KINDS)
+
+
+def _rates(price: ModelPrice, input_tokens: int, mode: CallMode) -> tuple[Decimal, ...] | None:
+    lc = price.long_context
+    long = lc is not None and input_tokens > lc.above_input_tokens
+    key = (id(price), long, mode == "batch")
+    hit = _RATES.get(key)
+    if hit is None or hit[0] is not price:
+        hit = (price, _compute_rates(price, long, mode == "batch"))
+        _RATES[key] = hit
+    return hit[1]
+
+
+def _priced(
+    rates: tuple[Decimal, ...], uncached: int, read: int, w5: int, w1h: int, out: int
+) -> Decimal:
+    r_in, r_read, r_w5, r_w1h, r_out = rates
+    return uncached * r_in + read * r_read + w5 * r_w5 + w1h * r_w1h + out * r_out
+
+
+def cost_of(price: ModelPrice | None, usage: Usage, mode: CallMode = "sync") -> Decimal | None:
+    """Cost in USD of one call; ``None`` when the price or the token counts are unknown.
+
+    Unknown cache details (``None``) bill those tokens at the plain input rate,
+    which can only over-state the cost. The long-context tier applies when the
+    prompt exceeds its threshold. Batch mode scales every input kind by the
+    model's batch/sync input ratio, so cache reads and writes get the same
+    discount the provider gives; a model with no batch price costs ``None``.
+    """
+    if price is None or usage.input_tokens is None or usage.output_tokens is None:
+        return None
+    rates = _rates(price, usage.input_tokens, mode)
+    if rates is None:
+        return None
+    read = usage.cache_read_tokens or 0
+    w5 = usage.cache_write_5m_tokens or 0
+    w1h = usage.cache_write_1h_tokens or 0
+    return _priced(rates, usage.input_tokens - read - w5 - w1h, read, w5, w1h, usage.output_tokens)
+
+
+def _cost_uncached(price: ModelPrice | None, usage: Usage, extra_input: int = 0) -> Decimal | None:
+    """Sync cost had the provider cached nothing (and ``extra_input`` more tokens been sent)."""
+    if price is None or usage.input_tokens is None or usage.output_tokens is None:
+        return None
+    total_in = usage.input_tokens + extra_input
+    rates = _rates(price, total_in, "sync")
+    assert rates is not None  # sync rates always exist
+    return _priced(rates, total_in, 0, 0, 0, usage.output_tokens)
 
 
 def estimate_cost(
@@ -127,29 +154,31 @@ def attribute_savings(
     """
     price = catalog.get(model)
     base_price = catalog.get(baseline_model)
-    plain = usage.without_provider_cache()
 
     if outcome == "escalated":
         spent = cost_of(price, usage, mode)
         return PricedCall(spent, _ZERO, {} if spent is None else {"routing": -spent})
 
     savings: dict[str, Decimal] = {}
-    baseline = cost_of(base_price, plain)
+    baseline = _cost_uncached(base_price, usage)
     # compression / memory, in the order given, priced on the baseline model.
-    running = plain
-    for lever, tokens in (removed_input_tokens or {}).items():
-        if tokens <= 0:
-            continue
-        bigger = running.with_extra_input(tokens)
-        delta = _sub(cost_of(base_price, bigger), cost_of(base_price, running))
-        if delta:
-            savings[lever] = savings.get(lever, _ZERO) + delta
-        running = bigger
-    baseline_full = cost_of(base_price, running)
+    removed = 0
+    if removed_input_tokens:
+        for lever, tokens in removed_input_tokens.items():
+            if tokens <= 0:
+                continue
+            delta = _sub(
+                _cost_uncached(base_price, usage, removed + tokens),
+                _cost_uncached(base_price, usage, removed),
+            )
+            if delta:
+                savings[lever] = savings.get(lever, _ZERO) + delta
+            removed += tokens
+    baseline_full = _cost_uncached(base_price, usage, removed) if removed else baseline
 
-    served_plain = cost_of(price, plain)
+    served_plain = _cost_uncached(price, usage)
     served_sync = cost_of(price, usage)
-    served = cost_of(price, usage, mode)
+    served = served_sync if mode == "sync" else cost_of(price, usage, mode)
     for lever, delta in (
         ("routing", _sub(baseline, served_plain)),
         ("provider_cache", _sub(served_plain, served_sync)),

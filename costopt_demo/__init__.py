@@ -1,0 +1,9 @@
+"""The costopt demo: a support-assistant workload through LangChain and LlamaIndex.
+
+An application of the library, not part of it: it is the one place that
+imports both adapters. ``costopt demo`` (``make demo``) runs it offline.
+"""
+
+from costopt_demo.run import DemoResult, run_demo
+
+__all__ = ["DemoResult", "run_demo"]

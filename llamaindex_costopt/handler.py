@@ -1,0 +1,398 @@
+"""``CostEventHandler``: prices every LlamaIndex LLM call into the engine's ledger.
+
+LlamaIndex reports LLM calls as instrumentation events (``LLMChatStartEvent``
+... ``LLMChatEndEvent``), not callbacks, so the handler listens on a
+dispatcher. It only translates: the end event's response (``raw`` usage or
+``additional_kwargs`` token counts) into the engine's ``Usage`` and call
+fields. Pricing, savings and budgets are the engine's.
+
+Tenant and tier come from instrument tags (``costopt_tenant`` / ``tenant_id``
+/ ``tenant`` and ``costopt_tier``), e.g.
+``with instrument_tags({"costopt_tenant": "acme"}): llm.chat(...)``, or from
+``track_costs(tenant=...)``, or from the handler's own ``tenant``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Generator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from costopt_core import CostEngine, CostLedger, default_engine
+from costopt_core.types import CallRecord, Usage
+from costopt_core.usage import normalize_usage
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.dispatcher import Dispatcher
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.instrumentation.events.exception import ExceptionEvent
+from llama_index.core.instrumentation.events.llm import (
+    LLMChatEndEvent,
+    LLMChatStartEvent,
+    LLMCompletionEndEvent,
+    LLMCompletionStartEvent,
+)
+from llama_index.core.instrumentation.events.span import SpanDropEvent
+from pydantic import PrivateAttr
+
+__all__ = ["TENANT_KEYS", "TIER_KEY", "CostEventHandler", "track_costs", "usage_of"]
+
+log = logging.getLogger("costopt.llamaindex")
+
+TENANT_KEYS = ("costopt_tenant", "tenant_id", "tenant")
+TIER_KEY = "costopt_tier"
+
+_START_EVENTS = (LLMChatStartEvent, LLMCompletionStartEvent)
+_END_EVENTS = (LLMChatEndEvent, LLMCompletionEndEvent)
+
+# Dispatchers' handler lists are swapped whole (never mutated in place) under
+# this lock, so an event being dispatched in another thread never sees a list
+# that shrinks under it.
+_attach_lock = threading.Lock()
+
+# The LLM spans open in this context, innermost last, shared by every handler.
+# A CustomLLM's ``chat`` calls its own ``complete`` (and ``astream_chat`` its
+# ``stream_chat``), so one provider call emits nested start/end pairs; and the
+# outer span of a stream has already exited when the inner one starts, so the
+# span tree cannot tell us they are one call. Open-in-this-context can.
+_open_llm_spans: ContextVar[tuple[str, ...]] = ContextVar(
+    "costopt_llamaindex_open_llm_spans", default=()
+)
+
+
+@dataclass(frozen=True)
+class _Scope:
+    handler: CostEventHandler
+    tenant: str | None
+
+
+# The innermost ``track_costs`` block of this context (tasks inherit it).
+_scope: ContextVar[_Scope | None] = ContextVar("costopt_llamaindex_scope", default=None)
+
+
+def _first(tags: Mapping[str, Any] | None, keys: tuple[str, ...]) -> str | None:
+    if not tags:
+        return None
+    for k in keys:
+        v = tags.get(k)
+        if v is not None:
+            return str(v)
+    return None
+
+
+def _field(obj: Any, key: str) -> Any:
+    """``obj[key]`` of a mapping, ``obj.key`` of an SDK object; ``None`` if absent."""
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def _has_tokens(usage: Usage) -> bool:
+    return usage.input_tokens is not None or usage.output_tokens is not None
+
+
+def usage_of(response: Any) -> Usage:
+    """The token usage a LlamaIndex ``ChatResponse`` / ``CompletionResponse`` reports.
+
+    Looks at ``response.raw`` ``usage`` / ``usage_metadata`` (OpenAI, Anthropic
+    or Gemini payloads, dicts or SDK objects), then at the token counts some
+    integrations put in ``additional_kwargs``. The provider format is decided
+    by ``costopt_core.usage.normalize_usage``.
+
+    Returns:
+        The usage, or ``Usage()`` (unknown) when the response carries none.
+    """
+    if response is None:
+        return Usage()
+    raw = getattr(response, "raw", None)
+    for key in ("usage", "usage_metadata"):
+        payload = _field(raw, key)
+        if payload is not None:
+            usage = normalize_usage(payload)
+            if _has_tokens(usage):
+                return usage
+    message = getattr(response, "message", None)
+    for kwargs in (
+        getattr(response, "additional_kwargs", None),
+        getattr(message, "additional_kwargs", None),
+    ):
+        if kwargs:
+            usage = normalize_usage(kwargs)
+            if _has_tokens(usage):
+                return usage
+    return Usage()
+
+
+def _model_of(raw: Any) -> str | None:
+    for key in ("model", "model_version", "modelVersion"):
+        value = _field(raw, key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+class _Call:
+    """One LLM span between its start and end events."""
+
+    __slots__ = ("child_raws", "children", "model", "parent", "start", "tenant", "tier")
+
+    def __init__(
+        self, model: str | None, tenant: str | None, tier: str | None, parent: _Call | None
+    ) -> None:
+        self.model = model
+        self.tenant = tenant
+        self.tier = tier
+        self.parent = parent
+        self.start = time.perf_counter()
+        self.children = False
+        # Raw payloads recorded by calls nested in this one; held (not just
+        # their ids) so an id cannot be reused while we compare against it.
+        self.child_raws: list[Any] = []
+
+    def adopt(self, raw: Any) -> None:
+        self.children = True
+        if raw is not None:
+            self.child_raws.append(raw)
+
+
+class CostEventHandler(BaseEventHandler):
+    """Records the cost of every LlamaIndex LLM call it sees, exactly once.
+
+    Handles ``chat``/``complete``, their streaming and async twins, and
+    concurrent calls from threads and asyncio tasks. A stream is recorded once,
+    when it ends, with the usage of its last response (where providers put
+    it). A call that delegates to another instrumented call of the same answer
+    (a ``CustomLLM``'s ``chat`` calling its ``complete``) is recorded once.
+
+    Recording never fails the user's call: errors are logged and counted in
+    :attr:`errors`. Budgets are not enforced here: LlamaIndex swallows what
+    event handlers raise, so a handler cannot stop a call.
+
+    Args:
+        engine: the engine to record into; the process default if omitted.
+        tenant: tenant of calls that name none in their instrument tags or
+            ``track_costs`` block.
+
+    Example:
+        >>> handler = CostEventHandler().attach()  # doctest: +SKIP
+        >>> llm.chat(messages)  # doctest: +SKIP
+        >>> print(handler.ledger.summary_table())  # doctest: +SKIP
+    """
+
+    engine: CostEngine
+    tenant: str | None = None
+
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _calls: dict[str, _Call] = PrivateAttr(default_factory=dict)
+    _errors: int = PrivateAttr(default=0)
+    _dispatchers: list[Dispatcher] = PrivateAttr(default_factory=list)
+    # Set by track_costs: record only calls started inside its block.
+    _scoped: bool = PrivateAttr(default=False)
+
+    def __init__(self, engine: CostEngine | None = None, *, tenant: str | None = None) -> None:
+        super().__init__(engine=engine or default_engine(), tenant=tenant)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "CostEventHandler"
+
+    @property
+    def ledger(self) -> CostLedger:
+        """The ledger of the handler's engine."""
+        return self.engine.ledger
+
+    @property
+    def errors(self) -> int:
+        """How many events could not be recorded (each was logged)."""
+        return self._errors
+
+    @property
+    def pending(self) -> int:
+        """Calls started but not yet ended (a stream not yet consumed, say)."""
+        with self._lock:
+            return len(self._calls)
+
+    @property
+    def attached(self) -> bool:
+        """True while the handler is attached to at least one dispatcher."""
+        return bool(self._dispatchers)
+
+    # -- attaching ----------------------------------------------------------
+    def attach(self, dispatcher: Dispatcher | None = None) -> CostEventHandler:
+        """Listen on ``dispatcher`` (the root dispatcher by default) until :meth:`detach`.
+
+        Attaching twice, or to a dispatcher and its parent, still records each
+        call once.
+
+        Returns:
+            The handler itself, so ``h = CostEventHandler(engine).attach()`` works.
+        """
+        d = dispatcher if dispatcher is not None else get_dispatcher()
+        with _attach_lock:
+            if not any(h is self for h in d.event_handlers):
+                d.event_handlers = [*d.event_handlers, self]
+            if not any(x is d for x in self._dispatchers):
+                self._dispatchers.append(d)
+        return self
+
+    def detach(self) -> None:
+        """Stop listening on every dispatcher this handler was attached to."""
+        with _attach_lock:
+            for d in self._dispatchers:
+                d.event_handlers = [h for h in d.event_handlers if h is not self]
+            self._dispatchers = []
+        with self._lock:
+            # Their end events will never reach us.
+            self._calls.clear()
+
+    # -- events -------------------------------------------------------------
+    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        """Translate one instrumentation event; never raises."""
+        try:
+            if isinstance(event, _START_EVENTS):
+                self._start(event)
+            elif isinstance(event, _END_EVENTS):
+                self._end(event)
+            elif isinstance(event, ExceptionEvent | SpanDropEvent):
+                self._drop(event.span_id)
+        except Exception:  # never fail the user's call over accounting
+            with self._lock:
+                self._errors += 1
+            log.exception("costopt could not handle %s", type(event).__name__)
+
+    def _records_here(self, scope: _Scope | None) -> bool:
+        if self._scoped:
+            # Only our own block's calls; an inner block shadows ours.
+            return scope is not None and scope.handler is self
+        # A live track_costs block on our engine records this call; twice
+        # would count it twice in the same ledger.
+        return (
+            scope is None or scope.handler.engine is not self.engine or not scope.handler.attached
+        )
+
+    def _start(self, event: LLMChatStartEvent | LLMCompletionStartEvent) -> None:
+        span_id = event.span_id
+        if span_id is None:
+            return  # nothing to pair the end event with
+        stack = _open_llm_spans.get()
+        if span_id in stack:  # another handler saw this event first
+            enclosing = stack[: stack.index(span_id)]
+        else:
+            enclosing = stack
+            _open_llm_spans.set((*stack, span_id))
+        scope = _scope.get()
+        if not self._records_here(scope):
+            return
+        model_dict = event.model_dict or {}
+        model = model_dict.get("model") or model_dict.get("model_name")
+        tags = event.tags
+        tenant = _first(tags, TENANT_KEYS) or (scope.tenant if scope else None) or self.tenant
+        with self._lock:
+            if span_id in self._calls:
+                return  # the same event through a second dispatcher
+            parent = next((self._calls[s] for s in reversed(enclosing) if s in self._calls), None)
+            self._calls[span_id] = _Call(
+                str(model) if model else None, tenant, _first(tags, (TIER_KEY,)), parent
+            )
+
+    def _close_span(self, span_id: str | None) -> None:
+        stack = _open_llm_spans.get()
+        if span_id in stack:
+            _open_llm_spans.set(tuple(s for s in stack if s != span_id))
+
+    def _drop(self, span_id: str | None) -> None:
+        # The call failed (or its stream was abandoned): nothing to price.
+        self._close_span(span_id)
+        if span_id is not None:
+            with self._lock:
+                self._calls.pop(span_id, None)
+
+    def _end(self, event: LLMChatEndEvent | LLMCompletionEndEvent) -> None:
+        span_id = event.span_id
+        self._close_span(span_id)
+        if span_id is None:
+            return
+        with self._lock:
+            call = self._calls.pop(span_id, None)
+        if call is None:
+            return  # not started through us, or already counted
+        response = event.response
+        raw = getattr(response, "raw", None)
+        usage = usage_of(response)
+        with self._lock:
+            # The same answer seen again by the call that delegated to the one
+            # that recorded it (raw is passed through by reference), or a
+            # wrapper that adds no usage of its own.
+            same_answer = call.children and (
+                raw is None or not _has_tokens(usage) or any(r is raw for r in call.child_raws)
+            )
+            if call.parent is not None:
+                call.parent.adopt(raw)
+        if same_answer:
+            return
+        self._record(call, raw, usage, span_id)
+
+    def _record(self, call: _Call, raw: Any, usage: Usage, span_id: str) -> CallRecord:
+        return self.engine.record_call(
+            model=_model_of(raw) or call.model or "unknown",
+            usage=usage,
+            tier=call.tier,
+            tenant=call.tenant,
+            framework="llamaindex",
+            latency_ms=(time.perf_counter() - call.start) * 1000.0,
+            call_id=span_id,
+        )
+
+
+@contextmanager
+def track_costs(
+    engine: CostEngine | None = None, tenant: str | None = None
+) -> Generator[CostEventHandler, None, None]:
+    """Price every LlamaIndex LLM call started inside the ``with`` block.
+
+    A :class:`CostEventHandler` is attached to the root dispatcher for the
+    block and removed afterwards, even on error. It records only calls started
+    in the block's context (asyncio tasks created inside it included), so
+    concurrent blocks in other threads or tasks keep their own figures, and in
+    nested blocks the innermost one records the call. A handler attached
+    permanently to the same engine does not record the block's calls again.
+    By default a fresh ledger is used (with the default engine's prices and
+    baseline), so the block's figures are its own.
+
+    Threads started inside the block do not inherit its context unless they
+    are told to (``contextvars.copy_context().run``); a stream must be consumed
+    before the block ends to be recorded.
+
+    Args:
+        engine: the engine to record into; a fresh one if omitted.
+        tenant: tenant of the block's calls, unless their instrument tags name
+            one; an inner block without a tenant inherits the outer block's.
+
+    Example:
+        >>> with track_costs(tenant="acme") as costs:  # doctest: +SKIP
+        ...     query_engine.query("...")
+        >>> costs.ledger.totals().cost_usd  # doctest: +SKIP
+    """
+    if engine is None:
+        base = default_engine()
+        engine = CostEngine(catalog=base.catalog, baseline_model=base.baseline_model)
+    handler = CostEventHandler(engine, tenant=tenant)
+    handler._scoped = True
+    outer = _scope.get()
+    inherited = tenant if tenant is not None else (outer.tenant if outer else None)
+    token = _scope.set(_Scope(handler, inherited))
+    try:
+        handler.attach()
+        yield handler
+    finally:
+        try:
+            handler.detach()
+        finally:
+            _scope.reset(token)

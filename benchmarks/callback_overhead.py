@@ -23,7 +23,9 @@ from costopt_core.testing import Script, ScriptedResponse
 
 TARGET_US = 50.0
 RESPONSE = ScriptedResponse(
-    "Paris.", Usage(input_tokens=1200, output_tokens=40, cache_read_tokens=1024), model="gpt-4o-mini"
+    "Paris.",
+    Usage(input_tokens=1200, output_tokens=40, cache_read_tokens=1024),
+    model="gpt-4o-mini",
 )
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from costopt_core.types import Message, Role
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
+
+from costopt_core.types import Message, Role
 
 __all__ = ["from_langchain_message", "from_langchain_messages"]
 

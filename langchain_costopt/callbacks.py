@@ -18,15 +18,15 @@ from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
 
-from costopt_core import CostEngine, CostLedger, default_engine
-from costopt_core.errors import BudgetExceededError
-from costopt_core.types import CallRecord, Usage, money_str
-from costopt_core.usage import normalize_usage, usage_from_langchain
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
+from costopt_core import CostEngine, CostLedger, default_engine
+from costopt_core.errors import BudgetExceededError
+from costopt_core.types import CallRecord, Usage, money_str
+from costopt_core.usage import normalize_usage, usage_from_langchain
 from langchain_costopt._convert import from_langchain_messages
 
 __all__ = ["CostCallbackHandler", "track_costs"]

@@ -23,9 +23,6 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from costopt_core import CostEngine, CostLedger, default_engine
-from costopt_core.types import CallRecord, Usage
-from costopt_core.usage import normalize_usage
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.dispatcher import Dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
@@ -39,6 +36,10 @@ from llama_index.core.instrumentation.events.llm import (
 )
 from llama_index.core.instrumentation.events.span import SpanDropEvent
 from pydantic import PrivateAttr
+
+from costopt_core import CostEngine, CostLedger, default_engine
+from costopt_core.types import CallRecord, Usage
+from costopt_core.usage import normalize_usage
 
 __all__ = ["TENANT_KEYS", "TIER_KEY", "CostEventHandler", "track_costs", "usage_of"]
 

@@ -12,13 +12,6 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Generator, Sequence
 from typing import Any, Literal
 
-from costopt_core.testing import (
-    Script,
-    ScriptedResponse,
-    usage_to_anthropic,
-    usage_to_gemini,
-    usage_to_openai,
-)
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -33,6 +26,14 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms import CustomLLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from pydantic import Field, model_validator
+
+from costopt_core.testing import (
+    Script,
+    ScriptedResponse,
+    usage_to_anthropic,
+    usage_to_gemini,
+    usage_to_openai,
+)
 
 __all__ = ["ScriptedLLM", "UsageWireFormat", "raw_payload"]
 

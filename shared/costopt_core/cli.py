@@ -25,9 +25,9 @@ app = typer.Typer(
 def demo(
     requests: Annotated[int, typer.Option(min=1, max=100_000, help="Requests to run.")] = 300,
     seed: Annotated[int, typer.Option(help="Workload seed.")] = 7,
-    out: Annotated[
-        Path, typer.Option(help="Directory for the ledger export.")
-    ] = Path("costopt-demo-output"),
+    out: Annotated[Path, typer.Option(help="Directory for the ledger export.")] = Path(
+        "costopt-demo-output"
+    ),
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run the offline demo workload (no keys, no servers) and print the ledger summary."""

@@ -14,7 +14,7 @@ import io
 import json
 import logging
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -34,6 +34,8 @@ Dimension = Literal["model", "tier", "tenant", "framework", "outcome", "mode"]
 _DIMENSIONS: tuple[Dimension, ...] = ("model", "tier", "tenant", "framework", "outcome", "mode")
 _PERIODS: tuple[BudgetPeriod, ...] = ("day", "week", "month", "total")
 _ZERO = Decimal(0)
+#: How many recent call ids are remembered to drop a second report of one call.
+_SEEN_IDS = 65_536
 _TOKEN_KINDS = (
     "input_tokens",
     "output_tokens",
@@ -147,6 +149,7 @@ class CostLedger:
         self._records: deque[CallRecord] = deque(maxlen=max_records)
         self._total = Totals()
         self._combos: dict[tuple[str | None, ...], Totals] = {}
+        self._seen_ids: OrderedDict[str, None] = OrderedDict()
         # (tenant or None for global, period) -> (window start, spend in window)
         self._spend: dict[tuple[str | None, BudgetPeriod], tuple[datetime, Decimal]] = {}
         self._budgets: list[Budget] = list(budgets)
@@ -154,8 +157,12 @@ class CostLedger:
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
 
     # -- recording ----------------------------------------------------------
-    def add(self, record: CallRecord) -> None:
-        """Record one call. Safe from any thread."""
+    def add(self, record: CallRecord) -> bool:
+        """Record one call; False (and nothing recorded) if its ``call_id`` was seen.
+
+        Two handlers on one engine see the same LLM run (same run id), so the
+        call is still counted once. Safe from any thread.
+        """
         u = record.usage
         # Only calls that reached a model consumed tokens; cache hits did not.
         tokens = (
@@ -172,6 +179,12 @@ class CostLedger:
         )
         starts = _period_starts(record.timestamp) if record.cost_usd else None
         with self._lock:
+            seen = self._seen_ids
+            if record.call_id in seen:
+                return False
+            seen[record.call_id] = None
+            if len(seen) > _SEEN_IDS:
+                seen.popitem(last=False)
             self._records.append(record)
             self._total.add(record, tokens)
             # One bucket per combination of dimensions: one add per call, and
@@ -204,6 +217,7 @@ class CostLedger:
                 listener(record)
             except Exception:  # a sink must never fail the user's call
                 log.exception("ledger listener %r failed", listener)
+        return True
 
     def subscribe(self, listener: Callable[[CallRecord], None]) -> None:
         """Call ``listener(record)`` after every recorded call (sinks, exporters)."""

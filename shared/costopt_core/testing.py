@@ -120,24 +120,35 @@ def usage_to_langchain(u: Usage) -> dict[str, Any]:
             "ephemeral_5m_input_tokens": u.cache_write_5m_tokens,
             "ephemeral_1h_input_tokens": u.cache_write_1h_tokens,
         }.items()
-        if v
+        if v is not None
     }
     if details:
         out["input_token_details"] = details
-    if u.reasoning_tokens:
+    if u.reasoning_tokens is not None:
         out["output_token_details"] = {"reasoning": u.reasoning_tokens}
     return out
 
 
+def _no_cache_writes(u: Usage, fmt: str) -> None:
+    if u.cache_write_5m_tokens or u.cache_write_1h_tokens:
+        raise ConfigurationError(
+            f"the {fmt} usage format has no cache-write tokens, so {u} cannot be written "
+            "in it without under-pricing the call; use the anthropic or langchain format"
+        )
+
+
 def usage_to_openai(u: Usage) -> dict[str, Any]:
     """OpenAI Chat Completions ``usage`` (prompt_tokens includes cached_tokens)."""
-    return {
+    _no_cache_writes(u, "openai")
+    out: dict[str, Any] = {
         "prompt_tokens": u.input_tokens or 0,
         "completion_tokens": u.output_tokens or 0,
         "total_tokens": (u.input_tokens or 0) + (u.output_tokens or 0),
         "prompt_tokens_details": {"cached_tokens": u.cache_read_tokens or 0},
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens or 0},
     }
+    if u.reasoning_tokens is not None:
+        out["completion_tokens_details"] = {"reasoning_tokens": u.reasoning_tokens}
+    return out
 
 
 def usage_to_anthropic(u: Usage) -> dict[str, Any]:
@@ -154,13 +165,16 @@ def usage_to_anthropic(u: Usage) -> dict[str, Any]:
 
 def usage_to_gemini(u: Usage) -> dict[str, Any]:
     """Gemini ``usage_metadata`` (thoughts are outside candidates)."""
+    _no_cache_writes(u, "gemini")
     thoughts = u.reasoning_tokens or 0
-    return {
+    out: dict[str, Any] = {
         "prompt_token_count": u.input_tokens or 0,
         "cached_content_token_count": u.cache_read_tokens or 0,
         "candidates_token_count": (u.output_tokens or 0) - thoughts,
-        "thoughts_token_count": thoughts,
     }
+    if u.reasoning_tokens is not None:
+        out["thoughts_token_count"] = u.reasoning_tokens
+    return out
 
 
 _WORD = re.compile(r"\w+")

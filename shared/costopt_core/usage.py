@@ -93,27 +93,38 @@ def usage_from_langchain(usage_metadata: Any) -> Usage:
     generic_write = _int(_get(details, "cache_creation"), "cache_creation")
     w5 = _int(_get(details, "ephemeral_5m_input_tokens"), "ephemeral_5m_input_tokens")
     w1h = _int(_get(details, "ephemeral_1h_input_tokens"), "ephemeral_1h_input_tokens")
-    split = _sum(w5, w1h)
+    split = (w5 or 0) + (w1h or 0)
     # Integrations that report the TTL split either zero the generic counter or
-    # repeat the split's total in it; either way the split is the truth.
-    if generic_write and generic_write != split:
-        w5 = _sum(w5, generic_write - (split or 0)) if split else _sum(w5, generic_write)
+    # repeat the split's total in it; only an excess over the split is extra
+    # (written at the default 5-minute TTL).
+    if generic_write and generic_write > split:
+        w5 = (w5 or 0) + generic_write - split
+    input_tokens = _int(_get(usage_metadata, "input_tokens"), "input_tokens")
+    # LangChain omits zero details, so with a known input a missing kind is 0.
+    zero = 0 if input_tokens is not None else None
+    read = _int(_get(details, "cache_read"), "cache_read")
     return Usage(
-        input_tokens=_int(_get(usage_metadata, "input_tokens"), "input_tokens"),
+        input_tokens=input_tokens,
         output_tokens=_int(_get(usage_metadata, "output_tokens"), "output_tokens"),
-        cache_read_tokens=_int(_get(details, "cache_read"), "cache_read"),
-        cache_write_5m_tokens=w5,
-        cache_write_1h_tokens=w1h,
+        cache_read_tokens=read if read is not None else zero,
+        cache_write_5m_tokens=w5 if w5 is not None else zero,
+        cache_write_1h_tokens=w1h if w1h is not None else zero,
         reasoning_tokens=_int(_get(out_details, "reasoning"), "reasoning"),
     )
 
 
 def usage_from_openai(usage: Any) -> Usage:
     """OpenAI Chat Completions or Responses ``usage`` (input includes cached)."""
-    prompt = _int(_get(usage, "prompt_tokens", "input_tokens"), "prompt_tokens")
-    completion = _int(_get(usage, "completion_tokens", "output_tokens"), "completion_tokens")
-    in_details = _get(usage, "prompt_tokens_details", "input_tokens_details")
-    out_details = _get(usage, "completion_tokens_details", "output_tokens_details")
+    responses_api = _get(usage, "prompt_tokens", "completion_tokens") is None
+    in_key, out_key = (
+        ("input_tokens", "output_tokens")
+        if responses_api
+        else ("prompt_tokens", "completion_tokens")
+    )
+    prompt = _int(_get(usage, in_key), in_key)
+    completion = _int(_get(usage, out_key), out_key)
+    in_details = _get(usage, f"{in_key}_details")
+    out_details = _get(usage, f"{out_key}_details")
     cached = _int(_get(in_details, "cached_tokens"), "cached_tokens")
     if cached is None and prompt is not None:
         cached = 0  # OpenAI always reports cache hits; no details means none.
@@ -151,21 +162,33 @@ def usage_from_anthropic(usage: Any) -> Usage:
 
 
 def usage_from_gemini(usage_metadata: Any) -> Usage:
-    """Gemini ``usage_metadata`` (snake_case SDK objects or camelCase REST JSON)."""
-    prompt = _int(_get(usage_metadata, "prompt_token_count", "promptTokenCount"), "prompt")
-    cached = _int(
-        _get(usage_metadata, "cached_content_token_count", "cachedContentTokenCount"), "cached"
-    )
-    candidates = _int(
-        _get(usage_metadata, "candidates_token_count", "candidatesTokenCount"), "candidates"
-    )
-    thoughts = _int(_get(usage_metadata, "thoughts_token_count", "thoughtsTokenCount"), "thoughts")
+    """Gemini ``usage_metadata`` (snake_case SDK objects or camelCase REST JSON).
+
+    Tool-use prompt tokens (search, code execution) are billed as input;
+    thinking tokens as output. The REST API leaves zero counts out.
+    """
+
+    def count(snake: str) -> int | None:
+        parts = snake.split("_")
+        camel = parts[0] + "".join(p.title() for p in parts[1:])
+        value = _get(usage_metadata, snake)
+        if value is not None:
+            return _int(value, snake)
+        return _int(_get(usage_metadata, camel), camel)
+
+    prompt = count("prompt_token_count")
+    tool_prompt = count("tool_use_prompt_token_count")
+    cached = count("cached_content_token_count")
+    candidates = count("candidates_token_count")
+    thoughts = count("thoughts_token_count")
+    known = prompt is not None
+    zero = 0 if known else None
     return Usage(
-        input_tokens=prompt,
-        output_tokens=_sum(candidates, thoughts),
-        cache_read_tokens=cached if cached is not None else (0 if prompt is not None else None),
-        cache_write_5m_tokens=0 if prompt is not None else None,
-        cache_write_1h_tokens=0 if prompt is not None else None,
+        input_tokens=_sum(prompt, tool_prompt),
+        output_tokens=_sum(candidates, thoughts) if candidates or thoughts else zero,
+        cache_read_tokens=cached if cached is not None else zero,
+        cache_write_5m_tokens=zero,
+        cache_write_1h_tokens=zero,
         reasoning_tokens=thoughts,
     )
 
@@ -184,10 +207,10 @@ def detect_usage_format(payload: Any) -> UsageFormat | None:
         is not None
     ):
         return "anthropic"
+    if _get(payload, "input_tokens_details", "output_tokens_details") is not None:
+        return "openai"  # Responses API (LangChain's keys say "token", not "tokens")
     if _get(payload, "input_token_details", "output_token_details", "total_tokens") is not None:
         return "langchain"
-    if _get(payload, "input_tokens_details", "output_tokens_details") is not None:
-        return "openai"  # Responses API
     if _get(payload, "input_tokens") is not None:
         # Bare {input_tokens, output_tokens}: LangChain and Anthropic agree when
         # there is no caching, so either reading is right.

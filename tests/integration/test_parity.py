@@ -13,11 +13,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from costopt_core import CallRecord, CostEngine, CostLedger, Usage
-from costopt_core.testing import Script, ScriptedResponse
 from langchain_core.messages import AIMessageChunk
 from llama_index.core.llms import ChatMessage
 
+from costopt_core import CallRecord, CostEngine, CostLedger, Usage
+from costopt_core.testing import Script, ScriptedResponse
 from langchain_costopt import CostCallbackHandler
 from langchain_costopt.testing import ScriptedChatModel
 from llamaindex_costopt import CostEventHandler
@@ -132,14 +132,10 @@ def _counts(u: Usage) -> dict[str, int]:
     return {k: v or 0 for k, v in u.to_dict().items()}
 
 
-def _comparable(rec: CallRecord, *, exact_usage: bool = False) -> dict[str, Any]:
+def _comparable(rec: CallRecord) -> dict[str, Any]:
     d = rec.to_dict()
     for key in ("call_id", "timestamp", "latency_ms", "framework"):
         d.pop(key)
-    if not exact_usage:
-        # Token counts only: the LangChain path says "unknown" (None) where the
-        # provider payload says 0; see the xfail test below.
-        d["usage"] = _counts(rec.usage)
     return d
 
 
@@ -183,12 +179,6 @@ def test_cache_writes_and_reads_priced_against_the_baseline() -> None:
         assert read.savings_usd["provider_cache"] == Decimal("0.0078")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="costopt_core: usage_to_langchain drops zero-valued details and "
-    "usage_from_langchain reads absent details as None (unknown), while the provider "
-    "readers report 0, so the same call has a different Usage through LangChain",
-)
 def test_usage_objects_are_identical_through_both() -> None:
     for fmt in CONVERSATIONS:
         lc = _through_langchain(fmt, "sync")

@@ -28,7 +28,9 @@ def test_totals_by_dimension_are_exact(engine: CostEngine) -> None:
     assert by_tenant["b"].cost_usd == Decimal("0.0035")
     assert engine.ledger.tier_distribution() == {"small": 2 / 3, "frontier": 1 / 3}
     assert t.tokens["input_tokens"] == 3000
-    assert engine.ledger.savings_by_lever()["routing"] == (Decimal("0.0035") - Decimal("0.00021")) * 2
+    assert (
+        engine.ledger.savings_by_lever()["routing"] == (Decimal("0.0035") - Decimal("0.00021")) * 2
+    )
 
 
 def test_every_lever_listed_and_sum_matches(engine: CostEngine) -> None:

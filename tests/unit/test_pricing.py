@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
 from costopt_core.errors import ConfigurationError
 from costopt_core.pricing import (
     ModelPrice,
@@ -27,8 +30,6 @@ from costopt_core.pricing import (
     estimate_cost,
 )
 from costopt_core.types import Usage
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
 
 D = Decimal
 CATALOG = PriceCatalog.default()  # read-only use; tests that warn build their own
@@ -177,11 +178,6 @@ def test_gemini_2_5_pro_base_and_long_context() -> None:
     assert cost_of(p, long, "batch") == D("0.3")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: in the long-context tier a cache kind without its own price falls back to the "
-    "BASE input rate, not the long-context input rate, so it is billed below plain input",
-)
 def test_missing_cache_price_in_long_context_bills_as_long_context_input() -> None:
     cat = CATALOG.with_overrides(
         {
@@ -586,16 +582,13 @@ def test_partial_override_keeps_the_long_context_tier() -> None:
 
 
 def test_override_via_a_dated_name_of_a_known_model() -> None:
+    # A snapshot gets its own entry, built on the base model's other prices.
     cat = CATALOG.with_overrides({"Claude-3-5-Haiku-20241022": {"usd_per_mtok_output": "3"}})
-    assert cat.get("claude-3-5-haiku").usd_per_mtok_output == D("3")
-    assert cat.get("claude-3-5-haiku").usd_per_mtok_input == D("0.80")
+    assert cat.get("claude-3-5-haiku-20241022").usd_per_mtok_output == D("3")
+    assert cat.get("claude-3-5-haiku-20241022").usd_per_mtok_input == D("0.80")
+    assert cat.get("claude-3-5-haiku").usd_per_mtok_output == D("4.00")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with_overrides resolves the override's name first, so pricing one dated "
-    "snapshot (gpt-4o-2024-05-13 at $5/$15) reprices gpt-4o and every other snapshot",
-)
 def test_override_of_one_snapshot_does_not_reprice_the_others() -> None:
     cat = CATALOG.with_overrides(
         {"gpt-4o-2024-05-13": {"usd_per_mtok_input": "5.00", "usd_per_mtok_output": "15.00"}}
@@ -696,20 +689,11 @@ def test_from_file_bad_json(tmp_path: Path, text: str) -> None:
         PriceCatalog.from_file(_write(tmp_path, text))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: from_file only translates FileNotFoundError/JSONDecodeError; a directory "
-    "(IsADirectoryError) escapes as a raw OSError",
-)
 def test_from_file_directory_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError):
         PriceCatalog.from_file(tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: from_file lets UnicodeDecodeError escape for a file that is not UTF-8",
-)
 def test_from_file_not_utf8_is_a_configuration_error(tmp_path: Path) -> None:
     p = tmp_path / "prices.json"
     p.write_bytes(b"\xff\xfe{\x00}\x00")

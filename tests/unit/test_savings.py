@@ -11,6 +11,9 @@ import warnings
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from costopt_core.pricing import (
     PriceCatalog,
     PricedCall,
@@ -19,8 +22,6 @@ from costopt_core.pricing import (
     cost_of,
 )
 from costopt_core.types import LEVERS, Usage
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 D = Decimal
 CATALOG = PriceCatalog.default()
@@ -200,12 +201,6 @@ def test_cache_hit_of_a_free_local_model() -> None:
     assert_adds_up(pc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a cache hit in batch mode on a model with a cache price but no batch price "
-    "keeps the provider_cache lever while crediting the cache with the whole baseline, "
-    "so the levers exceed baseline - cost",
-)
 def test_cache_hit_batch_mode_model_without_batch_price_adds_up() -> None:
     cat = CATALOG.with_overrides(
         {
@@ -379,23 +374,12 @@ _NEGOTIATED = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: batch cost is sync rate x (batch/sync) in 28-digit Decimal; a batch price that "
-    "is not a terminating fraction of the sync price (1/3, 1/9) is rounded: "
-    "1M tokens at $1 batch cost $0.9999999999999999999999999999",
-)
 def test_batch_price_that_is_not_half_of_sync_is_billed_exactly() -> None:
     p = CATALOG.with_overrides(_NEGOTIATED).get("negotiated")
     assert cost_of(p, Usage(input_tokens=1_000_000, output_tokens=0), "batch") == D("1")
     assert cost_of(p, Usage(input_tokens=0, output_tokens=1_000_000), "batch") == D("1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with a batch/sync ratio like 1/3 the rounded batch cost makes the levers "
-    "miss baseline - cost by 1e-33",
-)
 def test_levers_add_up_with_a_non_half_batch_price() -> None:
     cat = CATALOG.with_overrides(_NEGOTIATED)
     pc = attribute_savings(

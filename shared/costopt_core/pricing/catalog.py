@@ -63,8 +63,11 @@ class ModelPrice(_Prices):
     aliases: tuple[str, ...] = ()
 
 
-_DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-v\d+(:\d+)?|-\d{4})$")
-_PREFIX = re.compile(r"^(models/|openai/|anthropic/|google/|gemini/|together/|anthropic\.|us\.)+")
+_DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-v\d+(:\d+)?|-\d{4}|-\d{3})$")
+_PREFIX = re.compile(
+    r"^(models/|openai/|anthropic/|google/|gemini/|together/|vertex_ai/|bedrock/"
+    r"|anthropic\.|us\.|eu\.|apac\.|global\.)+"
+)
 
 
 def _strip(name: str) -> list[str]:
@@ -133,8 +136,12 @@ class PriceCatalog:
             data = json.loads(p.read_text("utf-8"))
         except FileNotFoundError:
             raise ConfigurationError(f"price file {str(p)!r} does not exist") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigurationError(f"price file {str(p)!r} is not valid JSON: {exc}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(
+                f"price file {str(p)!r} is not valid JSON (UTF-8): {exc}"
+            ) from None
+        except OSError as exc:
+            raise ConfigurationError(f"price file {str(p)!r} cannot be read: {exc}") from None
         return cls.from_dict(data, source=str(p))
 
     @classmethod
@@ -188,7 +195,12 @@ class PriceCatalog:
                 continue
             base_name = self.resolve(name)
             base = models[base_name].model_dump(exclude_none=True) if base_name else {}
-            key = base_name or name
+            if base_name is not None and self._aliases.get(name.lower()) == base_name:
+                key = base_name  # the model itself or one of its aliases: reprice it
+            else:
+                # A dated snapshot or new name gets its own entry; the base keeps its price.
+                key = name
+                base.pop("aliases", None)
             models[key] = self._parse_price(name, {**base, **dict(raw)}, "overrides")
         return PriceCatalog(models, as_of=self.as_of, schema_version=self.schema_version)
 

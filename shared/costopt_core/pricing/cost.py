@@ -31,34 +31,28 @@ _RATES: dict[tuple[int, bool, bool], tuple[ModelPrice, tuple[Decimal, ...] | Non
 
 
 def _compute_rates(price: ModelPrice, long: bool, batch: bool) -> tuple[Decimal, ...] | None:
-    rates: dict[str, Decimal] = {
-        "input": price.usd_per_mtok_input,
-        "output": price.usd_per_mtok_output,
-    }
+    lc = price.long_context if long else None
+    rates: dict[str, Decimal] = {}
+    for kind in ("input", "output"):
+        value = getattr(lc, f"usd_per_mtok_{kind}", None) if lc is not None else None
+        rates[kind] = value if value is not None else getattr(price, f"usd_per_mtok_{kind}")
     for kind in ("cache_read", "cache_write_5m", "cache_write_1h"):
-        value = getattr(price, f"usd_per_mtok_{kind}")
+        value = getattr(lc, f"usd_per_mtok_{kind}", None) if lc is not None else None
+        if value is None:
+            value = getattr(price, f"usd_per_mtok_{kind}")
         # A model with no cache price bills those tokens as plain input.
-        rates[kind] = value if value is not None else price.usd_per_mtok_input
-    if long and price.long_context is not None:
-        for kind in _KINDS:
-            value = getattr(price.long_context, f"usd_per_mtok_{kind}")
-            if value is not None:
-                rates[kind] = value
+        rates[kind] = value if value is not None else rates["input"]
     if batch:
-        if price.usd_per_mtok_batch_input is None or price.usd_per_mtok_batch_output is None:
+        b_in, b_out = price.usd_per_mtok_batch_input, price.usd_per_mtok_batch_output
+        if b_in is None or b_out is None:
             return None
-        # Cache reads and writes get the same discount as plain input.
-        in_ratio = (
-            price.usd_per_mtok_batch_input / price.usd_per_mtok_input
-            if price.usd_per_mtok_input
-            else Decimal(1)
-        )
-        out_ratio = (
-            price.usd_per_mtok_batch_output / price.usd_per_mtok_output
-            if price.usd_per_mtok_output
-            else Decimal(1)
-        )
+        # Batch prices are list prices for the base tier: use them as they are,
+        # and give every other kind the same discount (exact for the usual 50%).
+        in_ratio = b_in / price.usd_per_mtok_input if price.usd_per_mtok_input else Decimal(1)
+        out_ratio = b_out / price.usd_per_mtok_output if price.usd_per_mtok_output else Decimal(1)
         rates = {k: v * (out_ratio if k == "output" else in_ratio) for k, v in rates.items()}
+        if lc is None:
+            rates["input"], rates["output"] = b_in, b_out
     return tuple(rates[k] / _MTOK for k in _KINDS)
 
 
@@ -189,8 +183,9 @@ def attribute_savings(
 
     if outcome in ("cache_exact", "cache_semantic"):
         if served is None:
-            # The producing model has no price: credit the cache with the whole baseline.
-            savings.pop("routing", None)
+            # The replaced call cannot be priced: credit the cache with the whole baseline.
+            for lever in ("routing", "provider_cache", "batch"):
+                savings.pop(lever, None)
             served = baseline
         if served:
             savings[outcome] = served

@@ -212,11 +212,9 @@ class CostCallbackHandler(BaseCallbackHandler):
             call_id=str(run_id),
         )
         if message is not None and outcome == "model":
-            # A new dict, so a cached copy sharing the old one is not touched.
-            message.response_metadata = {
-                **(message.response_metadata or {}),
-                METADATA_KEY: record_metadata(record),
-            }
+            # In place (no pydantic re-validation). Only freshly generated answers
+            # are written; copies served from a cache are left as they are.
+            message.response_metadata[METADATA_KEY] = record_metadata(record)
         return record
 
 

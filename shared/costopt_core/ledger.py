@@ -34,8 +34,12 @@ Dimension = Literal["model", "tier", "tenant", "framework", "outcome", "mode"]
 _DIMENSIONS: tuple[Dimension, ...] = ("model", "tier", "tenant", "framework", "outcome", "mode")
 _PERIODS: tuple[BudgetPeriod, ...] = ("day", "week", "month", "total")
 _ZERO = Decimal(0)
+#: Records kept in memory by default; totals stay exact beyond it.
+DEFAULT_MAX_RECORDS = 100_000
 #: How many recent call ids are remembered to drop a second report of one call.
 _SEEN_IDS = 65_536
+#: Fold pending records into the totals at least this often, to bound memory.
+_FOLD_EVERY = 4096
 _TOKEN_KINDS = (
     "input_tokens",
     "output_tokens",
@@ -132,7 +136,9 @@ class CostLedger:
     Args:
         budgets: spend limits to enforce (see :class:`Budget`).
         max_records: keep at most this many records in memory (oldest dropped
-            first); totals and budgets stay exact. ``None`` keeps all.
+            first); totals and budgets stay exact. ``None`` keeps all. To keep
+            every record of a long-running app, subscribe a sink (e.g. a JSONL
+            writer) instead of holding them in memory.
         clock: returns "now" as an aware datetime; injectable for tests.
     """
 
@@ -140,7 +146,7 @@ class CostLedger:
         self,
         *,
         budgets: Iterable[Budget] = (),
-        max_records: int | None = None,
+        max_records: int | None = DEFAULT_MAX_RECORDS,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         if max_records is not None and max_records < 1:
@@ -150,6 +156,7 @@ class CostLedger:
         self._total = Totals()
         self._combos: dict[tuple[str | None, ...], Totals] = {}
         self._seen_ids: OrderedDict[str, None] = OrderedDict()
+        self._pending: list[CallRecord] = []
         # (tenant or None for global, period) -> (window start, spend in window)
         self._spend: dict[tuple[str | None, BudgetPeriod], tuple[datetime, Decimal]] = {}
         self._budgets: list[Budget] = list(budgets)
@@ -163,21 +170,6 @@ class CostLedger:
         Two handlers on one engine see the same LLM run (same run id), so the
         call is still counted once. Safe from any thread.
         """
-        u = record.usage
-        # Only calls that reached a model consumed tokens; cache hits did not.
-        tokens = (
-            (
-                u.input_tokens,
-                u.output_tokens,
-                u.cache_read_tokens,
-                u.cache_write_5m_tokens,
-                u.cache_write_1h_tokens,
-                u.reasoning_tokens,
-            )
-            if record.outcome in ("model", "escalated")
-            else None
-        )
-        starts = _period_starts(record.timestamp) if record.cost_usd else None
         with self._lock:
             seen = self._seen_ids
             if record.call_id in seen:
@@ -186,6 +178,37 @@ class CostLedger:
             if len(seen) > _SEEN_IDS:
                 seen.popitem(last=False)
             self._records.append(record)
+            # Aggregation is deferred to the next read (see _fold): the hot
+            # path of every LLM call only appends.
+            self._pending.append(record)
+            if len(self._pending) >= _FOLD_EVERY:
+                self._fold()
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(record)
+            except Exception:  # a sink must never fail the user's call
+                log.exception("ledger listener %r failed", listener)
+        return True
+
+    def _fold(self) -> None:
+        """Fold pending records into the totals. Caller holds the lock."""
+        pending, self._pending = self._pending, []
+        for record in pending:
+            u = record.usage
+            # Only calls that reached a model consumed tokens; cache hits did not.
+            tokens = (
+                (
+                    u.input_tokens,
+                    u.output_tokens,
+                    u.cache_read_tokens,
+                    u.cache_write_5m_tokens,
+                    u.cache_write_1h_tokens,
+                    u.reasoning_tokens,
+                )
+                if record.outcome in ("model", "escalated")
+                else None
+            )
             self._total.add(record, tokens)
             # One bucket per combination of dimensions: one add per call, and
             # any dimension's totals are a sum over the (few) combinations.
@@ -201,9 +224,10 @@ class CostLedger:
             if bucket is None:
                 bucket = self._combos[combo] = Totals()
             bucket.add(record, tokens)
-            if starts is not None and record.cost_usd is not None:
-                cost = record.cost_usd
+            cost = record.cost_usd
+            if cost:
                 spend = self._spend
+                starts = _period_starts(record.timestamp)
                 for tenant in (None, record.tenant) if record.tenant is not None else (None,):
                     for period, start in starts:
                         prev = spend.get((tenant, period))
@@ -211,13 +235,6 @@ class CostLedger:
                             spend[(tenant, period)] = (start, cost)
                         elif prev[0] == start:
                             spend[(tenant, period)] = (start, prev[1] + cost)
-            listeners = list(self._listeners)
-        for listener in listeners:
-            try:
-                listener(record)
-            except Exception:  # a sink must never fail the user's call
-                log.exception("ledger listener %r failed", listener)
-        return True
 
     def subscribe(self, listener: Callable[[CallRecord], None]) -> None:
         """Call ``listener(record)`` after every recorded call (sinks, exporters)."""
@@ -230,7 +247,8 @@ class CostLedger:
 
     # -- reading ------------------------------------------------------------
     def __len__(self) -> int:
-        return self._total.calls
+        with self._lock:
+            return self._total.calls + len(self._pending)
 
     def records(self) -> list[CallRecord]:
         """The records held in memory, oldest first."""
@@ -239,6 +257,7 @@ class CostLedger:
 
     def totals(self) -> Totals:
         with self._lock:
+            self._fold()
             return _copy(self._total)
 
     def totals_by(self, dimension: Dimension) -> dict[str | None, Totals]:
@@ -250,6 +269,7 @@ class CostLedger:
         index = _DIMENSIONS.index(dimension)
         out: dict[str | None, Totals] = {}
         with self._lock:
+            self._fold()
             for combo, t in self._combos.items():
                 key = combo[index]
                 acc = out.get(key)
@@ -284,6 +304,7 @@ class CostLedger:
         """Known spend of ``tenant`` (``None``: everyone) in the current ``period``."""
         start = period_start(period, self.clock())
         with self._lock:
+            self._fold()
             window = self._spend.get((tenant, period))
         return window[1] if window is not None and window[0] == start else _ZERO
 

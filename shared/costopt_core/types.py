@@ -8,6 +8,7 @@ engine never sees a framework type. Token counts are ``int | None`` where
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -82,7 +83,15 @@ def _check_count(name: str, value: object) -> None:
         raise UsageFormatError(f"{name} must be >= 0, got {value}")
 
 
-@dataclass(frozen=True, slots=True)
+# ``Usage`` and ``CallRecord`` are built on every recorded call, so they get
+# hand-written ``__init__`` methods (``init=False``) with the signature the
+# dataclass would generate: they validate the arguments before storing them and
+# store through the slot descriptors, bound once below each class, instead of
+# one ``object.__setattr__`` lookup per field (what a frozen dataclass does).
+# Frozen-ness is unchanged: ``__setattr__`` still raises.
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Usage:
     """Tokens of one call, by kind. ``None`` = unknown, ``0`` = none.
 
@@ -99,24 +108,43 @@ class Usage:
     cache_write_1h_tokens: int | None = None
     reasoning_tokens: int | None = None
 
-    def __post_init__(self) -> None:
-        for name in _USAGE_FIELDS:
-            value = getattr(self, name)
-            # The common case (a plain non-negative int) is checked inline: this
-            # runs on every recorded call.
+    def __init__(
+        self,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        cache_read_tokens: int | None = None,
+        cache_write_5m_tokens: int | None = None,
+        cache_write_1h_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
+    ) -> None:
+        counts = (
+            input_tokens,
+            output_tokens,
+            cache_read_tokens,
+            cache_write_5m_tokens,
+            cache_write_1h_tokens,
+            reasoning_tokens,
+        )
+        for value in counts:
+            # The common case (None or a plain non-negative int) is checked inline.
             if value is not None and (type(value) is not int or value < 0):
-                _check_count(name, value)
-        if self.input_tokens is not None:
-            cached = (
-                (self.cache_read_tokens or 0)
-                + (self.cache_write_5m_tokens or 0)
-                + (self.cache_write_1h_tokens or 0)
-            )
-            if cached > self.input_tokens:
+                for name, v in zip(_USAGE_FIELDS, counts, strict=True):
+                    _check_count(name, v)
+        if input_tokens is not None:
+            cached = (cache_read_tokens or 0) + (cache_write_5m_tokens or 0)
+            cached += cache_write_1h_tokens or 0
+            if cached > input_tokens:
                 raise UsageFormatError(
                     f"cache read + write tokens ({cached}) exceed input_tokens "
-                    f"({self.input_tokens}); input_tokens must be the total prompt size"
+                    f"({input_tokens}); input_tokens must be the total prompt size"
                 )
+        s_in, s_out, s_read, s_w5, s_w1h, s_reason = _USAGE_SETTERS
+        s_in(self, input_tokens)
+        s_out(self, output_tokens)
+        s_read(self, cache_read_tokens)
+        s_w5(self, cache_write_5m_tokens)
+        s_w1h(self, cache_write_1h_tokens)
+        s_reason(self, reasoning_tokens)
 
     @property
     def uncached_input_tokens(self) -> int | None:
@@ -188,7 +216,15 @@ class Usage:
 _USAGE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Usage))
 
 
-@dataclass(frozen=True, slots=True)
+def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple[Callable[[Any, Any], None], ...]:
+    """``__set__`` of each named slot of ``cls``, in order (bypasses a frozen ``__setattr__``)."""
+    return tuple(cls.__dict__[name].__set__ for name in names)
+
+
+_USAGE_SETTERS = _slot_setters(Usage, _USAGE_FIELDS)
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class CallRecord:
     """One priced call in the ledger.
 
@@ -214,6 +250,44 @@ class CallRecord:
     latency_ms: float | None = None
     estimated: bool = False
     tags: dict[str, str] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        call_id: str,
+        timestamp: datetime,
+        model: str,
+        usage: Usage,
+        cost_usd: Decimal | None,
+        baseline_cost_usd: Decimal | None,
+        savings_usd: dict[str, Decimal],
+        mode: CallMode = "sync",
+        outcome: CallOutcome = "model",
+        tier: str | None = None,
+        tenant: str | None = None,
+        framework: str | None = None,
+        latency_ms: float | None = None,
+        estimated: bool = False,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        (
+            s_id, s_ts, s_model, s_usage, s_cost, s_base, s_savings,
+            s_mode, s_outcome, s_tier, s_tenant, s_fw, s_latency, s_est, s_tags,
+        ) = _RECORD_SETTERS  # fmt: skip
+        s_id(self, call_id)
+        s_ts(self, timestamp)
+        s_model(self, model)
+        s_usage(self, usage)
+        s_cost(self, cost_usd)
+        s_base(self, baseline_cost_usd)
+        s_savings(self, savings_usd)
+        s_mode(self, mode)
+        s_outcome(self, outcome)
+        s_tier(self, tier)
+        s_tenant(self, tenant)
+        s_fw(self, framework)
+        s_latency(self, latency_ms)
+        s_est(self, estimated)
+        s_tags(self, {} if tags is None else tags)
 
     @property
     def total_savings_usd(self) -> Decimal | None:
@@ -263,3 +337,6 @@ class CallRecord:
             estimated=bool(data.get("estimated", False)),
             tags=dict(data.get("tags", {})),
         )
+
+
+_RECORD_SETTERS = _slot_setters(CallRecord, tuple(f.name for f in dataclasses.fields(CallRecord)))

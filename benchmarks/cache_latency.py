@@ -1,0 +1,246 @@
+"""Cache lookup latency, embedding excluded: memory and Redis backends vs raw redisvl.
+
+Entries are unit vectors of all-MiniLM-L6-v2's size (384); each lookup is a
+full engine lookup (exact tier, scoped vector search, threshold and guards)
+with the vector precomputed, so only the cache's own work is timed. The
+baseline is redisvl's ``SemanticCache.check`` on the same vectors and server.
+Also checks that HNSW hit/miss decisions agree with exact search, and that a
+request's prompt is embedded once even when the cache looks up and stores it.
+
+    python benchmarks/cache_latency.py --out benchmarks/results/cache_latency.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from _common import REPO, print_table, write_json
+
+from costopt_core.cache import (
+    CacheConfig,
+    CachedResponse,
+    CacheRequest,
+    MemoryCacheBackend,
+    SemanticCache,
+)
+from costopt_core.cache.backend import CacheBackend
+from costopt_core.cache.keys import prepare
+from costopt_core.embeddings import CachingEmbedder
+from costopt_core.types import Message, Usage
+
+DIM = 384
+TARGET_MEMORY_P50_MS = 2.0
+
+
+class TableEmbedder:
+    """Looks vectors up instead of computing them: the timing excludes embedding."""
+
+    def __init__(self, table: dict[str, npt.NDArray[np.float32]]) -> None:
+        self.table = table
+        self.calls = 0
+
+    @property
+    def dim(self) -> int:
+        return DIM
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        self.calls += 1
+        return np.stack([self.table[t] for t in texts])
+
+    async def aembed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        return self.embed(texts)
+
+
+def unit(rng: np.random.Generator, n: int) -> npt.NDArray[np.float32]:
+    v = rng.normal(size=(n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def workload(n: int, queries: int, seed: int = 0) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    vecs = unit(rng, n)
+    texts = [f"stored question number {i} about topic {i % 97}" for i in range(n)]
+    # Half the queries are near-duplicates of stored prompts (hits), half fresh (misses).
+    pick = rng.integers(0, n, size=queries // 2)
+    near = vecs[pick] + rng.normal(scale=0.01, size=(len(pick), DIM)).astype(np.float32)
+    near /= np.linalg.norm(near, axis=1, keepdims=True)
+    q_vecs = np.concatenate([near, unit(rng, queries - len(pick))])
+    q_texts = [f"asked question {j} about topic {j % 97}" for j in range(queries)]
+    return {"vecs": vecs, "texts": texts, "q_vecs": q_vecs, "q_texts": q_texts}
+
+
+def fill(cache: SemanticCache, backend: CacheBackend, w: dict[str, Any], tenant: str) -> None:
+    """Insert entries directly through the backend (bulk load, not part of the timing)."""
+    from costopt_core.cache.entry import CacheEntry
+
+    resp = CachedResponse(text="a cached answer", model="gpt-4o-mini", usage=Usage(100, 20))
+    for text, vec in zip(w["texts"], w["vecs"], strict=True):
+        prep = prepare(CacheRequest((Message("user", text),), tenant=tenant), 2)
+        backend.put(
+            CacheEntry(
+                key=prep.key,
+                scope=prep.scope,
+                namespace=prep.namespace,
+                prompt_text=prep.text,
+                response=resp,
+                vector=vec,
+                created_at=time.time(),
+            )
+        )
+
+
+def time_lookups(lookup: Callable[[int], Any], n: int) -> dict[str, float]:
+    for j in range(min(50, n)):  # warm-up
+        lookup(j)
+    times = []
+    for j in range(n):
+        t = time.perf_counter()
+        lookup(j)
+        times.append((time.perf_counter() - t) * 1000)
+    times.sort()
+    return {
+        "p50_ms": statistics.median(times),
+        "p99_ms": times[int(len(times) * 0.99) - 1],
+        "mean_ms": statistics.fmean(times),
+    }
+
+
+def bench_engine(backend: CacheBackend, w: dict[str, Any], queries: int) -> dict[str, Any]:
+    table = dict(zip(w["q_texts"], w["q_vecs"], strict=True))
+    cache = SemanticCache(
+        backend, embedder=TableEmbedder(table), config=CacheConfig(similarity_threshold=0.9)
+    )
+    fill(cache, backend, w, tenant="bench")
+    reqs = [CacheRequest((Message("user", t),), tenant="bench") for t in w["q_texts"]]
+    res = time_lookups(lambda j: cache.lookup(reqs[j % len(reqs)]), queries)
+    s = cache.stats()
+    res["semantic_hits"] = s.semantic_hits
+    res["lookups"] = s.lookups
+    return res
+
+
+def decision_agreement(w: dict[str, Any], threshold: float = 0.9) -> dict[str, Any]:
+    backend = MemoryCacheBackend(max_entries=len(w["vecs"]) + 1)
+    cache = SemanticCache(backend, embedder=TableEmbedder({}))
+    fill(cache, backend, w, tenant="bench")
+    scope = prepare(CacheRequest((Message("user", "x"),), tenant="bench"), 2).scope
+    index = backend._scopes[scope]
+    same = 0
+    for q in w["q_vecs"]:
+        a = index.search(q, 1)
+        e = index.exact_search(q, 1)
+        hit_a = bool(a) and a[0][1] >= threshold
+        hit_e = bool(e) and e[0][1] >= threshold
+        same += hit_a == hit_e and (not hit_a or a[0][0] == e[0][0])
+    return {"uses_hnsw": index.uses_hnsw, "agreement": same / len(w["q_vecs"])}
+
+
+def bench_redisvl(url: str, w: dict[str, Any], queries: int) -> dict[str, Any]:
+    from redisvl.extensions.cache.llm import SemanticCache as RedisVLCache
+    from redisvl.utils.vectorize import CustomTextVectorizer
+
+    zero = [0.0] * DIM
+    vectorizer = CustomTextVectorizer(embed=lambda text: zero)
+    cache = RedisVLCache(
+        name=f"bench_{uuid.uuid4().hex[:8]}",
+        redis_url=url,
+        distance_threshold=0.1,
+        vectorizer=vectorizer,
+        overwrite=True,
+    )
+    for text, vec in zip(w["texts"], w["vecs"], strict=True):
+        cache.store(prompt=text, response="a cached answer", vector=vec.tolist())
+    q = [v.tolist() for v in w["q_vecs"]]
+    res = time_lookups(lambda j: cache.check(vector=q[j % len(q)]), queries)
+    cache.delete()
+    return res
+
+
+def embed_once_check() -> dict[str, Any]:
+    from costopt_core.testing import FakeEmbedder
+
+    inner = FakeEmbedder(dim=DIM)
+    cache = SemanticCache(embedder=CachingEmbedder(inner))
+    request = CacheRequest((Message("user", "How do I reset my password?"),))
+    cache.get_or_call(request, lambda: CachedResponse(text="Use the link.", usage=Usage(9, 3)))
+    # A router sharing the engine's embedder asks for the same text again.
+    cache.embedder.embed(["How do I reset my password?"])
+    return {"texts_embedded": inner.texts_embedded}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="1000,10000,100000")
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--redis-url", help="an existing Redis Stack; default: start the test server")
+    ap.add_argument("--no-redis", action="store_true")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    server = None
+    url = args.redis_url
+    if not args.no_redis and url is None:
+        sys.path.insert(0, str(REPO))
+        from tests.redis_server import RedisServer
+
+        server = RedisServer().start()
+        url = server.url
+    results: dict[str, Any] = {"sizes": {}}
+    try:
+        for n in sizes:
+            w = workload(n, args.queries)
+            row: dict[str, Any] = {
+                "memory": bench_engine(MemoryCacheBackend(max_entries=n + 1), w, args.queries),
+                "memory_decisions": decision_agreement(w),
+            }
+            if url:
+                from costopt_core.cache.redis_backend import RedisCacheBackend
+
+                backend = RedisCacheBackend(url, prefix=f"bench{n}", socket_timeout_s=5.0)
+                row["redis"] = bench_engine(backend, w, args.queries)
+                backend.clear()
+                row["redisvl_baseline"] = bench_redisvl(url, w, args.queries)
+            results["sizes"][str(n)] = row
+            print(f"  {n} entries done", file=sys.stderr)
+    finally:
+        if server is not None:
+            server.stop()
+    results["embed_once"] = embed_once_check()
+
+    rows = []
+    for n, r in results["sizes"].items():
+        for name in ("memory", "redis", "redisvl_baseline"):
+            if name in r:
+                rows.append(
+                    [n, name, f"{r[name]['p50_ms']:.3f}", f"{r[name]['p99_ms']:.3f}"]
+                    + ([f"{r['memory_decisions']['agreement']:.4f}"] if name == "memory" else ["-"])
+                )
+    print_table(
+        f"Cache lookup latency, embedding excluded ({args.queries} lookups, half hits)",
+        ["entries", "backend", "p50 ms", "p99 ms", "HNSW = exact"],
+        rows,
+    )
+    big = results["sizes"].get(str(max(sizes)), {})
+    summary = {
+        "memory_p50_ms_at_max": big.get("memory", {}).get("p50_ms"),
+        "memory_target_p50_ms": TARGET_MEMORY_P50_MS,
+        "redis_vs_redisvl_p50_ratio": (
+            big["redis"]["p50_ms"] / big["redisvl_baseline"]["p50_ms"] if "redis" in big else None
+        ),
+        "texts_embedded_per_request": results["embed_once"]["texts_embedded"],
+    }
+    print(summary)
+    write_json(args.out, {"benchmark": "cache_latency", "summary": summary, **results})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""LangChain's LLM cache interface over costopt's semantic cache engine.
+
+``SemanticCache`` plugs into ``set_llm_cache(...)``: it turns the (prompt,
+llm_string) pair LangChain hands a cache into an engine ``CacheRequest`` and
+the cached generations back. The llm_string (model, parameters, bound tools)
+goes into the scope as a whole, so answers are only shared between identical
+model configurations; the tenant comes from :func:`costopt_core.tenant_scope`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
+from langchain_core.load import dumps, loads
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.outputs import ChatGeneration, Generation
+
+from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
+from costopt_core.cache import SemanticCache as CacheEngine
+from costopt_core.tenancy import current_tenant
+from costopt_core.usage import usage_from_langchain
+from langchain_costopt._convert import from_langchain_messages
+
+__all__ = ["PAYLOAD_FORMAT", "SemanticCache", "generations_of", "response_of"]
+
+PAYLOAD_FORMAT = "langchain/generations/v1"
+METADATA_KEY = "costopt"
+
+
+def _messages_of(prompt: str) -> list[BaseMessage]:
+    """LangChain serialises chat prompts with ``dumps``; plain LLM prompts are text."""
+    if prompt.startswith(("[", "{")):
+        try:
+            obj = loads(prompt, allowed_objects="messages")
+        except Exception:
+            obj = None
+        if isinstance(obj, list) and all(isinstance(m, BaseMessage) for m in obj):
+            return obj
+    return [HumanMessage(prompt)]
+
+
+def response_of(generations: Sequence[Generation]) -> CachedResponse:
+    """The neutral form of LangChain generations, with a lossless payload."""
+    first = generations[0] if generations else Generation(text="")
+    info = first.generation_info or {}
+    finish = info.get("finish_reason") or info.get("stop_reason")
+    model = None
+    usage = None
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    if isinstance(first, ChatGeneration) and isinstance(first.message, AIMessage):
+        msg = first.message
+        meta = msg.response_metadata or {}
+        finish = finish or meta.get("finish_reason") or meta.get("stop_reason")
+        model = meta.get("model_name") or meta.get("model")
+        if msg.usage_metadata is not None:
+            usage = usage_from_langchain(msg.usage_metadata)
+        tool_calls = tuple(dict(tc) for tc in msg.tool_calls)
+    clean = [_without_costopt(g) for g in generations]
+    return CachedResponse(
+        text=first.text,
+        model=model,
+        finish_reason=finish,
+        tool_calls=tool_calls,
+        payload=dumps(clean),
+        payload_format=PAYLOAD_FORMAT,
+        **({"usage": usage} if usage is not None else {}),
+    )
+
+
+def _without_costopt(g: Generation) -> Generation:
+    # What costopt wrote on a message describes one call; the stored answer must not carry it.
+    if isinstance(g, ChatGeneration) and METADATA_KEY in (g.message.response_metadata or {}):
+        meta = {k: v for k, v in g.message.response_metadata.items() if k != METADATA_KEY}
+        return g.model_copy(
+            update={"message": g.message.model_copy(update={"response_metadata": meta})}
+        )
+    return g
+
+
+def generations_of(hit: CacheHit) -> list[Generation]:
+    """Rebuild the stored generations; chat messages are marked as served by the cache."""
+    r = hit.response
+    gens: list[Generation] | None = None
+    if r.payload and r.payload_format == PAYLOAD_FORMAT:
+        try:
+            loaded = loads(r.payload, allowed_objects="core")
+            if isinstance(loaded, list):
+                gens = loaded
+        except Exception:
+            gens = None
+    if gens is None:
+        gens = [
+            ChatGeneration(
+                message=AIMessage(
+                    content=r.text,
+                    tool_calls=list(r.tool_calls),  # type: ignore[arg-type]
+                    response_metadata={"model_name": r.model, "finish_reason": r.finish_reason},
+                )
+            )
+        ]
+    out: list[Generation] = []
+    for g in gens:
+        if isinstance(g, ChatGeneration):
+            meta = {
+                **(g.message.response_metadata or {}),
+                METADATA_KEY: {"cache": hit.tier, "similarity": round(hit.similarity, 4)},
+            }
+            g = g.model_copy(
+                update={"message": g.message.model_copy(update={"response_metadata": meta})}
+            )
+        out.append(g)
+    return out
+
+
+class SemanticCache(BaseCache):
+    """Exact + semantic LLM cache for ``set_llm_cache``, tenant-safe.
+
+    Args:
+        cache: the engine cache (backend, embedder, thresholds); a default
+            in-memory one if omitted.
+
+    Example:
+        >>> from langchain_core.globals import set_llm_cache
+        >>> set_llm_cache(SemanticCache())  # doctest: +SKIP
+        >>> with tenant_scope("acme"):  # doctest: +SKIP
+        ...     chat_model.invoke("How do I reset my password?")
+    """
+
+    def __init__(self, cache: CacheEngine | None = None) -> None:
+        self.engine = cache if cache is not None else CacheEngine()
+
+    def _request(self, prompt: str, llm_string: str) -> CacheRequest:
+        return CacheRequest(
+            messages=tuple(from_langchain_messages(_messages_of(prompt))),
+            model=llm_string,
+            tenant=current_tenant(),
+        )
+
+    def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
+        hit = self.engine.lookup(self._request(prompt, llm_string))
+        return None if hit is None else generations_of(hit)
+
+    def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
+        self.engine.store(self._request(prompt, llm_string), response_of(return_val))
+
+    def clear(self, **kwargs: Any) -> None:
+        self.engine.clear()
+
+    async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
+        hit = await self.engine.alookup(self._request(prompt, llm_string))
+        return None if hit is None else generations_of(hit)
+
+    async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
+        await self.engine.astore(self._request(prompt, llm_string), response_of(return_val))
+
+    async def aclear(self, **kwargs: Any) -> None:
+        await self.engine.aclear()

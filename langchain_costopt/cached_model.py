@@ -1,0 +1,229 @@
+"""``CachedChatModel``: a chat model behind the semantic cache, streaming included.
+
+LangChain's global LLM cache is skipped by ``.stream()``; this wrapper is
+not: a hit is replayed as chunks (usage on the last one, as providers send
+it), a miss streams from the wrapped model and is stored when complete.
+Concurrent identical misses make one call. The wrapped model is called
+through its ``_generate``/``_stream`` methods so that one user call stays
+one LLM run for the cost handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableBinding
+from pydantic import ConfigDict, Field
+
+from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
+from costopt_core.cache import SemanticCache as CacheEngine
+from costopt_core.tenancy import current_tenant
+from langchain_costopt._convert import from_langchain_messages
+from langchain_costopt.cache import generations_of, response_of
+
+__all__ = ["CachedChatModel"]
+
+
+def _replay(hit: CacheHit) -> Iterator[ChatGenerationChunk]:
+    """A cached answer as a stream: text in word chunks, usage and metadata last."""
+    gen = generations_of(hit)[0]
+    msg = gen.message if isinstance(gen, ChatGeneration) else AIMessage(content=gen.text)
+    text = msg.content if isinstance(msg.content, str) else str(msg.content)
+    words = text.split(" ") if text else []
+    for i, w in enumerate(words):
+        yield ChatGenerationChunk(message=AIMessageChunk(content=w if i == 0 else " " + w))
+    last = AIMessageChunk(
+        content="",
+        tool_call_chunks=[
+            {"name": tc["name"], "args": _json(tc["args"]), "id": tc.get("id"), "index": i}
+            for i, tc in enumerate(getattr(msg, "tool_calls", []) or [])
+        ],
+        usage_metadata=getattr(msg, "usage_metadata", None),
+        response_metadata=dict(msg.response_metadata or {}),
+        chunk_position="last",
+    )
+    yield ChatGenerationChunk(message=last)
+
+
+def _json(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj)
+
+
+class CachedChatModel(BaseChatModel):
+    """Wraps any chat model with costopt's exact + semantic cache.
+
+    Args:
+        model: the chat model to call on a miss.
+        semantic_cache: the engine cache; a default in-memory one if omitted.
+        tenant: tenant of this model's calls; otherwise the one set by
+            ``costopt_core.tenant_scope``.
+
+    Example:
+        >>> cached = CachedChatModel(model=chat_model)  # doctest: +SKIP
+        >>> for chunk in cached.stream("How do I reset my password?"):  # doctest: +SKIP
+        ...     print(chunk.content, end="")
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    model: BaseChatModel
+    semantic_cache: CacheEngine = Field(default_factory=CacheEngine)
+    tenant: str | None = None
+
+    @property
+    def _llm_type(self) -> str:
+        return f"costopt-cached-{self.model._llm_type}"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.model._identifying_params}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        return self.model._get_ls_params(stop=stop, **kwargs)
+
+    def bind_tools(
+        self, tools: Sequence[Any], **kwargs: Any
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools as the wrapped model would; the tools become part of the cache scope."""
+        bound = self.model.bind_tools(tools, **kwargs)
+        if not isinstance(bound, RunnableBinding):
+            raise NotImplementedError(f"{type(self.model).__name__}.bind_tools is not a binding")
+        return self.bind(**bound.kwargs)
+
+    def _request(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> CacheRequest:
+        return CacheRequest(
+            messages=tuple(from_langchain_messages(messages)),
+            model=self.model._get_llm_string(stop=stop, **kwargs),
+            tools=tuple(kwargs.get("tools") or ()),
+            tenant=self.tenant if self.tenant is not None else current_tenant(),
+        )
+
+    @staticmethod
+    def _result(
+        response: CachedResponse, hit: CacheHit | None, fresh: ChatResult | None
+    ) -> ChatResult:
+        if hit is None and fresh is not None:
+            return fresh
+        assert hit is not None
+        return ChatResult(generations=generations_of(hit))  # type: ignore[arg-type]
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        fresh: list[ChatResult] = []
+
+        def call() -> CachedResponse:
+            result = self.model._generate(messages, stop=stop, **kwargs)
+            fresh.append(result)
+            return response_of(result.generations)
+
+        out = self.semantic_cache.get_or_call(self._request(messages, stop, kwargs), call)
+        return self._result(out.response, out.hit, fresh[0] if fresh else None)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        fresh: list[ChatResult] = []
+
+        async def call() -> CachedResponse:
+            result = await self.model._agenerate(messages, stop=stop, **kwargs)
+            fresh.append(result)
+            return response_of(result.generations)
+
+        out = await self.semantic_cache.aget_or_call(self._request(messages, stop, kwargs), call)
+        return self._result(out.response, out.hit, fresh[0] if fresh else None)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        request = self._request(messages, stop, kwargs)
+        hit = self.semantic_cache.lookup(request)
+        if hit is not None:
+            yield from self._emit(_replay(hit), run_manager)
+            return
+        chunks: list[ChatGenerationChunk] = []
+        for chunk in self.model._stream(messages, stop=stop, **kwargs):
+            chunks.append(chunk)
+            yield from self._emit(iter([chunk]), run_manager)
+        self._store_stream(request, chunks, self.semantic_cache.store)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        request = self._request(messages, stop, kwargs)
+        hit = await self.semantic_cache.alookup(request)
+        if hit is not None:
+            for chunk in _replay(hit):
+                if run_manager and chunk.text:
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+            return
+        chunks: list[ChatGenerationChunk] = []
+        async for chunk in self.model._astream(messages, stop=stop, **kwargs):
+            chunks.append(chunk)
+            if run_manager and chunk.text:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+        if chunks:
+            await self.semantic_cache.astore(request, self._complete(chunks))
+
+    @staticmethod
+    def _emit(
+        chunks: Iterator[ChatGenerationChunk], run_manager: CallbackManagerForLLMRun | None
+    ) -> Iterator[ChatGenerationChunk]:
+        for chunk in chunks:
+            if run_manager and chunk.text:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    @staticmethod
+    def _complete(chunks: list[ChatGenerationChunk]) -> CachedResponse:
+        total = chunks[0]
+        for c in chunks[1:]:
+            total = total + c
+        message = total.message
+        gen = ChatGeneration(
+            message=AIMessage(
+                content=message.content,
+                tool_calls=getattr(message, "tool_calls", []),
+                usage_metadata=getattr(message, "usage_metadata", None),
+                response_metadata=message.response_metadata,
+            ),
+            generation_info=total.generation_info,
+        )
+        return response_of([gen])
+
+    def _store_stream(
+        self,
+        request: CacheRequest,
+        chunks: list[ChatGenerationChunk],
+        store: Callable[[CacheRequest, CachedResponse], bool],
+    ) -> None:
+        # Only a stream read to its end is stored: a half-read answer is not an answer.
+        if chunks:
+            store(request, self._complete(chunks))

@@ -1,0 +1,245 @@
+"""``cached(runnable)``: serve repeated inputs of any LangChain Runnable from the cache.
+
+An agent asks its retriever and tools the same things over and over, and each
+time pays for it: an embedding request and a vector search, a paid API call,
+a sub-chain with its own model calls. ``cached`` puts any Runnable (a
+retriever, a tool, an LCEL chain) behind the engine's ``ComponentCache``,
+with the same tenant-safe scopes, TTLs, tags and in-flight de-duplication as
+LLM answers.
+
+This module only translates: LangChain inputs into JSON cache keys (LangChain
+objects through ``dumpd``) and outputs to and from text with
+``langchain_core.load`` (``dumps`` / ``loads(allowed_objects="core")``), so
+Documents and messages come back as the same types. What is served and what is
+stored is decided by the engine.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
+from langchain_core.load import dumpd, dumps, loads
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
+from langchain_core.runnables.config import patch_config
+from langchain_core.runnables.utils import ConfigurableFieldSpec, Input, Output
+from langchain_core.utils.pydantic import TypeBaseModel
+from pydantic import ConfigDict
+
+from costopt_core.cache import SemanticCache as CacheEngine
+from costopt_core.cache.component import ComponentCache
+from langchain_costopt.callbacks import TENANT_KEYS
+
+__all__ = ["CODEC", "CachedRunnable", "cached", "decode", "encode"]
+
+#: Codec name recorded in each entry's ``payload_format`` (``component/langchain/v1``).
+CODEC = "langchain"
+
+
+def encode(value: Any) -> str:
+    """A Runnable's output as text, LangChain objects included.
+
+    Raises:
+        ValueError: ``value`` holds something ``loads`` could not rebuild (an
+            object that is not LangChain-serialisable, or not a core type).
+    """
+    text = dumps(value)
+    # ``dumps`` never fails: what it cannot serialise becomes a "not
+    # implemented" stub that only ``loads`` rejects. Reading it back here keeps
+    # such outputs out of the cache instead of failing every later hit.
+    try:
+        loads(text, allowed_objects="core")
+    except Exception as exc:
+        raise ValueError(f"output cannot be restored from the cache: {exc}") from exc
+    return text
+
+
+def decode(text: str) -> Any:
+    """The output :func:`encode` turned into ``text``."""
+    return loads(text, allowed_objects="core")
+
+
+def _has_stub(obj: Any) -> bool:
+    """True if ``dumpd`` output holds a stub for an object it could not serialise."""
+    if isinstance(obj, Mapping):
+        if obj.get("lc") == 1 and obj.get("type") == "not_implemented":
+            return True
+        return any(_has_stub(v) for v in obj.values())
+    if isinstance(obj, list):
+        return any(_has_stub(v) for v in obj)
+    return False
+
+
+def _key(value: Any) -> tuple[bool, Any]:
+    """``(True, json_value)`` for a usable cache key, ``(False, None)`` otherwise."""
+    if isinstance(value, str):
+        return True, value  # as is, so that str inputs can match semantically
+    try:
+        dumped = dumpd(value)
+    except Exception:
+        return False, None
+    # A stub holds only a repr; two different objects could share it.
+    return (False, None) if _has_stub(dumped) else (True, dumped)
+
+
+class CachedRunnable(RunnableSerializable[Input, Output]):
+    """A Runnable whose outputs are served from the cache for repeated inputs.
+
+    Built by :func:`cached`. On a miss the wrapped Runnable runs as a child of
+    this run, with the caller's config (callbacks, tags, metadata). Input and
+    output types and schemas are the wrapped Runnable's.
+
+    Attributes:
+        bound: the wrapped Runnable.
+        component: the engine-level cache of its outputs.
+    """
+
+    bound: Runnable[Input, Output]
+    component: ComponentCache
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    @property
+    def InputType(self) -> type[Input]:
+        return self.bound.InputType
+
+    @property
+    def OutputType(self) -> type[Output]:
+        return self.bound.OutputType
+
+    def get_input_schema(self, config: RunnableConfig | None = None) -> TypeBaseModel:
+        return self.bound.get_input_schema(config)
+
+    def get_output_schema(self, config: RunnableConfig | None = None) -> TypeBaseModel:
+        return self.bound.get_output_schema(config)
+
+    @property
+    def config_specs(self) -> list[ConfigurableFieldSpec]:
+        return self.bound.config_specs
+
+    # -- keys ---------------------------------------------------------------
+    def _lookup_args(
+        self, input: Any, config: RunnableConfig, kwargs: Mapping[str, Any]
+    ) -> tuple[bool, Any, str | None, Any]:
+        """``(cacheable, key, tenant, variant)`` of one call."""
+        ok, key = _key(input)
+        # Call options and the wrapped Runnable's configurable fields change
+        # its output without being its input: they split the cache instead.
+        configurable = config.get("configurable") or {}
+        specs = {s.id for s in self.bound.config_specs}
+        variant_src: dict[str, Any] = {}
+        if kwargs:
+            variant_src["kwargs"] = dict(kwargs)
+        chosen = {k: v for k, v in configurable.items() if k in specs}
+        if chosen:
+            variant_src["configurable"] = chosen
+        variant_ok, variant = _key(variant_src) if variant_src else (True, None)
+        metadata = config.get("metadata") or {}
+        tenant = next((str(metadata[k]) for k in TENANT_KEYS if metadata.get(k) is not None), None)
+        return ok and variant_ok, key, tenant, variant
+
+    # -- invoke ---------------------------------------------------------------
+    def _invoke(
+        self,
+        input: Input,
+        run_manager: CallbackManagerForChainRun,
+        config: RunnableConfig,
+        **kwargs: Any,
+    ) -> Output:
+        child = patch_config(config, callbacks=run_manager.get_child())
+
+        def call() -> Output:
+            return self.bound.invoke(input, child, **kwargs)
+
+        ok, key, tenant, variant = self._lookup_args(input, config, kwargs)
+        if not ok:
+            return call()
+        return self.component.get_or_call(key, call, tenant=tenant, variant=variant)
+
+    async def _ainvoke(
+        self,
+        input: Input,
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
+        **kwargs: Any,
+    ) -> Output:
+        child = patch_config(config, callbacks=run_manager.get_child())
+
+        async def call() -> Output:
+            return await self.bound.ainvoke(input, child, **kwargs)
+
+        ok, key, tenant, variant = self._lookup_args(input, config, kwargs)
+        if not ok:
+            return await call()
+        return await self.component.aget_or_call(key, call, tenant=tenant, variant=variant)
+
+    def invoke(self, input: Input, config: RunnableConfig | None = None, **kwargs: Any) -> Output:
+        """The cached output for ``input``, or the wrapped Runnable's (then cached)."""
+        return self._call_with_config(self._invoke, input, config, **kwargs)
+
+    async def ainvoke(
+        self, input: Input, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Output:
+        """Async twin of :meth:`invoke`."""
+        return await self._acall_with_config(self._ainvoke, input, config, **kwargs)
+
+
+def cached(
+    runnable: Runnable[Input, Output],
+    *,
+    cache: CacheEngine | None = None,
+    name: str | None = None,
+    semantic: bool = False,
+    ttl_s: float | None = None,
+    tags: Sequence[str] = (),
+) -> Runnable[Input, Output]:
+    """Serve repeated inputs of ``runnable`` from the cache.
+
+    Works for any Runnable: a retriever (``str`` -> ``list[Document]``), a
+    tool, an LCEL chain. Outputs come back as the same LangChain types
+    (through ``langchain_core.load``); an output that cannot be serialised is
+    returned and simply not cached. Inputs that are not serialisable skip the
+    cache. Call options (``invoke(x, **kwargs)``) and the Runnable's
+    configurable fields are part of the key; so is the tenant (run metadata
+    ``costopt_tenant`` / ``tenant_id`` / ``tenant``, else
+    ``costopt_core.tenant_scope``).
+
+    Args:
+        runnable: the Runnable whose outputs to cache.
+        cache: the engine cache to store in; a private in-memory one if omitted.
+        name: the component name; wrappers with the same name share entries
+            (across processes too, with a persistent backend). By default each
+            wrapper gets a unique name, so two components can never serve
+            each other's outputs.
+        semantic: also serve outputs of similar ``str`` inputs (a retriever's
+            paraphrased query); the engine's threshold and guards decide.
+        ttl_s: time to live of cached outputs.
+        tags: labels stored with the outputs, to invalidate by later.
+
+    Returns:
+        A Runnable with the same input and output types.
+
+    Example:
+        >>> from langchain_core.runnables import RunnableLambda
+        >>> calls = []
+        >>> square = cached(RunnableLambda(lambda x: calls.append(x) or x * x))
+        >>> square.invoke(4), square.invoke(4), len(calls)
+        (16, 16, 1)
+
+        With a retriever: ``cached(retriever, name="kb", ttl_s=3600, semantic=True)``.
+    """
+    component = ComponentCache(
+        cache if cache is not None else CacheEngine(),
+        name or f"{runnable.get_name()}:{uuid.uuid4().hex[:12]}",
+        semantic=semantic,
+        ttl_s=ttl_s,
+        tags=tags,
+        encode=encode,
+        decode=decode,
+        codec=CODEC,
+    )
+    return CachedRunnable(
+        bound=runnable, component=component, name=f"cached({runnable.get_name()})"
+    )

@@ -1,0 +1,671 @@
+"""``CachedLLM``: any LlamaIndex LLM behind costopt's exact + semantic cache.
+
+LlamaIndex has no LLM cache of its own, so this wrapper is the place where a
+repeated or paraphrased question stops costing a model call. It only
+translates: LlamaIndex messages and call parameters into an engine
+``CacheRequest``, the wrapped LLM's response into a ``CachedResponse`` (with
+the response itself as a lossless payload) and a stored answer back into a
+``ChatResponse`` / ``CompletionResponse``. What counts as a hit, what may be
+stored and who may share an answer are the engine's decisions.
+
+A response served from the cache says so in ``raw["costopt"]`` and carries
+the ``model`` and ``usage`` of the call it replaced, so the cost handler can
+book the saving. A miss returns the wrapped LLM's own response untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping, Sequence
+from typing import Any, Literal, TypeVar
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+    TextBlock,
+    ToolCallBlock,
+)
+from llama_index.core.llms import LLM
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index_instrumentation.dispatcher import active_instrument_tags
+from pydantic import Field
+
+from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
+from costopt_core.cache import SemanticCache as CacheEngine
+from costopt_core.cache.keys import ANSWER_PARAMS
+from costopt_core.tenancy import current_tenant
+from costopt_core.types import Message, Role, Usage
+from llamaindex_costopt.handler import TENANT_KEYS, usage_of
+
+__all__ = [
+    "CHAT_PAYLOAD_FORMAT",
+    "COMPLETION_PAYLOAD_FORMAT",
+    "METADATA_KEY",
+    "CachedLLM",
+    "chat_response_of",
+    "completion_response_of",
+    "response_of",
+]
+
+CHAT_PAYLOAD_FORMAT = "llamaindex/chat/v1"
+COMPLETION_PAYLOAD_FORMAT = "llamaindex/completion/v1"
+#: Key of ``raw`` that marks a response served from the cache.
+METADATA_KEY = "costopt"
+
+Kind = Literal["chat", "complete"]
+AnyResponse = ChatResponse | CompletionResponse
+R = TypeVar("R", ChatResponse, CompletionResponse)
+
+_ROLES: dict[str, Role] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "chatbot": "assistant",
+    "model": "assistant",
+    "tool": "tool",
+    "function": "tool",
+}
+# Fields of LlamaIndex LLMs that hold provider parameters as a dict.
+_KWARGS_FIELDS = ("additional_kwargs", "generate_kwargs", "model_kwargs")
+# Answer-changing LLM fields the engine does not know by name.
+_EXTRA_FIELDS = ("max_new_tokens", "num_predict", "repetition_penalty", "repeat_penalty")
+
+
+# -- small translation helpers ------------------------------------------------
+def _canon(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
+def _jsonable(obj: Any) -> Any:
+    """A JSON-ready copy: SDK objects (pydantic) dumped, anything else via ``str``."""
+    if hasattr(obj, "model_dump") and callable(obj.model_dump):
+        try:
+            obj = obj.model_dump(mode="json")
+        except Exception:
+            obj = str(obj)
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _get(obj: Any, key: str) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def _message(m: ChatMessage) -> Message:
+    kwargs = m.additional_kwargs or {}
+    role = m.role.value if isinstance(m.role, MessageRole) else str(m.role)
+    calls = kwargs.get("tool_calls") or ()
+    return Message(
+        role=_ROLES.get(role, "user"),
+        content=m.content or "",
+        name=kwargs.get("name"),
+        tool_calls=tuple(_jsonable(c) for c in calls),
+        tool_call_id=kwargs.get("tool_call_id"),
+    )
+
+
+def _non_text_digest(messages: Sequence[ChatMessage]) -> str | None:
+    """A digest of every non-text block (images, audio, documents, tool calls)."""
+    h = hashlib.blake2b(digest_size=16)
+    seen = False
+    for i, m in enumerate(messages):
+        for block in m.blocks:
+            if not isinstance(block, TextBlock):
+                seen = True
+                h.update(f"{i}:".encode())
+                h.update(block.model_dump_json().encode("utf-8"))
+    return h.hexdigest() if seen else None
+
+
+def _tool_call(obj: Any) -> dict[str, Any]:
+    """A tool call in the engine's neutral (LangChain-like) shape when recognisable."""
+    if isinstance(obj, ToolCallBlock):
+        return {
+            "name": obj.tool_name,
+            "args": obj.tool_kwargs,
+            "id": obj.tool_call_id,
+            "type": "tool_call",
+        }
+    d = _jsonable(obj)
+    fn = d.get("function") if isinstance(d, dict) else None
+    if isinstance(fn, dict) and "name" in fn:  # OpenAI wire format
+        args: Any = fn.get("arguments")
+        if isinstance(args, str):
+            with contextlib.suppress(ValueError):
+                args = json.loads(args)
+        return {"name": fn["name"], "args": args, "id": d.get("id"), "type": "tool_call"}
+    return d if isinstance(d, dict) else {"value": d}
+
+
+def _tool_calls(response: AnyResponse) -> tuple[dict[str, Any], ...]:
+    if isinstance(response, ChatResponse):
+        blocks = [b for b in response.message.blocks if isinstance(b, ToolCallBlock)]
+        kwargs_calls = response.message.additional_kwargs.get("tool_calls") or ()
+    else:
+        blocks, kwargs_calls = [], response.additional_kwargs.get("tool_calls") or ()
+    return tuple(_tool_call(c) for c in (*blocks, *kwargs_calls))
+
+
+def _finish_reason(response: AnyResponse) -> str | None:
+    raw = response.raw
+    for key in ("finish_reason", "stop_reason", "done_reason"):
+        value = _get(raw, key)
+        if isinstance(value, str) and value:
+            return value
+    choices = _get(raw, "choices")
+    if isinstance(choices, Sequence) and choices:
+        value = _get(choices[0], "finish_reason")
+        if isinstance(value, str) and value:
+            return value
+    value = response.additional_kwargs.get("finish_reason")
+    return value if isinstance(value, str) and value else None
+
+
+def _model_of(raw: Any) -> str | None:
+    for key in ("model", "model_version", "modelVersion"):
+        value = _get(raw, key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _text_of(response: AnyResponse) -> str:
+    if isinstance(response, ChatResponse):
+        return response.message.content or ""
+    return response.text or ""
+
+
+def _without_marker(response: AnyResponse) -> AnyResponse:
+    # The marker describes one serving of an answer; the stored answer must not carry it.
+    raw = response.raw
+    if isinstance(raw, Mapping) and METADATA_KEY in raw:
+        return response.model_copy(
+            update={"raw": {k: v for k, v in raw.items() if k != METADATA_KEY}}
+        )
+    return response
+
+
+def _payload(response: AnyResponse) -> str:
+    """The response as JSON; a raw payload pydantic cannot dump is reduced to JSON-able data."""
+    try:
+        return response.model_dump_json()
+    except Exception:
+        raw = response.raw
+        safe = _jsonable(raw) if isinstance(raw, Mapping) else {"model": _model_of(raw)}
+        return response.model_copy(update={"raw": safe}).model_dump_json()
+
+
+def response_of(response: AnyResponse, *, default_model: str | None = None) -> CachedResponse:
+    """The neutral form of a LlamaIndex response, with the response itself as payload.
+
+    Args:
+        response: a ``ChatResponse`` or ``CompletionResponse`` of the wrapped LLM.
+        default_model: the model to record when ``raw`` names none.
+    """
+    clean = _without_marker(response)
+    is_chat = isinstance(clean, ChatResponse)
+    return CachedResponse(
+        text=_text_of(clean),
+        model=_model_of(clean.raw) or default_model,
+        usage=usage_of(clean),
+        finish_reason=_finish_reason(clean),
+        tool_calls=_tool_calls(clean),
+        payload=_payload(clean),
+        payload_format=CHAT_PAYLOAD_FORMAT if is_chat else COMPLETION_PAYLOAD_FORMAT,
+    )
+
+
+def _usage_wire(u: Usage) -> dict[str, Any]:
+    """``u`` in LangChain's ``usage_metadata`` shape, which ``normalize_usage`` reads losslessly."""
+    out: dict[str, Any] = {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens}
+    if u.total_tokens is not None:
+        out["total_tokens"] = u.total_tokens
+    details = {
+        k: v
+        for k, v in (
+            ("cache_read", u.cache_read_tokens),
+            ("ephemeral_5m_input_tokens", u.cache_write_5m_tokens),
+            ("ephemeral_1h_input_tokens", u.cache_write_1h_tokens),
+        )
+        if v is not None
+    }
+    if details:
+        out["input_token_details"] = details
+    if u.reasoning_tokens is not None:
+        out["output_token_details"] = {"reasoning": u.reasoning_tokens}
+    return out
+
+
+def _served_raw(raw: Any, hit: CacheHit) -> dict[str, Any]:
+    """``raw`` of a served answer: the stored raw plus marker, model and usage."""
+    r = hit.response
+    out: dict[str, Any] = dict(raw) if isinstance(raw, Mapping) else {}
+    out[METADATA_KEY] = {"cache": hit.tier, "similarity": round(float(hit.similarity), 4)}
+    if r.model and not _model_of(out):
+        out["model"] = r.model
+    if "usage" not in out and (
+        r.usage.input_tokens is not None or r.usage.output_tokens is not None
+    ):
+        out["usage"] = _usage_wire(r.usage)
+    return out
+
+
+def _blocks(r: CachedResponse) -> list[Any]:
+    blocks: list[Any] = [TextBlock(text=r.text)]
+    for tc in r.tool_calls:
+        if "name" in tc:
+            args = tc.get("args")
+            blocks.append(
+                ToolCallBlock(
+                    tool_call_id=tc.get("id"),
+                    tool_name=str(tc["name"]),
+                    tool_kwargs=args if isinstance(args, dict | str) else {},
+                )
+            )
+    return blocks
+
+
+def chat_response_of(hit: CacheHit) -> ChatResponse:
+    """Rebuild a stored answer as a ``ChatResponse`` marked as served by the cache."""
+    r = hit.response
+    response: ChatResponse | None = None
+    if r.payload and r.payload_format == CHAT_PAYLOAD_FORMAT:
+        try:
+            response = ChatResponse.model_validate_json(r.payload)
+        except Exception:
+            response = None
+    elif r.payload and r.payload_format == COMPLETION_PAYLOAD_FORMAT:
+        try:
+            c = CompletionResponse.model_validate_json(r.payload)
+            response = ChatResponse(
+                message=ChatMessage(role=MessageRole.ASSISTANT, content=c.text),
+                raw=c.raw,
+                additional_kwargs=c.additional_kwargs,
+            )
+        except Exception:
+            response = None
+    if response is None:
+        response = ChatResponse(
+            message=ChatMessage(role=MessageRole.ASSISTANT, blocks=_blocks(r)),
+            additional_kwargs={"finish_reason": r.finish_reason} if r.finish_reason else {},
+        )
+    return response.model_copy(update={"raw": _served_raw(response.raw, hit), "delta": None})
+
+
+def completion_response_of(hit: CacheHit) -> CompletionResponse:
+    """Rebuild a stored answer as a ``CompletionResponse`` marked as served by the cache."""
+    r = hit.response
+    response: CompletionResponse | None = None
+    if r.payload and r.payload_format == COMPLETION_PAYLOAD_FORMAT:
+        try:
+            response = CompletionResponse.model_validate_json(r.payload)
+        except Exception:
+            response = None
+    if response is None:
+        response = CompletionResponse(text=r.text)
+    return response.model_copy(update={"raw": _served_raw(response.raw, hit), "delta": None})
+
+
+def _words(text: str) -> list[str]:
+    words = text.split(" ") if text else []
+    return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+
+def _chunk_raw(raw: Any) -> dict[str, Any]:
+    # Every replayed chunk says where it comes from; only the last carries usage.
+    raw = raw if isinstance(raw, Mapping) else {}
+    return {k: raw[k] for k in (METADATA_KEY, "model") if k in raw}
+
+
+def _replay_chat(hit: CacheHit) -> Generator[ChatResponse, None, None]:
+    """A stored answer as a stream: word deltas, then the whole answer with usage."""
+    final = chat_response_of(hit)
+    marker = _chunk_raw(final.raw)
+    text = ""
+    for delta in _words(final.message.content or ""):
+        text += delta
+        yield ChatResponse(
+            message=ChatMessage(role=final.message.role, content=text), delta=delta, raw=marker
+        )
+    yield final.model_copy(update={"delta": ""})
+
+
+def _replay_completion(hit: CacheHit) -> Generator[CompletionResponse, None, None]:
+    final = completion_response_of(hit)
+    marker = _chunk_raw(final.raw)
+    text = ""
+    for delta in _words(final.text):
+        text += delta
+        yield CompletionResponse(text=text, delta=delta, raw=marker)
+    yield final.model_copy(update={"delta": ""})
+
+
+def _no_usage(response: AnyResponse) -> bool:
+    u = usage_of(response)
+    return u.input_tokens is None and u.output_tokens is None
+
+
+def _completed(chunks: Sequence[R]) -> R:
+    """One response for a stream read to its end: the last chunk, with the whole text."""
+    last = chunks[-1]
+    update: dict[str, Any] = {"delta": None}
+    deltas = "".join(c.delta or "" for c in chunks)
+    if len(deltas) > len(_text_of(last)):  # integrations that do not accumulate the text
+        if isinstance(last, ChatResponse):
+            kept: list[Any] = [b for b in last.message.blocks if not isinstance(b, TextBlock)]
+            blocks = [TextBlock(text=deltas), *kept]
+            update["message"] = last.message.model_copy(update={"blocks": blocks})
+        else:
+            update["text"] = deltas
+    raw: dict[str, Any] = dict(last.raw) if isinstance(last.raw, Mapping) else {}
+    patched = False
+    if _no_usage(last):
+        # Some providers report usage on a chunk other than the last.
+        donor = next((c for c in reversed(chunks) if not _no_usage(c)), None)
+        if donor is not None and isinstance(donor.raw, Mapping):
+            raw.update({k: donor.raw[k] for k in ("usage", "usage_metadata") if k in donor.raw})
+            patched = True
+    if _model_of(last.raw) is None:
+        model = next((m for c in reversed(chunks) if (m := _model_of(c.raw))), None)
+        if model is not None:
+            raw["model"] = model
+            patched = True
+    if patched:
+        update["raw"] = raw
+    return last.model_copy(update=update)
+
+
+class CachedLLM(LLM):
+    """Wraps any LlamaIndex LLM with costopt's exact + semantic cache.
+
+    ``chat``, ``complete``, their streaming and async twins all go through
+    the cache. A hit never calls the wrapped LLM; its response carries
+    ``raw["costopt"] = {"cache": "exact" | "semantic", "similarity": float}``
+    and the ``model`` and ``usage`` of the call it replaced. Concurrent
+    identical misses (``chat``/``complete`` and their async twins) make one
+    call. A stream that hits is replayed word by word, usage on its last
+    response; a stream that misses is stored only when read to its end.
+
+    The cache scope (who may share an answer) is the wrapped LLM's class,
+    model name and answer-changing parameters (its fields such as
+    ``temperature`` / ``max_tokens`` and its ``additional_kwargs``, plus the
+    call's keyword arguments), its system prompt, the tools, the tenant and
+    the kind of call (chat vs. completion).
+
+    Args:
+        llm: the LLM to call on a miss.
+        semantic_cache: the engine cache; a default in-memory one if omitted.
+        tenant: tenant of this LLM's calls; otherwise the one set by
+            ``costopt_core.tenant_scope``, then a ``costopt_tenant`` /
+            ``tenant_id`` / ``tenant`` instrument tag.
+        ttl_s: time to live of the answers this LLM stores.
+        cache_tags: labels stored with every answer, to invalidate by later.
+
+    Example:
+        >>> from costopt_core.cache import SemanticCache
+        >>> from costopt_core.testing import FakeEmbedder
+        >>> from llamaindex_costopt.testing import ScriptedLLM
+        >>> llm = CachedLLM(
+        ...     llm=ScriptedLLM.from_texts(["Paris."]),
+        ...     semantic_cache=SemanticCache(embedder=FakeEmbedder()),
+        ... )
+        >>> llm.complete("Capital of France?").text
+        'Paris.'
+        >>> llm.complete("Capital of France?").raw["costopt"]
+        {'cache': 'exact', 'similarity': 1.0}
+    """
+
+    llm: LLM = Field(description="The wrapped LLM, called on a miss.")
+    semantic_cache: CacheEngine = Field(default_factory=CacheEngine, exclude=True)
+    tenant: str | None = Field(default=None, description="Tenant of this LLM's calls.")
+    ttl_s: float | None = Field(default=None, gt=0, description="Time to live of stored answers.")
+    cache_tags: tuple[str, ...] = Field(default=(), description="Labels stored with answers.")
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "costopt_cached_llm"
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        """The wrapped LLM's metadata, except function calling.
+
+        The wrapper is a plain ``LLM`` without the ``FunctionCallingLLM``
+        methods (``chat_with_tools``...), so it must not tell agents it has them.
+        """
+        return self.llm.metadata.model_copy(update={"is_function_calling_model": False})
+
+    # -- requests --------------------------------------------------------------
+    def _tenant(self) -> str | None:
+        if self.tenant is not None:
+            return self.tenant
+        tenant = current_tenant()
+        if tenant is not None:
+            return tenant
+        tags = active_instrument_tags.get()
+        return next((str(tags[k]) for k in TENANT_KEYS if tags.get(k) is not None), None)
+
+    def _llm_params(self) -> dict[str, Any]:
+        llm = self.llm
+        params: dict[str, Any] = {}
+        for name in (*ANSWER_PARAMS, *_EXTRA_FIELDS):
+            try:
+                value = getattr(llm, name, None)
+            except Exception:  # a property that cannot be read is no parameter
+                continue
+            if value is not None and not callable(value):
+                params[name] = value
+        for name in _KWARGS_FIELDS:
+            extra = getattr(llm, name, None)
+            if isinstance(extra, Mapping):
+                params.update(extra)
+        return params
+
+    def _request(
+        self, kind: str, messages: Sequence[ChatMessage], kwargs: Mapping[str, Any]
+    ) -> CacheRequest:
+        call_kwargs = dict(kwargs)
+        tools = call_kwargs.pop("tools", None) or ()
+        params = {**self._llm_params(), **call_kwargs}
+        # The engine splits the scope on the parameters it knows; the rest
+        # (provider-specific knobs, images and other non-text blocks) is folded
+        # into the model name so that it splits the scope too.
+        extras = {k: v for k, v in params.items() if k not in ANSWER_PARAMS}
+        digest = _non_text_digest(messages)
+        if digest is not None:
+            extras["_blocks"] = digest
+        meta = self.llm.metadata
+        model = f"llamaindex/{type(self.llm).__qualname__}/{meta.model_name}/{kind}"
+        if extras:
+            model += f"/{_canon(extras)}"
+        translated = tuple(_message(m) for m in messages)
+        if self.llm.system_prompt:
+            # Some integrations prepend their own system prompt; it changes the answer.
+            translated = (Message("system", self.llm.system_prompt), *translated)
+        return CacheRequest(
+            messages=translated,
+            model=model,
+            params={k: v for k, v in params.items() if k in ANSWER_PARAMS},
+            tools=tuple(
+                _jsonable(t) if isinstance(t, Mapping) else {"tool": _jsonable(t)} for t in tools
+            ),
+            tenant=self._tenant(),
+            ttl_s=self.ttl_s,
+            tags=self.cache_tags,
+        )
+
+    def _chat_request(
+        self, messages: Sequence[ChatMessage], kwargs: Mapping[str, Any]
+    ) -> CacheRequest:
+        return self._request("chat", messages, kwargs)
+
+    def _completion_request(
+        self, prompt: str, formatted: bool, kwargs: Mapping[str, Any]
+    ) -> CacheRequest:
+        # ``formatted=False`` lets the wrapped LLM apply its prompt template.
+        kind = "complete/formatted" if formatted else "complete"
+        return self._request(kind, [ChatMessage(role=MessageRole.USER, content=prompt)], kwargs)
+
+    def _neutral(self, response: AnyResponse) -> CachedResponse:
+        return response_of(response, default_model=self.llm.metadata.model_name)
+
+    # -- get or call ---------------------------------------------------------------
+    def _get_or_call(
+        self, request: CacheRequest, call: Callable[[], R], rebuild: Callable[[CacheHit], R]
+    ) -> R:
+        fresh: list[R] = []
+
+        def produce() -> CachedResponse:
+            response = call()
+            fresh.append(response)
+            return self._neutral(response)
+
+        out = self.semantic_cache.get_or_call(request, produce)
+        if out.hit is None:
+            return fresh[0]  # the wrapped LLM's own response, raw untouched
+        return rebuild(out.hit)
+
+    async def _aget_or_call(
+        self,
+        request: CacheRequest,
+        call: Callable[[], Awaitable[R]],
+        rebuild: Callable[[CacheHit], R],
+    ) -> R:
+        fresh: list[R] = []
+
+        async def produce() -> CachedResponse:
+            response = await call()
+            fresh.append(response)
+            return self._neutral(response)
+
+        out = await self.semantic_cache.aget_or_call(request, produce)
+        if out.hit is None:
+            return fresh[0]
+        return rebuild(out.hit)
+
+    def _relay(
+        self, request: CacheRequest, stream: Generator[R, None, None]
+    ) -> Generator[R, None, None]:
+        chunks: list[R] = []
+        try:
+            for chunk in stream:
+                chunks.append(chunk)
+                yield chunk
+        finally:
+            # Closing the wrapped stream now (not at garbage collection) ends
+            # its instrumentation span when the caller stops reading.
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        # Only reached when the stream was read to its end: a half-read answer
+        # is not an answer.
+        if chunks:
+            self.semantic_cache.store(request, self._neutral(_completed(chunks)))
+
+    async def _arelay(
+        self, request: CacheRequest, stream: AsyncGenerator[R, None]
+    ) -> AsyncGenerator[R, None]:
+        chunks: list[R] = []
+        try:
+            async for chunk in stream:
+                chunks.append(chunk)
+                yield chunk
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if chunks:
+            await self.semantic_cache.astore(request, self._neutral(_completed(chunks)))
+
+    # -- chat ------------------------------------------------------------------------
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return self._get_or_call(
+            self._chat_request(messages, kwargs),
+            lambda: self.llm.chat(messages, **kwargs),
+            chat_response_of,
+        )
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return await self._aget_or_call(
+            self._chat_request(messages, kwargs),
+            lambda: self.llm.achat(messages, **kwargs),
+            chat_response_of,
+        )
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        request = self._chat_request(messages, kwargs)
+        hit = self.semantic_cache.lookup(request)
+        if hit is not None:
+            return _replay_chat(hit)
+        # Called now, as a provider request would be made now.
+        return self._relay(request, self.llm.stream_chat(messages, **kwargs))
+
+    @llm_chat_callback()
+    async def astream_chat(
+        self, messages: Sequence[ChatMessage], **kwargs: Any
+    ) -> ChatResponseAsyncGen:
+        request = self._chat_request(messages, kwargs)
+        hit = await self.semantic_cache.alookup(request)
+        if hit is not None:
+            return _areplay(_replay_chat(hit))
+        return self._arelay(request, await self.llm.astream_chat(messages, **kwargs))
+
+    # -- completion ----------------------------------------------------------------
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return self._get_or_call(
+            self._completion_request(prompt, formatted, kwargs),
+            lambda: self.llm.complete(prompt, formatted=formatted, **kwargs),
+            completion_response_of,
+        )
+
+    @llm_completion_callback()
+    async def acomplete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponse:
+        return await self._aget_or_call(
+            self._completion_request(prompt, formatted, kwargs),
+            lambda: self.llm.acomplete(prompt, formatted=formatted, **kwargs),
+            completion_response_of,
+        )
+
+    @llm_completion_callback()
+    def stream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseGen:
+        request = self._completion_request(prompt, formatted, kwargs)
+        hit = self.semantic_cache.lookup(request)
+        if hit is not None:
+            return _replay_completion(hit)
+        return self._relay(request, self.llm.stream_complete(prompt, formatted=formatted, **kwargs))
+
+    @llm_completion_callback()
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        request = self._completion_request(prompt, formatted, kwargs)
+        hit = await self.semantic_cache.alookup(request)
+        if hit is not None:
+            return _areplay(_replay_completion(hit))
+        stream = await self.llm.astream_complete(prompt, formatted=formatted, **kwargs)
+        return self._arelay(request, stream)
+
+
+async def _areplay(chunks: Generator[R, None, None]) -> AsyncGenerator[R, None]:
+    for chunk in chunks:
+        yield chunk

@@ -1,0 +1,42 @@
+"""The semantic response cache: engine, config, backends (see ``engine``)."""
+
+from costopt_core.cache.backend import BackendStats, CacheBackend
+from costopt_core.cache.calibrate import CalibrationResult, calibrate_threshold
+from costopt_core.cache.config import CacheConfig
+from costopt_core.cache.engine import CacheResult, CacheStats, SemanticCache, Verifier
+from costopt_core.cache.entry import CachedResponse, CacheEntry, CacheHit
+from costopt_core.cache.guards import GuardConfig, check_guards, decide
+from costopt_core.cache.keys import CacheRequest
+from costopt_core.cache.memory_backend import MemoryCacheBackend
+from costopt_core.cache.sqlite_backend import SQLiteCacheBackend
+
+__all__ = [
+    "BackendStats",
+    "CacheBackend",
+    "CacheConfig",
+    "CacheEntry",
+    "CacheHit",
+    "CacheRequest",
+    "CacheResult",
+    "CacheStats",
+    "CachedResponse",
+    "CalibrationResult",
+    "GuardConfig",
+    "MemoryCacheBackend",
+    "RedisCacheBackend",
+    "SQLiteCacheBackend",
+    "SemanticCache",
+    "Verifier",
+    "calibrate_threshold",
+    "check_guards",
+    "decide",
+]
+
+
+def __getattr__(name: str) -> object:
+    # redisvl is imported only when the Redis backend is asked for.
+    if name == "RedisCacheBackend":
+        from costopt_core.cache.redis_backend import RedisCacheBackend
+
+        return RedisCacheBackend
+    raise AttributeError(f"module 'costopt_core.cache' has no attribute {name!r}")

@@ -1,0 +1,361 @@
+"""``ComponentCache``: the response cache for the calls that are not LLM calls.
+
+Retrieval, tool calls and other deterministic steps are often as slow or as
+billable as a model call (an embedding request plus a vector search, a paid
+search API), and an agent repeats them constantly. This puts them behind the
+same engine as LLM answers, so they get the same tenant-safe scopes, TTLs,
+tag invalidation, backends, stats and in-flight de-duplication.
+
+A component's answer is only reusable for the *same* input, so lookups are
+exact by default: the whole input (canonical JSON) decides the key, with no
+whitespace folding. Semantic matching is opt-in and only for text inputs (a
+retriever query, a search string), where a paraphrase should find the same
+results. Outputs are stored through a codec (JSON by default) in the cached
+response's ``payload``; an output the codec cannot encode is returned to the
+caller and simply not stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from costopt_core.cache.engine import CacheResult, SemanticCache
+from costopt_core.cache.entry import CachedResponse, CacheTier
+from costopt_core.cache.keys import CacheRequest
+from costopt_core.errors import ConfigurationError
+from costopt_core.tenancy import current_tenant
+from costopt_core.types import Message
+
+__all__ = ["PAYLOAD_FORMAT", "ComponentCache", "ComponentStats", "Decoder", "Encoder"]
+
+log = logging.getLogger("costopt.cache.component")
+
+#: ``payload_format`` of outputs stored with the default JSON codec.
+PAYLOAD_FORMAT = "component/json/v1"
+
+#: Turns a component's output into the text that is stored; raises if it cannot.
+Encoder = Callable[[Any], str]
+#: Turns stored text back into the output; raises if it cannot.
+Decoder = Callable[[str], Any]
+
+T = TypeVar("T")
+
+
+def _canonical(value: Any) -> str:
+    # No ``default=``: an input JSON cannot represent exactly must not be
+    # squeezed into a key that another input could share.
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _json_encode(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _json_decode(text: str) -> Any:
+    return json.loads(text)
+
+
+class _NotStored(Exception):
+    """Raised inside the engine's ``call`` so the engine neither stores nor shares."""
+
+
+@dataclass
+class ComponentStats:
+    """Counters of one :class:`ComponentCache` since it was created.
+
+    Attributes:
+        exact_hits: outputs served for an identical input.
+        semantic_hits: outputs served for a similar text input.
+        misses: calls made to the component.
+        encode_failures: outputs the codec could not encode (returned, not stored).
+        decode_failures: stored outputs the codec could not read (the component was
+            called instead).
+        bypassed: inputs that are not JSON-serialisable (called, never cached).
+    """
+
+    exact_hits: int = 0
+    semantic_hits: int = 0
+    misses: int = 0
+    encode_failures: int = 0
+    decode_failures: int = 0
+    bypassed: int = 0
+
+    @property
+    def hit_rate(self) -> float | None:
+        """Hits over hits plus misses, or None before the first lookup."""
+        hits = self.exact_hits + self.semantic_hits
+        total = hits + self.misses
+        return hits / total if total else None
+
+
+class ComponentCache:
+    """Caches the outputs of a non-LLM component (retriever, tool, function).
+
+    Args:
+        cache: the engine cache that stores the entries (backend, embedder,
+            thresholds and guards for semantic lookups).
+        name: the component's name; it is part of the cache scope, so only
+            caches with the same name share entries. Give two different
+            components two different names.
+        semantic: also serve outputs stored for *similar* text inputs (the
+            engine's threshold and guards decide). Only ``str`` inputs are
+            matched semantically; other inputs are always exact.
+        ttl_s: time to live of stored outputs; the engine's default if None.
+        tags: labels stored with every output, to invalidate by later.
+        encode: output -> text; JSON by default. Pass with ``decode``.
+        decode: text -> output; JSON by default. Pass with ``encode``.
+        codec: name of the codec, recorded in each entry's ``payload_format``
+            (``component/<codec>/v1``) so an entry written by another codec is
+            never decoded with this one; ``"json"`` for the default codec.
+
+    Raises:
+        ConfigurationError: an empty name, or only one of ``encode``/``decode``.
+
+    Example:
+        >>> from costopt_core.cache import SemanticCache
+        >>> from costopt_core.testing import FakeEmbedder
+        >>> lookups = ComponentCache(SemanticCache(embedder=FakeEmbedder()), "geo")
+        >>> lookups.get_or_call({"city": "Paris"}, lambda: {"lat": 48.86})
+        {'lat': 48.86}
+        >>> lookups.get_or_call({"city": "Paris"}, lambda: 1 / 0)  # served, not called
+        {'lat': 48.86}
+    """
+
+    def __init__(
+        self,
+        cache: SemanticCache,
+        name: str,
+        *,
+        semantic: bool = False,
+        ttl_s: float | None = None,
+        tags: Sequence[str] = (),
+        encode: Encoder | None = None,
+        decode: Decoder | None = None,
+        codec: str | None = None,
+    ) -> None:
+        if not name:
+            raise ConfigurationError("a ComponentCache needs a non-empty name")
+        if (encode is None) != (decode is None):
+            raise ConfigurationError("pass both encode and decode, or neither (JSON)")
+        if ttl_s is not None and ttl_s <= 0:
+            raise ConfigurationError(f"ttl_s must be > 0, got {ttl_s}")
+        self.cache = cache
+        self.name = name
+        self.semantic = semantic
+        self.ttl_s = ttl_s
+        self.tags = tuple(tags)
+        self._encode: Encoder = encode or _json_encode
+        self._decode: Decoder = decode or _json_decode
+        codec_name = codec or ("json" if encode is None else "custom")
+        self.payload_format = f"component/{codec_name}/v1"
+        self._stats = ComponentStats()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ComponentCache(name={self.name!r}, semantic={self.semantic}, cache={self.cache!r})"
+
+    # -- requests -------------------------------------------------------------
+    def request(
+        self, input: Any, *, tenant: str | None = None, variant: Any = None
+    ) -> CacheRequest | None:
+        """The engine request for ``input``, or None if it cannot be a cache key.
+
+        Args:
+            input: the component's input (JSON-serialisable, or a ``str``).
+            tenant: whose entry it is; the current :func:`tenant_scope` if None.
+            variant: anything else that changes the output (call options, a
+                configuration); JSON-serialisable, it splits the scope like
+                the name does.
+        """
+        try:
+            canonical = _canonical(input)
+            scope_name = self.name if variant is None else f"{self.name}:{_canonical(variant)}"
+        except (TypeError, ValueError):
+            return None
+        digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        # The engine folds whitespace in message text; the digest in ``name``
+        # keeps the exact tier exact. An empty text leaves nothing to embed,
+        # which is what keeps exact-only components out of the semantic tier.
+        text = input if self.semantic and isinstance(input, str) else ""
+        return CacheRequest(
+            messages=(Message("user", text, name=f"input:{digest}"),),
+            model=f"component:{scope_name}",
+            tenant=tenant if tenant is not None else current_tenant(),
+            ttl_s=self.ttl_s,
+            tags=self.tags,
+        )
+
+    def _response(self, value: Any) -> CachedResponse:
+        try:
+            payload = self._encode(value)
+            if not isinstance(payload, str):
+                raise TypeError(f"encode returned {type(payload).__name__}, not str")
+        except Exception as exc:
+            self._count("encode_failures")
+            log.warning(
+                "component %r: output not cached, the codec cannot encode it (%s: %s)",
+                self.name,
+                type(exc).__name__,
+                exc,
+            )
+            raise _NotStored from exc
+        # The engine will not keep an answer with empty text; this label is
+        # what a component answer shows where an LLM answer shows its text.
+        return CachedResponse(
+            text=f"component:{self.name}",
+            model=f"component:{self.name}",
+            payload=payload,
+            payload_format=self.payload_format,
+        )
+
+    def _served(self, result: CacheResult) -> tuple[bool, Any]:
+        """``(True, output)`` for a usable hit; ``(False, None)`` if it cannot be read."""
+        assert result.hit is not None
+        response = result.response
+        if response.payload is None or response.payload_format != self.payload_format:
+            ok, value = False, None
+        else:
+            try:
+                ok, value = True, self._decode(response.payload)
+            except Exception as exc:
+                ok, value = False, None
+                log.warning(
+                    "component %r: stored output unreadable (%s: %s); calling the component",
+                    self.name,
+                    type(exc).__name__,
+                    exc,
+                )
+        if ok:
+            self._count_hit(result.hit.tier)
+        else:
+            self._count("decode_failures")
+        return ok, value
+
+    # -- get or call ------------------------------------------------------------
+    def get_or_call(
+        self,
+        input: Any,
+        call: Callable[[], T],
+        *,
+        tenant: str | None = None,
+        variant: Any = None,
+    ) -> T:
+        """The stored output for ``input``, or ``call()``'s (then stored).
+
+        Concurrent identical misses call the component once. Cache trouble
+        (backend down, an output that cannot be encoded, an entry that cannot
+        be decoded) never reaches the caller: the component is called instead.
+
+        Args:
+            input: the component's input; JSON-serialisable (inputs equal as
+                JSON share an entry) or a ``str``. Other inputs are passed
+                through uncached.
+            call: computes the output on a miss.
+            tenant: whose entry it is; the current :func:`tenant_scope` if None.
+            variant: other JSON values that change the output (see :meth:`request`).
+
+        Returns:
+            ``call()``'s own object on a miss; a decoded copy on a hit.
+        """
+        request = self.request(input, tenant=tenant, variant=variant)
+        if request is None:
+            self._count("bypassed")
+            return call()
+        fresh: list[T] = []
+
+        def produce() -> CachedResponse:
+            value = call()
+            fresh.append(value)
+            return self._response(value)
+
+        try:
+            result = self.cache.get_or_call(request, produce)
+        except _NotStored:
+            self._count("misses")
+            return fresh[0]
+        if result.hit is None:
+            self._count("misses")
+            return fresh[0]
+        ok, value = self._served(result)
+        if ok:
+            return cast(T, value)
+        value = call()
+        self._count("misses")
+        with contextlib.suppress(_NotStored):  # replaces the unreadable entry
+            self.cache.store(request, self._response(value))
+        return value
+
+    async def aget_or_call(
+        self,
+        input: Any,
+        call: Callable[[], Awaitable[T]],
+        *,
+        tenant: str | None = None,
+        variant: Any = None,
+    ) -> T:
+        """Async twin of :meth:`get_or_call`; ``call`` returns an awaitable."""
+        request = self.request(input, tenant=tenant, variant=variant)
+        if request is None:
+            self._count("bypassed")
+            return await call()
+        fresh: list[T] = []
+
+        async def produce() -> CachedResponse:
+            value = await call()
+            fresh.append(value)
+            return self._response(value)
+
+        try:
+            result = await self.cache.aget_or_call(request, produce)
+        except _NotStored:
+            self._count("misses")
+            return fresh[0]
+        if result.hit is None:
+            self._count("misses")
+            return fresh[0]
+        ok, value = self._served(result)
+        if ok:
+            return cast(T, value)
+        value = await call()
+        self._count("misses")
+        with contextlib.suppress(_NotStored):
+            await self.cache.astore(request, self._response(value))
+        return value
+
+    # -- invalidation and stats ---------------------------------------------------
+    def invalidate(self, input: Any, *, tenant: str | None = None, variant: Any = None) -> int:
+        """Forget the stored output of one input; returns how many entries went."""
+        request = self.request(input, tenant=tenant, variant=variant)
+        return 0 if request is None else self.cache.invalidate(request=request)
+
+    def clear(self, *, tenant: str | None = None, variant: Any = None) -> int:
+        """Forget every stored output of this component for one tenant (and variant)."""
+        request = self.request("", tenant=tenant, variant=variant)
+        return 0 if request is None else self.cache.invalidate_scope(request)
+
+    def stats(self) -> ComponentStats:
+        """A snapshot of this component's counters."""
+        with self._lock:
+            s = self._stats
+            return ComponentStats(
+                exact_hits=s.exact_hits,
+                semantic_hits=s.semantic_hits,
+                misses=s.misses,
+                encode_failures=s.encode_failures,
+                decode_failures=s.decode_failures,
+                bypassed=s.bypassed,
+            )
+
+    def _count(self, field: str) -> None:
+        with self._lock:
+            setattr(self._stats, field, getattr(self._stats, field) + 1)
+
+    def _count_hit(self, tier: CacheTier) -> None:
+        self._count("exact_hits" if tier == "exact" else "semantic_hits")

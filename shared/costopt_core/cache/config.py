@@ -1,0 +1,44 @@
+"""``CacheConfig``: every knob of the semantic cache, validated at the boundary."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from costopt_core.cache.defaults import DEFAULT_GUARDS, DEFAULT_SIMILARITY_THRESHOLD
+from costopt_core.cache.guards import GuardConfig
+
+__all__ = ["CacheConfig"]
+
+
+class CacheConfig(BaseModel):
+    """How the cache decides what to serve and what to keep.
+
+    The defaults favour precision: a wrong cached answer costs more than the
+    call it saved.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    similarity_threshold: float = Field(
+        DEFAULT_SIMILARITY_THRESHOLD,
+        gt=0.0,
+        le=1.0,
+        description="Cosine similarity a semantic hit needs (guards apply on top).",
+    )
+    guards: GuardConfig = Field(default_factory=lambda: DEFAULT_GUARDS)
+    semantic: bool = Field(True, description="False: exact matches only.")
+    context_turns: int = Field(
+        2, ge=0, le=20, description="Earlier turns embedded with the last user turn."
+    )
+    ttl_s: float | None = Field(None, gt=0, description="Time to live; None keeps entries.")
+    top_k: int = Field(4, ge=1, le=64, description="Semantic candidates checked per lookup.")
+    cache_tool_calls: bool = Field(True, description="Store answers that call tools.")
+    cache_truncated: bool = Field(
+        False, description="Store answers cut by max_tokens (finish_reason 'length')."
+    )
+    dedupe_inflight: bool = Field(
+        True, description="Concurrent identical misses make one model call."
+    )
+    inflight_wait_s: float = Field(120.0, gt=0, description="How long followers wait.")
+    breaker_failures: int = Field(5, ge=1, description="Errors before the breaker opens.")
+    breaker_reset_s: float = Field(30.0, gt=0, description="Seconds before a trial call.")

@@ -1,0 +1,543 @@
+"""``SemanticCache``: the exact + semantic response cache every adapter uses.
+
+One lookup tries the exact key, then the nearest stored prompts of the same
+scope, accepting a semantic candidate only when it clears the threshold, the
+false-hit guards and (optionally) a verifier. A failing backend is a miss,
+never an error for the user; a circuit breaker stops calling a dead one.
+Concurrent identical misses make one model call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from costopt_core.cache.backend import CacheBackend
+from costopt_core.cache.breaker import CircuitBreaker
+from costopt_core.cache.config import CacheConfig
+from costopt_core.cache.entry import CachedResponse, CacheEntry, CacheHit
+from costopt_core.cache.guards import decide
+from costopt_core.cache.keys import CacheRequest, PreparedRequest, namespace_of, prepare
+from costopt_core.cache.memory_backend import MemoryCacheBackend
+from costopt_core.embeddings import Embedder
+from costopt_core.errors import ConfigurationError
+
+__all__ = ["CacheResult", "CacheStats", "SemanticCache", "Verifier", "skip_reason"]
+
+log = logging.getLogger("costopt.cache")
+
+#: ``verifier(query_text, cached_prompt_text, cached_response) -> serve?``
+Verifier = Callable[[str, str, CachedResponse], bool]
+T = TypeVar("T")
+
+
+def skip_reason(response: CachedResponse, config: CacheConfig) -> str | None:
+    """Why an answer must not be stored, or None to store it."""
+    finish = (response.finish_reason or "").lower()
+    if finish in ("content_filter", "error", "refusal"):
+        return "not_complete"
+    if finish in ("length", "max_tokens") and not config.cache_truncated:
+        return "truncated"
+    if response.tool_calls and not config.cache_tool_calls:
+        return "tool_calls"
+    if not response.text.strip() and not response.tool_calls and response.structured is None:
+        return "empty"
+    return None
+
+
+@dataclass
+class CacheStats:
+    lookups: int = 0
+    exact_hits: int = 0
+    semantic_hits: int = 0
+    misses: int = 0
+    inflight_shared: int = 0
+    stores: int = 0
+    errors: int = 0
+    breaker_skips: int = 0
+    entries: int = 0
+    bytes: int = 0
+    guard_rejections: Counter[str] | None = None
+    skipped_stores: Counter[str] | None = None
+
+    @property
+    def hit_rate(self) -> float | None:
+        return (self.exact_hits + self.semantic_hits) / self.lookups if self.lookups else None
+
+
+@dataclass(frozen=True)
+class CacheResult:
+    """What ``get_or_call`` produced: the answer and, if it did not call the model, how."""
+
+    response: CachedResponse
+    hit: CacheHit | None
+
+
+class _Flight:
+    __slots__ = ("entry", "event")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.entry: CacheEntry | None = None
+
+
+class SemanticCache:
+    """Exact and semantic response cache with tenant-safe scopes.
+
+    Args:
+        backend: where entries live: a ``CacheBackend``, or ``"memory"`` (default).
+        embedder: embeds prompts for semantic matching; the engine's shared
+            embedder (offline all-MiniLM-L6-v2) when omitted.
+        config: thresholds, guards and policies.
+        verifier: optional last check on a semantic candidate (e.g. a cheap
+            model judging equivalence); False rejects the hit.
+        clock: wall clock in epoch seconds (TTL), injectable for tests.
+
+    Example:
+        >>> from costopt_core.testing import FakeEmbedder
+        >>> cache = SemanticCache(embedder=FakeEmbedder())
+        >>> from costopt_core.types import Message
+        >>> req = CacheRequest(messages=(Message("user", "What is our refund policy?"),))
+        >>> cache.lookup(req) is None
+        True
+    """
+
+    def __init__(
+        self,
+        backend: CacheBackend | str = "memory",
+        *,
+        embedder: Embedder | None = None,
+        config: CacheConfig | None = None,
+        verifier: Verifier | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if isinstance(backend, str):
+            if backend != "memory":
+                raise ConfigurationError(
+                    f"unknown backend {backend!r}: pass 'memory' or a CacheBackend instance "
+                    "(SQLiteCacheBackend(path), RedisCacheBackend(url))"
+                )
+            backend = MemoryCacheBackend()
+        self.backend: CacheBackend = backend
+        self._embedder = embedder
+        self.config = config or CacheConfig()
+        self.verifier = verifier
+        self.clock = clock
+        self.breaker = CircuitBreaker(self.config.breaker_failures, self.config.breaker_reset_s)
+        self._stats = CacheStats(guard_rejections=Counter(), skipped_stores=Counter())
+        self._stats_lock = threading.Lock()
+        self._flights: dict[str, _Flight] = {}
+        self._aflights: dict[tuple[int, str], asyncio.Future[CacheEntry | None]] = {}
+        self._flight_lock = threading.Lock()
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            from costopt_core.engine import default_engine
+
+            self._embedder = default_engine().embedder
+        return self._embedder
+
+    def __repr__(self) -> str:
+        return f"SemanticCache(backend={self.backend!r})"
+
+    # -- bookkeeping shared by the sync and async paths -------------------------
+    def _count(self, field: str, n: int = 1) -> None:
+        with self._stats_lock:
+            setattr(self._stats, field, getattr(self._stats, field) + n)
+
+    def _allowed(self) -> bool:
+        if self.breaker.allow():
+            return True
+        self._count("breaker_skips")
+        return False
+
+    def _failed(self, op: str, exc: BaseException) -> None:
+        self._count("errors")
+        self.breaker.failure()
+        log.warning("cache %s failed (%s: %s); serving uncached", op, type(exc).__name__, exc)
+
+    def _guarded(self, op: str, fn: Callable[[], T], default: T) -> T:
+        if not self._allowed():
+            return default
+        try:
+            out = fn()
+        except Exception as exc:  # fail open: the user's call must not fail
+            self._failed(op, exc)
+            return default
+        self.breaker.success()
+        return out
+
+    async def _aguarded(self, op: str, fn: Callable[[], Awaitable[T]], default: T) -> T:
+        if not self._allowed():
+            return default
+        try:
+            out = await fn()
+        except Exception as exc:
+            self._failed(op, exc)
+            return default
+        self.breaker.success()
+        return out
+
+    def _embed(self, text: str) -> npt.NDArray[np.float32] | None:
+        try:
+            vec: npt.NDArray[np.float32] = self.embedder.embed([text])[0]
+            return vec
+        except Exception as exc:
+            self._count("errors")
+            log.warning("cache embedding failed (%s); serving uncached", exc)
+            return None
+
+    async def _aembed(self, text: str) -> npt.NDArray[np.float32] | None:
+        try:
+            vec: npt.NDArray[np.float32] = (await self.embedder.aembed([text]))[0]
+            return vec
+        except Exception as exc:
+            self._count("errors")
+            log.warning("cache embedding failed (%s); serving uncached", exc)
+            return None
+
+    def _prepare(self, request: CacheRequest) -> PreparedRequest:
+        return prepare(request, self.config.context_turns)
+
+    def _exact(self, prep: PreparedRequest, entry: CacheEntry | None) -> CacheHit | None:
+        if entry is None or entry.scope != prep.scope:
+            return None
+        self._count("exact_hits")
+        return CacheHit(entry, "exact", 1.0)
+
+    def _pick(
+        self, prep: PreparedRequest, candidates: list[tuple[CacheEntry, float]]
+    ) -> CacheHit | None:
+        """The first candidate that clears threshold, guards and verifier."""
+        cfg = self.config
+        for entry, sim in candidates:
+            if entry.scope != prep.scope:  # a backend must never do this; refuse anyway
+                log.error("cache backend returned an entry of another scope; ignored")
+                continue
+            reason = decide(
+                prep.text,
+                entry.prompt_text,
+                sim,
+                threshold=cfg.similarity_threshold,
+                config=cfg.guards,
+            )
+            if reason is None and self.verifier is not None:
+                try:
+                    ok = self.verifier(prep.text, entry.prompt_text, entry.response)
+                except Exception as exc:
+                    log.warning("cache verifier failed (%s); treating as a miss", exc)
+                    ok = False
+                reason = None if ok else "verifier"
+            if reason is None:
+                self._count("semantic_hits")
+                return CacheHit(entry, "semantic", sim)
+            if reason == "below_threshold":
+                break  # candidates come best first
+            with self._stats_lock:
+                assert self._stats.guard_rejections is not None
+                self._stats.guard_rejections[reason] += 1
+        self._count("misses")
+        return None
+
+    def _entry_for(
+        self,
+        request: CacheRequest,
+        prep: PreparedRequest,
+        response: CachedResponse,
+        vector: npt.NDArray[np.float32] | None,
+        tags: tuple[str, ...],
+        ttl_s: float | None,
+    ) -> CacheEntry | None:
+        reason = skip_reason(response, self.config)
+        if reason is not None:
+            with self._stats_lock:
+                assert self._stats.skipped_stores is not None
+                self._stats.skipped_stores[reason] += 1
+            return None
+        now = self.clock()
+        ttl = ttl_s if ttl_s is not None else request.ttl_s
+        ttl = ttl if ttl is not None else self.config.ttl_s
+        return CacheEntry(
+            key=prep.key,
+            scope=prep.scope,
+            namespace=prep.namespace,
+            prompt_text=prep.text,
+            response=response,
+            vector=vector,
+            tags=tuple(dict.fromkeys((*request.tags, *tags))),
+            created_at=now,
+            expires_at=None if ttl is None else now + ttl,
+        )
+
+    # -- lookup ---------------------------------------------------------------
+    def lookup(self, request: CacheRequest) -> CacheHit | None:
+        """Exact, then semantic match for ``request``; None on a miss (or any failure)."""
+        return self._lookup(request)[0] if request.cache else None
+
+    def _lookup(
+        self, request: CacheRequest
+    ) -> tuple[CacheHit | None, PreparedRequest, npt.NDArray[np.float32] | None]:
+        self._count("lookups")
+        prep = self._prepare(request)
+        now = self.clock()
+        entry = self._guarded("get", lambda: self.backend.get(prep.key, now=now), None)
+        hit = self._exact(prep, entry)
+        if hit is not None:
+            return hit, prep, None
+        if not self.config.semantic or not prep.text:
+            self._count("misses")
+            return None, prep, None
+        vec = self._embed(prep.text)
+        if vec is None:
+            self._count("misses")
+            return None, prep, None
+        threshold = self.config.similarity_threshold
+        cands: list[tuple[CacheEntry, float]] = self._guarded(
+            "search",
+            lambda: self.backend.search(
+                prep.scope, vec, self.config.top_k, now=now, min_similarity=threshold
+            ),
+            [],
+        )
+        return self._pick(prep, cands), prep, vec
+
+    async def alookup(self, request: CacheRequest) -> CacheHit | None:
+        """Async twin of :meth:`lookup`."""
+        return (await self._alookup(request))[0] if request.cache else None
+
+    async def _alookup(
+        self, request: CacheRequest
+    ) -> tuple[CacheHit | None, PreparedRequest, npt.NDArray[np.float32] | None]:
+        self._count("lookups")
+        prep = self._prepare(request)
+        now = self.clock()
+        entry = await self._aguarded("get", lambda: self.backend.aget(prep.key, now=now), None)
+        hit = self._exact(prep, entry)
+        if hit is not None:
+            return hit, prep, None
+        if not self.config.semantic or not prep.text:
+            self._count("misses")
+            return None, prep, None
+        vec = await self._aembed(prep.text)
+        if vec is None:
+            self._count("misses")
+            return None, prep, None
+        threshold = self.config.similarity_threshold
+        cands: list[tuple[CacheEntry, float]] = await self._aguarded(
+            "search",
+            lambda: self.backend.asearch(
+                prep.scope, vec, self.config.top_k, now=now, min_similarity=threshold
+            ),
+            [],
+        )
+        return self._pick(prep, cands), prep, vec
+
+    # -- store ----------------------------------------------------------------
+    def store(
+        self,
+        request: CacheRequest,
+        response: CachedResponse,
+        *,
+        tags: tuple[str, ...] = (),
+        ttl_s: float | None = None,
+    ) -> bool:
+        """Keep ``response`` for ``request`` unless policy says not to; True if stored."""
+        return self._store(request, self._prepare(request), response, tags, ttl_s) is not None
+
+    def _store(
+        self,
+        request: CacheRequest,
+        prep: PreparedRequest,
+        response: CachedResponse,
+        tags: tuple[str, ...],
+        ttl_s: float | None,
+        vec: npt.NDArray[np.float32] | None = None,
+    ) -> CacheEntry | None:
+        if not request.cache:
+            return None
+        if vec is None and self.config.semantic and prep.text:
+            vec = self._embed(prep.text)
+        entry = self._entry_for(request, prep, response, vec, tags, ttl_s)
+        if entry is None:
+            return None
+
+        def put() -> bool:
+            self.backend.put(entry)
+            return True
+
+        if self._guarded("put", put, False):
+            self._count("stores")
+        return entry
+
+    async def astore(
+        self,
+        request: CacheRequest,
+        response: CachedResponse,
+        *,
+        tags: tuple[str, ...] = (),
+        ttl_s: float | None = None,
+    ) -> bool:
+        """Async twin of :meth:`store`."""
+        prep = self._prepare(request)
+        return await self._astore(request, prep, response, tags, ttl_s) is not None
+
+    async def _astore(
+        self,
+        request: CacheRequest,
+        prep: PreparedRequest,
+        response: CachedResponse,
+        tags: tuple[str, ...],
+        ttl_s: float | None,
+        vec: npt.NDArray[np.float32] | None = None,
+    ) -> CacheEntry | None:
+        if not request.cache:
+            return None
+        if vec is None and self.config.semantic and prep.text:
+            vec = await self._aembed(prep.text)
+        entry = self._entry_for(request, prep, response, vec, tags, ttl_s)
+        if entry is None:
+            return None
+
+        async def put() -> bool:
+            await self.backend.aput(entry)
+            return True
+
+        if await self._aguarded("put", put, False):
+            self._count("stores")
+        return entry
+
+    # -- get or call, with in-flight de-duplication -----------------------------
+    def get_or_call(self, request: CacheRequest, call: Callable[[], CachedResponse]) -> CacheResult:
+        """The cached answer, or ``call()``'s (stored); concurrent identical misses call once."""
+        if not request.cache:
+            return CacheResult(call(), None)
+        hit, prep, vec = self._lookup(request)
+        if hit is not None:
+            return CacheResult(hit.response, hit)
+        if not self.config.dedupe_inflight:
+            response = call()
+            self._store(request, prep, response, (), None, vec)
+            return CacheResult(response, None)
+        with self._flight_lock:
+            flight = self._flights.get(prep.key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[prep.key] = _Flight()
+        if not leader:
+            if flight.event.wait(self.config.inflight_wait_s) and flight.entry is not None:
+                self._count("inflight_shared")
+                return CacheResult(flight.entry.response, CacheHit(flight.entry, "exact", 1.0))
+            return CacheResult(call(), None)  # the leader failed: answer it ourselves
+        try:
+            response = call()
+            flight.entry = self._store(request, prep, response, (), None, vec)
+            return CacheResult(response, None)
+        finally:
+            with self._flight_lock:
+                self._flights.pop(prep.key, None)
+            flight.event.set()
+
+    async def aget_or_call(
+        self, request: CacheRequest, call: Callable[[], Awaitable[CachedResponse]]
+    ) -> CacheResult:
+        """Async twin of :meth:`get_or_call`."""
+        if not request.cache:
+            return CacheResult(await call(), None)
+        hit, prep, vec = await self._alookup(request)
+        if hit is not None:
+            return CacheResult(hit.response, hit)
+        if not self.config.dedupe_inflight:
+            response = await call()
+            await self._astore(request, prep, response, (), None, vec)
+            return CacheResult(response, None)
+        loop = asyncio.get_running_loop()
+        fkey = (id(loop), prep.key)
+        with self._flight_lock:
+            fut = self._aflights.get(fkey)
+            leader = fut is None
+            if fut is None:
+                fut = self._aflights[fkey] = loop.create_future()
+        if not leader:
+            try:
+                entry = await asyncio.wait_for(asyncio.shield(fut), self.config.inflight_wait_s)
+            except (TimeoutError, asyncio.CancelledError):
+                entry = None
+            if entry is not None:
+                self._count("inflight_shared")
+                return CacheResult(entry.response, CacheHit(entry, "exact", 1.0))
+            return CacheResult(await call(), None)
+        entry = None
+        try:
+            response = await call()
+            entry = await self._astore(request, prep, response, (), None, vec)
+            return CacheResult(response, None)
+        finally:
+            with self._flight_lock:
+                self._aflights.pop(fkey, None)
+            if not fut.done():
+                fut.set_result(entry)
+
+    # -- invalidation and stats ---------------------------------------------------
+    def invalidate(
+        self,
+        *,
+        request: CacheRequest | None = None,
+        tag: str | None = None,
+        tenant: str | None = None,
+        all_tenants: bool = False,
+    ) -> int:
+        """Remove entries: one request's exact entry, a tag (in a tenant or all), or a tenant.
+
+        Returns how many entries were removed (0 if the backend is unavailable).
+        """
+        if request is not None:
+            key = self._prepare(request).key
+            return self._guarded("delete", lambda: self.backend.delete([key]), 0)
+        if tag is not None:
+            ns = None if all_tenants else namespace_of(tenant)
+            return self._guarded("delete_tag", lambda: self.backend.delete_tag(tag, ns), 0)
+        if all_tenants:
+            raise ConfigurationError("invalidate(all_tenants=True) needs a tag; use clear()")
+        ns = namespace_of(tenant)
+        return self._guarded("delete_namespace", lambda: self.backend.delete_namespace(ns), 0)
+
+    def invalidate_scope(self, request: CacheRequest) -> int:
+        """Remove every entry sharing ``request``'s scope (model, params, system, tools, tenant)."""
+        scope = self._prepare(request).scope
+        return self._guarded("delete_scope", lambda: self.backend.delete_scope(scope), 0)
+
+    def clear(self) -> None:
+        self._guarded("clear", lambda: self.backend.clear(), None)
+
+    async def aclear(self) -> None:
+        await self._aguarded("clear", lambda: self.backend.aclear(), None)
+
+    def stats(self) -> CacheStats:
+        """Counters since creation, plus the backend's current size."""
+        backend = self._guarded("stats", lambda: self.backend.stats(), None)
+        with self._stats_lock:
+            s = self._stats
+            return CacheStats(
+                lookups=s.lookups,
+                exact_hits=s.exact_hits,
+                semantic_hits=s.semantic_hits,
+                misses=s.misses,
+                inflight_shared=s.inflight_shared,
+                stores=s.stores,
+                errors=s.errors,
+                breaker_skips=s.breaker_skips,
+                entries=backend.entries if backend else 0,
+                bytes=backend.bytes if backend else 0,
+                guard_rejections=Counter(s.guard_rejections),
+                skipped_stores=Counter(s.skipped_stores),
+            )

@@ -1,0 +1,190 @@
+"""The default backend: entries and vectors in this process.
+
+Bounded by entry count (least recently used out first); one ``VectorIndex``
+per scope, so a search only ever looks inside its scope. Thread-safe.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from costopt_core.cache.backend import BackendStats
+from costopt_core.cache.entry import CacheEntry
+from costopt_core.cache.vector_index import VectorIndex
+from costopt_core.errors import ConfigurationError
+
+__all__ = ["MemoryCacheBackend"]
+
+
+class MemoryCacheBackend:
+    """In-process cache storage with scoped vector search.
+
+    Args:
+        max_entries: bound on stored entries; the least recently used go first.
+        hnsw_threshold: scopes larger than this use an HNSW index.
+    """
+
+    def __init__(self, *, max_entries: int = 100_000, hnsw_threshold: int = 4096) -> None:
+        if max_entries < 1:
+            raise ConfigurationError(f"max_entries must be >= 1, got {max_entries}")
+        self.max_entries = max_entries
+        self.hnsw_threshold = hnsw_threshold
+        self._entries: OrderedDict[str, tuple[CacheEntry, int]] = OrderedDict()
+        self._by_label: dict[int, str] = {}
+        self._scopes: dict[str, VectorIndex] = {}
+        self._labels = itertools.count()
+        self._bytes = 0
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"MemoryCacheBackend(entries={len(self._entries)}, max_entries={self.max_entries})"
+
+    # -- sync ---------------------------------------------------------------
+    def get(self, key: str, *, now: float) -> CacheEntry | None:
+        with self._lock:
+            item = self._entries.get(key)
+            if item is None:
+                return None
+            if item[0].expired(now):
+                self._remove(key)
+                return None
+            self._entries.move_to_end(key)
+            return item[0]
+
+    def search(
+        self,
+        scope: str,
+        vector: npt.NDArray[np.float32],
+        k: int,
+        *,
+        now: float,
+        min_similarity: float | None = None,
+    ) -> list[tuple[CacheEntry, float]]:
+        with self._lock:
+            index = self._scopes.get(scope)
+            if index is None:
+                return []
+            out: list[tuple[CacheEntry, float]] = []
+            expired: list[str] = []
+            # Ask for a few more than k: expired entries are dropped below.
+            for label, sim in index.search(vector, k + 4):
+                key = self._by_label.get(label)
+                if key is None:
+                    continue
+                entry = self._entries[key][0]
+                if entry.expired(now):
+                    expired.append(key)
+                    continue
+                out.append((entry, sim))
+                if len(out) == k:
+                    break
+            for key in expired:
+                self._remove(key)
+            for entry, _ in out:
+                self._entries.move_to_end(entry.key)
+            return out
+
+    def put(self, entry: CacheEntry) -> None:
+        with self._lock:
+            if entry.key in self._entries:
+                self._remove(entry.key)
+            label = next(self._labels)
+            self._entries[entry.key] = (entry, label)
+            self._by_label[label] = entry.key
+            self._bytes += entry.size_bytes()
+            if entry.vector is not None:
+                index = self._scopes.get(entry.scope)
+                if index is None:
+                    index = self._scopes[entry.scope] = VectorIndex(
+                        len(entry.vector), hnsw_threshold=self.hnsw_threshold
+                    )
+                index.add(label, np.asarray(entry.vector, dtype=np.float32))
+            while len(self._entries) > self.max_entries:
+                self._remove(next(iter(self._entries)))
+
+    def _remove(self, key: str) -> bool:
+        item = self._entries.pop(key, None)
+        if item is None:
+            return False
+        entry, label = item
+        self._by_label.pop(label, None)
+        self._bytes -= entry.size_bytes()
+        index = self._scopes.get(entry.scope)
+        if index is not None:
+            index.remove(label)
+            if not len(index):
+                del self._scopes[entry.scope]
+        return True
+
+    def _delete_where(self, pred: object) -> int:
+        with self._lock:
+            keys = [k for k, (e, _) in self._entries.items() if pred(e)]  # type: ignore[operator]
+            return sum(self._remove(k) for k in keys)
+
+    def delete(self, keys: Sequence[str]) -> int:
+        with self._lock:
+            return sum(self._remove(k) for k in keys)
+
+    def delete_tag(self, tag: str, namespace: str | None = None) -> int:
+        return self._delete_where(
+            lambda e: tag in e.tags and (namespace is None or e.namespace == namespace)
+        )
+
+    def delete_scope(self, scope: str) -> int:
+        return self._delete_where(lambda e: e.scope == scope)
+
+    def delete_namespace(self, namespace: str) -> int:
+        return self._delete_where(lambda e: e.namespace == namespace)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._by_label.clear()
+            self._scopes.clear()
+            self._bytes = 0
+
+    def stats(self) -> BackendStats:
+        with self._lock:
+            return BackendStats(entries=len(self._entries), bytes=self._bytes)
+
+    def close(self) -> None:
+        pass
+
+    # -- async: everything is in memory, so the twins run inline -------------
+    async def aget(self, key: str, *, now: float) -> CacheEntry | None:
+        return self.get(key, now=now)
+
+    async def asearch(
+        self,
+        scope: str,
+        vector: npt.NDArray[np.float32],
+        k: int,
+        *,
+        now: float,
+        min_similarity: float | None = None,
+    ) -> list[tuple[CacheEntry, float]]:
+        return self.search(scope, vector, k, now=now, min_similarity=min_similarity)
+
+    async def aput(self, entry: CacheEntry) -> None:
+        self.put(entry)
+
+    async def adelete(self, keys: Sequence[str]) -> int:
+        return self.delete(keys)
+
+    async def adelete_tag(self, tag: str, namespace: str | None = None) -> int:
+        return self.delete_tag(tag, namespace)
+
+    async def adelete_scope(self, scope: str) -> int:
+        return self.delete_scope(scope)
+
+    async def adelete_namespace(self, namespace: str) -> int:
+        return self.delete_namespace(namespace)
+
+    async def aclear(self) -> None:
+        self.clear()

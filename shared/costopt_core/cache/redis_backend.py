@@ -1,0 +1,1039 @@
+"""The Redis cache backend: a cache shared by every process that can reach one Redis.
+
+The memory and SQLite backends live inside one process or one machine; this one
+lets a fleet of workers share answers. Entries are Redis hashes, searched with
+RediSearch through redisvl (``SearchIndex`` / ``AsyncSearchIndex``), so it needs
+Redis Stack, Redis 8+, Redis Cloud, or any server with the RediSearch module.
+
+Layout, one hash per entry at ``<prefix>:<entry.key>``:
+
+- ``key``, ``scope``, ``namespace`` (TAG) and ``tags`` (TAG, separator ``,``)
+  hold *tokens*: ``"x"`` + the UTF-8 hex of the value. Tag matching in
+  RediSearch is otherwise case-insensitive by default, splits on the separator,
+  needs escaping and cannot match an empty string; tokens make every string
+  (``""``, ``"a,b"``, ``"Beta"`` vs ``"beta"``) match exactly and only itself.
+- ``created_at`` and ``expires_at`` (NUMERIC; ``inf`` for "never").
+- ``vector`` (VECTOR, HNSW, COSINE, FLOAT32), present only when the entry has
+  one. ``dims`` comes from the constructor, an existing index, or the first
+  vector seen; until it is known the index has no vector field, and one is added
+  (``FT.ALTER``) when the first vector arrives.
+- ``prompt`` and ``response`` (``CachedResponse.to_json()``) are plain hash
+  fields, not indexed: nothing searches their words, and full-text indexing
+  long prompts would cost memory and time on every put.
+
+Expiry is enforced twice: a native key TTL evicts the entry, and every query
+filters ``expires_at > now`` (and ``get`` checks it), so an entry past its
+expiry is never returned even before Redis evicts it.
+
+Every atomic unit touches one key (put is ``MULTI DEL HSET PEXPIRE EXEC`` on the
+entry's key; deletes are per-key ``UNLINK``), so no hash tag is needed to run on
+Redis Cluster.
+
+Every driver error becomes :class:`~costopt_core.errors.CacheBackendError`
+naming the operation, with any password in the URL redacted, so the engine can
+fail open. Client timeouts are short (``socket_timeout_s``, 0.25 s by default):
+a cache that is slower than the model call it saves is worse than no cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import numpy as np
+import numpy.typing as npt
+import redis
+import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.typing import EncodableT, FieldT
+from redisvl.exceptions import RedisVLError
+from redisvl.index import AsyncSearchIndex, SearchIndex
+from redisvl.query import FilterQuery, VectorQuery
+from redisvl.query.filter import FilterExpression, Num, Tag
+from redisvl.redis.connection import convert_index_info_to_schema
+from redisvl.schema import IndexSchema
+
+from costopt_core.cache.backend import BackendStats
+from costopt_core.cache.entry import CachedResponse, CacheEntry
+from costopt_core.errors import CacheBackendError, ConfigurationError
+
+__all__ = ["RedisCacheBackend"]
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+DEFAULT_URL = "redis://localhost:6379"
+DEFAULT_PREFIX = "costopt:cache"
+
+_VECTOR = "vector"
+_DISTANCE = VectorQuery.DISTANCE_ID
+_INDEXED_FIELDS = ("key", "scope", "namespace", "tags", "created_at", "expires_at")
+_RETURN_FIELDS = [*_INDEXED_FIELDS, "prompt", "response", _VECTOR, _DISTANCE]
+_MISSING_INDEX = ("unknown index name", "no such index", "index not found")
+_ALREADY_EXISTS = ("index already exists", "duplicate field")
+#: How long a freshly created index may take to index keys already under its prefix.
+_BACKFILL_WAIT_S = 5.0
+#: Entries whose sizes ``stats()`` reads to estimate the total byte size.
+_STATS_SAMPLE = 64
+#: Fixed per-entry overhead in byte estimates, the same as ``CacheEntry.size_bytes``.
+_ENTRY_OVERHEAD = 200
+_DRIVER_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, RedisVLError, OSError)
+
+
+# -- pure helpers: encoding, decoding, queries, planning ------------------------------
+
+
+def _token(value: str) -> str:
+    # "x" keeps the empty string a non-empty tag; hex needs no escaping and has no case.
+    return "x" + value.encode("utf-8", "surrogatepass").hex()
+
+
+def _untoken(token: str) -> str:
+    return bytes.fromhex(token[1:]).decode("utf-8", "surrogatepass")
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
+
+
+def _redact(url: str) -> tuple[str, tuple[str, ...]]:
+    """``url`` with passwords replaced by ``***``, and those passwords (to scrub messages).
+
+    redis-py reads a password from the user info (``redis://user:pw@host``) and
+    from the query string (``?password=pw``); both are redacted.
+    """
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparsable redis url>", ()
+    secrets: list[str] = []
+    if password:
+        secrets.append(unquote(password))
+        host = parts.hostname or ""
+        if ":" in host:  # an IPv6 literal
+            host = f"[{host}]"
+        netloc = f"{parts.username or ''}:***@{host}"
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        parts = parts._replace(netloc=netloc)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(name == "password" for name, _ in query):
+        secrets += [value for name, value in query if name == "password" and value]
+        redacted = [(n, "***" if n == "password" else v) for n, v in query]
+        parts = parts._replace(query=urlencode(redacted, safe="*"))
+    if not secrets:
+        return url, ()
+    display = urlunsplit(parts)
+    if not parts.netloc:  # unix:///path: urlunsplit drops the empty authority
+        display = display.replace(f"{parts.scheme}:", f"{parts.scheme}://", 1)
+    return display, tuple(secrets)
+
+
+def _vector_field(dims: int) -> dict[str, Any]:
+    return {
+        "name": _VECTOR,
+        "type": "vector",
+        "attrs": {
+            "dims": dims,
+            "algorithm": "hnsw",
+            "distance_metric": "cosine",
+            "datatype": "float32",
+        },
+    }
+
+
+def _build_schema(index_name: str, key_prefix: str, dims: int | None) -> IndexSchema:
+    tag = {"case_sensitive": True, "separator": ","}
+    fields: list[dict[str, Any]] = [
+        {"name": "key", "type": "tag", "attrs": tag},
+        {"name": "scope", "type": "tag", "attrs": tag},
+        {"name": "namespace", "type": "tag", "attrs": tag},
+        {"name": "tags", "type": "tag", "attrs": tag},
+        {"name": "created_at", "type": "numeric"},
+        {"name": "expires_at", "type": "numeric"},
+    ]
+    if dims is not None:
+        fields.append(_vector_field(dims))
+    return IndexSchema.from_dict(
+        {
+            # The trailing ":" keeps prefix "a:b" from also indexing keys of prefix "a:bc".
+            "index": {"name": index_name, "prefix": key_prefix, "storage_type": "hash"},
+            "fields": fields,
+        }
+    )
+
+
+def _as_vector(vector: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    arr = np.asarray(vector, dtype=np.float32)
+    if arr.ndim != 1 or arr.size == 0:
+        raise CacheBackendError(
+            f"a cache vector must be a non-empty 1-D array, got shape {arr.shape}"
+        )
+    return arr
+
+
+def _encode(entry: CacheEntry) -> tuple[dict[FieldT, EncodableT], int | None]:
+    """The hash fields of ``entry`` and its native TTL in milliseconds (``None``: none)."""
+    fields: dict[FieldT, EncodableT] = {
+        "key": _token(entry.key),
+        "scope": _token(entry.scope),
+        "namespace": _token(entry.namespace),
+        "tags": ",".join(_token(t) for t in entry.tags),
+        "created_at": repr(float(entry.created_at)),
+        "expires_at": "inf" if entry.expires_at is None else repr(float(entry.expires_at)),
+        "prompt": entry.prompt_text,
+        "response": entry.response.to_json(),
+    }
+    if entry.vector is not None:
+        fields[_VECTOR] = _as_vector(entry.vector).tobytes()
+    ttl_ms: int | None = None
+    if entry.expires_at is not None and math.isfinite(entry.expires_at):
+        # The TTL only frees memory; the query filter decides what is expired. An
+        # entry born expired still replaces the old one and is evicted within 1 s.
+        ttl_ms = max(1000, math.ceil((entry.expires_at - entry.created_at) * 1000))
+    return fields, ttl_ms
+
+
+def _decode(fields: Mapping[Any, Any]) -> CacheEntry:
+    """Rebuild an entry from hash fields (HGETALL: bytes; FT.SEARCH: str, vector bytes)."""
+    f = {_text(k): v for k, v in fields.items()}
+    raw_tags = _text(f.get("tags", b""))
+    raw_vector = f.get(_VECTOR)
+    expires = _text(f["expires_at"])
+    return CacheEntry(
+        key=_untoken(_text(f["key"])),
+        scope=_untoken(_text(f["scope"])),
+        namespace=_untoken(_text(f["namespace"])),
+        prompt_text=_text(f.get("prompt", b"")),
+        response=CachedResponse.from_json(_text(f["response"])),
+        vector=(
+            np.frombuffer(raw_vector, dtype=np.float32).copy()
+            if isinstance(raw_vector, bytes) and raw_vector
+            else None
+        ),
+        tags=tuple(_untoken(t) for t in raw_tags.split(",") if t),
+        created_at=float(_text(f["created_at"])),
+        expires_at=None if expires in ("inf", "+inf") else float(expires),
+    )
+
+
+def _decode_or_none(fields: Mapping[Any, Any], where: str) -> CacheEntry | None:
+    # One corrupt entry must not turn every lookup of its scope into an error.
+    try:
+        return _decode(fields)
+    except (KeyError, ValueError, TypeError) as exc:
+        logger.warning("skipping unreadable cache entry %s: %s", where, exc)
+        return None
+
+
+def _unexpired(now: float) -> FilterExpression:
+    # expires_at is "inf" for entries that never expire, so they pass this range.
+    return Num("expires_at") > float(now)
+
+
+#: Scopes at least this large are searched with the BATCHES hybrid policy.
+_BATCHES_FROM = 5000
+#: How long a scope's size hint is reused before it is read again.
+_SIZE_HINT_TTL_S = 5.0
+
+
+def _search_query(
+    scope: str, vector: npt.NDArray[np.float32], k: int, now: float, scope_size: int
+) -> VectorQuery:
+    # RediSearch's own choice of hybrid policy brute-forces a filtered KNN when
+    # the filter matches most of the index (3 ms at 10k entries against 0.5 ms
+    # for BATCHES), while BATCHES is the slow one for a small scope: the size
+    # hint picks between them.
+    policy = {"hybrid_policy": "BATCHES"} if scope_size >= _BATCHES_FROM else {}
+    query = VectorQuery(
+        vector=vector.tobytes(),
+        vector_field_name=_VECTOR,
+        # Both filters run inside the KNN query: another scope's nearer vectors
+        # and expired entries never take any of the k slots.
+        filter_expression=(Tag("scope") == _token(scope)) & _unexpired(now),
+        num_results=k,
+        dtype="float32",
+        **policy,
+    )
+    # Only ids and distances: most lookups are misses, and decoding every
+    # candidate's answer costs more than fetching the few that clear the
+    # threshold afterwards (one pipelined round trip).
+    query.return_fields(_DISTANCE)
+    return query
+
+
+def _ranked(
+    docs: Sequence[Mapping[str, Any]], min_similarity: float | None
+) -> list[tuple[str, float]]:
+    """(redis key, similarity) of the candidates worth fetching, best first."""
+    out = []
+    for doc in docs:
+        sim = min(1.0, max(-1.0, 1.0 - float(doc[_DISTANCE])))
+        if min_similarity is None or sim >= min_similarity:
+            out.append((str(doc["id"]), sim))
+    return out
+
+
+def _fetched(
+    ranked: Sequence[tuple[str, float]], raws: Sequence[Mapping[Any, Any]], now: float
+) -> list[tuple[CacheEntry, float]]:
+    out: list[tuple[CacheEntry, float]] = []
+    for (rkey, sim), raw in zip(ranked, raws, strict=True):
+        # An entry can expire or be deleted between the search and the fetch.
+        entry = _decode_or_none(raw, rkey) if raw else None
+        if entry is not None and not entry.expired(now):
+            out.append((entry, sim))
+    return out
+
+
+def _tag_filter(**tokens: str | None) -> FilterExpression:
+    expr: FilterExpression | None = None
+    for field, value in tokens.items():
+        if value is None:
+            continue
+        clause = Tag(field) == _token(value)
+        expr = clause if expr is None else expr & clause
+    assert expr is not None
+    return expr
+
+
+def _sample_query() -> FilterQuery:
+    return FilterQuery(FilterExpression("*"), return_fields=["id"], num_results=_STATS_SAMPLE)
+
+
+def _estimate_bytes(entries: int, sizes: Sequence[int]) -> int:
+    if entries == 0 or not sizes:
+        return 0
+    return round(entries * (sum(sizes) / len(sizes)))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    action: Literal["ok", "create", "add_vector"]
+    dims: int | None
+
+
+def _plan_index(
+    info: Mapping[str, Any] | None, *, name: str, key_prefix: str, dims: int | None
+) -> _Plan:
+    """What to do so the index exists with our layout and (when known) a vector field."""
+    if info is None:
+        return _Plan("create", dims)
+    existing = convert_index_info_to_schema(dict(info))
+    prefix = existing["index"].get("prefix")
+    prefixes = prefix if isinstance(prefix, list) else [prefix]
+    fields = {f["name"]: f for f in existing["fields"]}
+    missing = [f for f in _INDEXED_FIELDS if f not in fields]
+    if prefixes != [key_prefix] or missing:
+        raise CacheBackendError(
+            f"Redis index {name!r} exists but is not a costopt cache index for prefix "
+            f"{key_prefix!r} (prefixes {prefixes}, missing fields {missing}); pass another "
+            f"index_name/prefix, or drop that index"
+        )
+    vector = fields.get(_VECTOR)
+    existing_dims = None if vector is None else int(vector["attrs"]["dims"])
+    if existing_dims is None:
+        return _Plan("ok", None) if dims is None else _Plan("add_vector", dims)
+    if dims is not None and dims != existing_dims:
+        raise CacheBackendError(
+            f"Redis index {name!r} holds {existing_dims}-dim vectors but got {dims} dims: "
+            f"use one embedding model per cache, or another prefix and index_name"
+        )
+    return _Plan("ok", existing_dims)
+
+
+def _is_missing_index(exc: BaseException) -> bool:
+    return _chain_says(exc, _MISSING_INDEX)
+
+
+def _chain_says(exc: BaseException | None, fragments: Sequence[str]) -> bool:
+    while exc is not None:
+        message = str(exc).lower()
+        if any(f in message for f in fragments):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _hint(exc: BaseException) -> str:
+    if _chain_has(exc, (redis.AuthenticationError,)):
+        return "check the credentials in the Redis URL"
+    if _chain_has(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
+        return "is Redis running and reachable? The cache treats this as a miss"
+    if _chain_says(exc, ("unknown command",)):
+        return "the server lacks RediSearch: use Redis Stack, Redis 8+ or Redis Cloud"
+    return "the cache treats this as a miss"
+
+
+def _chain_has(exc: BaseException | None, kinds: tuple[type[BaseException], ...]) -> bool:
+    while exc is not None:
+        if isinstance(exc, kinds):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+_SYNC_TO_ASYNC_CONNECTION: dict[type[Any], type[Any]] = {
+    redis.Connection: aredis.Connection,
+    redis.SSLConnection: aredis.SSLConnection,
+    redis.UnixDomainSocketConnection: aredis.UnixDomainSocketConnection,
+}
+_PORTABLE_KWARGS = (
+    "host",
+    "port",
+    "path",
+    "db",
+    "username",
+    "password",
+    "client_name",
+    "credential_provider",
+    "protocol",
+)
+
+
+@dataclass
+class _AsyncConn:
+    """The async client of one event loop (an asyncio client cannot cross loops)."""
+
+    loop: asyncio.AbstractEventLoop
+    client: aredis.Redis
+    index: AsyncSearchIndex | None = None
+
+
+# -- the backend -------------------------------------------------------------------------
+
+
+class RedisCacheBackend:
+    """Cache entries in Redis, searched by RediSearch (through redisvl).
+
+    The constructor does no I/O: the connection and the index are made on first
+    use, so building a cache never fails because Redis is down.
+
+    Args:
+        url: Redis URL (``redis://``, ``rediss://``, ``unix://``); may carry a
+            password, which never appears in ``repr()`` or error messages.
+        prefix: Key prefix; entries live at ``<prefix>:<key>``. Prefixes of two
+            caches on one Redis must not nest (``a`` and ``a:b``).
+        index_name: RediSearch index name (default ``<prefix>:idx``).
+        dims: Vector dimensions; by default taken from an existing index or the
+            first vector stored or searched.
+        socket_timeout_s: Connect and read timeout of each Redis call; a call is
+            retried once on a broken connection, so a failure surfaces in about
+            twice this.
+        client: A ``redis.Redis`` to use instead of ``url`` (not closed by
+            :meth:`close`). The async twins derive an asyncio client from its
+            host, port, db and credentials unless ``async_client`` is given.
+        async_client: A ``redis.asyncio.Redis`` for the async twins.
+
+    Raises:
+        ConfigurationError: An argument is out of range.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        index_name: str | None = None,
+        dims: int | None = None,
+        socket_timeout_s: float = 0.25,
+        client: redis.Redis | None = None,
+        async_client: aredis.Redis | None = None,
+    ) -> None:
+        prefix = prefix.rstrip(":")
+        if not prefix:
+            raise ConfigurationError("prefix must be a non-empty string such as 'costopt:cache'")
+        if dims is not None and (not isinstance(dims, int) or dims <= 0):
+            raise ConfigurationError(f"dims must be a positive int or None, got {dims!r}")
+        if not socket_timeout_s > 0:
+            raise ConfigurationError(f"socket_timeout_s must be > 0, got {socket_timeout_s!r}")
+        self._url = url
+        self._display_url, self._secrets = _redact(url)
+        if client is not None:
+            kw = client.connection_pool.connection_kwargs
+            where = kw.get("path") or f"{kw.get('host', '?')}:{kw.get('port', '?')}"
+            self._display_url = f"redis client {where} db {kw.get('db', 0)}"
+            self._secrets = (kw["password"],) if kw.get("password") else ()
+        self._prefix = prefix
+        self._key_prefix = prefix + ":"
+        # Outside the indexed prefix, so the index never sees it.
+        self._sizes_key = prefix + "~scope-sizes"
+        self._size_hints: dict[str, tuple[int, float]] = {}
+        self._index_name = index_name or f"{prefix}:idx"
+        self._timeout = float(socket_timeout_s)
+        self._dims: int | None = dims
+        self._schema = _build_schema(self._index_name, self._key_prefix, dims)
+        self._index_ready = False
+        self._lock = threading.Lock()
+        self._client = client
+        self._owns_client = client is None
+        self._sync_index: SearchIndex | None = None
+        self._given_async = async_client
+        self._async: _AsyncConn | None = None
+
+    # -- introspection ------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Where the backend points, password redacted."""
+        return self._display_url
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    @property
+    def index_name(self) -> str:
+        return self._index_name
+
+    @property
+    def dims(self) -> int | None:
+        """Vector dimensions, once known."""
+        return self._dims
+
+    def __repr__(self) -> str:
+        return (
+            f"RedisCacheBackend(url={self._display_url!r}, prefix={self._prefix!r}, "
+            f"index_name={self._index_name!r}, dims={self._dims})"
+        )
+
+    # -- errors ---------------------------------------------------------------------------
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    @contextlib.contextmanager
+    def _translate(self, op: str) -> Iterator[None]:
+        try:
+            yield
+        except CacheBackendError:
+            raise  # ours (dims mismatch, foreign index) already say what to do
+        except _DRIVER_ERRORS as exc:
+            # After any failure the index may be gone (a restarted server): check again.
+            self._index_ready = False
+            message = self._scrub(
+                f"Redis cache backend: {op} failed on {self._display_url} (index "
+                f"{self._index_name!r}): {type(exc).__name__}: {exc} ({_hint(exc)})"
+            )
+            # Keep the driver error as the cause unless its text carries a secret.
+            leaks = _chain_says(exc, tuple(secret.lower() for secret in self._secrets))
+            raise CacheBackendError(message) from (None if leaks else exc)
+
+    # -- connections ----------------------------------------------------------------------
+
+    def _sync_client(self) -> redis.Redis:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = redis.Redis.from_url(
+                        self._url,
+                        socket_timeout=self._timeout,
+                        socket_connect_timeout=self._timeout,
+                        # One retry re-dials a pooled connection a restarted server
+                        # closed; no backoff, so a dead server fails fast.
+                        retry=Retry(NoBackoff(), 1),
+                    )
+                client = self._client
+        return client
+
+    def _index(self) -> SearchIndex:
+        index = self._sync_index
+        if index is None or index.schema is not self._schema:
+            index = SearchIndex(self._schema, redis_client=self._sync_client())
+            self._sync_index = index
+        return index
+
+    def _new_async_client(self) -> aredis.Redis:
+        retry = AsyncRetry(NoBackoff(), 1)
+        if self._owns_client or self._client is None:
+            return aredis.Redis.from_url(
+                self._url,
+                socket_timeout=self._timeout,
+                socket_connect_timeout=self._timeout,
+                retry=retry,
+            )
+        pool = self._client.connection_pool
+        kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in _PORTABLE_KWARGS}
+        for key in ("socket_timeout", "socket_connect_timeout"):
+            kwargs[key] = pool.connection_kwargs.get(key) or self._timeout
+        for key in pool.connection_kwargs:
+            if key.startswith("ssl_"):
+                kwargs[key] = pool.connection_kwargs[key]
+        connection_class = _SYNC_TO_ASYNC_CONNECTION.get(pool.connection_class)
+        if connection_class is None:
+            raise CacheBackendError(
+                f"cannot derive an asyncio client from {pool.connection_class.__name__}: "
+                f"pass async_client= to RedisCacheBackend"
+            )
+        # from_pool: the client owns the pool, so aclose() closes its connections.
+        return aredis.Redis.from_pool(
+            aredis.ConnectionPool(connection_class=connection_class, retry=retry, **kwargs)
+        )
+
+    def _aconn(self) -> _AsyncConn:
+        loop = asyncio.get_running_loop()
+        conn = self._async
+        if conn is None or (conn.loop is not loop and self._given_async is None):
+            # The previous loop's client (if any) is left to the garbage collector:
+            # its connections belong to a loop that may be gone.
+            client = self._given_async or self._new_async_client()
+            conn = _AsyncConn(loop, client)
+            self._async = conn
+        return conn
+
+    def _aindex(self) -> AsyncSearchIndex:
+        conn = self._aconn()
+        if conn.index is None or conn.index.schema is not self._schema:
+            conn.index = AsyncSearchIndex(self._schema, redis_client=conn.client)
+        return conn.index
+
+    # -- the index ----------------------------------------------------------------------
+
+    def _wanted_dims(self, dims: int | None) -> int | None:
+        if dims is not None and self._dims is not None and dims != self._dims:
+            raise CacheBackendError(
+                f"vector has {dims} dims but this cache holds {self._dims}-dim vectors "
+                f"(index {self._index_name!r}): use one embedding model per cache"
+            )
+        return self._dims if dims is None else dims
+
+    def _needs_ensure(self, dims: int | None) -> bool:
+        return not self._index_ready or (dims is not None and self._dims is None)
+
+    def _adopt(self, dims: int | None) -> None:
+        if dims is not None and dims != self._dims:
+            self._dims = dims
+            self._schema = _build_schema(self._index_name, self._key_prefix, dims)
+        self._index_ready = True
+
+    def _ensure_index(self, dims: int | None = None) -> None:
+        dims = self._wanted_dims(dims)
+        if not self._needs_ensure(dims):
+            return
+        ft = self._sync_client().ft(self._index_name)
+        for _ in range(3):
+            try:
+                info = self._index().info()
+            except RedisVLError as exc:
+                if not _is_missing_index(exc):
+                    raise
+                info = None
+            plan = _plan_index(info, name=self._index_name, key_prefix=self._key_prefix, dims=dims)
+            try:
+                if plan.action == "create":
+                    SearchIndex(
+                        _build_schema(self._index_name, self._key_prefix, plan.dims),
+                        redis_client=self._sync_client(),
+                    ).create()
+                    self._wait_backfill()
+                elif plan.action == "add_vector" and plan.dims is not None:
+                    field = self._vector_redis_field(plan.dims)
+                    ft.alter_schema_add([field])
+            except (RedisVLError, redis.ResponseError) as exc:
+                if _chain_says(exc, _ALREADY_EXISTS):
+                    continue  # another process got there first: look again
+                raise
+            self._adopt(plan.dims)
+            return
+        raise CacheBackendError(f"could not create Redis index {self._index_name!r}")
+
+    def _wait_backfill(self) -> None:
+        # FT.CREATE indexes keys already under the prefix in the background; wait,
+        # so a delete right after creation does not miss them.
+        deadline = time.monotonic() + _BACKFILL_WAIT_S
+        while time.monotonic() < deadline:
+            if not int(float(self._index().info().get("indexing", 0))):
+                return
+            time.sleep(0.01)
+
+    async def _await_backfill(self) -> None:
+        deadline = time.monotonic() + _BACKFILL_WAIT_S
+        while time.monotonic() < deadline:
+            if not int(float((await self._aindex().info()).get("indexing", 0))):
+                return
+            await asyncio.sleep(0.01)
+
+    def _vector_redis_field(self, dims: int) -> Any:
+        schema = _build_schema(self._index_name, self._key_prefix, dims)
+        return schema.fields[_VECTOR].as_redis_field()
+
+    async def _aensure_index(self, dims: int | None = None) -> None:
+        dims = self._wanted_dims(dims)
+        if not self._needs_ensure(dims):
+            return
+        for _ in range(3):
+            try:
+                info = await self._aindex().info()
+            except RedisVLError as exc:
+                if not _is_missing_index(exc):
+                    raise
+                info = None
+            plan = _plan_index(info, name=self._index_name, key_prefix=self._key_prefix, dims=dims)
+            try:
+                if plan.action == "create":
+                    await AsyncSearchIndex(
+                        _build_schema(self._index_name, self._key_prefix, plan.dims),
+                        redis_client=self._aconn().client,
+                    ).create()
+                    await self._await_backfill()
+                elif plan.action == "add_vector" and plan.dims is not None:
+                    field = self._vector_redis_field(plan.dims)
+                    await self._aconn().client.ft(self._index_name).alter_schema_add([field])
+            except (RedisVLError, redis.ResponseError) as exc:
+                if _chain_says(exc, _ALREADY_EXISTS):
+                    continue
+                raise
+            self._adopt(plan.dims)
+            return
+        raise CacheBackendError(f"could not create Redis index {self._index_name!r}")
+
+    def _indexed(self, dims: int | None, run: Callable[[], _T]) -> _T:
+        """Run ``run()`` on a ready index; recreate the index once if Redis lost it."""
+        self._ensure_index(dims)
+        try:
+            return run()
+        except RedisVLError as exc:
+            if not _is_missing_index(exc):
+                raise
+        self._index_ready = False
+        self._ensure_index(dims)
+        return run()
+
+    async def _aindexed(self, dims: int | None, run: Callable[[], Awaitable[_T]]) -> _T:
+        await self._aensure_index(dims)
+        try:
+            return await run()
+        except RedisVLError as exc:
+            if not _is_missing_index(exc):
+                raise
+        self._index_ready = False
+        await self._aensure_index(dims)
+        return await run()
+
+    def _rkey(self, key: str) -> str:
+        return self._key_prefix + key
+
+    # -- CacheBackend: sync ---------------------------------------------------------------
+
+    def get(self, key: str, *, now: float) -> CacheEntry | None:
+        """The unexpired entry stored under ``key``, if any.
+
+        Raises:
+            CacheBackendError: Redis failed or is unreachable.
+        """
+        with self._translate("get"):
+            raw = self._sync_client().hgetall(self._rkey(key))
+        return self._found(raw, key, now)
+
+    def _found(self, raw: Mapping[Any, Any], key: str, now: float) -> CacheEntry | None:
+        if not raw:
+            return None
+        entry = _decode_or_none(raw, self._rkey(key))
+        return None if entry is None or entry.expired(now) else entry
+
+    def search(
+        self,
+        scope: str,
+        vector: npt.NDArray[np.float32],
+        k: int,
+        *,
+        now: float,
+        min_similarity: float | None = None,
+    ) -> list[tuple[CacheEntry, float]]:
+        """Up to ``k`` unexpired entries of ``scope`` nearest to ``vector``, best first.
+
+        The similarity is cosine similarity (``1 - cosine distance``).
+
+        Raises:
+            CacheBackendError: Redis failed, or ``vector`` has the wrong dimensions.
+        """
+        if k <= 0:
+            return []
+        with self._translate("search"):
+            vec = _as_vector(vector)
+            size = self._size_hint(scope)
+            if size is None:
+                raw = self._sync_client().hget(self._sizes_key, _token(scope))
+                size = self._remember_size(scope, raw)
+            query = _search_query(scope, vec, k, now, size)
+            docs = self._indexed(vec.size, lambda: self._index().query(query))
+            ranked = _ranked(docs, min_similarity)
+            if not ranked:
+                return []
+            with self._sync_client().pipeline(transaction=False) as pipe:
+                for rkey, _ in ranked:
+                    pipe.hgetall(rkey)
+                raws = pipe.execute()
+        return _fetched(ranked, raws, now)
+
+    def _size_hint(self, scope: str) -> int | None:
+        hint = self._size_hints.get(scope)
+        if hint is None or time.monotonic() - hint[1] > _SIZE_HINT_TTL_S:
+            return None
+        return hint[0]
+
+    def _remember_size(self, scope: str, raw: Any) -> int:
+        size = int(raw) if raw is not None else 0
+        self._size_hints[scope] = (size, time.monotonic())
+        return size
+
+    def put(self, entry: CacheEntry) -> None:
+        """Store ``entry``, replacing any entry under its key, atomically.
+
+        Raises:
+            CacheBackendError: Redis failed, or the vector has the wrong dimensions.
+        """
+        with self._translate("put"):
+            fields, ttl_ms = _encode(entry)
+            dims = None if entry.vector is None else int(np.size(entry.vector))
+            self._ensure_index(dims)
+            rkey = self._rkey(entry.key)
+            with self._sync_client().pipeline(transaction=True) as pipe:
+                # DEL first: a replacement without a vector must not keep the old one.
+                pipe.delete(rkey)
+                pipe.hset(rkey, mapping=fields)
+                if ttl_ms is not None:
+                    pipe.pexpire(rkey, ttl_ms)
+                pipe.execute()
+            # A size hint for the search policy only: an upper bound (replacements,
+            # deletions and expiry are not subtracted), kept outside the transaction
+            # so the entry's own key is the only one it touches.
+            self._sync_client().hincrby(self._sizes_key, _token(entry.scope), 1)
+
+    def delete(self, keys: Sequence[str]) -> int:
+        """Remove entries by key; returns how many existed.
+
+        Raises:
+            CacheBackendError: Redis failed.
+        """
+        if not keys:
+            return 0
+        # Per-key UNLINK: no cross-slot multi-key command, so Redis Cluster works.
+        with self._translate("delete"), self._sync_client().pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.unlink(self._rkey(key))
+            return sum(int(n) for n in pipe.execute())
+
+    def _drop_where(self, op: str, expr: FilterExpression) -> int:
+        with self._translate(op):
+            result = self._indexed(None, lambda: self._index().drop_by_filter(expr))
+            return int(result.processed)
+
+    def delete_tag(self, tag: str, namespace: str | None = None) -> int:
+        """Remove entries carrying ``tag`` (in ``namespace``, or in all); returns the count.
+
+        Raises:
+            CacheBackendError: Redis failed.
+        """
+        return self._drop_where("delete_tag", _tag_filter(tags=tag, namespace=namespace))
+
+    def delete_scope(self, scope: str) -> int:
+        """Remove every entry of ``scope``; returns the count.
+
+        Raises:
+            CacheBackendError: Redis failed.
+        """
+        return self._drop_where("delete_scope", _tag_filter(scope=scope))
+
+    def delete_namespace(self, namespace: str) -> int:
+        """Remove every entry of ``namespace``; returns the count.
+
+        Raises:
+            CacheBackendError: Redis failed.
+        """
+        return self._drop_where("delete_namespace", _tag_filter(namespace=namespace))
+
+    def clear(self) -> None:
+        """Remove every entry under this cache's prefix; other keys are untouched.
+
+        The index stays, ready for new entries.
+
+        Raises:
+            CacheBackendError: Redis failed.
+        """
+        with self._translate("clear"):
+            self._indexed(None, lambda: self._index().clear())
+            self._sync_client().delete(self._sizes_key)
+            self._size_hints.clear()
+
+    def stats(self) -> BackendStats:
+        """Entry count and approximate bytes (prompt + response + vector + overhead).
+
+        Bytes are estimated from up to 64 entries' field sizes, like
+        ``CacheEntry.size_bytes``; the count includes entries past expiry that
+        Redis has not evicted yet.
+
+        Raises:
+            CacheBackendError: Redis failed.
+        """
+        with self._translate("stats"):
+            info = self._indexed(None, lambda: self._index().info())
+            entries = int(float(info.get("num_docs", 0)))
+            if entries == 0:
+                return BackendStats(entries=0, bytes=0)
+            ids = [d["id"] for d in self._index().query(_sample_query())]
+            with self._sync_client().pipeline(transaction=False) as pipe:
+                for rkey in ids:
+                    for name in ("prompt", "response", _VECTOR):
+                        pipe.hstrlen(rkey, name)
+                lengths = [int(n) for n in pipe.execute()]
+        sizes = [sum(lengths[i : i + 3]) + _ENTRY_OVERHEAD for i in range(0, len(lengths), 3)]
+        return BackendStats(entries=entries, bytes=_estimate_bytes(entries, sizes))
+
+    def close(self) -> None:
+        """Release connections (prefer :meth:`aclose` from async code).
+
+        A later call reconnects. A client passed in is left open.
+        """
+        client, self._client = self._client, None
+        self._sync_index = None
+        self._index_ready = False
+        if client is not None and self._owns_client:
+            client.close()
+        elif client is not None:
+            self._client = client
+        conn, self._async = self._async, None
+        if conn is None or self._given_async is not None:
+            return
+        # An asyncio client can only be closed on its own loop.
+        with contextlib.suppress(RuntimeError):
+            if conn.loop.is_closed():
+                return
+            if conn.loop.is_running():
+                if _running_loop() is conn.loop:
+                    conn.loop.create_task(conn.client.aclose())
+                else:
+                    asyncio.run_coroutine_threadsafe(conn.client.aclose(), conn.loop)
+            else:
+                conn.loop.run_until_complete(conn.client.aclose())
+
+    # -- CacheBackend: async --------------------------------------------------------------
+
+    async def aget(self, key: str, *, now: float) -> CacheEntry | None:
+        """Async :meth:`get`."""
+        with self._translate("aget"):
+            raw = await self._aconn().client.hgetall(self._rkey(key))
+        return self._found(raw, key, now)
+
+    async def asearch(
+        self,
+        scope: str,
+        vector: npt.NDArray[np.float32],
+        k: int,
+        *,
+        now: float,
+        min_similarity: float | None = None,
+    ) -> list[tuple[CacheEntry, float]]:
+        """Async :meth:`search`."""
+        if k <= 0:
+            return []
+        with self._translate("asearch"):
+            vec = _as_vector(vector)
+            size = self._size_hint(scope)
+            if size is None:
+                raw = await self._aconn().client.hget(self._sizes_key, _token(scope))
+                size = self._remember_size(scope, raw)
+            query = _search_query(scope, vec, k, now, size)
+            docs = await self._aindexed(vec.size, lambda: self._aindex().query(query))
+            ranked = _ranked(docs, min_similarity)
+            if not ranked:
+                return []
+            async with self._aconn().client.pipeline(transaction=False) as pipe:
+                for rkey, _ in ranked:
+                    pipe.hgetall(rkey)
+                raws = await pipe.execute()
+        return _fetched(ranked, raws, now)
+
+    async def aput(self, entry: CacheEntry) -> None:
+        """Async :meth:`put`."""
+        with self._translate("aput"):
+            fields, ttl_ms = _encode(entry)
+            dims = None if entry.vector is None else int(np.size(entry.vector))
+            await self._aensure_index(dims)
+            rkey = self._rkey(entry.key)
+            async with self._aconn().client.pipeline(transaction=True) as pipe:
+                pipe.delete(rkey)
+                pipe.hset(rkey, mapping=fields)
+                if ttl_ms is not None:
+                    pipe.pexpire(rkey, ttl_ms)
+                await pipe.execute()
+            await self._aconn().client.hincrby(self._sizes_key, _token(entry.scope), 1)
+
+    async def adelete(self, keys: Sequence[str]) -> int:
+        """Async :meth:`delete`."""
+        if not keys:
+            return 0
+        with self._translate("adelete"):
+            async with self._aconn().client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.unlink(self._rkey(key))
+                return sum(int(n) for n in await pipe.execute())
+
+    async def _adrop_where(self, op: str, expr: FilterExpression) -> int:
+        with self._translate(op):
+            result = await self._aindexed(None, lambda: self._aindex().drop_by_filter(expr))
+            return int(result.processed)
+
+    async def adelete_tag(self, tag: str, namespace: str | None = None) -> int:
+        """Async :meth:`delete_tag`."""
+        return await self._adrop_where("adelete_tag", _tag_filter(tags=tag, namespace=namespace))
+
+    async def adelete_scope(self, scope: str) -> int:
+        """Async :meth:`delete_scope`."""
+        return await self._adrop_where("adelete_scope", _tag_filter(scope=scope))
+
+    async def adelete_namespace(self, namespace: str) -> int:
+        """Async :meth:`delete_namespace`."""
+        return await self._adrop_where("adelete_namespace", _tag_filter(namespace=namespace))
+
+    async def aclear(self) -> None:
+        """Async :meth:`clear`."""
+        with self._translate("aclear"):
+            await self._aindexed(None, lambda: self._aindex().clear())
+            await self._aconn().client.delete(self._sizes_key)
+            self._size_hints.clear()
+
+    async def astats(self) -> BackendStats:
+        """Async :meth:`stats`."""
+        with self._translate("astats"):
+            info = await self._aindexed(None, lambda: self._aindex().info())
+            entries = int(float(info.get("num_docs", 0)))
+            if entries == 0:
+                return BackendStats(entries=0, bytes=0)
+            ids = [d["id"] for d in await self._aindex().query(_sample_query())]
+            async with self._aconn().client.pipeline(transaction=False) as pipe:
+                for rkey in ids:
+                    for name in ("prompt", "response", _VECTOR):
+                        pipe.hstrlen(rkey, name)
+                lengths = [int(n) for n in await pipe.execute()]
+        sizes = [sum(lengths[i : i + 3]) + _ENTRY_OVERHEAD for i in range(0, len(lengths), 3)]
+        return BackendStats(entries=entries, bytes=_estimate_bytes(entries, sizes))
+
+    async def aclose(self) -> None:
+        """Release connections, the async client included (call from its event loop)."""
+        conn, self._async = self._async, None
+        if conn is not None and self._given_async is None:
+            with contextlib.suppress(*_DRIVER_ERRORS, RuntimeError):
+                await conn.client.aclose()
+        self.close()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -1,0 +1,422 @@
+"""The backend contract on ``RedisCacheBackend``, plus what only Redis can get wrong.
+
+The contract runs against the session's Redis (``redis_url``), each test on its
+own prefix and index. The Redis-only tests cover the failure modes the engine
+relies on: no I/O in the constructor, every error a ``CacheBackendError`` with
+the password redacted, a killed server failing fast (bounded by the socket
+timeout), and recovery after a restart that lost the index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from costopt_core.cache.backend import CacheBackend
+from costopt_core.cache.redis_backend import RedisCacheBackend
+from costopt_core.errors import CacheBackendError
+from tests.contract.backend_contract import (
+    NOW,
+    CacheBackendContract,
+    assert_same_entry,
+    keys_of,
+    make_entry,
+    vec,
+)
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.redis
+
+SECRET = "s3cret-Pa55"
+
+
+def _unique_prefix() -> str:
+    return f"costopt:test:{uuid.uuid4().hex[:12]}"
+
+
+def _drop(url: str, backend: RedisCacheBackend) -> None:
+    """Drop the test's index and its keys, so the session server stays small."""
+    client = redis.Redis.from_url(url)
+    try:
+        client.execute_command("FT.DROPINDEX", backend.index_name, "DD")
+    except redis.ResponseError:
+        pass  # never created, or already gone
+    finally:
+        client.close()
+
+
+class TestRedisBackendContract(CacheBackendContract):
+    @pytest.fixture(autouse=True)
+    def _url(self, redis_url: str) -> None:
+        self.url = redis_url
+
+    def make_backend(self) -> CacheBackend:
+        # A generous timeout: the contract is about behaviour, not latency.
+        return RedisCacheBackend(self.url, prefix=_unique_prefix(), socket_timeout_s=2.0)
+
+    def teardown_backend(self, backend: CacheBackend) -> None:
+        assert isinstance(backend, RedisCacheBackend)
+        _drop(self.url, backend)
+        backend.close()
+
+
+@pytest.fixture
+def backend(redis_url: str) -> Iterator[RedisCacheBackend]:
+    b = RedisCacheBackend(redis_url, prefix=_unique_prefix(), socket_timeout_s=2.0)
+    yield b
+    _drop(redis_url, b)
+    b.close()
+
+
+def _raw(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, decode_responses=True)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # nothing listens once the socket closes
+
+
+# -- construction ----------------------------------------------------------------------
+
+
+def test_constructor_does_no_io(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the constructor must not open a connection")
+
+    url = f"redis://user:{SECRET}@127.0.0.1:{_closed_port()}/0"
+    with monkeypatch.context() as m:
+        m.setattr(socket.socket, "connect", refuse)
+        m.setattr(socket, "create_connection", refuse)
+        started = time.perf_counter()
+        backend = RedisCacheBackend(url, prefix=_unique_prefix())
+        assert time.perf_counter() - started < 0.5
+    assert SECRET not in repr(backend)
+    assert "***" in repr(backend) and "127.0.0.1" in repr(backend)
+    assert SECRET not in backend.url
+    # First use is where the unreachable server shows up, as a CacheBackendError.
+    started = time.perf_counter()
+    with pytest.raises(CacheBackendError) as info:
+        backend.get("k", now=NOW)
+    assert time.perf_counter() - started < 2.0
+    assert "get" in str(info.value)
+    _assert_redacted(info.value)
+    backend.close()
+
+
+def test_constructor_creates_nothing_on_a_live_server(redis_url: str) -> None:
+    backend = RedisCacheBackend(redis_url, prefix=_unique_prefix(), dims=4)
+    raw = _raw(redis_url)
+    try:
+        assert backend.index_name not in raw.execute_command("FT._LIST")
+        backend.put(make_entry("k", vector=vec(1, 0, 0, 0)))
+        assert backend.index_name in raw.execute_command("FT._LIST")
+        assert raw.exists(f"{backend.prefix}:k") == 1
+    finally:
+        _drop(redis_url, backend)
+        raw.close()
+        backend.close()
+
+
+def test_bad_arguments_are_configuration_errors() -> None:
+    from costopt_core.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        RedisCacheBackend(dims=0)
+    with pytest.raises(ConfigurationError):
+        RedisCacheBackend(prefix=":")
+    with pytest.raises(ConfigurationError):
+        RedisCacheBackend(socket_timeout_s=0)
+
+
+async def test_an_injected_client_is_used_and_left_open(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    b = RedisCacheBackend(client=client, prefix=_unique_prefix())
+    try:
+        assert "127.0.0.1" in b.url
+        b.put(make_entry("k", vector=vec(1, 0, 0, 0)))
+        # The async twins talk to the same server through a derived asyncio client.
+        assert await b.aget("k", now=NOW) is not None
+        assert keys_of(await b.asearch("scope-a", vec(1, 0, 0, 0), 1, now=NOW)) == ["k"]
+        await b.aclose()
+        assert client.ping()  # still usable: the caller owns it
+    finally:
+        _drop(redis_url, b)
+        client.close()
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+def _assert_redacted(error: BaseException) -> None:
+    seen: BaseException | None = error
+    while seen is not None:
+        assert SECRET not in str(seen), f"password leaked in {type(seen).__name__}: {seen}"
+        assert SECRET not in repr(seen)
+        seen = seen.__cause__ or seen.__context__
+
+
+async def test_errors_are_cache_backend_errors_with_the_password_redacted(redis_url: str) -> None:
+    # No such ACL user on the server, so AUTH fails: a real driver error, with the
+    # password in the URL the backend was given.
+    host_port = redis_url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    backend = RedisCacheBackend(f"redis://no-such-user:{SECRET}@{host_port}/0")
+    calls: dict[str, Callable[[], Any]] = {
+        "get": lambda: backend.get("k", now=NOW),
+        "search": lambda: backend.search("s", vec(1, 0, 0, 0), 1, now=NOW),
+        "put": lambda: backend.put(make_entry("k", vector=vec(1, 0, 0, 0))),
+        "delete": lambda: backend.delete(["k"]),
+        "delete_tag": lambda: backend.delete_tag("t"),
+        "delete_scope": lambda: backend.delete_scope("s"),
+        "delete_namespace": lambda: backend.delete_namespace("n"),
+        "clear": backend.clear,
+        "stats": backend.stats,
+    }
+    for op, call in calls.items():
+        with pytest.raises(CacheBackendError) as info:
+            call()
+        assert op in str(info.value)
+        assert "***" in str(info.value)
+        _assert_redacted(info.value)
+    acalls: dict[str, Callable[[], Awaitable[Any]]] = {
+        "aget": lambda: backend.aget("k", now=NOW),
+        "asearch": lambda: backend.asearch("s", vec(1, 0, 0, 0), 1, now=NOW),
+        "aput": lambda: backend.aput(make_entry("k", vector=vec(1, 0, 0, 0))),
+        "adelete": lambda: backend.adelete(["k"]),
+        "adelete_tag": lambda: backend.adelete_tag("t"),
+        "aclear": backend.aclear,
+        "astats": backend.astats,
+    }
+    for op, acall in acalls.items():
+        with pytest.raises(CacheBackendError) as info:
+            await acall()
+        assert op in str(info.value)
+        _assert_redacted(info.value)
+    assert SECRET not in repr(backend)
+    await backend.aclose()
+
+
+def test_dimension_mismatches_are_cache_backend_errors(
+    redis_url: str, backend: RedisCacheBackend
+) -> None:
+    backend.put(make_entry("k", vector=vec(1, 0, 0, 0)))
+    assert backend.dims == 4
+    with pytest.raises(CacheBackendError, match="dims"):
+        backend.put(make_entry("k3", vector=vec(1, 0, 0)))
+    with pytest.raises(CacheBackendError, match="dims"):
+        backend.search("scope-a", vec(1, 0, 0), 1, now=NOW)
+    # Another process configured for another model, on the same prefix and index.
+    other = RedisCacheBackend(redis_url, prefix=backend.prefix, dims=8)
+    with pytest.raises(CacheBackendError, match="4-dim"):
+        other.search("scope-a", vec(*range(1, 9)), 1, now=NOW)
+    other.close()
+
+
+def test_a_foreign_index_with_our_name_is_refused(redis_url: str) -> None:
+    raw = _raw(redis_url)
+    name = f"foreign-{uuid.uuid4().hex[:8]}"
+    raw.execute_command(
+        "FT.CREATE", name, "ON", "HASH", "PREFIX", "1", "other:", "SCHEMA", "x", "TAG"
+    )
+    backend = RedisCacheBackend(redis_url, prefix=_unique_prefix(), index_name=name)
+    try:
+        with pytest.raises(CacheBackendError, match="not a costopt cache index"):
+            backend.delete_tag("t")
+    finally:
+        raw.execute_command("FT.DROPINDEX", name)
+        raw.close()
+        backend.close()
+
+
+# -- layout and Redis specifics -----------------------------------------------------------
+
+
+def test_a_second_process_adopts_the_existing_index(
+    redis_url: str, backend: RedisCacheBackend
+) -> None:
+    backend.put(make_entry("k", vector=vec(0, 1, 0, 0), tags=("t",)))
+    other = RedisCacheBackend(redis_url, prefix=backend.prefix)
+    try:
+        assert other.dims is None
+        assert keys_of(other.search("scope-a", vec(0, 1, 0, 0), 1, now=NOW)) == ["k"]
+        assert other.dims == 4
+        assert other.delete_tag("t") == 1
+        assert backend.get("k", now=NOW) is None
+    finally:
+        other.close()
+
+
+def test_entries_without_vectors_work_before_dims_are_known(backend: RedisCacheBackend) -> None:
+    plain = make_entry("plain", vector=None, tags=("t",))
+    backend.put(plain)
+    assert backend.dims is None
+    assert_same_entry(backend.get("plain", now=NOW), plain)
+    assert backend.stats().entries == 1
+    # The first vector adds the vector field to the existing index.
+    backend.put(make_entry("semantic", vector=vec(1, 0, 0, 0), tags=("t",)))
+    assert backend.dims == 4
+    assert keys_of(backend.search("scope-a", vec(1, 0, 0, 0), 5, now=NOW)) == ["semantic"]
+    assert backend.delete_tag("t") == 2
+
+
+def test_native_ttl_follows_the_entry_lifetime(redis_url: str, backend: RedisCacheBackend) -> None:
+    raw = _raw(redis_url)
+    key = f"{backend.prefix}:k"
+    try:
+        backend.put(make_entry("k", vector=vec(1, 0, 0, 0), created_at=100.0, expires_at=160.0))
+        assert 58_000 < raw.pttl(key) <= 60_000
+        backend.put(make_entry("k", vector=vec(1, 0, 0, 0), expires_at=None))
+        assert raw.pttl(key) == -1  # the replacement never expires
+    finally:
+        raw.close()
+
+
+def test_clear_leaves_other_data_alone(redis_url: str, backend: RedisCacheBackend) -> None:
+    raw = _raw(redis_url)
+    neighbour = RedisCacheBackend(redis_url, prefix=backend.prefix + "-neighbour")
+    unrelated = f"unrelated:{uuid.uuid4().hex}"
+    try:
+        raw.set(unrelated, "keep me")
+        backend.put(make_entry("mine", vector=vec(1, 0, 0, 0)))
+        neighbour.put(make_entry("theirs", vector=vec(1, 0, 0, 0)))
+        backend.clear()
+        assert backend.get("mine", now=NOW) is None
+        assert neighbour.get("theirs", now=NOW) is not None
+        assert raw.get(unrelated) == "keep me"
+    finally:
+        raw.delete(unrelated)
+        _drop(redis_url, neighbour)
+        neighbour.close()
+        raw.close()
+
+
+def test_an_index_lost_by_the_server_is_rebuilt(redis_url: str, backend: RedisCacheBackend) -> None:
+    entry = make_entry("k", vector=vec(1, 0, 0, 0), tags=("t",))
+    backend.put(entry)
+    raw = _raw(redis_url)
+    try:
+        raw.execute_command("FT.DROPINDEX", backend.index_name)  # keys stay
+    finally:
+        raw.close()
+    hits = backend.search("scope-a", vec(1, 0, 0, 0), 1, now=NOW)
+    assert keys_of(hits) == ["k"]  # recreated, and the existing keys indexed again
+    assert backend.delete_tag("t") == 1
+
+
+# -- a dying server -----------------------------------------------------------------------
+
+FAIL_FAST_S = 2.0
+
+
+def _sync_ops(b: RedisCacheBackend) -> dict[str, Callable[[], Any]]:
+    return {
+        "get": lambda: b.get("k", now=NOW),
+        "search": lambda: b.search("scope-a", vec(1, 0, 0, 0), 1, now=NOW),
+        "put": lambda: b.put(make_entry("k2", vector=vec(0, 1, 0, 0))),
+        "delete": lambda: b.delete(["k"]),
+        "delete_tag": lambda: b.delete_tag("t"),
+        "delete_scope": lambda: b.delete_scope("scope-a"),
+        "delete_namespace": lambda: b.delete_namespace("ns-1"),
+        "clear": b.clear,
+        "stats": b.stats,
+    }
+
+
+def _async_ops(b: RedisCacheBackend) -> dict[str, Callable[[], Awaitable[Any]]]:
+    return {
+        "aget": lambda: b.aget("k", now=NOW),
+        "asearch": lambda: b.asearch("scope-a", vec(1, 0, 0, 0), 1, now=NOW),
+        "aput": lambda: b.aput(make_entry("k2", vector=vec(0, 1, 0, 0))),
+        "adelete": lambda: b.adelete(["k"]),
+        "adelete_tag": lambda: b.adelete_tag("t"),
+        "adelete_scope": lambda: b.adelete_scope("scope-a"),
+        "adelete_namespace": lambda: b.adelete_namespace("ns-1"),
+        "aclear": b.aclear,
+        "astats": b.astats,
+    }
+
+
+async def test_a_killed_server_fails_fast_and_a_restarted_one_recovers(
+    own_redis_server: RedisServer,
+) -> None:
+    server = own_redis_server
+    b = RedisCacheBackend(server.url, prefix=_unique_prefix(), socket_timeout_s=0.25)
+    entry = make_entry("k", vector=vec(1, 0, 0, 0), tags=("t",))
+    b.put(entry)
+    await b.aput(entry)  # both clients hold live pooled connections now
+    assert keys_of(b.search("scope-a", vec(1, 0, 0, 0), 1, now=NOW)) == ["k"]
+    assert keys_of(await b.asearch("scope-a", vec(1, 0, 0, 0), 1, now=NOW)) == ["k"]
+
+    server.kill()
+    for op, call in _sync_ops(b).items():
+        started = time.perf_counter()
+        with pytest.raises(CacheBackendError, match=op):
+            call()
+        assert time.perf_counter() - started < FAIL_FAST_S, op
+    for op, acall in _async_ops(b).items():
+        started = time.perf_counter()
+        with pytest.raises(CacheBackendError, match=op):
+            await asyncio.wait_for(acall(), timeout=10)
+        assert time.perf_counter() - started < FAIL_FAST_S, op
+
+    server.restart()  # same port, empty: no persistence, no index
+    assert b.get("k", now=NOW) is None
+    assert b.search("scope-a", vec(1, 0, 0, 0), 1, now=NOW) == []
+    b.put(entry)
+    assert_same_entry(b.get("k", now=NOW), entry)
+    assert keys_of(b.search("scope-a", vec(1, 0, 0, 0), 1, now=NOW)) == ["k"]
+    assert keys_of(await b.asearch("scope-a", vec(1, 0, 0, 0), 1, now=NOW)) == ["k"]
+    assert await b.adelete_tag("t") == 1
+    assert (await b.astats()).entries == 0
+    await b.aclose()
+
+
+async def test_async_side_recovers_when_it_sees_the_restart_first(
+    own_redis_server: RedisServer,
+) -> None:
+    server = own_redis_server
+    b = RedisCacheBackend(server.url, prefix=_unique_prefix(), socket_timeout_s=0.25)
+    await b.aput(make_entry("k", vector=vec(1, 0, 0, 0)))
+    server.restart()
+    # The index is gone with the data; the first async put must recreate it.
+    await b.aput(make_entry("k", vector=vec(1, 0, 0, 0)))
+    assert keys_of(await b.asearch("scope-a", vec(1, 0, 0, 0), 1, now=NOW)) == ["k"]
+    await b.aclose()
+
+
+async def test_a_hung_server_fails_within_the_socket_timeout(
+    own_redis_server: RedisServer,
+) -> None:
+    # SIGSTOP: the kernel still accepts connections, nothing answers, so only the
+    # socket timeout (0.25 s, one retry) bounds each call.
+    server = own_redis_server
+    b = RedisCacheBackend(server.url, prefix=_unique_prefix(), socket_timeout_s=0.25)
+    b.put(make_entry("k", vector=vec(1, 0, 0, 0)))
+    await b.aput(make_entry("k", vector=vec(1, 0, 0, 0)))
+    server.freeze()
+    try:
+        # Each failing call costs 2 x 0.25 s (one retry), so only a sample of the
+        # operations runs here; the killed-server test covers all of them.
+        for op in ("get", "search"):
+            started = time.perf_counter()
+            with pytest.raises(CacheBackendError, match=op):
+                _sync_ops(b)[op]()
+            assert time.perf_counter() - started < FAIL_FAST_S, op
+        for op in ("aput", "asearch"):
+            started = time.perf_counter()
+            with pytest.raises(CacheBackendError, match=op):
+                await asyncio.wait_for(_async_ops(b)[op](), timeout=10)
+            assert time.perf_counter() - started < FAIL_FAST_S, op
+    finally:
+        server.thaw()
+    assert b.get("k", now=NOW) is not None  # same server, data intact
+    assert keys_of(await b.asearch("scope-a", vec(1, 0, 0, 0), 1, now=NOW)) == ["k"]
+    await b.aclose()

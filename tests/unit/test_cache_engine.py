@@ -1,0 +1,395 @@
+"""SemanticCache engine: tiers, scopes, policies, invalidation, fail-open, de-duplication."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from costopt_core.cache import (
+    CacheConfig,
+    CachedResponse,
+    CacheRequest,
+    GuardConfig,
+    MemoryCacheBackend,
+    SemanticCache,
+)
+from costopt_core.cache.vector_index import VectorIndex
+from costopt_core.errors import CacheBackendError, ConfigurationError
+from costopt_core.testing import FakeEmbedder
+from costopt_core.types import Message, Usage
+
+NO_GUARDS = GuardConfig(
+    numbers=False,
+    dates=False,
+    entities=False,
+    negation=False,
+    polarity=False,
+    question_word=False,
+    min_query_words=0,
+)
+
+
+def req(text: str, *, history: Sequence[Message] = (), **kw) -> CacheRequest:
+    return CacheRequest(messages=(*history, Message("user", text)), **kw)
+
+
+def answer(text: str = "Use the reset link.", **kw) -> CachedResponse:
+    return CachedResponse(text=text, model="gpt-4o-mini", usage=Usage(100, 20), **kw)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def cache(clock: Clock) -> SemanticCache:
+    cfg = CacheConfig(similarity_threshold=0.75, guards=NO_GUARDS)
+    return SemanticCache(embedder=FakeEmbedder(dim=256), config=cfg, clock=clock)
+
+
+def test_exact_then_semantic(cache: SemanticCache) -> None:
+    assert cache.store(req("How do I reset my password?"), answer())
+    exact = cache.lookup(req("How do I reset my password?"))
+    assert exact is not None and exact.tier == "exact" and exact.similarity == 1.0
+    # whitespace does not defeat the exact tier
+    assert cache.lookup(req("How do I  reset my password? ")).tier == "exact"
+    sem = cache.lookup(req("how do i reset my password"))
+    assert sem is not None and sem.tier == "semantic" and sem.similarity > 0.75
+    assert sem.response.text == "Use the reset link."
+    assert cache.lookup(req("What is the capital of France?")) is None
+    s = cache.stats()
+    assert (s.lookups, s.exact_hits, s.semantic_hits, s.misses) == (4, 2, 1, 1)
+    assert s.entries == 1 and s.bytes > 0
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"model": "gpt-4o"},
+        {"params": {"temperature": 1.0}},
+        {"params": {"max_tokens": 5}},
+        {"tools": ({"name": "search"},)},
+        {"tenant": "globex"},
+    ],
+)
+def test_scope_is_a_hard_partition(cache: SemanticCache, other: dict) -> None:
+    base = {"model": "gpt-4o-mini", "params": {"temperature": 0.0}, "tenant": "acme"}
+    cache.store(req("How do I reset my password?", **base), answer())
+    assert cache.lookup(req("How do I reset my password?", **{**base, **other})) is None
+    # ...and a parameter that does not change the answer does not split it
+    hit = cache.lookup(req("How do I reset my password?", **base, ttl_s=5))
+    assert hit is not None
+
+
+def test_system_prompt_splits_the_scope(cache: SemanticCache) -> None:
+    sys_a = Message("system", "Answer in French.")
+    sys_b = Message("system", "Answer in German.")
+    cache.store(req("Hello there", history=[sys_a]), answer("Bonjour"))
+    assert cache.lookup(req("Hello there", history=[sys_b])) is None
+    assert cache.lookup(req("Hello there", history=[sys_a])).response.text == "Bonjour"
+
+
+def test_nearer_entry_of_another_tenant_never_hides_the_right_one(cache: SemanticCache) -> None:
+    cache.store(req("How do I reset my password now?", tenant="a"), answer("tenant a answer"))
+    cache.store(req("How do I reset my password?", tenant="b"), answer("tenant b answer"))
+    hit = cache.lookup(req("How do I reset my password?", tenant="a"))
+    assert hit is not None and hit.response.text == "tenant a answer"
+
+
+def test_follow_up_questions_do_not_collide_across_conversations(clock: Clock) -> None:
+    cache = SemanticCache(
+        embedder=FakeEmbedder(dim=256),
+        config=CacheConfig(similarity_threshold=0.9, guards=NO_GUARDS, context_turns=2),
+        clock=clock,
+    )
+    obama = [Message("user", "Who was the 44th president?"), Message("assistant", "Obama.")]
+    einstein = [Message("user", "Who developed relativity?"), Message("assistant", "Einstein.")]
+    cache.store(req("How old is he?", history=obama), answer("61"))
+    assert cache.lookup(req("How old is he?", history=einstein)) is None
+    assert cache.lookup(req("How old is he?", history=obama)).response.text == "61"
+
+
+@pytest.mark.parametrize(
+    ("resp", "reason"),
+    [
+        (answer("", finish_reason="stop"), "empty"),
+        (answer("cut off", finish_reason="length"), "truncated"),
+        (answer("blocked", finish_reason="content_filter"), "not_complete"),
+    ],
+)
+def test_store_policy_skips_incomplete_answers(cache: SemanticCache, resp, reason) -> None:
+    assert not cache.store(req("q?"), resp)
+    assert cache.stats().skipped_stores[reason] == 1
+    assert cache.lookup(req("q?")) is None
+
+
+def test_tool_call_answers_are_cached_faithfully(cache: SemanticCache) -> None:
+    call = {"name": "lookup", "args": {"id": 7}, "id": "call_1", "type": "tool_call"}
+    resp = CachedResponse(
+        text="",
+        model="gpt-4o",
+        usage=Usage(50, 10, cache_read_tokens=20, cache_write_5m_tokens=0, cache_write_1h_tokens=0),
+        finish_reason="tool_calls",
+        tool_calls=(call,),
+        structured={"a": [1, 2]},
+        payload="opaque",
+        payload_format="x/v1",
+    )
+    assert cache.store(req("Find order 7"), resp)
+    assert cache.lookup(req("Find order 7")).response == resp
+    no_tools = SemanticCache(embedder=FakeEmbedder(), config=CacheConfig(cache_tool_calls=False))
+    assert not no_tools.store(req("Find order 7"), resp)
+
+
+def test_opt_out_and_ttl(cache: SemanticCache, clock: Clock) -> None:
+    assert not cache.store(req("q one", cache=False), answer())
+    assert cache.lookup(req("q one")) is None
+    cache.store(req("q two"), answer(), ttl_s=10)
+    assert cache.lookup(req("q two", cache=False)) is None  # opt-out skips the lookup too
+    clock.t += 9
+    assert cache.lookup(req("q two")) is not None
+    clock.t += 2
+    assert cache.lookup(req("q two")) is None
+    cache.store(req("q three", ttl_s=5), answer())  # per-request ttl
+    clock.t += 6
+    assert cache.lookup(req("q three")) is None
+
+
+def test_invalidation(cache: SemanticCache) -> None:
+    cache.store(req("refund policy?", tenant="a", tags=("doc:1",)), answer())
+    cache.store(req("shipping times?", tenant="a", tags=("doc:2",)), answer())
+    cache.store(req("refund policy?", tenant="b", tags=("doc:1",)), answer())
+    assert cache.invalidate(tag="doc:1", tenant="a") == 1
+    assert cache.lookup(req("refund policy?", tenant="b")) is not None
+    assert cache.invalidate(tag="doc:1", all_tenants=True) == 1
+    assert cache.invalidate(request=req("shipping times?", tenant="a")) == 1
+    cache.store(req("x", tenant="c"), answer())
+    cache.store(req("y", tenant="c"), answer())
+    assert cache.invalidate(tenant="c") == 2
+    cache.store(req("z", model="m1"), answer())
+    assert cache.invalidate_scope(req("anything", model="m1")) == 1
+    with pytest.raises(ConfigurationError):
+        cache.invalidate(all_tenants=True)
+    assert cache.stats().entries == 0
+
+
+class BrokenBackend(MemoryCacheBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken = True
+        self.calls = 0
+
+    def get(self, key, *, now):  # type: ignore[override]
+        self.calls += 1
+        if self.broken:
+            raise CacheBackendError("redis is down")
+        return super().get(key, now=now)
+
+    def search(self, scope, vector, k, *, now):  # type: ignore[override]
+        self.calls += 1
+        if self.broken:
+            raise CacheBackendError("redis is down")
+        return super().search(scope, vector, k, now=now)
+
+    def put(self, entry) -> None:  # type: ignore[override]
+        self.calls += 1
+        if self.broken:
+            raise CacheBackendError("redis is down")
+        super().put(entry)
+
+
+def test_backend_failure_is_a_miss_and_the_breaker_opens() -> None:
+    backend = BrokenBackend()
+    cache = SemanticCache(
+        backend, embedder=FakeEmbedder(), config=CacheConfig(breaker_failures=3, breaker_reset_s=60)
+    )
+    out = cache.get_or_call(req("q"), lambda: answer())
+    assert out.hit is None and out.response.text == "Use the reset link."
+    for _ in range(5):
+        assert cache.lookup(req("q")) is None
+    s = cache.stats()
+    assert s.errors == 3  # then the breaker stopped calling the dead backend
+    assert s.breaker_skips >= 3
+    assert cache.breaker.state == "open"
+    # recovery: after reset_s one trial call goes through and closes the breaker
+    backend.broken = False
+    cache.breaker.clock = lambda: time.monotonic() + 61
+    cache.store(req("q"), answer())
+    assert cache.breaker.state == "closed"
+    assert cache.lookup(req("q")).tier == "exact"
+
+
+def test_embedding_failure_is_a_miss() -> None:
+    class Boom(FakeEmbedder):
+        def embed(self, texts):  # type: ignore[override]
+            raise RuntimeError("model not loaded")
+
+    cache = SemanticCache(embedder=Boom())
+    assert cache.lookup(req("anything")) is None
+    assert cache.stats().errors == 1
+
+
+def test_verifier_can_reject_a_semantic_hit(clock: Clock) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def verifier(q: str, cached: str, resp: CachedResponse) -> bool:
+        seen.append((q, cached))
+        return False
+
+    cache = SemanticCache(
+        embedder=FakeEmbedder(dim=256),
+        config=CacheConfig(similarity_threshold=0.7, guards=NO_GUARDS),
+        verifier=verifier,
+        clock=clock,
+    )
+    cache.store(req("How do I reset my password?"), answer())
+    assert cache.lookup(req("how do i reset my password")) is None
+    assert seen == [("how do i reset my password", "How do I reset my password?")]
+    assert cache.stats().guard_rejections["verifier"] == 1
+    assert cache.lookup(req("How do I reset my password?")).tier == "exact"  # exact skips it
+
+
+def test_concurrent_identical_misses_call_once_threads(cache: SemanticCache) -> None:
+    calls = 0
+    lock = threading.Lock()
+
+    def slow() -> CachedResponse:
+        nonlocal calls
+        with lock:
+            calls += 1
+        time.sleep(0.05)
+        return answer()
+
+    results = []
+
+    def worker() -> None:
+        results.append(cache.get_or_call(req("same question"), slow))
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == 1
+    assert len(results) == 16
+    assert sum(r.hit is None for r in results) == 1
+    assert all(r.response.text == "Use the reset link." for r in results)
+
+
+async def test_concurrent_identical_misses_call_once_async(cache: SemanticCache) -> None:
+    calls = 0
+
+    async def slow() -> CachedResponse:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return answer()
+
+    results = await asyncio.gather(*(cache.aget_or_call(req("same q"), slow) for _ in range(50)))
+    assert calls == 1
+    assert sum(r.hit is None for r in results) == 1
+    assert cache.stats().inflight_shared == 49
+
+
+def test_leader_failure_lets_followers_call(cache: SemanticCache) -> None:
+    state = {"n": 0}
+    started = threading.Event()
+
+    def flaky() -> CachedResponse:
+        state["n"] += 1
+        if state["n"] == 1:
+            started.set()
+            time.sleep(0.05)
+            raise TimeoutError("provider timed out")
+        return answer()
+
+    errors: list[BaseException] = []
+
+    def leader() -> None:
+        try:
+            cache.get_or_call(req("q"), flaky)
+        except TimeoutError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=leader)
+    t.start()
+    started.wait()
+    out = cache.get_or_call(req("q"), flaky)
+    t.join()
+    assert len(errors) == 1
+    assert out.response.text == "Use the reset link."
+
+
+async def test_sync_async_parity(clock: Clock) -> None:
+    def make() -> SemanticCache:
+        return SemanticCache(
+            embedder=FakeEmbedder(dim=256),
+            config=CacheConfig(similarity_threshold=0.75, guards=NO_GUARDS),
+            clock=clock,
+        )
+
+    a, b = make(), make()
+    queries = ["How do I reset my password?", "how do i reset my password", "unrelated thing"]
+    a.store(req(queries[0]), answer())
+    await b.astore(req(queries[0]), answer())
+    sync_hits = [a.lookup(req(q)) for q in queries]
+    async_hits = [await b.alookup(req(q)) for q in queries]
+    assert [(h.tier, round(h.similarity, 6)) if h else None for h in sync_hits] == [
+        (h.tier, round(h.similarity, 6)) if h else None for h in async_hits
+    ]
+    sa, sb = a.stats(), b.stats()
+    assert (sa.lookups, sa.exact_hits, sa.semantic_hits, sa.misses) == (
+        sb.lookups,
+        sb.exact_hits,
+        sb.semantic_hits,
+        sb.misses,
+    )
+
+
+def test_unknown_backend_name() -> None:
+    with pytest.raises(ConfigurationError, match="unknown backend 'mongo'"):
+        SemanticCache("mongo")
+
+
+def test_bad_config_rejected() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        CacheConfig(similarity_threshold=1.5)
+    with pytest.raises(ValidationError):
+        CacheConfig(top_k=0)
+
+
+def test_hnsw_decisions_match_exact_search() -> None:
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(6000, 64)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    index = VectorIndex(64, hnsw_threshold=1000)
+    for i, v in enumerate(vecs):
+        index.add(i, v)
+    assert index.uses_hnsw
+    for i in range(0, 6000, 97):
+        index.remove(i)
+    agree = 0
+    queries = vecs[1::50] + rng.normal(scale=0.05, size=(120, 64)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    for q in queries:
+        approx = index.search(q, 1)
+        exact = index.exact_search(q, 1)
+        assert approx[0][0] % 97 != 0  # removed labels never come back
+        agree += approx[0][0] == exact[0][0]
+    assert agree / len(queries) >= 0.99

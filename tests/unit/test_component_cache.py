@@ -1,0 +1,404 @@
+"""``ComponentCache`` (engine) and ``cached()`` (LangChain): non-LLM components from the cache."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+from uuid import UUID
+
+import pytest
+from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.messages import AIMessage
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import RunnableLambda
+from langchain_core.tools import tool
+
+from costopt_core.cache import CacheConfig, GuardConfig
+from costopt_core.cache import SemanticCache as CacheEngine
+from costopt_core.cache.component import PAYLOAD_FORMAT, ComponentCache
+from costopt_core.errors import ConfigurationError
+from costopt_core.tenancy import tenant_scope
+from costopt_core.testing import FakeEmbedder, Script, ScriptedResponse
+from costopt_core.types import Usage
+from langchain_costopt.components import CachedRunnable, cached
+from langchain_costopt.testing import ScriptedChatModel
+
+LOOSE = CacheConfig(
+    similarity_threshold=0.75,
+    guards=GuardConfig(
+        numbers=False,
+        dates=False,
+        entities=False,
+        negation=False,
+        polarity=False,
+        question_word=False,
+        min_query_words=0,
+    ),
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def engine_cache(config: CacheConfig | None = None, **kwargs: Any) -> CacheEngine:
+    return CacheEngine(embedder=FakeEmbedder(dim=256), config=config or LOOSE, **kwargs)
+
+
+class Counter:
+    """A component that counts its calls and answers from its input."""
+
+    def __init__(self, make: Any = None) -> None:
+        self.calls = 0
+        self.make = make or (lambda x: {"answer": x, "items": [1, 2.5, None, True]})
+
+    def __call__(self, x: Any) -> Any:
+        self.calls += 1
+        return self.make(x)
+
+    async def acall(self, x: Any) -> Any:
+        await asyncio.sleep(0.02)
+        return self(x)
+
+
+def must_not_call() -> Any:
+    raise AssertionError("the component was called on a hit")
+
+
+# -- ComponentCache ----------------------------------------------------------------
+def test_exact_hit_serves_an_equal_output_without_calling() -> None:
+    cache = engine_cache()
+    comp = ComponentCache(cache, "geo")
+    fn = Counter()
+    first = comp.get_or_call({"city": "Paris", "k": 3}, lambda: fn({"city": "Paris"}))
+    again = comp.get_or_call({"k": 3, "city": "Paris"}, must_not_call)  # key order is irrelevant
+    assert again == first and again is not first
+    assert fn.calls == 1
+    s = comp.stats()
+    assert (s.exact_hits, s.semantic_hits, s.misses) == (1, 0, 1)
+    assert s.hit_rate == 0.5
+
+
+def test_exact_means_exact_and_never_embeds() -> None:
+    embedder = FakeEmbedder(dim=256)
+    comp = ComponentCache(CacheEngine(embedder=embedder, config=LOOSE), "fmt")
+    fn = Counter(lambda x: x.upper())
+    assert comp.get_or_call("a  b", lambda: fn("a  b")) == "A  B"
+    assert comp.get_or_call("a b", lambda: fn("a b")) == "A B"  # whitespace is significant
+    assert comp.get_or_call("a b ", lambda: fn("a b ")) == "A B "
+    assert comp.get_or_call(["a b"], lambda: fn("list")) == "LIST"  # a list is not its string
+    assert fn.calls == 4
+    assert embedder.calls == 0  # exact-only: nothing to embed, no semantic search
+
+
+def test_semantic_serves_paraphrased_text_inputs() -> None:
+    comp = ComponentCache(engine_cache(), "kb", semantic=True)
+    fn = Counter()
+    first = comp.get_or_call("refund policy for orders", lambda: fn("refund"))
+    para = comp.get_or_call("the refund policy for orders", must_not_call)
+    assert para == first
+    assert comp.stats().semantic_hits == 1
+
+
+def test_semantic_is_off_by_default_and_for_non_text_inputs() -> None:
+    exact = ComponentCache(engine_cache(), "kb")
+    fn = Counter()
+    exact.get_or_call("refund policy for orders", lambda: fn(1))
+    exact.get_or_call("the refund policy for orders", lambda: fn(2))
+    sem = ComponentCache(engine_cache(), "kb", semantic=True)
+    sem.get_or_call({"q": "refund policy for orders"}, lambda: fn(3))
+    sem.get_or_call({"q": "the refund policy for orders"}, lambda: fn(4))
+    assert fn.calls == 4
+
+
+def test_an_output_the_codec_cannot_encode_is_returned_not_stored() -> None:
+    cache = engine_cache()
+    comp = ComponentCache(cache, "objs")
+    marker = object()
+    fn = Counter(lambda x: {"handle": marker})
+    out = comp.get_or_call("x", lambda: fn("x"))
+    assert out["handle"] is marker
+    out2 = comp.get_or_call("x", lambda: fn("x"))
+    assert out2["handle"] is marker
+    assert fn.calls == 2
+    assert comp.stats().encode_failures == 2
+    assert cache.stats().stores == 0
+
+
+def test_a_custom_codec_that_raises_is_not_an_error() -> None:
+    def encode(v: Any) -> str:
+        raise RuntimeError("nope")
+
+    comp = ComponentCache(engine_cache(), "c", encode=encode, decode=json.loads)
+    assert comp.get_or_call(1, lambda: 2) == 2
+    assert comp.stats().encode_failures == 1
+
+
+def test_an_unreadable_entry_calls_the_component_and_replaces_it() -> None:
+    cache = engine_cache()
+    state = {"fail": True}
+
+    def decode(s: str) -> Any:
+        if state["fail"]:
+            raise ValueError("corrupt")
+        return json.loads(s)
+
+    comp = ComponentCache(cache, "c", encode=json.dumps, decode=decode, codec="json2")
+    fn = Counter()
+    comp.get_or_call("q", lambda: fn("q"))
+    assert comp.get_or_call("q", lambda: fn("q")) == fn.make("q")
+    assert fn.calls == 2 and comp.stats().decode_failures == 1
+    state["fail"] = False
+    assert comp.get_or_call("q", must_not_call) == fn.make("q")
+    # another codec never decodes this codec's entries
+    other = ComponentCache(cache, "c")
+    assert other.get_or_call("q", lambda: "fresh") == "fresh"
+
+
+def test_entries_carry_the_component_payload_format() -> None:
+    cache = engine_cache()
+    comp = ComponentCache(cache, "geo")
+    comp.get_or_call([1, 2], lambda: {"ok": True})
+    request = comp.request([1, 2])
+    assert request is not None
+    hit = cache.lookup(request)
+    assert hit is not None
+    assert hit.response.payload_format == PAYLOAD_FORMAT == "component/json/v1"
+    assert json.loads(hit.response.payload or "") == {"ok": True}
+
+
+def test_tenants_never_share() -> None:
+    comp = ComponentCache(engine_cache(), "kb", semantic=True)
+    fn = Counter(lambda x: x)
+    assert comp.get_or_call("q", lambda: fn("acme"), tenant="acme") == "acme"
+    assert comp.get_or_call("q", lambda: fn("globex"), tenant="globex") == "globex"
+    with tenant_scope("initech"):
+        assert comp.get_or_call("q", lambda: fn("initech")) == "initech"
+        assert comp.get_or_call("q", must_not_call) == "initech"
+    assert comp.get_or_call("q", lambda: fn("nobody")) == "nobody"
+    assert comp.get_or_call("q", must_not_call, tenant="acme") == "acme"
+    assert fn.calls == 4
+
+
+def test_names_and_variants_split_the_cache() -> None:
+    cache = engine_cache()
+    fn = Counter(lambda x: x)
+    a, b = ComponentCache(cache, "a"), ComponentCache(cache, "b")
+    assert a.get_or_call("q", lambda: fn("a")) == "a"
+    assert b.get_or_call("q", lambda: fn("b")) == "b"
+    assert a.get_or_call("q", lambda: fn("k5"), variant={"k": 5}) == "k5"
+    assert a.get_or_call("q", must_not_call, variant={"k": 5}) == "k5"
+    assert a.get_or_call("q", must_not_call) == "a"
+    assert fn.calls == 3
+
+
+def test_unserialisable_inputs_bypass_the_cache() -> None:
+    comp = ComponentCache(engine_cache(), "c")
+    fn = Counter(lambda x: "out")
+    key = {"obj": object()}
+    comp.get_or_call(key, lambda: fn(key))
+    comp.get_or_call(key, lambda: fn(key))
+    assert fn.calls == 2 and comp.stats().bypassed == 2
+
+
+def test_ttl_tags_and_invalidation() -> None:
+    clock = Clock()
+    cache = engine_cache(clock=clock)
+    comp = ComponentCache(cache, "docs", ttl_s=60, tags=("kb-v1",))
+    fn = Counter(lambda x: x)
+    comp.get_or_call("q", lambda: fn("q"))
+    clock.now += 61
+    comp.get_or_call("q", lambda: fn("q"))  # expired
+    assert fn.calls == 2
+    assert cache.invalidate(tag="kb-v1") == 1
+    comp.get_or_call("q", lambda: fn("q"))
+    assert comp.invalidate("q") == 1
+    comp.get_or_call("q", lambda: fn("q"))
+    comp.get_or_call("r", lambda: fn("r"))
+    assert comp.clear() == 2
+    assert fn.calls == 5
+
+
+def test_configuration_errors() -> None:
+    with pytest.raises(ConfigurationError):
+        ComponentCache(engine_cache(), "")
+    with pytest.raises(ConfigurationError):
+        ComponentCache(engine_cache(), "x", encode=json.dumps)
+
+
+async def test_async_get_or_call_and_in_flight_dedupe() -> None:
+    comp = ComponentCache(engine_cache(), "slow")
+    fn = Counter()
+    outs = await asyncio.gather(
+        *(comp.aget_or_call("same", lambda: fn.acall("same")) for _ in range(20))
+    )
+    assert fn.calls == 1
+    assert all(o == fn.make("same") for o in outs)
+    assert await comp.aget_or_call("same", must_not_call_async) == fn.make("same")
+
+
+async def must_not_call_async() -> Any:
+    raise AssertionError("the component was called on a hit")
+
+
+async def test_async_codec_failure_is_returned_not_stored() -> None:
+    cache = engine_cache()
+    comp = ComponentCache(cache, "objs")
+    marker = object()
+
+    async def call() -> Any:
+        return marker
+
+    assert await comp.aget_or_call("x", call) is marker
+    assert comp.stats().encode_failures == 1 and cache.stats().stores == 0
+
+
+# -- cached(): LangChain Runnables -------------------------------------------------
+class KB(BaseRetriever):
+    """A retriever that counts its calls."""
+
+    calls: int = 0
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        self.calls += 1
+        return [
+            Document(
+                page_content=f"About {query}", metadata={"source": "kb", "score": 0.9}, id="d1"
+            ),
+            Document(page_content="Refunds take 5 days.", metadata={"source": "faq"}),
+        ]
+
+
+class Events(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.retriever_starts = 0
+        self.tool_starts = 0
+        self.chain_starts = 0
+
+    def on_retriever_start(
+        self, serialized: Any, query: str, *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        self.retriever_starts += 1
+
+    def on_tool_start(
+        self, serialized: Any, input_str: str, *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        self.tool_starts += 1
+
+    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self.chain_starts += 1
+
+
+def test_cached_retriever_serves_repeats_as_documents() -> None:
+    kb = KB()
+    docs = cached(kb)
+    events = Events()
+    first = docs.invoke("refund policy", config={"callbacks": [events]})
+    again = docs.invoke("refund policy", config={"callbacks": [events]})
+    assert kb.calls == 1
+    assert again == first
+    assert all(isinstance(d, Document) for d in again)
+    assert events.retriever_starts == 1  # callbacks reached the retriever on the miss only
+    assert isinstance(docs, CachedRunnable)
+    assert docs.InputType is kb.InputType and docs.OutputType is kb.OutputType
+    assert docs.get_input_schema().model_json_schema() == kb.get_input_schema().model_json_schema()
+
+
+async def test_cached_retriever_async_and_semantic() -> None:
+    kb = KB()
+    docs = cached(kb, cache=engine_cache(), name="kb", semantic=True)
+    first = await docs.ainvoke("refund policy for orders")
+    para = await docs.ainvoke("the refund policy for orders")
+    sync = docs.invoke("refund policy for orders")
+    assert kb.calls == 1
+    assert para == first == sync
+
+
+def test_cached_tool() -> None:
+    calls = {"n": 0}
+
+    @tool
+    def shipping_quote(weight_kg: float, country: str) -> dict[str, Any]:
+        """Quote shipping for a parcel."""
+        calls["n"] += 1
+        return {"usd": round(4.5 + weight_kg * 2, 2), "country": country}
+
+    quote = cached(shipping_quote)
+    events = Events()
+    first = quote.invoke({"weight_kg": 2.0, "country": "FR"}, config={"callbacks": [events]})
+    again = quote.invoke({"country": "FR", "weight_kg": 2.0}, config={"callbacks": [events]})
+    other = quote.invoke({"weight_kg": 3.0, "country": "FR"})
+    assert calls["n"] == 2
+    assert again == first == {"usd": 8.5, "country": "FR"}
+    assert other["usd"] == 10.5
+    assert events.tool_starts == 1
+    assert asyncio.run(quote.ainvoke({"weight_kg": 2.0, "country": "FR"})) == first
+    assert calls["n"] == 2
+
+
+def test_cached_lcel_chain_returning_a_message_round_trips_it() -> None:
+    usage = Usage(100, 20, cache_read_tokens=0, cache_write_5m_tokens=0, cache_write_1h_tokens=0)
+    model = ScriptedChatModel(script=Script([ScriptedResponse("Paris.", usage)], cycle=False))
+    prompt = ChatPromptTemplate.from_messages([("system", "Be brief."), ("human", "{q}")])
+    chain = cached(prompt | model)
+    first = chain.invoke({"q": "Capital of France?"})
+    again = chain.invoke({"q": "Capital of France?"})
+    assert model.script.calls == 1
+    assert isinstance(again, AIMessage)
+    assert again == first
+    assert again.usage_metadata == first.usage_metadata
+
+
+async def test_cached_lcel_chain_to_text_async() -> None:
+    model = ScriptedChatModel(script=Script(["Paris.", "Lyon."]))
+    chain = cached(ChatPromptTemplate.from_messages([("human", "{q}")]) | model | StrOutputParser())
+    assert await chain.ainvoke({"q": "Capital of France?"}) == "Paris."
+    assert await chain.ainvoke({"q": "Capital of France?"}) == "Paris."
+    assert await chain.ainvoke({"q": "Second city of France?"}) == "Lyon."
+    assert model.script.calls == 2
+
+
+def test_cached_runnable_tenants_from_metadata_and_scope() -> None:
+    kb = KB()
+    docs = cached(kb)
+    docs.invoke("q", config={"metadata": {"costopt_tenant": "acme"}})
+    docs.invoke("q", config={"metadata": {"costopt_tenant": "globex"}})
+    with tenant_scope("initech"):
+        docs.invoke("q")
+    docs.invoke("q", config={"metadata": {"tenant_id": "acme"}})
+    assert kb.calls == 3
+
+
+def test_outputs_that_cannot_be_restored_are_not_cached() -> None:
+    calls = {"n": 0}
+    handle = object()
+
+    def opaque(x: str) -> dict[str, Any]:
+        calls["n"] += 1
+        return {"x": x, "handle": handle}
+
+    step = cached(RunnableLambda(opaque))
+    assert step.invoke("a")["handle"] is handle
+    assert step.invoke("a")["handle"] is handle
+    assert calls["n"] == 2
+
+
+def test_default_names_never_share_but_explicit_names_do() -> None:
+    shared = engine_cache()
+    a, b = KB(), KB()
+    cached(a, cache=shared).invoke("q")
+    cached(b, cache=shared).invoke("q")
+    assert (a.calls, b.calls) == (1, 1)
+    cached(a, cache=shared, name="kb").invoke("q")
+    cached(b, cache=shared, name="kb").invoke("q")
+    assert (a.calls, b.calls) == (2, 1)

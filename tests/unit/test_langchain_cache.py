@@ -1,0 +1,159 @@
+"""LangChain cache adapters: standard suites, chat results, tenants, streaming replay."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from langchain_core.caches import BaseCache
+from langchain_core.globals import set_llm_cache
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_tests.integration_tests.cache import AsyncCacheTestSuite, SyncCacheTestSuite
+
+from costopt_core import CostEngine, Usage
+from costopt_core.cache import CacheConfig, GuardConfig
+from costopt_core.cache import SemanticCache as CacheEngine
+from costopt_core.tenancy import tenant_scope
+from costopt_core.testing import FakeEmbedder, Script, ScriptedResponse
+from langchain_costopt import CostCallbackHandler
+from langchain_costopt.cache import SemanticCache
+from langchain_costopt.cached_model import CachedChatModel
+from langchain_costopt.testing import ScriptedChatModel
+
+LOOSE = CacheConfig(
+    similarity_threshold=0.75,
+    guards=GuardConfig(
+        numbers=False,
+        dates=False,
+        entities=False,
+        negation=False,
+        polarity=False,
+        question_word=False,
+        min_query_words=0,
+    ),
+)
+USAGE = Usage(1000, 200, cache_read_tokens=0, cache_write_5m_tokens=0, cache_write_1h_tokens=0)
+
+
+def engine_cache(config: CacheConfig | None = None) -> CacheEngine:
+    return CacheEngine(embedder=FakeEmbedder(dim=256), config=config or LOOSE)
+
+
+class TestSemanticCacheSync(SyncCacheTestSuite):
+    @pytest.fixture
+    def cache(self) -> BaseCache:
+        return SemanticCache(engine_cache())
+
+
+class TestSemanticCacheAsync(AsyncCacheTestSuite):
+    @pytest.fixture
+    async def cache(self) -> BaseCache:
+        return SemanticCache(engine_cache())
+
+
+@pytest.fixture
+def model() -> ScriptedChatModel:
+    call = {"name": "lookup", "args": {"q": "pw"}, "id": "call_9", "type": "tool_call"}
+    return ScriptedChatModel(
+        script=Script(
+            [
+                ScriptedResponse("Use the reset link.", USAGE, model="gpt-4o-mini"),
+                ScriptedResponse("", USAGE, model="gpt-4o-mini", tool_calls=(call,)),
+            ]
+        )
+    )
+
+
+def test_set_llm_cache_serves_paraphrases_and_records_them(model: ScriptedChatModel) -> None:
+    engine = CostEngine(embedder=FakeEmbedder())
+    handler = CostCallbackHandler(engine)
+    set_llm_cache(SemanticCache(engine_cache()))
+    try:
+        cfg = {"callbacks": [handler]}
+        first = model.invoke("How do I reset my password?", config=cfg)
+        again = model.invoke("How do I reset my password?", config=cfg)
+        para = model.invoke("how do i reset my password", config=cfg)
+    finally:
+        set_llm_cache(None)
+    assert model.script.calls == 1
+    assert first.content == again.content == para.content == "Use the reset link."
+    assert again.response_metadata["costopt"]["cache"] == "exact"
+    assert para.response_metadata["costopt"]["cache"] == "semantic"
+    assert [r.outcome for r in engine.ledger.records()] == [
+        "model",
+        "cache_exact",
+        "cache_semantic",
+    ]
+    # each hit saved what the call it replaced would have cost on gpt-4o-mini... and more
+    hit = engine.ledger.records()[2]
+    assert hit.cost_usd == 0
+    assert sum(hit.savings_usd.values()) == hit.baseline_cost_usd == Decimal("0.0045")
+
+
+def test_tenants_never_share_answers(model: ScriptedChatModel) -> None:
+    set_llm_cache(SemanticCache(engine_cache()))
+    try:
+        with tenant_scope("acme"):
+            model.invoke("How do I reset my password?")
+        with tenant_scope("globex"):
+            out = model.invoke("How do I reset my password?")
+        with tenant_scope("acme"):
+            model.invoke("How do I reset my password?")
+    finally:
+        set_llm_cache(None)
+    assert model.script.calls == 2  # globex missed; acme's second call hit
+    assert out.tool_calls  # globex got its own (second scripted) answer
+
+
+def test_tool_call_answers_round_trip(model: ScriptedChatModel) -> None:
+    model.script.responses.reverse()  # first answer is the tool call
+    set_llm_cache(SemanticCache(engine_cache()))
+    try:
+        first = model.invoke([SystemMessage("be brief"), HumanMessage("find my order")])
+        second = model.invoke([SystemMessage("be brief"), HumanMessage("find my order")])
+    finally:
+        set_llm_cache(None)
+    assert second.tool_calls == first.tool_calls
+    assert second.usage_metadata["input_tokens"] == 1000
+    assert second.response_metadata["model_name"] == "gpt-4o-mini"
+
+
+def test_cached_chat_model_streams_a_hit_as_chunks(model: ScriptedChatModel) -> None:
+    engine = CostEngine(embedder=FakeEmbedder())
+    handler = CostCallbackHandler(engine)
+    cached = CachedChatModel(model=model, semantic_cache=engine_cache())
+    cfg = {"callbacks": [handler]}
+    first = "".join(
+        str(c.content) for c in cached.stream("How do I reset my password?", config=cfg)
+    )
+    chunks = list(cached.stream("how do i reset my password", config=cfg))
+    assert model.script.calls == 1
+    assert first == "".join(str(c.content) for c in chunks) == "Use the reset link."
+    assert len(chunks) > 2  # replayed as a stream, not one blob
+    assert chunks[-1].usage_metadata["input_tokens"] == 1000
+    assert [r.outcome for r in engine.ledger.records()] == ["model", "cache_semantic"]
+
+
+async def test_cached_chat_model_async_and_dedupe(model: ScriptedChatModel) -> None:
+    import asyncio
+
+    cached = CachedChatModel(model=model, semantic_cache=engine_cache())
+    outs = await asyncio.gather(*(cached.ainvoke("same question here") for _ in range(10)))
+    assert model.script.calls == 1
+    assert {o.content for o in outs} == {"Use the reset link."}
+    streamed = [c async for c in cached.astream("same question here")]
+    assert "".join(str(c.content) for c in streamed) == "Use the reset link."
+    assert model.script.calls == 1
+
+
+def test_cached_chat_model_binds_tools_into_the_scope(model: ScriptedChatModel) -> None:
+    cached = CachedChatModel(model=model, semantic_cache=engine_cache())
+
+    def search(q: str) -> str:
+        """Search the help centre."""
+        return q
+
+    plain = cached.invoke("How do I reset my password?")
+    with_tools = cached.bind_tools([search]).invoke("How do I reset my password?")
+    assert model.script.calls == 2  # a different tool set is a different scope
+    assert isinstance(plain, AIMessage) and isinstance(with_tools, AIMessage)

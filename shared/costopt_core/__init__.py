@@ -24,6 +24,7 @@ from costopt_core.errors import (
 )
 from costopt_core.ledger import CostLedger, Totals
 from costopt_core.pricing import ModelPrice, PriceCatalog, UnknownModelPriceWarning, cost_of
+from costopt_core.tenancy import current_tenant, tenant_scope
 from costopt_core.tokens import TokenCounter
 from costopt_core.types import LEVERS, CallRecord, ChatRequest, Message, Usage
 from costopt_core.usage import normalize_usage
@@ -59,8 +60,10 @@ __all__ = [
     "UsageFormatError",
     "__version__",
     "cost_of",
+    "current_tenant",
     "default_engine",
     "evaluate_budget",
     "normalize_usage",
     "set_default_engine",
+    "tenant_scope",
 ]

@@ -1,9 +1,11 @@
 """``CostLedger``: every priced call, its totals by dimension, and budgets.
 
 Thread-safe: adapters record from callback threads, asyncio tasks and worker
-pools at once. Totals are kept incrementally under one lock so reading them
-is O(1) in the number of calls, and they stay exact even when a retention
-bound drops old records.
+pools at once. Recording a call only appends it (it runs inside every LLM
+call); the next read, or every ``_FOLD_EVERY`` calls, folds the new calls into
+running sums per combination of dimensions and into the budget windows, under
+the same lock. So reading totals costs the (few) combinations, not the number
+of calls, and totals stay exact even when a retention bound drops old records.
 """
 
 from __future__ import annotations
@@ -64,31 +66,6 @@ class Totals:
     cache_hits_semantic: int = 0
     escalations: int = 0
 
-    def add(self, r: CallRecord, tokens: tuple[int | None, ...] | None) -> None:
-        """Add one record; ``tokens`` are its counts in ``_TOKEN_KINDS`` order, or None."""
-        self.calls += 1
-        outcome = r.outcome
-        if outcome == "cache_exact":
-            self.cache_hits_exact += 1
-        elif outcome == "cache_semantic":
-            self.cache_hits_semantic += 1
-        elif outcome == "escalated":
-            self.escalations += 1
-        if r.cost_usd is None:
-            self.unpriced_calls += 1
-        else:
-            self.cost_usd += r.cost_usd
-            if r.baseline_cost_usd is not None:
-                self.baseline_cost_usd += r.baseline_cost_usd
-                savings = self.savings_usd
-                for lever, amount in r.savings_usd.items():
-                    savings[lever] = savings.get(lever, _ZERO) + amount
-        if tokens is not None:
-            counts = self.tokens
-            for kind, value in zip(_TOKEN_KINDS, tokens, strict=True):
-                if value:
-                    counts[kind] += value
-
     @property
     def requests(self) -> int:
         """User requests answered: escalated attempts are part of another request."""
@@ -130,6 +107,67 @@ class Totals:
         }
 
 
+# Outcomes whose calls consumed tokens; cache hits did not.
+_TOKEN_OUTCOMES = frozenset({"model", "escalated"})
+
+
+class _Bucket:
+    """Running sums of the calls of one combination of dimensions.
+
+    Every call in a bucket shares its model, tier, tenant, framework, outcome
+    and mode, so per-outcome counts and whether tokens count are the bucket's,
+    not the call's: folding a call is a handful of additions.
+    """
+
+    __slots__ = (
+        "baseline",
+        "cache_read",
+        "cache_w1h",
+        "cache_w5m",
+        "calls",
+        "cost",
+        "input",
+        "outcome",
+        "output",
+        "reasoning",
+        "savings",
+        "unpriced",
+    )
+
+    def __init__(self, outcome: str) -> None:
+        self.outcome = outcome
+        self.calls = 0
+        self.unpriced = 0
+        self.cost = _ZERO
+        self.baseline = _ZERO
+        self.savings: dict[str, Decimal] = {}
+        self.input = self.output = self.cache_read = 0
+        self.cache_w5m = self.cache_w1h = self.reasoning = 0
+
+    def add_to(self, t: Totals) -> None:
+        """Add this bucket's sums into ``t``."""
+        t.calls += self.calls
+        t.unpriced_calls += self.unpriced
+        t.cost_usd += self.cost
+        t.baseline_cost_usd += self.baseline
+        savings = t.savings_usd
+        for lever, amount in self.savings.items():
+            savings[lever] = savings.get(lever, _ZERO) + amount
+        tokens = t.tokens
+        tokens["input_tokens"] += self.input
+        tokens["output_tokens"] += self.output
+        tokens["cache_read_tokens"] += self.cache_read
+        tokens["cache_write_5m_tokens"] += self.cache_w5m
+        tokens["cache_write_1h_tokens"] += self.cache_w1h
+        tokens["reasoning_tokens"] += self.reasoning
+        if self.outcome == "cache_exact":
+            t.cache_hits_exact += self.calls
+        elif self.outcome == "cache_semantic":
+            t.cache_hits_semantic += self.calls
+        elif self.outcome == "escalated":
+            t.escalations += self.calls
+
+
 class CostLedger:
     """A thread-safe record of every call, with totals, budgets and export.
 
@@ -153,14 +191,18 @@ class CostLedger:
             raise ConfigurationError(f"max_records must be >= 1 or None, got {max_records}")
         self._lock = threading.Lock()
         self._records: deque[CallRecord] = deque(maxlen=max_records)
-        self._total = Totals()
-        self._combos: dict[tuple[str | None, ...], Totals] = {}
+        # One bucket per combination of dimensions (in _DIMENSIONS order): one
+        # bucket update per call, and any dimension's totals are a sum over the
+        # (few) combinations.
+        self._combos: dict[tuple[str | None, ...], _Bucket] = {}
+        self._folded = 0
         self._seen_ids: OrderedDict[str, None] = OrderedDict()
         self._pending: list[CallRecord] = []
         # (tenant or None for global, period) -> (window start, spend in window)
         self._spend: dict[tuple[str | None, BudgetPeriod], tuple[datetime, Decimal]] = {}
         self._budgets: list[Budget] = list(budgets)
-        self._listeners: list[Callable[[CallRecord], None]] = []
+        # Replaced (never mutated) on subscribe, so add() reads it without a copy.
+        self._listeners: tuple[Callable[[CallRecord], None], ...] = ()
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
 
     # -- recording ----------------------------------------------------------
@@ -183,7 +225,7 @@ class CostLedger:
             self._pending.append(record)
             if len(self._pending) >= _FOLD_EVERY:
                 self._fold()
-            listeners = list(self._listeners)
+            listeners = self._listeners
         for listener in listeners:
             try:
                 listener(record)
@@ -192,54 +234,60 @@ class CostLedger:
         return True
 
     def _fold(self) -> None:
-        """Fold pending records into the totals. Caller holds the lock."""
+        """Fold pending records into the totals and budget windows. Caller holds the lock."""
         pending, self._pending = self._pending, []
-        for record in pending:
-            u = record.usage
-            # Only calls that reached a model consumed tokens; cache hits did not.
-            tokens = (
-                (
-                    u.input_tokens,
-                    u.output_tokens,
-                    u.cache_read_tokens,
-                    u.cache_write_5m_tokens,
-                    u.cache_write_1h_tokens,
-                    u.reasoning_tokens,
-                )
-                if record.outcome in ("model", "escalated")
-                else None
-            )
-            self._total.add(record, tokens)
-            # One bucket per combination of dimensions: one add per call, and
-            # any dimension's totals are a sum over the (few) combinations.
-            combo = (
-                record.model,
-                record.tier,
-                record.tenant,
-                record.framework,
-                record.outcome,
-                record.mode,
-            )
-            bucket = self._combos.get(combo)
-            if bucket is None:
-                bucket = self._combos[combo] = Totals()
-            bucket.add(record, tokens)
-            cost = record.cost_usd
-            if cost:
-                spend = self._spend
-                starts = _period_starts(record.timestamp)
-                for tenant in (None, record.tenant) if record.tenant is not None else (None,):
-                    for period, start in starts:
-                        prev = spend.get((tenant, period))
-                        if prev is None or prev[0] < start:
-                            spend[(tenant, period)] = (start, cost)
-                        elif prev[0] == start:
-                            spend[(tenant, period)] = (start, prev[1] + cost)
+        self._folded += len(pending)
+        combos = self._combos
+        # Spend per (tenant, UTC day) of this batch: the budget windows are
+        # updated once per day below, not once per call and period.
+        day_spend: dict[tuple[str | None, date], Decimal] = {}
+        for r in pending:
+            combo = (r.model, r.tier, r.tenant, r.framework, r.outcome, r.mode)
+            b = combos.get(combo)
+            if b is None:
+                b = combos[combo] = _Bucket(r.outcome)
+            b.calls += 1
+            cost = r.cost_usd
+            if cost is None:
+                b.unpriced += 1
+            else:
+                b.cost += cost
+                if r.baseline_cost_usd is not None:
+                    b.baseline += r.baseline_cost_usd
+                    savings = b.savings
+                    for lever, amount in r.savings_usd.items():
+                        savings[lever] = savings.get(lever, _ZERO) + amount
+                if cost:
+                    ts = r.timestamp
+                    day = (ts if ts.tzinfo is UTC else ts.astimezone(UTC)).date()
+                    key = (r.tenant, day)
+                    prev = day_spend.get(key)
+                    day_spend[key] = cost if prev is None else prev + cost
+            if b.outcome in _TOKEN_OUTCOMES:
+                u = r.usage
+                b.input += u.input_tokens or 0
+                b.output += u.output_tokens or 0
+                b.cache_read += u.cache_read_tokens or 0
+                b.cache_w5m += u.cache_write_5m_tokens or 0
+                b.cache_w1h += u.cache_write_1h_tokens or 0
+                b.reasoning += u.reasoning_tokens or 0
+        spend = self._spend
+        for (tenant, day), cost in day_spend.items():
+            starts = _starts_of_day(day)
+            for who in (None, tenant) if tenant is not None else (None,):
+                for period, start in starts:
+                    # A window only ever moves forward; spend of an earlier
+                    # window than the current one no longer counts.
+                    prev_window = spend.get((who, period))
+                    if prev_window is None or prev_window[0] < start:
+                        spend[(who, period)] = (start, cost)
+                    elif prev_window[0] == start:
+                        spend[(who, period)] = (start, prev_window[1] + cost)
 
     def subscribe(self, listener: Callable[[CallRecord], None]) -> None:
         """Call ``listener(record)`` after every recorded call (sinks, exporters)."""
         with self._lock:
-            self._listeners.append(listener)
+            self._listeners = (*self._listeners, listener)
 
     def extend(self, records: Iterable[CallRecord]) -> None:
         for r in records:
@@ -248,7 +296,7 @@ class CostLedger:
     # -- reading ------------------------------------------------------------
     def __len__(self) -> int:
         with self._lock:
-            return self._total.calls + len(self._pending)
+            return self._folded + len(self._pending)
 
     def records(self) -> list[CallRecord]:
         """The records held in memory, oldest first."""
@@ -256,9 +304,12 @@ class CostLedger:
             return list(self._records)
 
     def totals(self) -> Totals:
+        total = Totals()
         with self._lock:
             self._fold()
-            return _copy(self._total)
+            for b in self._combos.values():
+                b.add_to(total)
+        return total
 
     def totals_by(self, dimension: Dimension) -> dict[str | None, Totals]:
         """Totals per model / tier / tenant / framework / outcome / mode."""
@@ -270,13 +321,12 @@ class CostLedger:
         out: dict[str | None, Totals] = {}
         with self._lock:
             self._fold()
-            for combo, t in self._combos.items():
+            for combo, b in self._combos.items():
                 key = combo[index]
-                acc = out.get(key)
-                if acc is None:
-                    out[key] = _copy(t)
-                else:
-                    _merge(acc, t)
+                t = out.get(key)
+                if t is None:
+                    t = out[key] = Totals()
+                b.add_to(t)
         return out
 
     def savings_by_lever(self) -> dict[str, Decimal]:
@@ -417,36 +467,3 @@ class CostLedger:
 def _starts_of_day(day: date) -> tuple[tuple[BudgetPeriod, datetime], ...]:
     midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
     return tuple((p, period_start(p, midnight)) for p in _PERIODS)
-
-
-def _period_starts(ts: datetime) -> tuple[tuple[BudgetPeriod, datetime], ...]:
-    """Start of each budget period containing ``ts`` (cached per UTC day)."""
-    return _starts_of_day(ts.astimezone(UTC).date())
-
-
-def _merge(into: Totals, t: Totals) -> None:
-    into.calls += t.calls
-    into.unpriced_calls += t.unpriced_calls
-    into.cost_usd += t.cost_usd
-    into.baseline_cost_usd += t.baseline_cost_usd
-    for lever, amount in t.savings_usd.items():
-        into.savings_usd[lever] = into.savings_usd.get(lever, _ZERO) + amount
-    for kind, n in t.tokens.items():
-        into.tokens[kind] += n
-    into.cache_hits_exact += t.cache_hits_exact
-    into.cache_hits_semantic += t.cache_hits_semantic
-    into.escalations += t.escalations
-
-
-def _copy(t: Totals) -> Totals:
-    return Totals(
-        calls=t.calls,
-        unpriced_calls=t.unpriced_calls,
-        cost_usd=t.cost_usd,
-        baseline_cost_usd=t.baseline_cost_usd,
-        savings_usd=dict(t.savings_usd),
-        tokens=dict(t.tokens),
-        cache_hits_exact=t.cache_hits_exact,
-        cache_hits_semantic=t.cache_hits_semantic,
-        escalations=t.escalations,
-    )

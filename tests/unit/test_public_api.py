@@ -12,9 +12,17 @@ CORE = {
     "ModelPrice", "PriceCatalog", "PricingNotFoundError", "RoutingError",
     "SentenceTransformerEmbedder", "TokenCounter", "Totals", "UnknownModelPriceWarning", "Usage",
     "UsageFormatError", "__version__", "cost_of", "default_engine", "evaluate_budget",
-    "normalize_usage", "set_default_engine",
+    "normalize_usage", "set_default_engine", "current_tenant", "tenant_scope",
 }  # fmt: skip
-LANGCHAIN = {"CostCallbackHandler", "track_costs"}
+CACHE = {
+    "BackendStats", "CacheBackend", "CacheConfig", "CacheEntry", "CacheHit", "CacheRequest",
+    "CacheResult", "CacheStats", "CachedResponse", "CalibrationResult", "ComponentCache",
+    "ComponentStats", "GuardConfig", "MemoryCacheBackend", "RedisCacheBackend",
+    "SQLiteCacheBackend", "SemanticCache", "Verifier", "calibrate_threshold", "check_guards",
+    "decide",
+}  # fmt: skip
+LANGCHAIN = {"CachedChatModel", "CostCallbackHandler", "SemanticCache", "cached", "track_costs"}
+LLAMAINDEX = {"CachedLLM", "CostEventHandler", "track_costs"}
 
 
 def test_core_public_names() -> None:
@@ -29,6 +37,22 @@ def test_langchain_public_names() -> None:
         assert hasattr(langchain_costopt, name), name
 
 
+def test_cache_public_names() -> None:
+    import costopt_core.cache as cache
+
+    assert set(cache.__all__) == CACHE
+    for name in CACHE:
+        assert getattr(cache, name) is not None, name
+
+
+def test_llamaindex_public_names() -> None:
+    import llamaindex_costopt
+
+    assert set(llamaindex_costopt.__all__) == LLAMAINDEX
+    for name in LLAMAINDEX:
+        assert hasattr(llamaindex_costopt, name), name
+
+
 def test_every_error_is_a_costopt_error() -> None:
     for name in CORE:
         obj = getattr(costopt_core, name)
@@ -41,7 +65,8 @@ def test_core_imports_no_framework() -> None:
     import sys
 
     code = (
-        "import sys, costopt_core, costopt_core.testing, costopt_core.report;"
+        "import sys, costopt_core, costopt_core.testing, costopt_core.report, costopt_core.cache,"
+        " costopt_core.cache.redis_backend, costopt_core.cli;"
         "bad=[m for m in sys.modules if m.startswith(('langchain','llama_index'))];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -2,6 +2,7 @@
 
 from costopt_core.cache.backend import BackendStats, CacheBackend
 from costopt_core.cache.calibrate import CalibrationResult, calibrate_threshold
+from costopt_core.cache.component import ComponentCache, ComponentStats
 from costopt_core.cache.config import CacheConfig
 from costopt_core.cache.engine import CacheResult, CacheStats, SemanticCache, Verifier
 from costopt_core.cache.entry import CachedResponse, CacheEntry, CacheHit
@@ -21,6 +22,8 @@ __all__ = [
     "CacheStats",
     "CachedResponse",
     "CalibrationResult",
+    "ComponentCache",
+    "ComponentStats",
     "GuardConfig",
     "MemoryCacheBackend",
     "RedisCacheBackend",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Protocol
 
 import numpy as np
@@ -32,6 +33,7 @@ __all__ = [
     "calibrate_threshold",
     "guard_verdicts",
     "pair_similarities",
+    "wilson_lower_bound",
 ]
 
 #: Thresholds reported in the curve unless the caller passes its own grid.
@@ -75,12 +77,16 @@ class CalibrationResult:
     Attributes:
         threshold: the lowest threshold whose precision reaches the target;
             ``1.0`` when none does (``reached`` is then ``False``).
-        precision: pairwise precision at ``threshold``.
+        precision: pairwise precision at ``threshold`` (the point estimate).
         recall: pairwise recall at ``threshold``.
         n_pairs: labelled pairs used.
         target_precision: the precision asked for.
         reached: whether any threshold met the target.
         curve: precision/recall at each grid threshold, ascending.
+        confidence: when set, the target was checked against the Wilson
+            lower bound of precision at this one-sided confidence level.
+        precision_lower_bound: that lower bound at ``threshold`` (``None``
+            without ``confidence``).
     """
 
     threshold: float
@@ -90,6 +96,31 @@ class CalibrationResult:
     target_precision: float
     reached: bool
     curve: tuple[CurvePoint, ...]
+    confidence: float | None = None
+    precision_lower_bound: float | None = None
+
+
+def wilson_lower_bound(
+    successes: npt.ArrayLike, trials: npt.ArrayLike, z: float
+) -> npt.NDArray[np.float64]:
+    """One-sided Wilson score lower bound of a binomial proportion (vectorised).
+
+    Args:
+        successes: counts of successes.
+        trials: counts of trials (0 gives a bound of 0).
+        z: the normal quantile of the confidence level (1.645 for 95%).
+
+    Returns:
+        The lower bounds, as float64.
+    """
+    k = np.asarray(successes, dtype=np.float64)
+    n = np.maximum(np.asarray(trials, dtype=np.float64), 1e-12)
+    p = k / n
+    z2 = z * z
+    centre = p + z2 / (2 * n)
+    margin = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    lb: npt.NDArray[np.float64] = np.clip((centre - margin) / (1 + z2 / n), 0.0, 1.0)
+    return lb
 
 
 def pair_similarities(
@@ -158,6 +189,7 @@ def calibrate_from_scores(
     guard_pass: npt.ArrayLike | None = None,
     *,
     target_precision: float = 0.9,
+    confidence: float | None = None,
     grid: Sequence[float] = DEFAULT_GRID,
 ) -> CalibrationResult:
     """The pure core of :func:`calibrate_threshold`, on precomputed scores.
@@ -172,6 +204,10 @@ def calibrate_from_scores(
         guard_pass: ``True`` where the guards accept the pair (all ``True``
             when omitted: the raw-similarity baseline).
         target_precision: the pairwise precision to reach, in (0, 1].
+        confidence: ``None`` compares the measured precision with the
+            target; a level such as ``0.95`` compares its one-sided Wilson
+            lower bound instead, so a threshold chosen on a few hundred
+            pairs still holds on pairs it was not chosen on.
         grid: thresholds to report in the curve.
 
     Returns:
@@ -179,10 +215,12 @@ def calibrate_from_scores(
 
     Raises:
         ConfigurationError: empty input, mismatched lengths, labels other
-            than 0/1, or a target outside (0, 1].
+            than 0/1, a target outside (0, 1] or a confidence outside (0.5, 1).
     """
     if not 0.0 < target_precision <= 1.0:
         raise ConfigurationError(f"target_precision must be in (0, 1], got {target_precision}")
+    if confidence is not None and not 0.5 < confidence < 1.0:
+        raise ConfigurationError(f"confidence must be in (0.5, 1), got {confidence}")
     sims = np.asarray(similarities, dtype=np.float32).ravel()
     y = np.asarray(labels).ravel()
     ok = np.ones(sims.shape, dtype=bool) if guard_pass is None else np.asarray(guard_pass, bool)
@@ -207,7 +245,12 @@ def calibrate_from_scores(
     n = np.arange(1, s_sorted.size + 1)
     last_of_tie = np.r_[s_sorted[1:] != s_sorted[:-1], True] if s_sorted.size else s_sorted
     prec = tp / np.maximum(n, 1)
-    good = np.flatnonzero(last_of_tie & (prec >= target_precision))
+    if confidence is None:
+        score = prec
+    else:
+        score = wilson_lower_bound(tp, n, NormalDist().inv_cdf(confidence))
+    # A tiny tolerance so a precision of exactly 0.9 (9 of 10) meets 0.9.
+    good = np.flatnonzero(last_of_tie & (score >= target_precision - 1e-12))
 
     curve = tuple(_point(t, sims, pos, ok, n_pos, n_neg) for t in sorted(grid))
     if good.size == 0:
@@ -220,6 +263,7 @@ def calibrate_from_scores(
             target_precision=target_precision,
             reached=False,
             curve=curve,
+            confidence=confidence,
         )
     i = int(good[-1])  # the lowest qualifying threshold
     threshold = float(s_sorted[i])
@@ -231,6 +275,8 @@ def calibrate_from_scores(
         target_precision=target_precision,
         reached=True,
         curve=curve,
+        confidence=confidence,
+        precision_lower_bound=None if confidence is None else float(score[i]),
     )
 
 
@@ -240,6 +286,7 @@ def calibrate_threshold(
     target_precision: float = 0.9,
     embedder: SupportsEmbed,
     config: GuardConfig | None = None,
+    confidence: float | None = None,
     grid: Sequence[float] = DEFAULT_GRID,
 ) -> CalibrationResult:
     """The lowest similarity threshold whose guarded pairwise precision reaches a target.
@@ -256,6 +303,9 @@ def calibrate_threshold(
             engine's embedder); every distinct text is embedded once.
         config: guards applied on top of the threshold (``GuardConfig()``
             when omitted, which equals the shipped defaults).
+        confidence: check the target against the Wilson lower bound of
+            precision at this level (e.g. ``0.95``) rather than the measured
+            precision; see :func:`calibrate_from_scores`.
         grid: thresholds to report in the curve.
 
     Returns:
@@ -277,5 +327,6 @@ def calibrate_threshold(
         [label for _, _, label in pairs],
         [v is None for v in verdicts],
         target_precision=target_precision,
+        confidence=confidence,
         grid=grid,
     )

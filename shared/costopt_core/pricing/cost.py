@@ -12,9 +12,10 @@ split is sequential, so the levers always add up to baseline minus actual:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, getcontext
 
 from costopt_core.pricing.catalog import ModelPrice, PriceCatalog
 from costopt_core.types import CallMode, CallOutcome, Usage
@@ -25,12 +26,51 @@ _MTOK = Decimal(1_000_000)
 _ZERO = Decimal(0)
 _KINDS = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output")
 
+
+class _Rates:
+    """Per-token rates of one price, tier and mode, as integers over one unit.
+
+    Each rate is ``ints[k] * unit`` exactly, with ``unit`` the power of ten of
+    the finest rate. A cost is then an integer dot product and one ``Decimal``
+    multiplication, instead of five ``Decimal`` products and four sums (this
+    runs several times per recorded call). The result is the very ``Decimal``
+    the products and sums would give, exponent included (a product of an
+    integer and a rate keeps the rate's exponent, a sum the smallest one),
+    whenever that arithmetic is exact, i.e. the result fits the context's
+    precision; otherwise the ``Decimal`` arithmetic itself is used, so its
+    rounding is kept too.
+    """
+
+    __slots__ = ("decimals", "ints", "unit")
+
+    def __init__(self, rates: tuple[Decimal, ...]) -> None:
+        exponents = [rate.as_tuple().exponent for rate in rates]
+        exp = min(e for e in exponents if isinstance(e, int))  # rates are finite (ge=0)
+        self.decimals = rates
+        self.unit = Decimal(1).scaleb(exp)
+        self.ints = tuple(int(rate.scaleb(-exp)) for rate in rates)
+
+    def cost(self, uncached: int, read: int, w5: int, w1h: int, out: int) -> Decimal:
+        r_in, r_read, r_w5, r_w1h, r_out = self.ints
+        n = uncached * r_in + read * r_read + w5 * r_w5 + w1h * r_w1h + out * r_out
+        if n < _exact_below(getcontext().prec):
+            return n * self.unit
+        d_in, d_read, d_w5, d_w1h, d_out = self.decimals
+        return uncached * d_in + read * d_read + w5 * d_w5 + w1h * d_w1h + out * d_out
+
+
+@functools.lru_cache(maxsize=8)
+def _exact_below(precision: int) -> int:
+    """Coefficients below this fit ``precision`` digits: their ``Decimal`` is exact."""
+    return 10**precision
+
+
 # Rates per price object, computed once: this runs on every recorded call.
-# (price, long_context?, batch?) -> rates in _KINDS order, or None (no batch price)
-_RATES: dict[tuple[int, bool, bool], tuple[ModelPrice, tuple[Decimal, ...] | None]] = {}
+# (price, long_context?, batch?) -> rates, or None (no batch price)
+_RATES: dict[tuple[int, bool, bool], tuple[ModelPrice, _Rates | None]] = {}
 
 
-def _compute_rates(price: ModelPrice, long: bool, batch: bool) -> tuple[Decimal, ...] | None:
+def _compute_rates(price: ModelPrice, long: bool, batch: bool) -> _Rates | None:
     lc = price.long_context if long else None
     rates: dict[str, Decimal] = {}
     for kind in ("input", "output"):
@@ -53,10 +93,10 @@ def _compute_rates(price: ModelPrice, long: bool, batch: bool) -> tuple[Decimal,
         rates = {k: v * (out_ratio if k == "output" else in_ratio) for k, v in rates.items()}
         if lc is None:
             rates["input"], rates["output"] = b_in, b_out
-    return tuple(rates[k] / _MTOK for k in _KINDS)
+    return _Rates(tuple(rates[k] / _MTOK for k in _KINDS))
 
 
-def _rates(price: ModelPrice, input_tokens: int, mode: CallMode) -> tuple[Decimal, ...] | None:
+def _rates(price: ModelPrice, input_tokens: int, mode: CallMode) -> _Rates | None:
     lc = price.long_context
     long = lc is not None and input_tokens > lc.above_input_tokens
     key = (id(price), long, mode == "batch")
@@ -65,13 +105,6 @@ def _rates(price: ModelPrice, input_tokens: int, mode: CallMode) -> tuple[Decima
         hit = (price, _compute_rates(price, long, mode == "batch"))
         _RATES[key] = hit
     return hit[1]
-
-
-def _priced(
-    rates: tuple[Decimal, ...], uncached: int, read: int, w5: int, w1h: int, out: int
-) -> Decimal:
-    r_in, r_read, r_w5, r_w1h, r_out = rates
-    return uncached * r_in + read * r_read + w5 * r_w5 + w1h * r_w1h + out * r_out
 
 
 def cost_of(price: ModelPrice | None, usage: Usage, mode: CallMode = "sync") -> Decimal | None:
@@ -91,7 +124,7 @@ def cost_of(price: ModelPrice | None, usage: Usage, mode: CallMode = "sync") -> 
     read = usage.cache_read_tokens or 0
     w5 = usage.cache_write_5m_tokens or 0
     w1h = usage.cache_write_1h_tokens or 0
-    return _priced(rates, usage.input_tokens - read - w5 - w1h, read, w5, w1h, usage.output_tokens)
+    return rates.cost(usage.input_tokens - read - w5 - w1h, read, w5, w1h, usage.output_tokens)
 
 
 def _cost_uncached(price: ModelPrice | None, usage: Usage, extra_input: int = 0) -> Decimal | None:
@@ -101,7 +134,23 @@ def _cost_uncached(price: ModelPrice | None, usage: Usage, extra_input: int = 0)
     total_in = usage.input_tokens + extra_input
     rates = _rates(price, total_in, "sync")
     assert rates is not None  # sync rates always exist
-    return _priced(rates, total_in, 0, 0, 0, usage.output_tokens)
+    return rates.cost(total_in, 0, 0, 0, usage.output_tokens)
+
+
+def _sync_costs(price: ModelPrice | None, usage: Usage) -> tuple[Decimal | None, Decimal | None]:
+    """Sync cost had the provider cached nothing, and as billed (one rate lookup for both)."""
+    input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
+    if price is None or input_tokens is None or output_tokens is None:
+        return None, None
+    rates = _rates(price, input_tokens, "sync")
+    assert rates is not None  # sync rates always exist
+    read = usage.cache_read_tokens or 0
+    w5 = usage.cache_write_5m_tokens or 0
+    w1h = usage.cache_write_1h_tokens or 0
+    plain = rates.cost(input_tokens, 0, 0, 0, output_tokens)
+    if not (read or w5 or w1h):
+        return plain, plain
+    return plain, rates.cost(input_tokens - read - w5 - w1h, read, w5, w1h, output_tokens)
 
 
 def estimate_cost(
@@ -170,16 +219,21 @@ def attribute_savings(
             removed += tokens
     baseline_full = _cost_uncached(base_price, usage, removed) if removed else baseline
 
-    served_plain = _cost_uncached(price, usage)
-    served_sync = cost_of(price, usage)
+    served_plain, served_sync = _sync_costs(price, usage)
     served = served_sync if mode == "sync" else cost_of(price, usage, mode)
-    for lever, delta in (
-        ("routing", _sub(baseline, served_plain)),
-        ("provider_cache", _sub(served_plain, served_sync)),
-        ("batch", _sub(served_sync, served)),
-    ):
+    if baseline is not None and served_plain is not None:
+        delta = baseline - served_plain
         if delta:
-            savings[lever] = delta
+            savings["routing"] = delta
+    if served_plain is not None and served_sync is not served_plain:
+        assert served_sync is not None
+        delta = served_plain - served_sync
+        if delta:
+            savings["provider_cache"] = delta
+    if served_sync is not None and served is not served_sync and served is not None:
+        delta = served_sync - served
+        if delta:
+            savings["batch"] = delta
 
     if outcome in ("cache_exact", "cache_semantic"):
         if served is None:

@@ -30,6 +30,9 @@ test: setup lint
 
 bench: setup
 	$(PY) benchmarks/callback_overhead.py --out benchmarks/results/callback_overhead.json
+	$(PY) benchmarks/cache_quality.py --out benchmarks/results/cache_quality.json
+	$(PY) benchmarks/cache_latency.py --out benchmarks/results/cache_latency.json
+	$(PY) benchmarks/routing.py --out benchmarks/results/routing.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

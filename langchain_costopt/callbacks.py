@@ -10,12 +10,11 @@ Tenant and tier come from run metadata (inherited by nested runs), e.g.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Generator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -36,6 +35,8 @@ log = logging.getLogger("costopt.langchain")
 TENANT_KEYS = ("costopt_tenant", "tenant_id", "tenant")
 TIER_KEY = "costopt_tier"
 METADATA_KEY = "costopt"
+# Any key _start looks for in run metadata besides the model name.
+_RUN_KEYS = frozenset((*TENANT_KEYS, TIER_KEY))
 
 
 def _first(metadata: Mapping[str, Any] | None, keys: tuple[str, ...]) -> str | None:
@@ -48,14 +49,11 @@ def _first(metadata: Mapping[str, Any] | None, keys: tuple[str, ...]) -> str | N
     return None
 
 
-class _Run:
-    __slots__ = ("model", "start", "tenant", "tier")
-
-    def __init__(self, model: str | None, tenant: str | None, tier: str | None) -> None:
-        self.model = model
-        self.tenant = tenant
-        self.tier = tier
-        self.start = time.perf_counter()
+class _Run(NamedTuple):
+    model: str | None
+    tenant: str | None
+    tier: str | None
+    start: float  # time.perf_counter() at the start event
 
 
 class CostCallbackHandler(BaseCallbackHandler):
@@ -87,8 +85,9 @@ class CostCallbackHandler(BaseCallbackHandler):
         super().__init__()
         self.engine = engine or default_engine()
         self.check_budgets = check_budgets
+        # Runs between their start and end. Only ever touched by single dict
+        # operations (set, pop), which are atomic: no lock needed.
         self._runs: dict[UUID, _Run] = {}
-        self._lock = threading.Lock()
         self.errors = 0
 
     @property
@@ -104,18 +103,17 @@ class CostCallbackHandler(BaseCallbackHandler):
         messages: list[BaseMessage] | None = None,
         prompts: list[str] | None = None,
     ) -> None:
-        params = kwargs.get("invocation_params") or {}
-        model = (
-            (metadata or {}).get("ls_model_name")
-            or params.get("model")
-            or params.get("model_name")
-            or params.get("model_id")
-        )
-        tenant = _first(metadata, TENANT_KEYS)
-        run = _Run(str(model) if model else None, tenant, _first(metadata, (TIER_KEY,)))
-        with self._lock:
-            self._runs[run_id] = run
-        if self.check_budgets and self.engine.ledger.budgets and run.model:
+        model = metadata.get("ls_model_name") if metadata else None
+        if not model:
+            params = kwargs.get("invocation_params") or {}
+            model = params.get("model") or params.get("model_name") or params.get("model_id")
+        tenant = tier = None
+        if metadata and not _RUN_KEYS.isdisjoint(metadata):  # usually none is set
+            tenant = _first(metadata, TENANT_KEYS)
+            tier = _first(metadata, (TIER_KEY,))
+        run = _Run(str(model) if model else None, tenant, tier, time.perf_counter())
+        self._runs[run_id] = run
+        if self.check_budgets and run.model and self.engine.ledger.has_budgets:
             try:
                 if messages is not None:
                     estimate = self.engine.estimate(run.model, from_langchain_messages(messages))
@@ -128,8 +126,7 @@ class CostCallbackHandler(BaseCallbackHandler):
             try:
                 self.engine.check_budget(tenant, estimate)
             except BudgetExceededError:
-                with self._lock:
-                    self._runs.pop(run_id, None)
+                self._runs.pop(run_id, None)
                 raise
 
     def on_chat_model_start(
@@ -156,8 +153,7 @@ class CostCallbackHandler(BaseCallbackHandler):
 
     # -- end ----------------------------------------------------------------
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        with self._lock:
-            run = self._runs.pop(run_id, None)
+        run = self._runs.pop(run_id, None)
         if run is None:
             return  # not started through us, or already counted
         try:
@@ -167,8 +163,7 @@ class CostCallbackHandler(BaseCallbackHandler):
             log.exception("costopt could not record run %s", run_id)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        with self._lock:
-            self._runs.pop(run_id, None)
+        self._runs.pop(run_id, None)
 
     def _record(self, response: LLMResult, run: _Run, run_id: UUID) -> CallRecord:
         message: AIMessage | None = None
@@ -179,24 +174,25 @@ class CostCallbackHandler(BaseCallbackHandler):
         except IndexError:
             pass
         outcome: Any = "model"
-        usage = Usage()
         model = run.model
         tier = run.tier
         if message is not None:
             meta = message.response_metadata or {}
             model = meta.get("model_name") or meta.get("model") or model
             um = message.usage_metadata
-            if um is not None:
+            if um is None:
+                usage = Usage()
+            else:
                 usage = usage_from_langchain(um)
                 # langchain-core marks answers served from its LLM cache this way.
                 if um.get("total_cost") == 0:  # type: ignore[comparison-overlap]
                     outcome = "cache_exact"
-            prior = meta.get(METADATA_KEY)
-            if outcome != "model" and isinstance(prior, Mapping):
-                # A costopt cache says which of its tiers served the answer.
-                if prior.get("cache") in ("exact", "semantic"):
-                    outcome = f"cache_{prior['cache']}"
-                tier = tier or prior.get("tier")
+                    prior = meta.get(METADATA_KEY)
+                    if isinstance(prior, Mapping):
+                        # A costopt cache says which of its tiers served the answer.
+                        if prior.get("cache") in ("exact", "semantic"):
+                            outcome = f"cache_{prior['cache']}"
+                        tier = tier or prior.get("tier")
         else:
             llm_output = response.llm_output or {}
             usage = normalize_usage(llm_output.get("token_usage") or llm_output.get("usage"))

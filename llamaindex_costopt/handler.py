@@ -21,7 +21,7 @@ from collections.abc import Generator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.dispatcher import Dispatcher
@@ -50,6 +50,7 @@ TIER_KEY = "costopt_tier"
 
 _START_EVENTS = (LLMChatStartEvent, LLMCompletionStartEvent)
 _END_EVENTS = (LLMChatEndEvent, LLMCompletionEndEvent)
+_DROP_EVENTS = (ExceptionEvent, SpanDropEvent)
 
 # Dispatchers' handler lists are swapped whole (never mutated in place) under
 # this lock, so an event being dispatched in another thread never sees a list
@@ -90,6 +91,8 @@ def _field(obj: Any, key: str) -> Any:
     """``obj[key]`` of a mapping, ``obj.key`` of an SDK object; ``None`` if absent."""
     if obj is None:
         return None
+    if type(obj) is dict:  # the common case, without the slower ABC check
+        return obj.get(key)
     if isinstance(obj, Mapping):
         return obj.get(key)
     return getattr(obj, key, None)
@@ -163,6 +166,32 @@ class _Call:
             self.child_raws.append(raw)
 
 
+class _State:
+    """A handler's mutable state: its open calls and bookkeeping."""
+
+    __slots__ = ("calls", "dispatchers", "errors", "lock", "scoped")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.calls: dict[str, _Call] = {}
+        self.errors = 0
+        self.dispatchers: list[Dispatcher] = []
+        # Set by track_costs: record only calls started inside its block.
+        self.scoped = False
+
+
+def _state_of(handler: CostEventHandler) -> _State:
+    """The handler's :class:`_State`, read where pydantic keeps private attributes.
+
+    ``handler._state`` finds it too, but only after a failed attribute lookup
+    and pydantic's ``__getattr__``, which both build an ``AttributeError`` on
+    the way: that cost more than all the rest of an event, twice per call.
+    """
+    private = handler.__pydantic_private__
+    assert private is not None  # set by BaseModel.__init__
+    return cast(_State, private["_state"])
+
+
 class CostEventHandler(BaseEventHandler):
     """Records the cost of every LlamaIndex LLM call it sees, exactly once.
 
@@ -190,12 +219,8 @@ class CostEventHandler(BaseEventHandler):
     engine: CostEngine
     tenant: str | None = None
 
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _calls: dict[str, _Call] = PrivateAttr(default_factory=dict)
-    _errors: int = PrivateAttr(default=0)
-    _dispatchers: list[Dispatcher] = PrivateAttr(default_factory=list)
-    # Set by track_costs: record only calls started inside its block.
-    _scoped: bool = PrivateAttr(default=False)
+    # Read through _state_of(self) on the hot path.
+    _state: _State = PrivateAttr(default_factory=_State)
 
     def __init__(self, engine: CostEngine | None = None, *, tenant: str | None = None) -> None:
         super().__init__(engine=engine or default_engine(), tenant=tenant)
@@ -212,18 +237,19 @@ class CostEventHandler(BaseEventHandler):
     @property
     def errors(self) -> int:
         """How many events could not be recorded (each was logged)."""
-        return self._errors
+        return _state_of(self).errors
 
     @property
     def pending(self) -> int:
         """Calls started but not yet ended (a stream not yet consumed, say)."""
-        with self._lock:
-            return len(self._calls)
+        st = _state_of(self)
+        with st.lock:
+            return len(st.calls)
 
     @property
     def attached(self) -> bool:
         """True while the handler is attached to at least one dispatcher."""
-        return bool(self._dispatchers)
+        return bool(_state_of(self).dispatchers)
 
     # -- attaching ----------------------------------------------------------
     def attach(self, dispatcher: Dispatcher | None = None) -> CostEventHandler:
@@ -236,40 +262,43 @@ class CostEventHandler(BaseEventHandler):
             The handler itself, so ``h = CostEventHandler(engine).attach()`` works.
         """
         d = dispatcher if dispatcher is not None else get_dispatcher()
+        st = _state_of(self)
         with _attach_lock:
             if not any(h is self for h in d.event_handlers):
                 d.event_handlers = [*d.event_handlers, self]
-            if not any(x is d for x in self._dispatchers):
-                self._dispatchers.append(d)
+            if not any(x is d for x in st.dispatchers):
+                st.dispatchers.append(d)
         return self
 
     def detach(self) -> None:
         """Stop listening on every dispatcher this handler was attached to."""
+        st = _state_of(self)
         with _attach_lock:
-            for d in self._dispatchers:
+            for d in st.dispatchers:
                 d.event_handlers = [h for h in d.event_handlers if h is not self]
-            self._dispatchers = []
-        with self._lock:
+            st.dispatchers = []
+        with st.lock:
             # Their end events will never reach us.
-            self._calls.clear()
+            st.calls.clear()
 
     # -- events -------------------------------------------------------------
     def handle(self, event: BaseEvent, **kwargs: Any) -> None:
         """Translate one instrumentation event; never raises."""
+        st = _state_of(self)
         try:
             if isinstance(event, _START_EVENTS):
-                self._start(event)
+                self._start(st, event)
             elif isinstance(event, _END_EVENTS):
-                self._end(event)
-            elif isinstance(event, ExceptionEvent | SpanDropEvent):
-                self._drop(event.span_id)
+                self._end(st, event)
+            elif isinstance(event, _DROP_EVENTS):
+                self._drop(st, event.span_id)
         except Exception:  # never fail the user's call over accounting
-            with self._lock:
-                self._errors += 1
+            with st.lock:
+                st.errors += 1
             log.exception("costopt could not handle %s", type(event).__name__)
 
-    def _records_here(self, scope: _Scope | None) -> bool:
-        if self._scoped:
+    def _records_here(self, st: _State, scope: _Scope | None) -> bool:
+        if st.scoped:
             # Only our own block's calls; an inner block shadows ours.
             return scope is not None and scope.handler is self
         # A live track_costs block on our engine records this call; twice
@@ -278,7 +307,7 @@ class CostEventHandler(BaseEventHandler):
             scope is None or scope.handler.engine is not self.engine or not scope.handler.attached
         )
 
-    def _start(self, event: LLMChatStartEvent | LLMCompletionStartEvent) -> None:
+    def _start(self, st: _State, event: LLMChatStartEvent | LLMCompletionStartEvent) -> None:
         span_id = event.span_id
         if span_id is None:
             return  # nothing to pair the end event with
@@ -289,55 +318,62 @@ class CostEventHandler(BaseEventHandler):
             enclosing = stack
             _open_llm_spans.set((*stack, span_id))
         scope = _scope.get()
-        if not self._records_here(scope):
+        if not self._records_here(st, scope):
             return
         model_dict = event.model_dict or {}
         model = model_dict.get("model") or model_dict.get("model_name")
         tags = event.tags
         tenant = _first(tags, TENANT_KEYS) or (scope.tenant if scope else None) or self.tenant
-        with self._lock:
-            if span_id in self._calls:
+        tier = _first(tags, (TIER_KEY,))
+        calls = st.calls
+        with st.lock:
+            if span_id in calls:
                 return  # the same event through a second dispatcher
-            parent = next((self._calls[s] for s in reversed(enclosing) if s in self._calls), None)
-            self._calls[span_id] = _Call(
-                str(model) if model else None, tenant, _first(tags, (TIER_KEY,)), parent
-            )
+            parent = None
+            for s in reversed(enclosing):  # empty for a call not nested in another
+                parent = calls.get(s)
+                if parent is not None:
+                    break
+            calls[span_id] = _Call(str(model) if model else None, tenant, tier, parent)
 
     def _close_span(self, span_id: str | None) -> None:
         stack = _open_llm_spans.get()
-        if span_id in stack:
+        if stack and stack[-1] == span_id:  # the usual case: the innermost span ends
+            _open_llm_spans.set(stack[:-1])
+        elif span_id in stack:
             _open_llm_spans.set(tuple(s for s in stack if s != span_id))
 
-    def _drop(self, span_id: str | None) -> None:
+    def _drop(self, st: _State, span_id: str | None) -> None:
         # The call failed (or its stream was abandoned): nothing to price.
         self._close_span(span_id)
         if span_id is not None:
-            with self._lock:
-                self._calls.pop(span_id, None)
+            with st.lock:
+                st.calls.pop(span_id, None)
 
-    def _end(self, event: LLMChatEndEvent | LLMCompletionEndEvent) -> None:
+    def _end(self, st: _State, event: LLMChatEndEvent | LLMCompletionEndEvent) -> None:
         span_id = event.span_id
         self._close_span(span_id)
         if span_id is None:
             return
-        with self._lock:
-            call = self._calls.pop(span_id, None)
+        with st.lock:
+            call = st.calls.pop(span_id, None)
         if call is None:
             return  # not started through us, or already counted
         response = event.response
         raw = getattr(response, "raw", None)
         usage = usage_of(response)
-        with self._lock:
-            # The same answer seen again by the call that delegated to the one
-            # that recorded it (raw is passed through by reference), or a
-            # wrapper that adds no usage of its own.
-            same_answer = call.children and (
-                raw is None or not _has_tokens(usage) or any(r is raw for r in call.child_raws)
-            )
-            if call.parent is not None:
-                call.parent.adopt(raw)
-        if same_answer:
-            return
+        if call.children or call.parent is not None:
+            with st.lock:
+                # The same answer seen again by the call that delegated to the
+                # one that recorded it (raw is passed through by reference), or
+                # a wrapper that adds no usage of its own.
+                same_answer = call.children and (
+                    raw is None or not _has_tokens(usage) or any(r is raw for r in call.child_raws)
+                )
+                if call.parent is not None:
+                    call.parent.adopt(raw)
+            if same_answer:
+                return
         self._record(call, raw, usage, span_id)
 
     def _record(self, call: _Call, raw: Any, usage: Usage, span_id: str) -> CallRecord:
@@ -385,7 +421,7 @@ def track_costs(
         base = default_engine()
         engine = CostEngine(catalog=base.catalog, baseline_model=base.baseline_model)
     handler = CostEventHandler(engine, tenant=tenant)
-    handler._scoped = True
+    _state_of(handler).scoped = True
     outer = _scope.get()
     inherited = tenant if tenant is not None else (outer.tenant if outer else None)
     token = _scope.set(_Scope(handler, inherited))

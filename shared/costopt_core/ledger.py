@@ -126,6 +126,7 @@ class _Bucket:
         "cache_w5m",
         "calls",
         "cost",
+        "counts_tokens",
         "input",
         "outcome",
         "output",
@@ -136,6 +137,7 @@ class _Bucket:
 
     def __init__(self, outcome: str) -> None:
         self.outcome = outcome
+        self.counts_tokens = outcome in _TOKEN_OUTCOMES
         self.calls = 0
         self.unpriced = 0
         self.cost = _ZERO
@@ -212,18 +214,20 @@ class CostLedger:
         Two handlers on one engine see the same LLM run (same run id), so the
         call is still counted once. Safe from any thread.
         """
+        call_id = record.call_id
         with self._lock:
             seen = self._seen_ids
-            if record.call_id in seen:
+            if call_id in seen:
                 return False
-            seen[record.call_id] = None
+            seen[call_id] = None
             if len(seen) > _SEEN_IDS:
                 seen.popitem(last=False)
             self._records.append(record)
             # Aggregation is deferred to the next read (see _fold): the hot
             # path of every LLM call only appends.
-            self._pending.append(record)
-            if len(self._pending) >= _FOLD_EVERY:
+            pending = self._pending
+            pending.append(record)
+            if len(pending) >= _FOLD_EVERY:
                 self._fold()
             listeners = self._listeners
         for listener in listeners:
@@ -239,7 +243,7 @@ class CostLedger:
         self._folded += len(pending)
         combos = self._combos
         # Spend per (tenant, UTC day) of this batch: the budget windows are
-        # updated once per day below, not once per call and period.
+        # updated once per day, not once per call and period.
         day_spend: dict[tuple[str | None, date], Decimal] = {}
         for r in pending:
             combo = (r.model, r.tier, r.tenant, r.framework, r.outcome, r.mode)
@@ -263,7 +267,7 @@ class CostLedger:
                     key = (r.tenant, day)
                     prev = day_spend.get(key)
                     day_spend[key] = cost if prev is None else prev + cost
-            if b.outcome in _TOKEN_OUTCOMES:
+            if b.counts_tokens:
                 u = r.usage
                 b.input += u.input_tokens or 0
                 b.output += u.output_tokens or 0
@@ -271,18 +275,22 @@ class CostLedger:
                 b.cache_w5m += u.cache_write_5m_tokens or 0
                 b.cache_w1h += u.cache_write_1h_tokens or 0
                 b.reasoning += u.reasoning_tokens or 0
-        spend = self._spend
         for (tenant, day), cost in day_spend.items():
-            starts = _starts_of_day(day)
-            for who in (None, tenant) if tenant is not None else (None,):
-                for period, start in starts:
-                    # A window only ever moves forward; spend of an earlier
-                    # window than the current one no longer counts.
-                    prev_window = spend.get((who, period))
-                    if prev_window is None or prev_window[0] < start:
-                        spend[(who, period)] = (start, cost)
-                    elif prev_window[0] == start:
-                        spend[(who, period)] = (start, prev_window[1] + cost)
+            self._add_spend(tenant, day, cost)
+
+    def _add_spend(self, tenant: str | None, day: date, cost: Decimal) -> None:
+        """Add spend of ``tenant`` on a UTC ``day`` to its windows and the global ones."""
+        spend = self._spend
+        starts = _starts_of_day(day)
+        for who in (None, tenant) if tenant is not None else (None,):
+            for period, start in starts:
+                # A window only ever moves forward; spend of an earlier window
+                # than the current one no longer counts.
+                prev = spend.get((who, period))
+                if prev is None or prev[0] < start:
+                    spend[(who, period)] = (start, cost)
+                elif prev[0] == start:
+                    spend[(who, period)] = (start, prev[1] + cost)
 
     def subscribe(self, listener: Callable[[CallRecord], None]) -> None:
         """Call ``listener(record)`` after every recorded call (sinks, exporters)."""
@@ -349,6 +357,11 @@ class CostLedger:
     def budgets(self) -> list[Budget]:
         with self._lock:
             return list(self._budgets)
+
+    @property
+    def has_budgets(self) -> bool:
+        """True when any budget is set: a check cheap enough for every call."""
+        return bool(self._budgets)  # one atomic read; budgets are only ever added
 
     def spent(self, tenant: str | None = None, period: BudgetPeriod = "month") -> Decimal:
         """Known spend of ``tenant`` (``None``: everyone) in the current ``period``."""

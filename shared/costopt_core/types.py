@@ -71,7 +71,12 @@ class ChatRequest:
 
 def money_str(amount: Decimal | None) -> str | None:
     """Money as a plain decimal string (never scientific notation), for JSON and CSV."""
-    return None if amount is None else format(amount, "f")
+    if amount is None:
+        return None
+    # str() is format(amount, "f") unless it chose scientific notation, and
+    # several times cheaper: this runs on every call the LangChain handler records.
+    text = str(amount)
+    return format(amount, "f") if "E" in text else text
 
 
 def _check_count(name: str, value: object) -> None:
@@ -216,12 +221,17 @@ class Usage:
 _USAGE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Usage))
 
 
-def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple[Callable[[Any, Any], None], ...]:
-    """``__set__`` of each named slot of ``cls``, in order (bypasses a frozen ``__setattr__``)."""
-    return tuple(cls.__dict__[name].__set__ for name in names)
+def slot_setters(cls: type) -> tuple[Callable[[Any, Any], None], ...]:
+    """``__set__`` of each field's slot of the slotted dataclass ``cls``, in field order.
+
+    For hand-written ``__init__`` methods of frozen dataclasses on hot paths:
+    calling these skips the frozen ``__setattr__`` without an
+    ``object.__setattr__`` lookup per field.
+    """
+    return tuple(cls.__dict__[f.name].__set__ for f in dataclasses.fields(cls))
 
 
-_USAGE_SETTERS = _slot_setters(Usage, _USAGE_FIELDS)
+_USAGE_SETTERS = slot_setters(Usage)
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -339,4 +349,4 @@ class CallRecord:
         )
 
 
-_RECORD_SETTERS = _slot_setters(CallRecord, tuple(f.name for f in dataclasses.fields(CallRecord)))
+_RECORD_SETTERS = slot_setters(CallRecord)

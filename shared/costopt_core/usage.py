@@ -88,33 +88,92 @@ def _sum(*values: int | None) -> int | None:
 
 def usage_from_langchain(usage_metadata: Any) -> Usage:
     """LangChain ``AIMessage.usage_metadata`` (input includes cache reads/writes)."""
+    if type(usage_metadata) is dict:
+        # LangChain's UsageMetadata is a TypedDict, so this is the common case,
+        # and it runs on every recorded call: read it without _get/_int.
+        details = usage_metadata.get("input_token_details") or {}
+        out_details = usage_metadata.get("output_token_details") or {}
+        if type(details) is dict and type(out_details) is dict:
+            writes = (
+                details.get("cache_creation"),
+                details.get("ephemeral_5m_input_tokens"),
+                details.get("ephemeral_1h_input_tokens"),
+            )
+            # Only the writes take part in arithmetic; Usage checks the rest.
+            for value in writes:
+                if value is not None and (type(value) is not int or value < 0):
+                    break
+            else:
+                try:
+                    return _langchain_usage(
+                        usage_metadata.get("input_tokens"),
+                        usage_metadata.get("output_tokens"),
+                        details.get("cache_read"),
+                        *writes,
+                        out_details.get("reasoning"),
+                    )
+                except UsageFormatError:
+                    pass  # a count to convert, or to reject naming its field: below
     details = _get(usage_metadata, "input_token_details") or {}
     out_details = _get(usage_metadata, "output_token_details") or {}
-    generic_write = _int(_get(details, "cache_creation"), "cache_creation")
-    w5 = _int(_get(details, "ephemeral_5m_input_tokens"), "ephemeral_5m_input_tokens")
-    w1h = _int(_get(details, "ephemeral_1h_input_tokens"), "ephemeral_1h_input_tokens")
+    return _langchain_usage(
+        _int(_get(usage_metadata, "input_tokens"), "input_tokens"),
+        _int(_get(usage_metadata, "output_tokens"), "output_tokens"),
+        _int(_get(details, "cache_read"), "cache_read"),
+        _int(_get(details, "cache_creation"), "cache_creation"),
+        _int(_get(details, "ephemeral_5m_input_tokens"), "ephemeral_5m_input_tokens"),
+        _int(_get(details, "ephemeral_1h_input_tokens"), "ephemeral_1h_input_tokens"),
+        _int(_get(out_details, "reasoning"), "reasoning"),
+    )
+
+
+def _langchain_usage(
+    input_tokens: int | None,
+    output_tokens: int | None,
+    read: int | None,
+    generic_write: int | None,
+    w5: int | None,
+    w1h: int | None,
+    reasoning: int | None,
+) -> Usage:
     split = (w5 or 0) + (w1h or 0)
     # Integrations that report the TTL split either zero the generic counter or
     # repeat the split's total in it; only an excess over the split is extra
     # (written at the default 5-minute TTL).
     if generic_write and generic_write > split:
         w5 = (w5 or 0) + generic_write - split
-    input_tokens = _int(_get(usage_metadata, "input_tokens"), "input_tokens")
     # LangChain omits zero details, so with a known input a missing kind is 0.
     zero = 0 if input_tokens is not None else None
-    read = _int(_get(details, "cache_read"), "cache_read")
     return Usage(
-        input_tokens=input_tokens,
-        output_tokens=_int(_get(usage_metadata, "output_tokens"), "output_tokens"),
-        cache_read_tokens=read if read is not None else zero,
-        cache_write_5m_tokens=w5 if w5 is not None else zero,
-        cache_write_1h_tokens=w1h if w1h is not None else zero,
-        reasoning_tokens=_int(_get(out_details, "reasoning"), "reasoning"),
+        input_tokens,
+        output_tokens,
+        read if read is not None else zero,
+        w5 if w5 is not None else zero,
+        w1h if w1h is not None else zero,
+        reasoning,
     )
 
 
 def usage_from_openai(usage: Any) -> Usage:
     """OpenAI Chat Completions or Responses ``usage`` (input includes cached)."""
+    if type(usage) is dict:
+        # A Chat Completions payload as a plain dict (what LlamaIndex's ``raw``
+        # and JSON clients hold): read it without _get/_int.
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        in_details = usage.get("prompt_tokens_details") or {}
+        out_details = usage.get("completion_tokens_details") or {}
+        if (prompt is not None or completion is not None) and (
+            type(in_details) is dict and type(out_details) is dict
+        ):
+            try:  # no arithmetic on the counts: Usage checks them
+                return _openai_usage(
+                    prompt,
+                    completion,
+                    in_details.get("cached_tokens"),
+                    out_details.get("reasoning_tokens"),
+                )
+            except UsageFormatError:
+                pass  # a count to convert, or to reject naming its field: below
     responses_api = _get(usage, "prompt_tokens", "completion_tokens") is None
     in_key, out_key = (
         ("input_tokens", "output_tokens")
@@ -125,17 +184,21 @@ def usage_from_openai(usage: Any) -> Usage:
     completion = _int(_get(usage, out_key), out_key)
     in_details = _get(usage, f"{in_key}_details")
     out_details = _get(usage, f"{out_key}_details")
-    cached = _int(_get(in_details, "cached_tokens"), "cached_tokens")
+    return _openai_usage(
+        prompt,
+        completion,
+        _int(_get(in_details, "cached_tokens"), "cached_tokens"),
+        _int(_get(out_details, "reasoning_tokens"), "reasoning_tokens"),
+    )
+
+
+def _openai_usage(
+    prompt: int | None, completion: int | None, cached: int | None, reasoning: int | None
+) -> Usage:
     if cached is None and prompt is not None:
         cached = 0  # OpenAI always reports cache hits; no details means none.
-    return Usage(
-        input_tokens=prompt,
-        output_tokens=completion,
-        cache_read_tokens=cached,
-        cache_write_5m_tokens=0 if prompt is not None else None,
-        cache_write_1h_tokens=0 if prompt is not None else None,
-        reasoning_tokens=_int(_get(out_details, "reasoning_tokens"), "reasoning_tokens"),
-    )
+    zero = 0 if prompt is not None else None
+    return Usage(prompt, completion, cached, zero, zero, reasoning)
 
 
 def usage_from_anthropic(usage: Any) -> Usage:

@@ -6,8 +6,12 @@ hashed bag-of-words ``FakeEmbedder`` or on explicit similarity scores.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from costopt_core.cache.calibrate import (
@@ -194,6 +198,19 @@ def test_identical_words_always_pass() -> None:
     assert check_guards("Is 7 prime?", "is 7 PRIME", DEFAULT) is None
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=80), st.text(max_size=80))
+def test_guards_never_raise(query: str, candidate: str) -> None:
+    reason = check_guards(query, candidate, GuardConfig(numbers_one_sided=True))
+    assert reason is None or reason in REASONS
+
+
+def test_huge_numbers_are_compared_as_text() -> None:
+    big = "9" * 400
+    assert check_guards(f"Is {big} prime?", f"Is {big}8 prime?", DEFAULT) == "number_mismatch"
+    assert check_guards(f"Is {big} prime?", f"Is {big} prime??", DEFAULT) is None
+
+
 def test_features_are_memoised() -> None:
     assert extract_features("Why is the sky blue?") is extract_features("Why is the sky blue?")
 
@@ -241,7 +258,7 @@ def test_defaults_equal_guardconfig_and_are_sane() -> None:
 )
 def test_bad_config_raises(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
-        GuardConfig(**kwargs)  # type: ignore[arg-type]
+        GuardConfig(**kwargs)
 
 
 def test_config_is_frozen() -> None:
@@ -319,6 +336,12 @@ def test_calibration_not_reached_returns_threshold_one() -> None:
     assert r.recall == 0.0
 
 
+def test_calibration_when_guards_reject_everything() -> None:
+    r = calibrate_from_scores([0.9, 0.8], [1, 0], [False, False], target_precision=0.9)
+    assert not r.reached
+    assert (r.threshold, r.recall) == (1.0, 0.0)
+
+
 def test_confidence_demands_more_evidence() -> None:
     sims = [0.99, 0.98, 0.97, 0.96, 0.95, 0.90]
     labels = [1, 1, 1, 1, 1, 0]
@@ -357,7 +380,7 @@ def test_curve_points_on_the_grid() -> None:
     ],
 )
 def test_calibrate_from_scores_rejects_bad_input(
-    sims: list[float], labels: list[int], kwargs: dict[str, float]
+    sims: list[float], labels: list[int], kwargs: dict[str, Any]
 ) -> None:
     with pytest.raises(ConfigurationError):
         calibrate_from_scores(sims, labels, **kwargs)

@@ -243,7 +243,7 @@ def calibrate_from_scores(
     s_sorted = sims[ok][order]
     tp = np.cumsum(pos[ok][order])
     n = np.arange(1, s_sorted.size + 1)
-    last_of_tie = np.r_[s_sorted[1:] != s_sorted[:-1], True] if s_sorted.size else s_sorted
+    last_of_tie = np.append(s_sorted[1:] != s_sorted[:-1], True)[: s_sorted.size]
     prec = tp / np.maximum(n, 1)
     if confidence is None:
         score = prec

@@ -327,7 +327,7 @@ class PromptFeatures:
     qclass: str | None = field(default=None)
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=16384)
 def _stem(word: str) -> str:
     # A deliberately crude suffix stripper: enough to match plural/singular
     # and verb forms ("learns"/"learning"/"learn"), cheap and predictable.
@@ -351,9 +351,9 @@ def _number_value(raw: str) -> str:
         s = s[:-1]  # "1990s" -> the decade 1990, "40s" -> 40
     try:
         value = float(s) * mult
-    except ValueError:
+        return str(int(value)) if value == int(value) else repr(value)
+    except (ValueError, OverflowError):  # not a number after all, or too long for a float
         return s
-    return str(int(value)) if value == int(value) else repr(value)
 
 
 def _name_strength(tok: str) -> int:
@@ -379,7 +379,41 @@ def _sentence_start(text: str, pos: int) -> bool:
     return j < 0 or text[j] in _SENT_END
 
 
-@lru_cache(maxsize=16384)
+@dataclass(frozen=True)
+class _Special:
+    # What one word of the built-in vocabularies means; one dict lookup per
+    # token instead of one per vocabulary keeps extraction fast.
+    number: str | None = None
+    date: str | None = None
+    date_needs_capital: bool = False
+    negation: bool = False
+    polar: bool = False
+    qword: str | None = None
+    alias: str | None = None
+
+
+def _build_special() -> dict[str, _Special]:
+    words = (
+        set(_NUMBER_WORDS) | set(_DATES) | _NEGATIONS | set(_ANTONYM) | set(_QWORDS) | set(_ALIASES)
+    )
+    return {
+        w: _Special(
+            number=_NUMBER_WORDS.get(w),
+            date=_DATES.get(w),
+            date_needs_capital=w in _DATES_ONLY_CAPITALISED,
+            negation=w in _NEGATIONS,
+            polar=w in _ANTONYM,
+            qword=_QWORDS.get(w),
+            alias=_ALIASES.get(w),
+        )
+        for w in words
+    }
+
+
+_SPECIAL = _build_special()
+
+
+@lru_cache(maxsize=4096)
 def extract_features(text: str) -> PromptFeatures:
     """Tokenize one prompt and pull out what the guards compare.
 
@@ -389,67 +423,80 @@ def extract_features(text: str) -> PromptFeatures:
     Returns:
         The prompt's :class:`PromptFeatures` (memoised per text).
     """
-    matches = list(_TOKEN.finditer(text))
-    toks = [m.group(0).rstrip(".").replace("’", "'") for m in matches]
-    lower = [t.lower() for t in toks]
-
     numbers = {_number_value(m.group(0)) for m in _NUMBER.finditer(text)}
     dates: set[str] = set()
-    negated = False
     polar: set[str] = set()
+    vocab: set[str] = set()
+    content: set[str] = set()
+    negated = False
     qclass: str | None = None
-    for i, w in enumerate(lower):
-        n = _NUMBER_WORDS.get(w)
-        if n is not None:
-            numbers.add(n)
-        d = _DATES.get(w)
-        if d is not None and (w not in _DATES_ONLY_CAPITALISED or toks[i][0].isupper()):
-            dates.add(d)
-        if w in _NEGATIONS or w.endswith("n't"):
-            negated = True
-        if w in _ANTONYM:
-            polar.add(w)
-        if qclass is None:
-            q = _QWORDS.get(w)
-            if q is not None:
-                nxt = lower[i + 1] if i + 1 < len(lower) else ""
-                qclass = f"how_{nxt}" if q == "how" and nxt in _HOW_KINDS else q
+    pending_how = False
+    lower: list[str] = []
+    # Per token: 2 = name-like anywhere, 1 = name-like unless it starts a
+    # sentence (decided below, once Title Case is known), 0 = not a name.
+    strength: list[int] = []
+    capitalised = 0
+    for m in _TOKEN.finditer(text):
+        tok = m.group(0).rstrip(".").replace("’", "'")
+        w = tok.lower()
+        lower.append(w)
+        if tok[0].isupper():
+            capitalised += 1
+        st = 0
+        if tok != w or not tok.isalpha():  # plain lower-case words are never names
+            st = _name_strength(tok)
+            if st == 1 and _sentence_start(text, m.start()):
+                st = 0
+        strength.append(st)
 
-    # Names: runs of name-like tokens. A sentence's first word is capitalised
-    # anyway, so it only counts when it is name-like for another reason; in a
-    # Title Case prompt capitals carry no signal at all.
-    capitalised = sum(1 for t in toks if t[:1].isupper())
-    title_case = len(toks) >= 4 and capitalised > 0.6 * len(toks)
+        stem = _stem(w)
+        vocab.add(w)
+        vocab.add(stem)
+        if w not in _STOPWORDS and not w.isdigit():
+            content.add(stem)
+        if pending_how:
+            pending_how = False
+            if w in _HOW_KINDS:
+                qclass = f"how_{w}"
+        if w.endswith("n't"):
+            negated = True
+        sp = _SPECIAL.get(w)
+        if sp is None:
+            continue
+        if sp.number is not None:
+            numbers.add(sp.number)
+        if sp.date is not None and (not sp.date_needs_capital or tok[0].isupper()):
+            dates.add(sp.date)
+        if sp.negation:
+            negated = True
+        if sp.polar:
+            polar.add(w)
+        if sp.alias is not None:
+            vocab.add(sp.alias)
+        if qclass is None and sp.qword is not None:
+            qclass = sp.qword
+            pending_how = sp.qword == "how"
+
+    # Names: runs of name-like tokens. In a Title Case prompt capitals carry
+    # no signal, so only the strong kinds (acronyms, mixed case, digits) count.
+    title_case = len(lower) >= 4 and capitalised > 0.6 * len(lower)
     names: list[tuple[str, ...]] = []
     run: list[str] = []
-    for m, t, w in zip(matches, toks, lower, strict=True):
-        s = _name_strength(t)
-        if s == 1 and (title_case or _sentence_start(text, m.start())):
-            s = 0
-        if s:
+    for w, st in zip(lower, strength, strict=True):
+        if st == 2 or (st == 1 and not title_case):
             run.append(w)
         elif run:
             names.append(tuple(run))
             run = []
     if run:
         names.append(tuple(run))
-    for qm in _QUOTED.finditer(text):
-        quoted = next(g for g in qm.groups() if g is not None)
-        inner = tuple(t.lower().rstrip(".") for t in _TOKEN.findall(quoted))
-        if inner:
-            names.append(inner)
+    if '"' in text or "'" in text or "“" in text:
+        for qm in _QUOTED.finditer(text):
+            quoted = next(g for g in qm.groups() if g is not None)
+            inner = tuple(t.lower().rstrip(".") for t in _TOKEN.findall(quoted))
+            if inner:
+                names.append(inner)
 
-    vocab: set[str] = set()
-    content: set[str] = set()
-    for w in lower:
-        st = _stem(w)
-        vocab.add(w)
-        vocab.add(st)
-        alias = _ALIASES.get(w)
-        if alias is not None:
-            vocab.add(alias)
-        if w not in _STOPWORDS and not w.isdigit():
-            content.add(st)
     return PromptFeatures(
         words=tuple(lower),
         vocab=frozenset(vocab),

@@ -12,13 +12,12 @@ split is sequential, so the levers always add up to baseline minus actual:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, getcontext
 
 from costopt_core.pricing.catalog import ModelPrice, PriceCatalog
-from costopt_core.types import CallMode, CallOutcome, Usage
+from costopt_core.types import CallMode, CallOutcome, Usage, slot_setters
 
 __all__ = ["PricedCall", "attribute_savings", "cost_of", "estimate_cost"]
 
@@ -53,24 +52,69 @@ class _Rates:
     def cost(self, uncached: int, read: int, w5: int, w1h: int, out: int) -> Decimal:
         r_in, r_read, r_w5, r_w1h, r_out = self.ints
         n = uncached * r_in + read * r_read + w5 * r_w5 + w1h * r_w1h + out * r_out
-        if n < _exact_below(getcontext().prec):
+        if n < _exact_below():
             return n * self.unit
         d_in, d_read, d_w5, d_w1h, d_out = self.decimals
         return uncached * d_in + read * d_read + w5 * d_w5 + w1h * d_w1h + out * d_out
 
+    def plain_and_billed(
+        self, input_tokens: int, read: int, w5: int, w1h: int, out: int
+    ) -> tuple[Decimal, Decimal]:
+        """The cost had the provider cached nothing, and as billed; one object if equal."""
+        r_in, r_read, r_w5, r_w1h, r_out = self.ints
+        plain = input_tokens * r_in + out * r_out
+        billed = plain - read * (r_in - r_read) - w5 * (r_in - r_w5) - w1h * (r_in - r_w1h)
+        limit = _exact_below()
+        if plain < limit and billed < limit:
+            unit = self.unit
+            plain_usd = plain * unit
+            return plain_usd, plain_usd if billed == plain else billed * unit
+        uncached = input_tokens - read - w5 - w1h
+        return self.cost(input_tokens, 0, 0, 0, out), self.cost(uncached, read, w5, w1h, out)
 
-@functools.lru_cache(maxsize=8)
-def _exact_below(precision: int) -> int:
-    """Coefficients below this fit ``precision`` digits: their ``Decimal`` is exact."""
-    return 10**precision
+
+def _exact_below() -> int:
+    """Coefficients below this fit the context's precision: their ``Decimal`` is exact."""
+    prec = getcontext().prec
+    limit = _EXACT_BELOW.get(prec)
+    if limit is None:
+        limit = _EXACT_BELOW[prec] = 10**prec
+    return limit
 
 
-# Rates per price object, computed once: this runs on every recorded call.
-# (price, long_context?, batch?) -> rates, or None (no batch price)
-_RATES: dict[tuple[int, bool, bool], tuple[ModelPrice, _Rates | None]] = {}
+#: precision -> 10 ** precision: coefficients below it fit, so their ``Decimal`` is exact.
+_EXACT_BELOW: dict[int, int] = {}
 
 
-def _compute_rates(price: ModelPrice, long: bool, batch: bool) -> _Rates | None:
+class _PriceRates:
+    """The rates of one price object: base tier sync up front, the others on first use.
+
+    Holds the long-context threshold too, so pricing a call reads no pydantic
+    attribute (those lookups are not specialized by the interpreter).
+    """
+
+    __slots__ = ("above", "price", "sync", "variants")
+
+    def __init__(self, price: ModelPrice) -> None:
+        self.price = price
+        lc = price.long_context
+        self.above = None if lc is None else lc.above_input_tokens
+        self.sync = _compute_rates(price, long=False, batch=False)
+        # (long context?, batch?) -> rates, or None (no batch price)
+        self.variants: dict[tuple[bool, bool], _Rates | None] = {}
+
+    def get(self, long: bool, batch: bool) -> _Rates | None:
+        key = (long, batch)
+        if key not in self.variants:
+            self.variants[key] = _compute_rates(self.price, long=long, batch=batch)
+        return self.variants[key]
+
+
+# id(price) -> its rates, computed once: this runs on every recorded call.
+_RATES: dict[int, _PriceRates] = {}
+
+
+def _compute_rates(price: ModelPrice, *, long: bool, batch: bool) -> _Rates | None:
     lc = price.long_context if long else None
     rates: dict[str, Decimal] = {}
     for kind in ("input", "output"):
@@ -97,14 +141,15 @@ def _compute_rates(price: ModelPrice, long: bool, batch: bool) -> _Rates | None:
 
 
 def _rates(price: ModelPrice, input_tokens: int, mode: CallMode) -> _Rates | None:
-    lc = price.long_context
-    long = lc is not None and input_tokens > lc.above_input_tokens
-    key = (id(price), long, mode == "batch")
-    hit = _RATES.get(key)
-    if hit is None or hit[0] is not price:
-        hit = (price, _compute_rates(price, long, mode == "batch"))
-        _RATES[key] = hit
-    return hit[1]
+    """Rates for a call of ``input_tokens`` in ``mode``; ``None`` if there is no batch price."""
+    entry = _RATES.get(id(price))
+    if entry is None or entry.price is not price:  # (an id can be reused)
+        entry = _RATES[id(price)] = _PriceRates(price)
+    above = entry.above
+    long = above is not None and input_tokens > above
+    if long or mode == "batch":
+        return entry.get(long, mode == "batch")
+    return entry.sync
 
 
 def cost_of(price: ModelPrice | None, usage: Usage, mode: CallMode = "sync") -> Decimal | None:
@@ -144,13 +189,13 @@ def _sync_costs(price: ModelPrice | None, usage: Usage) -> tuple[Decimal | None,
         return None, None
     rates = _rates(price, input_tokens, "sync")
     assert rates is not None  # sync rates always exist
-    read = usage.cache_read_tokens or 0
-    w5 = usage.cache_write_5m_tokens or 0
-    w1h = usage.cache_write_1h_tokens or 0
-    plain = rates.cost(input_tokens, 0, 0, 0, output_tokens)
-    if not (read or w5 or w1h):
-        return plain, plain
-    return plain, rates.cost(input_tokens - read - w5 - w1h, read, w5, w1h, output_tokens)
+    return rates.plain_and_billed(
+        input_tokens,
+        usage.cache_read_tokens or 0,
+        usage.cache_write_5m_tokens or 0,
+        usage.cache_write_1h_tokens or 0,
+        output_tokens,
+    )
 
 
 def estimate_cost(
@@ -160,11 +205,26 @@ def estimate_cost(
     return cost_of(price, Usage(input_tokens=input_tokens, output_tokens=output_tokens))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class PricedCall:
     cost_usd: Decimal | None
     baseline_cost_usd: Decimal | None
     savings_usd: dict[str, Decimal]
+
+    def __init__(
+        self,
+        cost_usd: Decimal | None,
+        baseline_cost_usd: Decimal | None,
+        savings_usd: dict[str, Decimal],
+    ) -> None:
+        # Built on every recorded call: set the slots directly (see types.py).
+        set_cost, set_baseline, set_savings = _PRICED_SETTERS
+        set_cost(self, cost_usd)
+        set_baseline(self, baseline_cost_usd)
+        set_savings(self, savings_usd)
+
+
+_PRICED_SETTERS = slot_setters(PricedCall)
 
 
 def _sub(a: Decimal | None, b: Decimal | None) -> Decimal | None:

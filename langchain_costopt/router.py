@@ -1,0 +1,346 @@
+"""``RouterChatModel``: one chat model in front of tiers of chat models.
+
+Each request goes to the cheapest tier the engine's ``Router`` thinks can
+answer it, falls back to the tier's other models and then the next tier on
+errors, and is re-asked one tier up when the answer fails the validators.
+The adapter only translates messages and answers and runs the router's call
+loop; usage and ``model_name`` on the answer are those of the model that
+answered, and the decision is in ``response_metadata["costopt"]["route"]``.
+Discarded cheap attempts are recorded in the ledger as ``escalated``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableBinding
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from costopt_core.engine import CostEngine, default_engine
+from costopt_core.errors import ConfigurationError
+from costopt_core.routing.router import Router, RouterConfig, RouteRun
+from costopt_core.routing.tiers import Tier, Tiers
+from costopt_core.routing.validators import Answer, ValidatorConfig
+from costopt_core.tenancy import current_tenant
+from costopt_core.usage import usage_from_langchain
+from langchain_costopt._convert import from_langchain_messages
+from langchain_costopt.callbacks import TENANT_KEYS, CostCallbackHandler
+
+__all__ = ["RouterChatModel"]
+
+METADATA_KEY = "costopt"
+
+
+def _model_name(model: BaseChatModel) -> str:
+    for attr in ("model_name", "model", "model_id"):
+        value = getattr(model, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    return type(model).__name__
+
+
+def _answer_of(result: ChatResult) -> Answer:
+    gen = result.generations[0] if result.generations else None
+    msg = gen.message if isinstance(gen, ChatGeneration) else None
+    text = gen.text if gen is not None else ""
+    meta = (msg.response_metadata if msg is not None else {}) or {}
+    logprob = None
+    content = meta.get("logprobs")
+    if isinstance(content, Mapping) and isinstance(content.get("content"), list):
+        values = [t.get("logprob") for t in content["content"] if isinstance(t, Mapping)]
+        values = [v for v in values if isinstance(v, int | float)]
+        logprob = sum(values) / len(values) if values else None
+    return Answer(
+        text=text,
+        tool_calls=tuple(getattr(msg, "tool_calls", None) or ()),
+        mean_logprob=logprob,
+        finish_reason=meta.get("finish_reason") or meta.get("stop_reason"),
+    )
+
+
+class RouterChatModel(BaseChatModel):
+    """Routes each request to the cheapest sufficient tier of chat models.
+
+    Args:
+        tiers: tier name -> chat model(s), cheap to frontier (dict order). A
+            list gives a tier fallback models of the same class of quality.
+        router_config: thresholds, margin, escalation and retry limits.
+        validators: checks that send a weak cheap answer one tier up.
+        classifier: the engine's route classifier (heuristic by default; a
+            ``LearnedClassifier`` calibrated with ``costopt calibrate``).
+        engine: where budgets are read and escalations recorded when no cost
+            handler is attached; the process default if omitted.
+
+    Example:
+        >>> router = RouterChatModel(tiers={"small": mini, "frontier": big})  # doctest: +SKIP
+        >>> router.invoke("What is 2 + 2?").response_metadata["costopt"]["route"]["tier"]
+        'small'
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    tiers: dict[str, BaseChatModel | list[BaseChatModel]]
+    router_config: RouterConfig = Field(default_factory=RouterConfig)
+    validators: ValidatorConfig = Field(default_factory=ValidatorConfig)
+    classifier: Any = None
+    engine: CostEngine | None = None
+    bound_tools: tuple[Any, ...] = ()
+    bound_tool_kwargs: dict[str, Any] = Field(default_factory=dict)
+    _router: Router = PrivateAttr()
+    _models: list[list[BaseChatModel]] = PrivateAttr()
+
+    def model_post_init(self, context: Any) -> None:
+        if len(self.tiers) < 2:
+            raise ConfigurationError(
+                f"RouterChatModel needs at least two tiers, got {list(self.tiers)}"
+            )
+        self._models = [m if isinstance(m, list) else [m] for m in self.tiers.values()]
+        if any(not ms for ms in self._models):
+            raise ConfigurationError("every tier needs at least one chat model")
+        tiers = Tiers(
+            [
+                Tier(name, tuple(_model_name(m) for m in ms))
+                for name, ms in zip(self.tiers, self._models, strict=True)
+            ]
+        )
+        self._router = Router(
+            tiers, classifier=self.classifier, config=self.router_config, validators=self.validators
+        )
+
+    @property
+    def router(self) -> Router:
+        return self._router
+
+    @property
+    def _llm_type(self) -> str:
+        return "costopt-router"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "tiers": {
+                name: [_model_name(m) for m in ms]
+                for name, ms in zip(self.tiers, self._models, strict=True)
+            }
+        }
+
+    # -- tools and structured output apply to every tier --------------------------
+    def bind_tools(
+        self, tools: Sequence[Any], **kwargs: Any
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools to every tier (each in its own provider's format)."""
+        return self.model_copy(
+            update={"bound_tools": tuple(tools), "bound_tool_kwargs": dict(kwargs)}
+        )
+
+    def _kwargs_for(self, model: BaseChatModel, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if not self.bound_tools:
+            return kwargs
+        bound = model.bind_tools(list(self.bound_tools), **self.bound_tool_kwargs)
+        extra = bound.kwargs if isinstance(bound, RunnableBinding) else {}
+        return {**extra, **kwargs}
+
+    def _offered(self) -> tuple[str, ...]:
+        from langchain_core.utils.function_calling import convert_to_openai_tool
+
+        names = []
+        for t in self.bound_tools:
+            try:
+                names.append(convert_to_openai_tool(t)["function"]["name"])
+            except Exception:
+                continue
+        return tuple(names)
+
+    # -- the call loop --------------------------------------------------------------
+    def _tenant(self, run_manager: Any) -> str | None:
+        meta = getattr(run_manager, "metadata", None) or {}
+        for key in TENANT_KEYS:
+            if meta.get(key) is not None:
+                return str(meta[key])
+        return current_tenant()
+
+    def _handlers(self, run_manager: Any) -> list[CostCallbackHandler]:
+        handlers = getattr(run_manager, "handlers", None) or []
+        return [h for h in handlers if isinstance(h, CostCallbackHandler)]
+
+    def _start(
+        self, messages: list[BaseMessage], run_manager: Any, kwargs: dict[str, Any]
+    ) -> RouteRun:
+        tenant = self._tenant(run_manager)
+        engine = self._engine_for(run_manager)
+        # A "block" budget raises here, before any call; "downshift" moves the start down.
+        actions = {b.action for b in engine.ledger.check_budget(tenant, None)}
+        offered = self._offered()
+        structured = bool(kwargs.get("response_format")) or bool(
+            kwargs.get("ls_structured_output_format")
+        )
+        decision = self._router.route(
+            from_langchain_messages(messages),
+            tools=[{"name": n} for n in offered],
+            structured=structured,
+            budget_action="downshift" if "downshift" in actions else None,
+        )
+        return self._router.start(decision, offered_tools=offered, structured=structured)
+
+    def _engine_for(self, run_manager: Any) -> CostEngine:
+        handlers = self._handlers(run_manager)
+        if handlers:
+            return handlers[0].engine
+        return self.engine or default_engine()
+
+    def _record_escalation(self, run_manager: Any, result: ChatResult, tier: str) -> None:
+        gen = result.generations[0] if result.generations else None
+        msg = gen.message if isinstance(gen, ChatGeneration) else None
+        if msg is None or getattr(msg, "usage_metadata", None) is None:
+            return
+        meta = msg.response_metadata or {}
+        self._engine_for(run_manager).record_call(
+            model=str(meta.get("model_name") or meta.get("model") or "unknown"),
+            usage=usage_from_langchain(msg.usage_metadata),  # type: ignore[attr-defined]
+            tier=tier,
+            tenant=self._tenant(run_manager),
+            outcome="escalated",
+            framework="langchain",
+        )
+
+    def _finish(self, result: ChatResult, run: RouteRun) -> ChatResult:
+        gen = result.generations[0]
+        if isinstance(gen, ChatGeneration):
+            meta = dict(gen.message.response_metadata or {})
+            prior = meta.get(METADATA_KEY) if isinstance(meta.get(METADATA_KEY), dict) else {}
+            route = run.explain()
+            meta[METADATA_KEY] = {**prior, "tier": route["tier"], "route": route}
+            gen.message.response_metadata = meta
+        return result
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        run = self._start(messages, run_manager, kwargs)
+        while (step := run.next()) is not None:
+            model = self._models[step.tier_index][step.model_index]
+            try:
+                result = model._generate(messages, stop=stop, **self._kwargs_for(model, kwargs))
+            except Exception as exc:  # provider errors, timeouts, rate limits: fall back
+                run.failed(exc)
+                continue
+            if run.answered(_answer_of(result)) is None:
+                return self._finish(result, run)
+            self._record_escalation(run_manager, result, step.tier)
+        raise run.error()
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        run = self._start(messages, run_manager, kwargs)
+        while (step := run.next()) is not None:
+            model = self._models[step.tier_index][step.model_index]
+            try:
+                result = await model._agenerate(
+                    messages, stop=stop, **self._kwargs_for(model, kwargs)
+                )
+            except Exception as exc:
+                run.failed(exc)
+                continue
+            if run.answered(_answer_of(result)) is None:
+                return self._finish(result, run)
+            self._record_escalation(run_manager, result, step.tier)
+        raise run.error()
+
+    # Streaming: the answer is not held back for validation, so a streamed request is
+    # routed before the call and falls back on errors raised before its first chunk.
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        run = self._start(messages, run_manager, kwargs)
+        while (step := run.next()) is not None:
+            model = self._models[step.tier_index][step.model_index]
+            stream = model._stream(messages, stop=stop, **self._kwargs_for(model, kwargs))
+            try:
+                first = next(stream)
+            except StopIteration:
+                first = None
+            except Exception as exc:
+                run.failed(exc)
+                continue
+            run.kept()  # a stream is passed on as it comes, not held back for validation
+            chunks = [first] if first is not None else []
+            yield from self._emit(chunks, stream, run, run_manager)
+            return
+        raise run.error()
+
+    def _emit(
+        self,
+        head: list[ChatGenerationChunk],
+        rest: Iterator[ChatGenerationChunk],
+        run: RouteRun,
+        run_manager: CallbackManagerForLLMRun | None,
+    ) -> Iterator[ChatGenerationChunk]:
+        for chunk in [*head, *rest]:
+            if run_manager and chunk.text:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+        yield self._route_chunk(run)
+
+    @staticmethod
+    def _route_chunk(run: RouteRun) -> ChatGenerationChunk:
+        from langchain_core.messages import AIMessageChunk
+
+        route = run.explain()
+        return ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                response_metadata={METADATA_KEY: {"tier": route["tier"], "route": route}},
+            )
+        )
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        run = self._start(messages, run_manager, kwargs)
+        while (step := run.next()) is not None:
+            model = self._models[step.tier_index][step.model_index]
+            stream = model._astream(messages, stop=stop, **self._kwargs_for(model, kwargs))
+            try:
+                first = await anext(stream)
+            except StopAsyncIteration:
+                first = None
+            except Exception as exc:
+                run.failed(exc)
+                continue
+            run.kept()
+            if first is not None:
+                if run_manager and first.text:
+                    await run_manager.on_llm_new_token(first.text, chunk=first)
+                yield first
+            async for chunk in stream:
+                if run_manager and chunk.text:
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+            yield self._route_chunk(run)
+            return
+        raise run.error()

@@ -1,0 +1,247 @@
+"""``Router``: the routing policy adapters run, as a small state machine.
+
+The adapters' call loops (sync and async, LangChain and LlamaIndex) are a
+few lines each because every decision is made here: which tier starts (the
+classifier's decision, moved one tier down when a ``downshift`` budget is
+running out), which model of a tier comes next after an error (retries, then
+the tier's other models, then the next tier up), and whether an answer is
+kept or re-asked one tier up (the validators). Each step is recorded, so the
+final answer carries the whole explanation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+from costopt_core.errors import ConfigurationError, RoutingError
+from costopt_core.routing.decide import RouteDecision, choose_tier
+from costopt_core.routing.tiers import Tiers
+from costopt_core.routing.validators import Answer, ValidatorConfig, escalation_reason
+from costopt_core.types import ChatRequest, Message
+
+__all__ = ["Attempt", "RouteRun", "Router", "RouterConfig", "Step"]
+
+
+class _Classifier(Protocol):
+    def predict(self, items: Sequence[Any]) -> npt.NDArray[np.floating[Any]]: ...
+
+
+class RouterConfig(BaseModel):
+    """The routing policy's knobs, validated at the boundary."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    thresholds: tuple[float, ...] | None = Field(
+        None, description="Per non-frontier tier; None uses the classifier's defaults (0.5)."
+    )
+    margin: float = Field(0.05, ge=0.0, le=1.0, description="Unsure band above a threshold.")
+    max_escalations: int = Field(2, ge=0, le=10, description="Re-asks after weak answers.")
+    retries_per_model: int = Field(1, ge=0, le=5, description="Retries of one model on errors.")
+    validate_answers: bool = Field(True, description="Check cheap answers before keeping them.")
+    downshift_tiers: int = Field(
+        1, ge=0, le=5, description="Tiers to step down when a downshift budget runs low."
+    )
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One model call of a routed request."""
+
+    tier: str
+    model: str
+    outcome: str  # "kept", "escalated: <reason>", "error: <type>"
+
+
+@dataclass(frozen=True)
+class Step:
+    tier_index: int
+    model_index: int
+    tier: str
+    model: str
+
+
+@dataclass
+class RouteRun:
+    """The state of one routed request: where it is, and how it got there."""
+
+    router: Router
+    decision: RouteDecision
+    offered_tools: tuple[str, ...] = ()
+    structured: bool = False
+    tier_index: int = 0
+    model_index: int = 0
+    tries: int = 0
+    escalations: int = 0
+    attempts: list[Attempt] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+    _current: Step | None = None
+
+    def next(self) -> Step | None:
+        """The next model to call, or None when every option is used up."""
+        tiers = self.router.tiers
+        while self.tier_index < len(tiers):
+            models = tiers[self.tier_index].models
+            if self.model_index < len(models):
+                step = Step(
+                    self.tier_index,
+                    self.model_index,
+                    tiers[self.tier_index].name,
+                    models[self.model_index],
+                )
+                self._current = step
+                return step
+            self.tier_index += 1
+            self.model_index = 0
+            self.tries = 0
+        return None
+
+    def failed(self, error: BaseException) -> None:
+        """The current call raised: retry it, or move to the next model / tier."""
+        step = self._require()
+        self.errors.append(error)
+        self.attempts.append(Attempt(step.tier, step.model, f"error: {type(error).__name__}"))
+        self.tries += 1
+        if self.tries > self.router.config.retries_per_model:
+            self.model_index += 1
+            self.tries = 0
+
+    def answered(self, answer: Answer) -> str | None:
+        """Keep the answer (None) or say why the next tier must be asked."""
+        step = self._require()
+        reason = None
+        last = step.tier_index == len(self.router.tiers) - 1
+        cfg = self.router.config
+        if cfg.validate_answers and not last and self.escalations < cfg.max_escalations:
+            reason = escalation_reason(
+                answer,
+                self.router.validators,
+                offered_tools=self.offered_tools,
+                structured_output=self.structured,
+            )
+        if reason is None:
+            self.attempts.append(Attempt(step.tier, step.model, "kept"))
+            return None
+        self.attempts.append(Attempt(step.tier, step.model, f"escalated: {reason}"))
+        self.escalations += 1
+        self.tier_index = step.tier_index + 1
+        self.model_index = 0
+        self.tries = 0
+        return reason
+
+    def kept(self) -> None:
+        """The current answer is kept without validation (a stream already sent)."""
+        step = self._require()
+        self.attempts.append(Attempt(step.tier, step.model, "kept"))
+
+    def error(self) -> RoutingError:
+        """The error to raise when no tier could answer."""
+        tried = ", ".join(f"{a.tier}/{a.model} ({a.outcome})" for a in self.attempts) or "nothing"
+        last = self.errors[-1] if self.errors else None
+        err = RoutingError(
+            f"no tier could answer: tried {tried}; check the models' credentials and "
+            "availability, or add a fallback model to a tier"
+        )
+        err.__cause__ = last
+        return err
+
+    def explain(self) -> dict[str, Any]:
+        """What goes on the answer's metadata: the decision and every attempt."""
+        return {
+            "tier": self._current.tier if self._current else None,
+            "model": self._current.model if self._current else None,
+            "decision": self.decision.to_dict(),
+            "attempts": [dataclasses.asdict(a) for a in self.attempts],
+            "escalations": self.escalations,
+        }
+
+    def _require(self) -> Step:
+        if self._current is None:
+            raise RuntimeError("RouteRun.next() must be called first")
+        return self._current
+
+
+class Router:
+    """Tiers, a classifier and a policy: decides where each request goes.
+
+    Args:
+        tiers: cheap to frontier.
+        classifier: per-tier probabilities that the tier is good enough; the
+            heuristic classifier (no training data) when omitted.
+        config: thresholds, margin, escalation and retry limits.
+        validators: checks on a kept answer (see ``validators``).
+    """
+
+    def __init__(
+        self,
+        tiers: Tiers,
+        *,
+        classifier: _Classifier | None = None,
+        config: RouterConfig | None = None,
+        validators: ValidatorConfig | None = None,
+    ) -> None:
+        self.tiers = tiers
+        self.config = config or RouterConfig()
+        self.validators = validators or ValidatorConfig()
+        if classifier is None:
+            from costopt_core.routing.classifiers import HeuristicClassifier
+
+            classifier = HeuristicClassifier(n_tiers=len(tiers))
+        self.classifier = classifier
+        th = self.config.thresholds
+        if th is not None and len(th) != len(tiers) - 1:
+            raise ConfigurationError(
+                f"{len(th)} thresholds for {len(tiers)} tiers: give one per non-frontier tier"
+            )
+        self.thresholds: tuple[float, ...] = th if th is not None else (0.5,) * (len(tiers) - 1)
+
+    def route(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[Mapping[str, Any]] = (),
+        structured: bool = False,
+        budget_action: str | None = None,
+    ) -> RouteDecision:
+        """Where a request starts (before any call)."""
+        request = ChatRequest(
+            messages=tuple(messages),
+            tools=tuple(dict(t) for t in tools),
+            params={"response_format": "json"} if structured else {},
+        )
+        probs = self.classifier.predict([request])[0]
+        decision = choose_tier(
+            probs, self.thresholds, margin=self.config.margin, tier_names=self.tiers.names
+        )
+        if budget_action == "downshift" and decision.tier_index > 0:
+            down = max(0, decision.tier_index - self.config.downshift_tiers)
+            decision = dataclasses.replace(
+                decision,
+                tier_index=down,
+                tier=self.tiers[down].name,
+                reason=f"{decision.reason}; budget running low: downshifted to "
+                f"{self.tiers[down].name}",
+            )
+        return decision
+
+    def start(
+        self,
+        decision: RouteDecision,
+        *,
+        offered_tools: Sequence[str] = (),
+        structured: bool = False,
+    ) -> RouteRun:
+        """A run of the call loop starting at ``decision``'s tier."""
+        return RouteRun(
+            self,
+            decision,
+            offered_tools=tuple(offered_tools),
+            structured=structured,
+            tier_index=decision.tier_index,
+        )

@@ -180,19 +180,18 @@ class CostCallbackHandler(BaseCallbackHandler):
             meta = message.response_metadata or {}
             model = meta.get("model_name") or meta.get("model") or model
             um = message.usage_metadata
-            if um is None:
-                usage = Usage()
-            else:
-                usage = usage_from_langchain(um)
-                # langchain-core marks answers served from its LLM cache this way.
-                if um.get("total_cost") == 0:  # type: ignore[comparison-overlap]
-                    outcome = "cache_exact"
-                    prior = meta.get(METADATA_KEY)
-                    if isinstance(prior, Mapping):
-                        # A costopt cache says which of its tiers served the answer.
-                        if prior.get("cache") in ("exact", "semantic"):
-                            outcome = f"cache_{prior['cache']}"
-                        tier = tier or prior.get("tier")
+            usage = Usage() if um is None else usage_from_langchain(um)
+            # langchain-core marks answers served from its LLM cache this way.
+            if um is not None and um.get("total_cost") == 0:  # type: ignore[comparison-overlap]
+                outcome = "cache_exact"
+            prior = meta.get(METADATA_KEY)
+            if isinstance(prior, Mapping):
+                # A costopt cache says which of its tiers served the answer (also when
+                # it replays a hit itself, as CachedChatModel does); a router says
+                # which tier answered.
+                if prior.get("cache") in ("exact", "semantic"):
+                    outcome = f"cache_{prior['cache']}"
+                tier = tier or prior.get("tier")
         else:
             llm_output = response.llm_output or {}
             usage = normalize_usage(llm_output.get("token_usage") or llm_output.get("usage"))
@@ -209,8 +208,13 @@ class CostCallbackHandler(BaseCallbackHandler):
         )
         if message is not None and outcome == "model":
             # In place (no pydantic re-validation). Only freshly generated answers
-            # are written; copies served from a cache are left as they are.
-            message.response_metadata[METADATA_KEY] = record_metadata(record)
+            # are written; copies served from a cache are left as they are. What a
+            # router put there (its route) is kept.
+            prior = message.response_metadata.get(METADATA_KEY)
+            fresh = record_metadata(record)
+            message.response_metadata[METADATA_KEY] = (
+                {**prior, **fresh} if isinstance(prior, Mapping) else fresh
+            )
         return record
 
 

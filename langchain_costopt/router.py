@@ -92,8 +92,6 @@ class RouterChatModel(BaseChatModel):
     validators: ValidatorConfig = Field(default_factory=ValidatorConfig)
     classifier: Any = None
     engine: CostEngine | None = None
-    bound_tools: tuple[Any, ...] = ()
-    bound_tool_kwargs: dict[str, Any] = Field(default_factory=dict)
     _router: Router = PrivateAttr()
     _models: list[list[BaseChatModel]] = PrivateAttr()
 
@@ -134,29 +132,43 @@ class RouterChatModel(BaseChatModel):
 
     # -- tools and structured output apply to every tier --------------------------
     def bind_tools(
-        self, tools: Sequence[Any], **kwargs: Any
+        self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any
     ) -> Runnable[LanguageModelInput, AIMessage]:
-        """Bind tools to every tier (each in its own provider's format)."""
-        return self.model_copy(
-            update={"bound_tools": tuple(tools), "bound_tool_kwargs": dict(kwargs)}
-        )
-
-    def _kwargs_for(self, model: BaseChatModel, kwargs: dict[str, Any]) -> dict[str, Any]:
-        if not self.bound_tools:
-            return kwargs
-        bound = model.bind_tools(list(self.bound_tools), **self.bound_tool_kwargs)
-        extra = bound.kwargs if isinstance(bound, RunnableBinding) else {}
-        return {**extra, **kwargs}
-
-    def _offered(self) -> tuple[str, ...]:
+        """Bind tools to every tier (each tier's model formats them for its provider)."""
         from langchain_core.utils.function_calling import convert_to_openai_tool
 
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_model_name"] = kwargs.get("model") or "router:" + "|".join(self.tiers)
+        return params
+
+    @staticmethod
+    def _split_tools(kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
+        rest = dict(kwargs)
+        tools = rest.pop("tools", None) or []
+        tool_kwargs = {k: rest.pop(k) for k in ("tool_choice", "parallel_tool_calls") if k in rest}
+        return tools, tool_kwargs, rest
+
+    def _kwargs_for(self, model: BaseChatModel, kwargs: dict[str, Any]) -> dict[str, Any]:
+        tools, tool_kwargs, rest = self._split_tools(kwargs)
+        if not tools:
+            return rest
+        bound = model.bind_tools(tools, **tool_kwargs)
+        extra = bound.kwargs if isinstance(bound, RunnableBinding) else {}
+        return {**rest, **extra}
+
+    @classmethod
+    def _offered(cls, kwargs: dict[str, Any]) -> tuple[str, ...]:
+        tools, _, _ = cls._split_tools(kwargs)
         names = []
-        for t in self.bound_tools:
-            try:
-                names.append(convert_to_openai_tool(t)["function"]["name"])
-            except Exception:
-                continue
+        for t in tools:
+            fn = t.get("function") if isinstance(t, Mapping) else None
+            if isinstance(fn, Mapping) and isinstance(fn.get("name"), str):
+                names.append(fn["name"])
         return tuple(names)
 
     # -- the call loop --------------------------------------------------------------
@@ -178,7 +190,7 @@ class RouterChatModel(BaseChatModel):
         engine = self._engine_for(run_manager)
         # A "block" budget raises here, before any call; "downshift" moves the start down.
         actions = {b.action for b in engine.ledger.check_budget(tenant, None)}
-        offered = self._offered()
+        offered = self._offered(kwargs)
         structured = bool(kwargs.get("response_format")) or bool(
             kwargs.get("ls_structured_output_format")
         )

@@ -213,3 +213,26 @@ def test_unknown_model_records_none_not_zero(engine: CostEngine) -> None:
     with pytest.warns(UserWarning, match="acme-llm-7b"):
         m.invoke("hi", config={"callbacks": [h]})
     assert engine.ledger.records()[0].cost_usd is None
+
+
+def test_tiny_costs_go_on_the_message_in_plain_notation(engine: CostEngine) -> None:
+    one_token = Usage(1, 0, cache_read_tokens=0, cache_write_5m_tokens=0, cache_write_1h_tokens=0)
+    m = ScriptedChatModel(script=Script([ScriptedResponse("x", one_token, model="gpt-4o-mini")]))
+    msg = m.invoke("hi", config={"callbacks": [CostCallbackHandler(engine)]})
+    meta = msg.response_metadata["costopt"]
+    [rec] = engine.ledger.records()
+    assert rec.cost_usd == Decimal("0.00000015")
+    assert "E" in str(rec.cost_usd)  # what str() would have put there
+    assert meta["cost_usd"] == format(rec.cost_usd, "f")
+    assert meta["baseline_cost_usd"] == format(rec.baseline_cost_usd, "f")
+
+
+def test_run_metadata_without_costopt_keys_and_budget_estimates(engine: CostEngine) -> None:
+    h = CostCallbackHandler(engine)
+    m = model()
+    m.invoke("hi", config={"callbacks": [h], "metadata": {"unrelated": 1}})
+    m.invoke("hi", config={"callbacks": [h], "metadata": {"tenant_id": 7, "costopt_tier": "s"}})
+    first, second = engine.ledger.records()
+    assert (first.tenant, first.tier) == (None, None)
+    assert (second.tenant, second.tier) == ("7", "s")
+    assert not h._runs  # every started run was ended

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -156,3 +157,98 @@ def test_listener_errors_do_not_propagate(engine: CostEngine) -> None:
     engine.ledger.subscribe(lambda r: 1 / 0)
     engine.record_call(model="gpt-4o-mini", usage=MINI)
     assert len(seen) == 1
+
+
+# --------------------------------------------------------------------------- deferred folding
+
+
+def _one_at_a_time(records: list[CallRecord]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Totals and per-tenant totals of a ledger that folds after every call."""
+    ledger = CostLedger()
+    for r in records:
+        ledger.add(r)
+        ledger.totals()  # a read folds what is pending
+    return ledger.totals().to_dict(), {
+        str(k): v.to_dict() for k, v in ledger.totals_by("tenant").items()
+    }
+
+
+def test_folding_in_batches_gives_the_same_totals_as_one_call_at_a_time(
+    engine: CostEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import costopt_core.ledger as ledger_module
+
+    monkeypatch.setattr(ledger_module, "_FOLD_EVERY", 7)
+    with pytest.warns(UserWarning):
+        for i in range(40):
+            engine.record_call(
+                model=("gpt-4o-mini", "gpt-4o", "claude-sonnet-4-5", "no-such-model")[i % 4],
+                usage=Usage(input_tokens=1000 + i, output_tokens=i, cache_read_tokens=i),
+                tenant=("a", "b", None)[i % 3],
+                tier=("small", "frontier")[i % 2],
+                outcome=("model", "model", "cache_exact", "escalated", "cache_semantic")[i % 5],
+            )
+    records = engine.ledger.records()
+    assert len(engine.ledger) == 40  # calls folded and pending alike
+    totals, by_tenant = _one_at_a_time(records)
+    assert engine.ledger.totals().to_dict() == totals
+    assert {str(k): v.to_dict() for k, v in engine.ledger.totals_by("tenant").items()} == by_tenant
+    assert engine.ledger.totals().calls == 40
+    unpriced = sum(r.cost_usd is None for r in records)
+    assert unpriced and engine.ledger.totals().unpriced_calls == unpriced
+    # cache hits consumed no tokens
+    assert engine.ledger.totals().tokens["output_tokens"] == sum(
+        r.usage.output_tokens or 0 for r in records if r.outcome in ("model", "escalated")
+    )
+
+
+def test_spend_windows_across_days_in_one_fold(clock) -> None:
+    from datetime import timedelta
+
+    ledger = CostLedger(clock=clock)
+    engine = CostEngine(ledger=ledger, clock=clock)
+    day_one = clock.now
+    engine.record_call(model="gpt-4o", usage=MINI, tenant="a")  # $0.0035
+    clock.now = day_one + timedelta(days=1)
+    engine.record_call(model="gpt-4o", usage=MINI, tenant="a")
+    engine.record_call(model="gpt-4o", usage=MINI, tenant="b")
+    clock.now = day_one  # a late record of the first day, after the window moved on
+    engine.record_call(model="gpt-4o", usage=MINI, tenant="a")
+    clock.now = day_one + timedelta(days=1)
+    # nothing was read in between, so all four are folded together
+    assert ledger.spent("a", "day") == Decimal("0.0035")
+    assert ledger.spent(None, "day") == Decimal("0.0070")
+    assert ledger.spent("a", "total") == Decimal("0.0035") * 3
+    assert ledger.spent(None, "total") == Decimal("0.0035") * 4
+
+
+def test_listeners_see_each_record_when_it_is_added(engine: CostEngine) -> None:
+    seen: list[CallRecord] = []
+    engine.ledger.subscribe(seen.append)
+    for i in range(3):
+        rec = engine.record_call(model="gpt-4o-mini", usage=MINI, call_id=f"c{i}")
+        assert seen[-1] is rec  # not held back until the next read
+    engine.record_call(model="gpt-4o-mini", usage=MINI, call_id="c0")
+    assert len(seen) == 3  # a repeated call id is neither recorded nor announced
+
+
+def test_has_budgets(engine: CostEngine) -> None:
+    from costopt_core import Budget
+
+    assert not engine.ledger.has_budgets
+    engine.ledger.add_budget(Budget(limit_usd=Decimal(1)))
+    assert engine.ledger.has_budgets
+
+
+def test_record_init_takes_the_dataclass_fields_in_order() -> None:
+    import dataclasses
+    import inspect
+    from datetime import UTC, datetime
+
+    names = [f.name for f in dataclasses.fields(CallRecord)]
+    assert list(inspect.signature(CallRecord).parameters) == names
+    rec = CallRecord("x", datetime(2026, 1, 1, tzinfo=UTC), "m", MINI, None, None, {})
+    assert rec.tags == {} and rec.mode == "sync" and rec.outcome == "model"
+    assert rec == dataclasses.replace(rec)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rec.model = "other"  # type: ignore[misc]

@@ -799,3 +799,69 @@ def test_shipped_anthropic_cache_multipliers(model: str) -> None:
         assert lc.usd_per_mtok_cache_read == lc.usd_per_mtok_input * D("0.1")
         assert lc.usd_per_mtok_cache_write_5m == lc.usd_per_mtok_input * D("1.25")
         assert lc.usd_per_mtok_cache_write_1h == lc.usd_per_mtok_input * 2
+
+
+# --------------------------------------------------------------------------- integer fast path
+
+
+def _decimal_sum(p: ModelPrice, u: Usage, mode: str) -> Decimal | None:
+    """The cost as plain Decimal arithmetic: a product per kind, then their sum."""
+    from costopt_core.pricing.cost import _rates
+
+    if u.input_tokens is None or u.output_tokens is None:
+        return None
+    rates = _rates(p, u.input_tokens, mode)  # type: ignore[arg-type]
+    if rates is None:
+        return None
+    read, w5, w1h = (
+        u.cache_read_tokens or 0,
+        u.cache_write_5m_tokens or 0,
+        u.cache_write_1h_tokens or 0,
+    )
+    r_in, r_read, r_w5, r_w1h, r_out = rates.decimals
+    return (
+        (u.input_tokens - read - w5 - w1h) * r_in
+        + read * r_read
+        + w5 * r_w5
+        + w1h * r_w1h
+        + u.output_tokens * r_out
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    model=st.sampled_from(CATALOG.models()),
+    u=usages(),
+    mode=st.sampled_from(["sync", "batch"]),
+)
+def test_integer_cost_is_the_same_decimal_as_decimal_arithmetic(
+    model: str, u: Usage, mode: str
+) -> None:
+    # Same value and same exponent, so exports (format "f") do not change.
+    got = cost_of(price(model), u, mode)  # type: ignore[arg-type]
+    want = _decimal_sum(price(model), u, mode)
+    assert str(got) == str(want)
+
+
+def test_inexact_rates_keep_decimal_rounding() -> None:
+    """A batch ratio of 1/3 gives 28-digit rates: past the precision, Decimal rounding rules."""
+    import decimal
+
+    p = CATALOG.with_overrides(
+        {
+            "thirds": {
+                "usd_per_mtok_input": "3",
+                "usd_per_mtok_output": "9",
+                "usd_per_mtok_cache_read": "3",
+                "usd_per_mtok_batch_input": "1",
+                "usd_per_mtok_batch_output": "1",
+            }
+        }
+    ).get("thirds")
+    assert p is not None
+    u = usage(5, 40, read=5_001)
+    assert str(cost_of(p, u, "batch")) == str(_decimal_sum(p, u, "batch"))
+    with decimal.localcontext() as ctx:
+        ctx.prec = 6  # a low precision rounds small amounts too
+        big = usage(123_457, 98_765, read=1)
+        assert str(cost_of(price("gpt-4o"), big)) == str(_decimal_sum(price("gpt-4o"), big, "sync"))

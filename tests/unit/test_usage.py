@@ -871,3 +871,98 @@ def test_langchain_round_trip_keeps_known_zeros() -> None:
         reasoning_tokens=0,
     )
     assert normalize_usage(usage_to_langchain(u), fmt="langchain") == u
+
+
+# --------------------------------------------------------------------------- dict fast paths
+
+_LANGCHAIN_DETAILS = [
+    "cache_read",
+    "cache_creation",
+    "ephemeral_5m_input_tokens",
+    "ephemeral_1h_input_tokens",
+]
+_ODD_COUNT = st.one_of(
+    st.none(),
+    st.integers(-3, 3_000),
+    st.sampled_from([True, 2.0, 2.5, "7", "x", -1.0]),
+)
+
+
+def _read_or_error(reader: Any, payload: Any) -> Usage | str:
+    try:
+        return reader(payload)
+    except UsageFormatError as e:
+        return f"error: {e}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    counts=st.dictionaries(
+        st.sampled_from(["input_tokens", "output_tokens", "total_tokens"]), _ODD_COUNT
+    ),
+    details=st.none()
+    | st.dictionaries(
+        st.sampled_from(
+            [
+                "cache_read",
+                "cache_creation",
+                "ephemeral_5m_input_tokens",
+                "ephemeral_1h_input_tokens",
+            ]
+        ),
+        _ODD_COUNT,
+    ),
+    out_details=st.none() | st.dictionaries(st.just("reasoning"), _ODD_COUNT),
+)
+def test_langchain_dict_fast_path_reads_like_the_general_reader(
+    counts: dict[str, Any], details: dict[str, Any] | None, out_details: dict[str, Any] | None
+) -> None:
+    payload: dict[str, Any] = dict(counts)
+    if details is not None:
+        payload["input_token_details"] = details
+    if out_details is not None:
+        payload["output_token_details"] = out_details
+    # The same payload as an SDK-style object goes through _get/_int.
+    general = SimpleNamespace(
+        **counts,
+        input_token_details=SimpleNamespace(**(details or {})),
+        output_token_details=SimpleNamespace(**(out_details or {})),
+    )
+    assert _read_or_error(usage_from_langchain, payload) == _read_or_error(
+        usage_from_langchain, general
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    counts=st.dictionaries(
+        st.sampled_from(["prompt_tokens", "completion_tokens", "total_tokens"]), _ODD_COUNT
+    ),
+    cached=st.none() | _ODD_COUNT,
+    reasoning=st.none() | _ODD_COUNT,
+)
+def test_openai_dict_fast_path_reads_like_the_general_reader(
+    counts: dict[str, Any], cached: Any, reasoning: Any
+) -> None:
+    payload: dict[str, Any] = dict(counts)
+    if cached is not None:
+        payload["prompt_tokens_details"] = {"cached_tokens": cached}
+    if reasoning is not None:
+        payload["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+    general = SimpleNamespace(
+        **counts,
+        prompt_tokens_details=SimpleNamespace(cached_tokens=cached),
+        completion_tokens_details=SimpleNamespace(reasoning_tokens=reasoning),
+    )
+    assert _read_or_error(usage_from_openai, payload) == _read_or_error(usage_from_openai, general)
+
+
+def test_usage_init_takes_the_dataclass_fields_in_order() -> None:
+    import dataclasses
+    import inspect
+
+    names = [f.name for f in dataclasses.fields(Usage)]
+    assert list(inspect.signature(Usage).parameters) == names
+    assert Usage(1, 2, 0, 0, 1, 0) == Usage(**dict(zip(names, (1, 2, 0, 0, 1, 0), strict=True)))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Usage(1, 1).input_tokens = 2  # type: ignore[misc]

@@ -167,7 +167,7 @@ def choose_tier(
     if not (cost_scale > 0 and math.isfinite(cost_scale)):
         raise ConfigurationError(f"cost_scale must be a finite number > 0, got {cost_scale}")
     th = tuple(effective_threshold(t, cost_scale) for t in normalize_thresholds(thresholds, n))
-    scaled = "" if cost_scale == 1.0 else f" (scaled for a request costing {cost_scale:.2f}x typical)"
+    scaled = "" if cost_scale == 1.0 else f" (scaled for a request {cost_scale:.2f}x typical size)"
 
     for i, thr in enumerate(th):
         p = probs[i]

@@ -14,6 +14,7 @@ hardware cost, a negotiated rate).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -220,7 +221,8 @@ class Tiers:
         arr = np.array([float(c) for c in costs if c is not None], dtype=np.float64)
         if arr[-1] <= 0:
             raise ConfigurationError("the frontier tier is free: relative costs are undefined")
-        return arr / arr[-1]
+        out: npt.NDArray[np.float64] = arr / arr[-1]
+        return out
 
     def is_cost_ordered(
         self, catalog: PriceCatalog, *, input_tokens: int = 1000, output_tokens: int = 200
@@ -233,4 +235,4 @@ class Tiers:
         """
         costs = self.expected_costs(catalog, input_tokens=input_tokens, output_tokens=output_tokens)
         known = [c for c in costs if c is not None]
-        return all(a <= b for a, b in zip(known, known[1:], strict=False))
+        return all(a <= b for a, b in itertools.pairwise(known))

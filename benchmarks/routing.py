@@ -1,0 +1,816 @@
+"""Model routing on real per-prompt correctness: cost vs quality against baselines.
+
+Data (``../shared/data/routing/``, see its README): RouterBench ARC-Challenge
+and Winogrande (train/test files, 11 models with their real per-prompt cost)
+and RouteLLM MMLU (Mixtral-8x7B vs GPT-4-1106 correctness, 57 subject files,
+no costs). No model is called: a router's choice is scored with the recorded
+correctness and cost of the model it picks.
+
+Protocol (``README.md`` of the data): everything is fitted and calibrated on
+the train split only, then every test prompt is routed.
+
+- Tiers come from the train split by a fixed rule, not by hand: the frontier
+  is the model with the best train quality; the tiers are the models on the
+  upper convex hull of (mean cost, mean quality) from the cheapest model up to
+  the frontier (a model under the hull is beaten, at its own cost, by mixing
+  two hull models at random), at most ``--max-tiers`` of them (the hull
+  points whose removal loses the least area go first).
+- Learned router: :class:`LearnedClassifier` on the all-MiniLM-L6-v2
+  embedding of :func:`routing_text` (the end of the prompt) and request
+  features, calibrated with 5-fold cross-validation on train
+  (:func:`cross_validated_probs`, :func:`calibrate_from_predictions`). Its
+  curve is the train Pareto front of threshold settings, each applied
+  unchanged to test. Decisions are cost-aware (thresholds scaled by the
+  prompt's token count, which is known before the call); ``learned_uniform``
+  is the same model with plain thresholds.
+- Heuristic router: :class:`HeuristicClassifier` (no training), thresholds
+  chosen on train the same way.
+- Baselines on test: always-frontier, always-cheapest, every single model,
+  the random router (random mixing of tiers: the upper envelope of the tier
+  points), and the oracle (cheapest tier with the best answer; also over all
+  models).
+
+Metrics per router on test: ``cost_reduction_at_95pct`` (1 - cost / frontier
+cost at the cheapest curve point with quality >= 95% of the frontier's),
+``cost_fraction_at_frontier_quality`` (cheapest point at >= frontier quality),
+``apgr`` for two-model sets (RouteLLM: mean performance gap recovered over the
+share of calls sent to the strong model, 0..1, with the endpoints at
+always-weak and always-strong) and ``apgr_cost`` (the same over normalised
+cost, the axis a cost-aware router optimises), the point calibrated on train
+for 95% ("calibrated": its realised test quality and cost), and whether the
+curve ever falls below the best single model with no greater test cost.
+
+Data handling: RouterBench prompts are stored as a Python list literal and
+are read as the joined list; rows where any model's score is missing are
+dropped (8 ARC train rows, 6 test; none in Winogrande) so every router is
+scored on the same prompts. RouteLLM files have no costs: each prompt is
+priced with the catalog's list prices (``gpt-4-1106-preview`` resolves to
+gpt-4-turbo at $10/$30 per million tokens, Mixtral-8x7B-Instruct to $0.60/$0.60)
+on its input tokens (cl100k token counter, chat framing included) plus
+``--mc-output-tokens`` (3) output tokens: the answer to a multiple-choice
+question is a letter. A RouteLLM set without a train file is split 50/50 by
+a fixed seed (``--seed``).
+
+Embeddings are cached per text in ``--cache-dir`` (outside the repository):
+on 2 shared cores the first run embeds ~17,000 texts in 15-30 minutes, a
+rerun takes a few minutes.
+
+    python benchmarks/routing.py --out benchmarks/results/routing.json
+    python benchmarks/routing.py --data ../shared/data/routing/routellm_mmlu
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import gzip
+import hashlib
+import io
+import itertools
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import _common
+import numpy as np
+import numpy.typing as npt
+from _common import print_table, require, write_json
+
+from costopt_core.embeddings import Embedder, SentenceTransformerEmbedder
+from costopt_core.pricing import PriceCatalog, estimate_cost
+from costopt_core.routing import (
+    CalibrationReport,
+    Encoded,
+    HeuristicClassifier,
+    LearnedClassifier,
+    calibrate_from_predictions,
+    choose_tier,
+    choose_tiers,
+    cost_scales,
+    cross_validated_probs,
+    extract_features,
+    routing_text,
+)
+from costopt_core.tokens import default_counter
+from costopt_core.types import Message
+
+DEFAULT_ROOT = _common.DATA / "routing"
+RESULTS = _common.REPO / "benchmarks" / "results"
+TARGET = 0.95
+FArr = npt.NDArray[np.float64]
+
+csv.field_size_limit(sys.maxsize)
+
+
+# -- data ----------------------------------------------------------------------
+
+
+@dataclass
+class Split:
+    """Prompts with per-model score and cost matrices (columns = ``models``)."""
+
+    prompts: list[str]
+    scores: FArr  # (n, n_models) in [0, 1]
+    costs: FArr  # (n, n_models) USD
+    dropped: int = 0
+
+
+@dataclass
+class DataSet:
+    key: str
+    kind: str  # "routerbench" or "routellm"
+    models: list[str]
+    train: Split
+    test: Split
+    notes: list[str] = field(default_factory=list)
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    with _open_text(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for ext in (".gz", ".csv"):
+        name = name.removesuffix(ext)
+    return name
+
+
+def _prompt_text(raw: str) -> str:
+    # RouterBench stores the prompt as a Python list literal of strings.
+    if raw.startswith("[") and raw.endswith("]"):
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            return raw
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return "\n".join(value)
+    return raw
+
+
+def _num(x: str) -> float:
+    x = x.strip()
+    if x in ("True", "true"):
+        return 1.0
+    if x in ("False", "false"):
+        return 0.0
+    try:
+        return float(x)
+    except ValueError:
+        return math.nan
+
+
+def _routerbench_split(rows: list[dict[str, str]], models: list[str]) -> Split:
+    prompts = [_prompt_text(r["prompt"]) for r in rows]
+    S = np.array([[_num(r[m]) for m in models] for r in rows], dtype=np.float64)
+    C = np.array([[_num(r[f"{m}|total_cost"]) for m in models] for r in rows], dtype=np.float64)
+    keep = ~(np.isnan(S).any(axis=1) | np.isnan(C).any(axis=1))
+    return Split(
+        prompts=[p for p, k in zip(prompts, keep, strict=True) if k],
+        scores=S[keep],
+        costs=C[keep],
+        dropped=int((~keep).sum()),
+    )
+
+
+def load_routerbench(train_path: Path, test_path: Path) -> DataSet:
+    train_rows, test_rows = _read_rows(train_path), _read_rows(test_path)
+    models = [c.split("|")[0] for c in train_rows[0] if c.endswith("|total_cost")]
+    train = _routerbench_split(train_rows, models)
+    test = _routerbench_split(test_rows, models)
+    key = _stem(train_path).removesuffix("_train")
+    notes = [
+        f"dropped rows with a missing score: {train.dropped} train, {test.dropped} test",
+        "prompt = the stored list literal, joined",
+        "cost = the recorded total_cost of the chosen model",
+    ]
+    return DataSet(key, "routerbench", models, train, test, notes)
+
+
+def _mc_costs(prompts: list[str], models: list[str], catalog: PriceCatalog, out_tok: int) -> FArr:
+    counter = default_counter()
+    C = np.zeros((len(prompts), len(models)), dtype=np.float64)
+    for j, m in enumerate(models):
+        price = catalog.get(m, warn=False)
+        if price is None:
+            raise SystemExit(f"no catalog price for model {m!r}: add it to prices.json")
+        for i, p in enumerate(prompts):
+            tokens = counter.count_messages([Message(role="user", content=p)], m).tokens
+            c = estimate_cost(price, tokens, out_tok)
+            assert c is not None
+            C[i, j] = float(c)
+    return C
+
+
+def load_routellm(
+    files: list[Path], key: str, catalog: PriceCatalog, out_tok: int, seed: int
+) -> DataSet:
+    prompts: list[str] = []
+    scores: list[list[float]] = []
+    models: list[str] | None = None
+    for f in files:
+        rows = _read_rows(f)
+        if not rows:
+            continue
+        cols = [c for c in rows[0] if c != "prompt" and not c.startswith("Unnamed")]
+        if models is None:
+            models = cols
+        elif cols != models:
+            raise SystemExit(f"{f}: model columns {cols} differ from {models}")
+        for r in rows:
+            prompts.append(r["prompt"])
+            scores.append([_num(r[m]) for m in cols])
+    if models is None:
+        raise SystemExit(f"no rows in {files}")
+    S = np.array(scores, dtype=np.float64)
+    keep = ~np.isnan(S).any(axis=1)
+    prompts = [p for p, k in zip(prompts, keep, strict=True) if k]
+    S = S[keep]
+    C = _mc_costs(prompts, models, catalog, out_tok)
+    perm = np.random.default_rng(seed).permutation(len(prompts))
+    half = len(prompts) // 2
+    tr, te = np.sort(perm[:half]), np.sort(perm[half:])
+    notes = [
+        f"{len(files)} file(s), {len(prompts)} prompts, split 50/50 with seed {seed}",
+        f"priced with catalog list prices on input tokens + {out_tok} output tokens",
+        f"dropped {int((~keep).sum())} rows with a missing score",
+    ]
+
+    def split(ix: npt.NDArray[np.int64]) -> Split:
+        return Split([prompts[i] for i in ix], S[ix], C[ix])
+
+    return DataSet(key, "routellm", models, split(tr), split(te), notes)
+
+
+def discover(paths: Sequence[str], catalog: PriceCatalog, out_tok: int, seed: int) -> list[DataSet]:
+    """Data sets from ``--data`` arguments (or the default routing folder)."""
+    out: list[DataSet] = []
+    if not paths:
+        root = require(DEFAULT_ROOT)
+        for train in sorted(root.glob("*_train.csv*")):
+            out.append(_pair(train))
+        for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+            if list(sub.glob("*.csv*")):
+                out.append(_load_dir(sub, catalog, out_tok, seed))
+        return out
+    for raw in paths:
+        p = require(Path(raw))
+        if p.is_dir():
+            out.append(_load_dir(p, catalog, out_tok, seed))
+        elif "_train" in p.name or "_test" in p.name:
+            out.append(_pair(p))
+        else:
+            out.append(load_routellm([p], _stem(p), catalog, out_tok, seed))
+    return out
+
+
+def _pair(path: Path) -> DataSet:
+    if "_train" in path.name:
+        train, test = path, path.with_name(path.name.replace("_train", "_test"))
+    else:
+        train, test = path.with_name(path.name.replace("_test", "_train")), path
+    require(train)
+    require(test)
+    return load_routerbench(train, test)
+
+
+def _load_dir(d: Path, catalog: PriceCatalog, out_tok: int, seed: int) -> DataSet:
+    files = sorted(d.glob("*.csv*"))
+    trains = [f for f in files if "_train" in f.name]
+    if trains:
+        raise SystemExit(
+            f"{d}: a directory is one RouteLLM-format data set; pass train/test files directly"
+        )
+    return load_routellm(files, d.name, catalog, out_tok, seed)
+
+
+# -- tiers -----------------------------------------------------------------------
+
+
+def _cross(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
+    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+
+def select_tiers(quality: FArr, cost: FArr, max_tiers: int) -> list[int]:
+    """Model indices of the tiers (cheap -> frontier), from train means only."""
+    frontier = int(max(range(len(quality)), key=lambda j: (quality[j], -cost[j])))
+    cand = [j for j in range(len(quality)) if cost[j] <= cost[frontier]]
+    cand.sort(key=lambda j: (cost[j], -quality[j]))
+    # Upper hull (monotone chain), then keep only points that add quality.
+    hull: list[int] = []
+    for j in cand:
+        pt = (cost[j], quality[j])
+        while (
+            len(hull) >= 2
+            and _cross((cost[hull[-2]], quality[hull[-2]]), (cost[hull[-1]], quality[hull[-1]]), pt)
+            >= 0
+        ):
+            hull.pop()
+        hull.append(j)
+    hull = [j for i, j in enumerate(hull) if i == 0 or quality[j] > quality[hull[i - 1]]]
+    if hull[-1] != frontier:
+        hull.append(frontier)
+    while len(hull) > max_tiers:
+        # Drop the interior point whose removal loses the least hull area.
+        def loss(i: int) -> float:
+            a, b, c = hull[i - 1], hull[i], hull[i + 1]
+            return abs(_cross((cost[a], quality[a]), (cost[b], quality[b]), (cost[c], quality[c])))
+
+        hull.pop(min(range(1, len(hull) - 1), key=loss))
+    return hull
+
+
+# -- embeddings ------------------------------------------------------------------
+
+
+def embed_cached(texts: list[str], embedder: Embedder, cache_file: Path | None) -> FArr:
+    keys = [hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts]
+    known: dict[str, npt.NDArray[np.float32]] = {}
+    if cache_file is not None and cache_file.exists():
+        with np.load(cache_file, allow_pickle=False) as z:
+            known = dict(zip(z["keys"].tolist(), z["vecs"], strict=True))
+    missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in known}.items())
+    if missing:
+        t0 = time.perf_counter()
+        vecs = embedder.embed([t for _, t in missing])
+        dt = time.perf_counter() - t0
+        print(f"  embedded {len(missing)} texts in {dt:.0f} s ({len(missing) / dt:.0f}/s)")
+        known.update({k: v for (k, _), v in zip(missing, vecs, strict=True)})
+        if cache_file is not None:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            ks = sorted(known)
+            np.savez(cache_file, keys=np.array(ks), vecs=np.stack([known[k] for k in ks]))
+    else:
+        print(f"  embeddings: all {len(texts)} from {cache_file}")
+    return np.stack([known[k] for k in keys]).astype(np.float32)
+
+
+# -- evaluation --------------------------------------------------------------------
+
+
+@dataclass
+class Point:
+    cost: float  # total USD on the split
+    quality: float  # mean score
+    shares: tuple[float, ...]  # per tier
+    thresholds: tuple[float, ...] = ()
+
+
+def route_points(
+    probs: FArr,
+    settings: Sequence[Sequence[float]],
+    labels: FArr,
+    costs: FArr,
+    scale: FArr,
+    margin: float = 0.0,
+) -> list[Point]:
+    rows = np.arange(len(probs))
+    out = []
+    for th in settings:
+        chosen, _ = choose_tiers(probs, th, margin=margin, cost_scale=scale)
+        shares = np.bincount(chosen, minlength=probs.shape[1]) / len(chosen)
+        out.append(
+            Point(
+                cost=float(costs[rows, chosen].sum()),
+                quality=float(labels[rows, chosen].mean()),
+                shares=tuple(float(s) for s in shares),
+                thresholds=tuple(th),
+            )
+        )
+    return out
+
+
+def upper_envelope(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Concave upper envelope (cheapest first) of (cost, quality) points."""
+    pts = sorted(points, key=lambda p: (p[0], -p[1]))
+    hull: list[tuple[float, float]] = []
+    for p in pts:
+        if hull and p[1] <= hull[-1][1]:
+            continue
+        while len(hull) >= 2 and _cross(hull[-2], hull[-1], p) >= 0:
+            hull.pop()
+        hull.append(p)
+    return hull
+
+
+def envelope_points(env: list[tuple[float, float]], steps: int = 50) -> list[Point]:
+    out = []
+    for (c0, q0), (c1, q1) in itertools.pairwise(env):
+        for a in np.linspace(0, 1, steps, endpoint=False):
+            out.append(Point(c0 + a * (c1 - c0), q0 + a * (q1 - q0), ()))
+    out.append(Point(env[-1][0], env[-1][1], ()))
+    return out
+
+
+def curve_metrics(
+    points: list[Point],
+    *,
+    frontier_q: float,
+    frontier_c: float,
+    weak_q: float,
+    weak_c: float,
+    two_model: bool,
+    singles: list[tuple[float, float]],
+) -> dict[str, Any]:
+    at95 = [p for p in points if p.quality >= TARGET * frontier_q - 1e-12]
+    atf = [p for p in points if p.quality >= frontier_q - 1e-12]
+    out: dict[str, Any] = {
+        "cost_reduction_at_95pct": (1 - min(p.cost for p in at95) / frontier_c) if at95 else None,
+        "cost_fraction_at_frontier_quality": (min(p.cost for p in atf) / frontier_c)
+        if atf
+        else None,
+        "max_quality": max(p.quality for p in points),
+    }
+    best95 = min(at95, key=lambda p: p.cost) if at95 else None
+    out["tier_shares_at_95pct"] = list(best95.shares) if best95 and best95.shares else None
+    if two_model and frontier_q != weak_q:
+        gap = frontier_q - weak_q
+        # Endpoints: always-weak and always-strong; PGR clipped as RouteLLM does not (kept raw).
+        calls = sorted(
+            [(0.0, 0.0), (1.0, 1.0)]
+            + [(p.shares[-1], (p.quality - weak_q) / gap) for p in points if p.shares]
+        )
+        xs, ys = zip(*calls, strict=True)
+        out["apgr"] = float(np.trapezoid(ys, xs))
+        span = frontier_c - weak_c
+        by_cost = sorted(
+            [(0.0, 0.0), (1.0, 1.0)]
+            + [
+                (min(1.0, max(0.0, (p.cost - weak_c) / span)), (p.quality - weak_q) / gap)
+                for p in points
+            ]
+        )
+        xs, ys = zip(*by_cost, strict=True)
+        out["apgr_cost"] = float(np.trapezoid(ys, xs))
+    else:
+        out["apgr"] = out["apgr_cost"] = None
+    # Never below the best single model that costs no more.
+    shortfalls = []
+    for p in points:
+        best = max((q for c, q in singles if c <= p.cost + 1e-12), default=None)
+        if best is not None:
+            shortfalls.append(best - p.quality)
+    worst = max(shortfalls) if shortfalls else 0.0
+    out["points_below_best_single"] = int(sum(s > 1e-12 for s in shortfalls))
+    out["max_shortfall_vs_best_single"] = max(0.0, worst)
+    return out
+
+
+def calibrated_on_test(
+    report: CalibrationReport, probs: FArr, labels: FArr, costs: FArr, scale: FArr
+) -> dict[str, Any]:
+    (pt,) = route_points(probs, [report.thresholds], labels, costs, scale, report.margin)
+    fq, fc = float(labels[:, -1].mean()), float(costs[:, -1].sum())
+    return {
+        "thresholds": [t if math.isfinite(t) else str(t) for t in report.thresholds],
+        "train_expected_quality_fraction": report.expected_quality / report.frontier_quality,
+        "train_expected_cost_reduction": report.expected_cost_reduction,
+        "test_quality": pt.quality,
+        "test_quality_fraction": pt.quality / fq if fq else None,
+        "test_cost_reduction": 1 - pt.cost / fc,
+        "test_tier_shares": list(pt.shares),
+        "met_target_on_test": pt.quality >= TARGET * fq - 1e-12,
+    }
+
+
+def measure_latency(
+    clf: LearnedClassifier,
+    report: CalibrationReport,
+    prompts: list[str],
+    vecs: npt.NDArray[np.float32],
+    embedder: Embedder,
+    n: int = 300,
+) -> dict[str, float]:
+    """Per request: features + classifier + decision, given the embedding; and the embedding."""
+    idx = list(range(min(n, len(prompts))))
+    times = []
+    for i in idx:
+        t0 = time.perf_counter()
+        feats = (extract_features(prompts[i]),)
+        probs = clf.predict_encoded(Encoded(features=feats, embeddings=vecs[i : i + 1]))
+        choose_tier(
+            probs[0],
+            report.thresholds,
+            margin=report.margin,
+            cost_scale=report.cost_scale(feats[0].tokens),
+            tier_names=report.tier_names,
+        )
+        times.append((time.perf_counter() - t0) * 1e3)
+    emb = []
+    for i in idx[:30]:
+        t0 = time.perf_counter()
+        embedder.embed([routing_text(prompts[i])])
+        emb.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    return {
+        "decision_ms_median": statistics.median(times),
+        "decision_ms_p95": times[int(0.95 * (len(times) - 1))],
+        "embedding_ms_median": statistics.median(emb),
+        "requests": len(times),
+        "stored_neighbours": len(clf._bank) if clf._bank is not None else 0,
+    }
+
+
+# -- one data set ----------------------------------------------------------------------
+
+
+def run_dataset(
+    ds: DataSet, embedder: Embedder, cache_dir: Path | None, max_tiers: int, seed: int
+) -> dict[str, Any]:
+    print(f"\n== {ds.key}: {len(ds.train.prompts)} train, {len(ds.test.prompts)} test prompts")
+    tr, te = ds.train, ds.test
+    q_tr, c_tr = tr.scores.mean(axis=0), tr.costs.mean(axis=0)
+    tiers = select_tiers(q_tr, c_tr, max_tiers)
+    names = [ds.models[j] for j in tiers]
+    print(f"  tiers (from train): {' -> '.join(names)}")
+    Ltr, Ctr = tr.scores[:, tiers], tr.costs[:, tiers]
+    Lte, Cte = te.scores[:, tiers], te.costs[:, tiers]
+
+    texts_tr = [routing_text(p) for p in tr.prompts]
+    texts_te = [routing_text(p) for p in te.prompts]
+    cache = cache_dir / f"{ds.key}.npz" if cache_dir else None
+    vecs = embed_cached(texts_tr + texts_te, embedder, cache)
+    Etr, Ete = vecs[: len(texts_tr)], vecs[len(texts_tr) :]
+    t0 = time.perf_counter()
+    enc_tr = Encoded(tuple(extract_features(p) for p in tr.prompts), Etr)
+    enc_te = Encoded(tuple(extract_features(p) for p in te.prompts), Ete)
+    print(f"  features: {time.perf_counter() - t0:.1f} s")
+    _, ref = cost_scales(enc_tr.tokens)
+    scale_te, _ = cost_scales(enc_te.tokens, reference_tokens=ref)
+
+    n_t = len(tiers)
+    f_q, f_c = float(Lte[:, -1].mean()), float(Cte[:, -1].sum())
+    w_q, w_c = float(Lte[:, 0].mean()), float(Cte[:, 0].sum())
+    two_model = len(ds.models) == 2
+    singles = [
+        (float(te.costs[:, j].sum()), float(te.scores[:, j].mean())) for j in range(len(ds.models))
+    ]
+    common = dict(
+        frontier_q=f_q, frontier_c=f_c, weak_q=w_q, weak_c=w_c, two_model=two_model, singles=singles
+    )
+
+    routers: dict[str, Any] = {}
+    curves: dict[str, list[Point]] = {}
+
+    # Learned: out-of-fold scores on train -> thresholds; fit on all train -> test.
+    t0 = time.perf_counter()
+    learned = LearnedClassifier(None, seed=seed)
+    oof = cross_validated_probs(learned, enc_tr, Ltr, folds=5, seed=seed)
+    learned.fit_encoded(enc_tr, Ltr)
+    P_te = learned.predict_encoded(enc_te)
+    fit_s = time.perf_counter() - t0
+    heur = HeuristicClassifier(n_t)
+    H_tr, H_te = heur.predict_encoded(enc_tr), heur.predict_encoded(enc_te)
+
+    reports: dict[str, CalibrationReport] = {}
+    for name, p_tr, p_te, aware in (
+        ("learned", oof, P_te, True),
+        ("learned_uniform", oof, P_te, False),
+        ("heuristic", H_tr, H_te, True),
+    ):
+        rep = calibrate_from_predictions(
+            p_tr, Ltr, Ctr, tokens=enc_tr.tokens, tier_names=names, target_quality=TARGET,
+            cost_aware=aware, folds=5 if name != "heuristic" else 0, classifier=name,
+        )  # fmt: skip
+        reports[name] = rep
+        sc = scale_te if aware else np.ones(len(Lte))
+        pts = route_points(p_te, [cp.thresholds for cp in rep.curve], Lte, Cte, sc)
+        curves[name] = pts
+        routers[name] = curve_metrics(pts, **common) | {
+            "calibrated": calibrated_on_test(rep, p_te, Lte, Cte, sc)
+        }
+
+    # Random router: random mixing of tiers -> the upper envelope of the tier points.
+    tier_pts = [(float(Cte[:, t].sum()), float(Lte[:, t].mean())) for t in range(n_t)]
+    env = upper_envelope(tier_pts)
+    rnd = envelope_points(env)
+    if two_model:
+        # For APGR the random router's share of strong calls equals its cost share.
+        for p in rnd:
+            a = (p.cost - w_c) / (f_c - w_c) if f_c != w_c else 1.0
+            p.shares = (1 - a, a)
+    curves["random"] = rnd
+    routers["random"] = curve_metrics(rnd, **common)
+
+    rows = np.arange(len(Lte))
+    best = Lte.max(axis=1, keepdims=True)
+    oracle_tier = np.argmax(Lte >= best - 1e-12, axis=1)  # cheapest tier with the best answer
+    order = np.argsort(te.costs, axis=1)
+    S_sorted = np.take_along_axis(te.scores, order, axis=1)
+    best_all = S_sorted.max(axis=1, keepdims=True)
+    oracle_all = order[rows, np.argmax(S_sorted >= best_all - 1e-12, axis=1)]
+    fixed = {
+        "always_frontier": (f_c, f_q),
+        "always_cheapest": (w_c, w_q),
+        "oracle_tiers": (float(Cte[rows, oracle_tier].sum()), float(Lte[rows, oracle_tier].mean())),
+        "oracle_all_models": (
+            float(te.costs[rows, oracle_all].sum()),
+            float(te.scores[rows, oracle_all].mean()),
+        ),
+    }
+    for name, (c, q) in fixed.items():
+        routers[name] = {
+            "cost": c,
+            "quality": q,
+            "cost_fraction": c / f_c,
+            "quality_fraction": q / f_q,
+        }
+
+    lat = measure_latency(learned, reports["learned"], te.prompts, Ete, embedder)
+    lm = routers["learned"]
+    result: dict[str, Any] = {
+        "kind": ds.kind,
+        "n_train": len(tr.prompts),
+        "n_test": len(te.prompts),
+        "models": ds.models,
+        "tiers": names,
+        "frontier_model": names[-1],
+        "frontier_quality": f_q,
+        "frontier_cost": f_c,
+        "cost_fraction_at_frontier_quality": lm["cost_fraction_at_frontier_quality"],
+        "cost_reduction_at_95pct": lm["cost_reduction_at_95pct"],
+        "apgr": lm["apgr"],
+        "apgr_cost": lm["apgr_cost"],
+        "curve": [
+            {
+                "cost": p.cost,
+                "cost_fraction": p.cost / f_c,
+                "quality": p.quality,
+                "quality_fraction": p.quality / f_q,
+                "tier_shares": list(p.shares),
+                "thresholds": [t if math.isfinite(t) else str(t) for t in p.thresholds],
+            }
+            for p in curves["learned"]
+        ],
+        "routers": routers,
+        "single_models": {
+            m: {"cost": c, "quality": q, "cost_fraction": c / f_c}
+            for m, (c, q) in zip(ds.models, singles, strict=True)
+        },
+        "train_calibration": {k: r.to_dict() | {"curve": None} for k, r in reports.items()},
+        "decision_latency": lat,
+        "fit_seconds": fit_s,
+        "notes": ds.notes,
+    }
+    print_dataset(ds.key, result)
+    plot(ds.key, curves, singles, ds.models, f_c)
+    return result
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def _f(x: float | None, nd: int = 3) -> str:
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def print_dataset(key: str, r: dict[str, Any]) -> None:
+    f_c = r["frontier_cost"]
+    rows = []
+    for m, v in sorted(r["single_models"].items(), key=lambda kv: kv[1]["cost"]):
+        tag = " [tier]" if m in r["tiers"] else ""
+        rows.append([m + tag, _f(v["quality"]), f"{v['cost']:.4f}", _pct(v["cost"] / f_c)])
+    for name in ("always_cheapest", "always_frontier", "oracle_tiers", "oracle_all_models"):
+        v = r["routers"][name]
+        rows.append([name, _f(v["quality"]), f"{v['cost']:.4f}", _pct(v["cost_fraction"])])
+    print_table(
+        f"{key}: single models and fixed routers (test)",
+        ["router", "quality", "cost $", "cost/frontier"],
+        rows,
+    )
+    rows = []
+    for name in ("random", "heuristic", "learned_uniform", "learned"):
+        v = r["routers"][name]
+        cal = v.get("calibrated")
+        rows.append(
+            [
+                name,
+                _pct(v["cost_reduction_at_95pct"]),
+                _pct(v["cost_fraction_at_frontier_quality"]),
+                _f(v["apgr"]),
+                _f(v["apgr_cost"]),
+                _f(v["max_quality"]),
+                str(v["points_below_best_single"]),
+                "-"
+                if cal is None
+                else f"{cal['test_quality_fraction']:.1%} q, save {cal['test_cost_reduction']:.1%}",
+            ]
+        )
+    print_table(
+        f"{key}: routers on test (frontier quality {r['frontier_quality']:.3f}, cost ${f_c:.4f})",
+        [
+            "router",
+            "save@95%",
+            "cost@frontier-q",
+            "APGR",
+            "APGR(cost)",
+            "max q",
+            "pts<single",
+            "calibrated@95% (train)",
+        ],
+        rows,
+    )
+    pts = r["curve"]
+    if pts:
+        pick = np.unique(np.round(np.linspace(0, len(pts) - 1, min(12, len(pts)))).astype(int))
+        print_table(
+            f"{key}: learned router curve (test; thresholds from train)",
+            ["cost/frontier", "quality", "quality/frontier", "tier shares"],
+            [
+                [
+                    _pct(pts[i]["cost_fraction"]),
+                    _f(pts[i]["quality"]),
+                    _pct(pts[i]["quality_fraction"]),
+                    " ".join(f"{s:.0%}" for s in pts[i]["tier_shares"]),
+                ]
+                for i in pick
+            ],
+        )
+    lat = r["decision_latency"]
+    print(
+        f"  decision latency beyond the embedding: median {lat['decision_ms_median']:.3f} ms, "
+        f"p95 {lat['decision_ms_p95']:.3f} ms ({lat['stored_neighbours']} stored prompts); "
+        f"the embedding itself: median {lat['embedding_ms_median']:.1f} ms"
+    )
+
+
+def plot(
+    key: str, curves: dict[str, list[Point]], singles: list[tuple[float, float]],
+    models: list[str], f_c: float,
+) -> None:  # fmt: skip
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("  matplotlib is not installed: no cost-quality PNG (pip install matplotlib)")
+        return
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for name, pts in curves.items():
+        xs = [p.cost / f_c for p in sorted(pts, key=lambda p: p.cost)]
+        ys = [p.quality for p in sorted(pts, key=lambda p: p.cost)]
+        ax.plot(xs, ys, label=name, marker="." if name != "random" else None)
+    for (c, q), m in zip(singles, models, strict=True):
+        ax.scatter([c / f_c], [q], color="black", s=12)
+        ax.annotate(m.split("/")[-1], (c / f_c, q), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("cost / always-frontier cost (log)")
+    ax.set_ylabel("quality (mean score)")
+    ax.set_title(f"{key}: cost-quality on test")
+    ax.legend()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"routing_{key}.png"
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    print(f"  wrote {out}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument(
+        "--data", action="append", default=[], help="CSV file or directory (repeatable)"
+    )
+    ap.add_argument("--out", default=None, help="write the JSON results here")
+    ap.add_argument("--max-tiers", type=int, default=4)
+    ap.add_argument("--mc-output-tokens", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--cache-dir",
+        default=os.environ.get(
+            "COSTOPT_BENCH_CACHE", str(Path.home() / ".cache" / "costopt" / "routing-bench")
+        ),
+        help="embedding cache ('' disables)",
+    )
+    args = ap.parse_args(argv)
+    catalog = PriceCatalog.default()
+    datasets = discover(args.data, catalog, args.mc_output_tokens, args.seed)
+    embedder = SentenceTransformerEmbedder()
+    cache_dir = Path(args.cache_dir) if args.cache_dir else None
+    results = {
+        ds.key: run_dataset(ds, embedder, cache_dir, args.max_tiers, args.seed) for ds in datasets
+    }
+    write_json(args.out, results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,701 @@
+"""Calibrate a router on the user's own samples before routing is switched on.
+
+A sample is a prompt plus, per tier, how good that tier's answer was (0/1 or
+a score in [0, 1]) and optionally what it cost. :func:`calibrate` scores
+every sample with a classifier it has *not* been trained on (k-fold
+cross-validation for a learned classifier), tries many threshold settings,
+and keeps the cheapest one whose expected quality is at least
+``target_quality`` times the frontier's. The report says, before a single
+request is routed, what routing will save, what quality it keeps, and how
+traffic will split across tiers, together with the whole cost-quality curve
+so the trade-off can be picked by eye.
+
+The search itself (:func:`calibrate_from_predictions`) is a pure function of
+arrays; it decides through :func:`~costopt_core.routing.decide.choose_tiers`,
+the same rule the router applies at run time. :func:`label_samples` produces
+the labels by running each tier and a judge, all injected as callables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from costopt_core.errors import ConfigurationError
+from costopt_core.pricing import PriceCatalog
+from costopt_core.routing.classifiers import (
+    Encoded,
+    FloatArray,
+    RouteClassifier,
+    TrainableClassifier,
+)
+from costopt_core.routing.decide import RouteDecision, choose_tier, choose_tiers
+from costopt_core.routing.features import RouteInput, as_messages
+from costopt_core.routing.tiers import Tiers
+
+__all__ = [
+    "CalibrationReport",
+    "CurvePoint",
+    "Judge",
+    "Sample",
+    "TierCall",
+    "alabel_samples",
+    "calibrate",
+    "calibrate_from_predictions",
+    "cost_scales",
+    "cross_validated_probs",
+    "exact_match",
+    "is_trainable",
+    "label_samples",
+]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled prompt.
+
+    Attributes:
+        prompt: the request (string, messages or ``ChatRequest``).
+        labels: per tier, cheapest first: 1/0 (answer acceptable or not) or a
+            quality score in [0, 1].
+        costs: per tier, what answering cost (USD, or any unit as long as all
+            samples use it); ``None`` prices the prompt from the catalog.
+    """
+
+    prompt: RouteInput
+    labels: tuple[float, ...]
+    costs: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One operating point: thresholds and what they give on the samples.
+
+    Attributes:
+        thresholds: one per non-frontier tier (``inf`` = tier off).
+        quality: mean quality of the answers routing would serve.
+        cost: mean cost per request.
+        quality_fraction: ``quality`` / always-frontier quality.
+        cost_fraction: ``cost`` / always-frontier cost.
+        tier_shares: share of requests per tier (sums to 1).
+    """
+
+    thresholds: tuple[float, ...]
+    quality: float
+    cost: float
+    quality_fraction: float
+    cost_fraction: float
+    tier_shares: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "thresholds": [_json_float(t) for t in self.thresholds],
+            "quality": self.quality,
+            "cost": self.cost,
+            "quality_fraction": self.quality_fraction,
+            "cost_fraction": self.cost_fraction,
+            "tier_shares": list(self.tier_shares),
+        }
+
+
+def _json_float(x: float) -> float | str:
+    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
+
+
+@dataclass(frozen=True)
+class CalibrationReport:
+    """What routing with the chosen thresholds is expected to do.
+
+    The expectations are cross-validated: each sample was scored by a
+    classifier that did not see it.
+
+    Attributes:
+        tier_names: the tiers, cheapest first.
+        thresholds: chosen, one per non-frontier tier; pass them (with
+            ``margin`` and :meth:`cost_scale`) to ``choose_tier``.
+        margin: the unsure band the thresholds were chosen with.
+        target_quality: the requested fraction of frontier quality.
+        reached_target: some setting other than all-frontier met the target
+            (all-frontier always does).
+        expected_quality: mean quality at the chosen thresholds.
+        frontier_quality: mean quality of always-frontier.
+        expected_cost: mean cost per request at the chosen thresholds.
+        frontier_cost: mean cost per request of always-frontier.
+        expected_cost_reduction: ``1 - expected_cost / frontier_cost``.
+        tier_mix: share of requests per tier name.
+        curve: the cost-quality Pareto front, cheapest first.
+        cost_aware: thresholds are scaled by each request's size.
+        reference_tokens: the typical (median) prompt size of the samples;
+            ``cost_scale = tokens / reference_tokens``.
+        max_cost_scale: cost scales are clipped to ``[1/max, max]``.
+        n_samples: samples used.
+        folds: cross-validation folds (0: the classifier was not trained).
+        classifier: the classifier's name.
+    """
+
+    tier_names: tuple[str, ...]
+    thresholds: tuple[float, ...]
+    margin: float
+    target_quality: float
+    reached_target: bool
+    expected_quality: float
+    frontier_quality: float
+    expected_cost: float
+    frontier_cost: float
+    expected_cost_reduction: float
+    tier_mix: dict[str, float]
+    curve: tuple[CurvePoint, ...]
+    cost_aware: bool
+    reference_tokens: float
+    max_cost_scale: float
+    n_samples: int
+    folds: int
+    classifier: str
+    notes: tuple[str, ...] = field(default=())
+
+    def cost_scale(self, input_tokens: int | float) -> float:
+        """The ``cost_scale`` of a request with this many prompt tokens (1 when not cost-aware)."""
+        if not self.cost_aware:
+            return 1.0
+        return _scale(float(input_tokens), self.reference_tokens, self.max_cost_scale)
+
+    def decide(
+        self, probs_row: Sequence[float] | FloatArray, *, input_tokens: int | None = None
+    ) -> RouteDecision:
+        """Route one scored request with the chosen thresholds."""
+        return choose_tier(
+            probs_row,
+            self.thresholds,
+            margin=self.margin,
+            cost_scale=1.0 if input_tokens is None else self.cost_scale(input_tokens),
+            tier_names=self.tier_names,
+        )
+
+    def summary(self) -> str:
+        """A few lines for a terminal or a log."""
+        mix = ", ".join(f"{k} {v:.0%}" for k, v in self.tier_mix.items())
+        th = ", ".join(f"{t:.3f}" for t in self.thresholds)
+        state = "met" if self.reached_target else "only met by always-frontier"
+        return (
+            f"target {self.target_quality:.0%} of frontier quality: {state}\n"
+            f"thresholds [{th}] (margin {self.margin:g}, cost-aware {self.cost_aware})\n"
+            f"expected quality {self.expected_quality:.4f} vs frontier "
+            f"{self.frontier_quality:.4f}; cost reduction {self.expected_cost_reduction:.1%}\n"
+            f"tier mix: {mix}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tier_names": list(self.tier_names),
+            "thresholds": [_json_float(t) for t in self.thresholds],
+            "margin": self.margin,
+            "target_quality": self.target_quality,
+            "reached_target": self.reached_target,
+            "expected_quality": self.expected_quality,
+            "frontier_quality": self.frontier_quality,
+            "expected_cost": self.expected_cost,
+            "frontier_cost": self.frontier_cost,
+            "expected_cost_reduction": self.expected_cost_reduction,
+            "tier_mix": dict(self.tier_mix),
+            "cost_aware": self.cost_aware,
+            "reference_tokens": self.reference_tokens,
+            "max_cost_scale": self.max_cost_scale,
+            "n_samples": self.n_samples,
+            "folds": self.folds,
+            "classifier": self.classifier,
+            "notes": list(self.notes),
+            "curve": [p.to_dict() for p in self.curve],
+        }
+
+
+# -- the pure search ------------------------------------------------------------
+
+
+def _scale(tokens: float, reference: float, cap: float) -> float:
+    if reference <= 0:
+        return 1.0
+    return float(min(cap, max(1.0 / cap, tokens / reference)))
+
+
+def cost_scales(
+    tokens: npt.ArrayLike, *, reference_tokens: float | None = None, max_cost_scale: float = 8.0
+) -> tuple[FloatArray, float]:
+    """Per-request cost scale ``tokens / reference`` (clipped), and the reference used.
+
+    The reference defaults to the median of ``tokens``. Prompt tokens are
+    known before the call, so the same scale is available at routing time.
+    """
+    t = np.asarray(tokens, dtype=np.float64)
+    if max_cost_scale < 1:
+        raise ConfigurationError(f"max_cost_scale must be >= 1, got {max_cost_scale}")
+    ref = float(np.median(t)) if reference_tokens is None else float(reference_tokens)
+    if ref <= 0:
+        return np.ones_like(t), ref
+    return np.clip(t / ref, 1.0 / max_cost_scale, max_cost_scale), ref
+
+
+def _grid_size(n_free: int, budget: int) -> int:
+    return max(3, int(budget ** (1.0 / n_free)))
+
+
+def _candidates(z: FloatArray, size: int) -> FloatArray:
+    """Risk levels to try for one tier: quantiles of its risk-per-cost values, plus the ends."""
+    finite = z[np.isfinite(z)]
+    qs = np.quantile(finite, np.linspace(0.0, 1.0, size)) if finite.size else np.array([])
+    # -1: never this tier (no risk is <= -1); the max: every request qualifies.
+    return np.unique(np.concatenate([[-1.0], qs]))
+
+
+def _pareto(points: list[CurvePoint]) -> list[CurvePoint]:
+    """Cheapest first; each point strictly better in quality than every cheaper one."""
+    out: list[CurvePoint] = []
+    for p in sorted(points, key=lambda q: (q.cost, -q.quality)):
+        if not out or p.quality > out[-1].quality + 1e-12:
+            out.append(p)
+    return out
+
+
+def _thin(points: list[CurvePoint], keep: int) -> list[CurvePoint]:
+    if len(points) <= keep:
+        return points
+    idx = np.unique(np.round(np.linspace(0, len(points) - 1, keep)).astype(int))
+    return [points[i] for i in idx]
+
+
+def calibrate_from_predictions(
+    probs: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    costs: npt.ArrayLike,
+    *,
+    tokens: npt.ArrayLike | None = None,
+    tier_names: Sequence[str] | None = None,
+    target_quality: float = 0.95,
+    margin: float = 0.0,
+    cost_aware: bool = True,
+    max_cost_scale: float = 8.0,
+    reference_tokens: float | None = None,
+    safety_z: float = 0.0,
+    search_budget: int = 4000,
+    curve_points: int = 120,
+    folds: int = 0,
+    classifier: str = "",
+) -> CalibrationReport:
+    """Choose thresholds from already-scored samples (pure).
+
+    Args:
+        probs: ``(n, n_tiers)`` per-tier P(good enough), scored out-of-sample.
+        labels: ``(n, n_tiers)`` quality per tier in [0, 1].
+        costs: ``(n, n_tiers)`` cost per tier.
+        tokens: prompt tokens per sample (needed when ``cost_aware``).
+        tier_names: names for the report (``tier 0``... by default).
+        target_quality: required fraction of always-frontier quality, in (0, 1].
+        margin: the unsure band the router will use (decisions are simulated with it).
+        cost_aware: scale thresholds by each request's size (see ``decide``).
+        max_cost_scale: clip of the cost scale.
+        reference_tokens: the typical prompt size (median of ``tokens`` by default).
+        safety_z: require ``mean(q - target * q_frontier)`` to clear zero by
+            this many standard errors (0: the point estimate; 1.64: one-sided
+            95% confidence that the target holds on traffic like the samples).
+        search_budget: about how many threshold settings to try.
+        curve_points: at most this many points are kept in the reported curve.
+        folds: recorded in the report.
+        classifier: recorded in the report.
+
+    Returns:
+        The report; ``thresholds`` are all ``inf`` (always frontier) when no
+        cheaper setting meets the target.
+
+    Raises:
+        ConfigurationError: shapes disagree, target out of range, NaN labels.
+    """
+    P = np.asarray(probs, dtype=np.float64)
+    Y = np.asarray(labels, dtype=np.float64)
+    C = np.asarray(costs, dtype=np.float64)
+    if P.ndim != 2 or P.shape[1] < 2 or P.shape != Y.shape or P.shape != C.shape:
+        raise ConfigurationError(
+            f"probs, labels and costs must share a shape (n, n_tiers >= 2); got "
+            f"{P.shape}, {Y.shape}, {C.shape}"
+        )
+    n, n_tiers = P.shape
+    if n == 0:
+        raise ConfigurationError("no samples to calibrate on")
+    if np.isnan(Y).any() or np.isnan(C).any():
+        raise ConfigurationError("labels and costs must not contain NaN")
+    if not 0 < target_quality <= 1:
+        raise ConfigurationError(f"target_quality must be in (0, 1], got {target_quality}")
+    names = (
+        tuple(tier_names) if tier_names is not None else tuple(f"tier {i}" for i in range(n_tiers))
+    )
+    if len(names) != n_tiers:
+        raise ConfigurationError(f"{len(names)} tier names for {n_tiers} tiers")
+    if cost_aware:
+        if tokens is None:
+            raise ConfigurationError("cost-aware calibration needs the prompt tokens per sample")
+        scale, ref = cost_scales(
+            tokens, reference_tokens=reference_tokens, max_cost_scale=max_cost_scale
+        )
+    else:
+        scale, ref = np.ones(n), float(reference_tokens or 0.0)
+
+    q_front = float(Y[:, -1].mean())
+    c_front = float(C[:, -1].mean())
+
+    # Risk per unit of cost for each non-frontier tier: a tier is taken for a
+    # request when this is <= the tier's risk budget r = 1 - threshold.
+    Z = (1.0 - P[:, :-1]) / scale[:, None]
+    size = _grid_size(n_tiers - 1, search_budget)
+    grids = [_candidates(Z[:, t], size) for t in range(n_tiers - 1)]
+
+    points: list[CurvePoint] = []
+    best: tuple[float, float, CurvePoint] | None = None
+    rows = np.arange(n)
+    for combo in _product(grids):
+        th = tuple(math.inf if r < 0 else 1.0 - r for r in combo)
+        chosen, _ = choose_tiers(P, th, margin=margin, cost_scale=scale)
+        q_i = Y[rows, chosen]
+        q, c = float(q_i.mean()), float(C[rows, chosen].mean())
+        shares = np.bincount(chosen, minlength=n_tiers) / n
+        point = CurvePoint(
+            thresholds=th,
+            quality=q,
+            cost=c,
+            quality_fraction=q / q_front if q_front > 0 else 1.0,
+            cost_fraction=c / c_front if c_front > 0 else 1.0,
+            tier_shares=tuple(float(s) for s in shares),
+        )
+        points.append(point)
+        d = q_i - target_quality * Y[:, -1]
+        se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+        if float(d.mean()) - safety_z * se >= -1e-12 and (
+            best is None or (c, -q) < (best[0], best[1])
+        ):
+            best = (c, -q, point)
+
+    frontier_point = CurvePoint(
+        thresholds=tuple(math.inf for _ in range(n_tiers - 1)),
+        quality=q_front,
+        cost=c_front,
+        quality_fraction=1.0,
+        cost_fraction=1.0,
+        tier_shares=tuple(0.0 if t < n_tiers - 1 else 1.0 for t in range(n_tiers)),
+    )
+    chosen_point = best[2] if best is not None else frontier_point
+    reached = best is not None and chosen_point.tier_shares[-1] < 1.0
+    notes: list[str] = []
+    if not reached:
+        notes.append(
+            f"no setting that uses a cheaper tier keeps {target_quality:.0%} of frontier "
+            "quality on these samples; routing everything to the frontier"
+        )
+    if n < 200:
+        notes.append(f"only {n} samples: expect the realised quality to vary by a few points")
+    return CalibrationReport(
+        tier_names=names,
+        thresholds=chosen_point.thresholds,
+        margin=margin,
+        target_quality=target_quality,
+        reached_target=reached,
+        expected_quality=chosen_point.quality,
+        frontier_quality=q_front,
+        expected_cost=chosen_point.cost,
+        frontier_cost=c_front,
+        expected_cost_reduction=1.0 - chosen_point.cost_fraction,
+        tier_mix={nm: s for nm, s in zip(names, chosen_point.tier_shares, strict=True)},
+        curve=tuple(_thin(_pareto(points), curve_points)),
+        cost_aware=cost_aware,
+        reference_tokens=ref,
+        max_cost_scale=max_cost_scale,
+        n_samples=n,
+        folds=folds,
+        classifier=classifier,
+        notes=tuple(notes),
+    )
+
+
+def _product(grids: list[FloatArray]) -> itertools.product[tuple[float, ...]]:
+    return itertools.product(*[g.tolist() for g in grids])
+
+
+# -- cross-validation and the entry point ---------------------------------------
+
+
+def is_trainable(classifier: object) -> bool:
+    """True for a classifier calibration can cross-validate (``clone`` + ``fit_encoded``).
+
+    Checked on the type, not with ``isinstance`` against the protocol: that
+    would read ``n_tiers``, which an unfitted learned classifier refuses.
+    """
+    cls = type(classifier)
+    return callable(getattr(cls, "clone", None)) and callable(getattr(cls, "fit_encoded", None))
+
+
+def cross_validated_probs(
+    classifier: RouteClassifier,
+    enc: Encoded,
+    labels: npt.ArrayLike,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+) -> FloatArray:
+    """Out-of-fold probabilities: each sample scored by a model not trained on it.
+
+    A classifier that cannot be trained (the heuristic) simply scores every
+    sample. A trainable one is cloned and fitted ``folds`` times.
+
+    Raises:
+        ConfigurationError: fewer samples than folds, or fewer than 2 folds.
+    """
+    Y = np.asarray(labels, dtype=np.float64)
+    if not is_trainable(classifier):
+        return classifier.predict_encoded(enc)
+    trainable = cast(TrainableClassifier, classifier)
+    n = len(enc)
+    if folds < 2:
+        raise ConfigurationError(f"folds must be >= 2, got {folds}")
+    if n < folds:
+        raise ConfigurationError(f"{n} samples cannot be split into {folds} folds")
+    order = np.random.default_rng(seed).permutation(n)
+    out = np.zeros(Y.shape, dtype=np.float64)
+    for part in np.array_split(order, folds):
+        train = np.setdiff1d(order, part, assume_unique=True)
+        model = trainable.clone().fit_encoded(enc.take(train), Y[train])
+        out[part] = model.predict_encoded(enc.take(part))
+    return out
+
+
+def _catalog_costs(
+    tiers: Tiers, tokens: npt.NDArray[np.int64], catalog: PriceCatalog, output_tokens: int
+) -> FloatArray:
+    out = np.zeros((len(tokens), len(tiers)), dtype=np.float64)
+    for t, tier in enumerate(tiers):
+        for i, tok in enumerate(tokens.tolist()):
+            c = tier.expected_cost(catalog, input_tokens=int(tok), output_tokens=output_tokens)
+            if c is None:
+                raise ConfigurationError(
+                    f"tier {tier.name!r}: no price for {tier.primary!r}; give the samples "
+                    "costs, set Tier(usd_per_mtok=...), or add the model to the catalog"
+                )
+            out[i, t] = float(c)
+    return out
+
+
+def calibrate(
+    samples: Sequence[Sample],
+    *,
+    tiers: Tiers,
+    classifier: RouteClassifier,
+    target_quality: float = 0.95,
+    folds: int = 5,
+    margin: float = 0.0,
+    cost_aware: bool = True,
+    catalog: PriceCatalog | None = None,
+    expected_output_tokens: int = 200,
+    safety_z: float = 0.0,
+    fit_final: bool = True,
+    seed: int = 0,
+) -> CalibrationReport:
+    """Choose per-tier thresholds on labelled samples by cross-validation.
+
+    Picks the setting with the lowest expected cost whose expected quality is
+    at least ``target_quality`` x the always-frontier quality, measured with
+    out-of-fold scores. Then, when ``fit_final``, fits ``classifier`` in place
+    on all samples, so it is ready to route with ``report.thresholds``.
+
+    Args:
+        samples: labelled prompts; each has one label (and cost) per tier.
+        tiers: the tiers the labels refer to, cheapest first.
+        classifier: a :class:`LearnedClassifier` (cross-validated, then fitted)
+            or any :class:`RouteClassifier` (used as is).
+        target_quality: fraction of frontier quality to keep, in (0, 1].
+        folds: cross-validation folds.
+        margin: the unsure band the router will use.
+        cost_aware: scale thresholds by each request's prompt size.
+        catalog: prices for samples without costs (the shipped catalog by default).
+        expected_output_tokens: output size assumed when pricing from the catalog.
+        safety_z: see :func:`calibrate_from_predictions`.
+        fit_final: fit a trainable classifier on all samples at the end.
+        seed: fold assignment.
+
+    Returns:
+        The calibration report.
+
+    Raises:
+        ConfigurationError: no samples, label/cost rows of the wrong length,
+            a classifier built for another number of tiers, unpriced tiers.
+    """
+    if not samples:
+        raise ConfigurationError("calibrate needs at least one labelled sample")
+    n_tiers = len(tiers)
+    for i, s in enumerate(samples):
+        if len(s.labels) != n_tiers:
+            raise ConfigurationError(
+                f"sample {i} has {len(s.labels)} labels for {n_tiers} tiers {list(tiers.names)}"
+            )
+        if s.costs is not None and len(s.costs) != n_tiers:
+            raise ConfigurationError(f"sample {i} has {len(s.costs)} costs for {n_tiers} tiers")
+    trainable = is_trainable(classifier)
+    if not trainable and classifier.n_tiers != n_tiers:
+        raise ConfigurationError(
+            f"the classifier scores {classifier.n_tiers} tiers, the ladder has {n_tiers}"
+        )
+    prompts = [s.prompt for s in samples]
+    Y = np.array([s.labels for s in samples], dtype=np.float64)
+    enc = classifier.encode(prompts)
+    tokens = enc.tokens
+    if all(s.costs is not None for s in samples):
+        C = np.array([s.costs for s in samples], dtype=np.float64)
+    elif any(s.costs is not None for s in samples):
+        raise ConfigurationError("either every sample has costs or none has")
+    else:
+        C = _catalog_costs(tiers, tokens, catalog or PriceCatalog.default(), expected_output_tokens)
+    k = min(folds, len(samples)) if trainable else 0
+    if trainable:
+        P = cross_validated_probs(classifier, enc, Y, folds=k, seed=seed)
+    else:
+        P = classifier.predict_encoded(enc)
+    report = calibrate_from_predictions(
+        P,
+        Y,
+        C,
+        tokens=tokens,
+        tier_names=tiers.names,
+        target_quality=target_quality,
+        margin=margin,
+        cost_aware=cost_aware,
+        safety_z=safety_z,
+        folds=k,
+        classifier=classifier.name,
+    )
+    if trainable and fit_final:
+        cast(TrainableClassifier, classifier).fit_encoded(enc, Y)
+    return report
+
+
+# -- labelling --------------------------------------------------------------------
+
+#: A tier as a callable: the answer, or the answer and what it cost.
+TierCall = Callable[[RouteInput], "str | tuple[str, float | Decimal]"]
+#: ``judge(prompt, answer, reference)`` -> acceptable (bool) or a score in [0, 1].
+Judge = Callable[[RouteInput, str, str], "bool | float"]
+
+_PUNCT = re.compile(r"[^\w\s]")
+_SPACES = re.compile(r"\s+")
+
+
+def _norm_answer(text: str) -> str:
+    return _SPACES.sub(" ", _PUNCT.sub(" ", text.casefold())).strip()
+
+
+def exact_match(prompt: RouteInput, answer: str, reference: str) -> bool:
+    """Judge: the answer equals the reference, ignoring case, punctuation and spacing."""
+    del prompt  # same signature as any judge
+    return _norm_answer(answer) == _norm_answer(reference)
+
+
+def _score(value: bool | float) -> float:
+    v = float(value)
+    if math.isnan(v) or not 0.0 <= v <= 1.0:
+        raise ConfigurationError(f"a judge must return a bool or a score in [0, 1], got {value!r}")
+    return v
+
+
+def _split(result: str | tuple[str, float | Decimal]) -> tuple[str, float | None]:
+    if isinstance(result, tuple):
+        answer, cost = result
+        return str(answer), float(cost)
+    return str(result), None
+
+
+def _build(
+    prompt: RouteInput,
+    results: list[tuple[str, float | None]],
+    reference: str | None,
+    judge: Judge,
+) -> Sample:
+    # Without a reference, the frontier's answer is the reference (an LLM judge
+    # comparing a tier's answer with the frontier's is the usual setup).
+    ref = reference if reference is not None else results[-1][0]
+    labels = tuple(_score(judge(prompt, answer, ref)) for answer, _ in results)
+    costs = [c for _, c in results]
+    return Sample(
+        prompt=prompt,
+        labels=labels,
+        costs=tuple(float(c) for c in costs if c is not None) if None not in costs else None,
+    )
+
+
+def _check_label_args(
+    prompts: Sequence[RouteInput], tiers: Sequence[object], references: Sequence[str] | None
+) -> None:
+    if len(tiers) < 2:
+        raise ConfigurationError(f"label_samples needs >= 2 tier callables, got {len(tiers)}")
+    if references is not None and len(references) != len(prompts):
+        raise ConfigurationError(f"{len(references)} references for {len(prompts)} prompts")
+    for p in prompts:
+        as_messages(p)  # validates the input kind early
+
+
+def label_samples(
+    prompts: Sequence[RouteInput],
+    tiers: Sequence[TierCall],
+    judge: Judge = exact_match,
+    *,
+    references: Sequence[str] | None = None,
+) -> list[Sample]:
+    """Label prompts by running every tier and judging each answer.
+
+    Pure orchestration: the tier calls and the judge are injected, so this
+    does no I/O of its own. Errors of a tier call propagate (a provider error
+    says nothing about quality).
+
+    Args:
+        prompts: the prompts to label.
+        tiers: one callable per tier, cheapest first; each returns the answer,
+            or ``(answer, cost)``.
+        judge: ``judge(prompt, answer, reference)`` -> bool or score in [0, 1];
+            exact match by default.
+        references: a reference answer per prompt; without them the frontier
+            tier's answer is the reference (so the frontier labels itself 1
+            under exact match).
+
+    Returns:
+        One :class:`Sample` per prompt (with costs when every tier reported one).
+    """
+    _check_label_args(prompts, tiers, references)
+    out = []
+    for i, prompt in enumerate(prompts):
+        results = [_split(call(prompt)) for call in tiers]
+        out.append(_build(prompt, results, None if references is None else references[i], judge))
+    return out
+
+
+async def alabel_samples(
+    prompts: Sequence[RouteInput],
+    tiers: Sequence[Callable[[RouteInput], Awaitable[str | tuple[str, float | Decimal]]]],
+    judge: Judge = exact_match,
+    *,
+    references: Sequence[str] | None = None,
+    concurrency: int = 8,
+) -> list[Sample]:
+    """:func:`label_samples` with async tier calls, ``concurrency`` prompts at a time."""
+    _check_label_args(prompts, tiers, references)
+    if concurrency < 1:
+        raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(i: int, prompt: RouteInput) -> Sample:
+        async with sem:
+            raw = await asyncio.gather(*(call(prompt) for call in tiers))
+        results = [_split(r) for r in raw]
+        return _build(prompt, results, None if references is None else references[i], judge)
+
+    return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))))

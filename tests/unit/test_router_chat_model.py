@@ -1,0 +1,227 @@
+"""RouterChatModel: standard LangChain tests, routing, escalation, fallbacks, budgets."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from langchain_core.language_models import BaseChatModel
+from langchain_tests.unit_tests.chat_models import ChatModelUnitTests
+from pydantic import BaseModel
+
+from costopt_core import Budget, BudgetExceededError, CostEngine, Usage
+from costopt_core.errors import RoutingError
+from costopt_core.routing.router import RouterConfig
+from costopt_core.testing import Script, ScriptedResponse
+from langchain_costopt import CostCallbackHandler
+from langchain_costopt.router import RouterChatModel
+from langchain_costopt.testing import ScriptedChatModel
+
+U = Usage(1000, 100, cache_read_tokens=0, cache_write_5m_tokens=0, cache_write_1h_tokens=0)
+
+
+def scripted(*answers: str | ScriptedResponse, model: str = "gpt-4o-mini") -> ScriptedChatModel:
+    rs = [
+        a if isinstance(a, ScriptedResponse) else ScriptedResponse(a, U, model=model)
+        for a in answers
+    ]
+    return ScriptedChatModel(script=Script(rs), model_name=model)
+
+
+class Always:
+    """A classifier with fixed probabilities (cheap tier good enough or not)."""
+
+    name = "fixed"
+
+    def __init__(self, p_small: float, n: int = 2) -> None:
+        self.p = p_small
+        self.n = n
+
+    @property
+    def n_tiers(self) -> int:
+        return self.n
+
+    def predict(self, items: Any) -> Any:
+        import numpy as np
+
+        row = [self.p] * (self.n - 1) + [1.0]
+        return np.array([row for _ in items])
+
+
+class TestRouterChatModelStandard(ChatModelUnitTests):
+    @property
+    def chat_model_class(self) -> type[BaseChatModel]:
+        return RouterChatModel
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {
+            "tiers": {
+                "small": scripted("ok", model="gpt-4o-mini"),
+                "frontier": scripted("ok", model="gpt-4o"),
+            }
+        }
+
+    @property
+    def has_tool_calling(self) -> bool:
+        return True
+
+    @property
+    def has_structured_output(self) -> bool:
+        return True
+
+
+def test_easy_request_stays_on_the_cheap_tier() -> None:
+    engine = CostEngine()
+    small, big = scripted("4", model="gpt-4o-mini"), scripted("4", model="gpt-4o")
+    router = RouterChatModel(tiers={"small": small, "frontier": big}, classifier=Always(0.9))
+    out = router.invoke("What is 2+2?", config={"callbacks": [CostCallbackHandler(engine)]})
+    route = out.response_metadata["costopt"]["route"]
+    assert route["tier"] == "small" and route["model"] == "gpt-4o-mini"
+    assert out.response_metadata["model_name"] == "gpt-4o-mini"
+    assert out.usage_metadata["input_tokens"] == 1000
+    assert "threshold" in route["decision"]["reason"]
+    assert (small.script.calls, big.script.calls) == (1, 0)
+    [rec] = engine.ledger.records()
+    assert rec.tier == "small" and rec.savings_usd["routing"] > 0
+
+
+def test_weak_answer_escalates_and_the_wasted_call_is_recorded() -> None:
+    engine = CostEngine()
+    small = scripted("I'm not sure, sorry.", model="gpt-4o-mini")
+    big = scripted("It is 42.", model="gpt-4o")
+    router = RouterChatModel(tiers={"small": small, "frontier": big}, classifier=Always(0.9))
+    out = router.invoke("meaning?", config={"callbacks": [CostCallbackHandler(engine)]})
+    assert out.content == "It is 42."
+    route = out.response_metadata["costopt"]["route"]
+    assert route["escalations"] == 1
+    assert route["attempts"][0]["outcome"] == "escalated: refusal_or_hedge"
+    outcomes = [(r.model, r.outcome) for r in engine.ledger.records()]
+    assert outcomes == [("gpt-4o-mini", "escalated"), ("gpt-4o", "model")]
+    t = engine.ledger.totals()
+    # the escalation cost is paid out of routing savings: actual = mini + 4o
+    assert t.cost_usd == Decimal("0.00021") + Decimal("0.0035")
+    assert t.requests == 1
+
+
+def test_accept_hook_and_unsure_band() -> None:
+    from costopt_core.routing.validators import ValidatorConfig
+
+    small, big = scripted("short"), scripted("long answer", model="gpt-4o")
+    router = RouterChatModel(
+        tiers={"small": small, "frontier": big},
+        classifier=Always(0.9),
+        validators=ValidatorConfig(accept=lambda a: len(a.text) > 6),
+    )
+    assert router.invoke("q").content == "long answer"
+    unsure = RouterChatModel(
+        tiers={"small": scripted("x"), "frontier": scripted("y", model="gpt-4o")},
+        classifier=Always(0.52),
+        router_config=RouterConfig(margin=0.05),
+    )
+    out = unsure.invoke("q")
+    assert out.response_metadata["costopt"]["route"]["decision"]["escalate_band"] is True
+    assert out.content == "y"
+
+
+def test_provider_errors_fall_back_to_the_tier_alternative_then_up() -> None:
+    boom = ScriptedResponse("", U, model="gpt-4o-mini", error=TimeoutError("429 rate limited"))
+    primary = scripted(boom)
+    alternative = scripted("from the alternative", model="claude-haiku-4-5")
+    big = scripted("from frontier", model="gpt-4o")
+    router = RouterChatModel(
+        tiers={"small": [primary, alternative], "frontier": big},
+        classifier=Always(0.9),
+        router_config=RouterConfig(retries_per_model=1),
+    )
+    out = router.invoke("q")
+    assert out.content == "from the alternative"
+    assert primary.script.calls == 2  # one retry
+    all_down = RouterChatModel(
+        tiers={"small": scripted(boom), "frontier": scripted(boom, model="gpt-4o")},
+        classifier=Always(0.9),
+        router_config=RouterConfig(retries_per_model=0),
+    )
+    with pytest.raises(RoutingError, match="no tier could answer"):
+        all_down.invoke("q")
+
+
+def test_bind_tools_and_structured_output_apply_to_every_tier() -> None:
+    call = {"name": "Person", "args": {"name": "Ada", "age": 36}, "id": "c1", "type": "tool_call"}
+    small = scripted(ScriptedResponse("", U, model="gpt-4o-mini", tool_calls=(call,)))
+    router = RouterChatModel(
+        tiers={"small": small, "frontier": scripted("x", model="gpt-4o")},
+        classifier=Always(0.9),
+    )
+
+    class Person(BaseModel):
+        name: str
+        age: int
+
+    person = router.with_structured_output(Person).invoke("Ada is 36")
+    assert person == Person(name="Ada", age=36)
+    bad = {"name": "Nope", "args": {}, "id": "c2", "type": "tool_call"}
+    router2 = RouterChatModel(
+        tiers={
+            "small": scripted(ScriptedResponse("", U, tool_calls=(bad,))),
+            "frontier": scripted(ScriptedResponse("", U, model="gpt-4o", tool_calls=(call,))),
+        },
+        classifier=Always(0.9),
+    )
+    out = router2.bind_tools([Person]).invoke("Ada is 36")
+    assert out.tool_calls[0]["name"] == "Person"  # the unknown tool call escalated
+
+
+def test_streaming_routes_before_the_call() -> None:
+    router = RouterChatModel(
+        tiers={
+            "small": scripted("two plus two is four"),
+            "frontier": scripted("x", model="gpt-4o"),
+        },
+        classifier=Always(0.9),
+    )
+    chunks = list(router.stream("2+2?"))
+    text = "".join(str(c.content) for c in chunks)
+    assert text == "two plus two is four"
+    total = chunks[0]
+    for c in chunks[1:]:
+        total = total + c
+    assert total.response_metadata["costopt"]["route"]["tier"] == "small"
+
+
+async def test_async_matches_sync() -> None:
+    def make() -> RouterChatModel:
+        return RouterChatModel(
+            tiers={"small": scripted("I cannot help"), "frontier": scripted("ok", model="gpt-4o")},
+            classifier=Always(0.9),
+        )
+
+    s = make().invoke("q")
+    a = await make().ainvoke("q")
+    assert s.content == a.content == "ok"
+    assert s.response_metadata["costopt"]["route"] == a.response_metadata["costopt"]["route"]
+
+
+def test_budgets_block_and_downshift() -> None:
+    engine = CostEngine()
+    engine.ledger.add_budget(Budget(limit_usd=Decimal("0.004"), tenant="acme", policy="downshift"))
+    small, big = scripted("cheap answer"), scripted("big answer", model="gpt-4o")
+    router = RouterChatModel(tiers={"small": small, "frontier": big}, classifier=Always(0.1))
+    cfg = {"callbacks": [CostCallbackHandler(engine)], "metadata": {"costopt_tenant": "acme"}}
+    assert router.invoke("hard question", config=cfg).content == "big answer"  # $0.0035 spent
+    out = router.invoke("hard question", config=cfg)  # 87% of the budget used: downshift
+    assert out.content == "cheap answer"
+    assert "downshifted" in out.response_metadata["costopt"]["route"]["decision"]["reason"]
+    engine.ledger.add_budget(Budget(limit_usd=Decimal("0.001"), tenant="acme", policy="block"))
+    with pytest.raises(BudgetExceededError):
+        router.invoke("hard question", config=cfg)
+
+
+def test_needs_two_tiers() -> None:
+    from pydantic import ValidationError
+
+    from costopt_core.errors import ConfigurationError
+
+    with pytest.raises((ConfigurationError, ValidationError), match="at least two tiers"):
+        RouterChatModel(tiers={"only": scripted("x")})

@@ -40,7 +40,7 @@ def paired(bare: Callable[[], Any], tracked: Callable[[], Any], calls: int, runs
     return _summary(base, withh)
 
 
-def _summary(base: list[float], withh: list[float]) -> dict:
+def _summary(base: list[float], withh: list[float]) -> dict[str, Any]:
     overheads = [w - b for w, b in zip(withh, base, strict=True)]
     return {
         "bare_us_median": statistics.median(base),
@@ -108,7 +108,7 @@ def bench_llamaindex(calls: int, runs: int) -> dict:
     def call() -> Any:
         return llm.chat(msgs)
 
-    def measure(attach: Callable[[], None], detach: Callable[[], None]) -> dict:
+    def measure(attach: Callable[[], object], detach: Callable[[], object]) -> dict[str, Any]:
         # Attach/detach around each measured block so the bare runs see no handler.
         for _ in range(calls // 4):
             call()

@@ -1,4 +1,9 @@
-"""Runs the demo workload through a LangChain chain and a LlamaIndex LLM, one ledger."""
+"""Runs the demo workload through a LangChain chain and a LlamaIndex LLM, one ledger.
+
+Both halves use the same levers: the semantic cache (tenant-safe, on the
+engine's offline MiniLM embedder) in front of a router over three tiers of
+stand-in models, and the cost handler recording every call.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +13,25 @@ from pathlib import Path
 
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
-from llama_index.core.instrumentation.dispatcher import instrument_tags
 from llama_index.core.llms import ChatMessage
 from tqdm import tqdm
 
-from costopt_core import CostEngine
+from costopt_core import CostEngine, tenant_scope
+from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.testing import Script
-from costopt_demo.workload import SYSTEM_PROMPT, TIERS, build_workload
-from langchain_costopt import CostCallbackHandler
+from costopt_demo.workload import SYSTEM_PROMPT, TIERS, build_workload, tier_response
+from langchain_costopt import CachedChatModel, CostCallbackHandler
+from langchain_costopt.router import RouterChatModel
 from langchain_costopt.testing import ScriptedChatModel
-from llamaindex_costopt import CostEventHandler
+from llamaindex_costopt import CachedLLM, CostEventHandler
+from llamaindex_costopt.router import RouterLLM
 from llamaindex_costopt.testing import ScriptedLLM
 
 
 @dataclass
 class DemoResult:
     engine: CostEngine
+    cache: CacheEngine
     seconds: float
     ledger_path: Path | None
 
@@ -41,28 +49,33 @@ def run_demo(
     """
     start = time.perf_counter()
     engine = CostEngine(baseline_model=TIERS["frontier"])
-    requests = build_workload(n, seed)
-    handler = CostCallbackHandler(engine)
+    cache = CacheEngine(embedder=engine.embedder)
+
+    lc_tiers = {
+        tier: ScriptedChatModel(script=Script([tier_response(tier)]), model_name=model)
+        for tier, model in TIERS.items()
+    }
+    lc_model = CachedChatModel(
+        model=RouterChatModel(tiers=lc_tiers, engine=engine), semantic_cache=cache
+    )
     prompt = ChatPromptTemplate.from_messages([("system", SYSTEM_PROMPT), ("human", "{q}")])
-    li_handler = CostEventHandler(engine)
-    li_handler.attach()
+    chain = prompt | lc_model | StrOutputParser()
+    handler = CostCallbackHandler(engine)
+
+    li_tiers = {
+        tier: ScriptedLLM(script=Script([tier_response(tier)]), usage_format="anthropic")
+        for tier in TIERS
+    }
+    li_llm = CachedLLM(llm=RouterLLM(tiers=li_tiers, engine=engine), semantic_cache=cache)
+    li_handler = CostEventHandler(engine).attach()
     try:
+        requests = build_workload(n, seed)
         for i, req in enumerate(tqdm(requests, desc="demo", unit="req", disable=not progress)):
-            script = Script([req.response])
-            if i % 2 == 0:
-                chain = prompt | ScriptedChatModel(script=script) | StrOutputParser()
-                chain.invoke(
-                    {"q": req.question},
-                    config={
-                        "callbacks": [handler],
-                        "metadata": {"costopt_tenant": req.tenant, "costopt_tier": req.tier},
-                    },
-                )
-            else:
-                llm = ScriptedLLM(script=script, usage_format="anthropic")
-                tags = {"costopt_tenant": req.tenant, "costopt_tier": req.tier}
-                with instrument_tags(tags):
-                    llm.chat(
+            with tenant_scope(req.tenant):
+                if i % 2 == 0:
+                    chain.invoke({"q": req.question}, config={"callbacks": [handler]})
+                else:
+                    li_llm.chat(
                         [
                             ChatMessage(role="system", content=SYSTEM_PROMPT),
                             ChatMessage(role="user", content=req.question),
@@ -74,4 +87,4 @@ def run_demo(
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         ledger_path = engine.ledger.to_jsonl(out_dir / "demo-ledger.jsonl")
-    return DemoResult(engine, time.perf_counter() - start, ledger_path)
+    return DemoResult(engine, cache, time.perf_counter() - start, ledger_path)

@@ -1,7 +1,9 @@
-"""The demo's workload: support questions, a long shared system prompt, three tiers.
+"""The demo's workload: a support assistant's questions, with the repetition real traffic has.
 
-Models that stand in for paid providers are scripted fakes, labelled as
-stand-ins everywhere they are shown, and priced as the models they stand for.
+Questions recur (a few are asked very often) and come back reworded; some
+are easy, some need the frontier model. Models that stand in for paid
+providers are scripted fakes, labelled as stand-ins wherever they are shown,
+and priced as the models they stand for.
 """
 
 from __future__ import annotations
@@ -18,77 +20,99 @@ SYSTEM_PROMPT = (
     "when the customer is angry or asks for a refund. " * 12
 )
 
-QUESTIONS: list[tuple[str, str]] = [
-    # (question, difficulty: easy | medium | hard)
-    ("How do I reset my password?", "easy"),
-    ("Where can I download my invoice?", "easy"),
-    ("What are your support hours?", "easy"),
-    ("How do I change the email address on my account?", "easy"),
-    ("Can I pay by bank transfer?", "easy"),
-    ("How do I enable two-factor authentication?", "easy"),
-    ("Why was my card declined when upgrading to the Pro plan?", "medium"),
-    ("How do I migrate my database from the EU region to the US region?", "medium"),
-    ("My API key stopped working after I rotated it, what should I check?", "medium"),
-    ("How do I set up SSO with Okta for my team?", "medium"),
+#: (wordings of one question, difficulty)
+QUESTIONS: list[tuple[tuple[str, ...], str]] = [
     (
-        "Our p99 latency doubled after enabling autoscaling; compare the scaling policies "
-        "and explain which settings could cause it, step by step.",
+        ("How do I reset my password?", "how do i reset my password", "How do I reset my password"),
+        "easy",
+    ),
+    (("Where can I download my invoice?", "Where can I download my invoices?"), "easy"),
+    (("What are your support hours?", "What are your support hours"), "easy"),
+    (("How do I change the email address on my account?",), "easy"),
+    (("Can I pay by bank transfer?", "Can I pay by bank transfer"), "easy"),
+    (
+        (
+            "How do I enable two-factor authentication?",
+            "How do I enable two factor authentication?",
+        ),
+        "easy",
+    ),
+    (("How do I delete my account?",), "easy"),
+    (("Why was my card declined when upgrading to the Pro plan?",), "medium"),
+    (("How do I migrate my database from the EU region to the US region?",), "medium"),
+    (("My API key stopped working after I rotated it, what should I check?",), "medium"),
+    (
+        ("How do I set up SSO with Okta for my team?", "How do I set up SSO with Okta for my team"),
+        "medium",
+    ),
+    (
+        (
+            "Our p99 latency doubled after enabling autoscaling. Compare the scaling policies, "
+            "explain step by step which settings could cause it, and propose a fix with "
+            "the trade-offs of each option.",
+        ),
         "hard",
     ),
     (
-        "Write a Terraform module that provisions two replicas with a failover policy and "
-        "explain the trade-offs of synchronous vs asynchronous replication.",
+        (
+            "Write a Terraform module that provisions two replicas with a failover policy, "
+            "then explain the trade-offs of synchronous vs asynchronous replication and prove "
+            "which one bounds data loss.",
+        ),
         "hard",
     ),
 ]
 
-#: tier -> (stand-in model name, what it is priced as)
+#: tier -> the provider model it stands in for (and is priced as)
 TIERS: dict[str, str] = {
     "small": "gpt-4o-mini",
     "mid": "claude-haiku-4-5",
     "frontier": "gpt-4o",
 }
-_TIER_OF = {"easy": "small", "medium": "mid", "hard": "frontier"}
+_OUT_TOKENS = {"small": 60, "mid": 180, "frontier": 600}
+_SYSTEM_TOKENS = 900
+
+
+def tier_response(tier: str) -> ScriptedResponse:
+    """The stand-in answer of one tier, with the usage a real call of that size reports."""
+    model = TIERS[tier]
+    usage = Usage(
+        input_tokens=_SYSTEM_TOKENS + 30,
+        output_tokens=_OUT_TOKENS[tier],
+        # The static system prompt is served from the provider's prompt cache.
+        cache_read_tokens=_SYSTEM_TOKENS if not model.startswith("claude") else 0,
+        cache_write_5m_tokens=0,
+        cache_write_1h_tokens=0,
+    )
+    return ScriptedResponse(
+        f"[stand-in for {model}] Here is what the help centre says about that (article KB-12).",
+        usage,
+        model=model,
+    )
 
 
 @dataclass(frozen=True)
 class DemoRequest:
     question: str
-    tier: str
+    difficulty: str
     tenant: str
-    response: ScriptedResponse
+    latency_tolerant: bool
 
 
 def build_workload(n: int, seed: int = 7) -> list[DemoRequest]:
-    """``n`` requests from three tenants; the long system prompt is provider-cached."""
+    """``n`` requests from three tenants; popular questions recur, often reworded."""
     rng = random.Random(seed)
+    # Zipf-like popularity: the first questions are asked far more often.
+    weights = [1.0 / (i + 1) ** 0.9 for i in range(len(QUESTIONS))]
     out = []
-    system_tokens = 900
-    for i in range(n):
-        q, difficulty = rng.choice(QUESTIONS)
-        tier = _TIER_OF[difficulty]
-        model = TIERS[tier]
-        prompt = system_tokens + len(q) // 4
-        out_tokens = {"easy": 60, "medium": 180, "hard": 600}[difficulty]
-        # After the first call the provider serves the static prefix from its cache.
-        cached = system_tokens if i > 2 else 0
-        if model.startswith("claude"):
-            usage = Usage(
-                input_tokens=prompt,
-                output_tokens=out_tokens,
-                cache_read_tokens=cached,
-                cache_write_5m_tokens=0 if cached else system_tokens,
-                cache_write_1h_tokens=0,
-            )
-        else:
-            usage = Usage(input_tokens=prompt, output_tokens=out_tokens, cache_read_tokens=cached)
-        answer = f"[stand-in for {model}] Answer to: {q[:40]}"
+    for _ in range(n):
+        wordings, difficulty = rng.choices(QUESTIONS, weights=weights)[0]
         out.append(
             DemoRequest(
-                question=q,
-                tier=tier,
+                question=rng.choice(wordings),
+                difficulty=difficulty,
                 tenant=rng.choice(["acme-eu", "acme-us", "globex"]),
-                response=ScriptedResponse(answer, usage, model=model),
+                latency_tolerant=rng.random() < 0.2,
             )
         )
     return out

@@ -49,6 +49,19 @@ def _first(metadata: Mapping[str, Any] | None, keys: tuple[str, ...]) -> str | N
     return None
 
 
+def _mapping(value: Any) -> Mapping[str, Any] | None:
+    """``value`` if it is a mapping, else ``None``.
+
+    Usually ``None`` or a dict, both told apart without ``isinstance(value, Mapping)``,
+    an ABC check that costs more than the rest of this function.
+    """
+    if value is None:
+        return None
+    if type(value) is dict or isinstance(value, Mapping):
+        return value
+    return None
+
+
 class _Run(NamedTuple):
     model: str | None
     tenant: str | None
@@ -176,6 +189,7 @@ class CostCallbackHandler(BaseCallbackHandler):
         outcome: Any = "model"
         model = run.model
         tier = run.tier
+        prior: Mapping[str, Any] | None = None
         if message is not None:
             meta = message.response_metadata or {}
             model = meta.get("model_name") or meta.get("model") or model
@@ -184,8 +198,8 @@ class CostCallbackHandler(BaseCallbackHandler):
             # langchain-core marks answers served from its LLM cache this way.
             if um is not None and um.get("total_cost") == 0:  # type: ignore[comparison-overlap]
                 outcome = "cache_exact"
-            prior = meta.get(METADATA_KEY)
-            if isinstance(prior, Mapping):
+            prior = _mapping(meta.get(METADATA_KEY))
+            if prior is not None:
                 # A costopt cache says which of its tiers served the answer (also when
                 # it replays a hit itself, as CachedChatModel does); a router says
                 # which tier answered.
@@ -210,11 +224,8 @@ class CostCallbackHandler(BaseCallbackHandler):
             # In place (no pydantic re-validation). Only freshly generated answers
             # are written; copies served from a cache are left as they are. What a
             # router put there (its route) is kept.
-            prior = message.response_metadata.get(METADATA_KEY)
             fresh = record_metadata(record)
-            message.response_metadata[METADATA_KEY] = (
-                {**prior, **fresh} if isinstance(prior, Mapping) else fresh
-            )
+            message.response_metadata[METADATA_KEY] = fresh if prior is None else {**prior, **fresh}
         return record
 
 

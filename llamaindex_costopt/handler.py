@@ -47,6 +47,9 @@ log = logging.getLogger("costopt.llamaindex")
 
 TENANT_KEYS = ("costopt_tenant", "tenant_id", "tenant")
 TIER_KEY = "costopt_tier"
+METADATA_KEY = "costopt"
+#: ``class_name()`` of ``llamaindex_costopt.router.RouterLLM``.
+ROUTER_CLASS_NAME = "costopt_RouterLLM"
 
 _START_EVENTS = (LLMChatStartEvent, LLMCompletionStartEvent)
 _END_EVENTS = (LLMChatEndEvent, LLMCompletionEndEvent)
@@ -145,15 +148,34 @@ def _model_of(raw: Any) -> str | None:
 class _Call:
     """One LLM span between its start and end events."""
 
-    __slots__ = ("child_raws", "children", "model", "parent", "start", "tenant", "tier")
+    __slots__ = (
+        "child_raws",
+        "children",
+        "model",
+        "parent",
+        "router",
+        "start",
+        "suppressed",
+        "tenant",
+        "tier",
+    )
 
     def __init__(
-        self, model: str | None, tenant: str | None, tier: str | None, parent: _Call | None
+        self,
+        model: str | None,
+        tenant: str | None,
+        tier: str | None,
+        parent: _Call | None,
+        router: bool = False,
     ) -> None:
         self.model = model
         self.tenant = tenant
         self.tier = tier
         self.parent = parent
+        self.router = router
+        # A router records its answer itself (and its discarded attempts as
+        # "escalated"), so the tier calls it makes are not recorded again.
+        self.suppressed = parent is not None and (parent.router or parent.suppressed)
         self.start = time.perf_counter()
         self.children = False
         # Raw payloads recorded by calls nested in this one; held (not just
@@ -334,7 +356,13 @@ class CostEventHandler(BaseEventHandler):
                 parent = calls.get(s)
                 if parent is not None:
                     break
-            calls[span_id] = _Call(str(model) if model else None, tenant, tier, parent)
+            calls[span_id] = _Call(
+                str(model) if model else None,
+                tenant,
+                tier,
+                parent,
+                router=model_dict.get("class_name") == ROUTER_CLASS_NAME,
+            )
 
     def _close_span(self, span_id: str | None) -> None:
         stack = _open_llm_spans.get()
@@ -361,7 +389,15 @@ class CostEventHandler(BaseEventHandler):
             return  # not started through us, or already counted
         response = event.response
         raw = getattr(response, "raw", None)
+        if call.suppressed:
+            return
         usage = usage_of(response)
+        if call.router:
+            if call.parent is not None:
+                with st.lock:
+                    call.parent.adopt(raw)
+            self._record(call, raw, usage, span_id)
+            return
         if call.children or call.parent is not None:
             with st.lock:
                 # The same answer seen again by the call that delegated to the
@@ -377,10 +413,20 @@ class CostEventHandler(BaseEventHandler):
         self._record(call, raw, usage, span_id)
 
     def _record(self, call: _Call, raw: Any, usage: Usage, span_id: str) -> CallRecord:
+        marker = raw.get(METADATA_KEY) if isinstance(raw, Mapping) else None
+        outcome: Any = "model"
+        tier = call.tier
+        if isinstance(marker, Mapping):
+            # A costopt cache served this answer (it carries the replaced call's
+            # usage); a router says which tier answered.
+            if marker.get("cache") in ("exact", "semantic"):
+                outcome = f"cache_{marker['cache']}"
+            tier = tier or marker.get("tier")
         return self.engine.record_call(
             model=_model_of(raw) or call.model or "unknown",
             usage=usage,
-            tier=call.tier,
+            tier=tier,
+            outcome=outcome,
             tenant=call.tenant,
             framework="llamaindex",
             latency_ms=(time.perf_counter() - call.start) * 1000.0,

@@ -2,7 +2,7 @@
 
 Thread-safe: adapters record from callback threads, asyncio tasks and worker
 pools at once. Recording a call only appends it (it runs inside every LLM
-call); the next read, or every ``_FOLD_EVERY`` calls, folds the new calls into
+call); the next read, or every few thousand calls, folds the new calls into
 running sums per combination of dimensions and into the budget windows, under
 the same lock. So reading totals costs the (few) combinations, not the number
 of calls, and totals stay exact even when a retention bound drops old records.

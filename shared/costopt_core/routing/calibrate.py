@@ -25,7 +25,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -248,11 +248,18 @@ def _grid_size(n_free: int, budget: int) -> int:
 
 
 def _candidates(z: FloatArray, size: int) -> FloatArray:
-    """Risk levels to try for one tier: quantiles of its risk-per-cost values, plus the ends."""
-    finite = z[np.isfinite(z)]
-    qs = np.quantile(finite, np.linspace(0.0, 1.0, size)) if finite.size else np.array([])
-    # -1: never this tier (no risk is <= -1); the max: every request qualifies.
-    return np.unique(np.concatenate([[-1.0], qs]))
+    """Risk budgets to try for one tier: up to ``size`` cuts between its observed risks.
+
+    Each cut lies halfway between two consecutive distinct risks, never on a
+    sample's own value, so which requests a budget admits does not depend on
+    how the threshold arithmetic rounds. -1 admits none; the last cut, all.
+    """
+    u = np.unique(z[np.isfinite(z)])
+    if u.size == 0:
+        return np.array([-1.0])
+    idx = np.unique(np.round(np.linspace(0, u.size - 1, min(size, u.size))).astype(np.int64))
+    nxt = np.append(u[1:], u[-1] + 1e-6 * (1.0 + abs(u[-1])))
+    return np.concatenate([[-1.0], (u[idx] + nxt[idx]) / 2.0])
 
 
 def _pareto(points: list[CurvePoint]) -> list[CurvePoint]:
@@ -284,6 +291,7 @@ def calibrate_from_predictions(
     max_cost_scale: float = 8.0,
     reference_tokens: float | None = None,
     safety_z: float = 0.0,
+    search: Literal["path", "grid"] = "path",
     search_budget: int = 4000,
     curve_points: int = 120,
     folds: int = 0,
@@ -305,6 +313,15 @@ def calibrate_from_predictions(
         safety_z: require ``mean(q - target * q_frontier)`` to clear zero by
             this many standard errors (0: the point estimate; 1.64: one-sided
             95% confidence that the target holds on traffic like the samples).
+        search: ``"path"`` (default) tries settings that split traffic
+            between two adjacent tiers at a time (tier ``t`` takes what it is
+            sure of, ``t + 1`` the rest), walking from all-cheapest to
+            all-frontier; ``"grid"`` tries every combination of per-tier
+            thresholds. The grid can find three-way splits, but with a
+            thousand samples and a weak classifier it mostly finds settings
+            that were lucky on the samples (on RouterBench it chose curves
+            that fell below single models on held-out data); the path, one
+            threshold per segment, does not have that freedom. Two tiers: same.
         search_budget: about how many threshold settings to try.
         curve_points: at most this many points are kept in the reported curve.
         folds: recorded in the report.
@@ -349,36 +366,37 @@ def calibrate_from_predictions(
     q_front = float(Y[:, -1].mean())
     c_front = float(C[:, -1].mean())
 
-    # Risk per unit of cost for each non-frontier tier: a tier is taken for a
-    # request when this is <= the tier's risk budget r = 1 - threshold.
-    Z = (1.0 - P[:, :-1]) / scale[:, None]
-    size = _grid_size(n_tiers - 1, search_budget)
-    grids = [_candidates(Z[:, t], size) for t in range(n_tiers - 1)]
+    if search not in ("path", "grid"):
+        raise ConfigurationError(f"search must be 'path' or 'grid', got {search!r}")
+    # Risk per unit of cost for each non-frontier tier, shifted by the unsure
+    # band: request i stays on tier t exactly when Z[i, t] <= r_t, the tier's
+    # risk budget, with threshold = 1 - r_t (see decide.choose_tier).
+    Z = (1.0 - P[:, :-1]) / scale[:, None] + margin / scale[:, None]
+    d = Y - target_quality * Y[:, -1:]  # per tier: contribution to quality above target
+    if search == "path":
+        ev = _path_evaluations(Z, Y, C, d, search_budget)
+    else:
+        ev = _grid_evaluations(P, Y, C, d, Z, margin, scale, search_budget)
 
-    points: list[CurvePoint] = []
-    best: tuple[float, float, CurvePoint] | None = None
-    rows = np.arange(n)
-    for combo in _product(grids):
-        th = tuple(math.inf if r < 0 else 1.0 - r for r in combo)
-        chosen, _ = choose_tiers(P, th, margin=margin, cost_scale=scale)
-        q_i = Y[rows, chosen]
-        q, c = float(q_i.mean()), float(C[rows, chosen].mean())
-        shares = np.bincount(chosen, minlength=n_tiers) / n
-        point = CurvePoint(
-            thresholds=th,
-            quality=q,
-            cost=c,
-            quality_fraction=q / q_front if q_front > 0 else 1.0,
-            cost_fraction=c / c_front if c_front > 0 else 1.0,
-            tier_shares=tuple(float(s) for s in shares),
+    # The cheapest setting whose quality clears the target (by safety_z standard errors).
+    se = np.sqrt(np.maximum(ev.d_sq / n - (ev.d_sum / n) ** 2, 0.0) * n / max(n - 1, 1) / n)
+    ok = ev.d_sum / n - safety_z * se >= -1e-12
+    points = [
+        CurvePoint(
+            thresholds=ev.thresholds[i],
+            quality=float(ev.quality[i]),
+            cost=float(ev.cost[i]),
+            quality_fraction=float(ev.quality[i]) / q_front if q_front > 0 else 1.0,
+            cost_fraction=float(ev.cost[i]) / c_front if c_front > 0 else 1.0,
+            tier_shares=tuple(float(x) for x in ev.shares[i]),
         )
-        points.append(point)
-        d = q_i - target_quality * Y[:, -1]
-        se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
-        if float(d.mean()) - safety_z * se >= -1e-12 and (
-            best is None or (c, -q) < (best[0], best[1])
-        ):
-            best = (c, -q, point)
+        for i in range(len(ev.thresholds))
+    ]
+    best: CurvePoint | None = None
+    if ok.any():
+        cand = np.flatnonzero(ok)
+        i_best = cand[np.lexsort((-ev.quality[cand], ev.cost[cand]))[0]]
+        best = points[int(i_best)]
 
     frontier_point = CurvePoint(
         thresholds=tuple(math.inf for _ in range(n_tiers - 1)),
@@ -388,7 +406,7 @@ def calibrate_from_predictions(
         cost_fraction=1.0,
         tier_shares=tuple(0.0 if t < n_tiers - 1 else 1.0 for t in range(n_tiers)),
     )
-    chosen_point = best[2] if best is not None else frontier_point
+    chosen_point = best if best is not None else frontier_point
     reached = best is not None and chosen_point.tier_shares[-1] < 1.0
     notes: list[str] = []
     if not reached:
@@ -421,8 +439,101 @@ def calibrate_from_predictions(
     )
 
 
-def _product(grids: list[FloatArray]) -> itertools.product[tuple[float, ...]]:
-    return itertools.product(*[g.tolist() for g in grids])
+def _threshold(risk: float) -> float:
+    # Risk budget -> threshold; a negative budget means "never this tier".
+    return math.inf if risk < 0 else 1.0 - risk
+
+
+@dataclass(frozen=True)
+class _Evaluations:
+    """Per threshold setting: mean quality and cost, tier shares, and sums of the
+    per-request quality margin over target (for the confidence check)."""
+
+    thresholds: list[tuple[float, ...]]
+    quality: FloatArray
+    cost: FloatArray
+    shares: FloatArray
+    d_sum: FloatArray
+    d_sq: FloatArray
+
+
+def _split_sums(
+    v: FloatArray, order: npt.NDArray[np.intp], k: npt.NDArray[np.intp], t: int
+) -> FloatArray:
+    """For each ``k``: sum of ``v[., t]`` over the first ``k`` requests in ``order``
+    plus ``v[., t + 1]`` over the rest."""
+    gain = np.concatenate([[0.0], np.cumsum(v[order, t] - v[order, t + 1])])
+    out: FloatArray = v[:, t + 1].sum() + gain[k]
+    return out
+
+
+def _path_evaluations(
+    Z: FloatArray, Y: FloatArray, C: FloatArray, D: FloatArray, budget: int
+) -> _Evaluations:
+    """Adjacent-tier splits, all thresholds of a segment at once (sort + cumulative sums).
+
+    Segment ``t``: tiers below ``t`` off, ``t`` takes the requests whose risk is
+    within its budget, ``t + 1`` takes the rest.
+    """
+    n, n_free = Z.shape
+    n_tiers = n_free + 1
+    size = max(3, budget // n_free)
+    ths: list[tuple[float, ...]] = []
+    q_parts, c_parts, s_parts, ds_parts, dq_parts = [], [], [], [], []
+    for t in range(n_free):
+        order = np.argsort(Z[:, t], kind="stable")
+        z_sorted = Z[order, t]
+        risks = _candidates(Z[:, t], size)
+        k = np.searchsorted(z_sorted, risks, side="right")  # requests kept on tier t
+        k[risks < 0] = 0
+
+        q_parts.append(_split_sums(Y, order, k, t) / n)
+        c_parts.append(_split_sums(C, order, k, t) / n)
+        ds_parts.append(_split_sums(D, order, k, t))
+        dq_parts.append(_split_sums(D**2, order, k, t))
+        sh = np.zeros((len(k), n_tiers))
+        sh[:, t] = k / n
+        sh[:, t + 1] = 1.0 - k / n
+        s_parts.append(sh)
+        for r in risks.tolist():
+            ths.append(tuple([math.inf] * t + [_threshold(r)] + [-math.inf] * (n_free - t - 1)))
+    return _Evaluations(
+        thresholds=ths,
+        quality=np.concatenate(q_parts),
+        cost=np.concatenate(c_parts),
+        shares=np.vstack(s_parts),
+        d_sum=np.concatenate(ds_parts),
+        d_sq=np.concatenate(dq_parts),
+    )
+
+
+def _grid_evaluations(
+    P: FloatArray,
+    Y: FloatArray,
+    C: FloatArray,
+    D: FloatArray,
+    Z: FloatArray,
+    margin: float,
+    scale: FloatArray,
+    budget: int,
+) -> _Evaluations:
+    """Every combination of per-tier candidate thresholds, each routed with ``choose_tiers``."""
+    n, n_free = Z.shape
+    size = _grid_size(n_free, budget)
+    grids = [_candidates(Z[:, t], size).tolist() for t in range(n_free)]
+    rows = np.arange(n)
+    ths, q, c, sh, ds, dq = [], [], [], [], [], []
+    for combo in itertools.product(*grids):
+        th = tuple(_threshold(r) for r in combo)
+        chosen, _ = choose_tiers(P, th, margin=margin, cost_scale=scale)
+        d = D[rows, chosen]
+        ths.append(th)
+        q.append(Y[rows, chosen].mean())
+        c.append(C[rows, chosen].mean())
+        sh.append(np.bincount(chosen, minlength=n_free + 1) / n)
+        ds.append(d.sum())
+        dq.append((d**2).sum())
+    return _Evaluations(ths, np.array(q), np.array(c), np.array(sh), np.array(ds), np.array(dq))
 
 
 # -- cross-validation and the entry point ---------------------------------------
@@ -501,6 +612,7 @@ def calibrate(
     expected_output_tokens: int = 200,
     safety_z: float = 0.0,
     fit_final: bool = True,
+    search: Literal["path", "grid"] = "path",
     seed: int = 0,
 ) -> CalibrationReport:
     """Choose per-tier thresholds on labelled samples by cross-validation.
@@ -523,6 +635,7 @@ def calibrate(
         expected_output_tokens: output size assumed when pricing from the catalog.
         safety_z: see :func:`calibrate_from_predictions`.
         fit_final: fit a trainable classifier on all samples at the end.
+        search: ``"path"`` or ``"grid"`` (see :func:`calibrate_from_predictions`).
         seed: fold assignment.
 
     Returns:
@@ -572,6 +685,7 @@ def calibrate(
         margin=margin,
         cost_aware=cost_aware,
         safety_z=safety_z,
+        search=search,
         folds=k,
         classifier=classifier.name,
     )

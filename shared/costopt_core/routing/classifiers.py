@@ -318,7 +318,22 @@ class HeuristicClassifier:
 Method = Literal["logistic", "knn", "ensemble"]
 _FORMAT = "costopt-route-classifier"
 _VERSION = 1
-_STATE = ("coef", "intercept", "feat_mean", "feat_scale", "bank", "bank_targets", "prior")
+_STATE = (
+    "coef",
+    "intercept",
+    "feat_mean",
+    "feat_scale",
+    "bank",
+    "bank_targets",
+    "prior",
+    "proj_mean",
+    "proj",
+)
+# Similarities against the stored prompts are computed in blocks of this many
+# rows: for one request each block is a small matrix-vector product that BLAS
+# runs on the calling thread. One big product would wake BLAS's thread pool,
+# which costs ~10 ms whenever another process holds a core.
+_BLOCK = 4096
 # Request features are scaled to unit variance and then shrunk by this factor
 # so that two dozen features do not outweigh a unit-length embedding in the
 # (L2-regularised) logistic regression.
@@ -364,6 +379,10 @@ class LearnedClassifier:
         k: neighbours in the vote.
         prior_strength: pseudo-count pulling the vote towards the tier's mean,
             so that a few neighbours cannot make it certain.
+        knn_dims: the vote compares prompts in the top ``knn_dims`` principal
+            components of the stored embeddings (0: the full embedding). 64
+            keeps the vote as accurate as the full 384 dimensions on MMLU and
+            makes it ~10x cheaper (a few hundredths of a millisecond).
         use_features: append the scaled request features to the embedding.
         max_neighbors: at most this many training prompts are kept for the
             vote (a fixed random subset beyond it), which bounds latency and
@@ -382,6 +401,7 @@ class LearnedClassifier:
         C: float = 0.3,
         k: int = 50,
         prior_strength: float = 4.0,
+        knn_dims: int = 64,
         use_features: bool = True,
         max_neighbors: int = 20_000,
         text_fn: Callable[[RouteInput], str] = routing_text,
@@ -389,13 +409,16 @@ class LearnedClassifier:
     ) -> None:
         if method not in ("logistic", "knn", "ensemble"):
             raise ConfigurationError(f"method must be logistic, knn or ensemble, got {method!r}")
-        if not (C > 0 and k >= 1 and prior_strength >= 0 and max_neighbors >= 1):
-            raise ConfigurationError("need C > 0, k >= 1, prior_strength >= 0, max_neighbors >= 1")
+        if not (C > 0 and k >= 1 and prior_strength >= 0 and max_neighbors >= 1 and knn_dims >= 0):
+            raise ConfigurationError(
+                "need C > 0, k >= 1, prior_strength >= 0, max_neighbors >= 1, knn_dims >= 0"
+            )
         self.embedder = embedder
         self.method: Method = method
         self.C = float(C)
         self.k = int(k)
         self.prior_strength = float(prior_strength)
+        self.knn_dims = int(knn_dims)
         self.use_features = use_features
         self.max_neighbors = int(max_neighbors)
         self.text_fn = text_fn
@@ -406,7 +429,9 @@ class LearnedClassifier:
         self._intercept: FloatArray | None = None  # (n_tiers - 1,)
         self._feat_mean: FloatArray | None = None
         self._feat_scale: FloatArray | None = None
-        self._bank: npt.NDArray[np.float32] | None = None  # (m, dim), unit rows
+        self._bank: npt.NDArray[np.float32] | None = None  # (m, d), unit rows
+        self._proj_mean: npt.NDArray[np.float32] | None = None  # (dim,)
+        self._proj: npt.NDArray[np.float32] | None = None  # (dim, d)
         self._bank_targets: FloatArray | None = None  # (m, n_tiers - 1)
         self._prior: FloatArray | None = None  # (n_tiers - 1,)
 
@@ -414,6 +439,7 @@ class LearnedClassifier:
         state = f"n_tiers={self._n}" if self._n is not None else "unfitted"
         return (
             f"LearnedClassifier(method={self.method!r}, C={self.C}, k={self.k}, "
+            f"knn_dims={self.knn_dims}, "
             f"use_features={self.use_features}, {state})"
         )
 
@@ -435,6 +461,7 @@ class LearnedClassifier:
             C=self.C,
             k=self.k,
             prior_strength=self.prior_strength,
+            knn_dims=self.knn_dims,
             use_features=self.use_features,
             max_neighbors=self.max_neighbors,
             text_fn=self.text_fn,
@@ -544,10 +571,29 @@ class LearnedClassifier:
             if n > self.max_neighbors:
                 rng = np.random.default_rng(self.seed)
                 idx = np.sort(rng.choice(n, self.max_neighbors, replace=False))
-            self._bank = np.ascontiguousarray(E[idx], dtype=np.float32)
+            stored = E[idx].astype(np.float64)
+            d = self.knn_dims
+            if 0 < d < stored.shape[1] and len(stored) > d:
+                mean = stored.mean(axis=0)
+                _, _, vt = np.linalg.svd(stored - mean, full_matrices=False)
+                self._proj_mean = mean.astype(np.float32)
+                self._proj = np.ascontiguousarray(vt[:d].T, dtype=np.float32)
+            else:
+                self._proj_mean = self._proj = None
+            self._bank = self._project(stored.astype(np.float32))
             self._bank_targets = T[idx].copy()
         else:
             self._bank = self._bank_targets = None
+            self._proj_mean = self._proj = None
+
+    def _project(self, E: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Vectors in the vote's space: centred, projected, unit length (or as given)."""
+        if self._proj is None or self._proj_mean is None:
+            return np.ascontiguousarray(E, dtype=np.float32)
+        Z = (E.astype(np.float32) - self._proj_mean) @ self._proj
+        norms = np.linalg.norm(Z, axis=1, keepdims=True)
+        out: npt.NDArray[np.float32] = np.ascontiguousarray(Z / np.maximum(norms, 1e-12))
+        return out
 
     # -- predict ------------------------------------------------------------------
     def predict(self, items: Sequence[RouteInput]) -> FloatArray:
@@ -589,8 +635,12 @@ class LearnedClassifier:
         """Similarity-weighted mean target of the nearest stored prompts, shrunk to the prior."""
         assert self._bank is not None and self._bank_targets is not None
         assert self._prior is not None
-        sims = E @ self._bank.T  # cosine: rows are unit length
-        k = min(self.k, sims.shape[1])
+        Q = self._project(E)
+        m = len(self._bank)
+        sims = np.empty((len(Q), m), dtype=np.float32)  # cosine: rows are unit length
+        for start in range(0, m, _BLOCK):
+            sims[:, start : start + _BLOCK] = Q @ self._bank[start : start + _BLOCK].T
+        k = min(self.k, m)
         idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         s = np.take_along_axis(sims, idx, axis=1).astype(np.float64)
         w = np.maximum(s, 0.0) ** 2  # the closest neighbours count most
@@ -626,6 +676,7 @@ class LearnedClassifier:
             "C": self.C,
             "k": self.k,
             "prior_strength": self.prior_strength,
+            "knn_dims": self.knn_dims,
             "use_features": self.use_features,
             "max_neighbors": self.max_neighbors,
             "seed": self.seed,
@@ -681,6 +732,7 @@ class LearnedClassifier:
                 C=float(meta["C"]),
                 k=int(meta["k"]),
                 prior_strength=float(meta["prior_strength"]),
+                knn_dims=int(meta["knn_dims"]),
                 use_features=bool(meta["use_features"]),
                 max_neighbors=int(meta["max_neighbors"]),
                 text_fn=text_fn,

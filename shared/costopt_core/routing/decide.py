@@ -191,9 +191,9 @@ def choose_tier(
                 qualified_index=i,
             )
         skipped = _skipped(probs, th, i, tier_names)
-        reason = f"P({_name(tier_names, i)} good enough)={p:.3f} >= threshold {thr:.3f}" + (
-            f"; {skipped}" if skipped else ""
-        )
+        reason = f"P({_name(tier_names, i)} good enough)={p:.3f} >= threshold {thr:.3f}{scaled}"
+        if skipped:
+            reason += f"; passed over {skipped}"
         return RouteDecision(
             tier_index=i,
             tier=_name(tier_names, i) if tier_names is not None else None,

@@ -69,39 +69,31 @@ _CODE_LINE = re.compile(
     r"|[;{}]\s*$|=>|->\s*\w|\w+\([^()\n]*\)\s*[;{:]",
     re.MULTILINE,
 )
-_CODE_WORDS = re.compile(
-    r"\b(python|javascript|typescript|java|rust|golang|c\+\+|sql|regex|function|bug|"
-    r"compile|stack ?trace|exception|refactor|unit tests?|api|debug|script)\b",
-    _I,
-)
 _MATH_SYMBOLS = re.compile(
     r"\\(frac|sum|int|sqrt|lim|prod|partial|cdot|times|leq|geq|infty)|\$[^$\n]+\$"
     r"|\d\s*[-+*/^=<>]\s*\d|[√∑∫∞≤≥≠±π]|\b[xyz]\^?\d?\s*[-+=]\s*\d",
     re.IGNORECASE,
 )
-_MATH_WORDS = re.compile(
-    r"\b(solve|equation|integral|derivative|probability|theorem|prove|proof|calculate|"
+# Every word cue in one alternation, matched on lower-cased text: one pass over
+# the prompt instead of one per cue family (several times faster on long prompts).
+_CUES = re.compile(
+    r"\b(?:"
+    r"(?P<both>prove|proof)"
+    r"|(?P<code>python|javascript|typescript|java|rust|golang|c\+\+|sql|regex|function|bug|"
+    r"compile|stack ?trace|exception|refactor|unit tests?|api|debug|script)"
+    r"|(?P<math>solve|equation|integral|derivative|probability|theorem|calculate|"
     r"compute|polynomial|matrix|eigen\w*|modulo|prime|factori[sz]e|sum of|how many|"
-    r"expected value|variance|logarithm|geometry|algebra|percent(age)?)\b",
-    _I,
-)
-_REASONING = re.compile(
-    r"\b(step[- ]by[- ]step|explain why|reason(ing)? (about|through)|prove|derive|justify|"
-    r"analy[sz]e|compare|contrast|trade-?offs?|evaluate|critique|implications?|"
+    r"expected value|variance|logarithm|geometry|algebra|percent(?:age)?)"
+    r"|(?P<reasoning>step[- ]by[- ]step|explain why|reason(?:ing)? (?:about|through)|derive|"
+    r"justify|analy[sz]e|compare|contrast|trade-?offs?|evaluate|critique|implications?|"
     r"pros and cons|what would happen|under what conditions|in what ways|infer|deduce|"
-    r"hypothes[ie]s|counter-?argument|think carefully|plan)\b",
-    _I,
+    r"hypothes[ie]s|counter-?argument|think carefully|plan)"
+    r"|(?P<steps>then|after that|afterwards|finally|next,|first,|second,|and also|additionally)"
+    r"|(?P<constraints>must|should not|do not|don't|at least|at most|no more than|exactly|"
+    r"only|without|format|json|yaml|table|bullet|words|characters|limit)"
+    r")\b"
 )
-_STEPS = re.compile(
-    r"^\s*(\d+[.)]|[-*•]\s)|\b(then|after that|afterwards|finally|next,|first,|second,|"
-    r"and also|additionally)\b",
-    _I,
-)
-_CONSTRAINTS = re.compile(
-    r"\b(must|should not|do not|don't|at least|at most|no more than|exactly|only|"
-    r"without|format|json|yaml|table|bullet|words|characters|limit)\b",
-    _I,
-)
+_LIST_ITEM = re.compile(r"^\s*(\d+[.)]|[-*•]\s)", re.MULTILINE)
 _CHOICE = re.compile(r"^\s*\(?[A-Ha-h][.)]\s+\S", re.MULTILINE)
 _CREATIVE = re.compile(
     r"\b(write|compose|draft|story|poem|essay|lyrics|slogan|imagine|creative|brainstorm)\b", _I
@@ -117,7 +109,13 @@ _WHY = re.compile(r"\bwhy\b", _I)
 _YES_NO = re.compile(
     r"^\s*(is|are|was|were|do|does|did|can|could|should|would|will|has|have)\b[^?\n]*\?", _I
 )
+# Long prompts are scanned in a head and a tail window (instructions tend to
+# open a prompt, the question to close it), and their tokens are counted on a
+# prefix and extrapolated, so a 100k-token prompt costs what a 2k one does.
+_SCAN_CHARS = 3000
+_COUNT_CHARS = 8000
 _PARA = re.compile(r"\n\s*\n")
+_WS = re.compile(r"\s+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +123,9 @@ class RequestFeatures:
     """What a request looks like, as plain numbers and flags.
 
     Attributes:
-        tokens: prompt tokens of the whole request, chat framing included.
+        tokens: prompt tokens of the whole request, chat framing included
+            (an estimate: what routing needs is the request's size, not the bill;
+            prompts beyond 8,000 characters are counted on a prefix and scaled).
         last_user_tokens: tokens of the last user turn.
         turns: user turns in the conversation (conversation depth).
         messages: messages other than system ones.
@@ -238,29 +238,48 @@ def _last_user(messages: Sequence[Message]) -> str:
 
 
 def routing_text(item: RouteInput, *, max_chars: int = 1000) -> str:
-    """The text a router embeds: the end of the last user turn.
+    """The text a router embeds: the end of the last user turn, whitespace-normalised.
 
     Whole trailing paragraphs are kept while they fit in ``max_chars``; the
     final paragraph is always kept whole (the embedder truncates it if it is
-    longer). A short prompt is returned unchanged, so it shares the embedder's
-    LRU entry with anything else that embeds the same text.
+    longer). Whitespace runs become single spaces, as in the semantic cache's
+    text, so a single-turn prompt embeds to the same string in both and the
+    engine's embedder LRU computes its vector once. (The default embedder's
+    tokenizer splits on whitespace anyway: the vector is unchanged.)
 
     Args:
         item: the request.
         max_chars: soft budget (~250 tokens of English, what MiniLM reads).
     """
     text = _last_user(as_messages(item))
-    if len(text) <= max_chars:
+    if len(text) > max_chars:
+        paras = [p for p in _PARA.split(text) if p.strip()]
+        if paras:
+            out = paras[-1]
+            for p in reversed(paras[:-1]):
+                if len(out) + len(p) + 2 > max_chars:
+                    break
+                out = f"{p}\n\n{out}"
+            text = out
+    return _WS.sub(" ", text).strip()
+
+
+def _window(text: str) -> str:
+    if len(text) <= 2 * _SCAN_CHARS:
         return text
-    paras = [p for p in _PARA.split(text) if p.strip()]
-    if not paras:
-        return text
-    out = paras[-1]
-    for p in reversed(paras[:-1]):
-        if len(out) + len(p) + 2 > max_chars:
-            break
-        out = f"{p}\n\n{out}"
-    return out
+    return f"{text[:_SCAN_CHARS]}\n{text[-_SCAN_CHARS:]}"
+
+
+def _count(counter: TokenCounter, text: str, model: str | None) -> int:
+    if len(text) <= _COUNT_CHARS:
+        return counter.count(text, model)
+    head = counter.count(text[:_COUNT_CHARS], model)
+    return round(head * len(text) / _COUNT_CHARS)
+
+
+# Chat framing per message and for the reply, as OpenAI counts it (tokens.py).
+_PER_MESSAGE = 4
+_REPLY = 3
 
 
 def _question_type(text: str, code: int, math_: int, choice: bool) -> QuestionType:
@@ -316,25 +335,44 @@ def extract_features(
         structured_output = isinstance(item, ChatRequest) and _wants_structured(item.params)
     counter = counter or default_counter()
     last = _last_user(messages)
-    user_text = "\n".join(m.content for m in messages if m.role == "user") or last
+    # Count every message once; the last user turn's count is reused.
+    last_tokens = _count(counter, last, model)
+    tokens = _REPLY
+    seen_last = False
+    for m in reversed(messages):
+        if not seen_last and m.content is last:
+            tokens += _PER_MESSAGE + last_tokens
+            seen_last = True
+        else:
+            tokens += _PER_MESSAGE + _count(counter, m.content, model)
+    user_text = _window("\n".join(m.content for m in messages if m.role == "user") or last)
+    scan = _window(last)
 
+    cues = {"code": 0, "math": 0, "reasoning": 0, "steps": 0, "constraints": 0}
+    for match in _CUES.finditer(scan.lower()):
+        group = match.lastgroup
+        if group == "both":
+            cues["math"] += 1
+            cues["reasoning"] += 1
+        elif group is not None:
+            cues[group] += 1
     fences = len(_CODE_FENCE.findall(user_text)) // 2
-    code = 3 * fences + len(_CODE_LINE.findall(user_text)) + len(_CODE_WORDS.findall(last))
-    math_ = len(_MATH_SYMBOLS.findall(last)) + len(_MATH_WORDS.findall(last))
-    choice = len(_CHOICE.findall(last)) >= 2
+    code = 3 * fences + len(_CODE_LINE.findall(user_text)) + cues["code"]
+    math_ = len(_MATH_SYMBOLS.findall(scan)) + cues["math"]
+    choice = len(_CHOICE.findall(scan)) >= 2
     return RequestFeatures(
-        tokens=counter.count_messages(messages, model).tokens,
-        last_user_tokens=counter.count(last, model),
+        tokens=tokens,
+        last_user_tokens=last_tokens,
         turns=sum(1 for m in messages if m.role == "user"),
         messages=sum(1 for m in messages if m.role != "system"),
         has_system=any(m.role == "system" for m in messages),
         code=code,
         math=math_,
-        reasoning=len(_REASONING.findall(last)),
-        steps=len(_STEPS.findall(last)),
-        constraints=len(_CONSTRAINTS.findall(last)),
+        reasoning=cues["reasoning"],
+        steps=cues["steps"] + len(_LIST_ITEM.findall(scan)),
+        constraints=cues["constraints"],
         questions=last.count("?"),
-        question_type=_question_type(last, code, math_, choice),
+        question_type=_question_type(scan, code, math_, choice),
         multiple_choice=choice,
         tools=bool(tools),
         structured_output=bool(structured_output),

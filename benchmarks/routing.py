@@ -186,9 +186,9 @@ def _routerbench_split(rows: list[dict[str, str]], models: list[str]) -> Split:
     prompts = [_prompt_text(r["prompt"]) for r in rows]
     S = np.array([[_num(r[m]) for m in models] for r in rows], dtype=np.float64)
     C = np.array([[_num(r[f"{m}|total_cost"]) for m in models] for r in rows], dtype=np.float64)
-    keep = ~(np.isnan(S).any(axis=1) | np.isnan(C).any(axis=1))
+    keep = np.logical_not(np.isnan(S).any(axis=1) | np.isnan(C).any(axis=1))
     return Split(
-        prompts=[p for p, k in zip(prompts, keep, strict=True) if k],
+        prompts=[p for p, k in zip(prompts, keep.tolist(), strict=True) if k],
         scores=S[keep],
         costs=C[keep],
         dropped=int((~keep).sum()),
@@ -245,8 +245,8 @@ def load_routellm(
     if models is None:
         raise SystemExit(f"no rows in {files}")
     S = np.array(scores, dtype=np.float64)
-    keep = ~np.isnan(S).any(axis=1)
-    prompts = [p for p, k in zip(prompts, keep, strict=True) if k]
+    keep = np.logical_not(np.isnan(S).any(axis=1))
+    prompts = [p for p, k in zip(prompts, keep.tolist(), strict=True) if k]
     S = S[keep]
     C = _mc_costs(prompts, models, catalog, out_tok)
     perm = np.random.default_rng(seed).permutation(len(prompts))
@@ -265,24 +265,35 @@ def load_routellm(
 
 
 def discover(paths: Sequence[str], catalog: PriceCatalog, out_tok: int, seed: int) -> list[DataSet]:
-    """Data sets from ``--data`` arguments (or the default routing folder)."""
+    """Data sets from ``--data`` arguments (or the default routing folder).
+
+    A train or test file is one RouterBench-format pair; any other CSV file is
+    a RouteLLM-format set; a directory of CSVs is one RouteLLM-format set
+    named after it, except a folder holding ``*_train`` files (such as the
+    default ``../shared/data/routing/``), which is searched like the default:
+    each train/test pair, and each subdirectory, is one data set.
+    """
     out: list[DataSet] = []
     if not paths:
-        root = require(DEFAULT_ROOT)
-        for train in sorted(root.glob("*_train.csv*")):
-            out.append(_pair(train))
-        for sub in sorted(p for p in root.iterdir() if p.is_dir()):
-            if list(sub.glob("*.csv*")):
-                out.append(_load_dir(sub, catalog, out_tok, seed))
-        return out
+        return _discover_root(require(DEFAULT_ROOT), catalog, out_tok, seed)
     for raw in paths:
         p = require(Path(raw))
-        if p.is_dir():
+        if p.is_dir() and list(p.glob("*_train.csv*")):
+            out.extend(_discover_root(p, catalog, out_tok, seed))
+        elif p.is_dir():
             out.append(_load_dir(p, catalog, out_tok, seed))
         elif "_train" in p.name or "_test" in p.name:
             out.append(_pair(p))
         else:
             out.append(load_routellm([p], _stem(p), catalog, out_tok, seed))
+    return out
+
+
+def _discover_root(root: Path, catalog: PriceCatalog, out_tok: int, seed: int) -> list[DataSet]:
+    out = [_pair(train) for train in sorted(root.glob("*_train.csv*"))]
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        if list(sub.glob("*.csv*")):
+            out.append(_load_dir(sub, catalog, out_tok, seed))
     return out
 
 
@@ -345,7 +356,9 @@ def select_tiers(quality: FArr, cost: FArr, max_tiers: int) -> list[int]:
 # -- embeddings ------------------------------------------------------------------
 
 
-def embed_cached(texts: list[str], embedder: Embedder, cache_file: Path | None) -> FArr:
+def embed_cached(
+    texts: list[str], embedder: Embedder, cache_file: Path | None
+) -> npt.NDArray[np.float32]:
     keys = [hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts]
     known: dict[str, npt.NDArray[np.float32]] = {}
     if cache_file is not None and cache_file.exists():
@@ -364,7 +377,8 @@ def embed_cached(texts: list[str], embedder: Embedder, cache_file: Path | None) 
             np.savez(cache_file, keys=np.array(ks), vecs=np.stack([known[k] for k in ks]))
     else:
         print(f"  embeddings: all {len(texts)} from {cache_file}")
-    return np.stack([known[k] for k in keys]).astype(np.float32)
+    out: npt.NDArray[np.float32] = np.stack([known[k] for k in keys]).astype(np.float32)
+    return out
 
 
 # -- evaluation --------------------------------------------------------------------
@@ -584,7 +598,7 @@ def run_dataset(
     singles = [
         (float(te.costs[:, j].sum()), float(te.scores[:, j].mean())) for j in range(len(ds.models))
     ]
-    common = dict(
+    common: dict[str, Any] = dict(
         frontier_q=f_q, frontier_c=f_c, weak_q=w_q, weak_c=w_c, two_model=two_model, singles=singles
     )
 

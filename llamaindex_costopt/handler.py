@@ -101,6 +101,19 @@ def _field(obj: Any, key: str) -> Any:
     return getattr(obj, key, None)
 
 
+def _mapping(value: Any) -> Mapping[str, Any] | None:
+    """``value`` if it is a mapping, else ``None``.
+
+    Usually ``None`` or a dict, both told apart without ``isinstance(value, Mapping)``,
+    an ABC check that costs more than the rest of this function.
+    """
+    if value is None:
+        return None
+    if type(value) is dict or isinstance(value, Mapping):
+        return value
+    return None
+
+
 def _has_tokens(usage: Usage) -> bool:
     return usage.input_tokens is not None or usage.output_tokens is not None
 
@@ -175,7 +188,7 @@ class _Call:
         self.router = router
         # A router records its answer itself (and its discarded attempts as
         # "escalated"), so the tier calls it makes are not recorded again.
-        self.suppressed = parent is not None and (parent.router or parent.suppressed)
+        self.suppressed: bool = parent is not None and (parent.router or parent.suppressed)
         self.start = time.perf_counter()
         self.children = False
         # Raw payloads recorded by calls nested in this one; held (not just
@@ -413,10 +426,11 @@ class CostEventHandler(BaseEventHandler):
         self._record(call, raw, usage, span_id)
 
     def _record(self, call: _Call, raw: Any, usage: Usage, span_id: str) -> CallRecord:
-        marker = raw.get(METADATA_KEY) if isinstance(raw, Mapping) else None
+        raw_map = _mapping(raw)
+        marker = None if raw_map is None else _mapping(raw_map.get(METADATA_KEY))
         outcome: Any = "model"
         tier = call.tier
-        if isinstance(marker, Mapping):
+        if marker is not None:
             # A costopt cache served this answer (it carries the replaced call's
             # usage); a router says which tier answered.
             if marker.get("cache") in ("exact", "semantic"):

@@ -21,7 +21,9 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from costopt_core.errors import ConfigurationError, RoutingError
+from costopt_core.routing.calibrate import CalibrationReport
 from costopt_core.routing.decide import RouteDecision, choose_tier
+from costopt_core.routing.features import extract_features
 from costopt_core.routing.tiers import Tiers
 from costopt_core.routing.validators import Answer, ValidatorConfig, escalation_reason
 from costopt_core.types import ChatRequest, Message
@@ -176,6 +178,9 @@ class Router:
             heuristic classifier (no training data) when omitted.
         config: thresholds, margin, escalation and retry limits.
         validators: checks on a kept answer (see ``validators``).
+        calibration: a report from ``routing.calibrate`` on the user's own
+            samples: its thresholds, margin and cost-aware scaling replace
+            ``config.thresholds`` and ``config.margin``.
     """
 
     def __init__(
@@ -185,6 +190,7 @@ class Router:
         classifier: _Classifier | None = None,
         config: RouterConfig | None = None,
         validators: ValidatorConfig | None = None,
+        calibration: CalibrationReport | None = None,
     ) -> None:
         self.tiers = tiers
         self.config = config or RouterConfig()
@@ -194,6 +200,7 @@ class Router:
 
             classifier = HeuristicClassifier(n_tiers=len(tiers))
         self.classifier = classifier
+        self.calibration = calibration
         th = self.config.thresholds
         if th is not None and len(th) != len(tiers) - 1:
             raise ConfigurationError(
@@ -216,9 +223,13 @@ class Router:
             params={"response_format": "json"} if structured else {},
         )
         probs = self.classifier.predict([request])[0]
-        decision = choose_tier(
-            probs, self.thresholds, margin=self.config.margin, tier_names=self.tiers.names
-        )
+        if self.calibration is not None:
+            decision = self.calibration.decide(probs, input_tokens=extract_features(request).tokens)
+            decision = dataclasses.replace(decision, tier=self.tiers[decision.tier_index].name)
+        else:
+            decision = choose_tier(
+                probs, self.thresholds, margin=self.config.margin, tier_names=self.tiers.names
+            )
         if budget_action == "downshift" and decision.tier_index > 0:
             down = max(0, decision.tier_index - self.config.downshift_tiers)
             decision = dataclasses.replace(

@@ -219,20 +219,40 @@ class RouterLLM(LLM):
             msgs, lambda llm: llm.acomplete(prompt, formatted=formatted, **kwargs)
         )
 
+    def _relay(self, stream: Any, run: RouteRun) -> Any:
+        last = None
+        for last in stream:
+            yield last
+        if last is not None:
+            self._finish(last, run)
+
+    async def _arelay(self, stream: Any, run: RouteRun) -> Any:
+        last = None
+        async for last in stream:
+            yield last
+        if last is not None:
+            self._finish(last, run)
+
+    async def _afirst_working(
+        self, messages: list[Message], open_stream: Any
+    ) -> tuple[Any, RouteRun]:
+        run = self._start(messages)
+        while (step := run.next()) is not None:
+            try:
+                stream = await open_stream(self._llms[step.tier_index][step.model_index])
+            except Exception as exc:
+                run.failed(exc)
+                continue
+            run.kept()
+            return stream, run
+        raise run.error()
+
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         stream, run = self._first_working(
             _neutral(messages), lambda llm: llm.stream_chat(messages, **kwargs)
         )
-
-        def gen() -> ChatResponseGen:
-            last = None
-            for last in stream:
-                yield last
-            if last is not None:
-                self._finish(last, run)
-
-        return gen()
+        return self._relay(stream, run)
 
     @llm_completion_callback()
     def stream_complete(
@@ -242,62 +262,23 @@ class RouterLLM(LLM):
             [Message("user", prompt)],
             lambda llm: llm.stream_complete(prompt, formatted=formatted, **kwargs),
         )
-
-        def gen() -> CompletionResponseGen:
-            last = None
-            for last in stream:
-                yield last
-            if last is not None:
-                self._finish(last, run)
-
-        return gen()
+        return self._relay(stream, run)
 
     @llm_chat_callback()
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
-        run = self._start(_neutral(messages))
-        while (step := run.next()) is not None:
-            try:
-                stream = await self._llms[step.tier_index][step.model_index].astream_chat(
-                    messages, **kwargs
-                )
-            except Exception as exc:
-                run.failed(exc)
-                continue
-            run.kept()
-
-            async def gen(stream: Any = stream) -> ChatResponseAsyncGen:
-                last = None
-                async for last in stream:
-                    yield last
-                if last is not None:
-                    self._finish(last, run)
-
-            return gen()
-        raise run.error()
+        stream, run = await self._afirst_working(
+            _neutral(messages), lambda llm: llm.astream_chat(messages, **kwargs)
+        )
+        return self._arelay(stream, run)
 
     @llm_completion_callback()
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        run = self._start([Message("user", prompt)])
-        while (step := run.next()) is not None:
-            try:
-                stream = await self._llms[step.tier_index][step.model_index].astream_complete(
-                    prompt, formatted=formatted, **kwargs
-                )
-            except Exception as exc:
-                run.failed(exc)
-                continue
-            run.kept()
-
-            async def gen(stream: Any = stream) -> CompletionResponseAsyncGen:
-                last = None
-                async for last in stream:
-                    yield last
-                if last is not None:
-                    self._finish(last, run)
-
-            return gen()
-        raise run.error()
+        stream, run = await self._afirst_working(
+            [Message("user", prompt)],
+            lambda llm: llm.astream_complete(prompt, formatted=formatted, **kwargs),
+        )
+        return self._arelay(stream, run)

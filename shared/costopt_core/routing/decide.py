@@ -258,7 +258,11 @@ def choose_tiers(
         raise ConfigurationError("cost_scale must be finite and > 0")
     with np.errstate(invalid="ignore"):
         # inf thresholds stay inf (tier off); finite ones are scaled per row.
-        th = np.where(np.isinf(base), base, 1.0 - (1.0 - base)[None, :] * s[:, None])
+        # A scale of 1 keeps the threshold as given, as the scalar rule does:
+        # 1 - (1 - t) would round tiny thresholds to 0.
+        scaled = 1.0 - (1.0 - base)[None, :] * s[:, None]
+        keep = np.isinf(base)[None, :] | (s[:, None] == 1.0)
+        th = np.where(keep, base[None, :], scaled)
     ok = np.nan_to_num(p[:, :-1], nan=-np.inf) >= th  # (n, n_tiers - 1)
     # The first qualifying tier, or the frontier when none does.
     qualified = np.where(ok.any(axis=1), ok.argmax(axis=1), n_tiers - 1)

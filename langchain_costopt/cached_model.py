@@ -10,7 +10,7 @@ one LLM run for the cost handler.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -108,9 +108,7 @@ class CachedChatModel(BaseChatModel):
         )
 
     @staticmethod
-    def _result(
-        response: CachedResponse, hit: CacheHit | None, fresh: ChatResult | None
-    ) -> ChatResult:
+    def _result(hit: CacheHit | None, fresh: ChatResult | None) -> ChatResult:
         if hit is None and fresh is not None:
             return fresh
         assert hit is not None
@@ -131,7 +129,7 @@ class CachedChatModel(BaseChatModel):
             return response_of(result.generations)
 
         out = self.semantic_cache.get_or_call(self._request(messages, stop, kwargs), call)
-        return self._result(out.response, out.hit, fresh[0] if fresh else None)
+        return self._result(out.hit, fresh[0] if fresh else None)
 
     async def _agenerate(
         self,
@@ -148,7 +146,7 @@ class CachedChatModel(BaseChatModel):
             return response_of(result.generations)
 
         out = await self.semantic_cache.aget_or_call(self._request(messages, stop, kwargs), call)
-        return self._result(out.response, out.hit, fresh[0] if fresh else None)
+        return self._result(out.hit, fresh[0] if fresh else None)
 
     def _stream(
         self,
@@ -166,7 +164,9 @@ class CachedChatModel(BaseChatModel):
         for chunk in self.model._stream(messages, stop=stop, **kwargs):
             chunks.append(chunk)
             yield from self._emit(iter([chunk]), run_manager)
-        self._store_stream(request, chunks, self.semantic_cache.store)
+        # Only a stream read to its end gets here: a half-read answer is not stored.
+        if chunks:
+            self.semantic_cache.store(request, self._complete(chunks))
 
     async def _astream(
         self,
@@ -217,13 +217,3 @@ class CachedChatModel(BaseChatModel):
             generation_info=total.generation_info,
         )
         return response_of([gen])
-
-    def _store_stream(
-        self,
-        request: CacheRequest,
-        chunks: list[ChatGenerationChunk],
-        store: Callable[[CacheRequest, CachedResponse], bool],
-    ) -> None:
-        # Only a stream read to its end is stored: a half-read answer is not an answer.
-        if chunks:
-            store(request, self._complete(chunks))

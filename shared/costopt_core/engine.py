@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Literal
 
 from costopt_core.budgets import Budget, BudgetDecision
 from costopt_core.embeddings import CachingEmbedder, Embedder, SentenceTransformerEmbedder
@@ -25,6 +26,8 @@ __all__ = ["DEFAULT_BASELINE_MODEL", "CostEngine", "default_engine", "set_defaul
 
 #: The frontier model savings are measured against unless configured otherwise.
 DEFAULT_BASELINE_MODEL = "gpt-4o"
+# A removal record is priced as a call that sent nothing, with the removed tokens on top.
+_NOTHING_SENT = Usage(input_tokens=0, output_tokens=0)
 
 
 class CostEngine:
@@ -140,6 +143,62 @@ class CostEngine:
             framework=framework,
             latency_ms=latency_ms,
             estimated=estimated,
+            tags=dict(tags or {}),
+        )
+        self.ledger.add(record)
+        return record
+
+    def record_removed_tokens(
+        self,
+        tokens: int,
+        *,
+        lever: Literal["compression", "memory"] = "compression",
+        model: str | None = None,
+        tenant: str | None = None,
+        framework: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        call_id: str | None = None,
+    ) -> CallRecord | None:
+        """Record input tokens that compression or memory kept out of a call.
+
+        The saving is what those tokens would have cost on the baseline model
+        (the same pricing as ``removed_input_tokens`` of :meth:`record_call`),
+        so it adds to the baseline and to ``lever`` alike and the ledger still
+        sums. The record has outcome ``removed``: it counts as no request, and
+        its ``usage.input_tokens`` are the tokens kept out, never billed ones.
+
+        Args:
+            tokens: input tokens removed (nothing is recorded for ``<= 0``).
+            lever: ``compression`` (retrieved context, prompt) or ``memory``.
+            model: the model the context was meant for (a label only);
+                the baseline model if omitted.
+            tenant, framework, tags, call_id: as for :meth:`record_call`.
+
+        Returns:
+            The record, or ``None`` when nothing was removed.
+        """
+        if tokens <= 0:
+            return None
+        if lever not in ("compression", "memory"):
+            raise ConfigurationError(f"lever must be 'compression' or 'memory', got {lever!r}")
+        priced = attribute_savings(
+            self.catalog,
+            model=self.baseline_model,
+            usage=_NOTHING_SENT,
+            baseline_model=self.baseline_model,
+            removed_input_tokens={lever: tokens},
+        )
+        record = CallRecord(
+            call_id=call_id or uuid.uuid4().hex,
+            timestamp=self.clock(),
+            model=model or self.baseline_model,
+            usage=Usage(input_tokens=tokens, output_tokens=0),
+            cost_usd=priced.cost_usd,
+            baseline_cost_usd=priced.baseline_cost_usd,
+            savings_usd=priced.savings_usd,
+            outcome="removed",
+            tenant=tenant,
+            framework=framework,
             tags=dict(tags or {}),
         )
         self.ledger.add(record)

@@ -65,11 +65,15 @@ class Totals:
     cache_hits_exact: int = 0
     cache_hits_semantic: int = 0
     escalations: int = 0
+    #: Records of input tokens kept out of calls (``removed`` outcome), and those tokens.
+    removals: int = 0
+    removed_input_tokens: int = 0
 
     @property
     def requests(self) -> int:
-        """User requests answered: escalated attempts are part of another request."""
-        return self.calls - self.escalations
+        """User requests answered: escalated attempts are part of another request,
+        and a removal record is no request at all."""
+        return self.calls - self.escalations - self.removals
 
     @property
     def total_savings_usd(self) -> Decimal:
@@ -104,6 +108,7 @@ class Totals:
             "cache_hits_semantic": self.cache_hits_semantic,
             "cache_hit_rate": self.cache_hit_rate,
             "escalations": self.escalations,
+            "removed_input_tokens": self.removed_input_tokens,
         }
 
 
@@ -131,6 +136,7 @@ class _Bucket:
         "outcome",
         "output",
         "reasoning",
+        "removed",
         "savings",
         "unpriced",
     )
@@ -144,7 +150,7 @@ class _Bucket:
         self.baseline = _ZERO
         self.savings: dict[str, Decimal] = {}
         self.input = self.output = self.cache_read = 0
-        self.cache_w5m = self.cache_w1h = self.reasoning = 0
+        self.cache_w5m = self.cache_w1h = self.reasoning = self.removed = 0
 
     def add_to(self, t: Totals) -> None:
         """Add this bucket's sums into ``t``."""
@@ -168,6 +174,9 @@ class _Bucket:
             t.cache_hits_semantic += self.calls
         elif self.outcome == "escalated":
             t.escalations += self.calls
+        elif self.outcome == "removed":
+            t.removals += self.calls
+            t.removed_input_tokens += self.removed
 
 
 class CostLedger:
@@ -275,6 +284,8 @@ class CostLedger:
                 b.cache_w5m += u.cache_write_5m_tokens or 0
                 b.cache_w1h += u.cache_write_1h_tokens or 0
                 b.reasoning += u.reasoning_tokens or 0
+            elif r.outcome == "removed":
+                b.removed += r.usage.input_tokens or 0
         for (tenant, day), cost in day_spend.items():
             self._add_spend(tenant, day, cost)
 

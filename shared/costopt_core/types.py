@@ -32,7 +32,9 @@ Role = Literal["system", "user", "assistant", "tool"]
 CallMode = Literal["sync", "batch"]
 #: What served the call: a model, one of the cache tiers, or a cheap attempt
 #: that was thrown away because the request escalated to a higher tier.
-CallOutcome = Literal["model", "cache_exact", "cache_semantic", "escalated"]
+#: ``removed`` is no call: input tokens that compression or memory kept out of
+#: a call, recorded so their saving is counted (see ``CostEngine.record_removed_tokens``).
+CallOutcome = Literal["model", "cache_exact", "cache_semantic", "escalated", "removed"]
 Lever = Literal[
     "routing", "cache_exact", "cache_semantic", "batch", "provider_cache", "compression", "memory"
 ]

@@ -80,5 +80,10 @@ def format_summary(ledger: CostLedger) -> str:
     parts.append(
         f"cache hit rate {_pct(hit)} ({total.cache_hits_exact} exact, "
         f"{total.cache_hits_semantic} semantic); escalations {total.escalations}"
+        + (
+            f"; input tokens kept out by compression/memory {total.removed_input_tokens:,}"
+            if total.removed_input_tokens
+            else ""
+        )
     )
     return "\n\n".join(parts)

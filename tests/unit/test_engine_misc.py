@@ -105,3 +105,31 @@ def test_script_errors_and_exhaustion() -> None:
         s.next()
     with pytest.raises(ConfigurationError):
         Script([])
+
+
+def test_removed_tokens_are_priced_on_the_baseline_and_are_no_request() -> None:
+    engine = CostEngine()  # baseline gpt-4o: $2.50 per million input tokens
+    engine.record_call(model="gpt-4o-mini", usage=Usage(input_tokens=1000, output_tokens=10))
+    rec = engine.record_removed_tokens(4000, tenant="acme", framework="langchain")
+    assert rec is not None and rec.outcome == "removed"
+    assert rec.cost_usd == 0
+    assert rec.baseline_cost_usd == Decimal("0.01")
+    assert rec.savings_usd == {"compression": Decimal("0.01")}
+    assert rec.usage.input_tokens == 4000
+    t = engine.ledger.totals()
+    assert (t.calls, t.requests, t.removals, t.removed_input_tokens) == (2, 1, 1, 4000)
+    # Billed tokens are only the real call's; the ledger still sums.
+    assert t.tokens["input_tokens"] == 1000
+    assert t.total_savings_usd == sum(t.savings_usd.values())
+    assert engine.ledger.totals_by("tenant")["acme"].savings_usd == {"compression": Decimal("0.01")}
+
+
+def test_removed_tokens_memory_lever_and_nothing_removed() -> None:
+    engine = CostEngine()
+    assert engine.record_removed_tokens(0) is None
+    assert engine.record_removed_tokens(-5) is None
+    assert len(engine.ledger) == 0
+    rec = engine.record_removed_tokens(1_000_000, lever="memory")
+    assert rec is not None and rec.savings_usd == {"memory": Decimal("2.50")}
+    with pytest.raises(ConfigurationError, match="'routing'"):
+        engine.record_removed_tokens(10, lever="routing")  # type: ignore[arg-type]

@@ -1,0 +1,263 @@
+"""``RelevanceThresholdRetriever``: a retriever that returns only the chunks worth sending.
+
+It wraps a vector store or any retriever, reads the scores the store already
+computed (no re-embedding, unlike ``EmbeddingsFilter``), and lets the engine
+(:func:`costopt_core.context.relevance.select_relevant`) decide which
+documents to keep. The tokens of the dropped documents are booked in the
+ledger as ``compression`` savings.
+
+Where the scores come from:
+
+- a ``VectorStore`` (or a ``VectorStoreRetriever`` with ``search_type
+  "similarity"``, unwrapped to its store): with ``score_convention="auto"``,
+  a store whose convention is known is searched with
+  ``similarity_search_with_score`` and that convention; any other with
+  ``similarity_search_with_relevance_scores`` (the store's own normalisation,
+  convention ``relevance``), falling back to ``similarity_search_with_score``
+  and auto-detection when the store has no relevance function. A declared
+  convention uses ``similarity_search_with_score`` (``relevance``: the
+  relevance-score search).
+- any other retriever: the first of ``score_keys`` found in each document's
+  metadata (rerankers and hybrid retrievers put it there); documents with
+  none follow the config's ``unscored_policy``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManagerForRetrieverRun,
+)
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
+from pydantic import Field, ValidationError, model_validator
+
+from costopt_core.context.relevance import (
+    RelevanceConfig,
+    RelevanceResult,
+    ResolvedConvention,
+    ScoreConvention,
+    ScoredChunk,
+    select_relevant,
+)
+from costopt_core.engine import CostEngine, default_engine
+from costopt_core.errors import ConfigurationError
+from costopt_core.tenancy import current_tenant
+
+__all__ = ["DEFAULT_SCORE_KEYS", "METADATA_KEY", "RelevanceThresholdRetriever"]
+
+#: Metadata key of a returned document's similarity in [0, 1] (``None``: unscored).
+METADATA_KEY = "costopt_relevance"
+#: Metadata keys a wrapped retriever's score is read from, first found wins.
+DEFAULT_SCORE_KEYS: tuple[str, ...] = (
+    "relevance_score",
+    "score",
+    "similarity_score",
+    "similarity",
+    "_score",
+)
+# Stores whose ``similarity_search_with_score`` convention is fixed and known.
+_KNOWN_STORES: dict[str, ResolvedConvention] = {"InMemoryVectorStore": "similarity"}
+
+Scored = Sequence[tuple[Document, float | None]]
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}={err['input']!r}: {msg}" if where else msg)
+    return "invalid RelevanceThresholdRetriever: " + "; ".join(parts)
+
+
+class RelevanceThresholdRetriever(BaseRetriever):
+    """Keeps the retrieved documents that pass the relevance cutoffs.
+
+    Args:
+        vectorstore: the store to search (give this or ``retriever``).
+        retriever: any retriever to wrap (scores read from metadata).
+        config: the cutoffs; ``RelevanceConfig()`` drops only near-duplicates.
+        k: documents to fetch from the store; at most this many are returned.
+            ``invoke(query, k=...)`` overrides it per call.
+        search_kwargs: extra arguments to the store's search (``filter``...).
+        score_keys: metadata keys holding a wrapped retriever's score.
+        engine: ledger and token counter; ``default_engine()`` if omitted.
+        record_savings: book the dropped documents' tokens as savings.
+        tenant: tenant of the savings record; ``current_tenant()`` if omitted.
+        token_model: model whose tokenizer counts the documents.
+
+    Each returned document is a copy with its similarity in
+    ``metadata["costopt_relevance"]``; the store's documents are not changed.
+
+    Example:
+        >>> retriever = RelevanceThresholdRetriever(  # doctest: +SKIP
+        ...     vectorstore=store, k=8, config=RelevanceConfig(relative_to_top=0.8)
+        ... )
+        >>> docs = retriever.invoke("when did the tower open?")  # doctest: +SKIP
+    """
+
+    vectorstore: VectorStore | None = None
+    retriever: BaseRetriever | None = None
+    config: RelevanceConfig = Field(default_factory=RelevanceConfig)
+    k: int = Field(4, ge=1)
+    search_kwargs: dict[str, Any] = Field(default_factory=dict)
+    score_keys: tuple[str, ...] = DEFAULT_SCORE_KEYS
+    engine: CostEngine | None = Field(None, exclude=True)
+    record_savings: bool = True
+    tenant: str | None = None
+    token_model: str | None = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as exc:
+            raise ConfigurationError(_explain(exc)) from None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RelevanceThresholdRetriever:
+        if (self.vectorstore is None) == (self.retriever is None):
+            raise ValueError("give exactly one of vectorstore= or retriever=")
+        return self
+
+    # -- where the documents and scores come from ---------------------------------------
+    def _store(self) -> tuple[VectorStore | None, dict[str, Any]]:
+        if self.vectorstore is not None:
+            return self.vectorstore, self.search_kwargs
+        r = self.retriever
+        if isinstance(r, VectorStoreRetriever) and r.search_type == "similarity":
+            kwargs = {k: v for k, v in r.search_kwargs.items() if k != "k"}
+            return r.vectorstore, {**kwargs, **self.search_kwargs}
+        return None, {}
+
+    def _method(self, store: VectorStore) -> tuple[bool, ScoreConvention]:
+        """(use the relevance-score search, convention of the scores it returns)."""
+        declared = self.config.score_convention
+        if declared == "relevance":
+            return True, "relevance"
+        if declared != "auto":
+            return False, declared
+        known = _KNOWN_STORES.get(type(store).__name__)
+        if known is not None:
+            return False, known
+        return True, "relevance"
+
+    def _no_relevance(self, store: VectorStore) -> ScoreConvention:
+        if self.config.score_convention == "relevance":
+            raise ConfigurationError(
+                f"{type(store).__name__} has no relevance-score function; declare the "
+                "convention of its similarity_search_with_score scores instead "
+                "(e.g. score_convention='cosine_distance')"
+            )
+        return "auto"
+
+    def _from_metadata(self, docs: Sequence[Document]) -> Scored:
+        out: list[tuple[Document, float | None]] = []
+        for doc in docs:
+            score = None
+            for key in self.score_keys:
+                value = doc.metadata.get(key)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    score = float(value)
+                    break
+            out.append((doc, score))
+        return out
+
+    def _search(
+        self, query: str, k: int, run_manager: CallbackManagerForRetrieverRun
+    ) -> tuple[Scored, ScoreConvention]:
+        store, kwargs = self._store()
+        if store is None:
+            assert self.retriever is not None
+            docs = self.retriever.invoke(query, config={"callbacks": run_manager.get_child()})
+            return self._from_metadata(docs), self.config.score_convention
+        relevance, convention = self._method(store)
+        if relevance:
+            try:
+                return store.similarity_search_with_relevance_scores(query, k=k, **kwargs), (
+                    "relevance"
+                )
+            except NotImplementedError:
+                convention = self._no_relevance(store)
+        return store.similarity_search_with_score(query, k=k, **kwargs), convention
+
+    async def _asearch(
+        self, query: str, k: int, run_manager: AsyncCallbackManagerForRetrieverRun
+    ) -> tuple[Scored, ScoreConvention]:
+        store, kwargs = self._store()
+        if store is None:
+            assert self.retriever is not None
+            docs = await self.retriever.ainvoke(
+                query, config={"callbacks": run_manager.get_child()}
+            )
+            return self._from_metadata(docs), self.config.score_convention
+        relevance, convention = self._method(store)
+        if relevance:
+            try:
+                found = await store.asimilarity_search_with_relevance_scores(query, k=k, **kwargs)
+                return found, "relevance"
+            except NotImplementedError:
+                convention = self._no_relevance(store)
+        return await store.asimilarity_search_with_score(query, k=k, **kwargs), convention
+
+    # -- the decision (shared by sync and async) ---------------------------------------------
+    def _k(self, kwargs: dict[str, Any]) -> int:
+        k = kwargs.get("k", self.k)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ConfigurationError(f"k must be a positive int, got {k!r}")
+        return k
+
+    def _keep(self, found: Scored, convention: ScoreConvention, k: int) -> list[Document]:
+        engine = self.engine or default_engine()
+        cfg = self.config
+        # At most k come back, whatever the wrapped retriever returned.
+        max_k = k if cfg.max_k is None else min(cfg.max_k, k)
+        cfg = cfg.model_copy(
+            update={
+                "score_convention": convention,
+                "max_k": max_k,
+                "min_k": min(cfg.min_k, max_k),
+            }
+        )
+        result = select_relevant(
+            [ScoredChunk(doc.page_content, score) for doc, score in found],
+            cfg,
+            count_tokens=lambda text: engine.tokens.count(text, self.token_model),
+        )
+        self._record(engine, result)
+        return [
+            found[i][0].model_copy(
+                update={"metadata": {**found[i][0].metadata, METADATA_KEY: result.similarities[i]}}
+            )
+            for i in result.kept
+        ]
+
+    def _record(self, engine: CostEngine, result: RelevanceResult) -> None:
+        if not self.record_savings:
+            return
+        engine.record_removed_tokens(
+            result.tokens_removed,
+            lever="compression",
+            model=self.token_model,
+            tenant=self.tenant if self.tenant is not None else current_tenant(),
+            framework="langchain",
+            tags={"component": "relevance"},
+        )
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        k = self._k(kwargs)
+        found, convention = self._search(query, k, run_manager)
+        return self._keep(found, convention, k)
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        k = self._k(kwargs)
+        found, convention = await self._asearch(query, k, run_manager)
+        return self._keep(found, convention, k)

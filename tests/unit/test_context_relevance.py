@@ -331,3 +331,17 @@ def test_config_is_frozen() -> None:
 def test_default_token_counter_is_used_when_none_given() -> None:
     r = select_relevant(chunks([0.9, 0.2]), RelevanceConfig(absolute_threshold=0.5))
     assert r.tokens_removed == COUNTER.count(TOPICS[1])
+
+
+def test_dedupe_compares_dedupe_text_when_given() -> None:
+    header_a, header_b = "file: a.txt\n\n", "file: b.txt\n\n"
+    two = [
+        ScoredChunk(header_a + TOPICS[0], 0.9, dedupe_text=TOPICS[0]),
+        ScoredChunk(header_b + TOPICS[0], 0.8, dedupe_text=TOPICS[0]),
+    ]
+    r = select_relevant(two, RelevanceConfig(dedupe_threshold=1.0), count_tokens=COUNTER.count)
+    assert r.kept == (0,)
+    assert r.duplicate_of == {1: 0}
+    assert r.tokens_removed == COUNTER.count(header_b + TOPICS[0])  # tokens of the full text
+    plain = [ScoredChunk(c.text, c.score) for c in two]
+    assert select_relevant(plain, RelevanceConfig(dedupe_threshold=1.0)).kept == (0, 1)

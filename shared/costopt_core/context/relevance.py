@@ -120,11 +120,15 @@ class ScoredChunk:
     """One retrieved chunk: its text (as the model will see it) and the store's score.
 
     ``score`` is ``None`` for retrievers that give none (BM25 without scores,
-    fusion); a NaN or infinite score is treated as no score.
+    fusion); a NaN or infinite score is treated as no score. ``dedupe_text``
+    is what near-duplicate detection compares, when it differs from ``text``
+    (the content without the metadata the model also sees, so one passage
+    indexed from two files is still a duplicate).
     """
 
     text: str
     score: float | None = None
+    dedupe_text: str | None = None
 
 
 class RelevanceConfig(BaseModel):
@@ -386,12 +390,16 @@ def select_relevant(
     duplicate_of: dict[int, int] = {}
     shingles: dict[int, frozenset[tuple[str, ...]]] = {}
 
+    def compared(i: int) -> str:
+        c = chunks[i]
+        return c.text if c.dedupe_text is None else c.dedupe_text
+
     def repeats(i: int) -> int | None:
         if cfg.dedupe_threshold is None:
             return None
-        mine = shingles.setdefault(i, _shingles(chunks[i].text, cfg.shingle_words))
+        mine = shingles.setdefault(i, _shingles(compared(i), cfg.shingle_words))
         for j in kept:
-            theirs = shingles.setdefault(j, _shingles(chunks[j].text, cfg.shingle_words))
+            theirs = shingles.setdefault(j, _shingles(compared(j), cfg.shingle_words))
             if _jaccard(mine, theirs) >= cfg.dedupe_threshold:
                 return j
         return None

@@ -301,3 +301,17 @@ def test_plan_to_dict_is_json_ready() -> None:
     data = json.loads(json.dumps(plan.to_dict()))
     assert data["provider"] == "anthropic"
     assert [b["kind"] for b in data["breakpoints"]] == ["system", "history"]
+
+
+def test_breakpoints_already_placed_use_no_new_slot() -> None:
+    plan = plan_prefix_cache(
+        conversation(), model="claude-sonnet-4-5", max_breakpoints=1, marked_messages=[0]
+    )
+    # the system prompt is marked already: the one free slot goes to the history
+    assert [(b.kind, b.message_index) for b in plan.breakpoints] == [("history", 2)]
+    assert plan.cacheable_tokens == plan.breakpoints[0].prefix_tokens
+    none_free = plan_prefix_cache(
+        conversation(), model="claude-sonnet-4-5", max_breakpoints=0, marked_messages=[0]
+    )
+    assert none_free.breakpoints == ()
+    assert none_free.cacheable_tokens == none_free.tools_tokens + none_free.system_tokens

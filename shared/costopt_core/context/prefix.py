@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -416,6 +416,8 @@ def plan_prefix_cache(
     hoist_system: bool = True,
     move_volatile: bool = False,
     max_breakpoints: int = ANTHROPIC_MAX_BREAKPOINTS,
+    marked_messages: Collection[int] = (),
+    tools_marked: bool = False,
 ) -> PrefixPlan:
     """Plan a request's layout and cache markers for the provider's prefix cache.
 
@@ -433,8 +435,12 @@ def plan_prefix_cache(
             the front (their relative order kept). Turns are never reordered.
         move_volatile: move system-prompt lines with volatile text to a
             trailing ``user`` message (see :meth:`PrefixPlan.apply`).
-        max_breakpoints: Anthropic breakpoints to use, 0-4 (fewer when the
-            caller already placed some: the provider allows 4 in total).
+        max_breakpoints: new Anthropic breakpoints to place, 0-4 (fewer when
+            the caller already placed some: the provider allows 4 in total).
+        marked_messages: indices (in the planned order) of messages whose
+            last block already carries a breakpoint; ``tools_marked``: the
+            last tool does. A planned breakpoint already there is not placed
+            again (it uses no new slot) but still counts as cached.
 
     Returns:
         The plan; ``plan.apply(messages)`` gives the messages to send.
@@ -550,13 +556,21 @@ def plan_prefix_cache(
                 continue
             last_tokens = bp.prefix_tokens
             eligible.append((prio, bp))
-        chosen = sorted(eligible, key=lambda pb: pb[0])[:max_breakpoints]
-        if len(chosen) < len(eligible):
-            notes.append(f"only {max_breakpoints} breakpoint(s) allowed; kept the most reused")
+
+        def placed(bp: Breakpoint) -> bool:
+            if bp.message_index is None:
+                return tools_marked
+            return bp.message_index in marked_messages
+
+        present = [bp for _, bp in eligible if placed(bp)]
+        fresh = [(prio, bp) for prio, bp in eligible if not placed(bp)]
+        chosen = sorted(fresh, key=lambda pb: pb[0])[:max_breakpoints]
+        if len(chosen) < len(fresh):
+            notes.append(f"only {max_breakpoints} new breakpoint(s) allowed; kept the most reused")
         breakpoints = [bp for _, bp in sorted(chosen, key=lambda pb: pb[1].prefix_tokens)]
         reusable = [
             bp.prefix_tokens
-            for bp in breakpoints
+            for bp in breakpoints + present
             if not (bp.kind != "tools" and system_volatile) and not tools_volatile
         ]
         cacheable = max(reusable, default=0)

@@ -1,0 +1,128 @@
+"""``ContextSummarizer``: a LangChain document compressor that keeps only the answering sentences.
+
+Drop it into ``ContextualCompressionRetriever`` (or call it on any list of
+documents): each document's ``page_content`` is cut to the sentences the
+extractive summarizer of ``costopt_core.context.summarize`` keeps for the
+query, under a token budget, with no LLM call. The decision is the engine's;
+this class only turns documents into strings and back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.callbacks import Callbacks
+from langchain_core.documents import Document
+from langchain_core.documents.compressor import BaseDocumentCompressor
+from pydantic import ConfigDict, Field
+
+from costopt_core.context.summarize import (
+    SummarizerConfig,
+    SummaryResult,
+    asummarize_extractive,
+    summarize_extractive,
+)
+from costopt_core.engine import CostEngine, default_engine
+from costopt_core.tenancy import current_tenant
+
+__all__ = ["SUMMARY_METADATA_KEY", "ContextSummarizer"]
+
+#: Metadata key of a summarized document: ``{"tokens_before", "tokens_after"}``.
+SUMMARY_METADATA_KEY = "costopt_summary"
+
+
+class ContextSummarizer(BaseDocumentCompressor):
+    """Keeps the sentences of retrieved documents that answer the query, under a token budget.
+
+    Documents come back as copies with the kept sentences as ``page_content``
+    (original order, metadata kept, plus ``metadata["costopt_summary"]`` with
+    the document's tokens before and after); documents with nothing kept are
+    dropped. The removed tokens are recorded in the engine's ledger under the
+    ``compression`` lever.
+
+    Args:
+        config: budget and scoring (``SummarizerConfig()``: half the tokens).
+        engine: embedder, token counter and ledger; the process default if None.
+        model: the model the context is for: picks the tokenizer and labels
+            the ledger record.
+        tenant: tenant of the ledger record; otherwise ``tenant_scope``'s.
+        record_savings: record removed tokens in the ledger.
+
+    Example (``langchain-classic`` installed)::
+
+        from langchain_classic.retrievers import ContextualCompressionRetriever
+
+        retriever = ContextualCompressionRetriever(
+            base_compressor=ContextSummarizer(), base_retriever=vector_store.as_retriever()
+        )
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    config: SummarizerConfig = Field(default_factory=SummarizerConfig)
+    engine: CostEngine | None = None
+    model: str | None = None
+    tenant: str | None = None
+    record_savings: bool = True
+
+    def _engine(self) -> CostEngine:
+        return self.engine or default_engine()
+
+    def _count(self, text: str) -> int:
+        return self._engine().tokens.count(text, self.model)
+
+    def _finish(self, documents: Sequence[Document], result: SummaryResult) -> list[Document]:
+        out = []
+        for chunk in result.chunks:
+            doc = documents[chunk.index]
+            metadata = dict(doc.metadata)
+            metadata[SUMMARY_METADATA_KEY] = {
+                "tokens_before": chunk.tokens_before,
+                "tokens_after": chunk.tokens_after,
+            }
+            out.append(Document(page_content=chunk.text, metadata=metadata, id=doc.id))
+        if self.record_savings:
+            self._engine().record_removed_tokens(
+                result.removed_tokens,
+                lever="compression",
+                model=self.model,
+                tenant=self.tenant if self.tenant is not None else current_tenant(),
+                framework="langchain",
+            )
+        return out
+
+    def compress_documents(
+        self,
+        documents: Sequence[Document],
+        query: str,
+        callbacks: Callbacks | None = None,
+    ) -> Sequence[Document]:
+        """Documents cut to the sentences that answer ``query``."""
+        result = summarize_extractive(
+            query,
+            [d.page_content for d in documents],
+            self.config,
+            embed=self._engine().embedder.embed,
+            count_tokens=self._count,
+        )
+        return self._finish(documents, result)
+
+    async def acompress_documents(
+        self,
+        documents: Sequence[Document],
+        query: str,
+        callbacks: Callbacks | None = None,
+    ) -> Sequence[Document]:
+        """Async twin of :meth:`compress_documents` (the embedder's ``aembed``)."""
+        result = await asummarize_extractive(
+            query,
+            [d.page_content for d in documents],
+            self.config,
+            aembed=self._engine().embedder.aembed,
+            count_tokens=self._count,
+        )
+        return self._finish(documents, result)
+
+    def __repr_args__(self) -> Any:  # keep the engine (and its ledger) out of reprs
+        return [(k, v) for k, v in super().__repr_args__() if k != "engine"]

@@ -1,0 +1,153 @@
+"""``ContextSummarizerPostprocessor``: LlamaIndex nodes cut to the sentences that answer the query.
+
+A node postprocessor for any query engine or retriever pipeline: each node's
+text is cut to the sentences the extractive summarizer of
+``costopt_core.context.summarize`` keeps for the query, under a token budget,
+with no LLM call. The decision is the engine's; this class only turns nodes
+into strings and back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llama_index.core.bridge.pydantic import Field
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
+from llama_index_instrumentation.dispatcher import active_instrument_tags
+
+from costopt_core.context.summarize import (
+    SummarizerConfig,
+    SummaryResult,
+    asummarize_extractive,
+    summarize_extractive,
+)
+from costopt_core.engine import CostEngine, default_engine
+from costopt_core.tenancy import current_tenant
+from llamaindex_costopt.handler import TENANT_KEYS
+
+__all__ = ["SUMMARY_METADATA_KEY", "ContextSummarizerPostprocessor"]
+
+#: Metadata key of a summarized node: ``{"tokens_before", "tokens_after"}``;
+#: kept out of the LLM's and the embedder's view of the node.
+SUMMARY_METADATA_KEY = "costopt_summary"
+
+
+class ContextSummarizerPostprocessor(BaseNodePostprocessor):
+    """Keeps the sentences of retrieved nodes that answer the query, under a token budget.
+
+    Returns new ``NodeWithScore`` objects (same score) holding new
+    ``TextNode`` objects with the kept sentences in their original order, the
+    source node's id, metadata and relationships, plus
+    ``metadata["costopt_summary"]`` (hidden from the LLM and the embedder).
+    Nodes with nothing kept are dropped; without a query the nodes are
+    returned unchanged. The removed tokens are recorded in the engine's
+    ledger under the ``compression`` lever.
+
+    Args:
+        config: budget and scoring (``SummarizerConfig()``: half the tokens).
+        engine: embedder, token counter and ledger; the process default if None.
+        model: the model the context is for: picks the tokenizer and labels
+            the ledger record.
+        tenant: tenant of the ledger record; otherwise ``tenant_scope``'s,
+            then a ``costopt_tenant`` instrument tag.
+        record_savings: record removed tokens in the ledger.
+
+    Example:
+        >>> query_engine = index.as_query_engine(  # doctest: +SKIP
+        ...     node_postprocessors=[ContextSummarizerPostprocessor()]
+        ... )
+    """
+
+    config: SummarizerConfig = Field(default_factory=SummarizerConfig)
+    engine: CostEngine | None = Field(default=None, exclude=True)
+    model: str | None = None
+    tenant: str | None = None
+    record_savings: bool = True
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "costopt_context_summarizer"
+
+    def _engine(self) -> CostEngine:
+        return self.engine or default_engine()
+
+    def _count(self, text: str) -> int:
+        return self._engine().tokens.count(text, self.model)
+
+    def _tenant(self) -> str | None:
+        if self.tenant is not None:
+            return self.tenant
+        tenant = current_tenant()
+        if tenant is not None:
+            return tenant
+        tags = active_instrument_tags.get()
+        return next((str(tags[k]) for k in TENANT_KEYS if tags.get(k) is not None), None)
+
+    @staticmethod
+    def _texts(nodes: list[NodeWithScore]) -> list[str]:
+        return [n.node.get_content(metadata_mode=MetadataMode.NONE) for n in nodes]
+
+    def _finish(self, nodes: list[NodeWithScore], result: SummaryResult) -> list[NodeWithScore]:
+        out = []
+        for chunk in result.chunks:
+            source = nodes[chunk.index]
+            old = source.node
+            metadata: dict[str, Any] = dict(old.metadata)
+            metadata[SUMMARY_METADATA_KEY] = {
+                "tokens_before": chunk.tokens_before,
+                "tokens_after": chunk.tokens_after,
+            }
+            node = TextNode(
+                id_=old.node_id,
+                text=chunk.text,
+                metadata=metadata,
+                relationships=dict(old.relationships),
+                excluded_llm_metadata_keys=[*old.excluded_llm_metadata_keys, SUMMARY_METADATA_KEY],
+                excluded_embed_metadata_keys=[
+                    *old.excluded_embed_metadata_keys,
+                    SUMMARY_METADATA_KEY,
+                ],
+            )
+            out.append(NodeWithScore(node=node, score=source.score))
+        if self.record_savings:
+            self._engine().record_removed_tokens(
+                result.removed_tokens,
+                lever="compression",
+                model=self.model,
+                tenant=self._tenant(),
+                framework="llamaindex",
+            )
+        return out
+
+    def _postprocess_nodes(
+        self,
+        nodes: list[NodeWithScore],
+        query_bundle: QueryBundle | None = None,
+    ) -> list[NodeWithScore]:
+        if query_bundle is None or not nodes:
+            return list(nodes)
+        result = summarize_extractive(
+            query_bundle.query_str,
+            self._texts(nodes),
+            self.config,
+            embed=self._engine().embedder.embed,
+            count_tokens=self._count,
+        )
+        return self._finish(nodes, result)
+
+    async def _apostprocess_nodes(
+        self,
+        nodes: list[NodeWithScore],
+        query_bundle: QueryBundle | None = None,
+    ) -> list[NodeWithScore]:
+        if query_bundle is None or not nodes:
+            return list(nodes)
+        result = await asummarize_extractive(
+            query_bundle.query_str,
+            self._texts(nodes),
+            self.config,
+            aembed=self._engine().embedder.aembed,
+            count_tokens=self._count,
+        )
+        return self._finish(nodes, result)

@@ -1,0 +1,637 @@
+"""Context summarization: send the model the sentences that answer the question, not whole chunks.
+
+Retrieved chunks are mostly text the answer does not need. The extractive
+summarizer (the default: no LLM call, a few milliseconds once sentences are
+embedded) splits each chunk into sentences, scores every sentence against the
+question and keeps the best ones under a token budget, in their original
+order. The score is embedding similarity plus three signals that similarity
+alone misses:
+
+- named items: a sentence that contains a number or a name the question
+  mentions is kept first ("What happened in 1969?" needs the sentence with
+  "1969" even if another sentence is closer in meaning);
+- rare shared words: words the question shares with few sentences of the
+  context weigh more than words every sentence has;
+- bridges: a multi-hop question ("Where is the director of Big Stone Gap
+  based?") needs a sentence about an entity that only the first-hop sentence
+  names. A second pass expands the query with the names in the best
+  sentences and rewards sentences that mention them;
+
+and a small prior for the first sentence of a chunk, which usually says what
+the chunk is about. The abstractive summarizer asks a (cheap) chat model to
+write the summary instead; its answer can be cached with a
+:class:`~costopt_core.cache.ComponentCache`.
+
+Both are pure functions over plain strings; the embedding and chat calls are
+passed in, so the LangChain and LlamaIndex adapters, sync and async, share
+every decision.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from costopt_core.context.sentences import Sentence, split_sentences
+from costopt_core.errors import ConfigurationError
+from costopt_core.types import Message
+
+__all__ = [
+    "ABSTRACTIVE_PROMPT",
+    "AbstractiveConfig",
+    "AbstractiveSummary",
+    "ChunkSummary",
+    "SummarizerConfig",
+    "SummaryResult",
+    "abstractive_messages",
+    "asummarize_abstractive",
+    "asummarize_extractive",
+    "summarize_abstractive",
+    "summarize_extractive",
+]
+
+Embed = Callable[[Sequence[str]], npt.NDArray[np.float32]]
+AEmbed = Callable[[Sequence[str]], Awaitable[npt.NDArray[np.float32]]]
+CountTokens = Callable[[str], int]
+
+
+def _configuration_error(model: type[BaseModel], exc: ValidationError) -> ConfigurationError:
+    errors = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or model.__name__}: {e['msg']}" for e in exc.errors()
+    )
+    return ConfigurationError(f"invalid {model.__name__}: {errors}")
+
+
+class SummarizerConfig(BaseModel):
+    """How much context the extractive summarizer keeps, and how it ranks sentences.
+
+    The budget is the smaller of ``budget_ratio`` of the input tokens and
+    ``budget_tokens``; at least one must be set. A context already within an
+    absolute-only budget is returned whole.
+
+    Attributes:
+        budget_ratio: keep at most this share of the input tokens.
+        budget_tokens: keep at most this many tokens.
+        min_score: drop sentences scoring below this even when the budget has
+            room (``None``: fill the budget).
+        keep_named: keep first, for each number and name the question
+            mentions, the best sentence that contains it.
+        expand_query: second pass rewarding sentences that mention names from
+            the best first-pass sentences (multi-hop "bridge" sentences).
+        expansion_seeds: how many first-pass sentences feed the expansion.
+        lexical_weight: weight of the rare-shared-words score (0 to 1 scale).
+        expansion_weight: weight of the bridge score (0 to 1 scale).
+        named_weight: score added per named item a sentence contains (share of
+            the question's named items).
+        lead_prior: score added to the first sentence of each chunk.
+        separator: joins the kept sentences of one chunk.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    budget_ratio: float | None = Field(default=0.5, gt=0.0, le=1.0)
+    budget_tokens: int | None = Field(default=None, ge=1)
+    min_score: float | None = Field(default=None, ge=-1.0, le=10.0)
+    keep_named: bool = True
+    expand_query: bool = True
+    expansion_seeds: int = Field(default=2, ge=1, le=16)
+    lexical_weight: float = Field(default=0.3, ge=0.0, le=5.0)
+    expansion_weight: float = Field(default=0.2, ge=0.0, le=5.0)
+    named_weight: float = Field(default=0.2, ge=0.0, le=5.0)
+    lead_prior: float = Field(default=0.05, ge=0.0, le=1.0)
+    separator: str = " "
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _configuration_error(type(self), exc) from None
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> SummarizerConfig:
+        if self.budget_ratio is None and self.budget_tokens is None:
+            raise ValueError("set budget_ratio (e.g. 0.5) or budget_tokens (e.g. 800), or both")
+        return self
+
+    def budget_for(self, tokens_in: int) -> int:
+        """The token budget for a context of ``tokens_in`` tokens."""
+        budget = tokens_in
+        if self.budget_ratio is not None:
+            budget = min(budget, math.floor(tokens_in * self.budget_ratio))
+        if self.budget_tokens is not None:
+            budget = min(budget, self.budget_tokens)
+        return budget
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkSummary:
+    """What was kept of one input chunk.
+
+    Attributes:
+        index: position of the chunk in the input (adapters map back with it).
+        text: the kept sentences, in their original order.
+        sentence_indices: which sentences of the chunk were kept (0-based).
+        tokens_before: tokens of the whole chunk.
+        tokens_after: tokens of ``text``.
+    """
+
+    index: int
+    text: str
+    sentence_indices: tuple[int, ...]
+    tokens_before: int
+    tokens_after: int
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryResult:
+    """The summarized context: kept chunks only, in input order.
+
+    Attributes:
+        chunks: one entry per chunk that kept at least one sentence.
+        tokens_before: tokens of all input chunks.
+        tokens_after: tokens of all kept text.
+        budget_tokens: the budget that applied.
+    """
+
+    chunks: tuple[ChunkSummary, ...]
+    tokens_before: int
+    tokens_after: int
+    budget_tokens: int
+
+    @property
+    def removed_tokens(self) -> int:
+        """Tokens kept out of the prompt (what the ledger records as compression)."""
+        return self.tokens_before - self.tokens_after
+
+
+# --- text features ----------------------------------------------------------
+
+_WORD = re.compile(r"[^\W_]+(?:['’.\-][^\W_]+)*")
+_NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.,])\d+(?:\.\d+)?")
+# A name: capitalised words, optionally joined by a few lower-case connectors
+# ("Bank of America", "Leonardo da Vinci").
+_NAME = re.compile(
+    r"[A-Z\u00c0-\u00de][\w'’.\-]*(?:\s+(?:(?:of|the|de|da|di|del|von|van|la|le|and|&)\s+)*"
+    r"[A-Z\u00c0-\u00de][\w'’.\-]*)*"
+)
+_STOPWORDS = frozenset(
+    str.split(
+        """
+    a an and are as at be been being but by can could did do does doing for from had has have
+    having he her hers him his how i if in into is it its itself just me more most my no nor
+    not of off on once only or other our out over own same she should so some such than that
+    the their them then there these they this those through to too under until up very was we
+    were what when where which while who whom why will with would you your yours also after
+    before about against between both each few further here again any all am s t
+    many much name named whose year years one first same another kind type
+    """
+    )
+)
+# Capitalised at the start of a question for grammar, not because they are names.
+_NOT_NAMES = frozenset(
+    str.split(
+        """
+    what which who whom whose when where why how is are was were do does did the a an in on
+    of for to and or by from at with as this that these those name it there
+    """
+    )
+)
+
+
+def _words(text: str) -> list[str]:
+    return [w.lower().rstrip(".") for w in _WORD.findall(text)]
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _words(text) if w not in _STOPWORDS and (len(w) > 2 or w.isdigit())}
+
+
+def _numbers(text: str) -> set[str]:
+    return {n.replace(",", "") for n in _NUMBER.findall(text)}
+
+
+def _names(text: str) -> set[str]:
+    """Lower-cased names in ``text``; a leading grammatical capital is trimmed."""
+    out: set[str] = set()
+    for m in _NAME.finditer(text):
+        words = m.group().split()
+        while words and words[0].lower().strip(".'’") in _NOT_NAMES:
+            words = words[1:]
+        name = " ".join(words).strip(".'’-").lower()
+        if name and name not in _STOPWORDS:
+            out.add(name)
+    return out
+
+
+def _name_tokens(names: set[str]) -> set[str]:
+    """The distinctive words of names ("adriana trigiani" -> {"adriana", "trigiani"})."""
+    return {
+        w
+        for n in names
+        for w in _words(n)
+        if w not in _STOPWORDS and w not in _NOT_NAMES and len(w) > 2
+    }
+
+
+def _contains(haystack: str, needle: str) -> bool:
+    # Word-bounded, so "1969" does not match "19690" nor "art" match "party".
+    i = haystack.find(needle)
+    while i >= 0:
+        before = haystack[i - 1] if i > 0 else " "
+        j = i + len(needle)
+        after = haystack[j] if j < len(haystack) else " "
+        if not before.isalnum() and not after.isalnum():
+            return True
+        i = haystack.find(needle, i + 1)
+    return False
+
+
+# --- extractive -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    question: str
+    chunks: tuple[str, ...]
+    sentences: tuple[tuple[Sentence, ...], ...]
+    flat: tuple[tuple[int, int], ...]  # (chunk index, sentence index) per sentence
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.sentences[c][s].text for c, s in self.flat]
+
+
+def _plan(question: str, chunks: Sequence[str]) -> _Plan:
+    sentences = tuple(tuple(split_sentences(c)) for c in chunks)
+    flat = tuple((c, s) for c, sents in enumerate(sentences) for s in range(len(sents)))
+    return _Plan(question, tuple(chunks), sentences, flat)
+
+
+def _idf_overlap(terms: set[str], sentence_words: list[set[str]]) -> npt.NDArray[np.float64]:
+    """Share of the query terms' weight each sentence contains; rare terms weigh more."""
+    n = len(sentence_words)
+    out = np.zeros(n, dtype=np.float64)
+    if not terms or not n:
+        return out
+    weights = {}
+    for t in terms:
+        df = sum(1 for ws in sentence_words if t in ws)
+        if df:
+            weights[t] = math.log(1.0 + n / df)
+    total = sum(weights.values())
+    if total <= 0:
+        return out
+    for i, ws in enumerate(sentence_words):
+        out[i] = sum(w for t, w in weights.items() if t in ws) / total
+    return out
+
+
+def _score(
+    plan: _Plan,
+    sims: npt.NDArray[np.float64],
+    config: SummarizerConfig,
+) -> tuple[npt.NDArray[np.float64], list[int]]:
+    """Final sentence scores and the sentences to keep first (named items)."""
+    texts = plan.texts
+    lowered = [t.lower() for t in texts]
+    words = [_content_words(t) for t in texts]
+    q_terms = _content_words(plan.question)
+    q_numbers = _numbers(plan.question)
+    q_names = _names(plan.question)
+    named_items = sorted(q_numbers | q_names)
+
+    score = sims + config.lexical_weight * _idf_overlap(q_terms, words)
+    contains = np.zeros((len(named_items), len(texts)), dtype=bool)
+    for k, item in enumerate(named_items):
+        for i, low in enumerate(lowered):
+            contains[k, i] = _contains(low, item)
+    if named_items:
+        score = score + config.named_weight * contains.mean(axis=0)
+    score = score + config.lead_prior * np.array(
+        [1.0 if s == 0 else 0.0 for _, s in plan.flat], dtype=np.float64
+    )
+
+    if config.expand_query and len(texts) > 1:
+        seeds = np.argsort(-score, kind="stable")[: config.expansion_seeds]
+        seed_names: set[str] = set()
+        for i in seeds:
+            seed_names |= _names(texts[int(i)])
+        expansion = _name_tokens(seed_names) - q_terms - _name_tokens(q_names)
+        bridge = _idf_overlap(expansion, words)
+        bridge[seeds] = 0.0  # a seed does not bridge to itself
+        score = score + config.expansion_weight * bridge
+
+    first: list[int] = []
+    if config.keep_named:
+        for k in range(len(named_items)):
+            hits = np.flatnonzero(contains[k])
+            if hits.size:
+                best = int(hits[np.argmax(score[hits])])
+                if best not in first:
+                    first.append(best)
+        first.sort(key=lambda i: -score[i])
+    return score, first
+
+
+def _select(
+    plan: _Plan,
+    sentence_vectors: npt.NDArray[np.float32],
+    question_vector: npt.NDArray[np.float32] | None,
+    config: SummarizerConfig,
+    count_tokens: CountTokens,
+) -> SummaryResult:
+    chunk_tokens = [count_tokens(c) for c in plan.chunks]
+    tokens_before = sum(chunk_tokens)
+    budget = config.budget_for(tokens_before)
+    if not plan.flat:
+        return SummaryResult((), tokens_before, 0, budget)
+    if question_vector is not None and sentence_vectors.size:
+        sims = (sentence_vectors @ question_vector).astype(np.float64)
+    else:
+        sims = np.zeros(len(plan.flat), dtype=np.float64)
+    score, first = _score(plan, sims, config)
+
+    order = first + [int(i) for i in np.argsort(-score, kind="stable") if int(i) not in first]
+    # A sentence joined after another costs about its tokens with a leading
+    # separator; the exact count of the joined text is checked below.
+    cost = [count_tokens(config.separator + t) for t in plan.texts]
+    kept: set[int] = set()
+    used = 0
+    for i in order:
+        if config.min_score is not None and score[i] < config.min_score and i not in first:
+            continue
+        if used + cost[i] <= budget:
+            kept.add(i)
+            used += cost[i]
+
+    while True:
+        summaries = _assemble(plan, kept, chunk_tokens, config, count_tokens)
+        after = sum(s.tokens_after for s in summaries)
+        if after <= budget or not kept:
+            return SummaryResult(tuple(summaries), tokens_before, after, budget)
+        kept.discard(min(kept, key=lambda i: score[i]))
+
+
+def _assemble(
+    plan: _Plan,
+    kept: set[int],
+    chunk_tokens: list[int],
+    config: SummarizerConfig,
+    count_tokens: CountTokens,
+) -> list[ChunkSummary]:
+    by_chunk: dict[int, list[int]] = {}
+    for i in sorted(kept):
+        c, s = plan.flat[i]
+        by_chunk.setdefault(c, []).append(s)
+    out = []
+    for c in sorted(by_chunk):
+        idx = by_chunk[c]
+        sents = plan.sentences[c]
+        if len(idx) == len(sents):
+            text = plan.chunks[c]  # whole chunk kept: its own text, unchanged
+        else:
+            text = config.separator.join(sents[s].text for s in idx)
+        out.append(ChunkSummary(c, text, tuple(idx), chunk_tokens[c], count_tokens(text)))
+    return out
+
+
+def _split_vectors(
+    plan: _Plan, vectors: npt.NDArray[np.float32], question_vector: npt.NDArray[np.float32] | None
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
+    if question_vector is not None:
+        return vectors, np.asarray(question_vector, dtype=np.float32).reshape(-1)
+    return vectors[1:], vectors[0]
+
+
+def _to_embed(plan: _Plan, question_vector: npt.NDArray[np.float32] | None) -> list[str]:
+    texts = plan.texts
+    if not texts:
+        return []
+    return texts if question_vector is not None else [plan.question, *texts]
+
+
+def summarize_extractive(
+    question: str,
+    chunks: Sequence[str],
+    config: SummarizerConfig | None = None,
+    *,
+    embed: Embed,
+    count_tokens: CountTokens,
+    question_vector: npt.NDArray[np.float32] | None = None,
+) -> SummaryResult:
+    """Keep the sentences of ``chunks`` that best answer ``question``, under a token budget.
+
+    All sentences (and the question, unless its vector is given) are embedded
+    in one ``embed`` call.
+
+    Args:
+        question: the user's question (the retriever query).
+        chunks: retrieved chunk texts, in the order they will be sent.
+        config: budget and scoring; ``SummarizerConfig()`` by default.
+        embed: texts -> unit-length vectors (e.g. ``engine.embedder.embed``).
+        count_tokens: text -> tokens (e.g. ``engine.tokens.count``).
+        question_vector: the question's embedding, if already computed.
+
+    Returns:
+        The kept text per chunk (chunks with nothing kept are left out) and
+        the token counts before and after; ``tokens_after <= budget_tokens``.
+
+    Example:
+        >>> from costopt_core.testing import FakeEmbedder
+        >>> r = summarize_extractive(
+        ...     "When was the bridge opened?",
+        ...     ["The bridge opened in 1932. It is painted grey. Gulls nest on it."],
+        ...     embed=FakeEmbedder().embed,
+        ...     count_tokens=lambda t: len(t.split()),
+        ... )
+        >>> r.chunks[0].text
+        'The bridge opened in 1932.'
+    """
+    config = config or SummarizerConfig()
+    plan = _plan(question, chunks)
+    texts = _to_embed(plan, question_vector)
+    vectors = embed(texts) if texts else np.zeros((0, 0), dtype=np.float32)
+    if not texts:
+        return _select(plan, vectors, None, config, count_tokens)
+    sentence_vectors, q = _split_vectors(plan, vectors, question_vector)
+    return _select(plan, sentence_vectors, q, config, count_tokens)
+
+
+async def asummarize_extractive(
+    question: str,
+    chunks: Sequence[str],
+    config: SummarizerConfig | None = None,
+    *,
+    aembed: AEmbed,
+    count_tokens: CountTokens,
+    question_vector: npt.NDArray[np.float32] | None = None,
+) -> SummaryResult:
+    """Async twin of :func:`summarize_extractive`; ``aembed`` is awaited once."""
+    config = config or SummarizerConfig()
+    plan = _plan(question, chunks)
+    texts = _to_embed(plan, question_vector)
+    if not texts:
+        return _select(plan, np.zeros((0, 0), dtype=np.float32), None, config, count_tokens)
+    vectors = await aembed(texts)
+    sentence_vectors, q = _split_vectors(plan, vectors, question_vector)
+    return _select(plan, sentence_vectors, q, config, count_tokens)
+
+
+# --- abstractive ------------------------------------------------------------------
+
+#: The instruction the cheap model gets; part of the cache key, so editing it
+#: never serves summaries written under the old one.
+ABSTRACTIVE_PROMPT = (
+    "You shorten retrieved context for a question. From the numbered passages, copy only "
+    "the facts needed to answer the question, keeping names, numbers and dates exactly as "
+    "written. Do not answer the question, do not add anything that is not in the passages, "
+    "and write at most {max_tokens} tokens. If nothing is relevant, reply with nothing."
+)
+
+
+class AbstractiveConfig(BaseModel):
+    """How the abstractive summarizer asks the cheap model.
+
+    Attributes:
+        max_summary_tokens: the length the prompt asks for (pass the same
+            limit as ``max_tokens`` to the model to enforce it).
+        prompt: the system instruction; ``{max_tokens}`` is filled in.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_summary_tokens: int = Field(default=256, ge=16, le=8192)
+    prompt: str = Field(default=ABSTRACTIVE_PROMPT, min_length=1)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _configuration_error(type(self), exc) from None
+
+
+@dataclass(frozen=True, slots=True)
+class AbstractiveSummary:
+    """The model-written summary of a whole context.
+
+    Attributes:
+        text: the summary, or the original chunks joined by blank lines when
+            the model's summary was empty or not shorter.
+        tokens_before: tokens of all input chunks.
+        tokens_after: tokens of ``text`` (``tokens_before`` when the original
+            context was kept).
+        summarized: False when the original context was kept.
+    """
+
+    text: str
+    tokens_before: int
+    tokens_after: int
+    summarized: bool
+
+    @property
+    def removed_tokens(self) -> int:
+        return self.tokens_before - self.tokens_after
+
+
+def abstractive_messages(
+    question: str, chunks: Sequence[str], config: AbstractiveConfig | None = None
+) -> list[Message]:
+    """The chat request that asks the cheap model for a summary."""
+    config = config or AbstractiveConfig()
+    passages = "\n\n".join(f"[{i + 1}] {c.strip()}" for i, c in enumerate(chunks) if c.strip())
+    return [
+        Message("system", config.prompt.replace("{max_tokens}", str(config.max_summary_tokens))),
+        Message("user", f"Question: {question.strip()}\n\nPassages:\n{passages}"),
+    ]
+
+
+def _cache_input(question: str, chunks: Sequence[str]) -> dict[str, Any]:
+    return {"question": question, "chunks": list(chunks)}
+
+
+def _cache_variant(config: AbstractiveConfig) -> dict[str, Any]:
+    return {"prompt": config.prompt, "max_summary_tokens": config.max_summary_tokens}
+
+
+def _abstract_result(
+    chunks: Sequence[str], summary: str, count_tokens: CountTokens
+) -> AbstractiveSummary:
+    before = sum(count_tokens(c) for c in chunks)
+    text = summary.strip()
+    after = count_tokens(text)
+    if not text or after >= before:
+        return AbstractiveSummary("\n\n".join(chunks), before, before, False)
+    return AbstractiveSummary(text, before, after, True)
+
+
+def summarize_abstractive(
+    question: str,
+    chunks: Sequence[str],
+    chat: Callable[[list[Message]], str],
+    config: AbstractiveConfig | None = None,
+    *,
+    count_tokens: CountTokens,
+    cache: Any = None,
+) -> AbstractiveSummary:
+    """Ask a cheap chat model to summarize ``chunks`` for ``question``.
+
+    The model call is the caller's: its cost is recorded by whatever cost
+    handler is attached to that model (``CostCallbackHandler`` /
+    ``CostEventHandler``), as a call of its own. The tokens the summary
+    removes are for the caller to record as ``compression``.
+
+    Args:
+        question: the user's question.
+        chunks: the retrieved context.
+        chat: messages -> the model's text answer.
+        config: prompt and length.
+        count_tokens: text -> tokens.
+        cache: a :class:`~costopt_core.cache.ComponentCache` that stores
+            summaries by (question, chunks, prompt); give each summarizer
+            model its own cache name.
+
+    Returns:
+        The summary, or the original context when the summary is not shorter
+        (an empty context is returned as is, without a model call).
+    """
+    config = config or AbstractiveConfig()
+    if not any(c.strip() for c in chunks):
+        return _abstract_result(chunks, "", count_tokens)
+    messages = abstractive_messages(question, chunks, config)
+    if cache is None:
+        summary = chat(messages)
+    else:
+        summary = cache.get_or_call(
+            _cache_input(question, chunks), lambda: chat(messages), variant=_cache_variant(config)
+        )
+    return _abstract_result(chunks, str(summary), count_tokens)
+
+
+async def asummarize_abstractive(
+    question: str,
+    chunks: Sequence[str],
+    achat: Callable[[list[Message]], Awaitable[str]],
+    config: AbstractiveConfig | None = None,
+    *,
+    count_tokens: CountTokens,
+    cache: Any = None,
+) -> AbstractiveSummary:
+    """Async twin of :func:`summarize_abstractive`; ``achat`` is awaited."""
+    config = config or AbstractiveConfig()
+    if not any(c.strip() for c in chunks):
+        return _abstract_result(chunks, "", count_tokens)
+    messages = abstractive_messages(question, chunks, config)
+    if cache is None:
+        summary = await achat(messages)
+    else:
+        summary = await cache.aget_or_call(
+            _cache_input(question, chunks), lambda: achat(messages), variant=_cache_variant(config)
+        )
+    return _abstract_result(chunks, str(summary), count_tokens)

@@ -1,0 +1,355 @@
+"""Extractive and abstractive context summarization, and the sentence splitter under it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from costopt_core.cache import SemanticCache
+from costopt_core.cache.component import ComponentCache
+from costopt_core.context.sentences import split_sentences
+from costopt_core.context.summarize import (
+    AbstractiveConfig,
+    SummarizerConfig,
+    abstractive_messages,
+    asummarize_abstractive,
+    asummarize_extractive,
+    summarize_abstractive,
+    summarize_extractive,
+)
+from costopt_core.errors import ConfigurationError
+from costopt_core.testing import FakeEmbedder
+from costopt_core.tokens import default_counter
+from costopt_core.types import Message
+
+COUNT = default_counter().count
+
+
+def texts(text: str) -> list[str]:
+    return [s.text for s in split_sentences(text)]
+
+
+# --- sentence splitting -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Dr. Smith arrived. He sat down.", ["Dr. Smith arrived.", "He sat down."]),
+        ("It costs $3.50 today. Tomorrow 4.75.", ["It costs $3.50 today.", "Tomorrow 4.75."]),
+        (
+            "She moved to the U.S. in 1990. Then she left.",
+            ["She moved to the U.S. in 1990.", "Then she left."],
+        ),
+        ("J. K. Rowling wrote it. It sold.", ["J. K. Rowling wrote it.", "It sold."]),
+        ('He said "Stop!" Then he ran.', ['He said "Stop!"', "Then he ran."]),
+        ("Acme Inc. was founded in 1901. It grew.", ["Acme Inc. was founded in 1901.", "It grew."]),
+        (
+            "Version 2.0.1 shipped (see notes.) Next one?",
+            ["Version 2.0.1 shipped (see notes.)", "Next one?"],
+        ),
+        ("Wait... What happened?", ["Wait...", "What happened?"]),
+        ("no final stop", ["no final stop"]),
+        ("First part\n\nsecond part", ["First part", "second part"]),
+        ("", []),
+        ("   \n ", []),
+    ],
+)
+def test_split_sentences(text: str, expected: list[str]) -> None:
+    assert texts(text) == expected
+
+
+def test_split_spans_cover_every_character() -> None:
+    text = "  Mr. Li paid 1,200.50 euros in Jan. 2020.  It was  the U.K. branch!\nNext line? Yes. "
+    sentences = split_sentences(text)
+    for s in sentences:
+        assert text[s.start : s.end] == s.text
+    rest = text
+    for s in reversed(sentences):
+        rest = rest[: s.start] + rest[s.end :]
+    assert rest.strip() == ""
+
+
+# --- extractive: helpers -------------------------------------------------------------
+
+
+def steer(preferred: dict[str, float]) -> FakeEmbedder:
+    """An embedder whose similarity to the question is set per sentence by a substring."""
+
+    class Steered(FakeEmbedder):
+        def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+            out = np.zeros((len(texts), 2), dtype=np.float32)
+            for i, t in enumerate(texts):
+                sim = next((v for k, v in preferred.items() if k in t), 0.0)
+                out[i] = [sim, np.sqrt(max(0.0, 1 - sim * sim))]
+            return out
+
+    return Steered(dim=2)
+
+
+Q_VEC = np.array([1.0, 0.0], dtype=np.float32)
+
+CHUNKS = [
+    "The Golden Gate Bridge opened in 1937. It is painted International Orange. "
+    "Fog often hides its towers. The bridge is 2,737 metres long.",
+    "San Francisco is a city in California. It has many hills. The cable cars date from 1873.",
+]
+
+
+def test_budget_is_respected_exactly() -> None:
+    before = sum(COUNT(c) for c in CHUNKS)
+    for budget in (5, 12, 20, 33, 50):
+        r = summarize_extractive(
+            "When did the Golden Gate Bridge open?",
+            CHUNKS,
+            SummarizerConfig(budget_ratio=None, budget_tokens=budget),
+            embed=FakeEmbedder().embed,
+            count_tokens=COUNT,
+        )
+        assert r.tokens_before == before
+        assert r.budget_tokens == min(budget, before)
+        assert r.tokens_after == sum(COUNT(c.text) for c in r.chunks)
+        assert r.tokens_after <= budget
+        assert r.removed_tokens == before - r.tokens_after
+
+
+def test_ratio_budget_and_smallest_budget_wins() -> None:
+    before = sum(COUNT(c) for c in CHUNKS)
+    r = summarize_extractive(
+        "Golden Gate Bridge",
+        CHUNKS,
+        SummarizerConfig(budget_ratio=0.5),
+        embed=FakeEmbedder().embed,
+        count_tokens=COUNT,
+    )
+    assert r.budget_tokens == before // 2
+    assert 0 < r.tokens_after <= before // 2
+    both = SummarizerConfig(budget_ratio=0.5, budget_tokens=10)
+    assert both.budget_for(before) == 10
+    assert SummarizerConfig(budget_ratio=None, budget_tokens=10_000).budget_for(before) == before
+
+
+def test_kept_sentences_stay_in_original_order() -> None:
+    # The last sentence is the most similar, the first the second most.
+    embedder = steer({"2,737": 0.9, "opened": 0.8, "Fog": 0.1, "painted": 0.2})
+    r = summarize_extractive(
+        "How long is it?",
+        CHUNKS[:1],
+        SummarizerConfig(budget_ratio=None, budget_tokens=22, keep_named=False),
+        embed=embedder.embed,
+        count_tokens=COUNT,
+        question_vector=Q_VEC,
+    )
+    assert r.chunks[0].sentence_indices == (0, 3)
+    assert r.chunks[0].text == (
+        "The Golden Gate Bridge opened in 1937. The bridge is 2,737 metres long."
+    )
+
+
+def test_named_number_kept_even_with_low_similarity() -> None:
+    embedder = steer({"cable": 0.0, "hills": 0.9, "California": 0.8, "Fog": 0.7})
+    question = "What happened in 1873?"
+    config = SummarizerConfig(budget_ratio=None, budget_tokens=12)
+    r = summarize_extractive(
+        question, CHUNKS, config, embed=embedder.embed, count_tokens=COUNT, question_vector=Q_VEC
+    )
+    kept = " ".join(c.text for c in r.chunks)
+    assert "1873" in kept
+    off = summarize_extractive(
+        question,
+        CHUNKS,
+        config.model_copy(update={"keep_named": False, "named_weight": 0.0, "lexical_weight": 0.0}),
+        embed=embedder.embed,
+        count_tokens=COUNT,
+        question_vector=Q_VEC,
+    )
+    assert "1873" not in " ".join(c.text for c in off.chunks)
+
+
+def test_named_entity_from_question_is_kept() -> None:
+    embedder = steer({"painted": 0.9, "Fog": 0.85, "cable": 0.1})
+    r = summarize_extractive(
+        "Which city has the cable cars of San Francisco?",
+        CHUNKS,
+        SummarizerConfig(budget_ratio=None, budget_tokens=10),
+        embed=embedder.embed,
+        count_tokens=COUNT,
+        question_vector=Q_VEC,
+    )
+    assert [c.index for c in r.chunks] == [1]
+    assert "San Francisco" in r.chunks[0].text
+
+
+def test_query_expansion_finds_the_bridge_sentence() -> None:
+    chunks = [
+        "Big Stone Gap is a 2014 film. It was directed by Adriana Trigiani.",
+        "Trigiani lives in Greenwich Village. She writes novels.",
+        "The Appalachian town has coal mines. Coal trains pass daily.",
+    ]
+    embedder = steer(
+        {"directed": 0.9, "2014 film": 0.85, "Greenwich": 0.3, "coal mines": 0.32, "trains": 0.3}
+    )
+    question = "Where does the director of Big Stone Gap live?"
+    base = SummarizerConfig(budget_ratio=None, budget_tokens=28, lexical_weight=0.0)
+    kwargs = {"embed": embedder.embed, "count_tokens": COUNT, "question_vector": Q_VEC}
+    with_expansion = summarize_extractive(question, chunks, base, **kwargs)  # type: ignore[arg-type]
+    without = summarize_extractive(
+        question,
+        chunks,
+        base.model_copy(update={"expand_query": False}),
+        **kwargs,  # type: ignore[arg-type]
+    )
+    assert 1 in [c.index for c in with_expansion.chunks]
+    assert 1 not in [c.index for c in without.chunks]
+
+
+def test_whole_chunk_kept_verbatim_and_empty_chunks_dropped() -> None:
+    chunks = ["Short one.  Two spaces here.", "", "   "]
+    r = summarize_extractive(
+        "anything",
+        chunks,
+        SummarizerConfig(budget_ratio=1.0),
+        embed=FakeEmbedder().embed,
+        count_tokens=COUNT,
+    )
+    assert [c.index for c in r.chunks] == [0]
+    assert r.chunks[0].text == chunks[0]
+    assert r.chunks[0].sentence_indices == (0, 1)
+
+
+def test_empty_input_embeds_nothing() -> None:
+    embedder = FakeEmbedder()
+    for chunks in ([], ["", "  "]):
+        r = summarize_extractive("q?", chunks, embed=embedder.embed, count_tokens=COUNT)
+        assert r.chunks == ()
+        assert r.tokens_after == 0
+    assert embedder.calls == 0
+
+
+def test_one_batched_embedding_call_and_question_vector_reuse() -> None:
+    embedder = FakeEmbedder()
+    summarize_extractive("Golden Gate?", CHUNKS, embed=embedder.embed, count_tokens=COUNT)
+    n_sentences = sum(len(split_sentences(c)) for c in CHUNKS)
+    assert (embedder.calls, embedder.texts_embedded) == (1, n_sentences + 1)
+    q = embedder.embed(["Golden Gate?"])[0]
+    embedder2 = FakeEmbedder()
+    summarize_extractive(
+        "Golden Gate?", CHUNKS, embed=embedder2.embed, count_tokens=COUNT, question_vector=q
+    )
+    assert embedder2.texts_embedded == n_sentences
+
+
+def test_min_score_drops_weak_sentences() -> None:
+    embedder = steer({"opened": 0.9})
+    r = summarize_extractive(
+        "x",
+        CHUNKS,
+        SummarizerConfig(budget_ratio=1.0, min_score=0.5, expand_query=False),
+        embed=embedder.embed,
+        count_tokens=COUNT,
+        question_vector=Q_VEC,
+    )
+    assert [(c.index, c.sentence_indices) for c in r.chunks] == [(0, (0,))]
+
+
+async def test_sync_async_parity() -> None:
+    embedder = FakeEmbedder()
+    config = SummarizerConfig(budget_ratio=0.4)
+    for question in ("When did the bridge open?", "cable cars 1873", ""):
+        sync = summarize_extractive(
+            question, CHUNKS, config, embed=embedder.embed, count_tokens=COUNT
+        )
+        asyn = await asummarize_extractive(
+            question, CHUNKS, config, aembed=embedder.aembed, count_tokens=COUNT
+        )
+        assert sync == asyn
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"budget_ratio": 0.0},
+        {"budget_ratio": 1.5},
+        {"budget_tokens": 0},
+        {"budget_ratio": None, "budget_tokens": None},
+        {"expansion_seeds": 0},
+        {"unknown": 1},
+    ],
+)
+def test_bad_config_raises_configuration_error(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ConfigurationError, match="SummarizerConfig"):
+        SummarizerConfig(**kwargs)  # type: ignore[arg-type]
+
+
+# --- abstractive ---------------------------------------------------------------------
+
+
+def test_abstractive_summary_and_messages() -> None:
+    seen: list[list[Message]] = []
+
+    def chat(messages: list[Message]) -> str:
+        seen.append(messages)
+        return " The bridge opened in 1937. "
+
+    r = summarize_abstractive("When did it open?", CHUNKS, chat, count_tokens=COUNT)
+    assert r.summarized
+    assert r.text == "The bridge opened in 1937."
+    assert r.tokens_after == COUNT(r.text)
+    assert r.removed_tokens == sum(COUNT(c) for c in CHUNKS) - r.tokens_after
+    assert seen[0] == abstractive_messages("When did it open?", CHUNKS)
+    assert seen[0][0].role == "system" and "256" in seen[0][0].content
+    assert "[2] San Francisco" in seen[0][1].content
+
+
+def test_abstractive_keeps_the_context_when_the_summary_is_longer() -> None:
+    r = summarize_abstractive(
+        "q?", ["Tiny."], lambda m: "A much longer text than the input was.", count_tokens=COUNT
+    )
+    assert not r.summarized
+    assert r.text == "Tiny." and r.removed_tokens == 0
+    empty = summarize_abstractive("q?", ["Some context here."], lambda m: "  ", count_tokens=COUNT)
+    assert not empty.summarized and empty.text == "Some context here."
+
+
+def test_abstractive_empty_context_makes_no_call() -> None:
+    def chat(messages: list[Message]) -> str:
+        raise AssertionError("no call expected")
+
+    r = summarize_abstractive("q?", ["", " "], chat, count_tokens=COUNT)
+    assert not r.summarized and r.removed_tokens == 0
+
+
+async def test_abstractive_cached_and_async_parity() -> None:
+    cache = ComponentCache(SemanticCache(embedder=FakeEmbedder()), "summarizer:gpt-4o-mini")
+    calls = 0
+
+    def chat(messages: list[Message]) -> str:
+        nonlocal calls
+        calls += 1
+        return "Opened 1937."
+
+    async def achat(messages: list[Message]) -> str:
+        return chat(messages)
+
+    first = summarize_abstractive("When?", CHUNKS, chat, count_tokens=COUNT, cache=cache)
+    again = summarize_abstractive("When?", CHUNKS, chat, count_tokens=COUNT, cache=cache)
+    asyn = await asummarize_abstractive("When?", CHUNKS, achat, count_tokens=COUNT, cache=cache)
+    assert first == again == asyn
+    assert calls == 1
+    other = summarize_abstractive(
+        "When?",
+        CHUNKS,
+        chat,
+        AbstractiveConfig(max_summary_tokens=64),
+        count_tokens=COUNT,
+        cache=cache,
+    )
+    assert other.text == "Opened 1937." and calls == 2  # another prompt, another entry
+
+
+def test_bad_abstractive_config() -> None:
+    with pytest.raises(ConfigurationError, match="max_summary_tokens"):
+        AbstractiveConfig(max_summary_tokens=1)

@@ -1,0 +1,121 @@
+"""LangChain ``ContextSummarizer``: documents cut to answering sentences, savings in the ledger."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+
+from costopt_core.context.summarize import SummarizerConfig
+from costopt_core.engine import CostEngine
+from costopt_core.tenancy import tenant_scope
+from costopt_core.testing import FakeEmbedder
+from langchain_costopt.summarizer import SUMMARY_METADATA_KEY, ContextSummarizer
+
+DOCS = [
+    Document(
+        page_content="The Golden Gate Bridge opened in 1937. It is painted International Orange. "
+        "Fog often hides its towers. The bridge is 2,737 metres long.",
+        metadata={"source": "bridge.txt"},
+        id="d1",
+    ),
+    Document(
+        page_content="Penguins live in the southern hemisphere. They cannot fly.",
+        metadata={"source": "birds.txt"},
+        id="d2",
+    ),
+    Document(page_content="   ", metadata={"source": "blank.txt"}, id="d3"),
+]
+QUERY = "When did the Golden Gate Bridge open?"
+
+
+def make(**kwargs: object) -> tuple[ContextSummarizer, CostEngine]:
+    engine = CostEngine(embedder=FakeEmbedder())
+    return ContextSummarizer(engine=engine, **kwargs), engine  # type: ignore[arg-type]
+
+
+def test_compress_documents_keeps_answering_sentences() -> None:
+    summarizer, engine = make(config=SummarizerConfig(budget_ratio=None, budget_tokens=12))
+    out = summarizer.compress_documents(DOCS, QUERY)
+    assert [d.id for d in out] == ["d1"]
+    doc = out[0]
+    assert doc.page_content == "The Golden Gate Bridge opened in 1937."
+    assert doc.metadata["source"] == "bridge.txt"
+    meta = doc.metadata[SUMMARY_METADATA_KEY]
+    count = engine.tokens.count
+    assert meta == {
+        "tokens_before": count(DOCS[0].page_content),
+        "tokens_after": count(doc.page_content),
+    }
+    # the originals are untouched copies
+    assert SUMMARY_METADATA_KEY not in DOCS[0].metadata
+    assert DOCS[0].page_content.endswith("metres long.")
+
+
+def test_savings_recorded_under_compression() -> None:
+    summarizer, engine = make(config=SummarizerConfig(budget_ratio=0.3), tenant="acme")
+    out = summarizer.compress_documents(DOCS, QUERY)
+    before = sum(engine.tokens.count(d.page_content) for d in DOCS)
+    after = sum(engine.tokens.count(d.page_content) for d in out)
+    records = engine.ledger.records()
+    assert len(records) == 1
+    rec = records[0]
+    assert rec.outcome == "removed" and rec.framework == "langchain" and rec.tenant == "acme"
+    assert rec.usage.input_tokens == before - after > 0
+    assert set(rec.savings_usd) == {"compression"}
+
+
+def test_tenant_from_scope_and_switch_off() -> None:
+    summarizer, engine = make()
+    with tenant_scope("globex"):
+        summarizer.compress_documents(DOCS, QUERY)
+    assert engine.ledger.records()[0].tenant == "globex"
+    quiet, quiet_engine = make(record_savings=False)
+    quiet.compress_documents(DOCS, QUERY)
+    assert quiet_engine.ledger.records() == []
+
+
+def test_empty_documents() -> None:
+    summarizer, engine = make()
+    assert summarizer.compress_documents([], QUERY) == []
+    assert engine.ledger.records() == []
+
+
+async def test_sync_async_parity() -> None:
+    summarizer, _ = make(config=SummarizerConfig(budget_ratio=0.5))
+    sync = summarizer.compress_documents(DOCS, QUERY)
+    asyn = await summarizer.acompress_documents(DOCS, QUERY)
+    assert sync == asyn
+    assert len(summarizer.engine.ledger.records()) == 2  # type: ignore[union-attr]
+
+
+class _ListRetriever(BaseRetriever):
+    docs: list[Document]
+
+    def _get_relevant_documents(self, query: str, *, run_manager: object) -> list[Document]:
+        return self.docs
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("langchain_classic") is None
+    and importlib.util.find_spec("langchain") is None,
+    reason="ContextualCompressionRetriever needs langchain-classic or langchain",
+)
+def test_inside_contextual_compression_retriever() -> None:
+    try:
+        from langchain_classic.retrievers import ContextualCompressionRetriever
+    except ImportError:
+        from langchain.retrievers import ContextualCompressionRetriever  # type: ignore[no-redef]
+    summarizer, _ = make(config=SummarizerConfig(budget_ratio=None, budget_tokens=12))
+    retriever = ContextualCompressionRetriever(
+        base_compressor=summarizer, base_retriever=_ListRetriever(docs=DOCS)
+    )
+    out = retriever.invoke(QUERY)
+    assert [d.page_content for d in out] == ["The Golden Gate Bridge opened in 1937."]
+
+
+def test_repr_hides_engine() -> None:
+    summarizer, _ = make()
+    assert "engine" not in repr(summarizer)

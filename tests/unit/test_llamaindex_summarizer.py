@@ -1,0 +1,101 @@
+"""LlamaIndex ``ContextSummarizerPostprocessor``: nodes cut to answering sentences."""
+
+from __future__ import annotations
+
+from llama_index.core.schema import (
+    MetadataMode,
+    NodeRelationship,
+    NodeWithScore,
+    QueryBundle,
+    RelatedNodeInfo,
+    TextNode,
+)
+
+from costopt_core.context.summarize import SummarizerConfig
+from costopt_core.engine import CostEngine
+from costopt_core.tenancy import tenant_scope
+from costopt_core.testing import FakeEmbedder
+from llamaindex_costopt.summarizer import SUMMARY_METADATA_KEY, ContextSummarizerPostprocessor
+
+QUERY = "When did the Golden Gate Bridge open?"
+
+
+def nodes() -> list[NodeWithScore]:
+    return [
+        NodeWithScore(
+            node=TextNode(
+                id_="n1",
+                text="The Golden Gate Bridge opened in 1937. It is painted International Orange. "
+                "Fog often hides its towers. The bridge is 2,737 metres long.",
+                metadata={"source": "bridge.txt"},
+                relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id="doc-1")},
+            ),
+            score=0.8,
+        ),
+        NodeWithScore(
+            node=TextNode(id_="n2", text="Penguins live in the south. They cannot fly."),
+            score=0.3,
+        ),
+    ]
+
+
+def make(**kwargs: object) -> tuple[ContextSummarizerPostprocessor, CostEngine]:
+    engine = CostEngine(embedder=FakeEmbedder())
+    return ContextSummarizerPostprocessor(engine=engine, **kwargs), engine  # type: ignore[arg-type]
+
+
+def test_postprocess_keeps_answering_sentences() -> None:
+    post, engine = make(config=SummarizerConfig(budget_ratio=None, budget_tokens=12))
+    src = nodes()
+    out = post.postprocess_nodes(src, query_bundle=QueryBundle(QUERY))
+    assert [n.node.node_id for n in out] == ["n1"]
+    node = out[0].node
+    assert isinstance(node, TextNode)
+    assert node.text == "The Golden Gate Bridge opened in 1937."
+    assert out[0].score == 0.8
+    assert node.metadata["source"] == "bridge.txt"
+    assert node.source_node is not None and node.source_node.node_id == "doc-1"
+    count = engine.tokens.count
+    assert node.metadata[SUMMARY_METADATA_KEY] == {
+        "tokens_before": count(src[0].node.get_content()),
+        "tokens_after": count(node.text),
+    }
+    # the bookkeeping never reaches the LLM's prompt
+    assert "costopt" not in node.get_content(metadata_mode=MetadataMode.LLM)
+    assert src[0].node.get_content().endswith("metres long.")  # originals untouched
+
+
+def test_query_str_and_ledger() -> None:
+    post, engine = make(config=SummarizerConfig(budget_ratio=0.4))
+    with tenant_scope("acme"):
+        out = post.postprocess_nodes(nodes(), query_str=QUERY)
+    before = sum(engine.tokens.count(n.node.get_content()) for n in nodes())
+    after = sum(engine.tokens.count(n.node.get_content()) for n in out)
+    (rec,) = engine.ledger.records()
+    assert rec.outcome == "removed" and rec.framework == "llamaindex" and rec.tenant == "acme"
+    assert rec.usage.input_tokens == before - after > 0
+    assert set(rec.savings_usd) == {"compression"}
+
+
+def test_no_query_or_no_nodes_pass_through() -> None:
+    post, engine = make()
+    src = nodes()
+    assert post.postprocess_nodes(src) == src
+    assert post.postprocess_nodes([], query_str=QUERY) == []
+    assert engine.ledger.records() == []
+
+
+def test_record_savings_off() -> None:
+    post, engine = make(record_savings=False)
+    post.postprocess_nodes(nodes(), query_str=QUERY)
+    assert engine.ledger.records() == []
+
+
+async def test_sync_async_parity() -> None:
+    post, engine = make(config=SummarizerConfig(budget_ratio=0.5))
+    sync = post.postprocess_nodes(nodes(), query_str=QUERY)
+    asyn = await post.apostprocess_nodes(nodes(), query_str=QUERY)
+    assert [(n.node.node_id, n.node.get_content(), n.score) for n in sync] == [
+        (n.node.node_id, n.node.get_content(), n.score) for n in asyn
+    ]
+    assert len(engine.ledger.records()) == 2

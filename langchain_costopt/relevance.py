@@ -178,9 +178,8 @@ class RelevanceThresholdRetriever(BaseRetriever):
         relevance, convention = self._method(store)
         if relevance:
             try:
-                return store.similarity_search_with_relevance_scores(query, k=k, **kwargs), (
-                    "relevance"
-                )
+                found = store.similarity_search_with_relevance_scores(query, k=k, **kwargs)
+                return found, "relevance"
             except NotImplementedError:
                 convention = self._no_relevance(store)
         return store.similarity_search_with_score(query, k=k, **kwargs), convention

@@ -105,7 +105,7 @@ class SummarizerConfig(BaseModel):
     lexical_weight: float = Field(default=0.3, ge=0.0, le=5.0)
     expansion_weight: float = Field(default=0.2, ge=0.0, le=5.0)
     named_weight: float = Field(default=0.2, ge=0.0, le=5.0)
-    lead_prior: float = Field(default=0.05, ge=0.0, le=1.0)
+    lead_prior: float = Field(default=0.1, ge=0.0, le=1.0)
     separator: str = " "
 
     def __init__(self, **data: Any) -> None:

@@ -39,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from costopt_core.cache.component import ComponentCache
 from costopt_core.context.sentences import Sentence, split_sentences
 from costopt_core.errors import ConfigurationError
 from costopt_core.types import Message
@@ -578,7 +579,7 @@ def summarize_abstractive(
     config: AbstractiveConfig | None = None,
     *,
     count_tokens: CountTokens,
-    cache: Any = None,
+    cache: ComponentCache | None = None,
 ) -> AbstractiveSummary:
     """Ask a cheap chat model to summarize ``chunks`` for ``question``.
 
@@ -621,7 +622,7 @@ async def asummarize_abstractive(
     config: AbstractiveConfig | None = None,
     *,
     count_tokens: CountTokens,
-    cache: Any = None,
+    cache: ComponentCache | None = None,
 ) -> AbstractiveSummary:
     """Async twin of :func:`summarize_abstractive`; ``achat`` is awaited."""
     config = config or AbstractiveConfig()

@@ -21,8 +21,24 @@ CACHE = {
     "SQLiteCacheBackend", "SemanticCache", "Verifier", "calibrate_threshold", "check_guards",
     "decide",
 }  # fmt: skip
-LANGCHAIN = {"CachedChatModel", "CostCallbackHandler", "SemanticCache", "cached", "track_costs"}
-LLAMAINDEX = {"CachedLLM", "CostEventHandler", "track_costs"}
+CONTEXT = {
+    "DAYS_PER_MONTH", "MIN_CACHEABLE_TOKENS", "AbstractiveConfig", "AbstractiveSummary",
+    "Breakpoint", "CacheProjection", "ChunkSummary", "DuplicateInstruction", "ExampleBlock",
+    "PrefixPlan", "PromptReport", "RelevanceConfig", "RelevanceResult", "ScoredChunk",
+    "SectionCost", "SummarizerConfig", "SummaryResult", "VolatileSpan", "analyze_prompt",
+    "asummarize_abstractive", "asummarize_extractive", "find_volatile", "min_cacheable_tokens",
+    "normalize_scores", "plan_prefix_cache", "prompt_cache_key", "provider_for",
+    "select_relevant", "summarize_abstractive", "summarize_extractive",
+}  # fmt: skip
+LANGCHAIN = {
+    "CachedChatModel", "ContextSummarizer", "CostCallbackHandler", "PrefixCacheOptimizer",
+    "PrefixCachedChatModel", "RelevanceThresholdRetriever", "SemanticCache", "cached",
+    "track_costs", "with_prefix_cache",
+}  # fmt: skip
+LLAMAINDEX = {
+    "CachedLLM", "ContextSummarizerPostprocessor", "CostEventHandler", "PrefixCachedLLM",
+    "RelevanceThresholdPostprocessor", "add_cache_points", "track_costs",
+}  # fmt: skip
 
 
 def test_core_public_names() -> None:
@@ -43,6 +59,14 @@ def test_cache_public_names() -> None:
     assert set(cache.__all__) == CACHE
     for name in CACHE:
         assert getattr(cache, name) is not None, name
+
+
+def test_context_public_names() -> None:
+    import costopt_core.context as context
+
+    assert set(context.__all__) == CONTEXT
+    for name in CONTEXT:
+        assert getattr(context, name) is not None, name
 
 
 def test_llamaindex_public_names() -> None:

@@ -169,18 +169,24 @@ def test_named_number_kept_even_with_low_similarity() -> None:
     assert "1873" not in " ".join(c.text for c in off.chunks)
 
 
-def test_named_entity_from_question_is_kept() -> None:
+def test_named_entity_from_question_is_kept_with_keep_names() -> None:
     embedder = steer({"painted": 0.9, "Fog": 0.85, "cable": 0.1})
-    r = summarize_extractive(
-        "Which city has the cable cars of San Francisco?",
-        CHUNKS,
-        SummarizerConfig(budget_ratio=None, budget_tokens=10),
-        embed=embedder.embed,
-        count_tokens=COUNT,
-        question_vector=Q_VEC,
+    config = SummarizerConfig(
+        budget_ratio=None,
+        budget_tokens=10,
+        keep_names=True,
+        lexical_weight=0.0,
+        sentence_embeddings=True,
     )
+    kwargs = {"embed": embedder.embed, "count_tokens": COUNT, "question_vector": Q_VEC}
+    question = "Which city has the cable cars of San Francisco?"
+    r = summarize_extractive(question, CHUNKS, config, **kwargs)  # type: ignore[arg-type]
     assert [c.index for c in r.chunks] == [1]
     assert "San Francisco" in r.chunks[0].text
+    # Without the rule only the (steered) similarity counts: the fog sentence wins.
+    off = config.model_copy(update={"keep_names": False, "named_weight": 0.0})
+    r = summarize_extractive(question, CHUNKS, off, **kwargs)  # type: ignore[arg-type]
+    assert "San Francisco" not in " ".join(c.text for c in r.chunks)
 
 
 def test_query_expansion_finds_the_bridge_sentence() -> None:
@@ -193,7 +199,9 @@ def test_query_expansion_finds_the_bridge_sentence() -> None:
         {"directed": 0.9, "2014 film": 0.85, "Greenwich": 0.3, "coal mines": 0.32, "trains": 0.3}
     )
     question = "Where does the director of Big Stone Gap live?"
-    base = SummarizerConfig(budget_ratio=None, budget_tokens=28, lexical_weight=0.0)
+    base = SummarizerConfig(
+        budget_ratio=None, budget_tokens=28, lexical_weight=0.0, sentence_embeddings=True
+    )
     kwargs = {"embed": embedder.embed, "count_tokens": COUNT, "question_vector": Q_VEC}
     with_expansion = summarize_extractive(question, chunks, base, **kwargs)  # type: ignore[arg-type]
     without = summarize_extractive(
@@ -230,16 +238,40 @@ def test_empty_input_embeds_nothing() -> None:
 
 
 def test_one_batched_embedding_call_and_question_vector_reuse() -> None:
+    config = SummarizerConfig(sentence_embeddings=True)
     embedder = FakeEmbedder()
-    summarize_extractive("Golden Gate?", CHUNKS, embed=embedder.embed, count_tokens=COUNT)
+    summarize_extractive("Golden Gate?", CHUNKS, config, embed=embedder.embed, count_tokens=COUNT)
     n_sentences = sum(len(split_sentences(c)) for c in CHUNKS)
     assert (embedder.calls, embedder.texts_embedded) == (1, n_sentences + 1)
     q = embedder.embed(["Golden Gate?"])[0]
     embedder2 = FakeEmbedder()
     summarize_extractive(
-        "Golden Gate?", CHUNKS, embed=embedder2.embed, count_tokens=COUNT, question_vector=q
+        "Golden Gate?",
+        CHUNKS,
+        config,
+        embed=embedder2.embed,
+        count_tokens=COUNT,
+        question_vector=q,
     )
     assert embedder2.texts_embedded == n_sentences
+
+
+def test_default_scoring_is_lexical_and_embeds_nothing() -> None:
+    embedder = FakeEmbedder()
+    r = summarize_extractive(
+        "When did the Golden Gate Bridge open?",
+        CHUNKS,
+        embed=embedder.embed,
+        count_tokens=COUNT,
+    )
+    assert embedder.calls == 0
+    assert r.chunks and "1937" in " ".join(c.text for c in r.chunks)
+    # Without an embedder the default works too; asking for embeddings without one is an error.
+    assert summarize_extractive("q?", CHUNKS, count_tokens=COUNT).tokens_after > 0
+    with pytest.raises(ConfigurationError, match="needs embed="):
+        summarize_extractive(
+            "q?", CHUNKS, SummarizerConfig(sentence_embeddings=True), count_tokens=COUNT
+        )
 
 
 def test_min_score_drops_weak_sentences() -> None:
@@ -247,7 +279,9 @@ def test_min_score_drops_weak_sentences() -> None:
     r = summarize_extractive(
         "x",
         CHUNKS,
-        SummarizerConfig(budget_ratio=1.0, min_score=0.5, expand_query=False),
+        SummarizerConfig(
+            budget_ratio=1.0, min_score=0.5, expand_query=False, sentence_embeddings=True
+        ),
         embed=embedder.embed,
         count_tokens=COUNT,
         question_vector=Q_VEC,

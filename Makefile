@@ -33,6 +33,7 @@ bench: setup
 	$(PY) benchmarks/cache_quality.py --out benchmarks/results/cache_quality.json
 	$(PY) benchmarks/cache_latency.py --out benchmarks/results/cache_latency.json
 	$(PY) benchmarks/routing.py --out benchmarks/results/routing.json
+	$(PY) benchmarks/context.py --out benchmarks/results/context.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -42,7 +42,7 @@ from costopt_core.context.prefix import (
     provider_for,
 )
 from costopt_core.engine import CostEngine, default_engine
-from costopt_core.errors import ConfigurationError
+from costopt_core.errors import config_error
 from costopt_core.tenancy import current_tenant
 from langchain_costopt._convert import from_langchain_messages
 
@@ -180,14 +180,6 @@ def _plan(
     return plan
 
 
-def _explain(cls: str, exc: ValidationError) -> str:
-    problems = "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']} (got {e.get('input')!r})"
-        for e in exc.errors()
-    )
-    return f"bad {cls} configuration: {problems}"
-
-
 def _to_messages(value: LanguageModelInput) -> list[BaseMessage]:
     if isinstance(value, PromptValue):
         return value.to_messages()
@@ -224,7 +216,7 @@ class PrefixCacheOptimizer(RunnableSerializable[LanguageModelInput, list[BaseMes
         try:
             super().__init__(**kwargs)
         except ValidationError as exc:
-            raise ConfigurationError(_explain("PrefixCacheOptimizer", exc)) from None
+            raise config_error("PrefixCacheOptimizer", exc) from None
 
     def transform_messages(self, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
         """The messages with breakpoints added (non-Anthropic models: unchanged)."""
@@ -287,7 +279,7 @@ class PrefixCachedChatModel(BaseChatModel):
         try:
             super().__init__(**kwargs)
         except ValidationError as exc:
-            raise ConfigurationError(_explain("PrefixCachedChatModel", exc)) from None
+            raise config_error("PrefixCachedChatModel", exc) from None
 
     @property
     def _llm_type(self) -> str:

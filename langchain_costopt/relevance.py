@@ -45,7 +45,7 @@ from costopt_core.context.relevance import (
     select_relevant,
 )
 from costopt_core.engine import CostEngine, default_engine
-from costopt_core.errors import ConfigurationError
+from costopt_core.errors import ConfigurationError, config_error
 from costopt_core.tenancy import current_tenant
 
 __all__ = ["DEFAULT_SCORE_KEYS", "METADATA_KEY", "RelevanceThresholdRetriever"]
@@ -64,15 +64,6 @@ DEFAULT_SCORE_KEYS: tuple[str, ...] = (
 _KNOWN_STORES: dict[str, ResolvedConvention] = {"InMemoryVectorStore": "similarity"}
 
 Scored = Sequence[tuple[Document, float | None]]
-
-
-def _explain(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}={err['input']!r}: {msg}" if where else msg)
-    return "invalid RelevanceThresholdRetriever: " + "; ".join(parts)
 
 
 class RelevanceThresholdRetriever(BaseRetriever):
@@ -116,7 +107,7 @@ class RelevanceThresholdRetriever(BaseRetriever):
         try:
             super().__init__(**kwargs)
         except ValidationError as exc:
-            raise ConfigurationError(_explain(exc)) from None
+            raise config_error("RelevanceThresholdRetriever", exc) from None
 
     @model_validator(mode="after")
     def _one_source(self) -> RelevanceThresholdRetriever:

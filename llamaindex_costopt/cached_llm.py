@@ -36,15 +36,13 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.llms import LLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
-from llama_index_instrumentation.dispatcher import active_instrument_tags
 from pydantic import Field
 
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.cache.keys import ANSWER_PARAMS
-from costopt_core.tenancy import current_tenant
 from costopt_core.types import Message, Role, Usage
-from llamaindex_costopt.handler import TENANT_KEYS, usage_of
+from llamaindex_costopt.handler import resolve_tenant, usage_of
 
 __all__ = [
     "CHAT_PAYLOAD_FORMAT",
@@ -449,13 +447,7 @@ class CachedLLM(LLM):
 
     # -- requests --------------------------------------------------------------
     def _tenant(self) -> str | None:
-        if self.tenant is not None:
-            return self.tenant
-        tenant = current_tenant()
-        if tenant is not None:
-            return tenant
-        tags = active_instrument_tags.get()
-        return next((str(tags[k]) for k in TENANT_KEYS if tags.get(k) is not None), None)
+        return resolve_tenant(self.tenant)
 
     def _llm_params(self) -> dict[str, Any]:
         llm = self.llm

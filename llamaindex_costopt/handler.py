@@ -35,19 +35,41 @@ from llama_index.core.instrumentation.events.llm import (
     LLMCompletionStartEvent,
 )
 from llama_index.core.instrumentation.events.span import SpanDropEvent
+from llama_index_instrumentation.dispatcher import active_instrument_tags
 from pydantic import PrivateAttr
 
-from costopt_core import CostEngine, CostLedger, default_engine
+from costopt_core import CostEngine, CostLedger, current_tenant, default_engine
 from costopt_core.types import CallRecord, Usage
 from costopt_core.usage import normalize_usage
 
-__all__ = ["TENANT_KEYS", "TIER_KEY", "CostEventHandler", "track_costs", "usage_of"]
+__all__ = [
+    "TENANT_KEYS",
+    "TIER_KEY",
+    "CostEventHandler",
+    "resolve_tenant",
+    "track_costs",
+    "usage_of",
+]
 
 log = logging.getLogger("costopt.llamaindex")
 
 TENANT_KEYS = ("costopt_tenant", "tenant_id", "tenant")
 TIER_KEY = "costopt_tier"
 METADATA_KEY = "costopt"
+
+
+def resolve_tenant(explicit: str | None = None) -> str | None:
+    """The tenant a component acts for: its own setting, the ``tenant_scope``, or the
+    instrument tags of the current LlamaIndex call, in that order."""
+    if explicit is not None:
+        return explicit
+    tenant = current_tenant()
+    if tenant is not None:
+        return tenant
+    tags = active_instrument_tags.get()
+    return next((str(tags[k]) for k in TENANT_KEYS if tags.get(k) is not None), None)
+
+
 #: ``class_name()`` of ``llamaindex_costopt.router.RouterLLM``.
 ROUTER_CLASS_NAME = "costopt_RouterLLM"
 

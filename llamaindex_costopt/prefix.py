@@ -47,7 +47,7 @@ from costopt_core.context.prefix import (
     provider_for,
 )
 from costopt_core.engine import CostEngine, default_engine
-from costopt_core.errors import ConfigurationError
+from costopt_core.errors import config_error
 from costopt_core.tenancy import current_tenant
 from costopt_core.types import Message, Role
 
@@ -168,11 +168,7 @@ class PrefixCachedLLM(LLM):
         try:
             super().__init__(**kwargs)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
-                for e in exc.errors()
-            )
-            raise ConfigurationError(f"bad PrefixCachedLLM configuration: {problems}") from None
+            raise config_error("PrefixCachedLLM", exc) from None
 
     @classmethod
     def class_name(cls) -> str:

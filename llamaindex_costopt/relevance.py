@@ -15,26 +15,15 @@ from typing import Any, Literal
 
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
-from llama_index_instrumentation.dispatcher import active_instrument_tags
 from pydantic import Field, ValidationError
 
 from costopt_core.context.relevance import RelevanceConfig, RelevanceResult, ScoredChunk
 from costopt_core.context.relevance import select_relevant as _select
 from costopt_core.engine import CostEngine, default_engine
-from costopt_core.errors import ConfigurationError
-from costopt_core.tenancy import current_tenant
-from llamaindex_costopt.handler import TENANT_KEYS
+from costopt_core.errors import config_error
+from llamaindex_costopt.handler import resolve_tenant
 
 __all__ = ["RelevanceThresholdPostprocessor"]
-
-
-def _explain(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}={err['input']!r}: {msg}" if where else msg)
-    return "invalid RelevanceThresholdPostprocessor: " + "; ".join(parts)
 
 
 class RelevanceThresholdPostprocessor(BaseNodePostprocessor):
@@ -74,20 +63,14 @@ class RelevanceThresholdPostprocessor(BaseNodePostprocessor):
         try:
             super().__init__(**kwargs)
         except ValidationError as exc:
-            raise ConfigurationError(_explain(exc)) from None
+            raise config_error("RelevanceThresholdPostprocessor", exc) from None
 
     @classmethod
     def class_name(cls) -> str:
         return "costopt_relevance_threshold_postprocessor"
 
     def _tenant(self) -> str | None:
-        if self.tenant is not None:
-            return self.tenant
-        tenant = current_tenant()
-        if tenant is not None:
-            return tenant
-        tags = active_instrument_tags.get()
-        return next((str(tags[k]) for k in TENANT_KEYS if tags.get(k) is not None), None)
+        return resolve_tenant(self.tenant)
 
     def _record(self, engine: CostEngine, result: RelevanceResult) -> None:
         if not self.record_savings:

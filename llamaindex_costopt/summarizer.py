@@ -14,7 +14,6 @@ from typing import Any
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
-from llama_index_instrumentation.dispatcher import active_instrument_tags
 
 from costopt_core.context.summarize import (
     SummarizerConfig,
@@ -23,8 +22,7 @@ from costopt_core.context.summarize import (
     summarize_extractive,
 )
 from costopt_core.engine import CostEngine, default_engine
-from costopt_core.tenancy import current_tenant
-from llamaindex_costopt.handler import TENANT_KEYS
+from llamaindex_costopt.handler import resolve_tenant
 
 __all__ = ["SUMMARY_METADATA_KEY", "ContextSummarizerPostprocessor"]
 
@@ -76,13 +74,7 @@ class ContextSummarizerPostprocessor(BaseNodePostprocessor):
         return self._engine().tokens.count(text, self.model)
 
     def _tenant(self) -> str | None:
-        if self.tenant is not None:
-            return self.tenant
-        tenant = current_tenant()
-        if tenant is not None:
-            return tenant
-        tags = active_instrument_tags.get()
-        return next((str(tags[k]) for k in TENANT_KEYS if tags.get(k) is not None), None)
+        return resolve_tenant(self.tenant)
 
     @staticmethod
     def _texts(nodes: list[NodeWithScore]) -> list[str]:

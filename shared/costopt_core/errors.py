@@ -8,6 +8,10 @@ Every message says what was wrong and what to do about it.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 __all__ = [
     "BatchError",
@@ -18,6 +22,7 @@ __all__ = [
     "PricingNotFoundError",
     "RoutingError",
     "UsageFormatError",
+    "config_error",
 ]
 
 
@@ -27,6 +32,21 @@ class CostOptError(Exception):
 
 class ConfigurationError(CostOptError, ValueError):
     """A configuration value is out of range or of the wrong kind."""
+
+
+def config_error(what: str, exc: ValidationError) -> ConfigurationError:
+    """``exc`` as a :class:`ConfigurationError` naming each bad field and the value given.
+
+    Args:
+        what: the object being configured, e.g. ``"RelevanceConfig"``.
+        exc: pydantic's error from validating it.
+    """
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}={err['input']!r}: {msg}" if where else msg)
+    return ConfigurationError(f"invalid {what}: " + "; ".join(problems))
 
 
 class PricingNotFoundError(CostOptError, LookupError):

@@ -55,7 +55,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from costopt_core.errors import ConfigurationError
+from costopt_core.errors import config_error
 from costopt_core.tokens import default_counter
 
 __all__ = [
@@ -185,7 +185,7 @@ class RelevanceConfig(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise ConfigurationError(_explain(exc)) from None
+            raise config_error("RelevanceConfig", exc) from None
 
     @model_validator(mode="after")
     def _k_bounds(self) -> RelevanceConfig:
@@ -194,15 +194,6 @@ class RelevanceConfig(BaseModel):
                 f"min_k={self.min_k} is larger than max_k={self.max_k}; lower min_k or raise max_k"
             )
         return self
-
-
-def _explain(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}={err['input']!r}: {msg}" if where else msg)
-    return "invalid RelevanceConfig: " + "; ".join(parts)
 
 
 @dataclass(frozen=True)

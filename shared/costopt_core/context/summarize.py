@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from costopt_core.cache.component import ComponentCache
 from costopt_core.context.sentences import Sentence, split_sentences
-from costopt_core.errors import ConfigurationError
+from costopt_core.errors import ConfigurationError, config_error
 from costopt_core.types import Message
 
 __all__ = [
@@ -62,13 +62,6 @@ Embed = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 AEmbed = Callable[[Sequence[str]], Awaitable[npt.NDArray[np.float32]]]
 CountTokens = Callable[[str], int]
 _F = TypeVar("_F", Embed, AEmbed)
-
-
-def _configuration_error(model: type[BaseModel], exc: ValidationError) -> ConfigurationError:
-    errors = "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or model.__name__}: {e['msg']}" for e in exc.errors()
-    )
-    return ConfigurationError(f"invalid {model.__name__}: {errors}")
 
 
 class SummarizerConfig(BaseModel):
@@ -128,7 +121,7 @@ class SummarizerConfig(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise _configuration_error(type(self), exc) from None
+            raise config_error(type(self).__name__, exc) from None
 
     @model_validator(mode="after")
     def _one_budget(self) -> SummarizerConfig:
@@ -545,7 +538,7 @@ class AbstractiveConfig(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise _configuration_error(type(self), exc) from None
+            raise config_error(type(self).__name__, exc) from None
 
 
 @dataclass(frozen=True, slots=True)

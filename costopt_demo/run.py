@@ -2,23 +2,28 @@
 
 Both halves use the same levers: the semantic cache (tenant-safe, on the
 engine's offline MiniLM embedder) in front of a router over three tiers of
-stand-in models, and the cost handler recording every call.
+stand-in models, and the cost handler recording every call. The LangChain
+half is a RAG chain: its help-centre context goes through the relevance
+filter and the extractive summarizer before it reaches the prompt.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnablePassthrough
 from llama_index.core.llms import ChatMessage
 from tqdm import tqdm
 
 from costopt_core import CostEngine, tenant_scope
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.testing import Script
+from costopt_demo.knowledge import build_context
 from costopt_demo.workload import SYSTEM_PROMPT, TIERS, build_workload, tier_response
 from langchain_costopt import CachedChatModel, CostCallbackHandler
 from langchain_costopt.router import RouterChatModel
@@ -58,8 +63,17 @@ def run_demo(
     lc_model = CachedChatModel(
         model=RouterChatModel(tiers=lc_tiers, engine=engine), semantic_cache=cache
     )
-    prompt = ChatPromptTemplate.from_messages([("system", SYSTEM_PROMPT), ("human", "{q}")])
-    chain = prompt | lc_model | StrOutputParser()
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", SYSTEM_PROMPT), ("human", "Help-centre articles:\n{context}\n\nQuestion: {q}")]
+    )
+    # RAG: only the relevant articles, cut to the sentences that answer, reach the prompt.
+    context = build_context(engine)
+    chain = (
+        RunnablePassthrough.assign(context=itemgetter("q") | context)
+        | prompt
+        | lc_model
+        | StrOutputParser()
+    )
     handler = CostCallbackHandler(engine)
 
     li_tiers = {

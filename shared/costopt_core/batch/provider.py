@@ -1,0 +1,127 @@
+"""The ``BatchProvider`` seam: where queued requests are run at batch prices.
+
+A provider only moves requests and results over the wire (OpenAI Batch API,
+Anthropic Message Batches, or the ``local`` executor); the queue, splitting
+by limits, retries, pricing and recording are the engine's. A provider must:
+
+- submit a list of requests as one remote batch and return its id;
+- report the batch's status, and its results per request id once it ended:
+  ``succeeded`` with text and usage, or ``errored`` / ``expired`` /
+  ``canceled`` with the reason and whether retrying can help;
+- raise ``BatchError`` (not an SDK exception) when it cannot reach the provider.
+
+Every method has an ``a``-prefixed async twin. ``tests/contract/`` holds the
+one suite all providers pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from costopt_core.types import Message, Usage
+
+__all__ = [
+    "BatchLimits",
+    "BatchProvider",
+    "BatchRequest",
+    "BatchResult",
+    "RemoteBatch",
+    "RemoteStatus",
+    "ResultStatus",
+]
+
+#: What became of one request of an ended batch.
+ResultStatus = Literal["succeeded", "errored", "expired", "canceled"]
+#: Where a remote batch is: still running, or ended (its results can be read).
+RemoteStatus = Literal["in_progress", "canceling", "ended"]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRequest:
+    """One queued chat request.
+
+    ``id`` is the caller's id for it (the providers' ``custom_id``), unique
+    within a queue; ``params`` are the provider call's parameters
+    (``max_tokens``, ``temperature``, ``tools``...), sent as given.
+    """
+
+    id: str
+    model: str
+    messages: tuple[Message, ...]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    tenant: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """The outcome of one request of an ended batch.
+
+    ``usage`` is ``None`` when the provider reported none (an error, an
+    expiry); ``raw`` is the provider's own response object (as JSON-able
+    data) for adapters that need more than the text (tool calls...).
+    """
+
+    id: str
+    status: ResultStatus
+    text: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+    error: str | None = None
+    retryable: bool = False
+    raw: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteBatch:
+    """A submitted batch as the provider reports it."""
+
+    id: str
+    status: RemoteStatus
+    #: requests per outcome so far, e.g. ``{"processing": 10, "succeeded": 90}``.
+    counts: Mapping[str, int] = field(default_factory=dict)
+    #: when the provider gives up on the batch (seconds since the epoch), if known.
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    """How much one remote batch may hold."""
+
+    max_requests: int
+    max_bytes: int
+
+
+@runtime_checkable
+class BatchProvider(Protocol):
+    """Runs lists of requests as remote batches."""
+
+    #: ``openai``, ``anthropic``, ``local``...: stored with each submitted batch,
+    #: so a restarted process knows where to collect it.
+    name: str
+    limits: BatchLimits
+
+    def request_size(self, request: BatchRequest) -> int:
+        """Bytes ``request`` takes in a batch (for splitting by ``limits.max_bytes``)."""
+        ...
+
+    def submit(self, requests: Sequence[BatchRequest]) -> str:
+        """Submit ``requests`` (within ``limits``) as one batch; returns its id."""
+        ...
+
+    def poll(self, batch_id: str) -> RemoteBatch: ...
+
+    def results(self, batch_id: str) -> list[BatchResult]:
+        """One result per request of an ended batch."""
+        ...
+
+    def cancel(self, batch_id: str) -> None: ...
+
+    async def asubmit(self, requests: Sequence[BatchRequest]) -> str: ...
+
+    async def apoll(self, batch_id: str) -> RemoteBatch: ...
+
+    async def aresults(self, batch_id: str) -> list[BatchResult]: ...
+
+    async def acancel(self, batch_id: str) -> None: ...

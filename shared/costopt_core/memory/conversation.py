@@ -1,0 +1,203 @@
+"""``ConversationMemory``: the thin stateful shell adapters wrap.
+
+It holds the configuration, the current :class:`MemoryState` and the engine
+(token counter, embedder, prices, ledger) and calls the pure functions:
+:func:`plan_context` to read, :func:`flush` to write. Reads never change the
+state; the history itself is the caller's and is never modified.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+
+from costopt_core.engine import CostEngine, default_engine
+from costopt_core.memory.config import MemoryConfig
+from costopt_core.memory.flush import FlushResult, aflush, flush
+from costopt_core.memory.plan import MemoryView, aplan_context, plan_context
+from costopt_core.memory.state import MemoryState
+from costopt_core.memory.tradeoff import CachePrices, cache_prices
+from costopt_core.types import CallRecord, Message
+
+__all__ = ["ConversationMemory"]
+
+Chat = Callable[[list[Message]], str]
+AChat = Callable[[list[Message]], Awaitable[str]]
+
+
+class ConversationMemory:
+    """Summarizing memory for one conversation: a bounded view over its full history.
+
+    Typical loop: ``view = memory.view(history)``; send ``view.messages``;
+    append the reply to the history; ``memory.update(history)`` (which
+    flushes only when one is due). Persist ``memory.state.to_dict()`` next to
+    the history to resume later with ``state=MemoryState.from_dict(...)``.
+
+    Args:
+        config: budgets and policy (``MemoryConfig()`` by default).
+        state: a saved state to resume from.
+        engine: token counter, embedder, prices and ledger; the process-wide
+            default engine, resolved on first use.
+        model: the conversation model; with a price in the catalog, flushes
+            between ``flush_min_tokens`` and ``flush_max_tokens`` happen only
+            when cheaper than keeping the provider's cached prefix.
+        summarizer: a cheap chat model (messages -> text) that writes the
+            summaries; extractive summaries (no model call) when ``None``.
+            Attach a cost handler to that model: its calls are its own calls
+            and are priced and recorded there.
+        asummarizer: async twin of ``summarizer`` (used by ``aupdate``).
+        summarizer_model: the summarizer's model name, so the trade-off
+            counts what its calls cost.
+        record_savings: record the tokens each view keeps out of a call in
+            the ledger as ``memory`` savings (when ``record=True``).
+        tenant: tenant of the savings records.
+        framework: ``langchain`` / ``llamaindex`` label of the savings records.
+
+    Example:
+        >>> from costopt_core import CostEngine
+        >>> memory = ConversationMemory(MemoryConfig(window_tokens=64), engine=CostEngine())
+        >>> history = [Message("user", "Hi, I'm Ana."), Message("assistant", "Hello Ana!")]
+        >>> len(memory.view(history).messages)
+        2
+    """
+
+    def __init__(
+        self,
+        config: MemoryConfig | None = None,
+        *,
+        state: MemoryState | None = None,
+        engine: CostEngine | None = None,
+        model: str | None = None,
+        summarizer: Chat | None = None,
+        asummarizer: AChat | None = None,
+        summarizer_model: str | None = None,
+        record_savings: bool = True,
+        tenant: str | None = None,
+        framework: str | None = None,
+    ) -> None:
+        self.config = config or MemoryConfig()
+        self._state = state or MemoryState()
+        self._engine = engine
+        self.model = model
+        self.summarizer = summarizer
+        self.asummarizer = asummarizer
+        self.summarizer_model = summarizer_model
+        self.record_savings = record_savings
+        self.tenant = tenant
+        self.framework = framework
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> CostEngine:
+        if self._engine is None:
+            self._engine = default_engine()
+        return self._engine
+
+    @property
+    def state(self) -> MemoryState:
+        """The current state (immutable; replaced by each flush)."""
+        return self._state
+
+    @state.setter
+    def state(self, value: MemoryState) -> None:
+        with self._lock:
+            self._state = value
+
+    def _count(self, text: str) -> int:
+        return self.engine.tokens.count(text, self.model)
+
+    def _prices(self) -> CachePrices | None:
+        if self.model is None:
+            return None
+        return cache_prices(self.engine.catalog, self.model, self.summarizer_model)
+
+    def view(
+        self, history: Sequence[Message], query: str | None = None, *, record: bool = False
+    ) -> MemoryView:
+        """The messages to send for the next call (the state is not changed).
+
+        Args:
+            history: the full stored conversation.
+            query: what recall looks for (the latest user message by default).
+            record: the view is about to be sent: record its removed tokens as
+                ``memory`` savings (one record per model call).
+        """
+        embed = self.engine.embedder.embed if self.config.recall_embeddings else None
+        v = plan_context(
+            history,
+            self._state,
+            self.config,
+            count_tokens=self._count,
+            query=query,
+            embed=embed,
+            prices=self._prices(),
+        )
+        if record:
+            self.record(v)
+        return v
+
+    async def aview(
+        self, history: Sequence[Message], query: str | None = None, *, record: bool = False
+    ) -> MemoryView:
+        """Async twin of :meth:`view`."""
+        aembed = self.engine.embedder.aembed if self.config.recall_embeddings else None
+        v = await aplan_context(
+            history,
+            self._state,
+            self.config,
+            count_tokens=self._count,
+            query=query,
+            aembed=aembed,
+            prices=self._prices(),
+        )
+        if record:
+            self.record(v)
+        return v
+
+    def record(self, view: MemoryView) -> CallRecord | None:
+        """Record the tokens ``view`` keeps out of its call as ``memory`` savings."""
+        if not self.record_savings:
+            return None
+        return self.engine.record_removed_tokens(
+            view.removed_tokens,
+            lever="memory",
+            model=self.model,
+            tenant=self.tenant,
+            framework=self.framework,
+        )
+
+    def update(self, history: Sequence[Message], *, force: bool = False) -> FlushResult:
+        """Flush if one is due (or ``force``) and keep the new state."""
+        result = flush(
+            history,
+            self._state,
+            self.config,
+            count_tokens=self._count,
+            chat=self.summarizer,
+            prices=self._prices(),
+            force=force,
+        )
+        self.state = result.state
+        return result
+
+    async def aupdate(self, history: Sequence[Message], *, force: bool = False) -> FlushResult:
+        """Async twin of :meth:`update` (``asummarizer``, else ``summarizer`` called inline)."""
+        achat = self.asummarizer
+        if achat is None and self.summarizer is not None:
+            sync_chat = self.summarizer
+
+            async def achat_from_sync(messages: list[Message]) -> str:
+                return sync_chat(messages)
+
+            achat = achat_from_sync
+        result = await aflush(
+            history,
+            self._state,
+            self.config,
+            count_tokens=self._count,
+            achat=achat,
+            prices=self._prices(),
+            force=force,
+        )
+        self.state = result.state
+        return result

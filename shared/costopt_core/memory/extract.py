@@ -1,0 +1,291 @@
+"""Extractive memory without an LLM call: salient sentences, key facts, and recall.
+
+All three reuse the context summarizer's sentence splitter and scoring
+(:func:`~costopt_core.context.summarize.summarize_extractive`):
+
+- a summary of old turns keeps the sentences that share the most rare words,
+  names and numbers with the batch's own recurring topics (a pseudo-question
+  made of the terms that several turns mention);
+- key facts are sentences that state a preference, a decision, an identity
+  or a figure (cue phrases, numbers, dates, money, addresses), kept verbatim
+  under their own budget;
+- recall keeps the older sentences that best answer the latest user message.
+
+Each kept sentence keeps its speaker ("Alice: ..."), so a summary still says
+who said what.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from costopt_core.context.sentences import split_sentences
+from costopt_core.context.summarize import (
+    SummarizerConfig,
+    SummaryResult,
+    _content_words,
+    _names,
+    _numbers,
+    asummarize_extractive,
+    summarize_extractive,
+)
+from costopt_core.memory.turns import CountTokens
+
+__all__ = [
+    "Recalled",
+    "arecall_sentences",
+    "fact_score",
+    "key_fact_candidates",
+    "recall_sentences",
+    "select_facts",
+    "summarize_lines",
+]
+
+Embed = Callable[[Sequence[str]], npt.NDArray[np.float32]]
+AEmbed = Callable[[Sequence[str]], Awaitable[npt.NDArray[np.float32]]]
+
+# Phrases that mark a durable fact about a person or a decision, in any domain.
+_CUES = re.compile(
+    r"\b(?:my name is|call me|i am an?|i'm an?|i work(?:ed)? (?:at|as|for|in)|i live|"
+    r"i moved|i'm from|i am from|i was born|born in|my (?:wife|husband|partner|son|daughter|"
+    r"kids?|children|mom|mother|dad|father|sister|brother|friend|dog|cat|job|team|boss|"
+    r"birthday|address|email|phone|favou?rite)|favou?rite|i (?:really )?(?:prefer|like|love|"
+    r"enjoy|hate|dislike|can't stand|don't like|want|need|plan|decided|chose|bought|started|"
+    r"joined|adopted|graduated|got married)|we (?:decided|agreed|chose|will|plan)|"
+    r"decided|agreed|deadline|due (?:on|by)|allergic|remember (?:that|to)|"
+    r"don't forget|always|never)\b",
+    re.IGNORECASE,
+)
+_FIGURE = re.compile(
+    r"[$€£¥]\s?\d|\d+(?:\.\d+)?\s?%|\b\d{1,2}:\d{2}\b|\b(?:19|20)\d{2}\b|"
+    r"\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{1,2}\b|"
+    r"\b\d{1,2} (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b|"
+    r"[\w.+-]+@[\w-]+\.[\w.]+|https?://\S+",
+    re.IGNORECASE,
+)
+_MIN_FACT_WORDS = 3
+_MAX_FACT_WORDS = 45
+
+
+def fact_score(sentence: str) -> float:
+    """How much a sentence looks like a key fact (0: not one).
+
+    A cue phrase counts 2, a figure (date, money, percentage, time, address)
+    1, another number 0.5, a name 0.5; a question is not a fact.
+    """
+    words = sentence.split()
+    if not _MIN_FACT_WORDS <= len(words) <= _MAX_FACT_WORDS or sentence.rstrip().endswith("?"):
+        return 0.0
+    score = 2.0 * min(2, len(_CUES.findall(sentence)))
+    if _FIGURE.search(sentence):
+        score += 1.0
+    elif _numbers(sentence):
+        score += 0.5
+    if _names(" ".join(words[1:])):  # the first word's capital is grammar
+        score += 0.5
+    return score
+
+
+def key_fact_candidates(lines: Sequence[tuple[str, str]], min_score: float = 2.0) -> list[str]:
+    """Sentences of ``(speaker, text)`` turns that state a key fact, as "speaker: sentence"."""
+    out: list[str] = []
+    for who, text in lines:
+        for s in split_sentences(text):
+            if fact_score(s.text) >= min_score:
+                out.append(f"{who}: {s.text}")
+    return out
+
+
+def select_facts(
+    facts: Sequence[str], budget_tokens: int, count_tokens: CountTokens
+) -> tuple[str, ...]:
+    """The best facts under the budget, in their original order.
+
+    Higher :func:`fact_score` first, then the more recent (a later statement
+    of a preference supersedes an earlier one); exact duplicates once.
+    """
+    if budget_tokens <= 0:
+        return ()
+    unique = list(dict.fromkeys(facts))
+    ranked = sorted(
+        range(len(unique)),
+        key=lambda i: (-fact_score(unique[i].split(": ", 1)[-1]), -i),
+    )
+    kept: set[int] = set()
+    used = 0
+    for i in ranked:
+        cost = count_tokens(unique[i]) + 2  # "- " and the line break
+        if used + cost <= budget_tokens:
+            kept.add(i)
+            used += cost
+    return tuple(unique[i] for i in sorted(kept))
+
+
+def _topic_query(texts: Sequence[str], max_terms: int = 24) -> str:
+    """A pseudo-question for a batch of turns: the terms several turns share, and the names."""
+    df: Counter[str] = Counter()
+    for t in texts:
+        df.update(_content_words(t))
+    names: Counter[str] = Counter()
+    for t in texts:
+        names.update(_names(t))
+    shared = [w for w, c in df.most_common() if c >= 2][:max_terms]
+    top_names = [n for n, _ in names.most_common(max_terms // 3)]
+    return " ".join(shared + top_names)
+
+
+def _render(result: SummaryResult, lines: Sequence[tuple[str, str]]) -> list[tuple[int, str]]:
+    out = []
+    for c in result.chunks:
+        who = lines[c.index][0]
+        out.append((c.index, f"{who}: {c.text}" if who else c.text))
+    return out
+
+
+def _size(rendered: Sequence[tuple[int, str]], count_tokens: CountTokens) -> int:
+    return sum(count_tokens(t) + 1 for _, t in rendered)
+
+
+def summarize_lines(
+    lines: Sequence[tuple[str, str]], budget_tokens: int, count_tokens: CountTokens
+) -> str:
+    """An extractive summary of ``(speaker, text)`` turns in at most ``budget_tokens``.
+
+    Keeps the sentences most about the batch's recurring topics, in their
+    original order, one "speaker: sentences" line per turn that kept any.
+    """
+    texts = [t for _, t in lines]
+    if not any(t.strip() for t in texts) or budget_tokens <= 0:
+        return ""
+    query = _topic_query(texts)
+    budget = budget_tokens
+    rendered: list[tuple[int, str]] = []
+    for _ in range(4):  # speaker labels cost tokens the summarizer does not see
+        config = SummarizerConfig(
+            budget_ratio=None, budget_tokens=max(1, budget), expand_query=False, lead_prior=0.05
+        )
+        result = summarize_extractive(query, texts, config, count_tokens=count_tokens)
+        rendered = _render(result, lines)
+        over = _size(rendered, count_tokens) - budget_tokens
+        if over <= 0:
+            return "\n".join(t for _, t in rendered)
+        budget -= over
+        if budget <= 0:
+            break
+    return _truncate("\n".join(t for _, t in rendered), budget_tokens, count_tokens)
+
+
+def _truncate(text: str, budget_tokens: int, count_tokens: CountTokens) -> str:
+    """Whole lines from the end dropped until the text fits (a last resort)."""
+    lines = text.split("\n")
+    while lines and count_tokens("\n".join(lines)) > budget_tokens:
+        lines.pop()
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class Recalled:
+    """Older sentences recalled for a query.
+
+    Attributes:
+        indices: positions (in the candidate list given) of the turns that
+            contributed a sentence, in order.
+        lines: "speaker: sentences" per recalled turn, in order.
+        tokens: tokens of ``lines`` joined by line breaks.
+    """
+
+    indices: tuple[int, ...]
+    lines: tuple[str, ...]
+    tokens: int
+
+
+def _recall_config(budget: int, min_score: float, embeddings: bool) -> SummarizerConfig:
+    return SummarizerConfig(
+        budget_ratio=None,
+        budget_tokens=max(1, budget),
+        min_score=min_score,
+        lead_prior=0.0,
+        sentence_embeddings=embeddings,
+    )
+
+
+def _recalled(rendered: Sequence[tuple[int, str]], count_tokens: CountTokens) -> Recalled:
+    lines = tuple(t for _, t in rendered)
+    return Recalled(tuple(i for i, _ in rendered), lines, count_tokens("\n".join(lines)))
+
+
+def recall_sentences(
+    query: str,
+    lines: Sequence[tuple[str, str]],
+    budget_tokens: int,
+    count_tokens: CountTokens,
+    *,
+    min_score: float = 0.02,
+    embed: Embed | None = None,
+) -> Recalled:
+    """The sentences of older ``(speaker, text)`` turns that best answer ``query``.
+
+    Args:
+        query: the latest user message.
+        lines: the older turns (not in the verbatim window).
+        budget_tokens: at most this many tokens are recalled.
+        count_tokens: text -> tokens.
+        min_score: sentences scoring less are never recalled.
+        embed: when given, sentences are also scored by embedding similarity.
+    """
+    if not query.strip() or not lines or budget_tokens <= 0:
+        return Recalled((), (), 0)
+    texts = [t for _, t in lines]
+    budget = budget_tokens
+    rendered: list[tuple[int, str]] = []
+    for _ in range(4):
+        config = _recall_config(budget, min_score, embed is not None)
+        result = summarize_extractive(query, texts, config, embed=embed, count_tokens=count_tokens)
+        rendered = _render(result, lines)
+        over = _size(rendered, count_tokens) - budget_tokens
+        if over <= 0:
+            break
+        budget -= over
+        if budget <= 0:
+            rendered = []
+            break
+    return _recalled(rendered, count_tokens)
+
+
+async def arecall_sentences(
+    query: str,
+    lines: Sequence[tuple[str, str]],
+    budget_tokens: int,
+    count_tokens: CountTokens,
+    *,
+    min_score: float = 0.02,
+    aembed: AEmbed | None = None,
+) -> Recalled:
+    """Async twin of :func:`recall_sentences` (``aembed`` is awaited)."""
+    if aembed is None:
+        return recall_sentences(query, lines, budget_tokens, count_tokens, min_score=min_score)
+    if not query.strip() or not lines or budget_tokens <= 0:
+        return Recalled((), (), 0)
+    texts = [t for _, t in lines]
+    budget = budget_tokens
+    rendered: list[tuple[int, str]] = []
+    for _ in range(4):
+        config = _recall_config(budget, min_score, True)
+        result = await asummarize_extractive(
+            query, texts, config, aembed=aembed, count_tokens=count_tokens
+        )
+        rendered = _render(result, lines)
+        over = _size(rendered, count_tokens) - budget_tokens
+        if over <= 0:
+            break
+        budget -= over
+        if budget <= 0:
+            rendered = []
+            break
+    return _recalled(rendered, count_tokens)

@@ -17,6 +17,7 @@ who said what.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -58,8 +59,7 @@ _CUES = re.compile(
     r"birthday|address|email|phone|favou?rite)|favou?rite|i (?:really )?(?:prefer|like|love|"
     r"enjoy|hate|dislike|can't stand|don't like|want|need|plan|decided|chose|bought|started|"
     r"joined|adopted|graduated|got married)|we (?:decided|agreed|chose|will|plan)|"
-    r"decided|agreed|deadline|due (?:on|by)|allergic|remember (?:that|to)|"
-    r"don't forget|always|never)\b",
+    r"decided|agreed|deadline|due (?:on|by)|allergic|remember (?:that|to)|don't forget)\b",
     re.IGNORECASE,
 )
 _FIGURE = re.compile(
@@ -70,6 +70,8 @@ _FIGURE = re.compile(
     re.IGNORECASE,
 )
 _MIN_FACT_WORDS = 3
+_MIN_FACT_CONTENT_WORDS = 4
+_MIN_SALIENT_WORDS = 3
 _MAX_FACT_WORDS = 45
 
 
@@ -81,6 +83,8 @@ def fact_score(sentence: str) -> float:
     """
     words = sentence.split()
     if not _MIN_FACT_WORDS <= len(words) <= _MAX_FACT_WORDS or sentence.rstrip().endswith("?"):
+        return 0.0
+    if len(_content_words(sentence)) < _MIN_FACT_CONTENT_WORDS:
         return 0.0
     score = 2.0 * min(2, len(_CUES.findall(sentence)))
     if _FIGURE.search(sentence):
@@ -127,17 +131,65 @@ def select_facts(
     return tuple(unique[i] for i in sorted(kept))
 
 
-def _topic_query(texts: Sequence[str], max_terms: int = 24) -> str:
-    """A pseudo-question for a batch of turns: the terms several turns share, and the names."""
-    df: Counter[str] = Counter()
-    for t in texts:
-        df.update(_content_words(t))
-    names: Counter[str] = Counter()
-    for t in texts:
-        names.update(_names(t))
-    shared = [w for w, c in df.most_common() if c >= 2][:max_terms]
-    top_names = [n for n, _ in names.most_common(max_terms // 3)]
-    return " ".join(shared + top_names)
+def _salience(texts: Sequence[str], exclude: set[str]) -> list[float]:
+    """How much each sentence says: its rare content words per token, plus key-fact cues.
+
+    Chat is mostly phatic ("Wow, that's great!"): few content words, all
+    common. Rare words (inverse frequency across the batch's sentences, as
+    the context summarizer weighs question terms) mark the specific ones.
+    Speakers' own names are left out: they are in every other line.
+    """
+    words = [_content_words(t) - exclude for t in texts]
+    n = len(texts)
+    df: Counter[str] = Counter(w for ws in words for w in ws)
+    out = []
+    for text, ws in zip(texts, words, strict=True):
+        if len(ws) < _MIN_SALIENT_WORDS:
+            out.append(0.0)
+            continue
+        weight = sum(math.log(1.0 + n / df[w]) for w in ws)
+        out.append(weight / math.sqrt(len(text.split())) + 0.5 * fact_score(text))
+    return out
+
+
+def summarize_lines(
+    lines: Sequence[tuple[str, str]], budget_tokens: int, count_tokens: CountTokens
+) -> str:
+    """An extractive summary of ``(speaker, text)`` turns in at most ``budget_tokens``.
+
+    Keeps the most informative sentences (see :func:`_salience`) in their
+    original order, one "speaker: sentences" line per turn that kept any.
+    """
+    if budget_tokens <= 0:
+        return ""
+    sents = [(k, s.text) for k, (_, text) in enumerate(lines) for s in split_sentences(text)]
+    if not sents:
+        return ""
+    speakers = {w.lower() for who, _ in lines for w in who.split()}
+    score = _salience([t for _, t in sents], speakers)
+    kept: set[int] = set()
+    turns: set[int] = set()
+    used = 0
+    for i in sorted(range(len(sents)), key=lambda i: (-score[i], i)):
+        if score[i] <= 0:
+            break
+        k, text = sents[i]
+        cost = count_tokens(text) + 1
+        if k not in turns:
+            cost += count_tokens(f"{lines[k][0]}: ") if lines[k][0] else 0
+        if used + cost <= budget_tokens:
+            kept.add(i)
+            turns.add(k)
+            used += cost
+    by_turn: dict[int, list[str]] = {}
+    for i in sorted(kept):
+        k, text = sents[i]
+        by_turn.setdefault(k, []).append(text)
+    rendered = [
+        f"{lines[k][0]}: {' '.join(ts)}" if lines[k][0] else " ".join(ts)
+        for k, ts in sorted(by_turn.items())
+    ]
+    return _truncate("\n".join(rendered), budget_tokens, count_tokens)
 
 
 def _render(result: SummaryResult, lines: Sequence[tuple[str, str]]) -> list[tuple[int, str]]:
@@ -150,35 +202,6 @@ def _render(result: SummaryResult, lines: Sequence[tuple[str, str]]) -> list[tup
 
 def _size(rendered: Sequence[tuple[int, str]], count_tokens: CountTokens) -> int:
     return sum(count_tokens(t) + 1 for _, t in rendered)
-
-
-def summarize_lines(
-    lines: Sequence[tuple[str, str]], budget_tokens: int, count_tokens: CountTokens
-) -> str:
-    """An extractive summary of ``(speaker, text)`` turns in at most ``budget_tokens``.
-
-    Keeps the sentences most about the batch's recurring topics, in their
-    original order, one "speaker: sentences" line per turn that kept any.
-    """
-    texts = [t for _, t in lines]
-    if not any(t.strip() for t in texts) or budget_tokens <= 0:
-        return ""
-    query = _topic_query(texts)
-    budget = budget_tokens
-    rendered: list[tuple[int, str]] = []
-    for _ in range(4):  # speaker labels cost tokens the summarizer does not see
-        config = SummarizerConfig(
-            budget_ratio=None, budget_tokens=max(1, budget), expand_query=False, lead_prior=0.05
-        )
-        result = summarize_extractive(query, texts, config, count_tokens=count_tokens)
-        rendered = _render(result, lines)
-        over = _size(rendered, count_tokens) - budget_tokens
-        if over <= 0:
-            return "\n".join(t for _, t in rendered)
-        budget -= over
-        if budget <= 0:
-            break
-    return _truncate("\n".join(t for _, t in rendered), budget_tokens, count_tokens)
 
 
 def _truncate(text: str, budget_tokens: int, count_tokens: CountTokens) -> str:
@@ -226,7 +249,7 @@ def recall_sentences(
     budget_tokens: int,
     count_tokens: CountTokens,
     *,
-    min_score: float = 0.02,
+    min_score: float = 0.1,
     embed: Embed | None = None,
 ) -> Recalled:
     """The sentences of older ``(speaker, text)`` turns that best answer ``query``.
@@ -264,7 +287,7 @@ async def arecall_sentences(
     budget_tokens: int,
     count_tokens: CountTokens,
     *,
-    min_score: float = 0.02,
+    min_score: float = 0.1,
     aembed: AEmbed | None = None,
 ) -> Recalled:
     """Async twin of :func:`recall_sentences` (``aembed`` is awaited)."""

@@ -5,6 +5,8 @@ Anthropic Message Batches, a local executor), and the job that splits,
 submits, polls, collects, retries and prices at batch rates.
 """
 
+from costopt_core.batch.job import BatchJob, BatchJobConfig, BatchNotFoundError, BatchStatus
+from costopt_core.batch.local import LocalBatchProvider
 from costopt_core.batch.provider import (
     BatchLimits,
     BatchProvider,
@@ -12,5 +14,23 @@ from costopt_core.batch.provider import (
     BatchResult,
     RemoteBatch,
 )
+from costopt_core.batch.queue import BatchQueue
+from costopt_core.batch.split import SplitPlan, decide_outcome, plan_batches, should_flush
 
-__all__ = ["BatchLimits", "BatchProvider", "BatchRequest", "BatchResult", "RemoteBatch"]
+__all__ = [
+    "BatchJob",
+    "BatchJobConfig",
+    "BatchLimits",
+    "BatchNotFoundError",
+    "BatchProvider",
+    "BatchQueue",
+    "BatchRequest",
+    "BatchResult",
+    "BatchStatus",
+    "LocalBatchProvider",
+    "RemoteBatch",
+    "SplitPlan",
+    "decide_outcome",
+    "plan_batches",
+    "should_flush",
+]

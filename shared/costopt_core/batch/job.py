@@ -1,0 +1,587 @@
+"""``BatchJob``: the queue and a provider, from enqueue to priced results.
+
+A job is a named set of requests in a :class:`BatchQueue` file. It submits
+queued requests split by the provider's limits (``flush``), polls the
+remote batches and stores their results (``poll``), puts failed and expired
+requests back in the queue while attempts remain, and records each result
+in the engine's ledger once, at the provider's rates (``mode = "batch"`` for
+provider batch APIs, ``"sync"`` for the local executor). Decisions are the
+pure functions of ``split.py``; this module is the thin shell around them,
+with sync and async twins.
+
+Everything a job knows is in the queue file, so a new process that opens
+the same file and job name finds the submitted batches and collects them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from costopt_core.batch.provider import BatchProvider, BatchRequest, BatchResult, RemoteBatch
+from costopt_core.batch.queue import BatchQueue, OpenBatch, RequestState, StoredResult
+from costopt_core.batch.split import decide_outcome, plan_batches, should_flush
+from costopt_core.engine import CostEngine, default_engine
+from costopt_core.errors import BatchError, config_error
+from costopt_core.types import CallMode, CallRecord, Usage
+
+__all__ = ["BatchJob", "BatchJobConfig", "BatchNotFoundError", "BatchStatus"]
+
+
+class BatchNotFoundError(BatchError, LookupError):
+    """The provider does not know a batch id (expired from its records, or a
+    local batch lost with its process). The job queues the batch's requests again."""
+
+
+class BatchJobConfig(BaseModel):
+    """How a :class:`BatchJob` flushes, retries and polls. Bad values raise ``ConfigurationError``.
+
+    Attributes:
+        max_attempts: submissions of one request in all; a retryable failure
+            (error, expiry, lost batch) is queued again until this is reached.
+        max_pending: flush when this many requests are queued (``None``: no size trigger).
+        max_wait_s: flush when the oldest queued request waited this long,
+            checked on ``enqueue`` and ``poll`` (``None``: no age trigger).
+        poll_interval_s: wait between polls in ``wait``; ``None`` uses the
+            provider's ``poll_interval_s`` if it has one, else 10 s (0.05 s
+            for a provider whose ``mode`` is ``sync``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_attempts: int = Field(3, ge=1, le=100)
+    max_pending: int | None = Field(None, ge=1)
+    max_wait_s: float | None = Field(None, ge=0.0)
+    poll_interval_s: float | None = Field(None, gt=0.0)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise config_error("BatchJobConfig", exc) from None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStatus:
+    """Requests of a job per state, and the remote batches it waits for.
+
+    ``remote`` holds the provider's report of each open batch from the last
+    poll (empty before any poll).
+    """
+
+    job: str
+    queued: int
+    submitted: int
+    done: int
+    failed: int
+    canceled: int
+    open_batches: int
+    job_canceled: bool = False
+    remote: tuple[RemoteBatch, ...] = field(default=())
+
+    @property
+    def total(self) -> int:
+        return self.queued + self.submitted + self.done + self.failed + self.canceled
+
+    @property
+    def finished(self) -> int:
+        """Requests with a final outcome (done, failed or canceled)."""
+        return self.done + self.failed + self.canceled
+
+    @property
+    def complete(self) -> bool:
+        """Nothing left to submit or collect."""
+        return self.queued == 0 and self.submitted == 0 and self.open_batches == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "queued": self.queued,
+            "submitted": self.submitted,
+            "done": self.done,
+            "failed": self.failed,
+            "canceled": self.canceled,
+            "open_batches": self.open_batches,
+            "job_canceled": self.job_canceled,
+            "total": self.total,
+            "complete": self.complete,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Collected:
+    """What collecting one ended batch decided, before it is stored."""
+
+    outcomes: dict[str, tuple[RequestState, BatchResult]]
+    done: list[tuple[BatchRequest, BatchResult]]
+
+
+class BatchJob:
+    """Requests queued under one name, run through one provider, priced once each.
+
+    Args:
+        provider: where batches run (OpenAI, Anthropic, :class:`LocalBatchProvider`).
+            Its optional ``mode`` attribute (``"batch"`` by default) is the
+            billing mode results are recorded with.
+        queue: the queue, or the path of its SQLite file.
+        name: the job's name in the queue; request ids are unique within it.
+        engine: prices and records results; :func:`default_engine` if omitted.
+        config: flush, retry and poll settings (or pass them as keywords).
+        framework: ``langchain`` / ``llamaindex`` label for the ledger.
+        record: record succeeded results in the engine's ledger.
+        clock: seconds since the epoch; ``sleep`` / ``asleep``: how ``wait``
+            pauses (all injectable for tests).
+        **settings: fields of :class:`BatchJobConfig` when ``config`` is omitted.
+
+    Example:
+        >>> job = BatchJob(LocalBatchProvider(chat), "jobs.db", name="nightly")
+        >>> job.enqueue([BatchRequest(id="q1", model="gpt-4o-mini", messages=msgs)])
+        >>> job.wait(progress=True)
+        >>> job.results()["q1"].text
+    """
+
+    def __init__(
+        self,
+        provider: BatchProvider,
+        queue: BatchQueue | str | Path,
+        *,
+        name: str = "default",
+        engine: CostEngine | None = None,
+        config: BatchJobConfig | None = None,
+        framework: str | None = None,
+        record: bool = True,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        asleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        **settings: Any,
+    ) -> None:
+        if config is not None and settings:
+            raise BatchError(f"pass config= or settings {sorted(settings)}, not both")
+        self.config = config if config is not None else BatchJobConfig(**settings)
+        self.provider = provider
+        self.queue = queue if isinstance(queue, BatchQueue) else BatchQueue(queue)
+        self.name = name
+        self._engine = engine
+        self.framework = framework
+        self.record = record
+        self.clock = clock
+        self.sleep = sleep
+        self.asleep = asleep
+        self._remote: dict[str, RemoteBatch] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"BatchJob(name={self.name!r}, provider={self.provider.name!r}, queue={self.queue!r})"
+        )
+
+    @property
+    def engine(self) -> CostEngine:
+        return self._engine if self._engine is not None else default_engine()
+
+    @property
+    def mode(self) -> CallMode:
+        """How results are billed: ``batch`` unless the provider says ``sync``."""
+        mode = getattr(self.provider, "mode", "batch")
+        return "sync" if mode == "sync" else "batch"
+
+    @property
+    def poll_interval_s(self) -> float:
+        if self.config.poll_interval_s is not None:
+            return self.config.poll_interval_s
+        own = getattr(self.provider, "poll_interval_s", None)
+        if isinstance(own, int | float) and own > 0:
+            return float(own)
+        return 0.05 if self.mode == "sync" else 10.0
+
+    # -- status -------------------------------------------------------------
+    def status(self) -> BatchStatus:
+        """Requests per state, from the queue file (no provider call)."""
+        counts = self.queue.counts(self.name)
+        open_batches = self.queue.open_batches(self.name)
+        return BatchStatus(
+            job=self.name,
+            queued=counts["queued"],
+            submitted=counts["submitted"],
+            done=counts["done"],
+            failed=counts["failed"],
+            canceled=counts["canceled"],
+            open_batches=len(open_batches),
+            job_canceled=self.queue.is_canceled(self.name),
+            remote=tuple(
+                self._remote[b.remote_id] for b in open_batches if b.remote_id in self._remote
+            ),
+        )
+
+    def results(self) -> dict[str, BatchResult]:
+        """Final results per request id, in enqueue order (unfinished requests left out).
+
+        ``done`` requests carry the provider's answer; ``failed`` ones the last
+        error; a request canceled before it was submitted gets a ``canceled``
+        result.
+        """
+        out: dict[str, BatchResult] = {}
+        for s in self.queue.stored(self.name):
+            if s.state in ("queued", "submitted"):
+                continue
+            out[s.id] = s.result if s.result is not None else _never_sent(s)
+        return out
+
+    # -- enqueue ------------------------------------------------------------
+    def enqueue(self, requests: Iterable[BatchRequest]) -> list[str]:
+        """Queue requests durably (committed when this returns); may flush.
+
+        Returns:
+            The ids queued, in order.
+
+        Raises:
+            BatchError: an id is already in this job (nothing queued), the file
+                cannot be written, or a triggered flush failed to submit.
+        """
+        reqs = list(requests)
+        self.queue.enqueue(self.name, reqs, now=self.clock())
+        if self._flush_due():
+            self.flush()
+        return [r.id for r in reqs]
+
+    async def aenqueue(self, requests: Iterable[BatchRequest]) -> list[str]:
+        reqs = list(requests)
+        self.queue.enqueue(self.name, reqs, now=self.clock())
+        if self._flush_due():
+            await self.aflush()
+        return [r.id for r in reqs]
+
+    def _flush_due(self) -> bool:
+        cfg = self.config
+        if cfg.max_pending is None and cfg.max_wait_s is None:
+            return False
+        counts = self.queue.counts(self.name)
+        oldest = self.queue.oldest_queued_at(self.name) if cfg.max_wait_s is not None else None
+        age = None if oldest is None else self.clock() - oldest
+        return should_flush(
+            counts["queued"], age, max_pending=cfg.max_pending, max_wait_s=cfg.max_wait_s
+        )
+
+    # -- flush --------------------------------------------------------------
+    def _plan_flush(self) -> list[list[tuple[int, BatchRequest]]]:
+        """Queued requests grouped into batches; oversized ones failed on the spot."""
+        if self.queue.is_canceled(self.name):
+            return []
+        queued = self.queue.queued(self.name)
+        if not queued:
+            return []
+        plan = plan_batches(
+            [self.provider.request_size(q.request) for q in queued], self.provider.limits
+        )
+        if plan.too_large:
+            limit = self.provider.limits.max_bytes
+            failed: dict[str, tuple[RequestState, BatchResult]] = {}
+            for i in plan.too_large:
+                r = queued[i].request
+                failed[r.id] = (
+                    "failed",
+                    BatchResult(
+                        id=r.id,
+                        status="errored",
+                        model=r.model,
+                        error=(
+                            f"request of {self.provider.request_size(r)} bytes exceeds the "
+                            f"{self.provider.name} batch limit of {limit} bytes; shorten it or "
+                            "send it in real time"
+                        ),
+                    ),
+                )
+            self.queue.finish_requests(self.name, failed, now=self.clock())
+        return [[(queued[i].seq, queued[i].request) for i in batch] for batch in plan.batches]
+
+    def flush(self) -> list[str]:
+        """Submit every queued request, split by the provider's limits.
+
+        Returns:
+            The remote batch ids submitted.
+
+        Raises:
+            BatchError: the provider refused a batch; its requests (and those
+                of later batches) stay queued.
+        """
+        ids: list[str] = []
+        for batch in self._plan_flush():
+            try:
+                remote_id = self.provider.submit([r for _, r in batch])
+            except BatchError:
+                raise
+            except Exception as exc:  # a provider should raise BatchError; be safe
+                raise BatchError(f"{self.provider.name} batch submit failed: {exc}") from exc
+            self.queue.mark_submitted(
+                self.name, self.provider.name, remote_id, [s for s, _ in batch], now=self.clock()
+            )
+            ids.append(remote_id)
+        return ids
+
+    async def aflush(self) -> list[str]:
+        ids: list[str] = []
+        for batch in self._plan_flush():
+            try:
+                remote_id = await self.provider.asubmit([r for _, r in batch])
+            except BatchError:
+                raise
+            except Exception as exc:
+                raise BatchError(f"{self.provider.name} batch submit failed: {exc}") from exc
+            self.queue.mark_submitted(
+                self.name, self.provider.name, remote_id, [s for s, _ in batch], now=self.clock()
+            )
+            ids.append(remote_id)
+        return ids
+
+    # -- poll and collect -----------------------------------------------------
+    def _open(self) -> list[OpenBatch]:
+        batches = self.queue.open_batches(self.name)
+        foreign = sorted({b.provider for b in batches if b.provider != self.provider.name})
+        if foreign:
+            raise BatchError(
+                f"batch job {self.name!r} has open batches on provider(s) {foreign}, not "
+                f"{self.provider.name!r}; open the job with the provider that submitted them"
+            )
+        return batches
+
+    def _decide(self, batch: OpenBatch, results: Sequence[BatchResult] | None) -> _Collected:
+        """Outcome of each request of an ended (or, with ``None``, lost) batch."""
+        by_id = {r.id: r for r in results or ()}
+        canceled = self.queue.is_canceled(self.name)
+        max_attempts = self.config.max_attempts
+        outcomes: dict[str, tuple[RequestState, BatchResult]] = {}
+        done: list[tuple[BatchRequest, BatchResult]] = []
+        for s in self.queue.batch_requests(batch.provider, batch.remote_id):
+            result = by_id.get(s.id)
+            state = decide_outcome(
+                result, attempts=s.attempts, max_attempts=max_attempts, job_canceled=canceled
+            )
+            if result is None:
+                reason = (
+                    f"batch {batch.remote_id} is gone from {batch.provider}"
+                    if results is None
+                    else f"{batch.provider} returned no result for this request"
+                )
+                result = BatchResult(
+                    id=s.id, status="errored", model=s.request.model, error=reason, retryable=True
+                )
+            outcomes[s.id] = (state, result)
+            if state == "done":
+                done.append((s.request, result))
+        return _Collected(outcomes, done)
+
+    def _store(self, batch: OpenBatch, collected: _Collected) -> list[CallRecord]:
+        claimed = self.queue.finish_requests(
+            self.name,
+            collected.outcomes,
+            now=self.clock(),
+            batch=(batch.provider, batch.remote_id),
+        )
+        self._remote.pop(batch.remote_id, None)
+        forget = getattr(self.provider, "forget", None)
+        if callable(forget):
+            forget(batch.remote_id)
+        if not claimed:  # another process (or job object) collected it first
+            return []
+        return self._record(batch, collected.done)
+
+    def _record(
+        self, batch: OpenBatch, done: Sequence[tuple[BatchRequest, BatchResult]]
+    ) -> list[CallRecord]:
+        if not self.record:
+            return []
+        engine = self.engine
+        mode = self.mode
+        records = []
+        for request, result in done:
+            records.append(
+                engine.record_call(
+                    model=result.model or request.model,
+                    usage=result.usage if result.usage is not None else Usage(),
+                    mode=mode,
+                    tenant=request.tenant,
+                    framework=self.framework,
+                    call_id=f"batch:{self.name}:{request.id}",
+                    tags={"batch_job": self.name, "batch_id": batch.remote_id},
+                )
+            )
+        return records
+
+    def poll(self) -> BatchStatus:
+        """Poll each open batch once, collect the ended ones, flush if a policy says so."""
+        for batch in self._open():
+            try:
+                remote = self.provider.poll(batch.remote_id)
+            except BatchNotFoundError:
+                self._store(batch, self._decide(batch, None))
+                continue
+            self._remote[batch.remote_id] = remote
+            if remote.status == "ended":
+                self._store(batch, self._decide(batch, self.provider.results(batch.remote_id)))
+        if self._flush_due():
+            self.flush()
+        return self.status()
+
+    async def apoll(self) -> BatchStatus:
+        for batch in self._open():
+            try:
+                remote = await self.provider.apoll(batch.remote_id)
+            except BatchNotFoundError:
+                self._store(batch, self._decide(batch, None))
+                continue
+            self._remote[batch.remote_id] = remote
+            if remote.status == "ended":
+                results = await self.provider.aresults(batch.remote_id)
+                self._store(batch, self._decide(batch, results))
+        if self._flush_due():
+            await self.aflush()
+        return self.status()
+
+    # -- wait ---------------------------------------------------------------
+    def wait(self, *, timeout_s: float | None = None, progress: bool = False) -> BatchStatus:
+        """Submit what is queued and poll until every request has an outcome.
+
+        Retries (failed or expired requests with attempts left) are submitted
+        again as they come back.
+
+        Args:
+            timeout_s: give up after this long (the job keeps running remotely;
+                call ``wait`` again, from this or another process).
+            progress: show a tqdm progress bar of finished requests.
+
+        Raises:
+            BatchError: ``timeout_s`` passed first, or the provider failed.
+        """
+        start = self.clock()
+        with _Progress(progress, self.name) as bar:
+            while True:
+                self.flush()
+                status = self.poll()
+                bar.show(status)
+                if status.complete or (status.job_canceled and not status.open_batches):
+                    return status
+                self._check_timeout(start, timeout_s, status)
+                self.sleep(self.poll_interval_s)
+
+    async def await_(
+        self, *, timeout_s: float | None = None, progress: bool = False
+    ) -> BatchStatus:
+        """Async twin of :meth:`wait` (``await`` is a keyword)."""
+        start = self.clock()
+        with _Progress(progress, self.name) as bar:
+            while True:
+                await self.aflush()
+                status = await self.apoll()
+                bar.show(status)
+                if status.complete or (status.job_canceled and not status.open_batches):
+                    return status
+                self._check_timeout(start, timeout_s, status)
+                await self.asleep(self.poll_interval_s)
+
+    def _check_timeout(self, start: float, timeout_s: float | None, status: BatchStatus) -> None:
+        if timeout_s is not None and self.clock() - start >= timeout_s:
+            raise BatchError(
+                f"batch job {self.name!r} not finished after {timeout_s}s ({status.finished} of "
+                f"{status.total} requests done); it keeps running: call wait() again later"
+            )
+
+    def run(
+        self,
+        requests: Iterable[BatchRequest],
+        *,
+        progress: bool = False,
+        timeout_s: float | None = None,
+    ) -> list[BatchResult]:
+        """Enqueue, wait, and return the results of ``requests`` in their order."""
+        ids = self.enqueue(requests)
+        self.wait(progress=progress, timeout_s=timeout_s)
+        results = self.results()
+        return [results[i] for i in ids]
+
+    async def arun(
+        self,
+        requests: Iterable[BatchRequest],
+        *,
+        progress: bool = False,
+        timeout_s: float | None = None,
+    ) -> list[BatchResult]:
+        ids = await self.aenqueue(requests)
+        await self.await_(progress=progress, timeout_s=timeout_s)
+        results = self.results()
+        return [results[i] for i in ids]
+
+    # -- cancel -------------------------------------------------------------
+    def cancel(self) -> BatchStatus:
+        """Cancel the job: queued requests are dropped, open batches canceled remotely.
+
+        Requests already answered when a batch stops are still collected (and
+        recorded: they were billed); the rest end ``canceled``, never retried.
+        """
+        self.queue.cancel(self.name, now=self.clock())
+        for batch in self._open():
+            try:
+                self.provider.cancel(batch.remote_id)
+            except BatchNotFoundError:
+                self._store(batch, self._decide(batch, None))
+        return self.status()
+
+    async def acancel(self) -> BatchStatus:
+        self.queue.cancel(self.name, now=self.clock())
+        for batch in self._open():
+            try:
+                await self.provider.acancel(batch.remote_id)
+            except BatchNotFoundError:
+                self._store(batch, self._decide(batch, None))
+        return self.status()
+
+
+def _never_sent(s: StoredResult) -> BatchResult:
+    return BatchResult(
+        id=s.id,
+        status="canceled",
+        model=s.request.model,
+        error="job canceled before this request was submitted",
+    )
+
+
+class _Progress:
+    """A tqdm bar of finished requests (a no-op when disabled)."""
+
+    def __init__(self, enabled: bool, name: str) -> None:
+        self.enabled = enabled
+        self.name = name
+        self._bar: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=0, desc=f"batch {self.name}", unit="req")
+        return self
+
+    def show(self, status: BatchStatus) -> None:
+        bar = self._bar
+        if bar is None:
+            return
+        bar.total = status.total
+        bar.n = status.finished
+        bar.set_postfix({k: v for k, v in _postfix(status).items() if v}, refresh=False)
+        bar.refresh()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _postfix(status: BatchStatus) -> Mapping[str, int]:
+    return {
+        "queued": status.queued,
+        "running": status.submitted,
+        "failed": status.failed,
+        "canceled": status.canceled,
+    }

@@ -1,0 +1,104 @@
+"""Pure decisions of a batch job: what goes into which batch, what to retry, when to flush.
+
+No I/O here: the job (``job.py``) reads the queue, calls these, and writes
+back; the sync and async paths share them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from costopt_core.batch.provider import BatchLimits, BatchResult
+
+__all__ = ["RequestOutcome", "SplitPlan", "decide_outcome", "plan_batches", "should_flush"]
+
+#: Where a request goes once its batch ended: kept (``done``), back in the queue
+#: (``queued``, another attempt), or given up (``failed``, ``canceled``).
+RequestOutcome = Literal["done", "queued", "failed", "canceled"]
+
+
+@dataclass(frozen=True, slots=True)
+class SplitPlan:
+    """Requests (by index) grouped into batches that fit the provider's limits.
+
+    ``too_large`` holds requests that exceed ``max_bytes`` on their own: no batch
+    can carry them, so they fail instead of blocking the queue.
+    """
+
+    batches: list[list[int]]
+    too_large: list[int]
+
+
+def plan_batches(sizes: Sequence[int], limits: BatchLimits) -> SplitPlan:
+    """Group requests, in order, into as few batches as the limits allow.
+
+    Greedy in queue order (so results come back roughly in the order asked):
+    a new batch starts when the next request would exceed ``max_requests`` or
+    ``max_bytes``.
+
+    Args:
+        sizes: bytes each request takes in a batch (``provider.request_size``).
+        limits: the provider's per-batch limits.
+
+    Returns:
+        The batches as lists of indexes into ``sizes``, and the oversized requests.
+    """
+    batches: list[list[int]] = []
+    too_large: list[int] = []
+    current: list[int] = []
+    current_bytes = 0
+    for i, size in enumerate(sizes):
+        if size > limits.max_bytes:
+            too_large.append(i)
+            continue
+        if current and (
+            len(current) >= limits.max_requests or current_bytes + size > limits.max_bytes
+        ):
+            batches.append(current)
+            current, current_bytes = [], 0
+        current.append(i)
+        current_bytes += size
+    if current:
+        batches.append(current)
+    return SplitPlan(batches, too_large)
+
+
+def decide_outcome(
+    result: BatchResult | None, *, attempts: int, max_attempts: int, job_canceled: bool
+) -> RequestOutcome:
+    """What becomes of one request of an ended batch.
+
+    Args:
+        result: the provider's result for it; ``None`` if the provider returned
+            none (treated as a retryable error).
+        attempts: submissions so far, this one included.
+        max_attempts: submissions allowed in all.
+        job_canceled: the user canceled the job: nothing is retried.
+    """
+    if result is not None and result.status == "succeeded":
+        return "done"
+    if job_canceled:
+        return "canceled"
+    retryable = result is None or result.retryable
+    if retryable and attempts < max_attempts:
+        return "queued"
+    if result is not None and result.status == "canceled":
+        return "canceled"
+    return "failed"
+
+
+def should_flush(
+    queued: int,
+    oldest_age_s: float | None,
+    *,
+    max_pending: int | None,
+    max_wait_s: float | None,
+) -> bool:
+    """True when the queue is big enough or its oldest request waited long enough."""
+    if queued <= 0:
+        return False
+    if max_pending is not None and queued >= max_pending:
+        return True
+    return max_wait_s is not None and oldest_age_s is not None and oldest_age_s >= max_wait_s

@@ -1,0 +1,713 @@
+"""Summarizing conversation memory for LangChain: a bounded view instead of the whole history.
+
+Three entry points over the one engine of ``costopt_core.memory``:
+
+* :class:`SummarizingChatMessageHistory` wraps any ``BaseChatMessageHistory``
+  (in memory, Redis, SQL, ...) for ``RunnableWithMessageHistory``: writes go
+  to the wrapped store unchanged, reads return the engine's view (system
+  prompts, one stable summary message, recalled sentences, the recent turns).
+* :func:`summarize_messages` / :func:`asummarize_messages`: the same view of
+  a plain message list, with the state passed in and returned.
+* :class:`SummarizingMemoryTransform`: that function as an LCEL step
+  (``prompt | transform | model``), one state per session.
+
+The agent middleware lives in ``langchain_costopt.memory_middleware`` (it
+needs the ``langchain`` package). Decisions are the engine's; this module
+only turns LangChain messages into engine messages and back, and keeps the
+engine's :class:`~costopt_core.memory.MemoryState` next to the history.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.callbacks import BaseCallbackManager
+from langchain_core.chat_history import BaseChatMessageHistory
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    convert_to_messages,
+)
+from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import ensure_config, merge_configs
+
+from costopt_core.engine import CostEngine, default_engine
+from costopt_core.errors import ConfigurationError
+from costopt_core.memory import (
+    ConversationMemory,
+    FlushResult,
+    MemoryConfig,
+    MemoryState,
+    MemoryView,
+    message_fingerprint,
+)
+from costopt_core.tenancy import current_tenant
+from costopt_core.types import Message
+from langchain_costopt._convert import from_langchain_messages
+from langchain_costopt.callbacks import CostCallbackHandler, _tracking
+
+__all__ = [
+    "STATE_MESSAGE_NAME",
+    "MemoryResult",
+    "SummarizingChatMessageHistory",
+    "SummarizingMemoryTransform",
+    "asummarize_messages",
+    "summarize_messages",
+]
+
+#: ``name`` of the sidecar messages that hold the serialised memory state.
+STATE_MESSAGE_NAME = "costopt_memory_state"
+#: Tag of the summarizer's own model calls (so traces and cost reports can tell them apart).
+SUMMARIZER_TAG = "costopt:memory-summarizer"
+# The sidecar is append-only (a crash mid-write never loses the last good
+# state); it is compacted to its last entry once it holds this many.
+_SIDECAR_MAX_ENTRIES = 8
+
+
+# -- translation --------------------------------------------------------------
+def to_langchain_message(message: Message) -> BaseMessage:
+    """A message the memory wrote (summary, recall, summarizer prompt) as a LangChain message."""
+    if message.role == "system":
+        return SystemMessage(content=message.content, name=message.name)
+    if message.role == "assistant":
+        return AIMessage(content=message.content, name=message.name)
+    return HumanMessage(content=message.content, name=message.name)
+
+
+def assemble(view: MemoryView, originals: Sequence[BaseMessage]) -> list[BaseMessage]:
+    """The messages to send: the user's own stored objects for history turns, new ones for
+    what the memory wrote (so ids, metadata and multimodal content of turns survive)."""
+    return [originals[p] if isinstance(p, int) else to_langchain_message(p) for p in view.parts]
+
+
+def _model_name(model: BaseChatModel | None) -> str | None:
+    if model is None:
+        return None
+    for attr in ("model_name", "model"):
+        value = getattr(model, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _prices_calls(callbacks: Any, engine: CostEngine) -> bool:
+    """Whether ``callbacks`` (a list or a manager) already price calls into ``engine``."""
+    if isinstance(callbacks, BaseCallbackManager):
+        handlers = [*callbacks.handlers, *callbacks.inheritable_handlers]
+    else:
+        handlers = list(callbacks or ())
+    tracking = _tracking.get()
+    if tracking is not None:
+        handlers.append(tracking)
+    return any(isinstance(h, CostCallbackHandler) and h.engine is engine for h in handlers)
+
+
+def _summarizer_config(
+    engine: CostEngine | None, tenant: str | None, record_costs: bool
+) -> RunnableConfig:
+    # Inside a chain or an agent the summarizer's call is a child of the
+    # current run: it keeps the caller's callbacks (tracing, their cost
+    # handler), and is priced here only when none of them prices it already.
+    inherited = ensure_config()
+    extra: RunnableConfig = {"tags": [SUMMARIZER_TAG], "run_name": "costopt_memory_summarizer"}
+    if tenant is not None:
+        extra["metadata"] = {"costopt_tenant": tenant}
+    target = engine or default_engine()
+    if record_costs and not _prices_calls(inherited.get("callbacks"), target):
+        extra["callbacks"] = [CostCallbackHandler(target, check_budgets=False)]
+    return merge_configs(inherited, extra)
+
+
+def summarizer_functions(
+    model: BaseChatModel,
+    *,
+    engine: CostEngine | None = None,
+    tenant: str | None = None,
+    record_costs: bool = True,
+) -> tuple[Callable[[list[Message]], str], Callable[[list[Message]], Awaitable[str]]]:
+    """The engine's ``summarizer`` / ``asummarizer`` callables over a LangChain chat model.
+
+    With ``record_costs`` each summarizer call is priced into ``engine``'s
+    ledger by a ``CostCallbackHandler``, unless the callbacks of the current
+    run (or a ``track_costs`` block) already price into that engine. Turn it
+    off when the model itself carries such a handler, or it is counted twice.
+    """
+
+    def chat(messages: list[Message]) -> str:
+        config = _summarizer_config(engine, tenant, record_costs)
+        return model.invoke([to_langchain_message(m) for m in messages], config=config).text
+
+    async def achat(messages: list[Message]) -> str:
+        config = _summarizer_config(engine, tenant, record_costs)
+        out = await model.ainvoke([to_langchain_message(m) for m in messages], config=config)
+        return out.text
+
+    return chat, achat
+
+
+def _history_key(history: Sequence[Message]) -> tuple[int, str | None]:
+    """Identifies a stored history (its length and last message) for once-per-view records."""
+    return len(history), message_fingerprint(history[-1]) if history else None
+
+
+@dataclass
+class MemoryOptions:
+    """What every entry point needs to build the engine's ``ConversationMemory``."""
+
+    config: MemoryConfig
+    engine: CostEngine | None
+    model: str | None
+    summarizer: BaseChatModel | None
+    summarizer_model: str | None
+    record_savings: bool
+    record_summarizer_costs: bool
+    tenant: str | None
+
+    def memory(self, state: MemoryState | None) -> ConversationMemory:
+        tenant = self.tenant if self.tenant is not None else current_tenant()
+        chat = achat = None
+        if self.summarizer is not None:
+            chat, achat = summarizer_functions(
+                self.summarizer,
+                engine=self.engine,
+                tenant=tenant,
+                record_costs=self.record_summarizer_costs,
+            )
+        return ConversationMemory(
+            self.config,
+            state=state,
+            engine=self.engine,
+            model=self.model,
+            summarizer=chat,
+            asummarizer=achat,
+            summarizer_model=self.summarizer_model or _model_name(self.summarizer),
+            record_savings=self.record_savings,
+            tenant=tenant,
+            framework="langchain",
+        )
+
+
+def memory_options(
+    config: MemoryConfig | None,
+    engine: CostEngine | None,
+    model: str | None,
+    summarizer: BaseChatModel | None,
+    summarizer_model: str | None,
+    record_savings: bool,
+    record_summarizer_costs: bool,
+    tenant: str | None,
+) -> MemoryOptions:
+    if config is not None and not isinstance(config, MemoryConfig):
+        raise ConfigurationError(
+            f"config must be a costopt_core.memory.MemoryConfig, got {type(config).__name__}; "
+            "build one with MemoryConfig(window_tokens=..., ...)"
+        )
+    if summarizer is not None and not isinstance(summarizer, BaseChatModel):
+        raise ConfigurationError(
+            f"summarizer must be a LangChain chat model (BaseChatModel), got "
+            f"{type(summarizer).__name__}; pass e.g. ChatOpenAI(model='gpt-4o-mini') or None "
+            "for extractive summaries"
+        )
+    return MemoryOptions(
+        config=config or MemoryConfig(),
+        engine=engine,
+        model=model,
+        summarizer=summarizer,
+        summarizer_model=summarizer_model,
+        record_savings=record_savings,
+        record_summarizer_costs=record_summarizer_costs,
+        tenant=tenant,
+    )
+
+
+# -- the sidecar ----------------------------------------------------------------
+def _state_from_sidecar(messages: Sequence[BaseMessage]) -> MemoryState:
+    for m in reversed(messages):
+        if m.name != STATE_MESSAGE_NAME or not isinstance(m.content, str):
+            continue
+        try:
+            data = json.loads(m.content)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            return MemoryState.from_dict(data)
+    # Nothing (readable) saved yet: the next flush rebuilds the summary from the history.
+    return MemoryState()
+
+
+def _sidecar_entry(state: MemoryState) -> SystemMessage:
+    return SystemMessage(content=state.to_json(), name=STATE_MESSAGE_NAME)
+
+
+# -- the chat history wrapper ---------------------------------------------------
+class SummarizingChatMessageHistory(BaseChatMessageHistory):
+    """Any ``BaseChatMessageHistory`` whose reads are a bounded, summarized view of it.
+
+    For ``RunnableWithMessageHistory`` (whose ``get_session_history`` returns
+    one of these around the user's store). ``add_messages`` appends to the
+    wrapped store unchanged, so the full history is never lost, then folds
+    old turns into the summary when a flush is due (in large batches, not
+    every turn). ``messages`` returns what the model should see: the system
+    prompts untouched and first, one summary message that changes only at a
+    flush (so the provider's prefix cache survives between flushes), recalled
+    older sentences, and the recent turns verbatim (a tool call is never
+    split from its results). Reading never writes anything.
+
+    The memory state (summaries, key facts) persists through ``state_store``:
+    a second ``BaseChatMessageHistory`` of the user's own backend (e.g. the
+    same Redis/SQL class under the session id ``f"{session_id}:memory"``).
+    It receives one small message per flush (JSON of the state, ``name`` =
+    :data:`STATE_MESSAGE_NAME`) and is compacted to the last one now and
+    then; the latest entry wins. Without a ``state_store`` the state lives on
+    this object (keep one wrapper per session) and a new wrapper rebuilds it
+    from the full history at its first flush. A state that no longer matches
+    the history (history edited or cleared elsewhere) is ignored, never trusted.
+
+    Each distinct stored history read is recorded once as ``memory`` savings
+    (``RunnableWithMessageHistory`` reads ``messages`` twice per call when
+    it has no ``history_messages_key``; the second read is the same view).
+
+    Recall looks for the latest *stored* user message: the history cannot see
+    the message being sent. Use :class:`SummarizingMemoryTransform` to recall
+    for the new message itself.
+
+    Args:
+        history: the store that keeps every message.
+        config: budgets and policy (``MemoryConfig()`` by default).
+        state_store: where the memory state is kept (see above).
+        engine: token counter, prices and ledger; the process default if None.
+        model: the conversation model: picks the tokenizer, prices the
+            flush-or-keep-the-cached-prefix trade-off, labels the records.
+        summarizer: a cheap chat model that writes the summaries; extractive
+            summaries (no model call) if None.
+        summarizer_model: the summarizer's model name for the trade-off (read
+            from the model if omitted).
+        tenant: tenant of the ledger records; otherwise ``tenant_scope``'s.
+        record_savings: record the tokens each view keeps out of a call.
+        record_summarizer_costs: price the summarizer's calls into the ledger
+            (off if that model already has a ``CostCallbackHandler`` on this engine).
+
+    Example:
+        >>> from langchain_core.chat_history import InMemoryChatMessageHistory
+        >>> from langchain_core.runnables.history import RunnableWithMessageHistory
+        >>> stores = {}
+        >>> def session(session_id: str) -> SummarizingChatMessageHistory:
+        ...     return SummarizingChatMessageHistory(
+        ...         stores.setdefault(session_id, InMemoryChatMessageHistory()),
+        ...         state_store=stores.setdefault(session_id + ":memory",
+        ...                                       InMemoryChatMessageHistory()),
+        ...     )
+        >>> chain = RunnableWithMessageHistory(model, session)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        history: BaseChatMessageHistory,
+        *,
+        config: MemoryConfig | None = None,
+        state_store: BaseChatMessageHistory | None = None,
+        engine: CostEngine | None = None,
+        model: str | None = None,
+        summarizer: BaseChatModel | None = None,
+        summarizer_model: str | None = None,
+        tenant: str | None = None,
+        record_savings: bool = True,
+        record_summarizer_costs: bool = True,
+    ) -> None:
+        if not isinstance(history, BaseChatMessageHistory):
+            raise ConfigurationError(
+                f"history must be a BaseChatMessageHistory, got {type(history).__name__}; "
+                "wrap your store, e.g. SummarizingChatMessageHistory(InMemoryChatMessageHistory())"
+            )
+        if state_store is not None and not isinstance(state_store, BaseChatMessageHistory):
+            raise ConfigurationError(
+                f"state_store must be a BaseChatMessageHistory or None, got "
+                f"{type(state_store).__name__}; pass a second store of your backend"
+            )
+        if state_store is history:
+            raise ConfigurationError(
+                "state_store must not be the wrapped history itself; pass a second store "
+                "(e.g. the same backend under the session id f'{session_id}:memory')"
+            )
+        self.history = history
+        self.state_store = state_store
+        self._options = memory_options(
+            config,
+            engine,
+            model,
+            summarizer,
+            summarizer_model,
+            record_savings,
+            record_summarizer_costs,
+            tenant,
+        )
+        self._state = MemoryState()
+        self._recorded: tuple[int, str | None] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def config(self) -> MemoryConfig:
+        return self._options.config
+
+    @property
+    def state(self) -> MemoryState:
+        """The memory state as last loaded or written by this object."""
+        return self._state
+
+    # -- reads ---------------------------------------------------------------
+    def _load_state(self) -> MemoryState:
+        if self.state_store is not None:
+            self._state = _state_from_sidecar(self.state_store.messages)
+        return self._state
+
+    async def _aload_state(self) -> MemoryState:
+        if self.state_store is not None:
+            self._state = _state_from_sidecar(await self.state_store.aget_messages())
+        return self._state
+
+    def _should_record(self, history: Sequence[Message]) -> bool:
+        key = _history_key(history)
+        with self._lock:
+            if key == self._recorded:
+                return False
+            self._recorded = key
+            return True
+
+    def view(self) -> MemoryView:
+        """The engine's view of the stored history (token counts, summary, flush state).
+
+        Nothing is recorded or written.
+        """
+        full = from_langchain_messages(self.history.messages)
+        return self._options.memory(self._load_state()).view(full)
+
+    @property
+    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+        """The bounded view to send: system, summary, recalled sentences, recent turns."""
+        originals = self.history.messages
+        full = from_langchain_messages(originals)
+        memory = self._options.memory(self._load_state())
+        view = memory.view(full)
+        if self._should_record(full):
+            memory.record(view)
+        return assemble(view, originals)
+
+    async def aget_messages(self) -> list[BaseMessage]:
+        """Async twin of :attr:`messages`."""
+        originals = await self.history.aget_messages()
+        full = from_langchain_messages(originals)
+        memory = self._options.memory(await self._aload_state())
+        view = await memory.aview(full)
+        if self._should_record(full):
+            memory.record(view)
+        return assemble(view, originals)
+
+    @property
+    def full_messages(self) -> list[BaseMessage]:
+        """Every stored message, as the wrapped store holds them."""
+        return self.history.messages
+
+    # -- writes --------------------------------------------------------------
+    def _save(self, result: FlushResult) -> None:
+        self._state = result.state
+        if self.state_store is None or not result.flushed:
+            return
+        if len(self.state_store.messages) >= _SIDECAR_MAX_ENTRIES:
+            self.state_store.clear()
+        self.state_store.add_messages([_sidecar_entry(result.state)])
+
+    async def _asave(self, result: FlushResult) -> None:
+        self._state = result.state
+        if self.state_store is None or not result.flushed:
+            return
+        if len(await self.state_store.aget_messages()) >= _SIDECAR_MAX_ENTRIES:
+            await self.state_store.aclear()
+        await self.state_store.aadd_messages([_sidecar_entry(result.state)])
+
+    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Append ``messages`` to the wrapped store, then flush old turns if one is due."""
+        self.history.add_messages(messages)
+        self.update()
+
+    async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Async twin of :meth:`add_messages`."""
+        await self.history.aadd_messages(messages)
+        await self.aupdate()
+
+    def update(self, *, force: bool = False) -> FlushResult:
+        """Flush if one is due (or ``force``) and save the state; the history is untouched."""
+        with self._lock:
+            full = from_langchain_messages(self.history.messages)
+            result = self._options.memory(self._load_state()).update(full, force=force)
+            self._save(result)
+            return result
+
+    async def aupdate(self, *, force: bool = False) -> FlushResult:
+        """Async twin of :meth:`update`."""
+        full = from_langchain_messages(await self.history.aget_messages())
+        result = await self._options.memory(await self._aload_state()).aupdate(full, force=force)
+        await self._asave(result)
+        return result
+
+    def clear(self) -> None:
+        """Clear the wrapped store and the memory state."""
+        self.history.clear()
+        if self.state_store is not None:
+            self.state_store.clear()
+        with self._lock:
+            self._state = MemoryState()
+            self._recorded = None
+
+    async def aclear(self) -> None:
+        """Async twin of :meth:`clear`."""
+        await self.history.aclear()
+        if self.state_store is not None:
+            await self.state_store.aclear()
+        with self._lock:
+            self._state = MemoryState()
+            self._recorded = None
+
+
+# -- the message-list transform ---------------------------------------------------
+@dataclass(frozen=True)
+class MemoryResult:
+    """What :func:`summarize_messages` returns.
+
+    Attributes:
+        messages: the messages to send.
+        state: the memory state to pass to the next call (persist it with
+            ``state.to_dict()`` / ``MemoryState.from_dict``).
+        view: the engine's view (token counts, summary, recall, flush decision).
+        flushed: whether this call folded turns into the summary.
+    """
+
+    messages: list[BaseMessage]
+    state: MemoryState
+    view: MemoryView
+    flushed: bool
+
+
+def _as_messages(value: LanguageModelInput) -> list[BaseMessage]:
+    if isinstance(value, PromptValue):
+        return value.to_messages()
+    if isinstance(value, str):
+        return [HumanMessage(content=value)]
+    return convert_to_messages(value)
+
+
+def summarize_messages(
+    messages: LanguageModelInput,
+    *,
+    state: MemoryState | None = None,
+    config: MemoryConfig | None = None,
+    engine: CostEngine | None = None,
+    model: str | None = None,
+    summarizer: BaseChatModel | None = None,
+    summarizer_model: str | None = None,
+    tenant: str | None = None,
+    record_savings: bool = True,
+    record_summarizer_costs: bool = True,
+) -> MemoryResult:
+    """The bounded view of a full message list, for the call about to be made.
+
+    Folds old turns into the summary when a flush is due (given ``state``,
+    the previous call's state), then lays the call out: system prompts,
+    summary, recalled sentences, recent turns. ``messages`` is not modified.
+    One ``memory`` savings record per call (the view is assumed to be sent).
+
+    Args:
+        messages: the whole conversation (messages, a prompt value or a string).
+        state: the previous call's ``MemoryResult.state`` (None: nothing yet).
+        config, engine, model, summarizer, summarizer_model, tenant,
+        record_savings, record_summarizer_costs: as for
+            :class:`SummarizingChatMessageHistory`.
+
+    Example:
+        >>> result = summarize_messages(conversation, state=saved)  # doctest: +SKIP
+        >>> model.invoke(result.messages); saved = result.state  # doctest: +SKIP
+    """
+    options = memory_options(
+        config,
+        engine,
+        model,
+        summarizer,
+        summarizer_model,
+        record_savings,
+        record_summarizer_costs,
+        tenant,
+    )
+    originals = _as_messages(messages)
+    full = from_langchain_messages(originals)
+    memory = options.memory(state)
+    flushed = memory.update(full).flushed
+    view = memory.view(full, record=True)
+    return MemoryResult(assemble(view, originals), memory.state, view, flushed)
+
+
+async def asummarize_messages(
+    messages: LanguageModelInput,
+    *,
+    state: MemoryState | None = None,
+    config: MemoryConfig | None = None,
+    engine: CostEngine | None = None,
+    model: str | None = None,
+    summarizer: BaseChatModel | None = None,
+    summarizer_model: str | None = None,
+    tenant: str | None = None,
+    record_savings: bool = True,
+    record_summarizer_costs: bool = True,
+) -> MemoryResult:
+    """Async twin of :func:`summarize_messages`."""
+    options = memory_options(
+        config,
+        engine,
+        model,
+        summarizer,
+        summarizer_model,
+        record_savings,
+        record_summarizer_costs,
+        tenant,
+    )
+    originals = _as_messages(messages)
+    full = from_langchain_messages(originals)
+    memory = options.memory(state)
+    flushed = (await memory.aupdate(full)).flushed
+    view = await memory.aview(full, record=True)
+    return MemoryResult(assemble(view, originals), memory.state, view, flushed)
+
+
+class SummarizingMemoryTransform(Runnable[LanguageModelInput, list[BaseMessage]]):
+    """:func:`summarize_messages` as an LCEL step: ``prompt | transform | model``.
+
+    The input is the full conversation (a prompt value or messages); the
+    output is the bounded view. The memory state of each conversation is kept
+    here, keyed by ``config["configurable"][session_key]`` (one shared state
+    when absent), for up to ``max_sessions`` conversations (least recently
+    used dropped first; a dropped state is rebuilt at the next flush). For
+    state that outlives the process, use :func:`summarize_messages` with your
+    own storage or :class:`SummarizingChatMessageHistory`.
+
+    Args:
+        config: budgets and policy (``MemoryConfig()`` by default).
+        session_key: the ``configurable`` key that names the conversation.
+        max_sessions: how many conversation states to keep.
+        engine, model, summarizer, summarizer_model, tenant, record_savings,
+        record_summarizer_costs: as for :class:`SummarizingChatMessageHistory`.
+
+    Example:
+        >>> chain = prompt | SummarizingMemoryTransform(model="gpt-4o-mini") | llm  # doctest: +SKIP
+        >>> config = {"configurable": {"session_id": "u1"}}
+        >>> chain.invoke({"history": msgs}, config)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        config: MemoryConfig | None = None,
+        *,
+        session_key: str = "session_id",
+        max_sessions: int = 1024,
+        engine: CostEngine | None = None,
+        model: str | None = None,
+        summarizer: BaseChatModel | None = None,
+        summarizer_model: str | None = None,
+        tenant: str | None = None,
+        record_savings: bool = True,
+        record_summarizer_costs: bool = True,
+    ) -> None:
+        if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1:
+            raise ConfigurationError(f"max_sessions must be an int >= 1, got {max_sessions!r}")
+        if not session_key:
+            raise ConfigurationError("session_key must be a non-empty configurable key")
+        self.session_key = session_key
+        self.max_sessions = max_sessions
+        self._options = memory_options(
+            config,
+            engine,
+            model,
+            summarizer,
+            summarizer_model,
+            record_savings,
+            record_summarizer_costs,
+            tenant,
+        )
+        self._states: OrderedDict[Hashable, MemoryState] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def InputType(self) -> Any:
+        return LanguageModelInput
+
+    @property
+    def OutputType(self) -> Any:
+        return list[BaseMessage]
+
+    def _session(self, config: RunnableConfig | None) -> Hashable:
+        value = ((config or {}).get("configurable") or {}).get(self.session_key)
+        return value if isinstance(value, Hashable) else repr(value)
+
+    def state_for(self, session: Hashable = None) -> MemoryState:
+        """The memory state of ``session`` (the empty state if none is kept)."""
+        with self._lock:
+            return self._states.get(session, MemoryState())
+
+    def _keep(self, session: Hashable, state: MemoryState) -> None:
+        with self._lock:
+            self._states[session] = state
+            self._states.move_to_end(session)
+            while len(self._states) > self.max_sessions:
+                self._states.popitem(last=False)
+
+    def _run(self, value: LanguageModelInput, config: RunnableConfig) -> list[BaseMessage]:
+        session = self._session(config)
+        o = self._options
+        result = summarize_messages(
+            value,
+            state=self.state_for(session),
+            config=o.config,
+            engine=o.engine,
+            model=o.model,
+            summarizer=o.summarizer,
+            summarizer_model=o.summarizer_model,
+            tenant=o.tenant,
+            record_savings=o.record_savings,
+            record_summarizer_costs=o.record_summarizer_costs,
+        )
+        self._keep(session, result.state)
+        return result.messages
+
+    async def _arun(self, value: LanguageModelInput, config: RunnableConfig) -> list[BaseMessage]:
+        session = self._session(config)
+        o = self._options
+        result = await asummarize_messages(
+            value,
+            state=self.state_for(session),
+            config=o.config,
+            engine=o.engine,
+            model=o.model,
+            summarizer=o.summarizer,
+            summarizer_model=o.summarizer_model,
+            tenant=o.tenant,
+            record_savings=o.record_savings,
+            record_summarizer_costs=o.record_summarizer_costs,
+        )
+        self._keep(session, result.state)
+        return result.messages
+
+    def invoke(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> list[BaseMessage]:
+        return self._call_with_config(self._run, input, config, run_type="chain")
+
+    async def ainvoke(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> list[BaseMessage]:
+        return await self._acall_with_config(self._arun, input, config, run_type="chain")

@@ -1,0 +1,146 @@
+"""``SummarizingMemoryMiddleware``: the summarizing memory as a LangChain v1 agent middleware.
+
+LangChain's own ``SummarizationMiddleware`` rewrites the agent's message
+state (the summarized turns are removed for good) and does it in
+``before_model``. This one never touches the messages: it wraps the model
+call, sends the engine's bounded view instead of the full list, and keeps
+the memory state (summaries, key facts) in a private key of the agent state,
+so the checkpointer the agent already has persists it with the thread.
+
+Needs the ``langchain`` package (``langchain>=1.0``); it is imported here
+only, so ``langchain_costopt.memory`` works without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, NotRequired
+
+from langchain.agents.middleware.types import (
+    AgentMiddleware,
+    AgentState,
+    ExtendedModelResponse,
+    ModelRequest,
+    ModelResponse,
+    PrivateStateAttr,
+)
+from langchain_core.language_models import BaseChatModel
+from langgraph.types import Command
+
+from costopt_core.engine import CostEngine
+from costopt_core.memory import ConversationMemory, MemoryConfig, MemoryState
+from langchain_costopt._convert import from_langchain_messages
+from langchain_costopt.memory import assemble, memory_options
+
+__all__ = ["STATE_KEY", "SummarizingMemoryMiddleware", "SummarizingMemoryState"]
+
+#: Key of the agent state that holds the memory state (``MemoryState.to_dict()``).
+STATE_KEY = "costopt_memory"
+
+
+class SummarizingMemoryState(AgentState[Any]):
+    """The agent state plus the memory state, private to this middleware."""
+
+    costopt_memory: NotRequired[Annotated[dict[str, Any] | None, PrivateStateAttr]]
+
+
+class SummarizingMemoryMiddleware(AgentMiddleware[SummarizingMemoryState, Any]):
+    """Sends each agent model call a bounded, summarized view of the conversation.
+
+    Before every model call the turns that left the window are folded into
+    the summary when a flush is due, then the call gets: the agent's system
+    prompt (untouched), one summary message (changes only at a flush, so the
+    provider's prefix cache survives), recalled older sentences, and the
+    recent turns verbatim (a tool call is never split from its results). The
+    agent's ``messages`` state keeps every message; the memory state is saved
+    under the private state key ``costopt_memory`` when a flush changes it.
+    Each model call records the tokens its view kept out as ``memory`` savings.
+
+    Args:
+        config: budgets and policy (``MemoryConfig()`` by default).
+        engine: token counter, prices and ledger; the process default if None.
+        model: the conversation model: picks the tokenizer, prices the
+            flush-or-keep-the-cached-prefix trade-off, labels the records.
+        summarizer: a cheap chat model that writes the summaries; extractive
+            summaries (no model call) if None.
+        summarizer_model: the summarizer's model name (read from the model if omitted).
+        tenant: tenant of the ledger records; otherwise ``tenant_scope``'s.
+        record_savings: record the tokens each view keeps out of a call.
+        record_summarizer_costs: price the summarizer's calls into the ledger.
+
+    Example:
+        >>> from langchain.agents import create_agent  # doctest: +SKIP
+        >>> agent = create_agent(model, tools, middleware=[SummarizingMemoryMiddleware()],
+        ...                      checkpointer=InMemorySaver())  # doctest: +SKIP
+    """
+
+    state_schema = SummarizingMemoryState
+
+    def __init__(
+        self,
+        config: MemoryConfig | None = None,
+        *,
+        engine: CostEngine | None = None,
+        model: str | None = None,
+        summarizer: BaseChatModel | None = None,
+        summarizer_model: str | None = None,
+        tenant: str | None = None,
+        record_savings: bool = True,
+        record_summarizer_costs: bool = True,
+    ) -> None:
+        super().__init__()
+        self._options = memory_options(
+            config,
+            engine,
+            model,
+            summarizer,
+            summarizer_model,
+            record_savings,
+            record_summarizer_costs,
+            tenant,
+        )
+
+    @property
+    def config(self) -> MemoryConfig:
+        return self._options.config
+
+    def _memory(self, request: ModelRequest[Any]) -> ConversationMemory:
+        saved = (request.state or {}).get(STATE_KEY)
+        return self._options.memory(MemoryState.from_dict(saved))
+
+    @staticmethod
+    def _result(
+        response: ModelResponse[Any], memory: ConversationMemory, flushed: bool
+    ) -> ModelResponse[Any] | ExtendedModelResponse[Any]:
+        if not flushed:
+            return response
+        command = Command(update={STATE_KEY: memory.state.to_dict()})
+        return ExtendedModelResponse(model_response=response, command=command)
+
+    def wrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
+    ) -> ModelResponse[Any] | ExtendedModelResponse[Any]:
+        """Fold old turns if due, then call the model with the bounded view."""
+        originals = list(request.messages)
+        full = from_langchain_messages(originals)
+        memory = self._memory(request)
+        flushed = memory.update(full).flushed
+        view = memory.view(full, record=True)
+        response = handler(request.override(messages=assemble(view, originals)))
+        return self._result(response, memory, flushed)
+
+    async def awrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
+    ) -> ModelResponse[Any] | ExtendedModelResponse[Any]:
+        """Async twin of :meth:`wrap_model_call`."""
+        originals = list(request.messages)
+        full = from_langchain_messages(originals)
+        memory = self._memory(request)
+        flushed = (await memory.aupdate(full)).flushed
+        view = await memory.aview(full, record=True)
+        response = await handler(request.override(messages=assemble(view, originals)))
+        return self._result(response, memory, flushed)

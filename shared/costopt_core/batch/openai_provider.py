@@ -1,0 +1,431 @@
+"""``OpenAIBatchProvider``: chat requests through the OpenAI Batch API.
+
+The Batch API runs a JSONL file of requests within 24 hours at half price:
+upload the file (``purpose="batch"``), create a batch on
+``/v1/chat/completions``, poll its status, then read its output file (HTTP 200
+answers) and error file (other answers, and requests that expired or were
+cancelled). OpenAI wants one model per input file, so ``submit`` makes one
+remote batch per model and returns their ids joined by commas; every other
+method takes such an id apart again. Everything needed to collect lives at
+OpenAI, so a new process can collect what an old one submitted.
+
+The ``openai`` SDK is imported on first use: the engine imports without it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from costopt_core.batch._wire import (
+    COUNT_KEYS,
+    OPENAI_CHAT_ENDPOINT,
+    OPENAI_LIMITS,
+    check_batch,
+    openai_batch_counts,
+    openai_batch_status,
+    openai_jsonl_line,
+    openai_line_result,
+    openai_missing_result,
+    parse_jsonl,
+)
+from costopt_core.batch.provider import (
+    BatchLimits,
+    BatchRequest,
+    BatchResult,
+    RemoteBatch,
+    RemoteStatus,
+)
+from costopt_core.errors import BatchError, ConfigurationError
+
+__all__ = ["OpenAIBatchProvider"]
+
+_SEPARATOR = ","
+
+
+def _import_openai() -> Any:
+    try:
+        return importlib.import_module("openai")
+    except ImportError:
+        raise ConfigurationError(
+            "OpenAIBatchProvider needs the 'openai' package: pip install 'llm-costopt[providers]'"
+            " (or pip install openai)"
+        ) from None
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    """An SDK object (or a plain mapping) as its JSON data."""
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    to_dict = getattr(obj, "to_dict", None)
+    if to_dict is not None:
+        data: dict[str, Any] = to_dict(mode="json")
+        return data
+    dumped: dict[str, Any] = obj.model_dump(mode="json")
+    return dumped
+
+
+def _split(batch_id: str) -> list[str]:
+    ids = [part for part in batch_id.split(_SEPARATOR) if part]
+    if not ids:
+        raise BatchError(f"{batch_id!r} is not an OpenAI batch id")
+    return ids
+
+
+def _remote(batch_id: str, batches: Sequence[Mapping[str, Any]]) -> RemoteBatch:
+    """The remote batches behind one submitted id, as one ``RemoteBatch``."""
+    statuses = [openai_batch_status(str(b.get("status"))) for b in batches]
+    status: RemoteStatus = "ended"
+    if "canceling" in statuses:
+        status = "canceling"
+    elif "in_progress" in statuses:
+        status = "in_progress"
+    counts = dict.fromkeys(COUNT_KEYS, 0)
+    expires: list[float] = []
+    for b in batches:
+        rc = b.get("request_counts") or {}
+        part = openai_batch_counts(
+            str(b.get("status")),
+            int(rc.get("total") or 0),
+            int(rc.get("completed") or 0),
+            int(rc.get("failed") or 0),
+        )
+        for key, value in part.items():
+            counts[key] += value
+        if b.get("expires_at") is not None:
+            expires.append(float(b["expires_at"]))
+    return RemoteBatch(
+        id=batch_id, status=status, counts=counts, expires_at=max(expires) if expires else None
+    )
+
+
+class _Collector:
+    """Which files of one ended batch to read, and the results they hold.
+
+    Output and error files first; the input file only when they may not cover
+    every request (an expired, cancelled or failed batch), since OpenAI leaves
+    out requests that never ran and the request ids are known only from it.
+    """
+
+    def __init__(self, batch: Mapping[str, Any]) -> None:
+        self.batch = batch
+        self.status = str(batch.get("status"))
+        self._pending = [
+            str(fid) for fid in (batch.get("output_file_id"), batch.get("error_file_id")) if fid
+        ]
+        self._found: dict[str, BatchResult] = {}
+        self._input: list[dict[str, Any]] | None = None
+
+    def next_file(self) -> str | None:
+        if self._pending:
+            return self._pending[0]
+        if self._input is None and self._needs_input():
+            return str(self.batch.get("input_file_id"))
+        return None
+
+    def _needs_input(self) -> bool:
+        total = int((self.batch.get("request_counts") or {}).get("total") or 0)
+        return self.status in ("failed", "expired", "cancelled") or len(self._found) < total
+
+    def add(self, file_id: str, text: str) -> None:
+        lines = parse_jsonl(text)
+        if self._pending and file_id == self._pending[0]:
+            self._pending.pop(0)
+            for line in lines:
+                result = openai_line_result(line)
+                self._found[result.id] = result
+        else:
+            self._input = lines
+
+    def results(self) -> list[BatchResult]:
+        if self._input is None:
+            return list(self._found.values())
+        ids = [str(line.get("custom_id")) for line in self._input]
+        if self.status == "failed":
+            return self._failed(ids)
+        out = [self._found.get(i) or openai_missing_result(i, self.status) for i in ids]
+        known = set(ids)
+        out.extend(r for i, r in self._found.items() if i not in known)
+        return out
+
+    def _failed(self, ids: list[str]) -> list[BatchResult]:
+        # The input failed validation, so nothing ran: the lines it names are
+        # wrong (not retryable as they are); the others can go in another batch.
+        errors = (self.batch.get("errors") or {}).get("data") or []
+        by_line: dict[int, str] = {}
+        for err in errors:
+            text = f"{err.get('code') or 'invalid'}: {err.get('message') or 'invalid request'}"
+            if err.get("line") is not None:
+                by_line[int(err["line"])] = text  # 1-based, as OpenAI numbers input lines
+        summary = "; ".join(by_line.values()) or "; ".join(
+            f"{e.get('code')}: {e.get('message')}" for e in errors
+        )
+        out = []
+        for number, request_id in enumerate(ids, start=1):
+            if number in by_line:
+                out.append(BatchResult(id=request_id, status="errored", error=by_line[number]))
+            else:
+                out.append(
+                    BatchResult(
+                        id=request_id,
+                        status="errored",
+                        error=f"batch_failed: the batch failed validation ({summary})",
+                        retryable=bool(by_line),
+                    )
+                )
+        return out
+
+
+class OpenAIBatchProvider:
+    """Runs chat requests through the OpenAI Batch API (50% off, 24h window).
+
+    Args:
+        client: an ``openai.OpenAI`` client to use; built from the other
+            arguments on first use when omitted.
+        async_client: an ``openai.AsyncOpenAI`` for the ``a*`` methods; built
+            on first use when omitted.
+        api_key: the key for built clients (default: ``OPENAI_API_KEY``).
+        base_url: the API's URL for built clients (default: the SDK's, or
+            ``OPENAI_BASE_URL``).
+        max_retries: the SDK's retries of failed HTTP calls (default: the SDK's).
+        timeout_s: the SDK's HTTP timeout in seconds (default: the SDK's).
+        metadata: up to 15 string pairs attached to every batch created.
+
+    Raises:
+        ConfigurationError: a negative ``max_retries``, a non-positive
+            ``timeout_s``, or too much ``metadata``.
+    """
+
+    name = "openai"
+    limits: BatchLimits = OPENAI_LIMITS
+
+    def __init__(
+        self,
+        *,
+        client: Any | None = None,
+        async_client: Any | None = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        max_retries: int | None = None,
+        timeout_s: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        if max_retries is not None and max_retries < 0:
+            raise ConfigurationError(f"max_retries={max_retries!r}: must be >= 0")
+        if timeout_s is not None and not timeout_s > 0:
+            raise ConfigurationError(f"timeout_s={timeout_s!r}: must be > 0 seconds")
+        if metadata is not None and len(metadata) > 15:
+            raise ConfigurationError(
+                f"metadata has {len(metadata)} keys: OpenAI allows 16 per batch and costopt"
+                " uses one; pass at most 15"
+            )
+        self._client = client
+        self._async_client = async_client
+        self._own_client = client is None
+        self._own_async_client = async_client is None
+        self._options: dict[str, Any] = {
+            k: v
+            for k, v in (
+                ("api_key", api_key),
+                ("base_url", base_url),
+                ("max_retries", max_retries),
+                ("timeout", timeout_s),
+            )
+            if v is not None
+        }
+        self._metadata = {**(metadata or {}), "created_by": "costopt"}
+
+    # -- clients ------------------------------------------------------------------------
+
+    def _build(self, class_name: str) -> Any:
+        openai = _import_openai()
+        try:
+            return getattr(openai, class_name)(**self._options)
+        except openai.OpenAIError as exc:
+            raise ConfigurationError(
+                f"cannot build the OpenAI client: {exc}; pass api_key= or set OPENAI_API_KEY"
+            ) from exc
+
+    def _sync(self) -> Any:
+        if self._client is None:
+            self._client = self._build("OpenAI")
+        return self._client
+
+    def _async(self) -> Any:
+        if self._async_client is None:
+            self._async_client = self._build("AsyncOpenAI")
+        return self._async_client
+
+    @contextmanager
+    def _errors(self, action: str, batch_id: str | None = None) -> Iterator[None]:
+        """SDK and payload errors as ``BatchError``, naming what was being done."""
+        openai = _import_openai()
+        what = f"{action} of OpenAI batch {batch_id}" if batch_id else f"OpenAI batch {action}"
+        try:
+            yield
+        except openai.NotFoundError as exc:
+            raise BatchError(f"{what} failed: no such batch or file (HTTP 404): {exc}") from exc
+        except openai.APIStatusError as exc:
+            raise BatchError(f"{what} failed: HTTP {exc.status_code}: {exc}") from exc
+        except openai.APIConnectionError as exc:
+            raise BatchError(
+                f"{what} failed: cannot reach the OpenAI API ({exc}); check base_url and the"
+                " network, then poll again (the batch id stays valid)"
+            ) from exc
+        except (openai.OpenAIError, ValueError, KeyError, TypeError) as exc:
+            raise BatchError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the sync client this provider built (an injected one is the caller's)."""
+        if self._own_client and self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def aclose(self) -> None:
+        """Close the async client this provider built."""
+        if self._own_async_client and self._async_client is not None:
+            await self._async_client.close()
+            self._async_client = None
+
+    # -- the seam -----------------------------------------------------------------------
+
+    def request_size(self, request: BatchRequest) -> int:
+        """Bytes of ``request``'s line in the JSONL input file."""
+        return len(openai_jsonl_line(request))
+
+    def _files(self, requests: Sequence[BatchRequest]) -> list[tuple[str, bytes]]:
+        """The input file of each model's remote batch, checked against the limits."""
+        lines = [openai_jsonl_line(r) for r in requests]
+        check_batch(requests, self.limits, [len(line) for line in lines], self.name)
+        by_model: dict[str, list[bytes]] = {}
+        for request, line in zip(requests, lines, strict=True):
+            by_model.setdefault(request.model, []).append(line)
+        return [(model, b"".join(parts)) for model, parts in by_model.items()]
+
+    def _create_kwargs(self, file_id: str) -> dict[str, Any]:
+        return {
+            "input_file_id": file_id,
+            "endpoint": OPENAI_CHAT_ENDPOINT,
+            "completion_window": "24h",
+            "metadata": self._metadata,
+        }
+
+    def submit(self, requests: Sequence[BatchRequest]) -> str:
+        """Upload the requests and create one remote batch per model.
+
+        Raises:
+            ConfigurationError: the requests break ``limits`` or have invalid ids.
+            BatchError: the API refused or could not be reached; batches already
+                created for other models are cancelled first.
+        """
+        client = self._sync()
+        created: list[str] = []
+        try:
+            for _model, data in self._files(requests):
+                with self._errors("submit"):
+                    upload = client.files.create(
+                        file=("costopt-batch.jsonl", data, "application/jsonl"), purpose="batch"
+                    )
+                    batch = client.batches.create(**self._create_kwargs(upload.id))
+                created.append(str(batch.id))
+        except BatchError:
+            for batch_id in created:  # best effort: do not leave half a submission running
+                with suppress(BatchError):
+                    self.cancel(batch_id)
+            raise
+        return _SEPARATOR.join(created)
+
+    def poll(self, batch_id: str) -> RemoteBatch:
+        """The status and request counts of a submitted batch."""
+        client = self._sync()
+        batches = []
+        for part in _split(batch_id):
+            with self._errors("poll", part):
+                batches.append(_as_dict(client.batches.retrieve(part)))
+        return _remote(batch_id, batches)
+
+    def results(self, batch_id: str) -> list[BatchResult]:
+        """One result per request of an ended batch.
+
+        Raises:
+            BatchError: the batch has not ended, or the API could not be reached.
+        """
+        client = self._sync()
+        out: list[BatchResult] = []
+        for part in _split(batch_id):
+            with self._errors("collection", part):
+                collector = self._collector(_as_dict(client.batches.retrieve(part)), part)
+                while (file_id := collector.next_file()) is not None:
+                    collector.add(file_id, client.files.content(file_id).text)
+            out.extend(collector.results())
+        return out
+
+    @staticmethod
+    def _collector(batch: Mapping[str, Any], batch_id: str) -> _Collector:
+        status = str(batch.get("status"))
+        if openai_batch_status(status) != "ended":
+            raise BatchError(
+                f"OpenAI batch {batch_id} is still {status}: poll until it has ended, then"
+                " collect its results"
+            )
+        return _Collector(batch)
+
+    def cancel(self, batch_id: str) -> None:
+        """Ask OpenAI to stop the batch; a batch that already ended is left as it is."""
+        client = self._sync()
+        for part in _split(batch_id):
+            with self._errors("cancel", part):
+                status = str(client.batches.retrieve(part).status)
+                if openai_batch_status(status) == "in_progress":
+                    client.batches.cancel(part)
+
+    async def asubmit(self, requests: Sequence[BatchRequest]) -> str:
+        """Async :meth:`submit`."""
+        client = self._async()
+        created: list[str] = []
+        try:
+            for _model, data in self._files(requests):
+                with self._errors("submit"):
+                    upload = await client.files.create(
+                        file=("costopt-batch.jsonl", data, "application/jsonl"), purpose="batch"
+                    )
+                    batch = await client.batches.create(**self._create_kwargs(upload.id))
+                created.append(str(batch.id))
+        except BatchError:
+            for batch_id in created:
+                with suppress(BatchError):
+                    await self.acancel(batch_id)
+            raise
+        return _SEPARATOR.join(created)
+
+    async def apoll(self, batch_id: str) -> RemoteBatch:
+        """Async :meth:`poll`."""
+        client = self._async()
+        batches = []
+        for part in _split(batch_id):
+            with self._errors("poll", part):
+                batches.append(_as_dict(await client.batches.retrieve(part)))
+        return _remote(batch_id, batches)
+
+    async def aresults(self, batch_id: str) -> list[BatchResult]:
+        """Async :meth:`results`."""
+        client = self._async()
+        out: list[BatchResult] = []
+        for part in _split(batch_id):
+            with self._errors("collection", part):
+                collector = self._collector(_as_dict(await client.batches.retrieve(part)), part)
+                while (file_id := collector.next_file()) is not None:
+                    collector.add(file_id, (await client.files.content(file_id)).text)
+            out.extend(collector.results())
+        return out
+
+    async def acancel(self, batch_id: str) -> None:
+        """Async :meth:`cancel`."""
+        client = self._async()
+        for part in _split(batch_id):
+            with self._errors("cancel", part):
+                status = str((await client.batches.retrieve(part)).status)
+                if openai_batch_status(status) == "in_progress":
+                    await client.batches.cancel(part)

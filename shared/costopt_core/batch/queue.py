@@ -343,20 +343,30 @@ class BatchQueue:
     def mark_submitted(
         self, job: str, provider: str, remote_id: str, seqs: Sequence[int], *, now: float
     ) -> None:
-        """Record a submitted remote batch and move its requests to ``submitted``."""
-        with self._tx("mark_submitted") as db:
-            db.execute(
-                "INSERT INTO costopt_batch_batches "
-                "(provider, remote_id, job, state, requests, submitted_at) "
-                "VALUES (?, ?, ?, 'open', ?, ?)",
-                (provider, remote_id, job, len(seqs), now),
-            )
-            db.executemany(
-                "UPDATE costopt_batch_requests SET state = 'submitted', provider = ?, "
-                "batch_id = ?, attempts = attempts + 1, updated_at = ? "
-                "WHERE seq = ? AND state = 'queued'",
-                [(provider, remote_id, now, seq) for seq in seqs],
-            )
+        """Record a submitted remote batch and move its requests to ``submitted``.
+
+        Raises:
+            BatchError: the provider reused a batch id this file already holds.
+        """
+        try:
+            with self._tx("mark_submitted") as db:
+                db.execute(
+                    "INSERT INTO costopt_batch_batches "
+                    "(provider, remote_id, job, state, requests, submitted_at) "
+                    "VALUES (?, ?, ?, 'open', ?, ?)",
+                    (provider, remote_id, job, len(seqs), now),
+                )
+                db.executemany(
+                    "UPDATE costopt_batch_requests SET state = 'submitted', provider = ?, "
+                    "batch_id = ?, attempts = attempts + 1, updated_at = ? "
+                    "WHERE seq = ? AND state = 'queued'",
+                    [(provider, remote_id, now, seq) for seq in seqs],
+                )
+        except sqlite3.IntegrityError as exc:
+            raise BatchError(
+                f"{provider} returned batch id {remote_id!r}, which this queue already holds; "
+                "a provider must return a new id per submitted batch"
+            ) from exc
 
     def finish_requests(
         self,

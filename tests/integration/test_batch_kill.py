@@ -1,0 +1,226 @@
+"""A process killed (SIGKILL) mid-job loses nothing: a new process collects every result once.
+
+The provider here keeps its batches in a SQLite file of its own, so, like a
+real provider batch API, it outlives the process that submitted to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from costopt_core import CostEngine, Message, Usage
+from costopt_core.batch import (
+    BatchJob,
+    BatchLimits,
+    BatchNotFoundError,
+    BatchQueue,
+    BatchRequest,
+    BatchResult,
+    RemoteBatch,
+)
+from costopt_core.batch.queue import request_from_json, request_to_json
+from costopt_core.testing import FakeEmbedder
+
+REPO = Path(__file__).resolve().parents[2]
+USAGE = Usage(input_tokens=300, output_tokens=100)
+
+
+class FileBatchProvider:
+    """A fake provider batch API whose state lives in a SQLite file, not in the process.
+
+    Batches end ``ready_after_s`` after submission; every request succeeds.
+    ``results_served`` counts how often each batch's results were fetched.
+    """
+
+    name = "filefake"
+
+    def __init__(self, path: str | Path, *, ready_after_s: float = 0.0) -> None:
+        self.path = str(path)
+        self.ready_after_s = ready_after_s
+        self.limits = BatchLimits(max_requests=40, max_bytes=10_000_000)
+
+    def _db(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, requests TEXT, "
+            "submitted_at REAL, served INTEGER DEFAULT 0)"
+        )
+        return db
+
+    def request_size(self, request: BatchRequest) -> int:
+        return len(request_to_json(request).encode())
+
+    def submit(self, requests: Sequence[BatchRequest]) -> str:
+        db = self._db()
+        n = db.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+        batch_id = f"fb_{n}_{os.getpid()}"
+        payload = json.dumps([request_to_json(r) for r in requests])
+        db.execute("INSERT INTO batches VALUES (?, ?, ?, 0)", (batch_id, payload, time.time()))
+        db.close()
+        return batch_id
+
+    def _row(self, batch_id: str) -> tuple[str, float]:
+        db = self._db()
+        row = db.execute(
+            "SELECT requests, submitted_at FROM batches WHERE id = ?", (batch_id,)
+        ).fetchone()
+        db.close()
+        if row is None:
+            raise BatchNotFoundError(batch_id)
+        return str(row[0]), float(row[1])
+
+    def poll(self, batch_id: str) -> RemoteBatch:
+        _, submitted_at = self._row(batch_id)
+        ended = time.time() >= submitted_at + self.ready_after_s
+        return RemoteBatch(id=batch_id, status="ended" if ended else "in_progress")
+
+    def results(self, batch_id: str) -> list[BatchResult]:
+        requests, _ = self._row(batch_id)
+        db = self._db()
+        db.execute("UPDATE batches SET served = served + 1 WHERE id = ?", (batch_id,))
+        db.close()
+        out = []
+        for text in json.loads(requests):
+            r = request_from_json(text)
+            out.append(
+                BatchResult(
+                    id=r.id, status="succeeded", text=f"answer {r.id}", usage=USAGE, model=r.model
+                )
+            )
+        return out
+
+    def cancel(self, batch_id: str) -> None:
+        self._row(batch_id)
+
+    async def asubmit(self, requests: Sequence[BatchRequest]) -> str:
+        return self.submit(requests)
+
+    async def apoll(self, batch_id: str) -> RemoteBatch:
+        return self.poll(batch_id)
+
+    async def aresults(self, batch_id: str) -> list[BatchResult]:
+        return self.results(batch_id)
+
+    async def acancel(self, batch_id: str) -> None:
+        self.cancel(batch_id)
+
+    def served(self) -> dict[str, int]:
+        db = self._db()
+        rows = db.execute("SELECT id, served FROM batches").fetchall()
+        db.close()
+        return {str(i): int(n) for i, n in rows}
+
+
+def make_requests(n: int, start: int = 0) -> list[BatchRequest]:
+    return [
+        BatchRequest(id=f"r{i}", model="gpt-4o-mini", messages=(Message("user", f"question {i}"),))
+        for i in range(start, start + n)
+    ]
+
+
+def spawn(code: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "shared"), str(REPO)])}
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+
+
+def read_line(proc: subprocess.Popen[str], prefix: str) -> str:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith(prefix):
+        proc.kill()
+        _, err = proc.communicate(timeout=10)
+        pytest.fail(f"child said {line!r}, expected {prefix!r}; stderr:\n{err}")
+    return line
+
+
+def kill(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.timeout(120)
+def test_killed_between_submit_and_collect_then_collected_once(tmp_path: Path) -> None:
+    queue_path, provider_path = tmp_path / "jobs.db", tmp_path / "provider.db"
+    n = 200
+    child = spawn(
+        f"""
+        import time
+        from costopt_core.batch import BatchJob
+        from tests.integration.test_batch_kill import FileBatchProvider, make_requests
+        job = BatchJob(FileBatchProvider({str(provider_path)!r}, ready_after_s=0.5),
+                       {str(queue_path)!r}, name="kill")
+        job.enqueue(make_requests({n}))
+        ids = job.flush()
+        print("SUBMITTED", len(ids), flush=True)
+        time.sleep(600)  # killed here, before anything is collected
+        """
+    )
+    line = read_line(child, "SUBMITTED")
+    kill(child)
+    assert int(line.split()[1]) == 5  # 200 requests, 40 per batch
+
+    provider = FileBatchProvider(provider_path, ready_after_s=0.5)
+    engine = CostEngine(embedder=FakeEmbedder())
+    job = BatchJob(provider, queue_path, name="kill", engine=engine, poll_interval_s=0.05)
+    before = job.status()
+    assert (before.submitted, before.open_batches, before.done) == (n, 5, 0)
+    status = job.wait(timeout_s=60)
+    assert (status.done, status.failed, status.complete) == (n, 0, True)
+
+    results = job.results()
+    assert list(results) == [f"r{i}" for i in range(n)]
+    assert all(r.text == f"answer {rid}" for rid, r in results.items())
+    records = engine.ledger.records()
+    assert len(records) == n
+    assert len({r.call_id for r in records}) == n
+    assert {r.mode for r in records} == {"batch"}
+    # Each remote batch's results were fetched once, and a second collector finds nothing.
+    assert sorted(provider.served().values()) == [1] * 5
+    other = CostEngine(embedder=FakeEmbedder())
+    BatchJob(provider, queue_path, name="kill", engine=other, poll_interval_s=0.05).wait()
+    assert len(other.ledger) == 0
+    assert sorted(provider.served().values()) == [1] * 5
+
+
+@pytest.mark.timeout(120)
+def test_killed_while_enqueueing_keeps_every_committed_request(tmp_path: Path) -> None:
+    queue_path = tmp_path / "jobs.db"
+    child = spawn(
+        f"""
+        from costopt_core.batch import BatchQueue
+        from tests.integration.test_batch_kill import make_requests
+        q = BatchQueue({str(queue_path)!r})
+        k = 0
+        while True:
+            q.enqueue("job", make_requests(50, start=k * 50), now=float(k))
+            k += 1
+            print("COMMITTED", k * 50, flush=True)
+        """
+    )
+    last = 0
+    for _ in range(20):
+        last = int(read_line(child, "COMMITTED").split()[1])
+    kill(child)
+    queued = BatchQueue(queue_path).counts("job")["queued"]
+    # Everything reported committed is there; a chunk is in whole or not at all.
+    assert queued >= last
+    assert queued % 50 == 0

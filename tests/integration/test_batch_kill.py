@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,61 @@ def test_killed_while_enqueueing_keeps_every_committed_request(tmp_path: Path) -
     # Everything reported committed is there; a chunk is in whole or not at all.
     assert queued >= last
     assert queued % 50 == 0
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("which", ["openai", "anthropic"])
+def test_killed_job_over_the_provider_sdk_is_collected_once(tmp_path: Path, which: str) -> None:
+    """The same, through the official SDK against the local fake of the provider's batch API."""
+    fakes = pytest.importorskip(f"tests.fakes.{which}_batch_server")
+    server_cls = (
+        fakes.FakeOpenAIBatchServer if which == "openai" else fakes.FakeAnthropicBatchServer
+    )
+    module = f"costopt_core.batch.{which}_provider"
+    provider_cls = "OpenAIBatchProvider" if which == "openai" else "AnthropicBatchProvider"
+    model = "gpt-4o-mini" if which == "openai" else "claude-haiku-4-5"
+    queue_path = tmp_path / "jobs.db"
+    server = server_cls().start()
+    try:
+        child = spawn(
+            f"""
+            import time
+            from costopt_core.batch import BatchJob
+            from {module} import {provider_cls}
+            from tests.integration.test_batch_kill import make_requests
+            provider = {provider_cls}(api_key={server.api_key!r}, base_url={server.url!r},
+                                      max_retries=0)
+            reqs = [r.__class__(id=r.id, model={model!r}, messages=r.messages,
+                                params={{"max_tokens": 32}}) for r in make_requests(30)]
+            job = BatchJob(provider, {str(queue_path)!r}, name="kill")
+            job.enqueue(reqs)
+            print("SUBMITTED", len(job.flush()), flush=True)
+            time.sleep(600)
+            """
+        )
+        read_line(child, "SUBMITTED")
+        kill(child)
+
+        provider = getattr(pytest.importorskip(module), provider_cls)(
+            api_key=server.api_key, base_url=server.url, max_retries=0
+        )
+        engine = CostEngine(embedder=FakeEmbedder())
+        job = BatchJob(provider, queue_path, name="kill", engine=engine, poll_interval_s=0.01)
+        assert job.status().submitted == 30
+        status = job.wait(timeout_s=60)
+        assert (status.done, status.complete) == (30, True)
+        records = engine.ledger.records()
+        assert len({r.call_id for r in records}) == len(records) == 30
+        # Priced at the catalog's batch rates: exactly half of real time, the rest under batch.
+        realtime = sum(engine.cost(r.model, r.usage, "sync") or Decimal(0) for r in records)
+        totals = engine.ledger.totals()
+        assert totals.cost_usd * 2 == realtime
+        assert totals.savings_usd["batch"] == realtime - totals.cost_usd
+        again = CostEngine(embedder=FakeEmbedder())
+        BatchJob(provider, queue_path, name="kill", engine=again).wait()
+        assert len(again.ledger) == 0
+        close = getattr(provider, "close", None)
+        if close is not None:
+            close()
+    finally:
+        server.stop()

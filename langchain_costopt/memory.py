@@ -26,7 +26,11 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.callbacks import BaseCallbackManager
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForChainRun,
+    BaseCallbackManager,
+    CallbackManagerForChainRun,
+)
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import (
@@ -666,7 +670,12 @@ class SummarizingMemoryTransform(Runnable[LanguageModelInput, list[BaseMessage]]
             while len(self._states) > self.max_sessions:
                 self._states.popitem(last=False)
 
-    def _run(self, value: LanguageModelInput, config: RunnableConfig) -> list[BaseMessage]:
+    def _run(
+        self,
+        value: LanguageModelInput,
+        run_manager: CallbackManagerForChainRun,
+        config: RunnableConfig,
+    ) -> list[BaseMessage]:
         session = self._session(config)
         o = self._options
         result = summarize_messages(
@@ -684,7 +693,12 @@ class SummarizingMemoryTransform(Runnable[LanguageModelInput, list[BaseMessage]]
         self._keep(session, result.state)
         return result.messages
 
-    async def _arun(self, value: LanguageModelInput, config: RunnableConfig) -> list[BaseMessage]:
+    async def _arun(
+        self,
+        value: LanguageModelInput,
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
+    ) -> list[BaseMessage]:
         session = self._session(config)
         o = self._options
         result = await asummarize_messages(

@@ -25,6 +25,7 @@ from langchain.agents.middleware.types import (
     PrivateStateAttr,
 )
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
 from langgraph.types import Command
 
 from costopt_core.engine import CostEngine
@@ -36,6 +37,11 @@ __all__ = ["STATE_KEY", "SummarizingMemoryMiddleware", "SummarizingMemoryState"]
 
 #: Key of the agent state that holds the memory state (``MemoryState.to_dict()``).
 STATE_KEY = "costopt_memory"
+
+
+def _any(messages: list[BaseMessage]) -> list[Any]:
+    # ModelRequest types its messages as the AnyMessage union; these are the same objects.
+    return messages
 
 
 class SummarizingMemoryState(AgentState[Any]):
@@ -105,7 +111,7 @@ class SummarizingMemoryMiddleware(AgentMiddleware[SummarizingMemoryState, Any]):
         return self._options.config
 
     def _memory(self, request: ModelRequest[Any]) -> ConversationMemory:
-        saved = (request.state or {}).get(STATE_KEY)
+        saved: Any = (request.state or {}).get(STATE_KEY)
         return self._options.memory(MemoryState.from_dict(saved))
 
     @staticmethod
@@ -114,7 +120,7 @@ class SummarizingMemoryMiddleware(AgentMiddleware[SummarizingMemoryState, Any]):
     ) -> ModelResponse[Any] | ExtendedModelResponse[Any]:
         if not flushed:
             return response
-        command = Command(update={STATE_KEY: memory.state.to_dict()})
+        command: Command[Any] = Command(update={STATE_KEY: memory.state.to_dict()})
         return ExtendedModelResponse(model_response=response, command=command)
 
     def wrap_model_call(
@@ -128,7 +134,7 @@ class SummarizingMemoryMiddleware(AgentMiddleware[SummarizingMemoryState, Any]):
         memory = self._memory(request)
         flushed = memory.update(full).flushed
         view = memory.view(full, record=True)
-        response = handler(request.override(messages=assemble(view, originals)))
+        response = handler(request.override(messages=_any(assemble(view, originals))))
         return self._result(response, memory, flushed)
 
     async def awrap_model_call(
@@ -142,5 +148,5 @@ class SummarizingMemoryMiddleware(AgentMiddleware[SummarizingMemoryState, Any]):
         memory = self._memory(request)
         flushed = (await memory.aupdate(full)).flushed
         view = await memory.aview(full, record=True)
-        response = await handler(request.override(messages=assemble(view, originals)))
+        response = await handler(request.override(messages=_any(assemble(view, originals))))
         return self._result(response, memory, flushed)

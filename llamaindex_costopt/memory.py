@@ -20,10 +20,10 @@ from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole, ToolCallBlock
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, field_validator
-from llama_index.core.instrumentation import root_manager
 from llama_index.core.llms.llm import LLM
 from llama_index.core.memory.types import DEFAULT_CHAT_STORE_KEY, BaseChatStoreMemory
 from llama_index.core.storage.chat_store import BaseChatStore, SimpleChatStore
+from llama_index_instrumentation import root_manager
 from pydantic import ValidationError
 
 from costopt_core.engine import CostEngine, default_engine
@@ -219,7 +219,7 @@ class SummarizingMemory(BaseChatStoreMemory):
         return "costopt_SummarizingMemory"
 
     @classmethod
-    def from_defaults(  # type: ignore[override]
+    def from_defaults(
         cls,
         chat_history: list[ChatMessage] | None = None,
         llm: LLM | None = None,

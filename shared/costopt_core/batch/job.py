@@ -11,6 +11,10 @@ with sync and async twins.
 
 Everything a job knows is in the queue file, so a new process that opens
 the same file and job name finds the submitted batches and collects them.
+A batch is recorded in the file right after the provider accepted it: a
+process killed between the two (a few milliseconds per batch) leaves its
+requests queued, and they are submitted, and billed, a second time. The
+async twins share the SQLite calls of the sync ones (short, local writes).
 """
 
 from __future__ import annotations

@@ -154,6 +154,8 @@ class FakeAnthropicBatchServer(FakeBatchServer):
     def __init__(self) -> None:
         super().__init__()
         self.batches: dict[str, _Batch] = {}
+        #: size of the last create call's JSON body (to check ``request_size``).
+        self.last_create_bytes = 0
 
     @property
     def url(self) -> str:
@@ -219,6 +221,7 @@ class FakeAnthropicBatchServer(FakeBatchServer):
             return self._error(404, f"Not found: {method} {path}")
 
     def _create(self, body: bytes) -> Response:
+        self.last_create_bytes = len(body)
         if len(body) > MAX_BODY_BYTES:
             return self._error(413, f"Request exceeds the maximum size of {MAX_BODY_BYTES} bytes")
         try:

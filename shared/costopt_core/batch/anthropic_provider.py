@@ -27,6 +27,7 @@ from costopt_core.batch._wire import (
     anthropic_result,
     check_batch,
 )
+from costopt_core.batch.job import BatchNotFoundError
 from costopt_core.batch.provider import (
     BatchLimits,
     BatchRequest,
@@ -91,12 +92,13 @@ class AnthropicBatchProvider:
         base_url: the API's URL for built clients (default: the SDK's).
         max_retries: the SDK's retries of failed HTTP calls (default: the SDK's).
         timeout_s: the SDK's HTTP timeout in seconds (default: the SDK's).
+        poll_interval_s: the wait between polls a ``BatchJob`` uses by default.
         default_max_tokens: ``max_tokens`` for requests whose params have none
             (Anthropic requires it).
 
     Raises:
         ConfigurationError: a negative ``max_retries``, a non-positive
-            ``timeout_s`` or ``default_max_tokens``.
+            ``poll_interval_s``, ``timeout_s`` or ``default_max_tokens``.
     """
 
     name = "anthropic"
@@ -112,7 +114,10 @@ class AnthropicBatchProvider:
         max_retries: int | None = None,
         timeout_s: float | None = None,
         default_max_tokens: int = ANTHROPIC_DEFAULT_MAX_TOKENS,
+        poll_interval_s: float = 30.0,
     ) -> None:
+        if not poll_interval_s > 0:
+            raise ConfigurationError(f"poll_interval_s={poll_interval_s!r}: must be > 0 seconds")
         if max_retries is not None and max_retries < 0:
             raise ConfigurationError(f"max_retries={max_retries!r}: must be >= 0")
         if timeout_s is not None and not timeout_s > 0:
@@ -121,6 +126,8 @@ class AnthropicBatchProvider:
             raise ConfigurationError(
                 f"default_max_tokens={default_max_tokens!r}: must be a positive int"
             )
+        #: how long a job waits between polls (batches take minutes to hours).
+        self.poll_interval_s = poll_interval_s
         self._client = client
         self._async_client = async_client
         self._own_client = client is None
@@ -168,7 +175,7 @@ class AnthropicBatchProvider:
         try:
             yield
         except anthropic.NotFoundError as exc:
-            raise BatchError(f"{what} failed: no such batch (HTTP 404): {exc}") from exc
+            raise BatchNotFoundError(f"{what} failed: no such batch (HTTP 404): {exc}") from exc
         except anthropic.APIStatusError as exc:
             raise BatchError(f"{what} failed: HTTP {exc.status_code}: {exc}") from exc
         except anthropic.APIConnectionError as exc:

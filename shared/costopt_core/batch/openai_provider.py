@@ -31,6 +31,7 @@ from costopt_core.batch._wire import (
     openai_missing_result,
     parse_jsonl,
 )
+from costopt_core.batch.job import BatchNotFoundError
 from costopt_core.batch.provider import (
     BatchLimits,
     BatchRequest,
@@ -191,11 +192,12 @@ class OpenAIBatchProvider:
             ``OPENAI_BASE_URL``).
         max_retries: the SDK's retries of failed HTTP calls (default: the SDK's).
         timeout_s: the SDK's HTTP timeout in seconds (default: the SDK's).
+        poll_interval_s: the wait between polls a ``BatchJob`` uses by default.
         metadata: up to 15 string pairs attached to every batch created.
 
     Raises:
         ConfigurationError: a negative ``max_retries``, a non-positive
-            ``timeout_s``, or too much ``metadata``.
+            ``poll_interval_s`` or ``timeout_s``, or too much ``metadata``.
     """
 
     name = "openai"
@@ -211,7 +213,10 @@ class OpenAIBatchProvider:
         max_retries: int | None = None,
         timeout_s: float | None = None,
         metadata: Mapping[str, str] | None = None,
+        poll_interval_s: float = 30.0,
     ) -> None:
+        if not poll_interval_s > 0:
+            raise ConfigurationError(f"poll_interval_s={poll_interval_s!r}: must be > 0 seconds")
         if max_retries is not None and max_retries < 0:
             raise ConfigurationError(f"max_retries={max_retries!r}: must be >= 0")
         if timeout_s is not None and not timeout_s > 0:
@@ -221,6 +226,8 @@ class OpenAIBatchProvider:
                 f"metadata has {len(metadata)} keys: OpenAI allows 16 per batch and costopt"
                 " uses one; pass at most 15"
             )
+        #: how long a job waits between polls (batches take minutes to hours).
+        self.poll_interval_s = poll_interval_s
         self._client = client
         self._async_client = async_client
         self._own_client = client is None
@@ -266,7 +273,9 @@ class OpenAIBatchProvider:
         try:
             yield
         except openai.NotFoundError as exc:
-            raise BatchError(f"{what} failed: no such batch or file (HTTP 404): {exc}") from exc
+            raise BatchNotFoundError(
+                f"{what} failed: no such batch or file (HTTP 404): {exc}"
+            ) from exc
         except openai.APIStatusError as exc:
             raise BatchError(f"{what} failed: HTTP {exc.status_code}: {exc}") from exc
         except openai.APIConnectionError as exc:

@@ -406,3 +406,23 @@ async def test_conversation_memory_sync_async_parity() -> None:
         await b.aupdate(history[:n])
     assert a.state == b.state
     assert a.view(history) == await b.aview(history)
+
+
+def test_recall_ignores_participant_names_and_brings_the_reply() -> None:
+    from costopt_core.memory import recall_query, recall_sentences
+
+    assert recall_query("What was Melanie's favorite book?", ["Melanie", "Caroline"]) == (
+        "What was favorite book?"
+    )
+    assert recall_query("Did Mel call?", ["Melanie"]) == "Did call?"
+    lines = [
+        ("Caroline", "Hey Mel! Good to see you."),
+        ("Melanie", "Hey Caroline!"),
+        ("Caroline", "What's a favorite book you remember from your childhood?"),
+        ("Melanie", 'I loved reading "Charlotte\'s Web" as a kid.'),
+        ("Caroline", "Nice, I went hiking yesterday."),
+    ]
+    r = recall_sentences("What was Melanie's favorite childhood book?", lines, 60, words)
+    assert {2, 3} <= set(r.indices) and 4 not in r.indices
+    assert 'Melanie: I loved reading "Charlotte\'s Web" as a kid.' in r.lines
+    assert r.tokens <= 60

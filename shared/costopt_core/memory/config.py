@@ -81,8 +81,8 @@ class MemoryConfig(BaseModel):
     level_fanout: int = Field(default=4, ge=2, le=64)
     summary_ratio: float = Field(default=0.25, gt=0.0, le=1.0)
     facts_tokens: int = Field(default=192, ge=0, le=1_000_000)
-    recall_tokens: int = Field(default=384, ge=0, le=1_000_000)
-    recall_min_score: float = Field(default=0.1, ge=0.0, le=10.0)
+    recall_tokens: int = Field(default=768, ge=0, le=1_000_000)
+    recall_min_score: float = Field(default=0.05, ge=0.0, le=10.0)
     recall_embeddings: bool = False
     horizon_turns: int = Field(default=8, ge=1, le=10_000)
     summary_role: Literal["system", "user"] = "system"

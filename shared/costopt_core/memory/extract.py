@@ -43,6 +43,7 @@ __all__ = [
     "arecall_sentences",
     "fact_score",
     "key_fact_candidates",
+    "recall_query",
     "recall_sentences",
     "select_facts",
     "summarize_lines",
@@ -243,42 +244,123 @@ def _recalled(rendered: Sequence[tuple[int, str]], count_tokens: CountTokens) ->
     return Recalled(tuple(i for i, _ in rendered), lines, count_tokens("\n".join(lines)))
 
 
+#: Share of the recall budget kept for the replies to recalled questions.
+REPLY_SHARE = 0.35
+_POSSESSIVE = re.compile(r"(?i)['’]s\b")
+
+
+def recall_query(query: str, participants: Sequence[str]) -> str:
+    """``query`` without the participants' names (and their short forms, "Mel" for "Melanie").
+
+    In a conversation every other line names one of its participants, so
+    their names match everything and recall nothing in particular.
+    """
+    names = {w.lower() for p in participants for w in p.split() if len(w) >= 3}
+    if not names:
+        return query
+    kept = []
+    for word in _POSSESSIVE.sub("", query).split():
+        w = word.strip(".,;:!?\"'()[]").lower()
+        if len(w) >= 3 and any(n.startswith(w) for n in names):
+            continue
+        kept.append(word)
+    return " ".join(kept)
+
+
+def _add_replies(
+    rendered: list[tuple[int, str]],
+    lines: Sequence[tuple[str, str]],
+    budget_tokens: int,
+    count_tokens: CountTokens,
+) -> list[tuple[int, str]]:
+    """Add the reply to each recalled question: in dialogue, the answer is the next turn."""
+    have = {k for k, _ in rendered}
+    used = _size(rendered, count_tokens)
+    out = list(rendered)
+    for k, text in sorted(rendered, reverse=True):
+        nxt = k + 1
+        if "?" not in text or nxt >= len(lines) or nxt in have or lines[nxt][0] == lines[k][0]:
+            continue
+        who, reply = lines[nxt]
+        kept = ""
+        for sent in split_sentences(reply):
+            candidate = f"{kept} {sent.text}".strip()
+            line = f"{who}: {candidate}" if who else candidate
+            if used + count_tokens(line) + 1 > budget_tokens:
+                break
+            kept = candidate
+        if kept:
+            line = f"{who}: {kept}" if who else kept
+            out.append((nxt, line))
+            have.add(nxt)
+            used += count_tokens(line) + 1
+    return sorted(out)
+
+
+def _prepare_recall(
+    query: str, lines: Sequence[tuple[str, str]], budget_tokens: int
+) -> tuple[str, list[str], int] | None:
+    if not query.strip() or not lines or budget_tokens <= 0:
+        return None
+    q = recall_query(query, sorted({w for w, _ in lines if w}))
+    if not q.strip():
+        return None
+    return q, [t for _, t in lines], max(1, int(budget_tokens * (1 - REPLY_SHARE)))
+
+
+def _fit_recall(
+    result: SummaryResult,
+    lines: Sequence[tuple[str, str]],
+    primary: int,
+    count_tokens: CountTokens,
+) -> tuple[list[tuple[int, str]], int]:
+    """The rendered recall and how far it overshoots ``primary`` (speaker labels)."""
+    rendered = _render(result, lines)
+    return rendered, _size(rendered, count_tokens) - primary
+
+
 def recall_sentences(
     query: str,
     lines: Sequence[tuple[str, str]],
     budget_tokens: int,
     count_tokens: CountTokens,
     *,
-    min_score: float = 0.1,
+    min_score: float = 0.05,
     embed: Embed | None = None,
 ) -> Recalled:
     """The sentences of older ``(speaker, text)`` turns that best answer ``query``.
 
+    The participants' names are left out of the query (:func:`recall_query`);
+    the sentences are ranked as the context summarizer ranks them for a
+    question, within ``1 - REPLY_SHARE`` of the budget; the rest of the budget
+    goes to the replies of recalled questions ("What was your favourite
+    book?" is answered by the next turn, which shares no word with the query).
+
     Args:
         query: the latest user message.
-        lines: the older turns (not in the verbatim window).
+        lines: the older turns (not in the verbatim window), in order.
         budget_tokens: at most this many tokens are recalled.
         count_tokens: text -> tokens.
         min_score: sentences scoring less are never recalled.
         embed: when given, sentences are also scored by embedding similarity.
     """
-    if not query.strip() or not lines or budget_tokens <= 0:
+    prepared = _prepare_recall(query, lines, budget_tokens)
+    if prepared is None:
         return Recalled((), (), 0)
-    texts = [t for _, t in lines]
-    budget = budget_tokens
+    q, texts, primary = prepared
+    budget = primary
     rendered: list[tuple[int, str]] = []
     for _ in range(4):
         config = _recall_config(budget, min_score, embed is not None)
-        result = summarize_extractive(query, texts, config, embed=embed, count_tokens=count_tokens)
-        rendered = _render(result, lines)
-        over = _size(rendered, count_tokens) - budget_tokens
+        result = summarize_extractive(q, texts, config, embed=embed, count_tokens=count_tokens)
+        rendered, over = _fit_recall(result, lines, primary, count_tokens)
         if over <= 0:
             break
         budget -= over
         if budget <= 0:
             rendered = []
             break
-    return _recalled(rendered, count_tokens)
+    return _recalled(_add_replies(rendered, lines, budget_tokens, count_tokens), count_tokens)
 
 
 async def arecall_sentences(
@@ -287,28 +369,28 @@ async def arecall_sentences(
     budget_tokens: int,
     count_tokens: CountTokens,
     *,
-    min_score: float = 0.1,
+    min_score: float = 0.05,
     aembed: AEmbed | None = None,
 ) -> Recalled:
     """Async twin of :func:`recall_sentences` (``aembed`` is awaited)."""
     if aembed is None:
         return recall_sentences(query, lines, budget_tokens, count_tokens, min_score=min_score)
-    if not query.strip() or not lines or budget_tokens <= 0:
+    prepared = _prepare_recall(query, lines, budget_tokens)
+    if prepared is None:
         return Recalled((), (), 0)
-    texts = [t for _, t in lines]
-    budget = budget_tokens
+    q, texts, primary = prepared
+    budget = primary
     rendered: list[tuple[int, str]] = []
     for _ in range(4):
         config = _recall_config(budget, min_score, True)
         result = await asummarize_extractive(
-            query, texts, config, aembed=aembed, count_tokens=count_tokens
+            q, texts, config, aembed=aembed, count_tokens=count_tokens
         )
-        rendered = _render(result, lines)
-        over = _size(rendered, count_tokens) - budget_tokens
+        rendered, over = _fit_recall(result, lines, primary, count_tokens)
         if over <= 0:
             break
         budget -= over
         if budget <= 0:
             rendered = []
             break
-    return _recalled(rendered, count_tokens)
+    return _recalled(_add_replies(rendered, lines, budget_tokens, count_tokens), count_tokens)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BatchError",
+    "BatchNotFoundError",
     "BudgetExceededError",
     "CacheBackendError",
     "ConfigurationError",
@@ -99,3 +100,8 @@ class RoutingError(CostOptError):
 
 class BatchError(CostOptError):
     """A batch job could not be submitted, polled or collected."""
+
+
+class BatchNotFoundError(BatchError, LookupError):
+    """The provider does not know a batch id (expired from its records, or a
+    local batch lost with its process). The job queues the batch's requests again."""

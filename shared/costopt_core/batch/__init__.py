@@ -5,8 +5,10 @@ Anthropic Message Batches, a local executor), and the job that splits,
 submits, polls, collects, retries and prices at batch rates.
 """
 
+from costopt_core.batch.anthropic_provider import AnthropicBatchProvider
 from costopt_core.batch.job import BatchJob, BatchJobConfig, BatchNotFoundError, BatchStatus
 from costopt_core.batch.local import LocalBatchProvider
+from costopt_core.batch.openai_provider import OpenAIBatchProvider
 from costopt_core.batch.provider import (
     BatchLimits,
     BatchProvider,
@@ -18,6 +20,7 @@ from costopt_core.batch.queue import BatchQueue
 from costopt_core.batch.split import SplitPlan, decide_outcome, plan_batches, should_flush
 
 __all__ = [
+    "AnthropicBatchProvider",
     "BatchJob",
     "BatchJobConfig",
     "BatchLimits",
@@ -28,6 +31,7 @@ __all__ = [
     "BatchResult",
     "BatchStatus",
     "LocalBatchProvider",
+    "OpenAIBatchProvider",
     "RemoteBatch",
     "SplitPlan",
     "decide_outcome",

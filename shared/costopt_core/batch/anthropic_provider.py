@@ -27,7 +27,6 @@ from costopt_core.batch._wire import (
     anthropic_result,
     check_batch,
 )
-from costopt_core.batch.job import BatchNotFoundError
 from costopt_core.batch.provider import (
     BatchLimits,
     BatchRequest,
@@ -35,7 +34,7 @@ from costopt_core.batch.provider import (
     RemoteBatch,
     RemoteStatus,
 )
-from costopt_core.errors import BatchError, ConfigurationError
+from costopt_core.errors import BatchError, BatchNotFoundError, ConfigurationError
 
 __all__ = ["AnthropicBatchProvider"]
 

@@ -32,15 +32,10 @@ from costopt_core.batch.provider import BatchProvider, BatchRequest, BatchResult
 from costopt_core.batch.queue import BatchQueue, OpenBatch, RequestState, StoredResult
 from costopt_core.batch.split import decide_outcome, plan_batches, should_flush
 from costopt_core.engine import CostEngine, default_engine
-from costopt_core.errors import BatchError, config_error
+from costopt_core.errors import BatchError, BatchNotFoundError, config_error
 from costopt_core.types import CallMode, CallRecord, Usage
 
 __all__ = ["BatchJob", "BatchJobConfig", "BatchNotFoundError", "BatchStatus"]
-
-
-class BatchNotFoundError(BatchError, LookupError):
-    """The provider does not know a batch id (expired from its records, or a
-    local batch lost with its process). The job queues the batch's requests again."""
 
 
 class BatchJobConfig(BaseModel):

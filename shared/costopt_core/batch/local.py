@@ -22,7 +22,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from costopt_core.batch.job import BatchNotFoundError
 from costopt_core.batch.provider import (
     BatchLimits,
     BatchRequest,
@@ -31,7 +30,7 @@ from costopt_core.batch.provider import (
     RemoteStatus,
 )
 from costopt_core.batch.queue import request_to_json
-from costopt_core.errors import BatchError, ConfigurationError
+from costopt_core.errors import BatchError, BatchNotFoundError, ConfigurationError
 from costopt_core.types import CallMode
 
 __all__ = ["AsyncChatFn", "ChatFn", "LocalBatchProvider"]

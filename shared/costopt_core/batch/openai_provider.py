@@ -31,7 +31,6 @@ from costopt_core.batch._wire import (
     openai_missing_result,
     parse_jsonl,
 )
-from costopt_core.batch.job import BatchNotFoundError
 from costopt_core.batch.provider import (
     BatchLimits,
     BatchRequest,
@@ -39,7 +38,7 @@ from costopt_core.batch.provider import (
     RemoteBatch,
     RemoteStatus,
 )
-from costopt_core.errors import BatchError, ConfigurationError
+from costopt_core.errors import BatchError, BatchNotFoundError, ConfigurationError
 
 __all__ = ["OpenAIBatchProvider"]
 

@@ -43,6 +43,7 @@ from langchain_core.runnables.config import get_callback_manager_for_config, get
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from costopt_core.batch import (
+    AnthropicBatchProvider,
     BatchJob,
     BatchJobConfig,
     BatchProvider,
@@ -51,6 +52,7 @@ from costopt_core.batch import (
     BatchResult,
     BatchStatus,
     LocalBatchProvider,
+    OpenAIBatchProvider,
 )
 from costopt_core.engine import CostEngine, default_engine
 from costopt_core.errors import BatchError, ConfigurationError, config_error
@@ -736,15 +738,11 @@ class BatchRunnable(Runnable[LanguageModelInput, AIMessage]):
     def _build_provider(self, kind: str) -> BatchProvider:
         model = self.chat_model
         if kind == "openai":
-            from costopt_core.batch.openai_provider import OpenAIBatchProvider
-
             return OpenAIBatchProvider(
                 client=getattr(model, "root_client", None),
                 async_client=getattr(model, "root_async_client", None),
             )
         if kind == "anthropic":
-            from costopt_core.batch.anthropic_provider import AnthropicBatchProvider
-
             client = async_client = None
             try:  # ChatAnthropic builds its SDK clients lazily, from its own key and URL
                 client = getattr(model, "_client", None)

@@ -36,6 +36,7 @@ from llama_index_instrumentation.dispatcher import instrument_tags
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from costopt_core.batch import (
+    AnthropicBatchProvider,
     BatchJob,
     BatchJobConfig,
     BatchProvider,
@@ -44,6 +45,7 @@ from costopt_core.batch import (
     BatchResult,
     BatchStatus,
     LocalBatchProvider,
+    OpenAIBatchProvider,
 )
 from costopt_core.engine import CostEngine, default_engine
 from costopt_core.errors import BatchError, ConfigurationError, config_error
@@ -617,16 +619,12 @@ class BatchRunner:
     def _build_provider(self, kind: str) -> BatchProvider:
         llm = self.llm
         if kind == "openai":
-            from costopt_core.batch.openai_provider import OpenAIBatchProvider
-
             key, base = getattr(llm, "api_key", None), getattr(llm, "api_base", None)
             return OpenAIBatchProvider(
                 api_key=key if isinstance(key, str) else None,
                 base_url=base if isinstance(base, str) else None,
             )
         if kind == "anthropic":
-            from costopt_core.batch.anthropic_provider import AnthropicBatchProvider
-
             client = getattr(llm, "_client", None)
             async_client = getattr(llm, "_aclient", None)
             return AnthropicBatchProvider(client=client, async_client=async_client)

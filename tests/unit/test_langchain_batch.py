@@ -615,3 +615,14 @@ def test_anthropic_message_batches_end_to_end(
     assert rec.savings_usd["batch"] * 2 == cost_of(
         engine.catalog.get("claude-haiku-4-5"), rec.usage, "sync"
     )
+
+
+def test_progress_bar_while_waiting(engine: CostEngine, capsys: pytest.CaptureFixture[str]) -> None:
+    r = runnable(FakeBatchAPI(hold=2), engine, progress=True)
+    r.batch(["a", "b", "c"])
+    err = capsys.readouterr().err
+    [job] = r.jobs()
+    assert f"batch {job}" in err
+    assert "3/3" in err  # the bar ends with every request finished
+    runnable(FakeBatchAPI(hold=1), engine).batch(["quiet"])  # progress=False
+    assert capsys.readouterr().err == ""

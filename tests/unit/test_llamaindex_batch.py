@@ -462,3 +462,14 @@ def test_openai_batch_api_end_to_end(engine: CostEngine) -> None:
         assert usage_of(response) == rec.usage
         assert rec.cost_usd == cost_of(entry, rec.usage, "batch")
         assert rec.savings_usd["batch"] * 2 == cost_of(entry, rec.usage, "sync")
+
+
+def test_progress_bar_while_waiting(engine: CostEngine, capsys: pytest.CaptureFixture[str]) -> None:
+    r = runner(FakeBatchAPI(hold=2), engine, progress=True)
+    handle = r.submit_complete(["a", "b"])
+    handle.wait()
+    err = capsys.readouterr().err
+    assert f"batch {handle.name}" in err
+    assert "2/2" in err
+    runner(FakeBatchAPI(hold=1), engine).complete_batch(["quiet"])
+    assert capsys.readouterr().err == ""

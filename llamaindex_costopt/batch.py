@@ -499,11 +499,14 @@ class BatchRunner:
 
     Accounting: the engine's ``BatchJob`` records each answer once, at the
     provider's batch rates (lever ``batch``), under call id
-    ``batch:<job>:<request id>``, in the runner's ``engine``. The runner
-    emits no LLM events of its own, so a ``CostEventHandler`` does not count
-    provider batches again. The local provider calls the LLM's own ``chat``
-    / ``complete`` in a fresh context (so ``track_costs`` blocks do not see
-    them) tagged ``costopt_batch`` (:data:`BATCH_TAG`).
+    ``batch:<job>:<request id>``, in the runner's ``engine``; that record is
+    the source of truth. The runner emits no LLM events of its own, so a
+    ``CostEventHandler`` does not count provider batches again. The local
+    provider calls the LLM's own ``chat`` / ``complete`` in a fresh context,
+    so ``track_costs`` blocks do not see those calls; they are tagged
+    ``costopt_batch`` (:data:`BATCH_TAG`) for handlers attached for good to
+    skip (the handler shipped with this package does not yet: with the local
+    provider, do not also attach one to the same engine).
 
     Text only: messages are sent as their text, and tool calls of answers
     stay in the provider's payload in ``raw``.

@@ -626,3 +626,13 @@ def test_progress_bar_while_waiting(engine: CostEngine, capsys: pytest.CaptureFi
     assert "3/3" in err  # the bar ends with every request finished
     runnable(FakeBatchAPI(hold=1), engine).batch(["quiet"])  # progress=False
     assert capsys.readouterr().err == ""
+
+
+async def test_batch_as_completed_is_one_batch(engine: CostEngine) -> None:
+    api = FakeBatchAPI(hold=1)
+    r = runnable(api, engine)
+    got = list(r.batch_as_completed(["a", "b", "c"]))
+    assert [(i, m.content) for i, m in got] == [(0, "A: a"), (1, "A: b"), (2, "A: c")]
+    agot = [(i, m.content) async for i, m in r.abatch_as_completed(["d", "e"])]
+    assert agot == [(0, "A: d"), (1, "A: e")]
+    assert [len(b) for b in api.submitted] == [3, 2]  # not one batch per input

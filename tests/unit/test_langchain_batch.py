@@ -29,6 +29,7 @@ from langchain_costopt.batch import (
     BatchHandle,
     BatchRequestError,
     BatchRunnable,
+    message_of,
     messages_of,
     model_name_of,
     provider_name_of,
@@ -636,3 +637,39 @@ async def test_batch_as_completed_is_one_batch(engine: CostEngine) -> None:
     agot = [(i, m.content) async for i, m in r.abatch_as_completed(["d", "e"])]
     assert agot == [(0, "A: d"), (1, "A: e")]
     assert [len(b) for b in api.submitted] == [3, 2]  # not one batch per input
+
+
+def test_anthropic_tool_use_and_bad_openai_arguments(engine: CostEngine) -> None:
+    anthropic_raw = {
+        "id": "msg_1",
+        "stop_reason": "tool_use",
+        "content": [
+            {"type": "text", "text": "Let me look."},
+            {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": "x"}},
+        ],
+    }
+    result = BatchResult(
+        "7", "succeeded", "Let me look.", USAGE, "claude-haiku-4-5", raw=anthropic_raw
+    )
+    msg = message_of(result, engine=engine, model="claude-haiku-4-5", mode="batch", job="j")
+    assert msg.tool_calls == [
+        {"name": "lookup", "args": {"q": "x"}, "id": "toolu_1", "type": "tool_call"}
+    ]
+    assert msg.response_metadata["finish_reason"] == "tool_use"
+    assert msg.response_metadata["costopt"]["call_id"] == "batch:j:7"
+    bad = {
+        "choices": [
+            {
+                "message": {
+                    "tool_calls": [
+                        {"id": "c", "function": {"name": "lookup", "arguments": "{not json"}}
+                    ]
+                },
+                "finish_reason": "tool_calls",
+            }
+        ]
+    }
+    result = BatchResult("8", "succeeded", "", USAGE, "gpt-4o-mini", raw=bad)
+    msg = message_of(result, engine=engine, model="gpt-4o-mini", mode="batch", job="j")
+    assert msg.tool_calls == []
+    assert msg.invalid_tool_calls[0]["name"] == "lookup"

@@ -17,10 +17,9 @@ polling, retries, pricing and recording in the ledger are the engine's.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForChainRun,
@@ -40,25 +39,23 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 from langchain_core.runnables.config import get_callback_manager_for_config, get_config_list
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from costopt_core.batch import (
-    AnthropicBatchProvider,
+    BatchFront,
     BatchJob,
-    BatchJobConfig,
     BatchProvider,
-    BatchQueue,
     BatchRequest,
     BatchResult,
-    BatchStatus,
-    LocalBatchProvider,
-    OpenAIBatchProvider,
+    JobHandle,
+    ProviderName,
+    batch_metadata,
+    model_params,
+    request_ids,
 )
 from costopt_core.engine import CostEngine, default_engine
-from costopt_core.errors import BatchError, ConfigurationError, config_error
-from costopt_core.pricing import attribute_savings
+from costopt_core.errors import BatchFailedError, BatchRequestError, ConfigurationError
 from costopt_core.tenancy import current_tenant
-from costopt_core.types import CallMode, Message, Usage, money_str
+from costopt_core.types import CallMode, Message, Usage
 from costopt_core.usage import usage_from_langchain
 from langchain_costopt._convert import from_langchain_messages
 from langchain_costopt.callbacks import TENANT_KEYS, CostCallbackHandler
@@ -69,82 +66,16 @@ __all__ = [
     "BatchRequestError",
     "BatchRunnable",
     "ProviderName",
+    "batch_metadata",
 ]
 
 METADATA_KEY = "costopt"
-#: Which batch API requests go to; ``local`` runs the wrapped model itself.
-ProviderName = Literal["openai", "anthropic", "local"]
-_PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "local")
 # langchain-openai's ChatOpenAI and langchain-anthropic's ChatAnthropic.
 _LLM_TYPES: dict[str, ProviderName] = {"openai-chat": "openai", "anthropic-chat": "anthropic"}
 # Chat-model fields sent with every request, under the provider's own name.
 _FIELDS = ("temperature", "top_p", "top_k", "seed", "frequency_penalty", "presence_penalty")
-_MAX_TOKENS_KEY: dict[str, str] = {"openai": "max_completion_tokens", "anthropic": "max_tokens"}
-_STOP_KEY: dict[str, str] = {"openai": "stop", "anthropic": "stop_sequences"}
 
-
-# -- errors ---------------------------------------------------------------------
-class BatchRequestError(BatchError):
-    """One request of a batch did not succeed (errored, expired or canceled).
-
-    ``batch(..., return_exceptions=True)`` returns it in place of the answer.
-
-    Attributes:
-        request_id: the request's id within its job.
-        job: the job's name.
-        status: ``errored``, ``expired`` or ``canceled``.
-        retryable: whether the provider said a retry could help.
-        result: the engine's result, with the provider's error payload in ``raw``.
-    """
-
-    def __init__(self, result: BatchResult, job: str) -> None:
-        self.request_id = result.id
-        self.job = job
-        self.status = result.status
-        self.retryable = result.retryable
-        self.result = result
-        super().__init__(
-            f"batch request {result.id!r} of job {job!r} {result.status}: "
-            f"{result.error or 'no reason given'}"
-        )
-
-
-class BatchFailedError(BatchError):
-    """Some requests of a batch did not succeed; raised unless ``return_exceptions``.
-
-    Attributes:
-        job: the job's name (its answers stay in the queue file).
-        failed_ids: ids of the failed requests, in input order.
-        outputs: one entry per input: the ``AIMessage`` or the
-            :class:`BatchRequestError`, so the answers that did come back are not lost.
-    """
-
-    def __init__(self, job: str, outputs: list[AIMessage | Exception]) -> None:
-        self.job = job
-        self.outputs = outputs
-        errors = [o for o in outputs if isinstance(o, BatchRequestError)]
-        self.failed_ids = [e.request_id for e in errors]
-        shown = ", ".join(repr(i) for i in self.failed_ids[:10])
-        more = f" and {len(errors) - 10} more" if len(errors) > 10 else ""
-        first = f"; first: {errors[0]}" if errors else ""
-        super().__init__(
-            f"{len(errors)} of {len(outputs)} requests of batch job {job!r} failed "
-            f"({shown}{more}){first}. Pass return_exceptions=True to get the other answers, "
-            "or read them from this error's outputs"
-        )
-
-
-# -- settings -------------------------------------------------------------------
-class _Settings(BaseModel):
-    """The checked knobs of a :class:`BatchRunnable` (``ConfigurationError`` when out of range)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    poll_interval_s: float | None = Field(None, gt=0.0)
-    timeout_s: float | None = Field(None, gt=0.0)
-    max_attempts: int = Field(3, ge=1, le=100)
-    max_concurrency: int = Field(8, ge=1, le=1024)
-    job_prefix: str = Field("langchain", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+_JSON_HINT = " (e.g. tools via bind_tools)"
 
 
 # -- translation helpers ----------------------------------------------------------
@@ -194,48 +125,6 @@ def provider_name_of(model: BaseChatModel) -> ProviderName:
     except Exception:
         return "local"
     return _LLM_TYPES.get(llm_type, "local")
-
-
-def _model_params(model: BaseChatModel, provider: str) -> dict[str, Any]:
-    """The chat model's answer-changing fields, named as ``provider``'s API names them."""
-    params: dict[str, Any] = {}
-    for name in _FIELDS:
-        value = getattr(model, name, None)
-        if isinstance(value, int | float | str) and not isinstance(value, bool):
-            params[name] = value
-    max_tokens = getattr(model, "max_tokens", None)
-    if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
-        params[_MAX_TOKENS_KEY.get(provider, "max_tokens")] = max_tokens
-    stop = getattr(model, "stop", None) or getattr(model, "stop_sequences", None)
-    if stop:
-        params[_STOP_KEY.get(provider, "stop")] = [stop] if isinstance(stop, str) else list(stop)
-    extra = getattr(model, "model_kwargs", None)
-    if isinstance(extra, Mapping):
-        params.update(extra)
-    return params
-
-
-def _call_params(kwargs: Mapping[str, Any], provider: str) -> dict[str, Any]:
-    """Call-time kwargs (bound or passed to ``batch``) for ``provider``'s API."""
-    params = {k: v for k, v in kwargs.items() if v is not None}
-    if provider in _STOP_KEY and "stop" in params:
-        stop = params.pop("stop")
-        params[_STOP_KEY[provider]] = [stop] if isinstance(stop, str) else list(stop)
-    if provider == "openai" and "max_tokens" in params:
-        params["max_completion_tokens"] = params.pop("max_tokens")
-    return params
-
-
-def _check_json(params: Mapping[str, Any]) -> None:
-    # The queue stores requests as JSON; say which parameter cannot be, and why.
-    for key, value in params.items():
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            raise ConfigurationError(
-                f"batch request parameter {key}={value!r} is not JSON data, so it cannot be "
-                "queued; pass it in the provider's JSON form (e.g. tools via bind_tools)"
-            ) from None
 
 
 def messages_of(value: LanguageModelInput) -> list[BaseMessage]:
@@ -358,32 +247,6 @@ def _finish_reason(raw: Mapping[str, Any] | None) -> str | None:
     return None
 
 
-def batch_metadata(
-    engine: CostEngine, result: BatchResult, model: str, mode: CallMode, job: str
-) -> dict[str, Any]:
-    """``response_metadata["costopt"]`` of a batched answer: what it cost, and where it ran.
-
-    Priced as the job records it (same model, usage and mode), so the figures
-    match the ledger's record ``call_id``.
-    """
-    usage = result.usage if result.usage is not None else Usage()
-    priced = attribute_savings(
-        engine.catalog, model=model, usage=usage, baseline_model=engine.baseline_model, mode=mode
-    )
-    return {
-        "model": model,
-        "tier": None,
-        "mode": mode,
-        "served_by": "model",
-        "cost_usd": money_str(priced.cost_usd),
-        "baseline_cost_usd": money_str(priced.baseline_cost_usd),
-        "savings_usd": {k: format(v, "f") for k, v in priced.savings_usd.items()},
-        "batch_job": job,
-        "request_id": result.id,
-        "call_id": f"batch:{job}:{result.id}",
-    }
-
-
 def message_of(
     result: BatchResult, *, engine: CostEngine, model: str, mode: CallMode, job: str
 ) -> AIMessage:
@@ -443,11 +306,14 @@ def _tenant_of(config: RunnableConfig, own: str | None) -> str | None:
 
 
 # -- the handle ---------------------------------------------------------------------
-class BatchHandle:
-    """A submitted batch: its status now, and its answers once it has ended.
+class BatchHandle(JobHandle[AIMessage]):
+    """A submitted batch: its status now, and its ``AIMessage`` answers once it has ended.
 
-    Everything it knows is in the queue file, so after a restart
-    :meth:`BatchRunnable.handle` with the same ``job`` name gives it back.
+    The engine's :class:`~costopt_core.batch.JobHandle` over :func:`message_of`:
+    ``status`` / ``wait`` / ``results`` / ``cancel`` and their async twins
+    (``await_`` for ``wait``). Everything it knows is in the queue file, so
+    after a restart :meth:`BatchRunnable.handle` with the same ``job`` name
+    gives it back.
 
     Attributes:
         job: the engine's ``BatchJob`` (for what this handle does not offer).
@@ -461,139 +327,14 @@ class BatchHandle:
         ids: Sequence[str],
         models: Sequence[str],
     ) -> None:
+        super().__init__(
+            job, ids, models, message_of, timeout_s=runnable.timeout_s, progress=runnable.progress
+        )
         self._runnable = runnable
-        self.job = job
-        self.ids = list(ids)
-        self._models = list(models)
-
-    def __repr__(self) -> str:
-        return f"BatchHandle(job={self.name!r}, requests={len(self.ids)})"
-
-    @property
-    def name(self) -> str:
-        """The job's name in the queue file (what :meth:`BatchRunnable.handle` takes)."""
-        return self.job.name
-
-    # -- status -------------------------------------------------------------
-    def status(self, *, poll: bool = True) -> BatchStatus:
-        """Requests per state (``queued``, ``submitted``, ``done``, ``failed``...).
-
-        Args:
-            poll: ask the provider once first (collecting batches that ended);
-                ``False`` reads the queue file only.
-        """
-        return self.job.poll() if poll else self.job.status()
-
-    async def astatus(self, *, poll: bool = True) -> BatchStatus:
-        """Async twin of :meth:`status`."""
-        return await self.job.apoll() if poll else self.job.status()
-
-    def done(self) -> bool:
-        """True once every request has an outcome (no provider call)."""
-        return self.job.status().complete
-
-    # -- waiting ------------------------------------------------------------
-    def wait(self, *, timeout_s: float | None = None, progress: bool | None = None) -> BatchStatus:
-        """Poll until every request has an outcome (a tqdm bar if ``progress``).
-
-        Raises:
-            BatchError: ``timeout_s`` passed first (the batch keeps running).
-        """
-        r = self._runnable
-        return self.job.wait(
-            timeout_s=timeout_s if timeout_s is not None else r.timeout_s,
-            progress=r.progress if progress is None else progress,
-        )
-
-    async def await_(
-        self, *, timeout_s: float | None = None, progress: bool | None = None
-    ) -> BatchStatus:
-        """Async twin of :meth:`wait` (``await`` is a keyword)."""
-        r = self._runnable
-        return await self.job.await_(
-            timeout_s=timeout_s if timeout_s is not None else r.timeout_s,
-            progress=r.progress if progress is None else progress,
-        )
-
-    # -- results ------------------------------------------------------------
-    def results(
-        self,
-        *,
-        wait: bool = True,
-        return_exceptions: bool = False,
-        timeout_s: float | None = None,
-    ) -> list[Any]:
-        """The answers, one ``AIMessage`` per input, in input order.
-
-        Args:
-            wait: block (polling) until the batch has ended; with ``False``
-                a batch still running raises ``BatchError`` at once.
-            return_exceptions: put a :class:`BatchRequestError` in place of
-                each failed answer instead of raising.
-            timeout_s: give up waiting after this long.
-
-        Raises:
-            BatchFailedError: some requests failed and ``return_exceptions`` is off.
-            BatchError: the batch has not ended (``wait=False``) or ``timeout_s`` passed.
-        """
-        if wait:
-            self.wait(timeout_s=timeout_s)
-        return self._outputs(return_exceptions)
-
-    async def aresults(
-        self,
-        *,
-        wait: bool = True,
-        return_exceptions: bool = False,
-        timeout_s: float | None = None,
-    ) -> list[Any]:
-        """Async twin of :meth:`results`."""
-        if wait:
-            await self.await_(timeout_s=timeout_s)
-        return self._outputs(return_exceptions)
-
-    def raw_results(self) -> list[BatchResult | None]:
-        """The engine's results in input order (``None`` while a request is unfinished)."""
-        stored = self.job.results()
-        return [stored.get(i) for i in self.ids]
-
-    def _outputs(self, return_exceptions: bool) -> list[Any]:
-        stored = self.job.results()
-        missing = [i for i in self.ids if i not in stored]
-        if missing:
-            status = self.job.status()
-            raise BatchError(
-                f"batch job {self.name!r} has not ended ({status.finished} of {status.total} "
-                "requests finished); call wait() or results(wait=True)"
-            )
-        engine, mode = self.job.engine, self.job.mode
-        outputs: list[AIMessage | Exception] = []
-        for rid, model in zip(self.ids, self._models, strict=True):
-            result = stored[rid]
-            if result.status == "succeeded":
-                outputs.append(
-                    message_of(result, engine=engine, model=model, mode=mode, job=self.name)
-                )
-            else:
-                outputs.append(BatchRequestError(result, self.name))
-        if not return_exceptions and any(isinstance(o, Exception) for o in outputs):
-            raise BatchFailedError(self.name, outputs)
-        return outputs
-
-    # -- cancel -------------------------------------------------------------
-    def cancel(self) -> BatchStatus:
-        """Stop the batch: unsent requests are dropped, running ones canceled remotely.
-
-        Answers given before the stop are still collected by :meth:`wait`.
-        """
-        return self.job.cancel()
-
-    async def acancel(self) -> BatchStatus:
-        return await self.job.acancel()
 
 
 # -- the runnable -----------------------------------------------------------------
-class BatchRunnable(Runnable[LanguageModelInput, AIMessage]):
+class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
     """A chat model whose calls go through a batch API, at batch prices.
 
     ``batch(inputs)`` submits every input as one batch job and waits for it
@@ -660,6 +401,8 @@ class BatchRunnable(Runnable[LanguageModelInput, AIMessage]):
         >>> handle.results()  # doctest: +SKIP
     """
 
+    framework = "langchain"
+
     def __init__(
         self,
         chat_model: BaseChatModel | Runnable[Any, Any],
@@ -678,83 +421,45 @@ class BatchRunnable(Runnable[LanguageModelInput, AIMessage]):
         job_prefix: str = "langchain",
         name: str | None = None,
     ) -> None:
-        try:
-            settings = _Settings(
-                poll_interval_s=poll_interval_s,
-                timeout_s=timeout_s,
-                max_attempts=max_attempts,
-                max_concurrency=max_concurrency,
-                job_prefix=job_prefix,
-            )
-        except ValidationError as exc:
-            raise config_error("BatchRunnable", exc) from None
-        if isinstance(provider, str) and provider not in _PROVIDERS:
-            raise ConfigurationError(
-                f"provider={provider!r} is unknown; use one of {list(_PROVIDERS)} or pass a "
-                "BatchProvider"
-            )
+        BatchFront.__init__(
+            self,
+            provider=provider,
+            queue_path=queue_path,
+            engine=engine,
+            poll_interval_s=poll_interval_s,
+            timeout_s=timeout_s,
+            max_attempts=max_attempts,
+            max_concurrency=max_concurrency,
+            progress=progress,
+            tenant=tenant,
+            record=record,
+            job_prefix=job_prefix,
+        )
         self.chat_model, self._bound = _unwrap(chat_model)
         self.model_name = model or model_name_of(self.chat_model)
-        self._provider_arg = provider
-        self._provider: BatchProvider | None = provider if not isinstance(provider, str) else None
-        self.queue = BatchQueue(":memory:" if queue_path is None else queue_path)
-        self.engine = engine
-        self.settings = settings
-        self._job_config = BatchJobConfig(
-            max_attempts=max_attempts, poll_interval_s=poll_interval_s
-        )
-        self.progress = progress
-        self.tenant = tenant
-        self.record = record
         self.name = name
 
-    @property
-    def timeout_s(self) -> float | None:
-        return self.settings.timeout_s
-
-    # -- provider -----------------------------------------------------------
-    @property
-    def provider_name(self) -> str:
-        """``openai``, ``anthropic``, ``local`` or a custom provider's ``name``."""
-        if self._provider is not None:
-            return self._provider.name
-        if isinstance(self._provider_arg, str):
-            return self._provider_arg
+    # -- what BatchFront asks of the framework --------------------------------
+    def _default_provider_name(self) -> str:
         return provider_name_of(self.chat_model)
 
-    @property
-    def _runs_model_itself(self) -> bool:
-        """True when requests go to the local provider built around the wrapped model."""
-        return self._provider_arg in (None, "local") and self.provider_name == "local"
-
-    @property
-    def provider(self) -> BatchProvider:
-        """The batch provider (built on first use: building an SDK client is I/O-free
-        but needs the SDK installed)."""
-        if self._provider is None:
-            self._provider = self._build_provider(self.provider_name)
-        return self._provider
-
-    def _build_provider(self, kind: str) -> BatchProvider:
+    def _sdk_clients(self, kind: str) -> dict[str, Any]:
         model = self.chat_model
         if kind == "openai":
-            return OpenAIBatchProvider(
-                client=getattr(model, "root_client", None),
-                async_client=getattr(model, "root_async_client", None),
-            )
-        if kind == "anthropic":
-            client = async_client = None
-            try:  # ChatAnthropic builds its SDK clients lazily, from its own key and URL
-                client = getattr(model, "_client", None)
-                async_client = getattr(model, "_async_client", None)
-            except Exception:
-                client = async_client = None
-            return AnthropicBatchProvider(client=client, async_client=async_client)
-        return LocalBatchProvider(
-            self._local_chat,
-            achat=self._local_achat,
-            max_concurrency=self.settings.max_concurrency,
-        )
+            return {
+                "client": getattr(model, "root_client", None),
+                "async_client": getattr(model, "root_async_client", None),
+            }
+        try:  # ChatAnthropic builds its SDK clients lazily, from its own key and URL
+            return {
+                "client": getattr(model, "_client", None),
+                "async_client": getattr(model, "_async_client", None),
+            }
+        except Exception:
+            return {"client": None, "async_client": None}
+
+    def _model_params(self, kind: str) -> dict[str, Any]:
+        return model_params(self.chat_model, kind, _FIELDS, extra="model_kwargs", stop=True)
 
     def _local_call(self, request: BatchRequest) -> tuple[list[BaseMessage], dict[str, Any]]:
         params = dict(request.params)
@@ -782,31 +487,20 @@ class BatchRunnable(Runnable[LanguageModelInput, AIMessage]):
         **kwargs: Any,
     ) -> BatchRequest:
         """The engine request for one input (``kwargs``: call-time model parameters)."""
-        kind = self.provider_name
-        call = {**self._bound, **kwargs}
-        if self._runs_model_itself:
-            # The local provider calls the model itself, which applies its own fields.
-            params = {k: v for k, v in call.items() if v is not None}
-        else:
-            params = {**_model_params(self.chat_model, kind), **_call_params(call, kind)}
-        _check_json(params)
         return BatchRequest(
             id=request_id,
             model=self.model_name,
             messages=tuple(from_langchain_messages(messages_of(value))),
-            params=params,
+            params=self._request_params({**self._bound, **kwargs}, hint=_JSON_HINT),
             tenant=tenant,
         )
 
     def _requests(
         self, inputs: Sequence[LanguageModelInput], configs: Sequence[RunnableConfig], kwargs: Any
     ) -> list[BatchRequest]:
-        width = len(str(max(len(inputs) - 1, 0)))
         return [
-            self.request_of(
-                f"{i:0{width}d}", value, tenant=_tenant_of(config, self.tenant), **kwargs
-            )
-            for i, (value, config) in enumerate(zip(inputs, configs, strict=True))
+            self.request_of(i, value, tenant=_tenant_of(config, self.tenant), **kwargs)
+            for i, value, config in zip(request_ids(len(inputs)), inputs, configs, strict=True)
         ]
 
     def _engine(self, run_managers: Sequence[Any] = ()) -> CostEngine:
@@ -818,46 +512,22 @@ class BatchRunnable(Runnable[LanguageModelInput, AIMessage]):
                     return h.engine
         return default_engine()
 
-    def _new_job(self, name: str | None, engine: CostEngine) -> BatchJob:
-        if name is None:
-            name = f"{self.settings.job_prefix}-{uuid.uuid4().hex[:16]}"
-        elif name in self.queue.jobs():
-            raise BatchError(
-                f"batch job {name!r} already exists in {self.queue!r}; pick another name, or "
-                "reattach to it with BatchRunnable.handle(name)"
-            )
-        return self._job(name, engine)
-
-    def _job(self, name: str, engine: CostEngine | None) -> BatchJob:
-        return BatchJob(
-            self.provider,
-            self.queue,
-            name=name,
-            engine=engine if engine is not None else self._engine(),
-            config=self._job_config,
-            framework="langchain",
-            record=self.record,
-        )
-
-    def _configs(
-        self, config: RunnableConfig | Sequence[RunnableConfig] | None, n: int
-    ) -> list[RunnableConfig]:
-        return get_config_list(config, n)
-
     # -- submit -------------------------------------------------------------
     def _prepare(
         self,
         inputs: Sequence[LanguageModelInput],
-        configs: Sequence[RunnableConfig],
-        run_managers: Sequence[Any],
+        config: RunnableConfig | Sequence[RunnableConfig] | None,
+        run_managers: Sequence[Any] | None,
         job_name: str | None,
         kwargs: Mapping[str, Any],
-    ) -> tuple[BatchJob, list[BatchRequest]]:
+    ) -> tuple[BatchHandle, list[BatchRequest]]:
+        configs = get_config_list(config, len(inputs))
+        if run_managers is None:
+            run_managers = [get_callback_manager_for_config(configs[0])] if configs else []
         requests = self._requests(inputs, configs, kwargs)
-        return self._new_job(job_name, self._engine(run_managers)), requests
-
-    def _handle(self, job: BatchJob, requests: Sequence[BatchRequest]) -> BatchHandle:
-        return BatchHandle(self, job, [r.id for r in requests], [r.model for r in requests])
+        job = self._new_job(job_name, self._engine(run_managers))
+        ids, models = [r.id for r in requests], [r.model for r in requests]
+        return BatchHandle(self, job, ids, models), requests
 
     def submit(
         self,
@@ -879,12 +549,8 @@ class BatchRunnable(Runnable[LanguageModelInput, AIMessage]):
             BatchError: the provider refused the batch (the requests stay queued:
                 ``handle.wait()`` submits them again).
         """
-        configs = self._configs(config, len(inputs))
-        managers = [get_callback_manager_for_config(configs[0])] if configs else []
-        job, requests = self._prepare(inputs, configs, managers, job_name, kwargs)
-        handle = self._handle(job, requests)
-        job.enqueue(requests)
-        job.flush()
+        handle, requests = self._prepare(inputs, config, None, job_name, kwargs)
+        handle.submit(requests)
         return handle
 
     async def asubmit(
@@ -896,12 +562,8 @@ class BatchRunnable(Runnable[LanguageModelInput, AIMessage]):
         **kwargs: Any,
     ) -> BatchHandle:
         """Async twin of :meth:`submit`."""
-        configs = self._configs(config, len(inputs))
-        managers = [get_callback_manager_for_config(configs[0])] if configs else []
-        job, requests = self._prepare(inputs, configs, managers, job_name, kwargs)
-        handle = self._handle(job, requests)
-        await job.aenqueue(requests)
-        await job.aflush()
+        handle, requests = self._prepare(inputs, config, None, job_name, kwargs)
+        await handle.asubmit(requests)
         return handle
 
     def handle(self, job_name: str) -> BatchHandle:
@@ -910,21 +572,7 @@ class BatchRunnable(Runnable[LanguageModelInput, AIMessage]):
         Raises:
             BatchError: the queue file holds no job of that name.
         """
-        if job_name not in self.queue.jobs():
-            raise BatchError(
-                f"no batch job {job_name!r} in {self.queue!r}; known jobs: {self.queue.jobs()}"
-            )
-        stored = self.queue.stored(job_name)
-        return BatchHandle(
-            self,
-            self._job(job_name, None),
-            [s.id for s in stored],
-            [s.request.model for s in stored],
-        )
-
-    def jobs(self) -> list[str]:
-        """Names of the jobs in the queue file."""
-        return self.queue.jobs()
+        return BatchHandle(self, *self._stored_job(job_name))
 
     # -- Runnable -----------------------------------------------------------
     def _run_batch(
@@ -934,10 +582,8 @@ class BatchRunnable(Runnable[LanguageModelInput, AIMessage]):
         config: list[RunnableConfig],
         **kwargs: Any,
     ) -> list[Any]:
-        job, requests = self._prepare(inputs, config, run_manager, None, kwargs)
-        handle = self._handle(job, requests)
-        job.run(requests, progress=self.progress, timeout_s=self.timeout_s)
-        return handle.results(wait=False, return_exceptions=True)
+        handle, requests = self._prepare(inputs, config, run_manager, None, kwargs)
+        return handle.run(requests, return_exceptions=True)
 
     async def _arun_batch(
         self,
@@ -946,10 +592,8 @@ class BatchRunnable(Runnable[LanguageModelInput, AIMessage]):
         config: list[RunnableConfig],
         **kwargs: Any,
     ) -> list[Any]:
-        job, requests = self._prepare(inputs, config, run_manager, None, kwargs)
-        handle = self._handle(job, requests)
-        await job.arun(requests, progress=self.progress, timeout_s=self.timeout_s)
-        return handle.results(wait=False, return_exceptions=True)
+        handle, requests = self._prepare(inputs, config, run_manager, None, kwargs)
+        return await handle.arun(requests, return_exceptions=True)
 
     @staticmethod
     def _raise_failed(outputs: list[Any]) -> list[Any]:
@@ -1016,7 +660,7 @@ class BatchRunnable(Runnable[LanguageModelInput, AIMessage]):
         A provider batch ends as a whole, so "as completed" is input order here
         (the default would make one batch per input).
         """
-        configs = self._configs(config, len(inputs))
+        configs = get_config_list(config, len(inputs))
         outputs = self.batch(list(inputs), configs, return_exceptions=return_exceptions, **kwargs)
         yield from enumerate(outputs)
 
@@ -1029,7 +673,7 @@ class BatchRunnable(Runnable[LanguageModelInput, AIMessage]):
         **kwargs: Any | None,
     ) -> AsyncIterator[tuple[int, AIMessage | Exception]]:
         """Async twin of :meth:`batch_as_completed`."""
-        configs = self._configs(config, len(inputs))
+        configs = get_config_list(config, len(inputs))
         outputs = await self.abatch(
             list(inputs), configs, return_exceptions=return_exceptions, **kwargs
         )
@@ -1057,10 +701,3 @@ class BatchRunnable(Runnable[LanguageModelInput, AIMessage]):
         if isinstance(out, Exception):
             raise out
         return out
-
-    def close(self) -> None:
-        """Stop the local provider's worker threads and close the queue file."""
-        close = getattr(self._provider, "close", None)
-        if callable(close) and isinstance(self._provider, LocalBatchProvider):
-            close()
-        self.queue.close()

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
-import uuid
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -33,25 +32,23 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.llms import LLM
 from llama_index_instrumentation.dispatcher import instrument_tags
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from costopt_core.batch import (
-    AnthropicBatchProvider,
+    BatchFront,
     BatchJob,
-    BatchJobConfig,
     BatchProvider,
-    BatchQueue,
     BatchRequest,
     BatchResult,
-    BatchStatus,
-    LocalBatchProvider,
-    OpenAIBatchProvider,
+    JobHandle,
+    ProviderName,
+    batch_metadata,
+    model_params,
+    request_ids,
 )
-from costopt_core.engine import CostEngine, default_engine
-from costopt_core.errors import BatchError, ConfigurationError, config_error
-from costopt_core.pricing import attribute_savings
-from costopt_core.types import CallMode, Message, Role, Usage, money_str
-from llamaindex_costopt.handler import resolve_tenant, usage_of
+from costopt_core.engine import CostEngine
+from costopt_core.errors import BatchFailedError, BatchRequestError, ConfigurationError
+from costopt_core.types import CallMode, Message, Role, Usage
+from llamaindex_costopt.handler import BATCH_TAG, resolve_tenant, usage_of
 
 __all__ = [
     "BATCH_TAG",
@@ -61,22 +58,15 @@ __all__ = [
     "BatchRunnerHandle",
     "Kind",
     "ProviderName",
+    "batch_metadata",
 ]
 
 METADATA_KEY = "costopt"
-#: Instrument tag on the LLM calls the local provider makes for a batch: the
-#: batch job records those calls, so an event handler should not.
-BATCH_TAG = "costopt_batch"
-#: Which batch API requests go to; ``local`` runs the wrapped LLM itself.
-ProviderName = Literal["openai", "anthropic", "local"]
 #: What a job's requests are: ``chat`` (message lists) or ``complete`` (prompts).
 Kind = Literal["chat", "complete"]
-_PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "local")
 # ``class_name()`` of llama-index-llms-openai's OpenAI and -anthropic's Anthropic.
 _CLASS_NAMES: dict[str, ProviderName] = {"openai_llm": "openai", "Anthropic_LLM": "anthropic"}
 _FIELDS = ("temperature", "top_p", "top_k", "seed")
-_MAX_TOKENS_KEY: dict[str, str] = {"openai": "max_completion_tokens", "anthropic": "max_tokens"}
-_STOP_KEY: dict[str, str] = {"openai": "stop", "anthropic": "stop_sequences"}
 # Where the local provider finds how to call the LLM; never sent to a provider.
 _LOCAL_CALL = "costopt_local_call"
 _ROLES: dict[str, Role] = {
@@ -89,66 +79,6 @@ _ROLES: dict[str, Role] = {
     "tool": "tool",
     "function": "tool",
 }
-
-
-# -- errors ---------------------------------------------------------------------
-class BatchRequestError(BatchError):
-    """One request of a batch did not succeed (errored, expired or canceled).
-
-    Attributes:
-        request_id: the request's id within its job.
-        job: the job's name.
-        status: ``errored``, ``expired`` or ``canceled``.
-        retryable: whether the provider said a retry could help.
-        result: the engine's result, with the provider's error payload in ``raw``.
-    """
-
-    def __init__(self, result: BatchResult, job: str) -> None:
-        self.request_id = result.id
-        self.job = job
-        self.status = result.status
-        self.retryable = result.retryable
-        self.result = result
-        super().__init__(
-            f"batch request {result.id!r} of job {job!r} {result.status}: "
-            f"{result.error or 'no reason given'}"
-        )
-
-
-class BatchFailedError(BatchError):
-    """Some requests of a batch did not succeed; raised unless ``return_exceptions``.
-
-    Attributes:
-        job: the job's name (its answers stay in the queue file).
-        failed_ids: ids of the failed requests, in input order.
-        outputs: one entry per input: the response or the :class:`BatchRequestError`.
-    """
-
-    def __init__(self, job: str, outputs: list[Any]) -> None:
-        self.job = job
-        self.outputs = outputs
-        errors = [o for o in outputs if isinstance(o, BatchRequestError)]
-        self.failed_ids = [e.request_id for e in errors]
-        shown = ", ".join(repr(i) for i in self.failed_ids[:10])
-        more = f" and {len(errors) - 10} more" if len(errors) > 10 else ""
-        first = f"; first: {errors[0]}" if errors else ""
-        super().__init__(
-            f"{len(errors)} of {len(outputs)} requests of batch job {job!r} failed "
-            f"({shown}{more}){first}. Pass return_exceptions=True to get the other answers, "
-            "or read them from this error's outputs"
-        )
-
-
-class _Settings(BaseModel):
-    """The checked knobs of a :class:`BatchRunner` (``ConfigurationError`` when out of range)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    poll_interval_s: float | None = Field(None, gt=0.0)
-    timeout_s: float | None = Field(None, gt=0.0)
-    max_attempts: int = Field(3, ge=1, le=100)
-    max_concurrency: int = Field(8, ge=1, le=1024)
-    job_prefix: str = Field("llamaindex", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
 
 
 # -- translation helpers ----------------------------------------------------------
@@ -181,44 +111,6 @@ def provider_name_of(llm: LLM) -> ProviderName:
     except Exception:
         return "local"
     return _CLASS_NAMES.get(name, "local")
-
-
-def _llm_params(llm: LLM, provider: str) -> dict[str, Any]:
-    """The LLM's answer-changing fields, named as ``provider``'s API names them."""
-    params: dict[str, Any] = {}
-    for name in _FIELDS:
-        value = getattr(llm, name, None)
-        if isinstance(value, int | float | str) and not isinstance(value, bool):
-            params[name] = value
-    max_tokens = getattr(llm, "max_tokens", None)
-    if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
-        params[_MAX_TOKENS_KEY.get(provider, "max_tokens")] = max_tokens
-    extra = getattr(llm, "additional_kwargs", None)
-    if isinstance(extra, Mapping):
-        params.update(extra)
-    return params
-
-
-def _call_params(kwargs: Mapping[str, Any], provider: str) -> dict[str, Any]:
-    params = {k: v for k, v in kwargs.items() if v is not None}
-    if provider in _STOP_KEY and "stop" in params:
-        stop = params.pop("stop")
-        params[_STOP_KEY[provider]] = [stop] if isinstance(stop, str) else list(stop)
-    if provider == "openai" and "max_tokens" in params:
-        params["max_completion_tokens"] = params.pop("max_tokens")
-    return params
-
-
-def _check_json(params: Mapping[str, Any]) -> None:
-    # The queue stores requests as JSON; say which parameter cannot be, and why.
-    for key, value in params.items():
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            raise ConfigurationError(
-                f"batch request parameter {key}={value!r} is not JSON data, so it cannot be "
-                "queued; pass it in the provider's JSON form"
-            ) from None
 
 
 def to_message(m: ChatMessage) -> Message:
@@ -263,31 +155,6 @@ def usage_wire(u: Usage) -> dict[str, Any]:
     if u.reasoning_tokens is not None:
         out["output_token_details"] = {"reasoning": u.reasoning_tokens}
     return out
-
-
-def batch_metadata(
-    engine: CostEngine, result: BatchResult, model: str, mode: CallMode, job: str
-) -> dict[str, Any]:
-    """``raw["costopt"]`` of a batched answer: what it cost, and where it ran.
-
-    Priced as the job records it (same model, usage and mode), so the figures
-    match the ledger's record ``call_id``.
-    """
-    usage = result.usage if result.usage is not None else Usage()
-    priced = attribute_savings(
-        engine.catalog, model=model, usage=usage, baseline_model=engine.baseline_model, mode=mode
-    )
-    return {
-        "model": model,
-        "mode": mode,
-        "served_by": "model",
-        "cost_usd": money_str(priced.cost_usd),
-        "baseline_cost_usd": money_str(priced.baseline_cost_usd),
-        "savings_usd": {k: format(v, "f") for k, v in priced.savings_usd.items()},
-        "batch_job": job,
-        "request_id": result.id,
-        "call_id": f"batch:{job}:{result.id}",
-    }
 
 
 def _raw_of(
@@ -340,11 +207,14 @@ def _kind_of(job_name: str) -> Kind | None:
 
 
 # -- the handle ---------------------------------------------------------------------
-class BatchRunnerHandle:
+class BatchRunnerHandle(JobHandle[Any]):
     """A submitted batch of chat or completion requests: status now, responses once ended.
 
-    Everything it knows is in the queue file, so after a restart
-    :meth:`BatchRunner.handle` with the same ``job`` name gives it back.
+    The engine's :class:`~costopt_core.batch.JobHandle` over :func:`response_of`:
+    ``status`` / ``wait`` / ``results`` / ``cancel`` and their async twins
+    (``await_`` for ``wait``). Everything it knows is in the queue file, so
+    after a restart :meth:`BatchRunner.handle` with the same ``job`` name
+    gives it back.
 
     Attributes:
         job: the engine's ``BatchJob`` (for what this handle does not offer).
@@ -360,132 +230,23 @@ class BatchRunnerHandle:
         models: Sequence[str],
         kind: Kind,
     ) -> None:
+        super().__init__(
+            job,
+            ids,
+            models,
+            functools.partial(response_of, kind=kind),
+            timeout_s=runner.timeout_s,
+            progress=runner.progress,
+        )
         self._runner = runner
-        self.job = job
-        self.ids = list(ids)
-        self._models = list(models)
         self.kind: Kind = kind
 
     def __repr__(self) -> str:
         return f"BatchRunnerHandle(job={self.name!r}, kind={self.kind!r}, requests={len(self.ids)})"
 
-    @property
-    def name(self) -> str:
-        """The job's name in the queue file (what :meth:`BatchRunner.handle` takes)."""
-        return self.job.name
-
-    def status(self, *, poll: bool = True) -> BatchStatus:
-        """Requests per state; ``poll`` asks the provider once first (``False``: file only)."""
-        return self.job.poll() if poll else self.job.status()
-
-    async def astatus(self, *, poll: bool = True) -> BatchStatus:
-        """Async twin of :meth:`status`."""
-        return await self.job.apoll() if poll else self.job.status()
-
-    def done(self) -> bool:
-        """True once every request has an outcome (no provider call)."""
-        return self.job.status().complete
-
-    def wait(self, *, timeout_s: float | None = None, progress: bool | None = None) -> BatchStatus:
-        """Poll until every request has an outcome (a tqdm bar if ``progress``).
-
-        Raises:
-            BatchError: ``timeout_s`` passed first (the batch keeps running).
-        """
-        r = self._runner
-        return self.job.wait(
-            timeout_s=timeout_s if timeout_s is not None else r.timeout_s,
-            progress=r.progress if progress is None else progress,
-        )
-
-    async def await_(
-        self, *, timeout_s: float | None = None, progress: bool | None = None
-    ) -> BatchStatus:
-        """Async twin of :meth:`wait` (``await`` is a keyword)."""
-        r = self._runner
-        return await self.job.await_(
-            timeout_s=timeout_s if timeout_s is not None else r.timeout_s,
-            progress=r.progress if progress is None else progress,
-        )
-
-    def results(
-        self,
-        *,
-        wait: bool = True,
-        return_exceptions: bool = False,
-        timeout_s: float | None = None,
-    ) -> list[Any]:
-        """The responses, one per input, in input order.
-
-        Args:
-            wait: block (polling) until the batch has ended; with ``False`` a
-                batch still running raises ``BatchError`` at once.
-            return_exceptions: put a :class:`BatchRequestError` in place of
-                each failed response instead of raising.
-            timeout_s: give up waiting after this long.
-
-        Raises:
-            BatchFailedError: some requests failed and ``return_exceptions`` is off.
-            BatchError: the batch has not ended (``wait=False``) or ``timeout_s`` passed.
-        """
-        if wait:
-            self.wait(timeout_s=timeout_s)
-        return self._outputs(return_exceptions)
-
-    async def aresults(
-        self,
-        *,
-        wait: bool = True,
-        return_exceptions: bool = False,
-        timeout_s: float | None = None,
-    ) -> list[Any]:
-        """Async twin of :meth:`results`."""
-        if wait:
-            await self.await_(timeout_s=timeout_s)
-        return self._outputs(return_exceptions)
-
-    def raw_results(self) -> list[BatchResult | None]:
-        """The engine's results in input order (``None`` while a request is unfinished)."""
-        stored = self.job.results()
-        return [stored.get(i) for i in self.ids]
-
-    def _outputs(self, return_exceptions: bool) -> list[Any]:
-        stored = self.job.results()
-        if any(i not in stored for i in self.ids):
-            status = self.job.status()
-            raise BatchError(
-                f"batch job {self.name!r} has not ended ({status.finished} of {status.total} "
-                "requests finished); call wait() or results(wait=True)"
-            )
-        engine, mode = self.job.engine, self.job.mode
-        outputs: list[Any] = []
-        for rid, model in zip(self.ids, self._models, strict=True):
-            result = stored[rid]
-            if result.status == "succeeded":
-                outputs.append(
-                    response_of(
-                        result, self.kind, engine=engine, model=model, mode=mode, job=self.name
-                    )
-                )
-            else:
-                outputs.append(BatchRequestError(result, self.name))
-        if not return_exceptions and any(isinstance(o, Exception) for o in outputs):
-            raise BatchFailedError(self.name, outputs)
-        return outputs
-
-    def cancel(self) -> BatchStatus:
-        """Stop the batch: unsent requests are dropped, running ones canceled remotely.
-
-        Answers given before the stop are still collected by :meth:`wait`.
-        """
-        return self.job.cancel()
-
-    async def acancel(self) -> BatchStatus:
-        return await self.job.acancel()
-
 
 # -- the runner -------------------------------------------------------------------
-class BatchRunner:
+class BatchRunner(BatchFront):
     """Runs lists of ``chat`` / ``complete`` requests for an LLM as batch jobs.
 
     ``chat_batch`` / ``complete_batch`` submit every request as one job and
@@ -504,9 +265,8 @@ class BatchRunner:
     ``CostEventHandler`` does not count provider batches again. The local
     provider calls the LLM's own ``chat`` / ``complete`` in a fresh context,
     so ``track_costs`` blocks do not see those calls; they are tagged
-    ``costopt_batch`` (:data:`BATCH_TAG`) for handlers attached for good to
-    skip (the handler shipped with this package does not yet: with the local
-    provider, do not also attach one to the same engine).
+    ``costopt_batch`` (:data:`BATCH_TAG`), which ``CostEventHandler`` skips,
+    so a handler attached for good to the same engine does not count them twice.
 
     Text only: messages are sent as their text, and tool calls of answers
     stay in the provider's payload in ``raw``.
@@ -545,6 +305,8 @@ class BatchRunner:
         >>> handle.status().to_dict()  # doctest: +SKIP
     """
 
+    framework = "llamaindex"
+
     def __init__(
         self,
         llm: LLM,
@@ -562,80 +324,45 @@ class BatchRunner:
         record: bool = True,
         job_prefix: str = "llamaindex",
     ) -> None:
-        try:
-            self.settings = _Settings(
-                poll_interval_s=poll_interval_s,
-                timeout_s=timeout_s,
-                max_attempts=max_attempts,
-                max_concurrency=max_concurrency,
-                job_prefix=job_prefix,
-            )
-        except ValidationError as exc:
-            raise config_error("BatchRunner", exc) from None
-        if isinstance(provider, str) and provider not in _PROVIDERS:
-            raise ConfigurationError(
-                f"provider={provider!r} is unknown; use one of {list(_PROVIDERS)} or pass a "
-                "BatchProvider"
-            )
+        super().__init__(
+            provider=provider,
+            queue_path=queue_path,
+            engine=engine,
+            poll_interval_s=poll_interval_s,
+            timeout_s=timeout_s,
+            max_attempts=max_attempts,
+            max_concurrency=max_concurrency,
+            progress=progress,
+            tenant=tenant,
+            record=record,
+            job_prefix=job_prefix,
+        )
         if not isinstance(llm, LLM):
             raise ConfigurationError(
                 f"BatchRunner runs requests for a LlamaIndex LLM, got {type(llm).__name__}"
             )
         self.llm = llm
         self.model_name = model or model_name_of(llm)
-        self._provider_arg = provider
-        self._provider: BatchProvider | None = provider if not isinstance(provider, str) else None
-        self.queue = BatchQueue(":memory:" if queue_path is None else queue_path)
-        self.engine = engine
-        self._job_config = BatchJobConfig(
-            max_attempts=max_attempts, poll_interval_s=poll_interval_s
-        )
-        self.progress = progress
-        self.tenant = tenant
-        self.record = record
 
-    @property
-    def timeout_s(self) -> float | None:
-        return self.settings.timeout_s
-
-    # -- provider -----------------------------------------------------------
-    @property
-    def provider_name(self) -> str:
-        """``openai``, ``anthropic``, ``local`` or a custom provider's ``name``."""
-        if self._provider is not None:
-            return self._provider.name
-        if isinstance(self._provider_arg, str):
-            return self._provider_arg
+    # -- what BatchFront asks of the framework --------------------------------
+    def _default_provider_name(self) -> str:
         return provider_name_of(self.llm)
 
-    @property
-    def _runs_llm_itself(self) -> bool:
-        return self._provider_arg in (None, "local") and self.provider_name == "local"
-
-    @property
-    def provider(self) -> BatchProvider:
-        """The batch provider (built on first use)."""
-        if self._provider is None:
-            self._provider = self._build_provider(self.provider_name)
-        return self._provider
-
-    def _build_provider(self, kind: str) -> BatchProvider:
+    def _sdk_clients(self, kind: str) -> dict[str, Any]:
         llm = self.llm
         if kind == "openai":
             key, base = getattr(llm, "api_key", None), getattr(llm, "api_base", None)
-            return OpenAIBatchProvider(
-                api_key=key if isinstance(key, str) else None,
-                base_url=base if isinstance(base, str) else None,
-            )
-        if kind == "anthropic":
-            client = getattr(llm, "_client", None)
-            async_client = getattr(llm, "_aclient", None)
-            return AnthropicBatchProvider(client=client, async_client=async_client)
-        return LocalBatchProvider(
-            self._local_chat,
-            achat=self._local_achat,
-            max_concurrency=self.settings.max_concurrency,
-        )
+            return {
+                "api_key": key if isinstance(key, str) else None,
+                "base_url": base if isinstance(base, str) else None,
+            }
+        return {
+            "client": getattr(llm, "_client", None),
+            "async_client": getattr(llm, "_aclient", None),
+        }
+
+    def _model_params(self, kind: str) -> dict[str, Any]:
+        return model_params(self.llm, kind, _FIELDS, extra="additional_kwargs")
 
     def _local_call(self, request: BatchRequest) -> tuple[Any, dict[str, Any]]:
         params = dict(request.params)
@@ -675,22 +402,10 @@ class BatchRunner:
             return _local_result(await self.llm.achat(what, **params), request)
 
     # -- requests -----------------------------------------------------------
-    def _params(self, kwargs: Mapping[str, Any], local_call: dict[str, Any]) -> dict[str, Any]:
-        kind = self.provider_name
-        if self._runs_llm_itself:
-            # The local provider calls the LLM itself, which applies its own fields.
-            params = {k: v for k, v in kwargs.items() if v is not None}
-            if local_call:
-                params[_LOCAL_CALL] = local_call
-        else:
-            params = {**_llm_params(self.llm, kind), **_call_params(kwargs, kind)}
-        _check_json(params)
-        return params
-
     def _messages(self, messages: Sequence[ChatMessage]) -> tuple[Message, ...]:
         out = tuple(to_message(m) for m in messages)
         system = self.llm.system_prompt
-        if system and not self._runs_llm_itself:
+        if system and not self._runs_model_itself:
             # LlamaIndex LLMs put their system prompt first; a provider batch must too.
             out = (Message("system", system), *out)
         return out
@@ -703,7 +418,7 @@ class BatchRunner:
             id=request_id,
             model=self.model_name,
             messages=self._messages(messages),
-            params=self._params(kwargs, {}),
+            params=self._request_params(kwargs),
             tenant=resolve_tenant(self.tenant),
         )
 
@@ -711,18 +426,14 @@ class BatchRunner:
         self, request_id: str, prompt: str, *, formatted: bool = False, **kwargs: Any
     ) -> BatchRequest:
         """The engine request for one ``complete`` call: the prompt as a user message."""
+        local = {_LOCAL_CALL: {"kind": "complete", "formatted": formatted}}
         return BatchRequest(
             id=request_id,
             model=self.model_name,
             messages=self._messages([ChatMessage(role=MessageRole.USER, content=prompt)]),
-            params=self._params(kwargs, {"kind": "complete", "formatted": formatted}),
+            params=self._request_params(kwargs, local),
             tenant=resolve_tenant(self.tenant),
         )
-
-    @staticmethod
-    def _ids(n: int) -> list[str]:
-        width = len(str(max(n - 1, 0)))
-        return [f"{i:0{width}d}" for i in range(n)]
 
     def _chat_requests(
         self, batch: Sequence[Sequence[ChatMessage]], kwargs: Mapping[str, Any]
@@ -732,7 +443,7 @@ class BatchRunner:
                 "chat_batch takes a list of conversations (each a list of ChatMessage), "
                 "not one conversation; wrap it: [messages]"
             )
-        ids = self._ids(len(batch))
+        ids = request_ids(len(batch))
         return [self.chat_request(i, list(m), **kwargs) for i, m in zip(ids, batch, strict=True)]
 
     def _complete_requests(
@@ -740,35 +451,17 @@ class BatchRunner:
     ) -> list[BatchRequest]:
         if isinstance(prompts, str):
             raise ConfigurationError("complete_batch takes a list of prompts; wrap it: [prompt]")
-        ids = self._ids(len(prompts))
+        ids = request_ids(len(prompts))
         return [
             self.complete_request(i, p, formatted=formatted, **kwargs)
             for i, p in zip(ids, prompts, strict=True)
         ]
 
     # -- jobs ---------------------------------------------------------------
-    def _job(self, name: str) -> BatchJob:
-        return BatchJob(
-            self.provider,
-            self.queue,
-            name=name,
-            engine=self.engine if self.engine is not None else default_engine(),
-            config=self._job_config,
-            framework="llamaindex",
-            record=self.record,
-        )
-
-    def _new_job(self, kind: Kind, name: str | None) -> BatchJob:
-        if name is None:
-            name = f"{self.settings.job_prefix}-{kind}-{uuid.uuid4().hex[:16]}"
-        elif name in self.queue.jobs():
-            raise BatchError(
-                f"batch job {name!r} already exists in {self.queue!r}; pick another name, or "
-                "reattach to it with BatchRunner.handle(name)"
-            )
-        return self._job(name)
-
-    def _handle(self, job: BatchJob, requests: Sequence[BatchRequest], kind: Kind) -> Any:
+    def _handle(
+        self, kind: Kind, requests: Sequence[BatchRequest], job_name: str | None
+    ) -> BatchRunnerHandle:
+        job = self._new_job(job_name, kind=kind)
         return BatchRunnerHandle(
             self, job, [r.id for r in requests], [r.model for r in requests], kind
         )
@@ -776,38 +469,29 @@ class BatchRunner:
     def _submit(
         self, kind: Kind, requests: list[BatchRequest], job_name: str | None
     ) -> BatchRunnerHandle:
-        job = self._new_job(kind, job_name)
-        handle: BatchRunnerHandle = self._handle(job, requests, kind)
-        job.enqueue(requests)
-        job.flush()
+        handle = self._handle(kind, requests, job_name)
+        handle.submit(requests)
         return handle
 
     async def _asubmit(
         self, kind: Kind, requests: list[BatchRequest], job_name: str | None
     ) -> BatchRunnerHandle:
-        job = self._new_job(kind, job_name)
-        handle: BatchRunnerHandle = self._handle(job, requests, kind)
-        await job.aenqueue(requests)
-        await job.aflush()
+        handle = self._handle(kind, requests, job_name)
+        await handle.asubmit(requests)
         return handle
 
     def _run(self, kind: Kind, requests: list[BatchRequest], return_exceptions: bool) -> list[Any]:
         if not requests:
             return []
-        job = self._new_job(kind, None)
-        handle: BatchRunnerHandle = self._handle(job, requests, kind)
-        job.run(requests, progress=self.progress, timeout_s=self.timeout_s)
-        return handle.results(wait=False, return_exceptions=return_exceptions)
+        return self._handle(kind, requests, None).run(requests, return_exceptions=return_exceptions)
 
     async def _arun(
         self, kind: Kind, requests: list[BatchRequest], return_exceptions: bool
     ) -> list[Any]:
         if not requests:
             return []
-        job = self._new_job(kind, None)
-        handle: BatchRunnerHandle = self._handle(job, requests, kind)
-        await job.arun(requests, progress=self.progress, timeout_s=self.timeout_s)
-        return handle.results(wait=False, return_exceptions=return_exceptions)
+        handle = self._handle(kind, requests, None)
+        return await handle.arun(requests, return_exceptions=return_exceptions)
 
     # -- chat ---------------------------------------------------------------
     def chat_batch(
@@ -935,25 +619,5 @@ class BatchRunner:
         Raises:
             BatchError: the queue file holds no job of that name.
         """
-        if job_name not in self.queue.jobs():
-            raise BatchError(
-                f"no batch job {job_name!r} in {self.queue!r}; known jobs: {self.queue.jobs()}"
-            )
-        stored = self.queue.stored(job_name)
-        return BatchRunnerHandle(
-            self,
-            self._job(job_name),
-            [s.id for s in stored],
-            [s.request.model for s in stored],
-            kind or _kind_of(job_name) or "chat",
-        )
-
-    def jobs(self) -> list[str]:
-        """Names of the jobs in the queue file."""
-        return self.queue.jobs()
-
-    def close(self) -> None:
-        """Stop the local provider's worker threads and close the queue file."""
-        if isinstance(self._provider, LocalBatchProvider) and self._runs_llm_itself:
-            self._provider.close()
-        self.queue.close()
+        job, ids, models = self._stored_job(job_name)
+        return BatchRunnerHandle(self, job, ids, models, kind or _kind_of(job_name) or "chat")

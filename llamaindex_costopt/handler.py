@@ -43,6 +43,7 @@ from costopt_core.types import CallRecord, Usage
 from costopt_core.usage import normalize_usage
 
 __all__ = [
+    "BATCH_TAG",
     "TENANT_KEYS",
     "TIER_KEY",
     "CostEventHandler",
@@ -56,6 +57,9 @@ log = logging.getLogger("costopt.llamaindex")
 TENANT_KEYS = ("costopt_tenant", "tenant_id", "tenant")
 TIER_KEY = "costopt_tier"
 METADATA_KEY = "costopt"
+#: Instrument tag on the LLM calls a batch job makes itself (the local batch
+#: provider of ``BatchRunner``): the job records those calls, so handlers skip them.
+BATCH_TAG = "costopt_batch"
 
 
 def resolve_tenant(explicit: str | None = None) -> str | None:
@@ -374,12 +378,14 @@ class CostEventHandler(BaseEventHandler):
         else:
             enclosing = stack
             _open_llm_spans.set((*stack, span_id))
+        tags = event.tags
+        if tags and BATCH_TAG in tags:
+            return  # a batch job's own call: the job records it
         scope = _scope.get()
         if not self._records_here(st, scope):
             return
         model_dict = event.model_dict or {}
         model = model_dict.get("model") or model_dict.get("model_name")
-        tags = event.tags
         tenant = _first(tags, TENANT_KEYS) or (scope.tenant if scope else None) or self.tenant
         tier = _first(tags, (TIER_KEY,))
         calls = st.calls

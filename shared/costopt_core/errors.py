@@ -8,14 +8,18 @@ Every message says what was wrong and what to do about it.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
+    from costopt_core.batch.provider import BatchResult
+
 __all__ = [
     "BatchError",
+    "BatchFailedError",
     "BatchNotFoundError",
+    "BatchRequestError",
     "BudgetExceededError",
     "CacheBackendError",
     "ConfigurationError",
@@ -105,3 +109,54 @@ class BatchError(CostOptError):
 class BatchNotFoundError(BatchError, LookupError):
     """The provider does not know a batch id (expired from its records, or a
     local batch lost with its process). The job queues the batch's requests again."""
+
+
+class BatchRequestError(BatchError):
+    """One request of a batch did not succeed (errored, expired or canceled).
+
+    Batch front-ends return it in place of the answer when asked for
+    exceptions (``return_exceptions=True``).
+
+    Attributes:
+        request_id: the request's id within its job.
+        job: the job's name.
+        status: ``errored``, ``expired`` or ``canceled``.
+        retryable: whether the provider said a retry could help.
+        result: the engine's result, with the provider's error payload in ``raw``.
+    """
+
+    def __init__(self, result: BatchResult, job: str) -> None:
+        self.request_id = result.id
+        self.job = job
+        self.status = result.status
+        self.retryable = result.retryable
+        self.result = result
+        super().__init__(
+            f"batch request {result.id!r} of job {job!r} {result.status}: "
+            f"{result.error or 'no reason given'}"
+        )
+
+
+class BatchFailedError(BatchError):
+    """Some requests of a batch did not succeed; raised unless ``return_exceptions``.
+
+    Attributes:
+        job: the job's name (its answers stay in the queue file).
+        failed_ids: ids of the failed requests, in input order.
+        outputs: one entry per input: the framework's answer or the
+            :class:`BatchRequestError`, so the answers that did come back are not lost.
+    """
+
+    def __init__(self, job: str, outputs: list[Any]) -> None:
+        self.job = job
+        self.outputs = outputs
+        errors = [o for o in outputs if isinstance(o, BatchRequestError)]
+        self.failed_ids = [e.request_id for e in errors]
+        shown = ", ".join(repr(i) for i in self.failed_ids[:10])
+        more = f" and {len(errors) - 10} more" if len(errors) > 10 else ""
+        first = f"; first: {errors[0]}" if errors else ""
+        super().__init__(
+            f"{len(errors)} of {len(outputs)} requests of batch job {job!r} failed "
+            f"({shown}{more}){first}. Pass return_exceptions=True to get the other answers, "
+            "or read them from this error's outputs"
+        )

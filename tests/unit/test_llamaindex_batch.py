@@ -40,7 +40,7 @@ from llamaindex_costopt.batch import (
     model_name_of,
     provider_name_of,
 )
-from llamaindex_costopt.handler import track_costs, usage_of
+from llamaindex_costopt.handler import CostEventHandler, track_costs, usage_of
 from llamaindex_costopt.testing import ScriptedLLM
 from tests.fakes.openai_batch_server import FakeOpenAIBatchServer
 
@@ -321,6 +321,43 @@ def test_local_provider_runs_the_llm_and_records_once(
     # every call the local provider made says it belongs to a batch
     assert len(tag_recorder.tags) >= 3
     assert all(BATCH_TAG in t for t in tag_recorder.tags)
+
+
+def test_permanent_handler_skips_the_local_providers_calls(engine: CostEngine) -> None:
+    # A handler attached for good on the job's engine sees the local provider's
+    # LLM events (tagged costopt_batch); the job records them, so it must not.
+    model = ScriptedLLM(script=Script([ScriptedResponse("x", USAGE)] * 5))
+    r = BatchRunner(model, engine=engine, poll_interval_s=0.001, progress=False)
+    handler = CostEventHandler(engine).attach()
+    try:
+        out = r.chat_batch([convo(str(i)) for i in range(5)])
+        assert [o.message.content for o in out] == ["x"] * 5
+        records = engine.ledger.records()
+        assert len(records) == 5
+        assert all(rec.call_id.startswith("batch:") for rec in records)
+        assert handler.pending == 0
+        # an untagged call is still recorded by the handler
+        model.script = Script([ScriptedResponse("y", USAGE)])
+        model.chat(convo("direct"))
+        assert len(engine.ledger.records()) == 6
+    finally:
+        handler.detach()
+        r.close()
+
+
+async def test_permanent_handler_skips_the_local_providers_async_calls(
+    engine: CostEngine,
+) -> None:
+    model = ScriptedLLM(script=Script([ScriptedResponse("x", USAGE)] * 5))
+    r = BatchRunner(model, engine=engine, poll_interval_s=0.001, progress=False)
+    handler = CostEventHandler(engine).attach()
+    try:
+        out = await r.acomplete_batch([str(i) for i in range(5)])
+        assert [o.text for o in out] == ["x"] * 5
+        assert len(engine.ledger.records()) == 5
+    finally:
+        handler.detach()
+        r.close()
 
 
 async def test_local_provider_async_records_once(engine: CostEngine) -> None:

@@ -2,10 +2,22 @@
 
 A durable SQLite queue, a ``BatchProvider`` seam (OpenAI Batch API,
 Anthropic Message Batches, a local executor), and the job that splits,
-submits, polls, collects, retries and prices at batch rates.
+submits, polls, collects, retries and prices at batch rates; and what the
+framework front-ends share over it (``BatchFront``, ``JobHandle``).
 """
 
 from costopt_core.batch.anthropic_provider import AnthropicBatchProvider
+from costopt_core.batch.front import (
+    PROVIDER_NAMES,
+    BatchFront,
+    BatchFrontSettings,
+    ProviderName,
+    call_params,
+    check_json,
+    model_params,
+    request_ids,
+)
+from costopt_core.batch.handle import JobHandle, ResultConverter, batch_metadata
 from costopt_core.batch.job import BatchJob, BatchJobConfig, BatchNotFoundError, BatchStatus
 from costopt_core.batch.local import LocalBatchProvider
 from costopt_core.batch.openai_provider import OpenAIBatchProvider
@@ -18,9 +30,14 @@ from costopt_core.batch.provider import (
 )
 from costopt_core.batch.queue import BatchQueue
 from costopt_core.batch.split import SplitPlan, decide_outcome, plan_batches, should_flush
+from costopt_core.errors import BatchFailedError, BatchRequestError
 
 __all__ = [
+    "PROVIDER_NAMES",
     "AnthropicBatchProvider",
+    "BatchFailedError",
+    "BatchFront",
+    "BatchFrontSettings",
     "BatchJob",
     "BatchJobConfig",
     "BatchLimits",
@@ -28,13 +45,22 @@ __all__ = [
     "BatchProvider",
     "BatchQueue",
     "BatchRequest",
+    "BatchRequestError",
     "BatchResult",
     "BatchStatus",
+    "JobHandle",
     "LocalBatchProvider",
     "OpenAIBatchProvider",
+    "ProviderName",
     "RemoteBatch",
+    "ResultConverter",
     "SplitPlan",
+    "batch_metadata",
+    "call_params",
+    "check_json",
     "decide_outcome",
+    "model_params",
     "plan_batches",
+    "request_ids",
     "should_flush",
 ]

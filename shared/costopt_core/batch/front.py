@@ -1,0 +1,325 @@
+"""``BatchFront``: what a framework's batch front-end does besides translating.
+
+A LangChain runnable and a LlamaIndex runner both put a model behind
+``BatchJob``: they check the same settings, pick the provider's batch API
+from the model (or run it locally), name each request's parameters as the
+provider's API names them, generate job names, reattach to stored jobs and
+close what they built. That is one piece of code here; an adapter subclasses
+:class:`BatchFront` and supplies only the framework part: which provider its
+model belongs to, the model's SDK clients and answer-changing fields, and how
+to call the model itself for the local provider.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from costopt_core.batch.anthropic_provider import AnthropicBatchProvider
+from costopt_core.batch.job import BatchJob, BatchJobConfig
+from costopt_core.batch.local import LocalBatchProvider
+from costopt_core.batch.openai_provider import OpenAIBatchProvider
+from costopt_core.batch.provider import BatchProvider, BatchRequest, BatchResult
+from costopt_core.batch.queue import BatchQueue
+from costopt_core.engine import CostEngine, default_engine
+from costopt_core.errors import BatchError, ConfigurationError, config_error
+
+__all__ = [
+    "PROVIDER_NAMES",
+    "BatchFront",
+    "BatchFrontSettings",
+    "ProviderName",
+    "call_params",
+    "check_json",
+    "model_params",
+    "request_ids",
+]
+
+#: Which batch API requests go to; ``local`` runs the wrapped model itself.
+ProviderName = Literal["openai", "anthropic", "local"]
+PROVIDER_NAMES: tuple[str, ...] = ("openai", "anthropic", "local")
+_MAX_TOKENS_KEY: dict[str, str] = {"openai": "max_completion_tokens", "anthropic": "max_tokens"}
+_STOP_KEY: dict[str, str] = {"openai": "stop", "anthropic": "stop_sequences"}
+
+
+class BatchFrontSettings(BaseModel):
+    """The checked knobs of a batch front-end (``ConfigurationError`` when out of range)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    poll_interval_s: float | None = Field(None, gt=0.0)
+    timeout_s: float | None = Field(None, gt=0.0)
+    max_attempts: int = Field(3, ge=1, le=100)
+    max_concurrency: int = Field(8, ge=1, le=1024)
+    job_prefix: str = Field("costopt", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+
+
+def _stop_list(stop: Any) -> list[Any]:
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
+def model_params(
+    model: object, provider: str, fields: Sequence[str], *, extra: str, stop: bool = False
+) -> dict[str, Any]:
+    """A model object's answer-changing fields, named as ``provider``'s API names them.
+
+    Args:
+        model: the framework's model; read with ``getattr`` only.
+        provider: ``openai``, ``anthropic`` or another provider's name.
+        fields: scalar fields sent under their own name (``temperature``...).
+        extra: the field holding extra API keywords (``model_kwargs``...), merged last.
+        stop: also read ``stop`` / ``stop_sequences``.
+    """
+    params: dict[str, Any] = {}
+    for name in fields:
+        value = getattr(model, name, None)
+        if isinstance(value, int | float | str) and not isinstance(value, bool):
+            params[name] = value
+    max_tokens = getattr(model, "max_tokens", None)
+    if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
+        params[_MAX_TOKENS_KEY.get(provider, "max_tokens")] = max_tokens
+    if stop:
+        words = getattr(model, "stop", None) or getattr(model, "stop_sequences", None)
+        if words:
+            params[_STOP_KEY.get(provider, "stop")] = _stop_list(words)
+    more = getattr(model, extra, None)
+    if isinstance(more, Mapping):
+        params.update(more)
+    return params
+
+
+def call_params(kwargs: Mapping[str, Any], provider: str) -> dict[str, Any]:
+    """Call-time keywords (``stop``, ``max_tokens``...) for ``provider``'s API."""
+    params = {k: v for k, v in kwargs.items() if v is not None}
+    if provider in _STOP_KEY and "stop" in params:
+        params[_STOP_KEY[provider]] = _stop_list(params.pop("stop"))
+    if provider == "openai" and "max_tokens" in params:
+        params["max_completion_tokens"] = params.pop("max_tokens")
+    return params
+
+
+def check_json(params: Mapping[str, Any], hint: str = "") -> None:
+    """Raise ``ConfigurationError`` naming the first parameter that is not JSON data.
+
+    The queue stores requests as JSON, so such a parameter cannot be queued.
+    """
+    for key, value in params.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"batch request parameter {key}={value!r} is not JSON data, so it cannot be "
+                f"queued; pass it in the provider's JSON form{hint}"
+            ) from None
+
+
+def request_ids(n: int) -> list[str]:
+    """Ids for ``n`` requests that sort in input order (``"00"`` ... ``"41"``)."""
+    width = len(str(max(n - 1, 0)))
+    return [f"{i:0{width}d}" for i in range(n)]
+
+
+class BatchFront(ABC):
+    """Settings, provider choice, request parameters and jobs of a batch front-end.
+
+    Args:
+        provider: a ``BatchProvider``, or ``"openai"`` / ``"anthropic"`` /
+            ``"local"``; ``None`` picks from the model (:meth:`_default_provider_name`).
+        queue_path: SQLite file of the durable queue; in memory if omitted.
+        engine: the engine that prices and records the answers.
+        poll_interval_s: wait between polls; the provider's own if omitted.
+        timeout_s: how long a wait lasts before ``BatchError``; ``None``: for good.
+        max_attempts: submissions of one request in all.
+        max_concurrency: requests running at once with the local provider.
+        progress: show a tqdm bar while waiting.
+        tenant: tenant of every request.
+        record: record answers in the engine's ledger.
+        job_prefix: prefix of generated job names.
+
+    Raises:
+        ConfigurationError: a setting is out of range, or the provider name unknown.
+    """
+
+    #: The ledger's ``framework`` label of the jobs.
+    framework: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        provider: BatchProvider | str | None,
+        queue_path: str | Path | None,
+        engine: CostEngine | None,
+        poll_interval_s: float | None,
+        timeout_s: float | None,
+        max_attempts: int,
+        max_concurrency: int,
+        progress: bool,
+        tenant: str | None,
+        record: bool,
+        job_prefix: str,
+    ) -> None:
+        try:
+            self.settings = BatchFrontSettings(
+                poll_interval_s=poll_interval_s,
+                timeout_s=timeout_s,
+                max_attempts=max_attempts,
+                max_concurrency=max_concurrency,
+                job_prefix=job_prefix,
+            )
+        except ValidationError as exc:
+            raise config_error(type(self).__name__, exc) from None
+        if isinstance(provider, str) and provider not in PROVIDER_NAMES:
+            raise ConfigurationError(
+                f"provider={provider!r} is unknown; use one of {list(PROVIDER_NAMES)} or pass a "
+                "BatchProvider"
+            )
+        self._provider_arg = provider
+        self._provider: BatchProvider | None = provider if not isinstance(provider, str) else None
+        self.queue = BatchQueue(":memory:" if queue_path is None else queue_path)
+        self.engine = engine
+        self._job_config = BatchJobConfig(
+            max_attempts=max_attempts, poll_interval_s=poll_interval_s
+        )
+        self.progress = progress
+        self.tenant = tenant
+        self.record = record
+
+    # -- what the adapter supplies ------------------------------------------
+    @abstractmethod
+    def _default_provider_name(self) -> str:
+        """Where the model's requests go when no provider was given."""
+
+    @abstractmethod
+    def _sdk_clients(self, kind: str) -> dict[str, Any]:
+        """Keywords for the ``kind`` (``openai``/``anthropic``) provider: the model's clients."""
+
+    @abstractmethod
+    def _model_params(self, kind: str) -> dict[str, Any]:
+        """The model's answer-changing fields for provider ``kind`` (see :func:`model_params`)."""
+
+    @abstractmethod
+    def _local_chat(self, request: BatchRequest) -> BatchResult:
+        """Run ``request`` through the model itself (local provider)."""
+
+    @abstractmethod
+    async def _local_achat(self, request: BatchRequest) -> BatchResult:
+        """Async twin of :meth:`_local_chat`."""
+
+    # -- provider -----------------------------------------------------------
+    @property
+    def timeout_s(self) -> float | None:
+        """How long a wait lasts by default (``None``: for good)."""
+        return self.settings.timeout_s
+
+    @property
+    def provider_name(self) -> str:
+        """``openai``, ``anthropic``, ``local`` or a custom provider's ``name``."""
+        if self._provider is not None:
+            return self._provider.name
+        if isinstance(self._provider_arg, str):
+            return self._provider_arg
+        return self._default_provider_name()
+
+    @property
+    def _runs_model_itself(self) -> bool:
+        """True when requests go to the local provider built around the wrapped model."""
+        return self._provider_arg in (None, "local") and self.provider_name == "local"
+
+    @property
+    def provider(self) -> BatchProvider:
+        """The batch provider (built on first use: building an SDK client is I/O-free
+        but needs the SDK installed)."""
+        if self._provider is None:
+            self._provider = self._build_provider(self.provider_name)
+        return self._provider
+
+    def _build_provider(self, kind: str) -> BatchProvider:
+        if kind == "openai":
+            return OpenAIBatchProvider(**self._sdk_clients(kind))
+        if kind == "anthropic":
+            return AnthropicBatchProvider(**self._sdk_clients(kind))
+        return LocalBatchProvider(
+            self._local_chat,
+            achat=self._local_achat,
+            max_concurrency=self.settings.max_concurrency,
+        )
+
+    # -- requests -----------------------------------------------------------
+    def _request_params(
+        self, call: Mapping[str, Any], local: Mapping[str, Any] | None = None, hint: str = ""
+    ) -> dict[str, Any]:
+        """The parameters of one request: call-time ``call`` keywords over the model's own.
+
+        The local provider calls the model itself, which applies its own
+        fields, so only ``call`` (and the ``local`` extras it reads) go then.
+        """
+        kind = self.provider_name
+        if self._runs_model_itself:
+            params = {k: v for k, v in call.items() if v is not None}
+            params.update(local or {})
+        else:
+            params = {**self._model_params(kind), **call_params(call, kind)}
+        check_json(params, hint)
+        return params
+
+    # -- jobs ---------------------------------------------------------------
+    def _engine(self) -> CostEngine:
+        return self.engine if self.engine is not None else default_engine()
+
+    def _job(self, name: str, engine: CostEngine | None = None) -> BatchJob:
+        return BatchJob(
+            self.provider,
+            self.queue,
+            name=name,
+            engine=engine if engine is not None else self._engine(),
+            config=self._job_config,
+            framework=self.framework,
+            record=self.record,
+        )
+
+    def _new_job(
+        self, name: str | None, engine: CostEngine | None = None, *, kind: str = ""
+    ) -> BatchJob:
+        """A job under ``name`` (generated, with ``kind`` in it, if ``None``).
+
+        Raises:
+            BatchError: the queue file already holds a job of that name.
+        """
+        if name is None:
+            infix = f"-{kind}" if kind else ""
+            name = f"{self.settings.job_prefix}{infix}-{uuid.uuid4().hex[:16]}"
+        elif name in self.queue.jobs():
+            raise BatchError(
+                f"batch job {name!r} already exists in {self.queue!r}; pick another name, or "
+                f"reattach to it with {type(self).__name__}.handle(name)"
+            )
+        return self._job(name, engine)
+
+    def _stored_job(self, name: str) -> tuple[BatchJob, list[str], list[str]]:
+        """A job submitted earlier in the queue file, its request ids and their models.
+
+        Raises:
+            BatchError: the queue file holds no job of that name.
+        """
+        if name not in self.queue.jobs():
+            raise BatchError(
+                f"no batch job {name!r} in {self.queue!r}; known jobs: {self.queue.jobs()}"
+            )
+        stored = self.queue.stored(name)
+        return self._job(name), [s.id for s in stored], [s.request.model for s in stored]
+
+    def jobs(self) -> list[str]:
+        """Names of the jobs in the queue file."""
+        return self.queue.jobs()
+
+    def close(self) -> None:
+        """Stop the local provider's worker threads (if built here) and close the queue file."""
+        if isinstance(self._provider, LocalBatchProvider) and self._runs_model_itself:
+            self._provider.close()
+        self.queue.close()

@@ -673,3 +673,11 @@ def test_anthropic_tool_use_and_bad_openai_arguments(engine: CostEngine) -> None
     msg = message_of(result, engine=engine, model="gpt-4o-mini", mode="batch", job="j")
     assert msg.tool_calls == []
     assert msg.invalid_tool_calls[0]["name"] == "lookup"
+
+
+def test_error_classes_are_the_engines() -> None:
+    # One class for both frameworks: ``except BatchFailedError`` catches either adapter's.
+    from costopt_core import errors
+
+    assert BatchRequestError is errors.BatchRequestError
+    assert BatchFailedError is errors.BatchFailedError

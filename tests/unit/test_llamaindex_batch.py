@@ -510,3 +510,11 @@ def test_progress_bar_while_waiting(engine: CostEngine, capsys: pytest.CaptureFi
     assert "2/2" in err
     runner(FakeBatchAPI(hold=1), engine).complete_batch(["quiet"])
     assert capsys.readouterr().err == ""
+
+
+def test_error_classes_are_the_engines() -> None:
+    # One class for both frameworks: ``except BatchFailedError`` catches either adapter's.
+    from costopt_core import errors
+
+    assert BatchRequestError is errors.BatchRequestError
+    assert BatchFailedError is errors.BatchFailedError

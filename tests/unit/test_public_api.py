@@ -31,11 +31,14 @@ CONTEXT = {
     "select_relevant", "summarize_abstractive", "summarize_extractive",
 }  # fmt: skip
 LANGCHAIN = {
+    "BatchRunnable", "SummarizingChatMessageHistory", "SummarizingMemoryMiddleware",
+    "SummarizingMemoryTransform", "summarize_messages",
     "CachedChatModel", "ContextSummarizer", "CostCallbackHandler", "PrefixCacheOptimizer",
     "PrefixCachedChatModel", "RelevanceThresholdRetriever", "SemanticCache", "cached",
     "track_costs", "with_prefix_cache",
 }  # fmt: skip
 LLAMAINDEX = {
+    "BatchRunner", "SummarizingMemory",
     "CachedLLM", "ContextSummarizerPostprocessor", "CostEventHandler", "PrefixCachedLLM",
     "RelevanceThresholdPostprocessor", "add_cache_points", "track_costs",
 }  # fmt: skip

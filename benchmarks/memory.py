@@ -65,8 +65,8 @@ from typing import Any
 
 from _common import print_table, require, write_json
 
+from costopt_core.context.lexical import content_words as _content_words
 from costopt_core.context.sentences import split_sentences
-from costopt_core.context.summarize import _content_words
 from costopt_core.memory import MemoryConfig, MemoryState, flush, message_tokens, plan_context
 from costopt_core.memory.turns import REPLY_PRIMING_TOKENS
 from costopt_core.pricing import PriceCatalog

@@ -13,16 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from costopt_core.errors import ConfigurationError
+from costopt_core.errors import config_error
 
 __all__ = ["MemoryConfig"]
-
-
-def _configuration_error(model: type[BaseModel], exc: ValidationError) -> ConfigurationError:
-    errors = "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or model.__name__}: {e['msg']}" for e in exc.errors()
-    )
-    return ConfigurationError(f"invalid {model.__name__}: {errors}")
 
 
 class MemoryConfig(BaseModel):
@@ -98,7 +91,7 @@ class MemoryConfig(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise _configuration_error(type(self), exc) from None
+            raise config_error(type(self).__name__, exc) from None
 
     @model_validator(mode="after")
     def _ordered(self) -> MemoryConfig:

@@ -26,13 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from costopt_core.context.lexical import content_words as _content_words
+from costopt_core.context.lexical import names as _names
+from costopt_core.context.lexical import numbers as _numbers
 from costopt_core.context.sentences import split_sentences
 from costopt_core.context.summarize import (
     SummarizerConfig,
     SummaryResult,
-    _content_words,
-    _names,
-    _numbers,
     asummarize_extractive,
     summarize_extractive,
 )

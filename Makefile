@@ -34,6 +34,8 @@ bench: setup
 	$(PY) benchmarks/cache_latency.py --out benchmarks/results/cache_latency.json
 	$(PY) benchmarks/routing.py --out benchmarks/results/routing.json
 	$(PY) benchmarks/context.py --out benchmarks/results/context.json
+	$(PY) benchmarks/memory.py --out benchmarks/results/memory.json
+	$(PY) benchmarks/batch.py --out benchmarks/results/batch.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

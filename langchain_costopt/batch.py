@@ -52,7 +52,7 @@ from costopt_core.batch import (
     model_params,
     request_ids,
 )
-from costopt_core.engine import CostEngine, default_engine
+from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import BatchFailedError, BatchRequestError, ConfigurationError
 from costopt_core.tenancy import current_tenant
 from costopt_core.types import CallMode, Message, Usage
@@ -510,7 +510,7 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
             for h in getattr(rm, "handlers", None) or ():
                 if isinstance(h, CostCallbackHandler):
                     return h.engine
-        return default_engine()
+        return current_engine()
 
     # -- submit -------------------------------------------------------------
     def _prepare(

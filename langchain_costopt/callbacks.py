@@ -22,7 +22,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
-from costopt_core import CostEngine, CostLedger, default_engine
+from costopt_core import CostEngine, CostLedger, default_engine, engine_scope
 from costopt_core.errors import BudgetExceededError
 from costopt_core.types import CallRecord, Usage, money_str
 from costopt_core.usage import normalize_usage, usage_from_langchain
@@ -266,6 +266,9 @@ def track_costs(
     handler = CostCallbackHandler(engine, check_budgets=check_budgets)
     token = _tracking.set(handler)
     try:
-        yield handler
+        # Retrievers, summarizers, memories and batch jobs in the block book their
+        # savings into the block's ledger too.
+        with engine_scope(engine):
+            yield handler
     finally:
         _tracking.reset(token)

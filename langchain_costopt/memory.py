@@ -44,7 +44,7 @@ from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import ensure_config, merge_configs
 
-from costopt_core.engine import CostEngine, default_engine
+from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import ConfigurationError
 from costopt_core.memory import (
     ConversationMemory,
@@ -125,7 +125,7 @@ def _summarizer_config(
     extra: RunnableConfig = {"tags": [SUMMARIZER_TAG], "run_name": "costopt_memory_summarizer"}
     if tenant is not None:
         extra["metadata"] = {"costopt_tenant": tenant}
-    target = engine or default_engine()
+    target = engine or current_engine()
     if record_costs and not _prices_calls(inherited.get("callbacks"), target):
         extra["callbacks"] = [CostCallbackHandler(target, check_budgets=False)]
     return merge_configs(inherited, extra)

@@ -41,7 +41,7 @@ from costopt_core.context.prefix import (
     plan_prefix_cache,
     provider_for,
 )
-from costopt_core.engine import CostEngine, default_engine
+from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import config_error
 from costopt_core.tenancy import current_tenant
 from langchain_costopt._convert import from_langchain_messages
@@ -228,7 +228,7 @@ class PrefixCacheOptimizer(RunnableSerializable[LanguageModelInput, list[BaseMes
             model=self.model,
             provider="anthropic",
             namespace=None,
-            engine=self.engine or default_engine(),
+            engine=self.engine or current_engine(),
         )
         return add_cache_control(messages, plan, ttl=self.ttl)[0]
 
@@ -324,7 +324,7 @@ class PrefixCachedChatModel(BaseChatModel):
             model=model_name_of(self.model),
             provider=provider,
             namespace=namespace,
-            engine=self.engine or default_engine(),
+            engine=self.engine or current_engine(),
         )
         out = dict(kwargs)
         if provider == "anthropic":

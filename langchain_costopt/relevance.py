@@ -44,7 +44,7 @@ from costopt_core.context.relevance import (
     ScoredChunk,
     select_relevant,
 )
-from costopt_core.engine import CostEngine, default_engine
+from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import ConfigurationError, config_error
 from costopt_core.tenancy import current_tenant
 
@@ -77,7 +77,7 @@ class RelevanceThresholdRetriever(BaseRetriever):
             ``invoke(query, k=...)`` overrides it per call.
         search_kwargs: extra arguments to the store's search (``filter``...).
         score_keys: metadata keys holding a wrapped retriever's score.
-        engine: ledger and token counter; ``default_engine()`` if omitted.
+        engine: ledger and token counter; ``current_engine()`` if omitted.
         record_savings: book the dropped documents' tokens as savings.
         tenant: tenant of the savings record; ``current_tenant()`` if omitted.
         token_model: model whose tokenizer counts the documents.
@@ -202,7 +202,7 @@ class RelevanceThresholdRetriever(BaseRetriever):
         return k
 
     def _keep(self, found: Scored, convention: ScoreConvention, k: int) -> list[Document]:
-        engine = self.engine or default_engine()
+        engine = self.engine or current_engine()
         cfg = self.config
         # At most k come back, whatever the wrapped retriever returned.
         max_k = k if cfg.max_k is None else min(cfg.max_k, k)

@@ -24,7 +24,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, RunnableBinding
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from costopt_core.engine import CostEngine, default_engine
+from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import ConfigurationError
 from costopt_core.routing.router import Router, RouterConfig, RouteRun
 from costopt_core.routing.tiers import Tier, Tiers
@@ -206,7 +206,7 @@ class RouterChatModel(BaseChatModel):
         handlers = self._handlers(run_manager)
         if handlers:
             return handlers[0].engine
-        return self.engine or default_engine()
+        return self.engine or current_engine()
 
     def _record_escalation(self, run_manager: Any, result: ChatResult, tier: str) -> None:
         gen = result.generations[0] if result.generations else None

@@ -23,7 +23,7 @@ from costopt_core.context.summarize import (
     asummarize_extractive,
     summarize_extractive,
 )
-from costopt_core.engine import CostEngine, default_engine
+from costopt_core.engine import CostEngine, current_engine
 from costopt_core.tenancy import current_tenant
 
 __all__ = ["SUMMARY_METADATA_KEY", "ContextSummarizer"]
@@ -67,7 +67,7 @@ class ContextSummarizer(BaseDocumentCompressor):
     record_savings: bool = True
 
     def _engine(self) -> CostEngine:
-        return self.engine or default_engine()
+        return self.engine or current_engine()
 
     def _count(self, text: str) -> int:
         return self._engine().tokens.count(text, self.model)

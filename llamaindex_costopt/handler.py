@@ -38,7 +38,7 @@ from llama_index.core.instrumentation.events.span import SpanDropEvent
 from llama_index_instrumentation.dispatcher import active_instrument_tags
 from pydantic import PrivateAttr
 
-from costopt_core import CostEngine, CostLedger, current_tenant, default_engine
+from costopt_core import CostEngine, CostLedger, current_tenant, default_engine, engine_scope
 from costopt_core.types import CallRecord, Usage
 from costopt_core.usage import normalize_usage
 
@@ -515,7 +515,10 @@ def track_costs(
     token = _scope.set(_Scope(handler, inherited))
     try:
         handler.attach()
-        yield handler
+        # Postprocessors, memories and batch runners in the block book their
+        # savings into the block's ledger too.
+        with engine_scope(engine):
+            yield handler
     finally:
         try:
             handler.detach()

@@ -26,7 +26,7 @@ from llama_index.core.storage.chat_store import BaseChatStore, SimpleChatStore
 from llama_index_instrumentation import root_manager
 from pydantic import ValidationError
 
-from costopt_core.engine import CostEngine, default_engine
+from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import ConfigurationError, config_error
 from costopt_core.memory import (
     ConversationMemory,
@@ -257,7 +257,7 @@ class SummarizingMemory(BaseChatStoreMemory):
         return self._state
 
     def _engine(self) -> CostEngine:
-        return self.engine or default_engine()
+        return self.engine or current_engine()
 
     def _summarizer_functions(
         self, tenant: str | None

@@ -46,7 +46,7 @@ from costopt_core.context.prefix import (
     plan_prefix_cache,
     provider_for,
 )
-from costopt_core.engine import CostEngine, default_engine
+from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import config_error
 from costopt_core.tenancy import current_tenant
 from costopt_core.types import Message, Role
@@ -114,7 +114,7 @@ def prefix_cache_plan(
         [_message(m) for m in messages],
         model=model,
         provider=provider,
-        counter=(engine or default_engine()).tokens,
+        counter=(engine or current_engine()).tokens,
         namespace=namespace,
         hoist_system=False,
         max_breakpoints=max(0, ANTHROPIC_MAX_BREAKPOINTS - existing),

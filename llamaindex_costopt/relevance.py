@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError
 
 from costopt_core.context.relevance import RelevanceConfig, RelevanceResult, ScoredChunk
 from costopt_core.context.relevance import select_relevant as _select
-from costopt_core.engine import CostEngine, default_engine
+from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import config_error
 from llamaindex_costopt.handler import resolve_tenant
 
@@ -31,7 +31,7 @@ class RelevanceThresholdPostprocessor(BaseNodePostprocessor):
 
     Args:
         config: the cutoffs; ``RelevanceConfig()`` drops only near-duplicates.
-        engine: ledger and token counter; ``default_engine()`` if omitted.
+        engine: ledger and token counter; ``current_engine()`` if omitted.
         record_savings: book the dropped nodes' tokens as savings.
         tenant: tenant of the savings record; otherwise ``current_tenant()``,
             then a ``costopt_tenant`` / ``tenant_id`` / ``tenant`` instrument tag.
@@ -86,7 +86,7 @@ class RelevanceThresholdPostprocessor(BaseNodePostprocessor):
 
     def select(self, nodes: list[NodeWithScore]) -> tuple[list[NodeWithScore], RelevanceResult]:
         """The kept nodes and the engine's full decision (reasons, similarities, tokens)."""
-        engine = self.engine or default_engine()
+        engine = self.engine or current_engine()
         result = _select(
             [
                 ScoredChunk(

@@ -27,7 +27,7 @@ from llama_index.core.llms import LLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from pydantic import Field, PrivateAttr
 
-from costopt_core.engine import CostEngine, default_engine
+from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import ConfigurationError
 from costopt_core.routing.router import Router, RouterConfig, RouteRun
 from costopt_core.routing.tiers import Tier, Tiers
@@ -121,7 +121,7 @@ class RouterLLM(LLM):
 
     # -- the call loop, shared by chat and complete -------------------------------
     def _engine(self) -> CostEngine:
-        return self.engine if isinstance(self.engine, CostEngine) else default_engine()
+        return self.engine if isinstance(self.engine, CostEngine) else current_engine()
 
     def _start(self, messages: list[Message]) -> RouteRun:
         tenant = self.tenant if self.tenant is not None else current_tenant()

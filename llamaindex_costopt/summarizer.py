@@ -21,7 +21,7 @@ from costopt_core.context.summarize import (
     asummarize_extractive,
     summarize_extractive,
 )
-from costopt_core.engine import CostEngine, default_engine
+from costopt_core.engine import CostEngine, current_engine
 from llamaindex_costopt.handler import resolve_tenant
 
 __all__ = ["SUMMARY_METADATA_KEY", "ContextSummarizerPostprocessor"]
@@ -68,7 +68,7 @@ class ContextSummarizerPostprocessor(BaseNodePostprocessor):
         return "costopt_context_summarizer"
 
     def _engine(self) -> CostEngine:
-        return self.engine or default_engine()
+        return self.engine or current_engine()
 
     def _count(self, text: str) -> int:
         return self._engine().tokens.count(text, self.model)

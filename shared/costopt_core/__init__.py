@@ -9,7 +9,9 @@ from costopt_core.embeddings import CachingEmbedder, Embedder, SentenceTransform
 from costopt_core.engine import (
     DEFAULT_BASELINE_MODEL,
     CostEngine,
+    current_engine,
     default_engine,
+    engine_scope,
     set_default_engine,
 )
 from costopt_core.errors import (
@@ -60,8 +62,10 @@ __all__ = [
     "UsageFormatError",
     "__version__",
     "cost_of",
+    "current_engine",
     "current_tenant",
     "default_engine",
+    "engine_scope",
     "evaluate_budget",
     "normalize_usage",
     "set_default_engine",

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal
@@ -22,7 +24,14 @@ from costopt_core.pricing import PriceCatalog, attribute_savings, cost_of, estim
 from costopt_core.tokens import TokenCounter, default_counter
 from costopt_core.types import CallMode, CallOutcome, CallRecord, Message, Usage
 
-__all__ = ["DEFAULT_BASELINE_MODEL", "CostEngine", "default_engine", "set_default_engine"]
+__all__ = [
+    "DEFAULT_BASELINE_MODEL",
+    "CostEngine",
+    "current_engine",
+    "default_engine",
+    "engine_scope",
+    "set_default_engine",
+]
 
 #: The frontier model savings are measured against unless configured otherwise.
 DEFAULT_BASELINE_MODEL = "gpt-4o"
@@ -230,3 +239,27 @@ def set_default_engine(engine: CostEngine | None) -> None:
     global _default
     with _default_lock:
         _default = engine
+
+
+_current: ContextVar[CostEngine | None] = ContextVar("costopt_current_engine", default=None)
+
+
+@contextmanager
+def engine_scope(engine: CostEngine) -> Generator[CostEngine, None, None]:
+    """Make ``engine`` the one components without an engine of their own record into.
+
+    The ``track_costs()`` blocks of both adapter packages open one, so a
+    retriever, summarizer, memory or batch job used inside the block books its
+    savings in the block's ledger, next to the calls the block's handler prices.
+    """
+    token = _current.set(engine)
+    try:
+        yield engine
+    finally:
+        _current.reset(token)
+
+
+def current_engine() -> CostEngine:
+    """The engine of the innermost :func:`engine_scope`, else :func:`default_engine`."""
+    engine = _current.get()
+    return engine if engine is not None else default_engine()

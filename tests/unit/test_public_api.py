@@ -13,6 +13,7 @@ CORE = {
     "SentenceTransformerEmbedder", "TokenCounter", "Totals", "UnknownModelPriceWarning", "Usage",
     "UsageFormatError", "__version__", "cost_of", "default_engine", "evaluate_budget",
     "normalize_usage", "set_default_engine", "current_tenant", "tenant_scope",
+    "current_engine", "engine_scope",
 }  # fmt: skip
 CACHE = {
     "BackendStats", "CacheBackend", "CacheConfig", "CacheEntry", "CacheHit", "CacheRequest",

@@ -27,7 +27,7 @@ from costopt_core.batch.local import LocalBatchProvider
 from costopt_core.batch.openai_provider import OpenAIBatchProvider
 from costopt_core.batch.provider import BatchProvider, BatchRequest, BatchResult
 from costopt_core.batch.queue import BatchQueue
-from costopt_core.engine import CostEngine, default_engine
+from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import BatchError, ConfigurationError, config_error
 
 __all__ = [
@@ -270,7 +270,7 @@ class BatchFront(ABC):
 
     # -- jobs ---------------------------------------------------------------
     def _engine(self) -> CostEngine:
-        return self.engine if self.engine is not None else default_engine()
+        return self.engine if self.engine is not None else current_engine()
 
     def _job(self, name: str, engine: CostEngine | None = None) -> BatchJob:
         return BatchJob(

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from costopt_core.batch.provider import BatchProvider, BatchRequest, BatchResult, RemoteBatch
 from costopt_core.batch.queue import BatchQueue, OpenBatch, RequestState, StoredResult
 from costopt_core.batch.split import decide_outcome, plan_batches, should_flush
-from costopt_core.engine import CostEngine, default_engine
+from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import BatchError, BatchNotFoundError, config_error
 from costopt_core.types import CallMode, CallRecord, Usage
 
@@ -181,7 +181,7 @@ class BatchJob:
 
     @property
     def engine(self) -> CostEngine:
-        return self._engine if self._engine is not None else default_engine()
+        return self._engine if self._engine is not None else current_engine()
 
     @property
     def mode(self) -> CallMode:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 
-from costopt_core.engine import CostEngine, default_engine
+from costopt_core.engine import CostEngine, current_engine
 from costopt_core.memory.config import MemoryConfig
 from costopt_core.memory.flush import FlushResult, aflush, flush
 from costopt_core.memory.plan import MemoryView, aplan_context, plan_context
@@ -89,9 +89,8 @@ class ConversationMemory:
 
     @property
     def engine(self) -> CostEngine:
-        if self._engine is None:
-            self._engine = default_engine()
-        return self._engine
+        # Resolved per use, not kept: inside a track_costs block it is the block's engine.
+        return self._engine if self._engine is not None else current_engine()
 
     @property
     def state(self) -> MemoryState:

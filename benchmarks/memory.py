@@ -67,6 +67,7 @@ from _common import print_table, require, write_json
 
 from costopt_core.context.lexical import content_words as _content_words
 from costopt_core.context.sentences import split_sentences
+from costopt_core.embeddings import CachingEmbedder, SentenceTransformerEmbedder
 from costopt_core.memory import MemoryConfig, MemoryState, flush, message_tokens, plan_context
 from costopt_core.memory.turns import REPLY_PRIMING_TOKENS
 from costopt_core.pricing import PriceCatalog
@@ -95,6 +96,7 @@ SENSITIVITY: dict[str, dict[str, Any]] = {
     "recall_tokens=384": {"recall_tokens": 384},
     "recall_tokens=1536": {"recall_tokens": 1536},
     "recall_min_score=0.1": {"recall_min_score": 0.1},
+    "recall_embeddings=False": {"recall_embeddings": False},
 }
 
 
@@ -233,7 +235,13 @@ class Run:
     ms_per_turn: float
 
 
+#: The engine's offline MiniLM, with an LRU large enough that each sentence of
+#: a conversation is embedded once (as an app's embedder cache would).
+_EMBEDDER = CachingEmbedder(SentenceTransformerEmbedder(), maxsize=100_000)
+
+
 def replay(conv: Conversation, config: MemoryConfig, count: Callable[[str], int]) -> Run:
+    embed = _EMBEDDER.embed if config.recall_embeddings else None
     history = conv.history
     sizes = [message_tokens(m, count) for m in history]
     naive, window, memory = Costs(), Costs(), Costs()
@@ -245,7 +253,7 @@ def replay(conv: Conversation, config: MemoryConfig, count: Callable[[str], int]
         naive.add(list(h), sizes[:n])
         w = window_messages(h, sizes, budget)
         window.add([h[i] for i in w], [sizes[i] for i in w])
-        view = plan_context(h, state, config, count_tokens=count)
+        view = plan_context(h, state, config, count_tokens=count, embed=embed)
         memory.add(list(view.messages), [message_tokens(m, count) for m in view.messages])
         state = flush(h, state, config, count_tokens=count).state
     ms = (time.perf_counter() - started) * 1e3 / max(1, len(history) - 1)
@@ -253,7 +261,7 @@ def replay(conv: Conversation, config: MemoryConfig, count: Callable[[str], int]
     questions = []
     for qa in conv.qa:
         asked = [*history, Message("user", str(qa["question"]), name=conv.user_name)]
-        view = plan_context(asked, state, config, count_tokens=count)
+        view = plan_context(asked, state, config, count_tokens=count, embed=embed)
         ctx = "\n".join(m.content for m in view.messages)
         w_sizes = [message_tokens(m, count) for m in asked]
         w_ctx = "\n".join(asked[i].content for i in window_messages(asked, w_sizes, budget))

@@ -53,8 +53,12 @@ class MemoryConfig(BaseModel):
         recall_min_score: recalled sentences must score at least this
             (lexical overlap with the message), so an unrelated message
             recalls nothing instead of filling the budget.
-        recall_embeddings: also score recall by embedding similarity (needs
-            ``embed``; off by default: lexical scoring needs no model call).
+        recall_embeddings: also score recall by embedding similarity when an
+            ``embed`` function is given (``ConversationMemory`` passes the
+            engine's). On by default: on LoCoMo it keeps the facts of 79.9% of
+            the single-hop questions against 62.2% with lexical scoring alone
+            (``benchmarks/memory.py``); each sentence is embedded once when the
+            embedder caches (the engine's does).
         horizon_turns: how many further calls the flush trade-off assumes
             the current prefix would serve (see :func:`flush_tradeoff`).
         summary_role: role of the summary message. ``system`` places it
@@ -76,7 +80,7 @@ class MemoryConfig(BaseModel):
     facts_tokens: int = Field(default=192, ge=0, le=1_000_000)
     recall_tokens: int = Field(default=768, ge=0, le=1_000_000)
     recall_min_score: float = Field(default=0.05, ge=0.0, le=10.0)
-    recall_embeddings: bool = False
+    recall_embeddings: bool = True
     horizon_turns: int = Field(default=8, ge=1, le=10_000)
     summary_role: Literal["system", "user"] = "system"
     summary_header: str = Field(

@@ -146,14 +146,17 @@ def summarizer_functions(
     off when the model itself carries such a handler, or it is counted twice.
     """
 
-    def chat(messages: list[Message]) -> str:
+    def prompt(messages: list[Message]) -> tuple[list[BaseMessage], RunnableConfig]:
         config = _summarizer_config(engine, tenant, record_costs)
-        return model.invoke([to_langchain_message(m) for m in messages], config=config).text
+        return [to_langchain_message(m) for m in messages], config
+
+    def chat(messages: list[Message]) -> str:
+        lc_messages, config = prompt(messages)
+        return model.invoke(lc_messages, config=config).text
 
     async def achat(messages: list[Message]) -> str:
-        config = _summarizer_config(engine, tenant, record_costs)
-        out = await model.ainvoke([to_langchain_message(m) for m in messages], config=config)
-        return out.text
+        lc_messages, config = prompt(messages)
+        return (await model.ainvoke(lc_messages, config=config)).text
 
     return chat, achat
 
@@ -231,6 +234,66 @@ def memory_options(
         record_summarizer_costs=record_summarizer_costs,
         tenant=tenant,
     )
+
+
+# -- one call's steps around the engine -------------------------------------------
+@dataclass(frozen=True)
+class MemoryResult:
+    """What :func:`summarize_messages` returns.
+
+    Attributes:
+        messages: the messages to send.
+        state: the memory state to pass to the next call (persist it with
+            ``state.to_dict()`` / ``MemoryState.from_dict``).
+        view: the engine's view (token counts, summary, recall, flush decision).
+        flushed: whether this call folded turns into the summary.
+    """
+
+    messages: list[BaseMessage]
+    state: MemoryState
+    view: MemoryView
+    flushed: bool
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One call's inputs: the caller's messages, the same as engine messages, and the memory."""
+
+    originals: Sequence[BaseMessage]
+    full: list[Message]
+    memory: ConversationMemory
+
+
+def _prepare(
+    options: MemoryOptions, originals: Sequence[BaseMessage], state: MemoryState | None
+) -> _Call:
+    return _Call(originals, from_langchain_messages(originals), options.memory(state))
+
+
+def _finish(call: _Call, flush: FlushResult, view: MemoryView) -> MemoryResult:
+    return MemoryResult(assemble(view, call.originals), call.memory.state, view, flush.flushed)
+
+
+def bounded_view(
+    options: MemoryOptions, originals: Sequence[BaseMessage], state: MemoryState | None
+) -> MemoryResult:
+    """Folds old turns if a flush is due, then the view to send (recorded as sent).
+
+    The one sequence behind :func:`summarize_messages`, the LCEL transform and
+    the agent middleware.
+    """
+    call = _prepare(options, originals, state)
+    flush = call.memory.update(call.full)
+    return _finish(call, flush, call.memory.view(call.full, record=True))
+
+
+async def abounded_view(
+    options: MemoryOptions, originals: Sequence[BaseMessage], state: MemoryState | None
+) -> MemoryResult:
+    """Async twin of :func:`bounded_view`."""
+    call = _prepare(options, originals, state)
+    flush = await call.memory.aupdate(call.full)
+    return _finish(call, flush, await call.memory.aview(call.full, record=True))
 
 
 # -- the sidecar ----------------------------------------------------------------
@@ -391,29 +454,25 @@ class SummarizingChatMessageHistory(BaseChatMessageHistory):
 
         Nothing is recorded or written.
         """
-        full = from_langchain_messages(self.history.messages)
-        return self._options.memory(self._load_state()).view(full)
+        call = _prepare(self._options, self.history.messages, self._load_state())
+        return call.memory.view(call.full)
+
+    def _sent(self, call: _Call, view: MemoryView) -> list[BaseMessage]:
+        if self._should_record(call.full):
+            call.memory.record(view)
+        return assemble(view, call.originals)
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
         """The bounded view to send: system, summary, recalled sentences, recent turns."""
-        originals = self.history.messages
-        full = from_langchain_messages(originals)
-        memory = self._options.memory(self._load_state())
-        view = memory.view(full)
-        if self._should_record(full):
-            memory.record(view)
-        return assemble(view, originals)
+        call = _prepare(self._options, self.history.messages, self._load_state())
+        return self._sent(call, call.memory.view(call.full))
 
     async def aget_messages(self) -> list[BaseMessage]:
         """Async twin of :attr:`messages`."""
         originals = await self.history.aget_messages()
-        full = from_langchain_messages(originals)
-        memory = self._options.memory(await self._aload_state())
-        view = await memory.aview(full)
-        if self._should_record(full):
-            memory.record(view)
-        return assemble(view, originals)
+        call = _prepare(self._options, originals, await self._aload_state())
+        return self._sent(call, await call.memory.aview(call.full))
 
     @property
     def full_messages(self) -> list[BaseMessage]:
@@ -421,21 +480,26 @@ class SummarizingChatMessageHistory(BaseChatMessageHistory):
         return self.history.messages
 
     # -- writes --------------------------------------------------------------
-    def _save(self, result: FlushResult) -> None:
+    def _keep_state(self, result: FlushResult) -> BaseChatMessageHistory | None:
+        """Keeps ``result``'s state here; the sidecar to append it to, if a flush changed it."""
         self._state = result.state
-        if self.state_store is None or not result.flushed:
+        return self.state_store if result.flushed else None
+
+    def _save(self, result: FlushResult) -> None:
+        store = self._keep_state(result)
+        if store is None:
             return
-        if len(self.state_store.messages) >= _SIDECAR_MAX_ENTRIES:
-            self.state_store.clear()
-        self.state_store.add_messages([_sidecar_entry(result.state)])
+        if len(store.messages) >= _SIDECAR_MAX_ENTRIES:
+            store.clear()
+        store.add_messages([_sidecar_entry(result.state)])
 
     async def _asave(self, result: FlushResult) -> None:
-        self._state = result.state
-        if self.state_store is None or not result.flushed:
+        store = self._keep_state(result)
+        if store is None:
             return
-        if len(await self.state_store.aget_messages()) >= _SIDECAR_MAX_ENTRIES:
-            await self.state_store.aclear()
-        await self.state_store.aadd_messages([_sidecar_entry(result.state)])
+        if len(await store.aget_messages()) >= _SIDECAR_MAX_ENTRIES:
+            await store.aclear()
+        await store.aadd_messages([_sidecar_entry(result.state)])
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append ``messages`` to the wrapped store, then flush old turns if one is due."""
@@ -450,15 +514,16 @@ class SummarizingChatMessageHistory(BaseChatMessageHistory):
     def update(self, *, force: bool = False) -> FlushResult:
         """Flush if one is due (or ``force``) and save the state; the history is untouched."""
         with self._lock:
-            full = from_langchain_messages(self.history.messages)
-            result = self._options.memory(self._load_state()).update(full, force=force)
+            call = _prepare(self._options, self.history.messages, self._load_state())
+            result = call.memory.update(call.full, force=force)
             self._save(result)
             return result
 
     async def aupdate(self, *, force: bool = False) -> FlushResult:
         """Async twin of :meth:`update`."""
-        full = from_langchain_messages(await self.history.aget_messages())
-        result = await self._options.memory(await self._aload_state()).aupdate(full, force=force)
+        originals = await self.history.aget_messages()
+        call = _prepare(self._options, originals, await self._aload_state())
+        result = await call.memory.aupdate(call.full, force=force)
         await self._asave(result)
         return result
 
@@ -467,39 +532,22 @@ class SummarizingChatMessageHistory(BaseChatMessageHistory):
         self.history.clear()
         if self.state_store is not None:
             self.state_store.clear()
-        with self._lock:
-            self._state = MemoryState()
-            self._recorded = None
+        self._forget()
 
     async def aclear(self) -> None:
         """Async twin of :meth:`clear`."""
         await self.history.aclear()
         if self.state_store is not None:
             await self.state_store.aclear()
+        self._forget()
+
+    def _forget(self) -> None:
         with self._lock:
             self._state = MemoryState()
             self._recorded = None
 
 
 # -- the message-list transform ---------------------------------------------------
-@dataclass(frozen=True)
-class MemoryResult:
-    """What :func:`summarize_messages` returns.
-
-    Attributes:
-        messages: the messages to send.
-        state: the memory state to pass to the next call (persist it with
-            ``state.to_dict()`` / ``MemoryState.from_dict``).
-        view: the engine's view (token counts, summary, recall, flush decision).
-        flushed: whether this call folded turns into the summary.
-    """
-
-    messages: list[BaseMessage]
-    state: MemoryState
-    view: MemoryView
-    flushed: bool
-
-
 def _as_messages(value: LanguageModelInput) -> list[BaseMessage]:
     if isinstance(value, PromptValue):
         return value.to_messages()
@@ -549,12 +597,7 @@ def summarize_messages(
         record_summarizer_costs,
         tenant,
     )
-    originals = _as_messages(messages)
-    full = from_langchain_messages(originals)
-    memory = options.memory(state)
-    flushed = memory.update(full).flushed
-    view = memory.view(full, record=True)
-    return MemoryResult(assemble(view, originals), memory.state, view, flushed)
+    return bounded_view(options, _as_messages(messages), state)
 
 
 async def asummarize_messages(
@@ -581,12 +624,7 @@ async def asummarize_messages(
         record_summarizer_costs,
         tenant,
     )
-    originals = _as_messages(messages)
-    full = from_langchain_messages(originals)
-    memory = options.memory(state)
-    flushed = (await memory.aupdate(full)).flushed
-    view = await memory.aview(full, record=True)
-    return MemoryResult(assemble(view, originals), memory.state, view, flushed)
+    return await abounded_view(options, _as_messages(messages), state)
 
 
 class SummarizingMemoryTransform(Runnable[LanguageModelInput, list[BaseMessage]]):
@@ -677,19 +715,7 @@ class SummarizingMemoryTransform(Runnable[LanguageModelInput, list[BaseMessage]]
         config: RunnableConfig,
     ) -> list[BaseMessage]:
         session = self._session(config)
-        o = self._options
-        result = summarize_messages(
-            value,
-            state=self.state_for(session),
-            config=o.config,
-            engine=o.engine,
-            model=o.model,
-            summarizer=o.summarizer,
-            summarizer_model=o.summarizer_model,
-            tenant=o.tenant,
-            record_savings=o.record_savings,
-            record_summarizer_costs=o.record_summarizer_costs,
-        )
+        result = bounded_view(self._options, _as_messages(value), self.state_for(session))
         self._keep(session, result.state)
         return result.messages
 
@@ -700,19 +726,7 @@ class SummarizingMemoryTransform(Runnable[LanguageModelInput, list[BaseMessage]]
         config: RunnableConfig,
     ) -> list[BaseMessage]:
         session = self._session(config)
-        o = self._options
-        result = await asummarize_messages(
-            value,
-            state=self.state_for(session),
-            config=o.config,
-            engine=o.engine,
-            model=o.model,
-            summarizer=o.summarizer,
-            summarizer_model=o.summarizer_model,
-            tenant=o.tenant,
-            record_savings=o.record_savings,
-            record_summarizer_costs=o.record_summarizer_costs,
-        )
+        result = await abounded_view(self._options, _as_messages(value), self.state_for(session))
         self._keep(session, result.state)
         return result.messages
 

@@ -29,9 +29,8 @@ from langchain_core.messages import BaseMessage
 from langgraph.types import Command
 
 from costopt_core.engine import CostEngine
-from costopt_core.memory import ConversationMemory, MemoryConfig, MemoryState
-from langchain_costopt._convert import from_langchain_messages
-from langchain_costopt.memory import assemble, memory_options
+from costopt_core.memory import MemoryConfig, MemoryState
+from langchain_costopt.memory import MemoryResult, abounded_view, bounded_view, memory_options
 
 __all__ = ["STATE_KEY", "SummarizingMemoryMiddleware", "SummarizingMemoryState"]
 
@@ -110,17 +109,22 @@ class SummarizingMemoryMiddleware(AgentMiddleware[SummarizingMemoryState, Any]):
     def config(self) -> MemoryConfig:
         return self._options.config
 
-    def _memory(self, request: ModelRequest[Any]) -> ConversationMemory:
+    @staticmethod
+    def _inputs(request: ModelRequest[Any]) -> tuple[list[BaseMessage], MemoryState]:
         saved: Any = (request.state or {}).get(STATE_KEY)
-        return self._options.memory(MemoryState.from_dict(saved))
+        return list(request.messages), MemoryState.from_dict(saved)
+
+    @staticmethod
+    def _request(request: ModelRequest[Any], result: MemoryResult) -> ModelRequest[Any]:
+        return request.override(messages=_any(result.messages))
 
     @staticmethod
     def _result(
-        response: ModelResponse[Any], memory: ConversationMemory, flushed: bool
+        response: ModelResponse[Any], result: MemoryResult
     ) -> ModelResponse[Any] | ExtendedModelResponse[Any]:
-        if not flushed:
+        if not result.flushed:
             return response
-        command: Command[Any] = Command(update={STATE_KEY: memory.state.to_dict()})
+        command: Command[Any] = Command(update={STATE_KEY: result.state.to_dict()})
         return ExtendedModelResponse(model_response=response, command=command)
 
     def wrap_model_call(
@@ -129,13 +133,8 @@ class SummarizingMemoryMiddleware(AgentMiddleware[SummarizingMemoryState, Any]):
         handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
     ) -> ModelResponse[Any] | ExtendedModelResponse[Any]:
         """Fold old turns if due, then call the model with the bounded view."""
-        originals = list(request.messages)
-        full = from_langchain_messages(originals)
-        memory = self._memory(request)
-        flushed = memory.update(full).flushed
-        view = memory.view(full, record=True)
-        response = handler(request.override(messages=_any(assemble(view, originals))))
-        return self._result(response, memory, flushed)
+        result = bounded_view(self._options, *self._inputs(request))
+        return self._result(handler(self._request(request, result)), result)
 
     async def awrap_model_call(
         self,
@@ -143,10 +142,5 @@ class SummarizingMemoryMiddleware(AgentMiddleware[SummarizingMemoryState, Any]):
         handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
     ) -> ModelResponse[Any] | ExtendedModelResponse[Any]:
         """Async twin of :meth:`wrap_model_call`."""
-        originals = list(request.messages)
-        full = from_langchain_messages(originals)
-        memory = self._memory(request)
-        flushed = (await memory.aupdate(full)).flushed
-        view = await memory.aview(full, record=True)
-        response = await handler(request.override(messages=_any(assemble(view, originals))))
-        return self._result(response, memory, flushed)
+        result = await abounded_view(self._options, *self._inputs(request))
+        return self._result(await handler(self._request(request, result)), result)

@@ -14,11 +14,11 @@ The ``openai`` SDK is imported on first use: the engine imports without it.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from typing import Any
 
+from costopt_core.batch._sdk import Connect, SdkBatchProvider, Steps, as_dict
 from costopt_core.batch._wire import (
     COUNT_KEYS,
     OPENAI_CHAT_ENDPOINT,
@@ -38,33 +38,11 @@ from costopt_core.batch.provider import (
     RemoteBatch,
     RemoteStatus,
 )
-from costopt_core.errors import BatchError, BatchNotFoundError, ConfigurationError
+from costopt_core.errors import BatchError, ConfigurationError
 
 __all__ = ["OpenAIBatchProvider"]
 
 _SEPARATOR = ","
-
-
-def _import_openai() -> Any:
-    try:
-        return importlib.import_module("openai")
-    except ImportError:
-        raise ConfigurationError(
-            "OpenAIBatchProvider needs the 'openai' package: pip install 'llm-costopt[providers]'"
-            " (or pip install openai)"
-        ) from None
-
-
-def _as_dict(obj: Any) -> dict[str, Any]:
-    """An SDK object (or a plain mapping) as its JSON data."""
-    if isinstance(obj, Mapping):
-        return dict(obj)
-    to_dict = getattr(obj, "to_dict", None)
-    if to_dict is not None:
-        data: dict[str, Any] = to_dict(mode="json")
-        return data
-    dumped: dict[str, Any] = obj.model_dump(mode="json")
-    return dumped
 
 
 def _split(batch_id: str) -> list[str]:
@@ -178,7 +156,7 @@ class _Collector:
         return out
 
 
-class OpenAIBatchProvider:
+class OpenAIBatchProvider(SdkBatchProvider):
     """Runs chat requests through the OpenAI Batch API (50% off, 24h window).
 
     Args:
@@ -201,6 +179,13 @@ class OpenAIBatchProvider:
 
     name = "openai"
     limits: BatchLimits = OPENAI_LIMITS
+    _sdk = "openai"
+    _vendor = "OpenAI"
+    _client_class = "OpenAI"
+    _async_client_class = "AsyncOpenAI"
+    _sdk_error = "OpenAIError"
+    _key_env = "OPENAI_API_KEY"
+    _not_found = "no such batch or file"
 
     def __init__(
         self,
@@ -214,90 +199,21 @@ class OpenAIBatchProvider:
         metadata: Mapping[str, str] | None = None,
         poll_interval_s: float = 30.0,
     ) -> None:
-        if not poll_interval_s > 0:
-            raise ConfigurationError(f"poll_interval_s={poll_interval_s!r}: must be > 0 seconds")
-        if max_retries is not None and max_retries < 0:
-            raise ConfigurationError(f"max_retries={max_retries!r}: must be >= 0")
-        if timeout_s is not None and not timeout_s > 0:
-            raise ConfigurationError(f"timeout_s={timeout_s!r}: must be > 0 seconds")
+        super().__init__(
+            client=client,
+            async_client=async_client,
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=max_retries,
+            timeout_s=timeout_s,
+            poll_interval_s=poll_interval_s,
+        )
         if metadata is not None and len(metadata) > 15:
             raise ConfigurationError(
                 f"metadata has {len(metadata)} keys: OpenAI allows 16 per batch and costopt"
                 " uses one; pass at most 15"
             )
-        #: how long a job waits between polls (batches take minutes to hours).
-        self.poll_interval_s = poll_interval_s
-        self._client = client
-        self._async_client = async_client
-        self._own_client = client is None
-        self._own_async_client = async_client is None
-        self._options: dict[str, Any] = {
-            k: v
-            for k, v in (
-                ("api_key", api_key),
-                ("base_url", base_url),
-                ("max_retries", max_retries),
-                ("timeout", timeout_s),
-            )
-            if v is not None
-        }
         self._metadata = {**(metadata or {}), "created_by": "costopt"}
-
-    # -- clients ------------------------------------------------------------------------
-
-    def _build(self, class_name: str) -> Any:
-        openai = _import_openai()
-        try:
-            return getattr(openai, class_name)(**self._options)
-        except openai.OpenAIError as exc:
-            raise ConfigurationError(
-                f"cannot build the OpenAI client: {exc}; pass api_key= or set OPENAI_API_KEY"
-            ) from exc
-
-    def _sync(self) -> Any:
-        if self._client is None:
-            self._client = self._build("OpenAI")
-        return self._client
-
-    def _async(self) -> Any:
-        if self._async_client is None:
-            self._async_client = self._build("AsyncOpenAI")
-        return self._async_client
-
-    @contextmanager
-    def _errors(self, action: str, batch_id: str | None = None) -> Iterator[None]:
-        """SDK and payload errors as ``BatchError``, naming what was being done."""
-        openai = _import_openai()
-        what = f"{action} of OpenAI batch {batch_id}" if batch_id else f"OpenAI batch {action}"
-        try:
-            yield
-        except openai.NotFoundError as exc:
-            raise BatchNotFoundError(
-                f"{what} failed: no such batch or file (HTTP 404): {exc}"
-            ) from exc
-        except openai.APIStatusError as exc:
-            raise BatchError(f"{what} failed: HTTP {exc.status_code}: {exc}") from exc
-        except openai.APIConnectionError as exc:
-            raise BatchError(
-                f"{what} failed: cannot reach the OpenAI API ({exc}); check base_url and the"
-                " network, then poll again (the batch id stays valid)"
-            ) from exc
-        except (openai.OpenAIError, ValueError, KeyError, TypeError) as exc:
-            raise BatchError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
-
-    def close(self) -> None:
-        """Close the sync client this provider built (an injected one is the caller's)."""
-        if self._own_client and self._client is not None:
-            self._client.close()
-            self._client = None
-
-    async def aclose(self) -> None:
-        """Close the async client this provider built."""
-        if self._own_async_client and self._async_client is not None:
-            await self._async_client.close()
-            self._async_client = None
-
-    # -- the seam -----------------------------------------------------------------------
 
     def request_size(self, request: BatchRequest) -> int:
         """Bytes of ``request``'s line in the JSONL input file."""
@@ -320,53 +236,45 @@ class OpenAIBatchProvider:
             "metadata": self._metadata,
         }
 
-    def submit(self, requests: Sequence[BatchRequest]) -> str:
+    def _submit(self, connect: Connect, requests: Sequence[BatchRequest]) -> Steps[str]:
         """Upload the requests and create one remote batch per model.
 
-        Raises:
-            ConfigurationError: the requests break ``limits`` or have invalid ids.
-            BatchError: the API refused or could not be reached; batches already
-                created for other models are cancelled first.
+        A failure cancels the batches already created for other models first.
         """
-        client = self._sync()
+        client = connect()
         created: list[str] = []
         try:
             for _model, data in self._files(requests):
                 with self._errors("submit"):
-                    upload = client.files.create(
+                    upload = yield client.files.create(
                         file=("costopt-batch.jsonl", data, "application/jsonl"), purpose="batch"
                     )
-                    batch = client.batches.create(**self._create_kwargs(upload.id))
+                    batch = yield client.batches.create(**self._create_kwargs(upload.id))
                 created.append(str(batch.id))
         except BatchError:
             for batch_id in created:  # best effort: do not leave half a submission running
                 with suppress(BatchError):
-                    self.cancel(batch_id)
+                    yield from self._cancel(connect, batch_id)
             raise
         return _SEPARATOR.join(created)
 
-    def poll(self, batch_id: str) -> RemoteBatch:
-        """The status and request counts of a submitted batch."""
-        client = self._sync()
+    def _poll(self, connect: Connect, batch_id: str) -> Steps[RemoteBatch]:
+        client = connect()
         batches = []
         for part in _split(batch_id):
             with self._errors("poll", part):
-                batches.append(_as_dict(client.batches.retrieve(part)))
+                batches.append(as_dict((yield client.batches.retrieve(part))))
         return _remote(batch_id, batches)
 
-    def results(self, batch_id: str) -> list[BatchResult]:
-        """One result per request of an ended batch.
-
-        Raises:
-            BatchError: the batch has not ended, or the API could not be reached.
-        """
-        client = self._sync()
+    def _results(self, connect: Connect, batch_id: str) -> Steps[list[BatchResult]]:
+        client = connect()
         out: list[BatchResult] = []
         for part in _split(batch_id):
             with self._errors("collection", part):
-                collector = self._collector(_as_dict(client.batches.retrieve(part)), part)
+                collector = self._collector(as_dict((yield client.batches.retrieve(part))), part)
                 while (file_id := collector.next_file()) is not None:
-                    collector.add(file_id, client.files.content(file_id).text)
+                    content = yield client.files.content(file_id)
+                    collector.add(file_id, content.text)
             out.extend(collector.results())
         return out
 
@@ -380,60 +288,11 @@ class OpenAIBatchProvider:
             )
         return _Collector(batch)
 
-    def cancel(self, batch_id: str) -> None:
-        """Ask OpenAI to stop the batch; a batch that already ended is left as it is."""
-        client = self._sync()
+    def _cancel(self, connect: Connect, batch_id: str) -> Steps[None]:
+        """Stop each running part; a part that already ended is left as it is."""
+        client = connect()
         for part in _split(batch_id):
             with self._errors("cancel", part):
-                status = str(client.batches.retrieve(part).status)
-                if openai_batch_status(status) == "in_progress":
-                    client.batches.cancel(part)
-
-    async def asubmit(self, requests: Sequence[BatchRequest]) -> str:
-        """Async :meth:`submit`."""
-        client = self._async()
-        created: list[str] = []
-        try:
-            for _model, data in self._files(requests):
-                with self._errors("submit"):
-                    upload = await client.files.create(
-                        file=("costopt-batch.jsonl", data, "application/jsonl"), purpose="batch"
-                    )
-                    batch = await client.batches.create(**self._create_kwargs(upload.id))
-                created.append(str(batch.id))
-        except BatchError:
-            for batch_id in created:
-                with suppress(BatchError):
-                    await self.acancel(batch_id)
-            raise
-        return _SEPARATOR.join(created)
-
-    async def apoll(self, batch_id: str) -> RemoteBatch:
-        """Async :meth:`poll`."""
-        client = self._async()
-        batches = []
-        for part in _split(batch_id):
-            with self._errors("poll", part):
-                batches.append(_as_dict(await client.batches.retrieve(part)))
-        return _remote(batch_id, batches)
-
-    async def aresults(self, batch_id: str) -> list[BatchResult]:
-        """Async :meth:`results`."""
-        client = self._async()
-        out: list[BatchResult] = []
-        for part in _split(batch_id):
-            with self._errors("collection", part):
-                collector = self._collector(_as_dict(await client.batches.retrieve(part)), part)
-                while (file_id := collector.next_file()) is not None:
-                    collector.add(file_id, (await client.files.content(file_id)).text)
-            out.extend(collector.results())
-        return out
-
-    async def acancel(self, batch_id: str) -> None:
-        """Async :meth:`cancel`."""
-        client = self._async()
-        for part in _split(batch_id):
-            with self._errors("cancel", part):
-                status = str((await client.batches.retrieve(part)).status)
-                if openai_batch_status(status) == "in_progress":
-                    await client.batches.cancel(part)
+                batch = yield client.batches.retrieve(part)
+                if openai_batch_status(str(batch.status)) == "in_progress":
+                    yield client.batches.cancel(part)

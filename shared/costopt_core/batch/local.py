@@ -21,7 +21,9 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+from costopt_core.batch._sdk import Steps, arun_steps, run_steps
 from costopt_core.batch.provider import (
     BatchLimits,
     BatchRequest,
@@ -130,8 +132,7 @@ class LocalBatchProvider:
             result = BatchResult(id=request.id, status="succeeded", text=out, model=request.model)
         else:
             result = dataclasses.replace(out, id=request.id, model=out.model or request.model)
-        with self._lock:
-            batch.results[request.id] = result
+        self._record(batch, result)
 
     def _error(self, request: BatchRequest, exc: BaseException, retryable: bool) -> BatchResult:
         return BatchResult(
@@ -147,62 +148,57 @@ class LocalBatchProvider:
             id=request.id, status="canceled", model=request.model, error="batch canceled"
         )
 
-    def _run_one(self, batch: _LocalBatch, request: BatchRequest) -> None:
+    def _record(self, batch: _LocalBatch, result: BatchResult) -> None:
+        with self._lock:
+            batch.results[result.id] = result
+
+    def _tries(
+        self,
+        batch: _LocalBatch,
+        request: BatchRequest,
+        call: Callable[[BatchRequest], Any],
+        sleep: Callable[[float], Any],
+    ) -> Steps[None]:
+        """One request's tries, for both paths: ``call`` and ``sleep`` answer or are awaited."""
         for attempt in range(self.max_retries + 1):
             if batch.canceled:
-                with self._lock:
-                    batch.results[request.id] = self._canceled(request)
+                self._record(batch, self._canceled(request))
                 return
             try:
-                if self.chat is not None:
-                    out = self.chat(request)
-                else:
-                    assert self.achat is not None
-                    out = asyncio.run(_call_async(self.achat, request))
+                out = yield call(request)
             except self.retry_on as exc:
                 if attempt < self.max_retries:
                     if self.retry_backoff_s:
-                        time.sleep(self.retry_backoff_s * 2**attempt)
+                        yield sleep(self.retry_backoff_s * 2**attempt)
                     continue
-                with self._lock:
-                    batch.results[request.id] = self._error(request, exc, True)
+                self._record(batch, self._error(request, exc, True))
                 return
             except Exception as exc:
-                with self._lock:
-                    batch.results[request.id] = self._error(request, exc, False)
+                self._record(batch, self._error(request, exc, False))
                 return
             self._finish(batch, request, out)
             return
+
+    def _call(self, request: BatchRequest) -> BatchResult | str:
+        if self.chat is not None:
+            return self.chat(request)
+        assert self.achat is not None
+        return asyncio.run(_call_async(self.achat, request))
+
+    def _acall(self, request: BatchRequest) -> Awaitable[BatchResult | str]:
+        if self.achat is not None:
+            return self.achat(request)
+        assert self.chat is not None
+        return asyncio.to_thread(self.chat, request)
+
+    def _run_one(self, batch: _LocalBatch, request: BatchRequest) -> None:
+        run_steps(self._tries(batch, request, self._call, time.sleep))
 
     async def _arun_one(
         self, batch: _LocalBatch, request: BatchRequest, sem: asyncio.Semaphore
     ) -> None:
         async with sem:
-            for attempt in range(self.max_retries + 1):
-                if batch.canceled:
-                    with self._lock:
-                        batch.results[request.id] = self._canceled(request)
-                    return
-                try:
-                    if self.achat is not None:
-                        out = await self.achat(request)
-                    else:
-                        assert self.chat is not None
-                        out = await asyncio.to_thread(self.chat, request)
-                except self.retry_on as exc:
-                    if attempt < self.max_retries:
-                        if self.retry_backoff_s:
-                            await asyncio.sleep(self.retry_backoff_s * 2**attempt)
-                        continue
-                    with self._lock:
-                        batch.results[request.id] = self._error(request, exc, True)
-                    return
-                except Exception as exc:
-                    with self._lock:
-                        batch.results[request.id] = self._error(request, exc, False)
-                    return
-                self._finish(batch, request, out)
-                return
+            await arun_steps(self._tries(batch, request, self._acall, asyncio.sleep))
 
     # -- the seam -----------------------------------------------------------
     def request_size(self, request: BatchRequest) -> int:

@@ -5,7 +5,8 @@ client call (``answer = yield client.batches.retrieve(batch_id)``):
 ``run_steps`` drives it with a sync client, whose calls have already answered
 when they are yielded; ``arun_steps`` drives it with an async client, awaiting
 each yielded call and throwing its error back in at the ``yield``, so the
-``with``/``try`` around the call handles it the same way in both.
+``with``/``try`` around the call handles it the same way in both. The local
+provider runs its tries of a request the same way.
 
 ``SdkBatchProvider`` is the shell the OpenAI and Anthropic providers share:
 argument checks, clients built on first use from the same options, SDK errors
@@ -109,9 +110,8 @@ class SdkBatchProvider(ABC):
     #: what a 404 means for this API.
     _not_found: ClassVar[str] = "no such batch"
 
-    def __init__(
+    def __init__(  # positional: each subclass passes its own keyword arguments on in order
         self,
-        *,
         client: Any | None,
         async_client: Any | None,
         api_key: str | None,
@@ -119,6 +119,7 @@ class SdkBatchProvider(ABC):
         max_retries: int | None,
         timeout_s: float | None,
         poll_interval_s: float,
+        /,
     ) -> None:
         if not poll_interval_s > 0:
             raise ConfigurationError(f"poll_interval_s={poll_interval_s!r}: must be > 0 seconds")

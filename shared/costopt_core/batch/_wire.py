@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from costopt_core.batch.provider import BatchLimits, BatchRequest, BatchResult, RemoteStatus
 from costopt_core.errors import ConfigurationError
@@ -98,6 +98,12 @@ def parse_jsonl(text: str) -> list[dict[str, Any]]:
             if isinstance(obj, dict):
                 out.append(obj)
     return out
+
+
+def _not_run(custom_id: str, status: Literal["expired", "canceled"], error: str) -> BatchResult:
+    # Never judged: an expired request may go in another batch; a canceled one was
+    # stopped on purpose, so it is not retried.
+    return BatchResult(id=custom_id, status=status, error=error, retryable=status == "expired")
 
 
 # -- OpenAI ------------------------------------------------------------------------------
@@ -227,26 +233,18 @@ def openai_line_result(line: Mapping[str, Any]) -> BatchResult:
     err = error if isinstance(error, Mapping) else {}
     code = str(err.get("code") or "unknown_error")
     message = f"{code}: {err.get('message') or 'no message'}"
-    if code == "batch_expired":
-        return BatchResult(id=custom_id, status="expired", error=message, retryable=True)
-    if code == "batch_cancelled":
-        return BatchResult(id=custom_id, status="canceled", error=message)
+    if code in ("batch_expired", "batch_cancelled"):
+        return _not_run(custom_id, "expired" if code == "batch_expired" else "canceled", message)
     return BatchResult(id=custom_id, status="errored", error=message, retryable=True)
 
 
 def openai_missing_result(custom_id: str, batch_status: str) -> BatchResult:
     """The result of a request that is in neither the output nor the error file."""
     if batch_status == "expired":
-        return BatchResult(
-            id=custom_id,
-            status="expired",
-            error="batch_expired: not run before the 24h completion window ended",
-            retryable=True,
-        )
+        error = "batch_expired: not run before the 24h completion window ended"
+        return _not_run(custom_id, "expired", error)
     if batch_status in ("cancelled", "cancelling"):
-        return BatchResult(
-            id=custom_id, status="canceled", error="batch_cancelled: the batch was cancelled"
-        )
+        return _not_run(custom_id, "canceled", "batch_cancelled: the batch was cancelled")
     return BatchResult(
         id=custom_id,
         status="errored",
@@ -376,16 +374,10 @@ def anthropic_result(entry: Mapping[str, Any]) -> BatchResult:
             raw=response or None,
         )
     if kind == "expired":
-        return BatchResult(
-            id=custom_id,
-            status="expired",
-            error="expired: not run before the batch's 24h window ended",
-            retryable=True,
-        )
+        error = "expired: not run before the batch's 24h window ended"
+        return _not_run(custom_id, "expired", error)
     if kind == "canceled":
-        return BatchResult(
-            id=custom_id, status="canceled", error="canceled: the batch was canceled"
-        )
+        return _not_run(custom_id, "canceled", "canceled: the batch was canceled")
     return BatchResult(
         id=custom_id,
         status="errored",

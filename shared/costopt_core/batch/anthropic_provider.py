@@ -100,13 +100,7 @@ class AnthropicBatchProvider(SdkBatchProvider):
         poll_interval_s: float = 30.0,
     ) -> None:
         super().__init__(
-            client=client,
-            async_client=async_client,
-            api_key=api_key,
-            base_url=base_url,
-            max_retries=max_retries,
-            timeout_s=timeout_s,
-            poll_interval_s=poll_interval_s,
+            client, async_client, api_key, base_url, max_retries, timeout_s, poll_interval_s
         )
         if isinstance(default_max_tokens, bool) or default_max_tokens < 1:
             raise ConfigurationError(

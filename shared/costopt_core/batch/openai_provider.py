@@ -200,13 +200,7 @@ class OpenAIBatchProvider(SdkBatchProvider):
         poll_interval_s: float = 30.0,
     ) -> None:
         super().__init__(
-            client=client,
-            async_client=async_client,
-            api_key=api_key,
-            base_url=base_url,
-            max_retries=max_retries,
-            timeout_s=timeout_s,
-            poll_interval_s=poll_interval_s,
+            client, async_client, api_key, base_url, max_retries, timeout_s, poll_interval_s
         )
         if metadata is not None and len(metadata) > 15:
             raise ConfigurationError(

@@ -48,6 +48,7 @@ from costopt_core.batch import (
 from costopt_core.engine import CostEngine
 from costopt_core.errors import BatchFailedError, BatchRequestError, ConfigurationError
 from costopt_core.types import CallMode, Message, Role, Usage
+from costopt_core.usage import usage_wire
 from llamaindex_costopt.handler import BATCH_TAG, resolve_tenant, usage_of
 
 __all__ = [
@@ -133,28 +134,6 @@ def to_chat_message(m: Message) -> ChatMessage:
     if m.name is not None:
         kwargs["name"] = m.name
     return ChatMessage(role=MessageRole(m.role), content=m.content, additional_kwargs=kwargs)
-
-
-def usage_wire(u: Usage) -> dict[str, Any]:
-    """``u`` in the LangChain-style usage shape ``normalize_usage`` reads losslessly
-    (input includes cache reads and writes)."""
-    out: dict[str, Any] = {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens}
-    if u.total_tokens is not None:
-        out["total_tokens"] = u.total_tokens
-    details = {
-        k: v
-        for k, v in (
-            ("cache_read", u.cache_read_tokens),
-            ("ephemeral_5m_input_tokens", u.cache_write_5m_tokens),
-            ("ephemeral_1h_input_tokens", u.cache_write_1h_tokens),
-        )
-        if v is not None
-    }
-    if details:
-        out["input_token_details"] = details
-    if u.reasoning_tokens is not None:
-        out["output_token_details"] = {"reasoning": u.reasoning_tokens}
-    return out
 
 
 def _raw_of(

@@ -41,7 +41,8 @@ from pydantic import Field
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.cache.keys import ANSWER_PARAMS
-from costopt_core.types import Message, Role, Usage
+from costopt_core.types import Message, Role
+from costopt_core.usage import usage_wire
 from llamaindex_costopt.handler import resolve_tenant, usage_of
 
 __all__ = [
@@ -226,27 +227,6 @@ def response_of(response: AnyResponse, *, default_model: str | None = None) -> C
     )
 
 
-def _usage_wire(u: Usage) -> dict[str, Any]:
-    """``u`` in LangChain's ``usage_metadata`` shape, which ``normalize_usage`` reads losslessly."""
-    out: dict[str, Any] = {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens}
-    if u.total_tokens is not None:
-        out["total_tokens"] = u.total_tokens
-    details = {
-        k: v
-        for k, v in (
-            ("cache_read", u.cache_read_tokens),
-            ("ephemeral_5m_input_tokens", u.cache_write_5m_tokens),
-            ("ephemeral_1h_input_tokens", u.cache_write_1h_tokens),
-        )
-        if v is not None
-    }
-    if details:
-        out["input_token_details"] = details
-    if u.reasoning_tokens is not None:
-        out["output_token_details"] = {"reasoning": u.reasoning_tokens}
-    return out
-
-
 def _served_raw(raw: Any, hit: CacheHit) -> dict[str, Any]:
     """``raw`` of a served answer: the stored raw plus marker, model and usage."""
     r = hit.response
@@ -257,7 +237,7 @@ def _served_raw(raw: Any, hit: CacheHit) -> dict[str, Any]:
     if "usage" not in out and (
         r.usage.input_tokens is not None or r.usage.output_tokens is not None
     ):
-        out["usage"] = _usage_wire(r.usage)
+        out["usage"] = usage_wire(r.usage)
     return out
 
 

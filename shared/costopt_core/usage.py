@@ -32,6 +32,7 @@ __all__ = [
     "usage_from_gemini",
     "usage_from_langchain",
     "usage_from_openai",
+    "usage_wire",
 ]
 
 UsageFormat = Literal["langchain", "openai", "anthropic", "gemini"]
@@ -309,3 +310,26 @@ def normalize_usage(payload: Any, fmt: UsageFormat | None = None) -> Usage:
     if reader is None:
         raise UsageFormatError(f"unknown usage format {fmt!r}; use one of {sorted(_READERS)}")
     return reader(payload)
+
+
+def usage_wire(u: Usage) -> dict[str, Any]:
+    """``u`` in LangChain's ``usage_metadata`` shape (input includes cache reads and
+    writes), which :func:`normalize_usage` reads back to the same counts; unknown
+    details are left out rather than written as zeros."""
+    out: dict[str, Any] = {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens}
+    if u.total_tokens is not None:
+        out["total_tokens"] = u.total_tokens
+    details = {
+        k: v
+        for k, v in (
+            ("cache_read", u.cache_read_tokens),
+            ("ephemeral_5m_input_tokens", u.cache_write_5m_tokens),
+            ("ephemeral_1h_input_tokens", u.cache_write_1h_tokens),
+        )
+        if v is not None
+    }
+    if details:
+        out["input_token_details"] = details
+    if u.reasoning_tokens is not None:
+        out["output_token_details"] = {"reasoning": u.reasoning_tokens}
+    return out

@@ -966,3 +966,20 @@ def test_usage_init_takes_the_dataclass_fields_in_order() -> None:
     assert Usage(1, 2, 0, 0, 1, 0) == Usage(**dict(zip(names, (1, 2, 0, 0, 1, 0), strict=True)))
     with pytest.raises(dataclasses.FrozenInstanceError):
         Usage(1, 1).input_tokens = 2  # type: ignore[misc]
+
+
+def test_usage_wire_round_trips_through_normalize_usage() -> None:
+    from costopt_core.usage import usage_wire
+
+    full = Usage(
+        input_tokens=1500,
+        output_tokens=70,
+        cache_read_tokens=1024,
+        cache_write_5m_tokens=200,
+        cache_write_1h_tokens=100,
+        reasoning_tokens=30,
+    )
+    assert normalize_usage(usage_wire(full)) == full
+    # Unknown details are left out of the wire (LangChain reads an absent detail as none).
+    wire = usage_wire(Usage(input_tokens=10, output_tokens=2))
+    assert wire == {"input_tokens": 10, "output_tokens": 2, "total_tokens": 12}

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
 from costopt_core.types import Message, Role
 
-__all__ = ["from_langchain_message", "from_langchain_messages"]
+__all__ = ["from_langchain_message", "from_langchain_messages", "to_langchain_message"]
 
 
 def _text(content: Any) -> str:
@@ -45,3 +45,16 @@ def from_langchain_message(m: BaseMessage) -> Message:
 
 def from_langchain_messages(messages: Sequence[BaseMessage]) -> list[Message]:
     return [from_langchain_message(m) for m in messages]
+
+
+def to_langchain_message(m: Message) -> BaseMessage:
+    """An engine ``Message`` (a queued request, a memory's summary) as a LangChain message."""
+    if m.role == "system":
+        return SystemMessage(content=m.content, name=m.name)
+    if m.role == "assistant":
+        return AIMessage(
+            content=m.content, name=m.name, tool_calls=[dict(tc) for tc in m.tool_calls]
+        )
+    if m.role == "tool":
+        return ToolMessage(content=m.content, tool_call_id=m.tool_call_id or "")
+    return HumanMessage(content=m.content, name=m.name)

@@ -30,8 +30,6 @@ from langchain_core.messages import (
     AIMessage,
     BaseMessage,
     HumanMessage,
-    SystemMessage,
-    ToolMessage,
     convert_to_messages,
 )
 from langchain_core.messages.tool import invalid_tool_call, tool_call
@@ -55,9 +53,9 @@ from costopt_core.batch import (
 from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import BatchFailedError, BatchRequestError, ConfigurationError
 from costopt_core.tenancy import current_tenant
-from costopt_core.types import CallMode, Message, Usage
+from costopt_core.types import CallMode, Usage
 from costopt_core.usage import usage_from_langchain
-from langchain_costopt._convert import from_langchain_messages
+from langchain_costopt._convert import from_langchain_messages, to_langchain_message
 from langchain_costopt.callbacks import TENANT_KEYS, CostCallbackHandler
 
 __all__ = [
@@ -139,17 +137,6 @@ def messages_of(value: LanguageModelInput) -> list[BaseMessage]:
         f"invalid batch input of type {type(value).__name__}: pass a string, a list of "
         "messages or a PromptValue, as to a chat model"
     )
-
-
-def to_langchain_message(m: Message) -> BaseMessage:
-    """An engine ``Message`` (as stored in the queue) back into a LangChain message."""
-    if m.role == "system":
-        return SystemMessage(content=m.content)
-    if m.role == "assistant":
-        return AIMessage(content=m.content, tool_calls=[dict(tc) for tc in m.tool_calls])
-    if m.role == "tool":
-        return ToolMessage(content=m.content, tool_call_id=m.tool_call_id or "")
-    return HumanMessage(content=m.content, name=m.name)
 
 
 def usage_metadata_of(u: Usage) -> dict[str, Any] | None:

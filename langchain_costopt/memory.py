@@ -34,7 +34,6 @@ from langchain_core.callbacks import (
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import (
-    AIMessage,
     BaseMessage,
     HumanMessage,
     SystemMessage,
@@ -56,7 +55,7 @@ from costopt_core.memory import (
 )
 from costopt_core.tenancy import current_tenant
 from costopt_core.types import Message
-from langchain_costopt._convert import from_langchain_messages
+from langchain_costopt._convert import from_langchain_messages, to_langchain_message
 from langchain_costopt.callbacks import CostCallbackHandler, _tracking
 
 __all__ = [
@@ -78,13 +77,6 @@ _SIDECAR_MAX_ENTRIES = 8
 
 
 # -- translation --------------------------------------------------------------
-def to_langchain_message(message: Message) -> BaseMessage:
-    """A message the memory wrote (summary, recall, summarizer prompt) as a LangChain message."""
-    if message.role == "system":
-        return SystemMessage(content=message.content, name=message.name)
-    if message.role == "assistant":
-        return AIMessage(content=message.content, name=message.name)
-    return HumanMessage(content=message.content, name=message.name)
 
 
 def assemble(view: MemoryView, originals: Sequence[BaseMessage]) -> list[BaseMessage]:

@@ -14,9 +14,10 @@ from langchain_costopt.memory import (
 )
 from langchain_costopt.prefix import PrefixCachedChatModel, PrefixCacheOptimizer, with_prefix_cache
 from langchain_costopt.relevance import RelevanceThresholdRetriever
-from langchain_costopt.summarizer import ContextSummarizer
+from langchain_costopt.summarizer import AbstractiveContextSummarizer, ContextSummarizer
 
 __all__ = [
+    "AbstractiveContextSummarizer",
     "BatchRunnable",
     "CachedChatModel",
     "ContextSummarizer",

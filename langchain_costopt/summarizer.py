@@ -15,18 +15,27 @@ from typing import Any
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import Document
 from langchain_core.documents.compressor import BaseDocumentCompressor
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
 from pydantic import ConfigDict, Field
 
+from costopt_core.cache.component import ComponentCache
 from costopt_core.context.summarize import (
+    AbstractiveConfig,
+    AbstractiveSummary,
     SummarizerConfig,
     SummaryResult,
+    asummarize_abstractive,
     asummarize_extractive,
+    summarize_abstractive,
     summarize_extractive,
 )
 from costopt_core.engine import CostEngine, current_engine
 from costopt_core.tenancy import current_tenant
+from costopt_core.types import Message
+from langchain_costopt._convert import to_langchain_message
 
-__all__ = ["SUMMARY_METADATA_KEY", "ContextSummarizer"]
+__all__ = ["SUMMARY_METADATA_KEY", "AbstractiveContextSummarizer", "ContextSummarizer"]
 
 #: Metadata key of a summarized document: ``{"tokens_before", "tokens_after"}``.
 SUMMARY_METADATA_KEY = "costopt_summary"
@@ -126,3 +135,111 @@ class ContextSummarizer(BaseDocumentCompressor):
 
     def __repr_args__(self) -> Any:  # keep the engine (and its ledger) out of reprs
         return [(k, v) for k, v in super().__repr_args__() if k != "engine"]
+
+
+class AbstractiveContextSummarizer(BaseDocumentCompressor):
+    """Has a cheap chat model rewrite the retrieved documents into one short summary.
+
+    Returns one ``Document`` holding the summary (``metadata["costopt_summary"]``
+    names the sources and the tokens before and after), or the documents
+    unchanged when the model's summary is empty or not shorter. Summaries are
+    cached by (query, documents, prompt) when a ``cache`` is given. The
+    model's own call is a run of the caller's chain, so the caller's cost
+    handler prices it; the tokens removed are recorded under ``compression``.
+
+    Args:
+        llm: the cheap chat model that writes the summary.
+        config: prompt and length (``AbstractiveConfig()``: 256 tokens).
+        cache: a ``ComponentCache`` to reuse summaries (one name per model).
+        engine: token counter and ledger; the enclosing ``track_costs``
+            block's, else the process default, if None.
+        model: the model the context is for (tokenizer and ledger label).
+        tenant: tenant of the ledger record; otherwise ``tenant_scope``'s.
+        record_savings: record removed tokens in the ledger.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    llm: BaseChatModel
+    config: AbstractiveConfig = Field(default_factory=AbstractiveConfig)
+    cache: ComponentCache | None = None
+    engine: CostEngine | None = None
+    model: str | None = None
+    tenant: str | None = None
+    record_savings: bool = True
+
+    def _engine(self) -> CostEngine:
+        return self.engine or current_engine()
+
+    def _count(self, text: str) -> int:
+        return self._engine().tokens.count(text, self.model)
+
+    def _run_config(self, callbacks: Callbacks | None) -> RunnableConfig:
+        return {"callbacks": callbacks, "run_name": "costopt_context_summarizer"}
+
+    def _finish(
+        self, documents: Sequence[Document], result: AbstractiveSummary
+    ) -> Sequence[Document]:
+        if not result.summarized:
+            return documents
+        if self.record_savings:
+            self._engine().record_removed_tokens(
+                result.removed_tokens,
+                lever="compression",
+                model=self.model,
+                tenant=self.tenant if self.tenant is not None else current_tenant(),
+                framework="langchain",
+            )
+        sources = [d.id or d.metadata.get("source") for d in documents]
+        summary = {
+            "tokens_before": result.tokens_before,
+            "tokens_after": result.tokens_after,
+            "sources": sources,
+        }
+        return [Document(page_content=result.text, metadata={SUMMARY_METADATA_KEY: summary})]
+
+    def compress_documents(
+        self,
+        documents: Sequence[Document],
+        query: str,
+        callbacks: Callbacks | None = None,
+    ) -> Sequence[Document]:
+        """One summary of ``documents`` written for ``query``."""
+        config = self._run_config(callbacks)
+        result = summarize_abstractive(
+            query,
+            [d.page_content for d in documents],
+            lambda messages: str(
+                self.llm.invoke([to_langchain_message(m) for m in messages], config).text
+            ),
+            self.config,
+            count_tokens=self._count,
+            cache=self.cache,
+        )
+        return self._finish(documents, result)
+
+    async def acompress_documents(
+        self,
+        documents: Sequence[Document],
+        query: str,
+        callbacks: Callbacks | None = None,
+    ) -> Sequence[Document]:
+        """Async twin of :meth:`compress_documents`."""
+        config = self._run_config(callbacks)
+
+        async def achat(messages: list[Message]) -> str:
+            answer = await self.llm.ainvoke([to_langchain_message(m) for m in messages], config)
+            return str(answer.text)
+
+        result = await asummarize_abstractive(
+            query,
+            [d.page_content for d in documents],
+            achat,
+            self.config,
+            count_tokens=self._count,
+            cache=self.cache,
+        )
+        return self._finish(documents, result)
+
+    def __repr_args__(self) -> Any:  # keep the engine (and its ledger) out of reprs
+        return [(k, v) for k, v in super().__repr_args__() if k not in ("engine", "cache")]

@@ -119,3 +119,64 @@ def test_inside_contextual_compression_retriever() -> None:
 def test_repr_hides_engine() -> None:
     summarizer, _ = make()
     assert "engine" not in repr(summarizer)
+
+
+# -- abstractive -------------------------------------------------------------------
+
+LONG_DOCS = [
+    Document(
+        "The Golden Gate Bridge opened in 1937 after four years of work. "
+        "It is painted International Orange so that ships can see it in fog. " * 3,
+        id="gg",
+    ),
+    Document("San Francisco is a city in California with many hills. " * 4, id="sf"),
+]
+
+
+def _summarizer_model(text: str = "Opened in 1937.") -> object:
+    from costopt_core import Usage
+    from costopt_core.testing import Script, ScriptedResponse
+    from langchain_costopt.testing import ScriptedChatModel
+
+    return ScriptedChatModel(
+        script=Script([ScriptedResponse(text, Usage(input_tokens=90, output_tokens=5))]),
+        model_name="gpt-4o-mini",
+    )
+
+
+def test_abstractive_summary_replaces_the_documents_and_books_the_cut() -> None:
+    from langchain_costopt import track_costs
+    from langchain_costopt.summarizer import AbstractiveContextSummarizer
+
+    llm = _summarizer_model()
+    compressor = AbstractiveContextSummarizer(llm=llm)
+    with track_costs() as costs:
+        out = compressor.compress_documents(LONG_DOCS, "When did the bridge open?")
+    assert [d.page_content for d in out] == ["Opened in 1937."]
+    meta = out[0].metadata[SUMMARY_METADATA_KEY]
+    assert meta["sources"] == ["gg", "sf"] and meta["tokens_after"] < meta["tokens_before"]
+    totals = costs.ledger.totals()
+    # The summarizer's own call is priced by the block's handler; the cut is compression.
+    assert totals.requests == 1 and totals.removed_input_tokens == (
+        meta["tokens_before"] - meta["tokens_after"]
+    )
+    assert costs.ledger.savings_by_lever()["compression"] > 0
+
+
+async def test_abstractive_keeps_documents_when_the_summary_is_not_shorter_and_caches() -> None:
+    from costopt_core.cache import SemanticCache
+    from costopt_core.cache.component import ComponentCache
+    from langchain_costopt.summarizer import AbstractiveContextSummarizer
+
+    engine = CostEngine(embedder=FakeEmbedder())
+    verbose = AbstractiveContextSummarizer(llm=_summarizer_model("word " * 400), engine=engine)
+    same = await verbose.acompress_documents(LONG_DOCS, "When did the bridge open?")
+    assert list(same) == LONG_DOCS and len(engine.ledger) == 0
+
+    cache = ComponentCache(SemanticCache(embedder=FakeEmbedder()), "summarizer:gpt-4o-mini")
+    llm = _summarizer_model()
+    cached = AbstractiveContextSummarizer(llm=llm, engine=engine, cache=cache)
+    first = await cached.acompress_documents(LONG_DOCS, "When did the bridge open?")
+    second = cached.compress_documents(LONG_DOCS, "When did the bridge open?")
+    assert first[0].page_content == second[0].page_content == "Opened in 1937."
+    assert llm.script.calls == 1  # type: ignore[attr-defined]

@@ -32,7 +32,7 @@ CONTEXT = {
     "select_relevant", "summarize_abstractive", "summarize_extractive",
 }  # fmt: skip
 LANGCHAIN = {
-    "BatchRunnable", "SummarizingChatMessageHistory", "SummarizingMemoryMiddleware",
+    "AbstractiveContextSummarizer", "BatchRunnable", "SummarizingChatMessageHistory", "SummarizingMemoryMiddleware",
     "SummarizingMemoryTransform", "summarize_messages",
     "CachedChatModel", "ContextSummarizer", "CostCallbackHandler", "PrefixCacheOptimizer",
     "PrefixCachedChatModel", "RelevanceThresholdRetriever", "SemanticCache", "cached",

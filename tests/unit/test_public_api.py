@@ -32,8 +32,8 @@ CONTEXT = {
     "select_relevant", "summarize_abstractive", "summarize_extractive",
 }  # fmt: skip
 LANGCHAIN = {
-    "AbstractiveContextSummarizer", "BatchRunnable", "SummarizingChatMessageHistory", "SummarizingMemoryMiddleware",
-    "SummarizingMemoryTransform", "summarize_messages",
+    "AbstractiveContextSummarizer", "BatchRunnable", "SummarizingChatMessageHistory",
+    "SummarizingMemoryMiddleware", "SummarizingMemoryTransform", "summarize_messages",
     "CachedChatModel", "ContextSummarizer", "CostCallbackHandler", "PrefixCacheOptimizer",
     "PrefixCachedChatModel", "RelevanceThresholdRetriever", "SemanticCache", "cached",
     "track_costs", "with_prefix_cache",

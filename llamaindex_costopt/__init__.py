@@ -6,9 +6,13 @@ from llamaindex_costopt.handler import CostEventHandler, track_costs
 from llamaindex_costopt.memory import SummarizingMemory
 from llamaindex_costopt.prefix import PrefixCachedLLM, add_cache_points
 from llamaindex_costopt.relevance import RelevanceThresholdPostprocessor
-from llamaindex_costopt.summarizer import ContextSummarizerPostprocessor
+from llamaindex_costopt.summarizer import (
+    AbstractiveSummarizerPostprocessor,
+    ContextSummarizerPostprocessor,
+)
 
 __all__ = [
+    "AbstractiveSummarizerPostprocessor",
     "BatchRunner",
     "CachedLLM",
     "ContextSummarizerPostprocessor",

@@ -11,20 +11,32 @@ from __future__ import annotations
 
 from typing import Any
 
-from llama_index.core.bridge.pydantic import Field
+from llama_index.core.bridge.pydantic import ConfigDict, Field
+from llama_index.core.llms import LLM
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 
+from costopt_core.cache.component import ComponentCache
 from costopt_core.context.summarize import (
+    AbstractiveConfig,
+    AbstractiveSummary,
     SummarizerConfig,
     SummaryResult,
+    asummarize_abstractive,
     asummarize_extractive,
+    summarize_abstractive,
     summarize_extractive,
 )
 from costopt_core.engine import CostEngine, current_engine
+from costopt_core.types import Message
 from llamaindex_costopt.handler import resolve_tenant
+from llamaindex_costopt.memory import to_llamaindex_message
 
-__all__ = ["SUMMARY_METADATA_KEY", "ContextSummarizerPostprocessor"]
+__all__ = [
+    "SUMMARY_METADATA_KEY",
+    "AbstractiveSummarizerPostprocessor",
+    "ContextSummarizerPostprocessor",
+]
 
 #: Metadata key of a summarized node: ``{"tokens_before", "tokens_after"}``;
 #: kept out of the LLM's and the embedder's view of the node.
@@ -141,5 +153,118 @@ class ContextSummarizerPostprocessor(BaseNodePostprocessor):
             self.config,
             aembed=self._engine().embedder.aembed,
             count_tokens=self._count,
+        )
+        return self._finish(nodes, result)
+
+
+class AbstractiveSummarizerPostprocessor(BaseNodePostprocessor):
+    """Has a cheap LLM rewrite the retrieved nodes into one short summary node.
+
+    Returns one ``NodeWithScore`` (the best score of the inputs) holding the
+    summary, with ``metadata["costopt_summary"]`` (tokens before and after,
+    source node ids; hidden from the LLM and the embedder), or the nodes
+    unchanged when the summary is empty or not shorter. Summaries are cached
+    by (query, nodes, prompt) when a ``cache`` is given. The LLM's own call is
+    priced by the cost handler attached to it; the tokens removed are
+    recorded under ``compression``.
+
+    Args:
+        llm: the cheap LLM that writes the summary.
+        config: prompt and length (``AbstractiveConfig()``: 256 tokens).
+        cache: a ``ComponentCache`` to reuse summaries (one name per model).
+        engine: token counter and ledger; the enclosing ``track_costs``
+            block's, else the process default, if None.
+        model: the model the context is for (tokenizer and ledger label).
+        tenant: tenant of the ledger record; otherwise ``tenant_scope``'s,
+            then a ``costopt_tenant`` instrument tag.
+        record_savings: record removed tokens in the ledger.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    llm: LLM
+    config: AbstractiveConfig = Field(default_factory=AbstractiveConfig)
+    cache: ComponentCache | None = Field(default=None, exclude=True)
+    engine: CostEngine | None = Field(default=None, exclude=True)
+    model: str | None = None
+    tenant: str | None = None
+    record_savings: bool = True
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "costopt_abstractive_summarizer"
+
+    def _engine(self) -> CostEngine:
+        return self.engine or current_engine()
+
+    def _count(self, text: str) -> int:
+        return self._engine().tokens.count(text, self.model)
+
+    def _chat(self, messages: list[Message]) -> str:
+        return str(self.llm.chat([to_llamaindex_message(m) for m in messages]).message.content)
+
+    async def _achat(self, messages: list[Message]) -> str:
+        answer = await self.llm.achat([to_llamaindex_message(m) for m in messages])
+        return str(answer.message.content)
+
+    def _finish(
+        self, nodes: list[NodeWithScore], result: AbstractiveSummary
+    ) -> list[NodeWithScore]:
+        if not result.summarized:
+            return list(nodes)
+        if self.record_savings:
+            self._engine().record_removed_tokens(
+                result.removed_tokens,
+                lever="compression",
+                model=self.model,
+                tenant=resolve_tenant(self.tenant),
+                framework="llamaindex",
+            )
+        node = TextNode(
+            text=result.text,
+            metadata={
+                SUMMARY_METADATA_KEY: {
+                    "tokens_before": result.tokens_before,
+                    "tokens_after": result.tokens_after,
+                    "sources": [n.node.node_id for n in nodes],
+                }
+            },
+            excluded_llm_metadata_keys=[SUMMARY_METADATA_KEY],
+            excluded_embed_metadata_keys=[SUMMARY_METADATA_KEY],
+        )
+        scores = [n.score for n in nodes if n.score is not None]
+        return [NodeWithScore(node=node, score=max(scores) if scores else None)]
+
+    def _postprocess_nodes(
+        self,
+        nodes: list[NodeWithScore],
+        query_bundle: QueryBundle | None = None,
+    ) -> list[NodeWithScore]:
+        if query_bundle is None or not nodes:
+            return list(nodes)
+        result = summarize_abstractive(
+            query_bundle.query_str,
+            ContextSummarizerPostprocessor._texts(nodes),
+            self._chat,
+            self.config,
+            count_tokens=self._count,
+            cache=self.cache,
+        )
+        return self._finish(nodes, result)
+
+    async def _apostprocess_nodes(
+        self,
+        nodes: list[NodeWithScore],
+        query_bundle: QueryBundle | None = None,
+    ) -> list[NodeWithScore]:
+        if query_bundle is None or not nodes:
+            return list(nodes)
+        result = await asummarize_abstractive(
+            query_bundle.query_str,
+            ContextSummarizerPostprocessor._texts(nodes),
+            self._achat,
+            self.config,
+            count_tokens=self._count,
+            cache=self.cache,
         )
         return self._finish(nodes, result)

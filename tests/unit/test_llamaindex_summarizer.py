@@ -99,3 +99,62 @@ async def test_sync_async_parity() -> None:
         (n.node.node_id, n.node.get_content(), n.score) for n in asyn
     ]
     assert len(engine.ledger.records()) == 2
+
+
+# -- abstractive -------------------------------------------------------------------
+
+_LONG = (
+    "The Golden Gate Bridge opened in 1937 after four years of work. "
+    "It is painted International Orange so that ships can see it in fog. "
+) * 3
+
+
+def _summarizer_llm(text: str = "Opened in 1937.") -> object:
+    from costopt_core import Usage
+    from costopt_core.testing import Script, ScriptedResponse
+    from llamaindex_costopt.testing import ScriptedLLM
+
+    return ScriptedLLM(
+        script=Script(
+            [ScriptedResponse(text, Usage(input_tokens=90, output_tokens=5), model="gpt-4o-mini")]
+        )
+    )
+
+
+def _long_nodes() -> list[NodeWithScore]:
+    return [
+        NodeWithScore(node=TextNode(text=_LONG, id_="gg"), score=0.8),
+        NodeWithScore(node=TextNode(text="San Francisco has hills. " * 8, id_="sf"), score=0.5),
+    ]
+
+
+def test_abstractive_postprocessor_summarizes_and_books_the_cut() -> None:
+    from llamaindex_costopt import track_costs
+    from llamaindex_costopt.summarizer import AbstractiveSummarizerPostprocessor
+
+    post = AbstractiveSummarizerPostprocessor(llm=_summarizer_llm())
+    with track_costs() as costs:
+        out = post.postprocess_nodes(_long_nodes(), QueryBundle("When did the bridge open?"))
+    assert len(out) == 1 and out[0].node.get_content() == "Opened in 1937."
+    assert out[0].score == 0.8
+    meta = out[0].node.metadata[SUMMARY_METADATA_KEY]
+    assert meta["sources"] == ["gg", "sf"]
+    totals = costs.ledger.totals()
+    # The summarizer's LLM call is priced by the block's handler; the cut is compression.
+    assert totals.requests == 1
+    assert totals.removed_input_tokens == meta["tokens_before"] - meta["tokens_after"]
+    assert costs.ledger.savings_by_lever()["compression"] > 0
+
+
+async def test_abstractive_postprocessor_async_and_not_shorter() -> None:
+    from llamaindex_costopt.summarizer import AbstractiveSummarizerPostprocessor
+
+    engine = CostEngine(embedder=FakeEmbedder())
+    post = AbstractiveSummarizerPostprocessor(llm=_summarizer_llm(), engine=engine)
+    out = await post.apostprocess_nodes(_long_nodes(), QueryBundle("When did it open?"))
+    assert [n.node.get_content() for n in out] == ["Opened in 1937."]
+    verbose = AbstractiveSummarizerPostprocessor(llm=_summarizer_llm("word " * 500), engine=engine)
+    nodes = _long_nodes()
+    same = await verbose.apostprocess_nodes(nodes, QueryBundle("When did it open?"))
+    assert [n.node.node_id for n in same] == ["gg", "sf"]
+    assert engine.ledger.totals().removals == 1  # only the real summary was booked

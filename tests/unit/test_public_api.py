@@ -39,7 +39,7 @@ LANGCHAIN = {
     "track_costs", "with_prefix_cache",
 }  # fmt: skip
 LLAMAINDEX = {
-    "BatchRunner", "SummarizingMemory",
+    "AbstractiveSummarizerPostprocessor", "BatchRunner", "SummarizingMemory",
     "CachedLLM", "ContextSummarizerPostprocessor", "CostEventHandler", "PrefixCachedLLM",
     "RelevanceThresholdPostprocessor", "add_cache_points", "track_costs",
 }  # fmt: skip

@@ -426,3 +426,17 @@ def test_recall_ignores_participant_names_and_brings_the_reply() -> None:
     assert {2, 3} <= set(r.indices) and 4 not in r.indices
     assert 'Melanie: I loved reading "Charlotte\'s Web" as a kid.' in r.lines
     assert r.tokens <= 60
+
+
+def test_the_verbatim_window_opens_with_a_user_turn() -> None:
+    # Whatever the budget, the first conversation turn sent after the system
+    # prompt and the summary is the user's (some providers reject anything else).
+    for turns in range(4, 40):
+        history = chat_history(turns)
+        state = MemoryState()
+        for n in range(2, len(history) + 1):
+            state = flush(history[:n], state, SMALL, count_tokens=words).state
+        view = plan_context(history, state, SMALL, count_tokens=words)
+        convo = [p for p in view.parts if isinstance(p, int) and history[p].role != "system"]
+        assert convo, turns
+        assert history[convo[0]].role == "user", (turns, convo[0])

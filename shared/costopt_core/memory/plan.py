@@ -220,6 +220,11 @@ def _layout(
     summary_tokens = message_tokens(summary, count_tokens) if summary else 0
     decision = _decide(units, state, config, summary_tokens, prices)
     k = _window_start(units, config.window_tokens + config.flush_max_tokens)
+    # Providers such as Anthropic want the conversation to open with a user turn:
+    # a window that would open with the assistant's side starts at the next user
+    # turn instead (the skipped turns stay recallable and are folded at the next flush).
+    while k < len(units) - 1 and history[units[k].start].role in ("assistant", "tool"):
+        k += 1
     verbatim = list(units[k:])
     dropped = tuple(
         i for u in units[:k] for i in range(u.start, u.end) if history[i].role != "system"

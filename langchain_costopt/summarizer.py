@@ -41,7 +41,34 @@ __all__ = ["SUMMARY_METADATA_KEY", "AbstractiveContextSummarizer", "ContextSumma
 SUMMARY_METADATA_KEY = "costopt_summary"
 
 
-class ContextSummarizer(BaseDocumentCompressor):
+class _Compressor(BaseDocumentCompressor):
+    """What both summarizers share: the engine, the tokenizer and booking the cut."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    engine: CostEngine | None = None
+    model: str | None = None
+    tenant: str | None = None
+    record_savings: bool = True
+
+    def _engine(self) -> CostEngine:
+        return self.engine or current_engine()
+
+    def _count(self, text: str) -> int:
+        return self._engine().tokens.count(text, self.model)
+
+    def _book(self, removed_tokens: int) -> None:
+        if self.record_savings:
+            self._engine().record_removed_tokens(
+                removed_tokens,
+                lever="compression",
+                model=self.model,
+                tenant=self.tenant if self.tenant is not None else current_tenant(),
+                framework="langchain",
+            )
+
+
+class ContextSummarizer(_Compressor):
     """Keeps the sentences of retrieved documents that answer the query, under a token budget.
 
     Documents come back as copies with the kept sentences as ``page_content``
@@ -70,16 +97,6 @@ class ContextSummarizer(BaseDocumentCompressor):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     config: SummarizerConfig = Field(default_factory=SummarizerConfig)
-    engine: CostEngine | None = None
-    model: str | None = None
-    tenant: str | None = None
-    record_savings: bool = True
-
-    def _engine(self) -> CostEngine:
-        return self.engine or current_engine()
-
-    def _count(self, text: str) -> int:
-        return self._engine().tokens.count(text, self.model)
 
     def _finish(self, documents: Sequence[Document], result: SummaryResult) -> list[Document]:
         out = []
@@ -91,14 +108,7 @@ class ContextSummarizer(BaseDocumentCompressor):
                 "tokens_after": chunk.tokens_after,
             }
             out.append(Document(page_content=chunk.text, metadata=metadata, id=doc.id))
-        if self.record_savings:
-            self._engine().record_removed_tokens(
-                result.removed_tokens,
-                lever="compression",
-                model=self.model,
-                tenant=self.tenant if self.tenant is not None else current_tenant(),
-                framework="langchain",
-            )
+        self._book(result.removed_tokens)
         return out
 
     def compress_documents(
@@ -137,7 +147,7 @@ class ContextSummarizer(BaseDocumentCompressor):
         return [(k, v) for k, v in super().__repr_args__() if k != "engine"]
 
 
-class AbstractiveContextSummarizer(BaseDocumentCompressor):
+class AbstractiveContextSummarizer(_Compressor):
     """Has a cheap chat model rewrite the retrieved documents into one short summary.
 
     Returns one ``Document`` holding the summary (``metadata["costopt_summary"]``
@@ -163,16 +173,6 @@ class AbstractiveContextSummarizer(BaseDocumentCompressor):
     llm: BaseChatModel
     config: AbstractiveConfig = Field(default_factory=AbstractiveConfig)
     cache: ComponentCache | None = None
-    engine: CostEngine | None = None
-    model: str | None = None
-    tenant: str | None = None
-    record_savings: bool = True
-
-    def _engine(self) -> CostEngine:
-        return self.engine or current_engine()
-
-    def _count(self, text: str) -> int:
-        return self._engine().tokens.count(text, self.model)
 
     def _run_config(self, callbacks: Callbacks | None) -> RunnableConfig:
         return {"callbacks": callbacks, "run_name": "costopt_context_summarizer"}
@@ -182,14 +182,7 @@ class AbstractiveContextSummarizer(BaseDocumentCompressor):
     ) -> Sequence[Document]:
         if not result.summarized:
             return documents
-        if self.record_savings:
-            self._engine().record_removed_tokens(
-                result.removed_tokens,
-                lever="compression",
-                model=self.model,
-                tenant=self.tenant if self.tenant is not None else current_tenant(),
-                framework="langchain",
-            )
+        self._book(result.removed_tokens)
         sources = [d.id or d.metadata.get("source") for d in documents]
         summary = {
             "tokens_before": result.tokens_before,

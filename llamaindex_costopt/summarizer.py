@@ -43,7 +43,32 @@ __all__ = [
 SUMMARY_METADATA_KEY = "costopt_summary"
 
 
-class ContextSummarizerPostprocessor(BaseNodePostprocessor):
+class _Postprocessor(BaseNodePostprocessor):
+    """What both summarizers share: the engine, the tokenizer and booking the cut."""
+
+    engine: CostEngine | None = Field(default=None, exclude=True)
+    model: str | None = None
+    tenant: str | None = None
+    record_savings: bool = True
+
+    def _engine(self) -> CostEngine:
+        return self.engine or current_engine()
+
+    def _count(self, text: str) -> int:
+        return self._engine().tokens.count(text, self.model)
+
+    def _book(self, removed_tokens: int) -> None:
+        if self.record_savings:
+            self._engine().record_removed_tokens(
+                removed_tokens,
+                lever="compression",
+                model=self.model,
+                tenant=resolve_tenant(self.tenant),
+                framework="llamaindex",
+            )
+
+
+class ContextSummarizerPostprocessor(_Postprocessor):
     """Keeps the sentences of retrieved nodes that answer the query, under a token budget.
 
     Returns new ``NodeWithScore`` objects (same score) holding new
@@ -70,23 +95,10 @@ class ContextSummarizerPostprocessor(BaseNodePostprocessor):
     """
 
     config: SummarizerConfig = Field(default_factory=SummarizerConfig)
-    engine: CostEngine | None = Field(default=None, exclude=True)
-    model: str | None = None
-    tenant: str | None = None
-    record_savings: bool = True
 
     @classmethod
     def class_name(cls) -> str:
         return "costopt_context_summarizer"
-
-    def _engine(self) -> CostEngine:
-        return self.engine or current_engine()
-
-    def _count(self, text: str) -> int:
-        return self._engine().tokens.count(text, self.model)
-
-    def _tenant(self) -> str | None:
-        return resolve_tenant(self.tenant)
 
     @staticmethod
     def _texts(nodes: list[NodeWithScore]) -> list[str]:
@@ -114,14 +126,7 @@ class ContextSummarizerPostprocessor(BaseNodePostprocessor):
                 ],
             )
             out.append(NodeWithScore(node=node, score=source.score))
-        if self.record_savings:
-            self._engine().record_removed_tokens(
-                result.removed_tokens,
-                lever="compression",
-                model=self.model,
-                tenant=self._tenant(),
-                framework="llamaindex",
-            )
+        self._book(result.removed_tokens)
         return out
 
     def _postprocess_nodes(
@@ -157,7 +162,7 @@ class ContextSummarizerPostprocessor(BaseNodePostprocessor):
         return self._finish(nodes, result)
 
 
-class AbstractiveSummarizerPostprocessor(BaseNodePostprocessor):
+class AbstractiveSummarizerPostprocessor(_Postprocessor):
     """Has a cheap LLM rewrite the retrieved nodes into one short summary node.
 
     Returns one ``NodeWithScore`` (the best score of the inputs) holding the
@@ -185,20 +190,10 @@ class AbstractiveSummarizerPostprocessor(BaseNodePostprocessor):
     llm: LLM
     config: AbstractiveConfig = Field(default_factory=AbstractiveConfig)
     cache: ComponentCache | None = Field(default=None, exclude=True)
-    engine: CostEngine | None = Field(default=None, exclude=True)
-    model: str | None = None
-    tenant: str | None = None
-    record_savings: bool = True
 
     @classmethod
     def class_name(cls) -> str:
         return "costopt_abstractive_summarizer"
-
-    def _engine(self) -> CostEngine:
-        return self.engine or current_engine()
-
-    def _count(self, text: str) -> int:
-        return self._engine().tokens.count(text, self.model)
 
     def _chat(self, messages: list[Message]) -> str:
         return str(self.llm.chat([to_llamaindex_message(m) for m in messages]).message.content)
@@ -212,14 +207,7 @@ class AbstractiveSummarizerPostprocessor(BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         if not result.summarized:
             return list(nodes)
-        if self.record_savings:
-            self._engine().record_removed_tokens(
-                result.removed_tokens,
-                lever="compression",
-                model=self.model,
-                tenant=resolve_tenant(self.tenant),
-                framework="llamaindex",
-            )
+        self._book(result.removed_tokens)
         node = TextNode(
             text=result.text,
             metadata={

@@ -1,18 +1,30 @@
-"""The ``costopt`` command.
+"""The ``costopt`` command: demo, report, project, calibrate, bench.
 
-The engine imports no framework, so commands that need LangChain or
-LlamaIndex (the demo) load their application package by name at run time.
+Each command is a thin shell: it reads files, calls one engine function and
+prints what it returns. The engine imports no framework, so the demo (which
+needs LangChain and LlamaIndex) loads its package by name at run time.
+Every bad argument or file becomes a usage error that names the value and
+the fix, never a traceback.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from costopt_core.errors import CostOptError
+
+if TYPE_CHECKING:
+    from costopt_core.projection import Projection
+    from costopt_core.routing.tiers import Tiers
 
 app = typer.Typer(
     help="Cut and account for the inference bill of LangChain and LlamaIndex apps.",
@@ -20,14 +32,45 @@ app = typer.Typer(
     add_completion=False,
 )
 
+#: the ladder ``project`` and ``calibrate`` use when no --tier is given
+DEFAULT_TIERS = ("small=gpt-4o-mini", "mid=gpt-4.1-mini", "frontier=gpt-4o")
+
+
+@contextmanager
+def _usage_errors(param: str | None = None) -> Iterator[None]:
+    """Engine errors about the user's input become usage errors (exit code 2)."""
+    try:
+        yield
+    except CostOptError as exc:
+        raise typer.BadParameter(str(exc), param_hint=param) from None
+
+
+def _tiers(specs: Sequence[str]) -> Tiers:
+    from costopt_core.routing.tiers import Tier, Tiers
+
+    tiers = []
+    for spec in specs:
+        name, sep, models = spec.partition("=")
+        if not sep or not name.strip() or not models.strip():
+            raise typer.BadParameter(
+                f"{spec!r} is not NAME=MODEL[,MODEL...] (e.g. small=gpt-4o-mini)",
+                param_hint="--tier",
+            )
+        with _usage_errors("--tier"):
+            tiers.append(Tier(name.strip(), tuple(m.strip() for m in models.split(","))))
+    if len(tiers) < 2:
+        raise typer.BadParameter("give at least two tiers, cheapest first", param_hint="--tier")
+    with _usage_errors("--tier"):
+        return Tiers(tiers)
+
 
 @app.command()
 def demo(
     requests: Annotated[int, typer.Option(min=1, max=100_000, help="Requests to run.")] = 300,
     seed: Annotated[int, typer.Option(help="Workload seed.")] = 7,
-    out: Annotated[Path, typer.Option(help="Directory for the ledger export.")] = Path(
-        "costopt-demo-output"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="Directory for the ledger export and the chart.")
+    ] = Path("costopt-demo-output"),
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run the offline demo workload (no keys, no servers) and print the ledger summary."""
@@ -39,9 +82,9 @@ def demo(
             "install with: pip install llm-costopt"
         ) from None
     typer.echo(
-        "costopt demo: a support-assistant workload through a LangChain chain and a "
-        "LlamaIndex LLM.\nProvider models are scripted STAND-INS (no network), priced as the "
-        "models they stand for.\n"
+        "costopt demo: a support-assistant workload through a LangChain RAG chain and a "
+        "LlamaIndex query engine.\nProvider models are scripted STAND-INS (no network), "
+        "priced as the models they stand for.\n"
     )
     result = demo_mod.run_demo(requests, seed=seed, out_dir=out, progress=progress)
     typer.echo("")
@@ -49,21 +92,329 @@ def demo(
     typer.echo(f"\nbaseline: every request on {result.engine.baseline_model}")
     if result.ledger_path:
         typer.echo(f"ledger written to {result.ledger_path}")
+    chart = getattr(result, "chart_path", None)
+    if chart:
+        typer.echo(f"chart written to {chart}")
     typer.echo(f"done in {result.seconds:.1f} s")
+
+
+_DIMENSIONS = ("tier", "model", "tenant", "framework", "outcome", "mode")
 
 
 @app.command()
 def report(
     ledger: Annotated[Path, typer.Argument(help="A ledger export (JSONL).")],
+    by: Annotated[
+        list[str] | None,
+        typer.Option(help=f"Extra breakdowns, any of {', '.join(_DIMENSIONS)}."),
+    ] = None,
+    chart: Annotated[
+        Path | None, typer.Option(help="Write a PNG: cost by tier, savings by lever.")
+    ] = None,
 ) -> None:
-    """Print the summary tables of a ledger export."""
+    """Print cost vs the all-frontier baseline, savings by lever, and breakdowns."""
     from costopt_core.ledger import CostLedger
+    from costopt_core.report import format_breakdown
 
-    try:
+    dims = by if by else ["model", "tenant"]
+    for d in dims:
+        if d not in _DIMENSIONS:
+            raise typer.BadParameter(
+                f"{d!r} is not one of {', '.join(_DIMENSIONS)}", param_hint="--by"
+            )
+    with _usage_errors("LEDGER"):
         loaded = CostLedger.from_jsonl(ledger)
-    except CostOptError as exc:
-        raise typer.BadParameter(str(exc)) from None
     typer.echo(loaded.summary_table())
+    for d in dims:
+        if d != "tier":  # the summary already has it
+            typer.echo("\n" + format_breakdown(loaded, d))  # type: ignore[arg-type]
+    if chart is not None:
+        from costopt_core.charts import ledger_chart
+
+        with _usage_errors("--chart"):
+            typer.echo(f"\nchart written to {ledger_chart(loaded, chart)}")
+
+
+def _print_projection(p: Projection) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(100, Console().width), highlight=False)
+    table = Table(
+        title=f"Projected spend at {p.requests_per_day:,} requests/day "
+        f"({p.days_per_month}-day month, baseline {p.baseline_model})"
+    )
+    for col in ("scenario", "$/month", "input", "output", "saved", "saved %"):
+        table.add_column(col, justify="left" if col == "scenario" else "right")
+    for s in p.scenarios:
+        pct = "-" if s.savings_fraction is None else f"{s.savings_fraction:.1%}"
+        table.add_row(
+            s.label,
+            f"${s.usd_per_month:,.2f}",
+            f"${s.usd_per_month_input:,.2f}",
+            f"${s.usd_per_month_output:,.2f}",
+            f"${s.savings_usd_per_month:,.2f}",
+            pct,
+        )
+    console.print(table)
+    if p.savings_by_lever:
+        levers = Table(title="All levers combined: savings by lever")
+        for col in ("lever", "saved/month", "share"):
+            levers.add_column(col, justify="left" if col == "lever" else "right")
+        shares = p.lever_shares()
+        for lever, amount in p.savings_by_lever.items():
+            levers.add_row(lever, f"${amount:,.2f}", f"{shares[lever]:.1%}")
+        console.print(levers)
+    m = p.measured
+    mix = ", ".join(f"{k} {v:.0%}" for k, v in m["tier_mix"].items()) or "-"
+    removed = ", ".join(f"{k} {v:.1%}" for k, v in m["input_tokens_removed_share"].items())
+    console.print(
+        f"measured on {p.sample_requests} sample requests: cache hit rate "
+        f"{m['cache_hit_rate']:.1%} ({m['cache_exact_rate']:.1%} exact, "
+        f"{m['cache_semantic_rate']:.1%} semantic); tier mix {mix}; escalations "
+        f"{m['escalation_rate']:.1%}; input tokens removed {removed or '0%'}; batch share "
+        f"{m['batch_share']:.1%}; mean tokens in/out {m['mean_input_tokens']:,.0f}/"
+        f"{m['mean_output_tokens']:,.0f}"
+    )
+    for note in p.notes:
+        console.print(f"note: {note}")
+
+
+@app.command()
+def project(
+    sample: Annotated[
+        Path,
+        typer.Argument(help="JSONL of requests (prompt/messages, tokens, tier...) or a ledger."),
+    ],
+    requests_per_day: Annotated[
+        int, typer.Option("--requests-per-day", "-n", min=1, help="Production volume.")
+    ],
+    tier: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=MODEL[,MODEL], cheapest first; repeat per tier."),
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option(help="All-frontier model (default: the last tier's).")
+    ] = None,
+    days: Annotated[int, typer.Option(min=1, max=31, help="Days per month.")] = 30,
+    calibration: Annotated[
+        Path | None, typer.Option(help="Routing calibration from `costopt calibrate --out`.")
+    ] = None,
+    cache: Annotated[bool, typer.Option(help="Measure the semantic cache.")] = True,
+    compression: Annotated[
+        bool, typer.Option(help="Measure context summarization and memory.")
+    ] = True,
+    output_tokens: Annotated[
+        int, typer.Option(min=0, help="Output size of requests with no response/tokens.")
+    ] = 200,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON here.")] = None,
+    chart: Annotated[Path | None, typer.Option(help="Write a PNG of the scenarios.")] = None,
+) -> None:
+    """Project monthly spend per scenario (all-frontier, each lever, combined).
+
+    Hit rates, tier mix and compression are measured on the sample with the
+    real cache, router, summarizer and memory; a ledger export is read as is.
+    """
+    from costopt_core.engine import CostEngine
+    from costopt_core.projection import project as run_projection
+    from costopt_core.routing.calibrate import CalibrationReport
+    from costopt_core.routing.router import Router
+    from costopt_core.workload import WorkloadSample, measure_records, measure_requests
+
+    tiers = _tiers(tier or DEFAULT_TIERS)
+    with _usage_errors("SAMPLE"):
+        loaded = WorkloadSample.from_jsonl(sample)
+    with _usage_errors("--baseline"):
+        engine = CostEngine(baseline_model=baseline or tiers.frontier.primary)
+    router = None
+    if calibration is not None:
+        with _usage_errors("--calibration"):
+            report = CalibrationReport.from_dict(_read_json(calibration, "--calibration"))
+            if report.classifier != "heuristic":
+                raise typer.BadParameter(
+                    f"the calibration is for the {report.classifier!r} classifier; the CLI "
+                    "routes with the heuristic one: calibrate with --classifier heuristic",
+                    param_hint="--calibration",
+                )
+            if tuple(report.tier_names) != tiers.names:
+                raise typer.BadParameter(
+                    f"the calibration's tiers {list(report.tier_names)} are not the --tier "
+                    f"ladder {list(tiers.names)}",
+                    param_hint="--calibration",
+                )
+            router = Router(tiers, calibration=report)
+    with _usage_errors():
+        if loaded.records:
+            measured = measure_records(loaded.records)
+        else:
+            measured = measure_requests(
+                loaded.requests,
+                tiers=tiers,
+                engine=engine,
+                router=router,
+                cache=cache,
+                compression=compression,
+                memory=compression,
+                expected_output_tokens=output_tokens,
+            )
+        result = run_projection(
+            measured,
+            requests_per_day=requests_per_day,
+            baseline_model=engine.baseline_model,
+            catalog=engine.catalog,
+            days_per_month=days,
+        )
+    _print_projection(result)
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+        typer.echo(f"JSON written to {json_out}")
+    if chart is not None:
+        from costopt_core.charts import projection_chart
+
+        with _usage_errors("--chart"):
+            typer.echo(f"chart written to {projection_chart(result, chart)}")
+
+
+def _read_json(path: Path, param: str) -> Any:
+    if not path.is_file():
+        raise typer.BadParameter(f"{str(path)!r} does not exist", param_hint=param)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"{path} is not JSON ({exc.msg})", param_hint=param) from None
+
+
+@app.command()
+def calibrate(
+    samples: Annotated[
+        Path,
+        typer.Argument(
+            help='JSONL: routing samples {"prompt", "labels": {tier: 0/1 or score}} and/or '
+            'cache pairs {"a", "b", "label": 0/1}.'
+        ),
+    ],
+    tier: Annotated[
+        list[str] | None, typer.Option(help="NAME=MODEL[,MODEL], cheapest first.")
+    ] = None,
+    target_quality: Annotated[
+        float, typer.Option(min=0.01, max=1.0, help="Share of frontier quality to keep.")
+    ] = 0.95,
+    target_precision: Annotated[
+        float, typer.Option(min=0.01, max=1.0, help="Cache hit precision to reach.")
+    ] = 0.95,
+    classifier: Annotated[
+        str, typer.Option(help="heuristic (no training) or learned (embedding + classifier).")
+    ] = "heuristic",
+    out: Annotated[Path | None, typer.Option(help="Write the calibration JSON here.")] = None,
+) -> None:
+    """Choose router thresholds and the cache threshold from labelled samples."""
+    from costopt_core.workload import read_calibration_samples
+
+    if classifier not in ("heuristic", "learned"):
+        raise typer.BadParameter(
+            f"{classifier!r}: use heuristic or learned", param_hint="--classifier"
+        )
+    tiers = _tiers(tier or DEFAULT_TIERS)
+    with _usage_errors("SAMPLES"):
+        routing_samples, pairs = read_calibration_samples(samples, tiers)
+    result: dict[str, Any] = {}
+    from costopt_core.engine import CostEngine
+
+    with _usage_errors("--tier"):
+        engine = CostEngine(baseline_model=tiers.frontier.primary)
+    if routing_samples:
+        from costopt_core.routing.calibrate import calibrate as calibrate_router
+        from costopt_core.routing.classifiers import HeuristicClassifier, LearnedClassifier
+
+        clf: Any = (
+            HeuristicClassifier(n_tiers=len(tiers))
+            if classifier == "heuristic"
+            else LearnedClassifier(embedder=engine.embedder)
+        )
+        with _usage_errors("SAMPLES"):
+            report = calibrate_router(
+                routing_samples, tiers=tiers, classifier=clf, target_quality=target_quality
+            )
+        typer.echo(f"Router ({len(routing_samples)} samples, {report.classifier} classifier)")
+        typer.echo(report.summary())
+        result["routing"] = report.to_dict()
+    if pairs:
+        from costopt_core.cache.calibrate import calibrate_threshold
+
+        with _usage_errors("SAMPLES"):
+            cal = calibrate_threshold(
+                pairs, target_precision=target_precision, embedder=engine.embedder
+            )
+        state = "reached" if cal.reached else "NOT reached (the cache would serve nothing)"
+        typer.echo(
+            f"\nCache ({cal.n_pairs} labelled pairs): threshold {cal.threshold:.3f}, "
+            f"precision {cal.precision:.3f}, recall {cal.recall:.3f}; target "
+            f"{cal.target_precision:.0%} {state}"
+        )
+        result["cache"] = {
+            "threshold": cal.threshold,
+            "precision": cal.precision,
+            "recall": cal.recall,
+            "n_pairs": cal.n_pairs,
+            "target_precision": cal.target_precision,
+            "reached": cal.reached,
+        }
+    if out is not None:
+        out.write_text(json.dumps(result.get("routing", result), indent=2) + "\n")
+        if "routing" in result and "cache" in result:
+            cache_out = out.with_name(out.stem + ".cache.json")
+            cache_out.write_text(json.dumps(result["cache"], indent=2) + "\n")
+            typer.echo(f"\nrouting calibration written to {out}; cache to {cache_out}")
+        else:
+            typer.echo(f"\ncalibration written to {out}")
+
+
+def _bench_dir(directory: Path | None) -> Path:
+    candidates = [directory] if directory else [Path.cwd() / "benchmarks"]
+    for c in candidates:
+        if c is not None and c.is_dir() and any(c.glob("*.py")):
+            return c
+    raise typer.BadParameter(
+        f"no benchmarks in {candidates[0]}: run from a costopt source checkout (the "
+        "benchmarks are not in the wheel) or pass --dir",
+        param_hint="--dir",
+    )
+
+
+@app.command()
+def bench(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Benchmarks to run (default: all).")
+    ] = None,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="The benchmarks folder (default ./benchmarks).")
+    ] = None,
+    list_only: Annotated[bool, typer.Option("--list", help="List the benchmarks.")] = False,
+) -> None:
+    """Run benchmarks; each prints a table and writes JSON to benchmarks/results/."""
+    folder = _bench_dir(directory)
+    available = sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
+    if list_only:
+        typer.echo("\n".join(available))
+        return
+    chosen = names or available
+    unknown = [n for n in chosen if n not in available]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown benchmark(s) {unknown}; available: {', '.join(available)}",
+            param_hint="NAMES",
+        )
+    results = folder / "results"
+    results.mkdir(exist_ok=True)
+    failed = []
+    for name in chosen:
+        typer.echo(f"== {name}")
+        cmd = [sys.executable, str(folder / f"{name}.py"), "--out", str(results / f"{name}.json")]
+        if subprocess.run(cmd, check=False).returncode != 0:
+            failed.append(name)
+    if failed:
+        typer.echo(f"failed: {', '.join(failed)}", err=True)
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 from costopt_core.types import LEVERS
 
 if TYPE_CHECKING:
-    from costopt_core.ledger import CostLedger, Totals
+    from costopt_core.ledger import CostLedger, Dimension, Totals
 
-__all__ = ["format_summary", "format_table", "usd"]
+__all__ = ["format_breakdown", "format_summary", "format_table", "usd"]
 
 
 def usd(amount: Decimal | None) -> str:
@@ -87,3 +87,14 @@ def format_summary(ledger: CostLedger) -> str:
         )
     )
     return "\n\n".join(parts)
+
+
+def format_breakdown(ledger: CostLedger, dimension: Dimension) -> str:
+    """One row per value of ``dimension`` (model, tier, tenant, ...), dearest first."""
+    head = [dimension, "requests", "actual", "baseline", "saved", "saved %"]
+    groups = sorted(
+        ledger.totals_by(dimension).items(),
+        key=lambda kv: (-kv[1].cost_usd, str(kv[0])),
+    )
+    rows = [_row(str(k) if k is not None else f"(no {dimension})", t) for k, t in groups]
+    return format_table(head, rows, f"By {dimension}")

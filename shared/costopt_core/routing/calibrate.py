@@ -22,7 +22,7 @@ import asyncio
 import itertools
 import math
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, cast
@@ -215,6 +215,52 @@ class CalibrationReport:
             "notes": list(self.notes),
             "curve": [p.to_dict() for p in self.curve],
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CalibrationReport:
+        """Rebuild a report written by :meth:`to_dict` (e.g. by ``costopt calibrate``).
+
+        Raises:
+            ConfigurationError: a field is missing or has the wrong type.
+        """
+        try:
+            curve = tuple(
+                CurvePoint(
+                    thresholds=tuple(float(t) for t in p["thresholds"]),
+                    quality=float(p["quality"]),
+                    cost=float(p["cost"]),
+                    quality_fraction=float(p["quality_fraction"]),
+                    cost_fraction=float(p["cost_fraction"]),
+                    tier_shares=tuple(float(x) for x in p["tier_shares"]),
+                )
+                for p in data.get("curve", [])
+            )
+            return cls(
+                tier_names=tuple(str(n) for n in data["tier_names"]),
+                thresholds=tuple(float(t) for t in data["thresholds"]),
+                margin=float(data["margin"]),
+                target_quality=float(data["target_quality"]),
+                reached_target=bool(data["reached_target"]),
+                expected_quality=float(data["expected_quality"]),
+                frontier_quality=float(data["frontier_quality"]),
+                expected_cost=float(data["expected_cost"]),
+                frontier_cost=float(data["frontier_cost"]),
+                expected_cost_reduction=float(data["expected_cost_reduction"]),
+                tier_mix={str(k): float(v) for k, v in data["tier_mix"].items()},
+                curve=curve,
+                cost_aware=bool(data["cost_aware"]),
+                reference_tokens=float(data["reference_tokens"]),
+                max_cost_scale=float(data["max_cost_scale"]),
+                n_samples=int(data["n_samples"]),
+                folds=int(data["folds"]),
+                classifier=str(data["classifier"]),
+                notes=tuple(str(n) for n in data.get("notes", ())),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigurationError(
+                f"not a routing calibration report ({type(exc).__name__}: {exc}); "
+                "write one with CalibrationReport.to_dict or `costopt calibrate --out`"
+            ) from None
 
 
 # -- the pure search ------------------------------------------------------------

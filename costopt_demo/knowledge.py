@@ -1,21 +1,22 @@
-"""The demo's help centre: articles a RAG retriever fetches for each question.
+"""The demo's help centre: the articles both RAG halves retrieve from.
 
 A retriever returns its top ``k`` articles whether or not they are about the
-question, and every sentence is paid for on every call; the demo puts the
-relevance filter and the extractive summarizer between the two so the model
-only gets what answers the question.
+question, and every sentence is paid for on every call; both halves of the
+demo put the relevance filter and the extractive summarizer between the two
+so the model only gets what answers the question.
 """
 
 from __future__ import annotations
 
-from langchain_core.documents import Document
-from langchain_core.embeddings import Embeddings
-from langchain_core.runnables import Runnable, RunnableLambda
-from langchain_core.vectorstores import InMemoryVectorStore
+import functools
+import re
 
-from costopt_core import CostEngine
 from costopt_core.context import RelevanceConfig
-from langchain_costopt import ContextSummarizer, RelevanceThresholdRetriever
+
+#: The relevance cutoffs both halves use: hits well below the best one are dropped.
+RELEVANCE = RelevanceConfig(relative_to_top=0.75)
+#: Articles fetched per question, before filtering.
+TOP_K = 4
 
 ARTICLES: dict[str, str] = {
     "KB-01 Passwords": (
@@ -110,31 +111,12 @@ ARTICLES: dict[str, str] = {
 }
 
 
-class EngineEmbeddings(Embeddings):
-    """LangChain embeddings over the engine's embedder (offline MiniLM)."""
-
-    def __init__(self, engine: CostEngine) -> None:
-        self.engine = engine
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return [[float(x) for x in v] for v in self.engine.embedder.embed(texts)]
-
-    def embed_query(self, text: str) -> list[float]:
-        return self.embed_documents([text])[0]
-
-
-def build_context(engine: CostEngine, k: int = 4) -> Runnable[str, str]:
-    """question -> the help-centre context to send: vector search over the articles,
-    relevance filtering of the hits, then extractive summarization of the rest."""
-    store = InMemoryVectorStore(EngineEmbeddings(engine))
-    store.add_documents([Document(text, metadata={"title": t}) for t, text in ARTICLES.items()])
-    retriever = RelevanceThresholdRetriever(
-        vectorstore=store, k=k, engine=engine, config=RelevanceConfig(relative_to_top=0.75)
+@functools.cache
+def article_sentences() -> tuple[str, ...]:
+    """Every sentence of the help centre (what a stand-in model may quote)."""
+    return tuple(
+        sentence
+        for text in ARTICLES.values()
+        for sentence in re.split(r"(?<=[.!?])\s+", text)
+        if sentence
     )
-    summarizer = ContextSummarizer(engine=engine)
-
-    def context(question: str) -> str:
-        docs = summarizer.compress_documents(retriever.invoke(question), question)
-        return "\n".join(f"[{d.metadata.get('title', '')}] {d.page_content}" for d in docs)
-
-    return RunnableLambda(context, name="help_centre_context")

@@ -1,104 +1,123 @@
-"""Runs the demo workload through a LangChain chain and a LlamaIndex LLM, one ledger.
+"""Runs the demo workload through the LangChain and LlamaIndex halves, into one ledger.
 
-Both halves use the same levers: the semantic cache (tenant-safe, on the
-engine's offline MiniLM embedder) in front of a router over three tiers of
-stand-in models, and the cost handler recording every call. The LangChain
-half is a RAG chain: its help-centre context goes through the relevance
-filter and the extractive summarizer before it reaches the prompt.
+One engine, one semantic cache and one set of stand-in models serve both
+halves. One-off questions alternate between the LangChain RAG chain and the
+LlamaIndex query engine; chat sessions alternate between
+``RunnableWithMessageHistory`` and ``ContextChatEngine``, both with
+summarizing memory; e-mail tickets are queued and answered in batch jobs.
+Levers at work: routing, the exact and semantic cache, the provider's prompt
+cache, relevance filtering and summarization of the retrieved context, the
+summarizing memory and batch pricing.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
-from operator import itemgetter
 from pathlib import Path
 
-from langchain_core.output_parsers import StrOutputParser
-from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.runnables import RunnablePassthrough
-from llama_index.core.llms import ChatMessage
 from tqdm import tqdm
 
 from costopt_core import CostEngine, tenant_scope
 from costopt_core.cache import SemanticCache as CacheEngine
-from costopt_core.testing import Script
-from costopt_demo.knowledge import build_context
-from costopt_demo.workload import SYSTEM_PROMPT, TIERS, build_workload, tier_response
-from langchain_costopt import CachedChatModel, CostCallbackHandler
-from langchain_costopt.router import RouterChatModel
-from langchain_costopt.testing import ScriptedChatModel
-from llamaindex_costopt import CachedLLM, CostEventHandler
-from llamaindex_costopt.router import RouterLLM
-from llamaindex_costopt.testing import ScriptedLLM
+from costopt_core.memory import MemoryConfig
+from costopt_demo.chart import save_chart
+from costopt_demo.langchain_app import LangChainApp
+from costopt_demo.llamaindex_app import LlamaIndexApp
+from costopt_demo.standins import StandIn
+from costopt_demo.workload import BATCH_MODEL, SYSTEM_PROMPT, TIERS, DemoRequest, build_workload
+
+__all__ = ["MEMORY", "DemoResult", "run_demo"]
+
+#: A support chat's memory: a short verbatim window, summaries folded in batches.
+MEMORY = MemoryConfig(
+    window_tokens=256,
+    flush_min_tokens=192,
+    flush_max_tokens=384,
+    summary_tokens=256,
+    facts_tokens=96,
+    recall_tokens=128,
+)
 
 
 @dataclass
 class DemoResult:
+    """What a demo run leaves behind.
+
+    Attributes:
+        engine: the engine both halves recorded into (its ``ledger`` holds every call).
+        cache: the semantic cache both halves shared.
+        seconds: wall time of the run.
+        ledger_path: the ledger export (JSONL), if written.
+        chart_path: the savings chart (PNG), if written (needs matplotlib).
+    """
+
     engine: CostEngine
     cache: CacheEngine
     seconds: float
     ledger_path: Path | None
+    chart_path: Path | None = None
+
+
+def _serve(req: DemoRequest, lc: LangChainApp, li: LlamaIndexApp) -> None:
+    with tenant_scope(req.tenant):
+        if req.kind == "ticket":
+            lc.queue_ticket(req.question, req.tenant)
+        elif req.kind == "turn":
+            assert req.session is not None
+            app = lc if req.framework == "langchain" else li
+            app.chat(req.session, req.question)
+        elif req.framework == "langchain":
+            lc.ask(req.question)
+        else:
+            li.ask(req.question)
 
 
 def run_demo(
     n: int = 300, *, seed: int = 7, out_dir: Path | None = None, progress: bool = True
 ) -> DemoResult:
-    """Run ``n`` requests (half LangChain, half LlamaIndex) and return the engine.
+    """Run ``n`` requests through both halves and return the engine with its ledger.
 
     Args:
-        n: number of requests.
+        n: number of requests (one-off questions, session turns, tickets).
         seed: workload seed.
-        out_dir: where to write the ledger (JSONL); nothing is written if None.
+        out_dir: where to write the ledger (``demo-ledger.jsonl``) and the chart
+            (``demo-savings.png``); nothing is written if None.
         progress: show a progress bar.
     """
     start = time.perf_counter()
     engine = CostEngine(baseline_model=TIERS["frontier"])
     cache = CacheEngine(embedder=engine.embedder)
-
-    lc_tiers = {
-        tier: ScriptedChatModel(script=Script([tier_response(tier)]), model_name=model)
-        for tier, model in TIERS.items()
+    stand_ins = {
+        tier: StandIn(model, tier, engine.tokens, SYSTEM_PROMPT) for tier, model in TIERS.items()
     }
-    lc_model = CachedChatModel(
-        model=RouterChatModel(tiers=lc_tiers, engine=engine), semantic_cache=cache
-    )
-    prompt = ChatPromptTemplate.from_messages(
-        [("system", SYSTEM_PROMPT), ("human", "Help-centre articles:\n{context}\n\nQuestion: {q}")]
-    )
-    # RAG: only the relevant articles, cut to the sentences that answer, reach the prompt.
-    context = build_context(engine)
-    chain = (
-        RunnablePassthrough.assign(context=itemgetter("q") | context)
-        | prompt
-        | lc_model
-        | StrOutputParser()
-    )
-    handler = CostCallbackHandler(engine)
+    batch_stand_in = StandIn(BATCH_MODEL, "mid", engine.tokens, SYSTEM_PROMPT)
+    requests = build_workload(n, seed)
 
-    li_tiers = {
-        tier: ScriptedLLM(script=Script([tier_response(tier)]), usage_format="anthropic")
-        for tier in TIERS
-    }
-    li_llm = CachedLLM(llm=RouterLLM(tiers=li_tiers, engine=engine), semantic_cache=cache)
-    li_handler = CostEventHandler(engine).attach()
-    try:
-        requests = build_workload(n, seed)
-        for i, req in enumerate(tqdm(requests, desc="demo", unit="req", disable=not progress)):
-            with tenant_scope(req.tenant):
-                if i % 2 == 0:
-                    chain.invoke({"q": req.question}, config={"callbacks": [handler]})
-                else:
-                    li_llm.chat(
-                        [
-                            ChatMessage(role="system", content=SYSTEM_PROMPT),
-                            ChatMessage(role="user", content=req.question),
-                        ]
-                    )
-    finally:
-        li_handler.detach()
-    ledger_path = None
+    # The batch queue is working state, not output: it lives in a directory removed afterwards.
+    with tempfile.TemporaryDirectory(prefix="costopt-demo-") as queue_dir:
+        lc = LangChainApp(engine, cache, stand_ins, batch_stand_in, MEMORY, Path(queue_dir))
+        li = LlamaIndexApp(engine, cache, stand_ins, MEMORY)
+        li.attach()
+        try:
+            for req in tqdm(requests, desc="demo", unit="req", disable=not progress):
+                _serve(req, lc, li)
+            lc.collect()
+        finally:
+            li.detach()
+            lc.close()
+
+    ledger_path = chart_path = None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         ledger_path = engine.ledger.to_jsonl(out_dir / "demo-ledger.jsonl")
-    return DemoResult(engine, cache, time.perf_counter() - start, ledger_path)
+        chart_path = save_chart(
+            engine.ledger,
+            out_dir / "demo-savings.png",
+            title=(
+                f"costopt demo: {n} support requests, LangChain + LlamaIndex "
+                "(stand-in models priced as the provider models they stand for)"
+            ),
+        )
+    return DemoResult(engine, cache, time.perf_counter() - start, ledger_path, chart_path)

@@ -73,6 +73,32 @@ def test_context_public_names() -> None:
         assert getattr(context, name) is not None, name
 
 
+def test_cost_model_public_names() -> None:
+    import costopt_core.charts as charts
+    import costopt_core.projection as projection
+    import costopt_core.workload as workload
+
+    assert set(projection.__all__) == {
+        "SCENARIOS",
+        "MeasuredRequest",
+        "Projection",
+        "ScenarioCost",
+        "project",
+    }
+    assert set(workload.__all__) == {
+        "WorkloadRequest",
+        "WorkloadSample",
+        "measure_records",
+        "measure_requests",
+        "parse_request",
+        "read_calibration_samples",
+    }
+    assert set(charts.__all__) == {"ledger_chart", "projection_chart"}
+    for module in (projection, workload, charts):
+        for name in module.__all__:
+            assert getattr(module, name) is not None, name
+
+
 def test_llamaindex_public_names() -> None:
     import llamaindex_costopt
 
@@ -94,7 +120,8 @@ def test_core_imports_no_framework() -> None:
 
     code = (
         "import sys, costopt_core, costopt_core.testing, costopt_core.report, costopt_core.cache,"
-        " costopt_core.cache.redis_backend, costopt_core.cli;"
+        " costopt_core.cache.redis_backend, costopt_core.cli, costopt_core.workload,"
+        " costopt_core.projection, costopt_core.charts;"
         "bad=[m for m in sys.modules if m.startswith(('langchain','llama_index'))];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

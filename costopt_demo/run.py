@@ -22,13 +22,14 @@ from tqdm import tqdm
 from costopt_core import CostEngine, tenant_scope
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.memory import MemoryConfig
+from costopt_core.routing.router import RouterConfig
 from costopt_demo.chart import save_chart
 from costopt_demo.langchain_app import LangChainApp
 from costopt_demo.llamaindex_app import LlamaIndexApp
 from costopt_demo.standins import StandIn
 from costopt_demo.workload import BATCH_MODEL, SYSTEM_PROMPT, TIERS, DemoRequest, build_workload
 
-__all__ = ["MEMORY", "DemoResult", "run_demo"]
+__all__ = ["MEMORY", "ROUTING", "DemoResult", "run_demo"]
 
 #: A support chat's memory: a short verbatim window, summaries folded in batches.
 MEMORY = MemoryConfig(
@@ -39,6 +40,10 @@ MEMORY = MemoryConfig(
     facts_tokens=96,
     recall_tokens=128,
 )
+
+#: This app's routing policy: plain how-to asks go to the small tier, the
+#: multi-step ones (compare, explain step by step, write code) to the frontier.
+ROUTING = RouterConfig(thresholds=(0.3, 0.7))
 
 
 @dataclass
@@ -97,8 +102,10 @@ def run_demo(
 
     # The batch queue is working state, not output: it lives in a directory removed afterwards.
     with tempfile.TemporaryDirectory(prefix="costopt-demo-") as queue_dir:
-        lc = LangChainApp(engine, cache, stand_ins, batch_stand_in, MEMORY, Path(queue_dir))
-        li = LlamaIndexApp(engine, cache, stand_ins, MEMORY)
+        lc = LangChainApp(
+            engine, cache, stand_ins, batch_stand_in, MEMORY, ROUTING, Path(queue_dir)
+        )
+        li = LlamaIndexApp(engine, cache, stand_ins, MEMORY, ROUTING)
         li.attach()
         try:
             for req in tqdm(requests, desc="demo", unit="req", disable=not progress):

@@ -250,7 +250,9 @@ def build_workload(n: int, seed: int = 7) -> list[DemoRequest]:
     for i in range(singles):
         question, difficulty = _topic(rng, weights)
         loose.append(
-            DemoRequest(question, difficulty, rng.choice(TENANTS), False, "question", frameworks[i % 2])
+            DemoRequest(
+                question, difficulty, rng.choice(TENANTS), False, "question", frameworks[i % 2]
+            )
         )
     for i in range(tickets):
         question, difficulty = _topic(rng, weights)

@@ -159,7 +159,7 @@ class LangChainApp:
             # Deprecated in favour of LangGraph persistence, still the plain-LCEL way.
             warnings.filterwarnings("ignore", message="RunnableWithMessageHistory")
             self.sessions = RunnableWithMessageHistory(
-                with_context | session_prompt | self.router,  # type: ignore[arg-type]
+                with_context | session_prompt | self.router,
                 self._history,
                 input_messages_key="q",
                 history_messages_key="history",
@@ -191,10 +191,10 @@ class LangChainApp:
         """Answer a one-off question with the RAG chain."""
         return self.chain.invoke({"q": question}, config={"callbacks": [self.handler]})
 
-    def chat(self, session: str, message: str) -> BaseMessage:
+    def chat(self, session: str, message: str) -> str:
         """Answer one turn of a chat session."""
         config: Any = {"configurable": {"session_id": session}, "callbacks": [self.handler]}
-        return self.sessions.invoke({"q": message}, config=config)
+        return str(self.sessions.invoke({"q": message}, config=config).text)
 
     def queue_ticket(self, question: str, tenant: str) -> None:
         """Prepare a ticket's prompt now; submit a batch once ``flush_size`` are queued."""

@@ -111,7 +111,8 @@ class StandIn:
                 f"{label(self.model)} The help centre does not cover this. I am handing this "
                 "over to a colleague, who will reply within one working day."
             )
-        return " ".join([label(self.model), "From the help centre:", *quoted, _CLOSING[self.tier]])
+        parts = [label(self.model), "From the help centre:", *quoted, _CLOSING[self.tier]]
+        return " ".join(p for p in parts if p)
 
     def _cache_read(self, messages: Sequence[Message]) -> int:
         if not self.model.startswith("gpt") or not messages:
@@ -176,7 +177,7 @@ class StandInChatModel(BaseChatModel):
         r = self.stand_in.respond(neutral)
         message = AIMessage(
             content=r.text,
-            usage_metadata=usage_to_langchain(r.usage),  # type: ignore[arg-type]
+            usage_metadata=usage_to_langchain(r.usage),
             response_metadata={"model_name": r.model, "finish_reason": "stop"},
         )
         return ChatResult(generations=[ChatGeneration(message=message)])

@@ -19,11 +19,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from costopt_core import CostEngine, tenant_scope
+from costopt_core import ConfigurationError, CostEngine, tenant_scope
 from costopt_core.cache import SemanticCache as CacheEngine
+from costopt_core.charts import ledger_chart
 from costopt_core.memory import MemoryConfig
 from costopt_core.routing.router import RouterConfig
-from costopt_demo.chart import save_chart
 from costopt_demo.langchain_app import LangChainApp
 from costopt_demo.llamaindex_app import LlamaIndexApp
 from costopt_demo.standins import StandIn
@@ -119,12 +119,20 @@ def run_demo(
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         ledger_path = engine.ledger.to_jsonl(out_dir / "demo-ledger.jsonl")
-        chart_path = save_chart(
+        chart_path = _chart(engine, out_dir / "demo-savings.png", n)
+    return DemoResult(engine, cache, time.perf_counter() - start, ledger_path, chart_path)
+
+
+def _chart(engine: CostEngine, path: Path, n: int) -> Path | None:
+    """The savings chart, or None without matplotlib (the demo runs without it)."""
+    try:
+        return ledger_chart(
             engine.ledger,
-            out_dir / "demo-savings.png",
+            path,
             title=(
                 f"costopt demo: {n} support requests, LangChain + LlamaIndex "
                 "(stand-in models priced as the provider models they stand for)"
             ),
         )
-    return DemoResult(engine, cache, time.perf_counter() - start, ledger_path, chart_path)
+    except ConfigurationError:
+        return None

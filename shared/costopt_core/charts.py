@@ -1,12 +1,14 @@
-"""PNG charts of a ledger and of a projection, for reports, the CLI and the demo.
+"""PNG charts of a ledger and of a projection, for ``costopt report``, ``project`` and the demo.
 
 matplotlib is optional (the ``notebooks`` extra): it is imported when a
-chart is drawn, with the Agg backend so no display is needed, and its
-absence is a clear error naming the extra to install.
+chart is drawn, and its absence is a clear error naming the extra. Each
+figure is drawn on an Agg canvas of its own, so no global backend or pyplot
+state of the user's process changes (a notebook's inline backend included).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,64 +19,85 @@ if TYPE_CHECKING:
     from costopt_core.ledger import CostLedger
     from costopt_core.projection import Projection
 
-__all__ = ["ledger_chart", "projection_chart"]
+__all__ = ["ledger_chart", "projection_chart", "request_mix"]
+
+_GREEN, _GREY, _BLUE = "#2f7d4f", "#9aa5b1", "#4a6fa5"
 
 
-def _pyplot() -> Any:
+def _figure(width: float, height: float) -> Any:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
     except ImportError:
         raise ConfigurationError(
             "charts need matplotlib: pip install 'llm-costopt[notebooks]' (or matplotlib)"
         ) from None
-    return plt
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _save(fig: Any, path: str | Path) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
     fig.savefig(p, dpi=110)
-    fig.clf()
-    _pyplot().close(fig)
     return p
 
 
+def request_mix(ledger: CostLedger) -> Counter[str]:
+    """Answered requests by what served them: the cache, a tier's model, or a batch job."""
+    mix: Counter[str] = Counter()
+    for r in ledger.records():
+        if r.outcome in ("cache_exact", "cache_semantic"):
+            mix["cache"] += 1
+        elif r.outcome == "model" and r.mode == "batch":
+            mix[f"batch ({r.model})"] += 1
+        elif r.outcome == "model":
+            mix[f"{r.tier or 'direct'} ({r.model})"] += 1
+    return mix
+
+
 def ledger_chart(ledger: CostLedger, path: str | Path, *, title: str = "") -> Path:
-    """Actual vs all-frontier baseline per tier, and savings by lever, as one PNG.
+    """Actual vs all-frontier baseline, savings by lever and who answered, as one PNG.
 
     Args:
         ledger: the calls to chart.
         path: the PNG to write (its folder is created).
-        title: a title over both panels.
+        title: a title over the three panels.
 
     Returns:
         ``path``.
+
+    Raises:
+        ConfigurationError: matplotlib is not installed.
     """
-    plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    by_tier = sorted(ledger.totals_by("tier").items(), key=lambda kv: str(kv[0]))
-    names = [str(k) if k is not None else "(no tier)" for k, _ in by_tier]
-    actual = [float(t.cost_usd) for _, t in by_tier]
-    baseline = [float(t.baseline_cost_usd) for _, t in by_tier]
-    xs = range(len(names))
-    left.bar([x - 0.2 for x in xs], baseline, width=0.4, label="all-frontier baseline")
-    left.bar([x + 0.2 for x in xs], actual, width=0.4, label="actual")
-    left.set_xticks(list(xs), names)
-    left.set_ylabel("USD")
-    left.set_title("Cost by tier")
-    left.legend()
+    fig = _figure(14, 4.8)
+    totals = ledger.totals()
     levers = ledger.savings_by_lever()
-    shown = [lever for lever in LEVERS if levers.get(lever)]
-    right.barh(shown, [float(levers[lever]) for lever in shown], color="tab:green")
-    right.invert_yaxis()
-    right.set_xlabel("USD saved")
-    total = ledger.totals()
-    pct = f" ({total.savings_fraction:.1%} saved)" if total.savings_fraction is not None else ""
-    right.set_title("Savings by lever" + pct)
+    mix = request_mix(ledger)
+    cost_ax, lever_ax, mix_ax = fig.subplots(1, 3, width_ratios=(1, 1.4, 1.4))
+
+    values = [float(totals.baseline_cost_usd), float(totals.cost_usd)]
+    bars = cost_ax.bar(["all-frontier\nbaseline", "actual"], values, color=[_GREY, _GREEN])
+    cost_ax.bar_label(bars, labels=[f"${v:,.4f}" for v in values])
+    cost_ax.set_title(f"Cost: {totals.savings_fraction or 0.0:.1%} saved")
+    cost_ax.set_ylabel("USD")
+
+    amounts = [float(levers[n]) for n in LEVERS]
+    lever_bars = lever_ax.barh(list(LEVERS), amounts, color=_GREEN)
+    lever_ax.bar_label(lever_bars, labels=[f"${a:,.4f}" for a in amounts], padding=2)
+    lever_ax.invert_yaxis()
+    lever_ax.set_title("Savings by lever")
+    lever_ax.set_xlabel("USD saved")
+    lever_ax.margins(x=0.25)
+
+    ranked = sorted(mix.items(), key=lambda kv: -kv[1])
+    mix_bars = mix_ax.barh([k for k, _ in ranked], [v for _, v in ranked], color=_BLUE)
+    mix_ax.bar_label(mix_bars, padding=2)
+    mix_ax.invert_yaxis()
+    rate = totals.cache_hit_rate or 0.0
+    mix_ax.set_title(f"Who answered {totals.requests} requests (cache hits {rate:.0%})")
+    mix_ax.margins(x=0.15)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -89,14 +112,17 @@ def projection_chart(projection: Projection, path: str | Path) -> Path:
 
     Returns:
         ``path``.
+
+    Raises:
+        ConfigurationError: matplotlib is not installed.
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    fig = _figure(10, 4.5)
+    ax = fig.subplots()
     labels = [s.label for s in projection.scenarios]
     inputs = [float(s.usd_per_month_input) for s in projection.scenarios]
     outputs = [float(s.usd_per_month_output) for s in projection.scenarios]
-    ax.barh(labels, inputs, label="input tokens")
-    ax.barh(labels, outputs, left=inputs, label="output tokens")
+    ax.barh(labels, inputs, label="input tokens", color=_BLUE)
+    ax.barh(labels, outputs, left=inputs, label="output tokens", color=_GREY)
     for y, s in enumerate(projection.scenarios):
         if s.savings_fraction:
             ax.annotate(
@@ -107,6 +133,7 @@ def projection_chart(projection: Projection, path: str | Path) -> Path:
                 va="center",
             )
     ax.invert_yaxis()
+    ax.margins(x=0.1)
     ax.set_xlabel("USD per month")
     ax.set_title(
         f"Projected spend at {projection.requests_per_day:,} requests/day "

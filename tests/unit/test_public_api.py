@@ -93,7 +93,7 @@ def test_cost_model_public_names() -> None:
         "parse_request",
         "read_calibration_samples",
     }
-    assert set(charts.__all__) == {"ledger_chart", "projection_chart"}
+    assert set(charts.__all__) == {"ledger_chart", "projection_chart", "request_mix"}
     for module in (projection, workload, charts):
         for name in module.__all__:
             assert getattr(module, name) is not None, name

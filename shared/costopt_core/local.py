@@ -404,6 +404,15 @@ class LocalModel:
         with self._lock:
             llama = self._load_locked()
             try:
+                # Each call starts from an empty context. llama-cpp-python would
+                # reuse the previous call's tokens as a prefix, and when a prompt
+                # repeats the previous one exactly that path answers differently
+                # (garbage at temperature 0, seen with 0.3.36); one conversation
+                # must not change another's answer either. SmolLM2 re-reads a
+                # short prompt in milliseconds.
+                reset = getattr(llama, "reset", None)
+                if callable(reset):
+                    reset()
                 response = llama.create_chat_completion(messages=payload, **params)
             except CostOptError:
                 raise

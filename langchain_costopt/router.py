@@ -26,6 +26,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import ConfigurationError
+from costopt_core.routing.calibrate import CalibrationReport
 from costopt_core.routing.router import Router, RouterConfig, RouteRun
 from costopt_core.routing.tiers import Tier, Tiers
 from costopt_core.routing.validators import Answer, ValidatorConfig
@@ -76,6 +77,9 @@ class RouterChatModel(BaseChatModel):
         validators: checks that send a weak cheap answer one tier up.
         classifier: the engine's route classifier (heuristic by default; a
             ``LearnedClassifier`` calibrated with ``costopt calibrate``).
+        calibration: a report of ``costopt_core.routing.calibrate`` (or
+            ``costopt calibrate --out``) on your own samples: its thresholds,
+            margin and cost-aware scaling replace ``router_config``'s.
         engine: where budgets are read and escalations recorded when no cost
             handler is attached; the process default if omitted.
 
@@ -91,6 +95,7 @@ class RouterChatModel(BaseChatModel):
     router_config: RouterConfig = Field(default_factory=RouterConfig)
     validators: ValidatorConfig = Field(default_factory=ValidatorConfig)
     classifier: Any = None
+    calibration: CalibrationReport | None = None
     engine: CostEngine | None = None
     _router: Router = PrivateAttr()
     _models: list[list[BaseChatModel]] = PrivateAttr()
@@ -110,7 +115,11 @@ class RouterChatModel(BaseChatModel):
             ]
         )
         self._router = Router(
-            tiers, classifier=self.classifier, config=self.router_config, validators=self.validators
+            tiers,
+            classifier=self.classifier,
+            config=self.router_config,
+            validators=self.validators,
+            calibration=self.calibration,
         )
 
     @property

@@ -29,6 +29,7 @@ from pydantic import Field, PrivateAttr
 
 from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import ConfigurationError
+from costopt_core.routing.calibrate import CalibrationReport
 from costopt_core.routing.router import Router, RouterConfig, RouteRun
 from costopt_core.routing.tiers import Tier, Tiers
 from costopt_core.routing.validators import Answer, ValidatorConfig
@@ -71,6 +72,9 @@ class RouterLLM(LLM):
         router_config: thresholds, margin, escalation and retry limits.
         validators: checks that send a weak cheap answer one tier up.
         classifier: the engine's route classifier (heuristic by default).
+        calibration: a report of ``costopt_core.routing.calibrate`` (or
+            ``costopt calibrate --out``) on your own samples: its thresholds,
+            margin and cost-aware scaling replace ``router_config``'s.
         engine: where budgets are read and escalations recorded.
         tenant: tenant of this LLM's calls (else ``costopt_core.tenant_scope``).
     """
@@ -79,6 +83,7 @@ class RouterLLM(LLM):
     router_config: RouterConfig = Field(default_factory=RouterConfig)
     validators: ValidatorConfig = Field(default_factory=ValidatorConfig)
     classifier: Any = None
+    calibration: CalibrationReport | None = None
     engine: Any = None
     tenant: str | None = None
     _router: Router = PrivateAttr()
@@ -97,7 +102,11 @@ class RouterLLM(LLM):
             ]
         )
         self._router = Router(
-            tiers, classifier=self.classifier, config=self.router_config, validators=self.validators
+            tiers,
+            classifier=self.classifier,
+            config=self.router_config,
+            validators=self.validators,
+            calibration=self.calibration,
         )
 
     @classmethod

@@ -225,3 +225,43 @@ def test_needs_two_tiers() -> None:
 
     with pytest.raises((ConfigurationError, ValidationError), match="at least two tiers"):
         RouterChatModel(tiers={"only": scripted("x")})
+
+
+def _report(threshold: float, tiers: tuple[str, ...] = ("small", "frontier")):
+    import numpy as np
+
+    from costopt_core.routing.calibrate import calibrate_from_predictions
+
+    report = calibrate_from_predictions(
+        np.array([[0.9, 1.0], [0.2, 1.0]]),
+        np.array([[1, 1], [0, 1]], dtype=float),
+        np.array([[1, 10], [1, 10]], dtype=float),
+        tier_names=tiers,
+        cost_aware=False,
+    )
+    import dataclasses
+
+    return dataclasses.replace(report, thresholds=(threshold,))
+
+
+@pytest.mark.parametrize(("threshold", "tier"), [(0.4, "small"), (0.6, "frontier")])
+def test_a_calibration_report_sets_the_thresholds(threshold: float, tier: str) -> None:
+    model = RouterChatModel(
+        tiers={"small": scripted("cheap"), "frontier": scripted("big", model="gpt-4o")},
+        classifier=Always(0.5),
+        calibration=_report(threshold),
+        engine=CostEngine(),
+    )
+    # The config's own threshold (0.99) would send everything to the frontier.
+    assert model.router_config.thresholds is None
+    out = model.invoke("hello")
+    assert out.response_metadata["costopt"]["route"]["tier"] == tier
+
+
+def test_a_calibration_for_other_tiers_is_refused() -> None:
+    # (pydantic reports the engine's ConfigurationError as a ValueError)
+    with pytest.raises(ValueError, match="calibration is for tiers"):
+        RouterChatModel(
+            tiers={"small": scripted("a"), "frontier": scripted("b", model="gpt-4o")},
+            calibration=_report(0.5, ("cheap", "best")),
+        )

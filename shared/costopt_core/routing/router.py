@@ -200,6 +200,11 @@ class Router:
 
             classifier = HeuristicClassifier(n_tiers=len(tiers))
         self.classifier = classifier
+        if calibration is not None and tuple(calibration.tier_names) != tiers.names:
+            raise ConfigurationError(
+                f"the calibration is for tiers {list(calibration.tier_names)}, the router has "
+                f"{list(tiers.names)}: calibrate on samples labelled for these tiers"
+            )
         self.calibration = calibration
         th = self.config.thresholds
         if th is not None and len(th) != len(tiers) - 1:

@@ -58,7 +58,12 @@ class SentenceTransformerEmbedder:
 
     @property
     def dim(self) -> int:
-        return int(self._load().get_sentence_embedding_dimension())
+        model = self._load()
+        # sentence-transformers 5 renamed the method (the old name warns).
+        get_dim = getattr(model, "get_embedding_dimension", None)
+        if get_dim is None:
+            get_dim = model.get_sentence_embedding_dimension
+        return int(get_dim())
 
     def _load(self) -> Any:
         if self._model is None:

@@ -114,6 +114,12 @@ def _name(names: Sequence[str] | None, i: int) -> str:
     return names[i] if names is not None else f"tier {i}"
 
 
+def _frontier(names: Sequence[str] | None, i: int) -> str:
+    """The top tier as a reason names it ("frontier", not "frontier frontier")."""
+    name = _name(names, i)
+    return name if name == "frontier" else f"frontier {name}"
+
+
 def effective_threshold(threshold: float, cost_scale: float = 1.0) -> float:
     """The threshold after cost scaling: ``1 - (1 - threshold) * cost_scale``."""
     if cost_scale == 1.0 or math.isinf(threshold):
@@ -210,8 +216,8 @@ def choose_tier(
     return RouteDecision(
         tier_index=last,
         tier=_name(tier_names, last) if tier_names is not None else None,
-        reason=f"no cheaper tier reached its threshold ({skipped}){scaled}; frontier "
-        f"{_name(tier_names, last)} serves",
+        reason=f"no cheaper tier reached its threshold ({skipped}){scaled}; "
+        f"{_frontier(tier_names, last)} serves",
         score=probs[last],
         threshold=None,
         escalate_band=False,

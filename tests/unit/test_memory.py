@@ -440,3 +440,22 @@ def test_the_verbatim_window_opens_with_a_user_turn() -> None:
         convo = [p for p in view.parts if isinstance(p, int) and history[p].role != "system"]
         assert convo, turns
         assert history[convo[0]].role == "user", (turns, convo[0])
+
+
+def test_a_view_never_sends_more_than_the_whole_history() -> None:
+    # Recall of an old fact costs more than the few turns it would leave out:
+    # the whole (short) history is the cheaper call.
+    history = chat_history(24)
+    history.append(Message("user", "What did I say about hiking in the Alps?", "Ana"))
+    cfg = MemoryConfig(
+        window_tokens=40, flush_min_tokens=40, flush_max_tokens=60, recall_tokens=200
+    )
+    state = MemoryState()
+    for n in range(1, len(history) + 1):
+        view = plan_context(history[:n], state, cfg, count_tokens=words)
+        assert view.tokens_sent <= view.tokens_naive, n
+        if view.tokens_sent == view.tokens_naive:
+            assert view.messages == tuple(history[:n])
+        state = flush(history[:n], state, cfg, count_tokens=words).state
+    full = plan_context(history[:3], MemoryState(), cfg, count_tokens=words)
+    assert full.messages == tuple(history[:3]) and full.removed_tokens == 0

@@ -274,6 +274,21 @@ def _finish(
         layout.sizes[p] if isinstance(p, int) else message_tokens(p, count_tokens) for p in parts
     )
     naive = REPLY_PRIMING_TOKENS + sum(layout.sizes)
+    if sent > naive:
+        # Summary and recall cost more than the turns they stand for (a short
+        # history): the whole history is the cheaper call, and loses nothing.
+        return MemoryView(
+            parts=tuple(range(len(history))),
+            messages=tuple(history),
+            summary=None,
+            recall=None,
+            recalled_indices=(),
+            window_start=0,
+            dropped_indices=(),
+            tokens_sent=naive,
+            tokens_naive=naive,
+            flush=layout.decision,
+        )
     return MemoryView(
         parts=tuple(parts),
         messages=messages,

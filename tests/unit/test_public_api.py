@@ -99,6 +99,31 @@ def test_cost_model_public_names() -> None:
             assert getattr(module, name) is not None, name
 
 
+def test_local_model_public_names() -> None:
+    import costopt_core.local as local
+    import langchain_costopt.local as lc_local
+    import llamaindex_costopt.local as li_local
+
+    assert set(local.__all__) == {
+        "GGUF_FILE",
+        "INSTALL_HINT",
+        "LOCAL_MODEL_NAME",
+        "LocalAnswer",
+        "LocalModel",
+        "LocalModelConfig",
+        "LocalModelError",
+        "amortized_price",
+        "answer_from_completion",
+        "default_model_path",
+        "local_model_available",
+        "to_llama_messages",
+    }
+    assert lc_local.__all__ == ["LocalChatModel"] and li_local.__all__ == ["LocalLLM"]
+    assert issubclass(local.LocalModelError, costopt_core.CostOptError)
+    for name in local.__all__:
+        assert getattr(local, name) is not None, name
+
+
 def test_llamaindex_public_names() -> None:
     import llamaindex_costopt
 
@@ -121,7 +146,7 @@ def test_core_imports_no_framework() -> None:
     code = (
         "import sys, costopt_core, costopt_core.testing, costopt_core.report, costopt_core.cache,"
         " costopt_core.cache.redis_backend, costopt_core.cli, costopt_core.workload,"
-        " costopt_core.projection, costopt_core.charts;"
+        " costopt_core.projection, costopt_core.charts, costopt_core.local;"
         "bad=[m for m in sys.modules if m.startswith(('langchain','llama_index'))];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

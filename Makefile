@@ -4,7 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-EXTRAS ?= test,notebooks
+EXTRAS ?= test,notebooks,local
+# The local extra's llama-cpp-python builds from source (minutes, once; pip caches
+# the wheel). Portable CPU flags: a -march=native build dies with "Illegal
+# instruction" on some virtual machines.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF
 
 .PHONY: setup demo test lint bench clean
 

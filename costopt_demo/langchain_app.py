@@ -30,11 +30,12 @@ from langchain_core.vectorstores import InMemoryVectorStore
 
 from costopt_core import CostEngine
 from costopt_core.cache import SemanticCache as CacheEngine
+from costopt_core.local import LocalModel
 from costopt_core.memory import MemoryConfig
 from costopt_core.routing.router import RouterConfig
 from costopt_demo.knowledge import ARTICLES, RELEVANCE, TOP_K
 from costopt_demo.standins import StandIn, StandInBatchAPI, StandInChatModel
-from costopt_demo.workload import SYSTEM_PROMPT
+from costopt_demo.workload import LOCAL_TIER, SYSTEM_PROMPT
 from langchain_costopt import (
     CachedChatModel,
     ContextSummarizer,
@@ -42,6 +43,7 @@ from langchain_costopt import (
     RelevanceThresholdRetriever,
 )
 from langchain_costopt.batch import BatchHandle, BatchRunnable
+from langchain_costopt.local import LocalChatModel
 from langchain_costopt.memory import SummarizingChatMessageHistory
 from langchain_costopt.router import RouterChatModel
 
@@ -112,6 +114,7 @@ class LangChainApp:
         routing: the routing policy (thresholds per tier).
         queue_dir: where the batch queue's SQLite file lives.
         flush_size: tickets queued before a batch is submitted.
+        local: a real local model (llama.cpp) that replaces the small tier's stand-in.
     """
 
     engine: CostEngine
@@ -123,11 +126,15 @@ class LangChainApp:
     queue_dir: Path
     flush_size: int = 20
     handles: list[BatchHandle] = field(default_factory=list)
+    local: LocalModel | None = None
 
     def __post_init__(self) -> None:
         self.handler = CostCallbackHandler(self.engine)
+        tiers: dict[str, Any] = {t: StandInChatModel.of(s) for t, s in self.stand_ins.items()}
+        if self.local is not None:
+            tiers[LOCAL_TIER] = LocalChatModel(local=self.local)
         router = RouterChatModel(
-            tiers={tier: StandInChatModel.of(s) for tier, s in self.stand_ins.items()},
+            tiers=tiers,
             router_config=self.routing,
             engine=self.engine,
         )

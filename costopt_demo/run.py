@@ -22,6 +22,7 @@ from tqdm import tqdm
 from costopt_core import ConfigurationError, CostEngine, tenant_scope
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.charts import ledger_chart
+from costopt_core.local import LocalModel, LocalModelConfig, local_model_available
 from costopt_core.memory import MemoryConfig
 from costopt_core.routing.router import RouterConfig
 from costopt_demo.langchain_app import LangChainApp
@@ -41,6 +42,10 @@ MEMORY = MemoryConfig(
     recall_tokens=128,
 )
 
+#: The real local small tier (LangChain half): the whole prompt fits one call, and a
+#: support answer is a few sentences (a longer one is cut, and the router escalates it).
+LOCAL_MODEL = LocalModelConfig(n_ctx=8192, max_tokens=96)
+
 #: This app's routing policy: plain how-to asks go to the small tier, the
 #: multi-step ones (compare, explain step by step, write code) to the frontier.
 ROUTING = RouterConfig(thresholds=(0.3, 0.7))
@@ -56,6 +61,7 @@ class DemoResult:
         seconds: wall time of the run.
         ledger_path: the ledger export (JSONL), if written.
         chart_path: the savings chart (PNG), if written (needs matplotlib).
+        local: the small tier was the real local model (llama.cpp), not a stand-in.
     """
 
     engine: CostEngine
@@ -63,6 +69,7 @@ class DemoResult:
     seconds: float
     ledger_path: Path | None
     chart_path: Path | None = None
+    local: bool = False
 
 
 def _serve(req: DemoRequest, lc: LangChainApp, li: LlamaIndexApp) -> None:
@@ -80,7 +87,12 @@ def _serve(req: DemoRequest, lc: LangChainApp, li: LlamaIndexApp) -> None:
 
 
 def run_demo(
-    n: int = 300, *, seed: int = 7, out_dir: Path | None = None, progress: bool = True
+    n: int = 300,
+    *,
+    seed: int = 7,
+    out_dir: Path | None = None,
+    progress: bool = True,
+    local: bool | None = None,
 ) -> DemoResult:
     """Run ``n`` requests through both halves and return the engine with its ledger.
 
@@ -90,8 +102,14 @@ def run_demo(
         out_dir: where to write the ledger (``demo-ledger.jsonl``) and the chart
             (``demo-savings.png``); nothing is written if None.
         progress: show a progress bar.
+        local: serve the LangChain half's small tier with the real local model
+            (SmolLM2-135M on llama.cpp); ``None`` uses it where the ``local``
+            extra is installed.
     """
     start = time.perf_counter()
+    if local is None:
+        local = local_model_available()
+    local_model = LocalModel(LOCAL_MODEL) if local else None
     engine = CostEngine(baseline_model=TIERS["frontier"])
     cache = CacheEngine(embedder=engine.embedder)
     stand_ins = {
@@ -103,8 +121,17 @@ def run_demo(
     # The batch queue is working state, not output: it lives in a directory removed afterwards.
     with tempfile.TemporaryDirectory(prefix="costopt-demo-") as queue_dir:
         lc = LangChainApp(
-            engine, cache, stand_ins, batch_stand_in, MEMORY, ROUTING, Path(queue_dir)
+            engine,
+            cache,
+            stand_ins,
+            batch_stand_in,
+            MEMORY,
+            ROUTING,
+            Path(queue_dir),
+            local=local_model,
         )
+        # One half on the local model is enough to show the hybrid ladder and keeps
+        # the run within minutes on two cores (a local answer takes ~1-2 s there).
         li = LlamaIndexApp(engine, cache, stand_ins, MEMORY, ROUTING)
         li.attach()
         try:
@@ -114,13 +141,16 @@ def run_demo(
         finally:
             li.detach()
             lc.close()
+            if local_model is not None:
+                local_model.close()
 
     ledger_path = chart_path = None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         ledger_path = engine.ledger.to_jsonl(out_dir / "demo-ledger.jsonl")
         chart_path = _chart(engine, out_dir / "demo-savings.png", n)
-    return DemoResult(engine, cache, time.perf_counter() - start, ledger_path, chart_path)
+    seconds = time.perf_counter() - start
+    return DemoResult(engine, cache, seconds, ledger_path, chart_path, local=bool(local))
 
 
 def _chart(engine: CostEngine, path: Path, n: int) -> Path | None:

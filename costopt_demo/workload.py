@@ -30,6 +30,8 @@ TIERS: dict[str, str] = {
     "mid": "claude-haiku-4-5",
     "frontier": "gpt-4o",
 }
+#: The tier a real local model (llama.cpp, the ``local`` extra) serves when installed.
+LOCAL_TIER = "small"
 #: The model latency-tolerant tickets go to, through its provider's batch API.
 BATCH_MODEL = TIERS["mid"]
 

@@ -72,6 +72,13 @@ def demo(
         Path, typer.Option(help="Directory for the ledger export and the chart.")
     ] = Path("costopt-demo-output"),
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    local: Annotated[
+        bool | None,
+        typer.Option(
+            "--local/--no-local",
+            help="Tier 1 on the real local model (default: where the local extra is installed).",
+        ),
+    ] = None,
 ) -> None:
     """Run the offline demo workload (no keys, no servers) and print the ledger summary."""
     try:
@@ -86,7 +93,17 @@ def demo(
         "LlamaIndex query engine.\nProvider models are scripted STAND-INS (no network), "
         "priced as the models they stand for.\n"
     )
-    result = demo_mod.run_demo(requests, seed=seed, out_dir=out, progress=progress)
+    result = demo_mod.run_demo(requests, seed=seed, out_dir=out, progress=progress, local=local)
+    if result.local:
+        typer.echo(
+            "LangChain tier 1 (small) was the REAL local model: SmolLM2-135M-Instruct on "
+            "llama.cpp, priced at $0"
+        )
+    else:
+        typer.echo(
+            "tier 1 (small) was a stand-in; pip install 'llm-costopt[local]' for the real "
+            "local model (SmolLM2-135M on llama.cpp)"
+        )
     typer.echo("")
     typer.echo(result.engine.ledger.summary_table())
     typer.echo(f"\nbaseline: every request on {result.engine.baseline_model}")

@@ -13,7 +13,9 @@ from costopt_core.cli import app
 
 def test_cli_demo_and_report(tmp_path) -> None:
     runner = CliRunner(env={"COLUMNS": "250", "NO_COLOR": "1"})
-    res = runner.invoke(app, ["demo", "--requests", "30", "--out", str(tmp_path), "--no-progress"])
+    res = runner.invoke(
+        app, ["demo", "--requests", "30", "--out", str(tmp_path), "--no-progress", "--no-local"]
+    )
     assert res.exit_code == 0, res.output
     assert "STAND-INS" in res.output and "Savings by lever" in res.output
     res = runner.invoke(app, ["report", str(tmp_path / "demo-ledger.jsonl")])

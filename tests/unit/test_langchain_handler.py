@@ -236,3 +236,23 @@ def test_run_metadata_without_costopt_keys_and_budget_estimates(engine: CostEngi
     assert (first.tenant, first.tier) == (None, None)
     assert (second.tenant, second.tier) == ("7", "s")
     assert not h._runs  # every started run was ended
+
+
+async def test_tenant_scope_reaches_the_record_and_the_budget() -> None:
+    from costopt_core import tenant_scope
+
+    engine = CostEngine()
+    # one call costs $0.00024: two fit, the third would go over
+    engine.ledger.add_budget(Budget(limit_usd=Decimal("0.00045"), tenant="acme", policy="block"))
+    h = CostCallbackHandler(engine)
+    with tenant_scope("acme"):
+        model().invoke("hi", config={"callbacks": [h]})
+        await model().ainvoke("hi", config={"callbacks": [h]})
+        with pytest.raises(BudgetExceededError, match="tenant 'acme'"):
+            model().invoke("hi", config={"callbacks": [h]})
+    with tenant_scope("other"):
+        model().invoke("hi", config={"callbacks": [h]})
+    # metadata still wins over the scope
+    with tenant_scope("acme"):
+        model().invoke("hi", config={"callbacks": [h], "metadata": {"costopt_tenant": "x"}})
+    assert [r.tenant for r in engine.ledger.records()] == ["acme", "acme", "other", "x"]

@@ -320,7 +320,10 @@ def _measured(requests: Sequence[MeasuredRequest]) -> dict[str, Any]:
         "cache_hit_rate": (outcomes["cache_exact"] + outcomes["cache_semantic"]) / n,
         "cache_exact_rate": outcomes["cache_exact"] / n,
         "cache_semantic_rate": outcomes["cache_semantic"] / n,
-        "tier_mix": {str(k): v / routed for k, v in sorted(tiers.items(), key=str)}
+        "tier_mix": {
+            (k if k is not None else "(no tier)"): v / routed
+            for k, v in sorted(tiers.items(), key=lambda kv: str(kv[0]))
+        }
         if routed
         else {},
         "escalation_rate": sum(1 for r in requests if r.escalated) / n,

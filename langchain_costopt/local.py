@@ -26,8 +26,8 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
 
-from costopt_core.errors import ConfigurationError, config_error
-from costopt_core.local import LOCAL_MODEL_NAME, LocalAnswer, LocalModel
+from costopt_core.errors import config_error
+from costopt_core.local import LOAD_SETTINGS, LocalAnswer, LocalModel, resolve_local_model
 from costopt_core.usage import usage_wire
 from langchain_costopt._convert import from_langchain_messages
 
@@ -35,7 +35,6 @@ __all__ = ["LocalChatModel"]
 
 # Settings that decide how the weights are loaded; they belong to the
 # ``LocalModel``, so they cannot be combined with a ``local`` passed in.
-_LOAD_SETTINGS = ("model_path", "n_ctx", "n_threads", "seed")
 
 
 def _metadata(answer: LocalAnswer) -> dict[str, Any]:
@@ -111,21 +110,13 @@ class LocalChatModel(BaseChatModel):
             raise config_error("LocalChatModel", exc) from None
 
     def model_post_init(self, context: Any) -> None:
-        settings = {k: getattr(self, k) for k in _LOAD_SETTINGS if getattr(self, k) is not None}
-        if self.local is not None:
-            if settings:
-                raise ConfigurationError(
-                    f"LocalChatModel got local= and load settings {sorted(settings)}; set "
-                    "those on the LocalModel, or leave local out"
-                )
-            if self.model_name and self.model_name != self.local.model_name:
-                raise ConfigurationError(
-                    f"model_name {self.model_name!r} differs from the LocalModel's "
-                    f"{self.local.model_name!r}; set model_name on the LocalModel"
-                )
-            self._local = self.local
-        else:
-            self._local = LocalModel(model_name=self.model_name or LOCAL_MODEL_NAME, **settings)
+        settings = {k: getattr(self, k) for k in LOAD_SETTINGS if getattr(self, k) is not None}
+        self._local = resolve_local_model(
+            "LocalChatModel",
+            local=self.local,
+            model_name=self.model_name or None,
+            settings=settings,
+        )
         self.model_name = self._local.model_name
 
     @property

@@ -31,14 +31,12 @@ from llama_index.core.llms import CustomLLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from pydantic import Field, PrivateAttr, ValidationError
 
-from costopt_core.errors import ConfigurationError, config_error
-from costopt_core.local import LOCAL_MODEL_NAME, LocalAnswer, LocalModel
+from costopt_core.errors import config_error
+from costopt_core.local import LOAD_SETTINGS, LocalAnswer, LocalModel, resolve_local_model
 from costopt_core.types import Message
 from llamaindex_costopt.memory import from_llamaindex_message
 
 __all__ = ["LocalLLM"]
-
-_LOAD_SETTINGS = ("model_path", "n_ctx", "n_threads", "seed")
 
 
 def _raw(answer: LocalAnswer) -> dict[str, Any]:
@@ -105,21 +103,10 @@ class LocalLLM(CustomLLM):
 
     def model_post_init(self, context: Any) -> None:
         super().model_post_init(context)
-        settings = {k: getattr(self, k) for k in _LOAD_SETTINGS if getattr(self, k) is not None}
-        if self.local is not None:
-            if settings:
-                raise ConfigurationError(
-                    f"LocalLLM got local= and load settings {sorted(settings)}; set those on "
-                    "the LocalModel, or leave local out"
-                )
-            if self.model and self.model != self.local.model_name:
-                raise ConfigurationError(
-                    f"model {self.model!r} differs from the LocalModel's "
-                    f"{self.local.model_name!r}; set model_name on the LocalModel"
-                )
-            self._local = self.local
-        else:
-            self._local = LocalModel(model_name=self.model or LOCAL_MODEL_NAME, **settings)
+        settings = {k: getattr(self, k) for k in LOAD_SETTINGS if getattr(self, k) is not None}
+        self._local = resolve_local_model(
+            "LocalLLM", local=self.local, model_name=self.model or None, settings=settings
+        )
         self.model = self._local.model_name
 
     @classmethod

@@ -36,6 +36,7 @@ from costopt_core.usage import normalize_usage
 __all__ = [
     "GGUF_FILE",
     "INSTALL_HINT",
+    "LOAD_SETTINGS",
     "LOCAL_MODEL_NAME",
     "LocalAnswer",
     "LocalModel",
@@ -45,6 +46,7 @@ __all__ = [
     "answer_from_completion",
     "default_model_path",
     "local_model_available",
+    "resolve_local_model",
     "to_llama_messages",
 ]
 
@@ -445,3 +447,41 @@ class LocalModel:
         return await asyncio.to_thread(
             self.chat, messages, max_tokens=max_tokens, temperature=temperature, stop=stop
         )
+
+
+#: Settings that shape a loaded model (an adapter takes them, or a shared ``LocalModel``).
+LOAD_SETTINGS = ("model_path", "n_ctx", "n_threads", "seed")
+
+
+def resolve_local_model(
+    owner: str,
+    *,
+    local: LocalModel | None,
+    model_name: str | None,
+    settings: Mapping[str, Any],
+) -> LocalModel:
+    """The engine model an adapter runs: the shared one it was given, or a new one.
+
+    Args:
+        owner: the adapter's class name, for messages.
+        local: a ``LocalModel`` to share (one load for several adapters).
+        model_name: the name the adapter was given, if any.
+        settings: the adapter's load settings (:data:`LOAD_SETTINGS`) that are set.
+
+    Raises:
+        ConfigurationError: a shared model together with load settings, or with
+            another model name.
+    """
+    if local is None:
+        return LocalModel(model_name=model_name or LOCAL_MODEL_NAME, **settings)
+    if settings:
+        raise ConfigurationError(
+            f"{owner} got local= and load settings {sorted(settings)}; set those on the "
+            "LocalModel, or leave local out"
+        )
+    if model_name and model_name != local.model_name:
+        raise ConfigurationError(
+            f"model name {model_name!r} differs from the LocalModel's {local.model_name!r}; "
+            "set model_name on the LocalModel"
+        )
+    return local

@@ -107,6 +107,7 @@ def test_local_model_public_names() -> None:
     assert set(local.__all__) == {
         "GGUF_FILE",
         "INSTALL_HINT",
+        "LOAD_SETTINGS",
         "LOCAL_MODEL_NAME",
         "LocalAnswer",
         "LocalModel",
@@ -116,6 +117,7 @@ def test_local_model_public_names() -> None:
         "answer_from_completion",
         "default_model_path",
         "local_model_available",
+        "resolve_local_model",
         "to_llama_messages",
     }
     assert lc_local.__all__ == ["LocalChatModel"] and li_local.__all__ == ["LocalLLM"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,6 +98,21 @@ class WorkloadRequest:
 
 def _fail(where: str, problem: str) -> ConfigurationError:
     return ConfigurationError(f"{where}: {problem}")
+
+
+def _json_lines(path: Path, what: str) -> Iterator[tuple[str, Any]]:
+    """(``file:line``, parsed JSON) per non-blank line; errors name the line."""
+    if not path.is_file():
+        raise ConfigurationError(f"{what} file {str(path)!r} does not exist or is not a file")
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise _fail(where, f"not valid JSON ({exc.msg})") from None
 
 
 def _opt_int(data: Mapping[str, Any], key: str, where: str) -> int | None:
@@ -184,26 +199,16 @@ class WorkloadSample:
                 request / ledger record (the message names the line and field).
         """
         p = Path(path)
-        if not p.is_file():
-            raise ConfigurationError(f"sample file {str(p)!r} does not exist or is not a file")
         requests: list[WorkloadRequest] = []
         records: list[CallRecord] = []
-        with p.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                where = f"{p}:{lineno}"
+        for where, data in _json_lines(p, "sample"):
+            if isinstance(data, Mapping) and "call_id" in data:
                 try:
-                    data = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise _fail(where, f"not valid JSON ({exc.msg})") from None
-                if isinstance(data, Mapping) and "call_id" in data:
-                    try:
-                        records.append(CallRecord.from_dict(dict(data)))
-                    except Exception as exc:
-                        raise _fail(where, f"not a costopt ledger record ({exc})") from None
-                else:
-                    requests.append(parse_request(data, where))
+                    records.append(CallRecord.from_dict(dict(data)))
+                except Exception as exc:
+                    raise _fail(where, f"not a costopt ledger record ({exc})") from None
+            else:
+                requests.append(parse_request(data, where))
         if requests and records:
             raise ConfigurationError(
                 f"{p} mixes request lines and ledger records: give one kind per file"
@@ -428,36 +433,26 @@ def read_calibration_samples(
     from costopt_core.routing.calibrate import Sample
 
     p = Path(path)
-    if not p.is_file():
-        raise ConfigurationError(f"samples file {str(p)!r} does not exist or is not a file")
     samples: list[Sample] = []
     pairs: list[tuple[str, str, int]] = []
-    with p.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{p}:{lineno}"
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise _fail(where, f"not valid JSON ({exc.msg})") from None
-            if not isinstance(data, Mapping):
-                raise _fail(where, f"expected a JSON object, got {type(data).__name__}")
-            if "labels" in data:
-                body = {k: v for k, v in data.items() if k in ("prompt", "system", "messages")}
-                labels = _labels(data["labels"], tiers, where)
-                samples.append(Sample(_messages(body, where), labels))
-            elif {"a", "b", "label"} <= set(data):
-                a, b, label = data["a"], data["b"], data["label"]
-                if not isinstance(a, str) or not isinstance(b, str) or label not in (0, 1):
-                    raise _fail(where, "a cache pair needs text a, text b and label 0 or 1")
-                pairs.append((a, b, int(label)))
-            else:
-                raise _fail(
-                    where,
-                    'expected a routing sample {"prompt", "labels"} or a cache pair '
-                    '{"a", "b", "label"}',
-                )
+    for where, data in _json_lines(p, "samples"):
+        if not isinstance(data, Mapping):
+            raise _fail(where, f"expected a JSON object, got {type(data).__name__}")
+        if "labels" in data:
+            body = {k: v for k, v in data.items() if k in ("prompt", "system", "messages")}
+            labels = _labels(data["labels"], tiers, where)
+            samples.append(Sample(_messages(body, where), labels))
+        elif {"a", "b", "label"} <= set(data):
+            a, b, label = data["a"], data["b"], data["label"]
+            if not isinstance(a, str) or not isinstance(b, str) or label not in (0, 1):
+                raise _fail(where, "a cache pair needs text a, text b and label 0 or 1")
+            pairs.append((a, b, int(label)))
+        else:
+            raise _fail(
+                where,
+                'expected a routing sample {"prompt", "labels"} or a cache pair '
+                '{"a", "b", "label"}',
+            )
     if not samples and not pairs:
         raise ConfigurationError(f"samples file {p} has no samples")
     return samples, pairs

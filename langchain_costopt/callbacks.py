@@ -141,7 +141,7 @@ class CostCallbackHandler(BaseCallbackHandler):
                 log.exception("costopt could not estimate the cost of run %s", run_id)
                 return
             try:
-                self.engine.check_budget(tenant, estimate)
+                self.engine.check_budget(tenant, estimate, call_id=str(run_id))
             except BudgetExceededError:
                 self._runs.pop(run_id, None)
                 raise
@@ -180,7 +180,10 @@ class CostCallbackHandler(BaseCallbackHandler):
             log.exception("costopt could not record run %s", run_id)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._runs.pop(run_id, None)
+        run = self._runs.pop(run_id, None)
+        if run is not None and self.check_budgets and self.engine.ledger.budget_store is not None:
+            # The call spent nothing: drop its hold on the shared budgets.
+            self.engine.release_budget(run.tenant, str(run_id))
 
     def _record(self, response: LLMResult, run: _Run, run_id: UUID) -> CallRecord:
         message: AIMessage | None = None

@@ -22,6 +22,7 @@ from costopt_core.errors import (
     CostOptError,
     PricingNotFoundError,
     RoutingError,
+    StoreError,
     UsageFormatError,
 )
 from costopt_core.ledger import CostLedger, Totals
@@ -55,6 +56,7 @@ __all__ = [
     "PricingNotFoundError",
     "RoutingError",
     "SentenceTransformerEmbedder",
+    "StoreError",
     "TokenCounter",
     "Totals",
     "UnknownModelPriceWarning",

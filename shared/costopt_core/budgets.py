@@ -7,6 +7,7 @@ spend and calls it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -14,11 +15,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from costopt_core.errors import BudgetExceededError
+
 __all__ = [
     "Budget",
     "BudgetDecision",
     "BudgetPeriod",
     "BudgetPolicy",
+    "decisions_on_error",
     "evaluate_budget",
     "period_start",
 ]
@@ -40,6 +44,11 @@ class Budget(BaseModel):
     period: BudgetPeriod = "month"
     tenant: str | None = Field(default=None, description="Tenant this applies to; None = all.")
     policy: BudgetPolicy = "warn"
+    on_store_error: Literal["open", "closed"] = Field(
+        default="open",
+        description="With a shared store (RedisLedger) that is unreachable: 'open' lets the "
+        "replica's local view decide, 'closed' refuses the call.",
+    )
 
     @property
     def scope(self) -> str:
@@ -90,3 +99,29 @@ def evaluate_budget(budget: Budget, spent_usd: Decimal, estimate_usd: Decimal) -
     elif over:
         action = budget.policy
     return BudgetDecision(budget, spent_usd, estimate_usd, action)
+
+
+def decisions_on_error(
+    budgets: Iterable[Budget], tenant: str | None, local: Mapping[Budget, BudgetDecision]
+) -> list[BudgetDecision]:
+    """Budget decisions when the shared store is unreachable (pure).
+
+    A budget with ``on_store_error="open"`` keeps the replica's local decision;
+    one with ``"closed"`` refuses the call.
+    """
+    out = []
+    for b in budgets:
+        if b.tenant is not None and b.tenant != tenant:
+            continue
+        decision = local[b]
+        if b.on_store_error == "closed":
+            raise BudgetExceededError(
+                scope=b.scope,
+                limit_usd=b.limit_usd,
+                spent_usd=decision.spent_usd,
+                estimate_usd=decision.estimate_usd,
+                period=b.period,
+                reason="the shared budget store is unreachable and this budget fails closed",
+            )
+        out.append(decision)
+    return out

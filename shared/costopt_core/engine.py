@@ -214,10 +214,18 @@ class CostEngine:
         return record
 
     def check_budget(
-        self, tenant: str | None = None, estimate_usd: Decimal | None = None
+        self,
+        tenant: str | None = None,
+        estimate_usd: Decimal | None = None,
+        *,
+        call_id: str | None = None,
     ) -> list[BudgetDecision]:
         """See :meth:`CostLedger.check_budget`; raises ``BudgetExceededError`` on block."""
-        return self.ledger.check_budget(tenant, estimate_usd)
+        return self.ledger.check_budget(tenant, estimate_usd, call_id=call_id)
+
+    def release_budget(self, tenant: str | None, call_id: str) -> None:
+        """See :meth:`CostLedger.release_budget` (a call that failed spent nothing)."""
+        self.ledger.release_budget(tenant, call_id)
 
 
 _default: CostEngine | None = None

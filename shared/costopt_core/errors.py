@@ -26,6 +26,7 @@ __all__ = [
     "CostOptError",
     "PricingNotFoundError",
     "RoutingError",
+    "StoreError",
     "UsageFormatError",
     "config_error",
 ]
@@ -81,17 +82,29 @@ class BudgetExceededError(CostOptError):
         spent_usd: Decimal,
         estimate_usd: Decimal,
         period: str,
+        reason: str | None = None,
     ) -> None:
         self.scope = scope
         self.limit_usd = limit_usd
         self.spent_usd = spent_usd
         self.estimate_usd = estimate_usd
         self.period = period
+        self.reason = reason
+        if reason is not None:
+            super().__init__(
+                f"budget for {scope} (${limit_usd} a {period}) refused the call: {reason}; "
+                "make Redis reachable, or set on_store_error='open' on the budget"
+            )
+            return
         super().__init__(
             f"budget for {scope} exceeded: spent ${spent_usd} of ${limit_usd} this {period}"
             f" (next call estimated at ${estimate_usd}); raise the limit, wait for the next"
             f" period, or use policy 'warn'"
         )
+
+
+class StoreError(CostOptError):
+    """A shared store (the Redis ledger) could not be read or written."""
 
 
 class CacheBackendError(CostOptError):

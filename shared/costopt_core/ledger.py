@@ -17,15 +17,22 @@ import json
 import logging
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from costopt_core.budgets import Budget, BudgetDecision, BudgetPeriod, evaluate_budget, period_start
-from costopt_core.errors import BudgetExceededError, ConfigurationError
+from costopt_core.budgets import (
+    Budget,
+    BudgetDecision,
+    BudgetPeriod,
+    decisions_on_error,
+    evaluate_budget,
+    period_start,
+)
+from costopt_core.errors import BudgetExceededError, ConfigurationError, StoreError
 from costopt_core.types import LEVERS, CallRecord
 
 __all__ = ["CostLedger", "Dimension", "Totals"]
@@ -214,6 +221,9 @@ class CostLedger:
         self._budgets: list[Budget] = list(budgets)
         # Replaced (never mutated) on subscribe, so add() reads it without a copy.
         self._listeners: tuple[Callable[[CallRecord], None], ...] = ()
+        #: Where budgets are checked and spend is read across replicas
+        #: (a :class:`~costopt_core.redis_ledger.RedisLedger`); this process when None.
+        self.budget_store: Any = None
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
 
     # -- recording ----------------------------------------------------------
@@ -375,29 +385,72 @@ class CostLedger:
         return bool(self._budgets)  # one atomic read; budgets are only ever added
 
     def spent(self, tenant: str | None = None, period: BudgetPeriod = "month") -> Decimal:
-        """Known spend of ``tenant`` (``None``: everyone) in the current ``period``."""
-        start = period_start(period, self.clock())
+        """Known spend of ``tenant`` (``None``: everyone) in the current ``period``.
+
+        With a shared store (:class:`~costopt_core.redis_ledger.RedisLedger`),
+        the spend of every replica; this replica's own when the store fails.
+        """
+        now = self.clock()
+        store = self.budget_store
+        if store is not None:
+            try:
+                shared: Decimal = store.spent(tenant, period, now)
+                return shared
+            except Exception as exc:
+                log.warning("shared budget store failed (%s); using this replica's spend", exc)
+        return self._local_spent(tenant, period, now)
+
+    def _local_spent(self, tenant: str | None, period: BudgetPeriod, now: datetime) -> Decimal:
+        start = period_start(period, now)
         with self._lock:
             self._fold()
             window = self._spend.get((tenant, period))
         return window[1] if window is not None and window[0] == start else _ZERO
 
     def check_budget(
-        self, tenant: str | None = None, estimate_usd: Decimal | None = None
+        self,
+        tenant: str | None = None,
+        estimate_usd: Decimal | None = None,
+        *,
+        call_id: str | None = None,
     ) -> list[BudgetDecision]:
         """Evaluate every budget that covers ``tenant`` for the next call.
 
+        With a shared store the check and the hold of ``estimate_usd`` are one
+        atomic step across replicas (the hold is released when the call with
+        ``call_id`` is recorded, or by :meth:`release_budget`); without a
+        ``call_id`` nothing is held. If the store fails, each budget's
+        ``on_store_error`` decides: ``open`` uses this replica's spend,
+        ``closed`` refuses the call.
+
         Raises:
             BudgetExceededError: a ``block`` (or exhausted ``downshift``) budget
-                would be exceeded.
+                would be exceeded, or a fail-closed budget's store is down.
         """
         estimate = estimate_usd or _ZERO
-        decisions: list[BudgetDecision] = []
-        for budget in self.budgets:
-            if budget.tenant is not None and budget.tenant != tenant:
-                continue
-            decision = evaluate_budget(budget, self.spent(budget.tenant, budget.period), estimate)
-            decisions.append(decision)
+        budgets = [b for b in self.budgets if b.tenant is None or b.tenant == tenant]
+        if not budgets:
+            return []
+        now = self.clock()
+        store = self.budget_store
+        decisions: list[BudgetDecision]
+        if store is not None:
+            try:
+                decisions = store.reserve(budgets, tenant, estimate, call_id, now)
+            except Exception as exc:
+                log.warning("shared budget store failed (%s); budgets fail open or closed", exc)
+                local = {
+                    b: evaluate_budget(b, self._local_spent(b.tenant, b.period, now), estimate)
+                    for b in budgets
+                }
+                decisions = decisions_on_error(budgets, tenant, local)
+        else:
+            decisions = [
+                evaluate_budget(b, self._local_spent(b.tenant, b.period, now), estimate)
+                for b in budgets
+            ]
+        for decision in decisions:
+            budget = decision.budget
             if decision.action == "block":
                 raise BudgetExceededError(
                     scope=budget.scope,
@@ -415,6 +468,82 @@ class CostLedger:
                     budget.period,
                 )
         return decisions
+
+    def release_budget(self, tenant: str | None, call_id: str) -> None:
+        """Drop the budget hold of a call that failed (it spent nothing)."""
+        store = self.budget_store
+        if store is not None and self._budgets:
+            store.release(self.budgets, tenant, call_id, self.clock())
+
+    # -- shared state -------------------------------------------------------
+    def load_shared(
+        self, combos: Mapping[tuple[Any, ...], Mapping[str, int]], records: Sequence[CallRecord]
+    ) -> None:
+        """Add totals read from a shared store (per dimension combination) and its records."""
+        from costopt_core.redis_ledger import from_pico
+
+        with self._lock:
+            self._fold()
+            for combo, sums in combos.items():
+                key = tuple(combo)
+                b = self._combos.get(key)
+                if b is None:
+                    b = self._combos[key] = _Bucket(str(key[4]))
+                calls = sums.get("calls", 0)
+                b.calls += calls
+                self._folded += calls
+                b.unpriced += sums.get("unpriced", 0)
+                b.cost += from_pico(sums.get("cost", 0))
+                b.baseline += from_pico(sums.get("baseline", 0))
+                for metric, value in sums.items():
+                    if metric.startswith("s:"):
+                        lever = metric[2:]
+                        b.savings[lever] = b.savings.get(lever, _ZERO) + from_pico(value)
+                if b.counts_tokens:
+                    b.input += sums.get("input", 0)
+                    b.output += sums.get("output", 0)
+                    b.cache_read += sums.get("cache_read", 0)
+                    b.cache_w5m += sums.get("cache_w5m", 0)
+                    b.cache_w1h += sums.get("cache_w1h", 0)
+                    b.reasoning += sums.get("reasoning", 0)
+                elif b.outcome == "removed":
+                    b.removed += sums.get("input", 0)
+            self._records.extend(records)
+
+    @classmethod
+    def from_redis(
+        cls,
+        url: str = "redis://localhost:6379",
+        *,
+        namespace: str = "default",
+        days: int | None = None,
+        records: int = 1000,
+        client: Any = None,
+        **kwargs: Any,
+    ) -> CostLedger:
+        """The cluster-wide ledger of every replica that wrote to ``namespace``.
+
+        Totals (and ``totals_by``, savings by lever, summaries) cover every
+        recorded call of the last ``days`` UTC days (all kept days when
+        ``None``); :meth:`records` holds the latest ``records`` calls; budget
+        spend is read from Redis.
+
+        Raises:
+            StoreError: Redis could not be read (the message names the URL).
+        """
+        from costopt_core.redis_ledger import RedisLedger
+
+        shared = RedisLedger(url, namespace=namespace, client=client)
+        ledger = cls(**kwargs)
+        try:
+            shared.read_into(ledger, days=days, records=records)
+        except Exception as exc:
+            raise StoreError(
+                f"could not read the shared ledger {namespace!r} from {url}: {exc}; check the "
+                "URL and that Redis is reachable"
+            ) from exc
+        ledger.budget_store = shared
+        return ledger
 
     # -- export -------------------------------------------------------------
     def to_records(self) -> list[dict[str, Any]]:

@@ -10,7 +10,8 @@ CORE = {
     "BudgetExceededError", "CacheBackendError", "CachingEmbedder", "CallRecord", "ChatRequest",
     "ConfigurationError", "CostEngine", "CostLedger", "CostOptError", "Embedder", "Message",
     "ModelPrice", "PriceCatalog", "PricingNotFoundError", "RoutingError",
-    "SentenceTransformerEmbedder", "TokenCounter", "Totals", "UnknownModelPriceWarning", "Usage",
+    "SentenceTransformerEmbedder",
+    "StoreError", "TokenCounter", "Totals", "UnknownModelPriceWarning", "Usage",
     "UsageFormatError", "__version__", "cost_of", "default_engine", "evaluate_budget",
     "normalize_usage", "set_default_engine", "current_tenant", "tenant_scope",
     "current_engine", "engine_scope",
@@ -124,6 +125,19 @@ def test_local_model_public_names() -> None:
     assert issubclass(local.LocalModelError, costopt_core.CostOptError)
     for name in local.__all__:
         assert getattr(local, name) is not None, name
+
+
+def test_shared_state_public_names() -> None:
+    import costopt_core.redis_ledger as redis_ledger
+
+    assert set(redis_ledger.__all__) == {
+        "PICO",
+        "RedisLedger",
+        "from_pico",
+        "record_increments",
+        "to_pico",
+    }
+    assert costopt_core.CostLedger.from_redis is not None
 
 
 def test_llamaindex_public_names() -> None:

@@ -1,0 +1,452 @@
+"""One ledger and one set of budgets for every replica of an app, on Redis.
+
+An in-process ledger sees one replica's slice, and a per-tenant budget
+enforced per replica is N times too loose. :class:`RedisLedger` attaches to
+each replica's engine and keeps the shared state in Redis:
+
+- every call record is appended to a stream (trimmed to ``max_stream_records``)
+  and folded into per-UTC-day counters, one hash field per dimension
+  combination and metric, in one atomic script per record: a record the
+  script returned for is in Redis, whatever happens to the replica after;
+- budgets are checked and reserved atomically (a Lua script, not read then
+  write): the estimate of a call is reserved before it is sent, and the
+  reservation is released in the same script that adds the actual cost, so
+  under contention no budget is overspent by more than one in-flight call per
+  replica (its actual cost minus its estimate);
+- :meth:`CostLedger.from_redis` reads the cluster-wide totals back.
+
+Money is stored as integer pico-dollars (exact for every catalog price;
+``HINCRBY`` is exact where floats are not). Every key carries one hash tag
+(``{costopt:<namespace>}``), so the scripts work on Redis Cluster (all keys of
+a namespace live in one slot). When Redis is down, records stay in the local
+ledger and are spooled (bounded) for a later retry, and each budget fails open
+(the replica's local view decides; the default) or closed (the call is
+refused), as its ``on_store_error`` says.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import deque
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import TYPE_CHECKING, Any
+
+from costopt_core.budgets import Budget, BudgetDecision, BudgetPeriod, evaluate_budget, period_start
+from costopt_core.cache.breaker import CircuitBreaker
+from costopt_core.errors import ConfigurationError
+from costopt_core.types import CallRecord
+
+if TYPE_CHECKING:
+    import redis
+
+    from costopt_core.engine import CostEngine
+    from costopt_core.ledger import CostLedger
+
+__all__ = ["PICO", "RedisLedger", "from_pico", "record_increments", "to_pico"]
+
+log = logging.getLogger("costopt.redis_ledger")
+
+#: pico-dollars per dollar
+PICO = Decimal(10) ** 12
+_PERIODS: tuple[BudgetPeriod, ...] = ("day", "week", "month", "total")
+#: combination fields, in the ledger's dimension order
+_DIMS = ("model", "tier", "tenant", "framework", "outcome", "mode")
+_TOKEN_METRICS = ("input", "output", "cache_read", "cache_w5m", "cache_w1h", "reasoning")
+_SEP = "\x1f"
+
+
+def to_pico(amount: Decimal) -> int:
+    """Dollars as integer pico-dollars (catalog prices are exact; anything finer rounds)."""
+    return int((amount * PICO).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+def from_pico(value: int | str | bytes) -> Decimal:
+    return Decimal(int(value)) / PICO
+
+
+# KEYS: stream, day hash, 8 spend hashes (tenant x 4 periods, global x 4 periods)
+# ARGV: maxlen, day_ttl_s, call_id, record json, n_fields, then field/increment pairs,
+#       then the cost in pico-dollars
+_RECORD_LUA = """
+local maxlen = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local call_id = ARGV[3]
+local seen = redis.call('HSETNX', KEYS[2], 'id' .. string.char(31) .. call_id, 1)
+if seen == 0 then return 0 end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'r', ARGV[4])
+local n = tonumber(ARGV[5])
+for i = 0, n - 1 do
+  redis.call('HINCRBY', KEYS[2], ARGV[6 + 2 * i], ARGV[7 + 2 * i])
+end
+if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
+local cost = ARGV[6 + 2 * n]
+for k = 3, #KEYS do
+  if KEYS[k] ~= '' then
+    redis.call('HINCRBY', KEYS[k], 'spent', cost)
+    local held = redis.call('HGET', KEYS[k], 'r:' .. call_id)
+    if held then
+      redis.call('HDEL', KEYS[k], 'r:' .. call_id)
+      redis.call('HINCRBY', KEYS[k], 'reserved', -tonumber(held))
+    end
+  end
+end
+return 1
+"""
+
+# KEYS: budget hashes; ARGV: call_id, estimate, now_ms, hold_ms (0: check only, hold
+# nothing), then per key limit and strict flag (1 = a block/downshift budget: refuse
+# past the limit).
+# Expired holds (a replica died between reserve and record) are dropped first.
+_RESERVE_LUA = """
+local call_id = ARGV[1]
+local est = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local hold_ms = tonumber(ARGV[4])
+local expiry = now + hold_ms
+local out = {}
+local ok = 1
+for k = 1, #KEYS do
+  local fields = redis.call('HGETALL', KEYS[k])
+  for i = 1, #fields, 2 do
+    local f = fields[i]
+    if string.sub(f, 1, 2) == 'x:' then
+      if tonumber(fields[i + 1]) < now then
+        local id = string.sub(f, 3)
+        local held = redis.call('HGET', KEYS[k], 'r:' .. id)
+        redis.call('HDEL', KEYS[k], f, 'r:' .. id)
+        if held then redis.call('HINCRBY', KEYS[k], 'reserved', -tonumber(held)) end
+      end
+    end
+  end
+  local spent = tonumber(redis.call('HGET', KEYS[k], 'spent') or '0')
+  local reserved = tonumber(redis.call('HGET', KEYS[k], 'reserved') or '0')
+  out[#out + 1] = tostring(spent)
+  out[#out + 1] = tostring(reserved)
+  local limit = tonumber(ARGV[5 + 2 * (k - 1)])
+  local strict = ARGV[6 + 2 * (k - 1)]
+  if strict == '1' and spent + reserved + est > limit then ok = 0 end
+end
+if ok == 1 and est > 0 and hold_ms > 0 then
+  for k = 1, #KEYS do
+    if redis.call('HSETNX', KEYS[k], 'r:' .. call_id, ARGV[2]) == 1 then
+      redis.call('HINCRBY', KEYS[k], 'reserved', ARGV[2])
+      redis.call('HSET', KEYS[k], 'x:' .. call_id, expiry)
+    end
+  end
+end
+table.insert(out, 1, ok)
+return out
+"""
+
+# KEYS: budget hashes; ARGV: call_id. Drops a hold (the call failed: nothing was spent).
+_RELEASE_LUA = """
+for k = 1, #KEYS do
+  local held = redis.call('HGET', KEYS[k], 'r:' .. ARGV[1])
+  if held then
+    redis.call('HDEL', KEYS[k], 'r:' .. ARGV[1], 'x:' .. ARGV[1])
+    redis.call('HINCRBY', KEYS[k], 'reserved', -tonumber(held))
+  end
+end
+return 1
+"""
+
+
+def _combo_field(record: CallRecord) -> str:
+    return json.dumps([getattr(record, d) for d in _DIMS], separators=(",", ":"))
+
+
+def record_increments(record: CallRecord) -> list[tuple[str, int]]:
+    """The counter increments one record adds to its day hash (pure)."""
+    combo = _combo_field(record)
+    incs: list[tuple[str, int]] = [("calls", 1)]
+    if record.cost_usd is None:
+        incs.append(("unpriced", 1))
+    else:
+        incs.append(("cost", to_pico(record.cost_usd)))
+        if record.baseline_cost_usd is not None:
+            incs.append(("baseline", to_pico(record.baseline_cost_usd)))
+            for lever, amount in record.savings_usd.items():
+                if amount:
+                    incs.append((f"s:{lever}", to_pico(amount)))
+    u = record.usage
+    values = (
+        u.input_tokens,
+        u.output_tokens,
+        u.cache_read_tokens,
+        u.cache_write_5m_tokens,
+        u.cache_write_1h_tokens,
+        u.reasoning_tokens,
+    )
+    for name, value in zip(_TOKEN_METRICS, values, strict=True):
+        if value:
+            incs.append((name, value))
+    return [(combo + _SEP + name, n) for name, n in incs]
+
+
+class RedisLedger:
+    """The shared ledger and budgets of every replica, in one Redis namespace.
+
+    Args:
+        url: the Redis URL (the same Redis as the cache is fine).
+        namespace: one per app (deployment); its keys share one hash tag.
+        max_stream_records: the record stream is trimmed to about this many.
+        retention_days: day counters expire this long after their last write
+            (totals then cover that many days); ``None`` keeps them.
+        reservation_ttl_s: a budget hold whose call never recorded (its
+            replica died) is dropped after this long.
+        socket_timeout_s: bound on every Redis call.
+        client: an existing ``redis.Redis`` (or cluster) client instead of ``url``.
+        spool_records: records kept for a retry while Redis is unreachable.
+
+    Example:
+        >>> shared = RedisLedger("redis://redis:6379", namespace="support-bot")  # doctest: +SKIP
+        >>> shared.attach(engine)  # every record goes to Redis; budgets hold across replicas
+        >>> CostLedger.from_redis("redis://redis:6379", namespace="support-bot").totals()
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379",
+        *,
+        namespace: str = "default",
+        max_stream_records: int = 1_000_000,
+        retention_days: int | None = 400,
+        reservation_ttl_s: float = 600.0,
+        socket_timeout_s: float = 0.5,
+        client: redis.Redis | None = None,
+        spool_records: int = 100_000,
+    ) -> None:
+        if not namespace or any(c in namespace for c in "{}"):
+            raise ConfigurationError(
+                f"namespace must be a non-empty string without braces, got {namespace!r}"
+            )
+        for name, value in (
+            ("max_stream_records", max_stream_records),
+            ("spool_records", spool_records),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+        bad_retention = not isinstance(retention_days, int) or retention_days < 1
+        if retention_days is not None and bad_retention:
+            raise ConfigurationError(
+                f"retention_days must be a positive integer or None, got {retention_days!r}"
+            )
+        if not reservation_ttl_s > 0 or not socket_timeout_s > 0:
+            raise ConfigurationError("reservation_ttl_s and socket_timeout_s must be > 0")
+        self.url = url
+        self.namespace = namespace
+        self.max_stream_records = max_stream_records
+        self.retention_days = retention_days
+        self.reservation_ttl_s = reservation_ttl_s
+        self.socket_timeout_s = socket_timeout_s
+        self._client = client
+        self._tag = "{costopt:" + namespace + "}"
+        self._spool: deque[CallRecord] = deque(maxlen=spool_records)
+        self._lock = threading.Lock()
+        self.breaker = CircuitBreaker(failures=3, reset_s=5.0)
+        self.errors = 0
+        self.spool_dropped = 0
+        self._scripts: dict[str, Any] = {}
+
+    # -- connection ---------------------------------------------------------
+    @property
+    def client(self) -> redis.Redis:
+        """The Redis client, created on first use (the constructor does no I/O)."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    import redis
+
+                    self._client = redis.Redis.from_url(
+                        self.url,
+                        socket_timeout=self.socket_timeout_s,
+                        socket_connect_timeout=self.socket_timeout_s,
+                    )
+        return self._client
+
+    def _script(self, name: str, body: str) -> Any:
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = self.client.register_script(body)
+        return script
+
+    # -- keys ---------------------------------------------------------------
+    @property
+    def stream_key(self) -> str:
+        return f"{self._tag}:records"
+
+    def day_key(self, day: date) -> str:
+        return f"{self._tag}:day:{day.isoformat()}"
+
+    def budget_key(self, tenant: str | None, period: BudgetPeriod, now: datetime) -> str:
+        scope = "t:" + tenant if tenant is not None else "all"
+        start = period_start(period, now).date().isoformat()
+        return f"{self._tag}:spend:{scope}:{period}:{start}"
+
+    def _spend_keys(self, tenant: str | None, now: datetime) -> list[str]:
+        keys = [self.budget_key(None, p, now) for p in _PERIODS]
+        if tenant is not None:
+            keys += [self.budget_key(tenant, p, now) for p in _PERIODS]
+        return keys
+
+    # -- wiring -------------------------------------------------------------
+    def attach(self, engine: CostEngine) -> RedisLedger:
+        """Send every record of ``engine``'s ledger here and check its budgets here."""
+        engine.ledger.subscribe(self._listen)
+        engine.ledger.budget_store = self
+        return self
+
+    # -- records ------------------------------------------------------------
+    def _listen(self, record: CallRecord) -> None:
+        self.write(record)
+
+    def write(self, record: CallRecord) -> bool:
+        """Add one record (and any spooled ones first); False if it was spooled instead."""
+        if not self.breaker.allow():
+            self._to_spool(record)
+            return False
+        try:
+            while self._spool:
+                self._write_one(self._spool[0])
+                self._spool.popleft()
+            self._write_one(record)
+        except Exception as exc:
+            self._failed("write", exc)
+            self._to_spool(record)
+            return False
+        self.breaker.success()
+        return True
+
+    def _to_spool(self, record: CallRecord) -> None:
+        if len(self._spool) == self._spool.maxlen:
+            self.spool_dropped += 1
+        self._spool.append(record)
+
+    def _failed(self, op: str, exc: BaseException) -> None:
+        self.errors += 1
+        self.breaker.failure()
+        log.warning("costopt shared ledger: Redis %s failed (%s); continuing locally", op, exc)
+
+    def _write_one(self, record: CallRecord) -> None:
+        ts = record.timestamp.astimezone(UTC)
+        incs = record_increments(record)
+        spend = self._spend_keys(record.tenant, ts)
+        ttl = self.retention_days * 86_400 if self.retention_days else 0
+        args: list[Any] = [
+            self.max_stream_records,
+            ttl,
+            record.call_id,
+            json.dumps(record.to_dict(), sort_keys=True),
+            len(incs),
+        ]
+        for field, n in incs:
+            args += [field, n]
+        args.append(to_pico(record.cost_usd) if record.cost_usd is not None else 0)
+        self._script("record", _RECORD_LUA)(
+            keys=[self.stream_key, self.day_key(ts.date()), *spend], args=args
+        )
+
+    def flush_spool(self) -> int:
+        """Write spooled records now; returns how many are still spooled."""
+        if self._spool and self.breaker.allow():
+            try:
+                while self._spool:
+                    self._write_one(self._spool[0])
+                    self._spool.popleft()
+                self.breaker.success()
+            except Exception as exc:
+                self._failed("write", exc)
+        return len(self._spool)
+
+    # -- budgets ------------------------------------------------------------
+    def reserve(
+        self,
+        budgets: Sequence[Budget],
+        tenant: str | None,
+        estimate_usd: Decimal,
+        call_id: str | None,
+        now: datetime,
+    ) -> list[BudgetDecision]:
+        """Check every budget covering ``tenant`` and hold ``estimate_usd`` against them.
+
+        One atomic script: when a ``block`` or ``downshift`` budget would go over,
+        nothing is held and the caller raises. The hold is released when the
+        call's record is written (or by :meth:`release` if the call fails).
+        Without a ``call_id`` the budgets are only read (nothing is held).
+
+        Raises:
+            ConnectionError and other Redis errors: the caller applies each
+                budget's ``on_store_error``.
+        """
+        applicable = [b for b in budgets if b.tenant is None or b.tenant == tenant]
+        if not applicable:
+            return []
+        keys = [self.budget_key(b.tenant, b.period, now) for b in applicable]
+        args: list[Any] = [
+            call_id or "",
+            to_pico(estimate_usd),
+            int(now.timestamp() * 1000),
+            int(self.reservation_ttl_s * 1000) if call_id else 0,
+        ]
+        for b in applicable:
+            args += [to_pico(b.limit_usd), "1" if b.policy in ("block", "downshift") else "0"]
+        out = self._script("reserve", _RESERVE_LUA)(keys=keys, args=args)
+        decisions = []
+        for i, b in enumerate(applicable):
+            spent = from_pico(out[1 + 2 * i]) + from_pico(out[2 + 2 * i])
+            decisions.append(evaluate_budget(b, spent, estimate_usd))
+        return decisions
+
+    def release(
+        self, budgets: Sequence[Budget], tenant: str | None, call_id: str, now: datetime
+    ) -> None:
+        """Drop the hold of a call that failed before it was recorded."""
+        keys = [
+            self.budget_key(b.tenant, b.period, now)
+            for b in budgets
+            if b.tenant is None or b.tenant == tenant
+        ]
+        if keys:
+            try:
+                self._script("release", _RELEASE_LUA)(keys=keys, args=[call_id])
+            except Exception as exc:
+                self._failed("release", exc)
+
+    def spent(self, tenant: str | None, period: BudgetPeriod, now: datetime) -> Decimal:
+        """Cluster-wide spend of ``tenant`` (``None``: everyone) in the current period."""
+        value: Any = self.client.hget(self.budget_key(tenant, period, now), "spent")
+        return from_pico(value) if value is not None else Decimal(0)
+
+    # -- reading ------------------------------------------------------------
+    def read_into(
+        self, ledger: CostLedger, *, days: int | None = None, records: int = 1000
+    ) -> None:
+        """Fill ``ledger`` with the cluster-wide totals (and the latest ``records``)."""
+        today = datetime.now(UTC).date()
+        keys = sorted(
+            k.decode() if isinstance(k, bytes) else k
+            for k in self.client.scan_iter(match=f"{self._tag}:day:*", count=1000)
+        )
+        if days is not None:
+            first = today - timedelta(days=days - 1)
+            keys = [k for k in keys if date.fromisoformat(k.rsplit(":", 1)[1]) >= first]
+        combos: dict[tuple[Any, ...], dict[str, int]] = {}
+        for key in keys:
+            for field, value in self.client.hgetall(key).items():
+                f = field.decode() if isinstance(field, bytes) else field
+                combo, sep, metric = f.partition(_SEP)
+                if not sep or combo == "id":
+                    continue
+                sums = combos.setdefault(tuple(json.loads(combo)), {})
+                sums[metric] = sums.get(metric, 0) + int(value)
+        latest = []
+        if records:
+            entries: Any = self.client.xrevrange(self.stream_key, count=records)
+            for _, fields in entries:
+                raw = fields.get(b"r") or fields.get("r")
+                latest.append(CallRecord.from_dict(json.loads(raw)))
+        ledger.load_shared(combos, list(reversed(latest)))

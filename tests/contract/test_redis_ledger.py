@@ -1,0 +1,263 @@
+"""The shared Redis ledger: exact totals across replicas, budgets that hold, crashes, outages.
+
+Runs against the suite's Redis (``redis_url``); the multi-process tests start real
+replica processes (``tests/contract/ledger_worker.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from costopt_core import Budget, BudgetExceededError, CostEngine, CostLedger, Usage
+from costopt_core.errors import ConfigurationError, StoreError
+from costopt_core.redis_ledger import RedisLedger, from_pico, record_increments, to_pico
+from tests.contract.ledger_worker import MODEL, USAGE
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.redis
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _ns() -> str:
+    return "t" + uuid.uuid4().hex[:10]
+
+
+def _worker(url: str, ns: str, mode: str, n: str, worker: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "shared"), str(ROOT)])}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.contract.ledger_worker", url, ns, mode, n, worker],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_money_round_trips_through_pico_dollars() -> None:
+    for amount in ("0.000000075", "1234.5678", "0.0000000375", "0"):
+        assert from_pico(to_pico(Decimal(amount))) == Decimal(amount)
+
+
+def test_config_is_checked_and_the_constructor_does_no_io() -> None:
+    RedisLedger("redis://nowhere.invalid:1", namespace="x")  # no connection yet
+    with pytest.raises(ConfigurationError, match="namespace"):
+        RedisLedger(namespace="a{b}")
+    with pytest.raises(ConfigurationError, match="retention_days"):
+        RedisLedger(retention_days=0)
+
+
+def test_the_cluster_wide_ledger_equals_the_local_one(redis_url: str) -> None:
+    ns = _ns()
+    engine = CostEngine()
+    shared = RedisLedger(redis_url, namespace=ns).attach(engine)
+    engine.record_call(model="gpt-4o-mini", usage=USAGE, tenant="acme", tier="small")
+    engine.record_call(
+        model="gpt-4o",
+        usage=Usage(2000, 300, cache_read_tokens=1024, cache_write_5m_tokens=0),
+        tenant="globex",
+        tier="frontier",
+        framework="langchain",
+    )
+    engine.record_call(model="gpt-4o-mini", usage=USAGE, tenant="acme", outcome="cache_semantic")
+    engine.record_call(model="gpt-4o-mini", usage=USAGE, mode="batch")
+    engine.record_removed_tokens(500, lever="memory", tenant="acme")
+    engine.record_call(model="mystery-model", usage=USAGE, tenant="acme")  # unpriced
+    assert shared.errors == 0
+    local, remote = engine.ledger, CostLedger.from_redis(redis_url, namespace=ns)
+    assert remote.totals() == local.totals()
+    for dim in ("tenant", "model", "tier", "outcome", "mode", "framework"):
+        assert remote.totals_by(dim) == local.totals_by(dim), dim
+    assert remote.savings_by_lever() == local.savings_by_lever()
+    assert [r.call_id for r in remote.records()] == [r.call_id for r in local.records()]
+    assert remote.spent("acme", "month") == local.spent("acme", "month")
+
+
+def test_a_record_is_counted_once_even_if_written_twice(redis_url: str) -> None:
+    ns = _ns()
+    engine = CostEngine()
+    shared = RedisLedger(redis_url, namespace=ns)
+    record = engine.record_call(model=MODEL, usage=USAGE, tenant="a")
+    assert shared.write(record) and shared.write(record)
+    assert CostLedger.from_redis(redis_url, namespace=ns).totals().calls == 1
+
+
+def test_increments_are_integers_per_combination() -> None:
+    record = CostEngine().record_call(model=MODEL, usage=USAGE, tenant="a", tier="small")
+    incs = dict(record_increments(record))
+    combo = '["gpt-4o-mini","small","a",null,"model","sync"]\x1f'
+    assert incs[combo + "calls"] == 1 and incs[combo + "input"] == 1000
+    assert from_pico(incs[combo + "cost"]) == record.cost_usd
+
+
+def test_budgets_hold_across_replicas_in_one_process(redis_url: str) -> None:
+    ns = _ns()
+    one_call = CostEngine().record_call(model=MODEL, usage=USAGE).cost_usd
+    assert one_call is not None
+    budget = Budget(limit_usd=one_call * 3, tenant="acme", policy="block")
+    replicas = []
+    for _ in range(2):
+        e = CostEngine(budgets=[budget])
+        RedisLedger(redis_url, namespace=ns).attach(e)
+        replicas.append(e)
+    spent = 0
+    for i in range(6):
+        e = replicas[i % 2]
+        try:
+            e.check_budget("acme", one_call, call_id=f"c{i}")
+        except BudgetExceededError:
+            break
+        e.record_call(model=MODEL, usage=USAGE, tenant="acme", call_id=f"c{i}")
+        spent += 1
+    # each replica alone saw at most 2 calls; together they stopped at the limit
+    assert spent == 3
+    assert replicas[0].ledger.spent("acme") == one_call * 3
+
+
+def test_a_failed_call_releases_its_hold(redis_url: str) -> None:
+    ns = _ns()
+    budget = Budget(limit_usd=Decimal("0.001"), tenant="acme", policy="block")
+    e = CostEngine(budgets=[budget])
+    RedisLedger(redis_url, namespace=ns).attach(e)
+    e.check_budget("acme", Decimal("0.0008"), call_id="a")
+    with pytest.raises(BudgetExceededError):
+        e.check_budget("acme", Decimal("0.0008"), call_id="b")  # the hold of "a" counts
+    e.release_budget("acme", "a")
+    e.check_budget("acme", Decimal("0.0008"), call_id="b")
+
+
+def test_an_orphaned_hold_expires(redis_url: str) -> None:
+    ns = _ns()
+    budget = Budget(limit_usd=Decimal("0.001"), policy="block")
+    e = CostEngine(budgets=[budget])
+    shared = RedisLedger(redis_url, namespace=ns, reservation_ttl_s=0.2).attach(e)
+    e.check_budget(None, Decimal("0.0008"), call_id="dead-replica")
+    with pytest.raises(BudgetExceededError):
+        e.check_budget(None, Decimal("0.0008"))
+    time.sleep(0.3)
+    e.check_budget(None, Decimal("0.0008"))
+    assert shared.errors == 0
+
+
+def test_totals_are_exact_across_processes(redis_url: str) -> None:
+    ns, n, procs = _ns(), 150, 4
+    workers = [_worker(redis_url, ns, "record", str(n), f"w{i}") for i in range(procs)]
+    for w in workers:
+        _, err = w.communicate(timeout=120)
+        assert w.returncode == 0, err
+    one = CostEngine().record_call(model=MODEL, usage=USAGE).cost_usd
+    total = CostLedger.from_redis(redis_url, namespace=ns).totals()
+    assert total.calls == n * procs
+    assert total.cost_usd == one * n * procs  # exact, not approximately
+    assert total.tokens["input_tokens"] == 1000 * n * procs
+    by_tenant = CostLedger.from_redis(redis_url, namespace=ns).totals_by("tenant")
+    assert {k: v.calls for k, v in by_tenant.items()} == {"t0": 200, "t1": 200, "t2": 200}
+
+
+def test_eight_processes_cannot_overspend_a_shared_budget(redis_url: str) -> None:
+    ns, procs = _ns(), 8
+    engine = CostEngine()
+    one = engine.record_call(model=MODEL, usage=USAGE).cost_usd
+    estimate = engine.estimate(MODEL, input_tokens=1000)
+    assert one is not None and estimate is not None
+    limit = one * 40
+    workers = [_worker(redis_url, ns, "spend", str(limit), f"w{i}") for i in range(procs)]
+    calls = 0
+    for w in workers:
+        out, err = w.communicate(timeout=120)
+        assert w.returncode == 0, err
+        calls += int(out.split()[-1])
+    spent = CostLedger.from_redis(redis_url, namespace=ns).spent("acme", "month")
+    assert spent == one * calls
+    # each replica may overrun by one in-flight call's actual-minus-estimate, no more
+    assert spent <= limit + procs * (one - estimate)
+    assert spent > limit - one  # and the budget was used, not refused early
+    per_replica_view = limit * procs  # what 8 local budgets would have let through
+    assert spent < per_replica_view / 4
+
+
+def test_a_killed_replica_loses_nothing_it_recorded(redis_url: str) -> None:
+    ns = _ns()
+    w = _worker(redis_url, ns, "record", "100000", "victim")
+    assert w.stdout is not None
+    recorded = 0
+    for line in w.stdout:
+        recorded = int(line.split()[1])
+        if recorded >= 300:
+            w.send_signal(signal.SIGKILL)
+            break
+    w.wait(timeout=30)
+    assert w.returncode == -signal.SIGKILL
+    calls = CostLedger.from_redis(redis_url, namespace=ns).totals().calls
+    # everything it said was recorded is there (and at most the one in flight besides)
+    assert recorded <= calls <= recorded + 1
+
+
+def test_redis_down_degrades_and_recovers(own_redis_server: RedisServer) -> None:
+    url, ns = own_redis_server.url, _ns()
+    open_budget = Budget(limit_usd=Decimal("1"), tenant="acme", policy="block")
+    closed_budget = Budget(
+        limit_usd=Decimal("1"), tenant="strict", policy="block", on_store_error="closed"
+    )
+    e = CostEngine(budgets=[open_budget, closed_budget])
+    shared = RedisLedger(url, namespace=ns, socket_timeout_s=0.2).attach(e)
+    e.record_call(model=MODEL, usage=USAGE, tenant="acme")
+    own_redis_server.kill()
+    # the user's calls go on: the record stays local and is spooled
+    e.check_budget("acme", Decimal("0.0001"), call_id="x")  # fails open
+    with pytest.raises(BudgetExceededError, match="fails closed"):
+        e.check_budget("strict", Decimal("0.0001"), call_id="y")
+    e.record_call(model=MODEL, usage=USAGE, tenant="acme")
+    assert shared.errors >= 1 and len(e.ledger) == 2
+    with pytest.raises(StoreError, match="could not read the shared ledger"):
+        CostLedger.from_redis(url, namespace=ns, client=None)
+    own_redis_server.restart()
+    deadline = time.monotonic() + 10
+    while shared.flush_spool() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    # The test server keeps nothing across a restart (no persistence): what is there
+    # now is the record the replica spooled during the outage.
+    assert CostLedger.from_redis(url, namespace=ns).totals().calls == 1
+    assert shared.breaker.state == "closed"
+
+
+def test_the_langchain_handler_holds_and_releases_shared_budgets(redis_url: str) -> None:
+    from costopt_core import tenant_scope
+    from costopt_core.testing import Script, ScriptedResponse
+    from langchain_costopt import CostCallbackHandler
+    from langchain_costopt.testing import ScriptedChatModel
+
+    ns = _ns()
+    r = ScriptedResponse("ok", USAGE, model=MODEL)
+    one = CostEngine().record_call(model=MODEL, usage=USAGE).cost_usd
+    assert one is not None
+    budget = Budget(limit_usd=one * 2, tenant="acme", policy="block")
+    engine = CostEngine(budgets=[budget])
+    shared = RedisLedger(redis_url, namespace=ns).attach(engine)
+    handler = CostCallbackHandler(engine)
+
+    class Broken(ScriptedChatModel):
+        def _generate(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            raise RuntimeError("provider down")
+
+    with tenant_scope("acme"):
+        for _ in range(3):  # a failed call holds nothing once it has failed
+            with pytest.raises(RuntimeError):
+                Broken(script=Script([r])).invoke("hi", config={"callbacks": [handler]})
+        key = shared.budget_key("acme", "month", engine.clock())
+        assert int(shared.client.hget(key, "reserved") or 0) == 0  # every hold released
+        ScriptedChatModel(script=Script([r])).invoke("hi", config={"callbacks": [handler]})
+        ScriptedChatModel(script=Script([r])).invoke("hi", config={"callbacks": [handler]})
+        with pytest.raises(BudgetExceededError):
+            ScriptedChatModel(script=Script([r])).invoke("hi", config={"callbacks": [handler]})
+    remote = CostLedger.from_redis(redis_url, namespace=ns)
+    assert remote.spent("acme") == one * 2

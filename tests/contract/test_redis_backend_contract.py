@@ -420,3 +420,30 @@ async def test_a_hung_server_fails_within_the_socket_timeout(
     assert b.get("k", now=NOW) is not None  # same server, data intact
     assert keys_of(await b.asearch("scope-a", vec(1, 0, 0, 0), 1, now=NOW)) == ["k"]
     await b.aclose()
+
+
+def test_stats_are_the_sum_of_every_replica(redis_url: str) -> None:
+    from costopt_core.cache import SemanticCache
+    from costopt_core.cache.entry import CachedResponse
+    from costopt_core.cache.keys import CacheRequest
+    from costopt_core.testing import FakeEmbedder
+    from costopt_core.types import Message, Usage
+
+    prefix = _unique_prefix()
+    replicas = [
+        SemanticCache(RedisCacheBackend(redis_url, prefix=prefix), embedder=FakeEmbedder(dim=4))
+        for _ in range(2)
+    ]
+    req = CacheRequest(messages=(Message("user", "How do I reset my password?"),), tenant="a")
+    answer = CachedResponse("Settings > Security.", usage=Usage(10, 5), finish_reason="stop")
+    assert replicas[0].lookup(req) is None
+    replicas[0].store(req, answer)
+    assert replicas[1].lookup(req) is not None  # an answer stored by the other replica
+    replicas[1].store(req, CachedResponse("", usage=Usage(10, 0), finish_reason="stop"))
+    # each replica sends its increments at most a second late; stats() sends its own
+    replicas[1].flush_stats()
+    for r in replicas:
+        s = r.stats()
+        assert (s.lookups, s.exact_hits, s.misses, s.stores) == (2, 1, 1, 1)
+        assert s.entries == 1 and s.skipped_stores == {"empty": 1}
+    replicas[0].backend.clear()

@@ -140,6 +140,13 @@ def test_shared_state_public_names() -> None:
     assert costopt_core.CostLedger.from_redis is not None
 
 
+def test_otel_public_names() -> None:
+    import costopt_core.otel as otel
+
+    for name in ("OTelExporter", "gen_ai_attributes", "costopt_attributes", "provider_name"):
+        assert name in otel.__all__ and getattr(otel, name) is not None, name
+
+
 def test_llamaindex_public_names() -> None:
     import llamaindex_costopt
 
@@ -162,7 +169,8 @@ def test_core_imports_no_framework() -> None:
     code = (
         "import sys, costopt_core, costopt_core.testing, costopt_core.report, costopt_core.cache,"
         " costopt_core.cache.redis_backend, costopt_core.cli, costopt_core.workload,"
-        " costopt_core.projection, costopt_core.charts, costopt_core.local;"
+        " costopt_core.projection, costopt_core.charts, costopt_core.local,"
+        " costopt_core.redis_ledger, costopt_core.otel;"
         "bad=[m for m in sys.modules if m.startswith(('langchain','llama_index'))];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

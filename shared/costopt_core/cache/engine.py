@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -38,6 +38,8 @@ log = logging.getLogger("costopt.cache")
 #: ``verifier(query_text, cached_prompt_text, cached_response) -> serve?``
 Verifier = Callable[[str, str, CachedResponse], bool]
 T = TypeVar("T")
+#: How often a replica sends its counter increments to a shared backend (seconds).
+STATS_FLUSH_S = 1.0
 
 
 def skip_reason(response: CachedResponse, config: CacheConfig) -> str | None:
@@ -135,6 +137,13 @@ class SemanticCache:
         self.breaker = CircuitBreaker(self.config.breaker_failures, self.config.breaker_reset_s)
         self._stats = CacheStats(guard_rejections=Counter(), skipped_stores=Counter())
         self._stats_lock = threading.Lock()
+        # A backend every replica shares (Redis) also keeps the counters of all of
+        # them: increments are sent in one round trip at most once a second.
+        self._shared_stats = callable(getattr(backend, "add_stats", None)) and callable(
+            getattr(backend, "read_stats", None)
+        )
+        self._pending: Counter[str] = Counter()
+        self._flushed_at = time.monotonic()
         self._flights: dict[str, _Flight] = {}
         self._aflights: dict[tuple[int, str], asyncio.Future[CacheEntry | None]] = {}
         self._flight_lock = threading.Lock()
@@ -154,6 +163,37 @@ class SemanticCache:
     def _count(self, field: str, n: int = 1) -> None:
         with self._stats_lock:
             setattr(self._stats, field, getattr(self._stats, field) + n)
+            if not self._shared_stats:
+                return
+            self._pending[field] += n
+            due = time.monotonic() - self._flushed_at >= STATS_FLUSH_S
+        if due:
+            self.flush_stats()
+
+    def _count_reason(self, kind: Literal["guard", "skip"], reason: str) -> None:
+        with self._stats_lock:
+            s = self._stats
+            counter = s.guard_rejections if kind == "guard" else s.skipped_stores
+            assert counter is not None
+            counter[reason] += 1
+            if self._shared_stats:
+                self._pending[f"{kind}:{reason}"] += 1
+
+    def flush_stats(self) -> None:
+        """Send this replica's unsent counter increments to a shared backend now."""
+        if not self._shared_stats:
+            return
+        with self._stats_lock:
+            deltas, self._pending = self._pending, Counter()
+            self._flushed_at = time.monotonic()
+        if not deltas:
+            return
+        try:
+            self.backend.add_stats(dict(deltas))  # type: ignore[attr-defined]
+        except Exception as exc:  # counters are kept for the next flush
+            with self._stats_lock:
+                self._pending.update(deltas)
+            log.debug("cache stats flush failed (%s); kept for the next one", exc)
 
     def _allowed(self) -> bool:
         if self.breaker.allow():
@@ -243,9 +283,7 @@ class SemanticCache:
                 return CacheHit(entry, "semantic", sim)
             if reason == "below_threshold":
                 break  # candidates come best first
-            with self._stats_lock:
-                assert self._stats.guard_rejections is not None
-                self._stats.guard_rejections[reason] += 1
+            self._count_reason("guard", reason)
         self._count("misses")
         return None
 
@@ -260,9 +298,7 @@ class SemanticCache:
     ) -> CacheEntry | None:
         reason = skip_reason(response, self.config)
         if reason is not None:
-            with self._stats_lock:
-                assert self._stats.skipped_stores is not None
-                self._stats.skipped_stores[reason] += 1
+            self._count_reason("skip", reason)
             return None
         now = self.clock()
         ttl = ttl_s if ttl_s is not None else request.ttl_s
@@ -522,9 +558,45 @@ class SemanticCache:
     async def aclear(self) -> None:
         await self._aguarded("clear", lambda: self.backend.aclear(), None)
 
+    def _read_shared_stats(self) -> dict[str, int] | None:
+        if not self._shared_stats or not self.breaker.allow():
+            return None
+        self.flush_stats()
+        try:
+            counters: dict[str, int] = self.backend.read_stats()  # type: ignore[attr-defined]
+        except Exception as exc:
+            log.warning("shared cache stats unreadable (%s); this replica's own shown", exc)
+            return None
+        return counters
+
     def stats(self) -> CacheStats:
-        """Counters since creation, plus the backend's current size."""
+        """Counters and the backend's current size.
+
+        With a backend every replica shares (Redis), the counters of every
+        replica since the counters began (this one's unsent increments are sent
+        first); this replica's own since creation when that read fails.
+        """
         backend = self._guarded("stats", lambda: self.backend.stats(), None)
+        shared = self._read_shared_stats()
+        if shared is not None:
+            return CacheStats(
+                lookups=shared.get("lookups", 0),
+                exact_hits=shared.get("exact_hits", 0),
+                semantic_hits=shared.get("semantic_hits", 0),
+                misses=shared.get("misses", 0),
+                inflight_shared=shared.get("inflight_shared", 0),
+                stores=shared.get("stores", 0),
+                errors=shared.get("errors", 0),
+                breaker_skips=shared.get("breaker_skips", 0),
+                entries=backend.entries if backend else 0,
+                bytes=backend.bytes if backend else 0,
+                guard_rejections=Counter(
+                    {k[6:]: v for k, v in shared.items() if k.startswith("guard:")}
+                ),
+                skipped_stores=Counter(
+                    {k[5:]: v for k, v in shared.items() if k.startswith("skip:")}
+                ),
+            )
         with self._stats_lock:
             s = self._stats
             return CacheStats(

@@ -469,6 +469,8 @@ class RedisCacheBackend:
         self._key_prefix = prefix + ":"
         # Outside the indexed prefix, so the index never sees it.
         self._sizes_key = prefix + "~scope-sizes"
+        # The counters of every replica's SemanticCache on this prefix (see add_stats).
+        self._stats_key = prefix + "~stats"
         self._size_hints: dict[str, tuple[int, float]] = {}
         self._index_name = index_name or f"{prefix}:idx"
         self._timeout = float(socket_timeout_s)
@@ -869,6 +871,30 @@ class RedisCacheBackend:
             self._indexed(None, lambda: self._index().clear())
             self._sync_client().delete(self._sizes_key)
             self._size_hints.clear()
+
+    def add_stats(self, deltas: Mapping[str, int]) -> None:
+        """Add one replica's counter increments to the shared counters (one round trip).
+
+        Raises:
+            CacheBackendError: Redis failed.
+        """
+        if not deltas:
+            return
+        with self._translate("add_stats"):
+            pipe = self._sync_client().pipeline(transaction=False)
+            for name, n in deltas.items():
+                pipe.hincrby(self._stats_key, name, n)
+            pipe.execute()
+
+    def read_stats(self) -> dict[str, int]:
+        """The counters every replica added (lookups, hits, guard rejections, ...).
+
+        Raises:
+            CacheBackendError: Redis failed.
+        """
+        with self._translate("read_stats"):
+            raw: Any = self._sync_client().hgetall(self._stats_key)
+        return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
 
     def stats(self) -> BackendStats:
         """Entry count and approximate bytes (prompt + response + vector + overhead).

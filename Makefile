@@ -40,6 +40,7 @@ bench: setup
 	$(PY) benchmarks/context.py --out benchmarks/results/context.json
 	$(PY) benchmarks/memory.py --out benchmarks/results/memory.json
 	$(PY) benchmarks/batch.py --out benchmarks/results/batch.json
+	$(PY) benchmarks/scaleout.py --out benchmarks/results/scaleout.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -447,3 +447,60 @@ def test_stats_are_the_sum_of_every_replica(redis_url: str) -> None:
         assert (s.lookups, s.exact_hits, s.misses, s.stores) == (2, 1, 1, 1)
         assert s.entries == 1 and s.skipped_stores == {"empty": 1}
     replicas[0].backend.clear()
+
+
+def test_another_process_finds_the_answer_with_the_same_scope_and_expiry(redis_url: str) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from costopt_core.cache import SemanticCache
+    from costopt_core.cache.entry import CachedResponse
+    from costopt_core.cache.keys import CacheRequest
+    from costopt_core.testing import FakeEmbedder
+    from costopt_core.types import Message, Usage
+
+    prefix = _unique_prefix()
+    cache = SemanticCache(RedisCacheBackend(redis_url, prefix=prefix), embedder=FakeEmbedder(dim=4))
+    req = CacheRequest(
+        messages=(Message("system", "Be brief."), Message("user", "Refund window?")),
+        model="gpt-4o-mini",
+        params={"temperature": 0.2},
+        tenant="acme",
+    )
+    cache.store(req, CachedResponse("30 days.", usage=Usage(10, 3), finish_reason="stop"), ttl_s=60)
+    code = (
+        "import sys, json\n"
+        "from costopt_core.cache import SemanticCache\n"
+        "from costopt_core.cache.keys import CacheRequest\n"
+        "from costopt_core.cache.redis_backend import RedisCacheBackend\n"
+        "from costopt_core.testing import FakeEmbedder\n"
+        "from costopt_core.types import Message\n"
+        "url, prefix, tenant = sys.argv[1:4]\n"
+        "c = SemanticCache(RedisCacheBackend(url, prefix=prefix), embedder=FakeEmbedder(dim=4))\n"
+        "req = CacheRequest(messages=(Message('system', 'Be brief.'), "
+        "Message('user', 'Refund window?')), model='gpt-4o-mini', "
+        "params={'temperature': 0.2}, tenant=tenant)\n"
+        "hit = c.lookup(req)\n"
+        "print(json.dumps(None if hit is None else [hit.tier, hit.response.text, "
+        "hit.entry.expires_at]))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "shared"), str(root)])}
+
+    def other_process(tenant: str) -> object:
+        out = subprocess.run(
+            [sys.executable, "-c", code, redis_url, prefix, tenant],
+            capture_output=True, text=True, env=env, timeout=120, check=True,
+        )  # fmt: skip
+        return json.loads(out.stdout)
+
+    import json
+
+    tier, text, expires_at = other_process("acme")  # type: ignore[misc]
+    assert (tier, text) == ("exact", "30 days.")
+    mine = cache.lookup(req)
+    assert mine is not None and mine.entry.expires_at == expires_at
+    assert other_process("globex") is None  # another tenant never gets it
+    cache.backend.clear()

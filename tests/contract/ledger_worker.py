@@ -6,7 +6,7 @@ process, with its own engine, and writes through ``RedisLedger`` as a replica wo
 - ``record N ID``: record N calls (known tokens and model); prints ``ok k`` after
   the k-th call's record is in Redis (so a killed replica says what it recorded);
 - ``spend LIMIT ID``: hammer a shared ``block`` budget of LIMIT dollars with calls
-  whose actual cost exceeds their estimate, until the budget refuses; prints
+  (estimated from their prompt and max_tokens) until the budget refuses; prints
   ``calls k``.
 """
 
@@ -45,7 +45,8 @@ def main(argv: list[str]) -> int:
         limit = Decimal(n)
         engine.ledger.add_budget(Budget(limit_usd=limit, tenant="acme", policy="block"))
         calls = 0
-        estimate = engine.estimate(MODEL, input_tokens=1000)  # input only: actual is dearer
+        # the request's max_tokens bounds its output, so the estimate bounds its cost
+        estimate = engine.estimate(MODEL, input_tokens=1000, max_output_tokens=100)
         while True:
             call_id = f"{worker}-{calls}"
             try:

@@ -70,6 +70,15 @@ class _Run(NamedTuple):
     start: float  # time.perf_counter() at the start event
 
 
+def _max_output_tokens(params: Mapping[str, Any]) -> int:
+    """The output cap a provider request names (0 when it names none)."""
+    for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+        value = params.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return 0
+
+
 class CostCallbackHandler(BaseCallbackHandler):
     """Records the cost of every LLM call it sees, exactly once per run.
 
@@ -131,12 +140,19 @@ class CostCallbackHandler(BaseCallbackHandler):
         run = _Run(str(model) if model else None, tenant, tier, time.perf_counter())
         self._runs[run_id] = run
         if self.check_budgets and run.model and self.engine.ledger.has_budgets:
+            # The request's output cap bounds its cost: held against the budget, it
+            # keeps a shared budget from being overspent by concurrent calls.
+            out_cap = _max_output_tokens(kwargs.get("invocation_params") or {})
             try:
                 if messages is not None:
-                    estimate = self.engine.estimate(run.model, from_langchain_messages(messages))
+                    estimate = self.engine.estimate(
+                        run.model, from_langchain_messages(messages), max_output_tokens=out_cap
+                    )
                 else:
                     tokens = sum(self.engine.tokens.count(p, run.model) for p in prompts or [])
-                    estimate = self.engine.estimate(run.model, input_tokens=tokens)
+                    estimate = self.engine.estimate(
+                        run.model, input_tokens=tokens, max_output_tokens=out_cap
+                    )
             except Exception:
                 log.exception("costopt could not estimate the cost of run %s", run_id)
                 return

@@ -256,3 +256,13 @@ async def test_tenant_scope_reaches_the_record_and_the_budget() -> None:
     with tenant_scope("acme"):
         model().invoke("hi", config={"callbacks": [h], "metadata": {"costopt_tenant": "x"}})
     assert [r.tenant for r in engine.ledger.records()] == ["acme", "acme", "other", "x"]
+
+
+def test_the_budget_check_counts_the_requests_output_cap() -> None:
+    engine = CostEngine()
+    # far above what the prompt costs, far below what a 100k-token answer could cost
+    engine.ledger.add_budget(Budget(limit_usd=Decimal("0.01"), policy="block"))
+    h = CostCallbackHandler(engine)
+    model().invoke("hi", config={"callbacks": [h]})
+    with pytest.raises(BudgetExceededError, match="next call estimated"):
+        model().invoke("hi", config={"callbacks": [h]}, max_tokens=100_000)

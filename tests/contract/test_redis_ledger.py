@@ -18,10 +18,13 @@ from pathlib import Path
 import pytest
 
 from costopt_core import Budget, BudgetExceededError, CostEngine, CostLedger, Usage
+from costopt_core.budgets import BudgetPeriod
 from costopt_core.errors import ConfigurationError, StoreError
 from costopt_core.redis_ledger import RedisLedger, from_pico, record_increments, to_pico
 from tests.contract.ledger_worker import MODEL, USAGE
 from tests.redis_server import RedisServer
+
+PERIODS: tuple[BudgetPeriod, ...] = ("day", "week", "month", "total")
 
 pytestmark = pytest.mark.redis
 ROOT = Path(__file__).resolve().parents[2]
@@ -258,3 +261,17 @@ def test_the_langchain_handler_holds_and_releases_shared_budgets(redis_url: str)
             ScriptedChatModel(script=Script([r])).invoke("hi", config={"callbacks": [handler]})
     remote = CostLedger.from_redis(redis_url, namespace=ns)
     assert remote.spent("acme") == one * 2
+
+
+def test_every_key_of_a_namespace_lives_in_one_cluster_slot() -> None:
+    from datetime import UTC, datetime
+
+    from redis.crc import key_slot
+
+    shared = RedisLedger(namespace="support-bot")
+    now = datetime(2026, 11, 22, tzinfo=UTC)
+    keys = [shared.stream_key, shared.day_key(now.date())]
+    keys += [shared.budget_key(t, p, now) for t in (None, "acme", "x{y}") for p in PERIODS]
+    assert len({key_slot(k.encode()) for k in keys}) == 1
+    other = RedisLedger(namespace="billing")
+    assert key_slot(other.stream_key.encode()) != key_slot(shared.stream_key.encode())

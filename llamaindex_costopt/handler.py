@@ -386,7 +386,12 @@ class CostEventHandler(BaseEventHandler):
             return
         model_dict = event.model_dict or {}
         model = model_dict.get("model") or model_dict.get("model_name")
-        tenant = _first(tags, TENANT_KEYS) or (scope.tenant if scope else None) or self.tenant
+        tenant = (
+            _first(tags, TENANT_KEYS)
+            or (scope.tenant if scope else None)
+            or current_tenant()  # tenant_scope: events start in the caller's context
+            or self.tenant
+        )
         tier = _first(tags, (TIER_KEY,))
         calls = st.calls
         with st.lock:

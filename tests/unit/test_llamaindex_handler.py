@@ -455,6 +455,27 @@ def test_tenant_and_tier_from_instrument_tags(engine: CostEngine) -> None:
     assert engine.ledger.totals_by("tenant")["acme"].cost_usd == COST
 
 
+async def test_tenant_scope_names_the_tenant_of_calls_made_inside_it(engine: CostEngine) -> None:
+    from costopt_core import tenant_scope
+
+    h = CostEventHandler(engine, tenant="default-tenant").attach()
+    try:
+        with tenant_scope("acme"):
+            scripted().chat(MESSAGES)
+            await scripted().achat(MESSAGES)
+            with instrument_tags({"costopt_tenant": "tagged"}):  # the call's own tag wins
+                scripted().complete("q")
+        scripted().complete("q")
+    finally:
+        h.detach()
+    assert [r.tenant for r in engine.ledger.records()] == [
+        "acme",
+        "acme",
+        "tagged",
+        "default-tenant",
+    ]
+
+
 # -- attach / detach ------------------------------------------------------------------
 
 

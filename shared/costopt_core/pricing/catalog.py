@@ -193,6 +193,11 @@ class PriceCatalog:
             if isinstance(raw, ModelPrice):
                 models[name] = raw
                 continue
+            if not isinstance(raw, Mapping):
+                raise ConfigurationError(
+                    f"bad price override for model {name!r}: expected a mapping of price "
+                    f"fields (e.g. {{'usd_per_mtok_input': 1.0}}) or a ModelPrice, got {raw!r}"
+                )
             base_name = self.resolve(name)
             base = models[base_name].model_dump(exclude_none=True) if base_name else {}
             if base_name is not None and self._aliases.get(name.lower()) == base_name:

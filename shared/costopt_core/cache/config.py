@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from costopt_core.cache.defaults import DEFAULT_GUARDS, DEFAULT_SIMILARITY_THRESHOLD
 from costopt_core.cache.guards import GuardConfig
@@ -42,3 +42,23 @@ class CacheConfig(BaseModel):
     inflight_wait_s: float = Field(120.0, gt=0, description="How long followers wait.")
     breaker_failures: int = Field(5, ge=1, description="Errors before the breaker opens.")
     breaker_reset_s: float = Field(30.0, gt=0, description="Seconds before a trial call.")
+    signing_key: SecretStr | None = Field(
+        None,
+        description=(
+            "HMAC-SHA256 key: entries are signed when stored and served only when the "
+            "signature checks out (for backends others can write to, such as a shared "
+            "Redis). Entries stored unsigned or under another key become misses. At least "
+            "16 characters (the cache checks; pydantic would echo the key in its error)."
+        ),
+    )
+    pad_hits_to_s: float | None = Field(
+        None,
+        gt=0,
+        le=60,
+        description=(
+            "Make a hit take at least this long (seconds), so response time tells an "
+            "observer less about whether someone else asked the same question. Set it "
+            "near the model's typical latency; it gives back the latency a hit saves "
+            "(not the cost)."
+        ),
+    )

@@ -28,6 +28,7 @@ from costopt_core.cache.entry import CachedResponse, CacheEntry, CacheHit
 from costopt_core.cache.guards import decide
 from costopt_core.cache.keys import CacheRequest, PreparedRequest, namespace_of, prepare
 from costopt_core.cache.memory_backend import MemoryCacheBackend
+from costopt_core.cache.signing import sign, verify
 from costopt_core.embeddings import Embedder
 from costopt_core.errors import ConfigurationError
 
@@ -85,11 +86,22 @@ class CacheResult:
 
 
 class _Flight:
-    __slots__ = ("entry", "event")
+    """One model call in flight, and who waits for it: threads on ``event``,
+    coroutines (of any event loop) on their own futures. Sync and async callers
+    share one registry, so a thread and a coroutine asking the same thing at once
+    still make one call."""
+
+    __slots__ = ("entry", "event", "waiters")
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.entry: CacheEntry | None = None
+        self.waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[CacheEntry | None]]] = []
+
+
+def _resolve(fut: asyncio.Future[CacheEntry | None], entry: CacheEntry | None) -> None:
+    if not fut.done():
+        fut.set_result(entry)
 
 
 class SemanticCache:
@@ -132,6 +144,13 @@ class SemanticCache:
         self.backend: CacheBackend = backend
         self._embedder = embedder
         self.config = config or CacheConfig()
+        key = self.config.signing_key
+        if key is not None and len(key.get_secret_value()) < 16:
+            raise ConfigurationError(
+                "CacheConfig.signing_key needs at least 16 characters; use e.g. "
+                "secrets.token_hex(32)"
+            )
+        self._signing_key = None if key is None else key.get_secret_value().encode("utf-8")
         self.verifier = verifier
         self.clock = clock
         self.breaker = CircuitBreaker(self.config.breaker_failures, self.config.breaker_reset_s)
@@ -145,7 +164,6 @@ class SemanticCache:
         self._pending: Counter[str] = Counter()
         self._flushed_at = time.monotonic()
         self._flights: dict[str, _Flight] = {}
-        self._aflights: dict[tuple[int, str], asyncio.Future[CacheEntry | None]] = {}
         self._flight_lock = threading.Lock()
 
     @property
@@ -249,8 +267,23 @@ class SemanticCache:
     def _prepare(self, request: CacheRequest) -> PreparedRequest:
         return prepare(request, self.config.context_turns)
 
+    def _authentic(self, entry: CacheEntry) -> bool:
+        """False for an entry a signing cache did not sign (changed in the backend)."""
+        if self._signing_key is None or verify(entry, self._signing_key):
+            return True
+        self._count_reason("guard", "signature")
+        log.warning(
+            "cache entry with a missing or wrong signature ignored (namespace %s)", entry.namespace
+        )
+        return False
+
+    def _pad(self, started: float) -> float:
+        """Seconds a hit must still wait to take ``pad_hits_to_s`` in all."""
+        floor = self.config.pad_hits_to_s
+        return 0.0 if floor is None else floor - (time.monotonic() - started)
+
     def _exact(self, prep: PreparedRequest, entry: CacheEntry | None) -> CacheHit | None:
-        if entry is None or entry.scope != prep.scope:
+        if entry is None or entry.scope != prep.scope or not self._authentic(entry):
             return None
         self._count("exact_hits")
         return CacheHit(entry, "exact", 1.0)
@@ -263,6 +296,8 @@ class SemanticCache:
         for entry, sim in candidates:
             if entry.scope != prep.scope:  # a backend must never do this; refuse anyway
                 log.error("cache backend returned an entry of another scope; ignored")
+                continue
+            if not self._authentic(entry):
                 continue
             reason = decide(
                 prep.text,
@@ -303,7 +338,7 @@ class SemanticCache:
         now = self.clock()
         ttl = ttl_s if ttl_s is not None else request.ttl_s
         ttl = ttl if ttl is not None else self.config.ttl_s
-        return CacheEntry(
+        entry = CacheEntry(
             key=prep.key,
             scope=prep.scope,
             namespace=prep.namespace,
@@ -314,13 +349,29 @@ class SemanticCache:
             created_at=now,
             expires_at=None if ttl is None else now + ttl,
         )
+        return entry if self._signing_key is None else sign(entry, self._signing_key)
 
     # -- lookup ---------------------------------------------------------------
     def lookup(self, request: CacheRequest) -> CacheHit | None:
-        """Exact, then semantic match for ``request``; None on a miss (or any failure)."""
+        """Exact, then semantic match for ``request``; None on a miss (or any failure).
+
+        With ``config.pad_hits_to_s`` a hit returns no sooner than that many
+        seconds after the lookup began (a timing side channel trade-off: an
+        observer timing answers learns less about what others asked, and hits
+        give back the latency they would have saved).
+        """
         return self._lookup(request)[0] if request.cache else None
 
     def _lookup(
+        self, request: CacheRequest
+    ) -> tuple[CacheHit | None, PreparedRequest, npt.NDArray[np.float32] | None]:
+        started = time.monotonic()
+        out = self._lookup_unpadded(request)
+        if out[0] is not None and (wait := self._pad(started)) > 0:
+            time.sleep(wait)
+        return out
+
+    def _lookup_unpadded(
         self, request: CacheRequest
     ) -> tuple[CacheHit | None, PreparedRequest, npt.NDArray[np.float32] | None]:
         self._count("lookups")
@@ -352,6 +403,15 @@ class SemanticCache:
         return (await self._alookup(request))[0] if request.cache else None
 
     async def _alookup(
+        self, request: CacheRequest
+    ) -> tuple[CacheHit | None, PreparedRequest, npt.NDArray[np.float32] | None]:
+        started = time.monotonic()
+        out = await self._alookup_unpadded(request)
+        if out[0] is not None and (wait := self._pad(started)) > 0:
+            await asyncio.sleep(wait)
+        return out
+
+    async def _alookup_unpadded(
         self, request: CacheRequest
     ) -> tuple[CacheHit | None, PreparedRequest, npt.NDArray[np.float32] | None]:
         self._count("lookups")
@@ -474,14 +534,33 @@ class SemanticCache:
                 self._count("inflight_shared")
                 return CacheResult(flight.entry.response, CacheHit(flight.entry, "exact", 1.0))
             return CacheResult(call(), None)  # the leader failed: answer it ourselves
+        entry = None
         try:
             response = call()
-            flight.entry = self._store(request, prep, response, (), None, vec)
+            entry = self._store(request, prep, response, (), None, vec)
             return CacheResult(response, None)
         finally:
-            with self._flight_lock:
-                self._flights.pop(prep.key, None)
-            flight.event.set()
+            self._land(prep.key, flight, entry)
+
+    def _land(self, key: str, flight: _Flight, entry: CacheEntry | None) -> None:
+        """End a flight: wake every waiting thread and coroutine with its result."""
+        with self._flight_lock:
+            self._flights.pop(key, None)
+            flight.entry = entry
+            waiters, flight.waiters = flight.waiters, []
+        flight.event.set()
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for loop, fut in waiters:
+            if loop is running:
+                _resolve(fut, entry)
+            else:
+                try:
+                    loop.call_soon_threadsafe(_resolve, fut, entry)
+                except RuntimeError:  # that loop is closed: nobody is waiting any more
+                    pass
 
     async def aget_or_call(
         self, request: CacheRequest, call: Callable[[], Awaitable[CachedResponse]]
@@ -497,12 +576,14 @@ class SemanticCache:
             await self._astore(request, prep, response, (), None, vec)
             return CacheResult(response, None)
         loop = asyncio.get_running_loop()
-        fkey = (id(loop), prep.key)
         with self._flight_lock:
-            fut = self._aflights.get(fkey)
-            leader = fut is None
-            if fut is None:
-                fut = self._aflights[fkey] = loop.create_future()
+            flight = self._flights.get(prep.key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[prep.key] = _Flight()
+            else:
+                fut: asyncio.Future[CacheEntry | None] = loop.create_future()
+                flight.waiters.append((loop, fut))
         if not leader:
             try:
                 entry = await asyncio.wait_for(asyncio.shield(fut), self.config.inflight_wait_s)
@@ -518,10 +599,7 @@ class SemanticCache:
             entry = await self._astore(request, prep, response, (), None, vec)
             return CacheResult(response, None)
         finally:
-            with self._flight_lock:
-                self._aflights.pop(fkey, None)
-            if not fut.done():
-                fut.set_result(entry)
+            self._land(prep.key, flight, entry)
 
     # -- invalidation and stats ---------------------------------------------------
     def invalidate(

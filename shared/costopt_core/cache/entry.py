@@ -36,10 +36,14 @@ class CachedResponse:
     #: The adapter's own lossless serialization, tagged with its format.
     payload: str | None = None
     payload_format: str | None = None
+    #: HMAC of the entry holding this response, when the cache signs entries.
+    signature: str | None = None
 
     def to_json(self) -> str:
+        extra = {} if self.signature is None else {"signature": self.signature}
         return json.dumps(
             {
+                **extra,
                 "text": self.text,
                 "model": self.model,
                 "usage": self.usage.to_dict(),
@@ -65,6 +69,7 @@ class CachedResponse:
             structured=d.get("structured"),
             payload=d.get("payload"),
             payload_format=d.get("payload_format"),
+            signature=d.get("signature"),
         )
 
 

@@ -62,7 +62,9 @@ def _canon(obj: Any) -> str:
 def _hash(*parts: str) -> str:
     h = hashlib.blake2b(digest_size=16)
     for p in parts:
-        h.update(p.encode("utf-8"))
+        # surrogatepass: a lone surrogate (JSON "\ud800" decodes to one) hashes
+        # instead of raising; every other text encodes exactly as plain UTF-8.
+        h.update(p.encode("utf-8", "surrogatepass"))
         h.update(b"\x1f")
     return h.hexdigest()
 

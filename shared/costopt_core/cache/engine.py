@@ -10,6 +10,7 @@ Concurrent identical misses make one model call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -557,10 +558,9 @@ class SemanticCache:
             if loop is running:
                 _resolve(fut, entry)
             else:
-                try:
+                # A closed loop has nobody waiting any more.
+                with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(_resolve, fut, entry)
-                except RuntimeError:  # that loop is closed: nobody is waiting any more
-                    pass
 
     async def aget_or_call(
         self, request: CacheRequest, call: Callable[[], Awaitable[CachedResponse]]

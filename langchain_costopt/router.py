@@ -33,7 +33,7 @@ from costopt_core.routing.validators import Answer, ValidatorConfig
 from costopt_core.tenancy import current_tenant
 from costopt_core.usage import usage_from_langchain
 from langchain_costopt._convert import from_langchain_messages
-from langchain_costopt.callbacks import TENANT_KEYS, CostCallbackHandler
+from langchain_costopt.callbacks import TENANT_KEYS, CostCallbackHandler, _usage_or_unknown
 
 __all__ = ["RouterChatModel"]
 
@@ -225,7 +225,7 @@ class RouterChatModel(BaseChatModel):
         meta = msg.response_metadata or {}
         self._engine_for(run_manager).record_call(
             model=str(meta.get("model_name") or meta.get("model") or "unknown"),
-            usage=usage_from_langchain(msg.usage_metadata),  # type: ignore[attr-defined]
+            usage=_usage_or_unknown(usage_from_langchain, msg.usage_metadata),  # type: ignore[attr-defined]
             tier=tier,
             tenant=self._tenant(run_manager),
             outcome="escalated",

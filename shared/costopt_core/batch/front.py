@@ -51,7 +51,8 @@ _STOP_KEY: dict[str, str] = {"openai": "stop", "anthropic": "stop_sequences"}
 class BatchFrontSettings(BaseModel):
     """The checked knobs of a batch front-end (``ConfigurationError`` when out of range)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Seconds are finite: an infinite wait or TTL overflows the timers that use it.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     poll_interval_s: float | None = Field(None, gt=0.0)
     timeout_s: float | None = Field(None, gt=0.0)

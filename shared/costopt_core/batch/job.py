@@ -52,7 +52,8 @@ class BatchJobConfig(BaseModel):
             for a provider whose ``mode`` is ``sync``).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Seconds are finite: an infinite wait or TTL overflows the timers that use it.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     max_attempts: int = Field(3, ge=1, le=100)
     max_pending: int | None = Field(None, ge=1)

@@ -17,7 +17,8 @@ class CacheConfig(BaseModel):
     call it saved.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Seconds are finite: an infinite wait or TTL overflows the timers that use it.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     similarity_threshold: float = Field(
         DEFAULT_SIMILARITY_THRESHOLD,

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from costopt_core.errors import ConfigurationError, RoutingError
 from costopt_core.routing.calibrate import CalibrationReport
@@ -50,6 +50,15 @@ class RouterConfig(BaseModel):
     downshift_tiers: int = Field(
         1, ge=0, le=5, description="Tiers to step down when a downshift budget runs low."
     )
+
+    @field_validator("thresholds")
+    @classmethod
+    def _no_nan(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        # +-inf are a calibrated "never" / "always"; NaN compares False with every
+        # probability and would silently pin the routing.
+        if value is not None and any(v != v for v in value):
+            raise ValueError(f"thresholds must be numbers (inf allowed), got {value!r}")
+        return value
 
 
 @dataclass(frozen=True)

@@ -64,8 +64,11 @@ def _hash(*parts: str) -> str:
     for p in parts:
         # surrogatepass: a lone surrogate (JSON "\ud800" decodes to one) hashes
         # instead of raising; every other text encodes exactly as plain UTF-8.
-        h.update(p.encode("utf-8", "surrogatepass"))
-        h.update(b"\x1f")
+        data = p.encode("utf-8", "surrogatepass")
+        # Length-prefixed: a separator inside one part (a tenant or model name with
+        # "\x1f") cannot shift bytes into the next part and forge another scope.
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
     return h.hexdigest()
 
 

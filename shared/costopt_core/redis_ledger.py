@@ -30,14 +30,14 @@ import json
 import logging
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
 
 from costopt_core.budgets import Budget, BudgetDecision, BudgetPeriod, evaluate_budget, period_start
 from costopt_core.cache.breaker import CircuitBreaker
-from costopt_core.errors import ConfigurationError
+from costopt_core.errors import ConfigurationError, StoreError
 from costopt_core.types import CallRecord
 
 if TYPE_CHECKING:
@@ -326,6 +326,19 @@ class RedisLedger:
             self.spool_dropped += 1
         self._spool.append(record)
 
+    def _guarded(self, op: str, call: Callable[[], Any]) -> Any:
+        """``call()`` behind the breaker: a hung Redis must not cost every budget check a
+        socket timeout. Errors are re-raised for the caller's ``on_store_error``."""
+        if not self.breaker.allow():
+            raise StoreError(f"shared ledger {op} skipped: Redis failed recently (breaker open)")
+        try:
+            out = call()
+        except Exception as exc:
+            self._failed(op, exc)
+            raise
+        self.breaker.success()
+        return out
+
     def _failed(self, op: str, exc: BaseException) -> None:
         self.errors += 1
         self.breaker.failure()
@@ -394,7 +407,9 @@ class RedisLedger:
         ]
         for b in applicable:
             args += [to_pico(b.limit_usd), "1" if b.policy in ("block", "downshift") else "0"]
-        out = self._script("reserve", _RESERVE_LUA)(keys=keys, args=args)
+        out = self._guarded(
+            "reserve", lambda: self._script("reserve", _RESERVE_LUA)(keys=keys, args=args)
+        )
         decisions = []
         for i, b in enumerate(applicable):
             spent = from_pico(out[1 + 2 * i]) + from_pico(out[2 + 2 * i])
@@ -418,7 +433,8 @@ class RedisLedger:
 
     def spent(self, tenant: str | None, period: BudgetPeriod, now: datetime) -> Decimal:
         """Cluster-wide spend of ``tenant`` (``None``: everyone) in the current period."""
-        value: Any = self.client.hget(self.budget_key(tenant, period, now), "spent")
+        key = self.budget_key(tenant, period, now)
+        value: Any = self._guarded("spent", lambda: self.client.hget(key, "spent"))
         return from_pico(value) if value is not None else Decimal(0)
 
     # -- reading ------------------------------------------------------------

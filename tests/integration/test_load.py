@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -348,3 +349,91 @@ def test_memory_cache_long_run_stays_within_max_entries() -> None:
     assert sum(len(ix) for ix in backend._scopes.values()) == 200
     assert all(ix._n <= 2 * 200 + 16 for ix in backend._scopes.values())
     assert stats.bytes < 200 * 4096
+
+
+# -- the window between a miss and joining the call in flight -------------------------
+
+
+class LateReader(MemoryCacheBackend):
+    """A backend whose ``get`` in the thread named ``late`` returns its miss only after
+    ``release`` is set: that thread missed, and is slow to act on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def get(self, key: str, *, now: float) -> Any:
+        entry = super().get(key, now=now)
+        if threading.current_thread().name == "late":
+            assert self.release.wait(10)
+        return entry
+
+
+def test_a_miss_that_joins_after_the_call_landed_does_not_call_again() -> None:
+    """Thread ``late`` misses while the leader's call is in flight, and reaches the
+    in-flight registry only after the leader stored its answer and left: it must
+    take the stored answer, not make a second model call."""
+    backend = LateReader()
+    cache = SemanticCache(backend, embedder=FakeEmbedder(), config=CacheConfig(semantic=False))
+    req = CacheRequest(messages=(Message("user", "what is the refund policy?"),), tenant="acme")
+    calls: list[str] = []
+    in_call = threading.Event()
+    finish_call = threading.Event()
+
+    def call() -> CachedResponse:
+        calls.append(threading.current_thread().name)
+        in_call.set()
+        finish_call.wait(10)
+        return CachedResponse(text="30 days", model=SMALL)
+
+    leader = threading.Thread(target=cache.get_or_call, args=(req, call), name="leader")
+    leader.start()
+    assert in_call.wait(10)
+    results: list[Any] = []
+    late = threading.Thread(
+        target=lambda: results.append(cache.get_or_call(req, call)), name="late"
+    )
+    late.start()
+    time.sleep(0.05)  # ``late`` has read its miss and waits in the backend
+    finish_call.set()
+    leader.join(10)
+    backend.release.set()
+    late.join(10)
+    assert calls == ["leader"]
+    [out] = results
+    assert out.response.text == "30 days" and out.hit is not None
+
+
+async def test_an_async_miss_that_joins_after_the_call_landed_does_not_call_again() -> None:
+    """The same window on the async path, with a backend whose reads really await."""
+
+    class SlowAsyncReads(MemoryCacheBackend):
+        def __init__(self) -> None:
+            super().__init__()
+            self.slow_next = False
+
+        async def aget(self, key: str, *, now: float) -> Any:
+            entry = self.get(key, now=now)
+            if self.slow_next:
+                self.slow_next = False
+                await asyncio.sleep(0.1)  # a network round trip; the leader lands meanwhile
+            return entry
+
+    backend = SlowAsyncReads()
+    cache = SemanticCache(backend, embedder=FakeEmbedder(), config=CacheConfig(semantic=False))
+    req = CacheRequest(messages=(Message("user", "what is the refund policy?"),), tenant="acme")
+    calls = 0
+
+    async def call() -> CachedResponse:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.02)
+        return CachedResponse(text="30 days", model=SMALL)
+
+    leader = asyncio.create_task(cache.aget_or_call(req, call))
+    await asyncio.sleep(0.005)  # the leader is in its call
+    backend.slow_next = True
+    late = await cache.aget_or_call(req, call)
+    await leader
+    assert calls == 1
+    assert late.response.text == "30 days" and late.hit is not None

@@ -537,11 +537,29 @@ class SemanticCache:
             return CacheResult(call(), None)  # the leader failed: answer it ourselves
         entry = None
         try:
+            entry = self._landed(
+                prep,
+                self._guarded("get", lambda: self.backend.get(prep.key, now=self.clock()), None),
+            )
+            if entry is not None:
+                return CacheResult(entry.response, CacheHit(entry, "exact", 1.0))
             response = call()
             entry = self._store(request, prep, response, (), None, vec)
             return CacheResult(response, None)
         finally:
             self._land(prep.key, flight, entry)
+
+    def _landed(self, prep: PreparedRequest, entry: CacheEntry | None) -> CacheEntry | None:
+        """The answer a flight stored between this request's miss and its own flight.
+
+        A miss and taking the lead are two steps: another leader can store its
+        answer and leave in between. Reading the key once more before calling
+        keeps that one call (a backend read, against a model call).
+        """
+        if entry is None or entry.scope != prep.scope or not self._authentic(entry):
+            return None
+        self._count("inflight_shared")
+        return entry
 
     def _land(self, key: str, flight: _Flight, entry: CacheEntry | None) -> None:
         """End a flight: wake every waiting thread and coroutine with its result."""
@@ -595,6 +613,12 @@ class SemanticCache:
             return CacheResult(await call(), None)
         entry = None
         try:
+            got = await self._aguarded(
+                "get", lambda: self.backend.aget(prep.key, now=self.clock()), None
+            )
+            entry = self._landed(prep, got)
+            if entry is not None:
+                return CacheResult(entry.response, CacheHit(entry, "exact", 1.0))
             response = await call()
             entry = await self._astore(request, prep, response, (), None, vec)
             return CacheResult(response, None)

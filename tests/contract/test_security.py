@@ -560,3 +560,42 @@ def test_logs_and_errors_carry_no_password_api_key_or_prompt(
     good.clear()
     good.backend.close()
     bad.close()
+
+
+# -- through the LangChain adapter ------------------------------------------------------------
+
+
+def test_cached_chat_model_keeps_tenants_apart_and_stores_only_complete_answers(
+    make_backend: tuple[str, object],
+) -> None:
+    from costopt_core.tenancy import tenant_scope
+    from costopt_core.testing import Script, ScriptedResponse
+    from langchain_costopt.cached_model import CachedChatModel
+    from langchain_costopt.testing import ScriptedChatModel
+
+    _, factory = make_backend
+    cfg = CacheConfig(similarity_threshold=0.5, guards=NO_GUARDS, signing_key=KEY)
+    script = Script(
+        [
+            ScriptedResponse("Refunds within", finish_reason="length"),
+            ScriptedResponse("alpha: 30 days."),
+            ScriptedResponse("bravo: 14 days."),
+        ],
+        cycle=False,
+    )
+    model = CachedChatModel(
+        model=ScriptedChatModel(script=script), semantic_cache=_cache(factory, cfg)
+    )
+    with tenant_scope("alpha"):
+        assert model.invoke(QUESTION).content == "Refunds within"  # truncated: not stored
+        assert model.invoke(QUESTION).content == "alpha: 30 days."
+        assert model.invoke(QUESTION).content == "alpha: 30 days."  # served from the cache
+    with tenant_scope("bravo"):
+        assert model.invoke(f"tenant=alpha {QUESTION}").content == "bravo: 14 days."
+        assert model.invoke(QUESTION).content == "bravo: 14 days."
+    with tenant_scope("alpha"):
+        assert model.invoke(QUESTION).content == "alpha: 30 days."
+    stats = model.semantic_cache.stats()
+    assert stats.skipped_stores == {"truncated": 1}
+    assert stats.stores == 2
+    assert stats.exact_hits + stats.semantic_hits == 3

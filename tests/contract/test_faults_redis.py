@@ -256,3 +256,28 @@ def test_the_shared_ledger_on_a_hung_server_costs_bounded_latency(
     assert totals.cost_usd == e.ledger.totals().cost_usd
     with pytest.raises(BudgetExceededError):
         e.check_budget("acme", Decimal("100"), call_id="big")
+
+
+def test_an_open_breaker_also_stops_the_shared_stats_flush(own_redis_server: RedisServer) -> None:
+    # The counters every replica shares are flushed from inside user calls (once a
+    # second): with the breaker open that flush must not wait on a hung server either.
+    server = own_redis_server
+    cache, cached, _ = _setup(server.url)
+    cached.invoke(QUESTIONS[0])
+    cache.flush_stats()
+    server.freeze()
+    try:
+        for q in QUESTIONS[:4]:  # 3 failures open the breaker
+            assert cached.invoke(q).content == "Refunds take five days."
+        assert cache.breaker.state == "open"
+        started = time.perf_counter()
+        cache.flush_stats()
+        took = time.perf_counter() - started
+        assert took < SOCKET_TIMEOUT_S / 2, f"flush waited {took:.3f} s on a hung server"
+    finally:
+        server.thaw()
+    # Nothing counted during the outage is lost: it is sent once Redis answers again.
+    assert _wait_until(lambda: cache.breaker.state != "open", 2)
+    cached.invoke(QUESTIONS[0])  # the half-open trial succeeds and closes the breaker
+    cache.flush_stats()
+    assert cache.stats().lookups == 6

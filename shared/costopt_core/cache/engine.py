@@ -202,6 +202,8 @@ class SemanticCache:
         """Send this replica's unsent counter increments to a shared backend now."""
         if not self._shared_stats:
             return
+        if self.breaker.state == "open":
+            return  # kept for a later flush: a dead backend must not slow the caller
         with self._stats_lock:
             deltas, self._pending = self._pending, Counter()
             self._flushed_at = time.monotonic()

@@ -389,7 +389,7 @@ def calibrate(
 def _bench_dir(directory: Path | None) -> Path:
     candidates = [directory] if directory else [Path.cwd() / "benchmarks"]
     for c in candidates:
-        if c is not None and c.is_dir() and any(c.glob("*.py")):
+        if c is not None and c.is_dir() and any(not p.stem.startswith("_") for p in c.glob("*.py")):
             return c
     raise typer.BadParameter(
         f"no benchmarks in {candidates[0]}: run from a costopt source checkout (the "

@@ -562,14 +562,15 @@ class CostLedger:
         """Rebuild a ledger from a JSONL export."""
         ledger = cls(**kwargs)
         p = Path(path)
-        if not p.exists():
-            raise ConfigurationError(f"ledger file {str(p)!r} does not exist")
-        with p.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
+        if not p.is_file():
+            raise ConfigurationError(f"ledger file {str(p)!r} does not exist or is not a file")
+        # Bytes, decoded line by line: a non-UTF-8 line is an error naming that line.
+        with p.open("rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                if not raw.strip():
                     continue
                 try:
-                    ledger.add(CallRecord.from_dict(json.loads(line)))
+                    ledger.add(CallRecord.from_dict(json.loads(raw.decode("utf-8"))))
                 except Exception as exc:
                     raise ConfigurationError(
                         f"{p}:{lineno}: not a costopt ledger record ({exc})"

@@ -8,11 +8,12 @@ engine never sees a framework type. Token counts are ``int | None`` where
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from costopt_core.errors import UsageFormatError
 
@@ -329,25 +330,64 @@ class CallRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CallRecord:
-        def money(v: Any) -> Decimal | None:
-            return None if v is None else Decimal(str(v))
+        """Read back :meth:`to_dict`'s output (a ledger export line, a Redis entry).
 
+        Raises:
+            ValueError: a field has the wrong type or a non-finite amount, so a bad
+                line is refused here instead of breaking the ledger's totals later.
+        """
+
+        def money(key: str, v: Any) -> Decimal | None:
+            return None if v is None else amount(key, v)
+
+        def amount(key: str, v: Any) -> Decimal:
+            if isinstance(v, bool) or not isinstance(v, str | int | float | Decimal):
+                raise ValueError(f"{key} must be a decimal string, got {v!r}")
+            amount = Decimal(str(v))
+            if not amount.is_finite():
+                raise ValueError(f"{key} must be a finite amount, got {v!r}")
+            return amount
+
+        def text(key: str) -> Any:
+            v = data.get(key)
+            if v is not None and not isinstance(v, str):
+                raise ValueError(f"{key} must be a string or null, got {v!r}")
+            return v
+
+        mode, outcome = data.get("mode", "sync"), data.get("outcome", "model")
+        if mode not in get_args(CallMode) or outcome not in get_args(CallOutcome):
+            raise ValueError(f"unknown mode {mode!r} or outcome {outcome!r}")
+        latency = data.get("latency_ms")
+        if latency is not None and (
+            isinstance(latency, bool)
+            or not isinstance(latency, int | float)
+            or not math.isfinite(latency)
+        ):
+            raise ValueError(f"latency_ms must be a finite number or null, got {latency!r}")
+        savings, tags = data.get("savings_usd", {}), data.get("tags", {})
+        if not isinstance(savings, dict) or not isinstance(tags, dict):
+            raise ValueError("savings_usd and tags must be objects")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+            raise ValueError(f"tags must map strings to strings, got {tags!r}")
+        timestamp = datetime.fromisoformat(data["timestamp"])
+        if timestamp.tzinfo is None:  # budgets and sorting compare aware datetimes
+            timestamp = timestamp.replace(tzinfo=UTC)
         return cls(
             call_id=str(data["call_id"]),
-            timestamp=datetime.fromisoformat(data["timestamp"]),
+            timestamp=timestamp,
             model=str(data["model"]),
-            tier=data.get("tier"),
-            tenant=data.get("tenant"),
-            framework=data.get("framework"),
-            mode=data.get("mode", "sync"),
-            outcome=data.get("outcome", "model"),
+            tier=text("tier"),
+            tenant=text("tenant"),
+            framework=text("framework"),
+            mode=mode,
+            outcome=outcome,
             usage=Usage.from_dict(data.get("usage", {})),
-            cost_usd=money(data.get("cost_usd")),
-            baseline_cost_usd=money(data.get("baseline_cost_usd")),
-            savings_usd={k: Decimal(str(v)) for k, v in data.get("savings_usd", {}).items()},
-            latency_ms=data.get("latency_ms"),
+            cost_usd=money("cost_usd", data.get("cost_usd")),
+            baseline_cost_usd=money("baseline_cost_usd", data.get("baseline_cost_usd")),
+            savings_usd={k: amount(f"savings_usd.{k}", v) for k, v in savings.items()},
+            latency_ms=latency,
             estimated=bool(data.get("estimated", False)),
-            tags=dict(data.get("tags", {})),
+            tags=tags,
         )
 
 

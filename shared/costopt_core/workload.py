@@ -104,15 +104,19 @@ def _json_lines(path: Path, what: str) -> Iterator[tuple[str, Any]]:
     """(``file:line``, parsed JSON) per non-blank line; errors name the line."""
     if not path.is_file():
         raise ConfigurationError(f"{what} file {str(path)!r} does not exist or is not a file")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
+    # Bytes, decoded line by line: a non-UTF-8 line is an error naming that line.
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
                 continue
             where = f"{path}:{lineno}"
             try:
-                yield where, json.loads(line)
+                data = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise _fail(where, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
             except json.JSONDecodeError as exc:
                 raise _fail(where, f"not valid JSON ({exc.msg})") from None
+            yield where, data
 
 
 def _opt_int(data: Mapping[str, Any], key: str, where: str) -> int | None:

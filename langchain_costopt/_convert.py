@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages.tool import ToolCall
 
+from costopt_core.errors import ConfigurationError
 from costopt_core.types import Message, Role
 
 __all__ = ["from_langchain_message", "from_langchain_messages", "to_langchain_message"]
@@ -47,13 +49,26 @@ def from_langchain_messages(messages: Sequence[BaseMessage]) -> list[Message]:
     return [from_langchain_message(m) for m in messages]
 
 
+def _tool_call(tc: Mapping[str, Any]) -> ToolCall:
+    # LangChain requires name, args and an id key; a call read back from a file,
+    # a queue or another framework may lack the id (None is LangChain's "no id").
+    name, args, call_id = tc.get("name"), tc.get("args", {}), tc.get("id")
+    if not isinstance(name, str) or not isinstance(args, dict):
+        raise ConfigurationError(
+            f"a tool call needs a string 'name' and an 'args' object, got {dict(tc)!r}"
+        )
+    return ToolCall(
+        name=name, args=args, id=None if call_id is None else str(call_id), type="tool_call"
+    )
+
+
 def to_langchain_message(m: Message) -> BaseMessage:
     """An engine ``Message`` (a queued request, a memory's summary) as a LangChain message."""
     if m.role == "system":
         return SystemMessage(content=m.content, name=m.name)
     if m.role == "assistant":
         return AIMessage(
-            content=m.content, name=m.name, tool_calls=[dict(tc) for tc in m.tool_calls]
+            content=m.content, name=m.name, tool_calls=[_tool_call(tc) for tc in m.tool_calls]
         )
     if m.role == "tool":
         return ToolMessage(content=m.content, tool_call_id=m.tool_call_id or "")

@@ -343,10 +343,10 @@ class CallRecord:
         def amount(key: str, v: Any) -> Decimal:
             if isinstance(v, bool) or not isinstance(v, str | int | float | Decimal):
                 raise ValueError(f"{key} must be a decimal string, got {v!r}")
-            amount = Decimal(str(v))
-            if not amount.is_finite():
+            parsed = Decimal(str(v))
+            if not parsed.is_finite():
                 raise ValueError(f"{key} must be a finite amount, got {v!r}")
-            return amount
+            return parsed
 
         def text(key: str) -> Any:
             v = data.get(key)
@@ -387,7 +387,7 @@ class CallRecord:
             savings_usd={k: amount(f"savings_usd.{k}", v) for k, v in savings.items()},
             latency_ms=latency,
             estimated=bool(data.get("estimated", False)),
-            tags=tags,
+            tags=dict(tags),
         )
 
 

@@ -17,12 +17,12 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from costopt_core.cache.engine import SemanticCache
 from costopt_core.cache.keys import CacheRequest, prepare
-from costopt_core.errors import CostOptError
+from costopt_core.errors import ConfigurationError, CostOptError
 from costopt_core.routing.features import extract_features, routing_text
 from costopt_core.testing import FakeEmbedder
 from costopt_core.tokens import TokenCounter
 from costopt_core.types import ChatRequest, Message
-from langchain_costopt._convert import from_langchain_messages
+from langchain_costopt._convert import from_langchain_messages, to_langchain_message
 from langchain_costopt.cached_model import CachedChatModel
 from langchain_costopt.testing import ScriptedChatModel
 
@@ -185,3 +185,21 @@ async def test_cached_model_sync_and_async_on_nasty_content(content: str) -> Non
     assert cached.invoke([HumanMessage(content=content)]).content == "ok"
     assert (await cached.ainvoke([HumanMessage(content=content)])).content == "ok"
     assert inner.script.calls == 1  # the second call is an exact hit
+
+
+@FUZZ
+@given(convo=conversations)
+def test_engine_messages_back_to_langchain(convo: list[Message]) -> None:
+    """A queued request or memory summary goes back to LangChain, or a typed error."""
+    for m in convo:
+        try:
+            lc = to_langchain_message(m)
+        except ConfigurationError as exc:
+            assert "tool call" in str(exc)
+            continue
+        back = from_langchain_messages([lc])[0]
+        assert back.content == m.content
+        if m.role == "assistant":
+            assert [tc["id"] for tc in back.tool_calls] == [
+                None if tc.get("id") is None else str(tc["id"]) for tc in m.tool_calls
+            ]

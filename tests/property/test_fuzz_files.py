@@ -13,6 +13,7 @@ import re
 import tempfile
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given
@@ -197,9 +198,11 @@ def test_cli_commands_exit_0_or_2_on_any_input(content: bytes, data: st.DataObje
         }[command]
         for opt in data.draw(st.lists(st.sampled_from(options), max_size=2)):
             args += [opt, data.draw(option_values)]
-        if command == "project" and "-n" not in args:
-            args += ["-n", "100", "--no-cache", "--no-compression"]
-        result = _invoke(args)
+        if command == "project":
+            args += ["--no-cache", "--no-compression"] + ([] if "-n" in args else ["-n", "100"])
+        # The CLI builds its own engine: the fake embedder stands in for the real model.
+        with patch("costopt_core.engine.SentenceTransformerEmbedder", FakeEmbedder):
+            result = _invoke(args)
         assert result.exit_code in (0, 2), (args, result.exit_code, result.output)
 
 
@@ -228,3 +231,28 @@ def test_cli_bench_runs_only_known_names(tmp_path: Path) -> None:
     unknown = _invoke(["bench", "--dir", str(tmp_path), "../../etc/passwd"])
     assert unknown.exit_code == 2 and "unknown benchmark" in unknown.output
     assert _invoke(["bench", "--dir", str(tmp_path), "ok"]).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("command", "lines", "extra"),
+    [
+        ("report", [GOOD_LINES[0]], ["--by", "tenant"]),
+        ("project", [GOOD_LINES[1]] * 3, ["-n", "100", "--no-cache", "--no-compression"]),
+        ("calibrate", [GOOD_LINES[2], GOOD_LINES[3]], ["--tier", "small=gpt-4o-mini"]),
+        (
+            "calibrate",
+            [GOOD_LINES[2], GOOD_LINES[3]],
+            ["--tier", "small=gpt-4o-mini", "--tier", "frontier=gpt-4o"],
+        ),
+    ],
+)
+def test_cli_good_inputs_still_exit_0(
+    tmp_path: Path, command: str, lines: list[str], extra: list[str]
+) -> None:
+    """The control: the fuzzed commands do succeed on good files (one --tier is too few)."""
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(lines) + "\n", "utf-8")
+    with patch("costopt_core.engine.SentenceTransformerEmbedder", FakeEmbedder):
+        result = _invoke([command, str(path), *extra])
+    expected = 2 if extra == ["--tier", "small=gpt-4o-mini"] else 0
+    assert result.exit_code == expected, result.output

@@ -39,6 +39,7 @@ from llama_index_instrumentation.dispatcher import active_instrument_tags
 from pydantic import PrivateAttr
 
 from costopt_core import CostEngine, CostLedger, current_tenant, default_engine, engine_scope
+from costopt_core.errors import UsageFormatError
 from costopt_core.types import CallRecord, Usage
 from costopt_core.usage import normalize_usage
 
@@ -161,7 +162,7 @@ def usage_of(response: Any) -> Usage:
     for key in ("usage", "usage_metadata"):
         payload = _field(raw, key)
         if payload is not None:
-            usage = normalize_usage(payload)
+            usage = _readable(payload)
             if _has_tokens(usage):
                 return usage
     message = getattr(response, "message", None)
@@ -170,10 +171,20 @@ def usage_of(response: Any) -> Usage:
         getattr(message, "additional_kwargs", None),
     ):
         if kwargs:
-            usage = normalize_usage(kwargs)
+            usage = _readable(kwargs)
             if _has_tokens(usage):
                 return usage
     return Usage()
+
+
+def _readable(payload: Any) -> Usage:
+    # Impossible counts (negative, not a number) make the cost unknown, never an error
+    # in the user's call and never a dropped record.
+    try:
+        return normalize_usage(payload)
+    except UsageFormatError as exc:
+        log.warning("costopt: unreadable token usage (%s); the call's cost is unknown", exc)
+        return Usage()
 
 
 def _model_of(raw: Any) -> str | None:

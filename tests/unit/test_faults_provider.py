@@ -352,3 +352,23 @@ def test_a_malformed_usage_on_an_escalated_answer_does_not_fail_the_call(
     assert state.requests == 1
     escalated = [r for r in engine.ledger.records() if r.outcome == "escalated"]
     assert len(escalated) == 1 and escalated[0].cost_usd is None
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"prompt_tokens": -12, "completion_tokens": 4},
+        {"prompt_tokens": "many", "completion_tokens": 4},
+        {"input_tokens": 3.5, "output_tokens": 1},
+    ],
+)
+def test_llamaindex_reads_malformed_usage_as_unknown(payload: dict[str, Any]) -> None:
+    # The LlamaIndex side reads usage from the provider's raw response (cached LLM,
+    # batch runner, event handler): an impossible count is an unknown cost there too.
+    from types import SimpleNamespace
+
+    from llamaindex_costopt.handler import usage_of
+
+    assert usage_of(SimpleNamespace(raw={"usage": payload})) == Usage()
+    good = SimpleNamespace(raw={"usage": {"prompt_tokens": 12, "completion_tokens": 4}})
+    assert usage_of(good).input_tokens == 12

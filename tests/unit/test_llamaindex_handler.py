@@ -431,8 +431,11 @@ def test_malformed_usage_never_fails_the_users_call(
 ) -> None:
     llm = RawLLM(raw={"usage": {"prompt_tokens": -5, "completion_tokens": 1}})
     assert llm.complete("q").text == "Paris."
-    assert handler.errors == 1
-    assert len(engine.ledger) == 0
+    # The call happened: it is recorded, with an unknown cost (never dropped, never $0).
+    assert handler.errors == 0
+    (record,) = engine.ledger.records()
+    assert record.cost_usd is None
+    assert engine.ledger.totals().unpriced_calls == 1
 
 
 # -- tenant and tier ----------------------------------------------------------------

@@ -11,11 +11,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from costopt_core.errors import BudgetExceededError
+from costopt_core.errors import BudgetExceededError, config_error
 
 __all__ = [
     "Budget",
@@ -39,6 +39,12 @@ class Budget(BaseModel):
     """A spend limit in USD per period, for one tenant or (``tenant=None``) globally."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise config_error(type(self).__name__, exc) from None
 
     limit_usd: Decimal = Field(gt=0, description="Spend limit in USD for one period.")
     period: BudgetPeriod = "month"

@@ -40,6 +40,10 @@ class ConfigurationError(CostOptError, ValueError):
     """A configuration value is out of range or of the wrong kind."""
 
 
+#: Field names whose values an error message never repeats.
+_SECRET_WORDS = ("key", "secret", "password", "token")
+
+
 def config_error(what: str, exc: ValidationError) -> ConfigurationError:
     """``exc`` as a :class:`ConfigurationError` naming each bad field and the value given.
 
@@ -51,7 +55,10 @@ def config_error(what: str, exc: ValidationError) -> ConfigurationError:
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        problems.append(f"{where}={err['input']!r}: {msg}" if where else msg)
+        if any(word in where.lower() for word in _SECRET_WORDS):
+            problems.append(f"{where}: {msg}")  # never echo a key or password
+        else:
+            problems.append(f"{where}={err['input']!r}: {msg}" if where else msg)
     return ConfigurationError(f"invalid {what}: " + "; ".join(problems))
 
 

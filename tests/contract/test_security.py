@@ -500,10 +500,10 @@ async def _never() -> CachedResponse:
 
 
 def test_pad_config_is_checked() -> None:
-    from pydantic import ValidationError
+    from costopt_core.errors import ConfigurationError
 
     for bad in (0, -1, 61):
-        with pytest.raises(ValidationError):
+        with pytest.raises(ConfigurationError, match="pad_hits_to_s"):
             CacheConfig(pad_hits_to_s=bad)
 
 

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from pydantic import ValidationError
 
 from costopt_core import Budget, BudgetExceededError, CostEngine, Usage, evaluate_budget
 from costopt_core.budgets import period_start
@@ -72,5 +71,7 @@ def test_period_starts() -> None:
      {"limit_usd": 1, "policy": "panic"}],
 )  # fmt: skip
 def test_invalid_budgets_rejected(kwargs) -> None:
-    with pytest.raises(ValidationError):
+    from costopt_core.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="invalid Budget"):
         Budget(**kwargs)

@@ -366,12 +366,15 @@ def test_unknown_backend_name() -> None:
 
 
 def test_bad_config_rejected() -> None:
-    from pydantic import ValidationError
+    from costopt_core.errors import ConfigurationError
 
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigurationError, match=r"similarity_threshold=1\.5"):
         CacheConfig(similarity_threshold=1.5)
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigurationError, match="top_k=0"):
         CacheConfig(top_k=0)
+    with pytest.raises(ConfigurationError) as err:
+        CacheConfig(signing_key=12345678901234567890)
+    assert "12345678901234567890" not in str(err.value)  # a key is never echoed
 
 
 def test_hnsw_decisions_match_exact_search() -> None:

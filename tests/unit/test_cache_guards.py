@@ -257,7 +257,9 @@ def test_defaults_equal_guardconfig_and_are_sane() -> None:
     ],
 )
 def test_bad_config_raises(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ValidationError):
+    from costopt_core.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=next(iter(kwargs))):
         GuardConfig(**kwargs)
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from costopt_core.cache.defaults import DEFAULT_GUARDS, DEFAULT_SIMILARITY_THRESHOLD
 from costopt_core.cache.guards import GuardConfig
+from costopt_core.errors import config_error
 
 __all__ = ["CacheConfig"]
 
@@ -19,6 +22,12 @@ class CacheConfig(BaseModel):
 
     # Seconds are finite: an infinite wait or TTL overflows the timers that use it.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise config_error(type(self).__name__, exc) from None
 
     similarity_threshold: float = Field(
         DEFAULT_SIMILARITY_THRESHOLD,

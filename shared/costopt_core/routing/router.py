@@ -18,9 +18,9 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from costopt_core.errors import ConfigurationError, RoutingError
+from costopt_core.errors import ConfigurationError, RoutingError, config_error
 from costopt_core.routing.calibrate import CalibrationReport
 from costopt_core.routing.decide import RouteDecision, choose_tier
 from costopt_core.routing.features import extract_features
@@ -39,6 +39,12 @@ class RouterConfig(BaseModel):
     """The routing policy's knobs, validated at the boundary."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise config_error(type(self).__name__, exc) from None
 
     thresholds: tuple[float, ...] | None = Field(
         None, description="Per non-frontier tier; None uses the classifier's defaults (0.5)."

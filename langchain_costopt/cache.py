@@ -19,11 +19,12 @@ from langchain_core.outputs import ChatGeneration, Generation
 
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
+from costopt_core.served import SERVED
 from costopt_core.tenancy import current_tenant
 from costopt_core.usage import usage_from_langchain
 from langchain_costopt._convert import from_langchain_messages
 
-__all__ = ["PAYLOAD_FORMAT", "SemanticCache", "generations_of", "response_of"]
+__all__ = ["PAYLOAD_FORMAT", "SemanticCache", "generations_of", "response_of", "served_info"]
 
 PAYLOAD_FORMAT = "langchain/generations/v1"
 METADATA_KEY = "costopt"
@@ -79,8 +80,19 @@ def _without_costopt(g: Generation) -> Generation:
     return g
 
 
-def generations_of(hit: CacheHit) -> list[Generation]:
-    """Rebuild the stored generations; chat messages are marked as served by the cache."""
+def served_info(hit: CacheHit) -> dict[str, Any]:
+    """What the cost handler learns about a hit: which tier served it, how similar."""
+    return {"cache": hit.tier, "similarity": round(hit.similarity, 4)}
+
+
+def generations_of(hit: CacheHit, *, expose: bool = False) -> list[Generation]:
+    """Rebuild the stored generations, noted as served by the cache for the cost handler.
+
+    Args:
+        hit: the cache hit.
+        expose: also mark each message's ``response_metadata["costopt"]`` as
+            served by the cache (callers then see hit/miss; off by default).
+    """
     r = hit.response
     gens: list[Generation] | None = None
     if r.payload and r.payload_format == PAYLOAD_FORMAT:
@@ -100,16 +112,19 @@ def generations_of(hit: CacheHit) -> list[Generation]:
                 )
             )
         ]
+    info = served_info(hit)
     out: list[Generation] = []
     for g in gens:
         if isinstance(g, ChatGeneration):
-            meta = {
-                **(g.message.response_metadata or {}),
-                METADATA_KEY: {"cache": hit.tier, "similarity": round(hit.similarity, 4)},
-            }
+            meta = dict(g.message.response_metadata or {})
+            if expose:
+                meta[METADATA_KEY] = info
             g = g.model_copy(
                 update={"message": g.message.model_copy(update={"response_metadata": meta})}
             )
+            # The generation, not its message: langchain-core replaces a cached
+            # message (to zero its cost) but keeps the generation object.
+            SERVED.note(g, info)
         out.append(g)
     return out
 
@@ -120,6 +135,10 @@ class SemanticCache(BaseCache):
     Args:
         cache: the engine cache (backend, embedder, thresholds); a default
             in-memory one if omitted.
+        expose_cache_info: mark served answers' ``response_metadata["costopt"]``
+            with the cache tier. Off by default: whether an answer was cached
+            tells a caller that someone asked the same question before. The
+            cost handler learns it either way.
 
     Example:
         >>> from langchain_core.globals import set_llm_cache
@@ -128,8 +147,11 @@ class SemanticCache(BaseCache):
         ...     chat_model.invoke("How do I reset my password?")
     """
 
-    def __init__(self, cache: CacheEngine | None = None) -> None:
+    def __init__(
+        self, cache: CacheEngine | None = None, *, expose_cache_info: bool = False
+    ) -> None:
         self.engine = cache if cache is not None else CacheEngine()
+        self.expose_cache_info = expose_cache_info
 
     def _request(self, prompt: str, llm_string: str) -> CacheRequest:
         return CacheRequest(
@@ -140,7 +162,7 @@ class SemanticCache(BaseCache):
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         hit = self.engine.lookup(self._request(prompt, llm_string))
-        return None if hit is None else generations_of(hit)
+        return None if hit is None else generations_of(hit, expose=self.expose_cache_info)
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         self.engine.store(self._request(prompt, llm_string), response_of(return_val))
@@ -150,7 +172,7 @@ class SemanticCache(BaseCache):
 
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         hit = await self.engine.alookup(self._request(prompt, llm_string))
-        return None if hit is None else generations_of(hit)
+        return None if hit is None else generations_of(hit, expose=self.expose_cache_info)
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         await self.engine.astore(self._request(prompt, llm_string), response_of(return_val))

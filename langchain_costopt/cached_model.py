@@ -22,21 +22,29 @@ from pydantic import ConfigDict, Field
 
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
+from costopt_core.served import SERVED
 from costopt_core.tenancy import current_tenant
 from langchain_costopt._convert import from_langchain_messages
-from langchain_costopt.cache import generations_of, response_of
+from langchain_costopt.cache import generations_of, response_of, served_info
 
 __all__ = ["CachedChatModel"]
 
 
-def _replay(hit: CacheHit) -> Iterator[ChatGenerationChunk]:
-    """A cached answer as a stream: text in word chunks, usage and metadata last."""
-    gen = generations_of(hit)[0]
+def _replay(hit: CacheHit, expose: bool) -> Iterator[ChatGenerationChunk]:
+    """A cached answer as a stream: text in word chunks, usage and metadata last.
+
+    Each chunk is noted as served by the cache: the cost handler sees the chunks
+    (``on_llm_new_token``) before the merged answer, which is a new object.
+    """
+    gen = generations_of(hit, expose=expose)[0]
     msg = gen.message if isinstance(gen, ChatGeneration) else AIMessage(content=gen.text)
     text = msg.content if isinstance(msg.content, str) else str(msg.content)
     words = text.split(" ") if text else []
+    info = served_info(hit)
     for i, w in enumerate(words):
-        yield ChatGenerationChunk(message=AIMessageChunk(content=w if i == 0 else " " + w))
+        chunk = ChatGenerationChunk(message=AIMessageChunk(content=w if i == 0 else " " + w))
+        SERVED.note(chunk, info)
+        yield chunk
     last = AIMessageChunk(
         content="",
         tool_call_chunks=[
@@ -47,7 +55,9 @@ def _replay(hit: CacheHit) -> Iterator[ChatGenerationChunk]:
         response_metadata=dict(msg.response_metadata or {}),
         chunk_position="last",
     )
-    yield ChatGenerationChunk(message=last)
+    chunk = ChatGenerationChunk(message=last)
+    SERVED.note(chunk, info)
+    yield chunk
 
 
 def _json(obj: Any) -> str:
@@ -64,6 +74,10 @@ class CachedChatModel(BaseChatModel):
         semantic_cache: the engine cache; a default in-memory one if omitted.
         tenant: tenant of this model's calls; otherwise the one set by
             ``costopt_core.tenant_scope``.
+        expose_cache_info: mark answers served from the cache in
+            ``response_metadata["costopt"]``. Off by default: it tells a caller
+            that someone asked the same question before. The cost handler
+            learns it either way.
 
     Example:
         >>> cached = CachedChatModel(model=chat_model)  # doctest: +SKIP
@@ -76,6 +90,7 @@ class CachedChatModel(BaseChatModel):
     model: BaseChatModel
     semantic_cache: CacheEngine = Field(default_factory=CacheEngine)
     tenant: str | None = None
+    expose_cache_info: bool = False
 
     @property
     def _llm_type(self) -> str:
@@ -107,12 +122,12 @@ class CachedChatModel(BaseChatModel):
             tenant=self.tenant if self.tenant is not None else current_tenant(),
         )
 
-    @staticmethod
-    def _result(hit: CacheHit | None, fresh: ChatResult | None) -> ChatResult:
+    def _result(self, hit: CacheHit | None, fresh: ChatResult | None) -> ChatResult:
         if hit is None and fresh is not None:
             return fresh
         assert hit is not None
-        return ChatResult(generations=generations_of(hit))  # type: ignore[arg-type]
+        gens = generations_of(hit, expose=self.expose_cache_info)
+        return ChatResult(generations=gens)  # type: ignore[arg-type]
 
     def _generate(
         self,
@@ -158,7 +173,7 @@ class CachedChatModel(BaseChatModel):
         request = self._request(messages, stop, kwargs)
         hit = self.semantic_cache.lookup(request)
         if hit is not None:
-            yield from self._emit(_replay(hit), run_manager)
+            yield from self._emit(_replay(hit, self.expose_cache_info), run_manager)
             return
         chunks: list[ChatGenerationChunk] = []
         for chunk in self.model._stream(messages, stop=stop, **kwargs):
@@ -178,7 +193,7 @@ class CachedChatModel(BaseChatModel):
         request = self._request(messages, stop, kwargs)
         hit = await self.semantic_cache.alookup(request)
         if hit is not None:
-            for chunk in _replay(hit):
+            for chunk in _replay(hit, self.expose_cache_info):
                 if run_manager and chunk.text:
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk

@@ -24,6 +24,7 @@ from langchain_core.tracers.context import register_configure_hook
 
 from costopt_core import CostEngine, CostLedger, default_engine, engine_scope
 from costopt_core.errors import BudgetExceededError, UsageFormatError
+from costopt_core.served import SERVED
 from costopt_core.tenancy import current_tenant
 from costopt_core.types import CallRecord, Usage, money_str
 from costopt_core.usage import normalize_usage, usage_from_langchain
@@ -126,6 +127,8 @@ class CostCallbackHandler(BaseCallbackHandler):
         # Runs between their start and end. Only ever touched by single dict
         # operations (set, pop), which are atomic: no lock needed.
         self._runs: dict[UUID, _Run] = {}
+        # Streamed runs a costopt cache served (see on_llm_new_token).
+        self._served: dict[UUID, dict[str, Any]] = {}
         self.errors = 0
 
     @property
@@ -200,6 +203,16 @@ class CostCallbackHandler(BaseCallbackHandler):
         self._start(run_id, metadata, kwargs, prompts=prompts)
 
     # -- end ----------------------------------------------------------------
+    def on_llm_new_token(
+        self, token: str, *, chunk: Any = None, run_id: UUID, **kwargs: Any
+    ) -> None:
+        # A stream replayed from a costopt cache: its chunks carry the note (the
+        # merged answer on_llm_end sees is a new object).
+        if chunk is not None and run_id in self._runs and run_id not in self._served:
+            info = SERVED.take(chunk)
+            if info is not None:
+                self._served[run_id] = info
+
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         run = self._runs.pop(run_id, None)
         if run is None:
@@ -211,6 +224,7 @@ class CostCallbackHandler(BaseCallbackHandler):
             log.exception("costopt could not record run %s", run_id)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._served.pop(run_id, None)
         run = self._runs.pop(run_id, None)
         if run is not None and self.check_budgets and self.engine.ledger.budget_store is not None:
             # The call spent nothing: drop its hold on the shared budgets.
@@ -218,6 +232,7 @@ class CostCallbackHandler(BaseCallbackHandler):
 
     def _record(self, response: LLMResult, run: _Run, run_id: UUID) -> CallRecord:
         message: AIMessage | None = None
+        gen: Any = None
         try:
             gen = response.generations[0][0]
             if isinstance(gen, ChatGeneration) and isinstance(gen.message, AIMessage):
@@ -237,12 +252,15 @@ class CostCallbackHandler(BaseCallbackHandler):
             if um is not None and um.get("total_cost") == 0:  # type: ignore[comparison-overlap]
                 outcome = "cache_exact"
             prior = _mapping(meta.get(METADATA_KEY))
+            # A costopt cache notes the answers it serves (a replayed stream: its
+            # run) without telling the caller; with expose_cache_info it also marks
+            # the message. A router says which tier answered.
+            served = SERVED.take(gen) or self._served.pop(run_id, None)
+            if served is None and prior is not None:
+                served = prior
+            if served is not None and served.get("cache") in ("exact", "semantic"):
+                outcome = f"cache_{served['cache']}"
             if prior is not None:
-                # A costopt cache says which of its tiers served the answer (also when
-                # it replays a hit itself, as CachedChatModel does); a router says
-                # which tier answered.
-                if prior.get("cache") in ("exact", "semantic"):
-                    outcome = f"cache_{prior['cache']}"
                 tier = tier or prior.get("tier")
         else:
             llm_output = response.llm_output or {}

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping, Sequence
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 from llama_index.core.base.llms.types import (
@@ -41,6 +42,7 @@ from pydantic import Field
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.cache.keys import ANSWER_PARAMS
+from costopt_core.served import SERVED
 from costopt_core.types import Message, Role
 from costopt_core.usage import usage_wire
 from llamaindex_costopt.handler import resolve_tenant, usage_of
@@ -227,11 +229,19 @@ def response_of(response: AnyResponse, *, default_model: str | None = None) -> C
     )
 
 
-def _served_raw(raw: Any, hit: CacheHit) -> dict[str, Any]:
-    """``raw`` of a served answer: the stored raw plus marker, model and usage."""
+def _served_raw(raw: Any, hit: CacheHit, expose: bool) -> dict[str, Any]:
+    """``raw`` of a served answer: the stored raw plus model and usage, noted as served.
+
+    The cost handler learns that the cache served it from the note on this
+    dict; the caller sees the ``costopt`` marker only with ``expose``.
+    """
     r = hit.response
     out: dict[str, Any] = dict(raw) if isinstance(raw, Mapping) else {}
-    out[METADATA_KEY] = {"cache": hit.tier, "similarity": round(float(hit.similarity), 4)}
+    out.pop(METADATA_KEY, None)
+    info = {"cache": hit.tier, "similarity": round(float(hit.similarity), 4)}
+    if expose:
+        out[METADATA_KEY] = info
+    SERVED.note(out, info)
     if r.model and not _model_of(out):
         out["model"] = r.model
     if "usage" not in out and (
@@ -256,7 +266,7 @@ def _blocks(r: CachedResponse) -> list[Any]:
     return blocks
 
 
-def chat_response_of(hit: CacheHit) -> ChatResponse:
+def chat_response_of(hit: CacheHit, *, expose: bool = False) -> ChatResponse:
     """Rebuild a stored answer as a ``ChatResponse`` marked as served by the cache."""
     r = hit.response
     response: ChatResponse | None = None
@@ -280,10 +290,12 @@ def chat_response_of(hit: CacheHit) -> ChatResponse:
             message=ChatMessage(role=MessageRole.ASSISTANT, blocks=_blocks(r)),
             additional_kwargs={"finish_reason": r.finish_reason} if r.finish_reason else {},
         )
-    return response.model_copy(update={"raw": _served_raw(response.raw, hit), "delta": None})
+    return response.model_copy(
+        update={"raw": _served_raw(response.raw, hit, expose), "delta": None}
+    )
 
 
-def completion_response_of(hit: CacheHit) -> CompletionResponse:
+def completion_response_of(hit: CacheHit, *, expose: bool = False) -> CompletionResponse:
     """Rebuild a stored answer as a ``CompletionResponse`` marked as served by the cache."""
     r = hit.response
     response: CompletionResponse | None = None
@@ -294,7 +306,9 @@ def completion_response_of(hit: CacheHit) -> CompletionResponse:
             response = None
     if response is None:
         response = CompletionResponse(text=r.text)
-    return response.model_copy(update={"raw": _served_raw(response.raw, hit), "delta": None})
+    return response.model_copy(
+        update={"raw": _served_raw(response.raw, hit, expose), "delta": None}
+    )
 
 
 def _words(text: str) -> list[str]:
@@ -308,9 +322,9 @@ def _chunk_raw(raw: Any) -> dict[str, Any]:
     return {k: raw[k] for k in (METADATA_KEY, "model") if k in raw}
 
 
-def _replay_chat(hit: CacheHit) -> Generator[ChatResponse, None, None]:
+def _replay_chat(hit: CacheHit, expose: bool) -> Generator[ChatResponse, None, None]:
     """A stored answer as a stream: word deltas, then the whole answer with usage."""
-    final = chat_response_of(hit)
+    final = chat_response_of(hit, expose=expose)
     marker = _chunk_raw(final.raw)
     text = ""
     for delta in _words(final.message.content or ""):
@@ -321,8 +335,8 @@ def _replay_chat(hit: CacheHit) -> Generator[ChatResponse, None, None]:
     yield final.model_copy(update={"delta": ""})
 
 
-def _replay_completion(hit: CacheHit) -> Generator[CompletionResponse, None, None]:
-    final = completion_response_of(hit)
+def _replay_completion(hit: CacheHit, expose: bool) -> Generator[CompletionResponse, None, None]:
+    final = completion_response_of(hit, expose=expose)
     marker = _chunk_raw(final.raw)
     text = ""
     for delta in _words(final.text):
@@ -370,9 +384,11 @@ class CachedLLM(LLM):
     """Wraps any LlamaIndex LLM with costopt's exact + semantic cache.
 
     ``chat``, ``complete``, their streaming and async twins all go through
-    the cache. A hit never calls the wrapped LLM; its response carries
-    ``raw["costopt"] = {"cache": "exact" | "semantic", "similarity": float}``
-    and the ``model`` and ``usage`` of the call it replaced. Concurrent
+    the cache. A hit never calls the wrapped LLM; its response carries the
+    ``model`` and ``usage`` of the call it replaced, and (only with
+    ``expose_cache_info``, since it tells a caller that someone asked the same
+    question before) ``raw["costopt"] = {"cache": "exact" | "semantic",
+    "similarity": float}``; the cost handler learns it either way. Concurrent
     identical misses (``chat``/``complete`` and their async twins) make one
     call. A stream that hits is replayed word by word, usage on its last
     response; a stream that misses is stored only when read to its end.
@@ -390,6 +406,7 @@ class CachedLLM(LLM):
             ``costopt_core.tenant_scope``, then a ``costopt_tenant`` /
             ``tenant_id`` / ``tenant`` instrument tag.
         ttl_s: time to live of the answers this LLM stores.
+        expose_cache_info: show callers which answers the cache served.
         cache_tags: labels stored with every answer, to invalidate by later.
 
     Example:
@@ -409,6 +426,10 @@ class CachedLLM(LLM):
     llm: LLM = Field(description="The wrapped LLM, called on a miss.")
     semantic_cache: CacheEngine = Field(default_factory=CacheEngine, exclude=True)
     tenant: str | None = Field(default=None, description="Tenant of this LLM's calls.")
+    expose_cache_info: bool = Field(
+        default=False,
+        description="Mark served answers' raw['costopt'] (callers then see hit/miss).",
+    )
     ttl_s: float | None = Field(default=None, gt=0, description="Time to live of stored answers.")
     cache_tags: tuple[str, ...] = Field(default=(), description="Labels stored with answers.")
 
@@ -567,7 +588,7 @@ class CachedLLM(LLM):
         return self._get_or_call(
             self._chat_request(messages, kwargs),
             lambda: self.llm.chat(messages, **kwargs),
-            chat_response_of,
+            partial(chat_response_of, expose=self.expose_cache_info),
         )
 
     @llm_chat_callback()
@@ -575,7 +596,7 @@ class CachedLLM(LLM):
         return await self._aget_or_call(
             self._chat_request(messages, kwargs),
             lambda: self.llm.achat(messages, **kwargs),
-            chat_response_of,
+            partial(chat_response_of, expose=self.expose_cache_info),
         )
 
     @llm_chat_callback()
@@ -583,7 +604,7 @@ class CachedLLM(LLM):
         request = self._chat_request(messages, kwargs)
         hit = self.semantic_cache.lookup(request)
         if hit is not None:
-            return _replay_chat(hit)
+            return _replay_chat(hit, self.expose_cache_info)
         # Called now, as a provider request would be made now.
         return self._relay(request, self.llm.stream_chat(messages, **kwargs))
 
@@ -594,7 +615,7 @@ class CachedLLM(LLM):
         request = self._chat_request(messages, kwargs)
         hit = await self.semantic_cache.alookup(request)
         if hit is not None:
-            return _areplay(_replay_chat(hit))
+            return _areplay(_replay_chat(hit, self.expose_cache_info))
         return self._arelay(request, await self.llm.astream_chat(messages, **kwargs))
 
     # -- completion ----------------------------------------------------------------
@@ -603,7 +624,7 @@ class CachedLLM(LLM):
         return self._get_or_call(
             self._completion_request(prompt, formatted, kwargs),
             lambda: self.llm.complete(prompt, formatted=formatted, **kwargs),
-            completion_response_of,
+            partial(completion_response_of, expose=self.expose_cache_info),
         )
 
     @llm_completion_callback()
@@ -613,7 +634,7 @@ class CachedLLM(LLM):
         return await self._aget_or_call(
             self._completion_request(prompt, formatted, kwargs),
             lambda: self.llm.acomplete(prompt, formatted=formatted, **kwargs),
-            completion_response_of,
+            partial(completion_response_of, expose=self.expose_cache_info),
         )
 
     @llm_completion_callback()
@@ -623,7 +644,7 @@ class CachedLLM(LLM):
         request = self._completion_request(prompt, formatted, kwargs)
         hit = self.semantic_cache.lookup(request)
         if hit is not None:
-            return _replay_completion(hit)
+            return _replay_completion(hit, self.expose_cache_info)
         return self._relay(request, self.llm.stream_complete(prompt, formatted=formatted, **kwargs))
 
     @llm_completion_callback()
@@ -633,7 +654,7 @@ class CachedLLM(LLM):
         request = self._completion_request(prompt, formatted, kwargs)
         hit = await self.semantic_cache.alookup(request)
         if hit is not None:
-            return _areplay(_replay_completion(hit))
+            return _areplay(_replay_completion(hit, self.expose_cache_info))
         stream = await self.llm.astream_complete(prompt, formatted=formatted, **kwargs)
         return self._arelay(request, stream)
 

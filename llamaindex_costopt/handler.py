@@ -40,6 +40,7 @@ from pydantic import PrivateAttr
 
 from costopt_core import CostEngine, CostLedger, current_tenant, default_engine, engine_scope
 from costopt_core.errors import UsageFormatError
+from costopt_core.served import SERVED
 from costopt_core.types import CallRecord, Usage
 from costopt_core.usage import normalize_usage
 
@@ -471,7 +472,11 @@ class CostEventHandler(BaseEventHandler):
 
     def _record(self, call: _Call, raw: Any, usage: Usage, span_id: str) -> CallRecord:
         raw_map = _mapping(raw)
-        marker = None if raw_map is None else _mapping(raw_map.get(METADATA_KEY))
+        # A costopt cache notes the raw dicts of the answers it serves (the caller
+        # sees a marker only with expose_cache_info).
+        marker = None if raw is None else SERVED.take(raw)
+        if marker is None and raw_map is not None:
+            marker = _mapping(raw_map.get(METADATA_KEY))
         outcome: Any = "model"
         tier = call.tier
         if marker is not None:

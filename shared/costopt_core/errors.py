@@ -40,8 +40,8 @@ class ConfigurationError(CostOptError, ValueError):
     """A configuration value is out of range or of the wrong kind."""
 
 
-#: Field names whose values an error message never repeats.
-_SECRET_WORDS = ("key", "secret", "password", "token")
+#: Field-name endings whose values an error message never repeats.
+_SECRET_ENDINGS = ("key", "secret", "password", "_token")
 
 
 def config_error(what: str, exc: ValidationError) -> ConfigurationError:
@@ -55,7 +55,7 @@ def config_error(what: str, exc: ValidationError) -> ConfigurationError:
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        if any(word in where.lower() for word in _SECRET_WORDS):
+        if where.lower().split(".")[-1].endswith(_SECRET_ENDINGS):
             problems.append(f"{where}: {msg}")  # never echo a key or password
         else:
             problems.append(f"{where}={err['input']!r}: {msg}" if where else msg)

@@ -77,8 +77,9 @@ def test_set_llm_cache_serves_paraphrases_and_records_them(model: ScriptedChatMo
         set_llm_cache(None)
     assert model.script.calls == 1
     assert first.content == again.content == para.content == "Use the reset link."
-    assert again.response_metadata["costopt"]["cache"] == "exact"
-    assert para.response_metadata["costopt"]["cache"] == "semantic"
+    # the caller is not told the answers came from the cache; the ledger is
+    assert "costopt" not in again.response_metadata
+    assert "cache" not in para.response_metadata.get("costopt", {})
     assert [r.outcome for r in engine.ledger.records()] == [
         "model",
         "cache_exact",
@@ -88,6 +89,31 @@ def test_set_llm_cache_serves_paraphrases_and_records_them(model: ScriptedChatMo
     hit = engine.ledger.records()[2]
     assert hit.cost_usd == 0
     assert sum(hit.savings_usd.values()) == hit.baseline_cost_usd == Decimal("0.0045")
+
+
+def test_the_hit_flag_is_shown_only_when_asked_for(model: ScriptedChatModel) -> None:
+    engine = CostEngine(embedder=FakeEmbedder())
+    handler = CostCallbackHandler(engine)
+    set_llm_cache(SemanticCache(engine_cache(), expose_cache_info=True))
+    try:
+        cfg = {"callbacks": [handler]}
+        model.invoke("How do I reset my password?", config=cfg)
+        again = model.invoke("How do I reset my password?", config=cfg)
+    finally:
+        set_llm_cache(None)
+    assert again.response_metadata["costopt"]["cache"] == "exact"
+    assert [r.outcome for r in engine.ledger.records()] == ["model", "cache_exact"]
+    cached = CachedChatModel(model=model, semantic_cache=engine_cache())
+    cached.invoke("How do I reset my password?")
+    assert "costopt" not in cached.invoke("How do I reset my password?").response_metadata
+    shown = CachedChatModel(
+        model=model, semantic_cache=cached.semantic_cache, expose_cache_info=True
+    )
+    assert (
+        shown.invoke("How do I reset my password?").response_metadata["costopt"]["cache"] == "exact"
+    )
+    chunks = list(cached.stream("How do I reset my password?"))
+    assert all("cache" not in c.response_metadata.get("costopt", {}) for c in chunks)
 
 
 def test_tenants_never_share_answers(model: ScriptedChatModel) -> None:

@@ -67,7 +67,28 @@ def scripted(*texts: str, latency_s: float = 0.0, **kwargs: Any) -> ScriptedLLM:
 
 
 def wrap(inner: ScriptedLLM, cache: CacheEngine | None = None, **kwargs: Any) -> CachedLLM:
+    # These tests read which tier served each answer from raw["costopt"].
+    kwargs.setdefault("expose_cache_info", True)
     return CachedLLM(llm=inner, semantic_cache=cache or engine_cache(), **kwargs)
+
+
+def test_callers_are_not_told_which_answers_the_cache_served() -> None:
+    from llamaindex_costopt import CostEventHandler
+
+    engine = CostEngine()
+    msgs = [ChatMessage(role=MessageRole.USER, content=QUESTION)]
+    handler = CostEventHandler(engine).attach()
+    try:
+        llm = wrap(scripted(), expose_cache_info=False)
+        first = llm.chat(msgs)
+        again = llm.chat(msgs)
+        streamed = list(llm.stream_chat(msgs))
+    finally:
+        handler.detach()
+    assert marker(again) is None and all(marker(r) is None for r in streamed)
+    assert marker(first) is None
+    # the cost handler still prices the hits as hits
+    assert [r.outcome for r in engine.ledger.records()] == ["model", "cache_exact", "cache_exact"]
 
 
 async def run(

@@ -140,6 +140,17 @@ def test_shared_state_public_names() -> None:
     assert costopt_core.CostLedger.from_redis is not None
 
 
+def test_served_notes_public_names() -> None:
+    import costopt_core.served as served
+
+    assert set(served.__all__) == {"SERVED", "ServedNotes"}
+    notes = served.ServedNotes(max_notes=2)
+    a, b, c = object(), object(), object()
+    for obj in (a, b, c):
+        notes.note(obj, {"cache": "exact"})
+    assert notes.take(a) is None and notes.take(c) == {"cache": "exact"} and len(notes) == 1
+
+
 def test_otel_public_names() -> None:
     import costopt_core.otel as otel
 

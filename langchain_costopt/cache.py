@@ -19,12 +19,12 @@ from langchain_core.outputs import ChatGeneration, Generation
 
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
-from costopt_core.served import SERVED
+from costopt_core.served import SERVED, served_info
 from costopt_core.tenancy import current_tenant
 from costopt_core.usage import usage_from_langchain
 from langchain_costopt._convert import from_langchain_messages
 
-__all__ = ["PAYLOAD_FORMAT", "SemanticCache", "generations_of", "response_of", "served_info"]
+__all__ = ["PAYLOAD_FORMAT", "SemanticCache", "generations_of", "response_of"]
 
 PAYLOAD_FORMAT = "langchain/generations/v1"
 METADATA_KEY = "costopt"
@@ -78,11 +78,6 @@ def _without_costopt(g: Generation) -> Generation:
             update={"message": g.message.model_copy(update={"response_metadata": meta})}
         )
     return g
-
-
-def served_info(hit: CacheHit) -> dict[str, Any]:
-    """What the cost handler learns about a hit: which tier served it, how similar."""
-    return {"cache": hit.tier, "similarity": round(hit.similarity, 4)}
 
 
 def generations_of(hit: CacheHit, *, expose: bool = False) -> list[Generation]:

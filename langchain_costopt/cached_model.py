@@ -22,10 +22,10 @@ from pydantic import ConfigDict, Field
 
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
-from costopt_core.served import SERVED
+from costopt_core.served import SERVED, served_info
 from costopt_core.tenancy import current_tenant
 from langchain_costopt._convert import from_langchain_messages
-from langchain_costopt.cache import generations_of, response_of, served_info
+from langchain_costopt.cache import generations_of, response_of
 
 __all__ = ["CachedChatModel"]
 

@@ -42,7 +42,7 @@ from pydantic import Field
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.cache.keys import ANSWER_PARAMS
-from costopt_core.served import SERVED
+from costopt_core.served import SERVED, served_info
 from costopt_core.types import Message, Role
 from costopt_core.usage import usage_wire
 from llamaindex_costopt.handler import resolve_tenant, usage_of
@@ -238,7 +238,7 @@ def _served_raw(raw: Any, hit: CacheHit, expose: bool) -> dict[str, Any]:
     r = hit.response
     out: dict[str, Any] = dict(raw) if isinstance(raw, Mapping) else {}
     out.pop(METADATA_KEY, None)
-    info = {"cache": hit.tier, "similarity": round(float(hit.similarity), 4)}
+    info = served_info(hit)
     if expose:
         out[METADATA_KEY] = info
     SERVED.note(out, info)

@@ -143,7 +143,7 @@ def test_shared_state_public_names() -> None:
 def test_served_notes_public_names() -> None:
     import costopt_core.served as served
 
-    assert set(served.__all__) == {"SERVED", "ServedNotes"}
+    assert set(served.__all__) == {"SERVED", "ServedNotes", "served_info"}
     notes = served.ServedNotes(max_notes=2)
     a, b, c = object(), object(), object()
     for obj in (a, b, c):

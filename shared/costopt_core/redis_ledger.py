@@ -89,7 +89,7 @@ for k = 3, #KEYS do
     redis.call('HINCRBY', KEYS[k], 'spent', cost)
     local held = redis.call('HGET', KEYS[k], 'r:' .. call_id)
     if held then
-      redis.call('HDEL', KEYS[k], 'r:' .. call_id)
+      redis.call('HDEL', KEYS[k], 'r:' .. call_id, 'x:' .. call_id)
       redis.call('HINCRBY', KEYS[k], 'reserved', -tonumber(held))
     end
   end
@@ -310,9 +310,7 @@ class RedisLedger:
             self._to_spool(record)
             return False
         try:
-            while self._spool:
-                self._write_one(self._spool[0])
-                self._spool.popleft()
+            self._drain_spool()
             self._write_one(record)
         except Exception as exc:
             self._failed("write", exc)
@@ -320,6 +318,12 @@ class RedisLedger:
             return False
         self.breaker.success()
         return True
+
+    def _drain_spool(self) -> None:
+        # Oldest first; a record leaves the spool only once Redis has it.
+        while self._spool:
+            self._write_one(self._spool[0])
+            self._spool.popleft()
 
     def _to_spool(self, record: CallRecord) -> None:
         if len(self._spool) == self._spool.maxlen:
@@ -367,9 +371,7 @@ class RedisLedger:
         """Write spooled records now; returns how many are still spooled."""
         if self._spool and self.breaker.allow():
             try:
-                while self._spool:
-                    self._write_one(self._spool[0])
-                    self._spool.popleft()
+                self._drain_spool()
                 self.breaker.success()
             except Exception as exc:
                 self._failed("write", exc)

@@ -261,6 +261,9 @@ def test_the_langchain_handler_holds_and_releases_shared_budgets(redis_url: str)
             ScriptedChatModel(script=Script([r])).invoke("hi", config={"callbacks": [handler]})
     remote = CostLedger.from_redis(redis_url, namespace=ns)
     assert remote.spent("acme") == one * 2
+    # a recorded call leaves nothing of its hold behind (amount or expiry)
+    fields = shared.client.hkeys(key)
+    assert not [f for f in fields if f.startswith((b"r:", b"x:"))], fields
 
 
 def test_every_key_of_a_namespace_lives_in_one_cluster_slot() -> None:

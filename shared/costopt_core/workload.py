@@ -19,6 +19,7 @@ A request line of the JSONL sample::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -268,15 +269,8 @@ def measure_records(records: Sequence[CallRecord]) -> list[MeasuredRequest]:
         for c in removed.values():
             extra.update(c)
         more = [m for ms in escalated.values() for m in ms]
-        out[-1] = MeasuredRequest(
-            model=last.model,
-            usage=last.usage,
-            cache=last.cache,
-            removed_input_tokens=dict(extra),
-            escalated=last.escalated + tuple(more),
-            batch=last.batch,
-            tier=last.tier,
-            tenant=last.tenant,
+        out[-1] = dataclasses.replace(
+            last, removed_input_tokens=dict(extra), escalated=last.escalated + tuple(more)
         )
     return out
 

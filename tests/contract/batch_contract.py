@@ -34,13 +34,21 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 
-from costopt_core.batch.provider import BatchProvider, BatchRequest, BatchResult, RemoteBatch
+from costopt_core.batch.provider import (
+    BatchProvider,
+    BatchRequest,
+    BatchResult,
+    RecoverableBatchProvider,
+    RemoteBatch,
+    Submission,
+)
 from costopt_core.errors import BatchError
 from costopt_core.types import Message
 
@@ -463,5 +471,52 @@ class BatchProviderContract:
                     await call()
                 assert type(info.value).__module__.startswith("costopt_core")
                 assert "reach" in str(info.value)
+        finally:
+            await close(provider)
+
+    # -- recoverable submissions ---------------------------------------------------------
+
+    @pytest.mark.parametrize("mode", ["sync", "async"])
+    async def test_a_tagged_submission_is_found_by_its_token_and_only_by_it(
+        self, server: Any, mode: Mode
+    ) -> None:
+        provider = self.make_provider(server)
+        if not isinstance(provider, RecoverableBatchProvider):
+            await close(provider)
+            pytest.skip("this provider cannot find a batch again by its submission token")
+        try:
+
+            async def submit(requests: Sequence[BatchRequest], token: str) -> str:
+                if mode == "sync":
+                    return provider.submit(requests, submission=token)
+                return await provider.asubmit(requests, submission=token)
+
+            async def find(submission: Submission) -> str | None:
+                if mode == "sync":
+                    return provider.find_submission(submission)
+                return await provider.afind_submission(submission)
+
+            started = time.time()
+            before = await find(Submission("costopt-none", started, ("t0", "t1")))
+            assert before is None  # nothing submitted under this token yet
+            first = await submit(make_requests(2, prefix="t"), "costopt-first")
+            second = await submit(make_requests(3, prefix="u"), "costopt-second")
+            assert first != second
+            # A new provider object (a new process) finds each batch by its token...
+            fresh = self.make_provider(server)
+            try:
+                found_first = fresh.find_submission(
+                    Submission("costopt-first", started, ("t0", "t1"), frozenset({second}))
+                )
+                found_second = fresh.find_submission(
+                    Submission("costopt-second", started, ("u0", "u1", "u2"), frozenset({first}))
+                )
+                # ...and a token nothing was submitted under finds nothing.
+                missing = fresh.find_submission(
+                    Submission("costopt-never", started, ("v0",) * 4, frozenset({first, second}))
+                )
+            finally:
+                await close(fresh)
+            assert (found_first, found_second, missing) == (first, second, None)
         finally:
             await close(provider)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import threading
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -117,7 +118,10 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         fake = self.server.fake
         try:
-            response = fake.handle(method, self.path.split("?", 1)[0], headers, body)
+            path, _, query = self.path.partition("?")
+            with fake.lock:  # the query is the fake's state for this one call
+                fake.query = {k: v[-1] for k, v in urllib.parse.parse_qs(query).items()}
+                response = fake.handle(method, path, headers, body)
         except Exception as exc:  # a bug in the fake: tell the client, keep serving
             response = Response.json(500, fake.error_body(500, f"fake server bug: {exc!r}"))
         with fake.lock:
@@ -155,6 +159,8 @@ class FakeBatchServer:
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
+        #: the query string parameters of the request being handled.
+        self.query: dict[str, str] = {}
         self.script = Script()
         self.log: list[tuple[str, str, int]] = []
         self._httpd: _HTTPServer | None = None
@@ -255,7 +261,15 @@ class FakeBatchServer:
     # -- HTTP ---------------------------------------------------------------------------
 
     def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
+        """Answer one request; the query string's parameters are in :attr:`query`."""
         raise NotImplementedError
+
+    def page(self, items: list[Any], cursor: str, limit: int) -> tuple[list[Any], bool]:
+        """One page of ``items`` (newest first) after the item whose ``id`` is ``cursor``."""
+        ids = [item.id for item in items]
+        start = ids.index(cursor) + 1 if cursor in ids else 0
+        chunk = items[start : start + limit]
+        return chunk, start + limit < len(items)
 
     def error_body(self, status: int, message: str, kind: str | None = None) -> Any:
         raise NotImplementedError

@@ -1,6 +1,7 @@
 """A local Anthropic Message Batches API, as the ``anthropic`` SDK calls it.
 
-Implements ``POST /v1/messages/batches``, ``GET /v1/messages/batches/{id}``,
+Implements ``POST /v1/messages/batches``, ``GET /v1/messages/batches`` (newest
+first, by cursor), ``GET /v1/messages/batches/{id}``,
 ``POST /v1/messages/batches/{id}/cancel`` and the results stream
 ``GET /v1/messages/batches/{id}/results`` (JSONL, in no particular order, as
 documented; the SDK finds it through the batch's ``results_url``, which this
@@ -196,6 +197,8 @@ class FakeAnthropicBatchServer(FakeBatchServer):
         with self.lock:
             if method == "POST" and path == "/v1/messages/batches":
                 return self._create(body)
+            if method == "GET" and path == "/v1/messages/batches":
+                return self._list()
             m = re.fullmatch(r"/v1/messages/batches/([^/]+)(/cancel|/results)?", path)
             if m:
                 batch = self.batches.get(m.group(1))
@@ -219,6 +222,24 @@ class FakeAnthropicBatchServer(FakeBatchServer):
                     data = "".join(json.dumps(r) + "\n" for r in reversed(batch.results))
                     return Response(200, data.encode("utf-8"), "application/binary")
             return self._error(404, f"Not found: {method} {path}")
+
+    def _list(self) -> Response:
+        """``GET /v1/messages/batches``: newest first, ``limit`` (1-1000) after ``after_id``."""
+        limit = int(self.query.get("limit", 20))
+        if not 1 <= limit <= 1000:
+            return self._error(400, "limit: Input should be between 1 and 1000")
+        newest = list(reversed(self.batches.values()))  # created in insertion order
+        chunk, more = self.page(newest, self.query.get("after_id", ""), limit)
+        data = [b.obj(self.origin) for b in chunk]
+        return Response.json(
+            200,
+            {
+                "data": data,
+                "has_more": more,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+            },
+        )
 
     def _create(self, body: bytes) -> Response:
         self.last_create_bytes = len(body)

@@ -1,7 +1,8 @@
 """A local OpenAI Batch API: files and batches, as the ``openai`` SDK calls them.
 
 Implements ``POST /v1/files`` (multipart upload), ``GET /v1/files/{id}`` and
-``/content``, ``POST /v1/batches``, ``GET /v1/batches/{id}`` and
+``/content``, ``POST /v1/batches``, ``GET /v1/batches`` (newest first, by
+cursor), ``GET /v1/batches/{id}`` and
 ``POST /v1/batches/{id}/cancel`` with the documented objects: the batch object
 (``validating`` -> ``in_progress`` -> ``finalizing`` -> ``completed``, or
 ``failed`` / ``expired`` / ``cancelling`` -> ``cancelled``, with
@@ -222,6 +223,8 @@ class FakeOpenAIBatchServer(FakeBatchServer):
                 return Response.json(200, file.obj())
             if method == "POST" and path == "/v1/batches":
                 return self._create(body)
+            if method == "GET" and path == "/v1/batches":
+                return self._list()
             if m := re.fullmatch(r"/v1/batches/([^/]+)(/cancel)?", path):
                 batch = self.batches.get(m.group(1))
                 if batch is None:
@@ -232,6 +235,25 @@ class FakeOpenAIBatchServer(FakeBatchServer):
                     self._advance(batch)
                     return Response.json(200, batch.obj())
             return self._error(404, f"Invalid URL ({method} {path})")
+
+    def _list(self) -> Response:
+        """``GET /v1/batches``: newest first, ``limit`` (1-100, default 20) after ``after``."""
+        limit = int(self.query.get("limit", 20))
+        if not 1 <= limit <= 100:
+            return self._error(400, "Invalid 'limit': must be between 1 and 100.")
+        newest = list(reversed(self.batches.values()))  # created in insertion order
+        chunk, more = self.page(newest, self.query.get("after", ""), limit)
+        data = [b.obj() for b in chunk]
+        return Response.json(
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+                "has_more": more,
+            },
+        )
 
     def _upload(self, headers: Mapping[str, str], body: bytes) -> Response:
         ctype = headers.get("content-type", "")

@@ -6,6 +6,7 @@ real provider batch API, it outlives the process that submitted to it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -29,6 +30,7 @@ from costopt_core.batch import (
     BatchRequest,
     BatchResult,
     RemoteBatch,
+    Submission,
 )
 from costopt_core.batch.queue import request_from_json, request_to_json
 from costopt_core.testing import FakeEmbedder
@@ -41,7 +43,9 @@ class FileBatchProvider:
     """A fake provider batch API whose state lives in a SQLite file, not in the process.
 
     Batches end ``ready_after_s`` after submission; every request succeeds.
-    ``results_served`` counts how often each batch's results were fetched.
+    ``served()`` counts how often each batch's results were fetched. Batches
+    carry the job's submission token and are found by it, as OpenAI's carry it
+    in their metadata.
     """
 
     name = "filefake"
@@ -55,21 +59,35 @@ class FileBatchProvider:
         db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         db.execute(
             "CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, requests TEXT, "
-            "submitted_at REAL, served INTEGER DEFAULT 0)"
+            "submitted_at REAL, served INTEGER DEFAULT 0, submission TEXT)"
         )
         return db
 
     def request_size(self, request: BatchRequest) -> int:
         return len(request_to_json(request).encode())
 
-    def submit(self, requests: Sequence[BatchRequest]) -> str:
+    def submit(self, requests: Sequence[BatchRequest], *, submission: str | None = None) -> str:
         db = self._db()
         n = db.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
         batch_id = f"fb_{n}_{os.getpid()}"
         payload = json.dumps([request_to_json(r) for r in requests])
-        db.execute("INSERT INTO batches VALUES (?, ?, ?, 0)", (batch_id, payload, time.time()))
+        db.execute(
+            "INSERT INTO batches VALUES (?, ?, ?, 0, ?)",
+            (batch_id, payload, time.time(), submission),
+        )
         db.close()
         return batch_id
+
+    def find_submission(self, submission: Submission) -> str | None:
+        db = self._db()
+        row = db.execute(
+            "SELECT id FROM batches WHERE submission = ?", (submission.token,)
+        ).fetchone()
+        db.close()
+        return None if row is None else str(row[0])
+
+    async def afind_submission(self, submission: Submission) -> str | None:
+        return self.find_submission(submission)
 
     def _row(self, batch_id: str) -> tuple[str, float]:
         db = self._db()
@@ -104,8 +122,10 @@ class FileBatchProvider:
     def cancel(self, batch_id: str) -> None:
         self._row(batch_id)
 
-    async def asubmit(self, requests: Sequence[BatchRequest]) -> str:
-        return self.submit(requests)
+    async def asubmit(
+        self, requests: Sequence[BatchRequest], *, submission: str | None = None
+    ) -> str:
+        return self.submit(requests, submission=submission)
 
     async def apoll(self, batch_id: str) -> RemoteBatch:
         return self.poll(batch_id)
@@ -123,9 +143,14 @@ class FileBatchProvider:
         return {str(i): int(n) for i, n in rows}
 
 
-def make_requests(n: int, start: int = 0) -> list[BatchRequest]:
+def make_requests(n: int, start: int = 0, model: str = "gpt-4o-mini") -> list[BatchRequest]:
     return [
-        BatchRequest(id=f"r{i}", model="gpt-4o-mini", messages=(Message("user", f"question {i}"),))
+        BatchRequest(
+            id=f"r{i}",
+            model=model,
+            messages=(Message("user", f"question {i}"),),
+            params={"max_tokens": 32},
+        )
         for i in range(start, start + n)
     ]
 
@@ -378,56 +403,107 @@ def test_killed_mid_collect_then_every_request_is_recorded_once(tmp_path: Path) 
 
 _KILLED_IN_SUBMIT = """
     import time
-    from costopt_core.batch import BatchJob
-    from tests.integration.test_batch_kill import FileBatchProvider, make_requests
+    from costopt_core.batch import BatchJob, BatchLimits
+    from tests.integration.test_batch_kill import make_requests
+    {make_provider}
 
-    class Stalls(FileBatchProvider):
-        def submit(self, requests):
-            remote_id = super().submit(requests)
-            print("ACCEPTED", remote_id, flush=True)  # the provider has it; the queue not yet
-            time.sleep(600)
+    class Stalls(Provider):
+        limits = BatchLimits(max_requests=40, max_bytes=10_000_000)
+        calls = 0
+
+        def submit(self, requests, **kwargs):
+            remote_id = super().submit(requests, **kwargs)
+            Stalls.calls += 1
+            if Stalls.calls == 2:  # the provider has the second batch; the queue does not
+                print("ACCEPTED", remote_id, flush=True)
+                time.sleep(600)
             return remote_id
 
-    job = BatchJob(Stalls({provider!r}), {queue!r}, name="kill")
-    job.enqueue(make_requests(80))
+    job = BatchJob(Stalls(**{kwargs!r}), {queue!r}, name="kill")
+    job.enqueue(make_requests(80, model={model!r}))
     job.flush()
     """
 
 
-def _killed_in_submit(tmp_path: Path) -> tuple[FileBatchProvider, Path]:
-    queue_path, provider_path = tmp_path / "jobs.db", tmp_path / "provider.db"
-    child = spawn(_KILLED_IN_SUBMIT.format(provider=str(provider_path), queue=str(queue_path)))
+def _file_provider(tmp_path: Path) -> tuple[str, dict[str, object], FileBatchProvider]:
+    path = str(tmp_path / "provider.db")
+    code = "from tests.integration.test_batch_kill import FileBatchProvider as Provider"
+    return code, {"path": path}, FileBatchProvider(path)
+
+
+def _killed_in_submit(
+    tmp_path: Path, make_provider: str, kwargs: dict[str, object], model: str = "gpt-4o-mini"
+) -> Path:
+    """A child submits 80 requests in two batches; killed once the provider took the second."""
+    queue_path = tmp_path / "jobs.db"
+    code = _KILLED_IN_SUBMIT.format(
+        make_provider=make_provider, kwargs=kwargs, queue=str(queue_path), model=model
+    )
+    child = spawn(code)
     read_line(child, "ACCEPTED")
     kill(child)
-    return FileBatchProvider(provider_path), queue_path
+    return queue_path
 
 
 @pytest.mark.timeout(120)
-def test_killed_inside_submit_every_request_completes_and_is_recorded_once(
+def test_killed_inside_submit_every_request_runs_completes_and_is_recorded_once(
     tmp_path: Path,
 ) -> None:
-    provider, queue_path = _killed_in_submit(tmp_path)
+    make, kwargs, provider = _file_provider(tmp_path)
+    queue_path = _killed_in_submit(tmp_path, make, kwargs)
+    before = BatchJob(provider, queue_path, name="kill").queue.counts("kill")
+    assert (before["submitted"], before["submitting"]) == (40, 40)
     engine = _finish(provider, queue_path, "kill")
     results = BatchJob(provider, queue_path, name="kill").results()
     assert list(results) == [f"r{i}" for i in range(80)]
     records = engine.ledger.records()
     assert len({r.call_id for r in records}) == len(records) == 80
+    # The batch the dead process never recorded was found by its token, not sent again.
+    ran = _requests_at_provider(provider)
+    assert sorted(ran) == sorted(f"r{i}" for i in range(80))
+    assert sorted(provider.served().values()) == [1, 1]
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a kill between the provider accepting a batch and the queue recording it "
-        "(mark_submitted) leaves those requests 'queued', so the next process submits them "
-        "again: the provider runs (and bills) them twice, and the first copy is never "
-        "collected or recorded. Closing it needs a 'submitting' intent row plus a provider "
-        "lookup by batch metadata on recovery (OpenAI batches carry metadata; Anthropic "
-        "message batches do not)"
-    ),
-)
-def test_killed_inside_submit_the_provider_runs_each_request_once(tmp_path: Path) -> None:
-    provider, queue_path = _killed_in_submit(tmp_path)
-    _finish(provider, queue_path, "kill")
-    ran = _requests_at_provider(provider)
-    assert sorted(ran) == sorted(f"r{i}" for i in range(80))
+def test_killed_inside_submit_async_recovery_finds_the_batch(tmp_path: Path) -> None:
+    make, kwargs, provider = _file_provider(tmp_path)
+    queue_path = _killed_in_submit(tmp_path, make, kwargs)
+    engine = CostEngine(embedder=FakeEmbedder())
+    job = BatchJob(provider, queue_path, name="kill", engine=engine, poll_interval_s=0.05)
+    assert asyncio.run(job.arecover()) == 1
+    assert job.queue.counts("kill")["submitted"] == 80
+    status = asyncio.run(job.await_(timeout_s=60))
+    assert (status.done, status.complete) == (80, True)
+    assert len(engine.ledger) == 80
+    assert sorted(_requests_at_provider(provider)) == sorted(f"r{i}" for i in range(80))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("which", ["openai", "anthropic"])
+def test_killed_inside_submit_over_the_provider_sdk_runs_each_request_once(
+    tmp_path: Path, which: str
+) -> None:
+    fakes = pytest.importorskip(f"tests.fakes.{which}_batch_server")
+    server = (
+        fakes.FakeOpenAIBatchServer() if which == "openai" else fakes.FakeAnthropicBatchServer()
+    ).start()
+    module = f"costopt_core.batch.{which}_provider"
+    provider_cls = "OpenAIBatchProvider" if which == "openai" else "AnthropicBatchProvider"
+    model = "gpt-4o-mini" if which == "openai" else "claude-haiku-4-5"
+    kwargs = {"api_key": server.api_key, "base_url": server.url, "max_retries": 0}
+    try:
+        queue_path = _killed_in_submit(
+            tmp_path, f"from {module} import {provider_cls} as Provider", kwargs, model
+        )
+        provider = getattr(pytest.importorskip(module), provider_cls)(**kwargs)
+        engine = CostEngine(embedder=FakeEmbedder())
+        job = BatchJob(provider, queue_path, name="kill", engine=engine, poll_interval_s=0.01)
+        status = job.wait(timeout_s=60)
+        assert (status.done, status.failed, status.complete) == (80, 0, True)
+        records = engine.ledger.records()
+        assert len({r.call_id for r in records}) == len(records) == 80
+        # Two batches at the provider, each created once: nothing was sent twice.
+        assert len(server.batches) == 2
+        provider.close()
+    finally:
+        server.stop()

@@ -116,7 +116,14 @@ def test_jobs_sharing_a_file_are_kept_apart() -> None:
     assert q.counts("b")["queued"] == 1
     assert q.cancel("a", now=1.0) == 2
     assert q.is_canceled("a") and not q.is_canceled("b")
-    assert q.counts("a") == {"queued": 0, "submitted": 0, "done": 0, "failed": 0, "canceled": 2}
+    assert q.counts("a") == {
+        "queued": 0,
+        "submitting": 0,
+        "submitted": 0,
+        "done": 0,
+        "failed": 0,
+        "canceled": 2,
+    }
     assert q.counts("b")["queued"] == 1
     assert q.delete_job("a") == 2
     assert q.jobs() == ["b"]
@@ -141,7 +148,14 @@ def test_submit_then_collect_moves_states_and_claims_the_batch_once() -> None:
     # A second collector of the same batch stores nothing.
     assert q.finish_requests("job", outcomes, now=3.0, batch=("fake", "b1")) is False  # type: ignore[arg-type]
     assert q.open_batches("job") == []
-    assert q.counts("job") == {"queued": 2, "submitted": 0, "done": 1, "failed": 0, "canceled": 0}
+    assert q.counts("job") == {
+        "queued": 2,
+        "submitting": 0,
+        "submitted": 0,
+        "done": 1,
+        "failed": 0,
+        "canceled": 0,
+    }
     stored = {s.id: s for s in q.stored("job")}
     assert stored["0"].result == ok
     assert stored["1"].state == "queued" and stored["1"].attempts == 1

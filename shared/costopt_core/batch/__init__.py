@@ -26,10 +26,18 @@ from costopt_core.batch.provider import (
     BatchProvider,
     BatchRequest,
     BatchResult,
+    RecoverableBatchProvider,
     RemoteBatch,
+    Submission,
 )
 from costopt_core.batch.queue import BatchQueue
-from costopt_core.batch.split import SplitPlan, decide_outcome, plan_batches, should_flush
+from costopt_core.batch.split import (
+    SplitPlan,
+    decide_outcome,
+    plan_batches,
+    should_flush,
+    submission_abandoned,
+)
 from costopt_core.errors import BatchFailedError, BatchRequestError
 
 __all__ = [
@@ -52,9 +60,11 @@ __all__ = [
     "LocalBatchProvider",
     "OpenAIBatchProvider",
     "ProviderName",
+    "RecoverableBatchProvider",
     "RemoteBatch",
     "ResultConverter",
     "SplitPlan",
+    "Submission",
     "batch_metadata",
     "call_params",
     "check_json",
@@ -63,4 +73,5 @@ __all__ = [
     "plan_batches",
     "request_ids",
     "should_flush",
+    "submission_abandoned",
 ]

@@ -11,7 +11,9 @@ provider runs its tries of a request the same way.
 ``SdkBatchProvider`` is the shell the OpenAI and Anthropic providers share:
 argument checks, clients built on first use from the same options, SDK errors
 translated to ``BatchError``, closing what it built, and the eight public
-methods over the provider's four step generators.
+methods over the provider's step generators. Both are recoverable providers:
+``submit`` tags the batch with the job's submission token where the API can
+carry one, and ``find_submission`` finds the batch again.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
 
-from costopt_core.batch.provider import BatchLimits, BatchRequest, BatchResult, RemoteBatch
+from costopt_core.batch.provider import (
+    BatchLimits,
+    BatchRequest,
+    BatchResult,
+    RemoteBatch,
+    Submission,
+)
 from costopt_core.errors import BatchError, BatchNotFoundError, ConfigurationError
 
 __all__ = ["Connect", "SdkBatchProvider", "Steps", "arun_steps", "as_dict", "drain", "run_steps"]
@@ -210,7 +218,12 @@ class SdkBatchProvider(ABC):
     # -- the seam: each method's body written once, as steps ----------------------------
 
     @abstractmethod
-    def _submit(self, connect: Connect, requests: Sequence[BatchRequest]) -> Steps[str]: ...
+    def _submit(
+        self, connect: Connect, requests: Sequence[BatchRequest], submission: str | None
+    ) -> Steps[str]: ...
+
+    @abstractmethod
+    def _find(self, connect: Connect, submission: Submission) -> Steps[str | None]: ...
 
     @abstractmethod
     def _poll(self, connect: Connect, batch_id: str) -> Steps[RemoteBatch]: ...
@@ -221,15 +234,28 @@ class SdkBatchProvider(ABC):
     @abstractmethod
     def _cancel(self, connect: Connect, batch_id: str) -> Steps[None]: ...
 
-    def submit(self, requests: Sequence[BatchRequest]) -> str:
+    def submit(self, requests: Sequence[BatchRequest], *, submission: str | None = None) -> str:
         """Submit ``requests`` (within ``limits``) as a batch; returns the id to poll.
+
+        Args:
+            requests: the requests of one batch.
+            submission: the job's token for this call, to find the batch by
+                (``find_submission``) if the caller dies before it records the id.
 
         Raises:
             ConfigurationError: the requests break ``limits`` or have invalid ids.
             BatchError: the API refused or could not be reached; nothing is left
                 running.
         """
-        return run_steps(self._submit(self._sync, requests))
+        return run_steps(self._submit(self._sync, requests, submission))
+
+    def find_submission(self, submission: Submission) -> str | None:
+        """The id of the batch submitted under ``submission``, or ``None`` if there is none.
+
+        Raises:
+            BatchError: the API could not be reached (ask again later).
+        """
+        return run_steps(self._find(self._sync, submission))
 
     def poll(self, batch_id: str) -> RemoteBatch:
         """The status and request counts of a submitted batch."""
@@ -247,9 +273,15 @@ class SdkBatchProvider(ABC):
         """Ask the provider to stop the batch; a batch not running is left as it is."""
         run_steps(self._cancel(self._sync, batch_id))
 
-    async def asubmit(self, requests: Sequence[BatchRequest]) -> str:
+    async def asubmit(
+        self, requests: Sequence[BatchRequest], *, submission: str | None = None
+    ) -> str:
         """Async :meth:`submit`."""
-        return await arun_steps(self._submit(self._async, requests))
+        return await arun_steps(self._submit(self._async, requests, submission))
+
+    async def afind_submission(self, submission: Submission) -> str | None:
+        """Async :meth:`find_submission`."""
+        return await arun_steps(self._find(self._async, submission))
 
     async def apoll(self, batch_id: str) -> RemoteBatch:
         """Async :meth:`poll`."""

@@ -7,6 +7,13 @@ per request (``messages.batches.results``, which follows the batch's
 ``results_url``). Results stay at Anthropic for 29 days, so a new process can
 collect what an old one submitted.
 
+A Message Batch carries no metadata, so a batch whose id its submitter never
+recorded is found by listing recent batches: the one created in the
+submission's time window with its number of requests that the queue does not
+know already. Only a single such batch counts (none or several: the requests
+are submitted again), and the job checks on collection that its results
+answer only the submission's requests before taking any of them.
+
 The ``anthropic`` SDK is imported on first use: the engine imports without it.
 """
 
@@ -27,15 +34,22 @@ from costopt_core.batch._wire import (
     check_batch,
 )
 from costopt_core.batch.provider import (
+    CLOCK_SKEW_S,
     BatchLimits,
     BatchRequest,
     BatchResult,
     RemoteBatch,
     RemoteStatus,
+    Submission,
 )
 from costopt_core.errors import BatchError, ConfigurationError
 
 __all__ = ["AnthropicBatchProvider"]
+
+#: Batches per page when listing (the API's maximum).
+_PAGE = 100
+#: The longest a create call can take with the SDK's retries.
+_LONGEST_SUBMIT_S = 1800.0
 
 _STATUSES: dict[str, RemoteStatus] = {
     "in_progress": "in_progress",
@@ -55,6 +69,13 @@ def _remote(batch: Any) -> RemoteBatch:
         counts=anthropic_counts(as_dict(batch.request_counts)),
         expires_at=expires.timestamp() if isinstance(expires, datetime) else None,
     )
+
+
+def _seconds(stamp: Any) -> float:
+    """An API time (ISO 8601 text or a datetime) as seconds since the epoch."""
+    if isinstance(stamp, datetime):
+        return stamp.timestamp()
+    return datetime.fromisoformat(str(stamp)).timestamp()
 
 
 class AnthropicBatchProvider(SdkBatchProvider):
@@ -120,12 +141,43 @@ class AnthropicBatchProvider(SdkBatchProvider):
         check_batch(requests, self.limits, [anthropic_request_size(e) for e in entries], self.name)
         return entries
 
-    def _submit(self, connect: Connect, requests: Sequence[BatchRequest]) -> Steps[str]:
-        """Create one Message Batch holding ``requests``; returns its id."""
+    def _submit(
+        self, connect: Connect, requests: Sequence[BatchRequest], submission: str | None
+    ) -> Steps[str]:
+        """Create one Message Batch holding ``requests``; returns its id.
+
+        The API has nowhere to put ``submission``: ``_find`` works without it.
+        """
         entries = self._entries(requests)  # checked before any client is built
         client = connect()
         with self._errors("submit"):
             return str((yield client.messages.batches.create(requests=entries)).id)
+
+    def _find(self, connect: Connect, submission: Submission) -> Steps[str | None]:
+        client = connect()
+        start = submission.started_at - CLOCK_SKEW_S
+        end = submission.started_at + CLOCK_SKEW_S + _LONGEST_SUBMIT_S
+        candidates: list[str] = []
+        after: str | None = None
+        while True:
+            with self._errors("lookup"):
+                kwargs: dict[str, Any] = {"limit": _PAGE}
+                if after is not None:
+                    kwargs["after_id"] = after
+                page = yield client.messages.batches.list(**kwargs)
+            batches = [as_dict(b) for b in page.data]
+            created = [_seconds(b.get("created_at")) for b in batches]
+            for b, at in zip(batches, created, strict=True):
+                if (
+                    start <= at <= end
+                    and str(b["id"]) not in submission.known
+                    and sum((b.get("request_counts") or {}).values()) == len(submission.request_ids)
+                ):
+                    candidates.append(str(b["id"]))
+            if not batches or not page.has_more or min(created) < start:
+                break
+            after = str(page.last_id or batches[-1]["id"])
+        return candidates[0] if len(candidates) == 1 else None
 
     def _poll(self, connect: Connect, batch_id: str) -> Steps[RemoteBatch]:
         client = connect()

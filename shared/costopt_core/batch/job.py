@@ -11,31 +11,67 @@ with sync and async twins.
 
 Everything a job knows is in the queue file, so a new process that opens
 the same file and job name finds the submitted batches and collects them.
-A batch is recorded in the file right after the provider accepted it: a
-process killed between the two (a few milliseconds per batch) leaves its
-requests queued, and they are submitted, and billed, a second time. The
-async twins share the SQLite calls of the sync ones (short, local writes).
+Each submit call is recorded before it is made, under a fresh token the
+provider attaches to the batch, and resolved after: a process killed inside
+the call leaves that record, and the next job to flush or poll asks the
+provider for the token's batch (a :class:`RecoverableBatchProvider`) and
+collects it, or queues the requests again when the provider never got them.
+A provider that cannot look batches up gets them again, and runs (and
+bills) them twice; each is still recorded once. The async twins share the
+SQLite calls of the sync ones (short, local writes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from costopt_core.batch.provider import BatchProvider, BatchRequest, BatchResult, RemoteBatch
-from costopt_core.batch.queue import BatchQueue, OpenBatch, RequestState, StoredResult
-from costopt_core.batch.split import decide_outcome, plan_batches, should_flush
+from costopt_core.batch.provider import (
+    CLOCK_SKEW_S,
+    BatchProvider,
+    BatchRequest,
+    BatchResult,
+    RecoverableBatchProvider,
+    RemoteBatch,
+    Submission,
+)
+from costopt_core.batch.queue import (
+    BatchQueue,
+    OpenBatch,
+    PendingSubmission,
+    RequestState,
+    StoredResult,
+)
+from costopt_core.batch.split import (
+    decide_outcome,
+    plan_batches,
+    recovered_batch_is_ours,
+    should_flush,
+    submission_abandoned,
+)
 from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import BatchError, BatchNotFoundError, config_error
 from costopt_core.types import CallMode, CallRecord, Usage
 
 __all__ = ["BatchJob", "BatchJobConfig", "BatchNotFoundError", "BatchStatus"]
+
+log = logging.getLogger(__name__)
+
+#: Submission tokens this process is sending now (another job object must not resolve them).
+_IN_FLIGHT: set[str] = set()
+_IN_FLIGHT_LOCK = threading.Lock()
 
 
 class BatchJobConfig(BaseModel):
@@ -50,6 +86,9 @@ class BatchJobConfig(BaseModel):
         poll_interval_s: wait between polls in ``wait``; ``None`` uses the
             provider's ``poll_interval_s`` if it has one, else 10 s (0.05 s
             for a provider whose ``mode`` is ``sync``).
+        submit_lease_s: how long a submit call made by a process on another
+            host may take before this one treats it as abandoned and resolves
+            it (a dead process on this host is noticed at once).
     """
 
     # Seconds are finite: an infinite wait or TTL overflows the timers that use it.
@@ -59,6 +98,7 @@ class BatchJobConfig(BaseModel):
     max_pending: int | None = Field(None, ge=1)
     max_wait_s: float | None = Field(None, ge=0.0)
     poll_interval_s: float | None = Field(None, gt=0.0)
+    submit_lease_s: float = Field(900.0, gt=0.0)
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -207,7 +247,7 @@ class BatchJob:
         return BatchStatus(
             job=self.name,
             queued=counts["queued"],
-            submitted=counts["submitted"],
+            submitted=counts["submitting"] + counts["submitted"],
             done=counts["done"],
             failed=counts["failed"],
             canceled=counts["canceled"],
@@ -227,7 +267,7 @@ class BatchJob:
         """
         out: dict[str, BatchResult] = {}
         for s in self.queue.stored(self.name):
-            if s.state in ("queued", "submitted"):
+            if s.state in ("queued", "submitting", "submitted"):
                 continue
             out[s.id] = s.result if s.result is not None else _never_sent(s)
         return out
@@ -302,6 +342,8 @@ class BatchJob:
     def flush(self) -> list[str]:
         """Submit every queued request, split by the provider's limits.
 
+        Submit calls a dead process left unresolved are resolved first.
+
         Returns:
             The remote batch ids submitted.
 
@@ -309,34 +351,182 @@ class BatchJob:
             BatchError: the provider refused a batch; its requests (and those
                 of later batches) stay queued.
         """
+        self.recover()
         ids: list[str] = []
         for batch in self._plan_flush():
-            try:
-                remote_id = self.provider.submit([r for _, r in batch])
-            except BatchError:
-                raise
-            except Exception as exc:  # a provider should raise BatchError; be safe
-                raise BatchError(f"{self.provider.name} batch submit failed: {exc}") from exc
-            self.queue.mark_submitted(
-                self.name, self.provider.name, remote_id, [s for s, _ in batch], now=self.clock()
-            )
-            ids.append(remote_id)
+            token = self._begin([s for s, _ in batch])
+            if token is None:
+                continue
+            with self._submitting(token):
+                remote_id = self.provider.submit([r for _, r in batch], **self._tag(token))
+            ids.append(self._sent(token, remote_id))
         return ids
 
     async def aflush(self) -> list[str]:
+        await self.arecover()
         ids: list[str] = []
         for batch in self._plan_flush():
-            try:
-                remote_id = await self.provider.asubmit([r for _, r in batch])
-            except BatchError:
-                raise
-            except Exception as exc:
-                raise BatchError(f"{self.provider.name} batch submit failed: {exc}") from exc
-            self.queue.mark_submitted(
-                self.name, self.provider.name, remote_id, [s for s, _ in batch], now=self.clock()
-            )
-            ids.append(remote_id)
+            token = self._begin([s for s, _ in batch])
+            if token is None:
+                continue
+            with self._submitting(token):
+                remote_id = await self.provider.asubmit([r for _, r in batch], **self._tag(token))
+            ids.append(self._sent(token, remote_id))
         return ids
+
+    def _tag(self, token: str) -> dict[str, str]:
+        """The submit call's keywords: the token, for a provider that can find batches by it."""
+        recoverable = isinstance(self.provider, RecoverableBatchProvider)
+        return {"submission": token} if recoverable else {}
+
+    @contextlib.contextmanager
+    def _submitting(self, token: str) -> Iterator[None]:
+        try:
+            yield
+        except BaseException as exc:
+            err = self._submit_failed(token, exc)
+            if err is exc:
+                raise
+            raise err from exc
+
+    def _begin(self, seqs: Sequence[int]) -> str | None:
+        """Record the submit call about to be made; ``None`` if another flush took a request."""
+        token = f"costopt-{uuid.uuid4().hex}"
+        with _IN_FLIGHT_LOCK:
+            _IN_FLIGHT.add(token)
+        try:
+            moved = self.queue.begin_submission(
+                self.name,
+                self.provider.name,
+                token,
+                seqs,
+                now=self.clock(),
+                owner=(socket.gethostname(), os.getpid()),
+            )
+            if moved != len(seqs):  # a concurrent flush submits them: do not send twice
+                self.queue.abort_submission(token, now=self.clock())
+                _done_in_flight(token)
+                return None
+        except BaseException:
+            _done_in_flight(token)
+            raise
+        return token
+
+    def _sent(self, token: str, remote_id: str) -> str:
+        try:
+            self.queue.mark_submitted(
+                self.name, self.provider.name, remote_id, now=self.clock(), submission=token
+            )
+        finally:
+            _done_in_flight(token)
+        return remote_id
+
+    def _submit_failed(self, token: str, exc: BaseException) -> BaseException:
+        """Requeue a submission the provider refused; the error to raise for it.
+
+        A provider raises (``BatchError``) only when it left nothing running,
+        so the requests go back in the queue. An interruption (``KeyboardInterrupt``,
+        a cancelled task) leaves the record for :meth:`recover` to resolve.
+        """
+        if isinstance(exc, Exception):
+            try:
+                self.queue.abort_submission(token, now=self.clock())
+            finally:
+                _done_in_flight(token)
+            if isinstance(exc, BatchError):
+                return exc
+            # a provider should raise BatchError; be safe
+            return BatchError(f"{self.provider.name} batch submit failed: {exc}")
+        _done_in_flight(token)
+        return exc
+
+    # -- recovery of interrupted submissions -------------------------------------------
+    def _abandoned(self) -> list[PendingSubmission]:
+        now, host = self.clock(), socket.gethostname()
+        with _IN_FLIGHT_LOCK:
+            in_flight = set(_IN_FLIGHT)
+        return [
+            p
+            for p in self.queue.pending_submissions(self.name)
+            if submission_abandoned(
+                owner_host=p.owner_host,
+                owner_pid=p.owner_pid,
+                started_at=p.started_at,
+                now=now,
+                lease_s=self.config.submit_lease_s,
+                host=host,
+                owner_alive=p.owner_host == host and _pid_alive(p.owner_pid),
+                in_flight_here=p.token in in_flight,
+            )
+        ]
+
+    def _lookup(self, pending: PendingSubmission) -> Submission | None:
+        """What to ask the provider about ``pending``; ``None``: requeue it unasked."""
+        if pending.provider != self.provider.name:
+            raise BatchError(
+                f"batch job {self.name!r} has a submission to {pending.provider!r} that was "
+                f"interrupted; open the job with that provider, not {self.provider.name!r}"
+            )
+        if not pending.request_ids:
+            return None
+        if not isinstance(self.provider, RecoverableBatchProvider):
+            log.warning(
+                "batch job %r: a process died while submitting %d requests to %s, which "
+                "cannot look batches up; they are queued again and may be billed twice",
+                self.name,
+                len(pending.request_ids),
+                self.provider.name,
+            )
+            return None
+        return Submission(
+            token=pending.token,
+            started_at=pending.started_at,
+            request_ids=pending.request_ids,
+            known=self.queue.batch_ids(self.provider.name, since=pending.started_at - CLOCK_SKEW_S),
+        )
+
+    def _resolve(self, pending: PendingSubmission, remote_id: str | None) -> None:
+        if remote_id is None:
+            self.queue.abort_submission(pending.token, now=self.clock())
+            return
+        self.queue.mark_submitted(
+            self.name,
+            self.provider.name,
+            remote_id,
+            now=self.clock(),
+            submission=pending.token,
+            recovered=True,
+        )
+
+    def recover(self) -> int:
+        """Resolve submit calls a dead process left unfinished; returns how many.
+
+        Each one's batch is looked up at the provider by its token and
+        collected like any other, or its requests are queued again when the
+        provider never got them. ``flush`` and ``poll`` call this first.
+        """
+        asks = self._questions()
+        for pending, question in asks:
+            found = None if question is None else self._finder().find_submission(question)
+            self._resolve(pending, found)
+        return len(asks)
+
+    async def arecover(self) -> int:
+        """Async twin of :meth:`recover`."""
+        asks = self._questions()
+        for pending, question in asks:
+            found = None
+            if question is not None:
+                found = await self._finder().afind_submission(question)
+            self._resolve(pending, found)
+        return len(asks)
+
+    def _questions(self) -> list[tuple[PendingSubmission, Submission | None]]:
+        return [(p, self._lookup(p)) for p in self._abandoned()]
+
+    def _finder(self) -> RecoverableBatchProvider:
+        assert isinstance(self.provider, RecoverableBatchProvider)  # _lookup asked only then
+        return self.provider
 
     # -- poll and collect -----------------------------------------------------
     def _open(self) -> list[OpenBatch]:
@@ -351,12 +541,26 @@ class BatchJob:
 
     def _decide(self, batch: OpenBatch, results: Sequence[BatchResult] | None) -> _Collected:
         """Outcome of each request of an ended (or, with ``None``, lost) batch."""
+        carried = self.queue.batch_requests(batch.provider, batch.remote_id)
+        foreign = (
+            batch.recovered
+            and results is not None
+            and not recovered_batch_is_ours([r.id for r in results], [s.id for s in carried])
+        )
+        if foreign:
+            log.warning(
+                "batch job %r: batch %s found after a restart answers other requests; "
+                "its requests are queued again",
+                self.name,
+                batch.remote_id,
+            )
+            results = ()
         by_id = {r.id: r for r in results or ()}
         canceled = self.queue.is_canceled(self.name)
         max_attempts = self.config.max_attempts
         outcomes: dict[str, tuple[RequestState, BatchResult]] = {}
         done: list[tuple[BatchRequest, BatchResult]] = []
-        for s in self.queue.batch_requests(batch.provider, batch.remote_id):
+        for s in carried:
             result = by_id.get(s.id)
             state = decide_outcome(
                 result, attempts=s.attempts, max_attempts=max_attempts, job_canceled=canceled
@@ -414,6 +618,7 @@ class BatchJob:
 
     def poll(self) -> BatchStatus:
         """Poll each open batch once, collect the ended ones, flush if a policy says so."""
+        self.recover()
         for batch in self._open():
             try:
                 remote = self.provider.poll(batch.remote_id)
@@ -428,6 +633,7 @@ class BatchJob:
         return self.status()
 
     async def apoll(self) -> BatchStatus:
+        await self.arecover()
         for batch in self._open():
             try:
                 remote = await self.provider.apoll(batch.remote_id)
@@ -538,6 +744,24 @@ class BatchJob:
             except BatchNotFoundError:
                 self._store(batch, self._decide(batch, None))
         return self.status()
+
+
+def _done_in_flight(token: str) -> None:
+    with _IN_FLIGHT_LOCK:
+        _IN_FLIGHT.discard(token)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` runs on this host."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, owned by someone else (or cannot tell: assume alive)
+    return True
 
 
 def _never_sent(s: StoredResult) -> BatchResult:

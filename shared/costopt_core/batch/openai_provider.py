@@ -7,7 +7,9 @@ answers) and error file (other answers, and requests that expired or were
 cancelled). OpenAI wants one model per input file, so ``submit`` makes one
 remote batch per model and returns their ids joined by commas; every other
 method takes such an id apart again. Everything needed to collect lives at
-OpenAI, so a new process can collect what an old one submitted.
+OpenAI, so a new process can collect what an old one submitted. Each batch
+carries the job's submission token in its metadata, so one whose id its
+submitter never recorded is found again by listing recent batches.
 
 The ``openai`` SDK is imported on first use: the engine imports without it.
 """
@@ -32,17 +34,23 @@ from costopt_core.batch._wire import (
     parse_jsonl,
 )
 from costopt_core.batch.provider import (
+    CLOCK_SKEW_S,
     BatchLimits,
     BatchRequest,
     BatchResult,
     RemoteBatch,
     RemoteStatus,
+    Submission,
 )
 from costopt_core.errors import BatchError, ConfigurationError
 
 __all__ = ["OpenAIBatchProvider"]
 
 _SEPARATOR = ","
+#: The metadata key holding the job's submission token.
+SUBMISSION_KEY = "costopt_submission"
+#: Batches per page when listing (the API's maximum).
+_PAGE = 100
 
 
 def _split(batch_id: str) -> list[str]:
@@ -170,7 +178,7 @@ class OpenAIBatchProvider(SdkBatchProvider):
         max_retries: the SDK's retries of failed HTTP calls (default: the SDK's).
         timeout_s: the SDK's HTTP timeout in seconds (default: the SDK's).
         poll_interval_s: the wait between polls a ``BatchJob`` uses by default.
-        metadata: up to 15 string pairs attached to every batch created.
+        metadata: up to 14 string pairs attached to every batch created.
 
     Raises:
         ConfigurationError: a negative ``max_retries``, a non-positive
@@ -202,10 +210,10 @@ class OpenAIBatchProvider(SdkBatchProvider):
         super().__init__(
             client, async_client, api_key, base_url, max_retries, timeout_s, poll_interval_s
         )
-        if metadata is not None and len(metadata) > 15:
+        if metadata is not None and len(metadata) > 14:
             raise ConfigurationError(
                 f"metadata has {len(metadata)} keys: OpenAI allows 16 per batch and costopt"
-                " uses one; pass at most 15"
+                " uses two; pass at most 14"
             )
         self._metadata = {**(metadata or {}), "created_by": "costopt"}
 
@@ -222,15 +230,20 @@ class OpenAIBatchProvider(SdkBatchProvider):
             by_model.setdefault(request.model, []).append(line)
         return [(model, b"".join(parts)) for model, parts in by_model.items()]
 
-    def _create_kwargs(self, file_id: str) -> dict[str, Any]:
+    def _create_kwargs(self, file_id: str, submission: str | None) -> dict[str, Any]:
+        metadata = dict(self._metadata)
+        if submission is not None:
+            metadata[SUBMISSION_KEY] = submission
         return {
             "input_file_id": file_id,
             "endpoint": OPENAI_CHAT_ENDPOINT,
             "completion_window": "24h",
-            "metadata": self._metadata,
+            "metadata": metadata,
         }
 
-    def _submit(self, connect: Connect, requests: Sequence[BatchRequest]) -> Steps[str]:
+    def _submit(
+        self, connect: Connect, requests: Sequence[BatchRequest], submission: str | None
+    ) -> Steps[str]:
         """Upload the requests and create one remote batch per model.
 
         A failure cancels the batches already created for other models first.
@@ -243,7 +256,9 @@ class OpenAIBatchProvider(SdkBatchProvider):
                     upload = yield client.files.create(
                         file=("costopt-batch.jsonl", data, "application/jsonl"), purpose="batch"
                     )
-                    batch = yield client.batches.create(**self._create_kwargs(upload.id))
+                    batch = yield client.batches.create(
+                        **self._create_kwargs(upload.id, submission)
+                    )
                 created.append(str(batch.id))
         except BatchError:
             for batch_id in created:  # best effort: do not leave half a submission running
@@ -251,6 +266,34 @@ class OpenAIBatchProvider(SdkBatchProvider):
                     yield from self._cancel(connect, batch_id)
             raise
         return _SEPARATOR.join(created)
+
+    def _find(self, connect: Connect, submission: Submission) -> Steps[str | None]:
+        """The batches tagged with the token, newest first, back to shortly before it started.
+
+        A submission that was cut off between models has only some of its
+        batches; they are returned, and the requests of the missing models
+        come back without a result and are queued again.
+        """
+        client = connect()
+        oldest = submission.started_at - CLOCK_SKEW_S
+        found: list[str] = []
+        after: str | None = None
+        while True:
+            with self._errors("lookup"):
+                kwargs: dict[str, Any] = {"limit": _PAGE}
+                if after is not None:
+                    kwargs["after"] = after
+                page = yield client.batches.list(**kwargs)
+            batches = [as_dict(b) for b in page.data]
+            for b in batches:
+                if (b.get("metadata") or {}).get(SUBMISSION_KEY) == submission.token:
+                    found.append(str(b["id"]))
+            if not batches or not page.has_more:
+                break
+            if min(float(b.get("created_at") or 0) for b in batches) < oldest:
+                break
+            after = str(batches[-1]["id"])
+        return _SEPARATOR.join(reversed(found)) or None
 
     def _poll(self, connect: Connect, batch_id: str) -> Steps[RemoteBatch]:
         client = connect()

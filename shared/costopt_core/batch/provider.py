@@ -10,6 +10,15 @@ by limits, retries, pricing and recording are the engine's. A provider must:
   ``canceled`` with the reason and whether retrying can help;
 - raise ``BatchError`` (not an SDK exception) when it cannot reach the provider.
 
+A provider may also be a :class:`RecoverableBatchProvider`: its ``submit``
+takes a ``submission`` token it attaches to the remote batch, and
+``find_submission`` finds that batch again. A process killed after the
+provider accepted a batch and before the queue recorded its id then leaves
+nothing to submit twice: the next process finds the batch by its token and
+collects it. Without that, the next process submits those requests again
+(each is still answered and recorded once, but the provider runs and bills
+the first copy too).
+
 Every method has an ``a``-prefixed async twin. ``tests/contract/`` holds the
 one suite all providers pass.
 """
@@ -27,9 +36,11 @@ __all__ = [
     "BatchProvider",
     "BatchRequest",
     "BatchResult",
+    "RecoverableBatchProvider",
     "RemoteBatch",
     "RemoteStatus",
     "ResultStatus",
+    "Submission",
 ]
 
 #: What became of one request of an ended batch.
@@ -125,3 +136,45 @@ class BatchProvider(Protocol):
     async def aresults(self, batch_id: str) -> list[BatchResult]: ...
 
     async def acancel(self, batch_id: str) -> None: ...
+
+
+#: How far a provider's clock may be from ours when a batch is looked up by time.
+CLOCK_SKEW_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A submit call whose outcome is unknown: its token, and what it carried.
+
+    ``started_at`` is when the call started (seconds since the epoch);
+    ``known`` holds the remote ids of batches the queue already recorded for
+    this provider around that time, which cannot be this submission.
+    """
+
+    token: str
+    started_at: float
+    request_ids: tuple[str, ...]
+    known: frozenset[str] = frozenset()
+
+
+@runtime_checkable
+class RecoverableBatchProvider(BatchProvider, Protocol):
+    """A provider that tags each batch with a token and can find it again by it."""
+
+    def submit(self, requests: Sequence[BatchRequest], *, submission: str | None = None) -> str:
+        """Submit ``requests`` as one batch tagged with ``submission``; returns its id."""
+        ...
+
+    async def asubmit(
+        self, requests: Sequence[BatchRequest], *, submission: str | None = None
+    ) -> str: ...
+
+    def find_submission(self, submission: Submission) -> str | None:
+        """The id of the batch submitted under ``submission.token``, or ``None`` if none was.
+
+        ``None`` means the provider never got the batch, so its requests can
+        be submitted again without running twice.
+        """
+        ...
+
+    async def afind_submission(self, submission: Submission) -> str | None: ...

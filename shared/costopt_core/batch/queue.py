@@ -1,10 +1,14 @@
 """The durable batch queue: requests, their remote batches and results in one SQLite file.
 
-A request is ``queued`` until a job submits it (``submitted``, with the
-provider and remote batch id), then ``done``, ``failed`` or ``canceled`` once
-its batch is collected, or ``queued`` again for another attempt. Every change
-is one transaction, so a process that dies loses nothing it was told was
-queued, and a restarted process finds the batches it had submitted.
+A request is ``queued`` until a job submits it: ``submitting`` while the
+provider call is in flight (under a submission token recorded before the
+call), ``submitted`` (with the provider and remote batch id) once the
+provider answered, then ``done``, ``failed`` or ``canceled`` once its batch
+is collected, or ``queued`` again for another attempt. Every change is one
+transaction, so a process that dies loses nothing it was told was queued, a
+restarted process finds the batches it had submitted, and one killed inside
+the provider call leaves a submission record that says which requests may
+already be at the provider, under which token.
 
 Durability: the file is in WAL mode. With the default ``synchronous=NORMAL``
 a committed write survives the process being killed (the commit is in the
@@ -35,6 +39,7 @@ from costopt_core.types import Message, Usage
 __all__ = [
     "BatchQueue",
     "OpenBatch",
+    "PendingSubmission",
     "QueuedRequest",
     "RequestState",
     "StoredResult",
@@ -45,8 +50,15 @@ __all__ = [
 ]
 
 #: Where a queued request is.
-RequestState = Literal["queued", "submitted", "done", "failed", "canceled"]
-STATES: tuple[RequestState, ...] = ("queued", "submitted", "done", "failed", "canceled")
+RequestState = Literal["queued", "submitting", "submitted", "done", "failed", "canceled"]
+STATES: tuple[RequestState, ...] = (
+    "queued",
+    "submitting",
+    "submitted",
+    "done",
+    "failed",
+    "canceled",
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS costopt_batch_jobs (
@@ -66,6 +78,7 @@ CREATE TABLE IF NOT EXISTS costopt_batch_requests (
     result TEXT,
     enqueued_at REAL NOT NULL,
     updated_at REAL NOT NULL,
+    submission TEXT,
     UNIQUE (job, id)
 );
 CREATE INDEX IF NOT EXISTS costopt_batch_requests_state
@@ -80,9 +93,24 @@ CREATE TABLE IF NOT EXISTS costopt_batch_batches (
     requests INTEGER NOT NULL,
     submitted_at REAL NOT NULL,
     collected_at REAL,
+    recovered INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (provider, remote_id)
 );
+CREATE TABLE IF NOT EXISTS costopt_batch_submissions (
+    token TEXT PRIMARY KEY,
+    job TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    owner_host TEXT NOT NULL,
+    owner_pid INTEGER NOT NULL,
+    started_at REAL NOT NULL
+);
 """
+
+#: Columns added after the first release, for files an older version created.
+_ADDED_COLUMNS = (
+    ("costopt_batch_requests", "submission", "TEXT"),
+    ("costopt_batch_batches", "recovered", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +132,26 @@ class OpenBatch:
     job: str
     requests: int
     submitted_at: float
+    #: found at the provider by its submission token after the submitting
+    #: process died, rather than returned by the submit call.
+    recovered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSubmission:
+    """A submit call that started and was not recorded as answered (or given up) yet.
+
+    ``owner_host`` / ``owner_pid`` name the process making the call; the
+    requests are ``submitting`` under ``token`` until it finishes.
+    """
+
+    token: str
+    job: str
+    provider: str
+    owner_host: str
+    owner_pid: int
+    started_at: float
+    request_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +291,7 @@ class BatchQueue:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={'FULL' if self.power_safe else 'NORMAL'}")
             conn.executescript(_SCHEMA)
+            _add_missing_columns(conn)
         except sqlite3.Error as exc:
             raise ConfigurationError(
                 f"cannot open the batch queue at {str(self.path)!r}: {exc}; check the file and "
@@ -340,28 +389,107 @@ class BatchQueue:
                 return str(rows[0][0])
         return None
 
+    def begin_submission(
+        self,
+        job: str,
+        provider: str,
+        token: str,
+        seqs: Sequence[int],
+        *,
+        now: float,
+        owner: tuple[str, int],
+    ) -> int:
+        """Record that queued requests are about to be sent to ``provider`` under ``token``.
+
+        Committed before the provider call, so a process killed inside it
+        leaves a :class:`PendingSubmission` a later process can resolve.
+
+        Returns:
+            How many requests moved to ``submitting`` (queued ones only).
+        """
+        with self._tx("begin_submission") as db:
+            db.execute(
+                "INSERT INTO costopt_batch_submissions "
+                "(token, job, provider, owner_host, owner_pid, started_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (token, job, provider, owner[0], owner[1], now),
+            )
+            cur = db.executemany(
+                "UPDATE costopt_batch_requests SET state = 'submitting', submission = ?, "
+                "updated_at = ? WHERE seq = ? AND job = ? AND state = 'queued'",
+                [(token, now, seq, job) for seq in seqs],
+            )
+            return int(cur.rowcount)
+
+    def abort_submission(self, token: str, *, now: float) -> int:
+        """Put a submission's requests back in the queue (the provider has not got them).
+
+        Returns:
+            How many requests were queued again (0 if the submission was
+            already resolved).
+        """
+        with self._tx("abort_submission") as db:
+            cur = db.execute(
+                "UPDATE costopt_batch_requests SET state = 'queued', submission = NULL, "
+                "updated_at = ? WHERE submission = ? AND state = 'submitting'",
+                (now, token),
+            )
+            db.execute("DELETE FROM costopt_batch_submissions WHERE token = ?", (token,))
+            return int(cur.rowcount)
+
     def mark_submitted(
-        self, job: str, provider: str, remote_id: str, seqs: Sequence[int], *, now: float
-    ) -> None:
+        self,
+        job: str,
+        provider: str,
+        remote_id: str,
+        seqs: Sequence[int] = (),
+        *,
+        now: float,
+        submission: str | None = None,
+        recovered: bool = False,
+    ) -> int:
         """Record a submitted remote batch and move its requests to ``submitted``.
+
+        The requests are those of ``submission`` (``submitting`` under that
+        token) when given, else the queued ones of ``seqs``.
+
+        Returns:
+            How many requests the batch carries; 0 when ``submission`` was
+            already resolved by another process (nothing is changed then).
 
         Raises:
             BatchError: the provider reused a batch id this file already holds.
         """
         try:
             with self._tx("mark_submitted") as db:
+                if submission is not None:
+                    gone = db.execute(
+                        "DELETE FROM costopt_batch_submissions WHERE token = ?", (submission,)
+                    )
+                    if gone.rowcount == 0:
+                        return 0
+                    cur = db.execute(
+                        "UPDATE costopt_batch_requests SET state = 'submitted', provider = ?, "
+                        "batch_id = ?, submission = NULL, attempts = attempts + 1, "
+                        "updated_at = ? WHERE submission = ? AND state = 'submitting'",
+                        (provider, remote_id, now, submission),
+                    )
+                    carried = int(cur.rowcount)
+                else:
+                    cur = db.executemany(
+                        "UPDATE costopt_batch_requests SET state = 'submitted', provider = ?, "
+                        "batch_id = ?, attempts = attempts + 1, updated_at = ? "
+                        "WHERE seq = ? AND state = 'queued'",
+                        [(provider, remote_id, now, seq) for seq in seqs],
+                    )
+                    carried = int(cur.rowcount)
                 db.execute(
                     "INSERT INTO costopt_batch_batches "
-                    "(provider, remote_id, job, state, requests, submitted_at) "
-                    "VALUES (?, ?, ?, 'open', ?, ?)",
-                    (provider, remote_id, job, len(seqs), now),
+                    "(provider, remote_id, job, state, requests, submitted_at, recovered) "
+                    "VALUES (?, ?, ?, 'open', ?, ?, ?)",
+                    (provider, remote_id, job, carried, now, int(recovered)),
                 )
-                db.executemany(
-                    "UPDATE costopt_batch_requests SET state = 'submitted', provider = ?, "
-                    "batch_id = ?, attempts = attempts + 1, updated_at = ? "
-                    "WHERE seq = ? AND state = 'queued'",
-                    [(provider, remote_id, now, seq) for seq in seqs],
-                )
+                return carried
         except sqlite3.IntegrityError as exc:
             raise BatchError(
                 f"{provider} returned batch id {remote_id!r}, which this queue already holds; "
@@ -430,6 +558,7 @@ class BatchQueue:
         with self._tx("delete_job") as db:
             cur = db.execute("DELETE FROM costopt_batch_requests WHERE job = ?", (job,))
             db.execute("DELETE FROM costopt_batch_batches WHERE job = ?", (job,))
+            db.execute("DELETE FROM costopt_batch_submissions WHERE job = ?", (job,))
             db.execute("DELETE FROM costopt_batch_jobs WHERE name = ?", (job,))
             return int(cur.rowcount)
 
@@ -452,18 +581,46 @@ class BatchQueue:
         )
         return None if not rows or rows[0][0] is None else float(rows[0][0])
 
+    def pending_submissions(self, job: str) -> list[PendingSubmission]:
+        """Submit calls of ``job`` started and not resolved yet, oldest first."""
+        rows = self._read(
+            "SELECT token, job, provider, owner_host, owner_pid, started_at "
+            "FROM costopt_batch_submissions WHERE job = ? ORDER BY started_at, rowid",
+            (job,),
+        )
+        out = []
+        for token, j, provider, host, pid, started in rows:
+            ids = self._read(
+                "SELECT id FROM costopt_batch_requests WHERE submission = ? ORDER BY seq",
+                (token,),
+            )
+            out.append(
+                PendingSubmission(
+                    token, j, provider, host, int(pid), float(started), tuple(i for (i,) in ids)
+                )
+            )
+        return out
+
+    def batch_ids(self, provider: str, *, since: float) -> frozenset[str]:
+        """Remote ids of ``provider``'s batches this file recorded at or after ``since``."""
+        rows = self._read(
+            "SELECT remote_id FROM costopt_batch_batches WHERE provider = ? AND submitted_at >= ?",
+            (provider, since),
+        )
+        return frozenset(str(r) for (r,) in rows)
+
     def open_batches(self, job: str | None = None) -> list[OpenBatch]:
         """Submitted batches not collected yet (of ``job``, or of every job)."""
         sql = (
-            "SELECT provider, remote_id, job, requests, submitted_at FROM costopt_batch_batches "
-            "WHERE state = 'open'"
+            "SELECT provider, remote_id, job, requests, submitted_at, recovered "
+            "FROM costopt_batch_batches WHERE state = 'open'"
         )
         params: tuple[object, ...] = ()
         if job is not None:
             sql += " AND job = ?"
             params = (job,)
         rows = self._read(sql + " ORDER BY submitted_at, rowid", params)
-        return [OpenBatch(p, r, j, n, t) for p, r, j, n, t in rows]
+        return [OpenBatch(p, r, j, n, t, bool(rec)) for p, r, j, n, t, rec in rows]
 
     def batch_requests(self, provider: str, remote_id: str) -> list[StoredResult]:
         """The requests a batch carries (still ``submitted`` to it)."""
@@ -501,6 +658,18 @@ class BatchQueue:
     def jobs(self) -> list[str]:
         """Names of the jobs in this file, oldest first."""
         return [str(r[0]) for r in self._read("SELECT name FROM costopt_batch_jobs ORDER BY rowid")]
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, column, decl in _ADDED_COLUMNS:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+    # After the column exists (an older file gains it above).
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS costopt_batch_requests_submission "
+        "ON costopt_batch_requests (submission)"
+    )
 
 
 def _stored(row: tuple[Any, ...]) -> StoredResult:

@@ -12,7 +12,15 @@ from typing import Literal
 
 from costopt_core.batch.provider import BatchLimits, BatchResult
 
-__all__ = ["RequestOutcome", "SplitPlan", "decide_outcome", "plan_batches", "should_flush"]
+__all__ = [
+    "RequestOutcome",
+    "SplitPlan",
+    "decide_outcome",
+    "plan_batches",
+    "recovered_batch_is_ours",
+    "should_flush",
+    "submission_abandoned",
+]
 
 #: Where a request goes once its batch ended: kept (``done``), back in the queue
 #: (``queued``, another attempt), or given up (``failed``, ``canceled``).
@@ -102,3 +110,49 @@ def should_flush(
     if max_pending is not None and queued >= max_pending:
         return True
     return max_wait_s is not None and oldest_age_s is not None and oldest_age_s >= max_wait_s
+
+
+def submission_abandoned(
+    *,
+    owner_host: str,
+    owner_pid: int,
+    started_at: float,
+    now: float,
+    lease_s: float,
+    host: str,
+    owner_alive: bool,
+    in_flight_here: bool,
+) -> bool:
+    """True when nobody will finish a pending submit call, so another process may resolve it.
+
+    On this host the owner's liveness decides at once: a dead process, or
+    this process with no such call in flight (the call raised and could not
+    put its requests back). Another host's call is given up after
+    ``lease_s``, longer than any submit call takes.
+
+    Args:
+        owner_host: host of the process that started the call.
+        owner_pid: its process id.
+        started_at: when the call started.
+        now: the time now.
+        lease_s: how long a call may take before it counts as abandoned.
+        host: this host's name.
+        owner_alive: whether a process with ``owner_pid`` runs on this host.
+        in_flight_here: whether this process is making the call now.
+    """
+    if owner_host == host:
+        if in_flight_here:
+            return False
+        if not owner_alive:
+            return True
+    return now - started_at >= lease_s
+
+
+def recovered_batch_is_ours(result_ids: Sequence[str], request_ids: Sequence[str]) -> bool:
+    """Whether a batch found by lookup after a restart answers only our requests.
+
+    A provider that cannot tag batches finds one by time and size; a batch
+    with any result for a request we did not send belongs to someone else,
+    and its answers must not be taken.
+    """
+    return set(result_ids) <= set(request_ids)

@@ -153,11 +153,14 @@ class LangChainApp:
         # Chat sessions: the same RAG step, the history kept by the summarizing memory.
         # A turn deep in a conversation is seldom worth a cache lookup (its meaning
         # depends on the turns before it), so sessions go straight to the router.
+        # The articles change with every question, so they come after the history:
+        # the system prompt and the history stay a stable prefix from turn to turn,
+        # which the provider's prompt cache (and the local model's) reuses.
         session_prompt = ChatPromptTemplate.from_messages(
             [
                 ("system", SYSTEM_PROMPT),
-                ("system", _CONTEXT),
                 MessagesPlaceholder("history"),
+                ("system", _CONTEXT),
                 ("human", "{q}"),
             ]
         )

@@ -12,6 +12,7 @@ summarizing memory and batch pricing.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -42,9 +43,13 @@ MEMORY = MemoryConfig(
     recall_tokens=128,
 )
 
-#: The real local small tier (LangChain half): the whole prompt fits one call, and a
-#: support answer is a few sentences (a longer one is cut, and the router escalates it).
-LOCAL_MODEL = LocalModelConfig(n_ctx=8192, max_tokens=96)
+#: The real local small tier (LangChain half): the whole prompt fits one call, a
+#: support answer is its first paragraph, a few sentences (a longer one is cut, and
+#: the router escalates it), and generation uses every CPU (llama.cpp's default is
+#: half of them, for hyper-threaded cores).
+LOCAL_MODEL = LocalModelConfig(
+    n_ctx=8192, max_tokens=48, stop=("\n\n",), n_threads=max(1, os.cpu_count() or 1)
+)
 
 #: This app's routing policy: plain how-to asks go to the small tier, the
 #: multi-step ones (compare, explain step by step, write code) to the frontier.

@@ -151,20 +151,47 @@ def test_concurrent_calls_are_serialized() -> None:
         list(pool.map(lambda _: model.chat(Q), range(12)))
     assert len(llama.calls) == 12
     assert llama.max_active == 1
-    # the same prompt again is an exact repeat: each one after the first starts empty
-    assert llama.resets == 11
 
 
-def test_only_an_exact_repeat_of_the_last_prompt_resets_the_context() -> None:
+def test_an_exact_repeat_rereads_the_end_of_its_prompt_without_the_kept_states() -> None:
     from costopt_core.types import Message
 
     llama = FakeLlama()
+    llama.cache = kept = object()  # type: ignore[attr-defined]
+    llama.n_tokens = 0  # type: ignore[attr-defined]
+    seen: list[tuple[object, int]] = []
+    create = llama.create_chat_completion
+
+    def spy(messages: list[dict[str, str]], **params: Any) -> Any:
+        seen.append((llama.cache, llama.n_tokens))  # type: ignore[attr-defined]
+        out = create(messages, **params)
+        llama.n_tokens = 1000  # type: ignore[attr-defined]  # the context now holds it all
+        return out
+
+    llama.create_chat_completion = spy  # type: ignore[method-assign]
     model = LocalModel(loader=CountingLoader(llama))
-    a = [Message("system", "Be brief."), Message("user", "Capital of France?")]
-    b = [Message("system", "Be brief."), Message("user", "Capital of Spain?")]
-    for messages in (a, b, a, a, b):
+    a = [Message("system", "Be brief. " * 10), Message("user", "Capital of France?")]
+    b = [Message("system", "Be brief. " * 10), Message("user", "Capital of Spain?")]
+    c = [Message("system", "Be brief. " * 10), Message("user", "Capital of Italy?")]
+    for messages in (a, b, c, a, b):
         model.chat(messages)
-    # a, b, a keep the shared prefix; the second a in a row and nothing else resets
+    # New prompts keep the whole context and the kept states; each repeat (a, b) runs
+    # without the kept states, its context cut to all but its prompt's last 8 tokens
+    # (FakeLlama counts words + 4 per message: 24 + 7 = 31 for each of them).
+    assert [c for c, _ in seen] == [kept, kept, kept, None, None]
+    assert [n for _, n in seen] == [0, 1000, 1000, 31 - 8, 31 - 8]
+    assert llama.cache is kept  # type: ignore[attr-defined]
+    assert llama.resets == 0
+
+
+def test_a_repeat_of_a_short_prompt_starts_from_an_empty_context() -> None:
+    llama = FakeLlama()
+    model = LocalModel(loader=CountingLoader(llama))
+    from costopt_core.types import Message
+
+    short = [Message("user", "Hi")]
+    model.chat(short)
+    model.chat(short)
     assert llama.resets == 1
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from costopt_core import CostEngine
+from costopt_core import BatchError, CostEngine
 from costopt_core.batch import (
     BatchQueue,
     BatchRequest,
@@ -99,27 +99,29 @@ def leave_pending(
 
 
 @pytest.mark.parametrize(
-    ("owner_host", "alive", "in_flight", "age_s", "abandoned"),
+    ("owner_host", "owner_pid", "alive", "in_flight", "age_s", "abandoned"),
     [
-        (HOST, False, False, 0.0, True),  # a dead process here: at once
-        (HOST, True, False, 0.0, False),  # a live process here: its call may still answer
-        (HOST, True, True, 10_000.0, False),  # this process is making the call now
-        (HOST, True, False, 900.0, True),  # alive but past the lease (pid reused)
-        ("elsewhere", True, False, 899.0, False),  # another host: only the lease tells
-        ("elsewhere", True, False, 900.0, True),
+        (HOST, 123, False, False, 0.0, True),  # a dead process here: at once
+        (HOST, 123, True, False, 0.0, False),  # a live one here: its call may still answer
+        (HOST, 7, True, False, 0.0, True),  # this process, no such call in flight: at once
+        (HOST, 7, True, True, 10_000.0, False),  # this process is making the call now
+        (HOST, 123, True, False, 900.0, True),  # alive but past the lease (pid reused)
+        ("elsewhere", 7, True, False, 899.0, False),  # another host: only the lease tells
+        ("elsewhere", 7, True, False, 900.0, True),
     ],
 )
 def test_a_submission_is_abandoned_when_its_owner_is_gone_or_the_lease_ran_out(
-    owner_host: str, alive: bool, in_flight: bool, age_s: float, abandoned: bool
+    owner_host: str, owner_pid: int, alive: bool, in_flight: bool, age_s: float, abandoned: bool
 ) -> None:
     assert (
         submission_abandoned(
             owner_host=owner_host,
-            owner_pid=123,
+            owner_pid=owner_pid,
             started_at=1000.0,
             now=1000.0 + age_s,
             lease_s=900.0,
             host=HOST,
+            pid=7,
             owner_alive=alive,
             in_flight_here=in_flight,
         )
@@ -307,16 +309,53 @@ def test_an_interrupted_submit_is_resolved_by_the_same_process(
         job.flush()
     assert job.queue.counts("job")["submitting"] == 2  # the provider may have it: not requeued
     remote.interrupt = None
+    assert job.recover() == 1  # this process's call is over: resolved at once, no lease wait
+    assert job.queue.counts("job")["submitted"] == 2
     assert job.wait().done == 2
     assert remote.submitted == [["r0", "r1"]]  # found by its token, not sent again
 
 
-def test_a_refused_submit_puts_the_requests_back(engine: CostEngine, clock: Clock) -> None:
+def test_a_failed_submit_is_looked_up_before_the_requests_go_out_again(
+    engine: CostEngine, clock: Clock
+) -> None:
     remote = TaggingRemote()
-    remote.fail_submit = RuntimeError("HTTP 500")
+    remote.fail_submit = RuntimeError("HTTP 500")  # refused: the provider has nothing
     job = make_job(remote, engine, clock)
     job.enqueue(reqs(2))
     with pytest.raises(Exception, match="HTTP 500"):
+        job.flush()
+    # The call might have reached the provider (a timeout looks the same): kept, not requeued.
+    assert job.queue.counts("job")["submitting"] == 2
+    remote.fail_submit = None
+    assert job.recover() == 1 and len(remote.lookups) == 1  # asked once: not there
+    assert job.queue.counts("job")["queued"] == 2
+    assert job.wait().done == 2 and remote.submitted == [["r0", "r1"]]
+
+
+def test_a_submit_that_timed_out_after_the_provider_took_it_is_not_resent(
+    engine: CostEngine, clock: Clock
+) -> None:
+    remote = TaggingRemote()
+    remote.interrupt = TimeoutError("read timed out")  # raised after the batch was created
+    job = make_job(remote, engine, clock)
+    job.enqueue(reqs(2))
+    with pytest.raises(BatchError, match="timed out"):
+        job.flush()
+    remote.interrupt = None
+    assert job.wait().done == 2
+    assert remote.submitted == [["r0", "r1"]]  # found by its token, sent once
+    assert len(engine.ledger) == 2
+    assert sum(clock.slept) < 10  # resolved at once, not after the 900 s lease
+
+
+def test_a_refused_submit_to_a_provider_without_lookup_puts_the_requests_back(
+    engine: CostEngine, clock: Clock
+) -> None:
+    remote = FakeRemote()
+    remote.fail_submit = RuntimeError("HTTP 500")
+    job = make_job(remote, engine, clock)
+    job.enqueue(reqs(2))
+    with pytest.raises(BatchError, match="HTTP 500"):
         job.flush()
     assert job.queue.counts("job")["queued"] == 2
     assert job.queue.pending_submissions("job") == []

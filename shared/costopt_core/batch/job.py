@@ -348,8 +348,10 @@ class BatchJob:
             The remote batch ids submitted.
 
         Raises:
-            BatchError: the provider refused a batch; its requests (and those
-                of later batches) stay queued.
+            BatchError: the provider refused a batch, or could not be reached;
+                its requests (and those of later batches) stay in the queue
+                (after a lookup by token, for a provider that has one: the
+                next flush or poll makes it).
         """
         self.recover()
         ids: list[str] = []
@@ -414,31 +416,41 @@ class BatchJob:
 
     def _sent(self, token: str, remote_id: str) -> str:
         try:
-            self.queue.mark_submitted(
+            carried = self.queue.mark_submitted(
                 self.name, self.provider.name, remote_id, now=self.clock(), submission=token
             )
         finally:
             _done_in_flight(token)
+        if carried == 0:
+            log.warning(
+                "batch job %r: batch %s was accepted after another process had resolved its "
+                "submission; it is not collected here",
+                self.name,
+                remote_id,
+            )
         return remote_id
 
     def _submit_failed(self, token: str, exc: BaseException) -> BaseException:
-        """Requeue a submission the provider refused; the error to raise for it.
+        """Settle a submit call that raised; the error to raise for it.
 
-        A provider raises (``BatchError``) only when it left nothing running,
-        so the requests go back in the queue. An interruption (``KeyboardInterrupt``,
-        a cancelled task) leaves the record for :meth:`recover` to resolve.
+        With a provider that can find batches by token, the record stays: a
+        timeout may have reached the provider, so the next flush or poll asks
+        it (:meth:`recover`) before sending the requests again. Otherwise the
+        provider's error (``BatchError``) means it left nothing running, and
+        the requests go back in the queue. An interruption (``KeyboardInterrupt``,
+        a cancelled task) also leaves the record for :meth:`recover`.
         """
-        if isinstance(exc, Exception):
-            try:
+        try:
+            if isinstance(exc, Exception) and not isinstance(
+                self.provider, RecoverableBatchProvider
+            ):
                 self.queue.abort_submission(token, now=self.clock())
-            finally:
-                _done_in_flight(token)
-            if isinstance(exc, BatchError):
-                return exc
-            # a provider should raise BatchError; be safe
-            return BatchError(f"{self.provider.name} batch submit failed: {exc}")
-        _done_in_flight(token)
-        return exc
+        finally:
+            _done_in_flight(token)
+        if not isinstance(exc, Exception) or isinstance(exc, BatchError):
+            return exc
+        # a provider should raise BatchError; be safe
+        return BatchError(f"{self.provider.name} batch submit failed: {exc}")
 
     # -- recovery of interrupted submissions -------------------------------------------
     def _abandoned(self) -> list[PendingSubmission]:
@@ -455,6 +467,7 @@ class BatchJob:
                 now=now,
                 lease_s=self.config.submit_lease_s,
                 host=host,
+                pid=os.getpid(),
                 owner_alive=p.owner_host == host and _pid_alive(p.owner_pid),
                 in_flight_here=p.token in in_flight,
             )

@@ -120,6 +120,7 @@ def submission_abandoned(
     now: float,
     lease_s: float,
     host: str,
+    pid: int,
     owner_alive: bool,
     in_flight_here: bool,
 ) -> bool:
@@ -137,13 +138,14 @@ def submission_abandoned(
         now: the time now.
         lease_s: how long a call may take before it counts as abandoned.
         host: this host's name.
+        pid: this process's id.
         owner_alive: whether a process with ``owner_pid`` runs on this host.
         in_flight_here: whether this process is making the call now.
     """
     if owner_host == host:
         if in_flight_here:
             return False
-        if not owner_alive:
+        if owner_pid == pid or not owner_alive:
             return True
     return now - started_at >= lease_s
 

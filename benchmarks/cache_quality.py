@@ -52,7 +52,7 @@ import numpy.typing as npt
 from _common import print_table, require, write_json
 
 from costopt_core.cache.calibrate import calibrate_from_scores
-from costopt_core.cache.defaults import DEFAULT_GUARDS, DEFAULT_SIMILARITY_THRESHOLD
+from costopt_core.cache.defaults import DEFAULT_GUARDS, DEFAULT_SIMILARITY_THRESHOLD, GUARDS_OFF
 from costopt_core.cache.guards import GuardConfig, check_guards, decide
 from costopt_core.embeddings import SentenceTransformerEmbedder
 
@@ -62,15 +62,6 @@ BASELINES = {"redisvl_default_0.90": 0.90, "gptcache_default_0.80": 0.80}
 TOP_K = 4  # the engine's default number of semantic candidates per lookup
 TARGET_PRECISION = 0.90
 CONFIDENCE = 0.95
-NO_GUARDS = GuardConfig(
-    numbers=False,
-    dates=False,
-    entities=False,
-    negation=False,
-    polarity=False,
-    question_word=False,
-    min_query_words=0,
-)
 GUARD_SWITCHES = ("numbers", "dates", "entities", "negation", "polarity", "question_word")
 
 Pairs = list[tuple[str, str, int]]
@@ -363,9 +354,9 @@ def main(argv: list[str] | None = None) -> int:
             index_of,
             {
                 "default": (DEFAULT_SIMILARITY_THRESHOLD, DEFAULT_GUARDS),
-                "default_guards_off": (DEFAULT_SIMILARITY_THRESHOLD, NO_GUARDS),
+                "default_guards_off": (DEFAULT_SIMILARITY_THRESHOLD, GUARDS_OFF),
                 **{f"guards_on_{t}": (t, DEFAULT_GUARDS) for t in thresholds},
-                **{n: (t, NO_GUARDS) for n, t in BASELINES.items()},
+                **{n: (t, GUARDS_OFF) for n, t in BASELINES.items()},
             },
         )
         results[name] = {

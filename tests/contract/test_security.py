@@ -31,8 +31,9 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from costopt_core.cache import CacheConfig, CachedResponse, CacheRequest, GuardConfig, SemanticCache
+from costopt_core.cache import CacheConfig, CachedResponse, CacheRequest, SemanticCache
 from costopt_core.cache.backend import CacheBackend
+from costopt_core.cache.defaults import GUARDS_OFF
 from costopt_core.cache.engine import skip_reason
 from costopt_core.cache.keys import exact_key, namespace_of, prepare, scope_of
 from costopt_core.cache.memory_backend import MemoryCacheBackend
@@ -42,17 +43,8 @@ from costopt_core.cache.sqlite_backend import SQLiteCacheBackend
 from costopt_core.testing import FakeEmbedder
 from costopt_core.types import Message, Usage
 
-NO_GUARDS = GuardConfig(
-    numbers=False,
-    dates=False,
-    entities=False,
-    negation=False,
-    polarity=False,
-    question_word=False,
-    min_query_words=0,
-)
 #: Loose on purpose: the more the cache is willing to match, the harder isolation is tested.
-LOOSE = CacheConfig(similarity_threshold=0.5, guards=NO_GUARDS)
+LOOSE = CacheConfig(similarity_threshold=0.5, guards=GUARDS_OFF)
 KEY = "k" * 32
 QUESTION = "What is our refund policy for annual plans?"
 N_TENANTS = 1000
@@ -373,7 +365,7 @@ def test_a_tampered_entry_is_refused_and_counted(
     make_backend: tuple[str, object], request: pytest.FixtureRequest
 ) -> None:
     kind, factory = make_backend
-    cfg = CacheConfig(similarity_threshold=0.5, guards=NO_GUARDS, signing_key=KEY)
+    cfg = CacheConfig(similarity_threshold=0.5, guards=GUARDS_OFF, signing_key=KEY)
     writer = _cache(factory, cfg)
     url = request.getfixturevalue("redis_url") if kind == "redis" else None
     r = req(QUESTION, "acme")
@@ -393,7 +385,7 @@ def test_a_tampered_entry_is_refused_and_counted(
     ok = reader.lookup(req("How do I reset my password?", "acme"))
     assert ok is not None and ok.response.text == "Use the link."
     # Without the key (or with another one) signed entries are not trusted either.
-    other = CacheConfig(similarity_threshold=0.5, guards=NO_GUARDS, signing_key="z" * 32)
+    other = CacheConfig(similarity_threshold=0.5, guards=GUARDS_OFF, signing_key="z" * 32)
     stranger = SemanticCache(_reopen(kind, writer.backend), embedder=FakeEmbedder(), config=other)
     assert stranger.lookup(req("How do I reset my password?", "acme")) is None
 
@@ -402,7 +394,7 @@ def test_an_entry_moved_to_another_tenants_key_is_refused(
     make_backend: tuple[str, object], request: pytest.FixtureRequest
 ) -> None:
     _, factory = make_backend
-    cfg = CacheConfig(similarity_threshold=0.5, guards=NO_GUARDS, signing_key=KEY)
+    cfg = CacheConfig(similarity_threshold=0.5, guards=GUARDS_OFF, signing_key=KEY)
     cache = _cache(factory, cfg)
     assert cache.store(req(QUESTION, "alpha"), answer("alpha's answer"))
     entry = cache.backend.get(prepare(req(QUESTION, "alpha"), 2).key, now=time.time())
@@ -459,7 +451,7 @@ def test_a_short_signing_key_is_refused_without_echoing_it() -> None:
 
 
 def test_padded_hits_take_at_least_the_floor_and_misses_are_not_padded() -> None:
-    cfg = CacheConfig(similarity_threshold=0.5, guards=NO_GUARDS, pad_hits_to_s=0.15)
+    cfg = CacheConfig(similarity_threshold=0.5, guards=GUARDS_OFF, pad_hits_to_s=0.15)
     cache = SemanticCache(embedder=FakeEmbedder(), config=cfg)
     t0 = time.perf_counter()
     assert cache.lookup(req(QUESTION, "acme")) is None
@@ -481,7 +473,7 @@ def test_padded_hits_take_at_least_the_floor_and_misses_are_not_padded() -> None
 
 
 async def test_async_padding_sleeps_without_blocking_the_loop() -> None:
-    cfg = CacheConfig(similarity_threshold=0.5, guards=NO_GUARDS, pad_hits_to_s=0.2)
+    cfg = CacheConfig(similarity_threshold=0.5, guards=GUARDS_OFF, pad_hits_to_s=0.2)
     cache = SemanticCache(embedder=FakeEmbedder(), config=cfg)
     await cache.astore(req(QUESTION, "acme"), answer("30 days."))
     t0 = time.perf_counter()
@@ -574,7 +566,7 @@ def test_cached_chat_model_keeps_tenants_apart_and_stores_only_complete_answers(
     from langchain_costopt.testing import ScriptedChatModel
 
     _, factory = make_backend
-    cfg = CacheConfig(similarity_threshold=0.5, guards=NO_GUARDS, signing_key=KEY)
+    cfg = CacheConfig(similarity_threshold=0.5, guards=GUARDS_OFF, signing_key=KEY)
     script = Script(
         [
             ScriptedResponse("Refunds within", finish_reason="length"),

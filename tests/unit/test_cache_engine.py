@@ -14,24 +14,14 @@ from costopt_core.cache import (
     CacheConfig,
     CachedResponse,
     CacheRequest,
-    GuardConfig,
     MemoryCacheBackend,
     SemanticCache,
 )
+from costopt_core.cache.defaults import GUARDS_OFF
 from costopt_core.cache.vector_index import VectorIndex
 from costopt_core.errors import CacheBackendError, ConfigurationError
 from costopt_core.testing import FakeEmbedder
 from costopt_core.types import Message, Usage
-
-NO_GUARDS = GuardConfig(
-    numbers=False,
-    dates=False,
-    entities=False,
-    negation=False,
-    polarity=False,
-    question_word=False,
-    min_query_words=0,
-)
 
 
 def req(text: str, *, history: Sequence[Message] = (), **kw) -> CacheRequest:
@@ -57,7 +47,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def cache(clock: Clock) -> SemanticCache:
-    cfg = CacheConfig(similarity_threshold=0.75, guards=NO_GUARDS)
+    cfg = CacheConfig(similarity_threshold=0.75, guards=GUARDS_OFF)
     return SemanticCache(embedder=FakeEmbedder(dim=256), config=cfg, clock=clock)
 
 
@@ -113,7 +103,7 @@ def test_nearer_entry_of_another_tenant_never_hides_the_right_one(cache: Semanti
 def test_follow_up_questions_do_not_collide_across_conversations(clock: Clock) -> None:
     cache = SemanticCache(
         embedder=FakeEmbedder(dim=256),
-        config=CacheConfig(similarity_threshold=0.9, guards=NO_GUARDS, context_turns=2),
+        config=CacheConfig(similarity_threshold=0.9, guards=GUARDS_OFF, context_turns=2),
         clock=clock,
     )
     obama = [Message("user", "Who was the 44th president?"), Message("assistant", "Obama.")]
@@ -252,7 +242,7 @@ def test_verifier_can_reject_a_semantic_hit(clock: Clock) -> None:
 
     cache = SemanticCache(
         embedder=FakeEmbedder(dim=256),
-        config=CacheConfig(similarity_threshold=0.7, guards=NO_GUARDS),
+        config=CacheConfig(similarity_threshold=0.7, guards=GUARDS_OFF),
         verifier=verifier,
         clock=clock,
     )
@@ -338,7 +328,7 @@ async def test_sync_async_parity(clock: Clock) -> None:
     def make() -> SemanticCache:
         return SemanticCache(
             embedder=FakeEmbedder(dim=256),
-            config=CacheConfig(similarity_threshold=0.75, guards=NO_GUARDS),
+            config=CacheConfig(similarity_threshold=0.75, guards=GUARDS_OFF),
             clock=clock,
         )
 

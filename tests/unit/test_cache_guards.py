@@ -22,7 +22,7 @@ from costopt_core.cache.calibrate import (
     pair_similarities,
     wilson_lower_bound,
 )
-from costopt_core.cache.defaults import DEFAULT_GUARDS, DEFAULT_SIMILARITY_THRESHOLD
+from costopt_core.cache.defaults import DEFAULT_GUARDS, DEFAULT_SIMILARITY_THRESHOLD, GUARDS_OFF
 from costopt_core.cache.guards import (
     REASONS,
     GuardConfig,
@@ -34,15 +34,6 @@ from costopt_core.cache.guards import (
 from costopt_core.errors import ConfigurationError
 from costopt_core.testing import FakeEmbedder
 
-ALL_OFF = GuardConfig(
-    numbers=False,
-    dates=False,
-    entities=False,
-    negation=False,
-    polarity=False,
-    question_word=False,
-    min_query_words=0,
-)
 DEFAULT = GuardConfig()
 
 
@@ -236,8 +227,8 @@ def test_features_are_memoised() -> None:
 def test_each_switch_turns_its_guard_off(switch: str, query: str, candidate: str) -> None:
     assert check_guards(query, candidate, DEFAULT) is not None
     assert check_guards(query, candidate, DEFAULT.model_copy(update={switch: False})) is None
-    assert check_guards(query, candidate, ALL_OFF) is None
-    assert check_guards(query, candidate, ALL_OFF.model_copy(update={switch: True})) is not None
+    assert check_guards(query, candidate, GUARDS_OFF) is None
+    assert check_guards(query, candidate, GUARDS_OFF.model_copy(update={switch: True})) is not None
 
 
 def test_defaults_equal_guardconfig_and_are_sane() -> None:
@@ -275,7 +266,7 @@ def test_decide_checks_threshold_before_guards() -> None:
     q, c = "Is 7 a prime number?", "Is 9 a prime number?"
     assert decide(q, c, 0.50, threshold=0.9, config=DEFAULT) == "below_threshold"
     assert decide(q, c, 0.95, threshold=0.9, config=DEFAULT) == "number_mismatch"
-    assert decide(q, c, 0.95, threshold=0.9, config=ALL_OFF) is None
+    assert decide(q, c, 0.95, threshold=0.9, config=GUARDS_OFF) is None
 
 
 def test_decide_accepts_at_exactly_the_threshold() -> None:
@@ -433,7 +424,7 @@ def test_calibrate_threshold_applies_guards() -> None:
     sims = pair_similarities([(a, b) for a, b, _ in pairs], emb)
     assert sims[0] > sims[1] > sims[2]
     guarded = calibrate_threshold(pairs, target_precision=1.0, embedder=emb, config=DEFAULT)
-    raw = calibrate_threshold(pairs, target_precision=1.0, embedder=emb, config=ALL_OFF)
+    raw = calibrate_threshold(pairs, target_precision=1.0, embedder=emb, config=GUARDS_OFF)
     assert guarded.threshold == pytest.approx(float(sims[2]))
     assert guarded.recall == 1.0
     assert raw.threshold == pytest.approx(float(sims[0]))  # must climb above the negative

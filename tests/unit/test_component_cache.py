@@ -17,9 +17,10 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import tool
 
-from costopt_core.cache import CacheConfig, GuardConfig
+from costopt_core.cache import CacheConfig
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.cache.component import PAYLOAD_FORMAT, ComponentCache
+from costopt_core.cache.defaults import GUARDS_OFF
 from costopt_core.errors import ConfigurationError
 from costopt_core.tenancy import tenant_scope
 from costopt_core.testing import FakeEmbedder, Script, ScriptedResponse
@@ -29,15 +30,7 @@ from langchain_costopt.testing import ScriptedChatModel
 
 LOOSE = CacheConfig(
     similarity_threshold=0.75,
-    guards=GuardConfig(
-        numbers=False,
-        dates=False,
-        entities=False,
-        negation=False,
-        polarity=False,
-        question_word=False,
-        min_query_words=0,
-    ),
+    guards=GUARDS_OFF,
 )
 
 

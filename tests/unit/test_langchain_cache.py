@@ -11,8 +11,9 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_tests.integration_tests.cache import AsyncCacheTestSuite, SyncCacheTestSuite
 
 from costopt_core import CostEngine, Usage
-from costopt_core.cache import CacheConfig, GuardConfig
+from costopt_core.cache import CacheConfig
 from costopt_core.cache import SemanticCache as CacheEngine
+from costopt_core.cache.defaults import GUARDS_OFF
 from costopt_core.tenancy import tenant_scope
 from costopt_core.testing import FakeEmbedder, Script, ScriptedResponse
 from langchain_costopt import CostCallbackHandler
@@ -22,15 +23,7 @@ from langchain_costopt.testing import ScriptedChatModel
 
 LOOSE = CacheConfig(
     similarity_threshold=0.75,
-    guards=GuardConfig(
-        numbers=False,
-        dates=False,
-        entities=False,
-        negation=False,
-        polarity=False,
-        question_word=False,
-        min_query_words=0,
-    ),
+    guards=GUARDS_OFF,
 )
 USAGE = Usage(1000, 200, cache_read_tokens=0, cache_write_5m_tokens=0, cache_write_1h_tokens=0)
 

@@ -20,8 +20,9 @@ from llama_index.core.instrumentation.events.llm import (
 from pydantic import PrivateAttr
 
 from costopt_core import CostEngine, Usage
-from costopt_core.cache import CacheConfig, GuardConfig
+from costopt_core.cache import CacheConfig
 from costopt_core.cache import SemanticCache as CacheEngine
+from costopt_core.cache.defaults import GUARDS_OFF
 from costopt_core.tenancy import tenant_scope
 from costopt_core.testing import FakeEmbedder, Script, ScriptedResponse
 from llamaindex_costopt.cached_llm import CachedLLM
@@ -30,15 +31,7 @@ from llamaindex_costopt.testing import ScriptedLLM
 
 LOOSE = CacheConfig(
     similarity_threshold=0.75,
-    guards=GuardConfig(
-        numbers=False,
-        dates=False,
-        entities=False,
-        negation=False,
-        polarity=False,
-        question_word=False,
-        min_query_words=0,
-    ),
+    guards=GUARDS_OFF,
 )
 USAGE = Usage(1000, 200, cache_read_tokens=0, cache_write_5m_tokens=0, cache_write_1h_tokens=0)
 ANSWER = "Use the reset link on the sign-in page."

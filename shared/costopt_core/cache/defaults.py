@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from costopt_core.cache.guards import GuardConfig
 
-__all__ = ["DEFAULT_GUARDS", "DEFAULT_SIMILARITY_THRESHOLD"]
+__all__ = ["DEFAULT_GUARDS", "DEFAULT_SIMILARITY_THRESHOLD", "GUARDS_OFF"]
 
 #: Lowest cosine similarity (all-MiniLM-L6-v2) a semantic hit needs.
 DEFAULT_SIMILARITY_THRESHOLD = 0.965
@@ -58,4 +58,15 @@ DEFAULT_GUARDS = GuardConfig(
     question_word=True,
     min_query_words=3,
     max_unmatched_content_words=None,
+)
+
+#: Every guard off: the threshold alone decides (raw cosine, as in the baselines).
+GUARDS_OFF = GuardConfig(
+    numbers=False,
+    dates=False,
+    entities=False,
+    negation=False,
+    polarity=False,
+    question_word=False,
+    min_query_words=0,
 )

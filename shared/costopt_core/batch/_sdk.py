@@ -41,6 +41,8 @@ T = TypeVar("T")
 Steps = Generator[Any, Any, T]
 #: Returns the client (sync or async) a body calls, building it on first use.
 Connect = Callable[[], Any]
+#: Batches per page when listing (both APIs' maximum is at least this).
+_PAGE = 100
 
 
 def run_steps(steps: Steps[T]) -> T:
@@ -214,6 +216,37 @@ class SdkBatchProvider(ABC):
         if self._own_async_client and self._async_client is not None:
             await self._async_client.close()
             self._async_client = None
+
+    def _listed_since(
+        self,
+        list_page: Callable[..., Any],
+        *,
+        cursor: str,
+        oldest: float,
+        created_at: Callable[[Mapping[str, Any]], float],
+    ) -> Steps[list[dict[str, Any]]]:
+        """The batches an API lists (newest first, a page at a time) created since ``oldest``.
+
+        Args:
+            list_page: the SDK's list call (``limit=`` and the cursor keyword).
+            cursor: the keyword naming the last id seen (``after``, ``after_id``).
+            oldest: seconds since the epoch; older batches end the listing.
+            created_at: a listed batch's creation time in seconds since the epoch.
+        """
+        out: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            with self._errors("lookup"):
+                kwargs: dict[str, Any] = {"limit": _PAGE}
+                if after is not None:
+                    kwargs[cursor] = after
+                page = yield list_page(**kwargs)
+            batches = [as_dict(b) for b in page.data]
+            created = [created_at(b) for b in batches]
+            out.extend(b for b, at in zip(batches, created, strict=True) if at >= oldest)
+            if not batches or not page.has_more or min(created) < oldest:
+                return out
+            after = str(batches[-1]["id"])
 
     # -- the seam: each method's body written once, as steps ----------------------------
 

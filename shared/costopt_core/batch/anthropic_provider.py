@@ -46,8 +46,6 @@ from costopt_core.errors import BatchError, ConfigurationError
 
 __all__ = ["AnthropicBatchProvider"]
 
-#: Batches per page when listing (the API's maximum).
-_PAGE = 100
 #: The longest a create call can take with the SDK's retries.
 _LONGEST_SUBMIT_S = 1800.0
 
@@ -157,26 +155,19 @@ class AnthropicBatchProvider(SdkBatchProvider):
         client = connect()
         start = submission.started_at - CLOCK_SKEW_S
         end = submission.started_at + CLOCK_SKEW_S + _LONGEST_SUBMIT_S
-        candidates: list[str] = []
-        after: str | None = None
-        while True:
-            with self._errors("lookup"):
-                kwargs: dict[str, Any] = {"limit": _PAGE}
-                if after is not None:
-                    kwargs["after_id"] = after
-                page = yield client.messages.batches.list(**kwargs)
-            batches = [as_dict(b) for b in page.data]
-            created = [_seconds(b.get("created_at")) for b in batches]
-            for b, at in zip(batches, created, strict=True):
-                if (
-                    start <= at <= end
-                    and str(b["id"]) not in submission.known
-                    and sum((b.get("request_counts") or {}).values()) == len(submission.request_ids)
-                ):
-                    candidates.append(str(b["id"]))
-            if not batches or not page.has_more or min(created) < start:
-                break
-            after = str(page.last_id or batches[-1]["id"])
+        batches = yield from self._listed_since(
+            client.messages.batches.list,
+            cursor="after_id",
+            oldest=start,
+            created_at=lambda b: _seconds(b.get("created_at")),
+        )
+        candidates = [
+            str(b["id"])
+            for b in batches
+            if _seconds(b.get("created_at")) <= end
+            and str(b["id"]) not in submission.known
+            and sum((b.get("request_counts") or {}).values()) == len(submission.request_ids)
+        ]
         return candidates[0] if len(candidates) == 1 else None
 
     def _poll(self, connect: Connect, batch_id: str) -> Steps[RemoteBatch]:

@@ -49,8 +49,6 @@ __all__ = ["OpenAIBatchProvider"]
 _SEPARATOR = ","
 #: The metadata key holding the job's submission token.
 SUBMISSION_KEY = "costopt_submission"
-#: Batches per page when listing (the API's maximum).
-_PAGE = 100
 
 
 def _split(batch_id: str) -> list[str]:
@@ -275,24 +273,17 @@ class OpenAIBatchProvider(SdkBatchProvider):
         come back without a result and are queued again.
         """
         client = connect()
-        oldest = submission.started_at - CLOCK_SKEW_S
-        found: list[str] = []
-        after: str | None = None
-        while True:
-            with self._errors("lookup"):
-                kwargs: dict[str, Any] = {"limit": _PAGE}
-                if after is not None:
-                    kwargs["after"] = after
-                page = yield client.batches.list(**kwargs)
-            batches = [as_dict(b) for b in page.data]
-            for b in batches:
-                if (b.get("metadata") or {}).get(SUBMISSION_KEY) == submission.token:
-                    found.append(str(b["id"]))
-            if not batches or not page.has_more:
-                break
-            if min(float(b.get("created_at") or 0) for b in batches) < oldest:
-                break
-            after = str(batches[-1]["id"])
+        batches = yield from self._listed_since(
+            client.batches.list,
+            cursor="after",
+            oldest=submission.started_at - CLOCK_SKEW_S,
+            created_at=lambda b: float(b.get("created_at") or 0),
+        )
+        found = [
+            str(b["id"])
+            for b in batches
+            if (b.get("metadata") or {}).get(SUBMISSION_KEY) == submission.token
+        ]
         return _SEPARATOR.join(reversed(found)) or None
 
     def _poll(self, connect: Connect, batch_id: str) -> Steps[RemoteBatch]:

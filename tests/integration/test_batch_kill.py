@@ -167,6 +167,22 @@ def spawn(code: str) -> subprocess.Popen[str]:
     )
 
 
+def spawn_enqueuer(queue_path: Path, job: str) -> subprocess.Popen[str]:
+    """A child that enqueues 50 requests per commit into ``job`` and says so, until killed."""
+    return spawn(
+        f"""
+        from costopt_core.batch import BatchQueue
+        from tests.integration.test_batch_kill import make_requests
+        q = BatchQueue({str(queue_path)!r})
+        k = 0
+        while True:
+            q.enqueue({job!r}, make_requests(50, start=k * 50), now=float(k))
+            k += 1
+            print("COMMITTED", k * 50, flush=True)
+        """
+    )
+
+
 def read_line(proc: subprocess.Popen[str], prefix: str) -> str:
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -230,18 +246,7 @@ def test_killed_between_submit_and_collect_then_collected_once(tmp_path: Path) -
 @pytest.mark.timeout(120)
 def test_killed_while_enqueueing_keeps_every_committed_request(tmp_path: Path) -> None:
     queue_path = tmp_path / "jobs.db"
-    child = spawn(
-        f"""
-        from costopt_core.batch import BatchQueue
-        from tests.integration.test_batch_kill import make_requests
-        q = BatchQueue({str(queue_path)!r})
-        k = 0
-        while True:
-            q.enqueue("job", make_requests(50, start=k * 50), now=float(k))
-            k += 1
-            print("COMMITTED", k * 50, flush=True)
-        """
-    )
+    child = spawn_enqueuer(queue_path, "job")
     last = 0
     for _ in range(20):
         last = int(read_line(child, "COMMITTED").split()[1])
@@ -332,18 +337,7 @@ def test_killed_while_enqueueing_then_every_committed_request_completes_once(
     tmp_path: Path,
 ) -> None:
     queue_path, provider_path = tmp_path / "jobs.db", tmp_path / "provider.db"
-    child = spawn(
-        f"""
-        from costopt_core.batch import BatchQueue
-        from tests.integration.test_batch_kill import make_requests
-        q = BatchQueue({str(queue_path)!r})
-        k = 0
-        while True:
-            q.enqueue("kill", make_requests(50, start=k * 50), now=float(k))
-            k += 1
-            print("COMMITTED", k * 50, flush=True)
-        """
-    )
+    child = spawn_enqueuer(queue_path, "kill")
     for _ in range(5):
         read_line(child, "COMMITTED")
     kill(child)

@@ -17,6 +17,7 @@ This module is the only one that touches llama.cpp. The LangChain
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.util
 import json
 import os
@@ -313,9 +314,9 @@ class LocalModel:
         self.config = config if config is not None else LocalModelConfig(**settings)
         self._loader = loader
         self._llama: Any = None
-        # Prompts asked recently (as JSON) -> their token count, oldest first: exact
+        # Prompts asked recently (digests) -> their token count, oldest first: exact
         # repeats are told apart.
-        self._asked: OrderedDict[str, int] = OrderedDict()
+        self._asked: OrderedDict[bytes, int] = OrderedDict()
         # One lock for loading and calling: a call waits for the load, and two
         # calls never share the llama.cpp context.
         self._lock = threading.Lock()
@@ -467,7 +468,7 @@ class LocalModel:
             )
         return answer_from_completion(response, model=self.model_name, latency_ms=latency_ms)
 
-    def _remember(self, key: str, response: Any) -> None:
+    def _remember(self, key: bytes, response: Any) -> None:
         """Keep the prompt's token count under ``key``. Caller holds the lock."""
         try:
             tokens = int(response["usage"]["prompt_tokens"])
@@ -492,8 +493,10 @@ class LocalModel:
         )
 
 
-def _prompt_key(payload: list[dict[str, Any]]) -> str:
-    return json.dumps(payload, sort_keys=True, default=str)
+def _prompt_key(payload: list[dict[str, Any]]) -> bytes:
+    """A digest of the prompt: 4,096 remembered prompts cost kilobytes, not their text."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode("ascii"), digest_size=16).digest()  # JSON escapes the rest
 
 
 def _truncate(llama: Any, keep: int) -> None:

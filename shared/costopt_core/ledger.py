@@ -33,6 +33,7 @@ from costopt_core.budgets import (
     period_start,
 )
 from costopt_core.errors import BudgetExceededError, ConfigurationError, StoreError
+from costopt_core.jsonl import json_lines
 from costopt_core.types import LEVERS, CallRecord
 
 __all__ = ["CostLedger", "Dimension", "Totals"]
@@ -561,20 +562,11 @@ class CostLedger:
     def from_jsonl(cls, path: str | Path, **kwargs: Any) -> CostLedger:
         """Rebuild a ledger from a JSONL export."""
         ledger = cls(**kwargs)
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigurationError(f"ledger file {str(p)!r} does not exist or is not a file")
-        # Bytes, decoded line by line: a non-UTF-8 line is an error naming that line.
-        with p.open("rb") as fh:
-            for lineno, raw in enumerate(fh, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    ledger.add(CallRecord.from_dict(json.loads(raw.decode("utf-8"))))
-                except Exception as exc:
-                    raise ConfigurationError(
-                        f"{p}:{lineno}: not a costopt ledger record ({exc})"
-                    ) from None
+        for where, data in json_lines(Path(path), "ledger"):
+            try:
+                ledger.add(CallRecord.from_dict(data))
+            except Exception as exc:
+                raise ConfigurationError(f"{where}: not a costopt ledger record ({exc})") from None
         return ledger
 
     def to_csv(self, path: str | Path | None = None) -> str:

@@ -20,14 +20,14 @@ A request line of the JSONL sample::
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from costopt_core.errors import ConfigurationError
+from costopt_core.jsonl import json_lines
 from costopt_core.projection import MeasuredRequest
 from costopt_core.routing.tiers import Tiers
 from costopt_core.types import CallOutcome, CallRecord, Message, Usage
@@ -99,25 +99,6 @@ class WorkloadRequest:
 
 def _fail(where: str, problem: str) -> ConfigurationError:
     return ConfigurationError(f"{where}: {problem}")
-
-
-def _json_lines(path: Path, what: str) -> Iterator[tuple[str, Any]]:
-    """(``file:line``, parsed JSON) per non-blank line; errors name the line."""
-    if not path.is_file():
-        raise ConfigurationError(f"{what} file {str(path)!r} does not exist or is not a file")
-    # Bytes, decoded line by line: a non-UTF-8 line is an error naming that line.
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                data = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise _fail(where, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-            except json.JSONDecodeError as exc:
-                raise _fail(where, f"not valid JSON ({exc.msg})") from None
-            yield where, data
 
 
 def _opt_int(data: Mapping[str, Any], key: str, where: str) -> int | None:
@@ -206,7 +187,7 @@ class WorkloadSample:
         p = Path(path)
         requests: list[WorkloadRequest] = []
         records: list[CallRecord] = []
-        for where, data in _json_lines(p, "sample"):
+        for where, data in json_lines(p, "sample"):
             if isinstance(data, Mapping) and "call_id" in data:
                 try:
                     records.append(CallRecord.from_dict(dict(data)))
@@ -433,7 +414,7 @@ def read_calibration_samples(
     p = Path(path)
     samples: list[Sample] = []
     pairs: list[tuple[str, str, int]] = []
-    for where, data in _json_lines(p, "samples"):
+    for where, data in json_lines(p, "samples"):
         if not isinstance(data, Mapping):
             raise _fail(where, f"expected a JSON object, got {type(data).__name__}")
         if "labels" in data:

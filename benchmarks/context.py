@@ -309,6 +309,9 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "no_query_expansion": {"expand_query": False},
     "no_rare_word_score": {"lexical_weight": 0.0},
     "no_lead_prior": {"lead_prior": 0.0},
+    "no_chunk_boost": {"chunk_boost": 0.0},
+    "chunks_in_no_order": {"retriever_order_weight": 0.0},
+    "no_length_penalty": {"length_penalty": 0.0},
     "embedding_similarity_only": {
         "sentence_embeddings": True,
         "keep_named": False,

@@ -78,7 +78,7 @@ class ContextSummarizer(_Compressor):
     ``compression`` lever.
 
     Args:
-        config: budget and scoring (``SummarizerConfig()``: half the tokens).
+        config: budget and scoring (``SummarizerConfig()``: 40% of the tokens).
         engine: embedder, token counter and ledger; the process default if None.
         model: the model the context is for: picks the tokenizer and labels
             the ledger record.

@@ -52,6 +52,11 @@ def texts(text: str) -> list[str]:
             ["Version 2.0.1 shipped (see notes.)", "Next one?"],
         ),
         ("Wait... What happened?", ["Wait...", "What happened?"]),
+        (
+            "Al-Karaji (c. 953 – c. 1029) was a mathematician. He was born in Karaj.",
+            ["Al-Karaji (c. 953 – c. 1029) was a mathematician.", "He was born in Karaj."],
+        ),
+        ("Smith (b. 1920) wrote it. It sold.", ["Smith (b. 1920) wrote it.", "It sold."]),
         ("no final stop", ["no final stop"]),
         ("First part\n\nsecond part", ["First part", "second part"]),
         ("", []),
@@ -121,7 +126,7 @@ def test_ratio_budget_and_smallest_budget_wins() -> None:
     r = summarize_extractive(
         "Golden Gate Bridge",
         CHUNKS,
-        SummarizerConfig(budget_ratio=0.5),
+        SummarizerConfig(budget_ratio=0.5, ratio_floor_tokens=0),
         embed=FakeEmbedder().embed,
         count_tokens=COUNT,
     )
@@ -130,6 +135,18 @@ def test_ratio_budget_and_smallest_budget_wins() -> None:
     both = SummarizerConfig(budget_ratio=0.5, budget_tokens=10)
     assert both.budget_for(before) == 10
     assert SummarizerConfig(budget_ratio=None, budget_tokens=10_000).budget_for(before) == before
+
+
+def test_ratio_never_cuts_below_the_floor() -> None:
+    config = SummarizerConfig(budget_ratio=0.4, ratio_floor_tokens=100)
+    assert config.budget_for(60) == 60  # a short context is kept whole
+    assert config.budget_for(200) == 100
+    assert config.budget_for(1000) == 400
+    # An explicit token budget still applies below the floor.
+    capped = config.model_copy(update={"budget_tokens": 30})
+    assert capped.budget_for(60) == 30
+    r = summarize_extractive("When did it open?", CHUNKS, SummarizerConfig(), count_tokens=COUNT)
+    assert r.tokens_after == r.tokens_before == sum(COUNT(c) for c in CHUNKS) < 64
 
 
 def test_kept_sentences_stay_in_original_order() -> None:
@@ -291,7 +308,7 @@ def test_min_score_drops_weak_sentences() -> None:
 
 async def test_sync_async_parity() -> None:
     embedder = FakeEmbedder()
-    config = SummarizerConfig(budget_ratio=0.4)
+    config = SummarizerConfig(budget_ratio=0.4, ratio_floor_tokens=0)
     for question in ("When did the bridge open?", "cable cars 1873", ""):
         sync = summarize_extractive(
             question, CHUNKS, config, embed=embedder.embed, count_tokens=COUNT
@@ -310,6 +327,9 @@ async def test_sync_async_parity() -> None:
         {"budget_tokens": 0},
         {"budget_ratio": None, "budget_tokens": None},
         {"expansion_seeds": 0},
+        {"ratio_floor_tokens": -1},
+        {"length_penalty": -0.1},
+        {"chunk_boost_top_k": 0},
         {"unknown": 1},
     ],
 )

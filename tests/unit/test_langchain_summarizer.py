@@ -55,7 +55,9 @@ def test_compress_documents_keeps_answering_sentences() -> None:
 
 
 def test_savings_recorded_under_compression() -> None:
-    summarizer, engine = make(config=SummarizerConfig(budget_ratio=0.3), tenant="acme")
+    summarizer, engine = make(
+        config=SummarizerConfig(budget_ratio=0.3, ratio_floor_tokens=0), tenant="acme"
+    )
     out = summarizer.compress_documents(DOCS, QUERY)
     before = sum(engine.tokens.count(d.page_content) for d in DOCS)
     after = sum(engine.tokens.count(d.page_content) for d in out)
@@ -84,7 +86,7 @@ def test_empty_documents() -> None:
 
 
 async def test_sync_async_parity() -> None:
-    summarizer, _ = make(config=SummarizerConfig(budget_ratio=0.5))
+    summarizer, _ = make(config=SummarizerConfig(budget_ratio=0.5, ratio_floor_tokens=0))
     sync = summarizer.compress_documents(DOCS, QUERY)
     asyn = await summarizer.acompress_documents(DOCS, QUERY)
     assert sync == asyn

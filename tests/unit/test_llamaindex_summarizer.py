@@ -66,7 +66,7 @@ def test_postprocess_keeps_answering_sentences() -> None:
 
 
 def test_query_str_and_ledger() -> None:
-    post, engine = make(config=SummarizerConfig(budget_ratio=0.4))
+    post, engine = make(config=SummarizerConfig(budget_ratio=0.4, ratio_floor_tokens=0))
     with tenant_scope("acme"):
         out = post.postprocess_nodes(nodes(), query_str=QUERY)
     before = sum(engine.tokens.count(n.node.get_content()) for n in nodes())
@@ -92,7 +92,7 @@ def test_record_savings_off() -> None:
 
 
 async def test_sync_async_parity() -> None:
-    post, engine = make(config=SummarizerConfig(budget_ratio=0.5))
+    post, engine = make(config=SummarizerConfig(budget_ratio=0.5, ratio_floor_tokens=0))
     sync = post.postprocess_nodes(nodes(), query_str=QUERY)
     asyn = await post.apostprocess_nodes(nodes(), query_str=QUERY)
     assert [(n.node.node_id, n.node.get_content(), n.score) for n in sync] == [

@@ -31,6 +31,8 @@ _ABBREVIATIONS = frozenset(
     """
     )
 )
+# Lower-case abbreviations that stand before a year or number ("c. 953 – c. 1029").
+_BEFORE_NUMBER = frozenset({"c", "ca", "b", "d", "fl", "r"})
 # A candidate end: a run of stops, then optional closing quotes/brackets.
 _END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*")
 # What may open the next sentence: a capital letter or digit, possibly after
@@ -71,6 +73,8 @@ def _is_false_stop(text: str, stop_at: int) -> bool:
         return True
     if len(last) == 1 and last.isupper():
         return True  # an initial ("J. K. Rowling")
+    if last in _BEFORE_NUMBER and text[stop_at + 1 :].lstrip()[:1].isdigit():
+        return True  # "c. 953", "b. 1920": circa, born, died, flourished, reigned
     return last.lower() in _ABBREVIATIONS
 
 

@@ -17,9 +17,14 @@ alone misses:
   names. A second pass expands the query with the names in the best
   sentences and rewards sentences that mention them;
 
-and a small prior for the first sentence of a chunk, which usually says what
-the chunk is about. The abstractive summarizer asks a (cheap) chat model to
-write the summary instead; its answer can be cached with a
+a small prior for the first sentence of a chunk, which usually says what
+the chunk is about, and a small lift for every sentence of the few chunks
+that rank best as wholes (:mod:`costopt_core.context.hops`: the chunk that
+holds a multi-hop answer is often found by what it is about, not by its
+answer sentence). Sentences are then taken best value first (score per
+token, softened), so the budget holds more facts. The abstractive summarizer
+asks a (cheap) chat model to write the summary instead; its answer can be
+cached with a
 :class:`~costopt_core.cache.ComponentCache`.
 
 Both are pure functions over plain strings; the embedding and chat calls are
@@ -39,6 +44,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from costopt_core.cache.component import ComponentCache
+from costopt_core.context.hops import idf_overlap, rank_chunks, top_chunks
 from costopt_core.context.lexical import contains as _contains
 from costopt_core.context.lexical import content_words as _content_words
 from costopt_core.context.lexical import name_tokens as _name_tokens
@@ -71,13 +77,17 @@ _F = TypeVar("_F", Embed, AEmbed)
 class SummarizerConfig(BaseModel):
     """How much context the extractive summarizer keeps, and how it ranks sentences.
 
-    The budget is the smaller of ``budget_ratio`` of the input tokens and
-    ``budget_tokens``; at least one must be set. A context already within an
-    absolute-only budget is returned whole.
+    The budget is the smaller of ``budget_ratio`` of the input tokens (but
+    not below ``ratio_floor_tokens``) and ``budget_tokens``; at least one
+    must be set. A context already within the budget is returned whole.
 
     Attributes:
         budget_ratio: keep at most this share of the input tokens.
         budget_tokens: keep at most this many tokens.
+        ratio_floor_tokens: ``budget_ratio`` never cuts a context below this
+            many tokens (``budget_tokens`` still does): summarizing a short
+            context saves little and risks its answer. A context of at most
+            this many tokens is returned whole unless ``budget_tokens`` is set.
         min_score: drop sentences scoring below this even when the budget has
             room (``None``: fill the budget).
         keep_named: keep first, for each number the question mentions (and
@@ -86,7 +96,7 @@ class SummarizerConfig(BaseModel):
             names too, not only its numbers. Off by default: a name's words
             are rare, so the rare-word score already favours the sentences
             naming it, and forcing them in spends the budget twice (on
-            HotpotQA at half the tokens, 93.2% of answers kept with it on,
+            HotpotQA at 40% of the tokens, 92.4% of answers kept with it on,
             95.2% with it off; ``benchmarks/context.py``).
         expand_query: second pass rewarding sentences that mention names from
             the best first-pass sentences (multi-hop "bridge" sentences).
@@ -96,19 +106,33 @@ class SummarizerConfig(BaseModel):
         named_weight: score added per named item a sentence contains (share of
             the question's named items).
         lead_prior: score added to the first sentence of each chunk.
+        length_penalty: sentences are taken in order of score divided by
+            their tokens to this power: 0 ranks by score alone; above 0, of
+            two sentences that score alike the shorter goes first, which fits
+            more facts into the budget.
+        chunk_boost: score added to every sentence of the
+            ``chunk_boost_top_k`` chunks that rank best as wholes (rare
+            question words, a second-hop bridge from the best chunk, and the
+            retriever's order; :func:`costopt_core.context.hops.rank_chunks`).
+            0 turns it off.
+        chunk_boost_top_k: how many chunks get ``chunk_boost``.
+        retriever_order_weight: how much the input order (the retriever's
+            ranking, best first) counts in that chunk ranking; set 0 when the
+            chunks come in no particular order.
         separator: joins the kept sentences of one chunk.
         sentence_embeddings: also score sentences by embedding similarity to
             the question. Off by default: on HotpotQA the lexical signals alone
-            kept more answers at the same budget (93.2% against 92.0% at half
-            the tokens, ``benchmarks/context.py``) and need no model call, so a
+            kept more answers at the same budget (95.2% against 92.0% at 40%
+            of the tokens, ``benchmarks/context.py``) and need no model call, so a
             question takes a few milliseconds instead of embedding every
             sentence (~0.5 s for 45 sentences with MiniLM on 2 CPU cores).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    budget_ratio: float | None = Field(default=0.5, gt=0.0, le=1.0)
+    budget_ratio: float | None = Field(default=0.4, gt=0.0, le=1.0)
     budget_tokens: int | None = Field(default=None, ge=1)
+    ratio_floor_tokens: int = Field(default=64, ge=0)
     min_score: float | None = Field(default=None, ge=-1.0, le=10.0)
     keep_named: bool = True
     keep_names: bool = False
@@ -117,7 +141,11 @@ class SummarizerConfig(BaseModel):
     lexical_weight: float = Field(default=0.3, ge=0.0, le=5.0)
     expansion_weight: float = Field(default=0.2, ge=0.0, le=5.0)
     named_weight: float = Field(default=0.2, ge=0.0, le=5.0)
-    lead_prior: float = Field(default=0.1, ge=0.0, le=1.0)
+    lead_prior: float = Field(default=0.15, ge=0.0, le=1.0)
+    length_penalty: float = Field(default=0.4, ge=0.0, le=2.0)
+    chunk_boost: float = Field(default=0.05, ge=0.0, le=5.0)
+    chunk_boost_top_k: int = Field(default=3, ge=1, le=64)
+    retriever_order_weight: float = Field(default=0.6, ge=0.0, le=5.0)
     separator: str = " "
     sentence_embeddings: bool = False
 
@@ -137,7 +165,8 @@ class SummarizerConfig(BaseModel):
         """The token budget for a context of ``tokens_in`` tokens."""
         budget = tokens_in
         if self.budget_ratio is not None:
-            budget = min(budget, math.floor(tokens_in * self.budget_ratio))
+            by_ratio = max(math.floor(tokens_in * self.budget_ratio), self.ratio_floor_tokens)
+            budget = min(budget, by_ratio)
         if self.budget_tokens is not None:
             budget = min(budget, self.budget_tokens)
         return budget
@@ -205,25 +234,6 @@ def _plan(question: str, chunks: Sequence[str]) -> _Plan:
     return _Plan(question, tuple(chunks), sentences, flat)
 
 
-def _idf_overlap(terms: set[str], sentence_words: list[set[str]]) -> npt.NDArray[np.float64]:
-    """Share of the query terms' weight each sentence contains; rare terms weigh more."""
-    n = len(sentence_words)
-    out = np.zeros(n, dtype=np.float64)
-    if not terms or not n:
-        return out
-    weights = {}
-    for t in terms:
-        df = sum(1 for ws in sentence_words if t in ws)
-        if df:
-            weights[t] = math.log(1.0 + n / df)
-    total = sum(weights.values())
-    if total <= 0:
-        return out
-    for i, ws in enumerate(sentence_words):
-        out[i] = sum(w for t, w in weights.items() if t in ws) / total
-    return out
-
-
 def _score(
     plan: _Plan,
     sims: npt.NDArray[np.float64],
@@ -238,7 +248,7 @@ def _score(
     q_names = _names(plan.question)
     named_items = sorted(q_numbers | q_names if config.keep_names else q_numbers)
 
-    score = sims + config.lexical_weight * _idf_overlap(q_terms, words)
+    score = sims + config.lexical_weight * idf_overlap(q_terms, words)
     contains = np.zeros((len(named_items), len(texts)), dtype=bool)
     for k, item in enumerate(named_items):
         for i, low in enumerate(lowered):
@@ -255,9 +265,19 @@ def _score(
         for i in seeds:
             seed_names |= _names(texts[int(i)])
         expansion = _name_tokens(seed_names) - q_terms - _name_tokens(q_names)
-        bridge = _idf_overlap(expansion, words)
+        bridge = idf_overlap(expansion, words)
         bridge[seeds] = 0.0  # a seed does not bridge to itself
         score = score + config.expansion_weight * bridge
+
+    if config.chunk_boost > 0 and len(plan.chunks) > 1:
+        leads = [sents[0].text if sents else "" for sents in plan.sentences]
+        ranked = rank_chunks(
+            plan.question, plan.chunks, leads, order_weight=config.retriever_order_weight
+        )
+        boosted = top_chunks(ranked, config.chunk_boost_top_k)
+        score = score + config.chunk_boost * np.array(
+            [1.0 if c in boosted else 0.0 for c, _ in plan.flat], dtype=np.float64
+        )
 
     first: list[int] = []
     if config.keep_named:
@@ -289,10 +309,10 @@ def _select(
         sims = np.zeros(len(plan.flat), dtype=np.float64)
     score, first = _score(plan, sims, config)
 
-    order = first + [int(i) for i in np.argsort(-score, kind="stable") if int(i) not in first]
     # A sentence joined after another costs about its tokens with a leading
     # separator; the exact count of the joined text is checked below.
     cost = [count_tokens(config.separator + t) for t in plan.texts]
+    order = first + [int(i) for i in _by_value(score, cost, config) if int(i) not in first]
     kept: set[int] = set()
     used = 0
     for i in order:
@@ -308,6 +328,18 @@ def _select(
         if after <= budget or not kept:
             return SummaryResult(tuple(summaries), tokens_before, after, budget)
         kept.discard(min(kept, key=lambda i: score[i]))
+
+
+def _by_value(
+    score: npt.NDArray[np.float64], cost: list[int], config: SummarizerConfig
+) -> npt.NDArray[np.intp]:
+    """Sentence indices, best value first: score per token, softened by ``length_penalty``."""
+    if config.length_penalty == 0:
+        return np.argsort(-score, kind="stable")
+    scale = np.maximum(np.asarray(cost, dtype=np.float64), 1.0) ** config.length_penalty
+    # A negative score (embedding similarity) must not improve by being long.
+    value = np.where(score > 0, score / scale, score * scale)
+    return np.argsort(-value, kind="stable")
 
 
 def _assemble(

@@ -234,7 +234,11 @@ def _recall_config(budget: int, min_score: float, embeddings: bool) -> Summarize
         budget_ratio=None,
         budget_tokens=max(1, budget),
         min_score=min_score,
+        # Turns are not retrieved chunks: their order is time, not rank, and a
+        # turn's first sentence is not its topic.
         lead_prior=0.0,
+        chunk_boost=0.0,
+        length_penalty=0.0,
         sentence_embeddings=embeddings,
     )
 

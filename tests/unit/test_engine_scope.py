@@ -6,6 +6,7 @@ from langchain_core.documents import Document
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from costopt_core import CostEngine, current_engine, default_engine, engine_scope
+from costopt_core.context import SummarizerConfig
 from langchain_costopt import ContextSummarizer
 from langchain_costopt import track_costs as lc_track_costs
 from llamaindex_costopt import ContextSummarizerPostprocessor
@@ -16,6 +17,8 @@ TEXT = (
     "Fog often hides its towers. The bridge is 2,737 metres long. Gulls nest under it."
 )
 QUESTION = "When did the Golden Gate Bridge open?"
+# TEXT is under the default's 64-token floor, which would send it whole.
+CUT = SummarizerConfig(ratio_floor_tokens=0)
 
 
 def test_engine_scope_nests_and_restores() -> None:
@@ -30,7 +33,7 @@ def test_engine_scope_nests_and_restores() -> None:
 
 
 def test_langchain_component_records_into_the_track_costs_block() -> None:
-    summarizer = ContextSummarizer()
+    summarizer = ContextSummarizer(config=CUT)
     before = len(default_engine().ledger)
     with lc_track_costs() as costs:
         docs = summarizer.compress_documents([Document(TEXT)], QUESTION)
@@ -41,7 +44,7 @@ def test_langchain_component_records_into_the_track_costs_block() -> None:
 
 
 def test_llamaindex_component_records_into_the_track_costs_block() -> None:
-    post = ContextSummarizerPostprocessor()
+    post = ContextSummarizerPostprocessor(config=CUT)
     nodes = [NodeWithScore(node=TextNode(text=TEXT), score=0.9)]
     before = len(default_engine().ledger)
     with li_track_costs() as costs:

@@ -428,6 +428,32 @@ def test_recall_ignores_participant_names_and_brings_the_reply() -> None:
     assert r.tokens <= 60
 
 
+def test_recall_shows_a_recalled_turn_whole_when_the_budget_allows() -> None:
+    from costopt_core.memory import recall_sentences
+
+    lines = [
+        (
+            "Nate",
+            "I went to a board game convention last weekend. Yes! We played Catan all day. "
+            "The hall was huge, with hundreds of tables and noise everywhere. We left late, "
+            "long after the last bus, and walked home through the park in the rain.",
+        ),
+        ("Joanna", "Sounds fun. I finished my screenplay draft and sent it to a contest."),
+        ("Nate", "My turtles are doing great and love their new tank."),
+    ]
+    question = "What did Nate play at the board game convention?"
+    # The matching sentence names the convention; the game is in the next one,
+    # which shares no word with the question: the turn is shown whole.
+    whole = recall_sentences(question, lines, 80, words)
+    assert whole.indices == (0,)
+    assert whole.lines == (f"Nate: {lines[0][1]}",)
+    assert whole.tokens <= 80
+    # Without room for the whole turn, the best sentence alone is recalled.
+    tight = recall_sentences(question, lines, 40, words)
+    assert tight.lines == ("Nate: I went to a board game convention last weekend.",)
+    assert tight.tokens <= 40
+
+
 def test_the_verbatim_window_opens_with_a_user_turn() -> None:
     # Whatever the budget, the first conversation turn sent after the system
     # prompt and the summary is the user's (some providers reject anything else).

@@ -70,15 +70,15 @@ class MemoryConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    window_tokens: int = Field(default=512, ge=16, le=1_000_000)
+    window_tokens: int = Field(default=256, ge=16, le=1_000_000)
     flush_min_tokens: int = Field(default=384, ge=1, le=1_000_000)
     flush_max_tokens: int = Field(default=768, ge=1, le=1_000_000)
-    summary_tokens: int = Field(default=512, ge=16, le=1_000_000)
+    summary_tokens: int = Field(default=384, ge=16, le=1_000_000)
     levels: int = Field(default=2, ge=1, le=8)
     level_fanout: int = Field(default=4, ge=2, le=64)
     summary_ratio: float = Field(default=0.25, gt=0.0, le=1.0)
     facts_tokens: int = Field(default=192, ge=0, le=1_000_000)
-    recall_tokens: int = Field(default=768, ge=0, le=1_000_000)
+    recall_tokens: int = Field(default=1536, ge=0, le=1_000_000)
     recall_min_score: float = Field(default=0.05, ge=0.0, le=10.0)
     recall_embeddings: bool = True
     horizon_turns: int = Field(default=8, ge=1, le=10_000)

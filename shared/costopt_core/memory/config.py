@@ -55,10 +55,11 @@ class MemoryConfig(BaseModel):
             recalls nothing instead of filling the budget.
         recall_embeddings: also score recall by embedding similarity when an
             ``embed`` function is given (``ConversationMemory`` passes the
-            engine's). On by default: on LoCoMo it keeps the facts of 79.9% of
-            the single-hop questions against 62.2% with lexical scoring alone
-            (``benchmarks/memory.py``); each sentence is embedded once when the
-            embedder caches (the engine's does).
+            engine's). On by default: on LoCoMo it is what finds the turns
+            whose facts single-hop questions need (62.2% kept with lexical
+            scoring alone at the earlier budgets; ``benchmarks/memory.py``);
+            each sentence is embedded once when the embedder caches (the
+            engine's does).
         horizon_turns: how many further calls the flush trade-off assumes
             the current prefix would serve (see :func:`flush_tradeoff`).
         summary_role: role of the summary message. ``system`` places it

@@ -193,11 +193,16 @@ def summarize_lines(
     return _truncate("\n".join(rendered), budget_tokens, count_tokens)
 
 
+def _labelled(who: str, text: str) -> str:
+    """One recalled line: "speaker: text", or the text alone for an unnamed speaker."""
+    return f"{who}: {text}" if who else text
+
+
 def _render(result: SummaryResult, lines: Sequence[tuple[str, str]]) -> list[tuple[int, str]]:
     out = []
     for c in result.chunks:
         who = lines[c.index][0]
-        out.append((c.index, f"{who}: {c.text}" if who else c.text))
+        out.append((c.index, _labelled(who, c.text)))
     return out
 
 
@@ -288,7 +293,7 @@ def _complete_turns(
     wanted = []
     for pos, (k, text) in enumerate(rendered):
         who, full = lines[k]
-        line = f"{who}: {full}" if who else full
+        line = _labelled(who, full)
         extra = count_tokens(line) - count_tokens(text)
         if extra > 0:
             wanted.append((extra, pos, line))
@@ -328,12 +333,12 @@ def _add_replies(
         kept = ""
         for sent in split_sentences(reply):
             candidate = f"{kept} {sent.text}".strip()
-            line = f"{who}: {candidate}" if who else candidate
+            line = _labelled(who, candidate)
             if used + count_tokens(line) + 1 > budget_tokens:
                 break
             kept = candidate
         if kept:
-            line = f"{who}: {kept}" if who else kept
+            line = _labelled(who, kept)
             out.append((nxt, line))
             have.add(nxt)
             used += count_tokens(line) + 1

@@ -480,6 +480,8 @@ def test_submit_failure_keeps_requests_queued(engine: CostEngine, clock: Clock) 
     with pytest.raises(BatchError, match="HTTP 500"):
         job.flush()
     assert job.status().queued == 2
+    # A provider without lookup: no submission record is left to recover.
+    assert job.queue.pending_submissions("job") == []
     remote.fail_submit = None
     assert job.wait().done == 2
 

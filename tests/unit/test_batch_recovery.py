@@ -348,19 +348,6 @@ def test_a_submit_that_timed_out_after_the_provider_took_it_is_not_resent(
     assert sum(clock.slept) < 10  # resolved at once, not after the 900 s lease
 
 
-def test_a_refused_submit_to_a_provider_without_lookup_puts_the_requests_back(
-    engine: CostEngine, clock: Clock
-) -> None:
-    remote = FakeRemote()
-    remote.fail_submit = RuntimeError("HTTP 500")
-    job = make_job(remote, engine, clock)
-    job.enqueue(reqs(2))
-    with pytest.raises(BatchError, match="HTTP 500"):
-        job.flush()
-    assert job.queue.counts("job")["queued"] == 2
-    assert job.queue.pending_submissions("job") == []
-
-
 def test_a_flush_whose_requests_another_flush_took_sends_nothing(
     engine: CostEngine, clock: Clock
 ) -> None:

@@ -255,7 +255,9 @@ class CostCallbackHandler(BaseCallbackHandler):
             # A costopt cache notes the answers it serves (a replayed stream: its
             # run) without telling the caller; with expose_cache_info it also marks
             # the message. A router says which tier answered.
-            served = SERVED.take(gen) or self._served.pop(run_id, None)
+            served = SERVED.take(gen)
+            if served is None and self._served:
+                served = self._served.pop(run_id, None)
             if served is None and prior is not None:
                 served = prior
             if served is not None and served.get("cache") in ("exact", "semantic"):

@@ -46,6 +46,10 @@ class ServedNotes:
 
     def take(self, answer: object) -> dict[str, Any] | None:
         """The note on ``answer``, removed; ``None`` if the cache did not serve it."""
+        if not self._notes:
+            # Every recorded call asks, and with no cache serving there is never
+            # a note: skip the lock (reading a dict's size is atomic).
+            return None
         key = id(answer)
         with self._lock:
             entry = self._notes.get(key)

@@ -454,6 +454,25 @@ def test_recall_shows_a_recalled_turn_whole_when_the_budget_allows() -> None:
     assert tight.tokens <= 40
 
 
+async def test_recall_sync_async_parity_with_embeddings() -> None:
+    from costopt_core.memory import arecall_sentences, recall_sentences
+    from costopt_core.testing import FakeEmbedder
+
+    fake = FakeEmbedder()
+    lines = [(m.name or "", m.content) for m in chat_history(40, system=False)]
+    question = "What do you remember about the cello school and the Vespa?"
+    recalled = 0
+    # Small budgets fit nothing; the others refit the sentences after the
+    # speaker labels, and many of them bind.
+    for budget in range(10, 210, 5):
+        sync = recall_sentences(question, lines, budget, words, embed=fake.embed)
+        other = await arecall_sentences(question, lines, budget, words, aembed=fake.aembed)
+        assert sync == other, budget
+        assert sync.tokens <= budget
+        recalled += bool(sync.lines)
+    assert recalled >= 30
+
+
 def test_the_verbatim_window_opens_with_a_user_turn() -> None:
     # Whatever the budget, the first conversation turn sent after the system
     # prompt and the summary is the user's (some providers reject anything else).

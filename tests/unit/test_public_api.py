@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+
+import pytest
+
 import costopt_core
 import langchain_costopt
 
@@ -31,6 +35,34 @@ CONTEXT = {
     "asummarize_abstractive", "asummarize_extractive", "find_volatile", "min_cacheable_tokens",
     "normalize_scores", "plan_prefix_cache", "prompt_cache_key", "provider_for",
     "select_relevant", "summarize_abstractive", "summarize_extractive",
+}  # fmt: skip
+MEMORY = {
+    "CachePrices", "ConversationMemory", "FlushDecision", "FlushResult", "FlushTradeoff",
+    "MemoryConfig", "MemoryState", "MemoryView", "Recalled", "STATE_VERSION", "SUMMARY_PROMPT",
+    "SummaryEntry", "SummaryJob", "Unit", "aflush", "aplan_context", "arecall_sentences",
+    "cache_prices", "fact_score", "flush", "flush_decision", "flush_tradeoff",
+    "key_fact_candidates", "message_fingerprint", "message_tokens", "plan_context", "recall_query",
+    "recall_sentences", "render_turn", "select_facts", "split_units", "summarize_lines",
+    "summary_job_messages", "summary_message"
+}  # fmt: skip
+ROUTING = {
+    "CalibrationReport", "CurvePoint", "Encoded", "FEATURE_NAMES", "HeuristicClassifier",
+    "HeuristicWeights", "Judge", "LearnedClassifier", "QuestionType", "RequestFeatures",
+    "RouteClassifier", "RouteDecision", "RouteInput", "Sample", "Tier", "TierCall", "Tiers",
+    "TrainableClassifier", "alabel_samples", "as_messages", "calibrate",
+    "calibrate_from_predictions", "choose_tier", "choose_tiers", "cost_scales",
+    "cross_validated_probs", "effective_threshold", "exact_match", "extract_features",
+    "feature_matrix", "is_trainable", "label_samples", "monotone", "normalize_thresholds",
+    "probabilities_from_relative", "relative_quality_targets", "routing_text"
+}  # fmt: skip
+BATCH = {
+    "AnthropicBatchProvider", "BatchFailedError", "BatchFront", "BatchFrontSettings", "BatchJob",
+    "BatchJobConfig", "BatchLimits", "BatchNotFoundError", "BatchProvider", "BatchQueue",
+    "BatchRequest", "BatchRequestError", "BatchResult", "BatchStatus", "JobHandle",
+    "LocalBatchProvider", "OpenAIBatchProvider", "PROVIDER_NAMES", "ProviderName",
+    "RecoverableBatchProvider", "RemoteBatch", "ResultConverter", "SplitPlan", "Submission",
+    "batch_metadata", "call_params", "check_json", "decide_outcome", "model_params",
+    "plan_batches", "request_ids", "should_flush", "submission_abandoned"
 }  # fmt: skip
 LANGCHAIN = {
     "AbstractiveContextSummarizer", "BatchRunnable", "SummarizingChatMessageHistory",
@@ -72,6 +104,21 @@ def test_context_public_names() -> None:
     assert set(context.__all__) == CONTEXT
     for name in CONTEXT:
         assert getattr(context, name) is not None, name
+
+
+@pytest.mark.parametrize(
+    ("module", "names"),
+    [
+        ("costopt_core.memory", MEMORY),
+        ("costopt_core.routing", ROUTING),
+        ("costopt_core.batch", BATCH),
+    ],
+)
+def test_engine_subpackage_public_names(module: str, names: set[str]) -> None:
+    package = importlib.import_module(module)
+    assert set(package.__all__) == names
+    for name in names:
+        assert getattr(package, name) is not None, name
 
 
 def test_cost_model_public_names() -> None:

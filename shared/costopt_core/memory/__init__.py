@@ -20,6 +20,7 @@ from costopt_core.memory.config import MemoryConfig
 from costopt_core.memory.conversation import ConversationMemory
 from costopt_core.memory.extract import (
     Recalled,
+    arecall_sentences,
     fact_score,
     key_fact_candidates,
     recall_query,
@@ -64,6 +65,7 @@ __all__ = [
     "Unit",
     "aflush",
     "aplan_context",
+    "arecall_sentences",
     "cache_prices",
     "fact_score",
     "flush",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -367,6 +367,34 @@ def _fit_recall(
     return rendered, _size(rendered, count_tokens) - primary
 
 
+def _recall_steps(
+    lines: Sequence[tuple[str, str]],
+    primary: int,
+    budget_tokens: int,
+    min_score: float,
+    embeddings: bool,
+    count_tokens: CountTokens,
+) -> Generator[SummarizerConfig, SummaryResult, Recalled]:
+    """The recall both twins run: yields each summarizer configuration, is sent its result.
+
+    The speaker labels make the rendered lines longer than the sentences the
+    summarizer fitted, so the sentence budget shrinks by the overshoot and
+    the summary is redone (at most four times).
+    """
+    budget = primary
+    rendered: list[tuple[int, str]] = []
+    for _ in range(4):
+        result = yield _recall_config(budget, min_score, embeddings)
+        rendered, over = _fit_recall(result, lines, primary, count_tokens)
+        if over <= 0:
+            break
+        budget -= over
+        if budget <= 0:
+            rendered = []
+            break
+    return _follow_up(rendered, lines, budget_tokens, count_tokens)
+
+
 def recall_sentences(
     query: str,
     lines: Sequence[tuple[str, str]],
@@ -397,19 +425,16 @@ def recall_sentences(
     if prepared is None:
         return Recalled((), (), 0)
     q, texts, primary = prepared
-    budget = primary
-    rendered: list[tuple[int, str]] = []
-    for _ in range(4):
-        config = _recall_config(budget, min_score, embed is not None)
-        result = summarize_extractive(q, texts, config, embed=embed, count_tokens=count_tokens)
-        rendered, over = _fit_recall(result, lines, primary, count_tokens)
-        if over <= 0:
-            break
-        budget -= over
-        if budget <= 0:
-            rendered = []
-            break
-    return _follow_up(rendered, lines, budget_tokens, count_tokens)
+    steps = _recall_steps(lines, primary, budget_tokens, min_score, embed is not None, count_tokens)
+    try:
+        config = next(steps)
+        while True:
+            config = steps.send(
+                summarize_extractive(q, texts, config, embed=embed, count_tokens=count_tokens)
+            )
+    except StopIteration as stop:
+        recalled: Recalled = stop.value
+        return recalled
 
 
 async def arecall_sentences(
@@ -428,18 +453,15 @@ async def arecall_sentences(
     if prepared is None:
         return Recalled((), (), 0)
     q, texts, primary = prepared
-    budget = primary
-    rendered: list[tuple[int, str]] = []
-    for _ in range(4):
-        config = _recall_config(budget, min_score, True)
-        result = await asummarize_extractive(
-            q, texts, config, aembed=aembed, count_tokens=count_tokens
-        )
-        rendered, over = _fit_recall(result, lines, primary, count_tokens)
-        if over <= 0:
-            break
-        budget -= over
-        if budget <= 0:
-            rendered = []
-            break
-    return _follow_up(rendered, lines, budget_tokens, count_tokens)
+    steps = _recall_steps(lines, primary, budget_tokens, min_score, True, count_tokens)
+    try:
+        config = next(steps)
+        while True:
+            config = steps.send(
+                await asummarize_extractive(
+                    q, texts, config, aembed=aembed, count_tokens=count_tokens
+                )
+            )
+    except StopIteration as stop:
+        recalled: Recalled = stop.value
+        return recalled

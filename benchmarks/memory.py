@@ -34,8 +34,9 @@ its evidence turns:
   from a turn does not lose its fact;
 - ``answer_in_context``: the answer string is in the context.
 
-``fact_retention`` is reported for the single-hop questions (category 4;
-the target is on ``lenient``), and ``by_category`` for the others (1
+``fact_retention`` is the share of single-hop questions (category 4) whose
+facts are kept, ``lenient`` (the target's measure); ``fact_retention_detail``
+has all three measures, and ``by_category`` the other categories (1
 multi-hop, 2 temporal, 3 open-domain, 5 adversarial, which has no answer
 string). ``evidence_before_window`` restricts to questions whose evidence
 left the verbatim window, where only the summary, the key facts and recall
@@ -90,10 +91,12 @@ SENSITIVITY: dict[str, dict[str, Any]] = {
     "flush=768/1536": {"flush_min_tokens": 768, "flush_max_tokens": 1536},
     "summary_tokens=192": {"summary_tokens": 192},
     "summary_tokens=768": {"summary_tokens": 768},
+    "summary_tokens=192,facts_tokens=96": {"summary_tokens": 192, "facts_tokens": 96},
     "levels=1": {"levels": 1},
     "facts_tokens=0": {"facts_tokens": 0},
     "recall_tokens=0": {"recall_tokens": 0},
     "recall_tokens=768": {"recall_tokens": 768},
+    "recall_tokens=1024": {"recall_tokens": 1024},
     "recall_tokens=2048": {"recall_tokens": 2048},
     "recall_min_score=0.1": {"recall_min_score": 0.1},
     "recall_embeddings=False": {"recall_embeddings": False},
@@ -342,6 +345,9 @@ def summarize_runs(runs: Sequence[Run], config: MemoryConfig) -> dict[str, Any]:
     return {
         "token_reduction": round(1 - ours / naive, 4),
         "window_token_reduction": round(1 - window / naive, 4),
+        "token_reduction_per_conversation": {
+            r.cid: round(1 - sum(r.memory.tokens) / sum(r.naive.tokens), 4) for r in runs
+        },
         "fact_retention_single_hop": retention(single),
         "fact_retention_single_hop_before_window": retention(
             [q for q in single if q["before_window"]]
@@ -473,7 +479,10 @@ def main(argv: list[str] | None = None) -> int:
         "local_model": status,
         "local_model_reason": reason,
         "token_reduction": headline["token_reduction"],
-        "fact_retention": {
+        "token_reduction_per_conversation": headline["token_reduction_per_conversation"],
+        # The target's measure: single-hop questions, lenient; the rest below.
+        "fact_retention": single["memory"]["lenient"],
+        "fact_retention_detail": {
             "single_hop": single,
             "single_hop_before_window": headline["fact_retention_single_hop_before_window"],
             "definition": {
@@ -493,6 +502,10 @@ def main(argv: list[str] | None = None) -> int:
                 "met": flat_max <= config.max_context_tokens + 200,
             },
             "token_reduction_ge_0.80": headline["token_reduction"] >= 0.80,
+            "token_reduction_ge_0.80_every_conversation": min(
+                headline["token_reduction_per_conversation"].values()
+            )
+            >= 0.80,
             "single_hop_lenient_ge_0.90": (single["memory"]["lenient"] or 0) >= 0.90,
         },
         "per_conversation": [per_conversation(r, config, catalog) for r in runs],

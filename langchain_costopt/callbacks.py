@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Generator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, NamedTuple
+from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -26,7 +26,7 @@ from costopt_core import CostEngine, CostLedger, default_engine, engine_scope
 from costopt_core.errors import BudgetExceededError, UsageFormatError
 from costopt_core.served import SERVED
 from costopt_core.tenancy import current_tenant
-from costopt_core.types import CallRecord, Usage, money_str
+from costopt_core.types import CallOutcome, Usage, money_str
 from costopt_core.usage import normalize_usage, usage_from_langchain
 from langchain_costopt._convert import from_langchain_messages
 
@@ -64,11 +64,10 @@ def _mapping(value: Any) -> Mapping[str, Any] | None:
     return None
 
 
-class _Run(NamedTuple):
-    model: str | None
-    tenant: str | None
-    tier: str | None
-    start: float  # time.perf_counter() at the start event
+#: A run between its start and end: (model, tenant, tier, time.perf_counter() at
+#: the start). A plain tuple: a NamedTuple's constructor is a Python call, and
+#: one is built inside every call.
+_Run = tuple[str | None, str | None, str | None, float]
 
 
 def _max_output_tokens(params: Mapping[str, Any]) -> int:
@@ -87,12 +86,19 @@ def _usage_or_unknown(read: Callable[[Any], Usage], payload: Any) -> Usage:
     the call: it is recorded with an unknown cost, never dropped and never $0.
     """
     if payload is None:
-        return Usage()
+        return _UNKNOWN
     try:
         return read(payload)
     except UsageFormatError as exc:
-        log.warning("costopt: unreadable token usage (%s); the call's cost is unknown", exc)
-        return Usage()
+        return _unreadable(exc)
+
+
+_UNKNOWN = Usage()
+
+
+def _unreadable(exc: UsageFormatError) -> Usage:
+    log.warning("costopt: unreadable token usage (%s); the call's cost is unknown", exc)
+    return _UNKNOWN
 
 
 class CostCallbackHandler(BaseCallbackHandler):
@@ -119,16 +125,27 @@ class CostCallbackHandler(BaseCallbackHandler):
     run_inline = True
     # Only BudgetExceededError escapes on purpose; everything else is caught below.
     raise_error = True
+    # LangChain reads one of these before each event it would send here: plain
+    # class attributes, not the base class's properties. Only model events are
+    # wanted; chain, tool, retriever and custom events are not sent at all.
+    ignore_llm = False
+    ignore_chat_model = False
+    ignore_chain = True
+    ignore_agent = True
+    ignore_retriever = True
+    ignore_retry = True
+    ignore_custom_event = True
 
     def __init__(self, engine: CostEngine | None = None, *, check_budgets: bool = True) -> None:
         super().__init__()
         self.engine = engine or default_engine()
         self.check_budgets = check_budgets
-        # Runs between their start and end. Only ever touched by single dict
+        # Runs between their start and end, by ``run_id.int`` (a UUID hashes in
+        # Python code, its int in C). Only ever touched by single dict
         # operations (set, pop), which are atomic: no lock needed.
-        self._runs: dict[UUID, _Run] = {}
+        self._runs: dict[int, _Run] = {}
         # Streamed runs a costopt cache served (see on_llm_new_token).
-        self._served: dict[UUID, dict[str, Any]] = {}
+        self._served: dict[int, dict[str, Any]] = {}
         self.errors = 0
 
     @property
@@ -155,21 +172,21 @@ class CostCallbackHandler(BaseCallbackHandler):
         if tenant is None:
             # ``tenant_scope`` (a contextvar): callbacks start in the caller's context.
             tenant = current_tenant()
-        run = _Run(str(model) if model else None, tenant, tier, time.perf_counter())
-        self._runs[run_id] = run
-        if self.check_budgets and run.model and self.engine.ledger.has_budgets:
+        model = str(model) if model else None
+        self._runs[run_id.int] = (model, tenant, tier, time.perf_counter())
+        if self.check_budgets and model and self.engine.ledger.has_budgets:
             # The request's output cap bounds its cost: held against the budget, it
             # keeps a shared budget from being overspent by concurrent calls.
             out_cap = _max_output_tokens(kwargs.get("invocation_params") or {})
             try:
                 if messages is not None:
                     estimate = self.engine.estimate(
-                        run.model, from_langchain_messages(messages), max_output_tokens=out_cap
+                        model, from_langchain_messages(messages), max_output_tokens=out_cap
                     )
                 else:
-                    tokens = sum(self.engine.tokens.count(p, run.model) for p in prompts or [])
+                    tokens = sum(self.engine.tokens.count(p, model) for p in prompts or [])
                     estimate = self.engine.estimate(
-                        run.model, input_tokens=tokens, max_output_tokens=out_cap
+                        model, input_tokens=tokens, max_output_tokens=out_cap
                     )
             except Exception:
                 log.exception("costopt could not estimate the cost of run %s", run_id)
@@ -177,7 +194,7 @@ class CostCallbackHandler(BaseCallbackHandler):
             try:
                 self.engine.check_budget(tenant, estimate, call_id=str(run_id))
             except BudgetExceededError:
-                self._runs.pop(run_id, None)
+                self._runs.pop(run_id.int, None)
                 raise
 
     def on_chat_model_start(
@@ -208,13 +225,14 @@ class CostCallbackHandler(BaseCallbackHandler):
     ) -> None:
         # A stream replayed from a costopt cache: its chunks carry the note (the
         # merged answer on_llm_end sees is a new object).
-        if chunk is not None and run_id in self._runs and run_id not in self._served:
+        key = run_id.int
+        if chunk is not None and key in self._runs and key not in self._served:
             info = SERVED.take(chunk)
             if info is not None:
-                self._served[run_id] = info
+                self._served[key] = info
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        run = self._runs.pop(run_id, None)
+        run = self._runs.pop(run_id.int, None)
         if run is None:
             return  # not started through us, or already counted
         try:
@@ -224,13 +242,13 @@ class CostCallbackHandler(BaseCallbackHandler):
             log.exception("costopt could not record run %s", run_id)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._served.pop(run_id, None)
-        run = self._runs.pop(run_id, None)
+        self._served.pop(run_id.int, None)
+        run = self._runs.pop(run_id.int, None)
         if run is not None and self.check_budgets and self.engine.ledger.budget_store is not None:
             # The call spent nothing: drop its hold on the shared budgets.
-            self.engine.release_budget(run.tenant, str(run_id))
+            self.engine.release_budget(run[1], str(run_id))
 
-    def _record(self, response: LLMResult, run: _Run, run_id: UUID) -> CallRecord:
+    def _record(self, response: LLMResult, run: _Run, run_id: UUID) -> None:
         message: AIMessage | None = None
         gen: Any = None
         try:
@@ -239,29 +257,40 @@ class CostCallbackHandler(BaseCallbackHandler):
                 message = gen.message
         except IndexError:
             pass
-        outcome: Any = "model"
-        model = run.model
-        tier = run.tier
+        outcome: CallOutcome = "model"
+        model, tenant, tier, start = run
         prior: Mapping[str, Any] | None = None
         if message is not None:
             meta = message.response_metadata or {}
             model = meta.get("model_name") or meta.get("model") or model
             um = message.usage_metadata
-            usage = _usage_or_unknown(usage_from_langchain, um)
+            if um is None:
+                usage = _UNKNOWN
+            else:
+                try:
+                    usage = usage_from_langchain(um)
+                except UsageFormatError as exc:
+                    usage = _unreadable(exc)
             # langchain-core marks answers served from its LLM cache this way.
             if um is not None and um.get("total_cost") == 0:  # type: ignore[comparison-overlap]
                 outcome = "cache_exact"
-            prior = _mapping(meta.get(METADATA_KEY))
+            prior = meta.get(METADATA_KEY)
+            if prior is not None:
+                prior = _mapping(prior)
             # A costopt cache notes the answers it serves (a replayed stream: its
             # run) without telling the caller; with expose_cache_info it also marks
             # the message. A router says which tier answered.
             served = SERVED.take(gen)
             if served is None and self._served:
-                served = self._served.pop(run_id, None)
+                served = self._served.pop(run_id.int, None)
             if served is None and prior is not None:
                 served = prior
-            if served is not None and served.get("cache") in ("exact", "semantic"):
-                outcome = f"cache_{served['cache']}"
+            if served is not None:
+                tier_served = served.get("cache")
+                if tier_served == "exact":
+                    outcome = "cache_exact"
+                elif tier_served == "semantic":
+                    outcome = "cache_semantic"
             if prior is not None:
                 tier = tier or prior.get("tier")
         else:
@@ -270,35 +299,30 @@ class CostCallbackHandler(BaseCallbackHandler):
                 normalize_usage, llm_output.get("token_usage") or llm_output.get("usage")
             )
             model = llm_output.get("model_name") or llm_output.get("model") or model
-        record = self.engine.record_call(
-            model=str(model or "unknown"),
+        model = str(model or "unknown")
+        priced = self.engine.record_call_deferred(
+            model=model,
             usage=usage,
+            call_id=run_id,
             tier=tier,
-            tenant=run.tenant,
+            tenant=tenant,
             outcome=outcome,
             framework="langchain",
-            latency_ms=(time.perf_counter() - run.start) * 1000.0,
-            call_id=str(run_id),
+            latency_ms=(time.perf_counter() - start) * 1000.0,
         )
         if message is not None and outcome == "model":
             # In place (no pydantic re-validation). Only freshly generated answers
             # are written; copies served from a cache are left as they are. What a
             # router put there (its route) is kept.
-            fresh = record_metadata(record)
+            fresh = {
+                "model": model,
+                "tier": tier,
+                "mode": "sync",
+                "served_by": outcome,
+                "cost_usd": money_str(priced.cost_usd),
+                "baseline_cost_usd": money_str(priced.baseline_cost_usd),
+            }
             message.response_metadata[METADATA_KEY] = fresh if prior is None else {**prior, **fresh}
-        return record
-
-
-def record_metadata(record: CallRecord) -> dict[str, Any]:
-    """What goes on the message: only values fixed by the answer itself."""
-    return {
-        "model": record.model,
-        "tier": record.tier,
-        "mode": record.mode,
-        "served_by": record.outcome,
-        "cost_usd": money_str(record.cost_usd),
-        "baseline_cost_usd": money_str(record.baseline_cost_usd),
-    }
 
 
 _tracking: ContextVar[CostCallbackHandler | None] = ContextVar("costopt_track_costs", default=None)

@@ -41,7 +41,7 @@ from pydantic import PrivateAttr
 from costopt_core import CostEngine, CostLedger, current_tenant, default_engine, engine_scope
 from costopt_core.errors import UsageFormatError
 from costopt_core.served import SERVED
-from costopt_core.types import CallRecord, Usage
+from costopt_core.types import Usage
 from costopt_core.usage import normalize_usage
 
 __all__ = [
@@ -470,7 +470,7 @@ class CostEventHandler(BaseEventHandler):
                 return
         self._record(call, raw, usage, span_id)
 
-    def _record(self, call: _Call, raw: Any, usage: Usage, span_id: str) -> CallRecord:
+    def _record(self, call: _Call, raw: Any, usage: Usage, span_id: str) -> None:
         raw_map = _mapping(raw)
         # A costopt cache notes the raw dicts of the answers it serves (the caller
         # sees a marker only with expose_cache_info).
@@ -485,7 +485,7 @@ class CostEventHandler(BaseEventHandler):
             if marker.get("cache") in ("exact", "semantic"):
                 outcome = f"cache_{marker['cache']}"
             tier = tier or marker.get("tier")
-        return self.engine.record_call(
+        self.engine.record_call_deferred(
             model=_model_of(raw) or call.model or "unknown",
             usage=usage,
             tier=tier,

@@ -8,19 +8,20 @@ one embedder.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
 from costopt_core.budgets import Budget, BudgetDecision
 from costopt_core.embeddings import CachingEmbedder, Embedder, SentenceTransformerEmbedder
 from costopt_core.errors import ConfigurationError
-from costopt_core.ledger import CostLedger
-from costopt_core.pricing import PriceCatalog, attribute_savings, cost_of, estimate_cost
+from costopt_core.ledger import CostLedger, utc_now
+from costopt_core.pricing import PriceCatalog, PricedCall, attribute_savings, cost_of, estimate_cost
 from costopt_core.tokens import TokenCounter, default_counter
 from costopt_core.types import CallMode, CallOutcome, CallRecord, Message, Usage
 
@@ -75,7 +76,7 @@ class CostEngine:
                 "PriceCatalog.with_overrides"
             )
         self.baseline_model = baseline_model
-        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self.clock: Callable[[], datetime] = clock or utc_now
         self.ledger = ledger if ledger is not None else CostLedger(clock=self.clock)
         for b in budgets:
             self.ledger.add_budget(b)
@@ -154,8 +155,52 @@ class CostEngine:
             estimated=estimated,
             tags=dict(tags or {}),
         )
-        self.ledger.add(record)
+        self.ledger.append(record)
         return record
+
+    def record_call_deferred(
+        self,
+        *,
+        model: str,
+        usage: Usage,
+        call_id: str | uuid.UUID,
+        tier: str | None = None,
+        tenant: str | None = None,
+        outcome: CallOutcome = "model",
+        framework: str | None = None,
+        latency_ms: float | None = None,
+    ) -> PricedCall:
+        """:meth:`record_call` for a sync call, returning its price; the record is built later.
+
+        The framework handlers record every LLM call with this, inside the
+        call: pricing happens now (the handler puts the cost on the answer),
+        and the :class:`CallRecord` is built by the ledger's next read (see
+        :meth:`CostLedger.append_call`), which holds the same record
+        :meth:`record_call` would have built.
+        """
+        priced = attribute_savings(
+            self.catalog,
+            model=model,
+            usage=usage,
+            baseline_model=self.baseline_model,
+            mode="sync",
+            outcome=outcome,
+        )
+        clock = self.clock
+        self.ledger.append_call(
+            time.time() if clock is utc_now else clock(),
+            call_id,
+            model,
+            usage,
+            priced,
+            "sync",
+            outcome,
+            tier,
+            tenant,
+            framework,
+            latency_ms,
+        )
+        return priced
 
     def record_removed_tokens(
         self,
@@ -210,7 +255,7 @@ class CostEngine:
             framework=framework,
             tags=dict(tags or {}),
         )
-        self.ledger.add(record)
+        self.ledger.append(record)
         return record
 
     def check_budget(

@@ -1,11 +1,13 @@
 """``CostLedger``: every priced call, its totals by dimension, and budgets.
 
 Thread-safe: adapters record from callback threads, asyncio tasks and worker
-pools at once. Recording a call only appends it (it runs inside every LLM
-call); the next read, or every few thousand calls, folds the new calls into
-running sums per combination of dimensions and into the budget windows, under
-the same lock. So reading totals costs the (few) combinations, not the number
-of calls, and totals stay exact even when a retention bound drops old records.
+pools at once. Recording a call (:meth:`CostLedger.append`, inside every LLM
+call) only puts it in an inbox, without the lock; the next read, or every few
+thousand calls, takes the inbox under the lock, drops second reports of one
+call, and folds the new calls into running sums per combination of dimensions
+and into the budget windows. So reading totals costs the (few) combinations,
+not the number of calls, and totals stay exact even when a retention bound
+drops old records.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from costopt_core.budgets import (
     Budget,
@@ -34,9 +36,14 @@ from costopt_core.budgets import (
 )
 from costopt_core.errors import BudgetExceededError, ConfigurationError, StoreError
 from costopt_core.jsonl import json_lines
-from costopt_core.types import LEVERS, CallRecord
+from costopt_core.types import LEVERS, CallMode, CallOutcome, CallRecord, Usage
 
-__all__ = ["CostLedger", "Dimension", "Totals"]
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from costopt_core.pricing.cost import PricedCall
+
+__all__ = ["CostLedger", "Dimension", "Totals", "utc_now"]
 
 log = logging.getLogger("costopt.ledger")
 
@@ -50,6 +57,61 @@ DEFAULT_MAX_RECORDS = 100_000
 _SEEN_IDS = 65_536
 #: Fold pending records into the totals at least this often, to bound memory.
 _FOLD_EVERY = 4096
+#: Take the inbox under the lock at least this often, to bound memory.
+_DRAIN_EVERY = 1024
+
+
+def utc_now() -> datetime:
+    """The default clock of ledgers and engines: now, in UTC."""
+    return datetime.now(UTC)
+
+
+#: A call recorded by :meth:`CostLedger.append_call`, until its record is built.
+_Deferred = tuple[
+    "datetime | float",
+    "str | UUID",
+    str,
+    Usage,
+    "PricedCall",
+    CallMode,
+    CallOutcome,
+    "str | None",
+    "str | None",
+    "str | None",
+    "float | None",
+]
+
+
+#: date(1970, 1, 1).toordinal(): POSIX seconds // 86400 + this is the UTC day's ordinal.
+_EPOCH_ORDINAL = 719_163
+
+
+def _utc_day(when: datetime | float) -> date:
+    """The UTC calendar day of a record's time (a datetime, or POSIX seconds)."""
+    if isinstance(when, float):
+        return date.fromordinal(_EPOCH_ORDINAL + int(when // 86_400))
+    return (when if when.tzinfo is UTC else when.astimezone(UTC)).date()
+
+
+def _build(call: _Deferred) -> CallRecord:
+    when, call_id, model, usage, priced, mode, outcome, tier, tenant, framework, latency = call
+    return CallRecord(
+        str(call_id),
+        datetime.fromtimestamp(when, UTC) if isinstance(when, float) else when,
+        model,
+        usage,
+        priced.cost_usd,
+        priced.baseline_cost_usd,
+        priced.savings_usd,
+        mode,
+        outcome,
+        tier,
+        tenant,
+        framework,
+        latency,
+    )
+
+
 _TOKEN_KINDS = (
     "input_tokens",
     "output_tokens",
@@ -209,14 +271,19 @@ class CostLedger:
         if max_records is not None and max_records < 1:
             raise ConfigurationError(f"max_records must be >= 1 or None, got {max_records}")
         self._lock = threading.Lock()
-        self._records: deque[CallRecord] = deque(maxlen=max_records)
+        # Records, or calls recorded by append_call whose records records() builds.
+        self._records: deque[CallRecord | _Deferred] = deque(maxlen=max_records)
+        self._all_built = True
         # One bucket per combination of dimensions (in _DIMENSIONS order): one
         # bucket update per call, and any dimension's totals are a sum over the
         # (few) combinations.
         self._combos: dict[tuple[str | None, ...], _Bucket] = {}
         self._folded = 0
-        self._seen_ids: OrderedDict[str, None] = OrderedDict()
-        self._pending: list[CallRecord] = []
+        self._seen_ids: OrderedDict[str | int, None] = OrderedDict()
+        self._pending: list[CallRecord | _Deferred] = []
+        # Records appended without the lock (deque appends are thread-safe),
+        # taken in order by _drain under the lock.
+        self._inbox: deque[CallRecord | _Deferred] = deque()
         # (tenant or None for global, period) -> (window start, spend in window)
         self._spend: dict[tuple[str | None, BudgetPeriod], tuple[datetime, Decimal]] = {}
         self._budgets: list[Budget] = list(budgets)
@@ -225,7 +292,7 @@ class CostLedger:
         #: Where budgets are checked and spend is read across replicas
         #: (a :class:`~costopt_core.redis_ledger.RedisLedger`); this process when None.
         self.budget_store: Any = None
-        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self.clock: Callable[[], datetime] = clock or utc_now
 
     # -- recording ----------------------------------------------------------
     def add(self, record: CallRecord) -> bool:
@@ -234,30 +301,114 @@ class CostLedger:
         Two handlers on one engine see the same LLM run (same run id), so the
         call is still counted once. Safe from any thread.
         """
-        call_id = record.call_id
         with self._lock:
-            seen = self._seen_ids
-            if call_id in seen:
-                return False
-            seen[call_id] = None
-            if len(seen) > _SEEN_IDS:
-                seen.popitem(last=False)
-            self._records.append(record)
-            # Aggregation is deferred to the next read (see _fold): the hot
-            # path of every LLM call only appends.
-            pending = self._pending
-            pending.append(record)
-            if len(pending) >= _FOLD_EVERY:
-                self._fold()
+            self._drain()
+            added = self._take(record)
             listeners = self._listeners
+        if added:
+            self._notify(listeners, record)
+        return added
+
+    def append(self, record: CallRecord) -> None:
+        """Record one call, as :meth:`add`, without waiting for the lock.
+
+        The hot path of every LLM call: the record waits in an inbox until the
+        next read (or the next thousand calls), where a second report of its
+        ``call_id`` is dropped as :meth:`add` drops it. With a listener
+        subscribed it is :meth:`add`, so sinks see each call as it is made.
+        """
+        if self._listeners:
+            self.add(record)
+        else:
+            self._enqueue(record)
+
+    def append_call(
+        self,
+        when: datetime | float,
+        call_id: str | UUID,
+        model: str,
+        usage: Usage,
+        priced: PricedCall,
+        mode: CallMode = "sync",
+        outcome: CallOutcome = "model",
+        tier: str | None = None,
+        tenant: str | None = None,
+        framework: str | None = None,
+        latency_ms: float | None = None,
+    ) -> None:
+        """Record a priced call as :meth:`append` does, building its record later.
+
+        For the framework handlers, which record every LLM call as it ends: the
+        :class:`CallRecord` (with its ``str`` call id and its ``datetime``) is
+        built by the next read, for many calls in one loop. ``when`` is the
+        call's time: a datetime, or POSIX seconds (``time.time()``) when the
+        clock is :func:`utc_now`. With a listener subscribed the record is
+        built and added at once.
+        """
+        call: _Deferred = (
+            when, call_id, model, usage, priced, mode, outcome, tier, tenant, framework, latency_ms
+        )  # fmt: skip
+        if self._listeners:
+            self.add(_build(call))
+        else:
+            self._enqueue(call)
+
+    def _enqueue(self, item: CallRecord | _Deferred) -> None:
+        inbox = self._inbox
+        inbox.append(item)
+        if len(inbox) >= _DRAIN_EVERY:
+            with self._lock:
+                self._drain()
+
+    def _notify(
+        self, listeners: tuple[Callable[[CallRecord], None], ...], record: CallRecord
+    ) -> None:
         for listener in listeners:
             try:
                 listener(record)
             except Exception:  # a sink must never fail the user's call
                 log.exception("ledger listener %r failed", listener)
+
+    def _take(self, record: CallRecord | _Deferred) -> bool:
+        """Hold ``record`` unless its call was seen. Caller holds the lock."""
+        if isinstance(record, CallRecord):
+            call_id: str | int = record.call_id
+        else:
+            raw = record[1]
+            # A run id's int hashes in C, the UUID in Python code.
+            call_id = raw if isinstance(raw, str) else raw.int
+            self._all_built = False
+        seen = self._seen_ids
+        if call_id in seen:
+            return False
+        seen[call_id] = None
+        if len(seen) > _SEEN_IDS:
+            seen.popitem(last=False)
+        self._records.append(record)
+        # Aggregation is deferred to the next read (see _fold).
+        pending = self._pending
+        pending.append(record)
+        if len(pending) >= _FOLD_EVERY:
+            self._fold_pending()
         return True
 
+    def _drain(self) -> None:
+        """Take the records appended without the lock, oldest first. Caller holds the lock."""
+        inbox = self._inbox
+        if not inbox:
+            return
+        take = self._take
+        pop = inbox.popleft
+        # Appends may go on meanwhile: take what is there now, the rest next time.
+        for _ in range(len(inbox)):
+            take(pop())
+
     def _fold(self) -> None:
+        """Bring the totals and budget windows up to date. Caller holds the lock."""
+        self._drain()
+        self._fold_pending()
+
+    def _fold_pending(self) -> None:
         """Fold pending records into the totals and budget windows. Caller holds the lock."""
         pending, self._pending = self._pending, []
         self._folded += len(pending)
@@ -265,38 +416,43 @@ class CostLedger:
         # Spend per (tenant, UTC day) of this batch: the budget windows are
         # updated once per day, not once per call and period.
         day_spend: dict[tuple[str | None, date], Decimal] = {}
+        when: datetime | float
         for r in pending:
-            combo = (r.model, r.tier, r.tenant, r.framework, r.outcome, r.mode)
+            if isinstance(r, CallRecord):
+                model, tier, tenant, framework = r.model, r.tier, r.tenant, r.framework
+                outcome, mode, usage, when = r.outcome, r.mode, r.usage, r.timestamp
+                cost, baseline, savings_usd = r.cost_usd, r.baseline_cost_usd, r.savings_usd
+            else:
+                when, _, model, usage, priced, mode, outcome, tier, tenant, framework, _ = r
+                cost, baseline = priced.cost_usd, priced.baseline_cost_usd
+                savings_usd = priced.savings_usd
+            combo = (model, tier, tenant, framework, outcome, mode)
             b = combos.get(combo)
             if b is None:
-                b = combos[combo] = _Bucket(r.outcome)
+                b = combos[combo] = _Bucket(outcome)
             b.calls += 1
-            cost = r.cost_usd
             if cost is None:
                 b.unpriced += 1
             else:
                 b.cost += cost
-                if r.baseline_cost_usd is not None:
-                    b.baseline += r.baseline_cost_usd
+                if baseline is not None:
+                    b.baseline += baseline
                     savings = b.savings
-                    for lever, amount in r.savings_usd.items():
+                    for lever, amount in savings_usd.items():
                         savings[lever] = savings.get(lever, _ZERO) + amount
                 if cost:
-                    ts = r.timestamp
-                    day = (ts if ts.tzinfo is UTC else ts.astimezone(UTC)).date()
-                    key = (r.tenant, day)
+                    key = (tenant, _utc_day(when))
                     prev = day_spend.get(key)
                     day_spend[key] = cost if prev is None else prev + cost
             if b.counts_tokens:
-                u = r.usage
-                b.input += u.input_tokens or 0
-                b.output += u.output_tokens or 0
-                b.cache_read += u.cache_read_tokens or 0
-                b.cache_w5m += u.cache_write_5m_tokens or 0
-                b.cache_w1h += u.cache_write_1h_tokens or 0
-                b.reasoning += u.reasoning_tokens or 0
-            elif r.outcome == "removed":
-                b.removed += r.usage.input_tokens or 0
+                b.input += usage.input_tokens or 0
+                b.output += usage.output_tokens or 0
+                b.cache_read += usage.cache_read_tokens or 0
+                b.cache_w5m += usage.cache_write_5m_tokens or 0
+                b.cache_w1h += usage.cache_write_1h_tokens or 0
+                b.reasoning += usage.reasoning_tokens or 0
+            elif outcome == "removed":
+                b.removed += usage.input_tokens or 0
         for (tenant, day), cost in day_spend.items():
             self._add_spend(tenant, day, cost)
 
@@ -326,12 +482,21 @@ class CostLedger:
     # -- reading ------------------------------------------------------------
     def __len__(self) -> int:
         with self._lock:
+            self._drain()
             return self._folded + len(self._pending)
 
     def records(self) -> list[CallRecord]:
         """The records held in memory, oldest first."""
         with self._lock:
-            return list(self._records)
+            self._drain()
+            if not self._all_built:
+                # Built on the first read after appends (see append_call), once.
+                self._records = deque(
+                    (r if isinstance(r, CallRecord) else _build(r) for r in self._records),
+                    maxlen=self._records.maxlen,
+                )
+                self._all_built = True
+            return list(self._records)  # type: ignore[arg-type]  # all built above
 
     def totals(self) -> Totals:
         total = Totals()

@@ -201,7 +201,7 @@ def test_accounting_errors_never_fail_the_call(engine: CostEngine, monkeypatch) 
     def boom(**_: object) -> None:
         raise RuntimeError("ledger down")
 
-    monkeypatch.setattr(engine, "record_call", boom)
+    monkeypatch.setattr(engine, "record_call_deferred", boom)
     out = model().invoke("hi", config={"callbacks": [h]})
     assert isinstance(out, AIMessage)
     assert h.errors == 1
@@ -266,3 +266,22 @@ def test_the_budget_check_counts_the_requests_output_cap() -> None:
     model().invoke("hi", config={"callbacks": [h]})
     with pytest.raises(BudgetExceededError, match="next call estimated"):
         model().invoke("hi", config={"callbacks": [h]}, max_tokens=100_000)
+
+
+def test_only_model_events_reach_the_handler(engine: CostEngine) -> None:
+    """Chain, tool and retriever events are not dispatched to it; its model calls still count."""
+    chain_events: list[str] = []
+
+    class Watching(CostCallbackHandler):
+        def on_chain_start(self, *args: object, **kwargs: object) -> None:
+            chain_events.append("start")
+
+        def on_chain_end(self, *args: object, **kwargs: object) -> None:
+            chain_events.append("end")
+
+    h = Watching(engine)
+    chain = ChatPromptTemplate.from_messages([("human", "{q}")]) | model() | StrOutputParser()
+    chain = chain | RunnableLambda(lambda s: s.upper())
+    chain.invoke({"q": "hi"}, config={"callbacks": [h]})
+    assert chain_events == []
+    assert len(engine.ledger) == 1 and h.errors == 0

@@ -252,3 +252,135 @@ def test_record_init_takes_the_dataclass_fields_in_order() -> None:
     assert rec == dataclasses.replace(rec)
     with pytest.raises(dataclasses.FrozenInstanceError):
         rec.model = "other"  # type: ignore[misc]
+
+
+# -- calls recorded now, their records built at the next read ------------------------
+
+
+def _deferred_and_eager(clock: Any = None) -> tuple[CostEngine, CostEngine]:
+    import uuid
+
+    kw: dict[str, Any] = {} if clock is None else {"clock": clock}
+    lazy, eager = CostEngine(**kw), CostEngine(**kw)
+    calls = [
+        ("gpt-4o-mini", MINI, "model", "small", "acme"),
+        (
+            "gpt-4o",
+            Usage(input_tokens=2000, output_tokens=50, cache_read_tokens=1024),
+            "model",
+            None,
+            None,
+        ),
+        ("claude-sonnet-4-5", MINI, "cache_semantic", "mid", "acme"),
+        ("acme-llm-7b", MINI, "model", None, "beta"),  # unknown: cost None
+    ]
+    for model, usage, outcome, tier, tenant in calls:
+        run = uuid.uuid4()
+        kwargs: dict[str, Any] = dict(
+            model=model, usage=usage, tier=tier, tenant=tenant, outcome=outcome,
+            framework="langchain", latency_ms=1.5,
+        )  # fmt: skip
+        with pytest.warns(UserWarning) if model.startswith("acme") else _nothing():
+            lazy.record_call_deferred(call_id=run, **kwargs)
+        with pytest.warns(UserWarning) if model.startswith("acme") else _nothing():
+            eager.record_call(call_id=str(run), **kwargs)
+    return lazy, eager
+
+
+def _nothing() -> Any:
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def test_deferred_calls_build_the_records_record_call_builds() -> None:
+    from datetime import UTC, datetime
+
+    frozen = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    lazy, eager = _deferred_and_eager(lambda: frozen)
+    assert [r.to_dict() for r in lazy.ledger.records()] == [
+        r.to_dict() for r in eager.ledger.records()
+    ]
+    assert lazy.ledger.totals() == eager.ledger.totals()
+    assert lazy.ledger.totals_by("tenant") == eager.ledger.totals_by("tenant")
+    assert lazy.ledger.spent("acme", "day") == eager.ledger.spent("acme", "day") > 0
+
+
+def test_deferred_calls_on_the_default_clock_keep_their_utc_time_and_day() -> None:
+    from datetime import UTC, datetime
+
+    before = datetime.now(UTC)
+    lazy, eager = _deferred_and_eager()
+    after = datetime.now(UTC)
+    recs = lazy.ledger.records()
+    assert all(before <= r.timestamp <= after and r.timestamp.tzinfo is UTC for r in recs)
+    # Budget windows are keyed by the UTC day taken from the raw time.
+    assert lazy.ledger.spent(None, "day") == eager.ledger.spent(None, "day")
+    assert lazy.ledger.spent("beta", "month") == 0  # the unknown model's call costs None
+
+
+def test_utc_day_of_posix_seconds_matches_datetime() -> None:
+    from datetime import UTC, datetime
+
+    from costopt_core.ledger import _utc_day
+
+    for ts in (0.0, 86_399.999, 86_400.0, 1_790_000_000.25, -1.5):
+        assert _utc_day(ts) == datetime.fromtimestamp(ts, UTC).date()
+
+
+def test_a_run_reported_twice_is_counted_once_when_deferred() -> None:
+    import uuid
+
+    engine = CostEngine()
+    run = uuid.uuid4()
+    for _ in range(2):  # two handlers on one engine see the same LLM run
+        engine.record_call_deferred(model="gpt-4o-mini", usage=MINI, call_id=run)
+    assert len(engine.ledger) == 1
+    [rec] = engine.ledger.records()
+    assert rec.call_id == str(run)
+
+
+def test_records_are_built_once_and_kept() -> None:
+    import uuid
+
+    engine = CostEngine()
+    for _ in range(3):
+        engine.record_call_deferred(model="gpt-4o-mini", usage=MINI, call_id=uuid.uuid4())
+    first = engine.ledger.records()
+    assert all(isinstance(r, CallRecord) for r in first)
+    assert [id(r) for r in engine.ledger.records()] == [id(r) for r in first]
+
+
+def test_a_listener_sees_a_deferred_call_as_it_is_made() -> None:
+    import uuid
+
+    engine = CostEngine()
+    seen: list[CallRecord] = []
+    engine.ledger.subscribe(seen.append)
+    run = uuid.uuid4()
+    priced = engine.record_call_deferred(model="gpt-4o-mini", usage=MINI, call_id=run)
+    assert [r.call_id for r in seen] == [str(run)]
+    assert seen[0].cost_usd == priced.cost_usd == Decimal("0.00021")
+
+
+def test_deferred_calls_from_many_threads_total_exactly() -> None:
+    import uuid
+
+    engine = CostEngine()
+    n_threads, per_thread = 8, 700  # past the inbox's drain size, so drains race appends
+
+    def work() -> None:
+        for _ in range(per_thread):
+            engine.record_call_deferred(model="gpt-4o-mini", usage=MINI, call_id=uuid.uuid4())
+            if _ % 97 == 0:
+                engine.ledger.totals()  # reads (and drains) while others append
+
+    threads = [threading.Thread(target=work) for _ in range(n_threads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    t = engine.ledger.totals()
+    assert t.calls == len(engine.ledger) == n_threads * per_thread
+    assert t.cost_usd == Decimal("0.00021") * n_threads * per_thread
+    assert len(engine.ledger.records()) == n_threads * per_thread

@@ -419,7 +419,7 @@ def test_recording_error_never_fails_the_users_call(
     def broken(**kwargs: Any) -> None:
         raise RuntimeError("ledger on fire")
 
-    monkeypatch.setattr(engine, "record_call", broken)
+    monkeypatch.setattr(engine, "record_call_deferred", broken)
     assert scripted().chat(MESSAGES).message.content == TEXT
     assert "".join(c.delta or "" for c in scripted().stream_chat(MESSAGES)) == TEXT
     assert handler.errors == 2

@@ -865,3 +865,57 @@ def test_inexact_rates_keep_decimal_rounding() -> None:
         ctx.prec = 6  # a low precision rounds small amounts too
         big = usage(123_457, 98_765, read=1)
         assert str(cost_of(price("gpt-4o"), big)) == str(_decimal_sum(price("gpt-4o"), big, "sync"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    model=st.sampled_from(CATALOG.models()),
+    baseline=st.sampled_from(["gpt-4o", "claude-sonnet-4-5", "gemini-2.5-pro"]),
+    u=usages(),
+)
+def test_the_usual_calls_one_pass_prices_as_the_general_path(
+    model: str, baseline: str, u: Usage
+) -> None:
+    """The one-pass pricing of a plain sync call gives the general path's very Decimals."""
+    from costopt_core.pricing.cost import _plain_sync_call, attribute_savings
+
+    # The general path (a removal of 0 tokens is the same call), which also
+    # builds the rates the one-pass path reads.
+    general = attribute_savings(
+        CATALOG, model=model, usage=u, baseline_model=baseline, removed_input_tokens={"memory": 0}
+    )
+    fast = _plain_sync_call(price(model), price(baseline), u)
+    if fast is None:  # long context or past the precision: the general path answers
+        return
+    assert str(fast.cost_usd) == str(general.cost_usd)
+    assert str(fast.baseline_cost_usd) == str(general.baseline_cost_usd)
+    assert {k: str(v) for k, v in fast.savings_usd.items()} == {
+        k: str(v) for k, v in general.savings_usd.items()
+    }
+
+
+def test_the_one_pass_path_serves_a_plain_call_and_declines_the_rest() -> None:
+    from costopt_core.pricing.cost import _plain_sync_call, attribute_savings
+
+    u = Usage(input_tokens=1_200, output_tokens=40, cache_read_tokens=1_024)
+    attribute_savings(CATALOG, model="gpt-4o-mini", usage=u, baseline_model="gpt-4o")
+    fast = _plain_sync_call(price("gpt-4o-mini"), price("gpt-4o"), u)
+    assert fast is not None
+    # gpt-4o-mini: 176 x 0.15 + 1,024 x 0.075 + 40 x 0.60 per million.
+    assert fast.cost_usd == Decimal("0.0001272")
+    assert _plain_sync_call(None, price("gpt-4o"), u) is None  # unknown model
+    assert _plain_sync_call(price("gpt-4o-mini"), price("gpt-4o"), Usage(None, 40)) is None
+    long = Usage(input_tokens=250_000, output_tokens=10)  # above Claude's long-context tier
+    attribute_savings(CATALOG, model="claude-sonnet-4-5", usage=long, baseline_model="gpt-4o")
+    assert _plain_sync_call(price("claude-sonnet-4-5"), price("gpt-4o"), long) is None
+
+
+def test_a_catalog_remembers_resolved_names_and_still_warns_once_for_unknown() -> None:
+    cat = PriceCatalog.default()
+    first = cat.get("gpt-4o-2024-08-06")
+    assert first is not None and first is cat.get("gpt-4o-2024-08-06") is cat.get("gpt-4o")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert cat.get("acme-llm-9") is None
+        assert cat.get("acme-llm-9") is None
+    assert len(seen) == 1

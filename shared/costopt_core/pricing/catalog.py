@@ -118,6 +118,9 @@ class PriceCatalog:
             for alias in price.aliases:
                 self._aliases[alias.lower()] = name
         self._resolved: dict[str, str | None] = {}
+        # Raw name -> its price, for names already resolved to one: get() runs
+        # twice per recorded call (the model and the baseline).
+        self._prices: dict[str, ModelPrice] = {}
         self._warned: set[str] = set()
         self._lock = threading.Lock()
 
@@ -228,9 +231,13 @@ class PriceCatalog:
 
     def get(self, model: str, *, warn: bool = True) -> ModelPrice | None:
         """Price of ``model``; ``None`` (and one warning per model) when unknown."""
+        price = self._prices.get(model)
+        if price is not None:
+            return price
         name = self.resolve(model)
         if name is not None:
-            return self._models[name]
+            price = self._prices[model] = self._models[name]
+            return price
         if warn:
             with self._lock:
                 first = model not in self._warned

@@ -99,7 +99,9 @@ class _PriceRates:
         self.price = price
         lc = price.long_context
         self.above = None if lc is None else lc.above_input_tokens
-        self.sync = _compute_rates(price, long=False, batch=False)
+        sync = _compute_rates(price, long=False, batch=False)
+        assert sync is not None  # sync rates always exist
+        self.sync: _Rates = sync
         # (long context?, batch?) -> rates, or None (no batch price)
         self.variants: dict[tuple[bool, bool], _Rates | None] = {}
 
@@ -231,6 +233,58 @@ def _sub(a: Decimal | None, b: Decimal | None) -> Decimal | None:
     return None if a is None or b is None else a - b
 
 
+def _plain_sync_call(
+    price: ModelPrice | None, base_price: ModelPrice | None, usage: Usage
+) -> PricedCall | None:
+    """:func:`attribute_savings` of the usual call (a model answered, sync, nothing
+    removed, base price tier, exact arithmetic) in one pass; ``None`` for any other.
+
+    Every LLM call a handler records is priced here, so the two rate lookups and
+    three integer dot products are inlined; the result is the very one the
+    general path gives (``tests/unit/test_pricing.py`` checks both agree).
+    """
+    input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
+    if price is None or base_price is None or input_tokens is None or output_tokens is None:
+        return None
+    entry = _RATES.get(id(price))
+    base_entry = _RATES.get(id(base_price))
+    if entry is None or entry.price is not price or base_entry is None:
+        return None  # first call of a price: the general path builds its rates
+    if base_entry.price is not base_price:
+        return None
+    above, base_above = entry.above, base_entry.above
+    if (above is not None and input_tokens > above) or (
+        base_above is not None and input_tokens > base_above
+    ):
+        return None
+    rates, base_rates = entry.sync, base_entry.sync
+    r_in, r_read, r_w5, r_w1h, r_out = rates.ints
+    b_in, _, _, _, b_out = base_rates.ints
+    read = usage.cache_read_tokens or 0
+    w5 = usage.cache_write_5m_tokens or 0
+    w1h = usage.cache_write_1h_tokens or 0
+    baseline = input_tokens * b_in + output_tokens * b_out
+    plain = input_tokens * r_in + output_tokens * r_out
+    billed = plain - read * (r_in - r_read) - w5 * (r_in - r_w5) - w1h * (r_in - r_w1h)
+    limit = _exact_below()
+    if baseline >= limit or plain >= limit or billed >= limit:
+        return None
+    unit = rates.unit
+    baseline_usd = baseline * base_rates.unit
+    plain_usd = plain * unit
+    savings: dict[str, Decimal] = {}
+    delta = baseline_usd - plain_usd
+    if delta:
+        savings["routing"] = delta
+    if billed == plain:
+        return PricedCall(plain_usd, baseline_usd, savings)
+    billed_usd = billed * unit
+    delta = plain_usd - billed_usd
+    if delta:
+        savings["provider_cache"] = delta
+    return PricedCall(billed_usd, baseline_usd, savings)
+
+
 def attribute_savings(
     catalog: PriceCatalog,
     *,
@@ -257,6 +311,10 @@ def attribute_savings(
     """
     price = catalog.get(model)
     base_price = catalog.get(baseline_model)
+    if outcome == "model" and mode == "sync" and not removed_input_tokens:
+        plain = _plain_sync_call(price, base_price, usage)
+        if plain is not None:
+            return plain
 
     if outcome == "escalated":
         spent = cost_of(price, usage, mode)

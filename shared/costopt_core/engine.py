@@ -176,7 +176,16 @@ class CostEngine:
         call: pricing happens now (the handler puts the cost on the answer),
         and the :class:`CallRecord` is built by the ledger's next read (see
         :meth:`CostLedger.append_call`), which holds the same record
-        :meth:`record_call` would have built.
+        :meth:`record_call` would have built (the call id as ``str``).
+
+        Args:
+            model, usage, tier, tenant, outcome, framework, latency_ms: as for
+                :meth:`record_call`.
+            call_id: the framework's id of the call (a LangChain run id, a
+                LlamaIndex span id); a second report of it is not counted.
+
+        Returns:
+            The call's price and its savings by lever.
         """
         priced = attribute_savings(
             self.catalog,

@@ -93,6 +93,11 @@ def _utc_day(when: datetime | float) -> date:
     return (when if when.tzinfo is UTC else when.astimezone(UTC)).date()
 
 
+def _call_key(call_id: str | UUID) -> str | int:
+    """What a call id is remembered by: a run id by its int (it hashes in C, a UUID in Python)."""
+    return call_id if isinstance(call_id, str) else call_id.int
+
+
 def _build(call: _Deferred) -> CallRecord:
     when, call_id, model, usage, priced, mode, outcome, tier, tenant, framework, latency = call
     return CallRecord(
@@ -273,7 +278,8 @@ class CostLedger:
         self._lock = threading.Lock()
         # Records, or calls recorded by append_call whose records records() builds.
         self._records: deque[CallRecord | _Deferred] = deque(maxlen=max_records)
-        self._all_built = True
+        # How many of the newest held items may still be calls, not records.
+        self._unbuilt = 0
         # One bucket per combination of dimensions (in _DIMENSIONS order): one
         # bucket update per call, and any dimension's totals are a sum over the
         # (few) combinations.
@@ -301,9 +307,12 @@ class CostLedger:
         Two handlers on one engine see the same LLM run (same run id), so the
         call is still counted once. Safe from any thread.
         """
+        return self._add(record, record.call_id)
+
+    def _add(self, record: CallRecord, key: str | int) -> bool:
         with self._lock:
             self._drain()
-            added = self._take(record)
+            added = self._take(record, key)
             listeners = self._listeners
         if added:
             self._notify(listeners, record)
@@ -349,7 +358,7 @@ class CostLedger:
             when, call_id, model, usage, priced, mode, outcome, tier, tenant, framework, latency_ms
         )  # fmt: skip
         if self._listeners:
-            self.add(_build(call))
+            self._add(_build(call), _call_key(call_id))
         else:
             self._enqueue(call)
 
@@ -369,22 +378,16 @@ class CostLedger:
             except Exception:  # a sink must never fail the user's call
                 log.exception("ledger listener %r failed", listener)
 
-    def _take(self, record: CallRecord | _Deferred) -> bool:
-        """Hold ``record`` unless its call was seen. Caller holds the lock."""
-        if isinstance(record, CallRecord):
-            call_id: str | int = record.call_id
-        else:
-            raw = record[1]
-            # A run id's int hashes in C, the UUID in Python code.
-            call_id = raw if isinstance(raw, str) else raw.int
-            self._all_built = False
+    def _take(self, record: CallRecord | _Deferred, key: str | int) -> bool:
+        """Hold ``record`` unless the call ``key`` was seen. Caller holds the lock."""
         seen = self._seen_ids
-        if call_id in seen:
+        if key in seen:
             return False
-        seen[call_id] = None
+        seen[key] = None
         if len(seen) > _SEEN_IDS:
             seen.popitem(last=False)
         self._records.append(record)
+        self._unbuilt += 1
         # Aggregation is deferred to the next read (see _fold).
         pending = self._pending
         pending.append(record)
@@ -401,7 +404,18 @@ class CostLedger:
         pop = inbox.popleft
         # Appends may go on meanwhile: take what is there now, the rest next time.
         for _ in range(len(inbox)):
-            take(pop())
+            item = pop()
+            take(item, item.call_id if isinstance(item, CallRecord) else _call_key(item[1]))
+
+    def _build_records(self) -> None:
+        """Build the records of the calls held since the last build. Caller holds the lock."""
+        records = self._records
+        # They are the newest ones: the right end of the deque.
+        n = min(self._unbuilt, len(records))
+        tail = [records.pop() for _ in range(n)]
+        tail.reverse()
+        records.extend(r if isinstance(r, CallRecord) else _build(r) for r in tail)
+        self._unbuilt = 0
 
     def _fold(self) -> None:
         """Bring the totals and budget windows up to date. Caller holds the lock."""
@@ -489,13 +503,7 @@ class CostLedger:
         """The records held in memory, oldest first."""
         with self._lock:
             self._drain()
-            if not self._all_built:
-                # Built on the first read after appends (see append_call), once.
-                self._records = deque(
-                    (r if isinstance(r, CallRecord) else _build(r) for r in self._records),
-                    maxlen=self._records.maxlen,
-                )
-                self._all_built = True
+            self._build_records()
             return list(self._records)  # type: ignore[arg-type]  # all built above
 
     def totals(self) -> Totals:
@@ -674,6 +682,7 @@ class CostLedger:
                     b.reasoning += sums.get("reasoning", 0)
                 elif b.outcome == "removed":
                     b.removed += sums.get("input", 0)
+            self._build_records()
             self._records.extend(records)
 
     @classmethod

@@ -384,3 +384,31 @@ def test_deferred_calls_from_many_threads_total_exactly() -> None:
     assert t.calls == len(engine.ledger) == n_threads * per_thread
     assert t.cost_usd == Decimal("0.00021") * n_threads * per_thread
     assert len(engine.ledger.records()) == n_threads * per_thread
+
+
+def test_records_read_between_calls_build_only_the_new_ones() -> None:
+    import uuid
+
+    engine = CostEngine()
+    engine.record_call_deferred(model="gpt-4o-mini", usage=MINI, call_id=uuid.uuid4())
+    first = engine.ledger.records()
+    engine.record_call(model="gpt-4o", usage=MINI)  # an eager record between two calls
+    runs = [uuid.uuid4() for _ in range(2)]
+    for run in runs:
+        engine.record_call_deferred(model="gpt-4o-mini", usage=MINI, call_id=run)
+    again = engine.ledger.records()
+    assert again[0] is first[0]
+    assert [r.model for r in again] == ["gpt-4o-mini", "gpt-4o", "gpt-4o-mini", "gpt-4o-mini"]
+    assert [r.call_id for r in again[2:]] == [str(r) for r in runs]
+
+
+def test_a_run_is_counted_once_across_a_listener_being_subscribed() -> None:
+    import uuid
+
+    engine = CostEngine()
+    run = uuid.uuid4()
+    engine.record_call_deferred(model="gpt-4o-mini", usage=MINI, call_id=run)
+    seen: list[CallRecord] = []
+    engine.ledger.subscribe(seen.append)
+    engine.record_call_deferred(model="gpt-4o-mini", usage=MINI, call_id=run)  # a second handler
+    assert len(engine.ledger) == 1 and seen == []

@@ -386,3 +386,66 @@ def test_hnsw_decisions_match_exact_search() -> None:
         assert approx[0][0] % 97 != 0  # removed labels never come back
         agree += approx[0][0] == exact[0][0]
     assert agree / len(queries) >= 0.99
+
+
+async def test_sync_async_parity_when_the_backend_fails(clock: Clock) -> None:
+    """Both twins run one lookup and store: a failing backend is a miss for each, counted alike."""
+    from costopt_core.cache import MemoryCacheBackend
+
+    class Failing(MemoryCacheBackend):
+        def __init__(self, fail: set[str]) -> None:
+            super().__init__()
+            self.fail = fail
+
+        def _maybe(self, op: str) -> None:
+            if op in self.fail:
+                raise ConnectionError(f"{op} down")
+
+        def get(self, key, *, now):  # type: ignore[no-untyped-def]
+            self._maybe("get")
+            return super().get(key, now=now)
+
+        def search(self, *a, **k):  # type: ignore[no-untyped-def]
+            self._maybe("search")
+            return super().search(*a, **k)
+
+        def put(self, entry):  # type: ignore[no-untyped-def]
+            self._maybe("put")
+            return super().put(entry)
+
+        async def aget(self, key, *, now):  # type: ignore[no-untyped-def]
+            return self.get(key, now=now)
+
+        async def asearch(self, *a, **k):  # type: ignore[no-untyped-def]
+            return self.search(*a, **k)
+
+        async def aput(self, entry):  # type: ignore[no-untyped-def]
+            return self.put(entry)
+
+    queries = ["How do I reset my password?", "how do i reset my password", "unrelated thing"]
+    for fail in ({"get"}, {"search"}, {"put"}, {"get", "search", "put"}):
+        a, b = (
+            SemanticCache(
+                Failing(fail),
+                embedder=FakeEmbedder(dim=256),
+                config=CacheConfig(similarity_threshold=0.75, guards=GUARDS_OFF),
+                clock=clock,
+            )
+            for _ in range(2)
+        )
+        stored = (a.store(req(queries[0]), answer()), await b.astore(req(queries[0]), answer()))
+        assert stored == (True, True)  # the entry was built; a failed put is counted, not raised
+        sync_hits = [a.lookup(req(q)) for q in queries]
+        async_hits = [await b.alookup(req(q)) for q in queries]
+        assert [h.tier if h else None for h in sync_hits] == [
+            h.tier if h else None for h in async_hits
+        ]
+        sa, sb = a.stats(), b.stats()
+        got = [
+            (s.lookups, s.exact_hits, s.semantic_hits, s.misses, s.stores, s.errors)
+            for s in (sa, sb)
+        ]
+        assert got[0] == got[1], fail
+        assert sa.errors > 0 and sa.lookups == 3
+        if "put" in fail:
+            assert sa.stores == 0 and all(h is None for h in sync_hits)

@@ -15,9 +15,10 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from functools import partial
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -56,6 +57,37 @@ def skip_reason(response: CachedResponse, config: CacheConfig) -> str | None:
     if not response.text.strip() and not response.tool_calls and response.structured is None:
         return "empty"
     return None
+
+
+# The I/O a lookup or a store asks of its driver (see _drive / _adrive): the
+# decisions are written once, as generators, and the sync and async twins only
+# differ in how they carry these out.
+@dataclass(frozen=True, slots=True)
+class _Get:
+    key: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Embed:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Search:
+    scope: str
+    vector: npt.NDArray[np.float32]
+    now: float
+    min_similarity: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Put:
+    entry: CacheEntry
+
+
+_Step = _Get | _Embed | _Search | _Put
+_Lookup = tuple["CacheHit | None", PreparedRequest, "npt.NDArray[np.float32] | None"]
 
 
 @dataclass
@@ -267,6 +299,71 @@ class SemanticCache:
             log.warning("cache embedding failed (%s); serving uncached", exc)
             return None
 
+    def _drive(self, steps: Generator[_Step, Any, T]) -> T:
+        """Run a lookup or store, doing its I/O here (backend errors are misses)."""
+        try:
+            step = next(steps)
+            while True:
+                step = steps.send(self._do(step))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    async def _adrive(self, steps: Generator[_Step, Any, T]) -> T:
+        """Async twin of :meth:`_drive`."""
+        try:
+            step = next(steps)
+            while True:
+                step = steps.send(await self._ado(step))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    def _do(self, step: _Step) -> Any:
+        if isinstance(step, _Embed):
+            return self._embed(step.text)
+        if isinstance(step, _Get):
+            return self._guarded("get", partial(self.backend.get, step.key, now=step.now), None)
+        if isinstance(step, _Search):
+            none: list[tuple[CacheEntry, float]] = []
+            return self._guarded("search", partial(self._search, step), none)
+        return self._guarded("put", partial(self._put, step.entry), False)
+
+    async def _ado(self, step: _Step) -> Any:
+        if isinstance(step, _Embed):
+            return await self._aembed(step.text)
+        if isinstance(step, _Get):
+            get = partial(self.backend.aget, step.key, now=step.now)
+            return await self._aguarded("get", get, None)
+        if isinstance(step, _Search):
+            none: list[tuple[CacheEntry, float]] = []
+            return await self._aguarded("search", partial(self._asearch, step), none)
+        return await self._aguarded("put", partial(self._aput, step.entry), False)
+
+    def _search(self, step: _Search) -> list[tuple[CacheEntry, float]]:
+        return self.backend.search(
+            step.scope,
+            step.vector,
+            self.config.top_k,
+            now=step.now,
+            min_similarity=step.min_similarity,
+        )
+
+    async def _asearch(self, step: _Search) -> list[tuple[CacheEntry, float]]:
+        return await self.backend.asearch(
+            step.scope,
+            step.vector,
+            self.config.top_k,
+            now=step.now,
+            min_similarity=step.min_similarity,
+        )
+
+    def _put(self, entry: CacheEntry) -> bool:
+        self.backend.put(entry)
+        return True
+
+    async def _aput(self, entry: CacheEntry) -> bool:
+        await self.backend.aput(entry)
+        return True
+
     def _prepare(self, request: CacheRequest) -> PreparedRequest:
         return prepare(request, self.config.context_turns)
 
@@ -365,39 +462,34 @@ class SemanticCache:
         """
         return self._lookup(request)[0] if request.cache else None
 
-    def _lookup(
-        self, request: CacheRequest
-    ) -> tuple[CacheHit | None, PreparedRequest, npt.NDArray[np.float32] | None]:
+    def _lookup(self, request: CacheRequest) -> _Lookup:
         started = time.monotonic()
         out = self._lookup_unpadded(request)
         if out[0] is not None and (wait := self._pad(started)) > 0:
             time.sleep(wait)
         return out
 
-    def _lookup_unpadded(
-        self, request: CacheRequest
-    ) -> tuple[CacheHit | None, PreparedRequest, npt.NDArray[np.float32] | None]:
+    def _lookup_unpadded(self, request: CacheRequest) -> _Lookup:
+        return self._drive(self._lookup_steps(request))
+
+    def _lookup_steps(self, request: CacheRequest) -> Generator[_Step, Any, _Lookup]:
+        """Exact, then semantic: the lookup both twins run (see _drive)."""
         self._count("lookups")
         prep = self._prepare(request)
         now = self.clock()
-        entry = self._guarded("get", lambda: self.backend.get(prep.key, now=now), None)
+        entry: CacheEntry | None = yield _Get(prep.key, now)
         hit = self._exact(prep, entry)
         if hit is not None:
             return hit, prep, None
         if not self.config.semantic or not prep.text:
             self._count("misses")
             return None, prep, None
-        vec = self._embed(prep.text)
+        vec: npt.NDArray[np.float32] | None = yield _Embed(prep.text)
         if vec is None:
             self._count("misses")
             return None, prep, None
-        threshold = self.config.similarity_threshold
-        cands: list[tuple[CacheEntry, float]] = self._guarded(
-            "search",
-            lambda: self.backend.search(
-                prep.scope, vec, self.config.top_k, now=now, min_similarity=threshold
-            ),
-            [],
+        cands: list[tuple[CacheEntry, float]] = yield _Search(
+            prep.scope, vec, now, self.config.similarity_threshold
         )
         return self._pick(prep, cands), prep, vec
 
@@ -405,41 +497,15 @@ class SemanticCache:
         """Async twin of :meth:`lookup`."""
         return (await self._alookup(request))[0] if request.cache else None
 
-    async def _alookup(
-        self, request: CacheRequest
-    ) -> tuple[CacheHit | None, PreparedRequest, npt.NDArray[np.float32] | None]:
+    async def _alookup(self, request: CacheRequest) -> _Lookup:
         started = time.monotonic()
         out = await self._alookup_unpadded(request)
         if out[0] is not None and (wait := self._pad(started)) > 0:
             await asyncio.sleep(wait)
         return out
 
-    async def _alookup_unpadded(
-        self, request: CacheRequest
-    ) -> tuple[CacheHit | None, PreparedRequest, npt.NDArray[np.float32] | None]:
-        self._count("lookups")
-        prep = self._prepare(request)
-        now = self.clock()
-        entry = await self._aguarded("get", lambda: self.backend.aget(prep.key, now=now), None)
-        hit = self._exact(prep, entry)
-        if hit is not None:
-            return hit, prep, None
-        if not self.config.semantic or not prep.text:
-            self._count("misses")
-            return None, prep, None
-        vec = await self._aembed(prep.text)
-        if vec is None:
-            self._count("misses")
-            return None, prep, None
-        threshold = self.config.similarity_threshold
-        cands: list[tuple[CacheEntry, float]] = await self._aguarded(
-            "search",
-            lambda: self.backend.asearch(
-                prep.scope, vec, self.config.top_k, now=now, min_similarity=threshold
-            ),
-            [],
-        )
-        return self._pick(prep, cands), prep, vec
+    async def _alookup_unpadded(self, request: CacheRequest) -> _Lookup:
+        return await self._adrive(self._lookup_steps(request))
 
     # -- store ----------------------------------------------------------------
     def store(
@@ -451,9 +517,10 @@ class SemanticCache:
         ttl_s: float | None = None,
     ) -> bool:
         """Keep ``response`` for ``request`` unless policy says not to; True if stored."""
-        return self._store(request, self._prepare(request), response, tags, ttl_s) is not None
+        steps = self._store_steps(request, self._prepare(request), response, tags, ttl_s)
+        return self._drive(steps) is not None
 
-    def _store(
+    def _store_steps(
         self,
         request: CacheRequest,
         prep: PreparedRequest,
@@ -461,20 +528,16 @@ class SemanticCache:
         tags: tuple[str, ...],
         ttl_s: float | None,
         vec: npt.NDArray[np.float32] | None = None,
-    ) -> CacheEntry | None:
+    ) -> Generator[_Step, Any, CacheEntry | None]:
+        """The store both twins run (see _drive): the entry, or None if policy skipped it."""
         if not request.cache:
             return None
         if vec is None and self.config.semantic and prep.text:
-            vec = self._embed(prep.text)
+            vec = yield _Embed(prep.text)
         entry = self._entry_for(request, prep, response, vec, tags, ttl_s)
         if entry is None:
             return None
-
-        def put() -> bool:
-            self.backend.put(entry)
-            return True
-
-        if self._guarded("put", put, False):
+        if (yield _Put(entry)):
             self._count("stores")
         return entry
 
@@ -488,32 +551,9 @@ class SemanticCache:
     ) -> bool:
         """Async twin of :meth:`store`."""
         prep = self._prepare(request)
-        return await self._astore(request, prep, response, tags, ttl_s) is not None
-
-    async def _astore(
-        self,
-        request: CacheRequest,
-        prep: PreparedRequest,
-        response: CachedResponse,
-        tags: tuple[str, ...],
-        ttl_s: float | None,
-        vec: npt.NDArray[np.float32] | None = None,
-    ) -> CacheEntry | None:
-        if not request.cache:
-            return None
-        if vec is None and self.config.semantic and prep.text:
-            vec = await self._aembed(prep.text)
-        entry = self._entry_for(request, prep, response, vec, tags, ttl_s)
-        if entry is None:
-            return None
-
-        async def put() -> bool:
-            await self.backend.aput(entry)
-            return True
-
-        if await self._aguarded("put", put, False):
-            self._count("stores")
-        return entry
+        return (
+            await self._adrive(self._store_steps(request, prep, response, tags, ttl_s)) is not None
+        )
 
     # -- get or call, with in-flight de-duplication -----------------------------
     def get_or_call(self, request: CacheRequest, call: Callable[[], CachedResponse]) -> CacheResult:
@@ -525,7 +565,7 @@ class SemanticCache:
             return CacheResult(hit.response, hit)
         if not self.config.dedupe_inflight:
             response = call()
-            self._store(request, prep, response, (), None, vec)
+            self._drive(self._store_steps(request, prep, response, (), None, vec))
             return CacheResult(response, None)
         with self._flight_lock:
             flight = self._flights.get(prep.key)
@@ -546,7 +586,7 @@ class SemanticCache:
             if entry is not None:
                 return CacheResult(entry.response, CacheHit(entry, "exact", 1.0))
             response = call()
-            entry = self._store(request, prep, response, (), None, vec)
+            entry = self._drive(self._store_steps(request, prep, response, (), None, vec))
             return CacheResult(response, None)
         finally:
             self._land(prep.key, flight, entry)
@@ -593,7 +633,7 @@ class SemanticCache:
             return CacheResult(hit.response, hit)
         if not self.config.dedupe_inflight:
             response = await call()
-            await self._astore(request, prep, response, (), None, vec)
+            await self._adrive(self._store_steps(request, prep, response, (), None, vec))
             return CacheResult(response, None)
         loop = asyncio.get_running_loop()
         with self._flight_lock:
@@ -622,7 +662,7 @@ class SemanticCache:
             if entry is not None:
                 return CacheResult(entry.response, CacheHit(entry, "exact", 1.0))
             response = await call()
-            entry = await self._astore(request, prep, response, (), None, vec)
+            entry = await self._adrive(self._store_steps(request, prep, response, (), None, vec))
             return CacheResult(response, None)
         finally:
             self._land(prep.key, flight, entry)

@@ -34,9 +34,15 @@ def paired(bare: Callable[[], Any], tracked: Callable[[], Any], calls: int, runs
         bare()
         tracked()
     base, withh = [], []
-    for _ in range(runs):
-        base.append(per_call_us(bare, calls))
-        withh.append(per_call_us(tracked, calls))
+    for run in range(runs):
+        # Alternate which of the pair goes first, so a drift of the machine's
+        # speed during a run does not always land on the same side.
+        if run % 2:
+            withh.append(per_call_us(tracked, calls))
+            base.append(per_call_us(bare, calls))
+        else:
+            base.append(per_call_us(bare, calls))
+            withh.append(per_call_us(tracked, calls))
     return _summary(base, withh)
 
 
@@ -138,8 +144,10 @@ def bench_llamaindex(calls: int, runs: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--calls", type=int, default=2000, help="calls per run")
-    ap.add_argument("--runs", type=int, default=7, help="runs (the median is reported)")
+    # Many short paired runs: on a shared machine the median of 21 pairs moves
+    # less with bursts of noise than the median of a few long ones.
+    ap.add_argument("--calls", type=int, default=1000, help="calls per run")
+    ap.add_argument("--runs", type=int, default=21, help="runs (the median is reported)")
     ap.add_argument("--out", help="write the JSON result here")
     args = ap.parse_args()
 

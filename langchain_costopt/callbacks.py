@@ -108,7 +108,10 @@ class CostCallbackHandler(BaseCallbackHandler):
     chains and agents, and concurrent calls from threads and asyncio. The
     call's price is put on the message as ``response_metadata["costopt"]``
     (only values fixed by the answer itself, so a message replayed as history
-    keeps the same cache key).
+    keeps the same cache key). Only model events are dispatched to it
+    (``ignore_chain``, ``ignore_agent``, ``ignore_retriever``, ``ignore_retry``
+    and ``ignore_custom_event`` are True): a subclass that wants chain events
+    sets ``ignore_chain = False``.
 
     Args:
         engine: the engine to record into; the process default if omitted.
@@ -140,12 +143,13 @@ class CostCallbackHandler(BaseCallbackHandler):
         super().__init__()
         self.engine = engine or default_engine()
         self.check_budgets = check_budgets
-        # Runs between their start and end, by ``run_id.int`` (a UUID hashes in
-        # Python code, its int in C). Only ever touched by single dict
-        # operations (set, pop), which are atomic: no lock needed.
-        self._runs: dict[int, _Run] = {}
+        # Runs between their start and end, by ``getattr(run_id, "int", run_id)``:
+        # a UUID hashes in Python code, its int in C (and a caller's str id still
+        # works). Only ever touched by single dict operations (set, pop), which
+        # are atomic: no lock needed.
+        self._runs: dict[Any, _Run] = {}
         # Streamed runs a costopt cache served (see on_llm_new_token).
-        self._served: dict[int, dict[str, Any]] = {}
+        self._served: dict[Any, dict[str, Any]] = {}
         self.errors = 0
 
     @property
@@ -157,13 +161,12 @@ class CostCallbackHandler(BaseCallbackHandler):
         self,
         run_id: UUID,
         metadata: Mapping[str, Any] | None,
-        kwargs: Mapping[str, Any],
+        params: Mapping[str, Any] | None,
         messages: list[BaseMessage] | None = None,
         prompts: list[str] | None = None,
     ) -> None:
         model = metadata.get("ls_model_name") if metadata else None
-        if not model:
-            params = kwargs.get("invocation_params") or {}
+        if not model and params:
             model = params.get("model") or params.get("model_name") or params.get("model_id")
         tenant = tier = None
         if metadata and not _RUN_KEYS.isdisjoint(metadata):  # usually none is set
@@ -173,11 +176,11 @@ class CostCallbackHandler(BaseCallbackHandler):
             # ``tenant_scope`` (a contextvar): callbacks start in the caller's context.
             tenant = current_tenant()
         model = str(model) if model else None
-        self._runs[run_id.int] = (model, tenant, tier, time.perf_counter())
+        self._runs[getattr(run_id, "int", run_id)] = (model, tenant, tier, time.perf_counter())
         if self.check_budgets and model and self.engine.ledger.has_budgets:
             # The request's output cap bounds its cost: held against the budget, it
             # keeps a shared budget from being overspent by concurrent calls.
-            out_cap = _max_output_tokens(kwargs.get("invocation_params") or {})
+            out_cap = _max_output_tokens(params or {})
             try:
                 if messages is not None:
                     estimate = self.engine.estimate(
@@ -194,7 +197,7 @@ class CostCallbackHandler(BaseCallbackHandler):
             try:
                 self.engine.check_budget(tenant, estimate, call_id=str(run_id))
             except BudgetExceededError:
-                self._runs.pop(run_id.int, None)
+                self._runs.pop(getattr(run_id, "int", run_id), None)
                 raise
 
     def on_chat_model_start(
@@ -203,10 +206,17 @@ class CostCallbackHandler(BaseCallbackHandler):
         messages: list[list[BaseMessage]],
         *,
         run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
         metadata: dict[str, Any] | None = None,
+        invocation_params: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+        name: str | None = None,
+        batch_size: int | None = None,
         **kwargs: Any,
     ) -> None:
-        self._start(run_id, metadata, kwargs, messages=messages[0] if messages else [])
+        # (LangChain's arguments are named: no dict is built for them on each call.)
+        self._start(run_id, metadata, invocation_params, messages[0] if messages else [])
 
     def on_llm_start(
         self,
@@ -215,9 +225,10 @@ class CostCallbackHandler(BaseCallbackHandler):
         *,
         run_id: UUID,
         metadata: dict[str, Any] | None = None,
+        invocation_params: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._start(run_id, metadata, kwargs, prompts=prompts)
+        self._start(run_id, metadata, invocation_params, prompts=prompts)
 
     # -- end ----------------------------------------------------------------
     def on_llm_new_token(
@@ -225,14 +236,22 @@ class CostCallbackHandler(BaseCallbackHandler):
     ) -> None:
         # A stream replayed from a costopt cache: its chunks carry the note (the
         # merged answer on_llm_end sees is a new object).
-        key = run_id.int
+        key = getattr(run_id, "int", run_id)
         if chunk is not None and key in self._runs and key not in self._served:
             info = SERVED.take(chunk)
             if info is not None:
                 self._served[key] = info
 
-    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        run = self._runs.pop(run_id.int, None)
+    def on_llm_end(
+        self,
+        response: LLMResult,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        run = self._runs.pop(getattr(run_id, "int", run_id), None)
         if run is None:
             return  # not started through us, or already counted
         try:
@@ -242,8 +261,8 @@ class CostCallbackHandler(BaseCallbackHandler):
             log.exception("costopt could not record run %s", run_id)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._served.pop(run_id.int, None)
-        run = self._runs.pop(run_id.int, None)
+        self._served.pop(getattr(run_id, "int", run_id), None)
+        run = self._runs.pop(getattr(run_id, "int", run_id), None)
         if run is not None and self.check_budgets and self.engine.ledger.budget_store is not None:
             # The call spent nothing: drop its hold on the shared budgets.
             self.engine.release_budget(run[1], str(run_id))
@@ -282,7 +301,7 @@ class CostCallbackHandler(BaseCallbackHandler):
             # the message. A router says which tier answered.
             served = SERVED.take(gen)
             if served is None and self._served:
-                served = self._served.pop(run_id.int, None)
+                served = self._served.pop(getattr(run_id, "int", run_id), None)
             if served is None and prior is not None:
                 served = prior
             if served is not None:

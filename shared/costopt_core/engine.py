@@ -21,7 +21,14 @@ from costopt_core.budgets import Budget, BudgetDecision
 from costopt_core.embeddings import CachingEmbedder, Embedder, SentenceTransformerEmbedder
 from costopt_core.errors import ConfigurationError
 from costopt_core.ledger import CostLedger, utc_now
-from costopt_core.pricing import PriceCatalog, PricedCall, attribute_savings, cost_of, estimate_cost
+from costopt_core.pricing import (
+    CallPricer,
+    PriceCatalog,
+    PricedCall,
+    attribute_savings,
+    cost_of,
+    estimate_cost,
+)
 from costopt_core.tokens import TokenCounter, default_counter
 from costopt_core.types import CallMode, CallOutcome, CallRecord, Message, Usage
 
@@ -76,6 +83,7 @@ class CostEngine:
                 "PriceCatalog.with_overrides"
             )
         self.baseline_model = baseline_model
+        self._pricer = CallPricer(self.catalog, baseline_model)
         self.clock: Callable[[], datetime] = clock or utc_now
         self.ledger = ledger if ledger is not None else CostLedger(clock=self.clock)
         for b in budgets:
@@ -187,14 +195,10 @@ class CostEngine:
         Returns:
             The call's price and its savings by lever.
         """
-        priced = attribute_savings(
-            self.catalog,
-            model=model,
-            usage=usage,
-            baseline_model=self.baseline_model,
-            mode="sync",
-            outcome=outcome,
-        )
+        pricer = self._pricer
+        if pricer.catalog is not self.catalog or pricer.baseline_model != self.baseline_model:
+            pricer = self._pricer = CallPricer(self.catalog, self.baseline_model)  # reassigned
+        priced = pricer.price(model, usage, outcome)
         clock = self.clock
         self.ledger.append_call(
             time.time() if clock is utc_now else clock(),

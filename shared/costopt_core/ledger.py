@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import threading
+import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -89,13 +90,25 @@ _EPOCH_ORDINAL = 719_163
 def _utc_day(when: datetime | float) -> date:
     """The UTC calendar day of a record's time (a datetime, or POSIX seconds)."""
     if isinstance(when, float):
-        return date.fromordinal(_EPOCH_ORDINAL + int(when // 86_400))
+        # Rounded to the microsecond first, as the record's datetime is: a call
+        # half a microsecond before midnight is on the next day in both.
+        return date.fromordinal(_EPOCH_ORDINAL + int(round(when, 6) // 86_400))
     return (when if when.tzinfo is UTC else when.astimezone(UTC)).date()
 
 
 def _call_key(call_id: str | UUID) -> str | int:
-    """What a call id is remembered by: a run id by its int (it hashes in C, a UUID in Python)."""
-    return call_id if isinstance(call_id, str) else call_id.int
+    """What a call id is remembered by: a run id by its int (it hashes in C, a UUID in Python).
+
+    A run id given as its string (a record's ``call_id``) is the same call.
+    """
+    if not isinstance(call_id, str):
+        return call_id.int
+    if len(call_id) == 36 and call_id[8] == "-":
+        try:
+            return uuid.UUID(call_id).int
+        except ValueError:
+            pass
+    return call_id
 
 
 def _build(call: _Deferred) -> CallRecord:
@@ -290,6 +303,8 @@ class CostLedger:
         # Records appended without the lock (deque appends are thread-safe),
         # taken in order by _drain under the lock.
         self._inbox: deque[CallRecord | _Deferred] = deque()
+        # Records _drain took for listeners, not yet handed to them.
+        self._unnotified: list[CallRecord] = []
         # (tenant or None for global, period) -> (window start, spend in window)
         self._spend: dict[tuple[str | None, BudgetPeriod], tuple[datetime, Decimal]] = {}
         self._budgets: list[Budget] = list(budgets)
@@ -307,15 +322,17 @@ class CostLedger:
         Two handlers on one engine see the same LLM run (same run id), so the
         call is still counted once. Safe from any thread.
         """
-        return self._add(record, record.call_id)
+        return self._add(record, _call_key(record.call_id))
 
     def _add(self, record: CallRecord, key: str | int) -> bool:
         with self._lock:
             self._drain()
             added = self._take(record, key)
+            notes, self._unnotified = self._unnotified, []
             listeners = self._listeners
         if added:
-            self._notify(listeners, record)
+            notes.append(record)
+        self._notify(listeners, notes)
         return added
 
     def append(self, record: CallRecord) -> None:
@@ -365,18 +382,24 @@ class CostLedger:
     def _enqueue(self, item: CallRecord | _Deferred) -> None:
         inbox = self._inbox
         inbox.append(item)
-        if len(inbox) >= _DRAIN_EVERY:
+        # A listener subscribed since the caller looked: the call is delivered now.
+        if self._listeners or len(inbox) >= _DRAIN_EVERY:
             with self._lock:
                 self._drain()
+                notes, self._unnotified = self._unnotified, []
+                listeners = self._listeners
+            self._notify(listeners, notes)
 
     def _notify(
-        self, listeners: tuple[Callable[[CallRecord], None], ...], record: CallRecord
+        self, listeners: tuple[Callable[[CallRecord], None], ...], records: list[CallRecord]
     ) -> None:
-        for listener in listeners:
-            try:
-                listener(record)
-            except Exception:  # a sink must never fail the user's call
-                log.exception("ledger listener %r failed", listener)
+        """Hand ``records`` to every listener, outside the lock (a listener may read the ledger)."""
+        for record in records:
+            for listener in listeners:
+                try:
+                    listener(record)
+                except Exception:  # a sink must never fail the user's call
+                    log.exception("ledger listener %r failed", listener)
 
     def _take(self, record: CallRecord | _Deferred, key: str | int) -> bool:
         """Hold ``record`` unless the call ``key`` was seen. Caller holds the lock."""
@@ -402,10 +425,20 @@ class CostLedger:
             return
         take = self._take
         pop = inbox.popleft
+        # A call enqueued while a listener was being subscribed: its record is
+        # built now and handed over by the next _add or _enqueue (never lost).
+        listening = bool(self._listeners)
         # Appends may go on meanwhile: take what is there now, the rest next time.
         for _ in range(len(inbox)):
             item = pop()
-            take(item, item.call_id if isinstance(item, CallRecord) else _call_key(item[1]))
+            if isinstance(item, CallRecord):
+                key = _call_key(item.call_id)
+            else:
+                key = _call_key(item[1])
+                if listening:
+                    item = _build(item)
+            if take(item, key) and listening:
+                self._unnotified.append(item)  # type: ignore[arg-type]  # built above
 
     def _build_records(self) -> None:
         """Build the records of the calls held since the last build. Caller holds the lock."""
@@ -487,6 +520,7 @@ class CostLedger:
     def subscribe(self, listener: Callable[[CallRecord], None]) -> None:
         """Call ``listener(record)`` after every recorded call (sinks, exporters)."""
         with self._lock:
+            self._drain()  # calls recorded before: not this listener's
             self._listeners = (*self._listeners, listener)
 
     def extend(self, records: Iterable[CallRecord]) -> None:

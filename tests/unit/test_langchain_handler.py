@@ -285,3 +285,17 @@ def test_only_model_events_reach_the_handler(engine: CostEngine) -> None:
     chain.invoke({"q": "hi"}, config={"callbacks": [h]})
     assert chain_events == []
     assert len(engine.ledger) == 1 and h.errors == 0
+
+
+def test_a_run_id_that_is_not_a_uuid_is_still_recorded(engine: CostEngine) -> None:
+    from langchain_core.outputs import ChatGeneration, LLMResult
+
+    h = CostCallbackHandler(engine)
+    h.on_llm_start({}, ["hi"], run_id="run-1")  # type: ignore[arg-type]
+    msg = AIMessage(
+        "x", usage_metadata={"input_tokens": 10, "output_tokens": 2, "total_tokens": 12}
+    )
+    msg.response_metadata["model_name"] = "gpt-4o-mini"
+    h.on_llm_end(LLMResult(generations=[[ChatGeneration(message=msg)]]), run_id="run-1")  # type: ignore[arg-type]
+    [rec] = engine.ledger.records()
+    assert rec.call_id == "run-1" and rec.model == "gpt-4o-mini" and h.errors == 0

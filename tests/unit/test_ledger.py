@@ -412,3 +412,48 @@ def test_a_run_is_counted_once_across_a_listener_being_subscribed() -> None:
     engine.ledger.subscribe(seen.append)
     engine.record_call_deferred(model="gpt-4o-mini", usage=MINI, call_id=run)  # a second handler
     assert len(engine.ledger) == 1 and seen == []
+
+
+def test_a_run_reported_by_id_and_by_its_string_is_counted_once() -> None:
+    import uuid
+
+    engine = CostEngine()
+    run = uuid.uuid4()
+    engine.record_call_deferred(model="gpt-4o-mini", usage=MINI, call_id=run)
+    engine.record_call(model="gpt-4o-mini", usage=MINI, call_id=str(run))
+    [rec] = engine.ledger.records()
+    assert engine.ledger.add(rec) is False  # a record read back is the same call
+    assert len(engine.ledger) == 1
+
+
+def test_a_call_recorded_while_a_listener_subscribes_reaches_it() -> None:
+    import uuid
+
+    engine = CostEngine()
+    ledger = engine.ledger
+    seen: list[CallRecord] = []
+    subscribed = threading.Event()
+    enqueue = ledger._enqueue
+
+    def enqueue_after_subscribe(item: Any) -> None:
+        # The caller found no listener; one is subscribed before its call is queued.
+        threading.Thread(target=lambda: (ledger.subscribe(seen.append), subscribed.set())).start()
+        subscribed.wait()
+        enqueue(item)
+
+    ledger._enqueue = enqueue_after_subscribe  # type: ignore[method-assign]
+    run = uuid.uuid4()
+    engine.record_call_deferred(model="gpt-4o-mini", usage=MINI, call_id=run)
+    ledger._enqueue = enqueue  # type: ignore[method-assign]
+    assert [r.call_id for r in seen] == [str(run)]
+    assert len(ledger) == 1
+
+
+def test_a_call_half_a_microsecond_before_midnight_is_booked_on_its_records_day() -> None:
+    from datetime import UTC, datetime
+
+    from costopt_core.ledger import _utc_day
+
+    feb_1 = datetime(2026, 2, 1, tzinfo=UTC).timestamp()
+    for ts in (feb_1 - 2e-7, feb_1 - 1e-3, feb_1):
+        assert _utc_day(ts) == datetime.fromtimestamp(ts, UTC).date()

@@ -877,14 +877,14 @@ def test_the_usual_calls_one_pass_prices_as_the_general_path(
     model: str, baseline: str, u: Usage
 ) -> None:
     """The one-pass pricing of a plain sync call gives the general path's very Decimals."""
-    from costopt_core.pricing.cost import _plain_sync_call, attribute_savings
+    from costopt_core.pricing.cost import _plain_sync_call, _rates_of, attribute_savings
 
     # The general path (a removal of 0 tokens is the same call), which also
     # builds the rates the one-pass path reads.
     general = attribute_savings(
         CATALOG, model=model, usage=u, baseline_model=baseline, removed_input_tokens={"memory": 0}
     )
-    fast = _plain_sync_call(price(model), price(baseline), u)
+    fast = _plain_sync_call(_rates_of(price(model)), _rates_of(price(baseline)), u)
     if fast is None:  # long context or past the precision: the general path answers
         return
     assert str(fast.cost_usd) == str(general.cost_usd)
@@ -894,20 +894,50 @@ def test_the_usual_calls_one_pass_prices_as_the_general_path(
     }
 
 
-def test_the_one_pass_path_serves_a_plain_call_and_declines_the_rest() -> None:
-    from costopt_core.pricing.cost import _plain_sync_call, attribute_savings
+def test_a_call_pricer_prices_as_attribute_savings() -> None:
+    from costopt_core.pricing import CallPricer
+    from costopt_core.pricing.cost import _plain_sync_call, _rates_of, attribute_savings
 
+    pricer = CallPricer(CATALOG, "gpt-4o")
     u = Usage(input_tokens=1_200, output_tokens=40, cache_read_tokens=1_024)
-    attribute_savings(CATALOG, model="gpt-4o-mini", usage=u, baseline_model="gpt-4o")
-    fast = _plain_sync_call(price("gpt-4o-mini"), price("gpt-4o"), u)
-    assert fast is not None
+    cases = [
+        ("gpt-4o-mini", u, "model"),
+        ("gpt-4o-mini", u, "model"),  # second call: the one-pass path
+        ("gpt-4o-mini", u, "cache_semantic"),
+        ("claude-sonnet-4-5", Usage(input_tokens=250_000, output_tokens=10), "model"),  # long
+        ("claude-sonnet-4-5", Usage(input_tokens=250_000, output_tokens=10), "model"),
+        ("gpt-4o-mini", Usage(None, 40), "model"),  # unknown input size
+    ]
+    for model, usage, outcome in cases:
+        got = pricer.price(model, usage, outcome)  # type: ignore[arg-type]
+        want = attribute_savings(
+            CATALOG, model=model, usage=usage, baseline_model="gpt-4o", outcome=outcome
+        )  # type: ignore[arg-type]
+        assert (str(got.cost_usd), str(got.baseline_cost_usd), got.savings_usd) == (
+            str(want.cost_usd),
+            str(want.baseline_cost_usd),
+            want.savings_usd,
+        )
     # gpt-4o-mini: 176 x 0.15 + 1,024 x 0.075 + 40 x 0.60 per million.
-    assert fast.cost_usd == Decimal("0.0001272")
-    assert _plain_sync_call(None, price("gpt-4o"), u) is None  # unknown model
-    assert _plain_sync_call(price("gpt-4o-mini"), price("gpt-4o"), Usage(None, 40)) is None
+    assert pricer.price("gpt-4o-mini", u).cost_usd == Decimal("0.0001272")
+    mini, base = _rates_of(price("gpt-4o-mini")), _rates_of(price("gpt-4o"))
+    assert _plain_sync_call(mini, base, u) is not None
+    assert _plain_sync_call(mini, base, Usage(None, 40)) is None
     long = Usage(input_tokens=250_000, output_tokens=10)  # above Claude's long-context tier
-    attribute_savings(CATALOG, model="claude-sonnet-4-5", usage=long, baseline_model="gpt-4o")
-    assert _plain_sync_call(price("claude-sonnet-4-5"), price("gpt-4o"), long) is None
+    assert _plain_sync_call(_rates_of(price("claude-sonnet-4-5")), base, long) is None
+
+
+def test_a_call_pricer_leaves_unknown_models_unpriced_with_one_warning() -> None:
+    from costopt_core.pricing import CallPricer
+
+    pricer = CallPricer(PriceCatalog.default(), "gpt-4o")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        first = pricer.price("acme-llm-9", Usage(100, 10))
+        second = pricer.price("acme-llm-9", Usage(100, 10))
+    assert first.cost_usd is None and second.cost_usd is None
+    assert first.baseline_cost_usd == second.baseline_cost_usd > 0
+    assert len(seen) == 1
 
 
 def test_a_catalog_remembers_resolved_names_and_still_warns_once_for_unknown() -> None:

@@ -6,9 +6,16 @@ from costopt_core.pricing.catalog import (
     PriceCatalog,
     UnknownModelPriceWarning,
 )
-from costopt_core.pricing.cost import PricedCall, attribute_savings, cost_of, estimate_cost
+from costopt_core.pricing.cost import (
+    CallPricer,
+    PricedCall,
+    attribute_savings,
+    cost_of,
+    estimate_cost,
+)
 
 __all__ = [
+    "CallPricer",
     "LongContextPrice",
     "ModelPrice",
     "PriceCatalog",

@@ -19,7 +19,7 @@ from decimal import Decimal, getcontext
 from costopt_core.pricing.catalog import ModelPrice, PriceCatalog
 from costopt_core.types import CallMode, CallOutcome, Usage, slot_setters
 
-__all__ = ["PricedCall", "attribute_savings", "cost_of", "estimate_cost"]
+__all__ = ["CallPricer", "PricedCall", "attribute_savings", "cost_of", "estimate_cost"]
 
 _MTOK = Decimal(1_000_000)
 _ZERO = Decimal(0)
@@ -116,6 +116,13 @@ class _PriceRates:
 _RATES: dict[int, _PriceRates] = {}
 
 
+def _rates_of(price: ModelPrice) -> _PriceRates:
+    entry = _RATES.get(id(price))
+    if entry is None or entry.price is not price:  # (an id can be reused)
+        entry = _RATES[id(price)] = _PriceRates(price)
+    return entry
+
+
 def _compute_rates(price: ModelPrice, *, long: bool, batch: bool) -> _Rates | None:
     lc = price.long_context if long else None
     rates: dict[str, Decimal] = {}
@@ -144,9 +151,7 @@ def _compute_rates(price: ModelPrice, *, long: bool, batch: bool) -> _Rates | No
 
 def _rates(price: ModelPrice, input_tokens: int, mode: CallMode) -> _Rates | None:
     """Rates for a call of ``input_tokens`` in ``mode``; ``None`` if there is no batch price."""
-    entry = _RATES.get(id(price))
-    if entry is None or entry.price is not price:  # (an id can be reused)
-        entry = _RATES[id(price)] = _PriceRates(price)
+    entry = _rates_of(price)
     above = entry.above
     long = above is not None and input_tokens > above
     if long or mode == "batch":
@@ -234,23 +239,17 @@ def _sub(a: Decimal | None, b: Decimal | None) -> Decimal | None:
 
 
 def _plain_sync_call(
-    price: ModelPrice | None, base_price: ModelPrice | None, usage: Usage
+    entry: _PriceRates, base_entry: _PriceRates, usage: Usage
 ) -> PricedCall | None:
     """:func:`attribute_savings` of the usual call (a model answered, sync, nothing
     removed, base price tier, exact arithmetic) in one pass; ``None`` for any other.
 
-    Every LLM call a handler records is priced here, so the two rate lookups and
+    Every LLM call a handler records is priced here, so the rate lookups and the
     three integer dot products are inlined; the result is the very one the
     general path gives (``tests/unit/test_pricing.py`` checks both agree).
     """
     input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
-    if price is None or base_price is None or input_tokens is None or output_tokens is None:
-        return None
-    entry = _RATES.get(id(price))
-    base_entry = _RATES.get(id(base_price))
-    if entry is None or entry.price is not price or base_entry is None:
-        return None  # first call of a price: the general path builds its rates
-    if base_entry.price is not base_price:
+    if input_tokens is None or output_tokens is None:
         return None
     above, base_above = entry.above, base_entry.above
     if (above is not None and input_tokens > above) or (
@@ -285,6 +284,48 @@ def _plain_sync_call(
     return PricedCall(billed_usd, baseline_usd, savings)
 
 
+class CallPricer:
+    """:func:`attribute_savings` of sync calls, for one catalog and baseline model.
+
+    The framework handlers price every call they record with one of these
+    (``CostEngine.record_call_deferred``): each model's rates and the
+    baseline's are looked up once, and the usual call is priced in one pass.
+
+    Args:
+        catalog: the prices.
+        baseline_model: the frontier model every request is compared against.
+    """
+
+    __slots__ = ("_base", "_entries", "baseline_model", "catalog")
+
+    def __init__(self, catalog: PriceCatalog, baseline_model: str) -> None:
+        self.catalog = catalog
+        self.baseline_model = baseline_model
+        self._base: _PriceRates | None = None
+        # model name -> its rates, once a call of it was priced (known models only)
+        self._entries: dict[str, _PriceRates] = {}
+
+    def price(self, model: str, usage: Usage, outcome: CallOutcome = "model") -> PricedCall:
+        """The cost of a sync call of ``model`` and its savings by lever."""
+        entry = self._entries.get(model)
+        base = self._base
+        if entry is not None and base is not None and outcome == "model":
+            priced = _plain_sync_call(entry, base, usage)
+            if priced is not None:
+                return priced
+        catalog = self.catalog
+        priced = attribute_savings(
+            catalog, model=model, usage=usage, baseline_model=self.baseline_model, outcome=outcome
+        )
+        if entry is None:
+            price = catalog.get(model, warn=False)
+            base_price = catalog.get(self.baseline_model, warn=False)
+            if price is not None and base_price is not None:
+                self._entries[model] = _rates_of(price)
+                self._base = _rates_of(base_price)
+        return priced
+
+
 def attribute_savings(
     catalog: PriceCatalog,
     *,
@@ -311,8 +352,14 @@ def attribute_savings(
     """
     price = catalog.get(model)
     base_price = catalog.get(baseline_model)
-    if outcome == "model" and mode == "sync" and not removed_input_tokens:
-        plain = _plain_sync_call(price, base_price, usage)
+    if (
+        outcome == "model"
+        and mode == "sync"
+        and not removed_input_tokens
+        and price is not None
+        and base_price is not None
+    ):
+        plain = _plain_sync_call(_rates_of(price), _rates_of(base_price), usage)
         if plain is not None:
             return plain
 

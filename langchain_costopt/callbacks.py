@@ -24,7 +24,7 @@ from langchain_core.tracers.context import register_configure_hook
 
 from costopt_core import CostEngine, CostLedger, default_engine, engine_scope
 from costopt_core.errors import BudgetExceededError, UsageFormatError
-from costopt_core.served import SERVED
+from costopt_core.served import SERVED, served_outcome
 from costopt_core.tenancy import current_tenant
 from costopt_core.types import CallOutcome, Usage, money_str
 from costopt_core.usage import normalize_usage, usage_from_langchain
@@ -86,19 +86,12 @@ def _usage_or_unknown(read: Callable[[Any], Usage], payload: Any) -> Usage:
     the call: it is recorded with an unknown cost, never dropped and never $0.
     """
     if payload is None:
-        return _UNKNOWN
+        return Usage()
     try:
         return read(payload)
     except UsageFormatError as exc:
-        return _unreadable(exc)
-
-
-_UNKNOWN = Usage()
-
-
-def _unreadable(exc: UsageFormatError) -> Usage:
-    log.warning("costopt: unreadable token usage (%s); the call's cost is unknown", exc)
-    return _UNKNOWN
+        log.warning("costopt: unreadable token usage (%s); the call's cost is unknown", exc)
+        return Usage()
 
 
 class CostCallbackHandler(BaseCallbackHandler):
@@ -283,19 +276,11 @@ class CostCallbackHandler(BaseCallbackHandler):
             meta = message.response_metadata or {}
             model = meta.get("model_name") or meta.get("model") or model
             um = message.usage_metadata
-            if um is None:
-                usage = _UNKNOWN
-            else:
-                try:
-                    usage = usage_from_langchain(um)
-                except UsageFormatError as exc:
-                    usage = _unreadable(exc)
+            usage = _usage_or_unknown(usage_from_langchain, um)
             # langchain-core marks answers served from its LLM cache this way.
             if um is not None and um.get("total_cost") == 0:  # type: ignore[comparison-overlap]
                 outcome = "cache_exact"
-            prior = meta.get(METADATA_KEY)
-            if prior is not None:
-                prior = _mapping(prior)
+            prior = _mapping(meta.get(METADATA_KEY))
             # A costopt cache notes the answers it serves (a replayed stream: its
             # run) without telling the caller; with expose_cache_info it also marks
             # the message. A router says which tier answered.
@@ -305,11 +290,7 @@ class CostCallbackHandler(BaseCallbackHandler):
             if served is None and prior is not None:
                 served = prior
             if served is not None:
-                tier_served = served.get("cache")
-                if tier_served == "exact":
-                    outcome = "cache_exact"
-                elif tier_served == "semantic":
-                    outcome = "cache_semantic"
+                outcome = served_outcome(served) or outcome
             if prior is not None:
                 tier = tier or prior.get("tier")
         else:

@@ -40,8 +40,8 @@ from pydantic import PrivateAttr
 
 from costopt_core import CostEngine, CostLedger, current_tenant, default_engine, engine_scope
 from costopt_core.errors import UsageFormatError
-from costopt_core.served import SERVED
-from costopt_core.types import Usage
+from costopt_core.served import SERVED, served_outcome
+from costopt_core.types import CallOutcome, Usage
 from costopt_core.usage import normalize_usage
 
 __all__ = [
@@ -477,13 +477,12 @@ class CostEventHandler(BaseEventHandler):
         marker = None if raw is None else SERVED.take(raw)
         if marker is None and raw_map is not None:
             marker = _mapping(raw_map.get(METADATA_KEY))
-        outcome: Any = "model"
+        outcome: CallOutcome = "model"
         tier = call.tier
         if marker is not None:
             # A costopt cache served this answer (it carries the replaced call's
             # usage); a router says which tier answered.
-            if marker.get("cache") in ("exact", "semantic"):
-                outcome = f"cache_{marker['cache']}"
+            outcome = served_outcome(marker) or outcome
             tier = tier or marker.get("tier")
         self.engine.record_call_deferred(
             model=_model_of(raw) or call.model or "unknown",

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from costopt_core.cache.entry import CacheHit
+    from costopt_core.types import CallOutcome
 
-__all__ = ["SERVED", "ServedNotes", "served_info"]
+__all__ = ["SERVED", "ServedNotes", "served_info", "served_outcome"]
 
 
 class ServedNotes:
@@ -70,3 +71,17 @@ SERVED = ServedNotes()
 def served_info(hit: CacheHit) -> dict[str, Any]:
     """What a cost handler learns about a hit: the cache tier that served it, and how similar."""
     return {"cache": hit.tier, "similarity": round(float(hit.similarity), 4)}
+
+
+def served_outcome(info: Mapping[str, Any]) -> CallOutcome | None:
+    """The ledger outcome of an answer a note describes; ``None`` if no cache served it.
+
+    A note is :func:`served_info`'s, or the ``costopt`` metadata a cache or a
+    router put on the answer (a router's says which tier answered, not a cache).
+    """
+    tier = info.get("cache")
+    if tier == "exact":
+        return "cache_exact"
+    if tier == "semantic":
+        return "cache_semantic"
+    return None

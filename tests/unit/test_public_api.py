@@ -190,12 +190,15 @@ def test_shared_state_public_names() -> None:
 def test_served_notes_public_names() -> None:
     import costopt_core.served as served
 
-    assert set(served.__all__) == {"SERVED", "ServedNotes", "served_info"}
+    assert set(served.__all__) == {"SERVED", "ServedNotes", "served_info", "served_outcome"}
     notes = served.ServedNotes(max_notes=2)
     a, b, c = object(), object(), object()
     for obj in (a, b, c):
         notes.note(obj, {"cache": "exact"})
     assert notes.take(a) is None and notes.take(c) == {"cache": "exact"} and len(notes) == 1
+    assert served.served_outcome({"cache": "exact"}) == "cache_exact"
+    assert served.served_outcome({"cache": "semantic", "similarity": 0.97}) == "cache_semantic"
+    assert served.served_outcome({"tier": "small"}) is None  # a router's route, no cache
 
 
 def test_otel_public_names() -> None:

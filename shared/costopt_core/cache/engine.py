@@ -464,13 +464,10 @@ class SemanticCache:
 
     def _lookup(self, request: CacheRequest) -> _Lookup:
         started = time.monotonic()
-        out = self._lookup_unpadded(request)
+        out = self._drive(self._lookup_steps(request))
         if out[0] is not None and (wait := self._pad(started)) > 0:
             time.sleep(wait)
         return out
-
-    def _lookup_unpadded(self, request: CacheRequest) -> _Lookup:
-        return self._drive(self._lookup_steps(request))
 
     def _lookup_steps(self, request: CacheRequest) -> Generator[_Step, Any, _Lookup]:
         """Exact, then semantic: the lookup both twins run (see _drive)."""
@@ -499,13 +496,10 @@ class SemanticCache:
 
     async def _alookup(self, request: CacheRequest) -> _Lookup:
         started = time.monotonic()
-        out = await self._alookup_unpadded(request)
+        out = await self._adrive(self._lookup_steps(request))
         if out[0] is not None and (wait := self._pad(started)) > 0:
             await asyncio.sleep(wait)
         return out
-
-    async def _alookup_unpadded(self, request: CacheRequest) -> _Lookup:
-        return await self._adrive(self._lookup_steps(request))
 
     # -- store ----------------------------------------------------------------
     def store(
@@ -581,7 +575,7 @@ class SemanticCache:
         try:
             entry = self._landed(
                 prep,
-                self._guarded("get", lambda: self.backend.get(prep.key, now=self.clock()), None),
+                self._do(_Get(prep.key, self.clock())),
             )
             if entry is not None:
                 return CacheResult(entry.response, CacheHit(entry, "exact", 1.0))
@@ -655,10 +649,7 @@ class SemanticCache:
             return CacheResult(await call(), None)
         entry = None
         try:
-            got = await self._aguarded(
-                "get", lambda: self.backend.aget(prep.key, now=self.clock()), None
-            )
-            entry = self._landed(prep, got)
+            entry = self._landed(prep, await self._ado(_Get(prep.key, self.clock())))
             if entry is not None:
                 return CacheResult(entry.response, CacheHit(entry, "exact", 1.0))
             response = await call()

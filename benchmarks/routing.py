@@ -47,7 +47,7 @@ time, which leaves out the waits a loaded machine adds).
 
 Data handling: RouterBench prompts are stored as a Python list literal and
 are read as the joined list; rows where any model's score is missing are
-dropped (8 ARC train rows, 6 test; none in Winogrande) so every router is
+dropped (20 ARC train rows, 8 test; none in Winogrande) so every router is
 scored on the same prompts. RouteLLM files have no costs: each prompt is
 priced with the catalog's list prices (``gpt-4-1106-preview`` resolves to
 gpt-4-turbo at $10/$30 per million tokens, Mixtral-8x7B-Instruct to $0.60/$0.60)

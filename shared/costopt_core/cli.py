@@ -356,7 +356,8 @@ def calibrate(
         typer.echo(report.summary())
         result["routing"] = report.to_dict()
     if pairs:
-        from costopt_core.cache.calibrate import calibrate_threshold
+        from costopt_core.cache.calibrate import calibrate_pair_threshold, calibrate_threshold
+        from costopt_core.embeddings import is_default_embedder
 
         with _usage_errors("SAMPLES"):
             cal = calibrate_threshold(
@@ -376,6 +377,24 @@ def calibrate(
             "target_precision": cal.target_precision,
             "reached": cal.reached,
         }
+        if is_default_embedder(engine.embedder):
+            # The default embedder turns the pair check on: its threshold is the one
+            # that decides, behind the default gate.
+            with _usage_errors("SAMPLES"):
+                pc = calibrate_pair_threshold(
+                    pairs, target_precision=target_precision, embedder=engine.embedder
+                )
+            typer.echo(
+                f"with the pair check (the default for this embedder): pair_threshold "
+                f"{pc.threshold:.3f}, precision {pc.precision:.3f}, recall {pc.recall:.3f}"
+                f" (the threshold above is for pair_check='off')"
+            )
+            result["cache"]["pair_threshold"] = pc.threshold
+            result["cache"]["pair_check"] = {
+                "precision": pc.precision,
+                "recall": pc.recall,
+                "reached": pc.reached,
+            }
     if out is not None:
         out.write_text(json.dumps(result.get("routing", result), indent=2) + "\n")
         if "routing" in result and "cache" in result:

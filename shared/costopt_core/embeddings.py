@@ -22,7 +22,13 @@ from costopt_core.errors import ConfigurationError
 
 T = TypeVar("T")
 
-__all__ = ["CachingEmbedder", "Embedder", "SentenceTransformerEmbedder", "Vector"]
+__all__ = [
+    "CachingEmbedder",
+    "Embedder",
+    "SentenceTransformerEmbedder",
+    "Vector",
+    "is_default_embedder",
+]
 
 Vector = npt.NDArray[np.float32]
 
@@ -55,6 +61,11 @@ class SentenceTransformerEmbedder:
         self._batch_size = batch_size
         self._model: Any = None
         self._lock = threading.Lock()
+
+    @property
+    def model_path(self) -> str | None:
+        """The model directory passed in; None for the shipped default model."""
+        return self._model_path
 
     @property
     def dim(self) -> int:
@@ -161,6 +172,17 @@ class CachingEmbedder:
         found, missing = self._split(texts)
         new = await self.inner.aembed(missing) if missing else np.zeros((0, 0), dtype=np.float32)
         return self._merge(texts, found, missing, new)
+
+
+def is_default_embedder(embedder: object) -> bool:
+    """True for the shipped all-MiniLM-L6-v2 embedder, bare or behind ``CachingEmbedder``s.
+
+    Defaults calibrated on that model's similarities (the cache's threshold and
+    pair check) only mean what they say for it.
+    """
+    while isinstance(embedder, CachingEmbedder):
+        embedder = embedder.inner
+    return isinstance(embedder, SentenceTransformerEmbedder) and embedder.model_path is None
 
 
 def _quietly(load: Callable[[], T]) -> T:

@@ -134,6 +134,8 @@ def test_calibrate_then_project_with_the_thresholds(tmp_path) -> None:
     assert report.tier_names == ("small", "mid", "frontier") and report.n_samples == 40
     cache = json.loads((tmp_path / "router.cache.json").read_text())
     assert cache["n_pairs"] == 2 and 0 < cache["threshold"] <= 1
+    # the default embedder turns the pair check on, so its threshold is calibrated too
+    assert "with the pair check" in res.output and 0 < cache["pair_threshold"] <= 1
 
     sample = _jsonl(tmp_path / "s.jsonl", [{"prompt": p} for p in easy + hard])
     res = RUNNER.invoke(

@@ -23,9 +23,10 @@ CORE = {
 CACHE = {
     "BackendStats", "CacheBackend", "CacheConfig", "CacheEntry", "CacheHit", "CacheRequest",
     "CacheResult", "CacheStats", "CachedResponse", "CalibrationResult", "ComponentCache",
-    "ComponentStats", "GuardConfig", "MemoryCacheBackend", "RedisCacheBackend",
-    "SQLiteCacheBackend", "SemanticCache", "Verifier", "calibrate_threshold", "check_guards",
-    "decide",
+    "ComponentStats", "GuardConfig", "MemoryCacheBackend", "PairModel", "PairScorer",
+    "RedisCacheBackend", "SQLiteCacheBackend", "SemanticCache", "Verifier",
+    "calibrate_pair_threshold", "calibrate_threshold", "check_guards", "decide",
+    "pair_probability",
 }  # fmt: skip
 CONTEXT = {
     "DAYS_PER_MONTH", "MIN_CACHEABLE_TOKENS", "AbstractiveConfig", "AbstractiveSummary",

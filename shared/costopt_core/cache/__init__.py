@@ -1,7 +1,11 @@
 """The semantic response cache: engine, config, backends (see ``engine``)."""
 
 from costopt_core.cache.backend import BackendStats, CacheBackend
-from costopt_core.cache.calibrate import CalibrationResult, calibrate_threshold
+from costopt_core.cache.calibrate import (
+    CalibrationResult,
+    calibrate_pair_threshold,
+    calibrate_threshold,
+)
 from costopt_core.cache.component import ComponentCache, ComponentStats
 from costopt_core.cache.config import CacheConfig
 from costopt_core.cache.engine import CacheResult, CacheStats, SemanticCache, Verifier
@@ -9,6 +13,7 @@ from costopt_core.cache.entry import CachedResponse, CacheEntry, CacheHit
 from costopt_core.cache.guards import GuardConfig, check_guards, decide
 from costopt_core.cache.keys import CacheRequest
 from costopt_core.cache.memory_backend import MemoryCacheBackend
+from costopt_core.cache.pair_model import PairModel, PairScorer, pair_probability
 from costopt_core.cache.sqlite_backend import SQLiteCacheBackend
 
 __all__ = [
@@ -26,13 +31,17 @@ __all__ = [
     "ComponentStats",
     "GuardConfig",
     "MemoryCacheBackend",
+    "PairModel",
+    "PairScorer",
     "RedisCacheBackend",
     "SQLiteCacheBackend",
     "SemanticCache",
     "Verifier",
+    "calibrate_pair_threshold",
     "calibrate_threshold",
     "check_guards",
     "decide",
+    "pair_probability",
 ]
 
 

@@ -22,7 +22,9 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from costopt_core.cache.defaults import DEFAULT_PAIR_GATE
 from costopt_core.cache.guards import GuardConfig, check_guards
+from costopt_core.cache.pair_model import PairScorer, default_pair_model, pair_probability
 from costopt_core.errors import ConfigurationError
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "CurvePoint",
     "SupportsEmbed",
     "calibrate_from_scores",
+    "calibrate_pair_threshold",
     "calibrate_threshold",
     "guard_verdicts",
     "pair_similarities",
@@ -38,6 +41,8 @@ __all__ = [
 
 #: Thresholds reported in the curve unless the caller passes its own grid.
 DEFAULT_GRID: tuple[float, ...] = tuple(round(0.5 + 0.01 * i, 2) for i in range(51))
+#: Pair-check probabilities reported in the curve.
+PAIR_GRID: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 
 
 class SupportsEmbed(Protocol):
@@ -326,6 +331,69 @@ def calibrate_threshold(
         sims,
         [label for _, _, label in pairs],
         [v is None for v in verdicts],
+        target_precision=target_precision,
+        confidence=confidence,
+        grid=grid,
+    )
+
+
+def calibrate_pair_threshold(
+    pairs: Sequence[tuple[str, str, int]],
+    *,
+    target_precision: float = 0.9,
+    embedder: SupportsEmbed,
+    pair_model: PairScorer | None = None,
+    gate: float = DEFAULT_PAIR_GATE,
+    config: GuardConfig | None = None,
+    confidence: float | None = None,
+    grid: Sequence[float] = PAIR_GRID,
+) -> CalibrationResult:
+    """The lowest ``CacheConfig.pair_threshold`` whose pairwise precision reaches a target.
+
+    The twin of :func:`calibrate_threshold` for the pair check: a pair is
+    accepted when its similarity reaches ``gate``, the guards pass it and its
+    :func:`~costopt_core.cache.pair_model.pair_probability` reaches the
+    threshold. Only pairs that clear the gate and guards are scored by the
+    pair model, as in the cache.
+
+    Args:
+        pairs: ``(text_a, text_b, label)``; the cache holds ``text_a``.
+        target_precision: the pairwise precision to reach, in (0, 1].
+        embedder: the cache's embedder (the pair check's weights were fitted
+            on the default one's similarities).
+        pair_model: scores pairs; the shipped ``PairModel`` when omitted.
+        gate: the cache's ``similarity_threshold`` in front of the check.
+        config: guards (``GuardConfig()`` when omitted).
+        confidence: check the Wilson lower bound at this level instead of the
+            measured precision (see :func:`calibrate_from_scores`).
+        grid: probabilities to report in the curve.
+
+    Returns:
+        A :class:`CalibrationResult` whose ``threshold`` is a probability:
+        pass it as ``CacheConfig(pair_threshold=...)``.
+
+    Raises:
+        ConfigurationError: no pairs, labels other than 0/1, a target
+            outside (0, 1] or a gate outside (0, 1].
+    """
+    if not pairs:
+        raise ConfigurationError("calibration needs at least one labelled pair")
+    if not 0.0 < gate <= 1.0:
+        raise ConfigurationError(f"gate must be in (0, 1], got {gate}")
+    cfg = config if config is not None else GuardConfig()
+    texts = [(a, b) for a, b, _ in pairs]
+    sims = pair_similarities(texts, embedder)
+    ok = np.array([v is None for v in guard_verdicts(texts, cfg)]) & (sims >= np.float32(gate))
+    scorer = pair_model if pair_model is not None else default_pair_model()
+    logits = np.zeros(len(texts), dtype=np.float32)
+    todo = np.flatnonzero(ok)
+    if todo.size:
+        logits[todo] = scorer.logits([texts[i] for i in todo])
+    scores = np.where(ok, pair_probability(logits, sims), 0.0)
+    return calibrate_from_scores(
+        scores,
+        [label for _, _, label in pairs],
+        ok,
         target_precision=target_precision,
         confidence=confidence,
         grid=grid,

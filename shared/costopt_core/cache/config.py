@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from costopt_core.cache.defaults import DEFAULT_GUARDS, DEFAULT_SIMILARITY_THRESHOLD
+from costopt_core.cache.defaults import (
+    DEFAULT_GUARDS,
+    DEFAULT_PAIR_GATE,
+    DEFAULT_PAIR_THRESHOLD,
+    DEFAULT_SIMILARITY_THRESHOLD,
+)
 from costopt_core.cache.guards import GuardConfig
 from costopt_core.errors import config_error
 
@@ -29,11 +34,30 @@ class CacheConfig(BaseModel):
         except ValidationError as exc:
             raise config_error(type(self).__name__, exc) from None
 
-    similarity_threshold: float = Field(
-        DEFAULT_SIMILARITY_THRESHOLD,
+    similarity_threshold: float | None = Field(
+        None,
         gt=0.0,
         le=1.0,
-        description="Cosine similarity a semantic hit needs (guards apply on top).",
+        description=(
+            "Cosine similarity a semantic hit needs (guards and the pair check apply on "
+            f"top). None: the shipped default, {DEFAULT_SIMILARITY_THRESHOLD} alone or "
+            f"{DEFAULT_PAIR_GATE} in front of the pair check."
+        ),
+    )
+    pair_check: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "Score each candidate with the learned pair model (both prompts read "
+            "together) and serve it only if pair_threshold is reached. 'auto': on with "
+            "the default embedder, whose similarities the check was calibrated with; "
+            "with your own embedder, calibrate a threshold and turn it 'on' if wanted."
+        ),
+    )
+    pair_threshold: float = Field(
+        DEFAULT_PAIR_THRESHOLD,
+        gt=0.0,
+        lt=1.0,
+        description="Lowest pair_probability (pair model + similarity) that serves a hit.",
     )
     guards: GuardConfig = Field(default_factory=lambda: DEFAULT_GUARDS)
     semantic: bool = Field(True, description="False: exact matches only.")

@@ -2,7 +2,8 @@
 
 One lookup tries the exact key, then the nearest stored prompts of the same
 scope, accepting a semantic candidate only when it clears the threshold, the
-false-hit guards and (optionally) a verifier. A failing backend is a miss,
+false-hit guards, the learned pair check (with the default embedder) and
+(optionally) a verifier. A failing backend is a miss,
 never an error for the user; a circuit breaker stops calling a dead one.
 Concurrent identical misses make one model call.
 """
@@ -26,12 +27,14 @@ import numpy.typing as npt
 from costopt_core.cache.backend import CacheBackend
 from costopt_core.cache.breaker import CircuitBreaker
 from costopt_core.cache.config import CacheConfig
+from costopt_core.cache.defaults import DEFAULT_PAIR_GATE, DEFAULT_SIMILARITY_THRESHOLD
 from costopt_core.cache.entry import CachedResponse, CacheEntry, CacheHit
 from costopt_core.cache.guards import decide
 from costopt_core.cache.keys import CacheRequest, PreparedRequest, namespace_of, prepare
 from costopt_core.cache.memory_backend import MemoryCacheBackend
+from costopt_core.cache.pair_model import PairScorer, default_pair_model, pair_probability
 from costopt_core.cache.signing import sign, verify
-from costopt_core.embeddings import Embedder
+from costopt_core.embeddings import Embedder, is_default_embedder
 from costopt_core.errors import ConfigurationError
 
 __all__ = ["CacheResult", "CacheStats", "SemanticCache", "Verifier", "skip_reason"]
@@ -86,7 +89,16 @@ class _Put:
     entry: CacheEntry
 
 
-_Step = _Get | _Embed | _Search | _Put
+@dataclass(frozen=True, slots=True)
+class _Score:
+    """The pair model's logit for (cached prompt, query); None if it failed."""
+
+    scorer: PairScorer
+    cached_prompt: str
+    query: str
+
+
+_Step = _Get | _Embed | _Search | _Put | _Score
 _Lookup = tuple["CacheHit | None", PreparedRequest, "npt.NDArray[np.float32] | None"]
 
 
@@ -147,6 +159,8 @@ class SemanticCache:
         config: thresholds, guards and policies.
         verifier: optional last check on a semantic candidate (e.g. a cheap
             model judging equivalence); False rejects the hit.
+        pair_model: what ``config.pair_check`` scores pairs with; the shipped
+            ``PairModel`` (shared by every cache in the process) when omitted.
         clock: wall clock in epoch seconds (TTL), injectable for tests.
 
     Example:
@@ -165,6 +179,7 @@ class SemanticCache:
         embedder: Embedder | None = None,
         config: CacheConfig | None = None,
         verifier: Verifier | None = None,
+        pair_model: PairScorer | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if isinstance(backend, str):
@@ -185,6 +200,8 @@ class SemanticCache:
             )
         self._signing_key = None if key is None else key.get_secret_value().encode("utf-8")
         self.verifier = verifier
+        self._pair_model = pair_model
+        self._decision: tuple[float, PairScorer | None] | None = None
         self.clock = clock
         self.breaker = CircuitBreaker(self.config.breaker_failures, self.config.breaker_reset_s)
         self._stats = CacheStats(guard_rejections=Counter(), skipped_stores=Counter())
@@ -206,6 +223,29 @@ class SemanticCache:
 
             self._embedder = default_engine().embedder
         return self._embedder
+
+    @property
+    def similarity_threshold(self) -> float:
+        """The cosine a semantic candidate needs: the configured one, else the default
+        of the decision in use (lower in front of the pair check, which does the rest)."""
+        return self._resolved()[0]
+
+    @property
+    def pair_check(self) -> bool:
+        """Whether candidates go through the learned pair check (``config.pair_check``)."""
+        return self._resolved()[1] is not None
+
+    def _resolved(self) -> tuple[float, PairScorer | None]:
+        # Resolved on first use: "auto" looks at the embedder, which is built lazily.
+        if self._decision is None:
+            mode = self.config.pair_check
+            on = mode == "on" or (mode == "auto" and is_default_embedder(self.embedder))
+            scorer = (self._pair_model or default_pair_model()) if on else None
+            threshold = self.config.similarity_threshold
+            if threshold is None:
+                threshold = DEFAULT_PAIR_GATE if on else DEFAULT_SIMILARITY_THRESHOLD
+            self._decision = (threshold, scorer)
+        return self._decision
 
     def __repr__(self) -> str:
         return f"SemanticCache(backend={self.backend!r})"
@@ -325,6 +365,8 @@ class SemanticCache:
         if isinstance(step, _Search):
             none: list[tuple[CacheEntry, float]] = []
             return self._guarded("search", partial(self._search, step), none)
+        if isinstance(step, _Score):
+            return self._score(step)
         return self._guarded("put", partial(self._put, step.entry), False)
 
     async def _ado(self, step: _Step) -> Any:
@@ -336,7 +378,17 @@ class SemanticCache:
         if isinstance(step, _Search):
             none: list[tuple[CacheEntry, float]] = []
             return await self._aguarded("search", partial(self._asearch, step), none)
+        if isinstance(step, _Score):
+            return await asyncio.to_thread(self._score, step)
         return await self._aguarded("put", partial(self._aput, step.entry), False)
+
+    def _score(self, step: _Score) -> float | None:
+        try:
+            return float(step.scorer.logits([(step.cached_prompt, step.query)])[0])
+        except Exception as exc:  # precision first: an unchecked candidate is not served
+            self._count("errors")
+            log.warning("cache pair check failed (%s); treating as a miss", exc)
+            return None
 
     def _search(self, step: _Search) -> list[tuple[CacheEntry, float]]:
         return self.backend.search(
@@ -390,9 +442,10 @@ class SemanticCache:
 
     def _pick(
         self, prep: PreparedRequest, candidates: list[tuple[CacheEntry, float]]
-    ) -> CacheHit | None:
-        """The first candidate that clears threshold, guards and verifier."""
+    ) -> Generator[_Step, Any, CacheHit | None]:
+        """The first candidate that clears threshold, guards, pair check and verifier."""
         cfg = self.config
+        threshold, scorer = self._resolved()
         for entry, sim in candidates:
             if entry.scope != prep.scope:  # a backend must never do this; refuse anyway
                 log.error("cache backend returned an entry of another scope; ignored")
@@ -400,12 +453,12 @@ class SemanticCache:
             if not self._authentic(entry):
                 continue
             reason = decide(
-                prep.text,
-                entry.prompt_text,
-                sim,
-                threshold=cfg.similarity_threshold,
-                config=cfg.guards,
+                prep.text, entry.prompt_text, sim, threshold=threshold, config=cfg.guards
             )
+            if reason is None and scorer is not None:
+                logit = yield _Score(scorer, entry.prompt_text, prep.text)
+                ok = logit is not None and float(pair_probability(logit, sim)) >= cfg.pair_threshold
+                reason = None if ok else "pair_check"
             if reason is None and self.verifier is not None:
                 try:
                     ok = self.verifier(prep.text, entry.prompt_text, entry.response)
@@ -486,9 +539,9 @@ class SemanticCache:
             self._count("misses")
             return None, prep, None
         cands: list[tuple[CacheEntry, float]] = yield _Search(
-            prep.scope, vec, now, self.config.similarity_threshold
+            prep.scope, vec, now, self.similarity_threshold
         )
-        return self._pick(prep, cands), prep, vec
+        return (yield from self._pick(prep, cands)), prep, vec
 
     async def alookup(self, request: CacheRequest) -> CacheHit | None:
         """Async twin of :meth:`lookup`."""

@@ -64,13 +64,14 @@ from costopt_core.cache.calibrate import calibrate_from_scores
 from costopt_core.cache.defaults import (
     DEFAULT_GUARDS,
     DEFAULT_PAIR_GATE,
+    DEFAULT_PAIR_SKIP,
     DEFAULT_PAIR_THRESHOLD,
     DEFAULT_PAIR_WEIGHTS,
     DEFAULT_SIMILARITY_THRESHOLD,
     GUARDS_OFF,
 )
 from costopt_core.cache.guards import GuardConfig, check_guards, decide
-from costopt_core.cache.pair_model import default_pair_model, pair_probability
+from costopt_core.cache.pair_model import default_pair_model, pair_probability, pair_scores
 from costopt_core.embeddings import SentenceTransformerEmbedder
 
 DEFAULT_DATA = _common.DATA / "cache" / "qqp_pairs_dev.jsonl.gz"
@@ -79,7 +80,7 @@ BASELINES = {"redisvl_default_0.90": 0.90, "gptcache_default_0.80": 0.80}
 TOP_K = 4  # the engine's default number of semantic candidates per lookup
 TARGET_PRECISION = 0.90
 CONFIDENCE = 0.95
-PAIR_GRID = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.86, 0.867, 0.87, 0.88, 0.9, 0.92)
+PAIR_GRID = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.86, 0.87, 0.874, 0.88, 0.9, 0.92)
 GUARD_SWITCHES = ("numbers", "dates", "entities", "negation", "polarity", "question_word")
 
 Pairs = list[tuple[str, str, int]]
@@ -253,7 +254,7 @@ def retrieval(
 
     def lookup(q: str, threshold: float, config: GuardConfig, pair: bool) -> str | None:
         for c, s in passing(q, threshold, config):
-            if not pair:
+            if not pair or s >= DEFAULT_PAIR_SKIP:
                 return stored[c]
             p = pair_probability(scores.logit[(stored[c], q)], s)
             if float(p) >= DEFAULT_PAIR_THRESHOLD:
@@ -263,7 +264,14 @@ def retrieval(
     out: dict[str, dict[str, Any]] = {}
     for name, (threshold, config, pair) in configs.items():
         if pair:
-            scores.need([(stored[c], q) for q in queries for c, _ in passing(q, threshold, config)])
+            scores.need(
+                [
+                    (stored[c], q)
+                    for q in queries
+                    for c, s in passing(q, threshold, config)
+                    if s < DEFAULT_PAIR_SKIP
+                ]
+            )
         hit_of = {q: lookup(q, threshold, config, pair) for q in queries}
         counts: Counter[str] = Counter()
         for i in rows:
@@ -341,7 +349,8 @@ def refit_pair_check(
     A logistic regression of the label on (pair-model logit, cosine) over the
     calibration quarter's pairs that clear the gate and guards, then the
     lowest probability whose precision's 95% Wilson lower bound reaches 0.90 on
-    that quarter; scored on the unseen quarter. On the shipped data this
+    that quarter, pairs at or above the skip similarity always accepted;
+    scored on the unseen quarter. On the shipped data this
     reproduces the shipped constants; on other data it shows how far they are
     from what that data would choose.
     """
@@ -353,7 +362,8 @@ def refit_pair_check(
     x = np.c_[logits, sims].astype(np.float64)
     lr = LogisticRegression(C=10.0, max_iter=1000).fit(x[fit], labels[fit])
     w = (float(lr.coef_[0][0]), float(lr.coef_[0][1]), float(lr.intercept_[0]))
-    p = np.where(gate_ok, pair_probability(logits, sims, w), 0.0).astype(np.float32)
+    p = np.where(gate_ok, pair_scores(logits, sims, DEFAULT_PAIR_SKIP, w), 0.0)
+    p = p.astype(np.float32)
     cal_sel = splits["held_out_calibration"]
     cal = calibrate_from_scores(
         p[cal_sel],
@@ -425,9 +435,11 @@ def main(argv: list[str] | None = None) -> int:
     # The shipped decision: the pair check scores what clears the gate and guards.
     scores = PairScores()
     gate_ok = guarded & (sims >= np.float32(DEFAULT_PAIR_GATE))
+    # Scored even at or above the skip similarity, for the refit and the curve.
     scores.need([(pairs[i][0], pairs[i][1]) for i in np.flatnonzero(gate_ok)])
     logits = np.array([scores.logit.get((a, b), 0.0) for a, b, _ in pairs], dtype=np.float32)
-    pair_p = np.where(gate_ok, pair_probability(logits, sims), 0.0).astype(np.float32)
+    pair_p = np.where(gate_ok, pair_scores(logits, sims, DEFAULT_PAIR_SKIP), 0.0)
+    pair_p = pair_p.astype(np.float32)
     shipped = gate_ok & (pair_p >= np.float32(DEFAULT_PAIR_THRESHOLD))
     pair_info = {
         "pairs_scored": int(gate_ok.sum()),
@@ -546,6 +558,7 @@ def main(argv: list[str] | None = None) -> int:
             "weights_logit_similarity_bias": list(DEFAULT_PAIR_WEIGHTS),
             "pair_threshold": DEFAULT_PAIR_THRESHOLD,
             "gate": DEFAULT_PAIR_GATE,
+            "skip_similarity": DEFAULT_PAIR_SKIP,
         },
         "scope_of_top_level_figures": (
             "held_out half: the pair model was trained on the tune half of this file, so "
@@ -680,7 +693,8 @@ def main(argv: list[str] | None = None) -> int:
         curve_rows.append(row)
     print()
     print_table(
-        f"Pair check above the gate ({DEFAULT_PAIR_GATE}, guards on); * = shipped threshold",
+        f"Pair check above the gate ({DEFAULT_PAIR_GATE}, guards on, served without it at "
+        f">= {DEFAULT_PAIR_SKIP}); * = shipped threshold",
         ["pair p >=", "P held", "R held", "P calib", "R calib", "P unseen", "R unseen"],
         curve_rows,
     )

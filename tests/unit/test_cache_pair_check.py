@@ -58,7 +58,11 @@ class TableScorer:
 
 
 def cache_with(scorer: TableScorer, **cfg: object) -> SemanticCache:
-    settings: dict[str, object] = {"similarity_threshold": 0.5, **cfg}
+    settings: dict[str, object] = {
+        "similarity_threshold": 0.5,
+        "pair_skip_similarity": None,
+        **cfg,
+    }
     config = CacheConfig(pair_check="on", guards=GUARDS_OFF, **settings)
     return SemanticCache(embedder=FakeEmbedder(dim=256), config=config, pair_model=scorer)
 
@@ -152,6 +156,18 @@ def test_exact_hits_and_below_gate_candidates_never_reach_the_model() -> None:
     assert scorer.calls == []
 
 
+def test_a_near_identical_candidate_skips_the_pair_model() -> None:
+    emb = FakeEmbedder(dim=256)
+    sim = float(emb.embed([STORED])[0] @ emb.embed([ASKED])[0])
+    scorer = TableScorer({(STORED, ASKED): -12.0})  # would reject
+    skipped = cache_with(scorer, pair_skip_similarity=sim)
+    checked = cache_with(scorer, pair_skip_similarity=min(sim + 0.01, 1.0))
+    for c in (skipped, checked):
+        c.store(req(STORED), answer())
+    assert skipped.lookup(req(ASKED)) is not None and scorer.calls == []
+    assert checked.lookup(req(ASKED)) is None and scorer.calls == [(STORED, ASKED)]
+
+
 def test_a_failing_pair_model_is_a_miss_not_an_error() -> None:
     scorer = TableScorer({}, fail=True)
     cache = cache_with(scorer)
@@ -184,7 +200,13 @@ def test_calibrate_pair_threshold_scores_only_what_clears_gate_and_guards() -> N
     table = {p: 6.0 for p in same} | {p: -6.0 for p in diff}
     scorer = TableScorer(table)
     result = calibrate_pair_threshold(
-        labelled, embedder=emb, pair_model=scorer, gate=0.5, config=GUARDS_OFF, target_precision=1.0
+        labelled,
+        embedder=emb,
+        pair_model=scorer,
+        gate=0.5,
+        skip=None,
+        config=GUARDS_OFF,
+        target_precision=1.0,
     )
     assert far not in scorer.calls and set(scorer.calls) == set(same) | set(diff)
     assert result.reached and result.precision == 1.0 and result.recall == 1.0

@@ -22,9 +22,9 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from costopt_core.cache.defaults import DEFAULT_PAIR_GATE
+from costopt_core.cache.defaults import DEFAULT_PAIR_GATE, DEFAULT_PAIR_SKIP
 from costopt_core.cache.guards import GuardConfig, check_guards
-from costopt_core.cache.pair_model import PairScorer, default_pair_model, pair_probability
+from costopt_core.cache.pair_model import PairScorer, default_pair_model, pair_scores
 from costopt_core.errors import ConfigurationError
 
 __all__ = [
@@ -344,6 +344,7 @@ def calibrate_pair_threshold(
     embedder: SupportsEmbed,
     pair_model: PairScorer | None = None,
     gate: float = DEFAULT_PAIR_GATE,
+    skip: float | None = DEFAULT_PAIR_SKIP,
     config: GuardConfig | None = None,
     confidence: float | None = None,
     grid: Sequence[float] = PAIR_GRID,
@@ -353,8 +354,9 @@ def calibrate_pair_threshold(
     The twin of :func:`calibrate_threshold` for the pair check: a pair is
     accepted when its similarity reaches ``gate``, the guards pass it and its
     :func:`~costopt_core.cache.pair_model.pair_probability` reaches the
-    threshold. Only pairs that clear the gate and guards are scored by the
-    pair model, as in the cache.
+    threshold, or its similarity reaches ``skip``. Only pairs that clear the
+    gate and guards and stay below ``skip`` are scored by the pair model, as
+    in the cache.
 
     Args:
         pairs: ``(text_a, text_b, label)``; the cache holds ``text_a``.
@@ -363,6 +365,8 @@ def calibrate_pair_threshold(
             on the default one's similarities).
         pair_model: scores pairs; the shipped ``PairModel`` when omitted.
         gate: the cache's ``similarity_threshold`` in front of the check.
+        skip: the cache's ``pair_skip_similarity``: pairs at or above it are
+            accepted without the check (and not scored).
         config: guards (``GuardConfig()`` when omitted).
         confidence: check the Wilson lower bound at this level instead of the
             measured precision (see :func:`calibrate_from_scores`).
@@ -386,10 +390,10 @@ def calibrate_pair_threshold(
     ok = np.array([v is None for v in guard_verdicts(texts, cfg)]) & (sims >= np.float32(gate))
     scorer = pair_model if pair_model is not None else default_pair_model()
     logits = np.zeros(len(texts), dtype=np.float32)
-    todo = np.flatnonzero(ok)
+    todo = np.flatnonzero(ok if skip is None else ok & (sims < np.float32(skip)))
     if todo.size:
         logits[todo] = scorer.logits([texts[i] for i in todo])
-    scores = np.where(ok, pair_probability(logits, sims), 0.0)
+    scores = np.where(ok, pair_scores(logits, sims, skip), 0.0)
     return calibrate_from_scores(
         scores,
         [label for _, _, label in pairs],

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from costopt_core.cache.defaults import (
     DEFAULT_GUARDS,
     DEFAULT_PAIR_GATE,
+    DEFAULT_PAIR_SKIP,
     DEFAULT_PAIR_THRESHOLD,
     DEFAULT_SIMILARITY_THRESHOLD,
 )
@@ -58,6 +59,16 @@ class CacheConfig(BaseModel):
         gt=0.0,
         lt=1.0,
         description="Lowest pair_probability (pair model + similarity) that serves a hit.",
+    )
+    pair_skip_similarity: float | None = Field(
+        DEFAULT_PAIR_SKIP,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "Similarity at or above which a candidate the guards pass is served without "
+            "the pair check (near-identical prompts: the check adds hits below this, and "
+            "costs nothing above it). None: every candidate goes through the check."
+        ),
     )
     guards: GuardConfig = Field(default_factory=lambda: DEFAULT_GUARDS)
     semantic: bool = Field(True, description="False: exact matches only.")

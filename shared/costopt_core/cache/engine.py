@@ -455,7 +455,8 @@ class SemanticCache:
             reason = decide(
                 prep.text, entry.prompt_text, sim, threshold=threshold, config=cfg.guards
             )
-            if reason is None and scorer is not None:
+            skip = cfg.pair_skip_similarity
+            if reason is None and scorer is not None and (skip is None or sim < skip):
                 logit = yield _Score(scorer, entry.prompt_text, prep.text)
                 ok = logit is not None and float(pair_probability(logit, sim)) >= cfg.pair_threshold
                 reason = None if ok else "pair_check"

@@ -40,6 +40,7 @@ __all__ = [
     "PairScorer",
     "default_pair_model",
     "pair_probability",
+    "pair_scores",
 ]
 
 #: The adapter shipped with the package (float16 arrays, one per trained tensor).
@@ -152,6 +153,19 @@ def pair_probability(
     z = w_logit * np.asarray(logits, dtype=np.float64)
     z = z + w_sim * np.asarray(similarities, dtype=np.float64) + bias
     return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float64)
+
+
+def pair_scores(
+    logits: npt.ArrayLike,
+    similarities: npt.ArrayLike,
+    skip: float | None,
+    weights: tuple[float, float, float] = DEFAULT_PAIR_WEIGHTS,
+) -> npt.NDArray[np.float64]:
+    """What the cache compares with ``pair_threshold``, per pair: 1.0 at or above
+    ``skip`` (served without the check), :func:`pair_probability` below it."""
+    sims = np.asarray(similarities, dtype=np.float64)
+    p = pair_probability(logits, sims, weights)
+    return p if skip is None else np.where(sims >= skip, 1.0, p)
 
 
 @functools.cache

@@ -384,10 +384,11 @@ def calibrate(
                 pc = calibrate_pair_threshold(
                     pairs, target_precision=target_precision, embedder=engine.embedder
                 )
+            pc_state = "reached" if pc.reached else "NOT reached"
             typer.echo(
                 f"with the pair check (the default for this embedder): pair_threshold "
-                f"{pc.threshold:.3f}, precision {pc.precision:.3f}, recall {pc.recall:.3f}"
-                f" (the threshold above is for pair_check='off')"
+                f"{pc.threshold:.3f}, precision {pc.precision:.3f}, recall {pc.recall:.3f}; "
+                f"target {pc_state} (the threshold above is for pair_check='off')"
             )
             result["cache"]["pair_threshold"] = pc.threshold
             result["cache"]["pair_check"] = {

@@ -221,10 +221,36 @@ def test_calibrate_pair_threshold_checks_its_gate() -> None:
         calibrate_pair_threshold([("a", "b", 1)], embedder=FakeEmbedder(), gate=0.0)
 
 
-@pytest.mark.parametrize("bad", [0.0, 1.0, 1.5])
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])
 def test_pair_threshold_is_validated(bad: float) -> None:
     with pytest.raises(ConfigurationError, match="pair_threshold"):
         CacheConfig(pair_threshold=bad)
+
+
+def test_a_replaced_config_is_resolved_again() -> None:
+    cache = SemanticCache(embedder=SentenceTransformerEmbedder())
+    assert cache.pair_check
+    cache.config = CacheConfig(pair_check="off")
+    assert not cache.pair_check and cache.similarity_threshold == DEFAULT_SIMILARITY_THRESHOLD
+
+
+def test_a_failed_load_is_not_retried_on_every_candidate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import costopt_core.cache.pair_model as pm
+
+    calls = []
+
+    def broken(*args: object) -> None:
+        calls.append(args)
+        raise ConfigurationError("adapter unreadable")
+
+    monkeypatch.setattr(pm, "_build", broken)
+    model = PairModel(adapter_path=tmp_path / "x.npz")
+    for _ in range(3):
+        with pytest.raises(ConfigurationError, match="adapter unreadable"):
+            model.logits([("a", "b")])
+    assert len(calls) == 1
 
 
 def test_max_length_is_validated() -> None:
@@ -274,6 +300,16 @@ def test_the_shipped_model_is_batch_independent_and_nearly_symmetric(shipped: Pa
     swapped = shipped.logits([(b, a) for a, b in pairs])
     assert np.allclose(batch, one, atol=1e-3)  # padding in a batch changes nothing
     assert np.all(np.abs(batch - swapped) < 1.0)  # trained on both orders
+
+
+def test_the_shipped_model_is_safe_to_call_from_many_threads(shipped: PairModel) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    pairs = [(f"How do I learn {w}?", f"What is the best way to learn {w}?") for w in "ABCDEFGH"]
+    want = shipped.logits(pairs)
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda p: float(shipped.logits([p])[0]), pairs))
+    assert np.allclose(got, want, atol=1e-3)
 
 
 def test_the_shipped_decision_serves_a_paraphrase_and_refuses_a_near_miss(

@@ -57,8 +57,11 @@ class CacheConfig(BaseModel):
     pair_threshold: float = Field(
         DEFAULT_PAIR_THRESHOLD,
         gt=0.0,
-        lt=1.0,
-        description="Lowest pair_probability (pair model + similarity) that serves a hit.",
+        le=1.0,
+        description=(
+            "Lowest pair_probability (pair model + similarity) that serves a hit; 1.0 "
+            "serves only candidates at or above pair_skip_similarity."
+        ),
     )
     pair_skip_similarity: float | None = Field(
         DEFAULT_PAIR_SKIP,

@@ -202,6 +202,7 @@ class SemanticCache:
         self.verifier = verifier
         self._pair_model = pair_model
         self._decision: tuple[float, PairScorer | None] | None = None
+        self._decided_for: CacheConfig | None = None
         self.clock = clock
         self.breaker = CircuitBreaker(self.config.breaker_failures, self.config.breaker_reset_s)
         self._stats = CacheStats(guard_rejections=Counter(), skipped_stores=Counter())
@@ -236,8 +237,9 @@ class SemanticCache:
         return self._resolved()[1] is not None
 
     def _resolved(self) -> tuple[float, PairScorer | None]:
-        # Resolved on first use: "auto" looks at the embedder, which is built lazily.
-        if self._decision is None:
+        # Resolved on first use ("auto" looks at the embedder, which is built
+        # lazily) and again if the config object is replaced.
+        if self._decision is None or self._decided_for is not self.config:
             mode = self.config.pair_check
             on = mode == "on" or (mode == "auto" and is_default_embedder(self.embedder))
             scorer = (self._pair_model or default_pair_model()) if on else None
@@ -245,6 +247,7 @@ class SemanticCache:
             if threshold is None:
                 threshold = DEFAULT_PAIR_GATE if on else DEFAULT_SIMILARITY_THRESHOLD
             self._decision = (threshold, scorer)
+            self._decided_for = self.config
         return self._decision
 
     def __repr__(self) -> str:

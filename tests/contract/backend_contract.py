@@ -111,11 +111,17 @@ class BackendOps:
         return await self.backend.aget(key, now=now)
 
     async def search(
-        self, scope: str, vector: npt.NDArray[np.float32], k: int, *, now: float = NOW
+        self,
+        scope: str,
+        vector: npt.NDArray[np.float32],
+        k: int,
+        *,
+        now: float = NOW,
+        min_similarity: float | None = None,
     ) -> list[tuple[CacheEntry, float]]:
         if self.mode == "sync":
-            return self.backend.search(scope, vector, k, now=now)
-        return await self.backend.asearch(scope, vector, k, now=now)
+            return self.backend.search(scope, vector, k, now=now, min_similarity=min_similarity)
+        return await self.backend.asearch(scope, vector, k, now=now, min_similarity=min_similarity)
 
     async def put(self, *entries: CacheEntry) -> None:
         for entry in entries:
@@ -341,6 +347,42 @@ class CacheBackendContract:
         [(got, similarity)] = await ops.search("scope-a", vec(0.5, 0.5, 0.5, 0.5), 1)
         assert_same_entry(got, entry)
         assert similarity == pytest.approx(1.0, abs=1e-4)
+
+    async def test_search_with_min_similarity_keeps_every_candidate_at_or_above_it(
+        self, ops: BackendOps
+    ) -> None:
+        # A backend may leave out what is below min_similarity (the engine would
+        # not serve it) but never what is at or above it, and entries stay whole.
+        q = vec(1, 0, 0, 0)
+        known = {
+            "same": vec(1, 0, 0, 0),
+            "cos-0.8": vec(0.8, 0.6, 0, 0),
+            "cos-0.6": vec(0.6, 0, 0.8, 0),
+            "orthogonal": vec(0, 0, 0, 1),
+        }
+        entries = {k: make_entry(k, vector=v, tags=("doc-1",)) for k, v in known.items()}
+        await ops.put(*entries.values(), make_entry("other-scope", scope="scope-b", vector=q))
+        hits = await ops.search("scope-a", q, 10, min_similarity=0.7)
+        assert keys_of(hits)[:2] == ["same", "cos-0.8"]
+        assert all(sim < 0.7 for _, sim in hits[2:])
+        for entry, sim in hits:
+            assert_same_entry(entry, entries[entry.key])
+            assert sim == pytest.approx(cosine(q, known[entry.key]), abs=1e-4)
+        assert keys_of(await ops.search("scope-a", q, 1, min_similarity=0.7)) == ["same"]
+        assert keys_of(await ops.search("scope-a", q, 10, min_similarity=0.8))[:2] == [
+            "same",
+            "cos-0.8",
+        ]
+        above = await ops.search("scope-a", vec(0, 1, 0, 0), 10, min_similarity=0.9)
+        assert all(sim < 0.9 for _, sim in above)  # nothing is that close
+
+    async def test_search_with_min_similarity_skips_expired_entries(self, ops: BackendOps) -> None:
+        q = vec(1, 0, 0, 0)
+        await ops.put(
+            make_entry("expired", vector=q, expires_at=NOW - 1),
+            make_entry("live", vector=vec(0.9, 0.1, 0, 0)),
+        )
+        assert keys_of(await ops.search("scope-a", q, 1, min_similarity=0.5)) == ["live"]
 
     async def test_search_stays_inside_the_scope(self, ops: BackendOps) -> None:
         q = vec(1, 0, 0, 0)

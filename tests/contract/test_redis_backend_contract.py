@@ -135,6 +135,23 @@ def test_bad_arguments_are_configuration_errors() -> None:
         RedisCacheBackend(prefix=":")
     with pytest.raises(ConfigurationError):
         RedisCacheBackend(socket_timeout_s=0)
+    for bad in (0, 1.5, True, "96"):
+        with pytest.raises(ConfigurationError, match="ef_runtime"):
+            RedisCacheBackend(ef_runtime=bad)  # type: ignore[arg-type]
+
+
+def test_vector_searches_keep_as_many_hnsw_candidates_as_the_memory_backend() -> None:
+    from costopt_core.cache.redis_backend import _search_request
+    from costopt_core.cache.vector_index import DEFAULT_EF_SEARCH, VectorIndex
+
+    def ef_sent(k: int, ef: int) -> object:
+        request, params = _search_request("s", vec(1, 0, 0, 0), k, NOW, 10_000, 0.9, ef)
+        assert "EF_RUNTIME $EF" in str(request.build_args()[0])
+        return params["EF"]
+
+    assert VectorIndex(4).ef_search == DEFAULT_EF_SEARCH
+    assert ef_sent(4, DEFAULT_EF_SEARCH) == DEFAULT_EF_SEARCH
+    assert ef_sent(200, 32) == 200  # never fewer candidates than results
 
 
 async def test_an_injected_client_is_used_and_left_open(redis_url: str) -> None:
@@ -265,6 +282,44 @@ def test_entries_without_vectors_work_before_dims_are_known(backend: RedisCacheB
     assert backend.dims == 4
     assert keys_of(backend.search("scope-a", vec(1, 0, 0, 0), 5, now=NOW)) == ["semantic"]
     assert backend.delete_tag("t") == 2
+
+
+def _calls(raw: redis.Redis) -> dict[str, int]:
+    stats = raw.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def test_a_semantic_search_is_one_round_trip_that_reads_only_what_can_be_served(
+    redis_url: str, backend: RedisCacheBackend
+) -> None:
+    q = vec(1, 0, 0, 0)
+    backend.put(make_entry("near", vector=vec(0.95, 0.05, 0, 0)))
+    backend.put(make_entry("far", vector=vec(0, 1, 0, 0)))
+    backend.search("scope-a", q, 4, now=NOW)  # index ready, scope size known
+    raw = _raw(redis_url)
+    try:
+        before = _calls(raw)
+        hits = backend.search("scope-a", q, 4, now=NOW, min_similarity=0.9)
+        after = _calls(raw)
+    finally:
+        raw.close()
+    assert keys_of(hits) == ["near"]
+    assert_same_entry(hits[0][0], make_entry("near", vector=vec(0.95, 0.05, 0, 0)))
+    sent = {c: after[c] - before.get(c, 0) for c in after if after[c] != before.get(c, 0)}
+    sent.pop("info", None)
+    assert sent == {"FT.AGGREGATE": 1}
+
+
+def test_search_rows_deleted_between_match_and_load_are_skipped() -> None:
+    from costopt_core.cache.redis_backend import _candidates, _encode
+
+    fields, _ = _encode(make_entry("k", vector=vec(1, 0, 0, 0)))
+    row = {"vector_distance": b"0.25", **{str(f): v for f, v in fields.items()}}
+    gone = {"vector_distance": b"0.1"}  # matched by the index, hash deleted before LOAD
+    resp3 = {b"results": [{b"extra_attributes": gone}, {b"extra_attributes": row}]}
+    [(entry, sim)] = _candidates(resp3, NOW)
+    assert entry.key == "k" and sim == pytest.approx(0.75)
+    assert entry.vector is not None and entry.vector.tolist() == [1.0, 0.0, 0.0, 0.0]
 
 
 def test_native_ttl_follows_the_entry_lifetime(redis_url: str, backend: RedisCacheBackend) -> None:

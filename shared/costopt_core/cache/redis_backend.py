@@ -21,6 +21,13 @@ Layout, one hash per entry at ``<prefix>:<entry.key>``:
   fields, not indexed: nothing searches their words, and full-text indexing
   long prompts would cost memory and time on every put.
 
+A semantic search is one ``FT.AGGREGATE``: a KNN query filtered by scope and
+expiry inside the search, a ``FILTER`` on the distance, and ``LOAD`` of the
+fields of what is left, so a miss reads no entry and a hit reads only the
+entries that can be served. HNSW searches keep ``ef_runtime`` candidates (the
+memory backend's 96, not RediSearch's 10, which finds the nearest of 100k random
+vectors in fewer than half the searches).
+
 Expiry is enforced twice: a native key TTL evicts the entry, and every query
 filters ``expires_at > now`` (and ``get`` checks it), so an entry past its
 expiry is never returned even before Redis evicts it.
@@ -54,6 +61,7 @@ import redis
 import redis.asyncio as aredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
+from redis.commands.search.aggregation import AggregateRequest
 from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 from redisvl.exceptions import RedisVLError
@@ -65,6 +73,7 @@ from redisvl.schema import IndexSchema
 
 from costopt_core.cache.backend import BackendStats
 from costopt_core.cache.entry import CachedResponse, CacheEntry
+from costopt_core.cache.vector_index import DEFAULT_EF_SEARCH
 from costopt_core.errors import CacheBackendError, ConfigurationError
 
 __all__ = ["RedisCacheBackend"]
@@ -78,7 +87,7 @@ DEFAULT_PREFIX = "costopt:cache"
 _VECTOR = "vector"
 _DISTANCE = VectorQuery.DISTANCE_ID
 _INDEXED_FIELDS = ("key", "scope", "namespace", "tags", "created_at", "expires_at")
-_RETURN_FIELDS = [*_INDEXED_FIELDS, "prompt", "response", _VECTOR, _DISTANCE]
+_STORED_FIELDS = (*_INDEXED_FIELDS, "prompt", "response", _VECTOR)
 _MISSING_INDEX = ("unknown index name", "no such index", "index not found")
 _ALREADY_EXISTS = ("index already exists", "duplicate field")
 #: How long a freshly created index may take to index keys already under its prefix.
@@ -206,7 +215,7 @@ def _encode(entry: CacheEntry) -> tuple[dict[FieldT, EncodableT], int | None]:
 
 
 def _decode(fields: Mapping[Any, Any]) -> CacheEntry:
-    """Rebuild an entry from hash fields (HGETALL: bytes; FT.SEARCH: str, vector bytes)."""
+    """Rebuild an entry from hash fields (HGETALL and FT.AGGREGATE LOAD: bytes)."""
     f = {_text(k): v for k, v in fields.items()}
     raw_tags = _text(f.get("tags", b""))
     raw_vector = f.get(_VECTOR)
@@ -248,15 +257,22 @@ _BATCHES_FROM = 5000
 _SIZE_HINT_TTL_S = 5.0
 
 
-def _search_query(
-    scope: str, vector: npt.NDArray[np.float32], k: int, now: float, scope_size: int
-) -> VectorQuery:
+def _search_request(
+    scope: str,
+    vector: npt.NDArray[np.float32],
+    k: int,
+    now: float,
+    scope_size: int,
+    min_similarity: float | None,
+    ef_runtime: int = DEFAULT_EF_SEARCH,
+) -> tuple[AggregateRequest, dict[str, Any]]:
+    """``FT.AGGREGATE`` request and params for :meth:`RedisCacheBackend.search`."""
     # RediSearch's own choice of hybrid policy brute-forces a filtered KNN when
     # the filter matches most of the index (3 ms at 10k entries against 0.5 ms
     # for BATCHES), while BATCHES is the slow one for a small scope: the size
     # hint picks between them.
     policy = {"hybrid_policy": "BATCHES"} if scope_size >= _BATCHES_FROM else {}
-    query = VectorQuery(
+    knn = VectorQuery(
         vector=vector.tobytes(),
         vector_field_name=_VECTOR,
         # Both filters run inside the KNN query: another scope's nearer vectors
@@ -264,36 +280,50 @@ def _search_query(
         filter_expression=(Tag("scope") == _token(scope)) & _unexpired(now),
         num_results=k,
         dtype="float32",
+        # RediSearch's default (10) finds the nearest of 100k random vectors in
+        # fewer than half the searches; the brute-force policies ignore it.
+        ef_runtime=max(ef_runtime, k),
         **policy,
     )
-    # Only ids and distances: most lookups are misses, and decoding every
-    # candidate's answer costs more than fetching the few that clear the
-    # threshold afterwards (one pipelined round trip).
-    query.return_fields(_DISTANCE)
-    return query
+    # One round trip: the server drops the candidates below the threshold and
+    # loads the fields of the rest only. Most lookups are misses, and most
+    # candidates of a hit are not served, so nothing else is read.
+    request = AggregateRequest(knn.query_string())
+    if min_similarity is not None:
+        # A hair of slack: the engine compares ``1 - distance`` again itself.
+        request.filter(f"@{_DISTANCE} <= {1.0 - float(min_similarity) + 1e-6!r}")
+    request.load(*(f"@{f}" for f in _STORED_FIELDS))
+    request.sort_by(f"@{_DISTANCE}", max=k)  # ascending: nearest first
+    request.dialect(2)
+    return request, knn.params
 
 
-def _ranked(
-    docs: Sequence[Mapping[str, Any]], min_similarity: float | None
-) -> list[tuple[str, float]]:
-    """(redis key, similarity) of the candidates worth fetching, best first."""
-    out = []
-    for doc in docs:
-        sim = min(1.0, max(-1.0, 1.0 - float(doc[_DISTANCE])))
-        if min_similarity is None or sim >= min_similarity:
-            out.append((str(doc["id"]), sim))
-    return out
+def _row_fields(row: Any) -> dict[str, Any]:
+    """One aggregate row as ``{field: value}`` (RESP2 flat list or RESP3 map)."""
+    if isinstance(row, Mapping):
+        row = row.get(b"extra_attributes", row.get("extra_attributes", row))
+        return {_text(k): v for k, v in row.items()}
+    return {_text(row[i]): row[i + 1] for i in range(0, len(row) - 1, 2)}
 
 
-def _fetched(
-    ranked: Sequence[tuple[str, float]], raws: Sequence[Mapping[Any, Any]], now: float
-) -> list[tuple[CacheEntry, float]]:
+def _aggregate_rows(result: Any) -> list[Any]:
+    if isinstance(result, Mapping):  # RESP3 without redis-py's parsing
+        return list(result.get(b"results", result.get("results", [])))
+    return list(result.rows)
+
+
+def _candidates(result: Any, now: float) -> list[tuple[CacheEntry, float]]:
+    """(entry, cosine similarity) of each row, best first; gone or expired rows dropped."""
     out: list[tuple[CacheEntry, float]] = []
-    for (rkey, sim), raw in zip(ranked, raws, strict=True):
-        # An entry can expire or be deleted between the search and the fetch.
-        entry = _decode_or_none(raw, rkey) if raw else None
-        if entry is not None and not entry.expired(now):
-            out.append((entry, sim))
+    for row in _aggregate_rows(result):
+        fields = _row_fields(row)
+        if "key" not in fields or _DISTANCE not in fields:
+            continue  # deleted between the index match and the load: not an error
+        entry = _decode_or_none(fields, _text(fields["key"]))
+        if entry is None or entry.expired(now):
+            continue
+        sim = min(1.0, max(-1.0, 1.0 - float(_text(fields[_DISTANCE]))))
+        out.append((entry, sim))
     return out
 
 
@@ -435,6 +465,9 @@ class RedisCacheBackend:
             :meth:`close`). The async twins derive an asyncio client from its
             host, port, db and credentials unless ``async_client`` is given.
         async_client: A ``redis.asyncio.Redis`` for the async twins.
+        ef_runtime: HNSW candidates kept per vector search (RediSearch's
+            ``EF_RUNTIME``): higher finds the nearest entry more often and costs
+            more. The default is the memory backend's.
 
     Raises:
         ConfigurationError: An argument is out of range.
@@ -450,6 +483,7 @@ class RedisCacheBackend:
         socket_timeout_s: float = 0.25,
         client: redis.Redis | None = None,
         async_client: aredis.Redis | None = None,
+        ef_runtime: int = DEFAULT_EF_SEARCH,
     ) -> None:
         prefix = prefix.rstrip(":")
         if not prefix:
@@ -458,6 +492,11 @@ class RedisCacheBackend:
             raise ConfigurationError(f"dims must be a positive int or None, got {dims!r}")
         if not socket_timeout_s > 0:
             raise ConfigurationError(f"socket_timeout_s must be > 0, got {socket_timeout_s!r}")
+        if isinstance(ef_runtime, bool) or not isinstance(ef_runtime, int) or ef_runtime < 1:
+            raise ConfigurationError(
+                f"ef_runtime must be an int >= 1 (default {DEFAULT_EF_SEARCH}), got {ef_runtime!r}"
+            )
+        self._ef_runtime = ef_runtime
         self._url = url
         self._display_url, self._secrets = _redact(url)
         if client is not None:
@@ -758,7 +797,9 @@ class RedisCacheBackend:
     ) -> list[tuple[CacheEntry, float]]:
         """Up to ``k`` unexpired entries of ``scope`` nearest to ``vector``, best first.
 
-        The similarity is cosine similarity (``1 - cosine distance``).
+        The similarity is cosine similarity (``1 - cosine distance``). One
+        ``FT.AGGREGATE`` finds the ``k`` nearest and reads the fields of those at
+        or above ``min_similarity`` only.
 
         Raises:
             CacheBackendError: Redis failed, or ``vector`` has the wrong dimensions.
@@ -771,16 +812,13 @@ class RedisCacheBackend:
             if size is None:
                 raw = self._sync_client().hget(self._sizes_key, _token(scope))
                 size = self._remember_size(scope, raw)
-            query = _search_query(scope, vec, k, now, size)
-            docs = self._indexed(vec.size, lambda: self._index().query(query))
-            ranked = _ranked(docs, min_similarity)
-            if not ranked:
-                return []
-            with self._sync_client().pipeline(transaction=False) as pipe:
-                for rkey, _ in ranked:
-                    pipe.hgetall(rkey)
-                raws = pipe.execute()
-        return _fetched(ranked, raws, now)
+            request, params = _search_request(
+                scope, vec, k, now, size, min_similarity, self._ef_runtime
+            )
+            result = self._indexed(
+                vec.size, lambda: self._index().aggregate(request, query_params=params)
+            )
+        return _candidates(result, now)
 
     def _size_hint(self, scope: str) -> int | None:
         hint = self._size_hints.get(scope)
@@ -973,16 +1011,13 @@ class RedisCacheBackend:
             if size is None:
                 raw = await self._aconn().client.hget(self._sizes_key, _token(scope))
                 size = self._remember_size(scope, raw)
-            query = _search_query(scope, vec, k, now, size)
-            docs = await self._aindexed(vec.size, lambda: self._aindex().query(query))
-            ranked = _ranked(docs, min_similarity)
-            if not ranked:
-                return []
-            async with self._aconn().client.pipeline(transaction=False) as pipe:
-                for rkey, _ in ranked:
-                    pipe.hgetall(rkey)
-                raws = await pipe.execute()
-        return _fetched(ranked, raws, now)
+            request, params = _search_request(
+                scope, vec, k, now, size, min_similarity, self._ef_runtime
+            )
+            result = await self._aindexed(
+                vec.size, lambda: self._aindex().aggregate(request, query_params=params)
+            )
+        return _candidates(result, now)
 
     async def aput(self, entry: CacheEntry) -> None:
         """Async :meth:`put`."""

@@ -15,6 +15,12 @@ import numpy.typing as npt
 
 __all__ = ["VectorIndex"]
 
+#: Candidates an HNSW search keeps while it walks the graph, for the memory and
+#: Redis backends alike (a hit must not depend on the backend). Tuned on random
+#: unit vectors, the hardest case: 100k entries agree with exact search on
+#: 97% of the decisions, and real MiniLM vectors on all of them in a 60k test.
+DEFAULT_EF_SEARCH = 96
+
 
 def _unit(v: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     # Embedders return unit vectors already; normalising again keeps the
@@ -32,7 +38,7 @@ class VectorIndex:
         dim: int,
         *,
         hnsw_threshold: int = 4096,
-        ef_search: int = 96,
+        ef_search: int = DEFAULT_EF_SEARCH,
         m: int = 16,
         ef_construction: int = 128,
     ) -> None:

@@ -75,6 +75,7 @@ import io
 import itertools
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -128,6 +129,8 @@ class Split:
     scores: FArr  # (n, n_models) in [0, 1]
     costs: FArr  # (n, n_models) USD
     dropped: int = 0
+    # The answer each model gave (a choice letter), when the set records responses.
+    answers: list[list[str | None]] | None = None
 
 
 @dataclass
@@ -182,16 +185,32 @@ def _num(x: str) -> float:
         return math.nan
 
 
+_CHOICE = re.compile(r"^\W*([A-E])(?![A-Za-z])")
+
+
+def _choice(response: str) -> str | None:
+    """The choice letter a multiple-choice response starts with (``"['B\\n']"`` -> B)."""
+    match = _CHOICE.match(_prompt_text(response or "").strip())
+    return match.group(1) if match else None
+
+
 def _routerbench_split(rows: list[dict[str, str]], models: list[str]) -> Split:
     prompts = [_prompt_text(r["prompt"]) for r in rows]
     S = np.array([[_num(r[m]) for m in models] for r in rows], dtype=np.float64)
     C = np.array([[_num(r[f"{m}|total_cost"]) for m in models] for r in rows], dtype=np.float64)
     keep = np.logical_not(np.isnan(S).any(axis=1) | np.isnan(C).any(axis=1))
+    has_answers = all(f"{m}|model_response" in rows[0] for m in models) if rows else False
+    answers = [
+        [_choice(r[f"{m}|model_response"]) for m in models]
+        for r, k in zip(rows, keep.tolist(), strict=True)
+        if k
+    ]
     return Split(
         prompts=[p for p, k in zip(prompts, keep.tolist(), strict=True) if k],
         scores=S[keep],
         costs=C[keep],
         dropped=int((~keep).sum()),
+        answers=answers if has_answers else None,
     )
 
 
@@ -567,6 +586,72 @@ def measure_latency(
 # -- one data set ----------------------------------------------------------------------
 
 
+def _cascade(split: Split, group: Sequence[int], frontier: int) -> tuple[float, float]:
+    """(quality, cost) of: ask every model of ``group``; same answer -> keep it, else frontier."""
+    assert split.answers is not None
+    g = list(group)
+    agree = np.array(
+        [row[g[0]] is not None and all(row[j] == row[g[0]] for j in g) for row in split.answers]
+    )
+    quality = np.where(agree, split.scores[:, g[0]], split.scores[:, frontier]).mean()
+    cost = split.costs[:, g].sum() + split.costs[~agree, frontier].sum()
+    return float(quality), float(cost)
+
+
+def agreement_cascade(ds: DataSet, frontier: int, max_group: int = 3) -> dict[str, Any] | None:
+    """A post-call check no prompt-only router has: the cheaper models' recorded answers.
+
+    Every group of 2..``max_group`` non-frontier models that costs less than the
+    frontier model (on train) is asked; when they all
+    give the same choice it is kept, otherwise the frontier model answers
+    (FrugalGPT-style agreement escalation). The group is chosen on train (the
+    cheapest one matching the frontier's train quality, else the best one) and
+    scored on test; ``best_on_test`` is the cheapest group that matches the
+    frontier's test quality when chosen on test itself, an optimistic bound.
+    """
+    tr, te = ds.train, ds.test
+    if tr.answers is None or te.answers is None:
+        return None
+    others = [j for j in range(len(ds.models)) if j != frontier]
+    f_c_tr = tr.costs[:, frontier].sum()
+    # Only groups that cost less than the frontier model alone can save anything.
+    groups = [
+        g
+        for n in range(2, max_group + 1)
+        for g in itertools.combinations(others, n)
+        if tr.costs[:, list(g)].sum() < f_c_tr
+    ]
+    if not groups:
+        return None
+    f_q_tr, f_q_te = tr.scores[:, frontier].mean(), te.scores[:, frontier].mean()
+    f_c_te = float(te.costs[:, frontier].sum())
+    on_train = {g: _cascade(tr, g, frontier) for g in groups}
+    reaching = [g for g in groups if on_train[g][0] >= f_q_tr - 1e-12]
+    if reaching:
+        chosen = min(reaching, key=lambda g: on_train[g][1])
+    else:
+        chosen = max(groups, key=lambda g: (on_train[g][0], -on_train[g][1]))
+    q, c = _cascade(te, chosen, frontier)
+    on_test = {g: _cascade(te, g, frontier) for g in groups}
+    matching = [g for g in groups if on_test[g][0] >= f_q_te - 1e-12]
+    bound = min(matching, key=lambda g: on_test[g][1]) if matching else None
+
+    def row(g: tuple[int, ...], qc: tuple[float, float]) -> dict[str, Any]:
+        return {
+            "models": [ds.models[j] for j in g],
+            "quality": qc[0],
+            "cost": qc[1],
+            "cost_fraction": qc[1] / f_c_te,
+            "quality_fraction": qc[0] / f_q_te,
+        }
+
+    return {
+        "chosen_on_train": row(chosen, (q, c)) | {"reaches_frontier_on_train": bool(reaching)},
+        "best_on_test": None if bound is None else row(bound, on_test[bound]),
+        "groups_tried": len(groups),
+    }
+
+
 def run_dataset(
     ds: DataSet, embedder: Embedder, cache_dir: Path | None, max_tiers: int, seed: int
 ) -> dict[str, Any]:
@@ -674,6 +759,9 @@ def run_dataset(
             "quality_fraction": q / f_q,
         }
 
+    cascade = agreement_cascade(ds, ds.models.index(names[-1]))
+    if cascade is not None:
+        routers["answer_agreement_cascade"] = cascade
     lat = measure_latency(learned, reports["learned"], te.prompts, Ete, embedder)
     lm = routers["learned"]
     result: dict[str, Any] = {
@@ -804,6 +892,23 @@ def print_dataset(key: str, r: dict[str, Any]) -> None:
             + "; calibrated setting "
             + " ".join(f"{x:.0%}" for x in cal)
         )
+    cascade = r["routers"].get("answer_agreement_cascade")
+    if cascade is not None:
+        chosen = cascade["chosen_on_train"]
+        train_note = "" if chosen["reaches_frontier_on_train"] else ", none reaches it on train"
+        for label, v in (
+            (f"chosen on train{train_note}", chosen),
+            ("best group chosen on test", cascade["best_on_test"]),
+        ):
+            print(
+                f"  answer-agreement cascade ({label}): "
+                + (
+                    "never reaches the frontier's quality"
+                    if v is None
+                    else f"quality {v['quality']:.3f} at {v['cost_fraction']:.0%} of the "
+                    f"frontier's cost ({' + '.join(m.split('/')[-1] for m in v['models'])})"
+                )
+            )
     lat = r["decision_latency"]
     print(
         f"  decision latency beyond the embedding: median {lat['decision_ms_median']:.3f} ms, "

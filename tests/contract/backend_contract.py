@@ -373,8 +373,16 @@ class CacheBackendContract:
             "same",
             "cos-0.8",
         ]
-        above = await ops.search("scope-a", vec(0, 1, 0, 0), 10, min_similarity=0.9)
-        assert all(sim < 0.9 for _, sim in above)  # nothing is that close
+        # Another query: the order and the cut follow the query, not the first one.
+        other = await ops.search("scope-a", vec(0, 1, 0, 0), 10, min_similarity=0.5)
+        assert keys_of(other)[:1] == ["cos-0.8"]
+        assert all(sim < 0.5 for _, sim in other[1:])
+        # A threshold at or below -1 filters nothing (and is not a malformed query).
+        everything = await ops.search("scope-a", q, 10, min_similarity=-1.0)
+        assert keys_of(everything) == ["same", "cos-0.8", "cos-0.6", "orthogonal"]
+        assert keys_of(await ops.search("scope-a", q, 10, min_similarity=-1e20)) == keys_of(
+            everything
+        )
 
     async def test_search_with_min_similarity_skips_expired_entries(self, ops: BackendOps) -> None:
         q = vec(1, 0, 0, 0)

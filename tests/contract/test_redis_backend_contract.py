@@ -67,6 +67,15 @@ class TestRedisBackendContract(CacheBackendContract):
         backend.close()
 
 
+class TestRedisBackendContractOverResp2(TestRedisBackendContract):
+    """The same contract through a RESP2 connection (redis-py < 8 speaks RESP2 by default)."""
+
+    def make_backend(self) -> CacheBackend:
+        return RedisCacheBackend(
+            f"{self.url}?protocol=2", prefix=_unique_prefix(), socket_timeout_s=2.0
+        )
+
+
 @pytest.fixture
 def backend(redis_url: str) -> Iterator[RedisCacheBackend]:
     b = RedisCacheBackend(redis_url, prefix=_unique_prefix(), socket_timeout_s=2.0)
@@ -311,15 +320,60 @@ def test_a_semantic_search_is_one_round_trip_that_reads_only_what_can_be_served(
 
 
 def test_search_rows_deleted_between_match_and_load_are_skipped() -> None:
+    from types import SimpleNamespace
+
     from costopt_core.cache.redis_backend import _candidates, _encode
 
     fields, _ = _encode(make_entry("k", vector=vec(1, 0, 0, 0)))
     row = {"vector_distance": b"0.25", **{str(f): v for f, v in fields.items()}}
     gone = {"vector_distance": b"0.1"}  # matched by the index, hash deleted before LOAD
     resp3 = {b"results": [{b"extra_attributes": gone}, {b"extra_attributes": row}]}
-    [(entry, sim)] = _candidates(resp3, NOW)
-    assert entry.key == "k" and sim == pytest.approx(0.75)
-    assert entry.vector is not None and entry.vector.tolist() == [1.0, 0.0, 0.0, 0.0]
+    flat = [x for kv in row.items() for x in (kv[0].encode(), kv[1])]
+    resp2 = SimpleNamespace(rows=[[b"vector_distance", b"0.1"], flat])
+    for result in (resp3, resp2):
+        [(entry, sim)] = _candidates(result, NOW)
+        assert entry.key == "k" and sim == pytest.approx(0.75)
+        assert entry.vector is not None and entry.vector.tolist() == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_the_distance_filter_runs_before_any_entry_is_loaded() -> None:
+    # redis-py's AggregateRequest sends LOAD first, which would read every
+    # candidate's answer (a miss too) before the distance filter drops it.
+    from costopt_core.cache.redis_backend import _search_request
+
+    request, _ = _search_request("s", vec(1, 0, 0, 0), 4, NOW, 10, 0.9)
+    args = [str(a) for a in request.build_args()]
+    assert args.index("FILTER") < args.index("SORTBY") < args.index("LOAD")
+    assert args[args.index("FILTER") + 1] == "@vector_distance <= 0.100001000"
+    assert args[args.index("SORTBY") : args.index("SORTBY") + 6] == [
+        "SORTBY", "2", "@vector_distance", "ASC", "MAX", "4",
+    ]  # fmt: skip
+    unfiltered, _ = _search_request("s", vec(1, 0, 0, 0), 4, NOW, 10, None)
+    assert "FILTER" not in [str(a) for a in unfiltered.build_args()]
+
+
+def test_an_existing_flat_index_is_searched_without_hnsw_options(redis_url: str) -> None:
+    from redisvl.index import SearchIndex
+
+    from costopt_core.cache.redis_backend import _build_schema
+
+    prefix = _unique_prefix()
+    schema = _build_schema(f"{prefix}:idx", f"{prefix}:", 4).to_dict()
+    for field in schema["fields"]:
+        if field["name"] == "vector":
+            field["attrs"]["algorithm"] = "flat"
+    from redisvl.schema import IndexSchema
+
+    SearchIndex(IndexSchema.from_dict(schema), redis_url=redis_url).create()
+    b = RedisCacheBackend(redis_url, prefix=prefix, socket_timeout_s=2.0)
+    try:
+        b.put(make_entry("k", vector=vec(1, 0, 0, 0)))
+        assert keys_of(b.search("scope-a", vec(1, 0.1, 0, 0), 4, now=NOW, min_similarity=0.9)) == [
+            "k"
+        ]
+    finally:
+        _drop(redis_url, b)
+        b.close()
 
 
 def test_native_ttl_follows_the_entry_lifetime(redis_url: str, backend: RedisCacheBackend) -> None:

@@ -257,6 +257,39 @@ _BATCHES_FROM = 5000
 _SIZE_HINT_TTL_S = 5.0
 
 
+class _NearestRequest(AggregateRequest):
+    """``FT.AGGREGATE`` steps in the order the server should run them.
+
+    redis-py's ``AggregateRequest`` always sends ``LOAD`` first, which reads
+    every candidate's answer before the distance ``FILTER`` drops it; here the
+    server filters and sorts first and loads only what is left.
+    """
+
+    def __init__(self, query: str, steps: list[str], load: Sequence[str]) -> None:
+        super().__init__(query)
+        self._steps = steps
+        self._load = list(load)
+
+    def build_args(self) -> list[str]:
+        return [
+            self._query,
+            *self._steps,
+            "LOAD",
+            str(len(self._load)),
+            *self._load,
+            "DIALECT",
+            "2",
+        ]
+
+
+def _max_distance(min_similarity: float | None) -> float | None:
+    """The distance filter for ``min_similarity``, or None when it filters nothing."""
+    if min_similarity is None or not math.isfinite(min_similarity) or min_similarity <= -1.0:
+        return None
+    # A hair of slack: the engine compares ``1 - distance`` again itself.
+    return min(2.0, 1.0 - float(min_similarity) + 1e-6)
+
+
 def _search_request(
     scope: str,
     vector: npt.NDArray[np.float32],
@@ -264,9 +297,12 @@ def _search_request(
     now: float,
     scope_size: int,
     min_similarity: float | None,
-    ef_runtime: int = DEFAULT_EF_SEARCH,
+    ef_runtime: int | None = DEFAULT_EF_SEARCH,
 ) -> tuple[AggregateRequest, dict[str, Any]]:
-    """``FT.AGGREGATE`` request and params for :meth:`RedisCacheBackend.search`."""
+    """``FT.AGGREGATE`` request and params for :meth:`RedisCacheBackend.search`.
+
+    ``ef_runtime`` is None for a FLAT vector field (RediSearch refuses it there).
+    """
     # RediSearch's own choice of hybrid policy brute-forces a filtered KNN when
     # the filter matches most of the index (3 ms at 10k entries against 0.5 ms
     # for BATCHES), while BATCHES is the slow one for a small scope: the size
@@ -281,21 +317,21 @@ def _search_request(
         num_results=k,
         dtype="float32",
         # RediSearch's default (10) finds the nearest of 100k random vectors in
-        # fewer than half the searches; the brute-force policies ignore it.
-        ef_runtime=max(ef_runtime, k),
+        # fewer than half the searches. (An explicit ADHOC_BF policy would
+        # refuse it; the automatic one and BATCHES take it.)
+        ef_runtime=None if ef_runtime is None else max(ef_runtime, k),
         **policy,
     )
     # One round trip: the server drops the candidates below the threshold and
     # loads the fields of the rest only. Most lookups are misses, and most
     # candidates of a hit are not served, so nothing else is read.
-    request = AggregateRequest(knn.query_string())
-    if min_similarity is not None:
-        # A hair of slack: the engine compares ``1 - distance`` again itself.
-        request.filter(f"@{_DISTANCE} <= {1.0 - float(min_similarity) + 1e-6!r}")
-    request.load(*(f"@{f}" for f in _STORED_FIELDS))
-    request.sort_by(f"@{_DISTANCE}", max=k)  # ascending: nearest first
-    request.dialect(2)
-    return request, knn.params
+    steps: list[str] = []
+    max_distance = _max_distance(min_similarity)
+    if max_distance is not None:
+        steps += ["FILTER", f"@{_DISTANCE} <= {max_distance:.9f}"]
+    steps += ["SORTBY", "2", f"@{_DISTANCE}", "ASC", "MAX", str(k)]
+    load = ["@__key", *(f"@{f}" for f in _STORED_FIELDS)]
+    return _NearestRequest(knn.query_string(), steps, load), knn.params
 
 
 def _row_fields(row: Any) -> dict[str, Any]:
@@ -319,7 +355,8 @@ def _candidates(result: Any, now: float) -> list[tuple[CacheEntry, float]]:
         fields = _row_fields(row)
         if "key" not in fields or _DISTANCE not in fields:
             continue  # deleted between the index match and the load: not an error
-        entry = _decode_or_none(fields, _text(fields["key"]))
+        where = _text(fields.get("__key", fields["key"]))
+        entry = _decode_or_none(fields, where)
         if entry is None or entry.expired(now):
             continue
         sim = min(1.0, max(-1.0, 1.0 - float(_text(fields[_DISTANCE]))))
@@ -352,6 +389,8 @@ def _estimate_bytes(entries: int, sizes: Sequence[int]) -> int:
 class _Plan:
     action: Literal["ok", "create", "add_vector"]
     dims: int | None
+    # False for an existing FLAT vector field: RediSearch refuses EF_RUNTIME there.
+    hnsw: bool = True
 
 
 def _plan_index(
@@ -372,15 +411,15 @@ def _plan_index(
             f"index_name/prefix, or drop that index"
         )
     vector = fields.get(_VECTOR)
-    existing_dims = None if vector is None else int(vector["attrs"]["dims"])
-    if existing_dims is None:
+    if vector is None:
         return _Plan("ok", None) if dims is None else _Plan("add_vector", dims)
+    existing_dims = int(vector["attrs"]["dims"])
     if dims is not None and dims != existing_dims:
         raise CacheBackendError(
             f"Redis index {name!r} holds {existing_dims}-dim vectors but got {dims} dims: "
             f"use one embedding model per cache, or another prefix and index_name"
         )
-    return _Plan("ok", existing_dims)
+    return _Plan("ok", existing_dims, hnsw=str(vector["attrs"].get("algorithm", "")) == "hnsw")
 
 
 def _is_missing_index(exc: BaseException) -> bool:
@@ -497,6 +536,7 @@ class RedisCacheBackend:
                 f"ef_runtime must be an int >= 1 (default {DEFAULT_EF_SEARCH}), got {ef_runtime!r}"
             )
         self._ef_runtime = ef_runtime
+        self._hnsw = True  # what the index we use has (an adopted one may be FLAT)
         self._url = url
         self._display_url, self._secrets = _redact(url)
         if client is not None:
@@ -655,7 +695,9 @@ class RedisCacheBackend:
     def _needs_ensure(self, dims: int | None) -> bool:
         return not self._index_ready or (dims is not None and self._dims is None)
 
-    def _adopt(self, dims: int | None) -> None:
+    def _adopt(self, plan: _Plan) -> None:
+        self._hnsw = plan.hnsw
+        dims = plan.dims
         if dims is not None and dims != self._dims:
             self._dims = dims
             self._schema = _build_schema(self._index_name, self._key_prefix, dims)
@@ -688,7 +730,7 @@ class RedisCacheBackend:
                 if _chain_says(exc, _ALREADY_EXISTS):
                     continue  # another process got there first: look again
                 raise
-            self._adopt(plan.dims)
+            self._adopt(plan)
             return
         raise CacheBackendError(f"could not create Redis index {self._index_name!r}")
 
@@ -738,7 +780,7 @@ class RedisCacheBackend:
                 if _chain_says(exc, _ALREADY_EXISTS):
                     continue
                 raise
-            self._adopt(plan.dims)
+            self._adopt(plan)
             return
         raise CacheBackendError(f"could not create Redis index {self._index_name!r}")
 
@@ -812,13 +854,26 @@ class RedisCacheBackend:
             if size is None:
                 raw = self._sync_client().hget(self._sizes_key, _token(scope))
                 size = self._remember_size(scope, raw)
-            request, params = _search_request(
-                scope, vec, k, now, size, min_similarity, self._ef_runtime
-            )
             result = self._indexed(
-                vec.size, lambda: self._index().aggregate(request, query_params=params)
+                vec.size,
+                lambda: self._index().aggregate(
+                    *self._search_args(scope, vec, k, now, size, min_similarity)
+                ),
             )
         return _candidates(result, now)
+
+    def _search_args(
+        self,
+        scope: str,
+        vec: npt.NDArray[np.float32],
+        k: int,
+        now: float,
+        size: int,
+        min_similarity: float | None,
+    ) -> tuple[AggregateRequest, dict[str, Any]]:
+        # Built once the index is ready: whether it is HNSW is known by then.
+        ef = self._ef_runtime if self._hnsw else None
+        return _search_request(scope, vec, k, now, size, min_similarity, ef)
 
     def _size_hint(self, scope: str) -> int | None:
         hint = self._size_hints.get(scope)
@@ -1011,11 +1066,11 @@ class RedisCacheBackend:
             if size is None:
                 raw = await self._aconn().client.hget(self._sizes_key, _token(scope))
                 size = self._remember_size(scope, raw)
-            request, params = _search_request(
-                scope, vec, k, now, size, min_similarity, self._ef_runtime
-            )
             result = await self._aindexed(
-                vec.size, lambda: self._aindex().aggregate(request, query_params=params)
+                vec.size,
+                lambda: self._aindex().aggregate(
+                    *self._search_args(scope, vec, k, now, size, min_similarity)
+                ),
             )
         return _candidates(result, now)
 

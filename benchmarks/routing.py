@@ -37,7 +37,9 @@ cost at the cheapest curve point with quality >= 95% of the frontier's),
 ``apgr`` for two-model sets (RouteLLM: mean performance gap recovered over the
 share of calls sent to the strong model, 0..1, with the endpoints at
 always-weak and always-strong) and ``apgr_cost`` (the same over normalised
-cost, the axis a cost-aware router optimises), the setting calibrated on
+cost, the axis a cost-aware router optimises); the top-level ``apgr`` is
+``learned_uniform``'s (every call priced alike, as RouteLLM's routers see it)
+and ``apgr_cost`` the cost-aware ``learned`` router's. Also the setting calibrated on
 train for 95% ("calibrated": its realised test quality and cost; and
 "conservative", calibrated to clear 95% by 1.645 standard errors), and
 whether the curve ever falls below the best single model with no greater
@@ -131,6 +133,8 @@ class Split:
     dropped: int = 0
     # The answer each model gave (a choice letter), when the set records responses.
     answers: list[list[str | None]] | None = None
+    # Index of the file each prompt came from (a RouteLLM directory: one per subject).
+    sources: npt.NDArray[np.int64] | None = None
 
 
 @dataclass
@@ -248,8 +252,9 @@ def load_routellm(
 ) -> DataSet:
     prompts: list[str] = []
     scores: list[list[float]] = []
+    sources: list[int] = []
     models: list[str] | None = None
-    for f in files:
+    for file_index, f in enumerate(files):
         rows = _read_rows(f)
         if not rows:
             continue
@@ -261,12 +266,14 @@ def load_routellm(
         for r in rows:
             prompts.append(r["prompt"])
             scores.append([_num(r[m]) for m in cols])
+            sources.append(file_index)
     if models is None:
         raise SystemExit(f"no rows in {files}")
     S = np.array(scores, dtype=np.float64)
     keep = np.logical_not(np.isnan(S).any(axis=1))
     prompts = [p for p, k in zip(prompts, keep.tolist(), strict=True) if k]
     S = S[keep]
+    src = np.array(sources, dtype=np.int64)[keep]
     C = _mc_costs(prompts, models, catalog, out_tok)
     perm = np.random.default_rng(seed).permutation(len(prompts))
     half = len(prompts) // 2
@@ -278,7 +285,7 @@ def load_routellm(
     ]
 
     def split(ix: npt.NDArray[np.int64]) -> Split:
-        return Split([prompts[i] for i in ix], S[ix], C[ix])
+        return Split([prompts[i] for i in ix], S[ix], C[ix], sources=src[ix])
 
     return DataSet(key, "routellm", models, split(tr), split(te), notes)
 
@@ -652,6 +659,54 @@ def agreement_cascade(ds: DataSet, frontier: int, max_group: int = 3) -> dict[st
     }
 
 
+def _call_share_apgr(score: FArr, weak: FArr, strong: FArr, seed: int) -> float:
+    """APGR of sending the highest-``score`` prompts to the strong model (ties in random order)."""
+    order = np.lexsort((np.random.default_rng(seed).random(len(score)), -score))
+    gap = strong.mean() - weak.mean()
+    pgr = []
+    for share in np.linspace(0.0, 1.0, 101):
+        send = np.zeros(len(score), dtype=bool)
+        send[order[: round(share * len(score))]] = True
+        pgr.append((np.where(send, strong, weak).mean() - weak.mean()) / gap)
+    return float(np.trapezoid(pgr, dx=0.01))
+
+
+def subject_router(ds: DataSet, seed: int) -> dict[str, Any] | None:
+    """APGR of a router that is told each prompt's subject (its source file).
+
+    It sends prompts to the strong model in the order of their subject's mean
+    gain (strong minus weak score) on train. ``test_oracle`` takes that gain
+    from the test prompts themselves: the most any per-subject rule can reach.
+    Only for two-model sets read from several files (RouteLLM's MMLU: one per
+    subject).
+    """
+    tr, te = ds.train, ds.test
+    if len(ds.models) != 2 or tr.sources is None or te.sources is None:
+        return None
+    if len(np.unique(tr.sources)) < 2:
+        return None
+    weak, strong = te.scores[:, 0], te.scores[:, 1]
+    if strong.mean() == weak.mean():
+        return None
+
+    def gain(split: Split, subject: int) -> float:
+        rows = split.scores[split.sources == subject]
+        return float((rows[:, 1] - rows[:, 0]).mean()) if len(rows) else 0.0
+
+    subjects = np.unique(te.sources)
+    from_train = {int(s): gain(tr, int(s)) for s in subjects}
+    from_test = {int(s): gain(te, int(s)) for s in subjects}
+    return {
+        "apgr": _call_share_apgr(
+            np.array([from_train[int(s)] for s in te.sources]), weak, strong, seed
+        ),
+        "apgr_test_oracle": _call_share_apgr(
+            np.array([from_test[int(s)] for s in te.sources]), weak, strong, seed
+        ),
+        "subjects": len(subjects),
+    }
+
+
 def run_dataset(
     ds: DataSet, embedder: Embedder, cache_dir: Path | None, max_tiers: int, seed: int
 ) -> dict[str, Any]:
@@ -759,6 +814,9 @@ def run_dataset(
             "quality_fraction": q / f_q,
         }
 
+    subjects = subject_router(ds, seed)
+    if subjects is not None:
+        routers["subject_router"] = subjects
     cascade = agreement_cascade(ds, ds.models.index(names[-1]))
     if cascade is not None:
         routers["answer_agreement_cascade"] = cascade
@@ -775,8 +833,14 @@ def run_dataset(
         "frontier_cost": f_c,
         "cost_fraction_at_frontier_quality": lm["cost_fraction_at_frontier_quality"],
         "cost_reduction_at_95pct": lm["cost_reduction_at_95pct"],
-        "apgr": lm["apgr"],
+        # Each APGR on the router that optimises its axis: RouteLLM's routers
+        # treat every call as costing the same, as learned_uniform does; the
+        # default learned router spends by cost (its call-share APGR is in
+        # routers.learned).
+        "apgr": routers["learned_uniform"]["apgr"],
+        "apgr_router": "learned_uniform",
         "apgr_cost": lm["apgr_cost"],
+        "apgr_cost_router": "learned",
         "curve": [
             {
                 "cost": p.cost,
@@ -891,6 +955,13 @@ def print_dataset(key: str, r: dict[str, Any]) -> None:
             + ("-" if shares is None else " ".join(f"{x:.0%}" for x in shares))
             + "; calibrated setting "
             + " ".join(f"{x:.0%}" for x in cal)
+        )
+    subjects = r["routers"].get("subject_router")
+    if subjects is not None:
+        print(
+            f"  a router told each prompt's subject ({subjects['subjects']} subjects): APGR "
+            f"{subjects['apgr']:.3f} with the gains of train, "
+            f"{subjects['apgr_test_oracle']:.3f} with those of test itself"
         )
     cascade = r["routers"].get("answer_agreement_cascade")
     if cascade is not None:

@@ -104,6 +104,16 @@ def workload(n: int, queries: int, seed: int = 0) -> dict[str, Any]:
     return {"vecs": vecs, "texts": texts, "q_vecs": q_vecs, "q_texts": q_texts}
 
 
+def bench_scope() -> str:
+    """The scope every workload entry and query of tenant "bench" falls in."""
+    return prepare(CacheRequest((Message("user", "x"),), tenant="bench"), 2).scope
+
+
+def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each timing figure's median over repeated runs."""
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
 def fill(cache: SemanticCache, backend: CacheBackend, w: dict[str, Any], tenant: str) -> None:
     """Insert entries directly through the backend (bulk load, not part of the timing)."""
     from costopt_core.cache.entry import CacheEntry
@@ -155,8 +165,7 @@ def bench_engine(
     backend: CacheBackend, w: dict[str, Any], queries: int, rounds: int
 ) -> dict[str, Any]:
     cache, lookup = engine_lookup(backend, w)
-    runs = [time_lookups(lookup, queries) for _ in range(rounds)]
-    res: dict[str, Any] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    res: dict[str, Any] = median_run([time_lookups(lookup, queries) for _ in range(rounds)])
     s = cache.stats()
     res["semantic_hits"] = s.semantic_hits
     res["lookups"] = s.lookups
@@ -184,8 +193,7 @@ def decision_agreement(w: dict[str, Any], threshold: float = 0.9) -> dict[str, A
     backend = MemoryCacheBackend(max_entries=len(w["vecs"]) + 1)
     cache = SemanticCache(backend, embedder=TableEmbedder({}))
     fill(cache, backend, w, tenant="bench")
-    scope = prepare(CacheRequest((Message("user", "x"),), tenant="bench"), 2).scope
-    index = backend._scopes[scope]
+    index = backend._scopes[bench_scope()]
     same = 0
     for q in w["q_vecs"]:
         a = index.search(q, 1)
@@ -198,17 +206,14 @@ def decision_agreement(w: dict[str, Any], threshold: float = 0.9) -> dict[str, A
 
 def redis_agreement(backend: CacheBackend, w: dict[str, Any], threshold: float = 0.9) -> float:
     """Share of queries whose Redis hit/miss decision and hit entry match exact search."""
-    scope = prepare(CacheRequest((Message("user", "x"),), tenant="bench"), 2).scope
+    scope = bench_scope()
     row = {text: i for i, text in enumerate(w["texts"])}
-    same = 0
-    for q in w["q_vecs"]:
-        sims = w["vecs"] @ q
-        best = int(np.argmax(sims))
-        want = best if sims[best] >= threshold else None
+
+    def served(q: npt.NDArray[np.float32]) -> int | None:
         hits = backend.search(scope, q, 1, now=time.time(), min_similarity=threshold)
-        got = row[hits[0][0].prompt_text] if hits and hits[0][1] >= threshold else None
-        same += got == want
-    return same / len(w["q_vecs"])
+        return row[hits[0][0].prompt_text] if hits and hits[0][1] >= threshold else None
+
+    return agreement(w, served, threshold)
 
 
 def redisvl_check(url: str, w: dict[str, Any]) -> tuple[Any, Callable]:
@@ -242,16 +247,16 @@ def bench_redis_pair(url: str, w: dict[str, Any], queries: int, rounds: int) -> 
     backend = RedisCacheBackend(url, prefix=f"bench{len(w['vecs'])}", socket_timeout_s=5.0)
     cache, ours = engine_lookup(backend, w)
     theirs_cache, theirs = redisvl_check(url, w)
-    scope = prepare(CacheRequest((Message("user", "x"),), tenant="bench"), 2).scope
-    qv = w["q_vecs"]
+    scope, qv = bench_scope(), w["q_vecs"]
+    k, threshold = cache.config.top_k, cache.similarity_threshold
 
     def search_only(j: int) -> Any:
         # The backend's share of a lookup: the vector search step alone.
-        return backend.search(scope, qv[j % len(qv)], 4, now=time.time(), min_similarity=0.9)
+        return backend.search(scope, qv[j % len(qv)], k, now=time.time(), min_similarity=threshold)
 
     ours_runs, theirs_runs, search_runs = [], [], []
     try:
-        redis_agrees = redis_agreement(backend, w)
+        redis_agrees = redis_agreement(backend, w, threshold)
         for _ in range(rounds):
             ours_runs.append(time_lookups(ours, queries))
             theirs_runs.append(time_lookups(theirs, queries))
@@ -261,20 +266,17 @@ def bench_redis_pair(url: str, w: dict[str, Any], queries: int, rounds: int) -> 
         backend.clear()
         theirs_cache.delete()
 
-    def med(runs: list[dict[str, float]]) -> dict[str, float]:
-        return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-
-    redis_row: dict[str, Any] = med(ours_runs) | {
+    redis_row: dict[str, Any] = median_run(ours_runs) | {
         "semantic_hits": s.semantic_hits,
         "lookups": s.lookups,
         "p50_ms_per_round": [r["p50_ms"] for r in ours_runs],
     }
-    base = med(theirs_runs) | {"p50_ms_per_round": [r["p50_ms"] for r in theirs_runs]}
+    base = median_run(theirs_runs) | {"p50_ms_per_round": [r["p50_ms"] for r in theirs_runs]}
     return {
         "redis": redis_row,
         "redisvl_baseline": base,
         "redis_decisions": {"agreement": redis_agrees},
-        "redis_search_step": med(search_runs),
+        "redis_search_step": median_run(search_runs),
         "redis_vs_redisvl_p50_ratio": statistics.median(
             o["p50_ms"] / t["p50_ms"] for o, t in zip(ours_runs, theirs_runs, strict=True)
         ),

@@ -443,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     scores = PairScores()
     gate_ok = guarded & (sims >= np.float32(DEFAULT_PAIR_GATE))
     # Scored even at or above the skip similarity, for the refit and the curve.
-    scores.need([(pairs[i][0], pairs[i][1]) for i in np.flatnonzero(gate_ok)])
+    gated_pairs = [(pairs[i][0], pairs[i][1]) for i in np.flatnonzero(gate_ok)]
+    scores.need(gated_pairs)
     logits = np.array([scores.logit.get((a, b), 0.0) for a, b, _ in pairs], dtype=np.float32)
     pair_p = np.where(gate_ok, pair_scores(logits, sims, DEFAULT_PAIR_SKIP), 0.0)
     pair_p = pair_p.astype(np.float32)
@@ -451,9 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     pair_info = {
         "pairs_scored": int(gate_ok.sum()),
         "batch_seconds": round(scores.seconds, 1),
-        "single_pair_ms_p50": scores.single_ms(
-            [(pairs[i][0], pairs[i][1]) for i in np.flatnonzero(gate_ok)]
-        ),
+        "single_pair_ms_p50": scores.single_ms(gated_pairs),
     }
     refit = refit_pair_check(logits, sims, labels, gate_ok, splits)
 

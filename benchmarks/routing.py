@@ -473,6 +473,12 @@ def envelope_points(env: list[tuple[float, float]], steps: int = 50) -> list[Poi
     return out
 
 
+def _area_under_pgr(points: Sequence[tuple[float, float]]) -> float:
+    """Trapezoid area under (share or cost in 0..1, PGR) points, with (0, 0) and (1, 1)."""
+    xs, ys = zip(*sorted([(0.0, 0.0), (1.0, 1.0), *points]), strict=True)
+    return float(np.trapezoid(ys, xs))
+
+
 def curve_metrics(
     points: list[Point],
     *,
@@ -497,22 +503,16 @@ def curve_metrics(
     if two_model and frontier_q != weak_q:
         gap = frontier_q - weak_q
         # Endpoints: always-weak and always-strong; PGR clipped as RouteLLM does not (kept raw).
-        calls = sorted(
-            [(0.0, 0.0), (1.0, 1.0)]
-            + [(p.shares[-1], (p.quality - weak_q) / gap) for p in points if p.shares]
+        out["apgr"] = _area_under_pgr(
+            [(p.shares[-1], (p.quality - weak_q) / gap) for p in points if p.shares]
         )
-        xs, ys = zip(*calls, strict=True)
-        out["apgr"] = float(np.trapezoid(ys, xs))
         span = frontier_c - weak_c
-        by_cost = sorted(
-            [(0.0, 0.0), (1.0, 1.0)]
-            + [
+        out["apgr_cost"] = _area_under_pgr(
+            [
                 (min(1.0, max(0.0, (p.cost - weak_c) / span)), (p.quality - weak_q) / gap)
                 for p in points
             ]
         )
-        xs, ys = zip(*by_cost, strict=True)
-        out["apgr_cost"] = float(np.trapezoid(ys, xs))
     else:
         out["apgr"] = out["apgr_cost"] = None
     # Never below the best single model that costs no more.
@@ -638,7 +638,6 @@ def agreement_cascade(ds: DataSet, frontier: int, max_group: int = 3) -> dict[st
         chosen = min(reaching, key=lambda g: on_train[g][1])
     else:
         chosen = max(groups, key=lambda g: (on_train[g][0], -on_train[g][1]))
-    q, c = _cascade(te, chosen, frontier)
     on_test = {g: _cascade(te, g, frontier) for g in groups}
     matching = [g for g in groups if on_test[g][0] >= f_q_te - 1e-12]
     bound = min(matching, key=lambda g: on_test[g][1]) if matching else None
@@ -653,7 +652,8 @@ def agreement_cascade(ds: DataSet, frontier: int, max_group: int = 3) -> dict[st
         }
 
     return {
-        "chosen_on_train": row(chosen, (q, c)) | {"reaches_frontier_on_train": bool(reaching)},
+        "chosen_on_train": row(chosen, on_test[chosen])
+        | {"reaches_frontier_on_train": bool(reaching)},
         "best_on_test": None if bound is None else row(bound, on_test[bound]),
         "groups_tried": len(groups),
     }
@@ -663,12 +663,12 @@ def _call_share_apgr(score: FArr, weak: FArr, strong: FArr, seed: int) -> float:
     """APGR of sending the highest-``score`` prompts to the strong model (ties in random order)."""
     order = np.lexsort((np.random.default_rng(seed).random(len(score)), -score))
     gap = strong.mean() - weak.mean()
-    pgr = []
+    points = []
     for share in np.linspace(0.0, 1.0, 101):
         send = np.zeros(len(score), dtype=bool)
         send[order[: round(share * len(score))]] = True
-        pgr.append((np.where(send, strong, weak).mean() - weak.mean()) / gap)
-    return float(np.trapezoid(pgr, dx=0.01))
+        points.append((float(share), (np.where(send, strong, weak).mean() - weak.mean()) / gap))
+    return _area_under_pgr(points)
 
 
 def subject_router(ds: DataSet, seed: int) -> dict[str, Any] | None:

@@ -149,18 +149,37 @@ def test_bad_arguments_are_configuration_errors() -> None:
             RedisCacheBackend(ef_runtime=bad)  # type: ignore[arg-type]
 
 
-def test_vector_searches_keep_as_many_hnsw_candidates_as_the_memory_backend() -> None:
+def test_hnsw_candidates_grow_with_the_index_up_to_the_memory_backends() -> None:
     from costopt_core.cache.redis_backend import _search_request
     from costopt_core.cache.vector_index import DEFAULT_EF_SEARCH, VectorIndex
 
-    def ef_sent(k: int, ef: int) -> object:
-        request, params = _search_request("s", vec(1, 0, 0, 0), k, NOW, 10_000, 0.9, ef)
+    def ef_sent(k: int, index_size: int, ef: int = DEFAULT_EF_SEARCH) -> object:
+        sizes = (index_size, index_size)
+        request, params = _search_request("s", vec(1, 0, 0, 0), k, NOW, sizes, 0.9, ef)
         assert "EF_RUNTIME $EF" in str(request.build_args()[0])
         return params["EF"]
 
     assert VectorIndex(4).ef_search == DEFAULT_EF_SEARCH
-    assert ef_sent(4, DEFAULT_EF_SEARCH) == DEFAULT_EF_SEARCH
-    assert ef_sent(200, 32) == 200  # never fewer candidates than results
+    assert ef_sent(4, 0) == ef_sent(4, 900) == 10  # RediSearch's own default
+    assert ef_sent(4, 1_000) == 11
+    assert ef_sent(4, 10_000) == 34
+    assert ef_sent(4, 100_000) == ef_sent(4, 10**7) == DEFAULT_EF_SEARCH
+    assert ef_sent(4, 100_000, ef=40) == 40  # ef_runtime is the most it keeps
+    assert ef_sent(200, 1_000) == 200  # never fewer candidates than results
+
+
+def test_the_hybrid_policy_follows_the_scopes_share_of_the_index() -> None:
+    from costopt_core.cache.redis_backend import _search_plan
+
+    def policy(scope_size: int, index_size: int) -> str | None:
+        return _search_plan(scope_size, index_size, 4, 96)[0].get("hybrid_policy")
+
+    assert policy(1_000, 1_000) == "BATCHES"  # the scope is most of the index
+    assert policy(1_000, 1_500) == "BATCHES"
+    assert policy(5_000, 1_000_000) == "BATCHES"  # large enough on its own
+    assert policy(1_000, 100_000) is None  # RediSearch brute-forces the scope
+    assert policy(1_000, 0) == "BATCHES"  # an index older than its total counter
+    assert _search_plan(10_000, 10_000, 4, None) == ({"hybrid_policy": "BATCHES"}, None)
 
 
 async def test_an_injected_client_is_used_and_left_open(redis_url: str) -> None:
@@ -341,14 +360,14 @@ def test_the_distance_filter_runs_before_any_entry_is_loaded() -> None:
     # candidate's answer (a miss too) before the distance filter drops it.
     from costopt_core.cache.redis_backend import _search_request
 
-    request, _ = _search_request("s", vec(1, 0, 0, 0), 4, NOW, 10, 0.9)
+    request, _ = _search_request("s", vec(1, 0, 0, 0), 4, NOW, (10, 10), 0.9)
     args = [str(a) for a in request.build_args()]
     assert args.index("FILTER") < args.index("SORTBY") < args.index("LOAD")
     assert args[args.index("FILTER") + 1] == "@vector_distance <= 0.100001000"
     assert args[args.index("SORTBY") : args.index("SORTBY") + 6] == [
         "SORTBY", "2", "@vector_distance", "ASC", "MAX", "4",
     ]  # fmt: skip
-    unfiltered, _ = _search_request("s", vec(1, 0, 0, 0), 4, NOW, 10, None)
+    unfiltered, _ = _search_request("s", vec(1, 0, 0, 0), 4, NOW, (10, 10), None)
     assert "FILTER" not in [str(a) for a in unfiltered.build_args()]
 
 

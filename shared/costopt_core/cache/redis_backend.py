@@ -251,8 +251,13 @@ def _unexpired(now: float) -> FilterExpression:
     return Num("expires_at") > float(now)
 
 
-#: Scopes at least this large are searched with the BATCHES hybrid policy.
+#: Scopes at least this large, or holding half the index, are searched with
+#: the BATCHES hybrid policy.
 _BATCHES_FROM = 5000
+#: The fewest HNSW candidates a search keeps (RediSearch's own default).
+_MIN_EF = 10
+#: The sizes hash field that counts every entry stored (scope tokens start "x").
+_ALL_SCOPES = "~all"
 #: How long a scope's size hint is reused before it is read again.
 _SIZE_HINT_TTL_S = 5.0
 
@@ -290,24 +295,51 @@ def _max_distance(min_similarity: float | None) -> float | None:
     return min(2.0, 1.0 - float(min_similarity) + 1e-6)
 
 
+def _search_plan(
+    scope_size: int, index_size: int, k: int, ef_max: int | None
+) -> tuple[dict[str, str], int | None]:
+    """The hybrid policy and the HNSW candidates (``EF_RUNTIME``) of one search.
+
+    Args:
+        scope_size: Entries stored in the searched scope (an upper bound).
+        index_size: Entries stored in the whole index (an upper bound).
+        k: Results wanted.
+        ef_max: The most candidates to keep; None for a FLAT field, which
+            refuses ``EF_RUNTIME``.
+    """
+    index_size = max(index_size, scope_size)
+    # RediSearch's own choice brute-forces a filtered KNN when the filter matches
+    # most of the index (1.7 ms at 10k entries against 0.2-0.4 ms for BATCHES,
+    # 0.15 against 0.07 ms at 1k), while BATCHES is the slow one for a scope
+    # that is a small part of a large index.
+    batches = scope_size >= _BATCHES_FROM or 2 * scope_size >= index_size
+    policy = {"hybrid_policy": "BATCHES"} if batches else {}
+    if ef_max is None:
+        return policy, None
+    # HNSW finds the nearest entry less often as its graph grows, so the
+    # candidates grow with it, as the square root of the index's size: a small
+    # cache does not pay for the search a large one needs. On random 384-d
+    # vectors, 10 candidates found the nearest of 1k entries every time, 32 of
+    # 10k, and 96 missed it in 2.5% of searches among 100k.
+    ef = max(_MIN_EF, math.ceil(math.sqrt(index_size) / 3))
+    return policy, max(k, min(ef_max, ef))
+
+
 def _search_request(
     scope: str,
     vector: npt.NDArray[np.float32],
     k: int,
     now: float,
-    scope_size: int,
+    sizes: tuple[int, int],
     min_similarity: float | None,
     ef_runtime: int | None = DEFAULT_EF_SEARCH,
 ) -> tuple[AggregateRequest, dict[str, Any]]:
     """``FT.AGGREGATE`` request and params for :meth:`RedisCacheBackend.search`.
 
-    ``ef_runtime`` is None for a FLAT vector field (RediSearch refuses it there).
+    ``sizes`` is (entries in the scope, entries in the index); ``ef_runtime``
+    is the most HNSW candidates to keep, None for a FLAT vector field.
     """
-    # RediSearch's own choice of hybrid policy brute-forces a filtered KNN when
-    # the filter matches most of the index (3 ms at 10k entries against 0.5 ms
-    # for BATCHES), while BATCHES is the slow one for a small scope: the size
-    # hint picks between them.
-    policy = {"hybrid_policy": "BATCHES"} if scope_size >= _BATCHES_FROM else {}
+    policy, ef = _search_plan(*sizes, k, ef_runtime)
     knn = VectorQuery(
         vector=vector.tobytes(),
         vector_field_name=_VECTOR,
@@ -316,10 +348,9 @@ def _search_request(
         filter_expression=(Tag("scope") == _token(scope)) & _unexpired(now),
         num_results=k,
         dtype="float32",
-        # RediSearch's default (10) finds the nearest of 100k random vectors in
-        # fewer than half the searches. (An explicit ADHOC_BF policy would
-        # refuse it; the automatic one and BATCHES take it.)
-        ef_runtime=None if ef_runtime is None else max(ef_runtime, k),
+        # (An explicit ADHOC_BF policy would refuse it; the automatic one and
+        # BATCHES take it.)
+        ef_runtime=ef,
         **policy,
     )
     # One round trip: the server drops the candidates below the threshold and
@@ -504,9 +535,12 @@ class RedisCacheBackend:
             :meth:`close`). The async twins derive an asyncio client from its
             host, port, db and credentials unless ``async_client`` is given.
         async_client: A ``redis.asyncio.Redis`` for the async twins.
-        ef_runtime: HNSW candidates kept per vector search (RediSearch's
-            ``EF_RUNTIME``): higher finds the nearest entry more often and costs
-            more. The default is the memory backend's.
+        ef_runtime: The most HNSW candidates a vector search keeps
+            (RediSearch's ``EF_RUNTIME``): higher finds the nearest entry more
+            often and costs more. A search keeps fewer while the index is
+            small (the square root of its entries over 3, at least 10), so
+            this ceiling is reached from about 80k entries. The default is
+            the memory backend's.
 
     Raises:
         ConfigurationError: An argument is out of range.
@@ -550,7 +584,7 @@ class RedisCacheBackend:
         self._sizes_key = prefix + "~scope-sizes"
         # The counters of every replica's SemanticCache on this prefix (see add_stats).
         self._stats_key = prefix + "~stats"
-        self._size_hints: dict[str, tuple[int, float]] = {}
+        self._size_hints: dict[str, tuple[tuple[int, int], float]] = {}
         self._index_name = index_name or f"{prefix}:idx"
         self._timeout = float(socket_timeout_s)
         self._dims: int | None = dims
@@ -850,14 +884,14 @@ class RedisCacheBackend:
             return []
         with self._translate("search"):
             vec = _as_vector(vector)
-            size = self._size_hint(scope)
-            if size is None:
-                raw = self._sync_client().hget(self._sizes_key, _token(scope))
-                size = self._remember_size(scope, raw)
+            sizes = self._size_hint(scope)
+            if sizes is None:
+                raw = self._sync_client().hmget(self._sizes_key, [_token(scope), _ALL_SCOPES])
+                sizes = self._remember_sizes(scope, raw)
             result = self._indexed(
                 vec.size,
                 lambda: self._index().aggregate(
-                    *self._search_args(scope, vec, k, now, size, min_similarity)
+                    *self._search_args(scope, vec, k, now, sizes, min_similarity)
                 ),
             )
         return _candidates(result, now)
@@ -868,23 +902,23 @@ class RedisCacheBackend:
         vec: npt.NDArray[np.float32],
         k: int,
         now: float,
-        size: int,
+        sizes: tuple[int, int],
         min_similarity: float | None,
     ) -> tuple[AggregateRequest, dict[str, Any]]:
         # Built once the index is ready: whether it is HNSW is known by then.
         ef = self._ef_runtime if self._hnsw else None
-        return _search_request(scope, vec, k, now, size, min_similarity, ef)
+        return _search_request(scope, vec, k, now, sizes, min_similarity, ef)
 
-    def _size_hint(self, scope: str) -> int | None:
+    def _size_hint(self, scope: str) -> tuple[int, int] | None:
         hint = self._size_hints.get(scope)
         if hint is None or time.monotonic() - hint[1] > _SIZE_HINT_TTL_S:
             return None
         return hint[0]
 
-    def _remember_size(self, scope: str, raw: Any) -> int:
-        size = int(raw) if raw is not None else 0
-        self._size_hints[scope] = (size, time.monotonic())
-        return size
+    def _remember_sizes(self, scope: str, raw: Sequence[Any]) -> tuple[int, int]:
+        sizes = (int(raw[0] or 0), int(raw[1] or 0))
+        self._size_hints[scope] = (sizes, time.monotonic())
+        return sizes
 
     def put(self, entry: CacheEntry) -> None:
         """Store ``entry``, replacing any entry under its key, atomically.
@@ -904,10 +938,13 @@ class RedisCacheBackend:
                 if ttl_ms is not None:
                     pipe.pexpire(rkey, ttl_ms)
                 pipe.execute()
-            # A size hint for the search policy only: an upper bound (replacements,
+            # Size hints for the search plan only: upper bounds (replacements,
             # deletions and expiry are not subtracted), kept outside the transaction
             # so the entry's own key is the only one it touches.
-            self._sync_client().hincrby(self._sizes_key, _token(entry.scope), 1)
+            with self._sync_client().pipeline(transaction=False) as sizes:
+                sizes.hincrby(self._sizes_key, _token(entry.scope), 1)
+                sizes.hincrby(self._sizes_key, _ALL_SCOPES, 1)
+                sizes.execute()
 
     def delete(self, keys: Sequence[str]) -> int:
         """Remove entries by key; returns how many existed.
@@ -1062,14 +1099,16 @@ class RedisCacheBackend:
             return []
         with self._translate("asearch"):
             vec = _as_vector(vector)
-            size = self._size_hint(scope)
-            if size is None:
-                raw = await self._aconn().client.hget(self._sizes_key, _token(scope))
-                size = self._remember_size(scope, raw)
+            sizes = self._size_hint(scope)
+            if sizes is None:
+                raw = await self._aconn().client.hmget(
+                    self._sizes_key, [_token(scope), _ALL_SCOPES]
+                )
+                sizes = self._remember_sizes(scope, raw)
             result = await self._aindexed(
                 vec.size,
                 lambda: self._aindex().aggregate(
-                    *self._search_args(scope, vec, k, now, size, min_similarity)
+                    *self._search_args(scope, vec, k, now, sizes, min_similarity)
                 ),
             )
         return _candidates(result, now)
@@ -1087,7 +1126,10 @@ class RedisCacheBackend:
                 if ttl_ms is not None:
                     pipe.pexpire(rkey, ttl_ms)
                 await pipe.execute()
-            await self._aconn().client.hincrby(self._sizes_key, _token(entry.scope), 1)
+            async with self._aconn().client.pipeline(transaction=False) as sizes:
+                sizes.hincrby(self._sizes_key, _token(entry.scope), 1)
+                sizes.hincrby(self._sizes_key, _ALL_SCOPES, 1)
+                await sizes.execute()
 
     async def adelete(self, keys: Sequence[str]) -> int:
         """Async :meth:`delete`."""

@@ -25,6 +25,7 @@ T = TypeVar("T")
 __all__ = [
     "CachingEmbedder",
     "Embedder",
+    "KnowsVectors",
     "SentenceTransformerEmbedder",
     "Vector",
     "is_default_embedder",
@@ -46,6 +47,19 @@ class Embedder(Protocol):
         ...
 
     async def aembed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
+
+
+@runtime_checkable
+class KnowsVectors(Protocol):
+    """An embedder that can say, without embedding, whether it has a text's vector.
+
+    ``CachingEmbedder`` does (its LRU). The cache uses it to read the exact
+    key and search in one round trip when the vector costs nothing.
+    """
+
+    def known(self, text: str) -> npt.NDArray[np.float32] | None:
+        """The vector of ``text`` if already at hand, else None."""
+        ...
 
 
 class SentenceTransformerEmbedder:
@@ -152,6 +166,15 @@ class CachingEmbedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([found[t] for t in texts]).astype(np.float32, copy=False)
+
+    def known(self, text: str) -> npt.NDArray[np.float32] | None:
+        """The vector of ``text`` if it is in the LRU (counted as a hit); never embeds."""
+        with self._lock:
+            v = self._lru.get(text)
+            if v is not None:
+                self._lru.move_to_end(text)
+                self.hits += 1
+        return v
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         found, missing = self._split(texts)

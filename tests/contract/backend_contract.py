@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from costopt_core.cache.backend import BackendStats, CacheBackend
+from costopt_core.cache.backend import BackendStats, CacheBackend, CombinedLookup
 from costopt_core.cache.entry import CachedResponse, CacheEntry
 from costopt_core.types import Usage
 
@@ -122,6 +122,24 @@ class BackendOps:
         if self.mode == "sync":
             return self.backend.search(scope, vector, k, now=now, min_similarity=min_similarity)
         return await self.backend.asearch(scope, vector, k, now=now, min_similarity=min_similarity)
+
+    async def get_and_search(
+        self,
+        key: str,
+        scope: str,
+        vector: npt.NDArray[np.float32],
+        k: int,
+        *,
+        now: float = NOW,
+        min_similarity: float | None = None,
+    ) -> tuple[CacheEntry | None, list[tuple[CacheEntry, float]]]:
+        b = self.backend
+        if not isinstance(b, CombinedLookup):
+            pytest.skip("the backend reads the two tiers separately (no CombinedLookup)")
+        args = (key, scope, vector, k)
+        if self.mode == "sync":
+            return b.get_and_search(*args, now=now, min_similarity=min_similarity)
+        return await b.aget_and_search(*args, now=now, min_similarity=min_similarity)
 
     async def put(self, *entries: CacheEntry) -> None:
         for entry in entries:
@@ -524,6 +542,32 @@ class CacheBackendContract:
         await ops.clear()  # clearing an empty backend is fine
         await ops.put(make_entry("c", vector=vec(1, 0, 0, 0)))
         assert keys_of(await ops.search("scope-a", vec(1, 0, 0, 0), 5)) == ["c"]
+
+    # -- both tiers in one trip (optional: CombinedLookup) ----------------------------------
+
+    async def test_a_combined_lookup_equals_get_then_search(self, ops: BackendOps) -> None:
+        await ops.put(
+            make_entry("exact", vector=vec(1, 0, 0, 0)),
+            make_entry("near", vector=vec(0.9, 0.1, 0, 0)),
+            make_entry("mid", vector=vec(0.5, 0.5, 0, 0)),
+            make_entry("other-scope", scope="scope-b", vector=vec(1, 0, 0, 0)),
+            make_entry("expired", vector=vec(1, 0, 0, 0), expires_at=NOW - 1),
+        )
+        q = vec(1, 0.02, 0, 0)
+        for key in ("exact", "missing", "expired", "other-scope"):
+            for k, floor in ((4, None), (4, 0.9), (1, None), (0, None)):
+                got = await ops.get_and_search(key, "scope-a", q, k, min_similarity=floor)
+                want = await ops.get(key), await ops.search("scope-a", q, k, min_similarity=floor)
+                if want[0] is None:
+                    assert got[0] is None, key
+                else:
+                    assert_same_entry(got[0], want[0])
+                assert keys_of(got[1]) == keys_of(want[1]), (key, k, floor)
+                for (entry, sim), (same, same_sim) in zip(got[1], want[1], strict=True):
+                    assert_same_entry(entry, same)
+                    assert sim == pytest.approx(same_sim, abs=1e-5)
+        _, scoped = await ops.get_and_search("exact", "scope-a", q, 4, min_similarity=0.9)
+        assert keys_of(scoped) == ["exact", "near"]
 
     # -- stats ---------------------------------------------------------------------------
 

@@ -150,14 +150,17 @@ def test_bad_arguments_are_configuration_errors() -> None:
 
 
 def test_hnsw_candidates_grow_with_the_index_up_to_the_memory_backends() -> None:
-    from costopt_core.cache.redis_backend import _search_request
+    import re
+
+    from costopt_core.cache.redis_backend import _search_args
     from costopt_core.cache.vector_index import DEFAULT_EF_SEARCH, VectorIndex
 
-    def ef_sent(k: int, index_size: int, ef: int = DEFAULT_EF_SEARCH) -> object:
+    def ef_sent(k: int, index_size: int, ef: int = DEFAULT_EF_SEARCH) -> int:
         sizes = (index_size, index_size)
-        request, params = _search_request("s", vec(1, 0, 0, 0), k, NOW, sizes, 0.9, ef)
-        assert "EF_RUNTIME $EF" in str(request.build_args()[0])
-        return params["EF"]
+        query = _search_args("s", vec(1, 0, 0, 0), k, NOW, sizes, 0.9, ef)[0]
+        found = re.search(r"EF_RUNTIME (\d+) ", query)
+        assert found is not None, query
+        return int(found.group(1))
 
     assert VectorIndex(4).ef_search == DEFAULT_EF_SEARCH
     assert ef_sent(4, 0) == ef_sent(4, 900) == 10  # RediSearch's own default
@@ -339,7 +342,6 @@ def test_a_semantic_search_is_one_round_trip_that_reads_only_what_can_be_served(
 
 
 def test_search_rows_deleted_between_match_and_load_are_skipped() -> None:
-    from types import SimpleNamespace
 
     from costopt_core.cache.redis_backend import _candidates, _encode
 
@@ -348,7 +350,7 @@ def test_search_rows_deleted_between_match_and_load_are_skipped() -> None:
     gone = {"vector_distance": b"0.1"}  # matched by the index, hash deleted before LOAD
     resp3 = {b"results": [{b"extra_attributes": gone}, {b"extra_attributes": row}]}
     flat = [x for kv in row.items() for x in (kv[0].encode(), kv[1])]
-    resp2 = SimpleNamespace(rows=[[b"vector_distance", b"0.1"], flat])
+    resp2 = [2, [b"vector_distance", b"0.1"], flat]  # [count, row, row]
     for result in (resp3, resp2):
         [(entry, sim)] = _candidates(result, NOW)
         assert entry.key == "k" and sim == pytest.approx(0.75)
@@ -358,17 +360,17 @@ def test_search_rows_deleted_between_match_and_load_are_skipped() -> None:
 def test_the_distance_filter_runs_before_any_entry_is_loaded() -> None:
     # redis-py's AggregateRequest sends LOAD first, which would read every
     # candidate's answer (a miss too) before the distance filter drops it.
-    from costopt_core.cache.redis_backend import _search_request
+    from costopt_core.cache.redis_backend import _search_args
 
-    request, _ = _search_request("s", vec(1, 0, 0, 0), 4, NOW, (10, 10), 0.9)
-    args = [str(a) for a in request.build_args()]
+    args = [str(a) for a in _search_args("s", vec(1, 0, 0, 0), 4, NOW, (10, 10), 0.9)]
     assert args.index("FILTER") < args.index("SORTBY") < args.index("LOAD")
     assert args[args.index("FILTER") + 1] == "@vector_distance <= 0.100001000"
     assert args[args.index("SORTBY") : args.index("SORTBY") + 6] == [
         "SORTBY", "2", "@vector_distance", "ASC", "MAX", "4",
     ]  # fmt: skip
-    unfiltered, _ = _search_request("s", vec(1, 0, 0, 0), 4, NOW, (10, 10), None)
-    assert "FILTER" not in [str(a) for a in unfiltered.build_args()]
+    unfiltered = _search_args("s", vec(1, 0, 0, 0), 4, NOW, (10, 10), None)
+    assert "FILTER" not in [str(a) for a in unfiltered]
+    assert "EF_RUNTIME" not in _search_args("s", vec(1, 0, 0, 0), 4, NOW, (10, 10), 0.9, None)[0]
 
 
 def test_an_existing_flat_index_is_searched_without_hnsw_options(redis_url: str) -> None:

@@ -24,6 +24,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -217,8 +218,10 @@ def _scope(parts: tuple) -> str:  # type: ignore[type-arg]
 
 def _canonical(parts: tuple) -> tuple:  # type: ignore[type-arg]
     tenant, model, params, system, tools = parts
-    # What the scope is defined over: a missing model is the empty one.
-    return (tenant, model or "", json.dumps(params, sort_keys=True), system, json.dumps(tools))
+    # What the scope is defined over: a missing model is the empty one, and a
+    # tool schema is the same whatever the order of its keys.
+    canon = partial(json.dumps, sort_keys=True)
+    return (tenant, model or "", canon(params), system, canon(tools))
 
 
 @settings(max_examples=400, deadline=None)

@@ -449,3 +449,105 @@ async def test_sync_async_parity_when_the_backend_fails(clock: Clock) -> None:
         assert sa.errors > 0 and sa.lookups == 3
         if "put" in fail:
             assert sa.stores == 0 and all(h is None for h in sync_hits)
+
+
+class OneTrip(MemoryCacheBackend):
+    """A memory backend that also answers both tiers at once, counting its calls."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        super().__init__()
+        self.fail = fail
+        self.calls: list[str] = []
+
+    def get(self, key, *, now):  # type: ignore[no-untyped-def]
+        self.calls.append("get")
+        return super().get(key, now=now)
+
+    def search(self, *args, **kw):  # type: ignore[no-untyped-def]
+        self.calls.append("search")
+        return super().search(*args, **kw)
+
+    def get_and_search(self, key, scope, vector, k, *, now, min_similarity=None):  # type: ignore[no-untyped-def]
+        self.calls.append("both")
+        if self.fail:
+            raise CacheBackendError("down")
+        found = MemoryCacheBackend.get(self, key, now=now)
+        hits = MemoryCacheBackend.search(
+            self, scope, vector, k, now=now, min_similarity=min_similarity
+        )
+        return found, hits
+
+    async def aget(self, key, *, now):  # type: ignore[no-untyped-def]
+        return self.get(key, now=now)
+
+    async def asearch(self, *args, **kw):  # type: ignore[no-untyped-def]
+        return self.search(*args, **kw)
+
+    async def aget_and_search(self, *args, **kw):  # type: ignore[no-untyped-def]
+        return self.get_and_search(*args, **kw)
+
+
+def _tiers(cache: SemanticCache, texts: Sequence[str]) -> list[str | None]:
+    return [None if (h := cache.lookup(req(t))) is None else h.tier for t in texts]
+
+
+async def _atiers(cache: SemanticCache, texts: Sequence[str]) -> list[str | None]:
+    return [None if (h := await cache.alookup(req(t))) is None else h.tier for t in texts]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_vector_at_hand_reads_both_tiers_in_one_backend_call(
+    clock: Clock, mode: str
+) -> None:
+    from costopt_core.embeddings import CachingEmbedder
+
+    backend = OneTrip()
+    cfg = CacheConfig(similarity_threshold=0.75, guards=GUARDS_OFF)
+    cache = SemanticCache(
+        backend, embedder=CachingEmbedder(FakeEmbedder(dim=256)), config=cfg, clock=clock
+    )
+    cache.store(req("How do I reset my password?"), answer())
+    texts = ["How do I reset my password?", "how do i reset my password", "Where is Paris?"]
+    run = _tiers if mode == "sync" else _atiers
+    backend.calls.clear()
+    # The stored prompt's vector is at hand (store embedded it); the others are
+    # read exact-first, then embedded and searched on a miss.
+    first = (
+        await asyncio.to_thread(run, cache, texts) if mode == "sync" else await run(cache, texts)
+    )
+    assert first == ["exact", "semantic", None]
+    assert backend.calls == ["both", "get", "search", "get", "search"]
+    backend.calls.clear()
+    # Every vector is in the embedder's LRU now: one combined read per lookup.
+    again = (
+        await asyncio.to_thread(run, cache, texts) if mode == "sync" else await run(cache, texts)
+    )
+    assert again == first
+    assert backend.calls == ["both", "both", "both"]
+
+
+def test_a_failing_combined_read_is_a_miss(clock: Clock) -> None:
+    from costopt_core.embeddings import CachingEmbedder
+
+    backend = OneTrip()
+    cache = SemanticCache(
+        backend, embedder=CachingEmbedder(FakeEmbedder(dim=256)), config=CacheConfig(), clock=clock
+    )
+    cache.store(req("How do I reset my password?"), answer())
+    backend.fail = True
+    assert cache.lookup(req("How do I reset my password?")) is None
+    assert backend.calls[-1] == "both"
+    assert cache.stats().errors == 1
+
+
+def test_the_caching_embedder_knows_only_what_it_embedded() -> None:
+    from costopt_core.embeddings import CachingEmbedder, KnowsVectors
+
+    inner = FakeEmbedder(dim=8)
+    emb = CachingEmbedder(inner)
+    assert isinstance(emb, KnowsVectors) and not isinstance(inner, KnowsVectors)
+    assert emb.known("hello") is None
+    v = emb.embed(["hello"])[0]
+    known = emb.known("hello")
+    assert known is not None and np.array_equal(known, v)
+    assert inner.texts_embedded == 1  # known() never embeds

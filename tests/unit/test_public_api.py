@@ -22,7 +22,8 @@ CORE = {
 }  # fmt: skip
 CACHE = {
     "BackendStats", "CacheBackend", "CacheConfig", "CacheEntry", "CacheHit", "CacheRequest",
-    "CacheResult", "CacheStats", "CachedResponse", "CalibrationResult", "ComponentCache",
+    "CacheResult", "CacheStats", "CachedResponse", "CalibrationResult", "CombinedLookup",
+    "ComponentCache",
     "ComponentStats", "GuardConfig", "MemoryCacheBackend", "PairModel", "PairScorer",
     "RedisCacheBackend", "SQLiteCacheBackend", "SemanticCache", "Verifier",
     "calibrate_pair_threshold", "calibrate_threshold", "check_guards", "decide",

@@ -1,6 +1,6 @@
 """The semantic response cache: engine, config, backends (see ``engine``)."""
 
-from costopt_core.cache.backend import BackendStats, CacheBackend
+from costopt_core.cache.backend import BackendStats, CacheBackend, CombinedLookup
 from costopt_core.cache.calibrate import (
     CalibrationResult,
     calibrate_pair_threshold,
@@ -27,6 +27,7 @@ __all__ = [
     "CacheStats",
     "CachedResponse",
     "CalibrationResult",
+    "CombinedLookup",
     "ComponentCache",
     "ComponentStats",
     "GuardConfig",

@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from costopt_core.cache.entry import CacheEntry
 
-__all__ = ["BackendStats", "CacheBackend"]
+__all__ = ["BackendStats", "CacheBackend", "CombinedLookup"]
 
 
 @dataclass(frozen=True)
@@ -102,3 +102,38 @@ class CacheBackend(Protocol):
     async def adelete_namespace(self, namespace: str) -> int: ...
 
     async def aclear(self) -> None: ...
+
+
+@runtime_checkable
+class CombinedLookup(Protocol):
+    """A backend that reads an exact key and searches in one round trip.
+
+    Optional, for a backend across a network: when a prompt's vector is
+    already at hand (the shared embedder has it), the engine asks for both
+    tiers at once instead of waiting for the exact read before it searches.
+    The result must equal ``(get(key), search(scope, vector, k, ...))``.
+    """
+
+    def get_and_search(
+        self,
+        key: str,
+        scope: str,
+        vector: npt.NDArray[np.float32],
+        k: int,
+        *,
+        now: float,
+        min_similarity: float | None = None,
+    ) -> tuple[CacheEntry | None, list[tuple[CacheEntry, float]]]:
+        """The entry under ``key`` and the candidates of ``search``, in one trip."""
+        ...
+
+    async def aget_and_search(
+        self,
+        key: str,
+        scope: str,
+        vector: npt.NDArray[np.float32],
+        k: int,
+        *,
+        now: float,
+        min_similarity: float | None = None,
+    ) -> tuple[CacheEntry | None, list[tuple[CacheEntry, float]]]: ...

@@ -19,12 +19,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
 
-from costopt_core.cache.backend import CacheBackend
+from costopt_core.cache.backend import CacheBackend, CombinedLookup
 from costopt_core.cache.breaker import CircuitBreaker
 from costopt_core.cache.config import CacheConfig
 from costopt_core.cache.defaults import DEFAULT_PAIR_GATE, DEFAULT_SIMILARITY_THRESHOLD
@@ -34,7 +34,7 @@ from costopt_core.cache.keys import CacheRequest, PreparedRequest, namespace_of,
 from costopt_core.cache.memory_backend import MemoryCacheBackend
 from costopt_core.cache.pair_model import PairScorer, default_pair_model, pair_probability
 from costopt_core.cache.signing import sign, verify
-from costopt_core.embeddings import Embedder, is_default_embedder
+from costopt_core.embeddings import Embedder, KnowsVectors, is_default_embedder
 from costopt_core.errors import ConfigurationError
 
 __all__ = ["CacheResult", "CacheStats", "SemanticCache", "Verifier", "skip_reason"]
@@ -85,6 +85,14 @@ class _Search:
 
 
 @dataclass(frozen=True, slots=True)
+class _GetSearch:
+    """Both tiers' reads in one round trip (a ``CombinedLookup`` backend)."""
+
+    key: str
+    search: _Search
+
+
+@dataclass(frozen=True, slots=True)
 class _Put:
     entry: CacheEntry
 
@@ -98,7 +106,8 @@ class _Score:
     query: str
 
 
-_Step = _Get | _Embed | _Search | _Put | _Score
+_Step = _Get | _Embed | _Search | _GetSearch | _Put | _Score
+_Found = tuple["CacheEntry | None", list[tuple[CacheEntry, float]]]
 _Lookup = tuple["CacheHit | None", PreparedRequest, "npt.NDArray[np.float32] | None"]
 
 
@@ -216,6 +225,9 @@ class SemanticCache:
         self._flushed_at = time.monotonic()
         self._flights: dict[str, _Flight] = {}
         self._flight_lock = threading.Lock()
+        # (backend, embedder, whether the two can read both tiers at once): a
+        # runtime Protocol check per lookup would cost more than it decides.
+        self._one_trip: tuple[object, object, bool] | None = None
 
     @property
     def embedder(self) -> Embedder:
@@ -367,7 +379,11 @@ class SemanticCache:
             return self._guarded("get", partial(self.backend.get, step.key, now=step.now), None)
         if isinstance(step, _Search):
             none: list[tuple[CacheEntry, float]] = []
-            return self._guarded("search", partial(self._search, step), none)
+            return self._guarded("search", self._searching(self.backend.search, step), none)
+        if isinstance(step, _GetSearch):
+            both = self._searching(self._combined().get_and_search, step.search, step.key)
+            nothing: _Found = (None, [])
+            return self._guarded("get_and_search", both, nothing)
         if isinstance(step, _Score):
             return self._score(step)
         return self._guarded("put", partial(self._put, step.entry), False)
@@ -380,7 +396,11 @@ class SemanticCache:
             return await self._aguarded("get", get, None)
         if isinstance(step, _Search):
             none: list[tuple[CacheEntry, float]] = []
-            return await self._aguarded("search", partial(self._asearch, step), none)
+            return await self._aguarded("search", self._searching(self.backend.asearch, step), none)
+        if isinstance(step, _GetSearch):
+            both = self._searching(self._combined().aget_and_search, step.search, step.key)
+            nothing: _Found = (None, [])
+            return await self._aguarded("get_and_search", both, nothing)
         if isinstance(step, _Score):
             return await asyncio.to_thread(self._score, step)
         return await self._aguarded("put", partial(self._aput, step.entry), False)
@@ -393,8 +413,11 @@ class SemanticCache:
             log.warning("cache pair check failed (%s); treating as a miss", exc)
             return None
 
-    def _search(self, step: _Search) -> list[tuple[CacheEntry, float]]:
-        return self.backend.search(
+    def _searching(self, method: Callable[..., T], step: _Search, *key: str) -> Callable[[], T]:
+        """``method`` (a backend's search, or its combined read) bound to ``step``."""
+        return partial(
+            method,
+            *key,
             step.scope,
             step.vector,
             self.config.top_k,
@@ -402,14 +425,23 @@ class SemanticCache:
             min_similarity=step.min_similarity,
         )
 
-    async def _asearch(self, step: _Search) -> list[tuple[CacheEntry, float]]:
-        return await self.backend.asearch(
-            step.scope,
-            step.vector,
-            self.config.top_k,
-            now=step.now,
-            min_similarity=step.min_similarity,
-        )
+    def _combined(self) -> CombinedLookup:
+        return cast(CombinedLookup, self.backend)  # only asked after _known_vector
+
+    def _known_vector(self, text: str) -> npt.NDArray[np.float32] | None:
+        """The prompt's vector if the embedder has it at no cost and the backend
+        can use it (one round trip for both tiers); None otherwise."""
+        backend, embedder = self.backend, self.embedder
+        memo = self._one_trip
+        if memo is None or memo[0] is not backend or memo[1] is not embedder:
+            both = isinstance(backend, CombinedLookup) and isinstance(embedder, KnowsVectors)
+            memo = self._one_trip = (backend, embedder, both)
+        if not memo[2]:
+            return None
+        try:
+            return cast(KnowsVectors, embedder).known(text)
+        except Exception:  # an optional shortcut: the lookup goes the usual way
+            return None
 
     def _put(self, entry: CacheEntry) -> bool:
         self.backend.put(entry)
@@ -531,20 +563,29 @@ class SemanticCache:
         self._count("lookups")
         prep = self._prepare(request)
         now = self.clock()
-        entry: CacheEntry | None = yield _Get(prep.key, now)
+        semantic = self.config.semantic and bool(prep.text)
+        # An exact hit must not wait for an embedding, so the exact key is read
+        # first, unless the vector is already at hand: then both tiers are read
+        # in one round trip.
+        vec = self._known_vector(prep.text) if semantic else None
+        if vec is not None:
+            search = _Search(prep.scope, vec, now, self.similarity_threshold)
+            found: _Found = yield _GetSearch(prep.key, search)
+            entry, cands = found
+        else:
+            entry = yield _Get(prep.key, now)
         hit = self._exact(prep, entry)
         if hit is not None:
             return hit, prep, None
-        if not self.config.semantic or not prep.text:
+        if not semantic:
             self._count("misses")
             return None, prep, None
-        vec: npt.NDArray[np.float32] | None = yield _Embed(prep.text)
         if vec is None:
-            self._count("misses")
-            return None, prep, None
-        cands: list[tuple[CacheEntry, float]] = yield _Search(
-            prep.scope, vec, now, self.similarity_threshold
-        )
+            vec = yield _Embed(prep.text)
+            if vec is None:
+                self._count("misses")
+                return None, prep, None
+            cands = yield _Search(prep.scope, vec, now, self.similarity_threshold)
         return (yield from self._pick(prep, cands)), prep, vec
 
     async def alookup(self, request: CacheRequest) -> CacheHit | None:

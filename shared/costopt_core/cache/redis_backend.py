@@ -52,6 +52,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -61,13 +62,12 @@ import redis
 import redis.asyncio as aredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.commands.search.aggregation import AggregateRequest
 from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 from redisvl.exceptions import RedisVLError
 from redisvl.index import AsyncSearchIndex, SearchIndex
 from redisvl.query import FilterQuery, VectorQuery
-from redisvl.query.filter import FilterExpression, Num, Tag
+from redisvl.query.filter import FilterExpression, Tag
 from redisvl.redis.connection import convert_index_info_to_schema
 from redisvl.schema import IndexSchema
 
@@ -246,11 +246,6 @@ def _decode_or_none(fields: Mapping[Any, Any], where: str) -> CacheEntry | None:
         return None
 
 
-def _unexpired(now: float) -> FilterExpression:
-    # expires_at is "inf" for entries that never expire, so they pass this range.
-    return Num("expires_at") > float(now)
-
-
 #: Scopes at least this large, or holding half the index, are searched with
 #: the BATCHES hybrid policy.
 _BATCHES_FROM = 5000
@@ -260,31 +255,6 @@ _MIN_EF = 10
 _ALL_SCOPES = "~all"
 #: How long a scope's size hint is reused before it is read again.
 _SIZE_HINT_TTL_S = 5.0
-
-
-class _NearestRequest(AggregateRequest):
-    """``FT.AGGREGATE`` steps in the order the server should run them.
-
-    redis-py's ``AggregateRequest`` always sends ``LOAD`` first, which reads
-    every candidate's answer before the distance ``FILTER`` drops it; here the
-    server filters and sorts first and loads only what is left.
-    """
-
-    def __init__(self, query: str, steps: list[str], load: Sequence[str]) -> None:
-        super().__init__(query)
-        self._steps = steps
-        self._load = list(load)
-
-    def build_args(self) -> list[str]:
-        return [
-            self._query,
-            *self._steps,
-            "LOAD",
-            str(len(self._load)),
-            *self._load,
-            "DIALECT",
-            "2",
-        ]
 
 
 def _max_distance(min_similarity: float | None) -> float | None:
@@ -325,7 +295,11 @@ def _search_plan(
     return policy, max(k, min(ef_max, ef))
 
 
-def _search_request(
+#: What a search reads of each entry it keeps (``__key`` names it in logs).
+_LOAD = ("LOAD", len(_STORED_FIELDS) + 1, "@__key", *(f"@{f}" for f in _STORED_FIELDS))
+
+
+def _search_args(
     scope: str,
     vector: npt.NDArray[np.float32],
     k: int,
@@ -333,36 +307,40 @@ def _search_request(
     sizes: tuple[int, int],
     min_similarity: float | None,
     ef_runtime: int | None = DEFAULT_EF_SEARCH,
-) -> tuple[AggregateRequest, dict[str, Any]]:
-    """``FT.AGGREGATE`` request and params for :meth:`RedisCacheBackend.search`.
+) -> list[Any]:
+    """The ``FT.AGGREGATE`` arguments (after the index name) of one search.
 
     ``sizes`` is (entries in the scope, entries in the index); ``ef_runtime``
     is the most HNSW candidates to keep, None for a FLAT vector field.
+
+    The steps run in this order, which redis-py's ``AggregateRequest`` cannot
+    express (it sends ``LOAD`` first, which would read every candidate's answer
+    before the distance filter drops it):
+
+    1. the KNN, with the scope and expiry filters inside it, so another
+       scope's nearer vectors and expired entries never take any of the k slots;
+    2. ``FILTER`` on the distance: most lookups are misses, and most
+       candidates of a hit are not served;
+    3. ``SORTBY`` the distance, best first;
+    4. ``LOAD`` of what is left only.
     """
     policy, ef = _search_plan(*sizes, k, ef_runtime)
-    knn = VectorQuery(
-        vector=vector.tobytes(),
-        vector_field_name=_VECTOR,
-        # Both filters run inside the KNN query: another scope's nearer vectors
-        # and expired entries never take any of the k slots.
-        filter_expression=(Tag("scope") == _token(scope)) & _unexpired(now),
-        num_results=k,
-        dtype="float32",
+    knn = f"KNN {k} @{_VECTOR} $vector"
+    if policy:
+        knn += f" HYBRID_POLICY {policy['hybrid_policy']}"
+    if ef is not None:
         # (An explicit ADHOC_BF policy would refuse it; the automatic one and
         # BATCHES take it.)
-        ef_runtime=ef,
-        **policy,
-    )
-    # One round trip: the server drops the candidates below the threshold and
-    # loads the fields of the rest only. Most lookups are misses, and most
-    # candidates of a hit are not served, so nothing else is read.
-    steps: list[str] = []
+        knn += f" EF_RUNTIME {ef}"
+    # Scope tokens are hex with a letter in front: nothing in them needs escaping.
+    # expires_at is "inf" for entries that never expire, so they pass the range.
+    where = f"@scope:{{{_token(scope)}}} @expires_at:[({float(now)!r} +inf]"
+    args: list[Any] = [f"(({where}))=>[{knn} AS {_DISTANCE}]"]
     max_distance = _max_distance(min_similarity)
     if max_distance is not None:
-        steps += ["FILTER", f"@{_DISTANCE} <= {max_distance:.9f}"]
-    steps += ["SORTBY", "2", f"@{_DISTANCE}", "ASC", "MAX", str(k)]
-    load = ["@__key", *(f"@{f}" for f in _STORED_FIELDS)]
-    return _NearestRequest(knn.query_string(), steps, load), knn.params
+        args += ["FILTER", f"@{_DISTANCE} <= {max_distance:.9f}"]
+    args += ["SORTBY", 2, f"@{_DISTANCE}", "ASC", "MAX", k, *_LOAD]
+    return [*args, "PARAMS", 2, "vector", vector.tobytes(), "DIALECT", 2]
 
 
 def _row_fields(row: Any) -> dict[str, Any]:
@@ -374,9 +352,11 @@ def _row_fields(row: Any) -> dict[str, Any]:
 
 
 def _aggregate_rows(result: Any) -> list[Any]:
-    if isinstance(result, Mapping):  # RESP3 without redis-py's parsing
+    """The rows of a raw ``FT.AGGREGATE`` reply: a RESP3 map, or RESP2's
+    ``[count, row, row, ...]``."""
+    if isinstance(result, Mapping):
         return list(result.get(b"results", result.get("results", [])))
-    return list(result.rows)
+    return list(result[1:])
 
 
 def _candidates(result: Any, now: float) -> list[tuple[CacheEntry, float]]:
@@ -823,7 +803,7 @@ class RedisCacheBackend:
         self._ensure_index(dims)
         try:
             return run()
-        except RedisVLError as exc:
+        except (RedisVLError, redis.ResponseError) as exc:
             if not _is_missing_index(exc):
                 raise
         self._index_ready = False
@@ -834,7 +814,7 @@ class RedisCacheBackend:
         await self._aensure_index(dims)
         try:
             return await run()
-        except RedisVLError as exc:
+        except (RedisVLError, redis.ResponseError) as exc:
             if not _is_missing_index(exc):
                 raise
         self._index_ready = False
@@ -884,30 +864,70 @@ class RedisCacheBackend:
             return []
         with self._translate("search"):
             vec = _as_vector(vector)
-            sizes = self._size_hint(scope)
-            if sizes is None:
-                raw = self._sync_client().hmget(self._sizes_key, [_token(scope), _ALL_SCOPES])
-                sizes = self._remember_sizes(scope, raw)
+            command = partial(self._search_command, scope, vec, k, now, min_similarity)
             result = self._indexed(
                 vec.size,
-                lambda: self._index().aggregate(
-                    *self._search_args(scope, vec, k, now, sizes, min_similarity)
-                ),
+                lambda: self._sync_client().execute_command(*command()),  # type: ignore[no-untyped-call]
             )
         return _candidates(result, now)
 
-    def _search_args(
+    def get_and_search(
+        self,
+        key: str,
+        scope: str,
+        vector: npt.NDArray[np.float32],
+        k: int,
+        *,
+        now: float,
+        min_similarity: float | None = None,
+    ) -> tuple[CacheEntry | None, list[tuple[CacheEntry, float]]]:
+        """:meth:`get` and :meth:`search` in one round trip (a pipeline of both).
+
+        Raises:
+            CacheBackendError: Redis failed, or ``vector`` has the wrong dimensions.
+        """
+        if k <= 0:
+            return self.get(key, now=now), []
+        with self._translate("get_and_search"):
+            vec = _as_vector(vector)
+            command = partial(self._search_command, scope, vec, k, now, min_similarity)
+
+            def both() -> list[Any]:
+                with self._sync_client().pipeline(transaction=False) as pipe:
+                    pipe.hgetall(self._rkey(key))
+                    pipe.execute_command(*command())  # type: ignore[no-untyped-call]
+                    return pipe.execute()
+
+            stored, result = self._indexed(vec.size, both)
+        return self._found(stored, key, now), _candidates(result, now)
+
+    def _search_command(
         self,
         scope: str,
         vec: npt.NDArray[np.float32],
         k: int,
         now: float,
-        sizes: tuple[int, int],
         min_similarity: float | None,
-    ) -> tuple[AggregateRequest, dict[str, Any]]:
-        # Built once the index is ready: whether it is HNSW is known by then.
+    ) -> list[Any]:
+        """The raw ``FT.AGGREGATE`` of a search; its reply is read by _candidates,
+        with no redisvl or redis-py result objects built per lookup."""
+        # Built once the index is ready: whether it is HNSW is known by then. The
+        # async twins read the sizes first, so the hint is fresh here.
+        sizes = self._size_hint(scope)
+        if sizes is None:
+            raw = self._sync_client().hmget(self._sizes_key, [_token(scope), _ALL_SCOPES])
+            sizes = self._remember_sizes(scope, raw)
         ef = self._ef_runtime if self._hnsw else None
-        return _search_request(scope, vec, k, now, sizes, min_similarity, ef)
+        return [
+            "FT.AGGREGATE",
+            self._index_name,
+            *_search_args(scope, vec, k, now, sizes, min_similarity, ef),
+        ]
+
+    async def _asizes(self, scope: str) -> None:
+        if self._size_hint(scope) is None:
+            raw = await self._aconn().client.hmget(self._sizes_key, [_token(scope), _ALL_SCOPES])
+            self._remember_sizes(scope, raw)
 
     def _size_hint(self, scope: str) -> tuple[int, int] | None:
         hint = self._size_hints.get(scope)
@@ -1099,19 +1119,42 @@ class RedisCacheBackend:
             return []
         with self._translate("asearch"):
             vec = _as_vector(vector)
-            sizes = self._size_hint(scope)
-            if sizes is None:
-                raw = await self._aconn().client.hmget(
-                    self._sizes_key, [_token(scope), _ALL_SCOPES]
-                )
-                sizes = self._remember_sizes(scope, raw)
+            client = self._aconn().client
+            await self._asizes(scope)
+            command = partial(self._search_command, scope, vec, k, now, min_similarity)
             result = await self._aindexed(
                 vec.size,
-                lambda: self._aindex().aggregate(
-                    *self._search_args(scope, vec, k, now, sizes, min_similarity)
-                ),
+                lambda: client.execute_command(*command()),  # type: ignore[no-untyped-call]
             )
         return _candidates(result, now)
+
+    async def aget_and_search(
+        self,
+        key: str,
+        scope: str,
+        vector: npt.NDArray[np.float32],
+        k: int,
+        *,
+        now: float,
+        min_similarity: float | None = None,
+    ) -> tuple[CacheEntry | None, list[tuple[CacheEntry, float]]]:
+        """Async :meth:`get_and_search`."""
+        if k <= 0:
+            return await self.aget(key, now=now), []
+        with self._translate("aget_and_search"):
+            vec = _as_vector(vector)
+            client = self._aconn().client
+            await self._asizes(scope)
+            command = partial(self._search_command, scope, vec, k, now, min_similarity)
+
+            async def both() -> list[Any]:
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.hgetall(self._rkey(key))
+                    pipe.execute_command(*command())
+                    return await pipe.execute()
+
+            stored, result = await self._aindexed(vec.size, both)
+        return self._found(stored, key, now), _candidates(result, now)
 
     async def aput(self, entry: CacheEntry) -> None:
         """Async :meth:`put`."""

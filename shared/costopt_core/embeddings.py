@@ -174,7 +174,7 @@ class CachingEmbedder:
             if v is not None:
                 self._lru.move_to_end(text)
                 self.hits += 1
-        return v
+        return None if v is None else np.asarray(v, dtype=np.float32)
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         found, missing = self._split(texts)

@@ -441,6 +441,85 @@ def test_an_index_lost_by_the_server_is_rebuilt(redis_url: str, backend: RedisCa
     assert backend.delete_tag("t") == 1
 
 
+async def test_a_combined_read_rebuilds_a_lost_index(
+    redis_url: str, backend: RedisCacheBackend
+) -> None:
+    entry = make_entry("k", vector=vec(1, 0, 0, 0))
+    backend.put(entry)
+    raw = _raw(redis_url)
+    for attempt in ("sync", "async"):
+        raw.execute_command("FT.DROPINDEX", backend.index_name)  # keys stay
+        q = ("k", "scope-a", vec(1, 0, 0, 0), 1)
+        if attempt == "sync":
+            found, hits = backend.get_and_search(*q, now=NOW)
+        else:
+            found, hits = await backend.aget_and_search(*q, now=NOW)
+        assert_same_entry(found, entry)
+        assert keys_of(hits) == ["k"], attempt
+    raw.close()
+
+
+def test_a_combined_read_is_one_pipeline_and_nothing_else(
+    redis_url: str, backend: RedisCacheBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend.put(make_entry("k", vector=vec(1, 0, 0, 0)))
+    backend.search("scope-a", vec(1, 0, 0, 0), 4, now=NOW)  # index ready, sizes known
+    client = backend._sync_client()
+    sent: list[str] = []
+    real_pipeline = client.pipeline
+
+    def pipeline(*args: Any, **kw: Any) -> Any:
+        pipe = real_pipeline(*args, **kw)
+        real_execute = pipe.execute
+
+        def execute(*a: Any, **k: Any) -> Any:
+            sent.append("pipeline:" + ",".join(str(c[0][0]) for c in pipe.command_stack))
+            return real_execute(*a, **k)
+
+        pipe.execute = execute  # type: ignore[method-assign]
+        return pipe
+
+    def alone(*args: Any, **kw: Any) -> Any:
+        sent.append(f"alone:{args[0]}")
+        raise AssertionError("a command outside the pipeline")
+
+    monkeypatch.setattr(client, "pipeline", pipeline)
+    monkeypatch.setattr(client, "execute_command", alone)
+    found, hits = backend.get_and_search("k", "scope-a", vec(1, 0, 0, 0), 4, now=NOW)
+    assert found is not None and keys_of(hits) == ["k"]
+    assert sent == ["pipeline:HGETALL,FT.AGGREGATE"]
+
+
+def test_puts_count_each_scope_and_the_whole_index(
+    redis_url: str, backend: RedisCacheBackend
+) -> None:
+    from costopt_core.cache.redis_backend import _search_plan
+
+    for i in range(3):
+        backend.put(make_entry(f"a{i}", vector=vec(1, 0, 0, i)))
+    backend.put(make_entry("b0", scope="scope-b", vector=vec(0, 1, 0, 0)))
+    assert backend._sizes("scope-a") == (3, 4)
+    assert backend._sizes("scope-b") == (1, 4)
+    assert backend._sizes("scope-c") == (0, 4)
+    # An index from before the total counter: the plan does not guess the share.
+    raw = _raw(redis_url)
+    try:
+        raw.hdel(backend._sizes_key, "~all")
+    finally:
+        raw.close()
+    backend._size_hints.clear()
+    assert backend._sizes("scope-a") == (3, None)
+    assert _search_plan(3, None, 4, 96) == ({}, 96)
+    assert keys_of(backend.search("scope-a", vec(1, 0, 0, 0), 1, now=NOW)) == ["a0"]
+
+
+def test_a_far_future_clock_still_searches(backend: RedisCacheBackend) -> None:
+    # repr(1e16) is "1e+16", which the query language cannot read.
+    backend.put(make_entry("forever", vector=vec(1, 0, 0, 0)))
+    backend.put(make_entry("soon", vector=vec(1, 0.1, 0, 0), expires_at=NOW + 1))
+    assert keys_of(backend.search("scope-a", vec(1, 0, 0, 0), 4, now=1e16)) == ["forever"]
+
+
 # -- a dying server -----------------------------------------------------------------------
 
 FAIL_FAST_S = 2.0
@@ -450,6 +529,7 @@ def _sync_ops(b: RedisCacheBackend) -> dict[str, Callable[[], Any]]:
     return {
         "get": lambda: b.get("k", now=NOW),
         "search": lambda: b.search("scope-a", vec(1, 0, 0, 0), 1, now=NOW),
+        "get_and_search": lambda: b.get_and_search("k", "scope-a", vec(1, 0, 0, 0), 1, now=NOW),
         "put": lambda: b.put(make_entry("k2", vector=vec(0, 1, 0, 0))),
         "delete": lambda: b.delete(["k"]),
         "delete_tag": lambda: b.delete_tag("t"),
@@ -464,6 +544,7 @@ def _async_ops(b: RedisCacheBackend) -> dict[str, Callable[[], Awaitable[Any]]]:
     return {
         "aget": lambda: b.aget("k", now=NOW),
         "asearch": lambda: b.asearch("scope-a", vec(1, 0, 0, 0), 1, now=NOW),
+        "aget_and_search": lambda: b.aget_and_search("k", "scope-a", vec(1, 0, 0, 0), 1, now=NOW),
         "aput": lambda: b.aput(make_entry("k2", vector=vec(0, 1, 0, 0))),
         "adelete": lambda: b.adelete(["k"]),
         "adelete_tag": lambda: b.adelete_tag("t"),

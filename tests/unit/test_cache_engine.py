@@ -526,18 +526,31 @@ async def test_a_vector_at_hand_reads_both_tiers_in_one_backend_call(
     assert backend.calls == ["both", "both", "both"]
 
 
-def test_a_failing_combined_read_is_a_miss(clock: Clock) -> None:
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_failing_combined_read_falls_back_to_one_tier_at_a_time(
+    clock: Clock, mode: str
+) -> None:
     from costopt_core.embeddings import CachingEmbedder
 
-    backend = OneTrip()
+    backend = OneTrip(fail=True)
+    cfg = CacheConfig(similarity_threshold=0.75, guards=GUARDS_OFF)
     cache = SemanticCache(
-        backend, embedder=CachingEmbedder(FakeEmbedder(dim=256)), config=CacheConfig(), clock=clock
+        backend, embedder=CachingEmbedder(FakeEmbedder(dim=256)), config=cfg, clock=clock
     )
     cache.store(req("How do I reset my password?"), answer())
-    backend.fail = True
-    assert cache.lookup(req("How do I reset my password?")) is None
-    assert backend.calls[-1] == "both"
-    assert cache.stats().errors == 1
+    cache.embedder.embed(["how do i reset my password"])  # both vectors at hand
+    texts = ["How do I reset my password?", "how do i reset my password"]
+    backend.calls.clear()
+    tiers = (
+        await asyncio.to_thread(_tiers, cache, texts)
+        if mode == "sync"
+        else await _atiers(cache, texts)
+    )
+    # A search error must not cost the exact hit, nor the semantic one when the
+    # plain search works.
+    assert tiers == ["exact", "semantic"]
+    assert backend.calls == ["both", "get", "both", "get", "search"]
+    assert cache.stats().errors == 2
 
 
 def test_the_caching_embedder_knows_only_what_it_embedded() -> None:

@@ -382,8 +382,7 @@ class SemanticCache:
             return self._guarded("search", self._searching(self.backend.search, step), none)
         if isinstance(step, _GetSearch):
             both = self._searching(self._combined().get_and_search, step.search, step.key)
-            nothing: _Found = (None, [])
-            return self._guarded("get_and_search", both, nothing)
+            return self._guarded("get_and_search", both, None)
         if isinstance(step, _Score):
             return self._score(step)
         return self._guarded("put", partial(self._put, step.entry), False)
@@ -399,8 +398,7 @@ class SemanticCache:
             return await self._aguarded("search", self._searching(self.backend.asearch, step), none)
         if isinstance(step, _GetSearch):
             both = self._searching(self._combined().aget_and_search, step.search, step.key)
-            nothing: _Found = (None, [])
-            return await self._aguarded("get_and_search", both, nothing)
+            return await self._aguarded("get_and_search", both, None)
         if isinstance(step, _Score):
             return await asyncio.to_thread(self._score, step)
         return await self._aguarded("put", partial(self._aput, step.entry), False)
@@ -568,12 +566,13 @@ class SemanticCache:
         # first, unless the vector is already at hand: then both tiers are read
         # in one round trip.
         vec = self._known_vector(prep.text) if semantic else None
+        found: _Found | None = None
         if vec is not None:
             search = _Search(prep.scope, vec, now, self.similarity_threshold)
-            found: _Found = yield _GetSearch(prep.key, search)
-            entry, cands = found
-        else:
-            entry = yield _Get(prep.key, now)
+            found = yield _GetSearch(prep.key, search)
+        # Without the vector, or when the combined read failed (a search error
+        # must not cost an exact hit), the tiers are read one by one.
+        entry = found[0] if found is not None else (yield _Get(prep.key, now))
         hit = self._exact(prep, entry)
         if hit is not None:
             return hit, prep, None
@@ -585,7 +584,11 @@ class SemanticCache:
             if vec is None:
                 self._count("misses")
                 return None, prep, None
-            cands = yield _Search(prep.scope, vec, now, self.similarity_threshold)
+        cands = (
+            found[1]
+            if found is not None
+            else (yield _Search(prep.scope, vec, now, self.similarity_threshold))
+        )
         return (yield from self._pick(prep, cands)), prep, vec
 
     async def alookup(self, request: CacheRequest) -> CacheHit | None:

@@ -253,6 +253,8 @@ _BATCHES_FROM = 5000
 _MIN_EF = 10
 #: The sizes hash field that counts every entry stored (scope tokens start "x").
 _ALL_SCOPES = "~all"
+#: (entries of a scope, entries of the index or None when not counted).
+_Sizes = tuple[int, int | None]
 #: How long a scope's size hint is reused before it is read again.
 _SIZE_HINT_TTL_S = 5.0
 
@@ -266,26 +268,32 @@ def _max_distance(min_similarity: float | None) -> float | None:
 
 
 def _search_plan(
-    scope_size: int, index_size: int, k: int, ef_max: int | None
+    scope_size: int, index_size: int | None, k: int, ef_max: int | None
 ) -> tuple[dict[str, str], int | None]:
     """The hybrid policy and the HNSW candidates (``EF_RUNTIME``) of one search.
 
     Args:
         scope_size: Entries stored in the searched scope (an upper bound).
-        index_size: Entries stored in the whole index (an upper bound).
+        index_size: Entries stored in the whole index (an upper bound); None
+            when unknown (an index older than its total counter): then the
+            scope's size alone picks the policy and searches keep ``ef_max``.
         k: Results wanted.
         ef_max: The most candidates to keep; None for a FLAT field, which
             refuses ``EF_RUNTIME``.
     """
-    index_size = max(index_size, scope_size)
     # RediSearch's own choice brute-forces a filtered KNN when the filter matches
     # most of the index (1.7 ms at 10k entries against 0.2-0.4 ms for BATCHES,
     # 0.15 against 0.07 ms at 1k), while BATCHES is the slow one for a scope
     # that is a small part of a large index.
-    batches = scope_size >= _BATCHES_FROM or 2 * scope_size >= index_size
+    batches = scope_size >= _BATCHES_FROM
+    if index_size is not None:
+        index_size = max(index_size, scope_size)
+        batches = batches or 2 * scope_size >= index_size
     policy = {"hybrid_policy": "BATCHES"} if batches else {}
     if ef_max is None:
         return policy, None
+    if index_size is None:
+        return policy, max(k, ef_max)
     # HNSW finds the nearest entry less often as its graph grows, so the
     # candidates grow with it, as the square root of the index's size: a small
     # cache does not pay for the search a large one needs. On random 384-d
@@ -304,7 +312,7 @@ def _search_args(
     vector: npt.NDArray[np.float32],
     k: int,
     now: float,
-    sizes: tuple[int, int],
+    sizes: _Sizes,
     min_similarity: float | None,
     ef_runtime: int | None = DEFAULT_EF_SEARCH,
 ) -> list[Any]:
@@ -334,7 +342,8 @@ def _search_args(
         knn += f" EF_RUNTIME {ef}"
     # Scope tokens are hex with a letter in front: nothing in them needs escaping.
     # expires_at is "inf" for entries that never expire, so they pass the range.
-    where = f"@scope:{{{_token(scope)}}} @expires_at:[({float(now)!r} +inf]"
+    # Fixed-point: the query language has no "e+" exponent (repr(1e16) is "1e+16").
+    where = f"@scope:{{{_token(scope)}}} @expires_at:[({float(now):.6f} +inf]"
     args: list[Any] = [f"(({where}))=>[{knn} AS {_DISTANCE}]"]
     max_distance = _max_distance(min_similarity)
     if max_distance is not None:
@@ -564,7 +573,7 @@ class RedisCacheBackend:
         self._sizes_key = prefix + "~scope-sizes"
         # The counters of every replica's SemanticCache on this prefix (see add_stats).
         self._stats_key = prefix + "~stats"
-        self._size_hints: dict[str, tuple[tuple[int, int], float]] = {}
+        self._size_hints: dict[str, tuple[_Sizes, float]] = {}
         self._index_name = index_name or f"{prefix}:idx"
         self._timeout = float(socket_timeout_s)
         self._dims: int | None = dims
@@ -864,7 +873,8 @@ class RedisCacheBackend:
             return []
         with self._translate("search"):
             vec = _as_vector(vector)
-            command = partial(self._search_command, scope, vec, k, now, min_similarity)
+            sizes = self._sizes(scope)
+            command = partial(self._search_command, scope, vec, k, now, sizes, min_similarity)
             result = self._indexed(
                 vec.size,
                 lambda: self._sync_client().execute_command(*command()),  # type: ignore[no-untyped-call]
@@ -890,7 +900,8 @@ class RedisCacheBackend:
             return self.get(key, now=now), []
         with self._translate("get_and_search"):
             vec = _as_vector(vector)
-            command = partial(self._search_command, scope, vec, k, now, min_similarity)
+            sizes = self._sizes(scope)
+            command = partial(self._search_command, scope, vec, k, now, sizes, min_similarity)
 
             def both() -> list[Any]:
                 with self._sync_client().pipeline(transaction=False) as pipe:
@@ -907,36 +918,41 @@ class RedisCacheBackend:
         vec: npt.NDArray[np.float32],
         k: int,
         now: float,
+        sizes: _Sizes,
         min_similarity: float | None,
     ) -> list[Any]:
         """The raw ``FT.AGGREGATE`` of a search; its reply is read by _candidates,
         with no redisvl or redis-py result objects built per lookup."""
-        # Built once the index is ready: whether it is HNSW is known by then. The
-        # async twins read the sizes first, so the hint is fresh here.
+        # Built once the index is ready: whether it is HNSW is known by then.
+        ef = self._ef_runtime if self._hnsw else None
+        args = _search_args(scope, vec, k, now, sizes, min_similarity, ef)
+        return ["FT.AGGREGATE", self._index_name, *args]
+
+    def _sizes(self, scope: str) -> _Sizes:
+        """(entries of ``scope``, entries of the index), read at most every few seconds."""
         sizes = self._size_hint(scope)
         if sizes is None:
             raw = self._sync_client().hmget(self._sizes_key, [_token(scope), _ALL_SCOPES])
             sizes = self._remember_sizes(scope, raw)
-        ef = self._ef_runtime if self._hnsw else None
-        return [
-            "FT.AGGREGATE",
-            self._index_name,
-            *_search_args(scope, vec, k, now, sizes, min_similarity, ef),
-        ]
+        return sizes
 
-    async def _asizes(self, scope: str) -> None:
-        if self._size_hint(scope) is None:
+    async def _asizes(self, scope: str) -> _Sizes:
+        sizes = self._size_hint(scope)
+        if sizes is None:
             raw = await self._aconn().client.hmget(self._sizes_key, [_token(scope), _ALL_SCOPES])
-            self._remember_sizes(scope, raw)
+            sizes = self._remember_sizes(scope, raw)
+        return sizes
 
-    def _size_hint(self, scope: str) -> tuple[int, int] | None:
+    def _size_hint(self, scope: str) -> _Sizes | None:
         hint = self._size_hints.get(scope)
         if hint is None or time.monotonic() - hint[1] > _SIZE_HINT_TTL_S:
             return None
         return hint[0]
 
-    def _remember_sizes(self, scope: str, raw: Sequence[Any]) -> tuple[int, int]:
-        sizes = (int(raw[0] or 0), int(raw[1] or 0))
+    def _remember_sizes(self, scope: str, raw: Sequence[Any]) -> _Sizes:
+        # An index older than the total counter has none: the plan then does not
+        # guess the scope's share of it.
+        sizes = (int(raw[0] or 0), None if raw[1] is None else int(raw[1]))
         self._size_hints[scope] = (sizes, time.monotonic())
         return sizes
 
@@ -1120,8 +1136,8 @@ class RedisCacheBackend:
         with self._translate("asearch"):
             vec = _as_vector(vector)
             client = self._aconn().client
-            await self._asizes(scope)
-            command = partial(self._search_command, scope, vec, k, now, min_similarity)
+            sizes = await self._asizes(scope)
+            command = partial(self._search_command, scope, vec, k, now, sizes, min_similarity)
             result = await self._aindexed(
                 vec.size,
                 lambda: client.execute_command(*command()),  # type: ignore[no-untyped-call]
@@ -1144,8 +1160,8 @@ class RedisCacheBackend:
         with self._translate("aget_and_search"):
             vec = _as_vector(vector)
             client = self._aconn().client
-            await self._asizes(scope)
-            command = partial(self._search_command, scope, vec, k, now, min_similarity)
+            sizes = await self._asizes(scope)
+            command = partial(self._search_command, scope, vec, k, now, sizes, min_similarity)
 
             async def both() -> list[Any]:
                 async with client.pipeline(transaction=False) as pipe:

@@ -55,6 +55,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -101,8 +102,8 @@ def load_pairs(path: Path, limit: int | None) -> Pairs:
     return pairs
 
 
-def component_digests(pairs: Pairs) -> list[bytes]:
-    """Per pair, a hash of its connected component of shared texts (its smallest text)."""
+def union_find(links: Iterable[tuple[str, str]]) -> Callable[[str], str]:
+    """``find(text)``: the representative of the text's group once ``links`` are joined."""
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -111,10 +112,16 @@ def component_digests(pairs: Pairs) -> list[bytes]:
             x = parent[x]
         return x
 
-    for a, b, _ in pairs:
+    for a, b in links:
         ra, rb = find(a), find(b)
         if ra != rb:
             parent[ra] = rb
+    return find
+
+
+def component_digests(pairs: Pairs) -> list[bytes]:
+    """Per pair, a hash of its connected component of shared texts (its smallest text)."""
+    find = union_find((a, b) for a, b, _ in pairs)
     smallest: dict[str, str] = {}
     for a, b, _ in pairs:
         root = find(a)

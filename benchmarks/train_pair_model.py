@@ -42,7 +42,7 @@ from typing import Any
 import _common
 import numpy as np
 from _common import require
-from cache_quality import load_pairs, split_bits
+from cache_quality import load_pairs, split_bits, union_find
 
 from costopt_core.embeddings import SentenceTransformerEmbedder
 
@@ -85,20 +85,9 @@ def closure_pairs(
     recur across pairs, so the tune half implies more labelled pairs than it
     lists; the cap keeps a few popular questions from filling the training set.
     """
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b, lab in pairs:
-        ra, rb = find(a), find(b)
-        if lab and ra != rb:
-            parent[ra] = rb
+    find = union_find((a, b) for a, b, lab in pairs if lab)
     groups: dict[str, list[str]] = {}
-    for x in sorted(parent):
+    for x in sorted({t for a, b, _ in pairs for t in (a, b)}):
         groups.setdefault(find(x), []).append(x)
     rng = random.Random(seed)
     seen = {frozenset((a, b)) for a, b, _ in pairs}

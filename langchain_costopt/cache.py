@@ -22,7 +22,7 @@ from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.served import SERVED, served_info
 from costopt_core.tenancy import current_tenant
 from costopt_core.usage import usage_from_langchain
-from langchain_costopt._convert import from_langchain_messages
+from langchain_costopt._convert import cache_model, from_langchain_messages, usage_or_unknown
 
 __all__ = ["PAYLOAD_FORMAT", "SemanticCache", "generations_of", "response_of"]
 
@@ -56,7 +56,8 @@ def response_of(generations: Sequence[Generation]) -> CachedResponse:
         finish = finish or meta.get("finish_reason") or meta.get("stop_reason")
         model = meta.get("model_name") or meta.get("model")
         if msg.usage_metadata is not None:
-            usage = usage_from_langchain(msg.usage_metadata)
+            # Unreadable counts must not lose the answer the model was paid for.
+            usage = usage_or_unknown(usage_from_langchain, msg.usage_metadata)
         tool_calls = tuple(dict(tc) for tc in msg.tool_calls)
     clean = [_without_costopt(g) for g in generations]
     return CachedResponse(
@@ -149,9 +150,10 @@ class SemanticCache(BaseCache):
         self.expose_cache_info = expose_cache_info
 
     def _request(self, prompt: str, llm_string: str) -> CacheRequest:
+        messages = _messages_of(prompt)
         return CacheRequest(
-            messages=tuple(from_langchain_messages(_messages_of(prompt))),
-            model=llm_string,
+            messages=tuple(from_langchain_messages(messages)),
+            model=cache_model(llm_string, messages),
             tenant=current_tenant(),
         )
 

@@ -24,7 +24,8 @@ from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.served import SERVED, served_info
 from costopt_core.tenancy import current_tenant
-from langchain_costopt._convert import from_langchain_messages
+from langchain_costopt import _calls
+from langchain_costopt._convert import cache_model, from_langchain_messages
 from langchain_costopt.cache import generations_of, response_of
 
 __all__ = ["CachedChatModel"]
@@ -38,32 +39,17 @@ def _replay(hit: CacheHit, expose: bool) -> Iterator[ChatGenerationChunk]:
     """
     gen = generations_of(hit, expose=expose)[0]
     msg = gen.message if isinstance(gen, ChatGeneration) else AIMessage(content=gen.text)
-    text = msg.content if isinstance(msg.content, str) else str(msg.content)
+    # Content blocks (Anthropic, OpenAI's responses API) replay as their text.
+    text = msg.text
     words = text.split(" ") if text else []
     info = served_info(hit)
     for i, w in enumerate(words):
         chunk = ChatGenerationChunk(message=AIMessageChunk(content=w if i == 0 else " " + w))
         SERVED.note(chunk, info)
         yield chunk
-    last = AIMessageChunk(
-        content="",
-        tool_call_chunks=[
-            {"name": tc["name"], "args": _json(tc["args"]), "id": tc.get("id"), "index": i}
-            for i, tc in enumerate(getattr(msg, "tool_calls", []) or [])
-        ],
-        usage_metadata=getattr(msg, "usage_metadata", None),
-        response_metadata=dict(msg.response_metadata or {}),
-        chunk_position="last",
-    )
-    chunk = ChatGenerationChunk(message=last)
+    chunk = _calls.chunk_of(msg, content="")
     SERVED.note(chunk, info)
     yield chunk
-
-
-def _json(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj)
 
 
 class CachedChatModel(BaseChatModel):
@@ -117,7 +103,7 @@ class CachedChatModel(BaseChatModel):
     ) -> CacheRequest:
         return CacheRequest(
             messages=tuple(from_langchain_messages(messages)),
-            model=self.model._get_llm_string(stop=stop, **kwargs),
+            model=cache_model(self.model._get_llm_string(stop=stop, **kwargs), messages),
             tools=tuple(kwargs.get("tools") or ()),
             tenant=self.tenant if self.tenant is not None else current_tenant(),
         )
@@ -139,7 +125,7 @@ class CachedChatModel(BaseChatModel):
         fresh: list[ChatResult] = []
 
         def call() -> CachedResponse:
-            result = self.model._generate(messages, stop=stop, **kwargs)
+            result = _calls.generate(self.model, messages, stop, **kwargs)
             fresh.append(result)
             return response_of(result.generations)
 
@@ -156,7 +142,7 @@ class CachedChatModel(BaseChatModel):
         fresh: list[ChatResult] = []
 
         async def call() -> CachedResponse:
-            result = await self.model._agenerate(messages, stop=stop, **kwargs)
+            result = await _calls.agenerate(self.model, messages, stop, **kwargs)
             fresh.append(result)
             return response_of(result.generations)
 
@@ -176,7 +162,7 @@ class CachedChatModel(BaseChatModel):
             yield from self._emit(_replay(hit, self.expose_cache_info), run_manager)
             return
         chunks: list[ChatGenerationChunk] = []
-        for chunk in self.model._stream(messages, stop=stop, **kwargs):
+        for chunk in _calls.stream(self.model, messages, stop, **kwargs):
             chunks.append(chunk)
             yield from self._emit(iter([chunk]), run_manager)
         # Only a stream read to its end gets here: a half-read answer is not stored.
@@ -199,7 +185,7 @@ class CachedChatModel(BaseChatModel):
                 yield chunk
             return
         chunks: list[ChatGenerationChunk] = []
-        async for chunk in self.model._astream(messages, stop=stop, **kwargs):
+        async for chunk in _calls.astream(self.model, messages, stop, **kwargs):
             chunks.append(chunk)
             if run_manager and chunk.text:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)

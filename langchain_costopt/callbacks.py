@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Generator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -23,12 +23,12 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
 from costopt_core import CostEngine, CostLedger, default_engine, engine_scope
-from costopt_core.errors import BudgetExceededError, UsageFormatError
+from costopt_core.errors import BudgetExceededError
 from costopt_core.served import SERVED, served_outcome
 from costopt_core.tenancy import current_tenant
-from costopt_core.types import CallOutcome, Usage, money_str
+from costopt_core.types import CallOutcome, money_str
 from costopt_core.usage import normalize_usage, usage_from_langchain
-from langchain_costopt._convert import from_langchain_messages
+from langchain_costopt._convert import from_langchain_messages, usage_or_unknown
 
 __all__ = ["CostCallbackHandler", "track_costs"]
 
@@ -77,21 +77,6 @@ def _max_output_tokens(params: Mapping[str, Any]) -> int:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return 0
-
-
-def _usage_or_unknown(read: Callable[[Any], Usage], payload: Any) -> Usage:
-    """``payload`` read as usage, or ``Usage()`` (unknown) when it is missing or malformed.
-
-    A provider that reports impossible counts (negative, not a number) still made
-    the call: it is recorded with an unknown cost, never dropped and never $0.
-    """
-    if payload is None:
-        return Usage()
-    try:
-        return read(payload)
-    except UsageFormatError as exc:
-        log.warning("costopt: unreadable token usage (%s); the call's cost is unknown", exc)
-        return Usage()
 
 
 class CostCallbackHandler(BaseCallbackHandler):
@@ -276,7 +261,7 @@ class CostCallbackHandler(BaseCallbackHandler):
             meta = message.response_metadata or {}
             model = meta.get("model_name") or meta.get("model") or model
             um = message.usage_metadata
-            usage = _usage_or_unknown(usage_from_langchain, um)
+            usage = usage_or_unknown(usage_from_langchain, um)
             # langchain-core marks answers served from its LLM cache this way.
             if um is not None and um.get("total_cost") == 0:  # type: ignore[comparison-overlap]
                 outcome = "cache_exact"
@@ -295,7 +280,7 @@ class CostCallbackHandler(BaseCallbackHandler):
                 tier = tier or prior.get("tier")
         else:
             llm_output = response.llm_output or {}
-            usage = _usage_or_unknown(
+            usage = usage_or_unknown(
                 normalize_usage, llm_output.get("token_usage") or llm_output.get("usage")
             )
             model = llm_output.get("model_name") or llm_output.get("model") or model

@@ -176,3 +176,95 @@ def test_cached_chat_model_binds_tools_into_the_scope(model: ScriptedChatModel) 
     with_tools = cached.bind_tools([search]).invoke("How do I reset my password?")
     assert model.script.calls == 2  # a different tool set is a different scope
     assert isinstance(plain, AIMessage) and isinstance(with_tools, AIMessage)
+
+
+def _picture(url: str) -> list[HumanMessage]:
+    return [
+        HumanMessage(
+            content=[
+                {"type": "text", "text": "What animal is in this picture?"},
+                {"type": "image_url", "image_url": {"url": url}},
+            ]
+        )
+    ]
+
+
+def test_requests_that_differ_only_in_an_image_never_share_an_answer() -> None:
+    from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
+
+    # The wrapper and LangChain's global cache path both see the image.
+    inner = ScriptedChatModel.from_texts(["A cat.", "A dog.", "A cat again."])
+    cached = CachedChatModel(model=inner, semantic_cache=engine_cache())
+    assert cached.invoke(_picture("https://example.com/cat.png")).content == "A cat."
+    assert cached.invoke(_picture("https://example.com/dog.png")).content == "A dog."
+    assert cached.invoke(_picture("https://example.com/cat.png")).content == "A cat."
+    assert inner.script.calls == 2
+
+    set_llm_cache(SemanticCache(engine_cache()))
+    try:
+        bare = FakeMessagesListChatModel(responses=[AIMessage("A cat."), AIMessage("A dog.")])
+        assert bare.invoke(_picture("https://example.com/cat.png")).content == "A cat."
+        assert bare.invoke(_picture("https://example.com/dog.png")).content == "A dog."
+    finally:
+        set_llm_cache(None)
+
+
+def test_a_hit_with_content_blocks_streams_its_text() -> None:
+    from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
+
+    blocks = [{"type": "text", "text": "Paris is the capital"}, {"type": "text", "text": "."}]
+    inner = FakeMessagesListChatModel(responses=[AIMessage(content=blocks)])
+    cached = CachedChatModel(model=inner, semantic_cache=engine_cache())
+    assert cached.invoke("Capital of France?").content == blocks
+    replay = "".join(str(c.content) for c in cached.stream("Capital of France?"))
+    assert replay == "Paris is the capital."
+
+
+def test_a_model_that_cannot_stream_is_streamed_as_one_chunk() -> None:
+    import asyncio
+
+    from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
+    from langchain_core.rate_limiters import InMemoryRateLimiter
+
+    class Counting(InMemoryRateLimiter):
+        taken = 0
+
+        def acquire(self, *, blocking: bool = True) -> bool:
+            Counting.taken += 1
+            return True
+
+        async def aacquire(self, *, blocking: bool = True) -> bool:
+            Counting.taken += 1
+            return True
+
+    replies = [AIMessage("Paris."), AIMessage("Rome.")]
+    inner = FakeMessagesListChatModel(responses=replies, rate_limiter=Counting())
+    cached = CachedChatModel(model=inner, semantic_cache=engine_cache())
+    assert [c.content for c in cached.stream("Capital of France?")] == ["Paris."]
+
+    async def astream() -> list[str]:
+        return [str(c.content) async for c in cached.astream("Capital of Italy?")]
+
+    assert asyncio.run(astream()) == ["Rome."]
+    # Each model call went through the model's own rate limiter; hits do not.
+    assert Counting.taken == 2
+    assert "".join(str(c.content) for c in cached.stream("Capital of France?")) == "Paris."
+    assert Counting.taken == 2
+
+
+def test_an_answer_with_unreadable_usage_is_returned_and_kept() -> None:
+    from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
+
+    # Input reported net of cache reads: impossible counts for the cost code.
+    odd = {
+        "input_tokens": 20,
+        "output_tokens": 3,
+        "total_tokens": 23,
+        "input_token_details": {"cache_read": 1000},
+    }
+    inner = FakeMessagesListChatModel(responses=[AIMessage("Paris.", usage_metadata=odd)])
+    cache = engine_cache()
+    cached = CachedChatModel(model=inner, semantic_cache=cache)
+    assert cached.invoke("Capital of France?").content == "Paris."
+    hit = cache.lookup(cached._request([HumanMessage("Capital of France?")], None, {}))
+    assert hit is not None and hit.response.usage.input_tokens is None

@@ -60,6 +60,11 @@ class CircuitBreaker:
             self._opened_at = None
             self._trial = False
 
+    def abandon(self) -> None:
+        """An allowed call ended without an outcome (cancelled): free the trial slot."""
+        with self._lock:
+            self._trial = False
+
     def failure(self) -> None:
         with self._lock:
             self._errors += 1

@@ -223,6 +223,7 @@ class SemanticCache:
         )
         self._pending: Counter[str] = Counter()
         self._flushed_at = time.monotonic()
+        self._flush_timer: threading.Timer | None = None
         self._flights: dict[str, _Flight] = {}
         self._flight_lock = threading.Lock()
         # (backend, embedder, whether the two can read both tiers at once): a
@@ -267,16 +268,17 @@ class SemanticCache:
 
     # -- bookkeeping shared by the sync and async paths -------------------------
     def _count(self, field: str, n: int = 1) -> None:
+        timer = None
         with self._stats_lock:
             setattr(self._stats, field, getattr(self._stats, field) + n)
-            if not self._shared_stats:
-                return
-            self._pending[field] += n
-            due = time.monotonic() - self._flushed_at >= STATS_FLUSH_S
-        if due:
-            self.flush_stats()
+            if self._shared_stats:
+                self._pending[field] += n
+                timer = self._flush_later()
+        if timer is not None:
+            timer.start()
 
     def _count_reason(self, kind: Literal["guard", "skip"], reason: str) -> None:
+        timer = None
         with self._stats_lock:
             s = self._stats
             counter = s.guard_rejections if kind == "guard" else s.skipped_stores
@@ -284,6 +286,30 @@ class SemanticCache:
             counter[reason] += 1
             if self._shared_stats:
                 self._pending[f"{kind}:{reason}"] += 1
+                timer = self._flush_later()
+        if timer is not None:
+            timer.start()
+
+    def _flush_later(self) -> threading.Timer | None:
+        """A timer that sends the pending increments within ``STATS_FLUSH_S``, unless
+        one is already set (called under ``_stats_lock``; the caller starts it).
+
+        Sent from the timer's thread: a lookup never waits on the shared
+        counters (an async one would block its event loop), and an idle
+        replica's last increments still arrive.
+        """
+        if self._flush_timer is not None:
+            return None
+        wait = max(0.0, STATS_FLUSH_S - (time.monotonic() - self._flushed_at))
+        timer = threading.Timer(wait, self._timed_flush)
+        timer.daemon = True
+        self._flush_timer = timer
+        return timer
+
+    def _timed_flush(self) -> None:
+        with self._stats_lock:
+            self._flush_timer = None
+        self.flush_stats()
 
     def flush_stats(self) -> None:
         """Send this replica's unsent counter increments to a shared backend now."""
@@ -322,6 +348,11 @@ class SemanticCache:
         except Exception as exc:  # fail open: the user's call must not fail
             self._failed(op, exc)
             return default
+        except BaseException:
+            # Interrupted, not failed: says nothing about the backend, but a
+            # half-open breaker's trial must be given back or none follows.
+            self.breaker.abandon()
+            raise
         self.breaker.success()
         return out
 
@@ -333,6 +364,9 @@ class SemanticCache:
         except Exception as exc:
             self._failed(op, exc)
             return default
+        except BaseException:  # cancelled (a timeout around the request): see _guarded
+            self.breaker.abandon()
+            raise
         self.breaker.success()
         return out
 
@@ -613,7 +647,7 @@ class SemanticCache:
     ) -> bool:
         """Keep ``response`` for ``request`` unless policy says not to; True if stored."""
         steps = self._store_steps(request, self._prepare(request), response, tags, ttl_s)
-        return self._drive(steps) is not None
+        return self._drive(steps)[1]
 
     def _store_steps(
         self,
@@ -623,18 +657,21 @@ class SemanticCache:
         tags: tuple[str, ...],
         ttl_s: float | None,
         vec: npt.NDArray[np.float32] | None = None,
-    ) -> Generator[_Step, Any, CacheEntry | None]:
-        """The store both twins run (see _drive): the entry, or None if policy skipped it."""
+    ) -> Generator[_Step, Any, tuple[CacheEntry | None, bool]]:
+        """The store both twins run (see _drive): the entry (None if policy skipped
+        it) and whether the backend took it. Waiting callers get the entry either
+        way: the answer is theirs even when it could not be kept."""
         if not request.cache:
-            return None
+            return None, False
         if vec is None and self.config.semantic and prep.text:
             vec = yield _Embed(prep.text)
         entry = self._entry_for(request, prep, response, vec, tags, ttl_s)
         if entry is None:
-            return None
-        if (yield _Put(entry)):
+            return None, False
+        stored = bool((yield _Put(entry)))
+        if stored:
             self._count("stores")
-        return entry
+        return entry, stored
 
     async def astore(
         self,
@@ -646,9 +683,7 @@ class SemanticCache:
     ) -> bool:
         """Async twin of :meth:`store`."""
         prep = self._prepare(request)
-        return (
-            await self._adrive(self._store_steps(request, prep, response, tags, ttl_s)) is not None
-        )
+        return (await self._adrive(self._store_steps(request, prep, response, tags, ttl_s)))[1]
 
     # -- get or call, with in-flight de-duplication -----------------------------
     def get_or_call(self, request: CacheRequest, call: Callable[[], CachedResponse]) -> CacheResult:
@@ -681,7 +716,7 @@ class SemanticCache:
             if entry is not None:
                 return CacheResult(entry.response, CacheHit(entry, "exact", 1.0))
             response = call()
-            entry = self._drive(self._store_steps(request, prep, response, (), None, vec))
+            entry = self._drive(self._store_steps(request, prep, response, (), None, vec))[0]
             return CacheResult(response, None)
         finally:
             self._land(prep.key, flight, entry)
@@ -742,8 +777,13 @@ class SemanticCache:
         if not leader:
             try:
                 entry = await asyncio.wait_for(asyncio.shield(fut), self.config.inflight_wait_s)
-            except (TimeoutError, asyncio.CancelledError):
+            except TimeoutError:
                 entry = None
+            except asyncio.CancelledError:
+                # The caller gave up: it must not go on to call the model itself.
+                with self._flight_lock, contextlib.suppress(ValueError):
+                    flight.waiters.remove((loop, fut))
+                raise
             if entry is not None:
                 self._count("inflight_shared")
                 return CacheResult(entry.response, CacheHit(entry, "exact", 1.0))
@@ -754,7 +794,9 @@ class SemanticCache:
             if entry is not None:
                 return CacheResult(entry.response, CacheHit(entry, "exact", 1.0))
             response = await call()
-            entry = await self._adrive(self._store_steps(request, prep, response, (), None, vec))
+            entry = (await self._adrive(self._store_steps(request, prep, response, (), None, vec)))[
+                0
+            ]
             return CacheResult(response, None)
         finally:
             self._land(prep.key, flight, entry)
@@ -795,7 +837,9 @@ class SemanticCache:
         await self._aguarded("clear", lambda: self.backend.aclear(), None)
 
     def _read_shared_stats(self) -> dict[str, int] | None:
-        if not self._shared_stats or not self.breaker.allow():
+        # Not allow(): in a half-open breaker that takes the single trial call,
+        # which this read would never give back.
+        if not self._shared_stats or self.breaker.state != "closed":
             return None
         self.flush_stats()
         try:

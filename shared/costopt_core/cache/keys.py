@@ -108,11 +108,18 @@ def semantic_text(messages: Sequence[Message], context_turns: int) -> str:
 
     Earlier turns are included so that "how old is he?" after two different
     conversations does not look like one question.
+
+    Empty (the request is matched exactly or not at all) when anything follows
+    the last user turn: an agent's call after a tool result asks the same user
+    question as the call that requested the tool, and a semantic hit would
+    serve that first call's tool request again, looping the agent.
     """
     convo = [m for m in messages if m.role != "system"]
     last_user = max((i for i, m in enumerate(convo) if m.role == "user"), default=None)
     if last_user is None:
         return _norm(" ".join(m.content for m in convo))
+    if last_user < len(convo) - 1:
+        return ""
     start = max(0, last_user - context_turns)
     return "\n".join(_norm(m.content) for m in convo[start : last_user + 1] if m.content)
 

@@ -27,17 +27,22 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import ConfigurationError
 from costopt_core.routing.calibrate import CalibrationReport
-from costopt_core.routing.router import Router, RouterConfig, RouteRun
+from costopt_core.routing.router import Router, RouterConfig, RouteRun, Step
 from costopt_core.routing.tiers import Tier, Tiers
-from costopt_core.routing.validators import Answer, ValidatorConfig
+from costopt_core.routing.validators import Answer, ValidatorConfig, forces_tool_call
 from costopt_core.tenancy import current_tenant
 from costopt_core.usage import usage_from_langchain
-from langchain_costopt._convert import from_langchain_messages
-from langchain_costopt.callbacks import TENANT_KEYS, CostCallbackHandler, _usage_or_unknown
+from langchain_costopt import _calls
+from langchain_costopt._convert import from_langchain_messages, usage_or_unknown
+from langchain_costopt.callbacks import TENANT_KEYS, CostCallbackHandler
 
 __all__ = ["RouterChatModel"]
 
 METADATA_KEY = "costopt"
+# BaseChatModel.generate / .stream pop ``ls_structured_output_format`` (a tracing
+# hint) before ``_generate`` / ``_stream``; ``bind_tools`` copies the fact that it
+# was there under this key so the router still knows the request is structured.
+_STRUCTURED_KEY = "costopt_structured_output"
 
 
 def _model_name(model: BaseChatModel) -> str:
@@ -56,8 +61,8 @@ def _answer_of(result: ChatResult) -> Answer:
     logprob = None
     content = meta.get("logprobs")
     if isinstance(content, Mapping) and isinstance(content.get("content"), list):
-        values = [t.get("logprob") for t in content["content"] if isinstance(t, Mapping)]
-        values = [v for v in values if isinstance(v, int | float)]
+        raw = [t.get("logprob") for t in content["content"] if isinstance(t, Mapping)]
+        values: list[float] = [v for v in raw if isinstance(v, int | float)]
         logprob = sum(values) / len(values) if values else None
     return Answer(
         text=text,
@@ -143,11 +148,22 @@ class RouterChatModel(BaseChatModel):
     def bind_tools(
         self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any
     ) -> Runnable[LanguageModelInput, AIMessage]:
-        """Bind tools to every tier (each tier's model formats them for its provider)."""
+        """Bind tools to every tier (each tier's model formats them for its provider).
+
+        Args:
+            tools: the tools, in any form LangChain converts to OpenAI tools.
+            tool_choice: passed on to each tier's ``bind_tools``; a forcing choice
+                (``"any"``, ``"required"``, a tool name) also makes a cheap answer
+                without a tool call escalate (``missing_tool_call``).
+            **kwargs: bound as call kwargs (``with_structured_output`` passes
+                ``ls_structured_output_format`` here).
+        """
         from langchain_core.utils.function_calling import convert_to_openai_tool
 
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice
+        if kwargs.get("ls_structured_output_format"):
+            kwargs[_STRUCTURED_KEY] = True
         return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
@@ -158,8 +174,11 @@ class RouterChatModel(BaseChatModel):
     @staticmethod
     def _split_tools(kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
         rest = dict(kwargs)
-        tools = rest.pop("tools", None) or []
-        tool_kwargs = {k: rest.pop(k) for k in ("tool_choice", "parallel_tool_calls") if k in rest}
+        rest.pop(_STRUCTURED_KEY, None)  # ours, not the tier models'
+        tools: list[Any] = rest.pop("tools", None) or []
+        tool_kwargs: dict[str, Any] = {
+            k: rest.pop(k) for k in ("tool_choice", "parallel_tool_calls") if k in rest
+        }
         return tools, tool_kwargs, rest
 
     def _kwargs_for(self, model: BaseChatModel, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -199,9 +218,11 @@ class RouterChatModel(BaseChatModel):
         engine = self._engine_for(run_manager)
         # A "block" budget raises here, before any call; "downshift" moves the start down.
         actions = {b.action for b in engine.ledger.check_budget(tenant, None)}
+        tools, tool_kwargs, _ = self._split_tools(kwargs)
         offered = self._offered(kwargs)
-        structured = bool(kwargs.get("response_format")) or bool(
-            kwargs.get("ls_structured_output_format")
+        structured = any(
+            bool(kwargs.get(k))
+            for k in ("response_format", _STRUCTURED_KEY, "ls_structured_output_format")
         )
         decision = self._router.route(
             from_langchain_messages(messages),
@@ -209,7 +230,12 @@ class RouterChatModel(BaseChatModel):
             structured=structured,
             budget_action="downshift" if "downshift" in actions else None,
         )
-        return self._router.start(decision, offered_tools=offered, structured=structured)
+        return self._router.start(
+            decision,
+            offered_tools=offered,
+            structured=structured,
+            tool_required=bool(tools) and forces_tool_call(tool_kwargs.get("tool_choice")),
+        )
 
     def _engine_for(self, run_manager: Any) -> CostEngine:
         handlers = self._handlers(run_manager)
@@ -225,7 +251,7 @@ class RouterChatModel(BaseChatModel):
         meta = msg.response_metadata or {}
         self._engine_for(run_manager).record_call(
             model=str(meta.get("model_name") or meta.get("model") or "unknown"),
-            usage=_usage_or_unknown(usage_from_langchain, msg.usage_metadata),  # type: ignore[attr-defined]
+            usage=usage_or_unknown(usage_from_langchain, msg.usage_metadata),  # type: ignore[attr-defined]
             tier=tier,
             tenant=self._tenant(run_manager),
             outcome="escalated",
@@ -236,11 +262,52 @@ class RouterChatModel(BaseChatModel):
         gen = result.generations[0]
         if isinstance(gen, ChatGeneration):
             meta = dict(gen.message.response_metadata or {})
-            prior = meta.get(METADATA_KEY) if isinstance(meta.get(METADATA_KEY), dict) else {}
+            prior = meta.get(METADATA_KEY)
+            prior = prior if isinstance(prior, dict) else {}
             route = run.explain()
             meta[METADATA_KEY] = {**prior, "tier": route["tier"], "route": route}
             gen.message.response_metadata = meta
         return result
+
+    # invoke() / ainvoke() must take the validated _generate path: LangChain sends
+    # them through _stream instead when a streaming callback handler is attached
+    # (astream_events, LangGraph stream_mode="messages"), and a stream is passed on
+    # as it comes, so a weak cheap answer would never escalate. Those checks get the
+    # run manager; .stream() / .astream() ask without one and still stream.
+    def _should_stream(
+        self,
+        *,
+        async_api: bool,
+        run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> bool:
+        if run_manager is not None:
+            return False
+        return super()._should_stream(async_api=async_api, **kwargs)
+
+    def _should_use_protocol_streaming(
+        self,
+        *,
+        async_api: bool,
+        run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> bool:
+        # The v2 variant of the same invoke-time switch (LangGraph's v2 messages
+        # handler); such handlers take the kept answer from on_llm_end instead.
+        return False
+
+    def _model(self, step: Step) -> BaseChatModel:
+        model: BaseChatModel = self._models[step.tier_index][step.model_index]
+        return model
+
+    def _judged(
+        self, result: ChatResult, run: RouteRun, step: Step, run_manager: Any
+    ) -> ChatResult | None:
+        """The answer to return if the validators keep it; None to go on up."""
+        if run.answered(_answer_of(result)) is None:
+            return self._finish(result, run)
+        self._record_escalation(run_manager, result, step.tier)
+        return None
 
     def _generate(
         self,
@@ -251,15 +318,15 @@ class RouterChatModel(BaseChatModel):
     ) -> ChatResult:
         run = self._start(messages, run_manager, kwargs)
         while (step := run.next()) is not None:
-            model = self._models[step.tier_index][step.model_index]
+            model = self._model(step)
             try:
-                result = model._generate(messages, stop=stop, **self._kwargs_for(model, kwargs))
+                # Binding tools is inside: a tier that cannot take them falls back too.
+                result = _calls.generate(model, messages, stop, **self._kwargs_for(model, kwargs))
             except Exception as exc:  # provider errors, timeouts, rate limits: fall back
                 run.failed(exc)
                 continue
-            if run.answered(_answer_of(result)) is None:
-                return self._finish(result, run)
-            self._record_escalation(run_manager, result, step.tier)
+            if (kept := self._judged(result, run, step, run_manager)) is not None:
+                return kept
         raise run.error()
 
     async def _agenerate(
@@ -271,21 +338,22 @@ class RouterChatModel(BaseChatModel):
     ) -> ChatResult:
         run = self._start(messages, run_manager, kwargs)
         while (step := run.next()) is not None:
-            model = self._models[step.tier_index][step.model_index]
+            model = self._model(step)
             try:
-                result = await model._agenerate(
-                    messages, stop=stop, **self._kwargs_for(model, kwargs)
+                result = await _calls.agenerate(
+                    model, messages, stop, **self._kwargs_for(model, kwargs)
                 )
             except Exception as exc:
                 run.failed(exc)
                 continue
-            if run.answered(_answer_of(result)) is None:
-                return self._finish(result, run)
-            self._record_escalation(run_manager, result, step.tier)
+            if (kept := self._judged(result, run, step, run_manager)) is not None:
+                return kept
         raise run.error()
 
     # Streaming: the answer is not held back for validation, so a streamed request is
-    # routed before the call and falls back on errors raised before its first chunk.
+    # routed before the call and falls back on errors raised before its first chunk
+    # (binding tools, opening the stream, the request itself). A tier model that
+    # cannot stream answers as one chunk (``_calls.stream``).
     def _stream(
         self,
         messages: list[BaseMessage],
@@ -295,33 +363,63 @@ class RouterChatModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         run = self._start(messages, run_manager, kwargs)
         while (step := run.next()) is not None:
-            model = self._models[step.tier_index][step.model_index]
-            stream = model._stream(messages, stop=stop, **self._kwargs_for(model, kwargs))
+            model = self._model(step)
             try:
-                first = next(stream)
-            except StopIteration:
-                first = None
+                stream = _calls.stream(model, messages, stop, **self._kwargs_for(model, kwargs))
+                first = next(stream, None)
             except Exception as exc:
                 run.failed(exc)
                 continue
             run.kept()  # a stream is passed on as it comes, not held back for validation
-            chunks = [first] if first is not None else []
-            yield from self._emit(chunks, stream, run, run_manager)
+            for chunk in self._chunks(first, stream):
+                if run_manager and chunk.text:
+                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+            yield self._route_chunk(run)
             return
         raise run.error()
 
-    def _emit(
+    async def _astream(
         self,
-        head: list[ChatGenerationChunk],
-        rest: Iterator[ChatGenerationChunk],
-        run: RouteRun,
-        run_manager: CallbackManagerForLLMRun | None,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        run = self._start(messages, run_manager, kwargs)
+        while (step := run.next()) is not None:
+            model = self._model(step)
+            try:
+                stream = _calls.astream(model, messages, stop, **self._kwargs_for(model, kwargs))
+                first = await anext(stream, None)
+            except Exception as exc:
+                run.failed(exc)
+                continue
+            run.kept()
+            async for chunk in self._achunks(first, stream):
+                if run_manager and chunk.text:
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+            yield self._route_chunk(run)
+            return
+        raise run.error()
+
+    @staticmethod
+    def _chunks(
+        first: ChatGenerationChunk | None, rest: Iterator[ChatGenerationChunk]
     ) -> Iterator[ChatGenerationChunk]:
-        for chunk in [*head, *rest]:
-            if run_manager and chunk.text:
-                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+        if first is not None:
+            yield first
+        yield from rest
+
+    @staticmethod
+    async def _achunks(
+        first: ChatGenerationChunk | None, rest: AsyncIterator[ChatGenerationChunk]
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        if first is not None:
+            yield first
+        async for chunk in rest:
             yield chunk
-        yield self._route_chunk(run)
 
     @staticmethod
     def _route_chunk(run: RouteRun) -> ChatGenerationChunk:
@@ -334,34 +432,3 @@ class RouterChatModel(BaseChatModel):
                 response_metadata={METADATA_KEY: {"tier": route["tier"], "route": route}},
             )
         )
-
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        run = self._start(messages, run_manager, kwargs)
-        while (step := run.next()) is not None:
-            model = self._models[step.tier_index][step.model_index]
-            stream = model._astream(messages, stop=stop, **self._kwargs_for(model, kwargs))
-            try:
-                first = await anext(stream)
-            except StopAsyncIteration:
-                first = None
-            except Exception as exc:
-                run.failed(exc)
-                continue
-            run.kept()
-            if first is not None:
-                if run_manager and first.text:
-                    await run_manager.on_llm_new_token(first.text, chunk=first)
-                yield first
-            async for chunk in stream:
-                if run_manager and chunk.text:
-                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
-            yield self._route_chunk(run)
-            return
-        raise run.error()

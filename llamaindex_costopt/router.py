@@ -10,7 +10,7 @@ answered. Discarded cheap attempts are recorded in the ledger as
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from llama_index.core.base.llms.types import (
@@ -38,6 +38,9 @@ from costopt_core.types import Message, Role
 from llamaindex_costopt.handler import usage_of
 
 __all__ = ["RouterLLM"]
+
+# A stream that ended before its first item (None could be an item).
+_EMPTY: Any = object()
 
 _ROLES: dict[str, Role] = {"system": "system", "assistant": "assistant", "tool": "tool"}
 
@@ -191,18 +194,23 @@ class RouterLLM(LLM):
             self._escalated(resp, step.tier)
         raise run.error()
 
-    def _first_working(self, messages: list[Message], open_stream: Any) -> tuple[Any, RouteRun]:
-        # A stream is routed before the call and falls back on errors raised when
-        # it is opened; it is not held back for validation.
+    def _first_working(
+        self, messages: list[Message], open_stream: Any
+    ) -> tuple[Any, Iterator[Any], RouteRun]:
+        # A stream is routed before the call and falls back on errors raised before
+        # its first item; it is not held back for validation. The first item is read
+        # here because provider LLMs send the request when their stream is first
+        # iterated, not when it is opened.
         run = self._start(messages)
         while (step := run.next()) is not None:
             try:
-                stream = open_stream(self._llms[step.tier_index][step.model_index])
+                stream = iter(open_stream(self._llms[step.tier_index][step.model_index]))
+                first = next(stream, _EMPTY)
             except Exception as exc:
                 run.failed(exc)
                 continue
             run.kept()
-            return stream, run
+            return first, stream, run
         raise run.error()
 
     # -- LlamaIndex API -------------------------------------------------------------
@@ -228,66 +236,71 @@ class RouterLLM(LLM):
             msgs, lambda llm: llm.acomplete(prompt, formatted=formatted, **kwargs)
         )
 
-    def _relay(self, stream: Any, run: RouteRun) -> Any:
-        last = None
+    def _relay(self, first: Any, stream: Iterator[Any], run: RouteRun) -> Any:
+        if first is _EMPTY:
+            return
+        last = first
+        yield first
         for last in stream:
             yield last
-        if last is not None:
-            self._finish(last, run)
+        self._finish(last, run)
 
-    async def _arelay(self, stream: Any, run: RouteRun) -> Any:
-        last = None
+    async def _arelay(self, first: Any, stream: AsyncIterator[Any], run: RouteRun) -> Any:
+        if first is _EMPTY:
+            return
+        last = first
+        yield first
         async for last in stream:
             yield last
-        if last is not None:
-            self._finish(last, run)
+        self._finish(last, run)
 
     async def _afirst_working(
         self, messages: list[Message], open_stream: Any
-    ) -> tuple[Any, RouteRun]:
+    ) -> tuple[Any, AsyncIterator[Any], RouteRun]:
         run = self._start(messages)
         while (step := run.next()) is not None:
             try:
                 stream = await open_stream(self._llms[step.tier_index][step.model_index])
+                first = await anext(stream, _EMPTY)
             except Exception as exc:
                 run.failed(exc)
                 continue
             run.kept()
-            return stream, run
+            return first, stream, run
         raise run.error()
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        stream, run = self._first_working(
+        first, stream, run = self._first_working(
             _neutral(messages), lambda llm: llm.stream_chat(messages, **kwargs)
         )
-        return self._relay(stream, run)
+        return self._relay(first, stream, run)
 
     @llm_completion_callback()
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
-        stream, run = self._first_working(
+        first, stream, run = self._first_working(
             [Message("user", prompt)],
             lambda llm: llm.stream_complete(prompt, formatted=formatted, **kwargs),
         )
-        return self._relay(stream, run)
+        return self._relay(first, stream, run)
 
     @llm_chat_callback()
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
-        stream, run = await self._afirst_working(
+        first, stream, run = await self._afirst_working(
             _neutral(messages), lambda llm: llm.astream_chat(messages, **kwargs)
         )
-        return self._arelay(stream, run)
+        return self._arelay(first, stream, run)
 
     @llm_completion_callback()
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        stream, run = await self._afirst_working(
+        first, stream, run = await self._afirst_working(
             [Message("user", prompt)],
             lambda llm: llm.astream_complete(prompt, formatted=formatted, **kwargs),
         )
-        return self._arelay(stream, run)
+        return self._arelay(first, stream, run)

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 from llama_index.core.llms import ChatMessage
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 
 from costopt_core import CostEngine, Usage
 from costopt_core.errors import RoutingError
@@ -111,3 +112,59 @@ def test_cached_router_records_hits_as_cache() -> None:
         cached.chat(MSGS)
         cached.chat(MSGS)
     assert [r.outcome for r in engine.ledger.records()] == ["model", "cache_exact"]
+
+
+class _LazyFailing(ScriptedLLM):
+    """Like provider LLMs: the request is sent when the stream is first iterated."""
+
+    @staticmethod
+    def _failing() -> Any:
+        raise ConnectionError("503 from provider")
+        yield  # pragma: no cover
+
+    @staticmethod
+    async def _afailing() -> Any:
+        raise ConnectionError("503 from provider")
+        yield  # pragma: no cover
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Any, **kwargs: Any) -> Any:
+        return self._failing()
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
+        return self._failing()
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Any, **kwargs: Any) -> Any:
+        return self._afailing()
+
+    @llm_completion_callback()
+    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
+        return self._afailing()
+
+
+@pytest.mark.parametrize(
+    "how", ["stream_chat", "stream_complete", "astream_chat", "astream_complete"]
+)
+async def test_a_stream_failing_on_its_first_chunk_falls_back(how: str) -> None:
+    router = RouterLLM(
+        tiers={
+            "small": _LazyFailing(script=Script(["x"])),
+            "frontier": llm("four", model="gpt-4o"),
+        },
+        classifier=Always(0.9),
+        router_config=RouterConfig(retries_per_model=0),
+    )
+    if how == "stream_chat":
+        chunks = list(router.stream_chat(MSGS))
+    elif how == "stream_complete":
+        chunks = list(router.stream_complete("2+2?"))
+    elif how == "astream_chat":
+        chunks = [c async for c in await router.astream_chat(MSGS)]
+    else:
+        chunks = [c async for c in await router.astream_complete("2+2?")]
+    assert "".join(c.delta or "" for c in chunks) == "four"
+    route = chunks[-1].raw["costopt"]["route"]
+    assert [a["outcome"] for a in route["attempts"]] == ["error: ConnectionError", "kept"]
+    assert route["tier"] == "frontier"

@@ -265,3 +265,224 @@ def test_a_calibration_for_other_tiers_is_refused() -> None:
             tiers={"small": scripted("a"), "frontier": scripted("b", model="gpt-4o")},
             calibration=_report(0.5, ("cheap", "best")),
         )
+
+
+class _Person(BaseModel):
+    name: str
+    age: int
+
+
+_ANN = {"name": "_Person", "args": {"name": "Ann", "age": 31}, "id": "c1", "type": "tool_call"}
+
+
+def _structured_router(validators: Any = None) -> RouterChatModel:
+    from costopt_core.routing.validators import ValidatorConfig
+
+    return RouterChatModel(
+        tiers={
+            "small": scripted("Sure! The person is Ann, 31."),
+            "frontier": scripted(ScriptedResponse("", U, model="gpt-4o", tool_calls=(_ANN,))),
+        },
+        classifier=Always(0.9),
+        validators=validators or ValidatorConfig(),
+    )
+
+
+async def test_structured_output_escalates_a_cheap_answer_in_prose() -> None:
+    # invoke() drops ls_structured_output_format before _generate: the forced
+    # tool_choice is what tells the router that prose will not parse.
+    out = _structured_router().with_structured_output(_Person, include_raw=True).invoke("Ann")
+    assert out["parsed"] == _Person(name="Ann", age=31)
+    route = out["raw"].response_metadata["costopt"]["route"]
+    assert [a["outcome"] for a in route["attempts"]] == ["escalated: missing_tool_call", "kept"]
+    assert route["tier"] == "frontier"
+    chain = _structured_router().with_structured_output(_Person, include_raw=True)
+    aout = await chain.ainvoke("Ann")
+    assert aout["parsed"] == _Person(name="Ann", age=31)
+    assert aout["raw"].response_metadata["costopt"]["route"] == route
+
+
+def test_with_structured_output_marks_the_request_structured() -> None:
+    from costopt_core.routing.validators import ValidatorConfig
+
+    # With the tool-call checks off, only the structured flag can catch the prose.
+    router = _structured_router(ValidatorConfig(tool_calls=False))
+    out = router.with_structured_output(_Person, include_raw=True).invoke("Ann")
+    route = out["raw"].response_metadata["costopt"]["route"]
+    assert route["attempts"][0]["outcome"] == "escalated: unparseable_structured_output"
+    assert out["parsed"] == _Person(name="Ann", age=31)
+
+
+@pytest.mark.parametrize(
+    "choice", ["any", "required", "_Person", {"type": "function", "function": {"name": "_Person"}}]
+)
+def test_a_forcing_tool_choice_escalates_prose(choice: Any) -> None:
+    out = _structured_router().bind_tools([_Person], tool_choice=choice).invoke("Ann")
+    assert out.tool_calls[0]["args"] == {"name": "Ann", "age": 31}
+    attempts = out.response_metadata["costopt"]["route"]["attempts"]
+    assert attempts[0]["outcome"] == "escalated: missing_tool_call"
+
+
+def test_prose_is_kept_when_tool_choice_does_not_force() -> None:
+    out = _structured_router().bind_tools([_Person], tool_choice="auto").invoke("Ann")
+    assert out.content == "Sure! The person is Ann, 31."
+    assert out.response_metadata["costopt"]["tier"] == "small"
+
+
+def test_a_tool_call_answer_is_kept_with_the_tool_checks_off() -> None:
+    from costopt_core.routing.validators import ValidatorConfig
+
+    call = {"name": "_Person", "args": {"name": "Ann", "age": 31}, "id": "c1", "type": "tool_call"}
+    small = scripted(ScriptedResponse("", U, tool_calls=(call,)))
+    big = scripted("x", model="gpt-4o")
+    router = RouterChatModel(
+        tiers={"small": small, "frontier": big},
+        classifier=Always(0.9),
+        validators=ValidatorConfig(tool_calls=False),
+    )
+    out = router.bind_tools([_Person]).invoke("Ann")
+    assert out.response_metadata["costopt"]["route"]["attempts"] == [
+        {"tier": "small", "model": "gpt-4o-mini", "outcome": "kept"}
+    ]
+    assert (small.script.calls, big.script.calls) == (1, 0)
+
+
+class _NoStream(BaseChatModel):
+    """A model with only _generate (LangChain streams it as one chunk)."""
+
+    model_name: str = "local-small"
+
+    @property
+    def _llm_type(self) -> str:
+        return "nostream"
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        from langchain_core.messages import AIMessage
+        from langchain_core.outputs import ChatGeneration, ChatResult
+
+        msg = AIMessage("4", response_metadata={"model_name": self.model_name})
+        return ChatResult(generations=[ChatGeneration(message=msg)])
+
+
+def _total(chunks: list[Any]) -> Any:
+    total = chunks[0]
+    for c in chunks[1:]:
+        total = total + c
+    return total
+
+
+async def test_streaming_through_a_tier_that_cannot_stream() -> None:
+    def make() -> RouterChatModel:
+        big = scripted("four", model="gpt-4o")
+        return RouterChatModel(
+            tiers={"small": _NoStream(), "frontier": big}, classifier=Always(0.9)
+        )
+
+    for chunks in (list(make().stream("2+2?")), [c async for c in make().astream("2+2?")]):
+        total = _total(chunks)
+        assert total.content == "4"
+        assert total.response_metadata["costopt"]["route"]["attempts"] == [
+            {"tier": "small", "model": "local-small", "outcome": "kept"}
+        ]
+
+
+async def test_a_tier_that_cannot_bind_tools_falls_back_when_streaming() -> None:
+    from langchain_core.language_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    def make() -> Any:
+        small = GenericFakeChatModel(messages=iter([AIMessage("x")] * 10))  # no bind_tools
+        big = scripted("five", model="gpt-4o")
+        router = RouterChatModel(tiers={"small": small, "frontier": big}, classifier=Always(0.9))
+        return router.bind_tools([_Person])
+
+    for chunks in (list(make().stream("2+3")), [c async for c in make().astream("2+3")]):
+        total = _total(chunks)
+        assert total.content == "five"
+        route = total.response_metadata["costopt"]["route"]
+        assert route["tier"] == "frontier"
+        assert route["attempts"][0]["outcome"] == "error: NotImplementedError"
+
+
+def test_explicit_stream_still_streams_chunk_by_chunk() -> None:
+    router = RouterChatModel(
+        tiers={"small": scripted("one two three"), "frontier": scripted("x", model="gpt-4o")},
+        classifier=Always(0.9),
+    )
+    texts = [c.content for c in router.stream("q") if c.content]
+    assert texts == ["one", " two", " three"]
+
+
+async def test_invoke_under_a_streaming_handler_still_validates() -> None:
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.runnables import RunnableLambda
+    from langchain_core.tracers._streaming import _V2StreamingCallbackHandler
+
+    def make() -> RouterChatModel:
+        return RouterChatModel(
+            tiers={
+                "small": scripted("I'm sorry, I can't help with that."),
+                "frontier": scripted("The answer is 42.", model="gpt-4o"),
+            },
+            classifier=Always(0.9),
+        )
+
+    async def final(node: Any) -> Any:
+        out = None
+        async for ev in node.astream_events("q", version="v2"):
+            if ev["event"] == "on_chain_end" and ev.get("parent_ids") == []:
+                out = ev["data"]["output"]
+        return out
+
+    sync_router, async_router = make(), make()
+    sync_out = await final(RunnableLambda(lambda x: sync_router.invoke(x)))
+
+    async def anode(x: Any) -> Any:
+        return await async_router.ainvoke(x)
+
+    async_out = await final(RunnableLambda(anode))
+
+    class V2(BaseCallbackHandler, _V2StreamingCallbackHandler):  # as LangGraph's v2 handler
+        pass
+
+    v2_out = make().invoke("q", config={"callbacks": [V2()]})
+    for out in (sync_out, async_out, v2_out):
+        assert out.content == "The answer is 42."
+        route = out.response_metadata["costopt"]["route"]
+        assert route["attempts"][0]["outcome"] == "escalated: refusal_or_hedge"
+
+
+async def test_a_tier_models_rate_limiter_is_taken_once_per_call() -> None:
+    from langchain_core.rate_limiters import BaseRateLimiter
+
+    class Counting(BaseRateLimiter):
+        def __init__(self) -> None:
+            self.n = 0
+
+        def acquire(self, *, blocking: bool = True) -> bool:
+            self.n += 1
+            return True
+
+        async def aacquire(self, *, blocking: bool = True) -> bool:
+            self.n += 1
+            return True
+
+    counts = []
+    for how in ("invoke", "ainvoke", "stream", "astream"):
+        limiter = Counting()
+        small = scripted("four")
+        small.rate_limiter = limiter
+        router = RouterChatModel(
+            tiers={"small": small, "frontier": scripted("4", model="gpt-4o")},
+            classifier=Always(0.9),
+        )
+        if how == "invoke":
+            router.invoke("2+2?")
+        elif how == "ainvoke":
+            await router.ainvoke("2+2?")
+        elif how == "stream":
+            list(router.stream("2+2?"))
+        else:
+            [c async for c in router.astream("2+2?")]
+        counts.append(limiter.n)
+    assert counts == [1, 1, 1, 1]

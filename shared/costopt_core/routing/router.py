@@ -92,6 +92,7 @@ class RouteRun:
     decision: RouteDecision
     offered_tools: tuple[str, ...] = ()
     structured: bool = False
+    tool_required: bool = False
     tier_index: int = 0
     model_index: int = 0
     tries: int = 0
@@ -141,6 +142,7 @@ class RouteRun:
                 self.router.validators,
                 offered_tools=self.offered_tools,
                 structured_output=self.structured,
+                tool_required=self.tool_required,
             )
         if reason is None:
             self.attempts.append(Attempt(step.tier, step.model, "kept"))
@@ -267,12 +269,21 @@ class Router:
         *,
         offered_tools: Sequence[str] = (),
         structured: bool = False,
+        tool_required: bool = False,
     ) -> RouteRun:
-        """A run of the call loop starting at ``decision``'s tier."""
+        """A run of the call loop starting at ``decision``'s tier.
+
+        Args:
+            decision: where the request starts (:meth:`route`).
+            offered_tools: names of the tools bound to the request.
+            structured: the request asked for structured (JSON) output.
+            tool_required: the request forced a tool call (its ``tool_choice``).
+        """
         return RouteRun(
             self,
             decision,
             offered_tools=tuple(offered_tools),
             structured=structured,
+            tool_required=tool_required,
             tier_index=decision.tier_index,
         )

@@ -10,6 +10,7 @@ timeout), and recovery after a restart that lost the index.
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import time
 import uuid
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 
 from costopt_core.cache.backend import CacheBackend
 from costopt_core.cache.redis_backend import RedisCacheBackend
@@ -73,6 +75,21 @@ class TestRedisBackendContractOverResp2(TestRedisBackendContract):
     def make_backend(self) -> CacheBackend:
         return RedisCacheBackend(
             f"{self.url}?protocol=2", prefix=_unique_prefix(), socket_timeout_s=2.0
+        )
+
+
+class TestRedisBackendContractOverResp3(TestRedisBackendContract):
+    """The same contract with RESP3 asked for explicitly (``?protocol=3``).
+
+    redis-py 8 negotiates RESP3 by default yet keeps RESP2-shaped module replies
+    then; asked for explicitly, FT.SEARCH and FT.INFO come back as RESP3 maps,
+    which redisvl's and redis-py's result objects cannot read: stats, the
+    deletes and clear (sync and async) must not depend on them.
+    """
+
+    def make_backend(self) -> CacheBackend:
+        return RedisCacheBackend(
+            f"{self.url}?protocol=3", prefix=_unique_prefix(), socket_timeout_s=2.0
         )
 
 
@@ -715,3 +732,238 @@ def test_another_process_finds_the_answer_with_the_same_scope_and_expiry(redis_u
     assert mine is not None and mine.entry.expires_at == expires_at
     assert other_process("globex") is None  # another tenant never gets it
     cache.backend.clear()
+
+
+# -- protocols, odd data and configuration -------------------------------------------------
+
+
+async def test_an_injected_resp3_client_runs_every_index_operation(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url, protocol=3)
+    b = RedisCacheBackend(client=client, prefix=_unique_prefix())
+
+    def put_all() -> None:
+        b.put(make_entry("a", vector=vec(1, 0, 0, 0), tags=("t",)))
+        b.put(make_entry("b", vector=vec(0, 1, 0, 0), tags=("t",), namespace="ns-2"))
+        b.put(make_entry("c", scope="scope-b", vector=vec(0, 0, 1, 0), namespace="ns-2"))
+
+    try:
+        put_all()
+        stats = b.stats()
+        assert stats.entries == 3 and stats.bytes > 3 * 200
+        assert (await b.astats()).entries == 3
+        assert b.delete_tag("t", namespace="ns-1") == 1
+        assert await b.adelete_scope("scope-b") == 1
+        assert b.delete_namespace("ns-2") == 1
+        assert b.stats() == (await b.astats()) and b.stats().entries == 0
+        put_all()
+        assert await b.adelete_tag("t") == 2
+        assert await b.adelete_namespace("ns-2") == 1
+        put_all()
+        b.clear()
+        assert b.stats().entries == 0 and b.get("a", now=NOW) is None
+        put_all()
+        await b.aclear()
+        assert (await b.astats()).entries == 0
+        await b.aclose()
+    finally:
+        _drop(redis_url, b)
+        client.close()
+
+
+def test_search_pages_are_read_from_either_protocol() -> None:
+    from costopt_core.cache.redis_backend import _search_page
+
+    resp3 = {
+        b"attributes": [],
+        b"total_results": 7,
+        b"results": [{b"id": b"p:a", b"values": []}, {b"id": b"p:b", b"values": []}],
+    }
+    assert _search_page(resp3) == (7, [b"p:a", b"p:b"])
+    assert _search_page([7, b"p:a", b"p:b"]) == (7, [b"p:a", b"p:b"])
+    assert _search_page({b"total_results": 0, b"results": []}) == (0, [])
+    assert _search_page([0]) == (0, [])
+
+
+def test_a_sweep_pages_past_keys_it_cannot_unlink_and_stops_at_its_backstop() -> None:
+    from costopt_core.cache.redis_backend import _SWEEP_BATCH, _Sweep
+
+    sweep = _Sweep("idx", "*")
+    assert sweep.keys([2, b"a", b"b"]) == [b"a", b"b"]
+    sweep.unlinked(2, 0)  # both already gone: the next page must not be the same one
+    assert sweep.command()[5] == 2
+    sweep.unlinked(2, 2)
+    assert sweep.command()[5] == 0 and sweep.deleted == 2
+    sweep.deleted = _SWEEP_BATCH + 10  # writers keep adding what it deletes
+    assert sweep.keys([1, b"c"]) == []
+
+
+_CORRUPTIONS: dict[str, dict[str, Any]] = {
+    "response is a JSON list": {"response": "[]"},
+    "response is JSON null": {"response": "null"},
+    "response is not JSON": {"response": "{oops"},
+    "response is not UTF-8": {"response": b"\xff\xfe"},
+    "created_at is not a number": {"created_at": "yesterday"},
+    "key is not a token": {"key": "zz"},
+    "vector is not float32s": {"vector": b"\x00\x01\x02"},
+}
+
+
+@pytest.mark.parametrize("corruption", list(_CORRUPTIONS))
+async def test_a_corrupt_entry_is_skipped_by_every_read(
+    redis_url: str, backend: RedisCacheBackend, corruption: str
+) -> None:
+    good = make_entry("good", vector=vec(1, 0.1, 0, 0))
+    backend.put(good)
+    backend.put(make_entry("bad", vector=vec(1, 0, 0, 0)))
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        raw.hset(f"{backend.prefix}:bad", mapping=_CORRUPTIONS[corruption])
+    finally:
+        raw.close()
+    q = vec(1, 0, 0, 0)
+    assert backend.get("bad", now=NOW) is None
+    assert await backend.aget("bad", now=NOW) is None
+    assert keys_of(backend.search("scope-a", q, 4, now=NOW)) == ["good"]
+    assert keys_of(await backend.asearch("scope-a", q, 4, now=NOW)) == ["good"]
+    found, hits = backend.get_and_search("bad", "scope-a", q, 4, now=NOW)
+    assert found is None and keys_of(hits) == ["good"]
+    found, hits = await backend.aget_and_search("bad", "scope-a", q, 4, now=NOW)
+    assert found is None and keys_of(hits) == ["good"]
+    assert_same_entry(backend.get("good", now=NOW), good)
+
+
+async def test_lone_surrogates_round_trip_losslessly(backend: RedisCacheBackend) -> None:
+    import json
+
+    lone = json.loads('"hello \\ud83d world"')  # what a client's JSON body can carry
+    entry = make_entry(
+        "k" + lone,
+        scope="scope-" + lone,
+        namespace="ns-" + lone,
+        tags=("t" + lone,),
+        prompt=lone,
+        text=lone,
+        vector=vec(1, 0, 0, 0),
+    )
+    backend.put(entry)
+    assert_same_entry(backend.get(entry.key, now=NOW), entry)
+    [(hit, _)] = backend.search(entry.scope, vec(1, 0, 0, 0), 1, now=NOW)
+    assert_same_entry(hit, entry)
+    assert backend.delete_tag("t" + lone) == 1
+    await backend.aput(entry)
+    assert_same_entry(await backend.aget(entry.key, now=NOW), entry)
+    assert await backend.adelete_namespace("ns-" + lone) == 1
+
+
+async def test_a_lifetime_too_long_for_pexpire_is_stored_whole(
+    redis_url: str, backend: RedisCacheBackend
+) -> None:
+    raw = _raw(redis_url)
+    key = f"{backend.prefix}:k"
+    try:
+        for put in (backend.put, backend.aput):
+            backend.put(make_entry("k", vector=vec(1, 0, 0, 0), expires_at=NOW + 60))
+            forever = make_entry("k", vector=vec(0, 1, 0, 0), expires_at=NOW + 1e16)
+            result = put(forever)
+            if asyncio.iscoroutine(result):
+                await result
+            assert_same_entry(backend.get("k", now=NOW), forever)
+            assert raw.pttl(key) > 10**15  # a (clamped) TTL, not the old entry's or none
+    finally:
+        raw.close()
+
+
+def test_native_ttls_are_ones_redis_accepts() -> None:
+    from costopt_core.cache.redis_backend import _MAX_TTL_MS, _native_ttl_ms
+
+    assert _native_ttl_ms(100.0, None) is None
+    assert _native_ttl_ms(100.0, math.inf) is None
+    assert _native_ttl_ms(100.0, 160.0) == 60_000
+    assert _native_ttl_ms(100.0, 50.0) == 1000  # born expired: evicted soon
+    assert _native_ttl_ms(0.0, 1e16) == _native_ttl_ms(-1e300, 1e300) == _MAX_TTL_MS
+    assert _MAX_TTL_MS + int(time.time() * 1000) < 2**63 - 1
+
+
+def test_every_secret_in_the_url_is_redacted() -> None:
+    url = (
+        f"rediss://default:{SECRET}@127.0.0.1:{_closed_port()}/0"
+        f"?ssl_keyfile=/tmp/k.pem&ssl_password={SECRET}x&db=0"
+    )
+    backend = RedisCacheBackend(url, socket_timeout_s=0.1)
+    assert SECRET not in repr(backend) and SECRET not in backend.url
+    assert "ssl_password=***" in backend.url and "ssl_keyfile=/tmp/k.pem" in backend.url
+    with pytest.raises(CacheBackendError) as info:
+        backend.get("k", now=NOW)
+    _assert_redacted(info.value)
+    backend.close()
+
+
+def test_an_injected_clients_ssl_password_is_scrubbed_too() -> None:
+    client = redis.Redis(host="127.0.0.1", port=_closed_port(), ssl=True, ssl_password=SECRET)
+    backend = RedisCacheBackend(client=client)
+    assert backend._scrub(f"could not open the key with {SECRET}") == (
+        "could not open the key with ***"
+    )
+    client.close()
+
+
+def test_event_loops_taking_turns_each_keep_their_connection(redis_url: str) -> None:
+    name = f"loops-{uuid.uuid4().hex[:8]}"
+    backend = RedisCacheBackend(f"{redis_url}?client_name={name}", prefix=_unique_prefix())
+    backend.put(make_entry("k", vector=vec(1, 0, 0, 0)))
+    raw = _raw(redis_url)
+
+    def dialled() -> int:
+        return int(raw.info("stats")["total_connections_received"])
+
+    def named() -> int:
+        return sum(1 for c in raw.client_list() if c.get("name") == name)
+
+    loops = [asyncio.new_event_loop() for _ in range(2)]
+    try:
+        before = dialled()
+        for _ in range(20):
+            for loop in loops:
+                assert loop.run_until_complete(backend.aget("k", now=NOW)) is not None
+        assert dialled() - before == 2  # one per loop, not one per switch
+        assert named() == 3  # the sync client and one per loop
+        backend.close()  # closes each loop's client on that loop
+        deadline = time.monotonic() + 2.0
+        while named() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert named() == 0
+    finally:
+        for loop in loops:
+            loop.close()
+        _drop(redis_url, backend)
+        raw.close()
+
+
+def test_finished_event_loops_do_not_pile_up(backend: RedisCacheBackend) -> None:
+    backend.put(make_entry("k", vector=vec(1, 0, 0, 0)))
+    for _ in range(5):
+        assert asyncio.run(backend.aget("k", now=NOW)) is not None
+    assert len(backend._async) <= 1  # each new loop drops the finished ones
+
+
+def test_clients_that_decode_replies_are_refused_at_construction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from costopt_core.errors import ConfigurationError
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the constructor must not open a connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    url = f"redis://127.0.0.1:{_closed_port()}/0"
+    with pytest.raises(ConfigurationError, match="decode_responses=False"):
+        RedisCacheBackend(client=redis.Redis.from_url(url, decode_responses=True))
+    with pytest.raises(ConfigurationError, match="decode_responses=False"):
+        RedisCacheBackend(
+            url, async_client=redis.asyncio.Redis.from_url(url, decode_responses=True)
+        )
+    with pytest.raises(ConfigurationError, match="remove decode_responses"):
+        RedisCacheBackend(f"{url}?decode_responses=True")
+    with pytest.raises(ConfigurationError, match="remove decode_responses"):
+        RedisCacheBackend(f"{url}?decode_responses=false")  # redis-py decodes then too
+    RedisCacheBackend(client=redis.Redis.from_url(url)).close()

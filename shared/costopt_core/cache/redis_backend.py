@@ -2,8 +2,11 @@
 
 The memory and SQLite backends live inside one process or one machine; this one
 lets a fleet of workers share answers. Entries are Redis hashes, searched with
-RediSearch through redisvl (``SearchIndex`` / ``AsyncSearchIndex``), so it needs
-Redis Stack, Redis 8+, Redis Cloud, or any server with the RediSearch module.
+RediSearch, so it needs Redis Stack, Redis 8+, Redis Cloud, or any server with
+the RediSearch module. redisvl (``SearchIndex`` / ``AsyncSearchIndex``) creates
+and inspects the index; searches, deletes, ``clear`` and ``stats`` send raw
+``FT.AGGREGATE`` / ``FT.SEARCH`` commands whose replies are read here, in RESP2
+or RESP3 shape alike (redisvl's result objects fail on RESP3 maps).
 
 Layout, one hash per entry at ``<prefix>:<entry.key>``:
 
@@ -37,7 +40,7 @@ entry's key; deletes are per-key ``UNLINK``), so no hash tag is needed to run on
 Redis Cluster.
 
 Every driver error becomes :class:`~costopt_core.errors.CacheBackendError`
-naming the operation, with any password in the URL redacted, so the engine can
+naming the operation, with any secret in the URL redacted, so the engine can
 fail open. Client timeouts are short (``socket_timeout_s``, 0.25 s by default):
 a cache that is slower than the model call it saves is worse than no cache.
 """
@@ -50,6 +53,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -66,8 +70,7 @@ from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 from redisvl.exceptions import RedisVLError
 from redisvl.index import AsyncSearchIndex, SearchIndex
-from redisvl.query import FilterQuery, VectorQuery
-from redisvl.query.filter import FilterExpression, Tag
+from redisvl.query import VectorQuery
 from redisvl.redis.connection import convert_index_info_to_schema
 from redisvl.schema import IndexSchema
 
@@ -96,7 +99,20 @@ _BACKFILL_WAIT_S = 5.0
 _STATS_SAMPLE = 64
 #: Fixed per-entry overhead in byte estimates, the same as ``CacheEntry.size_bytes``.
 _ENTRY_OVERHEAD = 200
-_DRIVER_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, RedisVLError, OSError)
+#: Documents a delete or clear finds and unlinks per round trip (redisvl's batch).
+_SWEEP_BATCH = 500
+#: The longest native TTL set (about 285,000 years): PEXPIRE refuses a TTL whose
+#: expiry time overflows a 64-bit millisecond clock, and a longer one frees no memory.
+_MAX_TTL_MS = 2**53
+#: Words in a URL query parameter's name (``ssl_password``, ...) that make its value secret.
+_SECRET_WORDS = ("password", "passwd", "secret", "token")
+# UnicodeError: redis-py encodes str arguments as strict UTF-8 (a lone surrogate fails).
+_DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    redis.RedisError,
+    RedisVLError,
+    OSError,
+    UnicodeError,
+)
 
 
 # -- pure helpers: encoding, decoding, queries, planning ------------------------------
@@ -115,11 +131,44 @@ def _text(value: str | bytes) -> str:
     return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
 
 
+def _bytes(value: str) -> bytes:
+    # redis-py would encode a str as strict UTF-8, which refuses a lone surrogate
+    # (JSON "\ud83d" decodes to one); surrogatepass stores it and _text reads it back.
+    return value.encode("utf-8", "surrogatepass")
+
+
+def _names_secret(name: str) -> bool:
+    return any(word in name.lower() for word in _SECRET_WORDS)
+
+
+def _client_secrets(connection_kwargs: Mapping[str, Any]) -> tuple[str, ...]:
+    """The secrets among an injected client's connection settings (to scrub messages)."""
+    return tuple(
+        value
+        for name, value in connection_kwargs.items()
+        if _names_secret(name) and isinstance(value, str) and value
+    )
+
+
+def _decodes_responses(url: str) -> bool:
+    """Whether redis-py decodes the replies of a client made from ``url``.
+
+    redis-py passes the query value on as a string, so ``?decode_responses=false``
+    decodes too: any non-empty value does.
+    """
+    try:
+        options = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError:
+        return False  # a malformed URL is reported, redacted, on first use
+    return bool(options.get("decode_responses"))
+
+
 def _redact(url: str) -> tuple[str, tuple[str, ...]]:
-    """``url`` with passwords replaced by ``***``, and those passwords (to scrub messages).
+    """``url`` with secrets replaced by ``***``, and those secrets (to scrub messages).
 
     redis-py reads a password from the user info (``redis://user:pw@host``) and
-    from the query string (``?password=pw``); both are redacted.
+    from the query string (``?password=pw``, ``?ssl_password=pw``); every query
+    parameter whose name says password, secret or token is redacted.
     """
     try:
         parts = urlsplit(url)
@@ -137,10 +186,11 @@ def _redact(url: str) -> tuple[str, tuple[str, ...]]:
             netloc += f":{parts.port}"
         parts = parts._replace(netloc=netloc)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    if any(name == "password" for name, _ in query):
-        secrets += [value for name, value in query if name == "password" and value]
-        redacted = [(n, "***" if n == "password" else v) for n, v in query]
-        parts = parts._replace(query=urlencode(redacted, safe="*"))
+    hidden = [value for name, value in query if _names_secret(name) and value]
+    if hidden:
+        secrets += hidden
+        redacted = [(n, "***" if _names_secret(n) and v else v) for n, v in query]
+        parts = parts._replace(query=urlencode(redacted, safe="*/"))
     if not secrets:
         return url, ()
     display = urlunsplit(parts)
@@ -201,17 +251,28 @@ def _encode(entry: CacheEntry) -> tuple[dict[FieldT, EncodableT], int | None]:
         "tags": ",".join(_token(t) for t in entry.tags),
         "created_at": repr(float(entry.created_at)),
         "expires_at": "inf" if entry.expires_at is None else repr(float(entry.expires_at)),
-        "prompt": entry.prompt_text,
-        "response": entry.response.to_json(),
+        "prompt": _bytes(entry.prompt_text),
+        "response": _bytes(entry.response.to_json()),
     }
     if entry.vector is not None:
         fields[_VECTOR] = _as_vector(entry.vector).tobytes()
-    ttl_ms: int | None = None
-    if entry.expires_at is not None and math.isfinite(entry.expires_at):
-        # The TTL only frees memory; the query filter decides what is expired. An
-        # entry born expired still replaces the old one and is evicted within 1 s.
-        ttl_ms = max(1000, math.ceil((entry.expires_at - entry.created_at) * 1000))
-    return fields, ttl_ms
+    return fields, _native_ttl_ms(entry.created_at, entry.expires_at)
+
+
+def _native_ttl_ms(created_at: float, expires_at: float | None) -> int | None:
+    """The key TTL (PEXPIRE milliseconds) of an entry; None when it never expires.
+
+    The TTL only frees memory; the query filter decides what is expired. An
+    entry born expired still replaces the old one and is evicted within 1 s. A
+    lifetime too long for PEXPIRE is clamped: inside the put's MULTI a refused
+    PEXPIRE would not roll back the DEL and HSET before it.
+    """
+    if expires_at is None or not math.isfinite(expires_at):
+        return None
+    seconds = expires_at - created_at
+    if not seconds * 1000 < _MAX_TTL_MS:  # also catches nan and inf
+        return _MAX_TTL_MS
+    return max(1000, math.ceil(seconds * 1000))
 
 
 def _decode(fields: Mapping[Any, Any]) -> CacheEntry:
@@ -238,11 +299,13 @@ def _decode(fields: Mapping[Any, Any]) -> CacheEntry:
 
 
 def _decode_or_none(fields: Mapping[Any, Any], where: str) -> CacheEntry | None:
-    # One corrupt entry must not turn every lookup of its scope into an error.
+    # One corrupt entry must not turn every lookup of its scope into an error. A
+    # hash written by anything else can fail decoding in any way (a JSON list
+    # where an object belongs raises AttributeError), so every error is a skip.
     try:
         return _decode(fields)
-    except (KeyError, ValueError, TypeError) as exc:
-        logger.warning("skipping unreadable cache entry %s: %s", where, exc)
+    except Exception as exc:
+        logger.warning("skipping unreadable cache entry %s: %s: %s", where, type(exc).__name__, exc)
         return None
 
 
@@ -384,19 +447,82 @@ def _candidates(result: Any, now: float) -> list[tuple[CacheEntry, float]]:
     return out
 
 
-def _tag_filter(**tokens: str | None) -> FilterExpression:
-    expr: FilterExpression | None = None
-    for field, value in tokens.items():
-        if value is None:
-            continue
-        clause = Tag(field) == _token(value)
-        expr = clause if expr is None else expr & clause
-    assert expr is not None
-    return expr
+def _tag_query(**values: str | None) -> str:
+    """The query matching entries whose TAG fields hold exactly these values (None: any).
+
+    With no value given it matches every entry (``*``).
+    """
+    # Tokens are hex with a letter in front: nothing in them needs escaping.
+    clauses = [f"@{field}:{{{_token(v)}}}" for field, v in values.items() if v is not None]
+    return " ".join(clauses) or "*"
 
 
-def _sample_query() -> FilterQuery:
-    return FilterQuery(FilterExpression("*"), return_fields=["id"], num_results=_STATS_SAMPLE)
+def _ids_command(index_name: str, query: str, limit: int, offset: int = 0) -> list[Any]:
+    """A raw ``FT.SEARCH`` for the keys of the documents ``query`` matches (no fields)."""
+    return ["FT.SEARCH", index_name, query, "NOCONTENT", "LIMIT", offset, limit, "DIALECT", 2]
+
+
+def _search_page(reply: Any) -> tuple[int, list[bytes | str]]:
+    """(documents matched, keys of this page) of a raw ``FT.SEARCH ... NOCONTENT`` reply.
+
+    Read here rather than by redisvl or redis-py, whose result objects assume
+    RESP2 replies unless RESP3 was negotiated by default: with ``protocol=3``
+    asked for explicitly they get a RESP3 map and fail.
+
+    Args:
+        reply: A RESP3 map (``total_results`` and ``results`` of ``{id: ...}``)
+            or RESP2's ``[total, key, key, ...]``.
+    """
+    if isinstance(reply, Mapping):
+        total = reply.get(b"total_results", reply.get("total_results", 0))
+        rows = reply.get(b"results", reply.get("results", []))
+        return int(total), [row.get(b"id", row.get("id")) for row in rows]
+    return int(reply[0]), list(reply[1:])
+
+
+@dataclass
+class _Sweep:
+    """Unlinking every document a query matches, page by page; the caller does the I/O.
+
+    Redis has no delete-by-query. Each round searches the first page of what
+    still matches and unlinks it per key (no cross-slot command, so Redis
+    Cluster works); unlinked documents leave the index, so the next round
+    starts at offset 0 again. The sync and async twins share this state.
+    """
+
+    index_name: str
+    query: str
+    deleted: int = 0
+    offset: int = 0
+    #: A runaway backstop against concurrent writers, set from the first page's total.
+    limit: int | None = None
+
+    def command(self) -> list[Any]:
+        """The next page's ``FT.SEARCH``."""
+        return _ids_command(self.index_name, self.query, _SWEEP_BATCH, self.offset)
+
+    def keys(self, reply: Any) -> list[bytes | str]:
+        """The keys to unlink from one page's reply; empty when the sweep is done."""
+        total, keys = _search_page(reply)
+        if self.limit is None:
+            self.limit = math.ceil(total * 1.5) + _SWEEP_BATCH
+        if keys and (self.deleted > self.limit or self.offset > self.limit):
+            logger.warning(
+                "deleting %r from Redis index %s stopped after %d entries with more "
+                "still matching (entries written meanwhile?); run it again to finish",
+                self.query,
+                self.index_name,
+                self.deleted,
+            )
+            return []
+        return keys
+
+    def unlinked(self, page: int, removed: int) -> None:
+        """Record that ``removed`` of a page of ``page`` keys existed and were unlinked."""
+        self.deleted += removed
+        # A page none of which could be unlinked (keys already gone, not yet out
+        # of the index) would come back forever at offset 0: page past it.
+        self.offset = 0 if removed else self.offset + page
 
 
 def _estimate_bytes(entries: int, sizes: Sequence[int]) -> int:
@@ -495,7 +621,6 @@ _PORTABLE_KWARGS = (
 class _AsyncConn:
     """The async client of one event loop (an asyncio client cannot cross loops)."""
 
-    loop: asyncio.AbstractEventLoop
     client: aredis.Redis
     index: AsyncSearchIndex | None = None
 
@@ -523,7 +648,11 @@ class RedisCacheBackend:
         client: A ``redis.Redis`` to use instead of ``url`` (not closed by
             :meth:`close`). The async twins derive an asyncio client from its
             host, port, db and credentials unless ``async_client`` is given.
-        async_client: A ``redis.asyncio.Redis`` for the async twins.
+            It must return bytes (``decode_responses=False``, the default):
+            entries hold binary vectors.
+        async_client: A ``redis.asyncio.Redis`` for the async twins (bytes
+            replies too); it is used from every event loop, so it should not
+            be bound to one.
         ef_runtime: The most HNSW candidates a vector search keeps
             (RediSearch's ``EF_RUNTIME``): higher finds the nearest entry more
             often and costs more. A search keeps fewer while the index is
@@ -532,7 +661,8 @@ class RedisCacheBackend:
             the memory backend's.
 
     Raises:
-        ConfigurationError: An argument is out of range.
+        ConfigurationError: An argument is out of range, or a client or the
+            URL decodes replies (``decode_responses=True``).
     """
 
     def __init__(
@@ -558,6 +688,23 @@ class RedisCacheBackend:
             raise ConfigurationError(
                 f"ef_runtime must be an int >= 1 (default {DEFAULT_EF_SEARCH}), got {ef_runtime!r}"
             )
+        for name, given in (("client", client), ("async_client", async_client)):
+            if given is not None and given.connection_pool.connection_kwargs.get(
+                "decode_responses"
+            ):
+                raise ConfigurationError(
+                    f"the {name} passed to RedisCacheBackend decodes replies "
+                    f"(decode_responses=True), but cache entries hold binary vectors: "
+                    f"pass a client made with decode_responses=False (the default)"
+                )
+        # A URL's query options override keyword arguments in redis-py's from_url,
+        # so the backend cannot turn this off for the clients it makes.
+        if client is None and _decodes_responses(url):
+            raise ConfigurationError(
+                "the Redis URL sets decode_responses, but cache entries hold binary "
+                "vectors: remove decode_responses from the URL (redis-py decodes for "
+                "any value of it, 'false' included)"
+            )
         self._ef_runtime = ef_runtime
         self._hnsw = True  # what the index we use has (an adopted one may be FLAT)
         self._url = url
@@ -566,7 +713,7 @@ class RedisCacheBackend:
             kw = client.connection_pool.connection_kwargs
             where = kw.get("path") or f"{kw.get('host', '?')}:{kw.get('port', '?')}"
             self._display_url = f"redis client {where} db {kw.get('db', 0)}"
-            self._secrets = (kw["password"],) if kw.get("password") else ()
+            self._secrets = _client_secrets(kw)
         self._prefix = prefix
         self._key_prefix = prefix + ":"
         # Outside the indexed prefix, so the index never sees it.
@@ -584,7 +731,12 @@ class RedisCacheBackend:
         self._owns_client = client is None
         self._sync_index: SearchIndex | None = None
         self._given_async = async_client
-        self._async: _AsyncConn | None = None
+        # One connection per event loop: an asyncio client cannot cross loops, and
+        # replacing one loop's client with another's on every switch would dial a
+        # new connection per call when two loops take turns.
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncConn] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- introspection ------------------------------------------------------------------
 
@@ -690,13 +842,19 @@ class RedisCacheBackend:
 
     def _aconn(self) -> _AsyncConn:
         loop = asyncio.get_running_loop()
-        conn = self._async
-        if conn is None or (conn.loop is not loop and self._given_async is None):
-            # The previous loop's client (if any) is left to the garbage collector:
-            # its connections belong to a loop that may be gone.
-            client = self._given_async or self._new_async_client()
-            conn = _AsyncConn(loop, client)
-            self._async = conn
+        conn = self._async.get(loop)
+        if conn is None:
+            with self._lock:
+                conn = self._async.get(loop)
+                if conn is None:
+                    # A client's connections keep their loop alive, so the weak
+                    # key alone would never drop a finished loop's client: drop
+                    # those here (they can no longer be closed; the garbage
+                    # collector frees them).
+                    for gone in [other for other in self._async if other.is_closed()]:
+                        del self._async[gone]
+                    conn = _AsyncConn(self._given_async or self._new_async_client())
+                    self._async[loop] = conn
         return conn
 
     def _aindex(self) -> AsyncSearchIndex:
@@ -830,8 +988,29 @@ class RedisCacheBackend:
         await self._aensure_index(dims)
         return await run()
 
-    def _rkey(self, key: str) -> str:
-        return self._key_prefix + key
+    def _rkey(self, key: str) -> bytes:
+        return _bytes(self._key_prefix + key)
+
+    def _sweep(self, query: str) -> int:
+        """Unlink every entry ``query`` matches; returns how many existed."""
+        client = self._sync_client()
+        sweep = _Sweep(self._index_name, query)
+        while keys := sweep.keys(client.execute_command(*sweep.command())):  # type: ignore[no-untyped-call]
+            with client.pipeline(transaction=False) as pipe:
+                for rkey in keys:
+                    pipe.unlink(rkey)
+                sweep.unlinked(len(keys), sum(int(n) for n in pipe.execute()))
+        return sweep.deleted
+
+    async def _asweep(self, query: str) -> int:
+        client = self._aconn().client
+        sweep = _Sweep(self._index_name, query)
+        while keys := sweep.keys(await client.execute_command(*sweep.command())):  # type: ignore[no-untyped-call]
+            async with client.pipeline(transaction=False) as pipe:
+                for rkey in keys:
+                    pipe.unlink(rkey)
+                sweep.unlinked(len(keys), sum(int(n) for n in await pipe.execute()))
+        return sweep.deleted
 
     # -- CacheBackend: sync ---------------------------------------------------------------
 
@@ -848,7 +1027,7 @@ class RedisCacheBackend:
     def _found(self, raw: Mapping[Any, Any], key: str, now: float) -> CacheEntry | None:
         if not raw:
             return None
-        entry = _decode_or_none(raw, self._rkey(key))
+        entry = _decode_or_none(raw, self._key_prefix + key)
         return None if entry is None or entry.expired(now) else entry
 
     def search(
@@ -996,10 +1175,9 @@ class RedisCacheBackend:
                 pipe.unlink(self._rkey(key))
             return sum(int(n) for n in pipe.execute())
 
-    def _drop_where(self, op: str, expr: FilterExpression) -> int:
+    def _drop_where(self, op: str, query: str) -> int:
         with self._translate(op):
-            result = self._indexed(None, lambda: self._index().drop_by_filter(expr))
-            return int(result.processed)
+            return self._indexed(None, lambda: self._sweep(query))
 
     def delete_tag(self, tag: str, namespace: str | None = None) -> int:
         """Remove entries carrying ``tag`` (in ``namespace``, or in all); returns the count.
@@ -1007,7 +1185,7 @@ class RedisCacheBackend:
         Raises:
             CacheBackendError: Redis failed.
         """
-        return self._drop_where("delete_tag", _tag_filter(tags=tag, namespace=namespace))
+        return self._drop_where("delete_tag", _tag_query(tags=tag, namespace=namespace))
 
     def delete_scope(self, scope: str) -> int:
         """Remove every entry of ``scope``; returns the count.
@@ -1015,7 +1193,7 @@ class RedisCacheBackend:
         Raises:
             CacheBackendError: Redis failed.
         """
-        return self._drop_where("delete_scope", _tag_filter(scope=scope))
+        return self._drop_where("delete_scope", _tag_query(scope=scope))
 
     def delete_namespace(self, namespace: str) -> int:
         """Remove every entry of ``namespace``; returns the count.
@@ -1023,7 +1201,7 @@ class RedisCacheBackend:
         Raises:
             CacheBackendError: Redis failed.
         """
-        return self._drop_where("delete_namespace", _tag_filter(namespace=namespace))
+        return self._drop_where("delete_namespace", _tag_query(namespace=namespace))
 
     def clear(self) -> None:
         """Remove every entry under this cache's prefix; other keys are untouched.
@@ -1034,7 +1212,7 @@ class RedisCacheBackend:
             CacheBackendError: Redis failed.
         """
         with self._translate("clear"):
-            self._indexed(None, lambda: self._index().clear())
+            self._indexed(None, lambda: self._sweep(_tag_query()))
             self._sync_client().delete(self._sizes_key)
             self._size_hints.clear()
 
@@ -1065,20 +1243,21 @@ class RedisCacheBackend:
     def stats(self) -> BackendStats:
         """Entry count and approximate bytes (prompt + response + vector + overhead).
 
-        Bytes are estimated from up to 64 entries' field sizes, like
-        ``CacheEntry.size_bytes``; the count includes entries past expiry that
-        Redis has not evicted yet.
+        One ``FT.SEARCH`` counts the entries and names a sample of up to 64,
+        whose field sizes estimate the bytes, like ``CacheEntry.size_bytes``;
+        the count includes entries past expiry that Redis has not evicted yet.
 
         Raises:
             CacheBackendError: Redis failed.
         """
         with self._translate("stats"):
-            info = self._indexed(None, lambda: self._index().info())
-            entries = int(float(info.get("num_docs", 0)))
+            client = self._sync_client()
+            sample = _ids_command(self._index_name, _tag_query(), _STATS_SAMPLE)
+            reply = self._indexed(None, lambda: client.execute_command(*sample))  # type: ignore[no-untyped-call]
+            entries, ids = _search_page(reply)
             if entries == 0:
                 return BackendStats(entries=0, bytes=0)
-            ids = [d["id"] for d in self._index().query(_sample_query())]
-            with self._sync_client().pipeline(transaction=False) as pipe:
+            with client.pipeline(transaction=False) as pipe:
                 for rkey in ids:
                     for name in ("prompt", "response", _VECTOR):
                         pipe.hstrlen(rkey, name)
@@ -1098,20 +1277,13 @@ class RedisCacheBackend:
             client.close()
         elif client is not None:
             self._client = client
-        conn, self._async = self._async, None
-        if conn is None or self._given_async is not None:
+        with self._lock:
+            conns = list(self._async.items())
+            self._async.clear()
+        if self._given_async is not None:
             return
-        # An asyncio client can only be closed on its own loop.
-        with contextlib.suppress(RuntimeError):
-            if conn.loop.is_closed():
-                return
-            if conn.loop.is_running():
-                if _running_loop() is conn.loop:
-                    conn.loop.create_task(conn.client.aclose())
-                else:
-                    asyncio.run_coroutine_threadsafe(conn.client.aclose(), conn.loop)
-            else:
-                conn.loop.run_until_complete(conn.client.aclose())
+        for loop, conn in conns:
+            _close_on_its_loop(loop, conn.client)
 
     # -- CacheBackend: async --------------------------------------------------------------
 
@@ -1200,39 +1372,39 @@ class RedisCacheBackend:
                     pipe.unlink(self._rkey(key))
                 return sum(int(n) for n in await pipe.execute())
 
-    async def _adrop_where(self, op: str, expr: FilterExpression) -> int:
+    async def _adrop_where(self, op: str, query: str) -> int:
         with self._translate(op):
-            result = await self._aindexed(None, lambda: self._aindex().drop_by_filter(expr))
-            return int(result.processed)
+            return await self._aindexed(None, lambda: self._asweep(query))
 
     async def adelete_tag(self, tag: str, namespace: str | None = None) -> int:
         """Async :meth:`delete_tag`."""
-        return await self._adrop_where("adelete_tag", _tag_filter(tags=tag, namespace=namespace))
+        return await self._adrop_where("adelete_tag", _tag_query(tags=tag, namespace=namespace))
 
     async def adelete_scope(self, scope: str) -> int:
         """Async :meth:`delete_scope`."""
-        return await self._adrop_where("adelete_scope", _tag_filter(scope=scope))
+        return await self._adrop_where("adelete_scope", _tag_query(scope=scope))
 
     async def adelete_namespace(self, namespace: str) -> int:
         """Async :meth:`delete_namespace`."""
-        return await self._adrop_where("adelete_namespace", _tag_filter(namespace=namespace))
+        return await self._adrop_where("adelete_namespace", _tag_query(namespace=namespace))
 
     async def aclear(self) -> None:
         """Async :meth:`clear`."""
         with self._translate("aclear"):
-            await self._aindexed(None, lambda: self._aindex().clear())
+            await self._aindexed(None, lambda: self._asweep(_tag_query()))
             await self._aconn().client.delete(self._sizes_key)
             self._size_hints.clear()
 
     async def astats(self) -> BackendStats:
         """Async :meth:`stats`."""
         with self._translate("astats"):
-            info = await self._aindexed(None, lambda: self._aindex().info())
-            entries = int(float(info.get("num_docs", 0)))
+            client = self._aconn().client
+            sample = _ids_command(self._index_name, _tag_query(), _STATS_SAMPLE)
+            reply = await self._aindexed(None, lambda: client.execute_command(*sample))  # type: ignore[no-untyped-call]
+            entries, ids = _search_page(reply)
             if entries == 0:
                 return BackendStats(entries=0, bytes=0)
-            ids = [d["id"] for d in await self._aindex().query(_sample_query())]
-            async with self._aconn().client.pipeline(transaction=False) as pipe:
+            async with client.pipeline(transaction=False) as pipe:
                 for rkey in ids:
                     for name in ("prompt", "response", _VECTOR):
                         pipe.hstrlen(rkey, name)
@@ -1241,12 +1413,28 @@ class RedisCacheBackend:
         return BackendStats(entries=entries, bytes=_estimate_bytes(entries, sizes))
 
     async def aclose(self) -> None:
-        """Release connections, the async client included (call from its event loop)."""
-        conn, self._async = self._async, None
+        """Release connections: this loop's async client is closed before returning,
+        other loops' clients on their own loops (see :meth:`close`)."""
+        with self._lock:
+            conn = self._async.pop(asyncio.get_running_loop(), None)
         if conn is not None and self._given_async is None:
             with contextlib.suppress(*_DRIVER_ERRORS, RuntimeError):
                 await conn.client.aclose()
         self.close()
+
+
+def _close_on_its_loop(loop: asyncio.AbstractEventLoop, client: aredis.Redis) -> None:
+    """Close an asyncio client from any thread (it can only be closed on its own loop)."""
+    with contextlib.suppress(RuntimeError):
+        if loop.is_closed():
+            return  # its connections died with the loop; the garbage collector frees them
+        if loop.is_running():
+            if _running_loop() is loop:
+                loop.create_task(client.aclose())
+            else:
+                asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+        else:
+            loop.run_until_complete(client.aclose())
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

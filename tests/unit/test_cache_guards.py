@@ -33,6 +33,7 @@ from costopt_core.cache.guards import (
 )
 from costopt_core.errors import ConfigurationError
 from costopt_core.testing import FakeEmbedder
+from costopt_core.text import normalize_text
 
 DEFAULT = GuardConfig()
 
@@ -452,3 +453,22 @@ def test_pair_similarities_are_cosines() -> None:
     assert sims[0] == pytest.approx(1.0, abs=1e-6)
     assert sims[1] < 1.0
     assert pair_similarities([], emb).shape == (0,)
+
+
+def test_code_indented_differently_is_a_different_question() -> None:
+    valid = normalize_text("Is this valid Python?\ndef f(x):\n    if x:\n        return 1")
+    invalid = normalize_text("Is this valid Python?\ndef f(x):\n    if x:\n    return 1")
+    assert check_guards(valid, invalid, GuardConfig()) == "layout_mismatch"
+    assert check_guards(valid, valid, GuardConfig()) is None
+    assert check_guards(valid, invalid, GuardConfig(layout=False)) is None
+    # Prose broken over lines has no indentation: its line breaks do not matter.
+    prose = ("How do I\nreset my password?", "How do I reset my password?")
+    assert check_guards(*prose, GuardConfig()) is None
+
+
+def test_normalize_text_keeps_layout_and_drops_noise() -> None:
+    assert normalize_text("  How do I   reset my password? ") == "How do I reset my password?"
+    assert normalize_text("def f():\r\n\n\treturn  1 \n") == "def f():\n    return 1"
+    # The indentation all lines share (pasted from a class) is not part of the code.
+    assert normalize_text("    def f():\n        return 1") == "def f():\n    return 1"
+    assert normalize_text(" \n\t\n") == ""

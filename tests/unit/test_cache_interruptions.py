@@ -180,3 +180,22 @@ def test_shared_counters_are_sent_off_the_callers_thread_and_without_more_traffi
     # thread (a slow Redis would block every coroutine on it).
     assert backend.counters["lookups"] == 3
     assert backend.threads and threading.main_thread().name not in backend.threads
+
+
+def test_code_that_differs_only_in_indentation_is_never_served_for_each_other() -> None:
+    from costopt_core.cache.defaults import DEFAULT_GUARDS
+
+    cache = SemanticCache(
+        embedder=FakeEmbedder(dim=256),
+        config=CacheConfig(similarity_threshold=0.75, guards=DEFAULT_GUARDS),
+    )
+    valid = "Is this valid Python?\n\ndef f(x):\n    if x:\n        return 1\n"
+    invalid = "Is this valid Python?\n\ndef f(x):\n    if x:\n    return 1\n"
+    assert cache.store(req(Message("user", valid)), CachedResponse(text="Yes, it is valid."))
+    # Same words, so the same vector: only the layout tells them apart.
+    assert cache.lookup(req(Message("user", invalid))) is None
+    assert cache.stats().guard_rejections["layout_mismatch"] == 1
+    # Trailing spaces and a tab for four spaces are still the same snippet.
+    same = "Is this valid Python?\ndef f(x):  \n\tif x:\n\t\treturn 1"
+    hit = cache.lookup(req(Message("user", same)))
+    assert hit is not None and hit.tier == "exact"

@@ -110,12 +110,15 @@ def test_routing_text_keeps_the_end_of_a_long_prompt() -> None:
     shots = "\n\n".join(f"Example {i}: question {i}?\nAnswer: {i}" for i in range(200))
     prompt = shots + "\n\nWhat is the boiling point of water?\nAnswer:"
     text = routing_text(prompt, max_chars=300)
-    assert text.endswith("What is the boiling point of water? Answer:")
+    assert text.endswith("What is the boiling point of water?\nAnswer:")
     assert len(text) <= 300
     assert routing_text("short prompt") == "short prompt"
-    # Whitespace is normalised as the semantic cache does, so both embed one string.
+    # Whitespace is normalised as the semantic cache does, so both embed one string
+    # (line breaks and indentation kept: in code they are meaning).
     msgs = (Message("user", "  What is\n\nthe  capital of France? "),)
-    assert routing_text(msgs) == semantic_text(msgs, 2) == "What is the capital of France?"
+    assert routing_text(msgs) == semantic_text(msgs, 2) == "What is\nthe capital of France?"
+    code = (Message("user", "Is this valid?\n\ndef f():\n\treturn  1\n"),)
+    assert routing_text(code) == semantic_text(code, 2) == "Is this valid?\ndef f():\n    return 1"
     # The last user turn is what is embedded, not the system prompt or the answer.
     msgs = [Message("system", "S"), Message("user", "Q1"), Message("assistant", "A1")]
     assert routing_text(msgs) == "Q1"

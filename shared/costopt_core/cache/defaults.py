@@ -110,6 +110,7 @@ DEFAULT_GUARDS = GuardConfig(
     negation=True,
     polarity=True,
     question_word=True,
+    layout=True,
     min_query_words=3,
     max_unmatched_content_words=None,
 )
@@ -122,5 +123,6 @@ GUARDS_OFF = GuardConfig(
     negation=False,
     polarity=False,
     question_word=False,
+    layout=False,
     min_query_words=0,
 )

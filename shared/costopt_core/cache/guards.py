@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from costopt_core.errors import config_error
+from costopt_core.text import layout
 
 __all__ = [
     "REASONS",
@@ -40,6 +41,7 @@ __all__ = [
 #: Every rejection reason :func:`decide` can return (stable, machine-readable).
 REASONS: tuple[str, ...] = (
     "below_threshold",
+    "layout_mismatch",
     "too_short",
     "number_mismatch",
     "date_mismatch",
@@ -88,6 +90,9 @@ class GuardConfig(BaseModel):
             prompt with the same words (case and punctuation aside): a short
             query carries too little meaning for similarity to be safe.
             ``0`` switches the rule off.
+        layout: reject when either prompt is indented text (code, YAML) and
+            their line layouts differ: the same words indented differently can
+            be valid and invalid code, and embeddings do not see indentation.
         max_unmatched_content_words: reject when more than this many content
             words (stopwords removed, crudely stemmed) appear in one prompt
             and not the other, both directions counted. ``None`` (default)
@@ -110,6 +115,7 @@ class GuardConfig(BaseModel):
     negation: bool = True
     polarity: bool = True
     question_word: bool = True
+    layout: bool = True
     min_query_words: int = Field(default=3, ge=0, le=64)
     max_unmatched_content_words: int | None = Field(default=None, ge=0, le=64)
 
@@ -547,6 +553,10 @@ def check_guards(query: str, candidate: str, config: GuardConfig) -> str | None:
         of :data:`REASONS` except ``"below_threshold"``), checked in the
         order of that tuple.
     """
+    if config.layout:
+        q_shape, c_shape = layout(query), layout(candidate)
+        if q_shape != c_shape and (any(q_shape) or any(c_shape)):
+            return "layout_mismatch"
     q = extract_features(query)
     c = extract_features(candidate)
     if q.words == c.words:

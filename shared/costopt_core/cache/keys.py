@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from costopt_core.text import normalize_text
 from costopt_core.types import Message
 
 __all__ = [
@@ -52,7 +52,6 @@ ANSWER_PARAMS = (
     "thinking",
 )
 DEFAULT_NAMESPACE = "_default"
-_WS = re.compile(r"\s+")
 
 
 def _canon(obj: Any) -> str:
@@ -72,10 +71,6 @@ def _hash(*parts: str) -> str:
     return h.hexdigest()
 
 
-def _norm(text: str) -> str:
-    return _WS.sub(" ", text).strip()
-
-
 def namespace_of(tenant: str | None) -> str:
     """The namespace of a tenant; requests without a tenant share the default one."""
     return DEFAULT_NAMESPACE if tenant is None else f"t:{tenant}"
@@ -91,11 +86,13 @@ def scope_of(
 ) -> str:
     """The hard partition a request's answer may be shared within."""
     kept = {k: params[k] for k in ANSWER_PARAMS if params.get(k) is not None}
-    return _hash("scope/v1", namespace, model or "", _canon(kept), _norm(system), _canon(tools))
+    return _hash(
+        "scope/v1", namespace, model or "", _canon(kept), normalize_text(system), _canon(tools)
+    )
 
 
 def _msg_canon(m: Message) -> list[Any]:
-    return [m.role, _norm(m.content), m.name, list(m.tool_calls), m.tool_call_id]
+    return [m.role, normalize_text(m.content), m.name, list(m.tool_calls), m.tool_call_id]
 
 
 def exact_key(scope: str, messages: Sequence[Message]) -> str:
@@ -117,11 +114,11 @@ def semantic_text(messages: Sequence[Message], context_turns: int) -> str:
     convo = [m for m in messages if m.role != "system"]
     last_user = max((i for i, m in enumerate(convo) if m.role == "user"), default=None)
     if last_user is None:
-        return _norm(" ".join(m.content for m in convo))
+        return normalize_text(" ".join(m.content for m in convo))
     if last_user < len(convo) - 1:
         return ""
     start = max(0, last_user - context_turns)
-    return "\n".join(_norm(m.content) for m in convo[start : last_user + 1] if m.content)
+    return "\n".join(normalize_text(m.content) for m in convo[start : last_user + 1] if m.content)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from costopt_core.errors import ConfigurationError
+from costopt_core.text import normalize_text
 from costopt_core.tokens import TokenCounter, default_counter
 from costopt_core.types import ChatRequest, Message
 
@@ -115,7 +116,6 @@ _YES_NO = re.compile(
 _SCAN_CHARS = 3000
 _COUNT_CHARS = 8000
 _PARA = re.compile(r"\n\s*\n")
-_WS = re.compile(r"\s+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,10 +242,10 @@ def routing_text(item: RouteInput, *, max_chars: int = 1000) -> str:
 
     Whole trailing paragraphs are kept while they fit in ``max_chars``; the
     final paragraph is always kept whole (the embedder truncates it if it is
-    longer). Whitespace runs become single spaces, as in the semantic cache's
-    text, so a single-turn prompt embeds to the same string in both and the
-    engine's embedder LRU computes its vector once. (The default embedder's
-    tokenizer splits on whitespace anyway: the vector is unchanged.)
+    longer). Whitespace is normalised as in the semantic cache's text
+    (``costopt_core.text.normalize_text``), so a single-turn prompt embeds to
+    the same string in both and the engine's embedder LRU computes its vector
+    once. (The default embedder's tokenizer splits on whitespace anyway.)
 
     Args:
         item: the request.
@@ -261,7 +261,7 @@ def routing_text(item: RouteInput, *, max_chars: int = 1000) -> str:
                     break
                 out = f"{p}\n\n{out}"
             text = out
-    return _WS.sub(" ", text).strip()
+    return normalize_text(text)
 
 
 def _window(text: str) -> str:

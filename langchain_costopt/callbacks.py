@@ -216,7 +216,7 @@ class CostCallbackHandler(BaseCallbackHandler):
         # merged answer on_llm_end sees is a new object).
         key = getattr(run_id, "int", run_id)
         if chunk is not None and key in self._runs and key not in self._served:
-            info = SERVED.take(chunk)
+            info = SERVED.take(chunk, run=key)
             if info is not None:
                 self._served[key] = info
 
@@ -269,7 +269,7 @@ class CostCallbackHandler(BaseCallbackHandler):
             # A costopt cache notes the answers it serves (a replayed stream: its
             # run) without telling the caller; with expose_cache_info it also marks
             # the message. A router says which tier answered.
-            served = SERVED.take(gen)
+            served = SERVED.take(gen, run=getattr(run_id, "int", run_id))
             if served is None and self._served:
                 served = self._served.pop(getattr(run_id, "int", run_id), None)
             if served is None and prior is not None:

@@ -474,7 +474,7 @@ class CostEventHandler(BaseEventHandler):
         raw_map = _mapping(raw)
         # A costopt cache notes the raw dicts of the answers it serves (the caller
         # sees a marker only with expose_cache_info).
-        marker = None if raw is None else SERVED.take(raw)
+        marker = None if raw is None else SERVED.take(raw, run=span_id)
         if marker is None and raw_map is not None:
             marker = _mapping(raw_map.get(METADATA_KEY))
         outcome: CallOutcome = "model"

@@ -7,7 +7,9 @@ tenants). Instead the cache adapters note here each answer object they serve
 (for a replayed stream: its chunks), and the handlers take the
 note when they record the call. Notes hold their object (so its identity
 cannot be reused while noted) and are bounded, so answers no handler records
-cannot grow this without limit.
+cannot grow this without limit. A handler taking a note names its run (the
+framework's run or span id): every other handler of that run (two ledgers,
+say an application's and a ``track_costs`` block's) then learns the same.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class ServedNotes:
     def __init__(self, max_notes: int = 8192) -> None:
         self.max_notes = max_notes
         self._notes: OrderedDict[int, tuple[Any, dict[str, Any]]] = OrderedDict()
+        # Notes already taken, by the run that took them (bounded alike).
+        self._runs: OrderedDict[Any, dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
     def note(self, answer: object, info: Mapping[str, Any]) -> None:
@@ -45,9 +49,16 @@ class ServedNotes:
             while len(self._notes) > self.max_notes:
                 self._notes.popitem(last=False)
 
-    def take(self, answer: object) -> dict[str, Any] | None:
-        """The note on ``answer``, removed; ``None`` if the cache did not serve it."""
-        if not self._notes:
+    def take(self, answer: object, run: Any = None) -> dict[str, Any] | None:
+        """The note on ``answer``, removed; ``None`` if the cache did not serve it.
+
+        Args:
+            answer: The answer object a handler is recording.
+            run: The run (or span) id the handler records it under. A note taken
+                under a run is kept for that run, so the other handlers of the
+                same run find it although the first one removed it.
+        """
+        if not self._notes and not self._runs:
             # Every recorded call asks, and with no cache serving there is never
             # a note: skip the lock (reading a dict's size is atomic).
             return None
@@ -55,8 +66,12 @@ class ServedNotes:
         with self._lock:
             entry = self._notes.get(key)
             if entry is None or entry[0] is not answer:
-                return None
+                return None if run is None else self._runs.get(run)
             del self._notes[key]
+            if run is not None:
+                self._runs[run] = entry[1]
+                while len(self._runs) > self.max_notes:
+                    self._runs.popitem(last=False)
         return entry[1]
 
     def __len__(self) -> int:

@@ -239,6 +239,8 @@ def cached(
         encode=encode,
         decode=decode,
         codec=CODEC,
+        # LangChain objects compare by value; a hit must return what the call did.
+        check_round_trip=True,
     )
     return CachedRunnable(
         bound=runnable, component=component, name=f"cached({runnable.get_name()})"

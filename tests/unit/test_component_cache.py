@@ -395,3 +395,22 @@ def test_default_names_never_share_but_explicit_names_do() -> None:
     cached(a, cache=shared, name="kb").invoke("q")
     cached(b, cache=shared, name="kb").invoke("q")
     assert (a.calls, b.calls) == (2, 1)
+
+
+def test_an_output_the_codec_would_change_is_returned_not_stored() -> None:
+    comp = ComponentCache(engine_cache(), "prices")
+    prices = Counter(lambda _: {101: ("apple", 1.5), 202: ("pear", 2.0)})
+    # JSON would give back {"101": ["apple", 1.5], ...}: a hit must return what
+    # the call did, so it is not kept.
+    for _ in range(2):
+        assert comp.get_or_call("skus", lambda: prices("skus"))[101] == ("apple", 1.5)
+    assert prices.calls == 2 and comp.stats().encode_failures == 2
+    # Tuples coming back as lists is the one change allowed (JSON has no tuples).
+    pairs = Counter(lambda _: [("a", 1), ("b", 2)])
+    comp.get_or_call("pairs", lambda: pairs("pairs"))
+    assert comp.get_or_call("pairs", must_not_call) == [["a", 1], ["b", 2]]
+    # LangChain's codec alike.
+    runnable = Counter(lambda _: {1: "one"})
+    wrapped = cached(RunnableLambda(runnable), cache=engine_cache())
+    assert wrapped.invoke("x") == wrapped.invoke("x") == {1: "one"}
+    assert runnable.calls == 2

@@ -62,6 +62,22 @@ def _json_decode(text: str) -> Any:
     return json.loads(text)
 
 
+def _as_lists(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return [_as_lists(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_lists(v) for k, v in value.items()}
+    return value
+
+
+def _restores(value: Any, restored: Any) -> bool:
+    """Whether ``restored`` equals ``value``, tuples read as lists (JSON has no tuples)."""
+    try:
+        return bool(_as_lists(restored) == _as_lists(value))
+    except Exception:  # an __eq__ that cannot answer (numpy arrays): not proven equal
+        return False
+
+
 class _NotStored(Exception):
     """Raised inside the engine's ``call`` so the engine neither stores nor shares."""
 
@@ -114,6 +130,11 @@ class ComponentCache:
         codec: name of the codec, recorded in each entry's ``payload_format``
             (``component/<codec>/v1``) so an entry written by another codec is
             never decoded with this one; ``"json"`` for the default codec.
+        check_round_trip: store an output only if decoding what was encoded
+            gives it back (tuples may come back as lists); JSON would turn
+            ``{101: ...}`` into ``{"101": ...}``, and a hit must return what the
+            call did. On by default with the JSON codec; a custom codec whose
+            outputs compare by value can turn it on.
 
     Raises:
         ConfigurationError: an empty name, or only one of ``encode``/``decode``.
@@ -139,6 +160,7 @@ class ComponentCache:
         encode: Encoder | None = None,
         decode: Decoder | None = None,
         codec: str | None = None,
+        check_round_trip: bool | None = None,
     ) -> None:
         if not name:
             raise ConfigurationError("a ComponentCache needs a non-empty name")
@@ -153,6 +175,7 @@ class ComponentCache:
         self.tags = tuple(tags)
         self._encode: Encoder = encode or _json_encode
         self._decode: Decoder = decode or _json_decode
+        self._check_round_trip = encode is None if check_round_trip is None else check_round_trip
         codec_name = codec or ("json" if encode is None else "custom")
         self.payload_format = f"component/{codec_name}/v1"
         self._stats = ComponentStats()
@@ -197,6 +220,8 @@ class ComponentCache:
             payload = self._encode(value)
             if not isinstance(payload, str):
                 raise TypeError(f"encode returned {type(payload).__name__}, not str")
+            if self._check_round_trip and not _restores(value, self._decode(payload)):
+                raise ValueError("decoding it does not give it back (e.g. non-string dict keys)")
         except Exception as exc:
             self._count("encode_failures")
             log.warning(

@@ -11,14 +11,14 @@ one LLM run for the cost handler.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from typing import Any, Self
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableBinding
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
@@ -27,6 +27,7 @@ from costopt_core.tenancy import current_tenant
 from langchain_costopt import _calls
 from langchain_costopt._convert import cache_model, from_langchain_messages
 from langchain_costopt.cache import generations_of, response_of
+from langchain_costopt.callbacks import TENANT_KEYS
 
 __all__ = ["CachedChatModel"]
 
@@ -59,7 +60,8 @@ class CachedChatModel(BaseChatModel):
         model: the chat model to call on a miss.
         semantic_cache: the engine cache; a default in-memory one if omitted.
         tenant: tenant of this model's calls; otherwise the one set by
-            ``costopt_core.tenant_scope``.
+            ``costopt_core.tenant_scope``. Set at construction: it is also put
+            in the model's ``metadata``, where the cost handler reads it.
         expose_cache_info: mark answers served from the cache in
             ``response_metadata["costopt"]``. Off by default: it tells a caller
             that someone asked the same question before. The cost handler
@@ -77,6 +79,16 @@ class CachedChatModel(BaseChatModel):
     semantic_cache: CacheEngine = Field(default_factory=CacheEngine)
     tenant: str | None = None
     expose_cache_info: bool = False
+
+    @model_validator(mode="after")
+    def _set_costopt_tenant(self) -> Self:
+        # The cache partitions by ``tenant``; the cost handler reads a run's tenant
+        # from its metadata. The model's own metadata is in every run it makes and
+        # overrides the caller's, as ``tenant`` overrides the scope in the cache.
+        # (A unique name: pydantic replaces same-named validators of a base class.)
+        if self.tenant is not None:
+            self.metadata = {**(self.metadata or {}), TENANT_KEYS[0]: self.tenant}
+        return self
 
     @property
     def _llm_type(self) -> str:

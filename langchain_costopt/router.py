@@ -6,12 +6,15 @@ errors, and is re-asked one tier up when the answer fails the validators.
 The adapter only translates messages and answers and runs the router's call
 loop; usage and ``model_name`` on the answer are those of the model that
 answered, and the decision is in ``response_metadata["costopt"]["route"]``.
-Discarded cheap attempts are recorded in the ledger as ``escalated``.
+Discarded cheap attempts are recorded in the ledger as ``escalated`` (with an
+unknown cost when they report no usage; not at all when a cache served them).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -30,13 +33,16 @@ from costopt_core.routing.calibrate import CalibrationReport
 from costopt_core.routing.router import Router, RouterConfig, RouteRun, Step
 from costopt_core.routing.tiers import Tier, Tiers
 from costopt_core.routing.validators import Answer, ValidatorConfig, forces_tool_call
+from costopt_core.served import SERVED, served_outcome
 from costopt_core.tenancy import current_tenant
 from costopt_core.usage import usage_from_langchain
 from langchain_costopt import _calls
 from langchain_costopt._convert import from_langchain_messages, usage_or_unknown
-from langchain_costopt.callbacks import TENANT_KEYS, CostCallbackHandler
+from langchain_costopt.callbacks import TENANT_KEYS, CostCallbackHandler, _max_output_tokens
 
 __all__ = ["RouterChatModel"]
+
+log = logging.getLogger("costopt.langchain")
 
 METADATA_KEY = "costopt"
 # BaseChatModel.generate / .stream pop ``ls_structured_output_format`` (a tracing
@@ -51,6 +57,19 @@ def _model_name(model: BaseChatModel) -> str:
         if isinstance(value, str) and value:
             return value
     return type(model).__name__
+
+
+def _is_structured_format(response_format: Any) -> bool:
+    """Whether a ``response_format`` call kwarg asks for structured output.
+
+    OpenAI's ``{"type": "text"}`` asks explicitly for plain text: a prose answer
+    to it is what was asked for, not an unparseable structured answer. Anything
+    else that is set (``json_object``, ``json_schema``, a pydantic class) is
+    structured. A stand-in until the engine's routing features offer this check.
+    """
+    if isinstance(response_format, Mapping):
+        return response_format.get("type") != "text"
+    return bool(response_format)
 
 
 def _answer_of(result: ChatResult) -> Answer:
@@ -217,12 +236,23 @@ class RouterChatModel(BaseChatModel):
         tenant = self._tenant(run_manager)
         engine = self._engine_for(run_manager)
         # A "block" budget raises here, before any call; "downshift" moves the start down.
-        actions = {b.action for b in engine.ledger.check_budget(tenant, None)}
+        # The run's own model ("router:...") has no price, so the cost handler held
+        # nothing against the budgets: the frontier tier's cost is the bound here.
+        # The hold is kept under the run's id only when a cost handler will record
+        # (or, on an error, release) that run; otherwise it would linger.
+        handlers = self._handlers(run_manager)
+        run_id = getattr(run_manager, "run_id", None)
+        holds = bool(handlers) and handlers[0].check_budgets and run_id is not None
+        decisions = engine.check_budget(
+            tenant,
+            self._estimate(engine, messages, kwargs),
+            call_id=str(run_id) if holds else None,
+        )
+        actions = {b.action for b in decisions}
         tools, tool_kwargs, _ = self._split_tools(kwargs)
         offered = self._offered(kwargs)
-        structured = any(
-            bool(kwargs.get(k))
-            for k in ("response_format", _STRUCTURED_KEY, "ls_structured_output_format")
+        structured = _is_structured_format(kwargs.get("response_format")) or any(
+            bool(kwargs.get(k)) for k in (_STRUCTURED_KEY, "ls_structured_output_format")
         )
         decision = self._router.route(
             from_langchain_messages(messages),
@@ -237,6 +267,37 @@ class RouterChatModel(BaseChatModel):
             tool_required=bool(tools) and forces_tool_call(tool_kwargs.get("tool_choice")),
         )
 
+    def _estimate(
+        self, engine: CostEngine, messages: list[BaseMessage], kwargs: dict[str, Any]
+    ) -> Decimal | None:
+        """The most a call to the frontier tier's models could cost (``None`` if unpriced).
+
+        Any tier may end up answering (escalation, fallback), so the most
+        expensive one bounds the request; as the cost handler does, the
+        request's output cap bounds the answer.
+        """
+        if not engine.ledger.has_budgets:
+            return None  # nothing to hold it against: skip counting tokens
+        _, _, rest = self._split_tools(kwargs)  # tools do not change the price
+        try:
+            translated = from_langchain_messages(messages)
+            estimates = []
+            for model in self._models[-1]:
+                # The name the cost handler would price the model's own run under
+                # (a CachedChatModel's is its wrapped model's).
+                name = model._get_ls_params(**rest).get("ls_model_name") or _model_name(model)
+                params = model._get_invocation_params(**rest)
+                estimates.append(
+                    engine.estimate(
+                        str(name), translated, max_output_tokens=_max_output_tokens(params)
+                    )
+                )
+        except Exception:  # never fail the user's call over an estimate
+            log.exception("costopt could not estimate the cost of a routed request")
+            return None
+        priced = [e for e in estimates if e is not None]
+        return max(priced) if priced else None
+
     def _engine_for(self, run_manager: Any) -> CostEngine:
         handlers = self._handlers(run_manager)
         if handlers:
@@ -244,14 +305,26 @@ class RouterChatModel(BaseChatModel):
         return self.engine or current_engine()
 
     def _record_escalation(self, run_manager: Any, result: ChatResult, tier: str) -> None:
+        """Record a discarded answer as an ``escalated`` call, unless a cache served it.
+
+        An answer without usage was still paid for: it is recorded with an
+        unknown cost (counted as unpriced), never dropped. An answer a cache tier
+        served cost nothing, so nothing is recorded for it.
+        """
         gen = result.generations[0] if result.generations else None
         msg = gen.message if isinstance(gen, ChatGeneration) else None
-        if msg is None or getattr(msg, "usage_metadata", None) is None:
+        meta = (msg.response_metadata if msg is not None else None) or {}
+        # The generation a cache rebuilt is noted (taken here: it is discarded, no
+        # handler will see it); with expose_cache_info the message says so too.
+        served: Mapping[str, Any] | None = SERVED.take(gen)
+        prior = meta.get(METADATA_KEY)
+        if served is None and isinstance(prior, Mapping):
+            served = prior
+        if served is not None and served_outcome(served) is not None:
             return
-        meta = msg.response_metadata or {}
         self._engine_for(run_manager).record_call(
             model=str(meta.get("model_name") or meta.get("model") or "unknown"),
-            usage=usage_or_unknown(usage_from_langchain, msg.usage_metadata),  # type: ignore[attr-defined]
+            usage=usage_or_unknown(usage_from_langchain, getattr(msg, "usage_metadata", None)),
             tier=tier,
             tenant=self._tenant(run_manager),
             outcome="escalated",

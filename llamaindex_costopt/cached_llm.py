@@ -16,9 +16,19 @@ book the saving. A miss returns the wrapped LLM's own response untouched.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import inspect
 import json
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from functools import partial
 from typing import Any, Literal, TypeVar
 
@@ -37,6 +47,7 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.llms import LLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index_instrumentation.dispatcher import active_instrument_tags, instrument_tags
 from pydantic import Field
 
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
@@ -45,7 +56,7 @@ from costopt_core.cache.keys import ANSWER_PARAMS
 from costopt_core.served import SERVED, served_info
 from costopt_core.types import Message, Role
 from costopt_core.usage import usage_wire
-from llamaindex_costopt.handler import resolve_tenant, usage_of
+from llamaindex_costopt.handler import TENANT_KEYS, resolve_tenant, usage_of
 
 __all__ = [
     "CHAT_PAYLOAD_FORMAT",
@@ -380,6 +391,35 @@ def _completed(chunks: Sequence[R]) -> R:
     return last.model_copy(update=update)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _tenant_tagged(method: F) -> F:
+    """Run ``method`` (an LLM entry point) under the wrapper's tenant as an instrument tag.
+
+    The cache partitions answers by ``CachedLLM.tenant``; the cost handler reads
+    a call's tenant from the tags of its start event (dispatched inside the
+    ``llm_*_callback`` wrapper, so the tag must be set outside it), and the
+    wrapped LLM's own call on a miss is tagged too. Without it the ledger would
+    book the calls under another tenant than the one whose cache served them.
+    """
+    if inspect.iscoroutinefunction(method):
+
+        @functools.wraps(method)
+        async def tagged_async(self: CachedLLM, *args: Any, **kwargs: Any) -> Any:
+            with self._tenant_tags():
+                return await method(self, *args, **kwargs)
+
+        return tagged_async  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    def tagged(self: CachedLLM, *args: Any, **kwargs: Any) -> Any:
+        with self._tenant_tags():
+            return method(self, *args, **kwargs)
+
+    return tagged  # type: ignore[return-value]
+
+
 class CachedLLM(LLM):
     """Wraps any LlamaIndex LLM with costopt's exact + semantic cache.
 
@@ -449,6 +489,15 @@ class CachedLLM(LLM):
     # -- requests --------------------------------------------------------------
     def _tenant(self) -> str | None:
         return resolve_tenant(self.tenant)
+
+    @contextlib.contextmanager
+    def _tenant_tags(self) -> Iterator[None]:
+        """The current instrument tags, plus the tenant field if it is set."""
+        if self.tenant is None:
+            yield  # the handler resolves the tenant as the cache does
+            return
+        with instrument_tags({**active_instrument_tags.get(), TENANT_KEYS[0]: self.tenant}):
+            yield
 
     def _llm_params(self) -> dict[str, Any]:
         llm = self.llm
@@ -583,6 +632,7 @@ class CachedLLM(LLM):
             await self.semantic_cache.astore(request, self._neutral(_completed(chunks)))
 
     # -- chat ------------------------------------------------------------------------
+    @_tenant_tagged
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         return self._get_or_call(
@@ -591,6 +641,7 @@ class CachedLLM(LLM):
             partial(chat_response_of, expose=self.expose_cache_info),
         )
 
+    @_tenant_tagged
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         return await self._aget_or_call(
@@ -599,6 +650,7 @@ class CachedLLM(LLM):
             partial(chat_response_of, expose=self.expose_cache_info),
         )
 
+    @_tenant_tagged
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         request = self._chat_request(messages, kwargs)
@@ -608,6 +660,7 @@ class CachedLLM(LLM):
         # Called now, as a provider request would be made now.
         return self._relay(request, self.llm.stream_chat(messages, **kwargs))
 
+    @_tenant_tagged
     @llm_chat_callback()
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
@@ -619,6 +672,7 @@ class CachedLLM(LLM):
         return self._arelay(request, await self.llm.astream_chat(messages, **kwargs))
 
     # -- completion ----------------------------------------------------------------
+    @_tenant_tagged
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         return self._get_or_call(
@@ -627,6 +681,7 @@ class CachedLLM(LLM):
             partial(completion_response_of, expose=self.expose_cache_info),
         )
 
+    @_tenant_tagged
     @llm_completion_callback()
     async def acomplete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
@@ -637,6 +692,7 @@ class CachedLLM(LLM):
             partial(completion_response_of, expose=self.expose_cache_info),
         )
 
+    @_tenant_tagged
     @llm_completion_callback()
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
@@ -647,6 +703,7 @@ class CachedLLM(LLM):
             return _replay_completion(hit, self.expose_cache_info)
         return self._relay(request, self.llm.stream_complete(prompt, formatted=formatted, **kwargs))
 
+    @_tenant_tagged
     @llm_completion_callback()
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from langchain_core.caches import BaseCache
@@ -268,3 +269,44 @@ def test_an_answer_with_unreadable_usage_is_returned_and_kept() -> None:
     assert cached.invoke("Capital of France?").content == "Paris."
     hit = cache.lookup(cached._request([HumanMessage("Capital of France?")], None, {}))
     assert hit is not None and hit.response.usage.input_tokens is None
+
+
+@pytest.mark.parametrize("method", ["invoke", "ainvoke", "stream", "astream"])
+async def test_the_tenant_field_reaches_the_ledger(method: str) -> None:
+    # The cache partitions by CachedChatModel.tenant: the ledger must book the
+    # miss and the hit under it too, over a caller's other tenant.
+    engine = CostEngine()
+    inner = ScriptedChatModel(
+        script=Script([ScriptedResponse("ok", USAGE, model="gpt-4o-mini")], cycle=False)
+    )
+    cached = CachedChatModel(model=inner, semantic_cache=engine_cache(), tenant="acme")
+    cfg: Any = {
+        "callbacks": [CostCallbackHandler(engine)],
+        "metadata": {"costopt_tenant": "globex", "trace": "t1"},
+    }
+    for _ in range(2):
+        if method == "invoke":
+            cached.invoke("hi there", config=cfg)
+        elif method == "ainvoke":
+            await cached.ainvoke("hi there", config=cfg)
+        elif method == "stream":
+            list(cached.stream("hi there", config=cfg))
+        else:
+            [c async for c in cached.astream("hi there", config=cfg)]
+    assert inner.script.calls == 1
+    assert [(r.outcome, r.tenant) for r in engine.ledger.records()] == [
+        ("model", "acme"),
+        ("cache_exact", "acme"),
+    ]
+    assert cached.metadata is not None and cached.metadata["costopt_tenant"] == "acme"
+
+
+def test_no_tenant_field_leaves_the_callers_tenant() -> None:
+    engine = CostEngine()
+    inner = ScriptedChatModel(script=Script([ScriptedResponse("ok", USAGE, model="gpt-4o-mini")]))
+    cached = CachedChatModel(model=inner, semantic_cache=engine_cache())
+    cfg: Any = {"callbacks": [CostCallbackHandler(engine)], "metadata": {"tenant_id": "globex"}}
+    cached.invoke("hi there", config=cfg)
+    with tenant_scope("initech"):
+        cached.invoke("hi there", config={"callbacks": [CostCallbackHandler(engine)]})
+    assert [r.tenant for r in engine.ledger.records()] == ["globex", "initech"]

@@ -411,3 +411,38 @@ async def test_a_miss_is_priced_once(method: str) -> None:
     records = engine.ledger.records()
     assert len(records) == 1
     assert records[0].usage == USAGE and records[0].model == "gpt-4o-mini"
+
+
+@pytest.mark.parametrize("method", METHODS)
+async def test_the_tenant_field_reaches_the_ledger(method: str) -> None:
+    # The cache partitions by CachedLLM.tenant: the ledger must book the miss
+    # and the hit under it too, over a caller's other tenant tag.
+    from llama_index_instrumentation.dispatcher import active_instrument_tags, instrument_tags
+
+    from llamaindex_costopt import track_costs
+
+    engine = CostEngine()
+    inner = scripted()
+    llm = wrap(inner, tenant="acme")
+    with track_costs(engine), instrument_tags({"costopt_tenant": "globex", "trace": "t1"}):
+        await run(llm, method, QUESTION)
+        await run(llm, method, QUESTION)
+        # the caller's tags are theirs again after the call
+        assert active_instrument_tags.get() == {"costopt_tenant": "globex", "trace": "t1"}
+    assert inner.script.calls == 1
+    assert [(r.outcome, r.tenant) for r in engine.ledger.records()] == [
+        ("model", "acme"),
+        ("cache_exact", "acme"),
+    ]
+
+
+async def test_without_a_tenant_field_the_callers_tenant_is_booked() -> None:
+    from llamaindex_costopt import track_costs
+
+    engine = CostEngine()
+    llm = wrap(scripted(ANSWER, ANSWER))
+    with track_costs(engine, tenant="globex"):
+        await run(llm, "chat", QUESTION)
+    with track_costs(engine), tenant_scope("initech"):
+        await run(llm, "achat", QUESTION)
+    assert [r.tenant for r in engine.ledger.records()] == ["globex", "initech"]

@@ -486,3 +486,130 @@ async def test_a_tier_models_rate_limiter_is_taken_once_per_call() -> None:
             [c async for c in router.astream("2+2?")]
         counts.append(limiter.n)
     assert counts == [1, 1, 1, 1]
+
+
+# -- what discarded and routed answers cost (review 2) ------------------------------
+HEDGE = "I'm not sure, sorry."
+
+
+async def _invoke(router: RouterChatModel, sync: bool, prompt: str, **kwargs: Any) -> Any:
+    if sync:
+        return router.invoke(prompt, **kwargs)
+    return await router.ainvoke(prompt, **kwargs)
+
+
+@pytest.mark.parametrize("sync", [True, False])
+@pytest.mark.parametrize("expose", [False, True])
+async def test_a_rejected_answer_a_cache_served_is_not_recorded(sync: bool, expose: bool) -> None:
+    from costopt_core.cache import SemanticCache
+    from costopt_core.testing import FakeEmbedder
+    from langchain_costopt.cached_model import CachedChatModel
+
+    engine = CostEngine()
+    cheap = ScriptedChatModel(
+        script=Script([ScriptedResponse(HEDGE, U, model="gpt-4o-mini")], cycle=True)
+    )
+    small = CachedChatModel(
+        model=cheap,
+        semantic_cache=SemanticCache(embedder=FakeEmbedder()),
+        expose_cache_info=expose,
+    )
+    big = ScriptedChatModel(
+        script=Script([ScriptedResponse("4", U, model="gpt-4o")], cycle=True), model_name="gpt-4o"
+    )
+    router = RouterChatModel(tiers={"small": small, "frontier": big}, classifier=Always(0.9))
+    cfg = {"callbacks": [CostCallbackHandler(engine)]}
+    for _ in range(2):
+        out = await _invoke(router, sync, "What is 2+2?", config=cfg)
+        assert out.response_metadata["costopt"]["route"]["escalations"] == 1
+    assert cheap.script.calls == 1  # the second hedge came from the cache
+    records = [(r.model, r.outcome, r.cost_usd) for r in engine.ledger.records()]
+    assert records == [
+        ("gpt-4o-mini", "escalated", Decimal("0.00021")),
+        ("gpt-4o", "model", Decimal("0.0035")),
+        ("gpt-4o", "model", Decimal("0.0035")),
+    ]
+
+
+class _NoUsage(ScriptedChatModel):
+    """Answers without ``usage_metadata`` (some providers and proxies report none)."""
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        from langchain_core.messages import AIMessage
+        from langchain_core.outputs import ChatGeneration, ChatResult
+
+        r = self.script.next()
+        msg = AIMessage(content=r.text, response_metadata={"model_name": r.model})
+        return ChatResult(generations=[ChatGeneration(message=msg)])
+
+    async def _agenerate(
+        self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> Any:
+        return self._generate(messages, stop)
+
+
+@pytest.mark.parametrize("sync", [True, False])
+async def test_an_escalated_answer_without_usage_is_recorded_unpriced(sync: bool) -> None:
+    engine = CostEngine()
+    small = _NoUsage(script=Script([ScriptedResponse(HEDGE, U, model="gpt-4o-mini")]))
+    router = RouterChatModel(
+        tiers={"small": small, "frontier": scripted("4", model="gpt-4o")}, classifier=Always(0.9)
+    )
+    await _invoke(router, sync, "What is 2+2?", config={"callbacks": [CostCallbackHandler(engine)]})
+    records = [(r.model, r.outcome, r.cost_usd) for r in engine.ledger.records()]
+    assert records == [("gpt-4o-mini", "escalated", None), ("gpt-4o", "model", Decimal("0.0035"))]
+    assert engine.ledger.totals().unpriced_calls == 1
+
+
+@pytest.mark.parametrize("sync", [True, False])
+async def test_a_block_budget_holds_the_frontier_estimate(sync: bool) -> None:
+    # The run's model "router:small|frontier" has no price: only the router's own
+    # estimate (on the frontier tier) can refuse what gpt-4o alone would be refused.
+    engine = CostEngine(budgets=[Budget(limit_usd=Decimal("0.001"), policy="block")])
+    handler = CostCallbackHandler(engine)
+    prompt = "word " * 2000
+    with pytest.raises(BudgetExceededError) as direct:
+        scripted("4", model="gpt-4o").invoke(prompt, config={"callbacks": [handler]})
+    small, big = scripted("4"), scripted("4", model="gpt-4o")
+    router = RouterChatModel(tiers={"small": small, "frontier": big}, classifier=Always(0.0))
+    with pytest.raises(BudgetExceededError) as routed:
+        await _invoke(router, sync, prompt, config={"callbacks": [handler]})
+    assert routed.value.estimate_usd == direct.value.estimate_usd > 0
+    assert small.script.calls == big.script.calls == 0
+    assert engine.ledger.spent(None) == 0
+
+
+@pytest.mark.parametrize("sync", [True, False])
+async def test_a_budget_with_room_still_routes(sync: bool) -> None:
+    engine = CostEngine(budgets=[Budget(limit_usd=Decimal("1"), policy="block")])
+    router = RouterChatModel(
+        tiers={"small": scripted("4"), "frontier": scripted("4", model="gpt-4o")},
+        classifier=Always(0.9),
+    )
+    out = await _invoke(router, sync, "2+2?", config={"callbacks": [CostCallbackHandler(engine)]})
+    assert out.response_metadata["costopt"]["tier"] == "small"
+    assert engine.ledger.spent(None) == Decimal("0.00021")
+
+
+@pytest.mark.parametrize("sync", [True, False])
+@pytest.mark.parametrize(
+    ("response_format", "tier"),
+    [
+        ({"type": "text"}, "small"),  # OpenAI's explicit plain text: prose is the answer
+        ({"type": "json_object"}, "frontier"),
+        ({"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}, "frontier"),
+    ],
+)
+async def test_response_format_text_is_not_structured(
+    sync: bool, response_format: dict[str, Any], tier: str
+) -> None:
+    router = RouterChatModel(
+        tiers={"small": scripted("Paris."), "frontier": scripted("Paris.", model="gpt-4o")},
+        classifier=Always(0.99),
+        engine=CostEngine(),
+    )
+    out = await _invoke(router, sync, "Capital of France?", response_format=response_format)
+    route = out.response_metadata["costopt"]["route"]
+    assert route["tier"] == tier
+    if tier == "frontier":
+        assert route["attempts"][0]["outcome"] == "escalated: unparseable_structured_output"

@@ -130,7 +130,11 @@ def _message(m: ChatMessage) -> Message:
 
 
 def _non_text_digest(messages: Sequence[ChatMessage]) -> str | None:
-    """A digest of every non-text block (images, audio, documents, tool calls)."""
+    """A digest of every non-text block (images, audio, documents, tool calls).
+
+    A block given by ``path`` is hashed by the file's bytes too: the same path
+    can hold another image tomorrow, and its answer must not be served for it.
+    """
     h = hashlib.blake2b(digest_size=16)
     seen = False
     for i, m in enumerate(messages):
@@ -139,7 +143,20 @@ def _non_text_digest(messages: Sequence[ChatMessage]) -> str | None:
                 seen = True
                 h.update(f"{i}:".encode())
                 h.update(block.model_dump_json().encode("utf-8"))
+                path = getattr(block, "path", None)
+                if path:
+                    _hash_file(h, path)
     return h.hexdigest() if seen else None
+
+
+def _hash_file(h: Any, path: Any) -> None:
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(partial(f.read, 1 << 20), b""):
+                h.update(chunk)
+    except OSError as exc:
+        # The wrapped LLM will report the unreadable file; the key just stays apart.
+        h.update(f"unreadable:{type(exc).__name__}".encode())
 
 
 def _tool_call(obj: Any) -> dict[str, Any]:
@@ -210,14 +227,31 @@ def _without_marker(response: AnyResponse) -> AnyResponse:
     return response
 
 
-def _payload(response: AnyResponse) -> str:
-    """The response as JSON; a raw payload pydantic cannot dump is reduced to JSON-able data."""
+def _payload(response: AnyResponse) -> str | None:
+    """The response as JSON, or None if even a JSON-able copy cannot be written.
+
+    What pydantic cannot dump (an SDK object in ``raw``, a numpy value in
+    ``additional_kwargs``) is reduced to JSON-able data first; without a payload
+    a hit is rebuilt from the neutral fields. Either way the answer the model
+    was paid for reaches the caller.
+    """
     try:
         return response.model_dump_json()
     except Exception:
-        raw = response.raw
-        safe = _jsonable(raw) if isinstance(raw, Mapping) else {"model": _model_of(raw)}
-        return response.model_copy(update={"raw": safe}).model_dump_json()
+        pass
+    raw = response.raw
+    update: dict[str, Any] = {
+        "raw": _jsonable(raw) if isinstance(raw, Mapping) else {"model": _model_of(raw)},
+        "additional_kwargs": _jsonable(response.additional_kwargs or {}),
+    }
+    if isinstance(response, ChatResponse):
+        message = response.message
+        extra = _jsonable(message.additional_kwargs or {})
+        update["message"] = message.model_copy(update={"additional_kwargs": extra})
+    try:
+        return response.model_copy(update=update).model_dump_json()
+    except Exception:
+        return None
 
 
 def response_of(response: AnyResponse, *, default_model: str | None = None) -> CachedResponse:
@@ -229,14 +263,17 @@ def response_of(response: AnyResponse, *, default_model: str | None = None) -> C
     """
     clean = _without_marker(response)
     is_chat = isinstance(clean, ChatResponse)
+    payload = _payload(clean)
     return CachedResponse(
         text=_text_of(clean),
         model=_model_of(clean.raw) or default_model,
         usage=usage_of(clean),
         finish_reason=_finish_reason(clean),
         tool_calls=_tool_calls(clean),
-        payload=_payload(clean),
-        payload_format=CHAT_PAYLOAD_FORMAT if is_chat else COMPLETION_PAYLOAD_FORMAT,
+        payload=payload,
+        payload_format=None
+        if payload is None
+        else (CHAT_PAYLOAD_FORMAT if is_chat else COMPLETION_PAYLOAD_FORMAT),
     )
 
 

@@ -446,3 +446,61 @@ async def test_without_a_tenant_field_the_callers_tenant_is_booked() -> None:
     with track_costs(engine), tenant_scope("initech"):
         await run(llm, "achat", QUESTION)
     assert [r.tenant for r in engine.ledger.records()] == ["globex", "initech"]
+
+
+def test_an_answer_pydantic_cannot_dump_is_still_returned_and_kept() -> None:
+    import numpy as np
+    from llama_index.core.base.llms.types import CompletionResponse, LLMMetadata
+    from llama_index.core.llms import CustomLLM
+    from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+
+    class Scored(CustomLLM):
+        calls: int = 0
+
+        @property
+        def metadata(self) -> LLMMetadata:
+            return LLMMetadata(model_name="local", is_chat_model=True)
+
+        @llm_chat_callback()
+        def chat(self, messages: Any, **kw: Any) -> ChatResponse:
+            self.calls += 1
+            message = ChatMessage(
+                role="assistant", content="42", additional_kwargs={"logprob": np.float32(-0.25)}
+            )
+            return ChatResponse(message=message, raw={"model": "local"})
+
+        @llm_completion_callback()
+        def complete(self, prompt: str, formatted: bool = False, **kw: Any) -> CompletionResponse:
+            self.calls += 1
+            return CompletionResponse(text="42", additional_kwargs={"p": np.array([0.1, 0.9])})
+
+        def stream_complete(self, prompt: str, formatted: bool = False, **kw: Any) -> Any:
+            yield CompletionResponse(text="42", delta="42")
+
+    inner = Scored()
+    llm = CachedLLM(llm=inner, semantic_cache=engine_cache())
+    ask = [ChatMessage(role="user", content="What is six times seven?")]
+    assert llm.chat(ask).message.content == "42"
+    assert llm.chat(ask).message.content == "42"
+    assert llm.complete("What is six times seven?").text == "42"
+    assert llm.complete("What is six times seven?").text == "42"
+    assert inner.calls == 2  # each answer kept, served once
+
+
+def test_an_image_file_is_keyed_by_its_bytes_not_only_its_path(tmp_path: Any) -> None:
+    from llama_index.core.base.llms.types import ImageBlock, TextBlock
+
+    image = tmp_path / "photo.png"
+    inner = scripted("A cat.", "A dog.")
+    llm = CachedLLM(llm=inner, semantic_cache=engine_cache())
+
+    def ask() -> str:
+        blocks = [TextBlock(text="What animal is this?"), ImageBlock(path=image)]
+        return str(llm.chat([ChatMessage(role="user", blocks=blocks)]).message.content)
+
+    image.write_bytes(b"\x89PNG cat pixels")
+    assert ask() == "A cat."
+    assert ask() == "A cat."  # the same file: a hit
+    image.write_bytes(b"\x89PNG dog pixels")
+    assert ask() == "A dog."
+    assert inner.script.calls == 2

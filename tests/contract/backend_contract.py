@@ -31,6 +31,7 @@ import pytest
 
 from costopt_core.cache.backend import BackendStats, CacheBackend, CombinedLookup
 from costopt_core.cache.entry import CachedResponse, CacheEntry
+from costopt_core.errors import CacheBackendError
 from costopt_core.types import Usage
 
 __all__ = ["BackendOps", "CacheBackendContract", "assert_same_entry", "make_entry", "vec"]
@@ -451,6 +452,46 @@ class CacheBackendContract:
 
     async def test_search_in_an_empty_backend_is_empty(self, ops: BackendOps) -> None:
         assert await ops.search("scope-a", vec(1, 0, 0, 0), 3) == []
+
+    async def test_a_vector_of_another_dimension_breaks_nothing(self, ops: BackendOps) -> None:
+        # The embedding model changed: a backend may refuse the new vectors with a
+        # CacheBackendError or store them apart, but never half-store one, never
+        # raise anything else, and never lose or mix up the entries it had.
+        first = make_entry("old", vector=vec(1, 0, 0, 0), text="four dims")
+        replaced = make_entry("replaced", vector=vec(0, 1, 0, 0), text="four dims too")
+        await ops.put(first, replaced)
+        other_dim = make_entry("new", vector=np.asarray([1, 0, 0], np.float32), text="three")
+        other_dim_same_key = make_entry(
+            "replaced", vector=np.asarray([0, 1, 0], np.float32), text="three again"
+        )
+        for entry, before in ((other_dim, None), (other_dim_same_key, replaced)):
+            try:
+                await ops.put(entry)
+            except CacheBackendError:
+                got = await ops.get(entry.key)
+                if before is None:
+                    assert got is None  # refused whole
+                else:
+                    assert_same_entry(got, before)  # the old entry is untouched
+            else:
+                assert_same_entry(await ops.get(entry.key), entry)
+        assert_same_entry(await ops.get("old"), first)
+        hits = await ops.search("scope-a", vec(1, 0, 0, 0), 10)
+        assert keys_of(hits)[0] == "old"
+        assert hits[0][1] == pytest.approx(1.0, abs=1e-4)
+        assert all(e.vector is not None and e.vector.size == 4 for e, _ in hits)
+        try:
+            short_hits = await ops.search("scope-a", np.asarray([1, 0, 0], np.float32), 10)
+        except CacheBackendError:
+            pass
+        else:
+            assert all(e.vector is not None and e.vector.size == 3 for e, _ in short_hits)
+            assert set(keys_of(short_hits)) <= {"new", "replaced"}
+        # Still fully usable for the original dimension.
+        await ops.put(make_entry("after", vector=vec(0, 0, 1, 0)))
+        assert keys_of(await ops.search("scope-a", vec(0, 0, 1, 0), 1)) == ["after"]
+        assert await ops.delete(["old", "after"]) == 2
+        assert await ops.present("old", "after") == set()
 
     # -- deletion ---------------------------------------------------------------------------
 

@@ -1,7 +1,10 @@
 """The default backend: entries and vectors in this process.
 
 Bounded by entry count (least recently used out first); one ``VectorIndex``
-per scope, so a search only ever looks inside its scope. Thread-safe.
+per (scope, vector dimension), so a search only ever looks inside its scope and
+only compares vectors of its own length: after the embedding model changes,
+older entries of another dimension stay reachable by exact key and are simply
+not semantic candidates. Thread-safe.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy.typing as npt
 from costopt_core.cache.backend import BackendStats
 from costopt_core.cache.entry import CacheEntry
 from costopt_core.cache.vector_index import VectorIndex
-from costopt_core.errors import ConfigurationError
+from costopt_core.errors import CacheBackendError, ConfigurationError
 
 __all__ = ["MemoryCacheBackend"]
 
@@ -37,7 +40,8 @@ class MemoryCacheBackend:
         self.hnsw_threshold = hnsw_threshold
         self._entries: OrderedDict[str, tuple[CacheEntry, int]] = OrderedDict()
         self._by_label: dict[int, str] = {}
-        self._scopes: dict[str, VectorIndex] = {}
+        # Keyed by (scope, dims): vectors of different lengths cannot share an index.
+        self._scopes: dict[tuple[str, int], VectorIndex] = {}
         self._labels = itertools.count()
         self._bytes = 0
         self._lock = threading.RLock()
@@ -66,14 +70,15 @@ class MemoryCacheBackend:
         now: float,
         min_similarity: float | None = None,
     ) -> list[tuple[CacheEntry, float]]:
+        query = _vector_of(vector, "search")
         with self._lock:
-            index = self._scopes.get(scope)
+            index = self._scopes.get((scope, query.size))
             if index is None:
                 return []
             out: list[tuple[CacheEntry, float]] = []
             expired: list[str] = []
             # Ask for a few more than k: expired entries are dropped below.
-            for label, sim in index.search(vector, k + 4):
+            for label, sim in index.search(query, k + 4):
                 key = self._by_label.get(label)
                 if key is None:
                     continue
@@ -91,20 +96,36 @@ class MemoryCacheBackend:
             return out
 
     def put(self, entry: CacheEntry) -> None:
+        """Store ``entry``, replacing any entry of the same key; all or nothing.
+
+        Raises:
+            CacheBackendError: ``entry.vector`` is not a non-empty 1-D array. The
+                backend is then unchanged (an older entry of the key is kept).
+        """
+        vector = None if entry.vector is None else _vector_of(entry.vector, "put")
+        size = entry.size_bytes()
         with self._lock:
+            label = next(self._labels)
+            # The index is the only step that can fail, so it goes first and is
+            # undone on error: a failed put must leave no half entry behind.
+            where, index = None, None
+            if vector is not None:
+                where = (entry.scope, vector.size)
+                index = self._scopes.get(where)
+                if index is None:
+                    index = VectorIndex(vector.size, hnsw_threshold=self.hnsw_threshold)
+                try:
+                    index.add(label, vector)
+                except Exception:
+                    index.remove(label)
+                    raise
             if entry.key in self._entries:
                 self._remove(entry.key)
-            label = next(self._labels)
+            if where is not None and index is not None:
+                self._scopes[where] = index
             self._entries[entry.key] = (entry, label)
             self._by_label[label] = entry.key
-            self._bytes += entry.size_bytes()
-            if entry.vector is not None:
-                index = self._scopes.get(entry.scope)
-                if index is None:
-                    index = self._scopes[entry.scope] = VectorIndex(
-                        len(entry.vector), hnsw_threshold=self.hnsw_threshold
-                    )
-                index.add(label, np.asarray(entry.vector, dtype=np.float32))
+            self._bytes += size
             while len(self._entries) > self.max_entries:
                 self._remove(next(iter(self._entries)))
 
@@ -115,11 +136,13 @@ class MemoryCacheBackend:
         entry, label = item
         self._by_label.pop(label, None)
         self._bytes -= entry.size_bytes()
-        index = self._scopes.get(entry.scope)
-        if index is not None:
-            index.remove(label)
-            if not len(index):
-                del self._scopes[entry.scope]
+        if entry.vector is not None:
+            where = (entry.scope, int(np.asarray(entry.vector).size))
+            index = self._scopes.get(where)
+            if index is not None:
+                index.remove(label)
+                if not len(index):
+                    del self._scopes[where]
         return True
 
     def _delete_where(self, pred: object) -> int:
@@ -188,3 +211,14 @@ class MemoryCacheBackend:
 
     async def aclear(self) -> None:
         self.clear()
+
+
+def _vector_of(vector: npt.ArrayLike, op: str) -> npt.NDArray[np.float32]:
+    """``vector`` as float32, or a CacheBackendError if it cannot be indexed."""
+    arr = np.asarray(vector, dtype=np.float32)
+    if arr.ndim != 1 or arr.size == 0:
+        raise CacheBackendError(
+            f"memory cache {op}: a cache vector must be a non-empty 1-D array, got shape "
+            f"{arr.shape}; pass the embedder's output for one text"
+        )
+    return arr

@@ -62,7 +62,19 @@ class VectorIndex:
         return self._hnsw is not None
 
     def add(self, label: int, vector: npt.NDArray[np.float32]) -> None:
+        """Index ``vector`` under ``label`` (replacing the label's vector).
+
+        Raises:
+            ValueError: ``vector`` is not of shape ``(dim,)``; the index is unchanged.
+        """
         vector = _unit(vector)
+        # Checked before anything moves: a failed add must not drop the label's
+        # old vector or leave a half-written row.
+        if vector.shape != (self.dim,):
+            raise ValueError(
+                f"vector of shape {vector.shape} in an index of {self.dim}-dim vectors; "
+                "keep one index per vector dimension"
+            )
         if label in self._row:
             self.remove(label)
         if self._n == len(self._vecs):

@@ -30,6 +30,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import ConfigurationError
 from costopt_core.routing.calibrate import CalibrationReport
+from costopt_core.routing.features import wants_structured_output
 from costopt_core.routing.router import Router, RouterConfig, RouteRun, Step
 from costopt_core.routing.tiers import Tier, Tiers
 from costopt_core.routing.validators import Answer, ValidatorConfig, forces_tool_call
@@ -57,19 +58,6 @@ def _model_name(model: BaseChatModel) -> str:
         if isinstance(value, str) and value:
             return value
     return type(model).__name__
-
-
-def _is_structured_format(response_format: Any) -> bool:
-    """Whether a ``response_format`` call kwarg asks for structured output.
-
-    OpenAI's ``{"type": "text"}`` asks explicitly for plain text: a prose answer
-    to it is what was asked for, not an unparseable structured answer. Anything
-    else that is set (``json_object``, ``json_schema``, a pydantic class) is
-    structured. A stand-in until the engine's routing features offer this check.
-    """
-    if isinstance(response_format, Mapping):
-        return response_format.get("type") != "text"
-    return bool(response_format)
 
 
 def _answer_of(result: ChatResult) -> Answer:
@@ -251,7 +239,7 @@ class RouterChatModel(BaseChatModel):
         actions = {b.action for b in decisions}
         tools, tool_kwargs, _ = self._split_tools(kwargs)
         offered = self._offered(kwargs)
-        structured = _is_structured_format(kwargs.get("response_format")) or any(
+        structured = wants_structured_output(kwargs) or any(
             bool(kwargs.get(k)) for k in (_STRUCTURED_KEY, "ls_structured_output_format")
         )
         decision = self._router.route(

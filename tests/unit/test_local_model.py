@@ -695,3 +695,22 @@ class TestLocalChatModelIntegration(ChatModelIntegrationTests):
     @property
     def supports_model_override(self) -> bool:
         return False
+
+
+def test_a_stop_sequence_given_as_a_string_is_one_sequence() -> None:
+    # list("Paris") would be five one-letter stops; llama.cpp takes str | list.
+    llama = FakeLlama()
+    model = LocalModel(loader=CountingLoader(llama), stop="###")
+    assert model.config.stop == ("###",)
+    model.chat(Q)
+    assert llama.calls[-1]["stop"] == ["###"]
+    model.chat(Q, stop="Paris")
+    assert llama.calls[-1]["stop"] == ["Paris"]
+    asyncio.run(model.achat(Q, stop="\n\n"))
+    assert llama.calls[-1]["stop"] == ["\n\n"]
+    llm = LocalLLM(local=model, stop="END")
+    assert llm.stop == ["END"]
+    llm.chat([ChatMessage(role="user", content="Capital of France?")])
+    assert llama.calls[-1]["stop"] == ["END"]
+    llm.complete("Capital of France?", stop="Paris")
+    assert llama.calls[-1]["stop"] == ["Paris"]

@@ -55,7 +55,8 @@ ROUTING = {
     "calibrate_from_predictions", "choose_tier", "choose_tiers", "cost_scales",
     "cross_validated_probs", "effective_threshold", "exact_match", "extract_features",
     "feature_matrix", "is_trainable", "label_samples", "monotone", "normalize_thresholds",
-    "probabilities_from_relative", "relative_quality_targets", "routing_text"
+    "probabilities_from_relative", "relative_quality_targets", "routing_text",
+    "wants_structured_output"
 }  # fmt: skip
 BATCH = {
     "AnthropicBatchProvider", "BatchFailedError", "BatchFront", "BatchFrontSettings", "BatchJob",

@@ -53,6 +53,7 @@ from costopt_core.routing.features import (
     extract_features,
     feature_matrix,
     routing_text,
+    wants_structured_output,
 )
 from costopt_core.routing.tiers import Tier, Tiers
 
@@ -94,4 +95,5 @@ __all__ = [
     "probabilities_from_relative",
     "relative_quality_targets",
     "routing_text",
+    "wants_structured_output",
 ]

@@ -162,6 +162,40 @@ class CalibrationReport:
     classifier: str
     notes: tuple[str, ...] = field(default=())
 
+    def __post_init__(self) -> None:
+        # A report is read from files people edit; one the router cannot apply
+        # would otherwise fail on every request instead of once, here.
+        n = len(self.tier_names)
+        if n < 2:
+            raise ConfigurationError(
+                f"a calibration report needs >= 2 tier names, got {list(self.tier_names)}: "
+                "recalibrate on samples labelled for every tier"
+            )
+        if len(self.thresholds) not in (n - 1, n):
+            raise ConfigurationError(
+                f"the calibration report has {len(self.thresholds)} thresholds for the "
+                f"{n} tiers {list(self.tier_names)}: give one per non-frontier tier "
+                f"({n - 1}), or recalibrate"
+            )
+        if any(math.isnan(t) for t in self.thresholds):
+            raise ConfigurationError(
+                f"the calibration report's thresholds include NaN: {list(self.thresholds)}; "
+                "use numbers ('inf' switches a tier off, '-inf' always takes it) or recalibrate"
+            )
+        if not (math.isfinite(self.margin) and self.margin >= 0):
+            raise ConfigurationError(
+                f"the calibration report's margin must be a finite number >= 0, got "
+                f"{self.margin}; use the margin it was calibrated with (0 disables the band)"
+            )
+        if self.cost_aware and not (
+            math.isfinite(self.reference_tokens) and self.max_cost_scale >= 1
+        ):
+            raise ConfigurationError(
+                "a cost-aware calibration report needs a finite reference_tokens and "
+                f"max_cost_scale >= 1, got {self.reference_tokens} and {self.max_cost_scale}; "
+                "recalibrate or set cost_aware to false"
+            )
+
     def cost_scale(self, input_tokens: int | float) -> float:
         """The ``cost_scale`` of a request with this many prompt tokens (1 when not cost-aware)."""
         if not self.cost_aware:
@@ -221,7 +255,9 @@ class CalibrationReport:
         """Rebuild a report written by :meth:`to_dict` (e.g. by ``costopt calibrate``).
 
         Raises:
-            ConfigurationError: a field is missing or has the wrong type.
+            ConfigurationError: a field is missing or has the wrong type, or the
+                report could not be applied (thresholds not one per non-frontier
+                tier, a NaN threshold, a negative margin).
         """
         try:
             curve = tuple(
@@ -256,6 +292,8 @@ class CalibrationReport:
                 classifier=str(data["classifier"]),
                 notes=tuple(str(n) for n in data.get("notes", ())),
             )
+        except ConfigurationError:
+            raise  # the report's own check, already saying what to fix
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigurationError(
                 f"not a routing calibration report ({type(exc).__name__}: {exc}); "
@@ -378,7 +416,8 @@ def calibrate_from_predictions(
         cheaper setting meets the target.
 
     Raises:
-        ConfigurationError: shapes disagree, target out of range, NaN labels.
+        ConfigurationError: shapes disagree, target out of range, NaN labels or
+            costs, NaN or infinite probabilities.
     """
     P = np.asarray(probs, dtype=np.float64)
     Y = np.asarray(labels, dtype=np.float64)
@@ -393,6 +432,16 @@ def calibrate_from_predictions(
         raise ConfigurationError("no samples to calibrate on")
     if np.isnan(Y).any() or np.isnan(C).any():
         raise ConfigurationError("labels and costs must not contain NaN")
+    bad = ~np.isfinite(P)
+    if bad.any():
+        # The router never takes a tier on a NaN score; a search that did would
+        # report a tier mix and cost the router can never realise.
+        i, t = (int(x) for x in np.argwhere(bad)[0])
+        raise ConfigurationError(
+            f"probs must be finite: {int(bad.sum())} value(s) are not, the first at sample "
+            f"{i}, tier {t} ({P[i, t]}); check the classifier's inputs for those samples "
+            "(an empty prompt, a zero embedding) or leave them out"
+        )
     if not 0 < target_quality <= 1:
         raise ConfigurationError(f"target_quality must be in (0, 1], got {target_quality}")
     names = (
@@ -645,6 +694,17 @@ def _catalog_costs(
     return out
 
 
+def _min_trainable_samples(folds: int) -> int:
+    """The fewest samples for which ``calibrate``'s folds each train on >= 2 samples."""
+    if folds < 2:
+        return 2  # cross_validated_probs then names the bad ``folds`` itself
+    n = 2
+    # calibrate uses min(folds, n) folds; the largest fold holds ceil(n / k) samples.
+    while n - -(-n // min(folds, n)) < 2:
+        n += 1
+    return n
+
+
 def calibrate(
     samples: Sequence[Sample],
     *,
@@ -702,6 +762,15 @@ def calibrate(
         if s.costs is not None and len(s.costs) != n_tiers:
             raise ConfigurationError(f"sample {i} has {len(s.costs)} costs for {n_tiers} tiers")
     trainable = is_trainable(classifier)
+    if trainable:
+        needed = _min_trainable_samples(folds)
+        if len(samples) < needed:
+            raise ConfigurationError(
+                f"too few samples to calibrate a trainable classifier: got {len(samples)}, "
+                f"need at least {needed} (with folds={folds}, every fold's model must be "
+                "fitted on >= 2 samples); label more samples, or calibrate the "
+                "HeuristicClassifier, which needs no training"
+            )
     if not trainable and classifier.n_tiers != n_tiers:
         raise ConfigurationError(
             f"the classifier scores {classifier.n_tiers} tiers, the ladder has {n_tiers}"

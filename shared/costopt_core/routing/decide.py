@@ -139,7 +139,8 @@ def choose_tier(
 
     Args:
         probs_row: per tier, the probability that its answer is good enough
-            (cheapest first). NaN counts as "not good enough".
+            (cheapest first). NaN counts as "not good enough", whatever the
+            threshold (``-inf`` included).
         thresholds: one per non-frontier tier (see :func:`normalize_thresholds`).
         margin: width of the "unsure" band above each threshold; a tier whose
             probability is in ``[threshold, threshold + margin)`` sends the
@@ -269,7 +270,9 @@ def choose_tiers(
         scaled = 1.0 - (1.0 - base)[None, :] * s[:, None]
         keep = np.isinf(base)[None, :] | (s[:, None] == 1.0)
         th = np.where(keep, base[None, :], scaled)
-    ok = np.nan_to_num(p[:, :-1], nan=-np.inf) >= th  # (n, n_tiers - 1)
+    # NaN compares False with every threshold, -inf included: a NaN probability
+    # never qualifies, as in choose_tier (mapping it to -inf would pass a -inf one).
+    ok = p[:, :-1] >= th  # (n, n_tiers - 1)
     # The first qualifying tier, or the frontier when none does.
     qualified = np.where(ok.any(axis=1), ok.argmax(axis=1), n_tiers - 1)
     band = np.zeros(len(p), dtype=bool)

@@ -38,6 +38,7 @@ __all__ = [
     "extract_features",
     "feature_matrix",
     "routing_text",
+    "wants_structured_output",
 ]
 
 #: What a router accepts: a bare prompt, a message list, or a whole request.
@@ -71,9 +72,22 @@ _CODE_LINE = re.compile(
     re.MULTILINE,
 )
 _MATH_SYMBOLS = re.compile(
-    r"\\(frac|sum|int|sqrt|lim|prod|partial|cdot|times|leq|geq|infty)|\$[^$\n]+\$"
+    r"\\(frac|sum|int|sqrt|lim|prod|partial|cdot|times|leq|geq|infty)"
     r"|\d\s*[-+*/^=<>]\s*\d|[√∑∫∞≤≥≠±π]|\b[xyz]\^?\d?\s*[-+=]\s*\d",
     re.IGNORECASE,
+)
+# A $...$ span counts once, on its own: inside _MATH_SYMBOLS it would consume
+# the LaTeX commands and operators it holds, which then went uncounted.
+_TEX_SPAN = re.compile(r"\$[^$\n]+\$")
+# Digits joined by hyphens, dots or slashes that are dates, phone numbers or
+# codes, not arithmetic (2024-05-01, 05/01/2024, 555-123-4567, (555) 123-4567,
+# 555-1234, 10-11am): blanked before the operator pattern reads "5-0" as a subtraction.
+_NOT_MATH = re.compile(
+    r"\b\d{4}([-/.])\d{1,2}\1\d{1,2}\b"
+    r"|\b\d{1,2}([-/.])\d{1,2}\2\d{2,4}\b"
+    r"|(?:\+\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\b\d{3}[-.])\d{3}[-.]\d{4}\b"
+    r"|\b\d{3}-\d{4}\b"
+    r"|\b\d{1,2}(?::\d{2})?-\d{1,2}(?::\d{2})?\s?[ap]\.?m\b"
 )
 # Every word cue in one alternation, matched on lower-cased text: one pass over
 # the prompt instead of one per cue family (several times faster on long prompts).
@@ -225,8 +239,42 @@ def as_messages(item: RouteInput) -> tuple[Message, ...]:
     return msgs
 
 
-def _wants_structured(params: Mapping[str, Any]) -> bool:
-    return any(params.get(k) not in (None, False, "", "text") for k in _STRUCTURED_PARAMS)
+def _asks_structure(value: Any) -> bool:
+    """One structured-output parameter's value asks for structure (not plain text)."""
+    if value is None or value is False:
+        return False
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "text")
+    if isinstance(value, Mapping):
+        # OpenAI's explicit plain text, {"type": "text"}, asks for no structure;
+        # {"type": "json_object"} / {"type": "json_schema", ...} do.
+        kind = value.get("type")
+        if isinstance(kind, str) and kind.strip().lower() == "text":
+            return False
+        return bool(value)
+    return True  # a schema class, a pydantic model, True
+
+
+def wants_structured_output(params: Mapping[str, Any]) -> bool:
+    """True if a request's parameters ask for structured (JSON) output.
+
+    Reads ``response_format``, ``structured_output``, ``json_schema``,
+    ``format`` and ``schema``. Unset, empty, ``False``, ``"text"`` and
+    OpenAI's ``{"type": "text"}`` ask for plain text; ``"json"``,
+    ``{"type": "json_object"}``, ``{"type": "json_schema", ...}``, a schema
+    mapping or a schema class ask for structure. Adapters call this on a
+    call's keyword arguments so their routers and the engine's features agree.
+
+    Args:
+        params: the request's parameters (a call's keyword arguments).
+
+    Example:
+        >>> wants_structured_output({"response_format": {"type": "text"}})
+        False
+        >>> wants_structured_output({"response_format": {"type": "json_object"}})
+        True
+    """
+    return any(_asks_structure(params.get(k)) for k in _STRUCTURED_PARAMS)
 
 
 def _last_user(messages: Sequence[Message]) -> str:
@@ -332,7 +380,7 @@ def extract_features(
     if tools is None:
         tools = isinstance(item, ChatRequest) and bool(item.tools or item.params.get("tools"))
     if structured_output is None:
-        structured_output = isinstance(item, ChatRequest) and _wants_structured(item.params)
+        structured_output = isinstance(item, ChatRequest) and wants_structured_output(item.params)
     counter = counter or default_counter()
     last = _last_user(messages)
     # Count every message once; the last user turn's count is reused.
@@ -358,7 +406,11 @@ def extract_features(
             cues[group] += 1
     fences = len(_CODE_FENCE.findall(user_text)) // 2
     code = 3 * fences + len(_CODE_LINE.findall(user_text)) + cues["code"]
-    math_ = len(_MATH_SYMBOLS.findall(scan)) + cues["math"]
+    math_ = (
+        len(_MATH_SYMBOLS.findall(_NOT_MATH.sub(" ", scan)))
+        + len(_TEX_SPAN.findall(scan))
+        + cues["math"]
+    )
     choice = len(_CHOICE.findall(scan)) >= 2
     return RequestFeatures(
         tokens=tokens,

@@ -198,6 +198,11 @@ class Router:
         calibration: a report from ``routing.calibrate`` on the user's own
             samples: its thresholds, margin and cost-aware scaling replace
             ``config.thresholds`` and ``config.margin``.
+
+    Raises:
+        ConfigurationError: the classifier scores another number of tiers, the
+            calibration is for other tiers, or the thresholds are not one per
+            non-frontier tier (checked here, so no request fails on them later).
     """
 
     def __init__(
@@ -216,6 +221,18 @@ class Router:
             from costopt_core.routing.classifiers import HeuristicClassifier
 
             classifier = HeuristicClassifier(n_tiers=len(tiers))
+        try:
+            scored = getattr(classifier, "n_tiers", None)
+        except ConfigurationError:
+            scored = None  # not fitted yet (calibrate may fit it in place): checked then
+        # A classifier for another ladder would fail every request at routing time.
+        if isinstance(scored, int) and scored != len(tiers):
+            raise ConfigurationError(
+                f"the classifier {getattr(classifier, 'name', type(classifier).__name__)!r} "
+                f"scores {scored} tiers, the router has {len(tiers)} {list(tiers.names)}: "
+                f"use a classifier fitted on labels for these {len(tiers)} tiers, or "
+                "configure the router with the tiers the classifier was fitted for"
+            )
         self.classifier = classifier
         if calibration is not None and tuple(calibration.tier_names) != tiers.names:
             raise ConfigurationError(
@@ -252,7 +269,13 @@ class Router:
             decision = choose_tier(
                 probs, self.thresholds, margin=self.config.margin, tier_names=self.tiers.names
             )
-        if budget_action == "downshift" and decision.tier_index > 0:
+        # downshift_tiers=0 turns the downshift off: the decision stays as it was
+        # (and its explanation does not claim a move that did not happen).
+        if (
+            budget_action == "downshift"
+            and decision.tier_index > 0
+            and self.config.downshift_tiers > 0
+        ):
             down = max(0, decision.tier_index - self.config.downshift_tiers)
             decision = dataclasses.replace(
                 decision,

@@ -214,7 +214,7 @@ def decision_agreement(w: dict[str, Any], threshold: float = 0.9) -> dict[str, A
     backend = MemoryCacheBackend(max_entries=len(w["vecs"]) + 1)
     cache = SemanticCache(backend, embedder=TableEmbedder({}))
     fill(cache, backend, w, tenant="bench")
-    index = backend._scopes[bench_scope()]
+    index = backend._scopes[(bench_scope(), DIM)]
     same = 0
     for q in w["q_vecs"]:
         a = index.search(q, 1)

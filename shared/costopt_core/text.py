@@ -33,6 +33,8 @@ def normalize_text(text: str) -> str:
         >>> normalize_text("def f():\\r\\n\\n\\treturn  1\\n")
         'def f():\\n    return 1'
     """
+    if "\n" not in text and "\r" not in text:
+        return _SPACES.sub(" ", text).strip()  # one line (most prompts): nothing to lay out
     rows: list[tuple[int, str]] = []
     for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
         body = line.strip()

@@ -472,3 +472,12 @@ def test_normalize_text_keeps_layout_and_drops_noise() -> None:
     # The indentation all lines share (pasted from a class) is not part of the code.
     assert normalize_text("    def f():\n        return 1") == "def f():\n    return 1"
     assert normalize_text(" \n\t\n") == ""
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="\n\r"), max_size=80))
+@settings(max_examples=300, deadline=None)
+def test_a_one_line_prompt_normalises_as_before(text: str) -> None:
+    # Exact keys of one-line prompts (most of them) did not change with layout-keeping.
+    import re
+
+    assert normalize_text(text) == re.sub(r"\s+", " ", text).strip()

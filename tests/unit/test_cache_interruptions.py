@@ -199,3 +199,55 @@ def test_code_that_differs_only_in_indentation_is_never_served_for_each_other() 
     same = "Is this valid Python?\ndef f(x):  \n\tif x:\n\t\treturn 1"
     hit = cache.lookup(req(Message("user", same)))
     assert hit is not None and hit.tier == "exact"
+
+
+class SlowCounters(SharedCounters):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+    def add_stats(self, deltas: dict[str, int]) -> None:
+        time.sleep(0.3)  # a remote Redis
+        super().add_stats(deltas)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_stats_wait_for_a_flush_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "STATS_FLUSH_S", 0.0)
+    backend = SlowCounters()
+    cache = SemanticCache(backend, embedder=FakeEmbedder(), config=LOOSE)
+    for _ in range(2):
+        cache.lookup(req(Message("user", "What is the refund policy?")))
+    time.sleep(0.1)  # the timer's flush is on its way
+    assert cache.stats().lookups == 2
+
+
+def test_close_sends_what_is_pending_and_stops_the_timer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(engine_module, "STATS_FLUSH_S", 60.0)
+    backend = SlowCounters()
+    cache = SemanticCache(backend, embedder=FakeEmbedder(), config=LOOSE)
+    for _ in range(3):
+        cache.lookup(req(Message("user", "What is the refund policy?")))
+    cache.close()
+    assert backend.counters["lookups"] == 3 and backend.closed
+    assert cache._flush_timer is None
+
+    other = SemanticCache(SlowCounters(), embedder=FakeEmbedder(), config=LOOSE)
+    other.lookup(req(Message("user", "What is the refund policy?")))
+    asyncio.run(other.aclose())
+    assert other.backend.counters["lookups"] == 1  # type: ignore[attr-defined]
+
+
+def test_counts_still_unsent_at_exit_are_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "STATS_FLUSH_S", 60.0)
+    backend = SharedCounters()
+    cache = SemanticCache(backend, embedder=FakeEmbedder(), config=LOOSE)
+    cache.lookup(req(Message("user", "What is the refund policy?")))
+    # Daemon timers die with the interpreter; the exit hook sends what is left.
+    engine_module._flush_at_exit()
+    assert backend.counters["lookups"] == 1
+    cache.close()

@@ -11,10 +11,12 @@ Concurrent identical misses make one model call.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
@@ -153,6 +155,17 @@ class _Flight:
         self.waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[CacheEntry | None]]] = []
 
 
+#: Caches whose counter increments may not have been sent yet.
+_UNSENT: weakref.WeakSet[SemanticCache] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for cache in list(_UNSENT):
+        with contextlib.suppress(Exception):
+            cache.flush_stats()
+
+
 def _resolve(fut: asyncio.Future[CacheEntry | None], entry: CacheEntry | None) -> None:
     if not fut.done():
         fut.set_result(entry)
@@ -224,6 +237,9 @@ class SemanticCache:
         self._pending: Counter[str] = Counter()
         self._flushed_at = time.monotonic()
         self._flush_timer: threading.Timer | None = None
+        # Held while increments are on their way: a stats() read waits for an
+        # in-flight flush, so a replica always counts its own lookups.
+        self._flush_lock = threading.Lock()
         self._flights: dict[str, _Flight] = {}
         self._flight_lock = threading.Lock()
         # (backend, embedder, whether the two can read both tiers at once): a
@@ -304,6 +320,7 @@ class SemanticCache:
         timer = threading.Timer(wait, self._timed_flush)
         timer.daemon = True
         self._flush_timer = timer
+        _UNSENT.add(self)  # flushed at interpreter exit, where daemon timers die
         return timer
 
     def _timed_flush(self) -> None:
@@ -317,17 +334,42 @@ class SemanticCache:
             return
         if self.breaker.state == "open":
             return  # kept for a later flush: a dead backend must not slow the caller
-        with self._stats_lock:
-            deltas, self._pending = self._pending, Counter()
-            self._flushed_at = time.monotonic()
-        if not deltas:
-            return
-        try:
-            self.backend.add_stats(dict(deltas))  # type: ignore[attr-defined]
-        except Exception as exc:  # counters are kept for the next flush
+        with self._flush_lock:
             with self._stats_lock:
-                self._pending.update(deltas)
-            log.debug("cache stats flush failed (%s); kept for the next one", exc)
+                deltas, self._pending = self._pending, Counter()
+                self._flushed_at = time.monotonic()
+            if not deltas:
+                return
+            try:
+                self.backend.add_stats(dict(deltas))  # type: ignore[attr-defined]
+            except Exception as exc:  # counters are kept for the next flush
+                with self._stats_lock:
+                    self._pending.update(deltas)
+                log.debug("cache stats flush failed (%s); kept for the next one", exc)
+
+    def close(self) -> None:
+        """Send the unsent counter increments, stop the flush timer, close the backend."""
+        with self._stats_lock:
+            timer, self._flush_timer = self._flush_timer, None
+        if timer is not None:
+            timer.cancel()
+        self.flush_stats()
+        _UNSENT.discard(self)
+        self.backend.close()
+
+    async def aclose(self) -> None:
+        """Async :meth:`close` (the backend's async connections are closed too)."""
+        with self._stats_lock:
+            timer, self._flush_timer = self._flush_timer, None
+        if timer is not None:
+            timer.cancel()
+        await asyncio.to_thread(self.flush_stats)
+        _UNSENT.discard(self)
+        aclose = getattr(self.backend, "aclose", None)
+        if callable(aclose):
+            await aclose()
+        else:
+            self.backend.close()
 
     def _allowed(self) -> bool:
         if self.breaker.allow():

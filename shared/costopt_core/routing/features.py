@@ -81,12 +81,12 @@ _MATH_SYMBOLS = re.compile(
 _TEX_SPAN = re.compile(r"\$[^$\n]+\$")
 # Digits joined by hyphens, dots or slashes that are dates, phone numbers or
 # codes, not arithmetic (2024-05-01, 05/01/2024, 555-123-4567, (555) 123-4567,
-# 555-1234, 10-11am): blanked before the operator pattern reads "5-0" as a subtraction.
+# 10-11am): blanked before the operator pattern reads "5-0" as a subtraction. A
+# bare "555-1234" stays: it reads as 125-1000 does, and that one is arithmetic.
 _NOT_MATH = re.compile(
     r"\b\d{4}([-/.])\d{1,2}\1\d{1,2}\b"
     r"|\b\d{1,2}([-/.])\d{1,2}\2\d{2,4}\b"
     r"|(?:\+\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\b\d{3}[-.])\d{3}[-.]\d{4}\b"
-    r"|\b\d{3}-\d{4}\b"
     r"|\b\d{1,2}(?::\d{2})?-\d{1,2}(?::\d{2})?\s?[ap]\.?m\b"
 )
 # Every word cue in one alternation, matched on lower-cased text: one pass over

@@ -21,7 +21,9 @@ in its ``supports`` set; tests needing a behaviour it lacks are skipped:
 - ``cancel_after``: ``server.cancel_after(n)``: on cancel, n requests have run.
 
 Optional hooks: ``make_unreachable_provider()`` (a provider pointed at a dead
-address), ``provider_source(server)`` (Python source defining ``provider``, for
+address), ``fail_submits(server, status, times)`` (the next ``times`` batch
+creations answer HTTP ``status``; :func:`fail_creates` does it for the HTTP
+fakes), ``provider_source(server)`` (Python source defining ``provider``, for
 the process-killed-after-submit test) and ``durable = False`` for providers
 whose batches die with the process. Nothing sleeps longer than 10 ms.
 """
@@ -29,8 +31,10 @@ whose batches die with the process. Nothing sleeps longer than 10 ms.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -41,6 +45,7 @@ from typing import Any, Literal
 
 import pytest
 
+from costopt_core.batch.job import BatchJob
 from costopt_core.batch.provider import (
     BatchProvider,
     BatchRequest,
@@ -49,14 +54,22 @@ from costopt_core.batch.provider import (
     RemoteBatch,
     Submission,
 )
+from costopt_core.batch.queue import BatchQueue
+from costopt_core.engine import CostEngine
 from costopt_core.errors import BatchError
+from costopt_core.testing import FakeEmbedder
 from costopt_core.types import Message
 
 __all__ = [
     "BatchControl",
     "BatchProviderContract",
     "ProviderOps",
+    "close",
+    "fail_creates",
+    "finish",
+    "flush",
     "make_requests",
+    "new_job",
 ]
 
 Mode = Literal["sync", "async"]
@@ -76,6 +89,56 @@ def make_requests(
             messages.insert(0, Message("system", system))
         out.append(BatchRequest(id=f"{prefix}{i}", model=model, messages=tuple(messages)))
     return out
+
+
+def fail_creates(server: Any, status: int, times: int, *, after: int = 0) -> None:
+    """Make ``times`` batch creations of an HTTP fake answer HTTP ``status``, ``after`` on.
+
+    For the fakes of ``tests/fakes`` (their ``_create`` and ``_error``).
+    """
+    create = server._create
+    left = [times]
+    passed = [after]
+
+    def failing(body: bytes) -> Any:
+        if passed[0] > 0:
+            passed[0] -= 1
+        elif left[0] > 0:
+            left[0] -= 1
+            return server._error(status, f"scripted HTTP {status}")
+        return create(body)
+
+    server._create = failing
+
+
+def asked_by(who: str, requests: Sequence[BatchRequest]) -> list[BatchRequest]:
+    """``requests`` with the same ids and other questions (another job's)."""
+    return [
+        dataclasses.replace(r, messages=(Message("user", f"{who} asks question {r.id}"),))
+        for r in requests
+    ]
+
+
+def new_job(provider: BatchProvider, name: str, queue: BatchQueue | None = None) -> BatchJob:
+    return BatchJob(
+        provider,
+        queue if queue is not None else BatchQueue(":memory:"),
+        name=name,
+        engine=CostEngine(embedder=FakeEmbedder()),
+        poll_interval_s=0.002,
+    )
+
+
+async def flush(job: BatchJob, mode: Mode) -> list[str]:
+    return job.flush() if mode == "sync" else await job.aflush()
+
+
+async def finish(job: BatchJob, mode: Mode) -> dict[str, BatchResult]:
+    if mode == "sync":
+        job.wait(timeout_s=30)
+    else:
+        await job.await_(timeout_s=30)
+    return job.results()
 
 
 class BatchControl:
@@ -183,6 +246,10 @@ class BatchProviderContract:
     def provider_source(self, server: Any) -> str | None:
         """Python source that defines ``provider`` in a fresh interpreter (``None``: skipped)."""
         return None
+
+    def fail_submits(self, server: Any, status: int, times: int) -> bool:
+        """Make the next ``times`` submits fail with HTTP ``status``; False: cannot (skipped)."""
+        return False
 
     @pytest.fixture
     def server(self) -> Iterator[Any]:
@@ -520,3 +587,111 @@ class BatchProviderContract:
             assert (found_first, found_second, missing) == (first, second, None)
         finally:
             await close(provider)
+
+    # -- through a job: ids, refused submits, cancel -------------------------------------
+
+    @pytest.mark.parametrize("mode", ["sync", "async"])
+    async def test_a_job_runs_requests_under_any_id(self, server: Any, mode: Mode) -> None:
+        ids = ["order 42", "caf\u00e9/1", "x" * 64, "plain-1"]
+        requests = [
+            dataclasses.replace(r, id=i) for r, i in zip(make_requests(4), ids, strict=True)
+        ]
+        job = new_job(self.make_provider(server), "ids")
+        try:
+            job.enqueue(requests)
+            results = await finish(job, mode)
+        finally:
+            await close(job.provider)
+        assert list(results) == ids
+        assert {i: r.status for i, r in results.items()} == dict.fromkeys(ids, "succeeded")
+        if "expected" in getattr(server, "supports", ()):
+            assert {i: (r.text, r.usage) for i, r in results.items()} == server.expected(requests)
+
+    @pytest.mark.parametrize("mode", ["sync", "async"])
+    async def test_a_refused_submit_is_sent_again_and_never_takes_another_jobs_batch(
+        self, server: Any, mode: Mode
+    ) -> None:
+        if not self.fail_submits(server, 429, 1):
+            pytest.skip("this provider's server cannot refuse a submit")
+        mine, theirs = make_requests(3), asked_by("B", make_requests(3))  # the same ids
+        job, other = (
+            new_job(self.make_provider(server), "a"),
+            new_job(self.make_provider(server), "b"),
+        )
+        try:
+            job.enqueue(mine)
+            with pytest.raises(BatchError, match="429"):
+                await flush(job, mode)
+            counts = job.queue.counts("a")
+            assert (counts["queued"], counts["submitting"]) == (3, 0)  # back at once
+            other.enqueue(theirs)
+            await flush(other, mode)
+            results = await finish(job, mode)
+            await finish(other, mode)
+        finally:
+            await close(job.provider)
+            await close(other.provider)
+        assert {i: r.status for i, r in results.items()} == dict.fromkeys(
+            ("q0", "q1", "q2"), "succeeded"
+        )
+        assert not any("B asks" in (r.text or "") for r in results.values())
+        if "expected" in getattr(server, "supports", ()):
+            assert {i: (r.text, r.usage) for i, r in results.items()} == server.expected(mine)
+        assert sorted(r.call_id for r in job.engine.ledger.records()) == [
+            "batch:a:q0",
+            "batch:a:q1",
+            "batch:a:q2",
+        ]
+
+    @pytest.mark.parametrize("mode", ["sync", "async"])
+    async def test_an_interrupted_submit_never_takes_another_jobs_batch(
+        self, server: Any, mode: Mode
+    ) -> None:
+        provider = self.make_provider(server)
+        mine, theirs = make_requests(3), asked_by("B", make_requests(3))  # the same ids
+        queue = BatchQueue(":memory:")
+        queue.enqueue("a", mine, now=time.time())
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        # A process died inside the submit call, before the provider got anything...
+        seqs = [q.seq for q in queue.queued("a")]
+        owner = (socket.gethostname(), dead.pid)
+        queue.begin_submission(
+            "a", provider.name, "costopt-dead", seqs, now=time.time(), owner=owner
+        )
+        # ...while another job (its own queue file) sent requests with the same ids.
+        other = new_job(self.make_provider(server), "b")
+        job = new_job(provider, "a", queue)
+        try:
+            other.enqueue(theirs)
+            await flush(other, mode)
+            results = await finish(job, mode)
+            await finish(other, mode)
+        finally:
+            await close(provider)
+            await close(other.provider)
+        assert {i: r.status for i, r in results.items()} == dict.fromkeys(
+            ("q0", "q1", "q2"), "succeeded"
+        )
+        assert not any("B asks" in (r.text or "") for r in results.values())
+        if "expected" in getattr(server, "supports", ()):
+            assert {i: (r.text, r.usage) for i, r in results.items()} == server.expected(mine)
+        assert len(job.engine.ledger.records()) == 3  # the other job's calls are not ours
+
+    @pytest.mark.parametrize("mode", ["sync", "async"])
+    async def test_cancel_after_a_failed_submit_ends_every_request(
+        self, server: Any, mode: Mode
+    ) -> None:
+        if not self.fail_submits(server, 500, 10):
+            pytest.skip("this provider's server cannot fail a submit")
+        job = new_job(self.make_provider(server), "a")
+        try:
+            job.enqueue(make_requests(2))
+            with pytest.raises(BatchError, match="500"):
+                await flush(job, mode)
+            status = job.cancel() if mode == "sync" else await job.acancel()
+            assert (status.canceled, status.submitted, status.complete) == (2, 0, True)
+            results = await finish(job, mode)
+        finally:
+            await close(job.provider)
+        assert {i: r.status for i, r in results.items()} == {"q0": "canceled", "q1": "canceled"}

@@ -20,7 +20,12 @@ from costopt_core.batch.anthropic_provider import AnthropicBatchProvider
 from costopt_core.batch.provider import BatchRequest
 from costopt_core.errors import BatchError, ConfigurationError
 from costopt_core.types import Message
-from tests.contract.batch_contract import BatchProviderContract, ProviderOps, make_requests
+from tests.contract.batch_contract import (
+    BatchProviderContract,
+    ProviderOps,
+    fail_creates,
+    make_requests,
+)
 from tests.fakes.anthropic_batch_server import FakeAnthropicBatchServer
 
 
@@ -61,6 +66,10 @@ class TestAnthropicBatchContract(BatchProviderContract):
         return AnthropicBatchProvider(
             api_key="k", base_url=f"http://127.0.0.1:{dead_port()}", max_retries=0, timeout_s=5
         )
+
+    def fail_submits(self, server: FakeAnthropicBatchServer, status: int, times: int) -> bool:
+        fail_creates(server, status, times)
+        return True
 
     def provider_source(self, server: FakeAnthropicBatchServer) -> str:
         return (

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
+from typing import Literal
 
 import openai
 import pytest
@@ -18,9 +19,19 @@ import pytest
 from costopt_core.batch._wire import OPENAI_LIMITS
 from costopt_core.batch.openai_provider import OpenAIBatchProvider
 from costopt_core.batch.provider import BatchRequest
-from costopt_core.errors import ConfigurationError
+from costopt_core.errors import BatchError, ConfigurationError
 from costopt_core.types import Message
-from tests.contract.batch_contract import BatchProviderContract, ProviderOps, by_id, make_requests
+from tests.contract.batch_contract import (
+    BatchProviderContract,
+    ProviderOps,
+    by_id,
+    close,
+    fail_creates,
+    finish,
+    flush,
+    make_requests,
+    new_job,
+)
 from tests.fakes.openai_batch_server import FakeOpenAIBatchServer
 
 
@@ -56,6 +67,10 @@ class TestOpenAIBatchContract(BatchProviderContract):
         return OpenAIBatchProvider(
             api_key="k", base_url=f"http://127.0.0.1:{dead_port()}/v1", max_retries=0, timeout_s=5
         )
+
+    def fail_submits(self, server: FakeOpenAIBatchServer, status: int, times: int) -> bool:
+        fail_creates(server, status, times)
+        return True
 
     def provider_source(self, server: FakeOpenAIBatchServer) -> str:
         return (
@@ -214,3 +229,33 @@ def test_submit_refuses_what_breaks_the_limits(fake: FakeOpenAIBatchServer) -> N
         provider.submit([BatchRequest(id="has space", model="m", messages=())])
     assert fake.files == {}  # refused before anything was uploaded
     provider.close()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize(("status", "requeued"), [(429, True), (500, False)])
+async def test_a_submit_cut_off_between_models_runs_every_request_once(
+    fake: FakeOpenAIBatchServer, mode: Literal["sync", "async"], status: int, requeued: bool
+) -> None:
+    # model-a's batch is created, model-b's refused (429) or failed (500): the provider
+    # cancels model-a's batch, which must not be collected as the requests' answer.
+    fail_creates(fake, status, 1, after=1)
+    requests = [*make_requests(2, model="model-a"), *make_requests(2, prefix="b", model="model-b")]
+    job = new_job(provider_for(fake), "j")
+    try:
+        job.enqueue(requests)
+        with pytest.raises(BatchError, match=str(status)):
+            await flush(job, mode)
+        counts = job.queue.counts("j")
+        # A refusal is queued again at once; a 500 is looked up first (and not found).
+        assert (counts["queued"], counts["submitting"]) == ((4, 0) if requeued else (0, 4))
+        results = await finish(job, mode)
+    finally:
+        await close(job.provider)
+    assert {i: r.status for i, r in results.items()} == dict.fromkeys(
+        ("q0", "q1", "b0", "b1"), "succeeded"
+    )
+    expected = fake.expected(requests)  # usage differs: the cache warms up in another order
+    assert {i: r.text for i, r in results.items()} == {i: t for i, (t, _) in expected.items()}
+    assert len(job.engine.ledger.records()) == 4
+    stopped = [b for b in fake.batches.values() if b.status in ("cancelling", "cancelled")]
+    assert len(stopped) == 1  # the first model's batch of the cut-off submit, stopped

@@ -22,7 +22,13 @@ from costopt_core.batch import (
     Submission,
     submission_abandoned,
 )
-from costopt_core.batch.split import recovered_batch_is_ours
+from costopt_core.batch.provider import SubmitRefusedError
+from costopt_core.batch.split import (
+    recovered_batch_is_ours,
+    requeue_after_failed_submit,
+    submit_refused,
+)
+from costopt_core.errors import ConfigurationError
 from costopt_core.testing import FakeEmbedder
 from tests.unit.test_batch_job import Clock, FakeRemote, make_job, reqs
 
@@ -378,3 +384,125 @@ def test_two_jobs_resolving_one_submission_record_it_once(engine: CostEngine, cl
     first.wait()
     second.wait()
     assert len(engine.ledger) + len(other.ledger) == 2
+
+
+# -- refused submits and canceled jobs ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "refused"),
+    [
+        *((code, True) for code in (400, 404, 429, 503, 529)),  # the API turned it down
+        *((code, False) for code in (500, 502, 504)),  # it may have acted first
+    ],
+)
+def test_only_a_status_that_proves_nothing_was_created_is_a_refusal(
+    status: int, refused: bool
+) -> None:
+    assert submit_refused(status) is refused
+
+
+@pytest.mark.parametrize(
+    ("interrupted", "refused", "recoverable", "requeue"),
+    [
+        (False, True, True, True),  # refused: nothing running, send again at once
+        (False, False, True, False),  # a timeout may have reached it: look it up first
+        (False, False, False, True),  # no lookup: its error means nothing is running
+        (True, True, True, False),  # cut off: leave the record to recover()
+        (True, False, False, False),
+    ],
+)
+def test_what_a_failed_submit_does_with_its_requests(
+    interrupted: bool, refused: bool, recoverable: bool, requeue: bool
+) -> None:
+    got = requeue_after_failed_submit(
+        interrupted=interrupted, refused=refused, recoverable=recoverable
+    )
+    assert got is requeue
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        SubmitRefusedError("HTTP 429: rate limited"),
+        ConfigurationError("batch request id 'a b' is not a valid custom_id"),
+    ],
+)
+def test_a_refused_submit_puts_its_requests_back_without_a_lookup(
+    engine: CostEngine, clock: Clock, error: Exception
+) -> None:
+    remote = TaggingRemote()
+    remote.fail_submit = error
+    job = make_job(remote, engine, clock)
+    job.enqueue(reqs(2))
+    with pytest.raises(BatchError):
+        job.flush()
+    counts = job.queue.counts("job")
+    assert (counts["queued"], counts["submitting"]) == (2, 0)
+    assert job.queue.pending_submissions("job") == []
+    remote.fail_submit = None
+    assert job.wait().done == 2
+    assert remote.lookups == []  # nothing to look up: a batch found would not be ours
+    assert remote.submitted == [["r0", "r1"]]
+
+
+def test_an_aborted_submission_of_a_canceled_job_ends_canceled() -> None:
+    q = BatchQueue(":memory:")
+    leave_pending(q, 2, owner=(HOST, 1), now=5.0)
+    q.cancel("job", now=6.0)
+    assert q.abort_submission("costopt-t1", now=7.0) == 2
+    counts = q.counts("job")
+    assert (counts["canceled"], counts["queued"], counts["submitting"]) == (2, 0, 0)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_cancel_resolves_a_failed_submit_and_every_request_ends(
+    engine: CostEngine, clock: Clock, mode: str
+) -> None:
+    remote = TaggingRemote()
+    remote.fail_submit = RuntimeError("HTTP 500")  # may have reached it: the record stays
+    job = make_job(remote, engine, clock)
+    job.enqueue(reqs(2))
+    with pytest.raises(BatchError):
+        job.flush()
+    assert job.queue.counts("job")["submitting"] == 2
+    status = job.cancel() if mode == "sync" else asyncio.run(job.acancel())
+    assert (status.canceled, status.submitted, status.complete) == (2, 0, True)
+    assert len(remote.lookups) == 1  # asked the provider first: it had nothing
+    assert {i: r.status for i, r in job.results().items()} == {"r0": "canceled", "r1": "canceled"}
+
+
+def test_cancel_stops_a_batch_a_failed_submit_did_create(engine: CostEngine, clock: Clock) -> None:
+    remote = TaggingRemote()
+    remote.interrupt = TimeoutError("read timed out")  # after the provider took the batch
+    job = make_job(remote, engine, clock)
+    job.enqueue(reqs(2))
+    with pytest.raises(BatchError):
+        job.flush()
+    remote.interrupt = None
+    job.cancel()
+    assert remote.canceled == ["b0"]  # found by its token, then canceled
+    assert job.wait().complete
+    # The fake answers the first request before the stop; the other ends canceled.
+    assert {i: r.status for i, r in job.results().items()} == {
+        "r0": "succeeded",
+        "r1": "canceled",
+    }
+
+
+def test_a_job_key_is_the_same_for_every_reader_and_differs_per_job(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    first = BatchQueue(path)
+    first.enqueue("a", reqs(1), now=1.0)
+    first.enqueue("b", reqs(1), now=1.0)
+    key = first.job_key("a", now=2.0)
+    assert key == BatchQueue(path).job_key("a", now=3.0)
+    assert key != first.job_key("b", now=2.0)
+    assert len(key) == 12 and key.isalnum()
+    # A job an older version made (no key yet) gets one, kept from then on.
+    db = sqlite3.connect(path)
+    db.execute("UPDATE costopt_batch_jobs SET wire_key = NULL WHERE name = 'a'")
+    db.commit()
+    db.close()
+    made = BatchQueue(path).job_key("a", now=4.0)
+    assert made == BatchQueue(path).job_key("a", now=5.0) and len(made) == 12

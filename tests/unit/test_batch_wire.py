@@ -22,6 +22,8 @@ from costopt_core.batch._wire import (
     anthropic_request_size,
     anthropic_result,
     check_batch,
+    check_custom_id,
+    job_custom_id,
     openai_batch_counts,
     openai_batch_status,
     openai_jsonl_line,
@@ -457,3 +459,24 @@ def test_a_missing_api_key_is_a_configuration_error(monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ConfigurationError, match="OPENAI_API_KEY"):
         OpenAIBatchProvider().poll("batch_1")
+
+
+@pytest.mark.parametrize(
+    ("request_id", "wire"),
+    [
+        ("0", "0123456789ab-0"),
+        ("q-1_x", "0123456789ab-q-1_x"),
+        ("x" * 51, "0123456789ab-" + "x" * 51),
+    ],
+)
+def test_a_job_sends_a_valid_id_as_its_key_and_the_id(request_id: str, wire: str) -> None:
+    assert job_custom_id("0123456789ab", request_id) == wire
+
+
+@pytest.mark.parametrize("request_id", ["order 42", "ä", "x" * 52, "x" * 64, "a/b"])
+def test_a_job_sends_any_other_id_as_its_key_and_a_hash(request_id: str) -> None:
+    wire = job_custom_id("0123456789ab", request_id)
+    check_custom_id(wire)  # always a custom_id the providers take
+    assert wire.startswith("0123456789ab_") and len(wire) == 64
+    assert wire != job_custom_id("0123456789ab", request_id + "!")
+    assert wire != job_custom_id("ba9876543210", request_id)

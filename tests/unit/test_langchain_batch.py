@@ -599,7 +599,11 @@ def test_anthropic_message_batches_end_to_end(
 ) -> None:
     from costopt_core.batch.anthropic_provider import AnthropicBatchProvider
 
-    anthropic_server.fail("1")
+    # The job sends "<its key>-1" for request "1": fail that one by its suffix.
+    failure_for = anthropic_server.failure_for
+    anthropic_server.failure_for = lambda custom_id, model: (  # type: ignore[method-assign]
+        "invalid" if custom_id.endswith("-1") else failure_for(custom_id, model)
+    )
     provider = AnthropicBatchProvider(
         api_key=anthropic_server.api_key, base_url=anthropic_server.url, max_retries=0
     )

@@ -30,7 +30,9 @@ from costopt_core.batch.provider import (
     BatchResult,
     RemoteBatch,
     Submission,
+    SubmitRefusedError,
 )
+from costopt_core.batch.split import submit_refused
 from costopt_core.errors import BatchError, BatchNotFoundError, ConfigurationError
 
 __all__ = ["Connect", "SdkBatchProvider", "Steps", "arun_steps", "as_dict", "drain", "run_steps"]
@@ -119,6 +121,10 @@ class SdkBatchProvider(ABC):
     _key_env: ClassVar[str]
     #: what a 404 means for this API.
     _not_found: ClassVar[str] = "no such batch"
+    #: a ``BatchJob`` sends each request under an id made of its own key and
+    #: the request's id (``job_custom_id``): unique to the job, so a batch
+    #: found by lookup is told from another job's, and always a valid custom_id.
+    job_keyed_ids: ClassVar[bool] = True
 
     def __init__(  # positional: each subclass passes its own keyword arguments on in order
         self,
@@ -193,9 +199,16 @@ class SdkBatchProvider(ABC):
         what = f"{action} of {vendor} batch {batch_id}" if batch_id else f"{vendor} batch {action}"
         try:
             yield
-        except sdk.NotFoundError as exc:
-            raise BatchNotFoundError(f"{what} failed: {self._not_found} (HTTP 404): {exc}") from exc
         except sdk.APIStatusError as exc:
+            if action == "submit" and submit_refused(exc.status_code):
+                raise SubmitRefusedError(
+                    f"{what} failed: HTTP {exc.status_code}: {exc}; nothing was created, and"
+                    " the requests are queued again (flush again later)"
+                ) from exc
+            if isinstance(exc, sdk.NotFoundError):
+                raise BatchNotFoundError(
+                    f"{what} failed: {self._not_found} (HTTP 404): {exc}"
+                ) from exc
             raise BatchError(f"{what} failed: HTTP {exc.status_code}: {exc}") from exc
         except sdk.APIConnectionError as exc:
             raise BatchError(

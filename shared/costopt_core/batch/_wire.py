@@ -10,6 +10,7 @@ sync and async paths share them, and they can be tested without a server:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,6 +34,7 @@ __all__ = [
     "anthropic_result",
     "check_batch",
     "check_custom_id",
+    "job_custom_id",
     "openai_batch_counts",
     "openai_batch_status",
     "openai_chat_body",
@@ -83,6 +85,26 @@ def check_custom_id(request_id: str) -> None:
             f"batch request id {request_id!r} is not a valid custom_id: use 1-64 letters,"
             " digits, '_' or '-' (the providers' rule for custom_id)"
         )
+
+
+def job_custom_id(job_key: str, request_id: str) -> str:
+    """The ``custom_id`` a job sends for one of its requests: unique to the job, always valid.
+
+    ``<job_key>-<request_id>`` when that fits the providers' rule, so the id
+    stays readable at the provider; otherwise (an id with other characters,
+    or too long) ``<job_key>_`` and a hash of it, so no id the caller picked
+    can make the provider refuse the batch. The two forms differ in the
+    character after the key, so they never collide.
+
+    Args:
+        job_key: the job's key (letters and digits, at most 12 characters).
+        request_id: the caller's id, unique within the job.
+    """
+    readable = f"{job_key}-{request_id}"
+    if _CUSTOM_ID.match(readable):
+        return readable
+    digest = hashlib.sha256(request_id.encode("utf-8")).hexdigest()
+    return f"{job_key}_{digest[: 63 - len(job_key)]}"
 
 
 def _dumps(data: Any) -> str:

@@ -12,7 +12,9 @@ recorded is found by listing recent batches: the one created in the
 submission's time window with its number of requests that the queue does not
 know already. Only a single such batch counts (none or several: the requests
 are submitted again), and the job checks on collection that its results
-answer only the submission's requests before taking any of them.
+answer only the submission's requests before taking any of them (a job
+sends its ids under its own random key, so another job's batch never
+passes, whatever ids both use).
 
 The ``anthropic`` SDK is imported on first use: the engine imports without it.
 """

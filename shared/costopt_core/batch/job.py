@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -38,6 +39,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from costopt_core.batch._wire import job_custom_id
 from costopt_core.batch.provider import (
     CLOCK_SKEW_S,
     BatchProvider,
@@ -46,6 +48,7 @@ from costopt_core.batch.provider import (
     RecoverableBatchProvider,
     RemoteBatch,
     Submission,
+    SubmitRefusedError,
 )
 from costopt_core.batch.queue import (
     BatchQueue,
@@ -58,11 +61,12 @@ from costopt_core.batch.split import (
     decide_outcome,
     plan_batches,
     recovered_batch_is_ours,
+    requeue_after_failed_submit,
     should_flush,
     submission_abandoned,
 )
 from costopt_core.engine import CostEngine, current_engine
-from costopt_core.errors import BatchError, BatchNotFoundError, config_error
+from costopt_core.errors import BatchError, BatchNotFoundError, ConfigurationError, config_error
 from costopt_core.types import CallMode, CallRecord, Usage
 
 __all__ = ["BatchJob", "BatchJobConfig", "BatchNotFoundError", "BatchStatus"]
@@ -214,6 +218,7 @@ class BatchJob:
         self.sleep = sleep
         self.asleep = asleep
         self._remote: dict[str, RemoteBatch] = {}
+        self._key: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -307,17 +312,42 @@ class BatchJob:
             counts["queued"], age, max_pending=cfg.max_pending, max_wait_s=cfg.max_wait_s
         )
 
+    # -- request ids on the wire ---------------------------------------------
+    def _wire_key(self) -> str | None:
+        """The job's key put in front of its request ids at the provider; ``None``: ids as given.
+
+        A provider asks for keyed ids with a true ``job_keyed_ids`` (the
+        OpenAI and Anthropic ones do): a batch its lookup finds then answers
+        this job's ids only, though two jobs (in this file or another) may
+        use the same ones (``"0"``, ``"1"``...), and no id the caller picked
+        breaks the API's ``custom_id`` rule.
+        """
+        if not getattr(self.provider, "job_keyed_ids", False):
+            return None
+        if self._key is None:
+            self._key = self.queue.job_key(self.name, now=self.clock())
+        return self._key
+
+    def _wire_ids(self, ids: Iterable[str]) -> dict[str, str]:
+        """Each request id by the id it has at the provider."""
+        key = self._wire_key()
+        return {(i if key is None else job_custom_id(key, i)): i for i in ids}
+
     # -- flush --------------------------------------------------------------
     def _plan_flush(self) -> list[list[tuple[int, BatchRequest]]]:
-        """Queued requests grouped into batches; oversized ones failed on the spot."""
+        """Queued requests, with their ids at the provider, grouped into batches.
+
+        Oversized ones are failed on the spot.
+        """
         if self.queue.is_canceled(self.name):
             return []
         queued = self.queue.queued(self.name)
         if not queued:
             return []
-        plan = plan_batches(
-            [self.provider.request_size(q.request) for q in queued], self.provider.limits
-        )
+        wire_ids = list(self._wire_ids(q.request.id for q in queued))
+        wire = [dataclasses.replace(q.request, id=w) for q, w in zip(queued, wire_ids, strict=True)]
+        sizes = [self.provider.request_size(w) for w in wire]
+        plan = plan_batches(sizes, self.provider.limits)
         if plan.too_large:
             limit = self.provider.limits.max_bytes
             failed: dict[str, tuple[RequestState, BatchResult]] = {}
@@ -330,14 +360,14 @@ class BatchJob:
                         status="errored",
                         model=r.model,
                         error=(
-                            f"request of {self.provider.request_size(r)} bytes exceeds the "
+                            f"request of {sizes[i]} bytes exceeds the "
                             f"{self.provider.name} batch limit of {limit} bytes; shorten it or "
                             "send it in real time"
                         ),
                     ),
                 )
             self.queue.finish_requests(self.name, failed, now=self.clock())
-        return [[(queued[i].seq, queued[i].request) for i in batch] for batch in plan.batches]
+        return [[(queued[i].seq, wire[i]) for i in batch] for batch in plan.batches]
 
     def flush(self) -> list[str]:
         """Submit every queued request, split by the provider's limits.
@@ -433,16 +463,20 @@ class BatchJob:
     def _submit_failed(self, token: str, exc: BaseException) -> BaseException:
         """Settle a submit call that raised; the error to raise for it.
 
-        With a provider that can find batches by token, the record stays: a
-        timeout may have reached the provider, so the next flush or poll asks
-        it (:meth:`recover`) before sending the requests again. Otherwise the
-        provider's error (``BatchError``) means it left nothing running, and
-        the requests go back in the queue. An interruption (``KeyboardInterrupt``,
-        a cancelled task) also leaves the record for :meth:`recover`.
+        A refusal (``SubmitRefusedError``, or a ``ConfigurationError`` from a
+        check made before anything was sent) puts the requests back in the
+        queue, as does any error of a provider that cannot find batches by
+        token (its ``BatchError`` means it left nothing running). Otherwise
+        the record stays: a timeout may have reached the provider, so the
+        next flush or poll asks it (:meth:`recover`) before sending the
+        requests again. An interruption (``KeyboardInterrupt``, a cancelled
+        task) also leaves the record for :meth:`recover`.
         """
         try:
-            if isinstance(exc, Exception) and not isinstance(
-                self.provider, RecoverableBatchProvider
+            if requeue_after_failed_submit(
+                interrupted=not isinstance(exc, Exception),
+                refused=isinstance(exc, SubmitRefusedError | ConfigurationError),
+                recoverable=isinstance(self.provider, RecoverableBatchProvider),
             ):
                 self.queue.abort_submission(token, now=self.clock())
         finally:
@@ -555,10 +589,11 @@ class BatchJob:
     def _decide(self, batch: OpenBatch, results: Sequence[BatchResult] | None) -> _Collected:
         """Outcome of each request of an ended (or, with ``None``, lost) batch."""
         carried = self.queue.batch_requests(batch.provider, batch.remote_id)
+        wire_ids = self._wire_ids(s.id for s in carried)
         foreign = (
             batch.recovered
             and results is not None
-            and not recovered_batch_is_ours([r.id for r in results], [s.id for s in carried])
+            and not recovered_batch_is_ours([r.id for r in results], list(wire_ids))
         )
         if foreign:
             log.warning(
@@ -568,7 +603,13 @@ class BatchJob:
                 batch.remote_id,
             )
             results = ()
-        by_id = {r.id: r for r in results or ()}
+        by_id = {}
+        for r in results or ():
+            own = wire_ids.get(r.id)
+            if own is None and not batch.recovered:
+                own = r.id  # a batch submitted before ids carried the job's key
+            if own is not None:
+                by_id[own] = dataclasses.replace(r, id=own)
         canceled = self.queue.is_canceled(self.name)
         max_attempts = self.config.max_attempts
         outcomes: dict[str, tuple[RequestState, BatchResult]] = {}
@@ -738,24 +779,38 @@ class BatchJob:
     def cancel(self) -> BatchStatus:
         """Cancel the job: queued requests are dropped, open batches canceled remotely.
 
-        Requests already answered when a batch stops are still collected (and
-        recorded: they were billed); the rest end ``canceled``, never retried.
+        Submit calls left unresolved (one that failed, a dead process's) are
+        resolved first: a batch the provider got is canceled like the others,
+        requests it never got end ``canceled``. Requests already answered when
+        a batch stops are still collected (and recorded: they were billed);
+        the rest end ``canceled``, never retried.
+
+        Raises:
+            BatchError: the provider could not be reached (the job stays
+                canceled in the queue; call ``cancel`` again).
         """
         self.queue.cancel(self.name, now=self.clock())
-        for batch in self._open():
-            try:
-                self.provider.cancel(batch.remote_id)
-            except BatchNotFoundError:
-                self._store(batch, self._decide(batch, None))
+        try:
+            self.recover()
+        finally:  # the open batches are stopped even when a lookup failed
+            for batch in self._open():
+                try:
+                    self.provider.cancel(batch.remote_id)
+                except BatchNotFoundError:
+                    self._store(batch, self._decide(batch, None))
         return self.status()
 
     async def acancel(self) -> BatchStatus:
+        """Async twin of :meth:`cancel`."""
         self.queue.cancel(self.name, now=self.clock())
-        for batch in self._open():
-            try:
-                await self.provider.acancel(batch.remote_id)
-            except BatchNotFoundError:
-                self._store(batch, self._decide(batch, None))
+        try:
+            await self.arecover()
+        finally:
+            for batch in self._open():
+                try:
+                    await self.provider.acancel(batch.remote_id)
+                except BatchNotFoundError:
+                    self._store(batch, self._decide(batch, None))
         return self.status()
 
 

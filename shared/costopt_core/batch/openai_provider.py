@@ -17,7 +17,6 @@ The ``openai`` SDK is imported on first use: the engine imports without it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import suppress
 from typing import Any
 
 from costopt_core.batch._sdk import Connect, SdkBatchProvider, Steps, as_dict
@@ -41,6 +40,7 @@ from costopt_core.batch.provider import (
     RemoteBatch,
     RemoteStatus,
     Submission,
+    SubmitRefusedError,
 )
 from costopt_core.errors import BatchError, ConfigurationError
 
@@ -49,6 +49,8 @@ __all__ = ["OpenAIBatchProvider"]
 _SEPARATOR = ","
 #: The metadata key holding the job's submission token.
 SUBMISSION_KEY = "costopt_submission"
+#: Statuses of a batch that was cancelled (or is being cancelled).
+_STOPPED = frozenset({"cancelling", "cancelled"})
 
 
 def _split(batch_id: str) -> list[str]:
@@ -245,6 +247,10 @@ class OpenAIBatchProvider(SdkBatchProvider):
         """Upload the requests and create one remote batch per model.
 
         A failure cancels the batches already created for other models first.
+        A refusal (``SubmitRefusedError``) stays one only when every such
+        batch was stopped; otherwise it is raised as a plain ``BatchError``,
+        so the job looks up the batch still running instead of sending its
+        requests twice.
         """
         client = connect()
         created: list[str] = []
@@ -258,10 +264,18 @@ class OpenAIBatchProvider(SdkBatchProvider):
                         **self._create_kwargs(upload.id, submission)
                     )
                 created.append(str(batch.id))
-        except BatchError:
-            for batch_id in created:  # best effort: do not leave half a submission running
-                with suppress(BatchError):
+        except BatchError as exc:
+            running = []
+            for batch_id in created:  # do not leave half a submission running
+                try:
                     yield from self._cancel(connect, batch_id)
+                except BatchError:
+                    running.append(batch_id)
+            if running and isinstance(exc, SubmitRefusedError):
+                raise BatchError(
+                    f"{exc}; batch(es) {', '.join(running)} created for other models could not"
+                    " be canceled: the job looks them up by token before submitting again"
+                ) from exc
             raise
         return _SEPARATOR.join(created)
 
@@ -279,10 +293,14 @@ class OpenAIBatchProvider(SdkBatchProvider):
             oldest=submission.started_at - CLOCK_SKEW_S,
             created_at=lambda b: float(b.get("created_at") or 0),
         )
+        # A cancelled batch is one ``_submit`` stopped after another model's
+        # create failed (or someone stopped by hand): it will answer nothing,
+        # so its requests are better submitted again than collected as canceled.
         found = [
             str(b["id"])
             for b in batches
             if (b.get("metadata") or {}).get(SUBMISSION_KEY) == submission.token
+            and b.get("status") not in _STOPPED
         ]
         return _SEPARATOR.join(reversed(found)) or None
 

@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from costopt_core.errors import BatchError
 from costopt_core.types import Message, Usage
 
 __all__ = [
@@ -41,7 +42,19 @@ __all__ = [
     "RemoteStatus",
     "ResultStatus",
     "Submission",
+    "SubmitRefusedError",
 ]
+
+
+class SubmitRefusedError(BatchError):
+    """The provider refused a submit call and nothing of it is running.
+
+    A provider raises it (rather than a plain ``BatchError``) when it knows
+    it created nothing, or stopped what it had created: the job then puts the
+    requests back in the queue at once instead of looking the batch up by its
+    token, which could find a batch that is not this call's.
+    """
+
 
 #: What became of one request of an ended batch.
 ResultStatus = Literal["succeeded", "errored", "expired", "canceled"]
@@ -53,9 +66,11 @@ RemoteStatus = Literal["in_progress", "canceling", "ended"]
 class BatchRequest:
     """One queued chat request.
 
-    ``id`` is the caller's id for it (the providers' ``custom_id``), unique
-    within a queue; ``params`` are the provider call's parameters
-    (``max_tokens``, ``temperature``, ``tools``...), sent as given.
+    ``id`` is the caller's id for it, unique within a job (a ``BatchJob``
+    sends it to the OpenAI and Anthropic APIs as a ``custom_id`` keyed to
+    the job, see ``job_custom_id``, so any string will do); ``params`` are
+    the provider call's parameters (``max_tokens``, ``temperature``,
+    ``tools``...), sent as given.
     """
 
     id: str

@@ -27,6 +27,7 @@ import contextlib
 import json
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +65,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS costopt_batch_jobs (
     name TEXT PRIMARY KEY,
     created_at REAL NOT NULL,
-    canceled INTEGER NOT NULL DEFAULT 0
+    canceled INTEGER NOT NULL DEFAULT 0,
+    wire_key TEXT
 );
 CREATE TABLE IF NOT EXISTS costopt_batch_requests (
     seq INTEGER PRIMARY KEY,
@@ -110,6 +112,7 @@ CREATE TABLE IF NOT EXISTS costopt_batch_submissions (
 _ADDED_COLUMNS = (
     ("costopt_batch_requests", "submission", "TEXT"),
     ("costopt_batch_batches", "recovered", "INTEGER NOT NULL DEFAULT 0"),
+    ("costopt_batch_jobs", "wire_key", "TEXT"),
 )
 
 
@@ -360,8 +363,9 @@ class BatchQueue:
         try:
             with self._tx("enqueue") as db:
                 db.execute(
-                    "INSERT OR IGNORE INTO costopt_batch_jobs (name, created_at) VALUES (?, ?)",
-                    (job, now),
+                    "INSERT OR IGNORE INTO costopt_batch_jobs (name, created_at, wire_key) "
+                    "VALUES (?, ?, ?)",
+                    (job, now, _new_wire_key()),
                 )
                 db.executemany(
                     "INSERT INTO costopt_batch_requests "
@@ -388,6 +392,32 @@ class BatchQueue:
             if rows:
                 return str(rows[0][0])
         return None
+
+    def job_key(self, job: str, *, now: float) -> str:
+        """``job``'s random key, the same in every process that opens this file.
+
+        Made with the job (or on first use, for a job an older version
+        made). The job puts it in front of its request ids on the wire, so a
+        batch found by lookup that answers another job's requests never
+        passes as this job's, even when both use the same ids.
+        """
+        rows = self._read("SELECT wire_key FROM costopt_batch_jobs WHERE name = ?", (job,))
+        if rows and rows[0][0]:
+            return str(rows[0][0])
+        with self._tx("job_key") as db:
+            db.execute(
+                "INSERT OR IGNORE INTO costopt_batch_jobs (name, created_at) VALUES (?, ?)",
+                (job, now),
+            )
+            # Another process may have set one in between: keep the first.
+            db.execute(
+                "UPDATE costopt_batch_jobs SET wire_key = ? WHERE name = ? AND wire_key IS NULL",
+                (_new_wire_key(), job),
+            )
+            (key,) = db.execute(
+                "SELECT wire_key FROM costopt_batch_jobs WHERE name = ?", (job,)
+            ).fetchone()
+        return str(key)
 
     def begin_submission(
         self,
@@ -424,14 +454,20 @@ class BatchQueue:
     def abort_submission(self, token: str, *, now: float) -> int:
         """Put a submission's requests back in the queue (the provider has not got them).
 
+        In a canceled job they end ``canceled`` instead: nothing would ever
+        submit them again, so left ``queued`` they would never finish.
+
         Returns:
-            How many requests were queued again (0 if the submission was
-            already resolved).
+            How many requests were queued again or canceled (0 if the
+            submission was already resolved).
         """
         with self._tx("abort_submission") as db:
             cur = db.execute(
-                "UPDATE costopt_batch_requests SET state = 'queued', submission = NULL, "
-                "updated_at = ? WHERE submission = ? AND state = 'submitting'",
+                "UPDATE costopt_batch_requests SET submission = NULL, updated_at = ?, "
+                "state = CASE WHEN EXISTS (SELECT 1 FROM costopt_batch_jobs j "
+                "WHERE j.name = costopt_batch_requests.job AND j.canceled = 1) "
+                "THEN 'canceled' ELSE 'queued' END "
+                "WHERE submission = ? AND state = 'submitting'",
                 (now, token),
             )
             db.execute("DELETE FROM costopt_batch_submissions WHERE token = ?", (token,))
@@ -542,9 +578,9 @@ class BatchQueue:
         """Mark ``job`` canceled and its queued requests ``canceled``; returns how many."""
         with self._tx("cancel") as db:
             db.execute(
-                "INSERT INTO costopt_batch_jobs (name, created_at, canceled) VALUES (?, ?, 1) "
-                "ON CONFLICT (name) DO UPDATE SET canceled = 1",
-                (job, now),
+                "INSERT INTO costopt_batch_jobs (name, created_at, canceled, wire_key) "
+                "VALUES (?, ?, 1, ?) ON CONFLICT (name) DO UPDATE SET canceled = 1",
+                (job, now, _new_wire_key()),
             )
             cur = db.execute(
                 "UPDATE costopt_batch_requests SET state = 'canceled', updated_at = ? "
@@ -681,6 +717,12 @@ def _stored(row: tuple[Any, ...]) -> StoredResult:
         request=request_from_json(request),
         result=None if result is None else result_from_json(result),
     )
+
+
+def _new_wire_key() -> str:
+    # 12 hex digits (48 random bits): short enough to leave 51 characters of a
+    # 64-character custom_id to the caller's id.
+    return uuid.uuid4().hex[:12]
 
 
 def _first_duplicate(ids: Sequence[str]) -> str | None:

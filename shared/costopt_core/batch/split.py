@@ -18,8 +18,10 @@ __all__ = [
     "decide_outcome",
     "plan_batches",
     "recovered_batch_is_ours",
+    "requeue_after_failed_submit",
     "should_flush",
     "submission_abandoned",
+    "submit_refused",
 ]
 
 #: Where a request goes once its batch ended: kept (``done``), back in the queue
@@ -158,3 +160,33 @@ def recovered_batch_is_ours(result_ids: Sequence[str], request_ids: Sequence[str
     and its answers must not be taken.
     """
     return set(result_ids) <= set(request_ids)
+
+
+def submit_refused(status_code: int) -> bool:
+    """Whether an HTTP error status from a create call means the provider created nothing.
+
+    A 4xx (bad request, auth, rate limit...) is the API turning the call
+    down, and 503 / 529 say it was too busy to take it. A 500, or a
+    gateway's 502 / 504, may come after the API acted, so those are not
+    taken as a refusal: the job looks the batch up by its token first.
+    """
+    return 400 <= status_code < 500 or status_code in (503, 529)
+
+
+def requeue_after_failed_submit(*, interrupted: bool, refused: bool, recoverable: bool) -> bool:
+    """Whether the requests of a submit call that raised go back in the queue at once.
+
+    Otherwise the submission record stays, and the next flush or poll looks
+    the batch up by its token before sending them again.
+
+    Args:
+        interrupted: the call was cut off (``KeyboardInterrupt``, a cancelled
+            task), not failed: it may have reached the provider.
+        refused: the provider refused the call, or a check refused it before
+            anything was sent; nothing is running.
+        recoverable: the provider can look batches up by token (one that
+            cannot raises only when it left nothing running).
+    """
+    if interrupted:
+        return False
+    return refused or not recoverable

@@ -24,7 +24,9 @@ Where the scores come from:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from numbers import Real
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -64,6 +66,30 @@ DEFAULT_SCORE_KEYS: tuple[str, ...] = (
 _KNOWN_STORES: dict[str, ResolvedConvention] = {"InMemoryVectorStore": "similarity"}
 
 Scored = Sequence[tuple[Document, float | None]]
+
+
+def _metadata_score(metadata: dict[str, Any], keys: Sequence[str]) -> float | None:
+    """The first real-number score among ``keys`` in a document's metadata.
+
+    Rerankers store numpy scalars (FlashRank: ``np.float32``), which are not
+    ``float`` instances but are registered as :class:`numbers.Real`; checking
+    for ``int | float`` alone read them as "no score" and silently disabled
+    every cutoff. Booleans and NaN are not scores, so the next key is tried.
+
+    Args:
+        metadata: the document's metadata.
+        keys: the keys to read, first found wins.
+
+    Returns:
+        The score as a ``float``, or ``None`` when no key holds a real number.
+    """
+    for key in keys:
+        value = metadata.get(key)
+        if isinstance(value, Real) and not isinstance(value, bool):
+            score = float(value)
+            if not math.isnan(score):
+                return score
+    return None
 
 
 class RelevanceThresholdRetriever(BaseRetriever):
@@ -147,16 +173,7 @@ class RelevanceThresholdRetriever(BaseRetriever):
         return "auto"
 
     def _from_metadata(self, docs: Sequence[Document]) -> Scored:
-        out: list[tuple[Document, float | None]] = []
-        for doc in docs:
-            score = None
-            for key in self.score_keys:
-                value = doc.metadata.get(key)
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    score = float(value)
-                    break
-            out.append((doc, score))
-        return out
+        return [(doc, _metadata_score(doc.metadata, self.score_keys)) for doc in docs]
 
     def _search(
         self, query: str, k: int, run_manager: CallbackManagerForRetrieverRun

@@ -14,7 +14,7 @@ from typing import Any
 from llama_index.core.bridge.pydantic import ConfigDict, Field
 from llama_index.core.llms import LLM
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
-from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
+from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle, TextNode
 
 from costopt_core.cache.component import ComponentCache
 from costopt_core.context.summarize import (
@@ -41,6 +41,31 @@ __all__ = [
 #: Metadata key of a summarized node: ``{"tokens_before", "tokens_after"}``;
 #: kept out of the LLM's and the embedder's view of the node.
 SUMMARY_METADATA_KEY = "costopt_summary"
+
+
+def _with_text(node: BaseNode, text: str, metadata: dict[str, Any]) -> BaseNode:
+    """A copy of ``node`` holding ``text`` and ``metadata``; the source node is untouched.
+
+    A copy, not a fresh ``TextNode``: the templates that shape what the LLM
+    sees (``text_template``, ``metadata_template``, ``metadata_separator``)
+    and a subclass's own fields (``IndexNode.index_id``, an image) stay.
+    Mutable containers are new objects, and the embedding, which was of
+    the whole text, is dropped.
+    """
+    copy = node.model_copy(
+        update={
+            "metadata": metadata,
+            "relationships": dict(node.relationships),
+            "excluded_llm_metadata_keys": [*node.excluded_llm_metadata_keys, SUMMARY_METADATA_KEY],
+            "excluded_embed_metadata_keys": [
+                *node.excluded_embed_metadata_keys,
+                SUMMARY_METADATA_KEY,
+            ],
+            "embedding": None,
+        }
+    )
+    copy.set_content(text)
+    return copy
 
 
 class _Postprocessor(BaseNodePostprocessor):
@@ -71,9 +96,9 @@ class _Postprocessor(BaseNodePostprocessor):
 class ContextSummarizerPostprocessor(_Postprocessor):
     """Keeps the sentences of retrieved nodes that answer the query, under a token budget.
 
-    Returns new ``NodeWithScore`` objects (same score) holding new
-    ``TextNode`` objects with the kept sentences in their original order, the
-    source node's id, metadata and relationships, plus
+    Returns new ``NodeWithScore`` objects (same score) holding copies of
+    the source nodes (same class, id, metadata, relationships and templates)
+    with the kept sentences in their original order as text, plus
     ``metadata["costopt_summary"]`` (hidden from the LLM and the embedder).
     Nodes with nothing kept are dropped; without a query the nodes are
     returned unchanged. The removed tokens are recorded in the engine's
@@ -114,18 +139,9 @@ class ContextSummarizerPostprocessor(_Postprocessor):
                 "tokens_before": chunk.tokens_before,
                 "tokens_after": chunk.tokens_after,
             }
-            node = TextNode(
-                id_=old.node_id,
-                text=chunk.text,
-                metadata=metadata,
-                relationships=dict(old.relationships),
-                excluded_llm_metadata_keys=[*old.excluded_llm_metadata_keys, SUMMARY_METADATA_KEY],
-                excluded_embed_metadata_keys=[
-                    *old.excluded_embed_metadata_keys,
-                    SUMMARY_METADATA_KEY,
-                ],
+            out.append(
+                NodeWithScore(node=_with_text(old, chunk.text, metadata), score=source.score)
             )
-            out.append(NodeWithScore(node=node, score=source.score))
         self._book(result.removed_tokens)
         return out
 

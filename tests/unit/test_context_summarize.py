@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 import numpy as np
@@ -149,6 +150,59 @@ def test_ratio_never_cuts_below_the_floor() -> None:
     assert r.tokens_after == r.tokens_before == sum(COUNT(c) for c in CHUNKS) < 64
 
 
+async def test_a_context_within_its_budget_is_returned_unchanged() -> None:
+    # Per-sentence costs (each with a separator) overstate a chunk's tokens:
+    # this 27-token context, under the 64-token floor, used to lose its last
+    # sentence. It is now returned as it came, before any scoring.
+    chunks = ["42 is the answer.\nTolls rose in 1990.\nTolls rose in 1990.\nGulls nest on it!"]
+    embedder = FakeEmbedder()
+    config = SummarizerConfig(sentence_embeddings=True)
+    r = summarize_extractive(
+        "When did the bridge open?", chunks, config, embed=embedder.embed, count_tokens=COUNT
+    )
+    assert [c.text for c in r.chunks] == chunks
+    assert r.chunks[0].sentence_indices == (0, 1, 2, 3)
+    assert r.tokens_after == r.tokens_before == r.budget_tokens == COUNT(chunks[0])
+    assert embedder.calls == 0  # nothing to score
+    a = await asummarize_extractive(
+        "When did the bridge open?", chunks, config, aembed=embedder.aembed, count_tokens=COUNT
+    )
+    assert a == r
+    # Many short contexts, odd separators included: none is cut.
+    rng = random.Random(2)
+    sentences = [
+        "The bridge opened in 1932.",
+        "It is painted grey.",
+        "Gulls nest on it!",
+        "Why?",
+        "Dr. Smith paid $3.50.",
+        "42 is the answer.",
+        "Tolls rose in 1990.",
+        "東京は大きい。",
+    ]
+    checked = 0
+    for _ in range(300):
+        sep = rng.choice([" ", "\n", "\n\n", "  "])
+        short = [
+            sep.join(rng.choices(sentences, k=rng.randint(1, 5))) for _ in range(rng.randint(1, 3))
+        ]
+        if sum(COUNT(c) for c in short) > 64:
+            continue  # past the floor: summarized, as it should be
+        out = summarize_extractive("When did the bridge open?", short, count_tokens=COUNT)
+        assert [c.text for c in out.chunks] == short
+        assert out.removed_tokens == 0
+        checked += 1
+    assert checked > 200
+    # Within an explicit budget too; min_score still drops weak sentences with room to spare.
+    roomy = SummarizerConfig(budget_ratio=None, budget_tokens=10_000, ratio_floor_tokens=0)
+    long = [" ".join(CHUNKS * 4)]
+    whole = summarize_extractive("q", long, roomy, count_tokens=COUNT)
+    assert [c.text for c in whole.chunks] == long
+    strict = roomy.model_copy(update={"min_score": 0.3, "expand_query": False})
+    kept = summarize_extractive("Where do gulls nest?", chunks, strict, count_tokens=COUNT)
+    assert [(c.text, c.sentence_indices) for c in kept.chunks] == [("Gulls nest on it!", (3,))]
+
+
 def test_kept_sentences_stay_in_original_order() -> None:
     # The last sentence is the most similar, the first the second most.
     embedder = steer({"2,737": 0.9, "opened": 0.8, "Fog": 0.1, "painted": 0.2})
@@ -255,7 +309,8 @@ def test_empty_input_embeds_nothing() -> None:
 
 
 def test_one_batched_embedding_call_and_question_vector_reuse() -> None:
-    config = SummarizerConfig(sentence_embeddings=True)
+    # ratio_floor_tokens=0: CHUNKS is short enough to be returned whole otherwise.
+    config = SummarizerConfig(sentence_embeddings=True, ratio_floor_tokens=0)
     embedder = FakeEmbedder()
     summarize_extractive("Golden Gate?", CHUNKS, config, embed=embedder.embed, count_tokens=COUNT)
     n_sentences = sum(len(split_sentences(c)) for c in CHUNKS)

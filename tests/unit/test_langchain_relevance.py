@@ -7,6 +7,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pytest
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
@@ -20,7 +21,12 @@ from costopt_core.engine import CostEngine
 from costopt_core.errors import ConfigurationError
 from costopt_core.tenancy import tenant_scope
 from costopt_core.testing import FakeEmbedder
-from langchain_costopt.relevance import METADATA_KEY, RelevanceThresholdRetriever
+from langchain_costopt.relevance import (
+    DEFAULT_SCORE_KEYS,
+    METADATA_KEY,
+    RelevanceThresholdRetriever,
+    _metadata_score,
+)
 
 TEXTS = [
     "The Eiffel Tower is a wrought iron lattice tower in Paris.",
@@ -254,6 +260,31 @@ def test_wrapped_retriever_scores_from_metadata_and_unscored_policy() -> None:
     )
     assert [d.page_content for d in drop.invoke(QUERY)] == [TEXTS[0]]
     assert "costopt_relevance" not in docs[0].metadata  # the inner documents are untouched
+
+
+def test_wrapped_retriever_reads_numpy_scores() -> None:
+    """Rerankers (FlashRank) store numpy scalars: they are scores, not "no score"."""
+    docs = [
+        Document(page_content=TEXTS[0], metadata={"relevance_score": np.float32(0.95)}),
+        Document(page_content=TEXTS[3], metadata={"relevance_score": np.float32(0.02)}),
+        Document(page_content=TEXTS[1], metadata={"score": np.float64(0.7)}),
+        Document(page_content=TEXTS[4], metadata={"score": np.int64(0)}),
+        # a bool or NaN is not a score: the next key is read
+        Document(page_content=TEXTS[2], metadata={"relevance_score": True, "score": 0.1}),
+        Document(page_content=TEXTS[5], metadata={"relevance_score": np.float32("nan")}),
+    ]
+    r = RelevanceThresholdRetriever(
+        retriever=MetadataScoreRetriever(docs=docs),
+        k=6,
+        engine=CostEngine(),
+        config=RelevanceConfig(absolute_threshold=0.5, unscored_policy="drop"),
+    )
+    got = r.invoke(QUERY)
+    assert [d.page_content for d in got] == [TEXTS[0], TEXTS[1]]
+    assert [d.metadata[METADATA_KEY] for d in got] == pytest.approx([0.95, 0.7])
+    assert _metadata_score({"relevance_score": True, "score": 0.1}, DEFAULT_SCORE_KEYS) == 0.1
+    assert _metadata_score({"relevance_score": math.nan}, DEFAULT_SCORE_KEYS) is None
+    assert _metadata_score({"score": Decimal("0.5")}, DEFAULT_SCORE_KEYS) is None
 
 
 def test_wrapped_retriever_is_cut_to_k() -> None:

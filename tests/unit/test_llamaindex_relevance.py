@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pytest
 from llama_index.core import VectorStoreIndex
 from llama_index.core.embeddings import BaseEmbedding
@@ -73,6 +74,23 @@ def test_threshold_on_hand_made_nodes() -> None:
     assert out[0].node is nodes[0].node  # same node, new wrapper
     assert out[0] is not nodes[0]
     assert nodes[0].node.metadata == {"i": 0}
+
+
+def test_numpy_scores_are_scores() -> None:
+    """Rerankers give numpy scalars; a cutoff must apply to them, NaN is no score."""
+    nodes = scored([0.9, 0.7, 0.4, 0.2])
+    # Set after construction, so pydantic does not coerce them to float.
+    nodes[0].score = np.float32(0.95)  # type: ignore[assignment]
+    nodes[2].score = np.float32(0.02)  # type: ignore[assignment]
+    nodes[3].score = np.float32("nan")  # type: ignore[assignment]
+    pp = RelevanceThresholdPostprocessor(
+        config=RelevanceConfig(absolute_threshold=0.5, unscored_policy="drop"),
+        engine=CostEngine(),
+        score_output="similarity",
+    )
+    out = pp.postprocess_nodes(nodes, query_str=QUERY)
+    assert ids(out) == ["n0", "n1"]
+    assert [n.score for n in out] == pytest.approx([0.95, 0.7])
 
 
 def test_cutoffs_compose_and_min_k_keeps_the_top_node() -> None:

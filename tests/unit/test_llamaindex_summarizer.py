@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from llama_index.core.schema import (
+    IndexNode,
     MetadataMode,
     NodeRelationship,
     NodeWithScore,
@@ -63,6 +64,47 @@ def test_postprocess_keeps_answering_sentences() -> None:
     # the bookkeeping never reaches the LLM's prompt
     assert "costopt" not in node.get_content(metadata_mode=MetadataMode.LLM)
     assert src[0].node.get_content().endswith("metres long.")  # originals untouched
+
+
+def test_summarized_nodes_keep_their_class_templates_and_fields() -> None:
+    # Nodes used to be rebuilt as plain TextNodes: the templates that shape the
+    # LLM's view of a node and a subclass's own fields were lost.
+    text = "The bridge opened in 1932. It is painted grey. Gulls nest on it."
+    templated = TextNode(
+        id_="t1",
+        text=text,
+        metadata={"source": "bridges.pdf", "page": 4},
+        text_template="<doc>\n{metadata_str}\n---\n{content}\n</doc>",
+        metadata_template="[{key}] {value}",
+        metadata_separator=" | ",
+        embedding=[0.1, 0.2],
+    )
+    index = IndexNode(id_="i1", text=text, index_id="bridges-index", metadata={"k": "v"})
+    post, _ = make(config=SummarizerConfig(budget_ratio=None, budget_tokens=8))
+    query = "When did the bridge open?"
+    (first,) = (
+        n.node for n in post.postprocess_nodes([NodeWithScore(node=templated)], query_str=query)
+    )
+    (second,) = (
+        n.node for n in post.postprocess_nodes([NodeWithScore(node=index)], query_str=query)
+    )
+    assert isinstance(first, TextNode) and isinstance(second, IndexNode)
+    assert first.get_content(metadata_mode=MetadataMode.LLM) == (
+        "<doc>\n[source] bridges.pdf | [page] 4\n---\nThe bridge opened in 1932.\n</doc>"
+    )
+    assert (first.text_template, first.metadata_template, first.metadata_separator) == (
+        templated.text_template,
+        templated.metadata_template,
+        " | ",
+    )
+    assert first.embedding is None  # it was the whole text's
+    assert second.index_id == "bridges-index" and second.node_id == "i1"
+    assert second.text == "The bridge opened in 1932."
+    # the sources are untouched
+    assert templated.text == text and templated.embedding == [0.1, 0.2]
+    assert SUMMARY_METADATA_KEY not in templated.metadata
+    assert SUMMARY_METADATA_KEY not in templated.excluded_llm_metadata_keys
+    assert index.text == text and index.metadata == {"k": "v"}
 
 
 def test_query_str_and_ledger() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -10,16 +12,19 @@ import pytest
 from costopt_core import CostEngine, PriceCatalog
 from costopt_core.errors import ConfigurationError
 from costopt_core.memory import (
+    STATE_VERSION,
     CachePrices,
     ConversationMemory,
     MemoryConfig,
     MemoryState,
+    MemoryView,
     aflush,
     aplan_context,
     cache_prices,
     flush,
     flush_decision,
     flush_tradeoff,
+    message_fingerprint,
     plan_context,
     summary_message,
 )
@@ -197,7 +202,7 @@ def test_state_round_trips_through_json() -> None:
     assert MemoryState.from_dict(None) == MemoryState()
     assert MemoryState.from_dict({"version": 999, "folded": 3}) == MemoryState()
     with pytest.raises(ConfigurationError, match="not a memory state"):
-        MemoryState.from_dict({"version": 1, "entries": [{"level": 0}]})
+        MemoryState.from_dict({"version": STATE_VERSION, "entries": [{"level": 0}]})
 
 
 def test_state_for_another_history_is_ignored() -> None:
@@ -279,7 +284,9 @@ def test_cache_prices_from_catalog() -> None:
 
 
 def test_price_aware_policy_keeps_cache_with_deep_discount() -> None:
-    config = SMALL.model_copy(update={"flush_max_tokens": 400})
+    # A short horizon: the first due flush (which folds up to a user turn, so
+    # a whole exchange at once) must pay back its cache write over few calls.
+    config = SMALL.model_copy(update={"flush_max_tokens": 400, "horizon_turns": 4})
     n = next(
         n
         for n in range(1, 100)
@@ -504,3 +511,195 @@ def test_a_view_never_sends_more_than_the_whole_history() -> None:
         state = flush(history[:n], state, cfg, count_tokens=words).state
     full = plan_context(history[:3], MemoryState(), cfg, count_tokens=words)
     assert full.messages == tuple(history[:3]) and full.removed_tokens == 0
+
+
+# -- every turn is folded or sent --------------------------------------------------------------
+def random_history(seed: int) -> list[Message]:
+    """A conversation mixing chat, tool rounds, agent runs and system notes, of random sizes."""
+    rng = random.Random(seed)
+    vocab = ["hotel", "Lisbon", "car", "booked", "code", "May", "price", "trail", "cello", "bread"]
+
+    def text(lo: int, hi: int) -> str:
+        return " ".join(rng.choice(vocab) for _ in range(rng.randint(lo, hi)))
+
+    out = [Message("system", "Be helpful.")]
+    call = 0
+    for _ in range(rng.randint(3, 40)):
+        out.append(Message("user", text(1, 30)))
+        for _ in range(rng.choice([0, 0, 1, 1, 2, 5])):  # tool rounds (5: an agent run)
+            ids = [f"c{call + j}" for j in range(rng.randint(1, 2))]
+            call += len(ids)
+            calls = tuple({"id": i, "name": "lookup", "args": {"q": text(1, 3)}} for i in ids)
+            out.append(Message("assistant", text(0, 8), tool_calls=calls))
+            out.extend(Message("tool", text(2, 40), tool_call_id=i) for i in ids)
+        if rng.random() < 0.9:
+            out.append(Message("assistant", text(1, 50)))
+        if rng.random() < 0.05:
+            out.append(Message("system", "Note: the user is on mobile."))
+    return out
+
+
+GAP_CONFIGS = [
+    SMALL,
+    MemoryConfig(
+        window_tokens=40,
+        flush_min_tokens=30,
+        flush_max_tokens=60,
+        summary_tokens=64,
+        recall_tokens=0,
+    ),
+    MemoryConfig(
+        window_tokens=16,
+        flush_min_tokens=1,
+        flush_max_tokens=20,
+        summary_tokens=32,
+        recall_tokens=0,
+    ),
+    MemoryConfig(window_tokens=120, flush_min_tokens=60, flush_max_tokens=300, recall_tokens=0),
+]
+
+
+def unseen(history: list[Message], state: MemoryState, view: MemoryView) -> list[int]:
+    """Non-system history indices neither folded into ``state``'s summary nor sent."""
+    folded = state.folded if state.matches(history) else 0
+    sent = {p for p in view.parts if isinstance(p, int)}
+    return [
+        i for i, m in enumerate(history) if m.role != "system" and i >= folded and i not in sent
+    ]
+
+
+@pytest.mark.parametrize("cfg", GAP_CONFIGS, ids=range(len(GAP_CONFIGS)))
+def test_every_turn_is_folded_or_sent(cfg: MemoryConfig) -> None:
+    # A flush used to fold up to an assistant turn while the view skipped ahead
+    # to the next user turn: that reply (tool calls and results included) was
+    # in neither the summary nor the messages sent. The one documented
+    # exception: a view past its hard cap whose due flush was not applied
+    # leaves the oldest unfolded turns out (``dropped_indices``).
+    checked = 0
+    for seed in range(16):
+        history = random_history(seed)
+        state = MemoryState()
+        skip = random.Random(seed).random() < 0.3  # some runs never apply their flushes
+        for n in range(1, len(history) + 1):
+            h = history[:n]
+            if not skip:
+                result = flush(h, state, cfg, count_tokens=words)
+                state = result.state
+                if result.flushed:
+                    # it ends where a view opens: a user turn (or inside an agent run)
+                    first = next(i for i in range(state.folded, n) if h[i].role != "system")
+                    assert h[first].role == "user" or all(m.role != "user" for m in h[first:n]), (
+                        seed,
+                        n,
+                        state.folded,
+                    )
+            view = plan_context(h, state, cfg, count_tokens=words)
+            missing = unseen(h, state, view)
+            if missing:
+                assert skip and view.flush.forced, (seed, n, missing)
+                assert set(missing) <= set(view.dropped_indices), (seed, n, missing)
+            checked += 1
+    assert checked > 400
+
+
+def test_a_flush_never_strands_the_assistant_turn_at_the_window_start() -> None:
+    # The reviewer's case: the window starts at the assistant's tool call, the
+    # flush folded up to it, and the view skipped it to open at the user's turn.
+    cfg = MemoryConfig(
+        window_tokens=40,
+        flush_min_tokens=30,
+        flush_max_tokens=60,
+        summary_tokens=64,
+        recall_embeddings=False,
+    )
+    filler = " ".join(["blah"] * 30)
+    call = {"id": "c1", "name": "book_hotel", "args": {"city": "Lisbon"}}
+    history = [
+        Message("user", "I need a hotel in Lisbon. " + filler),
+        Message("assistant", "", tool_calls=(call,)),
+        Message("tool", "Booked. Confirmation code ZX4471, check-in May 3.", tool_call_id="c1"),
+        Message("assistant", "Done: code ZX4471."),
+        Message("user", "Thanks. And what about a car?"),
+    ]
+    result = flush(history, MemoryState(), cfg, count_tokens=words)
+    assert result.flushed and result.state.folded == 4  # up to the user turn, not to index 1
+    view = plan_context(history, result.state, cfg, count_tokens=words)
+    assert view.parts[-1] == 4 and view.dropped_indices == ()
+    assert view.summary is not None and "ZX4471" in view.summary.content
+
+
+def test_an_agent_run_with_no_user_turn_is_sent_not_skipped() -> None:
+    # One user turn then a long tool loop: the flush can only end inside the
+    # run, and the view then opens with the run's assistant turn rather than
+    # skip every call and result up to the last one.
+    cfg = MemoryConfig(window_tokens=40, flush_min_tokens=60, flush_max_tokens=200)
+    history = [Message("user", "Find me a flight.")]
+    for i in range(8):
+        call = {"id": f"c{i}", "name": "search", "args": {"page": i}}
+        history.append(Message("assistant", f"Searching page {i}.", tool_calls=(call,)))
+        history.append(
+            Message("tool", " ".join(["result"] * 12) + f" page {i}", tool_call_id=f"c{i}")
+        )
+    state = MemoryState()
+    for n in range(1, len(history) + 1):
+        state = flush(history[:n], state, cfg, count_tokens=words).state
+    assert state.folded > 1
+    view = plan_context(history, state, cfg, count_tokens=words)
+    sent = [p for p in view.parts if isinstance(p, int)]
+    assert sent == list(range(state.folded, len(history)))
+    assert history[sent[0]].role == "assistant" and view.dropped_indices == ()
+
+
+# -- edits of folded messages ---------------------------------------------------------------------
+def test_an_edit_of_any_folded_message_invalidates_the_state() -> None:
+    # Only the last folded message used to be fingerprinted: redacting an
+    # earlier one kept its text flowing to the model through the stale summary.
+    cfg = MemoryConfig(window_tokens=16, flush_min_tokens=20, flush_max_tokens=400, recall_tokens=0)
+    history = [
+        Message("user", "My card number is 4111-1111-1111-1111, my name is Ana Lopez."),
+        Message("assistant", "Noted, Ana. I will remember your card 4111-1111-1111-1111."),
+    ]
+    for i in range(12):
+        history.append(Message("user", f"Question {i}: which trail near the lake is best?"))
+        history.append(Message("assistant", f"Answer {i}: the north trail, dry and quiet."))
+    history.append(Message("user", "What is the weather like today?"))
+    state = flush(history, MemoryState(), cfg, count_tokens=words).state
+    assert state.folded > 2 and state.matches(history)
+    view = plan_context(history, state, cfg, count_tokens=words)
+    assert view.summary is not None and "4111" in view.summary.content  # the premise
+    redacted = [Message("user", "[redacted]"), Message("assistant", "[redacted]"), *history[2:]]
+    assert not state.matches(redacted)
+    view = plan_context(redacted, state, cfg, count_tokens=words)
+    assert view.summary is None
+    assert not any("4111" in m.content for m in view.messages)
+    rebuilt = flush(redacted, state, cfg, count_tokens=words).state
+    assert rebuilt.flushes == 1 and rebuilt.matches(redacted)
+    assert not any("4111" in e.text for e in rebuilt.entries)
+    assert not any("4111" in f for f in rebuilt.facts)
+    # an insertion or removal in the folded part is an edit too
+    assert not state.matches([history[0], *history[2:]])
+    assert not state.matches([history[0], history[0], *history[1:]])
+    # later messages (past the folded part) may change freely
+    assert state.matches([*history[: state.folded], Message("user", "anything")])
+
+
+def test_a_state_without_a_full_anchor_is_never_trusted() -> None:
+    history = chat_history(60)
+    state = flush(history, MemoryState(), SMALL, count_tokens=words, force=True).state
+    assert state.matches(history)
+    # the layout before the digest: it anchored on the last folded message only
+    old = {
+        **state.to_dict(),
+        "version": 1,
+        "anchor": message_fingerprint(history[state.folded - 1]),
+    }
+    assert MemoryState.from_dict(old) == MemoryState()
+    assert not MemoryState(folded=state.folded, entries=state.entries).matches(history)
+    assert not replace(state, version=1).matches(history)
+    assert not replace(state, anchor=message_fingerprint(history[state.folded - 1])).matches(
+        history
+    )
+    assert (
+        plan_context(history, replace(state, anchor=None), SMALL, count_tokens=words).summary
+        is None
+    )

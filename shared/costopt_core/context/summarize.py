@@ -291,6 +291,34 @@ def _score(
     return score, first
 
 
+def _whole(
+    plan: _Plan, config: SummarizerConfig, count_tokens: CountTokens
+) -> SummaryResult | None:
+    """The context unchanged when it is within its budget, else ``None`` (summarize it).
+
+    Decided on the whole chunks' tokens, before any scoring: summed per
+    sentence (each with a separator) a chunk can cost more than it does
+    whole, and the greedy fill then cut a context it had promised to return
+    whole (a short context under ``ratio_floor_tokens`` lost a sentence).
+    With ``min_score`` the weak sentences go even when the budget has room,
+    so the context is scored (and :func:`_select` keeps every sentence that
+    passes).
+    """
+    if config.min_score is not None:
+        return None
+    chunk_tokens = [count_tokens(c) for c in plan.chunks]
+    tokens_before = sum(chunk_tokens)
+    budget = config.budget_for(tokens_before)
+    if tokens_before > budget:
+        return None
+    chunks = tuple(
+        ChunkSummary(c, plan.chunks[c], tuple(range(len(sents))), chunk_tokens[c], chunk_tokens[c])
+        for c, sents in enumerate(plan.sentences)
+        if sents
+    )
+    return SummaryResult(chunks, tokens_before, sum(s.tokens_after for s in chunks), budget)
+
+
 def _select(
     plan: _Plan,
     sentence_vectors: npt.NDArray[np.float32],
@@ -313,12 +341,15 @@ def _select(
     # separator; the exact count of the joined text is checked below.
     cost = [count_tokens(config.separator + t) for t in plan.texts]
     order = first + [int(i) for i in _by_value(score, cost, config) if int(i) not in first]
+    # A context within its budget keeps every sentence min_score lets through:
+    # the per-sentence costs overstate it and must not cut it.
+    fits = tokens_before <= budget
     kept: set[int] = set()
     used = 0
     for i in order:
         if config.min_score is not None and score[i] < config.min_score and i not in first:
             continue
-        if used + cost[i] <= budget:
+        if fits or used + cost[i] <= budget:
             kept.add(i)
             used += cost[i]
 
@@ -420,6 +451,8 @@ def summarize_extractive(
     Returns:
         The kept text per chunk (chunks with nothing kept are left out) and
         the token counts before and after; ``tokens_after <= budget_tokens``.
+        A context within its budget (by default any of at most
+        ``ratio_floor_tokens``) comes back unchanged, with no ``embed`` call.
 
     Example:
         >>> from costopt_core.testing import FakeEmbedder
@@ -434,6 +467,11 @@ def summarize_extractive(
     """
     config = config or SummarizerConfig()
     plan = _plan(question, chunks)
+    if config.sentence_embeddings and plan.flat:
+        _needs(embed, "embed")  # a missing embedder is a setup error, short context or not
+    whole = _whole(plan, config, count_tokens)
+    if whole is not None:
+        return whole
     texts = _to_embed(plan, question_vector, config)
     if not texts:
         return _select(plan, np.zeros((0, 0), dtype=np.float32), None, config, count_tokens)
@@ -454,6 +492,11 @@ async def asummarize_extractive(
     """Async twin of :func:`summarize_extractive`; ``aembed`` is awaited once."""
     config = config or SummarizerConfig()
     plan = _plan(question, chunks)
+    if config.sentence_embeddings and plan.flat:
+        _needs(aembed, "aembed")  # a missing embedder is a setup error, short context or not
+    whole = _whole(plan, config, count_tokens)
+    if whole is not None:
+        return whole
     texts = _to_embed(plan, question_vector, config)
     if not texts:
         return _select(plan, np.zeros((0, 0), dtype=np.float32), None, config, count_tokens)

@@ -26,8 +26,8 @@ from typing import Literal
 from costopt_core.context.sentences import split_sentences
 from costopt_core.memory.config import MemoryConfig
 from costopt_core.memory.extract import key_fact_candidates, select_facts, summarize_lines
-from costopt_core.memory.plan import FlushDecision, _effective, flush_decision
-from costopt_core.memory.state import MemoryState, SummaryEntry, message_fingerprint
+from costopt_core.memory.plan import FlushDecision, _decision, _effective
+from costopt_core.memory.state import MemoryState, SummaryEntry, history_digest
 from costopt_core.memory.tradeoff import CachePrices
 from costopt_core.memory.turns import CountTokens, render_turn
 from costopt_core.types import Message
@@ -160,7 +160,7 @@ def _steps(
         entries=tuple(entries),
         facts=facts,
         folded=end,
-        anchor=message_fingerprint(history[end - 1]),
+        anchor=history_digest(history[:end]),
         flushes=state.flushes + 1,
     )
 
@@ -178,7 +178,8 @@ def _prepare(
     force: bool,
 ) -> tuple[MemoryState, FlushDecision, bool]:
     state = _effective(state, history)
-    decision = flush_decision(history, state, config, count_tokens=count_tokens, prices=prices)
+    # The state was just checked against the history: decide without a second check.
+    decision = _decision(history, state, config, count_tokens, prices)
     go = decision.fold_end > state.folded and (decision.due or force)
     return state, decision, go
 

@@ -66,8 +66,13 @@ class FlushDecision:
 
     Attributes:
         due: fold now (the flush step acts on this).
-        forced: the hard cap (``flush_max_tokens``) was reached.
-        fold_end: history index the summary would cover up to after a flush.
+        forced: the hard cap was reached: the turns beyond the window reach
+            ``flush_max_tokens``, or the unfolded turns no longer fit a view
+            (``window_tokens + flush_max_tokens``).
+        fold_end: history index the summary would cover up to after a flush:
+            the start of a user turn, so the next view (which opens with one)
+            sends every turn not folded; inside an agent run with no user
+            turn left to end at, the start of an assistant turn.
         overflow_tokens: tokens of the turns a flush would fold.
         reason: a short human-readable why.
         tradeoff: the price comparison, when prices were given and it applied.
@@ -96,20 +101,73 @@ def _window_start(units: Sequence[Unit], budget: int) -> int:
     return k
 
 
+def _opens_with_user(units: Sequence[Unit], history: Sequence[Message], k: int) -> bool:
+    return history[units[k].start].role == "user"
+
+
+def _fold_start(units: Sequence[Unit], history: Sequence[Message], k: int, cap: int) -> int:
+    """The unit a flush folds up to, given the window start ``k`` (0: nothing to fold).
+
+    The view opens at a user turn (see :func:`_view_start`), so a fold that
+    ended at an assistant turn would leave that turn (and its tool calls and
+    results) in neither the summary nor the messages sent. The fold ends at
+    the first user turn from ``k`` on (folding the assistant's side before
+    it). With none (the turns since the last user turn fill the window: a
+    long reply or an agent run), it ends at that last user turn, folding
+    less, if the turns from there fit the view's ``cap``; else at ``k``
+    itself, and the next view opens with that assistant turn rather than
+    lose it.
+    """
+    if k == 0:
+        return 0
+    after = next((j for j in range(k, len(units)) if _opens_with_user(units, history, j)), None)
+    if after is not None:
+        return after
+    before = next((j for j in range(k - 1, 0, -1) if _opens_with_user(units, history, j)), None)
+    if before is not None and sum(u.tokens for u in units[before:]) <= cap:
+        return before
+    return k
+
+
+def _view_start(units: Sequence[Unit], history: Sequence[Message], k: int) -> int:
+    """The first verbatim unit of a view whose budget fits ``units[k:]``.
+
+    Providers such as Anthropic want the conversation to open with a user
+    turn, so a window cut at an assistant turn opens at the next user turn
+    instead; the turns skipped are beyond the hard cap anyway (reported in
+    ``dropped_indices``; they stay recallable and the forced flush folds
+    them). With ``k == 0`` nothing is over the cap: every unfolded turn is
+    sent, since dropping one would lose it (a flush ends at a user turn, so
+    this opens with the assistant only after a flush that found none to end
+    at; see :func:`_fold_start`). With no user turn ahead the window stays
+    at ``k``: skipping to the last unit would drop more for nothing.
+    """
+    if k == 0:
+        return 0
+    return next((j for j in range(k, len(units)) if _opens_with_user(units, history, j)), k)
+
+
 def _decide(
     units: Sequence[Unit],
+    history: Sequence[Message],
     state: MemoryState,
     config: MemoryConfig,
     summary_tokens: int,
     prices: CachePrices | None,
 ) -> FlushDecision:
-    k = _window_start(units, config.window_tokens)
+    cap = config.window_tokens + config.flush_max_tokens
+    k = _fold_start(units, history, _window_start(units, config.window_tokens), cap)
     fold_end = units[k].start if k < len(units) else state.folded
     overflow = sum(u.tokens for u in units[:k])
-    if overflow < config.flush_min_tokens:
-        return FlushDecision(False, False, fold_end, overflow, "below flush_min_tokens")
     if overflow >= config.flush_max_tokens:
         return FlushDecision(True, True, fold_end, overflow, "flush_max_tokens reached")
+    if k > 0 and _window_start(units, cap) > 0:
+        # Past the cap the view leaves the oldest unfolded turns out: they must
+        # be folded now, or they would be in neither the summary nor the call.
+        reason = "unfolded turns exceed window_tokens + flush_max_tokens"
+        return FlushDecision(True, True, fold_end, overflow, reason)
+    if overflow < config.flush_min_tokens:
+        return FlushDecision(False, False, fold_end, overflow, "below flush_min_tokens")
     if prices is None:
         return FlushDecision(True, False, fold_end, overflow, "flush_min_tokens reached")
     kept = sum(u.tokens for u in units[k:])
@@ -147,11 +205,21 @@ def flush_decision(
     than keeping the cached prefix over ``horizon_turns`` calls; it is
     always due at ``flush_max_tokens``.
     """
-    state = _effective(state, history)
+    return _decision(history, _effective(state, history), config, count_tokens, prices)
+
+
+def _decision(
+    history: Sequence[Message],
+    state: MemoryState,
+    config: MemoryConfig,
+    count_tokens: CountTokens,
+    prices: CachePrices | None,
+) -> FlushDecision:
+    """:func:`flush_decision` for a state already checked against ``history``."""
     units = split_units(history, state.folded, _sizes(history, count_tokens))
     summary = summary_message(state, config)
     summary_tokens = message_tokens(summary, count_tokens) if summary else 0
-    return _decide(units, state, config, summary_tokens, prices)
+    return _decide(units, history, state, config, summary_tokens, prices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +236,8 @@ class MemoryView:
         recalled_indices: history indices of the turns recall drew from.
         window_start: history index of the first verbatim turn.
         dropped_indices: unfolded turns left out because the hard cap was
-            reached and the due flush was not applied yet.
+            reached and the (forced) flush was not applied yet. Every other
+            non-system turn is either folded into the summary or sent.
         tokens_sent: input tokens of ``messages`` (framing included).
         tokens_naive: input tokens of the whole history.
         flush: whether a flush is due (call the flush step after the call).
@@ -218,13 +287,10 @@ def _layout(
     units = split_units(history, state.folded, sizes)
     summary = summary_message(state, config)
     summary_tokens = message_tokens(summary, count_tokens) if summary else 0
-    decision = _decide(units, state, config, summary_tokens, prices)
-    k = _window_start(units, config.window_tokens + config.flush_max_tokens)
-    # Providers such as Anthropic want the conversation to open with a user turn:
-    # a window that would open with the assistant's side starts at the next user
-    # turn instead (the skipped turns stay recallable and are folded at the next flush).
-    while k < len(units) - 1 and history[units[k].start].role in ("assistant", "tool"):
-        k += 1
+    decision = _decide(units, history, state, config, summary_tokens, prices)
+    k = _view_start(
+        units, history, _window_start(units, config.window_tokens + config.flush_max_tokens)
+    )
     verbatim = list(units[k:])
     dropped = tuple(
         i for u in units[:k] for i in range(u.start, u.end) if history[i].role != "system"

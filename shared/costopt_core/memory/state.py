@@ -2,10 +2,10 @@
 
 The full history stays in the user's own store, untouched; the state is a
 view over it (summaries of the messages before ``folded``, the key facts,
-and a fingerprint of the last folded message so a history that was edited
-or cleared is noticed). It serialises to a JSON-able dict, so adapters can
-keep it next to the history (a sidecar key, message metadata) or drop it
-and rebuild it from the history.
+and a digest of every folded message so a history that was edited,
+redacted or cleared anywhere in its folded part is noticed). It serialises
+to a JSON-able dict, so adapters can keep it next to the history (a
+sidecar key, message metadata) or drop it and rebuild it from the history.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from typing import Any
 from costopt_core.errors import ConfigurationError
 from costopt_core.types import Message
 
-__all__ = ["STATE_VERSION", "MemoryState", "SummaryEntry", "message_fingerprint"]
+__all__ = ["STATE_VERSION", "MemoryState", "SummaryEntry", "history_digest", "message_fingerprint"]
 
 #: Bumped when the serialised layout changes; older layouts are rebuilt.
-STATE_VERSION = 1
+#: 2: ``anchor`` digests every folded message (1 fingerprinted only the last one,
+#: so an edit of an earlier message went unnoticed).
+STATE_VERSION = 2
 
 
 def message_fingerprint(message: Message) -> str:
@@ -37,6 +39,32 @@ def message_fingerprint(message: Message) -> str:
         ]
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def history_digest(messages: Sequence[Message]) -> str:
+    """A stable hash of a run of messages, in order (what a state's ``anchor`` holds).
+
+    Every message counts (role, name, content, tool call id, tool calls), so
+    an edit, a redaction, an insertion or a removal anywhere in the run
+    changes it.
+
+    Args:
+        messages: the messages, oldest first (``history[:folded]``).
+
+    Returns:
+        32 hex characters.
+    """
+    h = hashlib.sha256()
+    for m in messages:
+        # Runs on every read over the whole folded part: fields are fed
+        # directly (no JSON round trip but for tool calls), each one
+        # length-prefixed so field boundaries cannot shift.
+        calls = json.dumps(m.tool_calls, sort_keys=True, default=str) if m.tool_calls else ""
+        for part in (m.role, m.name or "", m.content, m.tool_call_id or "", calls):
+            data = part.encode()
+            h.update(len(data).to_bytes(8, "big"))
+            h.update(data)
+    return h.hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +110,10 @@ class MemoryState:
         facts: key facts kept verbatim, in the order they were first seen.
         folded: history messages before this index are covered by
             ``entries`` (system messages among them are still sent as is).
-        anchor: fingerprint of ``history[folded - 1]``; a history whose
-            message there differs is not the one this state summarizes.
+        anchor: :func:`history_digest` of ``history[:folded]``; a history
+            whose folded part differs anywhere (an edited or redacted
+            message) is not the one this state summarizes, so a stale
+            summary is never sent in place of the edited text.
         flushes: how many flushes made this state.
         summarizer_calls: chat-model calls the flushes made (0 when extractive).
         version: layout version (:data:`STATE_VERSION`).
@@ -102,12 +132,17 @@ class MemoryState:
         return sum(e.tokens for e in self.entries)
 
     def matches(self, history: Sequence[Message]) -> bool:
-        """True when this state summarizes a prefix of ``history``."""
+        """True when this state summarizes a prefix of ``history``.
+
+        A state of another layout version, or with no ``anchor``, never
+        matches: it cannot prove which messages it summarizes, so it is
+        rebuilt rather than trusted.
+        """
         if self.folded == 0:
             return True
-        if self.folded > len(history):
+        if self.version != STATE_VERSION or self.anchor is None or self.folded > len(history):
             return False
-        return message_fingerprint(history[self.folded - 1]) == self.anchor
+        return history_digest(history[: self.folded]) == self.anchor
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (see :meth:`from_dict`)."""

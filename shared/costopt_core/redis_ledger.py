@@ -65,13 +65,53 @@ def to_pico(amount: Decimal) -> int:
 
 
 def from_pico(value: int | str | bytes) -> Decimal:
+    """Integer pico-dollars (an int or Redis's decimal string) as exact dollars."""
     return Decimal(int(value)) / PICO
 
+
+# Money in the scripts stays a decimal string end to end: Lua numbers are doubles,
+# exact only up to 2^53 pico-dollars (about $9,007), and tostring() of 1e14 pico
+# ($100) is "1e+14", which neither HINCRBY nor int() accepts. HGET strings are
+# handed to HINCRBY as they are, negated as strings, and compared digit by digit.
+_LUA_MONEY = """
+local function neg(s)
+  if s == '0' then return '0' end
+  if string.sub(s, 1, 1) == '-' then return string.sub(s, 2) end
+  return '-' .. s
+end
+-- a negative amount counts as 0 in a budget check (stricter, never looser)
+local function nonneg(s)
+  if s == nil or string.sub(s, 1, 1) == '-' then return '0' end
+  s = string.gsub(s, '^0+', '')
+  if s == '' then return '0' end
+  return s
+end
+local function add(a, b)
+  local out, carry, i, j = {}, 0, #a, #b
+  while i > 0 or j > 0 or carry > 0 do
+    local d = carry
+    if i > 0 then d = d + string.byte(a, i) - 48; i = i - 1 end
+    if j > 0 then d = d + string.byte(b, j) - 48; j = j - 1 end
+    carry = math.floor(d / 10)
+    table.insert(out, 1, string.char(48 + d % 10))
+  end
+  local s = table.concat(out)
+  if s == '' then return '0' end
+  return s
+end
+-- a > b for canonical non-negative decimal strings
+local function greater(a, b)
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+"""
 
 # KEYS: stream, day hash, 8 spend hashes (tenant x 4 periods, global x 4 periods)
 # ARGV: maxlen, day_ttl_s, call_id, record json, n_fields, then field/increment pairs,
 #       then the cost in pico-dollars
-_RECORD_LUA = """
+_RECORD_LUA = (
+    _LUA_MONEY
+    + """
 local maxlen = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local call_id = ARGV[3]
@@ -90,20 +130,23 @@ for k = 3, #KEYS do
     local held = redis.call('HGET', KEYS[k], 'r:' .. call_id)
     if held then
       redis.call('HDEL', KEYS[k], 'r:' .. call_id, 'x:' .. call_id)
-      redis.call('HINCRBY', KEYS[k], 'reserved', -tonumber(held))
+      redis.call('HINCRBY', KEYS[k], 'reserved', neg(held))
     end
   end
 end
 return 1
 """
+)
 
 # KEYS: budget hashes; ARGV: call_id, estimate, now_ms, hold_ms (0: check only, hold
 # nothing), then per key limit and strict flag (1 = a block/downshift budget: refuse
 # past the limit).
 # Expired holds (a replica died between reserve and record) are dropped first.
-_RESERVE_LUA = """
+_RESERVE_LUA = (
+    _LUA_MONEY
+    + """
 local call_id = ARGV[1]
-local est = tonumber(ARGV[2])
+local est = nonneg(ARGV[2])
 local now = tonumber(ARGV[3])
 local hold_ms = tonumber(ARGV[4])
 local expiry = now + hold_ms
@@ -118,19 +161,20 @@ for k = 1, #KEYS do
         local id = string.sub(f, 3)
         local held = redis.call('HGET', KEYS[k], 'r:' .. id)
         redis.call('HDEL', KEYS[k], f, 'r:' .. id)
-        if held then redis.call('HINCRBY', KEYS[k], 'reserved', -tonumber(held)) end
+        if held then redis.call('HINCRBY', KEYS[k], 'reserved', neg(held)) end
       end
     end
   end
-  local spent = tonumber(redis.call('HGET', KEYS[k], 'spent') or '0')
-  local reserved = tonumber(redis.call('HGET', KEYS[k], 'reserved') or '0')
-  out[#out + 1] = tostring(spent)
-  out[#out + 1] = tostring(reserved)
-  local limit = tonumber(ARGV[5 + 2 * (k - 1)])
+  local spent = redis.call('HGET', KEYS[k], 'spent') or '0'
+  local reserved = redis.call('HGET', KEYS[k], 'reserved') or '0'
+  out[#out + 1] = spent
+  out[#out + 1] = reserved
+  local limit = nonneg(ARGV[5 + 2 * (k - 1)])
   local strict = ARGV[6 + 2 * (k - 1)]
-  if strict == '1' and spent + reserved + est > limit then ok = 0 end
+  local total = add(add(nonneg(spent), nonneg(reserved)), est)
+  if strict == '1' and greater(total, limit) then ok = 0 end
 end
-if ok == 1 and est > 0 and hold_ms > 0 then
+if ok == 1 and est ~= '0' and hold_ms > 0 then
   for k = 1, #KEYS do
     if redis.call('HSETNX', KEYS[k], 'r:' .. call_id, ARGV[2]) == 1 then
       redis.call('HINCRBY', KEYS[k], 'reserved', ARGV[2])
@@ -141,18 +185,22 @@ end
 table.insert(out, 1, ok)
 return out
 """
+)
 
 # KEYS: budget hashes; ARGV: call_id. Drops a hold (the call failed: nothing was spent).
-_RELEASE_LUA = """
+_RELEASE_LUA = (
+    _LUA_MONEY
+    + """
 for k = 1, #KEYS do
   local held = redis.call('HGET', KEYS[k], 'r:' .. ARGV[1])
   if held then
     redis.call('HDEL', KEYS[k], 'r:' .. ARGV[1], 'x:' .. ARGV[1])
-    redis.call('HINCRBY', KEYS[k], 'reserved', -tonumber(held))
+    redis.call('HINCRBY', KEYS[k], 'reserved', neg(held))
   end
 end
 return 1
 """
+)
 
 
 def _combo_field(record: CallRecord) -> str:
@@ -247,6 +295,11 @@ class RedisLedger:
         self._tag = "{costopt:" + namespace + "}"
         self._spool: deque[CallRecord] = deque(maxlen=spool_records)
         self._lock = threading.Lock()
+        # One drainer at a time (else two threads write the same head and both pop,
+        # dropping the next record unwritten); _spool_mutex guards each deque change
+        # and is held only briefly, so spooling during a long drain does not wait.
+        self._drain_lock = threading.Lock()
+        self._spool_mutex = threading.Lock()
         self.breaker = CircuitBreaker(failures=3, reset_s=5.0)
         self.errors = 0
         self.spool_dropped = 0
@@ -320,15 +373,24 @@ class RedisLedger:
         return True
 
     def _drain_spool(self) -> None:
-        # Oldest first; a record leaves the spool only once Redis has it.
-        while self._spool:
-            self._write_one(self._spool[0])
-            self._spool.popleft()
+        # Oldest first; a record leaves the spool only once Redis has it, and only
+        # if it is still the head (a full spool may have evicted it meanwhile).
+        with self._drain_lock:
+            while True:
+                with self._spool_mutex:
+                    if not self._spool:
+                        return
+                    head = self._spool[0]
+                self._write_one(head)
+                with self._spool_mutex:
+                    if self._spool and self._spool[0] is head:
+                        self._spool.popleft()
 
     def _to_spool(self, record: CallRecord) -> None:
-        if len(self._spool) == self._spool.maxlen:
-            self.spool_dropped += 1
-        self._spool.append(record)
+        with self._spool_mutex:
+            if len(self._spool) == self._spool.maxlen:
+                self.spool_dropped += 1
+            self._spool.append(record)
 
     def _guarded(self, op: str, call: Callable[[], Any]) -> Any:
         """``call()`` behind the breaker: a hung Redis must not cost every budget check a

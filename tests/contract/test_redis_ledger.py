@@ -6,21 +6,26 @@ replica processes (``tests/contract/ledger_worker.py``).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import redis
 
 from costopt_core import Budget, BudgetExceededError, CostEngine, CostLedger, Usage
 from costopt_core.budgets import BudgetPeriod
 from costopt_core.errors import ConfigurationError, StoreError
 from costopt_core.redis_ledger import RedisLedger, from_pico, record_increments, to_pico
+from costopt_core.types import CallRecord
 from tests.contract.ledger_worker import MODEL, USAGE
 from tests.redis_server import RedisServer
 
@@ -124,6 +129,105 @@ def test_budgets_hold_across_replicas_in_one_process(redis_url: str) -> None:
     # each replica alone saw at most 2 calls; together they stopped at the limit
     assert spent == 3
     assert replicas[0].ledger.spent("acme") == one_call * 3
+
+
+PICO_USD = Decimal("0.000000000001")
+
+
+def _record(call_id: str, cost: Decimal) -> CallRecord:
+    return CallRecord(call_id, datetime.now(UTC), MODEL, Usage(1, 1), cost, cost, {})
+
+
+@pytest.mark.parametrize("limit", [Decimal("100"), Decimal("10000"), Decimal("1000000")])
+def test_budgets_are_exact_to_the_pico_dollar_at_large_amounts(
+    redis_url: str, limit: Decimal
+) -> None:
+    # From $100 (1e14 pico) Lua printed amounts as "1e+14"; past ~$9,007 (2^53 pico)
+    # doubles drop the last pico-dollars. The check must stay exact at every size.
+    shared, now = RedisLedger(redis_url, namespace=_ns()), datetime.now(UTC)
+    budget = Budget(limit_usd=limit, policy="block", on_store_error="closed")
+    key = shared.budget_key(None, "month", now)
+    assert shared.write(_record("spent", limit - 3 * PICO_USD))
+    assert shared.spent(None, "month", now) == limit - 3 * PICO_USD
+    # a hold of 2 pico, then 1 more: exactly at the limit is still allowed
+    for call_id, est, held in (("a", 2 * PICO_USD, 2), ("b", PICO_USD, 3)):
+        (d,) = shared.reserve([budget], None, est, call_id, now)
+        assert d.action == "ok" and d.spent_usd + d.estimate_usd <= limit
+        assert int(shared.client.hget(key, "reserved")) == held  # type: ignore[arg-type]
+    # one pico over: refused, and nothing is held
+    (d,) = shared.reserve([budget], None, PICO_USD, "c", now)
+    assert d.action == "block" and d.spent_usd == limit
+    assert int(shared.client.hget(key, "reserved")) == 3  # type: ignore[arg-type]
+    # spend reaches the limit exactly (1e14 pico at $100): still read back exactly
+    assert shared.write(_record("top-up", 3 * PICO_USD))
+    (d,) = shared.reserve([budget], None, Decimal(0), None, now)
+    assert d.spent_usd == limit + 3 * PICO_USD and d.action == "block"
+    assert shared.errors == 0
+
+
+@pytest.mark.parametrize("amount", [Decimal("100"), Decimal("10000"), Decimal("1000000")])
+def test_large_holds_are_released_exactly(redis_url: str, amount: Decimal) -> None:
+    shared, now = RedisLedger(redis_url, namespace=_ns()), datetime.now(UTC)
+    budget = Budget(limit_usd=amount * 3, policy="block")
+    key = shared.budget_key(None, "month", now)
+    shared.reserve([budget], None, amount + PICO_USD, "rec", now)
+    shared.reserve([budget], None, amount + PICO_USD, "rel", now)
+    assert shared.write(_record("rec", amount))  # the record drops its own hold
+    shared.release([budget], None, "rel", now)
+    assert shared.client.hget(key, "reserved") == b"0"
+    assert shared.spent(None, "month", now) == amount
+    assert shared.errors == 0
+
+
+class _FlakySlowClient:
+    """A real client whose scripts fail while ``down`` and are slow (a busy Redis)."""
+
+    def __init__(self, real: redis.Redis) -> None:
+        self.real, self.down = real, False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+    def register_script(self, body: str) -> object:
+        script = self.real.register_script(body)
+
+        def call(**kw: object) -> object:
+            if self.down:
+                raise redis.ConnectionError("down")
+            time.sleep(0.02)
+            return script(**kw)  # type: ignore[arg-type]
+
+        return call
+
+
+def test_concurrent_writers_drain_the_spool_exactly_once(redis_url: str) -> None:
+    # Several threads draining at once used to write the same head and both pop,
+    # dropping a spooled record that never reached Redis.
+    client = _FlakySlowClient(redis.Redis.from_url(redis_url))
+    ns = _ns()
+    shared = RedisLedger(redis_url, namespace=ns, client=client)  # type: ignore[arg-type]
+    client.down = True
+    spooled = [f"s{i}" for i in range(6)]
+    for call_id in spooled:
+        shared.breaker.success()  # keep the breaker closed: every write tries Redis
+        assert not shared.write(_record(call_id, Decimal("0.01")))
+    errors_while_down = shared.errors
+    client.down = False
+    live = [f"l{i}" for i in range(8)]
+    threads = [
+        threading.Thread(target=shared.write, args=(_record(c, Decimal("0.01")),)) for c in live
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert shared.errors == errors_while_down and len(shared._spool) == 0
+    in_stream = [
+        CallRecord.from_dict(json.loads(fields[b"r"])).call_id
+        for _, fields in client.real.xrange(shared.stream_key)
+    ]
+    assert sorted(in_stream) == sorted(spooled + live)  # every record, exactly once
+    assert CostLedger.from_redis(redis_url, namespace=ns).totals().calls == len(spooled + live)
 
 
 def test_a_failed_call_releases_its_hold(redis_url: str) -> None:

@@ -354,7 +354,9 @@ def test_cost_matches_the_reference_model(model: str, u: Usage, mode: str) -> No
         ("gpt-4o", "gpt-4o"),
         ("GPT-4o", "gpt-4o"),
         ("gpt-4o-2024-08-06", "gpt-4o"),
-        ("chatgpt-4o-latest", "gpt-4o"),
+        ("chatgpt-4o-latest", "chatgpt-4o-latest"),
+        ("gpt-4o-2024-05-13", "gpt-4o-2024-05-13"),
+        ("openai/gpt-4o-2024-05-13", "gpt-4o-2024-05-13"),
         ("openai/gpt-4o-mini", "gpt-4o-mini"),
         ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
         ("gpt-4.1-mini-2025-04-14", "gpt-4.1-mini"),
@@ -567,7 +569,7 @@ def test_partial_override_keeps_the_fields_it_does_not_name() -> None:
     assert p.usd_per_mtok_cache_read == D("1.25")
     assert p.usd_per_mtok_batch_input == D("1.25")
     assert p.provider == "openai"
-    assert cat.resolve("chatgpt-4o-latest") == "gpt-4o"
+    assert cat.resolve("gpt-4o-2024-08-06") == "gpt-4o"
     assert CATALOG.get("gpt-4o").usd_per_mtok_input == D("2.50")
     # 1000 x 2.00 + 500 x 10
     assert cost_of(p, usage(1000, 500)) == D("0.007")
@@ -587,6 +589,31 @@ def test_override_via_a_dated_name_of_a_known_model() -> None:
     assert cat.get("claude-3-5-haiku-20241022").usd_per_mtok_output == D("3")
     assert cat.get("claude-3-5-haiku-20241022").usd_per_mtok_input == D("0.80")
     assert cat.get("claude-3-5-haiku").usd_per_mtok_output == D("4.00")
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-2024-05-13", "chatgpt-4o-latest", "GPT-4o-2024-05-13"])
+def test_snapshots_priced_apart_from_their_base_get_their_own_list_price(model: str) -> None:
+    # Date stripping would price these as gpt-4o ($2.50/$10); their list price is $5/$15.
+    p = CATALOG.get(model)
+    assert p is not None
+    assert (p.usd_per_mtok_input, p.usd_per_mtok_output) == (D("5.00"), D("15.00"))
+    assert cost_of(p, usage(1_000_000, 1_000_000)) == D("20")
+
+
+def test_an_explicit_entry_beats_date_stripping_and_other_models_aliases() -> None:
+    # "m-x" comes first: "m"'s alias of the same name must not take it over.
+    cat = PriceCatalog(
+        {
+            "m-x": ModelPrice(usd_per_mtok_input=D("2"), usd_per_mtok_output=D("2")),
+            "m-2024-01-01": ModelPrice(usd_per_mtok_input=D("3"), usd_per_mtok_output=D("3")),
+            "m": ModelPrice(
+                usd_per_mtok_input=D("1"), usd_per_mtok_output=D("1"), aliases=("m-x",)
+            ),
+        }
+    )
+    assert cat.resolve("m-x") == "m-x"
+    assert cat.resolve("m-2024-01-01") == "m-2024-01-01"
+    assert cat.resolve("m-2024-02-02") == "m"
 
 
 def test_override_of_one_snapshot_does_not_reprice_the_others() -> None:

@@ -2,7 +2,9 @@
 
 Prices are ``Decimal`` USD per million tokens, named with their unit. A model
 name resolves through exact names, aliases, provider prefixes and dated
-snapshots (``gpt-4o-2024-08-06`` -> ``gpt-4o``). An unknown model has no
+snapshots (``gpt-4o-2024-08-06`` -> ``gpt-4o``); a snapshot or alias with its
+own entry (``gpt-4o-2024-05-13``) always gets that entry's price, never the
+base model's. An unknown model has no
 price: callers get ``None`` and one warning per model, never ``$0``.
 """
 
@@ -114,9 +116,12 @@ class PriceCatalog:
         self.schema_version = schema_version
         self._aliases: dict[str, str] = {}
         for name, price in self._models.items():
-            self._aliases[name.lower()] = name
             for alias in price.aliases:
                 self._aliases[alias.lower()] = name
+        # A model's own entry beats another model's alias of the same name: an
+        # explicit entry is the more specific price (e.g. a snapshot priced apart).
+        for name in self._models:
+            self._aliases[name.lower()] = name
         self._resolved: dict[str, str | None] = {}
         # Raw name -> its price, for names already resolved to one: get() runs
         # twice per recorded call (the model and the baseline).

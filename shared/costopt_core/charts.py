@@ -37,8 +37,37 @@ def _figure(width: float, height: float) -> Any:
     return fig
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def chart_path(path: str | Path) -> Path:
+    """The file a chart of ``path`` is written to, checked before any drawing.
+
+    A path with no extension gets ``.png`` (matplotlib would add it silently,
+    and callers print the path they were given); an extension matplotlib
+    cannot write is refused here rather than after the work.
+
+    Raises:
+        ConfigurationError: matplotlib is not installed, or it cannot write
+            files of ``path``'s extension (the message lists the ones it can).
+    """
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        raise ConfigurationError(
+            "charts need matplotlib: pip install 'llm-costopt[notebooks]' (or matplotlib)"
+        ) from None
     p = Path(path)
+    if not p.suffix:
+        return p.with_name(p.name + ".png")
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if p.suffix[1:].lower() not in supported:
+        raise ConfigurationError(
+            f"cannot write a chart as {p.suffix!r} ({p}): use one of "
+            f"{', '.join('.' + ext for ext in sorted(supported))} (e.g. .png)"
+        )
+    return p
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    p = chart_path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(p, dpi=110)
     return p
@@ -66,11 +95,13 @@ def ledger_chart(ledger: CostLedger, path: str | Path, *, title: str = "") -> Pa
         title: a title over the three panels.
 
     Returns:
-        ``path``.
+        The file written: ``path``, with ``.png`` added when it has no extension.
 
     Raises:
-        ConfigurationError: matplotlib is not installed.
+        ConfigurationError: matplotlib is not installed, or it cannot write
+            ``path``'s extension.
     """
+    chart_path(path)  # a bad extension fails before the drawing
     fig = _figure(14, 4.8)
     totals = ledger.totals()
     levers = ledger.savings_by_lever()
@@ -96,7 +127,15 @@ def ledger_chart(ledger: CostLedger, path: str | Path, *, title: str = "") -> Pa
     mix_ax.bar_label(mix_bars, padding=2)
     mix_ax.invert_yaxis()
     rate = totals.cache_hit_rate or 0.0
-    mix_ax.set_title(f"Who answered {totals.requests} requests (cache hits {rate:.0%})")
+    shown = sum(mix.values())
+    # A ledger capped by max_records keeps only its newest records while its
+    # totals cover every call: say which ones the bars count.
+    scope = (
+        f"the last {shown:,} of {totals.requests:,} requests"
+        if shown < totals.requests
+        else f"{totals.requests:,} requests"
+    )
+    mix_ax.set_title(f"Who answered {scope} (cache hits {rate:.0%})")
     mix_ax.margins(x=0.15)
     if title:
         fig.suptitle(title)
@@ -111,11 +150,13 @@ def projection_chart(projection: Projection, path: str | Path) -> Path:
         path: the PNG to write (its folder is created).
 
     Returns:
-        ``path``.
+        The file written: ``path``, with ``.png`` added when it has no extension.
 
     Raises:
-        ConfigurationError: matplotlib is not installed.
+        ConfigurationError: matplotlib is not installed, or it cannot write
+            ``path``'s extension.
     """
+    chart_path(path)  # a bad extension fails before the drawing
     fig = _figure(10, 4.5)
     ax = fig.subplots()
     labels = [s.label for s in projection.scenarios]

@@ -13,6 +13,7 @@ import importlib
 import json
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +44,63 @@ def _usage_errors(param: str | None = None) -> Iterator[None]:
         yield
     except CostOptError as exc:
         raise typer.BadParameter(str(exc), param_hint=param) from None
+
+
+def _output_file(path: Path, param: str) -> Path:
+    """Check an output file's place before the work, creating its folder.
+
+    A command that measures or calibrates for minutes must not fail on its
+    last line because the folder is missing or the path is a directory.
+    """
+    if path.is_dir():
+        raise typer.BadParameter(f"{path} is a directory: give a file name", param_hint=param)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot create the folder of {path} ({exc.strerror or exc}): pick a writable path",
+            param_hint=param,
+        ) from None
+    return path
+
+
+def _write(path: Path, text: str, param: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        typer.echo(
+            f"Error: could not write {path} ({exc.strerror or exc}): pick a writable path "
+            f"for {param}",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """The user set option ``name`` (on the command line or in the environment)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _chart_file(path: Path) -> Path:
+    """The chart's real file name (``.png`` added when there is no extension), checked early."""
+    from costopt_core.charts import chart_path
+
+    with _usage_errors("--chart"):
+        real = chart_path(path)
+    return _output_file(real, "--chart")
+
+
+def _check_priced(tiers: Tiers, catalog: Any) -> None:
+    """Every tier model needs a price, or its requests silently drop out of the projection."""
+    for t in tiers:
+        for model in t.models:
+            if catalog.get(model, warn=False) is None:
+                raise typer.BadParameter(
+                    f"tier {t.name!r}: model {model!r} has no price in the catalog (a typo?); "
+                    "use a priced model name, e.g. small=gpt-4o-mini",
+                    param_hint="--tier",
+                )
 
 
 def _tiers(specs: Sequence[str]) -> Tiers:
@@ -81,6 +139,15 @@ def demo(
     ] = None,
 ) -> None:
     """Run the offline demo workload (no keys, no servers) and print the ledger summary."""
+    # The demo writes here only after the whole run: a bad --out fails now.
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = "it is a file" if out.exists() else (exc.strerror or str(exc))
+        raise typer.BadParameter(
+            f"cannot use {out} as the output folder ({reason}): give a folder path",
+            param_hint="--out",
+        ) from None
     try:
         demo_mod = importlib.import_module("costopt_demo")
     except ImportError as exc:
@@ -139,17 +206,20 @@ def report(
             raise typer.BadParameter(
                 f"{d!r} is not one of {', '.join(_DIMENSIONS)}", param_hint="--by"
             )
+    chart_file = _chart_file(chart) if chart is not None else None
     with _usage_errors("LEDGER"):
-        loaded = CostLedger.from_jsonl(ledger)
+        # Every record, not the in-memory default cap: the chart counts records
+        # and must agree with the totals for ledgers of any size.
+        loaded = CostLedger.from_jsonl(ledger, max_records=None)
     typer.echo(loaded.summary_table())
     for d in dims:
         if d != "tier":  # the summary already has it
             typer.echo("\n" + format_breakdown(loaded, d))  # type: ignore[arg-type]
-    if chart is not None:
+    if chart_file is not None:
         from costopt_core.charts import ledger_chart
 
         with _usage_errors("--chart"):
-            typer.echo(f"\nchart written to {ledger_chart(loaded, chart)}")
+            typer.echo(f"\nchart written to {ledger_chart(loaded, chart_file)}")
 
 
 def _print_projection(p: Projection) -> None:
@@ -197,8 +267,18 @@ def _print_projection(p: Projection) -> None:
         console.print(f"note: {note}")
 
 
+#: ``project`` options that only steer the measurement of a request sample
+_REQUEST_ONLY = {
+    "cache": "--no-cache",
+    "compression": "--no-compression",
+    "output_tokens": "--output-tokens",
+    "calibration": "--calibration",
+}
+
+
 @app.command()
 def project(
+    ctx: typer.Context,
     sample: Annotated[
         Path,
         typer.Argument(help="JSONL of requests (prompt/messages, tokens, tier...) or a ledger."),
@@ -233,16 +313,36 @@ def project(
     real cache, router, summarizer and memory; a ledger export is read as is.
     """
     from costopt_core.engine import CostEngine
+    from costopt_core.pricing.catalog import UnknownModelPriceWarning
     from costopt_core.projection import project as run_projection
     from costopt_core.routing.calibrate import CalibrationReport
     from costopt_core.routing.router import Router
     from costopt_core.workload import WorkloadSample, measure_records, measure_requests
 
     tiers = _tiers(tier or DEFAULT_TIERS)
+    if json_out is not None:
+        _output_file(json_out, "--json")
+    chart_file = _chart_file(chart) if chart is not None else None
     with _usage_errors("SAMPLE"):
         loaded = WorkloadSample.from_jsonl(sample)
+    if loaded.records:
+        given = [
+            flag
+            for name, flag in _REQUEST_ONLY.items()
+            # by name: typer vendors click, so click's own enum is not the one used
+            if _given(ctx, name)
+        ]
+        if given:
+            raise typer.BadParameter(
+                f"{sample} is a ledger export: its cache hits, compression and token counts "
+                "were recorded, not measured, so these options cannot change them: drop "
+                "them, or give a JSONL of requests to measure",
+                param_hint=", ".join(given),
+            )
     with _usage_errors("--baseline"):
         engine = CostEngine(baseline_model=baseline or tiers.frontier.primary)
+    if not loaded.records:
+        _check_priced(tiers, engine.catalog)
     router = None
     if calibration is not None:
         with _usage_errors("--calibration"):
@@ -274,29 +374,33 @@ def project(
                 memory=compression,
                 expected_output_tokens=output_tokens,
             )
-        result = run_projection(
-            measured,
-            requests_per_day=requests_per_day,
-            baseline_model=engine.baseline_model,
-            catalog=engine.catalog,
-            days_per_month=days,
-        )
+        with warnings.catch_warnings():
+            # the same text is printed as a note under the table
+            warnings.simplefilter("ignore", UnknownModelPriceWarning)
+            result = run_projection(
+                measured,
+                requests_per_day=requests_per_day,
+                baseline_model=engine.baseline_model,
+                catalog=engine.catalog,
+                days_per_month=days,
+            )
     _print_projection(result)
     if json_out is not None:
-        json_out.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+        _write(json_out, json.dumps(result.to_dict(), indent=2) + "\n", "--json")
         typer.echo(f"JSON written to {json_out}")
-    if chart is not None:
+    if chart_file is not None:
         from costopt_core.charts import projection_chart
 
         with _usage_errors("--chart"):
-            typer.echo(f"chart written to {projection_chart(result, chart)}")
+            typer.echo(f"chart written to {projection_chart(result, chart_file)}")
 
 
 def _read_json(path: Path, param: str) -> Any:
     if not path.is_file():
         raise typer.BadParameter(f"{str(path)!r} does not exist", param_hint=param)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: editors on Windows save JSON with a byte-order mark
+        return json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"{path} is not JSON ({exc.msg})", param_hint=param) from None
 
@@ -332,6 +436,8 @@ def calibrate(
             f"{classifier!r}: use heuristic or learned", param_hint="--classifier"
         )
     tiers = _tiers(tier or DEFAULT_TIERS)
+    if out is not None:
+        _output_file(out, "--out")
     with _usage_errors("SAMPLES"):
         routing_samples, pairs = read_calibration_samples(samples, tiers)
     result: dict[str, Any] = {}
@@ -397,10 +503,10 @@ def calibrate(
                 "reached": pc.reached,
             }
     if out is not None:
-        out.write_text(json.dumps(result.get("routing", result), indent=2) + "\n")
+        _write(out, json.dumps(result.get("routing", result), indent=2) + "\n", "--out")
         if "routing" in result and "cache" in result:
             cache_out = out.with_name(out.stem + ".cache.json")
-            cache_out.write_text(json.dumps(result["cache"], indent=2) + "\n")
+            _write(cache_out, json.dumps(result["cache"], indent=2) + "\n", "--out")
             typer.echo(f"\nrouting calibration written to {out}; cache to {cache_out}")
         else:
             typer.echo(f"\ncalibration written to {out}")

@@ -31,7 +31,8 @@ def json_lines(path: Path, what: str) -> Iterator[tuple[str, Any]]:
                 continue
             where = f"{path}:{lineno}"
             try:
-                data = json.loads(raw.decode("utf-8"))
+                # utf-8-sig on the first line: editors on Windows start files with a BOM.
+                data = json.loads(raw.decode("utf-8-sig" if lineno == 1 else "utf-8"))
             except UnicodeDecodeError as exc:
                 raise ConfigurationError(
                     f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})"

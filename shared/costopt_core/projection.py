@@ -12,6 +12,7 @@ levers did to each request is measured beforehand (see
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from costopt_core.errors import ConfigurationError
-from costopt_core.pricing.catalog import PriceCatalog
+from costopt_core.pricing.catalog import PriceCatalog, UnknownModelPriceWarning
 from costopt_core.pricing.cost import attribute_savings, cost_of
 from costopt_core.report import format_table
 from costopt_core.types import LEVERS, CallOutcome, Usage
@@ -137,7 +138,9 @@ class Projection:
             lever (the ledger's sequential split; the levers add up to the
             combined savings).
         measured: what the sample showed: cache hit rates, tier mix,
-            escalation rate, share of input tokens removed, batch share.
+            escalation rate (requests a model answered after thrown-away
+            attempts; cache hits never count), share of input tokens
+            removed, batch share.
         notes: caveats worth reading next to the figures.
     """
 
@@ -255,6 +258,10 @@ def _price(
     if mode == "batch" and price is not None and price.usd_per_mtok_batch_input is None:
         mode = "sync"  # no batch API for this model: the request runs online
     outcome: CallOutcome = req.cache if req.cache and "cache" in on else "model"
+    if price is None or any(catalog.get(m, warn=False) is None for m in req.escalated):
+        # Unpriced models are named once, in the notes and one warning (see
+        # project); asking attribute_savings would log and warn about each again.
+        return None
     priced = attribute_savings(
         catalog,
         model=model,
@@ -326,7 +333,9 @@ def _measured(requests: Sequence[MeasuredRequest]) -> dict[str, Any]:
         }
         if routed
         else {},
-        "escalation_rate": sum(1 for r in requests if r.escalated) / n,
+        # Only requests a model answered escalated: a cache hit's list is what
+        # routing alone would have paid (priced in that scenario), not an escalation.
+        "escalation_rate": sum(1 for r in requests if r.escalated and r.cache is None) / n,
         "input_tokens_removed_share": {
             lever: tokens / total_in for lever, tokens in sorted(removed.items())
         }
@@ -417,6 +426,8 @@ def project(
         raise ConfigurationError(
             "no request of the sample could be priced: " + (notes[0] if notes else "")
         )
+    if notes:
+        warnings.warn(notes[0], UnknownModelPriceWarning, stacklevel=2)
     scale = Decimal(requests_per_day * days_per_month) / Decimal(priced)
     cent = Decimal("0.01")
     base_total = (sums["all-frontier"].total * scale).quantize(cent)

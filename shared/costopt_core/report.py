@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -29,15 +30,28 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x * 100:.1f}%"
 
 
+def _width(text: str) -> int:
+    """Terminal columns of ``text``: wide (CJK) characters take two, combining marks none."""
+    return sum(
+        0
+        if unicodedata.combining(ch)
+        else 2
+        if unicodedata.east_asian_width(ch) in ("W", "F")
+        else 1
+        for ch in text
+    )
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], title: str = "") -> str:
-    widths = [len(h) for h in headers]
+    # Sized by display width, not len(): a tenant named in CJK would push its row out.
+    widths = [_width(h) for h in headers]
     for row in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+        widths = [max(w, _width(c)) for w, c in zip(widths, row, strict=True)]
     line = "  ".join("-" * w for w in widths)
 
     def fmt(cells: Sequence[str]) -> str:
         return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
+            c + " " * (w - _width(c)) if i == 0 else " " * (w - _width(c)) + c
             for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         )
 

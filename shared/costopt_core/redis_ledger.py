@@ -298,7 +298,7 @@ class RedisLedger:
         # One drainer at a time (else two threads write the same head and both pop,
         # dropping the next record unwritten); _spool_mutex guards each deque change
         # and is held only briefly, so spooling during a long drain does not wait.
-        self._drain_lock = threading.Lock()
+        self._drain_lock = threading.RLock()
         self._spool_mutex = threading.Lock()
         self.breaker = CircuitBreaker(failures=3, reset_s=5.0)
         self.errors = 0
@@ -362,13 +362,21 @@ class RedisLedger:
         if not self.breaker.allow():
             self._to_spool(record)
             return False
-        try:
-            self._drain_spool()
-            self._write_one(record)
-        except Exception as exc:
-            self._failed("write", exc)
-            self._to_spool(record)
-            return False
+        with self._drain_lock:  # one writer at a time keeps the spool in order
+            if self.breaker.state == "open":
+                # Redis failed while this call waited for the one ahead of it: do not
+                # spend another socket timeout finding out again (callers in line
+                # would each wait one more).
+                self.breaker.abandon()
+                self._to_spool(record)
+                return False
+            try:
+                self._drain_spool()
+                self._write_one(record)
+            except Exception as exc:
+                self._failed("write", exc)
+                self._to_spool(record)
+                return False
         self.breaker.success()
         return True
 

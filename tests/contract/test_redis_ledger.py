@@ -382,3 +382,40 @@ def test_every_key_of_a_namespace_lives_in_one_cluster_slot() -> None:
     assert len({key_slot(k.encode()) for k in keys}) == 1
     other = RedisLedger(namespace="billing")
     assert key_slot(other.stream_key.encode()) != key_slot(shared.stream_key.encode())
+
+
+def test_callers_in_line_behind_a_hung_redis_stop_waiting_once_the_breaker_opens() -> None:
+    import socket
+
+    # A "Redis" that takes connections and never answers.
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(100)
+    held: list[object] = []
+    threading.Thread(
+        target=lambda: [held.append(server.accept()) for _ in iter(int, 1)], daemon=True
+    ).start()
+    engine = CostEngine()
+    for _ in range(9):
+        engine.record_call(model="gpt-4o-mini", usage=Usage(100, 10))
+    records = list(engine.ledger.records())
+    port = server.getsockname()[1]
+    ledger = RedisLedger(f"redis://127.0.0.1:{port}", namespace="hung", socket_timeout_s=0.3)
+    waits: list[float] = []
+
+    def record(i: int) -> None:
+        start = time.monotonic()
+        ledger.write(records[i])
+        waits.append(time.monotonic() - start)
+
+    threads = [threading.Thread(target=record, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Writes go one at a time (the spool stays in order), but once the breaker
+    # opens (3 failures) the callers still in line spool at once instead of
+    # each waiting out another socket timeout: about 3 timeouts, not 8.
+    assert max(waits) < 0.3 * 5
+    assert len(ledger._spool) == 8
+    server.close()

@@ -506,3 +506,21 @@ def test_a_job_key_is_the_same_for_every_reader_and_differs_per_job(tmp_path: Pa
     db.close()
     made = BatchQueue(path).job_key("a", now=4.0)
     assert made == BatchQueue(path).job_key("a", now=5.0) and len(made) == 12
+
+
+def test_a_submission_pending_at_an_upgrade_is_collected_once_under_its_plain_ids() -> None:
+    class KeyedRemote(TaggingRemote):
+        job_keyed_ids = True  # as the OpenAI and Anthropic providers declare
+
+    clock = Clock()
+    engine = CostEngine(embedder=FakeEmbedder())
+    remote = KeyedRemote()
+    queue = BatchQueue(":memory:")
+    # The previous version began a submission, the provider took it under the
+    # plain ids, and the process died; this version recovers it.
+    leave_pending(queue, 3, owner=(HOST, dead_pid()), now=clock.now)
+    remote.submit(reqs(3), submission="costopt-t1")
+    status = make_job(remote, engine, clock, queue).wait()
+    assert status.done == 3
+    assert remote.submitted == [["r0", "r1", "r2"]]  # not sent (and billed) twice
+    assert len(engine.ledger) == 3

@@ -600,6 +600,13 @@ def test_snapshots_priced_apart_from_their_base_get_their_own_list_price(model: 
     assert cost_of(p, usage(1_000_000, 1_000_000)) == D("20")
 
 
+def test_the_dated_snapshot_keeps_a_batch_price() -> None:
+    # Half its list price through the Batch API, as gpt-4o's own batch rate is.
+    p = CATALOG.get("gpt-4o-2024-05-13")
+    assert p is not None
+    assert (p.usd_per_mtok_batch_input, p.usd_per_mtok_batch_output) == (D("2.50"), D("7.50"))
+
+
 def test_an_explicit_entry_beats_date_stripping_and_other_models_aliases() -> None:
     # "m-x" comes first: "m"'s alias of the same name must not take it over.
     cat = PriceCatalog(

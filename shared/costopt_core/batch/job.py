@@ -590,11 +590,15 @@ class BatchJob:
         """Outcome of each request of an ended (or, with ``None``, lost) batch."""
         carried = self.queue.batch_requests(batch.provider, batch.remote_id)
         wire_ids = self._wire_ids(s.id for s in carried)
-        foreign = (
-            batch.recovered
-            and results is not None
-            and not recovered_batch_is_ours([r.id for r in results], list(wire_ids))
-        )
+        # A batch submitted before ids carried the job's key answers with plain ids
+        # (one pending at an upgrade): it is this job's if those match.
+        plain = False
+        foreign = False
+        if batch.recovered and results is not None:
+            answered = [r.id for r in results]
+            if not recovered_batch_is_ours(answered, list(wire_ids)):
+                plain = recovered_batch_is_ours(answered, [s.id for s in carried])
+                foreign = not plain
         if foreign:
             log.warning(
                 "batch job %r: batch %s found after a restart answers other requests; "
@@ -606,7 +610,7 @@ class BatchJob:
         by_id = {}
         for r in results or ():
             own = wire_ids.get(r.id)
-            if own is None and not batch.recovered:
+            if own is None and (plain or not batch.recovered):
                 own = r.id  # a batch submitted before ids carried the job's key
             if own is not None:
                 by_id[own] = dataclasses.replace(r, id=own)

@@ -265,6 +265,46 @@ def _state_of(handler: CostEventHandler) -> _State:
     return cast(_State, private["_state"])
 
 
+#: Where LlamaIndex dispatches LLM start / end events (llm_chat_callback's dispatcher).
+_LLM_EVENTS = "llama_index.core.llms.callbacks"
+
+
+def recording_handler() -> CostEventHandler | None:
+    """The cost handler that will record an LLM call started here and now.
+
+    The innermost live ``track_costs`` block records the calls started in it;
+    outside one, a handler attached (not through ``track_costs``) to the
+    dispatcher LLM events go through, or to one of its parents.
+    """
+    scope = _scope.get()
+    if scope is not None and scope.handler.attached:
+        return scope.handler
+    d: Any = get_dispatcher(_LLM_EVENTS)
+    while d is not None:
+        for h in d.event_handlers:
+            if isinstance(h, CostEventHandler) and not _state_of(h).scoped:
+                return h
+        d = d.parent if d.propagate else None
+    return None
+
+
+def _tenant_of(tags: Mapping[str, Any] | None, scope: _Scope | None, own: str | None) -> str | None:
+    """The tenant a record is booked under: the call's instrument tags, the
+    ``track_costs`` block, ``tenant_scope``, then the handler's own."""
+    return (
+        _first(tags, TENANT_KEYS)
+        or (scope.tenant if scope else None)
+        or current_tenant()  # tenant_scope: events start in the caller's context
+        or own
+    )
+
+
+def record_tenant(handler: CostEventHandler | None) -> str | None:
+    """The tenant ``handler`` books a call started here and now under (see _tenant_of)."""
+    own = handler.tenant if handler is not None else None
+    return _tenant_of(active_instrument_tags.get(), _scope.get(), own)
+
+
 class CostEventHandler(BaseEventHandler):
     """Records the cost of every LlamaIndex LLM call it sees, exactly once.
 
@@ -398,12 +438,7 @@ class CostEventHandler(BaseEventHandler):
             return
         model_dict = event.model_dict or {}
         model = model_dict.get("model") or model_dict.get("model_name")
-        tenant = (
-            _first(tags, TENANT_KEYS)
-            or (scope.tenant if scope else None)
-            or current_tenant()  # tenant_scope: events start in the caller's context
-            or self.tenant
-        )
+        tenant = _tenant_of(tags, scope, self.tenant)
         tier = _first(tags, (TIER_KEY,))
         calls = st.calls
         with st.lock:

@@ -25,7 +25,6 @@ from llama_index.core.base.llms.types import (
     CompletionResponseGen,
     LLMMetadata,
 )
-from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.llms import LLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index_instrumentation.dispatcher import active_instrument_tags, instrument_tags
@@ -39,14 +38,17 @@ from costopt_core.routing.router import Router, RouterConfig, RouteRun, Step
 from costopt_core.routing.tiers import Tier, Tiers
 from costopt_core.routing.validators import Answer, ValidatorConfig, forces_tool_call
 from costopt_core.served import SERVED, served_outcome
-from costopt_core.tenancy import current_tenant
 from costopt_core.types import Message, Role
-from llamaindex_costopt.handler import TENANT_KEYS, CostEventHandler, _field, usage_of
+from llamaindex_costopt.handler import (
+    TENANT_KEYS,
+    _field,
+    record_tenant,
+    recording_handler,
+    usage_of,
+)
 
 # The handler's own view of which block records a call (read, never changed here):
 # the router books its escalations where the handler books its answer.
-from llamaindex_costopt.handler import _scope as _handler_scope
-from llamaindex_costopt.handler import _state_of as _handler_state
 
 __all__ = ["RouterLLM"]
 
@@ -69,8 +71,6 @@ def _model_of(llm: LLM) -> str:
     return str(name or type(llm).__name__)
 
 
-#: Where LlamaIndex dispatches LLM start / end events (llm_chat_callback's dispatcher).
-_LLM_EVENTS = "llama_index.core.llms.callbacks"
 #: Key of ``raw`` where the route (and a cache's marker) goes.
 METADATA_KEY = "costopt"
 
@@ -210,25 +210,6 @@ class _Books:
     tenant: str | None
 
 
-def _recording_handler() -> CostEventHandler | None:
-    """The cost handler that will record the router's answer, as the handler decides.
-
-    The innermost live ``track_costs`` block records the calls started in it;
-    outside one, a handler attached (not through ``track_costs``) to the
-    dispatcher LLM events go through, or to one of its parents.
-    """
-    scope = _handler_scope.get()
-    if scope is not None and scope.handler.attached:
-        return scope.handler
-    d: Any = get_dispatcher(_LLM_EVENTS)
-    while d is not None:
-        for h in d.event_handlers:
-            if isinstance(h, CostEventHandler) and not _handler_state(h).scoped:
-                return h
-        d = d.parent if d.propagate else None
-    return None
-
-
 class RouterLLM(LLM):
     """Routes each LlamaIndex request to the cheapest sufficient tier.
 
@@ -330,23 +311,15 @@ class RouterLLM(LLM):
         return instrument_tags({**tags, TENANT_KEYS[0]: self.tenant})
 
     def _books(self) -> _Books:
-        handler = _recording_handler()
+        handler = recording_handler()
         if handler is not None:
             engine = handler.engine
         elif isinstance(self.engine, CostEngine):
             engine = self.engine
         else:
             engine = current_engine()
-        # The order CostEventHandler resolves its record's tenant in.
-        tags = active_instrument_tags.get()
-        scope = _handler_scope.get()
-        tenant = (
-            next((str(tags[k]) for k in TENANT_KEYS if tags.get(k) is not None), None)
-            or (scope.tenant if scope is not None else None)
-            or current_tenant()
-            or (handler.tenant if handler is not None else None)
-        )
-        return _Books(engine, tenant)
+        # The tenant CostEventHandler books this call's answer under.
+        return _Books(engine, record_tenant(handler))
 
     # -- the call loop, shared by chat and complete -------------------------------
     def _start(self, messages: list[Message], kwargs: Mapping[str, Any]) -> tuple[RouteRun, _Books]:

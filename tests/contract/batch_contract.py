@@ -39,7 +39,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -117,6 +117,16 @@ def asked_by(who: str, requests: Sequence[BatchRequest]) -> list[BatchRequest]:
         dataclasses.replace(r, messages=(Message("user", f"{who} asks question {r.id}"),))
         for r in requests
     ]
+
+
+def assert_own_answers(results: Mapping[str, Any], mine: Sequence[Any], server: Any) -> None:
+    """Every request of ``mine`` succeeded with its own answer, none with job B's."""
+    assert {i: r.status for i, r in results.items()} == dict.fromkeys(
+        ("q0", "q1", "q2"), "succeeded"
+    )
+    assert not any("B asks" in (r.text or "") for r in results.values())
+    if "expected" in getattr(server, "supports", ()):
+        assert {i: (r.text, r.usage) for i, r in results.items()} == server.expected(mine)
 
 
 def new_job(provider: BatchProvider, name: str, queue: BatchQueue | None = None) -> BatchJob:
@@ -631,12 +641,7 @@ class BatchProviderContract:
         finally:
             await close(job.provider)
             await close(other.provider)
-        assert {i: r.status for i, r in results.items()} == dict.fromkeys(
-            ("q0", "q1", "q2"), "succeeded"
-        )
-        assert not any("B asks" in (r.text or "") for r in results.values())
-        if "expected" in getattr(server, "supports", ()):
-            assert {i: (r.text, r.usage) for i, r in results.items()} == server.expected(mine)
+        assert_own_answers(results, mine, server)
         assert sorted(r.call_id for r in job.engine.ledger.records()) == [
             "batch:a:q0",
             "batch:a:q1",
@@ -670,12 +675,7 @@ class BatchProviderContract:
         finally:
             await close(provider)
             await close(other.provider)
-        assert {i: r.status for i, r in results.items()} == dict.fromkeys(
-            ("q0", "q1", "q2"), "succeeded"
-        )
-        assert not any("B asks" in (r.text or "") for r in results.values())
-        if "expected" in getattr(server, "supports", ()):
-            assert {i: (r.text, r.usage) for i, r in results.items()} == server.expected(mine)
+        assert_own_answers(results, mine, server)
         assert len(job.engine.ledger.records()) == 3  # the other job's calls are not ours
 
     @pytest.mark.parametrize("mode", ["sync", "async"])

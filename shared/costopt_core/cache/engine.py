@@ -347,24 +347,23 @@ class SemanticCache:
                     self._pending.update(deltas)
                 log.debug("cache stats flush failed (%s); kept for the next one", exc)
 
-    def close(self) -> None:
-        """Send the unsent counter increments, stop the flush timer, close the backend."""
+    def _stop_flushing(self) -> None:
         with self._stats_lock:
             timer, self._flush_timer = self._flush_timer, None
         if timer is not None:
             timer.cancel()
-        self.flush_stats()
         _UNSENT.discard(self)
+
+    def close(self) -> None:
+        """Send the unsent counter increments, stop the flush timer, close the backend."""
+        self._stop_flushing()
+        self.flush_stats()
         self.backend.close()
 
     async def aclose(self) -> None:
         """Async :meth:`close` (the backend's async connections are closed too)."""
-        with self._stats_lock:
-            timer, self._flush_timer = self._flush_timer, None
-        if timer is not None:
-            timer.cancel()
+        self._stop_flushing()
         await asyncio.to_thread(self.flush_stats)
-        _UNSENT.discard(self)
         aclose = getattr(self.backend, "aclose", None)
         if callable(aclose):
             await aclose()

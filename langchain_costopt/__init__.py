@@ -7,6 +7,7 @@ from langchain_costopt.cache import SemanticCache
 from langchain_costopt.cached_model import CachedChatModel
 from langchain_costopt.callbacks import CostCallbackHandler, track_costs
 from langchain_costopt.components import cached
+from langchain_costopt.local import LocalChatModel
 from langchain_costopt.memory import (
     SummarizingChatMessageHistory,
     SummarizingMemoryTransform,
@@ -14,6 +15,7 @@ from langchain_costopt.memory import (
 )
 from langchain_costopt.prefix import PrefixCachedChatModel, PrefixCacheOptimizer, with_prefix_cache
 from langchain_costopt.relevance import RelevanceThresholdRetriever
+from langchain_costopt.router import RouterChatModel
 from langchain_costopt.summarizer import AbstractiveContextSummarizer, ContextSummarizer
 
 __all__ = [
@@ -22,9 +24,11 @@ __all__ = [
     "CachedChatModel",
     "ContextSummarizer",
     "CostCallbackHandler",
+    "LocalChatModel",
     "PrefixCacheOptimizer",
     "PrefixCachedChatModel",
     "RelevanceThresholdRetriever",
+    "RouterChatModel",
     "SemanticCache",
     "SummarizingChatMessageHistory",
     "SummarizingMemoryMiddleware",

@@ -25,10 +25,10 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableBinding
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
 
 from costopt_core.engine import CostEngine, current_engine
-from costopt_core.errors import ConfigurationError
+from costopt_core.errors import ConfigurationError, config_error
 from costopt_core.routing.calibrate import CalibrationReport
 from costopt_core.routing.features import wants_structured_output
 from costopt_core.routing.router import Router, RouterConfig, RouteRun, Step
@@ -111,6 +111,13 @@ class RouterChatModel(BaseChatModel):
     engine: CostEngine | None = None
     _router: Router = PrivateAttr()
     _models: list[list[BaseChatModel]] = PrivateAttr()
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            # pydantic wraps model_post_init's ConfigurationError; unwrap its message.
+            raise config_error("RouterChatModel", exc) from None
 
     def model_post_init(self, context: Any) -> None:
         if len(self.tiers) < 2:

@@ -21,6 +21,7 @@ Times are small fake clock values (``now=1000.0``); nothing sleeps.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
@@ -568,6 +569,30 @@ class CacheBackendContract:
         assert await ops.delete_namespace("a,b") == 1
         assert await ops.delete_tag("with space", "other") == 0
         assert await ops.present(*everyone) == {"t0", "t4", "t6"}
+
+    async def test_lone_surrogates_round_trip_losslessly(self, ops: BackendOps) -> None:
+        lone = json.loads('"hello \\ud83d world"')  # what a client's JSON body can carry
+        entry = make_entry(
+            "k" + lone,
+            scope="scope-" + lone,
+            namespace="ns-" + lone,
+            tags=("t" + lone,),
+            prompt=lone,
+            text=lone,
+            vector=vec(1, 0, 0, 0),
+        )
+        await ops.put(entry)
+        assert_same_entry(await ops.get(entry.key), entry)
+        [(hit, _)] = await ops.search(entry.scope, vec(1, 0, 0, 0), 1)
+        assert_same_entry(hit, entry)
+        assert await ops.delete_tag("t" + lone, "ns-" + lone) == 1
+        await ops.put(entry)
+        assert await ops.delete_scope("scope-" + lone) == 1
+        await ops.put(entry)
+        assert await ops.delete_namespace("ns-" + lone) == 1
+        await ops.put(entry)
+        assert await ops.delete([entry.key]) == 1
+        assert await ops.get(entry.key) is None
 
     async def test_clear_removes_everything_and_the_backend_stays_usable(
         self, ops: BackendOps

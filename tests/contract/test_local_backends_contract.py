@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from costopt_core.cache import MemoryCacheBackend, SQLiteCacheBackend
 from costopt_core.cache.backend import CacheBackend
-from tests.contract.backend_contract import CacheBackendContract, make_entry, vec
+from tests.contract.backend_contract import (
+    CacheBackendContract,
+    assert_same_entry,
+    make_entry,
+    vec,
+)
 
 
 class TestMemoryBackendContract(CacheBackendContract):
@@ -52,6 +58,19 @@ def test_sqlite_survives_restart(tmp_path: Path) -> None:
     assert got is not None and got.tags == ("doc:1",)
     [(entry, sim)] = second.search("scope-a", vec(1, 0, 0, 0), 1, now=1000.0)
     assert entry.key == "k1" and sim == pytest.approx(1.0)
+
+
+def test_sqlite_keeps_lone_surrogates_across_a_restart(tmp_path: Path) -> None:
+    lone = json.loads('"q \\udc00"')  # a JSON body can carry one; strict UTF-8 refuses it
+    path = tmp_path / "c.sqlite"
+    first = SQLiteCacheBackend(path)
+    entry = make_entry("k" + lone, scope="s" + lone, prompt=lone, vector=vec(1, 0, 0, 0))
+    first.put(entry)
+    first.close()
+    second = SQLiteCacheBackend(path)
+    assert_same_entry(second.get(entry.key, now=1000.0), entry)
+    [(hit, _)] = second.search("s" + lone, vec(1, 0, 0, 0), 1, now=1000.0)
+    assert hit.key == entry.key
 
 
 def test_sqlite_unwritable_path_is_a_clear_error(tmp_path: Path) -> None:

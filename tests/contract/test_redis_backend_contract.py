@@ -832,29 +832,6 @@ async def test_a_corrupt_entry_is_skipped_by_every_read(
     assert_same_entry(backend.get("good", now=NOW), good)
 
 
-async def test_lone_surrogates_round_trip_losslessly(backend: RedisCacheBackend) -> None:
-    import json
-
-    lone = json.loads('"hello \\ud83d world"')  # what a client's JSON body can carry
-    entry = make_entry(
-        "k" + lone,
-        scope="scope-" + lone,
-        namespace="ns-" + lone,
-        tags=("t" + lone,),
-        prompt=lone,
-        text=lone,
-        vector=vec(1, 0, 0, 0),
-    )
-    backend.put(entry)
-    assert_same_entry(backend.get(entry.key, now=NOW), entry)
-    [(hit, _)] = backend.search(entry.scope, vec(1, 0, 0, 0), 1, now=NOW)
-    assert_same_entry(hit, entry)
-    assert backend.delete_tag("t" + lone) == 1
-    await backend.aput(entry)
-    assert_same_entry(await backend.aget(entry.key, now=NOW), entry)
-    assert await backend.adelete_namespace("ns-" + lone) == 1
-
-
 async def test_a_lifetime_too_long_for_pexpire_is_stored_whole(
     redis_url: str, backend: RedisCacheBackend
 ) -> None:

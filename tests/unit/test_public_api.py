@@ -70,13 +70,15 @@ BATCH = {
 LANGCHAIN = {
     "AbstractiveContextSummarizer", "BatchRunnable", "SummarizingChatMessageHistory",
     "SummarizingMemoryMiddleware", "SummarizingMemoryTransform", "summarize_messages",
-    "CachedChatModel", "ContextSummarizer", "CostCallbackHandler", "PrefixCacheOptimizer",
+    "CachedChatModel", "ContextSummarizer", "CostCallbackHandler", "LocalChatModel",
+    "PrefixCacheOptimizer", "RouterChatModel",
     "PrefixCachedChatModel", "RelevanceThresholdRetriever", "SemanticCache", "cached",
     "track_costs", "with_prefix_cache",
 }  # fmt: skip
 LLAMAINDEX = {
     "AbstractiveSummarizerPostprocessor", "BatchRunner", "SummarizingMemory",
-    "CachedLLM", "ContextSummarizerPostprocessor", "CostEventHandler", "PrefixCachedLLM",
+    "CachedLLM", "ContextSummarizerPostprocessor", "CostEventHandler", "LocalLLM",
+    "PrefixCachedLLM", "RouterLLM",
     "RelevanceThresholdPostprocessor", "add_cache_points", "track_costs",
 }  # fmt: skip
 

@@ -218,13 +218,17 @@ def test_budgets_block_and_downshift() -> None:
         router.invoke("hard question", config=cfg)
 
 
-def test_needs_two_tiers() -> None:
-    from pydantic import ValidationError
-
+def test_configuration_errors_are_costopt_errors_naming_the_fix() -> None:
     from costopt_core.errors import ConfigurationError
+    from costopt_core.routing import HeuristicClassifier
 
-    with pytest.raises((ConfigurationError, ValidationError), match="at least two tiers"):
+    with pytest.raises(ConfigurationError, match="at least two tiers"):
         RouterChatModel(tiers={"only": scripted("x")})
+    two = {"small": scripted("x"), "frontier": scripted("y")}
+    with pytest.raises(ConfigurationError, match="scores 3 tiers, the router has 2"):
+        RouterChatModel(tiers=two, classifier=HeuristicClassifier(n_tiers=3))
+    with pytest.raises(ConfigurationError, match="margin=-1"):
+        RouterChatModel(tiers=two, router_config={"margin": -1})
 
 
 def _report(threshold: float, tiers: tuple[str, ...] = ("small", "frontier")):

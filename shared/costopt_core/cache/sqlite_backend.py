@@ -74,6 +74,26 @@ _EXPIRED = "expires_at IS NOT NULL AND expires_at <= ?"
 _LOGGED_KEYS = 5
 
 
+def _sql(text: str) -> str | bytes:
+    """``text`` as SQLite can bind it.
+
+    sqlite3 binds a str as strict UTF-8, which refuses a lone surrogate (a JSON
+    body's ``"\\ud83d"`` decodes to one); such a value is stored as its
+    surrogatepass bytes, the same bytes every query binds, and :func:`_text`
+    reads it back.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+    return text
+
+
+def _text(value: object) -> str:
+    """A text column as stored by :func:`_sql`."""
+    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else str(value)
+
+
 class SQLiteCacheBackend:
     """Cache entries in a SQLite file; survives restarts.
 
@@ -175,7 +195,7 @@ class SQLiteCacheBackend:
             self._mirror.put(_entry_of(row))
         except Exception as exc:  # whatever a bad row raises, the cache must open
             logger.debug("sqlite cache row %r not loaded: %r", row[0], exc)
-            return str(row[0])
+            return _text(row[0])
         return None
 
     def _purge_on_load(self, conn: sqlite3.Connection, now: float) -> None:
@@ -247,11 +267,11 @@ class SQLiteCacheBackend:
         """
         vec = None if entry.vector is None else np.asarray(entry.vector, np.float32).tobytes()
         row = (
-            entry.key,
-            entry.scope,
-            entry.namespace,
-            entry.prompt_text,
-            entry.response.to_json(),
+            _sql(entry.key),
+            _sql(entry.scope),
+            _sql(entry.namespace),
+            _sql(entry.prompt_text),
+            _sql(entry.response.to_json()),
             vec,
             json.dumps(list(entry.tags)),
             entry.created_at,
@@ -266,7 +286,7 @@ class SQLiteCacheBackend:
                 expired: list[str] = []
                 if purge:
                     sql = f"SELECT key FROM costopt_cache WHERE {_EXPIRED}"
-                    expired = [r[0] for r in db.execute(sql, (now,))]
+                    expired = [_text(r[0]) for r in db.execute(sql, (now,))]
                     db.execute(f"DELETE FROM costopt_cache WHERE {_EXPIRED}", (now,))
                 db.execute(_INSERT, row)
                 return expired
@@ -285,7 +305,7 @@ class SQLiteCacheBackend:
         self._mirror.delete([key])
         self._transaction(
             "put (undoing an entry the mirror refused)",
-            lambda db: db.execute("DELETE FROM costopt_cache WHERE key = ?", (key,)),
+            lambda db: db.execute("DELETE FROM costopt_cache WHERE key = ?", (_sql(key),)),
         )
         raise CacheBackendError(
             f"sqlite cache put of {key!r} at {str(self.path)!r} failed and was undone: {exc}"
@@ -308,9 +328,9 @@ class SQLiteCacheBackend:
                 rows = db.execute("SELECT key, tags FROM costopt_cache")
             else:
                 rows = db.execute(
-                    "SELECT key, tags FROM costopt_cache WHERE namespace = ?", (namespace,)
+                    "SELECT key, tags FROM costopt_cache WHERE namespace = ?", (_sql(namespace),)
                 )
-            keys = [key for key, tags in rows if tag in json.loads(tags)]
+            keys = [_text(key) for key, tags in rows if tag in json.loads(_text(tags))]
             return _delete_keys(db, keys), keys
 
         with self._lock:
@@ -323,7 +343,7 @@ class SQLiteCacheBackend:
             n = self._transaction(
                 "delete_scope",
                 lambda db: (
-                    db.execute("DELETE FROM costopt_cache WHERE scope = ?", (scope,)).rowcount
+                    db.execute("DELETE FROM costopt_cache WHERE scope = ?", (_sql(scope),)).rowcount
                 ),
             )
             self._mirror.delete_scope(scope)
@@ -335,7 +355,7 @@ class SQLiteCacheBackend:
                 "delete_namespace",
                 lambda db: (
                     db.execute(
-                        "DELETE FROM costopt_cache WHERE namespace = ?", (namespace,)
+                        "DELETE FROM costopt_cache WHERE namespace = ?", (_sql(namespace),)
                     ).rowcount
                 ),
             )
@@ -398,13 +418,13 @@ class SQLiteCacheBackend:
 def _entry_of(row: tuple[object, ...]) -> CacheEntry:
     key, scope, namespace, prompt_text, response, vector, tags, created, expires = row
     return CacheEntry(
-        key=str(key),
-        scope=str(scope),
-        namespace=str(namespace),
-        prompt_text=str(prompt_text),
-        response=CachedResponse.from_json(str(response)),
+        key=_text(key),
+        scope=_text(scope),
+        namespace=_text(namespace),
+        prompt_text=_text(prompt_text),
+        response=CachedResponse.from_json(_text(response)),
         vector=None if vector is None else np.frombuffer(vector, dtype=np.float32).copy(),  # type: ignore[call-overload]
-        tags=tuple(json.loads(str(tags))),
+        tags=tuple(json.loads(_text(tags))),
         created_at=float(created),  # type: ignore[arg-type]
         expires_at=None if expires is None else float(expires),  # type: ignore[arg-type]
     )
@@ -420,5 +440,6 @@ def _delete_keys(db: sqlite3.Connection, keys: Sequence[str]) -> int:
     n = 0
     for chunk in _chunks(keys):
         marks = ",".join("?" * len(chunk))
-        n += db.execute(f"DELETE FROM costopt_cache WHERE key IN ({marks})", chunk).rowcount
+        sql = f"DELETE FROM costopt_cache WHERE key IN ({marks})"
+        n += db.execute(sql, [_sql(key) for key in chunk]).rowcount
     return n

@@ -26,6 +26,7 @@ __all__ = [
     "CachingEmbedder",
     "Embedder",
     "KnowsVectors",
+    "KnowsWindow",
     "SentenceTransformerEmbedder",
     "Vector",
     "is_default_embedder",
@@ -62,6 +63,21 @@ class KnowsVectors(Protocol):
         ...
 
 
+@runtime_checkable
+class KnowsWindow(Protocol):
+    """An embedder that can tell whether it reads a text whole.
+
+    A sentence-transformers model reads at most ``max_seq_length`` tokens and
+    drops the rest without a word: a query engine's prompt (retrieved context,
+    then the question) embeds to the same vector whatever the question. The
+    cache matches a text that does not fit exactly only.
+    """
+
+    def fits(self, text: str) -> bool:
+        """True if the embedding of ``text`` reads all of it."""
+        ...
+
+
 class SentenceTransformerEmbedder:
     """sentence-transformers on CPU, loaded lazily on first use (no I/O in ``__init__``).
 
@@ -75,6 +91,7 @@ class SentenceTransformerEmbedder:
         self._model_path = model_path
         self._batch_size = batch_size
         self._model: Any = None
+        self._window: int | None = None
         self._lock = threading.Lock()
 
     @property
@@ -115,6 +132,19 @@ class SentenceTransformerEmbedder:
 
     async def aembed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         return await asyncio.to_thread(self.embed, texts)
+
+    def fits(self, text: str) -> bool:
+        """True if the model reads ``text`` whole (within ``max_seq_length`` tokens)."""
+        model = self._load()
+        window = self._window
+        if window is None:
+            window = self._window = int(model.max_seq_length)
+        # A token covers at least one UTF-8 byte (SentencePiece adds one leading
+        # marker), so most prompts need no tokenizing; 3 more for special tokens.
+        if len(text.encode("utf-8", "surrogatepass")) + 4 <= window:
+            return True
+        ids = model.tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)
+        return len(ids["input_ids"]) <= window
 
 
 class CachingEmbedder:
@@ -175,6 +205,11 @@ class CachingEmbedder:
                 self._lru.move_to_end(text)
                 self.hits += 1
         return None if v is None else np.asarray(v, dtype=np.float32)
+
+    def fits(self, text: str) -> bool:
+        """The wrapped embedder's answer (see :class:`KnowsWindow`); True if it has none."""
+        inner = self.inner
+        return inner.fits(text) if isinstance(inner, KnowsWindow) else True
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         found, missing = self._split(texts)

@@ -566,3 +566,47 @@ def test_the_caching_embedder_knows_only_what_it_embedded() -> None:
     known = emb.known("hello")
     assert known is not None and np.array_equal(known, v)
     assert inner.texts_embedded == 1  # known() never embeds
+
+
+class _HeadEmbedder(FakeEmbedder):
+    """Reads only the first ``window`` characters, as a sentence model reads its
+    first ``max_seq_length`` tokens, and says so (``KnowsWindow``)."""
+
+    def __init__(self, window: int) -> None:
+        super().__init__(dim=256)
+        self.window = window
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return super().embed([t[: self.window] for t in texts])
+
+    def fits(self, text: str) -> bool:
+        return len(text) <= self.window
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_prompt_longer_than_the_embedders_window_is_matched_exactly_only(
+    clock: Clock, mode: str
+) -> None:
+    # A query engine's prompt: the same retrieved context, then different questions.
+    context = "Orders are packed and dispatched by the fulfilment team. " * 4
+    first, other = (req(context + q) for q in ("How long do returns take?", "Who runs support?"))
+    cfg = CacheConfig(similarity_threshold=0.75, guards=GUARDS_OFF)
+    cache = SemanticCache(embedder=_HeadEmbedder(window=120), config=cfg, clock=clock)
+
+    async def run(method: str, *args):
+        if mode == "sync":
+            return getattr(cache, method)(*args)
+        return await getattr(cache, "a" + method)(*args)
+
+    assert await run("store", first, answer("Thirty days."))
+    assert await run("lookup", other) is None  # same vector, another question
+    hit = await run("lookup", first)
+    assert hit is not None and hit.tier == "exact"
+    stats = cache.stats()
+    assert stats.guard_rejections["too_long"] == 1 and stats.semantic_hits == 0
+    # Nor is the long prompt stored with a vector a short query could match.
+    short = req(context[:100])
+    assert await run("lookup", short) is None
+    # Within the window the semantic tier works as before.
+    assert await run("store", req("How do I reset my password?"), answer())
+    assert (await run("lookup", req("how do i reset my password"))).tier == "semantic"

@@ -324,3 +324,29 @@ def test_the_shipped_decision_serves_a_paraphrase_and_refuses_a_near_miss(
     assert cache.lookup(req("How do I change my password?")) is None
     stats = cache.stats()
     assert stats.guard_rejections is not None and stats.guard_rejections["pair_check"] == 1
+
+
+def test_the_shipped_embedder_knows_when_it_reads_a_prompt_whole() -> None:
+    embedder = SentenceTransformerEmbedder()
+    question = "How many days do I have to return an item?"
+    assert embedder.fits(question)
+    long = "Orders placed online are packed and dispatched by the team. " * 40 + question
+    assert not embedder.fits(long)
+    # The model really does stop reading: the question makes no difference.
+    a, b = embedder.embed([long, long.replace(question, "Is shipping to Canada free?")])
+    assert float(a @ b) > 0.999
+    assert CachingEmbedder(embedder).fits(question) and not CachingEmbedder(embedder).fits(long)
+
+
+def test_a_pair_the_model_cannot_read_whole_is_not_served(shipped: PairModel) -> None:
+    short = ("How do I reset my password?", "How can I reset my password?")
+    assert shipped.fits(*short)
+    filler = "I use the app on my phone and on my laptop at work every day. " * 12
+    assert not shipped.fits(filler + short[0], filler + short[1])
+    cache = SemanticCache(
+        embedder=SentenceTransformerEmbedder(), config=CacheConfig(pair_skip_similarity=None)
+    )
+    near = filler + "How do I reset my password?", filler + "How do I change my password?"
+    cache.store(CacheRequest(messages=(Message("user", near[0]),)), CachedResponse(text="Reset."))
+    assert cache.lookup(CacheRequest(messages=(Message("user", near[1]),))) is None
+    assert cache.stats().guard_rejections["pair_check"] == 1

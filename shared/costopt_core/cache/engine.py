@@ -36,7 +36,7 @@ from costopt_core.cache.keys import CacheRequest, PreparedRequest, namespace_of,
 from costopt_core.cache.memory_backend import MemoryCacheBackend
 from costopt_core.cache.pair_model import PairScorer, default_pair_model, pair_probability
 from costopt_core.cache.signing import sign, verify
-from costopt_core.embeddings import Embedder, KnowsVectors, is_default_embedder
+from costopt_core.embeddings import Embedder, KnowsVectors, KnowsWindow, is_default_embedder
 from costopt_core.errors import ConfigurationError
 
 __all__ = ["CacheResult", "CacheStats", "SemanticCache", "Verifier", "skip_reason"]
@@ -79,6 +79,13 @@ class _Embed:
 
 
 @dataclass(frozen=True, slots=True)
+class _Fits:
+    """Does the embedder read ``text`` whole? (Asked after it embedded it: loaded.)"""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Search:
     scope: str
     vector: npt.NDArray[np.float32]
@@ -108,7 +115,7 @@ class _Score:
     query: str
 
 
-_Step = _Get | _Embed | _Search | _GetSearch | _Put | _Score
+_Step = _Get | _Embed | _Fits | _Search | _GetSearch | _Put | _Score
 _Found = tuple["CacheEntry | None", list[tuple[CacheEntry, float]]]
 _Lookup = tuple["CacheHit | None", PreparedRequest, "npt.NDArray[np.float32] | None"]
 
@@ -411,6 +418,18 @@ class SemanticCache:
         self.breaker.success()
         return out
 
+    def _fits(self, text: str) -> bool:
+        """False when the embedder would read only part of ``text`` (see KnowsWindow)."""
+        embedder = self.embedder
+        if not isinstance(embedder, KnowsWindow):
+            return True
+        try:
+            return embedder.fits(text)
+        except Exception as exc:  # precision first: an unmeasured text is matched exactly only
+            self._count("errors")
+            log.warning("cache embedding window check failed (%s); matching exactly only", exc)
+            return False
+
     def _embed(self, text: str) -> npt.NDArray[np.float32] | None:
         try:
             vec: npt.NDArray[np.float32] = self.embedder.embed([text])[0]
@@ -450,6 +469,8 @@ class SemanticCache:
     def _do(self, step: _Step) -> Any:
         if isinstance(step, _Embed):
             return self._embed(step.text)
+        if isinstance(step, _Fits):
+            return self._fits(step.text)
         if isinstance(step, _Get):
             return self._guarded("get", partial(self.backend.get, step.key, now=step.now), None)
         if isinstance(step, _Search):
@@ -465,6 +486,8 @@ class SemanticCache:
     async def _ado(self, step: _Step) -> Any:
         if isinstance(step, _Embed):
             return await self._aembed(step.text)
+        if isinstance(step, _Fits):
+            return self._fits(step.text)  # the model is loaded by then: no blocking load
         if isinstance(step, _Get):
             get = partial(self.backend.aget, step.key, now=step.now)
             return await self._aguarded("get", get, None)
@@ -480,6 +503,9 @@ class SemanticCache:
 
     def _score(self, step: _Score) -> float | None:
         try:
+            fits = getattr(step.scorer, "fits", None)
+            if fits is not None and not fits(step.cached_prompt, step.query):
+                return None  # unread words may be the ones that differ: not a hit
             return float(step.scorer.logits([(step.cached_prompt, step.query)])[0])
         except Exception as exc:  # precision first: an unchecked candidate is not served
             self._count("errors")
@@ -659,6 +685,12 @@ class SemanticCache:
             if vec is None:
                 self._count("misses")
                 return None, prep, None
+        if not (yield _Fits(prep.text)):
+            # Past the embedder's window two prompts can share a vector whatever
+            # their ends say (a query engine's question comes after the context).
+            self._count_reason("guard", "too_long")
+            self._count("misses")
+            return None, prep, None
         cands = (
             found[1]
             if found is not None
@@ -706,6 +738,8 @@ class SemanticCache:
             return None, False
         if vec is None and self.config.semantic and prep.text:
             vec = yield _Embed(prep.text)
+            if vec is not None and not (yield _Fits(prep.text)):
+                vec = None  # stored for exact matches only (see _lookup_steps)
         entry = self._entry_for(request, prep, response, vec, tags, ttl_s)
         if entry is None:
             return None, False

@@ -144,6 +144,22 @@ class PairModel:
         """Async twin of :meth:`logits` (runs in a worker thread)."""
         return await asyncio.to_thread(self.logits, pairs)
 
+    def fits(self, cached: str, query: str) -> bool:
+        """True if the model reads both prompts whole (``max_length`` tokens).
+
+        Past that, :meth:`logits` truncates, and the words that tell two long
+        prompts apart may be the ones cut; the cache does not serve such a pair
+        on the model's word.
+        """
+        size = len(cached.encode("utf-8", "surrogatepass"))
+        size += len(query.encode("utf-8", "surrogatepass"))
+        if size + 5 <= self._max_length:  # a token is at least a byte; 3 special tokens
+            return True
+        _, tokenizer, _ = self._load()
+        with self._run_lock:
+            ids = tokenizer(cached, query, truncation=False, verbose=False)["input_ids"]
+        return len(ids) <= self._max_length
+
 
 def pair_probability(
     logits: npt.ArrayLike,

@@ -252,6 +252,7 @@ class SemanticCache:
         # (backend, embedder, whether the two can read both tiers at once): a
         # runtime Protocol check per lookup would cost more than it decides.
         self._one_trip: tuple[object, object, bool] | None = None
+        self._window: tuple[object, Callable[[str], bool] | None] | None = None
 
     @property
     def embedder(self) -> Embedder:
@@ -420,11 +421,15 @@ class SemanticCache:
 
     def _fits(self, text: str) -> bool:
         """False when the embedder would read only part of ``text`` (see KnowsWindow)."""
-        embedder = self.embedder
-        if not isinstance(embedder, KnowsWindow):
+        memo = self._window
+        if memo is None or memo[0] is not self.embedder:  # a protocol check costs µs
+            embedder = self.embedder
+            fits = embedder.fits if isinstance(embedder, KnowsWindow) else None
+            memo = self._window = (embedder, fits)
+        if memo[1] is None:
             return True
         try:
-            return embedder.fits(text)
+            return memo[1](text)
         except Exception as exc:  # precision first: an unmeasured text is matched exactly only
             self._count("errors")
             log.warning("cache embedding window check failed (%s); matching exactly only", exc)

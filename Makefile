@@ -41,6 +41,7 @@ bench: setup
 	$(PY) benchmarks/memory.py --out benchmarks/results/memory.json
 	$(PY) benchmarks/batch.py --out benchmarks/results/batch.json
 	$(PY) benchmarks/scaleout.py --out benchmarks/results/scaleout.json
+	$(PY) benchmarks/load.py --out benchmarks/results/load.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -252,8 +252,11 @@ class RedisLedger:
 
     Example:
         >>> shared = RedisLedger("redis://redis:6379", namespace="support-bot")  # doctest: +SKIP
-        >>> shared.attach(engine)  # every record goes to Redis; budgets hold across replicas
-        >>> CostLedger.from_redis("redis://redis:6379", namespace="support-bot").totals()
+        >>> shared.attach(engine)  # doctest: +SKIP
+        >>> # every record now goes to Redis; budgets hold across replicas
+        >>> url = "redis://redis:6379"
+        >>> everyone = CostLedger.from_redis(url, namespace="support-bot")  # doctest: +SKIP
+        >>> everyone.totals()  # doctest: +SKIP
     """
 
     def __init__(

@@ -184,10 +184,11 @@ class BatchJob:
         **settings: fields of :class:`BatchJobConfig` when ``config`` is omitted.
 
     Example:
-        >>> job = BatchJob(LocalBatchProvider(chat), "jobs.db", name="nightly")
-        >>> job.enqueue([BatchRequest(id="q1", model="gpt-4o-mini", messages=msgs)])
-        >>> job.wait(progress=True)
-        >>> job.results()["q1"].text
+        >>> job = BatchJob(LocalBatchProvider(chat), "jobs.db", name="nightly")  # doctest: +SKIP
+        >>> request = BatchRequest(id="q1", model="gpt-4o-mini", messages=msgs)  # doctest: +SKIP
+        >>> job.enqueue([request])  # doctest: +SKIP
+        >>> job.wait(progress=True)  # doctest: +SKIP
+        >>> job.results()["q1"].text  # doctest: +SKIP
     """
 
     def __init__(

@@ -74,8 +74,13 @@ class PairModel:
 
     Example:
         >>> model = PairModel()
-        >>> model.logits([("How do I gain weight?", "How can I lose weight?")])  # doctest: +SKIP
-        array([-4.1], dtype=float32)
+        >>> model.logits(
+        ...     [
+        ...         ("What is the capital of France?", "What is the capital of Germany?"),
+        ...         ("How do I reset my password?", "How can I reset my password?"),
+        ...     ]
+        ... )  # doctest: +SKIP
+        array([-6.353,  2.297], dtype=float32)
     """
 
     def __init__(

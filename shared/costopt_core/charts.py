@@ -108,9 +108,10 @@ def ledger_chart(ledger: CostLedger, path: str | Path, *, title: str = "") -> Pa
     mix = request_mix(ledger)
     cost_ax, lever_ax, mix_ax = fig.subplots(1, 3, width_ratios=(1, 1.4, 1.4))
 
-    values = [float(totals.baseline_cost_usd), float(totals.cost_usd)]
+    money = [totals.baseline_cost_usd, totals.cost_usd]  # None: no call could be priced
+    values = [float(m) if m is not None else 0.0 for m in money]
     bars = cost_ax.bar(["all-frontier\nbaseline", "actual"], values, color=[_GREY, _GREEN])
-    cost_ax.bar_label(bars, labels=[f"${v:,.4f}" for v in values])
+    cost_ax.bar_label(bars, labels=[f"${m:,.4f}" if m is not None else "unknown" for m in money])
     cost_ax.set_title(f"Cost: {totals.savings_fraction or 0.0:.1%} saved")
     cost_ax.set_ylabel("USD")
 

@@ -91,10 +91,41 @@ class CostEngine:
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
         self.tokens = token_counter or default_counter()
+        # Set by child(): the engine whose embedder this one shares.
+        self._parent: CostEngine | None = None
+
+    def child(self) -> CostEngine:
+        """An engine for a block of calls inside this one (``track_costs``).
+
+        The child has a fresh ledger, so its totals are the block's own, and
+        shares everything else: the catalog, baseline model, embedder (built
+        once, by whichever engine needs it first), token counter and clock.
+        Every call the child records is recorded in this engine's ledger too
+        (under the same call id: a handler of this engine that also sees the
+        call counts it once), and this engine's budgets are checked before
+        each of the child's calls and count its spend. So opening a block
+        never gets around a process-wide budget, and this engine's totals
+        still cover everything it was asked to watch.
+
+        Budgets added to the child later apply to the block alone.
+        """
+        child = CostEngine(
+            catalog=self.catalog,
+            ledger=CostLedger(clock=self.clock, parent=self.ledger),
+            baseline_model=self.baseline_model,
+            embedder=self._embedder,
+            token_counter=self.tokens,
+            clock=self.clock,
+        )
+        child._parent = self
+        return child
 
     @property
     def embedder(self) -> Embedder:
         """The shared embedder (built lazily: constructing an engine does no I/O)."""
+        if self._embedder is None and self._parent is not None:
+            # Not built yet when the child was made: build (or reuse) the parent's.
+            return self._parent.embedder
         if self._embedder is None:
             with self._embedder_lock:
                 if self._embedder is None:

@@ -37,7 +37,7 @@ from costopt_core.budgets import (
 )
 from costopt_core.errors import BudgetExceededError, ConfigurationError, StoreError
 from costopt_core.jsonl import json_lines
-from costopt_core.types import LEVERS, CallMode, CallOutcome, CallRecord, Usage
+from costopt_core.types import LEVERS, CallMode, CallOutcome, CallRecord, Usage, money_str
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -142,12 +142,18 @@ _TOKEN_KINDS = (
 
 @dataclass(slots=True)
 class Totals:
-    """Sums over a set of calls. Money only over calls whose cost is known."""
+    """Sums over a set of calls. Money only over calls whose cost is known.
+
+    ``cost_usd`` and ``baseline_cost_usd`` are ``None`` (unknown, never $0)
+    when there are calls and none of them could be priced; with some priced,
+    they sum those, and ``unpriced_calls`` says how many are left out. No
+    calls at all cost $0.
+    """
 
     calls: int = 0
     unpriced_calls: int = 0
-    cost_usd: Decimal = _ZERO
-    baseline_cost_usd: Decimal = _ZERO
+    cost_usd: Decimal | None = _ZERO
+    baseline_cost_usd: Decimal | None = _ZERO
     savings_usd: dict[str, Decimal] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_TOKEN_KINDS, 0))
     cache_hits_exact: int = 0
@@ -164,14 +170,23 @@ class Totals:
         return self.calls - self.escalations - self.removals
 
     @property
-    def total_savings_usd(self) -> Decimal:
+    def priced_calls(self) -> int:
+        """Calls whose cost is known: the ones the money covers."""
+        return self.calls - self.unpriced_calls
+
+    @property
+    def total_savings_usd(self) -> Decimal | None:
+        """Baseline minus actual over the priced calls; None when none is priced."""
+        if self.cost_usd is None or self.baseline_cost_usd is None:
+            return None
         return self.baseline_cost_usd - self.cost_usd
 
     @property
     def savings_fraction(self) -> float | None:
-        if not self.baseline_cost_usd:
+        saved = self.total_savings_usd
+        if saved is None or not self.baseline_cost_usd:
             return None
-        return float(self.total_savings_usd / self.baseline_cost_usd)
+        return float(saved / self.baseline_cost_usd)
 
     @property
     def cache_hit_rate(self) -> float | None:
@@ -184,9 +199,9 @@ class Totals:
             "calls": self.calls,
             "requests": self.requests,
             "unpriced_calls": self.unpriced_calls,
-            "cost_usd": format(self.cost_usd, "f"),
-            "baseline_cost_usd": format(self.baseline_cost_usd, "f"),
-            "savings_usd": format(self.total_savings_usd, "f"),
+            "cost_usd": money_str(self.cost_usd),
+            "baseline_cost_usd": money_str(self.baseline_cost_usd),
+            "savings_usd": money_str(self.total_savings_usd),
             "savings_fraction": self.savings_fraction,
             "savings_by_lever_usd": {
                 k: format(v, "f") for k, v in sorted(self.savings_usd.items())
@@ -242,10 +257,16 @@ class _Bucket:
 
     def add_to(self, t: Totals) -> None:
         """Add this bucket's sums into ``t``."""
+        priced_before = t.priced_calls
         t.calls += self.calls
         t.unpriced_calls += self.unpriced
-        t.cost_usd += self.cost
-        t.baseline_cost_usd += self.baseline
+        if self.calls > self.unpriced:
+            # None so far means "only unpriced calls yet": this bucket's money is all there is.
+            t.cost_usd = (t.cost_usd or _ZERO) + self.cost
+            t.baseline_cost_usd = (t.baseline_cost_usd or _ZERO) + self.baseline
+        elif self.calls and not priced_before:
+            # Calls, and none of them priced: the cost is unknown, not $0.
+            t.cost_usd = t.baseline_cost_usd = None
         savings = t.savings_usd
         for lever, amount in self.savings.items():
             savings[lever] = savings.get(lever, _ZERO) + amount
@@ -277,6 +298,12 @@ class CostLedger:
             every record of a long-running app, subscribe a sink (e.g. a JSONL
             writer) instead of holding them in memory.
         clock: returns "now" as an aware datetime; injectable for tests.
+        parent: an enclosing ledger (see :meth:`CostEngine.child
+            <costopt_core.engine.CostEngine.child>`): every call recorded here
+            is recorded there too (under the same call id, so a handler that
+            also records it there counts it once), and the parent's budgets
+            are checked along with this ledger's own, so the calls of a
+            ``track_costs`` block cannot get around the outer engine's budgets.
     """
 
     def __init__(
@@ -285,6 +312,7 @@ class CostLedger:
         budgets: Iterable[Budget] = (),
         max_records: int | None = DEFAULT_MAX_RECORDS,
         clock: Callable[[], datetime] | None = None,
+        parent: CostLedger | None = None,
     ) -> None:
         if max_records is not None and max_records < 1:
             raise ConfigurationError(f"max_records must be >= 1 or None, got {max_records}")
@@ -310,10 +338,10 @@ class CostLedger:
         self._budgets: list[Budget] = list(budgets)
         # Replaced (never mutated) on subscribe, so add() reads it without a copy.
         self._listeners: tuple[Callable[[CallRecord], None], ...] = ()
-        #: Where budgets are checked and spend is read across replicas
-        #: (a :class:`~costopt_core.redis_ledger.RedisLedger`); this process when None.
-        self.budget_store: Any = None
+        self._store: Any = None
         self.clock: Callable[[], datetime] = clock or utc_now
+        #: The enclosing ledger this one also records into (and answers budgets to).
+        self.parent = parent
 
     # -- recording ----------------------------------------------------------
     def add(self, record: CallRecord) -> bool:
@@ -333,6 +361,8 @@ class CostLedger:
         if added:
             notes.append(record)
         self._notify(listeners, notes)
+        if added and self.parent is not None:
+            self.parent._add(record, key)
         return added
 
     def append(self, record: CallRecord) -> None:
@@ -344,9 +374,11 @@ class CostLedger:
         subscribed it is :meth:`add`, so sinks see each call as it is made.
         """
         if self._listeners:
-            self.add(record)
-        else:
-            self._enqueue(record)
+            self.add(record)  # forwards to the parent itself
+            return
+        self._enqueue(record)
+        if self.parent is not None:
+            self.parent.append(record)
 
     def append_call(
         self,
@@ -375,9 +407,11 @@ class CostLedger:
             when, call_id, model, usage, priced, mode, outcome, tier, tenant, framework, latency_ms
         )  # fmt: skip
         if self._listeners:
-            self._add(_build(call), _call_key(call_id))
-        else:
-            self._enqueue(call)
+            self._add(_build(call), _call_key(call_id))  # forwards to the parent itself
+            return
+        self._enqueue(call)
+        if self.parent is not None:
+            self.parent.append_call(*call)  # immutable: the parent builds its own record
 
     def _enqueue(self, item: CallRecord | _Deferred) -> None:
         inbox = self._inbox
@@ -584,13 +618,31 @@ class CostLedger:
 
     @property
     def budgets(self) -> list[Budget]:
+        """This ledger's own budgets (a parent's are checked by the parent)."""
         with self._lock:
             return list(self._budgets)
 
     @property
     def has_budgets(self) -> bool:
-        """True when any budget is set: a check cheap enough for every call."""
-        return bool(self._budgets)  # one atomic read; budgets are only ever added
+        """True when any budget is set, here or on a parent: cheap enough for every call."""
+        # One atomic read; budgets are only ever added.
+        return bool(self._budgets) or (self.parent is not None and self.parent.has_budgets)
+
+    @property
+    def budget_store(self) -> Any:
+        """Where budgets are checked and spend is read across replicas.
+
+        A :class:`~costopt_core.redis_ledger.RedisLedger`, or None for this
+        process. A child ledger without its own store reports its parent's:
+        that is where its calls' budget holds are made (and must be released).
+        """
+        if self._store is None and self.parent is not None:
+            return self.parent.budget_store
+        return self._store
+
+    @budget_store.setter
+    def budget_store(self, store: Any) -> None:
+        self._store = store
 
     def spent(self, tenant: str | None = None, period: BudgetPeriod = "month") -> Decimal:
         """Known spend of ``tenant`` (``None``: everyone) in the current ``period``.
@@ -599,7 +651,7 @@ class CostLedger:
         the spend of every replica; this replica's own when the store fails.
         """
         now = self.clock()
-        store = self.budget_store
+        store = self._store  # this ledger's spend: never a parent's store
         if store is not None:
             try:
                 shared: Decimal = store.spent(tenant, period, now)
@@ -629,18 +681,33 @@ class CostLedger:
         ``call_id`` is recorded, or by :meth:`release_budget`); without a
         ``call_id`` nothing is held. If the store fails, each budget's
         ``on_store_error`` decides: ``open`` uses this replica's spend,
-        ``closed`` refuses the call.
+        ``closed`` refuses the call. A parent ledger's budgets are checked
+        too (after this ledger's own), and their decisions follow these.
 
         Raises:
             BudgetExceededError: a ``block`` (or exhausted ``downshift``) budget
-                would be exceeded, or a fail-closed budget's store is down.
+                would be exceeded, here or on a parent, or a fail-closed
+                budget's store is down.
         """
+        decisions = self._check_own_budgets(tenant, estimate_usd, call_id)
+        if self.parent is None:
+            return decisions
+        try:
+            return decisions + self.parent.check_budget(tenant, estimate_usd, call_id=call_id)
+        except BudgetExceededError:
+            if call_id is not None and decisions:
+                self._release_own(tenant, call_id)  # the call will not be made
+            raise
+
+    def _check_own_budgets(
+        self, tenant: str | None, estimate_usd: Decimal | None, call_id: str | None
+    ) -> list[BudgetDecision]:
         estimate = estimate_usd or _ZERO
         budgets = [b for b in self.budgets if b.tenant is None or b.tenant == tenant]
         if not budgets:
             return []
         now = self.clock()
-        store = self.budget_store
+        store = self._store
         decisions: list[BudgetDecision]
         if store is not None:
             try:
@@ -678,8 +745,13 @@ class CostLedger:
         return decisions
 
     def release_budget(self, tenant: str | None, call_id: str) -> None:
-        """Drop the budget hold of a call that failed (it spent nothing)."""
-        store = self.budget_store
+        """Drop the budget hold of a call that failed (it spent nothing), parents' too."""
+        self._release_own(tenant, call_id)
+        if self.parent is not None:
+            self.parent.release_budget(tenant, call_id)
+
+    def _release_own(self, tenant: str | None, call_id: str) -> None:
+        store = self._store
         if store is not None and self._budgets:
             store.release(self.budgets, tenant, call_id, self.clock())
 

@@ -60,8 +60,18 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], title: s
     return "\n".join(out)
 
 
-def _row(name: str, t: Totals) -> list[str]:
-    return [
+_HEAD = ["requests", "actual", "baseline", "saved", "saved %"]
+# Shown only when some call is unpriced, so tables of fully priced ledgers keep their shape.
+_UNPRICED = "unpriced"
+
+
+def _row(name: str, t: Totals, unpriced: bool = False) -> list[str]:
+    """One table row; with ``unpriced``, the count of calls the money leaves out.
+
+    A group whose calls are all unpriced reads "unknown", never $0: its money
+    sums nothing.
+    """
+    row = [
         name,
         str(t.requests),
         usd(t.cost_usd),
@@ -69,24 +79,37 @@ def _row(name: str, t: Totals) -> list[str]:
         usd(t.total_savings_usd),
         _pct(t.savings_fraction),
     ]
+    return [*row, str(t.unpriced_calls)] if unpriced else row
 
 
 def format_summary(ledger: CostLedger) -> str:
     total = ledger.totals()
-    head = ["", "requests", "actual", "baseline", "saved", "saved %"]
-    parts = [format_table(head, [_row("all calls", total)], "Cost vs all-frontier baseline")]
-    if total.unpriced_calls:
-        parts.append(f"({total.unpriced_calls} calls on unpriced models are not in the money)")
+    unpriced = bool(total.unpriced_calls)
+    head = ["", *_HEAD, *([_UNPRICED] if unpriced else [])]
+    parts = [
+        format_table(head, [_row("all calls", total, unpriced)], "Cost vs all-frontier baseline")
+    ]
+    if unpriced:
+        n = total.unpriced_calls
+        parts.append(
+            f"({n} call{'s' if n != 1 else ''} on unpriced models {'are' if n != 1 else 'is'} "
+            "not in the money: add their prices with PriceCatalog.with_overrides)"
+        )
     levers = ledger.savings_by_lever()
     saved = total.total_savings_usd
+    # Nothing priced: no lever's saving is known either (not $0).
     lever_rows = [
-        [lever, usd(levers[lever]), _pct(float(levers[lever] / saved) if saved else None)]
+        [
+            lever,
+            usd(levers[lever] if saved is not None else None),
+            _pct(float(levers[lever] / saved) if saved else None),
+        ]
         for lever in LEVERS
     ]
     parts.append(format_table(["lever", "saved", "share"], lever_rows, "Savings by lever"))
     dist = ledger.tier_distribution()
     tier_rows = [
-        [*_row(str(k) if k is not None else "(no tier)", t), _pct(dist.get(k))]
+        [*_row(str(k) if k is not None else "(no tier)", t, unpriced), _pct(dist.get(k))]
         for k, t in sorted(ledger.totals_by("tier").items(), key=lambda kv: str(kv[0]))
     ]
     parts.append(format_table([*head, "share"], tier_rows, "By tier"))
@@ -104,11 +127,17 @@ def format_summary(ledger: CostLedger) -> str:
 
 
 def format_breakdown(ledger: CostLedger, dimension: Dimension) -> str:
-    """One row per value of ``dimension`` (model, tier, tenant, ...), dearest first."""
-    head = [dimension, "requests", "actual", "baseline", "saved", "saved %"]
+    """One row per value of ``dimension`` (model, tier, tenant, ...), dearest first.
+
+    Groups of unpriced calls only come last, their money "unknown"; when any
+    call is unpriced an ``unpriced`` column counts them per group.
+    """
+    by = ledger.totals_by(dimension)
+    unpriced = any(t.unpriced_calls for t in by.values())
+    head = [dimension, *_HEAD, *([_UNPRICED] if unpriced else [])]
     groups = sorted(
-        ledger.totals_by(dimension).items(),
-        key=lambda kv: (-kv[1].cost_usd, str(kv[0])),
+        by.items(),
+        key=lambda kv: (kv[1].cost_usd is None, -(kv[1].cost_usd or 0), str(kv[0])),
     )
-    rows = [_row(str(k) if k is not None else f"(no {dimension})", t) for k, t in groups]
+    rows = [_row(str(k) if k is not None else f"(no {dimension})", t, unpriced) for k, t in groups]
     return format_table(head, rows, f"By {dimension}")

@@ -214,12 +214,21 @@ def _removed_lever(record: CallRecord) -> str:
 def measure_records(records: Sequence[CallRecord]) -> list[MeasuredRequest]:
     """What the levers did, read from a ledger's records.
 
-    A removal record (tokens compression or memory kept out) and a thrown-away
-    escalation attempt belong to the next call of the same tenant and
-    framework; ones with no later call are attached to the last call.
-    Records with unknown token counts are skipped.
+    A thrown-away escalation attempt belongs to the next call of the same
+    tenant and framework (the request it was part of). A removal record
+    (tokens compression or memory kept out) belongs to the next *priced* call
+    of the same tenant and framework: a projection leaves unpriced requests
+    out, and the tokens would leave with them although the report credits
+    them. Ones with no such later call go to the tenant's last priced call
+    (same framework first), then the tenant's last call; only a tenant with
+    no call at all lends them to the last priced call of another. Records
+    with unknown token counts are skipped.
+
+    "Priced" is the record's own ``cost_usd``: what the ledger could price.
     """
     out: list[MeasuredRequest] = []
+    # (tenant, framework, priced) of out[i], to place what is left at the end.
+    where: list[tuple[str | None, str | None, bool]] = []
     removed: dict[tuple[str | None, str | None], Counter[str]] = {}
     escalated: dict[tuple[str | None, str | None], list[str]] = {}
     for r in sorted(records, key=lambda r: r.timestamp):
@@ -232,28 +241,57 @@ def measure_records(records: Sequence[CallRecord]) -> list[MeasuredRequest]:
             continue
         if not r.usage.is_known:
             continue
+        priced = r.cost_usd is not None
         out.append(
             MeasuredRequest(
                 model=r.model,
                 usage=r.usage,
                 cache=r.outcome if r.outcome in ("cache_exact", "cache_semantic") else None,
-                removed_input_tokens=dict(removed.pop(key, Counter())),
+                removed_input_tokens=dict(removed.pop(key, Counter())) if priced else {},
                 escalated=tuple(escalated.pop(key, [])),
                 batch=r.mode == "batch",
                 tier=r.tier,
                 tenant=r.tenant,
             )
         )
-    if out and (removed or escalated):
-        last = out[-1]
-        extra: Counter[str] = Counter(last.removed_input_tokens)
-        for c in removed.values():
-            extra.update(c)
-        more = [m for ms in escalated.values() for m in ms]
-        out[-1] = dataclasses.replace(
-            last, removed_input_tokens=dict(extra), escalated=last.escalated + tuple(more)
-        )
+        where.append((r.tenant, r.framework, priced))
+    for key, tokens in removed.items():
+        i = _home(where, key)
+        if i is not None:
+            extra = Counter(out[i].removed_input_tokens)
+            extra.update(tokens)
+            out[i] = dataclasses.replace(out[i], removed_input_tokens=dict(extra))
+    for key, models in escalated.items():
+        i = _home(where, key)
+        if i is not None:
+            out[i] = dataclasses.replace(out[i], escalated=out[i].escalated + tuple(models))
     return out
+
+
+def _home(
+    where: Sequence[tuple[str | None, str | None, bool]], key: tuple[str | None, str | None]
+) -> int | None:
+    """The call a left-over record of ``key`` (tenant, framework) is attached to.
+
+    The last call, preferring in turn: priced, of the same tenant and
+    framework; priced, of the same tenant; of the same tenant; and only for a
+    tenant with no call of its own, priced, then any. None when there is none.
+    """
+    tenant, framework = key
+    best: list[int | None] = [None] * 5  # the last call of each preference, best first
+    for i, (t, f, priced) in enumerate(where):
+        if t == tenant:
+            if priced and f == framework:
+                best[0] = i
+            if priced:
+                best[1] = i
+            best[2] = i
+        else:
+            if priced:
+                best[3] = i
+            best[4] = i
+    own = best[2] is not None  # once the tenant has a call, never another tenant's
+    return next((j for j in (best[:3] if own else best[3:]) if j is not None), None)
 
 
 def _tier_index(tiers: Tiers, label: str | None, where: str) -> int | None:

@@ -346,6 +346,19 @@ def test_default_scoring_is_lexical_and_embeds_nothing() -> None:
         )
 
 
+def test_module_doc_describes_the_default_scoring_and_when_to_embed() -> None:
+    import costopt_core.context.summarize as mod
+
+    doc = " ".join((mod.__doc__ or "").split())
+    assert SummarizerConfig().sentence_embeddings is False
+    # the default is lexical: the doc must not promise embedding similarity by default
+    assert "The score is embedding similarity" not in doc
+    assert "By default the score is lexical" in doc
+    assert "SummarizerConfig(sentence_embeddings=True)" in doc and "paraphrase" in doc
+    field_doc = " ".join((SummarizerConfig.__doc__ or "").split())
+    assert "Turn it on when users paraphrase" in field_doc
+
+
 def test_min_score_drops_weak_sentences() -> None:
     embedder = steer({"opened": 0.9})
     r = summarize_extractive(

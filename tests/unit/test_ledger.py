@@ -60,9 +60,11 @@ def test_unknown_model_is_counted_but_not_priced(engine: CostEngine) -> None:
         rec = engine.record_call(model="my-finetune", usage=MINI)
     assert rec.cost_usd is None
     t = engine.ledger.totals()
-    assert (t.calls, t.unpriced_calls, t.cost_usd) == (1, 1, Decimal(0))
+    # no call could be priced: the money is unknown, never $0
+    assert (t.calls, t.unpriced_calls, t.cost_usd) == (1, 1, None)
     # an unpriced call must not inflate savings with its baseline
-    assert t.baseline_cost_usd == 0
+    assert t.baseline_cost_usd is None
+    assert t.total_savings_usd is None and t.savings_fraction is None
 
 
 def test_thread_safety_totals_exact(engine: CostEngine) -> None:
@@ -457,3 +459,70 @@ def test_a_call_half_a_microsecond_before_midnight_is_booked_on_its_records_day(
     feb_1 = datetime(2026, 2, 1, tzinfo=UTC).timestamp()
     for ts in (feb_1 - 2e-7, feb_1 - 1e-3, feb_1):
         assert _utc_day(ts) == datetime.fromtimestamp(ts, UTC).date()
+
+
+def test_a_group_of_unpriced_calls_only_costs_unknown_not_zero(engine: CostEngine) -> None:
+    with pytest.warns(UserWarning, match="no price"):
+        engine.record_call(model="my-finetune-v1", usage=MINI, tenant="acme")
+    engine.record_call(model="gpt-4o-mini", usage=MINI, tenant="globex")
+    by_tenant = engine.ledger.totals_by("tenant")
+    acme, globex = by_tenant["acme"], by_tenant["globex"]
+    assert (acme.cost_usd, acme.baseline_cost_usd, acme.total_savings_usd) == (None, None, None)
+    assert acme.savings_fraction is None and acme.priced_calls == 0
+    assert acme.to_dict()["cost_usd"] is None and acme.to_dict()["savings_usd"] is None
+    assert globex.cost_usd == Decimal("0.00021") and globex.unpriced_calls == 0
+    # mixed: the money sums the priced calls and says how many are left out
+    total = engine.ledger.totals()
+    assert total.cost_usd == Decimal("0.00021") and total.unpriced_calls == 1
+    assert total.priced_calls == 1
+    by_model = engine.ledger.totals_by("model")
+    assert by_model["my-finetune-v1"].cost_usd is None
+    # an unpriced bucket folded after a priced one (or before) leaves the sum alone
+    assert CostLedger().totals().cost_usd == 0  # no calls: nothing spent
+
+
+def test_report_tables_show_unknown_and_count_unpriced_calls(engine: CostEngine) -> None:
+    from costopt_core.report import format_breakdown
+
+    with pytest.warns(UserWarning, match="no price"):
+        engine.record_call(model="my-finetune-v1", usage=MINI, tenant="acme")
+        engine.record_call(model="my-finetune-v1", usage=MINI, tenant="globex")
+    engine.record_call(model="gpt-4o-mini", usage=MINI, tenant="globex")
+    table = format_breakdown(engine.ledger, "tenant")
+    head, _, globex, acme = table.splitlines()[1:]
+    assert head.split()[-1] == "unpriced"
+    # the dearest priced group first, the unknown one last, never "$0.000000"
+    assert globex.split() == ["globex", "2", "$0.000210", "$0.003500", "$0.003290", "94.0%", "1"]
+    assert acme.split() == ["acme", "1", "unknown", "unknown", "unknown", "-", "1"]
+    summary = engine.ledger.summary_table()
+    assert "2 calls on unpriced models are not in the money" in summary
+    # nothing priced at all: every sum and saving reads "unknown", none "$0"
+    unknown = CostEngine(clock=engine.clock)
+    with pytest.warns(UserWarning, match="no price"):
+        unknown.record_call(model="my-finetune-v1", usage=MINI, tenant="acme")
+    text = unknown.ledger.summary_table()
+    assert "$0" not in text and "1 call on unpriced models is not in the money" in text
+    assert "$0" not in format_breakdown(unknown.ledger, "tenant")
+    # a fully priced ledger keeps its table without the column
+    priced = CostEngine(clock=engine.clock)
+    priced.record_call(model="gpt-4o-mini", usage=MINI, tenant="acme")
+    assert "unpriced" not in format_breakdown(priced.ledger, "tenant")
+
+
+def test_cli_report_by_tenant_shows_an_unpriced_tenant_as_unknown(
+    engine: CostEngine, tmp_path
+) -> None:
+    from typer.testing import CliRunner
+
+    from costopt_core.cli import app
+
+    with pytest.warns(UserWarning, match="no price"):
+        engine.record_call(model="my-finetune-v1", usage=MINI, tenant="acme")
+    engine.record_call(model="gpt-4o-mini", usage=MINI, tenant="globex")
+    path = engine.ledger.to_jsonl(tmp_path / "ledger.jsonl")
+    runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+    res = runner.invoke(app, ["report", str(path), "--by", "tenant"])
+    assert res.exit_code == 0, res.output
+    by_tenant = res.output.split("By tenant")[1].splitlines()
+    [acme] = [line for line in by_tenant if line.startswith("acme")]
+    assert acme.split() == ["acme", "1", "unknown", "unknown", "unknown", "-", "1"]

@@ -292,6 +292,45 @@ def test_ledger_records_attach_removals_and_escalations_to_the_next_call() -> No
     assert out[2].batch and out[2].removed_input_tokens == {"memory": 50}
 
 
+def test_a_left_over_removal_stays_with_its_tenant_and_a_priced_call() -> None:
+    gone = {"outcome": "removed", "usage": Usage(input_tokens=5000, output_tokens=0)}
+    saved = {"savings_usd": {"compression": Decimal("0.0125")}, "model": "gpt-4o"}
+    records = [
+        _rec(0, tenant="acme"),
+        _rec(1, tenant="acme", model="my-private-llm", cost_usd=None, baseline_cost_usd=None),
+        _rec(2, tenant="globex"),
+        _rec(3, tenant="globex", model="my-private-llm", cost_usd=None, baseline_cost_usd=None),
+        _rec(4, tenant="acme", **gone, **saved),  # after every call: a left-over
+        # the next call of its tenant is unpriced: the tokens wait for a priced one
+        _rec(5, tenant="initech", **gone, **saved),
+        _rec(6, tenant="initech", model="my-private-llm", cost_usd=None, baseline_cost_usd=None),
+        _rec(7, tenant="initech"),
+    ]
+    out = measure_records(records)
+    assert [(m.tenant, m.model, m.removed_input_tokens) for m in out] == [
+        ("acme", "gpt-4o-mini", {"compression": 5000}),
+        ("acme", "my-private-llm", {}),
+        ("globex", "gpt-4o-mini", {}),
+        ("globex", "my-private-llm", {}),
+        ("initech", "my-private-llm", {}),
+        ("initech", "gpt-4o-mini", {"compression": 5000}),
+    ]
+    # and the projection credits the compression the ledger reports
+    with pytest.warns(UnknownModelPriceWarning):
+        p = project(out, requests_per_day=1000, baseline_model="gpt-4o")
+    assert p.savings_by_lever.get("compression", 0) > 0
+
+
+def test_a_removal_of_a_tenant_without_calls_is_still_projected() -> None:
+    records = [
+        _rec(0, tenant="globex"),
+        _rec(1, tenant="globex", model="my-private-llm", cost_usd=None, baseline_cost_usd=None),
+        _rec(2, tenant="acme", outcome="removed", usage=Usage(input_tokens=700, output_tokens=0)),
+    ]
+    out = measure_records(records)
+    assert [m.removed_input_tokens for m in out] == [{"compression": 700}, {}]
+
+
 def test_sample_files_are_read_with_errors_naming_the_line(tmp_path) -> None:
     good = tmp_path / "s.jsonl"
     good.write_text(

@@ -91,3 +91,106 @@ def test_route_run_carries_the_forced_tool_call_to_the_validators() -> None:
     step = run.next()
     assert step is not None and step.tier == "frontier"
     assert run.explain()["attempts"][0]["outcome"] == "escalated: missing_tool_call"
+
+
+# The JSON schema LangChain binds for ``with_structured_output(Answer)``
+# (Answer: city: str, population: int).
+ANSWER_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+    "required": ["city", "population"],
+}
+
+
+def test_tool_args_that_break_the_tools_schema_escalate() -> None:
+    cfg = ValidatorConfig()
+    schemas = {"Answer": ANSWER_SCHEMA}
+    good = {"name": "Answer", "args": {"city": "Paris", "population": 2100000}}
+    wrong_type = {"name": "Answer", "args": {"city": "Paris", "population": "about two million"}}
+    missing = {"name": "Answer", "arguments": '{"city": "Paris"}'}
+    ok = Answer(text="", tool_calls=(good,))
+    assert escalation_reason(ok, cfg, offered_tools=("Answer",), tool_schemas=schemas) is None
+    for bad in (wrong_type, missing):
+        answer = Answer(text="", tool_calls=(bad,))
+        assert (
+            escalation_reason(answer, cfg, offered_tools=("Answer",), tool_schemas=schemas)
+            == "invalid_tool_args"
+        )
+        # without schemas only "is a JSON object" is checked, as before
+        assert escalation_reason(answer, cfg, offered_tools=("Answer",)) is None
+    # the tool as bound (OpenAI or Anthropic shape) is read for its argument schema
+    openai_tool = {"type": "function", "function": {"name": "Answer", "parameters": ANSWER_SCHEMA}}
+    anthropic_tool = {"name": "Answer", "input_schema": ANSWER_SCHEMA}
+    bad_call = Answer(text="", tool_calls=(wrong_type,))
+    for tool in (openai_tool, anthropic_tool):
+        assert (
+            escalation_reason(bad_call, cfg, tool_schemas={"Answer": tool}) == "invalid_tool_args"
+        )
+    # a tool without a schema is not checked against one
+    assert escalation_reason(bad_call, cfg, tool_schemas={"other": ANSWER_SCHEMA}) is None
+
+
+def test_structured_json_that_breaks_the_response_schema_escalates() -> None:
+    cfg = ValidatorConfig()
+    valid = Answer(text='{"city": "Paris", "population": 2100000}')
+    invalid = Answer(text='{"city": "Paris", "population": "about two million"}')
+    prose = Answer(text="Sure! The city is Paris.")
+    assert escalation_reason(valid, cfg, response_schema=ANSWER_SCHEMA) is None
+    assert (
+        escalation_reason(invalid, cfg, structured_output=True, response_schema=ANSWER_SCHEMA)
+        == "invalid_structured_output"
+    )
+    # the schema implies structured output
+    assert escalation_reason(invalid, cfg, response_schema=ANSWER_SCHEMA) == (
+        "invalid_structured_output"
+    )
+    assert escalation_reason(prose, cfg, response_schema=ANSWER_SCHEMA) == (
+        "unparseable_structured_output"
+    )
+    assert (
+        escalation_reason(invalid, ValidatorConfig(structured=False), response_schema=ANSWER_SCHEMA)
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"type": "no-such-type"},
+        {"properties": {"x": {"$ref": "#/$defs/missing"}}},
+        {"$ref": "https://example.invalid/schema.json"},
+    ],
+)
+def test_an_invalid_schema_turns_its_check_off_instead_of_failing(broken: dict[str, Any]) -> None:
+    cfg = ValidatorConfig()
+    call = Answer(text="", tool_calls=({"name": "f", "args": {"x": 1}},))
+    assert escalation_reason(call, cfg, tool_schemas={"f": broken}) is None
+    assert escalation_reason(Answer(text='{"x": 1}'), cfg, response_schema=broken) is None
+
+
+def test_route_run_carries_the_schemas_to_the_validators() -> None:
+    class Cheap:
+        def predict(self, items: Any) -> Any:
+            return np.array([[0.9, 1.0] for _ in items])
+
+    router = Router(
+        Tiers([Tier("small", ("mini",)), Tier("frontier", ("big",))]), classifier=Cheap()
+    )
+    decision = router.route([Message("user", "Capital of France and its population?")])
+    bad = {"name": "Answer", "args": {"city": "Paris", "population": "about two million"}}
+    run = router.start(
+        decision,
+        offered_tools=("Answer",),
+        tool_schemas={"Answer": ANSWER_SCHEMA},
+        tool_required=True,
+    )
+    run.next()
+    assert run.answered(Answer(text="", tool_calls=(bad,))) == "invalid_tool_args"
+    step = run.next()
+    assert step is not None and step.tier == "frontier"
+
+    run = router.start(decision, response_schema=ANSWER_SCHEMA)
+    assert run.structured
+    run.next()
+    assert run.answered(Answer(text='{"city": "Paris"}')) == "invalid_structured_output"
+    assert run.explain()["attempts"][0]["outcome"] == "escalated: invalid_structured_output"

@@ -1,11 +1,12 @@
 """Context summarization: send the model the sentences that answer the question, not whole chunks.
 
 Retrieved chunks are mostly text the answer does not need. The extractive
-summarizer (the default: no LLM call, a few milliseconds once sentences are
-embedded) splits each chunk into sentences, scores every sentence against the
+summarizer (the default: no LLM call and, unless sentence embeddings are
+turned on, no embedding either: a few milliseconds) splits each chunk into
+sentences, scores every sentence against the
 question and keeps the best ones under a token budget, in their original
-order. The score is embedding similarity plus three signals that similarity
-alone misses:
+order. By default the score is lexical, with no model call: three signals
+over the words the question and the sentences share:
 
 - named items: a sentence that contains a number or a name the question
   mentions is kept first ("What happened in 1969?" needs the sentence with
@@ -22,9 +23,20 @@ the chunk is about, and a small lift for every sentence of the few chunks
 that rank best as wholes (:mod:`costopt_core.context.hops`: the chunk that
 holds a multi-hop answer is often found by what it is about, not by its
 answer sentence). Sentences are then taken best value first (score per
-token, softened), so the budget holds more facts. The abstractive summarizer
-asks a (cheap) chat model to write the summary instead; its answer can be
-cached with a
+token, softened), so the budget holds more facts.
+
+``SummarizerConfig(sentence_embeddings=True)`` adds embedding similarity to
+the question to the score. Turn it on when questions are worded unlike the
+text that answers them (paraphrases and synonyms: "How long do I have to
+return an item?" against "may send it back within thirty days"), which
+shares no rare word, number or name with it and is cut. It is off by
+default because on the benchmark (HotpotQA, where questions reuse the
+context's names) the lexical signals alone kept more answers at the same
+budget, in milliseconds instead of an embedding of every sentence (see
+:class:`SummarizerConfig`).
+
+The abstractive summarizer asks a (cheap) chat model to write the summary
+instead; its answer can be cached with a
 :class:`~costopt_core.cache.ComponentCache`.
 
 Both are pure functions over plain strings; the embedding and chat calls are
@@ -121,7 +133,10 @@ class SummarizerConfig(BaseModel):
             chunks come in no particular order.
         separator: joins the kept sentences of one chunk.
         sentence_embeddings: also score sentences by embedding similarity to
-            the question. Off by default: on HotpotQA the lexical signals alone
+            the question. Turn it on when users paraphrase (a question that
+            shares no rare word, number or name with its answer sentence loses
+            that sentence without it), and pass ``embed``. Off by default: on
+            HotpotQA the lexical signals alone
             kept more answers at the same budget (95.2% against 92.0% at 40%
             of the tokens, ``benchmarks/context.py``) and need no model call, so a
             question takes a few milliseconds instead of embedding every

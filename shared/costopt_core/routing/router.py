@@ -93,6 +93,10 @@ class RouteRun:
     offered_tools: tuple[str, ...] = ()
     structured: bool = False
     tool_required: bool = False
+    #: Tool name -> JSON schema of its arguments: calls that do not match escalate.
+    tool_schemas: Mapping[str, Mapping[str, Any]] | None = None
+    #: JSON schema of a structured text answer: JSON that does not match escalates.
+    response_schema: Mapping[str, Any] | None = None
     tier_index: int = 0
     model_index: int = 0
     tries: int = 0
@@ -143,6 +147,8 @@ class RouteRun:
                 offered_tools=self.offered_tools,
                 structured_output=self.structured,
                 tool_required=self.tool_required,
+                tool_schemas=self.tool_schemas,
+                response_schema=self.response_schema,
             )
         if reason is None:
             self.attempts.append(Attempt(step.tier, step.model, "kept"))
@@ -291,6 +297,8 @@ class Router:
         decision: RouteDecision,
         *,
         offered_tools: Sequence[str] = (),
+        tool_schemas: Mapping[str, Mapping[str, Any]] | None = None,
+        response_schema: Mapping[str, Any] | None = None,
         structured: bool = False,
         tool_required: bool = False,
     ) -> RouteRun:
@@ -299,14 +307,28 @@ class Router:
         Args:
             decision: where the request starts (:meth:`route`).
             offered_tools: names of the tools bound to the request.
+            tool_schemas: tool name -> JSON schema of the tool's arguments (or
+                the tool definition as bound, OpenAI or Anthropic shape); a
+                cheap tier's call whose arguments do not match is re-asked one
+                tier up (``invalid_tool_args``). None or a tool left out: only
+                "arguments are a JSON object" is checked.
+            response_schema: JSON schema of a structured text answer (JSON
+                mode); JSON that does not match it is re-asked one tier up
+                (``invalid_structured_output``). Implies ``structured``.
             structured: the request asked for structured (JSON) output.
             tool_required: the request forced a tool call (its ``tool_choice``).
+
+        A schema that is itself invalid turns its check off (logged at debug);
+        it never fails the request.
         """
         return RouteRun(
             self,
             decision,
             offered_tools=tuple(offered_tools),
-            structured=structured,
+            structured=structured or response_schema is not None,
             tool_required=tool_required,
+            # Copied so a caller mutating its schemas mid-run cannot change the checks.
+            tool_schemas=dict(tool_schemas) if tool_schemas is not None else None,
+            response_schema=response_schema,
             tier_index=decision.tier_index,
         )

@@ -1,22 +1,46 @@
 """Checks on a cheap tier's answer that decide whether to re-ask the next tier.
 
-Pure functions of the answer: an empty answer, a refusal or hedge, tool
-calls the request did not offer or whose arguments are not JSON objects, no
-tool call where the request forced one, structured output that does not
-parse, a low mean token log-probability where the provider returns them, and
-a user ``accept(answer)`` hook. Each returns the reason to escalate, or None.
+Pure functions of the answer. The reasons, in the order they are checked:
+
+- ``truncated``: the answer stopped at the token limit;
+- ``unknown_tool``: a tool call names a tool the request did not offer;
+- ``invalid_tool_args``: a tool call's arguments are not a JSON object, or do
+  not match the tool's JSON schema (when the request gave one);
+- ``missing_tool_call``: prose where the request forced a tool call;
+- ``empty``: no text and no tool call;
+- ``unparseable_structured_output``: a structured (JSON-mode) answer that is
+  not JSON;
+- ``invalid_structured_output``: a structured answer that is JSON but does not
+  match the requested response schema;
+- ``refusal_or_hedge``: a short refusal or "I'm not sure";
+- ``low_logprob``: a low mean token log-probability, where the provider
+  returns them;
+- ``rejected_by_accept``: the user's ``accept(answer)`` hook said no.
+
+Schemas are checked with ``jsonschema``; a schema that is itself invalid (or
+refers to something that cannot be resolved) is treated as no schema, so a bad
+schema never fails a call: it only turns that check off (logged at debug).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Answer", "ValidatorConfig", "escalation_reason", "forces_tool_call"]
+__all__ = [
+    "Answer",
+    "ValidatorConfig",
+    "escalation_reason",
+    "forces_tool_call",
+    "schema_violation",
+]
+
+log = logging.getLogger("costopt.routing")
 
 _REFUSAL = re.compile(
     r"\b(i('m| am) (sorry|unable|not able)|i can(no|')t (help|answer|assist|provide)|"
@@ -51,7 +75,11 @@ class ValidatorConfig:
     accept: Callable[[Answer], bool] | None = field(default=None, compare=False)
 
 
-def _tool_problem(calls: Sequence[Mapping[str, Any]], offered: Sequence[str]) -> str | None:
+def _tool_problem(
+    calls: Sequence[Mapping[str, Any]],
+    offered: Sequence[str],
+    schemas: Mapping[str, Mapping[str, Any]] | None,
+) -> str | None:
     for call in calls:
         name = call.get("name")
         if offered and name not in offered:
@@ -64,7 +92,57 @@ def _tool_problem(calls: Sequence[Mapping[str, Any]], offered: Sequence[str]) ->
                 return "invalid_tool_args"
         if not isinstance(args, Mapping):
             return "invalid_tool_args"
+        schema = schemas.get(name) if schemas and isinstance(name, str) else None
+        if schema is not None and schema_violation(args, _args_schema(schema)):
+            return "invalid_tool_args"
     return None
+
+
+def _args_schema(schema: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The arguments' JSON schema, also when given a whole tool definition.
+
+    An adapter may hand over the tool as bound (OpenAI ``{"type": "function",
+    "function": {"parameters": ...}}``, Anthropic ``{"input_schema": ...}``):
+    read as a schema, its ``"type": "function"`` is invalid and the check
+    would silently turn off.
+    """
+    function = schema.get("function")
+    if isinstance(function, Mapping):
+        schema = function
+    for key in ("parameters", "input_schema"):
+        inner = schema.get(key)
+        if isinstance(inner, Mapping) and "properties" not in schema:
+            return inner
+    return schema
+
+
+def schema_violation(instance: Any, schema: Mapping[str, Any]) -> str | None:
+    """The first way ``instance`` breaks the JSON ``schema``, or None if it fits.
+
+    None also when the schema cannot be used (itself invalid, an unresolvable
+    ``$ref``) or ``jsonschema`` is not installed: a check that cannot run must
+    not fail the caller's request. Those cases are logged at debug.
+
+    Args:
+        instance: the parsed JSON value (tool arguments, a structured answer).
+        schema: a JSON schema (any draft ``jsonschema`` knows; 2020-12 when
+            it names none).
+    """
+    try:
+        import jsonschema
+    except ImportError:  # pragma: no cover - a declared dependency
+        log.debug("jsonschema is not installed: answers are not checked against schemas")
+        return None
+    # Any failure here is the schema's (SchemaError, an unresolvable $ref, ...):
+    # the check cannot run, which is "no schema", not a failed request.
+    try:
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        error = jsonschema.exceptions.best_match(cls(schema).iter_errors(instance))
+    except Exception as exc:
+        log.debug("schema %r is not usable, answer not checked against it: %s", schema, exc)
+        return None
+    return None if error is None else error.message
 
 
 # tool_choice values that leave the model free to answer in prose.
@@ -105,6 +183,8 @@ def escalation_reason(
     offered_tools: Sequence[str] = (),
     structured_output: bool = False,
     tool_required: bool = False,
+    tool_schemas: Mapping[str, Mapping[str, Any]] | None = None,
+    response_schema: Mapping[str, Any] | None = None,
 ) -> str | None:
     """Why the next tier should be asked instead, or None to keep this answer.
 
@@ -116,13 +196,23 @@ def escalation_reason(
             answer with tool calls gives it through them.
         tool_required: the request's ``tool_choice`` forced a tool call (see
             :func:`forces_tool_call`); an answer without one is escalated.
+        tool_schemas: tool name -> JSON schema of its arguments (or the tool
+            definition as bound); a call whose arguments do not match is
+            escalated (``invalid_tool_args``). Tools not named are not checked.
+        response_schema: JSON schema of a structured answer given as text; JSON
+            that does not match it is escalated (``invalid_structured_output``).
+            Giving one implies ``structured_output``.
     """
     if config.truncated and (answer.finish_reason or "").lower() in ("length", "max_tokens"):
         return "truncated"
     text = answer.text.strip()
     if answer.tool_calls:
         # A tool call is an answer even with no text: never "empty".
-        problem = _tool_problem(answer.tool_calls, offered_tools) if config.tool_calls else None
+        problem = (
+            _tool_problem(answer.tool_calls, offered_tools, tool_schemas)
+            if config.tool_calls
+            else None
+        )
         if problem:
             return problem
     elif config.tool_calls and tool_required:
@@ -131,11 +221,14 @@ def escalation_reason(
         return "missing_tool_call"
     elif config.empty and not text:
         return "empty"
-    if config.structured and structured_output and not answer.tool_calls:
+    structured = structured_output or response_schema is not None
+    if config.structured and structured and not answer.tool_calls:
         try:
-            json.loads(text)
+            value = json.loads(text)
         except json.JSONDecodeError:
             return "unparseable_structured_output"
+        if response_schema is not None and schema_violation(value, response_schema):
+            return "invalid_structured_output"
     if config.refusal and text and len(text) < 400 and _REFUSAL.search(text):
         return "refusal_or_hedge"
     if (

@@ -6,25 +6,158 @@ cost handler. Two things LangChain's public entry points do on the way would
 be lost by that: the model's own ``rate_limiter`` (taken once per model call),
 and the fallback to one whole answer when a model cannot stream (it only
 implements ``_generate``). Both live here, once, for every adapter.
+
+The third thing is the run itself. A wrapper's answer must be booked to the
+run's tenant and its discarded attempts to the run's cost handlers, but
+langchain-core hands ``_generate`` the run manager and calls ``_stream``
+without one. :class:`RunAwareChatModel` closes that gap: its ``stream`` /
+``astream`` pass ``_stream`` a :class:`StreamRun` (the run's id, metadata and
+handlers) under a private call kwarg, and :func:`run_of` gives either one to
+the code that needs the run.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+import functools
+import inspect
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from uuid import UUID
 
-from langchain_core.language_models import BaseChatModel
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import RunnableConfig, ensure_config
+
+from langchain_costopt.callbacks import cost_handlers
 
 __all__ = [
+    "RUN_KWARG",
+    "Run",
+    "RunAwareChatModel",
+    "StreamRun",
     "agenerate",
     "astream",
     "chunk_of",
     "generate",
+    "run_of",
     "stream",
     "streams",
 ]
+
+#: The call kwarg under which ``RunAwareChatModel.stream`` hands ``_stream`` its run.
+RUN_KWARG = "costopt_run"
+
+
+class Run(Protocol):
+    """What the adapters read of a run: a LangChain run manager, or a :class:`StreamRun`."""
+
+    @property
+    def run_id(self) -> UUID | None: ...
+
+    @property
+    def metadata(self) -> Mapping[str, Any]: ...
+
+    @property
+    def handlers(self) -> Sequence[BaseCallbackHandler]: ...
+
+
+@dataclass(frozen=True)
+class StreamRun:
+    """A streamed run as ``_stream`` cannot otherwise see it.
+
+    Attributes:
+        run_id: the id the run is started under (the cost handler's call id).
+        metadata: the run's metadata: the caller's, then the model's own.
+        handlers: the cost handlers of the run (the only handlers read here).
+    """
+
+    run_id: UUID
+    metadata: Mapping[str, Any]
+    handlers: Sequence[BaseCallbackHandler]
+
+
+def run_of(run_manager: Any, kwargs: dict[str, Any]) -> Run | None:
+    """The run of a ``_generate`` / ``_stream`` call; removes :data:`RUN_KWARG` from ``kwargs``.
+
+    Args:
+        run_manager: what LangChain passed (None when it called ``_stream``).
+        kwargs: the call's kwargs; the private run entry is taken out so it
+            never reaches a provider's request.
+    """
+    passed: Run | None = kwargs.pop(RUN_KWARG, None)
+    return run_manager if run_manager is not None else passed
+
+
+class RunAwareChatModel(BaseChatModel):
+    """A costopt chat model whose ``_stream`` learns its run (see the module docstring)."""
+
+    def _stream_kwargs(
+        self, config: RunnableConfig | None, kwargs: dict[str, Any], *, async_api: bool
+    ) -> tuple[RunnableConfig, dict[str, Any]]:
+        config = ensure_config(config)
+        if not self._should_stream(async_api=async_api, **{**kwargs, "stream": True}):
+            # Not streamed: LangChain calls invoke(), whose _generate gets the run manager.
+            return config, kwargs
+        # The run is started under this id, so the run manager's and ours agree.
+        run_id = config.get("run_id") or uuid.uuid4()
+        metadata = {**(config.get("metadata") or {}), **(self.metadata or {})}
+        run = StreamRun(run_id, metadata, cost_handlers(config.get("callbacks"), self.callbacks))
+        return RunnableConfig(**{**config, "run_id": run_id}), {**kwargs, RUN_KWARG: run}
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        config, kwargs = self._stream_kwargs(config, kwargs, async_api=False)
+        yield from super().stream(input, config, stop=stop, **kwargs)
+
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        config, kwargs = self._stream_kwargs(config, kwargs, async_api=True)
+        async for chunk in super().astream(input, config, stop=stop, **kwargs):
+            yield chunk
+
+    def _get_invocation_params(
+        self, stop: list[str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        # The run is no parameter of the request: kept out of traces and cache keys.
+        kwargs.pop(RUN_KWARG, None)
+        return super()._get_invocation_params(stop=stop, **kwargs)
+
+
+@functools.lru_cache(maxsize=256)
+def _takes_run_manager(cls: type[BaseChatModel], method: str) -> bool:
+    # As langchain-core itself checks before passing one (some models' methods take none).
+    return "run_manager" in inspect.signature(getattr(cls, method)).parameters
+
+
+def _with_run(
+    model: BaseChatModel,
+    method: str,
+    kwargs: dict[str, Any],
+    run: Run | None,
+    run_manager: Any,
+) -> dict[str, Any]:
+    """``kwargs`` plus the run, in the one form ``model`` takes."""
+    if run_manager is not None and _takes_run_manager(type(model), method):
+        return {**kwargs, "run_manager": run_manager}
+    if run is not None and isinstance(model, RunAwareChatModel):
+        return {**kwargs, RUN_KWARG: run}
+    return kwargs
 
 
 def streams(model: BaseChatModel) -> bool:
@@ -75,44 +208,85 @@ def _first_message(result: ChatResult) -> BaseMessage:
 
 
 def generate(
-    model: BaseChatModel, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any
+    model: BaseChatModel,
+    messages: list[BaseMessage],
+    stop: list[str] | None,
+    *,
+    run: Run | None = None,
+    run_manager: Any = None,
+    **kwargs: Any,
 ) -> ChatResult:
-    """``model._generate`` behind the model's own rate limiter."""
+    """``model._generate`` behind the model's own rate limiter.
+
+    Args:
+        model: the wrapped model.
+        messages: the request.
+        stop: stop sequences.
+        run: the caller's run, for a costopt model to read (tenant, cost
+            handlers); never emits anything.
+        run_manager: the caller's run manager, for a model whose answer *is*
+            the caller's (it may stream tokens into it). Not for a router's
+            tier: a discarded attempt's tokens must not reach the caller.
+        **kwargs: the request's call kwargs.
+    """
     if model.rate_limiter is not None:
         model.rate_limiter.acquire(blocking=True)
+    kwargs = _with_run(model, "_generate", kwargs, run, run_manager)
     return model._generate(messages, stop=stop, **kwargs)
 
 
 async def agenerate(
-    model: BaseChatModel, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any
+    model: BaseChatModel,
+    messages: list[BaseMessage],
+    stop: list[str] | None,
+    *,
+    run: Run | None = None,
+    run_manager: Any = None,
+    **kwargs: Any,
 ) -> ChatResult:
     """Async :func:`generate`."""
     if model.rate_limiter is not None:
         await model.rate_limiter.aacquire(blocking=True)
+    kwargs = _with_run(model, "_agenerate", kwargs, run, run_manager)
     return await model._agenerate(messages, stop=stop, **kwargs)
 
 
 def stream(
-    model: BaseChatModel, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any
+    model: BaseChatModel,
+    messages: list[BaseMessage],
+    stop: list[str] | None,
+    *,
+    run: Run | None = None,
+    **kwargs: Any,
 ) -> Iterator[ChatGenerationChunk]:
-    """The model's chunks, or its whole answer as one chunk if it cannot stream."""
+    """The model's chunks, or its whole answer as one chunk if it cannot stream.
+
+    The caller emits the chunks it passes on; ``model`` gets the run to read
+    (``run``), never a run manager to emit into, so no token is sent twice.
+    """
     if not streams(model):
-        yield chunk_of(_first_message(generate(model, messages, stop, **kwargs)))
+        yield chunk_of(_first_message(generate(model, messages, stop, run=run, **kwargs)))
         return
     if model.rate_limiter is not None:
         model.rate_limiter.acquire(blocking=True)
-    yield from model._stream(messages, stop=stop, **kwargs)
+    yield from model._stream(messages, stop=stop, **_with_run(model, "_stream", kwargs, run, None))
 
 
 async def astream(
-    model: BaseChatModel, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any
+    model: BaseChatModel,
+    messages: list[BaseMessage],
+    stop: list[str] | None,
+    *,
+    run: Run | None = None,
+    **kwargs: Any,
 ) -> AsyncIterator[ChatGenerationChunk]:
     """Async :func:`stream`."""
     if not _astreams(model):
-        result = await agenerate(model, messages, stop, **kwargs)
+        result = await agenerate(model, messages, stop, run=run, **kwargs)
         yield chunk_of(_first_message(result))
         return
     if model.rate_limiter is not None:
         await model.rate_limiter.aacquire(blocking=True)
+    kwargs = _with_run(model, "_astream", kwargs, run, None)
     async for chunk in model._astream(messages, stop=stop, **kwargs):
         yield chunk

@@ -52,11 +52,10 @@ from costopt_core.batch import (
 )
 from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import BatchFailedError, BatchRequestError, ConfigurationError
-from costopt_core.tenancy import current_tenant
 from costopt_core.types import CallMode, Usage
 from costopt_core.usage import usage_from_langchain
 from langchain_costopt._convert import from_langchain_messages, to_langchain_message
-from langchain_costopt.callbacks import TENANT_KEYS, CostCallbackHandler
+from langchain_costopt.callbacks import CostCallbackHandler, run_tenant
 
 __all__ = [
     "BatchFailedError",
@@ -283,13 +282,7 @@ def _local_result(chat: ChatResult, request: BatchRequest) -> BatchResult:
 
 
 def _tenant_of(config: RunnableConfig, own: str | None) -> str | None:
-    if own is not None:
-        return own
-    metadata = config.get("metadata") or {}
-    for key in TENANT_KEYS:
-        if metadata.get(key) is not None:
-            return str(metadata[key])
-    return current_tenant()
+    return run_tenant(config.get("metadata"), own=own)
 
 
 # -- the handle ---------------------------------------------------------------------

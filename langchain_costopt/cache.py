@@ -19,15 +19,44 @@ from langchain_core.outputs import ChatGeneration, Generation
 
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
+from costopt_core.errors import ConfigurationError
 from costopt_core.served import SERVED, served_info
 from costopt_core.tenancy import current_tenant
 from costopt_core.usage import usage_from_langchain
 from langchain_costopt._convert import cache_model, from_langchain_messages, usage_or_unknown
 
-__all__ = ["PAYLOAD_FORMAT", "SemanticCache", "generations_of", "response_of"]
+__all__ = ["PAYLOAD_FORMAT", "SemanticCache", "engine_cache", "generations_of", "response_of"]
 
 PAYLOAD_FORMAT = "langchain/generations/v1"
 METADATA_KEY = "costopt"
+
+
+def engine_cache(value: Any, what: str) -> CacheEngine:
+    """``value`` if it is an engine cache, else a ``ConfigurationError`` saying what to pass.
+
+    Checked when the adapter is built: a wrong type would otherwise fail (or,
+    worse, be swallowed as a cache miss) inside every call.
+
+    Args:
+        value: what the caller passed.
+        what: the argument, as the message should name it.
+    """
+    if isinstance(value, CacheEngine):
+        return value
+    engine = "costopt_core.cache.SemanticCache (imported as CacheEngine in the README)"
+    if isinstance(value, SemanticCache):
+        got = "langchain_costopt.SemanticCache, the LangChain adapter"
+        fix = f"pass its engine cache (.engine) or a {engine}"
+    elif type(value).__name__.endswith("Backend"):
+        got = type(value).__name__
+        fix = f"wrap the backend in the engine cache: CacheEngine({got}(...))"
+    else:
+        got = repr(value) if isinstance(value, str | int | float | bool) else type(value).__name__
+        fix = (
+            "omit it for the in-memory cache (SemanticCache() is in memory), or pass "
+            "CacheEngine(SQLiteCacheBackend(path)) / CacheEngine(RedisCacheBackend(url))"
+        )
+    raise ConfigurationError(f"{what} must be a {engine}, got {got}; {fix}")
 
 
 def _messages_of(prompt: str) -> list[BaseMessage]:
@@ -146,7 +175,9 @@ class SemanticCache(BaseCache):
     def __init__(
         self, cache: CacheEngine | None = None, *, expose_cache_info: bool = False
     ) -> None:
-        self.engine = cache if cache is not None else CacheEngine()
+        self.engine = (
+            engine_cache(cache, "SemanticCache's cache") if cache is not None else CacheEngine()
+        )
         self.expose_cache_info = expose_cache_info
 
     def _request(self, prompt: str, llm_string: str) -> CacheRequest:

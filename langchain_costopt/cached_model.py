@@ -5,7 +5,8 @@ not: a hit is replayed as chunks (usage on the last one, as providers send
 it), a miss streams from the wrapped model and is stored when complete.
 Concurrent identical misses make one call. The wrapped model is called
 through its ``_generate``/``_stream`` methods so that one user call stays
-one LLM run for the cost handler.
+one LLM run for the cost handler; it is handed that run, so a router inside
+records its escalations with the run's cost handlers.
 """
 
 from __future__ import annotations
@@ -18,16 +19,16 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableBinding
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
+from costopt_core.errors import ConfigurationError, config_error
 from costopt_core.served import SERVED, served_info
-from costopt_core.tenancy import current_tenant
 from langchain_costopt import _calls
 from langchain_costopt._convert import cache_model, from_langchain_messages
-from langchain_costopt.cache import generations_of, response_of
-from langchain_costopt.callbacks import TENANT_KEYS
+from langchain_costopt.cache import engine_cache, generations_of, response_of
+from langchain_costopt.callbacks import TENANT_KEYS, run_tenant
 
 __all__ = ["CachedChatModel"]
 
@@ -53,19 +54,25 @@ def _replay(hit: CacheHit, expose: bool) -> Iterator[ChatGenerationChunk]:
     yield chunk
 
 
-class CachedChatModel(BaseChatModel):
+class CachedChatModel(_calls.RunAwareChatModel):
     """Wraps any chat model with costopt's exact + semantic cache.
 
     Args:
         model: the chat model to call on a miss.
         semantic_cache: the engine cache; a default in-memory one if omitted.
-        tenant: tenant of this model's calls; otherwise the one set by
-            ``costopt_core.tenant_scope``. Set at construction: it is also put
-            in the model's ``metadata``, where the cost handler reads it.
+        tenant: tenant of this model's calls (the cache partition and the
+            ledger's tenant). Otherwise the run's, as the cost handler reads
+            it: the run metadata's ``costopt_tenant`` (or ``tenant_id`` /
+            ``tenant``), else ``costopt_core.tenant_scope``'s. Set at
+            construction: it is also put in the model's ``metadata``, where
+            the cost handler reads it.
         expose_cache_info: mark answers served from the cache in
             ``response_metadata["costopt"]``. Off by default: it tells a caller
             that someone asked the same question before. The cost handler
             learns it either way.
+        cache: langchain-core's switch. ``False`` turns this cache off (every
+            call goes to ``model``, nothing is stored), as it turns off
+            LangChain's global LLM cache for any model.
 
     Example:
         >>> cached = CachedChatModel(model=chat_model)  # doctest: +SKIP
@@ -79,6 +86,23 @@ class CachedChatModel(BaseChatModel):
     semantic_cache: CacheEngine = Field(default_factory=CacheEngine)
     tenant: str | None = None
     expose_cache_info: bool = False
+
+    def __init__(self, **data: Any) -> None:
+        # Checked before pydantic, whose message would name neither the fix nor
+        # (for a union) the field plainly.
+        if "model" in data and not isinstance(data["model"], BaseChatModel):
+            model = data["model"]
+            got = f"str {model!r}" if isinstance(model, str) else type(model).__name__
+            raise ConfigurationError(
+                "CachedChatModel's model must be a LangChain chat model (BaseChatModel), got "
+                f"{got}; pass the model object, e.g. ChatOpenAI(model='gpt-4o-mini')"
+            )
+        if data.get("semantic_cache") is not None:
+            engine_cache(data["semantic_cache"], "CachedChatModel's semantic_cache")
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise config_error("CachedChatModel", exc) from None
 
     @model_validator(mode="after")
     def _set_costopt_tenant(self) -> Self:
@@ -99,7 +123,14 @@ class CachedChatModel(BaseChatModel):
         return {"model": self.model._identifying_params}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        kwargs.pop(_calls.RUN_KWARG, None)  # ours: the wrapped model's params do not have it
         return self.model._get_ls_params(stop=stop, **kwargs)
+
+    @property
+    def _caching(self) -> bool:
+        # ``cache=False`` is langchain-core's "will not use a cache"; None, True
+        # or a BaseCache say nothing against this one.
+        return self.cache is not False
 
     def bind_tools(
         self, tools: Sequence[Any], **kwargs: Any
@@ -111,13 +142,19 @@ class CachedChatModel(BaseChatModel):
         return self.bind(**bound.kwargs)
 
     def _request(
-        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        run: _calls.Run | None = None,
     ) -> CacheRequest:
         return CacheRequest(
             messages=tuple(from_langchain_messages(messages)),
             model=cache_model(self.model._get_llm_string(stop=stop, **kwargs), messages),
             tools=tuple(kwargs.get("tools") or ()),
-            tenant=self.tenant if self.tenant is not None else current_tenant(),
+            # The tenant the cost handler books the run under: a partition that
+            # disagreed with it would serve one tenant's answer to another.
+            tenant=run_tenant(getattr(run, "metadata", None), own=self.tenant),
         )
 
     def _result(self, hit: CacheHit | None, fresh: ChatResult | None) -> ChatResult:
@@ -134,14 +171,23 @@ class CachedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        run = _calls.run_of(run_manager, kwargs)
+        # The wrapped model's answer is this run's answer: it gets the run manager
+        # (its tokens, a router's escalations and budget holds belong to this run).
+        if not self._caching:
+            return _calls.generate(
+                self.model, messages, stop, run=run, run_manager=run_manager, **kwargs
+            )
         fresh: list[ChatResult] = []
 
         def call() -> CachedResponse:
-            result = _calls.generate(self.model, messages, stop, **kwargs)
+            result = _calls.generate(
+                self.model, messages, stop, run=run, run_manager=run_manager, **kwargs
+            )
             fresh.append(result)
             return response_of(result.generations)
 
-        out = self.semantic_cache.get_or_call(self._request(messages, stop, kwargs), call)
+        out = self.semantic_cache.get_or_call(self._request(messages, stop, kwargs, run), call)
         return self._result(out.hit, fresh[0] if fresh else None)
 
     async def _agenerate(
@@ -151,14 +197,22 @@ class CachedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        run = _calls.run_of(run_manager, kwargs)
+        if not self._caching:
+            return await _calls.agenerate(
+                self.model, messages, stop, run=run, run_manager=run_manager, **kwargs
+            )
         fresh: list[ChatResult] = []
 
         async def call() -> CachedResponse:
-            result = await _calls.agenerate(self.model, messages, stop, **kwargs)
+            result = await _calls.agenerate(
+                self.model, messages, stop, run=run, run_manager=run_manager, **kwargs
+            )
             fresh.append(result)
             return response_of(result.generations)
 
-        out = await self.semantic_cache.aget_or_call(self._request(messages, stop, kwargs), call)
+        request = self._request(messages, stop, kwargs, run)
+        out = await self.semantic_cache.aget_or_call(request, call)
         return self._result(out.hit, fresh[0] if fresh else None)
 
     def _stream(
@@ -168,13 +222,19 @@ class CachedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        request = self._request(messages, stop, kwargs)
+        run = _calls.run_of(run_manager, kwargs)
+        if not self._caching:
+            yield from self._emit(
+                _calls.stream(self.model, messages, stop, run=run, **kwargs), run_manager
+            )
+            return
+        request = self._request(messages, stop, kwargs, run)
         hit = self.semantic_cache.lookup(request)
         if hit is not None:
             yield from self._emit(_replay(hit, self.expose_cache_info), run_manager)
             return
         chunks: list[ChatGenerationChunk] = []
-        for chunk in _calls.stream(self.model, messages, stop, **kwargs):
+        for chunk in _calls.stream(self.model, messages, stop, run=run, **kwargs):
             chunks.append(chunk)
             yield from self._emit(iter([chunk]), run_manager)
         # Only a stream read to its end gets here: a half-read answer is not stored.
@@ -188,7 +248,14 @@ class CachedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        request = self._request(messages, stop, kwargs)
+        run = _calls.run_of(run_manager, kwargs)
+        if not self._caching:
+            async for chunk in _calls.astream(self.model, messages, stop, run=run, **kwargs):
+                if run_manager and chunk.text:
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+            return
+        request = self._request(messages, stop, kwargs, run)
         hit = await self.semantic_cache.alookup(request)
         if hit is not None:
             for chunk in _replay(hit, self.expose_cache_info):
@@ -197,7 +264,7 @@ class CachedChatModel(BaseChatModel):
                 yield chunk
             return
         chunks: list[ChatGenerationChunk] = []
-        async for chunk in _calls.astream(self.model, messages, stop, **kwargs):
+        async for chunk in _calls.astream(self.model, messages, stop, run=run, **kwargs):
             chunks.append(chunk)
             if run_manager and chunk.text:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)

@@ -17,28 +17,28 @@ from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
 
-from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
 from costopt_core import CostEngine, CostLedger, default_engine, engine_scope
-from costopt_core.errors import BudgetExceededError
+from costopt_core.errors import BudgetExceededError, ConfigurationError
 from costopt_core.served import SERVED, served_outcome
 from costopt_core.tenancy import current_tenant
 from costopt_core.types import CallOutcome, money_str
 from costopt_core.usage import normalize_usage, usage_from_langchain
 from langchain_costopt._convert import from_langchain_messages, usage_or_unknown
 
-__all__ = ["CostCallbackHandler", "track_costs"]
+__all__ = ["CostCallbackHandler", "cost_handlers", "run_tenant", "track_costs"]
 
 log = logging.getLogger("costopt.langchain")
 
 TENANT_KEYS = ("costopt_tenant", "tenant_id", "tenant")
 TIER_KEY = "costopt_tier"
 METADATA_KEY = "costopt"
-# Any key _start looks for in run metadata besides the model name.
-_RUN_KEYS = frozenset((*TENANT_KEYS, TIER_KEY))
+# The tenant keys as a set: most runs name none, which one isdisjoint() tells.
+_TENANT_KEY_SET = frozenset(TENANT_KEYS)
 
 
 def _first(metadata: Mapping[str, Any] | None, keys: tuple[str, ...]) -> str | None:
@@ -49,6 +49,55 @@ def _first(metadata: Mapping[str, Any] | None, keys: tuple[str, ...]) -> str | N
         if v is not None:
             return str(v)
     return None
+
+
+def run_tenant(metadata: Mapping[str, Any] | None, own: str | None = None) -> str | None:
+    """The tenant a run is for, the one way every LangChain adapter reads it.
+
+    The cost handler books a call under this tenant, so a cache partition, a
+    savings record or a budget check that asks here agrees with the ledger.
+
+    Args:
+        metadata: the run's metadata (a run manager's ``metadata``, a config's
+            ``"metadata"``); its first of ``TENANT_KEYS`` that is set wins.
+        own: a tenant the component itself was configured with; it wins over
+            the run's, as it does in the component's own records.
+
+    Returns:
+        ``own``, else the run's metadata tenant, else ``tenant_scope``'s (None
+        outside any scope).
+    """
+    if own is not None:
+        return own
+    if metadata and not _TENANT_KEY_SET.isdisjoint(metadata):  # usually none is set
+        tenant = _first(metadata, TENANT_KEYS)
+        if tenant is not None:
+            return tenant
+    # ``tenant_scope`` (a contextvar): callbacks start in the caller's context.
+    return current_tenant()
+
+
+def cost_handlers(*callbacks: Any) -> list[CostCallbackHandler]:
+    """The cost handlers a run made with these callbacks would have, each once.
+
+    Args:
+        *callbacks: a config's ``"callbacks"`` and a model's own ``callbacks``
+            (each a list of handlers, a callback manager or None).
+
+    Returns:
+        The ``CostCallbackHandler`` instances among them, plus the enclosing
+        ``track_costs`` block's (LangChain adds it to every run), in order.
+    """
+    found: list[CostCallbackHandler] = []
+    for source in callbacks:
+        handlers = source.handlers if isinstance(source, BaseCallbackManager) else source or ()
+        for h in handlers:
+            if isinstance(h, CostCallbackHandler) and not any(h is f for f in found):
+                found.append(h)
+    tracking = _tracking.get()
+    if tracking is not None and not any(tracking is f for f in found):
+        found.append(tracking)
+    return found
 
 
 def _mapping(value: Any) -> Mapping[str, Any] | None:
@@ -62,6 +111,13 @@ def _mapping(value: Any) -> Mapping[str, Any] | None:
     if type(value) is dict or isinstance(value, Mapping):
         return value
     return None
+
+
+def _described(value: Any) -> str:
+    """``value`` for an error message: a string or number as written, else its type."""
+    if isinstance(value, str | int | float | bool) or value is None:
+        return repr(value)
+    return type(value).__name__
 
 
 #: A run between its start and end: (model, tenant, tier, time.perf_counter() at
@@ -119,6 +175,20 @@ class CostCallbackHandler(BaseCallbackHandler):
 
     def __init__(self, engine: CostEngine | None = None, *, check_budgets: bool = True) -> None:
         super().__init__()
+        # Checked here: a wrong type would otherwise fail inside every call's
+        # callback, far from the line that made the mistake.
+        if engine is not None and not isinstance(engine, CostEngine):
+            hint = (
+                "CostEngine(ledger=...)"
+                if isinstance(engine, CostLedger)
+                else "CostEngine() or None for the process default"
+            )
+            raise ConfigurationError(
+                "CostCallbackHandler's engine must be a costopt_core.CostEngine, got "
+                f"{_described(engine)}; pass {hint}"
+            )
+        if not isinstance(check_budgets, bool):
+            raise ConfigurationError(f"check_budgets must be True or False, got {check_budgets!r}")
         self.engine = engine or default_engine()
         self.check_budgets = check_budgets
         # Runs between their start and end, by ``getattr(run_id, "int", run_id)``:
@@ -146,13 +216,8 @@ class CostCallbackHandler(BaseCallbackHandler):
         model = metadata.get("ls_model_name") if metadata else None
         if not model and params:
             model = params.get("model") or params.get("model_name") or params.get("model_id")
-        tenant = tier = None
-        if metadata and not _RUN_KEYS.isdisjoint(metadata):  # usually none is set
-            tenant = _first(metadata, TENANT_KEYS)
-            tier = _first(metadata, (TIER_KEY,))
-        if tenant is None:
-            # ``tenant_scope`` (a contextvar): callbacks start in the caller's context.
-            tenant = current_tenant()
+        tenant = run_tenant(metadata)
+        tier = _first(metadata, (TIER_KEY,)) if metadata and TIER_KEY in metadata else None
         model = str(model) if model else None
         self._runs[getattr(run_id, "int", run_id)] = (model, tenant, tier, time.perf_counter())
         if self.check_budgets and model and self.engine.ledger.has_budgets:
@@ -321,8 +386,14 @@ def track_costs(
     """Price every LangChain call made inside the ``with`` block.
 
     Like ``get_usage_metadata_callback``, no callback needs to be passed. By
-    default a fresh ledger is used (with the default engine's prices and
-    baseline), so the block's figures are its own.
+    default the block records into ``default_engine().child()``: a fresh
+    ledger, so the block's figures are its own, with the default engine's
+    prices, baseline, embedder and token counter. The default engine's budgets
+    still apply to every call in the block, and the block's calls are
+    recorded in the default engine's ledger too (once, even when a handler of
+    that engine sees them as well), so a process-wide budget cannot be
+    bypassed by opening a block. Budgets added to ``costs.engine`` apply to
+    the block alone.
 
     Example:
         >>> with track_costs() as costs:  # doctest: +SKIP
@@ -330,8 +401,7 @@ def track_costs(
         >>> costs.ledger.totals().cost_usd  # doctest: +SKIP
     """
     if engine is None:
-        base = default_engine()
-        engine = CostEngine(catalog=base.catalog, baseline_model=base.baseline_model)
+        engine = default_engine().child()
     handler = CostCallbackHandler(engine, check_budgets=check_budgets)
     token = _tracking.set(handler)
     try:

@@ -30,7 +30,7 @@ from pydantic import ConfigDict
 
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.cache.component import ComponentCache
-from langchain_costopt.callbacks import TENANT_KEYS
+from langchain_costopt.callbacks import run_tenant
 
 __all__ = ["CODEC", "CachedRunnable", "cached", "decode", "encode"]
 
@@ -136,8 +136,7 @@ class CachedRunnable(RunnableSerializable[Input, Output]):
         if chosen:
             variant_src["configurable"] = chosen
         variant_ok, variant = _key(variant_src) if variant_src else (True, None)
-        metadata = config.get("metadata") or {}
-        tenant = next((str(metadata[k]) for k in TENANT_KEYS if metadata.get(k) is not None), None)
+        tenant = run_tenant(config.get("metadata"))
         return ok and variant_ok, key, tenant, variant
 
     # -- invoke ---------------------------------------------------------------

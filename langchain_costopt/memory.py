@@ -53,10 +53,9 @@ from costopt_core.memory import (
     MemoryView,
     message_fingerprint,
 )
-from costopt_core.tenancy import current_tenant
 from costopt_core.types import Message
 from langchain_costopt._convert import from_langchain_messages, to_langchain_message
-from langchain_costopt.callbacks import CostCallbackHandler, _tracking
+from langchain_costopt.callbacks import CostCallbackHandler, _tracking, run_tenant
 
 __all__ = [
     "STATE_MESSAGE_NAME",
@@ -172,7 +171,11 @@ class MemoryOptions:
     tenant: str | None
 
     def memory(self, state: MemoryState | None) -> ConversationMemory:
-        tenant = self.tenant if self.tenant is not None else current_tenant()
+        # The run's tenant, as the cost handler books the run's model calls: every
+        # entry point runs inside the caller's runnable (the LCEL transform, the
+        # history RunnableWithMessageHistory reads, the agent's model node), whose
+        # config ensure_config() returns.
+        tenant = run_tenant(ensure_config().get("metadata"), own=self.tenant)
         chat = achat = None
         if self.summarizer is not None:
             chat, achat = summarizer_functions(
@@ -350,7 +353,9 @@ class SummarizingChatMessageHistory(BaseChatMessageHistory):
             summaries (no model call) if None.
         summarizer_model: the summarizer's model name for the trade-off (read
             from the model if omitted).
-        tenant: tenant of the ledger records; otherwise ``tenant_scope``'s.
+        tenant: tenant of the ledger records; otherwise the run's (its
+            metadata's ``costopt_tenant``, as the cost handler reads it), else
+            ``tenant_scope``'s.
         record_savings: record the tokens each view keeps out of a call.
         record_summarizer_costs: price the summarizer's calls into the ledger
             (off if that model already has a ``CostCallbackHandler`` on this engine).

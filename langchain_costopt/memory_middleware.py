@@ -69,7 +69,9 @@ class SummarizingMemoryMiddleware(AgentMiddleware[SummarizingMemoryState, Any]):
         summarizer: a cheap chat model that writes the summaries; extractive
             summaries (no model call) if None.
         summarizer_model: the summarizer's model name (read from the model if omitted).
-        tenant: tenant of the ledger records; otherwise ``tenant_scope``'s.
+        tenant: tenant of the ledger records; otherwise the run's (its
+            metadata's ``costopt_tenant``, as the cost handler reads it), else
+            ``tenant_scope``'s.
         record_savings: record the tokens each view keeps out of a call.
         record_summarizer_costs: price the summarizer's calls into the ledger.
 

@@ -48,7 +48,7 @@ from costopt_core.context.relevance import (
 )
 from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import ConfigurationError, config_error
-from costopt_core.tenancy import current_tenant
+from langchain_costopt.callbacks import run_tenant
 
 __all__ = ["DEFAULT_SCORE_KEYS", "METADATA_KEY", "RelevanceThresholdRetriever"]
 
@@ -100,12 +100,16 @@ class RelevanceThresholdRetriever(BaseRetriever):
         retriever: any retriever to wrap (scores read from metadata).
         config: the cutoffs; ``RelevanceConfig()`` drops only near-duplicates.
         k: documents to fetch from the store; at most this many are returned.
+            When omitted, a wrapped retriever's own: a ``VectorStoreRetriever``'s
+            ``search_kwargs["k"]``, another retriever's ``k`` field; else 4.
             ``invoke(query, k=...)`` overrides it per call.
         search_kwargs: extra arguments to the store's search (``filter``...).
         score_keys: metadata keys holding a wrapped retriever's score.
         engine: ledger and token counter; ``current_engine()`` if omitted.
         record_savings: book the dropped documents' tokens as savings.
-        tenant: tenant of the savings record; ``current_tenant()`` if omitted.
+        tenant: tenant of the savings record; if omitted, the run's (its
+            metadata's ``costopt_tenant``, as the cost handler reads it), else
+            ``current_tenant()``.
         token_model: model whose tokenizer counts the documents.
 
     Each returned document is a copy with its similarity in
@@ -212,13 +216,37 @@ class RelevanceThresholdRetriever(BaseRetriever):
         return await store.asimilarity_search_with_score(query, k=k, **kwargs), convention
 
     # -- the decision (shared by sync and async) ---------------------------------------------
+    def _wrapped_k(self) -> int | None:
+        """The wrapped retriever's own k (the number it was set up to return), if any."""
+        r = self.retriever
+        k = (
+            r.search_kwargs.get("k")
+            if isinstance(r, VectorStoreRetriever)
+            else getattr(r, "k", None)
+        )
+        return k if isinstance(k, int) and not isinstance(k, bool) and k >= 1 else None
+
     def _k(self, kwargs: dict[str, Any]) -> int:
-        k = kwargs.get("k", self.k)
+        if "k" in kwargs:
+            k = kwargs["k"]
+        elif "k" in self.model_fields_set:
+            k = self.k
+        else:
+            # A wrapped retriever set up for k results keeps that k: the wrapper's
+            # default would fetch more than it returns (and book them as dropped)
+            # or cut what it returns.
+            k = self._wrapped_k() or self.k
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ConfigurationError(f"k must be a positive int, got {k!r}")
         return k
 
-    def _keep(self, found: Scored, convention: ScoreConvention, k: int) -> list[Document]:
+    def _keep(
+        self,
+        found: Scored,
+        convention: ScoreConvention,
+        k: int,
+        metadata: dict[str, Any] | None = None,
+    ) -> list[Document]:
         engine = self.engine or current_engine()
         cfg = self.config
         # At most k come back, whatever the wrapped retriever returned.
@@ -235,7 +263,7 @@ class RelevanceThresholdRetriever(BaseRetriever):
             cfg,
             count_tokens=lambda text: engine.tokens.count(text, self.token_model),
         )
-        self._record(engine, result)
+        self._record(engine, result, metadata)
         return [
             found[i][0].model_copy(
                 update={"metadata": {**found[i][0].metadata, METADATA_KEY: result.similarities[i]}}
@@ -243,14 +271,17 @@ class RelevanceThresholdRetriever(BaseRetriever):
             for i in result.kept
         ]
 
-    def _record(self, engine: CostEngine, result: RelevanceResult) -> None:
+    def _record(
+        self, engine: CostEngine, result: RelevanceResult, metadata: dict[str, Any] | None
+    ) -> None:
         if not self.record_savings:
             return
         engine.record_removed_tokens(
             result.tokens_removed,
             lever="compression",
             model=self.token_model,
-            tenant=self.tenant if self.tenant is not None else current_tenant(),
+            # The run's tenant, as the cost handler books the run's model calls.
+            tenant=run_tenant(metadata, own=self.tenant),
             framework="langchain",
             tags={"component": "relevance"},
         )
@@ -260,11 +291,11 @@ class RelevanceThresholdRetriever(BaseRetriever):
     ) -> list[Document]:
         k = self._k(kwargs)
         found, convention = self._search(query, k, run_manager)
-        return self._keep(found, convention, k)
+        return self._keep(found, convention, k, run_manager.metadata)
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
         k = self._k(kwargs)
         found, convention = await self._asearch(query, k, run_manager)
-        return self._keep(found, convention, k)
+        return self._keep(found, convention, k, run_manager.metadata)

@@ -6,13 +6,15 @@ errors, and is re-asked one tier up when the answer fails the validators.
 The adapter only translates messages and answers and runs the router's call
 loop; usage and ``model_name`` on the answer are those of the model that
 answered, and the decision is in ``response_metadata["costopt"]["route"]``.
-Discarded cheap attempts are recorded in the ledger as ``escalated`` (with an
-unknown cost when they report no usage; not at all when a cache served them).
+Discarded cheap attempts are recorded as ``escalated`` in the ledger of every
+cost handler of the run (with an unknown cost when they report no usage; not
+at all when a cache served them).
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -23,7 +25,9 @@ from langchain_core.callbacks import (
 )
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages.utils import message_chunk_to_message
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
 from langchain_core.runnables import Runnable, RunnableBinding
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
 
@@ -35,11 +39,10 @@ from costopt_core.routing.router import Router, RouterConfig, RouteRun, Step
 from costopt_core.routing.tiers import Tier, Tiers
 from costopt_core.routing.validators import Answer, ValidatorConfig, forces_tool_call
 from costopt_core.served import SERVED, served_outcome
-from costopt_core.tenancy import current_tenant
 from costopt_core.usage import usage_from_langchain
 from langchain_costopt import _calls
 from langchain_costopt._convert import from_langchain_messages, usage_or_unknown
-from langchain_costopt.callbacks import TENANT_KEYS, CostCallbackHandler, _max_output_tokens
+from langchain_costopt.callbacks import CostCallbackHandler, _max_output_tokens, run_tenant
 
 __all__ = ["RouterChatModel"]
 
@@ -50,6 +53,16 @@ METADATA_KEY = "costopt"
 # hint) before ``_generate`` / ``_stream``; ``bind_tools`` copies the fact that it
 # was there under this key so the router still knows the request is structured.
 _STRUCTURED_KEY = "costopt_structured_output"
+# ``bind_tools``'s own arguments (tool_choice, strict, parallel_tool_calls,
+# response_format, ...), kept for each tier's ``bind_tools`` at call time: they
+# shape the tier's request (strict goes inside its tool schemas), they are not
+# request kwargs of their own.
+_BIND_KEY = "costopt_bind_tools"
+# Tracing hints LangChain pops off the router's own call; a tier's ``_generate``
+# is called directly, so they must not reach it.
+_TRACING_KEYS = ("ls_structured_output_format", "structured_output_format")
+# Where a request names the JSON schema of a structured text answer.
+_RESPONSE_SCHEMA_KEYS = ("response_format", "format", "json_schema")
 
 
 def _model_name(model: BaseChatModel) -> str:
@@ -58,6 +71,45 @@ def _model_name(model: BaseChatModel) -> str:
         if isinstance(value, str) and value:
             return value
     return type(model).__name__
+
+
+def _response_schema(value: Any) -> Mapping[str, Any] | None:
+    """The JSON schema a ``response_format``-style value asks the answer to match.
+
+    OpenAI's ``{"type": "json_schema", "json_schema": {"schema": ...}}``, a
+    pydantic class or TypedDict (as ChatOpenAI takes them), or a JSON schema
+    itself (Ollama's ``format``). ``None`` for plain JSON mode, text, or
+    anything else: only "is it JSON" is checked then.
+    """
+    if isinstance(value, Mapping):
+        if value.get("type") == "json_schema":
+            spec = value.get("json_schema")
+            schema = spec.get("schema") if isinstance(spec, Mapping) else None
+            return schema if isinstance(schema, Mapping) else None
+        return value if ("properties" in value or "$schema" in value) else None
+    if isinstance(value, type):
+        from langchain_core.utils.function_calling import convert_to_json_schema
+
+        try:
+            return convert_to_json_schema(value)
+        except Exception:  # not a schema class: no schema to check against
+            return None
+    return None
+
+
+def _tier_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` cannot be tier ``name``'s model(s), or None if it can."""
+    models = value if isinstance(value, list) else [value]
+    for m in models:
+        if not isinstance(m, BaseChatModel):
+            # A value typed by hand (a model name, a number) is shown; an object, its type.
+            plain = m is None or isinstance(m, str | int | float | bool)
+            got = f"{type(m).__name__} {m!r}" if plain else type(m).__name__
+            return (
+                f"tier {name!r} must be a LangChain chat model (BaseChatModel) or a list of "
+                f"them, got {got}; pass the model object, e.g. ChatOpenAI(model='gpt-4o-mini')"
+            )
+    return None
 
 
 def _answer_of(result: ChatResult) -> Answer:
@@ -79,7 +131,7 @@ def _answer_of(result: ChatResult) -> Answer:
     )
 
 
-class RouterChatModel(BaseChatModel):
+class RouterChatModel(_calls.RunAwareChatModel):
     """Routes each request to the cheapest sufficient tier of chat models.
 
     Args:
@@ -93,7 +145,24 @@ class RouterChatModel(BaseChatModel):
             ``costopt calibrate --out``) on your own samples: its thresholds,
             margin and cost-aware scaling replace ``router_config``'s.
         engine: where budgets are read and escalations recorded when no cost
-            handler is attached; the process default if omitted.
+            handler is attached; the process default if omitted. With cost
+            handlers, each distinct handler engine checks its budgets and
+            records the escalations once.
+        validate_streams: hold back a cheap tier's stream until it is whole,
+            so the validators see it (see "Streaming" below).
+
+    Streaming: a weak streamed answer escalates as an invoked one does. To
+    check it, the router holds back the stream of a tier that may still
+    escalate (every tier but the last, while escalations are left), reads it
+    to the end, validates it, and then either passes its chunks on as they
+    came or asks the next tier. The trade-off is latency: the first token of
+    a cheap answer arrives when its last one does (cheap tiers are usually
+    fast, and a kept answer still arrives as chunks), and an escalated request
+    also waits for the discarded attempt. The last tier, and any tier once the
+    escalations are used up, streams as it comes. Errors raised while a
+    stream is held back fall back to the next model, as before its first
+    chunk. ``validate_streams=False`` streams every tier as it comes (lowest
+    time to first token) and keeps whatever the first tier streams.
 
     Example:
         >>> router = RouterChatModel(tiers={"small": mini, "frontier": big})  # doctest: +SKIP
@@ -109,10 +178,23 @@ class RouterChatModel(BaseChatModel):
     classifier: Any = None
     calibration: CalibrationReport | None = None
     engine: CostEngine | None = None
+    validate_streams: bool = True
     _router: Router = PrivateAttr()
     _models: list[list[BaseChatModel]] = PrivateAttr()
 
     def __init__(self, **data: Any) -> None:
+        # Checked before pydantic: its message for a bad tier names the union's
+        # internals, not the tier, the value and what to pass instead.
+        tiers = data.get("tiers")
+        if "tiers" in data and not isinstance(tiers, Mapping):
+            raise ConfigurationError(
+                f"RouterChatModel's tiers must be a dict of tier name -> chat model(s), cheap "
+                f"to frontier, got {type(tiers).__name__}; e.g. tiers={{'small': "
+                "ChatOpenAI(model='gpt-4o-mini'), 'frontier': ChatOpenAI(model='gpt-4o')}"
+            )
+        for name, value in (tiers or {}).items():
+            if (problem := _tier_problem(str(name), value)) is not None:
+                raise ConfigurationError(problem)
         try:
             super().__init__(**data)
         except ValidationError as exc:
@@ -169,16 +251,25 @@ class RouterChatModel(BaseChatModel):
             tool_choice: passed on to each tier's ``bind_tools``; a forcing choice
                 (``"any"``, ``"required"``, a tool name) also makes a cheap answer
                 without a tool call escalate (``missing_tool_call``).
-            **kwargs: bound as call kwargs (``with_structured_output`` passes
-                ``ls_structured_output_format`` here).
+            **kwargs: passed on to each tier's ``bind_tools`` with the tools
+                (``strict``, ``parallel_tool_calls``, ``response_format``, ...),
+                which does with them what it does when called directly.
+                ``with_structured_output``'s ``ls_structured_output_format``
+                (a tracing hint) stays on the router's own call.
         """
         from langchain_core.utils.function_calling import convert_to_openai_tool
 
+        own = {k: kwargs.pop(k) for k in _TRACING_KEYS if k in kwargs}
+        if own.get("ls_structured_output_format"):
+            own[_STRUCTURED_KEY] = True
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice
-        if kwargs.get("ls_structured_output_format"):
-            kwargs[_STRUCTURED_KEY] = True
-        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+        if kwargs:
+            own[_BIND_KEY] = kwargs
+        # ``strict`` is applied here too: a tier's bind_tools leaves tools that are
+        # already OpenAI dicts as they are, and the validators check the strict schema.
+        strict = kwargs.get("strict")
+        return self.bind(tools=[convert_to_openai_tool(t, strict=strict) for t in tools], **own)
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
         params = super()._get_ls_params(stop=stop, **kwargs)
@@ -187,12 +278,17 @@ class RouterChatModel(BaseChatModel):
 
     @staticmethod
     def _split_tools(kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
+        """(tools, each tier's ``bind_tools`` arguments, the other call kwargs)."""
         rest = dict(kwargs)
         rest.pop(_STRUCTURED_KEY, None)  # ours, not the tier models'
+        for key in _TRACING_KEYS:  # the router's own run traced them
+            rest.pop(key, None)
         tools: list[Any] = rest.pop("tools", None) or []
-        tool_kwargs: dict[str, Any] = {
-            k: rest.pop(k) for k in ("tool_choice", "parallel_tool_calls") if k in rest
-        }
+        tool_kwargs: dict[str, Any] = dict(rest.pop(_BIND_KEY, None) or {})
+        # Given per call (or with bind()), these win over bind_tools' own.
+        tool_kwargs.update(
+            {k: rest.pop(k) for k in ("tool_choice", "parallel_tool_calls") if k in rest}
+        )
         return tools, tool_kwargs, rest
 
     def _kwargs_for(self, model: BaseChatModel, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -203,51 +299,94 @@ class RouterChatModel(BaseChatModel):
         extra = bound.kwargs if isinstance(bound, RunnableBinding) else {}
         return {**rest, **extra}
 
-    @classmethod
-    def _offered(cls, kwargs: dict[str, Any]) -> tuple[str, ...]:
-        tools, _, _ = cls._split_tools(kwargs)
-        names = []
+    @staticmethod
+    def _functions(tools: Sequence[Any]) -> list[Mapping[str, Any]]:
+        """The ``function`` part of each OpenAI-format tool (as ``bind_tools`` binds them)."""
+        out = []
         for t in tools:
             fn = t.get("function") if isinstance(t, Mapping) else None
             if isinstance(fn, Mapping) and isinstance(fn.get("name"), str):
-                names.append(fn["name"])
-        return tuple(names)
+                out.append(fn)
+        return out
+
+    @classmethod
+    def _offered(cls, kwargs: dict[str, Any]) -> tuple[str, ...]:
+        tools, _, _ = cls._split_tools(kwargs)
+        return tuple(fn["name"] for fn in cls._functions(tools))
+
+    @classmethod
+    def _schemas(
+        cls, kwargs: dict[str, Any]
+    ) -> tuple[dict[str, Mapping[str, Any]] | None, Mapping[str, Any] | None]:
+        """(tool name -> JSON schema of its arguments, the structured answer's JSON schema).
+
+        The engine escalates a cheap answer whose tool arguments or JSON text
+        do not match them. ``with_structured_output`` binds its schema as a
+        tool, so its output is checked through the first.
+        """
+        tools, tool_kwargs, rest = cls._split_tools(kwargs)
+        tool_schemas = {
+            fn["name"]: fn["parameters"]
+            for fn in cls._functions(tools)
+            if isinstance(fn.get("parameters"), Mapping)
+        }
+        response_schema = None
+        for source in (rest, tool_kwargs):
+            for key in _RESPONSE_SCHEMA_KEYS:
+                if response_schema is None and key in source:
+                    response_schema = _response_schema(source[key])
+        return tool_schemas or None, response_schema
 
     # -- the call loop --------------------------------------------------------------
-    def _tenant(self, run_manager: Any) -> str | None:
-        meta = getattr(run_manager, "metadata", None) or {}
-        for key in TENANT_KEYS:
-            if meta.get(key) is not None:
-                return str(meta[key])
-        return current_tenant()
+    def _tenant(self, run: _calls.Run | None) -> str | None:
+        return run_tenant(getattr(run, "metadata", None))
 
-    def _handlers(self, run_manager: Any) -> list[CostCallbackHandler]:
-        handlers = getattr(run_manager, "handlers", None) or []
+    def _handlers(self, run: _calls.Run | None) -> list[CostCallbackHandler]:
+        handlers = getattr(run, "handlers", None) or []
         return [h for h in handlers if isinstance(h, CostCallbackHandler)]
 
+    def _engines(self, run: _calls.Run | None) -> list[tuple[CostEngine, bool]]:
+        """Each engine this run records into, once, and whether a handler holds budgets there.
+
+        Two cost handlers (an application's and a ``track_costs`` block's, say)
+        both record the routed answer, so both get its escalations; two
+        handlers on one engine get them once.
+        """
+        engines: list[tuple[CostEngine, bool]] = []
+        for h in self._handlers(run):
+            for i, (engine, holds) in enumerate(engines):
+                if engine is h.engine:
+                    engines[i] = (engine, holds or h.check_budgets)
+                    break
+            else:
+                engines.append((h.engine, h.check_budgets))
+        return engines or [(self.engine or current_engine(), False)]
+
     def _start(
-        self, messages: list[BaseMessage], run_manager: Any, kwargs: dict[str, Any]
+        self, messages: list[BaseMessage], run_info: _calls.Run | None, kwargs: dict[str, Any]
     ) -> RouteRun:
-        tenant = self._tenant(run_manager)
-        engine = self._engine_for(run_manager)
+        tenant = self._tenant(run_info)
         # A "block" budget raises here, before any call; "downshift" moves the start down.
-        # The run's own model ("router:...") has no price, so the cost handler held
-        # nothing against the budgets: the frontier tier's cost is the bound here.
-        # The hold is kept under the run's id only when a cost handler will record
-        # (or, on an error, release) that run; otherwise it would linger.
-        handlers = self._handlers(run_manager)
-        run_id = getattr(run_manager, "run_id", None)
-        holds = bool(handlers) and handlers[0].check_budgets and run_id is not None
-        decisions = engine.check_budget(
-            tenant,
-            self._estimate(engine, messages, kwargs),
-            call_id=str(run_id) if holds else None,
-        )
-        actions = {b.action for b in decisions}
-        tools, tool_kwargs, _ = self._split_tools(kwargs)
+        # The run's own model ("router:...") has no price, so the cost handlers held
+        # nothing against the budgets: the frontier tier's cost is the bound here,
+        # checked in every engine the run records into. The hold is kept under the
+        # run's id only where a cost handler will record (or, on an error, release)
+        # that run; otherwise it would linger.
+        run_id = getattr(run_info, "run_id", None)
+        actions: set[str] = set()
+        for engine, handled in self._engines(run_info):
+            holds = handled and run_id is not None
+            decisions = engine.check_budget(
+                tenant,
+                self._estimate(engine, messages, kwargs),
+                call_id=str(run_id) if holds else None,
+            )
+            actions.update(b.action for b in decisions)
+        tools, tool_kwargs, rest = self._split_tools(kwargs)
         offered = self._offered(kwargs)
-        structured = wants_structured_output(kwargs) or any(
-            bool(kwargs.get(k)) for k in (_STRUCTURED_KEY, "ls_structured_output_format")
+        tool_schemas, response_schema = self._schemas(kwargs)
+        structured = wants_structured_output({**rest, **tool_kwargs}) or any(
+            bool(kwargs.get(k)) for k in (_STRUCTURED_KEY, *_TRACING_KEYS)
         )
         decision = self._router.route(
             from_langchain_messages(messages),
@@ -258,6 +397,8 @@ class RouterChatModel(BaseChatModel):
         return self._router.start(
             decision,
             offered_tools=offered,
+            tool_schemas=tool_schemas,
+            response_schema=response_schema,
             structured=structured,
             tool_required=bool(tools) and forces_tool_call(tool_kwargs.get("tool_choice")),
         )
@@ -293,38 +434,55 @@ class RouterChatModel(BaseChatModel):
         priced = [e for e in estimates if e is not None]
         return max(priced) if priced else None
 
-    def _engine_for(self, run_manager: Any) -> CostEngine:
-        handlers = self._handlers(run_manager)
-        if handlers:
-            return handlers[0].engine
-        return self.engine or current_engine()
-
-    def _record_escalation(self, run_manager: Any, result: ChatResult, tier: str) -> None:
+    def _record_escalation(
+        self,
+        run_info: _calls.Run | None,
+        result: ChatResult,
+        tier: str,
+        chunks: Sequence[ChatGenerationChunk] = (),
+    ) -> None:
         """Record a discarded answer as an ``escalated`` call, unless a cache served it.
 
         An answer without usage was still paid for: it is recorded with an
         unknown cost (counted as unpriced), never dropped. An answer a cache tier
         served cost nothing, so nothing is recorded for it.
+
+        Args:
+            run_info: the router's run (its cost handlers' engines record it).
+            result: the discarded answer (a held-back stream, merged).
+            tier: the tier that gave it.
+            chunks: the held-back stream's chunks (a cache notes a replay's chunks).
         """
         gen = result.generations[0] if result.generations else None
         msg = gen.message if isinstance(gen, ChatGeneration) else None
         meta = (msg.response_metadata if msg is not None else None) or {}
-        # The generation a cache rebuilt is noted (taken here: it is discarded, no
-        # handler will see it); with expose_cache_info the message says so too.
+        # The generation (or the chunks) a cache rebuilt is noted; every note is
+        # taken here: the answer is discarded, no handler will see it. With
+        # expose_cache_info the message says so too.
         served: Mapping[str, Any] | None = SERVED.take(gen)
+        for chunk in chunks:
+            served = SERVED.take(chunk) or served
         prior = meta.get(METADATA_KEY)
         if served is None and isinstance(prior, Mapping):
             served = prior
         if served is not None and served_outcome(served) is not None:
             return
-        self._engine_for(run_manager).record_call(
-            model=str(meta.get("model_name") or meta.get("model") or "unknown"),
-            usage=usage_or_unknown(usage_from_langchain, getattr(msg, "usage_metadata", None)),
-            tier=tier,
-            tenant=self._tenant(run_manager),
-            outcome="escalated",
-            framework="langchain",
-        )
+        model = str(meta.get("model_name") or meta.get("model") or "unknown")
+        usage = usage_or_unknown(usage_from_langchain, getattr(msg, "usage_metadata", None))
+        tenant = self._tenant(run_info)
+        # One call id in every engine: a block's engine (track_costs) passes its
+        # records on to its parent, which then counts this attempt once, not twice.
+        call_id = uuid.uuid4().hex
+        for engine, _ in self._engines(run_info):
+            engine.record_call(
+                model=model,
+                usage=usage,
+                tier=tier,
+                tenant=tenant,
+                outcome="escalated",
+                framework="langchain",
+                call_id=call_id,
+            )
 
     def _finish(self, result: ChatResult, run: RouteRun) -> ChatResult:
         gen = result.generations[0]
@@ -369,14 +527,17 @@ class RouterChatModel(BaseChatModel):
         return model
 
     def _judged(
-        self, result: ChatResult, run: RouteRun, step: Step, run_manager: Any
+        self, result: ChatResult, run: RouteRun, step: Step, run_info: _calls.Run | None
     ) -> ChatResult | None:
         """The answer to return if the validators keep it; None to go on up."""
         if run.answered(_answer_of(result)) is None:
             return self._finish(result, run)
-        self._record_escalation(run_manager, result, step.tier)
+        self._record_escalation(run_info, result, step.tier)
         return None
 
+    # A tier gets the run to read (its tenant, its cost handlers: a cache tier
+    # partitions by it), never the run manager: a discarded attempt's tokens must
+    # not reach the caller's callbacks.
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -384,16 +545,19 @@ class RouterChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        run = self._start(messages, run_manager, kwargs)
+        run_info = _calls.run_of(run_manager, kwargs)
+        run = self._start(messages, run_info, kwargs)
         while (step := run.next()) is not None:
             model = self._model(step)
             try:
                 # Binding tools is inside: a tier that cannot take them falls back too.
-                result = _calls.generate(model, messages, stop, **self._kwargs_for(model, kwargs))
+                result = _calls.generate(
+                    model, messages, stop, run=run_info, **self._kwargs_for(model, kwargs)
+                )
             except Exception as exc:  # provider errors, timeouts, rate limits: fall back
                 run.failed(exc)
                 continue
-            if (kept := self._judged(result, run, step, run_manager)) is not None:
+            if (kept := self._judged(result, run, step, run_info)) is not None:
                 return kept
         raise run.error()
 
@@ -404,24 +568,63 @@ class RouterChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        run = self._start(messages, run_manager, kwargs)
+        run_info = _calls.run_of(run_manager, kwargs)
+        run = self._start(messages, run_info, kwargs)
         while (step := run.next()) is not None:
             model = self._model(step)
             try:
                 result = await _calls.agenerate(
-                    model, messages, stop, **self._kwargs_for(model, kwargs)
+                    model, messages, stop, run=run_info, **self._kwargs_for(model, kwargs)
                 )
             except Exception as exc:
                 run.failed(exc)
                 continue
-            if (kept := self._judged(result, run, step, run_manager)) is not None:
+            if (kept := self._judged(result, run, step, run_info)) is not None:
                 return kept
         raise run.error()
 
-    # Streaming: the answer is not held back for validation, so a streamed request is
-    # routed before the call and falls back on errors raised before its first chunk
-    # (binding tools, opening the stream, the request itself). A tier model that
-    # cannot stream answers as one chunk (``_calls.stream``).
+    # Streaming (see the class docstring): a tier whose answer may still escalate
+    # is read to its end and validated before any of it is passed on; the last
+    # tier streams as it comes and falls back on errors raised before its first
+    # chunk (binding tools, opening the stream, the request itself). A tier model
+    # that cannot stream answers as one chunk (``_calls.stream``).
+    def _holds_back(self, run: RouteRun, step: Step) -> bool:
+        """Whether this step's stream must be whole before any of it is passed on.
+
+        The same conditions under which ``RouteRun.answered`` may escalate
+        (validation on, a tier above, escalations left); when none holds, the
+        answer is kept whatever it is, so holding it back would only add latency.
+        """
+        cfg = self._router.config
+        v = self._router.validators
+        validates = (
+            v.empty
+            or v.refusal
+            or v.tool_calls
+            or v.structured
+            or v.truncated
+            or v.min_mean_logprob is not None
+            or v.accept is not None
+        )
+        return (
+            self.validate_streams
+            and validates
+            and cfg.validate_answers
+            and step.tier_index < len(self._models) - 1
+            and run.escalations < cfg.max_escalations
+        )
+
+    @staticmethod
+    def _whole(chunks: list[ChatGenerationChunk]) -> ChatResult:
+        """A held-back stream as one answer, for the validators."""
+        merged = merge_chat_generation_chunks(chunks)
+        if merged is None:
+            return ChatResult(generations=[])
+        message = message_chunk_to_message(merged.message)
+        return ChatResult(
+            generations=[ChatGeneration(message=message, generation_info=merged.generation_info)]
+        )
+
     def _stream(
         self,
         messages: list[BaseMessage],
@@ -429,17 +632,37 @@ class RouterChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        run = self._start(messages, run_manager, kwargs)
+        run_info = _calls.run_of(run_manager, kwargs)
+        run = self._start(messages, run_info, kwargs)
         while (step := run.next()) is not None:
             model = self._model(step)
-            try:
-                stream = _calls.stream(model, messages, stop, **self._kwargs_for(model, kwargs))
-                first = next(stream, None)
-            except Exception as exc:
-                run.failed(exc)
-                continue
-            run.kept()  # a stream is passed on as it comes, not held back for validation
-            for chunk in self._chunks(first, stream):
+            if self._holds_back(run, step):
+                try:
+                    held = list(
+                        _calls.stream(
+                            model, messages, stop, run=run_info, **self._kwargs_for(model, kwargs)
+                        )
+                    )
+                except Exception as exc:  # nothing was passed on yet: fall back
+                    run.failed(exc)
+                    continue
+                whole = self._whole(held)
+                if run.answered(_answer_of(whole)) is not None:
+                    self._record_escalation(run_info, whole, step.tier, held)
+                    continue
+                stream: Iterator[ChatGenerationChunk] = iter(held)
+            else:
+                try:
+                    stream = _calls.stream(
+                        model, messages, stop, run=run_info, **self._kwargs_for(model, kwargs)
+                    )
+                    first = next(stream, None)
+                except Exception as exc:
+                    run.failed(exc)
+                    continue
+                run.kept()  # passed on as it comes, not held back for validation
+                stream = self._chunks(first, stream)
+            for chunk in stream:
                 if run_manager and chunk.text:
                     run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
@@ -454,17 +677,38 @@ class RouterChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        run = self._start(messages, run_manager, kwargs)
+        run_info = _calls.run_of(run_manager, kwargs)
+        run = self._start(messages, run_info, kwargs)
         while (step := run.next()) is not None:
             model = self._model(step)
-            try:
-                stream = _calls.astream(model, messages, stop, **self._kwargs_for(model, kwargs))
-                first = await anext(stream, None)
-            except Exception as exc:
-                run.failed(exc)
-                continue
-            run.kept()
-            async for chunk in self._achunks(first, stream):
+            if self._holds_back(run, step):
+                try:
+                    held = [
+                        chunk
+                        async for chunk in _calls.astream(
+                            model, messages, stop, run=run_info, **self._kwargs_for(model, kwargs)
+                        )
+                    ]
+                except Exception as exc:
+                    run.failed(exc)
+                    continue
+                whole = self._whole(held)
+                if run.answered(_answer_of(whole)) is not None:
+                    self._record_escalation(run_info, whole, step.tier, held)
+                    continue
+                stream: AsyncIterator[ChatGenerationChunk] = self._achunks(None, _aiter(held))
+            else:
+                try:
+                    live = _calls.astream(
+                        model, messages, stop, run=run_info, **self._kwargs_for(model, kwargs)
+                    )
+                    first = await anext(live, None)
+                except Exception as exc:
+                    run.failed(exc)
+                    continue
+                run.kept()
+                stream = self._achunks(first, live)
+            async for chunk in stream:
                 if run_manager and chunk.text:
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
@@ -500,3 +744,8 @@ class RouterChatModel(BaseChatModel):
                 response_metadata={METADATA_KEY: {"tier": route["tier"], "route": route}},
             )
         )
+
+
+async def _aiter(items: Sequence[ChatGenerationChunk]) -> AsyncIterator[ChatGenerationChunk]:
+    for item in items:
+        yield item

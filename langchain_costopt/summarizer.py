@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.callbacks import Callbacks
+from langchain_core.callbacks import BaseCallbackManager, Callbacks
 from langchain_core.documents import Document
 from langchain_core.documents.compressor import BaseDocumentCompressor
 from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import RunnableConfig, ensure_config
 from pydantic import ConfigDict, Field
 
 from costopt_core.cache.component import ComponentCache
@@ -31,9 +31,9 @@ from costopt_core.context.summarize import (
     summarize_extractive,
 )
 from costopt_core.engine import CostEngine, current_engine
-from costopt_core.tenancy import current_tenant
 from costopt_core.types import Message
 from langchain_costopt._convert import to_langchain_message
+from langchain_costopt.callbacks import run_tenant
 
 __all__ = ["SUMMARY_METADATA_KEY", "AbstractiveContextSummarizer", "ContextSummarizer"]
 
@@ -57,15 +57,30 @@ class _Compressor(BaseDocumentCompressor):
     def _count(self, text: str) -> int:
         return self._engine().tokens.count(text, self.model)
 
-    def _book(self, removed_tokens: int) -> None:
-        if self.record_savings:
-            self._engine().record_removed_tokens(
-                removed_tokens,
-                lever="compression",
-                model=self.model,
-                tenant=self.tenant if self.tenant is not None else current_tenant(),
-                framework="langchain",
-            )
+    def _book(self, removed_tokens: int, callbacks: Callbacks | None) -> None:
+        """Record the removed tokens, under the tenant of the run they were cut in.
+
+        Args:
+            removed_tokens: tokens kept out of the prompt.
+            callbacks: what ``compress_documents`` was handed: a run's callback
+                manager (``ContextualCompressionRetriever`` passes one) carries
+                the run's metadata; otherwise the enclosing runnable's config does.
+        """
+        if not self.record_savings:
+            return
+        metadata = (
+            callbacks.metadata
+            if isinstance(callbacks, BaseCallbackManager)
+            else ensure_config().get("metadata")
+        )
+        self._engine().record_removed_tokens(
+            removed_tokens,
+            lever="compression",
+            model=self.model,
+            # The run's tenant, as the cost handler books the run's model calls.
+            tenant=run_tenant(metadata, own=self.tenant),
+            framework="langchain",
+        )
 
 
 class ContextSummarizer(_Compressor):
@@ -82,7 +97,9 @@ class ContextSummarizer(_Compressor):
         engine: embedder, token counter and ledger; the process default if None.
         model: the model the context is for: picks the tokenizer and labels
             the ledger record.
-        tenant: tenant of the ledger record; otherwise ``tenant_scope``'s.
+        tenant: tenant of the ledger record; otherwise the run's (its
+            metadata's ``costopt_tenant``, as the cost handler reads it), else
+            ``tenant_scope``'s.
         record_savings: record removed tokens in the ledger.
 
     Example (``langchain-classic`` installed)::
@@ -98,7 +115,9 @@ class ContextSummarizer(_Compressor):
 
     config: SummarizerConfig = Field(default_factory=SummarizerConfig)
 
-    def _finish(self, documents: Sequence[Document], result: SummaryResult) -> list[Document]:
+    def _finish(
+        self, documents: Sequence[Document], result: SummaryResult, callbacks: Callbacks | None
+    ) -> list[Document]:
         out = []
         for chunk in result.chunks:
             doc = documents[chunk.index]
@@ -108,7 +127,7 @@ class ContextSummarizer(_Compressor):
                 "tokens_after": chunk.tokens_after,
             }
             out.append(Document(page_content=chunk.text, metadata=metadata, id=doc.id))
-        self._book(result.removed_tokens)
+        self._book(result.removed_tokens, callbacks)
         return out
 
     def compress_documents(
@@ -125,7 +144,7 @@ class ContextSummarizer(_Compressor):
             embed=self._engine().embedder.embed,
             count_tokens=self._count,
         )
-        return self._finish(documents, result)
+        return self._finish(documents, result, callbacks)
 
     async def acompress_documents(
         self,
@@ -141,7 +160,7 @@ class ContextSummarizer(_Compressor):
             aembed=self._engine().embedder.aembed,
             count_tokens=self._count,
         )
-        return self._finish(documents, result)
+        return self._finish(documents, result, callbacks)
 
     def __repr_args__(self) -> Any:  # keep the engine (and its ledger) out of reprs
         return [(k, v) for k, v in super().__repr_args__() if k != "engine"]
@@ -164,7 +183,9 @@ class AbstractiveContextSummarizer(_Compressor):
         engine: token counter and ledger; the enclosing ``track_costs``
             block's, else the process default, if None.
         model: the model the context is for (tokenizer and ledger label).
-        tenant: tenant of the ledger record; otherwise ``tenant_scope``'s.
+        tenant: tenant of the ledger record; otherwise the run's (its
+            metadata's ``costopt_tenant``, as the cost handler reads it), else
+            ``tenant_scope``'s.
         record_savings: record removed tokens in the ledger.
     """
 
@@ -178,11 +199,14 @@ class AbstractiveContextSummarizer(_Compressor):
         return {"callbacks": callbacks, "run_name": "costopt_context_summarizer"}
 
     def _finish(
-        self, documents: Sequence[Document], result: AbstractiveSummary
+        self,
+        documents: Sequence[Document],
+        result: AbstractiveSummary,
+        callbacks: Callbacks | None,
     ) -> Sequence[Document]:
         if not result.summarized:
             return documents
-        self._book(result.removed_tokens)
+        self._book(result.removed_tokens, callbacks)
         sources = [d.id or d.metadata.get("source") for d in documents]
         summary = {
             "tokens_before": result.tokens_before,
@@ -209,7 +233,7 @@ class AbstractiveContextSummarizer(_Compressor):
             count_tokens=self._count,
             cache=self.cache,
         )
-        return self._finish(documents, result)
+        return self._finish(documents, result, callbacks)
 
     async def acompress_documents(
         self,
@@ -232,7 +256,7 @@ class AbstractiveContextSummarizer(_Compressor):
             count_tokens=self._count,
             cache=self.cache,
         )
-        return self._finish(documents, result)
+        return self._finish(documents, result, callbacks)
 
     def __repr_args__(self) -> Any:  # keep the engine (and its ledger) out of reprs
         return [(k, v) for k, v in super().__repr_args__() if k not in ("engine", "cache")]

@@ -7,6 +7,7 @@ streaming whose last chunk carries the usage, as providers do.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -39,9 +40,15 @@ def _chunks(r: ScriptedResponse) -> Iterator[ChatGenerationChunk]:
     words = r.text.split(" ")
     for i, w in enumerate(words):
         yield ChatGenerationChunk(message=AIMessageChunk(content=w if i == 0 else " " + w))
+    # The tool calls come whole in the last chunk, with the usage (providers send
+    # their arguments in pieces; merged, it is the same message).
     yield ChatGenerationChunk(
         message=AIMessageChunk(
             content="",
+            tool_call_chunks=[
+                {"name": tc["name"], "args": json.dumps(tc["args"]), "id": tc.get("id"), "index": i}
+                for i, tc in enumerate(r.tool_calls)
+            ],
             usage_metadata=usage_to_langchain(r.usage),  # type: ignore[arg-type]
             response_metadata={"model_name": r.model, "finish_reason": r.finish_reason},
             chunk_position="last",

@@ -310,3 +310,128 @@ def test_no_tenant_field_leaves_the_callers_tenant() -> None:
     with tenant_scope("initech"):
         cached.invoke("hi there", config={"callbacks": [CostCallbackHandler(engine)]})
     assert [r.tenant for r in engine.ledger.records()] == ["globex", "initech"]
+
+
+@pytest.mark.parametrize("method", ["invoke", "ainvoke", "stream", "astream"])
+async def test_the_run_metadata_tenant_partitions_the_cache(method: str) -> None:
+    # The tenant the cost handler books a run under (its metadata's
+    # costopt_tenant) is the cache partition: one tenant's answer is never
+    # served to another, however the model is called.
+    engine = CostEngine()
+    inner = ScriptedChatModel(
+        script=Script(
+            [
+                ScriptedResponse("ACME balance: $1,234", USAGE, model="gpt-4o"),
+                ScriptedResponse("GLOBEX balance: $99", USAGE, model="gpt-4o"),
+            ],
+            cycle=False,
+        )
+    )
+    cached = CachedChatModel(model=inner, semantic_cache=engine_cache())
+
+    async def ask(tenant: str) -> str:
+        cfg: Any = {
+            "callbacks": [CostCallbackHandler(engine)],
+            "metadata": {"costopt_tenant": tenant},
+        }
+        q = "What is my account balance?"
+        if method == "invoke":
+            return str(cached.invoke(q, config=cfg).content)
+        if method == "ainvoke":
+            return str((await cached.ainvoke(q, config=cfg)).content)
+        if method == "stream":
+            return "".join(str(c.content) for c in cached.stream(q, config=cfg))
+        return "".join([str(c.content) async for c in cached.astream(q, config=cfg)])
+
+    assert await ask("acme") == "ACME balance: $1,234"
+    assert await ask("globex") == "GLOBEX balance: $99"
+    assert await ask("acme") == "ACME balance: $1,234"  # acme's own entry still serves acme
+    assert inner.script.calls == 2
+    assert [(r.outcome, r.tenant) for r in engine.ledger.records()] == [
+        ("model", "acme"),
+        ("model", "globex"),
+        ("cache_exact", "acme"),
+    ]
+
+
+def _refusing_router() -> Any:
+    from costopt_core.routing.router import RouterConfig
+    from langchain_costopt.router import RouterChatModel
+
+    small = ScriptedChatModel(
+        script=Script([ScriptedResponse("I'm sorry, I cannot help with that.", USAGE)]),
+        model_name="gpt-4o-mini",
+    )
+    big = ScriptedChatModel(
+        script=Script([ScriptedResponse("Refunds within 30 days.", USAGE, model="gpt-4o")]),
+        model_name="gpt-4o",
+    )
+    return RouterChatModel(
+        tiers={"small": small, "frontier": big}, router_config=RouterConfig(thresholds=(0.0,))
+    )
+
+
+@pytest.mark.parametrize("method", ["invoke", "ainvoke", "stream", "astream"])
+async def test_a_cached_router_records_its_escalation_in_the_handlers_ledger(method: str) -> None:
+    # The router inside the cache sees the run's cost handler: the paid,
+    # discarded cheap attempt is in the handler's ledger, next to the answer.
+    engine = CostEngine()
+    cached = CachedChatModel(model=_refusing_router(), semantic_cache=engine_cache())
+    cfg: Any = {"callbacks": [CostCallbackHandler(engine)], "metadata": {"costopt_tenant": "acme"}}
+    q = "What is our refund window?"
+    if method == "invoke":
+        text = str(cached.invoke(q, config=cfg).content)
+    elif method == "ainvoke":
+        text = str((await cached.ainvoke(q, config=cfg)).content)
+    elif method == "stream":
+        text = "".join(str(c.content) for c in cached.stream(q, config=cfg))
+    else:
+        text = "".join([str(c.content) async for c in cached.astream(q, config=cfg)])
+    assert text == "Refunds within 30 days."
+    records = engine.ledger.records()
+    assert sorted((r.outcome, r.model, r.tenant) for r in records) == [
+        ("escalated", "gpt-4o-mini", "acme"),
+        ("model", "gpt-4o", "acme"),
+    ]
+
+
+@pytest.mark.parametrize("method", ["invoke", "ainvoke", "stream", "astream"])
+async def test_cache_false_bypasses_the_cache(method: str) -> None:
+    # langchain-core's cache=False ("will not use a cache"): no lookup, no store.
+    inner = ScriptedChatModel.from_texts(["fresh answer 1", "fresh answer 2"], model="gpt-4o")
+    cache = engine_cache()
+    cached = CachedChatModel(model=inner, semantic_cache=cache, cache=False)
+    q = "What is new today?"
+    answers = []
+    for _ in range(2):
+        if method == "invoke":
+            answers.append(str(cached.invoke(q).content))
+        elif method == "ainvoke":
+            answers.append(str((await cached.ainvoke(q)).content))
+        elif method == "stream":
+            answers.append("".join(str(c.content) for c in cached.stream(q)))
+        else:
+            answers.append("".join([str(c.content) async for c in cached.astream(q)]))
+    assert answers == ["fresh answer 1", "fresh answer 2"]
+    assert inner.script.calls == 2
+    assert cache.lookup(cached._request([HumanMessage(q)], None, {})) is None  # nothing stored
+
+
+def test_wrong_types_are_configuration_errors_naming_the_value(tmp_path: Any) -> None:
+    from costopt_core.cache import SQLiteCacheBackend
+    from costopt_core.errors import ConfigurationError
+
+    backend = SQLiteCacheBackend(str(tmp_path / "c.sqlite"))
+    with pytest.raises(ConfigurationError, match=r"got 'memory'.*SemanticCache\(\)"):
+        SemanticCache("memory")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"got SQLiteCacheBackend.*CacheEngine\("):
+        SemanticCache(backend)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"got langchain_costopt.*SemanticCache"):
+        SemanticCache(SemanticCache())  # type: ignore[arg-type]
+    inner = ScriptedChatModel.from_texts(["ok"])
+    with pytest.raises(ConfigurationError, match=r"model must be a LangChain chat model.*'gpt-4o'"):
+        CachedChatModel(model="gpt-4o")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"semantic_cache.*got 'memory'"):
+        CachedChatModel(model=inner, semantic_cache="memory")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"semantic_cache.*got SQLiteCacheBackend"):
+        CachedChatModel(model=inner, semantic_cache=backend)  # type: ignore[arg-type]

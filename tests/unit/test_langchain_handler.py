@@ -299,3 +299,16 @@ def test_a_run_id_that_is_not_a_uuid_is_still_recorded(engine: CostEngine) -> No
     h.on_llm_end(LLMResult(generations=[[ChatGeneration(message=msg)]]), run_id="run-1")  # type: ignore[arg-type]
     [rec] = engine.ledger.records()
     assert rec.call_id == "run-1" and rec.model == "gpt-4o-mini" and h.errors == 0
+
+
+def test_an_engine_of_the_wrong_type_is_refused_at_construction() -> None:
+    from costopt_core.errors import ConfigurationError
+
+    with pytest.raises(
+        ConfigurationError, match=r"engine must be a costopt_core.CostEngine.*'default'"
+    ):
+        CostCallbackHandler("default")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"got CostLedger.*CostEngine\(ledger=\.\.\.\)"):
+        CostCallbackHandler(CostEngine().ledger)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"check_budgets must be True or False, got 'no'"):
+        CostCallbackHandler(check_budgets="no")  # type: ignore[arg-type]

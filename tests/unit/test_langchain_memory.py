@@ -614,3 +614,31 @@ def test_summarizer_tag_marks_the_summarizers_runs() -> None:
     cheap = ScriptedChatModel.from_texts(["Ana plans a trip."], callbacks=[Tags()])
     summarize_messages(conversation(30), config=CONFIG, engine=make_engine(), summarizer=cheap)
     assert seen and all(SUMMARIZER_TAG in t for t in seen)
+
+
+@pytest.mark.parametrize("sync", [True, False])
+async def test_savings_are_booked_to_the_runs_metadata_tenant(sync: bool) -> None:
+    # The tenant a chain's run metadata names, as the cost handler books its
+    # model calls: the transform, the history wrapper and the agent middleware
+    # (all inside that run) book their savings to it too.
+    engine = make_engine()
+    transform = SummarizingMemoryTransform(CONFIG, engine=engine, model=MODEL)
+    cfg: Any = {"metadata": {"costopt_tenant": "acme"}, "configurable": {"session_id": "u1"}}
+    with tenant_scope("other"):
+        if sync:
+            transform.invoke(conversation(30), cfg)
+        else:
+            await transform.ainvoke(conversation(30), cfg)
+    removed = [r for r in engine.ledger.records() if r.outcome == "removed"]
+    assert removed and {r.tenant for r in removed} == {"acme"}
+
+    history_engine, capture = make_engine(), Capture()
+    chain, _ = history_chain(history_engine, capture)
+    for i in range(TURNS):
+        run_cfg: Any = {"configurable": {"session_id": "ana"}, "metadata": {"tenant_id": "globex"}}
+        if sync:
+            chain.invoke({"question": question(i)}, run_cfg)
+        else:
+            await chain.ainvoke({"question": question(i)}, run_cfg)
+    removed = [r for r in history_engine.ledger.records() if r.outcome == "removed"]
+    assert removed and {r.tenant for r in removed} == {"globex"}

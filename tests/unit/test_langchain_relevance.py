@@ -398,3 +398,49 @@ def test_configuration_errors_name_the_value() -> None:
     r = RelevanceThresholdRetriever(vectorstore=store, engine=CostEngine())
     with pytest.raises(ConfigurationError, match="k must be a positive int, got -1"):
         r.invoke(QUERY, k=-1)
+
+
+# -- review 3: the wrapped retriever's k, the run's tenant ----------------------------------------
+@pytest.mark.parametrize("search_type", ["similarity", "mmr"])
+async def test_a_wrapped_vectorstore_retrievers_k_is_kept(search_type: str) -> None:
+    store = memory_store()
+    kwargs: dict[str, Any] = {"k": 2}
+    if search_type == "mmr":
+        kwargs["fetch_k"] = 6
+    base = store.as_retriever(search_type=search_type, search_kwargs=kwargs)
+    engine = CostEngine()
+    wrapped = RelevanceThresholdRetriever(retriever=base, engine=engine)
+    assert len(wrapped.invoke(QUERY)) == len(await wrapped.ainvoke(QUERY)) == 2
+    assert len(engine.ledger) == 0  # nothing fetched only to be dropped
+    # The wrapper's own k, when given, still wins (as invoke(k=...) does).
+    explicit = RelevanceThresholdRetriever(retriever=base, k=1, engine=CostEngine())
+    assert len(explicit.invoke(QUERY)) == 1
+    assert len(wrapped.invoke(QUERY, k=1)) == 1
+    if search_type == "similarity":
+        wider = RelevanceThresholdRetriever(retriever=base, k=5, engine=CostEngine())
+        assert len(wider.invoke(QUERY)) == 5
+
+
+def test_a_wrapped_retrievers_own_k_caps_the_result() -> None:
+    class WithK(MetadataScoreRetriever):
+        k: int = 6
+
+    docs = [Document(page_content=t, metadata={"score": 0.9}) for t in TEXTS]
+    wrapped = RelevanceThresholdRetriever(retriever=WithK(docs=docs), engine=CostEngine())
+    assert len(wrapped.invoke(QUERY)) == 6  # its k, not the wrapper's default of 4
+
+
+@pytest.mark.parametrize("sync", [True, False])
+async def test_savings_are_booked_to_the_runs_metadata_tenant(sync: bool) -> None:
+    store = ScriptedStore([0.9, 0.8, 0.2, 0.1], relevance_fn=lambda s: s)
+    engine = CostEngine()
+    r = RelevanceThresholdRetriever(
+        vectorstore=store, k=4, engine=engine, config=RelevanceConfig(absolute_threshold=0.5)
+    )
+    cfg: Any = {"metadata": {"costopt_tenant": "acme"}}
+    with tenant_scope("other"):
+        if sync:
+            r.invoke(QUERY, config=cfg)
+        else:
+            await r.ainvoke(QUERY, config=cfg)
+    assert [rec.tenant for rec in engine.ledger.records()] == ["acme"]

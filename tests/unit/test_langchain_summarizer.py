@@ -182,3 +182,23 @@ async def test_abstractive_keeps_documents_when_the_summary_is_not_shorter_and_c
     second = cached.compress_documents(LONG_DOCS, "When did the bridge open?")
     assert first[0].page_content == second[0].page_content == "Opened in 1937."
     assert llm.script.calls == 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("sync", [True, False])
+async def test_savings_are_booked_to_the_runs_metadata_tenant(sync: bool) -> None:
+    from langchain_core.callbacks import CallbackManager
+    from langchain_core.runnables import RunnableLambda
+
+    summarizer, engine = make(config=SummarizerConfig(budget_ratio=None, budget_tokens=12))
+
+    async def compress(query: str) -> object:
+        if sync:
+            return summarizer.compress_documents(DOCS, query)
+        return await summarizer.acompress_documents(DOCS, query)
+
+    # Inside a chain run (LCEL), and handed a run's callback manager (as
+    # ContextualCompressionRetriever does).
+    await RunnableLambda(compress).ainvoke(QUERY, config={"metadata": {"costopt_tenant": "acme"}})
+    manager = CallbackManager(handlers=[], metadata={"tenant_id": "globex"})
+    summarizer.compress_documents(DOCS, QUERY, callbacks=manager)
+    assert [r.tenant for r in engine.ledger.records()] == ["acme", "globex"]

@@ -617,3 +617,234 @@ async def test_response_format_text_is_not_structured(
     assert route["tier"] == tier
     if tier == "frontier":
         assert route["attempts"][0]["outcome"] == "escalated: unparseable_structured_output"
+
+
+# -- review 3: ledgers, bind_tools arguments, streaming validation, schemas ----------
+def _refusing(**kwargs: Any) -> RouterChatModel:
+    return RouterChatModel(
+        tiers={
+            "small": scripted("I'm sorry, I can't help with that."),
+            "frontier": scripted("Refunds are accepted within 30 days.", model="gpt-4o"),
+        },
+        classifier=Always(0.9),
+        **kwargs,
+    )
+
+
+async def _consume(router: Any, how: str, prompt: Any, **kwargs: Any) -> Any:
+    """The whole answer of one call made ``how``: invoke, ainvoke, stream or astream."""
+    if how == "invoke":
+        return router.invoke(prompt, **kwargs)
+    if how == "ainvoke":
+        return await router.ainvoke(prompt, **kwargs)
+    chunks = (
+        list(router.stream(prompt, **kwargs))
+        if how == "stream"
+        else [c async for c in router.astream(prompt, **kwargs)]
+    )
+    return _total(chunks)
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "stream", "astream"])
+async def test_an_escalation_is_recorded_in_every_handlers_ledger_once(how: str) -> None:
+    from langchain_costopt import track_costs
+
+    app = CostCallbackHandler(CostEngine())
+    twin = CostCallbackHandler(app.engine)  # a second handler on the same engine
+    with track_costs() as block:
+        out = await _consume(_refusing(), how, "refund window?", config={"callbacks": [app, twin]})
+    assert out.content == "Refunds are accepted within 30 days."
+    for ledger in (app.ledger, block.ledger):
+        assert sorted((r.outcome, r.model) for r in ledger.records()) == [
+            ("escalated", "gpt-4o-mini"),
+            ("model", "gpt-4o"),
+        ]
+    # A block on a child of the application's engine passes its records on to
+    # it: the application's ledger still counts the attempt once.
+    parent = CostEngine()
+    with track_costs(parent.child()) as block:
+        cfg = {"callbacks": [CostCallbackHandler(parent)]}
+        await _consume(_refusing(), how, "refund window?", config=cfg)
+    for ledger in (parent.ledger, block.ledger):
+        assert sorted((r.outcome, r.model) for r in ledger.records()) == [
+            ("escalated", "gpt-4o-mini"),
+            ("model", "gpt-4o"),
+        ]
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "stream", "astream"])
+async def test_bind_tools_arguments_reach_each_tiers_bind_tools(how: str) -> None:
+    from langchain_core.tools import tool
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    seen: list[dict[str, Any]] = []
+
+    class OpenAIStyle(ScriptedChatModel):
+        # As ChatOpenAI: strict goes into each tool schema, the rest are call kwargs.
+        def bind_tools(  # type: ignore[override]
+            self,
+            tools: Any,
+            *,
+            tool_choice: Any = None,
+            strict: bool | None = None,
+            parallel_tool_calls: bool | None = None,
+            **kw: Any,
+        ) -> Any:
+            seen.append({"strict": strict, "parallel": parallel_tool_calls, "kw": sorted(kw)})
+            formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
+            extra = {"tool_choice": tool_choice} if tool_choice else {}
+            if parallel_tool_calls is not None:
+                extra["parallel_tool_calls"] = parallel_tool_calls
+            return self.bind(tools=formatted, **extra, **kw)
+
+        def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any):
+            seen.append(
+                {"call": sorted(kw), "strict": [t["function"].get("strict") for t in kw["tools"]]}
+            )
+            return super()._generate(messages, stop, run_manager)
+
+        async def _agenerate(
+            self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+        ):
+            return self._generate(messages, stop, run_manager, **kw)
+
+        def _stream(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any):
+            self._generate(messages, stop, run_manager, **kw)
+            self.script.calls -= 1  # only recorded what the call was sent
+            return super()._stream(messages, stop, run_manager)
+
+        async def _astream(
+            self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+        ):
+            self._generate(messages, stop, run_manager, **kw)
+            self.script.calls -= 1
+            async for c in super()._astream(messages, stop, run_manager):
+                yield c
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Weather for a city."""
+        return "sunny"
+
+    small = OpenAIStyle.from_texts(["It is sunny."])
+    big = OpenAIStyle.from_texts(["ok"], model="gpt-4o")
+    router = RouterChatModel(tiers={"small": small, "frontier": big}, classifier=Always(0.9))
+    bound = router.bind_tools([get_weather], strict=True, parallel_tool_calls=False, seed=7)
+    await _consume(bound, how, "weather in Paris?")
+    binds = [s for s in seen if "call" not in s]
+    calls = [s for s in seen if "call" in s]
+    assert binds[0] == {"strict": True, "parallel": False, "kw": ["seed"]}
+    assert calls[0]["strict"] == [True]  # strict went into the tool schema...
+    assert "strict" not in calls[0]["call"]  # ...and not into the request
+    assert {"parallel_tool_calls", "seed", "tools"} <= set(calls[0]["call"])
+
+
+@pytest.mark.parametrize("how", ["stream", "astream"])
+async def test_a_streamed_weak_answer_is_validated_and_escalated(how: str) -> None:
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+
+    engine = CostEngine()
+    cfg: Any = {"callbacks": [CostCallbackHandler(engine)], "metadata": {"costopt_tenant": "acme"}}
+    total = await _consume(_refusing(), how, "What is the refund window?", config=cfg)
+    assert total.content == "Refunds are accepted within 30 days."
+    route = total.response_metadata["costopt"]["route"]
+    assert [a["outcome"] for a in route["attempts"]] == ["escalated: refusal_or_hedge", "kept"]
+    assert [(r.outcome, r.model, r.tenant) for r in engine.ledger.records()] == [
+        ("escalated", "gpt-4o-mini", "acme"),
+        ("model", "gpt-4o", "acme"),
+    ]
+    # As a chat UI streams a chain.
+    chain = ChatPromptTemplate.from_template("{q}") | _refusing() | StrOutputParser()
+    if how == "stream":
+        text = "".join(chain.stream({"q": "What is the refund window?"}))
+    else:
+        text = "".join([t async for t in chain.astream({"q": "What is the refund window?"})])
+    assert text == "Refunds are accepted within 30 days."
+
+
+@pytest.mark.parametrize("how", ["stream", "astream"])
+async def test_a_stream_that_passes_is_emitted_chunk_by_chunk_and_can_opt_out(how: str) -> None:
+    router = RouterChatModel(
+        tiers={"small": scripted("one two three"), "frontier": scripted("x", model="gpt-4o")},
+        classifier=Always(0.9),
+    )
+    chunks = list(router.stream("q")) if how == "stream" else [c async for c in router.astream("q")]
+    assert [c.content for c in chunks if c.content] == ["one", " two", " three"]
+    # validate_streams=False: passed on as it comes, a weak answer is kept.
+    out = await _consume(_refusing(validate_streams=False), how, "q")
+    assert out.content == "I'm sorry, I can't help with that."
+    assert out.response_metadata["costopt"]["route"]["attempts"][0]["outcome"] == "kept"
+
+
+def test_a_tier_that_is_not_a_chat_model_is_a_configuration_error() -> None:
+    from costopt_core.errors import ConfigurationError
+
+    small = scripted("ok")
+    with pytest.raises(
+        ConfigurationError, match=r"tier 'frontier'.*chat model.*got str 'gpt-4o'.*ChatOpenAI"
+    ):
+        RouterChatModel(tiers={"small": small, "frontier": "gpt-4o"})
+    with pytest.raises(ConfigurationError, match=r"tier 'frontier'.*got int 3"):
+        RouterChatModel(tiers={"small": small, "frontier": [small, 3]})
+    with pytest.raises(ConfigurationError, match=r"tiers must be a dict.*got list"):
+        RouterChatModel(tiers=[small, small])
+
+
+class _City(BaseModel):
+    city: str
+    population: int
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "stream", "astream"])
+async def test_structured_output_that_breaks_the_schema_escalates(how: str) -> None:
+    def call(args: dict[str, Any], i: int) -> dict[str, Any]:
+        return {"name": "_City", "args": args, "id": f"c{i}", "type": "tool_call"}
+
+    bad = call({"city": "Paris", "population": "about two million"}, 0)
+    good = call({"city": "Paris", "population": 2100000}, 1)
+    small = scripted(ScriptedResponse("", U, tool_calls=(bad,)))
+    big = scripted(ScriptedResponse("", U, model="gpt-4o", tool_calls=(good,)))
+    router = RouterChatModel(tiers={"small": small, "frontier": big}, classifier=Always(0.9))
+    q = "Capital of France and its population?"
+    if how in ("invoke", "ainvoke"):
+        raw = await _consume(router.with_structured_output(_City, include_raw=True), how, q)
+        assert raw["parsing_error"] is None
+        assert raw["parsed"] == _City(city="Paris", population=2100000)
+        route = raw["raw"].response_metadata["costopt"]["route"]
+    else:
+        structured = router.with_structured_output(_City)
+        parsed = (
+            list(structured.stream(q))
+            if how == "stream"
+            else [p async for p in structured.astream(q)]
+        )
+        assert parsed[-1] == _City(city="Paris", population=2100000)
+        msg = await _consume(router.bind_tools([_City], tool_choice="any"), how, q)
+        route = msg.response_metadata["costopt"]["route"]
+    assert route["attempts"][0]["outcome"] == "escalated: invalid_tool_args"
+
+
+@pytest.mark.parametrize("sync", [True, False])
+async def test_a_json_schema_response_format_checks_the_answer(sync: bool) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+        "required": ["city", "population"],
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "City", "schema": schema}}
+    router = RouterChatModel(
+        tiers={
+            "small": scripted('{"city": "Paris"}'),  # JSON, but not the schema's
+            "frontier": scripted('{"city": "Paris", "population": 2100000}', model="gpt-4o"),
+        },
+        classifier=Always(0.9),
+        engine=CostEngine(),
+    )
+    out = await _invoke(router, sync, "Capital of France?", response_format=fmt)
+    route = out.response_metadata["costopt"]["route"]
+    assert route["attempts"][0]["outcome"] == "escalated: invalid_structured_output"
+    assert route["tier"] == "frontier"
+    # A pydantic class as response_format (as ChatOpenAI takes it) is its JSON schema.
+    out = await _invoke(router, sync, "Capital of France?", response_format=_City)
+    assert out.response_metadata["costopt"]["route"]["tier"] == "frontier"

@@ -268,8 +268,9 @@ class BatchRunner(BatchFront):
         max_attempts: submissions of one request in all.
         max_concurrency: requests running at once with the local provider.
         progress: show a tqdm progress bar while waiting.
-        tenant: tenant of every request; otherwise ``tenant_scope`` or the
-            ``costopt_tenant`` instrument tag.
+        tenant: tenant of every request; otherwise
+            the one :func:`~llamaindex_costopt.handler.resolve_tenant` finds (instrument tags,
+            ``track_costs``, ``tenant_scope``, the recording handler's).
         record: record answers in the engine's ledger.
         job_prefix: prefix of generated job names.
 

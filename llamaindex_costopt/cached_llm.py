@@ -30,7 +30,7 @@ from collections.abc import (
     Sequence,
 )
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -47,16 +47,23 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.llms import LLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index_instrumentation.dispatcher import active_instrument_tags, instrument_tags
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.cache.keys import ANSWER_PARAMS
+from costopt_core.errors import ConfigurationError, config_error
 from costopt_core.served import SERVED, served_info
 from costopt_core.types import Message, Role
 from costopt_core.usage import usage_wire
+from llamaindex_costopt._checks import check_cache, check_llm
 from llamaindex_costopt.handler import TENANT_KEYS, _field, resolve_tenant, usage_of
+
+if TYPE_CHECKING:
+    from llama_index.core.llms.llm import ToolSelection
+    from llama_index.core.tools.types import BaseTool
 
 __all__ = [
     "CHAT_PAYLOAD_FORMAT",
@@ -149,6 +156,33 @@ def _hash_file(h: Any, path: Any) -> None:
     except OSError as exc:
         # The wrapped LLM will report the unreadable file; the key just stays apart.
         h.update(f"unreadable:{type(exc).__name__}".encode())
+
+
+def _tool_key(tool: Any) -> dict[str, Any]:
+    """A bound tool as it goes into the cache scope.
+
+    A provider-format dict as it is; a LlamaIndex tool object by what the
+    model is told about it (name, description, argument schema), not by its
+    ``repr``, which names a memory address and would make every new tool
+    object (every new agent) miss.
+    """
+    if isinstance(tool, Mapping):
+        return _jsonable(tool)
+    meta = getattr(tool, "metadata", None)
+    get = getattr(meta, "get_parameters_dict", None)
+    if callable(get):
+        try:
+            params = get()
+        except Exception:  # no readable schema: the name and description still split
+            params = None
+        return {
+            "tool": {
+                "name": getattr(meta, "name", None),
+                "description": getattr(meta, "description", None),
+                "parameters": _jsonable(params),
+            }
+        }
+    return {"tool": _jsonable(tool)}
 
 
 def _tool_call(obj: Any) -> dict[str, Any]:
@@ -449,7 +483,7 @@ def _tenant_tagged(method: F) -> F:
     return tagged  # type: ignore[return-value]
 
 
-class CachedLLM(LLM):
+class CachedLLM(FunctionCallingLLM):
     """Wraps any LlamaIndex LLM with costopt's exact + semantic cache.
 
     ``chat``, ``complete``, their streaming and async twins all go through
@@ -462,6 +496,13 @@ class CachedLLM(LLM):
     call. A stream that hits is replayed word by word, usage on its last
     response; a stream that misses is stored only when read to its end.
 
+    Function calling: when the wrapped LLM is a ``FunctionCallingLLM``, so is
+    the wrapper (``FunctionAgent`` and ``predict_and_call`` take it). The
+    wrapped LLM formats the tools for its provider and reads the tool calls of
+    an answer; its chat goes through the cache, so a served answer replays the
+    stored response, tool calls included, and the tools as the provider sees
+    them are part of the scope.
+
     The cache scope (who may share an answer) is the wrapped LLM's class,
     model name and answer-changing parameters (its fields such as
     ``temperature`` / ``max_tokens`` and its ``additional_kwargs``, plus the
@@ -471,12 +512,17 @@ class CachedLLM(LLM):
     Args:
         llm: the LLM to call on a miss.
         semantic_cache: the engine cache; a default in-memory one if omitted.
-        tenant: tenant of this LLM's calls; otherwise the one set by
-            ``costopt_core.tenant_scope``, then a ``costopt_tenant`` /
-            ``tenant_id`` / ``tenant`` instrument tag.
+        tenant: tenant of this LLM's calls (over a caller's tenant tag); otherwise
+            the one :func:`~llamaindex_costopt.handler.resolve_tenant` finds (instrument tags,
+            ``track_costs``, ``tenant_scope``, the recording handler's).
         ttl_s: time to live of the answers this LLM stores.
         expose_cache_info: show callers which answers the cache served.
         cache_tags: labels stored with every answer, to invalidate by later.
+
+    Raises:
+        ConfigurationError: ``llm`` is not a LlamaIndex LLM (a model name, say),
+            ``semantic_cache`` not a ``SemanticCache``, ``ttl_s`` not positive,
+            or ``cache_tags`` a single string.
 
     Example:
         >>> from costopt_core.cache import SemanticCache
@@ -499,8 +545,34 @@ class CachedLLM(LLM):
         default=False,
         description="Mark served answers' raw['costopt'] (callers then see hit/miss).",
     )
-    ttl_s: float | None = Field(default=None, gt=0, description="Time to live of stored answers.")
+    ttl_s: float | None = Field(default=None, description="Time to live of stored answers.")
     cache_tags: tuple[str, ...] = Field(default=(), description="Labels stored with answers.")
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise config_error("CachedLLM", exc) from None
+
+    _check_llm = field_validator("llm", mode="before")(check_llm)
+    _check_cache = field_validator("semantic_cache", mode="before")(check_cache)
+
+    @field_validator("ttl_s", mode="after")
+    @classmethod
+    def _check_ttl(cls, value: float | None) -> float | None:
+        if value is not None and not value > 0:  # not > 0: NaN is refused too
+            raise ConfigurationError(
+                "ttl_s must be a positive number of seconds; leave it out (None) "
+                "for answers that never expire"
+            )
+        return value
+
+    @field_validator("cache_tags", mode="before")
+    @classmethod
+    def _check_tags(cls, value: Any) -> Any:
+        if isinstance(value, str):  # a tuple of its letters is never what was meant
+            raise ConfigurationError(f"cache_tags must be a tuple of labels; pass ({value!r},)")
+        return value
 
     @classmethod
     def class_name(cls) -> str:
@@ -508,12 +580,77 @@ class CachedLLM(LLM):
 
     @property
     def metadata(self) -> LLMMetadata:
-        """The wrapped LLM's metadata, except function calling.
+        """The wrapped LLM's metadata.
 
-        The wrapper is a plain ``LLM`` without the ``FunctionCallingLLM``
-        methods (``chat_with_tools``...), so it must not tell agents it has them.
+        Function calling only when the wrapped LLM is a ``FunctionCallingLLM``
+        that says it calls functions: the wrapper's ``chat_with_tools`` is the
+        wrapped LLM's, through the cache.
         """
-        return self.llm.metadata.model_copy(update={"is_function_calling_model": False})
+        meta = self.llm.metadata
+        if meta.is_function_calling_model and not isinstance(self.llm, FunctionCallingLLM):
+            return meta.model_copy(update={"is_function_calling_model": False})
+        return meta
+
+    # -- function calling: the wrapped LLM's, with its chat through the cache -------
+    def _function_llm(self) -> FunctionCallingLLM:
+        if not isinstance(self.llm, FunctionCallingLLM):
+            raise ConfigurationError(
+                f"chat_with_tools needs a FunctionCallingLLM to wrap, got "
+                f"{type(self.llm).__name__}; wrap a function-calling LLM, or call chat() "
+                "with the provider's own tools=[...]"
+            )
+        return self.llm
+
+    def _prepare_chat_with_tools(
+        self,
+        tools: Sequence[BaseTool],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """The wrapped LLM's ``chat`` arguments for the tools (its provider's format).
+
+        ``chat_with_tools`` then calls this wrapper's ``chat`` with them: the
+        tools, as the provider will see them, are part of the cache scope.
+
+        Raises:
+            ConfigurationError: the wrapped LLM is not a ``FunctionCallingLLM``.
+        """
+        return self._function_llm()._prepare_chat_with_tools_compat(
+            tools,
+            user_msg=user_msg,
+            chat_history=chat_history,
+            verbose=verbose,
+            allow_parallel_tool_calls=allow_parallel_tool_calls,
+            tool_required=tool_required,
+            **kwargs,
+        )
+
+    def _validate_chat_with_tools_response(
+        self,
+        response: ChatResponse,
+        tools: Sequence[BaseTool],
+        allow_parallel_tool_calls: bool = False,
+        **kwargs: Any,
+    ) -> ChatResponse:
+        return self._function_llm()._validate_chat_with_tools_response(
+            response, tools, allow_parallel_tool_calls=allow_parallel_tool_calls, **kwargs
+        )
+
+    def get_tool_calls_from_response(
+        self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
+    ) -> list[ToolSelection]:
+        """The tool calls of an answer (served or fresh), read by the wrapped LLM.
+
+        A served answer is the stored response itself (its tool-call blocks and
+        ``additional_kwargs``), so the wrapped LLM reads it as it read the original.
+        """
+        return self._function_llm().get_tool_calls_from_response(
+            response, error_on_no_tool_call=error_on_no_tool_call, **kwargs
+        )
 
     # -- requests --------------------------------------------------------------
     def _tenant(self) -> str | None:
@@ -569,9 +706,7 @@ class CachedLLM(LLM):
             messages=translated,
             model=model,
             params={k: v for k, v in params.items() if k in ANSWER_PARAMS},
-            tools=tuple(
-                _jsonable(t) if isinstance(t, Mapping) else {"tool": _jsonable(t)} for t in tools
-            ),
+            tools=tuple(_tool_key(t) for t in tools),
             tenant=self._tenant(),
             ttl_s=self.ttl_s,
             tags=self.cache_tags,

@@ -36,10 +36,10 @@ from llama_index.core.instrumentation.events.llm import (
 )
 from llama_index.core.instrumentation.events.span import SpanDropEvent
 from llama_index_instrumentation.dispatcher import active_instrument_tags
-from pydantic import PrivateAttr
+from pydantic import PrivateAttr, ValidationError, field_validator
 
 from costopt_core import CostEngine, CostLedger, current_tenant, default_engine, engine_scope
-from costopt_core.errors import UsageFormatError
+from costopt_core.errors import ConfigurationError, UsageFormatError, config_error
 from costopt_core.served import SERVED, served_outcome
 from costopt_core.types import CallOutcome, Usage
 from costopt_core.usage import normalize_usage
@@ -65,15 +65,23 @@ BATCH_TAG = "costopt_batch"
 
 
 def resolve_tenant(explicit: str | None = None) -> str | None:
-    """The tenant a component acts for: its own setting, the ``tenant_scope``, or the
-    instrument tags of the current LlamaIndex call, in that order."""
+    """The tenant a component acts for, here and now.
+
+    Its own setting if it has one; otherwise the tenant a ``CostEventHandler``
+    books an LLM call started here under (:func:`record_tenant`): the current
+    call's instrument tags, the ``track_costs`` block, ``tenant_scope``, then
+    the recording handler's own. One order for the cache's partition, the
+    router's escalations, the postprocessors' and the memory's savings and the
+    handler's records: a component that read the tenant another way would
+    share one tenant's cached answers with another, or book its savings
+    under a tenant the calls around it are not booked under.
+
+    Args:
+        explicit: the component's own ``tenant`` setting, if any.
+    """
     if explicit is not None:
         return explicit
-    tenant = current_tenant()
-    if tenant is not None:
-        return tenant
-    tags = active_instrument_tags.get()
-    return next((str(tags[k]) for k in TENANT_KEYS if tags.get(k) is not None), None)
+    return record_tenant(recording_handler())
 
 
 #: ``class_name()`` of ``llamaindex_costopt.router.RouterLLM``.
@@ -288,6 +296,47 @@ def recording_handler() -> CostEventHandler | None:
     return None
 
 
+def recording_handlers() -> list[CostEventHandler]:
+    """Every cost handler that will record an LLM call started here and now.
+
+    :func:`recording_handler` first, then each other handler attached to the
+    LLM events' dispatcher (or a parent) that records the call into another
+    ledger: an application's permanent handler records the calls of a
+    ``track_costs`` block on another engine too. A router reads the budgets
+    of all of them, and records its escalations in all of them, since each
+    of their ledgers will hold its answer.
+    """
+    scope = _scope.get()
+    found: list[CostEventHandler] = []
+    if scope is not None and scope.handler.attached:
+        found.append(scope.handler)
+    d: Any = get_dispatcher(_LLM_EVENTS)
+    while d is not None:
+        for h in d.event_handlers:
+            if not isinstance(h, CostEventHandler) or any(h is f for f in found):
+                continue
+            st = _state_of(h)
+            if not st.scoped and h._records_here(st, scope):
+                found.append(h)
+        d = d.parent if d.propagate else None
+    return found
+
+
+def records_span(handler: CostEventHandler, span_id: str | None) -> bool:
+    """True when ``handler`` will book the LLM call of ``span_id`` under that id.
+
+    Not when it never saw the call start, or when the call is one a router
+    in front of it records (a tier of an outer router): a budget hold made
+    under that id would then never be released by the call's record.
+    """
+    if span_id is None:
+        return False
+    st = _state_of(handler)
+    with st.lock:
+        call = st.calls.get(span_id)
+    return call is not None and not call.suppressed
+
+
 def _tenant_of(tags: Mapping[str, Any] | None, scope: _Scope | None, own: str | None) -> str | None:
     """The tenant a record is booked under: the call's instrument tags, the
     ``track_costs`` block, ``tenant_scope``, then the handler's own."""
@@ -323,6 +372,10 @@ class CostEventHandler(BaseEventHandler):
         tenant: tenant of calls that name none in their instrument tags or
             ``track_costs`` block.
 
+    Raises:
+        ConfigurationError: ``engine`` is not a ``CostEngine`` or ``tenant``
+            not a string.
+
     Example:
         >>> handler = CostEventHandler().attach()  # doctest: +SKIP
         >>> llm.chat(messages)  # doctest: +SKIP
@@ -336,7 +389,20 @@ class CostEventHandler(BaseEventHandler):
     _state: _State = PrivateAttr(default_factory=_State)
 
     def __init__(self, engine: CostEngine | None = None, *, tenant: str | None = None) -> None:
-        super().__init__(engine=engine or default_engine(), tenant=tenant)
+        try:
+            super().__init__(engine=default_engine() if engine is None else engine, tenant=tenant)
+        except ValidationError as exc:
+            raise config_error("CostEventHandler", exc) from None
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _check_engine(cls, value: Any) -> Any:
+        if not isinstance(value, CostEngine):
+            raise ConfigurationError(
+                f"engine must be a costopt_core.CostEngine, got {type(value).__name__}; "
+                "pass CostEngine(...) or leave it out to use the default engine"
+            )
+        return value
 
     @classmethod
     def class_name(cls) -> str:
@@ -543,26 +609,43 @@ def track_costs(
     concurrent blocks in other threads or tasks keep their own figures, and in
     nested blocks the innermost one records the call. A handler attached
     permanently to the same engine does not record the block's calls again.
-    By default a fresh ledger is used (with the default engine's prices and
-    baseline), so the block's figures are its own.
+    By default the block records into ``default_engine().child()``: a fresh
+    ledger, so the block's figures are its own, with the default engine's
+    prices, baseline, embedder and token counter. The default engine's budgets
+    still apply to every call in the block, and the block's calls are
+    recorded in the default engine's ledger too (once, even when a handler
+    attached to that engine sees them as well), so a process-wide budget
+    cannot be bypassed by opening a block. A nested block without an engine
+    is a child of the default engine as well, not of the outer block: the
+    outer block's figures leave out the inner block's calls.
 
     Threads started inside the block do not inherit its context unless they
     are told to (``contextvars.copy_context().run``); a stream must be consumed
     before the block ends to be recorded.
 
     Args:
-        engine: the engine to record into; a fresh one if omitted.
+        engine: the engine to record into; ``default_engine().child()`` if
+            omitted.
         tenant: tenant of the block's calls, unless their instrument tags name
             one; an inner block without a tenant inherits the outer block's.
+
+    Raises:
+        ConfigurationError: ``engine`` is not a ``CostEngine`` or ``tenant``
+            not a string (on entering the block).
 
     Example:
         >>> with track_costs(tenant="acme") as costs:  # doctest: +SKIP
         ...     query_engine.query("...")
         >>> costs.ledger.totals().cost_usd  # doctest: +SKIP
     """
+    if engine is not None and not isinstance(engine, CostEngine):
+        raise ConfigurationError(
+            f"invalid track_costs: engine={engine!r}: engine must be a costopt_core.CostEngine, "
+            f"got {type(engine).__name__}; pass CostEngine(...) or leave it out to record "
+            "into a fresh ledger"
+        )
     if engine is None:
-        base = default_engine()
-        engine = CostEngine(catalog=base.catalog, baseline_model=base.baseline_model)
+        engine = default_engine().child()
     handler = CostEventHandler(engine, tenant=tenant)
     _state_of(handler).scoped = True
     outer = _scope.get()

@@ -169,8 +169,9 @@ class SummarizingMemory(BaseChatStoreMemory):
         summarizer: a cheap LlamaIndex LLM that writes the summaries;
             extractive summaries (no model call) if None.
         summarizer_model: the summarizer's model name (from its metadata if omitted).
-        tenant: tenant of the ledger records; otherwise ``tenant_scope``'s,
-            then a ``costopt_tenant`` instrument tag.
+        tenant: tenant of the ledger records; otherwise
+            the one :func:`~llamaindex_costopt.handler.resolve_tenant` finds (instrument tags,
+            ``track_costs``, ``tenant_scope``, the recording handler's).
         record_savings: record the tokens each view keeps out of a call.
         record_summarizer_costs: price the summarizer's calls into the ledger
             (skipped while a ``CostEventHandler`` on the same engine is attached).

@@ -48,8 +48,8 @@ from costopt_core.context.prefix import (
 )
 from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import config_error
-from costopt_core.tenancy import current_tenant
 from costopt_core.types import Message, Role
+from llamaindex_costopt.handler import resolve_tenant
 
 __all__ = ["PrefixCachedLLM", "add_cache_points", "detect_provider", "prefix_cache_plan"]
 
@@ -191,7 +191,9 @@ class PrefixCachedLLM(LLM):
         provider = self.resolved_provider
         if provider is None:
             return list(messages), kwargs
-        namespace = self.namespace if self.namespace is not None else current_tenant()
+        # The tenant the cache and the ledger use (track_costs' included), so that
+        # tenants never share a provider cache key.
+        namespace = resolve_tenant(self.namespace)
         plan = prefix_cache_plan(
             messages,
             model=_model_name(self.llm),

@@ -33,8 +33,9 @@ class RelevanceThresholdPostprocessor(BaseNodePostprocessor):
         config: the cutoffs; ``RelevanceConfig()`` drops only near-duplicates.
         engine: ledger and token counter; ``current_engine()`` if omitted.
         record_savings: book the dropped nodes' tokens as savings.
-        tenant: tenant of the savings record; otherwise ``current_tenant()``,
-            then a ``costopt_tenant`` / ``tenant_id`` / ``tenant`` instrument tag.
+        tenant: tenant of the savings record; otherwise
+            the one :func:`~llamaindex_costopt.handler.resolve_tenant` finds (instrument tags,
+            ``track_costs``, ``tenant_scope``, the recording handler's).
         token_model: model whose tokenizer counts the nodes.
         score_output: ``original`` keeps each node's score as the retriever
             gave it; ``similarity`` replaces it with the normalised

@@ -6,14 +6,34 @@ and runs the router's call loop. The answer's ``raw["costopt"]["route"]``
 explains the decision; ``raw`` model and usage are those of the LLM that
 answered. Discarded cheap attempts are recorded in the ledger as
 ``escalated`` (the cost handler records the answer itself).
+
+When every tier is a function-calling LLM the router is one too (agents such
+as ``FunctionAgent`` take it): each tier formats the tools for its own
+provider, and the tool calls of an answer are read by the LLM that gave it.
+``structured_predict`` and ``as_structured_llm`` mark their requests as
+structured, with the output class's JSON schema, so a cheap answer in prose
+or in JSON that does not fit the class goes one tier up.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, cast
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -24,14 +44,18 @@ from llama_index.core.base.llms.types import (
     CompletionResponseAsyncGen,
     CompletionResponseGen,
     LLMMetadata,
+    MessageRole,
 )
+from llama_index.core.instrumentation.span import active_span_id
 from llama_index.core.llms import LLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.output_parsers.utils import extract_json_str
 from llama_index_instrumentation.dispatcher import active_instrument_tags, instrument_tags
-from pydantic import Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from costopt_core.engine import CostEngine, current_engine
-from costopt_core.errors import ConfigurationError, config_error
+from costopt_core.errors import BudgetExceededError, ConfigurationError, config_error
 from costopt_core.routing.calibrate import CalibrationReport
 from costopt_core.routing.features import wants_structured_output
 from costopt_core.routing.router import Router, RouterConfig, RouteRun, Step
@@ -43,14 +67,21 @@ from llamaindex_costopt.handler import (
     TENANT_KEYS,
     _field,
     record_tenant,
-    recording_handler,
+    recording_handlers,
+    records_span,
     usage_of,
 )
 
-# The handler's own view of which block records a call (read, never changed here):
+if TYPE_CHECKING:
+    from llama_index.core.llms.llm import ToolSelection
+    from llama_index.core.tools.types import BaseTool
+
+# The handler's own view of which blocks record a call (read, never changed here):
 # the router books its escalations where the handler books its answer.
 
 __all__ = ["RouterLLM"]
+
+log = logging.getLogger("costopt.llamaindex")
 
 # A stream that ended before its first item (None could be an item).
 _EMPTY: Any = object()
@@ -73,6 +104,25 @@ def _model_of(llm: LLM) -> str:
 
 #: Key of ``raw`` where the route (and a cache's marker) goes.
 METADATA_KEY = "costopt"
+
+#: Call keyword that carries ``chat_with_tools``' own arguments from
+#: ``_prepare_chat_with_tools`` to the routed call, where each tier gets them
+#: through its own ``*_with_tools`` method: a tier formats the tools for its
+#: provider, and one tier's format is not another's.
+WITH_TOOLS_KEY = "costopt_with_tools"
+
+#: The JSON schema of the output class of the ``structured_predict`` (or
+#: ``as_structured_llm`` call) running in this context, if any.
+_STRUCTURED: ContextVar[Mapping[str, Any] | None] = ContextVar(
+    "costopt_llamaindex_structured", default=None
+)
+
+# Output-cap keywords a call or an LLM's fields may name (OpenAI, Anthropic,
+# Gemini, local runtimes).
+_OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "max_new_tokens")
+
+# Answers kept to find the tier LLM that gave them (get_tool_calls_from_response).
+_MAX_ANSWERERS = 256
 
 
 def _first(items: Any) -> Any:
@@ -164,8 +214,28 @@ def _mean_logprob(resp: ChatResponse | CompletionResponse) -> float | None:
     return _mean(best)
 
 
-def _answer(resp: ChatResponse | CompletionResponse) -> Answer:
+def _structured_text(text: str) -> str:
+    """The JSON LlamaIndex's ``PydanticOutputParser`` reads out of an answer.
+
+    It takes the first ``{...}`` of the text (an answer in a code fence, or
+    after a preamble, still parses), so that is what the validators check:
+    the answer is escalated exactly when the program could not use it.
+    """
+    try:
+        json.loads(text)
+        return text
+    except ValueError:
+        pass
+    try:
+        return extract_json_str(text)
+    except ValueError:
+        return text  # prose: no JSON at all, the validators say so
+
+
+def _answer(resp: ChatResponse | CompletionResponse, structured_text: bool = False) -> Answer:
     text = resp.message.content if isinstance(resp, ChatResponse) else resp.text
+    if structured_text and text:
+        text = _structured_text(text)
     return Answer(
         text=text or "",
         tool_calls=_tool_calls(resp) if isinstance(resp, ChatResponse) else (),
@@ -180,6 +250,62 @@ def _tool_name(tool: Any) -> str | None:
     if name is None:
         name = _field(_field(tool, "metadata"), "name")
     return name if isinstance(name, str) and name else None
+
+
+def _tool_schema(tool: Any) -> Mapping[str, Any] | None:
+    """The JSON schema of a bound tool's arguments, when it has one.
+
+    A LlamaIndex tool gives it from its metadata; a tool already in a
+    provider's shape (an OpenAI or Anthropic dict) is passed whole, and the
+    engine reads the arguments' schema out of it.
+    """
+    get = getattr(_field(tool, "metadata"), "get_parameters_dict", None)
+    if callable(get):
+        try:
+            schema = get()
+        except Exception:  # a tool without a readable schema: its calls are not checked
+            return None
+        return schema if isinstance(schema, Mapping) else None
+    return tool if isinstance(tool, Mapping) else None
+
+
+def _tool_schemas(tools: Sequence[Any], names: Sequence[str | None]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for tool, name in zip(tools, names, strict=True):
+        schema = _tool_schema(tool) if name else None
+        if name and schema is not None:
+            out[name] = schema
+    return out
+
+
+def _cap(source: Any) -> int | None:
+    for key in _OUTPUT_CAPS:
+        value = _field(source, key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def _max_output_tokens(llm: LLM, kwargs: Mapping[str, Any]) -> int:
+    """The answer's token cap: the call's, else the LLM's own setting; 0 when none is named."""
+    for source in (kwargs, llm, getattr(llm, "additional_kwargs", None)):
+        try:
+            cap = _cap(source)
+        except Exception:  # a property that cannot be read names no cap
+            cap = None
+        if cap is not None:
+            return cap
+    return 0
+
+
+def _ancestor(ledger: Any, of: Any) -> bool:
+    """True when ``ledger`` is a parent (or further up) of the ledger ``of``."""
+    parent = getattr(of, "parent", None)
+    while parent is not None:
+        if parent is ledger:
+            return True
+        parent = getattr(parent, "parent", None)
+    return False
 
 
 def _as_raw_dict(raw: Any) -> dict[str, Any]:
@@ -203,14 +329,73 @@ def _as_raw_dict(raw: Any) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class _Books:
-    """Where a request's escalations are recorded and its budgets read."""
+class _Book:
+    """One ledger a request's answer goes to: its budgets are read, escalations recorded."""
 
     engine: CostEngine
     tenant: str | None
+    #: The handler of this engine books the router's answer under the router's
+    #: span id, so a budget hold made under that id is released by the record.
+    records_answer: bool = False
 
 
-class RouterLLM(LLM):
+@dataclass
+class _Books:
+    """Every ledger of one routed request, and the budget holds made for it."""
+
+    entries: tuple[_Book, ...]
+    #: The router's span id: the call id the cost handler records the answer under.
+    call_id: str | None
+    held: list[_Book] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Drop the holds of a request that got no answer (it spent nothing more)."""
+        held, self.held = self.held, []
+        for book in held:
+            try:
+                book.engine.release_budget(book.tenant, cast(str, self.call_id))
+            except Exception:  # the hold expires by itself; the caller's error matters more
+                log.exception("costopt could not release a budget hold")
+
+
+@contextlib.contextmanager
+def _structured(output_cls: type[BaseModel]) -> Iterator[None]:
+    """Mark the router's calls in this block as structured, for ``output_cls``."""
+    try:
+        schema: Mapping[str, Any] | None = output_cls.model_json_schema()
+    except Exception:  # a class pydantic cannot describe: structured, without a schema check
+        schema = {}
+    token = _STRUCTURED.set(schema)
+    try:
+        yield
+    finally:
+        _STRUCTURED.reset(token)
+
+
+def _structured_gen(gen: Iterator[Any], output_cls: type[BaseModel]) -> Generator[Any, None, None]:
+    # The program calls the LLM while it is iterated: each step runs marked.
+    while True:
+        with _structured(output_cls):
+            try:
+                item = next(gen)
+            except StopIteration:
+                return
+        yield item
+
+
+async def _astructured_gen(
+    gen: AsyncIterator[Any], output_cls: type[BaseModel]
+) -> AsyncGenerator[Any, None]:
+    while True:
+        with _structured(output_cls):
+            try:
+                item = await anext(gen)
+            except StopAsyncIteration:
+                return
+        yield item
+
+
+class RouterLLM(FunctionCallingLLM):
     """Routes each LlamaIndex request to the cheapest sufficient tier.
 
     Validators see the answer as ``RouterChatModel``'s do: tool calls in any
@@ -218,6 +403,29 @@ class RouterLLM(LLM):
     token log-probabilities where the provider returns them. Tools passed as
     ``tools=`` (with ``tool_choice``) and ``response_format`` are read as in
     LangChain.
+
+    Function calling: when every tier is a ``FunctionCallingLLM`` that says it
+    calls functions, so does the router (``FunctionAgent``, ``predict_and_call``
+    and function-calling structured programs accept it). ``chat_with_tools``
+    and its stream / async twins are routed like ``chat``, and each tier
+    receives the tools through its own ``chat_with_tools``, in its provider's
+    format; a cheap tool call whose arguments do not fit the tool's schema is
+    re-asked one tier up. ``get_tool_calls_from_response`` reads an answer
+    with the LLM that gave it.
+
+    Structured output: ``structured_predict`` (and its async and stream
+    twins, and so ``as_structured_llm``) marks its requests as structured with
+    the output class's JSON schema: a cheap answer in prose, or JSON that does
+    not fit the class, is re-asked one tier up instead of failing the parse.
+
+    Budgets: before the first call, the budgets of every engine that will
+    record the request (the recording ``CostEventHandler``'s, a ``track_costs``
+    block's and, through it, the engine it is a block of) are checked with an
+    estimate of the call (the prompt plus the answer's cap, ``max_tokens``,
+    priced at the chosen tier's dearest model). A ``block`` budget raises
+    ``BudgetExceededError`` when that estimate would go over it; ``downshift``
+    starts one tier lower. With a shared budget store the estimate is held
+    until the handler records the answer (or released if no tier answers).
 
     Args:
         tiers: tier name -> LLM (or list of LLMs: fallbacks of the same tier),
@@ -229,14 +437,17 @@ class RouterLLM(LLM):
             ``costopt calibrate --out``) on your own samples: its thresholds,
             margin and cost-aware scaling replace ``router_config``'s.
         engine: where budgets are read and escalations recorded when no
-            ``CostEventHandler`` records this router's calls (that handler's
-            engine is used when one does); the current engine if omitted.
+            ``CostEventHandler`` records this router's calls (the engines of
+            the handlers that do are used when some do); the current engine
+            if omitted.
         tenant: tenant of this LLM's calls, unless the call's instrument tags
-            name one; else that of ``track_costs`` / ``tenant_scope``.
+            name one; else the one :func:`~llamaindex_costopt.handler.resolve_tenant`
+            finds (``track_costs``, ``tenant_scope``, the recording handler's).
 
     Raises:
-        ConfigurationError: fewer than two tiers, an empty tier, or a classifier
-            or calibration that does not fit the tiers.
+        ConfigurationError: fewer than two tiers, an empty tier, a tier that is not
+            a LlamaIndex LLM (a model name, ``None``), or a classifier or
+            calibration that does not fit the tiers.
     """
 
     tiers: dict[str, Any]
@@ -248,6 +459,10 @@ class RouterLLM(LLM):
     tenant: str | None = None
     _router: Router = PrivateAttr()
     _llms: list[list[LLM]] = PrivateAttr()
+    # id(answer) -> (answer, the tier LLM that gave it); the answer is held so
+    # that its id cannot be reused while it is here. Bounded, oldest out first.
+    _answerers: OrderedDict[int, tuple[Any, LLM]] = PrivateAttr(default_factory=OrderedDict)
+    _answerers_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -262,6 +477,17 @@ class RouterLLM(LLM):
         self._llms = [v if isinstance(v, list) else [v] for v in self.tiers.values()]
         if any(not v for v in self._llms):
             raise ConfigurationError("every tier needs at least one LLM")
+        for name, llms in zip(self.tiers, self._llms, strict=True):
+            for llm in llms:
+                # Anything else fails on every call and each request silently
+                # falls back to the next tier: a misconfigured cheap tier would
+                # route everything to the frontier without a word.
+                if not isinstance(llm, LLM):
+                    raise ConfigurationError(
+                        f"tier {name!r} holds {llm!r} ({type(llm).__name__}), not a "
+                        "LlamaIndex LLM; pass an LLM instance (or a list of them), e.g. "
+                        f"tiers={{{name!r}: OpenAI(model='gpt-4o-mini'), ...}}"
+                    )
         tiers = Tiers(
             [
                 Tier(name, tuple(_model_of(m) for m in ms))
@@ -286,16 +512,24 @@ class RouterLLM(LLM):
 
     @property
     def metadata(self) -> LLMMetadata:
-        # What callers may rely on: the frontier's limits (any tier may answer).
+        # What callers may rely on: the frontier's limits (any tier may answer),
+        # and function calling only if every tier can do it.
         frontier = self._llms[-1][0].metadata
         return frontier.model_copy(
             update={
                 "model_name": "router:" + "|".join(self.tiers),
-                "is_function_calling_model": False,
+                "is_function_calling_model": self._calls_functions(),
             }
         )
 
-    # -- accounting: the same engine and tenant as the handler's record ----------
+    def _calls_functions(self) -> bool:
+        return all(
+            isinstance(m, FunctionCallingLLM) and m.metadata.is_function_calling_model
+            for ms in self._llms
+            for m in ms
+        )
+
+    # -- accounting: the same engines and tenant as the handlers' records --------
     def _tagged(self) -> contextlib.AbstractContextManager[None]:
         """The call's instrument tags, with this router's tenant unless they name one.
 
@@ -311,37 +545,111 @@ class RouterLLM(LLM):
         return instrument_tags({**tags, TENANT_KEYS[0]: self.tenant})
 
     def _books(self) -> _Books:
-        handler = recording_handler()
-        if handler is not None:
-            engine = handler.engine
-        elif isinstance(self.engine, CostEngine):
-            engine = self.engine
-        else:
-            engine = current_engine()
-        # The tenant CostEventHandler books this call's answer under.
-        return _Books(engine, record_tenant(handler))
+        """The ledgers the router's answer will be recorded in, each with its tenant."""
+        call_id = active_span_id.get()  # the router's span: the handlers record it under it
+        handlers = recording_handlers()
+        if not handlers:
+            engine = self.engine if isinstance(self.engine, CostEngine) else current_engine()
+            return _Books((_Book(engine, record_tenant(None)),), call_id)
+        books: list[_Book] = []
+        for h in handlers:
+            if not any(b.engine is h.engine for b in books):
+                # The tenant each handler books the answer under.
+                books.append(_Book(h.engine, record_tenant(h), records_span(h, call_id)))
+        # A track_costs block's engine checks the budgets of the engine it is a
+        # block of and records into it too: asking that one again would hold
+        # (and record) twice.
+        kept = tuple(
+            b for b in books if not any(_ancestor(b.engine.ledger, o.engine.ledger) for o in books)
+        )
+        return _Books(kept, call_id)
+
+    def _estimate(
+        self,
+        engine: CostEngine,
+        tier_index: int,
+        messages: list[Message],
+        kwargs: Mapping[str, Any],
+    ) -> Decimal | None:
+        """What the call could cost at the chosen tier: ``None`` if unpriced.
+
+        The engine's estimate (as the LangChain handler's): the prompt's tokens
+        plus the answer's cap, priced at the tier's dearest model (its
+        fallbacks may answer it).
+        """
+        if not engine.ledger.has_budgets:
+            return None  # nothing to check it against: skip counting tokens
+        try:
+            estimates = [
+                engine.estimate(
+                    _model_of(llm), messages, max_output_tokens=_max_output_tokens(llm, kwargs)
+                )
+                for llm in self._llms[tier_index]
+            ]
+        except Exception:  # never fail the user's call over an estimate
+            log.exception("costopt could not estimate the cost of a routed request")
+            return None
+        priced = [e for e in estimates if e is not None]
+        return max(priced) if priced else None
+
+    def _check_budgets(
+        self, books: _Books, tier_index: int, messages: list[Message], kwargs: Mapping[str, Any]
+    ) -> set[str]:
+        """Check (and, with a shared store, hold) every book's budgets; their actions.
+
+        Raises:
+            BudgetExceededError: a ``block`` budget would be exceeded; holds
+                already made for the request are released first.
+        """
+        actions: set[str] = set()
+        try:
+            for book in books.entries:
+                estimate = self._estimate(book.engine, tier_index, messages, kwargs)
+                # Held only where the answer's record will release it.
+                hold = (
+                    book.records_answer
+                    and estimate is not None
+                    and book.engine.ledger.budget_store is not None
+                )
+                decisions = book.engine.check_budget(
+                    book.tenant, estimate, call_id=books.call_id if hold else None
+                )
+                if hold:
+                    books.held.append(book)
+                actions.update(d.action for d in decisions)
+        except BudgetExceededError:
+            books.release()
+            raise
+        return actions
 
     # -- the call loop, shared by chat and complete -------------------------------
     def _start(self, messages: list[Message], kwargs: Mapping[str, Any]) -> tuple[RouteRun, _Books]:
         books = self._books()
-        # A "block" budget raises here, before any call; "downshift" moves the start down.
-        actions = {d.action for d in books.engine.ledger.check_budget(books.tenant, None)}
         tools = list(kwargs.get("tools") or ())
         names = [_tool_name(t) for t in tools]
         # Unknown-tool checks need every name; a tool we cannot name turns them off.
         offered = tuple(n for n in names if n) if all(names) else ()
-        structured = wants_structured_output(kwargs)
-        decision = self._router.route(
-            messages,
-            tools=[{"name": n} for n in offered],
-            structured=structured,
-            budget_action="downshift" if "downshift" in actions else None,
+        schema = _STRUCTURED.get()
+        structured = wants_structured_output(kwargs) or schema is not None
+        with_tools = kwargs.get(WITH_TOOLS_KEY)
+        forced = forces_tool_call(kwargs.get("tool_choice")) or bool(
+            isinstance(with_tools, Mapping) and with_tools.get("tool_required")
         )
+        offered_tools = [{"name": n} for n in offered]
+        decision = self._router.route(messages, tools=offered_tools, structured=structured)
+        # A "block" budget raises here, before any call; "downshift" moves the start down.
+        actions = self._check_budgets(books, decision.tier_index, messages, kwargs)
+        if "downshift" in actions:
+            decision = self._router.route(
+                messages, tools=offered_tools, structured=structured, budget_action="downshift"
+            )
         run = self._router.start(
             decision,
             offered_tools=offered,
+            tool_schemas=_tool_schemas(tools, names) or None,
+            response_schema=schema or None,
             structured=structured,
-            tool_required=bool(tools) and forces_tool_call(kwargs.get("tool_choice")),
+            tool_required=bool(tools) and forced,
         )
         return run, books
 
@@ -355,18 +663,19 @@ class RouterLLM(LLM):
         if note is not None and served_outcome(note) is not None:
             return  # no model was called for it: it cost nothing
         model = _field(raw, "model")
-        # Recorded even without usage (cost unknown): the call was made and paid for.
-        books.engine.record_call(
-            model=str(model or step.model or "unknown"),
-            usage=usage_of(resp),
-            tier=step.tier,
-            tenant=books.tenant,
-            outcome="escalated",
-            framework="llamaindex",
-        )
+        usage = usage_of(resp)
+        for book in books.entries:
+            # Recorded even without usage (cost unknown): the call was made and paid for.
+            book.engine.record_call(
+                model=str(model or step.model or "unknown"),
+                usage=usage,
+                tier=step.tier,
+                tenant=book.tenant,
+                outcome="escalated",
+                framework="llamaindex",
+            )
 
-    @staticmethod
-    def _finish(resp: Any, run: RouteRun) -> Any:
+    def _finish(self, resp: Any, run: RouteRun, llm: LLM) -> Any:
         old = resp.raw
         raw = _as_raw_dict(old)
         got = raw.get(METADATA_KEY)
@@ -380,87 +689,251 @@ class RouterLLM(LLM):
         note = None if old is None else SERVED.take(old)
         if note is not None:
             SERVED.note(raw, {**note, "tier": route["tier"]})
+        self._answered_by(resp, llm)
         return resp
 
     def _run_sync(self, messages: list[Message], kwargs: dict[str, Any], call: Any) -> Any:
         run, books = self._start(messages, kwargs)
-        while (step := run.next()) is not None:
-            llm = self._llms[step.tier_index][step.model_index]
-            try:
-                resp = call(llm)
-            except Exception as exc:  # provider errors, timeouts, rate limits: fall back
-                run.failed(exc)
-                continue
-            if run.answered(_answer(resp)) is None:
-                return self._finish(resp, run)
-            self._escalated(resp, step, books)
-        raise run.error()
+        # A structured_predict's answer is read as its output parser reads it.
+        structured_text = _STRUCTURED.get() is not None
+        try:
+            while (step := run.next()) is not None:
+                llm = self._llms[step.tier_index][step.model_index]
+                try:
+                    resp = call(llm)
+                except Exception as exc:  # provider errors, timeouts, rate limits: fall back
+                    run.failed(exc)
+                    continue
+                if run.answered(_answer(resp, structured_text)) is None:
+                    return self._finish(resp, run, llm)
+                self._escalated(resp, step, books)
+            raise run.error()
+        except BaseException:
+            books.release()  # no answer: no record will release the holds
+            raise
 
     async def _run_async(self, messages: list[Message], kwargs: dict[str, Any], call: Any) -> Any:
         run, books = self._start(messages, kwargs)
-        while (step := run.next()) is not None:
-            llm = self._llms[step.tier_index][step.model_index]
-            try:
-                resp = await call(llm)
-            except Exception as exc:
-                run.failed(exc)
-                continue
-            if run.answered(_answer(resp)) is None:
-                return self._finish(resp, run)
-            self._escalated(resp, step, books)
-        raise run.error()
+        # A structured_predict's answer is read as its output parser reads it.
+        structured_text = _STRUCTURED.get() is not None
+        try:
+            while (step := run.next()) is not None:
+                llm = self._llms[step.tier_index][step.model_index]
+                try:
+                    resp = await call(llm)
+                except Exception as exc:
+                    run.failed(exc)
+                    continue
+                if run.answered(_answer(resp, structured_text)) is None:
+                    return self._finish(resp, run, llm)
+                self._escalated(resp, step, books)
+            raise run.error()
+        except BaseException:
+            books.release()
+            raise
 
     def _first_working(
         self, messages: list[Message], kwargs: dict[str, Any], open_stream: Any
-    ) -> tuple[Any, Iterator[Any], RouteRun]:
+    ) -> tuple[Any, Iterator[Any], RouteRun, LLM]:
         # A stream is routed before the call and falls back on errors raised before
         # its first item; it is not held back for validation. The first item is read
         # here because provider LLMs send the request when their stream is first
         # iterated, not when it is opened.
-        run, _ = self._start(messages, kwargs)
+        run, books = self._start(messages, kwargs)
         while (step := run.next()) is not None:
+            llm = self._llms[step.tier_index][step.model_index]
             try:
-                stream = iter(open_stream(self._llms[step.tier_index][step.model_index]))
+                stream = iter(open_stream(llm))
                 first = next(stream, _EMPTY)
             except Exception as exc:
                 run.failed(exc)
                 continue
             run.kept()
-            return first, stream, run
+            return first, stream, run, llm
+        books.release()
         raise run.error()
 
     async def _afirst_working(
         self, messages: list[Message], kwargs: dict[str, Any], open_stream: Any
-    ) -> tuple[Any, AsyncIterator[Any], RouteRun]:
-        run, _ = self._start(messages, kwargs)
+    ) -> tuple[Any, AsyncIterator[Any], RouteRun, LLM]:
+        run, books = self._start(messages, kwargs)
         while (step := run.next()) is not None:
+            llm = self._llms[step.tier_index][step.model_index]
             try:
-                stream = await open_stream(self._llms[step.tier_index][step.model_index])
+                stream = await open_stream(llm)
                 first = await anext(stream, _EMPTY)
             except Exception as exc:
                 run.failed(exc)
                 continue
             run.kept()
-            return first, stream, run
+            return first, stream, run, llm
+        books.release()
         raise run.error()
 
-    def _relay(self, first: Any, stream: Iterator[Any], run: RouteRun) -> Any:
+    def _relay(self, first: Any, stream: Iterator[Any], run: RouteRun, llm: LLM) -> Any:
         if first is _EMPTY:
             return
         last = first
-        yield first
+        yield self._answered_by(first, llm)
         for last in stream:
-            yield last
-        self._finish(last, run)
+            # An agent reads the tool calls of each chunk as it comes.
+            yield self._answered_by(last, llm)
+        self._finish(last, run, llm)
 
-    async def _arelay(self, first: Any, stream: AsyncIterator[Any], run: RouteRun) -> Any:
+    async def _arelay(self, first: Any, stream: AsyncIterator[Any], run: RouteRun, llm: LLM) -> Any:
         if first is _EMPTY:
             return
         last = first
-        yield first
+        yield self._answered_by(first, llm)
         async for last in stream:
-            yield last
-        self._finish(last, run)
+            yield self._answered_by(last, llm)
+        self._finish(last, run, llm)
+
+    # -- function calling: each tier formats the tools, the answerer reads the calls --
+    def _answered_by(self, resp: Any, llm: LLM) -> Any:
+        """Note that ``llm`` gave ``resp`` (for :meth:`get_tool_calls_from_response`)."""
+        if isinstance(llm, FunctionCallingLLM):
+            key = id(resp)
+            with self._answerers_lock:
+                self._answerers[key] = (resp, llm)
+                self._answerers.move_to_end(key)
+                while len(self._answerers) > _MAX_ANSWERERS:
+                    self._answerers.popitem(last=False)
+        return resp
+
+    def _answerer(self, resp: Any) -> FunctionCallingLLM | None:
+        """The tier LLM that gave ``resp``, from the note or the route on ``raw``."""
+        with self._answerers_lock:
+            entry = self._answerers.get(id(resp))
+        if entry is not None and entry[0] is resp and isinstance(entry[1], FunctionCallingLLM):
+            return entry[1]
+        # A copy, or an answer a cache in front of the router rebuilt: its route,
+        # when it kept one, names the tier and the model.
+        route = _field(_field(_field(resp, "raw"), METADATA_KEY), "route")
+        tier, model = _field(route, "tier"), _field(route, "model")
+        for name, llms in zip(self.tiers, self._llms, strict=True):
+            if name == tier:
+                found = next((m for m in llms if _model_of(m) == model), llms[0])
+                return found if isinstance(found, FunctionCallingLLM) else None
+        return None
+
+    def _prepare_chat_with_tools(
+        self,
+        tools: Sequence[BaseTool],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """The routed ``chat`` call of a ``chat_with_tools`` request.
+
+        The tools are not formatted here: the tier that gets the request does
+        it, through its own ``chat_with_tools``, for its provider. The tools
+        themselves go along as ``tools`` (their names and schemas are what
+        the validators check a cheap tool call against).
+
+        Raises:
+            ConfigurationError: a tier is not a ``FunctionCallingLLM``.
+        """
+        plain = [
+            name
+            for name, llms in zip(self.tiers, self._llms, strict=True)
+            if any(not isinstance(m, FunctionCallingLLM) for m in llms)
+        ]
+        if plain:
+            raise ConfigurationError(
+                f"chat_with_tools needs every tier to be a FunctionCallingLLM; tier(s) {plain} "
+                "are not: use function-calling LLMs in every tier, or call chat() with "
+                "tools=[...] in each provider's own format"
+            )
+        messages = list(chat_history or [])
+        if user_msg:
+            messages.append(
+                ChatMessage(role=MessageRole.USER, content=user_msg)
+                if isinstance(user_msg, str)
+                else user_msg
+            )
+        return {
+            **kwargs,
+            "messages": messages,
+            "tools": list(tools),
+            WITH_TOOLS_KEY: {
+                "verbose": verbose,
+                "allow_parallel_tool_calls": allow_parallel_tool_calls,
+                "tool_required": tool_required,
+            },
+        }
+
+    def get_tool_calls_from_response(
+        self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
+    ) -> list[ToolSelection]:
+        """The answer's tool calls, read by the tier LLM that gave it.
+
+        An answer the router did not relay itself (a copy, one a cache in front
+        of the router rebuilt without its route) is read by the first tier,
+        frontier first, that finds tool calls in it.
+        """
+        llm = self._answerer(response)
+        if llm is not None:
+            return llm.get_tool_calls_from_response(
+                response, error_on_no_tool_call=error_on_no_tool_call, **kwargs
+            )
+        readers = [
+            m for ms in reversed(self._llms) for m in ms if isinstance(m, FunctionCallingLLM)
+        ]
+        for reader in readers:
+            try:
+                calls = reader.get_tool_calls_from_response(
+                    response, error_on_no_tool_call=False, **kwargs
+                )
+            except Exception:  # another provider's format: the next tier may read it
+                continue
+            if calls:
+                return calls
+        if not readers:
+            raise ConfigurationError("no tier of this router is a FunctionCallingLLM")
+        return readers[0].get_tool_calls_from_response(
+            response, error_on_no_tool_call=error_on_no_tool_call, **kwargs
+        )
+
+    @staticmethod
+    def _tier_call(method: str, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> Any:
+        """``llm -> llm.<method>(messages, **kwargs)``; a tools request goes to the tier's
+        ``<method>_with_tools``, which formats the tools for its own provider."""
+        opts = kwargs.get(WITH_TOOLS_KEY)
+        if not isinstance(opts, Mapping):
+            return lambda llm: getattr(llm, method)(messages, **kwargs)
+        tools = kwargs.get("tools") or []
+        rest = {k: v for k, v in kwargs.items() if k not in (WITH_TOOLS_KEY, "tools")}
+        return lambda llm: getattr(llm, f"{method}_with_tools")(
+            tools, chat_history=list(messages), **opts, **rest
+        )
+
+    # -- structured output: the program's requests say what they must parse to ----
+    def structured_predict(self, output_cls: Any, prompt: Any, *args: Any, **kwargs: Any) -> Any:
+        with _structured(output_cls):
+            return super().structured_predict(output_cls, prompt, *args, **kwargs)
+
+    async def astructured_predict(
+        self, output_cls: Any, prompt: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        with _structured(output_cls):
+            return await super().astructured_predict(output_cls, prompt, *args, **kwargs)
+
+    def stream_structured_predict(
+        self, output_cls: Any, prompt: Any, *args: Any, **kwargs: Any
+    ) -> Generator[Any, None, None]:
+        gen = super().stream_structured_predict(output_cls, prompt, *args, **kwargs)
+        return _structured_gen(gen, output_cls)
+
+    async def astream_structured_predict(
+        self, output_cls: Any, prompt: Any, *args: Any, **kwargs: Any
+    ) -> AsyncGenerator[Any, None]:
+        with _structured(output_cls):
+            gen = await super().astream_structured_predict(output_cls, prompt, *args, **kwargs)
+        return _astructured_gen(gen, output_cls)
 
     # -- LlamaIndex API -------------------------------------------------------------
     # Each public method sets the router's tenant tag, then enters the instrumented
@@ -514,12 +987,12 @@ class RouterLLM(LLM):
 
     @llm_chat_callback()
     def _chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return self._run_sync(_neutral(messages), kwargs, lambda llm: llm.chat(messages, **kwargs))
+        return self._run_sync(_neutral(messages), kwargs, self._tier_call("chat", messages, kwargs))
 
     @llm_chat_callback()
     async def _achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         return await self._run_async(
-            _neutral(messages), kwargs, lambda llm: llm.achat(messages, **kwargs)
+            _neutral(messages), kwargs, self._tier_call("achat", messages, kwargs)
         )
 
     @llm_completion_callback()
@@ -542,38 +1015,38 @@ class RouterLLM(LLM):
 
     @llm_chat_callback()
     def _stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        first, stream, run = self._first_working(
-            _neutral(messages), kwargs, lambda llm: llm.stream_chat(messages, **kwargs)
+        first, stream, run, llm = self._first_working(
+            _neutral(messages), kwargs, self._tier_call("stream_chat", messages, kwargs)
         )
-        return self._relay(first, stream, run)
+        return self._relay(first, stream, run, llm)
 
     @llm_completion_callback()
     def _stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
-        first, stream, run = self._first_working(
+        first, stream, run, llm = self._first_working(
             [Message("user", prompt)],
             kwargs,
             lambda llm: llm.stream_complete(prompt, formatted=formatted, **kwargs),
         )
-        return self._relay(first, stream, run)
+        return self._relay(first, stream, run, llm)
 
     @llm_chat_callback()
     async def _astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
-        first, stream, run = await self._afirst_working(
-            _neutral(messages), kwargs, lambda llm: llm.astream_chat(messages, **kwargs)
+        first, stream, run, llm = await self._afirst_working(
+            _neutral(messages), kwargs, self._tier_call("astream_chat", messages, kwargs)
         )
-        return self._arelay(first, stream, run)
+        return self._arelay(first, stream, run, llm)
 
     @llm_completion_callback()
     async def _astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        first, stream, run = await self._afirst_working(
+        first, stream, run, llm = await self._afirst_working(
             [Message("user", prompt)],
             kwargs,
             lambda llm: llm.astream_complete(prompt, formatted=formatted, **kwargs),
         )
-        return self._arelay(first, stream, run)
+        return self._arelay(first, stream, run, llm)

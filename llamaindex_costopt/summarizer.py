@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llama_index.core.bridge.pydantic import ConfigDict, Field
+from llama_index.core.bridge.pydantic import ConfigDict, Field, ValidationError, field_validator
 from llama_index.core.llms import LLM
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle, TextNode
@@ -28,7 +28,9 @@ from costopt_core.context.summarize import (
     summarize_extractive,
 )
 from costopt_core.engine import CostEngine, current_engine
+from costopt_core.errors import config_error
 from costopt_core.types import Message
+from llamaindex_costopt._checks import check_engine, check_llm, check_type
 from llamaindex_costopt.handler import resolve_tenant
 from llamaindex_costopt.memory import to_llamaindex_message
 
@@ -76,6 +78,29 @@ class _Postprocessor(BaseNodePostprocessor):
     tenant: str | None = None
     record_savings: bool = True
 
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise config_error(type(self).__name__, exc) from None
+
+    _check_engine = field_validator("engine", mode="before")(check_engine)
+
+    @field_validator("config", mode="before", check_fields=False)
+    @classmethod
+    def _check_config(cls, value: Any) -> Any:
+        # Each summarizer's own config class (a dict of its fields is accepted too).
+        expected = cls.model_fields["config"].annotation
+        if value is None or isinstance(value, dict) or not isinstance(expected, type):
+            return value
+        name = expected.__name__
+        return check_type(
+            value,
+            expected,
+            f"config must be a costopt_core.context.summarize.{name}",
+            f"build one, e.g. {name}(...), or leave config out for the defaults",
+        )
+
     def _engine(self) -> CostEngine:
         return self.engine or current_engine()
 
@@ -109,9 +134,14 @@ class ContextSummarizerPostprocessor(_Postprocessor):
         engine: embedder, token counter and ledger; the process default if None.
         model: the model the context is for: picks the tokenizer and labels
             the ledger record.
-        tenant: tenant of the ledger record; otherwise ``tenant_scope``'s,
-            then a ``costopt_tenant`` instrument tag.
+        tenant: tenant of the ledger record; otherwise
+            the one :func:`~llamaindex_costopt.handler.resolve_tenant` finds (instrument tags,
+            ``track_costs``, ``tenant_scope``, the recording handler's).
         record_savings: record removed tokens in the ledger.
+
+    Raises:
+        ConfigurationError: ``config`` is not a ``SummarizerConfig`` or
+            ``engine`` not a ``CostEngine``.
 
     Example:
         >>> query_engine = index.as_query_engine(  # doctest: +SKIP
@@ -196,9 +226,15 @@ class AbstractiveSummarizerPostprocessor(_Postprocessor):
         engine: token counter and ledger; the enclosing ``track_costs``
             block's, else the process default, if None.
         model: the model the context is for (tokenizer and ledger label).
-        tenant: tenant of the ledger record; otherwise ``tenant_scope``'s,
-            then a ``costopt_tenant`` instrument tag.
+        tenant: tenant of the ledger record; otherwise
+            the one :func:`~llamaindex_costopt.handler.resolve_tenant` finds (instrument tags,
+            ``track_costs``, ``tenant_scope``, the recording handler's).
         record_savings: record removed tokens in the ledger.
+
+    Raises:
+        ConfigurationError: ``llm`` is not a LlamaIndex LLM (a model name, say),
+            ``config`` not an ``AbstractiveConfig``, ``cache`` not a
+            ``ComponentCache`` or ``engine`` not a ``CostEngine``.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -206,6 +242,18 @@ class AbstractiveSummarizerPostprocessor(_Postprocessor):
     llm: LLM
     config: AbstractiveConfig = Field(default_factory=AbstractiveConfig)
     cache: ComponentCache | None = Field(default=None, exclude=True)
+
+    _check_llm = field_validator("llm", mode="before")(check_llm)
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _check_cache(cls, value: Any) -> Any:
+        return check_type(
+            value,
+            ComponentCache,
+            "cache must be a costopt_core.cache.component.ComponentCache",
+            "build one, e.g. ComponentCache(SemanticCache(), 'summaries'), or leave it out",
+        )
 
     @classmethod
     def class_name(cls) -> str:

@@ -26,7 +26,7 @@ from costopt_core.cache.defaults import GUARDS_OFF
 from costopt_core.tenancy import tenant_scope
 from costopt_core.testing import FakeEmbedder, Script, ScriptedResponse
 from llamaindex_costopt.cached_llm import CachedLLM
-from llamaindex_costopt.handler import CostEventHandler, usage_of
+from llamaindex_costopt.handler import CostEventHandler, track_costs, usage_of
 from llamaindex_costopt.testing import ScriptedLLM
 
 LOOSE = CacheConfig(
@@ -504,3 +504,103 @@ def test_an_image_file_is_keyed_by_its_bytes_not_only_its_path(tmp_path: Any) ->
     image.write_bytes(b"\x89PNG dog pixels")
     assert ask() == "A dog."
     assert inner.script.calls == 2
+
+
+@pytest.mark.parametrize("method", METHODS)
+async def test_track_costs_tenants_never_share_answers(method: str) -> None:
+    # track_costs(tenant=...) names the tenant the handler books a call under: the
+    # cache must partition by the same tenant, or globex is served acme's answer.
+    from llamaindex_costopt import track_costs
+
+    inner = scripted(ANSWER, "Globex answer.")
+    llm = wrap(inner)
+    with track_costs(tenant="acme"):
+        await run(llm, method, QUESTION)
+    with track_costs(tenant="globex") as globex_costs:
+        globex, last, _ = await run(llm, method, QUESTION)
+    assert inner.script.calls == 2
+    assert globex == "Globex answer." and marker(last) is None
+    assert [(r.outcome, r.tenant) for r in globex_costs.ledger.records()] == [("model", "globex")]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "says"),
+    [
+        ("llm", "gpt-4o", "not its name"),
+        ("ttl_s", -1, "positive number of seconds"),
+        ("semantic_cache", "memory", r"SemanticCache\('memory'\)"),
+        ("cache_tags", "kb", r"pass \('kb',\)"),
+    ],
+)
+def test_wrong_settings_are_configuration_errors_naming_the_value(
+    setting: str, value: Any, says: str
+) -> None:
+    from costopt_core.errors import ConfigurationError
+
+    kwargs: dict[str, Any] = {"llm": scripted(), setting: value}
+    with pytest.raises(
+        ConfigurationError, match=rf"invalid CachedLLM: {setting}={value!r}.*{says}"
+    ):
+        CachedLLM(**kwargs)
+
+
+# -- function calling: agents take the cache; served answers replay their tool calls ---
+def test_the_cache_calls_functions_when_the_wrapped_llm_does() -> None:
+    from tests.fakes.llamaindex_tools import ToolLLM
+
+    assert wrap(ToolLLM()).metadata.is_function_calling_model is True
+    assert wrap(scripted()).metadata.is_function_calling_model is False
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+@pytest.mark.parametrize("fmt", ["kwargs", "blocks"])
+async def test_a_function_agent_runs_on_the_cache_and_a_hit_replays_the_tool_calls(
+    streaming: bool, fmt: str
+) -> None:
+    from llama_index.core.agent.workflow import FunctionAgent
+    from llama_index.core.tools import FunctionTool
+
+    from tests.fakes.llamaindex_tools import ToolLLM
+
+    calls: list[tuple[int, int]] = []
+
+    def multiply(a: int, b: int) -> int:
+        """Multiply two integers."""
+        calls.append((a, b))
+        return a * b
+
+    inner = ToolLLM(fmt=fmt)
+    llm = wrap(inner)
+    engine = CostEngine()
+    answers = []
+    with track_costs(engine):
+        for _ in range(2):
+            # A new agent and a new tool object each time: the same tool all the same.
+            tool = FunctionTool.from_defaults(multiply)
+            agent = FunctionAgent(tools=[tool], llm=llm, streaming=streaming)
+            answers.append(str(await agent.run("What is 3 times 4?")))
+    assert answers == ["The product is 12."] * 2
+    assert inner.calls == 2  # the second run was served: tool call, then answer
+    assert calls == [(3, 4), (3, 4)]  # the served tool call was read and run again
+    assert [r.outcome for r in engine.ledger.records()] == [
+        "model",
+        "model",
+        "cache_exact",
+        "cache_exact",
+    ]
+
+
+def test_a_tool_object_is_scoped_by_what_the_model_is_told() -> None:
+    from llama_index.core.tools import FunctionTool
+
+    from tests.fakes.llamaindex_tools import multiply
+
+    llm = wrap(scripted())
+    msgs = [ChatMessage(role=MessageRole.USER, content=QUESTION)]
+    first = llm._chat_request(msgs, {"tools": [FunctionTool.from_defaults(multiply)]})
+    again = llm._chat_request(msgs, {"tools": [FunctionTool.from_defaults(multiply)]})
+    other = llm._chat_request(
+        msgs, {"tools": [FunctionTool.from_defaults(multiply, description="Times.")]}
+    )
+    assert first.tools == again.tools != other.tools
+    assert first.tools[0]["tool"]["name"] == "multiply"

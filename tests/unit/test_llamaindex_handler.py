@@ -639,3 +639,17 @@ def test_track_costs_in_threads_follows_the_context() -> None:
         t.join()
     assert costs.ledger.totals().calls == 64
     assert costs.ledger.totals().cost_usd == COST * 64
+
+
+def test_a_wrong_engine_is_a_configuration_error_naming_it() -> None:
+    from costopt_core.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=r"engine='x'.*must be a costopt_core.CostEngine"):
+        CostEventHandler("x")  # type: ignore[arg-type]
+    with (
+        pytest.raises(ConfigurationError, match=r"track_costs: engine='x'.*CostEngine\(\.\.\.\)"),
+        track_costs(engine="x"),  # type: ignore[arg-type]
+    ):
+        pass
+    with pytest.raises(ConfigurationError, match=r"tenant=5"):
+        CostEventHandler(CostEngine(), tenant=5)  # type: ignore[arg-type]

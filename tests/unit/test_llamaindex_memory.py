@@ -461,3 +461,16 @@ async def test_batch_writes_async_match_sync() -> None:
     assert m1.state == m2.state and m1.state.flushes > 0
     assert m1.get_all() == await m2.aget_all()
     assert [m.content for m in m1.get()] == [m.content for m in await m2.aget()]
+
+
+def test_savings_are_booked_under_the_track_costs_tenant() -> None:
+    from llamaindex_costopt import track_costs
+
+    engine = make_engine()
+    memory = make_memory(engine)
+    with track_costs(engine, tenant="acme"):
+        fill(memory, 20)
+        memory.get()
+        memory.put(ChatMessage(role="assistant", content="ok"))
+    removed = removed_records(engine)
+    assert removed and {r.tenant for r in removed} == {"acme"}

@@ -203,3 +203,21 @@ def test_bad_configuration_raises() -> None:
         PrefixCachedLLM(llm=anthropic(), ttl="2h")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="provider"):
         PrefixCachedLLM(llm=anthropic(), provider="gemini")  # type: ignore[arg-type]
+
+
+def test_openai_key_follows_the_track_costs_tenant() -> None:
+    # The tenant of a track_costs block keeps tenants' provider cache keys apart,
+    # as tenant_scope does.
+    from llamaindex_costopt import track_costs
+
+    inner = openai()
+    llm = PrefixCachedLLM(llm=inner)
+    with track_costs(tenant="acme"):
+        llm.chat(conversation())
+    with track_costs(tenant="globex"):
+        llm.chat(conversation())
+    with tenant_scope("acme"):
+        llm.chat(conversation())
+    keys = [kw["prompt_cache_key"] for _, kw in inner.seen]
+    assert keys[0] != keys[1]
+    assert keys[0] == keys[2]

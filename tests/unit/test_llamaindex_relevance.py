@@ -228,3 +228,14 @@ def test_configuration_errors_name_the_value() -> None:
         RelevanceThresholdPostprocessor(config={"min_k": -1})
     with pytest.raises(ConfigurationError, match=r"relative_to_top=1\.5"):
         RelevanceConfig(relative_to_top=1.5)
+
+
+def test_savings_are_booked_under_the_track_costs_tenant() -> None:
+    # The block's LLM calls are booked under its tenant; so must the nodes it drops.
+    from llamaindex_costopt import track_costs
+
+    pp = RelevanceThresholdPostprocessor(config=RelevanceConfig(absolute_threshold=0.5))
+    with track_costs(tenant="acme") as costs:
+        pp.postprocess_nodes(scored([0.9, 0.8, 0.3, 0.2]))
+    [rec] = costs.ledger.records()
+    assert (rec.outcome, rec.tenant) == ("removed", "acme")

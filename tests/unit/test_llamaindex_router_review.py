@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,11 +20,13 @@ from llama_index.core.llms import (
 )
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index_instrumentation.dispatcher import instrument_tags
+from pydantic import BaseModel, Field
 
 from costopt_core import Budget, CostEngine, Usage, default_engine, tenant_scope
 from costopt_core.cache import SemanticCache
 from costopt_core.errors import BudgetExceededError, ConfigurationError
 from costopt_core.testing import FakeEmbedder, Script, ScriptedResponse
+from costopt_core.types import Message
 from llamaindex_costopt import CachedLLM, CostEventHandler, track_costs
 from llamaindex_costopt.router import RouterLLM
 from llamaindex_costopt.testing import ScriptedLLM
@@ -355,3 +358,355 @@ def test_a_router_over_mismatched_classifier_fails_at_construction() -> None:
             tiers={"a": scripted("x"), "b": scripted("y"), "c": scripted("z")},
             classifier=Always(),
         )
+
+
+# -- a tier that is not an LLM fails at construction ------------------------------------
+@pytest.mark.parametrize("bad", ["gpt-4o-mini", None, 42])
+@pytest.mark.parametrize("as_list", [False, True])
+def test_a_tier_that_is_not_an_llm_fails_at_construction(bad: Any, as_list: bool) -> None:
+    # Accepted, it failed on every call and sent every request to the frontier.
+    frontier = scripted("frontier answer")
+    with pytest.raises(ConfigurationError) as err:
+        RouterLLM(tiers={"small": [scripted("x"), bad] if as_list else bad, "frontier": frontier})
+    message = str(err.value)
+    assert "'small'" in message and repr(bad) in message and "LlamaIndex LLM" in message
+    assert frontier.script.calls == 0
+
+
+# -- function calling: agents take the router; each tier formats and reads its own ----
+def _recording_multiply() -> tuple[Any, list[tuple[int, int]]]:
+    from llama_index.core.tools import FunctionTool
+
+    calls: list[tuple[int, int]] = []
+
+    def multiply(a: int, b: int) -> int:
+        """Multiply two integers."""
+        calls.append((a, b))
+        return a * b
+
+    return FunctionTool.from_defaults(multiply), calls
+
+
+def test_the_router_calls_functions_only_when_every_tier_does() -> None:
+    from tests.fakes.llamaindex_tools import ToolLLM
+
+    assert router(ToolLLM(), ToolLLM()).metadata.is_function_calling_model is True
+    assert router(scripted("x"), ToolLLM()).metadata.is_function_calling_model is False
+    assert router(ToolLLM(), scripted("x")).metadata.is_function_calling_model is False
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+async def test_a_function_agent_runs_on_the_router(streaming: bool) -> None:
+    from llama_index.core.agent.workflow import FunctionAgent
+
+    from tests.fakes.llamaindex_tools import ToolLLM
+
+    small, big = ToolLLM(fmt="kwargs"), ToolLLM(fmt="blocks", model="gpt-4o")
+    tool, calls = _recording_multiply()
+    agent = FunctionAgent(tools=[tool], llm=router(small, big), streaming=streaming)
+    out = await agent.run("What is 3 times 4?")
+    assert str(out) == "The product is 12."
+    # the cheap tier's call, read in its own format (its calls are not blocks)
+    assert calls == [(3, 4)]
+    assert small.seen_tools == [[{"format": "kwargs", "name": "multiply"}]] * 2
+    assert big.calls == 0
+
+
+async def test_a_bad_cheap_tool_call_escalates_and_the_answerer_reads_its_own() -> None:
+    from llama_index.core.agent.workflow import FunctionAgent
+
+    from tests.fakes.llamaindex_tools import ToolLLM
+
+    # "three" is no integer: multiply's schema says so, and the call goes one tier up.
+    small = ToolLLM(fmt="kwargs", args={"a": "three", "b": 4})
+    big = ToolLLM(fmt="blocks", model="gpt-4o")
+    tool, calls = _recording_multiply()
+    engine = CostEngine()
+    agent = FunctionAgent(tools=[tool], llm=router(small, big), streaming=False)
+    with track_costs(engine):
+        out = await agent.run("What is 3 times 4?")
+    assert str(out) == "The product is 12."
+    assert calls == [(3, 4)]  # the frontier's call, read from its blocks
+    # each tier got the tools in its own format
+    assert small.seen_tools == [[{"format": "kwargs", "name": "multiply"}]] * 2
+    assert big.seen_tools == [[{"format": "blocks", "name": "multiply"}]]
+    assert [(r.outcome, r.tier) for r in engine.ledger.records()] == [
+        ("escalated", "small"),
+        ("model", "frontier"),
+        ("model", "small"),
+    ]
+
+
+def test_predict_and_call_through_the_router_calls_the_tool() -> None:
+    from tests.fakes.llamaindex_tools import ToolLLM
+
+    tool, calls = _recording_multiply()
+    out = router(ToolLLM(fmt="kwargs"), ToolLLM(model="gpt-4o")).predict_and_call(
+        [tool], user_msg="What is 3 times 4?"
+    )
+    assert out.response == "12" and calls == [(3, 4)]
+
+
+# -- structured output: what the program cannot parse goes one tier up -----------------
+class City(BaseModel):
+    name: str
+    country: str
+
+
+PARIS = '{"name": "Paris", "country": "France"}'
+
+
+async def _predict(r: RouterLLM, how: str) -> Any:
+    from llama_index.core.prompts import PromptTemplate
+
+    prompt = PromptTemplate("Which city is the Eiffel Tower in?")
+    if how == "structured_predict":
+        return r.structured_predict(City, prompt)
+    if how == "astructured_predict":
+        return await r.astructured_predict(City, prompt)
+    question = [ChatMessage(role="user", content="Which city is the Eiffel Tower in?")]
+    if how == "as_structured_llm":
+        return r.as_structured_llm(City).chat(question).raw
+    return (await r.as_structured_llm(City).achat(question)).raw
+
+
+STRUCTURED_CALLS = ["structured_predict", "astructured_predict", "as_structured_llm", "achat"]
+
+
+@pytest.mark.parametrize("how", STRUCTURED_CALLS)
+@pytest.mark.parametrize(
+    "cheap",
+    [
+        "Sure! The city is Paris, in France.",  # prose: no JSON to parse
+        '{"name": "Paris"}',  # JSON that does not fit City
+        '{"name": "Paris", "country": "France"',  # cut short
+    ],
+)
+async def test_a_structured_answer_the_class_cannot_take_escalates(how: str, cheap: str) -> None:
+    small, big = scripted(cheap, model="gpt-4o-mini"), scripted(PARIS)
+    engine = CostEngine()
+    with track_costs(engine):
+        out = await _predict(router(small, big), how)
+    assert out == City(name="Paris", country="France")
+    assert (small.script.calls, big.script.calls) == (1, 1)
+    assert [(r.outcome, r.tier) for r in engine.ledger.records()] == [
+        ("escalated", "small"),
+        ("model", "frontier"),
+    ]
+
+
+@pytest.mark.parametrize("how", STRUCTURED_CALLS)
+@pytest.mark.parametrize("cheap", [PARIS, f"Here you go:\n```json\n{PARIS}\n```"])
+async def test_a_structured_answer_the_class_takes_is_kept(how: str, cheap: str) -> None:
+    # LlamaIndex's parser reads the JSON out of a fenced answer: no reason to re-ask.
+    small, big = scripted(cheap, model="gpt-4o-mini"), scripted(PARIS)
+    out = await _predict(router(small, big), how)
+    assert out == City(name="Paris", country="France")
+    assert (small.script.calls, big.script.calls) == (1, 0)
+
+
+def test_a_stream_structured_predict_is_routed_as_structured() -> None:
+    from llama_index.core.prompts import PromptTemplate
+
+    seen: list[Any] = []
+    r = router(scripted(PARIS, model="gpt-4o-mini"), scripted(PARIS))
+    real = r.router.route
+
+    def route(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("structured"))
+        return real(*args, **kwargs)
+
+    object.__setattr__(r.router, "route", route)
+    parts = list(r.stream_structured_predict(City, PromptTemplate("Which city?")))
+    assert parts and seen == [True]
+    r.chat(MSGS)  # outside the stream: a plain request again
+    assert seen == [True, False]
+
+
+# -- budgets: an estimate of the call, every recording engine, holds ----------------------
+BIG = Usage(100_000, 10_000)
+LONG_PROMPT = [
+    ChatMessage(role="user", content="Summarize: " + "lorem ipsum dolor sit amet " * 4000)
+]
+
+
+def _costly() -> tuple[ScriptedLLM, ScriptedLLM]:
+    small = ScriptedLLM(
+        script=Script([ScriptedResponse("a", BIG, model="gpt-4o-mini")], cycle=True)
+    )
+    big = ScriptedLLM(script=Script([ScriptedResponse("b", BIG, model="gpt-4o")], cycle=True))
+    return small, big
+
+
+def test_a_block_budget_refuses_the_call_its_estimate_would_take_over() -> None:
+    # Each call costs $0.021 on gpt-4o-mini; a $0.05 budget takes two, not three.
+    engine = CostEngine(budgets=[Budget(limit_usd=Decimal("0.05"), period="day", policy="block")])
+    small, big = _costly()
+    r = router(small, big, engine=engine)
+    handler = CostEventHandler(engine).attach()
+    try:
+        r.chat(LONG_PROMPT, max_tokens=10_000)
+        r.chat(LONG_PROMPT, max_tokens=10_000)
+        with pytest.raises(BudgetExceededError) as err:
+            r.chat(LONG_PROMPT, max_tokens=10_000)
+    finally:
+        handler.detach()
+    # the estimate: the prompt plus the answer's cap, priced at the chosen tier
+    prompt = [Message("user", LONG_PROMPT[0].content or "")]
+    expected = engine.estimate("gpt-4o-mini", prompt, max_output_tokens=10_000)
+    assert expected is not None and err.value.estimate_usd == expected
+    assert small.script.calls == 2 and big.script.calls == 0  # refused before any call
+    assert engine.ledger.spent(None, "day") == Decimal("0.042")
+
+
+def test_the_answer_cap_is_read_from_the_tier_llm_when_the_call_names_none() -> None:
+    from llamaindex_costopt.router import _max_output_tokens
+
+    class Capped(ScriptedLLM):
+        # As provider integrations keep them: a field, or in additional_kwargs.
+        max_tokens: int | None = None
+        additional_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    script = Script(["x"])
+    assert _max_output_tokens(Capped(script=script), {}) == 0
+    assert _max_output_tokens(Capped(script=script, max_tokens=64), {}) == 64
+    assert _max_output_tokens(Capped(script=script, max_tokens=64), {"max_tokens": 10}) == 10
+    kwargs_cap = Capped(script=script, additional_kwargs={"max_completion_tokens": 32})
+    assert _max_output_tokens(kwargs_cap, {}) == 32
+
+
+def test_track_costs_keeps_the_default_engines_block_budget() -> None:
+    from costopt_core import set_default_engine
+
+    app = CostEngine(budgets=[Budget(limit_usd=Decimal("0.01"), period="day", policy="block")])
+    previous = default_engine()
+    set_default_engine(app)
+    handler = CostEventHandler(app).attach()
+    small, big = _costly()
+    r = router(small, big)
+    try:
+        with track_costs():
+            r.chat(MSGS)  # $0.021: the first call fits the empty budget
+        with pytest.raises(BudgetExceededError), track_costs():
+            r.chat(MSGS)
+    finally:
+        handler.detach()
+        set_default_engine(previous)
+    assert small.script.calls == 1
+    assert app.ledger.spent(None, "day") == Decimal("0.021")
+
+
+def test_every_engine_that_records_the_answer_has_its_budgets_read() -> None:
+    # An application's handler records a track_costs block's calls on another
+    # engine too: its block budget is read, and the escalation is in its ledger.
+    app = CostEngine(budgets=[Budget(limit_usd=Decimal("0.01"), period="day", policy="block")])
+    block = CostEngine()
+    handler = CostEventHandler(app).attach()
+    small = ScriptedLLM(script=Script([ScriptedResponse(HEDGE, BIG, model="gpt-4o-mini")]))
+    big = ScriptedLLM(script=Script([ScriptedResponse("4", U, model="gpt-4o")]))
+    r = router(small, big)
+    try:
+        with track_costs(block):
+            r.chat(MSGS)
+            with pytest.raises(BudgetExceededError):
+                r.chat(MSGS)
+    finally:
+        handler.detach()
+    for engine in (app, block):
+        assert [(x.outcome, x.tier) for x in engine.ledger.records()] == [
+            ("escalated", "small"),
+            ("model", "frontier"),
+        ]
+    assert small.script.calls == 1
+
+
+class _Store:
+    """A shared budget store that notes what it is asked to hold and release."""
+
+    def __init__(self) -> None:
+        self.reserved: list[tuple[str | None, Decimal, str | None]] = []
+        self.released: list[str] = []
+
+    def reserve(
+        self, budgets: Any, tenant: str | None, estimate: Decimal, call_id: str | None, now: Any
+    ) -> list[Any]:
+        from costopt_core.budgets import evaluate_budget
+
+        self.reserved.append((tenant, estimate, call_id))
+        return [evaluate_budget(b, Decimal(0), estimate) for b in budgets]
+
+    def release(self, budgets: Any, tenant: str | None, call_id: str, now: Any) -> None:
+        self.released.append(call_id)
+
+    def spent(self, tenant: str | None, period: str, now: Any) -> Decimal:
+        return Decimal(0)
+
+
+def test_the_estimate_is_held_under_the_id_the_answer_is_recorded_under() -> None:
+    engine = CostEngine(budgets=[Budget(limit_usd=Decimal("100"), policy="block")])
+    store = _Store()
+    engine.ledger.budget_store = store
+    small, big = _costly()
+    with track_costs(engine, tenant="acme"):
+        router(small, big).chat(MSGS, max_tokens=100)
+    [(tenant, estimate, call_id)] = store.reserved
+    [answer] = engine.ledger.records()
+    assert (tenant, call_id) == ("acme", answer.call_id)
+    assert estimate == engine.estimate(
+        "gpt-4o-mini", [Message("user", MSGS[0].content or "")], max_output_tokens=100
+    )
+    assert store.released == []  # the answer's record releases it
+
+
+def test_a_hold_is_released_when_no_tier_answers() -> None:
+    from costopt_core.errors import RoutingError
+
+    class Down(ScriptedLLM):
+        @llm_chat_callback()
+        def chat(self, messages: Any, **kwargs: Any) -> ChatResponse:
+            raise ConnectionError("provider down")
+
+    engine = CostEngine(budgets=[Budget(limit_usd=Decimal("100"), policy="block")])
+    store = _Store()
+    engine.ledger.budget_store = store
+    down = lambda: Down(script=Script(["x"], model="gpt-4o-mini"))  # noqa: E731
+    with track_costs(engine), pytest.raises(RoutingError):
+        router(down(), down()).chat(MSGS)
+    [(_, _, call_id)] = store.reserved
+    assert call_id is not None and store.released == [call_id]
+
+
+@pytest.mark.parametrize("cheap_args", [None, {"name": "Paris"}])
+def test_a_function_calling_structured_predict_escalates_what_the_class_cannot_take(
+    cheap_args: dict[str, Any] | None,
+) -> None:
+    # Over function-calling tiers the program asks for a call of the class's tool:
+    # prose (no call), or a call whose arguments miss a field, goes one tier up.
+    from llama_index.core.prompts import PromptTemplate
+
+    from tests.fakes.llamaindex_tools import ToolLLM
+
+    def answering(args: dict[str, Any] | None) -> Callable[..., ChatMessage]:
+        def respond(messages: Any, **kwargs: Any) -> ChatMessage:
+            if args is None:
+                return ChatMessage(role="assistant", content="Paris, in France.")
+            name = kwargs["tools"][0]["name"]  # as ToolLLM formats a tool
+            call = ToolCallBlock(tool_call_id="c1", tool_name=name, tool_kwargs=args)
+            return ChatMessage(role="assistant", blocks=[TextBlock(text=""), call])
+
+        return respond
+
+    small, big = ToolLLM(), ToolLLM(model="gpt-4o")
+    # the ToolLLMs, answering as the structured program's tool asks
+    small._response_generator = answering(cheap_args)
+    big._response_generator = answering({"name": "Paris", "country": "France"})
+    r = router(small, big)
+    assert r.metadata.is_function_calling_model
+    engine = CostEngine()
+    with track_costs(engine):
+        out = r.structured_predict(City, PromptTemplate("Which city is the Eiffel Tower in?"))
+    assert out == City(name="Paris", country="France")
+    assert [(x.outcome, x.tier) for x in engine.ledger.records()] == [
+        ("escalated", "small"),
+        ("model", "frontier"),
+    ]

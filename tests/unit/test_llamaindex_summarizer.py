@@ -200,3 +200,33 @@ async def test_abstractive_postprocessor_async_and_not_shorter() -> None:
     same = await verbose.apostprocess_nodes(nodes, QueryBundle("When did it open?"))
     assert [n.node.node_id for n in same] == ["gg", "sf"]
     assert engine.ledger.totals().removals == 1  # only the real summary was booked
+
+
+def test_savings_are_booked_under_the_track_costs_tenant() -> None:
+    from llamaindex_costopt import track_costs
+
+    post = ContextSummarizerPostprocessor(
+        config=SummarizerConfig(budget_ratio=0.4, ratio_floor_tokens=0)
+    )
+    engine = CostEngine(embedder=FakeEmbedder())
+    with track_costs(engine, tenant="acme"):
+        post.postprocess_nodes(nodes(), query_str=QUERY)
+    (rec,) = engine.ledger.records()
+    assert (rec.outcome, rec.tenant) == ("removed", "acme")
+
+
+def test_wrong_settings_are_configuration_errors_naming_the_value() -> None:
+    import pytest
+
+    from costopt_core.errors import ConfigurationError
+    from llamaindex_costopt.summarizer import AbstractiveSummarizerPostprocessor
+
+    with pytest.raises(ConfigurationError, match=r"config='x'.*SummarizerConfig\(\.\.\.\)"):
+        ContextSummarizerPostprocessor(config="x")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"engine='x'.*CostEngine\(\.\.\.\)"):
+        ContextSummarizerPostprocessor(engine="x")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"llm='gpt-4o-mini'.*not its name"):
+        AbstractiveSummarizerPostprocessor(llm="gpt-4o-mini")  # type: ignore[arg-type]
+    # a dict of the config's fields is still a config
+    post = ContextSummarizerPostprocessor(config={"budget_tokens": 12})  # type: ignore[arg-type]
+    assert post.config.budget_tokens == 12

@@ -531,6 +531,7 @@ class CachedLLM(FunctionCallingLLM):
         >>> llm = CachedLLM(
         ...     llm=ScriptedLLM.from_texts(["Paris."]),
         ...     semantic_cache=SemanticCache(embedder=FakeEmbedder()),
+        ...     expose_cache_info=True,
         ... )
         >>> llm.complete("Capital of France?").text
         'Paris.'

@@ -474,6 +474,7 @@ def summarize_extractive(
         >>> r = summarize_extractive(
         ...     "When was the bridge opened?",
         ...     ["The bridge opened in 1932. It is painted grey. Gulls nest on it."],
+        ...     SummarizerConfig(budget_tokens=6),
         ...     embed=FakeEmbedder().embed,
         ...     count_tokens=lambda t: len(t.split()),
         ... )

@@ -43,8 +43,9 @@ from costopt_core.context.prefix import (
 )
 from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import config_error
-from costopt_core.tenancy import current_tenant
+from langchain_costopt import _calls
 from langchain_costopt._convert import from_langchain_messages
+from langchain_costopt.callbacks import run_tenant
 
 __all__ = [
     "PrefixCacheOptimizer",
@@ -245,7 +246,7 @@ class PrefixCacheOptimizer(RunnableSerializable[LanguageModelInput, list[BaseMes
         return self.invoke(input, config, **kwargs)
 
 
-class PrefixCachedChatModel(BaseChatModel):
+class PrefixCachedChatModel(_calls.RunAwareChatModel):
     """Wraps a chat model so the provider's prefix cache hits more often.
 
     Anthropic models get ``cache_control`` breakpoints (end of tools, end of
@@ -310,14 +311,24 @@ class PrefixCachedChatModel(BaseChatModel):
         return self.bind(**bound.kwargs)
 
     def prepare(
-        self, messages: list[BaseMessage], kwargs: dict[str, Any]
+        self,
+        messages: list[BaseMessage],
+        kwargs: dict[str, Any],
+        run: _calls.Run | None = None,
     ) -> tuple[list[BaseMessage], dict[str, Any], PrefixPlan | None]:
-        """The messages and call keywords to send, and the plan behind them."""
+        """The messages and call keywords to send, and the plan behind them.
+
+        Args:
+            messages: the call's messages.
+            kwargs: the call's keywords.
+            run: the call's run; its metadata tenant namespaces OpenAI's key
+                (as the cost handler books the call) unless ``namespace`` is set.
+        """
         provider = self.resolved_provider
         if provider is None:
             return messages, kwargs, None
         tools = list(kwargs.get("tools") or ())
-        namespace = self.namespace if self.namespace is not None else current_tenant()
+        namespace = run_tenant(getattr(run, "metadata", None), own=self.namespace)
         plan = _plan(
             messages,
             tools,
@@ -342,7 +353,7 @@ class PrefixCachedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        sent, call_kwargs, _ = self.prepare(messages, kwargs)
+        sent, call_kwargs, _ = self.prepare(messages, kwargs, _calls.run_of(run_manager, kwargs))
         return self.model._generate(sent, stop=stop, **call_kwargs)
 
     async def _agenerate(
@@ -352,7 +363,7 @@ class PrefixCachedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        sent, call_kwargs, _ = self.prepare(messages, kwargs)
+        sent, call_kwargs, _ = self.prepare(messages, kwargs, _calls.run_of(run_manager, kwargs))
         return await self.model._agenerate(sent, stop=stop, **call_kwargs)
 
     def _stream(
@@ -362,7 +373,7 @@ class PrefixCachedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        sent, call_kwargs, _ = self.prepare(messages, kwargs)
+        sent, call_kwargs, _ = self.prepare(messages, kwargs, _calls.run_of(run_manager, kwargs))
         for chunk in self.model._stream(sent, stop=stop, **call_kwargs):
             if run_manager and chunk.text:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
@@ -375,7 +386,7 @@ class PrefixCachedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        sent, call_kwargs, _ = self.prepare(messages, kwargs)
+        sent, call_kwargs, _ = self.prepare(messages, kwargs, _calls.run_of(run_manager, kwargs))
         async for chunk in self.model._astream(sent, stop=stop, **call_kwargs):
             if run_manager and chunk.text:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)

@@ -234,6 +234,26 @@ def test_openai_key_separates_tenants_and_respects_an_explicit_key() -> None:
     assert keys[2] == "mine"
 
 
+@pytest.mark.parametrize("style", ["invoke", "ainvoke", "stream", "astream"])
+async def test_openai_key_follows_the_runs_metadata_tenant(style: str) -> None:
+    # The tenant the cost handler books the call under: two tenants never share a key.
+    inner = openai()
+    llm = with_prefix_cache(inner)
+    for tenant in ("acme", "globex", "acme"):
+        config = {"metadata": {"costopt_tenant": tenant}}
+        if style == "invoke":
+            llm.invoke(conversation(), config=config)
+        elif style == "ainvoke":
+            await llm.ainvoke(conversation(), config=config)
+        elif style == "stream":
+            list(llm.stream(conversation(), config=config))
+        else:
+            [c async for c in llm.astream(conversation(), config=config)]
+    keys = [kw["prompt_cache_key"] for _, kw in inner.seen]
+    assert keys[0] != keys[1] and keys[0] == keys[2]
+    assert all("costopt_run" not in kw for _, kw in inner.seen)
+
+
 def test_unknown_provider_passes_through() -> None:
     inner = Capturing(script=Script(["ok"], model="mistral-7b"), model_name="mistral-7b")
     with_prefix_cache(inner).invoke(conversation())

@@ -13,11 +13,14 @@ at all when a cache served them).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from functools import partial
+from typing import Any, Literal
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
@@ -35,7 +38,15 @@ from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import ConfigurationError, config_error
 from costopt_core.routing.calibrate import CalibrationReport
 from costopt_core.routing.features import wants_structured_output
-from costopt_core.routing.router import Router, RouterConfig, RouteRun, Step
+from costopt_core.routing.router import (
+    Router,
+    RouterConfig,
+    RouteRun,
+    Step,
+    adrive,
+    costliest_estimate,
+    drive,
+)
 from costopt_core.routing.tiers import Tier, Tiers
 from costopt_core.routing.validators import Answer, ValidatorConfig, forces_tool_call
 from costopt_core.served import SERVED, served_outcome
@@ -63,6 +74,25 @@ _BIND_KEY = "costopt_bind_tools"
 _TRACING_KEYS = ("ls_structured_output_format", "structured_output_format")
 # Where a request names the JSON schema of a structured text answer.
 _RESPONSE_SCHEMA_KEYS = ("response_format", "format", "json_schema")
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A tier call the call loop asks its driver for: ``generate`` an answer,
+    ``collect`` a whole stream (held back), or ``open`` one and read its first chunk."""
+
+    model: BaseChatModel
+    how: Literal["generate", "collect", "open"]
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What every tier call of one request is made with."""
+
+    messages: list[BaseMessage]
+    stop: list[str] | None
+    run: _calls.Run | None
+    kwargs: dict[str, Any]
 
 
 def _model_name(model: BaseChatModel) -> str:
@@ -166,7 +196,8 @@ class RouterChatModel(_calls.RunAwareChatModel):
 
     Example:
         >>> router = RouterChatModel(tiers={"small": mini, "frontier": big})  # doctest: +SKIP
-        >>> router.invoke("What is 2 + 2?").response_metadata["costopt"]["route"]["tier"]
+        >>> answer = router.invoke("What is 2 + 2?")  # doctest: +SKIP
+        >>> answer.response_metadata["costopt"]["route"]["tier"]  # doctest: +SKIP
         'small'
     """
 
@@ -415,24 +446,19 @@ class RouterChatModel(_calls.RunAwareChatModel):
         if not engine.ledger.has_budgets:
             return None  # nothing to hold it against: skip counting tokens
         _, _, rest = self._split_tools(kwargs)  # tools do not change the price
-        try:
+
+        def per_model() -> Iterator[Decimal | None]:
             translated = from_langchain_messages(messages)
-            estimates = []
             for model in self._models[-1]:
                 # The name the cost handler would price the model's own run under
                 # (a CachedChatModel's is its wrapped model's).
                 name = model._get_ls_params(**rest).get("ls_model_name") or _model_name(model)
                 params = model._get_invocation_params(**rest)
-                estimates.append(
-                    engine.estimate(
-                        str(name), translated, max_output_tokens=_max_output_tokens(params)
-                    )
+                yield engine.estimate(
+                    str(name), translated, max_output_tokens=_max_output_tokens(params)
                 )
-        except Exception:  # never fail the user's call over an estimate
-            log.exception("costopt could not estimate the cost of a routed request")
-            return None
-        priced = [e for e in estimates if e is not None]
-        return max(priced) if priced else None
+
+        return costliest_estimate(per_model(), log)
 
     def _record_escalation(
         self,
@@ -526,18 +552,79 @@ class RouterChatModel(_calls.RunAwareChatModel):
         model: BaseChatModel = self._models[step.tier_index][step.model_index]
         return model
 
-    def _judged(
-        self, result: ChatResult, run: RouteRun, step: Step, run_info: _calls.Run | None
-    ) -> ChatResult | None:
-        """The answer to return if the validators keep it; None to go on up."""
-        if run.answered(_answer_of(result)) is None:
-            return self._finish(result, run)
-        self._record_escalation(run_info, result, step.tier)
-        return None
+    # -- the call loop: one body (_route), driven sync or async -----------------------
+    def _route(
+        self, run: RouteRun, run_info: _calls.Run | None, *, streaming: bool
+    ) -> Generator[_Call, Any, Any]:
+        """The call loop every driver runs (see ``costopt_core.routing.router.drive``).
+
+        Yields the ``_Call`` to make and is sent its result, or has its error
+        thrown in: provider errors, timeouts, rate limits (and binding tools, so
+        a tier that cannot take them) fall back to the next model. Returns the
+        kept ``ChatResult``; streaming, (chunks already read, the live rest or
+        None).
+
+        Streaming (see the class docstring): a tier whose answer may still
+        escalate is read to its end and validated before any of it is passed
+        on; otherwise the stream is passed on as it comes and falls back only
+        on errors raised before its first chunk (opening the stream, the
+        request itself). A tier model that cannot stream answers as one chunk
+        (``_calls.stream``).
+        """
+        while (step := run.next()) is not None:
+            model = self._model(step)
+            if streaming and not (self.validate_streams and run.may_escalate()):
+                try:
+                    first, live = yield _Call(model, "open")
+                except Exception as exc:
+                    run.failed(exc)
+                    continue
+                run.kept()  # passed on as it comes, not held back for validation
+                return ([] if first is None else [first]), live
+            try:
+                got = yield _Call(model, "collect" if streaming else "generate")
+            except Exception as exc:  # nothing was passed on yet: fall back
+                run.failed(exc)
+                continue
+            result = self._whole(got) if streaming else got
+            if run.answered(_answer_of(result)) is None:
+                return (got, None) if streaming else self._finish(result, run)
+            self._record_escalation(run_info, result, step.tier, got if streaming else ())
+        raise run.error()
+
+    def _begin(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
+        kwargs: dict[str, Any],
+        *,
+        streaming: bool,
+    ) -> tuple[RouteRun, Generator[_Call, Any, Any], _Request]:
+        """What each driver starts from: the run, its call loop, the request's calls."""
+        req = _Request(messages, stop, _calls.run_of(run_manager, kwargs), kwargs)
+        run = self._start(messages, req.run, kwargs)
+        return run, self._route(run, req.run, streaming=streaming), req
 
     # A tier gets the run to read (its tenant, its cost handlers: a cache tier
     # partitions by it), never the run manager: a discarded attempt's tokens must
     # not reach the caller's callbacks.
+    def _do(self, req: _Request, call: _Call) -> Any:
+        kwargs = self._kwargs_for(call.model, req.kwargs)
+        if call.how == "generate":
+            return _calls.generate(call.model, req.messages, req.stop, run=req.run, **kwargs)
+        live = _calls.stream(call.model, req.messages, req.stop, run=req.run, **kwargs)
+        return list(live) if call.how == "collect" else (next(live, None), live)
+
+    async def _ado(self, req: _Request, call: _Call) -> Any:
+        kwargs = self._kwargs_for(call.model, req.kwargs)
+        if call.how == "generate":
+            return await _calls.agenerate(call.model, req.messages, req.stop, run=req.run, **kwargs)
+        live = _calls.astream(call.model, req.messages, req.stop, run=req.run, **kwargs)
+        if call.how == "collect":
+            return [chunk async for chunk in live]
+        return await anext(live, None), live
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -545,21 +632,9 @@ class RouterChatModel(_calls.RunAwareChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        run_info = _calls.run_of(run_manager, kwargs)
-        run = self._start(messages, run_info, kwargs)
-        while (step := run.next()) is not None:
-            model = self._model(step)
-            try:
-                # Binding tools is inside: a tier that cannot take them falls back too.
-                result = _calls.generate(
-                    model, messages, stop, run=run_info, **self._kwargs_for(model, kwargs)
-                )
-            except Exception as exc:  # provider errors, timeouts, rate limits: fall back
-                run.failed(exc)
-                continue
-            if (kept := self._judged(result, run, step, run_info)) is not None:
-                return kept
-        raise run.error()
+        _, steps, req = self._begin(messages, stop, run_manager, kwargs, streaming=False)
+        result: ChatResult = drive(steps, partial(self._do, req))
+        return result
 
     async def _agenerate(
         self,
@@ -568,51 +643,9 @@ class RouterChatModel(_calls.RunAwareChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        run_info = _calls.run_of(run_manager, kwargs)
-        run = self._start(messages, run_info, kwargs)
-        while (step := run.next()) is not None:
-            model = self._model(step)
-            try:
-                result = await _calls.agenerate(
-                    model, messages, stop, run=run_info, **self._kwargs_for(model, kwargs)
-                )
-            except Exception as exc:
-                run.failed(exc)
-                continue
-            if (kept := self._judged(result, run, step, run_info)) is not None:
-                return kept
-        raise run.error()
-
-    # Streaming (see the class docstring): a tier whose answer may still escalate
-    # is read to its end and validated before any of it is passed on; the last
-    # tier streams as it comes and falls back on errors raised before its first
-    # chunk (binding tools, opening the stream, the request itself). A tier model
-    # that cannot stream answers as one chunk (``_calls.stream``).
-    def _holds_back(self, run: RouteRun, step: Step) -> bool:
-        """Whether this step's stream must be whole before any of it is passed on.
-
-        The same conditions under which ``RouteRun.answered`` may escalate
-        (validation on, a tier above, escalations left); when none holds, the
-        answer is kept whatever it is, so holding it back would only add latency.
-        """
-        cfg = self._router.config
-        v = self._router.validators
-        validates = (
-            v.empty
-            or v.refusal
-            or v.tool_calls
-            or v.structured
-            or v.truncated
-            or v.min_mean_logprob is not None
-            or v.accept is not None
-        )
-        return (
-            self.validate_streams
-            and validates
-            and cfg.validate_answers
-            and step.tier_index < len(self._models) - 1
-            and run.escalations < cfg.max_escalations
-        )
+        _, steps, req = self._begin(messages, stop, run_manager, kwargs, streaming=False)
+        result: ChatResult = await adrive(steps, partial(self._ado, req))
+        return result
 
     @staticmethod
     def _whole(chunks: list[ChatGenerationChunk]) -> ChatResult:
@@ -632,43 +665,13 @@ class RouterChatModel(_calls.RunAwareChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        run_info = _calls.run_of(run_manager, kwargs)
-        run = self._start(messages, run_info, kwargs)
-        while (step := run.next()) is not None:
-            model = self._model(step)
-            if self._holds_back(run, step):
-                try:
-                    held = list(
-                        _calls.stream(
-                            model, messages, stop, run=run_info, **self._kwargs_for(model, kwargs)
-                        )
-                    )
-                except Exception as exc:  # nothing was passed on yet: fall back
-                    run.failed(exc)
-                    continue
-                whole = self._whole(held)
-                if run.answered(_answer_of(whole)) is not None:
-                    self._record_escalation(run_info, whole, step.tier, held)
-                    continue
-                stream: Iterator[ChatGenerationChunk] = iter(held)
-            else:
-                try:
-                    stream = _calls.stream(
-                        model, messages, stop, run=run_info, **self._kwargs_for(model, kwargs)
-                    )
-                    first = next(stream, None)
-                except Exception as exc:
-                    run.failed(exc)
-                    continue
-                run.kept()  # passed on as it comes, not held back for validation
-                stream = self._chunks(first, stream)
-            for chunk in stream:
-                if run_manager and chunk.text:
-                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
-            yield self._route_chunk(run)
-            return
-        raise run.error()
+        run, steps, req = self._begin(messages, stop, run_manager, kwargs, streaming=True)
+        head, live = drive(steps, partial(self._do, req))
+        for chunk in itertools.chain(head, live or ()):
+            if run_manager and chunk.text:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+        yield self._route_chunk(run)
 
     async def _astream(
         self,
@@ -677,61 +680,13 @@ class RouterChatModel(_calls.RunAwareChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        run_info = _calls.run_of(run_manager, kwargs)
-        run = self._start(messages, run_info, kwargs)
-        while (step := run.next()) is not None:
-            model = self._model(step)
-            if self._holds_back(run, step):
-                try:
-                    held = [
-                        chunk
-                        async for chunk in _calls.astream(
-                            model, messages, stop, run=run_info, **self._kwargs_for(model, kwargs)
-                        )
-                    ]
-                except Exception as exc:
-                    run.failed(exc)
-                    continue
-                whole = self._whole(held)
-                if run.answered(_answer_of(whole)) is not None:
-                    self._record_escalation(run_info, whole, step.tier, held)
-                    continue
-                stream: AsyncIterator[ChatGenerationChunk] = self._achunks(None, _aiter(held))
-            else:
-                try:
-                    live = _calls.astream(
-                        model, messages, stop, run=run_info, **self._kwargs_for(model, kwargs)
-                    )
-                    first = await anext(live, None)
-                except Exception as exc:
-                    run.failed(exc)
-                    continue
-                run.kept()
-                stream = self._achunks(first, live)
-            async for chunk in stream:
-                if run_manager and chunk.text:
-                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
-            yield self._route_chunk(run)
-            return
-        raise run.error()
-
-    @staticmethod
-    def _chunks(
-        first: ChatGenerationChunk | None, rest: Iterator[ChatGenerationChunk]
-    ) -> Iterator[ChatGenerationChunk]:
-        if first is not None:
-            yield first
-        yield from rest
-
-    @staticmethod
-    async def _achunks(
-        first: ChatGenerationChunk | None, rest: AsyncIterator[ChatGenerationChunk]
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        if first is not None:
-            yield first
-        async for chunk in rest:
+        run, steps, req = self._begin(messages, stop, run_manager, kwargs, streaming=True)
+        head, live = await adrive(steps, partial(self._ado, req))
+        async for chunk in _achain(head, live):
+            if run_manager and chunk.text:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
+        yield self._route_chunk(run)
 
     @staticmethod
     def _route_chunk(run: RouteRun) -> ChatGenerationChunk:
@@ -746,6 +701,12 @@ class RouterChatModel(_calls.RunAwareChatModel):
         )
 
 
-async def _aiter(items: Sequence[ChatGenerationChunk]) -> AsyncIterator[ChatGenerationChunk]:
-    for item in items:
-        yield item
+async def _achain(
+    head: Sequence[ChatGenerationChunk], live: AsyncIterator[ChatGenerationChunk] | None
+) -> AsyncIterator[ChatGenerationChunk]:
+    """The chunks already read, then the live rest of the stream (if any)."""
+    for chunk in head:
+        yield chunk
+    if live is not None:
+        async for chunk in live:
+            yield chunk

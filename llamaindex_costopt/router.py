@@ -56,6 +56,7 @@ from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import BudgetExceededError, ConfigurationError, config_error
+from costopt_core.routing import router as routing
 from costopt_core.routing.calibrate import CalibrationReport
 from costopt_core.routing.features import wants_structured_output
 from costopt_core.routing.router import Router, RouterConfig, RouteRun, Step
@@ -579,18 +580,13 @@ class RouterLLM(FunctionCallingLLM):
         """
         if not engine.ledger.has_budgets:
             return None  # nothing to check it against: skip counting tokens
-        try:
-            estimates = [
-                engine.estimate(
-                    _model_of(llm), messages, max_output_tokens=_max_output_tokens(llm, kwargs)
-                )
-                for llm in self._llms[tier_index]
-            ]
-        except Exception:  # never fail the user's call over an estimate
-            log.exception("costopt could not estimate the cost of a routed request")
-            return None
-        priced = [e for e in estimates if e is not None]
-        return max(priced) if priced else None
+        per_model = (
+            engine.estimate(
+                _model_of(llm), messages, max_output_tokens=_max_output_tokens(llm, kwargs)
+            )
+            for llm in self._llms[tier_index]
+        )
+        return routing.costliest_estimate(per_model, log)
 
     def _check_budgets(
         self, books: _Books, tier_index: int, messages: list[Message], kwargs: Mapping[str, Any]
@@ -692,83 +688,75 @@ class RouterLLM(FunctionCallingLLM):
         self._answered_by(resp, llm)
         return resp
 
-    def _run_sync(self, messages: list[Message], kwargs: dict[str, Any], call: Any) -> Any:
-        run, books = self._start(messages, kwargs)
-        # A structured_predict's answer is read as its output parser reads it.
-        structured_text = _STRUCTURED.get() is not None
-        try:
-            while (step := run.next()) is not None:
-                llm = self._llms[step.tier_index][step.model_index]
-                try:
-                    resp = call(llm)
-                except Exception as exc:  # provider errors, timeouts, rate limits: fall back
-                    run.failed(exc)
-                    continue
-                if run.answered(_answer(resp, structured_text)) is None:
-                    return self._finish(resp, run, llm)
-                self._escalated(resp, step, books)
-            raise run.error()
-        except BaseException:
-            books.release()  # no answer: no record will release the holds
-            raise
+    def _route(self, run: RouteRun, books: _Books, *, streaming: bool) -> Generator[LLM, Any, Any]:
+        """The call loop every driver runs (see ``costopt_core.routing.router.drive``).
 
-    async def _run_async(self, messages: list[Message], kwargs: dict[str, Any], call: Any) -> Any:
-        run, books = self._start(messages, kwargs)
+        Yields the tier LLM to call next and is sent its answer (streaming: its
+        first item and the stream), or has the call's error thrown in (provider
+        errors, timeouts, rate limits fall back to the next model). Returns the
+        kept answer; streaming, ``(first, stream, run, llm)``.
+
+        A stream is routed before the call and falls back on errors raised
+        before its first item; it is not held back for validation. The first
+        item is read by the driver because provider LLMs send the request when
+        their stream is first iterated, not when it is opened.
+        """
         # A structured_predict's answer is read as its output parser reads it.
         structured_text = _STRUCTURED.get() is not None
         try:
             while (step := run.next()) is not None:
                 llm = self._llms[step.tier_index][step.model_index]
                 try:
-                    resp = await call(llm)
+                    got = yield llm
                 except Exception as exc:
                     run.failed(exc)
                     continue
-                if run.answered(_answer(resp, structured_text)) is None:
-                    return self._finish(resp, run, llm)
-                self._escalated(resp, step, books)
-            raise run.error()
+                if streaming:
+                    run.kept()
+                    return (*got, run, llm)
+                if run.answered(_answer(got, structured_text)) is None:
+                    return self._finish(got, run, llm)
+                self._escalated(got, step, books)
         except BaseException:
-            books.release()
+            # No answer: no record will release the holds. A stream releases them
+            # only when every tier failed (below), as its path always has.
+            if not streaming:
+                books.release()
             raise
+        books.release()  # every tier failed: no record will release the holds
+        raise run.error()
+
+    def _run_sync(self, messages: list[Message], kwargs: dict[str, Any], call: Any) -> Any:
+        run, books = self._start(messages, kwargs)
+        return routing.drive(self._route(run, books, streaming=False), call)
+
+    async def _run_async(self, messages: list[Message], kwargs: dict[str, Any], call: Any) -> Any:
+        run, books = self._start(messages, kwargs)
+        return await routing.adrive(self._route(run, books, streaming=False), call)
 
     def _first_working(
         self, messages: list[Message], kwargs: dict[str, Any], open_stream: Any
     ) -> tuple[Any, Iterator[Any], RouteRun, LLM]:
-        # A stream is routed before the call and falls back on errors raised before
-        # its first item; it is not held back for validation. The first item is read
-        # here because provider LLMs send the request when their stream is first
-        # iterated, not when it is opened.
+        def opened(llm: LLM) -> tuple[Any, Iterator[Any]]:
+            stream = iter(open_stream(llm))
+            return next(stream, _EMPTY), stream
+
         run, books = self._start(messages, kwargs)
-        while (step := run.next()) is not None:
-            llm = self._llms[step.tier_index][step.model_index]
-            try:
-                stream = iter(open_stream(llm))
-                first = next(stream, _EMPTY)
-            except Exception as exc:
-                run.failed(exc)
-                continue
-            run.kept()
-            return first, stream, run, llm
-        books.release()
-        raise run.error()
+        found: tuple[Any, Iterator[Any], RouteRun, LLM]
+        found = routing.drive(self._route(run, books, streaming=True), opened)
+        return found
 
     async def _afirst_working(
         self, messages: list[Message], kwargs: dict[str, Any], open_stream: Any
     ) -> tuple[Any, AsyncIterator[Any], RouteRun, LLM]:
+        async def opened(llm: LLM) -> tuple[Any, AsyncIterator[Any]]:
+            stream = await open_stream(llm)
+            return await anext(stream, _EMPTY), stream
+
         run, books = self._start(messages, kwargs)
-        while (step := run.next()) is not None:
-            llm = self._llms[step.tier_index][step.model_index]
-            try:
-                stream = await open_stream(llm)
-                first = await anext(stream, _EMPTY)
-            except Exception as exc:
-                run.failed(exc)
-                continue
-            run.kept()
-            return first, stream, run, llm
-        books.release()
-        raise run.error()
+        found: tuple[Any, AsyncIterator[Any], RouteRun, LLM]
+        found = await routing.adrive(self._route(run, books, streaming=True), opened)
+        return found
 
     def _relay(self, first: Any, stream: Iterator[Any], run: RouteRun, llm: LLM) -> Any:
         if first is _EMPTY:

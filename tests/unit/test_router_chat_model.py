@@ -848,3 +848,13 @@ async def test_a_json_schema_response_format_checks_the_answer(sync: bool) -> No
     # A pydantic class as response_format (as ChatOpenAI takes it) is its JSON schema.
     out = await _invoke(router, sync, "Capital of France?", response_format=_City)
     assert out.response_metadata["costopt"]["route"]["tier"] == "frontier"
+
+
+@pytest.mark.parametrize("how", ["stream", "astream"])
+async def test_a_stream_that_can_no_longer_escalate_is_not_held_back(how: str) -> None:
+    # No escalations left (RouteRun.may_escalate is False): the first tier's
+    # stream is passed on as it comes, and its weak answer is kept.
+    out = await _consume(_refusing(router_config=RouterConfig(max_escalations=0)), how, "q")
+    assert out.content == "I'm sorry, I can't help with that."
+    route = out.response_metadata["costopt"]["route"]
+    assert [(a["tier"], a["outcome"]) for a in route["attempts"]] == [("small", "kept")]

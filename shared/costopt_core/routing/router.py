@@ -12,9 +12,11 @@ final answer carries the whole explanation.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from decimal import Decimal
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -28,7 +30,18 @@ from costopt_core.routing.tiers import Tiers
 from costopt_core.routing.validators import Answer, ValidatorConfig, escalation_reason
 from costopt_core.types import ChatRequest, Message
 
-__all__ = ["Attempt", "RouteRun", "Router", "RouterConfig", "Step"]
+__all__ = [
+    "Attempt",
+    "RouteRun",
+    "Router",
+    "RouterConfig",
+    "Step",
+    "adrive",
+    "costliest_estimate",
+    "drive",
+]
+
+T = TypeVar("T")
 
 
 class _Classifier(Protocol):
@@ -134,13 +147,35 @@ class RouteRun:
             self.model_index += 1
             self.tries = 0
 
+    def _escalation_left(self) -> bool:
+        """Validation is on, a tier above the current one exists, escalations are left."""
+        cfg = self.router.config
+        last = self._require().tier_index == len(self.router.tiers) - 1
+        return cfg.validate_answers and not last and self.escalations < cfg.max_escalations
+
+    def may_escalate(self) -> bool:
+        """Whether :meth:`answered` could still send the current answer one tier up.
+
+        False means the answer is kept whatever it is, so an adapter need not
+        hold a stream back to validate it (that would only add latency).
+        """
+        v = self.router.validators
+        validates = (
+            v.empty
+            or v.refusal
+            or v.tool_calls
+            or v.structured
+            or v.truncated
+            or v.min_mean_logprob is not None
+            or v.accept is not None
+        )
+        return validates and self._escalation_left()
+
     def answered(self, answer: Answer) -> str | None:
         """Keep the answer (None) or say why the next tier must be asked."""
         step = self._require()
         reason = None
-        last = step.tier_index == len(self.router.tiers) - 1
-        cfg = self.router.config
-        if cfg.validate_answers and not last and self.escalations < cfg.max_escalations:
+        if self._escalation_left():
             reason = escalation_reason(
                 answer,
                 self.router.validators,
@@ -332,3 +367,54 @@ class Router:
             response_schema=response_schema,
             tier_index=decision.tier_index,
         )
+
+
+def costliest_estimate(estimates: Iterable[Decimal | None], log: logging.Logger) -> Decimal | None:
+    """The dearest of a tier's per-model cost estimates; ``None`` if none is priced.
+
+    Any of a tier's models may answer (fallbacks), so the dearest bounds the
+    request. ``estimates`` is read here, lazily, so that an error while
+    estimating is logged on the adapter's ``log`` and gives ``None``: an
+    estimate never fails the user's call.
+    """
+    try:
+        listed = list(estimates)
+    except Exception:
+        log.exception("costopt could not estimate the cost of a routed request")
+        return None
+    priced = [e for e in listed if e is not None]
+    return max(priced) if priced else None
+
+
+# An adapter's call loop is written once, as a generator over a RouteRun: it
+# yields what to call (its own type: a model, an operation) and is sent the
+# answer, or has the call's exception thrown in (it falls back on Exception).
+# These drivers do the calls, sync or async; everything else is shared.
+def drive(steps: Generator[Any, Any, T], do: Callable[[Any], Any]) -> T:
+    """Run a call loop, doing each call it yields with ``do``; its return value."""
+    try:
+        call = next(steps)
+        while True:
+            try:
+                result = do(call)
+            except BaseException as exc:  # the loop decides: fall back, release, re-raise
+                call = steps.throw(exc)
+            else:
+                call = steps.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+async def adrive(steps: Generator[Any, Any, T], ado: Callable[[Any], Awaitable[Any]]) -> T:
+    """Async twin of :func:`drive`: ``ado``'s calls are awaited."""
+    try:
+        call = next(steps)
+        while True:
+            try:
+                result = await ado(call)
+            except BaseException as exc:
+                call = steps.throw(exc)
+            else:
+                call = steps.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]

@@ -142,6 +142,7 @@ return 1
 # nothing), then per key limit and strict flag (1 = a block/downshift budget: refuse
 # past the limit).
 # Expired holds (a replica died between reserve and record) are dropped first.
+# Returns ok, then per key spent, reserved and this call's own hold (in reserved).
 _RESERVE_LUA = (
     _LUA_MONEY
     + """
@@ -167,9 +168,13 @@ for k = 1, #KEYS do
   end
   local spent = redis.call('HGET', KEYS[k], 'spent') or '0'
   local reserved = redis.call('HGET', KEYS[k], 'reserved') or '0'
+  -- A call checked again (a block's engine, then the app's, under one call id)
+  -- is already in reserved: its own hold is not counted twice.
+  local own = redis.call('HGET', KEYS[k], 'r:' .. call_id) or '0'
   out[#out + 1] = spent
   out[#out + 1] = reserved
-  local limit = nonneg(ARGV[5 + 2 * (k - 1)])
+  out[#out + 1] = own
+  local limit = add(nonneg(ARGV[5 + 2 * (k - 1)]), nonneg(own))
   local strict = ARGV[6 + 2 * (k - 1)]
   local total = add(add(nonneg(spent), nonneg(reserved)), est)
   if strict == '1' and greater(total, limit) then ok = 0 end
@@ -487,8 +492,8 @@ class RedisLedger:
         )
         decisions = []
         for i, b in enumerate(applicable):
-            spent = from_pico(out[1 + 2 * i]) + from_pico(out[2 + 2 * i])
-            decisions.append(evaluate_budget(b, spent, estimate_usd))
+            spent, held, own = (from_pico(v) for v in out[1 + 3 * i : 4 + 3 * i])
+            decisions.append(evaluate_budget(b, spent + held - own, estimate_usd))
         return decisions
 
     def release(

@@ -17,12 +17,14 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from costopt_core import Budget, BudgetExceededError, CostEngine, CostLedger, Usage
 from costopt_core.budgets import BudgetPeriod
+from costopt_core.engine import default_engine, set_default_engine
 from costopt_core.errors import ConfigurationError, StoreError
 from costopt_core.redis_ledger import RedisLedger, from_pico, record_increments, to_pico
 from costopt_core.types import CallRecord
@@ -240,6 +242,50 @@ def test_a_failed_call_releases_its_hold(redis_url: str) -> None:
         e.check_budget("acme", Decimal("0.0008"), call_id="b")  # the hold of "a" counts
     e.release_budget("acme", "a")
     e.check_budget("acme", Decimal("0.0008"), call_id="b")
+
+
+def test_a_call_checked_twice_counts_its_own_hold_once(redis_url: str) -> None:
+    # A track_costs block's engine checks its parent's budgets, and the app's own
+    # handler on that parent checks them again for the same call.
+    ns = _ns()
+    budget = Budget(limit_usd=Decimal("0.001"), tenant="acme", policy="block")
+    e = CostEngine(budgets=[budget])
+    RedisLedger(redis_url, namespace=ns).attach(e)
+    e.check_budget("acme", Decimal("0.0008"), call_id="a")
+    e.check_budget("acme", Decimal("0.0008"), call_id="a")  # not 0.0016 of 0.001
+    with pytest.raises(BudgetExceededError):
+        e.check_budget("acme", Decimal("0.0008"), call_id="b")  # another call still counts
+    e.record_call(model=MODEL, usage=USAGE, tenant="acme", call_id="a")
+    assert e.check_budget("acme", Decimal("0.0001"), call_id="c")
+
+
+def test_a_track_costs_block_beside_the_apps_handler_is_not_refused_a_call_that_fits(
+    redis_url: str,
+) -> None:
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from langchain_costopt import CostCallbackHandler, track_costs
+
+    class GPT4o(FakeListChatModel):
+        def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+            return {"ls_provider": "openai", "ls_model_name": "gpt-4o", "ls_model_type": "chat"}
+
+    app = CostEngine()
+    RedisLedger(redis_url, namespace=_ns()).attach(app)
+    # The call is estimated at $0.00852: room for it once, not for it held twice.
+    app.ledger.add_budget(Budget(limit_usd=Decimal("0.012"), policy="block"))
+    app_handler = CostCallbackHandler(app)
+    model = GPT4o(responses=["hi"] * 2)
+    prompt = "x " * 200
+    model.invoke(prompt, config={"callbacks": [app_handler]}, max_tokens=800)
+    before = default_engine()
+    set_default_engine(app)  # track_costs() blocks are children of the default engine
+    try:
+        with track_costs():
+            model.invoke(prompt, config={"callbacks": [app_handler]}, max_tokens=800)
+    finally:
+        set_default_engine(before)
+    assert app.ledger.totals().calls == 2
 
 
 def test_an_orphaned_hold_expires(redis_url: str) -> None:

@@ -718,10 +718,7 @@ class RouterLLM(FunctionCallingLLM):
                     return self._finish(got, run, llm)
                 self._escalated(got, step, books)
         except BaseException:
-            # No answer: no record will release the holds. A stream releases them
-            # only when every tier failed (below), as its path always has.
-            if not streaming:
-                books.release()
+            books.release()  # no answer (nor a stream opened): no record will release them
             raise
         books.release()  # every tier failed: no record will release the holds
         raise run.error()

@@ -713,17 +713,21 @@ def test_a_function_calling_structured_predict_escalates_what_the_class_cannot_t
 
 
 @pytest.mark.parametrize("how", ["chat", "achat", "stream_chat", "astream_chat"])
-async def test_a_hold_is_released_when_no_tier_answers_sync_async_or_streaming(how: str) -> None:
+@pytest.mark.parametrize("failure", ["every tier down", "interrupted"])
+async def test_a_hold_is_released_when_no_answer_comes(how: str, failure: str) -> None:
     # One call loop serves every entry point: each releases its hold when every
-    # tier fails (no answer will be recorded to release it).
+    # tier fails or the call is interrupted (a stream, while it opens), since no
+    # answer will be recorded to release it.
     from costopt_core.errors import RoutingError
 
-    class Down(ScriptedLLM):
+    down = failure == "every tier down"
+
+    class Failing(ScriptedLLM):
         def _fail(self, *args: Any, **kwargs: Any) -> Any:
-            raise ConnectionError("provider down")
+            raise ConnectionError("provider down") if down else KeyboardInterrupt
 
         async def _afail(self, *args: Any, **kwargs: Any) -> Any:
-            raise ConnectionError("provider down")
+            raise ConnectionError("provider down") if down else KeyboardInterrupt
 
         chat = stream_chat = _fail  # type: ignore[assignment]
         achat = astream_chat = _afail  # type: ignore[assignment]
@@ -731,9 +735,9 @@ async def test_a_hold_is_released_when_no_tier_answers_sync_async_or_streaming(h
     engine = CostEngine(budgets=[Budget(limit_usd=Decimal("100"), policy="block")])
     store = _Store()
     engine.ledger.budget_store = store
-    down = lambda: Down(script=Script(["x"], model="gpt-4o-mini"))  # noqa: E731
-    r = router(down(), down())
-    with track_costs(engine), pytest.raises(RoutingError):
+    failing = lambda: Failing(script=Script(["x"], model="gpt-4o-mini"))  # noqa: E731
+    r = router(failing(), failing())
+    with track_costs(engine), pytest.raises(RoutingError if down else KeyboardInterrupt):
         if how == "chat":
             r.chat(MSGS)
         elif how == "achat":
@@ -742,24 +746,5 @@ async def test_a_hold_is_released_when_no_tier_answers_sync_async_or_streaming(h
             list(r.stream_chat(MSGS))
         else:
             [x async for x in await r.astream_chat(MSGS)]
-    [(_, _, call_id)] = store.reserved
-    assert call_id is not None and store.released == [call_id]
-
-
-@pytest.mark.parametrize("sync", [True, False])
-async def test_a_hold_is_released_when_a_call_is_interrupted(sync: bool) -> None:
-    class Interrupted(ScriptedLLM):
-        def chat(self, messages: Any, **kwargs: Any) -> Any:
-            raise KeyboardInterrupt
-
-        async def achat(self, messages: Any, **kwargs: Any) -> Any:
-            raise KeyboardInterrupt
-
-    engine = CostEngine(budgets=[Budget(limit_usd=Decimal("100"), policy="block")])
-    store = _Store()
-    engine.ledger.budget_store = store
-    r = router(Interrupted(script=Script(["x"], model="gpt-4o-mini")))
-    with track_costs(engine), pytest.raises(KeyboardInterrupt):
-        r.chat(MSGS) if sync else await r.achat(MSGS)
     [(_, _, call_id)] = store.reserved
     assert call_id is not None and store.released == [call_id]

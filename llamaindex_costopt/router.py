@@ -18,6 +18,9 @@ or in JSON that does not fit the class goes one tier up.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
+import itertools
 import json
 import logging
 import threading
@@ -33,7 +36,7 @@ from collections.abc import (
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -205,14 +208,18 @@ def _mean_logprob(resp: ChatResponse | CompletionResponse) -> float | None:
     token (the same at temperature 0, never lower: it cannot escalate a
     sound answer that the exact figure would keep).
     """
+    return _mean(_token_logprobs(resp))
+
+
+def _token_logprobs(resp: ChatResponse | CompletionResponse) -> list[Any]:
+    """The log-probabilities :func:`_mean_logprob` averages, one per token of ``resp``."""
     content = _field(_field(_first(_field(resp.raw, "choices")), "logprobs"), "content")
     if isinstance(content, list | tuple) and content:
-        mean = _mean([_field(t, "logprob") for t in content])
-        if mean is not None:
-            return mean
+        values = [_field(t, "logprob") for t in content]
+        if _mean(values) is not None:
+            return values
     per_token = resp.logprobs or []
-    best = [max((lp.logprob for lp in alts), default=None) for alts in per_token if alts]
-    return _mean(best)
+    return [max((lp.logprob for lp in alts), default=None) for alts in per_token if alts]
 
 
 def _structured_text(text: str) -> str:
@@ -243,6 +250,38 @@ def _answer(resp: ChatResponse | CompletionResponse, structured_text: bool = Fal
         mean_logprob=_mean_logprob(resp),
         finish_reason=_finish_reason(resp),
     )
+
+
+def _held_answer(chunks: Sequence[Any], structured_text: bool) -> Answer:
+    """A held-back stream as one answer, for the validators.
+
+    A LlamaIndex stream's items are cumulative: the last one holds the whole
+    text (and, in the integrations that stream them, the tool calls so far).
+    The finish reason and the token log-probabilities are per item, though,
+    and a provider's last item may be a usage-only one without either, so
+    they are read across the items.
+    """
+    if not chunks:
+        return Answer(text="")
+    reasons = [r for r in map(_finish_reason, chunks) if r is not None]
+    return dataclasses.replace(
+        _answer(chunks[-1], structured_text),
+        finish_reason=reasons[-1] if reasons else None,
+        mean_logprob=_mean([lp for c in chunks for lp in _token_logprobs(c)]),
+    )
+
+
+def _reported(chunks: Sequence[Any]) -> Any:
+    """The item of a held-back stream that reports its usage (the last, if none does).
+
+    Providers send the usage once, at the end; the item is what a discarded
+    stream is recorded from, as a discarded answer is. ``None``: no items.
+    """
+    for chunk in reversed(chunks):
+        usage = usage_of(chunk)
+        if usage.input_tokens is not None or usage.output_tokens is not None:
+            return chunk
+    return chunks[-1] if chunks else None
 
 
 def _tool_name(tool: Any) -> str | None:
@@ -359,6 +398,15 @@ class _Books:
                 log.exception("costopt could not release a budget hold")
 
 
+@dataclass(frozen=True)
+class _Call:
+    """A tier call the call loop asks its driver for: ``call`` for an answer,
+    ``collect`` a whole stream (held back), or ``open`` one and read its first item."""
+
+    llm: LLM
+    how: Literal["call", "collect", "open"]
+
+
 @contextlib.contextmanager
 def _structured(output_cls: type[BaseModel]) -> Iterator[None]:
     """Mark the router's calls in this block as structured, for ``output_cls``."""
@@ -419,6 +467,22 @@ class RouterLLM(FunctionCallingLLM):
     the output class's JSON schema: a cheap answer in prose, or JSON that does
     not fit the class, is re-asked one tier up instead of failing the parse.
 
+    Streaming: a weak streamed answer escalates as a returned one does. To
+    check it, the router holds back the stream of a tier that may still
+    escalate (every tier but the last, while escalations are left), reads it
+    to the end, validates it, and then either passes its items on as they
+    came (the same ``ChatResponse`` / ``CompletionResponse`` items, cumulative
+    text and delta) or asks the next tier; the discarded attempt is recorded
+    as ``escalated``, as a returned one is. The trade-off is latency: the
+    first token of a cheap answer arrives when its last one does (cheap tiers
+    are usually fast, and a kept answer still arrives as items), and an
+    escalated request also waits for the discarded attempt. The last tier,
+    and any tier once the escalations are used up, streams as it comes.
+    Errors raised while a stream is held back fall back to the next model,
+    as before its first item. ``validate_streams=False`` streams every tier
+    as it comes (lowest time to first token) and keeps whatever the first
+    tier streams.
+
     Budgets: before the first call, the budgets of every engine that will
     record the request (the recording ``CostEventHandler``'s, a ``track_costs``
     block's and, through it, the engine it is a block of) are checked with an
@@ -444,6 +508,8 @@ class RouterLLM(FunctionCallingLLM):
         tenant: tenant of this LLM's calls, unless the call's instrument tags
             name one; else the one :func:`~llamaindex_costopt.handler.resolve_tenant`
             finds (``track_costs``, ``tenant_scope``, the recording handler's).
+        validate_streams: hold back a cheap tier's stream until it is whole,
+            so the validators see it (see "Streaming" above).
 
     Raises:
         ConfigurationError: fewer than two tiers, an empty tier, a tier that is not
@@ -458,6 +524,7 @@ class RouterLLM(FunctionCallingLLM):
     calibration: CalibrationReport | None = None
     engine: Any = None
     tenant: str | None = None
+    validate_streams: bool = True
     _router: Router = PrivateAttr()
     _llms: list[list[LLM]] = PrivateAttr()
     # id(answer) -> (answer, the tier LLM that gave it); the answer is held so
@@ -650,9 +717,18 @@ class RouterLLM(FunctionCallingLLM):
         return run, books
 
     @staticmethod
-    def _escalated(resp: ChatResponse | CompletionResponse, step: Step, books: _Books) -> None:
-        """Record a discarded cheap answer as ``escalated``, unless a cache served it."""
-        raw = resp.raw
+    def _escalated(
+        resp: ChatResponse | CompletionResponse | None, step: Step, books: _Books
+    ) -> None:
+        """Record a discarded cheap answer as ``escalated``, unless a cache served it.
+
+        Args:
+            resp: the discarded answer; for a held-back stream, its item that
+                reports the usage (``None``: the stream sent nothing).
+            step: the tier call that gave it.
+            books: the request's ledgers.
+        """
+        raw = getattr(resp, "raw", None)
         note = None if raw is None else SERVED.take(raw)
         if note is None and isinstance(raw, Mapping) and isinstance(raw.get(METADATA_KEY), Mapping):
             note = raw[METADATA_KEY]  # a cache with expose_cache_info marks raw itself
@@ -688,91 +764,110 @@ class RouterLLM(FunctionCallingLLM):
         self._answered_by(resp, llm)
         return resp
 
-    def _route(self, run: RouteRun, books: _Books, *, streaming: bool) -> Generator[LLM, Any, Any]:
+    def _route(
+        self, run: RouteRun, books: _Books, *, streaming: bool
+    ) -> Generator[_Call, Any, Any]:
         """The call loop every driver runs (see ``costopt_core.routing.router.drive``).
 
-        Yields the tier LLM to call next and is sent its answer (streaming: its
-        first item and the stream), or has the call's error thrown in (provider
-        errors, timeouts, rate limits fall back to the next model). Returns the
-        kept answer; streaming, ``(first, stream, run, llm)``.
+        Yields the ``_Call`` to make and is sent its result, or has the call's
+        error thrown in (provider errors, timeouts, rate limits fall back to
+        the next model). Returns the kept answer; streaming, ``(items already
+        read, the live rest or None, run, llm)``.
 
-        A stream is routed before the call and falls back on errors raised
-        before its first item; it is not held back for validation. The first
-        item is read by the driver because provider LLMs send the request when
-        their stream is first iterated, not when it is opened.
+        Streaming (see the class docstring): a tier whose answer may still
+        escalate is read to its end and validated before any of it is passed
+        on; otherwise the stream is passed on as it comes and falls back only
+        on errors raised before its first item. That first item is read by the
+        driver because provider LLMs send the request when their stream is
+        first iterated, not when it is opened.
         """
         # A structured_predict's answer is read as its output parser reads it.
         structured_text = _STRUCTURED.get() is not None
         try:
             while (step := run.next()) is not None:
                 llm = self._llms[step.tier_index][step.model_index]
+                # A stream is held back for the validators only while its answer
+                # may still escalate: holding it otherwise would only add latency.
+                how: Literal["call", "collect", "open"] = "call"
+                if streaming:
+                    held = self.validate_streams and run.may_escalate()
+                    how = "collect" if held else "open"
                 try:
-                    got = yield llm
-                except Exception as exc:
+                    got = yield _Call(llm, how)
+                except Exception as exc:  # nothing was passed on yet: fall back
                     run.failed(exc)
                     continue
-                if streaming:
-                    run.kept()
-                    return (*got, run, llm)
-                if run.answered(_answer(got, structured_text)) is None:
-                    return self._finish(got, run, llm)
-                self._escalated(got, step, books)
+                if how == "open":
+                    run.kept()  # passed on as it comes, not held back for validation
+                    first, live = got
+                    return ([] if first is _EMPTY else [first]), live, run, llm
+                read = _held_answer if streaming else _answer
+                if run.answered(read(got, structured_text)) is None:
+                    return (got, None, run, llm) if streaming else self._finish(got, run, llm)
+                self._escalated(_reported(got) if streaming else got, step, books)
         except BaseException:
             books.release()  # no answer (nor a stream opened): no record will release them
             raise
         books.release()  # every tier failed: no record will release the holds
         raise run.error()
 
-    def _run_sync(self, messages: list[Message], kwargs: dict[str, Any], call: Any) -> Any:
+    @staticmethod
+    def _do(call_of: Any, call: _Call) -> Any:
+        """Make ``call`` with ``call_of`` (``llm -> its answer or stream``)."""
+        got = call_of(call.llm)
+        if call.how == "call":
+            return got
+        stream = iter(got)
+        return list(stream) if call.how == "collect" else (next(stream, _EMPTY), stream)
+
+    @staticmethod
+    async def _ado(call_of: Any, call: _Call) -> Any:
+        """Async twin of :meth:`_do`: ``call_of`` returns an awaitable."""
+        got = await call_of(call.llm)
+        if call.how == "call":
+            return got
+        if call.how == "collect":
+            return [item async for item in got]
+        return await anext(got, _EMPTY), got
+
+    def _run_sync(
+        self, messages: list[Message], kwargs: dict[str, Any], call: Any, *, streaming: bool = False
+    ) -> Any:
         run, books = self._start(messages, kwargs)
-        return routing.drive(self._route(run, books, streaming=False), call)
+        return routing.drive(
+            self._route(run, books, streaming=streaming), functools.partial(self._do, call)
+        )
 
-    async def _run_async(self, messages: list[Message], kwargs: dict[str, Any], call: Any) -> Any:
+    async def _run_async(
+        self, messages: list[Message], kwargs: dict[str, Any], call: Any, *, streaming: bool = False
+    ) -> Any:
         run, books = self._start(messages, kwargs)
-        return await routing.adrive(self._route(run, books, streaming=False), call)
+        return await routing.adrive(
+            self._route(run, books, streaming=streaming), functools.partial(self._ado, call)
+        )
 
-    def _first_working(
-        self, messages: list[Message], kwargs: dict[str, Any], open_stream: Any
-    ) -> tuple[Any, Iterator[Any], RouteRun, LLM]:
-        def opened(llm: LLM) -> tuple[Any, Iterator[Any]]:
-            stream = iter(open_stream(llm))
-            return next(stream, _EMPTY), stream
-
-        run, books = self._start(messages, kwargs)
-        found: tuple[Any, Iterator[Any], RouteRun, LLM]
-        found = routing.drive(self._route(run, books, streaming=True), opened)
-        return found
-
-    async def _afirst_working(
-        self, messages: list[Message], kwargs: dict[str, Any], open_stream: Any
-    ) -> tuple[Any, AsyncIterator[Any], RouteRun, LLM]:
-        async def opened(llm: LLM) -> tuple[Any, AsyncIterator[Any]]:
-            stream = await open_stream(llm)
-            return await anext(stream, _EMPTY), stream
-
-        run, books = self._start(messages, kwargs)
-        found: tuple[Any, AsyncIterator[Any], RouteRun, LLM]
-        found = await routing.adrive(self._route(run, books, streaming=True), opened)
-        return found
-
-    def _relay(self, first: Any, stream: Iterator[Any], run: RouteRun, llm: LLM) -> Any:
-        if first is _EMPTY:
-            return
-        last = first
-        yield self._answered_by(first, llm)
-        for last in stream:
-            # An agent reads the tool calls of each chunk as it comes.
+    def _relay(
+        self, head: Sequence[Any], live: Iterator[Any] | None, run: RouteRun, llm: LLM
+    ) -> Any:
+        """The items already read, then the live rest; the last one gets the route."""
+        last = _EMPTY
+        for last in itertools.chain(head, live or ()):
+            # An agent reads the tool calls of each item as it comes.
             yield self._answered_by(last, llm)
-        self._finish(last, run, llm)
+        if last is not _EMPTY:
+            self._finish(last, run, llm)
 
-    async def _arelay(self, first: Any, stream: AsyncIterator[Any], run: RouteRun, llm: LLM) -> Any:
-        if first is _EMPTY:
-            return
-        last = first
-        yield self._answered_by(first, llm)
-        async for last in stream:
+    async def _arelay(
+        self, head: Sequence[Any], live: AsyncIterator[Any] | None, run: RouteRun, llm: LLM
+    ) -> Any:
+        last = _EMPTY
+        for last in head:
             yield self._answered_by(last, llm)
-        self._finish(last, run, llm)
+        if live is not None:
+            async for last in live:
+                yield self._answered_by(last, llm)
+        if last is not _EMPTY:
+            self._finish(last, run, llm)
 
     # -- function calling: each tier formats the tools, the answerer reads the calls --
     def _answered_by(self, resp: Any, llm: LLM) -> Any:
@@ -1000,38 +1095,50 @@ class RouterLLM(FunctionCallingLLM):
 
     @llm_chat_callback()
     def _stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        first, stream, run, llm = self._first_working(
-            _neutral(messages), kwargs, self._tier_call("stream_chat", messages, kwargs)
+        return self._relay(
+            *self._run_sync(
+                _neutral(messages),
+                kwargs,
+                self._tier_call("stream_chat", messages, kwargs),
+                streaming=True,
+            )
         )
-        return self._relay(first, stream, run, llm)
 
     @llm_completion_callback()
     def _stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
-        first, stream, run, llm = self._first_working(
-            [Message("user", prompt)],
-            kwargs,
-            lambda llm: llm.stream_complete(prompt, formatted=formatted, **kwargs),
+        return self._relay(
+            *self._run_sync(
+                [Message("user", prompt)],
+                kwargs,
+                lambda llm: llm.stream_complete(prompt, formatted=formatted, **kwargs),
+                streaming=True,
+            )
         )
-        return self._relay(first, stream, run, llm)
 
     @llm_chat_callback()
     async def _astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
-        first, stream, run, llm = await self._afirst_working(
-            _neutral(messages), kwargs, self._tier_call("astream_chat", messages, kwargs)
+        return self._arelay(
+            *await self._run_async(
+                _neutral(messages),
+                kwargs,
+                self._tier_call("astream_chat", messages, kwargs),
+                streaming=True,
+            )
         )
-        return self._arelay(first, stream, run, llm)
 
     @llm_completion_callback()
     async def _astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        first, stream, run, llm = await self._afirst_working(
-            [Message("user", prompt)],
-            kwargs,
-            lambda llm: llm.astream_complete(prompt, formatted=formatted, **kwargs),
+        return self._arelay(
+            *await self._run_async(
+                [Message("user", prompt)],
+                kwargs,
+                lambda llm: llm.astream_complete(prompt, formatted=formatted, **kwargs),
+                streaming=True,
+            )
         )
-        return self._arelay(first, stream, run, llm)

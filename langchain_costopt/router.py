@@ -47,7 +47,7 @@ from costopt_core.routing.router import (
     costliest_estimate,
     drive,
 )
-from costopt_core.routing.tiers import Tier, Tiers
+from costopt_core.routing.tiers import tier_members
 from costopt_core.routing.validators import Answer, ValidatorConfig, forces_tool_call
 from costopt_core.served import SERVED, served_outcome
 from costopt_core.usage import usage_from_langchain
@@ -233,19 +233,7 @@ class RouterChatModel(_calls.RunAwareChatModel):
             raise config_error("RouterChatModel", exc) from None
 
     def model_post_init(self, context: Any) -> None:
-        if len(self.tiers) < 2:
-            raise ConfigurationError(
-                f"RouterChatModel needs at least two tiers, got {list(self.tiers)}"
-            )
-        self._models = [m if isinstance(m, list) else [m] for m in self.tiers.values()]
-        if any(not ms for ms in self._models):
-            raise ConfigurationError("every tier needs at least one chat model")
-        tiers = Tiers(
-            [
-                Tier(name, tuple(_model_name(m) for m in ms))
-                for name, ms in zip(self.tiers, self._models, strict=True)
-            ]
-        )
+        self._models, tiers = tier_members(self.tiers, _model_name, owner="RouterChatModel")
         self._router = Router(
             tiers,
             classifier=self.classifier,

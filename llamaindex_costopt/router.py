@@ -63,7 +63,7 @@ from costopt_core.routing import router as routing
 from costopt_core.routing.calibrate import CalibrationReport
 from costopt_core.routing.features import wants_structured_output
 from costopt_core.routing.router import Router, RouterConfig, RouteRun, Step
-from costopt_core.routing.tiers import Tier, Tiers
+from costopt_core.routing.tiers import tier_members
 from costopt_core.routing.validators import Answer, ValidatorConfig, forces_tool_call
 from costopt_core.served import SERVED, served_outcome
 from costopt_core.types import Message, Role
@@ -540,13 +540,8 @@ class RouterLLM(FunctionCallingLLM):
             raise config_error("RouterLLM", exc) from None
 
     def model_post_init(self, context: Any) -> None:
-        if len(self.tiers) < 2:
-            raise ConfigurationError(f"RouterLLM needs at least two tiers, got {list(self.tiers)}")
-        self._llms = [v if isinstance(v, list) else [v] for v in self.tiers.values()]
-        if any(not v for v in self._llms):
-            raise ConfigurationError("every tier needs at least one LLM")
-        for name, llms in zip(self.tiers, self._llms, strict=True):
-            for llm in llms:
+        for name, value in self.tiers.items():
+            for llm in value if isinstance(value, list) else [value]:
                 # Anything else fails on every call and each request silently
                 # falls back to the next tier: a misconfigured cheap tier would
                 # route everything to the frontier without a word.
@@ -556,12 +551,7 @@ class RouterLLM(FunctionCallingLLM):
                         "LlamaIndex LLM; pass an LLM instance (or a list of them), e.g. "
                         f"tiers={{{name!r}: OpenAI(model='gpt-4o-mini'), ...}}"
                     )
-        tiers = Tiers(
-            [
-                Tier(name, tuple(_model_of(m) for m in ms))
-                for name, ms in zip(self.tiers, self._llms, strict=True)
-            ]
-        )
+        self._llms, tiers = tier_members(self.tiers, _model_of, owner="RouterLLM")
         self._router = Router(
             tiers,
             classifier=self.classifier,

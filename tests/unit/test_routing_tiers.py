@@ -104,3 +104,15 @@ def test_flat_price_override_and_unknown_prices() -> None:
 def test_value_semantics() -> None:
     assert three() == three() and hash(three()) == hash(three())
     assert "cheap=['gpt-4o-mini']" in repr(three())
+
+
+def test_tier_members_takes_one_model_or_a_list_and_names_the_owner_in_errors() -> None:
+    from costopt_core.routing.tiers import tier_members
+
+    members, tiers = tier_members({"small": "a", "frontier": ["b", "c"]}, str.upper, owner="X")
+    assert members == [["a"], ["b", "c"]]
+    assert tiers.names == ("small", "frontier") and tiers.frontier.models == ("B", "C")
+    with pytest.raises(ConfigurationError, match=r"X needs at least two tiers, got \['small'\]"):
+        tier_members({"small": "a"}, str.upper, owner="X")
+    with pytest.raises(ConfigurationError, match="X's tier 'small' has no models"):
+        tier_members({"small": [], "frontier": "b"}, str.upper, owner="X")

@@ -15,10 +15,10 @@ hardware cost, a negotiated rate).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import overload
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +26,7 @@ import numpy.typing as npt
 from costopt_core.errors import ConfigurationError
 from costopt_core.pricing import PriceCatalog, estimate_cost
 
-__all__ = ["Tier", "Tiers"]
+__all__ = ["Tier", "Tiers", "tier_members"]
 
 _MTOK = Decimal(1_000_000)
 
@@ -236,3 +236,33 @@ class Tiers:
         costs = self.expected_costs(catalog, input_tokens=input_tokens, output_tokens=output_tokens)
         known = [c for c in costs if c is not None]
         return all(a <= b for a, b in itertools.pairwise(known))
+
+
+def tier_members(
+    tiers: Mapping[str, Any], name_of: Callable[[Any], str], *, owner: str
+) -> tuple[list[list[Any]], Tiers]:
+    """An adapter's tiers of model objects as lists, and the engine's :class:`Tiers` of them.
+
+    Args:
+        tiers: tier name -> a model object or a list of them, cheap to frontier.
+        name_of: a model object's model name (priced from the catalog).
+        owner: the adapter class, named in errors.
+
+    Raises:
+        ConfigurationError: fewer than two tiers, or a tier without models.
+    """
+    if len(tiers) < 2:
+        raise ConfigurationError(f"{owner} needs at least two tiers, got {list(tiers)}")
+    members = [list(v) if isinstance(v, list) else [v] for v in tiers.values()]
+    for name, models in zip(tiers, members, strict=True):
+        if not models:
+            raise ConfigurationError(
+                f"{owner}'s tier {name!r} has no models: give every tier at least one"
+            )
+    ladder = Tiers(
+        [
+            Tier(str(name), tuple(name_of(m) for m in models))
+            for name, models in zip(tiers, members, strict=True)
+        ]
+    )
+    return members, ladder

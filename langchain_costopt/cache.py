@@ -4,7 +4,10 @@
 llm_string) pair LangChain hands a cache into an engine ``CacheRequest`` and
 the cached generations back. The llm_string (model, parameters, bound tools)
 goes into the scope as a whole, so answers are only shared between identical
-model configurations; the tenant comes from :func:`costopt_core.tenant_scope`.
+model configurations. LangChain hands a cache no run, so the tenant is read
+from the runnable config in effect (a chain's ``metadata``, which reaches its
+steps) and :func:`costopt_core.tenant_scope`; a model invoked directly with
+``config={"metadata": ...}`` does not pass that config to the cache.
 """
 
 from __future__ import annotations
@@ -16,14 +19,15 @@ from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.load import dumps, loads
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, Generation
+from langchain_core.runnables.config import ensure_config
 
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.errors import ConfigurationError
 from costopt_core.served import SERVED, served_info
-from costopt_core.tenancy import current_tenant
 from costopt_core.usage import usage_from_langchain
 from langchain_costopt._convert import cache_model, from_langchain_messages, usage_or_unknown
+from langchain_costopt.callbacks import run_tenant
 
 __all__ = ["PAYLOAD_FORMAT", "SemanticCache", "engine_cache", "generations_of", "response_of"]
 
@@ -165,6 +169,11 @@ class SemanticCache(BaseCache):
             tells a caller that someone asked the same question before. The
             cost handler learns it either way.
 
+    The tenant partitions the cache: ``tenant_scope`` around the call, or a
+    chain's ``config={"metadata": {"costopt_tenant": ...}}``. A chat model
+    invoked directly does not show its config to ``set_llm_cache``'s cache:
+    use ``tenant_scope`` there, or :class:`CachedChatModel`, which sees it.
+
     Example:
         >>> from langchain_core.globals import set_llm_cache
         >>> set_llm_cache(SemanticCache())  # doctest: +SKIP
@@ -185,7 +194,9 @@ class SemanticCache(BaseCache):
         return CacheRequest(
             messages=tuple(from_langchain_messages(messages)),
             model=cache_model(llm_string, messages),
-            tenant=current_tenant(),
+            # A chain step runs with its config in effect; a direct call does not
+            # (see the module docstring): tenant_scope covers both.
+            tenant=run_tenant(ensure_config().get("metadata")),
         )
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:

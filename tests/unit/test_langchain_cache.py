@@ -125,6 +125,27 @@ def test_tenants_never_share_answers(model: ScriptedChatModel) -> None:
     assert out.tool_calls  # globex got its own (second scripted) answer
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_chains_metadata_tenant_partitions_the_global_cache(
+    model: ScriptedChatModel, mode: str
+) -> None:
+    from langchain_core.prompts import ChatPromptTemplate
+
+    chain = ChatPromptTemplate.from_messages([("user", "{q}")]) | model
+    set_llm_cache(SemanticCache(engine_cache()))
+    try:
+        outs = []
+        for tenant in ("acme", "globex", "acme"):
+            config: Any = {"metadata": {"costopt_tenant": tenant}}
+            q = {"q": "How do I reset my password?"}
+            sync = mode == "sync"
+            outs.append(chain.invoke(q, config) if sync else await chain.ainvoke(q, config))
+    finally:
+        set_llm_cache(None)
+    assert model.script.calls == 2  # globex missed; acme's second call hit
+    assert outs[1].tool_calls and outs[2].content == "Use the reset link."
+
+
 def test_tool_call_answers_round_trip(model: ScriptedChatModel) -> None:
     model.script.responses.reverse()  # first answer is the tool call
     set_llm_cache(SemanticCache(engine_cache()))

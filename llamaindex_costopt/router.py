@@ -790,10 +790,12 @@ class RouterLLM(FunctionCallingLLM):
                 if how == "open":
                     run.kept()  # passed on as it comes, not held back for validation
                     first, live = got
-                    return ([] if first is _EMPTY else [first]), live, run, llm
+                    return ([] if first is _EMPTY else [first]), live, run, llm, books
                 read = _held_answer if streaming else _answer
                 if run.answered(read(got, structured_text)) is None:
-                    return (got, None, run, llm) if streaming else self._finish(got, run, llm)
+                    if streaming:
+                        return got, None, run, llm, books
+                    return self._finish(got, run, llm)
                 self._escalated(_reported(got) if streaming else got, step, books)
         except BaseException:
             books.release()  # no answer (nor a stream opened): no record will release them
@@ -837,25 +839,49 @@ class RouterLLM(FunctionCallingLLM):
         )
 
     def _relay(
-        self, head: Sequence[Any], live: Iterator[Any] | None, run: RouteRun, llm: LLM
+        self,
+        head: Sequence[Any],
+        live: Iterator[Any] | None,
+        run: RouteRun,
+        llm: LLM,
+        books: _Books,
     ) -> Any:
-        """The items already read, then the live rest; the last one gets the route."""
+        """The items already read, then the live rest; the last one gets the route.
+
+        A stream the caller stops reading (``break``, ``close()``, cancellation)
+        or that fails part way is not recorded, so its budget holds are released
+        here; a whole one is recorded, which releases them.
+        """
         last = _EMPTY
-        for last in itertools.chain(head, live or ()):
-            # An agent reads the tool calls of each item as it comes.
-            yield self._answered_by(last, llm)
+        try:
+            for last in itertools.chain(head, live or ()):
+                # An agent reads the tool calls of each item as it comes.
+                yield self._answered_by(last, llm)
+        except BaseException:
+            books.release()
+            raise
         if last is not _EMPTY:
             self._finish(last, run, llm)
 
     async def _arelay(
-        self, head: Sequence[Any], live: AsyncIterator[Any] | None, run: RouteRun, llm: LLM
+        self,
+        head: Sequence[Any],
+        live: AsyncIterator[Any] | None,
+        run: RouteRun,
+        llm: LLM,
+        books: _Books,
     ) -> Any:
+        """Async twin of :meth:`_relay`."""
         last = _EMPTY
-        for last in head:
-            yield self._answered_by(last, llm)
-        if live is not None:
-            async for last in live:
+        try:
+            for last in head:
                 yield self._answered_by(last, llm)
+            if live is not None:
+                async for last in live:
+                    yield self._answered_by(last, llm)
+        except BaseException:
+            books.release()
+            raise
         if last is not _EMPTY:
             self._finish(last, run, llm)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from decimal import Decimal
 from types import SimpleNamespace
@@ -748,3 +749,32 @@ async def test_a_hold_is_released_when_no_answer_comes(how: str, failure: str) -
             [x async for x in await r.astream_chat(MSGS)]
     [(_, _, call_id)] = store.reserved
     assert call_id is not None and store.released == [call_id]
+
+
+STREAMS = ["stream_chat", "stream_complete", "astream_chat", "astream_complete"]
+
+
+@pytest.mark.parametrize("how", STREAMS)
+@pytest.mark.parametrize("validate_streams", [True, False])
+async def test_a_hold_is_released_when_the_caller_stops_reading_a_stream(
+    how: str, validate_streams: bool
+) -> None:
+    # An unfinished stream is never recorded, so nothing else would release it.
+    engine = CostEngine(budgets=[Budget(limit_usd=Decimal("100"), policy="block")])
+    store = _Store()
+    engine.ledger.budget_store = store
+    r = router(scripted("Take the bus, it is faster."), validate_streams=validate_streams)
+    with track_costs(engine):
+        if how.startswith("a"):
+            stream = await getattr(r, how)(MSGS if "chat" in how else "q")
+            async for _ in stream:
+                break
+            await stream.aclose()
+            await asyncio.sleep(0)  # the wrapped generator is closed by the loop's finalizer
+            await asyncio.sleep(0)
+        else:
+            for _ in getattr(r, how)(MSGS if "chat" in how else "q"):
+                break
+    [(_, _, call_id)] = store.reserved
+    assert call_id is not None and store.released == [call_id]
+    assert engine.ledger.records() == []

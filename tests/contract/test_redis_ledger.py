@@ -232,11 +232,15 @@ def test_concurrent_writers_drain_the_spool_exactly_once(redis_url: str) -> None
     assert CostLedger.from_redis(redis_url, namespace=ns).totals().calls == len(spooled + live)
 
 
+def _acme_engine(redis_url: str) -> CostEngine:
+    """An engine with a $0.001 block budget for "acme", shared in a fresh namespace."""
+    e = CostEngine(budgets=[Budget(limit_usd=Decimal("0.001"), tenant="acme", policy="block")])
+    RedisLedger(redis_url, namespace=_ns()).attach(e)
+    return e
+
+
 def test_a_failed_call_releases_its_hold(redis_url: str) -> None:
-    ns = _ns()
-    budget = Budget(limit_usd=Decimal("0.001"), tenant="acme", policy="block")
-    e = CostEngine(budgets=[budget])
-    RedisLedger(redis_url, namespace=ns).attach(e)
+    e = _acme_engine(redis_url)
     e.check_budget("acme", Decimal("0.0008"), call_id="a")
     with pytest.raises(BudgetExceededError):
         e.check_budget("acme", Decimal("0.0008"), call_id="b")  # the hold of "a" counts
@@ -247,10 +251,7 @@ def test_a_failed_call_releases_its_hold(redis_url: str) -> None:
 def test_a_call_checked_twice_counts_its_own_hold_once(redis_url: str) -> None:
     # A track_costs block's engine checks its parent's budgets, and the app's own
     # handler on that parent checks them again for the same call.
-    ns = _ns()
-    budget = Budget(limit_usd=Decimal("0.001"), tenant="acme", policy="block")
-    e = CostEngine(budgets=[budget])
-    RedisLedger(redis_url, namespace=ns).attach(e)
+    e = _acme_engine(redis_url)
     e.check_budget("acme", Decimal("0.0008"), call_id="a")
     e.check_budget("acme", Decimal("0.0008"), call_id="a")  # not 0.0016 of 0.001
     with pytest.raises(BudgetExceededError):

@@ -22,7 +22,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
-from costopt_core import CostEngine, CostLedger, default_engine, engine_scope
+from costopt_core import CostEngine, CostLedger, current_engine, default_engine, engine_scope
 from costopt_core.errors import BudgetExceededError, ConfigurationError
 from costopt_core.served import SERVED, served_outcome
 from costopt_core.tenancy import current_tenant
@@ -386,14 +386,15 @@ def track_costs(
     """Price every LangChain call made inside the ``with`` block.
 
     Like ``get_usage_metadata_callback``, no callback needs to be passed. By
-    default the block records into ``default_engine().child()``: a fresh
-    ledger, so the block's figures are its own, with the default engine's
-    prices, baseline, embedder and token counter. The default engine's budgets
-    still apply to every call in the block, and the block's calls are
-    recorded in the default engine's ledger too (once, even when a handler of
-    that engine sees them as well), so a process-wide budget cannot be
-    bypassed by opening a block. Budgets added to ``costs.engine`` apply to
-    the block alone.
+    default the block records into a child of the engine in effect (the
+    enclosing block's, else the default engine): a fresh ledger, so the
+    block's figures are its own, with that engine's prices, baseline, embedder
+    and token counter. Its budgets still apply to every call in the block, and
+    the block's calls are recorded in its ledger too (once, even when a
+    handler of that engine sees them as well), so a process-wide budget cannot
+    be bypassed by opening a block, and an outer block's figures include its
+    inner blocks' calls. Budgets added to ``costs.engine`` apply to the block
+    alone.
 
     Example:
         >>> with track_costs() as costs:  # doctest: +SKIP
@@ -401,7 +402,7 @@ def track_costs(
         >>> costs.ledger.totals().cost_usd  # doctest: +SKIP
     """
     if engine is None:
-        engine = default_engine().child()
+        engine = current_engine().child()
     handler = CostCallbackHandler(engine, check_budgets=check_budgets)
     token = _tracking.set(handler)
     try:

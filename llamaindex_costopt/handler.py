@@ -38,7 +38,14 @@ from llama_index.core.instrumentation.events.span import SpanDropEvent
 from llama_index_instrumentation.dispatcher import active_instrument_tags
 from pydantic import PrivateAttr, ValidationError, field_validator
 
-from costopt_core import CostEngine, CostLedger, current_tenant, default_engine, engine_scope
+from costopt_core import (
+    CostEngine,
+    CostLedger,
+    current_engine,
+    current_tenant,
+    default_engine,
+    engine_scope,
+)
 from costopt_core.errors import ConfigurationError, UsageFormatError, config_error
 from costopt_core.served import SERVED, served_outcome
 from costopt_core.types import CallOutcome, Usage
@@ -609,23 +616,22 @@ def track_costs(
     concurrent blocks in other threads or tasks keep their own figures, and in
     nested blocks the innermost one records the call. A handler attached
     permanently to the same engine does not record the block's calls again.
-    By default the block records into ``default_engine().child()``: a fresh
-    ledger, so the block's figures are its own, with the default engine's
-    prices, baseline, embedder and token counter. The default engine's budgets
-    still apply to every call in the block, and the block's calls are
-    recorded in the default engine's ledger too (once, even when a handler
-    attached to that engine sees them as well), so a process-wide budget
-    cannot be bypassed by opening a block. A nested block without an engine
-    is a child of the default engine as well, not of the outer block: the
-    outer block's figures leave out the inner block's calls.
+    By default the block records into a child of the engine in effect (the
+    enclosing block's, else the default engine): a fresh ledger, so the
+    block's figures are its own, with that engine's prices, baseline,
+    embedder and token counter. Its budgets still apply to every call in the
+    block, and the block's calls are recorded in its ledger too (once, even
+    when a handler attached to that engine sees them as well), so a
+    process-wide budget cannot be bypassed by opening a block, and an outer
+    block's figures include its inner blocks' calls.
 
     Threads started inside the block do not inherit its context unless they
     are told to (``contextvars.copy_context().run``); a stream must be consumed
     before the block ends to be recorded.
 
     Args:
-        engine: the engine to record into; ``default_engine().child()`` if
-            omitted.
+        engine: the engine to record into; a child of the engine in effect
+            if omitted.
         tenant: tenant of the block's calls, unless their instrument tags name
             one; an inner block without a tenant inherits the outer block's.
 
@@ -645,7 +651,7 @@ def track_costs(
             "into a fresh ledger"
         )
     if engine is None:
-        engine = default_engine().child()
+        engine = current_engine().child()
     handler = CostEventHandler(engine, tenant=tenant)
     _state_of(handler).scoped = True
     outer = _scope.get()

@@ -138,6 +138,26 @@ def test_track_costs_without_passing_callbacks() -> None:
     assert costs.ledger.totals().cost_usd == COST * 2
 
 
+def test_nested_track_costs_blocks_roll_up_into_the_outer_one() -> None:
+    m = model()
+    with track_costs() as outer:
+        m.invoke("a")
+        with track_costs() as inner:
+            m.invoke("b")
+            m.invoke("c")
+        outer.engine.ledger.add_budget(Budget(limit_usd=COST * 4, policy="block"))
+        with track_costs() as second:
+            m.invoke("d")
+            # The outer block's budget holds inside an inner block too.
+            with pytest.raises(BudgetExceededError):
+                m.invoke("e")
+    assert inner.ledger.totals().calls == 2
+    assert second.ledger.totals().calls == 1
+    assert outer.ledger.totals().calls == 4
+    assert outer.ledger.totals().cost_usd == COST * 4
+    assert m.script.calls == 4
+
+
 def test_handler_given_twice_counts_once(engine: CostEngine) -> None:
     h = CostCallbackHandler(engine)
     with track_costs(engine) as tracked:

@@ -596,10 +596,14 @@ def test_nested_track_costs_counts_each_call_once(engine: CostEngine) -> None:
         with track_costs(outer.engine) as same_engine:
             scripted().chat(MESSAGES)
     assert inner.ledger.totals().calls == 2
-    # The outer block's own call plus the one of the inner block on its engine.
+    # The outer block's own call, the inner block's two (the inner block is a
+    # child of the outer one) and the one of the block on its engine.
     assert same_engine.ledger is outer.ledger
-    assert outer.ledger.totals().calls == 2
-    assert outer.ledger.totals().cost_usd == COST * 2
+    assert outer.ledger.totals().calls == 4
+    assert outer.ledger.totals().cost_usd == COST * 4
+    assert {r.call_id for r in inner.ledger.records()} <= {
+        r.call_id for r in outer.ledger.records()
+    }
 
 
 def test_permanent_handler_and_track_costs(engine: CostEngine, handler: CostEventHandler) -> None:

@@ -448,24 +448,29 @@ class RouterChatModel(_calls.RunAwareChatModel):
 
         return costliest_estimate(per_model(), log)
 
-    def _record_escalation(
+    def _record_unseen(
         self,
         run_info: _calls.Run | None,
         result: ChatResult,
         tier: str,
         chunks: Sequence[ChatGenerationChunk] = (),
+        outcome: Literal["escalated", "model"] = "escalated",
     ) -> None:
-        """Record a discarded answer as an ``escalated`` call, unless a cache served it.
+        """Record an answer no cost handler will see, unless a cache served it.
 
-        An answer without usage was still paid for: it is recorded with an
-        unknown cost (counted as unpriced), never dropped. An answer a cache tier
-        served cost nothing, so nothing is recorded for it.
+        That is a discarded answer (``escalated``), or a held-back stream the
+        caller stopped reading (``model``): it was read whole, so paid for
+        whole, and the handlers record only a stream that ends. An answer
+        without usage was still paid for: it is recorded with an unknown cost
+        (counted as unpriced), never dropped. An answer a cache tier served
+        cost nothing, so nothing is recorded for it.
 
         Args:
             run_info: the router's run (its cost handlers' engines record it).
-            result: the discarded answer (a held-back stream, merged).
+            result: the answer (a held-back stream, merged).
             tier: the tier that gave it.
             chunks: the held-back stream's chunks (a cache notes a replay's chunks).
+            outcome: ``escalated`` for a discarded answer, ``model`` for a kept one.
         """
         gen = result.generations[0] if result.generations else None
         msg = gen.message if isinstance(gen, ChatGeneration) else None
@@ -493,7 +498,7 @@ class RouterChatModel(_calls.RunAwareChatModel):
                 usage=usage,
                 tier=tier,
                 tenant=tenant,
-                outcome="escalated",
+                outcome=outcome,
                 framework="langchain",
                 call_id=call_id,
             )
@@ -577,7 +582,7 @@ class RouterChatModel(_calls.RunAwareChatModel):
             result = self._whole(got) if streaming else got
             if run.answered(_answer_of(result)) is None:
                 return (got, None) if streaming else self._finish(result, run)
-            self._record_escalation(run_info, result, step.tier, got if streaming else ())
+            self._record_unseen(run_info, result, step.tier, got if streaming else ())
         raise run.error()
 
     def _begin(
@@ -655,11 +660,17 @@ class RouterChatModel(_calls.RunAwareChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         run, steps, req = self._begin(messages, stop, run_manager, kwargs, streaming=True)
         head, live = drive(steps, partial(self._do, req))
-        for chunk in itertools.chain(head, live or ()):
-            if run_manager and chunk.text:
-                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
-        yield self._route_chunk(run)
+        ended = False
+        try:
+            for chunk in itertools.chain(head, live or ()):
+                if run_manager and chunk.text:
+                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+            yield self._route_chunk(run)
+            ended = True
+        finally:
+            if not ended:
+                self._unread(req.run, head, live, run)
 
     async def _astream(
         self,
@@ -670,11 +681,35 @@ class RouterChatModel(_calls.RunAwareChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         run, steps, req = self._begin(messages, stop, run_manager, kwargs, streaming=True)
         head, live = await adrive(steps, partial(self._ado, req))
-        async for chunk in _achain(head, live):
-            if run_manager and chunk.text:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
-        yield self._route_chunk(run)
+        ended = False
+        try:
+            async for chunk in _achain(head, live):
+                if run_manager and chunk.text:
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+            yield self._route_chunk(run)
+            ended = True
+        finally:
+            if not ended:
+                self._unread(req.run, head, live, run)
+
+    def _unread(
+        self,
+        run_info: _calls.Run | None,
+        head: Sequence[ChatGenerationChunk],
+        live: object,
+        run: RouteRun,
+    ) -> None:
+        """A stream that did not end (the caller stopped reading, or it failed).
+
+        A held-back stream (no ``live`` rest) was read whole and paid for
+        whole, but the cost handlers record only a stream that ends, so it is
+        recorded here. A live one's usage is unknown: nothing is recorded.
+        """
+        if live is None and head:
+            self._record_unseen(
+                run_info, self._whole(list(head)), run.explain()["tier"], head, "model"
+            )
 
     @staticmethod
     def _route_chunk(run: RouteRun) -> ChatGenerationChunk:

@@ -24,6 +24,7 @@ import itertools
 import json
 import logging
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import (
     AsyncGenerator,
@@ -62,7 +63,7 @@ from costopt_core.errors import BudgetExceededError, ConfigurationError, config_
 from costopt_core.routing import router as routing
 from costopt_core.routing.calibrate import CalibrationReport
 from costopt_core.routing.features import wants_structured_output
-from costopt_core.routing.router import Router, RouterConfig, RouteRun, Step
+from costopt_core.routing.router import Router, RouterConfig, RouteRun
 from costopt_core.routing.tiers import tier_members
 from costopt_core.routing.validators import Answer, ValidatorConfig, forces_tool_call
 from costopt_core.served import SERVED, served_outcome
@@ -707,16 +708,26 @@ class RouterLLM(FunctionCallingLLM):
         return run, books
 
     @staticmethod
-    def _escalated(
-        resp: ChatResponse | CompletionResponse | None, step: Step, books: _Books
+    def _record_unseen(
+        resp: ChatResponse | CompletionResponse | None,
+        tier: str,
+        model: str | None,
+        books: _Books,
+        outcome: Literal["escalated", "model"] = "escalated",
     ) -> None:
-        """Record a discarded cheap answer as ``escalated``, unless a cache served it.
+        """Record an answer no cost handler will see, unless a cache served it.
+
+        That is a discarded cheap answer (``escalated``), or a held-back stream
+        the caller stopped reading (``model``): it was read whole, so paid for
+        whole, and the handler records only a stream that ends.
 
         Args:
-            resp: the discarded answer; for a held-back stream, its item that
-                reports the usage (``None``: the stream sent nothing).
-            step: the tier call that gave it.
+            resp: the answer; for a held-back stream, its item that reports the
+                usage (``None``: the stream sent nothing).
+            tier: the tier that gave it.
+            model: the tier model's name, when the answer does not say.
             books: the request's ledgers.
+            outcome: ``escalated`` for a discarded answer, ``model`` for a kept one.
         """
         raw = getattr(resp, "raw", None)
         note = None if raw is None else SERVED.take(raw)
@@ -724,18 +735,33 @@ class RouterLLM(FunctionCallingLLM):
             note = raw[METADATA_KEY]  # a cache with expose_cache_info marks raw itself
         if note is not None and served_outcome(note) is not None:
             return  # no model was called for it: it cost nothing
-        model = _field(raw, "model")
         usage = usage_of(resp)
+        # One call id in every ledger: a block's ledger passes its records on to
+        # its parent, which then counts the call once.
+        call_id = uuid.uuid4().hex
         for book in books.entries:
             # Recorded even without usage (cost unknown): the call was made and paid for.
             book.engine.record_call(
-                model=str(model or step.model or "unknown"),
+                model=str(_field(raw, "model") or model or "unknown"),
                 usage=usage,
-                tier=step.tier,
+                tier=tier,
                 tenant=book.tenant,
-                outcome="escalated",
+                outcome=outcome,
                 framework="llamaindex",
+                call_id=call_id,
             )
+
+    def _unread(self, head: Sequence[Any], live: object, run: RouteRun, books: _Books) -> None:
+        """A stream that did not end (the caller stopped reading, or it failed).
+
+        It is not recorded by the handler, so its budget holds are released
+        here. A held-back one (no ``live`` rest) was read whole and paid for
+        whole: it is recorded. A live one's usage is unknown: nothing is.
+        """
+        books.release()
+        if live is None and head:
+            route = run.explain()
+            self._record_unseen(_reported(head), route["tier"], route["model"], books, "model")
 
     def _finish(self, resp: Any, run: RouteRun, llm: LLM) -> Any:
         old = resp.raw
@@ -796,7 +822,9 @@ class RouterLLM(FunctionCallingLLM):
                     if streaming:
                         return got, None, run, llm, books
                     return self._finish(got, run, llm)
-                self._escalated(_reported(got) if streaming else got, step, books)
+                self._record_unseen(
+                    _reported(got) if streaming else got, step.tier, step.model, books
+                )
         except BaseException:
             books.release()  # no answer (nor a stream opened): no record will release them
             raise
@@ -849,8 +877,8 @@ class RouterLLM(FunctionCallingLLM):
         """The items already read, then the live rest; the last one gets the route.
 
         A stream the caller stops reading (``break``, ``close()``, cancellation)
-        or that fails part way is not recorded, so its budget holds are released
-        here; a whole one is recorded, which releases them.
+        or that fails part way is not recorded by the handler: see
+        :meth:`_unread`. A whole one is recorded, which releases its holds.
         """
         last = _EMPTY
         try:
@@ -858,7 +886,7 @@ class RouterLLM(FunctionCallingLLM):
                 # An agent reads the tool calls of each item as it comes.
                 yield self._answered_by(last, llm)
         except BaseException:
-            books.release()
+            self._unread(head, live, run, books)
             raise
         if last is not _EMPTY:
             self._finish(last, run, llm)
@@ -880,7 +908,7 @@ class RouterLLM(FunctionCallingLLM):
                 async for last in live:
                     yield self._answered_by(last, llm)
         except BaseException:
-            books.release()
+            self._unread(head, live, run, books)
             raise
         if last is not _EMPTY:
             self._finish(last, run, llm)

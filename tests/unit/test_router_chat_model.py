@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Any
 
@@ -761,6 +762,37 @@ async def test_a_streamed_weak_answer_is_validated_and_escalated(how: str) -> No
     else:
         text = "".join([t async for t in chain.astream({"q": "What is the refund window?"})])
     assert text == "Refunds are accepted within 30 days."
+
+
+@pytest.mark.parametrize("how", ["stream", "astream"])
+async def test_a_held_back_stream_the_caller_stops_reading_is_still_recorded(how: str) -> None:
+    # Held back, the answer was read whole (and paid for whole) before its first
+    # chunk was passed on; the handler records only a stream that ends.
+    engine = CostEngine()
+    router = RouterChatModel(
+        tiers={"small": scripted("one two three"), "frontier": scripted("x", model="gpt-4o")},
+        classifier=Always(0.9),
+    )
+    cfg: Any = {"callbacks": [CostCallbackHandler(engine)], "metadata": {"costopt_tenant": "acme"}}
+    if how == "stream":
+        stream = router.stream("q", config=cfg)
+        assert next(stream).content == "one"
+        stream.close()
+    else:
+        astream = router.astream("q", config=cfg)
+        assert (await anext(astream)).content == "one"
+        await astream.aclose()
+        for _ in range(100):  # the loop closes the router's own generator soon after
+            if engine.ledger.records():
+                break
+            await asyncio.sleep(0)
+    assert [(r.outcome, r.model, r.tenant, r.tier) for r in engine.ledger.records()] == [
+        ("model", "gpt-4o-mini", "acme", "small"),
+    ]
+    assert engine.ledger.records()[0].usage.input_tokens == U.input_tokens
+    # Read to its end, it is recorded once, by the handler.
+    await _consume(router, how, "q", config=cfg)
+    assert [r.outcome for r in engine.ledger.records()] == ["model", "model"]
 
 
 @pytest.mark.parametrize("how", ["stream", "astream"])

@@ -476,35 +476,45 @@ async def test_a_combined_read_rebuilds_a_lost_index(
     raw.close()
 
 
-def test_a_combined_read_is_one_pipeline_and_nothing_else(
+def test_a_combined_read_is_one_round_trip_and_nothing_else(
     redis_url: str, backend: RedisCacheBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import redis.connection
+
     backend.put(make_entry("k", vector=vec(1, 0, 0, 0)))
     backend.search("scope-a", vec(1, 0, 0, 0), 4, now=NOW)  # index ready, sizes known
     client = backend._sync_client()
     sent: list[str] = []
-    real_pipeline = client.pipeline
+    real_pack = redis.connection.AbstractConnection.pack_commands
 
-    def pipeline(*args: Any, **kw: Any) -> Any:
-        pipe = real_pipeline(*args, **kw)
-        real_execute = pipe.execute
-
-        def execute(*a: Any, **k: Any) -> Any:
-            sent.append("pipeline:" + ",".join(str(c[0][0]) for c in pipe.command_stack))
-            return real_execute(*a, **k)
-
-        pipe.execute = execute  # type: ignore[method-assign]
-        return pipe
+    def pack_commands(self: Any, commands: Any) -> Any:
+        sent.append(",".join(str(c[0]) for c in commands))
+        return real_pack(self, commands)
 
     def alone(*args: Any, **kw: Any) -> Any:
-        sent.append(f"alone:{args[0]}")
-        raise AssertionError("a command outside the pipeline")
+        raise AssertionError(f"a command on its own: {args[:1]}")
 
-    monkeypatch.setattr(client, "pipeline", pipeline)
+    monkeypatch.setattr(redis.connection.AbstractConnection, "pack_commands", pack_commands)
     monkeypatch.setattr(client, "execute_command", alone)
+    monkeypatch.setattr(client, "pipeline", alone)
     found, hits = backend.get_and_search("k", "scope-a", vec(1, 0, 0, 0), 4, now=NOW)
     assert found is not None and keys_of(hits) == ["k"]
-    assert sent == ["pipeline:HGETALL,FT.AGGREGATE"]
+    assert sent == ["HGETALL,FT.AGGREGATE"]
+
+
+def test_a_combined_read_reads_both_replies_before_raising(
+    redis_url: str, backend: RedisCacheBackend
+) -> None:
+    # An error reply to the search must not leave the second reply unread on the
+    # pooled connection, where the next command would read it as its own.
+    from costopt_core.cache.redis_backend import _both
+
+    backend.put(make_entry("k", vector=vec(1, 0, 0, 0)))
+    client = backend._sync_client()
+    with pytest.raises(redis.ResponseError):
+        _both(client, ("FT.AGGREGATE", "no-such-index", "*"), ("HGETALL", backend._rkey("k")))
+    assert client.execute_command("PING") in (True, b"PONG", "PONG")
+    assert client.hgetall(backend._rkey("k"))[b"key"]
 
 
 def test_puts_count_each_scope_and_the_whole_index(

@@ -447,6 +447,73 @@ def _candidates(result: Any, now: float) -> list[tuple[CacheEntry, float]]:
     return out
 
 
+def _both(client: Any, first: Sequence[Any], second: Sequence[Any]) -> tuple[Any, Any]:
+    """Two commands in one round trip, as a pipeline sends them, without building one.
+
+    A redis-py pipeline object costs about 0.05 ms to build and run, a fifth of
+    a lookup in a 1k-entry cache. Both replies are read before an error reply
+    is raised, so the pooled connection never falls out of step; any other
+    failure drops the connection.
+    """
+    # (Typed Any: redis-py's connection-level calls are untyped.)
+    pool = getattr(client, "connection_pool", None)
+    if not isinstance(pool, redis.ConnectionPool):  # a cluster or a stand-in client
+        with client.pipeline(transaction=False) as pipe:
+            pipe.execute_command(*first)
+            pipe.execute_command(*second)
+            a, b = pipe.execute()
+            return a, b
+    conn: Any = pool.get_connection()
+    try:
+        conn.send_packed_command(conn.pack_commands([first, second]))
+        replies: list[Any] = []
+        for command in (first, second):
+            try:
+                replies.append(client.parse_response(conn, command[0]))
+            except redis.ResponseError as exc:
+                replies.append(exc)
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
+    return _unless_error(replies)
+
+
+async def _aboth(client: Any, first: Sequence[Any], second: Sequence[Any]) -> tuple[Any, Any]:
+    """Async :func:`_both`."""
+    pool = getattr(client, "connection_pool", None)
+    if not isinstance(pool, aredis.ConnectionPool):
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.execute_command(*first)
+            pipe.execute_command(*second)
+            a, b = await pipe.execute()
+            return a, b
+    conn: Any = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        await conn.send_packed_command(conn.pack_commands([first, second]))
+        replies: list[Any] = []
+        for command in (first, second):
+            try:
+                replies.append(await client.parse_response(conn, command[0]))
+            except redis.ResponseError as exc:
+                replies.append(exc)
+    except BaseException:
+        await conn.disconnect()
+        raise
+    finally:
+        await pool.release(conn)
+    return _unless_error(replies)
+
+
+def _unless_error(replies: Sequence[Any]) -> tuple[Any, Any]:
+    """The two replies, or the first error reply raised."""
+    for reply in replies:
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+    return replies[0], replies[1]
+
+
 def _tag_query(**values: str | None) -> str:
     """The query matching entries whose TAG fields hold exactly these values (None: any).
 
@@ -1082,11 +1149,8 @@ class RedisCacheBackend:
             sizes = self._sizes(scope)
             command = partial(self._search_command, scope, vec, k, now, sizes, min_similarity)
 
-            def both() -> list[Any]:
-                with self._sync_client().pipeline(transaction=False) as pipe:
-                    pipe.hgetall(self._rkey(key))
-                    pipe.execute_command(*command())  # type: ignore[no-untyped-call]
-                    return pipe.execute()
+            def both() -> tuple[Any, Any]:
+                return _both(self._sync_client(), ("HGETALL", self._rkey(key)), command())
 
             stored, result = self._indexed(vec.size, both)
         return self._found(stored, key, now), _candidates(result, now)
@@ -1335,11 +1399,8 @@ class RedisCacheBackend:
             sizes = await self._asizes(scope)
             command = partial(self._search_command, scope, vec, k, now, sizes, min_similarity)
 
-            async def both() -> list[Any]:
-                async with client.pipeline(transaction=False) as pipe:
-                    pipe.hgetall(self._rkey(key))
-                    pipe.execute_command(*command())
-                    return await pipe.execute()
+            async def both() -> tuple[Any, Any]:
+                return await _aboth(client, ("HGETALL", self._rkey(key)), command())
 
             stored, result = await self._aindexed(vec.size, both)
         return self._found(stored, key, now), _candidates(result, now)

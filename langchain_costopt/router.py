@@ -455,6 +455,7 @@ class RouterChatModel(_calls.RunAwareChatModel):
         tier: str,
         chunks: Sequence[ChatGenerationChunk] = (),
         outcome: Literal["escalated", "model"] = "escalated",
+        model_hint: str | None = None,
     ) -> None:
         """Record an answer no cost handler will see, unless a cache served it.
 
@@ -471,6 +472,8 @@ class RouterChatModel(_calls.RunAwareChatModel):
             tier: the tier that gave it.
             chunks: the held-back stream's chunks (a cache notes a replay's chunks).
             outcome: ``escalated`` for a discarded answer, ``model`` for a kept one.
+            model_hint: the tier model's name, for an answer that does not say
+                (a stream stopped before the chunk that names it).
         """
         gen = result.generations[0] if result.generations else None
         msg = gen.message if isinstance(gen, ChatGeneration) else None
@@ -486,7 +489,7 @@ class RouterChatModel(_calls.RunAwareChatModel):
             served = prior
         if served is not None and served_outcome(served) is not None:
             return
-        model = str(meta.get("model_name") or meta.get("model") or "unknown")
+        model = str(meta.get("model_name") or meta.get("model") or model_hint or "unknown")
         usage = usage_or_unknown(usage_from_langchain, getattr(msg, "usage_metadata", None))
         tenant = self._tenant(run_info)
         # One call id in every engine: a block's engine (track_costs) passes its
@@ -660,17 +663,18 @@ class RouterChatModel(_calls.RunAwareChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         run, steps, req = self._begin(messages, stop, run_manager, kwargs, streaming=True)
         head, live = drive(steps, partial(self._do, req))
-        ended = False
+        seen: list[ChatGenerationChunk] = []
         try:
             for chunk in itertools.chain(head, live or ()):
+                seen.append(chunk)
                 if run_manager and chunk.text:
                     run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
             yield self._route_chunk(run)
-            ended = True
+            seen = []  # ended: the handlers record it
         finally:
-            if not ended:
-                self._unread(req.run, head, live, run)
+            if seen:
+                self._unread(req.run, head if live is None else seen, run)
 
     async def _astream(
         self,
@@ -681,35 +685,37 @@ class RouterChatModel(_calls.RunAwareChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         run, steps, req = self._begin(messages, stop, run_manager, kwargs, streaming=True)
         head, live = await adrive(steps, partial(self._ado, req))
-        ended = False
+        seen: list[ChatGenerationChunk] = []
         try:
             async for chunk in _achain(head, live):
+                seen.append(chunk)
                 if run_manager and chunk.text:
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
             yield self._route_chunk(run)
-            ended = True
+            seen = []  # ended: the handlers record it
         finally:
-            if not ended:
-                self._unread(req.run, head, live, run)
+            if seen:
+                self._unread(req.run, head if live is None else seen, run)
 
     def _unread(
         self,
         run_info: _calls.Run | None,
-        head: Sequence[ChatGenerationChunk],
-        live: object,
+        chunks: Sequence[ChatGenerationChunk],
         run: RouteRun,
     ) -> None:
-        """A stream that did not end (the caller stopped reading, or it failed).
+        """Record a stream that did not end (the caller stopped reading, or it failed).
 
-        A held-back stream (no ``live`` rest) was read whole and paid for
-        whole, but the cost handlers record only a stream that ends, so it is
-        recorded here. A live one's usage is unknown: nothing is recorded.
+        The cost handlers record only a stream that ends, and leave a router's
+        unfinished one to it. A held-back stream was read whole (``chunks`` is
+        all of it), so paid for whole; a live one is recorded from the chunks
+        passed on, with its usage if one reported it, else unknown (the
+        provider billed the prompt at least): never dropped, never $0.
         """
-        if live is None and head:
-            self._record_unseen(
-                run_info, self._whole(list(head)), run.explain()["tier"], head, "model"
-            )
+        route = run.explain()
+        self._record_unseen(
+            run_info, self._whole(list(chunks)), route["tier"], chunks, "model", route["model"]
+        )
 
     @staticmethod
     def _route_chunk(run: RouteRun) -> ChatGenerationChunk:

@@ -796,6 +796,36 @@ async def test_a_held_back_stream_the_caller_stops_reading_is_still_recorded(how
 
 
 @pytest.mark.parametrize("how", ["stream", "astream"])
+async def test_a_live_stream_the_caller_stops_reading_is_recorded_with_unknown_usage(
+    how: str,
+) -> None:
+    # Passed on as it came, stopped before the chunk with the usage: the prompt
+    # was billed all the same, so the call is recorded, unpriced, never $0.
+    engine = CostEngine()
+    router = RouterChatModel(
+        tiers={"small": scripted("one two three"), "frontier": scripted("x", model="gpt-4o")},
+        classifier=Always(0.9),
+        validate_streams=False,
+    )
+    cfg: Any = {"callbacks": [CostCallbackHandler(engine)]}
+    if how == "stream":
+        stream = router.stream("q", config=cfg)
+        assert next(stream).content == "one"
+        stream.close()
+    else:
+        astream = router.astream("q", config=cfg)
+        assert (await anext(astream)).content == "one"
+        await astream.aclose()
+        for _ in range(100):  # the loop closes the router's own generator soon after
+            if engine.ledger.records():
+                break
+            await asyncio.sleep(0)
+    [record] = engine.ledger.records()
+    assert (record.outcome, record.model, record.tier) == ("model", "gpt-4o-mini", "small")
+    assert record.usage.input_tokens is None and record.cost_usd is None
+
+
+@pytest.mark.parametrize("how", ["stream", "astream"])
 async def test_a_stream_that_passes_is_emitted_chunk_by_chunk_and_can_opt_out(how: str) -> None:
     router = RouterChatModel(
         tiers={"small": scripted("one two three"), "frontier": scripted("x", model="gpt-4o")},

@@ -14,6 +14,7 @@ from costopt_core.cache import (
     CacheConfig,
     CachedResponse,
     CacheRequest,
+    CacheResult,
     MemoryCacheBackend,
     SemanticCache,
 )
@@ -322,6 +323,84 @@ def test_leader_failure_lets_followers_call(cache: SemanticCache) -> None:
     t.join()
     assert len(errors) == 1
     assert out.response.text == "Use the reset link."
+
+
+def test_after_a_leader_fails_one_waiter_retries_and_the_rest_share_its_answer(
+    cache: SemanticCache,
+) -> None:
+    # Not a burst of eight calls against a provider that has just refused.
+    calls = 0
+    lock = threading.Lock()
+    started = threading.Event()
+
+    def rate_limited_once() -> CachedResponse:
+        nonlocal calls
+        with lock:
+            calls += 1
+            first = calls == 1
+        if first:
+            started.set()
+            time.sleep(0.1)  # the others join the flight meanwhile
+            raise RuntimeError("429 rate limited")
+        time.sleep(0.05)
+        return answer()
+
+    results: list[CacheResult] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            results.append(cache.get_or_call(req("same question"), rate_limited_once))
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    lead = threading.Thread(target=worker)
+    lead.start()
+    started.wait()
+    others = [threading.Thread(target=worker) for _ in range(7)]
+    for t in others:
+        t.start()
+    for t in [lead, *others]:
+        t.join()
+    assert len(errors) == 1 and calls == 2
+    assert len(results) == 7 and sum(r.hit is None for r in results) == 1
+    assert all(r.response.text == "Use the reset link." for r in results)
+
+
+@pytest.mark.parametrize("failure", ["raises", "cancelled"])
+async def test_after_an_async_leader_fails_one_waiter_retries(
+    cache: SemanticCache, failure: str
+) -> None:
+    calls = 0
+
+    async def flaky() -> CachedResponse:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(0.05)
+            if failure == "raises":
+                raise RuntimeError("429 rate limited")
+            await asyncio.sleep(10)  # cancelled by its caller's timeout
+        await asyncio.sleep(0.01)
+        return answer()
+
+    async def leader() -> None:
+        call = cache.aget_or_call(req("same q"), flaky)
+        if failure == "raises":
+            with pytest.raises(RuntimeError):
+                await call
+        else:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(call, 0.1)
+
+    async def follower() -> CacheResult:
+        await asyncio.sleep(0.01)  # after the leader took the flight
+        return await cache.aget_or_call(req("same q"), flaky)
+
+    _, *results = await asyncio.gather(leader(), *(follower() for _ in range(7)))
+    assert calls == 2
+    assert sum(r.hit is None for r in results) == 1
+    assert all(r.response.text == "Use the reset link." for r in results)
 
 
 async def test_sync_async_parity(clock: Clock) -> None:

@@ -154,11 +154,14 @@ class _Flight:
     share one registry, so a thread and a coroutine asking the same thing at once
     still make one call."""
 
-    __slots__ = ("entry", "event", "waiters")
+    __slots__ = ("entry", "event", "failed", "waiters")
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.entry: CacheEntry | None = None
+        #: The leader's call raised or was cancelled: the waiters elect a new
+        #: leader instead of all calling the model at once.
+        self.failed = False
         self.waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[CacheEntry | None]]] = []
 
 
@@ -777,29 +780,38 @@ class SemanticCache:
             response = call()
             self._drive(self._store_steps(request, prep, response, (), None, vec))
             return CacheResult(response, None)
-        with self._flight_lock:
-            flight = self._flights.get(prep.key)
-            leader = flight is None
-            if flight is None:
-                flight = self._flights[prep.key] = _Flight()
-        if not leader:
-            if flight.event.wait(self.config.inflight_wait_s) and flight.entry is not None:
+        while True:
+            with self._flight_lock:
+                flight = self._flights.get(prep.key)
+                leader = flight is None
+                if flight is None:
+                    flight = self._flights[prep.key] = _Flight()
+            if leader:
+                break
+            landed = flight.event.wait(self.config.inflight_wait_s)
+            if landed and flight.entry is not None:
                 self._count("inflight_shared")
                 return CacheResult(flight.entry.response, CacheHit(flight.entry, "exact", 1.0))
-            return CacheResult(call(), None)  # the leader failed: answer it ourselves
+            if not (landed and flight.failed):
+                # Waited too long, or the answer could not be kept: answer it ourselves.
+                return CacheResult(call(), None)
+            # The leader failed: one waiter leads the retry, the others wait for it.
         entry = None
+        failed = True
         try:
             entry = self._landed(
                 prep,
                 self._do(_Get(prep.key, self.clock())),
             )
             if entry is not None:
+                failed = False
                 return CacheResult(entry.response, CacheHit(entry, "exact", 1.0))
             response = call()
+            failed = False
             entry = self._drive(self._store_steps(request, prep, response, (), None, vec))[0]
             return CacheResult(response, None)
         finally:
-            self._land(prep.key, flight, entry)
+            self._land(prep.key, flight, entry, failed)
 
     def _landed(self, prep: PreparedRequest, entry: CacheEntry | None) -> CacheEntry | None:
         """The answer a flight stored between this request's miss and its own flight.
@@ -813,11 +825,19 @@ class SemanticCache:
         self._count("inflight_shared")
         return entry
 
-    def _land(self, key: str, flight: _Flight, entry: CacheEntry | None) -> None:
-        """End a flight: wake every waiting thread and coroutine with its result."""
+    def _land(
+        self, key: str, flight: _Flight, entry: CacheEntry | None, failed: bool = False
+    ) -> None:
+        """End a flight: wake every waiting thread and coroutine with its result.
+
+        ``failed``: the leader's call raised or was cancelled, so the waiters
+        elect a new leader rather than all calling the model at once (a burst
+        of retries against a provider that has just refused).
+        """
         with self._flight_lock:
             self._flights.pop(key, None)
             flight.entry = entry
+            flight.failed = failed and entry is None
             waiters, flight.waiters = flight.waiters, []
         flight.event.set()
         try:
@@ -846,19 +866,22 @@ class SemanticCache:
             await self._adrive(self._store_steps(request, prep, response, (), None, vec))
             return CacheResult(response, None)
         loop = asyncio.get_running_loop()
-        with self._flight_lock:
-            flight = self._flights.get(prep.key)
-            leader = flight is None
-            if flight is None:
-                flight = self._flights[prep.key] = _Flight()
-            else:
-                fut: asyncio.Future[CacheEntry | None] = loop.create_future()
-                flight.waiters.append((loop, fut))
-        if not leader:
+        while True:
+            with self._flight_lock:
+                flight = self._flights.get(prep.key)
+                leader = flight is None
+                if flight is None:
+                    flight = self._flights[prep.key] = _Flight()
+                else:
+                    fut: asyncio.Future[CacheEntry | None] = loop.create_future()
+                    flight.waiters.append((loop, fut))
+            if leader:
+                break
             try:
                 entry = await asyncio.wait_for(asyncio.shield(fut), self.config.inflight_wait_s)
+                landed = True
             except TimeoutError:
-                entry = None
+                entry, landed = None, False
             except asyncio.CancelledError:
                 # The caller gave up: it must not go on to call the model itself.
                 with self._flight_lock, contextlib.suppress(ValueError):
@@ -867,19 +890,25 @@ class SemanticCache:
             if entry is not None:
                 self._count("inflight_shared")
                 return CacheResult(entry.response, CacheHit(entry, "exact", 1.0))
-            return CacheResult(await call(), None)
+            if not (landed and flight.failed):
+                # Waited too long, or the answer could not be kept: answer it ourselves.
+                return CacheResult(await call(), None)
+            # The leader failed: one waiter leads the retry, the others wait for it.
         entry = None
+        failed = True
         try:
             entry = self._landed(prep, await self._ado(_Get(prep.key, self.clock())))
             if entry is not None:
+                failed = False
                 return CacheResult(entry.response, CacheHit(entry, "exact", 1.0))
             response = await call()
+            failed = False
             entry = (await self._adrive(self._store_steps(request, prep, response, (), None, vec)))[
                 0
             ]
             return CacheResult(response, None)
         finally:
-            self._land(prep.key, flight, entry)
+            self._land(prep.key, flight, entry, failed)
 
     # -- invalidation and stats ---------------------------------------------------
     def invalidate(

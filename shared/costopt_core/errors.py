@@ -115,7 +115,18 @@ class StoreError(CostOptError):
 
 
 class CacheBackendError(CostOptError):
-    """A cache backend failed; the cache engine turns this into a miss."""
+    """A cache backend failed; the cache engine turns this into a miss.
+
+    Args:
+        *args: the message.
+        unreachable: the backend could not be reached at all (a refused
+            connection, a timeout): the engine then skips the rest of the
+            request's backend calls instead of waiting out a timeout for each.
+    """
+
+    def __init__(self, *args: object, unreachable: bool = False) -> None:
+        super().__init__(*args)
+        self.unreachable = unreachable
 
 
 class RoutingError(CostOptError):

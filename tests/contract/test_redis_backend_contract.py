@@ -954,3 +954,20 @@ def test_clients_that_decode_replies_are_refused_at_construction(
     with pytest.raises(ConfigurationError, match="remove decode_responses"):
         RedisCacheBackend(f"{url}?decode_responses=false")  # redis-py decodes then too
     RedisCacheBackend(client=redis.Redis.from_url(url)).close()
+
+
+def test_a_server_that_cannot_be_reached_is_said_to_be_unreachable(redis_url: str) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = RedisCacheBackend(f"redis://127.0.0.1:{port}", socket_timeout_s=0.2)
+    with pytest.raises(CacheBackendError) as caught:
+        down.get("k", now=NOW)
+    assert caught.value.unreachable is True
+    # A refusal by a server that answers is not.
+    up = RedisCacheBackend(redis_url, prefix=_unique_prefix())
+    with pytest.raises(CacheBackendError) as refused:
+        up.search("scope-a", [[0.0, 0.0, 0.0]], 4, now=NOW)  # type: ignore[arg-type]
+    assert refused.value.unreachable is False

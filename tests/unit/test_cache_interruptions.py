@@ -251,3 +251,69 @@ def test_counts_still_unsent_at_exit_are_sent(monkeypatch: pytest.MonkeyPatch) -
     engine_module._flush_at_exit()
     assert backend.counters["lookups"] == 1
     cache.close()
+
+
+class Unreachable(MemoryCacheBackend):
+    """Every backend call fails as a hung or refused server does, after a wait."""
+
+    def __init__(self, unreachable: bool = True) -> None:
+        super().__init__()
+        self.unreachable = unreachable
+        self.calls: list[str] = []
+
+    def _down(self, op: str) -> Any:
+        self.calls.append(op)
+        raise CacheBackendError(f"{op} timed out", unreachable=self.unreachable)
+
+    def get(self, key: str, *, now: float) -> Any:
+        return self._down("get")
+
+    def search(self, *args: Any, **kwargs: Any) -> Any:
+        return self._down("search")
+
+    def put(self, entry: Any) -> None:
+        self._down("put")
+
+    async def aget(self, key: str, *, now: float) -> Any:
+        return self._down("get")
+
+    async def asearch(self, *args: Any, **kwargs: Any) -> Any:
+        return self._down("search")
+
+    async def aput(self, entry: Any) -> None:
+        self._down("put")
+
+
+@pytest.mark.parametrize("how", ["sync", "async"])
+async def test_an_unreachable_backend_costs_a_request_one_timeout_not_one_per_call(
+    how: str,
+) -> None:
+    # A hung server makes every call wait out its timeout: after the first, the
+    # rest of the request's calls (search, the leader's re-read, the put) are skipped.
+    backend = Unreachable()
+    cache = SemanticCache(
+        backend, embedder=FakeEmbedder(dim=64), config=CacheConfig(breaker_failures=50)
+    )
+    request = req(Message("user", "How do I reset my password?"))
+    answer = CachedResponse(text="Use the reset link.", model="m")
+
+    async def one() -> Any:
+        if how == "sync":
+            return cache.get_or_call(request, lambda: answer)
+
+        async def call() -> CachedResponse:
+            return answer
+
+        return await cache.aget_or_call(request, call)
+
+    assert (await one()).response.text == "Use the reset link."
+    assert backend.calls == ["get"]
+    assert (await one()).response.text == "Use the reset link."  # a new request tries again
+    assert backend.calls == ["get", "get"]
+    # A failure that is not about reaching the server skips nothing.
+    other = Unreachable(unreachable=False)
+    cache = SemanticCache(
+        other, embedder=FakeEmbedder(dim=64), config=CacheConfig(breaker_failures=50)
+    )
+    await one() if how == "async" else cache.get_or_call(request, lambda: answer)
+    assert other.calls == ["get", "search", "get", "put"]

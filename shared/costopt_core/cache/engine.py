@@ -18,7 +18,8 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, TypeVar, cast
@@ -146,6 +147,25 @@ class CacheResult:
 
     response: CachedResponse
     hit: CacheHit | None
+
+
+#: The request under way in this context: ``[True]`` once its backend was
+#: found unreachable, so the rest of its backend calls are skipped (a miss, a
+#: dropped store) instead of each waiting out its own timeout on a hung server.
+_request: ContextVar[list[bool] | None] = ContextVar("costopt_cache_request", default=None)
+
+
+@contextlib.contextmanager
+def _one_request() -> Iterator[None]:
+    """Scope the backend calls of one lookup, store or get-or-call (the outermost)."""
+    if _request.get() is not None:
+        yield
+        return
+    token = _request.set([False])
+    try:
+        yield
+    finally:
+        _request.reset(token)
 
 
 class _Flight:
@@ -382,6 +402,10 @@ class SemanticCache:
             self.backend.close()
 
     def _allowed(self) -> bool:
+        request = _request.get()
+        if request is not None and request[0]:
+            self._count("breaker_skips")
+            return False
         if self.breaker.allow():
             return True
         self._count("breaker_skips")
@@ -390,6 +414,9 @@ class SemanticCache:
     def _failed(self, op: str, exc: BaseException) -> None:
         self._count("errors")
         self.breaker.failure()
+        request = _request.get()
+        if request is not None and getattr(exc, "unreachable", False):
+            request[0] = True
         log.warning("cache %s failed (%s: %s); serving uncached", op, type(exc).__name__, exc)
 
     def _guarded(self, op: str, fn: Callable[[], T], default: T) -> T:
@@ -656,7 +683,10 @@ class SemanticCache:
         observer timing answers learns less about what others asked, and hits
         give back the latency they would have saved).
         """
-        return self._lookup(request)[0] if request.cache else None
+        if not request.cache:
+            return None
+        with _one_request():
+            return self._lookup(request)[0]
 
     def _lookup(self, request: CacheRequest) -> _Lookup:
         started = time.monotonic()
@@ -708,7 +738,10 @@ class SemanticCache:
 
     async def alookup(self, request: CacheRequest) -> CacheHit | None:
         """Async twin of :meth:`lookup`."""
-        return (await self._alookup(request))[0] if request.cache else None
+        if not request.cache:
+            return None
+        with _one_request():
+            return (await self._alookup(request))[0]
 
     async def _alookup(self, request: CacheRequest) -> _Lookup:
         started = time.monotonic()
@@ -728,7 +761,8 @@ class SemanticCache:
     ) -> bool:
         """Keep ``response`` for ``request`` unless policy says not to; True if stored."""
         steps = self._store_steps(request, self._prepare(request), response, tags, ttl_s)
-        return self._drive(steps)[1]
+        with _one_request():
+            return self._drive(steps)[1]
 
     def _store_steps(
         self,
@@ -766,11 +800,18 @@ class SemanticCache:
     ) -> bool:
         """Async twin of :meth:`store`."""
         prep = self._prepare(request)
-        return (await self._adrive(self._store_steps(request, prep, response, tags, ttl_s)))[1]
+        with _one_request():
+            return (await self._adrive(self._store_steps(request, prep, response, tags, ttl_s)))[1]
 
     # -- get or call, with in-flight de-duplication -----------------------------
     def get_or_call(self, request: CacheRequest, call: Callable[[], CachedResponse]) -> CacheResult:
         """The cached answer, or ``call()``'s (stored); concurrent identical misses call once."""
+        with _one_request():
+            return self._get_or_call(request, call)
+
+    def _get_or_call(
+        self, request: CacheRequest, call: Callable[[], CachedResponse]
+    ) -> CacheResult:
         if not request.cache:
             return CacheResult(call(), None)
         hit, prep, vec = self._lookup(request)
@@ -856,6 +897,12 @@ class SemanticCache:
         self, request: CacheRequest, call: Callable[[], Awaitable[CachedResponse]]
     ) -> CacheResult:
         """Async twin of :meth:`get_or_call`."""
+        with _one_request():
+            return await self._aget_or_call(request, call)
+
+    async def _aget_or_call(
+        self, request: CacheRequest, call: Callable[[], Awaitable[CachedResponse]]
+    ) -> CacheResult:
         if not request.cache:
             return CacheResult(await call(), None)
         hit, prep, vec = await self._alookup(request)

@@ -853,7 +853,8 @@ class RedisCacheBackend:
             )
             # Keep the driver error as the cause unless its text carries a secret.
             leaks = _chain_says(exc, tuple(secret.lower() for secret in self._secrets))
-            raise CacheBackendError(message) from (None if leaks else exc)
+            unreachable = _chain_has(exc, (redis.ConnectionError, redis.TimeoutError, OSError))
+            raise CacheBackendError(message, unreachable=unreachable) from (None if leaks else exc)
 
     # -- connections ----------------------------------------------------------------------
 

@@ -488,9 +488,10 @@ class RouterLLM(FunctionCallingLLM):
     record the request (the recording ``CostEventHandler``'s, a ``track_costs``
     block's and, through it, the engine it is a block of) are checked with an
     estimate of the call (the prompt plus the answer's cap, ``max_tokens``,
-    priced at the chosen tier's dearest model). A ``block`` budget raises
-    ``BudgetExceededError`` when that estimate would go over it; ``downshift``
-    starts one tier lower. With a shared budget store the estimate is held
+    priced at the dearest model the request can reach: the chosen tier's and
+    every tier's above it, since a fallback or an escalation may end there).
+    A ``block`` budget raises ``BudgetExceededError`` when that estimate would
+    go over it; ``downshift`` starts one tier lower. With a shared budget store the estimate is held
     until the handler records the answer (or released if no tier answers).
 
     Args:
@@ -630,11 +631,15 @@ class RouterLLM(FunctionCallingLLM):
         messages: list[Message],
         kwargs: Mapping[str, Any],
     ) -> Decimal | None:
-        """What the call could cost at the chosen tier: ``None`` if unpriced.
+        """The most the call could cost from the chosen tier on: ``None`` if unpriced.
 
-        The engine's estimate (as the LangChain handler's): the prompt's tokens
-        plus the answer's cap, priced at the tier's dearest model (its
-        fallbacks may answer it).
+        The engine's estimate (as the LangChain router's): the prompt's tokens
+        plus the answer's cap, priced at the dearest model the request can still
+        reach. That is every model of the chosen tier and of each tier above it:
+        an error falls back to the tier's other models and then one tier up, and
+        a weak answer escalates, so the frontier may answer a request that
+        started at the cheapest tier. Pricing only the chosen tier let a
+        fallback to the frontier spend several times what the budget held.
         """
         if not engine.ledger.has_budgets:
             return None  # nothing to check it against: skip counting tokens
@@ -642,7 +647,8 @@ class RouterLLM(FunctionCallingLLM):
             engine.estimate(
                 _model_of(llm), messages, max_output_tokens=_max_output_tokens(llm, kwargs)
             )
-            for llm in self._llms[tier_index]
+            for llms in self._llms[tier_index:]
+            for llm in llms
         )
         return routing.costliest_estimate(per_model, log)
 

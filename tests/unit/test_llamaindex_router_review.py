@@ -540,8 +540,10 @@ def _costly() -> tuple[ScriptedLLM, ScriptedLLM]:
 
 
 def test_a_block_budget_refuses_the_call_its_estimate_would_take_over() -> None:
-    # Each call costs $0.021 on gpt-4o-mini; a $0.05 budget takes two, not three.
-    engine = CostEngine(budgets=[Budget(limit_usd=Decimal("0.05"), period="day", policy="block")])
+    # Each call costs $0.021 on gpt-4o-mini, but may reach gpt-4o (a fallback, an
+    # escalation): estimated at $0.15003 there, a $0.19 budget takes two, not three
+    # (priced at gpt-4o-mini, $0.009 each, it took eight).
+    engine = CostEngine(budgets=[Budget(limit_usd=Decimal("0.19"), period="day", policy="block")])
     small, big = _costly()
     r = router(small, big, engine=engine)
     handler = CostEventHandler(engine).attach()
@@ -552,10 +554,11 @@ def test_a_block_budget_refuses_the_call_its_estimate_would_take_over() -> None:
             r.chat(LONG_PROMPT, max_tokens=10_000)
     finally:
         handler.detach()
-    # the estimate: the prompt plus the answer's cap, priced at the chosen tier
+    # the estimate: the prompt plus the answer's cap, priced at the dearest reachable model
     prompt = [Message("user", LONG_PROMPT[0].content or "")]
-    expected = engine.estimate("gpt-4o-mini", prompt, max_output_tokens=10_000)
-    assert expected is not None and err.value.estimate_usd == expected
+    expected = engine.estimate("gpt-4o", prompt, max_output_tokens=10_000)
+    assert expected == Decimal("0.15003")
+    assert err.value.estimate_usd == expected
     assert small.script.calls == 2 and big.script.calls == 0  # refused before any call
     assert engine.ledger.spent(None, "day") == Decimal("0.042")
 
@@ -653,8 +656,9 @@ def test_the_estimate_is_held_under_the_id_the_answer_is_recorded_under() -> Non
     [(tenant, estimate, call_id)] = store.reserved
     [answer] = engine.ledger.records()
     assert (tenant, call_id) == ("acme", answer.call_id)
+    # gpt-4o: the frontier tier a fallback or an escalation may reach
     assert estimate == engine.estimate(
-        "gpt-4o-mini", [Message("user", MSGS[0].content or "")], max_output_tokens=100
+        "gpt-4o", [Message("user", MSGS[0].content or "")], max_output_tokens=100
     )
     assert store.released == []  # the answer's record releases it
 

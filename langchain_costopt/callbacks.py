@@ -310,6 +310,33 @@ class CostCallbackHandler(BaseCallbackHandler):
             # The call spent nothing: drop its hold on the shared budgets.
             self.engine.release_budget(run[1], str(run_id))
 
+    def _model_name(self, answered: Any, named: str | None) -> Any:
+        """The model to price: the one the answer names, else the one the run named.
+
+        A stream whose every chunk names the model gets the names concatenated
+        when LangChain merges the chunks ("gpt-4o-minigpt-4o-mini", langchain
+        issue #38366): such a name is read as the name it repeats, and an
+        unpriced name that holds the run's priced one (chunks naming the model
+        differently) as the run's. Any other name the catalog does not price is
+        kept, unpriced: a proxy or fine-tune that answers under another name is
+        not priced as the model asked for.
+        """
+        if not answered or not isinstance(answered, str):
+            return answered or named
+        if named is None or answered == named:
+            return answered
+        # The shortest prefix the whole name repeats (the name itself when none):
+        # found by where the name recurs in itself doubled.
+        period = (answered + answered).find(answered, 1)
+        catalog = self.engine.catalog
+        if period < len(answered):
+            piece = answered[:period]
+            if piece == named or piece in catalog:
+                return piece
+        if named in answered and named in catalog and answered not in catalog:
+            return named
+        return answered
+
     def _record(self, response: LLMResult, run: _Run, run_id: UUID) -> None:
         message: AIMessage | None = None
         gen: Any = None
@@ -321,10 +348,11 @@ class CostCallbackHandler(BaseCallbackHandler):
             pass
         outcome: CallOutcome = "model"
         model, tenant, tier, start = run
+        named = model
         prior: Mapping[str, Any] | None = None
         if message is not None:
             meta = message.response_metadata or {}
-            model = meta.get("model_name") or meta.get("model") or model
+            model = self._model_name(meta.get("model_name") or meta.get("model"), named)
             um = message.usage_metadata
             usage = usage_or_unknown(usage_from_langchain, um)
             # langchain-core marks answers served from its LLM cache this way.
@@ -348,7 +376,7 @@ class CostCallbackHandler(BaseCallbackHandler):
             usage = usage_or_unknown(
                 normalize_usage, llm_output.get("token_usage") or llm_output.get("usage")
             )
-            model = llm_output.get("model_name") or llm_output.get("model") or model
+            model = self._model_name(llm_output.get("model_name") or llm_output.get("model"), named)
         model = str(model or "unknown")
         priced = self.engine.record_call_deferred(
             model=model,

@@ -1,0 +1,156 @@
+"""CostCallbackHandler: runs that end without an end event, and answers in other shapes.
+
+A cancelled ``ainvoke`` (no event at all), a stream the caller stops reading
+(an error event), a stream whose merged answer garbles the model name, and
+usage reported only in the provider's own shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+from costopt_core import Budget, CostEngine
+from costopt_core.testing import FakeEmbedder
+from langchain_costopt import CostCallbackHandler
+
+M = Decimal(1_000_000)
+# gpt-4o-mini: $0.15 in, $0.075 cached read, $0.60 out per Mtok
+MINI_1000_100 = (1000 * Decimal("0.15") + 100 * Decimal("0.60")) / M
+MINI_CACHED = (2000 * Decimal("0.15") + 8000 * Decimal("0.075") + 500 * Decimal("0.60")) / M
+
+
+class SpyEngine(CostEngine):
+    """An engine that notes the budget holds released (and by which call)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(embedder=FakeEmbedder(), **kwargs)
+        self.released: list[tuple[str | None, str]] = []
+        self.checked: list[str | None] = []
+
+    def check_budget(self, tenant: Any = None, estimate_usd: Any = None, *, call_id: Any = None):
+        self.checked.append(call_id)
+        return super().check_budget(tenant, estimate_usd, call_id=call_id)
+
+    def release_budget(self, tenant: str | None, call_id: str) -> None:
+        self.released.append((tenant, call_id))
+        super().release_budget(tenant, call_id)
+
+
+def budgeted() -> SpyEngine:
+    # A warn budget: every call is estimated and held, none refused.
+    return SpyEngine(budgets=[Budget(limit_usd=Decimal(100), tenant="acme", policy="warn")])
+
+
+class FixedModel(BaseChatModel):
+    """Answers with exactly the message / chunks given, after ``latency_s``."""
+
+    message: Any = None
+    chunks: Any = None
+    model_name: str = "gpt-4o-mini"
+    latency_s: float = 0.0
+    llm_output: Any = None
+
+    @property
+    def _llm_type(self) -> str:
+        return "fixed"
+
+    def _get_ls_params(self, stop: Any = None, **kwargs: Any) -> Any:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_model_name"] = self.model_name
+        return params
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, **kwargs: Any) -> ChatResult:
+        return ChatResult(
+            generations=[ChatGeneration(message=self.message.model_copy(deep=True))],
+            llm_output=self.llm_output,
+        )
+
+    async def _agenerate(
+        self, messages: list[BaseMessage], stop: Any = None, **kwargs: Any
+    ) -> ChatResult:
+        await asyncio.sleep(self.latency_s)
+        return self._generate(messages, stop)
+
+    def _stream(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> Iterator[ChatGenerationChunk]:
+        for c in self.chunks:
+            chunk = ChatGenerationChunk(message=c.model_copy(deep=True))
+            if run_manager:
+                run_manager.on_llm_new_token(str(c.content), chunk=chunk)
+            yield chunk
+
+    async def _astream(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        for c in self.chunks:
+            await asyncio.sleep(self.latency_s)
+            chunk = ChatGenerationChunk(message=c.model_copy(deep=True))
+            if run_manager:
+                await run_manager.on_llm_new_token(str(c.content), chunk=chunk)
+            yield chunk
+
+
+def answer(**kwargs: Any) -> AIMessage:
+    return AIMessage(
+        "ok",
+        usage_metadata={"input_tokens": 1000, "output_tokens": 100, "total_tokens": 1100},
+        response_metadata={"model_name": "gpt-4o-mini"},
+        **kwargs,
+    )
+
+
+ACME: Any = {"metadata": {"costopt_tenant": "acme"}}
+
+
+# -- 2. a stream whose chunks all name the model ------------------------------------
+@pytest.mark.parametrize(
+    ("named", "answered", "expected"),
+    [
+        ("gpt-4o-mini", "gpt-4o-mini", "gpt-4o-mini"),  # merged: "gpt-4o-minigpt-4o-mini..."
+        ("gpt-4o-mini", "gpt-4o-mini-2024-07-18", "gpt-4o-mini-2024-07-18"),
+    ],
+)
+@pytest.mark.parametrize("how", ["stream", "astream"])
+async def test_a_stream_naming_the_model_in_every_chunk_is_priced(
+    named: str, answered: str, expected: str, how: str
+) -> None:
+    engine = CostEngine(embedder=FakeEmbedder())
+    h = CostCallbackHandler(engine)
+    chunks = [
+        AIMessageChunk("Hel", response_metadata={"model_name": answered}),
+        AIMessageChunk("lo", response_metadata={"model_name": answered}),
+        AIMessageChunk(
+            "",
+            usage_metadata={"input_tokens": 1000, "output_tokens": 100, "total_tokens": 1100},
+            response_metadata={"model_name": answered},
+            chunk_position="last",
+        ),
+    ]
+    m = FixedModel(chunks=chunks, model_name=named)
+    if how == "stream":
+        list(m.stream("hi", config={"callbacks": [h]}))
+    else:
+        [c async for c in m.astream("hi", config={"callbacks": [h]})]
+    [rec] = engine.ledger.records()
+    assert rec.model == expected
+    assert rec.cost_usd == MINI_1000_100
+
+
+def test_an_answer_naming_another_unpriced_model_stays_unpriced() -> None:
+    # A proxy answering under another name is not priced as the model asked for.
+    engine = CostEngine(embedder=FakeEmbedder())
+    msg = answer()
+    msg.response_metadata["model_name"] = "acme-llm-7b"
+    with pytest.warns(UserWarning, match="acme-llm-7b"):
+        FixedModel(message=msg).invoke("hi", config={"callbacks": [CostCallbackHandler(engine)]})
+    [rec] = engine.ledger.records()
+    assert (rec.model, rec.cost_usd) == ("acme-llm-7b", None)

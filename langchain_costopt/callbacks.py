@@ -354,7 +354,20 @@ class CostCallbackHandler(BaseCallbackHandler):
             meta = message.response_metadata or {}
             model = self._model_name(meta.get("model_name") or meta.get("model"), named)
             um = message.usage_metadata
-            usage = usage_or_unknown(usage_from_langchain, um)
+            if um is not None:
+                usage = usage_or_unknown(usage_from_langchain, um)
+            else:
+                # Some integrations report usage only in the provider's own shape
+                # (OpenAI's token_usage, with its cached prompt tokens), on the
+                # message or in the result's llm_output.
+                llm_output = response.llm_output or {}
+                usage = usage_or_unknown(
+                    normalize_usage,
+                    meta.get("token_usage")
+                    or meta.get("usage")
+                    or llm_output.get("token_usage")
+                    or llm_output.get("usage"),
+                )
             # langchain-core marks answers served from its LLM cache this way.
             if um is not None and um.get("total_cost") == 0:  # type: ignore[comparison-overlap]
                 outcome = "cache_exact"

@@ -154,3 +154,44 @@ def test_an_answer_naming_another_unpriced_model_stays_unpriced() -> None:
         FixedModel(message=msg).invoke("hi", config={"callbacks": [CostCallbackHandler(engine)]})
     [rec] = engine.ledger.records()
     assert (rec.model, rec.cost_usd) == ("acme-llm-7b", None)
+
+
+# -- 3. usage only in the provider's own shape --------------------------------------
+OPENAI_USAGE = {
+    "prompt_tokens": 10000,
+    "completion_tokens": 500,
+    "total_tokens": 10500,
+    "prompt_tokens_details": {"cached_tokens": 8000},
+}
+
+
+def test_openai_token_usage_in_response_metadata_is_read() -> None:
+    engine = CostEngine(embedder=FakeEmbedder())
+    msg = AIMessage(
+        "x", response_metadata={"model_name": "gpt-4o-mini", "token_usage": OPENAI_USAGE}
+    )
+    FixedModel(message=msg).invoke("hi", config={"callbacks": [CostCallbackHandler(engine)]})
+    [rec] = engine.ledger.records()
+    assert (rec.usage.input_tokens, rec.usage.output_tokens) == (10000, 500)
+    assert rec.usage.cache_read_tokens == 8000
+    assert rec.cost_usd == MINI_CACHED
+
+
+def test_openai_token_usage_in_llm_output_is_read() -> None:
+    engine = CostEngine(embedder=FakeEmbedder())
+    msg = AIMessage("x", response_metadata={"model_name": "gpt-4o-mini"})
+    m = FixedModel(
+        message=msg, llm_output={"token_usage": OPENAI_USAGE, "model_name": "gpt-4o-mini"}
+    )
+    m.invoke("hi", config={"callbacks": [CostCallbackHandler(engine)]})
+    [rec] = engine.ledger.records()
+    assert rec.usage.cache_read_tokens == 8000
+    assert rec.cost_usd == MINI_CACHED
+
+
+def test_usage_metadata_wins_over_token_usage() -> None:
+    engine = CostEngine(embedder=FakeEmbedder())
+    msg = answer()
+    msg.response_metadata["token_usage"] = OPENAI_USAGE
+    FixedModel(message=msg).invoke("hi", config={"callbacks": [CostCallbackHandler(engine)]})
+    assert engine.ledger.records()[0].cost_usd == MINI_1000_100

@@ -9,8 +9,10 @@ Tenant and tier come from run metadata (inherited by nested runs), e.g.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Generator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -121,9 +123,10 @@ def _described(value: Any) -> str:
 
 
 #: A run between its start and end: (model, tenant, tier, time.perf_counter() at
-#: the start). A plain tuple: a NamedTuple's constructor is a Python call, and
-#: one is built inside every call.
-_Run = tuple[str | None, str | None, str | None, float]
+#: the start, the runs its asyncio task still has open (None outside a task)).
+#: A plain tuple: a NamedTuple's constructor is a Python call, and one is built
+#: inside every call.
+_Run = tuple[str | None, str | None, str | None, float, dict[Any, Any] | None]
 
 
 def _max_output_tokens(params: Mapping[str, Any]) -> int:
@@ -198,6 +201,15 @@ class CostCallbackHandler(BaseCallbackHandler):
         self._runs: dict[Any, _Run] = {}
         # Streamed runs a costopt cache served (see on_llm_new_token).
         self._served: dict[Any, dict[str, Any]] = {}
+        # Runs that have passed on a token (streams, or a streaming model's invoke).
+        self._streamed: set[Any] = set()
+        # The asyncio task each run started in -> its runs not ended yet (key ->
+        # run id). LangChain's agenerate sends no end event when its task is
+        # cancelled (asyncio.wait_for, task.cancel()): when the task ends, those
+        # runs' budget holds are released and the runs dropped (see _task_done).
+        self._tasks: weakref.WeakKeyDictionary[asyncio.Task[Any], dict[Any, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
         self.errors = 0
 
     @property
@@ -219,7 +231,11 @@ class CostCallbackHandler(BaseCallbackHandler):
         tenant = run_tenant(metadata)
         tier = _first(metadata, (TIER_KEY,)) if metadata and TIER_KEY in metadata else None
         model = str(model) if model else None
-        self._runs[getattr(run_id, "int", run_id)] = (model, tenant, tier, time.perf_counter())
+        key = getattr(run_id, "int", run_id)
+        pending = self._task_runs()
+        if pending is not None:
+            pending[key] = run_id
+        self._runs[key] = (model, tenant, tier, time.perf_counter(), pending)
         if self.check_budgets and model and self.engine.ledger.has_budgets:
             # The request's output cap bounds its cost: held against the budget, it
             # keeps a shared budget from being overspent by concurrent calls.
@@ -240,8 +256,58 @@ class CostCallbackHandler(BaseCallbackHandler):
             try:
                 self.engine.check_budget(tenant, estimate, call_id=str(run_id))
             except BudgetExceededError:
-                self._runs.pop(getattr(run_id, "int", run_id), None)
+                self._runs.pop(key, None)
+                if pending is not None:
+                    pending.pop(key, None)
                 raise
+
+    def _task_runs(self) -> dict[Any, Any] | None:
+        """The open runs of the asyncio task running now (None outside a task)."""
+        loop = asyncio._get_running_loop()  # None without raising, unlike get_running_loop
+        if loop is None:
+            return None
+        task = asyncio.current_task(loop)
+        if task is None:
+            return None
+        pending = self._tasks.get(task)
+        if pending is None:
+            # One done-callback per task, however many calls it makes.
+            pending = self._tasks[task] = {}
+            task.add_done_callback(self._task_done)
+        return pending
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        """Release the holds of the runs a finished task left open, and drop them.
+
+        A run still open when its task ends will never end: a cancelled
+        ``ainvoke`` (LangChain sends no event for it), or a call whose task
+        swallowed the cancellation. Except a stream in a task that was not
+        cancelled: its generator may go on in another task (a task that only
+        awaited its first chunk), and reports its own end when it is closed.
+        """
+        pending = self._tasks.pop(task, None)
+        if not pending:
+            return
+        cancelled = task.cancelled()
+        for key, run_id in list(pending.items()):
+            if not cancelled and key in self._streamed:
+                continue
+            pending.pop(key, None)
+            run = self._runs.pop(key, None)
+            self._served.pop(key, None)
+            self._streamed.discard(key)
+            if run is not None:
+                self._release(run, run_id)
+
+    def _release(self, run: _Run, run_id: Any) -> None:
+        """Drop the budget hold of a run that spent nothing (cheap when none is held)."""
+        if not self.check_budgets:
+            return  # this handler held nothing
+        try:
+            self.engine.release_budget(run[1], str(run_id))
+        except Exception:  # never fail the user's call over accounting
+            self.errors += 1
+            log.exception("costopt could not release the budget hold of run %s", run_id)
 
     def on_chat_model_start(
         self,
@@ -280,10 +346,12 @@ class CostCallbackHandler(BaseCallbackHandler):
         # A stream replayed from a costopt cache: its chunks carry the note (the
         # merged answer on_llm_end sees is a new object).
         key = getattr(run_id, "int", run_id)
-        if chunk is not None and key in self._runs and key not in self._served:
-            info = SERVED.take(chunk, run=key)
-            if info is not None:
-                self._served[key] = info
+        if key in self._runs:
+            self._streamed.add(key)
+            if chunk is not None and key not in self._served:
+                info = SERVED.take(chunk, run=key)
+                if info is not None:
+                    self._served[key] = info
 
     def on_llm_end(
         self,
@@ -294,9 +362,11 @@ class CostCallbackHandler(BaseCallbackHandler):
         tags: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        run = self._runs.pop(getattr(run_id, "int", run_id), None)
+        key = getattr(run_id, "int", run_id)
+        run = self._runs.pop(key, None)
         if run is None:
             return  # not started through us, or already counted
+        self._end(key, run)
         try:
             self._record(response, run, run_id)
         except Exception:  # never fail the user's call over accounting
@@ -304,11 +374,22 @@ class CostCallbackHandler(BaseCallbackHandler):
             log.exception("costopt could not record run %s", run_id)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._served.pop(getattr(run_id, "int", run_id), None)
-        run = self._runs.pop(getattr(run_id, "int", run_id), None)
-        if run is not None and self.check_budgets and self.engine.ledger.budget_store is not None:
-            # The call spent nothing: drop its hold on the shared budgets.
-            self.engine.release_budget(run[1], str(run_id))
+        key = getattr(run_id, "int", run_id)
+        run = self._runs.pop(key, None)
+        if run is None:
+            self._served.pop(key, None)
+            return
+        self._end(key, run)
+        self._served.pop(key, None)
+        # The call spent nothing: drop its hold on the budgets.
+        self._release(run, run_id)
+
+    def _end(self, key: Any, run: _Run) -> None:
+        """Forget a run that ended: it is no longer its task's to clean up."""
+        self._streamed.discard(key)
+        pending = run[4]
+        if pending is not None:
+            pending.pop(key, None)
 
     def _model_name(self, answered: Any, named: str | None) -> Any:
         """The model to price: the one the answer names, else the one the run named.
@@ -347,7 +428,7 @@ class CostCallbackHandler(BaseCallbackHandler):
         except IndexError:
             pass
         outcome: CallOutcome = "model"
-        model, tenant, tier, start = run
+        model, tenant, tier, start = run[0], run[1], run[2], run[3]
         named = model
         prior: Mapping[str, Any] | None = None
         if message is not None:

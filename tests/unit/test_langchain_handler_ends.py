@@ -111,6 +111,106 @@ def answer(**kwargs: Any) -> AIMessage:
 ACME: Any = {"metadata": {"costopt_tenant": "acme"}}
 
 
+# -- 1. a cancelled call releases its budget hold -----------------------------------
+async def test_an_ainvoke_cancelled_by_wait_for_releases_its_hold_and_is_forgotten() -> None:
+    engine = budgeted()
+    h = CostCallbackHandler(engine)
+    m = FixedModel(message=answer(), latency_s=5).bind(max_tokens=200)
+    for _ in range(3):
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(m.ainvoke("hello", config={**ACME, "callbacks": [h]}), 0.02)
+    await asyncio.sleep(0)
+    assert len(engine.checked) == 3  # each call was held ...
+    assert sorted(engine.released) == sorted(("acme", c) for c in engine.checked)  # ... and let go
+    assert h._runs == {} and len(h._tasks) == 0
+    assert engine.ledger.totals().calls == 0  # a call that never answered is not recorded
+
+
+async def test_a_cancelled_task_releases_the_holds_of_its_calls() -> None:
+    engine = budgeted()
+    h = CostCallbackHandler(engine)
+    m = FixedModel(message=answer(), latency_s=5)
+    task = asyncio.create_task(m.ainvoke("hello", config={**ACME, "callbacks": [h]}))
+    await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert engine.released == [("acme", engine.checked[0])]
+    assert h._runs == {}
+
+
+async def test_a_call_whose_task_swallowed_the_timeout_is_released_when_the_task_ends() -> None:
+    engine = budgeted()
+    h = CostCallbackHandler(engine)
+    m = FixedModel(message=answer(), latency_s=5)
+
+    async def worker() -> str:
+        try:
+            async with asyncio.timeout(0.02):  # cancels this task, then carries on
+                await m.ainvoke("hello", config={**ACME, "callbacks": [h]})
+        except TimeoutError:
+            pass
+        return "done"
+
+    assert await asyncio.create_task(worker()) == "done"
+    await asyncio.sleep(0)
+    assert engine.released == [("acme", engine.checked[0])]
+    assert h._runs == {}
+
+
+async def test_calls_that_end_are_recorded_and_not_released_when_their_task_ends() -> None:
+    engine = budgeted()
+    h = CostCallbackHandler(engine)
+    m = FixedModel(message=answer())
+
+    async def two_calls() -> None:
+        await m.ainvoke("a", config={**ACME, "callbacks": [h]})
+        await m.ainvoke("b", config={**ACME, "callbacks": [h]})
+
+    await asyncio.create_task(two_calls())
+    await asyncio.sleep(0)
+    assert engine.ledger.totals().calls == 2
+    assert engine.ledger.totals().cost_usd == 2 * MINI_1000_100
+    assert engine.released == []
+    assert h._runs == {} and len(h._tasks) == 0
+
+
+async def test_a_stream_read_on_in_another_task_is_still_recorded() -> None:
+    # The task that awaited the first chunk ends with the run open: the stream
+    # goes on, and is recorded when it ends.
+    engine = budgeted()
+    h = CostCallbackHandler(engine)
+    chunks = [
+        AIMessageChunk("Hel"),
+        AIMessageChunk("lo"),
+        AIMessageChunk(
+            "",
+            usage_metadata={"input_tokens": 1000, "output_tokens": 100, "total_tokens": 1100},
+            response_metadata={"model_name": "gpt-4o-mini"},
+            chunk_position="last",
+        ),
+    ]
+    stream = FixedModel(chunks=chunks).astream("hi", config={**ACME, "callbacks": [h]})
+    first = await asyncio.create_task(anext(stream))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    rest = [c async for c in stream]
+    assert first.content + "".join(str(c.content) for c in rest) == "Hello"
+    [rec] = engine.ledger.records()
+    assert rec.cost_usd == MINI_1000_100
+    assert engine.released == []
+
+
+def test_a_failed_call_releases_its_hold_without_a_budget_store() -> None:
+    engine = budgeted()
+    assert engine.ledger.budget_store is None
+    h = CostCallbackHandler(engine)
+    m = FixedModel(message=None)  # _generate fails: None has no model_copy
+    with pytest.raises(AttributeError):
+        m.invoke("hello", config={**ACME, "callbacks": [h]})
+    assert engine.released == [("acme", engine.checked[0])]
+    assert h._runs == {}
+
+
 # -- 2. a stream whose chunks all name the model ------------------------------------
 @pytest.mark.parametrize(
     ("named", "answered", "expected"),

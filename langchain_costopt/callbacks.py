@@ -123,10 +123,20 @@ def _described(value: Any) -> str:
 
 
 #: A run between its start and end: (model, tenant, tier, time.perf_counter() at
-#: the start, the runs its asyncio task still has open (None outside a task)).
-#: A plain tuple: a NamedTuple's constructor is a Python call, and one is built
-#: inside every call.
-_Run = tuple[str | None, str | None, str | None, float, dict[Any, Any] | None]
+#: the start, whether it is a RouterChatModel's run, the runs its asyncio task
+#: still has open (None outside a task)). A plain tuple: a NamedTuple's
+#: constructor is a Python call, and one is built inside every call.
+_Run = tuple[str | None, str | None, str | None, float, bool, dict[Any, Any] | None]
+
+#: ``RouterChatModel._llm_type``, which LangChain puts in the run's invocation
+#: params as ``_type``: the router records its own unfinished streams.
+_ROUTER_TYPE = "costopt-router"
+
+#: What LangChain passes to on_llm_error when the caller stops reading a stream:
+#: a closed generator (``break``, ``close()``, garbage collection) or a cancelled
+#: ``astream``. LangChain reports these only from its stream paths (a cancelled
+#: ``ainvoke`` never reaches on_llm_error). The provider billed the prompt.
+_STOPPED = (GeneratorExit, asyncio.CancelledError)
 
 
 def _max_output_tokens(params: Mapping[str, Any]) -> int:
@@ -231,11 +241,12 @@ class CostCallbackHandler(BaseCallbackHandler):
         tenant = run_tenant(metadata)
         tier = _first(metadata, (TIER_KEY,)) if metadata and TIER_KEY in metadata else None
         model = str(model) if model else None
+        router = params.get("_type") == _ROUTER_TYPE if params else False
         key = getattr(run_id, "int", run_id)
         pending = self._task_runs()
         if pending is not None:
             pending[key] = run_id
-        self._runs[key] = (model, tenant, tier, time.perf_counter(), pending)
+        self._runs[key] = (model, tenant, tier, time.perf_counter(), router, pending)
         if self.check_budgets and model and self.engine.ledger.has_budgets:
             # The request's output cap bounds its cost: held against the budget, it
             # keeps a shared budget from being overspent by concurrent calls.
@@ -373,13 +384,31 @@ class CostCallbackHandler(BaseCallbackHandler):
             self.errors += 1
             log.exception("costopt could not record run %s", run_id)
 
-    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_llm_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: UUID,
+        response: LLMResult | None = None,
+        **kwargs: Any,
+    ) -> None:
         key = getattr(run_id, "int", run_id)
         run = self._runs.pop(key, None)
         if run is None:
             self._served.pop(key, None)
             return
         self._end(key, run)
+        if isinstance(error, _STOPPED) and not run[4]:
+            # A stream the caller stopped reading was still billed (the prompt at
+            # least): recorded with the usage of what was read, if a chunk gave
+            # it, else unknown (unpriced), never $0. A router's run is left out:
+            # the router records its own unfinished streams (RouterChatModel._unread).
+            try:
+                self._record(response or LLMResult(generations=[]), run, run_id)
+                return
+            except Exception:  # never fail the user's call over accounting
+                self.errors += 1
+                log.exception("costopt could not record stopped stream %s", run_id)
         self._served.pop(key, None)
         # The call spent nothing: drop its hold on the budgets.
         self._release(run, run_id)
@@ -387,7 +416,7 @@ class CostCallbackHandler(BaseCallbackHandler):
     def _end(self, key: Any, run: _Run) -> None:
         """Forget a run that ended: it is no longer its task's to clean up."""
         self._streamed.discard(key)
-        pending = run[4]
+        pending = run[5]
         if pending is not None:
             pending.pop(key, None)
 

@@ -295,3 +295,69 @@ def test_usage_metadata_wins_over_token_usage() -> None:
     msg.response_metadata["token_usage"] = OPENAI_USAGE
     FixedModel(message=msg).invoke("hi", config={"callbacks": [CostCallbackHandler(engine)]})
     assert engine.ledger.records()[0].cost_usd == MINI_1000_100
+
+
+# -- 4. a stream the caller stops reading -------------------------------------------
+GPT4O_CHUNKS = [
+    AIMessageChunk("Hel", response_metadata={"model_name": "gpt-4o"}),
+    AIMessageChunk("lo"),
+    AIMessageChunk(
+        "",
+        usage_metadata={"input_tokens": 50000, "output_tokens": 100, "total_tokens": 50100},
+        chunk_position="last",
+    ),
+]
+
+
+def test_a_stream_closed_early_is_recorded_unpriced() -> None:
+    engine = budgeted()
+    h = CostCallbackHandler(engine)
+    stream = FixedModel(chunks=GPT4O_CHUNKS, model_name="gpt-4o").stream(
+        "long prompt", config={**ACME, "callbacks": [h]}
+    )
+    assert next(stream).content == "Hel"
+    stream.close()
+    [rec] = engine.ledger.records()
+    assert (rec.model, rec.outcome, rec.tenant) == ("gpt-4o", "model", "acme")
+    assert rec.usage.input_tokens is None and rec.cost_usd is None  # never $0
+    assert engine.ledger.totals().unpriced_calls == 1
+    assert engine.released == []  # the record settles its hold
+    assert h._runs == {}
+
+
+def test_a_stream_closed_after_its_usage_is_priced_from_it() -> None:
+    engine = CostEngine(embedder=FakeEmbedder())
+    chunks = [GPT4O_CHUNKS[2], *GPT4O_CHUNKS[:2]]  # usage first (as Anthropic sends input)
+    stream = FixedModel(chunks=chunks, model_name="gpt-4o").stream(
+        "long prompt", config={"callbacks": [CostCallbackHandler(engine)]}
+    )
+    next(stream)
+    next(stream)
+    stream.close()
+    [rec] = engine.ledger.records()
+    assert rec.usage.input_tokens == 50000
+    assert rec.cost_usd == (50000 * Decimal("2.5") + 100 * Decimal(10)) / M
+
+
+async def test_an_astream_closed_or_cancelled_is_recorded() -> None:
+    engine = CostEngine(embedder=FakeEmbedder())
+    h = CostCallbackHandler(engine)
+    m = FixedModel(chunks=GPT4O_CHUNKS, model_name="gpt-4o")
+    stream = m.astream("long prompt", config={"callbacks": [h]})
+    await anext(stream)  # type: ignore[arg-type]
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert engine.ledger.totals().calls == 1
+
+    slow = FixedModel(chunks=GPT4O_CHUNKS, model_name="gpt-4o", latency_s=5)
+
+    async def read() -> None:
+        async for _ in slow.astream("long prompt", config={"callbacks": [h]}):
+            pass
+
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(read(), 0.02)
+    await asyncio.sleep(0)
+    t = engine.ledger.totals()
+    assert (t.calls, t.unpriced_calls) == (2, 2)
+    assert {r.model for r in engine.ledger.records()} == {"gpt-4o"}
+    assert h._runs == {}

@@ -366,7 +366,7 @@ def test_a_flush_whose_requests_another_flush_took_sends_nothing(
     queue.begin_submission(
         "job", "fake", "costopt-other", [planned[0][0][0]], now=clock.now, owner=(HOST, os.getpid())
     )
-    assert job._begin([s for s, _ in planned[0]]) is None
+    assert job._begin([s for s, *_ in planned[0]]) is None
     assert queue.counts("job")["queued"] == 1  # its other request is queued again
     assert remote.submitted == []
 

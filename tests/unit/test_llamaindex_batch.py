@@ -24,11 +24,12 @@ from llama_index.core.instrumentation.events.llm import (
 )
 from pydantic import Field
 
-from costopt_core import BatchError, ConfigurationError, CostEngine, Usage
+from costopt_core import BatchError, Budget, ConfigurationError, CostEngine, Usage
 from costopt_core.batch import BatchLimits, BatchRequest, BatchResult, LocalBatchProvider
 from costopt_core.batch.openai_provider import OpenAIBatchProvider
 from costopt_core.batch.provider import RemoteBatch
 from costopt_core.batch.queue import request_to_json
+from costopt_core.errors import BudgetExceededError
 from costopt_core.pricing import cost_of
 from costopt_core.testing import Script, ScriptedResponse
 from llamaindex_costopt.batch import (
@@ -518,3 +519,28 @@ def test_error_classes_are_the_engines() -> None:
 
     assert BatchRequestError is errors.BatchRequestError
     assert BatchFailedError is errors.BatchFailedError
+
+
+# -- budgets ------------------------------------------------------------------------
+def batch_estimate(engine: CostEngine, request: BatchRequest) -> Decimal:
+    """Every prompt token and every allowed answer token at gpt-4o-mini's batch rates."""
+    tokens = engine.tokens.count_messages(request.messages, request.model).tokens
+    allowed = next(v for k, v in request.params.items() if k.startswith("max_"))
+    return (tokens * Decimal("0.075") + allowed * Decimal("0.30")) / 10**6
+
+
+def test_a_block_budget_refuses_the_batch_before_it_is_submitted(engine: CostEngine) -> None:
+    engine.ledger.add_budget(Budget(limit_usd=Decimal("0.0001"), period="day", policy="block"))
+    api = FakeBatchAPI()
+    r = runner(api, engine)
+    # 4 requests of up to 100 answer tokens, at gpt-4o-mini's batch rates ($0.075 / $0.30)
+    expected = sum(
+        batch_estimate(engine, r.chat_request(str(i), convo(q), max_tokens=100))
+        for i, q in enumerate(QUESTIONS)
+    )
+    assert expected > 4 * 100 * Decimal("0.30") / 10**6
+    with pytest.raises(BudgetExceededError) as info:
+        r.chat_batch([convo(q) for q in QUESTIONS], max_tokens=100)
+    assert info.value.estimate_usd == expected
+    assert api.submitted == []
+    assert engine.ledger.totals().calls == 0

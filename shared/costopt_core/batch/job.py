@@ -40,6 +40,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from costopt_core.batch._wire import job_custom_id
+from costopt_core.batch.budget import HOLDS
 from costopt_core.batch.provider import (
     CLOCK_SKEW_S,
     BatchProvider,
@@ -335,8 +336,8 @@ class BatchJob:
         return {(i if key is None else job_custom_id(key, i)): i for i in ids}
 
     # -- flush --------------------------------------------------------------
-    def _plan_flush(self) -> list[list[tuple[int, BatchRequest]]]:
-        """Queued requests, with their ids at the provider, grouped into batches.
+    def _plan_flush(self) -> list[list[tuple[int, BatchRequest, str]]]:
+        """Queued requests (seq, with its id at the provider, own id), grouped into batches.
 
         Oversized ones are failed on the spot.
         """
@@ -368,7 +369,10 @@ class BatchJob:
                     ),
                 )
             self.queue.finish_requests(self.name, failed, now=self.clock())
-        return [[(queued[i].seq, wire[i]) for i in batch] for batch in plan.batches]
+        return [
+            [(queued[i].seq, wire[i], queued[i].request.id) for i in batch]
+            for batch in plan.batches
+        ]
 
     def flush(self) -> list[str]:
         """Submit every queued request, split by the provider's limits.
@@ -378,7 +382,14 @@ class BatchJob:
         Returns:
             The remote batch ids submitted.
 
+        The engine's budgets are checked first, for every request of the
+        flush at the job's billing rates, and the estimate held until the
+        results are collected.
+
         Raises:
+            BudgetExceededError: a budget refuses the flush; nothing was
+                submitted and the requests stay queued (a later flush or
+                ``wait`` checks again).
             BatchError: the provider refused a batch, or could not be reached;
                 its requests (and those of later batches) stay in the queue
                 (after a lookup by token, for a provider that has one: the
@@ -386,26 +397,62 @@ class BatchJob:
         """
         self.recover()
         ids: list[str] = []
-        for batch in self._plan_flush():
-            token = self._begin([s for s, _ in batch])
-            if token is None:
-                continue
-            with self._submitting(token):
-                remote_id = self.provider.submit([r for _, r in batch], **self._tag(token))
-            ids.append(self._sent(token, remote_id))
+        plan = self._plan_flush()
+        with self._budget_held(plan) as sent:
+            for batch in plan:
+                token = self._begin([s for s, _, _ in batch])
+                if token is None:
+                    continue
+                with self._submitting(token):
+                    remote_id = self.provider.submit([r for _, r, _ in batch], **self._tag(token))
+                sent.extend(own for _, _, own in batch)
+                ids.append(self._sent(token, remote_id))
         return ids
 
     async def aflush(self) -> list[str]:
         await self.arecover()
         ids: list[str] = []
-        for batch in self._plan_flush():
-            token = self._begin([s for s, _ in batch])
-            if token is None:
-                continue
-            with self._submitting(token):
-                remote_id = await self.provider.asubmit([r for _, r in batch], **self._tag(token))
-            ids.append(self._sent(token, remote_id))
+        plan = self._plan_flush()
+        with self._budget_held(plan) as sent:
+            for batch in plan:
+                token = self._begin([s for s, _, _ in batch])
+                if token is None:
+                    continue
+                with self._submitting(token):
+                    remote_id = await self.provider.asubmit(
+                        [r for _, r, _ in batch], **self._tag(token)
+                    )
+                sent.extend(own for _, _, own in batch)
+                ids.append(self._sent(token, remote_id))
         return ids
+
+    # -- budgets ------------------------------------------------------------
+    def _hold_key(self) -> tuple[str, str]:
+        """This job among the jobs of the process: its queue file and name."""
+        path = self.queue.path
+        where = f"memory:{id(self.queue)}" if path == ":memory:" else str(path)
+        return where, self.name
+
+    @contextlib.contextmanager
+    def _budget_held(
+        self, plan: Sequence[Sequence[tuple[int, BatchRequest, str]]]
+    ) -> Iterator[list[str]]:
+        """Check the budgets for the whole flush before any of it is submitted, and
+        hold the estimate; the body adds the own ids of the requests it sent.
+
+        What the body did not send (a failed submit, requests another flush
+        took) leaves the hold; the rest stays held until collected (``_store``).
+
+        Raises:
+            BudgetExceededError: a budget refuses the flush (nothing is held then).
+        """
+        requests = [(own, r) for batch in plan for _, r, own in batch]
+        hold = HOLDS.take(self.engine, self._hold_key(), requests, self.mode)
+        sent: list[str] = []
+        try:
+            yield sent
+        finally:
+            HOLDS.opened(self._hold_key(), hold, sent)
 
     def _tag(self, token: str) -> dict[str, str]:
         """The submit call's keywords: the token, for a provider that can find batches by it."""
@@ -650,8 +697,12 @@ class BatchJob:
         if callable(forget):
             forget(batch.remote_id)
         if not claimed:  # another process (or job object) collected it first
-            return []
-        return self._record(batch, collected.done)
+            records: list[CallRecord] = []
+        else:
+            records = self._record(batch, collected.done)
+        # After the records: the hold never stops counting before the spend does.
+        HOLDS.settle(self._hold_key(), collected.outcomes)
+        return records
 
     def _record(
         self, batch: OpenBatch, done: Sequence[tuple[BatchRequest, BatchResult]]

@@ -206,10 +206,24 @@ def _sync_costs(price: ModelPrice | None, usage: Usage) -> tuple[Decimal | None,
 
 
 def estimate_cost(
-    price: ModelPrice | None, input_tokens: int, output_tokens: int = 0
+    price: ModelPrice | None, input_tokens: int, output_tokens: int = 0, mode: CallMode = "sync"
 ) -> Decimal | None:
-    """Upper-bound cost of a call before it is made (no cache credit)."""
-    return cost_of(price, Usage(input_tokens=input_tokens, output_tokens=output_tokens))
+    """Upper-bound cost of a call before it is made (no cache credit).
+
+    In ``batch`` mode a model with no batch price is estimated at its sync
+    price: the estimate is an upper bound for a budget check, and a batch is
+    never billed above the sync rate (its recorded cost is unknown, not this).
+    """
+    if price is not None and mode == "batch" and not has_batch_price(price):
+        mode = "sync"
+    return cost_of(price, Usage(input_tokens=input_tokens, output_tokens=output_tokens), mode)
+
+
+def has_batch_price(price: ModelPrice) -> bool:
+    """Whether ``price`` lists batch rates (else a batch call of it costs ``None``)."""
+    return (
+        price.usd_per_mtok_batch_input is not None and price.usd_per_mtok_batch_output is not None
+    )
 
 
 @dataclass(frozen=True, slots=True, init=False)

@@ -1,0 +1,160 @@
+"""Budget holds of batch jobs: checked before a flush submits, settled by its results.
+
+A flush is one decision: every request it is about to submit is estimated
+at the job's billing rates (batch rates for a provider batch API), summed
+per tenant, and checked against the engine's budgets before anything is
+sent, holding the estimate under one call id per tenant. A refused flush
+raises ``BudgetExceededError`` and leaves its requests queued, as a
+provider's refusal does (a later ``wait`` checks again).
+
+The results are recorded under their own call ids (``batch:<job>:<id>``),
+never the hold's, so the ledger cannot settle the hold by itself: the hold
+is released here once every request it covers has been collected (its
+records appended first, so spend never reads low in between) or was not
+sent after all (a failed or lost submit call). Holds are kept per process,
+keyed by queue file and job name, so another job object of the same job
+(a reattached handle) settles them too.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from costopt_core.batch.provider import BatchRequest
+from costopt_core.engine import CostEngine
+from costopt_core.errors import BudgetExceededError
+from costopt_core.pricing import estimate_cost
+from costopt_core.types import CallMode
+
+__all__ = ["BatchHolds", "BudgetHold", "request_estimate", "tenant_estimates"]
+
+# Request parameters that cap the answer, as the providers' APIs name them.
+_MAX_OUTPUT_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+_ZERO = Decimal(0)
+
+
+def _max_output_tokens(params: Mapping[str, object]) -> int:
+    """The request's cap on output tokens; 0 when it sets none (as ``CostEngine.estimate``)."""
+    for key in _MAX_OUTPUT_KEYS:
+        value = params.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return 0
+
+
+def request_estimate(engine: CostEngine, request: BatchRequest, mode: CallMode) -> Decimal | None:
+    """Upper-bound cost of one request at ``mode`` rates; ``None`` for an unpriced model."""
+    price = engine.catalog.get(request.model, warn=False)
+    if price is None:
+        return None
+    tokens = engine.tokens.count_messages(request.messages, request.model).tokens
+    return estimate_cost(price, tokens, _max_output_tokens(request.params), mode)
+
+
+def tenant_estimates(
+    engine: CostEngine, requests: Iterable[BatchRequest], mode: CallMode
+) -> dict[str | None, Decimal]:
+    """The summed estimate of ``requests`` per tenant (an unpriced request adds nothing)."""
+    out: dict[str | None, Decimal] = {}
+    for request in requests:
+        estimate = request_estimate(engine, request, mode)
+        out[request.tenant] = out.get(request.tenant, _ZERO) + (estimate or _ZERO)
+    return out
+
+
+@dataclass
+class BudgetHold:
+    """One flush's holds (one per tenant) and the requests they still cover."""
+
+    engine: CostEngine
+    call_ids: dict[str | None, str]
+    outstanding: set[str] = field(default_factory=set)
+
+    def release(self) -> None:
+        for tenant, call_id in self.call_ids.items():
+            self.engine.release_budget(tenant, call_id)
+
+
+class BatchHolds:
+    """The open budget holds of batch jobs in this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # (queue key, job) -> the holds of its flushes still waiting for results
+        self._open: dict[tuple[str, str], list[BudgetHold]] = {}
+
+    def take(
+        self,
+        engine: CostEngine,
+        job: tuple[str, str],
+        requests: Sequence[tuple[str, BatchRequest]],
+        mode: CallMode,
+    ) -> BudgetHold | None:
+        """Check and hold the budgets for ``requests`` (own id, request) of one flush.
+
+        Returns:
+            The hold (``None`` when no budget is set: nothing to check).
+
+        Raises:
+            BudgetExceededError: a budget refuses the flush; nothing stays held.
+        """
+        if not requests or not engine.ledger.has_budgets:
+            return None
+        estimates = tenant_estimates(engine, (r for _, r in requests), mode)
+        flush = uuid.uuid4().hex
+        hold = BudgetHold(engine, {})
+        try:
+            # sorted for a stable order; None (no tenant) first
+            for tenant in sorted(estimates, key=lambda t: (t is not None, t or "")):
+                # One id per tenant: a budget covering every tenant holds each one's share.
+                call_id = f"batch:{job[1]}:hold:{flush}:{tenant or ''}"
+                engine.check_budget(tenant, estimates[tenant], call_id=call_id)
+                hold.call_ids[tenant] = call_id
+        except BudgetExceededError:
+            hold.release()  # the tenants checked before the refusal
+            raise
+        return hold
+
+    def opened(self, job: tuple[str, str], hold: BudgetHold | None, sent: Iterable[str]) -> None:
+        """The flush is over: ``sent`` are the requests it submitted (the rest were not).
+
+        A flush that sent nothing (its first submit failed, or another flush
+        took its requests) spent nothing: its hold is released now.
+        """
+        if hold is None:
+            return
+        hold.outstanding = set(sent)
+        if not hold.outstanding:
+            hold.release()
+            return
+        with self._lock:
+            self._open.setdefault(job, []).append(hold)
+
+    def settle(self, job: tuple[str, str], request_ids: Iterable[str]) -> None:
+        """``request_ids`` were collected (recorded, failed or queued again): release
+        the holds that cover nothing else."""
+        done = set(request_ids)
+        finished: list[BudgetHold] = []
+        with self._lock:
+            holds = self._open.get(job)
+            if not holds:
+                return
+            for hold in holds:
+                hold.outstanding -= done
+                if not hold.outstanding:
+                    finished.append(hold)
+            left = [h for h in holds if h.outstanding]
+            if left:
+                self._open[job] = left
+            else:
+                del self._open[job]
+        for hold in finished:  # outside the lock: a shared store is a network call
+            hold.release()
+
+
+#: The holds of every job in this process.
+HOLDS = BatchHolds()

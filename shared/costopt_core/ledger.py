@@ -22,7 +22,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -304,6 +304,9 @@ class CostLedger:
             also records it there counts it once), and the parent's budgets
             are checked along with this ledger's own, so the calls of a
             ``track_costs`` block cannot get around the outer engine's budgets.
+        reservation_ttl_s: a budget hold (see :meth:`check_budget`) whose call
+            was neither recorded nor released is dropped after this long, as
+            :class:`~costopt_core.redis_ledger.RedisLedger` drops its own.
     """
 
     def __init__(
@@ -313,9 +316,12 @@ class CostLedger:
         max_records: int | None = DEFAULT_MAX_RECORDS,
         clock: Callable[[], datetime] | None = None,
         parent: CostLedger | None = None,
+        reservation_ttl_s: float = 600.0,
     ) -> None:
         if max_records is not None and max_records < 1:
             raise ConfigurationError(f"max_records must be >= 1 or None, got {max_records}")
+        if not reservation_ttl_s > 0:
+            raise ConfigurationError(f"reservation_ttl_s must be > 0, got {reservation_ttl_s!r}")
         self._lock = threading.Lock()
         # Records, or calls recorded by append_call whose records records() builds.
         self._records: deque[CallRecord | _Deferred] = deque(maxlen=max_records)
@@ -336,6 +342,15 @@ class CostLedger:
         # (tenant or None for global, period) -> (window start, spend in window)
         self._spend: dict[tuple[str | None, BudgetPeriod], tuple[datetime, Decimal]] = {}
         self._budgets: list[Budget] = list(budgets)
+        # Budget holds of calls checked but not yet recorded (this process's budgets
+        # only; a shared store keeps its own): call key -> (tenant, estimate, expiry).
+        # Without them, concurrent calls each see the spend before any of them and
+        # all pass a block budget. Insertion order is expiry order (one TTL).
+        self._holds: dict[str | int, tuple[str | None, Decimal, datetime]] = {}
+        # Sums of the holds, so a check reads them in O(1): all, and per tenant.
+        self._held_all = _ZERO
+        self._held_by_tenant: dict[str | None, Decimal] = {}
+        self._hold_ttl = timedelta(seconds=reservation_ttl_s)
         # Replaced (never mutated) on subscribe, so add() reads it without a copy.
         self._listeners: tuple[Callable[[CallRecord], None], ...] = ()
         self._store: Any = None
@@ -437,6 +452,10 @@ class CostLedger:
 
     def _take(self, record: CallRecord | _Deferred, key: str | int) -> bool:
         """Hold ``record`` unless the call ``key`` was seen. Caller holds the lock."""
+        if self._holds:
+            # The call is recorded: its spend replaces its hold (in the same lock
+            # as the fold that adds the spend, so a check never sees neither).
+            self._drop_hold(key)
         seen = self._seen_ids
         if key in seen:
             return False
@@ -661,11 +680,14 @@ class CostLedger:
         return self._local_spent(tenant, period, now)
 
     def _local_spent(self, tenant: str | None, period: BudgetPeriod, now: datetime) -> Decimal:
-        start = period_start(period, now)
         with self._lock:
             self._fold()
-            window = self._spend.get((tenant, period))
-        return window[1] if window is not None and window[0] == start else _ZERO
+            return self._window_spent(tenant, period, now)
+
+    def _window_spent(self, tenant: str | None, period: BudgetPeriod, now: datetime) -> Decimal:
+        """Spend in the current ``period`` window. Caller holds the lock, after a fold."""
+        window = self._spend.get((tenant, period))
+        return window[1] if window is not None and window[0] == period_start(period, now) else _ZERO
 
     def check_budget(
         self,
@@ -676,13 +698,19 @@ class CostLedger:
     ) -> list[BudgetDecision]:
         """Evaluate every budget that covers ``tenant`` for the next call.
 
-        With a shared store the check and the hold of ``estimate_usd`` are one
-        atomic step across replicas (the hold is released when the call with
-        ``call_id`` is recorded, or by :meth:`release_budget`); without a
+        The check and the hold of ``estimate_usd`` are one atomic step: under
+        this ledger's lock, or with a shared store across replicas. A budget
+        counts the spend so far plus the holds of calls in flight, so
+        concurrent calls cannot all pass a ``block`` budget on the same spend.
+        The hold is released when the call with ``call_id`` is recorded (its
+        actual cost replaces it), or by :meth:`release_budget` (a caller whose
+        call fails must call it, else the hold counts until it expires after
+        ``reservation_ttl_s``). A call checked again under the same
+        ``call_id`` keeps its first hold and is not counted twice; without a
         ``call_id`` nothing is held. If the store fails, each budget's
-        ``on_store_error`` decides: ``open`` uses this replica's spend,
-        ``closed`` refuses the call. A parent ledger's budgets are checked
-        too (after this ledger's own), and their decisions follow these.
+        ``on_store_error`` decides: ``open`` uses this replica's spend and
+        holds, ``closed`` refuses the call. A parent ledger's budgets are
+        checked too (after this ledger's own), and their decisions follow these.
 
         Raises:
             BudgetExceededError: a ``block`` (or exhausted ``downshift``) budget
@@ -714,16 +742,13 @@ class CostLedger:
                 decisions = store.reserve(budgets, tenant, estimate, call_id, now)
             except Exception as exc:
                 log.warning("shared budget store failed (%s); budgets fail open or closed", exc)
-                local = {
-                    b: evaluate_budget(b, self._local_spent(b.tenant, b.period, now), estimate)
-                    for b in budgets
-                }
-                decisions = decisions_on_error(budgets, tenant, local)
+                # A fail-closed budget refuses the call below: hold nothing for it.
+                hold = all(b.on_store_error == "open" for b in budgets)
+                local = self._reserve_locally(budgets, tenant, estimate, call_id, now, hold=hold)
+                by_budget = dict(zip(budgets, local, strict=True))
+                decisions = decisions_on_error(budgets, tenant, by_budget)
         else:
-            decisions = [
-                evaluate_budget(b, self._local_spent(b.tenant, b.period, now), estimate)
-                for b in budgets
-            ]
+            decisions = self._reserve_locally(budgets, tenant, estimate, call_id, now, hold=True)
         for decision in decisions:
             budget = decision.budget
             if decision.action == "block":
@@ -744,13 +769,97 @@ class CostLedger:
                 )
         return decisions
 
+    def _reserve_locally(
+        self,
+        budgets: Sequence[Budget],
+        tenant: str | None,
+        estimate: Decimal,
+        call_id: str | None,
+        now: datetime,
+        *,
+        hold: bool,
+    ) -> list[BudgetDecision]:
+        """Evaluate ``budgets`` on this process's spend and holds; hold ``estimate``
+        under ``call_id`` unless a budget blocks (one step under the lock).
+
+        Mirrors the shared store's reserve: a call already holding (checked
+        again under one call id, by a block's engine and then the app's) is
+        not counted twice and keeps its first hold.
+        """
+        key = _call_key(call_id) if call_id is not None else None
+        with self._lock:
+            self._fold()
+            self._expire_holds(now)
+            own = self._holds.get(key) if key is not None else None
+            decisions = []
+            for b in budgets:
+                if b.tenant is None:
+                    held = self._held_all
+                else:
+                    held = self._held_by_tenant.get(b.tenant, _ZERO)
+                if own is not None and (b.tenant is None or b.tenant == own[0]):
+                    held -= own[1]
+                spent = self._window_spent(b.tenant, b.period, now)
+                decisions.append(evaluate_budget(b, spent + held, estimate))
+            if (
+                hold
+                and key is not None
+                and own is None
+                and estimate > 0
+                and all(d.action != "block" for d in decisions)
+            ):
+                self._holds[key] = (tenant, estimate, now + self._hold_ttl)
+                self._held_all += estimate
+                if tenant is not None:
+                    self._held_by_tenant[tenant] = (
+                        self._held_by_tenant.get(tenant, _ZERO) + estimate
+                    )
+        return decisions
+
+    def _drop_hold(self, key: str | int) -> None:
+        """Forget the hold of call ``key``, if any. Caller holds the lock."""
+        held = self._holds.pop(key, None)
+        if held is None:
+            return
+        tenant, amount, _ = held
+        self._held_all -= amount
+        if tenant is not None:
+            left = self._held_by_tenant[tenant] - amount
+            if left:
+                self._held_by_tenant[tenant] = left
+            else:
+                del self._held_by_tenant[tenant]
+        if not self._holds:
+            # Exact zero again (no drift from a sum that never quite cancels).
+            self._held_all = _ZERO
+            self._held_by_tenant.clear()
+
+    def _expire_holds(self, now: datetime) -> None:
+        """Drop holds past their expiry (their call was never recorded nor released,
+        e.g. a caller that does not release on errors). Caller holds the lock."""
+        holds = self._holds
+        while holds:
+            key = next(iter(holds))
+            if holds[key][2] > now:
+                return
+            log.debug("budget hold of call %s expired unreleased", key)
+            self._drop_hold(key)
+
     def release_budget(self, tenant: str | None, call_id: str) -> None:
-        """Drop the budget hold of a call that failed (it spent nothing), parents' too."""
+        """Drop the budget hold of a call that failed (it spent nothing), parents' too.
+
+        Call it whenever a checked call ends without being recorded, with or
+        without a shared store: an unreleased hold counts against the budgets
+        until it expires (``reservation_ttl_s``).
+        """
         self._release_own(tenant, call_id)
         if self.parent is not None:
             self.parent.release_budget(tenant, call_id)
 
     def _release_own(self, tenant: str | None, call_id: str) -> None:
+        if self._holds:  # a local hold: none, or a fallback one, when there is a store
+            with self._lock:
+                self._drop_hold(_call_key(call_id))
         store = self._store
         if store is not None and self._budgets:
             store.release(self.budgets, tenant, call_id, self.clock())

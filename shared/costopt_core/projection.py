@@ -72,6 +72,10 @@ class MeasuredRequest:
         removed_input_tokens: tokens compression / memory kept out, per lever.
         escalated: models whose answers were thrown away before ``model``
             answered (each one is paid for in the routing scenarios).
+        escalated_usage: each thrown-away attempt's own tokens, in the order
+            of ``escalated`` (a ledger records them); an attempt without one
+            (``None``, or past the end: a replayed sample) is priced with
+            ``usage``, the prompt it would have been sent.
         batch: the request is latency-tolerant and goes through a batch API.
         tier: the tier name the request was routed to (for the tier mix).
         tenant: the tenant, for per-tenant figures.
@@ -85,6 +89,12 @@ class MeasuredRequest:
     batch: bool = False
     tier: str | None = None
     tenant: str | None = None
+    escalated_usage: tuple[Usage | None, ...] = ()
+
+    def attempts(self) -> list[tuple[str, Usage | None]]:
+        """The thrown-away attempts: (model, its own usage or ``None``), in order."""
+        own = self.escalated_usage
+        return [(m, own[i] if i < len(own) else None) for i, m in enumerate(self.escalated)]
 
 
 @dataclass(frozen=True)
@@ -251,7 +261,8 @@ def _price(
     removed = dict(req.removed_input_tokens) if "compression" in on else {}
     usage = req.usage if "provider_cache" in on else req.usage.without_provider_cache()
     # Tokens a lever removed are sent again when that lever is off.
-    usage = usage.with_extra_input(sum(req.removed_input_tokens.values()) - sum(removed.values()))
+    extra = sum(req.removed_input_tokens.values()) - sum(removed.values())
+    usage = usage.with_extra_input(extra)
     model = req.model if "routing" in on else baseline_model
     mode: Literal["sync", "batch"] = "batch" if req.batch and "batch" in on else "sync"
     price = catalog.get(model, warn=False)
@@ -282,15 +293,23 @@ def _price(
         input_part = part
     lever_savings = dict(priced.savings_usd)
     if "routing" in on and outcome == "model":
-        for thrown in req.escalated:
+        for thrown, own in req.attempts():
+            # An attempt is billed for its own tokens (its answer is not the kept
+            # one's size); only an attempt with none recorded is assumed to be the
+            # kept call's prompt, without that call's provider-cache details.
+            if own is None or not own.is_known:
+                spent = usage.without_provider_cache()
+            else:
+                spent = own if "provider_cache" in on else own.without_provider_cache()
+                spent = spent.with_extra_input(extra)
             wasted = attribute_savings(
                 catalog,
                 model=thrown,
-                usage=usage.without_provider_cache(),
+                usage=spent,
                 baseline_model=baseline_model,
                 outcome="escalated",
             )
-            part = _input_part(catalog, thrown, usage.without_provider_cache(), "sync")
+            part = _input_part(catalog, thrown, spent, "sync")
             if wasted.cost_usd is None or part is None:
                 return None
             cost += wasted.cost_usd

@@ -215,7 +215,8 @@ def measure_records(records: Sequence[CallRecord]) -> list[MeasuredRequest]:
     """What the levers did, read from a ledger's records.
 
     A thrown-away escalation attempt belongs to the next call of the same
-    tenant and framework (the request it was part of). A removal record
+    tenant and framework (the request it was part of), with its own recorded
+    usage (``escalated_usage``), which the projection bills it for. A removal record
     (tokens compression or memory kept out) belongs to the next *priced* call
     of the same tenant and framework: a projection leaves unpriced requests
     out, and the tokens would leave with them although the report credits
@@ -230,28 +231,33 @@ def measure_records(records: Sequence[CallRecord]) -> list[MeasuredRequest]:
     # (tenant, framework, priced) of out[i], to place what is left at the end.
     where: list[tuple[str | None, str | None, bool]] = []
     removed: dict[tuple[str | None, str | None], Counter[str]] = {}
-    escalated: dict[tuple[str | None, str | None], list[str]] = {}
+    # (model, its own usage) of each thrown-away attempt: the projection bills
+    # an attempt for its tokens, not for those of the call that answered.
+    escalated: dict[tuple[str | None, str | None], list[tuple[str, Usage | None]]] = {}
     for r in sorted(records, key=lambda r: r.timestamp):
         key = (r.tenant, r.framework)
         if r.outcome == "removed":
             removed.setdefault(key, Counter())[_removed_lever(r)] += r.usage.input_tokens or 0
             continue
         if r.outcome == "escalated":
-            escalated.setdefault(key, []).append(r.model)
+            own = r.usage if r.usage.is_known else None
+            escalated.setdefault(key, []).append((r.model, own))
             continue
         if not r.usage.is_known:
             continue
         priced = r.cost_usd is not None
+        attempts = escalated.pop(key, [])
         out.append(
             MeasuredRequest(
                 model=r.model,
                 usage=r.usage,
                 cache=r.outcome if r.outcome in ("cache_exact", "cache_semantic") else None,
                 removed_input_tokens=dict(removed.pop(key, Counter())) if priced else {},
-                escalated=tuple(escalated.pop(key, [])),
+                escalated=tuple(m for m, _ in attempts),
                 batch=r.mode == "batch",
                 tier=r.tier,
                 tenant=r.tenant,
+                escalated_usage=tuple(u for _, u in attempts),
             )
         )
         where.append((r.tenant, r.framework, priced))
@@ -261,10 +267,15 @@ def measure_records(records: Sequence[CallRecord]) -> list[MeasuredRequest]:
             extra = Counter(out[i].removed_input_tokens)
             extra.update(tokens)
             out[i] = dataclasses.replace(out[i], removed_input_tokens=dict(extra))
-    for key, models in escalated.items():
+    for key, attempts in escalated.items():
         i = _home(where, key)
         if i is not None:
-            out[i] = dataclasses.replace(out[i], escalated=out[i].escalated + tuple(models))
+            merged = out[i].attempts() + attempts
+            out[i] = dataclasses.replace(
+                out[i],
+                escalated=tuple(m for m, _ in merged),
+                escalated_usage=tuple(u for _, u in merged),
+            )
     return out
 
 

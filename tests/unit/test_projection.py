@@ -292,6 +292,51 @@ def test_ledger_records_attach_removals_and_escalations_to_the_next_call() -> No
     assert out[2].batch and out[2].removed_input_tokens == {"memory": 50}
 
 
+def test_an_escalation_attempt_keeps_its_own_usage() -> None:
+    mini = Usage(input_tokens=1000, output_tokens=50, cache_read_tokens=400)
+    records = [
+        _rec(1, outcome="escalated", model="gpt-4o-mini", usage=mini),
+        _rec(2, model="gpt-4o", usage=Usage(input_tokens=1000, output_tokens=2000)),
+        _rec(3, outcome="escalated", model="gpt-4o-mini", usage=Usage()),  # unknown usage
+        _rec(4, model="gpt-4o", usage=Usage(input_tokens=10, output_tokens=20)),
+        _rec(5, outcome="escalated", model="gpt-4o-mini", usage=mini),  # a left-over
+    ]
+    out = measure_records(records)
+    assert out[0].escalated == ("gpt-4o-mini",)
+    assert out[0].escalated_usage == (mini,)
+    assert out[1].attempts() == [("gpt-4o-mini", None), ("gpt-4o-mini", mini)]
+
+
+def test_projecting_a_ledger_with_escalations_matches_the_ledger() -> None:
+    # The thrown attempt wrote 50 tokens; the kept answer 2000. Pricing the attempt
+    # with the answer's usage made routing look 7.5x as costly as it was.
+    engine = CostEngine(embedder=FakeEmbedder())
+    for _ in range(3):
+        engine.record_call(
+            model="gpt-4o-mini",
+            usage=Usage(input_tokens=1000, output_tokens=50, cache_read_tokens=400),
+            outcome="escalated",
+            tenant="acme",
+        )
+        engine.record_call(
+            model="gpt-4o", usage=Usage(input_tokens=1000, output_tokens=2000), tenant="acme"
+        )
+    t = engine.ledger.totals()
+    p = project(
+        measure_records(engine.ledger.records()), requests_per_day=1000, baseline_model="gpt-4o"
+    )
+    scale = Decimal(1000 * 30) / t.requests
+    cent = Decimal("0.01")
+    # gpt-4o-mini: 600 x $0.15 + 400 x $0.075 + 50 x $0.60 per Mtok = $0.000150 an attempt
+    assert t.savings_usd == {"routing": Decimal("-0.000450000")}
+    assert p.scenario("combined").usd_per_month == (t.cost_usd * scale).quantize(cent)
+    assert p.savings_by_lever == {"routing": Decimal("-4.50")}
+    # routing alone: the attempt without its provider-cache discount, 1050 tokens' worth
+    attempt = (1000 * Decimal("0.15") + 50 * Decimal("0.60")) / 10**6
+    routing = p.scenario("routing")
+    assert routing.savings_usd_per_month == (-attempt * 1000 * 30).quantize(cent)
+
+
 def test_a_left_over_removal_stays_with_its_tenant_and_a_priced_call() -> None:
     gone = {"outcome": "removed", "usage": Usage(input_tokens=5000, output_tokens=0)}
     saved = {"savings_usd": {"compression": Decimal("0.0125")}, "model": "gpt-4o"}

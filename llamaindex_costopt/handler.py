@@ -30,8 +30,10 @@ from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.exception import ExceptionEvent
 from llama_index.core.instrumentation.events.llm import (
     LLMChatEndEvent,
+    LLMChatInProgressEvent,
     LLMChatStartEvent,
     LLMCompletionEndEvent,
+    LLMCompletionInProgressEvent,
     LLMCompletionStartEvent,
 )
 from llama_index.core.instrumentation.events.span import SpanDropEvent
@@ -93,9 +95,13 @@ def resolve_tenant(explicit: str | None = None) -> str | None:
 
 #: ``class_name()`` of ``llamaindex_costopt.router.RouterLLM``.
 ROUTER_CLASS_NAME = "costopt_RouterLLM"
+#: ``class_name()`` of ``llamaindex_costopt.cached_llm.CachedLLM``.
+CACHED_LLM_CLASS_NAME = "costopt_cached_llm"
 
 _START_EVENTS = (LLMChatStartEvent, LLMCompletionStartEvent)
 _END_EVENTS = (LLMChatEndEvent, LLMCompletionEndEvent)
+# One per item of a stream, as the caller reads it.
+_PROGRESS_EVENTS = (LLMChatInProgressEvent, LLMCompletionInProgressEvent)
 _DROP_EVENTS = (ExceptionEvent, SpanDropEvent)
 
 # Dispatchers' handler lists are swapped whole (never mutated in place) under
@@ -211,14 +217,22 @@ def _model_of(raw: Any) -> str | None:
     return None
 
 
+# A stream none of whose items was read yet (None could be an item).
+_EMPTY: Any = object()
+
+
 class _Call:
     """One LLM span between its start and end events."""
 
     __slots__ = (
+        "cache",
         "child_raws",
         "children",
+        "kids",
+        "last",
         "model",
         "parent",
+        "recorded",
         "router",
         "start",
         "suppressed",
@@ -233,12 +247,15 @@ class _Call:
         tier: str | None,
         parent: _Call | None,
         router: bool = False,
+        cache: bool = False,
     ) -> None:
         self.model = model
         self.tenant = tenant
         self.tier = tier
         self.parent = parent
         self.router = router
+        # A costopt CachedLLM: with no call nested in it, the cache served it.
+        self.cache = cache
         # A router records its answer itself (and its discarded attempts as
         # "escalated"), so the tier calls it makes are not recorded again.
         self.suppressed: bool = parent is not None and (parent.router or parent.suppressed)
@@ -247,11 +264,34 @@ class _Call:
         # Raw payloads recorded by calls nested in this one; held (not just
         # their ids) so an id cannot be reused while we compare against it.
         self.child_raws: list[Any] = []
+        # A stream's last item read so far (_EMPTY: none), for an unfinished stream.
+        self.last: Any = _EMPTY
+        # The calls started inside this one (None: none), read when a stream stops.
+        self.kids: list[_Call] | None = None
+        # Recorded as an unfinished stream: the calls nested in it are the same answer.
+        self.recorded = False
 
     def adopt(self, raw: Any) -> None:
         self.children = True
         if raw is not None:
             self.child_raws.append(raw)
+
+
+def _router_or_cache_hit(call: _Call) -> bool:
+    """``call`` is a router's, a cache hit's, or has one nested in it (under the lock).
+
+    The router records an unfinished stream of its own; a cache hit called
+    no model. The calls nested in a stream have all started by the time it
+    stops (they are opened before its first item), so the walk sees them.
+    """
+    todo = [call]
+    while todo:
+        c = todo.pop()
+        if c.router or (c.cache and not c.kids):
+            return True
+        if c.kids:
+            todo.extend(c.kids)
+    return False
 
 
 class _State:
@@ -367,8 +407,12 @@ class CostEventHandler(BaseEventHandler):
     Handles ``chat``/``complete``, their streaming and async twins, and
     concurrent calls from threads and asyncio tasks. A stream is recorded once,
     when it ends, with the usage of its last response (where providers put
-    it). A call that delegates to another instrumented call of the same answer
-    (a ``CustomLLM``'s ``chat`` calling its ``complete``) is recorded once.
+    it). One that does not end (the caller stops reading it, cancels it, or
+    it fails after it started streaming) was billed too: it is recorded once
+    when it stops, with the usage of the last item read if that reports any,
+    else with an unknown usage (unpriced, never $0). A call that delegates to
+    another instrumented call of the same answer (a ``CustomLLM``'s ``chat``
+    calling its ``complete``) is recorded once.
 
     Recording never fails the user's call: errors are logged and counted in
     :attr:`errors`. Budgets are not enforced here: LlamaIndex swallows what
@@ -472,12 +516,14 @@ class CostEventHandler(BaseEventHandler):
         """Translate one instrumentation event; never raises."""
         st = _state_of(self)
         try:
-            if isinstance(event, _START_EVENTS):
+            if isinstance(event, _PROGRESS_EVENTS):
+                self._progress(st, event)
+            elif isinstance(event, _START_EVENTS):
                 self._start(st, event)
             elif isinstance(event, _END_EVENTS):
                 self._end(st, event)
             elif isinstance(event, _DROP_EVENTS):
-                self._drop(st, event.span_id)
+                self._drop(st, event)
         except Exception:  # never fail the user's call over accounting
             with st.lock:
                 st.errors += 1
@@ -522,13 +568,21 @@ class CostEventHandler(BaseEventHandler):
                 parent = calls.get(s)
                 if parent is not None:
                     break
-            calls[span_id] = _Call(
+            kind = model_dict.get("class_name")
+            call = _Call(
                 str(model) if model else None,
                 tenant,
                 tier,
                 parent,
-                router=model_dict.get("class_name") == ROUTER_CLASS_NAME,
+                router=kind == ROUTER_CLASS_NAME,
+                cache=kind == CACHED_LLM_CLASS_NAME,
             )
+            calls[span_id] = call
+            if parent is not None:
+                if parent.kids is None:
+                    parent.kids = [call]
+                else:
+                    parent.kids.append(call)
 
     def _close_span(self, span_id: str | None) -> None:
         stack = _open_llm_spans.get()
@@ -537,12 +591,68 @@ class CostEventHandler(BaseEventHandler):
         elif span_id in stack:
             _open_llm_spans.set(tuple(s for s in stack if s != span_id))
 
-    def _drop(self, st: _State, span_id: str | None) -> None:
-        # The call failed (or its stream was abandoned): nothing to price.
+    def _progress(
+        self, st: _State, event: LLMChatInProgressEvent | LLMCompletionInProgressEvent
+    ) -> None:
+        # Kept for a stream that does not end: its last item is what it is
+        # recorded with. One dict read and one store per item: no lock (the
+        # item's own thread or task is the only one that writes it).
+        call = st.calls.get(event.span_id) if event.span_id is not None else None
+        if call is not None:
+            call.last = event.response
+
+    def _drop(self, st: _State, event: ExceptionEvent | SpanDropEvent) -> None:
+        span_id = event.span_id
         self._close_span(span_id)
-        if span_id is not None:
-            with st.lock:
-                st.calls.pop(span_id, None)
+        if span_id is None:
+            return
+        with st.lock:
+            call = st.calls.pop(span_id, None)
+        # A call that fails before it answers (SpanDropEvent) cost nothing. A
+        # stream sends an ExceptionEvent instead of its end event when the
+        # caller stops reading it (break, close(), cancellation) or it fails part
+        # way: the provider has billed the prompt, and what it streamed, so it is
+        # recorded (see _unfinished).
+        if call is not None and isinstance(event, ExceptionEvent):
+            self._unfinished(st, call, event.exception, span_id)
+
+    def _unfinished(self, st: _State, call: _Call, error: BaseException, span_id: str) -> None:
+        """Record a stream that did not end, once, with its last item's usage (else unknown).
+
+        Not a stream whose provider refused it before its first item (an error
+        of its own, as a failed call, is not billed); the caller giving up on
+        it (GeneratorExit, CancelledError) is recorded even then: the request
+        was made. Nor the calls a costopt router records itself: its tier
+        calls (suppressed), its own span and any call it is nested in (its
+        ``_unread`` records an unfinished stream, and a held-back one with
+        the usage of the whole stream, which it read). Nor a costopt cache's
+        replay of a stored answer: no model was called.
+        """
+        if call.suppressed:
+            return
+        last = call.last
+        if last is _EMPTY and isinstance(error, Exception):
+            return
+        with st.lock:
+            if _router_or_cache_hit(call):
+                return
+            # A nested call already recorded this answer: a delegated stream
+            # that ended (or stopped) before the one around it. Or the call
+            # around this one did: the caller closes the outer stream first.
+            outer = call.parent
+            seen = call.children
+            while outer is not None and not seen:
+                seen = outer.recorded
+                outer = outer.parent
+            if seen:
+                return
+            call.recorded = True
+            response = None if last is _EMPTY else last
+            raw = getattr(response, "raw", None)
+            if call.parent is not None:
+                call.parent.adopt(raw)
+        # Unknown usage (no item reported any) is recorded unpriced, never as $0.
+        self._record(call, raw, usage_of(response), span_id)
 
     def _end(self, st: _State, event: LLMChatEndEvent | LLMCompletionEndEvent) -> None:
         span_id = event.span_id
@@ -626,8 +736,8 @@ def track_costs(
     block's figures include its inner blocks' calls.
 
     Threads started inside the block do not inherit its context unless they
-    are told to (``contextvars.copy_context().run``); a stream must be consumed
-    before the block ends to be recorded.
+    are told to (``contextvars.copy_context().run``); a stream must be read to
+    its end, or stopped, before the block ends to be recorded.
 
     Args:
         engine: the engine to record into; a child of the engine in effect

@@ -723,13 +723,12 @@ class RouterLLM(FunctionCallingLLM):
     ) -> None:
         """Record an answer no cost handler will see, unless a cache served it.
 
-        That is a discarded cheap answer (``escalated``), or a held-back stream
-        the caller stopped reading (``model``): it was read whole, so paid for
-        whole, and the handler records only a stream that ends.
+        That is a discarded cheap answer (``escalated``), or a stream of the
+        router's that did not end (``model``, see :meth:`_unread`).
 
         Args:
             resp: the answer; for a held-back stream, its item that reports the
-                usage (``None``: the stream sent nothing).
+                usage; for a live one, the last item read (``None``: none).
             tier: the tier that gave it.
             model: the tier model's name, when the answer does not say.
             books: the request's ledgers.
@@ -757,17 +756,27 @@ class RouterLLM(FunctionCallingLLM):
                 call_id=call_id,
             )
 
-    def _unread(self, head: Sequence[Any], live: object, run: RouteRun, books: _Books) -> None:
+    def _unread(
+        self, head: Sequence[Any], live: object, last: Any, run: RouteRun, books: _Books
+    ) -> None:
         """A stream that did not end (the caller stopped reading, or it failed).
 
-        It is not recorded by the handler, so its budget holds are released
-        here. A held-back one (no ``live`` rest) was read whole and paid for
-        whole: it is recorded. A live one's usage is unknown: nothing is.
+        The cost handler leaves a router's unfinished stream to the router (it
+        records neither the router's span nor the tier call in it), so it is
+        recorded here, once, and its budget holds released (a record under a
+        new id does not release them). A held-back one (no ``live`` rest) was
+        read whole from the tier, so paid for whole: recorded with the usage
+        the whole stream reported. A live one was billed for its prompt and
+        what it streamed: recorded with the usage of the last item read
+        (``last``), if it reports any, else with an unknown usage (unpriced,
+        never $0).
         """
         books.release()
-        if live is None and head:
-            route = run.explain()
-            self._record_unseen(_reported(head), route["tier"], route["model"], books, "model")
+        if live is None and not head:
+            return  # a held-back stream that sent nothing
+        route = run.explain()
+        item = _reported(head) if live is None else (None if last is _EMPTY else last)
+        self._record_unseen(item, route["tier"], route["model"], books, "model")
 
     def _finish(self, resp: Any, run: RouteRun, llm: LLM) -> Any:
         old = resp.raw
@@ -883,8 +892,8 @@ class RouterLLM(FunctionCallingLLM):
         """The items already read, then the live rest; the last one gets the route.
 
         A stream the caller stops reading (``break``, ``close()``, cancellation)
-        or that fails part way is not recorded by the handler: see
-        :meth:`_unread`. A whole one is recorded, which releases its holds.
+        or that fails part way is recorded by :meth:`_unread`, not by the
+        handler. A whole one is recorded by the handler, which releases its holds.
         """
         last = _EMPTY
         try:
@@ -892,7 +901,7 @@ class RouterLLM(FunctionCallingLLM):
                 # An agent reads the tool calls of each item as it comes.
                 yield self._answered_by(last, llm)
         except BaseException:
-            self._unread(head, live, run, books)
+            self._unread(head, live, last, run, books)
             raise
         if last is not _EMPTY:
             self._finish(last, run, llm)
@@ -914,7 +923,7 @@ class RouterLLM(FunctionCallingLLM):
                 async for last in live:
                     yield self._answered_by(last, llm)
         except BaseException:
-            self._unread(head, live, run, books)
+            self._unread(head, live, last, run, books)
             raise
         if last is not _EMPTY:
             self._finish(last, run, llm)

@@ -763,9 +763,11 @@ STREAMS = ["stream_chat", "stream_complete", "astream_chat", "astream_complete"]
 async def test_a_hold_is_released_when_the_caller_stops_reading_a_stream(
     how: str, validate_streams: bool
 ) -> None:
-    # The handler never records an unfinished stream, so nothing else would
-    # release its hold. A held-back stream was read whole, so paid for whole:
-    # the router records it (a live one's usage is unknown).
+    # The handler leaves a router's unfinished stream to the router, so nothing
+    # else would release its hold. The router records it, once: a held-back
+    # stream was read whole, so paid for whole (its usage is known); a live one
+    # was billed for what it streamed, and its last item read reports no usage
+    # (unknown: unpriced, never $0).
     engine = CostEngine(budgets=[Budget(limit_usd=Decimal("100"), policy="block")])
     store = _Store()
     engine.ledger.budget_store = store
@@ -783,5 +785,9 @@ async def test_a_hold_is_released_when_the_caller_stops_reading_a_stream(
                 break
     [(_, _, call_id)] = store.reserved
     assert call_id is not None and store.released == [call_id]
-    records = [(x.outcome, x.tier, x.usage.input_tokens) for x in engine.ledger.records()]
-    assert records == ([("model", "small", 1000)] if validate_streams else [])
+    records = [
+        (x.outcome, x.tier, x.model, x.usage.input_tokens, x.cost_usd)
+        for x in engine.ledger.records()
+    ]
+    held = ("model", "small", "gpt-4o", 1000, Decimal("0.0035"))
+    assert records == [held if validate_streams else ("model", "small", "gpt-4o", None, None)]

@@ -62,7 +62,7 @@ from costopt_core.context.lexical import content_words as _content_words
 from costopt_core.context.lexical import name_tokens as _name_tokens
 from costopt_core.context.lexical import names as _names
 from costopt_core.context.lexical import numbers as _numbers
-from costopt_core.context.sentences import Sentence, split_sentences
+from costopt_core.context.sentences import Sentence, cut_to_tokens, split_sentences
 from costopt_core.errors import ConfigurationError, config_error
 from costopt_core.types import Message
 
@@ -197,6 +197,9 @@ class ChunkSummary:
         sentence_indices: which sentences of the chunk were kept (0-based).
         tokens_before: tokens of the whole chunk.
         tokens_after: tokens of ``text``.
+        cut: the sentence (one of ``sentence_indices``) kept only in part,
+            its beginning, because it alone was longer than the budget;
+            ``None`` when every kept sentence is whole.
     """
 
     index: int
@@ -204,6 +207,7 @@ class ChunkSummary:
     sentence_indices: tuple[int, ...]
     tokens_before: int
     tokens_after: int
+    cut: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +364,7 @@ def _select(
     # the per-sentence costs overstate it and must not cut it.
     fits = tokens_before <= budget
     kept: set[int] = set()
+    oversized: int | None = None
     used = 0
     for i in order:
         if config.min_score is not None and score[i] < config.min_score and i not in first:
@@ -367,13 +372,47 @@ def _select(
         if fits or used + cost[i] <= budget:
             kept.add(i)
             used += cost[i]
+        elif oversized is None and cost[i] > budget:
+            oversized = i
+
+    def joined_cost(text: str) -> int:
+        return count_tokens(config.separator + text)
+
+    # A sentence longer than the whole budget can never be taken whole: a
+    # chunk that is one long sentence (a paragraph without stops, a table
+    # row run) would be dropped entirely, its tokens booked as savings. The
+    # best such sentence keeps its beginning in the room left, when nothing
+    # else was kept or the room is worth a fragment.
+    cut: dict[int, str] = {}
+    room = budget - used
+    if oversized is not None and (not kept or room >= min(_MIN_CUT_TOKENS, budget)):
+        piece = cut_to_tokens(plan.texts[oversized], room, joined_cost)
+        if piece:
+            cut[oversized] = piece
+            kept.add(oversized)
 
     while True:
-        summaries = _assemble(plan, kept, chunk_tokens, config, count_tokens)
+        summaries = _assemble(plan, kept, cut, chunk_tokens, config, count_tokens)
         after = sum(s.tokens_after for s in summaries)
         if after <= budget or not kept:
             return SummaryResult(tuple(summaries), tokens_before, after, budget)
+        if cut:
+            # The cut sentence is the filler: shorten it before dropping a whole one.
+            ((i, piece),) = cut.items()
+            shorter = cut_to_tokens(piece, joined_cost(piece) - (after - budget), joined_cost)
+            if shorter and shorter != piece:
+                cut[i] = shorter
+                continue
+            del cut[i]
+            kept.discard(i)
+            continue
         kept.discard(min(kept, key=lambda i: score[i]))
+
+
+#: The least room worth filling with the beginning of a sentence too long
+#: for the whole budget, once other sentences were kept (a few words of a
+#: cut sentence say little; with nothing else kept any room is used).
+_MIN_CUT_TOKENS = 12
 
 
 def _by_value(
@@ -391,24 +430,55 @@ def _by_value(
 def _assemble(
     plan: _Plan,
     kept: set[int],
+    cut: dict[int, str],
     chunk_tokens: list[int],
     config: SummarizerConfig,
     count_tokens: CountTokens,
 ) -> list[ChunkSummary]:
     by_chunk: dict[int, list[int]] = {}
+    partial: dict[int, int] = {}
     for i in sorted(kept):
         c, s = plan.flat[i]
         by_chunk.setdefault(c, []).append(s)
+        if i in cut:
+            partial[c] = s
+    texts = {plan.flat[i]: t for i, t in cut.items()}
     out = []
     for c in sorted(by_chunk):
         idx = by_chunk[c]
         sents = plan.sentences[c]
-        if len(idx) == len(sents):
+        if len(idx) == len(sents) and c not in partial:
             text = plan.chunks[c]  # whole chunk kept: its own text, unchanged
         else:
-            text = config.separator.join(sents[s].text for s in idx)
-        out.append(ChunkSummary(c, text, tuple(idx), chunk_tokens[c], count_tokens(text)))
+            text = _join(plan.chunks[c], sents, idx, texts, c, config.separator)
+        out.append(
+            ChunkSummary(c, text, tuple(idx), chunk_tokens[c], count_tokens(text), partial.get(c))
+        )
     return out
+
+
+def _join(
+    chunk: str,
+    sents: Sequence[Sentence],
+    idx: list[int],
+    texts: dict[tuple[int, int], str],
+    c: int,
+    separator: str,
+) -> str:
+    """The kept sentences of one chunk joined by ``separator``.
+
+    With a whitespace separator, a sentence that began a line in the chunk
+    (a list item, a table row) begins one in the summary too: a table
+    flattened onto one line loses its rows.
+    """
+    parts: list[str] = []
+    for k, s in enumerate(idx):
+        if k:
+            gap = chunk[sents[idx[k - 1]].end : sents[s].start]
+            lined = not separator.strip() and "\n" in gap
+            parts.append("\n" if lined else separator)
+        parts.append(texts.get((c, s), sents[s].text))
+    return "".join(parts)
 
 
 def _split_vectors(

@@ -126,6 +126,38 @@ def test_an_output_the_codec_cannot_encode_is_returned_not_stored() -> None:
     assert cache.stats().stores == 0
 
 
+def test_waiters_on_an_output_that_cannot_be_stored_call_at_once_not_in_turn() -> None:
+    # The leader answered; its answer just cannot be kept. That is not a failed
+    # call, after which the waiters would retry one after another.
+    import threading
+    import time
+
+    comp = ComponentCache(engine_cache(), "objs")
+    lock = threading.Lock()
+    active = most = calls = 0
+
+    def unstorable() -> dict[str, Any]:
+        nonlocal active, most, calls
+        with lock:
+            calls += 1
+            active += 1
+            most = max(most, active)
+        time.sleep(0.2)
+        with lock:
+            active -= 1
+        return {"handle": object()}
+
+    threads = [
+        threading.Thread(target=comp.get_or_call, args=("same", unstorable)) for _ in range(5)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == 5
+    assert most == 4  # the four waiters together, after the leader
+
+
 def test_a_custom_codec_that_raises_is_not_an_error() -> None:
     def encode(v: Any) -> str:
         raise RuntimeError("nope")

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from costopt_core.cache.engine import CacheResult, SemanticCache
+from costopt_core.cache.engine import CacheResult, NotShared, SemanticCache
 from costopt_core.cache.entry import CachedResponse, CacheTier
 from costopt_core.cache.keys import CacheRequest
 from costopt_core.errors import ConfigurationError
@@ -78,7 +78,7 @@ def _restores(value: Any, restored: Any) -> bool:
         return False
 
 
-class _NotStored(Exception):
+class _NotStored(NotShared):
     """Raised inside the engine's ``call`` so the engine neither stores nor shares."""
 
 

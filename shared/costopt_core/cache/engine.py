@@ -149,6 +149,14 @@ class CacheResult:
     hit: CacheHit | None
 
 
+class NotShared(Exception):
+    """Raised by a ``get_or_call`` ``call`` that answered but whose answer must be
+    neither stored nor shared (it cannot be encoded): the caller catches it, and
+    the requests waiting on that call answer for themselves, all at once, as
+    they would after an answer the policy did not keep (not one after another,
+    as after a failed call)."""
+
+
 #: The request under way in this context: ``[True]`` once its backend was
 #: found unreachable, so the rest of its backend calls are skipped (a miss, a
 #: dropped store) instead of each waiting out its own timeout on a hung server.
@@ -847,7 +855,11 @@ class SemanticCache:
             if entry is not None:
                 failed = False
                 return CacheResult(entry.response, CacheHit(entry, "exact", 1.0))
-            response = call()
+            try:
+                response = call()
+            except NotShared:
+                failed = False  # answered, for the leader alone: the waiters answer at once
+                raise
             failed = False
             entry = self._drive(self._store_steps(request, prep, response, (), None, vec))[0]
             return CacheResult(response, None)
@@ -948,7 +960,11 @@ class SemanticCache:
             if entry is not None:
                 failed = False
                 return CacheResult(entry.response, CacheHit(entry, "exact", 1.0))
-            response = await call()
+            try:
+                response = await call()
+            except NotShared:
+                failed = False  # answered, for the leader alone: the waiters answer at once
+                raise
             failed = False
             entry = (await self._adrive(self._store_steps(request, prep, response, (), None, vec)))[
                 0

@@ -499,17 +499,27 @@ class RedisLedger:
     def release(
         self, budgets: Sequence[Budget], tenant: str | None, call_id: str, now: datetime
     ) -> None:
-        """Drop the hold of a call that failed before it was recorded."""
+        """Drop the hold of a call that failed before it was recorded.
+
+        Never raises: a hold that could not be dropped (Redis down, or the
+        breaker open) expires by itself after ``reservation_ttl_s``.
+        """
         keys = [
             self.budget_key(b.tenant, b.period, now)
             for b in budgets
             if b.tenant is None or b.tenant == tenant
         ]
-        if keys:
-            try:
-                self._script("release", _RELEASE_LUA)(keys=keys, args=[call_id])
-            except Exception as exc:
-                self._failed("release", exc)
+        if not keys:
+            return
+        try:
+            # Behind the breaker: on a hung Redis each failed call would otherwise
+            # wait a socket timeout here, after the checks had stopped waiting.
+            self._guarded(
+                "release",
+                lambda: self._script("release", _RELEASE_LUA)(keys=keys, args=[call_id]),
+            )
+        except Exception as exc:  # _guarded counted and logged a failed call
+            log.debug("budget hold of call %s left to expire (%s)", call_id, exc)
 
     def spent(self, tenant: str | None, period: BudgetPeriod, now: datetime) -> Decimal:
         """Cluster-wide spend of ``tenant`` (``None``: everyone) in the current period."""

@@ -222,14 +222,20 @@ MODEL = "gpt-4o-mini"
 USAGE = Usage(input_tokens=1000, output_tokens=100)
 
 
+def _acme_engine(server: RedisServer) -> tuple[CostEngine, RedisLedger]:
+    """An engine with a $5 block budget for "acme", shared on ``server`` (0.2 s timeout)."""
+    e = CostEngine(budgets=[Budget(limit_usd=Decimal("5"), tenant="acme", policy="block")])
+    shared = RedisLedger(server.url, namespace=uuid.uuid4().hex, socket_timeout_s=0.2).attach(e)
+    return e, shared
+
+
 def test_the_shared_ledger_on_a_hung_server_costs_bounded_latency(
     own_redis_server: RedisServer,
 ) -> None:
     # test_redis_ledger covers a killed server; a frozen one accepts connections and
     # never answers, so only the socket timeout and the breaker bound each call.
     server = own_redis_server
-    e = CostEngine(budgets=[Budget(limit_usd=Decimal("5"), tenant="acme", policy="block")])
-    shared = RedisLedger(server.url, namespace=uuid.uuid4().hex, socket_timeout_s=0.2).attach(e)
+    e, shared = _acme_engine(server)
     e.record_call(model=MODEL, usage=USAGE, tenant="acme")
     server.freeze()
     try:
@@ -256,6 +262,34 @@ def test_the_shared_ledger_on_a_hung_server_costs_bounded_latency(
     assert totals.cost_usd == e.ledger.totals().cost_usd
     with pytest.raises(BudgetExceededError):
         e.check_budget("acme", Decimal("100"), call_id="big")
+
+
+def test_a_release_behind_an_open_breaker_does_not_wait_on_a_hung_server(
+    own_redis_server: RedisServer,
+) -> None:
+    # Every failed call releases its budget hold: with the breaker open, each
+    # release waited a full socket timeout on the frozen server.
+    server = own_redis_server
+    e, shared = _acme_engine(server)
+    e.check_budget("acme", Decimal("0.01"), call_id="warm")
+    server.freeze()
+    try:
+        for n in range(3):  # 3 failures open the breaker; each fails open, held here
+            e.check_budget("acme", Decimal("1.5"), call_id=f"c{n}")
+        assert shared.breaker.state == "open"
+        errors = shared.errors
+        with pytest.raises(BudgetExceededError):  # $4.50 held on this replica
+            e.check_budget("acme", Decimal("1"), call_id="over")
+        started = time.perf_counter()
+        for n in range(3):
+            e.release_budget("acme", f"c{n}")
+        took = time.perf_counter() - started
+        assert took < SOCKET_TIMEOUT_S / 2, f"3 releases waited {took:.3f} s on a hung server"
+        assert shared.errors == errors  # skipped behind the breaker, not tried
+        # The replica's own holds are gone: the fail-open check sees $0 again.
+        assert e.check_budget("acme", Decimal("5"))[0].spent_usd == 0
+    finally:
+        server.thaw()
 
 
 def test_an_open_breaker_also_stops_the_shared_stats_flush(own_redis_server: RedisServer) -> None:

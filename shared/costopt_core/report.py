@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -11,6 +12,7 @@ from costopt_core.types import LEVERS
 
 if TYPE_CHECKING:
     from costopt_core.ledger import CostLedger, Dimension, Totals
+    from costopt_core.types import CallRecord
 
 __all__ = ["format_breakdown", "format_summary", "format_table", "usd"]
 
@@ -90,11 +92,7 @@ def format_summary(ledger: CostLedger) -> str:
         format_table(head, [_row("all calls", total, unpriced)], "Cost vs all-frontier baseline")
     ]
     if unpriced:
-        n = total.unpriced_calls
-        parts.append(
-            f"({n} call{'s' if n != 1 else ''} on unpriced models {'are' if n != 1 else 'is'} "
-            "not in the money: add their prices with PriceCatalog.with_overrides)"
-        )
+        parts.append(_unpriced_note(ledger, total.unpriced_calls))
     levers = ledger.savings_by_lever()
     saved = total.total_savings_usd
     # Nothing priced: no lever's saving is known either (not $0).
@@ -124,6 +122,70 @@ def format_summary(ledger: CostLedger) -> str:
         )
     )
     return "\n\n".join(parts)
+
+
+# Why a call's cost is unknown -> (what the calls are, singular and plural; the fix).
+_REASONS: dict[str, tuple[str, str, str]] = {
+    "no price": (
+        "call on unpriced models",
+        "calls on unpriced models",
+        "add their prices with PriceCatalog.with_overrides",
+    ),
+    "no usage": (
+        "call whose provider reported no token usage",
+        "calls whose provider reported no token usage",
+        "have the provider return usage (e.g. stream_usage=True for streamed OpenAI calls)",
+    ),
+    "no batch price": (
+        "batch call on a model with no batch price",
+        "batch calls on models with no batch price",
+        "add usd_per_mtok_batch_input and usd_per_mtok_batch_output with "
+        "PriceCatalog.with_overrides",
+    ),
+}
+_MAX_NAMED = 3  # models named per reason
+
+
+def _unknown_reason(record: CallRecord) -> str:
+    """Why ``record`` (cost ``None``) is unpriced, read from the record itself.
+
+    No reason is stored, so old ledgers and exports read the same: unknown
+    token counts mean no usage; a batch call with known counts and a lever
+    saving was priced at sync rates when recorded (an unpriced model saves
+    nothing), so its model lacks only a batch price; the rest had no price.
+    """
+    if not record.usage.is_known:
+        return "no usage"
+    if record.mode == "batch" and record.savings_usd:
+        return "no batch price"
+    return "no price"
+
+
+def _unpriced_note(ledger: CostLedger, n: int) -> str:
+    """The calls the money leaves out, by why their cost is unknown, with each fix."""
+    models: dict[str, Counter[str]] = {}
+    for r in ledger.records():
+        if r.cost_usd is None and r.outcome != "removed":
+            models.setdefault(_unknown_reason(r), Counter())[r.model] += 1
+    parts: list[tuple[int, str, str, str]] = []  # (calls, what they are, models, fix)
+    for reason, (one, many, fix) in _REASONS.items():
+        by_model = models.get(reason)
+        if not by_model:
+            continue
+        k = sum(by_model.values())
+        names = sorted(by_model)
+        named = ", ".join(names[:_MAX_NAMED]) + (", ..." if len(names) > _MAX_NAMED else "")
+        parts.append((k, f"{k} {one if k == 1 else many}", f" ({named})", fix))
+    older = n - sum(p[0] for p in parts)
+    if older > 0 or not parts:
+        # Records dropped from memory (max_records) left the totals, not their reason.
+        what = f"{older} older call{'s' if older != 1 else ''}"
+        parts.append((older, what, "", "their records are no longer in memory (max_records)"))
+    if len(parts) == 1:
+        k, what, named, fix = parts[0]
+        return f"({what} {'is' if k == 1 else 'are'} not in the money{named}: {fix})"
+    listed = "; ".join(f"{what}{named}: {fix}" for _, what, named, fix in parts)
+    return f"({n} calls are not in the money: {listed})"
 
 
 def format_breakdown(ledger: CostLedger, dimension: Dimension) -> str:

@@ -4,6 +4,7 @@ from costopt_core.pricing.catalog import (
     LongContextPrice,
     ModelPrice,
     PriceCatalog,
+    UnknownCostWarning,
     UnknownModelPriceWarning,
 )
 from costopt_core.pricing.cost import (
@@ -12,6 +13,8 @@ from costopt_core.pricing.cost import (
     attribute_savings,
     cost_of,
     estimate_cost,
+    has_batch_price,
+    unknown_cost_reason,
 )
 
 __all__ = [
@@ -20,8 +23,11 @@ __all__ = [
     "ModelPrice",
     "PriceCatalog",
     "PricedCall",
+    "UnknownCostWarning",
     "UnknownModelPriceWarning",
     "attribute_savings",
     "cost_of",
     "estimate_cost",
+    "has_batch_price",
+    "unknown_cost_reason",
 ]

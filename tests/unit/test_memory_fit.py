@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from costopt_core.memory import MemoryConfig, MemoryState, aflush, flush
+from costopt_core.memory.extract import summarize_lines
 from costopt_core.tokens import default_counter
 from costopt_core.types import Message
 
@@ -76,3 +77,38 @@ async def test_an_over_long_model_summary_keeps_what_fits(answer: str) -> None:
         # One long sentence: its beginning, cut at a word boundary.
         assert LONG[len(text)] == " "
         assert COUNT(LONG[: LONG.index(" ", len(text) + 1)]) > budget
+
+
+def test_extractive_summary_of_long_non_english_sentences_is_not_empty() -> None:
+    cities = ["Москве", "Казани", "Новосибирске"]
+    lines = []
+    for i, city in enumerate(cities):
+        lines.append(
+            (
+                "user",
+                f"Меня зовут Анна, в {2000 + i} году я жила в {city} и работала инженером на "
+                f"заводе номер {i + 10}, а мой брат учился в университете и любил играть в "
+                "шахматы по выходным.",
+            )
+        )
+    budget = 48
+    assert all(COUNT(t) > budget for _, t in lines)
+    summary = summarize_lines(lines, budget, COUNT)
+    assert summary.startswith("user: Меня зовут Анна, в 2000 году я жила в Москве")
+    assert 0 < COUNT(summary) <= budget
+    body = summary.removeprefix("user: ")
+    assert lines[0][1].startswith(body) and lines[0][1][len(body)] == " "
+
+
+def test_extractive_summary_fills_its_room_with_the_best_long_sentence() -> None:
+    short = ("user", "The cello lessons start on Monday at the community school downtown.")
+    long = ("user", LONG)
+    budget = 60
+    summary = summarize_lines([short, long], budget, COUNT)
+    first, second = summary.split("\n")
+    assert first == f"user: {short[1]}"
+    assert second.startswith("user: Ana said that on day 0")
+    assert COUNT(summary) <= budget
+    # Whole sentences only when the room left is too small for a useful fragment.
+    tight = COUNT(f"user: {short[1]}") + 5
+    assert summarize_lines([short, long], tight, COUNT) == f"user: {short[1]}"

@@ -29,7 +29,7 @@ import numpy.typing as npt
 from costopt_core.context.lexical import content_words as _content_words
 from costopt_core.context.lexical import names as _names
 from costopt_core.context.lexical import numbers as _numbers
-from costopt_core.context.sentences import split_sentences
+from costopt_core.context.sentences import cut_to_tokens, split_sentences
 from costopt_core.context.summarize import (
     SummarizerConfig,
     SummaryResult,
@@ -74,6 +74,9 @@ _MIN_FACT_WORDS = 3
 _MIN_FACT_CONTENT_WORDS = 4
 _MIN_SALIENT_WORDS = 3
 _MAX_FACT_WORDS = 45
+#: The least room left after the whole sentences that the beginning of a
+#: sentence too long for it fills (a few words of a cut sentence say little).
+_MIN_CUT_TOKENS = 12
 
 
 def fact_score(sentence: str) -> float:
@@ -160,6 +163,10 @@ def summarize_lines(
 
     Keeps the most informative sentences (see :func:`_salience`) in their
     original order, one "speaker: sentences" line per turn that kept any.
+    The best sentence that did not fit keeps its beginning (cut at a word
+    boundary) in the room left when nothing else was kept or the room is
+    worth a fragment: turns of one long sentence each (common outside
+    English prose, and in run-on chat) otherwise left an empty summary.
     """
     if budget_tokens <= 0:
         return ""
@@ -171,6 +178,7 @@ def summarize_lines(
     kept: set[int] = set()
     turns: set[int] = set()
     used = 0
+    skipped: int | None = None
     for i in sorted(range(len(sents)), key=lambda i: (-score[i], i)):
         if score[i] <= 0:
             break
@@ -182,10 +190,20 @@ def summarize_lines(
             kept.add(i)
             turns.add(k)
             used += cost
+        elif skipped is None:
+            skipped = i
+    cut: dict[int, str] = {}
+    if skipped is not None and (not kept or budget_tokens - used >= _MIN_CUT_TOKENS):
+        k, text = sents[skipped]
+        label = count_tokens(f"{lines[k][0]}: ") if lines[k][0] and k not in turns else 0
+        piece = cut_to_tokens(text, budget_tokens - used - label - 1, count_tokens)
+        if piece:
+            cut[skipped] = piece
+            kept.add(skipped)
     by_turn: dict[int, list[str]] = {}
     for i in sorted(kept):
         k, text = sents[i]
-        by_turn.setdefault(k, []).append(text)
+        by_turn.setdefault(k, []).append(cut.get(i, text))
     rendered = [
         f"{lines[k][0]}: {' '.join(ts)}" if lines[k][0] else " ".join(ts)
         for k, ts in sorted(by_turn.items())
@@ -211,11 +229,14 @@ def _size(rendered: Sequence[tuple[int, str]], count_tokens: CountTokens) -> int
 
 
 def _truncate(text: str, budget_tokens: int, count_tokens: CountTokens) -> str:
-    """Whole lines from the end dropped until the text fits (a last resort)."""
+    """Whole lines from the end dropped until the text fits (a last resort).
+
+    A last line that alone is over the budget is cut, not dropped.
+    """
     lines = text.split("\n")
-    while lines and count_tokens("\n".join(lines)) > budget_tokens:
+    while len(lines) > 1 and count_tokens("\n".join(lines)) > budget_tokens:
         lines.pop()
-    return "\n".join(lines)
+    return cut_to_tokens("\n".join(lines), budget_tokens, count_tokens)
 
 
 @dataclass(frozen=True, slots=True)

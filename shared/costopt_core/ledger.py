@@ -19,6 +19,7 @@ import json
 import logging
 import threading
 import uuid
+import warnings
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -294,9 +295,13 @@ class CostLedger:
     Args:
         budgets: spend limits to enforce (see :class:`Budget`).
         max_records: keep at most this many records in memory (oldest dropped
-            first); totals and budgets stay exact. ``None`` keeps all. To keep
-            every record of a long-running app, subscribe a sink (e.g. a JSONL
-            writer) instead of holding them in memory.
+            first); totals and budgets stay exact, but :meth:`records` and the
+            exports (:meth:`to_records`, :meth:`to_jsonl`, :meth:`to_csv`) hold
+            only the latest ``max_records`` calls (the exports warn when calls
+            are missing). ``None`` keeps all. To keep every record of a
+            long-running app without holding them in memory, :meth:`subscribe`
+            a listener that writes each record out (e.g. as a JSONL line) as it
+            is recorded.
         clock: returns "now" as an aware datetime; injectable for tests.
         parent: an enclosing ledger (see :meth:`CostEngine.child
             <costopt_core.engine.CostEngine.child>`): every call recorded here
@@ -354,6 +359,9 @@ class CostLedger:
         # Replaced (never mutated) on subscribe, so add() reads it without a copy.
         self._listeners: tuple[Callable[[CallRecord], None], ...] = ()
         self._store: Any = None
+        # Totals were read from a shared store (load_shared): they count calls whose
+        # records were never read, whatever max_records is.
+        self._read_shared = False
         self.clock: Callable[[], datetime] = clock or utc_now
         #: The enclosing ledger this one also records into (and answers budgets to).
         self.parent = parent
@@ -587,11 +595,47 @@ class CostLedger:
             return self._folded + len(self._pending)
 
     def records(self) -> list[CallRecord]:
-        """The records held in memory, oldest first."""
+        """The records held in memory, oldest first: at most ``max_records`` (the
+        latest), fewer than the calls the totals count once older ones are dropped."""
+        return self._held_records()[0]
+
+    def _held_records(self) -> tuple[list[CallRecord], int]:
+        """The records held in memory, and how many calls the totals count (one read)."""
         with self._lock:
             self._drain()
             self._build_records()
-            return list(self._records)  # type: ignore[arg-type]  # all built above
+            counted = self._folded + len(self._pending)
+            return list(self._records), counted  # type: ignore[arg-type]  # all built above
+
+    def _export(self, method: str) -> list[dict[str, Any]]:
+        """The held records as dicts for ``method``; warns when calls are missing.
+
+        An export is what ``costopt report`` and other tools read: silently
+        leaving out the calls past ``max_records`` would understate the spend.
+        """
+        records, counted = self._held_records()
+        missing = counted - len(records)
+        if missing > 0:
+            if self._read_shared:
+                why = "CostLedger.from_redis reads the totals of every call but only the "
+                why += "latest `records` records"
+                fix = "pass a larger records= to from_redis"
+            else:
+                why = f"max_records={self._records.maxlen} keeps only the latest ones"
+                fix = (
+                    "create the ledger with max_records=None (or a larger bound), or "
+                    "subscribe a listener (ledger.subscribe) that writes each record out "
+                    "as it is recorded"
+                )
+            warnings.warn(
+                f"CostLedger.{method} exports {len(records)} of the {counted} calls this "
+                f"ledger counted: the records of {missing} older calls are not held in "
+                f"memory ({why}), so figures built from this export understate the "
+                f"ledger's totals, which stay exact. To export every call, {fix}.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return [r.to_dict() for r in records]
 
     def totals(self) -> Totals:
         total = Totals()
@@ -873,6 +917,7 @@ class CostLedger:
 
         with self._lock:
             self._fold()
+            self._read_shared = True
             for combo, sums in combos.items():
                 key = tuple(combo)
                 b = self._combos.get(key)
@@ -937,13 +982,24 @@ class CostLedger:
 
     # -- export -------------------------------------------------------------
     def to_records(self) -> list[dict[str, Any]]:
-        """Plain dicts (money as strings), one per call; no pandas needed."""
-        return [r.to_dict() for r in self.records()]
+        """Plain dicts (money as strings), one per held call; no pandas needed.
+
+        Only the records held in memory (the latest ``max_records``): when older
+        calls were dropped, a ``UserWarning`` says how many are missing.
+        """
+        return self._export("to_records")
 
     def to_jsonl(self, path: str | Path) -> Path:
+        """Write one JSON line per held call to ``path`` (read back by :meth:`from_jsonl`
+        and ``costopt report``).
+
+        Only the records held in memory (the latest ``max_records``): when older
+        calls were dropped, a ``UserWarning`` says how many are missing.
+        """
         p = Path(path)
+        rows = self._export("to_jsonl")
         with p.open("w", encoding="utf-8") as fh:
-            for rec in self.to_records():
+            for rec in rows:
                 fh.write(json.dumps(rec, sort_keys=True) + "\n")
         return p
 
@@ -959,7 +1015,8 @@ class CostLedger:
         return ledger
 
     def to_csv(self, path: str | Path | None = None) -> str:
-        """CSV, one row per call (usage and savings flattened); written to ``path`` if given."""
+        """CSV, one row per held call (usage and savings flattened); written to ``path``
+        if given. Warns as :meth:`to_records` does when older calls were dropped."""
         usage_cols = list(_TOKEN_KINDS)
         cols = [
             "call_id", "timestamp", "model", "tier", "tenant", "framework", "mode", "outcome",
@@ -969,7 +1026,7 @@ class CostLedger:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=cols)
         writer.writeheader()
-        for rec in self.to_records():
+        for rec in self._export("to_csv"):
             row = {k: rec[k] for k in cols if k in rec}
             row.update(rec["usage"])
             for lever in LEVERS:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 from decimal import Decimal
 from typing import Any
 
@@ -94,6 +95,45 @@ def test_retention_bound_keeps_totals_exact(clock) -> None:
     assert len(engine.ledger.records()) == 10
     assert engine.ledger.totals().calls == 25
     assert engine.ledger.totals().cost_usd == Decimal("0.00021") * 25
+
+
+def test_an_export_past_max_records_warns_how_many_calls_it_leaves_out(clock, tmp_path) -> None:
+    # It used to export the 10 held records of 25 calls without a word: a report
+    # built from the file showed 40% of the spend.
+    engine = CostEngine(ledger=CostLedger(max_records=10, clock=clock), clock=clock)
+    ids = [engine.record_call(model="gpt-4o-mini", usage=MINI).call_id for _ in range(25)]
+    expected = (
+        r"CostLedger\.to_jsonl exports 10 of the 25 calls this ledger counted: the records "
+        r"of 15 older calls are not held in memory \(max_records=10 keeps only the latest "
+        r"ones\).*To export every call, create the ledger with max_records=None"
+    )
+    with pytest.warns(UserWarning, match=expected) as caught:
+        path = engine.ledger.to_jsonl(tmp_path / "ledger.jsonl")
+    assert caught[0].filename == __file__  # points at the caller's line
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["call_id"] for line in lines] == ids[-10:]  # the latest, as documented
+    with pytest.warns(UserWarning, match=r"CostLedger\.to_records exports 10 of the 25"):
+        assert len(engine.ledger.to_records()) == 10
+    with pytest.warns(UserWarning, match=r"CostLedger\.to_csv exports 10 of the 25"):
+        assert len(engine.ledger.to_csv().splitlines()) == 11  # header + 10 rows
+
+
+def test_an_export_of_every_call_does_not_warn(engine: CostEngine, tmp_path) -> None:
+    for _ in range(3):
+        engine.record_call(model="gpt-4o-mini", usage=MINI)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        engine.ledger.to_jsonl(tmp_path / "ledger.jsonl")
+        assert len(engine.ledger.to_records()) == 3
+
+
+def test_an_export_of_a_shared_ledger_names_from_redis_records() -> None:
+    ledger = CostLedger()
+    held = CallRecord.from_dict(CostEngine().record_call(model="gpt-4o-mini", usage=MINI).to_dict())
+    combo = ("gpt-4o-mini", None, None, None, "model", "sync")
+    ledger.load_shared({combo: {"calls": 5, "cost": 1}}, [held])  # as from_redis reads
+    with pytest.warns(UserWarning, match=r"exports 1 of the 5 calls.*larger records="):
+        assert len(ledger.to_records()) == 1
 
 
 def test_bad_configuration_is_rejected() -> None:

@@ -267,8 +267,10 @@ def _print_projection(p: Projection) -> None:
         console.print(f"note: {note}")
 
 
-#: ``project`` options that only steer the measurement of a request sample
+#: ``project`` options that only steer the measurement of a request sample (a
+#: ledger's tiers were recorded too: --tier on one changed only the baseline)
 _REQUEST_ONLY = {
+    "tier": "--tier",
     "cache": "--no-cache",
     "compression": "--no-compression",
     "output_tokens": "--output-tokens",
@@ -313,7 +315,7 @@ def project(
     real cache, router, summarizer and memory; a ledger export is read as is.
     """
     from costopt_core.engine import CostEngine
-    from costopt_core.pricing.catalog import UnknownModelPriceWarning
+    from costopt_core.pricing.catalog import PriceCatalog, UnknownModelPriceWarning
     from costopt_core.projection import project as run_projection
     from costopt_core.routing.calibrate import CalibrationReport
     from costopt_core.routing.router import Router
@@ -333,16 +335,24 @@ def project(
             if _given(ctx, name)
         ]
         if given:
+            baseline_hint = (
+                " (--baseline sets the all-frontier model it is compared with)"
+                if "--tier" in given
+                else ""
+            )
             raise typer.BadParameter(
-                f"{sample} is a ledger export: its cache hits, compression and token counts "
-                "were recorded, not measured, so these options cannot change them: drop "
-                "them, or give a JSONL of requests to measure",
+                f"{sample} is a ledger export: its tiers, cache hits, compression and token "
+                "counts were recorded, not measured, so these options cannot change them: "
+                f"drop them{baseline_hint}, or give a JSONL of requests to measure",
                 param_hint=", ".join(given),
             )
-    with _usage_errors("--baseline"):
-        engine = CostEngine(baseline_model=baseline or tiers.frontier.primary)
+    catalog = PriceCatalog.default()
     if not loaded.records:
-        _check_priced(tiers, engine.catalog)
+        # before the engine: an unpriced last tier is the default baseline, and
+        # its error must name --tier, the option the user gave
+        _check_priced(tiers, catalog)
+    with _usage_errors("--baseline"):
+        engine = CostEngine(baseline_model=baseline or tiers.frontier.primary, catalog=catalog)
     router = None
     if calibration is not None:
         with _usage_errors("--calibration"):

@@ -55,15 +55,36 @@ def test_unpriced_tier_model_is_a_usage_error(tmp_path: Path) -> None:
     assert "no price" in res.output and "Projected spend" not in res.output
 
 
+def test_an_unpriced_last_tier_is_blamed_on_tier_not_baseline(tmp_path: Path) -> None:
+    # the last tier is the default baseline: its error named --baseline, never given
+    ladder = ["--tier", "small=gpt-4o-mini", "--tier", "frontier=gpt-4o-fake"]
+    res = RUNNER.invoke(app, ["project", _requests(tmp_path), "-n", "1000", *ladder])
+    assert res.exit_code == 2, res.output
+    assert "Invalid value for --tier" in res.output and "--baseline" not in res.output
+    assert "tier 'frontier': model 'gpt-4o-fake' has no price" in res.output
+    # a --baseline given and unpriced is still blamed on --baseline
+    res = RUNNER.invoke(
+        app, ["project", _requests(tmp_path), "-n", "1000", "--baseline", "gpt-4o-fake"]
+    )
+    assert res.exit_code == 2 and "Invalid value for --baseline" in res.output
+
+
 @pytest.mark.parametrize(
     "option",
-    [["--no-cache"], ["--no-compression"], ["--output-tokens", "5000"], ["--calibration", "c"]],
+    [
+        ["--no-cache"],
+        ["--no-compression"],
+        ["--output-tokens", "5000"],
+        ["--calibration", "c"],
+        ["--tier", "small=gpt-4o-mini", "--tier", "frontier=claude-opus-4-5"],
+    ],
 )
 def test_request_only_options_are_refused_for_a_ledger(tmp_path: Path, option: list[str]) -> None:
     ledger = _jsonl(tmp_path / "ledger.jsonl", [_record(1)])
     res = RUNNER.invoke(app, ["project", ledger, "-n", "1000", *option])
     assert res.exit_code == 2, res.output
-    assert option[0] in res.output and "ledger export" in res.output
+    assert f"Invalid value for {option[0]}" in res.output and "ledger export" in res.output
+    assert "Projected spend" not in res.output
     # without them the same ledger projects
     assert RUNNER.invoke(app, ["project", ledger, "-n", "1000"]).exit_code == 0
 

@@ -97,9 +97,28 @@ def test_non_finite_scores_count_as_unscored() -> None:
     assert r.dropped == {1: "unscored"}
 
 
-def test_unbounded_with_no_positive_score_is_zero() -> None:
-    sims, _ = normalize_scores([-3.0, -5.0], "unbounded")
-    assert sims == (0.0, 0.0)
+def test_unbounded_with_no_positive_score_keeps_its_ranking() -> None:
+    # Cross-encoder logits, all negative (ms-marco rerankers): each becomes the
+    # model's probability of relevance, sigmoid(logit). Regression: all became
+    # 0.0, and relative_to_top and gap_detection then kept every chunk.
+    logits = [-1.2, -4.8, -9.7, -11.3]
+    sims, resolved = normalize_scores(logits, "auto")
+    assert resolved == "unbounded"
+    assert sims == pytest.approx([1 / (1 + math.exp(-x)) for x in logits])
+    assert sims[0] == pytest.approx(0.23147521650098238)
+    assert list(sims) == sorted(sims, reverse=True) and len(set(sims)) == 4
+    assert normalize_scores([0.0, -800.0, None], "unbounded")[0] == (0.5, 0.0, None)
+    # A positive top score keeps the earlier share-of-the-top mapping.
+    assert normalize_scores([7.1, 2.0, -3.0], "unbounded")[0] == pytest.approx(
+        (1.0, 2.0 / 7.1, 0.0)
+    )
+    assert run(logits, relative_to_top=0.5).kept == (0,)
+    assert run(logits, relative_to_top=0.5).dropped == {
+        1: "below_relative",
+        2: "below_relative",
+        3: "below_relative",
+    }
+    assert run(logits, gap_detection=True).kept == (0,)
 
 
 # -- cutoffs alone ----------------------------------------------------------------------

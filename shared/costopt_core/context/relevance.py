@@ -27,12 +27,20 @@ convention           the store reports                similarity
                      ``l2``), unit vectors
 ``inner_product``    dot product of unit vectors      ``clip(ip)``
 ``relevance``        the store's own [0, 1] relevance ``clip(score)``
-``unbounded``        no fixed range (BM25, raw dot    ``clip(score / top score)``
-                     products of unnormalised vectors)
+``unbounded``        no fixed range (BM25, raw dot    ``clip(score / top score)``;
+                     products of unnormalised         ``sigmoid(score)`` when no
+                     vectors, cross-encoder logits)   score is above 0
 ===================  ===============================  ============================
 
 ``clip`` bounds to [0, 1]: a negative cosine (an opposed chunk) is as
-irrelevant as an orthogonal one. Cosine distance is *not* mapped with
+irrelevant as an orthogonal one. Unbounded scores are a share of the top
+score while it is positive (BM25 is never negative); a list with no positive
+score is a cross-encoder reranker's logits (an ms-marco model's are mostly
+negative), which the sigmoid maps to the model's own probability of
+relevance, as sentence-transformers' ``CrossEncoder`` does for one-label
+models. Dividing by a negative top score (or setting everything to 0, as
+before) lost the ranking, and the relative and gap cutoffs then kept every
+chunk. Cosine distance is *not* mapped with
 ``(2 - d) / 2``: that would put an orthogonal chunk at 0.5 and give the same
 threshold a different meaning per store.
 
@@ -250,6 +258,14 @@ def _clip(x: float) -> float:
     return min(1.0, max(0.0, x))
 
 
+def _sigmoid(x: float) -> float:
+    """Logit -> probability, without overflow for large negative logits."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
 def normalize_scores(
     scores: Sequence[float | None], convention: ScoreConvention = "auto"
 ) -> tuple[tuple[float | None, ...], ResolvedConvention]:
@@ -262,9 +278,9 @@ def normalize_scores(
     resolved: ResolvedConvention = detect_convention(values) if convention == "auto" else convention
     if resolved == "unbounded":
         top = max((v for v in values if v is not None), default=0.0)
-        return tuple(
-            None if v is None else (_clip(v / top) if top > 0 else 0.0) for v in values
-        ), resolved
+        if top > 0:
+            return tuple(None if v is None else _clip(v / top) for v in values), resolved
+        return tuple(None if v is None else _sigmoid(v) for v in values), resolved
     convert: Callable[[float], float] = {
         "similarity": lambda x: x,
         "relevance": lambda x: x,

@@ -187,7 +187,7 @@ _DIMENSIONS = ("tier", "model", "tenant", "framework", "outcome", "mode")
 
 @app.command()
 def report(
-    ledger: Annotated[Path, typer.Argument(help="A ledger export (JSONL).")],
+    ledger: Annotated[Path, typer.Argument(metavar="LEDGER", help="A ledger export (JSONL).")],
     by: Annotated[
         list[str] | None,
         typer.Option(help=f"Extra breakdowns, any of {', '.join(_DIMENSIONS)}."),
@@ -283,7 +283,10 @@ def project(
     ctx: typer.Context,
     sample: Annotated[
         Path,
-        typer.Argument(help="JSONL of requests (prompt/messages, tokens, tier...) or a ledger."),
+        typer.Argument(
+            metavar="SAMPLE",
+            help="JSONL of requests (prompt/messages, tokens, tier...) or a ledger.",
+        ),
     ],
     requests_per_day: Annotated[
         int, typer.Option("--requests-per-day", "-n", min=1, help="Production volume.")
@@ -420,8 +423,9 @@ def calibrate(
     samples: Annotated[
         Path,
         typer.Argument(
+            metavar="SAMPLES",
             help='JSONL: routing samples {"prompt", "labels": {tier: 0/1 or score}} and/or '
-            'cache pairs {"a", "b", "label": 0/1}.'
+            'cache pairs {"a", "b", "label": 0/1}.',
         ),
     ],
     tier: Annotated[
@@ -537,7 +541,8 @@ def _bench_dir(directory: Path | None) -> Path:
 @app.command()
 def bench(
     names: Annotated[
-        list[str] | None, typer.Argument(help="Benchmarks to run (default: all).")
+        list[str] | None,
+        typer.Argument(metavar="NAMES", help="Benchmarks to run (default: all)."),
     ] = None,
     directory: Annotated[
         Path | None, typer.Option("--dir", help="The benchmarks folder (default ./benchmarks).")

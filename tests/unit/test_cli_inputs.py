@@ -205,3 +205,21 @@ def test_a_jsonl_file_starting_with_a_bom_is_read(tmp_path: Path) -> None:
     path = tmp_path / "bom.jsonl"
     path.write_bytes(b'\xef\xbb\xbf{"a": 1}\n{"a": 2}\n')
     assert [d["a"] for _, d in json_lines(path, "sample")] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("command", "usage"),
+    [
+        ("report", "costopt report [OPTIONS] {LEDGER}"),
+        ("project", "costopt project [OPTIONS] {SAMPLE}"),
+        ("calibrate", "costopt calibrate [OPTIONS] {SAMPLES}"),
+        ("bench", "costopt bench [OPTIONS] [NAMES]..."),
+    ],
+)
+def test_usage_lines_name_arguments_as_the_readme_and_the_errors_do(
+    command: str, usage: str
+) -> None:
+    # the usage line showed "{ledger}" while the README and the errors say LEDGER
+    # ({...} is typer's mark for a required argument, [...] for an optional one)
+    res = RUNNER.invoke(app, [command, "--help"], prog_name="costopt")
+    assert res.exit_code == 0 and usage in res.output, res.output

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from numbers import Real
-from typing import Any
+from typing import Any, TypeGuard
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForRetrieverRun,
@@ -92,6 +92,10 @@ def _metadata_score(metadata: dict[str, Any], keys: Sequence[str]) -> float | No
     return None
 
 
+def _positive_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 class RelevanceThresholdRetriever(BaseRetriever):
     """Keeps the retrieved documents that pass the relevance cutoffs.
 
@@ -100,10 +104,12 @@ class RelevanceThresholdRetriever(BaseRetriever):
         retriever: any retriever to wrap (scores read from metadata).
         config: the cutoffs; ``RelevanceConfig()`` drops only near-duplicates.
         k: documents to fetch from the store; at most this many are returned.
-            When omitted, a wrapped retriever's own: a ``VectorStoreRetriever``'s
-            ``search_kwargs["k"]``, another retriever's ``k`` field; else 4.
-            ``invoke(query, k=...)`` overrides it per call.
-        search_kwargs: extra arguments to the store's search (``filter``...).
+            When omitted, ``search_kwargs["k"]`` if given, else a wrapped
+            retriever's own: a ``VectorStoreRetriever``'s ``search_kwargs["k"]``,
+            another retriever's ``k`` field; else 4. ``invoke(query, k=...)``
+            overrides it per call.
+        search_kwargs: extra arguments to the store's search (``filter``...);
+            a ``"k"`` here is taken as ``k`` (the ``as_retriever`` habit).
         score_keys: metadata keys holding a wrapped retriever's score.
         engine: ledger and token counter; ``current_engine()`` if omitted.
         record_savings: book the dropped documents' tokens as savings.
@@ -145,14 +151,36 @@ class RelevanceThresholdRetriever(BaseRetriever):
             raise ValueError("give exactly one of vectorstore= or retriever=")
         return self
 
+    @model_validator(mode="after")
+    def _search_k(self) -> RelevanceThresholdRetriever:
+        # search_kwargs={"k": 8} is how as_retriever takes k; passed on to the
+        # search next to k=... it raised "got multiple values for keyword
+        # argument 'k'" on the first query. It is taken as k when unambiguous.
+        if "k" not in self.search_kwargs:
+            return self
+        k = self.search_kwargs["k"]
+        if not _positive_int(k):
+            raise ValueError(
+                f"search_kwargs={{'k': {k!r}}}: k must be a positive int; "
+                "pass the number of documents as k=8"
+            )
+        if "k" in self.model_fields_set and k != self.k:
+            raise ValueError(
+                f"k={self.k} and search_kwargs={{'k': {k!r}}} disagree; give the number "
+                f"of documents once, e.g. k={k} and no 'k' in search_kwargs"
+            )
+        return self
+
     # -- where the documents and scores come from ---------------------------------------
     def _store(self) -> tuple[VectorStore | None, dict[str, Any]]:
+        # k goes to the search as its own argument (see _k), never twice.
+        own = {k: v for k, v in self.search_kwargs.items() if k != "k"}
         if self.vectorstore is not None:
-            return self.vectorstore, self.search_kwargs
+            return self.vectorstore, own
         r = self.retriever
         if isinstance(r, VectorStoreRetriever) and r.search_type == "similarity":
             kwargs = {k: v for k, v in r.search_kwargs.items() if k != "k"}
-            return r.vectorstore, {**kwargs, **self.search_kwargs}
+            return r.vectorstore, {**kwargs, **own}
         return None, {}
 
     def _method(self, store: VectorStore) -> tuple[bool, ScoreConvention]:
@@ -224,19 +252,21 @@ class RelevanceThresholdRetriever(BaseRetriever):
             if isinstance(r, VectorStoreRetriever)
             else getattr(r, "k", None)
         )
-        return k if isinstance(k, int) and not isinstance(k, bool) and k >= 1 else None
+        return k if _positive_int(k) else None
 
     def _k(self, kwargs: dict[str, Any]) -> int:
         if "k" in kwargs:
             k = kwargs["k"]
         elif "k" in self.model_fields_set:
             k = self.k
+        elif "k" in self.search_kwargs:
+            k = self.search_kwargs["k"]  # checked against k= by _search_k
         else:
             # A wrapped retriever set up for k results keeps that k: the wrapper's
             # default would fetch more than it returns (and book them as dropped)
             # or cut what it returns.
             k = self._wrapped_k() or self.k
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        if not _positive_int(k):
             raise ConfigurationError(f"k must be a positive int, got {k!r}")
         return k
 

@@ -444,3 +444,38 @@ async def test_savings_are_booked_to_the_runs_metadata_tenant(sync: bool) -> Non
         else:
             await r.ainvoke(QUERY, config=cfg)
     assert [rec.tenant for rec in engine.ledger.records()] == ["acme"]
+
+
+# -- review 4: k in search_kwargs (the as_retriever habit) ---------------------------------------
+async def test_k_in_search_kwargs_is_taken_as_k() -> None:
+    # Regression: search_kwargs={"k": 5} was passed on next to k=..., and the
+    # first query raised "got multiple values for keyword argument 'k'".
+    store = ScriptedStore([0.9, 0.8, 0.7, 0.6, 0.5, 0.4], relevance_fn=lambda s: s)
+    r = RelevanceThresholdRetriever(
+        vectorstore=store, search_kwargs={"k": 5, "filter": "x"}, engine=CostEngine()
+    )
+    assert [d.metadata["n"] for d in r.invoke(QUERY)] == [0, 1, 2, 3, 4]
+    assert [d.metadata["n"] for d in await r.ainvoke(QUERY)] == [0, 1, 2, 3, 4]
+    assert store.calls[0] == ("score", 5, {"filter": "x"})  # k once, the rest passed on
+    assert len(r.invoke(QUERY, k=2)) == 2  # invoke(k=...) still wins
+    # The same k given both ways is not ambiguous.
+    same = RelevanceThresholdRetriever(
+        vectorstore=memory_store(), k=3, search_kwargs={"k": 3}, engine=CostEngine()
+    )
+    assert len(same.invoke(QUERY)) == 3
+    # Over a wrapped VectorStoreRetriever too.
+    base = memory_store().as_retriever(search_kwargs={"k": 2})
+    wrapped = RelevanceThresholdRetriever(
+        retriever=base, search_kwargs={"k": 5}, engine=CostEngine()
+    )
+    assert len(wrapped.invoke(QUERY)) == 5
+
+
+def test_ambiguous_or_bad_k_in_search_kwargs_is_a_configuration_error() -> None:
+    store = memory_store()
+    with pytest.raises(ConfigurationError, match=r"k=3 and search_kwargs=\{'k': 8\} disagree"):
+        RelevanceThresholdRetriever(vectorstore=store, k=3, search_kwargs={"k": 8})
+    with pytest.raises(ConfigurationError, match=r"search_kwargs=\{'k': '8'\}.*positive int"):
+        RelevanceThresholdRetriever(vectorstore=store, search_kwargs={"k": "8"})
+    with pytest.raises(ConfigurationError, match=r"search_kwargs=\{'k': 0\}"):
+        RelevanceThresholdRetriever(vectorstore=store, search_kwargs={"k": 0})

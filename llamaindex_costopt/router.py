@@ -655,7 +655,7 @@ class RouterLLM(FunctionCallingLLM):
     def _check_budgets(
         self, books: _Books, tier_index: int, messages: list[Message], kwargs: Mapping[str, Any]
     ) -> set[str]:
-        """Check (and, with a shared store, hold) every book's budgets; their actions.
+        """Check and hold every book's budgets; their actions.
 
         Raises:
             BudgetExceededError: a ``block`` budget would be exceeded; holds
@@ -665,12 +665,9 @@ class RouterLLM(FunctionCallingLLM):
         try:
             for book in books.entries:
                 estimate = self._estimate(book.engine, tier_index, messages, kwargs)
-                # Held only where the answer's record will release it.
-                hold = (
-                    book.records_answer
-                    and estimate is not None
-                    and book.engine.ledger.budget_store is not None
-                )
+                # Held only where the answer's record will release it; in-process
+                # budgets hold too, or concurrent calls would all see the same spend.
+                hold = book.records_answer and estimate is not None
                 decisions = book.engine.check_budget(
                     book.tenant, estimate, call_id=books.call_id if hold else None
                 )

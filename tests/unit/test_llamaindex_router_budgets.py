@@ -124,3 +124,41 @@ def test_the_estimate_prices_the_dearest_model_at_or_above_the_starting_tier() -
     with pytest.raises(BudgetExceededError) as err:
         top_only.chat(PROMPT, max_tokens=500)
     assert err.value.estimate_usd == engine.estimate("gpt-4o", NEUTRAL, max_output_tokens=500)
+
+
+def test_concurrent_requests_hold_an_in_process_budget_too() -> None:
+    # Without holds every request in flight sees the same spend, and all of them
+    # pass a budget room for two.
+    import threading
+    import time
+
+    estimate = CostEngine().estimate("gpt-4o", NEUTRAL, max_output_tokens=500)
+    assert estimate is not None
+    engine = CostEngine(budgets=[Budget(limit_usd=estimate * 2, period="day", policy="block")])
+
+    class Slow(ScriptedLLM):
+        def chat(self, messages: Any, **kwargs: Any) -> Any:
+            time.sleep(0.2)  # every request is in flight before any is recorded
+            return super().chat(messages, **kwargs)
+
+    small = Slow(script=Script([ScriptedResponse("answer", USAGE, model="gpt-4o-mini")] * 8))
+    big = llm("gpt-4o")
+    r = RouterLLM(tiers={"small": small, "frontier": big}, classifier=StartAt(0, 2))
+    refused: list[BudgetExceededError] = []
+
+    def one() -> None:
+        try:
+            r.chat(PROMPT, max_tokens=500)
+        except BudgetExceededError as exc:
+            refused.append(exc)
+
+    handler = CostEventHandler(engine).attach()
+    try:
+        threads = [threading.Thread(target=one) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        handler.detach()
+    assert small.script.calls == 2 and len(refused) == 4

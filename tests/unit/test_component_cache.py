@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from typing import Any
 from uuid import UUID
@@ -446,3 +447,41 @@ def test_an_output_the_codec_would_change_is_returned_not_stored() -> None:
     wrapped = cached(RunnableLambda(runnable), cache=engine_cache())
     assert wrapped.invoke("x") == wrapped.invoke("x") == {1: "one"}
     assert runnable.calls == 2
+
+
+# -- keys: dict keys keep their type ---------------------------------------------------
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ({1: "a"}, {"1": "a"}),
+        ({None: "a"}, {"null": "a"}),
+        ({True: "a"}, {"true": "a"}),
+        ({1.5: "a"}, {"1.5": "a"}),
+        ({"q": {2: "x"}}, {"q": {"2": "x"}}),
+        # An input's own dict that looks like the typed form is kept apart too.
+        ({1: "a"}, {"\x00pairs": [[1, "a"]]}),
+    ],
+)
+def test_dict_keys_of_other_types_never_share_an_entry(a: Any, b: Any) -> None:
+    comp = ComponentCache(engine_cache(), "keys")
+    assert comp.get_or_call(a, lambda: "first") == "first"
+    assert comp.get_or_call(b, lambda: "second") == "second"
+    assert comp.get_or_call(a, must_not_call) == "first"
+    assert comp.get_or_call(b, must_not_call) == "second"
+    assert comp.stats().misses == 2
+    wrapped = cached(RunnableLambda(repr), cache=engine_cache())
+    assert (wrapped.invoke(a), wrapped.invoke(b)) == (repr(a), repr(b))
+
+
+def test_typed_keys_are_served_and_string_keys_keep_their_entries() -> None:
+    comp = ComponentCache(engine_cache(), "keys")
+    mixed = {1: "a", "b": [{None: 2}]}  # JSON could not even sort these keys before
+    assert comp.get_or_call(mixed, lambda: "m") == "m"
+    assert comp.get_or_call({"b": [{None: 2}], 1: "a"}, must_not_call) == "m"
+    # Inputs with string keys only are keyed as they always were (entries
+    # stored before stay reachable).
+    plain = {"city": "Paris", "k": [1, {"x": None}]}
+    text = json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    request = comp.request(plain)
+    assert request is not None
+    assert request.messages[0].name == "input:" + hashlib.sha256(text.encode()).hexdigest()

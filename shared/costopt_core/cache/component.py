@@ -48,10 +48,48 @@ Decoder = Callable[[str], Any]
 T = TypeVar("T")
 
 
+#: Starts the one key of a dict whose keys are not all strings (see ``_typed_keys``).
+_TAG = "\x00"
+
+
+def _typed_keys(value: Any) -> Any:
+    """``value`` with every dict key kept apart from the string JSON would make of it.
+
+    JSON writes ``{1: "a"}``, ``{"1": "a"}``, ``{None: ..}`` / ``{"null": ..}`` and
+    ``{True: ..}`` / ``{"true": ..}`` the same, so two different inputs would
+    share an entry. A dict with a key that is not a ``str`` becomes
+    ``{"\x00pairs": [[key, value], ...]}`` (the key a JSON value of its own
+    type, pairs in a fixed order); a ``str`` key that starts with ``\x00``
+    gets one more, so no input's own dict can look like that form. Dicts with
+    plain string keys, the usual input, are left as they are: their keys stay
+    the ones stored before.
+
+    Raises:
+        TypeError: a key JSON has no type for (a tuple, an object).
+    """
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value):
+            return {
+                (_TAG + k if k.startswith(_TAG) else k): _typed_keys(v) for k, v in value.items()
+            }
+        pairs = []
+        for k, v in value.items():
+            if not (k is None or isinstance(k, str | int | float)):
+                raise TypeError(f"a dict key of type {type(k).__name__} cannot be a cache key")
+            pairs.append([k, _typed_keys(v)])
+        # Keys of one dict are unequal, so their JSON texts are too (1 and
+        # True, 0 and -0.0 are one key in Python): a total, stable order.
+        pairs.sort(key=lambda pair: json.dumps(pair[0]))
+        return {_TAG + "pairs": pairs}
+    if isinstance(value, list | tuple):
+        return [_typed_keys(v) for v in value]
+    return value
+
+
 def _canonical(value: Any) -> str:
     # No ``default=``: an input JSON cannot represent exactly must not be
     # squeezed into a key that another input could share.
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(_typed_keys(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _json_encode(value: Any) -> str:
@@ -200,7 +238,7 @@ class ComponentCache:
         try:
             canonical = _canonical(input)
             scope_name = self.name if variant is None else f"{self.name}:{_canonical(variant)}"
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):  # RecursionError: a cycle
             return None
         digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
         # The engine folds whitespace in message text; the digest in ``name``

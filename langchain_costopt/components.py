@@ -17,11 +17,12 @@ stored is decided by the engine.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.load import dumpd, dumps, loads
+from langchain_core.messages import BaseMessageChunk, message_chunk_to_message
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import patch_config
 from langchain_core.runnables.utils import ConfigurableFieldSpec, Input, Output
@@ -84,7 +85,96 @@ def _key(value: Any) -> tuple[bool, Any]:
     return (False, None) if _has_stub(dumped) else (True, dumped)
 
 
-class CachedRunnable(RunnableSerializable[Input, Output]):
+def _lookup_args(
+    bound: Runnable[Any, Any], input: Any, config: RunnableConfig, kwargs: Mapping[str, Any]
+) -> tuple[bool, Any, str | None, Any]:
+    """``(cacheable, key, tenant, variant)`` of one call of ``bound``."""
+    ok, key = _key(input)
+    # Call options and the wrapped Runnable's configurable fields change
+    # its output without being its input: they split the cache instead.
+    configurable = config.get("configurable") or {}
+    specs = {s.id for s in bound.config_specs}
+    variant_src: dict[str, Any] = {}
+    if kwargs:
+        variant_src["kwargs"] = dict(kwargs)
+    chosen = {k: v for k, v in configurable.items() if k in specs}
+    if chosen:
+        variant_src["configurable"] = chosen
+    variant_ok, variant = _key(variant_src) if variant_src else (True, None)
+    tenant = run_tenant(config.get("metadata"))
+    return ok and variant_ok, key, tenant, variant
+
+
+def _input_of(parts: list[Any]) -> tuple[bool, Any]:
+    """The input a stream of input chunks adds up to, as ``Runnable.transform`` has it.
+
+    ``(False, None)`` for no chunk (nothing to run). Chunks that cannot be
+    added leave the last one, as langchain-core does: what the wrapped
+    Runnable would be given is what the key is made of.
+    """
+    if not parts:
+        return False, None
+    value = parts[0]
+    for part in parts[1:]:
+        try:
+            value = value + part
+        except TypeError:
+            value = part
+    return True, value
+
+
+class _Whole:
+    """Adds a stream's chunks together, as langchain-core does for its callbacks.
+
+    ``value`` is the stream's output once it ended; ``ok`` is False if two
+    chunks could not be added (then no output is known and none is stored,
+    where langchain-core would keep just the last chunk).
+    """
+
+    def __init__(self) -> None:
+        self.ok = True
+        self.empty = True
+        self.value: Any = None
+
+    def add(self, chunk: Any) -> None:
+        if self.empty:
+            self.value, self.empty = chunk, False
+        elif self.ok:
+            try:
+                self.value = self.value + chunk
+            except TypeError:
+                self.ok, self.value = False, None
+
+    def output(self) -> tuple[bool, Any]:
+        """``(True, output)`` to store, or ``(False, None)``."""
+        if self.empty or not self.ok:
+            return False, None
+        # A chat model streams message chunks but invoke returns the message:
+        # a later invoke served from this entry must get what invoke gives.
+        value = self.value
+        if isinstance(value, BaseMessageChunk):
+            value = message_chunk_to_message(value)
+        return True, value
+
+
+class _SchemasOfBound:
+    """The wrapped Runnable's schemas and configurable fields, as the wrapper's own."""
+
+    if TYPE_CHECKING:
+        bound: Runnable[Any, Any]
+
+    def get_input_schema(self, config: RunnableConfig | None = None) -> TypeBaseModel:
+        return self.bound.get_input_schema(config)
+
+    def get_output_schema(self, config: RunnableConfig | None = None) -> TypeBaseModel:
+        return self.bound.get_output_schema(config)
+
+    @property
+    def config_specs(self) -> list[ConfigurableFieldSpec]:
+        return self.bound.config_specs
+
+
+class CachedRunnable(_SchemasOfBound, RunnableSerializable[Input, Output]):
     """A Runnable whose outputs are served from the cache for repeated inputs.
 
     Built by :func:`cached`. On a miss the wrapped Runnable runs as a child of
@@ -109,35 +199,12 @@ class CachedRunnable(RunnableSerializable[Input, Output]):
     def OutputType(self) -> type[Output]:
         return self.bound.OutputType
 
-    def get_input_schema(self, config: RunnableConfig | None = None) -> TypeBaseModel:
-        return self.bound.get_input_schema(config)
-
-    def get_output_schema(self, config: RunnableConfig | None = None) -> TypeBaseModel:
-        return self.bound.get_output_schema(config)
-
-    @property
-    def config_specs(self) -> list[ConfigurableFieldSpec]:
-        return self.bound.config_specs
-
     # -- keys ---------------------------------------------------------------
     def _lookup_args(
         self, input: Any, config: RunnableConfig, kwargs: Mapping[str, Any]
     ) -> tuple[bool, Any, str | None, Any]:
         """``(cacheable, key, tenant, variant)`` of one call."""
-        ok, key = _key(input)
-        # Call options and the wrapped Runnable's configurable fields change
-        # its output without being its input: they split the cache instead.
-        configurable = config.get("configurable") or {}
-        specs = {s.id for s in self.bound.config_specs}
-        variant_src: dict[str, Any] = {}
-        if kwargs:
-            variant_src["kwargs"] = dict(kwargs)
-        chosen = {k: v for k, v in configurable.items() if k in specs}
-        if chosen:
-            variant_src["configurable"] = chosen
-        variant_ok, variant = _key(variant_src) if variant_src else (True, None)
-        tenant = run_tenant(config.get("metadata"))
-        return ok and variant_ok, key, tenant, variant
+        return _lookup_args(self.bound, input, config, kwargs)
 
     # -- invoke ---------------------------------------------------------------
     def _invoke(
@@ -184,6 +251,90 @@ class CachedRunnable(RunnableSerializable[Input, Output]):
         """Async twin of :meth:`invoke`."""
         return await self._acall_with_config(self._ainvoke, input, config, **kwargs)
 
+    # -- stream -------------------------------------------------------------------
+    # On a miss the wrapped Runnable's chunks reach the caller as they come; the
+    # output is stored only once its stream ended whole (not one the caller
+    # stopped reading, cancelled or that failed: its chunks are a partial output).
+    def _transform(
+        self,
+        inputs: Iterator[Input],
+        run_manager: CallbackManagerForChainRun,
+        config: RunnableConfig,
+        **kwargs: Any,
+    ) -> Iterator[Output]:
+        got, input = _input_of(list(inputs))
+        if not got:
+            return
+        ok, key, tenant, variant = self._lookup_args(input, config, kwargs)
+        if ok:
+            found, value = self.component.lookup(key, tenant=tenant, variant=variant)
+            if found:
+                yield value
+                return
+        out = _Whole()
+        for chunk in self.bound.stream(input, config, **kwargs):
+            out.add(chunk)
+            yield chunk
+        done, value = out.output()
+        if ok and done:
+            self.component.store(key, value, tenant=tenant, variant=variant)
+
+    async def _atransform(
+        self,
+        inputs: AsyncIterator[Input],
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
+        **kwargs: Any,
+    ) -> AsyncIterator[Output]:
+        got, input = _input_of([part async for part in inputs])
+        if not got:
+            return
+        ok, key, tenant, variant = self._lookup_args(input, config, kwargs)
+        if ok:
+            found, value = await self.component.alookup(key, tenant=tenant, variant=variant)
+            if found:
+                yield value
+                return
+        out = _Whole()
+        async for chunk in self.bound.astream(input, config, **kwargs):
+            out.add(chunk)
+            yield chunk
+        done, value = out.output()
+        if ok and done:
+            await self.component.astore(key, value, tenant=tenant, variant=variant)
+
+    def transform(
+        self, input: Iterator[Input], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Output]:
+        """The wrapped Runnable's chunks on a miss, the stored output on a hit."""
+        yield from self._transform_stream_with_config(input, self._transform, config, **kwargs)
+
+    def stream(
+        self, input: Input, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Output]:
+        """See :meth:`transform`."""
+        yield from self.transform(iter([input]), config, **kwargs)
+
+    async def atransform(
+        self, input: AsyncIterator[Input], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Output]:
+        """Async twin of :meth:`transform`."""
+        async for chunk in self._atransform_stream_with_config(
+            input, self._atransform, config, **kwargs
+        ):
+            yield chunk
+
+    async def astream(
+        self, input: Input, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Output]:
+        """Async twin of :meth:`stream`."""
+
+        async def one() -> AsyncIterator[Input]:
+            yield input
+
+        async for chunk in self.atransform(one(), config, **kwargs):
+            yield chunk
+
 
 def cached(
     runnable: Runnable[Input, Output],
@@ -204,6 +355,9 @@ def cached(
     configurable fields are part of the key; so is the tenant (run metadata
     ``costopt_tenant`` / ``tenant_id`` / ``tenant``, else
     ``costopt_core.tenant_scope``).
+
+    ``stream`` passes the wrapped Runnable's chunks through on a miss and
+    stores what they add up to once the stream ends; a hit is one chunk.
 
     Args:
         runnable: the Runnable whose outputs to cache.

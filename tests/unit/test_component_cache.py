@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
-from langchain_core.messages import AIMessage
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
@@ -485,3 +487,97 @@ def test_typed_keys_are_served_and_string_keys_keep_their_entries() -> None:
     request = comp.request(plain)
     assert request is not None
     assert request.messages[0].name == "input:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+# -- cached(): streams ----------------------------------------------------------------
+class Talker:
+    """A streaming fake chat model that counts how often it was called."""
+
+    def __init__(self, text: str = "hello there my friend") -> None:
+        self.text = text
+        self.calls = 0
+        self.model = GenericFakeChatModel(messages=self._replies())
+
+    def _replies(self) -> Iterator[str]:
+        while True:
+            self.calls += 1
+            yield self.text
+
+
+def talk_chain(talker: Talker) -> Any:
+    return ChatPromptTemplate.from_messages([("human", "{q}")]) | talker.model | StrOutputParser()
+
+
+def test_stream_passes_chunks_through_on_a_miss_and_stores_the_whole() -> None:
+    talker = Talker()
+    bare = list(talk_chain(Talker()).stream({"q": "x"}))
+    assert len(bare) > 1
+    chain = cached(talk_chain(talker))
+    assert list(chain.stream({"q": "x"})) == bare
+    assert talker.calls == 1
+    assert chain.invoke({"q": "x"}) == "hello there my friend"
+    assert list(chain.stream({"q": "x"})) == ["hello there my friend"]
+    assert talker.calls == 1
+    assert chain.batch([{"q": "x"}, {"q": "y"}]) == ["hello there my friend"] * 2
+    assert talker.calls == 2
+
+
+async def test_astream_passes_chunks_through_on_a_miss_and_stores_the_whole() -> None:
+    talker = Talker()
+    chain = cached(talk_chain(talker))
+    chunks = [c async for c in chain.astream({"q": "x"})]
+    assert len(chunks) > 1 and "".join(chunks) == "hello there my friend"
+    assert [c async for c in chain.astream({"q": "x"})] == ["hello there my friend"]
+    assert await chain.ainvoke({"q": "x"}) == "hello there my friend"
+    assert talker.calls == 1
+    assert await chain.abatch([{"q": "x"}]) == ["hello there my friend"]
+    assert talker.calls == 1
+
+
+def test_a_stream_not_read_to_its_end_stores_nothing() -> None:
+    talker = Talker()
+    chain = cached(talk_chain(talker))
+    stream = chain.stream({"q": "x"})
+    assert next(stream) == "hello"
+    stream.close()
+    assert chain.invoke({"q": "x"}) == "hello there my friend"
+    assert talker.calls == 2
+
+
+async def test_an_async_stream_not_read_to_its_end_stores_nothing() -> None:
+    talker = Talker()
+    chain = cached(talk_chain(talker))
+    stream = chain.astream({"q": "x"})
+    assert await stream.__anext__() == "hello"
+    await stream.aclose()
+    assert await chain.ainvoke({"q": "x"}) == "hello there my friend"
+    assert talker.calls == 2
+
+
+def test_a_failed_stream_stores_nothing() -> None:
+    calls = {"n": 0}
+
+    def gen(chunks: Iterator[str]) -> Iterator[str]:
+        calls["n"] += 1
+        for c in chunks:
+            yield c + "1"
+            if calls["n"] == 1:
+                raise RuntimeError("boom")
+            yield c + "2"
+
+    step = cached(RunnableLambda(gen))
+    with pytest.raises(RuntimeError):
+        list(step.stream("a"))
+    assert list(step.stream("a")) == ["a1", "a2"]
+    assert list(step.stream("a")) == ["a1a2"]
+    assert calls["n"] == 2
+
+
+def test_a_streamed_chat_model_is_stored_as_the_message_invoke_gives() -> None:
+    talker = Talker("Paris.")
+    chain = cached(ChatPromptTemplate.from_messages([("human", "{q}")]) | talker.model)
+    chunks = list(chain.stream({"q": "Capital?"}))
+    assert all(isinstance(c, AIMessageChunk) for c in chunks)
+    again = chain.invoke({"q": "Capital?"})
+    assert type(again) is AIMessage and again.content == "Paris."
+    assert talker.calls == 1

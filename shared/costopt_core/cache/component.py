@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from costopt_core.cache.engine import CacheResult, NotShared, SemanticCache
-from costopt_core.cache.entry import CachedResponse, CacheTier
+from costopt_core.cache.entry import CachedResponse, CacheHit, CacheTier
 from costopt_core.cache.keys import CacheRequest
 from costopt_core.errors import ConfigurationError
 from costopt_core.tenancy import current_tenant
@@ -391,6 +391,73 @@ class ComponentCache:
         with contextlib.suppress(_NotStored):
             await self.cache.astore(request, self._response(value))
         return value
+
+    # -- look up and store apart (streams) -----------------------------------------
+    # A stream cannot go through ``get_or_call``: its caller wants the chunks as
+    # they come, and only a stream that ended whole has an output to keep.
+    def lookup(
+        self, input: Any, *, tenant: str | None = None, variant: Any = None
+    ) -> tuple[bool, Any]:
+        """``(True, output)`` stored for ``input``, else ``(False, None)``.
+
+        A miss (or an input that cannot be a key) is counted as a call of the
+        component: the caller makes it, then :meth:`store` keeps its output.
+        Cache trouble is a miss.
+        """
+        request = self.request(input, tenant=tenant, variant=variant)
+        if request is None:
+            self._count("bypassed")
+            return False, None
+        hit = self.cache.lookup(request)
+        return self._looked_up(hit)
+
+    async def alookup(
+        self, input: Any, *, tenant: str | None = None, variant: Any = None
+    ) -> tuple[bool, Any]:
+        """Async twin of :meth:`lookup`."""
+        request = self.request(input, tenant=tenant, variant=variant)
+        if request is None:
+            self._count("bypassed")
+            return False, None
+        return self._looked_up(await self.cache.alookup(request))
+
+    def _looked_up(self, hit: CacheHit | None) -> tuple[bool, Any]:
+        if hit is not None:
+            ok, value = self._served(CacheResult(hit.response, hit))
+            if ok:
+                return True, value
+        self._count("misses")
+        return False, None
+
+    def store(
+        self, input: Any, output: Any, *, tenant: str | None = None, variant: Any = None
+    ) -> bool:
+        """Keep ``output`` as the component's output for ``input``; True if stored.
+
+        An input that cannot be a key or an output the codec cannot encode is
+        not stored (and is not an error).
+        """
+        entry = self._entry(input, output, tenant, variant)
+        return entry is not None and self.cache.store(*entry)
+
+    async def astore(
+        self, input: Any, output: Any, *, tenant: str | None = None, variant: Any = None
+    ) -> bool:
+        """Async twin of :meth:`store`."""
+        entry = self._entry(input, output, tenant, variant)
+        return entry is not None and await self.cache.astore(*entry)
+
+    def _entry(
+        self, input: Any, output: Any, tenant: str | None, variant: Any
+    ) -> tuple[CacheRequest, CachedResponse] | None:
+        """What :meth:`store` hands the engine, or None if it cannot be stored."""
+        request = self.request(input, tenant=tenant, variant=variant)
+        if request is None:
+            return None
+        try:
+            return request, self._response(output)
+        except _NotStored:
+            return None
 
     # -- invalidation and stats ---------------------------------------------------
     def invalidate(self, input: Any, *, tenant: str | None = None, variant: Any = None) -> int:

@@ -17,7 +17,7 @@ from langchain_core.documents import Document
 from langchain_core.documents.compressor import BaseDocumentCompressor
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig, ensure_config
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from costopt_core.cache.component import ComponentCache
 from costopt_core.context.summarize import (
@@ -31,6 +31,7 @@ from costopt_core.context.summarize import (
     summarize_extractive,
 )
 from costopt_core.engine import CostEngine, current_engine
+from costopt_core.errors import ConfigurationError, config_error
 from costopt_core.types import Message
 from langchain_costopt._convert import to_langchain_message
 from langchain_costopt.callbacks import run_tenant
@@ -39,6 +40,17 @@ __all__ = ["SUMMARY_METADATA_KEY", "AbstractiveContextSummarizer", "ContextSumma
 
 #: Metadata key of a summarized document: ``{"tokens_before", "tokens_after"}``.
 SUMMARY_METADATA_KEY = "costopt_summary"
+
+
+def _check_type(value: Any, expected: type, what: str, fix: str) -> Any:
+    """``value`` if it is ``None`` or an ``expected``; else a ``ConfigurationError`` with the fix.
+
+    Pydantic's own message ("Input should be a valid dictionary or instance
+    of SummarizerConfig") names neither what was meant nor how to build it.
+    """
+    if value is None or isinstance(value, expected):
+        return value
+    raise ConfigurationError(f"{what}, got {type(value).__name__}; {fix}")
 
 
 class _Compressor(BaseDocumentCompressor):
@@ -50,6 +62,40 @@ class _Compressor(BaseDocumentCompressor):
     model: str | None = None
     tenant: str | None = None
     record_savings: bool = True
+
+    def __init__(self, **data: Any) -> None:
+        # A bad setting is the engine's ConfigurationError naming the value and
+        # the fix, as every other component (and the LlamaIndex twins) raises,
+        # not pydantic's ValidationError.
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise config_error(type(self).__name__, exc) from None
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _check_engine(cls, value: Any) -> Any:
+        return _check_type(
+            value,
+            CostEngine,
+            "engine must be a costopt_core.CostEngine",
+            "pass CostEngine(...) or leave engine out to use the current one",
+        )
+
+    @field_validator("config", mode="before", check_fields=False)
+    @classmethod
+    def _check_config(cls, value: Any) -> Any:
+        # Each summarizer's own config class (a dict of its fields is accepted too).
+        expected = cls.model_fields["config"].annotation
+        if value is None or isinstance(value, dict) or not isinstance(expected, type):
+            return value
+        name = expected.__name__
+        return _check_type(
+            value,
+            expected,
+            f"config must be a costopt_core.context.summarize.{name}",
+            f"build one, e.g. {name}(...), or leave config out for the defaults",
+        )
 
     def _engine(self) -> CostEngine:
         return self.engine or current_engine()
@@ -194,6 +240,26 @@ class AbstractiveContextSummarizer(_Compressor):
     llm: BaseChatModel
     config: AbstractiveConfig = Field(default_factory=AbstractiveConfig)
     cache: ComponentCache | None = None
+
+    @field_validator("llm", mode="before")
+    @classmethod
+    def _check_llm(cls, value: Any) -> Any:
+        return _check_type(
+            value,
+            BaseChatModel,
+            "llm must be a LangChain chat model instance",
+            "pass the model object, e.g. ChatOpenAI(model='gpt-4o-mini'), not its name",
+        )
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _check_cache(cls, value: Any) -> Any:
+        return _check_type(
+            value,
+            ComponentCache,
+            "cache must be a costopt_core.cache.component.ComponentCache",
+            "build one, e.g. ComponentCache(SemanticCache(), 'summaries'), or leave it out",
+        )
 
     def _run_config(self, callbacks: Callbacks | None) -> RunnableConfig:
         return {"callbacks": callbacks, "run_name": "costopt_context_summarizer"}

@@ -202,3 +202,47 @@ async def test_savings_are_booked_to_the_runs_metadata_tenant(sync: bool) -> Non
     manager = CallbackManager(handlers=[], metadata={"tenant_id": "globex"})
     summarizer.compress_documents(DOCS, QUERY, callbacks=manager)
     assert [r.tenant for r in engine.ledger.records()] == ["acme", "globex"]
+
+
+# -- review 4: bad settings are ConfigurationErrors naming the value and the fix -------------
+def test_bad_settings_raise_configuration_errors_with_the_fix() -> None:
+    # Regression: pydantic's raw ValidationError ("Input should be a valid
+    # dictionary or instance of SummarizerConfig"), unlike the LlamaIndex twins.
+    from costopt_core.context import RelevanceConfig
+    from costopt_core.errors import ConfigurationError
+    from langchain_costopt.summarizer import AbstractiveContextSummarizer
+
+    with pytest.raises(
+        ConfigurationError,
+        match=r"invalid ContextSummarizer: config=RelevanceConfig\(.*config must be a "
+        r"costopt_core\.context\.summarize\.SummarizerConfig, got RelevanceConfig; build one, "
+        r"e\.g\. SummarizerConfig\(\.\.\.\), or leave config out",
+    ):
+        ContextSummarizer(config=RelevanceConfig())
+    with pytest.raises(
+        ConfigurationError,
+        match=r"config=\{'budget_tokens': -3\}: invalid SummarizerConfig: budget_tokens=-3: "
+        r"Input should be greater than or equal to 1",
+    ):
+        ContextSummarizer(config={"budget_tokens": -3})
+    with pytest.raises(
+        ConfigurationError, match=r"engine='default': engine must be a costopt_core.CostEngine"
+    ):
+        ContextSummarizer(engine="default")  # type: ignore[arg-type]
+    with pytest.raises(
+        ConfigurationError,
+        match=r"invalid AbstractiveContextSummarizer: llm='gpt-4o-mini': llm must be a "
+        r"LangChain chat model instance, got str; pass the model object, e\.g\. "
+        r"ChatOpenAI\(model='gpt-4o-mini'\), not its name",
+    ):
+        AbstractiveContextSummarizer(llm="gpt-4o-mini")  # type: ignore[arg-type]
+    with pytest.raises(
+        ConfigurationError,
+        match=r"config must be a costopt_core\.context\.summarize\.AbstractiveConfig, "
+        r"got SummarizerConfig",
+    ):
+        AbstractiveContextSummarizer(llm=_summarizer_model(), config=SummarizerConfig())
+    with pytest.raises(ConfigurationError, match=r"cache=.*cache must be a .*ComponentCache"):
+        AbstractiveContextSummarizer(llm=_summarizer_model(), cache="redis")
+    # Good settings still build, a dict config included.
+    assert ContextSummarizer(config={"budget_tokens": 30}).config.budget_tokens == 30

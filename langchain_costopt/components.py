@@ -16,16 +16,26 @@ stored is decided by the engine.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import typing
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
-from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForChainRun,
+    AsyncCallbackManagerForToolRun,
+    CallbackManagerForChainRun,
+    CallbackManagerForToolRun,
+)
 from langchain_core.load import dumpd, dumps, loads
 from langchain_core.messages import BaseMessageChunk, message_chunk_to_message
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import patch_config
 from langchain_core.runnables.utils import ConfigurableFieldSpec, Input, Output
+from langchain_core.tools import BaseTool, Tool
+from langchain_core.tools.base import ArgsSchema
 from langchain_core.utils.pydantic import TypeBaseModel
 from pydantic import ConfigDict
 
@@ -33,7 +43,7 @@ from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.cache.component import ComponentCache
 from langchain_costopt.callbacks import run_tenant
 
-__all__ = ["CODEC", "CachedRunnable", "cached", "decode", "encode"]
+__all__ = ["CODEC", "CachedRunnable", "CachedTool", "cached", "decode", "encode"]
 
 #: Codec name recorded in each entry's ``payload_format`` (``component/langchain/v1``).
 CODEC = "langchain"
@@ -336,6 +346,137 @@ class CachedRunnable(_SchemasOfBound, RunnableSerializable[Input, Output]):
             yield chunk
 
 
+def _hooks(method: Callable[..., Any], run_manager: Any, config: RunnableConfig) -> dict[str, Any]:
+    """The ``run_manager`` and config keyword arguments a tool's ``_run``/``_arun`` takes.
+
+    What ``BaseTool.run`` passes to its own ``_run``, for the wrapped tool's.
+    """
+    extra: dict[str, Any] = {}
+    if "run_manager" in inspect.signature(method).parameters:
+        extra["run_manager"] = run_manager
+    try:
+        hints = typing.get_type_hints(method)
+    except Exception:  # unresolvable annotations: langchain-core passes no config either
+        hints = {}
+    for param, hint in hints.items():
+        if hint is RunnableConfig:
+            extra[param] = config
+            break
+    return extra
+
+
+class CachedTool(_SchemasOfBound, BaseTool):
+    """A tool whose outputs are served from the cache for repeated arguments.
+
+    Built by :func:`cached` for a ``BaseTool``: a tool itself (same name,
+    description, argument schema, ``return_direct``, ``response_format``, error
+    handling), so ``bind_tools``, ``create_agent`` and ``ToolNode`` take it. The
+    cache sits where the tool's own code runs (``_run``): the key is the
+    validated arguments, never an agent's tool call id, and a tool call still
+    gets a ``ToolMessage`` for *its* id, hit or miss. A tool error is raised
+    (or handled by the tool's ``handle_tool_error``), never stored.
+
+    Attributes:
+        bound: the wrapped tool.
+        component: the engine-level cache of its outputs.
+    """
+
+    bound: BaseTool
+    component: ComponentCache
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return self.bound.args
+
+    @property
+    def tool_call_schema(self) -> ArgsSchema:
+        if isinstance(self.bound, Tool) and not self.bound.args_schema:
+            # A one-string ``Tool`` has no schema of its own: LangChain shows
+            # models a single ``__arg1`` string for it, but only when it *is* a
+            # ``Tool``; say the same here.
+            arg = {"title": "__arg1", "type": "string"}
+            return {
+                "type": "object",
+                "properties": {"__arg1": arg},
+                "required": ["__arg1"],
+                "description": self.description,
+            }
+        return self.bound.tool_call_schema
+
+    @property
+    def is_single_input(self) -> bool:
+        return self.bound.is_single_input
+
+    @property
+    def func(self) -> Callable[..., Any] | None:
+        # Read, not called, by LangGraph's ToolNode to find the arguments it
+        # injects (state, store, runtime) from the function's signature.
+        return getattr(self.bound, "func", None)
+
+    @property
+    def coroutine(self) -> Callable[..., Any] | None:
+        return getattr(self.bound, "coroutine", None)
+
+    @functools.cached_property
+    def _injected_args_keys(self) -> frozenset[str]:
+        return self.bound._injected_args_keys
+
+    def _to_args_and_kwargs(
+        self, tool_input: str | dict[str, Any], tool_call_id: str | None
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        # The wrapped tool parses its own input (a single-input ``Tool`` takes a
+        # string, a structured one validates against its schema).
+        return self.bound._to_args_and_kwargs(tool_input, tool_call_id)
+
+    def _key_of(
+        self, args: tuple[Any, ...], kwargs: Mapping[str, Any], config: RunnableConfig
+    ) -> tuple[bool, Any, str | None, Any]:
+        return _lookup_args(self.bound, {"args": list(args), "kwargs": dict(kwargs)}, config, {})
+
+    def _output(self, value: Any) -> Any:
+        # JSON has no tuples: a stored (content, artifact) pair comes back a list,
+        # which BaseTool.run would refuse.
+        if self.response_format == "content_and_artifact" and isinstance(value, list):
+            return tuple(value)
+        return value
+
+    def _run(
+        self,
+        *args: Any,
+        config: RunnableConfig,
+        run_manager: CallbackManagerForToolRun | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        method = self.bound._run
+
+        def call() -> Any:
+            return method(*args, **kwargs, **_hooks(method, run_manager, config))
+
+        ok, key, tenant, variant = self._key_of(args, kwargs, config)
+        if not ok:
+            return call()
+        value = self.component.get_or_call(key, call, tenant=tenant, variant=variant)
+        return self._output(value)
+
+    async def _arun(
+        self,
+        *args: Any,
+        config: RunnableConfig,
+        run_manager: AsyncCallbackManagerForToolRun | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        method = self.bound._arun
+
+        async def call() -> Any:
+            return await method(*args, **kwargs, **_hooks(method, run_manager, config))
+
+        ok, key, tenant, variant = self._key_of(args, kwargs, config)
+        if not ok:
+            return await call()
+        value = await self.component.aget_or_call(key, call, tenant=tenant, variant=variant)
+        return self._output(value)
+
+
 def cached(
     runnable: Runnable[Input, Output],
     *,
@@ -356,7 +497,9 @@ def cached(
     ``costopt_tenant`` / ``tenant_id`` / ``tenant``, else
     ``costopt_core.tenant_scope``).
 
-    ``stream`` passes the wrapped Runnable's chunks through on a miss and
+    A tool comes back as a tool (:class:`CachedTool`, same name and schema) that
+    agents can bind and call: its arguments are the key, not the tool call's
+    id. ``stream`` passes the wrapped Runnable's chunks through on a miss and
     stores what they add up to once the stream ends; a hit is one chunk.
 
     Args:
@@ -372,7 +515,7 @@ def cached(
         tags: labels stored with the outputs, to invalidate by later.
 
     Returns:
-        A Runnable with the same input and output types.
+        A Runnable with the same input and output types; a ``BaseTool`` for a tool.
 
     Example:
         >>> from langchain_core.runnables import RunnableLambda
@@ -395,6 +538,13 @@ def cached(
         # LangChain objects compare by value; a hit must return what the call did.
         check_round_trip=True,
     )
+    if isinstance(runnable, BaseTool):
+        # An agent finds a tool by its name and schema: the wrapper must be
+        # that tool, not a Runnable named "cached(...)".
+        fields = {f: getattr(runnable, f) for f in BaseTool.model_fields}
+        return cast(
+            "Runnable[Input, Output]", CachedTool(bound=runnable, component=component, **fields)
+        )
     return CachedRunnable(
         bound=runnable, component=component, name=f"cached({runnable.get_name()})"
     )

@@ -13,12 +13,13 @@ import pytest
 from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableLambda
-from langchain_core.tools import tool
+from langchain_core.tools import BaseTool, StructuredTool, Tool, ToolException, tool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from costopt_core.cache import CacheConfig
 from costopt_core.cache import SemanticCache as CacheEngine
@@ -369,7 +370,9 @@ def test_cached_tool() -> None:
     assert calls["n"] == 2
     assert again == first == {"usd": 8.5, "country": "FR"}
     assert other["usd"] == 10.5
-    assert events.tool_starts == 1
+    # The cached tool is the tool: one tool run per call, hit or miss, and
+    # the tool's code ran for the first call only.
+    assert events.tool_starts == 2
     assert asyncio.run(quote.ainvoke({"weight_kg": 2.0, "country": "FR"})) == first
     assert calls["n"] == 2
 
@@ -581,3 +584,129 @@ def test_a_streamed_chat_model_is_stored_as_the_message_invoke_gives() -> None:
     again = chain.invoke({"q": "Capital?"})
     assert type(again) is AIMessage and again.content == "Paris."
     assert talker.calls == 1
+
+
+# -- cached(): tools for agents ---------------------------------------------------------
+class FakeToolModel(GenericFakeChatModel):
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+
+
+def weather_tool(calls: list[str]) -> BaseTool:
+    @tool
+    def weather(city: str) -> str:
+        """Weather for a city."""
+        calls.append(city)
+        return f"sunny in {city}"
+
+    return weather
+
+
+def test_a_cached_tool_is_the_tool_for_bind_tools() -> None:
+    calls: list[str] = []
+    weather = weather_tool(calls)
+    wrapped = cached(weather, name="weather")
+    assert isinstance(wrapped, BaseTool)
+    assert (wrapped.name, wrapped.description) == ("weather", "Weather for a city.")
+    assert wrapped.args == weather.args
+    assert convert_to_openai_tool(wrapped) == convert_to_openai_tool(weather)
+    bound = FakeToolModel(messages=iter([])).bind_tools([wrapped])
+    assert bound.kwargs["tools"] == [convert_to_openai_tool(weather)]  # type: ignore[attr-defined]
+    # A one-string Tool keeps the single ``__arg1`` string LangChain shows for it.
+    echo = Tool(name="echo", description="Echo.", func=lambda s: calls.append(s) or s.upper())
+    wrapped_echo = cached(echo)
+    schema = convert_to_openai_tool(wrapped_echo)["function"]
+    assert schema["parameters"]["properties"].keys() == {"__arg1"}
+    assert schema["parameters"]["required"] == ["__arg1"]
+    call = {"name": "echo", "args": {"__arg1": "hi"}, "id": "e1", "type": "tool_call"}
+    assert wrapped_echo.invoke(call).content == wrapped_echo.invoke("hi") == "HI"
+    assert calls == ["hi"]
+
+
+def test_tool_calls_are_keyed_on_their_arguments_and_answered_for_their_own_id() -> None:
+    calls: list[str] = []
+    wrapped = cached(weather_tool(calls))
+    call = {"name": "weather", "args": {"city": "Paris"}, "type": "tool_call"}
+    first = wrapped.invoke({**call, "id": "call_1"})
+    again = wrapped.invoke({**call, "id": "call_2"})
+    assert isinstance(first, ToolMessage) and isinstance(again, ToolMessage)
+    assert (first.tool_call_id, again.tool_call_id) == ("call_1", "call_2")
+    assert first.content == again.content == "sunny in Paris"
+    assert again.name == "weather"
+    assert wrapped.invoke({"city": "Paris"}) == "sunny in Paris"
+    late = asyncio.run(wrapped.ainvoke({**call, "id": "call_3"}))
+    assert isinstance(late, ToolMessage) and late.tool_call_id == "call_3"
+    assert calls == ["Paris"]
+    other = wrapped.invoke({**call, "args": {"city": "Oslo"}, "id": "call_4"})
+    assert other.content == "sunny in Oslo" and calls == ["Paris", "Oslo"]
+
+
+def test_a_cached_tool_keeps_its_artifact_and_never_stores_its_errors() -> None:
+    calls: list[str] = []
+
+    @tool(response_format="content_and_artifact")
+    def search(q: str) -> tuple[str, dict[str, Any]]:
+        """Search."""
+        calls.append(q)
+        return f"found {q}", {"ids": [1, 2]}
+
+    wrapped = cached(search)
+    for call_id in ("a", "b"):
+        msg = wrapped.invoke(
+            {"name": "search", "args": {"q": "x"}, "id": call_id, "type": "tool_call"}
+        )
+        assert (msg.tool_call_id, msg.content, msg.artifact) == (
+            call_id,
+            "found x",
+            {"ids": [1, 2]},
+        )
+    assert calls == ["x"]
+
+    def flaky(city: str) -> str:
+        calls.append(city)
+        raise ToolException("down")
+
+    broken = cached(StructuredTool.from_function(flaky, description="d", handle_tool_error=True))
+    for call_id in ("c", "d"):
+        msg = broken.invoke(
+            {"name": "flaky", "args": {"city": "Rome"}, "id": call_id, "type": "tool_call"}
+        )
+        assert (msg.status, msg.content, msg.tool_call_id) == ("error", "down", call_id)
+    assert calls == ["x", "Rome", "Rome"]
+
+
+def test_tool_node_runs_a_cached_tool() -> None:
+    prebuilt = pytest.importorskip("langgraph.prebuilt")
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    calls: list[str] = []
+    graph = StateGraph(MessagesState)
+    graph.add_node("tools", prebuilt.ToolNode([cached(weather_tool(calls))]))
+    graph.add_edge(START, "tools")
+    graph.add_edge("tools", END)
+    app = graph.compile()
+    for call_id in ("c1", "c2"):
+        ask = {"name": "weather", "args": {"city": "Paris"}, "id": call_id}
+        out = app.invoke({"messages": [AIMessage("", tool_calls=[ask])]})["messages"]
+        assert [(m.tool_call_id, m.content) for m in out[1:]] == [(call_id, "sunny in Paris")]
+    assert calls == ["Paris"]
+
+
+def test_an_agent_calls_a_cached_tool() -> None:
+    agents = pytest.importorskip("langchain.agents")
+    calls: list[str] = []
+    ask = {"name": "weather", "args": {"city": "Paris"}}
+    replies = iter(
+        [
+            AIMessage("", tool_calls=[{**ask, "id": "c1"}]),
+            AIMessage("", tool_calls=[{**ask, "id": "c2"}]),
+            AIMessage("done"),
+        ]
+    )
+    agent = agents.create_agent(
+        FakeToolModel(messages=replies), tools=[cached(weather_tool(calls))]
+    )
+    out = agent.invoke({"messages": [HumanMessage("hi")]})["messages"]
+    answers = [(m.tool_call_id, m.content) for m in out if isinstance(m, ToolMessage)]
+    assert answers == [("c1", "sunny in Paris"), ("c2", "sunny in Paris")]
+    assert out[-1].content == "done" and calls == ["Paris"]

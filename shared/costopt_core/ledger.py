@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
     from costopt_core.pricing.cost import PricedCall
 
-__all__ = ["CostLedger", "Dimension", "Totals", "utc_now"]
+__all__ = ["CostLedger", "Dimension", "Totals", "read_record", "utc_now"]
 
 log = logging.getLogger("costopt.ledger")
 
@@ -1005,13 +1005,15 @@ class CostLedger:
 
     @classmethod
     def from_jsonl(cls, path: str | Path, **kwargs: Any) -> CostLedger:
-        """Rebuild a ledger from a JSONL export."""
+        """Rebuild a ledger from a JSONL export; a call id seen twice counts once.
+
+        Raises:
+            ConfigurationError: the file is missing, or a line is not JSON or not
+                a record (see :func:`read_record`); the message names ``file:line``.
+        """
         ledger = cls(**kwargs)
         for where, data in json_lines(Path(path), "ledger"):
-            try:
-                ledger.add(CallRecord.from_dict(data))
-            except Exception as exc:
-                raise ConfigurationError(f"{where}: not a costopt ledger record ({exc})") from None
+            ledger.add(read_record(where, data))
         return ledger
 
     def to_csv(self, path: str | Path | None = None) -> str:
@@ -1053,6 +1055,30 @@ class CostLedger:
         from costopt_core.report import format_summary
 
         return format_summary(self)
+
+
+def read_record(where: str, data: Any) -> CallRecord:
+    """One line of a ledger export (parsed JSON) as a record.
+
+    The one reader of ledger lines: ``CostLedger.from_jsonl`` (``costopt
+    report``) and ``WorkloadSample.from_jsonl`` (``costopt project``) both read
+    records through it, and both keep the first record of a call id.
+
+    Args:
+        where: the line's ``file:line``, for the message.
+        data: the line's parsed JSON.
+
+    Raises:
+        ConfigurationError: the line is not a record: the message names
+            ``where``, the field and its value, and how records are written.
+    """
+    try:
+        return CallRecord.from_dict(data)
+    except Exception as exc:  # from_dict names the field; anything else still names the line
+        raise ConfigurationError(
+            f"{where}: not a costopt ledger record: {exc}. A ledger has one call per line, "
+            "as CostLedger.to_jsonl(path) writes them"
+        ) from None
 
 
 @functools.lru_cache(maxsize=64)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -329,34 +329,29 @@ class CallRecord:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CallRecord:
+    def from_dict(cls, data: Any) -> CallRecord:
         """Read back :meth:`to_dict`'s output (a ledger export line, a Redis entry).
 
+        Only ``call_id``, ``timestamp`` and ``model`` are required (ledgers
+        written by earlier versions load as they are).
+
         Raises:
-            ValueError: a field has the wrong type or a non-finite amount, so a bad
-                line is refused here instead of breaking the ledger's totals later.
+            ValueError: a field is missing or of the wrong type, or an amount is
+                not finite; the message names the field and value, so a bad line
+                is refused here instead of breaking the ledger's totals later.
         """
-
-        def money(key: str, v: Any) -> Decimal | None:
-            return None if v is None else amount(key, v)
-
-        def amount(key: str, v: Any) -> Decimal:
-            if isinstance(v, bool) or not isinstance(v, str | int | float | Decimal):
-                raise ValueError(f"{key} must be a decimal string, got {v!r}")
-            parsed = Decimal(str(v))
-            if not parsed.is_finite():
-                raise ValueError(f"{key} must be a finite amount, got {v!r}")
-            return parsed
-
-        def text(key: str) -> Any:
-            v = data.get(key)
-            if v is not None and not isinstance(v, str):
-                raise ValueError(f"{key} must be a string or null, got {v!r}")
-            return v
-
+        if not isinstance(data, Mapping):
+            raise ValueError(f"expected a JSON object (one call per line), got {_json_type(data)}")
+        call_id = _call_id(data)
+        timestamp = _timestamp(data)
+        model = _required_text(data, "model", "the model that served the call, e.g. 'gpt-4o'")
         mode, outcome = data.get("mode", "sync"), data.get("outcome", "model")
-        if mode not in get_args(CallMode) or outcome not in get_args(CallOutcome):
-            raise ValueError(f"unknown mode {mode!r} or outcome {outcome!r}")
+        if mode not in get_args(CallMode):
+            raise ValueError(f"mode must be one of {list(get_args(CallMode))}, got {mode!r}")
+        if outcome not in get_args(CallOutcome):
+            raise ValueError(
+                f"outcome must be one of {list(get_args(CallOutcome))}, got {outcome!r}"
+            )
         latency = data.get("latency_ms")
         if latency is not None and (
             isinstance(latency, bool)
@@ -364,31 +359,141 @@ class CallRecord:
             or not math.isfinite(latency)
         ):
             raise ValueError(f"latency_ms must be a finite number or null, got {latency!r}")
-        savings, tags = data.get("savings_usd", {}), data.get("tags", {})
-        if not isinstance(savings, dict) or not isinstance(tags, dict):
-            raise ValueError("savings_usd and tags must be objects")
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
-            raise ValueError(f"tags must map strings to strings, got {tags!r}")
-        timestamp = datetime.fromisoformat(data["timestamp"])
-        if timestamp.tzinfo is None:  # budgets and sorting compare aware datetimes
-            timestamp = timestamp.replace(tzinfo=UTC)
+        tags = data.get("tags", {})
+        if not isinstance(tags, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
+        ):
+            raise ValueError(
+                f"tags must be an object mapping strings to strings, got {_short(tags)}"
+            )
+        estimated = data.get("estimated", False)
+        if not isinstance(estimated, bool):
+            raise ValueError(f"estimated must be true or false, got {estimated!r}")
+        usage = data.get("usage", {})
+        if not isinstance(usage, Mapping):
+            raise ValueError(
+                "usage must be an object of token counts, e.g. "
+                '{"input_tokens": 1200, "output_tokens": 150} ({} when unknown), '
+                f"got {_json_type(usage)}"
+            )
+        try:
+            tokens = Usage.from_dict(dict(usage))
+        except UsageFormatError as exc:
+            raise ValueError(f"usage: {exc}") from None
+        cost = _money(data, "cost_usd")
+        baseline = _money(data, "baseline_cost_usd")
+        savings = _savings(data.get("savings_usd", {}))
         return cls(
-            call_id=str(data["call_id"]),
+            call_id=call_id,
             timestamp=timestamp,
-            model=str(data["model"]),
-            tier=text("tier"),
-            tenant=text("tenant"),
-            framework=text("framework"),
+            model=model,
+            tier=_text(data, "tier"),
+            tenant=_text(data, "tenant"),
+            framework=_text(data, "framework"),
             mode=mode,
             outcome=outcome,
-            usage=Usage.from_dict(data.get("usage", {})),
-            cost_usd=money("cost_usd", data.get("cost_usd")),
-            baseline_cost_usd=money("baseline_cost_usd", data.get("baseline_cost_usd")),
-            savings_usd={k: amount(f"savings_usd.{k}", v) for k, v in savings.items()},
+            usage=tokens,
+            cost_usd=cost,
+            baseline_cost_usd=baseline,
+            savings_usd=savings,
             latency_ms=latency,
-            estimated=bool(data.get("estimated", False)),
+            estimated=estimated,
             tags=dict(tags),
         )
+
+
+def _json_type(value: object) -> str:
+    """A JSON value's kind as a user wrote it (``null``, ``a list``...)."""
+    if value is None:
+        return "null"
+    names = {bool: "a boolean", str: "a string", int: "a number", float: "a number"}
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return names.get(type(value), type(value).__name__)
+
+
+def _short(value: object) -> str:
+    return f"{value!r:.80}"
+
+
+def _missing(key: str, what: str) -> ValueError:
+    return ValueError(f"missing field {key!r} ({what})")
+
+
+def _call_id(data: Mapping[str, Any]) -> str:
+    if "call_id" not in data:
+        raise _missing("call_id", "the call's unique id; a call id seen twice is counted once")
+    v = data["call_id"]
+    if isinstance(v, bool) or not isinstance(v, str | int):
+        raise ValueError(f"call_id must be a string, got {_json_type(v)} {_short(v)}")
+    return str(v)
+
+
+def _timestamp(data: Mapping[str, Any]) -> datetime:
+    example = "an ISO 8601 date-time such as '2026-01-31T12:00:00+00:00'"
+    if "timestamp" not in data:
+        raise _missing("timestamp", f"when the call was made: {example}")
+    v = data["timestamp"]
+    if not isinstance(v, str):
+        raise ValueError(f"timestamp must be {example}, got {_json_type(v)} {_short(v)}")
+    try:
+        when = datetime.fromisoformat(v)
+    except ValueError:
+        raise ValueError(f"timestamp must be {example}, got {_short(v)}") from None
+    if when.tzinfo is None:  # budgets and sorting compare aware datetimes
+        when = when.replace(tzinfo=UTC)
+    return when
+
+
+def _required_text(data: Mapping[str, Any], key: str, what: str) -> str:
+    if key not in data:
+        raise _missing(key, what)
+    v = data[key]
+    if not isinstance(v, str):
+        raise ValueError(f"{key} must be a string ({what}), got {_json_type(v)} {_short(v)}")
+    return v
+
+
+def _text(data: Mapping[str, Any], key: str) -> str | None:
+    v = data.get(key)
+    if v is not None and not isinstance(v, str):
+        raise ValueError(f"{key} must be a string or null, got {_json_type(v)} {_short(v)}")
+    return v
+
+
+def _amount(key: str, v: Any) -> Decimal:
+    """A money amount: a decimal string (what :meth:`CallRecord.to_dict` writes) or number."""
+    if isinstance(v, bool) or not isinstance(v, str | int | float | Decimal):
+        raise ValueError(
+            f"{key} must be a decimal string such as '0.00125', got {_json_type(v)} {_short(v)}"
+        )
+    try:
+        parsed = Decimal(str(v).strip())
+    except ArithmeticError:  # decimal.InvalidOperation: not a number
+        raise ValueError(f"{key} must be a decimal string such as '0.00125', got {v!r}") from None
+    if not parsed.is_finite():
+        raise ValueError(f"{key} must be a finite amount, got {v!r}")
+    return parsed
+
+
+def _money(data: Mapping[str, Any], key: str) -> Decimal | None:
+    """``cost_usd`` / ``baseline_cost_usd``: null (unknown) or an amount."""
+    v = data.get(key)
+    return None if v is None else _amount(key, v)
+
+
+def _savings(raw: Any) -> dict[str, Decimal]:
+    if not isinstance(raw, Mapping):
+        raise ValueError(
+            'savings_usd must be an object of {lever: amount}, e.g. {"routing": "0.0021"}, '
+            f"got {_json_type(raw)} {_short(raw)}"
+        )
+    out: dict[str, Decimal] = {}
+    for lever, v in raw.items():
+        out[lever] = _amount(f"savings_usd.{lever}", v)
+    return out
 
 
 _RECORD_SETTERS = slot_setters(CallRecord)

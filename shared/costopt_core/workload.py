@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from costopt_core.errors import ConfigurationError
 from costopt_core.jsonl import json_lines
+from costopt_core.ledger import read_record
 from costopt_core.projection import MeasuredRequest
 from costopt_core.routing.tiers import Tiers
 from costopt_core.types import CallOutcome, CallRecord, Message, Usage
@@ -162,6 +163,21 @@ def parse_request(data: Any, where: str = "request") -> WorkloadRequest:
     )
 
 
+#: Fields of a ledger record that no request line has.
+_RECORD_KEYS = frozenset(
+    {"call_id", "timestamp", "model", "usage", "cost_usd", "baseline_cost_usd", "savings_usd"}
+)
+
+
+def _is_record(data: Any) -> bool:
+    """A ledger record (to read as one, so a broken one gets the record's errors)."""
+    if not isinstance(data, Mapping):
+        return False
+    return "call_id" in data or (
+        "prompt" not in data and "messages" not in data and not _RECORD_KEYS.isdisjoint(data)
+    )
+
+
 @dataclass(frozen=True)
 class WorkloadSample:
     """A sample to project from: requests to replay, or a ledger export's records.
@@ -188,11 +204,8 @@ class WorkloadSample:
         requests: list[WorkloadRequest] = []
         records: list[CallRecord] = []
         for where, data in json_lines(p, "sample"):
-            if isinstance(data, Mapping) and "call_id" in data:
-                try:
-                    records.append(CallRecord.from_dict(dict(data)))
-                except Exception as exc:
-                    raise _fail(where, f"not a costopt ledger record ({exc})") from None
+            if _is_record(data):
+                records.append(read_record(where, data))
             else:
                 requests.append(parse_request(data, where))
         if requests and records:

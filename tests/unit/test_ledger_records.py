@@ -1,0 +1,159 @@
+"""Reading ledger records back: errors that name the field and the fix."""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from costopt_core import CostEngine, Usage
+from costopt_core.cli import app
+from costopt_core.errors import ConfigurationError
+from costopt_core.ledger import CostLedger
+from costopt_core.types import CallRecord
+from costopt_core.workload import WorkloadSample
+
+U = Usage(input_tokens=1200, output_tokens=150)
+HOW = "CostLedger.to_jsonl(path)"
+
+
+def _write(path: Path, rows: list[Any]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
+    return path
+
+
+def _cli(*args: str) -> Any:
+    return CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"}).invoke(app, list(args))
+
+
+def _one_line(text: str) -> str:
+    """CLI output with rich's box and wrapping removed."""
+    return re.sub(r"[\s│╭╮╰╯─]+", " ", text)
+
+
+def _bad(tmp_path: Path, row: Any) -> str:
+    """The error of CostLedger.from_jsonl and of costopt report/project on ``row``."""
+    path = _write(tmp_path / "bad.jsonl", [row])
+    with pytest.raises(ConfigurationError) as info:
+        CostLedger.from_jsonl(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:1: not a costopt ledger record: ")
+    assert HOW in message
+    if isinstance(row, dict):  # else a sample reads it as a request, which it is not either
+        with pytest.raises(ConfigurationError) as sample_info:
+            WorkloadSample.from_jsonl(path)
+        assert str(sample_info.value) == message
+    res = _cli("report", str(path))
+    assert res.exit_code == 2
+    assert "bad.jsonl:1" in _one_line(res.output)
+    return message
+
+
+def _model_row(engine: CostEngine) -> dict[str, Any]:
+    return engine.record_call(model="gpt-4o-mini", usage=U).to_dict()
+
+
+# -- 3. errors name the field and what a record looks like --------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda r: [r], "expected a JSON object (one call per line), got a list"),
+        (lambda r: "text", "expected a JSON object (one call per line), got a string"),
+        (
+            lambda r: _drop(r, "timestamp"),
+            "missing field 'timestamp' (when the call was made: an "
+            "ISO 8601 date-time such as '2026-01-31T12:00:00+00:00')",
+        ),
+        (lambda r: _drop(r, "call_id"), "missing field 'call_id'"),
+        (lambda r: _drop(r, "model"), "missing field 'model' (the model that served the call"),
+        (
+            lambda r: {**r, "usage": None},
+            "usage must be an object of token counts, e.g. "
+            '{"input_tokens": 1200, "output_tokens": 150} ({} when unknown), got null',
+        ),
+        (
+            lambda r: {**r, "usage": {"input_tokens": "5"}},
+            "usage: input_tokens must be an int or None, got '5'",
+        ),
+        (
+            lambda r: {**r, "timestamp": 1700000000},
+            "timestamp must be an ISO 8601 date-time "
+            "such as '2026-01-31T12:00:00+00:00', got a number 1700000000",
+        ),
+        (lambda r: {**r, "timestamp": "yesterday"}, "got 'yesterday'"),
+        (lambda r: {**r, "call_id": None}, "call_id must be a string, got null"),
+        (lambda r: {**r, "model": ["gpt-4o"]}, "model must be a string"),
+        (
+            lambda r: {**r, "cost_usd": "abc"},
+            "cost_usd must be a decimal string such as '0.00125', got 'abc'",
+        ),
+        (
+            lambda r: {**r, "savings_usd": None},
+            "savings_usd must be an object of "
+            '{lever: amount}, e.g. {"routing": "0.0021"}, got null',
+        ),
+        (lambda r: {**r, "tags": None}, "tags must be an object mapping strings to strings"),
+        (
+            lambda r: {**r, "outcome": "hit"},
+            "outcome must be one of ['model', 'cache_exact', "
+            "'cache_semantic', 'escalated', 'removed'], got 'hit'",
+        ),
+        (lambda r: {**r, "mode": "async"}, "mode must be one of ['sync', 'batch'], got 'async'"),
+        (lambda r: {**r, "estimated": "no"}, "estimated must be true or false, got 'no'"),
+    ],
+)
+def test_a_bad_record_names_the_field_and_how_a_record_is_written(
+    engine: CostEngine, tmp_path: Path, change: Any, expected: str
+) -> None:
+    message = _bad(tmp_path, change(_model_row(engine)))
+    assert expected in message
+    assert "object has no attribute" not in message and "not iterable" not in message
+
+
+def _drop(row: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != key}
+
+
+def test_ledgers_of_earlier_versions_still_load(tmp_path: Path) -> None:
+    rows = [
+        # the first to_dict: money via str(), so small amounts in scientific notation
+        {"call_id": "a", "timestamp": "2025-06-01T10:00:00+00:00", "model": "gpt-4o-mini",
+         "tier": None, "tenant": None, "framework": "langchain", "mode": "sync",
+         "outcome": "model", "usage": {"input_tokens": 10, "output_tokens": 1},
+         "cost_usd": "0.0000021", "baseline_cost_usd": "0.000035",
+         "savings_usd": {"routing": "0.0000329"}, "latency_ms": 12.5, "estimated": False,
+         "tags": {}},
+        {"call_id": "b", "timestamp": "2025-06-01T10:00:01+00:00", "model": "gpt-4o-mini",
+         "outcome": "escalated", "usage": {"input_tokens": 10, "output_tokens": 1},
+         "cost_usd": "0.0000021", "baseline_cost_usd": "0",
+         "savings_usd": {"routing": "-0.0000021"}},
+        {"call_id": "c", "timestamp": "2025-06-01T10:00:02+00:00", "model": "gpt-4o-mini",
+         "outcome": "cache_exact", "usage": {"input_tokens": 1, "output_tokens": 1},
+         "cost_usd": "0", "baseline_cost_usd": "1.25E-5",
+         "savings_usd": {"routing": "1.19E-5", "cache_exact": "6E-7"}},
+        # only the required fields; a naive timestamp is read as UTC
+        {"call_id": "d", "timestamp": "2025-06-01T10:00:03", "model": "gpt-4o"},
+    ]  # fmt: skip
+    ledger = CostLedger.from_jsonl(_write(tmp_path / "old.jsonl", rows))
+    records = ledger.records()
+    assert [r.call_id for r in records] == ["a", "b", "c", "d"]
+    assert records[2].baseline_cost_usd == Decimal("0.0000125")
+    assert records[3].usage == Usage() and records[3].cost_usd is None
+    assert records[3].timestamp.tzinfo is not None
+    assert ledger.totals().calls == 4
+
+
+def test_from_dict_refuses_a_bad_record_with_a_value_error(engine: CostEngine) -> None:
+    row = _model_row(engine)
+    assert CallRecord.from_dict(row) == CallRecord.from_dict(json.loads(json.dumps(row)))
+    with pytest.raises(ValueError, match="cost_usd must be a decimal string"):
+        CallRecord.from_dict({**row, "cost_usd": [1]})
+    with pytest.raises(ValueError, match="expected a JSON object"):
+        CallRecord.from_dict(None)

@@ -15,15 +15,24 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
 from costopt_core import ConfigurationError, CostEngine, tenant_scope
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.charts import ledger_chart
-from costopt_core.local import LocalModel, LocalModelConfig, local_model_available
+from costopt_core.errors import CostOptError
+from costopt_core.local import (
+    LocalAnswer,
+    LocalModel,
+    LocalModelConfig,
+    LocalModelError,
+    local_model_available,
+)
 from costopt_core.memory import MemoryConfig
 from costopt_core.routing.router import RouterConfig
 from costopt_demo.langchain_app import LangChainApp
@@ -31,7 +40,15 @@ from costopt_demo.llamaindex_app import LlamaIndexApp
 from costopt_demo.standins import StandIn
 from costopt_demo.workload import BATCH_MODEL, SYSTEM_PROMPT, TIERS, DemoRequest, build_workload
 
-__all__ = ["MEMORY", "ROUTING", "DemoResult", "run_demo"]
+__all__ = [
+    "MEMORY",
+    "ROUTING",
+    "DemoLocalModel",
+    "DemoResult",
+    "LocalModelUnavailable",
+    "load_local_model",
+    "run_demo",
+]
 
 #: A support chat's memory: a short verbatim window, summaries folded in batches.
 MEMORY = MemoryConfig(
@@ -56,6 +73,62 @@ LOCAL_MODEL = LocalModelConfig(
 ROUTING = RouterConfig(thresholds=(0.3, 0.7))
 
 
+class LocalModelUnavailable(ConfigurationError):
+    """The real local model was asked for (``local=True``) but cannot be loaded here."""
+
+
+class DemoLocalModel(LocalModel):
+    """The local model, counting the calls it answered and the ones that failed.
+
+    The router sends a failed call on to the next tier without a record, so
+    without these counts a local model that never answered looked like one
+    that did. (``achat`` runs ``chat``: each call is counted once.)
+    """
+
+    def __init__(
+        self, config: LocalModelConfig = LOCAL_MODEL, *, loader: Callable[[], Any] | None = None
+    ) -> None:
+        super().__init__(config, loader=loader)
+        self.answered = 0
+        self.failures: list[str] = []
+
+    def chat(self, messages: Any, **params: Any) -> LocalAnswer:
+        try:
+            answer = super().chat(messages, **params)
+        except CostOptError as exc:
+            self.failures.append(str(exc))
+            raise
+        self.answered += 1
+        return answer
+
+
+def load_local_model(local: bool | None = None) -> tuple[DemoLocalModel | None, str | None]:
+    """The real local small tier, loaded now: ``(model, None)``, or ``(None, why not)``.
+
+    Loading before the run makes a model that cannot load fail at once, not as
+    one silent fallback per routed call.
+
+    Args:
+        local: ``True``: the local model or an error; ``False``: none;
+            ``None``: the local model where the ``local`` extra is installed,
+            else none (the reason is returned when it is installed but fails).
+
+    Raises:
+        LocalModelUnavailable: ``local=True`` and the extra is missing or the
+            model does not load.
+    """
+    if local is False or (local is None and not local_model_available()):
+        return None, None
+    model = DemoLocalModel(LOCAL_MODEL)
+    try:
+        model.load()
+    except (ConfigurationError, LocalModelError) as exc:
+        if local:
+            raise LocalModelUnavailable(str(exc)) from exc
+        return None, f"the local model could not be loaded, so tier 1 was a stand-in: {exc}"
+    return model, None
+
+
 @dataclass
 class DemoResult:
     """What a demo run leaves behind.
@@ -66,7 +139,14 @@ class DemoResult:
         seconds: wall time of the run.
         ledger_path: the ledger export (JSONL), if written.
         chart_path: the savings chart (PNG), if written (needs matplotlib).
-        local: the small tier was the real local model (llama.cpp), not a stand-in.
+        local: the real local model (llama.cpp) answered calls of the LangChain
+            small tier (``local_calls > 0``); what answered, not what was asked for.
+        local_loaded: the local model was loaded to serve that tier.
+        local_calls: calls the local model answered (kept or escalated; a cache
+            hit does not run it).
+        local_failures: errors of the local calls that failed and went to the
+            next tier, in order.
+        local_note: why the local model was not used though it is installed.
     """
 
     engine: CostEngine
@@ -75,6 +155,10 @@ class DemoResult:
     ledger_path: Path | None
     chart_path: Path | None = None
     local: bool = False
+    local_loaded: bool = False
+    local_calls: int = 0
+    local_failures: tuple[str, ...] = ()
+    local_note: str | None = None
 
 
 def _serve(req: DemoRequest, lc: LangChainApp, li: LlamaIndexApp) -> None:
@@ -97,7 +181,7 @@ def run_demo(
     seed: int = 7,
     out_dir: Path | None = None,
     progress: bool = True,
-    local: bool | None = None,
+    local: bool | DemoLocalModel | None = None,
 ) -> DemoResult:
     """Run ``n`` requests through both halves and return the engine with its ledger.
 
@@ -109,12 +193,20 @@ def run_demo(
         progress: show a progress bar.
         local: serve the LangChain half's small tier with the real local model
             (SmolLM2-135M on llama.cpp); ``None`` uses it where the ``local``
-            extra is installed.
+            extra is installed; a :class:`DemoLocalModel` from
+            :func:`load_local_model` is used as given (and left open).
+
+    Raises:
+        LocalModelUnavailable: ``local=True`` and the local model cannot be loaded.
     """
     start = time.perf_counter()
-    if local is None:
-        local = local_model_available()
-    local_model = LocalModel(LOCAL_MODEL) if local else None
+    local_model: DemoLocalModel | None
+    note = None
+    owned = not isinstance(local, DemoLocalModel)  # one given is the caller's to close
+    if isinstance(local, DemoLocalModel):
+        local_model = local
+    else:
+        local_model, note = load_local_model(local)
     engine = CostEngine(baseline_model=TIERS["frontier"])
     cache = CacheEngine(embedder=engine.embedder)
     stand_ins = {
@@ -146,7 +238,7 @@ def run_demo(
         finally:
             li.detach()
             lc.close()
-            if local_model is not None:
+            if local_model is not None and owned:
                 local_model.close()
 
     ledger_path = chart_path = None
@@ -155,7 +247,19 @@ def run_demo(
         ledger_path = engine.ledger.to_jsonl(out_dir / "demo-ledger.jsonl")
         chart_path = _chart(engine, out_dir / "demo-savings.png", n)
     seconds = time.perf_counter() - start
-    return DemoResult(engine, cache, seconds, ledger_path, chart_path, local=bool(local))
+    local_calls = local_model.answered if local_model is not None else 0
+    return DemoResult(
+        engine,
+        cache,
+        seconds,
+        ledger_path,
+        chart_path,
+        local=local_calls > 0,
+        local_loaded=local_model is not None,
+        local_calls=local_calls,
+        local_failures=tuple(local_model.failures) if local_model is not None else (),
+        local_note=note,
+    )
 
 
 def _chart(engine: CostEngine, path: Path, n: int) -> Path | None:

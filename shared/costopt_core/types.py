@@ -333,12 +333,18 @@ class CallRecord:
         """Read back :meth:`to_dict`'s output (a ledger export line, a Redis entry).
 
         Only ``call_id``, ``timestamp`` and ``model`` are required (ledgers
-        written by earlier versions load as they are).
+        written by earlier versions load as they are). Money is checked against
+        the rules the engine prices by: no cost or baseline below zero; a
+        saving only of a lever in :data:`LEVERS`, below zero only for the
+        levers a call can lose money on (``routing``, ``provider_cache``,
+        ``batch``); and, when both the cost and the baseline are known, the
+        levers add up to ``baseline_cost_usd - cost_usd``.
 
         Raises:
-            ValueError: a field is missing or of the wrong type, or an amount is
-                not finite; the message names the field and value, so a bad line
-                is refused here instead of breaking the ledger's totals later.
+            ValueError: a field is missing, of the wrong type, or holds an amount
+                the engine never writes; the message names the field and value,
+                so a bad line is refused here instead of breaking the ledger's
+                totals later.
         """
         if not isinstance(data, Mapping):
             raise ValueError(f"expected a JSON object (one call per line), got {_json_type(data)}")
@@ -383,6 +389,7 @@ class CallRecord:
         cost = _money(data, "cost_usd")
         baseline = _money(data, "baseline_cost_usd")
         savings = _savings(data.get("savings_usd", {}))
+        _check_savings_sum(savings, cost, baseline)
         return cls(
             call_id=call_id,
             timestamp=timestamp,
@@ -400,6 +407,17 @@ class CallRecord:
             estimated=estimated,
             tags=dict(tags),
         )
+
+
+#: Levers whose saving can be below zero: an escalation's thrown-away attempt
+#: and a model dearer than the baseline (routing), cache writes billed above the
+#: input rate (provider_cache), a batch rate above the sync one (batch). The
+#: others save what the call or tokens they removed would have cost: never < 0.
+_MAY_LOSE: frozenset[str] = frozenset({"routing", "provider_cache", "batch"})
+#: How far the levers may be from ``baseline_cost_usd - cost_usd``: half a
+#: micro-dollar per amount, so a ledger whose amounts were rounded to 6 decimals
+#: still loads. The engine's own records add up exactly.
+_HALF_MICRO_USD = Decimal("0.0000005")
 
 
 def _json_type(value: object) -> str:
@@ -479,9 +497,17 @@ def _amount(key: str, v: Any) -> Decimal:
 
 
 def _money(data: Mapping[str, Any], key: str) -> Decimal | None:
-    """``cost_usd`` / ``baseline_cost_usd``: null (unknown) or an amount."""
+    """``cost_usd`` / ``baseline_cost_usd``: null (unknown) or an amount >= 0."""
     v = data.get(key)
-    return None if v is None else _amount(key, v)
+    if v is None:
+        return None
+    parsed = _amount(key, v)
+    if parsed < 0:
+        raise ValueError(
+            f"{key} cannot be negative, got {v!r}: prices are >= 0, so a call costs $0 or more "
+            "(null when it cannot be priced)"
+        )
+    return parsed
 
 
 def _savings(raw: Any) -> dict[str, Decimal]:
@@ -492,8 +518,37 @@ def _savings(raw: Any) -> dict[str, Decimal]:
         )
     out: dict[str, Decimal] = {}
     for lever, v in raw.items():
-        out[lever] = _amount(f"savings_usd.{lever}", v)
+        if lever not in LEVERS:
+            raise ValueError(
+                f"savings_usd has an unknown lever {lever!r} (amount {v!r}); the levers are "
+                f"{', '.join(LEVERS)}"
+            )
+        parsed = _amount(f"savings_usd.{lever}", v)
+        if parsed < 0 and lever not in _MAY_LOSE:
+            raise ValueError(
+                f"savings_usd.{lever} cannot be negative, got {v!r}: {lever} saves what it "
+                f"kept from being billed; only {', '.join(sorted(_MAY_LOSE))} can cost more "
+                "than they save"
+            )
+        out[lever] = parsed
     return out
+
+
+def _check_savings_sum(
+    savings: Mapping[str, Decimal], cost: Decimal | None, baseline: Decimal | None
+) -> None:
+    """The levers split the call's saving, so they add up to it (when it is known)."""
+    if cost is None or baseline is None:
+        return
+    total = sum(savings.values(), Decimal(0))
+    saved = baseline - cost
+    if abs(total - saved) > _HALF_MICRO_USD * (len(savings) + 2):
+        raise ValueError(
+            f"savings_usd adds up to ${money_str(total)} but baseline_cost_usd - cost_usd is "
+            f"${money_str(saved)} ({money_str(baseline)} - {money_str(cost)}): the levers "
+            "split the call's saving, so they must add up to it (within half a micro-dollar "
+            "per amount): correct the amounts, or drop the line"
+        )
 
 
 _RECORD_SETTERS = slot_setters(CallRecord)

@@ -1,4 +1,5 @@
-"""Reading ledger records back: errors that name the field and the fix."""
+"""Reading ledger records back: the engine's money rules enforced on each line, and
+errors that name the field and the fix."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from costopt_core import CostEngine, Usage
 from costopt_core.cli import app
 from costopt_core.errors import ConfigurationError
 from costopt_core.ledger import CostLedger
-from costopt_core.types import CallRecord
+from costopt_core.types import LEVERS, CallRecord
 from costopt_core.workload import WorkloadSample
 
 U = Usage(input_tokens=1200, output_tokens=150)
@@ -34,6 +35,9 @@ def _cli(*args: str) -> Any:
 def _one_line(text: str) -> str:
     """CLI output with rich's box and wrapping removed."""
     return re.sub(r"[\s│╭╮╰╯─]+", " ", text)
+
+
+# -- 2. amounts the engine never writes are refused --------------------------
 
 
 def _bad(tmp_path: Path, row: Any) -> str:
@@ -56,6 +60,82 @@ def _bad(tmp_path: Path, row: Any) -> str:
 
 def _model_row(engine: CostEngine) -> dict[str, Any]:
     return engine.record_call(model="gpt-4o-mini", usage=U).to_dict()
+
+
+def test_a_negative_cost_or_baseline_is_refused(engine: CostEngine, tmp_path: Path) -> None:
+    row = _model_row(engine)
+    message = _bad(tmp_path, {**row, "cost_usd": "-3"})
+    assert "cost_usd cannot be negative, got '-3'" in message
+    message = _bad(tmp_path, {**row, "baseline_cost_usd": "-0.5"})
+    assert "baseline_cost_usd cannot be negative, got '-0.5'" in message
+
+
+@pytest.mark.parametrize("lever", ["cache_exact", "cache_semantic", "compression", "memory"])
+def test_a_negative_saving_of_a_lever_that_cannot_lose_money_is_refused(
+    engine: CostEngine, tmp_path: Path, lever: str
+) -> None:
+    row = _model_row(engine)
+    # the total still adds up: only the sign is wrong
+    savings = {"routing": str(Decimal(row["savings_usd"]["routing"]) + 1), lever: "-1"}
+    message = _bad(tmp_path, {**row, "savings_usd": savings})
+    assert f"savings_usd.{lever} cannot be negative, got '-1'" in message
+    assert "only batch, provider_cache, routing can cost more" in message
+
+
+def test_negative_savings_the_engine_writes_still_load(engine: CostEngine, tmp_path: Path) -> None:
+    escalated = engine.record_call(model="gpt-4o-mini", usage=U, outcome="escalated")
+    dearer = engine.record_call(model="claude-opus-4-1", usage=U)  # above the gpt-4o baseline
+    cache_write = engine.record_call(
+        model="claude-sonnet-4-5",
+        usage=Usage(input_tokens=5000, output_tokens=10, cache_write_1h_tokens=4000),
+    )
+    assert escalated.savings_usd["routing"] < 0
+    assert dearer.savings_usd["routing"] < 0
+    assert cache_write.savings_usd["provider_cache"] < 0
+    path = engine.ledger.to_jsonl(tmp_path / "ledger.jsonl")
+    back = CostLedger.from_jsonl(path).records()
+    assert [r.savings_usd for r in back] == [escalated.savings_usd, dearer.savings_usd,
+                                             cache_write.savings_usd]  # fmt: skip
+
+
+def test_an_unknown_lever_is_refused(engine: CostEngine, tmp_path: Path) -> None:
+    row = {**_model_row(engine), "cost_usd": "0", "baseline_cost_usd": "5"}
+    message = _bad(tmp_path, {**row, "savings_usd": {"magic": "5"}})
+    assert (
+        f"savings_usd has an unknown lever 'magic' (amount '5'); the levers are {', '.join(LEVERS)}"
+        in message
+    )
+
+
+def test_levers_that_do_not_add_up_to_the_saving_are_refused(
+    engine: CostEngine, tmp_path: Path
+) -> None:
+    row = {**_model_row(engine), "cost_usd": "0.001", "baseline_cost_usd": "0.004"}
+    message = _bad(tmp_path, {**row, "savings_usd": {"routing": "0.3"}})
+    assert (
+        "savings_usd adds up to $0.3 but baseline_cost_usd - cost_usd is $0.003 (0.004 - 0.001)"
+        in message
+    )
+    message = _bad(tmp_path, {**row, "savings_usd": {}})
+    assert "savings_usd adds up to $0 but baseline_cost_usd - cost_usd is $0.003" in message
+
+
+def test_levers_rounded_to_micro_dollars_or_with_an_unknown_cost_still_load(
+    engine: CostEngine, tmp_path: Path
+) -> None:
+    rows = [
+        # each amount rounded to 6 decimals: off by up to half a micro-dollar each
+        {**_model_row(engine), "cost_usd": "0.000001", "baseline_cost_usd": "0.000004",
+         "savings_usd": {"routing": "0.0000025", "provider_cache": "0.0000010"}},
+        # cost unknown: the levers cannot be checked against it
+        {**_model_row(engine), "cost_usd": None, "baseline_cost_usd": "0.004",
+         "savings_usd": {"compression": "0.002"}},
+    ]  # fmt: skip
+    ledger = CostLedger.from_jsonl(_write(tmp_path / "ok.jsonl", rows))
+    assert [r.savings_usd for r in ledger.records()] == [
+        {"routing": Decimal("0.0000025"), "provider_cache": Decimal("0.0000010")},
+        {"compression": Decimal("0.002")},
+    ]
 
 
 # -- 3. errors name the field and what a record looks like --------------------
@@ -153,7 +233,7 @@ def test_ledgers_of_earlier_versions_still_load(tmp_path: Path) -> None:
 def test_from_dict_refuses_a_bad_record_with_a_value_error(engine: CostEngine) -> None:
     row = _model_row(engine)
     assert CallRecord.from_dict(row) == CallRecord.from_dict(json.loads(json.dumps(row)))
-    with pytest.raises(ValueError, match="cost_usd must be a decimal string"):
-        CallRecord.from_dict({**row, "cost_usd": [1]})
+    with pytest.raises(ValueError, match="cost_usd cannot be negative"):
+        CallRecord.from_dict({**row, "cost_usd": "-1"})
     with pytest.raises(ValueError, match="expected a JSON object"):
         CallRecord.from_dict(None)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from costopt_core.errors import ConfigurationError
 from costopt_core.jsonl import json_lines
-from costopt_core.ledger import read_record
+from costopt_core.ledger import CostLedger, read_record
 from costopt_core.projection import MeasuredRequest
 from costopt_core.routing.tiers import Tiers
 from costopt_core.types import CallOutcome, CallRecord, Message, Usage
@@ -202,19 +202,24 @@ class WorkloadSample:
         """
         p = Path(path)
         requests: list[WorkloadRequest] = []
-        records: list[CallRecord] = []
+        # Records are read as CostLedger.from_jsonl (costopt report) reads them:
+        # one reader, and a call id seen twice (a file concatenated with itself,
+        # two exports that overlap) is one call, not two sample requests.
+        ledger = CostLedger(max_records=None)
+        has_records = False
         for where, data in json_lines(p, "sample"):
             if _is_record(data):
-                records.append(read_record(where, data))
+                ledger.add(read_record(where, data))
+                has_records = True
             else:
                 requests.append(parse_request(data, where))
-        if requests and records:
+        if requests and has_records:
             raise ConfigurationError(
                 f"{p} mixes request lines and ledger records: give one kind per file"
             )
-        if not requests and not records:
+        if not requests and not has_records:
             raise ConfigurationError(f"sample file {p} has no requests")
-        return cls(tuple(requests), tuple(records), str(p))
+        return cls(tuple(requests), tuple(ledger.records()), str(p))
 
     def __len__(self) -> int:
         return len(self.requests) or len(self.records)

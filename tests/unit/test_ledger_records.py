@@ -1,5 +1,5 @@
-"""Reading ledger records back: the engine's money rules enforced on each line, and
-errors that name the field and the fix."""
+"""Reading ledger records back: one reader for ``report`` and ``project``, the engine's
+money rules enforced on each line, and errors that name the field and the fix."""
 
 from __future__ import annotations
 
@@ -17,10 +17,23 @@ from costopt_core.cli import app
 from costopt_core.errors import ConfigurationError
 from costopt_core.ledger import CostLedger
 from costopt_core.types import LEVERS, CallRecord
-from costopt_core.workload import WorkloadSample
+from costopt_core.workload import WorkloadSample, measure_records
 
 U = Usage(input_tokens=1200, output_tokens=150)
 HOW = "CostLedger.to_jsonl(path)"
+
+
+def _export(engine: CostEngine, path: Path) -> list[dict[str, Any]]:
+    """A small ledger of every kind of call the engine records, exported to ``path``."""
+    engine.record_call(model="gpt-4o-mini", usage=U, tier="small", tenant="a")
+    engine.record_call(model="gpt-4o-mini", usage=U, tier="small", outcome="escalated")
+    engine.record_call(model="gpt-4o", usage=U, tier="frontier")
+    engine.record_call(model="gpt-4o-mini", usage=U, outcome="cache_exact", tenant="a")
+    engine.record_call(model="gpt-4o-mini", usage=U, mode="batch", tier="small")
+    engine.record_removed_tokens(800, lever="memory", tenant="a")
+    engine.record_call(model="gpt-4o-mini", usage=U, removed_input_tokens={"compression": 900})
+    engine.ledger.to_jsonl(path)
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
 
 
 def _write(path: Path, rows: list[Any]) -> Path:
@@ -35,6 +48,38 @@ def _cli(*args: str) -> Any:
 def _one_line(text: str) -> str:
     """CLI output with rich's box and wrapping removed."""
     return re.sub(r"[\s│╭╮╰╯─]+", " ", text)
+
+
+# -- 1. costopt project reads a ledger as costopt report does -------------------
+
+
+def test_a_sample_ledger_counts_a_call_id_seen_twice_once_as_report_does(
+    engine: CostEngine, tmp_path: Path
+) -> None:
+    rows = _export(engine, tmp_path / "one.jsonl")
+    double = _write(tmp_path / "double.jsonl", rows + rows)
+
+    single = WorkloadSample.from_jsonl(tmp_path / "one.jsonl")
+    twice = WorkloadSample.from_jsonl(double)
+    assert len(twice) == len(single) == len(rows) == 7
+    assert [r.call_id for r in twice.records] == [r["call_id"] for r in rows]
+    assert measure_records(twice.records) == measure_records(single.records)
+    # the same calls costopt report totals
+    assert len(twice.records) == CostLedger.from_jsonl(double).totals().calls
+
+
+def test_cli_project_on_a_doubled_ledger_matches_the_ledger_itself(
+    engine: CostEngine, tmp_path: Path
+) -> None:
+    rows = _export(engine, tmp_path / "one.jsonl")
+    double = _write(tmp_path / "double.jsonl", rows + rows)
+    once = _cli("project", str(tmp_path / "one.jsonl"), "-n", "1000")
+    twice = _cli("project", str(double), "-n", "1000")
+    assert once.exit_code == twice.exit_code == 0, twice.output
+    # 5 requests: the escalated attempt and the removal belong to other calls
+    assert "measured on 5 sample requests" in _one_line(twice.output)
+    assert "escalations 20.0%" in _one_line(twice.output)
+    assert _one_line(twice.output) == _one_line(once.output)
 
 
 # -- 2. amounts the engine never writes are refused --------------------------

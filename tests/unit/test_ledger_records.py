@@ -282,3 +282,19 @@ def test_from_dict_refuses_a_bad_record_with_a_value_error(engine: CostEngine) -
         CallRecord.from_dict({**row, "cost_usd": "-1"})
     with pytest.raises(ValueError, match="expected a JSON object"):
         CallRecord.from_dict(None)
+
+
+def test_a_removal_under_an_unknown_lever_is_refused_when_recorded() -> None:
+    # The reader refuses a lever it does not know, so the engine must not write one.
+    from costopt_core import CostEngine, Usage
+    from costopt_core.errors import ConfigurationError
+
+    engine = CostEngine()
+    with pytest.raises(ConfigurationError, match=r"unknown lever 'trim'.*'compression' or 'memory'"):
+        engine.record_call(
+            model="gpt-4o-mini", usage=Usage(100, 10), removed_input_tokens={"trim": 100}
+        )
+    record = engine.record_call(
+        model="gpt-4o-mini", usage=Usage(100, 10), removed_input_tokens={"memory": 100}
+    )
+    assert set(record.savings_usd) == {"routing", "memory"}

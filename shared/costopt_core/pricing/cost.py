@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, getcontext
 
+from costopt_core.errors import ConfigurationError
 from costopt_core.pricing.catalog import ModelPrice, PriceCatalog
 from costopt_core.types import CallMode, CallOutcome, Usage, slot_setters
 
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 _MTOK = Decimal(1_000_000)
+#: The levers of input tokens kept out of a call.
+_REMOVAL_LEVERS = ("compression", "memory")
 _ZERO = Decimal(0)
 _KINDS = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output")
 
@@ -397,6 +400,13 @@ def attribute_savings(
     removed = 0
     if removed_input_tokens:
         for lever, tokens in removed_input_tokens.items():
+            if lever not in _REMOVAL_LEVERS:
+                # The ledger reader refuses a lever it does not know: a record
+                # written under another name could never be read back.
+                raise ConfigurationError(
+                    f"removed_input_tokens: unknown lever {lever!r}; the tokens a call "
+                    f"did not send are credited to 'compression' or 'memory'"
+                )
             if tokens <= 0:
                 continue
             delta = _sub(

@@ -290,7 +290,8 @@ def test_a_removal_under_an_unknown_lever_is_refused_when_recorded() -> None:
     from costopt_core.errors import ConfigurationError
 
     engine = CostEngine()
-    with pytest.raises(ConfigurationError, match=r"unknown lever 'trim'.*'compression' or 'memory'"):
+    unknown = r"unknown lever 'trim'.*'compression' or 'memory'"
+    with pytest.raises(ConfigurationError, match=unknown):
         engine.record_call(
             model="gpt-4o-mini", usage=Usage(100, 10), removed_input_tokens={"trim": 100}
         )

@@ -20,6 +20,12 @@ from langchain_core.runnables import RunnableConfig, ensure_config
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from costopt_core.cache.component import ComponentCache
+from costopt_core.checks import (
+    check_component_cache,
+    check_engine,
+    check_summarizer_config,
+    check_type,
+)
 from costopt_core.context.summarize import (
     AbstractiveConfig,
     AbstractiveSummary,
@@ -31,7 +37,7 @@ from costopt_core.context.summarize import (
     summarize_extractive,
 )
 from costopt_core.engine import CostEngine, current_engine
-from costopt_core.errors import ConfigurationError, config_error
+from costopt_core.errors import config_error
 from costopt_core.types import Message
 from langchain_costopt._convert import to_langchain_message
 from langchain_costopt.callbacks import run_tenant
@@ -40,17 +46,6 @@ __all__ = ["SUMMARY_METADATA_KEY", "AbstractiveContextSummarizer", "ContextSumma
 
 #: Metadata key of a summarized document: ``{"tokens_before", "tokens_after"}``.
 SUMMARY_METADATA_KEY = "costopt_summary"
-
-
-def _check_type(value: Any, expected: type, what: str, fix: str) -> Any:
-    """``value`` if it is ``None`` or an ``expected``; else a ``ConfigurationError`` with the fix.
-
-    Pydantic's own message ("Input should be a valid dictionary or instance
-    of SummarizerConfig") names neither what was meant nor how to build it.
-    """
-    if value is None or isinstance(value, expected):
-        return value
-    raise ConfigurationError(f"{what}, got {type(value).__name__}; {fix}")
 
 
 class _Compressor(BaseDocumentCompressor):
@@ -72,30 +67,13 @@ class _Compressor(BaseDocumentCompressor):
         except ValidationError as exc:
             raise config_error(type(self).__name__, exc) from None
 
-    @field_validator("engine", mode="before")
-    @classmethod
-    def _check_engine(cls, value: Any) -> Any:
-        return _check_type(
-            value,
-            CostEngine,
-            "engine must be a costopt_core.CostEngine",
-            "pass CostEngine(...) or leave engine out to use the current one",
-        )
+    _check_engine = field_validator("engine", mode="before")(check_engine)
 
     @field_validator("config", mode="before", check_fields=False)
     @classmethod
     def _check_config(cls, value: Any) -> Any:
         # Each summarizer's own config class (a dict of its fields is accepted too).
-        expected = cls.model_fields["config"].annotation
-        if value is None or isinstance(value, dict) or not isinstance(expected, type):
-            return value
-        name = expected.__name__
-        return _check_type(
-            value,
-            expected,
-            f"config must be a costopt_core.context.summarize.{name}",
-            f"build one, e.g. {name}(...), or leave config out for the defaults",
-        )
+        return check_summarizer_config(value, cls.model_fields["config"].annotation)
 
     def _engine(self) -> CostEngine:
         return self.engine or current_engine()
@@ -244,22 +222,14 @@ class AbstractiveContextSummarizer(_Compressor):
     @field_validator("llm", mode="before")
     @classmethod
     def _check_llm(cls, value: Any) -> Any:
-        return _check_type(
+        return check_type(
             value,
             BaseChatModel,
             "llm must be a LangChain chat model instance",
             "pass the model object, e.g. ChatOpenAI(model='gpt-4o-mini'), not its name",
         )
 
-    @field_validator("cache", mode="before")
-    @classmethod
-    def _check_cache(cls, value: Any) -> Any:
-        return _check_type(
-            value,
-            ComponentCache,
-            "cache must be a costopt_core.cache.component.ComponentCache",
-            "build one, e.g. ComponentCache(SemanticCache(), 'summaries'), or leave it out",
-        )
+    _check_cache = field_validator("cache", mode="before")(check_component_cache)
 
     def _run_config(self, callbacks: Callbacks | None) -> RunnableConfig:
         return {"callbacks": callbacks, "run_name": "costopt_context_summarizer"}

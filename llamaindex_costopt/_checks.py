@@ -3,7 +3,8 @@
 Pydantic's own message for a wrong type ("Input should be an instance of
 CostEngine") names neither what was meant nor how to build it; these checks
 run as ``mode="before"`` field validators, so :func:`costopt_core.errors.config_error`
-reports the field, the value given and the message below.
+reports the field, the value given and the message below. The checks both
+frameworks share live in :mod:`costopt_core.checks`; these are LlamaIndex's own.
 """
 
 from __future__ import annotations
@@ -13,35 +14,9 @@ from typing import Any
 from llama_index.core.llms import LLM
 
 from costopt_core.cache import SemanticCache
-from costopt_core.engine import CostEngine
-from costopt_core.errors import ConfigurationError
+from costopt_core.checks import check_engine, check_type
 
 __all__ = ["check_cache", "check_engine", "check_llm", "check_type"]
-
-
-def check_type(value: Any, expected: type, what: str, fix: str) -> Any:
-    """``value`` if it is ``None`` or an ``expected``; else a ``ConfigurationError``.
-
-    Args:
-        value: the setting as given.
-        expected: the class it must be an instance of.
-        what: the setting and its type as the user knows them,
-            e.g. ``"engine must be a costopt_core.CostEngine"``.
-        fix: what to pass instead.
-    """
-    if value is None or isinstance(value, expected):
-        return value
-    raise ConfigurationError(f"{what}, got {type(value).__name__}; {fix}")
-
-
-def check_engine(value: Any) -> Any:
-    """A ``CostEngine`` or ``None`` (the current engine)."""
-    return check_type(
-        value,
-        CostEngine,
-        "engine must be a costopt_core.CostEngine",
-        "pass CostEngine(...) or leave engine out to use the current one",
-    )
 
 
 def check_llm(value: Any) -> Any:

@@ -17,6 +17,7 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle, TextNode
 
 from costopt_core.cache.component import ComponentCache
+from costopt_core.checks import check_component_cache, check_summarizer_config
 from costopt_core.context.summarize import (
     AbstractiveConfig,
     AbstractiveSummary,
@@ -30,7 +31,7 @@ from costopt_core.context.summarize import (
 from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import config_error
 from costopt_core.types import Message
-from llamaindex_costopt._checks import check_engine, check_llm, check_type
+from llamaindex_costopt._checks import check_engine, check_llm
 from llamaindex_costopt.handler import resolve_tenant
 from llamaindex_costopt.memory import to_llamaindex_message
 
@@ -90,16 +91,7 @@ class _Postprocessor(BaseNodePostprocessor):
     @classmethod
     def _check_config(cls, value: Any) -> Any:
         # Each summarizer's own config class (a dict of its fields is accepted too).
-        expected = cls.model_fields["config"].annotation
-        if value is None or isinstance(value, dict) or not isinstance(expected, type):
-            return value
-        name = expected.__name__
-        return check_type(
-            value,
-            expected,
-            f"config must be a costopt_core.context.summarize.{name}",
-            f"build one, e.g. {name}(...), or leave config out for the defaults",
-        )
+        return check_summarizer_config(value, cls.model_fields["config"].annotation)
 
     def _engine(self) -> CostEngine:
         return self.engine or current_engine()
@@ -245,15 +237,7 @@ class AbstractiveSummarizerPostprocessor(_Postprocessor):
 
     _check_llm = field_validator("llm", mode="before")(check_llm)
 
-    @field_validator("cache", mode="before")
-    @classmethod
-    def _check_cache(cls, value: Any) -> Any:
-        return check_type(
-            value,
-            ComponentCache,
-            "cache must be a costopt_core.cache.component.ComponentCache",
-            "build one, e.g. ComponentCache(SemanticCache(), 'summaries'), or leave it out",
-        )
+    _check_cache = field_validator("cache", mode="before")(check_component_cache)
 
     @classmethod
     def class_name(cls) -> str:

@@ -384,7 +384,8 @@ class RedisLedger:
         :meth:`flush_spool`). ``record`` itself is written at once, ahead of
         any backlog left: its actual cost settles its budget hold now. A call
         that finds another call sending the backlog spools at once rather
-        than wait behind it.
+        than wait behind it, unless the spool is full (spooling would drop
+        its oldest record).
         """
         if not self.breaker.allow():
             self._to_spool(record)
@@ -393,7 +394,10 @@ class RedisLedger:
         # hung Redis costs the callers in line one timeout, not one each). Without a
         # backlog the wait is one record's round trip; with one it could be another
         # call's share of the backlog, which this call does not wait for.
-        if not self._drain_lock.acquire(blocking=not self._spool):
+        # A full spool would push its oldest record out to make room for this one,
+        # which Redis can take now: then it waits its turn.
+        spool = self._spool
+        if not self._drain_lock.acquire(blocking=not spool or len(spool) == spool.maxlen):
             self.breaker.abandon()  # no call made: free a half-open trial slot
             self._to_spool(record)
             return False

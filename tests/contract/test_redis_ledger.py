@@ -507,3 +507,54 @@ def test_flush_spool_sends_the_whole_backlog(redis_url: str) -> None:
     assert shared.flush_spool() == 0
     totals = CostLedger.from_redis(redis_url, namespace=ns, records=0).totals()
     assert totals.calls == 300 and totals.cost_usd == Decimal(3)
+
+
+def test_calls_after_an_outage_that_filled_the_spool_drop_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A call that found another one sending the backlog spooled its own record;
+    # with the spool full, that pushed the oldest spooled record out for good.
+    from costopt_core.types import CallRecord
+
+    delivered: set[str] = set()
+
+    def write_one(self: RedisLedger, record: CallRecord) -> None:
+        time.sleep(0.001)  # one round trip
+        delivered.add(record.call_id)
+
+    def write_pipelined(self: RedisLedger, records: list[CallRecord]) -> None:
+        time.sleep(0.001)
+        delivered.update(r.call_id for r in records)
+
+    monkeypatch.setattr(RedisLedger, "_write_one", write_one)
+    monkeypatch.setattr(RedisLedger, "_write_pipelined", write_pipelined)
+
+    def record() -> CallRecord:
+        return CallRecord(
+            call_id=uuid.uuid4().hex,
+            timestamp=datetime.now(UTC),
+            model="gpt-4o",
+            usage=Usage(1, 1),
+            cost_usd=Decimal("0.01"),
+            baseline_cost_usd=Decimal("0.01"),
+            savings_usd={},
+        )
+
+    ledger = RedisLedger(client=redis.Redis(), spool_records=400)
+    for _ in range(400):  # the outage filled the spool
+        ledger._to_spool(record())
+    start = threading.Barrier(8)
+
+    def calls() -> None:
+        start.wait()
+        for _ in range(25):
+            ledger.write(record())
+
+    threads = [threading.Thread(target=calls) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert ledger.flush_spool() == 0
+    assert ledger.spool_dropped == 0
+    assert len(delivered) == 400 + 8 * 25

@@ -317,3 +317,38 @@ async def test_an_unreachable_backend_costs_a_request_one_timeout_not_one_per_ca
     )
     await one() if how == "async" else cache.get_or_call(request, lambda: answer)
     assert other.calls == ["get", "search", "get", "put"]
+
+
+class Recording(MemoryCacheBackend):
+    """A healthy backend that notes its calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def get(self, key: str, *, now: float) -> Any:
+        self.calls.append("get")
+        return super().get(key, now=now)
+
+    def put(self, entry: Any) -> None:
+        self.calls.append("put")
+        super().put(entry)
+
+
+def test_an_unreachable_backend_does_not_make_a_nested_cache_skip_its_own() -> None:
+    # A cached component whose call goes through another cache (a cached model):
+    # the outer backend being down says nothing about the inner one.
+    down, healthy = Unreachable(), Recording()
+    config = CacheConfig(breaker_failures=50, semantic=False)
+    outer = SemanticCache(down, embedder=FakeEmbedder(dim=64), config=config)
+    inner = SemanticCache(healthy, embedder=FakeEmbedder(dim=64), config=config)
+    request = req(Message("user", "How do I reset my password?"))
+    answer = CachedResponse(text="Use the reset link.", model="m")
+
+    def through_inner() -> CachedResponse:
+        return inner.get_or_call(request, lambda: answer).response
+
+    assert outer.get_or_call(request, through_inner).response.text == "Use the reset link."
+    assert down.calls == ["get"]
+    assert healthy.calls == ["get", "get", "put"]
+    assert inner.lookup(request) is not None

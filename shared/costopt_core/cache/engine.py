@@ -157,10 +157,11 @@ class NotShared(Exception):
     as after a failed call)."""
 
 
-#: The request under way in this context: ``[True]`` once its backend was
-#: found unreachable, so the rest of its backend calls are skipped (a miss, a
-#: dropped store) instead of each waiting out its own timeout on a hung server.
-_request: ContextVar[list[bool] | None] = ContextVar("costopt_cache_request", default=None)
+#: The request under way in this context: the ids of the backends it found
+#: unreachable, whose remaining calls it skips (a miss, a dropped store) instead
+#: of each waiting out its own timeout on a hung server. Per backend: a cache
+#: nested in the request (a cached component calling a cached model) has its own.
+_request: ContextVar[set[int] | None] = ContextVar("costopt_cache_request", default=None)
 
 
 @contextlib.contextmanager
@@ -169,7 +170,7 @@ def _one_request() -> Iterator[None]:
     if _request.get() is not None:
         yield
         return
-    token = _request.set([False])
+    token = _request.set(set())
     try:
         yield
     finally:
@@ -411,7 +412,7 @@ class SemanticCache:
 
     def _allowed(self) -> bool:
         request = _request.get()
-        if request is not None and request[0]:
+        if request and id(self.backend) in request:
             self._count("breaker_skips")
             return False
         if self.breaker.allow():
@@ -424,7 +425,7 @@ class SemanticCache:
         self.breaker.failure()
         request = _request.get()
         if request is not None and getattr(exc, "unreachable", False):
-            request[0] = True
+            request.add(id(self.backend))
         log.warning("cache %s failed (%s: %s); serving uncached", op, type(exc).__name__, exc)
 
     def _guarded(self, op: str, fn: Callable[[], T], default: T) -> T:

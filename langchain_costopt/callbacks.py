@@ -241,7 +241,8 @@ class CostCallbackHandler(BaseCallbackHandler):
         tenant = run_tenant(metadata)
         tier = _first(metadata, (TIER_KEY,)) if metadata and TIER_KEY in metadata else None
         model = str(model) if model else None
-        router = params.get("_type") == _ROUTER_TYPE if params else False
+        # A router wrapped in a cache reports "costopt-cached-costopt-router".
+        router = str(params.get("_type") or "").endswith(_ROUTER_TYPE) if params else False
         key = getattr(run_id, "int", run_id)
         pending = self._task_runs()
         if pending is not None:

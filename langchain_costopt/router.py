@@ -482,8 +482,11 @@ class RouterChatModel(_calls.RunAwareChatModel):
         # taken here: the answer is discarded, no handler will see it. With
         # expose_cache_info the message says so too.
         served: Mapping[str, Any] | None = SERVED.take(gen)
+        # A chunk passed on was seen by the handlers first, which take its note
+        # under the router's run: ask for that run's note too.
+        run_key = getattr(getattr(run_info, "run_id", None), "int", None)
         for chunk in chunks:
-            served = SERVED.take(chunk) or served
+            served = SERVED.take(chunk, run=run_key) or served
         prior = meta.get(METADATA_KEY)
         if served is None and isinstance(prior, Mapping):
             served = prior

@@ -825,6 +825,70 @@ async def test_a_live_stream_the_caller_stops_reading_is_recorded_with_unknown_u
     assert record.usage.input_tokens is None and record.cost_usd is None
 
 
+async def _stop_after_one_chunk(model: Any, how: str, prompt: str, cfg: Any) -> None:
+    if how == "stream":
+        stream = model.stream(prompt, config=cfg)
+        next(stream)
+        stream.close()
+        return
+    astream = model.astream(prompt, config=cfg)
+    await anext(astream)
+    await astream.aclose()
+    for _ in range(100):  # the loop closes the wrapped generators soon after
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("validate_streams", [False, True])
+@pytest.mark.parametrize("how", ["stream", "astream"])
+async def test_a_stopped_stream_through_a_cached_tier_or_a_cached_router_is_recorded_once(
+    how: str, validate_streams: bool
+) -> None:
+    from costopt_core.cache import SemanticCache
+    from costopt_core.testing import FakeEmbedder
+    from langchain_costopt.cached_model import CachedChatModel
+
+    def cheap() -> ScriptedChatModel:
+        script = Script(
+            [ScriptedResponse("one two three four", U, model="gpt-4o-mini")], cycle=True
+        )
+        return ScriptedChatModel(script=script, model_name="gpt-4o-mini")
+
+    def cache() -> SemanticCache:
+        return SemanticCache(embedder=FakeEmbedder())
+
+    prompt = "What is the refund window?"
+    # A cache tier replaying a hit: the model was called once, for the first answer.
+    engine = CostEngine()
+    cfg: Any = {"callbacks": [CostCallbackHandler(engine)]}
+    small = cheap()
+    router = RouterChatModel(
+        tiers={
+            "small": CachedChatModel(model=small, semantic_cache=cache()),
+            "frontier": scripted("x"),
+        },
+        classifier=Always(0.9),
+        validate_streams=validate_streams,
+    )
+    await _consume(router, how, prompt, config=cfg)
+    await _stop_after_one_chunk(router, how, prompt, cfg)
+    assert small.script.calls == 1
+    assert [r.outcome for r in engine.ledger.records() if r.outcome == "model"] == ["model"]
+    # A router wrapped in a cache, stopped on a miss: the router records it, the handler not.
+    engine = CostEngine()
+    cfg = {"callbacks": [CostCallbackHandler(engine)]}
+    small = cheap()
+    tiers = {"small": small, "frontier": scripted("x", model="gpt-4o")}
+    wrapped = CachedChatModel(
+        model=RouterChatModel(
+            tiers=tiers, classifier=Always(0.9), validate_streams=validate_streams
+        ),
+        semantic_cache=cache(),
+    )
+    await _stop_after_one_chunk(wrapped, how, prompt, cfg)
+    assert small.script.calls == 1
+    assert [(r.model, r.outcome) for r in engine.ledger.records()] == [("gpt-4o-mini", "model")]
+
+
 @pytest.mark.parametrize("how", ["stream", "astream"])
 async def test_a_stream_that_passes_is_emitted_chunk_by_chunk_and_can_opt_out(how: str) -> None:
     router = RouterChatModel(

@@ -390,16 +390,20 @@ def _words(text: str) -> list[str]:
     return [w if i == 0 else " " + w for i, w in enumerate(words)]
 
 
-def _chunk_raw(raw: Any) -> dict[str, Any]:
+def _chunk_raw(raw: Any, hit: CacheHit) -> dict[str, Any]:
     # Every replayed chunk says where it comes from; only the last carries usage.
+    # The word chunks share this dict, noted as served too: a replay the caller
+    # stops reading before the last chunk is still known to have cost nothing.
     raw = raw if isinstance(raw, Mapping) else {}
-    return {k: raw[k] for k in (METADATA_KEY, "model") if k in raw}
+    marker = {k: raw[k] for k in (METADATA_KEY, "model") if k in raw}
+    SERVED.note(marker, served_info(hit))
+    return marker
 
 
 def _replay_chat(hit: CacheHit, expose: bool) -> Generator[ChatResponse, None, None]:
     """A stored answer as a stream: word deltas, then the whole answer with usage."""
     final = chat_response_of(hit, expose=expose)
-    marker = _chunk_raw(final.raw)
+    marker = _chunk_raw(final.raw, hit)
     text = ""
     for delta in _words(final.message.content or ""):
         text += delta
@@ -411,7 +415,7 @@ def _replay_chat(hit: CacheHit, expose: bool) -> Generator[ChatResponse, None, N
 
 def _replay_completion(hit: CacheHit, expose: bool) -> Generator[CompletionResponse, None, None]:
     final = completion_response_of(hit, expose=expose)
-    marker = _chunk_raw(final.raw)
+    marker = _chunk_raw(final.raw, hit)
     text = ""
     for delta in _words(final.text):
         text += delta

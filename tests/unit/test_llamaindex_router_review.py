@@ -791,3 +791,52 @@ async def test_a_hold_is_released_when_the_caller_stops_reading_a_stream(
     ]
     held = ("model", "small", "gpt-4o", 1000, Decimal("0.0035"))
     assert records == [held if validate_streams else ("model", "small", "gpt-4o", None, None)]
+
+
+@pytest.mark.parametrize("how", ["stream_chat", "astream_chat", "stream_complete"])
+@pytest.mark.parametrize("validate_streams", [False, True])
+async def test_a_stopped_replay_of_a_cache_tier_is_not_recorded_as_a_paid_call(
+    how: str, validate_streams: bool
+) -> None:
+    # Only the replay's last item carried the cache's note; stopped before it,
+    # the replay was recorded as a model call although no model was called.
+    usage = Usage(1000, 100)
+    cheap = ScriptedLLM(
+        script=Script(
+            [ScriptedResponse("one two three four", usage, model="gpt-4o-mini")], cycle=True
+        )
+    )
+    small = CachedLLM(llm=cheap, semantic_cache=SemanticCache(embedder=FakeEmbedder()))
+    big = ScriptedLLM(script=Script([ScriptedResponse("x", usage, model="gpt-4o")], cycle=True))
+    engine = CostEngine()
+    r = RouterLLM(
+        tiers={"small": small, "frontier": big},
+        classifier=Always(),
+        engine=engine,
+        validate_streams=validate_streams,
+    )
+    msgs = [ChatMessage(role="user", content="What is the refund window?")]
+    with track_costs(engine):
+        for whole in (True, False):
+            if how == "astream_chat":
+                stream: Any = await r.astream_chat(msgs)
+                if whole:
+                    [x async for x in stream]
+                else:
+                    await anext(stream)
+                    await stream.aclose()
+                    for _ in range(100):
+                        await asyncio.sleep(0)
+            else:
+                sync = (
+                    r.stream_chat(msgs)
+                    if how == "stream_chat"
+                    else r.stream_complete("What is the refund window?")
+                )
+                if whole:
+                    list(sync)
+                else:
+                    next(sync)
+                    sync.close()
+    assert cheap.script.calls == 1
+    assert [(x.model, x.outcome) for x in engine.ledger.records()] == [("gpt-4o-mini", "model")]

@@ -100,6 +100,8 @@ def _model_name(model: BaseChatModel) -> str:
         value = getattr(model, attr, None)
         if isinstance(value, str) and value:
             return value
+        if attr == "model" and isinstance(value, BaseChatModel):
+            return _model_name(value)  # a wrapper (CachedChatModel): the model it calls
     return type(model).__name__
 
 

@@ -984,3 +984,16 @@ async def test_a_stream_that_can_no_longer_escalate_is_not_held_back(how: str) -
     assert out.content == "I'm sorry, I can't help with that."
     route = out.response_metadata["costopt"]["route"]
     assert [(a["tier"], a["outcome"]) for a in route["attempts"]] == [("small", "kept")]
+
+
+def test_a_cached_tier_is_named_after_the_model_it_calls() -> None:
+    # The name a stopped stream of the tier is recorded under when no chunk said.
+    from costopt_core.cache import SemanticCache
+    from costopt_core.testing import FakeEmbedder
+    from langchain_costopt.cached_model import CachedChatModel
+    from langchain_costopt.router import _model_name
+
+    cached = CachedChatModel(
+        model=scripted("x"), semantic_cache=SemanticCache(embedder=FakeEmbedder())
+    )
+    assert _model_name(cached) == "gpt-4o-mini"

@@ -110,14 +110,17 @@ def test_ledger_and_chart_are_written(result: DemoResult, out_dir: Path) -> None
 def test_nothing_is_written_without_out_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    tmp = Path(tempfile.gettempdir())
-    before = set(tmp.iterdir())
+    # A temp dir of its own: another process's demo running meanwhile (its own
+    # costopt-demo-* queue) must not show up as this run's leftover.
+    cwd, tmp = tmp_path / "cwd", tmp_path / "tmp"
+    cwd.mkdir()
+    tmp.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     res = run_demo(12, seed=3, out_dir=None, progress=False)
     assert res.ledger_path is None and res.chart_path is None
-    assert list(tmp_path.iterdir()) == []
-    leftover = {p for p in set(tmp.iterdir()) - before if "costopt-demo" in p.name}
-    assert leftover == set()
+    assert list(cwd.iterdir()) == []
+    assert [p.name for p in tmp.iterdir() if "costopt-demo" in p.name] == []
 
 
 def test_the_local_model_serves_the_langchain_small_tier_where_installed() -> None:

@@ -169,11 +169,11 @@ def test_bad_arguments_are_configuration_errors() -> None:
 def test_hnsw_candidates_grow_with_the_index_up_to_the_memory_backends() -> None:
     import re
 
-    from costopt_core.cache.redis_backend import _search_args
+    from costopt_core.cache.redis_backend import _search_args, _Sizes
     from costopt_core.cache.vector_index import DEFAULT_EF_SEARCH, VectorIndex
 
     def ef_sent(k: int, index_size: int, ef: int = DEFAULT_EF_SEARCH) -> int:
-        sizes = (index_size, index_size)
+        sizes = _Sizes(index_size, index_size)
         query = _search_args("s", vec(1, 0, 0, 0), k, NOW, sizes, 0.9, ef)[0]
         found = re.search(r"EF_RUNTIME (\d+) ", query)
         assert found is not None, query
@@ -377,17 +377,18 @@ def test_search_rows_deleted_between_match_and_load_are_skipped() -> None:
 def test_the_distance_filter_runs_before_any_entry_is_loaded() -> None:
     # redis-py's AggregateRequest sends LOAD first, which would read every
     # candidate's answer (a miss too) before the distance filter drops it.
-    from costopt_core.cache.redis_backend import _search_args
+    from costopt_core.cache.redis_backend import _search_args, _Sizes
 
-    args = [str(a) for a in _search_args("s", vec(1, 0, 0, 0), 4, NOW, (10, 10), 0.9)]
+    sizes = _Sizes(10, 10)
+    args = [str(a) for a in _search_args("s", vec(1, 0, 0, 0), 4, NOW, sizes, 0.9)]
     assert args.index("FILTER") < args.index("SORTBY") < args.index("LOAD")
     assert args[args.index("FILTER") + 1] == "@vector_distance <= 0.100001000"
     assert args[args.index("SORTBY") : args.index("SORTBY") + 6] == [
         "SORTBY", "2", "@vector_distance", "ASC", "MAX", "4",
     ]  # fmt: skip
-    unfiltered = _search_args("s", vec(1, 0, 0, 0), 4, NOW, (10, 10), None)
+    unfiltered = _search_args("s", vec(1, 0, 0, 0), 4, NOW, sizes, None)
     assert "FILTER" not in [str(a) for a in unfiltered]
-    assert "EF_RUNTIME" not in _search_args("s", vec(1, 0, 0, 0), 4, NOW, (10, 10), 0.9, None)[0]
+    assert "EF_RUNTIME" not in _search_args("s", vec(1, 0, 0, 0), 4, NOW, sizes, 0.9, None)[0]
 
 
 def test_an_existing_flat_index_is_searched_without_hnsw_options(redis_url: str) -> None:
@@ -525,9 +526,9 @@ def test_puts_count_each_scope_and_the_whole_index(
     for i in range(3):
         backend.put(make_entry(f"a{i}", vector=vec(1, 0, 0, i)))
     backend.put(make_entry("b0", scope="scope-b", vector=vec(0, 1, 0, 0)))
-    assert backend._sizes("scope-a") == (3, 4)
-    assert backend._sizes("scope-b") == (1, 4)
-    assert backend._sizes("scope-c") == (0, 4)
+    assert backend._sizes("scope-a") == (3, 4, False)
+    assert backend._sizes("scope-b") == (1, 4, False)
+    assert backend._sizes("scope-c") == (0, 4, False)
     # An index from before the total counter: the plan does not guess the share.
     raw = _raw(redis_url)
     try:
@@ -535,9 +536,67 @@ def test_puts_count_each_scope_and_the_whole_index(
     finally:
         raw.close()
     backend._size_hints.clear()
-    assert backend._sizes("scope-a") == (3, None)
+    # ... nor that no entry of it expires.
+    assert backend._sizes("scope-a") == (3, None, True)
     assert _search_plan(3, None, 4, 96) == ({}, 96)
     assert keys_of(backend.search("scope-a", vec(1, 0, 0, 0), 1, now=NOW)) == ["a0"]
+
+
+def test_the_expiry_range_is_in_the_query_only_where_an_entry_may_expire() -> None:
+    from costopt_core.cache.redis_backend import _search_args, _Sizes
+
+    def query(sizes: _Sizes) -> str:
+        return str(_search_args("s", vec(1, 0, 0, 0), 4, NOW, sizes, 0.9)[0])
+
+    assert "@expires_at:[(1000.000000 +inf]" in query(_Sizes(10, 10, expiring=True))
+    assert "@expires_at" not in query(_Sizes(10, 10, expiring=False))
+    assert "@expires_at" in query(_Sizes(10, 10))  # unknown: filtered
+
+
+def test_puts_with_an_expiry_are_counted_per_scope(
+    redis_url: str, backend: RedisCacheBackend
+) -> None:
+    backend.put(make_entry("a0", vector=vec(1, 0, 0, 0)))
+    backend.put(make_entry("b0", scope="scope-b", vector=vec(0, 1, 0, 0), expires_at=NOW + 60))
+    assert backend._sizes("scope-a") == (1, 2, False)
+    assert backend._sizes("scope-b") == (1, 2, True)
+    # Another process (its own hints) reads the same counts.
+    other = RedisCacheBackend(redis_url, prefix=backend.prefix)
+    try:
+        assert other._sizes("scope-b") == (1, 2, True)
+        assert other._sizes("scope-a") == (1, 2, False)
+    finally:
+        other.close()
+    backend.clear()
+    backend._size_hints.clear()
+    assert backend._sizes("scope-b") == (0, None, True)  # cleared: counted afresh
+    backend.put(make_entry("a1", vector=vec(1, 0, 0, 0)))
+    backend._size_hints.clear()
+    assert backend._sizes("scope-b") == (0, 1, False)
+
+
+def test_an_expired_entry_takes_no_slot_right_after_this_process_put_it(
+    backend: RedisCacheBackend,
+) -> None:
+    # The scope's hint says "nothing expires" until this put: the next search
+    # must filter expiry at once, or the expired (not yet evicted) entry is the
+    # one nearest result and the live one behind it is never seen.
+    backend.put(make_entry("live", vector=vec(1, 0.2, 0, 0)))
+    assert backend._sizes("scope-a").expiring is False
+    backend.put(make_entry("gone", vector=vec(1, 0, 0, 0), expires_at=NOW + 1))
+    assert keys_of(backend.search("scope-a", vec(1, 0, 0, 0), 1, now=NOW + 2)) == ["live"]
+    found, hits = backend.get_and_search("gone", "scope-a", vec(1, 0, 0, 0), 1, now=NOW + 2)
+    assert found is None and keys_of(hits) == ["live"]
+
+
+async def test_an_async_put_with_an_expiry_turns_the_filter_on_at_once(
+    backend: RedisCacheBackend,
+) -> None:
+    await backend.aput(make_entry("live", vector=vec(1, 0.2, 0, 0)))
+    assert (await backend._asizes("scope-a")).expiring is False
+    await backend.aput(make_entry("gone", vector=vec(1, 0, 0, 0), expires_at=NOW + 1))
+    hits = await backend.asearch("scope-a", vec(1, 0, 0, 0), 1, now=NOW + 2)
+    assert keys_of(hits) == ["live"]
 
 
 def test_a_far_future_clock_still_searches(backend: RedisCacheBackend) -> None:

@@ -31,9 +31,12 @@ entries that can be served. HNSW searches keep ``ef_runtime`` candidates (the
 memory backend's 96, not RediSearch's 10, which finds the nearest of 100k random
 vectors in fewer than half the searches).
 
-Expiry is enforced twice: a native key TTL evicts the entry, and every query
-filters ``expires_at > now`` (and ``get`` checks it), so an entry past its
-expiry is never returned even before Redis evicts it.
+Expiry is enforced twice: a native key TTL evicts the entry, and the query
+filters ``expires_at > now`` (and ``get`` and every row read check it), so an
+entry past its expiry is never returned even before Redis evicts it. A scope
+in which no entry with an expiry was ever put (the sizes hash counts them) is
+searched without that range: the default cache keeps entries until removed,
+and the range costs a tenth of a lookup in a small cache.
 
 Every atomic unit touches one key (put is ``MULTI DEL HSET PEXPIRE EXEC`` on the
 entry's key; deletes are per-key ``UNLINK``), so no hash tag is needed to run on
@@ -57,7 +60,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import numpy as np
@@ -316,9 +319,26 @@ _BATCHES_FROM = 5000
 _MIN_EF = 10
 #: The sizes hash field that counts every entry stored (scope tokens start "x").
 _ALL_SCOPES = "~all"
-#: (entries of a scope, entries of the index or None when not counted).
-_Sizes = tuple[int, int | None]
-#: How long a scope's size hint is reused before it is read again.
+#: The sizes hash field that counts a scope's entries stored with an expiry.
+_EXPIRING = "~exp:"
+
+
+class _Sizes(NamedTuple):
+    """What the search plan knows of a scope, from the sizes hash (upper bounds)."""
+
+    #: Entries stored in the scope.
+    entries: int
+    #: Entries stored in the whole index; None when not counted (an older index).
+    index_entries: int | None
+    #: Whether an entry of the scope may expire: the query then filters expiry.
+    expiring: bool = True
+
+
+#: How long a scope's size hint is reused before it is read again. An entry
+#: with an expiry that another process puts in a scope this one has seen none in
+#: is filtered by expiry here only from the next read: an entry that expires
+#: within this window and is not yet evicted can take one of a search's k slots
+#: (never be served: rows are checked again) until then.
 _SIZE_HINT_TTL_S = 5.0
 
 
@@ -328,6 +348,19 @@ def _max_distance(min_similarity: float | None) -> float | None:
         return None
     # A hair of slack: the engine compares ``1 - distance`` again itself.
     return min(2.0, 1.0 - float(min_similarity) + 1e-6)
+
+
+def _size_fields(scope: str) -> list[str]:
+    """The sizes hash fields read into a scope's :class:`_Sizes`, in its order."""
+    return [_token(scope), _ALL_SCOPES, _EXPIRING + _token(scope)]
+
+
+def _counted_fields(entry: CacheEntry, ttl_ms: int | None) -> list[str]:
+    """The sizes hash fields a put of ``entry`` adds one to (its key TTL ``ttl_ms``)."""
+    fields = [_token(entry.scope), _ALL_SCOPES]
+    if ttl_ms is not None:  # the entry expires
+        fields.append(_EXPIRING + _token(entry.scope))
+    return fields
 
 
 def _search_plan(
@@ -395,7 +428,7 @@ def _search_args(
     3. ``SORTBY`` the distance, best first;
     4. ``LOAD`` of what is left only.
     """
-    policy, ef = _search_plan(*sizes, k, ef_runtime)
+    policy, ef = _search_plan(sizes.entries, sizes.index_entries, k, ef_runtime)
     knn = f"KNN {k} @{_VECTOR} $vector"
     if policy:
         knn += f" HYBRID_POLICY {policy['hybrid_policy']}"
@@ -404,9 +437,14 @@ def _search_args(
         # BATCHES take it.)
         knn += f" EF_RUNTIME {ef}"
     # Scope tokens are hex with a letter in front: nothing in them needs escaping.
-    # expires_at is "inf" for entries that never expire, so they pass the range.
-    # Fixed-point: the query language has no "e+" exponent (repr(1e16) is "1e+16").
-    where = f"@scope:{{{_token(scope)}}} @expires_at:[({float(now):.6f} +inf]"
+    where = f"@scope:{{{_token(scope)}}}"
+    if sizes.expiring:
+        # An expired entry Redis has not evicted yet would take one of the k
+        # slots (RediSearch still matches it). A scope no entry with an expiry
+        # was ever put in skips the range, a tenth of a small cache's lookup.
+        # expires_at is "inf" for entries that never expire, so they pass it.
+        # Fixed-point: the query language has no "e+" exponent (repr(1e16) is "1e+16").
+        where += f" @expires_at:[({float(now):.6f} +inf]"
     args: list[Any] = [f"(({where}))=>[{knn} AS {_DISTANCE}]"]
     max_distance = _max_distance(min_similarity)
     if max_distance is not None:
@@ -1176,14 +1214,14 @@ class RedisCacheBackend:
         """(entries of ``scope``, entries of the index), read at most every few seconds."""
         sizes = self._size_hint(scope)
         if sizes is None:
-            raw = self._sync_client().hmget(self._sizes_key, [_token(scope), _ALL_SCOPES])
+            raw = self._sync_client().hmget(self._sizes_key, _size_fields(scope))
             sizes = self._remember_sizes(scope, raw)
         return sizes
 
     async def _asizes(self, scope: str) -> _Sizes:
         sizes = self._size_hint(scope)
         if sizes is None:
-            raw = await self._aconn().client.hmget(self._sizes_key, [_token(scope), _ALL_SCOPES])
+            raw = await self._aconn().client.hmget(self._sizes_key, _size_fields(scope))
             sizes = self._remember_sizes(scope, raw)
         return sizes
 
@@ -1195,10 +1233,18 @@ class RedisCacheBackend:
 
     def _remember_sizes(self, scope: str, raw: Sequence[Any]) -> _Sizes:
         # An index older than the total counter has none: the plan then does not
-        # guess the scope's share of it.
-        sizes = (int(raw[0] or 0), None if raw[1] is None else int(raw[1]))
+        # guess the scope's share of it, nor that its entries never expire.
+        total = None if raw[1] is None else int(raw[1])
+        sizes = _Sizes(int(raw[0] or 0), total, total is None or int(raw[2] or 0) > 0)
         self._size_hints[scope] = (sizes, time.monotonic())
         return sizes
+
+    def _note_put(self, scope: str, ttl_ms: int | None) -> None:
+        # This process's own put with an expiry turns the filter on at once;
+        # another process's is seen when the hint is next read (see _SIZE_HINT_TTL_S).
+        hint = self._size_hints.get(scope)
+        if ttl_ms is not None and hint is not None and not hint[0].expiring:
+            self._size_hints[scope] = (hint[0]._replace(expiring=True), hint[1])
 
     def put(self, entry: CacheEntry) -> None:
         """Store ``entry``, replacing any entry under its key, atomically.
@@ -1222,9 +1268,10 @@ class RedisCacheBackend:
             # deletions and expiry are not subtracted), kept outside the transaction
             # so the entry's own key is the only one it touches.
             with self._sync_client().pipeline(transaction=False) as sizes:
-                sizes.hincrby(self._sizes_key, _token(entry.scope), 1)
-                sizes.hincrby(self._sizes_key, _ALL_SCOPES, 1)
+                for field in _counted_fields(entry, ttl_ms):
+                    sizes.hincrby(self._sizes_key, field, 1)
                 sizes.execute()
+            self._note_put(entry.scope, ttl_ms)
 
     def delete(self, keys: Sequence[str]) -> int:
         """Remove entries by key; returns how many existed.
@@ -1420,9 +1467,10 @@ class RedisCacheBackend:
                     pipe.pexpire(rkey, ttl_ms)
                 await pipe.execute()
             async with self._aconn().client.pipeline(transaction=False) as sizes:
-                sizes.hincrby(self._sizes_key, _token(entry.scope), 1)
-                sizes.hincrby(self._sizes_key, _ALL_SCOPES, 1)
+                for field in _counted_fields(entry, ttl_ms):
+                    sizes.hincrby(self._sizes_key, field, 1)
                 await sizes.execute()
+            self._note_put(entry.scope, ttl_ms)
 
     async def adelete(self, keys: Sequence[str]) -> int:
         """Async :meth:`delete`."""

@@ -8,10 +8,10 @@ with the same tenant-safe scopes, TTLs, tags and in-flight de-duplication as
 LLM answers.
 
 This module only translates: LangChain inputs into JSON cache keys (LangChain
-objects through ``dumpd``) and outputs to and from text with
-``langchain_core.load`` (``dumps`` / ``loads(allowed_objects="core")``), so
-Documents and messages come back as the same types. What is served and what is
-stored is decided by the engine.
+objects through ``dumpd``, tuples kept tuples for the engine to key apart from
+lists) and outputs to and from text with ``langchain_core.load`` (``dumps`` /
+``loads(allowed_objects="core")``), so Documents and messages come back as the
+same types. What is served and what is stored is decided by the engine.
 """
 
 from __future__ import annotations
@@ -83,6 +83,23 @@ def _has_stub(obj: Any) -> bool:
     return False
 
 
+def _keep_tuples(value: Any, dumped: Any) -> Any:
+    """``dumped`` (``dumpd(value)``) with ``value``'s tuples tuples again.
+
+    ``dumpd`` writes a tuple as a list; the engine keys the two apart (a
+    Runnable may answer them differently), so it must see which was which.
+    Everything else stays exactly as ``dumpd`` wrote it, LangChain objects
+    and escaped dicts (which hold the caller's own values) included, so
+    inputs without tuples keep the keys they always had.
+    """
+    if isinstance(value, list | tuple) and isinstance(dumped, list) and len(dumped) == len(value):
+        items = [_keep_tuples(v, d) for v, d in zip(value, dumped, strict=True)]
+        return tuple(items) if isinstance(value, tuple) else items
+    if isinstance(value, dict) and isinstance(dumped, dict) and dumped.keys() == value.keys():
+        return {k: _keep_tuples(value[k], d) for k, d in dumped.items()}
+    return dumped
+
+
 def _key(value: Any) -> tuple[bool, Any]:
     """``(True, json_value)`` for a usable cache key, ``(False, None)`` otherwise."""
     if isinstance(value, str):
@@ -92,7 +109,7 @@ def _key(value: Any) -> tuple[bool, Any]:
     except Exception:
         return False, None
     # A stub holds only a repr; two different objects could share it.
-    return (False, None) if _has_stub(dumped) else (True, dumped)
+    return (False, None) if _has_stub(dumped) else (True, _keep_tuples(value, dumped))
 
 
 def _lookup_args(
@@ -133,38 +150,15 @@ def _input_of(parts: list[Any]) -> tuple[bool, Any]:
     return True, value
 
 
-class _Whole:
-    """Adds a stream's chunks together, as langchain-core does for its callbacks.
+def _as_output(value: Any) -> Any:
+    """What ``invoke`` returns for the sum of a stream's chunks.
 
-    ``value`` is the stream's output once it ended; ``ok`` is False if two
-    chunks could not be added (then no output is known and none is stored,
-    where langchain-core would keep just the last chunk).
+    A chat model streams message chunks but invoke returns the message: a
+    later invoke served from a stored stream must get what invoke gives.
     """
-
-    def __init__(self) -> None:
-        self.ok = True
-        self.empty = True
-        self.value: Any = None
-
-    def add(self, chunk: Any) -> None:
-        if self.empty:
-            self.value, self.empty = chunk, False
-        elif self.ok:
-            try:
-                self.value = self.value + chunk
-            except TypeError:
-                self.ok, self.value = False, None
-
-    def output(self) -> tuple[bool, Any]:
-        """``(True, output)`` to store, or ``(False, None)``."""
-        if self.empty or not self.ok:
-            return False, None
-        # A chat model streams message chunks but invoke returns the message:
-        # a later invoke served from this entry must get what invoke gives.
-        value = self.value
-        if isinstance(value, BaseMessageChunk):
-            value = message_chunk_to_message(value)
-        return True, value
+    if isinstance(value, BaseMessageChunk):
+        return message_chunk_to_message(value)
+    return value
 
 
 class _SchemasOfBound:
@@ -262,9 +256,11 @@ class CachedRunnable(_SchemasOfBound, RunnableSerializable[Input, Output]):
         return await self._acall_with_config(self._ainvoke, input, config, **kwargs)
 
     # -- stream -------------------------------------------------------------------
-    # On a miss the wrapped Runnable's chunks reach the caller as they come; the
-    # output is stored only once its stream ended whole (not one the caller
-    # stopped reading, cancelled or that failed: its chunks are a partial output).
+    # On a miss the wrapped Runnable's chunks reach the caller as they come; they
+    # are stored only once the stream ended whole (not one the caller stopped
+    # reading, cancelled or that failed: its chunks are a partial output). The
+    # engine decides how (store_stream): as the output invoke shares if they
+    # add up, else as the chunk sequence that only streams replay.
     def _transform(
         self,
         inputs: Iterator[Input],
@@ -277,17 +273,18 @@ class CachedRunnable(_SchemasOfBound, RunnableSerializable[Input, Output]):
             return
         ok, key, tenant, variant = self._lookup_args(input, config, kwargs)
         if ok:
-            found, value = self.component.lookup(key, tenant=tenant, variant=variant)
+            found, stored = self.component.lookup_stream(key, tenant=tenant, variant=variant)
             if found:
-                yield value
+                yield from stored
                 return
-        out = _Whole()
+        chunks: list[Output] = []
         for chunk in self.bound.stream(input, config, **kwargs):
-            out.add(chunk)
+            chunks.append(chunk)
             yield chunk
-        done, value = out.output()
-        if ok and done:
-            self.component.store(key, value, tenant=tenant, variant=variant)
+        if ok:
+            self.component.store_stream(
+                key, chunks, tenant=tenant, variant=variant, as_output=_as_output
+            )
 
     async def _atransform(
         self,
@@ -301,22 +298,30 @@ class CachedRunnable(_SchemasOfBound, RunnableSerializable[Input, Output]):
             return
         ok, key, tenant, variant = self._lookup_args(input, config, kwargs)
         if ok:
-            found, value = await self.component.alookup(key, tenant=tenant, variant=variant)
+            found, stored = await self.component.alookup_stream(key, tenant=tenant, variant=variant)
             if found:
-                yield value
+                for chunk in stored:
+                    yield chunk
                 return
-        out = _Whole()
+        chunks: list[Output] = []
         async for chunk in self.bound.astream(input, config, **kwargs):
-            out.add(chunk)
+            chunks.append(chunk)
             yield chunk
-        done, value = out.output()
-        if ok and done:
-            await self.component.astore(key, value, tenant=tenant, variant=variant)
+        if ok:
+            await self.component.astore_stream(
+                key, chunks, tenant=tenant, variant=variant, as_output=_as_output
+            )
 
     def transform(
         self, input: Iterator[Input], config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Output]:
-        """The wrapped Runnable's chunks on a miss, the stored output on a hit."""
+        """The wrapped Runnable's chunks on a miss, the stored ones on a hit.
+
+        A hit replays a stored output (from ``invoke``, or from a stream whose
+        chunks added up) as one chunk; else the stored chunks of a stream that
+        could not be added, one by one as they came. Concurrent identical
+        misses each run the wrapped Runnable (``invoke`` misses run it once).
+        """
         yield from self._transform_stream_with_config(input, self._transform, config, **kwargs)
 
     def stream(
@@ -497,10 +502,20 @@ def cached(
     ``costopt_tenant`` / ``tenant_id`` / ``tenant``, else
     ``costopt_core.tenant_scope``).
 
+    Inputs equal as JSON share an entry, except that dict key types and
+    tuples are kept: ``(1, 2)`` and ``[1, 2]``, ``{1: "a"}`` and ``{"1": "a"}``
+    are four inputs.
+
     A tool comes back as a tool (:class:`CachedTool`, same name and schema) that
     agents can bind and call: its arguments are the key, not the tool call's
-    id. ``stream`` passes the wrapped Runnable's chunks through on a miss and
-    stores what they add up to once the stream ends; a hit is one chunk.
+    id. ``stream`` passes the wrapped Runnable's chunks through on a miss and,
+    once the stream ended whole, stores what they add up to (``+``, as
+    langchain-core adds them), which ``invoke`` then shares and a stream hit
+    replays as one chunk. Chunks that cannot be added (a graph's per-node
+    updates, plain dicts) have no sum ``invoke`` would return, so they are
+    stored apart, as the sequence, for streams only: a stream hit replays them
+    one by one, and ``invoke`` calls the Runnable. Concurrent identical
+    ``invoke`` misses make one call; concurrent streams each make their own.
 
     Args:
         runnable: the Runnable whose outputs to cache.

@@ -13,11 +13,17 @@ retriever query, a search string), where a paraphrase should find the same
 results. Outputs are stored through a codec (JSON by default) in the cached
 response's ``payload``; an output the codec cannot encode is returned to the
 caller and simply not stored.
+
+A stream's output is its chunks. Chunks that add up (``+``) are stored as one
+output, which calls and streams share; chunks that cannot be added have no
+output a call would return, so they are stored as the sequence, apart, and
+replayed only to streams.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -40,6 +46,12 @@ log = logging.getLogger("costopt.cache.component")
 #: ``payload_format`` of outputs stored with the default JSON codec.
 PAYLOAD_FORMAT = "component/json/v1"
 
+#: Model (scope) prefixes of outputs and of stream chunk sequences. The chunks
+#: get a scope of their own so that neither an exact key nor a semantic search
+#: of a call can ever reach a sequence that is not the call's output.
+_OUTPUT = "component:"
+_CHUNKS = "component-chunks:"
+
 #: Turns a component's output into the text that is stored; raises if it cannot.
 Encoder = Callable[[Any], str]
 #: Turns stored text back into the output; raises if it cannot.
@@ -48,24 +60,26 @@ Decoder = Callable[[str], Any]
 T = TypeVar("T")
 
 
-#: Starts the one key of a dict whose keys are not all strings (see ``_typed_keys``).
+#: Starts the one key of a form JSON has no type for (see ``_typed_keys``).
 _TAG = "\x00"
 
 
 def _typed_keys(value: Any) -> Any:
-    """``value`` with every dict key kept apart from the string JSON would make of it.
+    """``value`` with every dict key and every tuple kept apart from what JSON would make of it.
 
     JSON writes ``{1: "a"}``, ``{"1": "a"}``, ``{None: ..}`` / ``{"null": ..}`` and
-    ``{True: ..}`` / ``{"true": ..}`` the same, so two different inputs would
-    share an entry. A dict with a key that is not a ``str`` becomes
-    ``{"\x00pairs": [[key, value], ...]}`` (the key a JSON value of its own
-    type, pairs in a fixed order); a ``str`` key that starts with ``\x00``
-    gets one more, so no input's own dict can look like that form. Dicts with
-    plain string keys, the usual input, are left as they are: their keys stay
-    the ones stored before.
+    ``{True: ..}`` / ``{"true": ..}`` the same, and a tuple as the list of its
+    items, so two different inputs would share an entry (a component may
+    well answer ``(1, 2)`` and ``[1, 2]`` differently). A dict with a key that
+    is not a ``str`` becomes ``{"\x00pairs": [[key, value], ...]}`` (the key a
+    JSON value of its own type, pairs in a fixed order), a tuple (a named
+    tuple too) ``{"\x00tuple": [item, ...]}``; a ``str`` key that starts with
+    ``\x00`` gets one more, so no input's own dict can look like those forms.
+    Lists and dicts with plain string keys, the usual inputs, are left as they
+    are: their keys stay the ones stored before.
 
     Raises:
-        TypeError: a key JSON has no type for (a tuple, an object).
+        TypeError: a dict key JSON has no type for (a tuple, an object).
     """
     if isinstance(value, dict):
         if all(isinstance(k, str) for k in value):
@@ -81,7 +95,9 @@ def _typed_keys(value: Any) -> Any:
         # True, 0 and -0.0 are one key in Python): a total, stable order.
         pairs.sort(key=lambda pair: json.dumps(pair[0]))
         return {_TAG + "pairs": pairs}
-    if isinstance(value, list | tuple):
+    if isinstance(value, tuple):
+        return {_TAG + "tuple": [_typed_keys(v) for v in value]}
+    if isinstance(value, list):
         return [_typed_keys(v) for v in value]
     return value
 
@@ -114,6 +130,22 @@ def _restores(value: Any, restored: Any) -> bool:
         return bool(_as_lists(restored) == _as_lists(value))
     except Exception:  # an __eq__ that cannot answer (numpy arrays): not proven equal
         return False
+
+
+def _add_up(chunks: Sequence[Any]) -> tuple[bool, Any]:
+    """``(True, first + second + ...)``, or ``(False, None)`` if two chunks cannot be added.
+
+    Chunks are added as LangChain and LlamaIndex add a stream's chunks. Any
+    error of ``+`` means "cannot be added": it is the cache's trouble, never
+    the caller's.
+    """
+    total = chunks[0]
+    for chunk in chunks[1:]:
+        try:
+            total = total + chunk
+        except Exception:
+            return False, None
+    return True, total
 
 
 class _NotStored(NotShared):
@@ -216,6 +248,8 @@ class ComponentCache:
         self._check_round_trip = encode is None if check_round_trip is None else check_round_trip
         codec_name = codec or ("json" if encode is None else "custom")
         self.payload_format = f"component/{codec_name}/v1"
+        #: ``payload_format`` of a stream's chunks stored as a sequence.
+        self.chunks_format = f"component-chunks/{codec_name}/v1"
         self._stats = ComponentStats()
         self._lock = threading.Lock()
 
@@ -247,13 +281,19 @@ class ComponentCache:
         text = input if self.semantic and isinstance(input, str) else ""
         return CacheRequest(
             messages=(Message("user", text, name=f"input:{digest}"),),
-            model=f"component:{scope_name}",
+            model=f"{_OUTPUT}{scope_name}",
             tenant=tenant if tenant is not None else current_tenant(),
             ttl_s=self.ttl_s,
             tags=self.tags,
         )
 
-    def _response(self, value: Any) -> CachedResponse:
+    @staticmethod
+    def _chunks_request(request: CacheRequest) -> CacheRequest:
+        """Where a stream's chunks are kept for the input ``request`` is the output key of."""
+        assert request.model is not None and request.model.startswith(_OUTPUT)
+        return dataclasses.replace(request, model=_CHUNKS + request.model[len(_OUTPUT) :])
+
+    def _response(self, value: Any, *, chunks: bool = False) -> CachedResponse:
         try:
             payload = self._encode(value)
             if not isinstance(payload, str):
@@ -275,18 +315,25 @@ class ComponentCache:
             text=f"component:{self.name}",
             model=f"component:{self.name}",
             payload=payload,
-            payload_format=self.payload_format,
+            payload_format=self.chunks_format if chunks else self.payload_format,
         )
 
-    def _served(self, result: CacheResult) -> tuple[bool, Any]:
-        """``(True, output)`` for a usable hit; ``(False, None)`` if it cannot be read."""
+    def _served(self, result: CacheResult, *, chunks: bool = False) -> tuple[bool, Any]:
+        """``(True, output)`` for a usable hit; ``(False, None)`` if it cannot be read.
+
+        ``chunks``: the hit is a stream's chunk sequence (a non-empty list).
+        """
         assert result.hit is not None
         response = result.response
-        if response.payload is None or response.payload_format != self.payload_format:
+        fmt = self.chunks_format if chunks else self.payload_format
+        if response.payload is None or response.payload_format != fmt:
             ok, value = False, None
         else:
             try:
-                ok, value = True, self._decode(response.payload)
+                value = self._decode(response.payload)
+                if chunks and not (isinstance(value, list) and value):
+                    raise TypeError(f"a {type(value).__name__}, not a list of chunks")
+                ok = True
             except Exception as exc:
                 ok, value = False, None
                 log.warning(
@@ -394,7 +441,10 @@ class ComponentCache:
 
     # -- look up and store apart (streams) -----------------------------------------
     # A stream cannot go through ``get_or_call``: its caller wants the chunks as
-    # they come, and only a stream that ended whole has an output to keep.
+    # they come, and only a stream that ended whole has an output to keep. Nor
+    # can it join the engine's in-flight de-duplication, whose leader hands
+    # over an answer only once its call has returned: concurrent identical
+    # stream misses each call the component.
     def lookup(
         self, input: Any, *, tenant: str | None = None, variant: Any = None
     ) -> tuple[bool, Any]:
@@ -459,16 +509,140 @@ class ComponentCache:
         except _NotStored:
             return None
 
+    def lookup_stream(
+        self, input: Any, *, tenant: str | None = None, variant: Any = None
+    ) -> tuple[bool, list[Any]]:
+        """``(True, chunks)`` to replay for a stream of ``input``, else ``(False, [])``.
+
+        An output stored for ``input`` (by a call, or by a stream whose chunks
+        added up) is replayed as one chunk; else the chunks a stream stored
+        because they could not be added, one by one. The output is read first:
+        it is the one entry most streams have, so their hits cost one read.
+        A miss, and a hit on chunks, read twice (the engine's own stats count
+        two lookups and one miss more); the component's stats count one miss
+        (a call of the component, as in :meth:`lookup`) or one hit. Cache
+        trouble is a miss.
+        """
+        request = self.request(input, tenant=tenant, variant=variant)
+        if request is None:
+            self._count("bypassed")
+            return False, []
+        chunks = self._replayed(self.cache.lookup(request), whole=True)
+        if chunks is None:
+            hit = self.cache.lookup(self._chunks_request(request))
+            chunks = self._replayed(hit, whole=False)
+        return self._streamed(chunks)
+
+    async def alookup_stream(
+        self, input: Any, *, tenant: str | None = None, variant: Any = None
+    ) -> tuple[bool, list[Any]]:
+        """Async twin of :meth:`lookup_stream`."""
+        request = self.request(input, tenant=tenant, variant=variant)
+        if request is None:
+            self._count("bypassed")
+            return False, []
+        chunks = self._replayed(await self.cache.alookup(request), whole=True)
+        if chunks is None:
+            hit = await self.cache.alookup(self._chunks_request(request))
+            chunks = self._replayed(hit, whole=False)
+        return self._streamed(chunks)
+
+    def _replayed(self, hit: CacheHit | None, *, whole: bool) -> list[Any] | None:
+        """The chunks a hit replays, or None (no hit, or one that cannot be read)."""
+        if hit is None:
+            return None
+        ok, value = self._served(CacheResult(hit.response, hit), chunks=not whole)
+        if not ok:
+            return None
+        return [value] if whole else cast(list[Any], value)
+
+    def _streamed(self, chunks: list[Any] | None) -> tuple[bool, list[Any]]:
+        if chunks is None:
+            self._count("misses")
+            return False, []
+        return True, chunks
+
+    def store_stream(
+        self,
+        input: Any,
+        chunks: Sequence[Any],
+        *,
+        tenant: str | None = None,
+        variant: Any = None,
+        as_output: Callable[[Any], Any] | None = None,
+    ) -> bool:
+        """Keep what a stream of ``input`` that ended whole gave; True if stored.
+
+        Chunks that add up (``+``) are stored as one output, shared with
+        calls: ``as_output`` turns their sum into what a call returns (a
+        framework's message chunk into its message). Chunks that cannot be
+        added have no output a call would return (the last one? the list?
+        each framework, each component says otherwise), so they are stored as
+        the sequence for streams alone, which replay them one by one. Nothing
+        is stored for no chunks, an input that cannot be a key or chunks the
+        codec cannot encode (not an error).
+
+        Args:
+            input: the component's input, as for :meth:`store`.
+            chunks: every chunk of the stream, in order.
+            tenant: whose entry it is; the current :func:`tenant_scope` if None.
+            variant: other JSON values that change the output (see :meth:`request`).
+            as_output: the sum of the chunks -> a call's output; as is if None.
+        """
+        entry = self._stream_entry(input, chunks, tenant, variant, as_output)
+        return entry is not None and self.cache.store(*entry)
+
+    async def astore_stream(
+        self,
+        input: Any,
+        chunks: Sequence[Any],
+        *,
+        tenant: str | None = None,
+        variant: Any = None,
+        as_output: Callable[[Any], Any] | None = None,
+    ) -> bool:
+        """Async twin of :meth:`store_stream`."""
+        entry = self._stream_entry(input, chunks, tenant, variant, as_output)
+        return entry is not None and await self.cache.astore(*entry)
+
+    def _stream_entry(
+        self,
+        input: Any,
+        chunks: Sequence[Any],
+        tenant: str | None,
+        variant: Any,
+        as_output: Callable[[Any], Any] | None,
+    ) -> tuple[CacheRequest, CachedResponse] | None:
+        """What :meth:`store_stream` hands the engine, or None if it cannot be stored."""
+        if not chunks:
+            return None
+        request = self.request(input, tenant=tenant, variant=variant)
+        if request is None:
+            return None
+        added, total = _add_up(chunks)
+        try:
+            if added:
+                return request, self._response(total if as_output is None else as_output(total))
+            return self._chunks_request(request), self._response(list(chunks), chunks=True)
+        except _NotStored:
+            return None
+
     # -- invalidation and stats ---------------------------------------------------
     def invalidate(self, input: Any, *, tenant: str | None = None, variant: Any = None) -> int:
-        """Forget the stored output of one input; returns how many entries went."""
+        """Forget what is stored for one input (output, stream chunks); how many entries went."""
         request = self.request(input, tenant=tenant, variant=variant)
-        return 0 if request is None else self.cache.invalidate(request=request)
+        if request is None:
+            return 0
+        chunks = self._chunks_request(request)
+        return self.cache.invalidate(request=request) + self.cache.invalidate(request=chunks)
 
     def clear(self, *, tenant: str | None = None, variant: Any = None) -> int:
         """Forget every stored output of this component for one tenant (and variant)."""
         request = self.request("", tenant=tenant, variant=variant)
-        return 0 if request is None else self.cache.invalidate_scope(request)
+        if request is None:
+            return 0
+        chunks = self._chunks_request(request)
+        return self.cache.invalidate_scope(request) + self.cache.invalidate_scope(chunks)
 
     def stats(self) -> ComponentStats:
         """A snapshot of this component's counters."""

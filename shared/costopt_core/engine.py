@@ -308,9 +308,17 @@ class CostEngine:
         estimate_usd: Decimal | None = None,
         *,
         call_id: str | None = None,
+        hold_ttl_s: float | None = None,
     ) -> list[BudgetDecision]:
-        """See :meth:`CostLedger.check_budget`; raises ``BudgetExceededError`` on block."""
-        return self.ledger.check_budget(tenant, estimate_usd, call_id=call_id)
+        """See :meth:`CostLedger.check_budget`; raises ``BudgetExceededError`` on block.
+
+        ``hold_ttl_s`` gives the call's hold a lifetime of its own (a provider
+        batch runs for hours); ``None`` keeps the ledger's ``reservation_ttl_s``.
+        A bad value raises ``ConfigurationError`` before any budget is read.
+        """
+        return self.ledger.check_budget(
+            tenant, estimate_usd, call_id=call_id, hold_ttl_s=hold_ttl_s
+        )
 
     def release_budget(self, tenant: str | None, call_id: str) -> None:
         """See :meth:`CostLedger.release_budget` (a call that failed spent nothing)."""

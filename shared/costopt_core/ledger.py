@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import csv
 import functools
+import heapq
 import io
+import itertools
 import json
 import logging
+import math
 import threading
 import uuid
 import warnings
@@ -45,7 +48,15 @@ if TYPE_CHECKING:
 
     from costopt_core.pricing.cost import PricedCall
 
-__all__ = ["CostLedger", "Dimension", "Totals", "read_record", "utc_now"]
+__all__ = [
+    "MAX_HOLD_TTL_S",
+    "CostLedger",
+    "Dimension",
+    "Totals",
+    "check_hold_ttl_s",
+    "read_record",
+    "utc_now",
+]
 
 log = logging.getLogger("costopt.ledger")
 
@@ -61,11 +72,47 @@ _SEEN_IDS = 65_536
 _FOLD_EVERY = 4096
 #: Take the inbox under the lock at least this often, to bound memory.
 _DRAIN_EVERY = 1024
+#: The longest lifetime a budget hold may be given (a year). Holds outlive their
+#: check by design only for provider batches (about a day); a value past this is
+#: a unit mistake (milliseconds for seconds), and one far past it overflows the
+#: hold's expiry datetime.
+MAX_HOLD_TTL_S = 366 * 86_400.0
+#: Expiry heap entries of dropped holds tolerated per live hold before a rebuild.
+_STALE_EXPIRIES = 2
 
 
 def utc_now() -> datetime:
     """The default clock of ledgers and engines: now, in UTC."""
     return datetime.now(UTC)
+
+
+def check_hold_ttl_s(hold_ttl_s: object) -> float:
+    """Validate a budget hold's own lifetime (``hold_ttl_s`` of ``check_budget``).
+
+    Args:
+        hold_ttl_s: seconds the hold of one checked call counts, unless its
+            call is recorded or released first.
+
+    Returns:
+        The lifetime in seconds, as a float.
+
+    Raises:
+        ConfigurationError: not a number, not finite, not > 0, or over
+            :data:`MAX_HOLD_TTL_S`.
+    """
+    ok = (
+        isinstance(hold_ttl_s, int | float)
+        and not isinstance(hold_ttl_s, bool)
+        and math.isfinite(hold_ttl_s)
+        and 0 < hold_ttl_s <= MAX_HOLD_TTL_S
+    )
+    if not ok:
+        raise ConfigurationError(
+            f"hold_ttl_s must be a finite number of seconds > 0 and <= {MAX_HOLD_TTL_S:.0f}"
+            f" (a year), got {hold_ttl_s!r}; pass e.g. 90000 for a hold that must outlive a"
+            " 24 h provider batch, or None for the ledger's reservation_ttl_s"
+        )
+    return float(hold_ttl_s)  # type: ignore[arg-type]  # checked above
 
 
 #: A call recorded by :meth:`CostLedger.append_call`, until its record is built.
@@ -311,7 +358,8 @@ class CostLedger:
             ``track_costs`` block cannot get around the outer engine's budgets.
         reservation_ttl_s: a budget hold (see :meth:`check_budget`) whose call
             was neither recorded nor released is dropped after this long, as
-            :class:`~costopt_core.redis_ledger.RedisLedger` drops its own.
+            :class:`~costopt_core.redis_ledger.RedisLedger` drops its own;
+            ``check_budget(hold_ttl_s=...)`` gives one hold a lifetime of its own.
     """
 
     def __init__(
@@ -350,8 +398,14 @@ class CostLedger:
         # Budget holds of calls checked but not yet recorded (this process's budgets
         # only; a shared store keeps its own): call key -> (tenant, estimate, expiry).
         # Without them, concurrent calls each see the spend before any of them and
-        # all pass a block budget. Insertion order is expiry order (one TTL).
+        # all pass a block budget.
         self._holds: dict[str | int, tuple[str | None, Decimal, datetime]] = {}
+        # The holds' expiries, soonest first: (expiry, tie-breaker, call key). Holds
+        # may have lifetimes of their own (hold_ttl_s), so insertion order is not
+        # expiry order. A dropped hold's entry stays until it comes up (skipped
+        # then) or the heap is rebuilt from the live holds.
+        self._expiries: list[tuple[datetime, int, str | int]] = []
+        self._expiry_seq = itertools.count()
         # Sums of the holds, so a check reads them in O(1): all, and per tenant.
         self._held_all = _ZERO
         self._held_by_tenant: dict[str | None, Decimal] = {}
@@ -739,6 +793,7 @@ class CostLedger:
         estimate_usd: Decimal | None = None,
         *,
         call_id: str | None = None,
+        hold_ttl_s: float | None = None,
     ) -> list[BudgetDecision]:
         """Evaluate every budget that covers ``tenant`` for the next call.
 
@@ -749,50 +804,78 @@ class CostLedger:
         The hold is released when the call with ``call_id`` is recorded (its
         actual cost replaces it), or by :meth:`release_budget` (a caller whose
         call fails must call it, else the hold counts until it expires after
-        ``reservation_ttl_s``). A call checked again under the same
-        ``call_id`` keeps its first hold and is not counted twice; without a
-        ``call_id`` nothing is held. If the store fails, each budget's
-        ``on_store_error`` decides: ``open`` uses this replica's spend and
-        holds, ``closed`` refuses the call. A parent ledger's budgets are
+        ``hold_ttl_s``). A call checked again under the same
+        ``call_id`` keeps its first hold (and its lifetime) and is not counted
+        twice; without a ``call_id`` nothing is held. If the store fails, each
+        budget's ``on_store_error`` decides: ``open`` uses this replica's spend
+        and holds, ``closed`` refuses the call. A parent ledger's budgets are
         checked too (after this ledger's own), and their decisions follow these.
+
+        Args:
+            tenant: whose call it is (``None``: no tenant; global budgets only).
+            estimate_usd: the call's estimated cost, held until it is recorded.
+            call_id: the id the call will be recorded under (its hold's key).
+            hold_ttl_s: seconds the hold counts at most (> 0, finite, at most
+                :data:`MAX_HOLD_TTL_S`); ``None`` uses ``reservation_ttl_s``
+                (of this ledger, its store, and each parent for its own).
+                A call that runs longer than that, such as a provider batch
+                (up to 24 h), passes its own so its spend keeps counting.
 
         Raises:
             BudgetExceededError: a ``block`` (or exhausted ``downshift``) budget
                 would be exceeded, here or on a parent, or a fail-closed
                 budget's store is down.
+            ConfigurationError: a ``hold_ttl_s`` that is not a number > 0,
+                finite and at most :data:`MAX_HOLD_TTL_S`.
         """
-        decisions = self._check_own_budgets(tenant, estimate_usd, call_id)
+        if hold_ttl_s is not None:
+            hold_ttl_s = check_hold_ttl_s(hold_ttl_s)
+        decisions = self._check_own_budgets(tenant, estimate_usd, call_id, hold_ttl_s)
         if self.parent is None:
             return decisions
         try:
-            return decisions + self.parent.check_budget(tenant, estimate_usd, call_id=call_id)
+            return decisions + self.parent.check_budget(
+                tenant, estimate_usd, call_id=call_id, hold_ttl_s=hold_ttl_s
+            )
         except BudgetExceededError:
             if call_id is not None and decisions:
                 self._release_own(tenant, call_id)  # the call will not be made
             raise
 
     def _check_own_budgets(
-        self, tenant: str | None, estimate_usd: Decimal | None, call_id: str | None
+        self,
+        tenant: str | None,
+        estimate_usd: Decimal | None,
+        call_id: str | None,
+        hold_ttl_s: float | None,
     ) -> list[BudgetDecision]:
         estimate = estimate_usd or _ZERO
         budgets = [b for b in self.budgets if b.tenant is None or b.tenant == tenant]
         if not budgets:
             return []
         now = self.clock()
+        ttl = self._hold_ttl if hold_ttl_s is None else timedelta(seconds=hold_ttl_s)
         store = self._store
         decisions: list[BudgetDecision]
         if store is not None:
+            # The keyword only when given: a store written before it existed still
+            # serves every check that does not ask for a lifetime of its own.
+            extra = {} if hold_ttl_s is None else {"hold_ttl_s": hold_ttl_s}
             try:
-                decisions = store.reserve(budgets, tenant, estimate, call_id, now)
+                decisions = store.reserve(budgets, tenant, estimate, call_id, now, **extra)
             except Exception as exc:
                 log.warning("shared budget store failed (%s); budgets fail open or closed", exc)
                 # A fail-closed budget refuses the call below: hold nothing for it.
                 hold = all(b.on_store_error == "open" for b in budgets)
-                local = self._reserve_locally(budgets, tenant, estimate, call_id, now, hold=hold)
+                local = self._reserve_locally(
+                    budgets, tenant, estimate, call_id, now, ttl, hold=hold
+                )
                 by_budget = dict(zip(budgets, local, strict=True))
                 decisions = decisions_on_error(budgets, tenant, by_budget)
         else:
-            decisions = self._reserve_locally(budgets, tenant, estimate, call_id, now, hold=True)
+            decisions = self._reserve_locally(
+                budgets, tenant, estimate, call_id, now, ttl, hold=True
+            )
         for decision in decisions:
             budget = decision.budget
             if decision.action == "block":
@@ -820,11 +903,12 @@ class CostLedger:
         estimate: Decimal,
         call_id: str | None,
         now: datetime,
+        ttl: timedelta,
         *,
         hold: bool,
     ) -> list[BudgetDecision]:
         """Evaluate ``budgets`` on this process's spend and holds; hold ``estimate``
-        under ``call_id`` unless a budget blocks (one step under the lock).
+        under ``call_id`` for ``ttl`` unless a budget blocks (one step under the lock).
 
         Mirrors the shared store's reserve: a call already holding (checked
         again under one call id, by a block's engine and then the app's) is
@@ -852,7 +936,16 @@ class CostLedger:
                 and estimate > 0
                 and all(d.action != "block" for d in decisions)
             ):
-                self._holds[key] = (tenant, estimate, now + self._hold_ttl)
+                expiry = now + ttl
+                self._holds[key] = (tenant, estimate, expiry)
+                expiries = self._expiries
+                heapq.heappush(expiries, (expiry, next(self._expiry_seq), key))
+                if len(expiries) > _STALE_EXPIRIES * len(self._holds) + 64:
+                    # Mostly entries of holds recorded or released before expiring.
+                    self._expiries = [
+                        (h[2], next(self._expiry_seq), k) for k, h in self._holds.items()
+                    ]
+                    heapq.heapify(self._expiries)
                 self._held_all += estimate
                 if tenant is not None:
                     self._held_by_tenant[tenant] = (
@@ -877,24 +970,26 @@ class CostLedger:
             # Exact zero again (no drift from a sum that never quite cancels).
             self._held_all = _ZERO
             self._held_by_tenant.clear()
+            self._expiries.clear()
 
     def _expire_holds(self, now: datetime) -> None:
         """Drop holds past their expiry (their call was never recorded nor released,
         e.g. a caller that does not release on errors). Caller holds the lock."""
-        holds = self._holds
-        while holds:
-            key = next(iter(holds))
-            if holds[key][2] > now:
-                return
-            log.debug("budget hold of call %s expired unreleased", key)
-            self._drop_hold(key)
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= now:
+            expiry, _, key = heapq.heappop(expiries)
+            held = self._holds.get(key)
+            # Else the hold was dropped already (or held again since, under a later expiry).
+            if held is not None and held[2] == expiry:
+                log.debug("budget hold of call %s expired unreleased", key)
+                self._drop_hold(key)
 
     def release_budget(self, tenant: str | None, call_id: str) -> None:
         """Drop the budget hold of a call that failed (it spent nothing), parents' too.
 
         Call it whenever a checked call ends without being recorded, with or
         without a shared store: an unreleased hold counts against the budgets
-        until it expires (``reservation_ttl_s``).
+        until it expires (its ``hold_ttl_s``, by default ``reservation_ttl_s``).
         """
         self._release_own(tenant, call_id)
         if self.parent is not None:

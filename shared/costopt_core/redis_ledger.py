@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from costopt_core.budgets import Budget, BudgetDecision, BudgetPeriod, evaluate_budget, period_start
 from costopt_core.cache.breaker import CircuitBreaker
 from costopt_core.errors import ConfigurationError, StoreError
+from costopt_core.ledger import check_hold_ttl_s
 from costopt_core.types import CallRecord
 
 if TYPE_CHECKING:
@@ -260,7 +261,8 @@ class RedisLedger:
         retention_days: day counters expire this long after their last write
             (totals then cover that many days); ``None`` keeps them.
         reservation_ttl_s: a budget hold whose call never recorded (its
-            replica died) is dropped after this long.
+            replica died) is dropped after this long, unless the check gave
+            the hold a lifetime of its own (``hold_ttl_s`` of :meth:`reserve`).
         socket_timeout_s: bound on every Redis call.
         client: an existing ``redis.Redis`` (or cluster) client instead of ``url``.
         spool_records: records kept for a retry while Redis is unreachable.
@@ -543,18 +545,25 @@ class RedisLedger:
         estimate_usd: Decimal,
         call_id: str | None,
         now: datetime,
+        *,
+        hold_ttl_s: float | None = None,
     ) -> list[BudgetDecision]:
         """Check every budget covering ``tenant`` and hold ``estimate_usd`` against them.
 
         One atomic script: when a ``block`` or ``downshift`` budget would go over,
         nothing is held and the caller raises. The hold is released when the
-        call's record is written (or by :meth:`release` if the call fails).
+        call's record is written (or by :meth:`release` if the call fails), at
+        the latest after ``hold_ttl_s`` (``None``: ``reservation_ttl_s``); a
+        call already holding keeps its first hold and that hold's expiry.
         Without a ``call_id`` the budgets are only read (nothing is held).
 
         Raises:
+            ConfigurationError: a ``hold_ttl_s`` that is not a number > 0,
+                finite and at most a year (nothing is sent to Redis).
             ConnectionError and other Redis errors: the caller applies each
                 budget's ``on_store_error``.
         """
+        ttl_s = self.reservation_ttl_s if hold_ttl_s is None else check_hold_ttl_s(hold_ttl_s)
         applicable = [b for b in budgets if b.tenant is None or b.tenant == tenant]
         if not applicable:
             return []
@@ -563,7 +572,8 @@ class RedisLedger:
             call_id or "",
             to_pico(estimate_usd),
             int(now.timestamp() * 1000),
-            int(self.reservation_ttl_s * 1000) if call_id else 0,
+            # At least 1 ms: the script reads 0 as "check only, hold nothing".
+            max(1, int(ttl_s * 1000)) if call_id else 0,
         ]
         for b in applicable:
             args += [to_pico(b.limit_usd), "1" if b.policy in ("block", "downshift") else "0"]

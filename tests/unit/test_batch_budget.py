@@ -41,6 +41,8 @@ class Store:
         estimate: Decimal,
         call_id: str | None,
         now: datetime,
+        *,
+        hold_ttl_s: float | None = None,
     ) -> list[BudgetDecision]:
         decisions = [evaluate_budget(b, Decimal(0), estimate) for b in budgets]
         if all(d.action != "block" for d in decisions):
@@ -121,7 +123,13 @@ def test_one_check_per_tenant_with_its_requests_summed(monkeypatch: pytest.Monke
     engine = engine_with(Budget(limit_usd=Decimal(100), period="day", policy="block"))
     calls: list[tuple[str | None, Decimal | None, str | None]] = []
 
-    def spy(tenant: str | None = None, estimate_usd: Decimal | None = None, *, call_id=None):
+    def spy(
+        tenant: str | None = None,
+        estimate_usd: Decimal | None = None,
+        *,
+        call_id=None,
+        hold_ttl_s=None,
+    ):
         calls.append((tenant, estimate_usd, call_id))
         return []
 

@@ -7,6 +7,12 @@ sent, holding the estimate under one call id per tenant. A refused flush
 raises ``BudgetExceededError`` and leaves its requests queued, as a
 provider's refusal does (a later ``wait`` checks again).
 
+A provider batch runs for up to its 24 h completion window, far longer than
+the ledger's default hold lifetime (``reservation_ttl_s``, 10 minutes): a
+flush's hold is given a lifetime of its own, :data:`BATCH_HOLD_TTL_S` by
+default (``BatchJobConfig.budget_hold_ttl_s``), so spend a running batch has
+committed keeps counting until its results are recorded.
+
 The results are recorded under their own call ids (``batch:<job>:<id>``),
 never the hold's, so the ledger cannot settle the hold by itself: the hold
 is released here once every request it covers has been collected (its
@@ -30,7 +36,28 @@ from costopt_core.errors import BudgetExceededError
 from costopt_core.pricing import estimate_cost
 from costopt_core.types import CallMode
 
-__all__ = ["BatchHolds", "BudgetHold", "request_estimate", "tenant_estimates"]
+__all__ = [
+    "BATCH_HOLD_MARGIN_S",
+    "BATCH_HOLD_TTL_S",
+    "COMPLETION_WINDOW_S",
+    "BatchHolds",
+    "BudgetHold",
+    "request_estimate",
+    "tenant_estimates",
+]
+
+#: How long a provider batch may run: the OpenAI Batch API (``completion_window``
+#: ``"24h"``, the only value it takes) and Anthropic Message Batches both end a
+#: batch within 24 hours of its creation.
+COMPLETION_WINDOW_S = 24 * 3600.0
+#: What a flush's hold must outlive beyond the window: the flush's own submit
+#: calls (the hold is taken before the first; each batch's window starts at
+#: its own), the provider's finalizing, and the poll that collects the results.
+BATCH_HOLD_MARGIN_S = 3600.0
+#: The default lifetime of a flush's budget hold (25 h): released when the
+#: results are collected, it lapses by itself only if they never are (the
+#: process that flushed died), so a budget never stops counting a running batch.
+BATCH_HOLD_TTL_S = COMPLETION_WINDOW_S + BATCH_HOLD_MARGIN_S
 
 # Request parameters that cap the answer, as the providers' APIs name them.
 _MAX_OUTPUT_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
@@ -93,8 +120,18 @@ class BatchHolds:
         job: tuple[str, str],
         requests: Sequence[tuple[str, BatchRequest]],
         mode: CallMode,
+        *,
+        hold_ttl_s: float = BATCH_HOLD_TTL_S,
     ) -> BudgetHold | None:
         """Check and hold the budgets for ``requests`` (own id, request) of one flush.
+
+        Args:
+            engine: whose budgets are checked.
+            job: the job's key (queue, name).
+            requests: the flush's requests, each with its own id.
+            mode: the billing mode (``batch`` rates for a provider batch API).
+            hold_ttl_s: seconds the hold counts at most if the results are
+                never collected; it must outlive the batch.
 
         Returns:
             The hold (``None`` when no budget is set: nothing to check).
@@ -112,7 +149,9 @@ class BatchHolds:
             for tenant in sorted(estimates, key=lambda t: (t is not None, t or "")):
                 # One id per tenant: a budget covering every tenant holds each one's share.
                 call_id = f"batch:{job[1]}:hold:{flush}:{tenant or ''}"
-                engine.check_budget(tenant, estimates[tenant], call_id=call_id)
+                engine.check_budget(
+                    tenant, estimates[tenant], call_id=call_id, hold_ttl_s=hold_ttl_s
+                )
                 hold.call_ids[tenant] = call_id
         except BudgetExceededError:
             hold.release()  # the tenants checked before the refusal

@@ -40,7 +40,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from costopt_core.batch._wire import job_custom_id
-from costopt_core.batch.budget import HOLDS
+from costopt_core.batch.budget import BATCH_HOLD_TTL_S, HOLDS
 from costopt_core.batch.provider import (
     CLOCK_SKEW_S,
     BatchProvider,
@@ -68,6 +68,7 @@ from costopt_core.batch.split import (
 )
 from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import BatchError, BatchNotFoundError, ConfigurationError, config_error
+from costopt_core.ledger import MAX_HOLD_TTL_S
 from costopt_core.types import CallMode, CallRecord, Usage
 
 __all__ = ["BatchJob", "BatchJobConfig", "BatchNotFoundError", "BatchStatus"]
@@ -94,6 +95,15 @@ class BatchJobConfig(BaseModel):
         submit_lease_s: how long a submit call made by a process on another
             host may take before this one treats it as abandoned and resolves
             it (a dead process on this host is noticed at once).
+        budget_hold_ttl_s: how long a flush's budget hold counts at most
+            (it is released when the results are collected). It must outlive
+            the batch, or a later flush passes a budget on spend the running
+            batch has committed: by default 25 h (:data:`BATCH_HOLD_TTL_S`,
+            the providers' 24 h completion window plus an hour to submit and
+            collect); poll within it. The hold of a process that died with a
+            batch open lapses only then: with a shared budget store
+            (``RedisLedger``) it counts, next to the batch's recorded spend,
+            until this has passed.
     """
 
     # Seconds are finite: an infinite wait or TTL overflows the timers that use it.
@@ -104,6 +114,7 @@ class BatchJobConfig(BaseModel):
     max_wait_s: float | None = Field(None, ge=0.0)
     poll_interval_s: float | None = Field(None, gt=0.0)
     submit_lease_s: float = Field(900.0, gt=0.0)
+    budget_hold_ttl_s: float = Field(BATCH_HOLD_TTL_S, gt=0.0, le=MAX_HOLD_TTL_S)
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -447,7 +458,13 @@ class BatchJob:
             BudgetExceededError: a budget refuses the flush (nothing is held then).
         """
         requests = [(own, r) for batch in plan for _, r, own in batch]
-        hold = HOLDS.take(self.engine, self._hold_key(), requests, self.mode)
+        hold = HOLDS.take(
+            self.engine,
+            self._hold_key(),
+            requests,
+            self.mode,
+            hold_ttl_s=self.config.budget_hold_ttl_s,
+        )
         sent: list[str] = []
         try:
             yield sent

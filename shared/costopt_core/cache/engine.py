@@ -33,6 +33,7 @@ from costopt_core.cache.config import CacheConfig
 from costopt_core.cache.defaults import DEFAULT_PAIR_GATE, DEFAULT_SIMILARITY_THRESHOLD
 from costopt_core.cache.entry import CachedResponse, CacheEntry, CacheHit
 from costopt_core.cache.guards import decide
+from costopt_core.cache.inflight import Flights, Joined
 from costopt_core.cache.keys import CacheRequest, PreparedRequest, namespace_of, prepare
 from costopt_core.cache.memory_backend import MemoryCacheBackend
 from costopt_core.cache.pair_model import PairScorer, default_pair_model, pair_probability
@@ -65,9 +66,10 @@ def skip_reason(response: CachedResponse, config: CacheConfig) -> str | None:
     return None
 
 
-# The I/O a lookup or a store asks of its driver (see _drive / _adrive): the
-# decisions are written once, as generators, and the sync and async twins only
-# differ in how they carry these out.
+# The I/O a lookup, a store or a get-or-call asks of its driver (see _drive /
+# _adrive), the model call and the wait for another's included: the decisions
+# are written once, as generators, and the sync and async twins only differ in
+# how they carry these out.
 @dataclass(frozen=True, slots=True)
 class _Get:
     key: str
@@ -116,7 +118,28 @@ class _Score:
     query: str
 
 
-_Step = _Get | _Embed | _Fits | _Search | _GetSearch | _Put | _Score
+@dataclass(frozen=True, slots=True)
+class _Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """The caller's model call (sync, or returning an awaitable): its answer, or
+    its exception thrown in."""
+
+    call: Callable[[], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Join:
+    """Lead ``key``'s flight or wait for it (see ``Flights.join``): a ``Joined``."""
+
+    key: str
+    wait_s: float
+
+
+_Step = _Get | _Embed | _Fits | _Search | _GetSearch | _Put | _Score | _Sleep | _Call | _Join
 _Found = tuple["CacheEntry | None", list[tuple[CacheEntry, float]]]
 _Lookup = tuple["CacheHit | None", PreparedRequest, "npt.NDArray[np.float32] | None"]
 
@@ -177,23 +200,6 @@ def _one_request() -> Iterator[None]:
         _request.reset(token)
 
 
-class _Flight:
-    """One model call in flight, and who waits for it: threads on ``event``,
-    coroutines (of any event loop) on their own futures. Sync and async callers
-    share one registry, so a thread and a coroutine asking the same thing at once
-    still make one call."""
-
-    __slots__ = ("entry", "event", "failed", "waiters")
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.entry: CacheEntry | None = None
-        #: The leader's call raised or was cancelled: the waiters elect a new
-        #: leader instead of all calling the model at once.
-        self.failed = False
-        self.waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[CacheEntry | None]]] = []
-
-
 #: Caches whose counter increments may not have been sent yet.
 _UNSENT: weakref.WeakSet[SemanticCache] = weakref.WeakSet()
 
@@ -203,11 +209,6 @@ def _flush_at_exit() -> None:
     for cache in list(_UNSENT):
         with contextlib.suppress(Exception):
             cache.flush_stats()
-
-
-def _resolve(fut: asyncio.Future[CacheEntry | None], entry: CacheEntry | None) -> None:
-    if not fut.done():
-        fut.set_result(entry)
 
 
 class SemanticCache:
@@ -279,8 +280,7 @@ class SemanticCache:
         # Held while increments are on their way: a stats() read waits for an
         # in-flight flush, so a replica always counts its own lookups.
         self._flush_lock = threading.Lock()
-        self._flights: dict[str, _Flight] = {}
-        self._flight_lock = threading.Lock()
+        self._flights = Flights()
         # (backend, embedder, whether the two can read both tiers at once): a
         # runtime Protocol check per lookup would cost more than it decides.
         self._one_trip: tuple[object, object, bool] | None = None
@@ -493,11 +493,18 @@ class SemanticCache:
             return None
 
     def _drive(self, steps: Generator[_Step, Any, T]) -> T:
-        """Run a lookup or store, doing its I/O here (backend errors are misses)."""
+        """Run a lookup, store or get-or-call, doing its I/O here (backend errors
+        are misses). What a step raises (the model call's error, an interrupt) is
+        thrown into the generator, so its own try/finally sees it."""
         try:
             step = next(steps)
             while True:
-                step = steps.send(self._do(step))
+                try:
+                    out = self._do(step)
+                except BaseException as exc:
+                    step = steps.throw(exc)
+                else:
+                    step = steps.send(out)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
 
@@ -506,11 +513,22 @@ class SemanticCache:
         try:
             step = next(steps)
             while True:
-                step = steps.send(await self._ado(step))
+                try:
+                    out = await self._ado(step)
+                except BaseException as exc:  # cancelled too: see _drive
+                    step = steps.throw(exc)
+                else:
+                    step = steps.send(out)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
 
     def _do(self, step: _Step) -> Any:
+        if isinstance(step, _Call):
+            return step.call()
+        if isinstance(step, _Join):
+            return self._flights.join(step.key, step.wait_s)
+        if isinstance(step, _Sleep):
+            return time.sleep(step.seconds)
         if isinstance(step, _Embed):
             return self._embed(step.text)
         if isinstance(step, _Fits):
@@ -528,6 +546,12 @@ class SemanticCache:
         return self._guarded("put", partial(self._put, step.entry), False)
 
     async def _ado(self, step: _Step) -> Any:
+        if isinstance(step, _Call):
+            return await step.call()
+        if isinstance(step, _Join):
+            return await self._flights.ajoin(step.key, step.wait_s)
+        if isinstance(step, _Sleep):
+            return await asyncio.sleep(step.seconds)
         if isinstance(step, _Embed):
             return await self._aembed(step.text)
         if isinstance(step, _Fits):
@@ -695,13 +719,14 @@ class SemanticCache:
         if not request.cache:
             return None
         with _one_request():
-            return self._lookup(request)[0]
+            return self._drive(self._padded_lookup_steps(request))[0]
 
-    def _lookup(self, request: CacheRequest) -> _Lookup:
+    def _padded_lookup_steps(self, request: CacheRequest) -> Generator[_Step, Any, _Lookup]:
+        """The lookup, its hits held back to ``pad_hits_to_s`` (see :meth:`lookup`)."""
         started = time.monotonic()
-        out = self._drive(self._lookup_steps(request))
+        out = yield from self._lookup_steps(request)
         if out[0] is not None and (wait := self._pad(started)) > 0:
-            time.sleep(wait)
+            yield _Sleep(wait)
         return out
 
     def _lookup_steps(self, request: CacheRequest) -> Generator[_Step, Any, _Lookup]:
@@ -750,14 +775,7 @@ class SemanticCache:
         if not request.cache:
             return None
         with _one_request():
-            return (await self._alookup(request))[0]
-
-    async def _alookup(self, request: CacheRequest) -> _Lookup:
-        started = time.monotonic()
-        out = await self._adrive(self._lookup_steps(request))
-        if out[0] is not None and (wait := self._pad(started)) > 0:
-            await asyncio.sleep(wait)
-        return out
+            return (await self._adrive(self._padded_lookup_steps(request)))[0]
 
     # -- store ----------------------------------------------------------------
     def store(
@@ -816,56 +834,50 @@ class SemanticCache:
     def get_or_call(self, request: CacheRequest, call: Callable[[], CachedResponse]) -> CacheResult:
         """The cached answer, or ``call()``'s (stored); concurrent identical misses call once."""
         with _one_request():
-            return self._get_or_call(request, call)
+            return self._drive(self._get_or_call_steps(request, call))
 
-    def _get_or_call(
-        self, request: CacheRequest, call: Callable[[], CachedResponse]
-    ) -> CacheResult:
+    def _get_or_call_steps(
+        self, request: CacheRequest, call: Callable[[], Any]
+    ) -> Generator[_Step, Any, CacheResult]:
+        """Get or call, as both twins run it (see _drive): ``call`` is the model
+        call, sync or async, made by the driver at each ``_Call``."""
         if not request.cache:
-            return CacheResult(call(), None)
-        hit, prep, vec = self._lookup(request)
+            return CacheResult((yield _Call(call)), None)
+        hit, prep, vec = yield from self._padded_lookup_steps(request)
         if hit is not None:
             return CacheResult(hit.response, hit)
         if not self.config.dedupe_inflight:
-            response = call()
-            self._drive(self._store_steps(request, prep, response, (), None, vec))
+            response = yield _Call(call)
+            yield from self._store_steps(request, prep, response, (), None, vec)
             return CacheResult(response, None)
         while True:
-            with self._flight_lock:
-                flight = self._flights.get(prep.key)
-                leader = flight is None
-                if flight is None:
-                    flight = self._flights[prep.key] = _Flight()
-            if leader:
+            joined: Joined = yield _Join(prep.key, self.config.inflight_wait_s)
+            if joined.leader:
                 break
-            landed = flight.event.wait(self.config.inflight_wait_s)
-            if landed and flight.entry is not None:
+            if joined.entry is not None:
                 self._count("inflight_shared")
-                return CacheResult(flight.entry.response, CacheHit(flight.entry, "exact", 1.0))
-            if not (landed and flight.failed):
+                return CacheResult(joined.entry.response, CacheHit(joined.entry, "exact", 1.0))
+            if not joined.failed:
                 # Waited too long, or the answer could not be kept: answer it ourselves.
-                return CacheResult(call(), None)
+                return CacheResult((yield _Call(call)), None)
             # The leader failed: one waiter leads the retry, the others wait for it.
         entry = None
         failed = True
         try:
-            entry = self._landed(
-                prep,
-                self._do(_Get(prep.key, self.clock())),
-            )
+            entry = self._landed(prep, (yield _Get(prep.key, self.clock())))
             if entry is not None:
                 failed = False
                 return CacheResult(entry.response, CacheHit(entry, "exact", 1.0))
             try:
-                response = call()
+                response = yield _Call(call)
             except NotShared:
                 failed = False  # answered, for the leader alone: the waiters answer at once
                 raise
             failed = False
-            entry = self._drive(self._store_steps(request, prep, response, (), None, vec))[0]
+            entry = (yield from self._store_steps(request, prep, response, (), None, vec))[0]
             return CacheResult(response, None)
         finally:
-            self._land(prep.key, flight, entry, failed)
+            self._flights.land(prep.key, joined.flight, entry, failed)
 
     def _landed(self, prep: PreparedRequest, entry: CacheEntry | None) -> CacheEntry | None:
         """The answer a flight stored between this request's miss and its own flight.
@@ -879,100 +891,12 @@ class SemanticCache:
         self._count("inflight_shared")
         return entry
 
-    def _land(
-        self, key: str, flight: _Flight, entry: CacheEntry | None, failed: bool = False
-    ) -> None:
-        """End a flight: wake every waiting thread and coroutine with its result.
-
-        ``failed``: the leader's call raised or was cancelled, so the waiters
-        elect a new leader rather than all calling the model at once (a burst
-        of retries against a provider that has just refused).
-        """
-        with self._flight_lock:
-            self._flights.pop(key, None)
-            flight.entry = entry
-            flight.failed = failed and entry is None
-            waiters, flight.waiters = flight.waiters, []
-        flight.event.set()
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        for loop, fut in waiters:
-            if loop is running:
-                _resolve(fut, entry)
-            else:
-                # A closed loop has nobody waiting any more.
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(_resolve, fut, entry)
-
     async def aget_or_call(
         self, request: CacheRequest, call: Callable[[], Awaitable[CachedResponse]]
     ) -> CacheResult:
         """Async twin of :meth:`get_or_call`."""
         with _one_request():
-            return await self._aget_or_call(request, call)
-
-    async def _aget_or_call(
-        self, request: CacheRequest, call: Callable[[], Awaitable[CachedResponse]]
-    ) -> CacheResult:
-        if not request.cache:
-            return CacheResult(await call(), None)
-        hit, prep, vec = await self._alookup(request)
-        if hit is not None:
-            return CacheResult(hit.response, hit)
-        if not self.config.dedupe_inflight:
-            response = await call()
-            await self._adrive(self._store_steps(request, prep, response, (), None, vec))
-            return CacheResult(response, None)
-        loop = asyncio.get_running_loop()
-        while True:
-            with self._flight_lock:
-                flight = self._flights.get(prep.key)
-                leader = flight is None
-                if flight is None:
-                    flight = self._flights[prep.key] = _Flight()
-                else:
-                    fut: asyncio.Future[CacheEntry | None] = loop.create_future()
-                    flight.waiters.append((loop, fut))
-            if leader:
-                break
-            try:
-                entry = await asyncio.wait_for(asyncio.shield(fut), self.config.inflight_wait_s)
-                landed = True
-            except TimeoutError:
-                entry, landed = None, False
-            except asyncio.CancelledError:
-                # The caller gave up: it must not go on to call the model itself.
-                with self._flight_lock, contextlib.suppress(ValueError):
-                    flight.waiters.remove((loop, fut))
-                raise
-            if entry is not None:
-                self._count("inflight_shared")
-                return CacheResult(entry.response, CacheHit(entry, "exact", 1.0))
-            if not (landed and flight.failed):
-                # Waited too long, or the answer could not be kept: answer it ourselves.
-                return CacheResult(await call(), None)
-            # The leader failed: one waiter leads the retry, the others wait for it.
-        entry = None
-        failed = True
-        try:
-            entry = self._landed(prep, await self._ado(_Get(prep.key, self.clock())))
-            if entry is not None:
-                failed = False
-                return CacheResult(entry.response, CacheHit(entry, "exact", 1.0))
-            try:
-                response = await call()
-            except NotShared:
-                failed = False  # answered, for the leader alone: the waiters answer at once
-                raise
-            failed = False
-            entry = (await self._adrive(self._store_steps(request, prep, response, (), None, vec)))[
-                0
-            ]
-            return CacheResult(response, None)
-        finally:
-            self._land(prep.key, flight, entry, failed)
+            return await self._adrive(self._get_or_call_steps(request, call))
 
     # -- invalidation and stats ---------------------------------------------------
     def invalidate(

@@ -55,8 +55,18 @@ priced with the catalog's list prices (``gpt-4-1106-preview`` resolves to
 gpt-4-turbo at $10/$30 per million tokens, Mixtral-8x7B-Instruct to $0.60/$0.60)
 on its input tokens (cl100k token counter, chat framing included) plus
 ``--mc-output-tokens`` (3) output tokens: the answer to a multiple-choice
-question is a letter. A RouteLLM set without a train file is split 50/50 by
-a fixed seed (``--seed``).
+question is a letter (``--prices FILE`` prices a model the catalog lacks).
+A RouteLLM set without a train file is split 50/50 by a fixed seed
+(``--seed``), as is a RouterBench-format file with no ``_train``/``_test``
+counterpart. RouterBench models are the columns that have both a score and a
+``<model>|total_cost`` column in both files (whatever their order; a model
+missing from one split is left out and named in ``notes``); RouteLLM models
+are the columns whose values are all True/False or 0..1 (an index or text
+column is not a model). The frontier is always chosen on train (best
+quality), never by name, and the subject router's weak/strong models are the
+cheap and frontier tiers, not the column order. Each data set's key is its
+file name without split and extension; a cost-quality PNG per data set is
+written next to ``--out``.
 
 Embeddings are cached per text in ``--cache-dir`` (outside the repository):
 on 2 shared cores the first run embeds ~17,000 texts in 15-30 minutes, a
@@ -75,6 +85,7 @@ import gzip
 import hashlib
 import io
 import itertools
+import json
 import math
 import os
 import re
@@ -110,7 +121,6 @@ from costopt_core.tokens import default_counter
 from costopt_core.types import Message
 
 DEFAULT_ROOT = _common.DATA / "routing"
-RESULTS = _common.REPO / "benchmarks" / "results"
 TARGET = 0.95
 # The conservative calibration asks the train (out-of-fold) quality to clear the
 # target by this many standard errors: a one-sided 95% bound.
@@ -218,18 +228,95 @@ def _routerbench_split(rows: list[dict[str, str]], models: list[str]) -> Split:
     )
 
 
+def _routerbench_models(path: Path, columns: Sequence[str]) -> list[str]:
+    """Models with both a score column and a ``<model>|total_cost`` column, in file order."""
+    names = set(columns)
+    models = [
+        c.removesuffix("|total_cost")
+        for c in columns
+        if c.endswith("|total_cost") and c.removesuffix("|total_cost") in names
+    ]
+    if not models:
+        raise SystemExit(
+            f"{path}: no RouterBench model columns (a '<model>' score column with a "
+            "'<model>|total_cost' column)"
+        )
+    return models
+
+
+def is_routerbench(columns: Sequence[str]) -> bool:
+    return any(c.endswith("|total_cost") for c in columns)
+
+
 def load_routerbench(train_path: Path, test_path: Path) -> DataSet:
     train_rows, test_rows = _read_rows(train_path), _read_rows(test_path)
-    models = [c.split("|")[0] for c in train_rows[0] if c.endswith("|total_cost")]
+    for path, rows in ((train_path, train_rows), (test_path, test_rows)):
+        if not rows:
+            raise SystemExit(f"{path}: no rows")
+    in_train = _routerbench_models(train_path, list(train_rows[0]))
+    in_test = set(_routerbench_models(test_path, list(test_rows[0])))
+    models = [m for m in in_train if m in in_test]
+    notes: list[str] = []
+    only = sorted(set(in_train) ^ in_test)
+    if only:
+        print(f"  models not in both {train_path.name} and {test_path.name}, left out: {only}")
+        notes.append(f"left out (not in both train and test): {', '.join(only)}")
+    if not models:
+        raise SystemExit(f"{train_path} and {test_path} share no model")
     train = _routerbench_split(train_rows, models)
     test = _routerbench_split(test_rows, models)
-    key = _stem(train_path).removesuffix("_train")
+    key = _split_name(train_path)[0]
     notes = [
         f"dropped rows with a missing score: {train.dropped} train, {test.dropped} test",
         "prompt = the stored list literal, joined",
         "cost = the recorded total_cost of the chosen model",
+        *notes,
     ]
     return DataSet(key, "routerbench", models, train, test, notes)
+
+
+def load_routerbench_unsplit(path: Path, seed: int) -> DataSet:
+    """A RouterBench-format file with no train/test counterpart: split 50/50 by ``seed``."""
+    rows = _read_rows(path)
+    if not rows:
+        raise SystemExit(f"{path}: no rows")
+    models = _routerbench_models(path, list(rows[0]))
+    full = _routerbench_split(rows, models)
+    perm = np.random.default_rng(seed).permutation(len(full.prompts))
+    half = len(full.prompts) // 2
+    tr, te = np.sort(perm[:half]), np.sort(perm[half:])
+
+    def split(ix: npt.NDArray[np.int64]) -> Split:
+        return Split(
+            [full.prompts[i] for i in ix],
+            full.scores[ix],
+            full.costs[ix],
+            answers=None if full.answers is None else [full.answers[i] for i in ix],
+        )
+
+    notes = [
+        f"one file, {len(full.prompts)} prompts, split 50/50 with seed {seed}",
+        f"dropped rows with a missing score: {full.dropped}",
+        "prompt = the stored list literal, joined",
+        "cost = the recorded total_cost of the chosen model",
+    ]
+    return DataSet(_stem(path), "routerbench", models, split(tr), split(te), notes)
+
+
+def _score_columns(rows: list[dict[str, str]]) -> list[str]:
+    """RouteLLM columns that hold a model's score: every value True/False or 0..1.
+
+    An index column (unnamed) and text columns (a subject, the answer letter)
+    are not models.
+    """
+    out = []
+    for c in rows[0]:
+        if c == "prompt" or not c or c.startswith("Unnamed"):
+            continue
+        values = [_num(r[c] or "") for r in rows if (r[c] or "").strip()]
+        if values and all(0.0 <= v <= 1.0 for v in values):
+            out.append(c)
+    return out
 
 
 def _mc_costs(prompts: list[str], models: list[str], catalog: PriceCatalog, out_tok: int) -> FArr:
@@ -238,7 +325,10 @@ def _mc_costs(prompts: list[str], models: list[str], catalog: PriceCatalog, out_
     for j, m in enumerate(models):
         price = catalog.get(m, warn=False)
         if price is None:
-            raise SystemExit(f"no catalog price for model {m!r}: add it to prices.json")
+            raise SystemExit(
+                f"no catalog price for model {m!r}: pass --prices FILE, a JSON object such as "
+                f'{{"{m}": {{"usd_per_mtok_input": 1.0, "usd_per_mtok_output": 2.0}}}}'
+            )
         for i, p in enumerate(prompts):
             tokens = counter.count_messages([Message(role="user", content=p)], m).tokens
             c = estimate_cost(price, tokens, out_tok)
@@ -258,14 +348,18 @@ def load_routellm(
         rows = _read_rows(f)
         if not rows:
             continue
-        cols = [c for c in rows[0] if c != "prompt" and not c.startswith("Unnamed")]
+        if "prompt" not in rows[0]:
+            raise SystemExit(f"{f}: no 'prompt' column (RouteLLM format: prompt, then per model)")
+        cols = _score_columns(rows)
+        if not cols:
+            raise SystemExit(f"{f}: no model score columns (True/False or 0..1 per prompt)")
         if models is None:
             models = cols
-        elif cols != models:
+        elif set(cols) != set(models):
             raise SystemExit(f"{f}: model columns {cols} differ from {models}")
         for r in rows:
             prompts.append(r["prompt"])
-            scores.append([_num(r[m]) for m in cols])
+            scores.append([_num(r[m]) for m in models])
             sources.append(file_index)
     if models is None:
         raise SystemExit(f"no rows in {files}")
@@ -293,11 +387,14 @@ def load_routellm(
 def discover(paths: Sequence[str], catalog: PriceCatalog, out_tok: int, seed: int) -> list[DataSet]:
     """Data sets from ``--data`` arguments (or the default routing folder).
 
-    A train or test file is one RouterBench-format pair; any other CSV file is
-    a RouteLLM-format set; a directory of CSVs is one RouteLLM-format set
-    named after it, except a folder holding ``*_train`` files (such as the
-    default ``../shared/data/routing/``), which is searched like the default:
-    each train/test pair, and each subdirectory, is one data set.
+    A ``<name>_train`` or ``<name>_test`` file is one RouterBench-format pair
+    (the other split next to it, compressed or not); any other CSV file is one
+    set split 50/50 (``--seed``), RouterBench format when it has
+    ``<model>|total_cost`` columns, else RouteLLM format; a directory of CSVs
+    is one RouteLLM-format set named after it, except a folder holding
+    ``*_train`` files (such as the default ``../shared/data/routing/``), which
+    is searched like the default: each train/test pair, and each subdirectory,
+    is one data set.
     """
     out: list[DataSet] = []
     if not paths:
@@ -308,15 +405,35 @@ def discover(paths: Sequence[str], catalog: PriceCatalog, out_tok: int, seed: in
             out.extend(_discover_root(p, catalog, out_tok, seed))
         elif p.is_dir():
             out.append(_load_dir(p, catalog, out_tok, seed))
-        elif "_train" in p.name or "_test" in p.name:
+        elif _split_name(p)[1]:
             out.append(_pair(p))
+        elif is_routerbench(_header(p)):
+            out.append(load_routerbench_unsplit(p, seed))
         else:
             out.append(load_routellm([p], _stem(p), catalog, out_tok, seed))
+    keys = [ds.key for ds in out]
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    if dup:
+        raise SystemExit(f"several data sets are named {dup}: rename a file (the key is its name)")
     return out
 
 
+def _header(path: Path) -> list[str]:
+    with _open_text(path) as fh:
+        return next(csv.reader(fh), [])
+
+
+def _split_name(path: Path) -> tuple[str, str | None]:
+    """(``key``, ``"train"``/``"test"``) for ``<key>_train.csv[.gz]``; (stem, None) otherwise."""
+    stem = _stem(path)
+    for split in ("train", "test"):
+        if stem.endswith(f"_{split}"):
+            return stem.removesuffix(f"_{split}"), split
+    return stem, None
+
+
 def _discover_root(root: Path, catalog: PriceCatalog, out_tok: int, seed: int) -> list[DataSet]:
-    out = [_pair(train) for train in sorted(root.glob("*_train.csv*"))]
+    out = [_pair(train) for train in sorted(root.glob("*_train.csv*")) if _split_name(train)[1]]
     for sub in sorted(p for p in root.iterdir() if p.is_dir()):
         if list(sub.glob("*.csv*")):
             out.append(_load_dir(sub, catalog, out_tok, seed))
@@ -324,10 +441,15 @@ def _discover_root(root: Path, catalog: PriceCatalog, out_tok: int, seed: int) -
 
 
 def _pair(path: Path) -> DataSet:
-    if "_train" in path.name:
-        train, test = path, path.with_name(path.name.replace("_train", "_test"))
-    else:
-        train, test = path.with_name(path.name.replace("_test", "_train")), path
+    key, split = _split_name(path)
+    ext = path.name.removeprefix(_stem(path))
+    other = "test" if split == "train" else "train"
+    counterpart = path.with_name(f"{key}_{other}{ext}")
+    if not counterpart.exists():  # the other split compressed or not
+        alt = ext.removesuffix(".gz") if ext.endswith(".gz") else ext + ".gz"
+        if path.with_name(f"{key}_{other}{alt}").exists():
+            counterpart = path.with_name(f"{key}_{other}{alt}")
+    train, test = (path, counterpart) if split == "train" else (counterpart, path)
     require(train)
     require(test)
     return load_routerbench(train, test)
@@ -335,7 +457,7 @@ def _pair(path: Path) -> DataSet:
 
 def _load_dir(d: Path, catalog: PriceCatalog, out_tok: int, seed: int) -> DataSet:
     files = sorted(d.glob("*.csv*"))
-    trains = [f for f in files if "_train" in f.name]
+    trains = [f for f in files if _split_name(f)[1]]
     if trains:
         raise SystemExit(
             f"{d}: a directory is one RouteLLM-format data set; pass train/test files directly"
@@ -671,27 +793,29 @@ def _call_share_apgr(score: FArr, weak: FArr, strong: FArr, seed: int) -> float:
     return _area_under_pgr(points)
 
 
-def subject_router(ds: DataSet, seed: int) -> dict[str, Any] | None:
+def subject_router(ds: DataSet, seed: int, weak_j: int, strong_j: int) -> dict[str, Any] | None:
     """APGR of a router that is told each prompt's subject (its source file).
 
     It sends prompts to the strong model in the order of their subject's mean
-    gain (strong minus weak score) on train. ``test_oracle`` takes that gain
+    gain (strong minus weak score) on train; weak and strong are the cheap and
+    the frontier tier (model indices ``weak_j``, ``strong_j``), whatever the
+    column order. ``test_oracle`` takes that gain
     from the test prompts themselves: the most any per-subject rule can reach.
     Only for two-model sets read from several files (RouteLLM's MMLU: one per
     subject).
     """
     tr, te = ds.train, ds.test
-    if len(ds.models) != 2 or tr.sources is None or te.sources is None:
+    if len(ds.models) != 2 or weak_j == strong_j or tr.sources is None or te.sources is None:
         return None
     if len(np.unique(tr.sources)) < 2:
         return None
-    weak, strong = te.scores[:, 0], te.scores[:, 1]
+    weak, strong = te.scores[:, weak_j], te.scores[:, strong_j]
     if strong.mean() == weak.mean():
         return None
 
     def gain(split: Split, subject: int) -> float:
         rows = split.scores[split.sources == subject]
-        return float((rows[:, 1] - rows[:, 0]).mean()) if len(rows) else 0.0
+        return float((rows[:, strong_j] - rows[:, weak_j]).mean()) if len(rows) else 0.0
 
     subjects = np.unique(te.sources)
     from_train = {int(s): gain(tr, int(s)) for s in subjects}
@@ -708,7 +832,12 @@ def subject_router(ds: DataSet, seed: int) -> dict[str, Any] | None:
 
 
 def run_dataset(
-    ds: DataSet, embedder: Embedder, cache_dir: Path | None, max_tiers: int, seed: int
+    ds: DataSet,
+    embedder: Embedder,
+    cache_dir: Path | None,
+    max_tiers: int,
+    seed: int,
+    png_dir: Path | None = None,
 ) -> dict[str, Any]:
     print(f"\n== {ds.key}: {len(ds.train.prompts)} train, {len(ds.test.prompts)} test prompts")
     tr, te = ds.train, ds.test
@@ -814,7 +943,7 @@ def run_dataset(
             "quality_fraction": q / f_q,
         }
 
-    subjects = subject_router(ds, seed)
+    subjects = subject_router(ds, seed, tiers[0], tiers[-1])
     if subjects is not None:
         routers["subject_router"] = subjects
     cascade = agreement_cascade(ds, ds.models.index(names[-1]))
@@ -863,7 +992,8 @@ def run_dataset(
         "notes": ds.notes,
     }
     print_dataset(ds.key, result)
-    plot(ds.key, curves, singles, ds.models, f_c)
+    if png_dir is not None:
+        plot(ds.key, curves, singles, ds.models, f_c, png_dir)
     return result
 
 
@@ -993,7 +1123,7 @@ def print_dataset(key: str, r: dict[str, Any]) -> None:
 
 def plot(
     key: str, curves: dict[str, list[Point]], singles: list[tuple[float, float]],
-    models: list[str], f_c: float,
+    models: list[str], f_c: float, out_dir: Path,
 ) -> None:  # fmt: skip
     try:
         import matplotlib
@@ -1016,8 +1146,8 @@ def plot(
     ax.set_ylabel("quality (mean score)")
     ax.set_title(f"{key}: cost-quality on test")
     ax.legend()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"routing_{key}.png"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"routing_{key}.png"
     fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     print(f"  wrote {out}")
@@ -1028,10 +1158,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--data", action="append", default=[], help="CSV file or directory (repeatable)"
     )
-    ap.add_argument("--out", default=None, help="write the JSON results here")
+    ap.add_argument(
+        "--out", default=None, help="write the JSON results here (and a PNG per data set by it)"
+    )
     ap.add_argument("--max-tiers", type=int, default=4)
     ap.add_argument("--mc-output-tokens", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--prices",
+        default=None,
+        help="JSON prices for RouteLLM models the catalog lacks: {model: {usd_per_mtok_input, "
+        "usd_per_mtok_output}} (or the prices.json layout); they override the catalog",
+    )
     ap.add_argument(
         "--cache-dir",
         default=os.environ.get(
@@ -1041,11 +1179,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     catalog = PriceCatalog.default()
+    if args.prices:
+        extra = json.loads(Path(args.prices).read_text("utf-8"))
+        catalog = catalog.with_overrides(extra.get("models", extra))
     datasets = discover(args.data, catalog, args.mc_output_tokens, args.seed)
     embedder = SentenceTransformerEmbedder()
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
+    png_dir = Path(args.out).resolve().parent if args.out else None
     results = {
-        ds.key: run_dataset(ds, embedder, cache_dir, args.max_tiers, args.seed) for ds in datasets
+        ds.key: run_dataset(ds, embedder, cache_dir, args.max_tiers, args.seed, png_dir)
+        for ds in datasets
     }
     write_json(args.out, results)
     return 0

@@ -21,10 +21,14 @@ __all__ = ["Flight", "Flights", "Joined"]
 class Flight:
     """One model call in flight, and who waits for it."""
 
-    __slots__ = ("entry", "event", "failed", "waiters")
+    __slots__ = ("entry", "event", "failed", "thread", "waiters")
 
     def __init__(self) -> None:
         self.event = threading.Event()
+        #: The leader's thread. A stream's leader answers between the chunks its
+        #: caller reads, so a thread reading two identical streams at once (or
+        #: an event loop running the leader) would wait on itself.
+        self.thread = threading.get_ident()
         self.entry: CacheEntry | None = None
         #: The leader's call raised or was cancelled: the waiters elect a new
         #: leader instead of all calling the model at once.
@@ -79,6 +83,8 @@ class Flights:
         flight, _, leader = self._enlist(key, None)
         if leader:
             return Joined(flight, leader=True)
+        if flight.thread == threading.get_ident():
+            return Joined(flight)  # as after a wait that timed out: it answers itself
         if not flight.event.wait(wait_s):
             return Joined(flight)
         return Joined(flight, entry=flight.entry, failed=flight.failed)

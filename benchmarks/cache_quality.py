@@ -92,13 +92,17 @@ F32 = npt.NDArray[np.float32]
 
 
 def load_pairs(path: Path, limit: int | None) -> Pairs:
+    """``(text_a, text_b, label)`` per line of a JSONL file, gzipped (``.gz``) or plain."""
     pairs: Pairs = []
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
         for line in fh:
             if limit is not None and len(pairs) >= limit:
                 break
+            if not line.strip():
+                continue
             row = json.loads(line)
-            pairs.append((row["text_a"], row["text_b"], int(row["label"])))
+            pairs.append((str(row["text_a"]), str(row["text_b"]), int(row["label"])))
     return pairs
 
 
@@ -157,8 +161,10 @@ class PairScores:
             self.logit[p] = float(v)
         self.seconds += time.perf_counter() - t0
 
-    def single_ms(self, todo: list[tuple[str, str]]) -> float:
-        """Median time of one pair scored alone, as a lookup does."""
+    def single_ms(self, todo: list[tuple[str, str]]) -> float | None:
+        """Median time of one pair scored alone, as a lookup does (None: no pair to score)."""
+        if not todo:
+            return None
         times = []
         for p in todo[:50]:
             t0 = time.perf_counter()
@@ -383,7 +389,14 @@ def refit_pair_check(
 
     fit = splits["held_out_calibration"] & gate_ok
     if len(set(labels[fit].tolist())) < 2:
-        return {"weights_logit_similarity_bias": None, "threshold": None, "unseen": {}}
+        # Too few pairs to fit on: the same keys, without figures.
+        return {
+            "weights_logit_similarity_bias": None,
+            "threshold": None,
+            "calibration_precision": None,
+            "calibration_recall": None,
+            "unseen": dict.fromkeys(("precision", "recall", "false_hit_rate")),
+        }
     x = np.c_[logits, sims].astype(np.float64)
     lr = LogisticRegression(C=10.0, max_iter=1000).fit(x[fit], labels[fit])
     w = (float(lr.coef_[0][0]), float(lr.coef_[0][1]), float(lr.intercept_[0]))
@@ -414,7 +427,9 @@ def fmt(x: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=str(DEFAULT_DATA), help="QQP pairs (.jsonl.gz)")
+    ap.add_argument(
+        "--data", default=str(DEFAULT_DATA), help="QQP pairs (.jsonl.gz or plain .jsonl)"
+    )
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N pairs")
     ap.add_argument("--embeddings", default=None, help="npz file to keep/reuse the vectors")

@@ -52,6 +52,7 @@ import hashlib
 import json
 import re
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -115,9 +116,15 @@ class StoredEmbedder:
 
 
 def load(path: Path, limit: int | None) -> list[Question]:
-    out = []
-    with gzip.open(path, "rt", encoding="utf-8") as f:
+    """The questions of a HotpotQA-format JSONL file, gzipped (``.gz``) or plain."""
+    out: list[Question] = []
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
         for line in f:
+            if limit is not None and len(out) >= limit:
+                break
+            if not line.strip():
+                continue
             row = json.loads(line)
             out.append(
                 Question(
@@ -128,8 +135,6 @@ def load(path: Path, limit: int | None) -> list[Question]:
                     supporting=[bool(c["is_supporting"]) for c in row["contexts"]],
                 )
             )
-            if limit is not None and len(out) >= limit:
-                break
     return out
 
 
@@ -293,6 +298,8 @@ def evaluate(
         )
         outcomes.append(o)
         times.append(ms)
+    if not times:  # no question (a half of a small set can be empty)
+        return summary(outcomes) | {"ms_per_question": None, "ms_per_question_p95": None}
     return summary(outcomes, statistics.median(times)) | {
         "ms_per_question_p95": round(float(np.percentile(times, 95)), 3)
     }
@@ -325,7 +332,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=str(DEFAULT_DATA), help="HotpotQA-format .jsonl.gz")
+    ap.add_argument("--data", default=str(DEFAULT_DATA), help="HotpotQA-format .jsonl.gz or .jsonl")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N questions")
     ap.add_argument("--embeddings", default=None, help="npz file to keep/reuse the vectors")
@@ -333,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     questions = load(require(Path(args.data)), args.limit)
+    if not questions:
+        print(f"no questions in {args.data}", file=sys.stderr)
+        return 2
     counter = default_counter()
     count = counter.count
     embedder = StoredEmbedder(SentenceTransformerEmbedder(), args.embeddings)
@@ -422,9 +432,9 @@ def main(argv: list[str] | None = None) -> int:
                 name,
                 r["context_tokens_before"],
                 r["context_tokens_after"],
-                f"{100 * r['token_reduction']:.1f}",
-                f"{100 * r['support_retention']:.1f}",
-                f"{100 * r['both_supporting_kept']:.1f}",
+                _pct(r["token_reduction"]),
+                _pct(r["support_retention"]),
+                _pct(r["both_supporting_kept"]),
                 f"{r.get('ms_per_question', 0.0):.2f}",
             ]
         )
@@ -436,10 +446,10 @@ def main(argv: list[str] | None = None) -> int:
     srows = [
         [
             ratio,
-            f"{100 * v['relevance + summarize']['token_reduction']:.1f}",
-            f"{100 * v['relevance + summarize']['support_retention']:.1f}",
-            f"{100 * v['summarize only']['token_reduction']:.1f}",
-            f"{100 * v['summarize only']['support_retention']:.1f}",
+            _pct(v["relevance + summarize"]["token_reduction"]),
+            _pct(v["relevance + summarize"]["support_retention"]),
+            _pct(v["summarize only"]["token_reduction"]),
+            _pct(v["summarize only"]["support_retention"]),
         ]
         for ratio, v in sensitivity["budget_ratio"].items()
     ]
@@ -451,9 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     arows = [
         [
             name,
-            f"{100 * v['token_reduction']:.1f}",
-            f"{100 * v['support_retention']:.1f}",
-            f"{100 * v['both_supporting_kept']:.1f}",
+            _pct(v["token_reduction"]),
+            _pct(v["support_retention"]),
+            _pct(v["both_supporting_kept"]),
         ]
         for name, v in [
             ("default", _short(combined)),
@@ -515,6 +525,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_json(args.out, payload)
     return 0
+
+
+def _pct(x: float | None) -> str:
+    """A share in percent for the tables; "-" when nothing was counted."""
+    return "-" if x is None else f"{100 * x:.1f}"
 
 
 def _short(r: dict[str, Any]) -> dict[str, Any]:

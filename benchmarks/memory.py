@@ -15,7 +15,7 @@ included) for three ways of building the context:
   flushing with :func:`costopt_core.memory.flush` after every turn.
 
 ``token_reduction`` is ``1 - memory_total / naive_total`` over whole
-conversations (all five summed; per conversation too). Flatness: the
+conversations (all of them summed; per conversation too). Flatness: the
 largest and the mean tokens per turn once the window is full, and the slope
 of a line fitted to the second half of the conversation.
 
@@ -112,9 +112,32 @@ class Conversation:
     user_name: str
 
 
-def load(path: Path) -> Conversation:
-    with gzip.open(path, "rt") as f:
+def load_all(path: Path) -> list[Conversation]:
+    """The conversations of a LoCoMo-format file, gzipped (``.gz``) or plain.
+
+    One conversation per file (``locomo_<id>.json.gz``: its fields at the top
+    level or under ``conversation``, its ``qa`` at the top level), or a list of
+    them as LoCoMo publishes it (``locomo10.json``), each named by its
+    ``sample_id``.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
         data = json.load(f)
+    stem = path.name.removesuffix(".gz").removesuffix(".json")
+    if isinstance(data, dict):
+        return [_conversation(data, stem)]
+    return [
+        _conversation(item, str(item.get("sample_id") or f"{stem}_{k}"))
+        for k, item in enumerate(data)
+    ]
+
+
+def load(path: Path) -> Conversation:
+    """The first (in a ``locomo_<id>`` file, the only) conversation of ``path``."""
+    return load_all(path)[0]
+
+
+def _conversation(data: dict[str, Any], cid: str) -> Conversation:
     conv = data.get("conversation", data)
     a, b = conv["speaker_a"], conv["speaker_b"]
     history = [Message("system", f"You are {b}, chatting with your friend {a}.")]
@@ -126,7 +149,6 @@ def load(path: Path) -> Conversation:
             dia_index[turn["dia_id"]] = len(history)
             history.append(Message(role, str(turn["text"]), name=turn["speaker"]))
         i += 1
-    cid = path.name.removesuffix(".json.gz")
     return Conversation(cid, history, dia_index, list(data.get("qa", [])), a)
 
 
@@ -428,13 +450,18 @@ def plot(run: Run, path: Path) -> bool:
     return True
 
 
+def _pct(x: float | None, digits: int = 1) -> str:
+    """A share as a percentage; "-" when there was nothing to count (no such question)."""
+    return "-" if x is None else f"{x:.{digits}%}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
         "--data",
         action="append",
         default=None,
-        help="LoCoMo-format .json.gz (repeatable); default: every locomo_*.json.gz in "
+        help="LoCoMo-format .json.gz or .json (repeatable); default: every locomo_*.json.gz in "
         f"{DEFAULT_DATA_DIR}",
     )
     ap.add_argument("--out", default=None, help="write the results as JSON here")
@@ -450,7 +477,12 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         print(f"no locomo_*.json.gz in {DEFAULT_DATA_DIR}", file=sys.stderr)
         return 2
-    convs = [load(require(p)) for p in paths]
+    convs = [c for p in paths for c in load_all(require(p))]
+    cids = [c.cid for c in convs]
+    if len(set(cids)) < len(cids):
+        dup = sorted({c for c in cids if cids.count(c) > 1})
+        print(f"several conversations are named {dup}: rename a file", file=sys.stderr)
+        return 2
     count = memo_counter()
     catalog = PriceCatalog.default()
     config = MemoryConfig()
@@ -529,8 +561,8 @@ def main(argv: list[str] | None = None) -> int:
                 pc["input_tokens"]["memory"],
                 f"{pc['token_reduction']:.1%}",
                 pc["flatness"]["max_tokens_after_full"],
-                f"{s['memory']['strict']:.0%}/{s['memory']['lenient']:.0%}",
-                f"{s['window']['strict']:.0%}/{s['window']['lenient']:.0%}",
+                f"{_pct(s['memory']['strict'], 0)}/{_pct(s['memory']['lenient'], 0)}",
+                f"{_pct(s['window']['strict'], 0)}/{_pct(s['window']['lenient'], 0)}",
             ]
         )
     print_table(
@@ -567,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"token_reduction {headline['token_reduction']:.1%} (window "
         f"{headline['window_token_reduction']:.1%}); single-hop lenient "
-        f"{single['memory']['lenient']:.1%} strict {single['memory']['strict']:.1%}"
+        f"{_pct(single['memory']['lenient'])} strict {_pct(single['memory']['strict'])}"
     )
     write_json(args.out, payload)
     png = (

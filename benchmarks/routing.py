@@ -311,7 +311,7 @@ def _score_columns(rows: list[dict[str, str]]) -> list[str]:
     """
     out = []
     for c in rows[0]:
-        if c == "prompt" or not c or c.startswith("Unnamed"):
+        if c == "prompt" or not c or c.startswith("Unnamed") or "|" in c:
             continue
         values = [_num(r[c] or "") for r in rows if (r[c] or "").strip()]
         if values and all(0.0 <= v <= 1.0 for v in values):
@@ -390,32 +390,50 @@ def discover(paths: Sequence[str], catalog: PriceCatalog, out_tok: int, seed: in
     A ``<name>_train`` or ``<name>_test`` file is one RouterBench-format pair
     (the other split next to it, compressed or not); any other CSV file is one
     set split 50/50 (``--seed``), RouterBench format when it has
-    ``<model>|total_cost`` columns, else RouteLLM format; a directory of CSVs
-    is one RouteLLM-format set named after it, except a folder holding
-    ``*_train`` files (such as the default ``../shared/data/routing/``), which
-    is searched like the default: each train/test pair, and each subdirectory,
-    is one data set.
+    ``<model>|total_cost`` columns, else RouteLLM format; a directory of
+    RouteLLM-format CSVs is one set named after it (RouteLLM's MMLU: one file
+    per subject), while a folder holding ``*_train``/``*_test`` or
+    RouterBench-format files (such as the default ``../shared/data/routing/``)
+    (or a folder of subdirectories) is searched like the default: each
+    train/test pair, each other CSV file (as above), and each subdirectory is
+    one data set.
     """
     out: list[DataSet] = []
     if not paths:
         return _discover_root(require(DEFAULT_ROOT), catalog, out_tok, seed)
     for raw in paths:
         p = require(Path(raw))
-        if p.is_dir() and list(p.glob("*_train.csv*")):
-            out.extend(_discover_root(p, catalog, out_tok, seed))
+        if p.is_dir() and (_is_root(p) or not _csvs(p)):
+            found = _discover_root(p, catalog, out_tok, seed)
+            if not found:
+                raise SystemExit(f"{p}: no .csv or .csv.gz files in it or its subdirectories")
+            out.extend(found)
         elif p.is_dir():
             out.append(_load_dir(p, catalog, out_tok, seed))
-        elif _split_name(p)[1]:
-            out.append(_pair(p))
-        elif is_routerbench(_header(p)):
-            out.append(load_routerbench_unsplit(p, seed))
         else:
-            out.append(load_routellm([p], _stem(p), catalog, out_tok, seed))
+            out.append(_file_set(p, catalog, out_tok, seed))
     keys = [ds.key for ds in out]
     dup = sorted({k for k in keys if keys.count(k) > 1})
     if dup:
         raise SystemExit(f"several data sets are named {dup}: rename a file (the key is its name)")
     return out
+
+
+def _file_set(p: Path, catalog: PriceCatalog, out_tok: int, seed: int) -> DataSet:
+    if _split_name(p)[1]:
+        return _pair(p)
+    if is_routerbench(_header(p)):
+        return load_routerbench_unsplit(p, seed)
+    return load_routellm([p], _stem(p), catalog, out_tok, seed)
+
+
+def _csvs(d: Path) -> list[Path]:
+    return sorted(f for f in d.glob("*.csv*") if f.name.endswith((".csv", ".csv.gz")))
+
+
+def _is_root(d: Path) -> bool:
+    """A folder of separate sets: train/test pairs or RouterBench files, not one RouteLLM set."""
+    return any(_split_name(f)[1] or is_routerbench(_header(f)) for f in _csvs(d))
 
 
 def _header(path: Path) -> list[str]:
@@ -433,9 +451,17 @@ def _split_name(path: Path) -> tuple[str, str | None]:
 
 
 def _discover_root(root: Path, catalog: PriceCatalog, out_tok: int, seed: int) -> list[DataSet]:
-    out = [_pair(train) for train in sorted(root.glob("*_train.csv*")) if _split_name(train)[1]]
+    out = []
+    seen: set[str] = set()
+    for f in _csvs(root):
+        key, split = _split_name(f)
+        if split is not None:
+            if key in seen:
+                continue  # the other split of a pair already read
+            seen.add(key)
+        out.append(_file_set(f, catalog, out_tok, seed))
     for sub in sorted(p for p in root.iterdir() if p.is_dir()):
-        if list(sub.glob("*.csv*")):
+        if _csvs(sub):
             out.append(_load_dir(sub, catalog, out_tok, seed))
     return out
 
@@ -456,11 +482,11 @@ def _pair(path: Path) -> DataSet:
 
 
 def _load_dir(d: Path, catalog: PriceCatalog, out_tok: int, seed: int) -> DataSet:
-    files = sorted(d.glob("*.csv*"))
-    trains = [f for f in files if _split_name(f)[1]]
-    if trains:
+    files = _csvs(d)
+    if _is_root(d):
         raise SystemExit(
-            f"{d}: a directory is one RouteLLM-format data set; pass train/test files directly"
+            f"{d}: a subdirectory is one RouteLLM-format data set; pass its train/test or "
+            "RouterBench files (or the folder itself) with --data"
         )
     return load_routellm(files, d.name, catalog, out_tok, seed)
 

@@ -121,3 +121,44 @@ def test_subject_router_does_not_depend_on_column_order(tmp_path: Path) -> None:
     assert results["weak_first"] is not None
     # Sending s0 first recovers the whole gap at half the calls: APGR well above random.
     assert results["weak_first"]["apgr"] > 0.7
+
+
+def test_folder_of_separate_sets_reads_each_file_once(tmp_path: Path) -> None:
+    header, rows = routerbench_rows(["m-a", "m-b"], 12, 3)
+    write_csv(tmp_path / "routerbench_x_train.csv.gz", header, rows)
+    write_csv(tmp_path / "routerbench_x_test.csv", header, rows[:6])
+    write_csv(tmp_path / "routerbench_y.csv.gz", header, rows)
+    write_csv(
+        tmp_path / "mmlu_z.csv", ["prompt", WEAK, STRONG], [[f"q{i}", 1, 0] for i in range(8)]
+    )
+    sub = tmp_path / "mmlu"
+    sub.mkdir()
+    for s in ("a", "b"):
+        write_csv(
+            sub / f"mmlu_{s}.csv", ["prompt", WEAK, STRONG], [[f"{s}{i}", 1, 1] for i in range(4)]
+        )
+    sets = {ds.key: ds for ds in discover([tmp_path])}
+    assert sorted(sets) == ["mmlu", "mmlu_z", "routerbench_x", "routerbench_y"]
+    assert (len(sets["routerbench_x"].train.prompts), len(sets["routerbench_x"].test.prompts)) == (
+        12,
+        6,
+    )
+    assert sets["routerbench_y"].kind == "routerbench"
+    assert sets["routerbench_y"].models == ["m-a", "m-b"]
+    assert sets["mmlu"].models == [WEAK, STRONG]
+    assert len(sets["mmlu"].train.prompts) + len(sets["mmlu"].test.prompts) == 8
+
+
+def test_folder_of_subject_folders(tmp_path: Path) -> None:
+    sub = tmp_path / "mmlu_sub"
+    sub.mkdir()
+    for s in ("a", "b"):
+        write_csv(
+            sub / f"mmlu_{s}.csv", ["prompt", WEAK, STRONG], [[f"{s}{i}", 1, 1] for i in range(4)]
+        )
+    (ds,) = discover([tmp_path])
+    assert ds.key == "mmlu_sub"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit, match=r"no \.csv"):
+        discover([empty])

@@ -532,7 +532,7 @@ def test_puts_count_each_scope_and_the_whole_index(
     # An index from before the total counter: the plan does not guess the share.
     raw = _raw(redis_url)
     try:
-        raw.hdel(backend._sizes_key, "~all")
+        raw.hdel(backend._sizes_key, "~all", "~exp-counted")
     finally:
         raw.close()
     backend._size_hints.clear()
@@ -569,10 +569,56 @@ def test_puts_with_an_expiry_are_counted_per_scope(
         other.close()
     backend.clear()
     backend._size_hints.clear()
-    assert backend._sizes("scope-b") == (0, None, True)  # cleared: counted afresh
+    assert backend._sizes("scope-b") == (0, None, False)  # cleared: counted afresh
     backend.put(make_entry("a1", vector=vec(1, 0, 0, 0)))
     backend._size_hints.clear()
     assert backend._sizes("scope-b") == (0, 1, False)
+
+
+def test_an_index_written_before_the_expiry_counts_is_always_filtered(
+    redis_url: str, backend: RedisCacheBackend
+) -> None:
+    # Entries an older version stored may expire, and no count knows of them:
+    # only an index this code created empty (or cleared) skips the range.
+    backend.put(make_entry("live", vector=vec(1, 0.2, 0, 0)))
+    assert backend._sizes("scope-a").expiring is False
+    raw = _raw(redis_url)
+    try:
+        raw.hdel(backend._sizes_key, "~exp-counted")
+        # What an older version left: an expired entry it never counted.
+        backend.put(make_entry("gone", vector=vec(1, 0, 0, 0), expires_at=NOW + 1))
+        raw.hdel(backend._sizes_key, "~exp:" + "x" + b"scope-a".hex())
+    finally:
+        raw.close()
+    backend._size_hints.clear()
+    assert backend._sizes("scope-a").expiring is True
+    assert keys_of(backend.search("scope-a", vec(1, 0, 0, 0), 1, now=NOW + 2)) == ["live"]
+    backend.clear()
+    backend._size_hints.clear()
+    assert backend._sizes("scope-a").expiring is False  # nothing left uncounted
+
+
+def test_an_index_created_over_existing_entries_is_always_filtered(redis_url: str) -> None:
+    prefix = _unique_prefix()
+    first = RedisCacheBackend(redis_url, prefix=prefix)
+    first.put(make_entry("a", vector=vec(1, 0, 0, 0)))
+    assert first._sizes("scope-a").expiring is False
+    raw = _raw(redis_url)
+    try:
+        raw.execute_command("FT.DROPINDEX", first.index_name)  # the entries stay
+        raw.delete(first._sizes_key)
+    finally:
+        raw.close()
+    first.close()
+    again = RedisCacheBackend(redis_url, prefix=prefix)
+    try:
+        assert keys_of(again.search("scope-a", vec(1, 0, 0, 0), 1, now=NOW)) == ["a"]
+        again.put(make_entry("b", vector=vec(0, 1, 0, 0)))  # counted; "a" is not
+        again._size_hints.clear()
+        assert again._sizes("scope-a") == (1, 1, True)
+    finally:
+        _drop(redis_url, again)
+        again.close()
 
 
 def test_an_expired_entry_takes_no_slot_right_after_this_process_put_it(
@@ -1030,3 +1076,13 @@ def test_a_server_that_cannot_be_reached_is_said_to_be_unreachable(redis_url: st
     with pytest.raises(CacheBackendError) as refused:
         up.search("scope-a", [[0.0, 0.0, 0.0]], 4, now=NOW)  # type: ignore[arg-type]
     assert refused.value.unreachable is False
+
+
+def test_a_stale_size_read_never_turns_the_expiry_filter_off() -> None:
+    from costopt_core.cache.redis_backend import _Sizes
+
+    backend = RedisCacheBackend("redis://127.0.0.1:1/0")  # no I/O until used
+    backend._size_hints["s"] = (_Sizes(1, 1, expiring=True), time.monotonic())
+    # Sent before this process's put with an expiry, answered after it.
+    assert backend._remember_sizes("s", [b"1", b"1", None, b"1"]).expiring is True
+    assert backend._remember_sizes("t", [b"1", b"1", None, b"1"]).expiring is False

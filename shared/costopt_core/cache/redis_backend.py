@@ -36,7 +36,8 @@ filters ``expires_at > now`` (and ``get`` and every row read check it), so an
 entry past its expiry is never returned even before Redis evicts it. A scope
 in which no entry with an expiry was ever put (the sizes hash counts them) is
 searched without that range: the default cache keeps entries until removed,
-and the range costs a tenth of a lookup in a small cache.
+and the range costs a tenth of a lookup in a small cache. An index written
+before those counts is always filtered.
 
 Every atomic unit touches one key (put is ``MULTI DEL HSET PEXPIRE EXEC`` on the
 entry's key; deletes are per-key ``UNLINK``), so no hash tag is needed to run on
@@ -321,6 +322,10 @@ _MIN_EF = 10
 _ALL_SCOPES = "~all"
 #: The sizes hash field that counts a scope's entries stored with an expiry.
 _EXPIRING = "~exp:"
+#: The sizes hash field saying every entry of the index was counted by expiry:
+#: set when this code creates an empty index or clears one. An index written
+#: before the expiry counts has entries no count knows of, and is always filtered.
+_EXPIRY_COUNTED = "~exp-counted"
 
 
 class _Sizes(NamedTuple):
@@ -352,7 +357,7 @@ def _max_distance(min_similarity: float | None) -> float | None:
 
 def _size_fields(scope: str) -> list[str]:
     """The sizes hash fields read into a scope's :class:`_Sizes`, in its order."""
-    return [_token(scope), _ALL_SCOPES, _EXPIRING + _token(scope)]
+    return [_token(scope), _ALL_SCOPES, _EXPIRING + _token(scope), _EXPIRY_COUNTED]
 
 
 def _counted_fields(entry: CacheEntry, ttl_ms: int | None) -> list[str]:
@@ -1009,7 +1014,8 @@ class RedisCacheBackend:
                         _build_schema(self._index_name, self._key_prefix, plan.dims),
                         redis_client=self._sync_client(),
                     ).create()
-                    self._wait_backfill()
+                    if self._wait_backfill() == 0:
+                        self._sync_client().hset(self._sizes_key, _EXPIRY_COUNTED, 1)
                 elif plan.action == "add_vector" and plan.dims is not None:
                     field = self._vector_redis_field(plan.dims)
                     ft.alter_schema_add([field])
@@ -1021,21 +1027,26 @@ class RedisCacheBackend:
             return
         raise CacheBackendError(f"could not create Redis index {self._index_name!r}")
 
-    def _wait_backfill(self) -> None:
+    def _wait_backfill(self) -> int | None:
+        """Entries a new index found under its prefix; None if still indexing."""
         # FT.CREATE indexes keys already under the prefix in the background; wait,
         # so a delete right after creation does not miss them.
         deadline = time.monotonic() + _BACKFILL_WAIT_S
         while time.monotonic() < deadline:
-            if not int(float(self._index().info().get("indexing", 0))):
-                return
+            info = self._index().info()
+            if not int(float(info.get("indexing", 0))):
+                return int(float(info.get("num_docs", 0)))
             time.sleep(0.01)
+        return None
 
-    async def _await_backfill(self) -> None:
+    async def _await_backfill(self) -> int | None:
         deadline = time.monotonic() + _BACKFILL_WAIT_S
         while time.monotonic() < deadline:
-            if not int(float((await self._aindex().info()).get("indexing", 0))):
-                return
+            info = await self._aindex().info()
+            if not int(float(info.get("indexing", 0))):
+                return int(float(info.get("num_docs", 0)))
             await asyncio.sleep(0.01)
+        return None
 
     def _vector_redis_field(self, dims: int) -> Any:
         schema = _build_schema(self._index_name, self._key_prefix, dims)
@@ -1059,7 +1070,8 @@ class RedisCacheBackend:
                         _build_schema(self._index_name, self._key_prefix, plan.dims),
                         redis_client=self._aconn().client,
                     ).create()
-                    await self._await_backfill()
+                    if await self._await_backfill() == 0:
+                        await self._aconn().client.hset(self._sizes_key, _EXPIRY_COUNTED, 1)
                 elif plan.action == "add_vector" and plan.dims is not None:
                     field = self._vector_redis_field(plan.dims)
                     await self._aconn().client.ft(self._index_name).alter_schema_add([field])
@@ -1233,9 +1245,15 @@ class RedisCacheBackend:
 
     def _remember_sizes(self, scope: str, raw: Sequence[Any]) -> _Sizes:
         # An index older than the total counter has none: the plan then does not
-        # guess the scope's share of it, nor that its entries never expire.
+        # guess the scope's share of it. One older than the expiry counts may hold
+        # entries that expire: it is filtered by expiry.
         total = None if raw[1] is None else int(raw[1])
-        sizes = _Sizes(int(raw[0] or 0), total, total is None or int(raw[2] or 0) > 0)
+        expiring = raw[3] is None or int(raw[2] or 0) > 0
+        # A read sent before this process's own put with an expiry may answer
+        # after _note_put: once on, the filter stays on until clear().
+        known = self._size_hints.get(scope)
+        expiring = expiring or (known is not None and known[0].expiring)
+        sizes = _Sizes(int(raw[0] or 0), total, expiring)
         self._size_hints[scope] = (sizes, time.monotonic())
         return sizes
 
@@ -1325,7 +1343,11 @@ class RedisCacheBackend:
         """
         with self._translate("clear"):
             self._indexed(None, lambda: self._sweep(_tag_query()))
-            self._sync_client().delete(self._sizes_key)
+            with self._sync_client().pipeline(transaction=True) as pipe:
+                # Nothing is left: counting starts afresh, and knows every entry.
+                pipe.delete(self._sizes_key)
+                pipe.hset(self._sizes_key, _EXPIRY_COUNTED, 1)
+                pipe.execute()
             self._size_hints.clear()
 
     def add_stats(self, deltas: Mapping[str, int]) -> None:
@@ -1502,7 +1524,10 @@ class RedisCacheBackend:
         """Async :meth:`clear`."""
         with self._translate("aclear"):
             await self._aindexed(None, lambda: self._asweep(_tag_query()))
-            await self._aconn().client.delete(self._sizes_key)
+            async with self._aconn().client.pipeline(transaction=True) as pipe:
+                pipe.delete(self._sizes_key)
+                pipe.hset(self._sizes_key, _EXPIRY_COUNTED, 1)
+                await pipe.execute()
             self._size_hints.clear()
 
     async def astats(self) -> BackendStats:

@@ -119,3 +119,40 @@ async def test_waiters_on_an_answer_that_cannot_be_shared_call_at_once(sync: boo
     assert model.calls == 5
     assert model.most == 4  # the four waiters together, after the leader, not in turn
     assert cache.stats().stores == 0
+
+
+async def test_a_task_never_waits_on_a_flight_it_leads_itself() -> None:
+    # A task reading a stream that asks the same thing before the stream ends
+    # answers for itself at once, as a thread does (join's thread check).
+    cache = make(inflight_wait_s=5.0)
+    request = CacheRequest((Message("user", "How do I reset my password?"),))
+
+    async def call() -> CachedResponse:
+        return CachedResponse(text="again", model="m")
+
+    started = time.monotonic()
+    async with cache.aflight(request) as outer:
+        assert outer.hit is None
+        async with cache.aflight(request) as inner:
+            assert inner.hit is None
+            await inner.land(CachedResponse(text="inner", model="m"))
+        answer = await cache.aget_or_call(request, call)
+        await outer.land(CachedResponse(text="outer", model="m"))
+    assert time.monotonic() - started < 2.0
+    # The inner flight answered for itself and kept its answer: served at once.
+    assert answer.response.text == "inner"
+    hit = await cache.alookup(request)
+    assert hit is not None and hit.response.text == "outer"
+
+
+def test_a_thread_never_waits_on_a_flight_it_leads_itself() -> None:
+    cache = make(inflight_wait_s=5.0)
+    request = CacheRequest((Message("user", "How do I reset my password?"),))
+    started = time.monotonic()
+    with cache.flight(request) as outer, cache.flight(request) as inner:
+        assert outer.hit is None and inner.hit is None
+        inner.land(CachedResponse(text="inner", model="m"))
+        hit = cache.lookup(request)
+        assert hit is not None and hit.response.text == "inner"  # kept
+        outer.land(CachedResponse(text="outer", model="m"))
+    assert time.monotonic() - started < 2.0

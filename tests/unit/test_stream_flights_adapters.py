@@ -285,3 +285,33 @@ def test_cached_runnable_a_failing_leader_stream_lets_one_waiter_retry() -> None
     assert sorted(map(str, results)) == sorted(
         [str(["Use ", "the link."])] + [str(["Use the link."])] * (N - 2)
     )
+
+
+async def test_an_ainvoke_during_its_own_astream_does_not_wait_on_itself() -> None:
+    # langchain-core runs ainvoke's generation in tasks of its own: they must
+    # see that the task reading the stream leads its flight, as a thread does.
+    answer = ScriptedResponse(ANSWER, USAGE, model="gpt-4o-mini")
+    model = ScriptedChatModel(script=script(answer, answer, latency_s=0.0))
+    llm = CachedChatModel(model=model, semantic_cache=engine_cache(inflight_wait_s=5.0))
+    started = time.monotonic()
+    stream = llm.astream(QUESTION)
+    first = await stream.__anext__()
+    again = await llm.ainvoke(QUESTION)
+    rest = [chunk async for chunk in stream]
+    assert time.monotonic() - started < 2.0
+    assert again.content == ANSWER
+    assert "".join(str(c.content) for c in [first, *rest]) == ANSWER
+
+
+def test_an_invoke_during_its_own_stream_does_not_wait_on_itself() -> None:
+    answer = ScriptedResponse(ANSWER, USAGE, model="gpt-4o-mini")
+    model = ScriptedChatModel(script=script(answer, answer, latency_s=0.0))
+    llm = CachedChatModel(model=model, semantic_cache=engine_cache(inflight_wait_s=5.0))
+    started = time.monotonic()
+    stream = llm.stream(QUESTION)
+    first = next(stream)
+    again = llm.invoke(QUESTION)
+    rest = list(stream)
+    assert time.monotonic() - started < 2.0
+    assert again.content == ANSWER
+    assert "".join(str(c.content) for c in [first, *rest]) == ANSWER

@@ -897,6 +897,9 @@ class SemanticCache:
             joined: Joined = yield _Join(prep.key, self.config.inflight_wait_s)
             if joined.leader:
                 break
+            if joined.own:  # waiting would wait on itself
+                response, _ = yield from self._keep_steps(request, prep, vec, (yield _Call(call)))
+                return CacheResult(response, None)
             if joined.entry is not None:
                 self._count("inflight_shared")
                 return CacheResult(joined.entry.response, CacheHit(joined.entry, "exact", 1.0))

@@ -332,6 +332,10 @@ class ComponentCache:
         """
         assert result.hit is not None
         response = result.response
+        if not chunks and response.payload_format == self.chunks_format:
+            # A call that waited on an identical stream whose chunks do not add
+            # up: there is no output to share, and nothing was unreadable.
+            return False, None
         fmt = self.chunks_format if chunks else self.payload_format
         if response.payload is None or response.payload_format != fmt:
             ok, value = False, None

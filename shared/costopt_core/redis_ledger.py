@@ -90,9 +90,10 @@ local function neg(s)
   if string.sub(s, 1, 1) == '-' then return string.sub(s, 2) end
   return '-' .. s
 end
--- a negative amount counts as 0 in a budget check (stricter, never looser)
+-- a negative amount counts as 0 in a budget check (stricter, never looser); so does
+-- a missing field (HGET answers false)
 local function nonneg(s)
-  if s == nil or string.sub(s, 1, 1) == '-' then return '0' end
+  if not s or string.sub(s, 1, 1) == '-' then return '0' end
   s = string.gsub(s, '^0+', '')
   if s == '' then return '0' end
   return s
@@ -115,11 +116,21 @@ local function greater(a, b)
   if #a ~= #b then return #a > #b end
   return a > b
 end
+-- drop the hold of call id from a hash (recorded, released or expired)
+local function settle(key, id)
+  local held = redis.call('HGET', key, 'r:' .. id)
+  redis.call('HDEL', key, 'r:' .. id, 'x:' .. id)
+  if held then redis.call('HINCRBY', key, 'reserved', neg(held)) end
+end
 """
 
-# KEYS: stream, day hash, 8 spend hashes (tenant x 4 periods, global x 4 periods)
+# KEYS: stream, day hash, the global and the tenant's hold hashes ('' without a tenant),
+#       then the spend hashes (global x 4 periods, then tenant x 4 periods)
 # ARGV: maxlen, day_ttl_s, call_id, record json, n_fields, then field/increment pairs,
 #       then the cost in pico-dollars
+# The call's hold is settled wherever it is: in its hold hashes, whatever period the
+# record lands in, and in the spend hashes (holds made before holds had hashes of
+# their own).
 _RECORD_LUA = (
     _LUA_MONEY
     + """
@@ -137,23 +148,24 @@ if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
 local cost = ARGV[6 + 2 * n]
 for k = 3, #KEYS do
   if KEYS[k] ~= '' then
-    redis.call('HINCRBY', KEYS[k], 'spent', cost)
-    local held = redis.call('HGET', KEYS[k], 'r:' .. call_id)
-    if held then
-      redis.call('HDEL', KEYS[k], 'r:' .. call_id, 'x:' .. call_id)
-      redis.call('HINCRBY', KEYS[k], 'reserved', neg(held))
-    end
+    if k > 4 then redis.call('HINCRBY', KEYS[k], 'spent', cost) end
+    settle(KEYS[k], call_id)
   end
 end
 return 1
 """
 )
 
-# KEYS: budget hashes; ARGV: call_id, estimate, now_ms, hold_ms (0: check only, hold
-# nothing), then per key limit and strict flag (1 = a block/downshift budget: refuse
-# past the limit).
-# Expired holds (a replica died between reserve and record) are dropped first.
-# Returns ok, then per key spent, reserved and this call's own hold (in reserved).
+# KEYS: per budget, its spend hash (this period's) and its hold hash (its scope's, of
+# every period); ARGV: call_id, estimate, now_ms, hold_ms (0: check only, hold
+# nothing), then per budget limit and strict flag (1 = a block/downshift budget:
+# refuse past the limit).
+# A hold counts in every period it is alive in, so it lives in a hash of its scope,
+# not in one period's: a 25 h batch hold made at 23:00 still counts after midnight
+# against a daily budget. Holds an earlier version made in spend hashes still count
+# until settled or expired. Expired holds (a replica died between reserve and
+# record) are dropped first, from each hash once.
+# Returns ok, then per budget spent, reserved and this call's own hold (in reserved).
 _RESERVE_LUA = (
     _LUA_MONEY
     + """
@@ -161,40 +173,52 @@ local call_id = ARGV[1]
 local est = nonneg(ARGV[2])
 local now = tonumber(ARGV[3])
 local hold_ms = tonumber(ARGV[4])
-local expiry = now + hold_ms
-local out = {}
-local ok = 1
-for k = 1, #KEYS do
-  local fields = redis.call('HGETALL', KEYS[k])
-  for i = 1, #fields, 2 do
-    local f = fields[i]
-    if string.sub(f, 1, 2) == 'x:' then
-      if tonumber(fields[i + 1]) < now then
-        local id = string.sub(f, 3)
-        local held = redis.call('HGET', KEYS[k], 'r:' .. id)
-        redis.call('HDEL', KEYS[k], f, 'r:' .. id)
-        if held then redis.call('HINCRBY', KEYS[k], 'reserved', neg(held)) end
+local live = {}
+-- the live holds of a hash: expired ones dropped first (each hash once)
+local function held(key)
+  if live[key] == nil then
+    local fields = redis.call('HGETALL', key)
+    for i = 1, #fields, 2 do
+      local f = fields[i]
+      if string.sub(f, 1, 2) == 'x:' and tonumber(fields[i + 1]) < now then
+        settle(key, string.sub(f, 3))
       end
     end
+    live[key] = nonneg(redis.call('HGET', key, 'reserved'))
   end
-  local spent = redis.call('HGET', KEYS[k], 'spent') or '0'
-  local reserved = redis.call('HGET', KEYS[k], 'reserved') or '0'
-  -- A call checked again (a block's engine, then the app's, under one call id)
-  -- is already in reserved: its own hold is not counted twice.
-  local own = redis.call('HGET', KEYS[k], 'r:' .. call_id) or '0'
+  return live[key]
+end
+-- this call's own hold in a hash (a call checked again is not counted twice)
+local function own_in(key)
+  return nonneg(redis.call('HGET', key, 'r:' .. call_id))
+end
+local out = {}
+local ok = 1
+for k = 1, #KEYS / 2 do
+  local spend, holds = KEYS[2 * k - 1], KEYS[2 * k]
+  local spent = redis.call('HGET', spend, 'spent') or '0'
+  local reserved = add(held(holds), held(spend))
+  local own = add(own_in(holds), own_in(spend))
   out[#out + 1] = spent
   out[#out + 1] = reserved
   out[#out + 1] = own
-  local limit = add(nonneg(ARGV[5 + 2 * (k - 1)]), nonneg(own))
+  local limit = add(nonneg(ARGV[5 + 2 * (k - 1)]), own)
   local strict = ARGV[6 + 2 * (k - 1)]
-  local total = add(add(nonneg(spent), nonneg(reserved)), est)
+  local total = add(add(nonneg(spent), reserved), est)
   if strict == '1' and greater(total, limit) then ok = 0 end
 end
 if ok == 1 and est ~= '0' and hold_ms > 0 then
-  for k = 1, #KEYS do
-    if redis.call('HSETNX', KEYS[k], 'r:' .. call_id, ARGV[2]) == 1 then
-      redis.call('HINCRBY', KEYS[k], 'reserved', ARGV[2])
-      redis.call('HSET', KEYS[k], 'x:' .. call_id, expiry)
+  -- The hash goes once its last hold would have expired (plus an hour for clocks
+  -- that disagree): a scope whose calls stopped leaves nothing behind.
+  local keep_ms = hold_ms + 3600000
+  for k = 1, #KEYS / 2 do
+    local holds = KEYS[2 * k]
+    if redis.call('HSETNX', holds, 'r:' .. call_id, ARGV[2]) == 1 then
+      redis.call('HINCRBY', holds, 'reserved', ARGV[2])
+      redis.call('HSET', holds, 'x:' .. call_id, now + hold_ms)
+      if redis.call('PTTL', holds) < keep_ms then
+        redis.call('PEXPIRE', holds, keep_ms)
+      end
     end
   end
 end
@@ -203,16 +227,13 @@ return out
 """
 )
 
-# KEYS: budget hashes; ARGV: call_id. Drops a hold (the call failed: nothing was spent).
+# KEYS: hold and spend hashes; ARGV: call_id. Drops a hold (the call failed: nothing
+# was spent).
 _RELEASE_LUA = (
     _LUA_MONEY
     + """
 for k = 1, #KEYS do
-  local held = redis.call('HGET', KEYS[k], 'r:' .. ARGV[1])
-  if held then
-    redis.call('HDEL', KEYS[k], 'r:' .. ARGV[1], 'x:' .. ARGV[1])
-    redis.call('HINCRBY', KEYS[k], 'reserved', neg(held))
-  end
+  settle(KEYS[k], ARGV[1])
 end
 return 1
 """
@@ -359,6 +380,15 @@ class RedisLedger:
         scope = "t:" + tenant if tenant is not None else "all"
         start = period_start(period, now).date().isoformat()
         return f"{self._tag}:spend:{scope}:{period}:{start}"
+
+    def hold_key(self, tenant: str | None) -> str:
+        """The hash of the budget holds of ``tenant``'s calls (``None``: every call).
+
+        One per scope, not per period: a hold counts against the scope's
+        budgets of every period for as long as it lives, across period starts.
+        """
+        scope = "t:" + tenant if tenant is not None else "all"
+        return f"{self._tag}:holds:{scope}"
 
     def _spend_keys(self, tenant: str | None, now: datetime) -> list[str]:
         keys = [self.budget_key(None, p, now) for p in _PERIODS]
@@ -521,7 +551,11 @@ class RedisLedger:
         for field, n in incs:
             args += [field, n]
         args.append(to_pico(record.cost_usd) if record.cost_usd is not None else 0)
-        return [self.stream_key, self.day_key(ts.date()), *spend], args
+        holds = [
+            self.hold_key(None),
+            self.hold_key(record.tenant) if record.tenant is not None else "",
+        ]
+        return [self.stream_key, self.day_key(ts.date()), *holds, *spend], args
 
     def flush_spool(self) -> int:
         """Write every spooled record now (pipelined); returns how many are still spooled.
@@ -555,7 +589,12 @@ class RedisLedger:
         call's record is written (or by :meth:`release` if the call fails), at
         the latest after ``hold_ttl_s`` (``None``: ``reservation_ttl_s``); a
         call already holding keeps its first hold and that hold's expiry.
-        Without a ``call_id`` the budgets are only read (nothing is held).
+        A hold lives in its scope's hash (:meth:`hold_key`), not in a period's,
+        so it counts against every period it is alive in: one made before
+        midnight still counts against the next day's budget, as in
+        :class:`~costopt_core.ledger.CostLedger`, until settled wherever the
+        record's spend lands. Without a ``call_id`` the budgets are only read
+        (nothing is held).
 
         Raises:
             ConfigurationError: a ``hold_ttl_s`` that is not a number > 0,
@@ -567,7 +606,9 @@ class RedisLedger:
         applicable = [b for b in budgets if b.tenant is None or b.tenant == tenant]
         if not applicable:
             return []
-        keys = [self.budget_key(b.tenant, b.period, now) for b in applicable]
+        keys = []
+        for b in applicable:
+            keys += [self.budget_key(b.tenant, b.period, now), self.hold_key(b.tenant)]
         args: list[Any] = [
             call_id or "",
             to_pico(estimate_usd),
@@ -594,11 +635,11 @@ class RedisLedger:
         Never raises: a hold that could not be dropped (Redis down, or the
         breaker open) expires by itself after ``reservation_ttl_s``.
         """
-        keys = [
-            self.budget_key(b.tenant, b.period, now)
-            for b in budgets
-            if b.tenant is None or b.tenant == tenant
-        ]
+        keys = []
+        for b in budgets:
+            if b.tenant is None or b.tenant == tenant:
+                # Its hold hash, and the spend hash of a hold made by an earlier version.
+                keys += [self.hold_key(b.tenant), self.budget_key(b.tenant, b.period, now)]
         if not keys:
             return
         try:

@@ -49,7 +49,7 @@ def test_a_long_hold_counts_on_every_replica_past_reservation_ttl(redis_url: str
     a, shared = replica(redis_url, ns, clock, Decimal(5))
     b, _ = replica(redis_url, ns, clock, Decimal(5))
     a.check_budget(None, Decimal(4), call_id="batch", hold_ttl_s=DAY_S)
-    key = shared.budget_key(None, "month", clock())
+    key = shared.hold_key(None)
     fields = redis.Redis.from_url(redis_url).hgetall(key)
     now_ms = int(clock().timestamp() * 1000)
     assert int(fields[b"x:batch"]) == now_ms + DAY_S * 1000

@@ -148,7 +148,7 @@ def test_budgets_are_exact_to_the_pico_dollar_at_large_amounts(
     # doubles drop the last pico-dollars. The check must stay exact at every size.
     shared, now = RedisLedger(redis_url, namespace=_ns()), datetime.now(UTC)
     budget = Budget(limit_usd=limit, policy="block", on_store_error="closed")
-    key = shared.budget_key(None, "month", now)
+    key = shared.hold_key(None)
     assert shared.write(_record("spent", limit - 3 * PICO_USD))
     assert shared.spent(None, "month", now) == limit - 3 * PICO_USD
     # a hold of 2 pico, then 1 more: exactly at the limit is still allowed
@@ -171,7 +171,7 @@ def test_budgets_are_exact_to_the_pico_dollar_at_large_amounts(
 def test_large_holds_are_released_exactly(redis_url: str, amount: Decimal) -> None:
     shared, now = RedisLedger(redis_url, namespace=_ns()), datetime.now(UTC)
     budget = Budget(limit_usd=amount * 3, policy="block")
-    key = shared.budget_key(None, "month", now)
+    key = shared.hold_key(None)
     shared.reserve([budget], None, amount + PICO_USD, "rec", now)
     shared.reserve([budget], None, amount + PICO_USD, "rel", now)
     assert shared.write(_record("rec", amount))  # the record drops its own hold
@@ -407,7 +407,7 @@ def test_the_langchain_handler_holds_and_releases_shared_budgets(redis_url: str)
         for _ in range(3):  # a failed call holds nothing once it has failed
             with pytest.raises(RuntimeError):
                 Broken(script=Script([r])).invoke("hi", config={"callbacks": [handler]})
-        key = shared.budget_key("acme", "month", engine.clock())
+        key = shared.hold_key("acme")
         assert int(shared.client.hget(key, "reserved") or 0) == 0  # every hold released
         ScriptedChatModel(script=Script([r])).invoke("hi", config={"callbacks": [handler]})
         ScriptedChatModel(script=Script([r])).invoke("hi", config={"callbacks": [handler]})
@@ -429,6 +429,7 @@ def test_every_key_of_a_namespace_lives_in_one_cluster_slot() -> None:
     now = datetime(2026, 11, 22, tzinfo=UTC)
     keys = [shared.stream_key, shared.day_key(now.date())]
     keys += [shared.budget_key(t, p, now) for t in (None, "acme", "x{y}") for p in PERIODS]
+    keys += [shared.hold_key(t) for t in (None, "acme", "x{y}")]
     assert len({key_slot(k.encode()) for k in keys}) == 1
     other = RedisLedger(namespace="billing")
     assert key_slot(other.stream_key.encode()) != key_slot(shared.stream_key.encode())

@@ -3,8 +3,7 @@
 LangChain's global LLM cache is skipped by ``.stream()``; this wrapper is
 not: a hit is replayed as chunks (usage on the last one, as providers send
 it), a miss streams from the wrapped model and is stored when complete.
-Concurrent identical misses make one call, streamed ones too: a stream that
-waits for an identical one replays its answer once it is complete. The wrapped model is called
+Concurrent identical misses make one call. The wrapped model is called
 through its ``_generate``/``_stream`` methods so that one user call stays
 one LLM run for the cost handler; it is handed that run, so a router inside
 records its escalations with the run's cost handlers.
@@ -22,7 +21,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, RunnableBinding
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
-from costopt_core.cache import CachedResponse, CacheFlight, CacheHit, CacheRequest
+from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.errors import ConfigurationError, config_error
 from costopt_core.served import SERVED, served_info
@@ -230,19 +229,17 @@ class CachedChatModel(_calls.RunAwareChatModel):
             )
             return
         request = self._request(messages, stop, kwargs, run)
-        # A hit, or the answer of an identical stream that led while this one
-        # waited, is replayed; else this stream leads (see SemanticCache.flight).
-        with self.semantic_cache.flight(request) as flight:
-            if flight.hit is not None:
-                yield from self._emit(_replay(flight.hit, self.expose_cache_info), run_manager)
-                return
-            chunks: list[ChatGenerationChunk] = []
-            for chunk in _calls.stream(self.model, messages, stop, run=run, **kwargs):
-                chunks.append(chunk)
-                yield from self._emit(iter([chunk]), run_manager)
-            # Only a stream read to its end gets here: a half-read answer is not
-            # stored (leaving the flight unlanded lets a waiter retry).
-            self._land(flight, chunks)
+        hit = self.semantic_cache.lookup(request)
+        if hit is not None:
+            yield from self._emit(_replay(hit, self.expose_cache_info), run_manager)
+            return
+        chunks: list[ChatGenerationChunk] = []
+        for chunk in _calls.stream(self.model, messages, stop, run=run, **kwargs):
+            chunks.append(chunk)
+            yield from self._emit(iter([chunk]), run_manager)
+        # Only a stream read to its end gets here: a half-read answer is not stored.
+        if chunks:
+            self.semantic_cache.store(request, self._complete(chunks))
 
     async def _astream(
         self,
@@ -259,30 +256,21 @@ class CachedChatModel(_calls.RunAwareChatModel):
                 yield chunk
             return
         request = self._request(messages, stop, kwargs, run)
-        async with self.semantic_cache.aflight(request) as flight:
-            if flight.hit is not None:
-                for chunk in _replay(flight.hit, self.expose_cache_info):
-                    if run_manager and chunk.text:
-                        await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                    yield chunk
-                return
-            chunks: list[ChatGenerationChunk] = []
-            async for chunk in _calls.astream(self.model, messages, stop, run=run, **kwargs):
-                chunks.append(chunk)
+        hit = await self.semantic_cache.alookup(request)
+        if hit is not None:
+            for chunk in _replay(hit, self.expose_cache_info):
                 if run_manager and chunk.text:
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
-            if chunks:
-                await flight.land(self._complete(chunks))
-            else:
-                await flight.land_unshared()
-
-    def _land(self, flight: CacheFlight, chunks: list[ChatGenerationChunk]) -> None:
-        # An empty stream is an answer with nothing to keep: the waiters ask themselves.
+            return
+        chunks: list[ChatGenerationChunk] = []
+        async for chunk in _calls.astream(self.model, messages, stop, run=run, **kwargs):
+            chunks.append(chunk)
+            if run_manager and chunk.text:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
         if chunks:
-            flight.land(self._complete(chunks))
-        else:
-            flight.land_unshared()
+            await self.semantic_cache.astore(request, self._complete(chunks))
 
     @staticmethod
     def _emit(

@@ -272,18 +272,19 @@ class CachedRunnable(_SchemasOfBound, RunnableSerializable[Input, Output]):
         if not got:
             return
         ok, key, tenant, variant = self._lookup_args(input, config, kwargs)
-        if not ok:
-            yield from self.bound.stream(input, config, **kwargs)
-            return
-        with self.component.stream_flight(key, tenant=tenant, variant=variant) as flight:
-            if flight.found:
-                yield from flight.chunks
+        if ok:
+            found, stored = self.component.lookup_stream(key, tenant=tenant, variant=variant)
+            if found:
+                yield from stored
                 return
-            chunks: list[Output] = []
-            for chunk in self.bound.stream(input, config, **kwargs):
-                chunks.append(chunk)
-                yield chunk
-            flight.land(chunks, as_output=_as_output)
+        chunks: list[Output] = []
+        for chunk in self.bound.stream(input, config, **kwargs):
+            chunks.append(chunk)
+            yield chunk
+        if ok:
+            self.component.store_stream(
+                key, chunks, tenant=tenant, variant=variant, as_output=_as_output
+            )
 
     async def _atransform(
         self,
@@ -296,20 +297,20 @@ class CachedRunnable(_SchemasOfBound, RunnableSerializable[Input, Output]):
         if not got:
             return
         ok, key, tenant, variant = self._lookup_args(input, config, kwargs)
-        if not ok:
-            async for chunk in self.bound.astream(input, config, **kwargs):
-                yield chunk
-            return
-        async with self.component.astream_flight(key, tenant=tenant, variant=variant) as flight:
-            if flight.found:
-                for chunk in flight.chunks:
+        if ok:
+            found, stored = await self.component.alookup_stream(key, tenant=tenant, variant=variant)
+            if found:
+                for chunk in stored:
                     yield chunk
                 return
-            chunks: list[Output] = []
-            async for chunk in self.bound.astream(input, config, **kwargs):
-                chunks.append(chunk)
-                yield chunk
-            await flight.land(chunks, as_output=_as_output)
+        chunks: list[Output] = []
+        async for chunk in self.bound.astream(input, config, **kwargs):
+            chunks.append(chunk)
+            yield chunk
+        if ok:
+            await self.component.astore_stream(
+                key, chunks, tenant=tenant, variant=variant, as_output=_as_output
+            )
 
     def transform(
         self, input: Iterator[Input], config: RunnableConfig | None = None, **kwargs: Any
@@ -319,8 +320,7 @@ class CachedRunnable(_SchemasOfBound, RunnableSerializable[Input, Output]):
         A hit replays a stored output (from ``invoke``, or from a stream whose
         chunks added up) as one chunk; else the stored chunks of a stream that
         could not be added, one by one as they came. Concurrent identical
-        misses run the wrapped Runnable once: a stream that waited for an
-        identical one replays its chunks once that stream has ended.
+        misses each run the wrapped Runnable (``invoke`` misses run it once).
         """
         yield from self._transform_stream_with_config(input, self._transform, config, **kwargs)
 
@@ -515,8 +515,7 @@ def cached(
     updates, plain dicts) have no sum ``invoke`` would return, so they are
     stored apart, as the sequence, for streams only: a stream hit replays them
     one by one, and ``invoke`` calls the Runnable. Concurrent identical
-    misses make one call, streams included (a waiting stream's first chunk
-    comes once the stream it waited for has ended).
+    ``invoke`` misses make one call; concurrent streams each make their own.
 
     Args:
         runnable: the Runnable whose outputs to cache.

@@ -51,13 +51,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index_instrumentation.dispatcher import active_instrument_tags, instrument_tags
 from pydantic import Field, ValidationError, field_validator
 
-from costopt_core.cache import (
-    AsyncCacheFlight,
-    CachedResponse,
-    CacheFlight,
-    CacheHit,
-    CacheRequest,
-)
+from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.cache.keys import ANSWER_PARAMS
 from costopt_core.errors import ConfigurationError, config_error
@@ -502,10 +496,9 @@ class CachedLLM(FunctionCallingLLM):
     ``expose_cache_info``, since it tells a caller that someone asked the same
     question before) ``raw["costopt"] = {"cache": "exact" | "semantic",
     "similarity": float}``; the cost handler learns it either way. Concurrent
-    identical misses make one call, streams included: a stream waiting for an
-    identical one replays its answer once that answer is complete. A stream
-    that hits is replayed word by word, usage on its last response; a stream
-    that misses is stored only when read to its end.
+    identical misses (``chat``/``complete`` and their async twins) make one
+    call. A stream that hits is replayed word by word, usage on its last
+    response; a stream that misses is stored only when read to its end.
 
     Function calling: when the wrapped LLM is a ``FunctionCallingLLM``, so is
     the wrapper (``FunctionAgent`` and ``predict_and_call`` take it). The
@@ -773,96 +766,39 @@ class CachedLLM(FunctionCallingLLM):
             return fresh[0]
         return rebuild(out.hit)
 
-    # -- streams ---------------------------------------------------------------------
-    # A stream joins its request's flight when it is asked for (as a provider
-    # request would be made then): a hit, or the answer an identical stream
-    # that led landed while this one waited, is replayed; else this stream
-    # leads and its relay lands the flight once the stream has ended whole.
-    # The flight outlives the call that opened it, so it is entered here and
-    # left by the relay (a relay never read leaves it when it is collected).
-    def _flight(self, request: CacheRequest) -> CacheFlight:
-        flight = self.semantic_cache.flight(request)
-        flight.__enter__()
-        return flight
-
-    async def _aflight(self, request: CacheRequest) -> AsyncCacheFlight:
-        flight = self.semantic_cache.aflight(request)
-        await flight.__aenter__()
-        return flight
-
-    def _stream(
-        self,
-        flight: CacheFlight,
-        replay: Callable[[CacheHit], Generator[R, None, None]],
-        call: Callable[[], Generator[R, None, None]],
-    ) -> Generator[R, None, None]:
-        if flight.hit is not None:
-            return replay(flight.hit)
-        try:
-            stream = call()
-        except BaseException:
-            flight.abandon()
-            raise
-        return self._relay(flight, stream)
-
-    async def _astream(
-        self,
-        flight: AsyncCacheFlight,
-        replay: Callable[[CacheHit], Generator[R, None, None]],
-        call: Callable[[], Awaitable[AsyncGenerator[R, None]]],
-    ) -> AsyncGenerator[R, None]:
-        if flight.hit is not None:
-            return _areplay(replay(flight.hit))
-        try:
-            stream = await call()
-        except BaseException:
-            flight.abandon()
-            raise
-        return self._arelay(flight, stream)
-
     def _relay(
-        self, flight: CacheFlight, stream: Generator[R, None, None]
+        self, request: CacheRequest, stream: Generator[R, None, None]
     ) -> Generator[R, None, None]:
         chunks: list[R] = []
         try:
-            try:
-                for chunk in stream:
-                    chunks.append(chunk)
-                    yield chunk
-            finally:
-                # Closing the wrapped stream now (not at garbage collection) ends
-                # its instrumentation span when the caller stops reading.
-                close = getattr(stream, "close", None)
-                if close is not None:
-                    close()
-            # Only reached when the stream was read to its end: a half-read
-            # answer is not an answer (the flight left unlanded: a waiter retries).
-            if chunks:
-                flight.land(self._neutral(_completed(chunks)))
-            else:
-                flight.land_unshared()
+            for chunk in stream:
+                chunks.append(chunk)
+                yield chunk
         finally:
-            flight.abandon()  # nothing once landed
+            # Closing the wrapped stream now (not at garbage collection) ends
+            # its instrumentation span when the caller stops reading.
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        # Only reached when the stream was read to its end: a half-read answer
+        # is not an answer.
+        if chunks:
+            self.semantic_cache.store(request, self._neutral(_completed(chunks)))
 
     async def _arelay(
-        self, flight: AsyncCacheFlight, stream: AsyncGenerator[R, None]
+        self, request: CacheRequest, stream: AsyncGenerator[R, None]
     ) -> AsyncGenerator[R, None]:
         chunks: list[R] = []
         try:
-            try:
-                async for chunk in stream:
-                    chunks.append(chunk)
-                    yield chunk
-            finally:
-                aclose = getattr(stream, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-            if chunks:
-                await flight.land(self._neutral(_completed(chunks)))
-            else:
-                await flight.land_unshared()
+            async for chunk in stream:
+                chunks.append(chunk)
+                yield chunk
         finally:
-            flight.abandon()
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if chunks:
+            await self.semantic_cache.astore(request, self._neutral(_completed(chunks)))
 
     # -- chat ------------------------------------------------------------------------
     @_tenant_tagged
@@ -886,22 +822,23 @@ class CachedLLM(FunctionCallingLLM):
     @_tenant_tagged
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        return self._stream(
-            self._flight(self._chat_request(messages, kwargs)),
-            partial(_replay_chat, expose=self.expose_cache_info),
-            lambda: self.llm.stream_chat(messages, **kwargs),
-        )
+        request = self._chat_request(messages, kwargs)
+        hit = self.semantic_cache.lookup(request)
+        if hit is not None:
+            return _replay_chat(hit, self.expose_cache_info)
+        # Called now, as a provider request would be made now.
+        return self._relay(request, self.llm.stream_chat(messages, **kwargs))
 
     @_tenant_tagged
     @llm_chat_callback()
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
-        return await self._astream(
-            await self._aflight(self._chat_request(messages, kwargs)),
-            partial(_replay_chat, expose=self.expose_cache_info),
-            lambda: self.llm.astream_chat(messages, **kwargs),
-        )
+        request = self._chat_request(messages, kwargs)
+        hit = await self.semantic_cache.alookup(request)
+        if hit is not None:
+            return _areplay(_replay_chat(hit, self.expose_cache_info))
+        return self._arelay(request, await self.llm.astream_chat(messages, **kwargs))
 
     # -- completion ----------------------------------------------------------------
     @_tenant_tagged
@@ -929,22 +866,23 @@ class CachedLLM(FunctionCallingLLM):
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
-        return self._stream(
-            self._flight(self._completion_request(prompt, formatted, kwargs)),
-            partial(_replay_completion, expose=self.expose_cache_info),
-            lambda: self.llm.stream_complete(prompt, formatted=formatted, **kwargs),
-        )
+        request = self._completion_request(prompt, formatted, kwargs)
+        hit = self.semantic_cache.lookup(request)
+        if hit is not None:
+            return _replay_completion(hit, self.expose_cache_info)
+        return self._relay(request, self.llm.stream_complete(prompt, formatted=formatted, **kwargs))
 
     @_tenant_tagged
     @llm_completion_callback()
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        return await self._astream(
-            await self._aflight(self._completion_request(prompt, formatted, kwargs)),
-            partial(_replay_completion, expose=self.expose_cache_info),
-            lambda: self.llm.astream_complete(prompt, formatted=formatted, **kwargs),
-        )
+        request = self._completion_request(prompt, formatted, kwargs)
+        hit = await self.semantic_cache.alookup(request)
+        if hit is not None:
+            return _areplay(_replay_completion(hit, self.expose_cache_info))
+        stream = await self.llm.astream_complete(prompt, formatted=formatted, **kwargs)
+        return self._arelay(request, stream)
 
 
 async def _areplay(chunks: Generator[R, None, None]) -> AsyncGenerator[R, None]:

@@ -273,29 +273,3 @@ def test_an_entry_that_is_no_sequence_of_chunks_is_a_miss() -> None:
     engine.store(comp._chunks_request(request), comp._response({"n": 1}, chunks=True))
     assert comp.lookup_stream("a") == (False, [])
     assert comp.stats().decode_failures == 1
-
-
-def test_a_call_waiting_on_a_stream_of_unaddable_chunks_is_a_plain_miss() -> None:
-    import threading
-    import time
-
-    comp = ComponentCache(engine_cache(), "graph")
-    entered = threading.Event()
-
-    def stream_leader() -> None:
-        with comp.stream_flight({"q": 1}) as flight:
-            assert not flight.found
-            entered.set()
-            time.sleep(0.2)
-            flight.land([{"a": 1}, {"b": 2}])
-
-    leader = threading.Thread(target=stream_leader)
-    leader.start()
-    entered.wait(5)
-    calls: list[int] = []
-    out = comp.get_or_call({"q": 1}, lambda: calls.append(1) or {"state": "final"})
-    leader.join(5)
-    assert out == {"state": "final"} and calls == [1]
-    stats = comp.stats()
-    assert (stats.misses, stats.decode_failures) == (2, 0)  # nothing was unreadable
-    assert comp.get_or_call({"q": 1}, must_not_call) == {"state": "final"}  # kept

@@ -21,7 +21,6 @@ CORE = {
     "current_engine", "engine_scope",
 }  # fmt: skip
 CACHE = {
-    "AsyncCacheFlight", "CacheFlight",
     "BackendStats", "CacheBackend", "CacheConfig", "CacheEntry", "CacheHit", "CacheRequest",
     "CacheResult", "CacheStats", "CachedResponse", "CalibrationResult", "CombinedLookup",
     "ComponentCache",

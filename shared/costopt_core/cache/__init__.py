@@ -10,7 +10,6 @@ from costopt_core.cache.component import ComponentCache, ComponentStats
 from costopt_core.cache.config import CacheConfig
 from costopt_core.cache.engine import CacheResult, CacheStats, SemanticCache, Verifier
 from costopt_core.cache.entry import CachedResponse, CacheEntry, CacheHit
-from costopt_core.cache.flight import AsyncCacheFlight, CacheFlight
 from costopt_core.cache.guards import GuardConfig, check_guards, decide
 from costopt_core.cache.keys import CacheRequest
 from costopt_core.cache.memory_backend import MemoryCacheBackend
@@ -18,12 +17,10 @@ from costopt_core.cache.pair_model import PairModel, PairScorer, pair_probabilit
 from costopt_core.cache.sqlite_backend import SQLiteCacheBackend
 
 __all__ = [
-    "AsyncCacheFlight",
     "BackendStats",
     "CacheBackend",
     "CacheConfig",
     "CacheEntry",
-    "CacheFlight",
     "CacheHit",
     "CacheRequest",
     "CacheResult",

@@ -17,8 +17,7 @@ caller and simply not stored.
 A stream's output is its chunks. Chunks that add up (``+``) are stored as one
 output, which calls and streams share; chunks that cannot be added have no
 output a call would return, so they are stored as the sequence, apart, and
-replayed only to streams. Concurrent identical stream misses run the
-component once (``stream_flight``).
+replayed only to streams.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from costopt_core.cache.engine import CacheResult, NotShared, SemanticCache
 from costopt_core.cache.entry import CachedResponse, CacheHit, CacheTier
@@ -39,12 +38,6 @@ from costopt_core.cache.keys import CacheRequest
 from costopt_core.errors import ConfigurationError
 from costopt_core.tenancy import current_tenant
 from costopt_core.types import Message
-
-if TYPE_CHECKING:
-    from costopt_core.cache.component_flight import (
-        AsyncComponentStreamFlight,
-        ComponentStreamFlight,
-    )
 
 __all__ = ["PAYLOAD_FORMAT", "ComponentCache", "ComponentStats", "Decoder", "Encoder"]
 
@@ -332,10 +325,6 @@ class ComponentCache:
         """
         assert result.hit is not None
         response = result.response
-        if not chunks and response.payload_format == self.chunks_format:
-            # A call that waited on an identical stream whose chunks do not add
-            # up: there is no output to share, and nothing was unreadable.
-            return False, None
         fmt = self.chunks_format if chunks else self.payload_format
         if response.payload is None or response.payload_format != fmt:
             ok, value = False, None
@@ -450,41 +439,12 @@ class ComponentCache:
             await self.cache.astore(request, self._response(value))
         return value
 
-    # -- streams ----------------------------------------------------------------------
+    # -- look up and store apart (streams) -----------------------------------------
     # A stream cannot go through ``get_or_call``: its caller wants the chunks as
-    # they come, and only a stream that ended whole has an output to keep. A
-    # stream flight joins the engine's in-flight de-duplication all the same
-    # (see component_flight); lookup and store apart are the parts without it.
-    def stream_flight(
-        self, input: Any, *, tenant: str | None = None, variant: Any = None
-    ) -> ComponentStreamFlight:
-        """One stream of ``input``: ``with cache.stream_flight(input) as f``.
-
-        ``f.found``: replay ``f.chunks`` (what :meth:`lookup_stream` would find,
-        or what an identical stream that led stored while this one waited:
-        its first chunk then comes once that stream has ended). Else stream
-        from the component and call ``f.land(chunks, as_output=...)`` once
-        the stream has ended whole (stored as :meth:`store_stream` does).
-        Concurrent identical stream misses run the component once; one that
-        fails or is abandoned lets one waiting stream run it instead.
-
-        Args:
-            input: the component's input, as for :meth:`lookup_stream`.
-            tenant: whose entry it is; the current :func:`tenant_scope` if None.
-            variant: other JSON values that change the output (see :meth:`request`).
-        """
-        from costopt_core.cache.component_flight import ComponentStreamFlight
-
-        return ComponentStreamFlight(self, input, tenant, variant)
-
-    def astream_flight(
-        self, input: Any, *, tenant: str | None = None, variant: Any = None
-    ) -> AsyncComponentStreamFlight:
-        """Async twin of :meth:`stream_flight` (``async with``, ``await f.land(...)``)."""
-        from costopt_core.cache.component_flight import AsyncComponentStreamFlight
-
-        return AsyncComponentStreamFlight(self, input, tenant, variant)
-
+    # they come, and only a stream that ended whole has an output to keep. Nor
+    # can it join the engine's in-flight de-duplication, whose leader hands
+    # over an answer only once its call has returned: concurrent identical
+    # stream misses each call the component.
     def lookup(
         self, input: Any, *, tenant: str | None = None, variant: Any = None
     ) -> tuple[bool, Any]:

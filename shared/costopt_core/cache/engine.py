@@ -5,8 +5,7 @@ scope, accepting a semantic candidate only when it clears the threshold, the
 false-hit guards, the learned pair check (with the default embedder) and
 (optionally) a verifier. A failing backend is a miss,
 never an error for the user; a circuit breaker stops calling a dead one.
-Concurrent identical misses make one model call, streamed ones included
-(``flight``, in ``flight.py``).
+Concurrent identical misses make one model call.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -41,9 +40,6 @@ from costopt_core.cache.pair_model import PairScorer, default_pair_model, pair_p
 from costopt_core.cache.signing import sign, verify
 from costopt_core.embeddings import Embedder, KnowsVectors, KnowsWindow, is_default_embedder
 from costopt_core.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from costopt_core.cache.flight import AsyncCacheFlight, CacheFlight
 
 __all__ = ["CacheResult", "CacheStats", "SemanticCache", "Verifier", "skip_reason"]
 
@@ -141,18 +137,6 @@ class _Join:
 
     key: str
     wait_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class _StoreAs:
-    """A flight leader's answer kept under a request of its own (see ``CacheFlight.land``)."""
-
-    request: CacheRequest
-    response: CachedResponse
-
-
-def _unwrapped(answer: CachedResponse | _StoreAs) -> CachedResponse:
-    return answer.response if isinstance(answer, _StoreAs) else answer
 
 
 _Step = _Get | _Embed | _Fits | _Search | _GetSearch | _Put | _Score | _Sleep | _Call | _Join
@@ -512,24 +496,9 @@ class SemanticCache:
         """Run a lookup, store or get-or-call, doing its I/O here (backend errors
         are misses). What a step raises (the model call's error, an interrupt) is
         thrown into the generator, so its own try/finally sees it."""
-        return cast(T, self._advance(steps))
-
-    def _advance(
-        self,
-        steps: Generator[_Step, Any, Any],
-        *,
-        pause: bool = False,
-        send: Any = None,
-        throw: BaseException | None = None,
-    ) -> Any:
-        """Resume ``steps`` with ``send`` (or ``throw``) and run it to its end: its
-        value. With ``pause``, a ``_Call`` is not made but returned: a flight's
-        caller makes it (a stream), then resumes the steps with its answer."""
         try:
-            step = steps.send(send) if throw is None else steps.throw(throw)
+            step = next(steps)
             while True:
-                if pause and isinstance(step, _Call):
-                    return step
                 try:
                     out = self._do(step)
                 except BaseException as exc:
@@ -537,26 +506,13 @@ class SemanticCache:
                 else:
                     step = steps.send(out)
         except StopIteration as stop:
-            return stop.value
+            return stop.value  # type: ignore[no-any-return]
 
     async def _adrive(self, steps: Generator[_Step, Any, T]) -> T:
         """Async twin of :meth:`_drive`."""
-        return cast(T, await self._aadvance(steps))
-
-    async def _aadvance(
-        self,
-        steps: Generator[_Step, Any, Any],
-        *,
-        pause: bool = False,
-        send: Any = None,
-        throw: BaseException | None = None,
-    ) -> Any:
-        """Async twin of :meth:`_advance`."""
         try:
-            step = steps.send(send) if throw is None else steps.throw(throw)
+            step = next(steps)
             while True:
-                if pause and isinstance(step, _Call):
-                    return step
                 try:
                     out = await self._ado(step)
                 except BaseException as exc:  # cancelled too: see _drive
@@ -564,7 +520,7 @@ class SemanticCache:
                 else:
                     step = steps.send(out)
         except StopIteration as stop:
-            return stop.value
+            return stop.value  # type: ignore[no-any-return]
 
     def _do(self, step: _Step) -> Any:
         if isinstance(step, _Call):
@@ -886,26 +842,24 @@ class SemanticCache:
         """Get or call, as both twins run it (see _drive): ``call`` is the model
         call, sync or async, made by the driver at each ``_Call``."""
         if not request.cache:
-            return CacheResult(_unwrapped((yield _Call(call))), None)
+            return CacheResult((yield _Call(call)), None)
         hit, prep, vec = yield from self._padded_lookup_steps(request)
         if hit is not None:
             return CacheResult(hit.response, hit)
         if not self.config.dedupe_inflight:
-            response, _ = yield from self._keep_steps(request, prep, vec, (yield _Call(call)))
+            response = yield _Call(call)
+            yield from self._store_steps(request, prep, response, (), None, vec)
             return CacheResult(response, None)
         while True:
             joined: Joined = yield _Join(prep.key, self.config.inflight_wait_s)
             if joined.leader:
                 break
-            if joined.own:  # waiting would wait on itself
-                response, _ = yield from self._keep_steps(request, prep, vec, (yield _Call(call)))
-                return CacheResult(response, None)
             if joined.entry is not None:
                 self._count("inflight_shared")
                 return CacheResult(joined.entry.response, CacheHit(joined.entry, "exact", 1.0))
             if not joined.failed:
                 # Waited too long, or the answer could not be kept: answer it ourselves.
-                return CacheResult(_unwrapped((yield _Call(call))), None)
+                return CacheResult((yield _Call(call)), None)
             # The leader failed: one waiter leads the retry, the others wait for it.
         entry = None
         failed = True
@@ -920,25 +874,10 @@ class SemanticCache:
                 failed = False  # answered, for the leader alone: the waiters answer at once
                 raise
             failed = False
-            response, entry = yield from self._keep_steps(request, prep, vec, response)
+            entry = (yield from self._store_steps(request, prep, response, (), None, vec))[0]
             return CacheResult(response, None)
         finally:
             self._flights.land(prep.key, joined.flight, entry, failed)
-
-    def _keep_steps(
-        self,
-        request: CacheRequest,
-        prep: PreparedRequest,
-        vec: npt.NDArray[np.float32] | None,
-        answer: CachedResponse | _StoreAs,
-    ) -> Generator[_Step, Any, tuple[CachedResponse, CacheEntry | None]]:
-        """Store a model call's answer: for ``request``, or (a flight's ``_StoreAs``)
-        for the request it names. The answer and its entry (None if not kept)."""
-        if isinstance(answer, _StoreAs):
-            request, answer = answer.request, answer.response
-            prep, vec = self._prepare(request), None
-        entry = (yield from self._store_steps(request, prep, answer, (), None, vec))[0]
-        return answer, entry
 
     def _landed(self, prep: PreparedRequest, entry: CacheEntry | None) -> CacheEntry | None:
         """The answer a flight stored between this request's miss and its own flight.
@@ -958,28 +897,6 @@ class SemanticCache:
         """Async twin of :meth:`get_or_call`."""
         with _one_request():
             return await self._adrive(self._get_or_call_steps(request, call))
-
-    # -- flights for streams ---------------------------------------------------------
-    def flight(self, request: CacheRequest) -> CacheFlight:
-        """``get_or_call`` for a caller that streams: ``with cache.flight(request) as f``.
-
-        On entering, ``f.hit`` is the cached answer (or the one the leader of a
-        concurrent identical miss landed while this caller waited, so a
-        waiter's first chunk comes only once that whole answer is in: the
-        price of paying for it once); when it is None, this caller streams
-        from the model and calls ``f.land(complete_answer)``. Leaving the block
-        without landing is a failed leader: one waiter retries. See
-        :class:`~costopt_core.cache.flight.CacheFlight`.
-        """
-        from costopt_core.cache.flight import CacheFlight  # it builds on this module
-
-        return CacheFlight(self, request)
-
-    def aflight(self, request: CacheRequest) -> AsyncCacheFlight:
-        """Async twin of :meth:`flight`: ``async with cache.aflight(request) as f``."""
-        from costopt_core.cache.flight import AsyncCacheFlight
-
-        return AsyncCacheFlight(self, request)
 
     # -- invalidation and stats ---------------------------------------------------
     def invalidate(

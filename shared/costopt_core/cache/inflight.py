@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 from costopt_core.cache.entry import CacheEntry
@@ -22,30 +21,15 @@ __all__ = ["Flight", "Flights", "Joined"]
 class Flight:
     """One model call in flight, and who waits for it."""
 
-    __slots__ = ("entry", "event", "failed", "thread", "waiters")
+    __slots__ = ("entry", "event", "failed", "waiters")
 
     def __init__(self) -> None:
         self.event = threading.Event()
-        #: The leader's thread. A stream's leader answers between the chunks its
-        #: caller reads, so a thread reading two identical streams at once (or
-        #: an event loop running the leader) would wait on itself.
-        self.thread = threading.get_ident()
         self.entry: CacheEntry | None = None
         #: The leader's call raised or was cancelled: the waiters elect a new
         #: leader instead of all calling the model at once.
         self.failed = False
         self.waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[CacheEntry | None]]] = []
-
-
-#: The flights led from this context. A task that reads a stream and asks the
-#: same thing before the stream ends (itself, or through tasks it starts, as
-#: langchain-core's ainvoke does) would otherwise wait on a flight only it can land.
-_LEADING: ContextVar[frozenset[Flight]] = ContextVar("costopt_leading", default=frozenset())
-
-
-def _leads(flight: Flight) -> bool:
-    """Whether this context (a task, a task it started, a thread) leads ``flight``."""
-    return flight in _LEADING.get()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +43,6 @@ class Joined:
     entry: CacheEntry | None = None
     #: The leader landed failed within the wait: elect a new one.
     failed: bool = False
-    #: This context leads the flight already (it reads that stream, or dropped
-    #: it and the flight is not landed yet): it answers, and keeps its answer.
-    own: bool = False
 
 
 def _resolve(fut: asyncio.Future[CacheEntry | None], entry: CacheEntry | None) -> None:
@@ -86,8 +67,6 @@ class Flights:
             flight = self._flights.get(key)
             if flight is None:
                 flight = self._flights[key] = Flight()
-                led = {f for f in _LEADING.get() if not f.event.is_set()}
-                _LEADING.set(frozenset(led | {flight}))
                 return flight, None, True
             if loop is None:
                 return flight, None, False
@@ -100,8 +79,6 @@ class Flights:
         flight, _, leader = self._enlist(key, None)
         if leader:
             return Joined(flight, leader=True)
-        if flight.thread == threading.get_ident() or _leads(flight):
-            return Joined(flight, own=True)
         if not flight.event.wait(wait_s):
             return Joined(flight)
         return Joined(flight, entry=flight.entry, failed=flight.failed)
@@ -112,10 +89,6 @@ class Flights:
         flight, fut, _ = self._enlist(key, loop)
         if fut is None:  # only a leader has none
             return Joined(flight, leader=True)
-        if _leads(flight):
-            with self._lock, contextlib.suppress(ValueError):
-                flight.waiters.remove((loop, fut))
-            return Joined(flight, own=True)
         try:
             entry = await asyncio.wait_for(asyncio.shield(fut), wait_s)
         except TimeoutError:
@@ -140,9 +113,6 @@ class Flights:
             flight.failed = failed and entry is None
             waiters, flight.waiters = flight.waiters, []
         flight.event.set()
-        led = _LEADING.get()
-        if flight in led:
-            _LEADING.set(led - {flight})
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:

@@ -282,25 +282,30 @@ def load_routerbench_unsplit(path: Path, seed: int) -> DataSet:
         raise SystemExit(f"{path}: no rows")
     models = _routerbench_models(path, list(rows[0]))
     full = _routerbench_split(rows, models)
-    perm = np.random.default_rng(seed).permutation(len(full.prompts))
-    half = len(full.prompts) // 2
-    tr, te = np.sort(perm[:half]), np.sort(perm[half:])
-
-    def split(ix: npt.NDArray[np.int64]) -> Split:
-        return Split(
-            [full.prompts[i] for i in ix],
-            full.scores[ix],
-            full.costs[ix],
-            answers=None if full.answers is None else [full.answers[i] for i in ix],
-        )
-
     notes = [
         f"one file, {len(full.prompts)} prompts, split 50/50 with seed {seed}",
         f"dropped rows with a missing score: {full.dropped}",
         "prompt = the stored list literal, joined",
         "cost = the recorded total_cost of the chosen model",
     ]
-    return DataSet(_stem(path), "routerbench", models, split(tr), split(te), notes)
+    return DataSet(_stem(path), "routerbench", models, *_halves(full, seed), notes)
+
+
+def _halves(full: Split, seed: int) -> tuple[Split, Split]:
+    """``full`` split 50/50 at random by ``seed`` (train, test), each in file order."""
+    perm = np.random.default_rng(seed).permutation(len(full.prompts))
+    half = len(full.prompts) // 2
+
+    def part(ix: npt.NDArray[np.int64]) -> Split:
+        return Split(
+            [full.prompts[i] for i in ix],
+            full.scores[ix],
+            full.costs[ix],
+            answers=None if full.answers is None else [full.answers[i] for i in ix],
+            sources=None if full.sources is None else full.sources[ix],
+        )
+
+    return part(np.sort(perm[:half])), part(np.sort(perm[half:]))
 
 
 def _score_columns(rows: list[dict[str, str]]) -> list[str]:
@@ -369,19 +374,13 @@ def load_routellm(
     S = S[keep]
     src = np.array(sources, dtype=np.int64)[keep]
     C = _mc_costs(prompts, models, catalog, out_tok)
-    perm = np.random.default_rng(seed).permutation(len(prompts))
-    half = len(prompts) // 2
-    tr, te = np.sort(perm[:half]), np.sort(perm[half:])
     notes = [
         f"{len(files)} file(s), {len(prompts)} prompts, split 50/50 with seed {seed}",
         f"priced with catalog list prices on input tokens + {out_tok} output tokens",
         f"dropped {int((~keep).sum())} rows with a missing score",
     ]
-
-    def split(ix: npt.NDArray[np.int64]) -> Split:
-        return Split([prompts[i] for i in ix], S[ix], C[ix], sources=src[ix])
-
-    return DataSet(key, "routellm", models, split(tr), split(te), notes)
+    full = Split(prompts, S, C, sources=src)
+    return DataSet(key, "routellm", models, *_halves(full, seed), notes)
 
 
 def discover(paths: Sequence[str], catalog: PriceCatalog, out_tok: int, seed: int) -> list[DataSet]:

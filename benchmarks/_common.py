@@ -1,14 +1,15 @@
-"""Helpers every benchmark shares: timing medians, tables, JSON output, data paths."""
+"""Helpers every benchmark shares: timing medians, tables, JSON output, data files."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"
@@ -42,6 +43,13 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     print(f"wrote {out}")
+
+
+def open_text(path: Path) -> IO[str]:
+    """A data file to read as UTF-8 text, gzipped (``.gz``) or plain."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
 
 
 def require(path: Path) -> Path:

@@ -48,7 +48,6 @@ the embedding).
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import json
 import statistics
@@ -62,7 +61,7 @@ from typing import Any
 import _common
 import numpy as np
 import numpy.typing as npt
-from _common import print_table, require, write_json
+from _common import open_text, print_table, require, write_json
 
 from costopt_core.cache.calibrate import calibrate_from_scores
 from costopt_core.cache.defaults import (
@@ -94,8 +93,7 @@ F32 = npt.NDArray[np.float32]
 def load_pairs(path: Path, limit: int | None) -> Pairs:
     """``(text_a, text_b, label)`` per line of a JSONL file, gzipped (``.gz``) or plain."""
     pairs: Pairs = []
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
+    with open_text(path) as fh:
         for line in fh:
             if limit is not None and len(pairs) >= limit:
                 break

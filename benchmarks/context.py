@@ -47,7 +47,6 @@ the defaults are not fitted to a few questions.
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import json
 import re
@@ -62,7 +61,7 @@ from typing import Any
 import _common
 import numpy as np
 import numpy.typing as npt
-from _common import print_table, require, write_json
+from _common import open_text, print_table, require, write_json
 
 from costopt_core.context.relevance import RelevanceConfig, ScoredChunk, select_relevant
 from costopt_core.context.summarize import SummarizerConfig, summarize_extractive
@@ -118,8 +117,7 @@ class StoredEmbedder:
 def load(path: Path, limit: int | None) -> list[Question]:
     """The questions of a HotpotQA-format JSONL file, gzipped (``.gz``) or plain."""
     out: list[Question] = []
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with open_text(path) as f:
         for line in f:
             if limit is not None and len(out) >= limit:
                 break

@@ -52,7 +52,6 @@ setting that only suits this set would show.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import re
 import statistics
@@ -64,7 +63,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from _common import print_table, require, write_json
+from _common import open_text, print_table, require, write_json
 
 from costopt_core.context.lexical import content_words as _content_words
 from costopt_core.context.sentences import split_sentences
@@ -120,8 +119,7 @@ def load_all(path: Path) -> list[Conversation]:
     them as LoCoMo publishes it (``locomo10.json``), each named by its
     ``sample_id``.
     """
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with open_text(path) as f:
         data = json.load(f)
     stem = path.name.removesuffix(".gz").removesuffix(".json")
     if isinstance(data, dict):

@@ -81,9 +81,7 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
-import gzip
 import hashlib
-import io
 import itertools
 import json
 import math
@@ -100,7 +98,7 @@ from typing import Any
 import _common
 import numpy as np
 import numpy.typing as npt
-from _common import print_table, require, write_json
+from _common import open_text, print_table, require, write_json
 
 from costopt_core.embeddings import Embedder, SentenceTransformerEmbedder
 from costopt_core.pricing import PriceCatalog, estimate_cost
@@ -157,14 +155,8 @@ class DataSet:
     notes: list[str] = field(default_factory=list)
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
 def _read_rows(path: Path) -> list[dict[str, str]]:
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         return list(csv.DictReader(fh))
 
 
@@ -436,7 +428,7 @@ def _is_root(d: Path) -> bool:
 
 
 def _header(path: Path) -> list[str]:
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         return next(csv.reader(fh), [])
 
 

@@ -24,10 +24,10 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.errors import ConfigurationError, config_error
-from costopt_core.served import SERVED, served_info
+from costopt_core.served import SERVED, SHARED_INFO, served_info
 from langchain_costopt import _calls
 from langchain_costopt._convert import cache_model, from_langchain_messages
-from langchain_costopt.cache import engine_cache, generations_of, response_of
+from langchain_costopt.cache import METADATA_KEY, engine_cache, generations_of, response_of
 from langchain_costopt.callbacks import TENANT_KEYS, run_tenant
 
 __all__ = ["CachedChatModel"]
@@ -52,6 +52,27 @@ def _replay(hit: CacheHit, expose: bool) -> Iterator[ChatGenerationChunk]:
     chunk = _calls.chunk_of(msg, content="")
     SERVED.note(chunk, info)
     yield chunk
+
+
+def _shared_copy(chunk: ChatGenerationChunk, first: bool, expose: bool) -> ChatGenerationChunk:
+    """A chunk of another request's call, as this request's: a copy (every
+    reader gets the same object), the first noted as served by the cache."""
+    message = chunk.message.model_copy(deep=True)
+    if first and expose:
+        message.response_metadata = {**message.response_metadata, METADATA_KEY: dict(SHARED_INFO)}
+    copy = ChatGenerationChunk(message=message, generation_info=chunk.generation_info)
+    if first:
+        SERVED.note(copy, SHARED_INFO)
+    return copy
+
+
+def _own(chunk: ChatGenerationChunk) -> ChatGenerationChunk:
+    """This request's chunk of its own call: a shallow copy, because langchain-core
+    sets the message id and metadata of the chunk it is given, and an identical
+    request may replay the original."""
+    return ChatGenerationChunk(
+        message=chunk.message.model_copy(), generation_info=chunk.generation_info
+    )
 
 
 class CachedChatModel(_calls.RunAwareChatModel):
@@ -233,13 +254,14 @@ class CachedChatModel(_calls.RunAwareChatModel):
         if hit is not None:
             yield from self._emit(_replay(hit, self.expose_cache_info), run_manager)
             return
-        chunks: list[ChatGenerationChunk] = []
-        for chunk in _calls.stream(self.model, messages, stop, run=run, **kwargs):
-            chunks.append(chunk)
-            yield from self._emit(iter([chunk]), run_manager)
-        # Only a stream read to its end gets here: a half-read answer is not stored.
-        if chunks:
-            self.semantic_cache.store(request, self._complete(chunks))
+        # An identical request streaming now shares its call (served as a hit).
+        # Only a stream read to its end is stored: a half-read answer is not one.
+        pairs = self.semantic_cache.share_stream(
+            request,
+            lambda: _calls.stream(self.model, messages, stop, run=run, **kwargs),
+            self._complete,
+        )
+        yield from self._emit(self._served_shares(pairs), run_manager)
 
     async def _astream(
         self,
@@ -263,21 +285,35 @@ class CachedChatModel(_calls.RunAwareChatModel):
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
             return
-        chunks: list[ChatGenerationChunk] = []
-        async for chunk in _calls.astream(self.model, messages, stop, run=run, **kwargs):
-            chunks.append(chunk)
-            if run_manager and chunk.text:
+        pairs = await self.semantic_cache.ashare_stream(
+            request,
+            lambda: _calls.astream(self.model, messages, stop, run=run, **kwargs),
+            self._complete,
+        )
+        first = True
+        async for pair, shared in pairs:
+            chunk = _shared_copy(pair, first, self.expose_cache_info) if shared else _own(pair)
+            if run_manager and (chunk.text or (shared and first)):
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            first = False
             yield chunk
-        if chunks:
-            await self.semantic_cache.astore(request, self._complete(chunks))
+
+    def _served_shares(
+        self, pairs: Iterator[tuple[ChatGenerationChunk, bool]]
+    ) -> Iterator[ChatGenerationChunk]:
+        first = True
+        for chunk, shared in pairs:
+            yield _shared_copy(chunk, first, self.expose_cache_info) if shared else _own(chunk)
+            first = False
 
     @staticmethod
     def _emit(
         chunks: Iterator[ChatGenerationChunk], run_manager: CallbackManagerForLLMRun | None
     ) -> Iterator[ChatGenerationChunk]:
         for chunk in chunks:
-            if run_manager and chunk.text:
+            # A noted chunk is told to the cost handler even without text: it
+            # says the whole run was served.
+            if run_manager and (chunk.text or SERVED.noted(chunk)):
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
 

@@ -22,6 +22,7 @@ import inspect
 import json
 from collections.abc import (
     AsyncGenerator,
+    AsyncIterator,
     Awaitable,
     Callable,
     Generator,
@@ -29,6 +30,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
+from copy import copy
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -55,7 +57,7 @@ from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.cache.keys import ANSWER_PARAMS
 from costopt_core.errors import ConfigurationError, config_error
-from costopt_core.served import SERVED, served_info
+from costopt_core.served import SERVED, SHARED_INFO, served_info
 from costopt_core.types import Message, Role
 from costopt_core.usage import usage_wire
 from llamaindex_costopt._checks import check_cache, check_llm
@@ -423,6 +425,31 @@ def _replay_completion(hit: CacheHit, expose: bool) -> Generator[CompletionRespo
     yield final.model_copy(update={"delta": ""})
 
 
+def _shared_copy(chunk: R, noted: list[Any], expose: bool) -> R:
+    """A chunk of another request's call, as this request's: a copy (every
+    reader gets the same object) whose ``raw`` is noted as served by the cache.
+
+    Only the newest chunk's note is kept (``noted``): the cost handler reads
+    the last one a stream gave.
+    """
+    raw = chunk.raw
+    marked: Any = dict(raw) if isinstance(raw, Mapping) else ({} if raw is None else copy(raw))
+    if expose and isinstance(marked, dict):
+        marked[METADATA_KEY] = dict(SHARED_INFO)
+    update: dict[str, Any] = {"raw": marked}
+    if isinstance(chunk, ChatResponse):
+        update["message"] = chunk.message.model_copy()
+    _unnote(noted)
+    SERVED.note(marked, SHARED_INFO)
+    noted.append(marked)
+    return chunk.model_copy(update=update)
+
+
+def _unnote(noted: list[Any]) -> None:
+    while noted:
+        SERVED.take(noted.pop())
+
+
 def _no_usage(response: AnyResponse) -> bool:
     u = usage_of(response)
     return u.input_tokens is None and u.output_tokens is None
@@ -766,39 +793,57 @@ class CachedLLM(FunctionCallingLLM):
             return fresh[0]
         return rebuild(out.hit)
 
+    def _stored(self, chunks: list[R]) -> CachedResponse:
+        return self._neutral(_completed(chunks))
+
     def _relay(
-        self, request: CacheRequest, stream: Generator[R, None, None]
+        self, request: CacheRequest, open_stream: Callable[[], Generator[R, None, None]]
     ) -> Generator[R, None, None]:
-        chunks: list[R] = []
+        # Opened now, as a provider request would be made now, unless an
+        # identical stream is in flight: then it is replayed (served as a hit).
+        # Only a stream read to its end is stored: a half-read answer is not one.
+        pairs = self.semantic_cache.share_stream(request, open_stream, self._stored)
+        return self._served(pairs)
+
+    def _served(self, pairs: Iterator[tuple[R, bool]]) -> Generator[R, None, None]:
+        # The last chunk's note stays: the end event the cost handler records
+        # comes after this stream ends.
+        noted: list[Any] = []
         try:
-            for chunk in stream:
-                chunks.append(chunk)
-                yield chunk
+            for chunk, shared in pairs:
+                yield (
+                    _shared_copy(chunk, noted, self.expose_cache_info)
+                    if shared
+                    else chunk.model_copy()  # the others' stays as it came
+                )
         finally:
-            # Closing the wrapped stream now (not at garbage collection) ends
-            # its instrumentation span when the caller stops reading.
-            close = getattr(stream, "close", None)
+            # Now, not at garbage collection: a stream nobody else reads is
+            # closed, which ends its instrumentation span when the caller stops.
+            close = getattr(pairs, "close", None)
             if close is not None:
                 close()
-        # Only reached when the stream was read to its end: a half-read answer
-        # is not an answer.
-        if chunks:
-            self.semantic_cache.store(request, self._neutral(_completed(chunks)))
 
     async def _arelay(
-        self, request: CacheRequest, stream: AsyncGenerator[R, None]
+        self,
+        request: CacheRequest,
+        open_stream: Callable[[], Awaitable[AsyncGenerator[R, None]]],
     ) -> AsyncGenerator[R, None]:
-        chunks: list[R] = []
+        pairs = await self.semantic_cache.ashare_stream(request, open_stream, self._stored)
+        return self._aserved(pairs)
+
+    async def _aserved(self, pairs: AsyncIterator[tuple[R, bool]]) -> AsyncGenerator[R, None]:
+        noted: list[Any] = []
         try:
-            async for chunk in stream:
-                chunks.append(chunk)
-                yield chunk
+            async for chunk, shared in pairs:
+                yield (
+                    _shared_copy(chunk, noted, self.expose_cache_info)
+                    if shared
+                    else chunk.model_copy()
+                )
         finally:
-            aclose = getattr(stream, "aclose", None)
+            aclose = getattr(pairs, "aclose", None)
             if aclose is not None:
                 await aclose()
-        if chunks:
-            await self.semantic_cache.astore(request, self._neutral(_completed(chunks)))
 
     # -- chat ------------------------------------------------------------------------
     @_tenant_tagged
@@ -827,7 +872,7 @@ class CachedLLM(FunctionCallingLLM):
         if hit is not None:
             return _replay_chat(hit, self.expose_cache_info)
         # Called now, as a provider request would be made now.
-        return self._relay(request, self.llm.stream_chat(messages, **kwargs))
+        return self._relay(request, lambda: self.llm.stream_chat(messages, **kwargs))
 
     @_tenant_tagged
     @llm_chat_callback()
@@ -838,7 +883,7 @@ class CachedLLM(FunctionCallingLLM):
         hit = await self.semantic_cache.alookup(request)
         if hit is not None:
             return _areplay(_replay_chat(hit, self.expose_cache_info))
-        return self._arelay(request, await self.llm.astream_chat(messages, **kwargs))
+        return await self._arelay(request, lambda: self.llm.astream_chat(messages, **kwargs))
 
     # -- completion ----------------------------------------------------------------
     @_tenant_tagged
@@ -870,7 +915,9 @@ class CachedLLM(FunctionCallingLLM):
         hit = self.semantic_cache.lookup(request)
         if hit is not None:
             return _replay_completion(hit, self.expose_cache_info)
-        return self._relay(request, self.llm.stream_complete(prompt, formatted=formatted, **kwargs))
+        return self._relay(
+            request, lambda: self.llm.stream_complete(prompt, formatted=formatted, **kwargs)
+        )
 
     @_tenant_tagged
     @llm_completion_callback()
@@ -881,8 +928,9 @@ class CachedLLM(FunctionCallingLLM):
         hit = await self.semantic_cache.alookup(request)
         if hit is not None:
             return _areplay(_replay_completion(hit, self.expose_cache_info))
-        stream = await self.llm.astream_complete(prompt, formatted=formatted, **kwargs)
-        return self._arelay(request, stream)
+        return await self._arelay(
+            request, lambda: self.llm.astream_complete(prompt, formatted=formatted, **kwargs)
+        )
 
 
 async def _areplay(chunks: Generator[R, None, None]) -> AsyncGenerator[R, None]:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from costopt_core.cache.entry import CacheHit
     from costopt_core.types import CallOutcome
 
-__all__ = ["SERVED", "ServedNotes", "served_info", "served_outcome"]
+__all__ = ["SERVED", "SHARED_INFO", "ServedNotes", "served_info", "served_outcome"]
 
 
 class ServedNotes:
@@ -74,6 +74,11 @@ class ServedNotes:
                     self._runs.popitem(last=False)
         return entry[1]
 
+    def noted(self, answer: object) -> bool:
+        """Whether ``answer`` carries a note no handler has taken yet."""
+        entry = self._notes.get(id(answer))  # a dict read is atomic: no lock
+        return entry is not None and entry[0] is answer
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._notes)
@@ -81,6 +86,11 @@ class ServedNotes:
 
 #: The process-wide notes the cache adapters write and the cost handlers read.
 SERVED = ServedNotes()
+
+
+#: The note on an answer replayed from an identical request's call in flight:
+#: an exact hit (it cost this request nothing).
+SHARED_INFO: Mapping[str, Any] = {"cache": "exact", "similarity": 1.0}
 
 
 def served_info(hit: CacheHit) -> dict[str, Any]:

@@ -233,6 +233,10 @@ async def test_an_async_stream_abandoned_early_is_not_stored(method: str) -> Non
     )
     await gen.__anext__()
     await gen.aclose()
+    # LlamaIndex's wrapper leaves the stream inside it to the loop to close; an
+    # identical stream asked before then would replay it (one call for both).
+    for _ in range(100):
+        await asyncio.sleep(0)
     assert cache.stats().stores == 0
     text, _, _ = await run(llm, method, QUESTION)
     assert inner.script.calls == 2 and text == "Second answer."

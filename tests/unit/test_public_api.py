@@ -195,7 +195,13 @@ def test_shared_state_public_names() -> None:
 def test_served_notes_public_names() -> None:
     import costopt_core.served as served
 
-    assert set(served.__all__) == {"SERVED", "ServedNotes", "served_info", "served_outcome"}
+    assert set(served.__all__) == {
+        "SERVED",
+        "SHARED_INFO",
+        "ServedNotes",
+        "served_info",
+        "served_outcome",
+    }
     notes = served.ServedNotes(max_notes=2)
     a, b, c = object(), object(), object()
     for obj in (a, b, c):

@@ -18,7 +18,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
@@ -37,6 +37,16 @@ from costopt_core.cache.inflight import Flights, Joined
 from costopt_core.cache.keys import CacheRequest, PreparedRequest, namespace_of, prepare
 from costopt_core.cache.memory_backend import MemoryCacheBackend
 from costopt_core.cache.pair_model import PairScorer, default_pair_model, pair_probability
+from costopt_core.cache.shared_stream import (
+    AsyncStreamShare,
+    StreamShare,
+    StreamShares,
+    aown_reads,
+    ashared_reads,
+    opened,
+    own_reads,
+    shared_reads,
+)
 from costopt_core.cache.signing import sign, verify
 from costopt_core.embeddings import Embedder, KnowsVectors, KnowsWindow, is_default_embedder
 from costopt_core.errors import ConfigurationError
@@ -281,6 +291,8 @@ class SemanticCache:
         # in-flight flush, so a replica always counts its own lookups.
         self._flush_lock = threading.Lock()
         self._flights = Flights()
+        self._streams: StreamShares[StreamShare[Any]] = StreamShares()
+        self._astreams: StreamShares[AsyncStreamShare[Any]] = StreamShares()
         # (backend, embedder, whether the two can read both tiers at once): a
         # runtime Protocol check per lookup would cost more than it decides.
         self._one_trip: tuple[object, object, bool] | None = None
@@ -898,6 +910,89 @@ class SemanticCache:
         with _one_request():
             return await self._adrive(self._get_or_call_steps(request, call))
 
+    # -- streams ----------------------------------------------------------------
+    def share_stream(
+        self,
+        request: CacheRequest,
+        open_stream: Callable[[], Iterator[T]],
+        complete: Callable[[list[T]], CachedResponse | None],
+    ) -> Iterator[tuple[T, bool]]:
+        """A missed request's stream, shared by identical requests streaming at once.
+
+        The first request opens the stream (``open_stream()``, called now);
+        an identical request (same exact key) that streams before it ends
+        replays it from the first chunk instead of calling the model, and no
+        reader ever waits for another to read. A stream read to its end is
+        stored once (``complete(chunks)``; None stores nothing). Off with
+        ``config.dedupe_inflight`` or ``request.cache``; a sync and an async
+        stream do not share.
+
+        Args:
+            request: the request that missed (look it up first).
+            open_stream: makes the model call; returns its chunks.
+            complete: the whole answer of a stream's chunks, to store.
+
+        Returns:
+            ``(chunk, shared)`` pairs: ``shared`` is True when the chunk comes
+            from another request's call (serve it as a cache hit; it is the
+            same object every reader gets, so copy it before changing it).
+
+        Raises:
+            SharedStreamError: the call this request shared stopped mid-stream
+                on something that was not an ``Exception`` (a cancellation). An
+                ``Exception`` of the call is raised as it is.
+        """
+        on_end = partial(self._store_streamed, request, complete)
+        if not (request.cache and self.config.dedupe_inflight):
+            return own_reads(open_stream(), on_end)
+        return shared_reads(
+            self._streams,
+            self._prepare(request).key,
+            open_stream,
+            on_end,
+            self.config.inflight_wait_s,
+            partial(self._count, "inflight_shared"),
+        )
+
+    async def ashare_stream(
+        self,
+        request: CacheRequest,
+        open_stream: Callable[[], AsyncIterator[T] | Awaitable[AsyncIterator[T]]],
+        complete: Callable[[list[T]], CachedResponse | None],
+    ) -> AsyncIterator[tuple[T, bool]]:
+        """Async twin of :meth:`share_stream` (``open_stream`` may be a coroutine
+        function); streams share within one event loop. The stream is read to
+        its end by a task of its own while anyone reads it."""
+        on_end = partial(self._astore_streamed, request, complete)
+        if not (request.cache and self.config.dedupe_inflight):
+            return aown_reads(await opened(open_stream), on_end)
+        return await ashared_reads(
+            self._astreams,
+            self._prepare(request).key,
+            open_stream,
+            on_end,
+            self.config.inflight_wait_s,
+            partial(self._count, "inflight_shared"),
+        )
+
+    def _store_streamed(
+        self,
+        request: CacheRequest,
+        complete: Callable[[list[T]], CachedResponse | None],
+        items: list[T],
+    ) -> None:
+        if (response := _streamed(request, complete, items)) is not None:
+            self.store(request, response)
+
+    async def _astore_streamed(
+        self,
+        request: CacheRequest,
+        complete: Callable[[list[T]], CachedResponse | None],
+        items: list[T],
+    ) -> None:
+        if (response := _streamed(request, complete, items)) is not None:
+            await self.astore(request, response)
+
     # -- invalidation and stats ---------------------------------------------------
     def invalidate(
         self,
@@ -990,3 +1085,10 @@ class SemanticCache:
                 guard_rejections=Counter(s.guard_rejections),
                 skipped_stores=Counter(s.skipped_stores),
             )
+
+
+def _streamed(
+    request: CacheRequest, complete: Callable[[list[T]], CachedResponse | None], items: list[T]
+) -> CachedResponse | None:
+    """What a stream that ended gave, to store; None to store nothing."""
+    return complete(items) if items and request.cache else None

@@ -1,0 +1,523 @@
+"""Streams shared by identical requests in flight: one model call, every reader replays it.
+
+``get_or_call`` makes concurrent identical misses wait for one answer; a stream
+cannot wait for the end, and a stream must never wait on another reader either
+(a chain may read two identical streams in turn in one thread or task, and the
+first is only read when the second gives way). So the first request's stream
+is shared instead: each later identical request reads it from its first chunk,
+and the chunks are kept as they arrive.
+
+- Sync (:class:`StreamShare`): whichever reader is furthest ahead pulls the
+  next chunk from the provider's stream, under the share's lock. No reader
+  waits for another to read; readers in other threads wait for the chunk the
+  puller is fetching, as they would for their own call.
+- Async (:class:`AsyncStreamShare`): one task reads the provider's stream (a
+  stream's steps stay in one task, as HTTP clients expect), a chunk each time
+  a reader waits for one; readers wait for the next chunk only. When the last
+  reader leaves before the end, the task is cancelled and the provider's
+  stream closed before the reader goes on, as leaving an unshared one does.
+
+A stream read to its end is stored once (by the puller that met the end, or by
+the task), before any reader sees the end, so the next identical request hits.
+Nothing here runs in a garbage collector's finalizer: a reader dropped unread
+takes no lock and touches no shared state, and the registry holds shares
+weakly and drops dead ones when it next looks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import threading
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from typing import Generic, Protocol, TypeVar
+
+from costopt_core.errors import CostOptError
+
+__all__ = [
+    "AsyncStreamShare",
+    "SharedStreamError",
+    "StreamShare",
+    "StreamShares",
+    "aown_reads",
+    "ashared_reads",
+    "opened",
+    "own_reads",
+    "shared_reads",
+]
+
+log = logging.getLogger("costopt.cache")
+
+T = TypeVar("T")
+
+
+class SharedStreamError(CostOptError):
+    """The identical request whose stream this one was replaying stopped mid-stream.
+
+    Raised only after some chunks were delivered (before any, the request makes
+    its own call). Ask again: the stream was not stored.
+    """
+
+
+class _Failed(Exception):
+    """The shared stream failed; ``error`` is what its provider stream raised."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
+class _NotOpened(Exception):
+    """The opening request did not hand its stream over within the wait."""
+
+
+class StreamShare(Generic[T]):
+    """One provider stream that several identical sync requests read.
+
+    Args:
+        on_end: called once with every chunk when the stream ends (the store).
+    """
+
+    def __init__(self, on_end: Callable[[list[T]], object]) -> None:
+        self._on_end = on_end
+        # Reentrant: a chunk pulled inside the provider's own call by the same
+        # thread fails as a generator already running, not as a deadlock.
+        self._lock = threading.RLock()
+        self._opened = threading.Event()
+        self._upstream: Iterator[T] | None = None
+        self.items: list[T] = []
+        #: The stream ended (and was stored, when it could be) or failed.
+        self.done = False
+        #: What the provider's stream (or its opening) raised.
+        self.error: BaseException | None = None
+        self._joiners = 0
+        self._closing = False
+
+    def admit(self) -> bool:
+        """Count a request joining (under the registry's lock); False if the
+        opening request is closing the stream (see :meth:`release`)."""
+        self._joiners += 1
+        if self._closing:
+            self._joiners -= 1
+            return False
+        return True
+
+    def release(self) -> None:
+        """The opening request stopped reading: close the provider's stream now
+        if nobody else joined it (else it lives while they read).
+
+        May run from a garbage collector's finalizer, so it takes no lock: the
+        closing flag is set before the joiners are read, and :meth:`admit`
+        counts before it reads the flag, so a join either is seen here or sees
+        the flag and opens a stream of its own.
+        """
+        if self.done:
+            return
+        self._closing = True
+        if self._joiners:
+            self._closing = False
+            return
+        self.done = True
+        self.error = SharedStreamError("the stream was closed by the request that opened it")
+        close = getattr(self._upstream, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                close()
+
+    def start(self, upstream: Iterator[T]) -> None:
+        """Hand over the opened provider stream (the opening request calls this)."""
+        self._upstream = upstream
+        self._opened.set()
+
+    def fail(self, error: BaseException) -> None:
+        """The provider stream could not be opened."""
+        with self._lock:
+            self.error, self.done = error, True
+        self._opened.set()
+
+    def read(self, wait_s: float) -> Iterator[T]:
+        """Every chunk from the first.
+
+        Raises:
+            _Failed: the provider's stream failed (for every reader).
+            _NotOpened: the stream was not opened within ``wait_s`` seconds.
+        """
+        seen = 0
+        while (item := _next_of(self, seen)) is not _END:
+            if item is _WAIT:
+                if not self._opened.wait(wait_s):
+                    raise _NotOpened
+                self._pull(seen)
+            else:
+                seen += 1
+                yield item  # type: ignore[misc]
+
+    def _pull(self, seen: int) -> None:
+        with self._lock:
+            if len(self.items) > seen or self.done:
+                return  # another reader fetched it meanwhile
+            assert self._upstream is not None
+            try:
+                item = next(self._upstream)
+            except StopIteration:
+                _call_quietly(self._on_end, list(self.items))
+                self.done = True
+            except BaseException as exc:
+                self.error, self.done = exc, True
+                if not isinstance(exc, Exception):
+                    raise  # this thread's interrupt is its own, not the stream's
+            else:
+                self.items.append(item)
+
+
+class AsyncStreamShare(Generic[T]):
+    """One provider stream that several identical requests of one event loop read.
+
+    A task of its own reads the provider's stream, one chunk each time a
+    reader is waiting for one, so the stream is read no further than its
+    furthest reader, as an unshared one.
+
+    Args:
+        on_end: awaited once with every chunk when the stream ends (the store).
+    """
+
+    def __init__(self, on_end: Callable[[list[T]], Awaitable[object]]) -> None:
+        self._on_end = on_end
+        self.loop = asyncio.get_running_loop()
+        self._opened: asyncio.Future[None] = self.loop.create_future()
+        self._changed: asyncio.Future[None] = self.loop.create_future()
+        self._demand: asyncio.Future[None] = self.loop.create_future()
+        self._upstream: AsyncIterator[T] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wanted = 0
+        self._readers = 0
+        self._closing = False
+        self.items: list[T] = []
+        self.done = False
+        self.error: BaseException | None = None
+
+    def start(self, upstream: AsyncIterator[T]) -> None:
+        """Hand over the opened provider stream (the opening request calls this)."""
+        self._upstream = upstream
+        _resolve(self._opened)
+
+    def fail(self, error: BaseException) -> None:
+        """The provider stream could not be opened."""
+        self.error, self.done = error, True
+        _resolve(self._opened)
+        self._wake()
+
+    def enlist(self) -> None:
+        """Count one more reader (each ends its :meth:`read`)."""
+        self._readers += 1
+
+    def admit(self) -> bool:
+        """Count a request joining; False once every reader has left (the
+        stream is being closed)."""
+        if self._closing:
+            return False
+        self.enlist()
+        return True
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, self.loop.create_future()
+        _resolve(changed)
+
+    def _want(self, count: int) -> None:
+        self._wanted = max(self._wanted, count)
+        if self._task is None:
+            assert self._upstream is not None
+            # Started by the first reader that waits, in a copy of its context.
+            self._task = self.loop.create_task(self._pump(self._upstream))
+        _resolve(self._demand)
+
+    async def _pump(self, upstream: AsyncIterator[T]) -> None:
+        try:
+            while True:
+                while len(self.items) >= self._wanted:
+                    self._demand = self.loop.create_future()
+                    await self._demand
+                try:
+                    item = await anext(upstream)
+                except StopAsyncIteration:
+                    break
+                self.items.append(item)
+                self._wake()
+            # Shielded: a whole answer is kept even if its readers leave now.
+            await asyncio.shield(_await_quietly(self._on_end, list(self.items)))
+        except BaseException as exc:  # cancelled too: every reader left
+            self.error = exc
+            aclose = getattr(upstream, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(BaseException):
+                    await aclose()
+        finally:
+            self.done = True
+            self._wake()
+
+    async def read(self, wait_s: float) -> AsyncGenerator[T, None]:
+        """Every chunk from the first (see :meth:`StreamShare.read`); ends a reader
+        :meth:`enlist` counted."""
+        try:
+            if not self._opened.done():
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._opened), wait_s)
+                except TimeoutError:
+                    raise _NotOpened from None
+            seen = 0
+            while (item := _next_of(self, seen)) is not _END:
+                if item is _WAIT:
+                    changed = self._changed
+                    self._want(seen + 1)
+                    # Shielded: a reader cancelled here must not cancel the others' wait.
+                    await asyncio.shield(changed)
+                else:
+                    seen += 1
+                    yield item  # type: ignore[misc]
+        finally:
+            self._readers -= 1
+            if self._readers == 0 and not self.done and self._task is not None:
+                # Nobody reads on: end the provider's stream, and wait for it to
+                # close, as leaving an unshared stream closes it before going on.
+                self._closing = True
+                self._task.cancel()
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait({self._task})
+
+
+#: What :func:`_next_of` says when there is no chunk to give yet, or none more.
+_WAIT, _END = object(), object()
+
+
+def _next_of(share: StreamShare[T] | AsyncStreamShare[T], seen: int) -> T | object:
+    """The chunk after the ``seen`` first, ``_WAIT`` or ``_END`` (both twins' step).
+
+    Raises:
+        _Failed: the provider's stream failed.
+    """
+    if seen < len(share.items):
+        return share.items[seen]
+    if not share.done:
+        return _WAIT
+    if share.error is not None:
+        raise _Failed(share.error)
+    return _END
+
+
+class _Share(Protocol):
+    done: bool
+
+    def admit(self) -> bool: ...
+
+
+S = TypeVar("S", bound=_Share)
+
+
+class StreamShares(Generic[S]):
+    """The live shares of one cache, by cache key (held weakly)."""
+
+    def __init__(self) -> None:
+        self._shares: dict[str, weakref.ref[S]] = {}
+        self._lock = threading.Lock()
+        self._prune_at = 64
+
+    def join(self, key: str, new: Callable[[], S]) -> tuple[S, bool]:
+        """The live share under ``key`` and False, or a new one (``new()``) and True."""
+        with self._lock:
+            ref = self._shares.get(key)
+            share = None if ref is None else ref()
+            if share is not None and not share.done and _same_loop(share) and share.admit():
+                return share, False
+            share = new()
+            self._shares[key] = weakref.ref(share)
+            if len(self._shares) >= self._prune_at:
+                # A share whose readers all left unread dies without saying so.
+                dead = [k for k, r in self._shares.items() if (s := r()) is None or s.done]
+                for k in dead:
+                    del self._shares[k]
+                self._prune_at = max(64, 2 * len(self._shares))
+            return share, True
+
+    def __len__(self) -> int:
+        """Shares in flight."""
+        with self._lock:
+            return sum(1 for r in self._shares.values() if (s := r()) is not None and not s.done)
+
+
+def shared_reads(
+    shares: StreamShares[StreamShare[T]],
+    key: str,
+    open_stream: Callable[[], Iterator[T]],
+    on_end: Callable[[list[T]], object],
+    wait_s: float,
+    on_shared: Callable[[], object] = lambda: None,
+) -> Iterator[tuple[T, bool]]:
+    """``(chunk, shared)`` of the stream for ``key``: this request's own call
+    (``shared`` False), or the call of an identical request in flight.
+
+    Joins (or opens) the stream now, as a provider stream is opened when asked
+    for; the chunks come as they are read. A request whose shared call failed
+    before it delivered anything opens (or joins) another; after some chunks
+    it raises the failure (an ``Exception`` as it was, anything else as
+    :class:`SharedStreamError`). ``on_shared`` is called when a request has
+    read another's whole answer.
+    """
+
+    def join() -> tuple[StreamShare[T], bool]:
+        share, leads = shares.join(key, lambda: StreamShare(on_end))
+        if leads:
+            try:
+                share.start(open_stream())
+            except BaseException as exc:
+                share.fail(exc)
+                raise
+        return share, leads
+
+    def reads(share: StreamShare[T], leads: bool) -> Iterator[tuple[T, bool]]:
+        while True:
+            delivered = 0
+            try:
+                for item in share.read(wait_s):
+                    delivered += 1
+                    yield item, not leads
+                if not leads:
+                    on_shared()
+                return
+            except GeneratorExit:
+                if leads:
+                    share.release()
+                raise
+            except _NotOpened:
+                yield from own_reads(open_stream(), on_end)
+                return
+            except _Failed as failed:
+                if leads or delivered:
+                    raise _reraised(failed.error, leads) from None
+            # The call this request shared failed before it got anything: it
+            # asks again (one of the requests that shared it leads the retry).
+            share, leads = join()
+
+    return reads(*join())
+
+
+async def ashared_reads(
+    shares: StreamShares[AsyncStreamShare[T]],
+    key: str,
+    open_stream: Callable[[], AsyncIterator[T] | Awaitable[AsyncIterator[T]]],
+    on_end: Callable[[list[T]], Awaitable[object]],
+    wait_s: float,
+    on_shared: Callable[[], object] = lambda: None,
+) -> AsyncIterator[tuple[T, bool]]:
+    """Async :func:`shared_reads` (shares are per event loop)."""
+
+    async def join() -> tuple[AsyncStreamShare[T], bool]:
+        share, leads = shares.join(key, lambda: AsyncStreamShare(on_end))
+        if leads:
+            # Counted from now (followers from admit): a reader that has joined
+            # but not read yet keeps the stream going when the others leave.
+            share.enlist()
+            try:
+                share.start(await opened(open_stream))
+            except BaseException as exc:
+                share.fail(exc)
+                raise
+        return share, leads
+
+    async def reads(share: AsyncStreamShare[T], leads: bool) -> AsyncIterator[tuple[T, bool]]:
+        while True:
+            delivered = 0
+            chunks = share.read(wait_s)
+            try:
+                async for item in chunks:
+                    delivered += 1
+                    yield item, not leads
+                if not leads:
+                    on_shared()
+                return
+            except _NotOpened:
+                async for pair in aown_reads(await opened(open_stream), on_end):
+                    yield pair
+                return
+            except _Failed as failed:
+                if leads or delivered:
+                    raise _reraised(failed.error, leads) from None
+            finally:
+                await chunks.aclose()  # now, not at collection: it stops counting
+            share, leads = await join()
+
+    return reads(*(await join()))
+
+
+def own_reads(
+    upstream: Iterator[T], on_end: Callable[[list[T]], object]
+) -> Iterator[tuple[T, bool]]:
+    """``(chunk, False)`` of a stream nobody shares; ``on_end`` only when it is
+    read to its end."""
+    items: list[T] = []
+    for item in upstream:
+        items.append(item)
+        yield item, False
+    _call_quietly(on_end, items)
+
+
+async def aown_reads(
+    upstream: AsyncIterator[T], on_end: Callable[[list[T]], Awaitable[object]]
+) -> AsyncIterator[tuple[T, bool]]:
+    """Async :func:`own_reads`."""
+    items: list[T] = []
+    async for item in upstream:
+        items.append(item)
+        yield item, False
+    await _await_quietly(on_end, items)
+
+
+async def opened(
+    open_stream: Callable[[], AsyncIterator[T] | Awaitable[AsyncIterator[T]]],
+) -> AsyncIterator[T]:
+    """The stream ``open_stream()`` returns, awaited if it is a coroutine's."""
+    stream = open_stream()
+    if inspect.isawaitable(stream):
+        return await stream
+    return stream
+
+
+def _reraised(error: BaseException, leads: bool) -> BaseException:
+    if leads or isinstance(error, Exception):
+        return error
+    return SharedStreamError(
+        f"the identical request whose stream this one replayed stopped ({type(error).__name__});"
+        " ask again"
+    )
+
+
+def _same_loop(share: object) -> bool:
+    loop = getattr(share, "loop", None)
+    if loop is None:
+        return True
+    try:
+        return loop is asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _call_quietly(fn: Callable[[list[T]], object], items: list[T]) -> None:
+    # The store is fail-open already; a slip here must not fail a reader's stream.
+    try:
+        fn(items)
+    except Exception:
+        log.warning("storing a streamed answer failed", exc_info=True)
+
+
+async def _await_quietly(fn: Callable[[list[T]], Awaitable[object]], items: list[T]) -> None:
+    try:
+        await fn(items)
+    except Exception:
+        log.warning("storing a streamed answer failed", exc_info=True)

@@ -1,0 +1,172 @@
+"""Identical streams in flight make one model call through the adapters.
+
+CachedChatModel (stream / astream) and CachedLLM (stream_chat, stream_complete
+and their async twins): every caller gets the whole answer, the cost handler
+records one model call and prices the others as exact cache hits, and a
+caller that stops reading does not stop the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from llama_index.core.base.llms.types import ChatMessage, MessageRole
+
+from costopt_core import CostEngine
+from costopt_core.cache import CacheConfig
+from costopt_core.cache import SemanticCache as CacheEngine
+from costopt_core.testing import FakeEmbedder, Script, ScriptedResponse
+from costopt_core.types import Usage
+from langchain_costopt import CachedChatModel, CostCallbackHandler
+from langchain_costopt.testing import ScriptedChatModel
+from llamaindex_costopt import CachedLLM, CostEventHandler
+from llamaindex_costopt.testing import ScriptedLLM
+
+USAGE = Usage(1000, 200)
+ANSWER = "Refunds are accepted within thirty days of delivery."
+PROMPT = "What is the refund window for orders?"
+
+
+def engine_cache() -> CacheEngine:
+    return CacheEngine(embedder=FakeEmbedder(dim=256))
+
+
+def script(latency_s: float) -> Script:
+    # cycle=False: a second model call fails the test loudly.
+    return Script([ScriptedResponse(ANSWER, USAGE, model="gpt-4o-mini")], latency_s=latency_s)
+
+
+def in_threads(n: int, fn: Any) -> list[Any]:
+    out: list[Any] = [None] * n
+
+    def one(i: int) -> None:
+        out[i] = fn()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+# -- LangChain ------------------------------------------------------------------------------
+
+
+def test_threads_streaming_one_prompt_through_a_cached_chat_model_make_one_call() -> None:
+    model = ScriptedChatModel(script=script(0.2))
+    cached = CachedChatModel(model=model, semantic_cache=engine_cache())
+    engine = CostEngine()
+    cfg: Any = {"callbacks": [CostCallbackHandler(engine)]}
+    texts = in_threads(4, lambda: "".join(str(c.content) for c in cached.stream(PROMPT, cfg)))
+    assert model.script.calls == 1
+    assert texts == [ANSWER] * 4
+    assert sorted(r.outcome for r in engine.ledger.records()) == ["cache_exact"] * 3 + ["model"]
+    # The shared ones are priced as the call they did not make.
+    hits = [r for r in engine.ledger.records() if r.outcome == "cache_exact"]
+    assert all(r.cost_usd == 0 and sum(r.savings_usd.values()) > 0 for r in hits)
+    assert cached.semantic_cache.stats().inflight_shared == 3
+
+
+async def test_tasks_streaming_one_prompt_through_a_cached_chat_model_make_one_call() -> None:
+    model = ScriptedChatModel(script=script(0.1))
+    cached = CachedChatModel(model=model, semantic_cache=engine_cache())
+    engine = CostEngine()
+    cfg: Any = {"callbacks": [CostCallbackHandler(engine)]}
+
+    async def read() -> str:
+        return "".join([str(c.content) async for c in cached.astream(PROMPT, cfg)])
+
+    assert await asyncio.gather(*(read() for _ in range(4))) == [ANSWER] * 4
+    assert model.script.calls == 1
+    assert sorted(r.outcome for r in engine.ledger.records()) == ["cache_exact"] * 3 + ["model"]
+    # Stored once the stream ended: the next call is a plain hit.
+    assert (await cached.ainvoke(PROMPT)).content == ANSWER
+    assert model.script.calls == 1
+
+
+async def test_an_astream_reading_the_same_prompt_mid_stream_does_not_wait_on_itself() -> None:
+    model = ScriptedChatModel(script=script(0.0))
+    cached = CachedChatModel(
+        model=model, semantic_cache=CacheEngine(embedder=FakeEmbedder(), config=CacheConfig())
+    )
+    first = cached.astream(PROMPT)
+    head = await anext(first)
+    second = await asyncio.wait_for(_text(cached.astream(PROMPT)), 5)
+    rest = "".join([str(c.content) async for c in first])
+    assert second == ANSWER and str(head.content) + rest == ANSWER
+    assert model.script.calls == 1
+
+
+async def _text(stream: Any) -> str:
+    return "".join([str(c.content) async for c in stream])
+
+
+def test_shared_chunks_are_copies_a_caller_can_change() -> None:
+    model = ScriptedChatModel(script=script(0.2))
+    cached = CachedChatModel(model=model, semantic_cache=engine_cache())
+
+    def read_and_scribble() -> str:
+        chunks = list(cached.stream(PROMPT))
+        text = "".join(str(c.content) for c in chunks)
+        for c in chunks:
+            c.content = "scribbled"
+        return text
+
+    assert in_threads(3, read_and_scribble) == [ANSWER] * 3
+    assert model.script.calls == 1
+
+
+# -- LlamaIndex -----------------------------------------------------------------------------
+
+
+def _llm(latency_s: float) -> tuple[ScriptedLLM, CachedLLM]:
+    inner = ScriptedLLM(script=script(latency_s))
+    return inner, CachedLLM(llm=inner, semantic_cache=engine_cache())
+
+
+def test_threads_streaming_one_prompt_through_a_cached_llm_make_one_call() -> None:
+    inner, llm = _llm(0.2)
+    engine = CostEngine()
+    msgs = [ChatMessage(role=MessageRole.USER, content=PROMPT)]
+    handler = CostEventHandler(engine).attach()
+    try:
+        finals = in_threads(4, lambda: list(llm.stream_chat(msgs))[-1])
+    finally:
+        handler.detach()
+    assert inner.script.calls == 1
+    assert [f.message.content for f in finals] == [ANSWER] * 4
+    assert sorted(r.outcome for r in engine.ledger.records()) == ["cache_exact"] * 3 + ["model"]
+
+
+async def test_tasks_streaming_one_prompt_through_a_cached_llm_make_one_call() -> None:
+    inner, llm = _llm(0.1)
+    engine = CostEngine()
+    handler = CostEventHandler(engine).attach()
+
+    async def read() -> str:
+        return [r async for r in await llm.astream_complete(PROMPT)][-1].text
+
+    try:
+        texts = await asyncio.gather(*(read() for _ in range(4)))
+    finally:
+        handler.detach()
+    assert texts == [ANSWER] * 4
+    assert inner.script.calls == 1
+    assert sorted(r.outcome for r in engine.ledger.records()) == ["cache_exact"] * 3 + ["model"]
+
+
+async def test_a_caller_that_stops_reading_does_not_stop_the_others() -> None:
+    inner, llm = _llm(0.05)
+    msgs = [ChatMessage(role=MessageRole.USER, content=PROMPT)]
+    quitter = await llm.astream_chat(msgs)
+    stayer = await llm.astream_chat(msgs)
+    await anext(quitter)
+    await quitter.aclose()
+    assert [r async for r in stayer][-1].message.content == ANSWER
+    assert inner.script.calls == 1
+    # Read to its end by the one that stayed: stored.
+    assert (await llm.achat(msgs)).message.content == ANSWER
+    assert inner.script.calls == 1

@@ -16,6 +16,7 @@ same types. What is served and what is stored is decided by the engine.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import typing
@@ -150,6 +151,15 @@ def _input_of(parts: list[Any]) -> tuple[bool, Any]:
     return True, value
 
 
+def _copied(chunk: Any) -> Any:
+    """A stream's chunk as this reader's own: every reader of a shared stream,
+    and the store at its end, get the same object. As is if it cannot be copied."""
+    try:
+        return copy.deepcopy(chunk)
+    except Exception:
+        return chunk
+
+
 def _as_output(value: Any) -> Any:
     """What ``invoke`` returns for the sum of a stream's chunks.
 
@@ -277,14 +287,18 @@ class CachedRunnable(_SchemasOfBound, RunnableSerializable[Input, Output]):
             if found:
                 yield from stored
                 return
-        chunks: list[Output] = []
-        for chunk in self.bound.stream(input, config, **kwargs):
-            chunks.append(chunk)
-            yield chunk
-        if ok:
-            self.component.store_stream(
-                key, chunks, tenant=tenant, variant=variant, as_output=_as_output
-            )
+        if not ok:
+            yield from self.bound.stream(input, config, **kwargs)
+            return
+        pairs = self.component.share_stream(
+            key,
+            lambda: self.bound.stream(input, config, **kwargs),
+            tenant=tenant,
+            variant=variant,
+            as_output=_as_output,
+        )
+        for chunk, _ in pairs:
+            yield _copied(chunk)
 
     async def _atransform(
         self,
@@ -303,14 +317,19 @@ class CachedRunnable(_SchemasOfBound, RunnableSerializable[Input, Output]):
                 for chunk in stored:
                     yield chunk
                 return
-        chunks: list[Output] = []
-        async for chunk in self.bound.astream(input, config, **kwargs):
-            chunks.append(chunk)
-            yield chunk
-        if ok:
-            await self.component.astore_stream(
-                key, chunks, tenant=tenant, variant=variant, as_output=_as_output
-            )
+        if not ok:
+            async for chunk in self.bound.astream(input, config, **kwargs):
+                yield chunk
+            return
+        pairs = await self.component.ashare_stream(
+            key,
+            lambda: self.bound.astream(input, config, **kwargs),
+            tenant=tenant,
+            variant=variant,
+            as_output=_as_output,
+        )
+        async for chunk, _ in pairs:
+            yield _copied(chunk)
 
     def transform(
         self, input: Iterator[Input], config: RunnableConfig | None = None, **kwargs: Any
@@ -320,7 +339,8 @@ class CachedRunnable(_SchemasOfBound, RunnableSerializable[Input, Output]):
         A hit replays a stored output (from ``invoke``, or from a stream whose
         chunks added up) as one chunk; else the stored chunks of a stream that
         could not be added, one by one as they came. Concurrent identical
-        misses each run the wrapped Runnable (``invoke`` misses run it once).
+        misses run the wrapped Runnable once: a stream asked while an
+        identical one runs replays its chunks (copies) from the first.
         """
         yield from self._transform_stream_with_config(input, self._transform, config, **kwargs)
 
@@ -515,7 +535,8 @@ def cached(
     updates, plain dicts) have no sum ``invoke`` would return, so they are
     stored apart, as the sequence, for streams only: a stream hit replays them
     one by one, and ``invoke`` calls the Runnable. Concurrent identical
-    ``invoke`` misses make one call; concurrent streams each make their own.
+    ``invoke`` misses make one call, and so do concurrent identical streams
+    (each replays the first one's chunks from the start).
 
     Args:
         runnable: the Runnable whose outputs to cache.

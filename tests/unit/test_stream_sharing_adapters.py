@@ -170,3 +170,69 @@ async def test_a_caller_that_stops_reading_does_not_stop_the_others() -> None:
     # Read to its end by the one that stayed: stored.
     assert (await llm.achat(msgs)).message.content == ANSWER
     assert inner.script.calls == 1
+
+
+# -- cached(...) components -------------------------------------------------------------------
+
+
+class Steps:
+    """A generator Runnable of plain dicts (no ``+``), slow enough to overlap."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.calls = 0
+
+    def run(self, q: str) -> Any:
+        import time
+
+        self.calls += 1
+        time.sleep(self.delay_s)
+        yield {"node": "search", "q": q}
+        yield {"node": "answer", "text": f"about {q}"}
+
+    async def arun(self, q: str) -> Any:
+        self.calls += 1
+        await asyncio.sleep(self.delay_s)
+        yield {"node": "search", "q": q}
+        yield {"node": "answer", "text": f"about {q}"}
+
+
+STEPS = [{"node": "search", "q": "x"}, {"node": "answer", "text": "about x"}]
+
+
+def test_threads_streaming_one_input_through_a_cached_runnable_run_it_once() -> None:
+    from langchain_core.runnables import RunnableLambda
+
+    from langchain_costopt.components import cached
+
+    steps = Steps(0.2)
+    wrapped = cached(RunnableLambda(steps.run), cache=engine_cache())
+
+    def read_and_scribble() -> list[Any]:
+        chunks = list(wrapped.stream("x"))
+        snapshot = [dict(c) for c in chunks]
+        for c in chunks:
+            c["node"] = "scribbled"
+        return snapshot
+
+    assert in_threads(3, read_and_scribble) == [STEPS] * 3
+    assert steps.calls == 1
+    assert list(wrapped.stream("x")) == STEPS  # stored once read to its end
+    assert steps.calls == 1
+
+
+async def test_tasks_streaming_one_input_through_a_cached_runnable_run_it_once() -> None:
+    from langchain_core.runnables import RunnableLambda
+
+    from langchain_costopt.components import cached
+
+    steps = Steps(0.1)
+    wrapped = cached(RunnableLambda(steps.run, afunc=steps.arun), cache=engine_cache())
+
+    async def read() -> list[Any]:
+        return [c async for c in wrapped.astream("x")]
+
+    assert await asyncio.gather(*(read() for _ in range(3))) == [STEPS] * 3
+    assert steps.calls == 1
+    other = [c async for c in wrapped.astream("y")]
+    assert other[0] == {"node": "search", "q": "y"} and steps.calls == 2

@@ -28,8 +28,9 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar, cast
 
 from costopt_core.cache.engine import CacheResult, NotShared, SemanticCache
@@ -617,8 +618,11 @@ class ComponentCache:
         if not chunks:
             return None
         request = self.request(input, tenant=tenant, variant=variant)
-        if request is None:
-            return None
+        return None if request is None else self._kept(request, chunks, as_output)
+
+    def _kept(
+        self, request: CacheRequest, chunks: Sequence[Any], as_output: Callable[[Any], Any] | None
+    ) -> tuple[CacheRequest, CachedResponse] | None:
         added, total = _add_up(chunks)
         try:
             if added:
@@ -626,6 +630,46 @@ class ComponentCache:
             return self._chunks_request(request), self._response(list(chunks), chunks=True)
         except _NotStored:
             return None
+
+    def share_stream(
+        self,
+        input: Any,
+        open_stream: Callable[[], Iterator[T]],
+        *,
+        tenant: str | None = None,
+        variant: Any = None,
+        as_output: Callable[[Any], Any] | None = None,
+    ) -> Iterator[tuple[T, bool]]:
+        """A missed stream of ``input``, shared by identical streams in flight.
+
+        As :meth:`SemanticCache.share_stream`: ``(chunk, shared)`` pairs, the
+        stream opened now (``open_stream()``) unless an identical one is in
+        flight, and kept as :meth:`store_stream` keeps it once read to its
+        end. An input that cannot be a key is streamed on its own.
+        """
+        request = self.request(input, tenant=tenant, variant=variant)
+        if request is None:
+            return ((chunk, False) for chunk in open_stream())
+        return self.cache.share_stream(
+            request, open_stream, partial(self._kept, request, as_output=as_output)
+        )
+
+    async def ashare_stream(
+        self,
+        input: Any,
+        open_stream: Callable[[], AsyncIterator[T]],
+        *,
+        tenant: str | None = None,
+        variant: Any = None,
+        as_output: Callable[[Any], Any] | None = None,
+    ) -> AsyncIterator[tuple[T, bool]]:
+        """Async twin of :meth:`share_stream`."""
+        request = self.request(input, tenant=tenant, variant=variant)
+        if request is None:
+            return _unshared(open_stream())
+        return await self.cache.ashare_stream(
+            request, open_stream, partial(self._kept, request, as_output=as_output)
+        )
 
     # -- invalidation and stats ---------------------------------------------------
     def invalidate(self, input: Any, *, tenant: str | None = None, variant: Any = None) -> int:
@@ -663,3 +707,8 @@ class ComponentCache:
 
     def _count_hit(self, tier: CacheTier) -> None:
         self._count("exact_hits" if tier == "exact" else "semantic_hits")
+
+
+async def _unshared(stream: AsyncIterator[T]) -> AsyncIterator[tuple[T, bool]]:
+    async for chunk in stream:
+        yield chunk, False

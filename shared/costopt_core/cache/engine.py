@@ -58,6 +58,8 @@ log = logging.getLogger("costopt.cache")
 #: ``verifier(query_text, cached_prompt_text, cached_response) -> serve?``
 Verifier = Callable[[str, str, CachedResponse], bool]
 T = TypeVar("T")
+#: What a finished stream is kept as (see SemanticCache.share_stream).
+_Streamed = CachedResponse | tuple[CacheRequest, CachedResponse] | None
 #: How often a replica sends its counter increments to a shared backend (seconds).
 STATS_FLUSH_S = 1.0
 
@@ -915,7 +917,7 @@ class SemanticCache:
         self,
         request: CacheRequest,
         open_stream: Callable[[], Iterator[T]],
-        complete: Callable[[list[T]], CachedResponse | None],
+        complete: Callable[[list[T]], _Streamed],
     ) -> Iterator[tuple[T, bool]]:
         """A missed request's stream, shared by identical requests streaming at once.
 
@@ -923,7 +925,8 @@ class SemanticCache:
         an identical request (same exact key) that streams before it ends
         replays it from the first chunk instead of calling the model, and no
         reader ever waits for another to read. A stream read to its end is
-        stored once (``complete(chunks)``; None stores nothing). Off with
+        stored once (``complete(chunks)``: the answer, or ``(request, answer)``
+        to keep it under another request; None stores nothing). Off with
         ``config.dedupe_inflight`` or ``request.cache``; a sync and an async
         stream do not share.
 
@@ -958,7 +961,7 @@ class SemanticCache:
         self,
         request: CacheRequest,
         open_stream: Callable[[], AsyncIterator[T] | Awaitable[AsyncIterator[T]]],
-        complete: Callable[[list[T]], CachedResponse | None],
+        complete: Callable[[list[T]], _Streamed],
     ) -> AsyncIterator[tuple[T, bool]]:
         """Async twin of :meth:`share_stream` (``open_stream`` may be a coroutine
         function); streams share within one event loop. The stream is read to
@@ -976,22 +979,16 @@ class SemanticCache:
         )
 
     def _store_streamed(
-        self,
-        request: CacheRequest,
-        complete: Callable[[list[T]], CachedResponse | None],
-        items: list[T],
+        self, request: CacheRequest, complete: Callable[[list[T]], _Streamed], items: list[T]
     ) -> None:
-        if (response := _streamed(request, complete, items)) is not None:
-            self.store(request, response)
+        if (entry := _streamed(request, complete, items)) is not None:
+            self.store(*entry)
 
     async def _astore_streamed(
-        self,
-        request: CacheRequest,
-        complete: Callable[[list[T]], CachedResponse | None],
-        items: list[T],
+        self, request: CacheRequest, complete: Callable[[list[T]], _Streamed], items: list[T]
     ) -> None:
-        if (response := _streamed(request, complete, items)) is not None:
-            await self.astore(request, response)
+        if (entry := _streamed(request, complete, items)) is not None:
+            await self.astore(*entry)
 
     # -- invalidation and stats ---------------------------------------------------
     def invalidate(
@@ -1088,7 +1085,10 @@ class SemanticCache:
 
 
 def _streamed(
-    request: CacheRequest, complete: Callable[[list[T]], CachedResponse | None], items: list[T]
-) -> CachedResponse | None:
-    """What a stream that ended gave, to store; None to store nothing."""
-    return complete(items) if items and request.cache else None
+    request: CacheRequest, complete: Callable[[list[T]], _Streamed], items: list[T]
+) -> tuple[CacheRequest, CachedResponse] | None:
+    """What a stream that ended gave, and the request to keep it under; None to keep nothing."""
+    answer = complete(items) if items and request.cache else None
+    if answer is None or isinstance(answer, tuple):
+        return answer
+    return request, answer

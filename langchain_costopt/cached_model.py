@@ -23,8 +23,9 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
+from costopt_core.cache.shared_stream import Reading
 from costopt_core.errors import ConfigurationError, config_error
-from costopt_core.served import SERVED, SHARED_INFO, served_info
+from costopt_core.served import PAID_INFO, SERVED, SHARED_INFO, served_info
 from langchain_costopt import _calls
 from langchain_costopt._convert import cache_model, from_langchain_messages
 from langchain_costopt.cache import METADATA_KEY, engine_cache, generations_of, response_of
@@ -64,6 +65,15 @@ def _shared_copy(chunk: ChatGenerationChunk, first: bool, expose: bool) -> ChatG
     if first:
         SERVED.note(copy, SHARED_INFO)
     return copy
+
+
+def _paid() -> ChatGenerationChunk:
+    """An empty last chunk saying the stream was this request's call after all: it
+    read to the end a shared stream whose opener stopped first (so the opener's
+    run recorded only what it read), and the call must be counted once."""
+    chunk = ChatGenerationChunk(message=AIMessageChunk(content=""))
+    SERVED.note(chunk, PAID_INFO)
+    return chunk
 
 
 def _own(chunk: ChatGenerationChunk) -> ChatGenerationChunk:
@@ -291,20 +301,31 @@ class CachedChatModel(_calls.RunAwareChatModel):
             self._complete,
         )
         first = True
-        async for pair, shared in pairs:
-            chunk = _shared_copy(pair, first, self.expose_cache_info) if shared else _own(pair)
-            if run_manager and (chunk.text or (shared and first)):
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            first = False
+        try:
+            async for pair, shared in pairs:
+                chunk = _shared_copy(pair, first, self.expose_cache_info) if shared else _own(pair)
+                if run_manager and (chunk.text or (shared and first)):
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                first = False
+                yield chunk
+        finally:
+            await pairs.aclose()
+        if pairs.pays:
+            chunk = _paid()
+            if run_manager:
+                await run_manager.on_llm_new_token("", chunk=chunk)
             yield chunk
 
-    def _served_shares(
-        self, pairs: Iterator[tuple[ChatGenerationChunk, bool]]
-    ) -> Iterator[ChatGenerationChunk]:
+    def _served_shares(self, pairs: Reading[ChatGenerationChunk]) -> Iterator[ChatGenerationChunk]:
         first = True
-        for chunk, shared in pairs:
-            yield _shared_copy(chunk, first, self.expose_cache_info) if shared else _own(chunk)
-            first = False
+        try:
+            for chunk, shared in pairs:
+                yield _shared_copy(chunk, first, self.expose_cache_info) if shared else _own(chunk)
+                first = False
+        finally:
+            pairs.close()  # now: a stream nobody else reads ends with this one
+        if pairs.pays:
+            yield _paid()
 
     @staticmethod
     def _emit(

@@ -356,11 +356,13 @@ class CostCallbackHandler(BaseCallbackHandler):
         self, token: str, *, chunk: Any = None, run_id: UUID, **kwargs: Any
     ) -> None:
         # A stream replayed from a costopt cache: its chunks carry the note (the
-        # merged answer on_llm_end sees is a new object).
+        # merged answer on_llm_end sees is a new object). A later note replaces
+        # an earlier one: a stream shared from another request's call whose
+        # opener stopped reading is, in the end, the one that paid for it.
         key = getattr(run_id, "int", run_id)
         if key in self._runs:
             self._streamed.add(key)
-            if chunk is not None and key not in self._served:
+            if chunk is not None:
                 info = SERVED.take(chunk, run=key)
                 if info is not None:
                     self._served[key] = info

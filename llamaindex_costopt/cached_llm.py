@@ -426,22 +426,38 @@ def _replay_completion(hit: CacheHit, expose: bool) -> Generator[CompletionRespo
 
 
 def _shared_copy(chunk: R, noted: list[Any], expose: bool) -> R:
-    """A chunk of another request's call, as this request's: a copy (every
-    reader gets the same object) whose ``raw`` is noted as served by the cache.
+    """A chunk of another request's call, as this request's: a copy (see
+    :func:`_own_copy`) whose ``raw`` is noted as served by the cache.
 
     Only the newest chunk's note is kept (``noted``): the cost handler reads
     the last one a stream gave.
     """
-    raw = chunk.raw
-    marked: Any = dict(raw) if isinstance(raw, Mapping) else ({} if raw is None else copy(raw))
+    copied = _own_copy(chunk, raw_too=True)
+    marked: Any = copied.raw if copied.raw is not None else {}
     if expose and isinstance(marked, dict):
         marked[METADATA_KEY] = dict(SHARED_INFO)
-    update: dict[str, Any] = {"raw": marked}
-    if isinstance(chunk, ChatResponse):
-        update["message"] = chunk.message.model_copy()
     _unnote(noted)
     SERVED.note(marked, SHARED_INFO)
     noted.append(marked)
+    return copied.model_copy(update={"raw": marked})
+
+
+def _own_copy(chunk: R, *, raw_too: bool = False) -> R:
+    """A reader's own copy of a shared stream's chunk: every reader, and the
+    store at the end, get the same object. The message is copied whole;
+    ``raw`` (a provider's object) is kept, as the cost handler knows the
+    answer of the call nested in this one by it, unless ``raw_too`` (one level
+    deep, as is if it cannot be copied)."""
+    update: dict[str, Any] = {}
+    if raw_too:
+        raw = chunk.raw
+        with contextlib.suppress(Exception):
+            raw = dict(raw) if isinstance(raw, Mapping) else copy(raw)
+        update["raw"] = raw
+    if isinstance(chunk, ChatResponse):
+        update["message"] = chunk.message.model_copy(deep=True)
+    if isinstance(getattr(chunk, "additional_kwargs", None), dict):
+        update["additional_kwargs"] = dict(chunk.additional_kwargs)
     return chunk.model_copy(update=update)
 
 
@@ -814,7 +830,7 @@ class CachedLLM(FunctionCallingLLM):
                 yield (
                     _shared_copy(chunk, noted, self.expose_cache_info)
                     if shared
-                    else chunk.model_copy()  # the others' stays as it came
+                    else _own_copy(chunk)
                 )
         finally:
             # Now, not at garbage collection: a stream nobody else reads is
@@ -838,7 +854,7 @@ class CachedLLM(FunctionCallingLLM):
                 yield (
                     _shared_copy(chunk, noted, self.expose_cache_info)
                     if shared
-                    else chunk.model_copy()
+                    else _own_copy(chunk)
                 )
         finally:
             aclose = getattr(pairs, "aclose", None)

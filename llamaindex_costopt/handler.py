@@ -283,13 +283,17 @@ def _router_or_cache_hit(call: _Call) -> bool:
     The router records an unfinished stream of its own; a cache hit called
     no model. The calls nested in a stream have all started by the time it
     stops (they are opened before its first item), so the walk sees them.
+    Below ``call`` it goes through wrappers only (routers, caches): a call
+    started while a provider's stream is open nests in it without being part
+    of its answer (a second identical stream read in turn, served from the
+    first one's call).
     """
     todo = [call]
     while todo:
         c = todo.pop()
         if c.router or (c.cache and not c.kids):
             return True
-        if c.kids:
+        if c.kids and (c is call or c.cache):
             todo.extend(c.kids)
     return False
 

@@ -23,7 +23,14 @@ if TYPE_CHECKING:
     from costopt_core.cache.entry import CacheHit
     from costopt_core.types import CallOutcome
 
-__all__ = ["SERVED", "SHARED_INFO", "ServedNotes", "served_info", "served_outcome"]
+__all__ = [
+    "PAID_INFO",
+    "SERVED",
+    "SHARED_INFO",
+    "ServedNotes",
+    "served_info",
+    "served_outcome",
+]
 
 
 class ServedNotes:
@@ -91,6 +98,11 @@ SERVED = ServedNotes()
 #: The note on an answer replayed from an identical request's call in flight:
 #: an exact hit (it cost this request nothing).
 SHARED_INFO: Mapping[str, Any] = {"cache": "exact", "similarity": 1.0}
+
+
+#: The note that takes an earlier one back: the answer was this request's
+#: model call after all (it read to the end a shared stream its opener left).
+PAID_INFO: Mapping[str, Any] = {"cache": None}
 
 
 def served_info(hit: CacheHit) -> dict[str, Any]:

@@ -184,10 +184,57 @@ async def test_a_task_finishes_and_stores_a_stream_its_leader_closed() -> None:
     leader = await cache.ashare_stream(REQUEST, provider.astream, complete)
     await anext(leader)
     follower = await cache.ashare_stream(REQUEST, provider.astream, complete)
+    assert (await anext(follower))[0] == "Refunds "
     await leader.aclose()
-    assert [c async for c, _ in follower] == WORDS
+    assert [c async for c, _ in follower] == WORDS[1:]
     assert provider.calls == 1
     assert await cache.alookup(REQUEST) is not None
+    # It read to the end the call its opener left: it is the one that pays.
+    assert (leader.pays, follower.pays) == (False, True)
+
+
+async def test_a_joined_stream_not_read_yet_does_not_keep_a_left_one_open() -> None:
+    cache, provider = new_cache(), Provider(delay_s=0.01)
+    leader = await cache.ashare_stream(REQUEST, provider.astream, complete)
+    await anext(leader)
+    unread = await cache.ashare_stream(REQUEST, provider.astream, complete)
+    await leader.aclose()
+    assert provider.closed == 1  # closed as the last reader left, as unshared
+    # The joiner reads later: the stream is gone, so it makes its own call.
+    assert [c async for c, _ in unread] == WORDS
+    assert provider.calls == 2
+    assert unread.pays is False
+
+
+def test_a_sharer_that_reads_to_the_end_a_stream_its_opener_left_pays() -> None:
+    cache, provider = new_cache(), Provider()
+    opener = cache.share_stream(REQUEST, provider.stream, complete)
+    one = cache.share_stream(REQUEST, provider.stream, complete)
+    two = cache.share_stream(REQUEST, provider.stream, complete)
+    next(opener)
+    next(one)
+    opener.close()
+    assert [s for _, s in one] == [True] * 3 and one.pays is True
+    assert [s for _, s in two] == [True] * 4 and two.pays is False
+    assert provider.calls == 1
+    # Counted as shared: only the one that did not pay.
+    assert cache.stats().inflight_shared == 1
+
+
+def test_nobody_pays_a_shared_stream_its_opener_read_to_the_end() -> None:
+    cache, provider = new_cache(), Provider()
+    opener = cache.share_stream(REQUEST, provider.stream, complete)
+    sharer = cache.share_stream(REQUEST, provider.stream, complete)
+    assert [c for c, _ in opener] == WORDS and [c for c, _ in sharer] == WORDS
+    assert (opener.pays, sharer.pays) == (False, False)
+
+
+def test_streams_are_not_shared_when_hits_are_padded() -> None:
+    cache, provider = new_cache(pad_hits_to_s=0.01), Provider()
+    first = cache.share_stream(REQUEST, provider.stream, complete)
+    next(first)
+    assert [s for _, s in cache.share_stream(REQUEST, provider.stream, complete)] == [False] * 4
+    assert provider.calls == 2
 
 
 async def test_when_every_reader_leaves_the_provider_stream_is_closed_and_nothing_stored() -> None:

@@ -196,6 +196,7 @@ def test_served_notes_public_names() -> None:
     import costopt_core.served as served
 
     assert set(served.__all__) == {
+        "PAID_INFO",
         "SERVED",
         "SHARED_INFO",
         "ServedNotes",

@@ -236,3 +236,79 @@ async def test_tasks_streaming_one_input_through_a_cached_runnable_run_it_once()
     assert steps.calls == 1
     other = [c async for c in wrapped.astream("y")]
     assert other[0] == {"node": "search", "q": "y"} and steps.calls == 2
+
+
+# -- a stream its opener stops reading (review) ---------------------------------------------
+
+
+def test_a_call_whose_opener_stopped_is_priced_once_in_full_by_the_one_that_read_it_all() -> None:
+    # The opener's stopped run is recorded as any stopped stream (with what it
+    # read: here no usage yet, so unpriced); the call it left running is
+    # recorded once, in full, by the sharer that read it to its end.
+    model = ScriptedChatModel(script=script(0.0))
+    cached = CachedChatModel(model=model, semantic_cache=engine_cache())
+    engine = CostEngine()
+    cfg: Any = {"callbacks": [CostCallbackHandler(engine)]}
+    opener, sharer = cached.stream(PROMPT, cfg), cached.stream(PROMPT, cfg)
+    head = next(opener)
+    assert next(sharer).content == head.content
+    opener.close()
+    rest = "".join(str(c.content) for c in sharer)
+    assert str(head.content) + rest == ANSWER
+    assert model.script.calls == 1
+    records = [(r.outcome, r.usage.input_tokens, r.cost_usd) for r in engine.ledger.records()]
+    assert ("model", 1000, model_cost(engine)) in records
+    assert sum(1 for _, _, cost in records if cost) == 1
+    assert all(outcome == "model" for outcome, _, _ in records)
+
+
+def model_cost(engine: CostEngine) -> Any:
+    priced = [r.cost_usd for r in engine.ledger.records() if r.cost_usd]
+    return priced[0] if priced else None
+
+
+async def test_an_async_call_whose_opener_stopped_is_priced_once_in_full() -> None:
+    model = ScriptedChatModel(script=script(0.0))
+    cached = CachedChatModel(model=model, semantic_cache=engine_cache())
+    engine = CostEngine()
+    cfg: Any = {"callbacks": [CostCallbackHandler(engine)]}
+    opener, sharer = cached.astream(PROMPT, cfg), cached.astream(PROMPT, cfg)
+    await anext(opener)
+    await anext(sharer)
+    await opener.aclose()
+    assert len([c async for c in sharer]) > 1
+    assert model.script.calls == 1
+    priced = [r for r in engine.ledger.records() if r.cost_usd]
+    assert [(r.outcome, r.usage.input_tokens, r.usage.output_tokens) for r in priced] == [
+        ("model", 1000, 200)
+    ]
+    assert not [r for r in engine.ledger.records() if r.outcome != "model"]
+
+
+def test_two_identical_llamaindex_streams_stopped_in_one_thread_record_the_call() -> None:
+    inner, llm = _llm(0.0)
+    engine = CostEngine()
+    msgs = [ChatMessage(role=MessageRole.USER, content=PROMPT)]
+    handler = CostEventHandler(engine).attach()
+    try:
+        opener = llm.stream_chat(msgs)
+        next(opener)
+        sharer = llm.stream_chat(msgs)
+        next(sharer)
+        sharer.close()
+        opener.close()
+    finally:
+        handler.detach()
+    assert inner.script.calls == 1
+    assert [r.outcome for r in engine.ledger.records()] == ["model"]
+
+
+def test_a_llamaindex_opener_editing_its_chunks_changes_nobody_elses() -> None:
+    inner, llm = _llm(0.0)
+    msgs = [ChatMessage(role=MessageRole.USER, content=PROMPT)]
+    opener, sharer = llm.stream_chat(msgs), llm.stream_chat(msgs)
+    for r in opener:
+        r.message.content = "scribbled"
+    assert list(sharer)[-1].message.content == ANSWER
+    assert llm.chat(msgs).message.content == ANSWER  # and the stored answer
+    assert inner.script.calls == 1

@@ -38,7 +38,9 @@ from costopt_core.cache.keys import CacheRequest, PreparedRequest, namespace_of,
 from costopt_core.cache.memory_backend import MemoryCacheBackend
 from costopt_core.cache.pair_model import PairScorer, default_pair_model, pair_probability
 from costopt_core.cache.shared_stream import (
+    AsyncReading,
     AsyncStreamShare,
+    Reading,
     StreamShare,
     StreamShares,
     aown_reads,
@@ -918,7 +920,7 @@ class SemanticCache:
         request: CacheRequest,
         open_stream: Callable[[], Iterator[T]],
         complete: Callable[[list[T]], _Streamed],
-    ) -> Iterator[tuple[T, bool]]:
+    ) -> Reading[T]:
         """A missed request's stream, shared by identical requests streaming at once.
 
         The first request opens the stream (``open_stream()``, called now);
@@ -939,6 +941,10 @@ class SemanticCache:
             ``(chunk, shared)`` pairs: ``shared`` is True when the chunk comes
             from another request's call (serve it as a cache hit; it is the
             same object every reader gets, so copy it before changing it).
+            Once they ended, ``pays`` is True for the one sharer that is to
+            record the call as made, if its opener stopped reading first.
+            Not shared with ``config.pad_hits_to_s`` set (a replay would
+            start sooner than a padded hit).
 
         Raises:
             SharedStreamError: the call this request shared stopped mid-stream
@@ -946,8 +952,8 @@ class SemanticCache:
                 ``Exception`` of the call is raised as it is.
         """
         on_end = partial(self._store_streamed, request, complete)
-        if not (request.cache and self.config.dedupe_inflight):
-            return own_reads(open_stream(), on_end)
+        if not self._shares_streams(request):
+            return Reading(own_reads(open_stream(), on_end))
         return shared_reads(
             self._streams,
             self._prepare(request).key,
@@ -962,13 +968,13 @@ class SemanticCache:
         request: CacheRequest,
         open_stream: Callable[[], AsyncIterator[T] | Awaitable[AsyncIterator[T]]],
         complete: Callable[[list[T]], _Streamed],
-    ) -> AsyncIterator[tuple[T, bool]]:
+    ) -> AsyncReading[T]:
         """Async twin of :meth:`share_stream` (``open_stream`` may be a coroutine
         function); streams share within one event loop. The stream is read to
         its end by a task of its own while anyone reads it."""
         on_end = partial(self._astore_streamed, request, complete)
-        if not (request.cache and self.config.dedupe_inflight):
-            return aown_reads(await opened(open_stream), on_end)
+        if not self._shares_streams(request):
+            return AsyncReading(aown_reads(await opened(open_stream), on_end))
         return await ashared_reads(
             self._astreams,
             self._prepare(request).key,
@@ -977,6 +983,11 @@ class SemanticCache:
             self.config.inflight_wait_s,
             partial(self._count, "inflight_shared"),
         )
+
+    def _shares_streams(self, request: CacheRequest) -> bool:
+        # Hits padded against timing would be told apart by a replay that
+        # starts at once: no sharing then.
+        return request.cache and self.config.dedupe_inflight and not self.config.pad_hits_to_s
 
     def _store_streamed(
         self, request: CacheRequest, complete: Callable[[list[T]], _Streamed], items: list[T]

@@ -38,7 +38,9 @@ from typing import Generic, Protocol, TypeVar
 from costopt_core.errors import CostOptError
 
 __all__ = [
+    "AsyncReading",
     "AsyncStreamShare",
+    "Reading",
     "SharedStreamError",
     "StreamShare",
     "StreamShares",
@@ -60,6 +62,10 @@ class SharedStreamError(CostOptError):
     Raised only after some chunks were delivered (before any, the request makes
     its own call). Ask again: the stream was not stored.
     """
+
+
+class _Abandoned(Exception):
+    """The stream was closed because nobody read it any more."""
 
 
 class _Failed(Exception):
@@ -95,6 +101,16 @@ class StreamShare(Generic[T]):
         self.error: BaseException | None = None
         self._joiners = 0
         self._closing = False
+        #: The opening request stopped reading before the end while others read on.
+        self.orphaned = False
+        self._paid = False
+
+    def claim(self) -> bool:
+        """True for the first reader to ask once the stream ended: of an
+        orphaned stream, it is the one recorded as paying the call."""
+        with self._lock:
+            paid, self._paid = self._paid, True
+            return not paid
 
     def admit(self) -> bool:
         """Count a request joining (under the registry's lock); False if the
@@ -119,9 +135,10 @@ class StreamShare(Generic[T]):
         self._closing = True
         if self._joiners:
             self._closing = False
+            self.orphaned = True
             return
         self.done = True
-        self.error = SharedStreamError("the stream was closed by the request that opened it")
+        self.error = _Abandoned()
         close = getattr(self._upstream, "close", None)
         if close is not None:
             with contextlib.suppress(Exception):
@@ -195,6 +212,8 @@ class AsyncStreamShare(Generic[T]):
         self._wanted = 0
         self._readers = 0
         self._closing = False
+        self.orphaned = False
+        self._paid = False
         self.items: list[T] = []
         self.done = False
         self.error: BaseException | None = None
@@ -210,17 +229,14 @@ class AsyncStreamShare(Generic[T]):
         _resolve(self._opened)
         self._wake()
 
-    def enlist(self) -> None:
-        """Count one more reader (each ends its :meth:`read`)."""
-        self._readers += 1
-
     def admit(self) -> bool:
-        """Count a request joining; False once every reader has left (the
-        stream is being closed)."""
-        if self._closing:
-            return False
-        self.enlist()
-        return True
+        """False once every reader has left (the stream is being closed)."""
+        return not self._closing
+
+    def claim(self) -> bool:
+        """See :meth:`StreamShare.claim`."""
+        paid, self._paid = self._paid, True
+        return not paid
 
     def _wake(self) -> None:
         changed, self._changed = self._changed, self.loop.create_future()
@@ -249,7 +265,7 @@ class AsyncStreamShare(Generic[T]):
             # Shielded: a whole answer is kept even if its readers leave now.
             await asyncio.shield(_await_quietly(self._on_end, list(self.items)))
         except BaseException as exc:  # cancelled too: every reader left
-            self.error = exc
+            self.error = _Abandoned() if self._closing else exc
             aclose = getattr(upstream, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(BaseException):
@@ -258,9 +274,17 @@ class AsyncStreamShare(Generic[T]):
             self.done = True
             self._wake()
 
-    async def read(self, wait_s: float) -> AsyncGenerator[T, None]:
-        """Every chunk from the first (see :meth:`StreamShare.read`); ends a reader
-        :meth:`enlist` counted."""
+    async def read(self, wait_s: float, *, opens: bool = False) -> AsyncGenerator[T, None]:
+        """Every chunk from the first (see :meth:`StreamShare.read`).
+
+        Readers are counted while they read: one that joined and has not read
+        yet does not keep the stream going, and finds it closed (a failure
+        before its first chunk: it asks again) if everyone left meanwhile.
+        ``opens``: the reader is the opening request's.
+        """
+        if self._closing:
+            raise _Failed(_Abandoned())
+        self._readers += 1
         try:
             if not self._opened.done():
                 try:
@@ -279,13 +303,14 @@ class AsyncStreamShare(Generic[T]):
                     yield item  # type: ignore[misc]
         finally:
             self._readers -= 1
+            if opens and not self.done:
+                self.orphaned = True
             if self._readers == 0 and not self.done and self._task is not None:
                 # Nobody reads on: end the provider's stream, and wait for it to
                 # close, as leaving an unshared stream closes it before going on.
                 self._closing = True
                 self._task.cancel()
-                with contextlib.suppress(BaseException):
-                    await asyncio.wait({self._task})
+                await asyncio.wait({self._task})
 
 
 #: What :func:`_next_of` says when there is no chunk to give yet, or none more.
@@ -309,8 +334,11 @@ def _next_of(share: StreamShare[T] | AsyncStreamShare[T], seen: int) -> T | obje
 
 class _Share(Protocol):
     done: bool
+    orphaned: bool
 
     def admit(self) -> bool: ...
+
+    def claim(self) -> bool: ...
 
 
 S = TypeVar("S", bound=_Share)
@@ -347,6 +375,87 @@ class StreamShares(Generic[S]):
             return sum(1 for r in self._shares.values() if (s := r()) is not None and not s.done)
 
 
+class _Paid:
+    """Whether a reading pays its call (see :attr:`Reading.pays`)."""
+
+    __slots__ = ("pays",)
+
+    def __init__(self) -> None:
+        self.pays = False
+
+
+class Reading(Generic[T]):
+    """What one request reads of a stream: ``(chunk, shared)`` pairs.
+
+    ``shared``: the chunk comes from another request's call. ``pays``, once
+    the pairs ended: this request did not open the call but is the one to
+    record it as made (its opener stopped reading before the end, and this
+    request read the rest first), so the call is counted once.
+    """
+
+    def __init__(self, pairs: Iterator[tuple[T, bool]], paid: _Paid | None = None) -> None:
+        self._pairs = pairs
+        # Held apart from the pairs' generator, which must not hold this object:
+        # that cycle would keep a dropped stream open until the next collection.
+        self._paid = paid or _Paid()
+
+    @property
+    def pays(self) -> bool:
+        return self._paid.pays
+
+    def __iter__(self) -> Reading[T]:
+        return self
+
+    def __next__(self) -> tuple[T, bool]:
+        return next(self._pairs)
+
+    def close(self) -> None:
+        close = getattr(self._pairs, "close", None)
+        if close is not None:
+            close()
+
+
+class AsyncReading(Generic[T]):
+    """Async :class:`Reading`."""
+
+    def __init__(self, pairs: AsyncIterator[tuple[T, bool]], paid: _Paid | None = None) -> None:
+        self._pairs = pairs
+        self._paid = paid or _Paid()
+
+    @property
+    def pays(self) -> bool:
+        return self._paid.pays
+
+    def __aiter__(self) -> AsyncReading[T]:
+        return self
+
+    async def __anext__(self) -> tuple[T, bool]:
+        return await anext(self._pairs)
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._pairs, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _ended(share: _Share, leads: bool, paid: _Paid) -> bool:
+    """At the end of a reading: whether it was another request's whole answer
+    (counted as shared), setting ``paid.pays`` for an orphaned stream's payer."""
+    if leads:
+        return False
+    paid.pays = share.orphaned and share.claim()
+    return not paid.pays
+
+
+def _retries(failed: _Failed, leads: bool, delivered: int) -> bool:
+    """Whether a reading whose stream failed asks again (else it raises)."""
+    if delivered:
+        return False
+    # Nothing delivered: a sharer asks again (one of them leads the retry), and
+    # so does an opener whose stream was closed because nobody read it.
+    return not leads or isinstance(failed.error, _Abandoned)
+
+
 def shared_reads(
     shares: StreamShares[StreamShare[T]],
     key: str,
@@ -354,9 +463,9 @@ def shared_reads(
     on_end: Callable[[list[T]], object],
     wait_s: float,
     on_shared: Callable[[], object] = lambda: None,
-) -> Iterator[tuple[T, bool]]:
-    """``(chunk, shared)`` of the stream for ``key``: this request's own call
-    (``shared`` False), or the call of an identical request in flight.
+) -> Reading[T]:
+    """The stream for ``key``: this request's own call (``shared`` False), or
+    the call of an identical request in flight.
 
     Joins (or opens) the stream now, as a provider stream is opened when asked
     for; the chunks come as they are read. A request whose shared call failed
@@ -383,7 +492,7 @@ def shared_reads(
                 for item in share.read(wait_s):
                     delivered += 1
                     yield item, not leads
-                if not leads:
+                if _ended(share, leads, paid):
                     on_shared()
                 return
             except GeneratorExit:
@@ -394,13 +503,13 @@ def shared_reads(
                 yield from own_reads(open_stream(), on_end)
                 return
             except _Failed as failed:
-                if leads or delivered:
-                    raise _reraised(failed.error, leads) from None
-            # The call this request shared failed before it got anything: it
-            # asks again (one of the requests that shared it leads the retry).
+                if not _retries(failed, leads, delivered):
+                    raise _reraised(failed.error) from None
             share, leads = join()
 
-    return reads(*join())
+    paid = _Paid()
+    share, leads = join()
+    return Reading(reads(share, leads), paid)
 
 
 async def ashared_reads(
@@ -410,15 +519,12 @@ async def ashared_reads(
     on_end: Callable[[list[T]], Awaitable[object]],
     wait_s: float,
     on_shared: Callable[[], object] = lambda: None,
-) -> AsyncIterator[tuple[T, bool]]:
+) -> AsyncReading[T]:
     """Async :func:`shared_reads` (shares are per event loop)."""
 
     async def join() -> tuple[AsyncStreamShare[T], bool]:
         share, leads = shares.join(key, lambda: AsyncStreamShare(on_end))
         if leads:
-            # Counted from now (followers from admit): a reader that has joined
-            # but not read yet keeps the stream going when the others leave.
-            share.enlist()
             try:
                 share.start(await opened(open_stream))
             except BaseException as exc:
@@ -429,12 +535,12 @@ async def ashared_reads(
     async def reads(share: AsyncStreamShare[T], leads: bool) -> AsyncIterator[tuple[T, bool]]:
         while True:
             delivered = 0
-            chunks = share.read(wait_s)
+            chunks = share.read(wait_s, opens=leads)
             try:
                 async for item in chunks:
                     delivered += 1
                     yield item, not leads
-                if not leads:
+                if _ended(share, leads, paid):
                     on_shared()
                 return
             except _NotOpened:
@@ -442,13 +548,15 @@ async def ashared_reads(
                     yield pair
                 return
             except _Failed as failed:
-                if leads or delivered:
-                    raise _reraised(failed.error, leads) from None
+                if not _retries(failed, leads, delivered):
+                    raise _reraised(failed.error) from None
             finally:
                 await chunks.aclose()  # now, not at collection: it stops counting
             share, leads = await join()
 
-    return reads(*(await join()))
+    paid = _Paid()
+    share, leads = await join()
+    return AsyncReading(reads(share, leads), paid)
 
 
 def own_reads(
@@ -484,8 +592,9 @@ async def opened(
     return stream
 
 
-def _reraised(error: BaseException, leads: bool) -> BaseException:
-    if leads or isinstance(error, Exception):
+def _reraised(error: BaseException) -> BaseException:
+    # Another thread's interrupt, or a task's cancellation, is not this reader's.
+    if isinstance(error, Exception) and not isinstance(error, _Abandoned):
         return error
     return SharedStreamError(
         f"the identical request whose stream this one replayed stopped ({type(error).__name__});"

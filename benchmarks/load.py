@@ -7,7 +7,9 @@ asked many times side by side plus one-off prompts. Reported per load: p50/p99
 latency per request, requests/s, whether the ledger is exact (one record per
 request, totals equal to the figures computed by hand, one model call per
 distinct miss, every answer its own tenant's), and model calls against distinct
-misses. The long run records calls into a bounded ledger and stores answers in
+misses. Each load runs twice, with ``invoke`` and with streams (identical
+streams in flight share one call). The long run records calls into a bounded
+ledger and stores answers in
 a bounded memory cache, reading the peak RSS after each segment: it should
 flatten once the bounds are reached.
 
@@ -61,17 +63,22 @@ def _summary(
     }
 
 
-def run_async(requests: int, latency_s: float) -> dict[str, Any]:
+def run_async(requests: int, latency_s: float, *, streams: bool = False) -> dict[str, Any]:
     stack = build(latency_s)
     hot = max(1, requests // 100)
     reqs = workload(hot=hot, repeats=10, unique=requests - hot * 10 * len(TENANTS))
     cfg = {"callbacks": [stack.handler]}
     lat: list[float] = []
 
+    async def ask(prompt: str) -> str:
+        if not streams:
+            return str((await stack.model.ainvoke(prompt, config=cfg)).content)
+        return "".join([str(c.content) async for c in stack.model.astream(prompt, config=cfg)])
+
     async def one(tenant: str, prompt: str) -> str:
         t0 = time.perf_counter()
         with tenant_scope(tenant):
-            out = str((await stack.model.ainvoke(prompt, config=cfg)).content)
+            out = await ask(prompt)
         lat.append(time.perf_counter() - t0)
         return out
 
@@ -81,26 +88,35 @@ def run_async(requests: int, latency_s: float) -> dict[str, Any]:
     t0 = time.perf_counter()
     answers = asyncio.run(main())
     lat.append(time.perf_counter() - t0)
-    return _summary(f"async x{len(reqs)}", stack, reqs, answers, lat)
+    kind = "astream" if streams else "async"
+    return _summary(f"{kind} x{len(reqs)}", stack, reqs, answers, lat)
 
 
-def run_threads(requests: int, threads: int, latency_s: float) -> dict[str, Any]:
+def run_threads(
+    requests: int, threads: int, latency_s: float, *, streams: bool = False
+) -> dict[str, Any]:
     stack = build(latency_s)
     hot = max(1, requests // 200)
     reqs = workload(hot=hot, repeats=threads, unique=requests - hot * threads * len(TENANTS))
     cfg = {"callbacks": [stack.handler]}
 
+    def ask(prompt: str) -> str:
+        if not streams:
+            return str(stack.model.invoke(prompt, config=cfg).content)
+        return "".join(str(c.content) for c in stack.model.stream(prompt, config=cfg))
+
     def one(req: tuple[str, str]) -> tuple[str, float]:
         t0 = time.perf_counter()
         with tenant_scope(req[0]):
-            out = str(stack.model.invoke(req[1], config=cfg).content)
+            out = ask(req[1])
         return out, time.perf_counter() - t0
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=threads) as pool:
         results = list(pool.map(one, reqs))
     lat = [s for _, s in results] + [time.perf_counter() - t0]
-    return _summary(f"{threads} threads x{len(reqs)}", stack, reqs, [a for a, _ in results], lat)
+    kind = "threads streaming" if streams else "threads"
+    return _summary(f"{threads} {kind} x{len(reqs)}", stack, reqs, [a for a, _ in results], lat)
 
 
 def _rss_mb() -> tuple[float, float]:
@@ -168,9 +184,12 @@ def main() -> None:
     args = ap.parse_args()
 
     latency = args.latency_ms / 1000
+    # Each load also streamed: identical streams in flight share one call.
     loads = [
         run_async(args.async_requests, latency),
         run_threads(args.thread_requests, args.threads, latency),
+        run_async(args.async_requests, latency, streams=True),
+        run_threads(args.thread_requests, args.threads, latency, streams=True),
     ]
     print_table(
         f"Load through CachedChatModel(RouterChatModel) + CostCallbackHandler "

@@ -18,6 +18,7 @@ import asyncio
 import threading
 import time
 from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,8 +28,8 @@ from typing import Any
 import numpy as np
 import pytest
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 from costopt_core import CostEngine, CostLedger, Usage
 from costopt_core.cache import (
@@ -108,6 +109,42 @@ class EchoTier(ScriptedChatModel):
     ) -> ChatResult:
         await self.script.anext()
         return self._answer(messages)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        self.script.next()
+        yield from _chunks(self._answer(messages))
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        await self.script.anext()
+        for chunk in _chunks(self._answer(messages)):
+            yield chunk
+
+
+def _chunks(result: ChatResult) -> Iterator[ChatGenerationChunk]:
+    """An answer as a provider streams it: the text in two parts, usage on the last."""
+    msg = result.generations[0].message
+    text = str(msg.content)
+    cut = len(text) // 2
+    yield ChatGenerationChunk(message=AIMessageChunk(content=text[:cut]))
+    yield ChatGenerationChunk(
+        message=AIMessageChunk(
+            content=text[cut:],
+            usage_metadata=msg.usage_metadata,
+            response_metadata=msg.response_metadata,
+        )
+    )
 
 
 def echo_tier(model: str, latency_s: float) -> EchoTier:
@@ -247,6 +284,36 @@ def test_16_threads_of_invoke_are_counted_once_and_exactly() -> None:
         answers = list(pool.map(one, requests, timeout=60))
     check(stack, requests, answers)
     assert stack.model.semantic_cache.stats().inflight_shared > 0
+
+
+async def test_1000_concurrent_astreams_share_calls_and_are_counted_exactly() -> None:
+    # Streams through cache + router + handler: identical streams in flight
+    # share one call, and every request is still recorded once and exactly.
+    stack = build(latency_s=0.05)
+    requests = workload(hot=15, repeats=10, unique=400)
+    cfg = {"callbacks": [stack.handler]}
+
+    async def one(tenant: str, prompt: str) -> str:
+        with tenant_scope(tenant):
+            return "".join([str(c.content) async for c in stack.model.astream(prompt, config=cfg)])
+
+    answers = await asyncio.wait_for(asyncio.gather(*(one(t, p) for t, p in requests)), timeout=60)
+    check(stack, requests, list(answers))
+
+
+def test_16_threads_of_streams_share_calls_and_are_counted_exactly() -> None:
+    stack = build(latency_s=0.02)
+    requests = workload(hot=6, repeats=16, unique=120)
+    cfg = {"callbacks": [stack.handler]}
+
+    def one(req: tuple[str, str]) -> str:
+        tenant, prompt = req
+        with tenant_scope(tenant):
+            return "".join(str(c.content) for c in stack.model.stream(prompt, config=cfg))
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(one, requests, timeout=60))
+    check(stack, requests, answers)
 
 
 def test_async_and_threads_at_once_on_one_stack() -> None:

@@ -67,22 +67,33 @@ def _shared_copy(chunk: ChatGenerationChunk, first: bool, expose: bool) -> ChatG
     return copy
 
 
-def _paid() -> ChatGenerationChunk:
-    """An empty last chunk saying the stream was this request's call after all: it
-    read to the end a shared stream whose opener stopped first (so the opener's
-    run recorded only what it read), and the call must be counted once."""
-    chunk = ChatGenerationChunk(message=AIMessageChunk(content=""))
-    SERVED.note(chunk, PAID_INFO)
-    return chunk
+def _ending(shared: bool, pays: bool) -> ChatGenerationChunk | None:
+    """An empty last chunk whose note settles how a shared stream's run is
+    recorded, or None when its chunks already say it.
+
+    Of the requests that read a shared stream to its end the first records the
+    call, the others a hit (see ``Reading.pays``): a sharer that got there
+    first is the call after all (its first chunk said served), and an opener
+    that got there after one is a hit.
+    """
+    if shared == pays:
+        chunk = ChatGenerationChunk(message=AIMessageChunk(content=""))
+        SERVED.note(chunk, PAID_INFO if pays else SHARED_INFO)
+        return chunk
+    return None
 
 
 def _own(chunk: ChatGenerationChunk) -> ChatGenerationChunk:
     """This request's chunk of its own call: a shallow copy, because langchain-core
     sets the message id and metadata of the chunk it is given, and an identical
     request may replay the original."""
-    return ChatGenerationChunk(
+    copy = ChatGenerationChunk(
         message=chunk.message.model_copy(), generation_info=chunk.generation_info
     )
+    # The wrapped model may be a cache too: its replay's note goes with the chunk.
+    if (info := SERVED.take(chunk)) is not None:
+        SERVED.note(copy, info)
+    return copy
 
 
 class CachedChatModel(_calls.RunAwareChatModel):
@@ -300,32 +311,31 @@ class CachedChatModel(_calls.RunAwareChatModel):
             lambda: _calls.astream(self.model, messages, stop, run=run, **kwargs),
             self._complete,
         )
-        first = True
+        first, shared = True, False
         try:
             async for pair, shared in pairs:
                 chunk = _shared_copy(pair, first, self.expose_cache_info) if shared else _own(pair)
-                if run_manager and (chunk.text or (shared and first)):
+                if run_manager and (chunk.text or SERVED.noted(chunk)):
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 first = False
                 yield chunk
         finally:
             await pairs.aclose()
-        if pairs.pays:
-            chunk = _paid()
+        if (ending := _ending(shared, pairs.pays)) is not None:
             if run_manager:
-                await run_manager.on_llm_new_token("", chunk=chunk)
-            yield chunk
+                await run_manager.on_llm_new_token("", chunk=ending)
+            yield ending
 
     def _served_shares(self, pairs: Reading[ChatGenerationChunk]) -> Iterator[ChatGenerationChunk]:
-        first = True
+        first, shared = True, False
         try:
             for chunk, shared in pairs:
                 yield _shared_copy(chunk, first, self.expose_cache_info) if shared else _own(chunk)
                 first = False
         finally:
             pairs.close()  # now: a stream nobody else reads ends with this one
-        if pairs.pays:
-            yield _paid()
+        if (ending := _ending(shared, pairs.pays)) is not None:
+            yield ending
 
     @staticmethod
     def _emit(

@@ -297,8 +297,11 @@ class CachedRunnable(_SchemasOfBound, RunnableSerializable[Input, Output]):
             variant=variant,
             as_output=_as_output,
         )
-        for chunk, _ in pairs:
-            yield _copied(chunk)
+        try:
+            for chunk, _ in pairs:
+                yield _copied(chunk)
+        finally:
+            pairs.close()  # now: a stream nobody else reads ends with this one
 
     async def _atransform(
         self,
@@ -328,8 +331,11 @@ class CachedRunnable(_SchemasOfBound, RunnableSerializable[Input, Output]):
             variant=variant,
             as_output=_as_output,
         )
-        async for chunk, _ in pairs:
-            yield _copied(chunk)
+        try:
+            async for chunk, _ in pairs:
+                yield _copied(chunk)
+        finally:
+            await pairs.aclose()
 
     def transform(
         self, input: Iterator[Input], config: RunnableConfig | None = None, **kwargs: Any

@@ -190,7 +190,7 @@ async def test_a_task_finishes_and_stores_a_stream_its_leader_closed() -> None:
     assert provider.calls == 1
     assert await cache.alookup(REQUEST) is not None
     # It read to the end the call its opener left: it is the one that pays.
-    assert (leader.pays, follower.pays) == (False, True)
+    assert follower.pays is True
 
 
 async def test_a_joined_stream_not_read_yet_does_not_keep_a_left_one_open() -> None:
@@ -203,7 +203,7 @@ async def test_a_joined_stream_not_read_yet_does_not_keep_a_left_one_open() -> N
     # The joiner reads later: the stream is gone, so it makes its own call.
     assert [c async for c, _ in unread] == WORDS
     assert provider.calls == 2
-    assert unread.pays is False
+    assert unread.pays is True  # its own call
 
 
 def test_a_sharer_that_reads_to_the_end_a_stream_its_opener_left_pays() -> None:
@@ -221,12 +221,31 @@ def test_a_sharer_that_reads_to_the_end_a_stream_its_opener_left_pays() -> None:
     assert cache.stats().inflight_shared == 1
 
 
-def test_nobody_pays_a_shared_stream_its_opener_read_to_the_end() -> None:
+def test_the_first_reader_to_the_end_pays_whoever_opened_the_stream() -> None:
+    # The opener is the slower reader and stops after a sharer read it all:
+    # the sharer records the call (the opener's stopped run has only what it read).
     cache, provider = new_cache(), Provider()
     opener = cache.share_stream(REQUEST, provider.stream, complete)
     sharer = cache.share_stream(REQUEST, provider.stream, complete)
+    next(opener)
+    assert [c for c, _ in sharer] == WORDS and sharer.pays is True
+    assert [c for c, _ in opener] == WORDS[1:] and opener.pays is False
+    # Read to its end first, the opener records it, as unshared.
+    again = new_cache()
+    opener = again.share_stream(REQUEST, provider.stream, complete)
+    sharer = again.share_stream(REQUEST, provider.stream, complete)
     assert [c for c, _ in opener] == WORDS and [c for c, _ in sharer] == WORDS
-    assert (opener.pays, sharer.pays) == (False, False)
+    assert (opener.pays, sharer.pays) == (True, False)
+
+
+async def test_an_async_opener_not_reading_yet_keeps_its_stream_when_a_sharer_leaves() -> None:
+    cache, provider = new_cache(), Provider(delay_s=0.01)
+    opener = await cache.ashare_stream(REQUEST, provider.astream, complete)  # not read yet
+    sharer = await cache.ashare_stream(REQUEST, provider.astream, complete)
+    await anext(sharer)
+    await sharer.aclose()
+    assert [c async for c, _ in opener] == WORDS
+    assert provider.calls == 1 and opener.pays is True
 
 
 def test_streams_are_not_shared_when_hits_are_padded() -> None:

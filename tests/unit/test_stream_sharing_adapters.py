@@ -312,3 +312,61 @@ def test_a_llamaindex_opener_editing_its_chunks_changes_nobody_elses() -> None:
     assert list(sharer)[-1].message.content == ANSWER
     assert llm.chat(msgs).message.content == ANSWER  # and the stored answer
     assert inner.script.calls == 1
+
+
+def test_an_opener_that_stops_after_a_sharer_read_it_all_leaves_the_call_priced_once() -> None:
+    model = ScriptedChatModel(script=script(0.0))
+    cached = CachedChatModel(model=model, semantic_cache=engine_cache())
+    engine = CostEngine()
+    cfg: Any = {"callbacks": [CostCallbackHandler(engine)]}
+    opener, sharer = cached.stream(PROMPT, cfg), cached.stream(PROMPT, cfg)
+    next(opener)
+    assert "".join(str(c.content) for c in sharer) == ANSWER
+    opener.close()
+    priced = [r for r in engine.ledger.records() if r.cost_usd]
+    assert [(r.outcome, r.usage.input_tokens, r.usage.output_tokens) for r in priced] == [
+        ("model", 1000, 200)
+    ]
+    assert model.script.calls == 1
+
+
+async def test_an_opener_reading_after_a_sharer_read_it_all_is_recorded_as_a_hit() -> None:
+    model = ScriptedChatModel(script=script(0.0))
+    cached = CachedChatModel(model=model, semantic_cache=engine_cache())
+    engine = CostEngine()
+    cfg: Any = {"callbacks": [CostCallbackHandler(engine)]}
+    opener, sharer = cached.astream(PROMPT, cfg), cached.astream(PROMPT, cfg)
+    await anext(opener)
+    assert await _text(sharer) == ANSWER
+    await _text(opener)
+    assert sorted(r.outcome for r in engine.ledger.records()) == ["cache_exact", "model"]
+    assert model.script.calls == 1
+
+
+def test_a_cache_wrapping_a_cache_streams_the_inner_hit_as_a_hit() -> None:
+    model = ScriptedChatModel(script=script(0.0))
+    inner = CachedChatModel(model=model, semantic_cache=engine_cache())
+    inner.invoke(PROMPT)  # stored in the inner cache only
+    outer = CachedChatModel(model=inner, semantic_cache=engine_cache())
+    engine = CostEngine()
+    cfg: Any = {"callbacks": [CostCallbackHandler(engine)]}
+    assert "".join(str(c.content) for c in outer.stream(PROMPT, cfg)) == ANSWER
+    assert [r.outcome for r in engine.ledger.records()] == ["cache_exact"]
+    assert model.script.calls == 1
+
+
+async def test_a_llamaindex_opener_not_reading_yet_keeps_its_call_when_a_sharer_stops() -> None:
+    inner, llm = _llm(0.01)
+    engine = CostEngine()
+    msgs = [ChatMessage(role=MessageRole.USER, content=PROMPT)]
+    handler = CostEventHandler(engine).attach()
+    try:
+        opener = await llm.astream_chat(msgs)
+        sharer = await llm.astream_chat(msgs)
+        await anext(sharer)
+        await sharer.aclose()
+        assert [r async for r in opener][-1].message.content == ANSWER
+    finally:
+        handler.detach()
+    assert inner.script.calls == 1
+    assert [r.outcome for r in engine.ledger.records() if r.cost_usd] == ["model"]

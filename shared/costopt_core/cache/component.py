@@ -36,6 +36,7 @@ from typing import Any, TypeVar, cast
 from costopt_core.cache.engine import CacheResult, NotShared, SemanticCache
 from costopt_core.cache.entry import CachedResponse, CacheHit, CacheTier
 from costopt_core.cache.keys import CacheRequest
+from costopt_core.cache.shared_stream import AsyncReading, Reading
 from costopt_core.errors import ConfigurationError
 from costopt_core.tenancy import current_tenant
 from costopt_core.types import Message
@@ -639,7 +640,7 @@ class ComponentCache:
         tenant: str | None = None,
         variant: Any = None,
         as_output: Callable[[Any], Any] | None = None,
-    ) -> Iterator[tuple[T, bool]]:
+    ) -> Reading[T]:
         """A missed stream of ``input``, shared by identical streams in flight.
 
         As :meth:`SemanticCache.share_stream`: ``(chunk, shared)`` pairs, the
@@ -649,7 +650,7 @@ class ComponentCache:
         """
         request = self.request(input, tenant=tenant, variant=variant)
         if request is None:
-            return ((chunk, False) for chunk in open_stream())
+            return Reading((chunk, False) for chunk in open_stream())
         return self.cache.share_stream(
             request, open_stream, partial(self._kept, request, as_output=as_output)
         )
@@ -662,11 +663,11 @@ class ComponentCache:
         tenant: str | None = None,
         variant: Any = None,
         as_output: Callable[[Any], Any] | None = None,
-    ) -> AsyncIterator[tuple[T, bool]]:
+    ) -> AsyncReading[T]:
         """Async twin of :meth:`share_stream`."""
         request = self.request(input, tenant=tenant, variant=variant)
         if request is None:
-            return _unshared(open_stream())
+            return AsyncReading(_unshared(open_stream()))
         return await self.cache.ashare_stream(
             request, open_stream, partial(self._kept, request, as_output=as_output)
         )

@@ -941,8 +941,9 @@ class SemanticCache:
             ``(chunk, shared)`` pairs: ``shared`` is True when the chunk comes
             from another request's call (serve it as a cache hit; it is the
             same object every reader gets, so copy it before changing it).
-            Once they ended, ``pays`` is True for the one sharer that is to
-            record the call as made, if its opener stopped reading first.
+            Once they ended, ``pays`` says whether this request records the
+            call as made: the first of its readers to reach the end does,
+            the others record a hit (an opener may stop reading first).
             Not shared with ``config.pad_hits_to_s`` set (a replay would
             start sooner than a padded hit).
 

@@ -101,13 +101,11 @@ class StreamShare(Generic[T]):
         self.error: BaseException | None = None
         self._joiners = 0
         self._closing = False
-        #: The opening request stopped reading before the end while others read on.
-        self.orphaned = False
         self._paid = False
 
     def claim(self) -> bool:
-        """True for the first reader to ask once the stream ended: of an
-        orphaned stream, it is the one recorded as paying the call."""
+        """True for the first reader to ask once the stream ended: the one that
+        records the call (see :attr:`Reading.pays`)."""
         with self._lock:
             paid, self._paid = self._paid, True
             return not paid
@@ -135,7 +133,6 @@ class StreamShare(Generic[T]):
         self._closing = True
         if self._joiners:
             self._closing = False
-            self.orphaned = True
             return
         self.done = True
         self.error = _Abandoned()
@@ -212,15 +209,20 @@ class AsyncStreamShare(Generic[T]):
         self._wanted = 0
         self._readers = 0
         self._closing = False
-        self.orphaned = False
         self._paid = False
         self.items: list[T] = []
         self.done = False
         self.error: BaseException | None = None
 
     def start(self, upstream: AsyncIterator[T]) -> None:
-        """Hand over the opened provider stream (the opening request calls this)."""
+        """Hand over the opened provider stream (the opening request calls this).
+
+        The opening request counts as a reader from now on, read or not yet
+        (a LlamaIndex stream is handed over before it is read): the others
+        leaving do not close it under its feet.
+        """
         self._upstream = upstream
+        self._readers += 1
         _resolve(self._opened)
 
     def fail(self, error: BaseException) -> None:
@@ -234,7 +236,7 @@ class AsyncStreamShare(Generic[T]):
         return not self._closing
 
     def claim(self) -> bool:
-        """See :meth:`StreamShare.claim`."""
+        """See :meth:`StreamShare.claim` (one event loop: no lock)."""
         paid, self._paid = self._paid, True
         return not paid
 
@@ -262,6 +264,8 @@ class AsyncStreamShare(Generic[T]):
                     break
                 self.items.append(item)
                 self._wake()
+            if self._closing:  # a provider stream that ended when cancelled: cut short
+                raise _Abandoned
             # Shielded: a whole answer is kept even if its readers leave now.
             await asyncio.shield(_await_quietly(self._on_end, list(self.items)))
         except BaseException as exc:  # cancelled too: every reader left
@@ -270,6 +274,8 @@ class AsyncStreamShare(Generic[T]):
             if aclose is not None:
                 with contextlib.suppress(BaseException):
                     await aclose()
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise  # the loop's to handle, after the readers are told
         finally:
             self.done = True
             self._wake()
@@ -284,7 +290,8 @@ class AsyncStreamShare(Generic[T]):
         """
         if self._closing:
             raise _Failed(_Abandoned())
-        self._readers += 1
+        if not opens:  # the opener was counted when it handed the stream over
+            self._readers += 1
         try:
             if not self._opened.done():
                 try:
@@ -303,8 +310,6 @@ class AsyncStreamShare(Generic[T]):
                     yield item  # type: ignore[misc]
         finally:
             self._readers -= 1
-            if opens and not self.done:
-                self.orphaned = True
             if self._readers == 0 and not self.done and self._task is not None:
                 # Nobody reads on: end the provider's stream, and wait for it to
                 # close, as leaving an unshared stream closes it before going on.
@@ -334,7 +339,6 @@ def _next_of(share: StreamShare[T] | AsyncStreamShare[T], seen: int) -> T | obje
 
 class _Share(Protocol):
     done: bool
-    orphaned: bool
 
     def admit(self) -> bool: ...
 
@@ -376,21 +380,23 @@ class StreamShares(Generic[S]):
 
 
 class _Paid:
-    """Whether a reading pays its call (see :attr:`Reading.pays`)."""
+    """Whether a reading records its call (see :attr:`Reading.pays`)."""
 
     __slots__ = ("pays",)
 
     def __init__(self) -> None:
-        self.pays = False
+        self.pays = True
 
 
 class Reading(Generic[T]):
     """What one request reads of a stream: ``(chunk, shared)`` pairs.
 
     ``shared``: the chunk comes from another request's call. ``pays``, once
-    the pairs ended: this request did not open the call but is the one to
-    record it as made (its opener stopped reading before the end, and this
-    request read the rest first), so the call is counted once.
+    the pairs ended: whether this request records the call as made. Of the
+    requests that read a shared stream to its end, the first to get there
+    does (whoever opened it: an opener may stop reading first, and a stopped
+    run is recorded with only what it read); the others record a hit, the
+    opener too. A stream nobody shares pays.
     """
 
     def __init__(self, pairs: Iterator[tuple[T, bool]], paid: _Paid | None = None) -> None:
@@ -438,12 +444,10 @@ class AsyncReading(Generic[T]):
             await aclose()
 
 
-def _ended(share: _Share, leads: bool, paid: _Paid) -> bool:
-    """At the end of a reading: whether it was another request's whole answer
-    (counted as shared), setting ``paid.pays`` for an orphaned stream's payer."""
-    if leads:
-        return False
-    paid.pays = share.orphaned and share.claim()
+def _ended(share: _Share, paid: _Paid) -> bool:
+    """At the end of a reading: sets ``paid.pays`` (the first to end records the
+    call); True for one that records a hit (counted as shared)."""
+    paid.pays = share.claim()
     return not paid.pays
 
 
@@ -471,8 +475,8 @@ def shared_reads(
     for; the chunks come as they are read. A request whose shared call failed
     before it delivered anything opens (or joins) another; after some chunks
     it raises the failure (an ``Exception`` as it was, anything else as
-    :class:`SharedStreamError`). ``on_shared`` is called when a request has
-    read another's whole answer.
+    :class:`SharedStreamError`). ``on_shared`` is called for each request
+    that read a shared stream to its end and records it as a hit.
     """
 
     def join() -> tuple[StreamShare[T], bool]:
@@ -492,7 +496,7 @@ def shared_reads(
                 for item in share.read(wait_s):
                     delivered += 1
                     yield item, not leads
-                if _ended(share, leads, paid):
+                if _ended(share, paid):
                     on_shared()
                 return
             except GeneratorExit:
@@ -540,7 +544,7 @@ async def ashared_reads(
                 async for item in chunks:
                     delivered += 1
                     yield item, not leads
-                if _ended(share, leads, paid):
+                if _ended(share, paid):
                     on_shared()
                 return
             except _NotOpened:

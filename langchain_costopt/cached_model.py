@@ -62,25 +62,47 @@ def _shared_copy(chunk: ChatGenerationChunk, first: bool, expose: bool) -> ChatG
     if first and expose:
         message.response_metadata = {**message.response_metadata, METADATA_KEY: dict(SHARED_INFO)}
     copy = ChatGenerationChunk(message=message, generation_info=chunk.generation_info)
-    if first:
-        SERVED.note(copy, SHARED_INFO)
+    # A wrapped cache's replay keeps its own note (it was no call of a model).
+    if (info := SERVED.peek(chunk)) is not None or first:
+        SERVED.note(copy, info or SHARED_INFO)
     return copy
 
 
-def _ending(shared: bool, pays: bool) -> ChatGenerationChunk | None:
+def _ending(shared: bool, pays: bool, replayed: bool) -> ChatGenerationChunk | None:
     """An empty last chunk whose note settles how a shared stream's run is
     recorded, or None when its chunks already say it.
 
     Of the requests that read a shared stream to its end the first records the
     call, the others a hit (see ``Reading.pays``): a sharer that got there
     first is the call after all (its first chunk said served), and an opener
-    that got there after one is a hit.
+    that got there after one is a hit. ``replayed``: the wrapped model was a
+    cache that served the answer: no call to record, its notes say so.
     """
-    if shared == pays:
+    if shared == pays and not replayed:
         chunk = ChatGenerationChunk(message=AIMessageChunk(content=""))
         SERVED.note(chunk, PAID_INFO if pays else SHARED_INFO)
         return chunk
     return None
+
+
+def _replayed(
+    chunk: ChatGenerationChunk, shared: bool, replayed: bool, own: list[ChatGenerationChunk]
+) -> bool:
+    """Whether the wrapped model's answer so far is a cache's replay (its chunks
+    are noted); the opener's noted chunks are kept in ``own`` to clear at its end."""
+    if not SERVED.noted(chunk):
+        return replayed
+    if not shared:
+        own.append(chunk)
+    return True
+
+
+def _untake(own: list[ChatGenerationChunk]) -> None:
+    # The opener's notes were left on the wrapped model's chunks for the
+    # requests sharing them; the handlers took the copies'. Cleared at its end,
+    # they do not crowd the bounded notes (a sharer still reading records a hit).
+    for chunk in own:
+        SERVED.take(chunk)
 
 
 def _own(chunk: ChatGenerationChunk) -> ChatGenerationChunk:
@@ -90,8 +112,9 @@ def _own(chunk: ChatGenerationChunk) -> ChatGenerationChunk:
     copy = ChatGenerationChunk(
         message=chunk.message.model_copy(), generation_info=chunk.generation_info
     )
-    # The wrapped model may be a cache too: its replay's note goes with the chunk.
-    if (info := SERVED.take(chunk)) is not None:
+    # The wrapped model may be a cache too: its replay's note goes with the
+    # chunk (left on the original for the requests that share it).
+    if (info := SERVED.peek(chunk)) is not None:
         SERVED.note(copy, info)
     return copy
 
@@ -311,9 +334,11 @@ class CachedChatModel(_calls.RunAwareChatModel):
             lambda: _calls.astream(self.model, messages, stop, run=run, **kwargs),
             self._complete,
         )
-        first, shared = True, False
+        first, shared, replayed = True, False, False
+        own: list[ChatGenerationChunk] = []
         try:
             async for pair, shared in pairs:
+                replayed = _replayed(pair, shared, replayed, own)
                 chunk = _shared_copy(pair, first, self.expose_cache_info) if shared else _own(pair)
                 if run_manager and (chunk.text or SERVED.noted(chunk)):
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
@@ -321,20 +346,24 @@ class CachedChatModel(_calls.RunAwareChatModel):
                 yield chunk
         finally:
             await pairs.aclose()
-        if (ending := _ending(shared, pairs.pays)) is not None:
+            _untake(own)
+        if (ending := _ending(shared, pairs.pays, replayed)) is not None:
             if run_manager:
                 await run_manager.on_llm_new_token("", chunk=ending)
             yield ending
 
     def _served_shares(self, pairs: Reading[ChatGenerationChunk]) -> Iterator[ChatGenerationChunk]:
-        first, shared = True, False
+        first, shared, replayed = True, False, False
+        own: list[ChatGenerationChunk] = []
         try:
             for chunk, shared in pairs:
+                replayed = _replayed(chunk, shared, replayed, own)
                 yield _shared_copy(chunk, first, self.expose_cache_info) if shared else _own(chunk)
                 first = False
         finally:
             pairs.close()  # now: a stream nobody else reads ends with this one
-        if (ending := _ending(shared, pairs.pays)) is not None:
+            _untake(own)
+        if (ending := _ending(shared, pairs.pays, replayed)) is not None:
             yield ending
 
     @staticmethod

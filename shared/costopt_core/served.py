@@ -83,8 +83,12 @@ class ServedNotes:
 
     def noted(self, answer: object) -> bool:
         """Whether ``answer`` carries a note no handler has taken yet."""
+        return self.peek(answer) is not None
+
+    def peek(self, answer: object) -> dict[str, Any] | None:
+        """The note on ``answer``, left in place; ``None`` if there is none."""
         entry = self._notes.get(id(answer))  # a dict read is atomic: no lock
-        return entry is not None and entry[0] is answer
+        return entry[1] if entry is not None and entry[0] is answer else None
 
     def __len__(self) -> int:
         with self._lock:

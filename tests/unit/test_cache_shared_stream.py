@@ -395,6 +395,51 @@ def test_a_stream_someone_joined_lives_on_when_its_opener_stops() -> None:
     assert provider.calls == 1
 
 
+def test_a_stream_is_closed_when_the_last_of_its_readers_stops() -> None:
+    cache, provider = new_cache(), Provider()
+    opener = cache.share_stream(REQUEST, provider.stream, complete)
+    sharer = cache.share_stream(REQUEST, provider.stream, complete)
+    next(opener)
+    next(sharer)
+    opener.close()
+    assert provider.closed == 0  # the sharer reads on
+    sharer.close()
+    assert provider.closed == 1  # now, not at garbage collection
+
+
+async def test_an_async_opener_closing_its_stream_unread_gives_its_seat_back() -> None:
+    cache, provider = new_cache(), Provider(delay_s=0.01)
+    opener = await cache.ashare_stream(REQUEST, provider.astream, complete)
+    sharer = await cache.ashare_stream(REQUEST, provider.astream, complete)
+    await opener.aclose()  # never read
+    await anext(sharer)
+    await sharer.aclose()
+    assert provider.closed == 1
+    assert not [t for t in asyncio.all_tasks() if "_pump" in repr(t) and not t.done()]
+
+
+async def test_an_async_opener_dropped_unread_does_not_keep_its_stream_open() -> None:
+    cache, provider = new_cache(), Provider(delay_s=0.01)
+    opener = await cache.ashare_stream(REQUEST, provider.astream, complete)
+    sharer = await cache.ashare_stream(REQUEST, provider.astream, complete)
+    del opener
+    gc.collect()
+    await anext(sharer)
+    await sharer.aclose()
+    assert provider.closed == 1
+    assert not [t for t in asyncio.all_tasks() if "_pump" in repr(t) and not t.done()]
+
+
+async def test_an_async_stream_closed_unread_by_its_only_reader_is_not_joined_later() -> None:
+    cache, provider = new_cache(), Provider()
+    opener = await cache.ashare_stream(REQUEST, provider.astream, complete)
+    await opener.aclose()  # opened, never read, nobody joined
+    assert [c async for c, _ in await cache.ashare_stream(REQUEST, provider.astream, complete)] == (
+        WORDS
+    )
+    assert provider.calls == 2
+
+
 def test_a_half_read_stream_is_not_stored() -> None:
     cache, provider = new_cache(), Provider()
     stream = cache.share_stream(REQUEST, provider.stream, complete)

@@ -12,6 +12,7 @@ import asyncio
 import threading
 from typing import Any
 
+import pytest
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
 from costopt_core import CostEngine
@@ -370,3 +371,20 @@ async def test_a_llamaindex_opener_not_reading_yet_keeps_its_call_when_a_sharer_
         handler.detach()
     assert inner.script.calls == 1
     assert [r.outcome for r in engine.ledger.records() if r.cost_usd] == ["model"]
+
+
+@pytest.mark.parametrize("sharer_first", [True, False])
+def test_a_cache_wrapping_a_cache_shares_the_inner_hit_as_hits(sharer_first: bool) -> None:
+    model = ScriptedChatModel(script=script(0.0))
+    inner = CachedChatModel(model=model, semantic_cache=engine_cache())
+    inner.invoke(PROMPT)
+    outer = CachedChatModel(model=inner, semantic_cache=engine_cache())
+    engine = CostEngine()
+    cfg: Any = {"callbacks": [CostCallbackHandler(engine)]}
+    opener, sharer = outer.stream(PROMPT, cfg), outer.stream(PROMPT, cfg)
+    head = str(next(opener).content)
+    first, second = (sharer, opener) if sharer_first else (opener, sharer)
+    texts = ["".join(str(c.content) for c in first), "".join(str(c.content) for c in second)]
+    assert ANSWER in {texts[0], head + texts[0]} and ANSWER in {texts[1], head + texts[1]}
+    assert [r.outcome for r in engine.ledger.records()] == ["cache_exact", "cache_exact"]
+    assert model.script.calls == 1

@@ -99,7 +99,9 @@ class StreamShare(Generic[T]):
         self.done = False
         #: What the provider's stream (or its opening) raised.
         self.error: BaseException | None = None
-        self._joiners = 0
+        # One token per request reading (the opener's too), dropped when it
+        # stops early: a set, whose add and discard need no lock.
+        self._seats: set[object] = set()
         self._closing = False
         self._paid = False
 
@@ -110,28 +112,30 @@ class StreamShare(Generic[T]):
             paid, self._paid = self._paid, True
             return not paid
 
-    def admit(self) -> bool:
-        """Count a request joining (under the registry's lock); False if the
-        opening request is closing the stream (see :meth:`release`)."""
-        self._joiners += 1
+    def admit(self) -> object | None:
+        """A seat for a request reading the stream (the registry's lock is
+        held); None if the stream is being closed (see :meth:`leave`)."""
+        seat = object()
+        self._seats.add(seat)
         if self._closing:
-            self._joiners -= 1
-            return False
-        return True
+            self._seats.discard(seat)
+            return None
+        return seat
 
-    def release(self) -> None:
-        """The opening request stopped reading: close the provider's stream now
-        if nobody else joined it (else it lives while they read).
+    def leave(self, seat: object) -> None:
+        """A request stopped reading before the end: close the provider's stream
+        now if it was the last one reading it.
 
         May run from a garbage collector's finalizer, so it takes no lock: the
-        closing flag is set before the joiners are read, and :meth:`admit`
-        counts before it reads the flag, so a join either is seen here or sees
-        the flag and opens a stream of its own.
+        closing flag is set before the seats are read, and :meth:`admit` takes
+        its seat before it reads the flag, so a join either is seen here or
+        sees the flag and opens a stream of its own.
         """
+        self._seats.discard(seat)
         if self.done:
             return
         self._closing = True
-        if self._joiners:
+        if self._seats:
             self._closing = False
             return
         self.done = True
@@ -208,22 +212,58 @@ class AsyncStreamShare(Generic[T]):
         self._task: asyncio.Task[None] | None = None
         self._wanted = 0
         self._readers = 0
+        self._opener: weakref.ref[object] | None = None
+        #: The opener's seat is held until it reads and stops, or closes unread.
+        self._opener_seated = True
         self._closing = False
         self._paid = False
         self.items: list[T] = []
         self.done = False
         self.error: BaseException | None = None
 
-    def start(self, upstream: AsyncIterator[T]) -> None:
+    def start(self, upstream: AsyncIterator[T], opener: object) -> None:
         """Hand over the opened provider stream (the opening request calls this).
 
         The opening request counts as a reader from now on, read or not yet
-        (a LlamaIndex stream is handed over before it is read): the others
-        leaving do not close it under its feet.
+        (a LlamaIndex stream is handed over before it is read), so the others
+        leaving do not close it under its feet, until it reads and stops, or
+        closes ``opener`` (its reading) unread, or lets it go unread.
         """
         self._upstream = upstream
         self._readers += 1
+        self._opener = weakref.ref(opener)
         _resolve(self._opened)
+
+    async def unseat(self) -> None:
+        """The opener closed its reading before reading: it reads no more."""
+        if not self._opener_seated:
+            return
+        self._opener_seated = False
+        self._readers -= 1
+        await self._settle()
+
+    async def _settle(self) -> None:
+        """After a reader left: end the stream if nobody is counted reading it.
+
+        An opener that let its reading go unread reads no more either.
+        """
+        if self._opener_seated and self._opener is not None and self._opener() is None:
+            self._opener_seated = False
+            self._readers -= 1
+        if self._readers or self.done:
+            return
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()  # its close waits for nothing: nobody reads
+            await asyncio.wait({self._task})
+            return
+        # Opened, never read: close it as an unshared stream dropped unread is.
+        self.error, self.done = _Abandoned(), True
+        self._wake()
+        aclose = getattr(self._upstream, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
 
     def fail(self, error: BaseException) -> None:
         """The provider stream could not be opened."""
@@ -231,9 +271,10 @@ class AsyncStreamShare(Generic[T]):
         _resolve(self._opened)
         self._wake()
 
-    def admit(self) -> bool:
-        """False once every reader has left (the stream is being closed)."""
-        return not self._closing
+    def admit(self) -> object | None:
+        """A seat (itself) for a request joining; None once every reader has
+        left (the stream is being closed). Readers count when they read."""
+        return None if self._closing else self
 
     def claim(self) -> bool:
         """See :meth:`StreamShare.claim` (one event loop: no lock)."""
@@ -290,7 +331,9 @@ class AsyncStreamShare(Generic[T]):
         """
         if self._closing:
             raise _Failed(_Abandoned())
-        if not opens:  # the opener was counted when it handed the stream over
+        if opens:  # counted since it handed the stream over; it reads now
+            self._opener_seated = False
+        else:
             self._readers += 1
         try:
             if not self._opened.done():
@@ -310,12 +353,9 @@ class AsyncStreamShare(Generic[T]):
                     yield item  # type: ignore[misc]
         finally:
             self._readers -= 1
-            if self._readers == 0 and not self.done and self._task is not None:
-                # Nobody reads on: end the provider's stream, and wait for it to
-                # close, as leaving an unshared stream closes it before going on.
-                self._closing = True
-                self._task.cancel()
-                await asyncio.wait({self._task})
+            # Nobody reads on: end the provider's stream, and wait for it to
+            # close, as leaving an unshared stream closes it before going on.
+            await self._settle()
 
 
 #: What :func:`_next_of` says when there is no chunk to give yet, or none more.
@@ -340,7 +380,7 @@ def _next_of(share: StreamShare[T] | AsyncStreamShare[T], seen: int) -> T | obje
 class _Share(Protocol):
     done: bool
 
-    def admit(self) -> bool: ...
+    def admit(self) -> object | None: ...
 
     def claim(self) -> bool: ...
 
@@ -356,14 +396,19 @@ class StreamShares(Generic[S]):
         self._lock = threading.Lock()
         self._prune_at = 64
 
-    def join(self, key: str, new: Callable[[], S]) -> tuple[S, bool]:
-        """The live share under ``key`` and False, or a new one (``new()``) and True."""
+    def join(self, key: str, new: Callable[[], S]) -> tuple[S, bool, object]:
+        """The live share under ``key`` and False, or a new one (``new()``) and
+        True; and the joining request's seat (see ``admit``)."""
         with self._lock:
             ref = self._shares.get(key)
             share = None if ref is None else ref()
-            if share is not None and not share.done and _same_loop(share) and share.admit():
-                return share, False
+            if share is not None and not share.done and _same_loop(share):
+                seat = share.admit()
+                if seat is not None:
+                    return share, False, seat
             share = new()
+            seat = share.admit()
+            assert seat is not None  # a new share is not closing
             self._shares[key] = weakref.ref(share)
             if len(self._shares) >= self._prune_at:
                 # A share whose readers all left unread dies without saying so.
@@ -371,7 +416,7 @@ class StreamShares(Generic[S]):
                 for k in dead:
                     del self._shares[k]
                 self._prune_at = max(64, 2 * len(self._shares))
-            return share, True
+            return share, True, seat
 
     def __len__(self) -> int:
         """Shares in flight."""
@@ -382,7 +427,7 @@ class StreamShares(Generic[S]):
 class _Paid:
     """Whether a reading records its call (see :attr:`Reading.pays`)."""
 
-    __slots__ = ("pays",)
+    __slots__ = ("__weakref__", "pays")
 
     def __init__(self) -> None:
         self.pays = True
@@ -424,9 +469,16 @@ class Reading(Generic[T]):
 class AsyncReading(Generic[T]):
     """Async :class:`Reading`."""
 
-    def __init__(self, pairs: AsyncIterator[tuple[T, bool]], paid: _Paid | None = None) -> None:
+    def __init__(
+        self,
+        pairs: AsyncIterator[tuple[T, bool]],
+        paid: _Paid | None = None,
+        unseat: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._pairs = pairs
         self._paid = paid or _Paid()
+        # An opener closing its reading before reading gives its seat back.
+        self._unseat = unseat
 
     @property
     def pays(self) -> bool:
@@ -436,9 +488,13 @@ class AsyncReading(Generic[T]):
         return self
 
     async def __anext__(self) -> tuple[T, bool]:
+        self._unseat = None  # its reading counts it from here
         return await anext(self._pairs)
 
     async def aclose(self) -> None:
+        unseat, self._unseat = self._unseat, None
+        if unseat is not None:
+            await unseat()
         aclose = getattr(self._pairs, "aclose", None)
         if aclose is not None:
             await aclose()
@@ -479,17 +535,17 @@ def shared_reads(
     that read a shared stream to its end and records it as a hit.
     """
 
-    def join() -> tuple[StreamShare[T], bool]:
-        share, leads = shares.join(key, lambda: StreamShare(on_end))
+    def join() -> tuple[StreamShare[T], bool, object]:
+        share, leads, seat = shares.join(key, lambda: StreamShare(on_end))
         if leads:
             try:
                 share.start(open_stream())
             except BaseException as exc:
                 share.fail(exc)
                 raise
-        return share, leads
+        return share, leads, seat
 
-    def reads(share: StreamShare[T], leads: bool) -> Iterator[tuple[T, bool]]:
+    def reads(share: StreamShare[T], leads: bool, seat: object) -> Iterator[tuple[T, bool]]:
         while True:
             delivered = 0
             try:
@@ -500,8 +556,7 @@ def shared_reads(
                     on_shared()
                 return
             except GeneratorExit:
-                if leads:
-                    share.release()
+                share.leave(seat)
                 raise
             except _NotOpened:
                 yield from own_reads(open_stream(), on_end)
@@ -509,11 +564,10 @@ def shared_reads(
             except _Failed as failed:
                 if not _retries(failed, leads, delivered):
                     raise _reraised(failed.error) from None
-            share, leads = join()
+            share, leads, seat = join()
 
     paid = _Paid()
-    share, leads = join()
-    return Reading(reads(share, leads), paid)
+    return Reading(reads(*join()), paid)
 
 
 async def ashared_reads(
@@ -527,10 +581,11 @@ async def ashared_reads(
     """Async :func:`shared_reads` (shares are per event loop)."""
 
     async def join() -> tuple[AsyncStreamShare[T], bool]:
-        share, leads = shares.join(key, lambda: AsyncStreamShare(on_end))
+        share, leads, _ = shares.join(key, lambda: AsyncStreamShare(on_end))
         if leads:
             try:
-                share.start(await opened(open_stream))
+                # ``paid`` lives exactly as long as this request's reading.
+                share.start(await opened(open_stream), opener=paid)
             except BaseException as exc:
                 share.fail(exc)
                 raise
@@ -560,7 +615,7 @@ async def ashared_reads(
 
     paid = _Paid()
     share, leads = await join()
-    return AsyncReading(reads(share, leads), paid)
+    return AsyncReading(reads(share, leads), paid, unseat=share.unseat if leads else None)
 
 
 def own_reads(

@@ -25,7 +25,7 @@ from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.cache.shared_stream import Reading
 from costopt_core.errors import ConfigurationError, config_error
-from costopt_core.served import PAID_INFO, SERVED, SHARED_INFO, served_info
+from costopt_core.served import PAID_INFO, SERVED, SHARED_INFO, served_info, served_outcome
 from langchain_costopt import _calls
 from langchain_costopt._convert import cache_model, from_langchain_messages
 from langchain_costopt.cache import METADATA_KEY, engine_cache, generations_of, response_of
@@ -55,68 +55,54 @@ def _replay(hit: CacheHit, expose: bool) -> Iterator[ChatGenerationChunk]:
     yield chunk
 
 
-def _shared_copy(chunk: ChatGenerationChunk, first: bool, expose: bool) -> ChatGenerationChunk:
-    """A chunk of another request's call, as this request's: a copy (every
-    reader gets the same object), the first noted as served by the cache."""
-    message = chunk.message.model_copy(deep=True)
-    if first and expose:
-        message.response_metadata = {**message.response_metadata, METADATA_KEY: dict(SHARED_INFO)}
-    copy = ChatGenerationChunk(message=message, generation_info=chunk.generation_info)
-    # A wrapped cache's replay keeps its own note (it was no call of a model).
-    if (info := SERVED.peek(chunk)) is not None or first:
-        SERVED.note(copy, info or SHARED_INFO)
-    return copy
+class _Reader:
+    """How one request passes on the chunks of a stream it may share (both twins).
 
-
-def _ending(shared: bool, pays: bool, replayed: bool) -> ChatGenerationChunk | None:
-    """An empty last chunk whose note settles how a shared stream's run is
-    recorded, or None when its chunks already say it.
-
-    Of the requests that read a shared stream to its end the first records the
-    call, the others a hit (see ``Reading.pays``): a sharer that got there
-    first is the call after all (its first chunk said served), and an opener
-    that got there after one is a hit. ``replayed``: the wrapped model was a
-    cache that served the answer: no call to record, its notes say so.
+    Every reader gets its own copy of each chunk: langchain-core sets the
+    message id and metadata of the chunk it is given, and the others replay
+    the original. The wrapped model's own notes (a cache inside, replaying or
+    sharing) are taken once per stream into the stream's memo; they say
+    whether the wrapped call was a model call (``upstream_paid``). The opener's
+    copies carry them (its run is that call); a sharer's first copy is noted
+    served. At the end (see ``Reading.pays``) the first reader there records
+    the call and the others a hit: :meth:`ending` settles it with an empty last
+    chunk when the copies said otherwise.
     """
-    if shared == pays and not replayed:
+
+    def __init__(self, memo: dict[Any, Any], expose: bool) -> None:
+        self.memo, self.expose = memo, expose
+        self.first, self.shared, self.upstream_paid = True, False, True
+
+    def _inner(self, chunk: ChatGenerationChunk) -> dict[str, Any] | None:
+        entry = self.memo.get(id(chunk))
+        if entry is None:  # held with its chunk, so its id is not reused
+            entry = self.memo[id(chunk)] = (chunk, SERVED.take(chunk))
+        info: dict[str, Any] | None = entry[1]
+        return info
+
+    def copy(self, chunk: ChatGenerationChunk, shared: bool) -> ChatGenerationChunk:
+        info = self._inner(chunk)
+        if info is not None:
+            self.upstream_paid = served_outcome(info) is None
+        self.shared = shared
+        message = chunk.message.model_copy(deep=shared)
+        if shared and self.first and self.expose:
+            meta = {**message.response_metadata, METADATA_KEY: dict(SHARED_INFO)}
+            message.response_metadata = meta
+        out = ChatGenerationChunk(message=message, generation_info=chunk.generation_info)
+        note = (SHARED_INFO if self.first else None) if shared else info
+        if note is not None:
+            SERVED.note(out, note)
+        self.first = False
+        return out
+
+    def ending(self, pays: bool) -> ChatGenerationChunk | None:
+        """The empty last chunk that settles how the run is recorded, or None."""
+        if not self.upstream_paid or self.shared != pays:
+            return None  # no model was called for it, or the copies said it
         chunk = ChatGenerationChunk(message=AIMessageChunk(content=""))
         SERVED.note(chunk, PAID_INFO if pays else SHARED_INFO)
         return chunk
-    return None
-
-
-def _replayed(
-    chunk: ChatGenerationChunk, shared: bool, replayed: bool, own: list[ChatGenerationChunk]
-) -> bool:
-    """Whether the wrapped model's answer so far is a cache's replay (its chunks
-    are noted); the opener's noted chunks are kept in ``own`` to clear at its end."""
-    if not SERVED.noted(chunk):
-        return replayed
-    if not shared:
-        own.append(chunk)
-    return True
-
-
-def _untake(own: list[ChatGenerationChunk]) -> None:
-    # The opener's notes were left on the wrapped model's chunks for the
-    # requests sharing them; the handlers took the copies'. Cleared at its end,
-    # they do not crowd the bounded notes (a sharer still reading records a hit).
-    for chunk in own:
-        SERVED.take(chunk)
-
-
-def _own(chunk: ChatGenerationChunk) -> ChatGenerationChunk:
-    """This request's chunk of its own call: a shallow copy, because langchain-core
-    sets the message id and metadata of the chunk it is given, and an identical
-    request may replay the original."""
-    copy = ChatGenerationChunk(
-        message=chunk.message.model_copy(), generation_info=chunk.generation_info
-    )
-    # The wrapped model may be a cache too: its replay's note goes with the
-    # chunk (left on the original for the requests that share it).
-    if (info := SERVED.peek(chunk)) is not None:
-        SERVED.note(copy, info)
-    return copy
 
 
 class CachedChatModel(_calls.RunAwareChatModel):
@@ -334,36 +320,28 @@ class CachedChatModel(_calls.RunAwareChatModel):
             lambda: _calls.astream(self.model, messages, stop, run=run, **kwargs),
             self._complete,
         )
-        first, shared, replayed = True, False, False
-        own: list[ChatGenerationChunk] = []
+        reader = _Reader(pairs.memo, self.expose_cache_info)
         try:
             async for pair, shared in pairs:
-                replayed = _replayed(pair, shared, replayed, own)
-                chunk = _shared_copy(pair, first, self.expose_cache_info) if shared else _own(pair)
+                chunk = reader.copy(pair, shared)
                 if run_manager and (chunk.text or SERVED.noted(chunk)):
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                first = False
                 yield chunk
         finally:
             await pairs.aclose()
-            _untake(own)
-        if (ending := _ending(shared, pairs.pays, replayed)) is not None:
+        if (ending := reader.ending(pairs.pays)) is not None:
             if run_manager:
                 await run_manager.on_llm_new_token("", chunk=ending)
             yield ending
 
     def _served_shares(self, pairs: Reading[ChatGenerationChunk]) -> Iterator[ChatGenerationChunk]:
-        first, shared, replayed = True, False, False
-        own: list[ChatGenerationChunk] = []
+        reader = _Reader(pairs.memo, self.expose_cache_info)
         try:
             for chunk, shared in pairs:
-                replayed = _replayed(chunk, shared, replayed, own)
-                yield _shared_copy(chunk, first, self.expose_cache_info) if shared else _own(chunk)
-                first = False
+                yield reader.copy(chunk, shared)
         finally:
             pairs.close()  # now: a stream nobody else reads ends with this one
-            _untake(own)
-        if (ending := _ending(shared, pairs.pays, replayed)) is not None:
+        if (ending := reader.ending(pairs.pays)) is not None:
             yield ending
 
     @staticmethod

@@ -440,6 +440,52 @@ async def test_an_async_stream_closed_unread_by_its_only_reader_is_not_joined_la
     assert provider.calls == 2
 
 
+async def test_a_sharer_giving_up_before_the_hand_over_does_not_end_the_opener_s_stream() -> None:
+    cache, provider = new_cache(), Provider()
+
+    async def slow_open() -> AsyncIterator[str]:
+        await asyncio.sleep(0.2)  # the provider's time to first byte
+        return await provider.astream()
+
+    async def read() -> list[str]:
+        return [c async for c, _ in await cache.ashare_stream(REQUEST, slow_open, complete)]
+
+    async def impatient() -> list[str] | None:
+        await asyncio.sleep(0.05)
+        try:
+            return await asyncio.wait_for(read(), 0.05)
+        except TimeoutError:
+            return None
+
+    assert await asyncio.gather(read(), impatient()) == [WORDS, None]
+    assert provider.calls == 1
+
+
+def test_a_sharer_that_stopped_waiting_for_the_hand_over_gives_its_seat_back() -> None:
+    cache, provider = new_cache(inflight_wait_s=0.05), Provider()
+    started = threading.Event()
+
+    def slow_open() -> Iterator[str]:
+        started.set()
+        time.sleep(0.3)
+        return provider.stream()
+
+    opener_out: list[Iterator[tuple[str, bool]]] = []
+    t = threading.Thread(
+        target=lambda: opener_out.append(cache.share_stream(REQUEST, slow_open, complete))
+    )
+    t.start()
+    started.wait()
+    fallback = cache.share_stream(REQUEST, provider.stream, complete)
+    assert next(fallback) == ("Refunds ", False)  # its own call after the wait
+    t.join()
+    opener = opener_out[0]
+    next(opener)
+    opener.close()
+    assert provider.closed == 1  # the fallback's old seat does not keep it open
+    assert [c for c, _ in fallback] == WORDS[1:]
+
+
 def test_a_half_read_stream_is_not_stored() -> None:
     cache, provider = new_cache(), Provider()
     stream = cache.share_stream(REQUEST, provider.stream, complete)

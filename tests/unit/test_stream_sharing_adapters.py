@@ -388,3 +388,22 @@ def test_a_cache_wrapping_a_cache_shares_the_inner_hit_as_hits(sharer_first: boo
     assert ANSWER in {texts[0], head + texts[0]} and ANSWER in {texts[1], head + texts[1]}
     assert [r.outcome for r in engine.ledger.records()] == ["cache_exact", "cache_exact"]
     assert model.script.calls == 1
+
+
+def test_a_cache_around_a_shared_inner_stream_prices_the_one_call_once() -> None:
+    # X streams the inner cache (opens its share); O streams the outer one, whose
+    # wrapped stream shares X's; S shares O's. One model call: priced once.
+    model = ScriptedChatModel(script=script(0.0))
+    inner = CachedChatModel(model=model, semantic_cache=engine_cache())
+    outer = CachedChatModel(model=inner, semantic_cache=engine_cache())
+    engine = CostEngine()
+    cfg: Any = {"callbacks": [CostCallbackHandler(engine)]}
+    x = inner.stream(PROMPT, cfg)
+    next(x)
+    o = outer.stream(PROMPT, cfg)
+    next(o)
+    assert "".join(str(c.content) for c in outer.stream(PROMPT, cfg)) == ANSWER
+    list(o)
+    list(x)
+    assert model.script.calls == 1
+    assert sorted(r.outcome for r in engine.ledger.records()) == ["cache_exact"] * 2 + ["model"]

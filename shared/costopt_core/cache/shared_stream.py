@@ -33,7 +33,7 @@ import logging
 import threading
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from costopt_core.errors import CostOptError
 
@@ -104,6 +104,8 @@ class StreamShare(Generic[T]):
         self._seats: set[object] = set()
         self._closing = False
         self._paid = False
+        #: What readers learned of the chunks (see Reading.memo).
+        self.memo: dict[Any, Any] = {}
 
     def claim(self) -> bool:
         """True for the first reader to ask once the stream ended: the one that
@@ -217,6 +219,7 @@ class AsyncStreamShare(Generic[T]):
         self._opener_seated = True
         self._closing = False
         self._paid = False
+        self.memo: dict[Any, Any] = {}
         self.items: list[T] = []
         self.done = False
         self.error: BaseException | None = None
@@ -247,6 +250,8 @@ class AsyncStreamShare(Generic[T]):
 
         An opener that let its reading go unread reads no more either.
         """
+        if not self._opened.done():
+            return  # the opener counts from its hand-over, which is to come
         if self._opener_seated and self._opener is not None and self._opener() is None:
             self._opener_seated = False
             self._readers -= 1
@@ -425,12 +430,14 @@ class StreamShares(Generic[S]):
 
 
 class _Paid:
-    """Whether a reading records its call (see :attr:`Reading.pays`)."""
+    """Whether a reading records its call (see :attr:`Reading.pays`), and the
+    memo of the stream it reads (see :attr:`Reading.memo`)."""
 
-    __slots__ = ("__weakref__", "pays")
+    __slots__ = ("__weakref__", "memo", "pays")
 
     def __init__(self) -> None:
         self.pays = True
+        self.memo: dict[Any, Any] = {}
 
 
 class Reading(Generic[T]):
@@ -453,6 +460,12 @@ class Reading(Generic[T]):
     @property
     def pays(self) -> bool:
         return self._paid.pays
+
+    @property
+    def memo(self) -> dict[Any, Any]:
+        """A dict every reader of the same stream shares (this reader's alone
+        when nobody shares it): what a reader learned of a chunk, for the others."""
+        return self._paid.memo
 
     def __iter__(self) -> Reading[T]:
         return self
@@ -483,6 +496,11 @@ class AsyncReading(Generic[T]):
     @property
     def pays(self) -> bool:
         return self._paid.pays
+
+    @property
+    def memo(self) -> dict[Any, Any]:
+        """See :attr:`Reading.memo`."""
+        return self._paid.memo
 
     def __aiter__(self) -> AsyncReading[T]:
         return self
@@ -537,6 +555,7 @@ def shared_reads(
 
     def join() -> tuple[StreamShare[T], bool, object]:
         share, leads, seat = shares.join(key, lambda: StreamShare(on_end))
+        paid.memo = share.memo
         if leads:
             try:
                 share.start(open_stream())
@@ -555,15 +574,18 @@ def shared_reads(
                 if _ended(share, paid):
                     on_shared()
                 return
-            except GeneratorExit:
-                share.leave(seat)
-                raise
             except _NotOpened:
+                share.leave(seat)
+                paid.memo = {}
                 yield from own_reads(open_stream(), on_end)
                 return
             except _Failed as failed:
+                share.leave(seat)
                 if not _retries(failed, leads, delivered):
                     raise _reraised(failed.error) from None
+            except BaseException:  # stopped (GeneratorExit), interrupted
+                share.leave(seat)
+                raise
             share, leads, seat = join()
 
     paid = _Paid()
@@ -582,6 +604,7 @@ async def ashared_reads(
 
     async def join() -> tuple[AsyncStreamShare[T], bool]:
         share, leads, _ = shares.join(key, lambda: AsyncStreamShare(on_end))
+        paid.memo = share.memo
         if leads:
             try:
                 # ``paid`` lives exactly as long as this request's reading.
@@ -603,6 +626,7 @@ async def ashared_reads(
                     on_shared()
                 return
             except _NotOpened:
+                paid.memo = {}
                 async for pair in aown_reads(await opened(open_stream), on_end):
                     yield pair
                 return

@@ -11,6 +11,7 @@ records its escalations with the run's cost handlers.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, Self
 
@@ -23,7 +24,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
-from costopt_core.cache.shared_stream import Reading
+from costopt_core.cache.shared_stream import AsyncReading, Reading
 from costopt_core.errors import ConfigurationError, config_error
 from costopt_core.served import PAID_INFO, SERVED, SHARED_INFO, served_info, served_outcome
 from langchain_costopt import _calls
@@ -55,6 +56,9 @@ def _replay(hit: CacheHit, expose: bool) -> Iterator[ChatGenerationChunk]:
     yield chunk
 
 
+_MEMO_LOCK = threading.Lock()
+
+
 class _Reader:
     """How one request passes on the chunks of a stream it may share (both twins).
 
@@ -69,14 +73,18 @@ class _Reader:
     chunk when the copies said otherwise.
     """
 
-    def __init__(self, memo: dict[Any, Any], expose: bool) -> None:
-        self.memo, self.expose = memo, expose
+    def __init__(self, pairs: Reading[Any] | AsyncReading[Any], expose: bool) -> None:
+        # The memo is read per chunk: a reading that asks again (its shared call
+        # failed) reads another stream, with a memo of its own.
+        self.pairs, self.expose = pairs, expose
         self.first, self.shared, self.upstream_paid = True, False, True
 
     def _inner(self, chunk: ChatGenerationChunk) -> dict[str, Any] | None:
-        entry = self.memo.get(id(chunk))
-        if entry is None:  # held with its chunk, so its id is not reused
-            entry = self.memo[id(chunk)] = (chunk, SERVED.take(chunk))
+        memo = self.pairs.memo
+        with _MEMO_LOCK:  # readers in threads take a chunk's note once between them
+            entry = memo.get(id(chunk))
+            if entry is None:  # held with its chunk, so its id is not reused
+                entry = memo[id(chunk)] = (chunk, SERVED.take(chunk))
         info: dict[str, Any] | None = entry[1]
         return info
 
@@ -320,7 +328,7 @@ class CachedChatModel(_calls.RunAwareChatModel):
             lambda: _calls.astream(self.model, messages, stop, run=run, **kwargs),
             self._complete,
         )
-        reader = _Reader(pairs.memo, self.expose_cache_info)
+        reader = _Reader(pairs, self.expose_cache_info)
         try:
             async for pair, shared in pairs:
                 chunk = reader.copy(pair, shared)
@@ -335,7 +343,7 @@ class CachedChatModel(_calls.RunAwareChatModel):
             yield ending
 
     def _served_shares(self, pairs: Reading[ChatGenerationChunk]) -> Iterator[ChatGenerationChunk]:
-        reader = _Reader(pairs.memo, self.expose_cache_info)
+        reader = _Reader(pairs, self.expose_cache_info)
         try:
             for chunk, shared in pairs:
                 yield reader.copy(chunk, shared)

@@ -407,3 +407,44 @@ def test_a_cache_around_a_shared_inner_stream_prices_the_one_call_once() -> None
     list(x)
     assert model.script.calls == 1
     assert sorted(r.outcome for r in engine.ledger.records()) == ["cache_exact"] * 2 + ["model"]
+
+
+async def test_a_reader_that_asks_again_reads_the_new_stream_s_notes() -> None:
+    # A cache around a warm cache. The first shared stream fails before its first
+    # chunk, so J asks again and opens a second one, which S shares. J copies every
+    # chunk first and S reaches the end first: both are hits (no model was called).
+    from langchain_core.rate_limiters import BaseRateLimiter
+
+    class FailsOnce(BaseRateLimiter):
+        failures = 0
+
+        def acquire(self, *, blocking: bool = True) -> bool:
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("provider refused")
+            return True
+
+        async def aacquire(self, *, blocking: bool = True) -> bool:
+            return self.acquire(blocking=blocking)
+
+    limiter = FailsOnce()
+    model = ScriptedChatModel(script=script(0.0))
+    inner = CachedChatModel(model=model, semantic_cache=engine_cache(), rate_limiter=limiter)
+    await inner.ainvoke(PROMPT)
+    outer = CachedChatModel(model=inner, semantic_cache=engine_cache())
+    engine = CostEngine()
+    cfg: Any = {"callbacks": [CostCallbackHandler(engine)]}
+    limiter.failures = 1
+    opener, j = outer.astream(PROMPT, cfg), outer.astream(PROMPT, cfg)
+    failed, first = await asyncio.gather(anext(opener), anext(j), return_exceptions=True)
+    assert isinstance(failed, ConnectionError)
+    s = outer.astream(PROMPT, cfg)
+    s_text = str((await anext(s)).content)
+    got = [first]
+    while not got[-1].usage_metadata:
+        got.append(await anext(j))
+    s_text += await _text(s)
+    j_text = "".join(str(c.content) for c in got) + await _text(j)
+    assert s_text == j_text == ANSWER
+    assert model.script.calls == 1  # the warm-up
+    assert [r.outcome for r in engine.ledger.records() if r.cost_usd] == []

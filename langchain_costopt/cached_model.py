@@ -42,6 +42,7 @@ def _replay(hit: CacheHit, expose: bool) -> Iterator[ChatGenerationChunk]:
     (``on_llm_new_token``) before the merged answer, which is a new object.
     """
     gen = generations_of(hit, expose=expose)[0]
+    SERVED.take(gen)  # noted for an invoke; a stream hands out its chunks instead
     msg = gen.message if isinstance(gen, ChatGeneration) else AIMessage(content=gen.text)
     # Content blocks (Anthropic, OpenAI's responses API) replay as their text.
     text = msg.text

@@ -448,3 +448,18 @@ async def test_a_reader_that_asks_again_reads_the_new_stream_s_notes() -> None:
     assert s_text == j_text == ANSWER
     assert model.script.calls == 1  # the warm-up
     assert [r.outcome for r in engine.ledger.records() if r.cost_usd] == []
+
+
+def test_a_streamed_hit_leaves_no_served_note_behind() -> None:
+    from costopt_core.served import SERVED
+
+    model = ScriptedChatModel(script=script(0.0))
+    cached = CachedChatModel(model=model, semantic_cache=engine_cache())
+    cached.invoke(PROMPT)
+    engine = CostEngine()
+    cfg: Any = {"callbacks": [CostCallbackHandler(engine)]}
+    before = len(SERVED)
+    for _ in range(5):
+        assert "".join(str(c.content) for c in cached.stream(PROMPT, cfg)) == ANSWER
+    assert len(SERVED) == before  # the notes are bounded, and live ones must not be pushed out
+    assert [r.outcome for r in engine.ledger.records()] == ["cache_exact"] * 5

@@ -36,7 +36,16 @@ from costopt_core.cache import CachedResponse, CacheRequest, MemoryCacheBackend,
 from costopt_core.tenancy import tenant_scope
 from costopt_core.testing import FakeEmbedder
 from costopt_core.types import Message
-from tests.integration.test_load import SMALL, TENANTS, Stack, build, check, workload
+from tests.integration.test_load import (
+    SMALL,
+    TENANTS,
+    Stack,
+    aanswer,
+    answer,
+    build,
+    check,
+    workload,
+)
 
 
 def _summary(
@@ -70,15 +79,10 @@ def run_async(requests: int, latency_s: float, *, streams: bool = False) -> dict
     cfg = {"callbacks": [stack.handler]}
     lat: list[float] = []
 
-    async def ask(prompt: str) -> str:
-        if not streams:
-            return str((await stack.model.ainvoke(prompt, config=cfg)).content)
-        return "".join([str(c.content) async for c in stack.model.astream(prompt, config=cfg)])
-
     async def one(tenant: str, prompt: str) -> str:
         t0 = time.perf_counter()
         with tenant_scope(tenant):
-            out = await ask(prompt)
+            out = await aanswer(stack, prompt, cfg, streams=streams)
         lat.append(time.perf_counter() - t0)
         return out
 
@@ -100,15 +104,10 @@ def run_threads(
     reqs = workload(hot=hot, repeats=threads, unique=requests - hot * threads * len(TENANTS))
     cfg = {"callbacks": [stack.handler]}
 
-    def ask(prompt: str) -> str:
-        if not streams:
-            return str(stack.model.invoke(prompt, config=cfg).content)
-        return "".join(str(c.content) for c in stack.model.stream(prompt, config=cfg))
-
     def one(req: tuple[str, str]) -> tuple[str, float]:
         t0 = time.perf_counter()
         with tenant_scope(req[0]):
-            out = ask(req[1])
+            out = answer(stack, req[1], cfg, streams=streams)
         return out, time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -57,6 +57,12 @@ def _replay(hit: CacheHit, expose: bool) -> Iterator[ChatGenerationChunk]:
     yield chunk
 
 
+def _told(chunk: ChatGenerationChunk) -> bool:
+    """Whether a chunk goes to the run's ``on_llm_new_token``: one with text, and
+    a noted one even without (the note says how the run is recorded)."""
+    return bool(chunk.text) or SERVED.noted(chunk)
+
+
 _MEMO_LOCK = threading.Lock()
 
 
@@ -333,7 +339,7 @@ class CachedChatModel(_calls.RunAwareChatModel):
         try:
             async for pair, shared in pairs:
                 chunk = reader.copy(pair, shared)
-                if run_manager and (chunk.text or SERVED.noted(chunk)):
+                if run_manager and _told(chunk):
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
         finally:
@@ -358,9 +364,7 @@ class CachedChatModel(_calls.RunAwareChatModel):
         chunks: Iterator[ChatGenerationChunk], run_manager: CallbackManagerForLLMRun | None
     ) -> Iterator[ChatGenerationChunk]:
         for chunk in chunks:
-            # A noted chunk is told to the cost handler even without text: it
-            # says the whole run was served.
-            if run_manager and (chunk.text or SERVED.noted(chunk)):
+            if run_manager and _told(chunk):
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
 

@@ -22,7 +22,6 @@ import inspect
 import json
 from collections.abc import (
     AsyncGenerator,
-    AsyncIterator,
     Awaitable,
     Callable,
     Generator,
@@ -56,6 +55,7 @@ from pydantic import Field, ValidationError, field_validator
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.cache.keys import ANSWER_PARAMS
+from costopt_core.cache.shared_stream import AsyncReading, Reading
 from costopt_core.errors import ConfigurationError, config_error
 from costopt_core.served import SERVED, SHARED_INFO, served_info
 from costopt_core.types import Message, Role
@@ -821,7 +821,7 @@ class CachedLLM(FunctionCallingLLM):
         pairs = self.semantic_cache.share_stream(request, open_stream, self._stored)
         return self._served(pairs)
 
-    def _served(self, pairs: Iterator[tuple[R, bool]]) -> Generator[R, None, None]:
+    def _served(self, pairs: Reading[R]) -> Generator[R, None, None]:
         # The last chunk's note stays: the end event the cost handler records
         # comes after this stream ends.
         noted: list[Any] = []
@@ -835,9 +835,7 @@ class CachedLLM(FunctionCallingLLM):
         finally:
             # Now, not at garbage collection: a stream nobody else reads is
             # closed, which ends its instrumentation span when the caller stops.
-            close = getattr(pairs, "close", None)
-            if close is not None:
-                close()
+            pairs.close()
 
     async def _arelay(
         self,
@@ -847,7 +845,7 @@ class CachedLLM(FunctionCallingLLM):
         pairs = await self.semantic_cache.ashare_stream(request, open_stream, self._stored)
         return self._aserved(pairs)
 
-    async def _aserved(self, pairs: AsyncIterator[tuple[R, bool]]) -> AsyncGenerator[R, None]:
+    async def _aserved(self, pairs: AsyncReading[R]) -> AsyncGenerator[R, None]:
         noted: list[Any] = []
         try:
             async for chunk, shared in pairs:
@@ -857,9 +855,7 @@ class CachedLLM(FunctionCallingLLM):
                     else _own_copy(chunk)
                 )
         finally:
-            aclose = getattr(pairs, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await pairs.aclose()
 
     # -- chat ------------------------------------------------------------------------
     @_tenant_tagged

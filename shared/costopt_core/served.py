@@ -83,12 +83,8 @@ class ServedNotes:
 
     def noted(self, answer: object) -> bool:
         """Whether ``answer`` carries a note no handler has taken yet."""
-        return self.peek(answer) is not None
-
-    def peek(self, answer: object) -> dict[str, Any] | None:
-        """The note on ``answer``, left in place; ``None`` if there is none."""
         entry = self._notes.get(id(answer))  # a dict read is atomic: no lock
-        return entry[1] if entry is not None and entry[0] is answer else None
+        return entry is not None and entry[0] is answer
 
     def __len__(self) -> int:
         with self._lock:
@@ -105,7 +101,7 @@ SHARED_INFO: Mapping[str, Any] = {"cache": "exact", "similarity": 1.0}
 
 
 #: The note that takes an earlier one back: the answer was this request's
-#: model call after all (it read to the end a shared stream its opener left).
+#: model call after all (it was the first to read a shared stream to its end).
 PAID_INFO: Mapping[str, Any] = {"cache": None}
 
 

@@ -252,7 +252,22 @@ def check(stack: Stack, requests: list[tuple[str, str]], answers: list[str]) -> 
     assert stack.handler.errors == 0 and not stack.handler._runs
 
 
-async def test_1000_concurrent_ainvokes_are_counted_once_and_exactly() -> None:
+def answer(stack: Stack, prompt: str, cfg: Any, *, streams: bool = False) -> str:
+    """The stack's answer to ``prompt``: invoked, or streamed and joined."""
+    if not streams:
+        return str(stack.model.invoke(prompt, config=cfg).content)
+    return "".join(str(c.content) for c in stack.model.stream(prompt, config=cfg))
+
+
+async def aanswer(stack: Stack, prompt: str, cfg: Any, *, streams: bool = False) -> str:
+    """Async :func:`answer`."""
+    if not streams:
+        return str((await stack.model.ainvoke(prompt, config=cfg)).content)
+    return "".join([str(c.content) async for c in stack.model.astream(prompt, config=cfg)])
+
+
+@pytest.mark.parametrize("streams", [False, True], ids=["ainvoke", "astream"])
+async def test_1000_concurrent_requests_are_counted_once_and_exactly(streams: bool) -> None:
     stack = build(latency_s=0.05)
     requests = workload(hot=15, repeats=10, unique=400)
     assert len(requests) == 1000
@@ -260,16 +275,17 @@ async def test_1000_concurrent_ainvokes_are_counted_once_and_exactly() -> None:
 
     async def one(tenant: str, prompt: str) -> str:
         with tenant_scope(tenant):
-            return str((await stack.model.ainvoke(prompt, config=cfg)).content)
+            return await aanswer(stack, prompt, cfg, streams=streams)
 
     answers = await asyncio.wait_for(asyncio.gather(*(one(t, p) for t, p in requests)), timeout=60)
     check(stack, requests, list(answers))
-    # Every identical request that did not find the answer stored waited on the
-    # one call in flight instead of making its own.
+    # Every identical request that did not find the answer stored shared the one
+    # call in flight instead of making its own (streams too).
     assert stack.model.semantic_cache.stats().inflight_shared > 0
 
 
-def test_16_threads_of_invoke_are_counted_once_and_exactly() -> None:
+@pytest.mark.parametrize("streams", [False, True], ids=["invoke", "stream"])
+def test_16_threads_of_requests_are_counted_once_and_exactly(streams: bool) -> None:
     stack = build(latency_s=0.02)
     # 16 identical requests side by side: the 16 workers take them at once.
     requests = workload(hot=6, repeats=16, unique=120)
@@ -278,42 +294,12 @@ def test_16_threads_of_invoke_are_counted_once_and_exactly() -> None:
     def one(req: tuple[str, str]) -> str:
         tenant, prompt = req
         with tenant_scope(tenant):
-            return str(stack.model.invoke(prompt, config=cfg).content)
+            return answer(stack, prompt, cfg, streams=streams)
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         answers = list(pool.map(one, requests, timeout=60))
     check(stack, requests, answers)
     assert stack.model.semantic_cache.stats().inflight_shared > 0
-
-
-async def test_1000_concurrent_astreams_share_calls_and_are_counted_exactly() -> None:
-    # Streams through cache + router + handler: identical streams in flight
-    # share one call, and every request is still recorded once and exactly.
-    stack = build(latency_s=0.05)
-    requests = workload(hot=15, repeats=10, unique=400)
-    cfg = {"callbacks": [stack.handler]}
-
-    async def one(tenant: str, prompt: str) -> str:
-        with tenant_scope(tenant):
-            return "".join([str(c.content) async for c in stack.model.astream(prompt, config=cfg)])
-
-    answers = await asyncio.wait_for(asyncio.gather(*(one(t, p) for t, p in requests)), timeout=60)
-    check(stack, requests, list(answers))
-
-
-def test_16_threads_of_streams_share_calls_and_are_counted_exactly() -> None:
-    stack = build(latency_s=0.02)
-    requests = workload(hot=6, repeats=16, unique=120)
-    cfg = {"callbacks": [stack.handler]}
-
-    def one(req: tuple[str, str]) -> str:
-        tenant, prompt = req
-        with tenant_scope(tenant):
-            return "".join(str(c.content) for c in stack.model.stream(prompt, config=cfg))
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        answers = list(pool.map(one, requests, timeout=60))
-    check(stack, requests, answers)
 
 
 def test_async_and_threads_at_once_on_one_stack() -> None:

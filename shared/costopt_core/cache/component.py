@@ -36,7 +36,7 @@ from typing import Any, TypeVar, cast
 from costopt_core.cache.engine import CacheResult, NotShared, SemanticCache
 from costopt_core.cache.entry import CachedResponse, CacheHit, CacheTier
 from costopt_core.cache.keys import CacheRequest
-from costopt_core.cache.shared_stream import AsyncReading, Reading
+from costopt_core.cache.shared_stream import AsyncReading, Reading, aown_reads, own_reads
 from costopt_core.errors import ConfigurationError
 from costopt_core.tenancy import current_tenant
 from costopt_core.types import Message
@@ -650,7 +650,7 @@ class ComponentCache:
         """
         request = self.request(input, tenant=tenant, variant=variant)
         if request is None:
-            return Reading((chunk, False) for chunk in open_stream())
+            return Reading(own_reads(open_stream(), _keep_nothing))
         return self.cache.share_stream(
             request, open_stream, partial(self._kept, request, as_output=as_output)
         )
@@ -667,7 +667,7 @@ class ComponentCache:
         """Async twin of :meth:`share_stream`."""
         request = self.request(input, tenant=tenant, variant=variant)
         if request is None:
-            return AsyncReading(_unshared(open_stream()))
+            return AsyncReading(aown_reads(open_stream(), _akeep_nothing))
         return await self.cache.ashare_stream(
             request, open_stream, partial(self._kept, request, as_output=as_output)
         )
@@ -710,6 +710,9 @@ class ComponentCache:
         self._count("exact_hits" if tier == "exact" else "semantic_hits")
 
 
-async def _unshared(stream: AsyncIterator[T]) -> AsyncIterator[tuple[T, bool]]:
-    async for chunk in stream:
-        yield chunk, False
+def _keep_nothing(chunks: list[Any]) -> None:
+    """The store of a stream whose input cannot be a key: nothing to keep."""
+
+
+async def _akeep_nothing(chunks: list[Any]) -> None:
+    """Async :func:`_keep_nothing`."""

@@ -19,9 +19,9 @@ and the chunks are kept as they arrive.
 
 A stream read to its end is stored once (by the puller that met the end, or by
 the task), before any reader sees the end, so the next identical request hits.
-Nothing here runs in a garbage collector's finalizer: a reader dropped unread
-takes no lock and touches no shared state, and the registry holds shares
-weakly and drops dead ones when it next looks.
+The only step a garbage collector's finalizer can run is a sync reader giving
+its seat back (:meth:`StreamShare.leave`), which takes no lock; the registry
+holds shares weakly and drops dead ones when it next looks.
 """
 
 from __future__ import annotations
@@ -423,13 +423,8 @@ class StreamShares(Generic[S]):
                 self._prune_at = max(64, 2 * len(self._shares))
             return share, True, seat
 
-    def __len__(self) -> int:
-        """Shares in flight."""
-        with self._lock:
-            return sum(1 for r in self._shares.values() if (s := r()) is not None and not s.done)
 
-
-class _Paid:
+class _ReadingState:
     """Whether a reading records its call (see :attr:`Reading.pays`), and the
     memo of the stream it reads (see :attr:`Reading.memo`)."""
 
@@ -451,11 +446,11 @@ class Reading(Generic[T]):
     opener too. A stream nobody shares pays.
     """
 
-    def __init__(self, pairs: Iterator[tuple[T, bool]], paid: _Paid | None = None) -> None:
+    def __init__(self, pairs: Iterator[tuple[T, bool]], paid: _ReadingState | None = None) -> None:
         self._pairs = pairs
         # Held apart from the pairs' generator, which must not hold this object:
         # that cycle would keep a dropped stream open until the next collection.
-        self._paid = paid or _Paid()
+        self._paid = paid or _ReadingState()
 
     @property
     def pays(self) -> bool:
@@ -485,11 +480,11 @@ class AsyncReading(Generic[T]):
     def __init__(
         self,
         pairs: AsyncIterator[tuple[T, bool]],
-        paid: _Paid | None = None,
+        paid: _ReadingState | None = None,
         unseat: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._pairs = pairs
-        self._paid = paid or _Paid()
+        self._paid = paid or _ReadingState()
         # An opener closing its reading before reading gives its seat back.
         self._unseat = unseat
 
@@ -518,7 +513,7 @@ class AsyncReading(Generic[T]):
             await aclose()
 
 
-def _ended(share: _Share, paid: _Paid) -> bool:
+def _ended(share: _Share, paid: _ReadingState) -> bool:
     """At the end of a reading: sets ``paid.pays`` (the first to end records the
     call); True for one that records a hit (counted as shared)."""
     paid.pays = share.claim()
@@ -588,7 +583,7 @@ def shared_reads(
                 raise
             share, leads, seat = join()
 
-    paid = _Paid()
+    paid = _ReadingState()
     return Reading(reads(*join()), paid)
 
 
@@ -637,7 +632,7 @@ async def ashared_reads(
                 await chunks.aclose()  # now, not at collection: it stops counting
             share, leads = await join()
 
-    paid = _Paid()
+    paid = _ReadingState()
     share, leads = await join()
     return AsyncReading(reads(share, leads), paid, unseat=share.unseat if leads else None)
 

@@ -318,7 +318,7 @@ class CachedChatModel(_calls.RunAwareChatModel):
         run = _calls.run_of(run_manager, kwargs)
         if not self._caching:
             async for chunk in _calls.astream(self.model, messages, stop, run=run, **kwargs):
-                if run_manager and chunk.text:
+                if run_manager and _told(chunk):
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
             return
@@ -326,7 +326,7 @@ class CachedChatModel(_calls.RunAwareChatModel):
         hit = await self.semantic_cache.alookup(request)
         if hit is not None:
             for chunk in _replay(hit, self.expose_cache_info):
-                if run_manager and chunk.text:
+                if run_manager and _told(chunk):
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
             return

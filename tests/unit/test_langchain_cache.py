@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from langchain_core.caches import BaseCache
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.globals import set_llm_cache
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_tests.integration_tests.cache import AsyncCacheTestSuite, SyncCacheTestSuite
@@ -15,6 +16,7 @@ from costopt_core import CostEngine, Usage
 from costopt_core.cache import CacheConfig
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.cache.defaults import GUARDS_OFF
+from costopt_core.served import SERVED
 from costopt_core.tenancy import tenant_scope
 from costopt_core.testing import FakeEmbedder, Script, ScriptedResponse
 from langchain_costopt import CostCallbackHandler
@@ -456,3 +458,48 @@ def test_wrong_types_are_configuration_errors_naming_the_value(tmp_path: Any) ->
         CachedChatModel(model=inner, semantic_cache="memory")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match=r"semantic_cache.*got SQLiteCacheBackend"):
         CachedChatModel(model=inner, semantic_cache=backend)  # type: ignore[arg-type]
+
+
+def _v2_token_handler() -> Any:
+    """A handler that makes invoke stream through the model's own _stream/_astream
+    with its run manager (langchain-core's v2 event path), recording the tokens."""
+    streaming = pytest.importorskip("langchain_core.tracers._streaming")
+    v2 = getattr(streaming, "_V2StreamingCallbackHandler", None)
+    if v2 is None:
+        pytest.skip("this langchain-core has no v2 streaming handlers")
+
+    class Tokens(BaseCallbackHandler, v2):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, bool]] = []
+
+        def on_llm_new_token(self, token: str, *, chunk: Any = None, **kwargs: Any) -> None:
+            self.seen.append((token, chunk is not None and SERVED.noted(chunk)))
+
+    return Tokens()
+
+
+@pytest.mark.parametrize("outer", ["hit", "not_caching"])
+async def test_token_callbacks_are_the_same_sync_and_async(outer: str) -> None:
+    # A cache replays a hit, or passes a wrapped cache's replay through: the
+    # noted empty last chunk (it says how the run is recorded) reaches
+    # on_llm_new_token on both twins (async passed on chunks with text only).
+    seen = {}
+    for twin in ("sync", "async"):
+        model = ScriptedChatModel(
+            script=Script([ScriptedResponse("Use the reset link.", USAGE, model="gpt-4o-mini")])
+        )
+        cached: Any = CachedChatModel(model=model, semantic_cache=engine_cache())
+        cached.invoke("How do I reset my password?")
+        if outer == "not_caching":
+            cached = CachedChatModel(model=cached, semantic_cache=engine_cache(), cache=False)
+        tokens = _v2_token_handler()
+        cfg: Any = {"callbacks": [tokens]}
+        if twin == "sync":
+            out = cached.invoke("How do I reset my password?", config=cfg)
+        else:
+            out = await cached.ainvoke("How do I reset my password?", config=cfg)
+        assert out.text == "Use the reset link."
+        seen[twin] = tokens.seen
+    assert seen["sync"] == seen["async"]
+    assert "".join(t for t, _ in seen["async"]) == "Use the reset link."
+    assert seen["async"][-1] == ("", True)

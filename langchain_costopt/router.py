@@ -144,11 +144,33 @@ def _tier_problem(name: str, value: Any) -> str | None:
     return None
 
 
+def _metadata_of(result: ChatResult) -> dict[str, Any]:
+    """What the tier said about its answer, wherever it put it.
+
+    The router calls a tier's ``_generate``/``_stream``, not ``invoke``, so
+    langchain-core has not merged the generation's ``generation_info`` and the
+    result's ``llm_output`` into the message yet: ChatOpenAI reports
+    ``finish_reason`` and ``logprobs`` there and the model's name in
+    ``llm_output``. The message's own metadata wins, as langchain-core's merge has it.
+    """
+    gen = result.generations[0] if result.generations else None
+    msg = gen.message if isinstance(gen, ChatGeneration) else None
+    meta: dict[str, Any] = {}
+    for part in (
+        result.llm_output,
+        gen.generation_info if gen is not None else None,
+        msg.response_metadata if msg is not None else None,
+    ):
+        if isinstance(part, Mapping):
+            meta.update(part)
+    return meta
+
+
 def _answer_of(result: ChatResult) -> Answer:
     gen = result.generations[0] if result.generations else None
     msg = gen.message if isinstance(gen, ChatGeneration) else None
     text = gen.text if gen is not None else ""
-    meta = (msg.response_metadata if msg is not None else {}) or {}
+    meta = _metadata_of(result)
     logprob = None
     content = meta.get("logprobs")
     if isinstance(content, Mapping) and isinstance(content.get("content"), list):
@@ -160,6 +182,7 @@ def _answer_of(result: ChatResult) -> Answer:
         tool_calls=tuple(getattr(msg, "tool_calls", None) or ()),
         mean_logprob=logprob,
         finish_reason=meta.get("finish_reason") or meta.get("stop_reason"),
+        invalid_tool_calls=tuple(getattr(msg, "invalid_tool_calls", None) or ()),
     )
 
 
@@ -479,7 +502,7 @@ class RouterChatModel(_calls.RunAwareChatModel):
         """
         gen = result.generations[0] if result.generations else None
         msg = gen.message if isinstance(gen, ChatGeneration) else None
-        meta = (msg.response_metadata if msg is not None else None) or {}
+        meta = _metadata_of(result)
         # The generation (or the chunks) a cache rebuilt is noted; every note is
         # taken here: the answer is discarded, no handler will see it. With
         # expose_cache_info the message says so too.

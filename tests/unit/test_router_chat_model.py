@@ -997,3 +997,98 @@ def test_a_cached_tier_is_named_after_the_model_it_calls() -> None:
         model=scripted("x"), semantic_cache=SemanticCache(embedder=FakeEmbedder())
     )
     assert _model_name(cached) == "gpt-4o-mini"
+
+
+class _OpenAIStyle(BaseChatModel):
+    """Reports the way ChatOpenAI does: finish_reason and logprobs in the
+    generation's generation_info, the model's name in the result's llm_output,
+    a call with unreadable arguments in invalid_tool_calls."""
+
+    model_name: str = "gpt-4o-mini"
+    finish: str = "stop"
+    logprob: float = -0.1
+    broken_call: bool = False
+
+    @property
+    def _llm_type(self) -> str:
+        return "openai-style"
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        from langchain_core.messages import AIMessage
+        from langchain_core.outputs import ChatGeneration, ChatResult
+
+        invalid = [{"name": "lookup", "args": '{"q": pw}', "id": "c1", "error": "bad json"}]
+        msg = AIMessage(
+            content="Let me look that up, the first three steps are",
+            usage_metadata={"input_tokens": 1000, "output_tokens": 100, "total_tokens": 1100},
+            invalid_tool_calls=invalid if self.broken_call else [],
+        )
+        info = {
+            "finish_reason": self.finish,
+            "logprobs": {"content": [{"token": "x", "logprob": self.logprob}]},
+        }
+        return ChatResult(
+            generations=[ChatGeneration(message=msg, generation_info=info)],
+            llm_output={"model_name": self.model_name, "token_usage": {}},
+        )
+
+    def _stream(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        from langchain_core.messages import AIMessageChunk
+        from langchain_core.outputs import ChatGenerationChunk
+
+        # ChatOpenAI's last chunk: finish_reason, logprobs and model_name in generation_info.
+        result = self._generate(messages)
+        gen = result.generations[0]
+        calls = [
+            {"name": c["name"], "args": c["args"], "id": c["id"], "index": 0}
+            for c in gen.message.invalid_tool_calls
+        ]
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(content=gen.message.content, tool_call_chunks=calls)
+        )
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(content="", usage_metadata=gen.message.usage_metadata),
+            generation_info={**gen.generation_info, "model_name": self.model_name},
+        )
+
+
+@pytest.mark.parametrize(
+    ("cheap", "reason"),
+    [
+        ({"finish": "length"}, "truncated"),
+        ({"logprob": -5.0}, "low_logprob"),
+        ({"broken_call": True}, "invalid_tool_args"),
+    ],
+    ids=["truncated", "low_logprob", "broken_tool_call"],
+)
+@pytest.mark.parametrize("method", ["invoke", "ainvoke", "stream"])
+async def test_what_a_tier_reports_outside_the_message_is_validated_and_priced(
+    cheap: dict[str, Any], reason: str, method: str
+) -> None:
+    # The router calls a tier's _generate, before langchain-core merges
+    # generation_info and llm_output into the message: they are read there.
+    engine = CostEngine()
+    router = RouterChatModel(
+        tiers={
+            "small": _OpenAIStyle(**cheap),
+            "frontier": scripted("Full answer.", model="gpt-4o"),
+        },
+        classifier=Always(0.9),
+    )
+    cfg: Any = {"callbacks": [CostCallbackHandler(engine)]}
+    if method == "invoke":
+        out = router.invoke("How do I reset my password?", config=cfg)
+    elif method == "ainvoke":
+        out = await router.ainvoke("How do I reset my password?", config=cfg)
+    else:
+        out = _total(list(router.stream("How do I reset my password?", config=cfg)))
+    assert out.content == "Full answer."
+    attempts = out.response_metadata["costopt"]["route"]["attempts"]
+    assert attempts[0] == {
+        "tier": "small",
+        "model": "gpt-4o-mini",
+        "outcome": f"escalated: {reason}",
+    }
+    records = [(r.model, r.outcome) for r in engine.ledger.records()]
+    assert records == [("gpt-4o-mini", "escalated"), ("gpt-4o", "model")]
+    assert engine.ledger.records()[0].cost_usd == Decimal("0.00021")

@@ -194,3 +194,19 @@ def test_route_run_carries_the_schemas_to_the_validators() -> None:
     run.next()
     assert run.answered(Answer(text='{"city": "Paris"}')) == "invalid_structured_output"
     assert run.explain()["attempts"][0]["outcome"] == "escalated: invalid_structured_output"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["I’m sorry, but I can’t help with that.", "I don’t know.", "I‘m not sure."],
+)
+def test_refusals_with_typographic_apostrophes_escalate(text: str) -> None:
+    assert escalation_reason(Answer(text), ValidatorConfig()) == "refusal_or_hedge"
+    assert escalation_reason(Answer(text), ValidatorConfig(refusal=False)) is None
+
+
+def test_a_broken_tool_call_beside_text_escalates() -> None:
+    broken = {"name": "get_weather", "args": '{"city": "Par', "id": "c1", "error": "bad json"}
+    answer = Answer("Let me look that up.", invalid_tool_calls=(broken,))
+    assert escalation_reason(answer, ValidatorConfig()) == "invalid_tool_args"
+    assert escalation_reason(answer, ValidatorConfig(tool_calls=False)) is None

@@ -49,6 +49,8 @@ _REFUSAL = re.compile(
     re.IGNORECASE,
 )
 
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -59,6 +61,9 @@ class Answer:
     #: Mean log-probability of the output tokens, when the provider returned them.
     mean_logprob: float | None = None
     finish_reason: str | None = None
+    #: Tool calls the provider sent but that could not be read (arguments that
+    #: are not JSON): LangChain's ``invalid_tool_calls``.
+    invalid_tool_calls: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass(frozen=True)
@@ -206,6 +211,10 @@ def escalation_reason(
     if config.truncated and (answer.finish_reason or "").lower() in ("length", "max_tokens"):
         return "truncated"
     text = answer.text.strip()
+    if config.tool_calls and answer.invalid_tool_calls:
+        # The model meant to call a tool and broke the call: text beside it
+        # ("let me look that up") is no answer.
+        return "invalid_tool_args"
     if answer.tool_calls:
         # A tool call is an answer even with no text: never "empty".
         problem = (
@@ -229,7 +238,9 @@ def escalation_reason(
             return "unparseable_structured_output"
         if response_schema is not None and schema_violation(value, response_schema):
             return "invalid_structured_output"
-    if config.refusal and text and len(text) < 400 and _REFUSAL.search(text):
+    # Models write "I’m sorry, I can’t" with typographic apostrophes as often as not.
+    plain = text.translate(_APOSTROPHES)
+    if config.refusal and text and len(text) < 400 and _REFUSAL.search(plain):
         return "refusal_or_hedge"
     if (
         config.min_mean_logprob is not None

@@ -782,6 +782,9 @@ class RouterLLM(FunctionCallingLLM):
         prior: dict[str, Any] = got if isinstance(got, dict) else {}
         route = run.explain()
         raw[METADATA_KEY] = {**prior, "tier": route["tier"], "route": route}
+        # Many integrations name the model on the LLM, not in raw: the answer
+        # keeps the tier model's name, or it would be priced as the router's.
+        raw.setdefault("model", route["model"])
         resp.raw = raw
         # A cache's note is on the raw object it served; carry it to the copy, or
         # the handler would price a cache hit as a model call. The handler reads a

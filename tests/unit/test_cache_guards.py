@@ -481,3 +481,46 @@ def test_a_one_line_prompt_normalises_as_before(text: str) -> None:
     import re
 
     assert normalize_text(text) == re.sub(r"\s+", " ", text).strip()
+
+
+@pytest.mark.parametrize(
+    ("query", "cached", "reason"),
+    [
+        (
+            "Convert 40 degrees Celsius to Fahrenheit",
+            "Convert -40 degrees Celsius to Fahrenheit",
+            "number_mismatch",
+        ),
+        ("What is 10 + 4?", "What is 10 - 4?", "number_mismatch"),
+        ("Is 3 < 5 true?", "Is 3 > 5 true?", "number_mismatch"),
+        ("How do I install C# on Linux?", "How do I install C++ on Linux?", "entity_mismatch"),
+    ],
+)
+def test_prompts_with_the_same_words_but_other_signs_are_told_apart(
+    query: str, cached: str, reason: str
+) -> None:
+    # The words leave signs and operators out; the same-words shortcut must not
+    # serve "-40" for "40" or "10 - 4" for "10 + 4".
+    assert check_guards(query, cached, GuardConfig()) == reason
+    off = GuardConfig(numbers=False, entities=False)
+    assert check_guards(query, cached, off) is None
+    assert check_guards(query, query.upper(), GuardConfig()) is None
+
+
+def test_a_calibrated_threshold_is_never_above_one() -> None:
+    # float32 puts some texts' similarity to themselves a hair above 1.0.
+    from costopt_core.cache import CacheConfig
+    from costopt_core.cache.calibrate import calibrate_threshold, pair_similarities
+    from costopt_core.testing import FakeEmbedder
+
+    emb = FakeEmbedder(dim=64)
+    texts = [f"how do i reset password number {w} please now" for w in "abcdefghijklmnop"]
+    sims = pair_similarities([(t, t) for t in texts], emb)
+    over = [t for t, s in zip(texts, sims, strict=True) if s > 1.0]
+    assert over, "no text whose self-similarity rounds above 1.0: pick other texts"
+    pairs = [(over[0], over[0], 1), ("how do I reset my password", "how do I change my email", 0)]
+    res = calibrate_threshold(
+        pairs, target_precision=1.0, embedder=emb, config=GuardConfig(min_query_words=0)
+    )
+    assert res.reached and res.threshold == 1.0
+    assert CacheConfig(similarity_threshold=res.threshold).similarity_threshold == 1.0

@@ -840,3 +840,46 @@ async def test_a_stopped_replay_of_a_cache_tier_is_not_recorded_as_a_paid_call(
                     sync.close()
     assert cheap.script.calls == 1
     assert [(x.model, x.outcome) for x in engine.ledger.records()] == [("gpt-4o-mini", "model")]
+
+
+class _NoModelInRaw(ScriptedLLM):
+    """Names its model on the LLM only, as many integrations do (raw has usage)."""
+
+    def _raw(self, r: Any) -> Any:
+        d = super()._raw(r)
+        d.pop("model")
+        return d
+
+
+class _Cheap:
+    name = "fixed"
+    n_tiers = 2
+
+    def predict(self, items: Any) -> Any:
+        return np.array([[0.9, 1.0] for _ in items])
+
+
+@pytest.mark.parametrize("how", ["chat", "stream_chat", "achat", "astream_chat"])
+async def test_an_answer_whose_raw_names_no_model_is_priced_as_its_tier(how: str) -> None:
+    def tier(model: str) -> Any:
+        return _NoModelInRaw(script=Script([ScriptedResponse("four", U, model=model)]), model=model)
+
+    engine = CostEngine()
+    router = RouterLLM(
+        tiers={"small": tier("gpt-4o-mini"), "frontier": tier("gpt-4o")},
+        classifier=_Cheap(),
+        engine=engine,
+    )
+    m = [ChatMessage(role="user", content="What is 2+2?")]
+    with track_costs(engine):
+        if how == "chat":
+            out = router.chat(m)
+        elif how == "stream_chat":
+            out = list(router.stream_chat(m))[-1]
+        elif how == "achat":
+            out = await router.achat(m)
+        else:
+            out = [r async for r in await router.astream_chat(m)][-1]
+    assert out.raw["model"] == "gpt-4o-mini"
+    records = [(r.model, r.tier, r.cost_usd) for r in engine.ledger.records()]
+    assert records == [("gpt-4o-mini", "small", Decimal("0.00021"))]

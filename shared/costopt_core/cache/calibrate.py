@@ -271,7 +271,9 @@ def calibrate_from_scores(
             confidence=confidence,
         )
     i = int(good[-1])  # the lowest qualifying threshold
-    threshold = float(s_sorted[i])
+    # float32 rounding puts a text's similarity to itself a hair above 1.0; a
+    # threshold above 1 would serve nothing, and CacheConfig refuses it.
+    threshold = min(1.0, float(s_sorted[i]))
     return CalibrationResult(
         threshold=threshold,
         precision=float(prec[i]),

@@ -120,6 +120,10 @@ class GuardConfig(BaseModel):
     max_unmatched_content_words: int | None = Field(default=None, ge=0, le=64)
 
 
+#: Signs and operators: they change what a prompt asks but are no words.
+_SYMBOLS = re.compile(r"[-+*/<>=%^#&|~±×÷≤≥≠√]")
+
+
 def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
@@ -560,7 +564,13 @@ def check_guards(query: str, candidate: str, config: GuardConfig) -> str | None:
     q = extract_features(query)
     c = extract_features(candidate)
     if q.words == c.words:
-        return None  # same words: nothing lexical tells them apart
+        # The words leave out signs and operators: "-40" / "40", "10 - 4" /
+        # "10 + 4", "3 < 5" / "3 > 5", "C++" / "C#" have the same words.
+        if _SYMBOLS.findall(query) == _SYMBOLS.findall(candidate):
+            return None  # same words and symbols: nothing lexical tells them apart
+        if q.numbers or c.numbers:
+            return "number_mismatch" if config.numbers else None
+        return "entity_mismatch" if config.entities else None
     if len(q.words) < config.min_query_words:
         return "too_short"
     if (

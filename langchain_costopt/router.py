@@ -406,9 +406,14 @@ class RouterChatModel(_calls.RunAwareChatModel):
                 engines.append((h.engine, h.check_budgets))
         return engines or [(self.engine or current_engine(), False)]
 
-    def _start(
+    def _plan(
         self, messages: list[BaseMessage], run_info: _calls.Run | None, kwargs: dict[str, Any]
-    ) -> RouteRun:
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """What :meth:`Router.route` and :meth:`Router.start` are called with.
+
+        Everything before the classifier runs (the budgets are checked here),
+        so that the sync and async twins differ only in how they route.
+        """
         tenant = self._tenant(run_info)
         # A "block" budget raises here, before any call; "downshift" moves the start down.
         # The run's own model ("router:...") has no price, so the cost handlers held
@@ -432,20 +437,20 @@ class RouterChatModel(_calls.RunAwareChatModel):
         structured = wants_structured_output({**rest, **tool_kwargs}) or any(
             bool(kwargs.get(k)) for k in (_STRUCTURED_KEY, *_TRACING_KEYS)
         )
-        decision = self._router.route(
-            from_langchain_messages(messages),
-            tools=[{"name": n} for n in offered],
-            structured=structured,
-            budget_action="downshift" if "downshift" in actions else None,
-        )
-        return self._router.start(
-            decision,
-            offered_tools=offered,
-            tool_schemas=tool_schemas,
-            response_schema=response_schema,
-            structured=structured,
-            tool_required=bool(tools) and forces_tool_call(tool_kwargs.get("tool_choice")),
-        )
+        route = {
+            "messages": from_langchain_messages(messages),
+            "tools": [{"name": n} for n in offered],
+            "structured": structured,
+            "budget_action": "downshift" if "downshift" in actions else None,
+        }
+        start = {
+            "offered_tools": offered,
+            "tool_schemas": tool_schemas,
+            "response_schema": response_schema,
+            "structured": structured,
+            "tool_required": bool(tools) and forces_tool_call(tool_kwargs.get("tool_choice")),
+        }
+        return route, start
 
     def _estimate(
         self, engine: CostEngine, messages: list[BaseMessage], kwargs: dict[str, Any]
@@ -620,14 +625,30 @@ class RouterChatModel(_calls.RunAwareChatModel):
         self,
         messages: list[BaseMessage],
         stop: list[str] | None,
-        run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
+        run_manager: CallbackManagerForLLMRun | None,
         kwargs: dict[str, Any],
         *,
         streaming: bool,
     ) -> tuple[RouteRun, Generator[_Call, Any, Any], _Request]:
-        """What each driver starts from: the run, its call loop, the request's calls."""
+        """What each sync driver starts from: the run, its call loop, the request's calls."""
         req = _Request(messages, stop, _calls.run_of(run_manager, kwargs), kwargs)
-        run = self._start(messages, req.run, kwargs)
+        route, start = self._plan(messages, req.run, kwargs)
+        run = self._router.start(self._router.route(**route), **start)
+        return run, self._route(run, req.run, streaming=streaming), req
+
+    async def _abegin(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        run_manager: AsyncCallbackManagerForLLMRun | None,
+        kwargs: dict[str, Any],
+        *,
+        streaming: bool,
+    ) -> tuple[RouteRun, Generator[_Call, Any, Any], _Request]:
+        """Async twin of :meth:`_begin`: the classifier does not block the event loop."""
+        req = _Request(messages, stop, _calls.run_of(run_manager, kwargs), kwargs)
+        route, start = self._plan(messages, req.run, kwargs)
+        run = self._router.start(await self._router.aroute(**route), **start)
         return run, self._route(run, req.run, streaming=streaming), req
 
     # A tier gets the run to read (its tenant, its cost handlers: a cache tier
@@ -667,7 +688,7 @@ class RouterChatModel(_calls.RunAwareChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        _, steps, req = self._begin(messages, stop, run_manager, kwargs, streaming=False)
+        _, steps, req = await self._abegin(messages, stop, run_manager, kwargs, streaming=False)
         result: ChatResult = await adrive(steps, partial(self._ado, req))
         return result
 
@@ -711,7 +732,7 @@ class RouterChatModel(_calls.RunAwareChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        run, steps, req = self._begin(messages, stop, run_manager, kwargs, streaming=True)
+        run, steps, req = await self._abegin(messages, stop, run_manager, kwargs, streaming=True)
         head, live = await adrive(steps, partial(self._ado, req))
         seen: list[ChatGenerationChunk] = []
         try:

@@ -62,6 +62,7 @@ from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import BudgetExceededError, ConfigurationError, config_error
 from costopt_core.routing import router as routing
 from costopt_core.routing.calibrate import CalibrationReport
+from costopt_core.routing.decide import RouteDecision
 from costopt_core.routing.features import wants_structured_output
 from costopt_core.routing.router import Router, RouterConfig, RouteRun
 from costopt_core.routing.tiers import tier_members
@@ -400,6 +401,14 @@ class _Books:
 
 
 @dataclass(frozen=True)
+class _Plan:
+    """What :meth:`Router.route` (``route``) and :meth:`Router.start` (``start``) get."""
+
+    route: dict[str, Any]
+    start: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class _Call:
     """A tier call the call loop asks its driver for: ``call`` for an answer,
     ``collect`` a whole stream (held back), or ``open`` one and read its first item."""
@@ -680,8 +689,8 @@ class RouterLLM(FunctionCallingLLM):
         return actions
 
     # -- the call loop, shared by chat and complete -------------------------------
-    def _start(self, messages: list[Message], kwargs: Mapping[str, Any]) -> tuple[RouteRun, _Books]:
-        books = self._books()
+    def _plan(self, messages: list[Message], kwargs: Mapping[str, Any]) -> _Plan:
+        """What routing and the run need from the request (before the classifier)."""
         tools = list(kwargs.get("tools") or ())
         names = [_tool_name(t) for t in tools]
         # Unknown-tool checks need every name; a tool we cannot name turns them off.
@@ -692,23 +701,31 @@ class RouterLLM(FunctionCallingLLM):
         forced = forces_tool_call(kwargs.get("tool_choice")) or bool(
             isinstance(with_tools, Mapping) and with_tools.get("tool_required")
         )
-        offered_tools = [{"name": n} for n in offered]
-        decision = self._router.route(messages, tools=offered_tools, structured=structured)
+        return _Plan(
+            route={"tools": [{"name": n} for n in offered], "structured": structured},
+            start={
+                "offered_tools": offered,
+                "tool_schemas": _tool_schemas(tools, names) or None,
+                "response_schema": schema or None,
+                "structured": structured,
+                "tool_required": bool(tools) and forced,
+            },
+        )
+
+    def _start(
+        self,
+        messages: list[Message],
+        kwargs: Mapping[str, Any],
+        plan: _Plan,
+        decision: RouteDecision,
+    ) -> tuple[RouteRun, _Books]:
+        """The run from the classifier's ``decision``, after the budgets had their say."""
+        books = self._books()
         # A "block" budget raises here, before any call; "downshift" moves the start down.
         actions = self._check_budgets(books, decision.tier_index, messages, kwargs)
         if "downshift" in actions:
-            decision = self._router.route(
-                messages, tools=offered_tools, structured=structured, budget_action="downshift"
-            )
-        run = self._router.start(
-            decision,
-            offered_tools=offered,
-            tool_schemas=_tool_schemas(tools, names) or None,
-            response_schema=schema or None,
-            structured=structured,
-            tool_required=bool(tools) and forced,
-        )
-        return run, books
+            decision = self._router.downshift(decision)
+        return self._router.start(decision, **plan.start), books
 
     @staticmethod
     def _record_unseen(
@@ -868,7 +885,9 @@ class RouterLLM(FunctionCallingLLM):
     def _run_sync(
         self, messages: list[Message], kwargs: dict[str, Any], call: Any, *, streaming: bool = False
     ) -> Any:
-        run, books = self._start(messages, kwargs)
+        plan = self._plan(messages, kwargs)
+        decision = self._router.route(messages, **plan.route)
+        run, books = self._start(messages, kwargs, plan, decision)
         return routing.drive(
             self._route(run, books, streaming=streaming), functools.partial(self._do, call)
         )
@@ -876,7 +895,9 @@ class RouterLLM(FunctionCallingLLM):
     async def _run_async(
         self, messages: list[Message], kwargs: dict[str, Any], call: Any, *, streaming: bool = False
     ) -> Any:
-        run, books = self._start(messages, kwargs)
+        plan = self._plan(messages, kwargs)
+        decision = await self._router.aroute(messages, **plan.route)
+        run, books = self._start(messages, kwargs, plan, decision)
         return await routing.adrive(
             self._route(run, books, streaming=streaming), functools.partial(self._ado, call)
         )

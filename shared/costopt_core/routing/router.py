@@ -296,13 +296,43 @@ class Router:
         structured: bool = False,
         budget_action: str | None = None,
     ) -> RouteDecision:
-        """Where a request starts (before any call)."""
-        request = ChatRequest(
-            messages=tuple(messages),
-            tools=tuple(dict(t) for t in tools),
-            params={"response_format": "json"} if structured else {},
-        )
-        probs = self.classifier.predict([request])[0]
+        """Where a request starts (before any call).
+
+        Args:
+            messages: the conversation.
+            tools: the tools offered (``{"name": ...}`` is enough).
+            structured: the request asked for structured (JSON) output.
+            budget_action: ``"downshift"`` when a budget asks for cheaper tiers.
+        """
+        request = _request(messages, tools, structured)
+        return self._decide(request, self.classifier.predict([request])[0], budget_action)
+
+    async def aroute(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[Mapping[str, Any]] = (),
+        structured: bool = False,
+        budget_action: str | None = None,
+    ) -> RouteDecision:
+        """Async twin of :meth:`route`: the classifier's ``apredict`` is awaited.
+
+        A learned classifier embeds the prompt; with an embedder that does I/O
+        (a remote service) the sync ``predict`` would block the event loop.
+        A classifier without ``apredict`` is called as in :meth:`route`.
+        """
+        request = _request(messages, tools, structured)
+        apredict = getattr(self.classifier, "apredict", None)
+        if apredict is None:
+            probs = self.classifier.predict([request])
+        else:
+            probs = await apredict([request])
+        return self._decide(request, probs[0], budget_action)
+
+    def _decide(
+        self, request: ChatRequest, probs: npt.NDArray[np.float64], budget_action: str | None
+    ) -> RouteDecision:
+        """The decision from the classifier's per-tier probabilities (shared by both twins)."""
         if self.calibration is not None:
             decision = self.calibration.decide(probs, input_tokens=extract_features(request).tokens)
             decision = dataclasses.replace(decision, tier=self.tiers[decision.tier_index].name)
@@ -310,22 +340,25 @@ class Router:
             decision = choose_tier(
                 probs, self.thresholds, margin=self.config.margin, tier_names=self.tiers.names
             )
+        return self.downshift(decision) if budget_action == "downshift" else decision
+
+    def downshift(self, decision: RouteDecision) -> RouteDecision:
+        """``decision`` moved down ``config.downshift_tiers`` tiers (a budget running low).
+
+        For a caller that learns the budget's action only after routing (it
+        prices the request at the decided tier); no classifier call.
+        """
         # downshift_tiers=0 turns the downshift off: the decision stays as it was
         # (and its explanation does not claim a move that did not happen).
-        if (
-            budget_action == "downshift"
-            and decision.tier_index > 0
-            and self.config.downshift_tiers > 0
-        ):
-            down = max(0, decision.tier_index - self.config.downshift_tiers)
-            decision = dataclasses.replace(
-                decision,
-                tier_index=down,
-                tier=self.tiers[down].name,
-                reason=f"{decision.reason}; budget running low: downshifted to "
-                f"{self.tiers[down].name}",
-            )
-        return decision
+        if decision.tier_index == 0 or self.config.downshift_tiers == 0:
+            return decision
+        down = max(0, decision.tier_index - self.config.downshift_tiers)
+        return dataclasses.replace(
+            decision,
+            tier_index=down,
+            tier=self.tiers[down].name,
+            reason=f"{decision.reason}; budget running low: downshifted to {self.tiers[down].name}",
+        )
 
     def start(
         self,
@@ -367,6 +400,17 @@ class Router:
             response_schema=response_schema,
             tier_index=decision.tier_index,
         )
+
+
+def _request(
+    messages: Sequence[Message], tools: Sequence[Mapping[str, Any]], structured: bool
+) -> ChatRequest:
+    """The request the classifier scores."""
+    return ChatRequest(
+        messages=tuple(messages),
+        tools=tuple(dict(t) for t in tools),
+        params={"response_format": "json"} if structured else {},
+    )
 
 
 def costliest_estimate(estimates: Iterable[Decimal | None], log: logging.Logger) -> Decimal | None:

@@ -33,6 +33,9 @@ from copy import copy
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from llama_index.core.base.llms.generic_utils import (
+    messages_to_prompt as default_messages_to_prompt,
+)
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -49,6 +52,7 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms import LLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import default_completion_to_prompt
 from llama_index_instrumentation.dispatcher import active_instrument_tags, instrument_tags
 from pydantic import Field, ValidationError, field_validator
 
@@ -100,6 +104,16 @@ _ROLES: dict[str, Role] = {
 _KWARGS_FIELDS = ("additional_kwargs", "generate_kwargs", "model_kwargs")
 # Answer-changing LLM fields the engine does not know by name.
 _EXTRA_FIELDS = ("max_new_tokens", "num_predict", "repetition_penalty", "repeat_penalty")
+# The fields LlamaIndex's predict / stream (and their async twins) format a
+# prompt with, on the LLM they are called on, with the value that means "not
+# set" (LlamaIndex fills the two callables in with its defaults).
+_PROMPT_FIELDS: dict[str, Any] = {
+    "system_prompt": None,
+    "query_wrapper_prompt": None,
+    "messages_to_prompt": default_messages_to_prompt,
+    "completion_to_prompt": default_completion_to_prompt,
+    "output_parser": None,
+}
 
 
 # -- small translation helpers ------------------------------------------------
@@ -425,6 +439,35 @@ def _replay_completion(hit: CacheHit, expose: bool) -> Generator[CompletionRespo
     yield final.model_copy(update={"delta": ""})
 
 
+def _reader_copy(chunk: R, shared: bool, noted: list[Any], own: list[Any], expose: bool) -> R:
+    """The copy of ``chunk`` a reader of a relayed stream gets.
+
+    ``own`` keeps the last own (not shared) chunk and its copy, for
+    :func:`_sync_raw`; a shared chunk empties it.
+    """
+    if shared:
+        own.clear()
+        return _shared_copy(chunk, noted, expose)
+    copied = _own_copy(chunk)
+    own[:] = [chunk, copied]
+    return copied
+
+
+def _sync_raw(own: list[Any]) -> None:
+    """Give the last own copy the ``raw`` its chunk holds now the stream has ended.
+
+    An LLM may set its last item's ``raw`` only after yielding it: RouterLLM
+    adds the route when its stream ends, on a new dict. The cost handler knows
+    the answer of the call nested in the cache's by that ``raw`` object (the
+    one the nested call's end event carried); a copy still holding the old
+    one would record the answer a second time.
+    """
+    if own:
+        chunk, copied = own
+        if copied.raw is not chunk.raw:
+            copied.raw = chunk.raw
+
+
 def _shared_copy(chunk: R, noted: list[Any], expose: bool) -> R:
     """A chunk of another request's call, as this request's: a copy (see
     :func:`_own_copy`) whose ``raw`` is noted as served by the cache.
@@ -550,6 +593,11 @@ class CachedLLM(FunctionCallingLLM):
     stored response, tool calls included, and the tools as the provider sees
     them are part of the scope.
 
+    Prompt settings (``system_prompt``, ``query_wrapper_prompt``,
+    ``messages_to_prompt``, ``completion_to_prompt``, ``output_parser``) not
+    set on the wrapper are the wrapped LLM's, so ``predict`` and ``stream``
+    send the wrapped LLM what its own ``predict`` and ``stream`` would.
+
     The cache scope (who may share an answer) is the wrapped LLM's class,
     model name and answer-changing parameters (its fields such as
     ``temperature`` / ``max_tokens`` and its ``additional_kwargs``, plus the
@@ -601,6 +649,24 @@ class CachedLLM(FunctionCallingLLM):
             super().__init__(**data)
         except ValidationError as exc:
             raise config_error("CachedLLM", exc) from None
+
+    def model_post_init(self, context: Any) -> None:
+        """Take the wrapped LLM's prompt settings that are not set on the wrapper.
+
+        LlamaIndex's ``predict`` / ``stream`` (and async twins) format the
+        prompt with the settings of the LLM they are called on (this wrapper)
+        and then call ``chat``, or ``complete`` with ``formatted=True``: the
+        wrapped LLM's own system prompt, prompt templates and output parser
+        would never be applied. With them taken over, ``CachedLLM(llm=x)``
+        sends what ``x.predict`` would send to ``x``.
+        """
+        super().model_post_init(context)
+        for name, unset in _PROMPT_FIELDS.items():
+            mine = getattr(self, name, None)
+            if mine is None or mine is unset:
+                theirs = getattr(self.llm, name, None)
+                if theirs is not None:
+                    setattr(self, name, theirs)
 
     _check_llm = field_validator("llm", mode="before")(check_llm)
     _check_cache = field_validator("semantic_cache", mode="before")(check_cache)
@@ -825,13 +891,11 @@ class CachedLLM(FunctionCallingLLM):
         # The last chunk's note stays: the end event the cost handler records
         # comes after this stream ends.
         noted: list[Any] = []
+        own: list[Any] = []
         try:
             for chunk, shared in pairs:
-                yield (
-                    _shared_copy(chunk, noted, self.expose_cache_info)
-                    if shared
-                    else _own_copy(chunk)
-                )
+                yield _reader_copy(chunk, shared, noted, own, self.expose_cache_info)
+            _sync_raw(own)  # before this stream's end event
         finally:
             # Now, not at garbage collection: a stream nobody else reads is
             # closed, which ends its instrumentation span when the caller stops.
@@ -847,13 +911,11 @@ class CachedLLM(FunctionCallingLLM):
 
     async def _aserved(self, pairs: AsyncReading[R]) -> AsyncGenerator[R, None]:
         noted: list[Any] = []
+        own: list[Any] = []
         try:
             async for chunk, shared in pairs:
-                yield (
-                    _shared_copy(chunk, noted, self.expose_cache_info)
-                    if shared
-                    else _own_copy(chunk)
-                )
+                yield _reader_copy(chunk, shared, noted, own, self.expose_cache_info)
+            _sync_raw(own)
         finally:
             await pairs.aclose()
 

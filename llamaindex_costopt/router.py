@@ -415,6 +415,9 @@ class _Call:
 
     llm: LLM
     how: Literal["call", "collect", "open"]
+    #: The items of a ``collect`` stream read so far: if it breaks part way,
+    #: the tier has billed them, and the router records them (see ``_route``).
+    read: list[Any] = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -770,6 +773,25 @@ class RouterLLM(FunctionCallingLLM):
                 call_id=call_id,
             )
 
+    @classmethod
+    def _record_broken(
+        cls, call: _Call, tier: str, model: str | None, books: _Books, error: BaseException
+    ) -> None:
+        """Record a held-back stream that broke after some items (none: nothing to record).
+
+        The tier billed its prompt and what it sent, and no cost handler
+        records a router's tier calls. Recorded with the usage of the last item
+        that reported one, else an unknown usage (unpriced, never $0): as a
+        discarded attempt (``escalated``) when the router falls back, as the
+        request's call (``model``) when the caller gave up (``error`` is no
+        ``Exception``: cancellation, an interrupt), as :meth:`_unread` does.
+        """
+        if call.read:
+            outcome: Literal["escalated", "model"] = (
+                "escalated" if isinstance(error, Exception) else "model"
+            )
+            cls._record_unseen(_reported(call.read), tier, model, books, outcome)
+
     def _unread(
         self, head: Sequence[Any], live: object, last: Any, run: RouteRun, books: _Books
     ) -> None:
@@ -840,10 +862,14 @@ class RouterLLM(FunctionCallingLLM):
                 if streaming:
                     held = self.validate_streams and run.may_escalate()
                     how = "collect" if held else "open"
+                call = _Call(llm, how)
                 try:
-                    got = yield _Call(llm, how)
-                except Exception as exc:  # nothing was passed on yet: fall back
-                    run.failed(exc)
+                    got = yield call
+                except BaseException as exc:
+                    self._record_broken(call, step.tier, step.model, books, exc)
+                    if not isinstance(exc, Exception):
+                        raise  # the caller gave up (cancelled, interrupted)
+                    run.failed(exc)  # nothing was passed on yet: fall back
                     continue
                 if how == "open":
                     run.kept()  # passed on as it comes, not held back for validation
@@ -870,7 +896,11 @@ class RouterLLM(FunctionCallingLLM):
         if call.how == "call":
             return got
         stream = iter(got)
-        return list(stream) if call.how == "collect" else (next(stream, _EMPTY), stream)
+        if call.how == "collect":
+            for item in stream:
+                call.read.append(item)
+            return call.read
+        return next(stream, _EMPTY), stream
 
     @staticmethod
     async def _ado(call_of: Any, call: _Call) -> Any:
@@ -879,7 +909,9 @@ class RouterLLM(FunctionCallingLLM):
         if call.how == "call":
             return got
         if call.how == "collect":
-            return [item async for item in got]
+            async for item in got:
+                call.read.append(item)
+            return call.read
         return await anext(got, _EMPTY), got
 
     def _run_sync(

@@ -27,6 +27,7 @@ from llamaindex_costopt.router import RouterLLM
 from llamaindex_costopt.testing import ScriptedLLM
 
 U = Usage(1000, 100)
+TIERS = Tiers.from_mapping({"small": "gpt-4o-mini", "frontier": "gpt-4o"})
 
 
 class AsyncOnly:
@@ -84,7 +85,7 @@ def _li(*, classifier: Any) -> RouterLLM:
 
 async def test_router_aroute_awaits_apredict_and_route_calls_predict() -> None:
     clf = AsyncOnly()
-    router = Router(Tiers.from_mapping({"small": "gpt-4o-mini", "frontier": "gpt-4o"}), classifier=clf)
+    router = Router(TIERS, classifier=clf)
     msgs = [Message("user", "What is 2 + 2?")]
     assert (await router.aroute(msgs)).tier == "small"
     assert router.route(msgs).tier == "frontier"
@@ -92,7 +93,7 @@ async def test_router_aroute_awaits_apredict_and_route_calls_predict() -> None:
 
 
 async def test_aroute_falls_back_to_predict_without_apredict() -> None:
-    router = Router(Tiers.from_mapping({"small": "gpt-4o-mini", "frontier": "gpt-4o"}), classifier=SyncOnly())
+    router = Router(TIERS, classifier=SyncOnly())
     msgs = [Message("user", "What is 2 + 2?")]
     assert (await router.aroute(msgs)) == router.route(msgs)
 
@@ -114,10 +115,8 @@ async def test_router_llm_async_paths_use_apredict() -> None:
     msgs = [ChatMessage(role="user", content="hi")]
     assert (await router.achat(msgs)).message.content == "small"
     assert (await router.acomplete("hi")).text == "small"
-    last = None
-    async for last in await router.astream_chat(msgs):
-        pass
-    assert last is not None and last.message.content == "small"
+    items = [item async for item in await router.astream_chat(msgs)]
+    assert items[-1].message.content == "small"
     assert clf.calls == ["apredict"] * 3
     assert router.chat(msgs).message.content == "big"
     assert clf.calls[-1] == "predict"

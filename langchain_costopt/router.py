@@ -17,7 +17,7 @@ import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
 from typing import Any, Literal
@@ -83,6 +83,9 @@ class _Call:
 
     model: BaseChatModel
     how: Literal["generate", "collect", "open"]
+    #: The chunks of a ``collect`` stream read so far: if it breaks part way,
+    #: the tier has billed them, and the router records them (see ``_route``).
+    read: list[ChatGenerationChunk] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -610,10 +613,22 @@ class RouterChatModel(_calls.RunAwareChatModel):
                     continue
                 run.kept()  # passed on as it comes, not held back for validation
                 return ([] if first is None else [first]), live
+            call = _Call(model, "collect" if streaming else "generate")
             try:
-                got = yield _Call(model, "collect" if streaming else "generate")
-            except Exception as exc:  # nothing was passed on yet: fall back
-                run.failed(exc)
+                got = yield call
+            except BaseException as exc:
+                if call.read:  # a held-back stream broke part way: billed, so recorded
+                    # (as the request's call when the caller gave up: cancelled, interrupted)
+                    outcome: Literal["escalated", "model"] = (
+                        "escalated" if isinstance(exc, Exception) else "model"
+                    )
+                    result = self._whole(call.read)
+                    self._record_unseen(
+                        run_info, result, step.tier, call.read, outcome, model_hint=step.model
+                    )
+                if not isinstance(exc, Exception):
+                    raise
+                run.failed(exc)  # nothing was passed on yet: fall back
                 continue
             result = self._whole(got) if streaming else got
             if run.answered(_answer_of(result)) is None:
@@ -659,7 +674,10 @@ class RouterChatModel(_calls.RunAwareChatModel):
         if call.how == "generate":
             return _calls.generate(call.model, req.messages, req.stop, run=req.run, **kwargs)
         live = _calls.stream(call.model, req.messages, req.stop, run=req.run, **kwargs)
-        return list(live) if call.how == "collect" else (next(live, None), live)
+        if call.how == "collect":
+            call.read.extend(live)  # extend keeps what was read when the stream raises
+            return call.read
+        return next(live, None), live
 
     async def _ado(self, req: _Request, call: _Call) -> Any:
         kwargs = self._kwargs_for(call.model, req.kwargs)
@@ -667,7 +685,9 @@ class RouterChatModel(_calls.RunAwareChatModel):
             return await _calls.agenerate(call.model, req.messages, req.stop, run=req.run, **kwargs)
         live = _calls.astream(call.model, req.messages, req.stop, run=req.run, **kwargs)
         if call.how == "collect":
-            return [chunk async for chunk in live]
+            async for chunk in live:
+                call.read.append(chunk)
+            return call.read
         return await anext(live, None), live
 
     def _generate(

@@ -538,10 +538,27 @@ def _name_missing(names: tuple[tuple[str, ...], ...], other: PromptFeatures) -> 
         head = name[-1]
         if head in vocab or _stem(head) in vocab or _ALIASES.get(head, head) in vocab:
             continue
-        if len(head) >= 7 and any(v.startswith(head[:6]) for v in vocab):
-            continue  # "Psychology" / "psychological"
+        if len(head) >= 7 and any(
+            v.startswith(head[:6]) and not _versions_differ(head, v) for v in vocab
+        ):
+            continue  # "Psychology" / "psychological", not "iPhone14" / "iPhone15"
         return True
     return False
+
+
+_DIGIT_RUNS = re.compile(r"\d+")
+
+
+def _versions_differ(a: str, b: str) -> bool:
+    """Whether two words sharing a prefix carry other numbers ("python2" / "python3").
+
+    Such words name other versions or models, not forms of one word; a word
+    without digits ("iphone" / "iphone14") is the generic name, not another one.
+    """
+    if a.isalpha() or b.isalpha():
+        return False  # the common case, decided without a regex
+    da, db = _DIGIT_RUNS.findall(a), _DIGIT_RUNS.findall(b)
+    return bool(da) and bool(db) and da != db
 
 
 def check_guards(query: str, candidate: str, config: GuardConfig) -> str | None:

@@ -73,24 +73,42 @@ class MemoryCacheBackend:
         query = _vector_of(vector, "search")
         with self._lock:
             index = self._scopes.get((scope, query.size))
-            if index is None:
+            if index is None or k <= 0:
                 return []
-            out: list[tuple[CacheEntry, float]] = []
-            expired: list[str] = []
-            # Ask for a few more than k: expired entries are dropped below.
-            for label, sim in index.search(query, k + 4):
-                key = self._by_label.get(label)
-                if key is None:
-                    continue
-                entry = self._entries[key][0]
-                if entry.expired(now):
-                    expired.append(key)
-                    continue
-                out.append((entry, sim))
-                if len(out) == k:
+            # Ask for a few more than k: expired entries are dropped below. When
+            # they leave fewer than k live candidates, they are purged (out of
+            # the index) and the search asks again for twice as many, until k
+            # live ones are found, the scope is exhausted, or the candidates
+            # fall below ``min_similarity`` (those further away are no nearer):
+            # however many expired entries are nearer, they never hide a live
+            # one. The common case (nothing expired) stays a single search.
+            want = k + 4
+            while True:
+                out: list[tuple[CacheEntry, float]] = []
+                expired: list[str] = []
+                exhaustive = want >= len(index)
+                found = index.search(query, want)
+                for label, sim in found:
+                    key = self._by_label.get(label)
+                    if key is None:
+                        continue
+                    entry = self._entries[key][0]
+                    if entry.expired(now):
+                        expired.append(key)
+                        continue
+                    out.append((entry, sim))
+                    if len(out) == k:
+                        break
+                for key in expired:
+                    self._remove(key)
+                if len(out) >= k or not expired or exhaustive:
                     break
-            for key in expired:
-                self._remove(key)
+                if min_similarity is not None and found and found[-1][1] < min_similarity:
+                    break
+                index = self._scopes.get((scope, query.size))
+                if index is None:  # the purge emptied the scope
+                    break
+                want *= 2
             for entry, _ in out:
                 self._entries.move_to_end(entry.key)
             return out

@@ -4,22 +4,32 @@
 llm_string) pair LangChain hands a cache into an engine ``CacheRequest`` and
 the cached generations back. The llm_string (model, parameters, bound tools)
 goes into the scope as a whole, so answers are only shared between identical
-model configurations. LangChain hands a cache no run, so the tenant is read
-from the runnable config in effect (a chain's ``metadata``, which reaches its
-steps) and :func:`costopt_core.tenant_scope`; a model invoked directly with
-``config={"metadata": ...}`` does not pass that config to the cache.
+model configurations. LangChain hands a cache no run, so a small callback
+handler, added to every LangChain run by a configure hook, notes each model
+run's tenant (its metadata's ``costopt_tenant``, else
+:func:`costopt_core.tenant_scope`'s) when the run starts: LangChain calls it
+inline, in the caller's thread or task, just before it reads the cache. The
+config in effect is not enough: a model invoked directly does not put its
+config in effect, and a ``batch`` runs each element in a thread or task whose
+config in effect is the caller's, so every element, whatever its tenant,
+shared one partition.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.load import dumps, loads
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, Generation
 from langchain_core.runnables.config import ensure_config
+from langchain_core.tracers.context import register_configure_hook
 
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
@@ -33,6 +43,76 @@ __all__ = ["PAYLOAD_FORMAT", "SemanticCache", "engine_cache", "generations_of", 
 
 PAYLOAD_FORMAT = "langchain/generations/v1"
 METADATA_KEY = "costopt"
+
+
+@dataclass(frozen=True)
+class _Noted:
+    """The tenant of the model run in progress, over the runs it is nested in."""
+
+    run_id: UUID
+    tenant: str | None
+    outer: _Noted | None
+
+
+_RUN: ContextVar[_Noted | None] = ContextVar("costopt_cache_run_tenant", default=None)
+
+
+class _RunTenantNote(BaseCallbackHandler):
+    """Notes each model run's tenant for :class:`SemanticCache` (see the module docstring).
+
+    A run that ends gives the note back to the run it was nested in, so a
+    model called inside another model's call cannot change the outer one's
+    partition.
+    """
+
+    run_inline = True  # in the caller's context: the note must reach the cache lookup
+    raise_error = False
+    ignore_chain = True
+    ignore_agent = True
+    ignore_retriever = True
+    ignore_retry = True
+    ignore_custom_event = True
+
+    def _start(self, run_id: UUID, metadata: dict[str, Any] | None) -> None:
+        _RUN.set(_Noted(run_id, run_tenant(metadata), _RUN.get()))
+
+    def _end(self, run_id: UUID) -> None:
+        noted = _RUN.get()
+        if noted is not None and noted.run_id == run_id:
+            _RUN.set(noted.outer)
+
+    def on_chat_model_start(
+        self, serialized: Any, messages: Any, *, run_id: UUID, metadata: Any = None, **kw: Any
+    ) -> None:
+        self._start(run_id, metadata)
+
+    def on_llm_start(
+        self, serialized: Any, prompts: Any, *, run_id: UUID, metadata: Any = None, **kw: Any
+    ) -> None:
+        self._start(run_id, metadata)
+
+    def on_llm_end(self, response: Any, *, run_id: UUID, **kw: Any) -> None:
+        self._end(run_id)
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
+        self._end(run_id)
+
+
+# Always set (the default), so the hook adds the note to every run's callbacks.
+# The handler keeps no state (the note is in _RUN): one serves every context.
+_NOTE: ContextVar[_RunTenantNote | None] = ContextVar(
+    "costopt_cache_run_tenant_note",
+    default=_RunTenantNote(),  # noqa: B039
+)
+register_configure_hook(_NOTE, inheritable=True)
+
+
+def _tenant() -> str | None:
+    """The tenant of the model run reading the cache (else the config's, else tenant_scope's)."""
+    noted = _RUN.get()
+    if noted is not None:
+        return noted.tenant
+    return run_tenant(ensure_config().get("metadata"))
 
 
 def engine_cache(value: Any, what: str) -> CacheEngine:
@@ -169,10 +249,9 @@ class SemanticCache(BaseCache):
             tells a caller that someone asked the same question before. The
             cost handler learns it either way.
 
-    The tenant partitions the cache: ``tenant_scope`` around the call, or a
-    chain's ``config={"metadata": {"costopt_tenant": ...}}``. A chat model
-    invoked directly does not show its config to ``set_llm_cache``'s cache:
-    use ``tenant_scope`` there, or :class:`CachedChatModel`, which sees it.
+    The tenant partitions the cache: ``tenant_scope`` around the call, or the
+    run's ``config={"metadata": {"costopt_tenant": ...}}`` (a chain's, a
+    model's own, each element's of a ``batch``).
 
     Example:
         >>> from langchain_core.globals import set_llm_cache
@@ -194,9 +273,7 @@ class SemanticCache(BaseCache):
         return CacheRequest(
             messages=tuple(from_langchain_messages(messages)),
             model=cache_model(llm_string, messages),
-            # A chain step runs with its config in effect; a direct call does not
-            # (see the module docstring): tenant_scope covers both.
-            tenant=run_tenant(ensure_config().get("metadata")),
+            tenant=_tenant(),
         )
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:

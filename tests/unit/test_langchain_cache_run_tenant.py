@@ -1,0 +1,82 @@
+"""set_llm_cache's cache partitions by each model run's tenant, batch elements included.
+
+LangChain hands a cache no run; the config in effect is the caller's in a
+``batch`` element's thread or task, and a model invoked directly puts none in
+effect. A handler noting each run's tenant at its start closes both gaps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from langchain_core.globals import set_llm_cache
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+
+from costopt_core import CostEngine
+from costopt_core.cache import SemanticCache as CacheEngine
+from costopt_core.tenancy import tenant_scope
+from costopt_core.testing import FakeEmbedder
+from langchain_costopt import CostCallbackHandler, SemanticCache
+from langchain_costopt.cache import _RUN
+from langchain_costopt.testing import ScriptedChatModel
+
+Q = {"q": "What is our internal discount code?"}
+TENANTS = ("acme", "globex", "acme", "initech")
+
+
+@pytest.fixture
+def model() -> Any:
+    set_llm_cache(SemanticCache(CacheEngine(embedder=FakeEmbedder())))
+    try:
+        yield ScriptedChatModel.from_texts([f"A{i}" for i in range(20)])
+    finally:
+        set_llm_cache(None)
+
+
+def _configs(engine: CostEngine | None = None) -> list[Any]:
+    cbs = [CostCallbackHandler(engine)] if engine is not None else []
+    return [{"metadata": {"costopt_tenant": t}, "callbacks": cbs} for t in TENANTS]
+
+
+@pytest.mark.parametrize("how", ["batch", "abatch", "model_batch"])
+async def test_batch_elements_never_share_another_tenants_answer(model: Any, how: str) -> None:
+    engine = CostEngine()
+    chain = ChatPromptTemplate.from_template("{q}") | model | StrOutputParser()
+    if how == "batch":
+        outs = chain.batch([Q] * 4, config=_configs(engine))
+    elif how == "abatch":
+        outs = await chain.abatch([Q] * 4, config=_configs(engine))
+    else:
+        msgs = [Q["q"]] * 4
+        outs = [m.content for m in model.batch(msgs, config=_configs(engine))]
+    # acme's two elements may share (one of them a hit); the others have their own.
+    assert len({outs[0], outs[1], outs[3]}) == 3
+    assert outs[2] == outs[0]
+    assert model.script.calls == 3
+    booked = sorted((r.tenant, r.outcome) for r in engine.ledger.records())
+    assert booked == [
+        ("acme", "cache_exact"),
+        ("acme", "model"),
+        ("globex", "model"),
+        ("initech", "model"),
+    ]
+
+
+async def test_a_model_invoked_directly_partitions_by_its_configs_tenant(model: Any) -> None:
+    first = model.invoke("the code?", config={"metadata": {"costopt_tenant": "acme"}})
+    other = await model.ainvoke("the code?", config={"metadata": {"costopt_tenant": "globex"}})
+    again = model.invoke("the code?", config={"metadata": {"costopt_tenant": "acme"}})
+    assert first.content != other.content
+    assert again.content == first.content
+    assert model.script.calls == 2
+
+
+def test_tenant_scope_still_partitions_and_no_note_outlives_its_run(model: Any) -> None:
+    with tenant_scope("acme"):
+        a = model.invoke("the code?")
+    with tenant_scope("globex"):
+        g = model.invoke("the code?")
+    assert a.content != g.content
+    assert _RUN.get() is None  # each run gave its note back when it ended

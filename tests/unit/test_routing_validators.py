@@ -210,3 +210,32 @@ def test_a_broken_tool_call_beside_text_escalates() -> None:
     answer = Answer("Let me look that up.", invalid_tool_calls=(broken,))
     assert escalation_reason(answer, ValidatorConfig()) == "invalid_tool_args"
     assert escalation_reason(answer, ValidatorConfig(tool_calls=False)) is None
+
+
+WEATHER = {"name": "get_weather", "args": {"city": "Paris"}, "id": "c1"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I don't have access to live weather data, so let me check with the weather tool.",
+        "I’m not sure what the weather is; I'll look it up.",
+    ],
+)
+def test_a_preamble_beside_a_valid_tool_call_is_an_action_not_a_refusal(text: str) -> None:
+    # Agents' models write this beside most tool calls: escalating re-asked the
+    # frontier for the same call the cheap tier made.
+    answer = Answer(text, tool_calls=(WEATHER,))
+    assert escalation_reason(answer, ValidatorConfig(), offered_tools=("get_weather",)) is None
+    assert escalation_reason(Answer(text), ValidatorConfig()) == "refusal_or_hedge"
+
+
+def test_a_react_step_that_names_an_action_is_not_a_refusal() -> None:
+    step = (
+        "Thought: I don't know the current weather in Paris, so I need to use a tool.\n"
+        "Action: get_weather\n"
+        'Action Input: {"city": "Paris"}'
+    )
+    assert escalation_reason(Answer(step), ValidatorConfig()) is None
+    final = "Thought: I'm sorry, I can't help with that.\nAnswer: I can't help with that."
+    assert escalation_reason(Answer(final), ValidatorConfig()) == "refusal_or_hedge"

@@ -49,6 +49,8 @@ _REFUSAL = re.compile(
     re.IGNORECASE,
 )
 
+#: A ReAct agent's step names its tool on a line of its own ("Action: get_weather").
+_REACT_ACTION = re.compile(r"^\s*Action:\s*\S", re.MULTILINE)
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 
 
@@ -230,6 +232,9 @@ def escalation_reason(
         return "missing_tool_call"
     elif config.empty and not text:
         return "empty"
+    # A tool call (or a ReAct "Action:" step) beside "I don't have live data, so
+    # let me check" is the model acting on what it does not know: no refusal.
+    acts = bool(answer.tool_calls) or _REACT_ACTION.search(text) is not None
     structured = structured_output or response_schema is not None
     if config.structured and structured and not answer.tool_calls:
         try:
@@ -240,7 +245,7 @@ def escalation_reason(
             return "invalid_structured_output"
     # Models write "I’m sorry, I can’t" with typographic apostrophes as often as not.
     plain = text.translate(_APOSTROPHES)
-    if config.refusal and text and len(text) < 400 and _REFUSAL.search(plain):
+    if config.refusal and text and len(text) < 400 and _REFUSAL.search(plain) and not acts:
         return "refusal_or_hedge"
     if (
         config.min_mean_logprob is not None

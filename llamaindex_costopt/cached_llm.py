@@ -20,6 +20,8 @@ import functools
 import hashlib
 import inspect
 import json
+import uuid
+import weakref
 from collections.abc import (
     AsyncGenerator,
     Awaitable,
@@ -52,7 +54,7 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms import LLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
-from llama_index.core.llms.llm import default_completion_to_prompt
+from llama_index.core.llms.llm import ToolSelection, default_completion_to_prompt
 from llama_index_instrumentation.dispatcher import active_instrument_tags, instrument_tags
 from pydantic import Field, ValidationError, field_validator
 
@@ -68,7 +70,6 @@ from llamaindex_costopt._checks import check_cache, check_llm
 from llamaindex_costopt.handler import TENANT_KEYS, _field, resolve_tenant, usage_of
 
 if TYPE_CHECKING:
-    from llama_index.core.llms.llm import ToolSelection
     from llama_index.core.tools.types import BaseTool
 
 __all__ = [
@@ -356,6 +357,55 @@ def _blocks(r: CachedResponse) -> list[Any]:
     return blocks
 
 
+# The messages of the chat answers the cache served, by id, held weakly: a
+# served answer's tool calls went through JSON, and the wrapped LLM may not
+# read them back (see ``CachedLLM.get_tool_calls_from_response``).
+_SERVED_MESSAGES: weakref.WeakValueDictionary[int, ChatMessage] = weakref.WeakValueDictionary()
+
+
+def _served_message(message: ChatMessage) -> bool:
+    return _SERVED_MESSAGES.get(id(message)) is message
+
+
+_ARG_KEYS = ("args", "input", "parameters", "arguments")
+_ID_KEYS = ("id", "tool_call_id", "toolUseId", "call_id")
+
+
+def _tool_selections(response: ChatResponse) -> list[ToolSelection]:
+    """The tool calls of an answer, read from their neutral form (see :func:`_tool_call`).
+
+    The argument and id keys of the provider shapes the neutral form keeps as
+    they are (Anthropic's ``input``, Cohere's ``parameters``, Bedrock's
+    ``toolUseId``) are read too. A call named in both a block and
+    ``additional_kwargs`` (same id) is read once.
+    """
+    out: list[ToolSelection] = []
+    ids: set[str] = set()
+    for tc in _tool_calls(response):
+        name = tc.get("name")
+        if not isinstance(name, str) or not name:
+            continue
+        call_id = next((tc[k] for k in _ID_KEYS if tc.get(k)), None)
+        if call_id is not None:
+            if str(call_id) in ids:
+                continue
+            ids.add(str(call_id))
+        args = next((tc[k] for k in _ARG_KEYS if k in tc), None)
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except ValueError:
+                args = None
+        out.append(
+            ToolSelection(
+                tool_id=str(call_id) if call_id is not None else uuid.uuid4().hex,
+                tool_name=name,
+                tool_kwargs=args if isinstance(args, dict) else {},
+            )
+        )
+    return out
+
+
 def chat_response_of(hit: CacheHit, *, expose: bool = False) -> ChatResponse:
     """Rebuild a stored answer as a ``ChatResponse`` marked as served by the cache."""
     r = hit.response
@@ -380,9 +430,11 @@ def chat_response_of(hit: CacheHit, *, expose: bool = False) -> ChatResponse:
             message=ChatMessage(role=MessageRole.ASSISTANT, blocks=_blocks(r)),
             additional_kwargs={"finish_reason": r.finish_reason} if r.finish_reason else {},
         )
-    return response.model_copy(
+    served = response.model_copy(
         update={"raw": _served_raw(response.raw, hit, expose), "delta": None}
     )
+    _SERVED_MESSAGES[id(served.message)] = served.message
+    return served
 
 
 def completion_response_of(hit: CacheHit, *, expose: bool = False) -> CompletionResponse:
@@ -760,11 +812,29 @@ class CachedLLM(FunctionCallingLLM):
         """The tool calls of an answer (served or fresh), read by the wrapped LLM.
 
         A served answer is the stored response itself (its tool-call blocks and
-        ``additional_kwargs``), so the wrapped LLM reads it as it read the original.
+        ``additional_kwargs``), so the wrapped LLM reads it as it read the original,
+        except for what did not survive storage as JSON: integrations that keep
+        the provider SDK's tool-call objects in ``additional_kwargs["tool_calls"]``
+        (and check their class) get them back as dicts. When the wrapped LLM
+        cannot read a served answer's tool calls (it raises, or finds none), they
+        are read from their neutral form (name, arguments, id). A fresh answer,
+        and a served one the wrapped LLM reads, are the wrapped LLM's alone.
         """
-        return self._function_llm().get_tool_calls_from_response(
-            response, error_on_no_tool_call=error_on_no_tool_call, **kwargs
-        )
+        llm = self._function_llm()
+        if not _served_message(response.message):
+            return llm.get_tool_calls_from_response(
+                response, error_on_no_tool_call=error_on_no_tool_call, **kwargs
+            )
+        try:
+            calls = llm.get_tool_calls_from_response(
+                response, error_on_no_tool_call=error_on_no_tool_call, **kwargs
+            )
+        except Exception:
+            calls = _tool_selections(response)
+            if not calls:
+                raise
+            return calls
+        return calls or _tool_selections(response)
 
     # -- requests --------------------------------------------------------------
     def _tenant(self) -> str | None:

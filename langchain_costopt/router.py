@@ -13,6 +13,7 @@ at all when a cache served them).
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import uuid
@@ -32,7 +33,7 @@ from langchain_core.messages.utils import message_chunk_to_message
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
 from langchain_core.runnables import Runnable, RunnableBinding
-from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import ConfigurationError, config_error
@@ -72,6 +73,10 @@ _BIND_KEY = "costopt_bind_tools"
 # Tracing hints LangChain pops off the router's own call; a tier's ``_generate``
 # is called directly, so they must not reach it.
 _TRACING_KEYS = ("ls_structured_output_format", "structured_output_format")
+# ``bind_tools`` arguments that only steer tool calls: with no tools, not passed on.
+_TOOLS_ONLY = ("tool_choice", "parallel_tool_calls")
+# ``with_structured_output``'s ways of asking for a structured answer.
+_STRUCTURED_METHODS = ("function_calling", "json_schema", "json_mode")
 # Where a request names the JSON schema of a structured text answer.
 _RESPONSE_SCHEMA_KEYS = ("response_format", "format", "json_schema")
 
@@ -130,6 +135,39 @@ def _response_schema(value: Any) -> Mapping[str, Any] | None:
         except Exception:  # not a schema class: no schema to check against
             return None
     return None
+
+
+def _json_schema_format(schema: Mapping[str, Any] | type, strict: bool | None) -> dict[str, Any]:
+    """OpenAI's ``response_format`` for a JSON-schema answer (as ChatOpenAI builds it).
+
+    A response format or its ``json_schema`` part is taken as it is; any other
+    schema (pydantic, TypedDict, JSON schema, OpenAI tool) becomes
+    ``{"type": "json_schema", "json_schema": {"name", "description", "schema", "strict"}}``.
+    """
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    if isinstance(schema, Mapping):
+        if schema.get("type") == "json_schema" and isinstance(schema.get("json_schema"), Mapping):
+            return dict(schema)
+        if "name" in schema and isinstance(schema.get("schema"), Mapping):
+            return {"type": "json_schema", "json_schema": dict(schema)}
+    fn = convert_to_openai_tool(schema, strict=strict)["function"]
+    spec: dict[str, Any] = {"name": fn["name"]}
+    if fn.get("description"):
+        spec["description"] = fn["description"]
+    spec["schema"] = fn.get("parameters") or {"type": "object", "properties": {}}
+    if strict is not None:
+        spec["strict"] = strict
+    return {"type": "json_schema", "json_schema": spec}
+
+
+def _takes(method: Any, name: str) -> bool:
+    """Whether ``method`` accepts the keyword argument ``name`` (by name or ``**kwargs``)."""
+    try:
+        params = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: assume it does
+        return True
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)
 
 
 def _tier_problem(name: str, value: Any) -> str | None:
@@ -318,6 +356,105 @@ class RouterChatModel(_calls.RunAwareChatModel):
         strict = kwargs.get("strict")
         return self.bind(tools=[convert_to_openai_tool(t, strict=strict) for t in tools], **own)
 
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type | None = None,
+        *,
+        include_raw: bool = False,
+        method: str = "function_calling",
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """Answers parsed into ``schema``, asked of every tier the way ``method`` says.
+
+        Args:
+            schema: a pydantic class, a TypedDict, a JSON schema or an OpenAI
+                tool / response format; a pydantic class is parsed into an
+                instance, the rest into a dict. Optional for ``json_mode`` only.
+            include_raw: return ``{"raw", "parsed", "parsing_error"}`` instead of
+                raising when the answer does not parse.
+            method: ``"function_calling"``: the schema is bound to every tier as a
+                forced tool call (each tier's ``bind_tools``, ``strict`` passed on
+                where it takes it). ``"json_schema"``: every tier is asked for
+                ``response_format={"type": "json_schema", "json_schema": {...}}``
+                (OpenAI's shape, as ChatOpenAI binds it) and its JSON text is
+                parsed; for tiers that honour a response format but cannot call
+                tools. ``"json_mode"``: ``response_format={"type": "json_object"}``
+                (the prompt must describe the schema).
+            strict: OpenAI's strict schema adherence, for the tool or the format.
+
+        A cheap tier's answer that does not parse (prose, a missing tool call, or
+        for ``json_schema`` JSON that breaks the schema) escalates one tier up.
+
+        Raises:
+            ConfigurationError: an unknown ``method``, or no ``schema`` where it needs one.
+        """
+        from operator import itemgetter
+
+        from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+        from langchain_core.output_parsers.openai_tools import (
+            JsonOutputKeyToolsParser,
+            PydanticToolsParser,
+        )
+        from langchain_core.runnables import RunnableMap, RunnablePassthrough
+        from langchain_core.utils.function_calling import convert_to_openai_tool
+        from langchain_core.utils.pydantic import is_basemodel_subclass
+
+        if kwargs:
+            raise ValueError(f"Received unsupported arguments {kwargs}")
+        if method not in _STRUCTURED_METHODS:
+            raise ConfigurationError(
+                f"RouterChatModel.with_structured_output: unknown method {method!r}; "
+                f"choose one of {', '.join(repr(m) for m in _STRUCTURED_METHODS)}"
+            )
+        if schema is None and method != "json_mode":
+            raise ConfigurationError(
+                f"RouterChatModel.with_structured_output: method={method!r} needs a schema "
+                "(only 'json_mode' can do without one)"
+            )
+        is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
+        traced = {"kwargs": {"method": method, "strict": strict}, "schema": schema}
+        llm: Runnable[LanguageModelInput, Any]
+        parser: Runnable[Any, Any]
+        if method == "function_calling":
+            llm = self.bind_tools(
+                [schema],
+                tool_choice="any",
+                ls_structured_output_format=traced,
+                **({} if strict is None else {"strict": strict}),
+            )
+            if is_pydantic:
+                parser = PydanticToolsParser(tools=[schema], first_tool_only=True)
+            else:
+                name = convert_to_openai_tool(schema)["function"]["name"]  # type: ignore[arg-type]
+                parser = JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
+        else:
+            if method == "json_schema":
+                response_format = _json_schema_format(schema, strict)  # type: ignore[arg-type]
+            else:
+                response_format = {"type": "json_object"}
+                traced["kwargs"] = {"method": method}
+            # The router's own run traces the hint, as langchain-core's structured
+            # output does; the response format marks the request structured, and
+            # json_schema's schema is what the validators check a cheap answer against.
+            bind: dict[str, Any] = {"response_format": response_format}
+            if schema is not None:
+                bind["ls_structured_output_format"] = traced
+            llm = self.bind(**bind)
+            parser = (
+                PydanticOutputParser(pydantic_object=schema) if is_pydantic else JsonOutputParser()
+            )
+        if include_raw:
+            parser_assign = RunnablePassthrough.assign(
+                parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
+            )
+            parser_none = RunnablePassthrough.assign(parsed=lambda _: None)
+            parser_with_fallback = parser_assign.with_fallbacks(
+                [parser_none], exception_key="parsing_error"
+            )
+            return RunnableMap(raw=llm) | parser_with_fallback
+        return llm | parser
+
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
         params = super()._get_ls_params(stop=stop, **kwargs)
         params["ls_model_name"] = kwargs.get("model") or "router:" + "|".join(self.tiers)
@@ -339,11 +476,32 @@ class RouterChatModel(_calls.RunAwareChatModel):
         return tools, tool_kwargs, rest
 
     def _kwargs_for(self, model: BaseChatModel, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The call kwargs of tier ``model``: ``bind_tools``' arguments go through its own.
+
+        Without tools (``bind_tools([], response_format=...)``, as ``create_agent``
+        binds a ``ProviderStrategy`` for an agent with no tools), the arguments
+        that shape the request still reach the tier, as its own
+        ``bind_tools([], ...)`` passes them on, or as ``bind`` would for a tier
+        that cannot call tools; those that only steer tool calls are dropped.
+        """
         tools, tool_kwargs, rest = self._split_tools(kwargs)
         if not tools:
-            return rest
-        bound = model.bind_tools(tools, **tool_kwargs)
-        extra = bound.kwargs if isinstance(bound, RunnableBinding) else {}
+            tool_kwargs = {k: v for k, v in tool_kwargs.items() if k not in _TOOLS_ONLY}
+            if not tool_kwargs:
+                return rest
+        if "strict" in tool_kwargs and not _takes(model.bind_tools, "strict"):
+            # The tools are already strict (``bind_tools`` converted them).
+            tool_kwargs.pop("strict")
+        try:
+            bound = model.bind_tools(tools, **tool_kwargs)
+        except NotImplementedError:
+            if tools:
+                raise  # a tier that cannot take the tools falls back
+            tool_kwargs.pop("strict", None)  # a tool-schema option: no tools, no meaning
+            return {**rest, **tool_kwargs}
+        extra = dict(bound.kwargs) if isinstance(bound, RunnableBinding) else {}
+        if not tools and not extra.get("tools"):
+            extra.pop("tools", None)  # no tools to offer: no empty list for the provider
         return {**rest, **extra}
 
     @staticmethod
@@ -369,7 +527,8 @@ class RouterChatModel(_calls.RunAwareChatModel):
 
         The engine escalates a cheap answer whose tool arguments or JSON text
         do not match them. ``with_structured_output`` binds its schema as a
-        tool, so its output is checked through the first.
+        tool (``function_calling``), so its output is checked through the
+        first, or as a ``response_format`` (``json_schema``), the second.
         """
         tools, tool_kwargs, rest = cls._split_tools(kwargs)
         tool_schemas = {

@@ -524,3 +524,58 @@ def test_a_calibrated_threshold_is_never_above_one() -> None:
     )
     assert res.reached and res.threshold == 1.0
     assert CacheConfig(similarity_threshold=res.threshold).similarity_threshold == 1.0
+
+
+@pytest.mark.parametrize(
+    ("query", "candidate"),
+    [
+        ("Cheapest flights from Paris to London", "Cheapest flights from London to Paris"),
+        ("Does Alice owe Bob money?", "Does Bob owe Alice money?"),
+        (
+            "Is express shipping faster than standard shipping?",
+            "Is standard shipping faster than express shipping?",
+        ),
+        ("Translate hello from English to French", "Translate hello from French to English"),
+        ("Flights from New York to New Jersey", "Flights from New Jersey to New York"),
+        ("What is 10 - 4?", "What is 4 - 10?"),
+    ],
+)
+def test_phrases_traded_across_a_one_way_relation_are_refused(query: str, candidate: str) -> None:
+    # Embeddings barely see word order: each of these pairs scores above 0.99.
+    assert check_guards(query, candidate, DEFAULT) == "order_mismatch"
+    assert check_guards(candidate, query, DEFAULT) == "order_mismatch"
+    assert check_guards(query, candidate, GuardConfig(order=False)) is None
+
+
+@pytest.mark.parametrize(
+    ("query", "candidate"),
+    [
+        ("Who is older, Obama or Trump?", "Who is older, Trump or Obama?"),
+        (
+            "What is the difference between TCP and UDP?",
+            "What is the difference between UDP and TCP?",
+        ),
+        ("Python vs Java for beginners?", "Java vs Python for beginners?"),
+        ("How do I quickly learn Python?", "How do I learn Python quickly?"),
+        ("What is 2 + 3?", "What is 3 + 2?"),
+        ("Best chicken curry recipe", "Best curry chicken recipe"),
+    ],
+)
+def test_symmetric_swaps_and_moved_words_pass_the_order_guard(query: str, candidate: str) -> None:
+    assert check_guards(query, candidate, DEFAULT) is None
+
+
+@pytest.mark.parametrize(
+    ("query", "candidate"),
+    [
+        ("Can I return an item within 30 days?", "Can I return an item after 30 days?"),
+        (
+            "How do I add a user to a group in Linux?",
+            "How do I remove a user from a group in Linux?",
+        ),
+        ("How do I enable two-factor login?", "How do I disable two-factor login?"),
+        ("What is the maximum dose of ibuprofen?", "What is the minimum dose of ibuprofen?"),
+    ],
+)
+def test_inverse_operations_and_limits_are_polarity_mismatches(query: str, candidate: str) -> None:
+    assert check_guards(query, candidate, DEFAULT) == "polarity_mismatch"

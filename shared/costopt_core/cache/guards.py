@@ -49,6 +49,7 @@ REASONS: tuple[str, ...] = (
     "polarity_mismatch",
     "question_word_mismatch",
     "entity_mismatch",
+    "order_mismatch",
     "content_mismatch",
 )
 
@@ -93,6 +94,14 @@ class GuardConfig(BaseModel):
         layout: reject when either prompt is indented text (code, YAML) and
             their line layouts differ: the same words indented differently can
             be valid and invalid code, and embeddings do not see indentation.
+        order: reject when the prompts have the same words but two of them
+            (or two phrases) trade places across words that make the
+            relation one-way: "flights from Paris to London" / "from London
+            to Paris", "Does Alice owe Bob?" / "Does Bob owe Alice?", "10 - 4"
+            / "4 - 10". Embeddings barely see word order (these pairs score
+            above 0.99). A swap across "and", "or", "vs", "+" ("TCP and UDP"
+            / "UDP and TCP"), of two adjacent words, or a word moved
+            elsewhere ("quickly learn" / "learn ... quickly") passes.
         max_unmatched_content_words: reject when more than this many content
             words (stopwords removed, crudely stemmed) appear in one prompt
             and not the other, both directions counted. ``None`` (default)
@@ -116,12 +125,51 @@ class GuardConfig(BaseModel):
     polarity: bool = True
     question_word: bool = True
     layout: bool = True
+    order: bool = True
     min_query_words: int = Field(default=3, ge=0, le=64)
     max_unmatched_content_words: int | None = Field(default=None, ge=0, le=64)
 
 
 #: Signs and operators: they change what a prompt asks but are no words.
 _SYMBOLS = re.compile(r"[-+*/<>=%^#&|~±×÷≤≥≠√]")
+
+
+#: Words and signs in order, for the order guard (signs count: "10 - 4" / "4 - 10").
+_ORDER_TOKEN = re.compile(r"[^\W_]+(?:['’.\-][^\W_]+)*(?:\+\+|#)?|[-+*/<>=%^&|~±×÷≤≥≠√]")
+#: What two swapped phrases may have between them and mean the same.
+_SYMMETRIC = frozenset({"and", "or", "nor", "vs", "vs.", "versus", "v", "plus", "&", "+", "*"})
+_SYMMETRIC |= frozenset({"×", "=", "≠", "|"})
+#: Longest differing stretch the order guard searches for a swap (quadratic in it).
+_MAX_SWAP_SPAN = 40
+
+
+def _swapped_across(a: str, b: str) -> bool:
+    """True when ``b`` is ``a`` with two phrases traded across a one-way relation.
+
+    The stretch where the two token sequences differ must read ``X C Y`` in
+    one and ``Y C X`` in the other, with ``C`` non-empty and not only
+    symmetric words ("and", "or", "vs", "+"). A reordering of any other shape
+    (a word moved, an adjacent pair swapped) is not one.
+    """
+    ta = _ORDER_TOKEN.findall(a.lower())
+    tb = _ORDER_TOKEN.findall(b.lower())
+    if ta == tb or len(ta) != len(tb) or sorted(ta) != sorted(tb):
+        return False
+    start = 0
+    while ta[start] == tb[start]:
+        start += 1
+    end = len(ta)
+    while ta[end - 1] == tb[end - 1]:
+        end -= 1
+    ma, mb = ta[start:end], tb[start:end]
+    n = len(ma)
+    if n > _MAX_SWAP_SPAN:
+        return False
+    for x in range(1, n - 1):  # X = ma[:x], Y = ma[y:], C = ma[x:y] (non-empty)
+        for y in range(x + 1, n):
+            if mb == ma[y:] + ma[x:y] + ma[:x]:
+                return not set(ma[x:y]) <= _SYMMETRIC
+    return False
 
 
 def _words(text: str) -> frozenset[str]:
@@ -253,6 +301,27 @@ _ANTONYM_PAIRS: tuple[tuple[str, str], ...] = (
     ("up", "down"),
     ("north", "south"),
     ("east", "west"),
+    # Where a limit or a direction sits: "return within 30 days" / "after 30 days".
+    ("within", "after"),
+    ("above", "below"),
+    ("inside", "outside"),
+    ("internal", "external"),
+    ("maximum", "minimum"),
+    ("max", "min"),
+    ("highest", "lowest"),
+    ("higher", "lower"),
+    ("largest", "smallest"),
+    ("biggest", "smallest"),
+    ("first", "last"),
+    # Operations and their inverses: a how-to for one is wrong for the other.
+    ("add", "remove"),
+    ("install", "uninstall"),
+    ("enable", "disable"),
+    ("encrypt", "decrypt"),
+    ("upload", "download"),
+    ("send", "receive"),
+    ("input", "output"),
+    ("true", "false"),
 )
 _ANTONYM: dict[str, frozenset[str]] = {}
 for _a, _b in _ANTONYM_PAIRS:
@@ -611,6 +680,8 @@ def check_guards(query: str, candidate: str, config: GuardConfig) -> str | None:
         c_missing = _name_missing(c.names, q)
         if (q_missing and c_missing) or (config.entities_one_sided and (q_missing or c_missing)):
             return "entity_mismatch"
+    if config.order and _swapped_across(query, candidate):
+        return "order_mismatch"
     limit = config.max_unmatched_content_words
     if limit is not None and len(q.content ^ c.content) > limit:
         return "content_mismatch"

@@ -29,8 +29,10 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableConfig, ensure_config
+from langchain_core.utils.json import parse_partial_json
 
 from langchain_costopt.callbacks import cost_handlers
 
@@ -171,27 +173,47 @@ def _astreams(model: BaseChatModel) -> bool:
     return type(model)._astream is not BaseChatModel._astream or streams(model)
 
 
-def chunk_of(message: BaseMessage, content: Any = None) -> ChatGenerationChunk:
+def chunk_of(
+    message: BaseMessage, content: Any = None, *, additional_kwargs: bool = True
+) -> ChatGenerationChunk:
     """A whole answer as the last chunk of a stream: tool calls, usage and metadata,
     with ``message``'s content unless ``content`` replaces it (a replay sends the
-    text in earlier chunks)."""
+    text in earlier chunks), and its ``additional_kwargs`` unless an earlier chunk
+    carried them (``additional_kwargs=False``: merged chunks concatenate strings).
+
+    Invalid tool calls go as the chunks they were, unless their arguments would
+    now parse as a call (a truncated JSON object would: a call that failed must
+    not be made with cut arguments).
+    """
     tool_calls = list(getattr(message, "tool_calls", None) or [])
+    chunks: list[dict[str, Any]] = [
+        {"name": tc["name"], "args": _json(tc["args"]), "id": tc.get("id")} for tc in tool_calls
+    ]
+    for itc in getattr(message, "invalid_tool_calls", None) or []:
+        if _stays_invalid(itc.get("args")):
+            chunks.append({"name": itc.get("name"), "args": itc.get("args"), "id": itc.get("id")})
     chunk = AIMessageChunk(
         content=message.content if content is None else content,
+        additional_kwargs=dict(message.additional_kwargs or {}) if additional_kwargs else {},
         tool_call_chunks=[
-            {
-                "name": tc["name"],
-                "args": _json(tc["args"]),
-                "id": tc.get("id"),
-                "index": i,
-            }
-            for i, tc in enumerate(tool_calls)
+            tool_call_chunk(name=c["name"], args=c["args"], id=c["id"], index=i)
+            for i, c in enumerate(chunks)
         ],
         usage_metadata=getattr(message, "usage_metadata", None),
         response_metadata=dict(message.response_metadata or {}),
         chunk_position="last",
     )
     return ChatGenerationChunk(message=chunk)
+
+
+def _stays_invalid(args: Any) -> bool:
+    """True if a chunk with these arguments is read as an invalid tool call again."""
+    if not args:
+        return False  # no arguments read as {}: a call
+    try:
+        return not isinstance(parse_partial_json(args), dict)
+    except Exception:
+        return True
 
 
 def _json(obj: Any) -> str:

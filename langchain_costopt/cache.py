@@ -17,32 +17,42 @@ shared one partition.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import date, datetime, time
+from decimal import Decimal
+from enum import Enum
 from typing import Any
 from uuid import UUID
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.load import dumps, loads
+from langchain_core.load import Serializable, dumps, loads
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, Generation
 from langchain_core.runnables.config import ensure_config
 from langchain_core.tracers.context import register_configure_hook
+from pydantic import BaseModel
 
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.errors import ConfigurationError
 from costopt_core.served import SERVED, served_info
+from costopt_core.types import Usage
 from costopt_core.usage import usage_from_langchain
 from langchain_costopt._convert import cache_model, from_langchain_messages, usage_or_unknown
+from langchain_costopt.batch import usage_metadata_of
 from langchain_costopt.callbacks import run_tenant
 
 __all__ = ["PAYLOAD_FORMAT", "SemanticCache", "engine_cache", "generations_of", "response_of"]
 
 PAYLOAD_FORMAT = "langchain/generations/v1"
 METADATA_KEY = "costopt"
+
+log = logging.getLogger("costopt.cache")
 
 
 @dataclass(frozen=True)
@@ -156,7 +166,17 @@ def _messages_of(prompt: str) -> list[BaseMessage]:
 
 
 def response_of(generations: Sequence[Generation]) -> CachedResponse:
-    """The neutral form of LangChain generations, with a lossless payload."""
+    """The neutral form of LangChain generations, with a payload that loads back.
+
+    An answer's extras are kept JSON-safe (a pydantic object, such as the
+    ``additional_kwargs["parsed"]`` of OpenAI's structured output, as its
+    ``model_dump``): ``dumps`` writes what it cannot serialise as a stub that
+    ``loads`` rejects, and every hit would then fail. The payload is read back
+    here: if it does not load, the answer is kept as what does (content,
+    extras, tool calls, usage, metadata); if even that does not, it is not
+    stored at all (an empty answer, which the cache skips), rather than
+    stored to be served without its parts.
+    """
     first = generations[0] if generations else Generation(text="")
     info = first.generation_info or {}
     finish = info.get("finish_reason") or info.get("stop_reason")
@@ -172,26 +192,127 @@ def response_of(generations: Sequence[Generation]) -> CachedResponse:
             # Unreadable counts must not lose the answer the model was paid for.
             usage = usage_or_unknown(usage_from_langchain, msg.usage_metadata)
         tool_calls = tuple(dict(tc) for tc in msg.tool_calls)
-    clean = [_without_costopt(g) for g in generations]
+    payload = _loadable([_storable(g) for g in generations])
+    if payload is None:
+        payload = _loadable([_rebuilt(g) for g in generations])
+    if payload is None:
+        log.warning("an answer that cannot be restored from the cache is not stored")
+        return CachedResponse(text="")  # empty: the cache stores no empty answer
     return CachedResponse(
         text=first.text,
         model=model,
         finish_reason=finish,
         tool_calls=tool_calls,
-        payload=dumps(clean),
+        payload=payload,
         payload_format=PAYLOAD_FORMAT,
-        **({"usage": usage} if usage is not None else {}),
+        usage=usage if usage is not None else Usage(),
     )
 
 
-def _without_costopt(g: Generation) -> Generation:
-    # What costopt wrote on a message describes one call; the stored answer must not carry it.
-    if isinstance(g, ChatGeneration) and METADATA_KEY in (g.message.response_metadata or {}):
-        meta = {k: v for k, v in g.message.response_metadata.items() if k != METADATA_KEY}
-        return g.model_copy(
-            update={"message": g.message.model_copy(update={"response_metadata": meta})}
-        )
-    return g
+def _loadable(generations: list[Generation]) -> str | None:
+    """``generations`` as ``dumps`` writes them, if ``loads`` rebuilds them; else None."""
+    try:
+        text = dumps(generations)
+        loaded = loads(text, allowed_objects="core")
+    except Exception:
+        return None
+    return text if isinstance(loaded, list) and len(loaded) == len(generations) else None
+
+
+_DROP = object()
+
+
+def _json_safe(value: Any, *, strict: bool = False) -> Any:
+    """``value`` with what ``dumps`` cannot write made JSON (``_DROP`` if it cannot be).
+
+    Pydantic models become their ``model_dump`` (LangChain's own serialisable
+    objects stay, unless ``strict``), enums their value, dates ISO text,
+    dataclasses dicts, tuples and sets lists; anything else is dropped.
+    """
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, Serializable) and not strict and value.is_lc_serializable():
+        return value  # dumps writes it; the payload is read back to make sure
+    if isinstance(value, BaseModel):
+        try:
+            return _json_safe(value.model_dump(mode="json"), strict=strict)
+        except Exception:
+            return _DROP
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            safe = _json_safe(v, strict=strict)
+            if safe is not _DROP and (key := _json_safe(k, strict=True)) is not _DROP:
+                out[key if isinstance(key, str) else str(key)] = safe
+        return out
+    if isinstance(value, list | tuple | set | frozenset):
+        items = (_json_safe(v, strict=strict) for v in value)
+        return [v for v in items if v is not _DROP]
+    if isinstance(value, Enum):
+        return _json_safe(value.value, strict=strict)
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, Decimal | UUID):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        try:
+            return _json_safe(dataclasses.asdict(value), strict=strict)
+        except Exception:
+            return _DROP
+    return _DROP
+
+
+def _safe_dict(value: Mapping[str, Any] | None, *, strict: bool = False) -> dict[str, Any]:
+    safe = _json_safe(value or {}, strict=strict)
+    return safe if isinstance(safe, dict) else {}
+
+
+def _storable(g: Generation) -> Generation:
+    """``g`` as stored: its extras JSON-safe, without what costopt wrote on it.
+
+    What costopt wrote on a message describes one call; the stored answer must
+    not carry it.
+    """
+    update: dict[str, Any] = {}
+    if g.generation_info:
+        update["generation_info"] = _safe_dict(g.generation_info)
+    if isinstance(g, ChatGeneration):
+        msg = g.message
+        meta = {k: v for k, v in (msg.response_metadata or {}).items() if k != METADATA_KEY}
+        extras = {
+            "additional_kwargs": _safe_dict(msg.additional_kwargs),
+            "response_metadata": _safe_dict(meta),
+        }
+        update["message"] = msg.model_copy(update=extras)
+    return g.model_copy(update=update) if update else g
+
+
+def _rebuilt(g: Generation) -> Generation:
+    """What can be kept of ``g`` when it does not load back whole: its parts, as JSON."""
+    info = _safe_dict(g.generation_info, strict=True) or None
+    if not isinstance(g, ChatGeneration):
+        return Generation(text=g.text, generation_info=info)
+    msg = g.message
+    content = _json_safe(msg.content, strict=True)
+    if not isinstance(content, str | list):
+        content = msg.text
+    meta = {k: v for k, v in (msg.response_metadata or {}).items() if k != METADATA_KEY}
+    fields: dict[str, Any] = {}
+    if isinstance(msg, AIMessage):
+        fields = {
+            "tool_calls": _json_safe(msg.tool_calls, strict=True),
+            "invalid_tool_calls": _json_safe(msg.invalid_tool_calls, strict=True),
+            "usage_metadata": _json_safe(msg.usage_metadata, strict=True),
+        }
+    message = AIMessage(
+        content=content,
+        additional_kwargs=_safe_dict(msg.additional_kwargs, strict=True),
+        response_metadata=_safe_dict(meta, strict=True),
+        id=msg.id,
+        name=msg.name,
+        **fields,
+    )
+    return ChatGeneration(message=message, generation_info=info)
 
 
 def generations_of(hit: CacheHit, *, expose: bool = False) -> list[Generation]:
@@ -218,6 +339,8 @@ def generations_of(hit: CacheHit, *, expose: bool = False) -> list[Generation]:
                     content=r.text,
                     tool_calls=list(r.tool_calls),  # type: ignore[arg-type]
                     response_metadata={"model_name": r.model, "finish_reason": r.finish_reason},
+                    # The usage the answer was paid for: what a hit saves is priced on it.
+                    usage_metadata=usage_metadata_of(r.usage),
                 )
             )
         ]

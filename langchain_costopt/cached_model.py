@@ -17,7 +17,12 @@ from typing import Any, Self
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    message_chunk_to_message,
+)
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableBinding
 from pydantic import ConfigDict, Field, ValidationError, model_validator
@@ -48,11 +53,18 @@ def _replay(hit: CacheHit, expose: bool) -> Iterator[ChatGenerationChunk]:
     text = msg.text
     words = text.split(" ") if text else []
     info = served_info(hit)
+    # The message's additional_kwargs (reasoning, a parsed answer) go on one chunk
+    # only, the first: merging chunks concatenates string values.
+    extras = dict(msg.additional_kwargs or {})
     for i, w in enumerate(words):
-        chunk = ChatGenerationChunk(message=AIMessageChunk(content=w if i == 0 else " " + w))
+        chunk = ChatGenerationChunk(
+            message=AIMessageChunk(
+                content=w if i == 0 else " " + w, additional_kwargs=extras if i == 0 else {}
+            )
+        )
         SERVED.note(chunk, info)
         yield chunk
-    chunk = _calls.chunk_of(msg, content="")
+    chunk = _calls.chunk_of(msg, content="", additional_kwargs=not words)
     SERVED.note(chunk, info)
     yield chunk
 
@@ -373,14 +385,9 @@ class CachedChatModel(_calls.RunAwareChatModel):
         total = chunks[0]
         for c in chunks[1:]:
             total = total + c
-        message = total.message
-        gen = ChatGeneration(
-            message=AIMessage(
-                content=message.content,
-                tool_calls=getattr(message, "tool_calls", []),
-                usage_metadata=getattr(message, "usage_metadata", None),
-                response_metadata=message.response_metadata,
-            ),
-            generation_info=total.generation_info,
-        )
+        # The whole message, as an invoke would have returned it: additional_kwargs
+        # (reasoning_content, refusal, function_call), invalid tool calls and id
+        # included, not only its content, tool calls, usage and metadata.
+        message = message_chunk_to_message(total.message)
+        gen = ChatGeneration(message=message, generation_info=total.generation_info)
         return response_of([gen])

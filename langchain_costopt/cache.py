@@ -351,9 +351,12 @@ def generations_of(hit: CacheHit, *, expose: bool = False) -> list[Generation]:
             meta = dict(g.message.response_metadata or {})
             if expose:
                 meta[METADATA_KEY] = info
-            g = g.model_copy(
-                update={"message": g.message.model_copy(update={"response_metadata": meta})}
-            )
+            # A served answer is a new message: with the stored one's id, LangGraph's
+            # add_messages (which merges by id) would overwrite the first answer in
+            # a thread that asks the same question again. LangChain gives a message
+            # without one its run's id.
+            msg = g.message.model_copy(update={"response_metadata": meta, "id": None})
+            g = g.model_copy(update={"message": msg})
             # The generation, not its message: langchain-core replaces a cached
             # message (to zero its cost) but keeps the generation object.
             SERVED.note(g, info)

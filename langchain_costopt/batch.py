@@ -54,7 +54,11 @@ from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import BatchFailedError, BatchRequestError, ConfigurationError
 from costopt_core.types import CallMode, Usage
 from costopt_core.usage import usage_from_langchain
-from langchain_costopt._convert import from_langchain_messages, to_langchain_message
+from langchain_costopt._convert import (
+    from_langchain_messages,
+    non_text_digest,
+    to_langchain_message,
+)
 from langchain_costopt.callbacks import CostCallbackHandler, run_tenant
 
 __all__ = [
@@ -136,6 +140,44 @@ def messages_of(value: LanguageModelInput) -> list[BaseMessage]:
         f"invalid batch input of type {type(value).__name__}: pass a string, a list of "
         "messages or a PromptValue, as to a chat model"
     )
+
+
+# Blocks of an answer in the history that the engine message carries otherwise (tool
+# calls) or that are the provider's own (reasoning): not content the user sent.
+_CARRIED_BLOCKS = frozenset(
+    {"tool_use", "tool_call", "function_call", "thinking", "redacted_thinking", "reasoning"}
+)
+
+
+def check_text_only(messages: Sequence[BaseMessage]) -> None:
+    """Raise ``ConfigurationError`` when a message holds content a batch request would lose.
+
+    The queue stores requests as text messages, so an image, audio or file
+    block would be dropped and the text alone sent (and billed) without a word.
+    """
+    if non_text_digest(messages) is None:
+        return
+    for i, m in enumerate(messages):
+        if isinstance(m.content, str):
+            continue
+        kinds = sorted(
+            {
+                str(b.get("type", "?")) if isinstance(b, Mapping) else type(b).__name__
+                for b in m.content
+                if not (
+                    isinstance(b, str)
+                    or (isinstance(b, Mapping) and b.get("type", "text") == "text")
+                    or (isinstance(b, Mapping) and b.get("type") in _CARRIED_BLOCKS)
+                )
+            }
+        )
+        if kinds:
+            raise ConfigurationError(
+                f"BatchRunnable sends text messages only: message {i} ({m.type}) has "
+                f"{', '.join(kinds)} content, which would be dropped from the batch request; "
+                "send multimodal requests through the chat model itself (invoke/batch on the "
+                "model), or put the content in the message as text"
+            )
 
 
 def usage_metadata_of(u: Usage) -> dict[str, Any] | None:
@@ -329,7 +371,13 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
     ``response_metadata["costopt"]`` (mode, cost, baseline cost, savings, the
     job and request ids). Failed requests raise :class:`BatchFailedError`
     naming them, or come back as :class:`BatchRequestError` objects with
-    ``return_exceptions=True``.
+    ``return_exceptions=True``. An interruption (Ctrl-C, a cancelled task, an
+    ``asyncio`` timeout) is never an answer: it cancels the job and propagates
+    (answers already given are still recorded).
+
+    Requests are text: a message with image, audio or file content blocks
+    raises ``ConfigurationError`` (a batch request would drop them); send those
+    through the chat model itself.
 
     Accounting: the engine's ``BatchJob`` records each answer in the ledger
     once, at the provider's batch rates (lever ``batch``), under call id
@@ -466,11 +514,18 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
         tenant: str | None = None,
         **kwargs: Any,
     ) -> BatchRequest:
-        """The engine request for one input (``kwargs``: call-time model parameters)."""
+        """The engine request for one input (``kwargs``: call-time model parameters).
+
+        Raises:
+            ConfigurationError: a message holds non-text content (an image, audio,
+                a file), which a batch request cannot carry.
+        """
+        messages = messages_of(value)
+        check_text_only(messages)
         return BatchRequest(
             id=request_id,
             model=self.model_name,
-            messages=tuple(from_langchain_messages(messages_of(value))),
+            messages=tuple(from_langchain_messages(messages)),
             params=self._request_params({**self._bound, **kwargs}, hint=_JSON_HINT),
             tenant=tenant,
         )
@@ -576,6 +631,19 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
         return await handle.arun(requests, return_exceptions=True)
 
     @staticmethod
+    def _raise_interrupt(outputs: list[Any]) -> list[Any]:
+        """Re-raise an interruption ``_batch_with_config`` caught and put in every slot.
+
+        langchain-core returns a ``BaseException`` raised by the run as each
+        input's output under ``return_exceptions``; a ``KeyboardInterrupt`` or
+        a cancelled task is never an answer (the job was canceled on its way out).
+        """
+        for o in outputs:
+            if isinstance(o, BaseException) and not isinstance(o, Exception):
+                raise o
+        return outputs
+
+    @staticmethod
     def _raise_failed(outputs: list[Any]) -> list[Any]:
         errors = [o for o in outputs if isinstance(o, Exception)]
         if not errors:
@@ -606,8 +674,10 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
         """
         if not inputs:
             return []
-        outputs = self._batch_with_config(
-            self._run_batch, inputs, config, return_exceptions=True, **kwargs
+        outputs = self._raise_interrupt(
+            self._batch_with_config(
+                self._run_batch, inputs, config, return_exceptions=True, **kwargs
+            )
         )
         return outputs if return_exceptions else self._raise_failed(outputs)
 
@@ -622,8 +692,10 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
         """Async twin of :meth:`batch`."""
         if not inputs:
             return []
-        outputs = await self._abatch_with_config(
-            self._arun_batch, inputs, config, return_exceptions=True, **kwargs
+        outputs = self._raise_interrupt(
+            await self._abatch_with_config(
+                self._arun_batch, inputs, config, return_exceptions=True, **kwargs
+            )
         )
         return outputs if return_exceptions else self._raise_failed(outputs)
 

@@ -27,8 +27,12 @@ from typing import Any, Literal
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
+    CitationBlock,
     CompletionResponse,
     MessageRole,
+    TextBlock,
+    ThinkingBlock,
+    ToolCallBlock,
 )
 from llama_index.core.llms import LLM
 from llama_index_instrumentation.dispatcher import instrument_tags
@@ -47,9 +51,10 @@ from costopt_core.batch import (
 )
 from costopt_core.engine import CostEngine
 from costopt_core.errors import BatchFailedError, BatchRequestError, ConfigurationError
-from costopt_core.types import CallMode, Message, Role, Usage
+from costopt_core.types import CallMode, Message, Usage
 from costopt_core.usage import usage_wire
 from llamaindex_costopt.handler import BATCH_TAG, resolve_tenant, usage_of
+from llamaindex_costopt.memory import from_llamaindex_message
 
 __all__ = [
     "BATCH_TAG",
@@ -70,16 +75,6 @@ _CLASS_NAMES: dict[str, ProviderName] = {"openai_llm": "openai", "Anthropic_LLM"
 _FIELDS = ("temperature", "top_p", "top_k", "seed")
 # Where the local provider finds how to call the LLM; never sent to a provider.
 _LOCAL_CALL = "costopt_local_call"
-_ROLES: dict[str, Role] = {
-    "system": "system",
-    "developer": "system",
-    "user": "user",
-    "assistant": "assistant",
-    "chatbot": "assistant",
-    "model": "assistant",
-    "tool": "tool",
-    "function": "tool",
-}
 
 
 # -- translation helpers ----------------------------------------------------------
@@ -114,26 +109,60 @@ def provider_name_of(llm: LLM) -> ProviderName:
     return _CLASS_NAMES.get(name, "local")
 
 
+# Blocks the engine message carries (text, tool calls) or that are an answer's own
+# (reasoning, citations): anything else (images, audio, documents) would be lost.
+_CARRIED_BLOCKS = (TextBlock, ToolCallBlock, ThinkingBlock, CitationBlock)
+
+
 def to_message(m: ChatMessage) -> Message:
-    """A LlamaIndex ``ChatMessage`` as an engine ``Message`` (text content)."""
-    kwargs = m.additional_kwargs or {}
-    role = m.role.value if isinstance(m.role, MessageRole) else str(m.role)
-    return Message(
-        role=_ROLES.get(role, "user"),
-        content=m.content or "",
-        name=kwargs.get("name"),
-        tool_call_id=kwargs.get("tool_call_id"),
-    )
+    """A LlamaIndex ``ChatMessage`` as an engine ``Message``: text, name, tool calls
+    (``additional_kwargs["tool_calls"]`` and ``ToolCallBlock`` blocks) and tool call id.
+
+    Raises:
+        ConfigurationError: the message holds non-text content (an image, audio,
+            a document), which a batch request cannot carry.
+    """
+    lost = sorted({type(b).__name__ for b in m.blocks if not isinstance(b, _CARRIED_BLOCKS)})
+    if lost:
+        role = m.role.value if isinstance(m.role, MessageRole) else str(m.role)
+        raise ConfigurationError(
+            f"BatchRunner sends text messages only: a {role} message has {', '.join(lost)} "
+            "content, which would be dropped from the batch request; send multimodal requests "
+            "through the LLM itself (chat/achat), or put the content in the message as text"
+        )
+    return from_llamaindex_message(m)
 
 
 def to_chat_message(m: Message) -> ChatMessage:
-    """An engine ``Message`` (as stored in the queue) back into a ``ChatMessage``."""
+    """An engine ``Message`` (as stored in the queue) back into a ``ChatMessage``.
+
+    Tool calls read from ``ToolCallBlock`` blocks (``id``/``name``/``args``) go
+    back as blocks, those from ``additional_kwargs["tool_calls"]`` back there.
+    """
     kwargs: dict[str, Any] = {}
     if m.tool_call_id is not None:
         kwargs["tool_call_id"] = m.tool_call_id
     if m.name is not None:
         kwargs["name"] = m.name
-    return ChatMessage(role=MessageRole(m.role), content=m.content, additional_kwargs=kwargs)
+    blocks: list[Any] = []
+    kept: list[dict[str, Any]] = []
+    for call in m.tool_calls:
+        if set(call) <= {"id", "name", "args"} and isinstance(call.get("name"), str):
+            blocks.append(
+                ToolCallBlock(
+                    tool_call_id=call.get("id"),
+                    tool_name=call["name"],
+                    tool_kwargs=call.get("args") or {},
+                )
+            )
+        else:
+            kept.append(dict(call))
+    if kept:
+        kwargs["tool_calls"] = kept
+    if not blocks:
+        return ChatMessage(role=MessageRole(m.role), content=m.content, additional_kwargs=kwargs)
+    text = [TextBlock(text=m.content)] if m.content else []
+    return ChatMessage(role=MessageRole(m.role), blocks=[*text, *blocks], additional_kwargs=kwargs)
 
 
 def _raw_of(
@@ -247,8 +276,12 @@ class BatchRunner(BatchFront):
     ``costopt_batch`` (:data:`BATCH_TAG`), which ``CostEventHandler`` skips,
     so a handler attached for good to the same engine does not count them twice.
 
-    Text only: messages are sent as their text, and tool calls of answers
-    stay in the provider's payload in ``raw``.
+    Text only: messages are sent as their text with the history's tool calls
+    (``additional_kwargs["tool_calls"]`` and ``ToolCallBlock`` blocks) and
+    tool call ids; a message with image, audio, video or document blocks
+    raises ``ConfigurationError`` (a batch request would drop them). Tool
+    calls of answers stay in the provider's payload in ``raw``. An
+    interruption (Ctrl-C, a cancelled task) cancels the job and propagates.
 
     Args:
         llm: the LLM whose model name and parameters (``temperature``,

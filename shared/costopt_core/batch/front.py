@@ -245,10 +245,13 @@ class BatchFront(ABC):
             return OpenAIBatchProvider(**self._sdk_clients(kind))
         if kind == "anthropic":
             return AnthropicBatchProvider(**self._sdk_clients(kind))
+        # No retries of its own: the job's max_attempts is the one retry budget (each
+        # attempt one model call; only transient errors are submitted again).
         return LocalBatchProvider(
             self._local_chat,
             achat=self._local_achat,
             max_concurrency=self.settings.max_concurrency,
+            max_retries=0,
         )
 
     # -- requests -----------------------------------------------------------

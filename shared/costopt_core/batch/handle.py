@@ -12,10 +12,13 @@ the converter and their own defaults.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from costopt_core.batch.job import BatchJob, BatchStatus
+from costopt_core.batch.local import LocalBatchProvider
 from costopt_core.batch.provider import BatchRequest, BatchResult
 from costopt_core.engine import CostEngine
 from costopt_core.errors import BatchError, BatchFailedError, BatchRequestError
@@ -23,6 +26,12 @@ from costopt_core.pricing import attribute_savings
 from costopt_core.types import CallMode, Usage, money_str
 
 __all__ = ["JobHandle", "ResultConverter", "batch_metadata"]
+
+log = logging.getLogger(__name__)
+
+#: How long a canceled local job's running calls are waited for, to record them.
+_COLLECT_TIMEOUT_S = 3600.0
+_STOP_FAILED = "batch job %r: cancel after an interruption failed"
 
 T_co = TypeVar("T_co", covariant=True)
 T = TypeVar("T")
@@ -134,14 +143,63 @@ class JobHandle(Generic[T]):
         await self.job.aflush()
 
     def run(self, requests: Sequence[BatchRequest], *, return_exceptions: bool) -> list[Any]:
-        """Queue, submit and wait for ``requests``; the answers in input order."""
-        self.job.run(requests, progress=self._progress, timeout_s=self._timeout_s)
+        """Queue, submit and wait for ``requests``; the answers in input order.
+
+        An interruption (``KeyboardInterrupt``, ``SystemExit``...) cancels the
+        job and propagates; what had already been answered is collected
+        (recorded, its budget hold released), at once or, for requests still
+        running on the local provider's threads, when they end.
+        """
+        try:
+            self.job.run(requests, progress=self._progress, timeout_s=self._timeout_s)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                self._stop()
+            raise
         return self.outputs(return_exceptions)
 
     async def arun(self, requests: Sequence[BatchRequest], *, return_exceptions: bool) -> list[Any]:
-        """Async twin of :meth:`run`."""
-        await self.job.arun(requests, progress=self._progress, timeout_s=self._timeout_s)
+        """Async twin of :meth:`run` (a cancelled task cancels the job the same way)."""
+        try:
+            await self.job.arun(requests, progress=self._progress, timeout_s=self._timeout_s)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                await self._astop()
+            raise
         return self.outputs(return_exceptions)
+
+    def _stop(self) -> None:
+        """Cancel an interrupted run's job and collect what has ended (best effort)."""
+        try:
+            self.job.cancel()
+            status = self.job.poll()
+        except Exception:
+            log.warning(_STOP_FAILED, self.name, exc_info=True)
+            return
+        self._collect_later(status)
+
+    async def _astop(self) -> None:
+        """Async twin of :meth:`_stop` (the local provider's tasks are stopped and awaited)."""
+        try:
+            await self.job.acancel()
+            status = await self.job.apoll()
+        except Exception:
+            log.warning(_STOP_FAILED, self.name, exc_info=True)
+            return
+        self._collect_later(status)
+
+    def _collect_later(self, status: BatchStatus) -> None:
+        if status.open_batches and isinstance(self.job.provider, LocalBatchProvider):
+            # Calls running on worker threads cannot be stopped: collect them as they end.
+            threading.Thread(
+                target=self._collect, name=f"costopt-batch-collect-{self.name}", daemon=True
+            ).start()
+
+    def _collect(self) -> None:
+        try:
+            self.job.wait(timeout_s=_COLLECT_TIMEOUT_S)
+        except Exception:
+            log.warning("batch job %r: canceled requests not collected", self.name, exc_info=True)
 
     # -- status -------------------------------------------------------------
     def status(self, *, poll: bool = True) -> BatchStatus:

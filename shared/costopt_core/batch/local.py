@@ -3,9 +3,10 @@
 For models without a batch API (local models, providers that only bill real
 time) and for tests: the queue, splitting, retries and accounting are the
 same as with a provider batch API, but the requests run here, at most
-``max_concurrency`` at a time, each retried on errors. Its calls are billed
-at real-time prices, so its ``mode`` is ``"sync"`` and the job records them
-as such (no ``batch`` saving).
+``max_concurrency`` at a time, each retried on transient errors (timeouts,
+rate limits, lost connections, server errors; see :func:`transient_error`).
+Its calls are billed at real-time prices, so its ``mode`` is ``"sync"`` and
+the job records them as such (no ``batch`` saving).
 
 Results live in this object's memory, keyed by batch id: a batch that has
 not been collected when the process ends is lost, and the job that finds it
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import threading
 import time
 import uuid
@@ -35,7 +37,7 @@ from costopt_core.batch.queue import request_to_json
 from costopt_core.errors import BatchError, BatchNotFoundError, ConfigurationError
 from costopt_core.types import CallMode
 
-__all__ = ["AsyncChatFn", "ChatFn", "LocalBatchProvider"]
+__all__ = ["AsyncChatFn", "ChatFn", "LocalBatchProvider", "transient_error"]
 
 #: Answers one request: a ``BatchResult`` (its ``id`` is set by the provider),
 #: or just the text (succeeded, usage unknown).
@@ -44,16 +46,70 @@ AsyncChatFn = Callable[[BatchRequest], Awaitable["BatchResult | str"]]
 
 #: Local batches have no provider limits; these keep one batch's memory bounded.
 DEFAULT_LOCAL_LIMITS = BatchLimits(max_requests=50_000, max_bytes=200 * 1024 * 1024)
+#: How long ``acancel`` waits for the stopped tasks (a model call that ignores
+#: cancellation should not hold the caller).
+_CANCEL_WAIT_S = 5.0
+
+# The SDK error classes (openai, anthropic, httpx, google...) of a failure that
+# may pass if the same request is sent again; matched by name, no SDK imported.
+_TRANSIENT_NAMES = frozenset(
+    {
+        "APIConnectionError",
+        "APITimeoutError",
+        "ConnectError",
+        "ConnectTimeout",
+        "DeadlineExceeded",
+        "InternalServerError",
+        "OverloadedError",
+        "PoolTimeout",
+        "RateLimitError",
+        "ReadError",
+        "ReadTimeout",
+        "RemoteProtocolError",
+        "ResourceExhausted",
+        "ServiceUnavailable",
+        "ServiceUnavailableError",
+        "TooManyRequests",
+        "WriteTimeout",
+    }
+)
+
+
+def _status_code(exc: BaseException) -> int | None:
+    for owner in (exc, getattr(exc, "response", None)):
+        for attr in ("status_code", "status"):
+            code = getattr(owner, attr, None)
+            if isinstance(code, int) and not isinstance(code, bool):
+                return code
+    return None
+
+
+def transient_error(exc: BaseException) -> bool:
+    """Whether sending the same request again may succeed: a timeout, a lost
+    connection, a rate limit or a server error (HTTP 408, 429, 5xx).
+
+    The same rule as a provider batch's own per-request errors (retryable on 429
+    and 5xx); anything else (a bad request, a context overflow, a bug) fails the
+    same way every time.
+    """
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return True
+    code = _status_code(exc)
+    if code is not None:
+        return code in (408, 429) or code >= 500
+    return any(cls.__name__ in _TRANSIENT_NAMES for cls in type(exc).__mro__)
 
 
 class _LocalBatch:
-    __slots__ = ("canceled", "created_at", "requests", "results")
+    __slots__ = ("canceled", "created_at", "requests", "results", "tasks")
 
     def __init__(self, requests: Sequence[BatchRequest], created_at: float) -> None:
         self.requests = list(requests)
         self.results: dict[str, BatchResult] = {}
         self.canceled = False
         self.created_at = created_at
+        # The requests' tasks of an ``asubmit`` (stopped by a cancel).
+        self.tasks: list[asyncio.Task[None]] = []
 
 
 class LocalBatchProvider:
@@ -67,11 +123,14 @@ class LocalBatchProvider:
             semaphore on the running loop); without it ``asubmit`` runs ``chat``
             in threads.
         max_concurrency: requests running at once.
-        max_retries: further tries of a request that raised one of ``retry_on``;
-            after the last one it is reported ``errored`` and ``retryable``, so
-            the job may submit it again. Other exceptions fail at once, not retryable.
+        max_retries: further tries of a request whose error is worth retrying
+            (``retry_on``); after the last one it is reported ``errored`` and
+            ``retryable``, so the job may submit it again. Other exceptions fail
+            at once, not retryable. ``BatchFront`` passes 0: the job's
+            ``max_attempts`` is then the one retry budget.
         retry_backoff_s: wait before retry ``n`` is ``retry_backoff_s * 2**n``.
-        retry_on: exception types worth retrying.
+        retry_on: exception types worth retrying; ``None`` (the default): the
+            transient ones (:func:`transient_error`).
         limits: per-batch limits the job splits by.
         name: stored with each batch; give two local providers sharing a queue
             file different names.
@@ -91,7 +150,7 @@ class LocalBatchProvider:
         max_concurrency: int = 8,
         max_retries: int = 2,
         retry_backoff_s: float = 0.0,
-        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        retry_on: tuple[type[BaseException], ...] | None = None,
         limits: BatchLimits = DEFAULT_LOCAL_LIMITS,
         name: str = "local",
         clock: Callable[[], float] = time.time,
@@ -166,18 +225,23 @@ class LocalBatchProvider:
                 return
             try:
                 out = yield call(request)
-            except self.retry_on as exc:
+            except Exception as exc:
+                if not self._retryable(exc):
+                    self._record(batch, self._error(request, exc, False))
+                    return
                 if attempt < self.max_retries:
                     if self.retry_backoff_s:
                         yield sleep(self.retry_backoff_s * 2**attempt)
                     continue
                 self._record(batch, self._error(request, exc, True))
                 return
-            except Exception as exc:
-                self._record(batch, self._error(request, exc, False))
-                return
             self._finish(batch, request, out)
             return
+
+    def _retryable(self, exc: BaseException) -> bool:
+        if self.retry_on is None:
+            return transient_error(exc)
+        return isinstance(exc, self.retry_on)
 
     def _call(self, request: BatchRequest) -> BatchResult | str:
         if self.chat is not None:
@@ -199,6 +263,20 @@ class LocalBatchProvider:
     ) -> None:
         async with sem:
             await arun_steps(self._tries(batch, request, self._acall, asyncio.sleep))
+
+    def _task_done(
+        self, batch: _LocalBatch, request: BatchRequest, task: asyncio.Task[None]
+    ) -> None:
+        """A request's task ended without a result (stopped by a cancel, even before it
+        started, or the loop closing): the batch still ends, this request canceled."""
+        if task.cancelled():
+            result = self._canceled(request)
+        elif (exc := task.exception()) is not None:
+            result = self._error(request, exc, False)
+        else:
+            return
+        with self._lock:
+            batch.results.setdefault(request.id, result)
 
     # -- the seam -----------------------------------------------------------
     def request_size(self, request: BatchRequest) -> int:
@@ -238,6 +316,8 @@ class LocalBatchProvider:
             # The loop keeps only weak references to tasks.
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(functools.partial(self._task_done, batch, request))
+            batch.tasks.append(task)
         return batch_id
 
     def _get(self, batch_id: str) -> _LocalBatch:
@@ -277,7 +357,26 @@ class LocalBatchProvider:
             return [batch.results[r.id] for r in batch.requests]
 
     def cancel(self, batch_id: str) -> None:
-        self._get(batch_id).canceled = True
+        """Stop the batch: requests not started end ``canceled``; with ``asubmit`` the
+        running ones are stopped too (a sync ``chat`` call on a thread runs to its end)."""
+        self._stop(self._get(batch_id))
+
+    def _stop(
+        self, batch: _LocalBatch, loop: asyncio.AbstractEventLoop | None = None
+    ) -> list[asyncio.Task[None]]:
+        """Mark ``batch`` canceled and cancel its running tasks; those of ``loop`` returned."""
+        batch.canceled = True
+        here: list[asyncio.Task[None]] = []
+        for task in batch.tasks:
+            if task.done():
+                continue
+            owner = task.get_loop()
+            if owner is loop:
+                task.cancel()
+                here.append(task)
+            elif not owner.is_closed():
+                owner.call_soon_threadsafe(task.cancel)
+        return here
 
     def forget(self, batch_id: str) -> None:
         """Drop a collected batch's results from memory (``BatchJob`` does after collecting)."""
@@ -291,7 +390,11 @@ class LocalBatchProvider:
         return self.results(batch_id)
 
     async def acancel(self, batch_id: str) -> None:
-        self.cancel(batch_id)
+        """:meth:`cancel`, then wait (briefly) until the stopped tasks on this loop have
+        ended, so a poll right after collects the batch."""
+        here = self._stop(self._get(batch_id), asyncio.get_running_loop())
+        if here:
+            await asyncio.wait(here, timeout=_CANCEL_WAIT_S)
 
     def close(self) -> None:
         """Stop the worker threads once the running requests finish."""

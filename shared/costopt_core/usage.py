@@ -105,6 +105,7 @@ def usage_from_langchain(usage_metadata: Any) -> Usage:
                 if value is not None and (type(value) is not int or value < 0):
                     break
             else:
+                total = usage_metadata.get("total_tokens")
                 try:
                     return _langchain_usage(
                         usage_metadata.get("input_tokens"),
@@ -112,6 +113,7 @@ def usage_from_langchain(usage_metadata: Any) -> Usage:
                         details.get("cache_read"),
                         *writes,
                         out_details.get("reasoning"),
+                        total if type(total) is int else None,
                     )
                 except UsageFormatError:
                     pass  # a count to convert, or to reject naming its field: below
@@ -125,6 +127,7 @@ def usage_from_langchain(usage_metadata: Any) -> Usage:
         _int(_get(details, "ephemeral_5m_input_tokens"), "ephemeral_5m_input_tokens"),
         _int(_get(details, "ephemeral_1h_input_tokens"), "ephemeral_1h_input_tokens"),
         _int(_get(out_details, "reasoning"), "reasoning"),
+        _int(_get(usage_metadata, "total_tokens"), "total_tokens"),
     )
 
 
@@ -136,6 +139,7 @@ def _langchain_usage(
     w5: int | None,
     w1h: int | None,
     reasoning: int | None,
+    total: int | None = None,
 ) -> Usage:
     split = (w5 or 0) + (w1h or 0)
     # Integrations that report the TTL split either zero the generic counter or
@@ -143,6 +147,19 @@ def _langchain_usage(
     # (written at the default 5-minute TTL).
     if generic_write and generic_write > split:
         w5 = (w5 or 0) + generic_write - split
+    cached = (read or 0) + (w5 or 0) + (w1h or 0)
+    if input_tokens is not None and cached:
+        # LangChain's input_tokens include cache reads and writes; some
+        # integrations pass a provider's non-cached count instead (Bedrock
+        # Converse's inputTokens in langchain-aws). The total tells them apart,
+        # or a cache larger than the input does.
+        exclusive = (
+            total == input_tokens + (output_tokens or 0) + cached
+            if total is not None and output_tokens is not None
+            else cached > input_tokens
+        )
+        if exclusive or cached > input_tokens:
+            input_tokens += cached
     # LangChain omits zero details, so with a known input a missing kind is 0.
     zero = 0 if input_tokens is not None else None
     return Usage(

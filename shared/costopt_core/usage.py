@@ -127,7 +127,7 @@ def usage_from_langchain(usage_metadata: Any) -> Usage:
         _int(_get(details, "ephemeral_5m_input_tokens"), "ephemeral_5m_input_tokens"),
         _int(_get(details, "ephemeral_1h_input_tokens"), "ephemeral_1h_input_tokens"),
         _int(_get(out_details, "reasoning"), "reasoning"),
-        _int(_get(usage_metadata, "total_tokens"), "total_tokens"),
+        _get(usage_metadata, "total_tokens"),
     )
 
 
@@ -139,7 +139,7 @@ def _langchain_usage(
     w5: int | None,
     w1h: int | None,
     reasoning: int | None,
-    total: int | None = None,
+    total: Any = None,
 ) -> Usage:
     split = (w5 or 0) + (w1h or 0)
     # Integrations that report the TTL split either zero the generic counter or
@@ -147,18 +147,24 @@ def _langchain_usage(
     # (written at the default 5-minute TTL).
     if generic_write and generic_write > split:
         w5 = (w5 or 0) + generic_write - split
-    cached = (read or 0) + (w5 or 0) + (w1h or 0)
+    counts = (input_tokens, output_tokens, read, w5, w1h)
+    # Usage validates the counts; a bad one is left for it to name.
+    valid = all(c is None or (type(c) is int and c >= 0) for c in counts)
+    cached = (read or 0) + (w5 or 0) + (w1h or 0) if valid else 0
+    if type(total) is not int:
+        total = None
     if input_tokens is not None and cached:
         # LangChain's input_tokens include cache reads and writes; some
         # integrations pass a provider's non-cached count instead (Bedrock
-        # Converse's inputTokens in langchain-aws). The total tells them apart,
-        # or a cache larger than the input does.
+        # Converse's inputTokens in langchain-aws). The total tells them apart
+        # or, without one, a cache larger than the input does (a total that
+        # says inclusive with such a cache is left for Usage to refuse).
         exclusive = (
-            total == input_tokens + (output_tokens or 0) + cached
+            total == input_tokens + output_tokens + cached
             if total is not None and output_tokens is not None
             else cached > input_tokens
         )
-        if exclusive or cached > input_tokens:
+        if exclusive:
             input_tokens += cached
     # LangChain omits zero details, so with a known input a missing kind is 0.
     zero = 0 if input_tokens is not None else None

@@ -133,6 +133,15 @@ class _Score:
 
 
 @dataclass(frozen=True, slots=True)
+class _PairFits:
+    """Whether the pair model reads (cached prompt, query) whole; False if that failed."""
+
+    scorer: PairScorer
+    cached_prompt: str
+    query: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Sleep:
     seconds: float
 
@@ -153,7 +162,11 @@ class _Join:
     wait_s: float
 
 
-_Step = _Get | _Embed | _Fits | _Search | _GetSearch | _Put | _Score | _Sleep | _Call | _Join
+_Step = (
+    (_Get | _Embed | _Fits | _Search | _GetSearch | _Put | _Score | _PairFits | _Sleep)
+    | _Call
+    | _Join
+)
 _Found = tuple["CacheEntry | None", list[tuple[CacheEntry, float]]]
 _Lookup = tuple["CacheHit | None", PreparedRequest, "npt.NDArray[np.float32] | None"]
 
@@ -559,6 +572,8 @@ class SemanticCache:
             return self._guarded("get_and_search", both, None)
         if isinstance(step, _Score):
             return self._score(step)
+        if isinstance(step, _PairFits):
+            return self._pair_fits(step)
         return self._guarded("put", partial(self._put, step.entry), False)
 
     async def _ado(self, step: _Step) -> Any:
@@ -583,6 +598,8 @@ class SemanticCache:
             return await self._aguarded("get_and_search", both, None)
         if isinstance(step, _Score):
             return await asyncio.to_thread(self._score, step)
+        if isinstance(step, _PairFits):
+            return await asyncio.to_thread(self._pair_fits, step)
         return await self._aguarded("put", partial(self._aput, step.entry), False)
 
     def _score(self, step: _Score) -> float | None:
@@ -595,6 +612,17 @@ class SemanticCache:
             self._count("errors")
             log.warning("cache pair check failed (%s); treating as a miss", exc)
             return None
+
+    def _pair_fits(self, step: _PairFits) -> bool:
+        fits = getattr(step.scorer, "fits", None)
+        if fits is None:
+            return True  # a scorer that reads any length
+        try:
+            return bool(fits(step.cached_prompt, step.query))
+        except Exception as exc:  # precision first: an unmeasured pair is not served
+            self._count("errors")
+            log.warning("cache pair check failed (%s); treating as a miss", exc)
+            return False
 
     def _searching(self, method: Callable[..., T], step: _Search, *key: str) -> Callable[[], T]:
         """``method`` (a backend's search, or its combined read) bound to ``step``."""
@@ -674,9 +702,16 @@ class SemanticCache:
                 prep.text, entry.prompt_text, sim, threshold=threshold, config=cfg.guards
             )
             skip = cfg.pair_skip_similarity
-            if reason is None and scorer is not None and (skip is None or sim < skip):
-                logit = yield _Score(scorer, entry.prompt_text, prep.text)
-                ok = logit is not None and float(pair_probability(logit, sim)) >= cfg.pair_threshold
+            if reason is None and scorer is not None:
+                if skip is not None and sim >= skip:
+                    # Near-identical prompts skip the model, unless it cannot read
+                    # them whole: two long prompts (a RAG context, pasted code) score
+                    # 0.97+ on what they share, whatever their last lines ask.
+                    ok = yield _PairFits(scorer, entry.prompt_text, prep.text)
+                else:
+                    logit = yield _Score(scorer, entry.prompt_text, prep.text)
+                    prob = None if logit is None else float(pair_probability(logit, sim))
+                    ok = prob is not None and prob >= cfg.pair_threshold
                 reason = None if ok else "pair_check"
             if reason is None and self.verifier is not None:
                 try:

@@ -82,7 +82,10 @@ class GuardConfig(BaseModel):
         negation: reject when exactly one prompt is negated (not, never,
             n't, without, ...).
         polarity: reject when the prompts use opposite words of a built-in
-            antonym pair (best/worst, buy/sell, advantages/disadvantages...).
+            antonym pair (best/worst, buy/sell, advantages/disadvantages,
+            faster/slower, landlord/tenant, briefly/in detail...), quantify
+            differently ("all" / "some", "usually" / "rarely"), or join the
+            same terms with "and" against "or".
         question_word: reject when both prompts have a question word and they
             ask different things (who / when / where / why / how / how many /
             how much / how long ...). "What" and "which" are compatible with
@@ -322,7 +325,99 @@ _ANTONYM_PAIRS: tuple[tuple[str, str], ...] = (
     ("send", "receive"),
     ("input", "output"),
     ("true", "false"),
+    # Comparatives, and how much detail or what register the answer takes.
+    ("faster", "slower"),
+    ("stronger", "weaker"),
+    ("heavier", "lighter"),
+    ("bigger", "smaller"),
+    ("harder", "easier"),
+    ("longer", "shorter"),
+    ("longest", "shortest"),
+    ("older", "younger"),
+    ("oldest", "youngest"),
+    ("hotter", "colder"),
+    ("hottest", "coldest"),
+    ("earlier", "later"),
+    ("cheaper", "expensive"),
+    ("short", "long"),
+    ("brief", "detailed"),
+    ("briefly", "detail"),
+    ("concise", "comprehensive"),
+    ("high-level", "low-level"),
+    ("formal", "informal"),
+    ("ascending", "descending"),
+    ("uppercase", "lowercase"),
+    ("public", "private"),
+    # Two sides of one relation: "can my landlord ..." asks about the other party.
+    ("employer", "employee"),
+    ("landlord", "tenant"),
+    ("buyer", "seller"),
+    ("sender", "recipient"),
+    ("lender", "borrower"),
+    ("host", "guest"),
+    # More operations and their inverses.
+    ("open", "close"),
+    ("start", "stop"),
+    ("lock", "unlock"),
+    ("subscribe", "unsubscribe"),
+    ("connect", "disconnect"),
+    ("compress", "decompress"),
+    ("encode", "decode"),
+    ("accept", "reject"),
+    ("include", "exclude"),
+    ("deposit", "withdraw"),
+    ("hire", "fire"),
+    # When and how often.
+    ("yesterday", "tomorrow"),
+    ("today", "tomorrow"),
+    ("today", "yesterday"),
+    ("last", "next"),
+    ("daily", "weekly"),
+    ("daily", "monthly"),
+    ("weekly", "monthly"),
+    ("morning", "evening"),
+    # Units and formats an answer is given in.
+    ("celsius", "fahrenheit"),
+    ("miles", "kilometers"),
+    ("feet", "meters"),
+    ("metric", "imperial"),
+    ("json", "yaml"),
+    ("csv", "xml"),
+    # Spanish, German, French.
+    ("antes", "después"),
+    ("mejor", "peor"),
+    ("comprar", "vender"),
+    ("abrir", "cerrar"),
+    ("aumentar", "reducir"),
+    ("activar", "desactivar"),
+    ("ventajas", "desventajas"),
+    ("vor", "nach"),
+    ("beste", "schlechteste"),
+    ("kaufen", "verkaufen"),
+    ("vorteile", "nachteile"),
+    ("gestern", "morgen"),
+    ("hochladen", "herunterladen"),
+    ("meilleur", "pire"),
+    ("acheter", "vendre"),
+    ("ouvrir", "fermer"),
+    ("augmenter", "réduire"),
+    ("avantages", "inconvénients"),
+    ("demain", "hier"),
 )
+_AND_OR = {frozenset({"and"}), frozenset({"or"})}
+#: Quantifiers by what they claim. One prompt's "all" where the other has "some"
+#: asks another question ("Are all dogs colorblind?"). "most" and "many" are left
+#: out: "the most interesting facts" is a superlative, and asks for "some".
+_QUANTIFIER_KIND: dict[str, str] = {
+    w: kind
+    for kind, words in {
+        "all": "all every each always",
+        "some": "some any several few sometimes ever",
+        "usually": "usually often mostly",
+        "rarely": "rarely seldom",
+    }.items()
+    for w in words.split()
+}
 _ANTONYM: dict[str, frozenset[str]] = {}
 for _a, _b in _ANTONYM_PAIRS:
     _ANTONYM[_a] = _ANTONYM.get(_a, frozenset()) | {_b}
@@ -630,6 +725,22 @@ def _versions_differ(a: str, b: str) -> bool:
     return bool(da) and bool(db) and da != db
 
 
+def _claims_differ(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """True when the prompts differ in what they claim and little else: "all" /
+    "some", "always" / "ever", "usually" / "rarely" with at most one other word
+    changed, or "and" / "or" with nothing else changed ("admins and active" /
+    "admins or active"). Questions reworded around them ("Trump or Clinton?" /
+    "Between Trump and Clinton, who?") say the same and pass.
+    """
+    only_a, only_b = frozenset(a) - frozenset(b), frozenset(b) - frozenset(a)
+    if {only_a, only_b} == _AND_OR:
+        return True
+    rest = (only_a | only_b) - _QUANTIFIER_KIND.keys()
+    kinds_a = {_QUANTIFIER_KIND[w] for w in only_a if w in _QUANTIFIER_KIND}
+    kinds_b = {_QUANTIFIER_KIND[w] for w in only_b if w in _QUANTIFIER_KIND}
+    return bool(kinds_a) and bool(kinds_b) and kinds_a != kinds_b and len(rest) <= 1
+
+
 def check_guards(query: str, candidate: str, config: GuardConfig) -> str | None:
     """Run the enabled guards on a query and the cached prompt it matched.
 
@@ -673,6 +784,8 @@ def check_guards(query: str, candidate: str, config: GuardConfig) -> str | None:
         for w in q.polar - c.polar:
             if _ANTONYM[w] & (c.polar - q.polar):
                 return "polarity_mismatch"
+    if config.polarity and _claims_differ(q.words, c.words):
+        return "polarity_mismatch"
     if config.question_word and q.qclass and c.qclass and q.qclass != c.qclass:
         return "question_word_mismatch"
     if config.entities and (q.names or c.names):

@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_NAMESPACE",
     "CacheRequest",
     "PreparedRequest",
+    "earlier_user_turns",
     "exact_key",
     "namespace_of",
     "prepare",
@@ -83,12 +84,20 @@ def scope_of(
     system: str,
     tools: Sequence[Mapping[str, Any]],
     namespace: str,
+    earlier: Sequence[str] = (),
 ) -> str:
-    """The hard partition a request's answer may be shared within."""
+    """The hard partition a request's answer may be shared within.
+
+    ``earlier`` are the user turns before the embedded window (see
+    :func:`earlier_user_turns`); a single-turn request has none, and its scope
+    is what it always was.
+    """
     kept = {k: params[k] for k in ANSWER_PARAMS if params.get(k) is not None}
-    return _hash(
-        "scope/v1", namespace, model or "", _canon(kept), normalize_text(system), _canon(tools)
-    )
+    parts = ["scope/v1", namespace, model or "", _canon(kept)]
+    parts += [normalize_text(system), _canon(tools)]
+    if earlier:
+        parts.append(_canon([normalize_text(t) for t in earlier]))
+    return _hash(*parts)
 
 
 def _msg_canon(m: Message) -> list[Any]:
@@ -119,6 +128,22 @@ def semantic_text(messages: Sequence[Message], context_turns: int) -> str:
         return ""
     start = max(0, last_user - context_turns)
     return "\n".join(normalize_text(m.content) for m in convo[start : last_user + 1] if m.content)
+
+
+def earlier_user_turns(messages: Sequence[Message], context_turns: int) -> tuple[str, ...]:
+    """The user turns before :func:`semantic_text`'s window, which the embedding never sees.
+
+    Two conversations that set different topics there ("learn Python" / "learn
+    Rust") and then ask the same follow-up ("now give me an example") embed to
+    the same text: these turns go into the scope, so such follow-ups are only
+    shared between conversations that asked the same before.
+    """
+    convo = [m for m in messages if m.role != "system"]
+    last_user = max((i for i, m in enumerate(convo) if m.role == "user"), default=None)
+    if last_user is None or last_user < len(convo) - 1:
+        return ()  # matched exactly or not at all (see semantic_text)
+    start = max(0, last_user - context_turns)
+    return tuple(m.content for m in convo[:start] if m.role == "user")
 
 
 @dataclass(frozen=True)
@@ -164,6 +189,7 @@ def prepare(request: CacheRequest, context_turns: int) -> PreparedRequest:
         system=system,
         tools=request.tools,
         namespace=namespace,
+        earlier=earlier_user_turns(request.messages, context_turns),
     )
     return PreparedRequest(
         scope=scope,

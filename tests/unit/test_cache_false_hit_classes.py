@@ -139,3 +139,34 @@ def test_other_claims_and_parties_are_polarity_mismatches(query: str, candidate:
 )
 def test_same_claims_still_pass(query: str, candidate: str) -> None:
     assert check_guards(query, candidate, GuardConfig()) is None
+
+
+CODE = (
+    "def find_user(users, name):\n"
+    "    for user in users:\n"
+    "        if user.name == name:\n"
+    "            return user\n"
+    "    return None\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("return user\n", "return users\n"),
+        ("for user in users:", "for user in admins:"),
+        ("if user.name == name:", "if not user.name == name:"),
+        ("def find_user(users, name):", "def find_user(users, key):"),
+    ],
+)
+def test_one_token_changed_inside_pasted_code_is_another_program(old: str, new: str) -> None:
+    a = "Find the bug:\n" + CODE
+    b = a.replace(old, new)
+    assert check_guards(b, a, GuardConfig()) == "layout_mismatch"
+    assert check_guards(b, a, GuardConfig(layout=False)) != "layout_mismatch"
+
+
+def test_the_words_around_the_same_code_may_differ() -> None:
+    a = "Explain this code:\n" + CODE
+    b = "What does this code do?\n" + CODE
+    assert check_guards(b, a, GuardConfig()) is None

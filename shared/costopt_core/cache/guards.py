@@ -95,8 +95,10 @@ class GuardConfig(BaseModel):
             query carries too little meaning for similarity to be safe.
             ``0`` switches the rule off.
         layout: reject when either prompt is indented text (code, YAML) and
-            their line layouts differ: the same words indented differently can
-            be valid and invalid code, and embeddings do not see indentation.
+            their line layouts differ, or its indented lines (and their block
+            header) differ in any token: the same words indented differently
+            can be valid and invalid code, one changed token is another
+            program, and embeddings see neither.
         order: reject when the prompts have the same words but two of them
             (or two phrases) trade places across words that make the
             relation one-way: "flights from Paris to London" / "from London
@@ -725,6 +727,20 @@ def _versions_differ(a: str, b: str) -> bool:
     return bool(da) and bool(db) and da != db
 
 
+def _code_differs(a: str, b: str, shape: tuple[int, ...]) -> bool:
+    """True when two prompts of one indented layout differ inside the code.
+
+    The code runs from the line before the first indented one (its block
+    header) to the last indented one; the words around it may differ
+    ("Explain this code:" / "What does this code do?"), one token inside it
+    may not: ``o.amount`` / ``o.price``, ``return user`` / ``return users``
+    embed alike (0.99+) and are other programs.
+    """
+    indented = [i for i, width in enumerate(shape) if width]
+    start, end = max(0, indented[0] - 1), indented[-1] + 1
+    return a.split("\n")[start:end] != b.split("\n")[start:end]
+
+
 def _claims_differ(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     """True when the prompts differ in what they claim and little else: "all" /
     "some", "always" / "ever", "usually" / "rarely" with at most one other word
@@ -757,6 +773,8 @@ def check_guards(query: str, candidate: str, config: GuardConfig) -> str | None:
     if config.layout:
         q_shape, c_shape = layout(query), layout(candidate)
         if q_shape != c_shape and (any(q_shape) or any(c_shape)):
+            return "layout_mismatch"
+        if any(q_shape) and _code_differs(query, candidate, q_shape):
             return "layout_mismatch"
     q = extract_features(query)
     c = extract_features(candidate)

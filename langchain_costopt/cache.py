@@ -68,11 +68,15 @@ _RUN: ContextVar[_Noted | None] = ContextVar("costopt_cache_run_tenant", default
 
 
 class _RunTenantNote(BaseCallbackHandler):
-    """Notes each model run's tenant for :class:`SemanticCache` (see the module docstring).
+    """Notes each chat model run's tenant for :class:`SemanticCache` (see the module docstring).
 
-    A run that ends gives the note back to the run it was nested in, so a
-    model called inside another model's call cannot change the outer one's
-    partition.
+    Chat models only: langchain-core reads and writes a chat model's cache
+    inside its run, but a completion model's before its run starts and after
+    it ends, where no note can be its own (those fall back to the config in
+    effect and ``tenant_scope``). A run that ends takes its note out wherever
+    it sits: runs started together (``generate`` over several prompts) end in
+    any order, and a model called inside another's call cannot change the
+    outer one's partition.
     """
 
     run_inline = True  # in the caller's context: the note must reach the cache lookup
@@ -87,17 +91,20 @@ class _RunTenantNote(BaseCallbackHandler):
         _RUN.set(_Noted(run_id, run_tenant(metadata), _RUN.get()))
 
     def _end(self, run_id: UUID) -> None:
+        kept: list[_Noted] = []
         noted = _RUN.get()
-        if noted is not None and noted.run_id == run_id:
-            _RUN.set(noted.outer)
+        while noted is not None and noted.run_id != run_id:
+            kept.append(noted)
+            noted = noted.outer
+        if noted is None:
+            return  # not in this context (a stream closed elsewhere): nothing to take out
+        rest = noted.outer
+        for above in reversed(kept):
+            rest = _Noted(above.run_id, above.tenant, rest)
+        _RUN.set(rest)
 
     def on_chat_model_start(
         self, serialized: Any, messages: Any, *, run_id: UUID, metadata: Any = None, **kw: Any
-    ) -> None:
-        self._start(run_id, metadata)
-
-    def on_llm_start(
-        self, serialized: Any, prompts: Any, *, run_id: UUID, metadata: Any = None, **kw: Any
     ) -> None:
         self._start(run_id, metadata)
 
@@ -117,9 +124,11 @@ _NOTE: ContextVar[_RunTenantNote | None] = ContextVar(
 register_configure_hook(_NOTE, inheritable=True)
 
 
-def _tenant() -> str | None:
-    """The tenant of the model run reading the cache (else the config's, else tenant_scope's)."""
-    noted = _RUN.get()
+def _tenant(chat: bool) -> str | None:
+    """The tenant of the chat model run reading the cache, else the config's in
+    effect, else ``tenant_scope``'s. A completion model's lookup is never inside
+    its run (see :class:`_RunTenantNote`): a note is not its own."""
+    noted = _RUN.get() if chat else None
     if noted is not None:
         return noted.tenant
     return run_tenant(ensure_config().get("metadata"))
@@ -153,16 +162,19 @@ def engine_cache(value: Any, what: str) -> CacheEngine:
     raise ConfigurationError(f"{what} must be a {engine}, got {got}; {fix}")
 
 
-def _messages_of(prompt: str) -> list[BaseMessage]:
-    """LangChain serialises chat prompts with ``dumps``; plain LLM prompts are text."""
+def _messages_of(prompt: str) -> tuple[list[BaseMessage], bool]:
+    """The prompt's messages, and whether it is a chat model's.
+
+    LangChain serialises chat prompts with ``dumps``; plain LLM prompts are text.
+    """
     if prompt.startswith(("[", "{")):
         try:
             obj = loads(prompt, allowed_objects="messages")
         except Exception:
             obj = None
         if isinstance(obj, list) and all(isinstance(m, BaseMessage) for m in obj):
-            return obj
-    return [HumanMessage(prompt)]
+            return obj, True
+    return [HumanMessage(prompt)], False
 
 
 def response_of(generations: Sequence[Generation]) -> CachedResponse:
@@ -395,11 +407,11 @@ class SemanticCache(BaseCache):
         self.expose_cache_info = expose_cache_info
 
     def _request(self, prompt: str, llm_string: str) -> CacheRequest:
-        messages = _messages_of(prompt)
+        messages, chat = _messages_of(prompt)
         return CacheRequest(
             messages=tuple(from_langchain_messages(messages)),
             model=cache_model(llm_string, messages),
-            tenant=_tenant(),
+            tenant=_tenant(chat),
         )
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:

@@ -8,6 +8,7 @@ effect. A handler noting each run's tenant at its start closes both gaps.
 from __future__ import annotations
 
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from langchain_core.globals import set_llm_cache
@@ -80,3 +81,35 @@ def test_tenant_scope_still_partitions_and_no_note_outlives_its_run(model: Any) 
         g = model.invoke("the code?")
     assert a.content != g.content
     assert _RUN.get() is None  # each run gave its note back when it ended
+
+
+def test_runs_started_together_leave_no_note_behind(model: Any) -> None:
+    # generate over several prompts starts every run before any ends, and ends
+    # them in start order: each takes its own note out, wherever it sits.
+    from langchain_core.messages import HumanMessage
+
+    model.generate([[HumanMessage("first?")], [HumanMessage("second?")]])
+    assert _RUN.get() is None
+
+
+def test_a_completion_model_never_reads_a_chat_runs_note() -> None:
+    # A completion model's cache is read before its run starts: a note there is
+    # someone else's (one a stream closed in another context left behind).
+    from langchain_core.language_models.fake import FakeListLLM
+
+    from langchain_costopt.cache import _Noted
+
+    set_llm_cache(SemanticCache(CacheEngine(embedder=FakeEmbedder())))
+    llm = FakeListLLM(responses=["ACME-SECRET", "GLOBEX-fresh"])
+    try:
+        with tenant_scope("acme"):
+            llm.invoke("what is the discount code?")
+        token = _RUN.set(_Noted(uuid4(), "acme", None))  # a stale chat note
+        try:
+            with tenant_scope("globex"):
+                out = llm.invoke("what is the discount code?")
+        finally:
+            _RUN.reset(token)
+    finally:
+        set_llm_cache(None)
+    assert out == "GLOBEX-fresh"

@@ -170,3 +170,26 @@ def test_the_words_around_the_same_code_may_differ() -> None:
     a = "Explain this code:\n" + CODE
     b = "What does this code do?\n" + CODE
     assert check_guards(b, a, GuardConfig()) is None
+
+
+def test_invalidate_scope_removes_the_conversations_under_it_too() -> None:
+    cache = SemanticCache(embedder=FakeEmbedder(dim=256))
+    system = Message("system", "You are the ACME support bot. Refund window: 30 days.")
+    convo = (system, *_convo("kettles"))
+    single = (system, Message("user", "what is the refund window?"))
+    for msgs in (convo, single):
+        cache.store(CacheRequest(msgs, model="m"), answer())
+    other = (Message("system", "Another bot."), Message("user", "what is the refund window?"))
+    cache.store(CacheRequest(other, model="m"), answer())
+    assert cache.invalidate_scope(CacheRequest((system, Message("user", "x")), model="m")) == 2
+    assert cache.lookup(CacheRequest(convo, model="m")) is None
+    assert cache.lookup(CacheRequest(other, model="m")) is not None  # another scope stays
+
+
+def test_a_snippet_that_starts_indented_keeps_the_words_above_it_free() -> None:
+    snippet = "    for user in users:\n        print(user)"
+    a, b = "Explain this code:\n" + snippet, "What does this code do?\n" + snippet
+    assert check_guards(b, a, GuardConfig()) is None
+    assert check_guards(b.replace("print(user)", "print(users)"), a, GuardConfig()) == (
+        "layout_mismatch"
+    )

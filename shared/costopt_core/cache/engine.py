@@ -34,7 +34,13 @@ from costopt_core.cache.defaults import DEFAULT_PAIR_GATE, DEFAULT_SIMILARITY_TH
 from costopt_core.cache.entry import CachedResponse, CacheEntry, CacheHit
 from costopt_core.cache.guards import decide
 from costopt_core.cache.inflight import Flights, Joined
-from costopt_core.cache.keys import CacheRequest, PreparedRequest, namespace_of, prepare
+from costopt_core.cache.keys import (
+    CacheRequest,
+    PreparedRequest,
+    namespace_of,
+    prepare,
+    scope_tag,
+)
 from costopt_core.cache.memory_backend import MemoryCacheBackend
 from costopt_core.cache.pair_model import PairScorer, default_pair_model, pair_probability
 from costopt_core.cache.shared_stream import (
@@ -745,6 +751,9 @@ class SemanticCache:
         now = self.clock()
         ttl = ttl_s if ttl_s is not None else request.ttl_s
         ttl = ttl if ttl is not None else self.config.ttl_s
+        # An entry in a conversation's own scope carries its base scope's tag,
+        # so invalidate_scope finds it (see keys.scope_tag).
+        family = () if prep.scope == prep.base_scope else (scope_tag(prep.base_scope),)
         entry = CacheEntry(
             key=prep.key,
             scope=prep.scope,
@@ -752,7 +761,7 @@ class SemanticCache:
             prompt_text=prep.text,
             response=response,
             vector=vector,
-            tags=tuple(dict.fromkeys((*request.tags, *tags))),
+            tags=tuple(dict.fromkeys((*request.tags, *tags, *family))),
             created_at=now,
             expires_at=None if ttl is None else now + ttl,
         )
@@ -1062,9 +1071,18 @@ class SemanticCache:
         return self._guarded("delete_namespace", lambda: self.backend.delete_namespace(ns), 0)
 
     def invalidate_scope(self, request: CacheRequest) -> int:
-        """Remove every entry sharing ``request``'s scope (model, params, system, tools, tenant)."""
-        scope = self._prepare(request).scope
-        return self._guarded("delete_scope", lambda: self.backend.delete_scope(scope), 0)
+        """Remove every entry sharing ``request``'s scope (model, params, system, tools, tenant).
+
+        Conversations under it are removed too, whatever their earlier turns
+        (each has a scope of its own; see ``keys.scope_tag``).
+        """
+        prep = self._prepare(request)
+        base, ns = prep.base_scope, prep.namespace
+
+        def remove() -> int:
+            return self.backend.delete_scope(base) + self.backend.delete_tag(scope_tag(base), ns)
+
+        return self._guarded("delete_scope", remove, 0)
 
     def clear(self) -> None:
         self._guarded("clear", lambda: self.backend.clear(), None)

@@ -727,6 +727,12 @@ def _versions_differ(a: str, b: str) -> bool:
     return bool(da) and bool(db) and da != db
 
 
+_CODE_HEADER = re.compile(
+    r"[(){}\[\]=;]|^\s*(def|class|for|if|elif|else|while|with|try|except|finally|async|"
+    r"function|fn|func|switch|case|do|public|private|protected|static)\b"
+)
+
+
 def _code_differs(a: str, b: str, shape: tuple[int, ...]) -> bool:
     """True when two prompts of one indented layout differ inside the code.
 
@@ -736,9 +742,16 @@ def _code_differs(a: str, b: str, shape: tuple[int, ...]) -> bool:
     may not: ``o.amount`` / ``o.price``, ``return user`` / ``return users``
     embed alike (0.99+) and are other programs.
     """
+    lines_a, lines_b = a.split("\n"), b.split("\n")
     indented = [i for i, width in enumerate(shape) if width]
-    start, end = max(0, indented[0] - 1), indented[-1] + 1
-    return a.split("\n")[start:end] != b.split("\n")[start:end]
+    start, end = indented[0], indented[-1] + 1
+    # The line above is the block's header when it reads as code ("def f(x):",
+    # "for (...) {"), not when it is the user's words ("Explain this code:").
+    if start and (
+        _CODE_HEADER.search(lines_a[start - 1]) or _CODE_HEADER.search(lines_b[start - 1])
+    ):
+        start -= 1
+    return lines_a[start:end] != lines_b[start:end]
 
 
 def _claims_differ(a: tuple[str, ...], b: tuple[str, ...]) -> bool:

@@ -29,6 +29,7 @@ __all__ = [
     "namespace_of",
     "prepare",
     "scope_of",
+    "scope_tag",
     "semantic_text",
 ]
 
@@ -177,23 +178,38 @@ class PreparedRequest:
     key: str
     namespace: str
     text: str
+    #: The scope without the earlier turns (``scope`` for a single-turn request).
+    base_scope: str = ""
+
+
+def scope_tag(base_scope: str) -> str:
+    """The tag an entry whose scope holds earlier turns carries: its base scope's.
+
+    ``invalidate_scope`` removes a scope by what the request says (model,
+    parameters, system prompt, tools, tenant); a conversation's entries live in
+    a scope of their own per earlier turns, so they are found by this tag.
+    """
+    return f"~scope:{base_scope}"
 
 
 def prepare(request: CacheRequest, context_turns: int) -> PreparedRequest:
     """Scope, exact key, namespace and semantic text of a request."""
     namespace = namespace_of(request.tenant)
     system = "\n".join(m.content for m in request.messages if m.role == "system")
-    scope = scope_of(
-        model=request.model,
-        params=request.params,
-        system=system,
-        tools=request.tools,
-        namespace=namespace,
-        earlier=earlier_user_turns(request.messages, context_turns),
-    )
+    parts: dict[str, Any] = {
+        "model": request.model,
+        "params": request.params,
+        "system": system,
+        "tools": request.tools,
+        "namespace": namespace,
+    }
+    base = scope_of(**parts)
+    earlier = earlier_user_turns(request.messages, context_turns)
+    scope = scope_of(**parts, earlier=earlier) if earlier else base
     return PreparedRequest(
         scope=scope,
         key=exact_key(scope, request.messages),
         namespace=namespace,
         text=semantic_text(request.messages, context_turns),
+        base_scope=base,
     )

@@ -21,7 +21,7 @@ import functools
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -69,6 +69,12 @@ _TRANSIENT_NAMES = frozenset(
         "ResourceExhausted",
         "ServiceUnavailable",
         "ServiceUnavailableError",
+        # Bedrock (botocore ClientError subclasses named after the error code).
+        "ThrottlingException",
+        "ServiceUnavailableException",
+        "InternalServerException",
+        "ModelTimeoutException",
+        "ModelNotReadyException",
         "TooManyRequests",
         "WriteTimeout",
     }
@@ -76,10 +82,18 @@ _TRANSIENT_NAMES = frozenset(
 
 
 def _status_code(exc: BaseException) -> int | None:
-    for owner in (exc, getattr(exc, "response", None)):
-        for attr in ("status_code", "status"):
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping):
+        # botocore's ClientError keeps the HTTP status in a dict (Bedrock).
+        meta = response.get("ResponseMetadata")
+        code = meta.get("HTTPStatusCode") if isinstance(meta, Mapping) else None
+        if isinstance(code, int) and not isinstance(code, bool):
+            return code
+    for owner in (exc, response):
+        # "code": google-genai's APIError.
+        for attr in ("status_code", "status", "code"):
             code = getattr(owner, attr, None)
-            if isinstance(code, int) and not isinstance(code, bool):
+            if isinstance(code, int) and not isinstance(code, bool) and 100 <= code <= 599:
                 return code
     return None
 

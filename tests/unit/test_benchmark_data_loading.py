@@ -121,3 +121,25 @@ def test_locomo_one_file_per_conversation_or_a_list(tmp_path: Path) -> None:
 def test_memory_percentages_of_nothing() -> None:
     assert memory._pct(None) == "-"
     assert memory._pct(0.5, 0) == "50%"
+
+
+def test_false_hit_pairs_load_plain_or_gzipped_and_multi_turn(tmp_path: Path) -> None:
+    import cache_false_hits
+
+    from costopt_core.cache import SemanticCache
+    from costopt_core.testing import FakeEmbedder
+
+    rows = [
+        {"category": "c", "same": True, "a": "how do i reset it?", "b": "how do i reset it?"},
+        {
+            "category": "m",
+            "same": False,
+            "a": [["user", "learn python"], ["assistant", "ok"], ["user", "an example?"]],
+            "b": [["user", "learn rust"], ["assistant", "ok"], ["user", "an example?"]],
+        },
+    ]
+    text = "\n".join(json.dumps(r) for r in rows) + "\n\n"
+    for name in ("pairs.jsonl", "pairs.jsonl.gz"):
+        assert cache_false_hits.load(write(tmp_path / name, text)) == rows
+    served = cache_false_hits.served_by_cache(SemanticCache(embedder=FakeEmbedder()), rows)
+    assert served == [True, False]  # the same prompt is an exact hit; the follow-up is not

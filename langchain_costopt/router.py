@@ -762,38 +762,58 @@ class RouterChatModel(_calls.RunAwareChatModel):
         request itself). A tier model that cannot stream answers as one chunk
         (``_calls.stream``).
         """
-        while (step := run.next()) is not None:
-            model = self._model(step)
-            if streaming and not (self.validate_streams and run.may_escalate()):
+        # The last answer re-asked one tier up: recorded as a discarded attempt,
+        # unless no tier above answers and it is returned after all.
+        weaker: tuple[Any, ChatResult, str] | None = None
+        try:
+            while (step := run.next()) is not None:
+                model = self._model(step)
+                if streaming and not (self.validate_streams and run.may_escalate()):
+                    try:
+                        first, live = yield _Call(model, "open")
+                    except Exception as exc:
+                        run.failed(exc)
+                        continue
+                    run.kept()  # passed on as it comes, not held back for validation
+                    return ([] if first is None else [first]), live
+                call = _Call(model, "collect" if streaming else "generate")
                 try:
-                    first, live = yield _Call(model, "open")
-                except Exception as exc:
-                    run.failed(exc)
+                    got = yield call
+                except BaseException as exc:
+                    if call.read:  # a held-back stream broke part way: billed, so recorded
+                        # (as the request's call when the caller gave up: cancelled, interrupted)
+                        outcome: Literal["escalated", "model"] = (
+                            "escalated" if isinstance(exc, Exception) else "model"
+                        )
+                        broken = self._whole(call.read)
+                        self._record_unseen(
+                            run_info, broken, step.tier, call.read, outcome, model_hint=step.model
+                        )
+                    if not isinstance(exc, Exception):
+                        raise
+                    run.failed(exc)  # nothing was passed on yet: fall back
                     continue
-                run.kept()  # passed on as it comes, not held back for validation
-                return ([] if first is None else [first]), live
-            call = _Call(model, "collect" if streaming else "generate")
-            try:
-                got = yield call
-            except BaseException as exc:
-                if call.read:  # a held-back stream broke part way: billed, so recorded
-                    # (as the request's call when the caller gave up: cancelled, interrupted)
-                    outcome: Literal["escalated", "model"] = (
-                        "escalated" if isinstance(exc, Exception) else "model"
-                    )
-                    result = self._whole(call.read)
-                    self._record_unseen(
-                        run_info, result, step.tier, call.read, outcome, model_hint=step.model
-                    )
-                if not isinstance(exc, Exception):
-                    raise
-                run.failed(exc)  # nothing was passed on yet: fall back
-                continue
-            result = self._whole(got) if streaming else got
-            if run.answered(_answer_of(result)) is None:
+                result = self._whole(got) if streaming else got
+                if run.answered(_answer_of(result)) is None:
+                    return (got, None) if streaming else self._finish(result, run)
+                if weaker is not None:
+                    self._record_weaker(run_info, weaker, streaming)
+                weaker = (got, result, step.tier)
+            if weaker is not None and run.keep_weaker() is not None:
+                got, result, _ = weaker
+                weaker = None  # returned: the cost handlers record it
                 return (got, None) if streaming else self._finish(result, run)
-            self._record_unseen(run_info, result, step.tier, got if streaming else ())
-        raise run.error()
+            raise run.error()
+        finally:
+            if weaker is not None:
+                self._record_weaker(run_info, weaker, streaming)
+
+    def _record_weaker(
+        self, run_info: _calls.Run | None, weaker: tuple[Any, ChatResult, str], streaming: bool
+    ) -> None:
+        """Record a re-asked answer that is not returned (see :meth:`_record_unseen`)."""
+        got, result, tier = weaker
+        self._record_unseen(run_info, result, tier, got if streaming else ())
 
     def _begin(
         self,

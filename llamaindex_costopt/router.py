@@ -64,7 +64,7 @@ from costopt_core.routing import router as routing
 from costopt_core.routing.calibrate import CalibrationReport
 from costopt_core.routing.decide import RouteDecision
 from costopt_core.routing.features import wants_structured_output
-from costopt_core.routing.router import Router, RouterConfig, RouteRun
+from costopt_core.routing.router import Router, RouterConfig, RouteRun, Step
 from costopt_core.routing.tiers import tier_members
 from costopt_core.routing.validators import Answer, ValidatorConfig, forces_tool_call
 from costopt_core.served import SERVED, served_outcome
@@ -853,6 +853,9 @@ class RouterLLM(FunctionCallingLLM):
         """
         # A structured_predict's answer is read as its output parser reads it.
         structured_text = _STRUCTURED.get() is not None
+        # The last answer re-asked one tier up: recorded as a discarded attempt,
+        # unless no tier above answers and it is returned after all.
+        weaker: tuple[Any, LLM, Step] | None = None
         try:
             while (step := run.next()) is not None:
                 llm = self._llms[step.tier_index][step.model_index]
@@ -880,14 +883,29 @@ class RouterLLM(FunctionCallingLLM):
                     if streaming:
                         return got, None, run, llm, books
                     return self._finish(got, run, llm)
-                self._record_unseen(
-                    _reported(got) if streaming else got, step.tier, step.model, books
-                )
+                if weaker is not None:
+                    self._record_weaker(weaker, books, streaming)
+                weaker = (got, llm, step)
+            if weaker is not None and run.keep_weaker() is not None:
+                got, llm, _ = weaker
+                weaker = None  # returned: the cost handler records it
+                if streaming:
+                    return got, None, run, llm, books
+                return self._finish(got, run, llm)
         except BaseException:
             books.release()  # no answer (nor a stream opened): no record will release them
             raise
+        finally:
+            if weaker is not None:
+                self._record_weaker(weaker, books, streaming)
         books.release()  # every tier failed: no record will release the holds
         raise run.error()
+
+    @classmethod
+    def _record_weaker(cls, weaker: tuple[Any, LLM, Step], books: _Books, streaming: bool) -> None:
+        """Record a re-asked answer that is not returned (see :meth:`_record_unseen`)."""
+        got, _, step = weaker
+        cls._record_unseen(_reported(got) if streaming else got, step.tier, step.model, books)
 
     @staticmethod
     def _do(call_of: Any, call: _Call) -> Any:

@@ -69,6 +69,11 @@ class RouterConfig(BaseModel):
     downshift_tiers: int = Field(
         1, ge=0, le=5, description="Tiers to step down when a downshift budget runs low."
     )
+    keep_weaker_answer: bool = Field(
+        True,
+        description="When every tier above a re-asked answer fails (errors, timeouts), "
+        "return that answer instead of raising.",
+    )
 
     @field_validator("thresholds")
     @classmethod
@@ -117,6 +122,8 @@ class RouteRun:
     attempts: list[Attempt] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)
     _current: Step | None = None
+    #: The step whose answer was last re-asked one tier up.
+    _weaker: Step | None = None
 
     def next(self) -> Step | None:
         """The next model to call, or None when every option is used up."""
@@ -190,6 +197,7 @@ class RouteRun:
             return None
         self.attempts.append(Attempt(step.tier, step.model, f"escalated: {reason}"))
         self.escalations += 1
+        self._weaker = step
         self.tier_index = step.tier_index + 1
         self.model_index = 0
         self.tries = 0
@@ -199,6 +207,22 @@ class RouteRun:
         """The current answer is kept without validation (a stream already sent)."""
         step = self._require()
         self.attempts.append(Attempt(step.tier, step.model, "kept"))
+
+    def keep_weaker(self) -> Step | None:
+        """When no tier above answered: the step whose re-asked answer to return.
+
+        A weaker answer (a hedge, a refusal) is what the user would have got
+        without routing's second opinion; an error because the second opinion
+        failed (the frontier down, rate-limited) is worse. ``None`` when no
+        answer was re-asked or ``config.keep_weaker_answer`` is off: then
+        :meth:`error` is raised.
+        """
+        step = self._weaker
+        if step is None or not self.router.config.keep_weaker_answer:
+            return None
+        self._current = step
+        self.attempts.append(Attempt(step.tier, step.model, "kept: every tier above failed"))
+        return step
 
     def error(self) -> RoutingError:
         """The error to raise when no tier could answer."""

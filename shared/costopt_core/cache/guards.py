@@ -824,7 +824,8 @@ def check_guards(query: str, candidate: str, config: GuardConfig) -> str | None:
         c_missing = _name_missing(c.names, q)
         if (q_missing and c_missing) or (config.entities_one_sided and (q_missing or c_missing)):
             return "entity_mismatch"
-    if config.order and _swapped_across(query, candidate):
+    # Same words in another order (memoised features first: most pairs differ there).
+    if config.order and sorted(q.words) == sorted(c.words) and _swapped_across(query, candidate):
         return "order_mismatch"
     limit = config.max_unmatched_content_words
     if limit is not None and len(q.content ^ c.content) > limit:

@@ -30,7 +30,7 @@ from uuid import UUID
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.load import Serializable, dumps, loads
+from langchain_core.load import Serializable, loads
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, Generation
 from langchain_core.runnables.config import ensure_config
@@ -46,6 +46,7 @@ from costopt_core.usage import usage_from_langchain
 from langchain_costopt._convert import cache_model, from_langchain_messages, usage_or_unknown
 from langchain_costopt.batch import usage_metadata_of
 from langchain_costopt.callbacks import run_tenant
+from langchain_costopt.components import encode
 
 __all__ = ["PAYLOAD_FORMAT", "SemanticCache", "engine_cache", "generations_of", "response_of"]
 
@@ -224,11 +225,9 @@ def response_of(generations: Sequence[Generation]) -> CachedResponse:
 def _loadable(generations: list[Generation]) -> str | None:
     """``generations`` as ``dumps`` writes them, if ``loads`` rebuilds them; else None."""
     try:
-        text = dumps(generations)
-        loaded = loads(text, allowed_objects="core")
+        return encode(generations)
     except Exception:
         return None
-    return text if isinstance(loaded, list) and len(loaded) == len(generations) else None
 
 
 _DROP = object()

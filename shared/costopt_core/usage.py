@@ -105,7 +105,6 @@ def usage_from_langchain(usage_metadata: Any) -> Usage:
                 if value is not None and (type(value) is not int or value < 0):
                     break
             else:
-                total = usage_metadata.get("total_tokens")
                 try:
                     return _langchain_usage(
                         usage_metadata.get("input_tokens"),
@@ -113,7 +112,7 @@ def usage_from_langchain(usage_metadata: Any) -> Usage:
                         details.get("cache_read"),
                         *writes,
                         out_details.get("reasoning"),
-                        total if type(total) is int else None,
+                        usage_metadata.get("total_tokens"),
                     )
                 except UsageFormatError:
                     pass  # a count to convert, or to reject naming its field: below

@@ -609,26 +609,29 @@ class SemanticCache:
         return await self._aguarded("put", partial(self._aput, step.entry), False)
 
     def _score(self, step: _Score) -> float | None:
+        # Unread words may be the ones that differ: a pair the model cannot read
+        # whole is not a hit.
+        if not self._pair_fits(step):
+            return None
         try:
-            fits = getattr(step.scorer, "fits", None)
-            if fits is not None and not fits(step.cached_prompt, step.query):
-                return None  # unread words may be the ones that differ: not a hit
             return float(step.scorer.logits([(step.cached_prompt, step.query)])[0])
         except Exception as exc:  # precision first: an unchecked candidate is not served
-            self._count("errors")
-            log.warning("cache pair check failed (%s); treating as a miss", exc)
+            self._pair_check_failed(exc)
             return None
 
-    def _pair_fits(self, step: _PairFits) -> bool:
+    def _pair_fits(self, step: _Score | _PairFits) -> bool:
         fits = getattr(step.scorer, "fits", None)
         if fits is None:
             return True  # a scorer that reads any length
         try:
             return bool(fits(step.cached_prompt, step.query))
         except Exception as exc:  # precision first: an unmeasured pair is not served
-            self._count("errors")
-            log.warning("cache pair check failed (%s); treating as a miss", exc)
+            self._pair_check_failed(exc)
             return False
+
+    def _pair_check_failed(self, exc: Exception) -> None:
+        self._count("errors")
+        log.warning("cache pair check failed (%s); treating as a miss", exc)
 
     def _searching(self, method: Callable[..., T], step: _Search, *key: str) -> Callable[[], T]:
         """``method`` (a backend's search, or its combined read) bound to ``step``."""

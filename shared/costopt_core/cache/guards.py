@@ -139,8 +139,6 @@ class GuardConfig(BaseModel):
 _SYMBOLS = re.compile(r"[-+*/<>=%^#&|~±×÷≤≥≠√]")
 
 
-#: Words and signs in order, for the order guard (signs count: "10 - 4" / "4 - 10").
-_ORDER_TOKEN = re.compile(r"[^\W_]+(?:['’.\-][^\W_]+)*(?:\+\+|#)?|[-+*/<>=%^&|~±×÷≤≥≠√]")
 #: What two swapped phrases may have between them and mean the same.
 _SYMMETRIC = frozenset({"and", "or", "nor", "vs", "vs.", "versus", "v", "plus", "&", "+", "*"})
 _SYMMETRIC |= frozenset({"×", "=", "≠", "|"})
@@ -187,6 +185,8 @@ def _words(text: str) -> frozenset[str]:
 # ("don't", "U.S.", "e-mail", "C++", "C#") so acronyms, contractions and
 # language names survive as one token.
 _TOKEN = re.compile(r"[^\W_]+(?:['’.\-][^\W_]+)*(?:\+\+|#)?")
+#: Words and signs in order, for the order guard (signs count: "10 - 4" / "4 - 10").
+_ORDER_TOKEN = re.compile(_TOKEN.pattern + r"|[-+*/<>=%^&|~±×÷≤≥≠√]")
 _QUOTED = re.compile(r"\"([^\"]{2,60})\"|“([^”]{2,60})”|(?<![\w'])'([^']{2,60})'(?![\w'])")
 _NUMBER = re.compile(
     r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:st|nd|rd|th|s|k)?(?!\w)",

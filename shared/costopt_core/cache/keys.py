@@ -110,6 +110,17 @@ def exact_key(scope: str, messages: Sequence[Message]) -> str:
     return _hash("exact/v1", scope, _canon([_msg_canon(m) for m in messages]))
 
 
+def _window(messages: Sequence[Message], context_turns: int) -> tuple[list[Message], int, int]:
+    """The conversation without system messages, and the embedded window's bounds in it.
+
+    ``(convo, start, last_user)``: the window is ``convo[start : last_user + 1]``;
+    ``last_user`` is -1 without a user turn.
+    """
+    convo = [m for m in messages if m.role != "system"]
+    last_user = max((i for i, m in enumerate(convo) if m.role == "user"), default=-1)
+    return convo, max(0, last_user - context_turns), last_user
+
+
 def semantic_text(messages: Sequence[Message], context_turns: int) -> str:
     """What is embedded: the last user turn, after up to ``context_turns`` earlier turns.
 
@@ -121,13 +132,11 @@ def semantic_text(messages: Sequence[Message], context_turns: int) -> str:
     question as the call that requested the tool, and a semantic hit would
     serve that first call's tool request again, looping the agent.
     """
-    convo = [m for m in messages if m.role != "system"]
-    last_user = max((i for i, m in enumerate(convo) if m.role == "user"), default=None)
-    if last_user is None:
+    convo, start, last_user = _window(messages, context_turns)
+    if last_user < 0:
         return normalize_text(" ".join(m.content for m in convo))
     if last_user < len(convo) - 1:
         return ""
-    start = max(0, last_user - context_turns)
     return "\n".join(normalize_text(m.content) for m in convo[start : last_user + 1] if m.content)
 
 
@@ -139,11 +148,9 @@ def earlier_user_turns(messages: Sequence[Message], context_turns: int) -> tuple
     the same text: these turns go into the scope, so such follow-ups are only
     shared between conversations that asked the same before.
     """
-    convo = [m for m in messages if m.role != "system"]
-    last_user = max((i for i, m in enumerate(convo) if m.role == "user"), default=None)
-    if last_user is None or last_user < len(convo) - 1:
+    convo, start, last_user = _window(messages, context_turns)
+    if last_user < 0 or last_user < len(convo) - 1:
         return ()  # matched exactly or not at all (see semantic_text)
-    start = max(0, last_user - context_turns)
     return tuple(m.content for m in convo[:start] if m.role == "user")
 
 

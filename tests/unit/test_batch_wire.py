@@ -131,9 +131,9 @@ def test_openai_success_line_reads_text_model_and_usage_with_cached_inside_input
 
 @pytest.mark.parametrize(
     ("status_code", "retryable"),
-    [(400, False), (401, False), (429, True), (500, True), (503, True)],
+    [(400, False), (401, False), (404, False), (408, True), (429, True), (500, True), (503, True)],
 )
-def test_openai_http_errors_are_retryable_for_429_and_5xx(
+def test_openai_http_errors_are_retryable_for_408_429_and_5xx(
     status_code: int, retryable: bool
 ) -> None:
     line = {

@@ -16,7 +16,13 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from costopt_core.batch.provider import BatchLimits, BatchRequest, BatchResult, RemoteStatus
+from costopt_core.batch.provider import (
+    BatchLimits,
+    BatchRequest,
+    BatchResult,
+    RemoteStatus,
+    retryable_status,
+)
 from costopt_core.errors import ConfigurationError
 from costopt_core.types import Message
 from costopt_core.usage import normalize_usage
@@ -222,8 +228,8 @@ def _openai_error_text(body: Any, fallback: str) -> str:
 def openai_line_result(line: Mapping[str, Any]) -> BatchResult:
     """One line of a batch's output or error file as a ``BatchResult``.
 
-    HTTP 200 -> ``succeeded``; another status -> ``errored``, retryable on 429
-    and 5xx; a non-HTTP ``error`` -> ``expired`` (``batch_expired``, retryable),
+    HTTP 200 -> ``succeeded``; another status -> ``errored``, retryable on 408,
+    429 and 5xx; a non-HTTP ``error`` -> ``expired`` (``batch_expired``, retryable),
     ``canceled`` (``batch_cancelled``) or ``errored`` (retryable: the request
     itself was never judged).
     """
@@ -249,7 +255,7 @@ def openai_line_result(line: Mapping[str, Any]) -> BatchResult:
             id=custom_id,
             status="errored",
             error=f"HTTP {status_code}: " + _openai_error_text(body, "request failed"),
-            retryable=status_code == 429 or status_code >= 500,
+            retryable=retryable_status(status_code),
             raw=body or None,
         )
     err = error if isinstance(error, Mapping) else {}

@@ -32,6 +32,7 @@ from costopt_core.batch.provider import (
     BatchResult,
     RemoteBatch,
     RemoteStatus,
+    retryable_status,
 )
 from costopt_core.batch.queue import request_to_json
 from costopt_core.errors import BatchError, BatchNotFoundError, ConfigurationError
@@ -102,15 +103,15 @@ def transient_error(exc: BaseException) -> bool:
     """Whether sending the same request again may succeed: a timeout, a lost
     connection, a rate limit or a server error (HTTP 408, 429, 5xx).
 
-    The same rule as a provider batch's own per-request errors (retryable on 429
-    and 5xx); anything else (a bad request, a context overflow, a bug) fails the
+    The same rule as a provider batch's own per-request errors
+    (:func:`retryable_status`); anything else (a bad request, a context overflow, a bug) fails the
     same way every time.
     """
     if isinstance(exc, TimeoutError | ConnectionError):
         return True
     code = _status_code(exc)
     if code is not None:
-        return code in (408, 429) or code >= 500
+        return retryable_status(code)
     return any(cls.__name__ in _TRANSIENT_NAMES for cls in type(exc).__mro__)
 
 

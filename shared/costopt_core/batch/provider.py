@@ -43,7 +43,15 @@ __all__ = [
     "ResultStatus",
     "Submission",
     "SubmitRefusedError",
+    "retryable_status",
 ]
+
+
+def retryable_status(status_code: int) -> bool:
+    """Whether an HTTP status says the same request may succeed later: a
+    timeout (408), a rate limit (429) or a server error (5xx). One rule for a
+    provider batch's per-request errors and a local call's exceptions."""
+    return status_code in (408, 429) or status_code >= 500
 
 
 class SubmitRefusedError(BatchError):

@@ -74,7 +74,13 @@ from costopt_core.cache.defaults import (
     GUARDS_OFF,
 )
 from costopt_core.cache.guards import GuardConfig, check_guards, decide
-from costopt_core.cache.pair_model import default_pair_model, pair_probability, pair_scores
+from costopt_core.cache.pair_model import (
+    PairWeights,
+    default_pair_model,
+    pair_probability,
+    pair_scores,
+    word_overlap,
+)
 from costopt_core.embeddings import SentenceTransformerEmbedder
 
 DEFAULT_DATA = _common.DATA / "cache" / "qqp_pairs_dev.jsonl.gz"
@@ -285,7 +291,8 @@ def retrieval(
         for c, s in passing(q, threshold, config):
             if not pair or s >= DEFAULT_PAIR_SKIP:
                 return stored[c]
-            p = pair_probability(scores.logit[(stored[c], q)], s)
+            pair = [(stored[c], q)]
+            p = pair_probability([scores.logit[pair[0]]], [s], pairs=pair)[0]
             if float(p) >= DEFAULT_PAIR_THRESHOLD:
                 return stored[c]
         return None
@@ -369,19 +376,21 @@ def guard_cost_us(pairs: Pairs, config: GuardConfig) -> dict[str, float]:
 def refit_pair_check(
     logits: F32,
     sims: F32,
+    texts: list[tuple[str, str]],
     labels: npt.NDArray[np.int64],
     gate_ok: npt.NDArray[np.bool_],
     splits: dict[str, npt.NDArray[np.bool_]],
 ) -> dict[str, Any]:
     """How the shipped weights and threshold were chosen, redone on this file.
 
-    A logistic regression of the label on (pair-model logit, cosine) over the
-    calibration quarter's pairs that clear the gate and guards, then the
-    lowest probability whose precision's 95% Wilson lower bound reaches 0.90 on
-    that quarter, pairs at or above the skip similarity always accepted;
-    scored on the unseen quarter. On the shipped data this reproduces the
-    shipped weights and the threshold before rounding; on other data it
-    shows how far they are from what that data would choose.
+    A logistic regression of the label on (pair-model logit, cosine,
+    ``word_overlap``) over the calibration quarter's pairs that
+    clear the gate and guards, then the lowest probability whose precision's
+    95% Wilson lower bound reaches 0.90 on that quarter, pairs at or above the
+    skip similarity always accepted; scored on the unseen quarter. On the
+    shipped data this reproduces the shipped weights and the threshold before
+    rounding; on other data it shows how far they are from what that data
+    would choose.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -389,16 +398,17 @@ def refit_pair_check(
     if len(set(labels[fit].tolist())) < 2:
         # Too few pairs to fit on: the same keys, without figures.
         return {
-            "weights_logit_similarity_bias": None,
+            "weights_logit_similarity_bias_overlap": None,
             "threshold": None,
             "calibration_precision": None,
             "calibration_recall": None,
             "unseen": dict.fromkeys(("precision", "recall", "false_hit_rate")),
         }
-    x = np.c_[logits, sims].astype(np.float64)
-    lr = LogisticRegression(C=10.0, max_iter=1000).fit(x[fit], labels[fit])
-    w = (float(lr.coef_[0][0]), float(lr.coef_[0][1]), float(lr.intercept_[0]))
-    p = np.where(gate_ok, pair_scores(logits, sims, DEFAULT_PAIR_SKIP, w), 0.0)
+    x = np.c_[logits, sims, word_overlap(texts)].astype(np.float64)
+    lr = LogisticRegression(C=10.0, max_iter=3000).fit(x[fit], labels[fit])
+    coef = [float(c) for c in lr.coef_[0]]
+    w = PairWeights(coef[0], coef[1], float(lr.intercept_[0]), coef[2])
+    p = np.where(gate_ok, pair_scores(logits, sims, DEFAULT_PAIR_SKIP, w, pairs=texts), 0.0)
     p = p.astype(np.float32)
     cal_sel = splits["held_out_calibration"]
     cal = calibrate_from_scores(
@@ -411,7 +421,7 @@ def refit_pair_check(
     unseen = splits["held_out_unseen"]
     at = pairwise(p[unseen], labels[unseen], gate_ok[unseen], cal.threshold)
     return {
-        "weights_logit_similarity_bias": [round(v, 4) for v in w],
+        "weights_logit_similarity_bias_overlap": [round(v, 4) for v in w.as_list()],
         "threshold": cal.threshold,
         "calibration_precision": round(cal.precision, 4),
         "calibration_recall": round(cal.recall, 4),
@@ -481,7 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     gated_pairs = [(pairs[i][0], pairs[i][1]) for i in np.flatnonzero(gate_ok)]
     scores.need(gated_pairs)
     logits = np.array([scores.logit.get((a, b), 0.0) for a, b, _ in pairs], dtype=np.float32)
-    pair_p = np.where(gate_ok, pair_scores(logits, sims, DEFAULT_PAIR_SKIP), 0.0)
+    texts = [(a, b) for a, b, _ in pairs]
+    pair_p = np.where(gate_ok, pair_scores(logits, sims, DEFAULT_PAIR_SKIP, pairs=texts), 0.0)
     pair_p = pair_p.astype(np.float32)
     shipped = gate_ok & (pair_p >= np.float32(DEFAULT_PAIR_THRESHOLD))
     pair_info = {
@@ -489,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_seconds": round(scores.seconds, 1),
         "single_pair_ms_p50": scores.single_ms(gated_pairs),
     }
-    refit = refit_pair_check(logits, sims, labels, gate_ok, splits)
+    refit = refit_pair_check(logits, sims, texts, labels, gate_ok, splits)
 
     # Calibration, on the tune half only: what the shipped default is based on.
     tune = splits["tune"]
@@ -596,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         "default_guards": DEFAULT_GUARDS.model_dump(),
         "default_pair_check": {
             "model": "all-MiniLM-L6-v2 cross-encoder, shipped LoRA adapter (qqp_pair_adapter)",
-            "weights_logit_similarity_bias": list(DEFAULT_PAIR_WEIGHTS),
+            "weights_logit_similarity_bias_overlap": list(DEFAULT_PAIR_WEIGHTS),
             "pair_threshold": DEFAULT_PAIR_THRESHOLD,
             "gate": DEFAULT_PAIR_GATE,
             "skip_similarity": DEFAULT_PAIR_SKIP,
@@ -744,7 +755,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"pair model: {pair_info['pairs_scored']} pairs in {pair_info['batch_seconds']}s; "
         f"one pair alone {pair_info['single_pair_ms_p50']} ms (p50). Refit on the "
-        f"calibration quarter: weights {refit['weights_logit_similarity_bias']}, "
+        f"calibration quarter: weights {refit['weights_logit_similarity_bias_overlap']}, "
         f"threshold {refit['threshold']}; unseen quarter at it: P "
         f"{fmt(refit['unseen']['precision'])} R {fmt(refit['unseen']['recall'])}"
     )

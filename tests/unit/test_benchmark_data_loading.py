@@ -45,11 +45,12 @@ def test_pair_check_refit_without_both_labels_keeps_its_keys() -> None:
     out = cache_quality.refit_pair_check(
         np.zeros(n, dtype=np.float32),
         np.full(n, 0.9, dtype=np.float32),
+        [("how do i learn python", "how can i learn python")] * n,
         np.array([1, 1, 1, 1, 0, 1, 0, 1]),
         np.ones(n, dtype=bool),
         splits,
     )
-    assert out["threshold"] is None
+    assert out["threshold"] is None and out["weights_logit_similarity_bias_overlap"] is None
     assert out["unseen"] == {"precision": None, "recall": None, "false_hit_rate": None}
 
 

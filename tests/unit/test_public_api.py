@@ -25,9 +25,9 @@ CACHE = {
     "CacheResult", "CacheStats", "CachedResponse", "CalibrationResult", "CombinedLookup",
     "ComponentCache",
     "ComponentStats", "GuardConfig", "MemoryCacheBackend", "PairModel", "PairScorer",
-    "RedisCacheBackend", "SQLiteCacheBackend", "SemanticCache", "Verifier",
+    "PairWeights", "RedisCacheBackend", "SQLiteCacheBackend", "SemanticCache", "Verifier",
     "calibrate_pair_threshold", "calibrate_threshold", "check_guards", "decide",
-    "pair_probability",
+    "pair_probability", "word_overlap",
 }  # fmt: skip
 CONTEXT = {
     "DAYS_PER_MONTH", "MIN_CACHEABLE_TOKENS", "AbstractiveConfig", "AbstractiveSummary",

@@ -13,7 +13,13 @@ from costopt_core.cache.entry import CachedResponse, CacheEntry, CacheHit
 from costopt_core.cache.guards import GuardConfig, check_guards, decide
 from costopt_core.cache.keys import CacheRequest
 from costopt_core.cache.memory_backend import MemoryCacheBackend
-from costopt_core.cache.pair_model import PairModel, PairScorer, pair_probability
+from costopt_core.cache.pair_model import (
+    PairModel,
+    PairScorer,
+    PairWeights,
+    pair_probability,
+    word_overlap,
+)
 from costopt_core.cache.sqlite_backend import SQLiteCacheBackend
 
 __all__ = [
@@ -34,6 +40,7 @@ __all__ = [
     "MemoryCacheBackend",
     "PairModel",
     "PairScorer",
+    "PairWeights",
     "RedisCacheBackend",
     "SQLiteCacheBackend",
     "SemanticCache",
@@ -43,6 +50,7 @@ __all__ = [
     "check_guards",
     "decide",
     "pair_probability",
+    "word_overlap",
 ]
 
 

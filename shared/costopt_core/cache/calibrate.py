@@ -395,7 +395,7 @@ def calibrate_pair_threshold(
     todo = np.flatnonzero(ok if skip is None else ok & (sims < np.float32(skip)))
     if todo.size:
         logits[todo] = scorer.logits([texts[i] for i in todo])
-    scores = np.where(ok, pair_scores(logits, sims, skip), 0.0)
+    scores = np.where(ok, pair_scores(logits, sims, skip, pairs=texts), 0.0)
     return calibrate_from_scores(
         scores,
         [label for _, _, label in pairs],

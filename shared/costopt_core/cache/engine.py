@@ -719,7 +719,12 @@ class SemanticCache:
                     ok = yield _PairFits(scorer, entry.prompt_text, prep.text)
                 else:
                     logit = yield _Score(scorer, entry.prompt_text, prep.text)
-                    prob = None if logit is None else float(pair_probability(logit, sim))
+                    pair = [(entry.prompt_text, prep.text)]
+                    prob = (
+                        None
+                        if logit is None
+                        else float(pair_probability([logit], [sim], pairs=pair)[0])
+                    )
                     ok = prob is not None and prob >= cfg.pair_threshold
                 reason = None if ok else "pair_check"
             if reason is None and self.verifier is not None:

@@ -8,22 +8,26 @@ can line up the words that differ. This one is the shipped all-MiniLM-L6-v2
 weights (no second model to download) plus a small adapter trained on
 labelled question pairs: low-rank updates to every attention and feed-forward
 projection, new layer norms and a one-logit head, 1.3 MB of package data,
-merged into the weights when the model loads. How the adapter was trained and
-what it scores is in ``costopt_core/cache/defaults.py``.
+merged into the weights when the model loads. Its logit, the cosine and the
+share of words the prompts have in common combine into one probability
+(:func:`pair_probability`). How each part was trained and what the whole
+scores is in ``costopt_core/cache/defaults.py``.
 
 It runs only on a candidate that has already cleared the similarity gate and
 the guards and is not near-identical, so a lookup with no such candidate
-costs nothing more; one that has costs a forward pass of a six-layer model
-over both prompts per candidate (about 10 ms on 2 CPU cores; up to
-``top_k`` of them), against the seconds of the model call a hit replaces.
+costs nothing more; one that has costs one batch of two forward passes of a
+six-layer model (the pair in both orders; about 15 ms on 2 CPU cores; up to
+``top_k`` candidates), against the seconds of the model call a hit replaces.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -39,9 +43,11 @@ __all__ = [
     "ADAPTER_FILE",
     "PairModel",
     "PairScorer",
+    "PairWeights",
     "default_pair_model",
     "pair_probability",
     "pair_scores",
+    "word_overlap",
 ]
 
 #: The adapter shipped with the package (float16 arrays, one per trained tensor).
@@ -119,9 +125,20 @@ class PairModel:
         return self._loaded
 
     def logits(self, pairs: Sequence[tuple[str, str]]) -> npt.NDArray[np.float32]:
-        """The model's log-odds, per ``(cached prompt, query)`` pair, that both ask the same."""
+        """The model's log-odds, per ``(cached prompt, query)`` pair, that both ask the same.
+
+        The mean of both reading orders (``[CLS] a [SEP] b`` and ``b`` first):
+        a cross-encoder scores the two orders up to a logit apart, and whether
+        a prompt was the cached one or the query must not decide a hit. Both
+        orders run in one batch.
+        """
         if not pairs:
             return np.zeros(0, dtype=np.float32)
+        both = [*pairs, *((b, a) for a, b in pairs)]
+        raw = self._raw_logits(both)
+        return np.asarray((raw[: len(pairs)] + raw[len(pairs) :]) / 2, dtype=np.float32)
+
+    def _raw_logits(self, pairs: Sequence[tuple[str, str]]) -> npt.NDArray[np.float32]:
         import torch
 
         model, tokenizer, head = self._load()
@@ -166,25 +183,96 @@ class PairModel:
         return len(ids) <= self._max_length
 
 
+# Words of a prompt: letters and digits of any script, inner apostrophes kept.
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
+
+
+def word_overlap(pairs: Sequence[tuple[str, str]]) -> npt.NDArray[np.float64]:
+    """Per pair, the share of words the two prompts have in common (Jaccard of
+    their case-folded word sets, 0.0 for two prompts without words).
+
+    At the same cosine similarity, two prompts that share fewer words are
+    more often the same request: their embeddings agree on the meaning, not
+    on the wording. Two that share nearly every word but score no higher are
+    the near misses ("gain weight" / "lose weight"). The pair check weighs
+    this against the embedding.
+    """
+    out = np.empty(len(pairs), dtype=np.float64)
+    for i, (a, b) in enumerate(pairs):
+        wa, wb = set(_WORD.findall(a.lower())), set(_WORD.findall(b.lower()))
+        out[i] = len(wa & wb) / max(1, len(wa | wb))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class PairWeights:
+    """The weights of :func:`pair_probability`'s logistic combination.
+
+    Attributes:
+        logit: per unit of the pair model's logit.
+        similarity: per unit of cosine similarity.
+        bias: the constant term.
+        overlap: per unit of :func:`word_overlap` (0.0: the words are not read).
+    """
+
+    logit: float
+    similarity: float
+    bias: float
+    overlap: float = 0.0
+
+    @classmethod
+    def of(cls, weights: PairWeights | Sequence[float]) -> PairWeights:
+        """``weights`` as ``PairWeights``: ``(logit, similarity, bias[, overlap])``."""
+        if isinstance(weights, PairWeights):
+            return weights
+        w = [float(x) for x in weights]
+        if len(w) not in (3, 4):
+            raise ConfigurationError(
+                f"pair weights are (logit, similarity, bias[, overlap]), got {w}"
+            )
+        return cls(*w)
+
+    def as_list(self) -> list[float]:
+        """``[logit, similarity, bias, overlap]``, as :meth:`of` reads it back."""
+        return [self.logit, self.similarity, self.bias, self.overlap]
+
+
 def pair_probability(
     logits: npt.ArrayLike,
     similarities: npt.ArrayLike,
-    weights: tuple[float, float, float] = DEFAULT_PAIR_WEIGHTS,
+    weights: PairWeights | Sequence[float] = DEFAULT_PAIR_WEIGHTS,
+    *,
+    pairs: Sequence[tuple[str, str]] | None = None,
 ) -> npt.NDArray[np.float64]:
-    """Probability that a pair is the same request, from both views of it.
+    """Probability that a pair is the same request, from three views of it.
 
-    The pair model and the embedding see different things (the words that
-    differ; the meaning as a whole), so a logistic combination of the two
-    ranks pairs better than either (``costopt_core/cache/defaults.py``).
+    The pair model, the embedding and the words see different things (the
+    words that differ, in context; the meaning as a whole; how much of the
+    wording is shared), so a logistic combination ranks pairs better than
+    any one of them (``costopt_core/cache/defaults.py``).
 
     Args:
         logits: :meth:`PairModel.logits` of the pairs.
         similarities: cosine similarity of the pairs' embeddings.
-        weights: ``(per logit, per unit of similarity, bias)``.
+        weights: :class:`PairWeights`, or ``(logit, similarity, bias[, overlap])``.
+        pairs: the ``(cached prompt, query)`` texts, one per logit; needed
+            when the weights read the words (the shipped ones do).
+
+    Raises:
+        ConfigurationError: an overlap weight without ``pairs``, or not one
+            pair per logit.
     """
-    w_logit, w_sim, bias = weights
-    z = w_logit * np.asarray(logits, dtype=np.float64)
-    z = z + w_sim * np.asarray(similarities, dtype=np.float64) + bias
+    w = PairWeights.of(weights)
+    z = w.logit * np.asarray(logits, dtype=np.float64)
+    z = z + w.similarity * np.asarray(similarities, dtype=np.float64) + w.bias
+    if w.overlap:
+        if pairs is None:
+            raise ConfigurationError(
+                "these pair weights read the prompts' words: pass pairs=[(cached, query), ...]"
+            )
+        if len(pairs) != z.size:
+            raise ConfigurationError(f"{len(pairs)} pairs for {z.size} logits: pass one per logit")
+        z = z + w.overlap * word_overlap(pairs).reshape(z.shape)
     return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float64)
 
 
@@ -192,12 +280,14 @@ def pair_scores(
     logits: npt.ArrayLike,
     similarities: npt.ArrayLike,
     skip: float | None,
-    weights: tuple[float, float, float] = DEFAULT_PAIR_WEIGHTS,
+    weights: PairWeights | Sequence[float] = DEFAULT_PAIR_WEIGHTS,
+    *,
+    pairs: Sequence[tuple[str, str]] | None = None,
 ) -> npt.NDArray[np.float64]:
     """What the cache compares with ``pair_threshold``, per pair: 1.0 at or above
     ``skip`` (served without the check), :func:`pair_probability` below it."""
     sims = np.asarray(similarities, dtype=np.float64)
-    p = pair_probability(logits, sims, weights)
+    p = pair_probability(logits, sims, weights, pairs=pairs)
     return p if skip is None else np.where(sims >= skip, 1.0, p)
 
 

@@ -3,7 +3,8 @@
 Scores the cache's accept decision with both protocols of
 ``../shared/data/README.md``. The shipped decision (default embedder): cosine
 similarity >= 0.80, the false-hit guards, then the pair check (the shipped
-cross-encoder's logit and the cosine combined by ``pair_probability``, served
+cross-encoder's logit, the cosine and the word overlap combined by
+``pair_probability``, served
 at >= ``DEFAULT_PAIR_THRESHOLD``). Also scored: the decision with the pair
 check off (cosine threshold + guards, per threshold).
 
@@ -33,7 +34,7 @@ Every distinct text is embedded once, in batches, with the default embedder
 (all-MiniLM-L6-v2 on CPU). The whole file (73,145 distinct texts) took 600 s
 to embed on 2 cores (122 texts/s; 1,113 s with the cores shared with other
 work); the pair model then scores the 14,657 pairs that clear the gate and
-guards (74 s: 5 ms a pair in batches, 10 ms alone) and the retrieval
+guards (122 s: 8 ms a pair in batches, both orders read; 10 ms alone) and the retrieval
 candidates below the skip similarity (about 2 minutes more). ``--limit N``
 keeps the first N pairs of the file (a deterministic subset; 3,000 pairs
 take about 2.5 minutes) and ``--embeddings FILE`` keeps the vectors between
@@ -291,8 +292,8 @@ def retrieval(
         for c, s in passing(q, threshold, config):
             if not pair or s >= DEFAULT_PAIR_SKIP:
                 return stored[c]
-            pair = [(stored[c], q)]
-            p = pair_probability([scores.logit[pair[0]]], [s], pairs=pair)[0]
+            cand = [(stored[c], q)]
+            p = pair_probability([scores.logit[cand[0]]], [s], pairs=cand)[0]
             if float(p) >= DEFAULT_PAIR_THRESHOLD:
                 return stored[c]
         return None
@@ -491,8 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     gated_pairs = [(pairs[i][0], pairs[i][1]) for i in np.flatnonzero(gate_ok)]
     scores.need(gated_pairs)
     logits = np.array([scores.logit.get((a, b), 0.0) for a, b, _ in pairs], dtype=np.float32)
-    texts = [(a, b) for a, b, _ in pairs]
-    pair_p = np.where(gate_ok, pair_scores(logits, sims, DEFAULT_PAIR_SKIP, pairs=texts), 0.0)
+    pair_texts = [(a, b) for a, b, _ in pairs]
+    pair_p = np.where(gate_ok, pair_scores(logits, sims, DEFAULT_PAIR_SKIP, pairs=pair_texts), 0.0)
     pair_p = pair_p.astype(np.float32)
     shipped = gate_ok & (pair_p >= np.float32(DEFAULT_PAIR_THRESHOLD))
     pair_info = {
@@ -500,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_seconds": round(scores.seconds, 1),
         "single_pair_ms_p50": scores.single_ms(gated_pairs),
     }
-    refit = refit_pair_check(logits, sims, texts, labels, gate_ok, splits)
+    refit = refit_pair_check(logits, sims, pair_texts, labels, gate_ok, splits)
 
     # Calibration, on the tune half only: what the shipped default is based on.
     tune = splits["tune"]

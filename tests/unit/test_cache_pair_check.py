@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -141,12 +142,28 @@ def test_word_overlap_is_the_share_of_words_in_common() -> None:
         [
             ("How do I learn Python?", "how do i learn python"),
             ("What is the capital of France?", "Best pizza recipe"),
-            ("Don't stop", "don't go"),
+            ("Don't stop", "don\u2019t go"),  # a curly apostrophe is the same word
             ("¿Dónde está el baño?", "dónde está la biblioteca"),
-            ("", "?"),
+            ("¿Dónde está el baño?", unicodedata.normalize("NFD", "¿Dónde está el baño?")),
+            ("如何重置我的密码", "如何修改我的密码"),  # one ideograph, one word
+            ("पासवर्ड कैसे बदलें", "पासवर्ड कैसे बनाएं"),  # vowel signs stay in their word
         ]
     )
-    assert got.tolist() == [1.0, 0.0, 1 / 3, 2 / 6, 0.0]
+    assert got.tolist() == [1.0, 0.0, 1 / 3, 2 / 6, 1.0, 6 / 10, 2 / 4]
+
+
+def test_word_overlap_is_full_where_it_was_not_fitted() -> None:
+    # No words, or several lines (a conversation window, code): the cautious
+    # value, since fewer shared words would help a hit.
+    got = word_overlap(
+        [
+            ("", "?"),
+            ("!!!", "..."),
+            ("learn python\nnow give me an example", "learn rust\nnow give me an example"),
+            ("def f():\n    return 1", "def g(): return 2"),
+        ]
+    )
+    assert got.tolist() == [1.0, 1.0, 1.0, 1.0]
 
 
 def test_pair_weights_read_a_sequence_and_need_the_texts_for_the_overlap() -> None:

@@ -59,7 +59,7 @@ class CacheConfig(BaseModel):
         gt=0.0,
         le=1.0,
         description=(
-            "Lowest pair_probability (pair model + similarity) that serves a hit; 1.0 "
+            "Lowest pair_probability (pair model, similarity, word overlap) that serves a hit; 1.0 "
             "serves only candidates at or above pair_skip_similarity."
         ),
     )

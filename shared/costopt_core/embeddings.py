@@ -69,8 +69,10 @@ class KnowsWindow(Protocol):
 
     A sentence-transformers model reads at most ``max_seq_length`` tokens and
     drops the rest without a word: a query engine's prompt (retrieved context,
-    then the question) embeds to the same vector whatever the question. The
-    cache matches a text that does not fit exactly only.
+    then the question) embeds to the same vector whatever the question. Nor
+    does it read characters its vocabulary lacks: they become one unknown
+    token, whichever they were. The cache matches a text that does not fit
+    exactly only.
     """
 
     def fits(self, text: str) -> bool:
@@ -134,17 +136,29 @@ class SentenceTransformerEmbedder:
         return await asyncio.to_thread(self.embed, texts)
 
     def fits(self, text: str) -> bool:
-        """True if the model reads ``text`` whole (within ``max_seq_length`` tokens)."""
+        """True if the model reads ``text`` whole: within ``max_seq_length``
+        tokens, and no character its vocabulary does not know.
+
+        The shipped model reads Chinese characters, most emoji and some symbols
+        as one unknown token, so "How do I 重置 my 密码" and "How do I 删除 my
+        密码" (reset / delete) embed to the same vector: the cache matches such
+        a text exactly only.
+        """
         model = self._load()
         window = self._window
         if window is None:
             window = self._window = int(model.max_seq_length)
         # A token covers at least one UTF-8 byte (SentencePiece adds one leading
         # marker), so most prompts need no tokenizing; 3 more for special tokens.
-        if len(text.encode("utf-8", "surrogatepass")) + 4 <= window:
+        # ASCII is in every vocabulary this class loads.
+        if text.isascii() and len(text) + 4 <= window:
             return True
-        ids = model.tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)
-        return len(ids["input_ids"]) <= window
+        tokenizer = model.tokenizer
+        ids = tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)
+        unknown = getattr(tokenizer, "unk_token_id", None)
+        return len(ids["input_ids"]) <= window and (
+            unknown is None or unknown not in ids["input_ids"]
+        )
 
 
 class CachingEmbedder:

@@ -406,6 +406,20 @@ def test_the_shipped_embedder_knows_when_it_reads_a_prompt_whole() -> None:
     assert CachingEmbedder(embedder).fits(question) and not CachingEmbedder(embedder).fits(long)
 
 
+def test_text_the_shipped_embedder_cannot_read_is_matched_exactly_only() -> None:
+    # Its vocabulary has no Chinese characters: reset / delete embed alike.
+    embedder = SentenceTransformerEmbedder()
+    stored, asked = "How do I 重置 my 密码", "How do I 删除 my 密码"
+    a, b = embedder.embed([stored, asked])
+    assert float(a @ b) > 0.999
+    assert not embedder.fits(asked) and embedder.fits("Où est la gare, s'il vous plaît ?")
+    cache = SemanticCache(embedder=embedder)
+    cache.store(req(stored), answer())
+    assert cache.lookup(req(asked)) is None
+    hit = cache.lookup(req(stored))
+    assert hit is not None and hit.tier == "exact"
+
+
 def test_a_pair_the_model_cannot_read_whole_is_not_served(shipped: PairModel) -> None:
     short = ("How do I reset my password?", "How can I reset my password?")
     assert shipped.fits(*short)

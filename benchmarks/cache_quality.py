@@ -64,7 +64,7 @@ import numpy as np
 import numpy.typing as npt
 from _common import open_text, print_table, require, write_json
 
-from costopt_core.cache.calibrate import calibrate_from_scores
+from costopt_core.cache.calibrate import calibrate_from_scores, read_whole
 from costopt_core.cache.defaults import (
     DEFAULT_GUARDS,
     DEFAULT_PAIR_GATE,
@@ -178,19 +178,10 @@ class PairScores:
         return round(statistics.median(times), 2)
 
 
-def read_whole(pairs: Pairs, sims: F32, scores: PairScores) -> npt.NDArray[np.bool_]:
-    """Pairs the engine reads whole: both prompts within the embedder's window and,
-    below the skip similarity, the pair within the pair model's. Past either, the
-    cache matches exactly only (``SemanticCache._fits``, ``_score``)."""
-    embedder = SentenceTransformerEmbedder()
-    fits = {t: embedder.fits(t) for t in {t for a, b, _ in pairs for t in (a, b)}}
-    return np.array(
-        [
-            fits[a] and fits[b] and (s >= DEFAULT_PAIR_SKIP or scores.model.fits(a, b))
-            for (a, b, _), s in zip(pairs, sims.tolist(), strict=True)
-        ],
-        dtype=bool,
-    )
+def read_whole_pairs(pairs: Pairs, scores: PairScores) -> npt.NDArray[np.bool_]:
+    """Pairs the engine reads whole (``calibrate.read_whole``): past the
+    embedder's window or the pair model's, the cache matches exactly only."""
+    return read_whole([(a, b) for a, b, _ in pairs], SentenceTransformerEmbedder(), scores.model)
 
 
 def embed_texts(
@@ -487,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # The shipped decision: the pair check scores what clears the gate and guards.
     scores = PairScores()
-    gate_ok = guarded & (sims >= np.float32(DEFAULT_PAIR_GATE)) & read_whole(pairs, sims, scores)
+    gate_ok = guarded & (sims >= np.float32(DEFAULT_PAIR_GATE)) & read_whole_pairs(pairs, scores)
     # Scored even at or above the skip similarity, for the refit and the curve.
     gated_pairs = [(pairs[i][0], pairs[i][1]) for i in np.flatnonzero(gate_ok)]
     scores.need(gated_pairs)

@@ -17,6 +17,7 @@ from costopt_core.cache import (
     CacheRequest,
     SemanticCache,
     calibrate_pair_threshold,
+    calibrate_threshold,
 )
 from costopt_core.cache.defaults import (
     DEFAULT_PAIR_GATE,
@@ -282,6 +283,43 @@ def test_calibrate_pair_threshold_scores_only_what_clears_gate_and_guards() -> N
         ),
         rel=1e-5,
     )
+
+
+class Unreadable:
+    """Wraps a scorer or an embedder: ``fits`` says no for the given texts."""
+
+    def __init__(self, inner: Any, unreadable: set[str]) -> None:
+        self.inner, self.unreadable = inner, unreadable
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def fits(self, a: str, b: str | None = None) -> bool:
+        return a not in self.unreadable and b not in self.unreadable
+
+
+def test_calibration_counts_only_what_the_cache_can_read_whole() -> None:
+    # The cache matches a text past the embedder's window, or a pair past the
+    # pair model's, exactly only: calibration must not count it as served.
+    emb = FakeEmbedder(dim=256)
+    good = ("how do i reset my password a", "how do i reset my password a now")
+    long = ("how do i reset my password b", "how do i reset my password b now")
+    labelled = [(*good, 1), (*long, 1)]
+    kw: dict[str, Any] = {"gate": 0.5, "skip": None, "config": GUARDS_OFF, "target_precision": 1.0}
+    scorer = TableScorer({good: 6.0, long: 6.0})
+    both = calibrate_pair_threshold(labelled, embedder=emb, pair_model=scorer, **kw)
+    assert both.recall == 1.0
+    by_model = calibrate_pair_threshold(
+        labelled, embedder=emb, pair_model=Unreadable(scorer, {long[1]}), **kw
+    )
+    by_embedder = calibrate_pair_threshold(
+        labelled, embedder=Unreadable(emb, {long[1]}), pair_model=scorer, **kw
+    )
+    assert by_model.recall == by_embedder.recall == 0.5
+    cosine = calibrate_threshold(
+        labelled, embedder=Unreadable(emb, {long[1]}), config=GUARDS_OFF, target_precision=1.0
+    )
+    assert cosine.recall == 0.5
 
 
 def test_calibrate_pair_threshold_checks_its_gate() -> None:

@@ -36,6 +36,7 @@ __all__ = [
     "calibrate_threshold",
     "guard_verdicts",
     "pair_similarities",
+    "read_whole",
     "wilson_lower_bound",
 ]
 
@@ -188,6 +189,33 @@ def _point(
     )
 
 
+def read_whole(
+    pairs: Sequence[tuple[str, str]], embedder: object, scorer: PairScorer | None = None
+) -> npt.NDArray[np.bool_]:
+    """Per pair, whether the cache could serve it semantically at all: both
+    prompts read whole by the embedder (``KnowsWindow.fits``) and, with the
+    pair check, the pair read whole by the pair model (``PairModel.fits``;
+    a near-identical pair skips the model only then). The cache matches
+    anything else exactly only, so calibration must not count it as served.
+    """
+    fits = getattr(embedder, "fits", None)
+    pair_fits = getattr(scorer, "fits", None) if scorer is not None else None
+    known: dict[str, bool] = {}
+
+    def text_fits(text: str) -> bool:
+        if text not in known:
+            known[text] = True if fits is None else bool(fits(text))
+        return known[text]
+
+    return np.array(
+        [
+            text_fits(a) and text_fits(b) and (pair_fits is None or bool(pair_fits(a, b)))
+            for a, b in pairs
+        ],
+        dtype=bool,
+    )
+
+
 def calibrate_from_scores(
     similarities: npt.ArrayLike,
     labels: npt.ArrayLike,
@@ -332,7 +360,7 @@ def calibrate_threshold(
     return calibrate_from_scores(
         sims,
         [label for _, _, label in pairs],
-        [v is None for v in verdicts],
+        np.array([v is None for v in verdicts]) & read_whole(texts, embedder),
         target_precision=target_precision,
         confidence=confidence,
         grid=grid,
@@ -391,6 +419,7 @@ def calibrate_pair_threshold(
     sims = pair_similarities(texts, embedder)
     ok = np.array([v is None for v in guard_verdicts(texts, cfg)]) & (sims >= np.float32(gate))
     scorer = pair_model if pair_model is not None else default_pair_model()
+    ok &= read_whole(texts, embedder, scorer)
     logits = np.zeros(len(texts), dtype=np.float32)
     todo = np.flatnonzero(ok if skip is None else ok & (sims < np.float32(skip)))
     if todo.size:

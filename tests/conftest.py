@@ -3,13 +3,37 @@
 from __future__ import annotations
 
 import importlib.util
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pytest
 
 from costopt_core import CostEngine
 from costopt_core.testing import FakeEmbedder
+
+
+def eventually(check: Callable[[], bool], timeout_s: float = 5.0, poll_s: float = 0.01) -> bool:
+    """Whether ``check`` comes true within ``timeout_s`` (work done by another thread)."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if check():
+            return True
+        time.sleep(poll_s)
+    return check()
+
+
+class CheapFirst:
+    """A two-tier route classifier sure that the cheap tier is good enough:
+    every request goes to it first (escalation is then the validators')."""
+
+    name = "fixed"
+    n_tiers = 2
+
+    def predict(self, items: Any) -> Any:
+        return np.array([[0.9, 1.0] for _ in items])
 
 
 class FakeClock:

@@ -19,7 +19,6 @@ import statistics
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -34,6 +33,7 @@ from costopt_core.testing import FakeEmbedder
 from costopt_core.types import Usage
 from langchain_costopt.cached_model import CachedChatModel
 from langchain_costopt.testing import ScriptedChatModel
+from tests.conftest import eventually
 from tests.redis_server import RedisServer
 
 SOCKET_TIMEOUT_S = 0.25
@@ -92,15 +92,6 @@ def _hits(cache: SemanticCache) -> int:
     return s.exact_hits + s.semantic_hits
 
 
-def _wait_until(check: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
-
-
 def _run_threads(
     server: RedisServer, fault: str
 ) -> tuple[Load, SemanticCache, ScriptedChatModel, dict[str, int]]:
@@ -130,7 +121,7 @@ def _run_threads(
     marks: dict[str, int] = {}
     try:
         # Warm: every question answered once by the model, then served from Redis.
-        assert _wait_until(lambda: _hits(cache) >= 50, 15), "no hits before the outage"
+        assert eventually(lambda: _hits(cache) >= 50, 15, poll_s=0.05), "no hits before the outage"
         time.sleep(0.5)
         marks["hits_before"] = _hits(cache)
         load.phase = "outage"
@@ -143,8 +134,10 @@ def _run_threads(
         load.phase = "after"
         hits_at_restart = _hits(cache)
         # The cache refills from the model and serves hits again.
-        assert _wait_until(lambda: _hits(cache) >= hits_at_restart + 50, 15), "hits never resumed"
-        assert _wait_until(lambda: cache.breaker.state == "closed", 5)
+        assert eventually(lambda: _hits(cache) >= hits_at_restart + 50, 15, poll_s=0.05), (
+            "hits never resumed"
+        )
+        assert eventually(lambda: cache.breaker.state == "closed", 5, poll_s=0.05)
         time.sleep(0.3)
     finally:
         stop.set()
@@ -256,7 +249,7 @@ def test_the_shared_ledger_on_a_hung_server_costs_bounded_latency(
     finally:
         server.thaw()
     # The same server comes back with its data: the spool fills in the outage's records.
-    assert _wait_until(lambda: not shared.flush_spool(), 10)
+    assert eventually(lambda: not shared.flush_spool(), 10, poll_s=0.05)
     totals = CostLedger.from_redis(server.url, namespace=shared.namespace).totals()
     assert totals.calls == 21
     assert totals.cost_usd == e.ledger.totals().cost_usd
@@ -311,7 +304,7 @@ def test_an_open_breaker_also_stops_the_shared_stats_flush(own_redis_server: Red
     finally:
         server.thaw()
     # Nothing counted during the outage is lost: it is sent once Redis answers again.
-    assert _wait_until(lambda: cache.breaker.state != "open", 2)
+    assert eventually(lambda: cache.breaker.state != "open", 2, poll_s=0.05)
     cached.invoke(QUESTIONS[0])  # the half-open trial succeeds and closes the breaker
     cache.flush_stats()
     assert cache.stats().lookups == 6

@@ -8,7 +8,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -35,6 +35,7 @@ from langchain_costopt.batch import BatchRunnable
 from langchain_costopt.testing import ScriptedChatModel
 from llamaindex_costopt.batch import BatchRunner, to_chat_message, to_message
 from llamaindex_costopt.testing import ScriptedLLM
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.filterwarnings("ignore::Warning")
 
@@ -51,15 +52,6 @@ def budget_engine() -> CostEngine:
 
 def holds_of(job: str) -> list[Any]:
     return [h for key, hs in HOLDS._open.items() if key[1] == job for h in hs]
-
-
-def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if check():
-            return True
-        time.sleep(0.01)
-    return check()
 
 
 class Gated(BaseChatModel):

@@ -24,8 +24,9 @@ from costopt_core.testing import FakeEmbedder, Script, ScriptedResponse
 from llamaindex_costopt import CachedLLM, CostEventHandler, track_costs
 from llamaindex_costopt.router import RouterLLM
 from llamaindex_costopt.testing import ScriptedLLM
+from tests.conftest import CheapFirst
 from tests.unit import test_llamaindex_handler as _base
-from tests.unit.test_llamaindex_router_review import Always, _Store
+from tests.unit.test_llamaindex_router_review import _Store
 
 # The handler tests' fixtures: an attached handler, and the root dispatcher left as found.
 handler = _base.handler
@@ -210,7 +211,7 @@ def test_a_cached_llm_records_a_stopped_miss_once_and_a_stopped_replay_never(
 def router(**kw: Any) -> RouterLLM:
     return RouterLLM(
         tiers={"small": scripted("gpt-4o-mini"), "frontier": scripted("gpt-4o")},
-        classifier=Always(),
+        classifier=CheapFirst(),
         **kw,
     )
 

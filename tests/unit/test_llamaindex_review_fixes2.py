@@ -26,7 +26,7 @@ from costopt_core.testing import FakeEmbedder, Script, ScriptedResponse
 from llamaindex_costopt import CachedLLM, CostEventHandler, track_costs
 from llamaindex_costopt.router import RouterLLM
 from llamaindex_costopt.testing import ScriptedLLM
-from tests.unit.test_llamaindex_router_review import Always
+from tests.conftest import CheapFirst
 
 U = Usage(1000, 100)
 MSGS = [ChatMessage(role="user", content="What is 2+2?")]
@@ -198,7 +198,7 @@ async def test_a_streamed_answer_of_a_cached_router_is_recorded_once(
     small = scripted("four is the answer", "gpt-4o-mini")
     router = RouterLLM(
         tiers={"small": small, "frontier": scripted("4", "gpt-4o")},
-        classifier=Always(),
+        classifier=CheapFirst(),
         validate_streams=validate_streams,
     )
     cached = CachedLLM(llm=router, semantic_cache=cache())
@@ -247,7 +247,7 @@ async def test_a_held_back_stream_that_breaks_part_way_is_recorded_then_falls_ba
         usage_first=usage_first,
     )
     big = scripted("It is 4", "gpt-4o")
-    router = RouterLLM(tiers={"small": small, "frontier": big}, classifier=Always())
+    router = RouterLLM(tiers={"small": small, "frontier": big}, classifier=CheapFirst())
     engine = CostEngine()
     with track_costs(engine):
         chunks = await read_all(router, how)
@@ -284,7 +284,7 @@ class Hanging(ScriptedLLM):
 async def test_a_held_back_stream_cancelled_part_way_is_recorded_once() -> None:
     small = Hanging(script=Script([ScriptedResponse("four", U, model="gpt-4o-mini")]))
     router = RouterLLM(
-        tiers={"small": small, "frontier": scripted("4", "gpt-4o")}, classifier=Always()
+        tiers={"small": small, "frontier": scripted("4", "gpt-4o")}, classifier=CheapFirst()
     )
     engine = CostEngine()
     with track_costs(engine) as costs:

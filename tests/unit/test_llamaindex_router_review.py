@@ -8,7 +8,6 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import pytest
 from llama_index.core.base.llms.types import LogProb, TextBlock, ToolCallBlock
 from llama_index.core.instrumentation import get_dispatcher
@@ -31,19 +30,12 @@ from costopt_core.types import Message
 from llamaindex_costopt import CachedLLM, CostEventHandler, track_costs
 from llamaindex_costopt.router import RouterLLM
 from llamaindex_costopt.testing import ScriptedLLM
+from tests.conftest import CheapFirst
 
 U = Usage(1000, 100)
 MSGS = [ChatMessage(role="user", content="What is the weather in Paris?")]
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
 HEDGE = "I'm not sure, sorry."
-
-
-class Always:
-    name = "fixed"
-    n_tiers = 2
-
-    def predict(self, items: Any) -> Any:
-        return np.array([[0.9, 1.0] for _ in items])
 
 
 class Canned(CustomLLM):
@@ -91,7 +83,7 @@ def reply(content: str = "", raw: Any = None, **kw: Any) -> ChatResponse:
 def router(cheap: Any, frontier: Any | None = None, **kw: Any) -> RouterLLM:
     return RouterLLM(
         tiers={"small": cheap, "frontier": frontier or scripted("Sunny.")},
-        classifier=Always(),
+        classifier=CheapFirst(),
         **kw,
     )
 
@@ -357,7 +349,7 @@ def test_a_router_over_mismatched_classifier_fails_at_construction() -> None:
     with pytest.raises(ConfigurationError, match="scores 2 tiers, the router has 3"):
         RouterLLM(
             tiers={"a": scripted("x"), "b": scripted("y"), "c": scripted("z")},
-            classifier=Always(),
+            classifier=CheapFirst(),
         )
 
 
@@ -811,7 +803,7 @@ async def test_a_stopped_replay_of_a_cache_tier_is_not_recorded_as_a_paid_call(
     engine = CostEngine()
     r = RouterLLM(
         tiers={"small": small, "frontier": big},
-        classifier=Always(),
+        classifier=CheapFirst(),
         engine=engine,
         validate_streams=validate_streams,
     )
@@ -851,14 +843,6 @@ class _NoModelInRaw(ScriptedLLM):
         return d
 
 
-class _Cheap:
-    name = "fixed"
-    n_tiers = 2
-
-    def predict(self, items: Any) -> Any:
-        return np.array([[0.9, 1.0] for _ in items])
-
-
 @pytest.mark.parametrize("how", ["chat", "stream_chat", "achat", "astream_chat"])
 async def test_an_answer_whose_raw_names_no_model_is_priced_as_its_tier(how: str) -> None:
     def tier(model: str) -> Any:
@@ -867,7 +851,7 @@ async def test_an_answer_whose_raw_names_no_model_is_priced_as_its_tier(how: str
     engine = CostEngine()
     router = RouterLLM(
         tiers={"small": tier("gpt-4o-mini"), "frontier": tier("gpt-4o")},
-        classifier=_Cheap(),
+        classifier=CheapFirst(),
         engine=engine,
     )
     m = [ChatMessage(role="user", content="What is 2+2?")]

@@ -15,7 +15,7 @@ from costopt_core.testing import Script, ScriptedResponse
 from llamaindex_costopt import CostEventHandler, track_costs
 from llamaindex_costopt.router import RouterLLM
 from llamaindex_costopt.testing import ScriptedLLM
-from tests.unit.test_llamaindex_router_review import Always
+from tests.conftest import CheapFirst
 
 U = Usage(1000, 100)
 MSGS = [ChatMessage(role="user", content="What is 2+2?")]
@@ -38,7 +38,7 @@ def tracked(*texts: str, model: str) -> Tracked:
 
 
 def router(small: ScriptedLLM, big: ScriptedLLM, **kw: Any) -> RouterLLM:
-    return RouterLLM(tiers={"small": small, "frontier": big}, classifier=Always(), **kw)
+    return RouterLLM(tiers={"small": small, "frontier": big}, classifier=CheapFirst(), **kw)
 
 
 async def stream(r: RouterLLM, how: str, seen: Tracked | None = None) -> tuple[list[Any], int]:

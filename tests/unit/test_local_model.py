@@ -44,6 +44,7 @@ from langchain_costopt.router import RouterChatModel
 from langchain_costopt.testing import ScriptedChatModel
 from llamaindex_costopt import CostEventHandler
 from llamaindex_costopt.local import LocalLLM
+from tests.conftest import CheapFirst
 
 Q = [Message("user", "What is the capital of France?")]
 
@@ -587,18 +588,6 @@ def test_real_model_recorded_at_zero_through_both_handlers(smollm: LocalModel) -
         assert rec.savings_usd["routing"] > 0  # against the all-frontier baseline
 
 
-class _Cheap:
-    """A classifier sure that the cheap tier is good enough."""
-
-    name = "fixed"
-    n_tiers = 2
-
-    def predict(self, items: Any) -> Any:
-        import numpy as np
-
-        return np.array([[0.9, 1.0] for _ in items])
-
-
 def _router(smollm: LocalModel, engine: CostEngine) -> tuple[RouterChatModel, ScriptedChatModel]:
     frontier = ScriptedChatModel(
         script=Script([ScriptedResponse("Paris.", Usage(40, 3), model="gpt-4o")]),
@@ -606,7 +595,7 @@ def _router(smollm: LocalModel, engine: CostEngine) -> tuple[RouterChatModel, Sc
     )
     router = RouterChatModel(
         tiers={"local": LocalChatModel(local=smollm), "frontier": frontier},
-        classifier=_Cheap(),
+        classifier=CheapFirst(),
         engine=engine,
     )
     return router, frontier

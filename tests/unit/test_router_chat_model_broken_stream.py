@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
 
-import numpy as np
 import pytest
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -26,14 +25,7 @@ from costopt_core.testing import Script, ScriptedResponse
 from langchain_costopt import CostCallbackHandler
 from langchain_costopt.router import RouterChatModel
 from langchain_costopt.testing import ScriptedChatModel
-
-
-class Cheap:
-    name = "fixed"
-    n_tiers = 2
-
-    def predict(self, items: Any) -> Any:
-        return np.array([[0.9, 1.0] for _ in items])
+from tests.conftest import CheapFirst
 
 
 class Breaking(BaseChatModel):
@@ -85,7 +77,7 @@ def _router(small: BaseChatModel) -> RouterChatModel:
         script=Script([ScriptedResponse("Full answer.", Usage(1000, 100), model="gpt-4o")]),
         model_name="gpt-4o",
     )
-    return RouterChatModel(tiers={"small": small, "frontier": big}, classifier=Cheap())
+    return RouterChatModel(tiers={"small": small, "frontier": big}, classifier=CheapFirst())
 
 
 async def _stream(router: RouterChatModel, sync: bool, cfg: dict[str, Any]) -> str:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from costopt_core.errors import ConfigurationError
 from langchain_costopt.router import RouterChatModel
+from tests.conftest import CheapFirst
 
 
 class Weather(BaseModel):
@@ -121,22 +122,10 @@ class StrictlessTier(Tier):
         return super().bind_tools(tools, tool_choice=tool_choice)
 
 
-class Always:
-    """A classifier that sends every request to the cheap tier first."""
-
-    name = "fixed"
-    n_tiers = 2
-
-    def predict(self, items: Any) -> Any:
-        import numpy as np
-
-        return np.array([[0.9, 1.0] for _ in items])
-
-
 def _router(small: Tier | None = None, big: Tier | None = None) -> RouterChatModel:
     small = small if small is not None else Tier(model_name="gpt-4o-mini")
     big = big if big is not None else Tier(model_name="gpt-4o")
-    return RouterChatModel(tiers={"small": small, "frontier": big}, classifier=Always())
+    return RouterChatModel(tiers={"small": small, "frontier": big}, classifier=CheapFirst())
 
 
 def _attempts(message: AIMessage) -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pytest
 from llama_index.core.llms import ChatMessage
 
@@ -23,17 +22,10 @@ from langchain_costopt.testing import ScriptedChatModel
 from llamaindex_costopt import CostEventHandler
 from llamaindex_costopt.router import RouterLLM
 from llamaindex_costopt.testing import ScriptedLLM
+from tests.conftest import CheapFirst
 
 U = Usage(1000, 100)
 HEDGE = "I'm not sure, sorry."
-
-
-class Cheap:
-    name = "fixed"
-    n_tiers = 2
-
-    def predict(self, items: Any) -> Any:
-        return np.array([[0.9, 1.0] for _ in items])
 
 
 def _script(model: str, fails: bool) -> Script:
@@ -47,7 +39,7 @@ def _lc(keep: bool) -> RouterChatModel:
     big = ScriptedChatModel(script=_script("gpt-4o", True), model_name="gpt-4o")
     return RouterChatModel(
         tiers={"small": small, "frontier": big},
-        classifier=Cheap(),
+        classifier=CheapFirst(),
         router_config=RouterConfig(keep_weaker_answer=keep),
     )
 
@@ -97,7 +89,7 @@ def _li(keep: bool) -> RouterLLM:
             "small": ScriptedLLM(script=_script("gpt-4o-mini", False)),
             "frontier": ScriptedLLM(script=_script("gpt-4o", True)),
         },
-        classifier=Cheap(),
+        classifier=CheapFirst(),
         router_config=RouterConfig(keep_weaker_answer=keep),
     )
 

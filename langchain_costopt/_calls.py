@@ -33,6 +33,7 @@ from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableConfig, ensure_config
 from langchain_core.utils.json import parse_partial_json
+from pydantic import Field
 
 from langchain_costopt.callbacks import cost_handlers
 
@@ -95,7 +96,36 @@ def run_of(run_manager: Any, kwargs: dict[str, Any]) -> Run | None:
 
 
 class RunAwareChatModel(BaseChatModel):
-    """A costopt chat model whose ``_stream`` learns its run (see the module docstring)."""
+    """A costopt chat model whose ``_stream`` learns its run (see the module docstring).
+
+    It wraps other chat models, so it has no sampling of its own; LangChain's
+    standard settings, given here, are defaults for every call it makes of
+    them (a call's own ``temperature=`` / ``max_tokens=`` / ``stop=`` win).
+    They are part of the request as a cache scope or a budget estimate sees it.
+
+    Args:
+        temperature: sampling temperature passed to every wrapped call.
+        max_tokens: the most output tokens of every wrapped call.
+        stop: stop sequences of every wrapped call.
+        streaming: ``invoke`` streams from the wrapped model (LangChain's
+            ``streaming`` switch: tokens reach ``on_llm_new_token``).
+    """
+
+    temperature: float | None = Field(default=None, ge=0.0)
+    max_tokens: int | None = Field(default=None, ge=1)
+    stop: list[str] | None = None
+    streaming: bool = False
+
+    def _call_of(
+        self, run_manager: Any, stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[Run | None, list[str] | None]:
+        """The run (:func:`run_of`) and stop sequences of one ``_generate`` / ``_stream``
+        call; puts this model's sampling defaults into ``kwargs`` where the call has none.
+        """
+        for name in ("temperature", "max_tokens"):
+            if (value := getattr(self, name)) is not None:
+                kwargs.setdefault(name, value)
+        return run_of(run_manager, kwargs), self.stop if stop is None else stop
 
     def _stream_kwargs(
         self, config: RunnableConfig | None, kwargs: dict[str, Any], *, async_api: bool

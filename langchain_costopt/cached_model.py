@@ -30,7 +30,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.cache.shared_stream import AsyncReading, Reading
-from costopt_core.errors import ConfigurationError, config_error
+from costopt_core.errors import ConfigurationError, check_arguments, config_error
 from costopt_core.served import PAID_INFO, SERVED, SHARED_INFO, served_info, served_outcome
 from langchain_costopt import _calls
 from langchain_costopt._convert import cache_model, from_langchain_messages
@@ -177,6 +177,7 @@ class CachedChatModel(_calls.RunAwareChatModel):
             )
         if data.get("semantic_cache") is not None:
             engine_cache(data["semantic_cache"], "CachedChatModel's semantic_cache")
+        check_arguments("CachedChatModel", data, type(self))
         try:
             super().__init__(**data)
         except ValidationError as exc:
@@ -249,7 +250,7 @@ class CachedChatModel(_calls.RunAwareChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        run = _calls.run_of(run_manager, kwargs)
+        run, stop = self._call_of(run_manager, stop, kwargs)
         # The wrapped model's answer is this run's answer: it gets the run manager
         # (its tokens, a router's escalations and budget holds belong to this run).
         if not self._caching:
@@ -275,7 +276,7 @@ class CachedChatModel(_calls.RunAwareChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        run = _calls.run_of(run_manager, kwargs)
+        run, stop = self._call_of(run_manager, stop, kwargs)
         if not self._caching:
             return await _calls.agenerate(
                 self.model, messages, stop, run=run, run_manager=run_manager, **kwargs
@@ -300,7 +301,7 @@ class CachedChatModel(_calls.RunAwareChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        run = _calls.run_of(run_manager, kwargs)
+        run, stop = self._call_of(run_manager, stop, kwargs)
         if not self._caching:
             yield from self._emit(
                 _calls.stream(self.model, messages, stop, run=run, **kwargs), run_manager
@@ -327,7 +328,7 @@ class CachedChatModel(_calls.RunAwareChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        run = _calls.run_of(run_manager, kwargs)
+        run, stop = self._call_of(run_manager, stop, kwargs)
         if not self._caching:
             async for chunk in _calls.astream(self.model, messages, stop, run=run, **kwargs):
                 if run_manager and _told(chunk):

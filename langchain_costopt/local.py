@@ -26,7 +26,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
 
-from costopt_core.errors import config_error
+from costopt_core.errors import check_arguments, config_error
 from costopt_core.local import LOAD_SETTINGS, LocalAnswer, LocalModel, resolve_local_model
 from costopt_core.usage import usage_wire
 from langchain_costopt._convert import from_langchain_messages
@@ -104,6 +104,7 @@ class LocalChatModel(BaseChatModel):
     _local: LocalModel = PrivateAttr()
 
     def __init__(self, **kwargs: Any) -> None:
+        check_arguments("LocalChatModel", kwargs, type(self))
         try:
             super().__init__(**kwargs)
         except ValidationError as exc:

@@ -42,7 +42,7 @@ from costopt_core.context.prefix import (
     provider_for,
 )
 from costopt_core.engine import CostEngine, current_engine
-from costopt_core.errors import config_error
+from costopt_core.errors import check_arguments, config_error
 from langchain_costopt import _calls
 from langchain_costopt._convert import from_langchain_messages
 from langchain_costopt.callbacks import run_tenant
@@ -214,6 +214,7 @@ class PrefixCacheOptimizer(RunnableSerializable[LanguageModelInput, list[BaseMes
     engine: CostEngine | None = Field(default=None, exclude=True)
 
     def __init__(self, **kwargs: Any) -> None:
+        check_arguments("PrefixCacheOptimizer", kwargs, type(self))
         try:
             super().__init__(**kwargs)
         except ValidationError as exc:
@@ -277,6 +278,7 @@ class PrefixCachedChatModel(_calls.RunAwareChatModel):
     engine: CostEngine | None = Field(default=None, exclude=True)
 
     def __init__(self, **kwargs: Any) -> None:
+        check_arguments("PrefixCachedChatModel", kwargs, type(self))
         try:
             super().__init__(**kwargs)
         except ValidationError as exc:
@@ -353,7 +355,8 @@ class PrefixCachedChatModel(_calls.RunAwareChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        sent, call_kwargs, _ = self.prepare(messages, kwargs, _calls.run_of(run_manager, kwargs))
+        run, stop = self._call_of(run_manager, stop, kwargs)
+        sent, call_kwargs, _ = self.prepare(messages, kwargs, run)
         return self.model._generate(sent, stop=stop, **call_kwargs)
 
     async def _agenerate(
@@ -363,7 +366,8 @@ class PrefixCachedChatModel(_calls.RunAwareChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        sent, call_kwargs, _ = self.prepare(messages, kwargs, _calls.run_of(run_manager, kwargs))
+        run, stop = self._call_of(run_manager, stop, kwargs)
+        sent, call_kwargs, _ = self.prepare(messages, kwargs, run)
         return await self.model._agenerate(sent, stop=stop, **call_kwargs)
 
     def _stream(
@@ -373,7 +377,8 @@ class PrefixCachedChatModel(_calls.RunAwareChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        sent, call_kwargs, _ = self.prepare(messages, kwargs, _calls.run_of(run_manager, kwargs))
+        run, stop = self._call_of(run_manager, stop, kwargs)
+        sent, call_kwargs, _ = self.prepare(messages, kwargs, run)
         for chunk in self.model._stream(sent, stop=stop, **call_kwargs):
             if run_manager and chunk.text:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
@@ -386,7 +391,8 @@ class PrefixCachedChatModel(_calls.RunAwareChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        sent, call_kwargs, _ = self.prepare(messages, kwargs, _calls.run_of(run_manager, kwargs))
+        run, stop = self._call_of(run_manager, stop, kwargs)
+        sent, call_kwargs, _ = self.prepare(messages, kwargs, run)
         async for chunk in self.model._astream(sent, stop=stop, **call_kwargs):
             if run_manager and chunk.text:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)

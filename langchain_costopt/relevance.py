@@ -47,7 +47,7 @@ from costopt_core.context.relevance import (
     select_relevant,
 )
 from costopt_core.engine import CostEngine, current_engine
-from costopt_core.errors import ConfigurationError, config_error
+from costopt_core.errors import ConfigurationError, check_arguments, config_error
 from langchain_costopt.callbacks import run_tenant
 
 __all__ = ["DEFAULT_SCORE_KEYS", "METADATA_KEY", "RelevanceThresholdRetriever"]
@@ -140,6 +140,7 @@ class RelevanceThresholdRetriever(BaseRetriever):
     token_model: str | None = None
 
     def __init__(self, **kwargs: Any) -> None:
+        check_arguments("RelevanceThresholdRetriever", kwargs, type(self))
         try:
             super().__init__(**kwargs)
         except ValidationError as exc:

@@ -36,7 +36,7 @@ from langchain_core.runnables import Runnable, RunnableBinding
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from costopt_core.engine import CostEngine, current_engine
-from costopt_core.errors import ConfigurationError, config_error
+from costopt_core.errors import ConfigurationError, check_arguments, config_error
 from costopt_core.routing.calibrate import CalibrationReport
 from costopt_core.routing.features import wants_structured_output
 from costopt_core.routing.router import (
@@ -282,6 +282,7 @@ class RouterChatModel(_calls.RunAwareChatModel):
     def __init__(self, **data: Any) -> None:
         # Checked before pydantic: its message for a bad tier names the union's
         # internals, not the tier, the value and what to pass instead.
+        check_arguments("RouterChatModel", data, type(self))
         tiers = data.get("tiers")
         if "tiers" in data and not isinstance(tiers, Mapping):
             raise ConfigurationError(
@@ -825,7 +826,8 @@ class RouterChatModel(_calls.RunAwareChatModel):
         streaming: bool,
     ) -> tuple[RouteRun, Generator[_Call, Any, Any], _Request]:
         """What each sync driver starts from: the run, its call loop, the request's calls."""
-        req = _Request(messages, stop, _calls.run_of(run_manager, kwargs), kwargs)
+        run_info, stop = self._call_of(run_manager, stop, kwargs)
+        req = _Request(messages, stop, run_info, kwargs)
         route, start = self._plan(messages, req.run, kwargs)
         run = self._router.start(self._router.route(**route), **start)
         return run, self._route(run, req.run, streaming=streaming), req
@@ -840,7 +842,8 @@ class RouterChatModel(_calls.RunAwareChatModel):
         streaming: bool,
     ) -> tuple[RouteRun, Generator[_Call, Any, Any], _Request]:
         """Async twin of :meth:`_begin`: the classifier does not block the event loop."""
-        req = _Request(messages, stop, _calls.run_of(run_manager, kwargs), kwargs)
+        run_info, stop = self._call_of(run_manager, stop, kwargs)
+        req = _Request(messages, stop, run_info, kwargs)
         route, start = self._plan(messages, req.run, kwargs)
         run = self._router.start(await self._router.aroute(**route), **start)
         return run, self._route(run, req.run, streaming=streaming), req

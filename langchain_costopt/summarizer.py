@@ -37,7 +37,7 @@ from costopt_core.context.summarize import (
     summarize_extractive,
 )
 from costopt_core.engine import CostEngine, current_engine
-from costopt_core.errors import config_error
+from costopt_core.errors import check_arguments, config_error
 from costopt_core.types import Message
 from langchain_costopt._convert import to_langchain_message
 from langchain_costopt.callbacks import run_tenant
@@ -62,6 +62,7 @@ class _Compressor(BaseDocumentCompressor):
         # A bad setting is the engine's ConfigurationError naming the value and
         # the fix, as every other component (and the LlamaIndex twins) raises,
         # not pydantic's ValidationError.
+        check_arguments(type(self).__name__, data, type(self))
         try:
             super().__init__(**data)
         except ValidationError as exc:

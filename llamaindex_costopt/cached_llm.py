@@ -62,7 +62,7 @@ from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.cache.keys import ANSWER_PARAMS
 from costopt_core.cache.shared_stream import AsyncReading, Reading
-from costopt_core.errors import ConfigurationError, config_error
+from costopt_core.errors import ConfigurationError, check_arguments, config_error
 from costopt_core.served import SERVED, SHARED_INFO, served_info
 from costopt_core.types import Message, Role
 from costopt_core.usage import usage_wire
@@ -697,6 +697,7 @@ class CachedLLM(FunctionCallingLLM):
     cache_tags: tuple[str, ...] = Field(default=(), description="Labels stored with answers.")
 
     def __init__(self, **data: Any) -> None:
+        check_arguments("CachedLLM", data, type(self))
         try:
             super().__init__(**data)
         except ValidationError as exc:

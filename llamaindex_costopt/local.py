@@ -31,7 +31,7 @@ from llama_index.core.llms import CustomLLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from pydantic import Field, PrivateAttr, ValidationError, field_validator
 
-from costopt_core.errors import config_error
+from costopt_core.errors import check_arguments, config_error
 from costopt_core.local import LOAD_SETTINGS, LocalAnswer, LocalModel, resolve_local_model
 from costopt_core.types import Message
 from llamaindex_costopt.memory import from_llamaindex_message
@@ -96,6 +96,7 @@ class LocalLLM(CustomLLM):
     _local: LocalModel = PrivateAttr()
 
     def __init__(self, **kwargs: Any) -> None:
+        check_arguments("LocalLLM", kwargs, type(self))
         try:
             super().__init__(**kwargs)
         except ValidationError as exc:

@@ -27,7 +27,7 @@ from llama_index_instrumentation import root_manager
 from pydantic import ValidationError
 
 from costopt_core.engine import CostEngine, current_engine
-from costopt_core.errors import ConfigurationError, config_error
+from costopt_core.errors import ConfigurationError, check_arguments, config_error
 from costopt_core.memory import (
     ConversationMemory,
     FlushResult,
@@ -200,6 +200,7 @@ class SummarizingMemory(BaseChatStoreMemory):
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def __init__(self, **kwargs: Any) -> None:
+        check_arguments("SummarizingMemory", kwargs, type(self))
         try:
             super().__init__(**kwargs)
         except ValidationError as exc:

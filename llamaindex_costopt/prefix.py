@@ -47,7 +47,7 @@ from costopt_core.context.prefix import (
     provider_for,
 )
 from costopt_core.engine import CostEngine, current_engine
-from costopt_core.errors import config_error
+from costopt_core.errors import check_arguments, config_error
 from costopt_core.types import Message, Role
 from llamaindex_costopt.handler import resolve_tenant
 
@@ -165,6 +165,7 @@ class PrefixCachedLLM(LLM):
     engine: CostEngine | None = Field(default=None, exclude=True)
 
     def __init__(self, **kwargs: Any) -> None:
+        check_arguments("PrefixCachedLLM", kwargs, type(self))
         try:
             super().__init__(**kwargs)
         except ValidationError as exc:

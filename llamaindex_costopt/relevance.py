@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError
 from costopt_core.context.relevance import RelevanceConfig, RelevanceResult, ScoredChunk
 from costopt_core.context.relevance import select_relevant as _select
 from costopt_core.engine import CostEngine, current_engine
-from costopt_core.errors import config_error
+from costopt_core.errors import check_arguments, config_error
 from llamaindex_costopt.handler import resolve_tenant
 
 __all__ = ["RelevanceThresholdPostprocessor"]
@@ -61,6 +61,7 @@ class RelevanceThresholdPostprocessor(BaseNodePostprocessor):
     score_output: Literal["original", "similarity"] = "original"
 
     def __init__(self, **kwargs: Any) -> None:
+        check_arguments("RelevanceThresholdPostprocessor", kwargs, type(self))
         try:
             super().__init__(**kwargs)
         except ValidationError as exc:

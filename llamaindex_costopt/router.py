@@ -59,7 +59,12 @@ from llama_index_instrumentation.dispatcher import active_instrument_tags, instr
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from costopt_core.engine import CostEngine, current_engine
-from costopt_core.errors import BudgetExceededError, ConfigurationError, config_error
+from costopt_core.errors import (
+    BudgetExceededError,
+    ConfigurationError,
+    check_arguments,
+    config_error,
+)
 from costopt_core.routing import router as routing
 from costopt_core.routing.calibrate import CalibrationReport
 from costopt_core.routing.decide import RouteDecision
@@ -547,6 +552,7 @@ class RouterLLM(FunctionCallingLLM):
     _answerers_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def __init__(self, **data: Any) -> None:
+        check_arguments("RouterLLM", data, type(self))
         try:
             super().__init__(**data)
         except ValidationError as exc:

@@ -29,7 +29,7 @@ from costopt_core.context.summarize import (
     summarize_extractive,
 )
 from costopt_core.engine import CostEngine, current_engine
-from costopt_core.errors import config_error
+from costopt_core.errors import check_arguments, config_error
 from costopt_core.types import Message
 from llamaindex_costopt._checks import check_engine, check_llm
 from llamaindex_costopt.handler import resolve_tenant
@@ -80,6 +80,7 @@ class _Postprocessor(BaseNodePostprocessor):
     record_savings: bool = True
 
     def __init__(self, **data: Any) -> None:
+        check_arguments(type(self).__name__, data, type(self))
         try:
             super().__init__(**data)
         except ValidationError as exc:

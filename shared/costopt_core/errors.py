@@ -7,11 +7,13 @@ Every message says what was wrong and what to do about it.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pydantic import ValidationError
+    from pydantic import BaseModel, ValidationError
 
     from costopt_core.batch.provider import BatchResult
 
@@ -28,6 +30,7 @@ __all__ = [
     "RoutingError",
     "StoreError",
     "UsageFormatError",
+    "check_arguments",
     "config_error",
 ]
 
@@ -60,6 +63,94 @@ def config_error(what: str, exc: ValidationError) -> ConfigurationError:
         else:
             problems.append(f"{where}={err['input']!r}: {msg}" if where else msg)
     return ConfigurationError(f"invalid {what}: " + "; ".join(problems))
+
+
+#: Request settings a wrapper of other models does not take: they belong on the
+#: model(s) it wraps (or on one call: ``model.invoke(prompt, temperature=0)``).
+_MODEL_SETTINGS = frozenset(
+    {
+        "temperature",
+        "max_tokens",
+        "top_p",
+        "top_k",
+        "stop",
+        "seed",
+        "timeout",
+        "max_retries",
+        "model",
+        "model_name",
+        "n",
+        "frequency_penalty",
+        "presence_penalty",
+        "response_format",
+        "api_key",
+        "base_url",
+        "organization",
+    }
+)
+
+
+def _names(model: type[BaseModel]) -> set[str]:
+    """The arguments a pydantic model's constructor takes: field names and aliases."""
+    names = set(model.model_fields)
+    for field in model.model_fields.values():
+        names.update(a for a in (field.alias, field.validation_alias) if isinstance(a, str))
+    return names
+
+
+def _settings_of(model: type[BaseModel]) -> dict[str, str]:
+    """Setting name -> the field of ``model`` whose own pydantic config holds it."""
+    from pydantic import BaseModel
+
+    nested: dict[str, str] = {}
+    for name, field in model.model_fields.items():
+        kind = field.annotation
+        for cls in (*getattr(kind, "__args__", ()), kind):
+            if isinstance(cls, type) and issubclass(cls, BaseModel):
+                for sub in _names(cls):
+                    nested.setdefault(sub, f"{name}={cls.__name__}({sub}=...)")
+    return nested
+
+
+def check_arguments(what: str, given: Iterable[str], model: type[BaseModel]) -> None:
+    """Refuse constructor arguments ``model`` has no field for.
+
+    Pydantic (and LangChain's and LlamaIndex's base classes) ignore them, so a
+    misspelt setting, or a setting of a nested config passed at the top level,
+    would silently keep its default.
+
+    Args:
+        what: the object being configured, e.g. ``"RouterChatModel"``.
+        given: the argument names passed.
+        model: the pydantic class being constructed.
+
+    Raises:
+        ConfigurationError: naming each unknown argument and where it belongs
+            (a close field name, a nested config's field, or the wrapped model).
+    """
+    known = _names(model)
+    unknown = [name for name in given if name not in known]
+    if not unknown:
+        return
+    nested = _settings_of(model)
+    fields = sorted(model.model_fields)
+    fixes: dict[str, list[str]] = {}
+    for name in unknown:
+        close = difflib.get_close_matches(name, [*fields, *nested], n=1, cutoff=0.75)
+        if name in nested:
+            fix = f"a nested setting: pass {nested[name]}"
+        elif close:
+            fix = f"did you mean {nested.get(close[0], repr(close[0]))}?"
+        elif name in _MODEL_SETTINGS:
+            fix = "settings of the model(s) it wraps: set them on each of them"
+        else:
+            fix = f"it takes {', '.join(fields)}"
+        fixes.setdefault(fix, []).append(repr(name))
+    problems = [f"{', '.join(names)} ({fix})" for fix, names in fixes.items()]
+    raise ConfigurationError(
+        f"{what} got unknown argument{'s' if len(unknown) > 1 else ''} "
+        f"{'; '.join(problems)}; it refuses them rather than ignore them silently"
+    )
 
 
 class PricingNotFoundError(CostOptError, LookupError):

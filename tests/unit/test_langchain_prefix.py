@@ -308,6 +308,12 @@ def test_bad_configuration_raises() -> None:
 # -- LangChain's standard chat model tests -------------------------------------------------
 class TestPrefixCachedChatModelStandard(ChatModelUnitTests):
     @property
+    def standard_chat_model_params(self) -> dict[str, Any]:
+        # A wrapper's temperature, max_tokens and stop are defaults for the models
+        # it wraps; timeout and retries are each wrapped client's, refused by name.
+        return {"temperature": 0, "max_tokens": 100, "stop": []}
+
+    @property
     def chat_model_class(self) -> type[BaseChatModel]:
         return PrefixCachedChatModel
 

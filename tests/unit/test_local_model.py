@@ -433,6 +433,12 @@ def test_langchain_model_settings_are_checked() -> None:
 
 class TestLocalChatModelStandard(ChatModelUnitTests):
     @property
+    def standard_chat_model_params(self) -> dict[str, Any]:
+        # A model in this process: no request timeout, retries or API key, which
+        # it refuses by name rather than ignore.
+        return {"temperature": 0, "max_tokens": 100, "stop": []}
+
+    @property
     def chat_model_class(self) -> type[BaseChatModel]:
         return LocalChatModel
 

@@ -52,6 +52,12 @@ class Always:
 
 class TestRouterChatModelStandard(ChatModelUnitTests):
     @property
+    def standard_chat_model_params(self) -> dict[str, Any]:
+        # A wrapper's temperature, max_tokens and stop are defaults for the models
+        # it wraps; timeout and retries are each wrapped client's, refused by name.
+        return {"temperature": 0, "max_tokens": 100, "stop": []}
+
+    @property
     def chat_model_class(self) -> type[BaseChatModel]:
         return RouterChatModel
 

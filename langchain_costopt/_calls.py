@@ -107,8 +107,10 @@ class RunAwareChatModel(BaseChatModel):
         temperature: sampling temperature passed to every wrapped call.
         max_tokens: the most output tokens of every wrapped call.
         stop: stop sequences of every wrapped call.
-        streaming: ``invoke`` streams from the wrapped model (LangChain's
-            ``streaming`` switch: tokens reach ``on_llm_new_token``).
+        streaming: LangChain's switch for ``invoke`` to stream from the
+            wrapped model (tokens reach ``on_llm_new_token``). RouterChatModel
+            takes it and keeps ``invoke`` on its validated path regardless, so
+            that a weak cheap answer still escalates: stream with ``.stream()``.
     """
 
     temperature: float | None = Field(default=None, ge=0.0)

@@ -348,7 +348,7 @@ def generations_of(hit: CacheHit, *, expose: bool = False) -> list[Generation]:
             ChatGeneration(
                 message=AIMessage(
                     content=r.text,
-                    tool_calls=list(r.tool_calls),  # type: ignore[arg-type]
+                    tool_calls=list(r.tool_calls),
                     response_metadata={"model_name": r.model, "finish_reason": r.finish_reason},
                     # The usage the answer was paid for: what a hit saves is priced on it.
                     usage_metadata=usage_metadata_of(r.usage),

@@ -241,7 +241,7 @@ class CachedChatModel(_calls.RunAwareChatModel):
             return fresh
         assert hit is not None
         gens = generations_of(hit, expose=self.expose_cache_info)
-        return ChatResult(generations=gens)  # type: ignore[arg-type]
+        return ChatResult(generations=gens)
 
     def _generate(
         self,

@@ -353,7 +353,14 @@ class CostCallbackHandler(BaseCallbackHandler):
 
     # -- end ----------------------------------------------------------------
     def on_llm_new_token(
-        self, token: str, *, chunk: Any = None, run_id: UUID, **kwargs: Any
+        self,
+        token: str | list[str | dict[str, Any]],
+        *,
+        chunk: Any = None,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        **kwargs: Any,
     ) -> None:
         # A stream replayed from a costopt cache: its chunks carry the note (the
         # merged answer on_llm_end sees is a new object). A later note replaces
@@ -482,13 +489,13 @@ class CostCallbackHandler(BaseCallbackHandler):
                     or llm_output.get("usage"),
                 )
             # langchain-core marks answers served from its LLM cache this way.
-            if um is not None and um.get("total_cost") == 0:  # type: ignore[comparison-overlap]
+            if um is not None and um.get("total_cost") == 0:
                 outcome = "cache_exact"
             prior = _mapping(meta.get(METADATA_KEY))
             # A costopt cache notes the answers it serves (a replayed stream: its
             # run) without telling the caller; with expose_cache_info it also marks
             # the message. A router says which tier answered.
-            served = SERVED.take(gen, run=getattr(run_id, "int", run_id))
+            served: Mapping[str, Any] | None = SERVED.take(gen, run=getattr(run_id, "int", run_id))
             if served is None and self._served:
                 served = self._served.pop(getattr(run_id, "int", run_id), None)
             if served is None and prior is not None:

@@ -30,8 +30,8 @@ __all__ = ["ScriptedChatModel"]
 def _message(r: ScriptedResponse) -> AIMessage:
     return AIMessage(
         content=r.text,
-        tool_calls=[dict(tc) for tc in r.tool_calls],  # type: ignore[misc]
-        usage_metadata=usage_to_langchain(r.usage),  # type: ignore[arg-type]
+        tool_calls=[dict(tc) for tc in r.tool_calls],
+        usage_metadata=usage_to_langchain(r.usage),
         response_metadata={"model_name": r.model, "finish_reason": r.finish_reason},
     )
 
@@ -49,7 +49,7 @@ def _chunks(r: ScriptedResponse) -> Iterator[ChatGenerationChunk]:
                 {"name": tc["name"], "args": json.dumps(tc["args"]), "id": tc.get("id"), "index": i}
                 for i, tc in enumerate(r.tool_calls)
             ],
-            usage_metadata=usage_to_langchain(r.usage),  # type: ignore[arg-type]
+            usage_metadata=usage_to_langchain(r.usage),
             response_metadata={"model_name": r.model, "finish_reason": r.finish_reason},
             chunk_position="last",
         )

@@ -184,7 +184,7 @@ def _tool_key(tool: Any) -> dict[str, Any]:
     object (every new agent) miss.
     """
     if isinstance(tool, Mapping):
-        return _jsonable(tool)
+        return dict(_jsonable(tool))
     meta = getattr(tool, "metadata", None)
     get = getattr(meta, "get_parameters_dict", None)
     if callable(get):

@@ -23,8 +23,6 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
 
-from llama_index.core.instrumentation import get_dispatcher
-from llama_index.core.instrumentation.dispatcher import Dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.exception import ExceptionEvent
@@ -36,8 +34,9 @@ from llama_index.core.instrumentation.events.llm import (
     LLMCompletionInProgressEvent,
     LLMCompletionStartEvent,
 )
-from llama_index.core.instrumentation.events.span import SpanDropEvent
-from llama_index_instrumentation.dispatcher import active_instrument_tags
+from llama_index_instrumentation import get_dispatcher
+from llama_index_instrumentation.dispatcher import Dispatcher, active_instrument_tags
+from llama_index_instrumentation.events.span import SpanDropEvent
 from pydantic import PrivateAttr, ValidationError, field_validator
 
 from costopt_core import (
@@ -696,7 +695,7 @@ class CostEventHandler(BaseEventHandler):
         raw_map = _mapping(raw)
         # A costopt cache notes the raw dicts of the answers it serves (the caller
         # sees a marker only with expose_cache_info).
-        marker = None if raw is None else SERVED.take(raw, run=span_id)
+        marker: Mapping[str, Any] | None = None if raw is None else SERVED.take(raw, run=span_id)
         if marker is None and raw_map is not None:
             marker = _mapping(raw_map.get(METADATA_KEY))
         outcome: CallOutcome = "model"

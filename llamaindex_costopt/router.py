@@ -101,7 +101,9 @@ _ROLES: dict[str, Role] = {"system": "system", "assistant": "assistant", "tool":
 
 
 def _neutral(messages: Sequence[ChatMessage]) -> list[Message]:
-    role = lambda r: _ROLES.get(str(getattr(r, "value", r)), "user")  # noqa: E731
+    def role(r: Any) -> Role:
+        return _ROLES.get(str(getattr(r, "value", r)), "user")
+
     return [Message(role=role(m.role), content=m.content or "") for m in messages]
 
 
@@ -1203,78 +1205,102 @@ class RouterLLM(FunctionCallingLLM):
 
     @llm_chat_callback()
     def _chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return self._run_sync(_neutral(messages), kwargs, self._tier_call("chat", messages, kwargs))
+        return cast(
+            ChatResponse,
+            self._run_sync(_neutral(messages), kwargs, self._tier_call("chat", messages, kwargs)),
+        )
 
     @llm_chat_callback()
     async def _achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return await self._run_async(
-            _neutral(messages), kwargs, self._tier_call("achat", messages, kwargs)
+        return cast(
+            ChatResponse,
+            await self._run_async(
+                _neutral(messages), kwargs, self._tier_call("achat", messages, kwargs)
+            ),
         )
 
     @llm_completion_callback()
     def _complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return self._run_sync(
-            [Message("user", prompt)],
-            kwargs,
-            lambda llm: llm.complete(prompt, formatted=formatted, **kwargs),
+        return cast(
+            CompletionResponse,
+            self._run_sync(
+                [Message("user", prompt)],
+                kwargs,
+                lambda llm: llm.complete(prompt, formatted=formatted, **kwargs),
+            ),
         )
 
     @llm_completion_callback()
     async def _acomplete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
-        return await self._run_async(
-            [Message("user", prompt)],
-            kwargs,
-            lambda llm: llm.acomplete(prompt, formatted=formatted, **kwargs),
+        return cast(
+            CompletionResponse,
+            await self._run_async(
+                [Message("user", prompt)],
+                kwargs,
+                lambda llm: llm.acomplete(prompt, formatted=formatted, **kwargs),
+            ),
         )
 
     @llm_chat_callback()
     def _stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        return self._relay(
-            *self._run_sync(
-                _neutral(messages),
-                kwargs,
-                self._tier_call("stream_chat", messages, kwargs),
-                streaming=True,
-            )
+        return cast(
+            ChatResponseGen,
+            self._relay(
+                *self._run_sync(
+                    _neutral(messages),
+                    kwargs,
+                    self._tier_call("stream_chat", messages, kwargs),
+                    streaming=True,
+                )
+            ),
         )
 
     @llm_completion_callback()
     def _stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
-        return self._relay(
-            *self._run_sync(
-                [Message("user", prompt)],
-                kwargs,
-                lambda llm: llm.stream_complete(prompt, formatted=formatted, **kwargs),
-                streaming=True,
-            )
+        return cast(
+            CompletionResponseGen,
+            self._relay(
+                *self._run_sync(
+                    [Message("user", prompt)],
+                    kwargs,
+                    lambda llm: llm.stream_complete(prompt, formatted=formatted, **kwargs),
+                    streaming=True,
+                )
+            ),
         )
 
     @llm_chat_callback()
     async def _astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
-        return self._arelay(
-            *await self._run_async(
-                _neutral(messages),
-                kwargs,
-                self._tier_call("astream_chat", messages, kwargs),
-                streaming=True,
-            )
+        return cast(
+            ChatResponseAsyncGen,
+            self._arelay(
+                *await self._run_async(
+                    _neutral(messages),
+                    kwargs,
+                    self._tier_call("astream_chat", messages, kwargs),
+                    streaming=True,
+                )
+            ),
         )
 
     @llm_completion_callback()
     async def _astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        return self._arelay(
-            *await self._run_async(
-                [Message("user", prompt)],
-                kwargs,
-                lambda llm: llm.astream_complete(prompt, formatted=formatted, **kwargs),
-                streaming=True,
-            )
+        return cast(
+            CompletionResponseAsyncGen,
+            self._arelay(
+                *await self._run_async(
+                    [Message("user", prompt)],
+                    kwargs,
+                    lambda llm: llm.astream_complete(prompt, formatted=formatted, **kwargs),
+                    streaming=True,
+                )
+            ),
         )

@@ -113,21 +113,31 @@ class RunAwareChatModel(BaseChatModel):
             that a weak cheap answer still escalates: stream with ``.stream()``.
     """
 
-    temperature: float | None = Field(default=None, ge=0.0)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     max_tokens: int | None = Field(default=None, ge=1)
     stop: list[str] | None = None
-    streaming: bool = False
+    # None, not False: langchain-core reads a False it finds set as "never
+    # stream invoke", and configurable_fields passes every field back in.
+    streaming: bool | None = None
+
+    def _fill_defaults(self, stop: list[str] | None, kwargs: dict[str, Any]) -> list[str] | None:
+        """Put this model's sampling defaults into ``kwargs`` where the call has none;
+        returns the call's stop sequences (this model's when the call gives none)."""
+        for name in ("temperature", "max_tokens"):
+            if (value := getattr(self, name)) is not None:
+                kwargs.setdefault(name, value)
+        return self.stop if stop is None else stop
 
     def _call_of(
         self, run_manager: Any, stop: list[str] | None, kwargs: dict[str, Any]
     ) -> tuple[Run | None, list[str] | None]:
         """The run (:func:`run_of`) and stop sequences of one ``_generate`` / ``_stream``
-        call; puts this model's sampling defaults into ``kwargs`` where the call has none.
-        """
-        for name in ("temperature", "max_tokens"):
-            if (value := getattr(self, name)) is not None:
-                kwargs.setdefault(name, value)
-        return run_of(run_manager, kwargs), self.stop if stop is None else stop
+        call, its ``kwargs`` given this model's sampling defaults (:meth:`_fill_defaults`)."""
+        return run_of(run_manager, kwargs), self._fill_defaults(stop, kwargs)
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        stop = self._fill_defaults(stop, kwargs)
+        return super()._get_ls_params(stop=stop, **kwargs)
 
     def _stream_kwargs(
         self, config: RunnableConfig | None, kwargs: dict[str, Any], *, async_api: bool
@@ -169,7 +179,10 @@ class RunAwareChatModel(BaseChatModel):
         self, stop: list[str] | None = None, **kwargs: Any
     ) -> dict[str, Any]:
         # The run is no parameter of the request: kept out of traces and cache keys.
+        # The sampling defaults are: LangChain's LLM cache keys on them, and the
+        # cost handler's budget estimate reads max_tokens here.
         kwargs.pop(RUN_KWARG, None)
+        stop = self._fill_defaults(stop, kwargs)
         return super()._get_invocation_params(stop=stop, **kwargs)
 
 

@@ -177,7 +177,7 @@ class CachedChatModel(_calls.RunAwareChatModel):
             )
         if data.get("semantic_cache") is not None:
             engine_cache(data["semantic_cache"], "CachedChatModel's semantic_cache")
-        check_arguments("CachedChatModel", data, type(self))
+        check_arguments("CachedChatModel", data, type(self), wraps_models=True)
         try:
             super().__init__(**data)
         except ValidationError as exc:
@@ -203,6 +203,7 @@ class CachedChatModel(_calls.RunAwareChatModel):
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
         kwargs.pop(_calls.RUN_KWARG, None)  # ours: the wrapped model's params do not have it
+        stop = self._fill_defaults(stop, kwargs)
         return self.model._get_ls_params(stop=stop, **kwargs)
 
     @property

@@ -278,7 +278,7 @@ class PrefixCachedChatModel(_calls.RunAwareChatModel):
     engine: CostEngine | None = Field(default=None, exclude=True)
 
     def __init__(self, **kwargs: Any) -> None:
-        check_arguments("PrefixCachedChatModel", kwargs, type(self))
+        check_arguments("PrefixCachedChatModel", kwargs, type(self), wraps_models=True)
         try:
             super().__init__(**kwargs)
         except ValidationError as exc:
@@ -293,6 +293,7 @@ class PrefixCachedChatModel(_calls.RunAwareChatModel):
         return {"model": self.model._identifying_params}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        stop = self._fill_defaults(stop, kwargs)
         params = self.model._get_ls_params(stop=stop, **kwargs)
         if kwargs.get("model"):
             params["ls_model_name"] = kwargs["model"]

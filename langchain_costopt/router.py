@@ -282,7 +282,7 @@ class RouterChatModel(_calls.RunAwareChatModel):
     def __init__(self, **data: Any) -> None:
         # Checked before pydantic: its message for a bad tier names the union's
         # internals, not the tier, the value and what to pass instead.
-        check_arguments("RouterChatModel", data, type(self))
+        check_arguments("RouterChatModel", data, type(self), wraps_models=True)
         tiers = data.get("tiers")
         if "tiers" in data and not isinstance(tiers, Mapping):
             raise ConfigurationError(

@@ -697,7 +697,7 @@ class CachedLLM(FunctionCallingLLM):
     cache_tags: tuple[str, ...] = Field(default=(), description="Labels stored with answers.")
 
     def __init__(self, **data: Any) -> None:
-        check_arguments("CachedLLM", data, type(self))
+        check_arguments("CachedLLM", data, type(self), wraps_models=True)
         try:
             super().__init__(**data)
         except ValidationError as exc:

@@ -228,6 +228,8 @@ class SummarizingMemory(BaseChatStoreMemory):
         *,
         chat_store: BaseChatStore | None = None,
         chat_store_key: str = DEFAULT_CHAT_STORE_KEY,
+        token_limit: int | None = None,
+        tokenizer_fn: Any = None,
         **kwargs: Any,
     ) -> SummarizingMemory:
         """A memory over ``chat_store`` (a new ``SimpleChatStore`` if None).
@@ -236,6 +238,10 @@ class SummarizingMemory(BaseChatStoreMemory):
             chat_history: messages to start with (replace what the store holds).
             llm: the conversation LLM; its model name is ``model`` unless given.
             chat_store, chat_store_key: where the messages live.
+            token_limit, tokenizer_fn: taken as ``ChatMemoryBuffer.from_defaults``
+                takes them, for LlamaIndex's chat engines (``memory_cls=``), which
+                pass the model's context window; this memory's view is bounded
+                by its own budgets (``config``) and tokenizer (``model``) instead.
             **kwargs: the other fields (``config``, ``engine``, ``summarizer``, ...).
         """
         if llm is not None and kwargs.get("model") is None:

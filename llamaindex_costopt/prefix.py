@@ -165,7 +165,7 @@ class PrefixCachedLLM(LLM):
     engine: CostEngine | None = Field(default=None, exclude=True)
 
     def __init__(self, **kwargs: Any) -> None:
-        check_arguments("PrefixCachedLLM", kwargs, type(self))
+        check_arguments("PrefixCachedLLM", kwargs, type(self), wraps_models=True)
         try:
             super().__init__(**kwargs)
         except ValidationError as exc:

@@ -554,7 +554,7 @@ class RouterLLM(FunctionCallingLLM):
     _answerers_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def __init__(self, **data: Any) -> None:
-        check_arguments("RouterLLM", data, type(self))
+        check_arguments("RouterLLM", data, type(self), wraps_models=True)
         try:
             super().__init__(**data)
         except ValidationError as exc:

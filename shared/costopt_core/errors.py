@@ -99,20 +99,43 @@ def _names(model: type[BaseModel]) -> set[str]:
 
 
 def _settings_of(model: type[BaseModel]) -> dict[str, str]:
-    """Setting name -> the field of ``model`` whose own pydantic config holds it."""
+    """Setting name -> the field of ``model`` whose costopt config holds it."""
     from pydantic import BaseModel
 
     nested: dict[str, str] = {}
     for name, field in model.model_fields.items():
         kind = field.annotation
         for cls in (*getattr(kind, "__args__", ()), kind):
-            if isinstance(cls, type) and issubclass(cls, BaseModel):
+            # Only our own configs: a wrapped model's class is no config to build.
+            if (
+                isinstance(cls, type)
+                and issubclass(cls, BaseModel)
+                and cls.__module__.startswith("costopt_core.")
+            ):
                 for sub in _names(cls):
                     nested.setdefault(sub, f"{name}={cls.__name__}({sub}=...)")
     return nested
 
 
-def check_arguments(what: str, given: Iterable[str], model: type[BaseModel]) -> None:
+def _closest(name: str, candidates: list[str]) -> str | None:
+    """The candidate ``name`` most likely misspells or half-names, if any."""
+
+    def likeness(c: str) -> float:
+        return difflib.SequenceMatcher(None, name, c).ratio()
+
+    # A word of the one is the whole other: "model_name" for "model", "model"
+    # for "token_model".
+    parts = {p for p in name.split("_") if len(p) >= 4}
+    whole = [c for c in candidates if c in parts or name in c.split("_")]
+    if whole:
+        return max(whole, key=likeness)
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def check_arguments(
+    what: str, given: Iterable[str], model: type[BaseModel], *, wraps_models: bool = False
+) -> None:
     """Refuse constructor arguments ``model`` has no field for.
 
     Pydantic (and LangChain's and LlamaIndex's base classes) ignore them, so a
@@ -123,10 +146,12 @@ def check_arguments(what: str, given: Iterable[str], model: type[BaseModel]) -> 
         what: the object being configured, e.g. ``"RouterChatModel"``.
         given: the argument names passed.
         model: the pydantic class being constructed.
+        wraps_models: ``model`` wraps chat models or LLMs: a model setting
+            (``top_p``, ``timeout``, ``api_key``) belongs on those.
 
     Raises:
         ConfigurationError: naming each unknown argument and where it belongs
-            (a close field name, a nested config's field, or the wrapped model).
+            (a close field name, a nested config's field, or the wrapped models).
     """
     known = _names(model)
     unknown = [name for name in given if name not in known]
@@ -136,13 +161,13 @@ def check_arguments(what: str, given: Iterable[str], model: type[BaseModel]) -> 
     fields = sorted(model.model_fields)
     fixes: dict[str, list[str]] = {}
     for name in unknown:
-        close = difflib.get_close_matches(name, [*fields, *nested], n=1, cutoff=0.75)
+        close = _closest(name, [*fields, *nested])
         if name in nested:
             fix = f"a nested setting: pass {nested[name]}"
-        elif close:
-            fix = f"did you mean {nested.get(close[0], repr(close[0]))}?"
-        elif name in _MODEL_SETTINGS:
+        elif wraps_models and name in _MODEL_SETTINGS:
             fix = "settings of the model(s) it wraps: set them on each of them"
+        elif close is not None:
+            fix = f"did you mean {nested.get(close, repr(close))}?"
         else:
             fix = f"it takes {', '.join(fields)}"
         fixes.setdefault(fix, []).append(repr(name))

@@ -7,9 +7,8 @@ import asyncio
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
 
-from costopt_core.errors import ConfigurationError, check_arguments
+from costopt_core.errors import ConfigurationError
 from costopt_core.testing import Script, ScriptedResponse
 from costopt_core.types import Usage
 from langchain_costopt import CachedChatModel, RouterChatModel
@@ -57,38 +56,50 @@ def test_an_unknown_argument_is_refused_by_name(cls: type) -> None:
         cls(zzq=1)
 
 
-class Inner(BaseModel):
-    thresholds: list[float] | None = None
-    margin: float = 0.05
-
-
-class Outer(BaseModel):
-    tiers: dict[str, Any] = {}
-    router_config: Inner = Inner()
-    engine: Any = None
+def message(cls: type, **arguments: Any) -> str:
+    with pytest.raises(ConfigurationError) as err:
+        cls(**arguments)
+    return str(err.value)
 
 
 def test_the_message_says_where_the_argument_belongs() -> None:
-    def message(*names: str) -> str:
-        with pytest.raises(ConfigurationError) as err:
-            check_arguments("Outer", names, Outer)
-        return str(err.value)
+    assert "(did you mean 'tiers'?)" in message(RouterChatModel, tier={})
+    assert "(a nested setting: pass router_config=RouterConfig(margin=...))" in message(
+        RouterChatModel, margin=0.1
+    )
+    assert "did you mean router_config=RouterConfig(thresholds=...)?" in message(
+        RouterChatModel, treshold=0.3
+    )
+    assert "settings of the model(s) it wraps" in message(RouterChatModel, top_p=0.9)
+    both = message(RouterChatModel, tier={}, zzq=1)
+    assert both.startswith(
+        "RouterChatModel got unknown arguments 'tier' (did you mean 'tiers'?); 'zzq'"
+    )
+    assert "it takes cache, calibration," in both
+    # A half-named field is found by its shared word.
+    assert "(did you mean 'model'?)" in message(LocalLLM, model_name="x")
+    assert "(did you mean 'token_model'?)" in message(RelevanceThresholdPostprocessor, model="x")
+    # A wrapper's model_name is the wrapped model's, not its own "model" field.
+    assert "settings of the model(s) it wraps" in message(CachedChatModel, model_name="x")
 
-    assert "(did you mean 'tiers'?)" in message("tier")
-    assert "(a nested setting: pass router_config=Inner(margin=...))" in message("margin")
-    assert "did you mean router_config=Inner(thresholds=...)?" in message("treshold")
-    assert "settings of the model(s) it wraps" in message("top_p")
-    both = message("tier", "zzq")
-    assert both.startswith("Outer got unknown arguments 'tier' (did you mean 'tiers'?); 'zzq'")
-    assert "it takes engine, router_config, tiers" in both
-    check_arguments("Outer", ["tiers", "engine"], Outer)  # known: no error
+
+def test_no_advice_to_set_it_on_a_wrapped_model_that_is_not_there() -> None:
+    # LocalChatModel is the model: top_p is simply not one of its settings.
+    assert "wraps" not in message(LocalChatModel, top_p=0.9)
+    assert "wraps" not in message(PrefixCacheOptimizer, api_key="k")
+    # Only costopt's own configs are offered as nested settings, never a model class.
+    assert "LLM(" not in message(SummarizingMemory, system_prompt="Be brief.")
+
+
+def test_a_secret_value_is_never_in_the_message() -> None:
+    assert "sk-secret" not in message(CachedChatModel, api_key="sk-secret")
 
 
 def test_an_alias_is_a_known_argument() -> None:
     assert LocalChatModel(model="my-smollm").model_name == "my-smollm"
 
 
-def test_router_llm_names_a_router_config_setting() -> None:
+def test_router_llm_names_a_router_config_setting() -> None:  # the LlamaIndex twin
     with pytest.raises(ConfigurationError, match=r"router_config=RouterConfig\(margin=\.\.\.\)"):
         RouterLLM(margin=0.1)
 
@@ -182,3 +193,56 @@ def test_a_wrapper_temperature_is_part_of_the_cache_scope() -> None:
     cold.invoke("a question")  # the same settings: served from the cache
     warm.invoke("a question")  # another temperature: another scope, a model call
     assert [kw for _, kw in inner.seen] == [{"temperature": 0.0}, {"temperature": 1.0}]
+
+
+def test_the_settings_are_part_of_langchains_own_cache_key() -> None:
+    # LangChain's LLM cache (cache= / set_llm_cache) keys on the invocation params.
+    cut, whole = (wrappers(recording(), max_tokens=5, stop=["\n"])[0], wrappers(recording())[0])
+    assert cut._get_llm_string() != whole._get_llm_string()
+    cold, warm = (CachedChatModel(model=recording(), temperature=t) for t in (0.0, 1.0))
+    assert cold._get_llm_string() != warm._get_llm_string()
+    # The cost handler's budget estimate reads max_tokens from the same params.
+    assert (
+        CachedChatModel(model=recording(), max_tokens=50)._get_invocation_params()["max_tokens"]
+        == 50
+    )
+
+
+@pytest.mark.parametrize("which", [0, 1, 2], ids=["router", "cached", "prefix"])
+def test_every_wrapper_traces_its_settings(which: int) -> None:
+    model = wrappers(recording(), temperature=0.2, max_tokens=50, stop=["END"])[which]
+    params = model._get_ls_params()
+    assert (params["ls_temperature"], params["ls_max_tokens"], params["ls_stop"]) == (
+        0.2,
+        50,
+        ["END"],
+    )
+
+
+async def test_configurable_fields_keep_invoke_streaming_to_stream_handlers() -> None:
+    # An unset streaming field must stay unset when LangChain rebuilds the model
+    # (configurable_fields passes every field back in): a False it finds set
+    # would stop invoke() streaming to astream_events / LangGraph's messages mode.
+    from langchain_core.runnables import ConfigurableField, RunnableLambda
+
+    model = CachedChatModel(model=recording(), cache=False).configurable_fields(
+        tenant=ConfigurableField(id="tenant")
+    )
+    config: Any = {"configurable": {"tenant": "acme"}}
+
+    async def call(x: str) -> Any:
+        return await model.ainvoke(x, config)
+
+    events = [e["event"] async for e in RunnableLambda(call).astream_events("hi", version="v2")]
+    assert events.count("on_chat_model_stream") >= 1
+
+
+def test_llamaindex_chat_engines_take_the_memory_class() -> None:
+    # SimpleChatEngine builds memory_cls.from_defaults(chat_history=..., token_limit=...).
+    from llama_index.core.chat_engine import SimpleChatEngine
+    from llama_index.core.llms import MockLLM
+
+    engine = SimpleChatEngine.from_defaults(llm=MockLLM(), memory_cls=SummarizingMemory)
+    assert isinstance(engine._memory, SummarizingMemory)
+    engine.chat("hello")
+    assert [m.role.value for m in engine._memory.get_all()] == ["user", "assistant"]

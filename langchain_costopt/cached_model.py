@@ -151,6 +151,8 @@ class CachedChatModel(_calls.RunAwareChatModel):
         cache: langchain-core's switch. ``False`` turns this cache off (every
             call goes to ``model``, nothing is stored), as it turns off
             LangChain's global LLM cache for any model.
+        temperature, max_tokens, stop: defaults for every call of the wrapped
+            model(s); a call's own values win (see ``RunAwareChatModel``).
 
     Example:
         >>> cached = CachedChatModel(model=chat_model)  # doctest: +SKIP

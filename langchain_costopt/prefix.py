@@ -263,6 +263,8 @@ class PrefixCachedChatModel(_calls.RunAwareChatModel):
         namespace: mixed into OpenAI's key; the current tenant
             (``costopt_core.tenant_scope``) when omitted.
         engine: supplies the token counter; the default engine if omitted.
+        temperature, max_tokens, stop: defaults for every call of the wrapped
+            model(s); a call's own values win (see ``RunAwareChatModel``).
 
     Example:
         >>> llm = with_prefix_cache(ChatAnthropic(model="claude-sonnet-4-5"))  # doctest: +SKIP

@@ -246,6 +246,8 @@ class RouterChatModel(_calls.RunAwareChatModel):
             records the escalations once.
         validate_streams: hold back a cheap tier's stream until it is whole,
             so the validators see it (see "Streaming" below).
+        temperature, max_tokens, stop: defaults for every call of the wrapped
+            model(s); a call's own values win (see ``RunAwareChatModel``).
 
     Streaming: a weak streamed answer escalates as an invoked one does. To
     check it, the router holds back the stream of a tier that may still

@@ -487,6 +487,12 @@ class RouterLLM(FunctionCallingLLM):
     the output class's JSON schema: a cheap answer in prose, or JSON that does
     not fit the class, is re-asked one tier up instead of failing the parse.
 
+    Templates: ``predict`` and the query engines built on it apply the
+    router's own ``system_prompt`` and ``query_wrapper_prompt`` (set them on
+    the router: a tier's are not applied through it, as ``chat`` never applies
+    them), while each tier applies its own ``completion_to_prompt`` /
+    ``messages_to_prompt`` (a local model's chat template) to what it is asked.
+
     Streaming: a weak streamed answer escalates as a returned one does. To
     check it, the router holds back the stream of a tier that may still
     escalate (every tier but the last, while escalations are left), reads it
@@ -1219,6 +1225,10 @@ class RouterLLM(FunctionCallingLLM):
             ),
         )
 
+    # A tier is asked with formatted=False whatever the caller said: "formatted"
+    # means the router's completion_to_prompt was applied (predict() says so),
+    # never the tier's own chat template, which only the tier that answers can
+    # apply (a local model's, say). ``formatted`` is unused below on purpose.
     @llm_completion_callback()
     def _complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         return cast(
@@ -1226,7 +1236,7 @@ class RouterLLM(FunctionCallingLLM):
             self._run_sync(
                 [Message("user", prompt)],
                 kwargs,
-                lambda llm: llm.complete(prompt, formatted=formatted, **kwargs),
+                lambda llm: llm.complete(prompt, **kwargs),
             ),
         )
 
@@ -1239,7 +1249,7 @@ class RouterLLM(FunctionCallingLLM):
             await self._run_async(
                 [Message("user", prompt)],
                 kwargs,
-                lambda llm: llm.acomplete(prompt, formatted=formatted, **kwargs),
+                lambda llm: llm.acomplete(prompt, **kwargs),
             ),
         )
 
@@ -1267,7 +1277,7 @@ class RouterLLM(FunctionCallingLLM):
                 *self._run_sync(
                     [Message("user", prompt)],
                     kwargs,
-                    lambda llm: llm.stream_complete(prompt, formatted=formatted, **kwargs),
+                    lambda llm: llm.stream_complete(prompt, **kwargs),
                     streaming=True,
                 )
             ),
@@ -1299,7 +1309,7 @@ class RouterLLM(FunctionCallingLLM):
                 *await self._run_async(
                     [Message("user", prompt)],
                     kwargs,
-                    lambda llm: llm.astream_complete(prompt, formatted=formatted, **kwargs),
+                    lambda llm: llm.astream_complete(prompt, **kwargs),
                     streaming=True,
                 )
             ),

@@ -867,3 +867,45 @@ async def test_an_answer_whose_raw_names_no_model_is_priced_as_its_tier(how: str
     assert out.raw["model"] == "gpt-4o-mini"
     records = [(r.model, r.tier, r.cost_usd) for r in engine.ledger.records()]
     assert records == [("gpt-4o-mini", "small", Decimal("0.00021"))]
+
+
+@pytest.mark.parametrize("how", ["predict", "stream", "apredict", "astream"])
+def test_each_tier_applies_its_own_completion_template(how: str) -> None:
+    """predict() asks the router with formatted=True: that is the router's own
+    (identity) template, not the tier's, which the tier must still apply."""
+    import asyncio
+
+    from llama_index.core.llms.mock import MockLLM
+    from llama_index.core.prompts import PromptTemplate
+
+    asked: list[str] = []
+
+    class Templated(MockLLM):
+        def complete(self, prompt: str, formatted: bool = False, **kw: Any) -> Any:
+            asked.append(prompt if formatted else self.completion_to_prompt(prompt))
+            return super().complete(prompt, formatted=True, **kw)
+
+        def stream_complete(self, prompt: str, formatted: bool = False, **kw: Any) -> Any:
+            asked.append(prompt if formatted else self.completion_to_prompt(prompt))
+            return super().stream_complete(prompt, formatted=True, **kw)
+
+    def tier() -> Templated:
+        return Templated(completion_to_prompt=lambda p: f"<|user|>{p}<|end|>")
+
+    router = RouterLLM(tiers={"small": tier(), "frontier": tier()}, classifier=CheapFirst())
+    template = PromptTemplate("Say {x}")
+
+    async def run() -> None:
+        if how == "apredict":
+            await router.apredict(template, x="hi")
+        else:
+            async for _ in await router.astream(template, x="hi"):
+                pass
+
+    if how == "predict":
+        router.predict(template, x="hi")
+    elif how == "stream":
+        list(router.stream(template, x="hi"))
+    else:
+        asyncio.run(run())
+    assert asked[0] == "<|user|>Say hi<|end|>"

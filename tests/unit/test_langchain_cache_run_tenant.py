@@ -43,8 +43,7 @@ def _configs(engine: CostEngine | None = None) -> list[Any]:
     # acme's elements running at once could both miss, and which answer acme
     # gets would be a race.
     return [
-        {"metadata": {"costopt_tenant": t}, "callbacks": cbs, "max_concurrency": 1}
-        for t in TENANTS
+        {"metadata": {"costopt_tenant": t}, "callbacks": cbs, "max_concurrency": 1} for t in TENANTS
     ]
 
 

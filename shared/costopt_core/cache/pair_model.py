@@ -242,11 +242,11 @@ def word_overlap(pairs: Sequence[tuple[str, str]]) -> npt.NDArray[np.float64]:
     """
     out = np.empty(len(pairs), dtype=np.float64)
     for i, (a, b) in enumerate(pairs):
-        wa, wb = _words(a), _words(b)
-        if "\n" in a.strip() or "\n" in b.strip() or not wa or not wb:
+        if "\n" in a.strip() or "\n" in b.strip():
             out[i] = 1.0
-        else:
-            out[i] = len(wa & wb) / len(wa | wb)
+            continue
+        wa, wb = _words(a), _words(b)
+        out[i] = len(wa & wb) / len(wa | wb) if wa and wb else 1.0
     return out
 
 

@@ -117,6 +117,22 @@ _PROMPT_FIELDS: dict[str, Any] = {
 }
 
 
+def adopt_prompt_settings(wrapper: LLM, llm: LLM) -> None:
+    """Give ``wrapper`` the prompt settings of the ``llm`` it wraps that it has not set.
+
+    LlamaIndex's ``predict`` / ``stream`` (and async twins) format the prompt
+    with the settings of the LLM they are called on, then call ``chat``, or
+    ``complete`` with ``formatted=True``: without this, the wrapped LLM's own
+    system prompt, templates and output parser would never be applied.
+    """
+    for name, unset in _PROMPT_FIELDS.items():
+        mine = getattr(wrapper, name, None)
+        if mine is None or mine is unset:
+            theirs = getattr(llm, name, None)
+            if theirs is not None:
+                setattr(wrapper, name, theirs)
+
+
 # -- small translation helpers ------------------------------------------------
 def _canon(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
@@ -714,12 +730,7 @@ class CachedLLM(FunctionCallingLLM):
         sends what ``x.predict`` would send to ``x``.
         """
         super().model_post_init(context)
-        for name, unset in _PROMPT_FIELDS.items():
-            mine = getattr(self, name, None)
-            if mine is None or mine is unset:
-                theirs = getattr(self.llm, name, None)
-                if theirs is not None:
-                    setattr(self, name, theirs)
+        adopt_prompt_settings(self, self.llm)
 
     _check_llm = field_validator("llm", mode="before")(check_llm)
     _check_cache = field_validator("semantic_cache", mode="before")(check_cache)

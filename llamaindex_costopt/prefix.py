@@ -49,6 +49,7 @@ from costopt_core.context.prefix import (
 from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import check_arguments, config_error
 from costopt_core.types import Message, Role
+from llamaindex_costopt.cached_llm import adopt_prompt_settings
 from llamaindex_costopt.handler import resolve_tenant
 
 __all__ = ["PrefixCachedLLM", "add_cache_points", "detect_provider", "prefix_cache_plan"]
@@ -170,6 +171,11 @@ class PrefixCachedLLM(LLM):
             super().__init__(**kwargs)
         except ValidationError as exc:
             raise config_error("PrefixCachedLLM", exc) from None
+
+    def model_post_init(self, context: Any) -> None:
+        # What llm.predict would send to llm (see adopt_prompt_settings).
+        super().model_post_init(context)
+        adopt_prompt_settings(self, self.llm)
 
     @classmethod
     def class_name(cls) -> str:

@@ -221,3 +221,22 @@ def test_openai_key_follows_the_track_costs_tenant() -> None:
     keys = [kw["prompt_cache_key"] for _, kw in inner.seen]
     assert keys[0] != keys[1]
     assert keys[0] == keys[2]
+
+
+def test_predict_through_the_wrapper_sends_what_the_wrapped_llm_would() -> None:
+    """LlamaIndex's predict formats with the LLM it is called on: the wrapped
+    LLM's system prompt and completion template must still apply."""
+    from llama_index.core.llms.mock import MockLLM
+    from llama_index.core.prompts import PromptTemplate
+
+    asked: list[str] = []
+
+    class Templated(MockLLM):
+        def complete(self, prompt: str, formatted: bool = False, **kw: Any) -> Any:
+            asked.append(prompt if formatted else self.completion_to_prompt(prompt))
+            return super().complete(prompt, formatted=True, **kw)
+
+    inner = Templated(completion_to_prompt=lambda p: f"<|user|>{p}<|end|>", system_prompt="Brief.")
+    inner.predict(PromptTemplate("Say {x}"), x="hi")
+    PrefixCachedLLM(llm=inner).predict(PromptTemplate("Say {x}"), x="hi")
+    assert asked == ["Brief.\n\n<|user|>Say hi<|end|>"] * 2

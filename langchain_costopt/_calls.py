@@ -31,9 +31,9 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import RunnableConfig, ensure_config
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.utils.json import parse_partial_json
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from langchain_costopt.callbacks import cost_handlers
 
@@ -138,6 +138,46 @@ class RunAwareChatModel(BaseChatModel):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
         stop = self._fill_defaults(stop, kwargs)
         return super()._get_ls_params(stop=stop, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type | None = None,
+        *,
+        include_raw: bool = False,
+        method: str = "function_calling",
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """Answers parsed into ``schema``, asked of the wrapped model(s) the way ``method`` says.
+
+        Args:
+            schema: a pydantic class, a TypedDict, a JSON schema or an OpenAI
+                tool / response format; a pydantic class is parsed into an
+                instance, the rest into a dict. Optional for ``json_mode`` only.
+            include_raw: return ``{"raw", "parsed", "parsing_error"}`` instead of
+                raising when the answer does not parse.
+            method: ``"function_calling"``: the schema is bound as a forced
+                tool call (each wrapped model's ``bind_tools``, ``strict`` passed
+                on where it takes it). ``"json_schema"``: the wrapped models are
+                asked for ``response_format={"type": "json_schema", "json_schema":
+                {...}}`` (OpenAI's shape, as ChatOpenAI binds it) and the JSON
+                text is parsed; for models that honour a response format but
+                cannot call tools. ``"json_mode"``: ``response_format={"type":
+                "json_object"}`` (the prompt must describe the schema).
+            strict: OpenAI's strict schema adherence, for the tool or the format.
+
+        Through a router, a cheap tier's answer that does not parse (prose, a
+        missing tool call, or for ``json_schema`` JSON that breaks the schema)
+        escalates one tier up.
+
+        Raises:
+            ConfigurationError: an unknown ``method``, or no ``schema`` where it needs one.
+        """
+        from langchain_costopt._structured import structured_output
+
+        return structured_output(
+            self, schema, include_raw=include_raw, method=method, strict=strict, **kwargs
+        )
 
     def _stream_kwargs(
         self, config: RunnableConfig | None, kwargs: dict[str, Any], *, async_api: bool

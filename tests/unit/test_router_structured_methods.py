@@ -327,3 +327,33 @@ def test_the_structured_output_format_is_traced_on_the_router_run(method: str) -
     traced = options["ls_structured_output_format"]
     assert traced["kwargs"]["method"] == method
     assert traced["schema"]["title"] == "Weather"
+
+
+@pytest.mark.parametrize("method", ["json_schema", "json_mode", "function_calling"])
+@pytest.mark.parametrize("wrapper", ["cached", "prefix"])
+def test_the_cache_wrappers_ask_the_wrapped_model_the_way_method_says(
+    method: str, wrapper: str
+) -> None:
+    """langchain-core's default with_structured_output drops method and forces
+    a tool call; a wrapper must pass the request on as the method says."""
+    from costopt_core.cache import SemanticCache
+    from costopt_core.testing import FakeEmbedder
+    from langchain_costopt import CachedChatModel
+    from langchain_costopt.prefix import PrefixCachedChatModel
+
+    inner = Tier()
+    model: BaseChatModel = (
+        CachedChatModel(model=inner, semantic_cache=SemanticCache(embedder=FakeEmbedder()))
+        if wrapper == "cached"
+        else PrefixCachedChatModel(model=inner)
+    )
+    out = model.with_structured_output(Weather, method=method).invoke("Weather in Paris?")
+    assert out == Weather(**WEATHER)
+    [sent] = inner.calls
+    if method == "function_calling":
+        assert "tools" in sent and "response_format" not in sent
+    else:
+        assert "tools" not in sent
+        assert sent["response_format"]["type"] == method.replace("_mode", "_object")
+    with pytest.raises(ConfigurationError, match=f"{type(model).__name__}.with_structured_output"):
+        model.with_structured_output(Weather, method="xml")

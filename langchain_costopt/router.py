@@ -102,6 +102,13 @@ class _Request:
     kwargs: dict[str, Any]
 
 
+def _names_model(meta: Mapping[str, Any] | None) -> bool:
+    """Whether an answer's response_metadata names the model that gave it."""
+    if not meta:
+        return False
+    return any(isinstance(meta.get(k), str) and bool(meta.get(k)) for k in ("model_name", "model"))
+
+
 def _model_name(model: BaseChatModel) -> str:
     for attr in ("model_name", "model", "model_id"):
         value = getattr(model, attr, None)
@@ -588,6 +595,10 @@ class RouterChatModel(_calls.RunAwareChatModel):
             prior = prior if isinstance(prior, dict) else {}
             route = run.explain()
             meta[METADATA_KEY] = {**prior, "tier": route["tier"], "route": route}
+            if not _names_model(meta):
+                # The cost handler prices the answer by the model it names; one
+                # that names none would be priced as the router itself (unknown).
+                meta["model_name"] = route["model"]
             gen.message.response_metadata = meta
         return result
 
@@ -643,7 +654,7 @@ class RouterChatModel(_calls.RunAwareChatModel):
         """
         # The last answer re-asked one tier up: recorded as a discarded attempt,
         # unless no tier above answers and it is returned after all.
-        weaker: tuple[Any, ChatResult, str] | None = None
+        weaker: tuple[Any, ChatResult, Step] | None = None
         try:
             while (step := run.next()) is not None:
                 model = self._model(step)
@@ -677,7 +688,7 @@ class RouterChatModel(_calls.RunAwareChatModel):
                     return (got, None) if streaming else self._finish(result, run)
                 if weaker is not None:
                     self._record_weaker(run_info, weaker, streaming)
-                weaker = (got, result, step.tier)
+                weaker = (got, result, step)
             if weaker is not None and run.keep_weaker() is not None:
                 got, result, _ = weaker
                 weaker = None  # returned: the cost handlers record it
@@ -688,11 +699,12 @@ class RouterChatModel(_calls.RunAwareChatModel):
                 self._record_weaker(run_info, weaker, streaming)
 
     def _record_weaker(
-        self, run_info: _calls.Run | None, weaker: tuple[Any, ChatResult, str], streaming: bool
+        self, run_info: _calls.Run | None, weaker: tuple[Any, ChatResult, Step], streaming: bool
     ) -> None:
         """Record a re-asked answer that is not returned (see :meth:`_record_unseen`)."""
-        got, result, tier = weaker
-        self._record_unseen(run_info, result, tier, got if streaming else ())
+        got, result, step = weaker
+        chunks = got if streaming else ()
+        self._record_unseen(run_info, result, step.tier, chunks, model_hint=step.model)
 
     def _begin(
         self,
@@ -799,7 +811,8 @@ class RouterChatModel(_calls.RunAwareChatModel):
                 if run_manager and chunk.text:
                     run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
-            yield self._route_chunk(run)
+            named = any(_names_model(c.message.response_metadata) for c in seen)
+            yield self._route_chunk(run, named=named)
             seen = []  # ended: the handlers record it
         finally:
             if seen:
@@ -821,7 +834,8 @@ class RouterChatModel(_calls.RunAwareChatModel):
                 if run_manager and chunk.text:
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
-            yield self._route_chunk(run)
+            named = any(_names_model(c.message.response_metadata) for c in seen)
+            yield self._route_chunk(run, named=named)
             seen = []  # ended: the handlers record it
         finally:
             if seen:
@@ -847,16 +861,16 @@ class RouterChatModel(_calls.RunAwareChatModel):
         )
 
     @staticmethod
-    def _route_chunk(run: RouteRun) -> ChatGenerationChunk:
+    def _route_chunk(run: RouteRun, *, named: bool) -> ChatGenerationChunk:
+        """The stream's last chunk: the route, and the answering model's name
+        unless a chunk named it (merged, two names would be concatenated)."""
         from langchain_core.messages import AIMessageChunk
 
         route = run.explain()
-        return ChatGenerationChunk(
-            message=AIMessageChunk(
-                content="",
-                response_metadata={METADATA_KEY: {"tier": route["tier"], "route": route}},
-            )
-        )
+        meta: dict[str, Any] = {METADATA_KEY: {"tier": route["tier"], "route": route}}
+        if not named:
+            meta["model_name"] = route["model"]
+        return ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=meta))
 
 
 async def _achain(

@@ -1098,3 +1098,37 @@ async def test_what_a_tier_reports_outside_the_message_is_validated_and_priced(
     records = [(r.model, r.outcome) for r in engine.ledger.records()]
     assert records == [("gpt-4o-mini", "escalated"), ("gpt-4o", "model")]
     assert engine.ledger.records()[0].cost_usd == Decimal("0.00021")
+
+
+class _Unnamed(ScriptedChatModel):
+    """A tier whose answers name no model in response_metadata (fake chat models,
+    integrations that report it under another key)."""
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        result = super()._generate(messages, stop, run_manager, **kw)
+        result.generations[0].message.response_metadata = {"finish_reason": "stop"}
+        return result
+
+    def _stream(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        for chunk in super()._stream(messages, stop, run_manager, **kw):
+            chunk.message.response_metadata = {}
+            yield chunk
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_answers_naming_no_model_are_priced_as_the_tier_model(streamed: bool) -> None:
+    engine = CostEngine()
+    small = _Unnamed(script=Script([ScriptedResponse("I'm sorry, I can't help.", U)]),
+                     model_name="gpt-4o-mini")  # fmt: skip
+    big = _Unnamed(script=Script([ScriptedResponse("Paris.", U)]), model_name="gpt-4o")
+    router = RouterChatModel(tiers={"small": small, "frontier": big}, classifier=Always(0.9))
+    config: Any = {"callbacks": [CostCallbackHandler(engine)]}
+    if streamed:
+        out: Any = None
+        for chunk in router.stream("Capital of France?", config=config):
+            out = chunk if out is None else out + chunk
+    else:
+        out = router.invoke("Capital of France?", config=config)
+    assert out.response_metadata["model_name"] == "gpt-4o"
+    records = [(r.model, r.outcome, r.cost_usd is not None) for r in engine.ledger.records()]
+    assert records == [("gpt-4o-mini", "escalated", True), ("gpt-4o", "model", True)]

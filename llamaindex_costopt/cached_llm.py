@@ -67,6 +67,7 @@ from costopt_core.served import SERVED, SHARED_INFO, served_info
 from costopt_core.types import Message, Role
 from costopt_core.usage import usage_wire
 from llamaindex_costopt._checks import check_cache, check_llm
+from llamaindex_costopt._structured import MarksStructured
 from llamaindex_costopt.handler import TENANT_KEYS, _field, resolve_tenant, usage_of
 
 if TYPE_CHECKING:
@@ -641,7 +642,7 @@ def _tenant_tagged(method: F) -> F:
     return tagged  # type: ignore[return-value]
 
 
-class CachedLLM(FunctionCallingLLM):
+class CachedLLM(MarksStructured, FunctionCallingLLM):
     """Wraps any LlamaIndex LLM with costopt's exact + semantic cache.
 
     ``chat``, ``complete``, their streaming and async twins all go through

@@ -49,6 +49,7 @@ from costopt_core.context.prefix import (
 from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import check_arguments, config_error
 from costopt_core.types import Message, Role
+from llamaindex_costopt._structured import MarksStructured
 from llamaindex_costopt.cached_llm import adopt_prompt_settings
 from llamaindex_costopt.handler import resolve_tenant
 
@@ -137,7 +138,7 @@ def add_cache_points(
     return out
 
 
-class PrefixCachedLLM(LLM):
+class PrefixCachedLLM(MarksStructured, LLM):
     """Wraps a LlamaIndex LLM so the provider's prefix cache hits more often.
 
     Chat calls to Anthropic models get ``CachePoint`` breakpoints at the end

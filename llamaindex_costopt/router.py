@@ -27,14 +27,12 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import (
-    AsyncGenerator,
     AsyncIterator,
     Generator,
     Iterator,
     Mapping,
     Sequence,
 )
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -56,7 +54,7 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.output_parsers.utils import extract_json_str
 from llama_index_instrumentation.dispatcher import active_instrument_tags, instrument_tags
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError
+from pydantic import Field, PrivateAttr, ValidationError
 
 from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import (
@@ -74,6 +72,8 @@ from costopt_core.routing.tiers import tier_members
 from costopt_core.routing.validators import Answer, ValidatorConfig, forces_tool_call
 from costopt_core.served import SERVED, served_outcome
 from costopt_core.types import Message, Role
+from llamaindex_costopt._structured import STRUCTURED as _STRUCTURED
+from llamaindex_costopt._structured import MarksStructured
 from llamaindex_costopt.handler import (
     TENANT_KEYS,
     _field,
@@ -123,12 +123,6 @@ METADATA_KEY = "costopt"
 #: through its own ``*_with_tools`` method: a tier formats the tools for its
 #: provider, and one tier's format is not another's.
 WITH_TOOLS_KEY = "costopt_with_tools"
-
-#: The JSON schema of the output class of the ``structured_predict`` (or
-#: ``as_structured_llm`` call) running in this context, if any.
-_STRUCTURED: ContextVar[Mapping[str, Any] | None] = ContextVar(
-    "costopt_llamaindex_structured", default=None
-)
 
 # Output-cap keywords a call or an LLM's fields may name (OpenAI, Anthropic,
 # Gemini, local runtimes).
@@ -427,44 +421,7 @@ class _Call:
     read: list[Any] = field(default_factory=list)
 
 
-@contextlib.contextmanager
-def _structured(output_cls: type[BaseModel]) -> Iterator[None]:
-    """Mark the router's calls in this block as structured, for ``output_cls``."""
-    try:
-        schema: Mapping[str, Any] | None = output_cls.model_json_schema()
-    except Exception:  # a class pydantic cannot describe: structured, without a schema check
-        schema = {}
-    token = _STRUCTURED.set(schema)
-    try:
-        yield
-    finally:
-        _STRUCTURED.reset(token)
-
-
-def _structured_gen(gen: Iterator[Any], output_cls: type[BaseModel]) -> Generator[Any, None, None]:
-    # The program calls the LLM while it is iterated: each step runs marked.
-    while True:
-        with _structured(output_cls):
-            try:
-                item = next(gen)
-            except StopIteration:
-                return
-        yield item
-
-
-async def _astructured_gen(
-    gen: AsyncIterator[Any], output_cls: type[BaseModel]
-) -> AsyncGenerator[Any, None]:
-    while True:
-        with _structured(output_cls):
-            try:
-                item = await anext(gen)
-            except StopAsyncIteration:
-                return
-        yield item
-
-
-class RouterLLM(FunctionCallingLLM):
+class RouterLLM(MarksStructured, FunctionCallingLLM):
     """Routes each LlamaIndex request to the cheapest sufficient tier.
 
     Validators see the answer as ``RouterChatModel``'s do: tool calls in any
@@ -1134,30 +1091,6 @@ class RouterLLM(FunctionCallingLLM):
         return lambda llm: getattr(llm, f"{method}_with_tools")(
             tools, chat_history=list(messages), **opts, **rest
         )
-
-    # -- structured output: the program's requests say what they must parse to ----
-    def structured_predict(self, output_cls: Any, prompt: Any, *args: Any, **kwargs: Any) -> Any:
-        with _structured(output_cls):
-            return super().structured_predict(output_cls, prompt, *args, **kwargs)
-
-    async def astructured_predict(
-        self, output_cls: Any, prompt: Any, *args: Any, **kwargs: Any
-    ) -> Any:
-        with _structured(output_cls):
-            return await super().astructured_predict(output_cls, prompt, *args, **kwargs)
-
-    def stream_structured_predict(
-        self, output_cls: Any, prompt: Any, *args: Any, **kwargs: Any
-    ) -> Generator[Any, None, None]:
-        gen = super().stream_structured_predict(output_cls, prompt, *args, **kwargs)
-        return _structured_gen(gen, output_cls)
-
-    async def astream_structured_predict(
-        self, output_cls: Any, prompt: Any, *args: Any, **kwargs: Any
-    ) -> AsyncGenerator[Any, None]:
-        with _structured(output_cls):
-            gen = await super().astream_structured_predict(output_cls, prompt, *args, **kwargs)
-        return _astructured_gen(gen, output_cls)
 
     # -- LlamaIndex API -------------------------------------------------------------
     # Each public method sets the router's tenant tag, then enters the instrumented

@@ -909,3 +909,32 @@ def test_each_tier_applies_its_own_completion_template(how: str) -> None:
     else:
         asyncio.run(run())
     assert asked[0] == "<|user|>Say hi<|end|>"
+
+
+@pytest.mark.parametrize("how", STRUCTURED_CALLS)
+@pytest.mark.parametrize("wrapper", ["CachedLLM", "PrefixCachedLLM"])
+async def test_a_wrapped_router_still_escalates_an_answer_the_class_cannot_take(
+    how: str, wrapper: str
+) -> None:
+    """The wrapper's structured calls reach the router as chat calls: they must
+    carry the structured mark, or the router passes the cheap prose on (and a
+    cache would store it and serve it again)."""
+    from llamaindex_costopt import PrefixCachedLLM
+
+    small = scripted("Sure! The city is Paris, in France.", model="gpt-4o-mini")
+    big = scripted(PARIS)
+    inner = router(small, big)
+    outer: Any = (
+        CachedLLM(llm=inner, semantic_cache=SemanticCache(embedder=FakeEmbedder()))
+        if wrapper == "CachedLLM"
+        else PrefixCachedLLM(llm=inner)
+    )
+    engine = CostEngine()
+    with track_costs(engine):
+        out = await _predict(outer, how)
+    assert out == City(name="Paris", country="France")
+    assert (small.script.calls, big.script.calls) == (1, 1)
+    assert [(r.outcome, r.tier) for r in engine.ledger.records()] == [
+        ("escalated", "small"),
+        ("model", "frontier"),
+    ]

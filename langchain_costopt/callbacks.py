@@ -102,6 +102,21 @@ def cost_handlers(*callbacks: Any) -> list[CostCallbackHandler]:
     return found
 
 
+def engine_for(own: CostEngine | None, callbacks: Any = None) -> CostEngine:
+    """The engine a component records its savings in: the same ledger as the run's calls.
+
+    Args:
+        own: the component's ``engine=``, which wins when set.
+        callbacks: the run's handlers (a list or a callback manager); their
+            first ``CostCallbackHandler``'s engine (a ``track_costs`` block's
+            included), else :func:`~costopt_core.current_engine`.
+    """
+    if own is not None:
+        return own
+    found = cost_handlers(callbacks)
+    return found[0].engine if found else current_engine()
+
+
 def _mapping(value: Any) -> Mapping[str, Any] | None:
     """``value`` if it is a mapping, else ``None``.
 

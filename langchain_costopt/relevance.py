@@ -46,9 +46,9 @@ from costopt_core.context.relevance import (
     ScoredChunk,
     select_relevant,
 )
-from costopt_core.engine import CostEngine, current_engine
+from costopt_core.engine import CostEngine
 from costopt_core.errors import ConfigurationError, check_arguments, config_error
-from langchain_costopt.callbacks import run_tenant
+from langchain_costopt.callbacks import engine_for, run_tenant
 
 __all__ = ["DEFAULT_SCORE_KEYS", "METADATA_KEY", "RelevanceThresholdRetriever"]
 
@@ -277,8 +277,9 @@ class RelevanceThresholdRetriever(BaseRetriever):
         convention: ScoreConvention,
         k: int,
         metadata: dict[str, Any] | None = None,
+        handlers: Sequence[Any] = (),
     ) -> list[Document]:
-        engine = self.engine or current_engine()
+        engine = engine_for(self.engine, handlers)
         cfg = self.config
         # At most k come back, whatever the wrapped retriever returned.
         max_k = k if cfg.max_k is None else min(cfg.max_k, k)
@@ -322,11 +323,11 @@ class RelevanceThresholdRetriever(BaseRetriever):
     ) -> list[Document]:
         k = self._k(kwargs)
         found, convention = self._search(query, k, run_manager)
-        return self._keep(found, convention, k, run_manager.metadata)
+        return self._keep(found, convention, k, run_manager.metadata, run_manager.handlers)
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
         k = self._k(kwargs)
         found, convention = await self._asearch(query, k, run_manager)
-        return self._keep(found, convention, k, run_manager.metadata)
+        return self._keep(found, convention, k, run_manager.metadata, run_manager.handlers)

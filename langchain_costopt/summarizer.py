@@ -40,7 +40,7 @@ from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import check_arguments, config_error
 from costopt_core.types import Message
 from langchain_costopt._convert import to_langchain_message
-from langchain_costopt.callbacks import run_tenant
+from langchain_costopt.callbacks import engine_for, run_tenant
 
 __all__ = ["SUMMARY_METADATA_KEY", "AbstractiveContextSummarizer", "ContextSummarizer"]
 
@@ -93,12 +93,15 @@ class _Compressor(BaseDocumentCompressor):
         """
         if not self.record_savings:
             return
-        metadata = (
-            callbacks.metadata
-            if isinstance(callbacks, BaseCallbackManager)
-            else ensure_config().get("metadata")
-        )
-        self._engine().record_removed_tokens(
+        config = ensure_config()
+        handlers: Callbacks | None
+        metadata: dict[str, Any] | None
+        if isinstance(callbacks, BaseCallbackManager):
+            metadata, handlers = callbacks.metadata, callbacks
+        else:
+            metadata, handlers = config.get("metadata"), config.get("callbacks")
+        engine = engine_for(self.engine, handlers)
+        engine.record_removed_tokens(
             removed_tokens,
             lever="compression",
             model=self.model,

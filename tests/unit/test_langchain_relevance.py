@@ -479,3 +479,28 @@ def test_ambiguous_or_bad_k_in_search_kwargs_is_a_configuration_error() -> None:
         RelevanceThresholdRetriever(vectorstore=store, search_kwargs={"k": "8"})
     with pytest.raises(ConfigurationError, match=r"search_kwargs=\{'k': 0\}"):
         RelevanceThresholdRetriever(vectorstore=store, search_kwargs={"k": 0})
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke"])
+def test_savings_go_to_the_ledger_of_the_runs_cost_handler(how: str) -> None:
+    """A handler passed in the call's config, not engine=: the savings belong
+    with the run's calls in its ledger, not in the ambient engine's."""
+    import asyncio
+
+    from costopt_core import engine_scope
+    from langchain_costopt import CostCallbackHandler
+
+    ambient, mine = CostEngine(), CostEngine()
+    r = RelevanceThresholdRetriever(
+        vectorstore=memory_store(), k=6, config=RelevanceConfig(absolute_threshold=0.3)
+    )
+    config: Any = {"callbacks": [CostCallbackHandler(mine)]}
+    with engine_scope(ambient):
+        if how == "invoke":
+            r.invoke(QUERY, config=config)
+        else:
+            asyncio.run(r.ainvoke(QUERY, config=config))
+    assert [(rec.outcome, list(rec.savings_usd)) for rec in mine.ledger.records()] == [
+        ("removed", ["compression"])
+    ]
+    assert ambient.ledger.records() == []

@@ -246,3 +246,28 @@ def test_bad_settings_raise_configuration_errors_with_the_fix() -> None:
         AbstractiveContextSummarizer(llm=_summarizer_model(), cache="redis")
     # Good settings still build, a dict config included.
     assert ContextSummarizer(config={"budget_tokens": 30}).config.budget_tokens == 30
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("langchain_classic") is None,
+    reason="ContextualCompressionRetriever needs langchain-classic",
+)
+def test_savings_go_to_the_ledger_of_the_runs_cost_handler() -> None:
+    """A handler passed in the call's config, not engine=: the savings belong
+    with the run's calls in its ledger, not in the ambient engine's."""
+    from langchain_classic.retrievers import ContextualCompressionRetriever
+
+    from costopt_core import engine_scope
+    from langchain_costopt import CostCallbackHandler
+
+    ambient, mine = CostEngine(embedder=FakeEmbedder()), CostEngine(embedder=FakeEmbedder())
+    summarizer = ContextSummarizer(config=SummarizerConfig(budget_ratio=None, budget_tokens=12))
+    retriever = ContextualCompressionRetriever(
+        base_compressor=summarizer, base_retriever=_ListRetriever(docs=DOCS)
+    )
+    with engine_scope(ambient):
+        retriever.invoke(QUERY, config={"callbacks": [CostCallbackHandler(mine)]})
+    assert [(r.outcome, list(r.savings_usd)) for r in mine.ledger.records()] == [
+        ("removed", ["compression"])
+    ]
+    assert ambient.ledger.records() == []

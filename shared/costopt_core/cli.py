@@ -453,6 +453,10 @@ def project(
 
 
 def _read_json(path: Path, param: str) -> Any:
+    if path.is_dir():
+        raise typer.BadParameter(
+            f"{str(path)!r} is a directory; pass a JSON file", param_hint=param
+        )
     if not path.is_file():
         raise typer.BadParameter(f"{str(path)!r} does not exist", param_hint=param)
     try:
@@ -460,6 +464,12 @@ def _read_json(path: Path, param: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"{path} is not JSON ({exc.msg})", param_hint=param) from None
+    except UnicodeDecodeError:
+        raise typer.BadParameter(
+            f"{path} is not UTF-8 text; save the JSON as UTF-8", param_hint=param
+        ) from None
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint=param) from None
 
 
 @app.command()
@@ -595,7 +605,11 @@ def bench(
 ) -> None:
     """Run benchmarks; each prints a table and writes JSON to benchmarks/results/."""
     folder = _bench_dir(directory)
-    available = sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
+    # Helpers (_common) and training scripts (train_pair_model, tens of minutes)
+    # are run directly, never as part of "all".
+    available = sorted(
+        p.stem for p in folder.glob("*.py") if not p.stem.startswith(("_", "train_"))
+    )
     if list_only:
         typer.echo("\n".join(available))
         return
@@ -607,7 +621,13 @@ def bench(
             param_hint="NAMES",
         )
     results = folder / "results"
-    results.mkdir(exist_ok=True)
+    try:
+        results.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot write results to {results}: {exc.strerror}; remove or rename it",
+            param_hint="--dir",
+        ) from None
     failed = []
     for name in chosen:
         typer.echo(f"== {name}")

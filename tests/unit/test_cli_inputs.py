@@ -223,3 +223,45 @@ def test_usage_lines_name_arguments_as_the_readme_and_the_errors_do(
     # ({...} is typer's mark for a required argument, [...] for an optional one)
     res = RUNNER.invoke(app, [command, "--help"], prog_name="costopt")
     assert res.exit_code == 0 and usage in res.output, res.output
+
+
+@pytest.mark.parametrize("bad", ["not_utf8", "directory"])
+def test_an_unreadable_calibration_file_is_a_usage_error(tmp_path: Path, bad: str) -> None:
+    calibration = tmp_path / "cal.json"
+    if bad == "not_utf8":
+        calibration.write_bytes(b"\xff\xfe{")
+    else:
+        calibration.mkdir()
+    args = ["project", _requests(tmp_path), "-n", "10", "--calibration", str(calibration)]
+    res = RUNNER.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert "--calibration" in res.output and "Traceback" not in res.output
+    assert ("not UTF-8" if bad == "not_utf8" else "is a directory") in res.output
+
+
+def _bench_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "benchmarks"
+    folder.mkdir()
+    (folder / "hello.py").write_text(
+        "import json, sys\njson.dump({}, open(sys.argv[sys.argv.index('--out') + 1], 'w'))\n"
+    )
+    (folder / "train_pair_model.py").write_text("raise SystemExit('must not run')\n")
+    (folder / "_common.py").write_text("")
+    return folder
+
+
+def test_bench_all_runs_benchmarks_not_training_scripts(tmp_path: Path) -> None:
+    folder = _bench_folder(tmp_path)
+    listed = RUNNER.invoke(app, ["bench", "--dir", str(folder), "--list"])
+    assert listed.output.split() == ["hello"]
+    res = RUNNER.invoke(app, ["bench", "--dir", str(folder)])
+    assert res.exit_code == 0, res.output
+    assert (folder / "results" / "hello.json").exists()
+
+
+def test_bench_results_path_taken_by_a_file_is_a_usage_error(tmp_path: Path) -> None:
+    folder = _bench_folder(tmp_path)
+    (folder / "results").write_text("")
+    res = RUNNER.invoke(app, ["bench", "--dir", str(folder), "hello"])
+    assert res.exit_code == 2, res.output
+    assert "remove or rename it" in res.output and "Traceback" not in res.output

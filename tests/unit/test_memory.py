@@ -703,3 +703,29 @@ def test_a_state_without_a_full_anchor_is_never_trusted() -> None:
         plan_context(history, replace(state, anchor=None), SMALL, count_tokens=words).summary
         is None
     )
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "My name is Bob.",
+        "I live in Paris.",
+        "My order number is 48213.",
+        "My name is Alice and I live in Lisbon.",
+        "My account id is AB-1234.",
+    ],
+)
+def test_a_short_fact_with_a_cue_is_a_key_fact(sentence: str) -> None:
+    # Few content words, but the words beside the cue state something: a name,
+    # a place, a number. These are the facts a conversation must not lose.
+    from costopt_core.memory.extract import fact_score, key_fact_candidates
+
+    assert fact_score(sentence) >= 2.0
+    assert key_fact_candidates([("user", sentence)]) == [f"user: {sentence}"]
+
+
+@pytest.mark.parametrize("sentence", ["I love it.", "I love that!", "I want to go.", "Call me."])
+def test_a_cue_with_nothing_beside_it_is_no_fact(sentence: str) -> None:
+    from costopt_core.memory.extract import fact_score
+
+    assert fact_score(sentence) == 0.0

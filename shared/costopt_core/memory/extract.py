@@ -57,7 +57,8 @@ _CUES = re.compile(
     r"\b(?:my name is|call me|i am an?|i'm an?|i work(?:ed)? (?:at|as|for|in)|i live|"
     r"i moved|i'm from|i am from|i was born|born in|my (?:wife|husband|partner|son|daughter|"
     r"kids?|children|mom|mother|dad|father|sister|brother|friend|dog|cat|job|team|boss|"
-    r"birthday|address|email|phone|favou?rite)|favou?rite|i (?:really )?(?:prefer|like|love|"
+    r"birthday|address|email|phone|favou?rite)|my (?:\w+ )?(?:number|id)\b|favou?rite|"
+    r"i (?:really )?(?:prefer|like|love|"
     r"enjoy|hate|dislike|can't stand|don't like|want|need|plan|decided|chose|bought|started|"
     r"joined|adopted|graduated|got married)|we (?:decided|agreed|chose|will|plan)|"
     r"decided|agreed|deadline|due (?:on|by)|allergic|remember (?:that|to)|don't forget)\b",
@@ -79,6 +80,14 @@ _MAX_FACT_WORDS = 45
 _MIN_CUT_TOKENS = 12
 
 
+def _states_something(rest: str) -> bool:
+    """Whether what a short cued sentence says beside its cue is a fact ("My
+    name is | Bob", "I live | in Paris", "My order number | is 48213"), not
+    filler ("I love | it")."""
+    told = _content_words(rest)
+    return len(told) >= 2 or (len(told) == 1 and bool(_names(rest) or _numbers(rest)))
+
+
 def fact_score(sentence: str) -> float:
     """How much a sentence looks like a key fact (0: not one).
 
@@ -88,9 +97,12 @@ def fact_score(sentence: str) -> float:
     words = sentence.split()
     if not _MIN_FACT_WORDS <= len(words) <= _MAX_FACT_WORDS or sentence.rstrip().endswith("?"):
         return 0.0
-    if len(_content_words(sentence)) < _MIN_FACT_CONTENT_WORDS:
+    cues = len(_CUES.findall(sentence))
+    if len(_content_words(sentence)) < _MIN_FACT_CONTENT_WORDS and not (
+        cues and _states_something(_CUES.sub(" ", sentence))
+    ):
         return 0.0
-    score = 2.0 * min(2, len(_CUES.findall(sentence)))
+    score = 2.0 * min(2, cues)
     if _FIGURE.search(sentence):
         score += 1.0
     elif _numbers(sentence):

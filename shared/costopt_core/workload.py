@@ -328,7 +328,9 @@ def _tier_index(tiers: Tiers, label: str | None, where: str) -> int | None:
         return None
     if label not in tiers.names:
         raise ConfigurationError(
-            f"{where}: tier label {label!r} is not one of the tiers {list(tiers.names)}"
+            f"{where} of the sample: tier label {label!r} is not one of the tiers "
+            f"{list(tiers.names)}; label it with one of those names, or add a tier of that "
+            "name (--tier NAME=MODEL on the command line)"
         )
     return tiers.index(label)
 

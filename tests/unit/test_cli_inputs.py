@@ -265,3 +265,12 @@ def test_bench_results_path_taken_by_a_file_is_a_usage_error(tmp_path: Path) -> 
     res = RUNNER.invoke(app, ["bench", "--dir", str(folder), "hello"])
     assert res.exit_code == 2, res.output
     assert "remove or rename it" in res.output and "Traceback" not in res.output
+
+
+def test_an_unknown_tier_label_names_the_request_and_the_fix(tmp_path: Path) -> None:
+    sample = _jsonl(tmp_path / "s.jsonl", [{"prompt": "hi", "tier": "huge"}])
+    ladder = ["--tier", "small=gpt-4o-mini", "--tier", "frontier=gpt-4o"]
+    res = RUNNER.invoke(app, ["project", sample, "-n", "10", *ladder])
+    assert res.exit_code == 2, res.output
+    assert "request 1" in res.output and "'huge'" in res.output
+    assert "NAME=MODEL" in res.output

@@ -50,7 +50,7 @@ from costopt_core.batch import (
     model_params,
     request_ids,
 )
-from costopt_core.engine import CostEngine, current_engine
+from costopt_core.engine import CostEngine
 from costopt_core.errors import BatchFailedError, BatchRequestError, ConfigurationError
 from costopt_core.types import CallMode, Usage
 from costopt_core.usage import usage_from_langchain
@@ -59,7 +59,7 @@ from langchain_costopt._convert import (
     non_text_digest,
     to_langchain_message,
 )
-from langchain_costopt.callbacks import CostCallbackHandler, run_tenant
+from langchain_costopt.callbacks import engine_for, run_tenant
 
 __all__ = [
     "BatchFailedError",
@@ -539,13 +539,8 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
         ]
 
     def _engine(self, run_managers: Sequence[Any] = ()) -> CostEngine:
-        if self.engine is not None:
-            return self.engine
-        for rm in run_managers[:1]:
-            for h in getattr(rm, "handlers", None) or ():
-                if isinstance(h, CostCallbackHandler):
-                    return h.engine
-        return current_engine()
+        handlers = getattr(run_managers[0], "handlers", None) if run_managers else None
+        return engine_for(self.engine, handlers)
 
     # -- submit -------------------------------------------------------------
     def _prepare(

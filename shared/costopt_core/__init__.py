@@ -26,6 +26,7 @@ from costopt_core.errors import (
     UsageFormatError,
 )
 from costopt_core.ledger import CostLedger, Totals
+from costopt_core.overhead import overhead_of
 from costopt_core.pricing import ModelPrice, PriceCatalog, UnknownModelPriceWarning, cost_of
 from costopt_core.tenancy import current_tenant, tenant_scope
 from costopt_core.tokens import TokenCounter
@@ -70,6 +71,7 @@ __all__ = [
     "engine_scope",
     "evaluate_budget",
     "normalize_usage",
+    "overhead_of",
     "set_default_engine",
     "tenant_scope",
 ]

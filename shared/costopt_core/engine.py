@@ -21,6 +21,7 @@ from costopt_core.budgets import Budget, BudgetDecision
 from costopt_core.embeddings import CachingEmbedder, Embedder, SentenceTransformerEmbedder
 from costopt_core.errors import ConfigurationError
 from costopt_core.ledger import CostLedger, utc_now
+from costopt_core.overhead import recorded_as
 from costopt_core.pricing import (
     CallPricer,
     PriceCatalog,
@@ -167,7 +168,12 @@ class CostEngine:
         call_id: str | None = None,
         estimated: bool = False,
     ) -> CallRecord:
-        """Price a call, split its savings by lever, and add it to the ledger."""
+        """Price a call, split its savings by lever, and add it to the ledger.
+
+        A call made inside :func:`~costopt_core.overhead.overhead_of` (a
+        summarizer's) is recorded as that lever's ``overhead``.
+        """
+        outcome, charged_to = recorded_as(outcome)
         priced = attribute_savings(
             self.catalog,
             model=model,
@@ -176,6 +182,7 @@ class CostEngine:
             mode=mode,
             outcome=outcome,
             removed_input_tokens=removed_input_tokens,
+            charged_to=charged_to,
         )
         record = CallRecord(
             call_id=call_id or uuid.uuid4().hex,
@@ -229,7 +236,8 @@ class CostEngine:
         pricer = self._pricer
         if pricer.catalog is not self.catalog or pricer.baseline_model != self.baseline_model:
             pricer = self._pricer = CallPricer(self.catalog, self.baseline_model)  # reassigned
-        priced = pricer.price(model, usage, outcome)
+        outcome, charged_to = recorded_as(outcome)
+        priced = pricer.price(model, usage, outcome, charged_to)
         clock = self.clock
         self.ledger.append_call(
             time.time() if clock is utc_now else clock(),

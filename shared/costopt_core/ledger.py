@@ -207,6 +207,8 @@ class Totals:
     cache_hits_exact: int = 0
     cache_hits_semantic: int = 0
     escalations: int = 0
+    #: Model calls a lever made itself (a summarizer's; ``overhead`` outcome).
+    overheads: int = 0
     #: Records of input tokens kept out of calls (``removed`` outcome), and those tokens.
     removals: int = 0
     removed_input_tokens: int = 0
@@ -214,8 +216,9 @@ class Totals:
     @property
     def requests(self) -> int:
         """User requests answered: escalated attempts are part of another request,
-        and a removal record is no request at all."""
-        return self.calls - self.escalations - self.removals
+        a summarizer's own call is the work of a lever, and a removal record is
+        no request at all."""
+        return self.calls - self.escalations - self.overheads - self.removals
 
     @property
     def priced_calls(self) -> int:
@@ -259,12 +262,13 @@ class Totals:
             "cache_hits_semantic": self.cache_hits_semantic,
             "cache_hit_rate": self.cache_hit_rate,
             "escalations": self.escalations,
+            "overheads": self.overheads,
             "removed_input_tokens": self.removed_input_tokens,
         }
 
 
 # Outcomes whose calls consumed tokens; cache hits did not.
-_TOKEN_OUTCOMES = frozenset({"model", "escalated"})
+_TOKEN_OUTCOMES = frozenset({"model", "escalated", "overhead"})
 
 
 class _Bucket:
@@ -331,6 +335,8 @@ class _Bucket:
             t.cache_hits_semantic += self.calls
         elif self.outcome == "escalated":
             t.escalations += self.calls
+        elif self.outcome == "overhead":
+            t.overheads += self.calls
         elif self.outcome == "removed":
             t.removals += self.calls
             t.removed_input_tokens += self.removed

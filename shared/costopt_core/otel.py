@@ -71,7 +71,7 @@ _TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))
 _PREFIX = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 _OPERATION = re.compile(r"^[a-z][a-z0-9_.]*$")
 #: Outcomes where the provider was called, so tokens were used.
-_CALLED = frozenset({"model", "escalated"})
+_CALLED = frozenset({"model", "escalated", "overhead"})
 _CACHE_HITS = frozenset({"cache_exact", "cache_semantic"})
 # The price catalog's provider names where the conventions' well-known value
 # differs. A Gemini model may be reached through AI Studio or Vertex: the

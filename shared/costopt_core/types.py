@@ -35,7 +35,9 @@ CallMode = Literal["sync", "batch"]
 #: that was thrown away because the request escalated to a higher tier.
 #: ``removed`` is no call: input tokens that compression or memory kept out of
 #: a call, recorded so their saving is counted (see ``CostEngine.record_removed_tokens``).
-CallOutcome = Literal["model", "cache_exact", "cache_semantic", "escalated", "removed"]
+#: ``overhead`` is a model call a lever made itself (a summarizer's): no
+#: baseline, its cost a negative saving of that lever (see ``costopt_core.overhead``).
+CallOutcome = Literal["model", "cache_exact", "cache_semantic", "escalated", "removed", "overhead"]
 Lever = Literal[
     "routing", "cache_exact", "cache_semantic", "batch", "provider_cache", "compression", "memory"
 ]
@@ -337,8 +339,9 @@ class CallRecord:
         the rules the engine prices by: no cost or baseline below zero; a
         saving only of a lever in :data:`LEVERS`, below zero only for the
         levers a call can lose money on (``routing``, ``provider_cache``,
-        ``batch``); and, when both the cost and the baseline are known, the
-        levers add up to ``baseline_cost_usd - cost_usd``.
+        ``batch``, and for an ``overhead`` call ``compression`` / ``memory``);
+        and, when both the cost and the baseline are known, the levers add up
+        to ``baseline_cost_usd - cost_usd``.
 
         Raises:
             ValueError: a field is missing, of the wrong type, or holds an amount
@@ -388,7 +391,7 @@ class CallRecord:
             raise ValueError(f"usage: {exc}") from None
         cost = _money(data, "cost_usd")
         baseline = _money(data, "baseline_cost_usd")
-        savings = _savings(data.get("savings_usd", {}))
+        savings = _savings(data.get("savings_usd", {}), outcome)
         _check_savings_sum(savings, cost, baseline)
         return cls(
             call_id=call_id,
@@ -414,6 +417,8 @@ class CallRecord:
 #: input rate (provider_cache), a batch rate above the sync one (batch). The
 #: others save what the call or tokens they removed would have cost: never < 0.
 _MAY_LOSE: frozenset[str] = frozenset({"routing", "provider_cache", "batch"})
+#: ...and the levers an ``overhead`` call (a summarizer's own) is charged to.
+_OVERHEAD_MAY_LOSE: frozenset[str] = _MAY_LOSE | {"compression", "memory"}
 #: How far the levers may be from ``baseline_cost_usd - cost_usd``: half a
 #: micro-dollar per amount, so a ledger whose amounts were rounded to 6 decimals
 #: still loads. The engine's own records add up exactly.
@@ -510,13 +515,14 @@ def _money(data: Mapping[str, Any], key: str) -> Decimal | None:
     return parsed
 
 
-def _savings(raw: Any) -> dict[str, Decimal]:
+def _savings(raw: Any, outcome: str = "model") -> dict[str, Decimal]:
     if not isinstance(raw, Mapping):
         raise ValueError(
             'savings_usd must be an object of {lever: amount}, e.g. {"routing": "0.0021"}, '
             f"got {_json_type(raw)} {_short(raw)}"
         )
     out: dict[str, Decimal] = {}
+    may_lose = _OVERHEAD_MAY_LOSE if outcome == "overhead" else _MAY_LOSE
     for lever, v in raw.items():
         if lever not in LEVERS:
             raise ValueError(
@@ -524,11 +530,12 @@ def _savings(raw: Any) -> dict[str, Decimal]:
                 f"{', '.join(LEVERS)}"
             )
         parsed = _amount(f"savings_usd.{lever}", v)
-        if parsed < 0 and lever not in _MAY_LOSE:
+        if parsed < 0 and lever not in may_lose:
             raise ValueError(
                 f"savings_usd.{lever} cannot be negative, got {v!r}: {lever} saves what it "
                 f"kept from being billed; only {', '.join(sorted(_MAY_LOSE))} can cost more "
-                "than they save"
+                "than they save (compression and memory too, on an 'overhead' call: the "
+                "model call a summarizer made)"
             )
         out[lever] = parsed
     return out

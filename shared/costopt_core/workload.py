@@ -241,7 +241,10 @@ def measure_records(records: Sequence[CallRecord]) -> list[MeasuredRequest]:
     them. Ones with no such later call go to the tenant's last priced call
     (same framework first), then the tenant's last call; only a tenant with
     no call at all lends them to the last priced call of another. Records
-    with unknown token counts are skipped.
+    with unknown token counts are skipped, and so are a summarizer's own
+    calls (``overhead``): they are no request, and the projection's
+    compression and memory scenarios count the tokens kept out, not what
+    keeping them out cost (the ledger's own report nets that cost).
 
     "Priced" is the record's own ``cost_usd``: what the ledger could price.
     """
@@ -256,6 +259,8 @@ def measure_records(records: Sequence[CallRecord]) -> list[MeasuredRequest]:
         key = (r.tenant, r.framework)
         if r.outcome == "removed":
             removed.setdefault(key, Counter())[_removed_lever(r)] += r.usage.input_tokens or 0
+            continue
+        if r.outcome == "overhead":
             continue
         if r.outcome == "escalated":
             own = r.usage if r.usage.is_known else None

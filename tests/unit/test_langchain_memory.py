@@ -415,10 +415,15 @@ def test_summarizer_model_writes_the_summary_and_its_calls_are_priced() -> None:
     with tenant_scope("acme"):
         for i, a in enumerate(answers(24)):
             wrapper.add_messages([HumanMessage(question(i)), AIMessage(a)])
-    calls = [r for r in engine.ledger.records() if r.outcome == "model"]
+    records = engine.ledger.records()
+    calls = [r for r in records if r.outcome == "overhead"]
     assert wrapper.state.summarizer_calls == len(calls) == len(capture.calls) > 0
     assert {r.model for r in calls} == {"gpt-4o-mini"}
     assert {r.tenant for r in calls} == {"acme"}
+    # The summaries are memory's own cost: no baseline, no routing "saving".
+    assert all(r.baseline_cost_usd == 0 and r.cost_usd for r in calls)
+    assert all(r.savings_usd == {"memory": -r.cost_usd} for r in calls)
+    assert engine.ledger.totals().requests == 0 == engine.ledger.savings_by_lever()["routing"]
     assert "Ana is planning a trip" in wrapper.messages[0].text
 
 

@@ -146,23 +146,33 @@ def _summarizer_model(text: str = "Opened in 1937.") -> object:
     )
 
 
-def test_abstractive_summary_replaces_the_documents_and_books_the_cut() -> None:
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "async"])
+async def test_abstractive_summary_replaces_the_documents_and_books_the_cut(sync: bool) -> None:
     from langchain_costopt import track_costs
     from langchain_costopt.summarizer import AbstractiveContextSummarizer
 
     llm = _summarizer_model()
     compressor = AbstractiveContextSummarizer(llm=llm)
     with track_costs() as costs:
-        out = compressor.compress_documents(LONG_DOCS, "When did the bridge open?")
+        if sync:
+            out = compressor.compress_documents(LONG_DOCS, "When did the bridge open?")
+        else:
+            out = await compressor.acompress_documents(LONG_DOCS, "When did the bridge open?")
     assert [d.page_content for d in out] == ["Opened in 1937."]
     meta = out[0].metadata[SUMMARY_METADATA_KEY]
     assert meta["sources"] == ["gg", "sf"] and meta["tokens_after"] < meta["tokens_before"]
     totals = costs.ledger.totals()
-    # The summarizer's own call is priced by the block's handler; the cut is compression.
-    assert totals.requests == 1 and totals.removed_input_tokens == (
-        meta["tokens_before"] - meta["tokens_after"]
-    )
-    assert costs.ledger.savings_by_lever()["compression"] > 0
+    # The summarizer's own call is priced by the block's handler, as compression's
+    # overhead: it is no request, and the all-frontier run never made it.
+    assert totals.requests == 0 and totals.overheads == 1
+    assert totals.removed_input_tokens == meta["tokens_before"] - meta["tokens_after"]
+    by_outcome = {r.outcome: r for r in costs.ledger.records()}
+    call, cut = by_outcome["overhead"], by_outcome["removed"]
+    assert call.model == "gpt-4o-mini" and call.cost_usd and call.baseline_cost_usd == 0
+    assert call.savings_usd == {"compression": -call.cost_usd}
+    levers = costs.ledger.savings_by_lever()
+    assert levers["compression"] == cut.savings_usd["compression"] - call.cost_usd
+    assert levers["routing"] == 0
 
 
 async def test_abstractive_keeps_documents_when_the_summary_is_not_shorter_and_caches() -> None:

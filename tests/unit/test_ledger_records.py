@@ -228,7 +228,7 @@ def test_levers_rounded_to_micro_dollars_or_with_an_unknown_cost_still_load(
         (
             lambda r: {**r, "outcome": "hit"},
             "outcome must be one of ['model', 'cache_exact', "
-            "'cache_semantic', 'escalated', 'removed'], got 'hit'",
+            "'cache_semantic', 'escalated', 'removed', 'overhead'], got 'hit'",
         ),
         (lambda r: {**r, "mode": "async"}, "mode must be one of ['sync', 'batch'], got 'async'"),
         (lambda r: {**r, "estimated": "no"}, "estimated must be true or false, got 'no'"),

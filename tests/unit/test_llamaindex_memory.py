@@ -423,9 +423,12 @@ def test_summarizer_llm_writes_the_summary_and_its_calls_are_priced_once() -> No
     memory = make_memory(engine, summarizer=summarizer_llm())
     with tenant_scope("acme"):
         fill(memory, 24)
-    calls = [r for r in engine.ledger.records() if r.outcome == "model"]
+    calls = [r for r in engine.ledger.records() if r.outcome == "overhead"]
     assert memory.state.summarizer_calls == len(calls) > 0
     assert {(r.model, r.tenant) for r in calls} == {("gpt-4o-mini", "acme")}
+    # The summaries are memory's own cost: no baseline, no routing "saving".
+    assert all(r.baseline_cost_usd == 0 and r.savings_usd == {"memory": -r.cost_usd} for r in calls)
+    assert all(r.cost_usd for r in calls) and engine.ledger.totals().requests == 0
     assert "Ana is planning a trip" in (memory.get()[1].content or "")
 
     # With a cost handler on the same engine attached, it prices them (and we do not).
@@ -436,8 +439,9 @@ def test_summarizer_llm_writes_the_summary_and_its_calls_are_priced_once() -> No
         fill(memory, 24)
     finally:
         handler.detach()
-    priced = [r for r in other.ledger.records() if r.outcome == "model"]
+    priced = [r for r in other.ledger.records() if r.outcome == "overhead"]
     assert len(priced) == memory.state.summarizer_calls > 0
+    assert other.ledger.totals().calls == len(priced)
 
 
 def test_bad_config_raises_configuration_error() -> None:

@@ -182,10 +182,17 @@ def test_abstractive_postprocessor_summarizes_and_books_the_cut() -> None:
     meta = out[0].node.metadata[SUMMARY_METADATA_KEY]
     assert meta["sources"] == ["gg", "sf"]
     totals = costs.ledger.totals()
-    # The summarizer's LLM call is priced by the block's handler; the cut is compression.
-    assert totals.requests == 1
+    # The summarizer's LLM call is priced by the block's handler, as compression's
+    # overhead: it is no request, and the all-frontier run never made it.
+    assert totals.requests == 0 and totals.overheads == 1
     assert totals.removed_input_tokens == meta["tokens_before"] - meta["tokens_after"]
-    assert costs.ledger.savings_by_lever()["compression"] > 0
+    by_outcome = {r.outcome: r for r in costs.ledger.records()}
+    call, cut = by_outcome["overhead"], by_outcome["removed"]
+    assert call.cost_usd and call.baseline_cost_usd == 0
+    assert call.savings_usd == {"compression": -call.cost_usd}
+    levers = costs.ledger.savings_by_lever()
+    assert levers["compression"] == cut.savings_usd["compression"] - call.cost_usd
+    assert levers["routing"] == 0
 
 
 async def test_abstractive_postprocessor_async_and_not_shorter() -> None:

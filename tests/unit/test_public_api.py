@@ -18,7 +18,7 @@ CORE = {
     "StoreError", "TokenCounter", "Totals", "UnknownModelPriceWarning", "Usage",
     "UsageFormatError", "__version__", "cost_of", "default_engine", "evaluate_budget",
     "normalize_usage", "set_default_engine", "current_tenant", "tenant_scope",
-    "current_engine", "engine_scope",
+    "current_engine", "engine_scope", "overhead_of",
 }  # fmt: skip
 CACHE = {
     "BackendStats", "CacheBackend", "CacheConfig", "CacheEntry", "CacheHit", "CacheRequest",

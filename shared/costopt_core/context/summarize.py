@@ -64,6 +64,7 @@ from costopt_core.context.lexical import names as _names
 from costopt_core.context.lexical import numbers as _numbers
 from costopt_core.context.sentences import Sentence, cut_to_tokens, split_sentences
 from costopt_core.errors import ConfigurationError, config_error
+from costopt_core.overhead import overhead_of
 from costopt_core.types import Message
 
 __all__ = [
@@ -691,7 +692,9 @@ def summarize_abstractive(
 
     The model call is the caller's: its cost is recorded by whatever cost
     handler is attached to that model (``CostCallbackHandler`` /
-    ``CostEventHandler``), as a call of its own. The tokens the summary
+    ``CostEventHandler``). It runs inside ``overhead_of("compression")``, so
+    it is recorded as compression's overhead (no baseline, its cost taken
+    off compression's saving), not as a request. The tokens the summary
     removes are for the caller to record as ``compression``.
 
     Args:
@@ -712,12 +715,15 @@ def summarize_abstractive(
     if not any(c.strip() for c in chunks):
         return _abstract_result(chunks, "", count_tokens)
     messages = abstractive_messages(question, chunks, config)
-    if cache is None:
-        summary = chat(messages)
-    else:
-        summary = cache.get_or_call(
-            _cache_input(question, chunks), lambda: chat(messages), variant=_cache_variant(config)
-        )
+    with overhead_of("compression"):
+        if cache is None:
+            summary = chat(messages)
+        else:
+            summary = cache.get_or_call(
+                _cache_input(question, chunks),
+                lambda: chat(messages),
+                variant=_cache_variant(config),
+            )
     return _abstract_result(chunks, str(summary), count_tokens)
 
 
@@ -735,10 +741,13 @@ async def asummarize_abstractive(
     if not any(c.strip() for c in chunks):
         return _abstract_result(chunks, "", count_tokens)
     messages = abstractive_messages(question, chunks, config)
-    if cache is None:
-        summary = await achat(messages)
-    else:
-        summary = await cache.aget_or_call(
-            _cache_input(question, chunks), lambda: achat(messages), variant=_cache_variant(config)
-        )
+    with overhead_of("compression"):
+        if cache is None:
+            summary = await achat(messages)
+        else:
+            summary = await cache.aget_or_call(
+                _cache_input(question, chunks),
+                lambda: achat(messages),
+                variant=_cache_variant(config),
+            )
     return _abstract_result(chunks, str(summary), count_tokens)

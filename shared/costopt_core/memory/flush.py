@@ -30,6 +30,7 @@ from costopt_core.memory.plan import FlushDecision, _decision, _effective
 from costopt_core.memory.state import MemoryState, SummaryEntry, history_digest
 from costopt_core.memory.tradeoff import CachePrices
 from costopt_core.memory.turns import CountTokens, render_turn
+from costopt_core.overhead import overhead_of
 from costopt_core.types import Message
 
 __all__ = [
@@ -245,7 +246,9 @@ def flush(
             if chat is None:
                 text = _extractive(job, count_tokens)
             else:
-                text = _fit(str(chat(summary_job_messages(job))), job.budget_tokens, count_tokens)
+                with overhead_of("memory"):
+                    answer = chat(summary_job_messages(job))
+                text = _fit(str(answer), job.budget_tokens, count_tokens)
                 calls += 1
             job = steps.send(text)
     except StopIteration as stop:
@@ -274,7 +277,8 @@ async def aflush(
             if achat is None:
                 text = _extractive(job, count_tokens)
             else:
-                answer = await achat(summary_job_messages(job))
+                with overhead_of("memory"):
+                    answer = await achat(summary_job_messages(job))
                 text = _fit(str(answer), job.budget_tokens, count_tokens)
                 calls += 1
             job = steps.send(text)

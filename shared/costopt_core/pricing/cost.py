@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal, getcontext
 
 from costopt_core.errors import ConfigurationError
+from costopt_core.overhead import OverheadLever
 from costopt_core.pricing.catalog import ModelPrice, PriceCatalog
 from costopt_core.types import CallMode, CallOutcome, Usage, slot_setters
 
@@ -330,17 +331,31 @@ class CallPricer:
         # model name -> its rates, once a call of it was priced (known models only)
         self._entries: dict[str, _PriceRates] = {}
 
-    def price(self, model: str, usage: Usage, outcome: CallOutcome = "model") -> PricedCall:
-        """The cost of a sync call of ``model`` and its savings by lever."""
+    def price(
+        self,
+        model: str,
+        usage: Usage,
+        outcome: CallOutcome = "model",
+        charged_to: OverheadLever | None = None,
+    ) -> PricedCall:
+        """The cost of a sync call of ``model`` and its savings by lever.
+
+        ``outcome`` and ``charged_to`` are as for :func:`attribute_savings`.
+        """
         entry = self._entries.get(model)
         base = self._base
-        if entry is not None and base is not None and outcome == "model":
+        if entry is not None and base is not None and outcome == "model" and charged_to is None:
             priced = _plain_sync_call(entry, base, usage)
             if priced is not None:
                 return priced
         catalog = self.catalog
         priced = attribute_savings(
-            catalog, model=model, usage=usage, baseline_model=self.baseline_model, outcome=outcome
+            catalog,
+            model=model,
+            usage=usage,
+            baseline_model=self.baseline_model,
+            outcome=outcome,
+            charged_to=charged_to,
         )
         if entry is None:
             price = catalog.get(model, warn=False)
@@ -360,6 +375,7 @@ def attribute_savings(
     mode: CallMode = "sync",
     outcome: CallOutcome = "model",
     removed_input_tokens: Mapping[str, int] | None = None,
+    charged_to: OverheadLever | None = None,
 ) -> PricedCall:
     """Price one call and split its savings against the baseline by lever.
 
@@ -371,10 +387,21 @@ def attribute_savings(
         mode: ``sync`` or ``batch``.
         outcome: ``model``; ``cache_exact``/``cache_semantic`` (the call was not made,
             costs $0); ``escalated`` (a cheap attempt thrown away: its cost is a
-            negative routing saving and it carries no baseline of its own).
+            negative routing saving and it carries no baseline of its own);
+            ``overhead`` (a call a lever made itself, see ``charged_to``).
         removed_input_tokens: input tokens that ``compression`` / ``memory`` removed
             before the call, priced on the baseline model.
+        charged_to: for a call a summarizer made (``costopt_core.overhead``):
+            the lever it works for. The all-frontier run never makes that call,
+            so it carries no baseline and its cost is a negative saving of the
+            lever; an answer a cache served it costs and saves nothing.
+
+    Raises:
+        ConfigurationError: ``overhead`` without ``charged_to``, or ``charged_to``
+            not ``compression`` / ``memory``.
     """
+    if outcome == "overhead" or charged_to is not None:
+        return _overhead_call(catalog, model, usage, mode, outcome, charged_to)
     price = catalog.get(model)
     base_price = catalog.get(baseline_model)
     if (
@@ -389,10 +416,7 @@ def attribute_savings(
             return plain
 
     if outcome == "escalated":
-        spent = cost_of(price, usage, mode)
-        if spent is None:
-            _warn_unknown(catalog, model, price, usage, mode)
-        return PricedCall(spent, _ZERO, {} if spent is None else {"routing": -spent})
+        return _thrown_in(catalog, model, price, usage, mode, "routing")
 
     savings: dict[str, Decimal] = {}
     baseline = _cost_uncached(base_price, usage)
@@ -446,6 +470,39 @@ def attribute_savings(
     if served is None:
         _warn_unknown(catalog, model, price, usage, mode)
     return PricedCall(served, baseline_full, savings)
+
+
+def _thrown_in(
+    catalog: PriceCatalog,
+    model: str,
+    price: ModelPrice | None,
+    usage: Usage,
+    mode: CallMode,
+    lever: str,
+) -> PricedCall:
+    """A call no all-frontier run would make: no baseline, its cost a loss of ``lever``."""
+    spent = cost_of(price, usage, mode)
+    if spent is None:
+        _warn_unknown(catalog, model, price, usage, mode)
+    return PricedCall(spent, _ZERO, {} if spent is None else {lever: -spent})
+
+
+def _overhead_call(
+    catalog: PriceCatalog,
+    model: str,
+    usage: Usage,
+    mode: CallMode,
+    outcome: CallOutcome,
+    charged_to: OverheadLever | None,
+) -> PricedCall:
+    if charged_to not in _REMOVAL_LEVERS:
+        raise ConfigurationError(
+            f"a lever's own call is charged to 'compression' or 'memory', got {charged_to!r}: "
+            "pass charged_to with outcome='overhead'"
+        )
+    if outcome in ("cache_exact", "cache_semantic"):
+        return PricedCall(_ZERO, _ZERO, {})
+    return _thrown_in(catalog, model, catalog.get(model), usage, mode, charged_to)
 
 
 def unknown_cost_reason(

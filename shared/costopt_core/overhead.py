@@ -1,0 +1,70 @@
+"""Model calls a saving lever makes itself, charged to that lever.
+
+A context summarizer or a memory summarizer calls a model so that later calls
+send fewer tokens. An all-frontier run never makes that call, so it has no
+baseline: priced as an ordinary call it would be compared with the frontier
+model and book a routing "saving" that never happened. The engine runs such a
+call inside :func:`overhead_of` (a context variable, so every framework's
+handler sees it in the call's own context, threads and tasks included), and
+records whatever is called inside with outcome ``overhead``: the cost as
+billed, a $0 baseline, and the cost as a negative saving of the lever, so the
+lever's figure is what it saved net of what it spent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Literal, get_args
+
+from costopt_core.errors import ConfigurationError
+from costopt_core.types import CallOutcome
+
+__all__ = ["OverheadLever", "current_overhead", "overhead_of", "recorded_as"]
+
+#: The levers that call a model to do their work.
+OverheadLever = Literal["compression", "memory"]
+
+_current: ContextVar[OverheadLever | None] = ContextVar("costopt_overhead", default=None)
+
+
+@contextmanager
+def overhead_of(lever: OverheadLever) -> Iterator[None]:
+    """Record the model calls made inside as ``lever``'s overhead.
+
+    Args:
+        lever: ``compression`` (a context summarizer) or ``memory`` (a
+            conversation summarizer).
+
+    Raises:
+        ConfigurationError: ``lever`` is not one of those two.
+    """
+    if lever not in get_args(OverheadLever):
+        raise ConfigurationError(
+            f"overhead_of: unknown lever {lever!r}; the levers that call a model are "
+            f"{', '.join(get_args(OverheadLever))}"
+        )
+    token = _current.set(lever)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def current_overhead() -> OverheadLever | None:
+    """The lever whose model call is running now, or ``None`` (an ordinary call)."""
+    return _current.get()
+
+
+def recorded_as(outcome: CallOutcome) -> tuple[CallOutcome, OverheadLever | None]:
+    """How a call recorded now is priced: its outcome, and the lever it is charged to.
+
+    Inside :func:`overhead_of`, a call (or an escalated attempt) becomes
+    ``overhead`` of the lever; a cache hit stays a hit, priced at $0 with no
+    baseline; a ``removed`` record is no call and stays as it is.
+    """
+    lever = _current.get()
+    if lever is None or outcome == "removed":
+        return outcome, None
+    return ("overhead" if outcome in ("model", "escalated") else outcome), lever

@@ -1,14 +1,15 @@
 """Model calls a saving lever makes itself, charged to that lever.
 
 A context summarizer or a memory summarizer calls a model so that later calls
-send fewer tokens. An all-frontier run never makes that call, so it has no
-baseline: priced as an ordinary call it would be compared with the frontier
-model and book a routing "saving" that never happened. The engine runs such a
-call inside :func:`overhead_of` (a context variable, so every framework's
-handler sees it in the call's own context, threads and tasks included), and
-records whatever is called inside with outcome ``overhead``: the cost as
-billed, a $0 baseline, and the cost as a negative saving of the lever, so the
-lever's figure is what it saved net of what it spent.
+send fewer tokens; a semantic cache's verifier may call one to judge a hit.
+An all-frontier run never makes such a call, so it has no baseline: priced as
+an ordinary call it would be compared with the frontier model and book a
+routing "saving" that never happened. The engine runs such a call inside
+:func:`overhead_of` (a context variable, so every framework's handler sees it
+in the call's own context, threads and tasks included), and records whatever
+is called inside with outcome ``overhead``: the cost as billed, a $0
+baseline, and the cost as a negative saving of the lever, so the lever's
+figure is what it saved net of what it spent.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from costopt_core.types import CallOutcome
 __all__ = ["OverheadLever", "current_overhead", "overhead_of", "recorded_as"]
 
 #: The levers that call a model to do their work.
-OverheadLever = Literal["compression", "memory"]
+OverheadLever = Literal["compression", "memory", "cache_semantic"]
 
 _current: ContextVar[OverheadLever | None] = ContextVar("costopt_overhead", default=None)
 
@@ -34,11 +35,11 @@ def overhead_of(lever: OverheadLever) -> Iterator[None]:
     """Record the model calls made inside as ``lever``'s overhead.
 
     Args:
-        lever: ``compression`` (a context summarizer) or ``memory`` (a
-            conversation summarizer).
+        lever: ``compression`` (a context summarizer), ``memory`` (a
+            conversation summarizer) or ``cache_semantic`` (a cache verifier).
 
     Raises:
-        ConfigurationError: ``lever`` is not one of those two.
+        ConfigurationError: ``lever`` is not one of those.
     """
     if lever not in get_args(OverheadLever):
         raise ConfigurationError(

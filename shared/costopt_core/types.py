@@ -35,7 +35,7 @@ CallMode = Literal["sync", "batch"]
 #: that was thrown away because the request escalated to a higher tier.
 #: ``removed`` is no call: input tokens that compression or memory kept out of
 #: a call, recorded so their saving is counted (see ``CostEngine.record_removed_tokens``).
-#: ``overhead`` is a model call a lever made itself (a summarizer's): no
+#: ``overhead`` is a model call a lever made itself (a summarizer's, a cache verifier's): no
 #: baseline, its cost a negative saving of that lever (see ``costopt_core.overhead``).
 CallOutcome = Literal["model", "cache_exact", "cache_semantic", "escalated", "removed", "overhead"]
 Lever = Literal[
@@ -339,7 +339,7 @@ class CallRecord:
         the rules the engine prices by: no cost or baseline below zero; a
         saving only of a lever in :data:`LEVERS`, below zero only for the
         levers a call can lose money on (``routing``, ``provider_cache``,
-        ``batch``, and for an ``overhead`` call ``compression`` / ``memory``);
+        ``batch``, and for an ``overhead`` call the lever it was made for);
         and, when both the cost and the baseline are known, the levers add up
         to ``baseline_cost_usd - cost_usd``.
 
@@ -417,8 +417,8 @@ class CallRecord:
 #: input rate (provider_cache), a batch rate above the sync one (batch). The
 #: others save what the call or tokens they removed would have cost: never < 0.
 _MAY_LOSE: frozenset[str] = frozenset({"routing", "provider_cache", "batch"})
-#: ...and the levers an ``overhead`` call (a summarizer's own) is charged to.
-_OVERHEAD_MAY_LOSE: frozenset[str] = _MAY_LOSE | {"compression", "memory"}
+#: ...and the levers an ``overhead`` call (a lever's own model call) is charged to.
+_OVERHEAD_MAY_LOSE: frozenset[str] = _MAY_LOSE | {"compression", "memory", "cache_semantic"}
 #: How far the levers may be from ``baseline_cost_usd - cost_usd``: half a
 #: micro-dollar per amount, so a ledger whose amounts were rounded to 6 decimals
 #: still loads. The engine's own records add up exactly.
@@ -534,8 +534,8 @@ def _savings(raw: Any, outcome: str = "model") -> dict[str, Decimal]:
             raise ValueError(
                 f"savings_usd.{lever} cannot be negative, got {v!r}: {lever} saves what it "
                 f"kept from being billed; only {', '.join(sorted(_MAY_LOSE))} can cost more "
-                "than they save (compression and memory too, on an 'overhead' call: the "
-                "model call a summarizer made)"
+                "than they save (and, on an 'overhead' call, the lever that made it: "
+                "compression, memory or cache_semantic)"
             )
         out[lever] = parsed
     return out

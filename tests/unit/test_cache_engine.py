@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
+from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -252,6 +253,35 @@ def test_verifier_can_reject_a_semantic_hit(clock: Clock) -> None:
     assert seen == [("how do i reset my password", "How do I reset my password?")]
     assert cache.stats().guard_rejections["verifier"] == 1
     assert cache.lookup(req("How do I reset my password?")).tier == "exact"  # exact skips it
+
+
+async def test_a_verifiers_model_call_is_the_caches_overhead(clock: Clock) -> None:
+    """A judge model's call is the semantic cache's cost: no baseline, no request."""
+    from costopt_core import CostEngine
+
+    engine = CostEngine(embedder=FakeEmbedder())
+
+    def judge(q: str, cached: str, resp: CachedResponse) -> bool:
+        # what a cost handler on the judge model records when its call ends
+        engine.record_call(model="gpt-4o-mini", usage=Usage(input_tokens=200, output_tokens=1))
+        return True
+
+    cache = SemanticCache(
+        embedder=FakeEmbedder(dim=256),
+        config=CacheConfig(similarity_threshold=0.7, guards=GUARDS_OFF),
+        verifier=judge,
+        clock=clock,
+    )
+    cache.store(req("How do I reset my password?"), answer())
+    assert cache.lookup(req("how do i reset my password")).tier == "semantic"
+    assert (await cache.alookup(req("how do i reset my password ?"))).tier == "semantic"
+    engine.record_call(model="gpt-4o-mini", usage=Usage(input_tokens=200, output_tokens=1))
+    first, second, after = engine.ledger.records()
+    cost = Decimal("0.0000306")  # 200 x $0.15/M + 1 x $0.60/M
+    for rec in (first, second):
+        assert (rec.outcome, rec.cost_usd, rec.baseline_cost_usd) == ("overhead", cost, 0)
+        assert rec.savings_usd == {"cache_semantic": -cost}
+    assert after.outcome == "model"  # the mark ends with the verifier
 
 
 def test_concurrent_identical_misses_call_once_threads(cache: SemanticCache) -> None:

@@ -58,6 +58,7 @@ from costopt_core.cache.shared_stream import (
 from costopt_core.cache.signing import sign, verify
 from costopt_core.embeddings import Embedder, KnowsVectors, KnowsWindow, is_default_embedder
 from costopt_core.errors import ConfigurationError
+from costopt_core.overhead import overhead_of
 
 __all__ = ["CacheResult", "CacheStats", "SemanticCache", "Verifier", "skip_reason"]
 
@@ -253,7 +254,9 @@ class SemanticCache:
             embedder (offline all-MiniLM-L6-v2) when omitted.
         config: thresholds, guards and policies.
         verifier: optional last check on a semantic candidate (e.g. a cheap
-            model judging equivalence); False rejects the hit.
+            model judging equivalence); False rejects the hit. A model call it
+            makes is recorded as the semantic cache's ``overhead`` (see
+            :func:`~costopt_core.overhead_of`).
         pair_model: what ``config.pair_check`` scores pairs with; the shipped
             ``PairModel`` (shared by every cache in the process) when omitted.
         clock: wall clock in epoch seconds (TTL), injectable for tests.
@@ -729,7 +732,9 @@ class SemanticCache:
                 reason = None if ok else "pair_check"
             if reason is None and self.verifier is not None:
                 try:
-                    ok = self.verifier(prep.text, entry.prompt_text, entry.response)
+                    # A model judging the pair is the cache's own cost, not a request.
+                    with overhead_of("cache_semantic"):
+                        ok = self.verifier(prep.text, entry.prompt_text, entry.response)
                 except Exception as exc:
                     log.warning("cache verifier failed (%s); treating as a miss", exc)
                     ok = False

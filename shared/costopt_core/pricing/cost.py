@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, getcontext
+from typing import get_args
 
 from costopt_core.errors import ConfigurationError
 from costopt_core.overhead import OverheadLever
@@ -391,7 +392,8 @@ def attribute_savings(
             ``overhead`` (a call a lever made itself, see ``charged_to``).
         removed_input_tokens: input tokens that ``compression`` / ``memory`` removed
             before the call, priced on the baseline model.
-        charged_to: for a call a summarizer made (``costopt_core.overhead``):
+        charged_to: for a call a lever made itself (a summarizer's, a cache
+            verifier's; see ``costopt_core.overhead``):
             the lever it works for. The all-frontier run never makes that call,
             so it carries no baseline and its cost is a negative saving of the
             lever; an answer a cache served it costs and saves nothing.
@@ -495,10 +497,10 @@ def _overhead_call(
     outcome: CallOutcome,
     charged_to: OverheadLever | None,
 ) -> PricedCall:
-    if charged_to not in _REMOVAL_LEVERS:
+    if charged_to is None or charged_to not in get_args(OverheadLever):
         raise ConfigurationError(
-            f"a lever's own call is charged to 'compression' or 'memory', got {charged_to!r}: "
-            "pass charged_to with outcome='overhead'"
+            f"a lever's own call is charged to one of {', '.join(get_args(OverheadLever))}, "
+            f"got {charged_to!r}: pass charged_to with outcome='overhead'"
         )
     if outcome in ("cache_exact", "cache_semantic"):
         return PricedCall(_ZERO, _ZERO, {})

@@ -122,6 +122,17 @@ _open_llm_spans: ContextVar[tuple[str, ...]] = ContextVar(
 class _Scope:
     handler: CostEventHandler
     tenant: str | None
+    #: A see-through block (``pricing_scope``) lets the blocks around it record too.
+    outer: _Scope | None = None
+    #: The model name of calls whose events and answers name none.
+    model_hint: str | None = None
+
+
+def _chain(scope: _Scope | None) -> Generator[_Scope, None, None]:
+    """``scope``, then the blocks it lets see through (see ``pricing_scope``)."""
+    while scope is not None:
+        yield scope
+        scope = scope.outer
 
 
 # The innermost ``track_costs`` block of this context (tasks inherit it).
@@ -334,9 +345,9 @@ def recording_handler() -> CostEventHandler | None:
     outside one, a handler attached (not through ``track_costs``) to the
     dispatcher LLM events go through, or to one of its parents.
     """
-    scope = _scope.get()
-    if scope is not None and scope.handler.attached:
-        return scope.handler
+    for block in _chain(_scope.get()):
+        if block.handler.attached:
+            return block.handler
     d: Any = get_dispatcher(_LLM_EVENTS)
     while d is not None:
         for h in d.event_handlers:
@@ -357,9 +368,7 @@ def recording_handlers() -> list[CostEventHandler]:
     of their ledgers will hold its answer.
     """
     scope = _scope.get()
-    found: list[CostEventHandler] = []
-    if scope is not None and scope.handler.attached:
-        found.append(scope.handler)
+    found = [s.handler for s in _chain(scope) if s.handler.attached]
     d: Any = get_dispatcher(_LLM_EVENTS)
     while d is not None:
         for h in d.event_handlers:
@@ -534,12 +543,13 @@ class CostEventHandler(BaseEventHandler):
 
     def _records_here(self, st: _State, scope: _Scope | None) -> bool:
         if st.scoped:
-            # Only our own block's calls; an inner block shadows ours.
-            return scope is not None and scope.handler is self
+            # Only our own block's calls; an inner block shadows ours, unless
+            # it is a see-through one.
+            return any(s.handler is self for s in _chain(scope))
         # A live track_costs block on our engine records this call; twice
         # would count it twice in the same ledger.
-        return (
-            scope is None or scope.handler.engine is not self.engine or not scope.handler.attached
+        return not any(
+            s.handler.engine is self.engine and s.handler.attached for s in _chain(scope)
         )
 
     def _start(self, st: _State, event: LLMChatStartEvent | LLMCompletionStartEvent) -> None:
@@ -572,6 +582,8 @@ class CostEventHandler(BaseEventHandler):
                 if parent is not None:
                     break
             kind = model_dict.get("class_name")
+            if not model and scope is not None:
+                model = scope.model_hint
             call = _Call(
                 str(model) if model else None,
                 tenant,
@@ -715,6 +727,41 @@ class CostEventHandler(BaseEventHandler):
             latency_ms=(time.perf_counter() - call.start) * 1000.0,
             call_id=span_id,
         )
+
+
+@contextmanager
+def pricing_scope(
+    engine: CostEngine, tenant: str | None = None, model_hint: str | None = None
+) -> Generator[None, None, None]:
+    """Price the LLM calls started inside into ``engine``, unless a handler already does.
+
+    For a component's own model calls (a memory's summarizer): they are
+    recorded as a cost handler records any call (a router's tiers, a cache's
+    hits), into ``engine`` even when no handler on it is attached, while every
+    other handler and ``track_costs`` block still records them too (the block
+    is see-through, unlike a nested ``track_costs``).
+
+    Args:
+        engine: the ledger the calls must reach.
+        tenant: their tenant, unless their instrument tags name one.
+        model_hint: the model name of calls whose events and answers name none.
+    """
+    if any(h.engine is engine for h in recording_handlers()):
+        yield
+        return
+    handler = CostEventHandler(engine, tenant=tenant)
+    _state_of(handler).scoped = True
+    outer = _scope.get()
+    inherited = tenant if tenant is not None else (outer.tenant if outer else None)
+    token = _scope.set(_Scope(handler, inherited, outer=outer, model_hint=model_hint))
+    try:
+        handler.attach()
+        yield
+    finally:
+        try:
+            handler.detach()
+        finally:
+            _scope.reset(token)
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole, ToolCallBlock
@@ -23,7 +24,6 @@ from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, fie
 from llama_index.core.llms.llm import LLM
 from llama_index.core.memory.types import DEFAULT_CHAT_STORE_KEY, BaseChatStoreMemory
 from llama_index.core.storage.chat_store import BaseChatStore, SimpleChatStore
-from llama_index_instrumentation import root_manager
 from pydantic import ValidationError
 
 from costopt_core.engine import CostEngine, current_engine
@@ -37,7 +37,7 @@ from costopt_core.memory import (
     message_fingerprint,
 )
 from costopt_core.types import Message, Role
-from llamaindex_costopt.handler import CostEventHandler, resolve_tenant, usage_of
+from llamaindex_costopt.handler import pricing_scope, resolve_tenant
 
 __all__ = [
     "STATE_KEY_SUFFIX",
@@ -128,15 +128,6 @@ def _state_entry(state: MemoryState) -> ChatMessage:
     )
 
 
-def _priced_by_handler(engine: CostEngine) -> bool:
-    """Whether an attached ``CostEventHandler`` already prices LLM calls into ``engine``."""
-    return any(
-        isinstance(h, CostEventHandler) and h.engine is engine
-        for d in list(root_manager.dispatchers.values())
-        for h in d.event_handlers
-    )
-
-
 class SummarizingMemory(BaseChatStoreMemory):
     """Chat memory with a flat token cost per turn: summary + recall + recent turns.
 
@@ -168,13 +159,15 @@ class SummarizingMemory(BaseChatStoreMemory):
             flush-or-keep-the-cached-prefix trade-off, labels the records.
         summarizer: a cheap LlamaIndex LLM that writes the summaries;
             extractive summaries (no model call) if None.
-        summarizer_model: the summarizer's model name (from its metadata if omitted).
+        summarizer_model: the summarizer's model name where its answers name
+            none (its metadata's if omitted).
         tenant: tenant of the ledger records; otherwise
             the one :func:`~llamaindex_costopt.handler.resolve_tenant` finds (instrument tags,
             ``track_costs``, ``tenant_scope``, the recording handler's).
         record_savings: record the tokens each view keeps out of a call.
-        record_summarizer_costs: price the summarizer's calls into the ledger
-            (skipped while a ``CostEventHandler`` on the same engine is attached).
+        record_summarizer_costs: price the summarizer's calls into the ledger,
+            as the memory's ``overhead`` (a ``CostEventHandler`` on the same
+            engine records them once; other handlers record them too).
 
     Example:
         >>> memory = SummarizingMemory.from_defaults(model="gpt-4o-mini")  # doctest: +SKIP
@@ -274,26 +267,23 @@ class SummarizingMemory(BaseChatStoreMemory):
         if llm is None:
             return None
         engine = self._engine()
-        model = self.summarizer_model or llm.metadata.model_name or "unknown"
+        hint = self.summarizer_model or llm.metadata.model_name
 
-        def price(response: Any) -> None:
-            if self.record_summarizer_costs and not _priced_by_handler(engine):
-                engine.record_call(
-                    model=model,
-                    usage=usage_of(response),
-                    tenant=tenant,
-                    framework="llamaindex",
-                    tags={"component": "memory_summarizer"},
-                )
+        def priced() -> AbstractContextManager[None]:
+            # Recorded as any handler records a call (a router's tier, a cache's
+            # hit), into this engine even with no handler attached.
+            if not self.record_summarizer_costs:
+                return nullcontext()
+            return pricing_scope(engine, tenant=tenant, model_hint=hint)
 
         def chat(messages: list[Message]) -> str:
-            response = llm.chat([to_llamaindex_message(m) for m in messages])
-            price(response)
+            with priced():
+                response = llm.chat([to_llamaindex_message(m) for m in messages])
             return response.message.content or ""
 
         async def achat(messages: list[Message]) -> str:
-            response = await llm.achat([to_llamaindex_message(m) for m in messages])
-            price(response)
+            with priced():
+                response = await llm.achat([to_llamaindex_message(m) for m in messages])
             return response.message.content or ""
 
         return chat, achat

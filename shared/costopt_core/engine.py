@@ -173,7 +173,7 @@ class CostEngine:
         A call made inside :func:`~costopt_core.overhead.overhead_of` (a
         summarizer's) is recorded as that lever's ``overhead``.
         """
-        outcome, charged_to = recorded_as(outcome)
+        outcome, usage, charged_to = recorded_as(outcome, usage)
         priced = attribute_savings(
             self.catalog,
             model=model,
@@ -236,7 +236,7 @@ class CostEngine:
         pricer = self._pricer
         if pricer.catalog is not self.catalog or pricer.baseline_model != self.baseline_model:
             pricer = self._pricer = CallPricer(self.catalog, self.baseline_model)  # reassigned
-        outcome, charged_to = recorded_as(outcome)
+        outcome, usage, charged_to = recorded_as(outcome, usage)
         priced = pricer.price(model, usage, outcome, charged_to)
         clock = self.clock
         self.ledger.append_call(

@@ -41,7 +41,15 @@ from costopt_core.budgets import (
 )
 from costopt_core.errors import BudgetExceededError, ConfigurationError, StoreError
 from costopt_core.jsonl import json_lines
-from costopt_core.types import LEVERS, CallMode, CallOutcome, CallRecord, Usage, money_str
+from costopt_core.types import (
+    CALLED_OUTCOMES,
+    LEVERS,
+    CallMode,
+    CallOutcome,
+    CallRecord,
+    Usage,
+    money_str,
+)
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -267,10 +275,6 @@ class Totals:
         }
 
 
-# Outcomes whose calls consumed tokens; cache hits did not.
-_TOKEN_OUTCOMES = frozenset({"model", "escalated", "overhead"})
-
-
 class _Bucket:
     """Running sums of the calls of one combination of dimensions.
 
@@ -298,7 +302,7 @@ class _Bucket:
 
     def __init__(self, outcome: str) -> None:
         self.outcome = outcome
-        self.counts_tokens = outcome in _TOKEN_OUTCOMES
+        self.counts_tokens = outcome in CALLED_OUTCOMES  # cache hits billed none
         self.calls = 0
         self.unpriced = 0
         self.cost = _ZERO

@@ -31,7 +31,7 @@ from costopt_core.engine import CostEngine
 from costopt_core.errors import ConfigurationError
 from costopt_core.ledger import CostLedger
 from costopt_core.pricing import PriceCatalog
-from costopt_core.types import CallRecord, money_str
+from costopt_core.types import CALLED_OUTCOMES, CallRecord, money_str
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Counter, Histogram, MeterProvider, UpDownCounter
@@ -70,8 +70,6 @@ _TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))
 
 _PREFIX = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 _OPERATION = re.compile(r"^[a-z][a-z0-9_.]*$")
-#: Outcomes where the provider was called, so tokens were used.
-_CALLED = frozenset({"model", "escalated", "overhead"})
 _CACHE_HITS = frozenset({"cache_exact", "cache_semantic"})
 # The price catalog's provider names where the conventions' well-known value
 # differs. A Gemini model may be reached through AI Studio or Vertex: the
@@ -120,7 +118,7 @@ def gen_ai_attributes(
     }
     if provider is not None:
         out[GEN_AI_PROVIDER_NAME] = provider
-    if record.outcome not in _CALLED:
+    if record.outcome not in CALLED_OUTCOMES:
         return out
     u = record.usage
     if u.input_tokens is not None:
@@ -189,7 +187,7 @@ def costopt_attributes(
         for lever, amount in record.savings_usd.items():
             out[f"{p}.savings.{lever}_usd"] = float(amount)
     u = record.usage
-    if record.outcome in _CALLED:
+    if record.outcome in CALLED_OUTCOMES:
         # The conventions have one cache-creation count; the two kinds are priced apart.
         if u.cache_write_5m_tokens is not None:
             out[f"{p}.usage.cache_creation_5m.input_tokens"] = u.cache_write_5m_tokens
@@ -537,7 +535,7 @@ class OTelExporter:
         if record.cost_usd is not None and record.baseline_cost_usd is not None:
             for lever, amount in record.savings_usd.items():
                 inst.savings.add(float(amount), {**attrs, f"{p}.lever": lever})
-        if record.outcome in _CALLED:
+        if record.outcome in CALLED_OUTCOMES:
             u = record.usage
             for kind, count in (("input", u.input_tokens), ("output", u.output_tokens)):
                 if count is not None:

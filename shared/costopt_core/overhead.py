@@ -17,15 +17,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Literal, get_args
+from typing import get_args
 
 from costopt_core.errors import ConfigurationError
-from costopt_core.types import CallOutcome
+from costopt_core.types import CallOutcome, OverheadLever, Usage
 
 __all__ = ["OverheadLever", "current_overhead", "overhead_of", "recorded_as"]
 
-#: The levers that call a model to do their work.
-OverheadLever = Literal["compression", "memory", "cache_semantic"]
+#: What a summary a cache served was billed: nothing.
+_NOTHING_BILLED = Usage(input_tokens=0, output_tokens=0)
 
 _current: ContextVar[OverheadLever | None] = ContextVar("costopt_overhead", default=None)
 
@@ -58,14 +58,20 @@ def current_overhead() -> OverheadLever | None:
     return _current.get()
 
 
-def recorded_as(outcome: CallOutcome) -> tuple[CallOutcome, OverheadLever | None]:
-    """How a call recorded now is priced: its outcome, and the lever it is charged to.
+def recorded_as(
+    outcome: CallOutcome, usage: Usage
+) -> tuple[CallOutcome, Usage, OverheadLever | None]:
+    """How a call recorded now is priced: outcome, billed usage, and the lever it is charged to.
 
-    Inside :func:`overhead_of`, a call (or an escalated attempt) becomes
-    ``overhead`` of the lever; a cache hit stays a hit, priced at $0 with no
-    baseline; a ``removed`` record is no call and stays as it is.
+    Inside :func:`overhead_of`, whatever served the lever's request is that
+    lever's ``overhead``: a call or an escalated attempt with its usage, and an
+    answer a cache served with none billed (it costs $0 and, being no
+    request, is no cache hit either). A ``removed`` record is no call and
+    stays as it is; outside the mark everything does.
     """
     lever = _current.get()
     if lever is None or outcome == "removed":
-        return outcome, None
-    return ("overhead" if outcome in ("model", "escalated") else outcome), lever
+        return outcome, usage, None
+    if outcome in ("cache_exact", "cache_semantic"):
+        return "overhead", _NOTHING_BILLED, lever
+    return "overhead", usage, lever

@@ -115,7 +115,11 @@ def format_summary(ledger: CostLedger) -> str:
     parts.append(
         f"cache hit rate {_pct(hit)} ({total.cache_hits_exact} exact, "
         f"{total.cache_hits_semantic} semantic); escalations {total.escalations}"
-        + (f"; summarizer calls {total.overheads}" if total.overheads else "")
+        + (
+            f"; levers' own model calls (summarizers, cache verifiers) {total.overheads}"
+            if total.overheads
+            else ""
+        )
         + (
             f"; input tokens kept out by compression/memory {total.removed_input_tokens:,}"
             if total.removed_input_tokens

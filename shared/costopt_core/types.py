@@ -38,6 +38,10 @@ CallMode = Literal["sync", "batch"]
 #: ``overhead`` is a model call a lever made itself (a summarizer's, a cache verifier's): no
 #: baseline, its cost a negative saving of that lever (see ``costopt_core.overhead``).
 CallOutcome = Literal["model", "cache_exact", "cache_semantic", "escalated", "removed", "overhead"]
+#: Outcomes where a provider was called, so tokens were billed.
+CALLED_OUTCOMES: frozenset[str] = frozenset({"model", "escalated", "overhead"})
+#: The levers that call a model to do their work (see ``costopt_core.overhead``).
+OverheadLever = Literal["compression", "memory", "cache_semantic"]
 Lever = Literal[
     "routing", "cache_exact", "cache_semantic", "batch", "provider_cache", "compression", "memory"
 ]
@@ -418,7 +422,7 @@ class CallRecord:
 #: others save what the call or tokens they removed would have cost: never < 0.
 _MAY_LOSE: frozenset[str] = frozenset({"routing", "provider_cache", "batch"})
 #: ...and the levers an ``overhead`` call (a lever's own model call) is charged to.
-_OVERHEAD_MAY_LOSE: frozenset[str] = _MAY_LOSE | {"compression", "memory", "cache_semantic"}
+_OVERHEAD_MAY_LOSE: frozenset[str] = _MAY_LOSE | frozenset(get_args(OverheadLever))
 #: How far the levers may be from ``baseline_cost_usd - cost_usd``: half a
 #: micro-dollar per amount, so a ledger whose amounts were rounded to 6 decimals
 #: still loads. The engine's own records add up exactly.

@@ -444,6 +444,83 @@ def test_summarizer_llm_writes_the_summary_and_its_calls_are_priced_once() -> No
     assert other.ledger.totals().calls == len(priced)
 
 
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "async"])
+async def test_own_pricing_records_a_routed_summarizer_as_a_handler_would(sync: bool) -> None:
+    """No handler attached: the memory prices a RouterLLM summarizer's calls under the
+    tier models that answered (an escalated attempt included), as memory's overhead."""
+    from costopt_core import Usage
+    from llamaindex_costopt.router import RouterLLM
+    from tests.conftest import CheapFirst
+
+    engine = make_engine()
+    usage = Usage(input_tokens=1000, output_tokens=100)
+    script = Script([ScriptedResponse("I'm not sure, sorry.", usage)])
+    small = ScriptedLLM(script=script, model="gpt-4o-mini")
+    reply = ScriptedResponse("Ana plans a trip.", usage, model="gpt-4o")
+    big = ScriptedLLM(script=Script([reply]), model="gpt-4o")
+    router = RouterLLM(
+        tiers={"small": small, "frontier": big},
+        classifier=CheapFirst(),
+        engine=engine,
+    )
+    memory = make_memory(engine, summarizer=router)
+    if sync:
+        fill(memory, 24)
+    else:
+        await memory.aput(ChatMessage(role="system", content=SYSTEM))
+        for i in range(24):
+            await memory.aput(ChatMessage(role="user", content=question(i)))
+            await memory.aput(ChatMessage(role="assistant", content=answer(i)))
+    calls = [r for r in engine.ledger.records() if r.outcome != "removed"]
+    n = memory.state.summarizer_calls
+    assert n > 0 and len(calls) == 2 * n  # each summary: the weak attempt and the re-ask
+    assert sorted({(r.model, r.tier) for r in calls}) == [
+        ("gpt-4o", "frontier"),
+        ("gpt-4o-mini", "small"),
+    ]
+    assert all(r.outcome == "overhead" and r.cost_usd and r.baseline_cost_usd == 0 for r in calls)
+    assert engine.ledger.savings_by_lever()["routing"] == 0
+    assert engine.ledger.totals().requests == 0
+
+
+def test_own_pricing_bills_nothing_for_summaries_a_cache_served() -> None:
+    from costopt_core import Usage
+    from costopt_core.cache import SemanticCache
+    from llamaindex_costopt import CachedLLM
+
+    engine = make_engine()
+    cache = SemanticCache(embedder=FakeEmbedder())
+    inner_calls = 0
+    for session in ("a", "b"):  # the same history twice: b's summaries come from the cache
+        inner = ScriptedLLM(
+            script=Script([ScriptedResponse("Ana plans a trip.", Usage(1000, 100))]),
+            model="gpt-4o-mini",
+        )
+        memory = make_memory(
+            engine, summarizer=CachedLLM(llm=inner, semantic_cache=cache), chat_store_key=session
+        )
+        fill(memory, 12)
+        inner_calls += inner.script.calls
+    calls = [r for r in engine.ledger.records() if r.outcome == "overhead"]
+    billed = [r for r in calls if r.cost_usd]
+    assert inner_calls > 0 and len(billed) == inner_calls and len(calls) == 2 * inner_calls
+    assert engine.ledger.totals().cost_usd == sum(r.cost_usd for r in billed)
+    assert engine.ledger.totals().cache_hits_exact == 0 == engine.ledger.totals().requests
+
+
+def test_a_summary_is_recorded_by_the_memory_and_an_enclosing_block_of_another_engine() -> None:
+    """The memory's own pricing does not hide the call from a track_costs block around it."""
+    from llamaindex_costopt import track_costs
+
+    engine, outer = make_engine(), make_engine()
+    memory = make_memory(engine, summarizer=summarizer_llm())
+    with track_costs(outer):
+        fill(memory, 24)
+    mine = [r.call_id for r in engine.ledger.records() if r.outcome == "overhead"]
+    theirs = [r.call_id for r in outer.ledger.records() if r.outcome == "overhead"]
+    assert len(mine) == memory.state.summarizer_calls > 0 and mine == theirs
+
+
 def test_bad_config_raises_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="config must be"):
         SummarizingMemory(config={"window_tokens": 5})

@@ -59,7 +59,7 @@ def test_a_call_inside_overhead_of_has_no_baseline_and_costs_its_lever(
     assert totals.to_dict()["overheads"] == 1
     assert totals.tokens["input_tokens"] == 2000  # billed tokens, both calls
     assert e.ledger.savings_by_lever()[lever] == -MINI_COST
-    assert "summarizer calls 1" in format_summary(e.ledger)
+    assert "levers' own model calls (summarizers, cache verifiers) 1" in format_summary(e.ledger)
 
 
 def test_escalations_hits_and_removals_inside_overhead_of() -> None:
@@ -70,16 +70,18 @@ def test_escalations_hits_and_removals_inside_overhead_of() -> None:
         removed = e.record_removed_tokens(500, lever="memory")
     # A thrown-away attempt of a summarizer is still the summarizer's cost.
     assert escalated.outcome == "overhead" and escalated.savings_usd == {"memory": -MINI_COST}
-    # A summary a cache served cost nothing, and saved nothing the baseline would have paid.
+    # A summary a cache served billed nothing, and is no request, so no cache hit either.
     assert (hit.outcome, hit.cost_usd, hit.baseline_cost_usd, hit.savings_usd) == (
-        "cache_semantic",
-        0,
-        0,
-        {},
-    )
+        "overhead", 0, 0, {}
+    )  # fmt: skip
+    assert (hit.usage.input_tokens, hit.usage.output_tokens) == (0, 0)
     # Tokens kept out are a saving, whoever records them.
     assert removed is not None and removed.outcome == "removed"
     assert removed.savings_usd["memory"] > 0
+    totals = e.ledger.totals()
+    assert (totals.requests, totals.overheads, totals.cache_hits_semantic) == (0, 2, 0)
+    assert totals.tokens["input_tokens"] == 1000  # the attempt's; the hit billed none
+    assert measure_records(e.ledger.records()) == []
 
 
 def test_an_unpriced_summarizer_is_an_unknown_cost_not_zero() -> None:
@@ -100,14 +102,25 @@ def test_bad_levers_are_refused_with_the_fix() -> None:
     with pytest.raises(ConfigurationError, match=r"unknown lever 'routing'.*compression, memory"):
         bad.__enter__()
     assert current_overhead() is None
-    with pytest.raises(ConfigurationError, match="pass charged_to with outcome='overhead'"):
-        attribute_savings(
-            PriceCatalog.default(),
-            model="gpt-4o-mini",
-            usage=U,
-            baseline_model="gpt-4o",
-            outcome="overhead",
-        )
+    catalog = PriceCatalog.default()
+    for outcome, lever in (("overhead", None), ("model", "memory"), ("overhead", "routing")):
+        with pytest.raises(ConfigurationError, match="pass both, or neither"):
+            attribute_savings(
+                catalog,
+                model="gpt-4o-mini",
+                usage=U,
+                baseline_model="gpt-4o",
+                outcome=outcome,  # type: ignore[arg-type]
+                charged_to=lever,  # type: ignore[arg-type]
+            )
+    # Tokens kept out belong to the request whose tokens they were, not to a lever's call.
+    e = engine()
+    with (
+        overhead_of("compression"),
+        pytest.raises(ConfigurationError, match="record_removed_tokens"),
+    ):
+        e.record_call(model="gpt-4o-mini", usage=U, removed_input_tokens={"compression": 500})
+    assert len(e.ledger) == 0
 
 
 def test_overhead_records_round_trip_and_only_they_may_lose_compression(tmp_path: Path) -> None:

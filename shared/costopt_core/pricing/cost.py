@@ -18,9 +18,8 @@ from decimal import Decimal, getcontext
 from typing import get_args
 
 from costopt_core.errors import ConfigurationError
-from costopt_core.overhead import OverheadLever
 from costopt_core.pricing.catalog import ModelPrice, PriceCatalog
-from costopt_core.types import CallMode, CallOutcome, Usage, slot_setters
+from costopt_core.types import CallMode, CallOutcome, OverheadLever, Usage, slot_setters
 
 __all__ = [
     "CallPricer",
@@ -396,14 +395,17 @@ def attribute_savings(
             verifier's; see ``costopt_core.overhead``):
             the lever it works for. The all-frontier run never makes that call,
             so it carries no baseline and its cost is a negative saving of the
-            lever; an answer a cache served it costs and saves nothing.
+            lever. Given with ``outcome="overhead"`` only.
 
     Raises:
-        ConfigurationError: ``overhead`` without ``charged_to``, or ``charged_to``
-            not ``compression`` / ``memory``.
+        ConfigurationError: ``overhead`` without ``charged_to`` (or the
+            reverse), a ``charged_to`` of a lever that makes no model calls,
+            or ``removed_input_tokens`` on an ``overhead`` call.
     """
     if outcome == "overhead" or charged_to is not None:
-        return _overhead_call(catalog, model, usage, mode, outcome, charged_to)
+        return _overhead_call(
+            catalog, model, usage, mode, outcome, charged_to, removed_input_tokens
+        )
     price = catalog.get(model)
     base_price = catalog.get(baseline_model)
     if (
@@ -486,7 +488,7 @@ def _thrown_in(
     spent = cost_of(price, usage, mode)
     if spent is None:
         _warn_unknown(catalog, model, price, usage, mode)
-    return PricedCall(spent, _ZERO, {} if spent is None else {lever: -spent})
+    return PricedCall(spent, _ZERO, {lever: -spent} if spent else {})
 
 
 def _overhead_call(
@@ -496,14 +498,21 @@ def _overhead_call(
     mode: CallMode,
     outcome: CallOutcome,
     charged_to: OverheadLever | None,
+    removed_input_tokens: Mapping[str, int] | None,
 ) -> PricedCall:
-    if charged_to is None or charged_to not in get_args(OverheadLever):
+    if outcome != "overhead" or charged_to is None or charged_to not in get_args(OverheadLever):
         raise ConfigurationError(
-            f"a lever's own call is charged to one of {', '.join(get_args(OverheadLever))}, "
-            f"got {charged_to!r}: pass charged_to with outcome='overhead'"
+            f"a lever's own call has outcome 'overhead' and is charged to one of "
+            f"{', '.join(get_args(OverheadLever))}, got outcome {outcome!r} and charged_to "
+            f"{charged_to!r}: pass both, or neither for an ordinary call"
         )
-    if outcome in ("cache_exact", "cache_semantic"):
-        return PricedCall(_ZERO, _ZERO, {})
+    if removed_input_tokens and any(n > 0 for n in removed_input_tokens.values()):
+        # The saving would have no baseline to come out of: it belongs to the
+        # request whose tokens were kept out.
+        raise ConfigurationError(
+            "removed_input_tokens on a lever's own call (inside overhead_of): record the "
+            "tokens kept out with CostEngine.record_removed_tokens, or on the request's call"
+        )
     return _thrown_in(catalog, model, catalog.get(model), usage, mode, charged_to)
 
 

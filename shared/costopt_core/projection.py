@@ -23,7 +23,7 @@ from costopt_core.errors import ConfigurationError
 from costopt_core.pricing.catalog import PriceCatalog, UnknownModelPriceWarning
 from costopt_core.pricing.cost import attribute_savings, cost_of
 from costopt_core.report import format_table
-from costopt_core.types import LEVERS, CallOutcome, Usage
+from costopt_core.types import LEVERS, CallOutcome, OverheadLever, Usage
 
 __all__ = [
     "SCENARIOS",
@@ -79,6 +79,9 @@ class MeasuredRequest:
         batch: the request is latency-tolerant and goes through a batch API.
         tier: the tier name the request was routed to (for the tier mix).
         tenant: the tenant, for per-tenant figures.
+        overhead: model calls a lever made for this request (a summarizer's,
+            a cache verifier's): (model, usage, lever), each paid for in the
+            scenarios with that lever on and taken off its saving.
     """
 
     model: str
@@ -90,6 +93,7 @@ class MeasuredRequest:
     tier: str | None = None
     tenant: str | None = None
     escalated_usage: tuple[Usage | None, ...] = ()
+    overhead: tuple[tuple[str, Usage, OverheadLever], ...] = ()
 
     def attempts(self) -> list[tuple[str, Usage | None]]:
         """The thrown-away attempts: (model, its own usage or ``None``), in order."""
@@ -241,6 +245,14 @@ def _input_part(
     )
 
 
+#: The scenario lever under which each lever's own model calls are made.
+_SCENARIO_LEVER: dict[str, str] = {
+    "compression": "compression",
+    "memory": "compression",
+    "cache_semantic": "cache",
+}
+
+
 def _levers_for(scenario: Scenario) -> set[str]:
     if scenario == "combined":
         return {"routing", "cache", "compression", "batch", "provider_cache"}
@@ -269,7 +281,10 @@ def _price(
     if mode == "batch" and price is not None and price.usd_per_mtok_batch_input is None:
         mode = "sync"  # no batch API for this model: the request runs online
     outcome: CallOutcome = req.cache if req.cache and "cache" in on else "model"
-    if price is None or any(catalog.get(m, warn=False) is None for m in req.escalated):
+    if price is None or any(
+        catalog.get(m, warn=False) is None
+        for m in (*req.escalated, *(made_by for made_by, _, _ in req.overhead))
+    ):
         # Unpriced models are named once, in the notes and one warning (see
         # project); asking attribute_savings would log and warn about each again.
         return None
@@ -292,6 +307,24 @@ def _price(
             return None
         input_part = part
     lever_savings = dict(priced.savings_usd)
+    for made_by, spent_on, charged in req.overhead:
+        if _SCENARIO_LEVER[charged] not in on:
+            continue  # the lever is off: its own calls are not made
+        spent_usage = spent_on if "provider_cache" in on else spent_on.without_provider_cache()
+        own_call = attribute_savings(
+            catalog,
+            model=made_by,
+            usage=spent_usage,
+            baseline_model=baseline_model,
+            outcome="overhead",
+            charged_to=charged,
+        )
+        part = _input_part(catalog, made_by, spent_usage, "sync")
+        if own_call.cost_usd is None or part is None:
+            return None
+        cost += own_call.cost_usd
+        input_part += part
+        lever_savings[charged] = lever_savings.get(charged, _ZERO) - own_call.cost_usd
     if "routing" in on and outcome == "model":
         for thrown, own in req.attempts():
             # An attempt is billed for its own tokens (its answer is not the kept
@@ -433,7 +466,7 @@ def project(
             for lever, amount in split.items():
                 lever_sums[lever] = lever_sums.get(lever, _ZERO) + amount
             continue
-        unpriced.update([req.model, *req.escalated])
+        unpriced.update([req.model, *req.escalated, *(m for m, _, _ in req.overhead)])
     notes = []
     if unpriced:
         names = ", ".join(sorted(m for m in unpriced if catalog.get(m, warn=False) is None))

@@ -24,14 +24,14 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast, get_args
 
 from costopt_core.errors import ConfigurationError
 from costopt_core.jsonl import json_lines
 from costopt_core.ledger import CostLedger, read_record
 from costopt_core.projection import MeasuredRequest
 from costopt_core.routing.tiers import Tiers
-from costopt_core.types import CallOutcome, CallRecord, Message, Usage
+from costopt_core.types import CallOutcome, CallRecord, Message, OverheadLever, Usage
 
 if TYPE_CHECKING:
     from costopt_core.cache.engine import SemanticCache
@@ -240,11 +240,11 @@ def measure_records(records: Sequence[CallRecord]) -> list[MeasuredRequest]:
     out, and the tokens would leave with them although the report credits
     them. Ones with no such later call go to the tenant's last priced call
     (same framework first), then the tenant's last call; only a tenant with
-    no call at all lends them to the last priced call of another. Records
-    with unknown token counts are skipped, and so are a summarizer's own
-    calls (``overhead``): they are no request, and the projection's
-    compression and memory scenarios count the tokens kept out, not what
-    keeping them out cost (the ledger's own report nets that cost).
+    no call at all lends them to the last priced call of another. A lever's
+    own model call (``overhead``: a summarizer's, a cache verifier's) is no
+    request either: it goes with the next call of the same tenant and
+    framework, as an escalation attempt does (the projection bills it when
+    its lever is on). Records with unknown token counts are skipped.
 
     "Priced" is the record's own ``cost_usd``: what the ledger could price.
     """
@@ -255,12 +255,17 @@ def measure_records(records: Sequence[CallRecord]) -> list[MeasuredRequest]:
     # (model, its own usage) of each thrown-away attempt: the projection bills
     # an attempt for its tokens, not for those of the call that answered.
     escalated: dict[tuple[str | None, str | None], list[tuple[str, Usage | None]]] = {}
+    # (model, usage, lever) of each call a lever made: billed when that lever is on.
+    overhead: dict[tuple[str | None, str | None], list[tuple[str, Usage, OverheadLever]]] = {}
     for r in sorted(records, key=lambda r: r.timestamp):
         key = (r.tenant, r.framework)
         if r.outcome == "removed":
             removed.setdefault(key, Counter())[_removed_lever(r)] += r.usage.input_tokens or 0
             continue
         if r.outcome == "overhead":
+            lever = _overhead_lever(r)
+            if lever is not None and r.usage.is_known:
+                overhead.setdefault(key, []).append((r.model, r.usage, lever))
             continue
         if r.outcome == "escalated":
             own = r.usage if r.usage.is_known else None
@@ -281,6 +286,7 @@ def measure_records(records: Sequence[CallRecord]) -> list[MeasuredRequest]:
                 tier=r.tier,
                 tenant=r.tenant,
                 escalated_usage=tuple(u for _, u in attempts),
+                overhead=tuple(overhead.pop(key, ())),
             )
         )
         where.append((r.tenant, r.framework, priced))
@@ -299,7 +305,19 @@ def measure_records(records: Sequence[CallRecord]) -> list[MeasuredRequest]:
                 escalated=tuple(m for m, _ in merged),
                 escalated_usage=tuple(u for _, u in merged),
             )
+    for key, calls in overhead.items():
+        i = _home(where, key)
+        if i is not None:
+            out[i] = dataclasses.replace(out[i], overhead=(*out[i].overhead, *calls))
     return out
+
+
+def _overhead_lever(record: CallRecord) -> OverheadLever | None:
+    """The lever an ``overhead`` record was charged to (None: billed nothing, unpriced)."""
+    for lever in get_args(OverheadLever):
+        if lever in record.savings_usd:
+            return cast(OverheadLever, lever)
+    return None
 
 
 def _home(

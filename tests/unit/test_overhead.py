@@ -20,6 +20,7 @@ from costopt_core.ledger import CostLedger
 from costopt_core.memory import MemoryConfig, MemoryState, aflush, flush
 from costopt_core.overhead import current_overhead, overhead_of
 from costopt_core.pricing import attribute_savings
+from costopt_core.projection import project
 from costopt_core.report import format_summary
 from costopt_core.testing import FakeEmbedder
 from costopt_core.types import Message
@@ -137,12 +138,35 @@ def test_overhead_records_round_trip_and_only_they_may_lose_compression(tmp_path
         CostLedger.from_jsonl(path)
 
 
-def test_a_projection_leaves_a_summarizers_calls_out_of_the_requests() -> None:
+def test_a_projection_bills_a_levers_calls_when_the_lever_is_on() -> None:
+    """A summarizer dearer than what it keeps out: the projection must not say it saves."""
     e = engine()
-    e.record_call(model="gpt-4o", usage=U)
-    with overhead_of("memory"):
+    for _ in range(3):
+        with overhead_of("compression"):
+            e.record_call(model="gpt-4o", usage=U)  # a frontier summarizer: $0.0035 a call
+        e.record_removed_tokens(200, lever="compression")  # $0.0005 kept out
+        e.record_call(model="gpt-4o", usage=U)
+    with overhead_of("cache_semantic"):  # a verifier's call, for the last request
         e.record_call(model="gpt-4o-mini", usage=U)
-    assert [m.model for m in measure_records(e.ledger.records())] == ["gpt-4o"]
+    e.record_call(model="gpt-4o", usage=U)
+    measured = measure_records(e.ledger.records())
+    assert [m.model for m in measured] == ["gpt-4o"] * 4  # the levers' calls are no requests
+    assert [len(m.overhead) for m in measured] == [1, 1, 1, 1]
+    assert [m.overhead[0][2] for m in measured] == ["compression"] * 3 + ["cache_semantic"]
+    p = project(measured, requests_per_day=1000, baseline_model="gpt-4o", days_per_month=1)
+    scale = Decimal(1000) / 4
+    per_call = Decimal("0.0035")  # 1000 x $2.50/M + 100 x $10/M
+    # compression on: 3 summaries paid, 3 x 200 tokens not sent
+    kept_out = 3 * 200 * Decimal("2.5") / 1_000_000
+    compression = p.scenario("compression")
+    # (each scenario's spend is rounded to cents, so their difference may be a cent off)
+    expected = (kept_out - 3 * per_call) * scale  # -$2.25
+    assert abs(compression.savings_usd_per_month - expected) <= Decimal("0.01")
+    assert compression.savings_usd_per_month < 0
+    # cache on (no hits in the sample): only the verifier's call, a loss
+    assert abs(p.scenario("cache").savings_usd_per_month + MINI_COST * scale) <= Decimal("0.01")
+    assert p.scenario("cache").savings_usd_per_month < 0
+    assert p.scenario("routing").savings_usd_per_month == 0  # the levers' calls are not made
 
 
 async def test_the_mark_stays_in_its_own_task() -> None:

@@ -35,6 +35,7 @@ test: setup lint
 bench: setup
 	$(PY) benchmarks/callback_overhead.py --out benchmarks/results/callback_overhead.json
 	$(PY) benchmarks/cache_quality.py --out benchmarks/results/cache_quality.json
+	$(PY) benchmarks/cache_false_hits.py --out benchmarks/results/cache_false_hits.json
 	$(PY) benchmarks/cache_latency.py --out benchmarks/results/cache_latency.json
 	$(PY) benchmarks/routing.py --out benchmarks/results/routing.json
 	$(PY) benchmarks/context.py --out benchmarks/results/context.json

@@ -33,11 +33,11 @@ from langchain_core.messages.utils import message_chunk_to_message
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
 from langchain_core.runnables import Runnable, RunnableBinding
-from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import ConfigurationError, check_arguments, config_error
-from costopt_core.routing.calibrate import CalibrationReport
+from costopt_core.routing.calibrate import CalibrationReport, as_calibration
 from costopt_core.routing.features import wants_structured_output
 from costopt_core.routing.router import (
     Router,
@@ -219,9 +219,10 @@ class RouterChatModel(_calls.RunAwareChatModel):
         validators: checks that send a weak cheap answer one tier up.
         classifier: the engine's route classifier (heuristic by default; a
             ``LearnedClassifier`` calibrated with ``costopt calibrate``).
-        calibration: a report of ``costopt_core.routing.calibrate`` (or
-            ``costopt calibrate --out``) on your own samples: its thresholds,
-            margin and cost-aware scaling replace ``router_config``'s.
+        calibration: a report of ``costopt_core.routing.calibrate`` on your
+            own samples, or the path of the file ``costopt calibrate --out``
+            wrote: its thresholds, margin and cost-aware scaling replace
+            ``router_config``'s.
         engine: where budgets are read and escalations recorded when no cost
             handler is attached; the process default if omitted. With cost
             handlers, each distinct handler engine checks its budgets and
@@ -260,6 +261,9 @@ class RouterChatModel(_calls.RunAwareChatModel):
     calibration: CalibrationReport | None = None
     engine: CostEngine | None = None
     validate_streams: bool = True
+
+    # A report, its dict, or the path of the file `costopt calibrate --out` wrote.
+    _read_calibration = field_validator("calibration", mode="before")(as_calibration)
     _router: Router = PrivateAttr()
     _models: list[list[BaseChatModel]] = PrivateAttr()
 

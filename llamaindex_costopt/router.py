@@ -54,7 +54,7 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.output_parsers.utils import extract_json_str
 from llama_index_instrumentation.dispatcher import active_instrument_tags, instrument_tags
-from pydantic import Field, PrivateAttr, ValidationError
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
 
 from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import (
@@ -64,7 +64,7 @@ from costopt_core.errors import (
     config_error,
 )
 from costopt_core.routing import router as routing
-from costopt_core.routing.calibrate import CalibrationReport
+from costopt_core.routing.calibrate import CalibrationReport, as_calibration
 from costopt_core.routing.decide import RouteDecision
 from costopt_core.routing.features import wants_structured_output
 from costopt_core.routing.router import Router, RouterConfig, RouteRun, Step
@@ -482,9 +482,10 @@ class RouterLLM(MarksStructured, FunctionCallingLLM):
         router_config: thresholds, margin, escalation and retry limits.
         validators: checks that send a weak cheap answer one tier up.
         classifier: the engine's route classifier (heuristic by default).
-        calibration: a report of ``costopt_core.routing.calibrate`` (or
-            ``costopt calibrate --out``) on your own samples: its thresholds,
-            margin and cost-aware scaling replace ``router_config``'s.
+        calibration: a report of ``costopt_core.routing.calibrate`` on your
+            own samples, or the path of the file ``costopt calibrate --out``
+            wrote: its thresholds, margin and cost-aware scaling replace
+            ``router_config``'s.
         engine: where budgets are read and escalations recorded when no
             ``CostEventHandler`` records this router's calls (the engines of
             the handlers that do are used when some do); the current engine
@@ -509,6 +510,9 @@ class RouterLLM(MarksStructured, FunctionCallingLLM):
     engine: Any = None
     tenant: str | None = None
     validate_streams: bool = True
+
+    # A report, its dict, or the path of the file `costopt calibrate --out` wrote.
+    _read_calibration = field_validator("calibration", mode="before")(as_calibration)
     _router: Router = PrivateAttr()
     _llms: list[list[LLM]] = PrivateAttr()
     # id(answer) -> (answer, the tier LLM that gave it); the answer is held so

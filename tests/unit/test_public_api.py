@@ -50,8 +50,9 @@ MEMORY = {
 ROUTING = {
     "CalibrationReport", "CurvePoint", "Encoded", "FEATURE_NAMES", "HeuristicClassifier",
     "HeuristicWeights", "Judge", "LearnedClassifier", "QuestionType", "RequestFeatures",
-    "RouteClassifier", "RouteDecision", "RouteInput", "Sample", "Tier", "TierCall", "Tiers",
-    "TrainableClassifier", "alabel_samples", "as_messages", "calibrate",
+    "RouteClassifier", "RouteDecision", "RouteInput", "Router", "RouterConfig", "Sample", "Tier",
+    "TierCall", "Tiers", "TrainableClassifier", "ValidatorConfig", "alabel_samples",
+    "as_messages", "calibrate",
     "calibrate_from_predictions", "choose_tier", "choose_tiers", "cost_scales",
     "cross_validated_probs", "effective_threshold", "exact_match", "extract_features",
     "feature_matrix", "is_trainable", "label_samples", "monotone", "normalize_thresholds",

@@ -269,6 +269,49 @@ def test_a_calibration_report_sets_the_thresholds(threshold: float, tier: str) -
     assert out.response_metadata["costopt"]["route"]["tier"] == tier
 
 
+@pytest.mark.parametrize("framework", ["langchain", "llamaindex"])
+def test_a_calibration_file_from_costopt_calibrate_is_taken_by_path(
+    tmp_path: Any, framework: str
+) -> None:
+    """The README's `costopt calibrate --out` file, passed as a path (str or Path)."""
+    import json
+
+    from costopt_core.errors import ConfigurationError
+
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(_report(0.4).to_dict()), "utf-8")
+    if framework == "langchain":
+
+        def make(calibration: Any) -> Any:
+            return RouterChatModel(
+                tiers={"small": scripted("cheap"), "frontier": scripted("big", model="gpt-4o")},
+                classifier=Always(0.5),
+                calibration=calibration,
+                engine=CostEngine(),
+            )
+    else:
+        from costopt_core.testing import Script as LlamaScript
+        from llamaindex_costopt.router import RouterLLM
+        from llamaindex_costopt.testing import ScriptedLLM
+
+        def make(calibration: Any) -> Any:
+            tiers = {
+                "small": ScriptedLLM(script=LlamaScript(["cheap"]), model="gpt-4o-mini"),
+                "frontier": ScriptedLLM(script=LlamaScript(["big"]), model="gpt-4o"),
+            }
+            return RouterLLM(
+                tiers=tiers, classifier=Always(0.5), calibration=calibration, engine=CostEngine()
+            )
+
+    for given in (str(path), path):
+        assert make(given).calibration == _report(0.4)
+    with pytest.raises(ConfigurationError, match=r"cannot read the calibration file .*nope\.json"):
+        make(str(tmp_path / "nope.json"))
+    (tmp_path / "bad.json").write_text("{not json", "utf-8")
+    with pytest.raises(ConfigurationError, match=r"bad\.json' is not a calibration report"):
+        make(tmp_path / "bad.json")
+
+
 def test_a_calibration_for_other_tiers_is_refused() -> None:
     # (pydantic reports the engine's ConfigurationError as a ValueError)
     with pytest.raises(ValueError, match="calibration is for tiers"):

@@ -55,7 +55,9 @@ from costopt_core.routing.features import (
     routing_text,
     wants_structured_output,
 )
+from costopt_core.routing.router import Router, RouterConfig
 from costopt_core.routing.tiers import Tier, Tiers
+from costopt_core.routing.validators import ValidatorConfig
 
 __all__ = [
     "FEATURE_NAMES",
@@ -71,11 +73,14 @@ __all__ = [
     "RouteClassifier",
     "RouteDecision",
     "RouteInput",
+    "Router",
+    "RouterConfig",
     "Sample",
     "Tier",
     "TierCall",
     "Tiers",
     "TrainableClassifier",
+    "ValidatorConfig",
     "alabel_samples",
     "as_messages",
     "calibrate",

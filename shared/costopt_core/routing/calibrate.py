@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import math
+import os
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -49,6 +52,7 @@ __all__ = [
     "Sample",
     "TierCall",
     "alabel_samples",
+    "as_calibration",
     "calibrate",
     "calibrate_from_predictions",
     "cost_scales",
@@ -105,6 +109,19 @@ class CurvePoint:
             "cost_fraction": self.cost_fraction,
             "tier_shares": list(self.tier_shares),
         }
+
+
+def as_calibration(value: Any) -> Any:
+    """A router's ``calibration=``: a report as it is; its dict or its file's path, read.
+
+    For the routers' field validators: anything else is left to the field's
+    own type check.
+    """
+    if isinstance(value, str | os.PathLike):
+        return CalibrationReport.load(value)
+    if isinstance(value, Mapping):
+        return CalibrationReport.from_dict(value)
+    return value
 
 
 def _json_float(x: float) -> float | str:
@@ -249,6 +266,33 @@ class CalibrationReport:
             "notes": list(self.notes),
             "curve": [p.to_dict() for p in self.curve],
         }
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> CalibrationReport:
+        """Read a report file written by ``costopt calibrate --out`` (:meth:`to_dict` as JSON).
+
+        Raises:
+            ConfigurationError: the file cannot be read, is not JSON, or is not
+                a report (the message names the file and the fix).
+        """
+        p = Path(path)
+        how = "write one with `costopt calibrate --out FILE`"
+        try:
+            data = json.loads(p.read_text("utf-8"))
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot read the calibration file {str(p)!r} ({exc.strerror or exc}); "
+                f"give the path of a report file: {how}"
+            ) from None
+        except ValueError as exc:  # not UTF-8, not JSON
+            raise ConfigurationError(
+                f"{str(p)!r} is not a calibration report ({type(exc).__name__}: {exc}); {how}"
+            ) from None
+        if not isinstance(data, Mapping):
+            raise ConfigurationError(
+                f"{str(p)!r} is not a calibration report (a JSON object); {how}"
+            )
+        return cls.from_dict(data)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CalibrationReport:

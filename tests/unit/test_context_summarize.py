@@ -328,6 +328,44 @@ def test_one_batched_embedding_call_and_question_vector_reuse() -> None:
     assert embedder2.texts_embedded == n_sentences
 
 
+EIFFEL = [
+    "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris. "
+    "It is named after the engineer Gustave Eiffel, whose company designed and built it. "
+    "The tower opened in 1889 as the entrance arch of the World's Fair. "
+    "It was initially criticised by some of France's leading artists for its design. "
+    "It has become a global cultural icon of France and one of its best known structures. "
+    "The tower received 5,889,000 visitors in 2022. "
+    "It is 330 metres tall, about the same height as an 81-storey building."
+]
+
+
+@pytest.mark.parametrize("verb", ["open", "opened", "opening"])
+def test_a_question_matches_another_form_of_the_answers_words(verb: str) -> None:
+    """'When did it open?' is answered by 'it opened': word forms must not decide."""
+    question = {
+        "open": "When did the Eiffel Tower open?",
+        "opened": "When was the Eiffel Tower opened?",
+        "opening": "What was the Eiffel Tower's opening year?",
+    }[verb]
+    r = summarize_extractive(question, EIFFEL, count_tokens=COUNT)
+    assert r.tokens_after < r.tokens_before
+    assert "opened in 1889" in " ".join(c.text for c in r.chunks)
+
+
+def test_stem_strips_inflections_only() -> None:
+    from costopt_core.context.lexical import stem
+
+    same = [
+        ("opened", "open"), ("opens", "open"), ("opening", "open"), ("created", "create"),
+        ("stopped", "stop"), ("towers", "tower"), ("boxes", "box"), ("running", "run"),
+    ]  # fmt: skip
+    assert all(stem(a) == stem(b) for a, b in same)
+    # short words, numbers and -ss / -us / -is endings stay as they are
+    assert [stem(w) for w in ("news", "1889", "process", "status", "paris", "bus")] == [
+        "news", "1889", "process", "status", "paris", "bus"
+    ]  # fmt: skip
+
+
 def test_default_scoring_is_lexical_and_embeds_nothing() -> None:
     embedder = FakeEmbedder()
     r = summarize_extractive(

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from costopt_core.context.lexical import content_words, name_tokens, names
+from costopt_core.context.lexical import name_tokens, names, stem, terms
 
 __all__ = ["idf_overlap", "rank_chunks", "top_chunks"]
 
@@ -78,13 +78,14 @@ def rank_chunks(
     n = len(chunks)
     if not n:
         return np.zeros(0, dtype=np.float64)
-    q_terms = content_words(question)
-    first_hop = idf_overlap(q_terms, [content_words(c) for c in chunks])
+    q_terms = terms(question)
+    first_hop = idf_overlap(q_terms, [terms(c) for c in chunks])
     score = first_hop.copy()
     if n > 1:
         best = int(np.argmax(first_hop))
-        bridge_terms = name_tokens(names(chunks[best])) - q_terms - name_tokens(names(question))
-        second_hop = idf_overlap(bridge_terms, [content_words(lead) for lead in leads])
+        bridge = name_tokens(names(chunks[best])) - name_tokens(names(question))
+        bridge_terms = {stem(w) for w in bridge} - q_terms
+        second_hop = idf_overlap(bridge_terms, [terms(lead) for lead in leads])
         second_hop[best] = 0.0  # the first-hop chunk does not bridge to itself
         score += second_hop
     return score + order_weight * (1.0 - np.arange(n, dtype=np.float64) / n)

@@ -7,9 +7,19 @@ question, without a model call.
 
 from __future__ import annotations
 
+import functools
 import re
 
-__all__ = ["contains", "content_words", "name_tokens", "names", "numbers", "words"]
+__all__ = [
+    "contains",
+    "content_words",
+    "name_tokens",
+    "names",
+    "numbers",
+    "stem",
+    "terms",
+    "words",
+]
 
 
 _WORD = re.compile(r"[^\W_]+(?:['’.\-][^\W_]+)*")
@@ -90,3 +100,38 @@ def contains(haystack: str, needle: str) -> bool:
             return True
         i = haystack.find(needle, i + 1)
     return False
+
+
+#: Inflections stripped for matching, and what replaces them ("tries" -> "try").
+_SUFFIXES = (("ies", "y"), ("ied", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", ""))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def stem(word: str) -> str:
+    """``word`` without its English inflection, for matching only ("opened" -> "open").
+
+    A question asks "when did it open?" of a text that says "it opened":
+    exact word forms would not match. Light on purpose: plural, past and
+    gerund endings, a doubled final consonant ("stopped") and a final
+    silent e ("created" / "create" -> "creat"); short words, numbers and
+    words ending in -ss, -us, -is are left as they are.
+    """
+    if len(word) <= 4 or not word.isalpha():
+        return word
+    base = word
+    for suffix, repl in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            if suffix == "s" and word.endswith(("ss", "us", "is")):
+                return word
+            base = word[: -len(suffix)] + repl
+            break
+    if len(base) > 3 and base[-1] == base[-2] and base[-1] not in "lsz":
+        base = base[:-1]
+    if len(base) > 3 and base.endswith("e"):
+        base = base[:-1]
+    return base
+
+
+def terms(text: str) -> set[str]:
+    """The content words of ``text``, stemmed: what a question and a text are matched on."""
+    return {stem(w) for w in content_words(text)}

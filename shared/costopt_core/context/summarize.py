@@ -58,10 +58,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from costopt_core.cache.component import ComponentCache
 from costopt_core.context.hops import idf_overlap, rank_chunks, top_chunks
 from costopt_core.context.lexical import contains as _contains
-from costopt_core.context.lexical import content_words as _content_words
 from costopt_core.context.lexical import name_tokens as _name_tokens
 from costopt_core.context.lexical import names as _names
 from costopt_core.context.lexical import numbers as _numbers
+from costopt_core.context.lexical import stem as _stem
+from costopt_core.context.lexical import terms as _terms
 from costopt_core.context.sentences import Sentence, cut_to_tokens, split_sentences
 from costopt_core.errors import ConfigurationError, config_error
 from costopt_core.overhead import overhead_of
@@ -262,8 +263,8 @@ def _score(
     """Final sentence scores and the sentences to keep first (named items)."""
     texts = plan.texts
     lowered = [t.lower() for t in texts]
-    words = [_content_words(t) for t in texts]
-    q_terms = _content_words(plan.question)
+    words = [_terms(t) for t in texts]
+    q_terms = _terms(plan.question)
     q_numbers = _numbers(plan.question)
     q_names = _names(plan.question)
     named_items = sorted(q_numbers | q_names if config.keep_names else q_numbers)
@@ -284,7 +285,7 @@ def _score(
         seed_names: set[str] = set()
         for i in seeds:
             seed_names |= _names(texts[int(i)])
-        expansion = _name_tokens(seed_names) - q_terms - _name_tokens(q_names)
+        expansion = {_stem(w) for w in _name_tokens(seed_names) - _name_tokens(q_names)} - q_terms
         bridge = idf_overlap(expansion, words)
         bridge[seeds] = 0.0  # a seed does not bridge to itself
         score = score + config.expansion_weight * bridge

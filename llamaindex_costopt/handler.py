@@ -122,10 +122,27 @@ _open_llm_spans: ContextVar[tuple[str, ...]] = ContextVar(
 class _Scope:
     handler: CostEventHandler
     tenant: str | None
-    #: A see-through block (``pricing_scope``) lets the blocks around it record too.
+    #: The enclosing block a see-through one (``pricing_scope``) lets record too.
     outer: _Scope | None = None
-    #: The model name of calls whose events and answers name none.
-    model_hint: str | None = None
+    #: A component's own block: every other handler books its calls as if it
+    #: were not there (their own block's tenant, not this one's).
+    see_through: bool = False
+
+
+def _scope_of(handler: CostEventHandler | None, scope: _Scope | None) -> _Scope | None:
+    """The block ``handler`` books a call under: its own, else the innermost one
+    that is not a component's see-through block."""
+    for s in _chain(scope):
+        if s.handler is handler:
+            return s
+    while scope is not None and scope.see_through:
+        scope = scope.outer
+    return scope
+
+
+#: The model name of the calls started here whose events and answers name none
+#: (``pricing_scope``'s ``model_hint``).
+_model_hint: ContextVar[str | None] = ContextVar("costopt_llamaindex_model_hint", default=None)
 
 
 def _chain(scope: _Scope | None) -> Generator[_Scope, None, None]:
@@ -410,7 +427,7 @@ def _tenant_of(tags: Mapping[str, Any] | None, scope: _Scope | None, own: str | 
 def record_tenant(handler: CostEventHandler | None) -> str | None:
     """The tenant ``handler`` books a call started here and now under (see _tenant_of)."""
     own = handler.tenant if handler is not None else None
-    return _tenant_of(active_instrument_tags.get(), _scope.get(), own)
+    return _tenant_of(active_instrument_tags.get(), _scope_of(handler, _scope.get()), own)
 
 
 class CostEventHandler(BaseEventHandler):
@@ -570,7 +587,7 @@ class CostEventHandler(BaseEventHandler):
             return
         model_dict = event.model_dict or {}
         model = model_dict.get("model") or model_dict.get("model_name")
-        tenant = _tenant_of(tags, scope, self.tenant)
+        tenant = _tenant_of(tags, _scope_of(self, scope), self.tenant)
         tier = _first(tags, (TIER_KEY,))
         calls = st.calls
         with st.lock:
@@ -582,8 +599,8 @@ class CostEventHandler(BaseEventHandler):
                 if parent is not None:
                     break
             kind = model_dict.get("class_name")
-            if not model and scope is not None:
-                model = scope.model_hint
+            if not model:
+                model = _model_hint.get()
             call = _Call(
                 str(model) if model else None,
                 tenant,
@@ -746,22 +763,28 @@ def pricing_scope(
         tenant: their tenant, unless their instrument tags name one.
         model_hint: the model name of calls whose events and answers name none.
     """
-    if any(h.engine is engine for h in recording_handlers()):
-        yield
-        return
-    handler = CostEventHandler(engine, tenant=tenant)
-    _state_of(handler).scoped = True
-    outer = _scope.get()
-    inherited = tenant if tenant is not None else (outer.tenant if outer else None)
-    token = _scope.set(_Scope(handler, inherited, outer=outer, model_hint=model_hint))
+    hint = _model_hint.set(model_hint) if model_hint else None
     try:
-        handler.attach()
-        yield
-    finally:
+        if any(h.engine is engine for h in recording_handlers()):
+            yield
+            return
+        handler = CostEventHandler(engine, tenant=tenant)
+        _state_of(handler).scoped = True
+        outer = _scope.get()
+        visible = _scope_of(None, outer)
+        inherited = tenant if tenant is not None else (visible.tenant if visible else None)
+        token = _scope.set(_Scope(handler, inherited, outer=outer, see_through=True))
         try:
-            handler.detach()
+            handler.attach()
+            yield
         finally:
-            _scope.reset(token)
+            try:
+                handler.detach()
+            finally:
+                _scope.reset(token)
+    finally:
+        if hint is not None:
+            _model_hint.reset(hint)
 
 
 @contextmanager

@@ -521,6 +521,58 @@ def test_a_summary_is_recorded_by_the_memory_and_an_enclosing_block_of_another_e
     assert len(mine) == memory.state.summarizer_calls > 0 and mine == theirs
 
 
+def test_the_memorys_tenant_does_not_change_the_tenant_other_ledgers_book_under() -> None:
+    """Its own block is see-through: an enclosing block books the summaries as its own."""
+    from llamaindex_costopt import track_costs
+
+    engine, outer = make_engine(), make_engine()
+    memory = make_memory(engine, summarizer=summarizer_llm(), tenant="memory-tenant")
+    with track_costs(outer, tenant="block-tenant"):
+        fill(memory, 24)
+    assert {r.tenant for r in engine.ledger.records() if r.outcome == "overhead"} == {
+        "memory-tenant"
+    }
+    assert {r.tenant for r in outer.ledger.records() if r.outcome == "overhead"} == {"block-tenant"}
+
+
+@pytest.mark.parametrize("where", ["none", "track_costs", "attached"])
+def test_summarizer_model_names_calls_that_name_no_model(where: str) -> None:
+    from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
+    from llama_index.core.llms.callbacks import llm_completion_callback
+
+    from llamaindex_costopt import track_costs
+
+    class NoName(CustomLLM):
+        @property
+        def metadata(self) -> LLMMetadata:
+            return LLMMetadata(model_name="")
+
+        @llm_completion_callback()
+        def complete(self, prompt: str, formatted: bool = False, **kw: Any) -> CompletionResponse:
+            usage = {"prompt_tokens": 1000, "completion_tokens": 100}
+            return CompletionResponse(text="Ana plans a trip.", raw={"usage": usage})
+
+        def stream_complete(self, *a: Any, **k: Any) -> Any:
+            raise NotImplementedError
+
+    engine = make_engine()
+    memory = make_memory(engine, summarizer=NoName(), summarizer_model="gpt-4o-mini")
+    if where == "track_costs":
+        with track_costs(engine):
+            fill(memory, 24)
+    elif where == "attached":
+        handler = CostEventHandler(engine).attach()
+        try:
+            fill(memory, 24)
+        finally:
+            handler.detach()
+    else:
+        fill(memory, 24)
+    calls = [r for r in engine.ledger.records() if r.outcome == "overhead"]
+    assert calls and {r.model for r in calls} == {"gpt-4o-mini"}
+    assert all(r.cost_usd for r in calls)
+
+
 def test_bad_config_raises_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="config must be"):
         SummarizingMemory(config={"window_tokens": 5})

@@ -47,8 +47,10 @@ from costopt_core.batch import (
     JobHandle,
     ProviderName,
     batch_metadata,
+    check_inputs,
+    each_request,
     model_params,
-    request_ids,
+    with_errors,
 )
 from costopt_core.engine import CostEngine
 from costopt_core.errors import BatchFailedError, BatchRequestError, ConfigurationError
@@ -531,16 +533,33 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
         )
 
     def _requests(
-        self, inputs: Sequence[LanguageModelInput], configs: Sequence[RunnableConfig], kwargs: Any
+        self,
+        inputs: Sequence[LanguageModelInput],
+        configs: Sequence[RunnableConfig],
+        kwargs: Any,
+        errors: dict[int, Exception] | None = None,
     ) -> list[BatchRequest]:
-        return [
-            self.request_of(i, value, tenant=_tenant_of(config, self.tenant), **kwargs)
-            for i, value, config in zip(request_ids(len(inputs)), inputs, configs, strict=True)
-        ]
+        """One request per input; with ``errors``, a bad input's error goes there by index."""
+        tenants = iter([_tenant_of(c, self.tenant) for c in configs])
+
+        def make(request_id: str, value: Any) -> BatchRequest:
+            return self.request_of(request_id, value, tenant=next(tenants), **kwargs)
+
+        return each_request(inputs, make, errors)
 
     def _engine(self, run_managers: Sequence[Any] = ()) -> CostEngine:
-        handlers = getattr(run_managers[0], "handlers", None) if run_managers else None
-        return engine_for(self.engine, handlers)
+        """The one ledger the job records into: every element's must be the same."""
+        engines = {
+            id(e): e
+            for e in (engine_for(self.engine, getattr(rm, "handlers", None)) for rm in run_managers)
+        }
+        if len(engines) > 1:
+            raise ConfigurationError(
+                "the elements of one batch carry cost handlers of different engines, but a "
+                "batch job records into one ledger: pass the same CostCallbackHandler in "
+                "every element's config (or engine= here), or batch each group on its own"
+            )
+        return next(iter(engines.values())) if engines else engine_for(self.engine, None)
 
     # -- submit -------------------------------------------------------------
     def _prepare(
@@ -550,14 +569,28 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
         run_managers: Sequence[Any] | None,
         job_name: str | None,
         kwargs: Mapping[str, Any],
-    ) -> tuple[BatchHandle, list[BatchRequest]]:
+        errors: dict[int, Exception] | None = None,
+    ) -> tuple[BatchHandle | None, list[BatchRequest]]:
+        """The job and its requests; with ``errors``, bad inputs are left out and noted there.
+
+        Returns no handle when no input made a request.
+        """
+        check_inputs(inputs, f"{type(self).__name__}.batch / submit", "[prompt]")
         configs = get_config_list(config, len(inputs))
         if run_managers is None:
-            run_managers = [get_callback_manager_for_config(configs[0])] if configs else []
-        requests = self._requests(inputs, configs, kwargs)
-        job = self._new_job(job_name, self._engine(run_managers))
+            run_managers = [get_callback_manager_for_config(c) for c in configs]
+        engine = self._engine(run_managers)
+        requests = self._requests(inputs, configs, kwargs, errors)
+        if not requests:
+            return None, []
+        job = self._new_job(job_name, engine)
         ids, models = [r.id for r in requests], [r.model for r in requests]
         return BatchHandle(self, job, ids, models), requests
+
+    def _prepared(self, *args: Any) -> tuple[BatchHandle, list[BatchRequest]]:
+        handle, requests = self._prepare(*args)
+        assert handle is not None  # without errors=, a bad input raised
+        return handle, requests
 
     def submit(
         self,
@@ -576,10 +609,12 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
             **kwargs: call-time model parameters (``stop``, ``max_tokens``...).
 
         Raises:
-            BatchError: the provider refused the batch (the requests stay queued:
-                ``handle.wait()`` submits them again).
+            BatchError: the provider refused the batch (the requests stay queued;
+                the error names the job: ``handle(name).wait()`` submits them again).
+            ConfigurationError: ``inputs`` is not a list of inputs, or one of them
+                cannot be sent as a batch request.
         """
-        handle, requests = self._prepare(inputs, config, None, job_name, kwargs)
+        handle, requests = self._prepared(inputs, config, None, job_name, kwargs)
         handle.submit(requests)
         return handle
 
@@ -592,7 +627,7 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
         **kwargs: Any,
     ) -> BatchHandle:
         """Async twin of :meth:`submit`."""
-        handle, requests = self._prepare(inputs, config, None, job_name, kwargs)
+        handle, requests = self._prepared(inputs, config, None, job_name, kwargs)
         await handle.asubmit(requests)
         return handle
 
@@ -612,8 +647,10 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
         config: list[RunnableConfig],
         **kwargs: Any,
     ) -> list[Any]:
-        handle, requests = self._prepare(inputs, config, run_manager, None, kwargs)
-        return handle.run(requests, return_exceptions=True)
+        errors: dict[int, Exception] = {}
+        handle, requests = self._prepare(inputs, config, run_manager, None, kwargs, errors)
+        answers = [] if handle is None else handle.run(requests, return_exceptions=True)
+        return with_errors(answers, errors)
 
     async def _arun_batch(
         self,
@@ -622,8 +659,10 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
         config: list[RunnableConfig],
         **kwargs: Any,
     ) -> list[Any]:
-        handle, requests = self._prepare(inputs, config, run_manager, None, kwargs)
-        return await handle.arun(requests, return_exceptions=True)
+        errors: dict[int, Exception] = {}
+        handle, requests = self._prepare(inputs, config, run_manager, None, kwargs, errors)
+        answers = [] if handle is None else await handle.arun(requests, return_exceptions=True)
+        return with_errors(answers, errors)
 
     @staticmethod
     def _raise_interrupt(outputs: list[Any]) -> list[Any]:
@@ -667,6 +706,7 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
                 that came back are in its ``outputs``).
             BatchError: the provider refused the batch, or ``timeout_s`` passed.
         """
+        check_inputs(inputs, f"{type(self).__name__}.batch", "[prompt]")
         if not inputs:
             return []
         outputs = self._raise_interrupt(
@@ -685,6 +725,7 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
         **kwargs: Any | None,
     ) -> list[AIMessage]:
         """Async twin of :meth:`batch`."""
+        check_inputs(inputs, f"{type(self).__name__}.abatch", "[prompt]")
         if not inputs:
             return []
         outputs = self._raise_interrupt(

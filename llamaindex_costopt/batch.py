@@ -46,8 +46,10 @@ from costopt_core.batch import (
     JobHandle,
     ProviderName,
     batch_metadata,
+    check_inputs,
+    each_request,
     model_params,
-    request_ids,
+    with_errors,
 )
 from costopt_core.engine import CostEngine
 from costopt_core.errors import BatchFailedError, BatchRequestError, ConfigurationError
@@ -449,26 +451,48 @@ class BatchRunner(BatchFront):
         )
 
     def _chat_requests(
-        self, batch: Sequence[Sequence[ChatMessage]], kwargs: Mapping[str, Any]
+        self,
+        batch: Sequence[Sequence[ChatMessage]],
+        kwargs: Mapping[str, Any],
+        errors: dict[int, Exception] | None = None,
     ) -> list[BatchRequest]:
-        if isinstance(batch, str) or any(isinstance(m, ChatMessage) for m in batch):
+        check_inputs(batch, "chat_batch", "[messages]")
+        if any(isinstance(m, ChatMessage) for m in batch):
             raise ConfigurationError(
                 "chat_batch takes a list of conversations (each a list of ChatMessage), "
                 "not one conversation; wrap it: [messages]"
             )
-        ids = request_ids(len(batch))
-        return [self.chat_request(i, list(m), **kwargs) for i, m in zip(ids, batch, strict=True)]
+
+        def make(request_id: str, conversation: Any) -> BatchRequest:
+            if isinstance(conversation, str) or not all(
+                isinstance(m, ChatMessage) for m in conversation
+            ):
+                raise ConfigurationError(
+                    f"chat_batch: a conversation must be a list of ChatMessage, got "
+                    f"{conversation!r:.60}; for plain prompts use complete_batch"
+                )
+            return self.chat_request(request_id, list(conversation), **kwargs)
+
+        return each_request(batch, make, errors)
 
     def _complete_requests(
-        self, prompts: Sequence[str], formatted: bool, kwargs: Mapping[str, Any]
+        self,
+        prompts: Sequence[str],
+        formatted: bool,
+        kwargs: Mapping[str, Any],
+        errors: dict[int, Exception] | None = None,
     ) -> list[BatchRequest]:
-        if isinstance(prompts, str):
-            raise ConfigurationError("complete_batch takes a list of prompts; wrap it: [prompt]")
-        ids = request_ids(len(prompts))
-        return [
-            self.complete_request(i, p, formatted=formatted, **kwargs)
-            for i, p in zip(ids, prompts, strict=True)
-        ]
+        check_inputs(prompts, "complete_batch", "[prompt]")
+
+        def make(request_id: str, prompt: Any) -> BatchRequest:
+            if not isinstance(prompt, str):
+                raise ConfigurationError(
+                    f"complete_batch: a prompt must be a string, got "
+                    f"{type(prompt).__name__} {prompt!r:.60}"
+                )
+            return self.complete_request(request_id, prompt, formatted=formatted, **kwargs)
+
+        return each_request(prompts, make, errors)
 
     # -- jobs ---------------------------------------------------------------
     def _handle(
@@ -493,18 +517,37 @@ class BatchRunner(BatchFront):
         await handle.asubmit(requests)
         return handle
 
-    def _run(self, kind: Kind, requests: list[BatchRequest], return_exceptions: bool) -> list[Any]:
-        if not requests:
-            return []
-        return self._handle(kind, requests, None).run(requests, return_exceptions=return_exceptions)
+    def _errors(self, return_exceptions: bool) -> dict[int, Exception] | None:
+        # With return_exceptions a refused input gets its error in its place;
+        # the others are still sent.
+        return {} if return_exceptions else None
+
+    def _run(
+        self,
+        kind: Kind,
+        requests: list[BatchRequest],
+        return_exceptions: bool,
+        errors: dict[int, Exception] | None = None,
+    ) -> list[Any]:
+        answers = (
+            self._handle(kind, requests, None).run(requests, return_exceptions=return_exceptions)
+            if requests
+            else []
+        )
+        return with_errors(answers, errors or {})
 
     async def _arun(
-        self, kind: Kind, requests: list[BatchRequest], return_exceptions: bool
+        self,
+        kind: Kind,
+        requests: list[BatchRequest],
+        return_exceptions: bool,
+        errors: dict[int, Exception] | None = None,
     ) -> list[Any]:
-        if not requests:
-            return []
-        handle = self._handle(kind, requests, None)
-        return await handle.arun(requests, return_exceptions=return_exceptions)
+        answers = []
+        if requests:
+            handle = self._handle(kind, requests, None)
+            answers = await handle.arun(requests, return_exceptions=return_exceptions)
+        return with_errors(answers, errors or {})
 
     # -- chat ---------------------------------------------------------------
     def chat_batch(
@@ -529,7 +572,9 @@ class BatchRunner(BatchFront):
             BatchFailedError: some requests failed (it names them).
             BatchError: the provider refused the batch, or ``timeout_s`` passed.
         """
-        return self._run("chat", self._chat_requests(batch, kwargs), return_exceptions)
+        errors = self._errors(return_exceptions)
+        requests = self._chat_requests(batch, kwargs, errors)
+        return self._run("chat", requests, return_exceptions, errors)
 
     async def achat_batch(
         self,
@@ -539,7 +584,9 @@ class BatchRunner(BatchFront):
         **kwargs: Any,
     ) -> list[ChatResponse]:
         """Async twin of :meth:`chat_batch`."""
-        return await self._arun("chat", self._chat_requests(batch, kwargs), return_exceptions)
+        errors = self._errors(return_exceptions)
+        requests = self._chat_requests(batch, kwargs, errors)
+        return await self._arun("chat", requests, return_exceptions, errors)
 
     def submit_chat(
         self,
@@ -582,8 +629,9 @@ class BatchRunner(BatchFront):
             BatchFailedError: some requests failed (it names them).
             BatchError: the provider refused the batch, or ``timeout_s`` passed.
         """
-        requests = self._complete_requests(prompts, formatted, kwargs)
-        return self._run("complete", requests, return_exceptions)
+        errors = self._errors(return_exceptions)
+        requests = self._complete_requests(prompts, formatted, kwargs, errors)
+        return self._run("complete", requests, return_exceptions, errors)
 
     async def acomplete_batch(
         self,
@@ -594,8 +642,9 @@ class BatchRunner(BatchFront):
         **kwargs: Any,
     ) -> list[CompletionResponse]:
         """Async twin of :meth:`complete_batch`."""
-        requests = self._complete_requests(prompts, formatted, kwargs)
-        return await self._arun("complete", requests, return_exceptions)
+        errors = self._errors(return_exceptions)
+        requests = self._complete_requests(prompts, formatted, kwargs, errors)
+        return await self._arun("complete", requests, return_exceptions, errors)
 
     def submit_complete(
         self,

@@ -228,6 +228,72 @@ def test_return_exceptions_puts_the_error_in_place(engine: CostEngine) -> None:
     assert len(engine.ledger.records()) == 2  # failures cost nothing
 
 
+@pytest.mark.parametrize("sync", [True, False], ids=["batch", "abatch"])
+async def test_one_bad_input_fails_only_itself(engine: CostEngine, sync: bool) -> None:
+    """With return_exceptions, an input no batch request can carry gets its error in
+    place; the others are still sent (found by a review: all three failed)."""
+    api = FakeBatchAPI()
+    r = runnable(api, engine)
+    inputs: list[Any] = ["ticket 1", 42, "ticket 3"]
+    out = (
+        r.batch(inputs, return_exceptions=True)
+        if sync
+        else await r.abatch(inputs, return_exceptions=True)
+    )
+    assert [type(o).__name__ for o in out] == ["AIMessage", "ConfigurationError", "AIMessage"]
+    assert [o.content for o in (out[0], out[2])] == ["A: ticket 1", "A: ticket 3"]
+    assert [len(b) for b in api.submitted] == [2] and len(engine.ledger.records()) == 2
+    with pytest.raises(ConfigurationError, match="invalid batch input of type int"):
+        r.batch(inputs)  # without return_exceptions the bad input is raised
+
+
+def test_a_string_is_not_a_list_of_inputs(engine: CostEngine) -> None:
+    """'hello' is a sequence: taken as the inputs it would send one request per letter."""
+    api = FakeBatchAPI()
+    r = runnable(api, engine)
+    for call in (lambda: r.batch("hello"), lambda: r.submit("hello")):  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match=r"got str 'hello'; wrap a single one"):
+            call()
+    with pytest.raises(ConfigurationError, match="job_name must be a non-empty string"):
+        r.submit(["a"], job_name=" ")
+    assert api.submitted == []
+
+
+def test_elements_recording_into_different_ledgers_are_refused(engine: CostEngine) -> None:
+    api = FakeBatchAPI()
+    one, two = CostEngine(), CostEngine()
+    configs: list[Any] = [
+        {"callbacks": [CostCallbackHandler(one)]},
+        {"callbacks": [CostCallbackHandler(two)]},
+    ]
+    with pytest.raises(ConfigurationError, match="a batch job records into one ledger"):
+        BatchRunnable(chat_model(), provider=api, poll_interval_s=0.001).batch(["a", "b"], configs)
+    assert api.submitted == []
+    same = CostCallbackHandler(one)
+    r = BatchRunnable(chat_model(), provider=api, poll_interval_s=0.001)
+    r.batch(["a", "b"], [{"callbacks": [same]}, {"callbacks": [same]}])
+    assert len(one.ledger.records()) == 2 and len(two.ledger.records()) == 0
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1, 0])
+def test_a_wait_timeout_must_be_finite_and_positive(engine: CostEngine, bad: float) -> None:
+    handle = runnable(FakeBatchAPI(hold=2), engine).submit(["a"])
+    with pytest.raises(ConfigurationError, match="timeout_s must be a finite number"):
+        handle.results(timeout_s=bad)
+
+
+def test_a_provider_error_names_the_job_and_how_to_come_back(engine: CostEngine) -> None:
+    class PollFails(FakeBatchAPI):
+        def poll(self, batch_id: str) -> RemoteBatch:
+            raise BatchError(f"poll of batch {batch_id} failed: HTTP 500")
+
+    r = runnable(PollFails(), engine)
+    with pytest.raises(BatchError, match=r"batch job '.+': poll of batch fb0 failed") as info:
+        r.batch(["a"])
+    [job] = r.jobs()
+    assert f"reattach with handle({job!r})" in str(info.value)
+
+
 def test_failed_requests_raise_naming_their_ids(engine: CostEngine) -> None:
     api = FakeBatchAPI(fail=["BAD"])
     with pytest.raises(BatchFailedError) as info:

@@ -448,12 +448,40 @@ def test_wrong_input_shapes_are_refused(engine: CostEngine) -> None:
     r = runner(FakeBatchAPI(), engine)
     with pytest.raises(ConfigurationError, match="list of conversations"):
         r.chat_batch(convo("one conversation"))  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError, match="list of prompts"):
+    with pytest.raises(ConfigurationError, match="takes a list of inputs, one per request"):
         r.complete_batch("one prompt")
     with pytest.raises(ConfigurationError, match="not JSON"):
         r.complete_batch(["x"], response_format=object())
     with pytest.raises(ConfigurationError, match="LlamaIndex LLM"):
         BatchRunner(object())  # type: ignore[arg-type]
+
+
+def test_each_conversation_and_prompt_is_checked(engine: CostEngine) -> None:
+    r = runner(FakeBatchAPI(), engine)
+    with pytest.raises(ConfigurationError, match="a conversation must be a list of ChatMessage"):
+        r.chat_batch([["hi"]])  # type: ignore[list-item]
+    with pytest.raises(ConfigurationError, match="a conversation must be a list of ChatMessage"):
+        r.chat_batch(["hi"])  # type: ignore[list-item]
+    with pytest.raises(ConfigurationError, match="a prompt must be a string, got int 1"):
+        r.complete_batch([1, 2])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "async"])
+async def test_one_bad_input_fails_only_itself(engine: CostEngine, sync: bool) -> None:
+    api = FakeBatchAPI()
+    r = runner(api, engine)
+    chats: list[Any] = [convo("a"), "hi", convo("c")]
+    prompts: list[Any] = ["a", 7, "c"]
+    if sync:
+        chat_out = r.chat_batch(chats, return_exceptions=True)
+        done_out = r.complete_batch(prompts, return_exceptions=True)
+    else:
+        chat_out = await r.achat_batch(chats, return_exceptions=True)
+        done_out = await r.acomplete_batch(prompts, return_exceptions=True)
+    for out in (chat_out, done_out):
+        assert isinstance(out[1], ConfigurationError)
+        assert not isinstance(out[0], Exception) and not isinstance(out[2], Exception)
+    assert [len(b) for b in api.submitted] == [2, 2]
 
 
 def test_default_provider_follows_the_llm_class() -> None:

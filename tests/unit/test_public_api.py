@@ -65,7 +65,8 @@ BATCH = {
     "BatchRequest", "BatchRequestError", "BatchResult", "BatchStatus", "JobHandle",
     "LocalBatchProvider", "OpenAIBatchProvider", "PROVIDER_NAMES", "ProviderName",
     "RecoverableBatchProvider", "RemoteBatch", "ResultConverter", "SplitPlan", "Submission",
-    "batch_metadata", "call_params", "check_json", "decide_outcome", "model_params",
+    "batch_metadata", "call_params", "check_inputs", "check_json", "decide_outcome",
+    "each_request", "model_params", "with_errors",
     "plan_batches", "request_ids", "should_flush", "submission_abandoned"
 }  # fmt: skip
 LANGCHAIN = {

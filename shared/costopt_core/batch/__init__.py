@@ -13,9 +13,12 @@ from costopt_core.batch.front import (
     BatchFrontSettings,
     ProviderName,
     call_params,
+    check_inputs,
     check_json,
+    each_request,
     model_params,
     request_ids,
+    with_errors,
 )
 from costopt_core.batch.handle import JobHandle, ResultConverter, batch_metadata
 from costopt_core.batch.job import BatchJob, BatchJobConfig, BatchNotFoundError, BatchStatus
@@ -67,11 +70,14 @@ __all__ = [
     "Submission",
     "batch_metadata",
     "call_params",
+    "check_inputs",
     "check_json",
     "decide_outcome",
+    "each_request",
     "model_params",
     "plan_batches",
     "request_ids",
     "should_flush",
     "submission_abandoned",
+    "with_errors",
 ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -36,9 +36,12 @@ __all__ = [
     "BatchFrontSettings",
     "ProviderName",
     "call_params",
+    "check_inputs",
     "check_json",
+    "each_request",
     "model_params",
     "request_ids",
+    "with_errors",
 ]
 
 #: Which batch API requests go to; ``local`` runs the wrapped model itself.
@@ -118,6 +121,50 @@ def check_json(params: Mapping[str, Any], hint: str = "") -> None:
                 f"batch request parameter {key}={value!r} is not JSON data, so it cannot be "
                 f"queued; pass it in the provider's JSON form{hint}"
             ) from None
+
+
+def check_inputs(inputs: Any, method: str, example: str) -> None:
+    """Refuse a single input where a batch method takes a list of them.
+
+    A string is a sequence: taken as the list, it would send one billed
+    request per character.
+
+    Raises:
+        ConfigurationError: ``inputs`` is a string, or not a list-like of inputs.
+    """
+    if isinstance(inputs, str | bytes) or not isinstance(inputs, Sequence):
+        raise ConfigurationError(
+            f"{method} takes a list of inputs, one per request, got "
+            f"{type(inputs).__name__} {inputs!r:.60}; wrap a single one: {example}"
+        )
+
+
+def each_request(
+    inputs: Sequence[Any],
+    make: Callable[[str, Any], BatchRequest],
+    errors: dict[int, Exception] | None = None,
+) -> list[BatchRequest]:
+    """``make(request_id, input)`` for every input, ids in input order.
+
+    With ``errors``, an input ``make`` refuses (``ConfigurationError``) is left
+    out and its error noted there by index, so one bad input does not fail
+    the others (``return_exceptions``); without, the first refusal is raised.
+    """
+    out: list[BatchRequest] = []
+    for k, (rid, value) in enumerate(zip(request_ids(len(inputs)), inputs, strict=True)):
+        try:
+            out.append(make(rid, value))
+        except ConfigurationError as exc:
+            if errors is None:
+                raise
+            errors[k] = exc
+    return out
+
+
+def with_errors(answers: Sequence[Any], errors: Mapping[int, Exception]) -> list[Any]:
+    """The answers of the inputs that made requests, each refused input's error in its place."""
+    it = iter(answers)
+    return [errors[k] if k in errors else next(it) for k in range(len(answers) + len(errors))]
 
 
 def request_ids(n: int) -> list[str]:
@@ -295,6 +342,11 @@ class BatchFront(ABC):
         Raises:
             BatchError: the queue file already holds a job of that name.
         """
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigurationError(
+                f"job_name must be a non-empty string, got {name!r}; leave it out to have "
+                "one generated"
+            )
         if name is None:
             infix = f"-{kind}" if kind else ""
             name = f"{self.settings.job_prefix}{infix}-{uuid.uuid4().hex[:16]}"

@@ -135,12 +135,14 @@ class JobHandle(Generic[T]):
                 queued: :meth:`wait` submits them again).
         """
         self.job.enqueue(requests)
-        self.job.flush()
+        with self.job.named_errors():
+            self.job.flush()
 
     async def asubmit(self, requests: Sequence[BatchRequest]) -> None:
         """Async twin of :meth:`submit`."""
         await self.job.aenqueue(requests)
-        await self.job.aflush()
+        with self.job.named_errors():
+            await self.job.aflush()
 
     def run(self, requests: Sequence[BatchRequest], *, return_exceptions: bool) -> list[Any]:
         """Queue, submit and wait for ``requests``; the answers in input order.

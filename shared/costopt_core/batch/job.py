@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import socket
 import threading
@@ -67,7 +68,14 @@ from costopt_core.batch.split import (
     submission_abandoned,
 )
 from costopt_core.engine import CostEngine, current_engine
-from costopt_core.errors import BatchError, BatchNotFoundError, ConfigurationError, config_error
+from costopt_core.errors import (
+    BatchError,
+    BatchFailedError,
+    BatchNotFoundError,
+    BatchRequestError,
+    ConfigurationError,
+    config_error,
+)
 from costopt_core.ledger import MAX_HOLD_TTL_S
 from costopt_core.types import CallMode, CallRecord, Usage
 
@@ -78,6 +86,27 @@ log = logging.getLogger(__name__)
 #: Submission tokens this process is sending now (another job object must not resolve them).
 _IN_FLIGHT: set[str] = set()
 _IN_FLIGHT_LOCK = threading.Lock()
+
+
+def check_timeout(timeout_s: float | None) -> None:
+    """``timeout_s`` of a wait: ``None`` (for good) or a finite number of seconds above 0.
+
+    Raises:
+        ConfigurationError: anything else (NaN or infinity would wait for good
+            without saying so, a negative one would give up at once).
+    """
+    if timeout_s is None:
+        return
+    if (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, int | float)
+        or not math.isfinite(timeout_s)
+        or timeout_s <= 0
+    ):
+        raise ConfigurationError(
+            f"timeout_s must be a finite number of seconds above 0, or None to wait until "
+            f"the batch ends; got {timeout_s!r}"
+        )
 
 
 class BatchJobConfig(BaseModel):
@@ -790,8 +819,9 @@ class BatchJob:
         Raises:
             BatchError: ``timeout_s`` passed first, or the provider failed.
         """
+        check_timeout(timeout_s)
         start = self.clock()
-        with _Progress(progress, self.name) as bar:
+        with _Progress(progress, self.name) as bar, self.named_errors():
             while True:
                 self.flush()
                 status = self.poll()
@@ -805,8 +835,9 @@ class BatchJob:
         self, *, timeout_s: float | None = None, progress: bool = False
     ) -> BatchStatus:
         """Async twin of :meth:`wait` (``await`` is a keyword)."""
+        check_timeout(timeout_s)
         start = self.clock()
-        with _Progress(progress, self.name) as bar:
+        with _Progress(progress, self.name) as bar, self.named_errors():
             while True:
                 await self.aflush()
                 status = await self.apoll()
@@ -815,6 +846,27 @@ class BatchJob:
                     return status
                 self._check_timeout(start, timeout_s, status)
                 await self.asleep(self.poll_interval_s)
+
+    @contextlib.contextmanager
+    def named_errors(self) -> Iterator[None]:
+        """A provider's error, raised while waiting or submitting, names this job.
+
+        The job and its requests stay in the queue file: the message says how
+        to come back to them (the caller may hold no handle).
+        """
+        try:
+            yield
+        except BatchError as exc:
+            if isinstance(exc, BatchRequestError | BatchFailedError) or self.name in str(exc):
+                raise
+            try:
+                named = type(exc)(
+                    f"batch job {self.name!r}: {exc}. The job stays in the queue file: "
+                    f"reattach with handle({self.name!r}) and wait() again"
+                )
+            except TypeError:  # an error class that takes other arguments: as it is
+                raise exc from None
+            raise named from exc
 
     def _check_timeout(self, start: float, timeout_s: float | None, status: BatchStatus) -> None:
         if timeout_s is not None and self.clock() - start >= timeout_s:

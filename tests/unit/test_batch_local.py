@@ -307,3 +307,30 @@ async def test_job_sync_and_async_agree_over_local() -> None:
     b = await async_job.arun(reqs(6))
     assert a == b
     assert sync_engine.ledger.totals().cost_usd == async_engine.ledger.totals().cost_usd
+
+
+def test_requests_stopped_by_their_event_loop_closing_run_again(engine: CostEngine) -> None:
+    """asubmit in an asyncio.run that returns: its loop cancels the requests' tasks.
+    They were not canceled by the user, so the job runs them again (they used to
+    end 'canceled', their work lost)."""
+    started = threading.Event()
+
+    async def slow(request: BatchRequest) -> str:
+        started.set()
+        await asyncio.sleep(10)
+        return "never"
+
+    provider = LocalBatchProvider(echo, achat=slow)
+    job = BatchJob(provider, ":memory:", engine=engine, poll_interval_s=0.01, max_attempts=2)
+
+    async def submit_and_return() -> None:
+        await job.aenqueue(reqs(2))
+        await job.aflush()
+        await asyncio.sleep(0)  # the tasks start, then the loop closes under them
+
+    asyncio.run(submit_and_return())
+    assert started.is_set()
+    status = job.wait(timeout_s=5)  # the sync path runs echo
+    assert (status.done, status.canceled, status.failed) == (2, 0, 0)
+    assert sorted(r.text or "" for r in job.results().values()) == ["Q0", "Q1"]
+    assert len(engine.ledger.records()) == 2

@@ -222,6 +222,18 @@ class LocalBatchProvider:
             id=request.id, status="canceled", model=request.model, error="batch canceled"
         )
 
+    def _interrupted(self, request: BatchRequest) -> BatchResult:
+        return BatchResult(
+            id=request.id,
+            status="expired",
+            model=request.model,
+            retryable=True,
+            error=(
+                "the event loop running it stopped before it finished (an asyncio.run that "
+                "returned after asubmit); it is run again on the next wait"
+            ),
+        )
+
     def _record(self, batch: _LocalBatch, result: BatchResult) -> None:
         with self._lock:
             batch.results[result.id] = result
@@ -282,10 +294,11 @@ class LocalBatchProvider:
     def _task_done(
         self, batch: _LocalBatch, request: BatchRequest, task: asyncio.Task[None]
     ) -> None:
-        """A request's task ended without a result (stopped by a cancel, even before it
-        started, or the loop closing): the batch still ends, this request canceled."""
+        """A request's task ended without a result: stopped by a cancel (even before it
+        started), this request is canceled; stopped by its event loop closing (an
+        ``asyncio.run`` that returned), it expired, so the job runs it again."""
         if task.cancelled():
-            result = self._canceled(request)
+            result = self._canceled(request) if batch.canceled else self._interrupted(request)
         elif (exc := task.exception()) is not None:
             result = self._error(request, exc, False)
         else:

@@ -354,6 +354,46 @@ def test_a_submit_that_timed_out_after_the_provider_took_it_is_not_resent(
     assert sum(clock.slept) < 10  # resolved at once, not after the 900 s lease
 
 
+def test_a_submit_that_may_have_created_its_batch_keeps_the_budget_hold(clock: Clock) -> None:
+    """The batch may be running: its estimate stays held, so a later flush cannot pass a
+    budget on its spend, until the lookup by token (found: collected) settles it; a
+    lookup that finds nothing releases it."""
+    from decimal import Decimal
+
+    from costopt_core import Budget
+    from tests.unit.test_batch_budget import Store
+
+    engine = CostEngine(
+        embedder=FakeEmbedder(),
+        budgets=[Budget(limit_usd=Decimal(1), period="day", policy="block")],
+    )
+    store = Store()
+    engine.ledger.budget_store = store
+    remote = TaggingRemote()
+    remote.interrupt = TimeoutError("read timed out")  # after the batch was created
+    job = make_job(remote, engine, clock)
+    job.enqueue(reqs(2))
+    with pytest.raises(BatchError, match="timed out"):
+        job.flush()
+    [(_, _, hold_id)] = store.reserved
+    assert store.released == []  # held while the batch may run
+    remote.interrupt = None
+    assert job.wait().done == 2
+    assert store.released == [(None, hold_id)]  # collected: settled
+    # a submit the provider never got: the lookup finds nothing, the hold goes
+    remote.interrupt = TimeoutError("read timed out")
+    remote.finds = None
+    other = make_job(remote, engine, clock)
+    other.enqueue(reqs(2))
+    with pytest.raises(BatchError, match="timed out"):
+        other.flush()
+    second = store.reserved[1][2]
+    assert (None, second) not in store.released
+    remote.interrupt = None
+    other.recover()
+    assert (None, second) in store.released
+
+
 def test_a_flush_whose_requests_another_flush_took_sends_nothing(
     engine: CostEngine, clock: Clock
 ) -> None:

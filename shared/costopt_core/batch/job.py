@@ -443,7 +443,7 @@ class BatchJob:
                 token = self._begin([s for s, _, _ in batch])
                 if token is None:
                     continue
-                with self._submitting(token):
+                with self._submitting(token, sent, [own for _, _, own in batch]):
                     remote_id = self.provider.submit([r for _, r, _ in batch], **self._tag(token))
                 sent.extend(own for _, _, own in batch)
                 ids.append(self._sent(token, remote_id))
@@ -458,7 +458,7 @@ class BatchJob:
                 token = self._begin([s for s, _, _ in batch])
                 if token is None:
                     continue
-                with self._submitting(token):
+                with self._submitting(token, sent, [own for _, _, own in batch]):
                     remote_id = await self.provider.asubmit(
                         [r for _, r, _ in batch], **self._tag(token)
                     )
@@ -506,11 +506,16 @@ class BatchJob:
         return {"submission": token} if recoverable else {}
 
     @contextlib.contextmanager
-    def _submitting(self, token: str) -> Iterator[None]:
+    def _submitting(self, token: str, held: list[str], own: Sequence[str]) -> Iterator[None]:
+        """Settle a submit call that raises; ``own``, its requests, stay ``held`` when
+        the call may have reached the provider (a batch may be running on them until
+        the lookup by token says otherwise)."""
         try:
             yield
         except BaseException as exc:
-            err = self._submit_failed(token, exc)
+            err, requeued = self._submit_failed(token, exc)
+            if not requeued:
+                held.extend(own)
             if err is exc:
                 raise
             raise err from exc
@@ -554,8 +559,9 @@ class BatchJob:
             )
         return remote_id
 
-    def _submit_failed(self, token: str, exc: BaseException) -> BaseException:
-        """Settle a submit call that raised; the error to raise for it.
+    def _submit_failed(self, token: str, exc: BaseException) -> tuple[BaseException, bool]:
+        """Settle a submit call that raised; the error to raise for it, and whether
+        its requests were queued again.
 
         A refusal (``SubmitRefusedError``, or a ``ConfigurationError`` from a
         check made before anything was sent) puts the requests back in the
@@ -566,6 +572,7 @@ class BatchJob:
         requests again. An interruption (``KeyboardInterrupt``, a cancelled
         task) also leaves the record for :meth:`recover`.
         """
+        requeued = False
         try:
             if requeue_after_failed_submit(
                 interrupted=not isinstance(exc, Exception),
@@ -573,12 +580,13 @@ class BatchJob:
                 recoverable=isinstance(self.provider, RecoverableBatchProvider),
             ):
                 self.queue.abort_submission(token, now=self.clock())
+                requeued = True
         finally:
             _done_in_flight(token)
         if not isinstance(exc, Exception) or isinstance(exc, BatchError):
-            return exc
+            return exc, requeued
         # a provider should raise BatchError; be safe
-        return BatchError(f"{self.provider.name} batch submit failed: {exc}")
+        return BatchError(f"{self.provider.name} batch submit failed: {exc}"), requeued
 
     # -- recovery of interrupted submissions -------------------------------------------
     def _abandoned(self) -> list[PendingSubmission]:
@@ -629,6 +637,8 @@ class BatchJob:
     def _resolve(self, pending: PendingSubmission, remote_id: str | None) -> None:
         if remote_id is None:
             self.queue.abort_submission(pending.token, now=self.clock())
+            # Nothing ran: a hold kept while that was unknown covers nothing now.
+            HOLDS.settle(self._hold_key(), pending.request_ids)
             return
         self.queue.mark_submitted(
             self.name,

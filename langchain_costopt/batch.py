@@ -61,7 +61,7 @@ from langchain_costopt._convert import (
     non_text_digest,
     to_langchain_message,
 )
-from langchain_costopt.callbacks import engine_for, run_tenant
+from langchain_costopt.callbacks import cost_handlers, engine_for, run_tenant
 
 __all__ = [
     "BatchFailedError",
@@ -149,6 +149,14 @@ def messages_of(value: LanguageModelInput) -> list[BaseMessage]:
 _CARRIED_BLOCKS = frozenset(
     {"tool_use", "tool_call", "function_call", "thinking", "redacted_thinking", "reasoning"}
 )
+
+
+#: A keyword batch() passes its own run: put a refused input's error in its place.
+_IN_PLACE = "_costopt_errors_in_place"
+
+
+def _run_kwargs(kwargs: Mapping[str, Any], in_place: bool) -> dict[str, Any]:
+    return {**kwargs, _IN_PLACE: in_place}
 
 
 def check_text_only(messages: Sequence[BaseMessage]) -> None:
@@ -548,18 +556,25 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
         return each_request(inputs, make, errors)
 
     def _engine(self, run_managers: Sequence[Any] = ()) -> CostEngine:
-        """The one ledger the job records into: every element's must be the same."""
-        engines = {
-            id(e): e
-            for e in (engine_for(self.engine, getattr(rm, "handlers", None)) for rm in run_managers)
-        }
+        """The one ledger the job records into (see ``engine_for``).
+
+        Elements without a cost handler go with the others; elements whose
+        handlers record into different engines cannot share one job.
+        """
+        if self.engine is not None:
+            return self.engine
+        engines: dict[int, CostEngine] = {}
+        for rm in run_managers:
+            found = cost_handlers(getattr(rm, "handlers", None))
+            if found:
+                engines.setdefault(id(found[0].engine), found[0].engine)
         if len(engines) > 1:
             raise ConfigurationError(
                 "the elements of one batch carry cost handlers of different engines, but a "
                 "batch job records into one ledger: pass the same CostCallbackHandler in "
                 "every element's config (or engine= here), or batch each group on its own"
             )
-        return next(iter(engines.values())) if engines else engine_for(self.engine, None)
+        return next(iter(engines.values())) if engines else engine_for(None, None)
 
     # -- submit -------------------------------------------------------------
     def _prepare(
@@ -573,7 +588,7 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
     ) -> tuple[BatchHandle | None, list[BatchRequest]]:
         """The job and its requests; with ``errors``, bad inputs are left out and noted there.
 
-        Returns no handle when no input made a request.
+        Returns no handle when every input was refused.
         """
         check_inputs(inputs, f"{type(self).__name__}.batch / submit", "[prompt]")
         configs = get_config_list(config, len(inputs))
@@ -581,15 +596,16 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
             run_managers = [get_callback_manager_for_config(c) for c in configs]
         engine = self._engine(run_managers)
         requests = self._requests(inputs, configs, kwargs, errors)
-        if not requests:
-            return None, []
+        if not requests and errors:
+            return None, []  # every input was refused: no job
         job = self._new_job(job_name, engine)
         ids, models = [r.id for r in requests], [r.model for r in requests]
         return BatchHandle(self, job, ids, models), requests
 
     def _prepared(self, *args: Any) -> tuple[BatchHandle, list[BatchRequest]]:
         handle, requests = self._prepare(*args)
-        assert handle is not None  # without errors=, a bad input raised
+        if handle is None:  # pragma: no cover - only with errors=, which submit never passes
+            raise ConfigurationError("no input made a batch request")
         return handle, requests
 
     def submit(
@@ -647,10 +663,11 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
         config: list[RunnableConfig],
         **kwargs: Any,
     ) -> list[Any]:
-        errors: dict[int, Exception] = {}
+        # Without return_exceptions a bad input fails the batch before anything is sent.
+        errors: dict[int, Exception] | None = {} if kwargs.pop(_IN_PLACE, False) else None
         handle, requests = self._prepare(inputs, config, run_manager, None, kwargs, errors)
         answers = [] if handle is None else handle.run(requests, return_exceptions=True)
-        return with_errors(answers, errors)
+        return with_errors(answers, errors or {})
 
     async def _arun_batch(
         self,
@@ -659,10 +676,10 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
         config: list[RunnableConfig],
         **kwargs: Any,
     ) -> list[Any]:
-        errors: dict[int, Exception] = {}
+        errors: dict[int, Exception] | None = {} if kwargs.pop(_IN_PLACE, False) else None
         handle, requests = self._prepare(inputs, config, run_manager, None, kwargs, errors)
         answers = [] if handle is None else await handle.arun(requests, return_exceptions=True)
-        return with_errors(answers, errors)
+        return with_errors(answers, errors or {})
 
     @staticmethod
     def _raise_interrupt(outputs: list[Any]) -> list[Any]:
@@ -711,7 +728,11 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
             return []
         outputs = self._raise_interrupt(
             self._batch_with_config(
-                self._run_batch, inputs, config, return_exceptions=True, **kwargs
+                self._run_batch,
+                inputs,
+                config,
+                return_exceptions=True,
+                **_run_kwargs(kwargs, return_exceptions),
             )
         )
         return outputs if return_exceptions else self._raise_failed(outputs)
@@ -730,7 +751,11 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
             return []
         outputs = self._raise_interrupt(
             await self._abatch_with_config(
-                self._arun_batch, inputs, config, return_exceptions=True, **kwargs
+                self._arun_batch,
+                inputs,
+                config,
+                return_exceptions=True,
+                **_run_kwargs(kwargs, return_exceptions),
             )
         )
         return outputs if return_exceptions else self._raise_failed(outputs)

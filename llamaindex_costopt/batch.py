@@ -464,11 +464,14 @@ class BatchRunner(BatchFront):
             )
 
         def make(request_id: str, conversation: Any) -> BatchRequest:
-            if isinstance(conversation, str) or not all(
-                isinstance(m, ChatMessage) for m in conversation
+            if (
+                isinstance(conversation, str)
+                or not isinstance(conversation, Sequence)
+                or not conversation
+                or not all(isinstance(m, ChatMessage) for m in conversation)
             ):
                 raise ConfigurationError(
-                    f"chat_batch: a conversation must be a list of ChatMessage, got "
+                    f"chat_batch: a conversation must be a non-empty list of ChatMessage, got "
                     f"{conversation!r:.60}; for plain prompts use complete_batch"
                 )
             return self.chat_request(request_id, list(conversation), **kwargs)

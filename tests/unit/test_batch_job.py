@@ -547,3 +547,12 @@ async def test_sync_and_async_paths_agree(clock: Clock) -> None:
     await job.acancel()
     status = await job.await_()
     assert (status.done, status.canceled) == (1, 1)
+
+
+def test_run_refuses_a_bad_timeout_before_queueing(engine: CostEngine, clock: Clock) -> None:
+    from costopt_core.errors import ConfigurationError
+
+    job = make_job(FakeRemote(), engine, clock)
+    with pytest.raises(ConfigurationError, match="timeout_s must be a finite number"):
+        job.run(reqs(2), timeout_s=float("nan"))
+    assert job.status().queued == 0

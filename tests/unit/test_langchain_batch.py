@@ -244,7 +244,14 @@ async def test_one_bad_input_fails_only_itself(engine: CostEngine, sync: bool) -
     assert [o.content for o in (out[0], out[2])] == ["A: ticket 1", "A: ticket 3"]
     assert [len(b) for b in api.submitted] == [2] and len(engine.ledger.records()) == 2
     with pytest.raises(ConfigurationError, match="invalid batch input of type int"):
-        r.batch(inputs)  # without return_exceptions the bad input is raised
+        r.batch(inputs)  # without return_exceptions the bad input is raised...
+    assert len(api.submitted) == 1 and len(engine.ledger.records()) == 2  # ...before any is sent
+
+
+def test_submitting_nothing_gives_an_empty_handle(engine: CostEngine) -> None:
+    api = FakeBatchAPI()
+    handle = runnable(api, engine).submit([])
+    assert handle.ids == [] and handle.results() == [] and api.submitted == []
 
 
 def test_a_string_is_not_a_list_of_inputs(engine: CostEngine) -> None:
@@ -273,6 +280,9 @@ def test_elements_recording_into_different_ledgers_are_refused(engine: CostEngin
     r = BatchRunnable(chat_model(), provider=api, poll_interval_s=0.001)
     r.batch(["a", "b"], [{"callbacks": [same]}, {"callbacks": [same]}])
     assert len(one.ledger.records()) == 2 and len(two.ledger.records()) == 0
+    # an element without a cost handler goes with the others
+    r.batch(["c", "d"], [{"callbacks": [same]}, {}])
+    assert len(one.ledger.records()) == 4
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1, 0])

@@ -458,9 +458,9 @@ def test_wrong_input_shapes_are_refused(engine: CostEngine) -> None:
 
 def test_each_conversation_and_prompt_is_checked(engine: CostEngine) -> None:
     r = runner(FakeBatchAPI(), engine)
-    with pytest.raises(ConfigurationError, match="a conversation must be a list of ChatMessage"):
+    with pytest.raises(ConfigurationError, match="a conversation must be a non-empty list"):
         r.chat_batch([["hi"]])  # type: ignore[list-item]
-    with pytest.raises(ConfigurationError, match="a conversation must be a list of ChatMessage"):
+    with pytest.raises(ConfigurationError, match="a conversation must be a non-empty list"):
         r.chat_batch(["hi"])  # type: ignore[list-item]
     with pytest.raises(ConfigurationError, match="a prompt must be a string, got int 1"):
         r.complete_batch([1, 2])  # type: ignore[list-item]
@@ -470,7 +470,7 @@ def test_each_conversation_and_prompt_is_checked(engine: CostEngine) -> None:
 async def test_one_bad_input_fails_only_itself(engine: CostEngine, sync: bool) -> None:
     api = FakeBatchAPI()
     r = runner(api, engine)
-    chats: list[Any] = [convo("a"), "hi", convo("c")]
+    chats: list[Any] = [convo("a"), "hi", convo("c"), None, 5, []]
     prompts: list[Any] = ["a", 7, "c"]
     if sync:
         chat_out = r.chat_batch(chats, return_exceptions=True)
@@ -481,6 +481,7 @@ async def test_one_bad_input_fails_only_itself(engine: CostEngine, sync: bool) -
     for out in (chat_out, done_out):
         assert isinstance(out[1], ConfigurationError)
         assert not isinstance(out[0], Exception) and not isinstance(out[2], Exception)
+    assert all(isinstance(o, ConfigurationError) for o in chat_out[3:])
     assert [len(b) for b in api.submitted] == [2, 2]
 
 

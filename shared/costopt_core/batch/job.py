@@ -893,6 +893,7 @@ class BatchJob:
         timeout_s: float | None = None,
     ) -> list[BatchResult]:
         """Enqueue, wait, and return the results of ``requests`` in their order."""
+        check_timeout(timeout_s)  # before anything is queued
         ids = self.enqueue(requests)
         self.wait(progress=progress, timeout_s=timeout_s)
         results = self.results()
@@ -905,6 +906,7 @@ class BatchJob:
         progress: bool = False,
         timeout_s: float | None = None,
     ) -> list[BatchResult]:
+        check_timeout(timeout_s)
         ids = await self.aenqueue(requests)
         await self.await_(progress=progress, timeout_s=timeout_s)
         results = self.results()

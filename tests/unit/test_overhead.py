@@ -73,7 +73,7 @@ def test_escalations_hits_and_removals_inside_overhead_of() -> None:
     assert escalated.outcome == "overhead" and escalated.savings_usd == {"memory": -MINI_COST}
     # A summary a cache served billed nothing, and is no request, so no cache hit either.
     assert (hit.outcome, hit.cost_usd, hit.baseline_cost_usd, hit.savings_usd) == (
-        "overhead", 0, 0, {}
+        "overhead", 0, 0, {"memory": 0}
     )  # fmt: skip
     assert (hit.usage.input_tokens, hit.usage.output_tokens) == (0, 0)
     # Tokens kept out are a saving, whoever records them.
@@ -89,13 +89,22 @@ def test_an_unpriced_summarizer_is_an_unknown_cost_not_zero() -> None:
     e = engine()
     with overhead_of("compression"), pytest.warns(UserWarning, match="my-local-model"):
         rec = e.record_call(model="my-local-model", usage=U)
+    # the lever is named although the amount is unknown
     assert (rec.outcome, rec.cost_usd, rec.baseline_cost_usd, rec.savings_usd) == (
-        "overhead",
-        None,
-        0,
-        {},
-    )
+        "overhead", None, 0, {"compression": 0}
+    )  # fmt: skip
     assert e.ledger.totals().unpriced_calls == 1
+    # A projection bills it where it is priced, and names it where it is not.
+    e.record_call(model="gpt-4o", usage=U)
+    [request] = measure_records(e.ledger.records())
+    assert [(m, lever) for m, _, lever in request.overhead] == [("my-local-model", "compression")]
+    with pytest.raises(ConfigurationError, match=r"without a price \(my-local-model\)"):
+        project([request], requests_per_day=100, baseline_model="gpt-4o")
+    priced_catalog = PriceCatalog.default().with_overrides(
+        {"my-local-model": {"usd_per_mtok_input": "2.5", "usd_per_mtok_output": "10"}}
+    )
+    p = project([request], requests_per_day=100, baseline_model="gpt-4o", catalog=priced_catalog)
+    assert p.scenario("compression").savings_usd_per_month < 0  # the summarizer is billed
 
 
 def test_bad_levers_are_refused_with_the_fix() -> None:

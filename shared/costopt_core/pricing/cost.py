@@ -513,7 +513,12 @@ def _overhead_call(
             "removed_input_tokens on a lever's own call (inside overhead_of): record the "
             "tokens kept out with CostEngine.record_removed_tokens, or on the request's call"
         )
-    return _thrown_in(catalog, model, catalog.get(model), usage, mode, charged_to)
+    priced = _thrown_in(catalog, model, catalog.get(model), usage, mode, charged_to)
+    if not priced.savings_usd:
+        # Unpriced or free: the record still names its lever (a projection with
+        # other prices bills it there).
+        return PricedCall(priced.cost_usd, priced.baseline_cost_usd, {charged_to: _ZERO})
+    return priced
 
 
 def unknown_cost_reason(

@@ -328,12 +328,13 @@ def _router_or_cache_hit(call: _Call) -> bool:
 class _State:
     """A handler's mutable state: its open calls and bookkeeping."""
 
-    __slots__ = ("calls", "dispatchers", "errors", "lock", "scoped")
+    __slots__ = ("calls", "dispatchers", "errors", "lock", "recorded", "scoped")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.calls: dict[str, _Call] = {}
         self.errors = 0
+        self.recorded = 0
         self.dispatchers: list[Dispatcher] = []
         # Set by track_costs: record only calls started inside its block.
         self.scoped = False
@@ -721,6 +722,9 @@ class CostEventHandler(BaseEventHandler):
         self._record(call, raw, usage, span_id)
 
     def _record(self, call: _Call, raw: Any, usage: Usage, span_id: str) -> None:
+        st = _state_of(self)
+        with st.lock:
+            st.recorded += 1
         raw_map = _mapping(raw)
         # A costopt cache notes the raw dicts of the answers it serves (the caller
         # sees a marker only with expose_cache_info).
@@ -746,10 +750,15 @@ class CostEventHandler(BaseEventHandler):
         )
 
 
+def recorded_calls(handler: CostEventHandler) -> int:
+    """How many LLM calls ``handler`` has recorded."""
+    return _state_of(handler).recorded
+
+
 @contextmanager
 def pricing_scope(
     engine: CostEngine, tenant: str | None = None, model_hint: str | None = None
-) -> Generator[None, None, None]:
+) -> Generator[CostEventHandler | None, None, None]:
     """Price the LLM calls started inside into ``engine``, unless a handler already does.
 
     For a component's own model calls (a memory's summarizer): they are
@@ -762,11 +771,15 @@ def pricing_scope(
         engine: the ledger the calls must reach.
         tenant: their tenant, unless their instrument tags name one.
         model_hint: the model name of calls whose events and answers name none.
+
+    Yields:
+        The block's own handler (see :func:`recorded_calls`); ``None`` when a
+        handler on ``engine`` already records the calls.
     """
     hint = _model_hint.set(model_hint) if model_hint else None
     try:
         if any(h.engine is engine for h in recording_handlers()):
-            yield
+            yield None
             return
         handler = CostEventHandler(engine, tenant=tenant)
         _state_of(handler).scoped = True
@@ -776,7 +789,7 @@ def pricing_scope(
         token = _scope.set(_Scope(handler, inherited, outer=outer, see_through=True))
         try:
             handler.attach()
-            yield
+            yield handler
         finally:
             try:
                 handler.detach()

@@ -37,7 +37,13 @@ from costopt_core.memory import (
     message_fingerprint,
 )
 from costopt_core.types import Message, Role
-from llamaindex_costopt.handler import pricing_scope, resolve_tenant
+from llamaindex_costopt.handler import (
+    CostEventHandler,
+    pricing_scope,
+    recorded_calls,
+    resolve_tenant,
+    usage_of,
+)
 
 __all__ = [
     "STATE_KEY_SUFFIX",
@@ -269,21 +275,34 @@ class SummarizingMemory(BaseChatStoreMemory):
         engine = self._engine()
         hint = self.summarizer_model or llm.metadata.model_name
 
-        def priced() -> AbstractContextManager[None]:
+        def priced() -> AbstractContextManager[CostEventHandler | None]:
             # Recorded as any handler records a call (a router's tier, a cache's
             # hit), into this engine even with no handler attached.
             if not self.record_summarizer_costs:
                 return nullcontext()
             return pricing_scope(engine, tenant=tenant, model_hint=hint)
 
+        def unseen(block: CostEventHandler | None, response: Any) -> None:
+            # An LLM that sends no instrumentation events (a custom chat()
+            # without LlamaIndex's callback decorator): priced from its answer.
+            if block is not None and recorded_calls(block) == 0:
+                engine.record_call(
+                    model=hint or "unknown",
+                    usage=usage_of(response),
+                    tenant=tenant,
+                    framework="llamaindex",
+                )
+
         def chat(messages: list[Message]) -> str:
-            with priced():
+            with priced() as block:
                 response = llm.chat([to_llamaindex_message(m) for m in messages])
+                unseen(block, response)
             return response.message.content or ""
 
         async def achat(messages: list[Message]) -> str:
-            with priced():
+            with priced() as block:
                 response = await llm.achat([to_llamaindex_message(m) for m in messages])
+                unseen(block, response)
             return response.message.content or ""
 
         return chat, achat

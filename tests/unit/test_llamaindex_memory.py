@@ -573,6 +573,45 @@ def test_summarizer_model_names_calls_that_name_no_model(where: str) -> None:
     assert all(r.cost_usd for r in calls)
 
 
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "async"])
+async def test_a_summarizer_that_sends_no_events_is_priced_from_its_answer(sync: bool) -> None:
+    """A custom LLM whose chat() lacks LlamaIndex's callback decorator sends no events
+    for a handler to record: the memory prices it from the answer's usage."""
+    from llama_index.core.base.llms.types import ChatResponse
+    from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
+
+    class Plain(CustomLLM):
+        @property
+        def metadata(self) -> LLMMetadata:
+            return LLMMetadata(model_name="gpt-4o-mini")
+
+        def complete(self, prompt: str, formatted: bool = False, **kw: Any) -> CompletionResponse:
+            raise NotImplementedError
+
+        def stream_complete(self, *a: Any, **k: Any) -> Any:
+            raise NotImplementedError
+
+        def chat(self, messages: Any, **kw: Any) -> ChatResponse:
+            usage = {"prompt_tokens": 1000, "completion_tokens": 100}
+            reply = ChatMessage(role="assistant", content="Ana plans a trip.")
+            return ChatResponse(message=reply, raw={"usage": usage})
+
+        async def achat(self, messages: Any, **kw: Any) -> ChatResponse:
+            return self.chat(messages)
+
+    engine = make_engine()
+    memory = make_memory(engine, summarizer=Plain())
+    if sync:
+        fill(memory, 24)
+    else:
+        for i in range(24):
+            await memory.aput(ChatMessage(role="user", content=question(i)))
+            await memory.aput(ChatMessage(role="assistant", content=answer(i)))
+    calls = [r for r in engine.ledger.records() if r.outcome == "overhead"]
+    assert len(calls) == memory.state.summarizer_calls > 0
+    assert {r.model for r in calls} == {"gpt-4o-mini"} and all(r.cost_usd for r in calls)
+
+
 def test_bad_config_raises_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="config must be"):
         SummarizingMemory(config={"window_tokens": 5})

@@ -784,7 +784,7 @@ def pricing_scope(
         handler = CostEventHandler(engine, tenant=tenant)
         _state_of(handler).scoped = True
         outer = _scope.get()
-        visible = _scope_of(None, outer)
+        visible = _scope_of(None, outer)  # as track_costs inherits a tenant
         inherited = tenant if tenant is not None else (visible.tenant if visible else None)
         token = _scope.set(_Scope(handler, inherited, outer=outer, see_through=True))
         try:
@@ -850,7 +850,7 @@ def track_costs(
         engine = current_engine().child()
     handler = CostEventHandler(engine, tenant=tenant)
     _state_of(handler).scoped = True
-    outer = _scope.get()
+    outer = _scope_of(None, _scope.get())
     inherited = tenant if tenant is not None else (outer.tenant if outer else None)
     token = _scope.set(_Scope(handler, inherited))
     try:

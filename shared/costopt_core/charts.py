@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from costopt_core.errors import ConfigurationError
-from costopt_core.types import LEVERS
+from costopt_core.types import CACHE_OUTCOMES, LEVERS
 
 if TYPE_CHECKING:
     from costopt_core.ledger import CostLedger
@@ -77,7 +77,7 @@ def request_mix(ledger: CostLedger) -> Counter[str]:
     """Answered requests by what served them: the cache, a tier's model, or a batch job."""
     mix: Counter[str] = Counter()
     for r in ledger.records():
-        if r.outcome in ("cache_exact", "cache_semantic"):
+        if r.outcome in CACHE_OUTCOMES:
             mix["cache"] += 1
         elif r.outcome == "model" and r.mode == "batch":
             mix[f"batch ({r.model})"] += 1

@@ -31,7 +31,7 @@ from costopt_core.engine import CostEngine
 from costopt_core.errors import ConfigurationError
 from costopt_core.ledger import CostLedger
 from costopt_core.pricing import PriceCatalog
-from costopt_core.types import CALLED_OUTCOMES, CallRecord, money_str
+from costopt_core.types import CACHE_OUTCOMES, CALLED_OUTCOMES, CallRecord, money_str
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Counter, Histogram, MeterProvider, UpDownCounter
@@ -70,7 +70,6 @@ _TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))
 
 _PREFIX = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 _OPERATION = re.compile(r"^[a-z][a-z0-9_.]*$")
-_CACHE_HITS = frozenset({"cache_exact", "cache_semantic"})
 # The price catalog's provider names where the conventions' well-known value
 # differs. A Gemini model may be reached through AI Studio or Vertex: the
 # catalog cannot tell, so the generic Google value is used.
@@ -168,7 +167,7 @@ def costopt_attributes(
         f"{p}.call_id": record.call_id,
         f"{p}.model": record.model,
         f"{p}.outcome": record.outcome,
-        f"{p}.cache_hit": record.outcome in _CACHE_HITS,
+        f"{p}.cache_hit": record.outcome in CACHE_OUTCOMES,
         f"{p}.mode": record.mode,
         f"{p}.estimated": record.estimated,
         f"{p}.cost_known": record.cost_usd is not None,
@@ -193,7 +192,7 @@ def costopt_attributes(
             out[f"{p}.usage.cache_creation_5m.input_tokens"] = u.cache_write_5m_tokens
         if u.cache_write_1h_tokens is not None:
             out[f"{p}.usage.cache_creation_1h.input_tokens"] = u.cache_write_1h_tokens
-    elif record.outcome in _CACHE_HITS:
+    elif record.outcome in CACHE_OUTCOMES:
         if u.input_tokens is not None:
             out[f"{p}.avoided.input_tokens"] = u.input_tokens
         if u.output_tokens is not None:
@@ -492,7 +491,7 @@ class OTelExporter:
         end = _unix_ns(record.timestamp)
         latency = record.latency_ms
         start = end - round(latency * 1_000_000) if latency and latency > 0 else end
-        kind = SpanKind.INTERNAL if record.outcome in _CACHE_HITS else SpanKind.CLIENT
+        kind = SpanKind.INTERNAL if record.outcome in CACHE_OUTCOMES else SpanKind.CLIENT
         new = self._tracer.start_span(
             f"{gen[GEN_AI_OPERATION_NAME]} {record.model}",
             kind=kind,

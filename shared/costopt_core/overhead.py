@@ -20,7 +20,7 @@ from contextvars import ContextVar
 from typing import get_args
 
 from costopt_core.errors import ConfigurationError
-from costopt_core.types import CallOutcome, OverheadLever, Usage
+from costopt_core.types import CACHE_OUTCOMES, CallOutcome, OverheadLever, Usage
 
 __all__ = ["OverheadLever", "current_overhead", "overhead_of", "recorded_as"]
 
@@ -72,6 +72,6 @@ def recorded_as(
     lever = _current.get()
     if lever is None or outcome == "removed":
         return outcome, usage, None
-    if outcome in ("cache_exact", "cache_semantic"):
+    if outcome in CACHE_OUTCOMES:
         return "overhead", _NOTHING_BILLED, lever
     return "overhead", usage, lever

@@ -40,6 +40,8 @@ CallMode = Literal["sync", "batch"]
 CallOutcome = Literal["model", "cache_exact", "cache_semantic", "escalated", "removed", "overhead"]
 #: Outcomes where a provider was called, so tokens were billed.
 CALLED_OUTCOMES: frozenset[str] = frozenset({"model", "escalated", "overhead"})
+#: Outcomes where a cache answered instead of a model.
+CACHE_OUTCOMES: frozenset[str] = frozenset({"cache_exact", "cache_semantic"})
 #: The levers that call a model to do their work (see ``costopt_core.overhead``).
 OverheadLever = Literal["compression", "memory", "cache_semantic"]
 Lever = Literal[

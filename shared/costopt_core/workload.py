@@ -31,7 +31,14 @@ from costopt_core.jsonl import json_lines
 from costopt_core.ledger import CostLedger, read_record
 from costopt_core.projection import MeasuredRequest
 from costopt_core.routing.tiers import Tiers
-from costopt_core.types import CallOutcome, CallRecord, Message, OverheadLever, Usage
+from costopt_core.types import (
+    CACHE_OUTCOMES,
+    CallOutcome,
+    CallRecord,
+    Message,
+    OverheadLever,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from costopt_core.cache.engine import SemanticCache
@@ -279,7 +286,7 @@ def measure_records(records: Sequence[CallRecord]) -> list[MeasuredRequest]:
             MeasuredRequest(
                 model=r.model,
                 usage=r.usage,
-                cache=r.outcome if r.outcome in ("cache_exact", "cache_semantic") else None,
+                cache=r.outcome if r.outcome in CACHE_OUTCOMES else None,
                 removed_input_tokens=dict(removed.pop(key, Counter())) if priced else {},
                 escalated=tuple(m for m, _ in attempts),
                 batch=r.mode == "batch",

@@ -19,7 +19,14 @@ from typing import get_args
 
 from costopt_core.errors import ConfigurationError
 from costopt_core.pricing.catalog import ModelPrice, PriceCatalog
-from costopt_core.types import CallMode, CallOutcome, OverheadLever, Usage, slot_setters
+from costopt_core.types import (
+    CACHE_OUTCOMES,
+    CallMode,
+    CallOutcome,
+    OverheadLever,
+    Usage,
+    slot_setters,
+)
 
 __all__ = [
     "CallPricer",
@@ -462,7 +469,7 @@ def attribute_savings(
         if delta:
             savings["batch"] = delta
 
-    if outcome in ("cache_exact", "cache_semantic"):
+    if outcome in CACHE_OUTCOMES:
         if served is None:
             # The replaced call cannot be priced: credit the cache with the whole baseline.
             for lever in ("routing", "provider_cache", "batch"):

@@ -360,10 +360,25 @@ def test_stem_strips_inflections_only() -> None:
         ("stopped", "stop"), ("towers", "tower"), ("boxes", "box"), ("running", "run"),
     ]  # fmt: skip
     assert all(stem(a) == stem(b) for a, b in same)
-    # short words, numbers and -ss / -us / -is endings stay as they are
-    assert [stem(w) for w in ("news", "1889", "process", "status", "paris", "bus")] == [
-        "news", "1889", "process", "status", "paris", "bus"
+    # short words and numbers stay as they are; a short stem takes no other word's place
+    assert [stem(w) for w in ("news", "1889", "bus", "tim", "a1b2")] == [
+        "news", "1889", "bus", "tim", "a1b2"
     ]  # fmt: skip
+    different = [("times", "tim"), ("plane", "plan"), ("rated", "rat"), ("stared", "star"),
+                 ("cared", "car"), ("hoped", "hop")]  # fmt: skip
+    assert all(stem(a) != stem(b) for a, b in different)
+
+
+def test_a_stem_does_not_match_a_name_it_is_not() -> None:
+    """'How many times...' must not pull in a sentence about Tim (found by a review)."""
+    text = [
+        "The club was founded long ago in a small northern town. Tim chaired it. "
+        "Over its long history the club won the league title nine times."
+    ]
+    config = SummarizerConfig(budget_tokens=14)
+    words = lambda t: len(t.split())  # noqa: E731
+    r = summarize_extractive("How many times did the club win?", text, config, count_tokens=words)
+    assert "nine times" in " ".join(c.text for c in r.chunks)
 
 
 def test_default_scoring_is_lexical_and_embeds_nothing() -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import re
 
+from nltk.stem.porter import PorterStemmer
+
 __all__ = [
     "contains",
     "content_words",
@@ -102,34 +104,22 @@ def contains(haystack: str, needle: str) -> bool:
     return False
 
 
-#: Inflections stripped for matching, and what replaces them ("tries" -> "try").
-_SUFFIXES = (("ies", "y"), ("ied", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", ""))
+_PORTER = PorterStemmer()
 
 
 @functools.lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
-    """``word`` without its English inflection, for matching only ("opened" -> "open").
+    """``word``'s Porter stem, for matching only ("opened", "opens" -> "open").
 
     A question asks "when did it open?" of a text that says "it opened":
-    exact word forms would not match. Light on purpose: plural, past and
-    gerund endings, a doubled final consonant ("stopped") and a final
-    silent e ("created" / "create" -> "creat"); short words, numbers and
-    words ending in -ss, -us, -is are left as they are.
+    exact word forms would not match. Porter's rules keep a short stem from
+    taking another word's place ("times" -> "time", not "tim"; "plane" stays
+    "plane"); words of three letters or fewer and anything but letters
+    (numbers, codes) are left as they are.
     """
-    if len(word) <= 4 or not word.isalpha():
+    if len(word) <= 3 or not word.isalpha():
         return word
-    base = word
-    for suffix, repl in _SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            if suffix == "s" and word.endswith(("ss", "us", "is")):
-                return word
-            base = word[: -len(suffix)] + repl
-            break
-    if len(base) > 3 and base[-1] == base[-2] and base[-1] not in "lsz":
-        base = base[:-1]
-    if len(base) > 3 and base.endswith("e"):
-        base = base[:-1]
-    return base
+    return str(_PORTER.stem(word))
 
 
 def terms(text: str) -> set[str]:

@@ -750,15 +750,28 @@ class CostEventHandler(BaseEventHandler):
         )
 
 
-def recorded_calls(handler: CostEventHandler) -> int:
-    """How many LLM calls ``handler`` has recorded."""
-    return _state_of(handler).recorded
+class PricingBlock:
+    """What a :func:`pricing_scope` block recorded: whether its call reached a handler."""
+
+    def __init__(self, handlers: list[CostEventHandler]) -> None:
+        self._handlers = handlers
+        self._before = [_state_of(h).recorded for h in handlers]
+
+    def recorded(self) -> bool:
+        """True once a handler that records into the block's engine recorded a call.
+
+        False for an LLM that sends no instrumentation events (its caller
+        prices it from the answer).
+        """
+        return any(
+            _state_of(h).recorded != n for h, n in zip(self._handlers, self._before, strict=True)
+        )
 
 
 @contextmanager
 def pricing_scope(
     engine: CostEngine, tenant: str | None = None, model_hint: str | None = None
-) -> Generator[CostEventHandler | None, None, None]:
+) -> Generator[PricingBlock, None, None]:
     """Price the LLM calls started inside into ``engine``, unless a handler already does.
 
     For a component's own model calls (a memory's summarizer): they are
@@ -773,13 +786,13 @@ def pricing_scope(
         model_hint: the model name of calls whose events and answers name none.
 
     Yields:
-        The block's own handler (see :func:`recorded_calls`); ``None`` when a
-        handler on ``engine`` already records the calls.
+        A :class:`PricingBlock`, which says whether the call was recorded.
     """
     hint = _model_hint.set(model_hint) if model_hint else None
     try:
-        if any(h.engine is engine for h in recording_handlers()):
-            yield None
+        already = [h for h in recording_handlers() if h.engine is engine]
+        if already:
+            yield PricingBlock(already)
             return
         handler = CostEventHandler(engine, tenant=tenant)
         _state_of(handler).scoped = True
@@ -789,7 +802,7 @@ def pricing_scope(
         token = _scope.set(_Scope(handler, inherited, outer=outer, see_through=True))
         try:
             handler.attach()
-            yield handler
+            yield PricingBlock([handler])
         finally:
             try:
                 handler.detach()

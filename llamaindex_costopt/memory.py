@@ -38,9 +38,8 @@ from costopt_core.memory import (
 )
 from costopt_core.types import Message, Role
 from llamaindex_costopt.handler import (
-    CostEventHandler,
+    PricingBlock,
     pricing_scope,
-    recorded_calls,
     resolve_tenant,
     usage_of,
 )
@@ -275,17 +274,17 @@ class SummarizingMemory(BaseChatStoreMemory):
         engine = self._engine()
         hint = self.summarizer_model or llm.metadata.model_name
 
-        def priced() -> AbstractContextManager[CostEventHandler | None]:
+        def priced() -> AbstractContextManager[PricingBlock | None]:
             # Recorded as any handler records a call (a router's tier, a cache's
             # hit), into this engine even with no handler attached.
             if not self.record_summarizer_costs:
                 return nullcontext()
             return pricing_scope(engine, tenant=tenant, model_hint=hint)
 
-        def unseen(block: CostEventHandler | None, response: Any) -> None:
+        def unseen(block: PricingBlock | None, response: Any) -> None:
             # An LLM that sends no instrumentation events (a custom chat()
             # without LlamaIndex's callback decorator): priced from its answer.
-            if block is not None and recorded_calls(block) == 0:
+            if block is not None and not block.recorded():
                 engine.record_call(
                     model=hint or "unknown",
                     usage=usage_of(response),

@@ -573,8 +573,11 @@ def test_summarizer_model_names_calls_that_name_no_model(where: str) -> None:
     assert all(r.cost_usd for r in calls)
 
 
+@pytest.mark.parametrize("where", ["none", "track_costs", "attached"])
 @pytest.mark.parametrize("sync", [True, False], ids=["sync", "async"])
-async def test_a_summarizer_that_sends_no_events_is_priced_from_its_answer(sync: bool) -> None:
+async def test_a_summarizer_that_sends_no_events_is_priced_from_its_answer(
+    sync: bool, where: str
+) -> None:
     """A custom LLM whose chat() lacks LlamaIndex's callback decorator sends no events
     for a handler to record: the memory prices it from the answer's usage."""
     from llama_index.core.base.llms.types import ChatResponse
@@ -599,14 +602,30 @@ async def test_a_summarizer_that_sends_no_events_is_priced_from_its_answer(sync:
         async def achat(self, messages: Any, **kw: Any) -> ChatResponse:
             return self.chat(messages)
 
+    from llamaindex_costopt import track_costs
+
     engine = make_engine()
     memory = make_memory(engine, summarizer=Plain())
-    if sync:
-        fill(memory, 24)
-    else:
+
+    async def run() -> None:
+        if sync:
+            fill(memory, 24)
+            return
         for i in range(24):
             await memory.aput(ChatMessage(role="user", content=question(i)))
             await memory.aput(ChatMessage(role="assistant", content=answer(i)))
+
+    if where == "track_costs":
+        with track_costs(engine):
+            await run()
+    elif where == "attached":
+        handler = CostEventHandler(engine).attach()
+        try:
+            await run()
+        finally:
+            handler.detach()
+    else:
+        await run()
     calls = [r for r in engine.ledger.records() if r.outcome == "overhead"]
     assert len(calls) == memory.state.summarizer_calls > 0
     assert {r.model for r in calls} == {"gpt-4o-mini"} and all(r.cost_usd for r in calls)

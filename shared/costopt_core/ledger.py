@@ -611,7 +611,8 @@ class CostLedger:
                     b.baseline += baseline
                     savings = b.savings
                     for lever, amount in savings_usd.items():
-                        savings[lever] = savings.get(lever, _ZERO) + amount
+                        if amount:  # a $0 entry names a lever, saves nothing (as in Redis)
+                            savings[lever] = savings.get(lever, _ZERO) + amount
                 if cost:
                     key = (tenant, _utc_day(when))
                     prev = day_spend.get(key)

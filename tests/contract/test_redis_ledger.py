@@ -82,6 +82,11 @@ def test_the_cluster_wide_ledger_equals_the_local_one(redis_url: str) -> None:
     engine.record_call(model="gpt-4o-mini", usage=USAGE, mode="batch")
     engine.record_removed_tokens(500, lever="memory", tenant="acme")
     engine.record_call(model="mystery-model", usage=USAGE, tenant="acme")  # unpriced
+    from costopt_core import overhead_of
+
+    with overhead_of("memory"):  # a summarizer's calls: billed, and one a cache served
+        engine.record_call(model="gpt-4o-mini", usage=USAGE, tenant="acme")
+        engine.record_call(model="gpt-4o-mini", usage=USAGE, outcome="cache_exact")
     assert shared.errors == 0
     local, remote = engine.ledger, CostLedger.from_redis(redis_url, namespace=ns)
     assert remote.totals() == local.totals()

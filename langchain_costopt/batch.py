@@ -565,7 +565,8 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
             return self.engine
         engines: dict[int, CostEngine] = {}
         for rm in run_managers:
-            found = cost_handlers(getattr(rm, "handlers", None))
+            # an element's own handler; the track_costs block's is every element's
+            found = cost_handlers(getattr(rm, "handlers", None), block=False)
             if found:
                 engines.setdefault(id(found[0].engine), found[0].engine)
         if len(engines) > 1:

@@ -79,25 +79,32 @@ def run_tenant(metadata: Mapping[str, Any] | None, own: str | None = None) -> st
     return current_tenant()
 
 
-def cost_handlers(*callbacks: Any) -> list[CostCallbackHandler]:
+def cost_handlers(*callbacks: Any, block: bool = True) -> list[CostCallbackHandler]:
     """The cost handlers a run made with these callbacks would have, each once.
 
     Args:
         *callbacks: a config's ``"callbacks"`` and a model's own ``callbacks``
             (each a list of handlers, a callback manager or None).
+        block: include the enclosing ``track_costs`` block's handler (with
+            ``False`` it is left out even where LangChain put it among the
+            run's handlers).
 
     Returns:
         The ``CostCallbackHandler`` instances among them, plus the enclosing
         ``track_costs`` block's (LangChain adds it to every run), in order.
     """
     found: list[CostCallbackHandler] = []
+    tracking = _tracking.get()
     for source in callbacks:
         handlers = source.handlers if isinstance(source, BaseCallbackManager) else source or ()
         for h in handlers:
-            if isinstance(h, CostCallbackHandler) and not any(h is f for f in found):
+            if (
+                isinstance(h, CostCallbackHandler)
+                and (block or h is not tracking)
+                and not any(h is f for f in found)
+            ):
                 found.append(h)
-    tracking = _tracking.get()
-    if tracking is not None and not any(tracking is f for f in found):
+    if block and tracking is not None and not any(tracking is f for f in found):
         found.append(tracking)
     return found
 

@@ -471,8 +471,8 @@ class BatchRunner(BatchFront):
                 or not all(isinstance(m, ChatMessage) for m in conversation)
             ):
                 raise ConfigurationError(
-                    f"chat_batch: a conversation must be a non-empty list of ChatMessage, got "
-                    f"{conversation!r:.60}; for plain prompts use complete_batch"
+                    "chat_batch / submit_chat: a conversation must be a non-empty list of "
+                    f"ChatMessage, got {conversation!r:.60}; for plain prompts use complete_batch"
                 )
             return self.chat_request(request_id, list(conversation), **kwargs)
 
@@ -490,7 +490,7 @@ class BatchRunner(BatchFront):
         def make(request_id: str, prompt: Any) -> BatchRequest:
             if not isinstance(prompt, str):
                 raise ConfigurationError(
-                    f"complete_batch: a prompt must be a string, got "
+                    f"complete_batch / submit_complete: a prompt must be a string, got "
                     f"{type(prompt).__name__} {prompt!r:.60}"
                 )
             return self.complete_request(request_id, prompt, formatted=formatted, **kwargs)

@@ -320,7 +320,8 @@ def measure_records(records: Sequence[CallRecord]) -> list[MeasuredRequest]:
 
 
 def _overhead_lever(record: CallRecord) -> OverheadLever | None:
-    """The lever an ``overhead`` record was charged to (None: billed nothing, unpriced)."""
+    """The lever an ``overhead`` record was charged to (every record the engine writes names
+    it, $0 when free or unpriced; None for a hand-written record that does not)."""
     for lever in get_args(OverheadLever):
         if lever in record.savings_usd:
             return cast(OverheadLever, lever)

@@ -280,9 +280,12 @@ def test_elements_recording_into_different_ledgers_are_refused(engine: CostEngin
     r = BatchRunnable(chat_model(), provider=api, poll_interval_s=0.001)
     r.batch(["a", "b"], [{"callbacks": [same]}, {"callbacks": [same]}])
     assert len(one.ledger.records()) == 2 and len(two.ledger.records()) == 0
-    # an element without a cost handler goes with the others
+    # an element without a cost handler goes with the others, in a track_costs block too
     r.batch(["c", "d"], [{"callbacks": [same]}, {}])
     assert len(one.ledger.records()) == 4
+    with track_costs():
+        r.batch(["e", "f"], [{"callbacks": [same]}, {}])
+    assert len(one.ledger.records()) == 6
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1, 0])

@@ -35,7 +35,7 @@ def test_second_hop_chunk_outranks_a_distractor() -> None:
     assert scores[2] > scores[1] == 0.0
     # Only the opening sentence counts for the second hop: a chunk that names
     # the bridge entity later on is not "about" it.
-    later = [*chunks[:2], "Greenwich Village is in New York. Adriana Trigiani lives there."]
+    later = [*chunks[:2], "Greenwich Village is in New York. Adriana Trigiani has a home there."]
     leads = [c.split(". ")[0] for c in later]
     assert rank_chunks(question, later, leads, order_weight=0.0)[2] == 0.0
 

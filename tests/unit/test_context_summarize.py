@@ -357,15 +357,15 @@ def test_stem_strips_inflections_only() -> None:
 
     same = [
         ("opened", "open"), ("opens", "open"), ("opening", "open"), ("created", "create"),
-        ("stopped", "stop"), ("towers", "tower"), ("boxes", "box"), ("running", "run"),
+        ("stopped", "stop"), ("towers", "tower"), ("cities", "city"), ("running", "run"),
     ]  # fmt: skip
     assert all(stem(a) == stem(b) for a, b in same)
     # short words and numbers stay as they are; a short stem takes no other word's place
-    assert [stem(w) for w in ("news", "1889", "bus", "tim", "a1b2")] == [
-        "news", "1889", "bus", "tim", "a1b2"
-    ]  # fmt: skip
+    assert [stem(w) for w in ("1889", "bus", "tim", "a1b2")] == ["1889", "bus", "tim", "a1b2"]
     different = [("times", "tim"), ("plane", "plan"), ("rated", "rat"), ("stared", "star"),
-                 ("cared", "car"), ("hoped", "hop")]  # fmt: skip
+                 ("cared", "car"), ("hoped", "hop"), ("experiments", "experience"),
+                 ("venue", "venus"), ("university", "universe"), ("status", "statue"),
+                 ("generous", "general")]  # fmt: skip
     assert all(stem(a) != stem(b) for a, b in different)
 
 

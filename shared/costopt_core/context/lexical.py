@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
-
-from nltk.stem.porter import PorterStemmer
+from typing import Any
 
 __all__ = [
     "contains",
@@ -104,22 +103,32 @@ def contains(haystack: str, needle: str) -> bool:
     return False
 
 
-_PORTER = PorterStemmer()
+@functools.cache
+def _porter() -> Any:
+    # nltk's top-level imports take most of a second: paid on the first stem,
+    # not when a plugin is imported.
+    from nltk.stem.porter import PorterStemmer
+
+    return PorterStemmer()
 
 
 @functools.lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
-    """``word``'s Porter stem, for matching only ("opened", "opens" -> "open").
+    """``word`` without its inflection, for matching only ("opened", "opens" -> "open").
 
     A question asks "when did it open?" of a text that says "it opened":
-    exact word forms would not match. Porter's rules keep a short stem from
-    taking another word's place ("times" -> "time", not "tim"; "plane" stays
-    "plane"); words of three letters or fewer and anything but letters
-    (numbers, codes) are left as they are.
+    exact word forms would not match. Only step 1 of Porter's algorithm is
+    applied (plurals, -ed, -ing, a final -y): its later steps strip
+    derivational endings and merge unrelated words (experiment / experience,
+    university / universe). Its rules keep a short stem from taking another
+    word's place ("times" -> "time", not "tim"; "plane" stays "plane").
+    Words of three letters or fewer and anything but letters (numbers,
+    codes) are left as they are.
     """
     if len(word) <= 3 or not word.isalpha():
         return word
-    return str(_PORTER.stem(word))
+    p = _porter()
+    return str(p._step1c(p._step1b(p._step1a(word))))
 
 
 def terms(text: str) -> set[str]:

@@ -556,3 +556,31 @@ def test_run_refuses_a_bad_timeout_before_queueing(engine: CostEngine, clock: Cl
     with pytest.raises(ConfigurationError, match="timeout_s must be a finite number"):
         job.run(reqs(2), timeout_s=float("nan"))
     assert job.status().queued == 0
+
+
+def test_wait_tries_again_while_the_provider_cannot_answer(
+    engine: CostEngine, clock: Clock
+) -> None:
+    """A rate limit or a server error on a poll is tried again after the poll interval
+    (a blip during a 24 h wait used to end it), up to max_unavailable times in a row."""
+    from costopt_core.batch.provider import ProviderUnavailableError
+
+    class Flaky(FakeRemote):
+        def __init__(self, fails: int) -> None:
+            super().__init__()
+            self.fails = fails
+
+        def poll(self, batch_id: str) -> RemoteBatch:
+            if self.fails:
+                self.fails -= 1
+                raise ProviderUnavailableError("poll failed: HTTP 503")
+            return super().poll(batch_id)
+
+    job = make_job(Flaky(fails=3), engine, clock)
+    job.enqueue(reqs(2))
+    assert job.wait().done == 2
+    assert len(engine.ledger) == 2
+    stubborn = make_job(Flaky(fails=10), engine, clock, max_unavailable=2)
+    stubborn.enqueue(reqs(1))
+    with pytest.raises(ProviderUnavailableError, match=r"batch job 'job': poll failed"):
+        stubborn.wait()

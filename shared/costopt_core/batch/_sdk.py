@@ -28,9 +28,11 @@ from costopt_core.batch.provider import (
     BatchLimits,
     BatchRequest,
     BatchResult,
+    ProviderUnavailableError,
     RemoteBatch,
     Submission,
     SubmitRefusedError,
+    retryable_status,
 )
 from costopt_core.batch.split import submit_refused
 from costopt_core.errors import BatchError, BatchNotFoundError, ConfigurationError
@@ -209,9 +211,10 @@ class SdkBatchProvider(ABC):
                 raise BatchNotFoundError(
                     f"{what} failed: {self._not_found} (HTTP 404): {exc}"
                 ) from exc
-            raise BatchError(f"{what} failed: HTTP {exc.status_code}: {exc}") from exc
+            kind = ProviderUnavailableError if retryable_status(exc.status_code) else BatchError
+            raise kind(f"{what} failed: HTTP {exc.status_code}: {exc}") from exc
         except sdk.APIConnectionError as exc:
-            raise BatchError(
+            raise ProviderUnavailableError(
                 f"{what} failed: cannot reach the {vendor} API ({exc}); check base_url and the"
                 " network, then poll again (the batch id stays valid)"
             ) from exc

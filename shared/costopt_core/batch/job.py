@@ -47,6 +47,7 @@ from costopt_core.batch.provider import (
     BatchProvider,
     BatchRequest,
     BatchResult,
+    ProviderUnavailableError,
     RecoverableBatchProvider,
     RemoteBatch,
     Submission,
@@ -133,6 +134,10 @@ class BatchJobConfig(BaseModel):
             batch open lapses only then: with a shared budget store
             (``RedisLedger``) it counts, next to the batch's recorded spend,
             until this has passed.
+        max_unavailable: polls or submits in a row that ``wait`` lets fail
+            because the provider cannot answer now (a rate limit, a server
+            error, no connection) before it raises; each is tried again after
+            the poll interval.
     """
 
     # Seconds are finite: an infinite wait or TTL overflows the timers that use it.
@@ -144,6 +149,7 @@ class BatchJobConfig(BaseModel):
     poll_interval_s: float | None = Field(None, gt=0.0)
     submit_lease_s: float = Field(900.0, gt=0.0)
     budget_hold_ttl_s: float = Field(BATCH_HOLD_TTL_S, gt=0.0, le=MAX_HOLD_TTL_S)
+    max_unavailable: int = Field(5, ge=0, le=1000)
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -831,13 +837,20 @@ class BatchJob:
         """
         check_timeout(timeout_s)
         start = self.clock()
+        failures = 0
         with _Progress(progress, self.name) as bar, self.named_errors():
             while True:
-                self.flush()
-                status = self.poll()
-                bar.show(status)
-                if status.complete or (status.job_canceled and not status.open_batches):
-                    return status
+                try:
+                    self.flush()
+                    status = self.poll()
+                except (ProviderUnavailableError, SubmitRefusedError) as exc:
+                    failures = self._unavailable(exc, failures)
+                    status = self.status()
+                else:
+                    failures = 0
+                    bar.show(status)
+                    if status.complete or (status.job_canceled and not status.open_batches):
+                        return status
                 self._check_timeout(start, timeout_s, status)
                 self.sleep(self.poll_interval_s)
 
@@ -848,14 +861,38 @@ class BatchJob:
         check_timeout(timeout_s)
         start = self.clock()
         with _Progress(progress, self.name) as bar, self.named_errors():
+            failures = 0
             while True:
-                await self.aflush()
-                status = await self.apoll()
-                bar.show(status)
-                if status.complete or (status.job_canceled and not status.open_batches):
-                    return status
+                try:
+                    await self.aflush()
+                    status = await self.apoll()
+                except (ProviderUnavailableError, SubmitRefusedError) as exc:
+                    failures = self._unavailable(exc, failures)
+                    status = self.status()
+                else:
+                    failures = 0
+                    bar.show(status)
+                    if status.complete or (status.job_canceled and not status.open_batches):
+                        return status
                 self._check_timeout(start, timeout_s, status)
                 await self.asleep(self.poll_interval_s)
+
+    def _unavailable(self, exc: BatchError, failures: int) -> int:
+        """A wait met a provider that cannot answer now (a rate limit, a server error, no
+        connection): try again after the poll interval, up to ``max_unavailable`` times in
+        a row; the job and its requests stay as they were. Returns the failures so far."""
+        failures += 1
+        if failures > self.config.max_unavailable:
+            raise exc
+        log.warning(
+            "batch job %r: %s; trying again in %ss (%d of %d)",
+            self.name,
+            exc,
+            self.poll_interval_s,
+            failures,
+            self.config.max_unavailable,
+        )
+        return failures
 
     @contextlib.contextmanager
     def named_errors(self) -> Iterator[None]:

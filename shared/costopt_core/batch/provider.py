@@ -37,6 +37,7 @@ __all__ = [
     "BatchProvider",
     "BatchRequest",
     "BatchResult",
+    "ProviderUnavailableError",
     "RecoverableBatchProvider",
     "RemoteBatch",
     "RemoteStatus",
@@ -52,6 +53,11 @@ def retryable_status(status_code: int) -> bool:
     timeout (408), a rate limit (429) or a server error (5xx). One rule for a
     provider batch's per-request errors and a local call's exceptions."""
     return status_code in (408, 429) or status_code >= 500
+
+
+class ProviderUnavailableError(BatchError):
+    """The provider could not answer now: a timeout, a rate limit, a server error or no
+    connection (the same call may succeed later; ``BatchJob.wait`` tries again)."""
 
 
 class SubmitRefusedError(BatchError):

@@ -89,6 +89,10 @@ _IN_FLIGHT: set[str] = set()
 _IN_FLIGHT_LOCK = threading.Lock()
 
 
+#: Errors of a provider that cannot answer now: a wait tries again (see ``BatchJob._turn``).
+_UNAVAILABLE = (ProviderUnavailableError, SubmitRefusedError)
+
+
 def check_timeout(timeout_s: float | None) -> None:
     """``timeout_s`` of a wait: ``None`` (for good) or a finite number of seconds above 0.
 
@@ -840,18 +844,15 @@ class BatchJob:
         failures = 0
         with _Progress(progress, self.name) as bar, self.named_errors():
             while True:
+                polled: BatchStatus | BatchError
                 try:
                     self.flush()
-                    status = self.poll()
-                except (ProviderUnavailableError, SubmitRefusedError) as exc:
-                    failures = self._unavailable(exc, failures)
-                    status = self.status()
-                else:
-                    failures = 0
-                    bar.show(status)
-                    if status.complete or (status.job_canceled and not status.open_batches):
-                        return status
-                self._check_timeout(start, timeout_s, status)
+                    polled = self.poll()
+                except _UNAVAILABLE as exc:
+                    polled = exc
+                ended, failures = self._turn(polled, failures, start, timeout_s, bar)
+                if ended is not None:
+                    return ended
                 self.sleep(self.poll_interval_s)
 
     async def await_(
@@ -860,39 +861,63 @@ class BatchJob:
         """Async twin of :meth:`wait` (``await`` is a keyword)."""
         check_timeout(timeout_s)
         start = self.clock()
+        failures = 0
         with _Progress(progress, self.name) as bar, self.named_errors():
-            failures = 0
             while True:
+                polled: BatchStatus | BatchError
                 try:
                     await self.aflush()
-                    status = await self.apoll()
-                except (ProviderUnavailableError, SubmitRefusedError) as exc:
-                    failures = self._unavailable(exc, failures)
-                    status = self.status()
-                else:
-                    failures = 0
-                    bar.show(status)
-                    if status.complete or (status.job_canceled and not status.open_batches):
-                        return status
-                self._check_timeout(start, timeout_s, status)
+                    polled = await self.apoll()
+                except _UNAVAILABLE as exc:
+                    polled = exc
+                ended, failures = self._turn(polled, failures, start, timeout_s, bar)
+                if ended is not None:
+                    return ended
                 await self.asleep(self.poll_interval_s)
 
-    def _unavailable(self, exc: BatchError, failures: int) -> int:
-        """A wait met a provider that cannot answer now (a rate limit, a server error, no
-        connection): try again after the poll interval, up to ``max_unavailable`` times in
-        a row; the job and its requests stay as they were. Returns the failures so far."""
-        failures += 1
-        if failures > self.config.max_unavailable:
-            raise exc
-        log.warning(
-            "batch job %r: %s; trying again in %ss (%d of %d)",
-            self.name,
-            exc,
-            self.poll_interval_s,
-            failures,
-            self.config.max_unavailable,
-        )
-        return failures
+    def _turn(
+        self,
+        polled: BatchStatus | BatchError,
+        failures: int,
+        start: float,
+        timeout_s: float | None,
+        bar: _Progress,
+    ) -> tuple[BatchStatus | None, int]:
+        """One turn of :meth:`wait` / :meth:`await_` after its flush and poll.
+
+        ``polled`` is the poll's status, or the error of a provider that cannot
+        answer now (a rate limit, a server error, no connection): that is tried
+        again after the poll interval, up to ``max_unavailable`` times in a row,
+        the job and its requests staying as they were.
+
+        Returns:
+            The status to return (the job ended), or ``None`` to poll again;
+            and the failures in a row so far.
+
+        Raises:
+            BatchError: ``polled`` once too many failures ran in a row, or
+                ``timeout_s`` passed.
+        """
+        if isinstance(polled, BatchError):
+            failures += 1
+            if failures > self.config.max_unavailable:
+                raise polled
+            log.warning(
+                "batch job %r: %s; trying again in %ss (%d of %d)",
+                self.name,
+                polled,
+                self.poll_interval_s,
+                failures,
+                self.config.max_unavailable,
+            )
+            status = self.status()
+        else:
+            failures, status = 0, polled
+            bar.show(status)
+            if status.complete or (status.job_canceled and not status.open_batches):
+                return status, failures
+        self._check_timeout(start, timeout_s, status)
+        return None, failures
 
     @contextlib.contextmanager
     def named_errors(self) -> Iterator[None]:

@@ -209,6 +209,10 @@ def _local_result(
     )
 
 
+def _stored_kind(value: str | None) -> Kind | None:
+    return "complete" if value == "complete" else "chat" if value == "chat" else None
+
+
 def _kind_of(job_name: str) -> Kind | None:
     for kind in ("complete", "chat"):
         if f"-{kind}-" in job_name:
@@ -679,10 +683,13 @@ class BatchRunner(BatchFront):
 
         Args:
             job_name: the job's name (``handle.name``).
-            kind: ``chat`` or ``complete``; read from a generated job name, else ``chat``.
+            kind: ``chat`` or ``complete``; by default the kind the job was submitted
+                as (read from a generated job name for a job an older version made,
+                else ``chat``).
 
         Raises:
             BatchError: the queue file holds no job of that name.
         """
         job, ids, models = self._stored_job(job_name)
-        return BatchRunnerHandle(self, job, ids, models, kind or _kind_of(job_name) or "chat")
+        kind = kind or _stored_kind(self.queue.job_kind(job_name)) or _kind_of(job_name)
+        return BatchRunnerHandle(self, job, ids, models, kind or "chat")

@@ -207,6 +207,9 @@ def test_a_queue_file_from_before_submissions_gains_the_new_columns(tmp_path: Pa
     assert q.stored("job")[0].request.id == "r0"  # nothing the user stored is lost
     q.enqueue("job", reqs(2)[1:], now=2.0)
     assert q.begin_submission("job", "fake", "t", [2], now=3.0, owner=(HOST, 1)) == 1
+    assert q.job_kind("job") is None  # made before jobs had a kind
+    assert q.add_job("new", now=4.0, kind="complete") and q.job_kind("new") == "complete"
+    assert not q.add_job("job", now=4.0, kind="chat") and q.job_kind("job") is None
 
 
 # -- the job resolving them --------------------------------------------------------------

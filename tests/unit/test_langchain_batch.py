@@ -250,8 +250,15 @@ async def test_one_bad_input_fails_only_itself(engine: CostEngine, sync: bool) -
 
 def test_submitting_nothing_gives_an_empty_handle(engine: CostEngine) -> None:
     api = FakeBatchAPI()
-    handle = runnable(api, engine).submit([])
+    r = runnable(api, engine)
+    handle = r.submit([], job_name="none-today")
     assert handle.ids == [] and handle.results() == [] and api.submitted == []
+    # It can be reattached by name like any other job (it could not: no request
+    # was queued, so the queue file had no job of that name).
+    again = r.handle("none-today")
+    assert again.ids == [] and again.results() == []
+    with pytest.raises(BatchError, match="already exists"):
+        r.submit(["x"], job_name="none-today")
 
 
 def test_a_string_is_not_a_list_of_inputs(engine: CostEngine) -> None:

@@ -233,6 +233,25 @@ def test_handle_recreated_after_restart(engine: CostEngine, tmp_path: Path) -> N
     assert len(engine.ledger.records()) == 3  # never recorded twice
 
 
+def test_a_named_job_comes_back_as_the_kind_it_was_submitted(
+    engine: CostEngine, tmp_path: Path
+) -> None:
+    """A user-named completion job reattached by name gave ChatResponses: the kind
+    was read from generated names only."""
+    api = FakeBatchAPI()
+    db = tmp_path / "jobs.db"
+    first = runner(api, engine, queue_path=db)
+    first.submit_complete(["a"], job_name="nightly")
+    first.submit_chat([convo("b")], job_name="nightly-chat-2")
+    first.close()
+    second = runner(api, engine, queue_path=db)
+    done = second.handle("nightly")
+    assert done.kind == "complete"
+    assert [type(r).__name__ for r in done.results()] == ["CompletionResponse"]
+    assert second.handle("nightly-chat-2").kind == "chat"
+    assert second.handle("nightly", kind="chat").kind == "chat"  # the caller's word wins
+
+
 def test_named_jobs_and_unknown_jobs(engine: CostEngine) -> None:
     r = runner(FakeBatchAPI(), engine)
     handle = r.submit_complete(["x"], job_name="mine")

@@ -350,12 +350,15 @@ class BatchFront(ABC):
         if name is None:
             infix = f"-{kind}" if kind else ""
             name = f"{self.settings.job_prefix}{infix}-{uuid.uuid4().hex[:16]}"
-        elif name in self.queue.jobs():
+        job = self._job(name, engine)
+        # Made now, not at the first request queued: handle(name) then gives back a
+        # job with nothing submitted yet, and its kind whatever it is named.
+        if not self.queue.add_job(name, now=job.clock(), kind=kind or None):
             raise BatchError(
                 f"batch job {name!r} already exists in {self.queue!r}; pick another name, or "
                 f"reattach to it with {type(self).__name__}.handle(name)"
             )
-        return self._job(name, engine)
+        return job
 
     def _stored_job(self, name: str) -> tuple[BatchJob, list[str], list[str]]:
         """A job submitted earlier in the queue file, its request ids and their models.

@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS costopt_batch_jobs (
     name TEXT PRIMARY KEY,
     created_at REAL NOT NULL,
     canceled INTEGER NOT NULL DEFAULT 0,
-    wire_key TEXT
+    wire_key TEXT,
+    kind TEXT
 );
 CREATE TABLE IF NOT EXISTS costopt_batch_requests (
     seq INTEGER PRIMARY KEY,
@@ -113,6 +114,7 @@ _ADDED_COLUMNS = (
     ("costopt_batch_requests", "submission", "TEXT"),
     ("costopt_batch_batches", "recovered", "INTEGER NOT NULL DEFAULT 0"),
     ("costopt_batch_jobs", "wire_key", "TEXT"),
+    ("costopt_batch_jobs", "kind", "TEXT"),
 )
 
 
@@ -380,6 +382,26 @@ class BatchQueue:
                 "Give each request of a job its own id"
             ) from exc
         return len(rows)
+
+    def add_job(self, job: str, *, now: float, kind: str | None = None) -> bool:
+        """Make ``job`` (with what its handles give back, ``kind``); False if it exists.
+
+        A job is made before its first request is queued, so one reattaches by
+        name with nothing submitted yet, and its kind (an adapter's ``chat`` or
+        ``complete``) comes back with it whatever it was named.
+        """
+        with self._tx("add_job") as db:
+            made = db.execute(
+                "INSERT OR IGNORE INTO costopt_batch_jobs (name, created_at, wire_key, kind) "
+                "VALUES (?, ?, ?, ?)",
+                (job, now, _new_wire_key(), kind),
+            )
+            return made.rowcount == 1
+
+    def job_kind(self, job: str) -> str | None:
+        """The kind ``job`` was made with (:meth:`add_job`), if any."""
+        rows = self._read("SELECT kind FROM costopt_batch_jobs WHERE name = ?", (job,))
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def _first_existing(self, job: str, ids: Sequence[str]) -> str | None:
         for i in range(0, len(ids), 500):

@@ -31,6 +31,9 @@ app = typer.Typer(
     help="Cut and account for the inference bill of LangChain and LlamaIndex apps.",
     no_args_is_help=True,
     add_completion=False,
+    # Click's plain help wraps long option names; rich's table cut them short
+    # ("--requests-per…") in an 80-column terminal.
+    rich_markup_mode=None,
 )
 
 #: the ladder ``project`` and ``calibrate`` use when no --tier is given

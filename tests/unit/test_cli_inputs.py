@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer.main
 from typer.testing import CliRunner
 
 from costopt_core import Usage
@@ -274,3 +275,16 @@ def test_an_unknown_tier_label_names_the_request_and_the_fix(tmp_path: Path) -> 
     assert res.exit_code == 2, res.output
     assert "request 1" in res.output and "'huge'" in res.output
     assert "NAME=MODEL" in res.output
+
+
+@pytest.mark.parametrize("command", ["project", "calibrate", "report"])
+def test_help_names_every_option_whole_in_80_columns(command: str) -> None:
+    """Rich's help table cut long option names short ("--requests-per…") at 80 columns."""
+    out = CliRunner(env={"COLUMNS": "80", "NO_COLOR": "1"}).invoke(app, [command, "--help"])
+    assert out.exit_code == 0, out.output
+    assert "…" not in out.output
+    group: Any = typer.main.get_command(app)
+    flags = [p.opts[-1] for p in group.commands[command].params if p.param_type_name == "option"]
+    assert len(flags) >= 2
+    for flag in flags:
+        assert flag in out.output, f"{flag} missing from {command} --help"

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
 from enum import Enum
+from types import FrameType
 from typing import Any
 from uuid import UUID
 
@@ -126,13 +128,57 @@ register_configure_hook(_NOTE, inheritable=True)
 
 
 def _tenant(chat: bool) -> str | None:
-    """The tenant of the chat model run reading the cache, else the config's in
-    effect, else ``tenant_scope``'s. A completion model's lookup is never inside
-    its run (see :class:`_RunTenantNote`): a note is not its own."""
+    """The tenant of the chat model run reading the cache, else (a completion
+    model) of the prompt's run, else the config's in effect, else
+    ``tenant_scope``'s. A completion model's lookup is never inside its run (see
+    :class:`_RunTenantNote`): a note is not its own."""
     noted = _RUN.get() if chat else None
     if noted is not None:
         return noted.tenant
+    if not chat:
+        found, metadata = _completion_run_metadata()
+        if found:
+            return run_tenant(metadata)
     return run_tenant(ensure_config().get("metadata"))
+
+
+#: langchain-core's functions that read and write the cache for a completion
+#: model's prompts, and how each names the prompt's index into its caller's
+#: ``callback_managers`` (``update_cache`` counts the prompts that missed).
+_PROMPT_INDEX: dict[str, Any] = {
+    "get_prompts": lambda f: f["i"],
+    "aget_prompts": lambda f: f["i"],
+    "update_cache": lambda f: f["missing_prompt_idxs"][f["i"]],
+    "aupdate_cache": lambda f: f["missing_prompt_idxs"][f["i"]],
+}
+_LLMS_MODULE = "langchain_core.language_models.llms"
+
+
+def _completion_run_metadata() -> tuple[bool, Mapping[str, Any] | None]:
+    """(found, metadata) of the run whose completion prompt the cache is reading or writing.
+
+    ``BaseLLM.generate`` reads the cache before it starts the run and writes it
+    after the run ends, so no callback sees the run's metadata in time, and
+    for a model invoked or batched directly no config is in effect: a tenant
+    given in ``config={"metadata": ...}`` was missed, and one tenant's answer
+    served to another. The prompt's callback manager, made from that metadata
+    before the cache is read, is in ``generate``'s frame, indexed as the loop
+    over the prompts in langchain-core's cache functions counts. (False when
+    those frames are not found: a cache called some other way.)
+    """
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None:
+        index_of = _PROMPT_INDEX.get(frame.f_code.co_name)
+        if index_of is not None and frame.f_globals.get("__name__") == _LLMS_MODULE:
+            caller = frame.f_back
+            try:
+                managers = caller.f_locals["callback_managers"] if caller else None
+                metadata = managers[index_of(frame.f_locals)]  # type: ignore[index]
+            except (KeyError, IndexError, TypeError):
+                return False, None
+            return True, getattr(metadata, "metadata", None)
+        frame = frame.f_back
+    return False, None
 
 
 def engine_cache(value: Any, what: str) -> CacheEngine:

@@ -119,3 +119,38 @@ def test_a_completion_model_never_reads_a_chat_runs_note() -> None:
     finally:
         set_llm_cache(None)
     assert out == "GLOBEX-fresh"
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "batch", "abatch"])
+async def test_a_completion_model_reads_its_runs_tenant(how: str) -> None:
+    """A tenant in the run's metadata of a completion model invoked or batched
+    directly was missed (its cache is read before the run starts and no config
+    is in effect): tenant B was served tenant A's answer. Found by a review."""
+    from langchain_core.language_models.fake import FakeListLLM
+
+    engine = CacheEngine(embedder=FakeEmbedder())
+    set_llm_cache(SemanticCache(engine))
+    llm = FakeListLLM(responses=["A-SECRET", "B-own", "unused"])
+    q = "what is our discount code?"
+
+    def meta(tenant: str) -> dict[str, Any]:
+        return {"metadata": {"costopt_tenant": tenant}}
+
+    async def ask(tenants: list[str]) -> list[str]:
+        if how == "invoke":
+            return [llm.invoke(q, config=meta(t)) for t in tenants]
+        if how == "ainvoke":
+            return [await llm.ainvoke(q, config=meta(t)) for t in tenants]
+        configs: Any = [meta(t) for t in tenants]
+        if how == "batch":
+            return llm.batch([q] * len(tenants), config=configs)
+        return await llm.abatch([q] * len(tenants), config=configs)
+
+    try:
+        first = await ask(["A", "B"])
+        again = await ask(["B", "A"])
+    finally:
+        set_llm_cache(None)
+    assert first == ["A-SECRET", "B-own"]
+    assert again == ["B-own", "A-SECRET"]  # each tenant's own answer, from the cache
+    assert engine.stats().exact_hits == 2

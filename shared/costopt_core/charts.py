@@ -67,9 +67,19 @@ def chart_path(path: str | Path) -> Path:
 
 
 def _save(fig: Any, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` (see :func:`chart_path`).
+
+    Raises:
+        ConfigurationError: the file cannot be written there.
+    """
     p = chart_path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=110)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(p, dpi=110)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"could not write the chart {p} ({exc.strerror or exc}): pick a writable path"
+        ) from None
     return p
 
 

@@ -258,6 +258,13 @@ def report(
         # Every record, not the in-memory default cap: the chart counts records
         # and must agree with the totals for ledgers of any size.
         loaded = CostLedger.from_jsonl(ledger, max_records=None)
+    if not loaded.records():
+        # All-$0 tables would read as a report of nothing spent.
+        raise typer.BadParameter(
+            f"ledger file {ledger} has no records: pass a file CostLedger.to_jsonl wrote "
+            "(the demo writes costopt-demo-output/demo-ledger.jsonl)",
+            param_hint="LEDGER",
+        )
     typer.echo(loaded.summary_table())
     for d in dims:
         if d != "tier":  # the summary already has it

@@ -504,7 +504,16 @@ def _amount(key: str, v: Any) -> Decimal:
         raise ValueError(f"{key} must be a decimal string such as '0.00125', got {v!r}") from None
     if not parsed.is_finite():
         raise ValueError(f"{key} must be a finite amount, got {v!r}")
+    # Far past any bill, and past what Decimal arithmetic can add up ("1E+1000000"
+    # overflowed the ledger's totals); read from the exponent, as arithmetic
+    # on such a number overflows itself.
+    if parsed.adjusted() >= _MAX_AMOUNT_DIGITS:
+        raise ValueError(f"{key} must be below $1e{_MAX_AMOUNT_DIGITS} in size, got {v!r}")
     return parsed
+
+
+#: Money amounts a record may hold are below 10 ** this (in USD).
+_MAX_AMOUNT_DIGITS = 15
 
 
 def _money(data: Mapping[str, Any], key: str) -> Decimal | None:

@@ -288,3 +288,33 @@ def test_help_names_every_option_whole_in_80_columns(command: str) -> None:
     assert len(flags) >= 2
     for flag in flags:
         assert flag in out.output, f"{flag} missing from {command} --help"
+
+
+@pytest.mark.parametrize("command", ["report", "project"])
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_chart_that_cannot_be_written_is_a_usage_error(command: str, tmp_path: Path) -> None:
+    """An unwritable --chart path gave a traceback (exit 1) after the whole output."""
+    ledger = _jsonl(tmp_path / "l.jsonl", [_record(i) for i in range(3)])
+    # A folder that exists and takes no new file, even for root.
+    args = [command, ledger, "--chart", "/proc/costopt-chart.png"]
+    out = RUNNER.invoke(app, args + (["-n", "10"] if command == "project" else []))
+    assert out.exit_code == 2, out.output
+    assert "Invalid value for --chart: could not write the chart" in out.output
+    assert "pick a writable path" in out.output and "Traceback" not in out.output
+
+
+def test_report_refuses_an_empty_ledger(tmp_path: Path) -> None:
+    """An empty file printed all-$0 tables and exited 0."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    out = RUNNER.invoke(app, ["report", str(empty)])
+    assert out.exit_code == 2
+    assert "has no records" in out.output and "$0" not in out.output
+
+
+def test_an_amount_too_large_to_add_up_is_a_usage_error(tmp_path: Path) -> None:
+    """'1E+1000000' passed the finite check and overflowed the totals (a traceback)."""
+    ledger = _jsonl(tmp_path / "huge.jsonl", [_record(0, cost_usd="1E+1000000")])
+    out = RUNNER.invoke(app, ["report", ledger])
+    assert out.exit_code == 2, out.output
+    assert "huge.jsonl:1" in out.output and "must be below $1e15" in out.output

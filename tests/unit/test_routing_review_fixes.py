@@ -1,7 +1,8 @@
-"""Routing engine regressions: NaN scores, ladder checks, misread features, downshift."""
+"""Routing engine regressions: NaN scores, ladder and classifier checks, features, hooks."""
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -14,6 +15,7 @@ from costopt_core.routing import (
     HeuristicClassifier,
     LearnedClassifier,
     Sample,
+    ValidatorConfig,
     calibrate,
     calibrate_from_predictions,
     choose_tier,
@@ -21,8 +23,10 @@ from costopt_core.routing import (
     extract_features,
     wants_structured_output,
 )
+from costopt_core.routing.calibrate import calibration_classifier_mismatch
 from costopt_core.routing.router import Router, RouterConfig
-from costopt_core.routing.tiers import Tier, Tiers
+from costopt_core.routing.tiers import Tier, Tiers, tier_members
+from costopt_core.routing.validators import Answer, escalation_reason
 from costopt_core.testing import FakeEmbedder
 from costopt_core.types import ChatRequest, Message
 
@@ -215,3 +219,237 @@ def test_too_few_samples_for_a_learned_classifier_are_named(n: int) -> None:
     three = [Sample(f"prompt {i}", (1.0, 1.0), costs=(1.0, 10.0)) for i in range(3)]
     ok = calibrate(three, tiers=tiers, classifier=LearnedClassifier(FakeEmbedder(dim=8), k=5))
     assert ok.folds == 3
+
+
+# -- second review: calibration for another classifier, bad hooks, deployments -----
+def _two_tiers() -> Tiers:
+    return Tiers.from_mapping({"small": "gpt-4o-mini", "frontier": "gpt-4o"})
+
+
+def _report_for(classifier: str) -> CalibrationReport:
+    P = np.array([[0.9, 1.0], [0.2, 1.0], [0.6, 1.0]])
+    Y = np.array([[1, 1], [0, 1], [1, 1]], float)
+    C = np.array([[1, 10]] * 3, float)
+    return calibrate_from_predictions(
+        P, Y, C, cost_aware=False, tier_names=["small", "frontier"], classifier=classifier
+    )
+
+
+class Named(Fixed):
+    """A classifier that calls itself ``learned`` (as a fitted LearnedClassifier does)."""
+
+    name = "learned"
+
+
+def test_calibration_classifier_mismatch_names_both_classifiers() -> None:
+    learned = _report_for("learned")
+    assert calibration_classifier_mismatch(learned, "heuristic") == (
+        "the calibration is for the 'learned' classifier, not the 'heuristic' one"
+    )
+    assert calibration_classifier_mismatch(learned, "learned") is None
+    # Nothing to compare: a classifier without a name, a report that records none.
+    assert calibration_classifier_mismatch(learned, None) is None
+    assert calibration_classifier_mismatch(_report_for(""), "heuristic") is None
+
+
+def test_router_refuses_a_learned_calibration_on_the_heuristic_classifier() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Router(_two_tiers(), calibration=_report_for("learned"))
+    message = str(info.value)
+    assert "the calibration is for the 'learned' classifier, not the 'heuristic' one" in message
+    assert "classifier=" in message and "--classifier heuristic" in message
+    # The classifier the report was made for routes with its thresholds.
+    router = Router(_two_tiers(), classifier=Named([0.9, 1.0]), calibration=_report_for("learned"))
+    assert router.route([Message("user", "hi")]).tier == "small"
+    assert Router(_two_tiers(), calibration=_report_for("heuristic")).calibration is not None
+
+
+def test_router_chat_model_refuses_a_calibration_for_another_classifier() -> None:
+    from costopt_core.testing import Script
+    from langchain_costopt.router import RouterChatModel
+    from langchain_costopt.testing import ScriptedChatModel
+
+    def model(name: str) -> ScriptedChatModel:
+        return ScriptedChatModel(script=Script(["ok"], model=name), model_name=name)
+
+    with pytest.raises(ConfigurationError, match=r"'learned' classifier, not the 'heuristic'"):
+        RouterChatModel(
+            tiers={"small": model("gpt-4o-mini"), "frontier": model("gpt-4o")},
+            calibration=_report_for("learned").to_dict(),
+        )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"accept": True}, "ValidatorConfig(accept=True): give a function accept(answer)"),
+        ({"accept": "yes"}, "ValidatorConfig(accept='yes'): give a function"),
+        ({"min_mean_logprob": "-1"}, "ValidatorConfig(min_mean_logprob='-1'): give a finite"),
+        ({"min_mean_logprob": math.nan}, "ValidatorConfig(min_mean_logprob=nan): give a finite"),
+        ({"min_mean_logprob": -math.inf}, "min_mean_logprob=-inf): give a finite number <= 0"),
+        ({"min_mean_logprob": 0.5}, "min_mean_logprob=0.5): give a finite number <= 0"),
+        ({"min_mean_logprob": True}, "min_mean_logprob=True): give a finite number"),
+        ({"refusal": "no"}, "ValidatorConfig(refusal='no'): give True (the check runs) or False"),
+        ({"empty": 1}, "ValidatorConfig(empty=1): give True"),
+        ({"truncated": None}, "ValidatorConfig(truncated=None): give True"),
+    ],
+)
+def test_validator_config_refuses_bad_values_when_built(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        ValidatorConfig(**kwargs)
+    assert message in str(info.value)
+
+
+def test_validator_config_accepts_good_values() -> None:
+    for bound in (-1, -0.5, 0.0, np.float64(-2.0), None):
+        assert ValidatorConfig(min_mean_logprob=bound).min_mean_logprob == bound
+    assert ValidatorConfig(accept=bool, refusal=False).accept is bool
+
+
+@pytest.mark.parametrize(
+    ("classifier", "message"),
+    [
+        ("learned", r"classifier='learned' is a name, not a classifier: .*HeuristicClassifier"),
+        (object(), r"classifier=<object object .*> has no predict\(requests\) method"),
+    ],
+)
+def test_router_refuses_a_classifier_that_cannot_route(classifier: Any, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Router(three_tiers(), classifier=classifier)
+
+
+def test_a_tier_may_hold_two_deployments_of_one_model() -> None:
+    tier = Tier("frontier", ("gpt-4o", "gpt-4o"), deployments=True)
+    assert tier.models == ("gpt-4o", "gpt-4o")
+    assert tier == Tier("frontier", ("gpt-4o", "gpt-4o"), deployments=True)
+    # Names alone (a spec) repeated are a typo: the error names the ways out.
+    with pytest.raises(ConfigurationError) as info:
+        Tier("frontier", ("gpt-4o", "gpt-4o"))
+    message = str(info.value)
+    assert "repeated: ['gpt-4o']" in message
+    assert "retries_per_model" in message and "deployments=True" in message
+
+
+def test_tier_members_accepts_two_objects_of_one_model_and_steps_through_both() -> None:
+    us, eu = {"name": "gpt-4o", "region": "us"}, {"name": "gpt-4o", "region": "eu"}
+    members, tiers = tier_members(
+        {"small": {"name": "gpt-4o-mini"}, "frontier": [us, eu]},
+        lambda m: str(m["name"]),
+        owner="RouterX",
+    )
+    assert members[1] == [us, eu]
+    assert tiers.frontier.models == ("gpt-4o", "gpt-4o")
+    # Errors fall back by position: the second deployment is tried, then nothing.
+    router = Router(tiers, config=RouterConfig(retries_per_model=0))
+    run = router.start(router.route([]))
+    run.tier_index = 1
+    seen = []
+    while (step := run.next()) is not None:
+        seen.append((step.tier, step.model_index, step.model))
+        run.failed(RuntimeError("429"))
+    assert seen == [("frontier", 0, "gpt-4o"), ("frontier", 1, "gpt-4o")]
+
+
+def test_tier_members_refuses_one_model_object_listed_twice() -> None:
+    same = {"name": "gpt-4o"}
+    with pytest.raises(
+        ConfigurationError, match=r"RouterX's tier 'frontier' lists the same model object twice"
+    ):
+        tier_members(
+            {"small": {"name": "a"}, "frontier": [same, same]},
+            lambda m: str(m["name"]),
+            owner="RouterX",
+        )
+
+
+def test_router_chat_model_falls_back_to_a_second_deployment_of_one_model() -> None:
+    from costopt_core.testing import Script, ScriptedResponse
+    from langchain_costopt.router import RouterChatModel
+    from langchain_costopt.testing import ScriptedChatModel
+
+    def model(name: str, response: ScriptedResponse) -> ScriptedChatModel:
+        return ScriptedChatModel(script=Script([response]), model_name=name)
+
+    us = model("gpt-4o", ScriptedResponse("", model="gpt-4o", error=RuntimeError("429")))
+    eu = model("gpt-4o", ScriptedResponse("from eu", model="gpt-4o"))
+    router = RouterChatModel(
+        tiers={"small": model("gpt-4o-mini", ScriptedResponse("x")), "frontier": [us, eu]},
+        router_config=RouterConfig(thresholds=(math.inf,), retries_per_model=0),
+    )
+    answer = router.invoke("hi")
+    assert answer.content == "from eu"
+    assert (us.script.calls, eu.script.calls) == (1, 1)
+
+
+def _raising_accept(calls: list[str]) -> Any:
+    def accept(answer: Answer) -> bool:
+        calls.append(answer.text)
+        raise ValueError("not JSON")
+
+    return accept
+
+
+def test_an_accept_hook_that_raises_rejects_the_answer_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[str] = []
+    cfg = ValidatorConfig(accept=_raising_accept(calls))
+    with caplog.at_level(logging.WARNING, logger="costopt.routing"):
+        assert escalation_reason(Answer("Paris."), cfg) == "accept_error"
+    assert calls == ["Paris."]
+    [record] = [r for r in caplog.records if "accept hook" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert record.exc_info is not None and isinstance(record.exc_info[1], ValueError)
+
+
+def test_a_raising_accept_hook_escalates_and_the_last_tier_keeps_its_answer() -> None:
+    calls: list[str] = []
+    router = Router(
+        _two_tiers(),
+        config=RouterConfig(thresholds=(-math.inf,)),
+        validators=ValidatorConfig(accept=_raising_accept(calls)),
+    )
+    run = router.start(router.route([Message("user", "hi")]))
+    assert run.next() is not None
+    assert run.answered(Answer("Paris.")) == "accept_error"
+    step = run.next()
+    assert step is not None and step.tier == "frontier"
+    # No tier above: the hook is not asked, the answer is kept.
+    assert run.answered(Answer("Paris!")) is None
+    assert calls == ["Paris."]
+    assert [(a.tier, a.outcome) for a in run.attempts] == [
+        ("small", "escalated: accept_error"),
+        ("frontier", "kept"),
+    ]
+
+
+def test_router_chat_model_records_the_billed_call_an_accept_hook_raised_on() -> None:
+    from costopt_core.testing import Script, ScriptedResponse
+    from costopt_core.types import Usage
+    from langchain_costopt import track_costs
+    from langchain_costopt.router import RouterChatModel
+    from langchain_costopt.testing import ScriptedChatModel
+
+    usage = Usage(input_tokens=1000, output_tokens=200)
+
+    def model(name: str, text: str) -> ScriptedChatModel:
+        return ScriptedChatModel(
+            script=Script([ScriptedResponse(text, model=name, usage=usage)]), model_name=name
+        )
+
+    small, big = model("gpt-4o-mini", "Paris."), model("gpt-4o", '{"ok": true}')
+    router = RouterChatModel(
+        tiers={"small": small, "frontier": big},
+        validators=ValidatorConfig(accept=_raising_accept([])),
+        router_config=RouterConfig(thresholds=(-math.inf,)),
+    )
+    with track_costs() as costs:
+        answer = router.invoke("Capital of France?")
+    assert answer.content == '{"ok": true}'
+    records = costs.ledger.to_records()
+    assert [(r["model"], r["outcome"]) for r in records] == [
+        ("gpt-4o-mini", "escalated"),
+        ("gpt-4o", "model"),
+    ]

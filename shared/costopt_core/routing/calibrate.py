@@ -55,6 +55,7 @@ __all__ = [
     "as_calibration",
     "calibrate",
     "calibrate_from_predictions",
+    "calibration_classifier_mismatch",
     "cost_scales",
     "cross_validated_probs",
     "exact_match",
@@ -122,6 +123,34 @@ def as_calibration(value: Any) -> Any:
     if isinstance(value, Mapping):
         return CalibrationReport.from_dict(value)
     return value
+
+
+def calibration_classifier_mismatch(
+    report: CalibrationReport, classifier_name: str | None
+) -> str | None:
+    """Why ``report`` does not fit a classifier called ``classifier_name``, or None.
+
+    A report's thresholds are cut on one classifier's scores; another
+    classifier's scores (the heuristic's for a learned classifier's report)
+    sit elsewhere, so the thresholds would route silently wrong. The caller
+    adds the fix it can offer (a CLI option, a constructor argument).
+
+    Args:
+        report: the calibration.
+        classifier_name: the routing classifier's ``name``; None when it has
+            none (a user's own classifier), which, like a report that records
+            no classifier, cannot be checked and passes.
+
+    Returns:
+        e.g. ``"the calibration is for the 'learned' classifier, not the
+        'heuristic' one"``.
+    """
+    if not report.classifier or classifier_name is None or report.classifier == classifier_name:
+        return None
+    return (
+        f"the calibration is for the {report.classifier!r} classifier, "
+        f"not the {classifier_name!r} one"
+    )
 
 
 def _json_float(x: float) -> float | str:

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from costopt_core.errors import ConfigurationError, RoutingError, config_error
-from costopt_core.routing.calibrate import CalibrationReport
+from costopt_core.routing.calibrate import CalibrationReport, calibration_classifier_mismatch
 from costopt_core.routing.decide import RouteDecision, choose_tier
 from costopt_core.routing.features import extract_features
 from costopt_core.routing.tiers import Tiers
@@ -37,6 +37,7 @@ __all__ = [
     "RouterConfig",
     "Step",
     "adrive",
+    "classifier_problem",
     "costliest_estimate",
     "drive",
 ]
@@ -265,9 +266,11 @@ class Router:
             ``config.thresholds`` and ``config.margin``.
 
     Raises:
-        ConfigurationError: the classifier scores another number of tiers, the
-            calibration is for other tiers, or the thresholds are not one per
-            non-frontier tier (checked here, so no request fails on them later).
+        ConfigurationError: the classifier is not a classifier (a name, an
+            object without ``predict``) or scores another number of tiers, the
+            calibration is for other tiers or another classifier, or the
+            thresholds are not one per non-frontier tier (checked here, so no
+            request fails on them later).
     """
 
     def __init__(
@@ -286,6 +289,9 @@ class Router:
             from costopt_core.routing.classifiers import HeuristicClassifier
 
             classifier = HeuristicClassifier(n_tiers=len(tiers))
+        problem = classifier_problem(classifier, len(tiers))
+        if problem is not None:
+            raise ConfigurationError(problem)
         try:
             scored = getattr(classifier, "n_tiers", None)
         except ConfigurationError:
@@ -304,6 +310,23 @@ class Router:
                 f"the calibration is for tiers {list(calibration.tier_names)}, the router has "
                 f"{list(tiers.names)}: calibrate on samples labelled for these tiers"
             )
+        if calibration is not None:
+            name = getattr(classifier, "name", None)
+            mismatch = calibration_classifier_mismatch(
+                calibration, name if isinstance(name, str) else None
+            )
+            if mismatch is not None:
+                again = (
+                    "`costopt calibrate --classifier heuristic`"
+                    if name == "heuristic"
+                    else "calibrate(samples, tiers=..., classifier=this classifier)"
+                )
+                raise ConfigurationError(
+                    f"{mismatch} the router uses: pass classifier= the "
+                    f"{calibration.classifier!r} classifier the report was calibrated with "
+                    "(e.g. the LearnedClassifier calibrate() fitted, saved with .save() and "
+                    f"read back with LearnedClassifier.load()), or calibrate again with {again}"
+                )
         self.calibration = calibration
         th = self.config.thresholds
         if th is not None and len(th) != len(tiers) - 1:
@@ -424,6 +447,33 @@ class Router:
             response_schema=response_schema,
             tier_index=decision.tier_index,
         )
+
+
+def classifier_problem(classifier: object, n_tiers: int) -> str | None:
+    """Why ``classifier`` cannot route (naming the value and the fix), or None.
+
+    A name or an object without ``predict`` would otherwise be accepted and
+    fail the first request with a bare ``AttributeError``.
+
+    Args:
+        classifier: what was passed as ``classifier=``.
+        n_tiers: the router's number of tiers (for the suggested default).
+    """
+    objects = (
+        f"pass a classifier object: HeuristicClassifier(n_tiers={n_tiers}) (the default: "
+        "leave classifier= out), or a fitted LearnedClassifier (fitted by calibrate(), "
+        "LearnedClassifier(...).fit(...), or LearnedClassifier.load(path))"
+    )
+    if isinstance(classifier, str):
+        # Not built from the name: "learned" needs training data and an
+        # embedder, and an unfitted one would fail every request.
+        return f"classifier={classifier!r} is a name, not a classifier: {objects}"
+    if not callable(getattr(classifier, "predict", None)):
+        return (
+            f"classifier={classifier!r} has no predict(requests) method: {objects}, "
+            "or an object whose predict(requests) returns per-tier probabilities"
+        )
+    return None
 
 
 def _request(

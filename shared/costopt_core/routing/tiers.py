@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, overload
 
@@ -26,7 +26,7 @@ import numpy.typing as npt
 from costopt_core.errors import ConfigurationError
 from costopt_core.pricing import PriceCatalog, estimate_cost
 
-__all__ = ["Tier", "Tiers", "tier_members"]
+__all__ = ["Tier", "Tiers", "repeated_models", "tier_members"]
 
 _MTOK = Decimal(1_000_000)
 
@@ -41,11 +41,22 @@ class Tier:
             the others are same-tier alternatives (fallbacks).
         usd_per_mtok: a flat price per million tokens (input and output alike)
             that replaces the catalog's; ``None`` uses the catalog.
+        deployments: the models are distinct deployments (model objects an
+            adapter holds), so a name may repeat: the same model behind a
+            second API key or region, the usual fallback on rate limits.
+            Without it a repeated name is a mistake in a spec (the same model
+            would only be called again: that is ``retries_per_model``).
+
+    Raises:
+        ConfigurationError: an empty name or model name, no models, a model
+            listed twice without ``deployments``, or a negative price.
     """
 
     name: str
     models: tuple[str, ...]
     usd_per_mtok: Decimal | None = None
+    # Not compared: it says how the names were given, not which ladder this is.
+    deployments: bool = field(default=False, kw_only=True, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -62,8 +73,14 @@ class Tier:
                 raise ConfigurationError(
                     f"tier {self.name!r}: model names must be non-empty strings, got {m!r}"
                 )
-        if len(set(self.models)) != len(self.models):
-            raise ConfigurationError(f"tier {self.name!r} lists a model twice: {self.models}")
+        repeated = repeated_models(self.models)
+        if repeated and not self.deployments:
+            raise ConfigurationError(
+                f"tier {self.name!r} lists a model twice: {self.models} (repeated: {repeated}); "
+                "list each model once (RouterConfig(retries_per_model=...) retries a model), "
+                "or, for a second deployment of the same model (another API key or region), "
+                "give the router's tiers the model objects, or pass Tier(..., deployments=True)"
+            )
         if self.usd_per_mtok is not None:
             price = Decimal(str(self.usd_per_mtok))
             if not price.is_finite() or price < 0:
@@ -238,6 +255,17 @@ class Tiers:
         return all(a <= b for a, b in itertools.pairwise(known))
 
 
+def repeated_models(models: Sequence[str]) -> list[str]:
+    """The model names listed more than once in ``models``, in first-seen order."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for m in models:
+        if m in seen and m not in out:
+            out.append(m)
+        seen.add(m)
+    return out
+
+
 def tier_members(
     tiers: Mapping[str, Any], name_of: Callable[[Any], str], *, owner: str
 ) -> tuple[list[list[Any]], Tiers]:
@@ -248,8 +276,12 @@ def tier_members(
         name_of: a model object's model name (priced from the catalog).
         owner: the adapter class, named in errors.
 
+    A tier may hold two objects of the same model name (a second API key or
+    region): they are distinct deployments, stepped through by position.
+
     Raises:
-        ConfigurationError: fewer than two tiers, or a tier without models.
+        ConfigurationError: fewer than two tiers, a tier without models, or
+            one model object listed twice in a tier.
     """
     if len(tiers) < 2:
         raise ConfigurationError(f"{owner} needs at least two tiers, got {list(tiers)}")
@@ -259,9 +291,19 @@ def tier_members(
             raise ConfigurationError(
                 f"{owner}'s tier {name!r} has no models: give every tier at least one"
             )
+        # Two objects of one model name are two deployments; one object listed
+        # twice is the same deployment called again, which is a retry.
+        twice = [m for i, m in enumerate(models) if any(m is o for o in models[:i])]
+        if twice:
+            raise ConfigurationError(
+                f"{owner}'s tier {name!r} lists the same model object twice "
+                f"({name_of(twice[0])!r}): list it once and set "
+                "RouterConfig(retries_per_model=...) to retry it, or give a second "
+                "deployment (another API key or region) as a model object of its own"
+            )
     ladder = Tiers(
         [
-            Tier(str(name), tuple(name_of(m) for m in models))
+            Tier(str(name), tuple(name_of(m) for m in models), deployments=True)
             for name, models in zip(tiers, members, strict=True)
         ]
     )

@@ -15,7 +15,10 @@ Pure functions of the answer. The reasons, in the order they are checked:
 - ``refusal_or_hedge``: a short refusal or "I'm not sure";
 - ``low_logprob``: a low mean token log-probability, where the provider
   returns them;
-- ``rejected_by_accept``: the user's ``accept(answer)`` hook said no.
+- ``rejected_by_accept``: the user's ``accept(answer)`` hook said no;
+- ``accept_error``: the ``accept`` hook raised (logged as a warning): an
+  answer the user's own check could not judge is not kept while a tier above
+  can still answer, and the billed call is recorded like any re-asked one.
 
 Schemas are checked with ``jsonschema``; a schema that is itself invalid (or
 refers to something that cannot be resolved) is treated as no schema, so a bad
@@ -27,10 +30,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+from costopt_core.errors import ConfigurationError
 
 __all__ = [
     "Answer",
@@ -38,6 +44,7 @@ __all__ = [
     "escalation_reason",
     "forces_tool_call",
     "schema_violation",
+    "validator_config_problem",
 ]
 
 log = logging.getLogger("costopt.routing")
@@ -70,7 +77,14 @@ class Answer:
 
 @dataclass(frozen=True)
 class ValidatorConfig:
-    """Which checks run. ``accept`` is the user's own: False escalates."""
+    """Which checks run. ``accept`` is the user's own: False escalates.
+
+    Raises:
+        ConfigurationError: a switch that is not True/False, a
+            ``min_mean_logprob`` that is not a finite number <= 0 (or None),
+            or an ``accept`` that is not callable (or None). Checked here so
+            that no request fails on them later.
+    """
 
     empty: bool = True
     refusal: bool = True
@@ -79,7 +93,38 @@ class ValidatorConfig:
     truncated: bool = True
     #: Escalate when the mean token log-probability is below this (None: off).
     min_mean_logprob: float | None = -1.2
+    #: ``accept(answer) -> bool``; an exception it raises counts as a rejection.
     accept: Callable[[Answer], bool] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        problem = validator_config_problem(self)
+        if problem is not None:
+            raise ConfigurationError(problem)
+
+
+def validator_config_problem(config: ValidatorConfig) -> str | None:
+    """What is wrong with ``config``'s values (naming the value and the fix), or None."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.name == "min_mean_logprob":
+            # A string compares with nothing, NaN with everything as False (the
+            # check silently off), and log-probabilities are <= 0, so a
+            # positive bound would re-ask every answer that carries them.
+            number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            if value is not None and not (number and math.isfinite(value) and value <= 0):
+                return (
+                    f"ValidatorConfig(min_mean_logprob={value!r}): give a finite number <= 0 "
+                    "(a mean token log-probability, e.g. -1.2), or None to turn the check off"
+                )
+        elif f.name == "accept":
+            if value is not None and not callable(value):
+                return (
+                    f"ValidatorConfig(accept={value!r}): give a function accept(answer) -> bool "
+                    "(False re-asks the next tier), or None for no check of your own"
+                )
+        elif not isinstance(value, bool):
+            return f"ValidatorConfig({f.name}={value!r}): give True (the check runs) or False"
+    return None
 
 
 def _tool_problem(
@@ -254,6 +299,20 @@ def escalation_reason(
         and answer.mean_logprob < config.min_mean_logprob
     ):
         return "low_logprob"
-    if config.accept is not None and not config.accept(answer):
-        return "rejected_by_accept"
+    if config.accept is not None:
+        # The hook is the user's code: if it raises, the tier was still called
+        # (and billed), so the answer must go through the caller's recorded
+        # paths. Not judged is not accepted: re-ask (the last tier keeps it).
+        try:
+            accepted = config.accept(answer)
+        except Exception:
+            log.warning(
+                "costopt: the router's accept hook %r raised on an answer; the answer is "
+                "treated as rejected (accept_error)",
+                config.accept,
+                exc_info=True,
+            )
+            return "accept_error"
+        if not accepted:
+            return "rejected_by_accept"
     return None

@@ -5,7 +5,8 @@ The cache wrapper and the router call the models they wrap through
 cost handler. Two things LangChain's public entry points do on the way would
 be lost by that: the model's own ``rate_limiter`` (taken once per model call),
 and the fallback to one whole answer when a model cannot stream (it only
-implements ``_generate``). Both live here, once, for every adapter.
+implements ``_generate``) or must not (its ``disable_streaming``). Both live
+here, once, for every adapter.
 
 The third thing is the run itself. A wrapper's answer must be booked to the
 run's tenant and its discarded attempts to the run's cost handlers, but
@@ -258,6 +259,22 @@ def _astreams(model: BaseChatModel) -> bool:
     return type(model)._astream is not BaseChatModel._astream or streams(model)
 
 
+def _will_stream(model: BaseChatModel, kwargs: dict[str, Any], *, async_api: bool) -> bool:
+    """Whether ``model.stream()`` / ``.astream()`` would stream a call with ``kwargs``.
+
+    BaseChatModel's own rule (``_should_stream``, asked as its ``stream``
+    asks it): the model implements streaming, and its ``disable_streaming``
+    does not turn it off (``True``, or ``"tool_calling"`` with tools in the
+    call). A model set so has a stream that fails or misbehaves (a provider
+    endpoint without streaming, tool calls that break when streamed); called
+    directly, it answers through ``invoke`` instead, and so it must here.
+    """
+    implemented = _astreams(model) if async_api else streams(model)
+    return implemented and bool(
+        model._should_stream(async_api=async_api, **{**kwargs, "stream": True})
+    )
+
+
 def chunk_of(
     message: BaseMessage, content: Any = None, *, additional_kwargs: bool = True
 ) -> ChatGenerationChunk:
@@ -370,8 +387,10 @@ def stream(
 
     The caller emits the chunks it passes on; ``model`` gets the run to read
     (``run``), never a run manager to emit into, so no token is sent twice.
+    A model that would not stream when called directly (:func:`_will_stream`:
+    no ``_stream``, or ``disable_streaming``) answers as one chunk.
     """
-    if not streams(model):
+    if not _will_stream(model, kwargs, async_api=False):
         yield chunk_of(_first_message(generate(model, messages, stop, run=run, **kwargs)))
         return
     if model.rate_limiter is not None:
@@ -388,7 +407,7 @@ async def astream(
     **kwargs: Any,
 ) -> AsyncIterator[ChatGenerationChunk]:
     """Async :func:`stream`."""
-    if not _astreams(model):
+    if not _will_stream(model, kwargs, async_api=True):
         result = await agenerate(model, messages, stop, run=run, **kwargs)
         yield chunk_of(_first_message(result))
         return

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import json
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,11 +35,13 @@ from langchain_core.messages.utils import message_chunk_to_message
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
 from langchain_core.runnables import Runnable, RunnableBinding
+from langchain_core.utils.json import parse_json_markdown
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import ConfigurationError, check_arguments, config_error
 from costopt_core.routing.calibrate import CalibrationReport, as_calibration
+from costopt_core.routing.decide import RouteDecision
 from costopt_core.routing.features import wants_structured_output
 from costopt_core.routing.router import (
     Router,
@@ -78,6 +82,8 @@ _TOOLS_ONLY = ("tool_choice", "parallel_tool_calls")
 # ``with_structured_output``'s ways of asking for a structured answer.
 # Where a request names the JSON schema of a structured text answer.
 _RESPONSE_SCHEMA_KEYS = ("response_format", "format", "json_schema")
+# A closed code fence (```json ... ```), for an answer with prose after its JSON.
+_FENCED_BLOCK = re.compile(r"```(?:json)?(.*?)```", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -189,10 +195,60 @@ def _metadata_of(result: ChatResult) -> dict[str, Any]:
     return meta
 
 
-def _answer_of(result: ChatResult) -> Answer:
+def _whole_json(text: str) -> Any:
+    """``text`` as JSON, whole: no partial repair (see :func:`_structured_text`)."""
+    # strict=False as langchain-core's parsers read it: raw newlines or tabs
+    # inside a string do not make the JSON unreadable.
+    return json.loads(text, strict=False)
+
+
+def _structured_text(text: str) -> str:
+    """The JSON LangChain's JSON parsers read out of a structured answer.
+
+    ``with_structured_output(method="json_schema" / "json_mode")`` parses the
+    answer with ``JsonOutputParser`` / ``PydanticOutputParser``, which read it
+    through ``parse_json_markdown``: JSON in a ```` ```json ```` fence (or a
+    bare one) parses, so that is what the validators check, as JSON text.
+    The answer is escalated when the parser could not use it, not because of
+    the fence. A fenced block followed by prose ("Hope this helps") reads
+    too: the parser gets there by trimming the text's end.
+
+    Only whole JSON counts, though: the parser's partial-JSON repair would
+    read a cut answer as a whole one, and prose that starts with a number
+    ("2 cities...") as that number; those still escalate. Text that is
+    neither is returned as it is, for the validators to say so.
+    """
+    try:
+        json.loads(text)
+        return text  # already JSON: checked as it came
+    except ValueError:
+        pass
+    try:
+        value = parse_json_markdown(text, parser=_whole_json)
+    except ValueError:
+        block = _FENCED_BLOCK.search(text)
+        if block is None:
+            return text
+        try:
+            value = _whole_json(block.group(1).strip())
+        except ValueError:
+            return text
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _answer_of(result: ChatResult, *, structured: bool = False) -> Answer:
+    """The tier's answer as the engine's validators read it.
+
+    Args:
+        result: the tier's answer (a held-back stream, merged).
+        structured: the request asked for a structured answer: its text is
+            read as LangChain's JSON parsers read it (:func:`_structured_text`).
+    """
     gen = result.generations[0] if result.generations else None
     msg = gen.message if isinstance(gen, ChatGeneration) else None
     text = gen.text if gen is not None else ""
+    if structured and text:
+        text = _structured_text(text)
     meta = _metadata_of(result)
     logprob = None
     content = meta.get("logprobs")
@@ -459,30 +515,9 @@ class RouterChatModel(_calls.RunAwareChatModel):
         return engines or [(self.engine or current_engine(), False)]
 
     def _plan(
-        self, messages: list[BaseMessage], run_info: _calls.Run | None, kwargs: dict[str, Any]
+        self, messages: list[BaseMessage], kwargs: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """What :meth:`Router.route` and :meth:`Router.start` are called with.
-
-        Everything before the classifier runs (the budgets are checked here),
-        so that the sync and async twins differ only in how they route.
-        """
-        tenant = self._tenant(run_info)
-        # A "block" budget raises here, before any call; "downshift" moves the start down.
-        # The run's own model ("router:...") has no price, so the cost handlers held
-        # nothing against the budgets: the frontier tier's cost is the bound here,
-        # checked in every engine the run records into. The hold is kept under the
-        # run's id only where a cost handler will record (or, on an error, release)
-        # that run; otherwise it would linger.
-        run_id = getattr(run_info, "run_id", None)
-        actions: set[str] = set()
-        for engine, handled in self._engines(run_info):
-            holds = handled and run_id is not None
-            decisions = engine.check_budget(
-                tenant,
-                self._estimate(engine, messages, kwargs),
-                call_id=str(run_id) if holds else None,
-            )
-            actions.update(b.action for b in decisions)
+        """What :meth:`Router.route` and :meth:`Router.start` are called with."""
         tools, tool_kwargs, rest = self._split_tools(kwargs)
         offered = self._offered(kwargs)
         tool_schemas, response_schema = self._schemas(kwargs)
@@ -493,7 +528,6 @@ class RouterChatModel(_calls.RunAwareChatModel):
             "messages": from_langchain_messages(messages),
             "tools": [{"name": n} for n in offered],
             "structured": structured,
-            "budget_action": "downshift" if "downshift" in actions else None,
         }
         start = {
             "offered_tools": offered,
@@ -504,14 +538,57 @@ class RouterChatModel(_calls.RunAwareChatModel):
         }
         return route, start
 
-    def _estimate(
-        self, engine: CostEngine, messages: list[BaseMessage], kwargs: dict[str, Any]
-    ) -> Decimal | None:
-        """The most a call to the frontier tier's models could cost (``None`` if unpriced).
+    def _budgeted(
+        self,
+        decision: RouteDecision,
+        messages: list[BaseMessage],
+        run_info: _calls.Run | None,
+        kwargs: dict[str, Any],
+    ) -> RouteDecision:
+        """``decision`` after the budgets had their say (as ``RouterLLM`` does it).
 
-        Any tier may end up answering (escalation, fallback), so the most
-        expensive one bounds the request; as the cost handler does, the
-        request's output cap bounds the answer.
+        Checked once the classifier has chosen the tier, so that the estimate
+        prices what the request can still reach from there (:meth:`_estimate`),
+        and before any tier is called: a "block" budget raises here, a
+        "downshift" one moves the start down (the engine's ``Router.downshift``).
+
+        Raises:
+            BudgetExceededError: a ``block`` budget would be exceeded.
+        """
+        tenant = self._tenant(run_info)
+        # The run's own model ("router:...") has no price, so the cost handlers held
+        # nothing against the budgets: the router's estimate is the bound here,
+        # checked in every engine the run records into. The hold is kept under the
+        # run's id only where a cost handler will record (or, on an error, release)
+        # that run; otherwise it would linger.
+        run_id = getattr(run_info, "run_id", None)
+        actions: set[str] = set()
+        for engine, handled in self._engines(run_info):
+            holds = handled and run_id is not None
+            decisions = engine.check_budget(
+                tenant,
+                self._estimate(engine, decision.tier_index, messages, kwargs),
+                call_id=str(run_id) if holds else None,
+            )
+            actions.update(b.action for b in decisions)
+        return self._router.downshift(decision) if "downshift" in actions else decision
+
+    def _estimate(
+        self,
+        engine: CostEngine,
+        tier_index: int,
+        messages: list[BaseMessage],
+        kwargs: dict[str, Any],
+    ) -> Decimal | None:
+        """The most the request could cost from tier ``tier_index`` on (``None`` if unpriced).
+
+        That is the dearest model of the decided tier and of every tier above
+        it: an error falls back to the tier's other models and then one tier
+        up, and a weak answer escalates, so any of them may answer. The ladder
+        is cheap to frontier by intent only (nothing enforces the order), so
+        the last tier alone is no bound: a dearer model below it would let a
+        "block" budget pass a call that then overspends it. As the cost
+        handler does, the request's output cap bounds the answer.
         """
         if not engine.ledger.has_budgets:
             return None  # nothing to hold it against: skip counting tokens
@@ -519,7 +596,7 @@ class RouterChatModel(_calls.RunAwareChatModel):
 
         def per_model() -> Iterator[Decimal | None]:
             translated = from_langchain_messages(messages)
-            for model in self._models[-1]:
+            for model in itertools.chain.from_iterable(self._models[tier_index:]):
                 # The name the cost handler would price the model's own run under
                 # (a CachedChatModel's is its wrapped model's).
                 name = model._get_ls_params(**rest).get("ls_model_name") or _model_name(model)
@@ -653,8 +730,8 @@ class RouterChatModel(_calls.RunAwareChatModel):
         escalate is read to its end and validated before any of it is passed
         on; otherwise the stream is passed on as it comes and falls back only
         on errors raised before its first chunk (opening the stream, the
-        request itself). A tier model that cannot stream answers as one chunk
-        (``_calls.stream``).
+        request itself). A tier model that cannot stream, or is set not to
+        (``disable_streaming``), answers as one chunk (``_calls.stream``).
         """
         # The last answer re-asked one tier up: recorded as a discarded attempt,
         # unless no tier above answers and it is returned after all.
@@ -688,7 +765,7 @@ class RouterChatModel(_calls.RunAwareChatModel):
                     run.failed(exc)  # nothing was passed on yet: fall back
                     continue
                 result = self._whole(got) if streaming else got
-                if run.answered(_answer_of(result)) is None:
+                if run.answered(_answer_of(result, structured=run.structured)) is None:
                     return (got, None) if streaming else self._finish(result, run)
                 if weaker is not None:
                     self._record_weaker(run_info, weaker, streaming)
@@ -722,8 +799,9 @@ class RouterChatModel(_calls.RunAwareChatModel):
         """What each sync driver starts from: the run, its call loop, the request's calls."""
         run_info, stop = self._call_of(run_manager, stop, kwargs)
         req = _Request(messages, stop, run_info, kwargs)
-        route, start = self._plan(messages, req.run, kwargs)
-        run = self._router.start(self._router.route(**route), **start)
+        route, start = self._plan(messages, kwargs)
+        decision = self._budgeted(self._router.route(**route), messages, req.run, kwargs)
+        run = self._router.start(decision, **start)
         return run, self._route(run, req.run, streaming=streaming), req
 
     async def _abegin(
@@ -738,8 +816,9 @@ class RouterChatModel(_calls.RunAwareChatModel):
         """Async twin of :meth:`_begin`: the classifier does not block the event loop."""
         run_info, stop = self._call_of(run_manager, stop, kwargs)
         req = _Request(messages, stop, run_info, kwargs)
-        route, start = self._plan(messages, req.run, kwargs)
-        run = self._router.start(await self._router.aroute(**route), **start)
+        route, start = self._plan(messages, kwargs)
+        decision = await self._router.aroute(**route)
+        run = self._router.start(self._budgeted(decision, messages, req.run, kwargs), **start)
         return run, self._route(run, req.run, streaming=streaming), req
 
     # A tier gets the run to read (its tenant, its cost handlers: a cache tier

@@ -31,7 +31,23 @@ from langchain_core.callbacks import (
     CallbackManagerForToolRun,
 )
 from langchain_core.load import dumpd, dumps, loads
-from langchain_core.messages import BaseMessageChunk, message_chunk_to_message
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    BaseMessageChunk,
+    ChatMessage,
+    ChatMessageChunk,
+    FunctionMessage,
+    FunctionMessageChunk,
+    HumanMessage,
+    HumanMessageChunk,
+    SystemMessage,
+    SystemMessageChunk,
+    ToolMessage,
+    ToolMessageChunk,
+    message_chunk_to_message,
+)
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import patch_config
 from langchain_core.runnables.utils import ConfigurableFieldSpec, Input, Output
@@ -171,6 +187,43 @@ def _as_output(value: Any) -> Any:
     return value
 
 
+#: Each message class and the chunk class a stream yields for it. None of these
+#: message classes is another's subclass, so their order does not matter.
+_CHUNK_OF: tuple[tuple[type[BaseMessage], type[BaseMessageChunk]], ...] = (
+    (AIMessage, AIMessageChunk),
+    (HumanMessage, HumanMessageChunk),
+    (SystemMessage, SystemMessageChunk),
+    (ToolMessage, ToolMessageChunk),
+    (FunctionMessage, FunctionMessageChunk),
+    (ChatMessage, ChatMessageChunk),
+)
+
+
+def _as_chunk(value: Any) -> Any:
+    """What a stream hit replays for a stored output: :func:`_as_output` undone.
+
+    A chat model's output is stored as the message ``invoke`` returns, but its
+    stream yields message chunks (``tool_call_chunks``, ``+``): a stream
+    served from the cache must yield a chunk too. The chunk is the whole
+    message, so it is also the stream's last (``chunk_position="last"``, as
+    on the sum of a stream's chunks). A chunk class is a subclass of its
+    message class, so a consumer that took the message takes it as well.
+    Anything else (text, dicts, documents) is replayed as it was stored.
+    """
+    if not isinstance(value, BaseMessage) or isinstance(value, BaseMessageChunk):
+        return value
+    for message_class, chunk_class in _CHUNK_OF:
+        if isinstance(value, message_class):
+            # As ``message_chunk_to_message`` does the other way: the fields
+            # as they are; AIMessageChunk rebuilds its tool_call_chunks from
+            # tool_calls and invalid_tool_calls.
+            fields = {k: v for k, v in value.__dict__.items() if k != "type"}
+            if chunk_class is AIMessageChunk:
+                fields["chunk_position"] = "last"
+            return chunk_class(**fields)
+    return value  # a message class of its own: no chunk class to replay it as
+
+
 class _SchemasOfBound:
     """The wrapped Runnable's schemas and configurable fields, as the wrapper's own."""
 
@@ -283,7 +336,9 @@ class CachedRunnable(_SchemasOfBound, RunnableSerializable[Input, Output]):
             return
         ok, key, tenant, variant = self._lookup_args(input, config, kwargs)
         if ok:
-            found, stored = self.component.lookup_stream(key, tenant=tenant, variant=variant)
+            found, stored = self.component.lookup_stream(
+                key, tenant=tenant, variant=variant, as_chunk=_as_chunk
+            )
             if found:
                 yield from stored
                 return
@@ -315,7 +370,9 @@ class CachedRunnable(_SchemasOfBound, RunnableSerializable[Input, Output]):
             return
         ok, key, tenant, variant = self._lookup_args(input, config, kwargs)
         if ok:
-            found, stored = await self.component.alookup_stream(key, tenant=tenant, variant=variant)
+            found, stored = await self.component.alookup_stream(
+                key, tenant=tenant, variant=variant, as_chunk=_as_chunk
+            )
             if found:
                 for chunk in stored:
                     yield chunk
@@ -343,8 +400,9 @@ class CachedRunnable(_SchemasOfBound, RunnableSerializable[Input, Output]):
         """The wrapped Runnable's chunks on a miss, the stored ones on a hit.
 
         A hit replays a stored output (from ``invoke``, or from a stream whose
-        chunks added up) as one chunk; else the stored chunks of a stream that
-        could not be added, one by one as they came. Concurrent identical
+        chunks added up) as one chunk (a message as its message chunk, as a
+        stream of the wrapped Runnable yields it); else the stored chunks of a
+        stream that could not be added, one by one as they came. Concurrent identical
         misses run the wrapped Runnable once: a stream asked while an
         identical one runs replays its chunks (copies) from the first.
         """
@@ -546,18 +604,25 @@ def cached(
 
     Args:
         runnable: the Runnable whose outputs to cache.
-        cache: the engine cache to store in; a private in-memory one if omitted.
+        cache: the engine cache to store in (a ``costopt_core.cache.SemanticCache``,
+            a backend wrapped in one); a private in-memory one if omitted.
         name: the component name; wrappers with the same name share entries
             (across processes too, with a persistent backend). By default each
             wrapper gets a unique name, so two components can never serve
             each other's outputs.
         semantic: also serve outputs of similar ``str`` inputs (a retriever's
             paraphrased query); the engine's threshold and guards decide.
-        ttl_s: time to live of cached outputs.
-        tags: labels stored with the outputs, to invalidate by later.
+        ttl_s: time to live of cached outputs, a finite number of seconds > 0.
+        tags: labels (strings) stored with the outputs, to invalidate by
+            later, e.g. ``("doc1",)``; never one string.
 
     Returns:
         A Runnable with the same input and output types; a ``BaseTool`` for a tool.
+
+    Raises:
+        ConfigurationError: ``cache`` not an engine cache (a backend, the
+            LangChain adapter ``langchain_costopt.SemanticCache``), ``ttl_s``
+            not a finite number > 0, ``tags`` a string or holding a non-string.
 
     Example:
         >>> from langchain_core.runnables import RunnableLambda
@@ -568,8 +633,14 @@ def cached(
 
         With a retriever: ``cached(retriever, name="kb", ttl_s=3600, semantic=True)``.
     """
+    # Imported here: the cache module imports this one (for ``encode``).
+    from langchain_costopt.cache import engine_cache
+
+    # Checked now, as CachedChatModel checks its semantic_cache: a backend or
+    # the LangChain adapter would otherwise fail every call of the wrapper.
+    engine = engine_cache(cache, "cached()'s cache") if cache is not None else CacheEngine()
     component = ComponentCache(
-        cache if cache is not None else CacheEngine(),
+        engine,
         name or f"{runnable.get_name()}:{uuid.uuid4().hex[:12]}",
         semantic=semantic,
         ttl_s=ttl_s,

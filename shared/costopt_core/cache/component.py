@@ -27,6 +27,8 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
+import numbers
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from costopt_core.cache.engine import CacheResult, NotShared, SemanticCache
 from costopt_core.cache.entry import CachedResponse, CacheHit, CacheTier
 from costopt_core.cache.keys import CacheRequest
 from costopt_core.cache.shared_stream import AsyncReading, Reading, aown_reads, own_reads
+from costopt_core.checks import check_type
 from costopt_core.errors import ConfigurationError
 from costopt_core.tenancy import current_tenant
 from costopt_core.types import Message
@@ -61,6 +64,13 @@ Decoder = Callable[[str], Any]
 
 T = TypeVar("T")
 
+
+#: What a ComponentCache's ``cache`` must be, and how to build one.
+_ENGINE_WHAT = "a ComponentCache's cache must be a costopt_core.cache.SemanticCache"
+_ENGINE_FIX = (
+    "pass SemanticCache() for one in memory, or wrap a backend in it: "
+    "SemanticCache(SQLiteCacheBackend(path)) / SemanticCache(RedisCacheBackend(url))"
+)
 
 #: Starts the one key of a form JSON has no type for (see ``_typed_keys``).
 _TAG = "\x00"
@@ -108,6 +118,58 @@ def _canonical(value: Any) -> str:
     # No ``default=``: an input JSON cannot represent exactly must not be
     # squeezed into a key that another input could share.
     return json.dumps(_typed_keys(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _check_ttl(ttl_s: Any) -> float | None:
+    """``ttl_s`` if it is None or a finite number of seconds > 0; else a ``ConfigurationError``.
+
+    The bounds are :class:`CacheConfig`'s: a NaN TTL compares false with every
+    expiry time, so its entries would never expire, and an infinite one
+    overflows the timers that use it.
+    """
+    if ttl_s is None:
+        return None
+    # bool is an int to Python, but ttl_s=True is a mistake, not one second.
+    if isinstance(ttl_s, bool) or not isinstance(ttl_s, numbers.Real):
+        raise ConfigurationError(
+            f"ttl_s must be a number of seconds, got {type(ttl_s).__name__} {ttl_s!r}; "
+            "pass e.g. ttl_s=3600, or leave it out (None) for the engine's default"
+        )
+    try:
+        seconds = float(ttl_s)
+    except OverflowError:  # an int too large for a float: no finite TTL either
+        seconds = math.inf
+    if not (math.isfinite(seconds) and seconds > 0):  # NaN fails both: refused too
+        raise ConfigurationError(
+            f"ttl_s must be a finite number of seconds > 0, got {ttl_s!r}; pass e.g. "
+            "ttl_s=3600, or leave it out (None) for the engine's default"
+        )
+    return seconds
+
+
+def _check_tags(tags: Any) -> tuple[str, ...]:
+    """``tags`` as a tuple of labels; a ``ConfigurationError`` for a string or a non-string label.
+
+    A string is a sequence of its letters: ``tags="doc1"`` would store the
+    labels ``d``, ``o``, ``c``, ``1``, and invalidating by ``"doc1"`` would find
+    nothing. (``CachedLLM`` refuses a string for ``cache_tags`` the same way.)
+    """
+    if isinstance(tags, str):
+        raise ConfigurationError(f"tags must be a tuple of labels; pass ({tags!r},)")
+    try:
+        labels = tuple(tags)
+    except TypeError:
+        raise ConfigurationError(
+            f"tags must be a tuple of labels (strings), got {type(tags).__name__} {tags!r}; "
+            f"pass ({str(tags)!r},) for one label"
+        ) from None
+    for label in labels:
+        if not isinstance(label, str):
+            raise ConfigurationError(
+                f"tags must be strings, got {type(label).__name__} {label!r} in {tags!r}; "
+                f"pass it as a string, e.g. {str(label)!r}"
+            )
+    return labels
 
 
 def _json_encode(value: Any) -> str:
@@ -195,8 +257,10 @@ class ComponentCache:
         semantic: also serve outputs stored for *similar* text inputs (the
             engine's threshold and guards decide). Only ``str`` inputs are
             matched semantically; other inputs are always exact.
-        ttl_s: time to live of stored outputs; the engine's default if None.
-        tags: labels stored with every output, to invalidate by later.
+        ttl_s: time to live of stored outputs, a finite number of seconds > 0;
+            the engine's default if None.
+        tags: labels (strings) stored with every output, to invalidate by
+            later; a sequence of them, e.g. ``("doc1",)``, never one string.
         encode: output -> text; JSON by default. Pass with ``decode``.
         decode: text -> output; JSON by default. Pass with ``encode``.
         codec: name of the codec, recorded in each entry's ``payload_format``
@@ -209,7 +273,10 @@ class ComponentCache:
             outputs compare by value can turn it on.
 
     Raises:
-        ConfigurationError: an empty name, or only one of ``encode``/``decode``.
+        ConfigurationError: ``cache`` not a ``SemanticCache`` (a backend must be
+            wrapped in one), an empty name, ``ttl_s`` not a finite number > 0,
+            ``tags`` a string or holding a non-string, or only one of
+            ``encode``/``decode``.
 
     Example:
         >>> from costopt_core.cache import SemanticCache
@@ -234,17 +301,20 @@ class ComponentCache:
         codec: str | None = None,
         check_round_trip: bool | None = None,
     ) -> None:
+        # Checked here, not at the first call: any other object fails every
+        # call with an AttributeError (a backend has no ``get_or_call``).
+        if cache is None:
+            raise ConfigurationError(f"a ComponentCache needs an engine cache; {_ENGINE_FIX}")
+        check_type(cache, SemanticCache, _ENGINE_WHAT, _ENGINE_FIX)
         if not name:
             raise ConfigurationError("a ComponentCache needs a non-empty name")
         if (encode is None) != (decode is None):
             raise ConfigurationError("pass both encode and decode, or neither (JSON)")
-        if ttl_s is not None and ttl_s <= 0:
-            raise ConfigurationError(f"ttl_s must be > 0, got {ttl_s}")
         self.cache = cache
         self.name = name
         self.semantic = semantic
-        self.ttl_s = ttl_s
-        self.tags = tuple(tags)
+        self.ttl_s = _check_ttl(ttl_s)
+        self.tags = _check_tags(tags)
         self._encode: Encoder = encode or _json_encode
         self._decode: Decoder = decode or _json_decode
         self._check_round_trip = encode is None if check_round_trip is None else check_round_trip
@@ -320,10 +390,19 @@ class ComponentCache:
             payload_format=self.chunks_format if chunks else self.payload_format,
         )
 
-    def _served(self, result: CacheResult, *, chunks: bool = False) -> tuple[bool, Any]:
+    def _served(
+        self,
+        result: CacheResult,
+        *,
+        chunks: bool = False,
+        as_chunk: Callable[[Any], Any] | None = None,
+    ) -> tuple[bool, Any]:
         """``(True, output)`` for a usable hit; ``(False, None)`` if it cannot be read.
 
         ``chunks``: the hit is a stream's chunk sequence (a non-empty list).
+        ``as_chunk``: turns the decoded output into what is served; if it
+        fails, the hit cannot be read either (the cache's trouble, never the
+        caller's).
         """
         assert result.hit is not None
         response = result.response
@@ -335,6 +414,8 @@ class ComponentCache:
                 value = self._decode(response.payload)
                 if chunks and not (isinstance(value, list) and value):
                     raise TypeError(f"a {type(value).__name__}, not a list of chunks")
+                if as_chunk is not None:
+                    value = as_chunk(value)
                 ok = True
             except Exception as exc:
                 ok, value = False, None
@@ -512,7 +593,12 @@ class ComponentCache:
             return None
 
     def lookup_stream(
-        self, input: Any, *, tenant: str | None = None, variant: Any = None
+        self,
+        input: Any,
+        *,
+        tenant: str | None = None,
+        variant: Any = None,
+        as_chunk: Callable[[Any], Any] | None = None,
     ) -> tuple[bool, list[Any]]:
         """``(True, chunks)`` to replay for a stream of ``input``, else ``(False, [])``.
 
@@ -524,39 +610,67 @@ class ComponentCache:
         two lookups and one miss more); the component's stats count one miss
         (a call of the component, as in :meth:`lookup`) or one hit. Cache
         trouble is a miss.
+
+        Args:
+            input: the component's input, as for :meth:`lookup`.
+            tenant: whose entry it is; the current :func:`tenant_scope` if None.
+            variant: other JSON values that change the output (see :meth:`request`).
+            as_chunk: a stored output -> the one chunk a stream replays (the
+                reverse of :meth:`store_stream`'s ``as_output``: a framework's
+                message into its message chunk, which is what its streams
+                yield); as is if None. Stored chunk sequences are chunks
+                already and are replayed as they are.
         """
         request = self.request(input, tenant=tenant, variant=variant)
         if request is None:
             self._count("bypassed")
             return False, []
-        chunks = self._replayed(self.cache.lookup(request), whole=True)
+        chunks = self._replayed(self.cache.lookup(request), whole=True, as_chunk=as_chunk)
         if chunks is None:
             hit = self.cache.lookup(self._chunks_request(request))
             chunks = self._replayed(hit, whole=False)
         return self._streamed(chunks)
 
     async def alookup_stream(
-        self, input: Any, *, tenant: str | None = None, variant: Any = None
+        self,
+        input: Any,
+        *,
+        tenant: str | None = None,
+        variant: Any = None,
+        as_chunk: Callable[[Any], Any] | None = None,
     ) -> tuple[bool, list[Any]]:
         """Async twin of :meth:`lookup_stream`."""
         request = self.request(input, tenant=tenant, variant=variant)
         if request is None:
             self._count("bypassed")
             return False, []
-        chunks = self._replayed(await self.cache.alookup(request), whole=True)
+        hit = await self.cache.alookup(request)
+        chunks = self._replayed(hit, whole=True, as_chunk=as_chunk)
         if chunks is None:
             hit = await self.cache.alookup(self._chunks_request(request))
             chunks = self._replayed(hit, whole=False)
         return self._streamed(chunks)
 
-    def _replayed(self, hit: CacheHit | None, *, whole: bool) -> list[Any] | None:
-        """The chunks a hit replays, or None (no hit, or one that cannot be read)."""
+    def _replayed(
+        self,
+        hit: CacheHit | None,
+        *,
+        whole: bool,
+        as_chunk: Callable[[Any], Any] | None = None,
+    ) -> list[Any] | None:
+        """The chunks a hit replays, or None (no hit, or one that cannot be read).
+
+        ``whole``: the hit is an output, replayed as the one chunk ``as_chunk``
+        makes of it; else a stored chunk sequence, replayed as it is.
+        """
         if hit is None:
             return None
-        ok, value = self._served(CacheResult(hit.response, hit), chunks=not whole)
-        if not ok:
-            return None
-        return [value] if whole else cast(list[Any], value)
+        result = CacheResult(hit.response, hit)
+        if not whole:
+            ok, value = self._served(result, chunks=True)
+            return cast(list[Any], value) if ok else None
+        ok, value = self._served(result, as_chunk=as_chunk)
+        return [value] if ok else None
 
     def _streamed(self, chunks: list[Any] | None) -> tuple[bool, list[Any]]:
         if chunks is None:

@@ -193,3 +193,22 @@ def test_a_snippet_that_starts_indented_keeps_the_words_above_it_free() -> None:
     assert check_guards(b.replace("print(user)", "print(users)"), a, GuardConfig()) == (
         "layout_mismatch"
     )
+
+
+def test_the_same_words_from_two_named_speakers_are_two_questions() -> None:
+    """In a chat of several users, Bob was served Alice's personal answer at
+    similarity 1.0: message names were in the exact key only. Found by a review."""
+    cache = SemanticCache(embedder=FakeEmbedder(dim=256))
+    asked = "how many overdue invoices do i have?"
+    alice = CacheRequest((Message("user", asked, name="alice"),), model="m")
+    bob = CacheRequest((Message("user", asked, name="bob"),), model="m")
+    cache.store(alice, CachedResponse(text="Alice, you have 3.", model="m", usage=Usage(9, 4)))
+    assert cache.lookup(bob) is None
+    hit = cache.lookup(CacheRequest((Message("user", asked + " ", name="alice"),), model="m"))
+    assert hit is not None and hit.response.text == "Alice, you have 3."
+    unnamed = CacheRequest((Message("user", asked),), model="m")
+    assert prepare(unnamed, 2).scope == prepare(unnamed, 2).base_scope  # scopes as before
+    assert cache.lookup(unnamed) is None
+    # invalidate_scope finds named conversations under the scope they share.
+    assert cache.invalidate_scope(unnamed) == 1
+    assert cache.lookup(alice) is None

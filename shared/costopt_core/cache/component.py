@@ -37,7 +37,7 @@ from typing import Any, TypeVar, cast
 
 from costopt_core.cache.engine import CacheResult, NotShared, SemanticCache
 from costopt_core.cache.entry import CachedResponse, CacheHit, CacheTier
-from costopt_core.cache.keys import CacheRequest
+from costopt_core.cache.keys import INPUT_NAME_PREFIX, CacheRequest
 from costopt_core.cache.shared_stream import AsyncReading, Reading, aown_reads, own_reads
 from costopt_core.checks import check_type
 from costopt_core.errors import ConfigurationError
@@ -352,7 +352,7 @@ class ComponentCache:
         # which is what keeps exact-only components out of the semantic tier.
         text = input if self.semantic and isinstance(input, str) else ""
         return CacheRequest(
-            messages=(Message("user", text, name=f"input:{digest}"),),
+            messages=(Message("user", text, name=f"{INPUT_NAME_PREFIX}{digest}"),),
             model=f"{_OUTPUT}{scope_name}",
             tenant=tenant if tenant is not None else current_tenant(),
             ttl_s=self.ttl_s,

@@ -22,6 +22,7 @@ from costopt_core.types import Message
 __all__ = [
     "ANSWER_PARAMS",
     "DEFAULT_NAMESPACE",
+    "INPUT_NAME_PREFIX",
     "CacheRequest",
     "PreparedRequest",
     "earlier_user_turns",
@@ -31,6 +32,7 @@ __all__ = [
     "scope_of",
     "scope_tag",
     "semantic_text",
+    "speakers_of",
 ]
 
 #: Request parameters that change the answer, so they split the scope.
@@ -86,19 +88,43 @@ def scope_of(
     tools: Sequence[Mapping[str, Any]],
     namespace: str,
     earlier: Sequence[str] = (),
+    speakers: Sequence[str | None] = (),
 ) -> str:
     """The hard partition a request's answer may be shared within.
 
     ``earlier`` are the user turns before the embedded window (see
     :func:`earlier_user_turns`); a single-turn request has none, and its scope
-    is what it always was.
+    is what it always was. ``speakers`` are the conversation's message names
+    (see :func:`speakers_of`): empty when no message names one.
     """
     kept = {k: params[k] for k in ANSWER_PARAMS if params.get(k) is not None}
     parts = ["scope/v1", namespace, model or "", _canon(kept)]
     parts += [normalize_text(system), _canon(tools)]
     if earlier:
         parts.append(_canon([normalize_text(t) for t in earlier]))
+    if speakers:
+        parts.append(_canon(["speakers", *speakers]))
     return _hash(*parts)
+
+
+#: A message name under this prefix carries a cached component's exact input
+#: (its digest, keeping the exact tier exact), not a speaker.
+INPUT_NAME_PREFIX = "input:"
+
+
+def speakers_of(messages: Sequence[Message]) -> tuple[str | None, ...]:
+    """Who says each non-system message (its ``name``); empty when none is named.
+
+    In a chat of several users the same words from Bob and from Alice ask two
+    questions ("what do I owe?"): the embedded text has no names, so they go
+    into the scope. Conversations that name no one keep the scope they had.
+    """
+    names = tuple(
+        None if m.name is not None and m.name.startswith(INPUT_NAME_PREFIX) else m.name
+        for m in messages
+        if m.role != "system"
+    )
+    return names if any(names) else ()
 
 
 def _msg_canon(m: Message) -> list[Any]:
@@ -211,8 +237,12 @@ def prepare(request: CacheRequest, context_turns: int) -> PreparedRequest:
         "namespace": namespace,
     }
     base = scope_of(**parts)
+    # A conversation's earlier turns and speakers give it a scope of its own
+    # under the base one (found by invalidate_scope through scope_tag).
     earlier = earlier_user_turns(request.messages, context_turns)
-    scope = scope_of(**parts, earlier=earlier) if earlier else base
+    speakers = speakers_of(request.messages)
+    own = earlier or speakers
+    scope = scope_of(**parts, earlier=earlier, speakers=speakers) if own else base
     return PreparedRequest(
         scope=scope,
         key=exact_key(scope, request.messages),

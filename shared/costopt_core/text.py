@@ -19,38 +19,65 @@ __all__ = ["layout", "normalize_text"]
 
 #: Whitespace other than a line break.
 _SPACES = re.compile(r"[^\S\n]+")
+#: Characters that open a literal, where every space is meaning ('a  b' is not 'a b').
+_QUOTES = frozenset("'\"`")
+
+
+def _fold_spaces(body: str) -> str:
+    """A line's runs of spaces and tabs made one space, unless it quotes a literal.
+
+    Inside a quoted string or a code span the spaces are the value itself
+    (``len('a  b')`` is 4, ``len('a b')`` 3): a line holding a quote keeps
+    its whitespace as written.
+    """
+    if _QUOTES.isdisjoint(body):
+        return _SPACES.sub(" ", body)
+    return body
+
+
+def _shared_indent(leads: list[str]) -> str:
+    """The leading whitespace every line starts with, character for character."""
+    shared = min(leads, key=len)
+    for lead in leads:
+        while not lead.startswith(shared):
+            shared = shared[:-1]
+    return shared
 
 
 def normalize_text(text: str) -> str:
-    """``text`` with runs of spaces and tabs inside a line made one space, trailing
-    spaces and blank lines removed, line endings made ``\\n``, and the
-    indentation the lines share (and the first line's) removed; line breaks and
-    the other lines' relative indentation stay.
+    """``text`` with runs of spaces and tabs inside a line made one space (unless
+    the line quotes a literal: see :func:`_fold_spaces`), trailing whitespace
+    and blank lines removed, line endings made ``\\n``, and the indentation
+    the lines share (and the first line's) removed; line breaks and the other
+    lines' own indentation stay as written (a tab is not four spaces in a
+    Makefile or YAML).
 
     Examples:
         >>> normalize_text("  How do I   reset my password? ")
         'How do I reset my password?'
-        >>> normalize_text("def f():\\r\\n\\n\\treturn  1\\n")
+        >>> normalize_text("def f():\\r\\n\\n    return  1\\n")
         'def f():\\n    return 1'
+        >>> normalize_text("all:\\n\\tgcc main.c")  # a tab stays a tab
+        'all:\\n\\tgcc main.c'
     """
     if "\n" not in text and "\r" not in text:
-        return _SPACES.sub(" ", text).strip()  # one line (most prompts): nothing to lay out
-    rows: list[tuple[int, str]] = []
+        return _fold_spaces(text.strip())  # one line (most prompts): nothing to lay out
+    rows: list[tuple[str, str]] = []
     for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
         body = line.strip()
         if not body:
             continue
-        lead = line[: len(line) - len(line.lstrip())]
-        rows.append((len(lead.expandtabs(4)), _SPACES.sub(" ", body)))
+        rows.append((line[: len(line) - len(line.lstrip())], _fold_spaces(body)))
     if not rows:
         return ""
-    shared = min(indent for indent, _ in rows)
     # The first line's own indent is dropped: it is typing, not structure (code
     # pasted under a question starts on a line of its own).
-    rows[0] = (shared, rows[0][1])
-    return "\n".join(" " * (indent - shared) + body for indent, body in rows)
+    shared = _shared_indent([lead for lead, _ in rows])
+    rest = (lead[len(shared) :] + body for lead, body in rows[1:])
+    return "\n".join([rows[0][1], *rest])
 
 
-def layout(text: str) -> tuple[int, ...]:
-    """The indentation of each line of a normalised text: its shape, words aside."""
-    return tuple(len(line) - len(line.lstrip(" ")) for line in text.split("\n"))
+def layout(text: str) -> tuple[str, ...]:
+    """The indentation of each line of a normalised text, as written: its shape,
+    words aside (a tab and four spaces are two shapes)."""
+    return tuple(line[: len(line) - len(line.lstrip(" \t"))] for line in text.split("\n"))

@@ -468,7 +468,8 @@ def test_code_indented_differently_is_a_different_question() -> None:
 
 def test_normalize_text_keeps_layout_and_drops_noise() -> None:
     assert normalize_text("  How do I   reset my password? ") == "How do I reset my password?"
-    assert normalize_text("def f():\r\n\n\treturn  1 \n") == "def f():\n    return 1"
+    assert normalize_text("def f():\r\n\n    return  1 \n") == "def f():\n    return 1"
+    assert normalize_text("all:\r\n\tgcc  main.c\n") == "all:\n\tgcc main.c"  # tab kept
     # The indentation all lines share (pasted from a class) is not part of the code.
     assert normalize_text("    def f():\n        return 1") == "def f():\n    return 1"
     assert normalize_text(" \n\t\n") == ""
@@ -477,10 +478,41 @@ def test_normalize_text_keeps_layout_and_drops_noise() -> None:
 @given(st.text(alphabet=st.characters(blacklist_characters="\n\r"), max_size=80))
 @settings(max_examples=300, deadline=None)
 def test_a_one_line_prompt_normalises_as_before(text: str) -> None:
-    # Exact keys of one-line prompts (most of them) did not change with layout-keeping.
+    # Exact keys of one-line prompts (most of them) did not change with layout-keeping;
+    # a line quoting a literal keeps its spacing ('a  b' is not 'a b').
     import re
 
-    assert normalize_text(text) == re.sub(r"\s+", " ", text).strip()
+    quoted = any(q in text for q in "'\"`")
+    assert normalize_text(text) == (text.strip() if quoted else re.sub(r"\s+", " ", text).strip())
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("What does len('a  b') return in Python?", "What does len('a b') return in Python?"),
+        (
+            "Is this Makefile valid?\nall:\n\tgcc main.c",
+            "Is this Makefile valid?\nall:\n    gcc main.c",
+        ),
+        (
+            "Will this YAML parse?\nserver:\n\tport: 80",
+            "Will this YAML parse?\nserver:\n    port: 80",
+        ),
+    ],
+)
+def test_whitespace_that_is_meaning_splits_both_tiers(a: str, b: str) -> None:
+    """Tabs were expanded to four spaces and spaces inside a quoted literal folded,
+    so a space-indented Makefile got the tab one's answer, and len('a b') the
+    answer for len('a  b'), from the exact tier (found by a review); the
+    semantic tier then served them too (same words)."""
+    assert normalize_text(a) != normalize_text(b)
+    assert check_guards(normalize_text(b), normalize_text(a), GuardConfig()) == "layout_mismatch"
+    # Spacing that means nothing still folds: one key, no guard.
+    assert normalize_text("How do I   reset my password?") == "How do I reset my password?"
+    assert (
+        check_guards("How do I\nreset my password?", "How do I reset my password?", GuardConfig())
+        is None
+    )
 
 
 @pytest.mark.parametrize(

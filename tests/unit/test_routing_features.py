@@ -118,7 +118,7 @@ def test_routing_text_keeps_the_end_of_a_long_prompt() -> None:
     msgs = (Message("user", "  What is\n\nthe  capital of France? "),)
     assert routing_text(msgs) == semantic_text(msgs, 2) == "What is\nthe capital of France?"
     code = (Message("user", "Is this valid?\n\ndef f():\n\treturn  1\n"),)
-    assert routing_text(code) == semantic_text(code, 2) == "Is this valid?\ndef f():\n    return 1"
+    assert routing_text(code) == semantic_text(code, 2) == "Is this valid?\ndef f():\n\treturn 1"
     # The last user turn is what is embedded, not the system prompt or the answer.
     msgs = [Message("system", "S"), Message("user", "Q1"), Message("assistant", "A1")]
     assert routing_text(msgs) == "Q1"

@@ -733,7 +733,7 @@ _CODE_HEADER = re.compile(
 )
 
 
-def _code_differs(a: str, b: str, shape: tuple[int, ...]) -> bool:
+def _code_differs(a: str, b: str, shape: tuple[str, ...]) -> bool:
     """True when two prompts of one indented layout differ inside the code.
 
     The code runs from the line before the first indented one (its block
@@ -743,7 +743,7 @@ def _code_differs(a: str, b: str, shape: tuple[int, ...]) -> bool:
     embed alike (0.99+) and are other programs.
     """
     lines_a, lines_b = a.split("\n"), b.split("\n")
-    indented = [i for i, width in enumerate(shape) if width]
+    indented = [i for i, indent in enumerate(shape) if indent]
     start, end = indented[0], indented[-1] + 1
     # The line above is the block's header when it reads as code ("def f(x):",
     # "for (...) {"), not when it is the user's words ("Explain this code:").
@@ -770,6 +770,12 @@ def _claims_differ(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     return bool(kinds_a) and bool(kinds_b) and kinds_a != kinds_b and len(rest) <= 1
 
 
+def _literal_spacing_differs(a: str, b: str) -> bool:
+    """True when two texts of the same words differ in spacing, line breaks aside."""
+    flat_a, flat_b = a.replace("\n", " "), b.replace("\n", " ")
+    return flat_a != flat_b and flat_a.split() == flat_b.split()
+
+
 def check_guards(query: str, candidate: str, config: GuardConfig) -> str | None:
     """Run the enabled guards on a query and the cached prompt it matched.
 
@@ -792,6 +798,11 @@ def check_guards(query: str, candidate: str, config: GuardConfig) -> str | None:
     q = extract_features(query)
     c = extract_features(candidate)
     if q.words == c.words:
+        # normalize_text folded the spaces that mean nothing, and prose broken
+        # over lines says the same: whitespace that still differs is inside a
+        # quoted literal ('a  b' / 'a b').
+        if config.layout and _literal_spacing_differs(query, candidate):
+            return "layout_mismatch"
         # The words leave out signs and operators: "-40" / "40", "10 - 4" /
         # "10 + 4", "3 < 5" / "3 > 5", "C++" / "C#" have the same words.
         if _SYMBOLS.findall(query) == _SYMBOLS.findall(candidate):

@@ -345,6 +345,7 @@ class RouterChatModel(_calls.RunAwareChatModel):
 
     def model_post_init(self, context: Any) -> None:
         self._models, tiers = tier_members(self.tiers, _model_name, owner="RouterChatModel")
+        self._adopt_tier_cost_handlers()
         self._router = Router(
             tiers,
             classifier=self.classifier,
@@ -352,6 +353,30 @@ class RouterChatModel(_calls.RunAwareChatModel):
             validators=self.validators,
             calibration=self.calibration,
         )
+
+    def _adopt_tier_cost_handlers(self) -> None:
+        """Make the cost handlers set on tier models (``ChatX(callbacks=[handler])``) the router's.
+
+        The router calls its tiers itself, so a tier model's own callbacks
+        never run: a handler attached there, the usual way for one model,
+        recorded none of the routed calls. The router's run reaches it instead,
+        and records each billed call once (a handler given twice is one).
+        """
+        found: list[CostCallbackHandler] = []
+        for model in (m for members in self._models for m in members):
+            callbacks = getattr(model, "callbacks", None)
+            handlers = getattr(callbacks, "handlers", callbacks)
+            if isinstance(handlers, list):
+                found += [h for h in handlers if isinstance(h, CostCallbackHandler)]
+        if not found:
+            return
+        own = self.callbacks
+        if own is None or isinstance(own, list):
+            have = list(own or [])
+            self.callbacks = have + [h for h in dict.fromkeys(found) if h not in have]
+        else:  # a callback manager
+            for h in dict.fromkeys(found):
+                own.add_handler(h, inherit=True)
 
     @property
     def router(self) -> Router:

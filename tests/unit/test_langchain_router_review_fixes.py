@@ -239,3 +239,26 @@ def test_the_estimate_starts_at_the_decided_tier() -> None:
     assert out.response_metadata["costopt"]["tier"] == "frontier"
     assert (opus.script.calls, big.script.calls) == (0, 1)
     assert _records(engine) == [("gpt-4o", "model")]
+
+
+@pytest.mark.parametrize("given", ["tiers", "tiers_and_router", "manager"])
+def test_a_cost_handler_set_on_tier_models_records_the_routed_calls(given: str) -> None:
+    """ChatX(callbacks=[handler]), the usual way to price one model, recorded none
+    of the routed calls: the router calls its tiers itself (found by a review)."""
+    from langchain_core.callbacks import CallbackManager
+
+    handler = CostCallbackHandler(CostEngine())
+    usage = Usage(input_tokens=100, output_tokens=20)
+
+    def tier(text: str, model: str) -> ScriptedChatModel:
+        script = Script([ScriptedResponse(text, model=model, usage=usage)])
+        callbacks: Any = CallbackManager([handler]) if given == "manager" else [handler]
+        return ScriptedChatModel(script=script, model_name=model, callbacks=callbacks)
+
+    small = tier("I'm sorry, I can't help with that.", "gpt-4o-mini")
+    big = tier("30 days.", "gpt-4o")
+    router_callbacks = [handler] if given == "tiers_and_router" else None
+    router = RouterChatModel(tiers={"small": small, "frontier": big}, callbacks=router_callbacks)
+    assert router.invoke("What is our refund window?").content == "30 days."
+    records = [(r.model, r.outcome) for r in handler.ledger.records()]
+    assert records == [("gpt-4o-mini", "escalated"), ("gpt-4o", "model")]  # each once

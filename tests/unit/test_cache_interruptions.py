@@ -195,10 +195,13 @@ def test_code_that_differs_only_in_indentation_is_never_served_for_each_other() 
     # Same words, so the same vector: only the layout tells them apart.
     assert cache.lookup(req(Message("user", invalid))) is None
     assert cache.stats().guard_rejections["layout_mismatch"] == 1
-    # Trailing spaces and a tab for four spaces are still the same snippet.
-    same = "Is this valid Python?\ndef f(x):  \n\tif x:\n\t\treturn 1"
+    # Trailing spaces and blank lines are still the same snippet.
+    same = "Is this valid Python?\ndef f(x):  \n    if x:\n        return 1"
     hit = cache.lookup(req(Message("user", same)))
     assert hit is not None and hit.tier == "exact"
+    # A tab is not four spaces (a Makefile, YAML): asked apart, never served.
+    tabbed = "Is this valid Python?\ndef f(x):\n\tif x:\n\t\treturn 1"
+    assert cache.lookup(req(Message("user", tabbed))) is None
 
 
 class SlowCounters(SharedCounters):

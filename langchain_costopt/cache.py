@@ -42,6 +42,7 @@ from pydantic import BaseModel
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.errors import ConfigurationError
+from costopt_core.finish import finish_reason_of
 from costopt_core.served import SERVED, served_info
 from costopt_core.types import Usage
 from costopt_core.usage import usage_from_langchain
@@ -237,15 +238,16 @@ def response_of(generations: Sequence[Generation]) -> CachedResponse:
     stored to be served without its parts.
     """
     first = generations[0] if generations else Generation(text="")
-    info = first.generation_info or {}
-    finish = info.get("finish_reason") or info.get("stop_reason")
+    # Any provider's name and place for it (Bedrock's stopReason, Gemini's
+    # MAX_TOKENS, ...): a cut or blocked answer read as whole would be stored.
+    finish = finish_reason_of(first.generation_info)
     model = None
     usage = None
     tool_calls: tuple[dict[str, Any], ...] = ()
     if isinstance(first, ChatGeneration) and isinstance(first.message, AIMessage):
         msg = first.message
         meta = msg.response_metadata or {}
-        finish = finish or meta.get("finish_reason") or meta.get("stop_reason")
+        finish = finish or finish_reason_of(meta, msg.additional_kwargs)
         model = meta.get("model_name") or meta.get("model")
         if msg.usage_metadata is not None:
             # Unreadable counts must not lose the answer the model was paid for.

@@ -16,6 +16,7 @@ book the saving. A miss returns the wrapped LLM's own response untouched.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -63,6 +64,7 @@ from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.cache.keys import ANSWER_PARAMS
 from costopt_core.cache.shared_stream import AsyncReading, Reading
 from costopt_core.errors import ConfigurationError, check_arguments, config_error
+from costopt_core.finish import finish_reason_of
 from costopt_core.served import SERVED, SHARED_INFO, served_info
 from costopt_core.types import Message, Role
 from costopt_core.usage import usage_wire
@@ -249,18 +251,18 @@ def _tool_calls(response: AnyResponse) -> tuple[dict[str, Any], ...]:
 
 
 def _finish_reason(response: AnyResponse) -> str | None:
-    raw = response.raw
-    for key in ("finish_reason", "stop_reason", "done_reason"):
-        value = _field(raw, key)
-        if isinstance(value, str) and value:
-            return value
-    choices = _field(raw, "choices")
-    if isinstance(choices, Sequence) and choices:
-        value = _field(choices[0], "finish_reason")
-        if isinstance(value, str) and value:
-            return value
-    value = response.additional_kwargs.get("finish_reason")
-    return value if isinstance(value, str) and value else None
+    """Why the answer ended, wherever the integration put it (see ``costopt_core.finish``).
+
+    ``raw`` first (OpenAI's ``choices[0]``, Anthropic's ``stop_reason``,
+    Bedrock's ``stopReason``, Gemini's ``candidates[0]``, Ollama's
+    ``done_reason``), then the response's and the message's ``additional_kwargs``.
+    """
+    message = response.message if isinstance(response, ChatResponse) else None
+    return finish_reason_of(
+        response.raw,
+        response.additional_kwargs,
+        None if message is None else message.additional_kwargs,
+    )
 
 
 def _model_of(raw: Any) -> str | None:
@@ -959,7 +961,16 @@ class CachedLLM(MarksStructured, FunctionCallingLLM):
         return rebuild(out.hit)
 
     def _stored(self, chunks: list[R]) -> CachedResponse:
-        return self._neutral(_completed(chunks))
+        stored = self._neutral(_completed(chunks))
+        if stored.finish_reason is None:
+            # The finish reason is per chunk, and not always on the last one:
+            # OpenAI's usage chunk comes after the one saying "length". A cut
+            # answer read as whole would be stored.
+            reasons = (_finish_reason(c) for c in reversed(chunks))
+            reason = next((r for r in reasons if r is not None), None)
+            if reason is not None:
+                stored = dataclasses.replace(stored, finish_reason=reason)
+        return stored
 
     def _relay(
         self, request: CacheRequest, open_stream: Callable[[], Generator[R, None, None]]

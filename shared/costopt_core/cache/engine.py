@@ -58,6 +58,12 @@ from costopt_core.cache.shared_stream import (
 from costopt_core.cache.signing import sign, verify
 from costopt_core.embeddings import Embedder, KnowsVectors, KnowsWindow, is_default_embedder
 from costopt_core.errors import ConfigurationError
+from costopt_core.finish import (
+    BLOCKED_FINISH_REASONS,
+    FAILED_FINISH_REASONS,
+    TRUNCATED_FINISH_REASONS,
+    normalise_finish_reason,
+)
 from costopt_core.overhead import overhead_of
 
 __all__ = ["CacheResult", "CacheStats", "SemanticCache", "Verifier", "skip_reason"]
@@ -74,11 +80,28 @@ STATS_FLUSH_S = 1.0
 
 
 def skip_reason(response: CachedResponse, config: CacheConfig) -> str | None:
-    """Why an answer must not be stored, or None to store it."""
-    finish = (response.finish_reason or "").lower()
-    if finish in ("content_filter", "error", "refusal"):
+    """Why an answer must not be stored, or None to store it.
+
+    The finish reason is read in any provider's vocabulary and case (see
+    ``costopt_core.finish``): an answer a safety system blocked or replaced
+    (OpenAI's ``content_filter``, Bedrock's ``guardrail_intervened``, Gemini's
+    ``SAFETY`` / ``RECITATION``, Anthropic's ``refusal``) or a failed call is
+    never stored, since it is not the model's answer to the question and a
+    retry may get one; an answer cut by the output limit (``length``,
+    ``max_tokens``, Gemini's ``MAX_TOKENS``) only with ``config.cache_truncated``.
+
+    Args:
+        response: the answer, as the adapter read it.
+        config: the cache's configuration.
+
+    Returns:
+        ``"not_complete"``, ``"truncated"``, ``"tool_calls"`` or ``"empty"``;
+        None to store the answer.
+    """
+    finish = normalise_finish_reason(response.finish_reason)
+    if finish in BLOCKED_FINISH_REASONS or finish in FAILED_FINISH_REASONS:
         return "not_complete"
-    if finish in ("length", "max_tokens") and not config.cache_truncated:
+    if finish in TRUNCATED_FINISH_REASONS and not config.cache_truncated:
         return "truncated"
     if response.tool_calls and not config.cache_tool_calls:
         return "tool_calls"

@@ -40,6 +40,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_vali
 
 from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import ConfigurationError, check_arguments, config_error
+from costopt_core.finish import finish_reason_of
 from costopt_core.routing.calibrate import CalibrationReport, as_calibration
 from costopt_core.routing.decide import RouteDecision
 from costopt_core.routing.features import wants_structured_output
@@ -260,7 +261,7 @@ def _answer_of(result: ChatResult, *, structured: bool = False) -> Answer:
         text=text,
         tool_calls=tuple(getattr(msg, "tool_calls", None) or ()),
         mean_logprob=logprob,
-        finish_reason=meta.get("finish_reason") or meta.get("stop_reason"),
+        finish_reason=finish_reason_of(meta, getattr(msg, "additional_kwargs", None)),
         invalid_tool_calls=tuple(getattr(msg, "invalid_tool_calls", None) or ()),
     )
 

@@ -63,6 +63,7 @@ from costopt_core.errors import (
     check_arguments,
     config_error,
 )
+from costopt_core.finish import finish_reason_of
 from costopt_core.routing import router as routing
 from costopt_core.routing.calibrate import CalibrationReport, as_calibration
 from costopt_core.routing.decide import RouteDecision
@@ -165,36 +166,14 @@ def _tool_calls(resp: ChatResponse) -> tuple[dict[str, Any], ...]:
     return tuple(_tool_call(c) for c in calls)
 
 
-def _reason(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        return value
-    return str(getattr(value, "name", value))  # Gemini's FinishReason enum: MAX_TOKENS
-
-
 def _finish_reason(resp: ChatResponse | CompletionResponse) -> str | None:
-    """Why the answer ended, wherever the integration put it (``"length"``: cut off).
-
-    ``raw`` as a dict or an SDK object: OpenAI's ``choices[0].finish_reason``,
-    Anthropic's ``stop_reason``, Bedrock's ``stopReason``, Gemini's
-    ``candidates[0].finish_reason``, a top-level ``finish_reason`` (the local
-    LLM); then the same keys in ``additional_kwargs``.
-    """
-    raw = resp.raw
+    """Why the answer ended, wherever the integration put it (``"length"``: cut off)."""
     message = getattr(resp, "message", None)
-    for source in (
-        raw,
-        _first(_field(raw, "choices")),
-        _first(_field(raw, "candidates")),
+    return finish_reason_of(
+        resp.raw,
         getattr(resp, "additional_kwargs", None),
         getattr(message, "additional_kwargs", None),
-    ):
-        for key in ("finish_reason", "stop_reason", "stopReason"):
-            reason = _reason(_field(source, key))
-            if reason is not None:
-                return reason
-    return None
+    )
 
 
 def _mean(values: list[Any]) -> float | None:

@@ -262,3 +262,30 @@ def test_a_cost_handler_set_on_tier_models_records_the_routed_calls(given: str) 
     assert router.invoke("What is our refund window?").content == "30 days."
     records = [(r.model, r.outcome) for r in handler.ledger.records()]
     assert records == [("gpt-4o-mini", "escalated"), ("gpt-4o", "model")]  # each once
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [{"stopReason": "max_tokens"}, {"finish_reason": "MAX_TOKENS"}, {"stop_reason": "max_tokens"}],
+)
+def test_a_cut_answer_in_any_providers_words_escalates(metadata: dict[str, Any]) -> None:
+    """Bedrock's stopReason=max_tokens (and Gemini's MAX_TOKENS) were not read as
+    cut off: the router kept a truncated cheap answer. One reader
+    (costopt_core.finish) serves the routers and the caches."""
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
+
+    class Cut(ScriptedChatModel):
+        def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any):  # type: ignore[no-untyped-def]
+            message = AIMessage("The refund window is", response_metadata=dict(metadata))
+            return ChatResult(generations=[ChatGeneration(message=message)])
+
+    small = Cut(script=Script(["unused"]), model_name="gpt-4o-mini")
+    big = ScriptedChatModel(
+        script=Script([ScriptedResponse("30 days.", model="gpt-4o", usage=Usage(9, 3))]),
+        model_name="gpt-4o",
+    )
+    out = RouterChatModel(tiers={"small": small, "frontier": big}).invoke("Refund window?")
+    assert out.content == "30 days."
+    attempts = out.response_metadata["costopt"]["route"]["attempts"]
+    assert attempts[0]["outcome"] == "escalated: truncated"

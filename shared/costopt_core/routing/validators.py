@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from costopt_core.errors import ConfigurationError
+from costopt_core.finish import TRUNCATED_FINISH_REASONS, normalise_finish_reason
 
 __all__ = [
     "Answer",
@@ -255,7 +256,9 @@ def escalation_reason(
             that does not match it is escalated (``invalid_structured_output``).
             Giving one implies ``structured_output``.
     """
-    if config.truncated and (answer.finish_reason or "").lower() in ("length", "max_tokens"):
+    if config.truncated and normalise_finish_reason(answer.finish_reason) in (
+        TRUNCATED_FINISH_REASONS
+    ):
         return "truncated"
     text = answer.text.strip()
     if config.tool_calls and answer.invalid_tool_calls:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import weakref
 from collections.abc import Generator, Mapping
@@ -25,10 +26,11 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
 from costopt_core import CostEngine, CostLedger, current_engine, default_engine, engine_scope
+from costopt_core.engine import split_usage
 from costopt_core.errors import BudgetExceededError, ConfigurationError
 from costopt_core.served import SERVED, served_outcome
 from costopt_core.tenancy import current_tenant
-from costopt_core.types import CallOutcome, money_str
+from costopt_core.types import CallOutcome, Usage, money_str
 from costopt_core.usage import normalize_usage, usage_from_langchain
 from langchain_costopt._convert import from_langchain_messages, usage_or_unknown
 
@@ -170,6 +172,83 @@ def _max_output_tokens(params: Mapping[str, Any]) -> int:
     return 0
 
 
+class _Batch:
+    """The runs of one completion-style batch (``BaseLLM.generate`` with many prompts).
+
+    Such a model answers all prompts in one request and may report their usage
+    summed, which LangChain's ``LLMResult.flatten()`` hands whole to the first
+    prompt's run and empties for the others. The runs are held until the last
+    one ends, then each is priced from its own usage where its generation
+    carries one, else from its share of the summed usage (see
+    :func:`~costopt_core.engine.split_usage`).
+
+    LangChain starts every run of one ``generate`` call with the same
+    ``invocation_params`` dict (and a new dict per call): that object is the
+    batch's identity, kept here so its id cannot be reused while the batch is open.
+    """
+
+    __slots__ = ("ended", "open", "params", "prompt_tokens", "size", "started")
+
+    def __init__(self, params: Any, size: int) -> None:
+        self.params = params
+        self.size = size
+        self.started = 0
+        #: Runs started and not ended yet.
+        self.open = 0
+        #: run key -> counted tokens of its prompt (its share of the input).
+        self.prompt_tokens: dict[Any, int] = {}
+        #: (run key, response, run, run id, perf_counter at its end), in end order.
+        self.ended: list[tuple[Any, LLMResult, _Run, UUID, float]] = []
+
+
+def _generation_usage(response: LLMResult) -> Any:
+    """The usage a completion run's own generation reports (``generation_info``), if any."""
+    try:
+        info = response.generations[0][0].generation_info or {}
+    except IndexError:
+        return None
+    return info.get("token_usage") or info.get("usage") or None
+
+
+def _output_usage(response: LLMResult) -> Any:
+    """The usage in a run's ``llm_output`` (a batch's sum on its first run), if any."""
+    llm_output = response.llm_output or {}
+    return llm_output.get("token_usage") or llm_output.get("usage") or None
+
+
+def _less(total: Usage, parts: list[Usage]) -> Usage:
+    """``total`` less the usage ``parts`` report of their own (each kind at least 0).
+
+    What a batch's summed usage leaves for its prompts whose generations
+    reported none. A kind unknown in ``total`` stays unknown.
+    """
+    if not parts:
+        return total
+
+    def left(name: str) -> int | None:
+        value: int | None = getattr(total, name)
+        if value is None:
+            return None
+        return max(value - sum(getattr(p, name) or 0 for p in parts), 0)
+
+    read, w5m, w1h = (
+        left("cache_read_tokens"),
+        left("cache_write_5m_tokens"),
+        left("cache_write_1h_tokens"),
+    )
+    inputs = left("input_tokens")
+    if inputs is not None:
+        inputs = max(inputs, (read or 0) + (w5m or 0) + (w1h or 0))
+    return Usage(
+        input_tokens=inputs,
+        output_tokens=left("output_tokens"),
+        cache_read_tokens=read,
+        cache_write_5m_tokens=w5m,
+        cache_write_1h_tokens=w1h,
+        reasoning_tokens=left("reasoning_tokens"),
+    )
+
+
 class CostCallbackHandler(BaseCallbackHandler):
     """Records the cost of every LLM call it sees, exactly once per run.
 
@@ -242,6 +321,11 @@ class CostCallbackHandler(BaseCallbackHandler):
         self._tasks: weakref.WeakKeyDictionary[asyncio.Task[Any], dict[Any, Any]] = (
             weakref.WeakKeyDictionary()
         )
+        # Open completion batches by id(invocation_params), and the batch of each
+        # of their runs (see _Batch). Only batch runs touch them, under the lock.
+        self._batches: dict[int, _Batch] = {}
+        self._batch_of: dict[Any, _Batch] = {}
+        self._batch_lock = threading.Lock()
         self.errors = 0
 
     @property
@@ -256,6 +340,7 @@ class CostCallbackHandler(BaseCallbackHandler):
         params: Mapping[str, Any] | None,
         messages: list[BaseMessage] | None = None,
         prompts: list[str] | None = None,
+        batch_size: int | None = None,
     ) -> None:
         model = metadata.get("ls_model_name") if metadata else None
         if not model and params:
@@ -266,10 +351,21 @@ class CostCallbackHandler(BaseCallbackHandler):
         # A router wrapped in a cache reports "costopt-cached-costopt-router".
         router = str(params.get("_type") or "").endswith(_ROUTER_TYPE) if params else False
         key = getattr(run_id, "int", run_id)
-        pending = self._task_runs()
+        # A completion model's runs (prompts) are not tied to the task: LangChain's
+        # agenerate starts each in a task of its own (asyncio.gather) that ends
+        # before the call does, which would drop the run unrecorded; and its calls
+        # report their end or error (a cancellation included) themselves.
+        pending = self._task_runs() if prompts is None else None
         if pending is not None:
             pending[key] = run_id
         self._runs[key] = (model, tenant, tier, time.perf_counter(), router, pending)
+        batched = (
+            prompts is not None
+            and params is not None
+            and isinstance(batch_size, int)
+            and batch_size > 1
+        )
+        prompt_tokens: int | None = None
         if self.check_budgets and model and self.engine.ledger.has_budgets:
             # The request's output cap bounds its cost: held against the budget, it
             # keeps a shared budget from being overspent by concurrent calls.
@@ -280,20 +376,65 @@ class CostCallbackHandler(BaseCallbackHandler):
                         model, from_langchain_messages(messages), max_output_tokens=out_cap
                     )
                 else:
-                    tokens = sum(self.engine.tokens.count(p, model) for p in prompts or [])
+                    prompt_tokens = sum(self.engine.tokens.count(p, model) for p in prompts or [])
                     estimate = self.engine.estimate(
-                        model, input_tokens=tokens, max_output_tokens=out_cap
+                        model, input_tokens=prompt_tokens, max_output_tokens=out_cap
                     )
             except Exception:
                 log.exception("costopt could not estimate the cost of run %s", run_id)
                 return
             try:
+                if estimate is None and not router:
+                    # No price, so no estimate: held as $0 and recorded as unknown,
+                    # the call would never count against a budget. A block budget
+                    # refuses it; a warn one warns (a router's own run has no
+                    # price by design: the router checks its tiers' prices itself).
+                    self.engine.check_unpriced(tenant, model)
                 self.engine.check_budget(tenant, estimate, call_id=str(run_id))
             except BudgetExceededError:
                 self._runs.pop(key, None)
                 if pending is not None:
                     pending.pop(key, None)
                 raise
+        if batched:
+            if prompt_tokens is None:
+                prompt_tokens = sum(self.engine.tokens.count(p, model) for p in prompts or [])
+            self._join_batch(key, params, batch_size, prompt_tokens)
+
+    def _join_batch(self, key: Any, params: Any, size: Any, prompt_tokens: int) -> None:
+        """Add a started run to its completion batch (see :class:`_Batch`)."""
+        with self._batch_lock:
+            batch = self._batches.get(id(params))
+            if batch is None or batch.params is not params or batch.started >= batch.size:
+                batch = self._batches[id(params)] = _Batch(params, size)
+            batch.started += 1
+            batch.open += 1
+            batch.prompt_tokens[key] = prompt_tokens
+            self._batch_of[key] = batch
+
+    def _leave_batch(
+        self, key: Any, ended: tuple[Any, LLMResult, _Run, UUID, float] | None
+    ) -> _Batch | None:
+        """A batch run ended (``ended``) or failed (None): its batch once all its runs are done.
+
+        Returns:
+            The batch when this was its last open run (it is then closed), else None;
+            None too for a run of no batch.
+        """
+        with self._batch_lock:
+            batch = self._batch_of.pop(key, None)
+            if batch is None:
+                return None
+            batch.open -= 1
+            if ended is not None:
+                batch.ended.append(ended)
+            else:
+                batch.prompt_tokens.pop(key, None)  # no answer, no share
+            if batch.open > 0:
+                return None
+            if self._batches.get(id(batch.params)) is batch:
+                del self._batches[id(batch.params)]
+            return batch
 
     def _task_runs(self) -> dict[Any, Any] | None:
         """The open runs of the asyncio task running now (None outside a task)."""
@@ -369,9 +510,10 @@ class CostCallbackHandler(BaseCallbackHandler):
         run_id: UUID,
         metadata: dict[str, Any] | None = None,
         invocation_params: dict[str, Any] | None = None,
+        batch_size: int | None = None,
         **kwargs: Any,
     ) -> None:
-        self._start(run_id, metadata, invocation_params, prompts=prompts)
+        self._start(run_id, metadata, invocation_params, prompts=prompts, batch_size=batch_size)
 
     # -- end ----------------------------------------------------------------
     def on_llm_new_token(
@@ -410,6 +552,12 @@ class CostCallbackHandler(BaseCallbackHandler):
         if run is None:
             return  # not started through us, or already counted
         self._end(key, run)
+        if self._batch_of and key in self._batch_of:
+            # One run of a completion batch: priced with the others once all ended.
+            batch = self._leave_batch(key, (key, response, run, run_id, time.perf_counter()))
+            if batch is not None:
+                self._record_batch(batch)
+            return
         try:
             self._record(response, run, run_id)
         except Exception:  # never fail the user's call over accounting
@@ -430,6 +578,11 @@ class CostCallbackHandler(BaseCallbackHandler):
             self._served.pop(key, None)
             return
         self._end(key, run)
+        if self._batch_of and key in self._batch_of:
+            # The batch's other runs may have ended (they are priced without this one).
+            batch = self._leave_batch(key, None)
+            if batch is not None and batch.ended:
+                self._record_batch(batch)
         if isinstance(error, _STOPPED) and not run[4]:
             # A stream the caller stopped reading was still billed (the prompt at
             # least): recorded with the usage of what was read, if a chunk gave
@@ -479,7 +632,84 @@ class CostCallbackHandler(BaseCallbackHandler):
             return named
         return answered
 
-    def _record(self, response: LLMResult, run: _Run, run_id: UUID) -> None:
+    def _record_batch(self, batch: _Batch) -> None:
+        """Price the runs of a completion batch whose runs have all ended.
+
+        A run whose generation reports its own usage is priced from it. The
+        usage the model reported for the whole request (on one run's
+        ``llm_output``, the others' emptied by ``LLMResult.flatten``), less
+        those, is split over the other runs in proportion to their counted
+        prompt tokens (input) and answer tokens (output), and each share is
+        recorded as an estimate: the shares add up to what the provider
+        reported, so the totals are the provider's. With no summed usage, each
+        run keeps what it reported (unknown: cost None, never $0).
+        """
+        try:
+            ended = batch.ended
+            own = [_generation_usage(response) for _, response, _, _, _ in ended]
+            totals = [_output_usage(response) for _, response, _, _, _ in ended]
+            # flatten() empties "token_usage" on all runs but the first; a model that
+            # names it "usage" has the same sum copied onto every run: one sum either way.
+            summed: list[Any] = []
+            for t in totals:
+                if t is not None and t not in summed:
+                    summed.append(t)
+            shares: list[Usage | None] = [
+                None if u is None else usage_or_unknown(normalize_usage, u) for u in own
+            ]
+            rest = [i for i, u in enumerate(shares) if u is None]
+            if rest and len(summed) == 1 and (len(ended) > 1 or batch.size > 1):
+                total = usage_or_unknown(normalize_usage, summed[0])
+                total = _less(total, [u for u in shares if u is not None])
+                model = ended[0][2][0]
+                count = self.engine.tokens.count
+                in_w = [batch.prompt_tokens.get(ended[i][0], 0) for i in rest]
+                out_w = [
+                    sum(count(g.text, model) for g in ended[i][1].generations[0])
+                    if ended[i][1].generations
+                    else 0
+                    for i in rest
+                ]
+                for i, share in zip(rest, split_usage(total, in_w, out_w), strict=True):
+                    shares[i] = share
+                estimated = set(rest)
+            else:
+                estimated = set()
+        except Exception:  # never fail the user's call over accounting
+            self.errors += 1
+            log.exception("costopt could not split the usage of a completion batch")
+            shares, estimated = [None] * len(batch.ended), set()
+        for i, (_, response, run, run_id, end) in enumerate(batch.ended):
+            try:
+                self._record(
+                    response, run, run_id, usage=shares[i], estimated=i in estimated, end=end
+                )
+            except Exception:  # never fail the user's call over accounting
+                self.errors += 1
+                log.exception("costopt could not record run %s", run_id)
+
+    def _record(
+        self,
+        response: LLMResult,
+        run: _Run,
+        run_id: UUID,
+        *,
+        usage: Usage | None = None,
+        estimated: bool = False,
+        end: float | None = None,
+    ) -> None:
+        """Price and record one ended run.
+
+        Args:
+            response: the run's result.
+            run: the run as it started.
+            run_id: its LangChain run id (the record's call id).
+            usage: the run's usage when its batch worked it out (its own, or
+                its share of the batch's); read from ``response`` when None.
+            estimated: ``usage`` is a share of a batch's summed usage.
+            end: ``time.perf_counter()`` when the run ended (now if None).
+        """
+        given = usage
         message: AIMessage | None = None
         gen: Any = None
         try:
@@ -528,11 +758,31 @@ class CostCallbackHandler(BaseCallbackHandler):
                 tier = tier or prior.get("tier")
         else:
             llm_output = response.llm_output or {}
-            usage = usage_or_unknown(
-                normalize_usage, llm_output.get("token_usage") or llm_output.get("usage")
-            )
+            if given is not None:
+                usage = given
+            else:
+                # The request's usage, else what the generation reports of its own.
+                usage = usage_or_unknown(
+                    normalize_usage, _output_usage(response) or _generation_usage(response)
+                )
             model = self._model_name(llm_output.get("model_name") or llm_output.get("model"), named)
         model = str(model or "unknown")
+        latency_ms = ((time.perf_counter() if end is None else end) - start) * 1000.0
+        if estimated:
+            # A share of a batch's summed usage: the record says it is an estimate.
+            record = self.engine.record_call(
+                model=model,
+                usage=usage,
+                call_id=str(run_id),
+                tier=tier,
+                tenant=tenant,
+                outcome=outcome,
+                framework="langchain",
+                latency_ms=latency_ms,
+                estimated=True,
+            )
+            log.debug("costopt priced run %s at %s from a batch share", run_id, record.cost_usd)
+            return
         priced = self.engine.record_call_deferred(
             model=model,
             usage=usage,
@@ -541,7 +791,7 @@ class CostCallbackHandler(BaseCallbackHandler):
             tenant=tenant,
             outcome=outcome,
             framework="langchain",
-            latency_ms=(time.perf_counter() - start) * 1000.0,
+            latency_ms=latency_ms,
         )
         if message is not None and outcome == "model":
             # In place (no pydantic re-validation). Only freshly generated answers

@@ -25,6 +25,8 @@ __all__ = [
     "decisions_on_error",
     "evaluate_budget",
     "period_start",
+    "unpriced_action",
+    "unpriced_call_error",
 ]
 
 BudgetPeriod = Literal["day", "week", "month", "total"]
@@ -131,3 +133,45 @@ def decisions_on_error(
             )
         out.append(decision)
     return out
+
+
+def unpriced_action(budget: Budget) -> Literal["warn", "block"]:
+    """What ``budget`` does about a call of a model with no price (pure).
+
+    The call's cost is unknown, so no spend can show it fits the limit: a
+    ``block`` budget refuses it, and so does a ``downshift`` one (it blocks at
+    its limit, and the call could be past it); a ``warn`` budget lets it
+    through, with a warning.
+    """
+    return "warn" if budget.policy == "warn" else "block"
+
+
+def unpriced_call_error(budget: Budget, model: str, spent_usd: Decimal) -> BudgetExceededError:
+    """The refusal of a call of ``model``, which has no price, by ``budget``.
+
+    Args:
+        budget: the ``block`` or ``downshift`` budget that refuses the call.
+        model: the model with no price (named in the message, with the fix).
+        spent_usd: the budget's spend so far in its period.
+    """
+    err = BudgetExceededError(
+        scope=budget.scope,
+        limit_usd=budget.limit_usd,
+        spent_usd=spent_usd,
+        # Unknown, not $0: the model has no price to estimate the call with.
+        estimate_usd=None,  # type: ignore[arg-type]
+        period=budget.period,
+        reason=f"model {model!r} has no price",
+    )
+    # BudgetExceededError's message for a reason is the shared store's (make
+    # Redis reachable): this refusal has its own fix, so its message is set here.
+    err.args = (
+        f"budget for {budget.scope} (${budget.limit_usd} a {budget.period}, policy "
+        f"{budget.policy!r}) refused a call of model {model!r}: the model has no price, so "
+        "the call's cost can be neither estimated nor counted, and the budget could be "
+        "overspent. Add its price, e.g. CostEngine(catalog=PriceCatalog.default()"
+        f".with_overrides({{{model!r}: {{'usd_per_mtok_input': '0.2', "
+        "'usd_per_mtok_output': '0.6'}})), or use policy 'warn' to let calls of unpriced "
+        "models through uncounted",
+    )
+    return err

@@ -40,12 +40,95 @@ __all__ = [
     "default_engine",
     "engine_scope",
     "set_default_engine",
+    "split_usage",
 ]
 
 #: The frontier model savings are measured against unless configured otherwise.
 DEFAULT_BASELINE_MODEL = "gpt-4o"
 # A removal record is priced as a call that sent nothing, with the removed tokens on top.
 _NOTHING_SENT = Usage(input_tokens=0, output_tokens=0)
+
+
+def _apportion(total: int, weights: Sequence[int]) -> list[int]:
+    """``total`` split in whole tokens in proportion to ``weights``, summing to ``total``.
+
+    Largest remainders get the leftover tokens (ties to the earlier share); all
+    weights zero split it evenly.
+    """
+    n = len(weights)
+    scale = sum(weights)
+    if scale <= 0:
+        weights, scale = [1] * n, n
+    shares = [total * w // scale for w in weights]
+    by_remainder = sorted(range(n), key=lambda i: (-(total * weights[i] % scale), i))
+    for i in by_remainder[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
+def split_usage(
+    total: Usage, input_weights: Sequence[int], output_weights: Sequence[int]
+) -> list[Usage]:
+    """Split one request's usage over the prompts it answered (a completion batch).
+
+    A completion API answers several prompts in one request and reports their
+    usage summed (OpenAI's ``/completions``). Each prompt's share of the input
+    kinds follows ``input_weights`` (e.g. its counted prompt tokens), of the
+    output kinds ``output_weights`` (its counted answer tokens). Every kind
+    adds up exactly to ``total``'s, so the shares price to what the provider
+    billed; each share is consistent (its cached tokens within its input, its
+    reasoning within its output). The shares are estimates: record them so.
+
+    Args:
+        total: the usage the provider reported for the whole request.
+        input_weights: one non-negative weight per prompt for input tokens.
+        output_weights: one per prompt for output tokens (same length).
+
+    Returns:
+        One ``Usage`` per prompt; a kind unknown in ``total`` is unknown in each.
+
+    Raises:
+        ConfigurationError: the weight lists differ in length, are empty, or
+            hold a negative weight.
+    """
+    n = len(input_weights)
+    if n == 0 or len(output_weights) != n or min(*input_weights, *output_weights) < 0:
+        raise ConfigurationError(
+            f"split_usage needs one non-negative input and output weight per prompt, got "
+            f"{list(input_weights)!r} and {list(output_weights)!r}"
+        )
+
+    def part(value: int | None, weights: Sequence[int]) -> list[int | None]:
+        return [None] * n if value is None else list(_apportion(value, weights))
+
+    read = part(total.cache_read_tokens, input_weights)
+    w5m = part(total.cache_write_5m_tokens, input_weights)
+    w1h = part(total.cache_write_1h_tokens, input_weights)
+    # The uncached input and each cached kind are split apart, and each share's
+    # input is their sum: rounding can never leave a share more cached than input.
+    uncached = part(total.uncached_input_tokens, input_weights)
+    inputs = [
+        None if u is None else u + (read[i] or 0) + (w5m[i] or 0) + (w1h[i] or 0)
+        for i, u in enumerate(uncached)
+    ]
+    reasoning = part(total.reasoning_tokens, output_weights)
+    if total.output_tokens is not None and total.reasoning_tokens is not None:
+        # Likewise the answer and its reasoning (which output_tokens includes).
+        rest = part(max(total.output_tokens - total.reasoning_tokens, 0), output_weights)
+        outputs: list[int | None] = [(r or 0) + (reasoning[i] or 0) for i, r in enumerate(rest)]
+    else:
+        outputs = part(total.output_tokens, output_weights)
+    return [
+        Usage(
+            input_tokens=inputs[i],
+            output_tokens=outputs[i],
+            cache_read_tokens=read[i],
+            cache_write_5m_tokens=w5m[i],
+            cache_write_1h_tokens=w1h[i],
+            reasoning_tokens=reasoning[i],
+        )
+        for i in range(n)
+    ]
 
 
 class CostEngine:
@@ -146,7 +229,11 @@ class CostEngine:
         input_tokens: int | None = None,
         max_output_tokens: int = 0,
     ) -> Decimal | None:
-        """Upper-bound cost of a call before it is made."""
+        """Upper-bound cost of a call before it is made.
+
+        ``None`` when the model has no price: not $0, so a budget check must
+        not take it as one (see :meth:`check_unpriced`).
+        """
         if input_tokens is None:
             input_tokens = self.tokens.count_messages(messages, model).tokens
         return estimate_cost(self.catalog.get(model, warn=False), input_tokens, max_output_tokens)
@@ -327,6 +414,31 @@ class CostEngine:
         return self.ledger.check_budget(
             tenant, estimate_usd, call_id=call_id, hold_ttl_s=hold_ttl_s
         )
+
+    def check_unpriced(self, tenant: str | None, model: str) -> None:
+        """Apply the budgets to a call of ``model``, which has no price (no estimate).
+
+        A ``block`` or ``downshift`` budget covering ``tenant`` (here or on a
+        parent engine) refuses the call: its cost could not be counted, so the
+        budget could not keep its promise of no overspend. A ``warn`` budget
+        lets it through, with one warning per model and budget, since the call
+        will not count against it (its cost is recorded as unknown, never $0).
+        Call it where :meth:`estimate` gave ``None`` instead of holding a $0
+        estimate with :meth:`check_budget`.
+
+        Raises:
+            BudgetExceededError: a ``block`` or ``downshift`` budget covers the
+                call; the message names the model and how to price it.
+        """
+        for budget in self.ledger.check_unpriced(tenant, model):
+            self.catalog.warn_once(
+                ("unpriced under budget", model, budget.scope, budget.period),
+                f"model {model!r} has no price: its calls pass the warn budget for "
+                f"{budget.scope} (${budget.limit_usd} a {budget.period}) without counting "
+                "against it (their cost is unknown, not $0; costopt report counts them as "
+                "unpriced). Add its price with PriceCatalog.with_overrides(...)",
+                stacklevel=3,
+            )
 
     def release_budget(self, tenant: str | None, call_id: str) -> None:
         """See :meth:`CostLedger.release_budget` (a call that failed spent nothing)."""

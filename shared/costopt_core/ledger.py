@@ -38,6 +38,8 @@ from costopt_core.budgets import (
     decisions_on_error,
     evaluate_budget,
     period_start,
+    unpriced_action,
+    unpriced_call_error,
 )
 from costopt_core.errors import BudgetExceededError, ConfigurationError, StoreError
 from costopt_core.jsonl import json_lines
@@ -710,8 +712,19 @@ class CostLedger:
                 b.add_to(total)
         return total
 
-    def totals_by(self, dimension: Dimension) -> dict[str | None, Totals]:
-        """Totals per model / tier / tenant / framework / outcome / mode."""
+    def totals_by(self, dimension: Dimension, *, removals: bool = True) -> dict[str | None, Totals]:
+        """Totals per model / tier / tenant / framework / outcome / mode.
+
+        Args:
+            dimension: what to group by.
+            removals: include the records of input tokens compression or memory
+                kept out of calls (outcome ``removed``). Such a record's model
+                is only a label (the baseline model when none was named) and it
+                has no tier, so grouped by model or tier it would credit one
+                row with savings of calls other models and tiers answered.
+                ``False`` leaves them out; ``totals_by("outcome")["removed"]``
+                holds them, so a table can show them in a row of their own.
+        """
         if dimension not in _DIMENSIONS:
             raise ConfigurationError(
                 f"unknown dimension {dimension!r}; use one of {list(_DIMENSIONS)}"
@@ -721,6 +734,8 @@ class CostLedger:
         with self._lock:
             self._fold()
             for combo, b in self._combos.items():
+                if not removals and combo[4] == "removed":  # combo[4]: the outcome
+                    continue
                 key = combo[index]
                 t = out.get(key)
                 if t is None:
@@ -994,6 +1009,40 @@ class CostLedger:
             if held is not None and held[2] == expiry:
                 log.debug("budget hold of call %s expired unreleased", key)
                 self._drop_hold(key)
+
+    def check_unpriced(self, tenant: str | None, model: str) -> list[Budget]:
+        """Apply the budgets covering ``tenant`` to a call of a model with no price.
+
+        Such a call's cost can be neither estimated nor counted (it is recorded
+        as unknown, never $0), so no spend check can pass it honestly: a
+        ``block`` budget (and a ``downshift`` one, which blocks at its limit)
+        refuses it, since its promise is that the limit is never overspent. A
+        ``warn`` budget lets it through; the caller warns. This ledger's
+        budgets are applied first, then the parents'.
+
+        Args:
+            tenant: whose call it is (``None``: global budgets only).
+            model: the model with no price, named in the refusal.
+
+        Returns:
+            The ``warn`` budgets that let the call through, uncounted.
+
+        Raises:
+            BudgetExceededError: a ``block`` or ``downshift`` budget covers the
+                call; the message names the model and how to price it.
+        """
+        passed: list[Budget] = []
+        ledger: CostLedger | None = self
+        while ledger is not None:
+            for budget in ledger.budgets:
+                if budget.tenant is not None and budget.tenant != tenant:
+                    continue
+                if unpriced_action(budget) == "warn":
+                    passed.append(budget)
+                    continue
+                raise unpriced_call_error(budget, model, ledger.spent(budget.tenant, budget.period))
+            ledger = ledger.parent
+        return passed
 
     def release_budget(self, tenant: str | None, call_id: str) -> None:
         """Drop the budget hold of a call that failed (it spent nothing), parents' too.

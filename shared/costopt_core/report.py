@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from costopt_core.ledger import CostLedger, Dimension, Totals
     from costopt_core.types import CallRecord
 
-__all__ = ["format_breakdown", "format_summary", "format_table", "usd"]
+__all__ = ["REMOVED_ROW", "format_breakdown", "format_summary", "format_table", "usd"]
 
 
 def usd(amount: Decimal | None) -> str:
@@ -67,6 +67,33 @@ _HEAD = ["requests", "actual", "baseline", "saved", "saved %"]
 _UNPRICED = "unpriced"
 
 
+#: The row of the records of input tokens compression and memory kept out of
+#: calls (outcome ``removed``) in tables by a dimension that describes a call.
+REMOVED_ROW = "(context kept out)"
+#: Dimensions a removal record has no true value for: its model is a label (the
+#: baseline model when the lever named none), it has no tier, and it is no call
+#: of any mode. Grouped by these, it would credit the baseline model's row, the
+#: "(no tier)" row or the "sync" row with savings of calls others answered.
+_CALL_DIMENSIONS = frozenset({"model", "tier", "mode"})
+
+
+def _grouped(
+    ledger: CostLedger, dimension: Dimension
+) -> tuple[dict[str | None, Totals], Totals | None]:
+    """Totals by ``dimension``, and the removal records' apart when they have no value in it.
+
+    Returns:
+        The groups (removal records left out for a dimension in
+        ``_CALL_DIMENSIONS``), and the removal records' totals for their own
+        row (``None`` when there are none or they are in the groups). The rows
+        still add up to the ledger's totals.
+    """
+    if dimension not in _CALL_DIMENSIONS:
+        return ledger.totals_by(dimension), None
+    removed = ledger.totals_by("outcome").get("removed")
+    return ledger.totals_by(dimension, removals=removed is None), removed
+
+
 def _row(name: str, t: Totals, unpriced: bool = False) -> list[str]:
     """One table row; with ``unpriced``, the count of calls the money leaves out.
 
@@ -106,10 +133,14 @@ def format_summary(ledger: CostLedger) -> str:
     ]
     parts.append(format_table(["lever", "saved", "share"], lever_rows, "Savings by lever"))
     dist = ledger.tier_distribution()
+    by_tier, removed = _grouped(ledger, "tier")
     tier_rows = [
         [*_row(str(k) if k is not None else "(no tier)", t, unpriced), _pct(dist.get(k))]
-        for k, t in sorted(ledger.totals_by("tier").items(), key=lambda kv: str(kv[0]))
+        for k, t in sorted(by_tier.items(), key=lambda kv: str(kv[0]))
     ]
+    if removed is not None:
+        # No request, so no share of the requests.
+        tier_rows.append([*_row(REMOVED_ROW, removed, unpriced), "-"])
     parts.append(format_table([*head, "share"], tier_rows, "By tier"))
     hit = total.cache_hit_rate
     parts.append(
@@ -197,9 +228,12 @@ def format_breakdown(ledger: CostLedger, dimension: Dimension) -> str:
     """One row per value of ``dimension`` (model, tier, tenant, ...), dearest first.
 
     Groups of unpriced calls only come last, their money "unknown"; when any
-    call is unpriced an ``unpriced`` column counts them per group.
+    call is unpriced an ``unpriced`` column counts them per group. By model,
+    tier or mode, the input tokens compression and memory kept out of calls
+    are a last row of their own (:data:`REMOVED_ROW`), not folded into the
+    baseline model's, "(no tier)" or "sync" row.
     """
-    by = ledger.totals_by(dimension)
+    by, removed = _grouped(ledger, dimension)
     unpriced = any(t.unpriced_calls for t in by.values())
     head = [dimension, *_HEAD, *([_UNPRICED] if unpriced else [])]
     groups = sorted(
@@ -207,4 +241,6 @@ def format_breakdown(ledger: CostLedger, dimension: Dimension) -> str:
         key=lambda kv: (kv[1].cost_usd is None, -(kv[1].cost_usd or 0), str(kv[0])),
     )
     rows = [_row(str(k) if k is not None else f"(no {dimension})", t, unpriced) for k, t in groups]
+    if removed is not None:
+        rows.append(_row(REMOVED_ROW, removed, unpriced))
     return format_table(head, rows, f"By {dimension}")

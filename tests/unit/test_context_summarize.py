@@ -285,7 +285,9 @@ def test_query_expansion_finds_the_bridge_sentence() -> None:
     assert 1 not in [c.index for c in without.chunks]
 
 
-def test_whole_chunk_kept_verbatim_and_empty_chunks_dropped() -> None:
+def test_whole_chunk_kept_verbatim_and_empty_chunks_kept_as_they_were() -> None:
+    # A chunk without text (an image's node, a PDF's blank page) costs nothing
+    # and may carry what the model sees in its metadata: it comes back as it was.
     chunks = ["Short one.  Two spaces here.", "", "   "]
     r = summarize_extractive(
         "anything",
@@ -294,17 +296,18 @@ def test_whole_chunk_kept_verbatim_and_empty_chunks_dropped() -> None:
         embed=FakeEmbedder().embed,
         count_tokens=COUNT,
     )
-    assert [c.index for c in r.chunks] == [0]
-    assert r.chunks[0].text == chunks[0]
+    assert [c.index for c in r.chunks] == [0, 1, 2]
+    assert [c.text for c in r.chunks] == chunks
     assert r.chunks[0].sentence_indices == (0, 1)
+    assert r.chunks[1].sentence_indices == r.chunks[2].sentence_indices == ()
 
 
 def test_empty_input_embeds_nothing() -> None:
     embedder = FakeEmbedder()
     for chunks in ([], ["", "  "]):
         r = summarize_extractive("q?", chunks, embed=embedder.embed, count_tokens=COUNT)
-        assert r.chunks == ()
-        assert r.tokens_after == 0
+        assert [c.text for c in r.chunks] == chunks  # kept as they were (nothing to cut)
+        assert r.tokens_after == r.tokens_before
     assert embedder.calls == 0
 
 

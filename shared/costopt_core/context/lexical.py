@@ -3,6 +3,15 @@
 Shared by the context summarizer and the conversation memory, which both
 score sentences by the rare words, numbers and names they share with a
 question, without a model call.
+
+Chinese and Japanese are written without spaces (and Korean joins particles
+to its words), so a "word" of those scripts found between spaces or
+punctuation is a whole clause that no question repeats. Their text is
+matched on overlapping character bigrams of each run of such characters
+("埃菲尔铁塔" -> "埃菲", "菲尔", "尔铁", "铁塔"), the usual way of matching CJK
+text without a word segmenter (Lucene's CJK bigram filter does the same),
+and a number beside one of their characters ("于1889年") is a number of its
+own. Text without those characters is handled exactly as before.
 """
 
 from __future__ import annotations
@@ -23,8 +32,24 @@ __all__ = [
 ]
 
 
+# Characters of the scripts matched on bigrams: kana, CJK ideographs (with
+# the iteration marks 々〆〇), Hangul syllables and half-width katakana.
+_CJK = (
+    "\u3005-\u3007\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
+    "\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f"
+)
+_CJK_CHAR = re.compile(f"[{_CJK}]")
+_CJK_PIECES = re.compile(f"[{_CJK}]+|[^{_CJK}]+")
 _WORD = re.compile(r"[^\W_]+(?:['’.\-][^\W_]+)*")
-_NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.,])\d+(?:\.\d+)?")
+# A number starts after anything but a letter, digit, "_" or "." of a script
+# written with spaces: a CJK character beside it is a word of its own
+# ("于1889年"), while "v12" or "x1.5" is no number.
+_NOT_AFTER = f"(?<![^\\W{_CJK}])(?<!\\.)"
+_NUMBER = re.compile(
+    f"{_NOT_AFTER}\\d{{1,3}}(?:,\\d{{3}})+(?:\\.\\d+)?|{_NOT_AFTER}(?<!,)\\d+(?:\\.\\d+)?"
+)
+# A number written with thousands separators ("12,000"), matched as _NUMBER does.
+_GROUPED = re.compile(f"{_NOT_AFTER}\\d{{1,3}}(?:,\\d{{3}})+")
 # A name: capitalised words, optionally joined by a few lower-case connectors
 # ("Bank of America", "Leonardo da Vinci").
 _NAME = re.compile(
@@ -55,15 +80,58 @@ _NOT_NAMES = frozenset(
 )
 
 
+def _is_cjk(ch: str) -> bool:
+    """Whether ``ch`` (one character, or "") is of a script matched on bigrams."""
+    return _CJK_CHAR.match(ch) is not None
+
+
+def _split_cjk(word: str) -> list[str]:
+    """A word holding CJK characters as the bigrams of its CJK runs and its other parts.
+
+    "1889年作为" -> "1889", "年作", "作为"; a run of one character is itself.
+    """
+    out: list[str] = []
+    for piece in _CJK_PIECES.findall(word):
+        if _is_cjk(piece[0]):
+            out += [piece] if len(piece) == 1 else [piece[i : i + 2] for i in range(len(piece) - 1)]
+        elif part := piece.strip("'’.-"):  # a joiner left at a script change
+            out.append(part)
+    return out
+
+
 def words(text: str) -> list[str]:
-    return [w.lower().rstrip(".") for w in _WORD.findall(text)]
+    """The lower-cased words of ``text``; CJK text as character bigrams (see the module doc)."""
+    found = [w.lower().rstrip(".") for w in _WORD.findall(text)]
+    if _CJK_CHAR.search(text) is None:
+        return found
+    return [part for w in found for part in _split_cjk(w)]
 
 
 def content_words(text: str) -> set[str]:
-    return {w for w in words(text) if w not in _STOPWORDS and (len(w) > 2 or w.isdigit())}
+    """The words of ``text`` that say something: no stopwords, no words of one or two letters.
+
+    Numbers of any length are kept, and so are CJK bigrams (two characters
+    of Chinese are a word, not a fragment).
+    """
+    return {
+        w
+        for w in words(text)
+        if w not in _STOPWORDS and (len(w) > 2 or w.isdigit() or _is_cjk(w[0]))
+    }
+
+
+def _ungroup(text: str) -> str:
+    """``text`` with its numbers' thousands separators removed ("12,000" -> "12000")."""
+    if "," not in text:
+        return text
+    return _GROUPED.sub(lambda m: m.group().replace(",", ""), text)
 
 
 def numbers(text: str) -> set[str]:
+    """The numbers in ``text``, without thousands separators ("12,000" -> "12000").
+
+    :func:`contains` finds them in text that writes them either way.
+    """
     return {n.replace(",", "") for n in _NUMBER.findall(text)}
 
 
@@ -90,14 +158,30 @@ def name_tokens(found: set[str]) -> set[str]:
     }
 
 
+def _bounded(neighbour: str, edge: str) -> bool:
+    """Whether a word ends between ``edge`` (the needle's) and ``neighbour`` (the text's).
+
+    Any character but a letter or digit ends one, and so does a CJK
+    character on either side: those scripts put no space between words
+    ("于1889年" names 1889, "铁塔是" names 铁塔).
+    """
+    return not neighbour.isalnum() or _is_cjk(neighbour) or _is_cjk(edge)
+
+
 def contains(haystack: str, needle: str) -> bool:
-    # Word-bounded, so "1969" does not match "19690" nor "art" match "party".
+    """Whether ``haystack`` mentions ``needle`` as a whole word (or number).
+
+    Word-bounded, so "1969" does not match "19690" nor "art" match "party".
+    Thousands separators are ignored on both sides, so the "12000" that
+    :func:`numbers` gives is found in "12,000" (and "12,000" in "12000").
+    """
+    haystack, needle = _ungroup(haystack), _ungroup(needle)
     i = haystack.find(needle)
     while i >= 0:
         before = haystack[i - 1] if i > 0 else " "
         j = i + len(needle)
         after = haystack[j] if j < len(haystack) else " "
-        if not before.isalnum() and not after.isalnum():
+        if _bounded(before, needle[:1]) and _bounded(after, needle[-1:]):
             return True
         i = haystack.find(needle, i + 1)
     return False

@@ -131,7 +131,10 @@ class ScoredChunk:
     fusion); a NaN or infinite score is treated as no score. ``dedupe_text``
     is what near-duplicate detection compares, when it differs from ``text``
     (the content without the metadata the model also sees, so one passage
-    indexed from two files is still a duplicate).
+    indexed from two files is still a duplicate). A ``dedupe_text`` without
+    words (an image's node, a table kept in metadata) falls back to
+    ``text``; a chunk whose ``text`` has no words either is never a
+    duplicate, nor the original of one.
     """
 
     text: str
@@ -297,15 +300,21 @@ _WORD = re.compile(r"\w+")
 
 
 def _shingles(text: str, size: int) -> frozenset[tuple[str, ...]]:
+    """The word shingles of ``text``; none for a text without words (nothing to compare)."""
     words = _WORD.findall(text.lower())
+    if not words:
+        return frozenset()
     if len(words) <= size:
         return frozenset({tuple(words)})
     return frozenset(tuple(words[i : i + size]) for i in range(len(words) - size + 1))
 
 
 def _jaccard(a: frozenset[tuple[str, ...]], b: frozenset[tuple[str, ...]]) -> float:
-    union = len(a | b)
-    return len(a & b) / union if union else 1.0
+    # A text without words (an image's node, a table kept in metadata) says
+    # nothing its neighbour could repeat: two of them are not one document.
+    if not a or not b:
+        return 0.0
+    return len(a & b) / len(a | b)
 
 
 def near_duplicate(a: str, b: str, *, threshold: float = 0.9, shingle_words: int = 3) -> bool:
@@ -313,7 +322,8 @@ def near_duplicate(a: str, b: str, *, threshold: float = 0.9, shingle_words: int
 
     Case, punctuation and spacing are ignored. Cheap (no embeddings): chunks
     of one document indexed twice, or overlapping splits, are caught;
-    paraphrases are not.
+    paraphrases are not. A text without words (empty, blank, punctuation
+    only) is never a duplicate: it has nothing to compare.
     """
     return _jaccard(_shingles(a, shingle_words), _shingles(b, shingle_words)) >= threshold
 
@@ -398,8 +408,13 @@ def select_relevant(
     shingles: dict[int, frozenset[tuple[str, ...]]] = {}
 
     def compared(i: int) -> str:
+        # Without words of its own content, a chunk is compared as the model
+        # sees it (its metadata): two images with the same caption repeat
+        # each other, two with different ones do not.
         c = chunks[i]
-        return c.text if c.dedupe_text is None else c.dedupe_text
+        if c.dedupe_text is None or not _WORD.search(c.dedupe_text):
+            return c.text
+        return c.dedupe_text
 
     def repeats(i: int) -> int | None:
         if cfg.dedupe_threshold is None:

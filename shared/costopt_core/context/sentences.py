@@ -88,15 +88,59 @@ class Sentence:
     end: int
 
 
+#: Characters searched before a stop for the word it ends; doubled while the
+#: word fills the window.
+_WINDOW = 64
+
+
+def _word_before(text: str, stop_at: int) -> re.Match[str] | None:
+    """``_WORD_BEFORE`` searched in ``text[:stop_at]``, in time bounded by the word's length.
+
+    Searching the whole prefix tries every start from 0 (the ``$`` anchor
+    fails at each) at every stop, which made splitting quadratic in the
+    text's length. The word lies in a window before the stop; the window
+    grows only while the match reaches its start (the word may go on).
+    """
+    size = _WINDOW
+    while True:
+        lo = max(0, stop_at - size)
+        m = _WORD_BEFORE.search(text, lo, stop_at)
+        if lo == 0 or m is None or m.start(1) > lo:
+            return m
+        size *= 2
+
+
+def _line_blank_before(text: str, at: int) -> bool:
+    """Whether ``text[:at]`` is only whitespace since its last line break."""
+    i = at - 1
+    while i >= 0 and text[i] != "\n":
+        if not text[i].isspace():
+            return False
+        i -= 1
+    return True
+
+
+def _next_visible(text: str, at: int) -> str:
+    """The first non-whitespace character of ``text[at:]`` ("" when there is none)."""
+    n = len(text)
+    while at < n and text[at].isspace():
+        at += 1
+    return text[at] if at < n else ""
+
+
 def _is_false_stop(text: str, stop_at: int) -> bool:
-    """True when the period at ``stop_at`` belongs to an abbreviation, initial or acronym."""
+    """True when the period at ``stop_at`` belongs to an abbreviation, initial or acronym.
+
+    Reads only around the stop (never a copy of the text before or after it),
+    so a text splits in time linear in its length.
+    """
     if text[stop_at] != ".":
         return False
-    m = _WORD_BEFORE.search(text, 0, stop_at)
+    m = _word_before(text, stop_at)
     if m is None:
         return False
     word = m.group(1)
-    if word.isdigit() and len(word) <= 3 and not text[: m.start(1)].rsplit("\n", 1)[-1].strip():
+    if word.isdigit() and len(word) <= 3 and _line_blank_before(text, m.start(1)):
         return True  # "1. open the page": a numbered list item's marker, not a stop
     last = word.rsplit(".", 1)[-1] if "." in word else word
     if "." in word.strip("."):
@@ -106,7 +150,7 @@ def _is_false_stop(text: str, stop_at: int) -> bool:
         return True
     if len(last) == 1 and last.isupper():
         return True  # an initial ("J. K. Rowling")
-    if last in _BEFORE_NUMBER and text[stop_at + 1 :].lstrip()[:1].isdigit():
+    if last in _BEFORE_NUMBER and _next_visible(text, stop_at + 1).isdigit():
         return True  # "c. 953", "b. 1920": circa, born, died, flourished, reigned
     return last.lower() in _ABBREVIATIONS
 

@@ -217,7 +217,10 @@ class SummaryResult:
     """The summarized context: kept chunks only, in input order.
 
     Attributes:
-        chunks: one entry per chunk that kept at least one sentence.
+        chunks: one entry per chunk that kept at least one sentence, and one
+            per chunk without text (empty or blank: an image's document, a
+            table kept in metadata), unchanged: it costs (next to) nothing,
+            and dropping it would lose what its metadata carries.
         tokens_before: tokens of all input chunks.
         tokens_after: tokens of all kept text.
         budget_tokens: the budget that applied.
@@ -335,7 +338,6 @@ def _whole(
     chunks = tuple(
         ChunkSummary(c, plan.chunks[c], tuple(range(len(sents))), chunk_tokens[c], chunk_tokens[c])
         for c, sents in enumerate(plan.sentences)
-        if sents
     )
     return SummaryResult(chunks, tokens_before, sum(s.tokens_after for s in chunks), budget)
 
@@ -351,7 +353,9 @@ def _select(
     tokens_before = sum(chunk_tokens)
     budget = config.budget_for(tokens_before)
     if not plan.flat:
-        return SummaryResult((), tokens_before, 0, budget)
+        blank = _assemble(plan, set(), {}, chunk_tokens, config, count_tokens)
+        after = sum(s.tokens_after for s in blank)
+        return SummaryResult(tuple(blank), tokens_before, after, budget)
     if question_vector is not None and sentence_vectors.size:
         sims = (sentence_vectors @ question_vector).astype(np.float64)
     else:
@@ -445,9 +449,12 @@ def _assemble(
         if i in cut:
             partial[c] = s
     texts = {plan.flat[i]: t for i, t in cut.items()}
+    # A chunk without text has no sentence to keep or drop: it goes as it
+    # came (an image's document, a table in metadata), not dropped as empty.
+    blank = {c for c, sents in enumerate(plan.sentences) if not sents}
     out = []
-    for c in sorted(by_chunk):
-        idx = by_chunk[c]
+    for c in sorted(by_chunk.keys() | blank):
+        idx = by_chunk.get(c, [])
         sents = plan.sentences[c]
         if len(idx) == len(sents) and c not in partial:
             text = plan.chunks[c]  # whole chunk kept: its own text, unchanged
@@ -536,8 +543,10 @@ def summarize_extractive(
         question_vector: the question's embedding, if already computed.
 
     Returns:
-        The kept text per chunk (chunks with nothing kept are left out) and
-        the token counts before and after; ``tokens_after <= budget_tokens``.
+        The kept text per chunk (chunks with nothing kept are left out;
+        chunks without text are kept as they are) and the token counts
+        before and after; ``tokens_after <= budget_tokens`` unless the
+        chunks without text alone exceed it.
         A context within its budget (by default any of at most
         ``ratio_floor_tokens``) comes back unchanged, with no ``embed`` call.
 

@@ -43,7 +43,8 @@ from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import ensure_config, merge_configs
 
-from costopt_core.engine import CostEngine, current_engine
+from costopt_core.checks import check_engine
+from costopt_core.engine import CostEngine
 from costopt_core.errors import ConfigurationError
 from costopt_core.memory import (
     ConversationMemory,
@@ -55,7 +56,7 @@ from costopt_core.memory import (
 )
 from costopt_core.types import Message
 from langchain_costopt._convert import from_langchain_messages, to_langchain_message
-from langchain_costopt.callbacks import CostCallbackHandler, _tracking, run_tenant
+from langchain_costopt.callbacks import CostCallbackHandler, _tracking, engine_for, run_tenant
 
 __all__ = [
     "STATE_MESSAGE_NAME",
@@ -116,7 +117,8 @@ def _summarizer_config(
     extra: RunnableConfig = {"tags": [SUMMARIZER_TAG], "run_name": "costopt_memory_summarizer"}
     if tenant is not None:
         extra["metadata"] = {"costopt_tenant": tenant}
-    target = engine or current_engine()
+    # The ledger the memory books its savings in (MemoryOptions.memory).
+    target = engine_for(engine, inherited.get("callbacks"))
     if record_costs and not _prices_calls(inherited.get("callbacks"), target):
         extra["callbacks"] = [CostCallbackHandler(target, check_budgets=False)]
     return merge_configs(inherited, extra)
@@ -171,23 +173,29 @@ class MemoryOptions:
     tenant: str | None
 
     def memory(self, state: MemoryState | None) -> ConversationMemory:
-        # The run's tenant, as the cost handler books the run's model calls: every
-        # entry point runs inside the caller's runnable (the LCEL transform, the
-        # history RunnableWithMessageHistory reads, the agent's model node), whose
-        # config ensure_config() returns.
-        tenant = run_tenant(ensure_config().get("metadata"), own=self.tenant)
+        # The run's tenant and ledger, as the cost handler books the run's model
+        # calls: every entry point runs inside the caller's runnable (the LCEL
+        # transform, the history RunnableWithMessageHistory reads and writes, the
+        # agent's model node), whose config ensure_config() returns, a handler
+        # passed only in a call's config included.
+        run = ensure_config()
+        tenant = run_tenant(run.get("metadata"), own=self.tenant)
+        # One engine for the savings and the summarizer's calls: the summarizer
+        # is priced there (by the run's handler, or one added for it), so the
+        # memory lever (savings minus that overhead) nets out in one ledger.
+        engine = engine_for(self.engine, run.get("callbacks"))
         chat = achat = None
         if self.summarizer is not None:
             chat, achat = summarizer_functions(
                 self.summarizer,
-                engine=self.engine,
+                engine=engine,
                 tenant=tenant,
                 record_costs=self.record_summarizer_costs,
             )
         return ConversationMemory(
             self.config,
             state=state,
-            engine=self.engine,
+            engine=engine,
             model=self.model,
             summarizer=chat,
             asummarizer=achat,
@@ -207,7 +215,19 @@ def memory_options(
     record_savings: bool,
     record_summarizer_costs: bool,
     tenant: str | None,
+    *,
+    owner: str = "summarizing memory",
 ) -> MemoryOptions:
+    """The checked settings of a memory entry point (``owner`` names it in errors).
+
+    Raises:
+        ConfigurationError: ``config``, ``engine`` or ``summarizer`` is of the
+            wrong kind (refused here, not at the first message).
+    """
+    try:
+        check_engine(engine)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"invalid {owner}: engine={engine!r}: {exc}") from None
     if config is not None and not isinstance(config, MemoryConfig):
         raise ConfigurationError(
             f"config must be a costopt_core.memory.MemoryConfig, got {type(config).__name__}; "
@@ -346,7 +366,11 @@ class SummarizingChatMessageHistory(BaseChatMessageHistory):
         history: the store that keeps every message.
         config: budgets and policy (``MemoryConfig()`` by default).
         state_store: where the memory state is kept (see above).
-        engine: token counter, prices and ledger; the process default if None.
+        engine: token counter, prices and ledger; if None, the engine of the
+            run's ``CostCallbackHandler`` (one passed in the call's config, or
+            the enclosing ``track_costs`` block's), else the current engine.
+            The savings and the summarizer's calls are recorded in that one
+            ledger, so the memory lever is net of the summarizer's cost there.
         model: the conversation model: picks the tokenizer, prices the
             flush-or-keep-the-cached-prefix trade-off, labels the records.
         summarizer: a cheap chat model that writes the summaries; extractive
@@ -359,6 +383,11 @@ class SummarizingChatMessageHistory(BaseChatMessageHistory):
         record_savings: record the tokens each view keeps out of a call.
         record_summarizer_costs: price the summarizer's calls into the ledger
             (off if that model already has a ``CostCallbackHandler`` on this engine).
+
+    Raises:
+        ConfigurationError: ``history`` or ``state_store`` is not a chat
+            history, or ``engine``, ``config`` or ``summarizer`` is of the
+            wrong kind (e.g. ``engine='my-engine'``).
 
     Example:
         >>> from langchain_core.chat_history import InMemoryChatMessageHistory
@@ -413,6 +442,7 @@ class SummarizingChatMessageHistory(BaseChatMessageHistory):
             record_savings,
             record_summarizer_costs,
             tenant,
+            owner="SummarizingChatMessageHistory",
         )
         self._state = MemoryState()
         self._recorded: tuple[int, str | None] | None = None
@@ -593,6 +623,7 @@ def summarize_messages(
         record_savings,
         record_summarizer_costs,
         tenant,
+        owner="summarize_messages",
     )
     return bounded_view(options, _as_messages(messages), state)
 
@@ -620,6 +651,7 @@ async def asummarize_messages(
         record_savings,
         record_summarizer_costs,
         tenant,
+        owner="asummarize_messages",
     )
     return await abounded_view(options, _as_messages(messages), state)
 
@@ -677,6 +709,7 @@ class SummarizingMemoryTransform(Runnable[LanguageModelInput, list[BaseMessage]]
             record_savings,
             record_summarizer_costs,
             tenant,
+            owner="SummarizingMemoryTransform",
         )
         self._states: OrderedDict[Hashable, MemoryState] = OrderedDict()
         self._lock = threading.Lock()

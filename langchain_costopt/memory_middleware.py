@@ -105,6 +105,7 @@ class SummarizingMemoryMiddleware(AgentMiddleware[SummarizingMemoryState, Any]):
             record_savings,
             record_summarizer_costs,
             tenant,
+            owner=type(self).__name__,
         )
 
     @property

@@ -48,6 +48,15 @@ __all__ = ["SUMMARY_METADATA_KEY", "AbstractiveContextSummarizer", "ContextSumma
 SUMMARY_METADATA_KEY = "costopt_summary"
 
 
+def _blank(query: str | None) -> bool:
+    """No question to summarize for: missing, empty or whitespace.
+
+    A blank question selects nothing: cutting the context for it would only
+    keep sentences at random, so the documents go through unchanged.
+    """
+    return query is None or not str(query).strip()
+
+
 class _Compressor(BaseDocumentCompressor):
     """What both summarizers share: the engine, the tokenizer and booking the cut."""
 
@@ -117,8 +126,9 @@ class ContextSummarizer(_Compressor):
     Documents come back as copies with the kept sentences as ``page_content``
     (original order, metadata kept, plus ``metadata["costopt_summary"]`` with
     the document's tokens before and after); documents with nothing kept are
-    dropped. The removed tokens are recorded in the engine's ledger under the
-    ``compression`` lever.
+    dropped. A blank question (empty or whitespace) returns the documents
+    unchanged and records nothing. The removed tokens are recorded in the
+    engine's ledger under the ``compression`` lever.
 
     Args:
         config: budget and scoring (``SummarizerConfig()``: 40% of the tokens).
@@ -164,7 +174,9 @@ class ContextSummarizer(_Compressor):
         query: str,
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
-        """Documents cut to the sentences that answer ``query``."""
+        """Documents cut to the sentences that answer ``query`` (unchanged if it is blank)."""
+        if _blank(query):
+            return list(documents)
         result = summarize_extractive(
             query,
             [d.page_content for d in documents],
@@ -181,6 +193,8 @@ class ContextSummarizer(_Compressor):
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
         """Async twin of :meth:`compress_documents` (the embedder's ``aembed``)."""
+        if _blank(query):
+            return list(documents)
         result = await asummarize_extractive(
             query,
             [d.page_content for d in documents],
@@ -199,7 +213,8 @@ class AbstractiveContextSummarizer(_Compressor):
 
     Returns one ``Document`` holding the summary (``metadata["costopt_summary"]``
     names the sources and the tokens before and after), or the documents
-    unchanged when the model's summary is empty or not shorter. Summaries are
+    unchanged when the model's summary is empty or not shorter, or the
+    question is blank (no model call then). Summaries are
     cached by (query, documents, prompt) when a ``cache`` is given. The
     model's own call is a run of the caller's chain, so the caller's cost
     handler prices it; the tokens removed are recorded under ``compression``.
@@ -261,7 +276,9 @@ class AbstractiveContextSummarizer(_Compressor):
         query: str,
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
-        """One summary of ``documents`` written for ``query``."""
+        """One summary of ``documents`` written for ``query`` (unchanged if it is blank)."""
+        if _blank(query):
+            return documents
         config = self._run_config(callbacks)
         result = summarize_abstractive(
             query,
@@ -282,6 +299,8 @@ class AbstractiveContextSummarizer(_Compressor):
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
         """Async twin of :meth:`compress_documents`."""
+        if _blank(query):
+            return documents
         config = self._run_config(callbacks)
 
         async def achat(messages: list[Message]) -> str:

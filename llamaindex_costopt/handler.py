@@ -375,6 +375,28 @@ def recording_handler() -> CostEventHandler | None:
     return None
 
 
+def engine_for(own: CostEngine | None) -> CostEngine:
+    """The engine a component books its savings in: the ledger its run's LLM calls go to.
+
+    The component's own ``engine=`` when set; otherwise the engine of the
+    :func:`recording_handler` (the innermost
+    ``track_costs`` block's, else a ``CostEventHandler`` attached to the
+    dispatcher); otherwise :func:`~costopt_core.current_engine`. The same
+    handler :func:`resolve_tenant` reads, so a
+    saving lands in the ledger, and under the tenant, of the calls around it:
+    the postprocessors' ``compression`` next to the query's calls, the
+    memory's ``memory`` next to its summarizer's ``overhead``. (LangChain's
+    twin is :func:`langchain_costopt.callbacks.engine_for`.)
+
+    Args:
+        own: the component's ``engine=`` setting, which wins when set.
+    """
+    if own is not None:
+        return own
+    handler = recording_handler()
+    return handler.engine if handler is not None else current_engine()
+
+
 def recording_handlers() -> list[CostEventHandler]:
     """Every cost handler that will record an LLM call started here and now.
 

@@ -26,7 +26,8 @@ from llama_index.core.memory.types import DEFAULT_CHAT_STORE_KEY, BaseChatStoreM
 from llama_index.core.storage.chat_store import BaseChatStore, SimpleChatStore
 from pydantic import ValidationError
 
-from costopt_core.engine import CostEngine, current_engine
+from costopt_core.checks import check_engine
+from costopt_core.engine import CostEngine
 from costopt_core.errors import ConfigurationError, check_arguments, config_error
 from costopt_core.memory import (
     ConversationMemory,
@@ -39,6 +40,7 @@ from costopt_core.memory import (
 from costopt_core.types import Message, Role
 from llamaindex_costopt.handler import (
     PricingBlock,
+    engine_for,
     pricing_scope,
     resolve_tenant,
     usage_of,
@@ -159,7 +161,11 @@ class SummarizingMemory(BaseChatStoreMemory):
         chat_store_key: the conversation's key in ``chat_store``.
         state_key: the key of the memory state (see above).
         config: budgets and policy (``MemoryConfig()`` by default).
-        engine: token counter, prices and ledger; the process default if None.
+        engine: token counter, prices and ledger; if None, the engine of the
+            ``CostEventHandler`` that records the calls made here (a
+            ``track_costs`` block's, else an attached one's), else the
+            current engine (see :func:`~llamaindex_costopt.handler.engine_for`). The savings and the
+            summarizer's calls are recorded in that one ledger.
         model: the conversation model: picks the tokenizer, prices the
             flush-or-keep-the-cached-prefix trade-off, labels the records.
         summarizer: a cheap LlamaIndex LLM that writes the summaries;
@@ -203,6 +209,8 @@ class SummarizingMemory(BaseChatStoreMemory):
             super().__init__(**kwargs)
         except ValidationError as exc:
             raise config_error("SummarizingMemory", exc) from None
+
+    _check_engine = field_validator("engine", mode="before")(check_engine)
 
     @field_validator("config", mode="before")
     @classmethod
@@ -263,7 +271,9 @@ class SummarizingMemory(BaseChatStoreMemory):
         return self._state
 
     def _engine(self) -> CostEngine:
-        return self.engine or current_engine()
+        # Where the summarizer's calls are recorded too (pricing_scope adds no
+        # second record there), so the memory lever nets out in that ledger.
+        return engine_for(self.engine)
 
     def _summarizer_functions(
         self, tenant: str | None

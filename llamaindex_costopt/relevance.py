@@ -11,19 +11,65 @@ choose, and books the tokens of the dropped nodes in the ledger as
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Any, Literal
 
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
-from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 from pydantic import Field, ValidationError
 
 from costopt_core.context.relevance import RelevanceConfig, RelevanceResult, ScoredChunk
 from costopt_core.context.relevance import select_relevant as _select
-from costopt_core.engine import CostEngine, current_engine
+from costopt_core.engine import CostEngine
 from costopt_core.errors import check_arguments, config_error
-from llamaindex_costopt.handler import resolve_tenant
+from llamaindex_costopt.handler import engine_for, resolve_tenant
 
 __all__ = ["RelevanceThresholdPostprocessor"]
+
+# The media a node carries besides its text (ImageNode's fields; Node's resources).
+_MEDIA_FIELDS = ("image", "image_path", "image_url")
+_MEDIA_RESOURCES = ("image_resource", "audio_resource", "video_resource")
+_WORD = re.compile(r"\w+")
+
+
+def _media_digest(node: BaseNode) -> str:
+    """A short digest of the media ``node`` carries ("" if none): the image the model sees."""
+    parts = [f"{name}={v}" for name in _MEDIA_FIELDS if (v := getattr(node, name, None))]
+    for name in _MEDIA_RESOURCES:
+        resource = getattr(node, name, None)
+        if resource is not None and resource.hash:
+            parts.append(f"{name}={resource.hash}")
+    if not parts:
+        return ""
+    return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def _dedupe_text(node: BaseNode) -> str:
+    """What near-duplicate detection compares for ``node``: the content the model sees.
+
+    The node's text without its metadata labels, so one passage indexed from
+    two files (``file_name``, ``page_label`` differ) is still a duplicate.
+    But two nodes whose visible content differs must never compare equal:
+
+    * when the metadata the LLM reads outweighs the text (a table or a
+      record kept in metadata, under a short caption or none), it is the
+      content, and the node is compared by its whole LLM view;
+    * a node with media (an ``ImageNode``'s image, a ``Node``'s image,
+      audio or video resource) has every word tagged with a digest of that
+      media. The engine compares word shingles, so nodes with different
+      media share none (never duplicates, whatever their text), while nodes
+      with the same media, or none, compare by their text as before.
+    """
+    text = node.get_content(metadata_mode=MetadataMode.NONE)
+    seen = node.get_content(metadata_mode=MetadataMode.LLM)
+    if len(seen) - len(text) > len(text):
+        text = seen
+    digest = _media_digest(node)
+    if not digest:
+        return text
+    words = _WORD.findall(text)
+    return " ".join(f"{w}_{digest}" for w in words) if words else f"media_{digest}"
 
 
 class RelevanceThresholdPostprocessor(BaseNodePostprocessor):
@@ -31,7 +77,9 @@ class RelevanceThresholdPostprocessor(BaseNodePostprocessor):
 
     Args:
         config: the cutoffs; ``RelevanceConfig()`` drops only near-duplicates.
-        engine: ledger and token counter; ``current_engine()`` if omitted.
+        engine: ledger and token counter; if omitted, the engine of the
+            ``CostEventHandler`` that records the query's LLM calls, else
+            ``current_engine()`` (see :func:`~llamaindex_costopt.handler.engine_for`).
         record_savings: book the dropped nodes' tokens as savings.
         tenant: tenant of the savings record; otherwise
             the one :func:`~llamaindex_costopt.handler.resolve_tenant` finds (instrument tags,
@@ -42,7 +90,10 @@ class RelevanceThresholdPostprocessor(BaseNodePostprocessor):
             similarity in [0, 1] (``None`` for unscored nodes).
 
     Nodes are counted as the LLM sees them (``MetadataMode.LLM``) and
-    compared for near-duplicates by their content alone.
+    compared for near-duplicates by their content: the text without the
+    metadata labels (one passage indexed from two files is still a
+    duplicate), the media (two different images are never duplicates), and
+    the metadata too where it outweighs the text (a table kept in metadata).
 
     Example:
         >>> engine = index.as_query_engine(  # doctest: +SKIP
@@ -88,13 +139,15 @@ class RelevanceThresholdPostprocessor(BaseNodePostprocessor):
 
     def select(self, nodes: list[NodeWithScore]) -> tuple[list[NodeWithScore], RelevanceResult]:
         """The kept nodes and the engine's full decision (reasons, similarities, tokens)."""
-        engine = self.engine or current_engine()
+        # The ledger of the handler that records the query's calls, as the
+        # summarizers and the memory book theirs.
+        engine = engine_for(self.engine)
         result = _select(
             [
                 ScoredChunk(
                     n.node.get_content(metadata_mode=MetadataMode.LLM),
                     n.score,
-                    dedupe_text=n.node.get_content(metadata_mode=MetadataMode.NONE),
+                    dedupe_text=_dedupe_text(n.node),
                 )
                 for n in nodes
             ],

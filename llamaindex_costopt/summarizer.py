@@ -28,11 +28,11 @@ from costopt_core.context.summarize import (
     summarize_abstractive,
     summarize_extractive,
 )
-from costopt_core.engine import CostEngine, current_engine
+from costopt_core.engine import CostEngine
 from costopt_core.errors import check_arguments, config_error
 from costopt_core.types import Message
 from llamaindex_costopt._checks import check_engine, check_llm
-from llamaindex_costopt.handler import resolve_tenant
+from llamaindex_costopt.handler import engine_for, resolve_tenant
 from llamaindex_costopt.memory import to_llamaindex_message
 
 __all__ = [
@@ -44,6 +44,17 @@ __all__ = [
 #: Metadata key of a summarized node: ``{"tokens_before", "tokens_after"}``;
 #: kept out of the LLM's and the embedder's view of the node.
 SUMMARY_METADATA_KEY = "costopt_summary"
+
+
+def _question(query_bundle: QueryBundle | None) -> str | None:
+    """The question to summarize for; ``None`` when there is none, or it is blank.
+
+    A blank question selects nothing: cutting the context for it would only
+    keep sentences at random, so the nodes go through unchanged, as without one.
+    """
+    if query_bundle is None or not query_bundle.query_str.strip():
+        return None
+    return query_bundle.query_str
 
 
 def _with_text(node: BaseNode, text: str, metadata: dict[str, Any]) -> BaseNode:
@@ -95,7 +106,10 @@ class _Postprocessor(BaseNodePostprocessor):
         return check_summarizer_config(value, cls.model_fields["config"].annotation)
 
     def _engine(self) -> CostEngine:
-        return self.engine or current_engine()
+        # The ledger of the handler that records the query's calls (the
+        # abstractive summarizer's own call among them, as ``overhead``), so
+        # ``compression`` nets out there.
+        return engine_for(self.engine)
 
     def _count(self, text: str) -> int:
         return self._engine().tokens.count(text, self.model)
@@ -118,13 +132,16 @@ class ContextSummarizerPostprocessor(_Postprocessor):
     the source nodes (same class, id, metadata, relationships and templates)
     with the kept sentences in their original order as text, plus
     ``metadata["costopt_summary"]`` (hidden from the LLM and the embedder).
-    Nodes with nothing kept are dropped; without a query the nodes are
-    returned unchanged. The removed tokens are recorded in the engine's
-    ledger under the ``compression`` lever.
+    Nodes with nothing kept are dropped; without a query (or with a blank
+    one) the nodes are returned unchanged and nothing is recorded. The
+    removed tokens are recorded in the engine's ledger under the
+    ``compression`` lever.
 
     Args:
         config: budget and scoring (``SummarizerConfig()``: 40% of the tokens).
-        engine: embedder, token counter and ledger; the process default if None.
+        engine: embedder, token counter and ledger; if None, the engine of
+            the ``CostEventHandler`` that records the query's LLM calls, else
+            the current engine (see :func:`~llamaindex_costopt.handler.engine_for`).
         model: the model the context is for: picks the tokenizer and labels
             the ledger record.
         tenant: tenant of the ledger record; otherwise
@@ -173,10 +190,11 @@ class ContextSummarizerPostprocessor(_Postprocessor):
         nodes: list[NodeWithScore],
         query_bundle: QueryBundle | None = None,
     ) -> list[NodeWithScore]:
-        if query_bundle is None or not nodes:
+        question = _question(query_bundle)
+        if question is None or not nodes:
             return list(nodes)
         result = summarize_extractive(
-            query_bundle.query_str,
+            question,
             self._texts(nodes),
             self.config,
             embed=self._engine().embedder.embed,
@@ -189,10 +207,11 @@ class ContextSummarizerPostprocessor(_Postprocessor):
         nodes: list[NodeWithScore],
         query_bundle: QueryBundle | None = None,
     ) -> list[NodeWithScore]:
-        if query_bundle is None or not nodes:
+        question = _question(query_bundle)
+        if question is None or not nodes:
             return list(nodes)
         result = await asummarize_extractive(
-            query_bundle.query_str,
+            question,
             self._texts(nodes),
             self.config,
             aembed=self._engine().embedder.aembed,
@@ -207,7 +226,8 @@ class AbstractiveSummarizerPostprocessor(_Postprocessor):
     Returns one ``NodeWithScore`` (the best score of the inputs) holding the
     summary, with ``metadata["costopt_summary"]`` (tokens before and after,
     source node ids; hidden from the LLM and the embedder), or the nodes
-    unchanged when the summary is empty or not shorter. Summaries are cached
+    unchanged when the summary is empty or not shorter, or the query is
+    missing or blank (no LLM call then). Summaries are cached
     by (query, nodes, prompt) when a ``cache`` is given. The LLM's own call is
     priced by the cost handler attached to it; the tokens removed are
     recorded under ``compression``.
@@ -216,8 +236,10 @@ class AbstractiveSummarizerPostprocessor(_Postprocessor):
         llm: the cheap LLM that writes the summary.
         config: prompt and length (``AbstractiveConfig()``: 256 tokens).
         cache: a ``ComponentCache`` to reuse summaries (one name per model).
-        engine: token counter and ledger; the enclosing ``track_costs``
-            block's, else the process default, if None.
+        engine: token counter and ledger; if None, the engine of the
+            ``CostEventHandler`` that records the query's LLM calls (this
+            LLM's among them), else the current engine (see
+            :func:`~llamaindex_costopt.handler.engine_for`).
         model: the model the context is for (tokenizer and ledger label).
         tenant: tenant of the ledger record; otherwise
             the one :func:`~llamaindex_costopt.handler.resolve_tenant` finds (instrument tags,
@@ -277,10 +299,11 @@ class AbstractiveSummarizerPostprocessor(_Postprocessor):
         nodes: list[NodeWithScore],
         query_bundle: QueryBundle | None = None,
     ) -> list[NodeWithScore]:
-        if query_bundle is None or not nodes:
+        question = _question(query_bundle)
+        if question is None or not nodes:
             return list(nodes)
         result = summarize_abstractive(
-            query_bundle.query_str,
+            question,
             ContextSummarizerPostprocessor._texts(nodes),
             self._chat,
             self.config,
@@ -294,10 +317,11 @@ class AbstractiveSummarizerPostprocessor(_Postprocessor):
         nodes: list[NodeWithScore],
         query_bundle: QueryBundle | None = None,
     ) -> list[NodeWithScore]:
-        if query_bundle is None or not nodes:
+        question = _question(query_bundle)
+        if question is None or not nodes:
             return list(nodes)
         result = await asummarize_abstractive(
-            query_bundle.query_str,
+            question,
             ContextSummarizerPostprocessor._texts(nodes),
             self._achat,
             self.config,

@@ -36,15 +36,19 @@ class ConversationMemory:
     Args:
         config: budgets and policy (``MemoryConfig()`` by default).
         state: a saved state to resume from.
-        engine: token counter, embedder, prices and ledger; the process-wide
-            default engine, resolved on first use.
+        engine: token counter, embedder, prices and ledger; the current
+            engine (a ``track_costs`` block's inside one), resolved at each use,
+            if None. Give it the engine whose ledger records the summarizer's
+            calls (the adapters pass their run's cost handler's): the savings
+            go there too, so the ``memory`` lever is net of that overhead.
         model: the conversation model; with a price in the catalog, flushes
             between ``flush_min_tokens`` and ``flush_max_tokens`` happen only
             when cheaper than keeping the provider's cached prefix.
         summarizer: a cheap chat model (messages -> text) that writes the
             summaries; extractive summaries (no model call) when ``None``.
-            Attach a cost handler to that model: its calls are its own calls
-            and are priced and recorded there.
+            Its calls are priced by whoever records that model's calls (a cost
+            handler), as the memory's ``overhead``: into ``engine``'s ledger, so
+            that the savings recorded here net out against them.
         asummarizer: async twin of ``summarizer`` (used by ``aupdate``).
         summarizer_model: the summarizer's model name, so the trade-off
             counts what its calls cost.

@@ -154,24 +154,19 @@ def unpriced_call_error(budget: Budget, model: str, spent_usd: Decimal) -> Budge
         model: the model with no price (named in the message, with the fix).
         spent_usd: the budget's spend so far in its period.
     """
-    err = BudgetExceededError(
+    return BudgetExceededError(
         scope=budget.scope,
         limit_usd=budget.limit_usd,
         spent_usd=spent_usd,
-        # Unknown, not $0: the model has no price to estimate the call with.
-        estimate_usd=None,  # type: ignore[arg-type]
+        estimate_usd=None,  # unknown, not $0: the model has no price
         period=budget.period,
-        reason=f"model {model!r} has no price",
+        reason=(
+            f"model {model!r} has no price (policy {budget.policy!r}), so the call's cost "
+            "can be neither estimated nor counted and the budget could be overspent"
+        ),
+        fix=(
+            "add its price, e.g. CostEngine(catalog=PriceCatalog.default().with_overrides("
+            f"{{{model!r}: {{'usd_per_mtok_input': '0.2', 'usd_per_mtok_output': '0.6'}}}})), "
+            "or use policy 'warn' to let calls of unpriced models through uncounted"
+        ),
     )
-    # BudgetExceededError's message for a reason is the shared store's (make
-    # Redis reachable): this refusal has its own fix, so its message is set here.
-    err.args = (
-        f"budget for {budget.scope} (${budget.limit_usd} a {budget.period}, policy "
-        f"{budget.policy!r}) refused a call of model {model!r}: the model has no price, so "
-        "the call's cost can be neither estimated nor counted, and the budget could be "
-        "overspent. Add its price, e.g. CostEngine(catalog=PriceCatalog.default()"
-        f".with_overrides({{{model!r}: {{'usd_per_mtok_input': '0.2', "
-        "'usd_per_mtok_output': '0.6'}})), or use policy 'warn' to let calls of unpriced "
-        "models through uncounted",
-    )
-    return err

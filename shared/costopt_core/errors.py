@@ -203,10 +203,16 @@ class BudgetExceededError(CostOptError):
         scope: str,
         limit_usd: Decimal,
         spent_usd: Decimal,
-        estimate_usd: Decimal,
+        estimate_usd: Decimal | None,
         period: str,
         reason: str | None = None,
+        fix: str = "make Redis reachable, or set on_store_error='open' on the budget",
     ) -> None:
+        """A refusal for being over the limit, or for ``reason`` (then ``fix`` says
+        what to do: by default the shared store's, which refuses when unreachable).
+
+        ``estimate_usd`` is None when the call could not be priced.
+        """
         self.scope = scope
         self.limit_usd = limit_usd
         self.spent_usd = spent_usd
@@ -215,8 +221,7 @@ class BudgetExceededError(CostOptError):
         self.reason = reason
         if reason is not None:
             super().__init__(
-                f"budget for {scope} (${limit_usd} a {period}) refused the call: {reason}; "
-                "make Redis reachable, or set on_store_error='open' on the budget"
+                f"budget for {scope} (${limit_usd} a {period}) refused the call: {reason}; {fix}"
             )
             return
         super().__init__(

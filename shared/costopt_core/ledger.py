@@ -1195,13 +1195,25 @@ class CostLedger:
         return text
 
     def summary(self) -> dict[str, Any]:
-        """Spend, baseline, savings by lever, and the per-tier/model/tenant splits."""
+        """Spend, baseline, savings by lever, and the per-tier/model/tenant splits.
+
+        The input kept out of calls (compression, memory) is no model's or
+        tier's: ``by_tier`` and ``by_model`` leave it out and
+        ``context_kept_out`` holds it (None when there is none), so the splits
+        with it add up to the total, as ``by_tenant`` does by itself.
+        """
+        kept_out = self.totals_by("outcome").get("removed")
         return {
             "total": self.totals().to_dict(),
             "savings_by_lever_usd": {k: format(v, "f") for k, v in self.savings_by_lever().items()},
             "tier_distribution": self.tier_distribution(),
-            "by_tier": {str(k): v.to_dict() for k, v in self.totals_by("tier").items()},
-            "by_model": {str(k): v.to_dict() for k, v in self.totals_by("model").items()},
+            "by_tier": {
+                str(k): v.to_dict() for k, v in self.totals_by("tier", removals=False).items()
+            },
+            "by_model": {
+                str(k): v.to_dict() for k, v in self.totals_by("model", removals=False).items()
+            },
+            "context_kept_out": None if kept_out is None else kept_out.to_dict(),
             "by_tenant": {str(k): v.to_dict() for k, v in self.totals_by("tenant").items()},
         }
 

@@ -254,3 +254,18 @@ def test_by_tier_table_keeps_removed_context_out_of_no_tier() -> None:
     summary = format_summary(engine.ledger)
     tier_table = summary.split("By tier")[1].split("\n\n")[0]
     assert "(no tier)" not in tier_table and REMOVED_ROW in tier_table
+
+
+def test_summary_splits_keep_removed_context_apart_and_add_up() -> None:
+    """CostLedger.summary()'s by_model / by_tier folded the context kept out of
+    calls into the baseline model's entry and the None tier."""
+    engine = removal_ledger()
+    summary = engine.ledger.summary()
+    assert "None" not in summary["by_tier"]
+    kept_out = summary["context_kept_out"]
+    removed = engine.cost("gpt-4o", Usage(input_tokens=70_000, output_tokens=0))
+    assert Decimal(kept_out["baseline_cost_usd"]) == removed
+    for split in ("by_tier", "by_model"):
+        baseline = sum(Decimal(t["baseline_cost_usd"]) for t in summary[split].values())
+        total = Decimal(summary["total"]["baseline_cost_usd"])
+        assert baseline + Decimal(kept_out["baseline_cost_usd"]) == total

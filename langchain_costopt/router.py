@@ -50,8 +50,8 @@ from costopt_core.routing.router import (
     RouteRun,
     Step,
     adrive,
-    costliest_estimate,
     drive,
+    reachable_estimate,
 )
 from costopt_core.routing.tiers import tier_members
 from costopt_core.routing.validators import Answer, ValidatorConfig, forces_tool_call
@@ -593,7 +593,7 @@ class RouterChatModel(_calls.RunAwareChatModel):
             holds = handled and run_id is not None
             decisions = engine.check_budget(
                 tenant,
-                self._estimate(engine, decision.tier_index, messages, kwargs),
+                self._estimate(engine, tenant, decision.tier_index, messages, kwargs),
                 call_id=str(run_id) if holds else None,
             )
             actions.update(b.action for b in decisions)
@@ -602,6 +602,7 @@ class RouterChatModel(_calls.RunAwareChatModel):
     def _estimate(
         self,
         engine: CostEngine,
+        tenant: str | None,
         tier_index: int,
         messages: list[BaseMessage],
         kwargs: dict[str, Any],
@@ -614,24 +615,28 @@ class RouterChatModel(_calls.RunAwareChatModel):
         is cheap to frontier by intent only (nothing enforces the order), so
         the last tier alone is no bound: a dearer model below it would let a
         "block" budget pass a call that then overspends it. As the cost
-        handler does, the request's output cap bounds the answer.
+        handler does, the request's output cap bounds the answer. A model among
+        them with no price is put to ``tenant``'s budgets as the handler puts
+        an unpriced call (``reachable_estimate``, shared with ``RouterLLM``).
+
+        Raises:
+            BudgetExceededError: a ``block`` or ``downshift`` budget, and a
+                model the request can reach has no price.
         """
         if not engine.ledger.has_budgets:
             return None  # nothing to hold it against: skip counting tokens
         _, _, rest = self._split_tools(kwargs)  # tools do not change the price
 
-        def per_model() -> Iterator[Decimal | None]:
+        def per_model() -> Iterator[tuple[str, Decimal | None]]:
             translated = from_langchain_messages(messages)
             for model in itertools.chain.from_iterable(self._models[tier_index:]):
                 # The name the cost handler would price the model's own run under
                 # (a CachedChatModel's is its wrapped model's).
-                name = model._get_ls_params(**rest).get("ls_model_name") or _model_name(model)
-                params = model._get_invocation_params(**rest)
-                yield engine.estimate(
-                    str(name), translated, max_output_tokens=_max_output_tokens(params)
-                )
+                name = str(model._get_ls_params(**rest).get("ls_model_name") or _model_name(model))
+                cap = _max_output_tokens(model._get_invocation_params(**rest))
+                yield name, engine.estimate(name, translated, max_output_tokens=cap)
 
-        return costliest_estimate(per_model(), log)
+        return reachable_estimate(engine, tenant, per_model(), log)
 
     def _record_unseen(
         self,

@@ -593,6 +593,7 @@ class RouterLLM(MarksStructured, FunctionCallingLLM):
     def _estimate(
         self,
         engine: CostEngine,
+        tenant: str | None,
         tier_index: int,
         messages: list[Message],
         kwargs: Mapping[str, Any],
@@ -605,18 +606,25 @@ class RouterLLM(MarksStructured, FunctionCallingLLM):
         an error falls back to the tier's other models and then one tier up, and
         a weak answer escalates, so the frontier may answer a request that
         started at the cheapest tier. Pricing only the chosen tier let a
-        fallback to the frontier spend several times what the budget held.
+        fallback to the frontier spend several times what the budget held. A
+        model among them with no price is put to ``tenant``'s budgets as the
+        cost handler puts an unpriced call (``reachable_estimate``, shared with
+        ``RouterChatModel``).
+
+        Raises:
+            BudgetExceededError: a ``block`` or ``downshift`` budget, and a
+                model the request can reach has no price.
         """
         if not engine.ledger.has_budgets:
             return None  # nothing to check it against: skip counting tokens
-        per_model = (
-            engine.estimate(
-                _model_of(llm), messages, max_output_tokens=_max_output_tokens(llm, kwargs)
-            )
-            for llms in self._llms[tier_index:]
-            for llm in llms
-        )
-        return routing.costliest_estimate(per_model, log)
+
+        def per_model() -> Iterator[tuple[str, Decimal | None]]:
+            for llm in itertools.chain.from_iterable(self._llms[tier_index:]):
+                name = _model_of(llm)
+                cap = _max_output_tokens(llm, kwargs)
+                yield name, engine.estimate(name, messages, max_output_tokens=cap)
+
+        return routing.reachable_estimate(engine, tenant, per_model(), log)
 
     def _check_budgets(
         self, books: _Books, tier_index: int, messages: list[Message], kwargs: Mapping[str, Any]
@@ -630,7 +638,7 @@ class RouterLLM(MarksStructured, FunctionCallingLLM):
         actions: set[str] = set()
         try:
             for book in books.entries:
-                estimate = self._estimate(book.engine, tier_index, messages, kwargs)
+                estimate = self._estimate(book.engine, book.tenant, tier_index, messages, kwargs)
                 # Held only where the answer's record will release it; in-process
                 # budgets hold too, or concurrent calls would all see the same spend.
                 hold = book.records_answer and estimate is not None

@@ -85,11 +85,27 @@ def request_estimate(engine: CostEngine, request: BatchRequest, mode: CallMode) 
 def tenant_estimates(
     engine: CostEngine, requests: Iterable[BatchRequest], mode: CallMode
 ) -> dict[str | None, Decimal]:
-    """The summed estimate of ``requests`` per tenant (an unpriced request adds nothing)."""
+    """The summed estimate of ``requests`` per tenant.
+
+    A request of a model with no price has no estimate, so it adds nothing
+    here: it is not $0, and the budgets are applied to it as to any call of
+    an unpriced model (``CostEngine.check_unpriced``): a ``block`` or
+    ``downshift`` budget covering its tenant refuses the flush, a ``warn``
+    one lets it through with one warning per model.
+
+    Raises:
+        BudgetExceededError: a ``block`` or ``downshift`` budget covers a
+            request of an unpriced model.
+    """
     out: dict[str | None, Decimal] = {}
+    unpriced: dict[tuple[str | None, str], None] = {}  # each (tenant, model) once, in order
     for request in requests:
         estimate = request_estimate(engine, request, mode)
+        if estimate is None:
+            unpriced[(request.tenant, request.model)] = None
         out[request.tenant] = out.get(request.tenant, _ZERO) + (estimate or _ZERO)
+    for tenant, model in unpriced:
+        engine.check_unpriced(tenant, model)
     return out
 
 
@@ -141,6 +157,8 @@ class BatchHolds:
         """
         if not requests or not engine.ledger.has_budgets:
             return None
+        # Refuses a flush with a request of an unpriced model under a block budget
+        # before anything is held.
         estimates = tenant_estimates(engine, (r for _, r in requests), mode)
         flush = uuid.uuid4().hex
         hold = BudgetHold(engine, {})

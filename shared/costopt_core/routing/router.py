@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +30,9 @@ from costopt_core.routing.tiers import Tiers
 from costopt_core.routing.validators import Answer, ValidatorConfig, escalation_reason
 from costopt_core.types import ChatRequest, Message
 
+if TYPE_CHECKING:
+    from costopt_core.engine import CostEngine
+
 __all__ = [
     "Attempt",
     "RouteRun",
@@ -40,6 +43,7 @@ __all__ = [
     "classifier_problem",
     "costliest_estimate",
     "drive",
+    "reachable_estimate",
 ]
 
 T = TypeVar("T")
@@ -502,6 +506,44 @@ def costliest_estimate(estimates: Iterable[Decimal | None], log: logging.Logger)
         return None
     priced = [e for e in listed if e is not None]
     return max(priced) if priced else None
+
+
+def reachable_estimate(
+    engine: CostEngine,
+    tenant: str | None,
+    estimates: Iterable[tuple[str, Decimal | None]],
+    log: logging.Logger,
+) -> Decimal | None:
+    """What ``engine``'s budgets hold for a routed request, after the rule for unpriced models.
+
+    ``estimates`` gives each model the request can still reach (every model of
+    the chosen tier and of each tier above it: fallbacks and escalations) with
+    its cost estimate, ``None`` when it has no price. Any of them may answer,
+    so one with no price makes the request's cost unknown: as the cost
+    handler does for a call of an unpriced model, :meth:`CostEngine.check_unpriced`
+    applies the budgets covering ``tenant`` to it before any tier is called.
+    A ``block`` or ``downshift`` budget refuses the request (a downshift would
+    only add tiers to what it can reach); a ``warn`` budget lets it through,
+    with one warning per model. Without budgets nothing is checked.
+
+    Returns:
+        The dearest priced estimate (:func:`costliest_estimate`), for
+        ``check_budget``; ``None`` if none is priced, or if estimating failed
+        (logged on ``log``: an estimate never fails the user's call).
+
+    Raises:
+        BudgetExceededError: a ``block`` or ``downshift`` budget covers a
+            request that can reach a model with no price.
+    """
+    try:
+        listed = list(estimates)
+    except Exception:
+        log.exception("costopt could not estimate the cost of a routed request")
+        return None
+    # Each unpriced model once, in the order the request would reach it.
+    for model in dict.fromkeys(m for m, e in listed if e is None):
+        engine.check_unpriced(tenant, model)
+    return costliest_estimate((e for _, e in listed), log)
 
 
 # An adapter's call loop is written once, as a generator over a RouteRun: it

@@ -172,6 +172,10 @@ def _max_output_tokens(params: Mapping[str, Any]) -> int:
     return 0
 
 
+#: Refused completion batches remembered for their late runs (see _refuse_batch).
+_REFUSED_KEPT = 64
+
+
 class _Batch:
     """The runs of one completion-style batch (``BaseLLM.generate`` with many prompts).
 
@@ -187,12 +191,14 @@ class _Batch:
     batch's identity, kept here so its id cannot be reused while the batch is open.
     """
 
-    __slots__ = ("ended", "open", "params", "prompt_tokens", "size", "started")
+    __slots__ = ("ended", "open", "params", "prompt_tokens", "refused", "size", "started")
 
     def __init__(self, params: Any, size: int) -> None:
         self.params = params
         self.size = size
         self.started = 0
+        #: A budget refused one of its runs: the call fails, none of its runs ends.
+        self.refused = False
         #: Runs started and not ended yet.
         self.open = 0
         #: run key -> counted tokens of its prompt (its share of the input).
@@ -326,6 +332,11 @@ class CostCallbackHandler(BaseCallbackHandler):
         self._batches: dict[int, _Batch] = {}
         self._batch_of: dict[Any, _Batch] = {}
         self._batch_lock = threading.Lock()
+        # Batches a budget refused, by id(invocation_params), newest last: runs of
+        # theirs that start later (asyncio.gather) are dropped at once (bounded).
+        self._refused: dict[int, _Batch] = {}
+        # Completion-model runs (prompts) open now: see on_llm_error.
+        self._completions: set[Any] = set()
         self.errors = 0
 
     @property
@@ -355,16 +366,20 @@ class CostCallbackHandler(BaseCallbackHandler):
         # agenerate starts each in a task of its own (asyncio.gather) that ends
         # before the call does, which would drop the run unrecorded; and its calls
         # report their end or error (a cancellation included) themselves.
-        pending = self._task_runs() if prompts is None else None
-        if pending is not None:
-            pending[key] = run_id
-        self._runs[key] = (model, tenant, tier, time.perf_counter(), router, pending)
         batched = (
             prompts is not None
             and params is not None
             and isinstance(batch_size, int)
             and batch_size > 1
         )
+        if batched and self._late_for_refused_batch(params):
+            return  # its call already failed: nothing will end this run
+        pending = self._task_runs() if prompts is None else None
+        if pending is not None:
+            pending[key] = run_id
+        self._runs[key] = (model, tenant, tier, time.perf_counter(), router, pending)
+        if prompts is not None:
+            self._completions.add(key)
         prompt_tokens: int | None = None
         if self.check_budgets and model and self.engine.ledger.has_budgets:
             # The request's output cap bounds its cost: held against the budget, it
@@ -393,8 +408,11 @@ class CostCallbackHandler(BaseCallbackHandler):
                 self.engine.check_budget(tenant, estimate, call_id=str(run_id))
             except BudgetExceededError:
                 self._runs.pop(key, None)
+                self._completions.discard(key)
                 if pending is not None:
                     pending.pop(key, None)
+                if batched:
+                    self._refuse_batch(params, batch_size)
                 raise
         if batched:
             if prompt_tokens is None:
@@ -411,6 +429,49 @@ class CostCallbackHandler(BaseCallbackHandler):
             batch.open += 1
             batch.prompt_tokens[key] = prompt_tokens
             self._batch_of[key] = batch
+
+    def _refuse_batch(self, params: Any, size: Any) -> None:
+        """A budget refused a run of a completion batch: the whole call fails.
+
+        LangChain starts a batch's runs before it calls the model, and a
+        refusal raised from one start ends the call with no end or error
+        event for the runs started before it (nor, under ``agenerate``, for
+        those started concurrently after it): their budget holds are released
+        here, and later starts are dropped (:meth:`_late_for_refused_batch`).
+        """
+        with self._batch_lock:
+            batch = self._batches.get(id(params))
+            if batch is None or batch.params is not params or batch.started >= batch.size:
+                batch = _Batch(params, size)
+            else:
+                del self._batches[id(params)]
+            batch.refused = True
+            batch.started += 1  # the refused run
+            started = [k for k in batch.prompt_tokens if self._batch_of.get(k) is batch]
+            for k in started:
+                del self._batch_of[k]
+            if batch.started < batch.size:
+                self._refused[id(params)] = batch
+                while len(self._refused) > _REFUSED_KEPT:
+                    del self._refused[next(iter(self._refused))]
+        for k in started:
+            run = self._runs.pop(k, None)
+            self._completions.discard(k)
+            if run is not None:  # held under str(run_id); the key is the id's int
+                self._release(run, UUID(int=k) if isinstance(k, int) else k)
+
+    def _late_for_refused_batch(self, params: Any) -> bool:
+        """Whether a run starting now belongs to a batch a budget already refused."""
+        if not self._refused:
+            return False
+        with self._batch_lock:
+            batch = self._refused.get(id(params))
+            if batch is None or batch.params is not params:
+                return False
+            batch.started += 1
+            if batch.started >= batch.size:
+                del self._refused[id(params)]
+            return True
 
     def _leave_batch(
         self, key: Any, ended: tuple[Any, LLMResult, _Run, UUID, float] | None
@@ -577,13 +638,16 @@ class CostCallbackHandler(BaseCallbackHandler):
         if run is None:
             self._served.pop(key, None)
             return
+        # A completion call reports its own cancellation (a chat call does not):
+        # only a stream the caller stopped reading was billed, not a cancelled call.
+        cancelled_call = key in self._completions and key not in self._streamed
         self._end(key, run)
         if self._batch_of and key in self._batch_of:
             # The batch's other runs may have ended (they are priced without this one).
             batch = self._leave_batch(key, None)
             if batch is not None and batch.ended:
                 self._record_batch(batch)
-        if isinstance(error, _STOPPED) and not run[4]:
+        if isinstance(error, _STOPPED) and not run[4] and not cancelled_call:
             # A stream the caller stopped reading was still billed (the prompt at
             # least): recorded with the usage of what was read, if a chunk gave
             # it, else unknown (unpriced), never $0. A router's run is left out:
@@ -601,6 +665,7 @@ class CostCallbackHandler(BaseCallbackHandler):
     def _end(self, key: Any, run: _Run) -> None:
         """Forget a run that ended: it is no longer its task's to clean up."""
         self._streamed.discard(key)
+        self._completions.discard(key)
         pending = run[5]
         if pending is not None:
             pending.pop(key, None)
@@ -670,7 +735,15 @@ class CostCallbackHandler(BaseCallbackHandler):
                     else 0
                     for i in rest
                 ]
-                for i, share in zip(rest, split_usage(total, in_w, out_w), strict=True):
+                # Prompts of the batch this handler saw no run of (it was given to
+                # some elements only) had their share of the sum too: as much
+                # each as the mean of those seen, left out of the records.
+                unseen = max(batch.size - batch.started, 0)
+                if unseen and in_w:
+                    in_w += [round(sum(in_w) / len(in_w))] * unseen
+                    out_w += [round(sum(out_w) / len(out_w))] * unseen
+                split = split_usage(total, in_w, out_w)[: len(rest)]
+                for i, share in zip(rest, split, strict=True):
                     shares[i] = share
                 estimated = set(rest)
             else:

@@ -269,3 +269,66 @@ def test_summary_splits_keep_removed_context_apart_and_add_up() -> None:
         baseline = sum(Decimal(t["baseline_cost_usd"]) for t in summary[split].values())
         total = Decimal(summary["total"]["baseline_cost_usd"])
         assert baseline + Decimal(kept_out["baseline_cost_usd"]) == total
+
+
+# -- second review of the completion-batch change --------------------------------------
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["batch", "abatch"])
+async def test_a_completion_batch_a_budget_refuses_leaves_no_hold_behind(sync: bool) -> None:
+    """The runs started before the refused one never end (the call fails): their
+    holds stayed until their time-to-live and refused the next call."""
+    engine = CostEngine(
+        embedder=FakeEmbedder(), budgets=[Budget(limit_usd=Decimal("0.0004"), policy="block")]
+    )
+    handler = CostCallbackHandler(engine)
+    prompt = "word " * 1000  # about $0.00015 each with max_tokens=1000: two fit, not three
+    config: Any = {"callbacks": [handler]}
+    with pytest.raises(BudgetExceededError):
+        if sync:
+            CompletionLLM().batch([prompt] * 3, config=config, max_tokens=1000)
+        else:
+            await CompletionLLM().abatch([prompt] * 3, config=config, max_tokens=1000)
+    await asyncio.sleep(0)
+    assert handler._runs == {}
+    assert engine.ledger.spent(None, "month") == 0
+    # The budget is whole again: one more call of the same size passes.
+    await CompletionLLM().ainvoke(prompt, config=config, max_tokens=1000)
+    assert [r.outcome for r in engine.ledger.records()] == ["model"]
+
+
+async def test_a_cancelled_completion_call_is_not_recorded() -> None:
+    """A timed-out ainvoke and a cancelled abatch were recorded as calls of
+    unknown cost: only a stream the caller stopped reading is billed."""
+
+    class Slow(CompletionLLM):
+        async def _agenerate(
+            self, prompts: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+        ):  # type: ignore[no-untyped-def]
+            await asyncio.sleep(5)
+            return self._generate(prompts)
+
+    engine = CostEngine(embedder=FakeEmbedder(), budgets=[Budget(limit_usd=Decimal(1))])
+    handler = CostCallbackHandler(engine)
+    config: Any = {"callbacks": [handler]}
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(Slow().ainvoke("a b", config=config), 0.05)
+    task = asyncio.create_task(Slow().abatch(["a b", "c d"], config=config))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert engine.ledger.records() == []
+    assert handler._runs == {}
+
+
+def test_a_handler_on_some_prompts_of_a_batch_books_their_share_only() -> None:
+    """A handler given to two of three prompts split the whole batch's usage
+    over its two runs, charging the third prompt's tokens to their tenants."""
+    engine = CostEngine(embedder=FakeEmbedder())
+    handler = CostCallbackHandler(engine)
+    CompletionLLM().generate(["aaa", "bbb", "ccc"], callbacks=[[handler], [], [handler]])
+    records = engine.ledger.records()
+    assert len(records) == 2 and all(r.estimated for r in records)
+    assert sum(r.usage.input_tokens or 0 for r in records) == 60  # 2 of the 3 x 30
+    assert sum(r.usage.output_tokens or 0 for r in records) == 14

@@ -45,6 +45,10 @@ def _media_digest(node: BaseNode) -> str:
     return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
+#: A node text of fewer words is a caption: its metadata is compared too.
+_CAPTION_WORDS = 6
+
+
 def _dedupe_text(node: BaseNode) -> str:
     """What near-duplicate detection compares for ``node``: the content the model sees.
 
@@ -52,9 +56,11 @@ def _dedupe_text(node: BaseNode) -> str:
     two files (``file_name``, ``page_label`` differ) is still a duplicate.
     But two nodes whose visible content differs must never compare equal:
 
-    * when the metadata the LLM reads outweighs the text (a table or a
-      record kept in metadata, under a short caption or none), it is the
-      content, and the node is compared by its whole LLM view;
+    * when the text is too short to tell passages apart (a caption such as
+      "Table", or none), the metadata the LLM reads is the content (a table
+      or a record kept in metadata), and the node is compared by its whole
+      LLM view; a passage of a sentence or more is compared by its text,
+      whatever labels it carries;
     * a node with media (an ``ImageNode``'s image, a ``Node``'s image,
       audio or video resource) has every word tagged with a digest of that
       media. The engine compares word shingles, so nodes with different
@@ -63,7 +69,7 @@ def _dedupe_text(node: BaseNode) -> str:
     """
     text = node.get_content(metadata_mode=MetadataMode.NONE)
     seen = node.get_content(metadata_mode=MetadataMode.LLM)
-    if len(seen) - len(text) > len(text):
+    if len(_WORD.findall(text)) < _CAPTION_WORDS:
         text = seen
     digest = _media_digest(node)
     if not digest:
@@ -93,7 +99,7 @@ class RelevanceThresholdPostprocessor(BaseNodePostprocessor):
     compared for near-duplicates by their content: the text without the
     metadata labels (one passage indexed from two files is still a
     duplicate), the media (two different images are never duplicates), and
-    the metadata too where it outweighs the text (a table kept in metadata).
+    the metadata too under a caption of a few words (a table kept in metadata).
 
     Example:
         >>> engine = index.as_query_engine(  # doctest: +SKIP

@@ -391,3 +391,20 @@ def test_li_one_passage_from_two_files_is_still_a_duplicate() -> None:
         ),
     ]
     assert select(nodes) == (["a"], {1: "duplicate"})
+
+
+def test_li_a_sentence_from_two_files_with_long_labels_is_still_a_duplicate() -> None:
+    """The 'metadata outweighs the text' rule also caught one short passage with
+    ordinary labels (file name, page, a long section title): both copies kept."""
+    text = "Refunds are processed within five business days of the request."
+
+    def node(i: str, file_name: str, score: float) -> NodeWithScore:
+        labels = {
+            "file_name": file_name,
+            "page_label": "3",
+            "section": "Billing and payments: frequently asked questions",
+        }
+        return NodeWithScore(node=TextNode(id_=i, text=text, metadata=labels), score=score)
+
+    kept, dropped = select([node("a", "faq_2023.pdf", 0.9), node("b", "faq_2023_copy.pdf", 0.8)])
+    assert kept == ["a"] and dropped == {1: "duplicate"}

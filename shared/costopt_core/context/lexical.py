@@ -173,9 +173,17 @@ def contains(haystack: str, needle: str) -> bool:
 
     Word-bounded, so "1969" does not match "19690" nor "art" match "party".
     Thousands separators are ignored on both sides, so the "12000" that
-    :func:`numbers` gives is found in "12,000" (and "12,000" in "12000").
+    :func:`numbers` gives is found in "12,000" (and "12,000" in "12000"); a
+    list written without spaces ("rooms 101,102") still names each number,
+    since the two cannot be told apart (it keeps a sentence, never drops one).
     """
-    haystack, needle = _ungroup(haystack), _ungroup(needle)
+    if _found(_ungroup(haystack), _ungroup(needle)):
+        return True
+    return "," in haystack and _found(haystack, needle)
+
+
+def _found(haystack: str, needle: str) -> bool:
+    """Whether ``needle`` is in ``haystack`` with a word ending on both sides."""
     i = haystack.find(needle)
     while i >= 0:
         before = haystack[i - 1] if i > 0 else " "

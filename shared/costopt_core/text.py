@@ -23,14 +23,18 @@ _SPACES = re.compile(r"[^\S\n]+")
 _QUOTES = frozenset("'\"`")
 
 
+#: An apostrophe inside a word ("What's", "don't"): no quote.
+_APOSTROPHE = re.compile(r"(?<=\w)'(?=\w)")
+
+
 def _fold_spaces(body: str) -> str:
     """A line's runs of spaces and tabs made one space, unless it quotes a literal.
 
     Inside a quoted string or a code span the spaces are the value itself
     (``len('a  b')`` is 4, ``len('a b')`` 3): a line holding a quote keeps
-    its whitespace as written.
+    its whitespace as written. An apostrophe inside a word quotes nothing.
     """
-    if _QUOTES.isdisjoint(body):
+    if _QUOTES.isdisjoint(body) or _QUOTES.isdisjoint(_APOSTROPHE.sub("", body)):
         return _SPACES.sub(" ", body)
     return body
 

@@ -482,7 +482,7 @@ def test_a_one_line_prompt_normalises_as_before(text: str) -> None:
     # a line quoting a literal keeps its spacing ('a  b' is not 'a b').
     import re
 
-    quoted = any(q in text for q in "'\"`")
+    quoted = any(q in re.sub(r"(?<=\w)'(?=\w)", "", text) for q in "'\"`")  # not "What's"
     assert normalize_text(text) == (text.strip() if quoted else re.sub(r"\s+", " ", text).strip())
 
 
@@ -507,8 +507,10 @@ def test_whitespace_that_is_meaning_splits_both_tiers(a: str, b: str) -> None:
     semantic tier then served them too (same words)."""
     assert normalize_text(a) != normalize_text(b)
     assert check_guards(normalize_text(b), normalize_text(a), GuardConfig()) == "layout_mismatch"
-    # Spacing that means nothing still folds: one key, no guard.
+    # Spacing that means nothing still folds: one key, no guard (an apostrophe
+    # inside a word quotes nothing: found by a review).
     assert normalize_text("How do I   reset my password?") == "How do I reset my password?"
+    assert normalize_text("What's  the capital of France?") == "What's the capital of France?"
     assert (
         check_guards("How do I\nreset my password?", "How do I reset my password?", GuardConfig())
         is None

@@ -25,18 +25,29 @@ _QUOTES = frozenset("'\"`")
 
 #: An apostrophe inside a word ("What's", "don't"): no quote.
 _APOSTROPHE = re.compile(r"(?<=\w)'(?=\w)")
+#: A quoted literal or code span on one line.
+_LITERAL = re.compile(r"'[^']*'|\"[^\"]*\"|`[^`]*`")
 
 
 def _fold_spaces(body: str) -> str:
-    """A line's runs of spaces and tabs made one space, unless it quotes a literal.
+    """A line's runs of spaces and tabs made one space, outside quoted literals.
 
     Inside a quoted string or a code span the spaces are the value itself
-    (``len('a  b')`` is 4, ``len('a b')`` 3): a line holding a quote keeps
-    its whitespace as written. An apostrophe inside a word quotes nothing.
+    (``len('a  b')`` is 4, ``len('a b')`` 3): they are kept as written. A
+    quote that closes nothing (a possessive "students'", "rock 'n' roll"'s
+    outside) and an apostrophe inside a word quote nothing.
     """
-    if _QUOTES.isdisjoint(body) or _QUOTES.isdisjoint(_APOSTROPHE.sub("", body)):
+    if _QUOTES.isdisjoint(body):
         return _SPACES.sub(" ", body)
-    return body
+    # Found on a copy whose in-word apostrophes are blanked (same length).
+    probe = _APOSTROPHE.sub("\0", body)
+    out: list[str] = []
+    last = 0
+    for m in _LITERAL.finditer(probe):
+        out += [_SPACES.sub(" ", body[last : m.start()]), body[m.start() : m.end()]]
+        last = m.end()
+    out.append(_SPACES.sub(" ", body[last:]))
+    return "".join(out)
 
 
 def _shared_indent(leads: list[str]) -> str:

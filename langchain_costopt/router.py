@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -346,7 +347,7 @@ class RouterChatModel(_calls.RunAwareChatModel):
 
     def model_post_init(self, context: Any) -> None:
         self._models, tiers = tier_members(self.tiers, _model_name, owner="RouterChatModel")
-        self._adopt_tier_cost_handlers()
+        self._warn_tier_cost_handlers()
         self._router = Router(
             tiers,
             classifier=self.classifier,
@@ -355,29 +356,33 @@ class RouterChatModel(_calls.RunAwareChatModel):
             calibration=self.calibration,
         )
 
-    def _adopt_tier_cost_handlers(self) -> None:
-        """Make the cost handlers set on tier models (``ChatX(callbacks=[handler])``) the router's.
+    def _warn_tier_cost_handlers(self) -> None:
+        """Say so when a tier model carries a cost handler the router will not call.
 
         The router calls its tiers itself, so a tier model's own callbacks
-        never run: a handler attached there, the usual way for one model,
-        recorded none of the routed calls. The router's run reaches it instead,
-        and records each billed call once (a handler given twice is one).
+        never run: a handler attached there (``ChatX(callbacks=[handler])``,
+        the usual way for one model) records none of the routed calls. Made
+        the router's, it would record every tier's calls, also those of the
+        models it was not given to (a per-model ledger counted twice).
         """
-        found: list[CostCallbackHandler] = []
-        for model in (m for members in self._models for m in members):
-            callbacks = getattr(model, "callbacks", None)
-            handlers = getattr(callbacks, "handlers", callbacks)
-            if isinstance(handlers, list):
-                found += [h for h in handlers if isinstance(h, CostCallbackHandler)]
-        if not found:
-            return
-        own = self.callbacks
-        if own is None or isinstance(own, list):
-            have = list(own or [])
-            self.callbacks = have + [h for h in dict.fromkeys(found) if h not in have]
-        else:  # a callback manager
-            for h in dict.fromkeys(found):
-                own.add_handler(h, inherit=True)
+        own: Any = self.callbacks
+        given: list[Any] = list(getattr(own, "handlers", own) or [])
+        for name, members in zip(self.tiers, self._models, strict=True):
+            for model in members:
+                callbacks = getattr(model, "callbacks", None)
+                handlers = getattr(callbacks, "handlers", callbacks)
+                if not isinstance(handlers, list):
+                    continue
+                if any(isinstance(h, CostCallbackHandler) and h not in given for h in handlers):
+                    warnings.warn(
+                        f"RouterChatModel: tier {name!r} model {_model_name(model)!r} carries a "
+                        "CostCallbackHandler in its callbacks, which the router does not call "
+                        "(it calls its tiers itself): give the handler to the router "
+                        "(RouterChatModel(..., callbacks=[handler])), to the call's config, "
+                        "or use track_costs()",
+                        UserWarning,
+                        stacklevel=7,  # the user line building the router
+                    )
 
     @property
     def router(self) -> Router:

@@ -57,6 +57,8 @@ log = logging.getLogger("costopt.redis_ledger")
 #: pico-dollars per dollar
 PICO = Decimal(10) ** 12
 _PERIODS: tuple[BudgetPeriod, ...] = ("day", "week", "month", "total")
+#: The most days a budget period lasts.
+_PERIOD_DAYS = {"day": 1, "week": 7, "month": 31}
 #: combination fields, in the ledger's dimension order
 _DIMS = ("model", "tier", "tenant", "framework", "outcome", "mode")
 _TOKEN_METRICS = ("input", "output", "cache_read", "cache_w5m", "cache_w1h", "reasoning")
@@ -127,7 +129,8 @@ end
 # KEYS: stream, day hash, the global and the tenant's hold hashes ('' without a tenant),
 #       then the spend hashes (global x 4 periods, then tenant x 4 periods)
 # ARGV: maxlen, day_ttl_s, call_id, record json, n_fields, then field/increment pairs,
-#       then the cost in pico-dollars
+#       then the cost in pico-dollars, then per spend hash the epoch second it expires
+#       at (0: never; the all-time counters)
 # The call's hold is settled wherever it is: in its hold hashes, whatever period the
 # record lands in, and in the spend hashes (holds made before holds had hashes of
 # their own).
@@ -148,7 +151,11 @@ if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
 local cost = ARGV[6 + 2 * n]
 for k = 3, #KEYS do
   if KEYS[k] ~= '' then
-    if k > 4 then redis.call('HINCRBY', KEYS[k], 'spent', cost) end
+    if k > 4 then
+      redis.call('HINCRBY', KEYS[k], 'spent', cost)
+      local at = tonumber(ARGV[2 + 2 * n + k] or '0')
+      if at > 0 then redis.call('EXPIREAT', KEYS[k], at) end
+    end
     settle(KEYS[k], call_id)
   end
 end
@@ -280,7 +287,9 @@ class RedisLedger:
         namespace: one per app (deployment); its keys share one hash tag.
         max_stream_records: the record stream is trimmed to about this many.
         retention_days: day counters expire this long after their last write
-            (totals then cover that many days); ``None`` keeps them.
+            (totals then cover that many days), and the budgets' day, week
+            and month spend counters this long after their period ends (the
+            all-time ones never); ``None`` keeps them.
         reservation_ttl_s: a budget hold whose call never recorded (its
             replica died) is dropped after this long, unless the check gave
             the hold a lifetime of its own (``hold_ttl_s`` of :meth:`reserve`).
@@ -389,6 +398,20 @@ class RedisLedger:
         """
         scope = "t:" + tenant if tenant is not None else "all"
         return f"{self._tag}:holds:{scope}"
+
+    def _spend_expiry(self, period: BudgetPeriod, now: datetime) -> int:
+        """When a period's spend counter expires (epoch seconds; 0: never).
+
+        ``retention_days`` after the period ends: a budget reads its period's
+        counter while the period lasts, and a counter past it is history
+        (the day hashes keep the totals). Without retention, and for the
+        all-time counters, never.
+        """
+        if period == "total" or not self.retention_days:
+            return 0
+        longest = _PERIOD_DAYS[period]  # a month counts as 31 days: never short
+        end = period_start(period, now) + timedelta(days=longest + self.retention_days)
+        return int(end.timestamp())
 
     def _spend_keys(self, tenant: str | None, now: datetime) -> list[str]:
         keys = [self.budget_key(None, p, now) for p in _PERIODS]
@@ -551,6 +574,8 @@ class RedisLedger:
         for field, n in incs:
             args += [field, n]
         args.append(to_pico(record.cost_usd) if record.cost_usd is not None else 0)
+        periods = list(_PERIODS) * (len(spend) // len(_PERIODS))
+        args += [self._spend_expiry(p, ts) for p in periods]
         holds = [
             self.hold_key(None),
             self.hold_key(record.tenant) if record.tenant is not None else "",

@@ -564,3 +564,26 @@ def test_calls_after_an_outage_that_filled_the_spool_drop_nothing(
     assert ledger.flush_spool() == 0
     assert ledger.spool_dropped == 0
     assert len(delivered) == 400 + 8 * 25
+
+
+def test_period_spend_counters_expire_after_the_period_and_its_retention(redis_url: str) -> None:
+    """Day, week and month spend counters never expired (about six new keys per
+    tenant a day, kept for good); the all-time counter must stay."""
+    ns = _ns()
+    engine = CostEngine()
+    RedisLedger(redis_url, namespace=ns, retention_days=1).attach(engine)
+    engine.record_call(model=MODEL, usage=USAGE, tenant="a")
+    client = redis.Redis.from_url(redis_url)
+    ttls = {
+        key.decode().split(":spend:")[1]: client.ttl(key)
+        for key in client.scan_iter(f"{{costopt:{ns}}}:spend:*")
+    }
+    assert len(ttls) == 8  # all / tenant a x day, week, month, total
+    day = 86_400
+    for name, ttl in ttls.items():
+        if ":total:" in name:
+            assert ttl == -1, name  # never expires
+        else:
+            longest = {"day": 1, "week": 7, "month": 31}[name.split(":")[-2]]
+            # Past the period's end (never short), within its longest length + retention.
+            assert day < ttl <= (longest + 1) * day, (name, ttl)

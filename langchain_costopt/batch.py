@@ -54,6 +54,7 @@ from costopt_core.batch import (
 )
 from costopt_core.engine import CostEngine
 from costopt_core.errors import BatchFailedError, BatchRequestError, ConfigurationError
+from costopt_core.finish import finish_reason_of
 from costopt_core.types import CallMode, Usage
 from costopt_core.usage import usage_from_langchain
 from langchain_costopt._convert import (
@@ -270,21 +271,6 @@ def _tool_calls(raw: Mapping[str, Any] | None) -> tuple[list[Any], list[Any]]:
     return calls, invalid
 
 
-def _finish_reason(raw: Mapping[str, Any] | None) -> str | None:
-    if not raw:
-        return None
-    choices = raw.get("choices")
-    if isinstance(choices, list) and choices:
-        value = _get(choices[0], "finish_reason")
-        if isinstance(value, str):
-            return value
-    for key in ("stop_reason", "finish_reason"):
-        value = raw.get(key)
-        if isinstance(value, str):
-            return value
-    return None
-
-
 def message_of(
     result: BatchResult, *, engine: CostEngine, model: str, mode: CallMode, job: str
 ) -> AIMessage:
@@ -293,7 +279,7 @@ def message_of(
     served = result.model or model
     calls, invalid = _tool_calls(raw)
     meta: dict[str, Any] = {"model_name": served}
-    reason = _finish_reason(raw)
+    reason = finish_reason_of(raw)
     if reason is not None:
         meta["finish_reason"] = reason
     meta[METADATA_KEY] = batch_metadata(engine, result, served, mode, job)

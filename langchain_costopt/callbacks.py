@@ -619,11 +619,7 @@ class CostCallbackHandler(BaseCallbackHandler):
             if batch is not None:
                 self._record_batch(batch)
             return
-        try:
-            self._record(response, run, run_id)
-        except Exception:  # never fail the user's call over accounting
-            self.errors += 1
-            log.exception("costopt could not record run %s", run_id)
+        self._record_safely(response, run, run_id)
 
     def on_llm_error(
         self,
@@ -652,12 +648,9 @@ class CostCallbackHandler(BaseCallbackHandler):
             # least): recorded with the usage of what was read, if a chunk gave
             # it, else unknown (unpriced), never $0. A router's run is left out:
             # the router records its own unfinished streams (RouterChatModel._unread).
-            try:
-                self._record(response or LLMResult(generations=[]), run, run_id)
+            stopped = response or LLMResult(generations=[])
+            if self._record_safely(stopped, run, run_id, what="stopped stream"):
                 return
-            except Exception:  # never fail the user's call over accounting
-                self.errors += 1
-                log.exception("costopt could not record stopped stream %s", run_id)
         self._served.pop(key, None)
         # The call spent nothing: drop its hold on the budgets.
         self._release(run, run_id)
@@ -753,13 +746,28 @@ class CostCallbackHandler(BaseCallbackHandler):
             log.exception("costopt could not split the usage of a completion batch")
             shares, estimated = [None] * len(batch.ended), set()
         for i, (_, response, run, run_id, end) in enumerate(batch.ended):
-            try:
-                self._record(
-                    response, run, run_id, usage=shares[i], estimated=i in estimated, end=end
-                )
-            except Exception:  # never fail the user's call over accounting
-                self.errors += 1
-                log.exception("costopt could not record run %s", run_id)
+            usage, estimate = shares[i], i in estimated
+            self._record_safely(response, run, run_id, usage=usage, estimated=estimate, end=end)
+
+    def _record_safely(
+        self,
+        response: LLMResult,
+        run: _Run,
+        run_id: UUID,
+        *,
+        what: str = "run",
+        usage: Usage | None = None,
+        estimated: bool = False,
+        end: float | None = None,
+    ) -> bool:
+        """:meth:`_record`, never failing the user's call over accounting; True if recorded."""
+        try:
+            self._record(response, run, run_id, usage=usage, estimated=estimated, end=end)
+        except Exception:
+            self.errors += 1
+            log.exception("costopt could not record %s %s", what, run_id)
+            return False
+        return True
 
     def _record(
         self,

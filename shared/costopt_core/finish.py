@@ -14,9 +14,11 @@ normalised form (:func:`normalise_finish_reason`) against the sets below.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from enum import Enum
 from typing import Any
+
+from costopt_core.usage import first_field
 
 __all__ = [
     "BLOCKED_FINISH_REASONS",
@@ -80,15 +82,6 @@ def _reason(value: Any) -> str | None:
     return None
 
 
-def _field(obj: Any, key: str) -> Any:
-    """``obj[key]`` of a mapping, ``obj.key`` of an SDK object; None if absent."""
-    if obj is None:
-        return None
-    if isinstance(obj, Mapping):
-        return obj.get(key)
-    return getattr(obj, key, None)
-
-
 def _first(items: Any) -> Any:
     """The first item of a list (a response's first choice or candidate), else None."""
     if isinstance(items, Sequence) and not isinstance(items, str | bytes) and items:
@@ -99,7 +92,7 @@ def _first(items: Any) -> Any:
 def _own_reason(source: Any) -> str | None:
     """The finish reason ``source`` itself names, under any provider's key."""
     for key in FINISH_REASON_KEYS:
-        reason = _reason(_field(source, key))
+        reason = _reason(first_field(source, key))
         if reason is not None:
             return reason
     return None
@@ -134,9 +127,9 @@ def finish_reason_of(*sources: Any) -> str | None:
             continue
         reason = (
             _own_reason(source)
-            or _own_reason(_first(_field(source, "choices")))
-            or _own_reason(_first(_field(source, "candidates")))
-            or _reason(_field(_field(source, "incomplete_details"), "reason"))
+            or _own_reason(_first(first_field(source, "choices")))
+            or _own_reason(_first(first_field(source, "candidates")))
+            or _reason(first_field(first_field(source, "incomplete_details"), "reason"))
         )
         if reason is not None:
             return reason

@@ -27,6 +27,7 @@ from costopt_core.types import Usage
 __all__ = [
     "UsageFormat",
     "detect_usage_format",
+    "first_field",
     "normalize_usage",
     "usage_from_anthropic",
     "usage_from_gemini",
@@ -38,8 +39,8 @@ __all__ = [
 UsageFormat = Literal["langchain", "openai", "anthropic", "gemini"]
 
 
-def _get(obj: Any, *keys: str) -> Any:
-    """First present key of a mapping or attribute of an SDK object."""
+def first_field(obj: Any, *keys: str) -> Any:
+    """First present key of a mapping or attribute of an SDK object (None if none)."""
     if obj is None:
         return None
     if type(obj) is dict:  # the common case, without the slow ABC check
@@ -91,7 +92,7 @@ def usage_from_langchain(usage_metadata: Any) -> Usage:
     """LangChain ``AIMessage.usage_metadata`` (input includes cache reads/writes)."""
     if type(usage_metadata) is dict:
         # LangChain's UsageMetadata is a TypedDict, so this is the common case,
-        # and it runs on every recorded call: read it without _get/_int.
+        # and it runs on every recorded call: read it without first_field/_int.
         details = usage_metadata.get("input_token_details") or {}
         out_details = usage_metadata.get("output_token_details") or {}
         if type(details) is dict and type(out_details) is dict:
@@ -116,17 +117,17 @@ def usage_from_langchain(usage_metadata: Any) -> Usage:
                     )
                 except UsageFormatError:
                     pass  # a count to convert, or to reject naming its field: below
-    details = _get(usage_metadata, "input_token_details") or {}
-    out_details = _get(usage_metadata, "output_token_details") or {}
+    details = first_field(usage_metadata, "input_token_details") or {}
+    out_details = first_field(usage_metadata, "output_token_details") or {}
     return _langchain_usage(
-        _int(_get(usage_metadata, "input_tokens"), "input_tokens"),
-        _int(_get(usage_metadata, "output_tokens"), "output_tokens"),
-        _int(_get(details, "cache_read"), "cache_read"),
-        _int(_get(details, "cache_creation"), "cache_creation"),
-        _int(_get(details, "ephemeral_5m_input_tokens"), "ephemeral_5m_input_tokens"),
-        _int(_get(details, "ephemeral_1h_input_tokens"), "ephemeral_1h_input_tokens"),
-        _int(_get(out_details, "reasoning"), "reasoning"),
-        _get(usage_metadata, "total_tokens"),
+        _int(first_field(usage_metadata, "input_tokens"), "input_tokens"),
+        _int(first_field(usage_metadata, "output_tokens"), "output_tokens"),
+        _int(first_field(details, "cache_read"), "cache_read"),
+        _int(first_field(details, "cache_creation"), "cache_creation"),
+        _int(first_field(details, "ephemeral_5m_input_tokens"), "ephemeral_5m_input_tokens"),
+        _int(first_field(details, "ephemeral_1h_input_tokens"), "ephemeral_1h_input_tokens"),
+        _int(first_field(out_details, "reasoning"), "reasoning"),
+        first_field(usage_metadata, "total_tokens"),
     )
 
 
@@ -181,7 +182,7 @@ def usage_from_openai(usage: Any) -> Usage:
     """OpenAI Chat Completions or Responses ``usage`` (input includes cached)."""
     if type(usage) is dict:
         # A Chat Completions payload as a plain dict (what LlamaIndex's ``raw``
-        # and JSON clients hold): read it without _get/_int.
+        # and JSON clients hold): read it without first_field/_int.
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         in_details = usage.get("prompt_tokens_details") or {}
         out_details = usage.get("completion_tokens_details") or {}
@@ -197,21 +198,21 @@ def usage_from_openai(usage: Any) -> Usage:
                 )
             except UsageFormatError:
                 pass  # a count to convert, or to reject naming its field: below
-    responses_api = _get(usage, "prompt_tokens", "completion_tokens") is None
+    responses_api = first_field(usage, "prompt_tokens", "completion_tokens") is None
     in_key, out_key = (
         ("input_tokens", "output_tokens")
         if responses_api
         else ("prompt_tokens", "completion_tokens")
     )
-    prompt = _int(_get(usage, in_key), in_key)
-    completion = _int(_get(usage, out_key), out_key)
-    in_details = _get(usage, f"{in_key}_details")
-    out_details = _get(usage, f"{out_key}_details")
+    prompt = _int(first_field(usage, in_key), in_key)
+    completion = _int(first_field(usage, out_key), out_key)
+    in_details = first_field(usage, f"{in_key}_details")
+    out_details = first_field(usage, f"{out_key}_details")
     return _openai_usage(
         prompt,
         completion,
-        _int(_get(in_details, "cached_tokens"), "cached_tokens"),
-        _int(_get(out_details, "reasoning_tokens"), "reasoning_tokens"),
+        _int(first_field(in_details, "cached_tokens"), "cached_tokens"),
+        _int(first_field(out_details, "reasoning_tokens"), "reasoning_tokens"),
     )
 
 
@@ -226,12 +227,14 @@ def _openai_usage(
 
 def usage_from_anthropic(usage: Any) -> Usage:
     """Anthropic ``usage`` (``input_tokens`` EXCLUDES cache reads and writes)."""
-    uncached = _int(_get(usage, "input_tokens"), "input_tokens")
-    read = _int(_get(usage, "cache_read_input_tokens"), "cache_read_input_tokens")
-    write_total = _int(_get(usage, "cache_creation_input_tokens"), "cache_creation_input_tokens")
-    split = _get(usage, "cache_creation")
-    w5 = _int(_get(split, "ephemeral_5m_input_tokens"), "ephemeral_5m_input_tokens")
-    w1h = _int(_get(split, "ephemeral_1h_input_tokens"), "ephemeral_1h_input_tokens")
+    uncached = _int(first_field(usage, "input_tokens"), "input_tokens")
+    read = _int(first_field(usage, "cache_read_input_tokens"), "cache_read_input_tokens")
+    write_total = _int(
+        first_field(usage, "cache_creation_input_tokens"), "cache_creation_input_tokens"
+    )
+    split = first_field(usage, "cache_creation")
+    w5 = _int(first_field(split, "ephemeral_5m_input_tokens"), "ephemeral_5m_input_tokens")
+    w1h = _int(first_field(split, "ephemeral_1h_input_tokens"), "ephemeral_1h_input_tokens")
     if w5 is None and w1h is None:
         w5, w1h = write_total, (0 if write_total is not None else None)
     elif write_total is not None and write_total > (w5 or 0) + (w1h or 0):
@@ -240,7 +243,7 @@ def usage_from_anthropic(usage: Any) -> Usage:
     total = None if uncached is None else uncached + (read or 0) + (w5 or 0) + (w1h or 0)
     return Usage(
         input_tokens=total,
-        output_tokens=_int(_get(usage, "output_tokens"), "output_tokens"),
+        output_tokens=_int(first_field(usage, "output_tokens"), "output_tokens"),
         cache_read_tokens=read if read is not None else (0 if total is not None else None),
         cache_write_5m_tokens=w5 if w5 is not None else (0 if total is not None else None),
         cache_write_1h_tokens=w1h if w1h is not None else (0 if total is not None else None),
@@ -257,10 +260,10 @@ def usage_from_gemini(usage_metadata: Any) -> Usage:
     def count(snake: str) -> int | None:
         parts = snake.split("_")
         camel = parts[0] + "".join(p.title() for p in parts[1:])
-        value = _get(usage_metadata, snake)
+        value = first_field(usage_metadata, snake)
         if value is not None:
             return _int(value, snake)
-        return _int(_get(usage_metadata, camel), camel)
+        return _int(first_field(usage_metadata, camel), camel)
 
     prompt = count("prompt_token_count")
     tool_prompt = count("tool_use_prompt_token_count")
@@ -282,22 +285,27 @@ def usage_from_gemini(usage_metadata: Any) -> Usage:
 def detect_usage_format(payload: Any) -> UsageFormat | None:
     """Guess the payload's provider from the keys only it uses."""
     if (
-        _get(payload, "prompt_token_count", "promptTokenCount", "candidates_token_count")
+        first_field(payload, "prompt_token_count", "promptTokenCount", "candidates_token_count")
         is not None
     ):
         return "gemini"
-    if _get(payload, "prompt_tokens", "completion_tokens") is not None:
+    if first_field(payload, "prompt_tokens", "completion_tokens") is not None:
         return "openai"
     if (
-        _get(payload, "cache_read_input_tokens", "cache_creation_input_tokens", "cache_creation")
+        first_field(
+            payload, "cache_read_input_tokens", "cache_creation_input_tokens", "cache_creation"
+        )
         is not None
     ):
         return "anthropic"
-    if _get(payload, "input_tokens_details", "output_tokens_details") is not None:
+    if first_field(payload, "input_tokens_details", "output_tokens_details") is not None:
         return "openai"  # Responses API (LangChain's keys say "token", not "tokens")
-    if _get(payload, "input_token_details", "output_token_details", "total_tokens") is not None:
+    if (
+        first_field(payload, "input_token_details", "output_token_details", "total_tokens")
+        is not None
+    ):
         return "langchain"
-    if _get(payload, "input_tokens") is not None:
+    if first_field(payload, "input_tokens") is not None:
         # Bare {input_tokens, output_tokens}: LangChain and Anthropic agree when
         # there is no caching, so either reading is right.
         return "langchain"

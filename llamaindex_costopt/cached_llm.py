@@ -67,10 +67,10 @@ from costopt_core.errors import ConfigurationError, check_arguments, config_erro
 from costopt_core.finish import finish_reason_of
 from costopt_core.served import SERVED, SHARED_INFO, served_info
 from costopt_core.types import Message, Role
-from costopt_core.usage import usage_wire
+from costopt_core.usage import first_field, usage_wire
 from llamaindex_costopt._checks import check_cache, check_llm
 from llamaindex_costopt._structured import MarksStructured
-from llamaindex_costopt.handler import TENANT_KEYS, _field, resolve_tenant, usage_of
+from llamaindex_costopt.handler import TENANT_KEYS, resolve_tenant, usage_of
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
@@ -267,7 +267,7 @@ def _finish_reason(response: AnyResponse) -> str | None:
 
 def _model_of(raw: Any) -> str | None:
     for key in ("model", "model_version", "modelVersion"):
-        value = _field(raw, key)
+        value = first_field(raw, key)
         if isinstance(value, str) and value:
             return value
     return None

@@ -50,7 +50,7 @@ from costopt_core import (
 from costopt_core.errors import ConfigurationError, UsageFormatError, config_error
 from costopt_core.served import SERVED, served_outcome
 from costopt_core.types import CallOutcome, Usage
-from costopt_core.usage import normalize_usage
+from costopt_core.usage import first_field, normalize_usage
 
 __all__ = [
     "BATCH_TAG",
@@ -166,17 +166,6 @@ def _first(tags: Mapping[str, Any] | None, keys: tuple[str, ...]) -> str | None:
     return None
 
 
-def _field(obj: Any, key: str) -> Any:
-    """``obj[key]`` of a mapping, ``obj.key`` of an SDK object; ``None`` if absent."""
-    if obj is None:
-        return None
-    if type(obj) is dict:  # the common case, without the slower ABC check
-        return obj.get(key)
-    if isinstance(obj, Mapping):
-        return obj.get(key)
-    return getattr(obj, key, None)
-
-
 def _mapping(value: Any) -> Mapping[str, Any] | None:
     """``value`` if it is a mapping, else ``None``.
 
@@ -209,7 +198,7 @@ def usage_of(response: Any) -> Usage:
         return Usage()
     raw = getattr(response, "raw", None)
     for key in ("usage", "usage_metadata"):
-        payload = _field(raw, key)
+        payload = first_field(raw, key)
         if payload is not None:
             usage = _readable(payload)
             if _has_tokens(usage):
@@ -238,7 +227,7 @@ def _readable(payload: Any) -> Usage:
 
 def _model_of(raw: Any) -> str | None:
     for key in ("model", "model_version", "modelVersion"):
-        value = _field(raw, key)
+        value = first_field(raw, key)
         if isinstance(value, str) and value:
             return value
     return None

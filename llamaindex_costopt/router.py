@@ -73,11 +73,11 @@ from costopt_core.routing.tiers import tier_members
 from costopt_core.routing.validators import Answer, ValidatorConfig, forces_tool_call
 from costopt_core.served import SERVED, served_outcome
 from costopt_core.types import Message, Role
+from costopt_core.usage import first_field
 from llamaindex_costopt._structured import STRUCTURED as _STRUCTURED
 from llamaindex_costopt._structured import MarksStructured
 from llamaindex_costopt.handler import (
     TENANT_KEYS,
-    _field,
     record_tenant,
     recording_handlers,
     records_span,
@@ -146,13 +146,13 @@ def _tool_call(call: Any) -> dict[str, Any]:
     ``{"name", "args"}`` itself. Arguments stay as given (a JSON string is
     parsed by the validator, so malformed JSON still escalates).
     """
-    fn = _field(call, "function")
+    fn = first_field(call, "function")
     if fn is not None:
-        return {"name": _field(fn, "name"), "args": _field(fn, "arguments")}
-    name = _field(call, "name") or _field(call, "tool_name")
+        return {"name": first_field(fn, "name"), "args": first_field(fn, "arguments")}
+    name = first_field(call, "name") or first_field(call, "tool_name")
     args = None
     for key in ("args", "arguments", "input", "tool_kwargs"):
-        args = _field(call, key)
+        args = first_field(call, key)
         if args is not None:
             break
     return {"name": name, "args": args}
@@ -195,9 +195,10 @@ def _mean_logprob(resp: ChatResponse | CompletionResponse) -> float | None:
 
 def _token_logprobs(resp: ChatResponse | CompletionResponse) -> list[Any]:
     """The log-probabilities :func:`_mean_logprob` averages, one per token of ``resp``."""
-    content = _field(_field(_first(_field(resp.raw, "choices")), "logprobs"), "content")
+    choice = _first(first_field(resp.raw, "choices"))
+    content = first_field(first_field(choice, "logprobs"), "content")
     if isinstance(content, list | tuple) and content:
-        values = [_field(t, "logprob") for t in content]
+        values = [first_field(t, "logprob") for t in content]
         if _mean(values) is not None:
             return values
     per_token = resp.logprobs or []
@@ -268,9 +269,9 @@ def _reported(chunks: Sequence[Any]) -> Any:
 
 def _tool_name(tool: Any) -> str | None:
     """A bound tool's name: OpenAI / Anthropic dicts, or a LlamaIndex tool object."""
-    name = _field(_field(tool, "function"), "name") or _field(tool, "name")
+    name = first_field(first_field(tool, "function"), "name") or first_field(tool, "name")
     if name is None:
-        name = _field(_field(tool, "metadata"), "name")
+        name = first_field(first_field(tool, "metadata"), "name")
     return name if isinstance(name, str) and name else None
 
 
@@ -281,7 +282,7 @@ def _tool_schema(tool: Any) -> Mapping[str, Any] | None:
     provider's shape (an OpenAI or Anthropic dict) is passed whole, and the
     engine reads the arguments' schema out of it.
     """
-    get = getattr(_field(tool, "metadata"), "get_parameters_dict", None)
+    get = getattr(first_field(tool, "metadata"), "get_parameters_dict", None)
     if callable(get):
         try:
             schema = get()
@@ -302,7 +303,7 @@ def _tool_schemas(tools: Sequence[Any], names: Sequence[str | None]) -> dict[str
 
 def _cap(source: Any) -> int | None:
     for key in _OUTPUT_CAPS:
-        value = _field(source, key)
+        value = first_field(source, key)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None
@@ -344,7 +345,7 @@ def _as_raw_dict(raw: Any) -> dict[str, Any]:
             return dumped
     out: dict[str, Any] = {}
     for key in ("model", "usage", "usage_metadata"):
-        value = _field(raw, key)
+        value = first_field(raw, key)
         if value is not None:
             out[key] = value
     return out
@@ -726,7 +727,7 @@ class RouterLLM(MarksStructured, FunctionCallingLLM):
         for book in books.entries:
             # Recorded even without usage (cost unknown): the call was made and paid for.
             book.engine.record_call(
-                model=str(_field(raw, "model") or model or "unknown"),
+                model=str(first_field(raw, "model") or model or "unknown"),
                 usage=usage,
                 tier=tier,
                 tenant=book.tenant,
@@ -981,8 +982,8 @@ class RouterLLM(MarksStructured, FunctionCallingLLM):
             return entry[1]
         # A copy, or an answer a cache in front of the router rebuilt: its route,
         # when it kept one, names the tier and the model.
-        route = _field(_field(_field(resp, "raw"), METADATA_KEY), "route")
-        tier, model = _field(route, "tier"), _field(route, "model")
+        route = first_field(first_field(first_field(resp, "raw"), METADATA_KEY), "route")
+        tier, model = first_field(route, "tier"), first_field(route, "model")
         for name, llms in zip(self.tiers, self._llms, strict=True):
             if name == tier:
                 found = next((m for m in llms if _model_of(m) == model), llms[0])

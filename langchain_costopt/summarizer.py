@@ -33,6 +33,7 @@ from costopt_core.context.summarize import (
     SummaryResult,
     asummarize_abstractive,
     asummarize_extractive,
+    blank_question,
     summarize_abstractive,
     summarize_extractive,
 )
@@ -46,15 +47,6 @@ __all__ = ["SUMMARY_METADATA_KEY", "AbstractiveContextSummarizer", "ContextSumma
 
 #: Metadata key of a summarized document: ``{"tokens_before", "tokens_after"}``.
 SUMMARY_METADATA_KEY = "costopt_summary"
-
-
-def _blank(query: str | None) -> bool:
-    """No question to summarize for: missing, empty or whitespace.
-
-    A blank question selects nothing: cutting the context for it would only
-    keep sentences at random, so the documents go through unchanged.
-    """
-    return query is None or not str(query).strip()
 
 
 class _Compressor(BaseDocumentCompressor):
@@ -175,7 +167,7 @@ class ContextSummarizer(_Compressor):
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
         """Documents cut to the sentences that answer ``query`` (unchanged if it is blank)."""
-        if _blank(query):
+        if blank_question(query):
             return list(documents)
         result = summarize_extractive(
             query,
@@ -193,7 +185,7 @@ class ContextSummarizer(_Compressor):
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
         """Async twin of :meth:`compress_documents` (the embedder's ``aembed``)."""
-        if _blank(query):
+        if blank_question(query):
             return list(documents)
         result = await asummarize_extractive(
             query,
@@ -277,7 +269,7 @@ class AbstractiveContextSummarizer(_Compressor):
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
         """One summary of ``documents`` written for ``query`` (unchanged if it is blank)."""
-        if _blank(query):
+        if blank_question(query):
             return documents
         config = self._run_config(callbacks)
         result = summarize_abstractive(
@@ -299,7 +291,7 @@ class AbstractiveContextSummarizer(_Compressor):
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
         """Async twin of :meth:`compress_documents`."""
-        if _blank(query):
+        if blank_question(query):
             return documents
         config = self._run_config(callbacks)
 

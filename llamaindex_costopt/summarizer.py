@@ -25,6 +25,7 @@ from costopt_core.context.summarize import (
     SummaryResult,
     asummarize_abstractive,
     asummarize_extractive,
+    blank_question,
     summarize_abstractive,
     summarize_extractive,
 )
@@ -52,7 +53,7 @@ def _question(query_bundle: QueryBundle | None) -> str | None:
     A blank question selects nothing: cutting the context for it would only
     keep sentences at random, so the nodes go through unchanged, as without one.
     """
-    if query_bundle is None or not query_bundle.query_str.strip():
+    if query_bundle is None or blank_question(query_bundle.query_str):
         return None
     return query_bundle.query_str
 

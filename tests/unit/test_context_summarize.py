@@ -18,6 +18,7 @@ from costopt_core.context.summarize import (
     abstractive_messages,
     asummarize_abstractive,
     asummarize_extractive,
+    blank_question,
     summarize_abstractive,
     summarize_extractive,
 )
@@ -531,3 +532,35 @@ async def test_abstractive_cached_and_async_parity() -> None:
 def test_bad_abstractive_config() -> None:
     with pytest.raises(ConfigurationError, match="max_summary_tokens"):
         AbstractiveConfig(max_summary_tokens=1)
+
+
+@pytest.mark.parametrize("question", ["", "   ", "\n\t"])
+async def test_a_blank_question_keeps_the_context_whole(question: str) -> None:
+    # A blank question selects nothing: the engine itself returns the context
+    # whole (sync and async), and the abstractive summarizer makes no call,
+    # whoever calls it (the adapters relied on their own check before).
+    chunks = [
+        "The bridge opened in 1932. It is painted grey. Gulls nest on it. " * 8,
+        "The tunnel opened in 1950. It is lit at night. Cars pay a toll. " * 8,
+    ]
+    config = SummarizerConfig(budget_tokens=20)
+    embed = FakeEmbedder()
+    sync = summarize_extractive(question, chunks, config, embed=embed.embed, count_tokens=COUNT)
+    asyn = await asummarize_extractive(
+        question, chunks, config, aembed=embed.aembed, count_tokens=COUNT
+    )
+    for result in (sync, asyn):
+        assert [c.text for c in result.chunks] == chunks
+        assert result.removed_tokens == 0
+    assert blank_question(question) and not blank_question("When did it open?")
+
+    def chat(messages: list[Message]) -> str:
+        raise AssertionError("no model call for a blank question")
+
+    async def achat(messages: list[Message]) -> str:
+        raise AssertionError("no model call for a blank question")
+
+    summary = summarize_abstractive(question, chunks, chat, count_tokens=COUNT)
+    asummary = await asummarize_abstractive(question, chunks, achat, count_tokens=COUNT)
+    for s in (summary, asummary):
+        assert s.text == "\n\n".join(chunks) and s.tokens_after == s.tokens_before

@@ -34,7 +34,8 @@ CONTEXT = {
     "Breakpoint", "CacheProjection", "ChunkSummary", "DuplicateInstruction", "ExampleBlock",
     "PrefixPlan", "PromptReport", "RelevanceConfig", "RelevanceResult", "ScoredChunk",
     "SectionCost", "SummarizerConfig", "SummaryResult", "VolatileSpan", "analyze_prompt",
-    "asummarize_abstractive", "asummarize_extractive", "find_volatile", "min_cacheable_tokens",
+    "asummarize_abstractive", "asummarize_extractive", "blank_question", "find_volatile",
+    "min_cacheable_tokens",
     "normalize_scores", "plan_prefix_cache", "prompt_cache_key", "provider_for",
     "select_relevant", "summarize_abstractive", "summarize_extractive",
 }  # fmt: skip

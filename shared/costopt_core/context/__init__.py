@@ -41,6 +41,7 @@ from costopt_core.context.summarize import (
     SummaryResult,
     asummarize_abstractive,
     asummarize_extractive,
+    blank_question,
     summarize_abstractive,
     summarize_extractive,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "analyze_prompt",
     "asummarize_abstractive",
     "asummarize_extractive",
+    "blank_question",
     "find_volatile",
     "min_cacheable_tokens",
     "normalize_scores",

@@ -237,6 +237,17 @@ class SummaryResult:
         return self.tokens_before - self.tokens_after
 
 
+def blank_question(question: str | None) -> bool:
+    """No question to summarize for: missing, empty or whitespace.
+
+    A blank question selects nothing: cutting the context for it would only
+    keep sentences at random, so the summarizers return the context whole
+    (and the abstractive one makes no model call). The adapters pass their
+    documents or nodes through unchanged then.
+    """
+    return question is None or not str(question).strip()
+
+
 # --- extractive -----------------------------------------------------------------
 
 
@@ -331,15 +342,29 @@ def _whole(
     if config.min_score is not None:
         return None
     chunk_tokens = [count_tokens(c) for c in plan.chunks]
-    tokens_before = sum(chunk_tokens)
-    budget = config.budget_for(tokens_before)
-    if tokens_before > budget:
-        return None
+    budget = config.budget_for(sum(chunk_tokens))
+    return None if sum(chunk_tokens) > budget else _unchanged(plan, chunk_tokens, budget)
+
+
+def _unchanged(plan: _Plan, chunk_tokens: Sequence[int], budget: int) -> SummaryResult:
+    """Every chunk kept whole."""
     chunks = tuple(
         ChunkSummary(c, plan.chunks[c], tuple(range(len(sents))), chunk_tokens[c], chunk_tokens[c])
         for c, sents in enumerate(plan.sentences)
     )
-    return SummaryResult(chunks, tokens_before, sum(s.tokens_after for s in chunks), budget)
+    tokens = sum(chunk_tokens)
+    return SummaryResult(chunks, tokens, tokens, budget)
+
+
+def _kept_whole(
+    plan: _Plan, config: SummarizerConfig, count_tokens: CountTokens
+) -> SummaryResult | None:
+    """The context unchanged when the question is blank or the context fits its
+    budget (see :func:`_whole`), else ``None`` (summarize it)."""
+    if blank_question(plan.question):
+        chunk_tokens = [count_tokens(c) for c in plan.chunks]
+        return _unchanged(plan, chunk_tokens, config.budget_for(sum(chunk_tokens)))
+    return _whole(plan, config, count_tokens)
 
 
 def _select(
@@ -548,7 +573,8 @@ def summarize_extractive(
         before and after; ``tokens_after <= budget_tokens`` unless the
         chunks without text alone exceed it.
         A context within its budget (by default any of at most
-        ``ratio_floor_tokens``) comes back unchanged, with no ``embed`` call.
+        ``ratio_floor_tokens``), or asked with a blank question, comes back
+        unchanged, with no ``embed`` call.
 
     Example:
         >>> from costopt_core.testing import FakeEmbedder
@@ -566,7 +592,7 @@ def summarize_extractive(
     plan = _plan(question, chunks)
     if config.sentence_embeddings and plan.flat:
         _needs(embed, "embed")  # a missing embedder is a setup error, short context or not
-    whole = _whole(plan, config, count_tokens)
+    whole = _kept_whole(plan, config, count_tokens)
     if whole is not None:
         return whole
     texts = _to_embed(plan, question_vector, config)
@@ -591,7 +617,7 @@ async def asummarize_extractive(
     plan = _plan(question, chunks)
     if config.sentence_embeddings and plan.flat:
         _needs(aembed, "aembed")  # a missing embedder is a setup error, short context or not
-    whole = _whole(plan, config, count_tokens)
+    whole = _kept_whole(plan, config, count_tokens)
     if whole is not None:
         return whole
     texts = _to_embed(plan, question_vector, config)
@@ -719,10 +745,11 @@ def summarize_abstractive(
 
     Returns:
         The summary, or the original context when the summary is not shorter
-        (an empty context is returned as is, without a model call).
+        (an empty context, or a blank question, is returned as is, without a
+        model call).
     """
     config = config or AbstractiveConfig()
-    if not any(c.strip() for c in chunks):
+    if blank_question(question) or not any(c.strip() for c in chunks):
         return _abstract_result(chunks, "", count_tokens)
     messages = abstractive_messages(question, chunks, config)
     with overhead_of("compression"):
@@ -748,7 +775,7 @@ async def asummarize_abstractive(
 ) -> AbstractiveSummary:
     """Async twin of :func:`summarize_abstractive`; ``achat`` is awaited."""
     config = config or AbstractiveConfig()
-    if not any(c.strip() for c in chunks):
+    if blank_question(question) or not any(c.strip() for c in chunks):
         return _abstract_result(chunks, "", count_tokens)
     messages = abstractive_messages(question, chunks, config)
     with overhead_of("compression"):

@@ -374,7 +374,10 @@ def project(
     from costopt_core.engine import CostEngine
     from costopt_core.pricing.catalog import PriceCatalog, UnknownModelPriceWarning
     from costopt_core.projection import project as run_projection
-    from costopt_core.routing.calibrate import CalibrationReport
+    from costopt_core.routing.calibrate import (
+        CalibrationReport,
+        calibration_classifier_mismatch,
+    )
     from costopt_core.routing.router import Router
     from costopt_core.workload import WorkloadSample, measure_records, measure_requests
 
@@ -414,10 +417,10 @@ def project(
     if calibration is not None:
         with _usage_errors("--calibration"):
             report = CalibrationReport.from_dict(_read_json(calibration, "--calibration"))
-            if report.classifier != "heuristic":
+            mismatch = calibration_classifier_mismatch(report, "heuristic")
+            if mismatch is not None:
                 raise typer.BadParameter(
-                    f"the calibration is for the {report.classifier!r} classifier; the CLI "
-                    "routes with the heuristic one: calibrate with --classifier heuristic",
+                    f"{mismatch} the CLI routes with: calibrate with --classifier heuristic",
                     param_hint="--calibration",
                 )
             if tuple(report.tier_names) != tiers.names:

@@ -146,6 +146,19 @@ def test_calibrate_then_project_with_the_thresholds(tmp_path) -> None:
         app, ["project", sample, "-n", "1000", "--calibration", str(out), *OPUS_LADDER]
     )
     assert res.exit_code == 2 and "are not the --tier ladder" in res.output
+    # Another classifier's report is refused, by the router's own rule: one that
+    # names no classifier cannot be checked and passes, as with Router(...).
+    saved = json.loads(out.read_text())
+    outputs = {}
+    for classifier, code in (("learned", 2), ("", 0)):
+        out.write_text(json.dumps(saved | {"classifier": classifier}))
+        res = RUNNER.invoke(
+            app, ["project", sample, "-n", "1000", "--calibration", str(out), "--no-cache"]
+        )
+        assert res.exit_code == code, res.output
+        outputs[classifier] = " ".join(res.output.replace("│", " ").split())
+    assert "the calibration is for the 'learned' classifier, not the" in outputs["learned"]
+    assert "--classifier heuristic" in outputs["learned"]
 
 
 def test_calibration_report_round_trips() -> None:

@@ -204,6 +204,11 @@ def _porter() -> Any:
     return PorterStemmer()
 
 
+#: Words ending in "s" that are not the plural of the word without it: "news"
+#: is not "new" ("what is new in 3.12" asks no news), "goods" not "good".
+_NOT_PLURALS = frozenset({"news", "goods"})
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
     """``word`` without its inflection, for matching only ("opened", "opens" -> "open").
@@ -214,10 +219,11 @@ def stem(word: str) -> str:
     derivational endings and merge unrelated words (experiment / experience,
     university / universe). Its rules keep a short stem from taking another
     word's place ("times" -> "time", not "tim"; "plane" stays "plane").
-    Words of three letters or fewer and anything but letters (numbers,
-    codes) are left as they are.
+    Words of three letters or fewer, anything but letters (numbers, codes)
+    and a few words that only look plural ("news", "goods") are left as they
+    are.
     """
-    if len(word) <= 3 or not word.isalpha():
+    if len(word) <= 3 or not word.isalpha() or word in _NOT_PLURALS:
         return word
     p = _porter()
     return str(p._step1c(p._step1b(p._step1a(word))))

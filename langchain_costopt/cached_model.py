@@ -44,11 +44,12 @@ def _replay(hit: CacheHit, expose: bool) -> Iterator[ChatGenerationChunk]:
     """A cached answer as a stream that adds up to the message an invoke hit returns.
 
     Text goes in word chunks, then one last chunk with the tool calls, usage
-    and metadata. Content blocks with more than text (Anthropic's thinking
-    with its signature and tool_use, a text block's citations or id, a
-    streamed block's index) go whole, in one chunk with the rest: as text
-    they would lose what an agent must send back (a signed thinking block)
-    and what a block says beyond its text. Each chunk is noted as served by
+    and metadata. Content blocks (Anthropic's text, thinking with its
+    signature and tool_use, a text block's citations or id, a streamed
+    block's index) go whole, in one chunk with the rest: as text they would
+    add up to a string where the answer had blocks, and lose what an agent
+    must send back (a signed thinking block) and what a block says beyond
+    its text. Each chunk is noted as served by
     the cache: the cost handler sees the chunks (``on_llm_new_token``) before
     the merged answer, which is a new object.
     """
@@ -56,10 +57,11 @@ def _replay(hit: CacheHit, expose: bool) -> Iterator[ChatGenerationChunk]:
     SERVED.take(gen)  # noted for an invoke; a stream hands out its chunks instead
     msg = gen.message if isinstance(gen, ChatGeneration) else AIMessage(content=gen.text)
     info = served_info(hit)
-    if not _text_only(msg.content):
+    if not isinstance(msg.content, str):
         # Blocks cannot be cut into word chunks that add back up to themselves
         # (chunks merge list items by their "index" key, which stored blocks may
-        # lack or share), so the whole answer is one chunk, its usage counted once.
+        # lack or share; as strings, plain text blocks would add up to one string),
+        # so the whole answer is one chunk, its usage counted once.
         chunk = _calls.chunk_of(msg)
         SERVED.note(chunk, info)
         yield chunk
@@ -80,26 +82,6 @@ def _replay(hit: CacheHit, expose: bool) -> Iterator[ChatGenerationChunk]:
     chunk = _calls.chunk_of(msg, content="", additional_kwargs=not words)
     SERVED.note(chunk, info)
     yield chunk
-
-
-def _text_only(content: str | list[Any]) -> bool:
-    """Whether ``content`` is nothing but text: a string, or plain text blocks.
-
-    A text block with any key besides ``type`` and ``text`` (citations,
-    annotations, an id, a stream's index) says more than its text.
-    """
-    if isinstance(content, str):
-        return True
-    return bool(content) and all(
-        isinstance(block, str)
-        or (
-            isinstance(block, dict)
-            and block.get("type") == "text"
-            and isinstance(block.get("text"), str)
-            and block.keys() <= {"type", "text"}
-        )
-        for block in content
-    )
 
 
 def _told(chunk: ChatGenerationChunk) -> bool:

@@ -294,8 +294,13 @@ def _sum(chunks: list[AIMessageChunk]) -> AIMessageChunk:
 
 @pytest.mark.parametrize(
     "content",
-    [[THINKING, {"type": "text", "text": "Let me check."}, TOOL_USE], [CITED]],
-    ids=["thinking_text_tool_use", "text_with_citations"],
+    [
+        [THINKING, {"type": "text", "text": "Let me check."}, TOOL_USE],
+        [CITED],
+        # Plain text blocks (an Anthropic answer) stay blocks, not a string.
+        [{"type": "text", "text": "It is sunny"}, {"type": "text", "text": " in Paris."}],
+    ],
+    ids=["thinking_text_tool_use", "text_with_citations", "plain_text_blocks"],
 )
 def test_a_stream_hit_adds_up_to_the_invoke_hit(content: list[Any]) -> None:
     inner = _BlocksModel(content=content)

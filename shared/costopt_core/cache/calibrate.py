@@ -167,6 +167,10 @@ def guard_verdicts(pairs: Iterable[tuple[str, str]], config: GuardConfig) -> lis
     return [check_guards(b, a, config) for a, b in pairs]
 
 
+#: The lowest threshold calibration returns: CacheConfig takes thresholds > 0.
+_LOWEST_THRESHOLD = 0.01
+
+
 def _point(
     t: float,
     sims: npt.NDArray[np.float32],
@@ -302,10 +306,17 @@ def calibrate_from_scores(
     # float32 rounding puts a text's similarity to itself a hair above 1.0; a
     # threshold above 1 would serve nothing, and CacheConfig refuses it.
     threshold = min(1.0, float(s_sorted[i]))
+    precision, recall = float(prec[i]), float(tp[i]) / n_pos if n_pos else 0.0
+    if threshold < _LOWEST_THRESHOLD:
+        # CacheConfig takes thresholds > 0 only: a pair at or below 0 (every
+        # labelled pair a duplicate, however unlike) is left out instead.
+        threshold = _LOWEST_THRESHOLD
+        at = _point(threshold, sims, pos, ok, n_pos, n_neg)
+        precision, recall = at.precision, at.recall
     return CalibrationResult(
         threshold=threshold,
-        precision=float(prec[i]),
-        recall=float(tp[i]) / n_pos if n_pos else 0.0,
+        precision=precision,
+        recall=recall,
         n_pairs=int(sims.size),
         target_precision=target_precision,
         reached=True,

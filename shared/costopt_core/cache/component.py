@@ -27,8 +27,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
-import numbers
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -37,7 +35,7 @@ from typing import Any, TypeVar, cast
 
 from costopt_core.cache.engine import CacheResult, NotShared, SemanticCache
 from costopt_core.cache.entry import CachedResponse, CacheHit, CacheTier
-from costopt_core.cache.keys import INPUT_NAME_PREFIX, CacheRequest
+from costopt_core.cache.keys import INPUT_NAME_PREFIX, CacheRequest, check_ttl
 from costopt_core.cache.shared_stream import AsyncReading, Reading, aown_reads, own_reads
 from costopt_core.checks import check_type
 from costopt_core.errors import ConfigurationError
@@ -118,33 +116,6 @@ def _canonical(value: Any) -> str:
     # No ``default=``: an input JSON cannot represent exactly must not be
     # squeezed into a key that another input could share.
     return json.dumps(_typed_keys(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _check_ttl(ttl_s: Any) -> float | None:
-    """``ttl_s`` if it is None or a finite number of seconds > 0; else a ``ConfigurationError``.
-
-    The bounds are :class:`CacheConfig`'s: a NaN TTL compares false with every
-    expiry time, so its entries would never expire, and an infinite one
-    overflows the timers that use it.
-    """
-    if ttl_s is None:
-        return None
-    # bool is an int to Python, but ttl_s=True is a mistake, not one second.
-    if isinstance(ttl_s, bool) or not isinstance(ttl_s, numbers.Real):
-        raise ConfigurationError(
-            f"ttl_s must be a number of seconds, got {type(ttl_s).__name__} {ttl_s!r}; "
-            "pass e.g. ttl_s=3600, or leave it out (None) for the engine's default"
-        )
-    try:
-        seconds = float(ttl_s)
-    except OverflowError:  # an int too large for a float: no finite TTL either
-        seconds = math.inf
-    if not (math.isfinite(seconds) and seconds > 0):  # NaN fails both: refused too
-        raise ConfigurationError(
-            f"ttl_s must be a finite number of seconds > 0, got {ttl_s!r}; pass e.g. "
-            "ttl_s=3600, or leave it out (None) for the engine's default"
-        )
-    return seconds
 
 
 def _check_tags(tags: Any) -> tuple[str, ...]:
@@ -313,7 +284,7 @@ class ComponentCache:
         self.cache = cache
         self.name = name
         self.semantic = semantic
-        self.ttl_s = _check_ttl(ttl_s)
+        self.ttl_s = check_ttl(ttl_s)
         self.tags = _check_tags(tags)
         self._encode: Encoder = encode or _json_encode
         self._decode: Decoder = decode or _json_decode

@@ -37,6 +37,7 @@ from costopt_core.cache.inflight import Flights, Joined
 from costopt_core.cache.keys import (
     CacheRequest,
     PreparedRequest,
+    check_ttl,
     namespace_of,
     prepare,
     scope_tag,
@@ -537,8 +538,7 @@ class SemanticCache:
 
     def _embed(self, text: str) -> npt.NDArray[np.float32] | None:
         try:
-            vec: npt.NDArray[np.float32] = self.embedder.embed([text])[0]
-            return vec
+            return self._finite(self.embedder.embed([text])[0])
         except Exception as exc:
             self._count("errors")
             log.warning("cache embedding failed (%s); serving uncached", exc)
@@ -546,12 +546,19 @@ class SemanticCache:
 
     async def _aembed(self, text: str) -> npt.NDArray[np.float32] | None:
         try:
-            vec: npt.NDArray[np.float32] = (await self.embedder.aembed([text]))[0]
-            return vec
+            return self._finite((await self.embedder.aembed([text]))[0])
         except Exception as exc:
             self._count("errors")
             log.warning("cache embedding failed (%s); serving uncached", exc)
             return None
+
+    @staticmethod
+    def _finite(vec: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """``vec``, or an error when it holds NaN or infinities: a NaN similarity
+        passes no comparison, so it could slip past the threshold in a backend."""
+        if not np.isfinite(vec).all():
+            raise ValueError("the embedder returned NaN or infinite values")
+        return vec
 
     def _drive(self, steps: Generator[_Step, Any, T]) -> T:
         """Run a lookup, store or get-or-call, doing its I/O here (backend errors
@@ -685,7 +692,8 @@ class SemanticCache:
         if not memo[2]:
             return None
         try:
-            return cast(KnowsVectors, embedder).known(text)
+            vec = cast(KnowsVectors, embedder).known(text)
+            return None if vec is None else self._finite(vec)
         except Exception:  # an optional shortcut: the lookup goes the usual way
             return None
 
@@ -882,7 +890,12 @@ class SemanticCache:
         tags: tuple[str, ...] = (),
         ttl_s: float | None = None,
     ) -> bool:
-        """Keep ``response`` for ``request`` unless policy says not to; True if stored."""
+        """Keep ``response`` for ``request`` unless policy says not to; True if stored.
+
+        Raises:
+            ConfigurationError: ``ttl_s`` is not a finite number of seconds > 0.
+        """
+        ttl_s = check_ttl(ttl_s)
         steps = self._store_steps(request, self._prepare(request), response, tags, ttl_s)
         with _one_request():
             return self._drive(steps)[1]
@@ -899,19 +912,35 @@ class SemanticCache:
         """The store both twins run (see _drive): the entry (None if policy skipped
         it) and whether the backend took it. Waiting callers get the entry either
         way: the answer is theirs even when it could not be kept."""
-        if not request.cache:
+        entry = yield from self._entry_steps(request, prep, response, tags, ttl_s, vec)
+        if entry is None:
             return None, False
+        return entry, (yield from self._put_steps(entry))
+
+    def _entry_steps(
+        self,
+        request: CacheRequest,
+        prep: PreparedRequest,
+        response: CachedResponse,
+        tags: tuple[str, ...],
+        ttl_s: float | None,
+        vec: npt.NDArray[np.float32] | None,
+    ) -> Generator[_Step, Any, CacheEntry | None]:
+        """The entry a store would put (None if policy skips it), embedded if need be."""
+        if not request.cache:
+            return None
         if vec is None and self.config.semantic and prep.text:
             vec = yield _Embed(prep.text)
             if vec is not None and not (yield _Fits(prep.text)):
                 vec = None  # stored for exact matches only (see _lookup_steps)
-        entry = self._entry_for(request, prep, response, vec, tags, ttl_s)
-        if entry is None:
-            return None, False
+        return self._entry_for(request, prep, response, vec, tags, ttl_s)
+
+    def _put_steps(self, entry: CacheEntry) -> Generator[_Step, Any, bool]:
+        """Put ``entry``; whether the backend took it."""
         stored = bool((yield _Put(entry)))
         if stored:
             self._count("stores")
-        return entry, stored
+        return stored
 
     async def astore(
         self,
@@ -922,6 +951,7 @@ class SemanticCache:
         ttl_s: float | None = None,
     ) -> bool:
         """Async twin of :meth:`store`."""
+        ttl_s = check_ttl(ttl_s)
         prep = self._prepare(request)
         with _one_request():
             return (await self._adrive(self._store_steps(request, prep, response, tags, ttl_s)))[1]
@@ -969,8 +999,14 @@ class SemanticCache:
             except NotShared:
                 failed = False  # answered, for the leader alone: the waiters answer at once
                 raise
+            # Interrupted (cancelled, a timeout around the request) while the
+            # entry is built: one waiter leads a retry. Once it is built the
+            # waiters get it even if its put is interrupted: they must not all
+            # call the model at once.
+            entry = yield from self._entry_steps(request, prep, response, (), None, vec)
             failed = False
-            entry = (yield from self._store_steps(request, prep, response, (), None, vec))[0]
+            if entry is not None:
+                yield from self._put_steps(entry)
             return CacheResult(response, None)
         finally:
             self._flights.land(prep.key, joined.flight, entry, failed)

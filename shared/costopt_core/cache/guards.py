@@ -868,7 +868,7 @@ def decide(
         ``None`` to serve the cached answer, else why not:
         ``"below_threshold"`` or a guard's reason.
     """
-    if similarity < threshold:
+    if not similarity >= threshold:  # NaN too: it compares as nothing
         return "below_threshold"
     return check_guards(query, candidate, config)
 

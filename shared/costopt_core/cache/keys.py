@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from costopt_core.errors import ConfigurationError
 from costopt_core.text import normalize_text
 from costopt_core.types import Message
 
@@ -180,6 +183,33 @@ def earlier_user_turns(messages: Sequence[Message], context_turns: int) -> tuple
     return tuple(m.content for m in convo[:start] if m.role == "user")
 
 
+def check_ttl(ttl_s: Any) -> float | None:
+    """``ttl_s`` if it is None or a finite number of seconds > 0; else a ``ConfigurationError``.
+
+    The bounds are :class:`CacheConfig`'s: a NaN TTL compares false with every
+    expiry time, so its entries would never expire, and an infinite one
+    overflows the timers that use it.
+    """
+    if ttl_s is None:
+        return None
+    # bool is an int to Python, but ttl_s=True is a mistake, not one second.
+    if isinstance(ttl_s, bool) or not isinstance(ttl_s, numbers.Real):
+        raise ConfigurationError(
+            f"ttl_s must be a number of seconds, got {type(ttl_s).__name__} {ttl_s!r}; "
+            "pass e.g. ttl_s=3600, or leave it out (None) for the engine's default"
+        )
+    try:
+        seconds = float(ttl_s)
+    except OverflowError:  # an int too large for a float: no finite TTL either
+        seconds = math.inf
+    if not (math.isfinite(seconds) and seconds > 0):  # NaN fails both: refused too
+        raise ConfigurationError(
+            f"ttl_s must be a finite number of seconds > 0, got {ttl_s!r}; pass e.g. "
+            "ttl_s=3600, or leave it out (None) for the engine's default"
+        )
+    return seconds
+
+
 @dataclass(frozen=True)
 class CacheRequest:
     """A request as the cache sees it.
@@ -203,6 +233,10 @@ class CacheRequest:
     cache: bool = True
     ttl_s: float | None = None
     tags: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.ttl_s is not None:  # refused before the model call, not at the store
+            object.__setattr__(self, "ttl_s", check_ttl(self.ttl_s))
 
 
 @dataclass(frozen=True)

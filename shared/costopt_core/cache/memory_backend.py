@@ -109,7 +109,9 @@ class MemoryCacheBackend:
                 if index is None:  # the purge emptied the scope
                     break
                 want *= 2
-            for entry, _ in out:
+            # Best last, so the most recently used: a hit serves the best
+            # candidate that passes, and LRU must not evict it first.
+            for entry, _ in reversed(out):
                 self._entries.move_to_end(entry.key)
             return out
 
@@ -238,5 +240,12 @@ def _vector_of(vector: npt.ArrayLike, op: str) -> npt.NDArray[np.float32]:
         raise CacheBackendError(
             f"memory cache {op}: a cache vector must be a non-empty 1-D array, got shape "
             f"{arr.shape}; pass the embedder's output for one text"
+        )
+    if not np.isfinite(arr).all():
+        # A NaN similarity passes no comparison, so it would slip past every
+        # threshold, and one NaN vector in an HNSW graph breaks other searches.
+        raise CacheBackendError(
+            f"memory cache {op}: the cache vector holds NaN or infinite values; check the "
+            "embedder (a zero vector divided by its norm gives NaN)"
         )
     return arr

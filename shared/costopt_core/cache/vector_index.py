@@ -108,7 +108,8 @@ class VectorIndex:
         if self._hnsw is not None:
             self._hnsw.set_ef(max(self.ef_search, k))
             labels, dists = self._hnsw.knn_query(vector[None, :], k=k)
-            return [(int(lb), float(1.0 - d)) for lb, d in zip(labels[0], dists[0], strict=True)]
+            pairs = zip(labels[0], dists[0], strict=True)
+            return [(int(lb), float(1.0 - d)) for lb, d in pairs if np.isfinite(d)]
         sims = self._vecs[: self._n] @ vector
         live = self._labels[: self._n] >= 0
         sims = np.where(live, sims, -np.inf)

@@ -224,3 +224,73 @@ def test_a_failed_big_delete_deletes_nothing(tmp_path: Path) -> None:
     assert backend.stats().entries == N_MANY + 1
     assert backend.get("k3", now=NOW) is not None
     backend.close()
+
+
+# -- a refused replacement ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [np.ones((1, 4), np.float32), np.zeros(0, np.float32), vec(1, float("nan"), 0, 0)],
+    ids=["2-d", "empty", "nan"],
+)
+def test_a_refused_replacement_keeps_the_older_entry(tmp_path: Path, bad: np.ndarray) -> None:  # type: ignore[type-arg]
+    path = tmp_path / "c.sqlite"
+    backend = SQLiteCacheBackend(path)
+    backend.put(make_entry("k", vector=vec(1, 0, 0, 0), text="GOOD"))
+    with pytest.raises(CacheBackendError, match="undone"):
+        backend.put(make_entry("k", vector=bad, text="BAD"))
+    got = backend.get("k", now=NOW)
+    assert got is not None and got.response.text == "GOOD"
+    assert _keys(backend.search("scope-a", vec(1, 0, 0, 0), 1, now=NOW)) == ["k"]
+    assert _rows(path) == {"k"}
+    backend.close()
+    reopened = SQLiteCacheBackend(path)
+    got = reopened.get("k", now=NOW)
+    assert got is not None and got.response.text == "GOOD"
+    reopened.close()
+
+
+def test_a_refused_async_replacement_keeps_the_older_entry(tmp_path: Path) -> None:
+    import asyncio
+
+    backend = SQLiteCacheBackend(tmp_path / "c.sqlite")
+    backend.put(make_entry("k", vector=vec(1, 0, 0, 0), text="GOOD"))
+    with pytest.raises(CacheBackendError, match="undone"):
+        asyncio.run(backend.aput(make_entry("k", vector=np.ones((2, 2), np.float32))))
+    got = asyncio.run(backend.aget("k", now=NOW))
+    assert got is not None and got.response.text == "GOOD"
+    backend.close()
+
+
+def test_a_put_replacing_an_expired_row_survives_its_own_purge(tmp_path: Path) -> None:
+    backend = SQLiteCacheBackend(tmp_path / "c.sqlite", purge_interval_s=0)
+    backend.put(make_entry("k", vector=vec(1, 0, 0, 0), created_at=1000, expires_at=1010))
+    backend.put(make_entry("k", vector=vec(0, 1, 0, 0), created_at=1020, text="fresh"))
+    got = backend.get("k", now=1030)
+    assert got is not None and got.response.text == "fresh"
+    assert backend.stats().entries == 1
+    backend.close()
+
+
+def test_a_put_failing_after_the_mirror_took_it_keeps_the_older_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from costopt_core.cache import sqlite_backend
+
+    backend = SQLiteCacheBackend(tmp_path / "c.sqlite")
+    backend.put(make_entry("k", vector=vec(1, 0, 0, 0), text="GOOD"))
+
+    def failing(db: sqlite3.Connection) -> int:  # runs after the mirror put, before COMMIT
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(sqlite_backend, "_log_end", failing)
+    with pytest.raises(CacheBackendError, match="put failed"):
+        backend.put(make_entry("k", vector=vec(0, 1, 0, 0), text="NEW"))
+    monkeypatch.undo()
+    got = backend.get("k", now=NOW)
+    assert got is not None and got.response.text == "GOOD"
+    [(hit, sim)] = backend.search("scope-a", vec(1, 0, 0, 0), 1, now=NOW)
+    assert hit.key == "k" and sim == pytest.approx(1.0)
+    assert backend.stats().entries == 1
+    backend.close()

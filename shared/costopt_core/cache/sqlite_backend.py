@@ -2,10 +2,23 @@
 
 SQLite is the store of record; searches run on an in-process mirror
 (``MemoryCacheBackend``) loaded from the file on first use, so a restarted
-process finds every unexpired entry again. Writes go to the file first, in one
-transaction, then to the mirror: a failed write leaves neither half-written.
-One process should write a given file (other processes see its writes after
-they restart).
+process finds every unexpired entry again. Each write is one transaction in the
+file, and the mirror follows it: a failed write leaves neither half-written (a
+put the mirror refuses rolls the file back, so an older entry of the key stays).
+
+Several processes may share one file (workers of one app, a notebook and a
+script). Every write logs the keys it changed in a change table
+(``costopt_cache_changes``), in the same transaction. Before a lookup, a
+``stats`` or a write, a backend asks SQLite whether another connection has
+committed since it last looked (``PRAGMA data_version``, a few microseconds);
+only then does it read the new change rows and apply them to its mirror:
+re-reading the rows of the changed keys, dropping the deleted ones, emptying
+the mirror on a ``clear``. The cost is that check on every call, one more
+small insert per changed key on every write, and, after another process
+wrote, reading back what it changed. The log keeps the last
+``change_log_rows`` rows; a backend that fell further behind (idle while
+others wrote more than that) reloads its mirror from the file instead. Every
+process still keeps its own mirror, bounded by its own ``max_entries``.
 
 Expired rows are deleted when the file is loaded and, at most every
 ``purge_interval_s``, by a put, so the file does not grow without bound and a
@@ -34,7 +47,7 @@ import numpy.typing as npt
 from costopt_core.cache.backend import BackendStats
 from costopt_core.cache.entry import CachedResponse, CacheEntry
 from costopt_core.cache.memory_backend import MemoryCacheBackend
-from costopt_core.errors import CacheBackendError
+from costopt_core.errors import CacheBackendError, ConfigurationError
 
 __all__ = ["SQLiteCacheBackend"]
 
@@ -56,6 +69,11 @@ CREATE TABLE IF NOT EXISTS costopt_cache (
 );
 CREATE INDEX IF NOT EXISTS costopt_cache_scope ON costopt_cache (scope);
 CREATE INDEX IF NOT EXISTS costopt_cache_namespace ON costopt_cache (namespace);
+CREATE TABLE IF NOT EXISTS costopt_cache_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT,
+    op TEXT NOT NULL
+);
 """
 
 _COLUMNS = "key, scope, namespace, prompt_text, response, vector, tags, created_at, expires_at"
@@ -72,6 +90,15 @@ _EXPIRED = "expires_at IS NOT NULL AND expires_at <= ?"
 
 #: How many unloadable row keys one log line names.
 _LOGGED_KEYS = 5
+
+#: Change-log rows kept by default (see ``SQLiteCacheBackend``'s ``change_log_rows``).
+_CHANGE_LOG_ROWS = 10_000
+
+#: Logs, as ``'del'`` rows, the keys a ``DELETE FROM costopt_cache WHERE ...``
+#: of the same condition is about to remove (run it first, in the same transaction).
+_LOG_DELETED = (
+    "INSERT INTO costopt_cache_changes (key, op) SELECT key, 'del' FROM costopt_cache WHERE "
+)
 
 
 def _sql(text: str) -> str | bytes:
@@ -102,6 +129,9 @@ class SQLiteCacheBackend:
         max_entries: bound on the in-memory mirror.
         purge_interval_s: least time (monotonic seconds) between two deletions
             of expired rows by ``put``; 0 purges on every put.
+        change_log_rows: how many rows of the change log (what other processes
+            sharing the file read to follow this one's writes) are kept; a
+            process that falls further behind reloads the whole file.
     """
 
     def __init__(
@@ -110,13 +140,22 @@ class SQLiteCacheBackend:
         *,
         max_entries: int = 100_000,
         purge_interval_s: float = 60.0,
+        change_log_rows: int = _CHANGE_LOG_ROWS,
     ) -> None:
+        if change_log_rows < 1:
+            raise ConfigurationError(f"change_log_rows must be >= 1, got {change_log_rows}")
         self.path = Path(path)
         self.purge_interval_s = purge_interval_s
+        self.change_log_rows = change_log_rows
         self._mirror = MemoryCacheBackend(max_entries=max_entries)
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._last_purge = -math.inf
+        # The mirror holds every change up to ``_seq`` in the change log, and
+        # ``_data_version`` is the connection's data_version when it last caught up.
+        self._seq = 0
+        self._data_version: int | None = None
+        self._trimmed_at = 0
 
     def __repr__(self) -> str:
         return f"SQLiteCacheBackend(path={str(self.path)!r})"
@@ -166,17 +205,33 @@ class SQLiteCacheBackend:
     def _load(self, conn: sqlite3.Connection, now: float | None) -> None:
         try:
             if now is None:
-                newest = conn.execute("SELECT max(created_at) FROM costopt_cache").fetchone()[0]
-                now = -math.inf if newest is None else float(newest)
+                now = _newest(conn)
             self._purge_on_load(conn, now)
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM costopt_cache "
-                "WHERE expires_at IS NULL OR expires_at > ? ORDER BY created_at",
-                (now,),
-            )
-            bad = [key for key in (self._load_row(row) for row in rows) if key is not None]
+            # Read before the snapshot: a commit after it changes it again, so
+            # the next call catches up with whatever the snapshot missed.
+            version = _data_version(conn)
+            conn.execute("BEGIN")
+            try:
+                self._load_rows(conn, now)
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            self._data_version = version
         except sqlite3.Error as exc:
             raise self._open_error(exc) from exc
+
+    def _load_rows(self, conn: sqlite3.Connection, now: float) -> None:
+        """Fill the (empty) mirror with the live rows; the caller holds a transaction."""
+        self._seq = _log_end(conn)
+        self._trimmed_at = self._seq
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM costopt_cache "
+            "WHERE expires_at IS NULL OR expires_at > ? ORDER BY created_at",
+            (now,),
+        )
+        bad = [key for key in (self._load_row(row) for row in rows) if key is not None]
         if bad:
             # One unreadable row (another version's format, a vector of another
             # model that the mirror rejects) must not take the whole cache down.
@@ -203,6 +258,7 @@ class SQLiteCacheBackend:
             return
         try:
             conn.execute("BEGIN IMMEDIATE")
+            conn.execute(_LOG_DELETED + _EXPIRED, (now,))
             conn.execute(f"DELETE FROM costopt_cache WHERE {_EXPIRED}", (now,))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -219,28 +275,122 @@ class SQLiteCacheBackend:
     ) -> _T:
         """``run(db)`` in one write transaction: all of it is committed, or none.
 
+        The mirror first catches up with what other processes committed (the
+        write lock is held, so nothing slips in between), and after the commit
+        the backend counts its own change rows as seen: its writes never come
+        back to it through the log.
+
         Raises:
-            CacheBackendError: SQLite failed; nothing was written.
+            CacheBackendError: SQLite failed; nothing was written. Whatever
+                ``run`` raises also rolls the transaction back.
         """
         with self._lock:
             db = self._db(now)
             try:
                 db.execute("BEGIN IMMEDIATE")
+                self._catch_up(db, now)
                 result = run(db)
+                end = _log_end(db)
+                trim = end - self._trimmed_at >= max(1, self.change_log_rows // 10)
+                if trim:
+                    db.execute(
+                        "DELETE FROM costopt_cache_changes WHERE seq <= ?",
+                        (end - self.change_log_rows,),
+                    )
                 db.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except BaseException as exc:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
-                raise CacheBackendError(
-                    f"sqlite cache {op} failed at {str(self.path)!r}: {exc}; check the disk "
-                    "has room and the file is writable"
-                ) from exc
+                if isinstance(exc, sqlite3.Error):
+                    raise CacheBackendError(
+                        f"sqlite cache {op} failed at {str(self.path)!r}: {exc}; check the disk "
+                        "has room and the file is writable"
+                    ) from exc
+                raise
+            self._seq = end
+            if trim:
+                self._trimmed_at = end
             return result
+
+    def _ready(self, now: float | None) -> None:
+        """Open the file if needed and catch the mirror up with other processes' writes.
+
+        Costs one ``PRAGMA data_version`` when nobody else committed.
+
+        Raises:
+            CacheBackendError: the file cannot be opened or read.
+        """
+        db = self._db(now)
+        try:
+            version = _data_version(db)
+            if version == self._data_version:
+                return
+            db.execute("BEGIN")
+            try:
+                self._catch_up(db, now)
+                db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise CacheBackendError(
+                f"sqlite cache at {str(self.path)!r} cannot read what other processes "
+                f"changed: {exc}"
+            ) from exc
+        self._data_version = version
+
+    def _catch_up(self, db: sqlite3.Connection, now: float | None) -> None:
+        """Apply the change rows after ``_seq`` to the mirror (inside a transaction).
+
+        Reloads the whole mirror when the rows it needs were trimmed away (or the
+        log is not the one it read before).
+        """
+        first, last = db.execute(
+            "SELECT (SELECT min(seq) FROM costopt_cache_changes), "
+            "(SELECT max(seq) FROM costopt_cache_changes)"
+        ).fetchone()
+        if last is None and self._seq == 0:
+            return
+        if last is None or last < self._seq or first > self._seq + 1:
+            self._mirror.clear()
+            self._load_rows(db, _newest(db) if now is None else now)
+            return
+        if last == self._seq:
+            return
+        rows = db.execute(
+            "SELECT seq, key, op FROM costopt_cache_changes WHERE seq > ? ORDER BY seq",
+            (self._seq,),
+        ).fetchall()
+        clears = [i for i, (_, _, op) in enumerate(rows) if op == "clear"]
+        if clears:
+            self._mirror.clear()
+            rows = rows[clears[-1] + 1 :]
+        self._refresh(db, list(dict.fromkeys(key for _, key, _ in rows)), now)
+        self._seq = last
+
+    def _refresh(self, db: sqlite3.Connection, keys: Sequence[object], now: float | None) -> None:
+        """Make the mirror hold what the file holds for ``keys`` (as stored: str or bytes)."""
+        found: dict[str, tuple[object, ...]] = {}
+        for chunk in _chunks(keys):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT {_COLUMNS} FROM costopt_cache WHERE key IN ({marks})"
+            for row in db.execute(sql, list(chunk)):
+                found[_text(row[0])] = row
+        for raw in keys:
+            key = _text(raw)
+            row = found.get(key)
+            expires = None if row is None else row[8]
+            dead = now is not None and expires is not None and float(expires) <= now  # type: ignore[arg-type]
+            if row is None or dead:
+                self._mirror.delete([key])
+            elif self._load_row(row) is not None:
+                self._mirror.delete([key])  # an older entry of the key must not be served
 
     # -- sync ---------------------------------------------------------------
     def get(self, key: str, *, now: float) -> CacheEntry | None:
         with self._lock:
-            self._db(now)
+            self._ready(now)
             return self._mirror.get(key, now=now)
 
     def search(
@@ -253,17 +403,21 @@ class SQLiteCacheBackend:
         min_similarity: float | None = None,
     ) -> list[tuple[CacheEntry, float]]:
         with self._lock:
-            self._db(now)
+            self._ready(now)
             return self._mirror.search(scope, vector, k, now=now, min_similarity=min_similarity)
 
     def put(self, entry: CacheEntry) -> None:
-        """Store ``entry`` in the file, then in the mirror; both or neither.
+        """Store ``entry`` in the file and in the mirror; both or neither.
 
-        A put also deletes expired rows when the last purge is
-        ``purge_interval_s`` old, taking ``entry.created_at`` as the time.
+        The mirror takes the entry inside the file's transaction, which is
+        rolled back if the mirror refuses it (a vector it cannot index): an
+        older entry of the key then stays in both. A put also deletes expired
+        rows when the last purge is ``purge_interval_s`` old, taking
+        ``entry.created_at`` as the time.
 
         Raises:
-            CacheBackendError: the write failed; the entry is in neither.
+            CacheBackendError: the write failed, or the mirror refused the entry;
+                the entry is in neither, and any older entry of its key is kept.
         """
         vec = None if entry.vector is None else np.asarray(entry.vector, np.float32).tobytes()
         row = (
@@ -282,34 +436,53 @@ class SQLiteCacheBackend:
             self._db(now)  # a first open purges already
             purge = time.monotonic() - self._last_purge >= self.purge_interval_s
 
+            mirrored = False
+
             def run(db: sqlite3.Connection) -> list[str]:
+                nonlocal mirrored
                 expired: list[str] = []
                 if purge:
                     sql = f"SELECT key FROM costopt_cache WHERE {_EXPIRED}"
                     expired = [_text(r[0]) for r in db.execute(sql, (now,))]
+                    db.execute(_LOG_DELETED + _EXPIRED, (now,))
                     db.execute(f"DELETE FROM costopt_cache WHERE {_EXPIRED}", (now,))
                 db.execute(_INSERT, row)
+                db.execute(
+                    "INSERT INTO costopt_cache_changes (key, op) VALUES (?, 'put')", (row[0],)
+                )
+                # All or nothing, and it raises before the commit: a refused
+                # entry rolls the file back too, keeping an older entry of the key.
+                try:
+                    self._mirror.put(entry)
+                except Exception as exc:
+                    raise _Refused(exc) from exc
+                mirrored = True
                 return expired
 
-            expired = self._transaction("put", run, now=now)
+            try:
+                expired = self._transaction("put", run, now=now)
+            except _Refused as refused:
+                raise CacheBackendError(
+                    f"sqlite cache put of {entry.key!r} at {str(self.path)!r} failed and was "
+                    f"undone (an older entry of the key is kept): {refused.cause}"
+                ) from refused.cause
+            except BaseException:
+                if mirrored:  # the commit failed after the mirror took the entry
+                    self._restore(entry.key, now)
+                raise
             if purge:
                 self._last_purge = time.monotonic()
-            self._mirror.delete(expired)
-            try:
-                self._mirror.put(entry)
-            except Exception as exc:
-                self._undo_put(entry.key, exc)
+            # The purge ran before the insert: an expired row it removed may
+            # have been the one this entry replaced, now live in the mirror.
+            self._mirror.delete([key for key in expired if key != entry.key])
 
-    def _undo_put(self, key: str, exc: Exception) -> None:
-        """The mirror refused an entry the file took: take it out of the file too."""
-        self._mirror.delete([key])
-        self._transaction(
-            "put (undoing an entry the mirror refused)",
-            lambda db: db.execute("DELETE FROM costopt_cache WHERE key = ?", (_sql(key),)),
-        )
-        raise CacheBackendError(
-            f"sqlite cache put of {key!r} at {str(self.path)!r} failed and was undone: {exc}"
-        ) from exc
+    def _restore(self, key: str, now: float) -> None:
+        """Put back in the mirror what the file holds for ``key`` (after a rollback)."""
+        try:
+            self._refresh(self._db(now), [_sql(key)], now)
+        except Exception:  # the file is failing: better no entry than a wrong one
+            logger.debug("sqlite cache %r: key %r not restored", str(self.path), key)
+            self._mirror.delete([key])
 
     def delete(self, keys: Sequence[str]) -> int:
         unique = list(dict.fromkeys(keys))
@@ -341,10 +514,7 @@ class SQLiteCacheBackend:
     def delete_scope(self, scope: str) -> int:
         with self._lock:
             n = self._transaction(
-                "delete_scope",
-                lambda db: (
-                    db.execute("DELETE FROM costopt_cache WHERE scope = ?", (_sql(scope),)).rowcount
-                ),
+                "delete_scope", lambda db: _delete_where(db, "scope = ?", _sql(scope))
             )
             self._mirror.delete_scope(scope)
             return int(n)
@@ -352,24 +522,19 @@ class SQLiteCacheBackend:
     def delete_namespace(self, namespace: str) -> int:
         with self._lock:
             n = self._transaction(
-                "delete_namespace",
-                lambda db: (
-                    db.execute(
-                        "DELETE FROM costopt_cache WHERE namespace = ?", (_sql(namespace),)
-                    ).rowcount
-                ),
+                "delete_namespace", lambda db: _delete_where(db, "namespace = ?", _sql(namespace))
             )
             self._mirror.delete_namespace(namespace)
             return int(n)
 
     def clear(self) -> None:
         with self._lock:
-            self._transaction("clear", lambda db: db.execute("DELETE FROM costopt_cache"))
+            self._transaction("clear", _clear)
             self._mirror.clear()
 
     def stats(self) -> BackendStats:
         with self._lock:
-            self._db()
+            self._ready(None)
             return self._mirror.stats()
 
     def close(self) -> None:
@@ -378,6 +543,8 @@ class SQLiteCacheBackend:
                 self._conn.close()
                 self._conn = None
                 self._mirror.clear()
+                self._seq = 0
+                self._data_version = None
 
     # -- async: SQLite is blocking, so the twins run in a worker thread -------
     async def aget(self, key: str, *, now: float) -> CacheEntry | None:
@@ -415,6 +582,38 @@ class SQLiteCacheBackend:
         await asyncio.to_thread(self.clear)
 
 
+class _Refused(Exception):
+    """The mirror refused a put inside the transaction; carries its error."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _data_version(db: sqlite3.Connection) -> int:
+    """Changes only when another connection commits to the file."""
+    return int(db.execute("PRAGMA data_version").fetchone()[0])
+
+
+def _log_end(db: sqlite3.Connection) -> int:
+    """The last sequence number in the change log (0 when it is empty)."""
+    last = db.execute("SELECT max(seq) FROM costopt_cache_changes").fetchone()[0]
+    return 0 if last is None else int(last)
+
+
+def _newest(db: sqlite3.Connection) -> float:
+    """The newest ``created_at`` in the file: a clock the cache has passed."""
+    newest = db.execute("SELECT max(created_at) FROM costopt_cache").fetchone()[0]
+    return -math.inf if newest is None else float(newest)
+
+
+def _clear(db: sqlite3.Connection) -> None:
+    """Delete every row; the log keeps one ``clear`` row (its older rows are moot)."""
+    db.execute("DELETE FROM costopt_cache")
+    db.execute("DELETE FROM costopt_cache_changes")
+    db.execute("INSERT INTO costopt_cache_changes (key, op) VALUES (NULL, 'clear')")
+
+
 def _entry_of(row: tuple[object, ...]) -> CacheEntry:
     key, scope, namespace, prompt_text, response, vector, tags, created, expires = row
     return CacheEntry(
@@ -430,16 +629,24 @@ def _entry_of(row: tuple[object, ...]) -> CacheEntry:
     )
 
 
-def _chunks(items: Sequence[str], size: int = _DELETE_CHUNK) -> Iterator[Sequence[str]]:
+def _chunks(items: Sequence[_T], size: int = _DELETE_CHUNK) -> Iterator[Sequence[_T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
 
 def _delete_keys(db: sqlite3.Connection, keys: Sequence[str]) -> int:
-    """Delete ``keys`` in chunks (the caller holds the transaction); rows deleted."""
+    """Delete ``keys`` in chunks, logging each removed one (the caller holds the
+    transaction); rows deleted."""
     n = 0
     for chunk in _chunks(keys):
-        marks = ",".join("?" * len(chunk))
-        sql = f"DELETE FROM costopt_cache WHERE key IN ({marks})"
-        n += db.execute(sql, [_sql(key) for key in chunk]).rowcount
+        where = f"key IN ({','.join('?' * len(chunk))})"
+        params = [_sql(key) for key in chunk]
+        db.execute(_LOG_DELETED + where, params)
+        n += db.execute(f"DELETE FROM costopt_cache WHERE {where}", params).rowcount
     return n
+
+
+def _delete_where(db: sqlite3.Connection, where: str, param: str | bytes) -> int:
+    """Delete the rows matching ``where``, logging each (the caller holds the transaction)."""
+    db.execute(_LOG_DELETED + where, (param,))
+    return int(db.execute(f"DELETE FROM costopt_cache WHERE {where}", (param,)).rowcount)

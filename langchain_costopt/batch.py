@@ -52,6 +52,7 @@ from costopt_core.batch import (
     model_params,
     with_errors,
 )
+from costopt_core.batch.front import MODEL_FIELDS
 from costopt_core.engine import CostEngine
 from costopt_core.errors import BatchFailedError, BatchRequestError, ConfigurationError
 from costopt_core.finish import finish_reason_of
@@ -76,8 +77,11 @@ __all__ = [
 METADATA_KEY = "costopt"
 # langchain-openai's ChatOpenAI and langchain-anthropic's ChatAnthropic.
 _LLM_TYPES: dict[str, ProviderName] = {"openai-chat": "openai", "anthropic-chat": "anthropic"}
-# Chat-model fields sent with every request, under the provider's own name.
-_FIELDS = ("temperature", "top_p", "top_k", "seed", "frequency_penalty", "presence_penalty")
+# Where a chat model keeps API keywords it has no field for: ChatOpenAI /
+# ChatAnthropic's ``model_kwargs``, and ChatOpenAI's ``extra_body``, which the SDK
+# merges into the request body last. Its answer-changing fields are named as the
+# APIs name them, so the engine's list (``MODEL_FIELDS``) is read as it is.
+_EXTRA = ("model_kwargs", "extra_body")
 
 _JSON_HINT = " (e.g. tools via bind_tools)"
 
@@ -483,7 +487,7 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
             return {"client": None, "async_client": None}
 
     def _model_params(self, kind: str) -> dict[str, Any]:
-        return model_params(self.chat_model, kind, _FIELDS, extra="model_kwargs", stop=True)
+        return model_params(self.chat_model, kind, MODEL_FIELDS, extra=_EXTRA, stop=True)
 
     def _local_call(self, request: BatchRequest) -> tuple[list[BaseMessage], dict[str, Any]]:
         params = dict(request.params)

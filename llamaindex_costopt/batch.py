@@ -51,6 +51,7 @@ from costopt_core.batch import (
     model_params,
     with_errors,
 )
+from costopt_core.batch.front import MODEL_FIELDS
 from costopt_core.engine import CostEngine
 from costopt_core.errors import BatchFailedError, BatchRequestError, ConfigurationError
 from costopt_core.types import CallMode, Message, Usage
@@ -74,7 +75,11 @@ METADATA_KEY = "costopt"
 Kind = Literal["chat", "complete"]
 # ``class_name()`` of llama-index-llms-openai's OpenAI and -anthropic's Anthropic.
 _CLASS_NAMES: dict[str, ProviderName] = {"openai_llm": "openai", "Anthropic_LLM": "anthropic"}
-_FIELDS = ("temperature", "top_p", "top_k", "seed")
+# The LLM's answer-changing fields, by the API's name: the engine's list
+# (``MODEL_FIELDS``), under the LlamaIndex field names (llama-index-llms-anthropic
+# keeps ``thinking`` in ``thinking_dict``). API keywords without a field are in
+# ``additional_kwargs``.
+_FIELDS: dict[str, str] = {**{f: f for f in MODEL_FIELDS}, "thinking_dict": "thinking"}
 # Where the local provider finds how to call the LLM; never sent to a provider.
 _LOCAL_CALL = "costopt_local_call"
 

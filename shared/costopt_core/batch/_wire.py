@@ -117,10 +117,33 @@ def _dumps(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
+# Characters other than "\n" and "\r" that some readers take for line breaks
+# (``str.splitlines`` does, and JavaScript did before ES2019). ``json.dumps``
+# escapes the C0 ones (``\x1c``...) itself; these three it leaves raw.
+_LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_LINE_BREAK = re.compile("[\x85\u2028\u2029]")
+
+
+def _jsonl_dumps(data: Any) -> str:
+    """``data`` as one JSONL line (no newline) that no reader splits, whatever its text.
+
+    Non-ASCII text stays raw UTF-8 (a line's size is what the limits count),
+    except for the Unicode line breaks, written as ``\\uXXXX`` escapes: raw,
+    they can occur only inside a JSON string, where the escape means the same.
+    """
+    return _LINE_BREAK.sub(lambda m: _LINE_BREAKS[m.group()], _dumps(data))
+
+
 def parse_jsonl(text: str) -> list[dict[str, Any]]:
-    """The JSON objects of a JSONL text (blank lines skipped)."""
+    """The JSON objects of a JSONL text (blank lines skipped).
+
+    Lines end at ``"\\n"`` only (a ``"\\r"`` before it is dropped): a JSON
+    string may hold other characters ``str.splitlines`` breaks at (U+2028,
+    U+0085, ``\\x1c``...) raw, and such a line still is one line.
+    """
     out: list[dict[str, Any]] = []
-    for line in text.splitlines():
+    for line in text.split("\n"):
+        line = line.removesuffix("\r")
         if line.strip():
             obj = json.loads(line)
             if isinstance(obj, dict):
@@ -185,7 +208,7 @@ def openai_jsonl_line(request: BatchRequest) -> bytes:
         "url": OPENAI_CHAT_ENDPOINT,
         "body": openai_chat_body(request),
     }
-    return (_dumps(line) + "\n").encode("utf-8")
+    return (_jsonl_dumps(line) + "\n").encode("utf-8")
 
 
 def openai_batch_status(status: str) -> RemoteStatus:

@@ -31,6 +31,7 @@ from costopt_core.engine import CostEngine, current_engine
 from costopt_core.errors import BatchError, ConfigurationError, config_error
 
 __all__ = [
+    "MODEL_FIELDS",
     "PROVIDER_NAMES",
     "BatchFront",
     "BatchFrontSettings",
@@ -64,26 +65,92 @@ class BatchFrontSettings(BaseModel):
     job_prefix: str = Field("costopt", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
 
 
+#: Model settings that change the answer, by the API's name: a batch request
+#: carries each one the model sets. Scalars, and mappings such as ``logit_bias``,
+#: ``reasoning`` (OpenAI Responses form) and ``thinking`` (Anthropic) go as they
+#: are, or in the provider's batch form (:func:`model_params`). ``service_tier``,
+#: ``n``, ``logprobs`` and the like are not among them: they change the price, the
+#: number or the extras of answers, which the batch API and the job set themselves.
+MODEL_FIELDS: tuple[str, ...] = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "reasoning_effort",
+    "reasoning",
+    "verbosity",
+    "thinking",
+    "effort",
+)
+#: Keys of a model's extra keywords that a batch request must not carry: the batch
+#: API streams nothing and picks its own service tier; model and messages are the
+#: request's.
+_BATCH_OWN = frozenset({"stream", "stream_options", "service_tier", "model", "messages"})
+
+
 def _stop_list(stop: Any) -> list[Any]:
     return [stop] if isinstance(stop, str) else list(stop)
 
 
+def _field_value(value: Any) -> Any:
+    """A model field's value as request data: a number, a string or a mapping, else ``None``."""
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        return value
+    if isinstance(value, Mapping):
+        return dict(value)
+    return None
+
+
+def _provider_form(params: dict[str, Any], provider: str) -> dict[str, Any]:
+    """``params`` with the settings ``provider``'s batch endpoint names otherwise renamed.
+
+    OpenAI batches Chat Completions, which takes ``reasoning_effort`` where the
+    Responses API takes ``reasoning={"effort": ...}``; Anthropic takes the
+    ``effort`` of a LangChain ``ChatAnthropic`` as ``output_config.effort``.
+    """
+    if provider == "openai" and isinstance(params.get("reasoning"), Mapping):
+        reasoning = params.pop("reasoning")
+        effort = reasoning.get("effort")
+        if effort is not None:
+            params.setdefault("reasoning_effort", effort)
+    if provider == "anthropic" and isinstance(params.get("effort"), str):
+        config = params.get("output_config")
+        config = dict(config) if isinstance(config, Mapping) else {}
+        config["effort"] = params.pop("effort")
+        params["output_config"] = config
+    return params
+
+
 def model_params(
-    model: object, provider: str, fields: Sequence[str], *, extra: str, stop: bool = False
+    model: object,
+    provider: str,
+    fields: Sequence[str] | Mapping[str, str] = MODEL_FIELDS,
+    *,
+    extra: str | Sequence[str],
+    stop: bool = False,
 ) -> dict[str, Any]:
     """A model object's answer-changing fields, named as ``provider``'s API names them.
 
     Args:
         model: the framework's model; read with ``getattr`` only.
         provider: ``openai``, ``anthropic`` or another provider's name.
-        fields: scalar fields sent under their own name (``temperature``...).
-        extra: the field holding extra API keywords (``model_kwargs``...), merged last.
+        fields: fields sent under their own name (``temperature``...), or a
+            mapping of a field to the API's name for it (``{"thinking_dict":
+            "thinking"}``); numbers, strings and mappings are sent, other
+            values left out.
+        extra: the field(s) holding extra API keywords (``model_kwargs``,
+            ``extra_body``...), merged last, in order, every key kept but those
+            the batch API sets itself (``stream``, ``service_tier``...).
         stop: also read ``stop`` / ``stop_sequences``.
     """
     params: dict[str, Any] = {}
-    for name in fields:
-        value = getattr(model, name, None)
-        if isinstance(value, int | float | str) and not isinstance(value, bool):
+    names = fields.items() if isinstance(fields, Mapping) else ((f, f) for f in fields)
+    for attr, name in names:
+        value = _field_value(getattr(model, attr, None))
+        if value is not None:
             params[name] = value
     max_tokens = getattr(model, "max_tokens", None)
     if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
@@ -92,10 +159,11 @@ def model_params(
         words = getattr(model, "stop", None) or getattr(model, "stop_sequences", None)
         if words:
             params[_STOP_KEY.get(provider, "stop")] = _stop_list(words)
-    more = getattr(model, extra, None)
-    if isinstance(more, Mapping):
-        params.update(more)
-    return params
+    for attr in [extra] if isinstance(extra, str) else extra:
+        more = getattr(model, attr, None)
+        if isinstance(more, Mapping):
+            params.update((k, v) for k, v in more.items() if k not in _BATCH_OWN)
+    return _provider_form(params, provider)
 
 
 def call_params(kwargs: Mapping[str, Any], provider: str) -> dict[str, Any]:

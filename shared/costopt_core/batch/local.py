@@ -204,8 +204,12 @@ class LocalBatchProvider:
     def _finish(self, batch: _LocalBatch, request: BatchRequest, out: BatchResult | str) -> None:
         if isinstance(out, str):
             result = BatchResult(id=request.id, status="succeeded", text=out, model=request.model)
-        else:
+        elif isinstance(out, BatchResult):
             result = dataclasses.replace(out, id=request.id, model=out.model or request.model)
+        else:
+            raise TypeError(
+                f"the chat function returned {type(out).__name__}, not a BatchResult or str"
+            )
         self._record(batch, result)
 
     def _error(self, request: BatchRequest, exc: BaseException, retryable: bool) -> BatchResult:
@@ -283,7 +287,17 @@ class LocalBatchProvider:
         return asyncio.to_thread(self.chat, request)
 
     def _run_one(self, batch: _LocalBatch, request: BatchRequest) -> None:
-        run_steps(self._tries(batch, request, self._call, time.sleep))
+        """One request on a worker thread. An exception ``_tries`` does not turn into a
+        result (a bad answer from ``chat``...) would die in the pool's future and
+        leave the batch unfinished for good: it ends the request ``errored``, as a
+        failed task does on the async path (:meth:`_task_done`)."""
+        try:
+            run_steps(self._tries(batch, request, self._call, time.sleep))
+        except BaseException as exc:
+            with self._lock:
+                batch.results.setdefault(request.id, self._error(request, exc, False))
+            if not isinstance(exc, Exception):
+                raise
 
     async def _arun_one(
         self, batch: _LocalBatch, request: BatchRequest, sem: asyncio.Semaphore

@@ -137,8 +137,10 @@ class _Collector:
         return out
 
     def _failed(self, ids: list[str]) -> list[BatchResult]:
-        # The input failed validation, so nothing ran: the lines it names are
-        # wrong (not retryable as they are); the others can go in another batch.
+        # Nothing ran. The lines the errors name are wrong (not retryable as they
+        # are); every other request can go in another batch, also when no error
+        # names a line: such a failure is the batch's (an enqueued-token limit
+        # reached, ``token_limit_exceeded``...) and says nothing about the requests.
         errors = (self.batch.get("errors") or {}).get("data") or []
         by_line: dict[int, str] = {}
         for err in errors:
@@ -157,8 +159,8 @@ class _Collector:
                     BatchResult(
                         id=request_id,
                         status="errored",
-                        error=f"batch_failed: the batch failed validation ({summary})",
-                        retryable=bool(by_line),
+                        error=f"batch_failed: the batch failed ({summary or 'no reason given'})",
+                        retryable=True,
                     )
                 )
         return out

@@ -99,6 +99,12 @@ def as_dict(obj: Any) -> dict[str, Any]:
     return dumped
 
 
+class _SubmitRefusedForNow(SubmitRefusedError, ProviderUnavailableError):
+    """A submit call turned down for now (a timeout, a rate limit, an overloaded API):
+    nothing was created, and the same call may be taken later (``BatchJob.wait``
+    tries again; any other refusal is raised at once)."""
+
+
 class SdkBatchProvider(ABC):
     """A batch provider over a vendor SDK, its clients built on first use.
 
@@ -127,6 +133,10 @@ class SdkBatchProvider(ABC):
     #: the request's id (``job_custom_id``): unique to the job, so a batch
     #: found by lookup is told from another job's, and always a valid custom_id.
     job_keyed_ids: ClassVar[bool] = True
+    #: a batch stays at the provider for weeks: a 404 for one means this
+    #: client cannot see it (another project's key...), not that it is gone,
+    #: so a ``BatchJob`` raises instead of sending its requests again.
+    batches_can_vanish: ClassVar[bool] = False
 
     def __init__(  # positional: each subclass passes its own keyword arguments on in order
         self,
@@ -203,9 +213,15 @@ class SdkBatchProvider(ABC):
             yield
         except sdk.APIStatusError as exc:
             if action == "submit" and submit_refused(exc.status_code):
+                if retryable_status(exc.status_code):
+                    raise _SubmitRefusedForNow(
+                        f"{what} failed: HTTP {exc.status_code}: {exc}; nothing was created,"
+                        " and the requests are queued again (flush again later)"
+                    ) from exc
                 raise SubmitRefusedError(
                     f"{what} failed: HTTP {exc.status_code}: {exc}; nothing was created, and"
-                    " the requests are queued again (flush again later)"
+                    " the requests are queued again: it will be refused again until its cause"
+                    " is fixed (the API key, the project's access, the request), then flush"
                 ) from exc
             if isinstance(exc, sdk.NotFoundError):
                 raise BatchNotFoundError(

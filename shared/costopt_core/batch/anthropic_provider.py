@@ -14,7 +14,11 @@ know already. Only a single such batch counts (none or several: the requests
 are submitted again), and the job checks on collection that its results
 answer only the submission's requests before taking any of them (a job
 sends its ids under its own random key, so another job's batch never
-passes, whatever ids both use).
+passes, whatever ids both use; nor does another program's batch that
+answers plain ids such as ``"0"``, ``"1"``: only a submission recorded
+before jobs keyed their ids may be answered under its plain ids). A
+batch taken by mistake is therefore never collected as this job's: once
+it has ended its requests are submitted again.
 
 The ``anthropic`` SDK is imported on first use: the engine imports without it.
 """

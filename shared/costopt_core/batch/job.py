@@ -52,6 +52,7 @@ from costopt_core.batch.provider import (
     RemoteBatch,
     Submission,
     SubmitRefusedError,
+    retryable_status,
 )
 from costopt_core.batch.queue import (
     BatchQueue,
@@ -89,8 +90,23 @@ _IN_FLIGHT: set[str] = set()
 _IN_FLIGHT_LOCK = threading.Lock()
 
 
-#: Errors of a provider that cannot answer now: a wait tries again (see ``BatchJob._turn``).
-_UNAVAILABLE = (ProviderUnavailableError, SubmitRefusedError)
+def _retry_later(exc: BatchError) -> bool:
+    """Whether ``wait`` tries again after ``exc`` (see ``BatchJob._turn``).
+
+    Only a provider that cannot answer now: a ``ProviderUnavailableError``
+    (a timeout, a rate limit, a server error, no connection), or a refused
+    submit call whose HTTP status says the same (408, 429, 5xx). Any other
+    refusal (a wrong key, a project without access, a bad request: 400,
+    401, 403, 404, 422...) would be refused again: it is raised at once.
+    """
+    if isinstance(exc, ProviderUnavailableError):
+        return True
+    if isinstance(exc, SubmitRefusedError):
+        status = getattr(exc, "status_code", None)
+        if status is None:
+            status = getattr(exc.__cause__, "status_code", None)
+        return isinstance(status, int) and retryable_status(status)
+    return False
 
 
 def check_timeout(timeout_s: float | None) -> None:
@@ -139,9 +155,10 @@ class BatchJobConfig(BaseModel):
             (``RedisLedger``) it counts, next to the batch's recorded spend,
             until this has passed.
         max_unavailable: polls or submits in a row that ``wait`` lets fail
-            because the provider cannot answer now (a rate limit, a server
-            error, no connection) before it raises; each is tried again after
-            the poll interval.
+            because the provider cannot answer now (a timeout, a rate limit,
+            a server error, no connection) before it raises; each is tried
+            again after the poll interval. Any other refusal (a wrong key, a
+            bad request) is raised at once.
     """
 
     # Seconds are finite: an infinite wait or TTL overflows the timers that use it.
@@ -337,18 +354,20 @@ class BatchJob:
             The ids queued, in order.
 
         Raises:
-            BatchError: an id is already in this job (nothing queued), the file
-                cannot be written, or a triggered flush failed to submit.
+            BatchError: an id is already in this job, or the job was canceled
+                (nothing queued: a canceled job runs nothing again, use another
+                name), the file cannot be written, or a triggered flush failed
+                to submit.
         """
         reqs = list(requests)
-        self.queue.enqueue(self.name, reqs, now=self.clock())
+        self.queue.enqueue(self.name, reqs, now=self.clock(), refuse_canceled=True)
         if self._flush_due():
             self.flush()
         return [r.id for r in reqs]
 
     async def aenqueue(self, requests: Iterable[BatchRequest]) -> list[str]:
         reqs = list(requests)
-        self.queue.enqueue(self.name, reqs, now=self.clock())
+        self.queue.enqueue(self.name, reqs, now=self.clock(), refuse_canceled=True)
         if self._flush_due():
             await self.aflush()
         return [r.id for r in reqs]
@@ -389,7 +408,9 @@ class BatchJob:
     def _plan_flush(self) -> list[list[tuple[int, BatchRequest, str]]]:
         """Queued requests (seq, with its id at the provider, own id), grouped into batches.
 
-        Oversized ones are failed on the spot.
+        Oversized ones, and ones the provider cannot put on the wire (a tool
+        call whose ``arguments`` are not JSON...), are failed on the spot: a
+        request that can never be sent must not hold back the others.
         """
         if self.queue.is_canceled(self.name):
             return []
@@ -398,31 +419,59 @@ class BatchJob:
             return []
         wire_ids = list(self._wire_ids(q.request.id for q in queued))
         wire = [dataclasses.replace(q.request, id=w) for q, w in zip(queued, wire_ids, strict=True)]
-        sizes = [self.provider.request_size(w) for w in wire]
-        plan = plan_batches(sizes, self.provider.limits)
-        if plan.too_large:
-            limit = self.provider.limits.max_bytes
-            failed: dict[str, tuple[RequestState, BatchResult]] = {}
-            for i in plan.too_large:
-                r = queued[i].request
-                failed[r.id] = (
-                    "failed",
-                    BatchResult(
-                        id=r.id,
-                        status="errored",
-                        model=r.model,
-                        error=(
-                            f"request of {sizes[i]} bytes exceeds the "
-                            f"{self.provider.name} batch limit of {limit} bytes; shorten it or "
-                            "send it in real time"
-                        ),
-                    ),
+        failed: dict[str, tuple[RequestState, BatchResult]] = {}
+        sendable: list[int] = []  # index in ``queued`` of each request sized
+        sizes: list[int] = []
+        for i, w in enumerate(wire):
+            try:
+                size = self.provider.request_size(w)
+            except (ValueError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError
+                failed[queued[i].request.id] = ("failed", self._unsendable(queued[i].request, exc))
+                log.warning(
+                    "batch job %r: request %r failed: %s",
+                    self.name,
+                    queued[i].request.id,
+                    failed[queued[i].request.id][1].error,
                 )
+                continue
+            sendable.append(i)
+            sizes.append(size)
+        plan = plan_batches(sizes, self.provider.limits)
+        limit = self.provider.limits.max_bytes
+        for j in plan.too_large:
+            r = queued[sendable[j]].request
+            failed[r.id] = (
+                "failed",
+                BatchResult(
+                    id=r.id,
+                    status="errored",
+                    model=r.model,
+                    error=(
+                        f"request of {sizes[j]} bytes exceeds the "
+                        f"{self.provider.name} batch limit of {limit} bytes; shorten it or "
+                        "send it in real time"
+                    ),
+                ),
+            )
+        if failed:
             self.queue.finish_requests(self.name, failed, now=self.clock())
         return [
-            [(queued[i].seq, wire[i], queued[i].request.id) for i in batch]
+            [(queued[i].seq, wire[i], queued[i].request.id) for i in (sendable[j] for j in batch)]
             for batch in plan.batches
         ]
+
+    def _unsendable(self, request: BatchRequest, exc: Exception) -> BatchResult:
+        """The result of a request the provider cannot encode (never retried: it never will)."""
+        return BatchResult(
+            id=request.id,
+            status="errored",
+            model=request.model,
+            error=(
+                f"request cannot be sent to the {self.provider.name} batch API: "
+                f"{type(exc).__name__}: {exc}. Fix the request (a tool call's 'arguments' must "
+                'be JSON text, e.g. \'{"city": "Paris"}\') and enqueue it again under a new id'
+            ),
+        )
 
     def flush(self) -> list[str]:
         """Submit every queued request, split by the provider's limits.
@@ -543,6 +592,7 @@ class BatchJob:
                 seqs,
                 now=self.clock(),
                 owner=(socket.gethostname(), os.getpid()),
+                keyed=self._wire_key() is not None,
             )
             if moved != len(seqs):  # a concurrent flush submits them: do not send twice
                 self.queue.abort_submission(token, now=self.clock())
@@ -705,13 +755,17 @@ class BatchJob:
         carried = self.queue.batch_requests(batch.provider, batch.remote_id)
         wire_ids = self._wire_ids(s.id for s in carried)
         # A batch submitted before ids carried the job's key answers with plain ids
-        # (one pending at an upgrade): it is this job's if those match.
+        # (one pending at an upgrade): it is this job's if those match. Only such a
+        # submission (an older version's, which did not record ``keyed``) may: a
+        # batch found for a keyed one that answers plain ids ("0", "1"... as many
+        # programs number their requests) is another program's.
+        plain_ok = batch.keyed is not True
         plain = False
         foreign = False
         if batch.recovered and results is not None:
             answered = [r.id for r in results]
             if not recovered_batch_is_ours(answered, list(wire_ids)):
-                plain = recovered_batch_is_ours(answered, [s.id for s in carried])
+                plain = plain_ok and recovered_batch_is_ours(answered, [s.id for s in carried])
                 foreign = not plain
         if foreign:
             log.warning(
@@ -724,7 +778,7 @@ class BatchJob:
         by_id = {}
         for r in results or ():
             own = wire_ids.get(r.id)
-            if own is None and (plain or not batch.recovered):
+            if own is None and plain_ok and (plain or not batch.recovered):
                 own = r.id  # a batch submitted before ids carried the job's key
             if own is not None:
                 by_id[own] = dataclasses.replace(r, id=own)
@@ -792,34 +846,77 @@ class BatchJob:
             )
         return records
 
-    def poll(self) -> BatchStatus:
-        """Poll each open batch once, collect the ended ones, flush if a policy says so."""
-        self.recover()
+    def _not_found(self, batch: OpenBatch, exc: BatchNotFoundError) -> BatchNotFoundError | None:
+        """The provider answered "no such batch" for ``batch``; the error to raise, if any.
+
+        A provider whose batches can vanish (``batches_can_vanish``, true
+        unless it says otherwise: the local provider's live in one process's
+        memory) lost it: its requests are collected as lost (queued again
+        while attempts remain). The OpenAI and Anthropic APIs keep a batch
+        for weeks and answer 404 for one the client cannot see (an API key of
+        another project, workspace or organization, another ``base_url``):
+        sending the requests again would run and bill them twice, so the
+        batch stays open and the error returned says so.
+        """
+        if getattr(self.provider, "batches_can_vanish", True):
+            self._store(batch, self._decide(batch, None))
+            return None
+        err = BatchNotFoundError(
+            f"batch job {self.name!r}: {self.provider.name} batch {batch.remote_id} was not "
+            f"found with this client, though {self.provider.name} keeps its batches: this "
+            "client cannot see it (an API key of another project, workspace or organization, "
+            "or another base_url than the one that submitted it). The batch stays open in the "
+            "queue file and nothing was submitted again: poll with a client of the account "
+            f"that submitted it ({exc})"
+        )
+        err.__cause__ = exc
+        return err
+
+    def _collect(self) -> None:
+        """Poll each open batch once and collect the ended ones."""
         for batch in self._open():
             try:
                 remote = self.provider.poll(batch.remote_id)
-            except BatchNotFoundError:
-                self._store(batch, self._decide(batch, None))
+            except BatchNotFoundError as exc:
+                if (err := self._not_found(batch, exc)) is not None:
+                    raise err from exc
                 continue
             self._remote[batch.remote_id] = remote
             if remote.status == "ended":
                 self._store(batch, self._decide(batch, self.provider.results(batch.remote_id)))
-        if self._flush_due():
-            self.flush()
-        return self.status()
 
-    async def apoll(self) -> BatchStatus:
-        await self.arecover()
+    async def _acollect(self) -> None:
+        """Async twin of :meth:`_collect`."""
         for batch in self._open():
             try:
                 remote = await self.provider.apoll(batch.remote_id)
-            except BatchNotFoundError:
-                self._store(batch, self._decide(batch, None))
+            except BatchNotFoundError as exc:
+                if (err := self._not_found(batch, exc)) is not None:
+                    raise err from exc
                 continue
             self._remote[batch.remote_id] = remote
             if remote.status == "ended":
                 results = await self.provider.aresults(batch.remote_id)
                 self._store(batch, self._decide(batch, results))
+
+    def poll(self) -> BatchStatus:
+        """Poll each open batch once, collect the ended ones, flush if a policy says so.
+
+        Raises:
+            BatchNotFoundError: a provider that keeps its batches (OpenAI,
+                Anthropic) does not know one: the client is not the one that
+                submitted it (the batch stays open; nothing is sent again).
+        """
+        self.recover()
+        self._collect()
+        if self._flush_due():
+            self.flush()
+        return self.status()
+
+    async def apoll(self) -> BatchStatus:
+        """Async twin of :meth:`poll`."""
+        await self.arecover()
+        await self._acollect()
         if self._flush_due():
             await self.aflush()
         return self.status()
@@ -848,7 +945,9 @@ class BatchJob:
                 try:
                     self.flush()
                     polled = self.poll()
-                except _UNAVAILABLE as exc:
+                except BatchError as exc:
+                    if not _retry_later(exc):
+                        raise
                     polled = exc
                 ended, failures = self._turn(polled, failures, start, timeout_s, bar)
                 if ended is not None:
@@ -868,7 +967,9 @@ class BatchJob:
                 try:
                     await self.aflush()
                     polled = await self.apoll()
-                except _UNAVAILABLE as exc:
+                except BatchError as exc:
+                    if not _retry_later(exc):
+                        raise
                     polled = exc
                 ended, failures = self._turn(polled, failures, start, timeout_s, bar)
                 if ended is not None:
@@ -958,8 +1059,7 @@ class BatchJob:
         check_timeout(timeout_s)  # before anything is queued
         ids = self.enqueue(requests)
         self.wait(progress=progress, timeout_s=timeout_s)
-        results = self.results()
-        return [results[i] for i in ids]
+        return self._results_of(ids)
 
     async def arun(
         self,
@@ -971,7 +1071,26 @@ class BatchJob:
         check_timeout(timeout_s)
         ids = await self.aenqueue(requests)
         await self.await_(progress=progress, timeout_s=timeout_s)
+        return self._results_of(ids)
+
+    def _results_of(self, ids: Sequence[str]) -> list[BatchResult]:
+        """The results of ``ids`` in order, once :meth:`wait` returned.
+
+        Raises:
+            BatchError: some have none (the job was canceled, here or by
+                another process, while they were still being submitted).
+        """
         results = self.results()
+        missing = [i for i in ids if i not in results]
+        if missing:
+            status = self.status()
+            shown = ", ".join(repr(i) for i in missing[:5]) + (", ..." if len(missing) > 5 else "")
+            why = " (the job was canceled)" if status.job_canceled else ""
+            raise BatchError(
+                f"batch job {self.name!r} ended without a result for {len(missing)} of its "
+                f"requests{why}: {shown}; see job.status() ({status.finished} of "
+                f"{status.total} requests finished)"
+            )
         return [results[i] for i in ids]
 
     # -- cancel -------------------------------------------------------------
@@ -982,35 +1101,91 @@ class BatchJob:
         resolved first: a batch the provider got is canceled like the others,
         requests it never got end ``canceled``. Requests already answered when
         a batch stops are still collected (and recorded: they were billed);
-        the rest end ``canceled``, never retried.
+        the rest end ``canceled``, never retried. When the engine has budgets
+        (a flush holds its estimate until its results are collected), the
+        stopped batches are polled once at the end, so those that ended are
+        collected and their hold released now, not at the next poll; without
+        budgets that collection is left to ``wait`` / ``poll``. The hold of
+        requests that were never sent is released in any case.
+
+        A canceled job takes no new requests: use another name for new work.
 
         Raises:
             BatchError: the provider could not be reached (the job stays
                 canceled in the queue; call ``cancel`` again).
         """
         self.queue.cancel(self.name, now=self.clock())
+        errors: list[BatchError] = []
         try:
             self.recover()
         finally:  # the open batches are stopped even when a lookup failed
             for batch in self._open():
                 try:
                     self.provider.cancel(batch.remote_id)
-                except BatchNotFoundError:
-                    self._store(batch, self._decide(batch, None))
+                except BatchNotFoundError as exc:
+                    if (err := self._not_found(batch, exc)) is not None:
+                        errors.append(err)
+                except BatchError as exc:  # the others are stopped first
+                    errors.append(exc)
+            self._release_unsent()
+        if errors:
+            raise errors[0]
+        if self._holds_budget():
+            try:
+                self._collect()
+            except BatchError as exc:
+                self._collect_failed(exc)
         return self.status()
 
     async def acancel(self) -> BatchStatus:
         """Async twin of :meth:`cancel`."""
         self.queue.cancel(self.name, now=self.clock())
+        errors: list[BatchError] = []
         try:
             await self.arecover()
         finally:
             for batch in self._open():
                 try:
                     await self.provider.acancel(batch.remote_id)
-                except BatchNotFoundError:
-                    self._store(batch, self._decide(batch, None))
+                except BatchNotFoundError as exc:
+                    if (err := self._not_found(batch, exc)) is not None:
+                        errors.append(err)
+                except BatchError as exc:
+                    errors.append(exc)
+            self._release_unsent()
+        if errors:
+            raise errors[0]
+        if self._holds_budget():
+            try:
+                await self._acollect()
+            except BatchError as exc:
+                self._collect_failed(exc)
         return self.status()
+
+    def _holds_budget(self) -> bool:
+        """Whether flushes of this job hold budget estimates (the engine has budgets)."""
+        return self.engine.ledger.has_budgets
+
+    def _collect_failed(self, exc: BatchError) -> None:
+        log.warning(
+            "batch job %r is canceled, but collecting its stopped batches failed (%s); "
+            "poll() collects them later and releases their budget hold",
+            self.name,
+            exc,
+        )
+
+    def _release_unsent(self) -> None:
+        """Release the budget hold of requests that will never be sent (or are collected)."""
+        if not self._holds_budget():  # no hold was taken
+            return
+        HOLDS.settle(
+            self._hold_key(),
+            [s.id for s in self.queue.stored(self.name) if s.state not in _AT_PROVIDER],
+        )
+
+
+#: States of a request the provider may be running (its hold stays until collected).
+_AT_PROVIDER = frozenset({"submitting", "submitted"})
 
 
 def _done_in_flight(token: str) -> None:

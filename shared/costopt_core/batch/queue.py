@@ -97,6 +97,7 @@ CREATE TABLE IF NOT EXISTS costopt_batch_batches (
     submitted_at REAL NOT NULL,
     collected_at REAL,
     recovered INTEGER NOT NULL DEFAULT 0,
+    keyed INTEGER,
     PRIMARY KEY (provider, remote_id)
 );
 CREATE TABLE IF NOT EXISTS costopt_batch_submissions (
@@ -105,7 +106,8 @@ CREATE TABLE IF NOT EXISTS costopt_batch_submissions (
     provider TEXT NOT NULL,
     owner_host TEXT NOT NULL,
     owner_pid INTEGER NOT NULL,
-    started_at REAL NOT NULL
+    started_at REAL NOT NULL,
+    keyed INTEGER
 );
 """
 
@@ -115,6 +117,10 @@ _ADDED_COLUMNS = (
     ("costopt_batch_batches", "recovered", "INTEGER NOT NULL DEFAULT 0"),
     ("costopt_batch_jobs", "wire_key", "TEXT"),
     ("costopt_batch_jobs", "kind", "TEXT"),
+    # 1: the submission sent the job's keyed ids, 0: plain ids, NULL: made by a
+    # version that did not say (before jobs keyed their ids: plain ids possible).
+    ("costopt_batch_submissions", "keyed", "INTEGER"),
+    ("costopt_batch_batches", "keyed", "INTEGER"),
 )
 
 
@@ -140,6 +146,9 @@ class OpenBatch:
     #: found at the provider by its submission token after the submitting
     #: process died, rather than returned by the submit call.
     recovered: bool = False
+    #: whether the submit call sent the job's keyed ids (``job_custom_id``):
+    #: ``None`` for a batch an older version submitted (it may carry plain ids).
+    keyed: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,15 +355,27 @@ class BatchQueue:
                 self._conn = None
 
     # -- writing ------------------------------------------------------------
-    def enqueue(self, job: str, requests: Iterable[BatchRequest], *, now: float) -> int:
+    def enqueue(
+        self,
+        job: str,
+        requests: Iterable[BatchRequest],
+        *,
+        now: float,
+        refuse_canceled: bool = False,
+    ) -> int:
         """Add requests to ``job``, all or none, committed before returning.
+
+        With ``refuse_canceled`` (as ``BatchJob.enqueue`` asks) a canceled
+        job takes none: a canceled job submits nothing again, so they would
+        never run.
 
         Returns:
             How many requests were queued.
 
         Raises:
-            BatchError: an id is already in the job (nothing is queued), or
-                the file cannot be written.
+            BatchError: an id is already in the job, or the job was canceled
+                and ``refuse_canceled`` is set (nothing is queued), or the file
+                cannot be written.
         """
         rows = [
             (job, r.id, request_to_json(r), "queued", now, now)
@@ -374,6 +395,17 @@ class BatchQueue:
                     "(job, id, request, state, enqueued_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
                     rows,
                 )
+                # After the ids are checked (a duplicate is named first); rolled back.
+                canceled = db.execute(
+                    "SELECT canceled FROM costopt_batch_jobs WHERE name = ?", (job,)
+                ).fetchone()
+                if refuse_canceled and canceled is not None and canceled[0]:
+                    raise BatchError(
+                        f"batch job {job!r} was canceled, and a canceled job takes no new "
+                        f"requests (nothing was queued): enqueue them under another job name, "
+                        f"or delete the canceled job first (BatchQueue.delete_job({job!r})) "
+                        "to use its name again"
+                    )
         except sqlite3.IntegrityError as exc:
             ids = [r[1] for r in rows]
             dup = _first_duplicate(ids) or self._first_existing(job, ids)
@@ -450,8 +482,15 @@ class BatchQueue:
         *,
         now: float,
         owner: tuple[str, int],
+        keyed: bool | None = None,
     ) -> int:
         """Record that queued requests are about to be sent to ``provider`` under ``token``.
+
+        ``keyed`` says whether the call sends the job's keyed ids
+        (``job_custom_id``, as a ``BatchJob`` does for a provider that asks for
+        them): a batch found for it by lookup must then answer those ids.
+        ``None`` (not said, as by a version before keyed ids) lets it answer
+        the plain ids too.
 
         Committed before the provider call, so a process killed inside it
         leaves a :class:`PendingSubmission` a later process can resolve.
@@ -462,9 +501,17 @@ class BatchQueue:
         with self._tx("begin_submission") as db:
             db.execute(
                 "INSERT INTO costopt_batch_submissions "
-                "(token, job, provider, owner_host, owner_pid, started_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (token, job, provider, owner[0], owner[1], now),
+                "(token, job, provider, owner_host, owner_pid, started_at, keyed) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    token,
+                    job,
+                    provider,
+                    owner[0],
+                    owner[1],
+                    now,
+                    None if keyed is None else int(keyed),
+                ),
             )
             cur = db.executemany(
                 "UPDATE costopt_batch_requests SET state = 'submitting', submission = ?, "
@@ -520,7 +567,13 @@ class BatchQueue:
         """
         try:
             with self._tx("mark_submitted") as db:
+                keyed: int | None = None
                 if submission is not None:
+                    row = db.execute(
+                        "SELECT keyed FROM costopt_batch_submissions WHERE token = ?",
+                        (submission,),
+                    ).fetchone()
+                    keyed = None if row is None else row[0]
                     gone = db.execute(
                         "DELETE FROM costopt_batch_submissions WHERE token = ?", (submission,)
                     )
@@ -543,9 +596,9 @@ class BatchQueue:
                     carried = int(cur.rowcount)
                 db.execute(
                     "INSERT INTO costopt_batch_batches "
-                    "(provider, remote_id, job, state, requests, submitted_at, recovered) "
-                    "VALUES (?, ?, ?, 'open', ?, ?, ?)",
-                    (provider, remote_id, job, carried, now, int(recovered)),
+                    "(provider, remote_id, job, state, requests, submitted_at, recovered, keyed) "
+                    "VALUES (?, ?, ?, 'open', ?, ?, ?, ?)",
+                    (provider, remote_id, job, carried, now, int(recovered), keyed),
                 )
                 return carried
         except sqlite3.IntegrityError as exc:
@@ -670,7 +723,7 @@ class BatchQueue:
     def open_batches(self, job: str | None = None) -> list[OpenBatch]:
         """Submitted batches not collected yet (of ``job``, or of every job)."""
         sql = (
-            "SELECT provider, remote_id, job, requests, submitted_at, recovered "
+            "SELECT provider, remote_id, job, requests, submitted_at, recovered, keyed "
             "FROM costopt_batch_batches WHERE state = 'open'"
         )
         params: tuple[object, ...] = ()
@@ -678,7 +731,10 @@ class BatchQueue:
             sql += " AND job = ?"
             params = (job,)
         rows = self._read(sql + " ORDER BY submitted_at, rowid", params)
-        return [OpenBatch(p, r, j, n, t, bool(rec)) for p, r, j, n, t, rec in rows]
+        return [
+            OpenBatch(p, r, j, n, t, bool(rec), None if k is None else bool(k))
+            for p, r, j, n, t, rec, k in rows
+        ]
 
     def batch_requests(self, provider: str, remote_id: str) -> list[StoredResult]:
         """The requests a batch carries (still ``submitted`` to it)."""

@@ -172,6 +172,18 @@ def _max_output_tokens(params: Mapping[str, Any]) -> int:
     return 0
 
 
+def _bound_tools(params: Mapping[str, Any]) -> list[Any] | None:
+    """The tool (and legacy function) schemas a request sends, or None if none."""
+    tools: list[Any] = []
+    for key in ("tools", "functions"):
+        value = params.get(key)
+        if isinstance(value, (list, tuple)):
+            tools.extend(value)
+        elif isinstance(value, Mapping):
+            tools.append(value)
+    return tools or None
+
+
 #: Refused completion batches remembered for their late runs (see _refuse_batch).
 _REFUSED_KEPT = 64
 
@@ -385,15 +397,24 @@ class CostCallbackHandler(BaseCallbackHandler):
             # The request's output cap bounds its cost: held against the budget, it
             # keeps a shared budget from being overspent by concurrent calls.
             out_cap = _max_output_tokens(params or {})
+            # Bound tool schemas are sent, and billed, as input.
+            tools = _bound_tools(params or {})
             try:
                 if messages is not None:
                     estimate = self.engine.estimate(
-                        model, from_langchain_messages(messages), max_output_tokens=out_cap
+                        model,
+                        from_langchain_messages(messages),
+                        max_output_tokens=out_cap,
+                        tools=tools,
                     )
                 else:
                     prompt_tokens = sum(self.engine.tokens.count(p, model) for p in prompts or [])
                     estimate = self.engine.estimate(
-                        model, input_tokens=prompt_tokens, max_output_tokens=out_cap
+                        model,
+                        input_tokens=prompt_tokens,
+                        max_output_tokens=out_cap,
+                        tools=tools,
+                        input_tokens_approximate=self.engine.tokens.may_undercount(model),
                     )
             except Exception:
                 log.exception("costopt could not estimate the cost of run %s", run_id)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from costopt_core.errors import BudgetExceededError, config_error
+from costopt_core.errors import BudgetExceededError, ConfigurationError, config_error
 
 __all__ = [
     "Budget",
@@ -23,6 +23,7 @@ __all__ = [
     "BudgetPeriod",
     "BudgetPolicy",
     "decisions_on_error",
+    "estimate_usd_of",
     "evaluate_budget",
     "period_start",
     "unpriced_action",
@@ -87,6 +88,37 @@ class BudgetDecision:
     @property
     def used_fraction(self) -> float:
         return float((self.spent_usd + self.estimate_usd) / self.budget.limit_usd)
+
+
+def estimate_usd_of(value: object) -> Decimal | None:
+    """A call's estimate as given to a budget check, as ``Decimal`` USD (pure).
+
+    ``None`` (no estimate) stays ``None``; an ``int`` or ``float`` is converted
+    through its shortest repr (``0.05`` -> ``Decimal("0.05")``, not the
+    binary float's 55 digits), so money arithmetic stays exact.
+
+    Raises:
+        ConfigurationError: not a number (a bool, a string, ...), or NaN,
+            infinite or negative; the message names the value.
+    """
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        amount = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        amount = Decimal(str(value))
+    else:
+        raise ConfigurationError(
+            f"estimate_usd must be a Decimal amount in USD (or an int or float), got "
+            f"{value!r} ({type(value).__name__}); pass e.g. Decimal('0.05'), or None for "
+            "no estimate"
+        )
+    if not amount.is_finite() or amount < 0:
+        raise ConfigurationError(
+            f"estimate_usd must be a finite amount >= 0 in USD, got {value!r}; pass the "
+            "call's estimated cost, e.g. CostEngine.estimate(...), or None for no estimate"
+        )
+    return amount
 
 
 def evaluate_budget(budget: Budget, spent_usd: Decimal, estimate_usd: Decimal) -> BudgetDecision:

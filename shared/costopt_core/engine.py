@@ -7,6 +7,7 @@ one embedder.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from costopt_core.budgets import Budget, BudgetDecision
 from costopt_core.embeddings import CachingEmbedder, Embedder, SentenceTransformerEmbedder
@@ -30,7 +31,7 @@ from costopt_core.pricing import (
     cost_of,
     estimate_cost,
 )
-from costopt_core.tokens import TokenCounter, default_counter
+from costopt_core.tokens import TokenCounter, default_counter, upper_bound_tokens
 from costopt_core.types import CallMode, CallOutcome, CallRecord, Message, Usage
 
 __all__ = [
@@ -228,15 +229,48 @@ class CostEngine:
         *,
         input_tokens: int | None = None,
         max_output_tokens: int = 0,
+        tools: Sequence[Any] | None = None,
+        input_tokens_approximate: bool = False,
     ) -> Decimal | None:
-        """Upper-bound cost of a call before it is made.
+        """Upper-bound cost of a call before it is made (what a budget holds).
+
+        Every prompt token is priced at the dearest input rate the model has
+        (the provider may bill the prompt as cache writes), the output at
+        ``max_output_tokens``. A token count that is not by the model's own
+        tokenizer (Claude and Gemini are counted with ``cl100k_base``) is
+        padded by :data:`~costopt_core.tokens.APPROXIMATE_COUNT_MARGIN` (see
+        :meth:`~costopt_core.tokens.TokenCounter.may_undercount`).
+
+        Args:
+            model: the model the call goes to.
+            messages: the prompt, counted when ``input_tokens`` is not given.
+            input_tokens: the prompt's tokens, counted by the caller.
+            max_output_tokens: the request's output cap (0: none).
+            tools: tool schemas sent with the request (billed as input),
+                counted as their JSON.
+            input_tokens_approximate: whether ``input_tokens`` may be below the
+                model's own count (then it is padded too; counts made here are
+                padded when the counter may undercount the model).
 
         ``None`` when the model has no price: not $0, so a budget check must
         not take it as one (see :meth:`check_unpriced`).
         """
         if input_tokens is None:
-            input_tokens = self.tokens.count_messages(messages, model).tokens
-        return estimate_cost(self.catalog.get(model, warn=False), input_tokens, max_output_tokens)
+            count = self.tokens.count_messages(messages, model).tokens
+            prompt = upper_bound_tokens(count, self.tokens.may_undercount(model))
+        else:
+            prompt = upper_bound_tokens(input_tokens, input_tokens_approximate)
+        if tools:
+            prompt += self.tool_tokens(tools, model)
+        return estimate_cost(
+            self.catalog.get(model, warn=False), prompt, max_output_tokens, upper_bound=True
+        )
+
+    def tool_tokens(self, tools: Sequence[Any], model: str) -> int:
+        """Tokens the JSON of ``tools`` takes (padded as :meth:`estimate` pads counts)."""
+        text = json.dumps(list(tools), default=str, ensure_ascii=False)
+        count = self.tokens.count(text, model)
+        return upper_bound_tokens(count, self.tokens.may_undercount(model))
 
     # -- recording ----------------------------------------------------------
     def record_call(
@@ -400,7 +434,7 @@ class CostEngine:
     def check_budget(
         self,
         tenant: str | None = None,
-        estimate_usd: Decimal | None = None,
+        estimate_usd: Decimal | float | None = None,
         *,
         call_id: str | None = None,
         hold_ttl_s: float | None = None,
@@ -409,7 +443,9 @@ class CostEngine:
 
         ``hold_ttl_s`` gives the call's hold a lifetime of its own (a provider
         batch runs for hours); ``None`` keeps the ledger's ``reservation_ttl_s``.
-        A bad value raises ``ConfigurationError`` before any budget is read.
+        A bad value raises ``ConfigurationError`` before any budget is read;
+        an ``int`` or ``float`` estimate is converted to ``Decimal`` (NaN,
+        infinite or negative ones are refused the same way).
         """
         return self.ledger.check_budget(
             tenant, estimate_usd, call_id=call_id, hold_ttl_s=hold_ttl_s

@@ -36,6 +36,7 @@ from costopt_core.budgets import (
     BudgetDecision,
     BudgetPeriod,
     decisions_on_error,
+    estimate_usd_of,
     evaluate_budget,
     period_start,
     unpriced_action,
@@ -816,7 +817,7 @@ class CostLedger:
     def check_budget(
         self,
         tenant: str | None = None,
-        estimate_usd: Decimal | None = None,
+        estimate_usd: Decimal | float | None = None,
         *,
         call_id: str | None = None,
         hold_ttl_s: float | None = None,
@@ -852,8 +853,12 @@ class CostLedger:
                 would be exceeded, here or on a parent, or a fail-closed
                 budget's store is down.
             ConfigurationError: a ``hold_ttl_s`` that is not a number > 0,
-                finite and at most :data:`MAX_HOLD_TTL_S`.
+                finite and at most :data:`MAX_HOLD_TTL_S`; an ``estimate_usd``
+                that is not a number, or is NaN, infinite or negative (an
+                ``int`` or ``float`` is converted to ``Decimal``).
         """
+        # Converted at the API boundary: a float (0.05) would fail in Decimal sums.
+        estimate_usd = estimate_usd_of(estimate_usd)
         if hold_ttl_s is not None:
             hold_ttl_s = check_hold_ttl_s(hold_ttl_s)
         decisions = self._check_own_budgets(tenant, estimate_usd, call_id, hold_ttl_s)

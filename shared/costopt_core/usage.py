@@ -12,6 +12,8 @@ up wrong by several times on cached traffic:
   ``cache_creation_input_tokens``.
 - Gemini: ``prompt_token_count`` INCLUDES ``cached_content_token_count``;
   ``candidates_token_count`` EXCLUDES ``thoughts_token_count``, billed as output.
+- Bedrock Converse (camelCase): ``inputTokens`` EXCLUDES ``cacheReadInputTokens``
+  and ``cacheWriteInputTokens``.
 
 All of that is decided here and nowhere else.
 """
@@ -30,13 +32,14 @@ __all__ = [
     "first_field",
     "normalize_usage",
     "usage_from_anthropic",
+    "usage_from_bedrock",
     "usage_from_gemini",
     "usage_from_langchain",
     "usage_from_openai",
     "usage_wire",
 ]
 
-UsageFormat = Literal["langchain", "openai", "anthropic", "gemini"]
+UsageFormat = Literal["langchain", "openai", "anthropic", "gemini", "bedrock"]
 
 
 def first_field(obj: Any, *keys: str) -> Any:
@@ -282,6 +285,26 @@ def usage_from_gemini(usage_metadata: Any) -> Usage:
     )
 
 
+def usage_from_bedrock(usage: Any) -> Usage:
+    """Bedrock Converse ``usage`` (``inputTokens`` EXCLUDES the cache reads and writes).
+
+    ``cacheWriteInputTokens`` carries no TTL: the writes are taken as 5-minute
+    ones (Bedrock's default cache checkpoint).
+    """
+    uncached = _int(first_field(usage, "inputTokens"), "inputTokens")
+    read = _int(first_field(usage, "cacheReadInputTokens"), "cacheReadInputTokens")
+    write = _int(first_field(usage, "cacheWriteInputTokens"), "cacheWriteInputTokens")
+    total = None if uncached is None else uncached + (read or 0) + (write or 0)
+    zero = 0 if total is not None else None
+    return Usage(
+        input_tokens=total,
+        output_tokens=_int(first_field(usage, "outputTokens"), "outputTokens"),
+        cache_read_tokens=read if read is not None else zero,
+        cache_write_5m_tokens=write if write is not None else zero,
+        cache_write_1h_tokens=zero,
+    )
+
+
 def detect_usage_format(payload: Any) -> UsageFormat | None:
     """Guess the payload's provider from the keys only it uses."""
     if (
@@ -289,6 +312,13 @@ def detect_usage_format(payload: Any) -> UsageFormat | None:
         is not None
     ):
         return "gemini"
+    if (
+        first_field(
+            payload, "inputTokens", "outputTokens", "cacheReadInputTokens", "cacheWriteInputTokens"
+        )
+        is not None
+    ):
+        return "bedrock"
     if first_field(payload, "prompt_tokens", "completion_tokens") is not None:
         return "openai"
     if (
@@ -317,6 +347,7 @@ _READERS = {
     "openai": usage_from_openai,
     "anthropic": usage_from_anthropic,
     "gemini": usage_from_gemini,
+    "bedrock": usage_from_bedrock,
 }
 
 

@@ -557,8 +557,8 @@ def test_missing_payload_gives_unknown_usage(payload: Any, fmt: Any) -> None:
 
 
 def test_unknown_format_name_is_an_error() -> None:
-    with pytest.raises(UsageFormatError, match="bedrock"):
-        normalize_usage({"input_tokens": 1}, fmt="bedrock")  # type: ignore[arg-type]
+    with pytest.raises(UsageFormatError, match="cohere"):
+        normalize_usage({"input_tokens": 1}, fmt="cohere")  # type: ignore[arg-type]
 
 
 # (id, fmt, valid payload, path of each count, and the name the payload gives it)

@@ -225,9 +225,24 @@ def _sync_costs(price: ModelPrice | None, usage: Usage) -> tuple[Decimal | None,
 
 
 def estimate_cost(
-    price: ModelPrice | None, input_tokens: int, output_tokens: int = 0, mode: CallMode = "sync"
+    price: ModelPrice | None,
+    input_tokens: int,
+    output_tokens: int = 0,
+    mode: CallMode = "sync",
+    *,
+    upper_bound: bool = False,
 ) -> Decimal | None:
-    """Upper-bound cost of a call before it is made (no cache credit).
+    """Cost of a call before it is made, with no cache credit.
+
+    By default the prompt is priced at the plain input rate: the expected cost
+    of a call of this size (what the routers compare tiers by). With
+    ``upper_bound=True`` it is the most the call can be billed, what a budget
+    must hold: every prompt token at the dearest input rate the model has (a
+    provider may bill the prompt as cache writes, 1.25x or 2x input at
+    Anthropic), and the long-context tier's rates too when the prompt and
+    output together could cross its threshold. (Providers pick the tier by the
+    prompt alone; counting the output as well keeps a prompt whose count is an
+    estimate on the safe side near the threshold.)
 
     In ``batch`` mode a model with no batch price is estimated at its sync
     price: the estimate is an upper bound for a budget check, and a batch is
@@ -235,7 +250,28 @@ def estimate_cost(
     """
     if price is not None and mode == "batch" and not has_batch_price(price):
         mode = "sync"
-    return cost_of(price, Usage(input_tokens=input_tokens, output_tokens=output_tokens), mode)
+    if not upper_bound or price is None:
+        return cost_of(price, Usage(input_tokens=input_tokens, output_tokens=output_tokens), mode)
+    return _upper_bound_cost(price, input_tokens, output_tokens, mode)
+
+
+def _upper_bound_cost(
+    price: ModelPrice, input_tokens: int, output_tokens: int, mode: CallMode
+) -> Decimal:
+    """Every input token at the dearest input kind, output at the dearest output rate."""
+    entry = _rates_of(price)
+    batch = mode == "batch"
+    tiers = [False]
+    if entry.above is not None and input_tokens + output_tokens > entry.above:
+        tiers.append(True)
+    in_rate = out_rate = _ZERO
+    for long in tiers:
+        rates = entry.get(long, batch)
+        assert rates is not None  # batch mode only with a batch price (above)
+        d_in, d_read, d_w5, d_w1h, d_out = rates.decimals
+        in_rate = max(in_rate, d_in, d_read, d_w5, d_w1h)
+        out_rate = max(out_rate, d_out)
+    return input_tokens * in_rate + output_tokens * out_rate
 
 
 def has_batch_price(price: ModelPrice) -> bool:

@@ -210,14 +210,8 @@ class SQLiteCacheBackend:
             # Read before the snapshot: a commit after it changes it again, so
             # the next call catches up with whatever the snapshot missed.
             version = _data_version(conn)
-            conn.execute("BEGIN")
-            try:
+            with _read_snapshot(conn):
                 self._load_rows(conn, now)
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
             self._data_version = version
         except sqlite3.Error as exc:
             raise self._open_error(exc) from exc
@@ -325,14 +319,8 @@ class SQLiteCacheBackend:
             version = _data_version(db)
             if version == self._data_version:
                 return
-            db.execute("BEGIN")
-            try:
+            with _read_snapshot(db):
                 self._catch_up(db, now)
-                db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise CacheBackendError(
                 f"sqlite cache at {str(self.path)!r} cannot read what other processes "
@@ -588,6 +576,19 @@ class _Refused(Exception):
     def __init__(self, cause: Exception) -> None:
         super().__init__(str(cause))
         self.cause = cause
+
+
+@contextlib.contextmanager
+def _read_snapshot(db: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction: the rows read inside it are of one commit."""
+    db.execute("BEGIN")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
 
 
 def _data_version(db: sqlite3.Connection) -> int:

@@ -94,7 +94,7 @@ class TokenCounter:
 
     def encoding_name(self, model: str | None) -> tuple[str, bool]:
         """The encoding used for ``model`` and whether it is the model's own."""
-        m = (model or "").lower().split("/")[-1]
+        m = _model_key(model)
         if m.startswith(_O200K_PREFIXES):
             if _o200k_cached():
                 return "o200k_base", True
@@ -110,8 +110,7 @@ class TokenCounter:
         ``cl100k_base`` as an approximation; False for OpenAI models (see
         :data:`APPROXIMATE_COUNT_MARGIN`).
         """
-        m = (model or "").lower().split("/")[-1]
-        return not m.startswith(_O200K_PREFIXES + _CL100K_PREFIXES)
+        return not _model_key(model).startswith(_O200K_PREFIXES + _CL100K_PREFIXES)
 
     def count(self, text: str, model: str | None = None) -> int:
         """Tokens in ``text`` (special-token markers counted as plain text)."""
@@ -135,6 +134,11 @@ class TokenCounter:
             for call in m.tool_calls:
                 total += self.count(str(call), model)
         return TokenCount(total, name, exact)
+
+
+def _model_key(model: str | None) -> str:
+    """``model`` as the family prefixes match it: lower case, without a provider path."""
+    return (model or "").lower().split("/")[-1]
 
 
 def upper_bound_tokens(tokens: int, may_undercount: bool) -> int:

@@ -242,6 +242,12 @@ class LocalBatchProvider:
         with self._lock:
             batch.results[result.id] = result
 
+    def _record_if_none(self, batch: _LocalBatch, result: BatchResult) -> None:
+        """Record ``result`` unless its request already has one (a run that ended
+        without recording one: see :meth:`_run_one` and :meth:`_task_done`)."""
+        with self._lock:
+            batch.results.setdefault(result.id, result)
+
     def _tries(
         self,
         batch: _LocalBatch,
@@ -294,8 +300,7 @@ class LocalBatchProvider:
         try:
             run_steps(self._tries(batch, request, self._call, time.sleep))
         except BaseException as exc:
-            with self._lock:
-                batch.results.setdefault(request.id, self._error(request, exc, False))
+            self._record_if_none(batch, self._error(request, exc, False))
             if not isinstance(exc, Exception):
                 raise
 
@@ -317,8 +322,7 @@ class LocalBatchProvider:
             result = self._error(request, exc, False)
         else:
             return
-        with self._lock:
-            batch.results.setdefault(request.id, result)
+        self._record_if_none(batch, result)
 
     # -- the seam -----------------------------------------------------------
     def request_size(self, request: BatchRequest) -> int:

@@ -109,6 +109,11 @@ def _retry_later(exc: BatchError) -> bool:
     return False
 
 
+def _errored(request: BatchRequest, error: str) -> BatchResult:
+    """The final result of a request that is never sent (it never could be)."""
+    return BatchResult(id=request.id, status="errored", model=request.model, error=error)
+
+
 def check_timeout(timeout_s: float | None) -> None:
     """``timeout_s`` of a wait: ``None`` (for good) or a finite number of seconds above 0.
 
@@ -423,16 +428,18 @@ class BatchJob:
         sendable: list[int] = []  # index in ``queued`` of each request sized
         sizes: list[int] = []
         for i, w in enumerate(wire):
+            r = queued[i].request
             try:
                 size = self.provider.request_size(w)
             except (ValueError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError
-                failed[queued[i].request.id] = ("failed", self._unsendable(queued[i].request, exc))
-                log.warning(
-                    "batch job %r: request %r failed: %s",
-                    self.name,
-                    queued[i].request.id,
-                    failed[queued[i].request.id][1].error,
+                error = (
+                    f"request cannot be sent to the {self.provider.name} batch API: "
+                    f"{type(exc).__name__}: {exc}. Fix the request (a tool call's 'arguments' "
+                    'must be JSON text, e.g. \'{"city": "Paris"}\') and enqueue it again under '
+                    "a new id"
                 )
+                failed[r.id] = ("failed", _errored(r, error))
+                log.warning("batch job %r: request %r failed: %s", self.name, r.id, error)
                 continue
             sendable.append(i)
             sizes.append(size)
@@ -440,38 +447,17 @@ class BatchJob:
         limit = self.provider.limits.max_bytes
         for j in plan.too_large:
             r = queued[sendable[j]].request
-            failed[r.id] = (
-                "failed",
-                BatchResult(
-                    id=r.id,
-                    status="errored",
-                    model=r.model,
-                    error=(
-                        f"request of {sizes[j]} bytes exceeds the "
-                        f"{self.provider.name} batch limit of {limit} bytes; shorten it or "
-                        "send it in real time"
-                    ),
-                ),
+            error = (
+                f"request of {sizes[j]} bytes exceeds the {self.provider.name} batch limit of "
+                f"{limit} bytes; shorten it or send it in real time"
             )
+            failed[r.id] = ("failed", _errored(r, error))
         if failed:
             self.queue.finish_requests(self.name, failed, now=self.clock())
         return [
             [(queued[i].seq, wire[i], queued[i].request.id) for i in (sendable[j] for j in batch)]
             for batch in plan.batches
         ]
-
-    def _unsendable(self, request: BatchRequest, exc: Exception) -> BatchResult:
-        """The result of a request the provider cannot encode (never retried: it never will)."""
-        return BatchResult(
-            id=request.id,
-            status="errored",
-            model=request.model,
-            error=(
-                f"request cannot be sent to the {self.provider.name} batch API: "
-                f"{type(exc).__name__}: {exc}. Fix the request (a tool call's 'arguments' must "
-                'be JSON text, e.g. \'{"city": "Paris"}\') and enqueue it again under a new id'
-            ),
-        )
 
     def flush(self) -> list[str]:
         """Submit every queued request, split by the provider's limits.

@@ -396,10 +396,13 @@ class BatchQueue:
                     rows,
                 )
                 # After the ids are checked (a duplicate is named first); rolled back.
-                canceled = db.execute(
-                    "SELECT canceled FROM costopt_batch_jobs WHERE name = ?", (job,)
-                ).fetchone()
-                if refuse_canceled and canceled is not None and canceled[0]:
+                canceled = (
+                    refuse_canceled
+                    and db.execute(
+                        "SELECT canceled FROM costopt_batch_jobs WHERE name = ?", (job,)
+                    ).fetchone()
+                )
+                if canceled and canceled[0]:
                     raise BatchError(
                         f"batch job {job!r} was canceled, and a canceled job takes no new "
                         f"requests (nothing was queued): enqueue them under another job name, "

@@ -329,7 +329,8 @@ def _score(
 def _whole(
     plan: _Plan, config: SummarizerConfig, count_tokens: CountTokens
 ) -> SummaryResult | None:
-    """The context unchanged when it is within its budget, else ``None`` (summarize it).
+    """The context unchanged when the question is blank (see :func:`blank_question`)
+    or the context is within its budget, else ``None`` (summarize it).
 
     Decided on the whole chunks' tokens, before any scoring: summed per
     sentence (each with a separator) a chunk can cost more than it does
@@ -339,32 +340,19 @@ def _whole(
     so the context is scored (and :func:`_select` keeps every sentence that
     passes).
     """
-    if config.min_score is not None:
+    blank = blank_question(plan.question)
+    if config.min_score is not None and not blank:
         return None
     chunk_tokens = [count_tokens(c) for c in plan.chunks]
-    budget = config.budget_for(sum(chunk_tokens))
-    return None if sum(chunk_tokens) > budget else _unchanged(plan, chunk_tokens, budget)
-
-
-def _unchanged(plan: _Plan, chunk_tokens: Sequence[int], budget: int) -> SummaryResult:
-    """Every chunk kept whole."""
+    tokens = sum(chunk_tokens)
+    budget = config.budget_for(tokens)
+    if tokens > budget and not blank:
+        return None
     chunks = tuple(
         ChunkSummary(c, plan.chunks[c], tuple(range(len(sents))), chunk_tokens[c], chunk_tokens[c])
         for c, sents in enumerate(plan.sentences)
     )
-    tokens = sum(chunk_tokens)
     return SummaryResult(chunks, tokens, tokens, budget)
-
-
-def _kept_whole(
-    plan: _Plan, config: SummarizerConfig, count_tokens: CountTokens
-) -> SummaryResult | None:
-    """The context unchanged when the question is blank or the context fits its
-    budget (see :func:`_whole`), else ``None`` (summarize it)."""
-    if blank_question(plan.question):
-        chunk_tokens = [count_tokens(c) for c in plan.chunks]
-        return _unchanged(plan, chunk_tokens, config.budget_for(sum(chunk_tokens)))
-    return _whole(plan, config, count_tokens)
 
 
 def _select(
@@ -592,7 +580,7 @@ def summarize_extractive(
     plan = _plan(question, chunks)
     if config.sentence_embeddings and plan.flat:
         _needs(embed, "embed")  # a missing embedder is a setup error, short context or not
-    whole = _kept_whole(plan, config, count_tokens)
+    whole = _whole(plan, config, count_tokens)
     if whole is not None:
         return whole
     texts = _to_embed(plan, question_vector, config)
@@ -617,7 +605,7 @@ async def asummarize_extractive(
     plan = _plan(question, chunks)
     if config.sentence_embeddings and plan.flat:
         _needs(aembed, "aembed")  # a missing embedder is a setup error, short context or not
-    whole = _kept_whole(plan, config, count_tokens)
+    whole = _whole(plan, config, count_tokens)
     if whole is not None:
         return whole
     texts = _to_embed(plan, question_vector, config)

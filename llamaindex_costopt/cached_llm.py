@@ -61,7 +61,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
-from costopt_core.cache.keys import ANSWER_PARAMS
+from costopt_core.cache.keys import ANSWER_PARAMS, check_ttl
 from costopt_core.cache.shared_stream import AsyncReading, Reading
 from costopt_core.errors import ConfigurationError, check_arguments, config_error
 from costopt_core.finish import finish_reason_of
@@ -741,12 +741,15 @@ class CachedLLM(MarksStructured, FunctionCallingLLM):
     @field_validator("ttl_s", mode="after")
     @classmethod
     def _check_ttl(cls, value: float | None) -> float | None:
-        if value is not None and not value > 0:  # not > 0: NaN is refused too
+        # The engine's rule (CacheRequest applies it to every request): refused
+        # here, an infinite TTL would fail each call instead.
+        try:
+            return check_ttl(value)
+        except ConfigurationError:
             raise ConfigurationError(
-                "ttl_s must be a positive number of seconds; leave it out (None) "
-                "for answers that never expire"
-            )
-        return value
+                "ttl_s must be a positive number of seconds, and finite; leave it out "
+                "(None) for answers that never expire"
+            ) from None
 
     @field_validator("cache_tags", mode="before")
     @classmethod

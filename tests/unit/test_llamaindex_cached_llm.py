@@ -532,6 +532,7 @@ async def test_track_costs_tenants_never_share_answers(method: str) -> None:
     [
         ("llm", "gpt-4o", "not its name"),
         ("ttl_s", -1, "positive number of seconds"),
+        ("ttl_s", float("inf"), "positive number of seconds, and finite"),
         ("semantic_cache", "memory", r"SemanticCache\('memory'\)"),
         ("cache_tags", "kb", r"pass \('kb',\)"),
     ],

@@ -231,6 +231,7 @@ class CostEngine:
         max_output_tokens: int = 0,
         tools: Sequence[Any] | None = None,
         input_tokens_approximate: bool = False,
+        mode: CallMode = "sync",
     ) -> Decimal | None:
         """Upper-bound cost of a call before it is made (what a budget holds).
 
@@ -251,6 +252,8 @@ class CostEngine:
             input_tokens_approximate: whether ``input_tokens`` may be below the
                 model's own count (then it is padded too; counts made here are
                 padded when the counter may undercount the model).
+            mode: the rates the call is billed at (``"batch"`` for a provider
+                batch API; a model with no batch price is held at its sync price).
 
         ``None`` when the model has no price: not $0, so a budget check must
         not take it as one (see :meth:`check_unpriced`).
@@ -262,9 +265,8 @@ class CostEngine:
             prompt = upper_bound_tokens(input_tokens, input_tokens_approximate)
         if tools:
             prompt += self.tool_tokens(tools, model)
-        return estimate_cost(
-            self.catalog.get(model, warn=False), prompt, max_output_tokens, upper_bound=True
-        )
+        price = self.catalog.get(model, warn=False)
+        return estimate_cost(price, prompt, max_output_tokens, mode, upper_bound=True)
 
     def tool_tokens(self, tools: Sequence[Any], model: str) -> int:
         """Tokens the JSON of ``tools`` takes (padded as :meth:`estimate` pads counts)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -73,11 +74,14 @@ def requests(n: int, *, max_tokens: int | None = 1000, tenants: Sequence[str | N
 
 
 def batch_estimate(engine: CostEngine, reqs: Sequence[BatchRequest]) -> Decimal:
-    """What the requests may cost at batch rates: every prompt token, every allowed answer token."""
+    """What the requests may cost at batch rates: every allowed answer token, and every
+    prompt token at the dearest input rate, a 1-hour cache write ($6 per Mtok, $3 in a
+    batch), counted with cl100k_base and so padded by a quarter for Claude."""
     total = Decimal(0)
     for r in reqs:
         tokens = engine.tokens.count_messages(r.messages, r.model).tokens
-        total += (tokens * Decimal("1.50") + r.params.get("max_tokens", 0) * Decimal("7.50")) / MTOK
+        padded = math.ceil(tokens * 5 / 4)
+        total += (padded * Decimal("3.00") + r.params.get("max_tokens", 0) * Decimal("7.50")) / MTOK
     return total
 
 
@@ -233,3 +237,21 @@ def test_no_budget_no_check(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine, "check_budget", lambda *a, **k: pytest.fail("checked"))
     job = BatchJob(remote(), ":memory:", name="j", engine=engine)
     assert len(job.run(requests(2))) == 2
+
+
+def test_a_requests_tools_are_held_for_as_a_synchronous_calls_are() -> None:
+    from costopt_core.batch.budget import request_estimate
+
+    engine = engine_with()
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    [plain] = requests(1)
+    with_tools = BatchRequest(
+        id="t", model=MODEL, messages=plain.messages, params={**plain.params, "tools": [tool] * 20}
+    )
+    bare = request_estimate(engine, plain, "batch")
+    assert bare == batch_estimate(engine, [plain])
+    held = request_estimate(engine, with_tools, "batch")
+    assert held == bare + engine.tool_tokens([tool] * 20, MODEL) * Decimal("3.00") / MTOK
+    # The same bound as a synchronous call's check, at batch rates.
+    sync = engine.estimate(MODEL, plain.messages, max_output_tokens=1000, tools=[tool] * 20)
+    assert held is not None and sync is not None and held * 2 == sync

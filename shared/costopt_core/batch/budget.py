@@ -33,7 +33,6 @@ from decimal import Decimal
 from costopt_core.batch.provider import BatchRequest
 from costopt_core.engine import CostEngine
 from costopt_core.errors import BudgetExceededError
-from costopt_core.pricing import estimate_cost
 from costopt_core.types import CallMode
 
 __all__ = [
@@ -74,12 +73,20 @@ def _max_output_tokens(params: Mapping[str, object]) -> int:
 
 
 def request_estimate(engine: CostEngine, request: BatchRequest, mode: CallMode) -> Decimal | None:
-    """Upper-bound cost of one request at ``mode`` rates; ``None`` for an unpriced model."""
-    price = engine.catalog.get(request.model, warn=False)
-    if price is None:
-        return None
-    tokens = engine.tokens.count_messages(request.messages, request.model).tokens
-    return estimate_cost(price, tokens, _max_output_tokens(request.params), mode)
+    """Upper-bound cost of one request at ``mode`` rates; ``None`` for an unpriced model.
+
+    :meth:`CostEngine.estimate`'s bound, as a synchronous call's budget check
+    holds: the dearest input rate, the request's tools counted, approximate
+    token counts padded.
+    """
+    tools = request.params.get("tools")
+    return engine.estimate(
+        request.model,
+        request.messages,
+        max_output_tokens=_max_output_tokens(request.params),
+        tools=tools if isinstance(tools, Sequence) and not isinstance(tools, str) else None,
+        mode=mode,
+    )
 
 
 def tenant_estimates(

@@ -239,3 +239,48 @@ def test_a_react_step_that_names_an_action_is_not_a_refusal() -> None:
     assert escalation_reason(Answer(step), ValidatorConfig()) is None
     final = "Thought: I'm sorry, I can't help with that.\nAnswer: I can't help with that."
     assert escalation_reason(Answer(final), ValidatorConfig()) == "refusal_or_hedge"
+
+
+@pytest.mark.parametrize(
+    ("finish_reason", "reason"),
+    [
+        ("content_filter", "blocked"),
+        ("refusal", "blocked"),
+        ("SAFETY", "blocked"),
+        ("FinishReason.RECITATION", "blocked"),
+        ("guardrail_intervened", "blocked"),
+        ("error", "failed"),
+        ("malformed_function_call", "failed"),
+        ("pause_turn", "failed"),
+        ("length", "truncated"),
+        ("stop", None),
+        (None, None),
+    ],
+)
+def test_an_answer_a_safety_filter_or_a_failure_stopped_escalates(
+    finish_reason: str | None, reason: str | None
+) -> None:
+    # Text that reads as a fine start of an answer: only the finish reason tells.
+    partial = Answer(text="Sure, here are the steps: first you", finish_reason=finish_reason)
+    assert escalation_reason(partial, ValidatorConfig()) == reason
+    off = ValidatorConfig(stopped=False, truncated=False)
+    assert escalation_reason(partial, off) is None
+
+
+def test_a_router_re_asks_the_next_tier_after_a_filtered_answer() -> None:
+    from costopt_core.testing import Script, ScriptedResponse
+    from costopt_core.types import Usage
+    from langchain_costopt.router import RouterChatModel
+    from langchain_costopt.testing import ScriptedChatModel
+
+    usage = Usage(input_tokens=5, output_tokens=5)
+    cut = ScriptedResponse(
+        "Sure, here are the steps: first you", usage, model="gpt-4o-mini", finish_reason="refusal"
+    )
+    small = ScriptedChatModel(script=Script([cut]), model_name="gpt-4o-mini")
+    big = ScriptedChatModel.from_texts(["The whole answer."], model="gpt-4o")
+    router = RouterChatModel(tiers={"small": small, "frontier": big})
+    out = router.invoke("hi")
+    assert out.content == "The whole answer."
+    attempts = out.response_metadata["costopt"]["route"]["attempts"]
+    assert [a["outcome"] for a in attempts] == ["escalated: blocked", "kept"]

@@ -3,6 +3,10 @@
 Pure functions of the answer. The reasons, in the order they are checked:
 
 - ``truncated``: the answer stopped at the token limit;
+- ``blocked``: a safety system stopped or withheld the answer (the finish
+  reason says so: ``content_filter``, ``refusal``, ``safety``...);
+- ``failed``: the call stopped before its answer (``error``,
+  ``malformed_function_call``, ``pause_turn``...);
 - ``unknown_tool``: a tool call names a tool the request did not offer;
 - ``invalid_tool_args``: a tool call's arguments are not a JSON object, or do
   not match the tool's JSON schema (when the request gave one);
@@ -37,7 +41,12 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from costopt_core.errors import ConfigurationError
-from costopt_core.finish import TRUNCATED_FINISH_REASONS, normalise_finish_reason
+from costopt_core.finish import (
+    BLOCKED_FINISH_REASONS,
+    FAILED_FINISH_REASONS,
+    TRUNCATED_FINISH_REASONS,
+    normalise_finish_reason,
+)
 
 __all__ = [
     "Answer",
@@ -92,6 +101,8 @@ class ValidatorConfig:
     tool_calls: bool = True
     structured: bool = True
     truncated: bool = True
+    #: Escalate an answer whose finish reason says it was blocked or failed.
+    stopped: bool = True
     #: Escalate when the mean token log-probability is below this (None: off).
     min_mean_logprob: float | None = -1.2
     #: ``accept(answer) -> bool``; an exception it raises counts as a rejection.
@@ -256,10 +267,14 @@ def escalation_reason(
             that does not match it is escalated (``invalid_structured_output``).
             Giving one implies ``structured_output``.
     """
-    if config.truncated and normalise_finish_reason(answer.finish_reason) in (
-        TRUNCATED_FINISH_REASONS
-    ):
+    finish = normalise_finish_reason(answer.finish_reason)
+    if config.truncated and finish in TRUNCATED_FINISH_REASONS:
         return "truncated"
+    # What came back is not the model's whole answer, whatever its text says.
+    if config.stopped and finish in BLOCKED_FINISH_REASONS:
+        return "blocked"
+    if config.stopped and finish in FAILED_FINISH_REASONS:
+        return "failed"
     text = answer.text.strip()
     if config.tool_calls and answer.invalid_tool_calls:
         # The model meant to call a tool and broke the call: text beside it

@@ -106,3 +106,24 @@ def test_vectorised_rule_equals_the_scalar_one(
     for i, row in enumerate(rows):
         d = choose_tier(row, th, margin=margin, cost_scale=scale)
         assert (chosen[i], band[i]) == (d.tier_index, d.escalate_band)
+
+
+def test_the_margin_band_passes_over_a_tier_switched_off() -> None:
+    names = ["cheap", "mid", "frontier"]
+    thresholds = [0.6, math.inf, 0.9]
+    names4 = [*names, "top"]
+    # cheap is unsure: mid is off, so the request goes to the frontier, not mid.
+    d = choose_tier([0.62, 0.99, 1.0], thresholds[:2], margin=0.05, tier_names=names)
+    assert (d.tier, d.escalate_band, d.qualified_index) == ("frontier", True, 0)
+    assert "escalated one tier up to frontier" in d.reason
+    # Over several tiers switched off, to the first one on.
+    d4 = choose_tier([0.62, 0.99, 0.2, 1.0], thresholds, margin=0.05, tier_names=names4)
+    assert (d4.tier, d4.escalate_band) == ("frontier", True)
+    # The batch rule agrees row by row, with and without cost scaling.
+    probs = np.array([[0.62, 0.99, 0.2, 1.0], [0.7, 0.99, 0.2, 1.0], [0.1, 0.5, 0.93, 1.0]])
+    for scale in (1.0, 0.5):
+        chosen, band = choose_tiers(probs, thresholds, margin=0.05, cost_scale=scale)
+        rows = [choose_tier(r, thresholds, margin=0.05, cost_scale=scale) for r in probs]
+        assert chosen.tolist() == [r.tier_index for r in rows]
+        assert band.tolist() == [r.escalate_band for r in rows]
+    assert choose_tiers(probs, thresholds, margin=0.05)[0].tolist() == [2, 0, 3]

@@ -9,7 +9,8 @@ production is exactly the one calibration measured.
 The rule: take the cheapest tier whose probability of being good enough
 reaches its threshold. A probability that clears its threshold by less than
 ``margin`` is "unsure": the request goes one tier up before any call is made
-(pre-call escalation), and the decision says so. When no cheaper tier
+(pre-call escalation; over any tier an ``inf`` threshold switched off), and the
+decision says so. When no cheaper tier
 qualifies, the frontier tier serves.
 
 Cost awareness: requests differ in price (a 4,000-token prompt costs forty
@@ -144,7 +145,8 @@ def choose_tier(
         thresholds: one per non-frontier tier (see :func:`normalize_thresholds`).
         margin: width of the "unsure" band above each threshold; a tier whose
             probability is in ``[threshold, threshold + margin)`` sends the
-            request one tier up instead. ``0`` disables pre-call escalation.
+            request one tier up instead (the next tier switched on: an ``inf``
+            threshold switches a tier off). ``0`` disables pre-call escalation.
         cost_scale: this request's cost relative to a typical one (``> 0``;
             see the module docstring). ``1`` applies the thresholds as given.
         tier_names: names for the explanation and :attr:`RouteDecision.tier`.
@@ -181,7 +183,7 @@ def choose_tier(
         if math.isnan(p) or p < thr:
             continue
         if p < thr + margin:
-            up = i + 1
+            up = _next_on(th, i)
             reason = (
                 f"unsure: P({_name(tier_names, i)} good enough)={p:.3f} is within margin "
                 f"{margin:g} of its threshold {thr:.3f}{scaled}; escalated one tier up to "
@@ -224,6 +226,14 @@ def choose_tier(
         escalate_band=False,
         probabilities=probs,
         qualified_index=last,
+    )
+
+
+def _next_on(thresholds: Sequence[float], i: int) -> int:
+    """The first tier above tier ``i`` that is switched on (threshold not ``+inf``),
+    or the frontier (index ``len(thresholds)``): where an unsure request goes."""
+    return next(
+        (j for j in range(i + 1, len(thresholds)) if thresholds[j] != math.inf), len(thresholds)
     )
 
 
@@ -280,5 +290,7 @@ def choose_tiers(
         rows = np.flatnonzero(qualified < n_tiers - 1)
         q = qualified[rows]
         band[rows] = p[rows, q] < th[rows, q] + margin
-    chosen = qualified + band
+    # One tier up, over any the thresholds switched off (inf stays inf when scaled).
+    up = np.array([_next_on(base.tolist(), i) for i in range(n_tiers)], dtype=np.int64)
+    chosen = np.where(band, up[qualified], qualified)
     return chosen.astype(np.int64), band

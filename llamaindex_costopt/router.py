@@ -25,6 +25,7 @@ import json
 import logging
 import threading
 import uuid
+import warnings
 from collections import OrderedDict
 from collections.abc import (
     AsyncIterator,
@@ -131,6 +132,8 @@ _OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "max
 
 # Answers kept to find the tier LLM that gave them (get_tool_calls_from_response).
 _MAX_ANSWERERS = 256
+#: Prompt settings ``predict`` applies on the LLM it is called on (the router).
+_TIER_PROMPT_FIELDS = ("system_prompt", "query_wrapper_prompt")
 
 
 def _first(items: Any) -> Any:
@@ -425,10 +428,12 @@ class RouterLLM(MarksStructured, FunctionCallingLLM):
     not fit the class, is re-asked one tier up instead of failing the parse.
 
     Templates: ``predict`` and the query engines built on it apply the
-    router's own ``system_prompt`` and ``query_wrapper_prompt`` (set them on
-    the router: a tier's are not applied through it, as ``chat`` never applies
-    them), while each tier applies its own ``completion_to_prompt`` /
-    ``messages_to_prompt`` (a local model's chat template) to what it is asked.
+    router's own ``system_prompt`` and ``query_wrapper_prompt``. Left unset,
+    the router takes them from its tiers when every tier has the same one; a
+    tier's own is not applied through the router otherwise (as ``chat`` never
+    applies them), and tiers that disagree get a warning at construction.
+    Each tier applies its own ``completion_to_prompt`` / ``messages_to_prompt``
+    (a local model's chat template) to what it is asked.
 
     Streaming: a weak streamed answer escalates as a returned one does. To
     check it, the router holds back the stream of a tier that may still
@@ -520,6 +525,7 @@ class RouterLLM(MarksStructured, FunctionCallingLLM):
                         "LlamaIndex LLM; pass an LLM instance (or a list of them), e.g. "
                         f"tiers={{{name!r}: OpenAI(model='gpt-4o-mini'), ...}}"
                     )
+        self._adopt_tier_prompts()
         self._llms, tiers = tier_members(self.tiers, _model_of, owner="RouterLLM")
         self._router = Router(
             tiers,
@@ -528,6 +534,25 @@ class RouterLLM(MarksStructured, FunctionCallingLLM):
             validators=self.validators,
             calibration=self.calibration,
         )
+
+    def _adopt_tier_prompts(self) -> None:
+        """The tiers' ``system_prompt`` / ``query_wrapper_prompt`` where the router
+        sets none and every tier has the same one (see the class docstring)."""
+        llms = [m for v in self.tiers.values() for m in (v if isinstance(v, list) else [v])]
+        for name in _TIER_PROMPT_FIELDS:
+            values = [getattr(llm, name, None) for llm in llms]
+            if getattr(self, name, None) is not None or all(v is None for v in values):
+                continue
+            if all(v is not None and v == values[0] for v in values):
+                setattr(self, name, values[0])
+                continue
+            warnings.warn(
+                f"RouterLLM: some tiers set {name} and others do not, or differently; a tier's "
+                f"{name} is not applied through the router (chat never applies it). Set "
+                f"RouterLLM({name}=...) for every tier, or the same {name} on every tier",
+                UserWarning,
+                stacklevel=4,
+            )
 
     @classmethod
     def class_name(cls) -> str:

@@ -168,3 +168,39 @@ async def test_a_stream_failing_on_its_first_chunk_falls_back(how: str) -> None:
     route = chunks[-1].raw["costopt"]["route"]
     assert [a["outcome"] for a in route["attempts"]] == ["error: ConnectionError", "kept"]
     assert route["tier"] == "frontier"
+
+
+class _Seen(ScriptedLLM):
+    """Records the roles and texts of each chat it is asked."""
+
+    def chat(self, messages: Any, **kwargs: Any) -> Any:
+        self.__dict__.setdefault("_asked", []).append([(m.role.value, m.content) for m in messages])
+        return super().chat(messages, **kwargs)
+
+
+def test_a_system_prompt_every_tier_has_is_applied_by_predict_through_the_router() -> None:
+    from llama_index.core.prompts import PromptTemplate
+
+    french = "Always answer in French."
+    small = _Seen(script=Script([ScriptedResponse("Bonjour", U)]), system_prompt=french)
+    big = _Seen(script=Script([ScriptedResponse("Bonjour", U)]), system_prompt=french)
+    router = RouterLLM(tiers={"small": small, "frontier": big}, classifier=Always(0.9))
+    assert router.system_prompt == french
+    router.predict(PromptTemplate("Say hello to {name}"), name="Ada")
+    assert small.__dict__["_asked"] == [[("system", french), ("user", "Say hello to Ada")]]
+    # The router's own wins; chat applies none (as LlamaIndex's chat never does).
+    own = RouterLLM(
+        tiers={"small": small, "frontier": big}, classifier=Always(0.9), system_prompt="Mine."
+    )
+    own.predict(PromptTemplate("Hi"))
+    assert small.__dict__["_asked"][-1] == [("system", "Mine."), ("user", "Hi")]
+    own.chat(MSGS)
+    assert small.__dict__["_asked"][-1] == [("user", "What is 2+2?")]
+
+
+def test_tiers_with_different_system_prompts_warn_that_theirs_are_not_applied() -> None:
+    small = ScriptedLLM(script=Script(["ok"]), system_prompt="Be brief.")
+    big = ScriptedLLM(script=Script(["ok"]))
+    with pytest.warns(UserWarning, match=r"RouterLLM\(system_prompt=\.\.\.\)"):
+        router = RouterLLM(tiers={"small": small, "frontier": big}, classifier=Always(0.9))
+    assert router.system_prompt is None

@@ -44,7 +44,7 @@ from costopt_core.errors import ConfigurationError, check_arguments, config_erro
 from costopt_core.finish import finish_reason_of
 from costopt_core.routing.calibrate import CalibrationReport, as_calibration
 from costopt_core.routing.decide import RouteDecision
-from costopt_core.routing.features import wants_structured_output
+from costopt_core.routing.features import requested_response_schema, wants_structured_output
 from costopt_core.routing.router import (
     Router,
     RouterConfig,
@@ -81,9 +81,6 @@ _BIND_KEY = "costopt_bind_tools"
 _TRACING_KEYS = ("ls_structured_output_format", "structured_output_format")
 # ``bind_tools`` arguments that only steer tool calls: with no tools, not passed on.
 _TOOLS_ONLY = ("tool_choice", "parallel_tool_calls")
-# ``with_structured_output``'s ways of asking for a structured answer.
-# Where a request names the JSON schema of a structured text answer.
-_RESPONSE_SCHEMA_KEYS = ("response_format", "format", "json_schema")
 # A closed code fence (```json ... ```), for an answer with prose after its JSON.
 _FENCED_BLOCK = re.compile(r"```(?:json)?(.*?)```", re.DOTALL)
 
@@ -125,30 +122,6 @@ def _model_name(model: BaseChatModel) -> str:
         if attr == "model" and isinstance(value, BaseChatModel):
             return _model_name(value)  # a wrapper (CachedChatModel): the model it calls
     return type(model).__name__
-
-
-def _response_schema(value: Any) -> Mapping[str, Any] | None:
-    """The JSON schema a ``response_format``-style value asks the answer to match.
-
-    OpenAI's ``{"type": "json_schema", "json_schema": {"schema": ...}}``, a
-    pydantic class or TypedDict (as ChatOpenAI takes them), or a JSON schema
-    itself (Ollama's ``format``). ``None`` for plain JSON mode, text, or
-    anything else: only "is it JSON" is checked then.
-    """
-    if isinstance(value, Mapping):
-        if value.get("type") == "json_schema":
-            spec = value.get("json_schema")
-            schema = spec.get("schema") if isinstance(spec, Mapping) else None
-            return schema if isinstance(schema, Mapping) else None
-        return value if ("properties" in value or "$schema" in value) else None
-    if isinstance(value, type):
-        from langchain_core.utils.function_calling import convert_to_json_schema
-
-        try:
-            return convert_to_json_schema(value)
-        except Exception:  # not a schema class: no schema to check against
-            return None
-    return None
 
 
 def _takes(method: Any, name: str) -> bool:
@@ -513,11 +486,11 @@ class RouterChatModel(_calls.RunAwareChatModel):
             for fn in cls._functions(tools)
             if isinstance(fn.get("parameters"), Mapping)
         }
-        response_schema = None
-        for source in (rest, tool_kwargs):
-            for key in _RESPONSE_SCHEMA_KEYS:
-                if response_schema is None and key in source:
-                    response_schema = _response_schema(source[key])
+        from langchain_core.utils.function_calling import convert_to_json_schema
+
+        response_schema = requested_response_schema(
+            rest, tool_kwargs, convert=convert_to_json_schema
+        )
         return tool_schemas or None, response_schema
 
     # -- the call loop --------------------------------------------------------------

@@ -68,7 +68,7 @@ from costopt_core.finish import finish_reason_of
 from costopt_core.routing import router as routing
 from costopt_core.routing.calibrate import CalibrationReport, as_calibration
 from costopt_core.routing.decide import RouteDecision
-from costopt_core.routing.features import wants_structured_output
+from costopt_core.routing.features import requested_response_schema, wants_structured_output
 from costopt_core.routing.router import Router, RouterConfig, RouteRun, Step
 from costopt_core.routing.tiers import tier_members
 from costopt_core.routing.validators import Answer, ValidatorConfig, forces_tool_call
@@ -426,6 +426,10 @@ class RouterLLM(MarksStructured, FunctionCallingLLM):
     twins, and so ``as_structured_llm``) marks its requests as structured with
     the output class's JSON schema: a cheap answer in prose, or JSON that does
     not fit the class, is re-asked one tier up instead of failing the parse.
+    A call's own ``response_format`` (OpenAI's ``json_schema``, a JSON schema,
+    a pydantic class) is read as ``RouterChatModel`` reads it, so both routers
+    escalate the same answers; a structured answer is read as LlamaIndex's
+    output parser reads it (the first ``{...}``: a fenced one is kept).
 
     Templates: ``predict`` and the query engines built on it apply the
     router's own ``system_prompt`` and ``query_wrapper_prompt``. Left unset,
@@ -686,7 +690,9 @@ class RouterLLM(MarksStructured, FunctionCallingLLM):
         names = [_tool_name(t) for t in tools]
         # Unknown-tool checks need every name; a tool we cannot name turns them off.
         offered = tuple(n for n in names if n) if all(names) else ()
-        schema = _STRUCTURED.get()
+        # structured_predict's output class, else a schema the call's own
+        # arguments ask for (response_format, as the LangChain router reads it).
+        schema = _STRUCTURED.get() or requested_response_schema(kwargs)
         structured = wants_structured_output(kwargs) or schema is not None
         with_tools = kwargs.get(WITH_TOOLS_KEY)
         forced = forces_tool_call(kwargs.get("tool_choice")) or bool(
@@ -839,8 +845,9 @@ class RouterLLM(MarksStructured, FunctionCallingLLM):
         driver because provider LLMs send the request when their stream is
         first iterated, not when it is opened.
         """
-        # A structured_predict's answer is read as its output parser reads it.
-        structured_text = _STRUCTURED.get() is not None
+        # A structured answer is read as LlamaIndex's output parser reads it
+        # (the first {...} of the text), so a fenced one is not escalated.
+        structured_text = run.structured
         # The last answer re-asked one tier up: recorded as a discarded attempt,
         # unless no tier above answers and it is returned after all.
         weaker: tuple[Any, LLM, Step] | None = None

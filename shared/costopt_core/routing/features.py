@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -37,6 +37,7 @@ __all__ = [
     "as_messages",
     "extract_features",
     "feature_matrix",
+    "requested_response_schema",
     "routing_text",
     "wants_structured_output",
 ]
@@ -275,6 +276,63 @@ def wants_structured_output(params: Mapping[str, Any]) -> bool:
         True
     """
     return any(_asks_structure(params.get(k)) for k in _STRUCTURED_PARAMS)
+
+
+#: Where a request names the JSON schema of a structured text answer.
+_RESPONSE_SCHEMA_KEYS = ("response_format", "format", "json_schema")
+
+
+def _schema_of(value: Any, convert: Callable[[type], Any] | None) -> Mapping[str, Any] | None:
+    if isinstance(value, Mapping):
+        if value.get("type") == "json_schema":
+            spec = value.get("json_schema")
+            schema = spec.get("schema") if isinstance(spec, Mapping) else None
+            return schema if isinstance(schema, Mapping) else None
+        return value if ("properties" in value or "$schema" in value) else None
+    if isinstance(value, type):
+        # A framework's own conversion first (LangChain's reads TypedDicts too).
+        ways: list[Callable[[], Any]] = []
+        if convert is not None:
+            ways.append(lambda: convert(value))
+        dump = getattr(value, "model_json_schema", None)
+        if callable(dump):
+            ways.append(dump)
+        for to_schema in ways:
+            try:
+                schema = to_schema()
+            except Exception:  # not a schema class: no schema to check against
+                continue
+            if isinstance(schema, Mapping):
+                return schema
+    return None
+
+
+def requested_response_schema(
+    *sources: Mapping[str, Any], convert: Callable[[type], Any] | None = None
+) -> Mapping[str, Any] | None:
+    """The JSON schema a request asks its text answer to match, or None.
+
+    Read from the first of ``response_format``, ``format`` and
+    ``json_schema`` set in the first source that sets one: OpenAI's
+    ``{"type": "json_schema", "json_schema": {"schema": ...}}``, a JSON schema
+    itself (Ollama's ``format``), or a pydantic class. ``None`` for plain JSON
+    mode, text, or anything else: only "is it JSON" is checked then. Both
+    routers read a request's schema here, so they escalate the same answers.
+
+    Args:
+        sources: the request's parameters (a call's keyword arguments), in
+            the order they take precedence.
+        convert: a framework's class-to-schema conversion (LangChain's
+            ``convert_to_json_schema`` reads TypedDicts too); a pydantic
+            class is converted without one.
+    """
+    for source in sources:
+        for key in _RESPONSE_SCHEMA_KEYS:
+            if key in source:
+                schema = _schema_of(source[key], convert)
+                if schema is not None:
+                    return schema
+    return None
 
 
 def _last_user(messages: Sequence[Message]) -> str:

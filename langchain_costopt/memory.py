@@ -54,6 +54,7 @@ from costopt_core.memory import (
     MemoryView,
     message_fingerprint,
 )
+from costopt_core.memory.conversation import FlushLock
 from costopt_core.types import Message
 from langchain_costopt._convert import from_langchain_messages, to_langchain_message
 from langchain_costopt.callbacks import CostCallbackHandler, _tracking, engine_for, run_tenant
@@ -342,7 +343,10 @@ class SummarizingChatMessageHistory(BaseChatMessageHistory):
     prompts untouched and first, one summary message that changes only at a
     flush (so the provider's prefix cache survives between flushes), recalled
     older sentences, and the recent turns verbatim (a tool call is never
-    split from its results). Reading never writes anything.
+    split from its results). Reading writes nothing but, when it must, the
+    memory state: a read that would leave out turns no summary covers (the
+    first read of a long stored conversation with no saved state) applies the
+    flush that is due first and saves it, as the next write would have.
 
     The memory state (summaries, key facts) persists through ``state_store``:
     a second ``BaseChatMessageHistory`` of the user's own backend (e.g. the
@@ -447,6 +451,9 @@ class SummarizingChatMessageHistory(BaseChatMessageHistory):
         self._state = MemoryState()
         self._recorded: tuple[int, str | None] | None = None
         self._lock = threading.Lock()
+        # Held from loading the state to saving it, by update() and aupdate()
+        # alike, so concurrent writers of one session flush once.
+        self._flush_lock = FlushLock()
 
     @property
     def config(self) -> MemoryConfig:
@@ -476,12 +483,38 @@ class SummarizingChatMessageHistory(BaseChatMessageHistory):
             self._recorded = key
             return True
 
+    def _read(self) -> _Call:
+        """The stored history and a memory whose view of it loses no turn.
+
+        The engine says when the view would leave out turns no summary covers
+        (``read_needs_flush``); the due flush then runs first, through
+        :meth:`update` (locked, saved: a concurrent writer's flush is not
+        repeated, and the next write does not pay for it again).
+        """
+        call = _prepare(self._options, self.history.messages, self._load_state())
+        if not call.memory.read_needs_flush(call.full):
+            return call
+        self.update()
+        return _prepare(self._options, self.history.messages, self._load_state())
+
+    async def _aread(self) -> _Call:
+        """Async twin of :meth:`_read`."""
+        originals = await self.history.aget_messages()
+        call = _prepare(self._options, originals, await self._aload_state())
+        if not call.memory.read_needs_flush(call.full):
+            return call
+        await self.aupdate()
+        originals = await self.history.aget_messages()
+        return _prepare(self._options, originals, await self._aload_state())
+
     def view(self) -> MemoryView:
         """The engine's view of the stored history (token counts, summary, flush state).
 
-        Nothing is recorded or written.
+        Nothing is recorded; the state is written only by the flush a read
+        must apply first (see the class docstring), so it is what
+        :attr:`messages` sends.
         """
-        call = _prepare(self._options, self.history.messages, self._load_state())
+        call = self._read()
         return call.memory.view(call.full)
 
     def _sent(self, call: _Call, view: MemoryView) -> list[BaseMessage]:
@@ -492,13 +525,12 @@ class SummarizingChatMessageHistory(BaseChatMessageHistory):
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
         """The bounded view to send: system, summary, recalled sentences, recent turns."""
-        call = _prepare(self._options, self.history.messages, self._load_state())
+        call = self._read()
         return self._sent(call, call.memory.view(call.full))
 
     async def aget_messages(self) -> list[BaseMessage]:
         """Async twin of :attr:`messages`."""
-        originals = await self.history.aget_messages()
-        call = _prepare(self._options, originals, await self._aload_state())
+        call = await self._aread()
         return self._sent(call, await call.memory.aview(call.full))
 
     @property
@@ -540,7 +572,7 @@ class SummarizingChatMessageHistory(BaseChatMessageHistory):
 
     def update(self, *, force: bool = False) -> FlushResult:
         """Flush if one is due (or ``force``) and save the state; the history is untouched."""
-        with self._lock:
+        with self._flush_lock:
             call = _prepare(self._options, self.history.messages, self._load_state())
             result = call.memory.update(call.full, force=force)
             self._save(result)
@@ -548,11 +580,15 @@ class SummarizingChatMessageHistory(BaseChatMessageHistory):
 
     async def aupdate(self, *, force: bool = False) -> FlushResult:
         """Async twin of :meth:`update`."""
-        originals = await self.history.aget_messages()
-        call = _prepare(self._options, originals, await self._aload_state())
-        result = await call.memory.aupdate(call.full, force=force)
-        await self._asave(result)
-        return result
+        # Serialized as update() is (per event loop): two tasks that both loaded
+        # the state before either saved it flushed the same turns twice (the
+        # summarizer paid twice, two sidecar entries).
+        async with self._flush_lock.async_lock():
+            originals = await self.history.aget_messages()
+            call = _prepare(self._options, originals, await self._aload_state())
+            result = await call.memory.aupdate(call.full, force=force)
+            await self._asave(result)
+            return result
 
     def clear(self) -> None:
         """Clear the wrapped store and the memory state."""

@@ -37,6 +37,7 @@ from costopt_core.memory import (
     MemoryView,
     message_fingerprint,
 )
+from costopt_core.memory.conversation import FlushLock
 from costopt_core.types import Message, Role
 from llamaindex_costopt.handler import (
     PricingBlock,
@@ -141,7 +142,10 @@ class SummarizingMemory(BaseChatStoreMemory):
     Writes (``put``, ``put_messages``, ``set``) store the messages in
     ``chat_store`` under ``chat_store_key`` unchanged, then fold old turns
     into the summary when a flush is due (in large batches, not every turn).
-    ``get(input=...)`` returns the view to send; it never writes.
+    ``get(input=...)`` returns the view to send; it writes nothing but, when
+    it must, the memory state: a read that would leave out turns no summary
+    covers (the first read of a long stored conversation with no saved state)
+    applies the flush that is due first and saves it, as the next write would.
     ``get_all`` returns the full stored history.
 
     The memory state (summaries, key facts) is stored in the same chat store
@@ -202,6 +206,9 @@ class SummarizingMemory(BaseChatStoreMemory):
     _pending: list[MemoryView] = PrivateAttr(default_factory=list)
     _pending_key: tuple[int, str | None] | None = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    # Held from loading the state to saving it, by update() and aupdate() alike,
+    # so concurrent writers of one conversation flush once.
+    _flush_lock: FlushLock = PrivateAttr(default_factory=FlushLock)
 
     def __init__(self, **kwargs: Any) -> None:
         check_arguments("SummarizingMemory", kwargs, type(self))
@@ -365,52 +372,87 @@ class SummarizingMemory(BaseChatStoreMemory):
             memory.record(view)
 
     # -- reads -------------------------------------------------------------------
+    def _read(self) -> tuple[list[ChatMessage], list[Message], ConversationMemory]:
+        """The stored history and a memory whose view of it loses no turn.
+
+        The engine says when the view would leave out turns no summary covers
+        (``read_needs_flush``); the due flush then runs first, through
+        :meth:`update` (locked, saved: a concurrent writer's flush is not
+        repeated, and the next write does not pay for it again).
+        """
+        originals = self.chat_store.get_messages(self.chat_store_key)
+        full = [from_llamaindex_message(m) for m in originals]
+        memory = self._memory(self._load_state())
+        if not memory.read_needs_flush(full):
+            return originals, full, memory
+        self.update()
+        originals = self.chat_store.get_messages(self.chat_store_key)
+        full = [from_llamaindex_message(m) for m in originals]
+        return originals, full, self._memory(self._load_state())
+
+    async def _aread(self) -> tuple[list[ChatMessage], list[Message], ConversationMemory]:
+        """Async twin of :meth:`_read`."""
+        originals = await self.chat_store.aget_messages(self.chat_store_key)
+        full = [from_llamaindex_message(m) for m in originals]
+        memory = self._memory(await self._aload_state())
+        if not memory.read_needs_flush(full):
+            return originals, full, memory
+        await self.aupdate()
+        originals = await self.chat_store.aget_messages(self.chat_store_key)
+        full = [from_llamaindex_message(m) for m in originals]
+        return originals, full, self._memory(await self._aload_state())
+
     def get(self, input: str | None = None, **kwargs: Any) -> list[ChatMessage]:
         """The bounded view to send; ``input`` (the new message) drives recall.
 
         Keyword arguments of other memories (``initial_token_count``) are
         accepted and ignored: the view's bound is the config's.
         """
-        originals = self.chat_store.get_messages(self.chat_store_key)
-        full = [from_llamaindex_message(m) for m in originals]
-        view = self._memory(self._load_state()).view(full, query=input or None)
+        originals, full, memory = self._read()
+        view = memory.view(full, query=input or None)
         self._hold(full, view)
         return _assemble(view, originals)
 
     async def aget(self, input: str | None = None, **kwargs: Any) -> list[ChatMessage]:
         """Async twin of :meth:`get`."""
-        originals = await self.chat_store.aget_messages(self.chat_store_key)
-        full = [from_llamaindex_message(m) for m in originals]
-        view = await self._memory(await self._aload_state()).aview(full, query=input or None)
+        originals, full, memory = await self._aread()
+        view = await memory.aview(full, query=input or None)
         self._hold(full, view)
         return _assemble(view, originals)
 
     def view(self, input: str | None = None) -> MemoryView:
         """The engine's view of the stored history (token counts, summary, flush state).
 
-        Nothing is recorded or written.
+        Nothing is recorded; the state is written only by the flush a read
+        must apply first (see the class docstring), so it is what :meth:`get`
+        sends.
         """
-        full = [from_llamaindex_message(m) for m in self.get_all()]
-        return self._memory(self._load_state()).view(full, query=input or None)
+        _, full, memory = self._read()
+        return memory.view(full, query=input or None)
 
     # -- writes ------------------------------------------------------------------
     def update(self, *, force: bool = False) -> FlushResult:
         """Flush if one is due (or ``force``) and save the state; the history is untouched."""
-        full = [from_llamaindex_message(m) for m in self.get_all()]
-        result = self._memory(self._load_state()).update(full, force=force)
-        self._state = result.state
-        if result.flushed:
-            self.chat_store.set_messages(self.memory_state_key, [_state_entry(result.state)])
-        return result
+        # Two writers that both loaded the state before either saved it flushed
+        # the same turns twice (the summarizer paid twice).
+        with self._flush_lock:
+            full = [from_llamaindex_message(m) for m in self.get_all()]
+            result = self._memory(self._load_state()).update(full, force=force)
+            self._state = result.state
+            if result.flushed:
+                self.chat_store.set_messages(self.memory_state_key, [_state_entry(result.state)])
+            return result
 
     async def aupdate(self, *, force: bool = False) -> FlushResult:
         """Async twin of :meth:`update`."""
-        full = [from_llamaindex_message(m) for m in await self.aget_all()]
-        result = await self._memory(await self._aload_state()).aupdate(full, force=force)
-        self._state = result.state
-        if result.flushed:
-            await self.chat_store.aset_messages(self.memory_state_key, [_state_entry(result.state)])
-        return result
+        async with self._flush_lock.async_lock():
+            full = [from_llamaindex_message(m) for m in await self.aget_all()]
+            result = await self._memory(await self._aload_state()).aupdate(full, force=force)
+            self._state = result.state
+            if result.flushed:
+                state = [_state_entry(result.state)]
+                await self.chat_store.aset_messages(self.memory_state_key, state)
+            return result
 
     def put(self, message: ChatMessage) -> None:
         """Store ``message`` unchanged, then flush old turns if one is due."""

@@ -3,26 +3,73 @@
 It holds the configuration, the current :class:`MemoryState` and the engine
 (token counter, embedder, prices, ledger) and calls the pure functions:
 :func:`plan_context` to read, :func:`flush` to write. Reads never change the
-state; the history itself is the caller's and is never modified.
+state (a reader flushes first when :meth:`ConversationMemory.read_needs_flush`
+says the view would lose turns); the history itself is the caller's and is
+never modified.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
 
 from costopt_core.engine import CostEngine, current_engine
 from costopt_core.memory.config import MemoryConfig
 from costopt_core.memory.flush import FlushResult, aflush, flush
-from costopt_core.memory.plan import MemoryView, aplan_context, plan_context
+from costopt_core.memory.plan import MemoryView, aplan_context, plan_context, read_needs_flush
 from costopt_core.memory.state import MemoryState
 from costopt_core.memory.tradeoff import CachePrices, cache_prices
 from costopt_core.types import CallRecord, Message
 
-__all__ = ["ConversationMemory"]
+__all__ = ["ConversationMemory", "FlushLock"]
 
 Chat = Callable[[list[Message]], str]
 AChat = Callable[[list[Message]], Awaitable[str]]
+
+
+class FlushLock:
+    """Serializes the load-flush-save steps of one stored conversation, sync and async alike.
+
+    Two writers that both load the state before either saves it both flush
+    the same turns: the summarizer is paid twice and two states are saved.
+    ``with lock:`` serializes threads; ``async with lock.async_lock():``
+    serializes the tasks of the running event loop. An ``asyncio.Lock`` is
+    bound to the loop that first waits on it, so there is one per loop,
+    created at first use (a lock made in one loop would fail in another, e.g.
+    across ``asyncio.run`` calls) and dropped with its loop. Holding the
+    thread lock across awaits instead would block the loop, and deadlock a
+    sync call made from it.
+    """
+
+    def __init__(self) -> None:
+        self._thread = threading.Lock()
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __enter__(self) -> None:
+        self._thread.acquire()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._thread.release()
+
+    def async_lock(self) -> asyncio.Lock:
+        """The lock of the running event loop (call it inside a coroutine)."""
+        loop = asyncio.get_running_loop()
+        # The thread lock only guards the table: loops in other threads share it.
+        with self._thread:
+            lock = self._loops.get(loop)
+            if lock is None:
+                lock = self._loops[loop] = asyncio.Lock()
+            return lock
 
 
 class ConversationMemory:
@@ -32,6 +79,8 @@ class ConversationMemory:
     append the reply to the history; ``memory.update(history)`` (which
     flushes only when one is due). Persist ``memory.state.to_dict()`` next to
     the history to resume later with ``state=MemoryState.from_dict(...)``.
+    When :meth:`read_needs_flush` says so (a long history and no state that
+    covers it), ``update`` before the view, or it leaves the oldest turns out.
 
     Args:
         config: budgets and policy (``MemoryConfig()`` by default).
@@ -168,6 +217,15 @@ class ConversationMemory:
             tenant=self.tenant,
             framework=self.framework,
         )
+
+    def read_needs_flush(self, history: Sequence[Message]) -> bool:
+        """Whether :meth:`view` would now leave out turns no summary covers.
+
+        Then read through :meth:`update` first (the flush is due): e.g. the
+        first read of a long stored conversation with no saved state. See
+        :func:`~costopt_core.memory.plan.read_needs_flush`.
+        """
+        return read_needs_flush(history, self._state, self.config, count_tokens=self._count)
 
     def update(self, history: Sequence[Message], *, force: bool = False) -> FlushResult:
         """Flush if one is due (or ``force``) and keep the new state."""

@@ -163,7 +163,12 @@ def _salience(texts: Sequence[str], exclude: set[str]) -> list[float]:
         if len(ws) < _MIN_SALIENT_WORDS:
             out.append(0.0)
             continue
-        weight = sum(math.log(1.0 + n / df[w]) for w in ws)
+        # ``ws`` is a set, whose order follows PYTHONHASHSEED: a plain float sum
+        # differed in its last bits between processes, so equal scores broke ties
+        # differently and replicas wrote different summaries of one history (a
+        # prompt-cache miss). fsum is exactly rounded; sorting makes the order
+        # explicit anyway.
+        weight = math.fsum(math.log(1.0 + n / df[w]) for w in sorted(ws))
         out.append(weight / math.sqrt(len(text.split())) + 0.5 * fact_score(text))
     return out
 

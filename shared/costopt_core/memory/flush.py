@@ -186,6 +186,19 @@ def _extractive(job: SummaryJob, count_tokens: CountTokens) -> str:
     return summarize_lines(job.lines, job.budget_tokens, count_tokens)
 
 
+def _written(answer: object, job: SummaryJob, count_tokens: CountTokens) -> str:
+    """The model's ``answer`` to ``job`` as the summary to store.
+
+    A blank answer (a refusal, a content filter, ``content=None`` mapped to
+    ``""``) is no summary: stored as one, the flush still advanced ``folded``
+    and the turns it covered were sent neither summarized nor verbatim. The
+    extractive summary of the same job stands in for it (no second model
+    call), so the fold never loses what the user said.
+    """
+    text = _fit("" if answer is None else str(answer), job.budget_tokens, count_tokens)
+    return text if text.strip() else _extractive(job, count_tokens)
+
+
 def _prepare(
     history: Sequence[Message],
     state: MemoryState,
@@ -228,7 +241,8 @@ def flush(
         count_tokens: text -> tokens.
         chat: a cheap chat model (messages -> text) to write the summaries;
             extractive summaries when ``None``. Its calls are recorded by the
-            cost handler attached to that model.
+            cost handler attached to that model. A blank answer is replaced
+            by the extractive summary of the same turns.
         prices: the conversation model's prices for the flush trade-off.
         force: fold whatever is beyond the window even if no flush is due.
 
@@ -248,7 +262,7 @@ def flush(
             else:
                 with overhead_of("memory"):
                     answer = chat(summary_job_messages(job))
-                text = _fit(str(answer), job.budget_tokens, count_tokens)
+                text = _written(answer, job, count_tokens)
                 calls += 1
             job = steps.send(text)
     except StopIteration as stop:
@@ -279,7 +293,7 @@ async def aflush(
             else:
                 with overhead_of("memory"):
                     answer = await achat(summary_job_messages(job))
-                text = _fit(str(answer), job.budget_tokens, count_tokens)
+                text = _written(answer, job, count_tokens)
                 calls += 1
             job = steps.send(text)
     except StopIteration as stop:

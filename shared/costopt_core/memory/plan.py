@@ -37,6 +37,7 @@ __all__ = [
     "aplan_context",
     "flush_decision",
     "plan_context",
+    "read_needs_flush",
     "summary_message",
 ]
 
@@ -220,6 +221,30 @@ def _decision(
     summary = summary_message(state, config)
     summary_tokens = message_tokens(summary, count_tokens) if summary else 0
     return _decide(units, history, state, config, summary_tokens, prices)
+
+
+def read_needs_flush(
+    history: Sequence[Message],
+    state: MemoryState,
+    config: MemoryConfig,
+    *,
+    count_tokens: CountTokens,
+) -> bool:
+    """Whether a view of ``history`` now would leave out turns that no summary covers.
+
+    It would once the unfolded turns pass ``window_tokens + flush_max_tokens``
+    (the view's ``dropped_indices``): e.g. the first read of a store that
+    already holds a long conversation (a restart, a wrapped Redis/SQL history,
+    no saved state). Sending that view would silently lose the oldest turns
+    (a name, an order number), so a read must flush first. That flush is
+    always due (the turns beyond the cap are beyond the window, so the
+    decision is forced), hence a plain, unforced update makes the view whole;
+    and a reader that finds a concurrent writer already flushed folds nothing
+    more.
+    """
+    state = _effective(state, history)
+    units = split_units(history, state.folded, _sizes(history, count_tokens))
+    return _window_start(units, config.window_tokens + config.flush_max_tokens) > 0
 
 
 @dataclass(frozen=True, slots=True)

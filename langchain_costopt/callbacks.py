@@ -22,6 +22,7 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages.ai import add_usage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
@@ -148,9 +149,11 @@ def _described(value: Any) -> str:
 
 #: A run between its start and end: (model, tenant, tier, time.perf_counter() at
 #: the start, whether it is a RouterChatModel's run, the runs its asyncio task
-#: still has open (None outside a task)). A plain tuple: a NamedTuple's
-#: constructor is a Python call, and one is built inside every call.
-_Run = tuple[str | None, str | None, str | None, float, bool, dict[Any, Any] | None]
+#: still has open (None outside a task), the ``invocation_params`` of its
+#: call when that call has several runs (None when it has one: see _join_call)).
+#: A plain tuple: a NamedTuple's constructor is a Python call, and one is built
+#: inside every call.
+_Run = tuple[str | None, str | None, str | None, float, bool, dict[Any, Any] | None, Any]
 
 #: ``RouterChatModel._llm_type``, which LangChain puts in the run's invocation
 #: params as ``_type``: the router records its own unfinished streams.
@@ -184,8 +187,59 @@ def _bound_tools(params: Mapping[str, Any]) -> list[Any] | None:
     return tools or None
 
 
-#: Refused completion batches remembered for their late runs (see _refuse_batch).
+#: Refused calls remembered for their late runs (see _refuse_call).
 _REFUSED_KEPT = 64
+
+# Which cost handlers started the runs of a model call, across handlers. A
+# budget refusal raised from one handler's start event ends the call: LangChain
+# sends no end or error event for the runs started before it (by the handlers
+# before the refusing one, and for the earlier prompts of a many-prompt
+# ``generate``), so the refusing handler ends them in every handler (their
+# budget holds released, the runs dropped). Entries live from a run's start to
+# the first end of a run of its call (every run of a call has started by then).
+#: run key -> the handlers that started that run (a call with one run).
+_RUN_HANDLERS: dict[Any, list[CostCallbackHandler]] = {}
+#: id(invocation_params) -> (invocation_params, [(handler, run key, run id)]):
+#: a call with several runs (LangChain starts them all with the same params dict).
+_CALL_RUNS: dict[int, tuple[Any, list[tuple[CostCallbackHandler, Any, Any]]]] = {}
+#: id(invocation_params) -> invocation_params of calls a budget refused, newest
+#: last (bounded): runs of theirs that start later (``asyncio.gather``) are
+#: dropped at once, by every handler.
+_REFUSED_CALLS: dict[int, Any] = {}
+_refused_lock = threading.Lock()
+
+
+def _join_call(handler: CostCallbackHandler, key: Any, run_id: Any, call: Any) -> None:
+    """Note that ``handler`` started run ``key`` of a call (``call``: its params
+    when it has several runs, else None)."""
+    if call is None:
+        handlers = _RUN_HANDLERS.get(key)
+        if handlers is None:
+            _RUN_HANDLERS[key] = [handler]
+        else:
+            handlers.append(handler)
+        return
+    entry = _CALL_RUNS.get(id(call))
+    if entry is None or entry[0] is not call:
+        entry = _CALL_RUNS[id(call)] = (call, [])
+    entry[1].append((handler, key, run_id))
+
+
+def _leave_call(key: Any, call: Any) -> list[tuple[CostCallbackHandler, Any, Any]]:
+    """Forget the call of run ``key`` (its start is over); returns the runs it had started."""
+    if call is None:
+        handlers = _RUN_HANDLERS.pop(key, None)
+        return [] if handlers is None else [(h, key, None) for h in handlers]
+    entry = _CALL_RUNS.get(id(call))
+    if entry is None or entry[0] is not call:
+        return []
+    _CALL_RUNS.pop(id(call), None)
+    return entry[1]
+
+
+def _refused_call(call: Any) -> bool:
+    """Whether a run starting now belongs to a call a budget already refused."""
+    return bool(_REFUSED_CALLS) and _REFUSED_CALLS.get(id(call)) is call
 
 
 class _Batch:
@@ -203,20 +257,29 @@ class _Batch:
     batch's identity, kept here so its id cannot be reused while the batch is open.
     """
 
-    __slots__ = ("ended", "open", "params", "prompt_tokens", "refused", "size", "started")
+    __slots__ = ("ended", "open", "params", "prompt_tokens", "size", "started")
 
     def __init__(self, params: Any, size: int) -> None:
         self.params = params
         self.size = size
         self.started = 0
-        #: A budget refused one of its runs: the call fails, none of its runs ends.
-        self.refused = False
         #: Runs started and not ended yet.
         self.open = 0
         #: run key -> counted tokens of its prompt (its share of the input).
         self.prompt_tokens: dict[Any, int] = {}
         #: (run key, response, run, run id, perf_counter at its end), in end order.
         self.ended: list[tuple[Any, LLMResult, _Run, UUID, float]] = []
+
+
+def _reports_usage(response: LLMResult | None) -> bool:
+    """Whether a run's (merged) answer carries the usage of its message."""
+    if response is None:
+        return False
+    try:
+        message = getattr(response.generations[0][0], "message", None)
+    except IndexError:
+        return False
+    return bool(getattr(message, "usage_metadata", None))
 
 
 def _generation_usage(response: LLMResult) -> Any:
@@ -332,6 +395,11 @@ class CostCallbackHandler(BaseCallbackHandler):
         self._served: dict[Any, dict[str, Any]] = {}
         # Runs that have passed on a token (streams, or a streaming model's invoke).
         self._streamed: set[Any] = set()
+        # What the chunks of a streamed run reported so far: (their usage_metadata
+        # summed, the first model name one gave). A streamed run that stops
+        # without its end event (a cancelled task, a failed stream) is priced
+        # from it where the error event's answer has no usage (see _unended).
+        self._seen: dict[Any, tuple[Any, str | None]] = {}
         # The asyncio task each run started in -> its runs not ended yet (key ->
         # run id). LangChain's agenerate sends no end event when its task is
         # cancelled (asyncio.wait_for, task.cancel()): when the task ends, those
@@ -344,9 +412,6 @@ class CostCallbackHandler(BaseCallbackHandler):
         self._batches: dict[int, _Batch] = {}
         self._batch_of: dict[Any, _Batch] = {}
         self._batch_lock = threading.Lock()
-        # Batches a budget refused, by id(invocation_params), newest last: runs of
-        # theirs that start later (asyncio.gather) are dropped at once (bounded).
-        self._refused: dict[int, _Batch] = {}
         # Completion-model runs (prompts) open now: see on_llm_error.
         self._completions: set[Any] = set()
         self.errors = 0
@@ -378,18 +443,17 @@ class CostCallbackHandler(BaseCallbackHandler):
         # agenerate starts each in a task of its own (asyncio.gather) that ends
         # before the call does, which would drop the run unrecorded; and its calls
         # report their end or error (a cancellation included) themselves.
-        batched = (
-            prompts is not None
-            and params is not None
-            and isinstance(batch_size, int)
-            and batch_size > 1
-        )
-        if batched and self._late_for_refused_batch(params):
+        # A call with several runs (prompts): LangChain starts them all with the
+        # same invocation_params dict, the call's identity (see _join_call).
+        call = params if isinstance(batch_size, int) and batch_size > 1 else None
+        if call is not None and _refused_call(call):
             return  # its call already failed: nothing will end this run
+        batched = prompts is not None and call is not None
         pending = self._task_runs() if prompts is None else None
         if pending is not None:
             pending[key] = run_id
-        self._runs[key] = (model, tenant, tier, time.perf_counter(), router, pending)
+        self._runs[key] = (model, tenant, tier, time.perf_counter(), router, pending, call)
+        _join_call(self, key, run_id, call)
         if prompts is not None:
             self._completions.add(key)
         prompt_tokens: int | None = None
@@ -428,12 +492,7 @@ class CostCallbackHandler(BaseCallbackHandler):
                     self.engine.check_unpriced(tenant, model)
                 self.engine.check_budget(tenant, estimate, call_id=str(run_id))
             except BudgetExceededError:
-                self._runs.pop(key, None)
-                self._completions.discard(key)
-                if pending is not None:
-                    pending.pop(key, None)
-                if batched:
-                    self._refuse_batch(params, batch_size)
+                self._refuse_call(key, run_id, call)
                 raise
         if batched:
             if prompt_tokens is None:
@@ -451,48 +510,47 @@ class CostCallbackHandler(BaseCallbackHandler):
             batch.prompt_tokens[key] = prompt_tokens
             self._batch_of[key] = batch
 
-    def _refuse_batch(self, params: Any, size: Any) -> None:
-        """A budget refused a run of a completion batch: the whole call fails.
+    def _refuse_call(self, key: Any, run_id: UUID, call: Any) -> None:
+        """A budget refused run ``key`` (of ``call``, if it has several runs): the call fails.
 
-        LangChain starts a batch's runs before it calls the model, and a
-        refusal raised from one start ends the call with no end or error
-        event for the runs started before it (nor, under ``agenerate``, for
-        those started concurrently after it): their budget holds are released
-        here, and later starts are dropped (:meth:`_late_for_refused_batch`).
+        LangChain raises the refusal from the start event: the call ends with
+        no end or error event for the runs started before it, by this handler
+        or the handlers before it (for its earlier prompts too), nor, under a
+        completion model's ``agenerate``, for those started concurrently after
+        it. Every handler's runs of the call are dropped here and their budget
+        holds released; its later runs are dropped as they start (see
+        :func:`_refused_call`).
         """
-        with self._batch_lock:
-            batch = self._batches.get(id(params))
-            if batch is None or batch.params is not params or batch.started >= batch.size:
-                batch = _Batch(params, size)
-            else:
-                del self._batches[id(params)]
-            batch.refused = True
-            batch.started += 1  # the refused run
-            started = [k for k in batch.prompt_tokens if self._batch_of.get(k) is batch]
-            for k in started:
-                del self._batch_of[k]
-            if batch.started < batch.size:
-                self._refused[id(params)] = batch
-                while len(self._refused) > _REFUSED_KEPT:
-                    del self._refused[next(iter(self._refused))]
-        for k in started:
-            run = self._runs.pop(k, None)
-            self._completions.discard(k)
-            if run is not None:  # held under str(run_id); the key is the id's int
-                self._release(run, UUID(int=k) if isinstance(k, int) else k)
+        if call is not None:
+            with _refused_lock:
+                _REFUSED_CALLS[id(call)] = call
+                while len(_REFUSED_CALLS) > _REFUSED_KEPT:
+                    del _REFUSED_CALLS[next(iter(_REFUSED_CALLS))]
+        for handler, k, rid in _leave_call(key, call):
+            handler._abandon(k, run_id if rid is None else rid)
+        self._abandon(key, run_id)
 
-    def _late_for_refused_batch(self, params: Any) -> bool:
-        """Whether a run starting now belongs to a batch a budget already refused."""
-        if not self._refused:
-            return False
-        with self._batch_lock:
-            batch = self._refused.get(id(params))
-            if batch is None or batch.params is not params:
-                return False
-            batch.started += 1
-            if batch.started >= batch.size:
-                del self._refused[id(params)]
-            return True
+    def _abandon(self, key: Any, run_id: Any) -> None:
+        """Drop an open run that will never end (its call was refused), releasing its hold."""
+        run = self._runs.pop(key, None)
+        if run is None:
+            return
+        self._streamed.discard(key)
+        self._completions.discard(key)
+        self._served.pop(key, None)
+        self._seen.pop(key, None)
+        pending = run[5]
+        if pending is not None:
+            pending.pop(key, None)
+        if self._batch_of:
+            with self._batch_lock:
+                batch = self._batch_of.pop(key, None)
+                if batch is not None:
+                    batch.open -= 1
+                    batch.prompt_tokens.pop(key, None)
+                    if batch.open <= 0 and self._batches.get(id(batch.params)) is batch:
+                        del self._batches[id(batch.params)]
+        self._release(run, run_id)
 
     def _leave_batch(
         self, key: Any, ended: tuple[Any, LLMResult, _Run, UUID, float] | None
@@ -534,27 +592,38 @@ class CostCallbackHandler(BaseCallbackHandler):
         return pending
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
-        """Release the holds of the runs a finished task left open, and drop them.
+        """Settle the runs a finished task left open: they will never end.
 
-        A run still open when its task ends will never end: a cancelled
-        ``ainvoke`` (LangChain sends no event for it), or a call whose task
-        swallowed the cancellation. Except a stream in a task that was not
-        cancelled: its generator may go on in another task (a task that only
-        awaited its first chunk), and reports its own end when it is closed.
+        A cancelled ``ainvoke`` (LangChain sends no event for it), or a call
+        whose task swallowed the cancellation. One that had streamed tokens
+        (a streaming model's ``ainvoke``, as LangGraph's ``stream_mode="messages"``
+        or ``astream_events`` runs it) was billed: it is recorded as a stopped
+        stream is (see :meth:`_unended`). The others spent nothing: their
+        holds are released and the runs dropped. Except a stream in a task that
+        was not cancelled: its generator may go on in another task (a task that
+        only awaited its first chunk), and reports its own end when it is closed.
         """
         pending = self._tasks.pop(task, None)
         if not pending:
             return
         cancelled = task.cancelled()
         for key, run_id in list(pending.items()):
-            if not cancelled and key in self._streamed:
+            streamed = key in self._streamed
+            if not cancelled and streamed:
                 continue
             pending.pop(key, None)
             run = self._runs.pop(key, None)
+            if run is None:
+                self._served.pop(key, None)
+                self._streamed.discard(key)
+                self._seen.pop(key, None)
+                continue
+            seen = self._seen.pop(key, None)
+            self._end(key, run)
+            if streamed and self._unended(run, run_id, key, None, seen, "cancelled stream"):
+                continue
             self._served.pop(key, None)
-            self._streamed.discard(key)
-            if run is not None:
-                self._release(run, run_id)
+            self._release(run, run_id)
 
     def _release(self, run: _Run, run_id: Any) -> None:
         """Drop the budget hold of a run that spent nothing (cheap when none is held)."""
@@ -582,7 +651,13 @@ class CostCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         # (LangChain's arguments are named: no dict is built for them on each call.)
-        self._start(run_id, metadata, invocation_params, messages[0] if messages else [])
+        self._start(
+            run_id,
+            metadata,
+            invocation_params,
+            messages[0] if messages else [],
+            batch_size=batch_size,
+        )
 
     def on_llm_start(
         self,
@@ -619,6 +694,31 @@ class CostCallbackHandler(BaseCallbackHandler):
                 info = SERVED.take(chunk, run=key)
                 if info is not None:
                     self._served[key] = info
+                message = getattr(chunk, "message", None)
+                if message is not None:
+                    self._note_chunk(key, message)
+
+    def _note_chunk(self, key: Any, message: Any) -> None:
+        """Keep what a streamed chunk reports for pricing: its usage, the model it names."""
+        usage = getattr(message, "usage_metadata", None)
+        meta = getattr(message, "response_metadata", None)
+        name = (meta.get("model_name") or meta.get("model")) if meta else None
+        if not usage and not name:
+            return  # most chunks: text only
+        name = name if isinstance(name, str) else None
+        try:
+            seen = self._seen.get(key)
+            if seen is None:
+                self._seen[key] = (usage or None, name)
+                return
+            total, first = seen
+            if usage:
+                # As LangChain merges the chunks' usage into the answer's.
+                total = usage if total is None else add_usage(total, usage)
+            self._seen[key] = (total, first or name)
+        except Exception:  # never fail the user's call over accounting
+            self.errors += 1
+            log.exception("costopt could not read the usage of a chunk of run %s", key)
 
     def on_llm_end(
         self,
@@ -634,6 +734,8 @@ class CostCallbackHandler(BaseCallbackHandler):
         if run is None:
             return  # not started through us, or already counted
         self._end(key, run)
+        if self._seen:
+            self._seen.pop(key, None)
         if self._batch_of and key in self._batch_of:
             # One run of a completion batch: priced with the others once all ended.
             batch = self._leave_batch(key, (key, response, run, run_id, time.perf_counter()))
@@ -655,22 +757,25 @@ class CostCallbackHandler(BaseCallbackHandler):
         if run is None:
             self._served.pop(key, None)
             return
+        streamed = key in self._streamed
         # A completion call reports its own cancellation (a chat call does not):
         # only a stream the caller stopped reading was billed, not a cancelled call.
-        cancelled_call = key in self._completions and key not in self._streamed
+        cancelled_call = key in self._completions and not streamed
+        seen = self._seen.pop(key, None) if self._seen else None
         self._end(key, run)
         if self._batch_of and key in self._batch_of:
             # The batch's other runs may have ended (they are priced without this one).
             batch = self._leave_batch(key, None)
             if batch is not None and batch.ended:
                 self._record_batch(batch)
-        if isinstance(error, _STOPPED) and not run[4] and not cancelled_call:
-            # A stream the caller stopped reading was still billed (the prompt at
-            # least): recorded with the usage of what was read, if a chunk gave
-            # it, else unknown (unpriced), never $0. A router's run is left out:
-            # the router records its own unfinished streams (RouterChatModel._unread).
-            stopped = response or LLMResult(generations=[])
-            if self._record_safely(stopped, run, run_id, what="stopped stream"):
+        # Billed: a stream the caller stopped reading (the prompt at least), and
+        # a call that failed after it began to answer (a stream cut off part
+        # way, an error after its usage chunk). Not a call refused before it
+        # answered, which spent nothing.
+        billed = isinstance(error, _STOPPED) or streamed or _reports_usage(response)
+        if billed and not cancelled_call:
+            what = "stopped stream" if isinstance(error, _STOPPED) else "failed stream"
+            if self._unended(run, run_id, key, response, seen, what):
                 return
         self._served.pop(key, None)
         # The call spent nothing: drop its hold on the budgets.
@@ -683,6 +788,47 @@ class CostCallbackHandler(BaseCallbackHandler):
         pending = run[5]
         if pending is not None:
             pending.pop(key, None)
+        if run[6] is not None or _RUN_HANDLERS:
+            _leave_call(key, run[6])
+
+    def _unended(
+        self,
+        run: _Run,
+        run_id: Any,
+        key: Any,
+        response: LLMResult | None,
+        seen: tuple[Any, str | None] | None,
+        what: str,
+    ) -> bool:
+        """Record a run that was billed but will not end (True if recorded).
+
+        A stream the caller stopped reading, one that failed after it began to
+        answer, a streaming call whose task was cancelled: recorded with the
+        usage of what was read, if a chunk gave it, else unknown (unpriced),
+        never $0. ``response`` is the error event's answer (the chunks merged,
+        on a stream's own path); where it reports no usage the chunks' usage
+        (``seen``) prices it. A router's run is left out: the router records
+        its own unfinished streams (RouterChatModel._unread).
+        """
+        if run[4]:
+            return False
+        stopped = response or LLMResult(generations=[])
+        if seen is not None and seen[0] and not _reports_usage(stopped):
+            usage, name = seen
+            try:
+                message = AIMessage(
+                    content="",
+                    usage_metadata=usage,
+                    response_metadata={"model_name": name} if name else {},
+                )
+                stopped = LLMResult(generations=[[ChatGeneration(message=message)]])
+            except Exception:  # recorded unpriced rather than not at all
+                self.errors += 1
+                log.exception("costopt could not read the usage of the chunks of run %s", run_id)
+        recorded = self._record_safely(stopped, run, run_id, what=what)
+        if recorded:
+            self._served.pop(key, None)
+        return recorded
 
     def _model_name(self, answered: Any, named: str | None) -> Any:
         """The model to price: the one the answer names, else the one the run named.

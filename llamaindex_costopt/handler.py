@@ -244,6 +244,8 @@ class _Call:
         "cache",
         "child_raws",
         "children",
+        "delegated",
+        "early",
         "kids",
         "last",
         "model",
@@ -275,8 +277,16 @@ class _Call:
         # A router records its answer itself (and its discarded attempts as
         # "escalated"), so the tier calls it makes are not recorded again.
         self.suppressed: bool = parent is not None and (parent.router or parent.suppressed)
+        # Started before its parent's first item (or in a parent that is no
+        # stream): a call the parent delegates its answer to (a CustomLLM's chat
+        # calling its complete, a wrapper's inner LLM). One started while the
+        # caller reads the parent's stream (a per-item moderation call) nests
+        # in it without being part of its answer.
+        self.early: bool = parent is not None and parent.last is _EMPTY
         self.start = time.perf_counter()
         self.children = False
+        # An early call nested in this one ended: this one's answer is its.
+        self.delegated = False
         # Raw payloads recorded by calls nested in this one; held (not just
         # their ids) so an id cannot be reused while we compare against it.
         self.child_raws: list[Any] = []
@@ -287,10 +297,25 @@ class _Call:
         # Recorded as an unfinished stream: the calls nested in it are the same answer.
         self.recorded = False
 
-    def adopt(self, raw: Any) -> None:
+    def adopt(self, raw: Any, early: bool) -> None:
+        """A call nested in this one ended with ``raw`` (``early``: see ``_Call.early``)."""
         self.children = True
+        if early:
+            self.delegated = True
         if raw is not None:
             self.child_raws.append(raw)
+
+    def answered_by_child(self, raw: Any, usage: Usage | None) -> bool:
+        """Whether a nested call already recorded this call's answer (``raw``, ``usage``).
+
+        Its ``raw`` is one a nested call ended with (passed on by reference), or
+        the call delegated its answer (:attr:`delegated`) and adds no usage of
+        its own (``usage`` None: never mind its usage, a stream that stopped).
+        A call nested only while the caller read this one's stream does not count.
+        """
+        if raw is not None and any(r is raw for r in self.child_raws):
+            return True
+        return self.delegated and (usage is None or raw is None or not _has_tokens(usage))
 
 
 def _router_or_cache_hit(call: _Call) -> bool:
@@ -299,18 +324,19 @@ def _router_or_cache_hit(call: _Call) -> bool:
     The router records an unfinished stream of its own; a cache hit called
     no model. The calls nested in a stream have all started by the time it
     stops (they are opened before its first item), so the walk sees them.
-    Below ``call`` it goes through wrappers only (routers, caches): a call
-    started while a provider's stream is open nests in it without being part
-    of its answer (a second identical stream read in turn, served from the
-    first one's call).
+    Below ``call`` it goes through wrappers only (routers, caches), and
+    through the calls they delegate to only (``_Call.early``): a call started
+    while a provider's stream is open nests in it without being part of its
+    answer (a second identical stream read in turn, served from the first
+    one's call), as does one started while the caller reads ``call``'s stream.
     """
     todo = [call]
     while todo:
         c = todo.pop()
-        if c.router or (c.cache and not c.kids):
+        if c.router or (c.cache and not any(k.early for k in c.kids or ())):
             return True
         if c.kids and (c is call or c.cache):
-            todo.extend(c.kids)
+            todo.extend(k for k in c.kids if k.early)
     return False
 
 
@@ -680,21 +706,23 @@ class CostEventHandler(BaseEventHandler):
         with st.lock:
             if _router_or_cache_hit(call):
                 return
+            response = None if last is _EMPTY else last
+            raw = getattr(response, "raw", None)
             # A nested call already recorded this answer: a delegated stream
             # that ended (or stopped) before the one around it. Or the call
             # around this one did: the caller closes the outer stream first.
-            outer = call.parent
-            seen = call.children
-            while outer is not None and not seen:
-                seen = outer.recorded
-                outer = outer.parent
+            # Not a call the caller made while reading this stream, nor the
+            # stream such a call is nested in: their answers are their own.
+            seen = call.children and call.answered_by_child(raw, None)
+            inner = call
+            while not seen and inner.early and inner.parent is not None:
+                inner = inner.parent
+                seen = inner.recorded
             if seen:
                 return
             call.recorded = True
-            response = None if last is _EMPTY else last
-            raw = getattr(response, "raw", None)
             if call.parent is not None:
-                call.parent.adopt(raw)
+                call.parent.adopt(raw, call.early)
         # Unknown usage (no item reported any) is recorded unpriced, never as $0.
         self._record(call, raw, usage_of(response), span_id)
 
@@ -715,19 +743,18 @@ class CostEventHandler(BaseEventHandler):
         if call.router:
             if call.parent is not None:
                 with st.lock:
-                    call.parent.adopt(raw)
+                    call.parent.adopt(raw, call.early)
             self._record(call, raw, usage, span_id)
             return
         if call.children or call.parent is not None:
             with st.lock:
                 # The same answer seen again by the call that delegated to the
                 # one that recorded it (raw is passed through by reference), or
-                # a wrapper that adds no usage of its own.
-                same_answer = call.children and (
-                    raw is None or not _has_tokens(usage) or any(r is raw for r in call.child_raws)
-                )
+                # a wrapper that adds no usage of its own. Not because of a call
+                # made while its stream was read (see _Call.early).
+                same_answer = call.children and call.answered_by_child(raw, usage)
                 if call.parent is not None:
-                    call.parent.adopt(raw)
+                    call.parent.adopt(raw, call.early)
             if same_answer:
                 return
         self._record(call, raw, usage, span_id)

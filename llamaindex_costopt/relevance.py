@@ -1,8 +1,8 @@
 """``RelevanceThresholdPostprocessor``: keep only the retrieved nodes worth their tokens.
 
 A node postprocessor for any LlamaIndex retriever or query engine. It reads
-``NodeWithScore.score`` (LlamaIndex vector stores report similarity, higher
-is better; declare another convention in the config when yours does not),
+``NodeWithScore.score`` as similarity, higher is better, as LlamaIndex
+documents it (declare another convention in the config when yours differs),
 lets the engine (:func:`costopt_core.context.relevance.select_relevant`)
 choose, and books the tokens of the dropped nodes in the ledger as
 ``compression`` savings. Nodes are never modified: the result is new
@@ -19,7 +19,12 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 from pydantic import Field, ValidationError
 
-from costopt_core.context.relevance import RelevanceConfig, RelevanceResult, ScoredChunk
+from costopt_core.context.relevance import (
+    RelevanceConfig,
+    RelevanceResult,
+    ScoredChunk,
+    with_default_convention,
+)
 from costopt_core.context.relevance import select_relevant as _select
 from costopt_core.engine import CostEngine
 from costopt_core.errors import check_arguments, config_error
@@ -83,6 +88,10 @@ class RelevanceThresholdPostprocessor(BaseNodePostprocessor):
 
     Args:
         config: the cutoffs; ``RelevanceConfig()`` drops only near-duplicates.
+            Scores are read as similarity (``score_convention="similarity"``)
+            unless the config sets a convention: LlamaIndex scores are
+            "higher is more relevant", and nodes need not come in score order
+            (after ``LongContextReorder``), so their order says nothing.
         engine: ledger and token counter; if omitted, the engine of the
             ``CostEventHandler`` that records the query's LLM calls, else
             ``current_engine()`` (see :func:`~llamaindex_costopt.handler.engine_for`).
@@ -157,7 +166,10 @@ class RelevanceThresholdPostprocessor(BaseNodePostprocessor):
                 )
                 for n in nodes
             ],
-            self.config,
+            # NodeWithScore's documented convention, not a guess from the
+            # order: a reorder before this step made similarities look like
+            # distances and dropped the best node.
+            with_default_convention(self.config, "similarity"),
             count_tokens=lambda text: engine.tokens.count(text, self.token_model),
         )
         self._record(engine, result)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from llama_index.core.bridge.pydantic import ConfigDict, Field, ValidationError, field_validator
-from llama_index.core.llms import LLM
+from llama_index.core.llms import LLM, ChatResponse
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle, TextNode
 
@@ -56,6 +56,17 @@ def _question(query_bundle: QueryBundle | None) -> str | None:
     if query_bundle is None or blank_question(query_bundle.query_str):
         return None
     return query_bundle.query_str
+
+
+def _answer_text(answer: ChatResponse) -> str:
+    """The summary text of the model's answer; ``""`` when the answer has no text.
+
+    ``ChatMessage.content`` is ``None`` when the answer holds no text block (a
+    refusal, a filtered or an empty answer). ``str()`` would turn that into the
+    text "None", a "summary" shorter than any context, which would replace
+    every node; ``""`` makes the engine keep the original nodes instead.
+    """
+    return answer.message.content or ""
 
 
 def _with_text(node: BaseNode, text: str, metadata: dict[str, Any]) -> BaseNode:
@@ -268,11 +279,10 @@ class AbstractiveSummarizerPostprocessor(_Postprocessor):
         return "costopt_abstractive_summarizer"
 
     def _chat(self, messages: list[Message]) -> str:
-        return str(self.llm.chat([to_llamaindex_message(m) for m in messages]).message.content)
+        return _answer_text(self.llm.chat([to_llamaindex_message(m) for m in messages]))
 
     async def _achat(self, messages: list[Message]) -> str:
-        answer = await self.llm.achat([to_llamaindex_message(m) for m in messages])
-        return str(answer.message.content)
+        return _answer_text(await self.llm.achat([to_llamaindex_message(m) for m in messages]))
 
     def _finish(
         self, nodes: list[NodeWithScore], result: AbstractiveSummary

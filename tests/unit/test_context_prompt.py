@@ -116,6 +116,34 @@ def test_context_messages_are_a_section_of_their_own() -> None:
     assert report.section("question").tokens == message_tokens(COUNTER, msgs[2], "gpt-4o")
 
 
+def test_context_text_inside_a_context_message_is_counted_once() -> None:
+    # The same retrieved text named both ways (its message in context_messages,
+    # and the text as context=): its tokens were added to "context" a second
+    # time, doubling the total and the monthly cost.
+    chunk = "Refunds take 5 days. They go back to the card used for the order."
+    msgs = [
+        Message("system", "Answer from the documents."),
+        Message("user", f"Document: {chunk}"),
+        Message("user", "How long do refunds take?"),
+    ]
+    sent = COUNTER.count_messages(msgs, "five").tokens
+    by_index = analyze_prompt(
+        msgs, model="five", requests_per_day=1000, context_messages=[1], catalog=CATALOG
+    )
+    both = analyze_prompt(
+        msgs,
+        model="five",
+        requests_per_day=1000,
+        context_messages=[1],
+        context=[chunk],
+        catalog=CATALOG,
+    )
+    assert both.total_tokens == by_index.total_tokens == sent
+    assert both.section("context").tokens == message_tokens(COUNTER, msgs[1], "five")
+    assert both.section("question").tokens == message_tokens(COUNTER, msgs[2], "five")
+    assert both.usd_per_month == by_index.usd_per_month == Decimal(sent) * 5 * 30_000 / 10**6
+
+
 def test_chat_request_supplies_model_and_tools() -> None:
     req = ChatRequest(messages=(Message("user", "hi"),), model="gpt-4o", tools=(TOOL,))
     report = analyze_prompt(req, requests_per_day=1, catalog=CATALOG)

@@ -15,6 +15,7 @@ from costopt_core.context.relevance import (
     near_duplicate,
     normalize_scores,
     select_relevant,
+    with_default_convention,
 )
 from costopt_core.errors import ConfigurationError
 from costopt_core.tokens import TokenCounter
@@ -72,8 +73,14 @@ def test_each_convention_maps_to_cosine_scale(
         ([0.7], "similarity"),
         ([0.5, 0.5, 0.5], "similarity"),
         ([], "similarity"),
-        # mostly rising with one tie/dip still reads as distances
-        ([0.1, 0.3, 0.25, 0.5, 0.7], "cosine_distance"),
+        # ties within ascending distances (a chunk indexed twice) are still distances
+        ([0.1, 0.1, 0.3, 0.5], "cosine_distance"),
+        ([0.3, 0.3, 2.4], "l2_squared"),
+        # only a list sorted ascending is distances: similarities a reorder put
+        # out of rank order mostly rise too (LongContextReorder: best last)
+        ([0.1, 0.3, 0.25, 0.5, 0.7], "similarity"),
+        ([0.8, 0.6, 0.72, 0.91], "similarity"),
+        ([5.0, 3.1, 4.2, 9.0], "unbounded"),
     ],
 )
 def test_auto_detects_convention_from_rank_order(raw: list[float], expected: str) -> None:
@@ -88,6 +95,24 @@ def test_auto_with_distances_keeps_closest_and_drops_far() -> None:
     assert r.similarities == pytest.approx((0.9, 0.8, 0.05))
     assert r.kept == (0, 1)
     assert r.dropped == {2: "below_threshold"}
+
+
+def test_auto_keeps_the_best_of_similarities_out_of_rank_order() -> None:
+    # After LongContextReorder the best chunk is last; reading these as
+    # distances kept only the 0.6 chunk.
+    r = run([0.8, 0.6, 0.72, 0.91], relative_to_top=0.8, min_k=0)
+    assert r.convention == "similarity"
+    assert r.similarities == pytest.approx((0.8, 0.6, 0.72, 0.91))
+    assert r.kept == (0, 3)
+    assert r.dropped == {1: "below_relative", 2: "below_relative"}
+
+
+def test_an_explicit_convention_is_kept_by_with_default_convention() -> None:
+    default = with_default_convention(RelevanceConfig(min_k=2), "similarity")
+    assert default.score_convention == "similarity" and default.min_k == 2
+    for declared in ("auto", "cosine_distance"):
+        cfg = RelevanceConfig(score_convention=declared)  # type: ignore[arg-type]
+        assert with_default_convention(cfg, "similarity") is cfg
 
 
 def test_non_finite_scores_count_as_unscored() -> None:

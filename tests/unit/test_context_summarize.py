@@ -221,6 +221,79 @@ def test_kept_sentences_stay_in_original_order() -> None:
     )
 
 
+_CODE_DOC = """Install the package first. Then configure it as follows.
+
+```python
+def connect(host, port):
+    client = Client(host)
+
+    client.port = port
+    return client
+```
+
+The retry limit is 5. Other settings are described in the reference manual for advanced users.
+Logging is verbose by default. You can change the colour scheme in the preferences dialog.
+"""
+
+_LIST_DOC = """Shopping notes for the weekend trip. We drive on Saturday morning.
+
+- Fruit
+  - apples for the kids
+  - pears
+
+The car needs fuel before we leave. Remember the tent and the sleeping bags too."""
+
+
+@pytest.mark.parametrize(
+    ("question", "chunk", "budget", "expected"),
+    [
+        # A code block split at its blank line: the line after it stays in the
+        # function body (it moved to the margin when kept lines were stripped).
+        (
+            "How do I connect to the host and port?",
+            _CODE_DOC,
+            40,
+            "Install the package first. Then configure it as follows.\n```python\n"
+            "def connect(host, port):\n    client = Client(host)\n"
+            "    client.port = port\n    return client\n```",
+        ),
+        # Nested list items stay nested under their parent.
+        (
+            "Which fruit: apples or pears?",
+            _LIST_DOC,
+            30,
+            "Shopping notes for the weekend trip. We drive on Saturday morning.\n"
+            "- Fruit\n  - apples for the kids\n  - pears",
+        ),
+        # The first kept sentence keeps its line's indentation too; one that
+        # begins mid-line (after another's stop) has none of its own.
+        (
+            "What does the nested step say?",
+            "Intro text that is about something unrelated entirely, the weather.\n"
+            "    Nested step one is here. Nested step two follows it.\n"
+            "Closing words about the weather and the rain and the wind today.",
+            14,
+            "    Nested step one is here. Nested step two follows it.",
+        ),
+    ],
+)
+def test_kept_lines_keep_their_indentation(
+    question: str, chunk: str, budget: int, expected: str
+) -> None:
+    config = SummarizerConfig(budget_ratio=None, budget_tokens=budget)
+    r = summarize_extractive(question, [chunk], config, count_tokens=COUNT)
+    (kept,) = r.chunks
+    assert kept.text == expected
+    assert kept.tokens_after == COUNT(expected) <= budget
+    assert len(kept.text) < len(chunk)
+    # A visible separator marks every cut: the sentences go between the marks
+    # without line breaks or indentation, as before.
+    flat = config.model_copy(update={"separator": " … "})
+    (joined,) = summarize_extractive(question, [chunk], flat, count_tokens=COUNT).chunks
+    sentences = texts(chunk)
+    assert joined.text == " … ".join(sentences[i] for i in joined.sentence_indices)
+
+
 def test_named_number_kept_even_with_low_similarity() -> None:
     embedder = steer({"cable": 0.0, "hills": 0.9, "California": 0.8, "Fog": 0.7})
     question = "What happened in 1873?"
@@ -491,6 +564,22 @@ def test_abstractive_keeps_the_context_when_the_summary_is_longer() -> None:
     assert r.text == "Tiny." and r.removed_tokens == 0
     empty = summarize_abstractive("q?", ["Some context here."], lambda m: "  ", count_tokens=COUNT)
     assert not empty.summarized and empty.text == "Some context here."
+
+
+async def test_abstractive_no_answer_keeps_the_context() -> None:
+    # A chat function that returns None (no text in the model's answer) is an empty
+    # summary, not the text "None", which would be shorter than any context.
+    def chat(messages: list[Message]) -> str:
+        return None  # type: ignore[return-value]
+
+    async def achat(messages: list[Message]) -> str:
+        return None  # type: ignore[return-value]
+
+    sync = summarize_abstractive("When did it open?", CHUNKS, chat, count_tokens=COUNT)
+    asyn = await asummarize_abstractive("When did it open?", CHUNKS, achat, count_tokens=COUNT)
+    for r in (sync, asyn):
+        assert not r.summarized and r.removed_tokens == 0
+        assert r.text == "\n\n".join(CHUNKS)
 
 
 def test_abstractive_empty_context_makes_no_call() -> None:

@@ -119,6 +119,46 @@ def test_distance_scores_and_similarity_output() -> None:
     assert result.dropped == {2: "below_threshold"}
 
 
+def test_scores_out_of_rank_order_are_still_similarities() -> None:
+    # LongContextReorder puts the best node last: [0.8, 0.6, 0.72, 0.91]. The
+    # default reads NodeWithScore scores as similarity (LlamaIndex's convention),
+    # not as distances guessed from the order, so the 0.91 node is kept.
+    from llama_index.core.postprocessor import LongContextReorder
+
+    ranked = scored([0.91, 0.8, 0.72, 0.6])
+    reordered = LongContextReorder().postprocess_nodes(ranked, QueryBundle(QUERY))
+    assert [n.score for n in reordered] == [0.8, 0.6, 0.72, 0.91]
+    cfg = RelevanceConfig(relative_to_top=0.8, min_k=0)
+    pp = RelevanceThresholdPostprocessor(config=cfg, engine=CostEngine())
+    kept, result = pp.select(reordered)
+    assert result.convention == "similarity"
+    assert ids(kept) == ["n1", "n0"] and [n.score for n in kept] == [0.8, 0.91]
+    assert ids(pp.postprocess_nodes(ranked)) == ["n0", "n1"]
+    # Two nodes come back ascending ([0.8, 0.91]), which no detection can tell
+    # from distances: only the declared convention keeps the 0.91 node.
+    pair = LongContextReorder().postprocess_nodes(scored([0.91, 0.8]), QueryBundle(QUERY))
+    assert [n.score for n in pair] == [0.8, 0.91]
+    strict = RelevanceThresholdPostprocessor(
+        config=RelevanceConfig(relative_to_top=0.9, min_k=0), engine=CostEngine()
+    )
+    kept, result = strict.select(pair)
+    assert result.convention == "similarity" and ids(kept) == ["n0"]
+    # A convention set in the config is the user's: an explicit "auto" still
+    # detects distances sorted ascending, as a store returns them.
+    auto = RelevanceThresholdPostprocessor(
+        config=RelevanceConfig(score_convention="auto", absolute_threshold=0.5),
+        engine=CostEngine(),
+    )
+    kept, result = auto.select(scored([0.1, 0.3, 0.9]))
+    assert result.convention == "cosine_distance" and ids(kept) == ["n0", "n1"]
+    # ... and the stricter detection keeps the best of the reordered list there too.
+    auto = RelevanceThresholdPostprocessor(
+        config=cfg.model_copy(update={"score_convention": "auto"}), engine=CostEngine()
+    )
+    kept, result = auto.select(reordered)
+    assert result.convention == "similarity" and ids(kept) == ["n1", "n0"]
+
+
 def test_unscored_nodes_follow_the_policy() -> None:
     nodes = scored([None, 0.8, None, 0.1])
     keep = RelevanceThresholdPostprocessor(

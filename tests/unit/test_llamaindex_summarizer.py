@@ -209,6 +209,35 @@ async def test_abstractive_postprocessor_async_and_not_shorter() -> None:
     assert engine.ledger.totals().removals == 1  # only the real summary was booked
 
 
+async def test_abstractive_answer_without_text_keeps_the_nodes() -> None:
+    # ChatMessage.content is None when the answer has no text block (a refusal, a
+    # filtered answer): that is an empty summary, not the text "None" in place of
+    # every node, and nothing is booked as removed.
+    from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole
+
+    from costopt_core.testing import Script, ScriptedResponse
+    from llamaindex_costopt.summarizer import AbstractiveSummarizerPostprocessor
+    from llamaindex_costopt.testing import ScriptedLLM
+
+    class NoTextLLM(ScriptedLLM):
+        def _chat_response(self, r: ScriptedResponse) -> ChatResponse:
+            message = ChatMessage(role=MessageRole.ASSISTANT, content=None)
+            return ChatResponse(message=message, raw=self._raw(r))
+
+    engine = CostEngine(embedder=FakeEmbedder())
+    llm = NoTextLLM(script=Script(["ignored", "ignored"]))
+    post = AbstractiveSummarizerPostprocessor(llm=llm, engine=engine)
+    query = QueryBundle("When did the bridge open?")
+    sync = post.postprocess_nodes(_long_nodes(), query)
+    asyn = await post.apostprocess_nodes(_long_nodes(), query)
+    for out in (sync, asyn):
+        assert [(n.node.node_id, n.node.get_content()) for n in out] == [
+            ("gg", _LONG),
+            ("sf", "San Francisco has hills. " * 8),
+        ]
+    assert engine.ledger.totals().removals == 0
+
+
 def test_savings_are_booked_under_the_track_costs_tenant() -> None:
     from llamaindex_costopt import track_costs
 

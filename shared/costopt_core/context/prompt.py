@@ -598,10 +598,14 @@ def analyze_prompt(
     dup_units: list[tuple[Section, int, str]] = []
     for text in texts:
         t = counter.count(text, model)
-        tokens["context"] += t
         host = next((i for i in range(n) if text and text in messages[i].content), None)
-        if host is not None and section_of(host) != "context":
+        if host is None:
+            tokens["context"] += t  # not in any message: sent on top of them
+        elif section_of(host) != "context":
+            tokens["context"] += t
             tokens[section_of(host)] = max(0, tokens[section_of(host)] - t)
+        # else: inside a context_messages message, whose tokens are in
+        # "context" already; adding them again doubled the total and the cost.
         dup_units.append(("context", -1 if host is None else host, text))
     context_hosts = {i for _, i, _ in dup_units if i >= 0}
 

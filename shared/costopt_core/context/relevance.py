@@ -45,11 +45,18 @@ chunk. Cosine distance is *not* mapped with
 threshold a different meaning per store.
 
 ``auto`` detects the convention from the scores in rank order (best first):
-scores that mostly rise with rank are distances (``l2_squared`` when one
-exceeds 2, which no cosine or unit-vector L2 distance can; ``cosine_distance``
-otherwise), scores that fall or tie are similarities (``similarity`` when all
-lie in [-1, 1], ``unbounded`` otherwise). The rule cannot tell a cosine
-distance from an L2 one: declare the convention when you know it.
+scores sorted ascending as retrieved (each at least the one before, and some
+higher) are distances (``l2_squared`` when one exceeds 2, which no cosine or
+unit-vector L2 distance can; ``cosine_distance`` otherwise); any other list
+is similarities (``similarity`` when all lie in [-1, 1], ``unbounded``
+otherwise). A store sorts its distances ascending, so only that order is
+evidence of distances: similarities that a step after retrieval put out of
+rank order (LlamaIndex's ``LongContextReorder`` puts the best last) mostly
+rise too, and reading them as distances inverted the ranking and dropped
+the best chunk. The rule cannot tell a cosine distance from an L2 one, nor
+a list of similarities reordered ascending from distances: declare the
+convention when you know it (:func:`with_default_convention` lets an adapter
+declare its framework's).
 """
 
 from __future__ import annotations
@@ -79,6 +86,7 @@ __all__ = [
     "near_duplicate",
     "normalize_scores",
     "select_relevant",
+    "with_default_convention",
 ]
 
 ScoreConvention = Literal[
@@ -248,13 +256,31 @@ def _finite(score: float | None) -> float | None:
 def detect_convention(scores: Sequence[float | None]) -> ResolvedConvention:
     """The convention ``auto`` picks for scores in rank order (best first); see the module doc."""
     values = [s for s in (_finite(x) for x in scores) if s is not None]
-    rising = sum(b > a for a, b in pairwise(values))
-    falling = sum(b < a for a, b in pairwise(values))
-    if rising > falling:
+    steps = list(pairwise(values))
+    # Distances only when sorted ascending: "mostly rising" also matches
+    # similarities a reorder put out of rank order. Ties stay allowed, as a
+    # store returns a chunk indexed twice at the same distance.
+    ascending = all(b >= a for a, b in steps) and any(b > a for a, b in steps)
+    if ascending:
         return "l2_squared" if max(values) > 2.0 else "cosine_distance"
     if all(-1.0 <= v <= 1.0 for v in values):
         return "similarity"
     return "unbounded"
+
+
+def with_default_convention(
+    config: RelevanceConfig, convention: ResolvedConvention
+) -> RelevanceConfig:
+    """``config`` with ``convention`` unless its ``score_convention`` was set explicitly.
+
+    For an adapter whose framework documents what its scores are (LlamaIndex's
+    ``NodeWithScore.score``: higher is more relevant): guessing from the order
+    is wrong whenever a step before the filter reordered the chunks. A
+    convention the user set, ``"auto"`` included, is kept.
+    """
+    if "score_convention" in config.model_fields_set:
+        return config
+    return config.model_copy(update={"score_convention": convention})
 
 
 def _clip(x: float) -> float:

@@ -262,6 +262,12 @@ class _Plan:
     def texts(self) -> list[str]:
         return [self.sentences[c][s].text for c, s in self.flat]
 
+    def indents(self, separator: str) -> list[str]:
+        """Per sentence, the indentation :func:`_join` puts before it (see there)."""
+        if not _keeps_lines(separator):
+            return ["" for _ in self.flat]
+        return [_indent(self.chunks[c], self.sentences[c][s].start) for c, s in self.flat]
+
 
 def _plan(question: str, chunks: Sequence[str]) -> _Plan:
     sentences = tuple(tuple(split_sentences(c)) for c in chunks)
@@ -376,8 +382,12 @@ def _select(
     score, first = _score(plan, sims, config)
 
     # A sentence joined after another costs about its tokens with a leading
-    # separator; the exact count of the joined text is checked below.
-    cost = [count_tokens(config.separator + t) for t in plan.texts]
+    # separator (and the indentation of its line, which the join keeps); the
+    # exact count of the joined text is checked below.
+    cost = [
+        count_tokens(config.separator + lead + t)
+        for lead, t in zip(plan.indents(config.separator), plan.texts, strict=True)
+    ]
     order = first + [int(i) for i in _by_value(score, cost, config) if int(i) not in first]
     # A context within its budget keeps every sentence min_score lets through:
     # the per-sentence costs overstate it and must not cut it.
@@ -491,16 +501,43 @@ def _join(
 
     With a whitespace separator, a sentence that began a line in the chunk
     (a list item, a table row) begins one in the summary too: a table
-    flattened onto one line loses its rows.
+    flattened onto one line loses its rows. It also keeps its line's
+    indentation (:func:`_indent`): sentences are stripped spans, and a line of
+    code split off at a blank line (``client.port = port`` in a function
+    body) or a nested list item would otherwise move to the margin, changing
+    what the code or the list says. The kept text stays an excerpt: the
+    indentation is the input's, and "\n" plus it is the tail of the gap it
+    replaces, so nothing grows.
     """
+    lines = _keeps_lines(separator)
     parts: list[str] = []
     for k, s in enumerate(idx):
         if k:
             gap = chunk[sents[idx[k - 1]].end : sents[s].start]
-            lined = not separator.strip() and "\n" in gap
-            parts.append("\n" if lined else separator)
+            parts.append("\n" if lines and "\n" in gap else separator)
+        if lines:
+            parts.append(_indent(chunk, sents[s].start))
         parts.append(texts.get((c, s), sents[s].text))
     return "".join(parts)
+
+
+def _keeps_lines(separator: str) -> bool:
+    """Whether the join keeps line breaks (and indentation): a whitespace separator.
+
+    A visible separator (" ... ") marks every cut, so the sentences go on one
+    line between the marks.
+    """
+    return not separator.strip()
+
+
+def _indent(chunk: str, start: int) -> str:
+    """The whitespace before ``chunk[start]`` on its line, or "" when text precedes it there.
+
+    A sentence that begins mid-line (after another's stop) has no indentation
+    of its own.
+    """
+    lead = chunk[chunk.rfind("\n", 0, start) + 1 : start]
+    return lead if lead.isspace() else ""
 
 
 def _split_vectors(
@@ -693,10 +730,12 @@ def _cache_variant(config: AbstractiveConfig) -> dict[str, Any]:
 
 
 def _abstract_result(
-    chunks: Sequence[str], summary: str, count_tokens: CountTokens
+    chunks: Sequence[str], summary: str | None, count_tokens: CountTokens
 ) -> AbstractiveSummary:
     before = sum(count_tokens(c) for c in chunks)
-    text = summary.strip()
+    # No answer is an empty summary, which keeps the original context: str(None)
+    # would be the four-letter "summary" "None", shorter than any context.
+    text = "" if summary is None else str(summary).strip()
     after = count_tokens(text)
     if not text or after >= before:
         return AbstractiveSummary("\n\n".join(chunks), before, before, False)
@@ -749,7 +788,7 @@ def summarize_abstractive(
                 lambda: chat(messages),
                 variant=_cache_variant(config),
             )
-    return _abstract_result(chunks, str(summary), count_tokens)
+    return _abstract_result(chunks, summary, count_tokens)
 
 
 async def asummarize_abstractive(
@@ -775,4 +814,4 @@ async def asummarize_abstractive(
                 lambda: achat(messages),
                 variant=_cache_variant(config),
             )
-    return _abstract_result(chunks, str(summary), count_tokens)
+    return _abstract_result(chunks, summary, count_tokens)

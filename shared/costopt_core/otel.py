@@ -281,7 +281,8 @@ class OTelExporter:
         attribute_prefix: namespace of costopt's own attributes and metrics.
         operation_name: ``gen_ai.operation.name`` of the calls (``chat`` for chat
             models, ``text_completion`` for completion LLMs).
-        export_removed: export removals of input tokens (compression, memory).
+        export_removed: export a span for each removal of input tokens
+            (compression, memory); their savings are in the metrics either way.
         catalog: prices used to name the provider when attached to a bare
             ledger; an attached engine's own catalog is used for its calls.
 
@@ -439,11 +440,11 @@ class OTelExporter:
 
     def _export(self, record: CallRecord, catalog: PriceCatalog | None) -> None:
         removed = record.outcome == "removed"
-        if removed and not self.export_removed:
-            return
-        own = costopt_attributes(record, prefix=self.prefix, include_tenant=self.include_tenant)
         provider = provider_name(self._catalog(catalog), record.model)
-        if self.spans:
+        # export_removed is about spans: a removal's savings stay in the savings
+        # metric either way, or its levers would not add up to the ledger's.
+        if self.spans and not (removed and not self.export_removed):
+            own = costopt_attributes(record, prefix=self.prefix, include_tenant=self.include_tenant)
             if removed:
                 self._span_removal(record, own)
             else:

@@ -21,15 +21,23 @@ def usd(amount: Decimal | None) -> str:
     """Money for humans: cents for large sums, more digits for tiny per-call costs."""
     if amount is None:
         return "unknown"
-    if abs(amount) >= 100:
-        return f"${amount:,.2f}"
-    if abs(amount) >= 1:
-        return f"${amount:,.4f}"
-    return f"${amount:.6f}"
+    size = abs(amount)
+    if size >= 100:
+        text = f"{size:,.2f}"
+    elif size >= 1:
+        text = f"{size:,.4f}"
+    else:
+        text = f"{size:.6f}"
+    # The sign before the "$" (-$0.50), and none on an amount shown as zero.
+    sign = "-" if amount < 0 and text.strip("0.,") else ""
+    return f"{sign}${text}"
 
 
 def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x * 100:.1f}%"
+    if x is None:
+        return "-"
+    text = f"{x * 100:.1f}%"
+    return text[1:] if text == "-0.0%" else text
 
 
 def _width(text: str) -> int:

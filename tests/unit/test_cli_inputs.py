@@ -318,3 +318,38 @@ def test_an_amount_too_large_to_add_up_is_a_usage_error(tmp_path: Path) -> None:
     out = RUNNER.invoke(app, ["report", ledger])
     assert out.exit_code == 2, out.output
     assert "huge.jsonl:1" in out.output and "must be below $1e15" in out.output
+
+
+def test_chart_to_a_directory_fails_before_the_work(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    ledger = _jsonl(tmp_path / "ledger.jsonl", [_record(1)])
+    folder = tmp_path / "charts"
+    folder.mkdir()
+    res = RUNNER.invoke(app, ["report", ledger, "--chart", str(folder)])
+    assert res.exit_code == 2, res.output
+    assert "--chart" in res.output and "directory" in res.output
+    assert not (tmp_path / "charts.png").exists()  # not written beside the folder
+
+
+@pytest.mark.parametrize("command", ["project", "calibrate"])
+def test_tiers_given_dearest_first_are_a_usage_error(tmp_path: Path, command: str) -> None:
+    ladder = ["--tier", "small=gpt-4o", "--tier", "frontier=gpt-4o-mini"]
+    args = ["-n", "10"] if command == "project" else []
+    res = RUNNER.invoke(app, [command, _requests(tmp_path), *args, *ladder])
+    assert res.exit_code == 2, res.output
+    assert "--tier" in res.output and "cheapest first" in res.output
+    assert "small=gpt-4o, frontier=gpt-4o-mini" in res.output
+
+
+def test_the_demo_says_an_installed_local_model_did_not_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import costopt_demo
+
+    monkeypatch.setattr(costopt_demo, "load_local_model", lambda local=None: (None, "it broke"))
+    res = RUNNER.invoke(
+        app, ["demo", "--requests", "3", "--no-progress", "--out", str(tmp_path / "out")]
+    )
+    assert res.exit_code == 0, res.output
+    assert "tier 1 (small) was a stand-in: the local model did not load" in res.output
+    assert "pip install" not in res.output

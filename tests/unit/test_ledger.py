@@ -566,3 +566,25 @@ def test_cli_report_by_tenant_shows_an_unpriced_tenant_as_unknown(
     by_tenant = res.output.split("By tenant")[1].splitlines()
     [acme] = [line for line in by_tenant if line.startswith("acme")]
     assert acme.split() == ["acme", "1", "unknown", "unknown", "unknown", "-", "1"]
+
+
+@pytest.mark.parametrize(
+    ("amount", "shown"),
+    [
+        ("-0.014088", "-$0.014088"),
+        ("-1234.567", "-$1,234.57"),
+        ("-2.5", "-$2.5000"),
+        ("-0.0000001", "$0.000000"),  # rounds to zero: no negative zero
+        ("0", "$0.000000"),
+        ("0.25", "$0.250000"),
+        ("150", "$150.00"),
+    ],
+)
+def test_money_puts_the_sign_before_the_dollar_and_never_shows_negative_zero(
+    amount: str, shown: str
+) -> None:
+    from costopt_core.report import _pct, usd
+
+    assert usd(Decimal(amount)) == shown
+    assert _pct(-0.0001) == "0.0%"
+    assert _pct(-0.2) == "-20.0%"

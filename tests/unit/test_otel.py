@@ -534,6 +534,27 @@ def test_metrics_only(engine: CostEngine, spans: InMemorySpanExporter) -> None:
     assert _points(reader)["costopt.cost"][0].value == pytest.approx(float(MINI_COST))
 
 
+def test_without_removal_spans_their_savings_are_still_measured(
+    engine: CostEngine, provider: TracerProvider, spans: InMemorySpanExporter
+) -> None:
+    reader = InMemoryMetricReader()
+    OTelExporter(
+        tracer_provider=provider,
+        meter_provider=MeterProvider(metric_readers=[reader]),
+        export_removed=False,
+    ).attach(engine)
+    rec = engine.record_removed_tokens(3000, lever="compression")
+    assert rec is not None
+    engine.record_call(model="gpt-4o-mini", usage=MINI_USAGE)
+    assert [s.name for s in spans.get_finished_spans()] != []
+    assert "costopt.tokens_removed" not in [s.name for s in spans.get_finished_spans()]
+    points = _points(reader)
+    savings = {p.attributes["costopt.lever"]: p.value for p in points["costopt.savings"]}
+    assert savings["compression"] == pytest.approx(float(rec.savings_usd["compression"]))
+    # A removal is no call: the call count is the model call's alone.
+    assert sum(p.value for p in points["costopt.calls"]) == 1
+
+
 # -- the attribute builders and the optional dependency -----------------------------------
 
 

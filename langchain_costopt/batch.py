@@ -98,7 +98,30 @@ def _unwrap(model: Any) -> tuple[BaseChatModel, dict[str, Any]]:
             f"BatchRunnable wraps a chat model (a BaseChatModel, optionally with bound "
             f"kwargs such as bind_tools), got {type(model).__name__}"
         )
+    _refuse_costopt_wrapper(model)
     return model, kwargs
+
+
+def _refuse_costopt_wrapper(model: BaseChatModel) -> None:
+    """Raise ``ConfigurationError`` for costopt's cache and router models.
+
+    A job books each answer as one model call at the model's price, but a cache
+    hit cost nothing and a routed answer may hide an escalated, paid attempt; a
+    provider batch would skip the cache and router altogether. Their own books
+    are kept by their cost handlers, which a batch (below callbacks) never runs.
+    """
+    # Imported here: both modules import the package that imports this one.
+    from langchain_costopt.cached_model import CachedChatModel
+    from langchain_costopt.router import RouterChatModel
+
+    if isinstance(model, CachedChatModel | RouterChatModel):
+        raise ConfigurationError(
+            f"BatchRunnable cannot batch a {type(model).__name__}: a batch job books every "
+            "answer as one paid model call, so cache hits would be charged and a router's "
+            "escalated attempts lost. Batch the underlying provider chat model (e.g. "
+            "BatchRunnable(ChatOpenAI(...))) and keep the cache / router around the "
+            "real-time path instead"
+        )
 
 
 def model_name_of(model: BaseChatModel) -> str:
@@ -252,6 +275,20 @@ def _tool_calls(raw: Mapping[str, Any] | None) -> tuple[list[Any], list[Any]]:
                     )
                 )
                 continue
+            # As langchain-core's parse_tool_call (used by langchain-openai): empty JSON
+            # ("null", "[]"...) means no arguments. Any other non-object cannot be a
+            # ToolCall's args (AIMessage would refuse it), so it is an invalid call.
+            parsed = parsed or {}
+            if not isinstance(parsed, dict):
+                invalid.append(
+                    invalid_tool_call(
+                        name=fn.get("name"),
+                        args=args,
+                        id=_get(tc, "id"),
+                        error=f"arguments are JSON {type(parsed).__name__}, not an object",
+                    )
+                )
+                continue
             calls.append(tool_call(name=str(fn.get("name")), args=parsed, id=_get(tc, "id")))
         return calls, invalid
     content = raw.get("content")
@@ -353,6 +390,57 @@ class BatchHandle(JobHandle[AIMessage]):
             job, ids, models, message_of, timeout_s=runnable.timeout_s, progress=runnable.progress
         )
         self._runnable = runnable
+        #: Ledgers besides the job's that the run's cost handlers record into.
+        self._also: list[CostEngine] = []
+
+    def run(self, requests: Sequence[BatchRequest], *, return_exceptions: bool) -> list[Any]:
+        try:
+            return super().run(requests, return_exceptions=return_exceptions)
+        finally:
+            self._mirror()
+
+    async def arun(self, requests: Sequence[BatchRequest], *, return_exceptions: bool) -> list[Any]:
+        try:
+            return await super().arun(requests, return_exceptions=return_exceptions)
+        finally:
+            self._mirror()
+
+    def results(
+        self, *, wait: bool = True, return_exceptions: bool = False, timeout_s: float | None = None
+    ) -> list[Any]:
+        try:
+            return super().results(
+                wait=wait, return_exceptions=return_exceptions, timeout_s=timeout_s
+            )
+        finally:
+            self._mirror()  # a submitted job's answers are recorded as they are collected
+
+    async def aresults(
+        self, *, wait: bool = True, return_exceptions: bool = False, timeout_s: float | None = None
+    ) -> list[Any]:
+        try:
+            return await super().aresults(
+                wait=wait, return_exceptions=return_exceptions, timeout_s=timeout_s
+            )
+        finally:
+            self._mirror()
+
+    def _mirror(self) -> None:
+        """Copy the job's records into the other ledgers of the run's cost handlers.
+
+        A job records into one engine, but a model call inside a ``track_costs``
+        block whose config also carries a ``CostCallbackHandler`` is recorded by
+        both handlers. The same records (same call ids) go to each other engine,
+        so a ledger that also sees them through a parent counts them once, as the
+        router's escalations are recorded.
+        """
+        if not self._also:
+            return
+        ids = {f"batch:{self.name}:{rid}" for rid in self.ids}
+        records = [r for r in self.job.engine.ledger.records() if r.call_id in ids]
+        for engine in self._also:
+            for record in records:
+                engine.ledger.add(record)
 
 
 # -- the runnable -----------------------------------------------------------------
@@ -387,7 +475,11 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
     provider calls the wrapped model below its callbacks for the same reason.
     The ledger is the runnable's ``engine``; without one, the engine of a
     ``CostCallbackHandler`` among the call's callbacks (``track_costs``), else
-    the default engine.
+    the default engine; the same records (same call ids) also go to the
+    other cost handlers' engines (a ``track_costs`` block's beside the config's
+    handler), as a model call is recorded by each. Costopt's cache and router
+    models (``CachedChatModel``, ``RouterChatModel``) are refused: batch the
+    provider model under them.
 
     Args:
         chat_model: the chat model (optionally with bound kwargs, e.g.
@@ -449,6 +541,8 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
         job_prefix: str = "langchain",
         name: str | None = None,
     ) -> None:
+        # First: a refused model must not leave a queue file behind.
+        chat, bound = _unwrap(chat_model)
         BatchFront.__init__(
             self,
             provider=provider,
@@ -463,7 +557,7 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
             record=record,
             job_prefix=job_prefix,
         )
-        self.chat_model, self._bound = _unwrap(chat_model)
+        self.chat_model, self._bound = chat, bound
         self.model_name = model or model_name_of(self.chat_model)
         self.name = name
 
@@ -545,6 +639,22 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
 
         return each_request(inputs, make, errors)
 
+    def _engines(self, run_managers: Sequence[Any] = ()) -> list[CostEngine]:
+        """Every ledger the run's answers go to: the job's (:meth:`_engine`) first.
+
+        The others are those of the run's other cost handlers (a ``track_costs``
+        block's beside the config's handler), each once: a model call is recorded
+        by all of them, so a batched one must be too.
+        """
+        first = self._engine(run_managers)
+        if self.engine is not None:
+            return [first]
+        engines = {id(first): first}
+        for rm in run_managers:
+            for h in cost_handlers(getattr(rm, "handlers", None)):
+                engines.setdefault(id(h.engine), h.engine)
+        return list(engines.values())
+
     def _engine(self, run_managers: Sequence[Any] = ()) -> CostEngine:
         """The one ledger the job records into (see ``engine_for``).
 
@@ -585,13 +695,15 @@ class BatchRunnable(BatchFront, Runnable[LanguageModelInput, AIMessage]):
         configs = get_config_list(config, len(inputs))
         if run_managers is None:
             run_managers = [get_callback_manager_for_config(c) for c in configs]
-        engine = self._engine(run_managers)
+        engine, *also = self._engines(run_managers)
         requests = self._requests(inputs, configs, kwargs, errors)
         if not requests and errors:
             return None, []  # every input was refused: no job
         job = self._new_job(job_name, engine)
         ids, models = [r.id for r in requests], [r.model for r in requests]
-        return BatchHandle(self, job, ids, models), requests
+        handle = BatchHandle(self, job, ids, models)
+        handle._also = also
+        return handle, requests
 
     def _prepared(self, *args: Any) -> tuple[BatchHandle, list[BatchRequest]]:
         handle, requests = self._prepare(*args)

@@ -36,6 +36,7 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.llms import LLM
 from llama_index_instrumentation.dispatcher import instrument_tags
+from pydantic_core import to_jsonable_python
 
 from costopt_core.batch import (
     BatchFront,
@@ -82,6 +83,9 @@ _CLASS_NAMES: dict[str, ProviderName] = {"openai_llm": "openai", "Anthropic_LLM"
 _FIELDS: dict[str, str] = {**{f: f for f in MODEL_FIELDS}, "thinking_dict": "thinking"}
 # Where the local provider finds how to call the LLM; never sent to a provider.
 _LOCAL_CALL = "costopt_local_call"
+# Where a local result keeps the LLM's answer message (tool calls, additional_kwargs)
+# beside its raw payload; response_of takes it out again.
+_LOCAL_MESSAGE = "costopt_local_message"
 
 
 # -- translation helpers ----------------------------------------------------------
@@ -191,27 +195,98 @@ def response_of(
 ) -> ChatResponse | CompletionResponse:
     """A succeeded ``BatchResult`` as the response ``chat`` / ``complete`` would have given."""
     raw = _raw_of(result, engine=engine, model=model, mode=mode, job=job)
+    # The local provider's answer message (tool calls...), kept beside the LLM's raw.
+    local = raw.pop(_LOCAL_MESSAGE, None)
     text = result.text or ""
     if kind == "complete":
         return CompletionResponse(text=text, raw=raw)
-    return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), raw=raw)
+    return ChatResponse(message=_answer_message(text, local), raw=raw)
+
+
+def _answer_message(text: str, local: Any) -> ChatMessage:
+    """The assistant message of an answer: its text, and the local LLM's tool calls."""
+    if not isinstance(local, Mapping):
+        return ChatMessage(role=MessageRole.ASSISTANT, content=text)
+    kwargs = local.get("additional_kwargs")
+    blocks: list[Any] = [TextBlock(text=text)] if text else []
+    for call in local.get("tool_calls") or ():
+        if isinstance(call, Mapping) and isinstance(call.get("name"), str):
+            blocks.append(
+                ToolCallBlock(
+                    tool_call_id=call.get("id"),
+                    tool_name=call["name"],
+                    tool_kwargs=call.get("args") or {},
+                )
+            )
+    return ChatMessage(
+        role=MessageRole.ASSISTANT,
+        blocks=blocks,
+        additional_kwargs=dict(kwargs) if isinstance(kwargs, Mapping) else {},
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    # The queue stores results as JSON: SDK objects (an OpenAI ChatCompletion, tool
+    # call objects in additional_kwargs) go in as their JSON data, not as str().
+    return to_jsonable_python(value, fallback=str)
 
 
 def _local_result(
     response: ChatResponse | CompletionResponse, request: BatchRequest
 ) -> BatchResult:
-    """The wrapped LLM's own answer (local provider) as an engine result."""
+    """The wrapped LLM's own answer (local provider) as an engine result.
+
+    The LLM's ``raw`` goes in as JSON data and, for a chat answer, the message's
+    tool calls (``ToolCallBlock`` blocks) and ``additional_kwargs`` beside it, so
+    the batched response carries what the LLM's own ``chat`` returned.
+    """
     text = response.text if isinstance(response, CompletionResponse) else response.message.content
     usage = usage_of(response)
     raw = response.raw
     model = raw.get("model") if isinstance(raw, Mapping) else getattr(raw, "model", None)
+    data = _jsonable(raw) if raw is not None else {}
+    stored: dict[str, Any] = dict(data) if isinstance(data, Mapping) else {"raw": data}
+    if isinstance(response, ChatResponse):
+        message = response.message
+        stored[_LOCAL_MESSAGE] = {
+            "tool_calls": [
+                {"id": b.tool_call_id, "name": b.tool_name, "args": _jsonable(b.tool_kwargs)}
+                for b in message.blocks
+                if isinstance(b, ToolCallBlock)
+            ],
+            "additional_kwargs": _jsonable(message.additional_kwargs),
+        }
     return BatchResult(
         id=request.id,
         status="succeeded",
         text=text or "",
         usage=usage if usage.input_tokens is not None or usage.output_tokens is not None else None,
         model=model if isinstance(model, str) and model else request.model,
+        raw=stored,
     )
+
+
+def _refuse_costopt_wrapper(llm: LLM) -> None:
+    """Raise ``ConfigurationError`` for costopt's cache and router LLMs.
+
+    A job books each answer as one model call at the model's price, but a cache
+    hit cost nothing and a routed answer may hide an escalated, paid attempt; a
+    provider batch would skip the cache and router altogether. The local
+    provider's calls are tagged for the event handler to skip, so their own
+    books are never kept either.
+    """
+    # Imported here: both modules import the package that imports this one.
+    from llamaindex_costopt.cached_llm import CachedLLM
+    from llamaindex_costopt.router import RouterLLM
+
+    if isinstance(llm, CachedLLM | RouterLLM):
+        raise ConfigurationError(
+            f"BatchRunner cannot batch a {type(llm).__name__}: a batch job books every "
+            "answer as one paid model call, so cache hits would be charged and a router's "
+            "escalated attempts lost. Batch the underlying provider LLM (e.g. "
+            "BatchRunner(OpenAI(...))) and keep the cache / router around the real-time "
+            "path instead"
+        )
 
 
 def _stored_kind(value: str | None) -> Kind | None:
@@ -291,7 +366,10 @@ class BatchRunner(BatchFront):
     (``additional_kwargs["tool_calls"]`` and ``ToolCallBlock`` blocks) and
     tool call ids; a message with image, audio, video or document blocks
     raises ``ConfigurationError`` (a batch request would drop them). Tool
-    calls of answers stay in the provider's payload in ``raw``. An
+    calls of answers stay in the provider's payload in ``raw`` (the local
+    provider's also as the LLM's ``ToolCallBlock`` blocks and
+    ``additional_kwargs``). ``CachedLLM`` / ``RouterLLM`` are refused (their
+    books would be wrong): batch the provider LLM under them. An
     interruption (Ctrl-C, a cancelled task) cancels the job and propagates.
 
     Args:
@@ -348,6 +426,7 @@ class BatchRunner(BatchFront):
         record: bool = True,
         job_prefix: str = "llamaindex",
     ) -> None:
+        _refuse_costopt_wrapper(llm)  # first: a refused LLM must not leave a queue file behind
         super().__init__(
             provider=provider,
             queue_path=queue_path,
@@ -392,7 +471,10 @@ class BatchRunner(BatchFront):
         params = dict(request.params)
         call = params.pop(_LOCAL_CALL, None)
         if isinstance(call, Mapping) and call.get("kind") == "complete":
-            prompt = request.messages[-1].content if request.messages else ""
+            # A completion request is [system prompt?, prompt]: the LLM's complete takes
+            # one string, so the system prompt is put before it as _extend_prompt does.
+            *head, last = request.messages or (Message("user", ""),)
+            prompt = "".join(f"{m.content}\n\n" for m in head if m.role == "system") + last.content
             return (prompt, bool(call.get("formatted", False))), params
         return [to_chat_message(m) for m in request.messages], params
 
@@ -429,8 +511,10 @@ class BatchRunner(BatchFront):
     def _messages(self, messages: Sequence[ChatMessage]) -> tuple[Message, ...]:
         out = tuple(to_message(m) for m in messages)
         system = self.llm.system_prompt
-        if system and not self._runs_model_itself:
-            # LlamaIndex LLMs put their system prompt first; a provider batch must too.
+        if system:
+            # The LLM's system prompt goes first, for every provider: LLM.chat/complete
+            # never add it (only predict does, through _extend_messages/_extend_prompt),
+            # so the local provider's call must carry it as a remote batch does.
             out = (Message("system", system), *out)
         return out
 

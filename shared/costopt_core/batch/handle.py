@@ -12,6 +12,7 @@ the converter and their own defaults.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Sequence
@@ -303,14 +304,36 @@ class JobHandle(Generic[T]):
         for rid, model in zip(self.ids, self._models, strict=True):
             result = stored[rid]
             if result.status == "succeeded":
-                outputs.append(
-                    self._convert(result, engine=engine, model=model, mode=mode, job=self.name)
-                )
+                outputs.append(self._converted(result, engine, model, mode))
             else:
                 outputs.append(BatchRequestError(result, self.name))
         if not return_exceptions and any(isinstance(o, Exception) for o in outputs):
             raise BatchFailedError(self.name, outputs)
         return outputs
+
+    def _converted(
+        self, result: BatchResult, engine: CostEngine, model: str, mode: CallMode
+    ) -> Any:
+        """One succeeded result as the framework's answer, or its request's error.
+
+        An answer the framework cannot represent (e.g. a malformed provider
+        payload) fails that request only: raising here would lose every other
+        answer of the job, and each reattach would fail the same way.
+        """
+        try:
+            return self._convert(result, engine=engine, model=model, mode=mode, job=self.name)
+        except Exception as exc:
+            log.warning(
+                "batch job %r: answer %r not converted", self.name, result.id, exc_info=True
+            )
+            failed = dataclasses.replace(
+                result,
+                status="errored",
+                error=f"the answer could not be converted ({type(exc).__name__}: {exc})",
+            )
+            error = BatchRequestError(failed, self.name)
+            error.__cause__ = exc
+            return error
 
     # -- cancel -------------------------------------------------------------
     def cancel(self) -> BatchStatus:

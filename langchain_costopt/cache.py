@@ -18,6 +18,7 @@ shared one partition.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import sys
 from collections.abc import Mapping, Sequence
@@ -33,7 +34,13 @@ from uuid import UUID
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.load import Serializable, loads
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langchain_core.outputs import ChatGeneration, Generation
 from langchain_core.runnables.config import ensure_config
 from langchain_core.tracers.context import register_configure_hook
@@ -46,15 +53,15 @@ from costopt_core.finish import finish_reason_of
 from costopt_core.served import SERVED, served_info
 from costopt_core.types import Usage
 from costopt_core.usage import usage_from_langchain
+from langchain_costopt._calls import StreamRun
 from langchain_costopt._convert import cache_model, from_langchain_messages, usage_or_unknown
 from langchain_costopt.batch import usage_metadata_of
-from langchain_costopt.callbacks import run_tenant
-from langchain_costopt.components import encode
+from langchain_costopt.callbacks import cost_handlers, run_tenant
+from langchain_costopt.components import METADATA_KEY, as_new_message, encode
 
 __all__ = ["PAYLOAD_FORMAT", "SemanticCache", "engine_cache", "generations_of", "response_of"]
 
 PAYLOAD_FORMAT = "langchain/generations/v1"
-METADATA_KEY = "costopt"
 
 log = logging.getLogger("costopt.cache")
 
@@ -66,6 +73,8 @@ class _Noted:
     run_id: UUID
     tenant: str | None
     outer: _Noted | None
+    #: The run's metadata, for a model that must read its run (:func:`run_in_progress`).
+    metadata: Mapping[str, Any] | None = None
 
 
 _RUN: ContextVar[_Noted | None] = ContextVar("costopt_cache_run_tenant", default=None)
@@ -92,7 +101,7 @@ class _RunTenantNote(BaseCallbackHandler):
     ignore_custom_event = True
 
     def _start(self, run_id: UUID, metadata: dict[str, Any] | None) -> None:
-        _RUN.set(_Noted(run_id, run_tenant(metadata), _RUN.get()))
+        _RUN.set(_Noted(run_id, run_tenant(metadata), _RUN.get(), metadata))
 
     def _end(self, run_id: UUID) -> None:
         kept: list[_Noted] = []
@@ -104,7 +113,7 @@ class _RunTenantNote(BaseCallbackHandler):
             return  # not in this context (a stream closed elsewhere): nothing to take out
         rest = noted.outer
         for above in reversed(kept):
-            rest = _Noted(above.run_id, above.tenant, rest)
+            rest = dataclasses.replace(above, outer=rest)
         _RUN.set(rest)
 
     def on_chat_model_start(
@@ -126,6 +135,29 @@ _NOTE: ContextVar[_RunTenantNote | None] = ContextVar(
     default=_RunTenantNote(),  # noqa: B039
 )
 register_configure_hook(_NOTE, inheritable=True)
+
+
+def run_in_progress(*callbacks: Any) -> StreamRun | None:
+    """The chat model run in progress in this context (the innermost), or None.
+
+    For a costopt chat model whose ``_stream`` got no run: langchain-core
+    streams an ``invoke`` / ``ainvoke`` itself (``streaming=True``, or a
+    streaming callback handler attached, as LangGraph's
+    ``stream_mode="messages"`` does) and calls ``_stream`` with neither the run
+    manager nor our run kwarg, so the run's tenant (its metadata's
+    ``costopt_tenant``) was lost and every tenant shared the default cache
+    partition. The run's note, set inline when it started, is then this
+    model's own run: the innermost one in progress.
+
+    Args:
+        *callbacks: the model's own callbacks. The run's handlers are not
+            noted; these and the enclosing ``track_costs`` block's are among
+            them (see :func:`~langchain_costopt.callbacks.cost_handlers`).
+    """
+    noted = _RUN.get()
+    if noted is None:
+        return None
+    return StreamRun(noted.run_id, noted.metadata or {}, cost_handlers(*callbacks))
 
 
 def _tenant(chat: bool) -> str | None:
@@ -213,16 +245,86 @@ def engine_cache(value: Any, what: str) -> CacheEngine:
 def _messages_of(prompt: str) -> tuple[list[BaseMessage], bool]:
     """The prompt's messages, and whether it is a chat model's.
 
-    LangChain serialises chat prompts with ``dumps``; plain LLM prompts are text.
+    LangChain serialises a chat prompt with ``dumps``: a JSON list of message
+    constructors. Chat-ness is read from that shape, not from whether the
+    list loads back: ``dumps`` writes what it cannot serialise (a history
+    message's ``additional_kwargs["parsed"]`` pydantic object, a tool's
+    ``artifact``) as a stub ``loads`` rejects, and such a chat prompt read as
+    a completion one lost its run's tenant (one tenant served another's
+    answer) and was keyed as one user turn of JSON (an agent step after a
+    tool result matched semantically). Plain LLM prompts are text.
     """
-    if prompt.startswith(("[", "{")):
+    if prompt.startswith("["):
         try:
-            obj = loads(prompt, allowed_objects="messages")
-        except Exception:
-            obj = None
-        if isinstance(obj, list) and all(isinstance(m, BaseMessage) for m in obj):
-            return obj, True
+            data = json.loads(prompt)
+        except ValueError:
+            data = None
+        if isinstance(data, list) and all(_is_message_constructor(m) for m in data):
+            return _load_messages(data), True
     return [HumanMessage(prompt)], False
+
+
+def _is_message_constructor(obj: Any) -> bool:
+    """Whether ``obj`` is how ``dumps`` writes a message (of LangChain's or another
+    package's class), whatever its fields hold."""
+    return (
+        isinstance(obj, dict)
+        and obj.get("lc") == 1
+        and obj.get("type") == "constructor"
+        and isinstance(obj.get("id"), list)
+        and bool(obj["id"])
+        and str(obj["id"][-1]).endswith(("Message", "MessageChunk"))
+        and isinstance(obj.get("kwargs"), dict)
+    )
+
+
+def _without_stubs(obj: Any) -> Any:
+    """``obj`` with each of ``dumps``' not-serialisable stubs made None.
+
+    The cache key reads none of what gets stubbed (extras, a tool's artifact):
+    only roles, text, names, tool calls and non-text content blocks.
+    """
+    if isinstance(obj, dict):
+        if obj.get("lc") == 1 and obj.get("type") == "not_implemented":
+            return None
+        return {k: _without_stubs(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_without_stubs(v) for v in obj]
+    return obj
+
+
+def _load_messages(data: list[Any]) -> list[BaseMessage]:
+    """The messages of a chat prompt's JSON, each loaded as leniently as it takes."""
+    out: list[BaseMessage] = []
+    for item in data:
+        try:
+            msg = loads(json.dumps(_without_stubs(item)), allowed_objects="messages")
+        except Exception:
+            msg = None
+        out.append(msg if isinstance(msg, BaseMessage) else _bare_message(item))
+    return out
+
+
+def _bare_message(item: dict[str, Any]) -> BaseMessage:
+    """What the cache key reads of a message that does not load (a class of
+    another package, a field that fails validation): its role, text, name,
+    tool calls and tool call id."""
+    kwargs = item["kwargs"]
+    content = kwargs.get("content")
+    if not isinstance(content, str | list):
+        content = ""
+    name = kwargs.get("name") if isinstance(kwargs.get("name"), str) else None
+    kind = str(item["id"][-1])
+    try:
+        if kind.startswith("System"):
+            return SystemMessage(content=content, name=name)
+        if kind.startswith("Tool"):
+            return ToolMessage(content=content, tool_call_id=str(kwargs.get("tool_call_id") or ""))
+        if kind.startswith("AI"):
+            return AIMessage(content=content, name=name, tool_calls=kwargs.get("tool_calls") or [])
+        return HumanMessage(content=content, name=name)
+    except Exception:  # its JSON as the turn's text: the key still tells it apart
+        return HumanMessage(json.dumps(item, sort_keys=True))
 
 
 def response_of(generations: Sequence[Generation]) -> CachedResponse:
@@ -336,11 +438,10 @@ def _storable(g: Generation) -> Generation:
     if g.generation_info:
         update["generation_info"] = _safe_dict(g.generation_info)
     if isinstance(g, ChatGeneration):
-        msg = g.message
-        meta = {k: v for k, v in (msg.response_metadata or {}).items() if k != METADATA_KEY}
+        msg = as_new_message(g.message)
         extras = {
             "additional_kwargs": _safe_dict(msg.additional_kwargs),
-            "response_metadata": _safe_dict(meta),
+            "response_metadata": _safe_dict(msg.response_metadata),
         }
         update["message"] = msg.model_copy(update=extras)
     return g.model_copy(update=update) if update else g
@@ -351,11 +452,11 @@ def _rebuilt(g: Generation) -> Generation:
     info = _safe_dict(g.generation_info, strict=True) or None
     if not isinstance(g, ChatGeneration):
         return Generation(text=g.text, generation_info=info)
-    msg = g.message
+    msg = as_new_message(g.message)
     content = _json_safe(msg.content, strict=True)
     if not isinstance(content, str | list):
         content = msg.text
-    meta = {k: v for k, v in (msg.response_metadata or {}).items() if k != METADATA_KEY}
+    meta = msg.response_metadata
     fields: dict[str, Any] = {}
     if isinstance(msg, AIMessage):
         fields = {
@@ -367,7 +468,6 @@ def _rebuilt(g: Generation) -> Generation:
         content=content,
         additional_kwargs=_safe_dict(msg.additional_kwargs, strict=True),
         response_metadata=_safe_dict(meta, strict=True),
-        id=msg.id,
         name=msg.name,
         **fields,
     )
@@ -407,14 +507,12 @@ def generations_of(hit: CacheHit, *, expose: bool = False) -> list[Generation]:
     out: list[Generation] = []
     for g in gens:
         if isinstance(g, ChatGeneration):
-            meta = dict(g.message.response_metadata or {})
+            # A served answer is a new message (see as_new_message: LangGraph's
+            # add_messages would merge one with the stored id into the first answer).
+            msg = as_new_message(g.message)
             if expose:
-                meta[METADATA_KEY] = info
-            # A served answer is a new message: with the stored one's id, LangGraph's
-            # add_messages (which merges by id) would overwrite the first answer in
-            # a thread that asks the same question again. LangChain gives a message
-            # without one its run's id.
-            msg = g.message.model_copy(update={"response_metadata": meta, "id": None})
+                meta = {**(msg.response_metadata or {}), METADATA_KEY: info}
+                msg = msg.model_copy(update={"response_metadata": meta})
             g = g.model_copy(update={"message": msg})
             # The generation, not its message: langchain-core replaces a cached
             # message (to zero its cost) but keeps the generation object.

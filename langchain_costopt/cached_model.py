@@ -34,8 +34,9 @@ from costopt_core.errors import ConfigurationError, check_arguments, config_erro
 from costopt_core.served import PAID_INFO, SERVED, SHARED_INFO, served_info, served_outcome
 from langchain_costopt import _calls
 from langchain_costopt._convert import cache_model, from_langchain_messages
-from langchain_costopt.cache import METADATA_KEY, engine_cache, generations_of, response_of
+from langchain_costopt.cache import engine_cache, generations_of, response_of, run_in_progress
 from langchain_costopt.callbacks import TENANT_KEYS, run_tenant
+from langchain_costopt.components import METADATA_KEY
 
 __all__ = ["CachedChatModel"]
 
@@ -237,6 +238,19 @@ class CachedChatModel(_calls.RunAwareChatModel):
         if not isinstance(bound, RunnableBinding):
             raise NotImplementedError(f"{type(self.model).__name__}.bind_tools is not a binding")
         return self.bind(**bound.kwargs)
+
+    def _call_of(
+        self, run_manager: Any, stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[_calls.Run | None, list[str] | None]:
+        run, stop = super()._call_of(run_manager, stop, kwargs)
+        if run is None:
+            # An invoke that langchain-core streams itself (streaming=True, or a
+            # streaming callback handler such as LangGraph's stream_mode="messages")
+            # reaches _stream with no run: without this its tenant was lost and
+            # every tenant shared the default partition. The run noted when it
+            # started stands in for it.
+            run = run_in_progress(self.callbacks)
+        return run, stop
 
     def _request(
         self,

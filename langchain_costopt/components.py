@@ -60,10 +60,48 @@ from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.cache.component import ComponentCache
 from langchain_costopt.callbacks import run_tenant
 
-__all__ = ["CODEC", "CachedRunnable", "CachedTool", "cached", "decode", "encode"]
+__all__ = [
+    "CODEC",
+    "METADATA_KEY",
+    "CachedRunnable",
+    "CachedTool",
+    "as_new_message",
+    "cached",
+    "decode",
+    "encode",
+]
 
 #: Codec name recorded in each entry's ``payload_format`` (``component/langchain/v1``).
 CODEC = "langchain"
+
+#: Where costopt notes how a call was served, in a message's ``response_metadata``.
+METADATA_KEY = "costopt"
+
+_M = typing.TypeVar("_M", bound=BaseMessage)
+
+
+def as_new_message(message: _M) -> _M:
+    """A stored message as a new answer: without the id and costopt's note of the
+    call that made it (every cache that stores or serves messages says it so).
+
+    The note (served by, cost) describes that one call, not a hit. The id names
+    that one message: LangGraph's ``add_messages`` merges messages by id, so a
+    hit with it replaced the first answer in a thread that asked the same
+    question again instead of adding the second. LangChain gives a message
+    without one its run's id.
+    """
+    meta = message.response_metadata or {}
+    update: dict[str, Any] = {"id": None}
+    if METADATA_KEY in meta:
+        update["response_metadata"] = {k: v for k, v in meta.items() if k != METADATA_KEY}
+    if message.id is None and len(update) == 1:
+        return message
+    return message.model_copy(update=update)
+
+
+def _as_stored(value: Any) -> Any:
+    """An output as it is stored and served: a message as a new one (:func:`as_new_message`)."""
+    return as_new_message(value) if isinstance(value, BaseMessage) else value
 
 
 def encode(value: Any) -> str:
@@ -87,6 +125,12 @@ def encode(value: Any) -> str:
 def decode(text: str) -> Any:
     """The output :func:`encode` turned into ``text``."""
     return loads(text, allowed_objects="core")
+
+
+def _decode_served(text: str) -> Any:
+    """:func:`decode` for ``cached()``: a message as a new one (:func:`_as_stored`),
+    entries stored before messages were stored so included."""
+    return _as_stored(decode(text))
 
 
 def _has_stub(obj: Any) -> bool:
@@ -117,6 +161,35 @@ def _keep_tuples(value: Any, dumped: Any) -> Any:
     return dumped
 
 
+_MESSAGE_ID_PATH = ["langchain", "schema", "messages"]
+
+
+def _without_message_ids(dumped: Any) -> Any:
+    """``dumped`` with no message's id in it.
+
+    A message's id names one object, not what it says: LangGraph gives every
+    message in its state a fresh one, so the same question never hit (as
+    langchain-core drops them from its own LLM cache's prompt). The caller's
+    own dicts (escaped by ``dumpd``) are kept as they are.
+    """
+    if isinstance(dumped, list | tuple):
+        items = [_without_message_ids(v) for v in dumped]
+        return tuple(items) if isinstance(dumped, tuple) else items
+    if not isinstance(dumped, dict) or "__lc_escaped__" in dumped:
+        return dumped
+    out = {k: _without_message_ids(v) for k, v in dumped.items()}
+    path, kwargs = out.get("id"), out.get("kwargs")
+    if (
+        out.get("lc") == 1
+        and out.get("type") == "constructor"
+        and isinstance(path, list)
+        and path[:-1] == _MESSAGE_ID_PATH
+        and isinstance(kwargs, dict)
+    ):
+        out["kwargs"] = {k: v for k, v in kwargs.items() if k != "id"}
+    return out
+
+
 def _key(value: Any) -> tuple[bool, Any]:
     """``(True, json_value)`` for a usable cache key, ``(False, None)`` otherwise."""
     if isinstance(value, str):
@@ -126,7 +199,9 @@ def _key(value: Any) -> tuple[bool, Any]:
     except Exception:
         return False, None
     # A stub holds only a repr; two different objects could share it.
-    return (False, None) if _has_stub(dumped) else (True, _keep_tuples(value, dumped))
+    if _has_stub(dumped):
+        return False, None
+    return True, _without_message_ids(_keep_tuples(value, dumped))
 
 
 def _lookup_args(
@@ -177,14 +252,48 @@ def _copied(chunk: Any) -> Any:
 
 
 def _as_output(value: Any) -> Any:
-    """What ``invoke`` returns for the sum of a stream's chunks.
+    """What ``invoke`` returns for the sum of a stream's chunks, as it is stored.
 
     A chat model streams message chunks but invoke returns the message: a
     later invoke served from a stored stream must get what invoke gives.
     """
     if isinstance(value, BaseMessageChunk):
-        return message_chunk_to_message(value)
-    return value
+        value = message_chunk_to_message(value)
+    return _as_stored(value)
+
+
+class _Fresh:
+    """A miss's output: stored as a hit serves it (:func:`_as_stored`), returned
+    to its own caller as the call made it (a message keeps its id and note there).
+
+    The engine stores what the call it is given returns, and only if that
+    decodes back equal, so the call it gets returns the stored form.
+    """
+
+    def __init__(self) -> None:
+        self._made: list[tuple[Any, Any]] = []  # (stored form, the call's own output)
+
+    def _keep(self, value: Any) -> Any:
+        stored = _as_stored(value)
+        if stored is not value:
+            self._made.append((stored, value))
+        return stored
+
+    def call(self, call: Callable[[], Any]) -> Callable[[], Any]:
+        return lambda: self._keep(call())
+
+    def acall(self, call: Callable[[], Any]) -> Callable[[], Any]:
+        async def kept() -> Any:
+            return self._keep(await call())
+
+        return kept
+
+    def own(self, got: Any) -> Any:
+        """What the caller gets for ``got``: its own output if this call made it."""
+        for stored, value in self._made:
+            if got is stored:
+                return value
+        return got
 
 
 #: Each message class and the chunk class a stream yields for it. None of these
@@ -289,7 +398,9 @@ class CachedRunnable(_SchemasOfBound, RunnableSerializable[Input, Output]):
         ok, key, tenant, variant = self._lookup_args(input, config, kwargs)
         if not ok:
             return call()
-        return self.component.get_or_call(key, call, tenant=tenant, variant=variant)
+        fresh = _Fresh()
+        got = self.component.get_or_call(key, fresh.call(call), tenant=tenant, variant=variant)
+        return cast("Output", fresh.own(got))
 
     async def _ainvoke(
         self,
@@ -306,7 +417,11 @@ class CachedRunnable(_SchemasOfBound, RunnableSerializable[Input, Output]):
         ok, key, tenant, variant = self._lookup_args(input, config, kwargs)
         if not ok:
             return await call()
-        return await self.component.aget_or_call(key, call, tenant=tenant, variant=variant)
+        fresh = _Fresh()
+        got = await self.component.aget_or_call(
+            key, fresh.acall(call), tenant=tenant, variant=variant
+        )
+        return cast("Output", fresh.own(got))
 
     def invoke(self, input: Input, config: RunnableConfig | None = None, **kwargs: Any) -> Output:
         """The cached output for ``input``, or the wrapped Runnable's (then cached)."""
@@ -544,8 +659,9 @@ class CachedTool(_SchemasOfBound, BaseTool):
         ok, key, tenant, variant = self._key_of(args, kwargs, config)
         if not ok:
             return call()
-        value = self.component.get_or_call(key, call, tenant=tenant, variant=variant)
-        return self._output(value)
+        fresh = _Fresh()
+        value = self.component.get_or_call(key, fresh.call(call), tenant=tenant, variant=variant)
+        return self._output(fresh.own(value))
 
     async def _arun(
         self,
@@ -562,8 +678,11 @@ class CachedTool(_SchemasOfBound, BaseTool):
         ok, key, tenant, variant = self._key_of(args, kwargs, config)
         if not ok:
             return await call()
-        value = await self.component.aget_or_call(key, call, tenant=tenant, variant=variant)
-        return self._output(value)
+        fresh = _Fresh()
+        value = await self.component.aget_or_call(
+            key, fresh.acall(call), tenant=tenant, variant=variant
+        )
+        return self._output(fresh.own(value))
 
 
 def cached(
@@ -646,7 +765,7 @@ def cached(
         ttl_s=ttl_s,
         tags=tags,
         encode=encode,
-        decode=decode,
+        decode=_decode_served,
         codec=CODEC,
         # LangChain objects compare by value; a hit must return what the call did.
         check_round_trip=True,

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import functools
 import hashlib
 import inspect
 import json
+import re
 import uuid
 import weakref
 from collections.abc import (
@@ -57,7 +59,15 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection, default_completion_to_prompt
 from llama_index_instrumentation.dispatcher import active_instrument_tags, instrument_tags
-from pydantic import Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    SecretBytes,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 from costopt_core.cache import CachedResponse, CacheHit, CacheRequest
 from costopt_core.cache import SemanticCache as CacheEngine
@@ -70,7 +80,7 @@ from costopt_core.types import Message, Role
 from costopt_core.usage import first_field, usage_wire
 from llamaindex_costopt._checks import check_cache, check_llm
 from llamaindex_costopt._structured import MarksStructured
-from llamaindex_costopt.handler import TENANT_KEYS, resolve_tenant, usage_of
+from llamaindex_costopt.handler import REPLAY_NOTE, TENANT_KEYS, resolve_tenant, usage_of
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
@@ -106,8 +116,35 @@ _ROLES: dict[str, Role] = {
 }
 # Fields of LlamaIndex LLMs that hold provider parameters as a dict.
 _KWARGS_FIELDS = ("additional_kwargs", "generate_kwargs", "model_kwargs")
-# Answer-changing LLM fields the engine does not know by name.
+# Answer-changing LLM fields the engine does not know by name, read at every call.
 _EXTRA_FIELDS = ("max_new_tokens", "num_predict", "repetition_penalty", "repeat_penalty")
+# LLM fields that say how a call is made, not what it answers: left out of the
+# scope. Every other field the wrapped LLM serialises is in it (see _llm_params).
+_NOT_ANSWER_FIELDS = frozenset(
+    {
+        "callback_manager",
+        "callbacks",
+        "rate_limiter",
+        "timeout",
+        "request_timeout",
+        "max_retries",
+        "num_retries",
+        "retries",
+        "http_client",
+        "async_http_client",
+        "client",
+        "async_client",
+        "reuse_client",
+        "session",
+        "verbose",
+    }
+)
+# Credentials, by name: never written into a scope (which may be stored as text).
+_SECRET_NAME = re.compile(
+    r"(^|_)(api_?key|key|secret|password|passwd|token|credentials?|auth|authorization)(_|$)",
+    re.IGNORECASE,
+)
+_SKIP = object()
 # The fields LlamaIndex's predict / stream (and their async twins) format a
 # prompt with, on the LLM they are called on, with the value that means "not
 # set" (LlamaIndex fills the two callables in with its defaults).
@@ -149,6 +186,68 @@ def _jsonable(obj: Any) -> Any:
         except Exception:
             obj = str(obj)
     return json.loads(json.dumps(obj, default=str))
+
+
+def _scope_value(name: str, value: Any, depth: int = 0) -> Any:
+    """An LLM setting as JSON for the cache scope, or ``_SKIP``.
+
+    Credentials are dropped (by name, and any ``SecretStr``); headers, which
+    may carry them and may also change the answer (a beta feature), are in
+    as a digest. Pydantic objects (a nested LLM, a config) go field by field,
+    with the same rules; a class (a response format) by its name, another
+    object by its repr if it has one of its own. Functions and objects with
+    only an address for a repr (a client) are skipped.
+    """
+    if depth > 8 or isinstance(value, SecretStr | SecretBytes):
+        return _SKIP
+    if isinstance(value, type):
+        return str(value)
+    if callable(value) and not isinstance(value, BaseModel):
+        return _SKIP
+    if "header" in name.lower() and value:
+        return "sha256:" + hashlib.sha256(_canon(_jsonable(value)).encode()).hexdigest()
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, enum.Enum):
+        return _scope_value(name, value.value, depth + 1)
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            key = str(k)
+            if _SECRET_NAME.search(key) or key in _NOT_ANSWER_FIELDS:
+                continue
+            if (kept := _scope_value(key, v, depth + 1)) is not _SKIP:
+                out[key] = kept
+        return out
+    if isinstance(value, list | tuple):
+        items = (_scope_value(name, v, depth + 1) for v in value)
+        return [v for v in items if v is not _SKIP]
+    if isinstance(value, BaseModel):
+        fields = _scope_value(
+            name, {f: getattr(value, f, None) for f in type(value).model_fields}, depth + 1
+        )
+        return _SKIP if fields is _SKIP else {"__class__": type(value).__qualname__, **fields}
+    own_repr = getattr(type(value), "__repr__", None) is not object.__repr__
+    return repr(value) if own_repr else _SKIP
+
+
+def _llm_settings(llm: LLM) -> dict[str, Any]:
+    """Every serialisable field of ``llm`` that may change its answer, but those
+    read at every call (see ``CachedLLM._llm_params``), how a call is made
+    (``_NOT_ANSWER_FIELDS``), credentials and the prompt settings (applied to
+    the messages, which are keyed)."""
+    live = {*ANSWER_PARAMS, *_EXTRA_FIELDS, *_KWARGS_FIELDS, *_PROMPT_FIELDS}
+    out: dict[str, Any] = {}
+    for name in type(llm).model_fields:
+        if name in live or name in _NOT_ANSWER_FIELDS or _SECRET_NAME.search(name):
+            continue
+        try:
+            value = _scope_value(name, getattr(llm, name, None))
+        except Exception:  # a field that cannot be read is no setting
+            continue
+        if value is not _SKIP and value is not None:
+            out[name] = value
+    return out
 
 
 def _message(m: ChatMessage) -> Message:
@@ -480,10 +579,15 @@ def _words(text: str) -> list[str]:
 def _chunk_raw(raw: Any, hit: CacheHit) -> dict[str, Any]:
     # Every replayed chunk says where it comes from; only the last carries usage.
     # The word chunks share this dict, noted as served too: a replay the caller
-    # stops reading before the last chunk is still known to have cost nothing.
+    # stops reading before the last chunk is still known to have cost nothing,
+    # and is recorded as the hit it was (the note says it is a replay; see the
+    # handler's _stopped_replay). The last chunk's raw (``raw``) says so too.
+    note = {**served_info(hit), REPLAY_NOTE: True}
+    if isinstance(raw, dict):
+        SERVED.note(raw, note)
     raw = raw if isinstance(raw, Mapping) else {}
     marker = {k: raw[k] for k in (METADATA_KEY, "model") if k in raw}
-    SERVED.note(marker, served_info(hit))
+    SERVED.note(marker, note)
     return marker
 
 
@@ -714,6 +818,8 @@ class CachedLLM(MarksStructured, FunctionCallingLLM):
     )
     ttl_s: float | None = Field(default=None, description="Time to live of stored answers.")
     cache_tags: tuple[str, ...] = Field(default=(), description="Labels stored with answers.")
+    # The wrapped LLM's settings read once (see _llm_params), with the LLM they are of.
+    _settings: tuple[LLM, dict[str, Any]] | None = PrivateAttr(default=None)
 
     def __init__(self, **data: Any) -> None:
         check_arguments("CachedLLM", data, type(self), wraps_models=True)
@@ -868,8 +974,26 @@ class CachedLLM(MarksStructured, FunctionCallingLLM):
             yield
 
     def _llm_params(self) -> dict[str, Any]:
+        """The wrapped LLM's settings that may change its answer, as JSON.
+
+        The sampling knobs the engine knows (``ANSWER_PARAMS``, a few more by
+        name, the provider kwargs dicts) are read at every call, as a caller may
+        set them between calls. Every other serialisable field is in too, not a
+        list of known ones: an Ollama's ``json_mode``, an Anthropic's
+        ``thinking_dict``, an OpenAIResponses' ``instructions`` or an
+        OpenAILike's ``api_base`` each change the answer, and two LLMs differing
+        only there served each other's answers from one engine (LangChain's cache
+        keys on a model's fields too). Those are read once per wrapped LLM
+        (:func:`_llm_settings`): a field an LLM changes as it runs (a call
+        counter, a record of what it was sent) would otherwise split the scope
+        at every call. Entries stored before these fields were keyed have
+        other scopes: they are missed, never served for another setting.
+        """
         llm = self.llm
-        params: dict[str, Any] = {}
+        held = self._settings
+        if held is None or held[0] is not llm:
+            held = self._settings = (llm, _llm_settings(llm))
+        params: dict[str, Any] = dict(held[1])
         for name in (*ANSWER_PARAMS, *_EXTRA_FIELDS):
             try:
                 value = getattr(llm, name, None)
@@ -878,7 +1002,7 @@ class CachedLLM(MarksStructured, FunctionCallingLLM):
             if value is not None and not callable(value):
                 params[name] = value
         for name in _KWARGS_FIELDS:
-            extra = getattr(llm, name, None)
+            extra = _scope_value(name, getattr(llm, name, None))
             if isinstance(extra, Mapping):
                 params.update(extra)
         return params

@@ -54,6 +54,7 @@ from costopt_core.usage import first_field, normalize_usage
 
 __all__ = [
     "BATCH_TAG",
+    "REPLAY_NOTE",
     "TENANT_KEYS",
     "TIER_KEY",
     "CostEventHandler",
@@ -65,6 +66,9 @@ __all__ = [
 log = logging.getLogger("costopt.llamaindex")
 
 TENANT_KEYS = ("costopt_tenant", "tenant_id", "tenant")
+#: Set in the note a costopt cache puts on the items of its replay of a stored
+#: answer (not on those of a stream it shares): a stopped replay is recorded.
+REPLAY_NOTE = "replay"
 TIER_KEY = "costopt_tier"
 METADATA_KEY = "costopt"
 #: Instrument tag on the LLM calls a batch job makes itself (the local batch
@@ -338,6 +342,17 @@ def _router_or_cache_hit(call: _Call) -> bool:
         if c.kids and (c is call or c.cache):
             todo.extend(k for k in c.kids if k.early)
     return False
+
+
+def _stopped_replay(call: _Call, raw: Any, span_id: str) -> bool:
+    """``call`` is a costopt cache's own span, served (no model call nested in
+    it), and its last item is of a replay of a stored answer: its ``raw`` is
+    noted with the cache tier and :data:`REPLAY_NOTE` (``cached_llm._chunk_raw``).
+    The note is taken for this span, so every handler of it reads it again."""
+    if not call.cache or any(k.early for k in call.kids or ()) or raw is None:
+        return False
+    note = SERVED.take(raw, run=span_id)
+    return note is not None and bool(note.get(REPLAY_NOTE)) and served_outcome(note) is not None
 
 
 class _State:
@@ -695,31 +710,36 @@ class CostEventHandler(BaseEventHandler):
         was made. Nor the calls a costopt router records itself: its tier
         calls (suppressed), its own span and any call it is nested in (its
         ``_unread`` records an unfinished stream, and a held-back one with
-        the usage of the whole stream, which it read). Nor a costopt cache's
-        replay of a stored answer: no model was called.
+        the usage of the whole stream, which it read). A costopt cache's
+        replay of a stored answer called no model: it is recorded as the hit
+        its items' note says (:func:`_stopped_replay`), as LangChain records a
+        stopped replay, so both count the request and the hit rate alike. A
+        stream the cache shares with an identical request in flight is not.
         """
         if call.suppressed:
             return
         last = call.last
         if last is _EMPTY and isinstance(error, Exception):
             return
+        response = None if last is _EMPTY else last
+        raw = getattr(response, "raw", None)
         with st.lock:
             if _router_or_cache_hit(call):
-                return
-            response = None if last is _EMPTY else last
-            raw = getattr(response, "raw", None)
-            # A nested call already recorded this answer: a delegated stream
-            # that ended (or stopped) before the one around it. Or the call
-            # around this one did: the caller closes the outer stream first.
-            # Not a call the caller made while reading this stream, nor the
-            # stream such a call is nested in: their answers are their own.
-            seen = call.children and call.answered_by_child(raw, None)
-            inner = call
-            while not seen and inner.early and inner.parent is not None:
-                inner = inner.parent
-                seen = inner.recorded
-            if seen:
-                return
+                if not _stopped_replay(call, raw, span_id):
+                    return
+            else:
+                # A nested call already recorded this answer: a delegated stream
+                # that ended (or stopped) before the one around it. Or the call
+                # around this one did: the caller closes the outer stream first.
+                # Not a call the caller made while reading this stream, nor the
+                # stream such a call is nested in: their answers are their own.
+                seen = call.children and call.answered_by_child(raw, None)
+                inner = call
+                while not seen and inner.early and inner.parent is not None:
+                    inner = inner.parent
+                    seen = inner.recorded
+                if seen:
+                    return
             call.recorded = True
             if call.parent is not None:
                 call.parent.adopt(raw, call.early)

@@ -4,7 +4,8 @@ The provider bills the prompt (and what it streamed) of a stream the caller
 stops reading (``break``, ``close()``, cancellation): it is recorded with the
 usage of its last item read if that reports any, else with an unknown usage
 (unpriced, never $0), outcome ``model``. A costopt router records its own
-unfinished streams; a costopt cache's replay called no model.
+unfinished streams; a costopt cache's replay called no model, and is recorded
+as the hit it was (at no cost), as LangChain records one.
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ def cache() -> SemanticCache:
 
 
 @pytest.mark.parametrize("expose", [False, True])
-def test_a_cached_llm_records_a_stopped_miss_once_and_a_stopped_replay_never(
+def test_a_cached_llm_records_a_stopped_miss_once_and_a_stopped_replay_as_its_hit(
     engine: CostEngine, handler: CostEventHandler, expose: bool
 ) -> None:
     inner = scripted()
@@ -197,13 +198,17 @@ def test_a_cached_llm_records_a_stopped_miss_once_and_a_stopped_replay_never(
     gen = llm.stream_chat(MESSAGES)  # a replay of the stored answer: no model called
     next(gen)
     gen.close()
-    assert len(engine.ledger) == 1 and inner.script.calls == 1
+    # Recorded as the hit it was, at no cost, as LangChain records a stopped replay.
+    assert inner.script.calls == 1
+    assert [(r.outcome, r.cost_usd) for r in engine.ledger.records()][1:] == [
+        ("cache_exact", Decimal(0))
+    ]
     other = [ChatMessage(role="user", content="Something else entirely, about whales?")]
     gen = llm.stream_chat(other)  # a miss: the wrapped LLM is called
     next(gen)
     gen.close()
     assert inner.script.calls == 2
-    assert rows(engine)[1:] == [("model", "gpt-4o-mini", Usage(), None, "llamaindex")]
+    assert rows(engine)[2:] == [("model", "gpt-4o-mini", Usage(), None, "llamaindex")]
     assert handler.pending == 0
 
 

@@ -54,7 +54,7 @@ from costopt_core.memory import (
     MemoryView,
     message_fingerprint,
 )
-from costopt_core.memory.conversation import FlushLock
+from costopt_core.memory.conversation import FlushLock, flush_failed_on_read
 from costopt_core.types import Message
 from langchain_costopt._convert import from_langchain_messages, to_langchain_message
 from langchain_costopt.callbacks import CostCallbackHandler, _tracking, engine_for, run_tenant
@@ -494,7 +494,11 @@ class SummarizingChatMessageHistory(BaseChatMessageHistory):
         call = _prepare(self._options, self.history.messages, self._load_state())
         if not call.memory.read_needs_flush(call.full):
             return call
-        self.update()
+        try:
+            self.update()
+        except Exception as exc:  # the summarizer down must not fail the user's call
+            flush_failed_on_read(exc)
+            return call
         return _prepare(self._options, self.history.messages, self._load_state())
 
     async def _aread(self) -> _Call:
@@ -503,7 +507,11 @@ class SummarizingChatMessageHistory(BaseChatMessageHistory):
         call = _prepare(self._options, originals, await self._aload_state())
         if not call.memory.read_needs_flush(call.full):
             return call
-        await self.aupdate()
+        try:
+            await self.aupdate()
+        except Exception as exc:
+            flush_failed_on_read(exc)
+            return call
         originals = await self.history.aget_messages()
         return _prepare(self._options, originals, await self._aload_state())
 

@@ -37,7 +37,7 @@ from costopt_core.memory import (
     MemoryView,
     message_fingerprint,
 )
-from costopt_core.memory.conversation import FlushLock
+from costopt_core.memory.conversation import FlushLock, flush_failed_on_read
 from costopt_core.types import Message, Role
 from llamaindex_costopt.handler import (
     PricingBlock,
@@ -385,7 +385,11 @@ class SummarizingMemory(BaseChatStoreMemory):
         memory = self._memory(self._load_state())
         if not memory.read_needs_flush(full):
             return originals, full, memory
-        self.update()
+        try:
+            self.update()
+        except Exception as exc:  # the summarizer down must not fail the user's call
+            flush_failed_on_read(exc)
+            return originals, full, memory
         originals = self.chat_store.get_messages(self.chat_store_key)
         full = [from_llamaindex_message(m) for m in originals]
         return originals, full, self._memory(self._load_state())
@@ -397,7 +401,11 @@ class SummarizingMemory(BaseChatStoreMemory):
         memory = self._memory(await self._aload_state())
         if not memory.read_needs_flush(full):
             return originals, full, memory
-        await self.aupdate()
+        try:
+            await self.aupdate()
+        except Exception as exc:
+            flush_failed_on_read(exc)
+            return originals, full, memory
         originals = await self.chat_store.aget_messages(self.chat_store_key)
         full = [from_llamaindex_message(m) for m in originals]
         return originals, full, self._memory(await self._aload_state())

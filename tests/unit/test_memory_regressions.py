@@ -311,3 +311,61 @@ def test_llamaindex_concurrent_writers_flush_once_sync_and_async() -> None:
     asyncio.run(main())
     asyncio.run(main())
     assert script.calls == 1 and memory.state.flushes == 1
+
+
+def test_a_read_whose_flush_fails_still_returns_the_view(caplog: pytest.LogCaptureFixture) -> None:
+    """The summarizer down: the read sends the view without its oldest turns, as it did
+    before reads flushed, instead of failing the user's call."""
+    import asyncio
+
+    from langchain_core.chat_history import InMemoryChatMessageHistory
+    from langchain_core.messages import AIMessage, HumanMessage
+    from llama_index.core.base.llms.types import ChatMessage
+    from llama_index.core.storage.chat_store import SimpleChatStore
+
+    from costopt_core import CostEngine
+    from costopt_core.memory import MemoryConfig
+    from costopt_core.testing import Script, ScriptedResponse
+    from langchain_costopt.memory import SummarizingChatMessageHistory
+    from langchain_costopt.testing import ScriptedChatModel
+    from llamaindex_costopt.memory import SummarizingMemory
+    from llamaindex_costopt.testing import ScriptedLLM
+
+    turns = [("My name is Ana Lima and my order number is 48213.", "Noted, Ana.")]
+    turns += [
+        (f"Question {i} about shipping parcel {i} to the north depot?", f"Parcel {i}: ground.")
+        for i in range(40)
+    ]
+    cfg = MemoryConfig(recall_embeddings=False)
+
+    def down() -> Script:
+        return Script([ScriptedResponse(text="x", error=ConnectionError("summarizer 503"))])
+
+    store = InMemoryChatMessageHistory()
+    for u, a in turns:
+        store.add_messages([HumanMessage(u), AIMessage(a)])
+    history = SummarizingChatMessageHistory(
+        store, config=cfg, engine=CostEngine(), summarizer=ScriptedChatModel(script=down())
+    )
+    chat_store = SimpleChatStore()
+    pairs = [(("user", u), ("assistant", a)) for u, a in turns]
+    chat_store.set_messages(
+        "chat", [ChatMessage(role=r, content=t) for pair in pairs for r, t in pair]
+    )
+    memory = SummarizingMemory.from_defaults(
+        chat_store=chat_store,
+        chat_store_key="chat",
+        config=cfg,
+        engine=CostEngine(),
+        summarizer=ScriptedLLM(script=down()),
+    )
+    reads = {
+        "lc": lambda: history.messages,
+        "lc async": lambda: asyncio.run(history.aget_messages()),
+        "li": lambda: memory.get(),
+        "li async": lambda: asyncio.run(memory.aget()),
+    }
+    for name, read in reads.items():
+        sent = read()
+        assert 0 < len(sent) < 2 * len(turns), name
+    assert caplog.text.count("the flush this read needed failed") == 4

@@ -11,6 +11,7 @@ never modified.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,10 +25,27 @@ from costopt_core.memory.state import MemoryState
 from costopt_core.memory.tradeoff import CachePrices, cache_prices
 from costopt_core.types import CallRecord, Message
 
-__all__ = ["ConversationMemory", "FlushLock"]
+__all__ = ["ConversationMemory", "FlushLock", "flush_failed_on_read"]
 
 Chat = Callable[[list[Message]], str]
 AChat = Callable[[list[Message]], Awaitable[str]]
+
+
+log = logging.getLogger(__name__)
+
+
+def flush_failed_on_read(exc: Exception) -> None:
+    """Log a flush a read needed that failed (the summarizer down): the read goes on.
+
+    The view then leaves out its oldest turns, as it would with no memory;
+    the next read or write tries the flush again.
+    """
+    log.warning(
+        "memory: the flush this read needed failed (%s: %s); sending the view without "
+        "its oldest turns, and trying again on the next read or write",
+        type(exc).__name__,
+        exc,
+    )
 
 
 class FlushLock:

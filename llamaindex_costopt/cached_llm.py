@@ -140,10 +140,18 @@ _NOT_ANSWER_FIELDS = frozenset(
     }
 )
 # Credentials, by name: never written into a scope (which may be stored as text).
+# Whole names or their last words only: "eos_token_id", "pad_token_id" or a
+# schema property "key" change the answer and stay in.
 _SECRET_NAME = re.compile(
-    r"(^|_)(api_?key|key|secret|password|passwd|token|credentials?|auth|authorization)(_|$)",
+    r"^(.*_)?(api_?key|api_?token|access_?key|secret_?key|private_?key|access_?token|"
+    r"auth_?token|refresh_?token|session_?token|bearer_?token|hf_?token|secret|"
+    r"client_?secret|password|passwd|credentials?|authorization)$",
     re.IGNORECASE,
 )
+# Bare names that are credentials as the LLM's own fields (not inside its kwargs).
+_SECRET_FIELDS = frozenset({"key", "token", "auth"})
+# A repr that holds an address (a lock, a client) differs in every process.
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _SKIP = object()
 # The fields LlamaIndex's predict / stream (and their async twins) format a
 # prompt with, on the LLM they are called on, with the value that means "not
@@ -214,21 +222,28 @@ def _scope_value(name: str, value: Any, depth: int = 0) -> Any:
         out: dict[str, Any] = {}
         for k, v in value.items():
             key = str(k)
-            if _SECRET_NAME.search(key) or key in _NOT_ANSWER_FIELDS:
+            # Names are settings only near the top: deeper down (a response
+            # format's JSON schema) a property named "password" is the answer's.
+            if depth <= 1 and (_SECRET_NAME.match(key) or key in _NOT_ANSWER_FIELDS):
                 continue
             if (kept := _scope_value(key, v, depth + 1)) is not _SKIP:
                 out[key] = kept
         return out
-    if isinstance(value, list | tuple):
-        items = (_scope_value(name, v, depth + 1) for v in value)
-        return [v for v in items if v is not _SKIP]
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [_scope_value(name, v, depth + 1) for v in value]
+        kept_items = [v for v in items if v is not _SKIP]
+        # A set's order is the hash seed's: sorted, the scope is every process's.
+        return sorted(kept_items, key=_canon) if isinstance(value, set | frozenset) else kept_items
     if isinstance(value, BaseModel):
         fields = _scope_value(
             name, {f: getattr(value, f, None) for f in type(value).model_fields}, depth + 1
         )
         return _SKIP if fields is _SKIP else {"__class__": type(value).__qualname__, **fields}
     own_repr = getattr(type(value), "__repr__", None) is not object.__repr__
-    return repr(value) if own_repr else _SKIP
+    if not own_repr:
+        return _SKIP
+    text = repr(value)
+    return _SKIP if _ADDRESS.search(text) else text
 
 
 def _llm_settings(llm: LLM) -> dict[str, Any]:
@@ -239,7 +254,8 @@ def _llm_settings(llm: LLM) -> dict[str, Any]:
     live = {*ANSWER_PARAMS, *_EXTRA_FIELDS, *_KWARGS_FIELDS, *_PROMPT_FIELDS}
     out: dict[str, Any] = {}
     for name in type(llm).model_fields:
-        if name in live or name in _NOT_ANSWER_FIELDS or _SECRET_NAME.search(name):
+        secret = _SECRET_NAME.match(name) or name in _SECRET_FIELDS
+        if name in live or name in _NOT_ANSWER_FIELDS or secret:
             continue
         try:
             value = _scope_value(name, getattr(llm, name, None))

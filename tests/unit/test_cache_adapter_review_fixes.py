@@ -27,7 +27,7 @@ import pytest
 from langchain_core.globals import set_llm_cache
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from costopt_core.cache import SemanticCache as CacheEngine
 from costopt_core.testing import FakeEmbedder, Script, ScriptedResponse
@@ -282,6 +282,31 @@ def test_credentials_and_counters_do_not_split_the_scope_nor_reach_it() -> None:
     assert rotated.chat(msgs).message.content == "Paris."
     model = llm._chat_request(msgs, {}).model or ""
     assert "SECRET" not in model and "json_mode" in model
+
+
+def test_kwargs_named_like_credentials_and_odd_fields_key_the_scope_as_settings() -> None:
+    import threading
+
+    class HFLike(ScriptedLLM):
+        generate_kwargs: dict[str, Any] = Field(default_factory=dict)
+        lock: Any = None
+        stops: set[str] = Field(default_factory=set)
+
+    engine = CacheEngine(embedder=FakeEmbedder())
+    msgs = [ChatMessage(role="user", content="Extract the pair from: colour=red")]
+
+    def ask(answer: str, **fields: Any) -> tuple[str, str]:
+        llm = CachedLLM(llm=HFLike(script=Script([answer]), **fields), semantic_cache=engine)
+        return llm.chat(msgs).message.content or "", llm._chat_request(msgs, {}).model or ""
+
+    # Token ids (not credentials) split the scope.
+    a, _ = ask("A", generate_kwargs={"eos_token_id": 2, "pad_token_id": 0})
+    b, model = ask("B", generate_kwargs={"eos_token_id": 128009, "pad_token_id": 128001})
+    assert (a, b) == ("A", "B") and "eos_token_id" in model
+    # A lock's repr holds its address, a set's order the hash seed's: neither splits it.
+    _, first = ask("C", lock=threading.Lock(), stops={"b", "a", "c"})
+    _, again = ask("D", lock=threading.Lock(), stops={"c", "b", "a"})
+    assert first == again and "0x" not in first and '["a","b","c"]' in first
 
 
 # -- 5. a LlamaIndex replay the caller stops is recorded as its hit -------------------

@@ -535,21 +535,11 @@ class CostCallbackHandler(BaseCallbackHandler):
         run = self._runs.pop(key, None)
         if run is None:
             return
-        self._streamed.discard(key)
-        self._completions.discard(key)
+        self._end(key, run)
         self._served.pop(key, None)
         self._seen.pop(key, None)
-        pending = run[5]
-        if pending is not None:
-            pending.pop(key, None)
         if self._batch_of:
-            with self._batch_lock:
-                batch = self._batch_of.pop(key, None)
-                if batch is not None:
-                    batch.open -= 1
-                    batch.prompt_tokens.pop(key, None)
-                    if batch.open <= 0 and self._batches.get(id(batch.params)) is batch:
-                        del self._batches[id(batch.params)]
+            self._leave_batch(key, None)  # the call failed: its batch is never recorded
         self._release(run, run_id)
 
     def _leave_batch(

@@ -1108,11 +1108,8 @@ class BatchJob:
             for batch in self._open():
                 try:
                     self.provider.cancel(batch.remote_id)
-                except BatchNotFoundError as exc:
-                    if (err := self._not_found(batch, exc)) is not None:
-                        errors.append(err)
                 except BatchError as exc:  # the others are stopped first
-                    errors.append(exc)
+                    self._cancel_failed(batch, exc, errors)
             self._release_unsent()
         if errors:
             raise errors[0]
@@ -1133,11 +1130,8 @@ class BatchJob:
             for batch in self._open():
                 try:
                     await self.provider.acancel(batch.remote_id)
-                except BatchNotFoundError as exc:
-                    if (err := self._not_found(batch, exc)) is not None:
-                        errors.append(err)
                 except BatchError as exc:
-                    errors.append(exc)
+                    self._cancel_failed(batch, exc, errors)
             self._release_unsent()
         if errors:
             raise errors[0]
@@ -1147,6 +1141,12 @@ class BatchJob:
             except BatchError as exc:
                 self._collect_failed(exc)
         return self.status()
+
+    def _cancel_failed(self, batch: OpenBatch, exc: BatchError, errors: list[BatchError]) -> None:
+        """Note why canceling ``batch`` failed; a batch the provider lost is collected."""
+        err = self._not_found(batch, exc) if isinstance(exc, BatchNotFoundError) else exc
+        if err is not None:
+            errors.append(err)
 
     def _holds_budget(self) -> bool:
         """Whether flushes of this job hold budget estimates (the engine has budgets)."""

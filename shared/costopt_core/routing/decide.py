@@ -291,6 +291,7 @@ def choose_tiers(
         q = qualified[rows]
         band[rows] = p[rows, q] < th[rows, q] + margin
     # One tier up, over any the thresholds switched off (inf stays inf when scaled).
-    up = np.array([_next_on(base.tolist(), i) for i in range(n_tiers)], dtype=np.int64)
+    listed = base.tolist()
+    up = np.array([_next_on(listed, i) for i in range(n_tiers)], dtype=np.int64)
     chosen = np.where(band, up[qualified], qualified)
     return chosen.astype(np.int64), band
